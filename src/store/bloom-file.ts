@@ -1,0 +1,55 @@
+// The summary filter saved at a clean close, `<data>/bloom.bin`, so opening a large store does
+// not re-read every index key. Trusted only when the store was closed cleanly; otherwise it
+// is rebuilt from the index.
+
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { BloomFilter } from './bloom.js';
+
+const MAGIC = Buffer.from('VVBLOOM\n', 'latin1');
+const VERSION = 1;
+const HEADER = 32;
+export const BLOOM_FILE = 'bloom.bin';
+
+export async function saveBloom(dir: string, bloom: BloomFilter): Promise<void> {
+  const h = Buffer.alloc(HEADER);
+  MAGIC.copy(h, 0);
+  h.writeUInt32LE(VERSION, 8);
+  h.writeUInt32LE(bloom.shape.log2Bits, 12);
+  h.writeUInt32LE(bloom.shape.probes, 16);
+  h.writeDoubleLE(bloom.count, 24);
+  const file = path.join(dir, BLOOM_FILE);
+  const tmp = `${file}.tmp`;
+  const fh = await fsp.open(tmp, 'w');
+  try {
+    await fh.write(h, 0, HEADER, 0);
+    await fh.write(new Uint8Array(bloom.shape.sab), 0, bloom.bytes, HEADER);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await fsp.rename(tmp, file);
+}
+
+export async function loadBloom(dir: string): Promise<BloomFilter | undefined> {
+  const file = path.join(dir, BLOOM_FILE);
+  let data: Buffer;
+  try {
+    data = await fsp.readFile(file);
+  } catch {
+    return undefined;
+  }
+  if (data.length < HEADER || !data.subarray(0, 8).equals(MAGIC) || data.readUInt32LE(8) !== VERSION) return undefined;
+  const log2Bits = data.readUInt32LE(12);
+  const probes = data.readUInt32LE(16);
+  if (log2Bits < 3 || log2Bits > 32 || data.length !== HEADER + 2 ** log2Bits / 8) return undefined;
+  const sab = new SharedArrayBuffer(2 ** log2Bits / 8);
+  new Uint8Array(sab).set(data.subarray(HEADER));
+  const b = new BloomFilter({ sab, log2Bits, probes });
+  b.count = data.readDoubleLE(24);
+  return b;
+}
+
+export async function removeBloom(dir: string): Promise<void> {
+  await fsp.rm(path.join(dir, BLOOM_FILE), { force: true });
+}

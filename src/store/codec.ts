@@ -1,0 +1,62 @@
+// Segment payload encoding: LZ4 block per segment, raw when compression does not pay, and
+// the decode path that re-hashes every segment before anything is returned.
+
+import { compressSync, uncompressSync } from 'lz4-napi';
+import { vmError } from '../errors.js';
+import { Codec } from './container-format.js';
+import { fingerprint, fpHex } from './fingerprint.js';
+
+/** Compression must save at least 1/16 of a segment to be kept; else the segment is raw. */
+export function compressionPays(rawLen: number, compressedLen: number): boolean {
+  return compressedLen <= rawLen - (rawLen >>> 4);
+}
+
+export interface Encoded {
+  codec: Codec;
+  payload: Uint8Array;
+}
+
+export function encodePayload(raw: Uint8Array): Encoded {
+  const c = compressSync(raw as Buffer);
+  return compressionPays(raw.length, c.length) ? { codec: Codec.Lz4, payload: c } : { codec: Codec.Raw, payload: raw };
+}
+
+export interface SegmentPlace {
+  /** Container id and record offset, for the error a person reads. */
+  cid: number;
+  offset: number;
+}
+
+/**
+ * Decodes a stored payload and checks it against its fingerprint. Throws CORRUPT_SEGMENT
+ * naming the container and offset on any mismatch: nothing unverified is ever returned.
+ */
+export function decodePayload(
+  payload: Uint8Array,
+  codec: Codec,
+  rawLen: number,
+  fp: Uint8Array,
+  place: SegmentPlace,
+): Buffer {
+  let raw: Buffer;
+  try {
+    raw = codec === Codec.Lz4 ? uncompressSync(payload) : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+  } catch (err) {
+    throw corrupt(fp, place, `does not decompress (${(err as Error).message})`);
+  }
+  if (raw.length !== rawLen) throw corrupt(fp, place, `decodes to ${raw.length} bytes, expected ${rawLen}`);
+  if (!fingerprint(raw).equals(fp)) throw corrupt(fp, place, 'failed verification (BLAKE3 mismatch)');
+  return raw;
+}
+
+export function corrupt(fp: Uint8Array, place: SegmentPlace, what: string) {
+  return vmError(
+    'CORRUPT_SEGMENT',
+    `segment ${fpHex(fp).slice(0, 16)} in container ${containerName(place.cid)} at offset ${place.offset} ${what}`,
+    { fingerprint: fpHex(fp), container: place.cid, offset: place.offset },
+  );
+}
+
+export function containerName(cid: number): string {
+  return cid.toString(16).padStart(8, '0');
+}

@@ -1,0 +1,228 @@
+// Container files on disk: where they live, a bounded cache of read descriptors (shared with
+// the codec workers, so a descriptor is closed only when no read is using it), and parsing
+// of sealed tables and of record streams for recovery and index rebuilds.
+
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { crc32 } from 'node:zlib';
+import { fromSystemError, vmError } from '../errors.js';
+import {
+  containerRelPath,
+  decodeHeader,
+  decodeTable,
+  decodeTrailer,
+  HEADER_BYTES,
+  readRecordHeader,
+  RECORD_HEADER_BYTES,
+  type RecordMeta,
+  TABLE_ENTRY_BYTES,
+  TRAILER_BYTES,
+} from './container-format.js';
+import { closeFile, openFile, readAt, type StoreFile } from './file-io.js';
+import { containerName } from './codec.js';
+
+const MAX_OPEN_READERS = 256;
+
+interface Reader {
+  file: Promise<StoreFile>;
+  users: number;
+  lastUse: number;
+}
+
+export class ContainerFiles {
+  readonly dir: string;
+  private readonly readers = new Map<number, Reader>();
+  private readonly knownShards = new Set<string>();
+  private useClock = 0;
+
+  constructor(dir: string) {
+    this.dir = dir;
+  }
+
+  pathOf(id: number): string {
+    return path.join(this.dir, containerRelPath(id));
+  }
+
+  /** Makes sure the shard directory of a container exists; returns true if it was created. */
+  async prepare(id: number): Promise<boolean> {
+    const shard = path.dirname(this.pathOf(id));
+    if (this.knownShards.has(shard)) return false;
+    let created = false;
+    try {
+      await fsp.mkdir(shard);
+      created = true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw fromSystemError(err, `creating ${shard}`);
+    }
+    this.knownShards.add(shard);
+    return created;
+  }
+
+  /**
+   * A descriptor for reading container `id`; call release() with the same id when done. The
+   * descriptor stays open while any user holds it (workers read through it).
+   */
+  async acquire(id: number): Promise<number> {
+    let r = this.readers.get(id);
+    if (!r) {
+      r = { file: openFile(this.pathOf(id), 'r'), users: 0, lastUse: 0 };
+      this.readers.set(id, r);
+      if (this.readers.size > MAX_OPEN_READERS) this.evictIdle();
+    }
+    r.users++;
+    r.lastUse = ++this.useClock;
+    try {
+      return (await r.file).fd;
+    } catch (err) {
+      r.users--;
+      if (this.readers.get(id) === r) this.readers.delete(id);
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        throw vmError('MISSING_SEGMENT', `container ${containerName(id)} is missing from ${this.dir}`, { container: id });
+      }
+      throw fromSystemError(err, `opening container ${containerName(id)}`);
+    }
+  }
+
+  release(id: number): void {
+    const r = this.readers.get(id);
+    if (r) r.users--;
+  }
+
+  private evictIdle(): void {
+    const idle = [...this.readers.entries()].filter(([, r]) => r.users === 0).sort((a, b) => a[1].lastUse - b[1].lastUse);
+    for (const [id, r] of idle.slice(0, Math.max(1, idle.length >> 1))) {
+      this.readers.delete(id);
+      r.file.then(closeFile).catch(() => {});
+    }
+  }
+
+  /** Drops the cached descriptor of a container (after it was deleted or rewritten). */
+  forget(id: number): void {
+    const r = this.readers.get(id);
+    if (r && r.users === 0) {
+      this.readers.delete(id);
+      r.file.then(closeFile).catch(() => {});
+    }
+  }
+
+  async closeAll(): Promise<void> {
+    const all = [...this.readers.values()];
+    this.readers.clear();
+    await Promise.all(all.map((r) => r.file.then(closeFile).catch(() => {})));
+  }
+
+  /** The record table of a sealed container (its metadata section). */
+  async readTable(id: number): Promise<RecordMeta[]> {
+    const where = `container ${containerName(id)}`;
+    const fd = await this.acquire(id);
+    try {
+      const size = (await fsp.stat(this.pathOf(id))).size;
+      if (size < HEADER_BYTES + TRAILER_BYTES) throw vmError('CORRUPT_CONTAINER', `${where} is truncated (${size} bytes)`, { container: id });
+      const tail = Buffer.alloc(TRAILER_BYTES);
+      await readAt(fd, tail, size - TRAILER_BYTES, this.pathOf(id));
+      const trailer = decodeTrailer(tail, size);
+      if (!trailer) throw vmError('CORRUPT_CONTAINER', `${where} has no valid trailer (unsealed or damaged); run an index rebuild`, { container: id });
+      const table = Buffer.alloc(trailer.count * TABLE_ENTRY_BYTES);
+      await readAt(fd, table, trailer.tableOffset, this.pathOf(id));
+      if (crc32(table) !== trailer.tableCrc) throw vmError('CORRUPT_CONTAINER', `${where} table checksum mismatch`, { container: id });
+      return decodeTable(table, where);
+    } finally {
+      this.release(id);
+    }
+  }
+
+  /** Container ids present on disk, ascending. */
+  async listIds(): Promise<number[]> {
+    const ids: number[] = [];
+    let shards: string[];
+    try {
+      shards = await fsp.readdir(this.dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw fromSystemError(err, `listing ${this.dir}`);
+    }
+    for (const s of shards.sort()) {
+      if (!/^[0-9a-f]{5}$/.test(s)) continue;
+      for (const f of await fsp.readdir(path.join(this.dir, s))) {
+        const m = /^([0-9a-f]{8})\.vvc$/.exec(f);
+        if (m) ids.push(parseInt(m[1], 16));
+      }
+    }
+    return ids.sort((a, b) => a - b);
+  }
+
+  /** Ids at or above `from`, reading only the shards that can hold them. */
+  async listIdsFrom(from: number): Promise<number[]> {
+    const ids: number[] = [];
+    let shards: string[];
+    try {
+      shards = await fsp.readdir(this.dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw fromSystemError(err, `listing ${this.dir}`);
+    }
+    const firstShard = from >>> 10;
+    for (const s of shards.sort()) {
+      if (!/^[0-9a-f]{5}$/.test(s) || parseInt(s, 16) < firstShard) continue;
+      for (const f of await fsp.readdir(path.join(this.dir, s))) {
+        const m = /^([0-9a-f]{8})\.vvc$/.exec(f);
+        if (m && parseInt(m[1], 16) >= from) ids.push(parseInt(m[1], 16));
+      }
+    }
+    return ids.sort((a, b) => a - b);
+  }
+}
+
+export interface ScanResult {
+  id: number;
+  /** Records whose header is intact, in file order (payloads not yet verified). */
+  records: RecordMeta[];
+  /** Where the last intact record ends. */
+  end: number;
+  sealed: boolean;
+  size: number;
+  /** Set when the header itself is unreadable. */
+  error?: string;
+  /** The whole file, for verifying payloads. */
+  data: Buffer;
+}
+
+/**
+ * Reads a container from the start, record by record, stopping at the first record whose
+ * header does not parse or whose payload runs past the end: that is where a crash tore it.
+ */
+export async function scanContainer(file: string, id: number): Promise<ScanResult> {
+  let data: Buffer;
+  try {
+    data = await fsp.readFile(file);
+  } catch (err) {
+    throw fromSystemError(err, `reading container ${file}`);
+  }
+  const res: ScanResult = { id, records: [], end: 0, sealed: false, size: data.length, data };
+  try {
+    const h = decodeHeader(data.subarray(0, HEADER_BYTES), `container ${containerName(id)}`);
+    if (h.id !== id) throw vmError('CORRUPT_CONTAINER', `container file ${file} claims id ${h.id}`);
+  } catch (err) {
+    res.error = (err as Error).message;
+    return res;
+  }
+  const trailer = data.length >= TRAILER_BYTES ? decodeTrailer(data.subarray(data.length - TRAILER_BYTES), data.length) : undefined;
+  const limit = trailer ? trailer.tableOffset : data.length;
+  let at = HEADER_BYTES;
+  while (at < limit) {
+    const h = readRecordHeader(data, at);
+    if (!h || at + RECORD_HEADER_BYTES + h.storedLen > limit) break;
+    res.records.push({ ...h, offset: at });
+    at += RECORD_HEADER_BYTES + h.storedLen;
+  }
+  res.end = at;
+  res.sealed = trailer !== undefined && at === trailer.tableOffset;
+  return res;
+}
+
+/** The payload bytes of a record, from a buffer holding the whole container. */
+export function payloadOf(data: Buffer, r: RecordMeta): Buffer {
+  const at = r.offset + RECORD_HEADER_BYTES;
+  return data.subarray(at, at + r.storedLen);
+}
+

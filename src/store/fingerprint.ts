@@ -1,0 +1,49 @@
+// Fingerprints are BLAKE3-256 of a segment's plain bytes. They name segments in the index,
+// in tree nodes and in container records, and they are the check every read makes.
+
+import { blake3 } from '@napi-rs/blake-hash';
+
+export const FP_BYTES = 32;
+
+/** Stands for a run of zero bytes: never stored, never hashed (BLAKE3 of nothing is not 0). */
+export const ZERO_FP: Buffer = Buffer.alloc(FP_BYTES);
+
+export function fingerprint(data: Uint8Array): Buffer {
+  return blake3(data);
+}
+
+export function isZeroFp(fp: Uint8Array): boolean {
+  // Only the sentinel is all zero; a real BLAKE3 output with 64 leading zero bits is not a
+  // concern, so two words decide.
+  const v = Buffer.isBuffer(fp) ? fp : Buffer.from(fp.buffer, fp.byteOffset, fp.byteLength);
+  return v.readUInt32LE(0) === 0 && v.readUInt32LE(4) === 0 && v.equals(ZERO_FP);
+}
+
+export function fpHex(fp: Uint8Array): string {
+  return Buffer.from(fp.buffer, fp.byteOffset, fp.byteLength).toString('hex');
+}
+
+/** A short form for messages: enough to find the segment with the verify tools. */
+export function fpShort(fp: Uint8Array): string {
+  return fpHex(fp).slice(0, 12);
+}
+
+/**
+ * A 48-bit number taken from a fingerprint, used as a Map key: number keys are far cheaper
+ * than strings. Callers confirm the full fingerprint on a hit.
+ */
+export function fpKey(fp: Uint8Array, offset = 0): number {
+  return (
+    fp[offset] +
+    fp[offset + 1] * 0x100 +
+    fp[offset + 2] * 0x10000 +
+    fp[offset + 3] * 0x1000000 +
+    fp[offset + 4] * 0x100000000 +
+    fp[offset + 5] * 0x10000000000
+  );
+}
+
+export function fpEquals(a: Uint8Array, aOff: number, b: Uint8Array, bOff: number): boolean {
+  for (let i = 0; i < FP_BYTES; i++) if (a[aOff + i] !== b[bOff + i]) return false;
+  return true;
+}

@@ -1,0 +1,127 @@
+// Recovery on open after an unclean shutdown. Only containers written since the last
+// checkpoint can be incomplete: those open at the checkpoint and any created after it. Each
+// is read record by record; the intact, verified prefix is kept, a torn tail is cut off, the
+// container is sealed, and index entries missing for its records are added. Containers are
+// repaired in place; nothing that was ever indexed is removed.
+
+import { pack, unpack } from 'msgpackr';
+import fsp from 'node:fs/promises';
+import { decodePayload } from './codec.js';
+import { encodeTable, encodeTrailer, HEADER_BYTES, RECORD_HEADER_BYTES, type RecordMeta, SegmentKind } from './container-format.js';
+import { type ContainerFiles, payloadOf, scanContainer } from './container-files.js';
+import { closeFile, fsyncDir, fsyncFile, openFile, truncateFile, writeAt } from './file-io.js';
+import { type Checkpoint, type ContainerRecord, containerKey, type DbOp, type StoreCounters } from './store-core.js';
+import type { Db, SegmentIndex } from './segment-index.js';
+import { toLocation } from './locality-cache.js';
+import path from 'node:path';
+
+export interface RepairReport {
+  containersScanned: number;
+  containersRepaired: number;
+  recordsRecovered: number;
+  bytesCut: number;
+  removedEmpty: number;
+  problems: string[];
+}
+
+export async function recoverContainers(
+  db: Db,
+  index: SegmentIndex,
+  files: ContainerFiles,
+  ckpt: Checkpoint,
+  counters: StoreCounters,
+): Promise<{ report: RepairReport; maxId: number; ops: DbOp[] }> {
+  const report: RepairReport = { containersScanned: 0, containersRepaired: 0, recordsRecovered: 0, bytesCut: 0, removedEmpty: 0, problems: [] };
+  const ids = new Set<number>(ckpt.openCids);
+  for (const id of await files.listIdsFrom(ckpt.nextCid)) ids.add(id);
+  let maxId = ckpt.nextCid - 1;
+  const ops: DbOp[] = [];
+  const dirs = new Set<string>();
+  for (const id of [...ids].sort((a, b) => a - b)) {
+    maxId = Math.max(maxId, id);
+    const file = files.pathOf(id);
+    let scan;
+    try {
+      scan = await scanContainer(file, id);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).cause && ((err as { cause: NodeJS.ErrnoException }).cause.code === 'ENOENT')) continue;
+      report.problems.push((err as Error).message);
+      continue;
+    }
+    report.containersScanned++;
+    if (scan.error) {
+      if (scan.size <= HEADER_BYTES) {
+        // Created but the header never reached the disk: nothing in it was ever referenced.
+        await fsp.rm(file, { force: true });
+        dirs.add(path.dirname(file));
+        report.removedEmpty++;
+      } else {
+        report.problems.push(`container ${file}: ${scan.error}`);
+      }
+      continue;
+    }
+    // A sealed container is complete by construction (its seal was fsynced before anything
+    // else); damage inside one is for verify to report, never a reason to cut it here.
+    let good: RecordMeta[] = scan.records;
+    let end = scan.end;
+    if (!scan.sealed) {
+      good = [];
+      end = HEADER_BYTES;
+      for (const r of scan.records) {
+        try {
+          decodePayload(payloadOf(scan.data, r), r.codec, r.rawLen, r.fp, { cid: id, offset: r.offset });
+        } catch {
+          break;
+        }
+        good.push(r);
+        end = r.offset + RECORD_HEADER_BYTES + r.storedLen;
+      }
+    }
+    if (!scan.sealed) {
+      if (good.length === 0) {
+        await fsp.rm(file, { force: true });
+        dirs.add(path.dirname(file));
+        report.removedEmpty++;
+        continue;
+      }
+      report.bytesCut += scan.size - end;
+      const f = await openFile(file, 'r+');
+      try {
+        await truncateFile(f, end);
+        const table = encodeTable(good);
+        await writeAt(f, Buffer.concat([table, encodeTrailer(good.length, end, table)]), end);
+        await fsyncFile(f);
+      } finally {
+        await closeFile(f);
+      }
+      report.containersRepaired++;
+    }
+    // Add what the index lacks; register the container if it never was.
+    const have = await index.getMany(good.map((r) => r.fp));
+    good.forEach((r, i) => {
+      if (!have[i]) {
+        ops.push(index.putOp(r.fp, toLocation(id, r)));
+        counters.segments++;
+        if (r.kind === SegmentKind.Node) counters.nodeSegments++;
+        counters.rawBytes += r.rawLen;
+        counters.payloadBytes += r.storedLen;
+        report.recordsRecovered++;
+      }
+    });
+    const size = (await fsp.stat(file)).size;
+    const reg = await db.get(containerKey(id));
+    if (!reg) {
+      counters.containers++;
+      counters.containerBytes += size;
+      ops.push({ type: 'put', key: containerKey(id), value: pack({ size, records: good.length } satisfies ContainerRecord) });
+    } else {
+      const old = unpack(reg) as ContainerRecord;
+      if (old.size !== size) {
+        counters.containerBytes += size - old.size;
+        ops.push({ type: 'put', key: containerKey(id), value: pack({ size, records: good.length } satisfies ContainerRecord) });
+      }
+    }
+  }
+  for (const d of dirs) await fsyncDir(d).catch(() => {});
+  return { report, maxId, ops };
+}

@@ -1,0 +1,279 @@
+// SegmentStore: the public face of the segment store.
+//
+// Contract for callers:
+// - write*/edit/truncate return a new FileVersion and the containers it depends on. The
+//   version is readable at once, but durable only after commit() with those deps resolves;
+//   commit() writes the caller's own LevelDB operations (e.g. the inode that now points at the
+//   version) in the same atomic batch as the index entries, after the data is fsynced.
+// - Buffers passed in may be reused by the caller once the call resolves. Buffers returned
+//   belong to the caller.
+// - Every byte returned by read() has been verified against its fingerprint; a mismatch
+//   throws CORRUPT_SEGMENT naming container and offset, and nothing else is returned.
+// - One process opens a data directory at a time (STORE_LOCKED otherwise).
+
+import { ClassicLevel } from 'classic-level';
+import { unpack } from 'msgpackr';
+import path from 'node:path';
+import { fromSystemError, vmError } from '../errors.js';
+import { BloomFilter } from './bloom.js';
+import { loadBloom, removeBloom, saveBloom } from './bloom-file.js';
+import { CodecPool } from './codec-pool.js';
+import { IngestEngine } from './ingest.js';
+import { recoverContainers, type RepairReport } from './recovery.js';
+import { type Db, writeBatch } from './segment-index.js';
+import { SegmentReader } from './segment-reader.js';
+import type { ChunkerParams } from './segmenter.js';
+import { segmenterImpl } from './segmenter.js';
+import { createConfig, readConfig, type StoreConfig } from './store-config.js';
+import { type Checkpoint, type DbOp, emptyCounters, metaKey, StoreCore, type StoreCounters } from './store-core.js';
+import { TreeView } from './tree-reader.js';
+import { type Piece, TreeWriter, type WriteResult } from './tree-writer.js';
+import { EMPTY_VERSION, type FileVersion } from './version.js';
+
+export interface OpenOptions {
+  /** Segment sizes for a new store (ignored for an existing one: they are recorded in it). */
+  chunker?: ChunkerParams;
+  /** Codec worker threads (default: cores, at most 4). */
+  workers?: number;
+  /** Refuse to create a store that does not exist yet. */
+  mustExist?: boolean;
+}
+
+export interface StoreStats {
+  /** Bytes written into the store by writers (all versions, including zero runs). */
+  ingestedBytes: number;
+  /** Of those, bytes that were runs of zeros (never stored). */
+  zeroBytes: number;
+  /** Unique segments (data and tree nodes) and their plain size. */
+  segments: number;
+  treeNodes: number;
+  uniqueBytes: number;
+  /** Bytes of container files on disk (payloads plus headers and tables). */
+  storedBytes: number;
+  containers: number;
+  /** ingested / unique: how much deduplication saved. */
+  dedupRatio: number;
+  /** unique / stored payload: how much LZ4 saved. */
+  compressionRatio: number;
+  /** ingested / stored: both together. */
+  totalRatio: number;
+  segmenter: 'native' | 'ts';
+  chunker: ChunkerParams;
+  index: { bloomBytes: number; bloomCapacity: number; cachedContainers: number; cachedEntries: number };
+}
+
+export class SegmentStore {
+  readonly dir: string;
+  readonly config: StoreConfig;
+  readonly recovery: RepairReport | undefined;
+  private readonly core: StoreCore;
+  private readonly engine: IngestEngine;
+  readonly reader: SegmentReader;
+  private closed = false;
+
+  private constructor(dir: string, config: StoreConfig, core: StoreCore, recovery: RepairReport | undefined) {
+    this.dir = dir;
+    this.config = config;
+    this.core = core;
+    this.engine = new IngestEngine(core);
+    this.reader = new SegmentReader(core);
+    this.recovery = recovery;
+  }
+
+  static async open(dir: string, opts: OpenOptions = {}): Promise<SegmentStore> {
+    dir = path.resolve(dir);
+    let config = await readConfig(dir);
+    if (!config) {
+      if (opts.mustExist) throw vmError('NOT_FOUND', `no vmvault store in ${dir}`);
+      config = await createConfig(dir, opts.chunker);
+    }
+    const db: Db = new ClassicLevel<Buffer, Buffer>(path.join(dir, 'db'), { keyEncoding: 'buffer', valueEncoding: 'buffer' });
+    try {
+      await db.open();
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string } }).cause;
+      if (cause?.code === 'LEVEL_LOCKED') {
+        throw vmError('STORE_LOCKED', `${dir} is in use by another vmvault process; stop it first`);
+      }
+      throw fromSystemError(err, `opening the index database in ${dir}`);
+    }
+    try {
+      const clean = (await db.get(metaKey('clean'))) !== undefined;
+      const ckptRaw = await db.get(metaKey('checkpoint'));
+      const ckpt: Checkpoint = ckptRaw ? (unpack(ckptRaw) as Checkpoint) : { nextCid: 1, openCids: [] };
+      const countersRaw = await db.get(metaKey('counters'));
+      const counters: StoreCounters = countersRaw ? { ...emptyCounters(), ...(unpack(countersRaw) as StoreCounters) } : emptyCounters();
+      // From here until close() the store counts as open: a crash means recovery next time.
+      await writeBatch(db, [{ type: 'del', key: metaKey('clean') }], true);
+      let bloom = clean ? await loadBloom(dir) : undefined;
+      await removeBloom(dir);
+      const pool = new CodecPool(opts.workers);
+      const core = new StoreCore({ dir, db, chunker: config.chunker, bloom: bloom ?? BloomFilter.forCapacity(1 << 20), counters, nextCid: ckpt.nextCid, pool });
+      let report: RepairReport | undefined;
+      if (!clean) {
+        const r = await recoverContainers(db, core.index, core.files, ckpt, counters);
+        report = r.report;
+        core.nextCid = Math.max(core.nextCid, r.maxId + 1);
+        await core.checkpoint(r.ops, { sync: true });
+      }
+      if (!bloom) {
+        bloom = BloomFilter.forCapacity(Math.max(1 << 20, counters.segments * 2));
+        for await (const fp of core.index.fingerprints()) bloom.add(fp);
+        core.bloom = bloom;
+      }
+      return new SegmentStore(dir, config, core, report);
+    } catch (err) {
+      await db.close().catch(() => {});
+      throw err;
+    }
+  }
+
+  get chunker(): ChunkerParams {
+    return this.config.chunker;
+  }
+
+  /** The LevelDB database, for layers above that keep their records beside the index. */
+  get db(): Db {
+    return this.core.db;
+  }
+
+  private ensureOpen(): void {
+    if (this.closed) throw vmError('CLOSED', 'the store is closed');
+  }
+
+  private writerContext() {
+    return {
+      chunker: this.config.chunker,
+      engine: this.engine,
+      reader: this.reader,
+      noteIngest: (b: number, z: number) => this.core.noteIngest(b, z),
+    };
+  }
+
+  /** A writer for a new stream: write() pieces, then finish(). */
+  writer(): TreeWriter {
+    this.ensureOpen();
+    return new TreeWriter(this.writerContext());
+  }
+
+  async writeBuffer(buf: Uint8Array): Promise<WriteResult> {
+    const w = this.writer();
+    await w.write(buf);
+    return w.finish();
+  }
+
+  view(version: FileVersion): TreeView {
+    return new TreeView(version, this.reader);
+  }
+
+  /** A new version whose content is described by pieces of `old`, new bytes and zeros. */
+  async edit(old: FileVersion, pieces: Piece[]): Promise<WriteResult> {
+    this.ensureOpen();
+    return new TreeWriter(this.writerContext()).edit(this.view(old), pieces);
+  }
+
+  /** `old` with `data` written at `offset` (growing the file, with a hole if beyond its end). */
+  writeAt(old: FileVersion, offset: number, data: Uint8Array): Promise<WriteResult> {
+    return this.writeExtents(old, [{ offset, data }]);
+  }
+
+  /**
+   * `old` with several non-overlapping extents written (sorted or not), in one pass: the
+   * commit path of a file's write buffer.
+   */
+  writeExtents(old: FileVersion, extents: Array<{ offset: number; data: Uint8Array }>, newSize?: number): Promise<WriteResult> {
+    const sorted = [...extents].filter((e) => e.data.length > 0).sort((a, b) => a.offset - b.offset);
+    const pieces: Piece[] = [];
+    let pos = 0;
+    const oldSize = old.size;
+    for (const e of sorted) {
+      if (!Number.isSafeInteger(e.offset) || e.offset < pos) {
+        throw vmError('INVALID_ARGUMENT', `extent at ${e.offset} overlaps the previous one or is not a valid offset`);
+      }
+      if (e.offset > pos) {
+        const oldEnd = Math.min(e.offset, oldSize);
+        if (oldEnd > pos) pieces.push({ kind: 'old', from: pos, to: oldEnd });
+        if (e.offset > Math.max(pos, oldSize)) pieces.push({ kind: 'zero', len: e.offset - Math.max(pos, oldSize) });
+      }
+      pieces.push({ kind: 'data', bytes: e.data });
+      pos = e.offset + e.data.length;
+    }
+    const size = newSize ?? Math.max(oldSize, pos);
+    if (size < pos) throw vmError('INVALID_ARGUMENT', `new size ${size} cuts off written data ending at ${pos}`);
+    const oldEnd = Math.min(size, oldSize);
+    if (oldEnd > pos) pieces.push({ kind: 'old', from: pos, to: oldEnd });
+    const tail = size - Math.max(pos, oldSize);
+    if (tail > 0) pieces.push({ kind: 'zero', len: tail });
+    return this.edit(old, pieces);
+  }
+
+  truncate(old: FileVersion, size: number): Promise<WriteResult> {
+    if (!Number.isSafeInteger(size) || size < 0) throw vmError('INVALID_ARGUMENT', `invalid size ${size}`);
+    if (size === old.size) return Promise.resolve({ version: old, deps: new Set() });
+    return this.writeExtents(old, [], size);
+  }
+
+  async read(version: FileVersion, offset: number, length: number): Promise<Buffer> {
+    this.ensureOpen();
+    return this.view(version).read(offset, length);
+  }
+
+  /**
+   * Makes the data written so far durable and then writes `ops` atomically with the index
+   * entries. Rejects if a container a dep names failed to write (ENOSPC, EIO): the caller's
+   * version references lost bytes and must be written again.
+   */
+  commit(ops: DbOp[] = [], deps?: Iterable<number>): Promise<void> {
+    this.ensureOpen();
+    return this.core.checkpoint(ops, { sync: true, deps });
+  }
+
+  async stats(): Promise<StoreStats> {
+    const c = this.core.counters;
+    let openBytes = 0;
+    for (const w of this.core.writers.values()) openBytes += w.size;
+    const stored = c.containerBytes + openBytes;
+    const ratio = (a: number, b: number) => (b > 0 ? a / b : 0);
+    return {
+      ingestedBytes: c.ingestedBytes,
+      zeroBytes: c.zeroBytes,
+      segments: c.segments,
+      treeNodes: c.nodeSegments,
+      uniqueBytes: c.rawBytes,
+      storedBytes: stored,
+      containers: c.containers,
+      dedupRatio: ratio(c.ingestedBytes, c.rawBytes),
+      compressionRatio: ratio(c.rawBytes, c.payloadBytes),
+      totalRatio: ratio(c.ingestedBytes, stored),
+      segmenter: segmenterImpl,
+      chunker: this.config.chunker,
+      index: {
+        bloomBytes: this.core.bloom.bytes,
+        bloomCapacity: this.core.bloom.capacity,
+        cachedContainers: this.core.cache.containers,
+        cachedEntries: this.core.cache.entries,
+      },
+    };
+  }
+
+  /** Internals for verify, rebuild and GC in this layer. */
+  get internals(): StoreCore {
+    return this.core;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const core = this.core;
+    await core.sealOpen();
+    await core.checkpoint([], { sync: true });
+    await saveBloom(this.dir, core.bloom).catch(() => {});
+    await writeBatch(core.db, [{ type: 'put', key: metaKey('clean'), value: Buffer.from([1]) }], true);
+    await core.pool.close();
+    await core.files.closeAll();
+    await core.db.close();
+  }
+}
+
+export { EMPTY_VERSION };
+export type { FileVersion, WriteResult, Piece, DbOp };

@@ -1,0 +1,202 @@
+// Writing a file version: a new stream, or an edit of an old version described as pieces
+// (old ranges, new bytes, zeros). New bytes are chunked as they arrive and handed to the
+// ingest engine in batches; hashing of several batches overlaps while results are applied
+// to the tree in stream order. Old ranges are re-chunked only from the start of the segment
+// an edit touches until the chunker cuts at an old boundary again; from there on old
+// segments and whole old subtrees are reused without reading them.
+
+import { vmError } from '../errors.js';
+import { ChunkStream, type ChunkItem } from './chunk-stream.js';
+import type { IngestEngine } from './ingest.js';
+import type { SegmentReader } from './segment-reader.js';
+import type { ChunkerParams } from './segmenter.js';
+import { TreeBuilder } from './tree-builder.js';
+import { zeroEntry } from './tree-node.js';
+import { TreeView } from './tree-reader.js';
+import type { FileVersion } from './version.js';
+
+export type Piece =
+  | { kind: 'old'; from: number; to: number }
+  | { kind: 'data'; bytes: Uint8Array }
+  | { kind: 'zero'; len: number };
+
+export interface WriteResult {
+  version: FileVersion;
+  /** Containers not yet indexed that this version relies on; pass to commit. */
+  deps: Set<number>;
+}
+
+const BATCH_BYTES = 4 * 1024 * 1024;
+const MAX_BATCHES_IN_FLIGHT = 4;
+
+export interface WriterContext {
+  chunker: ChunkerParams;
+  engine: IngestEngine;
+  reader: SegmentReader;
+  noteIngest(bytes: number, zeroBytes: number): void;
+}
+
+export class TreeWriter {
+  readonly deps = new Set<number>();
+  private readonly cs: ChunkStream;
+  private readonly builder: TreeBuilder;
+  private slab: Uint8Array;
+  private slabUsed = 0;
+  private segs: number[] = [];
+  private chain: Promise<void> = Promise.resolve();
+  private readonly inflight: Array<Promise<void>> = [];
+  private failure: unknown;
+  private finished = false;
+  private ingested = 0;
+  private zeroIngested = 0;
+
+  constructor(private readonly ctx: WriterContext) {
+    this.cs = new ChunkStream(ctx.chunker, (item) => this.onItem(item));
+    this.builder = new TreeBuilder({ storeNode: (_l, bytes) => ctx.engine.storeNode(bytes, this.deps) });
+    this.slab = newSlab(ctx.chunker.maxSize);
+  }
+
+  // ---- stream input ----------------------------------------------------------------------
+
+  /** Appends bytes. `buf` may be reused by the caller once the promise resolves. */
+  async write(buf: Uint8Array): Promise<void> {
+    this.check();
+    if (this.finished) throw vmError('CLOSED', 'this writer has finished');
+    this.ingested += buf.length;
+    this.cs.feed(buf);
+    await this.backpressure();
+  }
+
+  async writeZeros(n: number): Promise<void> {
+    this.check();
+    if (this.finished) throw vmError('CLOSED', 'this writer has finished');
+    this.ingested += n;
+    this.cs.feedZeros(n);
+    await this.backpressure();
+  }
+
+  async finish(): Promise<WriteResult> {
+    this.check();
+    this.finished = true;
+    this.cs.finish();
+    this.flushBatch();
+    await this.chain;
+    this.check();
+    this.ctx.noteIngest(this.ingested, this.zeroIngested);
+    return { version: this.builder.finish(), deps: this.deps };
+  }
+
+  /** Gives up: waits for work in flight so nothing outlives the writer. */
+  async abort(): Promise<void> {
+    this.finished = true;
+    await this.chain.catch(() => {});
+  }
+
+  // ---- edits -----------------------------------------------------------------------------
+
+  /** Writes the content described by `pieces` (old ranges refer to `old`) and finishes. */
+  async edit(old: TreeView, pieces: Piece[]): Promise<WriteResult> {
+    for (let k = 0; k < pieces.length; k++) {
+      const p = pieces[k];
+      if (p.kind === 'data') await this.write(p.bytes);
+      else if (p.kind === 'zero') await this.writeZeros(p.len);
+      else if (p.to > p.from) await this.copyOld(old, p.from, p.to, k === pieces.length - 1);
+    }
+    return this.finish();
+  }
+
+  private async copyOld(old: TreeView, x: number, y: number, lastPiece: boolean): Promise<void> {
+    if (y > old.size || x < 0 || x > y) throw vmError('INVALID_ARGUMENT', `old range [${x}, ${y}) outside the old version (${old.size} bytes)`);
+    let o = x;
+    while (o < y) {
+      const here = await old.entryAt(0, o);
+      if (this.cs.atCut && here.start === o) {
+        const b = await this.reusableEnd(old, y, lastPiece);
+        if (b > o) {
+          const from = o;
+          const last = lastPiece && b === old.size;
+          this.flushBatch();
+          this.enqueue(() => this.builder.reuse(old, from, b, last));
+          o = b;
+          continue;
+        }
+      }
+      // Not in step with the old boundaries yet: re-chunk this old segment's bytes.
+      const end = Math.min(here.start + here.entry.len, y);
+      if (here.entry.zero) {
+        this.cs.feedZeros(end - o);
+      } else {
+        const [bytes] = await this.ctx.reader.segments([here.entry.fp]);
+        this.cs.feed(bytes.subarray(o - here.start, end - here.start));
+      }
+      o = end;
+      await this.backpressure();
+    }
+  }
+
+  /** The last old data boundary at or before y whose segments may be reused as they are. */
+  private async reusableEnd(old: TreeView, y: number, lastPiece: boolean): Promise<number> {
+    if (y === old.size) {
+      if (lastPiece) return y;
+      return (await old.entryAt(0, y - 1)).start;
+    }
+    return (await old.entryAt(0, y)).start;
+  }
+
+  // ---- pipeline --------------------------------------------------------------------------
+
+  private onItem(item: ChunkItem): void {
+    if (item.kind === 'zero') {
+      this.zeroIngested += item.len;
+      this.flushBatch();
+      const len = item.len;
+      this.enqueue(async () => this.builder.push(0, zeroEntry(len)));
+      return;
+    }
+    const bytes = item.bytes;
+    if (this.slabUsed + bytes.length > this.slab.length) this.flushBatch();
+    this.slab.set(bytes, this.slabUsed);
+    this.segs.push(this.slabUsed, bytes.length);
+    this.slabUsed += bytes.length;
+    if (this.slabUsed >= BATCH_BYTES) this.flushBatch();
+  }
+
+  private flushBatch(): void {
+    if (this.segs.length === 0) return;
+    const data = this.slab.subarray(0, this.slabUsed);
+    const segs = Uint32Array.from(this.segs);
+    this.slab = newSlab(this.ctx.chunker.maxSize);
+    this.slabUsed = 0;
+    this.segs = [];
+    const hashed = this.ctx.engine.hash(data, segs);
+    hashed.catch(() => {});
+    this.enqueue(async () => {
+      const entries = await this.ctx.engine.store(await hashed, this.deps);
+      for (const e of entries) this.builder.push(0, e);
+    });
+  }
+
+  private enqueue(step: () => Promise<void>): void {
+    const p = this.chain.then(() => {
+      if (this.failure) throw this.failure;
+      return step();
+    });
+    this.chain = p.catch((err) => {
+      this.failure ??= err;
+    });
+    this.inflight.push(this.chain);
+  }
+
+  private async backpressure(): Promise<void> {
+    while (this.inflight.length > MAX_BATCHES_IN_FLIGHT) await this.inflight.shift();
+    this.check();
+  }
+
+  private check(): void {
+    if (this.failure) throw this.failure;
+  }
+}
+
+function newSlab(maxSize: number): Uint8Array {
+  return new Uint8Array(new SharedArrayBuffer(BATCH_BYTES + maxSize));
+}
