@@ -1,0 +1,94 @@
+// N-API entry point: exports cut(gear, params, state, buf, out), the same function as cutTs
+// in src/store/segmenter.ts. Every argument is checked here, so a wrong call from JavaScript
+// throws a TypeError or RangeError instead of reading or writing out of bounds in cut.c.
+
+#include <node_api.h>
+#include <stdio.h>
+
+#include "cut.h"
+
+// An entry of the cut list keeps the end offset in 31 bits beside the zero flag, so one call
+// takes less than 2 GiB.
+#define MAX_BUF 0x7fffffffu
+#define MAX_CHUNK (1u << 30)
+
+static void *fail_type(napi_env env, const char *msg) {
+  napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+  return NULL;
+}
+
+static void *fail_range(napi_env env, const char *msg) {
+  napi_throw_range_error(env, "ERR_OUT_OF_RANGE", msg);
+  return NULL;
+}
+
+// Returns the data of a typed array of the wanted type, or NULL with a TypeError pending.
+static void *typed(napi_env env, napi_value v, napi_typedarray_type want, const char *what,
+                   size_t *len) {
+  bool is = false;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return fail_type(env, what);
+  napi_typedarray_type type;
+  void *data = NULL;
+  if (napi_get_typedarray_info(env, v, &type, len, &data, NULL, NULL) != napi_ok ||
+      type != want) {
+    return fail_type(env, what);
+  }
+  // A zero-length array may have no storage; hand back something non-NULL for the caller's
+  // NULL check, it is never dereferenced.
+  static uint32_t empty;
+  return data ? data : &empty;
+}
+
+static napi_value cut(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 5) return fail_type(env, "cut(gear, params, state, buf, out) takes 5 arguments");
+
+  size_t gear_len, params_len, state_len, buf_len, out_len;
+  const uint32_t *gear = typed(env, argv[0], napi_uint32_array, "gear must be a Uint32Array", &gear_len);
+  if (!gear) return NULL;
+  const int32_t *pa = typed(env, argv[1], napi_int32_array, "params must be an Int32Array", &params_len);
+  if (!pa) return NULL;
+  uint32_t *state = typed(env, argv[2], napi_uint32_array, "state must be a Uint32Array", &state_len);
+  if (!state) return NULL;
+  const uint8_t *buf = typed(env, argv[3], napi_uint8_array, "buf must be a Uint8Array", &buf_len);
+  if (!buf) return NULL;
+  uint32_t *out = typed(env, argv[4], napi_uint32_array, "out must be a Uint32Array", &out_len);
+  if (!out) return NULL;
+
+  if (gear_len != 256) return fail_range(env, "gear must have 256 entries");
+  if (params_len != 6) return fail_range(env, "params must have 6 entries (packParams)");
+  if (state_len != 3) return fail_range(env, "state must have 3 entries");
+
+  vv_params p = {(uint32_t)pa[0], (uint32_t)pa[1], (uint32_t)pa[2],
+                 (uint32_t)pa[3], (uint32_t)pa[4], pa[5]};
+  if (pa[0] < 1 || pa[1] <= pa[0] || pa[2] <= pa[1] || (uint32_t)pa[2] > MAX_CHUNK) {
+    return fail_range(env, "params need 0 < min < avg < max <= 2^30");
+  }
+  if (pa[5] != 0 && pa[5] != 1) return fail_range(env, "params[5] (zeroFast) must be 0 or 1");
+  if (state[0] >= p.max_size) return fail_range(env, "state[0] (bytes in the open chunk) must be below max");
+  if (state[2] > 1) return fail_range(env, "state[2] (all zero so far) must be 0 or 1");
+  if (buf_len > MAX_BUF) return fail_range(env, "buf must be shorter than 2^31 bytes");
+
+  // One entry per chunk of at least min + 1 bytes, plus the chunk left open by the last call.
+  size_t need = (buf_len + p.min_size) / ((size_t)p.min_size + 1) + 2;
+  if (out_len < need) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "out has %zu entries; %zu bytes need ceil(len / (min + 1)) + 2 = %zu",
+             out_len, buf_len, need);
+    return fail_range(env, msg);
+  }
+
+  size_t count = buf_len ? vv_cut(gear, &p, state, buf, buf_len, out) : 0;
+  napi_value result;
+  if (napi_create_uint32(env, (uint32_t)count, &result) != napi_ok) return NULL;
+  return result;
+}
+
+NAPI_MODULE_INIT() {
+  napi_value fn;
+  if (napi_create_function(env, "cut", NAPI_AUTO_LENGTH, cut, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "cut", fn) != napi_ok) return NULL;
+  return exports;
+}
