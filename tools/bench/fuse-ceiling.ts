@@ -1,0 +1,91 @@
+// The most the FUSE layer can carry, whatever sits behind it: the real binding over handlers
+// that do nothing, driven by dd in a child process (this process serves the mount and must
+// never wait on it synchronously). Any file system built on the binding is at most this fast.
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FuseMount, type FileStat, type FuseHandlers } from '../../src/fuse/binding.js';
+import { clearFuseMount } from '../../src/fuse/mount-util.js';
+
+export interface Figure {
+  figure: string;
+  value: number;
+  unit: string;
+}
+
+const MiB = 2 ** 20;
+
+/** Handlers that accept every write and return every read without touching a byte. */
+function nullFs(readableBytes: number): FuseHandlers {
+  const now = Date.now();
+  const file = (size: number): FileStat => ({ mode: 0o100644, size, atime: now, mtime: now, ctime: now });
+  const notFound = () => Object.assign(new Error('no such file'), { code: 'ENOENT' });
+  return {
+    async getattr(path) {
+      if (path === '/') return { mode: 0o040755, size: 0, atime: now, mtime: now, ctime: now };
+      if (path === '/r') return file(readableBytes);
+      if (path === '/w') return file(0);
+      throw notFound();
+    },
+    async readdir() {
+      return ['r', 'w'];
+    },
+    async open() {
+      return 1;
+    },
+    async create() {
+      return 1;
+    },
+    async truncate() {},
+    async ftruncate() {},
+    async release() {},
+    async flush() {},
+    async write(_p, _fh, _buf, len) {
+      return len;
+    },
+    async read(_p, _fh, _buf, len, pos) {
+      return Math.max(0, Math.min(len, readableBytes - pos));
+    },
+  };
+}
+
+function dd(args: string[]): Promise<number> {
+  return new Promise((ok, fail) => {
+    execFile('dd', args, { env: { ...process.env, LC_ALL: 'C' }, timeout: 600_000 }, (err, _out, stderr) => {
+      if (err) return fail(new Error(`dd ${args.join(' ')}: ${String(stderr).trim() || err.message}`));
+      // "4294967296 bytes (4.3 GB, 4.0 GiB) copied, 7.81 s, 550 MB/s"
+      const m = /^(\d+) bytes .* copied, ([\d.]+) s/m.exec(String(stderr));
+      if (!m) return fail(new Error(`cannot parse dd output: ${stderr}`));
+      ok(Number(m[1]) / Number(m[2]) / 1e6);
+    });
+  });
+}
+
+export async function benchFuseCeiling(opts: { quick: boolean; dir?: string; bigWrites?: boolean }): Promise<Figure[]> {
+  const count = opts.quick ? 1024 : 4096; // MiB
+  const runs = opts.quick ? 1 : 2;
+  const bigWrites = opts.bigWrites ?? true;
+  const mnt = await mkdtemp(join(opts.dir ?? tmpdir(), 'vmvault-fuse-ceiling-'));
+  // autoCache off: every open starts with an empty page cache, so reads reach the handlers.
+  const mount = new FuseMount(mnt, nullFs(count * MiB), { bigWrites, autoCache: false });
+  try {
+    await mount.mount();
+    let write = 0;
+    let read = 0;
+    for (let i = 0; i < runs; i++) {
+      write = Math.max(write, await dd(['if=/dev/zero', `of=${join(mnt, 'w')}`, 'bs=1M', `count=${count}`]));
+      read = Math.max(read, await dd([`if=${join(mnt, 'r')}`, 'of=/dev/null', 'bs=1M', `count=${count}`]));
+    }
+    const suffix = bigWrites ? '' : '.small_writes';
+    const round = (v: number) => Math.round(v * 10) / 10;
+    return [
+      { figure: `fuse.ceiling.write${suffix}`, value: round(write), unit: 'MB/s' },
+      { figure: `fuse.ceiling.read${suffix}`, value: round(read), unit: 'MB/s' },
+    ];
+  } finally {
+    if (mount.mounted) await mount.unmount().catch(() => undefined);
+    await clearFuseMount(mnt).catch(() => undefined);
+    await rm(mnt, { recursive: true, force: true });
+  }
+}
