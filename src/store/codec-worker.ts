@@ -31,7 +31,8 @@ port.on('message', (msg: WorkerRequest) => {
 function hashBatch(req: HashRequest): HashResult {
   const { data, segs } = req;
   const n = segs.length >>> 1;
-  const fps = new Uint8Array(n * 32);
+  // Own ArrayBuffers, never Node's shared pool: they are transferred to the main thread.
+  const fps = Buffer.from(new ArrayBuffer(n * 32));
   const plens = new Int32Array(n);
   const parts: Buffer[] = [];
   let total = 0;
@@ -41,7 +42,7 @@ function hashBatch(req: HashRequest): HashResult {
   for (let i = 0; i < n; i++) {
     const seg = data.subarray(segs[2 * i], segs[2 * i] + segs[2 * i + 1]);
     const fp = blake3(seg);
-    fps.set(fp, i * 32);
+    fp.copy(fps, i * 32);
     plens[i] = -1;
     // Compress only what is probably new: a duplicate stream must not pay for LZ4.
     if (req.compress && !(words && bloomProbe(words, mask, bloom!.probes, fp, 0))) {
@@ -55,13 +56,13 @@ function hashBatch(req: HashRequest): HashResult {
       }
     }
   }
-  const payloads = new Uint8Array(total);
+  const payloads = Buffer.from(new ArrayBuffer(total));
   let at = 0;
   for (const p of parts) {
-    payloads.set(p, at);
+    p.copy(payloads, at);
     at += p.length;
   }
-  return { id: req.id, type: 'hash', fps, payloads, plens };
+  return { id: req.id, type: 'hash', fps: new Uint8Array(fps.buffer, fps.byteOffset, fps.length), payloads: new Uint8Array(payloads.buffer, payloads.byteOffset, payloads.length), plens };
 }
 
 function decodeBatch(req: DecodeRequest): DecodeResult {

@@ -40,7 +40,8 @@ export function decodePayload(
 ): Buffer {
   let raw: Buffer;
   try {
-    raw = codec === Codec.Lz4 ? uncompressSync(payload) : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+    // A raw payload is copied: the caller's buffer may be a container image that is reused.
+    raw = codec === Codec.Lz4 ? uncompressSync(payload) : Buffer.from(payload);
   } catch (err) {
     throw corrupt(fp, place, `does not decompress (${(err as Error).message})`);
   }

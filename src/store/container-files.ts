@@ -43,19 +43,22 @@ export class ContainerFiles {
     return path.join(this.dir, containerRelPath(id));
   }
 
-  /** Makes sure the shard directory of a container exists; returns true if it was created. */
-  async prepare(id: number): Promise<boolean> {
+  /**
+   * Makes sure the shard directory of a container exists. Returns the directories whose
+   * entries changed (to be fsynced before anything in them is referenced).
+   */
+  async prepare(id: number): Promise<string[]> {
     const shard = path.dirname(this.pathOf(id));
-    if (this.knownShards.has(shard)) return false;
-    let created = false;
+    if (this.knownShards.has(shard)) return [shard];
+    let first: string | undefined;
     try {
-      await fsp.mkdir(shard);
-      created = true;
+      first = await fsp.mkdir(shard, { recursive: true });
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw fromSystemError(err, `creating ${shard}`);
+      throw fromSystemError(err, `creating ${shard}`);
     }
     this.knownShards.add(shard);
-    return created;
+    if (first === undefined) return [shard];
+    return [shard, path.dirname(first)];
   }
 
   /**

@@ -24,6 +24,10 @@ import {
 import { closeFile, fsyncFile, openFile, type StoreFile, writeAt } from './file-io.js';
 
 const FLUSH_BYTES = 1024 * 1024;
+const IMAGE_BYTES = CONTAINER_TARGET_BYTES + 256 * 1024;
+
+// Container images are recycled: fresh memory costs a page fault per 4 KiB on first touch.
+const freeImages: Buffer[] = [];
 
 export class ContainerWriter {
   readonly id: number;
@@ -43,7 +47,7 @@ export class ContainerWriter {
   constructor(id: number, path: string, ready: Promise<unknown>, createdMs = Date.now()) {
     this.id = id;
     this.path = path;
-    this.buf = Buffer.allocUnsafe(CONTAINER_TARGET_BYTES + 256 * 1024);
+    this.buf = freeImages.pop() ?? Buffer.allocUnsafe(IMAGE_BYTES);
     encodeHeader(id, createdMs).copy(this.buf, 0);
     this.len = HEADER_BYTES;
     // 'wx': a container id is never reused; an existing file means a bookkeeping bug.
@@ -79,7 +83,8 @@ export class ContainerWriter {
     }
     const meta: RecordMeta = { fp, offset: this.len, storedLen: payload.length, rawLen, kind, codec };
     writeRecordHeader(this.buf, this.len, meta);
-    this.buf.set(payload, this.len + RECORD_HEADER_BYTES);
+    // Buffer.copy is a plain memcpy; TypedArray.set can take a much slower path.
+    (Buffer.isBuffer(payload) ? payload : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength)).copy(this.buf, this.len + RECORD_HEADER_BYTES);
     this.len = need;
     // Keep our own copy of the fingerprint: the caller's may be a view into a reused buffer.
     meta.fp = this.buf.subarray(meta.offset + 16, meta.offset + 48);
@@ -157,6 +162,15 @@ export class ContainerWriter {
       this.durable = this.len;
       await closeFile(f);
     });
+  }
+
+  /**
+   * Gives the memory image back for reuse. Only after the container is sealed and nothing
+   * reads from memory any more (its records are indexed and its table copied elsewhere).
+   */
+  release(): void {
+    if (this.buf.length === IMAGE_BYTES && freeImages.length < 4) freeImages.push(this.buf);
+    this.buf = Buffer.alloc(0);
   }
 
   /** Closes the file without sealing (the store is closing with an empty container, or failed). */

@@ -69,6 +69,13 @@ export class FpMap<V> {
     this.n = 0;
   }
 
+  *entries(): IterableIterator<[Uint8Array, V]> {
+    for (const s of this.map.values()) {
+      if (Array.isArray(s)) for (const x of s) yield [x.fp, x.value];
+      else yield [s.fp, s.value];
+    }
+  }
+
   *values(): IterableIterator<V> {
     for (const s of this.map.values()) {
       if (Array.isArray(s)) for (const x of s) yield x.value;

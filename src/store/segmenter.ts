@@ -127,25 +127,42 @@ export function cutTs(gear: Uint32Array, params: Int32Array, state: Uint32Array,
       out[count++] = (i | ZERO_FLAG) >>> 0;
       continue;
     }
-    // Skip the unhashed prefix, noting whether it was all zero.
+    const from = i; // where this chunk's bytes in buf begin
+    // The unhashed prefix.
     if (pos < minSize) {
       const skip = Math.min(minSize - pos, n - i);
-      if (zero) zero = allZero(buf, i, i + skip);
       i += skip;
       pos += skip;
-      if (pos < minSize) break;
     }
     let cut = false;
-    while (i < n) {
-      const b = buf[i++];
-      if (b !== 0) zero = false;
-      fp = ((fp << 1) + gear[b]) >>> 0;
-      pos++;
-      if ((fp & (pos <= avgSize ? maskS : maskL)) === 0 || pos >= maxSize) {
-        cut = true;
-        break;
+    if (pos >= minSize) {
+      // Bytes at chunk index < avgSize test the strict mask, the rest the loose one; the
+      // byte at index maxSize - 1 ends the chunk regardless.
+      let lim = i + Math.min(Math.max(avgSize - pos, 0), n - i);
+      const start = i;
+      while (i < lim) {
+        fp = ((fp << 1) + gear[buf[i++]]) >>> 0;
+        if ((fp & maskS) === 0) {
+          cut = true;
+          break;
+        }
+      }
+      pos += i - start;
+      if (!cut && i < n) {
+        const start2 = i;
+        lim = i + Math.min(maxSize - pos, n - i);
+        while (i < lim) {
+          fp = ((fp << 1) + gear[buf[i++]]) >>> 0;
+          if ((fp & maskL) === 0) {
+            cut = true;
+            break;
+          }
+        }
+        pos += i - start2;
+        if (pos >= maxSize) cut = true;
       }
     }
+    if (zero) zero = allZero(buf, from, i);
     if (!cut) break;
     out[count++] = (zero ? i | ZERO_FLAG : i) >>> 0;
     pos = 0;

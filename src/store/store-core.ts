@@ -73,6 +73,15 @@ interface Pending {
   writer: ContainerWriter;
 }
 
+/** A copy of a record table that does not point into a container image. */
+function detachTable(records: RecordMeta[]): RecordMeta[] {
+  const fps = Buffer.allocUnsafe(records.length * 32);
+  return records.map((r, i) => {
+    r.fp.copy(fps, i * 32);
+    return { ...r, fp: fps.subarray(i * 32, i * 32 + 32) };
+  });
+}
+
 export class StoreCore {
   readonly dir: string;
   readonly db: Db;
@@ -125,9 +134,8 @@ export class StoreCore {
   private openWriter(): ContainerWriter {
     const id = this.nextCid++;
     const file = this.files.pathOf(id);
-    const ready = this.files.prepare(id).then((created) => {
-      this.newDirs.add(path.dirname(file));
-      if (created) this.newDirs.add(this.files.dir);
+    const ready = this.files.prepare(id).then((dirs) => {
+      for (const d of dirs) this.newDirs.add(d);
     });
     const w = new ContainerWriter(id, file, ready);
     this.writers.set(id, w);
@@ -304,7 +312,8 @@ export class StoreCore {
       for (const w of registered) {
         this.writers.delete(w.id);
         this.seals.delete(w.id);
-        this.cache.insert(w.id, w.records);
+        this.cache.insert(w.id, detachTable(w.records));
+        w.release();
       }
     });
   }

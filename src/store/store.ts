@@ -20,6 +20,8 @@ import { loadBloom, removeBloom, saveBloom } from './bloom-file.js';
 import { CodecPool } from './codec-pool.js';
 import { IngestEngine } from './ingest.js';
 import { recoverContainers, type RepairReport } from './recovery.js';
+import { rebuildIndex, type RebuildReport } from './rebuild.js';
+import { type Progress, verifyContainers, verifyTrees, type VerifyOptions, type VerifyReport } from './verify.js';
 import { type Db, writeBatch } from './segment-index.js';
 import { SegmentReader } from './segment-reader.js';
 import type { ChunkerParams } from './segmenter.js';
@@ -254,6 +256,28 @@ export class SegmentStore {
         cachedEntries: this.core.cache.entries,
       },
     };
+  }
+
+  /** Checks containers against the index; `full` also reads and re-hashes every record. */
+  async verify(opts: VerifyOptions): Promise<VerifyReport> {
+    this.ensureOpen();
+    return verifyContainers(this.core, opts);
+  }
+
+  /** Checks that every segment reachable from `roots` is present (and, if full, intact). */
+  async verifyTrees(roots: Array<{ version: FileVersion; label: string }>, opts: VerifyOptions): Promise<VerifyReport> {
+    this.ensureOpen();
+    return verifyTrees(this.core, this.reader, roots, opts);
+  }
+
+  /** Reconstructs the index from the containers (see rebuild.ts). */
+  async rebuildIndex(onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<RebuildReport> {
+    this.ensureOpen();
+    await this.core.sealOpen();
+    await this.core.checkpoint([], { sync: true });
+    const r = await rebuildIndex(this.core, onProgress, signal);
+    this.reader.clearCaches();
+    return r;
   }
 
   /** Internals for verify, rebuild and GC in this layer. */

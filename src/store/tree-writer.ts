@@ -7,6 +7,7 @@
 
 import { vmError } from '../errors.js';
 import { ChunkStream, type ChunkItem } from './chunk-stream.js';
+import type { Slab } from './slab-pool.js';
 import type { IngestEngine } from './ingest.js';
 import type { SegmentReader } from './segment-reader.js';
 import type { ChunkerParams } from './segmenter.js';
@@ -40,8 +41,8 @@ export class TreeWriter {
   readonly deps = new Set<number>();
   private readonly cs: ChunkStream;
   private readonly builder: TreeBuilder;
-  private slab: Uint8Array;
-  private slabUsed = 0;
+  private batchSlab: Slab | undefined;
+  private batchBytes = 0;
   private segs: number[] = [];
   private chain: Promise<void> = Promise.resolve();
   private readonly inflight: Array<Promise<void>> = [];
@@ -51,9 +52,8 @@ export class TreeWriter {
   private zeroIngested = 0;
 
   constructor(private readonly ctx: WriterContext) {
-    this.cs = new ChunkStream(ctx.chunker, (item) => this.onItem(item));
+    this.cs = new ChunkStream(ctx.chunker, { item: (i) => this.onItem(i), leaving: () => this.flushBatch() });
     this.builder = new TreeBuilder({ storeNode: (_l, bytes) => ctx.engine.storeNode(bytes, this.deps) });
-    this.slab = newSlab(ctx.chunker.maxSize);
   }
 
   // ---- stream input ----------------------------------------------------------------------
@@ -153,26 +153,35 @@ export class TreeWriter {
       this.enqueue(async () => this.builder.push(0, zeroEntry(len)));
       return;
     }
-    const bytes = item.bytes;
-    if (this.slabUsed + bytes.length > this.slab.length) this.flushBatch();
-    this.slab.set(bytes, this.slabUsed);
-    this.segs.push(this.slabUsed, bytes.length);
-    this.slabUsed += bytes.length;
-    if (this.slabUsed >= BATCH_BYTES) this.flushBatch();
+    if (item.slab !== this.batchSlab) {
+      this.flushBatch();
+      this.batchSlab = item.slab.ref();
+    }
+    this.segs.push(item.off, item.len);
+    this.batchBytes += item.len;
+    if (this.batchBytes >= BATCH_BYTES) this.flushBatch();
   }
 
   private flushBatch(): void {
-    if (this.segs.length === 0) return;
-    const data = this.slab.subarray(0, this.slabUsed);
+    const slab = this.batchSlab;
+    if (!slab) return;
+    this.batchSlab = undefined;
     const segs = Uint32Array.from(this.segs);
-    this.slab = newSlab(this.ctx.chunker.maxSize);
-    this.slabUsed = 0;
     this.segs = [];
-    const hashed = this.ctx.engine.hash(data, segs);
+    this.batchBytes = 0;
+    if (segs.length === 0) {
+      slab.unref();
+      return;
+    }
+    const hashed = this.ctx.engine.hash(slab.buf, segs);
     hashed.catch(() => {});
     this.enqueue(async () => {
-      const entries = await this.ctx.engine.store(await hashed, this.deps);
-      for (const e of entries) this.builder.push(0, e);
+      try {
+        const entries = await this.ctx.engine.store(await hashed, this.deps);
+        for (const e of entries) this.builder.push(0, e);
+      } finally {
+        slab.unref();
+      }
     });
   }
 
@@ -195,8 +204,4 @@ export class TreeWriter {
   private check(): void {
     if (this.failure) throw this.failure;
   }
-}
-
-function newSlab(maxSize: number): Uint8Array {
-  return new Uint8Array(new SharedArrayBuffer(BATCH_BYTES + maxSize));
 }

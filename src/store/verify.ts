@@ -1,0 +1,188 @@
+// Verification. Two views of the same store:
+// - containers: every container parses, and (full mode) every record decodes and matches its
+//   fingerprint; every index entry points at a record that holds that fingerprint.
+// - trees: every node and data segment reachable from the given roots is present (quick
+//   mode: in the index) and (full mode) reads back and verifies.
+// Problems are reported with what a person needs to act: container, offset, fingerprint,
+// and for trees the root they belong to.
+
+import { containerName, decodePayload } from './codec.js';
+import { fpHex, isZeroFp } from './fingerprint.js';
+import { payloadOf, scanContainer } from './container-files.js';
+import type { StoreCore } from './store-core.js';
+import type { SegmentReader } from './segment-reader.js';
+import { childFp } from './tree-node.js';
+import type { FileVersion } from './version.js';
+import { FpMap } from './fp-map.js';
+import { isVmvaultError, vmError } from '../errors.js';
+
+export interface Problem {
+  kind: 'corrupt-container' | 'corrupt-segment' | 'missing-segment' | 'index-mismatch';
+  message: string;
+  container?: number;
+  offset?: number;
+  fingerprint?: string;
+  /** For tree problems: which root (caller's label) reaches the damaged segment. */
+  root?: string;
+}
+
+export interface Progress {
+  done: number;
+  total: number;
+  unit: 'bytes' | 'items';
+}
+
+export interface VerifyReport {
+  containers: number;
+  records: number;
+  bytesRead: number;
+  segmentsChecked: number;
+  problems: Problem[];
+}
+
+export interface VerifyOptions {
+  full: boolean;
+  onProgress?: (p: Progress) => void;
+  signal?: AbortSignal;
+}
+
+/** Checks containers and the index against each other. */
+export async function verifyContainers(core: StoreCore, opts: VerifyOptions): Promise<VerifyReport> {
+  const report: VerifyReport = { containers: 0, records: 0, bytesRead: 0, segmentsChecked: 0, problems: [] };
+  const ids = await core.files.listIds();
+  const where = new FpMap<{ cid: number; offset: number }>();
+  let done = 0;
+  for (const id of ids) {
+    opts.signal?.throwIfAborted();
+    if (core.writers.has(id)) continue; // being written; checked once sealed
+    report.containers++;
+    const scan = await scanContainer(core.files.pathOf(id), id);
+    report.bytesRead += scan.size;
+    if (scan.error || !scan.sealed) {
+      report.problems.push({
+        kind: 'corrupt-container',
+        container: id,
+        message: `container ${containerName(id)}: ${scan.error ?? `unsealed or damaged after offset ${scan.end} (${scan.records.length} intact records)`}`,
+      });
+    }
+    for (const r of scan.records) {
+      report.records++;
+      where.set(r.fp, { cid: id, offset: r.offset });
+      if (opts.full) {
+        report.segmentsChecked++;
+        try {
+          decodePayload(payloadOf(scan.data, r), r.codec, r.rawLen, r.fp, { cid: id, offset: r.offset });
+        } catch (err) {
+          report.problems.push({ kind: 'corrupt-segment', container: id, offset: r.offset, fingerprint: fpHex(r.fp), message: (err as Error).message });
+        }
+      }
+    }
+    done++;
+    opts.onProgress?.({ done, total: ids.length, unit: 'items' });
+  }
+  for await (const [fp, loc] of core.index.entries()) {
+    opts.signal?.throwIfAborted();
+    if (core.writers.has(loc.cid)) continue;
+    const w = where.get(fp);
+    if (!w) {
+      report.problems.push({
+        kind: 'index-mismatch',
+        container: loc.cid,
+        offset: loc.offset,
+        fingerprint: fpHex(fp),
+        message: `index entry for ${fpHex(fp).slice(0, 16)} points at container ${containerName(loc.cid)}, which does not hold it; run an index rebuild`,
+      });
+    }
+  }
+  return report;
+}
+
+/**
+ * Walks the trees of the given roots. Each node is checked once however many roots share it.
+ * `label` names a root in problems (e.g. "share vms, file web01.vmdk").
+ */
+export async function verifyTrees(
+  core: StoreCore,
+  reader: SegmentReader,
+  roots: Array<{ version: FileVersion; label: string }>,
+  opts: VerifyOptions,
+): Promise<VerifyReport> {
+  const report: VerifyReport = { containers: 0, records: 0, bytesRead: 0, segmentsChecked: 0, problems: [] };
+  const seenNodes = new FpMap<true>();
+  const seenData = new FpMap<true>();
+  let done = 0;
+  const total = roots.reduce((s, r) => s + r.version.size, 0);
+  const problem = (fp: Buffer, label: string, err: unknown): void => {
+    const e = err as Error;
+    const kind = isVmvaultError(err, 'MISSING_SEGMENT') ? 'missing-segment' : 'corrupt-segment';
+    const d = (isVmvaultError(err) ? err.details : undefined) ?? {};
+    report.problems.push({
+      kind,
+      root: label,
+      fingerprint: fpHex(fp),
+      container: d.container as number | undefined,
+      offset: d.offset as number | undefined,
+      message: `${label}: ${e.message}`,
+    });
+  };
+  const checkData = async (fps: Buffer[], label: string): Promise<void> => {
+    const todo = fps.filter((fp) => !seenData.get(fp));
+    for (const fp of todo) seenData.set(fp, true);
+    if (todo.length === 0) return;
+    report.segmentsChecked += todo.length;
+    if (!opts.full) {
+      const locs = await core.lookupMany(todo);
+      locs.forEach((l, i) => {
+        if (!l) problem(todo[i], label, vmError('MISSING_SEGMENT', `segment ${fpHex(todo[i]).slice(0, 16)} is referenced but not in the store`));
+      });
+      return;
+    }
+    try {
+      const bufs = await reader.segments(todo);
+      for (const b of bufs) report.bytesRead += b.length;
+    } catch {
+      // One bad segment fails the batch; find which, one by one.
+      for (const fp of todo) {
+        try {
+          await reader.segments([fp]);
+        } catch (err) {
+          problem(fp, label, err);
+        }
+      }
+    }
+  };
+  const walk = async (fp: Buffer, height: number, label: string): Promise<void> => {
+    opts.signal?.throwIfAborted();
+    if (height === 0) {
+      if (!isZeroFp(fp)) await checkData([fp], label);
+      return;
+    }
+    if (seenNodes.get(fp)) return;
+    seenNodes.set(fp, true);
+    let node;
+    try {
+      node = await reader.node(fp);
+    } catch (err) {
+      problem(fp, label, err);
+      return;
+    }
+    report.segmentsChecked++;
+    if (node.level === 1) {
+      const fps: Buffer[] = [];
+      for (let i = 0; i < node.count; i++) {
+        const c = childFp(node, i);
+        if (!isZeroFp(c)) fps.push(c);
+      }
+      await checkData(fps, label);
+    } else {
+      for (let i = 0; i < node.count; i++) await walk(childFp(node, i), node.level - 1, label);
+    }
+  };
+  for (const r of roots) {
+    await walk(r.version.root, r.version.height, r.label);
+    done += r.version.size;
+    opts.onProgress?.({ done, total, unit: 'bytes' });
+  }
+  return report;
+}
+
