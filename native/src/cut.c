@@ -1,7 +1,7 @@
 // See cut.h. The hash loop is the hot path: fp stays a uint32_t in a register, the byte loop
-// is unrolled, and the mask is chosen once per phase (MASK_S, then MASK_L) instead of per byte. Zero-ness is not
-// tracked per byte; it is checked afterwards with word loads, which stop at the first
-// non-zero word and so cost almost nothing on ordinary data.
+// is unrolled, and the mask is chosen once per phase (MASK_S, then MASK_L) instead of per
+// byte. Zero-ness is not tracked per byte; it is checked afterwards with word loads, which
+// stop at the first non-zero word and so cost almost nothing on ordinary data.
 
 #include <string.h>
 
