@@ -11,6 +11,7 @@ export const ERROR_CODES = {
   INVALID_ARGUMENT: 'The request or a name in it is malformed; the message says which part.',
   NAME_TOO_LONG: 'A name exceeds the length limit.',
   READ_ONLY: 'The target is read-only (a snapshot).',
+  NOT_PERMITTED: 'The operation is not allowed on this object (e.g. a file at the top of the mount, renaming .snapshots).',
   CROSS_SHARE: 'The operation would move data between shares or snapshots; copy instead.',
   NO_SPACE: 'The data disk is full; free space (delete snapshots, run gc) and retry.',
   CORRUPT_SEGMENT: 'A stored segment failed verification; the message names container and offset.',
