@@ -1,0 +1,212 @@
+// The store bench (`npm run bench:store [-- --quick]`): ingest of unique and of duplicate real
+// binaries, sequential and random reads of the stored file, the segmenter alone, and the
+// baselines they are judged against, all measured in the same run on the same input:
+// reading the input from the page cache, BLAKE3 alone and LZ4 alone (the libraries the store
+// falls back to, one core). The index figures run in a child process (store-scale.ts) so its
+// memory is measured without this process's buffers.
+
+import { blake3 } from '@napi-rs/blake-hash';
+import { fork } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { compressSync } from 'lz4-napi';
+import { DEFAULT_CHUNKER, Segmenter, segmenterImpl } from '../../src/store/segmenter.js';
+import { SegmentStore, type FileVersion } from '../../src/store/store.js';
+import { binariesFile } from './store-data.js';
+import { type Figure, ingestFile, MiB, mbps, note, now } from './store-io.js';
+
+export type { Figure };
+
+function readBaseline(file: string, runs: number): number {
+  const fd = fs.openSync(file, 'r');
+  const buf = Buffer.allocUnsafe(8 * MiB);
+  let best = Infinity;
+  let size = 0;
+  try {
+    for (let r = 0; r < runs; r++) {
+      const t0 = now();
+      size = 0;
+      for (;;) {
+        const n = fs.readSync(fd, buf, 0, buf.length, size);
+        if (n === 0) break;
+        size += n;
+      }
+      best = Math.min(best, now() - t0);
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  return mbps(size, best);
+}
+
+function bestOf(runs: number, fn: () => void): number {
+  let best = Infinity;
+  for (let r = 0; r < runs; r++) {
+    const t0 = now();
+    fn();
+    best = Math.min(best, now() - t0);
+  }
+  return best;
+}
+
+/** BLAKE3 of @napi-rs/blake-hash over 1 MiB pieces, one core: the hash at its best. */
+function blake3Baseline(data: Buffer, runs: number): number {
+  const piece = MiB;
+  const s = bestOf(runs, () => {
+    for (let at = 0; at < data.length; at += piece) blake3(data.subarray(at, at + piece));
+  });
+  return mbps(data.length, s);
+}
+
+/** lz4-napi compressSync over 64 KiB pieces, one core; also the ratio it reaches. */
+function lz4Baseline(data: Buffer, runs: number): { mbps: number; ratio: number } {
+  const piece = 64 * 1024;
+  let out = 0;
+  const s = bestOf(runs, () => {
+    out = 0;
+    for (let at = 0; at < data.length; at += piece) out += compressSync(data.subarray(at, at + piece)).length;
+  });
+  return { mbps: mbps(data.length, s), ratio: data.length / out };
+}
+
+function segmenterRate(data: Buffer, impl: 'native' | 'ts', runs: number): number {
+  const piece = 16 * MiB;
+  const s = bestOf(runs, () => {
+    const seg = new Segmenter(DEFAULT_CHUNKER, impl);
+    let cuts = 0;
+    for (let at = 0; at < data.length; at += piece) cuts += seg.push(data.subarray(at, at + piece)).length;
+    if (cuts === 0) throw new Error('no cuts: the segmenter did not run');
+  });
+  return mbps(data.length, s);
+}
+
+async function streamAll(store: SegmentStore, v: FileVersion): Promise<number> {
+  let n = 0;
+  for await (const b of store.view(v).stream()) n += b.length;
+  if (n !== v.size) throw new Error(`streamed ${n} of ${v.size} bytes`);
+  return n;
+}
+
+/** Random 4 KiB reads, `depth` in flight, for `seconds`; ops/s. */
+async function randomReads(store: SegmentStore, v: FileVersion, depth: number, seconds: number, seed: number): Promise<number> {
+  let x = seed >>> 0 || 1;
+  const next = (): number => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x;
+  };
+  const blocks = Math.floor(v.size / 4096);
+  const view = store.view(v);
+  let ops = 0;
+  const t0 = now();
+  const stop = t0 + seconds;
+  await Promise.all(
+    Array.from({ length: depth }, async () => {
+      while (now() < stop) {
+        const b = (await view.read((next() % blocks) * 4096, 4096)).length;
+        if (b !== 4096) throw new Error('short random read');
+        ops++;
+      }
+    }),
+  );
+  return Math.round(ops / (now() - t0));
+}
+
+/** Runs store-scale.ts in a child: a fresh process, so its memory is the index's. */
+function scaleChild(quick: boolean): Promise<Figure[]> {
+  const entry = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'bench-store.js');
+  return new Promise((resolve, reject) => {
+    const args = ['--scale-child', ...(quick ? ['--quick'] : [])];
+    const p = fork(entry, args, { stdio: ['ignore', 'pipe', 'inherit', 'ipc'], execArgv: [] });
+    let out = '';
+    p.stdout!.on('data', (d) => (out += d));
+    p.on('exit', (code) => {
+      if (code !== 0) return reject(new Error(`scale child exited with ${code}`));
+      resolve(out.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Figure));
+    });
+  });
+}
+
+export async function benchStore(opts: { quick: boolean; emit: (f: Figure) => void }): Promise<void> {
+  const quick = opts.quick;
+  const size = quick ? 256 * MiB : 1024 * MiB;
+  const runs = quick ? 2 : 3;
+  const file = binariesFile(size);
+  note(`input ${file} (${size / MiB} MiB of binaries from /usr); ${os.cpus().length} cores, ${os.cpus()[0]?.model}`);
+  const figures: Figure[] = [];
+  const emit = (f: Figure): void => {
+    figures.push(f);
+    opts.emit(f);
+  };
+
+  // Baselines on the same input.
+  const readMbps = readBaseline(file, runs + 1);
+  const sample = fs.readFileSync(file).subarray(0, Math.min(size, 256 * MiB));
+  const b3 = blake3Baseline(sample, runs);
+  const lz = lz4Baseline(sample, runs);
+  const rel = (v: number): number => Math.round((v / b3) * 1000) / 1000;
+  emit({ figure: 'baseline.read', value: readMbps, unit: 'MB/s', vs_blake3: rel(readMbps) });
+  emit({ figure: 'baseline.blake3', value: b3, unit: 'MB/s', vs_blake3: 1 });
+  emit({ figure: 'baseline.lz4', value: lz.mbps, unit: 'MB/s', vs_blake3: rel(lz.mbps) });
+  note(`lz4-napi ratio on this input ${lz.ratio.toFixed(2)}`);
+
+  // Segmenter alone, on the same bytes.
+  const segSample = sample.subarray(0, quick ? 64 * MiB : 256 * MiB);
+  for (const impl of segmenterImpl === 'native' ? (['native', 'ts'] as const) : (['ts'] as const)) {
+    const v = segmenterRate(segSample, impl, impl === 'ts' ? 2 : runs + 2);
+    emit({ figure: `segmenter.${impl}`, value: v, unit: 'MB/s', vs_blake3: rel(v) });
+  }
+
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vmvault-bench-store-'));
+  try {
+    let store = await SegmentStore.open(dir);
+    let t0 = now();
+    const v1 = await ingestFile(store, file);
+    const tUnique = now() - t0;
+    const st = await store.stats();
+    note(`unique ingest: ${st.segments} segments, dedup ${st.dedupRatio.toFixed(3)}, lz4 ${st.compressionRatio.toFixed(2)}, segmenter ${st.segmenter}`);
+    emit({ figure: 'store.ingest.unique', value: mbps(size, tUnique), unit: 'MB/s', vs_blake3: rel(mbps(size, tUnique)) });
+    await store.close();
+
+    // A second copy of the same file, in a reopened store (cold caches; warm page cache).
+    store = await SegmentStore.open(dir);
+    t0 = now();
+    const v2 = await ingestFile(store, file);
+    const tDup = now() - t0;
+    if (!v2.root.equals(v1.root)) throw new Error('the duplicate ingest made a different root');
+    emit({ figure: 'store.ingest.duplicate', value: mbps(size, tDup), unit: 'MB/s', vs_blake3: rel(mbps(size, tDup)) });
+    await store.close();
+
+    store = await SegmentStore.open(dir);
+    t0 = now();
+    await streamAll(store, v1);
+    const tRead = now() - t0;
+    emit({ figure: 'store.read.sequential', value: mbps(size, tRead), unit: 'MB/s', vs_blake3: rel(mbps(size, tRead)) });
+    // Spot checks against the input (the store verified every segment against its fingerprint).
+    const fd = fs.openSync(file, 'r');
+    for (let k = 0; k < 8; k++) {
+      const off = Math.floor((size / 8) * k + 12345);
+      const want = Buffer.alloc(100000);
+      fs.readSync(fd, want, 0, want.length, off);
+      if (!(await store.read(v1, off, want.length)).equals(want)) throw new Error(`read at ${off} differs from the input`);
+    }
+    fs.closeSync(fd);
+    await store.close();
+
+    store = await SegmentStore.open(dir);
+    const qd1 = await randomReads(store, v1, 1, quick ? 2 : 5, 1);
+    emit({ figure: 'store.read.random4k', value: qd1, unit: 'ops/s' });
+    const qd16 = await randomReads(store, v1, 16, quick ? 2 : 5, 2);
+    emit({ figure: 'store.read.random4k.qd16', value: qd16, unit: 'ops/s' });
+    await store.close();
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+
+  for (const f of await scaleChild(quick)) emit(f);
+}
