@@ -1,0 +1,110 @@
+// The control plane's services, implemented over the namespace and the store. Part of the
+// composition root with appliance.ts: the only place where control/ meets namespace/.
+
+import { vmError } from './errors.js';
+import type {
+  ControlServices,
+  FastcopyResult,
+  GcResult,
+  HealthReport,
+  IndexRebuildResult,
+  JobContext,
+  ShareSummary,
+  SnapshotSummary,
+  StatsReport,
+  VerifyResult,
+  VerifyTarget,
+} from './control/services.js';
+import type { Namespace } from './namespace/namespace.js';
+
+export const VERSION = '0.1.0';
+
+export class ApplianceServices implements ControlServices {
+  readonly version = VERSION;
+  closing = false;
+
+  constructor(private readonly ns: Namespace) {}
+
+  async health(): Promise<HealthReport> {
+    return this.closing ? { status: 'closing' } : { status: 'ok' };
+  }
+
+  async stats(): Promise<StatsReport> {
+    const s = await this.ns.stats();
+    const st = s.store;
+    const logical = s.logicalBytes + s.snapshotBytes;
+    const ratio = (a: number, b: number) => (b > 0 ? a / b : 0);
+    return {
+      logicalBytes: logical,
+      ingestedBytes: st.ingestedBytes,
+      uniqueBytes: st.uniqueBytes,
+      storedBytes: st.storedBytes,
+      dedupRatio: ratio(logical, st.uniqueBytes),
+      compressionRatio: st.compressionRatio,
+      totalRatio: ratio(logical, st.storedBytes),
+      segments: st.segments,
+      containers: st.containers,
+      reclaimableBytes: null,
+      shares: s.shares,
+      snapshots: s.snapshots,
+    };
+  }
+
+  listShares(): Promise<ShareSummary[]> {
+    return this.ns.shares.list();
+  }
+
+  getShare(name: string): Promise<ShareSummary> {
+    return this.ns.shares.get(name);
+  }
+
+  createShare(name: string): Promise<ShareSummary> {
+    return this.ns.shares.create(name);
+  }
+
+  deleteShare(name: string, opts: { force: boolean }): Promise<void> {
+    return this.ns.shares.remove(name, opts);
+  }
+
+  async listSnapshots(_share: string): Promise<SnapshotSummary[]> {
+    throw vmError('NOT_SUPPORTED', 'snapshots are not available yet');
+  }
+
+  async getSnapshot(_share: string, _name: string): Promise<SnapshotSummary> {
+    throw vmError('NOT_SUPPORTED', 'snapshots are not available yet');
+  }
+
+  async createSnapshot(_share: string, _name: string): Promise<SnapshotSummary> {
+    throw vmError('NOT_SUPPORTED', 'snapshots are not available yet');
+  }
+
+  async deleteSnapshot(_share: string, _name: string): Promise<void> {
+    throw vmError('NOT_SUPPORTED', 'snapshots are not available yet');
+  }
+
+  async cloneSnapshot(_share: string, _snapshot: string, _newShare: string): Promise<ShareSummary> {
+    throw vmError('NOT_SUPPORTED', 'clones are not available yet');
+  }
+
+  async fastcopy(_share: string, _from: string, _to: string): Promise<FastcopyResult> {
+    throw vmError('NOT_SUPPORTED', 'fastcopy is not available yet');
+  }
+
+  async gc(_ctx: JobContext): Promise<GcResult> {
+    throw vmError('NOT_SUPPORTED', 'garbage collection is not available yet');
+  }
+
+  async verify(ctx: JobContext, target?: VerifyTarget): Promise<VerifyResult> {
+    if (target?.share) throw vmError('NOT_SUPPORTED', 'verifying one share is not available yet');
+    const r = await this.ns.store.verify({
+      full: target?.full ?? false,
+      signal: ctx.signal,
+      onProgress: (p) => ctx.progress(p.done, p.total, p.unit),
+    });
+    return { target: 'store', containers: r.containers, segmentsChecked: r.segmentsChecked, bytesRead: r.bytesRead, problems: r.problems };
+  }
+
+  async rebuildIndex(ctx: JobContext): Promise<IndexRebuildResult> {
+    return this.ns.store.rebuildIndex((p) => ctx.progress(p.done, p.total, p.unit), ctx.signal);
+  }
+}

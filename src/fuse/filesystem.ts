@@ -1,0 +1,66 @@
+// The vmvault file system: FUSE handlers over the namespace. A thin edge: it converts
+// attributes and buffers; every rule lives in namespace/, every errno in errno.ts.
+
+import type { Attr } from '../namespace/fs-ops.js';
+import type { Namespace } from '../namespace/namespace.js';
+import type { FileStat, FuseHandlers } from './handlers.js';
+
+const BLKSIZE = 128 * 1024;
+
+function stat(a: Attr): FileStat {
+  return {
+    mode: a.mode,
+    size: a.size,
+    uid: a.uid,
+    gid: a.gid,
+    nlink: a.nlink,
+    ino: a.ino,
+    blksize: BLKSIZE,
+    blocks: Math.ceil(a.size / 512),
+    atime: a.atime,
+    mtime: a.mtime,
+    ctime: a.ctime,
+  };
+}
+
+export function vmvaultHandlers(ns: Namespace): FuseHandlers {
+  const fs = ns.fs;
+  return {
+    getattr: async (path) => stat(await fs.getattr(path)),
+    fgetattr: async (_path, fh) => stat(await fs.fgetattr(fh)),
+    readdir: async (path) => (await fs.readdir(path)).map((e) => e.name),
+    access: async () => {},
+    statfs: async () => {
+      const c = await ns.capacity();
+      return { totalBytes: c.totalBytes, freeBytes: c.freeBytes, availableBytes: c.availableBytes, totalInodes: c.files + 1_000_000_000, freeInodes: 1_000_000_000, nameMax: 255 };
+    },
+    open: (path, flags) => fs.open(path, flags),
+    create: (path, mode) => fs.create(path, mode),
+    read: async (_path, fh, buf, len, pos) => {
+      const data = await fs.read(fh, pos, len);
+      data.copy(buf, 0, 0, data.length);
+      return data.length;
+    },
+    write: (_path, fh, buf, len, pos) => ns.write(fh, pos, buf.subarray(0, len)),
+    flush: (_path, fh) => fs.flush(fh),
+    release: (_path, fh) => fs.release(fh),
+    fsync: (_path, fh) => fs.fsync(fh),
+    fsyncdir: async () => {
+      await ns.store.commit();
+    },
+    truncate: (path, size) => fs.truncate(path, size),
+    ftruncate: (_path, fh, size) => fs.ftruncate(fh, size),
+    unlink: (path) => fs.unlink(path),
+    rename: (from, to) => fs.rename(from, to),
+    mkdir: (path, mode) => fs.mkdir(path, mode),
+    rmdir: (path) => fs.rmdir(path),
+    symlink: (target, path) => fs.symlink(target, path),
+    readlink: (path) => fs.readlink(path),
+    link: (existing, path) => fs.link(existing, path),
+    chmod: (path, mode) => fs.chmod(path, mode),
+    chown: (path, uid, gid) => fs.chown(path, uid, gid),
+    utimens: (path, atime, mtime) => fs.utimens(path, atime, mtime),
+    getxattr: async () => null,
+    listxattr: async () => [],
+  };
+}

@@ -1,0 +1,157 @@
+// What the parts of the namespace share: the store, the metadata, the one lock that orders
+// metadata changes, the open files, and path resolution.
+
+import { vmError } from '../errors.js';
+import { Mutex } from '../store/mutex.js';
+import type { SegmentStore } from '../store/store.js';
+import type { FileVersion } from '../store/version.js';
+import { Meta, Txn } from './meta.js';
+import { MAX_COMPONENT_BYTES, SNAPSHOTS_DIR } from './names.js';
+import { type CommitTarget, OpenFile } from './open-file.js';
+import { type Inode, NodeType, ROOT_INO, type Volume } from './records.js';
+
+/** Where a path points, before looking inside a volume. */
+export type Place =
+  | { kind: 'root' }
+  | { kind: 'snapdir'; share: Volume }
+  | { kind: 'vol'; vol: Volume; readOnly: boolean; parts: string[]; label: string };
+
+export interface Resolved {
+  vol: Volume;
+  readOnly: boolean;
+  ino: number;
+  inode: Inode;
+}
+
+export interface ParentResolved {
+  vol: Volume;
+  readOnly: boolean;
+  parent: number;
+  parentInode: Inode;
+  name: string;
+  /** The parent is the share's (or snapshot's) root directory. */
+  atRoot: boolean;
+}
+
+export class NsContext implements CommitTarget {
+  readonly meta: Meta;
+  readonly lock = new Mutex();
+  readonly openFiles = new Map<string, OpenFile>();
+
+  constructor(readonly store: SegmentStore) {
+    this.meta = new Meta(store.db);
+  }
+
+  // ---- path resolution ------------------------------------------------------------------
+
+  /** Splits a mount path and finds the volume it is in. */
+  async place(path: string): Promise<Place> {
+    const parts = splitPath(path);
+    if (parts.length === 0) return { kind: 'root' };
+    const shareVol = await this.meta.shareVolumeId(parts[0]);
+    if (shareVol === undefined) throw vmError('NOT_FOUND', `no share named ${parts[0]}`);
+    const share = await this.volume(shareVol);
+    if (parts[1] !== SNAPSHOTS_DIR) return { kind: 'vol', vol: share, readOnly: false, parts: parts.slice(1), label: `share ${share.name}` };
+    if (parts.length === 2) return { kind: 'snapdir', share };
+    const snapVol = await this.meta.snapshotVolumeId(share.id, parts[2]);
+    if (snapVol === undefined) throw vmError('NOT_FOUND', `share ${share.name} has no snapshot named ${parts[2]}`);
+    const snap = await this.volume(snapVol);
+    return { kind: 'vol', vol: snap, readOnly: true, parts: parts.slice(3), label: `snapshot ${share.name}/${snap.name}` };
+  }
+
+  async volume(id: number): Promise<Volume> {
+    const v = await this.meta.getVolume(id);
+    if (!v) throw vmError('IO', `volume ${id} is named but missing; run verify`);
+    return v;
+  }
+
+  /** Walks `parts` from the volume root. */
+  async walk(vol: Volume, parts: string[]): Promise<{ ino: number; inode: Inode }> {
+    let ino = ROOT_INO;
+    let inode = await this.meta.mustInode(vol.id, ino);
+    for (const p of parts) {
+      if (inode.type !== NodeType.Dir) throw vmError('NOT_DIRECTORY', `${p}: a path component is not a directory`);
+      const e = await this.meta.lookup(vol.id, ino, p);
+      if (!e) throw vmError('NOT_FOUND', `${p} does not exist`);
+      ino = e.ino;
+      inode = await this.meta.mustInode(vol.id, ino);
+    }
+    return { ino, inode };
+  }
+
+  async resolve(path: string): Promise<Resolved> {
+    const pl = await this.place(path);
+    if (pl.kind !== 'vol') throw vmError('INVALID_ARGUMENT', `${path} is not inside a share`);
+    const { ino, inode } = await this.walk(pl.vol, pl.parts);
+    return { vol: pl.vol, readOnly: pl.readOnly, ino, inode };
+  }
+
+  /** The directory a new or removed name lives in. */
+  async resolveParent(path: string): Promise<ParentResolved> {
+    const pl = await this.place(path);
+    if (pl.kind !== 'vol' || pl.parts.length === 0) throw vmError('NOT_PERMITTED', `${path}: not a place for a file or directory`);
+    const name = pl.parts[pl.parts.length - 1];
+    if (Buffer.byteLength(name, 'utf8') > MAX_COMPONENT_BYTES) throw vmError('NAME_TOO_LONG', `${name.slice(0, 40)}...: names are limited to ${MAX_COMPONENT_BYTES} bytes`);
+    const { ino, inode } = await this.walk(pl.vol, pl.parts.slice(0, -1));
+    if (inode.type !== NodeType.Dir) throw vmError('NOT_DIRECTORY', `the parent of ${path} is not a directory`);
+    return { vol: pl.vol, readOnly: pl.readOnly, parent: ino, parentInode: inode, name, atRoot: pl.parts.length === 1 };
+  }
+
+  // ---- open files ------------------------------------------------------------------------
+
+  openFile(vol: number, inode: Inode): OpenFile {
+    const key = `${vol}/${inode.ino}`;
+    let f = this.openFiles.get(key);
+    if (!f) {
+      f = new OpenFile(vol, inode.ino, inode.version, { mtime: inode.mtime, ctime: inode.ctime }, this.store, this);
+      this.openFiles.set(key, f);
+    }
+    return f;
+  }
+
+  findOpen(vol: number, ino: number): OpenFile | undefined {
+    return this.openFiles.get(`${vol}/${ino}`);
+  }
+
+  /** CommitTarget: records a committed version in the file's inode, under the lock. */
+  record(f: OpenFile, version: FileVersion, sync: boolean): Promise<void> {
+    return this.lock.run(async () => {
+      const inode = await this.meta.getInode(f.vol, f.ino);
+      if (!inode) return; // unlinked meanwhile: the data is garbage now
+      const vol = await this.volume(f.vol);
+      const txn = new Txn();
+      txn.putInode(f.vol, { ...inode, version, size: version.size, mtime: f.mtime, ctime: f.ctime });
+      this.count(txn, vol, 0, version.size - inode.size);
+      await this.meta.apply(txn, sync);
+    });
+  }
+
+  /** Allocates the next inode number of a volume inside a transaction. */
+  allocIno(txn: Txn, vol: Volume): number {
+    const cur = latest(txn, vol);
+    txn.putVolume({ ...cur, nextIno: cur.nextIno + 1 });
+    return cur.nextIno;
+  }
+
+  /** Adjusts a volume's file and byte counters inside a transaction. */
+  count(txn: Txn, vol: Volume, files: number, bytes: number): void {
+    if (files === 0 && bytes === 0) return;
+    const cur = latest(txn, vol);
+    txn.putVolume({ ...cur, files: cur.files + files, bytes: cur.bytes + bytes });
+  }
+}
+
+/** The volume record as this transaction has it so far. */
+export function latest(txn: Txn, vol: Volume): Volume {
+  return txn.volumes.get(vol.id) ?? vol;
+}
+
+export function splitPath(path: string): string[] {
+  if (!path.startsWith('/')) throw vmError('INVALID_ARGUMENT', `path ${path} is not absolute`);
+  const parts = path.split('/').filter((p) => p.length > 0);
+  for (const p of parts) {
+    if (p === '.' || p === '..') throw vmError('INVALID_ARGUMENT', `path ${path} is not canonical`);
+    if (p.includes('\0')) throw vmError('INVALID_ARGUMENT', 'path contains a NUL byte');
+  }
+  return parts;
+}

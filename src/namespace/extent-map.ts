@@ -1,0 +1,129 @@
+// Dirty extents of an open file: non-overlapping byte ranges written but not yet committed,
+// sorted by offset. A later write replaces what it overlaps. Sequential writes append into a
+// growing buffer so a stream of 128 KiB FUSE writes becomes a few large extents.
+
+const APPEND_CHUNK = 1024 * 1024;
+
+export interface Extent {
+  off: number;
+  /** buf[0, len) holds the bytes; capacity beyond len is room to append (only if exclusive). */
+  buf: Buffer;
+  len: number;
+}
+
+export class ExtentMap {
+  private exts: Extent[] = [];
+  private total = 0;
+
+  /** Bytes held (not counting spare capacity). */
+  get bytes(): number {
+    return this.total;
+  }
+
+  get empty(): boolean {
+    return this.exts.length === 0;
+  }
+
+  get end(): number {
+    const last = this.exts[this.exts.length - 1];
+    return last ? last.off + last.len : 0;
+  }
+
+  /** Copies `src` in at `off`. */
+  write(off: number, src: Uint8Array): void {
+    const n = src.length;
+    if (n === 0) return;
+    const source = Buffer.isBuffer(src) ? src : Buffer.from(src.buffer, src.byteOffset, src.byteLength);
+    const last = this.exts[this.exts.length - 1];
+    if (last && off === last.off + last.len && last.len + n <= last.buf.length) {
+      source.copy(last.buf, last.len);
+      last.len += n;
+      this.total += n;
+      return;
+    }
+    const end = off + n;
+    let i = this.firstEndingAfter(off);
+    const replaced: Extent[] = [];
+    while (i + replaced.length < this.exts.length && this.exts[i + replaced.length].off < end) {
+      replaced.push(this.exts[i + replaced.length]);
+    }
+    const insert: Extent[] = [];
+    for (const e of replaced) this.total -= e.len;
+    const first = replaced[0];
+    if (first && first.off < off) {
+      // Exact-size views: a kept piece must never be appended into (it shares memory).
+      const head = first.buf.subarray(0, off - first.off);
+      insert.push({ off: first.off, buf: head, len: head.length });
+    }
+    const prev = insert.length === 0 ? this.exts[i - 1] : undefined;
+    const sequential = (prev && prev.off + prev.len === off) || (!prev && i === this.exts.length && off === this.end);
+    const cap = sequential ? Math.max(n, APPEND_CHUNK) : n;
+    const buf = Buffer.allocUnsafe(cap);
+    source.copy(buf, 0);
+    insert.push({ off, buf, len: n });
+    const lastRep = replaced[replaced.length - 1];
+    if (lastRep && lastRep.off + lastRep.len > end) {
+      const tail = lastRep.buf.subarray(end - lastRep.off, lastRep.len);
+      insert.push({ off: end, buf: tail, len: tail.length });
+    }
+    for (const e of insert) this.total += e.len;
+    this.exts.splice(i, replaced.length, ...insert);
+  }
+
+  /** Drops everything at or beyond `size`. */
+  truncate(size: number): void {
+    let i = this.firstEndingAfter(size);
+    if (i < this.exts.length && this.exts[i].off < size) {
+      const e = this.exts[i];
+      const keep = size - e.off;
+      this.total -= e.len - keep;
+      this.exts[i] = { off: e.off, buf: e.buf.subarray(0, keep), len: keep };
+      i++;
+    }
+    for (let k = i; k < this.exts.length; k++) this.total -= this.exts[k].len;
+    this.exts.length = i;
+  }
+
+  /** Copies the dirty bytes overlapping [pos, pos + out.length) into out. Returns bytes covered. */
+  overlay(out: Buffer, pos: number): number {
+    const end = pos + out.length;
+    let covered = 0;
+    for (let i = this.firstEndingAfter(pos); i < this.exts.length && this.exts[i].off < end; i++) {
+      const e = this.exts[i];
+      const from = Math.max(pos, e.off);
+      const to = Math.min(end, e.off + e.len);
+      e.buf.copy(out, from - pos, from - e.off, to - e.off);
+      covered += to - from;
+    }
+    return covered;
+  }
+
+  /** True when dirty bytes cover all of [pos, end). */
+  covers(pos: number, end: number): boolean {
+    let at = pos;
+    for (let i = this.firstEndingAfter(pos); i < this.exts.length && at < end; i++) {
+      const e = this.exts[i];
+      if (e.off > at) return false;
+      at = e.off + e.len;
+    }
+    return at >= end;
+  }
+
+  /** The extents as (offset, bytes), sorted; the bytes are views, valid until the next write. */
+  list(): Array<{ offset: number; data: Buffer }> {
+    return this.exts.map((e) => ({ offset: e.off, data: e.buf.subarray(0, e.len) }));
+  }
+
+  /** Index of the first extent whose end is beyond `off`. */
+  private firstEndingAfter(off: number): number {
+    let lo = 0;
+    let hi = this.exts.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      const e = this.exts[mid];
+      if (e.off + e.len <= off) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+}

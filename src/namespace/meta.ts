@@ -1,0 +1,199 @@
+// Namespace metadata in LevelDB with a read cache. Every change goes through a Txn: its
+// operations are written in one atomic batch, and the cache learns them only after the
+// batch succeeded, so the cache never shows what the disk does not hold. The namespace
+// serialises transactions, so batches never race one another.
+
+import { vmError } from '../errors.js';
+import { type Db, type DbOp, writeBatch } from '../store/segment-index.js';
+import { entryKey, entryRange, inodeKey, nsMetaKey, shareNameKey, snapNameKey, snapNameRange, volumeKey } from './keys.js';
+import {
+  decodeEntry,
+  decodeInode,
+  decodeVolume,
+  encodeEntry,
+  encodeInode,
+  encodeVolume,
+  type EntryValue,
+  type Inode,
+  type Volume,
+} from './records.js';
+
+const CACHE_MAX = 200_000;
+
+class Lru<V> {
+  private readonly map = new Map<string, V>();
+  get(k: string): V | undefined {
+    const v = this.map.get(k);
+    if (v !== undefined) {
+      this.map.delete(k);
+      this.map.set(k, v);
+    }
+    return v;
+  }
+  has(k: string): boolean {
+    return this.map.has(k);
+  }
+  set(k: string, v: V): void {
+    this.map.delete(k);
+    this.map.set(k, v);
+    if (this.map.size > CACHE_MAX) this.map.delete(this.map.keys().next().value as string);
+  }
+  delete(k: string): void {
+    this.map.delete(k);
+  }
+  clear(): void {
+    this.map.clear();
+  }
+}
+
+/** A negative entry: the name is known not to exist. */
+const ABSENT = null;
+
+export class Txn {
+  readonly ops: DbOp[] = [];
+  readonly inodes = new Map<string, { vol: number; inode: Inode | null }>();
+  readonly entries = new Map<string, EntryValue | null>();
+  readonly volumes = new Map<number, Volume>();
+
+  putInode(vol: number, n: Inode): void {
+    this.ops.push({ type: 'put', key: inodeKey(vol, n.ino), value: encodeInode(n) });
+    this.inodes.set(`${vol}/${n.ino}`, { vol, inode: n });
+  }
+
+  delInode(vol: number, ino: number): void {
+    this.ops.push({ type: 'del', key: inodeKey(vol, ino) });
+    this.inodes.set(`${vol}/${ino}`, { vol, inode: null });
+  }
+
+  putEntry(vol: number, parent: number, name: string, e: EntryValue): void {
+    this.ops.push({ type: 'put', key: entryKey(vol, parent, name), value: encodeEntry(e) });
+    this.entries.set(`${vol}/${parent}/${name}`, e);
+  }
+
+  delEntry(vol: number, parent: number, name: string): void {
+    this.ops.push({ type: 'del', key: entryKey(vol, parent, name) });
+    this.entries.set(`${vol}/${parent}/${name}`, ABSENT);
+  }
+
+  putVolume(v: Volume): void {
+    this.ops.push({ type: 'put', key: volumeKey(v.id), value: encodeVolume(v) });
+    this.volumes.set(v.id, v);
+  }
+
+  raw(op: DbOp): void {
+    this.ops.push(op);
+  }
+}
+
+export class Meta {
+  private readonly inodes = new Lru<Inode | null>();
+  private readonly entries = new Lru<EntryValue | null>();
+  private readonly volumes = new Map<number, Volume>();
+
+  constructor(readonly db: Db) {}
+
+  async getVolume(id: number): Promise<Volume | undefined> {
+    const hit = this.volumes.get(id);
+    if (hit) return hit;
+    const v = await this.db.get(volumeKey(id));
+    if (!v) return undefined;
+    const vol = decodeVolume(v);
+    this.volumes.set(id, vol);
+    return vol;
+  }
+
+  async shareVolumeId(name: string): Promise<number | undefined> {
+    const v = await this.db.get(shareNameKey(name));
+    return v ? v.readUInt32BE(0) : undefined;
+  }
+
+  async snapshotVolumeId(shareVol: number, name: string): Promise<number | undefined> {
+    const v = await this.db.get(snapNameKey(shareVol, name));
+    return v ? v.readUInt32BE(0) : undefined;
+  }
+
+  async shareNames(): Promise<Array<{ name: string; vol: number }>> {
+    const out: Array<{ name: string; vol: number }> = [];
+    const gte = shareNameKey('');
+    const lt = Buffer.from([gte[0] + 1]);
+    for await (const [k, v] of this.db.iterator({ gte, lt })) out.push({ name: k.subarray(1).toString('utf8'), vol: v.readUInt32BE(0) });
+    return out;
+  }
+
+  async snapshotNames(shareVol: number): Promise<Array<{ name: string; vol: number }>> {
+    const out: Array<{ name: string; vol: number }> = [];
+    for await (const [k, v] of this.db.iterator(snapNameRange(shareVol))) out.push({ name: k.subarray(5).toString('utf8'), vol: v.readUInt32BE(0) });
+    return out;
+  }
+
+  async getInode(vol: number, ino: number): Promise<Inode | undefined> {
+    const key = `${vol}/${ino}`;
+    const hit = this.inodes.get(key);
+    if (hit !== undefined) return hit ?? undefined;
+    const v = await this.db.get(inodeKey(vol, ino));
+    const n = v ? decodeInode(v) : null;
+    this.inodes.set(key, n);
+    return n ?? undefined;
+  }
+
+  async mustInode(vol: number, ino: number): Promise<Inode> {
+    const n = await this.getInode(vol, ino);
+    if (!n) throw vmError('IO', `inode ${ino} of volume ${vol} is referenced but missing; run verify`);
+    return n;
+  }
+
+  async lookup(vol: number, parent: number, name: string): Promise<EntryValue | undefined> {
+    const key = `${vol}/${parent}/${name}`;
+    const hit = this.entries.get(key);
+    if (hit !== undefined) return hit ?? undefined;
+    const v = await this.db.get(entryKey(vol, parent, name));
+    const e = v ? decodeEntry(v) : ABSENT;
+    this.entries.set(key, e);
+    return e ?? undefined;
+  }
+
+  async listDir(vol: number, ino: number): Promise<Array<{ name: string; entry: EntryValue }>> {
+    const out: Array<{ name: string; entry: EntryValue }> = [];
+    for await (const [k, v] of this.db.iterator(entryRange(vol, ino))) {
+      out.push({ name: k.subarray(13).toString('utf8'), entry: decodeEntry(v) });
+    }
+    return out;
+  }
+
+  async hasChildren(vol: number, ino: number): Promise<boolean> {
+    for await (const _ of this.db.keys({ ...entryRange(vol, ino), limit: 1 })) return true;
+    return false;
+  }
+
+  async counter(name: string, start: number): Promise<number> {
+    const v = await this.db.get(nsMetaKey(name));
+    return v ? v.readUInt32BE(0) : start;
+  }
+
+  counterOp(name: string, value: number): DbOp {
+    const b = Buffer.allocUnsafe(4);
+    b.writeUInt32BE(value, 0);
+    return { type: 'put', key: nsMetaKey(name), value: b };
+  }
+
+  /** Writes a transaction in one batch, then lets the cache see it. */
+  async apply(txn: Txn, sync = false): Promise<void> {
+    if (txn.ops.length === 0) return;
+    await writeBatch(this.db, txn.ops, sync);
+    this.learn(txn);
+  }
+
+  /** Makes the cache see a transaction written by someone else's batch (the store's commit). */
+  learn(txn: Txn): void {
+    for (const [k, { inode }] of txn.inodes) this.inodes.set(k, inode);
+    for (const [k, e] of txn.entries) this.entries.set(k, e);
+    for (const [id, v] of txn.volumes) this.volumes.set(id, v);
+  }
+
+  /** Forgets everything cached about a volume (after it is deleted or replaced). */
+  forgetVolume(id: number): void {
+    this.volumes.delete(id);
+    this.inodes.clear();
+    this.entries.clear();
+  }
+}

@@ -1,0 +1,180 @@
+// The namespace: shares, directories, files, and (later layers) snapshots, clones and fastcopy,
+// all in LevelDB beside the segment store's index. FUSE and the control plane enter through
+// this class.
+//
+// Memory for unwritten data is bounded: each open file commits once it holds
+// FILE_COMMIT_BYTES, or once its oldest change is COMMIT_AGE_MS old, and writers wait while
+// all files together hold more than DIRTY_LIMIT_BYTES.
+
+import fs from 'node:fs/promises';
+import { vmError } from '../errors.js';
+import type { SegmentStore, StoreStats } from '../store/store.js';
+import { NsContext } from './context.js';
+import { FsOps } from './fs-ops.js';
+import { Shares } from './shares.js';
+
+export interface NamespaceOptions {
+  /** Commit an open file once it buffers this much. Default 64 MiB. */
+  fileCommitBytes?: number;
+  /** All open files together may buffer this much before writers wait. Default 512 MiB. */
+  dirtyLimitBytes?: number;
+  /** Commit changes older than this. Default 5 s. */
+  commitAgeMs?: number;
+  /** Where errors nobody else would see go (commits after the last close). */
+  log?: (line: string) => void;
+}
+
+export interface NamespaceStats {
+  /** Sum of the sizes of the files in all shares (snapshots not counted). */
+  logicalBytes: number;
+  /** Sum of the sizes of the files in all snapshots. */
+  snapshotBytes: number;
+  shares: number;
+  snapshots: number;
+  files: number;
+  store: StoreStats;
+}
+
+export class Namespace {
+  readonly ctx: NsContext;
+  readonly shares: Shares;
+  readonly fs: FsOps;
+  private readonly opts: Required<Omit<NamespaceOptions, 'log'>>;
+  private readonly log: (line: string) => void;
+  private timer: NodeJS.Timeout | undefined;
+  private waiters: Array<() => void> = [];
+  private closed = false;
+
+  private constructor(store: SegmentStore, opts: NamespaceOptions) {
+    this.ctx = new NsContext(store);
+    this.shares = new Shares(this.ctx);
+    this.fs = new FsOps(this.ctx, {
+      create: (n) => this.shares.create(n),
+      remove: (n, o) => this.shares.remove(n, o),
+      list: () => this.shares.list(),
+      snapshotNames: (v) => this.shares.snapshotNames(v),
+    });
+    this.opts = {
+      fileCommitBytes: opts.fileCommitBytes ?? 64 * 1024 * 1024,
+      dirtyLimitBytes: opts.dirtyLimitBytes ?? 512 * 1024 * 1024,
+      commitAgeMs: opts.commitAgeMs ?? 5000,
+    };
+    this.log = opts.log ?? ((l) => process.stderr.write(l + '\n'));
+  }
+
+  static async open(store: SegmentStore, opts: NamespaceOptions = {}): Promise<Namespace> {
+    const ns = new Namespace(store, opts);
+    const swept = await ns.shares.sweepOrphans();
+    if (swept > 0) ns.log(`namespace: finished removing ${swept} share(s) or snapshot(s) an earlier run left half-deleted`);
+    ns.timer = setInterval(() => ns.tick(), 1000);
+    ns.timer.unref();
+    return ns;
+  }
+
+  get store(): SegmentStore {
+    return this.ctx.store;
+  }
+
+  // ---- write path with bounded memory ------------------------------------------------------
+
+  private buffered(): number {
+    let n = 0;
+    for (const f of this.ctx.openFiles.values()) n += f.buffered;
+    return n;
+  }
+
+  /** Writes into an open file, committing and waiting as the memory bounds require. */
+  async write(fh: number, pos: number, buf: Uint8Array): Promise<number> {
+    if (this.closed) throw vmError('CLOSED', 'the appliance is shutting down');
+    while (this.buffered() > this.opts.dirtyLimitBytes) {
+      this.commitLargest();
+      await new Promise<void>((resolve) => this.waiters.push(resolve));
+    }
+    this.fs.write(fh, pos, buf);
+    const f = this.fs.handle(fh).file;
+    if (f.dirtyBytes >= this.opts.fileCommitBytes) this.background(f);
+    return buf.length;
+  }
+
+  private background(f: import('./open-file.js').OpenFile): void {
+    void f
+      .commit(false)
+      .catch(() => {
+        // kept by the file; reported at its next write, flush or fsync
+      })
+      .finally(() => this.wake());
+  }
+
+  private commitLargest(): void {
+    let big: import('./open-file.js').OpenFile | undefined;
+    for (const f of this.ctx.openFiles.values()) if (!big || f.dirtyBytes > big.dirtyBytes) big = f;
+    if (big && big.dirtyBytes > 0) this.background(big);
+    else setTimeout(() => this.wake(), 50);
+  }
+
+  private wake(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const r of w) r();
+  }
+
+  private tick(): void {
+    for (const [key, f] of this.ctx.openFiles) {
+      if (f.hasChanges && f.dirtyAgeMs >= this.opts.commitAgeMs) {
+        void f.commit(false).then(
+          () => {
+            if (f.handles === 0 && !f.hasChanges) this.ctx.openFiles.delete(key);
+          },
+          (err) => {
+            if (f.handles === 0) this.log(`namespace: committing a closed file failed, will retry: ${(err as Error).message}`);
+          },
+        );
+      }
+    }
+  }
+
+  /** Commits every open file (for snapshots and shutdown). */
+  async flushAll(filter?: (vol: number) => boolean): Promise<void> {
+    const files = [...this.ctx.openFiles.values()].filter((f) => !filter || filter(f.vol));
+    await Promise.all(files.map((f) => f.commit(true)));
+  }
+
+  // ---- statistics ---------------------------------------------------------------------------
+
+  async stats(): Promise<NamespaceStats> {
+    let logical = 0;
+    let snapBytes = 0;
+    let snaps = 0;
+    let files = 0;
+    const names = await this.ctx.meta.shareNames();
+    for (const s of names) {
+      const v = await this.ctx.volume(s.vol);
+      logical += v.bytes;
+      files += v.files;
+      for (const p of await this.ctx.meta.snapshotNames(s.vol)) {
+        snaps++;
+        snapBytes += (await this.ctx.volume(p.vol)).bytes;
+      }
+    }
+    return { logicalBytes: logical, snapshotBytes: snapBytes, shares: names.length, snapshots: snaps, files, store: await this.store.stats() };
+  }
+
+  /** Capacity of the data disk, for statfs. */
+  async capacity(): Promise<{ totalBytes: number; freeBytes: number; availableBytes: number; files: number }> {
+    const st = await fs.statfs(this.store.dir);
+    const stats = await this.stats();
+    return { totalBytes: st.blocks * st.bsize, freeBytes: st.bfree * st.bsize, availableBytes: st.bavail * st.bsize, files: stats.files };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+    const failures: string[] = [];
+    for (const f of this.ctx.openFiles.values()) {
+      await f.commit(true).catch((err) => failures.push((err as Error).message));
+    }
+    this.wake();
+    if (failures.length) this.log(`namespace: ${failures.length} file(s) could not be committed at shutdown: ${failures[0]}`);
+  }
+}
