@@ -43,6 +43,16 @@ export class ExtentMap {
     }
     const end = off + n;
     let i = this.firstEndingAfter(off);
+    // Appending to an extent that is not the last one (a table at the head of the file that
+    // grows in small steps, e.g. a VMDK grain table, while data streams in further on): use
+    // its spare room when nothing follows within the new bytes.
+    const before = this.exts[i - 1];
+    if (before && off === before.off + before.len && before.len + n <= before.buf.length && (i === this.exts.length || this.exts[i].off >= end)) {
+      source.copy(before.buf, before.len);
+      before.len += n;
+      this.total += n;
+      return;
+    }
     const replaced: Extent[] = [];
     while (i + replaced.length < this.exts.length && this.exts[i + replaced.length].off < end) {
       replaced.push(this.exts[i + replaced.length]);
