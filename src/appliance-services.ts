@@ -66,28 +66,28 @@ export class ApplianceServices implements ControlServices {
     return this.ns.shares.remove(name, opts);
   }
 
-  async listSnapshots(_share: string): Promise<SnapshotSummary[]> {
-    throw vmError('NOT_SUPPORTED', 'snapshots are not available yet');
+  listSnapshots(share: string): Promise<SnapshotSummary[]> {
+    return this.ns.snapshots.list(share);
   }
 
-  async getSnapshot(_share: string, _name: string): Promise<SnapshotSummary> {
-    throw vmError('NOT_SUPPORTED', 'snapshots are not available yet');
+  getSnapshot(share: string, name: string): Promise<SnapshotSummary> {
+    return this.ns.snapshots.get(share, name);
   }
 
-  async createSnapshot(_share: string, _name: string): Promise<SnapshotSummary> {
-    throw vmError('NOT_SUPPORTED', 'snapshots are not available yet');
+  createSnapshot(share: string, name: string): Promise<SnapshotSummary> {
+    return this.ns.snapshots.create(share, name);
   }
 
-  async deleteSnapshot(_share: string, _name: string): Promise<void> {
-    throw vmError('NOT_SUPPORTED', 'snapshots are not available yet');
+  deleteSnapshot(share: string, name: string): Promise<void> {
+    return this.ns.snapshots.remove(share, name);
   }
 
-  async cloneSnapshot(_share: string, _snapshot: string, _newShare: string): Promise<ShareSummary> {
-    throw vmError('NOT_SUPPORTED', 'clones are not available yet');
+  cloneSnapshot(share: string, snapshot: string, newShare: string): Promise<ShareSummary> {
+    return this.ns.snapshots.clone(share, snapshot, newShare);
   }
 
-  async fastcopy(_share: string, _from: string, _to: string): Promise<FastcopyResult> {
-    throw vmError('NOT_SUPPORTED', 'fastcopy is not available yet');
+  fastcopy(share: string, from: string, to: string): Promise<FastcopyResult> {
+    return this.ns.snapshots.fastcopy(share, from, to);
   }
 
   async gc(_ctx: JobContext): Promise<GcResult> {

@@ -12,6 +12,7 @@ import type { SegmentStore, StoreStats } from '../store/store.js';
 import { NsContext } from './context.js';
 import { FsOps } from './fs-ops.js';
 import { Shares } from './shares.js';
+import { Snapshots } from './snapshots.js';
 
 export interface NamespaceOptions {
   /** Commit an open file once it buffers this much. Default 64 MiB. */
@@ -39,6 +40,7 @@ export class Namespace {
   readonly ctx: NsContext;
   readonly shares: Shares;
   readonly fs: FsOps;
+  readonly snapshots: Snapshots;
   private readonly opts: Required<Omit<NamespaceOptions, 'log'>>;
   private readonly log: (line: string) => void;
   private timer: NodeJS.Timeout | undefined;
@@ -54,6 +56,7 @@ export class Namespace {
       list: () => this.shares.list(),
       snapshotNames: (v) => this.shares.snapshotNames(v),
     });
+    this.snapshots = new Snapshots(this.ctx, this.shares, (vol) => this.flushAll((v) => v === vol));
     this.opts = {
       fileCommitBytes: opts.fileCommitBytes ?? 64 * 1024 * 1024,
       dirtyLimitBytes: opts.dirtyLimitBytes ?? 512 * 1024 * 1024,
