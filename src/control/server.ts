@@ -1,0 +1,114 @@
+// Builds the control plane as a Fastify instance, without listening (listen.ts does that), so
+// tests drive it with inject().
+
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import { vmError } from '../errors.js';
+import { isAuthorized, makeAuthHook, unauthorized } from './auth.js';
+import { sendError } from './error-reply.js';
+import { JobRunner } from './jobs.js';
+import { OpenApiCollector, type RouteSchema, routeSchema } from './openapi.js';
+import { fastcopyRoutes } from './routes/fastcopy.js';
+import { healthRoutes } from './routes/health.js';
+import { jobRoutes } from './routes/jobs.js';
+import { maintenanceRoutes } from './routes/maintenance.js';
+import { shareRoutes } from './routes/shares.js';
+import { snapshotRoutes } from './routes/snapshots.js';
+import { statsRoutes } from './routes/stats.js';
+import type { ControlServices } from './services.js';
+
+export const API_PREFIX = '/api/v1';
+/** Every request body here is a few names; anything near this is a mistake or an attack. */
+export const DEFAULT_BODY_LIMIT = 64 * 1024;
+
+export interface ServerOptions {
+  token: string;
+  bodyLimit?: number;
+  /** Fastify's logger option (default off: the appliance passes its own). */
+  logger?: FastifyServerOptions['logger'];
+  /** Defaults to a new runner, closed with the server. */
+  jobs?: JobRunner;
+}
+
+export async function buildServer(services: ControlServices, opts: ServerOptions): Promise<FastifyInstance> {
+  if (typeof opts.token !== 'string' || opts.token.length < 16) {
+    throw vmError('INVALID_ARGUMENT', 'the control plane needs an API token of at least 16 characters');
+  }
+  const token = opts.token;
+  const app = Fastify({
+    logger: opts.logger ?? false,
+    // URLs the router cannot even match (bad percent-encoding, a segment over maxParamLength)
+    // never reach the hooks, so they get the token check and our error shape here.
+    frameworkErrors: (err, request, reply) => {
+      if (!isAuthorized(token, request)) return sendError(unauthorized(reply), request, reply);
+      return sendError(vmError('INVALID_ARGUMENT', frameworkMessage(err.code)), request, reply);
+    },
+    bodyLimit: opts.bodyLimit ?? DEFAULT_BODY_LIMIT,
+    exposeHeadRoutes: false,
+    // Long names must reach validateName (and get NAME_TOO_LONG), not fall out of the router as 404.
+    routerOptions: { maxParamLength: 16 * 1024 },
+    ajv: {
+      customOptions: {
+        // "name": 5 is a wrong type, not the name "5"; and an unknown field is a typo to report,
+        // not something to drop silently.
+        coerceTypes: false,
+        removeAdditional: false,
+        allErrors: false,
+      },
+    },
+  });
+  const jobs =
+    opts.jobs ??
+    new JobRunner({ onInternalError: (job, err) => app.log.error({ err, job: job.id }, `${job.kind} job failed unexpectedly`) });
+  const collector = new OpenApiCollector();
+
+  // JSON only: a text/plain body is a client mistake better named by 415 than by a schema error.
+  app.removeContentTypeParser('text/plain');
+  app.addHook('onRoute', collector.onRoute);
+  app.addHook('onRequest', makeAuthHook(token));
+  app.addHook('preValidation', async (request) => {
+    const schema = request.routeOptions.schema as RouteSchema | undefined;
+    if (request.body === undefined && schema?.bodyOptional === true) request.body = {};
+  });
+  app.setErrorHandler((err, request, reply) => sendError(err, request, reply));
+  app.setNotFoundHandler((request, reply) => {
+    const what = `${request.method} ${request.url}`.slice(0, 200);
+    return sendError(vmError('NOT_FOUND', `no such route: ${what} (see ${API_PREFIX}/openapi.json)`), request, reply);
+  });
+  app.addHook('onClose', async () => {
+    if (opts.jobs === undefined) await jobs.close();
+  });
+
+  const deps = { services, jobs };
+  await app.register(
+    async (api) => {
+      await healthRoutes(api, deps);
+      await statsRoutes(api, deps);
+      await shareRoutes(api, deps);
+      await snapshotRoutes(api, deps);
+      await fastcopyRoutes(api, deps);
+      await maintenanceRoutes(api, deps);
+      await jobRoutes(api, deps);
+      api.get(
+        '/openapi.json',
+        {
+          config: { public: true },
+          schema: routeSchema({
+            operationId: 'getOpenApi',
+            summary: 'This document (no token needed: it describes the API, not the data)',
+            tags: ['appliance'],
+            response: { 200: { type: 'object', additionalProperties: true } },
+          }),
+        },
+        async () => collector.document({ title: 'vmvault control plane', version: services.version }),
+      );
+    },
+    { prefix: API_PREFIX },
+  );
+  return app;
+}
+
+function frameworkMessage(code: string): string {
+  if (code === 'FST_ERR_MAX_PARAM_LENGTH') return 'a path segment of the URL is too long';
+  if (code === 'FST_ERR_BAD_URL') return 'the URL is malformed (bad percent-encoding)';
+  return 'the request cannot be routed';
+}
