@@ -121,6 +121,17 @@ export class FsOps {
 
   // ---- creating and removing names ---------------------------------------------------------
 
+  /**
+   * A new name where the mount holds only virtual entries: EPERM at the top of the mount (it
+   * holds shares; mkdir makes one), EROFS directly in `.snapshots/` (snapshots are made through
+   * the control plane). Checked before resolving, which would say ENOENT for the missing name.
+   */
+  private refuseVirtualParent(path: string): void {
+    const parts = path.split('/').filter((p) => p.length > 0);
+    if (parts.length === 1) throw vmError('NOT_PERMITTED', `${path}: the top of the mount holds only shares; mkdir makes one`);
+    if (parts.length === 3 && parts[1] === SNAPSHOTS_DIR) throw vmError('READ_ONLY', `${path}: .snapshots is read-only; snapshots are made with \`vmvault snapshot create\``);
+  }
+
   private checkNewName(p: ParentResolved, path: string): void {
     if (p.readOnly) throw vmError('READ_ONLY', `${path}: snapshots are read-only`);
     if (p.atRoot && p.name === SNAPSHOTS_DIR) throw vmError('ALREADY_EXISTS', `${path}: .snapshots is reserved for the share's snapshots`);
@@ -148,6 +159,7 @@ export class FsOps {
   }
 
   async mkdir(path: string, mode: number): Promise<void> {
+    if (splitDepth(path) === 3) this.refuseVirtualParent(path);
     const pl = await this.ctx.place(path).catch((err) => {
       // mkdir /<name> makes a share: the name is not found yet, which is the point.
       if (splitDepth(path) === 1) return undefined;
@@ -174,6 +186,7 @@ export class FsOps {
   }
 
   async symlink(target: string, path: string): Promise<void> {
+    this.refuseVirtualParent(path);
     await this.ctx.lock.run(async () => {
       const p = await this.ctx.resolveParent(path);
       this.checkNewName(p, path);
@@ -189,6 +202,7 @@ export class FsOps {
   }
 
   async link(existing: string, path: string): Promise<void> {
+    this.refuseVirtualParent(path);
     await this.ctx.lock.run(async () => {
       const src = await this.ctx.resolve(existing);
       const p = await this.ctx.resolveParent(path);
@@ -206,6 +220,7 @@ export class FsOps {
   }
 
   async create(path: string, mode: number): Promise<number> {
+    this.refuseVirtualParent(path);
     return this.ctx.lock.run(async () => {
       const p = await this.ctx.resolveParent(path);
       this.checkNewName(p, path);
@@ -280,6 +295,7 @@ export class FsOps {
     if (splitDepth(from) <= 1 || splitDepth(to) <= 1) throw vmError('NOT_PERMITTED', 'shares cannot be renamed through the mount');
     if (to === from) return;
     if (to.startsWith(from + '/')) throw vmError('INVALID_ARGUMENT', `cannot move ${from} into itself`);
+    this.refuseVirtualParent(to);
     await this.ctx.lock.run(async () => {
       const src = await this.ctx.resolveParent(from);
       const dst = await this.ctx.resolveParent(to);
