@@ -8,7 +8,9 @@
 
 import { containerName, decodePayload } from './codec.js';
 import { fpHex, isZeroFp } from './fingerprint.js';
-import { payloadOf, scanContainer } from './container-files.js';
+import { payloadOf, scanContainer, type ScanResult } from './container-files.js';
+import { decodeTable, decodeTrailer, TABLE_ENTRY_BYTES, TRAILER_BYTES } from './container-format.js';
+import { crc32 } from 'node:zlib';
 import type { StoreCore } from './store-core.js';
 import type { SegmentReader } from './segment-reader.js';
 import { childFp } from './tree-node.js';
@@ -62,8 +64,13 @@ export async function verifyContainers(core: StoreCore, opts: VerifyOptions): Pr
       report.problems.push({
         kind: 'corrupt-container',
         container: id,
+        offset: scan.error ? 0 : scan.end,
         message: `container ${containerName(id)}: ${scan.error ?? `unsealed or damaged after offset ${scan.end} (${scan.records.length} intact records)`}`,
       });
+    } else {
+      // The scan trusts the trailer; the table it points at must match the records too.
+      const bad = tableProblem(scan);
+      if (bad) report.problems.push({ kind: 'corrupt-container', container: id, offset: bad.offset, message: `container ${containerName(id)}: ${bad.message}` });
     }
     for (const r of scan.records) {
       report.records++;
@@ -95,6 +102,28 @@ export async function verifyContainers(core: StoreCore, opts: VerifyOptions): Pr
     }
   }
   return report;
+}
+
+/** Checks a sealed container's metadata table against its checksum and its records. */
+function tableProblem(scan: ScanResult): { offset: number; message: string } | undefined {
+  const trailer = decodeTrailer(scan.data.subarray(scan.size - TRAILER_BYTES), scan.size)!;
+  const table = scan.data.subarray(trailer.tableOffset, scan.size - TRAILER_BYTES);
+  if (crc32(table) !== trailer.tableCrc) return { offset: trailer.tableOffset, message: `metadata table at offset ${trailer.tableOffset} fails its checksum; run an index rebuild` };
+  if (trailer.count !== scan.records.length) return { offset: trailer.tableOffset, message: `metadata table lists ${trailer.count} records, the container holds ${scan.records.length}` };
+  let entries;
+  try {
+    entries = decodeTable(table, `metadata table at offset ${trailer.tableOffset}`);
+  } catch (err) {
+    return { offset: trailer.tableOffset, message: (err as Error).message };
+  }
+  for (let i = 0; i < scan.records.length; i++) {
+    const e = entries[i];
+    const r = scan.records[i];
+    if (e.offset !== r.offset || e.storedLen !== r.storedLen || e.rawLen !== r.rawLen || e.kind !== r.kind || e.codec !== r.codec || !e.fp.equals(r.fp)) {
+      return { offset: trailer.tableOffset + i * TABLE_ENTRY_BYTES, message: `metadata table entry ${i} does not match the record at offset ${r.offset}` };
+    }
+  }
+  return undefined;
 }
 
 /**
