@@ -60,30 +60,40 @@ export async function recoverContainers(
       }
       continue;
     }
-    // A sealed container is complete by construction (its seal was fsynced before anything
-    // else); damage inside one is for verify to report, never a reason to cut it here.
-    let good: RecordMeta[] = scan.records;
-    let end = scan.end;
-    if (!scan.sealed) {
-      good = [];
-      end = HEADER_BYTES;
-      for (const r of scan.records) {
-        try {
-          decodePayload(payloadOf(scan.data, r), r.codec, r.rawLen, r.fp, { cid: id, offset: r.offset });
-        } catch {
-          break;
+    // Unsealed: the intact, verified prefix is kept. Sealed: its trailer is on disk, but the
+    // seal may not have been fsynced before the crash, so a page of a record can be missing;
+    // the records the index lacks (a suffix: each sync covered everything before it) are
+    // verified too, and cut off from the first bad one, so no later write dedups against
+    // lost bytes. Damage to indexed records of a sealed container is for verify to report.
+    const have = await index.getMany(scan.records.map((r) => r.fp));
+    const here = have.map((l, i) => l?.cid === id && l.offset === scan.records[i].offset);
+    const skip = new Set<number>();
+    let keep = scan.records.length;
+    for (let i = 0; i < scan.records.length; i++) {
+      if (scan.sealed && here[i]) continue;
+      const r = scan.records[i];
+      try {
+        decodePayload(payloadOf(scan.data, r), r.codec, r.rawLen, r.fp, { cid: id, offset: r.offset });
+      } catch (err) {
+        if (scan.sealed && here.slice(i).some(Boolean)) {
+          report.problems.push((err as Error).message);
+          skip.add(i);
+          continue;
         }
-        good.push(r);
-        end = r.offset + RECORD_HEADER_BYTES + r.storedLen;
+        keep = i;
+        break;
       }
     }
-    if (!scan.sealed) {
+    const good: RecordMeta[] = scan.records.slice(0, keep);
+    if (!scan.sealed || keep < scan.records.length) {
       if (good.length === 0) {
         await fsp.rm(file, { force: true });
         dirs.add(path.dirname(file));
         report.removedEmpty++;
         continue;
       }
+      const last = good[good.length - 1];
+      const end = last.offset + RECORD_HEADER_BYTES + last.storedLen;
       report.bytesCut += scan.size - end;
       const f = await openFile(file, 'r+');
       try {
@@ -97,9 +107,8 @@ export async function recoverContainers(
       report.containersRepaired++;
     }
     // Add what the index lacks; register the container if it never was.
-    const have = await index.getMany(good.map((r) => r.fp));
     good.forEach((r, i) => {
-      if (!have[i]) {
+      if (!have[i] && !skip.has(i)) {
         ops.push(index.putOp(r.fp, toLocation(id, r)));
         counters.segments++;
         if (r.kind === SegmentKind.Node) counters.nodeSegments++;
