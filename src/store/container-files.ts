@@ -7,6 +7,8 @@ import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import { fromSystemError, vmError } from '../errors.js';
 import {
+  CONTAINER_MAGIC,
+  CONTAINER_VERSION,
   containerRelPath,
   decodeHeader,
   decodeTable,
@@ -68,7 +70,7 @@ export class ContainerFiles {
   async acquire(id: number): Promise<number> {
     let r = this.readers.get(id);
     if (!r) {
-      r = { file: openFile(this.pathOf(id), 'r'), users: 0, lastUse: 0 };
+      r = { file: openFile(this.pathOf(id), 'r').then((f) => checkHeader(f, id)), users: 0, lastUse: 0 };
       this.readers.set(id, r);
       if (this.readers.size > MAX_OPEN_READERS) this.evictIdle();
     }
@@ -173,6 +175,28 @@ export class ContainerFiles {
       }
     }
     return ids.sort((a, b) => a - b);
+  }
+}
+
+/**
+ * Reads go straight to records, so a descriptor is first checked to be a container of a
+ * format this vmvault reads (magic and version; the header checksum is verify's to judge,
+ * as every record verifies itself).
+ */
+async function checkHeader(f: StoreFile, id: number): Promise<StoreFile> {
+  try {
+    const h = Buffer.alloc(HEADER_BYTES);
+    const n = await readAt(f, h, 0);
+    const where = `container ${containerName(id)}`;
+    if (n < 10 || !h.subarray(0, 8).equals(CONTAINER_MAGIC)) throw vmError('CORRUPT_CONTAINER', `${where}: not a vmvault container (bad magic)`, { container: id });
+    const version = h.readUInt16LE(8);
+    if (version > CONTAINER_VERSION) {
+      throw vmError('UNSUPPORTED_FORMAT', `${where}: container format ${version} is newer than this vmvault reads (${CONTAINER_VERSION}); upgrade vmvault`, { container: id });
+    }
+    return f;
+  } catch (err) {
+    await closeFile(f).catch(() => {});
+    throw err;
   }
 }
 

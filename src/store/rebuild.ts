@@ -5,6 +5,7 @@
 // recomputed in the same way.
 
 import { pack } from 'msgpackr';
+import { isVmvaultError } from '../errors.js';
 import fsp from 'node:fs/promises';
 import { type RecordMeta, SegmentKind } from './container-format.js';
 import { scanContainer } from './container-files.js';
@@ -48,7 +49,9 @@ export async function rebuildIndex(core: StoreCore, onProgress?: (p: Progress) =
     let table: RecordMeta[];
     try {
       table = await core.files.readTable(id);
-    } catch {
+    } catch (err) {
+      // Never drop the entries of a container written by a newer vmvault.
+      if (isVmvaultError(err, 'UNSUPPORTED_FORMAT')) throw err;
       const scan = await scanContainer(core.files.pathOf(id), id);
       if (scan.error) {
         report.unreadableContainers.push(id);
