@@ -63,11 +63,22 @@ export async function buildServer(services: ControlServices, opts: ServerOptions
 
   // JSON only: a text/plain body is a client mistake better named by 415 than by a schema error.
   app.removeContentTypeParser('text/plain');
+  // A query parameter no route reads is a typo (?forse=true) to report, not to ignore.
+  app.addHook('onRoute', (route) => {
+    if (route.schema !== undefined && route.schema.querystring === undefined) {
+      route.schema = { ...route.schema, querystring: { type: 'object', additionalProperties: false, properties: {} } };
+    }
+  });
   app.addHook('onRoute', collector.onRoute);
   app.addHook('onRequest', makeAuthHook(token));
   app.addHook('preValidation', async (request) => {
     const schema = request.routeOptions.schema as RouteSchema | undefined;
-    if (request.body === undefined && schema?.bodyOptional === true) request.body = {};
+    if (request.body === undefined) {
+      if (schema?.bodyOptional === true) request.body = {};
+    } else if (schema !== undefined && schema.body === undefined) {
+      // Say so rather than ignore it: {"force": true} on a DELETE would otherwise do nothing.
+      throw vmError('INVALID_ARGUMENT', `${request.method} ${request.routeOptions.url} takes no request body`);
+    }
   });
   app.setErrorHandler((err, request, reply) => sendError(err, request, reply));
   app.setNotFoundHandler((request, reply) => {
