@@ -5,7 +5,8 @@ import { vmError } from '../errors.js';
 import { Mutex } from '../store/mutex.js';
 import type { SegmentStore } from '../store/store.js';
 import type { FileVersion } from '../store/version.js';
-import { Meta, Txn } from './meta.js';
+import { GroupCommit } from './group-commit.js';
+import { Meta, type Txn } from './meta.js';
 import { MAX_COMPONENT_BYTES, SNAPSHOTS_DIR } from './names.js';
 import { type CommitTarget, OpenFile } from './open-file.js';
 import { type Inode, NodeType, ROOT_INO, type Volume } from './records.js';
@@ -37,6 +38,7 @@ export class NsContext implements CommitTarget {
   readonly meta: Meta;
   readonly lock = new Mutex();
   readonly openFiles = new Map<string, OpenFile>();
+  readonly group: GroupCommit = new GroupCommit(this);
 
   constructor(readonly store: SegmentStore) {
     this.meta = new Meta(store.db);
@@ -113,17 +115,9 @@ export class NsContext implements CommitTarget {
     return this.openFiles.get(`${vol}/${ino}`);
   }
 
-  /** CommitTarget: records a committed version in the file's inode, under the lock. */
-  record(f: OpenFile, version: FileVersion, sync: boolean): Promise<void> {
-    return this.lock.run(async () => {
-      const inode = await this.meta.getInode(f.vol, f.ino);
-      if (!inode) return; // unlinked meanwhile: the data is garbage now
-      const vol = await this.volume(f.vol);
-      const txn = new Txn();
-      txn.putInode(f.vol, { ...inode, version, size: version.size, mtime: f.mtime, ctime: f.ctime });
-      this.count(txn, vol, 0, version.size - inode.size);
-      await this.meta.apply(txn, sync);
-    });
+  /** CommitTarget: the group commit makes a version durable and records it in the inode. */
+  record(f: OpenFile, version: FileVersion, deps: Set<number>, now: boolean): Promise<void> {
+    return this.group.add(f, version, deps, now);
   }
 
   /** Allocates the next inode number of a volume inside a transaction. */

@@ -396,7 +396,7 @@ export class FsOps {
       try {
         await f.commit(false);
       } finally {
-        if (f.handles === 0 && !f.hasChanges) this.ctx.openFiles.delete(`${r.vol.id}/${r.ino}`);
+        if (f.handles === 0 && f.idle) this.ctx.openFiles.delete(`${r.vol.id}/${r.ino}`);
       }
     }
   }
@@ -467,7 +467,7 @@ export class FsOps {
     try {
       await f.commit(false);
     } finally {
-      if (f.handles === 0 && !f.hasChanges) this.ctx.openFiles.delete(`${h.vol}/${h.ino}`);
+      if (f.handles === 0 && f.idle) this.ctx.openFiles.delete(`${h.vol}/${h.ino}`);
     }
   }
 

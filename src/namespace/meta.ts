@@ -89,16 +89,23 @@ export class Meta {
   private readonly inodes = new Lru<Inode | null>();
   private readonly entries = new Lru<EntryValue | null>();
   private readonly volumes = new Map<number, Volume>();
+  /**
+   * Bumped by every learned change. A read that missed the cache may only fill it if no
+   * change landed while it waited for LevelDB; otherwise it could cache the old value after
+   * the new one was learned, and keep serving it.
+   */
+  private generation = 0;
 
   constructor(readonly db: Db) {}
 
   async getVolume(id: number): Promise<Volume | undefined> {
     const hit = this.volumes.get(id);
     if (hit) return hit;
+    const gen = this.generation;
     const v = await this.db.get(volumeKey(id));
     if (!v) return undefined;
     const vol = decodeVolume(v);
-    this.volumes.set(id, vol);
+    if (gen === this.generation) this.volumes.set(id, vol);
     return vol;
   }
 
@@ -130,9 +137,10 @@ export class Meta {
     const key = `${vol}/${ino}`;
     const hit = this.inodes.get(key);
     if (hit !== undefined) return hit ?? undefined;
+    const gen = this.generation;
     const v = await this.db.get(inodeKey(vol, ino));
     const n = v ? decodeInode(v) : null;
-    this.inodes.set(key, n);
+    if (gen === this.generation) this.inodes.set(key, n);
     return n ?? undefined;
   }
 
@@ -146,9 +154,10 @@ export class Meta {
     const key = `${vol}/${parent}/${name}`;
     const hit = this.entries.get(key);
     if (hit !== undefined) return hit ?? undefined;
+    const gen = this.generation;
     const v = await this.db.get(entryKey(vol, parent, name));
     const e = v ? decodeEntry(v) : ABSENT;
-    this.entries.set(key, e);
+    if (gen === this.generation) this.entries.set(key, e);
     return e ?? undefined;
   }
 
@@ -185,6 +194,7 @@ export class Meta {
 
   /** Makes the cache see a transaction written by someone else's batch (the store's commit). */
   learn(txn: Txn): void {
+    this.generation++;
     for (const [k, { inode }] of txn.inodes) this.inodes.set(k, inode);
     for (const [k, e] of txn.entries) this.entries.set(k, e);
     for (const [id, v] of txn.volumes) this.volumes.set(id, v);
@@ -192,6 +202,7 @@ export class Meta {
 
   /** Forgets everything cached about a volume (after it is deleted or replaced). */
   forgetVolume(id: number): void {
+    this.generation++;
     this.volumes.delete(id);
     this.inodes.clear();
     this.entries.clear();

@@ -123,15 +123,12 @@ export class Namespace {
 
   private tick(): void {
     for (const [key, f] of this.ctx.openFiles) {
-      if (f.hasChanges && f.dirtyAgeMs >= this.opts.commitAgeMs) {
-        void f.commit(false).then(
-          () => {
-            if (f.handles === 0 && !f.hasChanges) this.ctx.openFiles.delete(key);
-          },
-          (err) => {
-            if (f.handles === 0) this.log(`namespace: committing a closed file failed, will retry: ${(err as Error).message}`);
-          },
-        );
+      if (f.handles === 0 && f.idle) {
+        this.ctx.openFiles.delete(key);
+      } else if (f.hasChanges && f.dirtyAgeMs >= this.opts.commitAgeMs) {
+        void f.commit(false).catch((err) => {
+          if (f.handles === 0) this.log(`namespace: committing a closed file failed, will retry: ${(err as Error).message}`);
+        });
       }
     }
   }

@@ -1,10 +1,14 @@
-// An open regular file: its committed version plus bounded write buffers. Reads see the
-// newest bytes (dirty, then those being committed, then the committed version). A commit
-// turns the dirty extents into a new version through the store's offset-write API (so a
-// sequential stream is chunked as it arrives and a small update re-chunks only its
-// neighbourhood), makes the data durable, and then records the new version in the inode.
+// An open regular file: its newest version plus bounded write buffers. Reads see the newest
+// bytes (dirty, then those being committed, then the version). A commit turns the dirty
+// extents into a new version through the store's offset-write API (so a sequential stream
+// is chunked as it arrives and a small update re-chunks only its neighbourhood) and hands it
+// to the group commit, which makes it durable and records it in the inode; fsync waits for
+// that, close does not.
 //
-// Commits of one file run one after another; writes go on into a fresh buffer meanwhile.
+// Commits of one file run one after another; writes go on into a fresh buffer meanwhile. If
+// a round fails (disk full), the file falls back to its last durable version and the next
+// write, flush or fsync reports the error: like a page-cache writeback error, the data
+// written since that version is lost and the writer is told.
 
 import { vmError } from '../errors.js';
 import type { SegmentStore } from '../store/store.js';
@@ -12,15 +16,21 @@ import type { FileVersion } from '../store/version.js';
 import { ExtentMap } from './extent-map.js';
 
 export interface CommitTarget {
-  /** Records the committed version and times in the inode (one durable batch). */
-  record(f: OpenFile, version: FileVersion, sync: boolean): Promise<void>;
+  /** Resolves once `version` is durable and recorded in the inode (now: do not wait for company). */
+  record(f: OpenFile, version: FileVersion, deps: Set<number>, now: boolean): Promise<void>;
 }
 
 export class OpenFile {
   readonly vol: number;
   readonly ino: number;
-  /** The last committed version. */
+  /** The newest version (maybe not durable yet). */
   base: FileVersion;
+  /** The newest version known durable. */
+  private durable: FileVersion;
+  /** Rounds not yet landed, and the containers their versions rely on (a later version
+   * reuses an earlier one's tree, so it relies on those too). */
+  private unconfirmed = 0;
+  private unconfirmedDeps = new Set<number>();
   /** Bytes of `base` still visible (a truncate hides the rest until the next commit). */
   private baseLimit: number;
   /** The file's size as callers see it now. */
@@ -49,6 +59,7 @@ export class OpenFile {
     this.vol = vol;
     this.ino = ino;
     this.base = base;
+    this.durable = base;
     this.baseLimit = base.size;
     this.size = base.size;
     this.mtime = times.mtime;
@@ -70,6 +81,11 @@ export class OpenFile {
 
   get hasChanges(): boolean {
     return this.changed;
+  }
+
+  /** Nothing buffered and nothing waiting to become durable: the file may be forgotten. */
+  get idle(): boolean {
+    return !this.changed && this.unconfirmed === 0;
   }
 
   /** A commit that failed (disk full) is reported to the next caller that can return an error. */
@@ -126,20 +142,21 @@ export class OpenFile {
   }
 
   /**
-   * Commits what is buffered. With `sync`, resolves only once the data and the inode are
-   * durable (fsync); errors reach the caller. Without, errors are kept for the next write,
-   * flush or fsync of the file.
+   * Commits what is buffered. With `sync` (fsync), resolves once the data and the inode are
+   * durable. Without (close), resolves once the new version is built; it becomes durable in
+   * the next group round. Errors reach the caller either way.
    */
   commit(sync: boolean): Promise<void> {
     const run = this.chain.then(() => this.commitNow(sync));
-    this.chain = run.catch((err) => {
-      if (!sync) this.failure ??= err as Error;
-    });
+    this.chain = run.catch(() => {});
     return run;
   }
 
   private async commitNow(sync: boolean): Promise<void> {
-    if (!this.changed) return;
+    if (!this.changed) {
+      if (sync && this.unconfirmed > 0) await this.target.record(this, this.base, new Set(this.unconfirmedDeps), true);
+      return;
+    }
     const ext = this.dirty;
     this.dirty = new ExtentMap();
     this.flushing = ext;
@@ -148,9 +165,12 @@ export class OpenFile {
     const size = this.size;
     this.truncSince = Infinity;
     this.changed = false;
+    // Counted from here, not once built: a file being committed is not idle, and must stay
+    // registered (the only place its bytes are) while its version is built.
+    this.unconfirmed++;
+    let v = this.base;
+    const deps = new Set<number>();
     try {
-      let v = this.base;
-      const deps = new Set<number>();
       if (limit < v.size) {
         const r = await this.store.truncate(v, limit);
         v = r.version;
@@ -161,21 +181,45 @@ export class OpenFile {
         v = r.version;
         for (const d of r.deps) deps.add(d);
       }
-      await this.store.commit([], deps);
-      await this.target.record(this, v, sync);
-      this.base = v;
-      this.baseLimit = Math.min(v.size, this.truncSince);
     } catch (err) {
-      // Put the bytes back so nothing acknowledged to a writer is silently dropped; the
-      // failure is reported and a later commit retries them.
+      // Nothing acknowledged to a writer is dropped: the bytes go back and a later commit
+      // retries them; the error is reported now.
       const mine = this.dirty;
       this.dirty = ext;
       for (const e of mine.list()) this.dirty.write(e.offset, e.data);
       this.changed = true;
-      throw err;
-    } finally {
       this.flushing = undefined;
+      this.unconfirmed--;
+      throw err;
     }
+    this.base = v;
+    this.baseLimit = Math.min(v.size, this.truncSince);
+    this.flushing = undefined;
+    for (const d of deps) this.unconfirmedDeps.add(d);
+    const durable = this.target.record(this, v, new Set(this.unconfirmedDeps), sync).then(
+      () => {
+        this.unconfirmed--;
+        this.durable = v;
+        if (this.base === v) this.unconfirmedDeps.clear();
+      },
+      (err: Error) => {
+        this.unconfirmed--;
+        this.revert(v, err);
+        throw err;
+      },
+    );
+    if (sync) await durable;
+    else durable.catch(() => {});
+  }
+
+  /** A round failed: fall back to the last durable version and report the loss later. */
+  private revert(v: FileVersion, err: Error): void {
+    this.failure ??= err;
+    if (this.base !== v) return; // a newer version is pending; its round fails the same way
+    this.base = this.durable;
+    this.baseLimit = this.durable.size;
+    this.size = Math.max(this.durable.size, this.dirty.end);
+    this.unconfirmedDeps.clear();
   }
 
   /** Waits for commits in flight. */
