@@ -10,6 +10,8 @@ import fs from 'node:fs/promises';
 import { vmError } from '../errors.js';
 import type { SegmentStore, StoreStats } from '../store/store.js';
 import { NsContext } from './context.js';
+import { INODE } from './keys.js';
+import { decodeInode, NodeType } from './records.js';
 import { FsOps } from './fs-ops.js';
 import { Shares } from './shares.js';
 import { Snapshots } from './snapshots.js';
@@ -23,6 +25,10 @@ export interface NamespaceOptions {
   commitAgeMs?: number;
   /** Where errors nobody else would see go (commits after the last close). */
   log?: (line: string) => void;
+}
+
+function inodeSpace(): { gte: Buffer; lt: Buffer } {
+  return { gte: Buffer.from([INODE]), lt: Buffer.from([INODE + 1]) };
 }
 
 export interface NamespaceStats {
@@ -137,6 +143,29 @@ export class Namespace {
   async flushAll(filter?: (vol: number) => boolean): Promise<void> {
     const files = [...this.ctx.openFiles.values()].filter((f) => !filter || filter(f.vol));
     await Promise.all(files.map((f) => f.commit(true)));
+  }
+
+  // ---- garbage collection roots ------------------------------------------------------------
+
+  /**
+   * Every file version that is live: open files' versions first (including those still on
+   * their way to an inode), then every inode of every share and snapshot as LevelDB holds it.
+   * In that order, a version that moves from an open file into an inode meanwhile is seen
+   * at least once.
+   */
+  async *gcRoots(): AsyncGenerator<import('../store/version.js').FileVersion> {
+    const open = [...this.ctx.openFiles.values()].flatMap((f) => f.versions());
+    for (const v of open) yield v;
+    const db = this.store.db;
+    const snap = db.snapshot();
+    try {
+      for await (const v of db.values({ ...inodeSpace(), snapshot: snap })) {
+        const n = decodeInode(v);
+        if (n.type === NodeType.File) yield n.version;
+      }
+    } finally {
+      await snap.close();
+    }
   }
 
   // ---- statistics ---------------------------------------------------------------------------

@@ -31,6 +31,8 @@ export class OpenFile {
    * reuses an earlier one's tree, so it relies on those too). */
   private unconfirmed = 0;
   private unconfirmedDeps = new Set<number>();
+  /** Versions built but not yet durable: garbage collection must treat them as live. */
+  private readonly inFlight = new Set<FileVersion>();
   /** Bytes of `base` still visible (a truncate hides the rest until the next commit). */
   private baseLimit: number;
   /** The file's size as callers see it now. */
@@ -86,6 +88,11 @@ export class OpenFile {
   /** Nothing buffered and nothing waiting to become durable: the file may be forgotten. */
   get idle(): boolean {
     return !this.changed && this.unconfirmed === 0;
+  }
+
+  /** Every version this file may still point at: for garbage collection's mark. */
+  versions(): FileVersion[] {
+    return [this.base, this.durable, ...this.inFlight];
   }
 
   /** A commit that failed (disk full) is reported to the next caller that can return an error. */
@@ -196,13 +203,16 @@ export class OpenFile {
     this.baseLimit = Math.min(v.size, this.truncSince);
     this.flushing = undefined;
     for (const d of deps) this.unconfirmedDeps.add(d);
+    this.inFlight.add(v);
     const durable = this.target.record(this, v, new Set(this.unconfirmedDeps), sync).then(
       () => {
+        this.inFlight.delete(v);
         this.unconfirmed--;
         this.durable = v;
         if (this.base === v) this.unconfirmedDeps.clear();
       },
       (err: Error) => {
+        this.inFlight.delete(v);
         this.unconfirmed--;
         this.revert(v, err);
         throw err;

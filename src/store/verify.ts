@@ -127,90 +127,95 @@ function tableProblem(scan: ScanResult): { offset: number; message: string } | u
 }
 
 /**
- * Walks the trees of the given roots. Each node is checked once however many roots share it.
- * `label` names a root in problems (e.g. "share vms, file web01.vmdk").
+ * Walks the trees of the given roots. Each segment is checked once however many roots share
+ * it, but a damaged one is reported for every root that reaches it: a subtree remembers the
+ * problems under it. `label` names a root in problems (e.g. "share vms, file web01.vmdk").
  */
 export async function verifyTrees(
   core: StoreCore,
   reader: SegmentReader,
-  roots: Array<{ version: FileVersion; label: string }>,
-  opts: VerifyOptions,
+  roots: Iterable<{ version: FileVersion; label: string }> | AsyncIterable<{ version: FileVersion; label: string }>,
+  opts: VerifyOptions & { totalBytes?: number },
 ): Promise<VerifyReport> {
   const report: VerifyReport = { containers: 0, records: 0, bytesRead: 0, segmentsChecked: 0, problems: [] };
-  const seenNodes = new FpMap<true>();
-  const seenData = new FpMap<true>();
+  /** Per checked segment: the problems found at or under it (empty: clean). */
+  const nodeResult = new FpMap<Problem[]>();
+  const dataResult = new FpMap<Problem[]>();
   let done = 0;
-  const total = roots.reduce((s, r) => s + r.version.size, 0);
-  const problem = (fp: Buffer, label: string, err: unknown): void => {
+  const asProblem = (fp: Buffer, err: unknown): Problem => {
     const e = err as Error;
     const kind = isVmvaultError(err, 'MISSING_SEGMENT') ? 'missing-segment' : 'corrupt-segment';
     const d = (isVmvaultError(err) ? err.details : undefined) ?? {};
-    report.problems.push({
-      kind,
-      root: label,
-      fingerprint: fpHex(fp),
-      container: d.container as number | undefined,
-      offset: d.offset as number | undefined,
-      message: `${label}: ${e.message}`,
-    });
+    return { kind, fingerprint: fpHex(fp), container: d.container as number | undefined, offset: d.offset as number | undefined, message: e.message };
   };
-  const checkData = async (fps: Buffer[], label: string): Promise<void> => {
-    const todo = fps.filter((fp) => !seenData.get(fp));
-    for (const fp of todo) seenData.set(fp, true);
-    if (todo.length === 0) return;
-    report.segmentsChecked += todo.length;
-    if (!opts.full) {
-      const locs = await core.lookupMany(todo);
-      locs.forEach((l, i) => {
-        if (!l) problem(todo[i], label, vmError('MISSING_SEGMENT', `segment ${fpHex(todo[i]).slice(0, 16)} is referenced but not in the store`));
-      });
-      return;
-    }
-    try {
-      const bufs = await reader.segments(todo);
-      for (const b of bufs) report.bytesRead += b.length;
-    } catch {
-      // One bad segment fails the batch; find which, one by one.
-      for (const fp of todo) {
+  const report1 = (ps: Problem[], label: string): void => {
+    for (const p of ps) report.problems.push({ ...p, root: label, message: `${label}: ${p.message}` });
+  };
+  /** Checks data segments not seen before; returns the problems of all of `fps`. */
+  const checkData = async (fps: Buffer[]): Promise<Problem[]> => {
+    const todo = fps.filter((fp) => !dataResult.get(fp));
+    for (const fp of todo) dataResult.set(fp, []);
+    if (todo.length > 0) {
+      report.segmentsChecked += todo.length;
+      if (!opts.full) {
+        const locs = await core.lookupMany(todo);
+        locs.forEach((l, i) => {
+          if (!l) dataResult.set(todo[i], [asProblem(todo[i], vmError('MISSING_SEGMENT', `segment ${fpHex(todo[i]).slice(0, 16)} is referenced but not in the store`))]);
+        });
+      } else {
         try {
-          await reader.segments([fp]);
-        } catch (err) {
-          problem(fp, label, err);
+          const bufs = await reader.segments(todo);
+          for (const b of bufs) report.bytesRead += b.length;
+        } catch {
+          // One bad segment fails the batch; find which, one by one.
+          for (const fp of todo) {
+            try {
+              const [b] = await reader.segments([fp]);
+              report.bytesRead += b.length;
+            } catch (err) {
+              dataResult.set(fp, [asProblem(fp, err)]);
+            }
+          }
         }
       }
     }
+    const out: Problem[] = [];
+    for (const fp of fps) out.push(...(dataResult.get(fp) ?? []));
+    return out;
   };
-  const walk = async (fp: Buffer, height: number, label: string): Promise<void> => {
+  const walk = async (fp: Buffer, height: number): Promise<Problem[]> => {
     opts.signal?.throwIfAborted();
-    if (height === 0) {
-      if (!isZeroFp(fp)) await checkData([fp], label);
-      return;
-    }
-    if (seenNodes.get(fp)) return;
-    seenNodes.set(fp, true);
+    if (height === 0) return isZeroFp(fp) ? [] : checkData([fp]);
+    const known = nodeResult.get(fp);
+    if (known) return known;
     let node;
     try {
       node = await reader.node(fp);
     } catch (err) {
-      problem(fp, label, err);
-      return;
+      const ps = [asProblem(fp, err)];
+      nodeResult.set(Buffer.from(fp), ps);
+      return ps;
     }
     report.segmentsChecked++;
+    let ps: Problem[];
     if (node.level === 1) {
       const fps: Buffer[] = [];
       for (let i = 0; i < node.count; i++) {
         const c = childFp(node, i);
         if (!isZeroFp(c)) fps.push(c);
       }
-      await checkData(fps, label);
+      ps = await checkData(fps);
     } else {
-      for (let i = 0; i < node.count; i++) await walk(childFp(node, i), node.level - 1, label);
+      ps = [];
+      for (let i = 0; i < node.count; i++) ps.push(...(await walk(childFp(node, i), node.level - 1)));
     }
+    nodeResult.set(Buffer.from(fp), ps);
+    return ps;
   };
-  for (const r of roots) {
-    await walk(r.version.root, r.version.height, r.label);
+  for await (const r of roots) {
+    report1(await walk(r.version.root, r.version.height), r.label);
     done += r.version.size;
-    opts.onProgress?.({ done, total, unit: 'bytes' });
+    opts.onProgress?.({ done, total: opts.totalBytes ?? 0, unit: 'bytes' });
   }
   return report;
 }

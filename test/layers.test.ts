@@ -1,0 +1,69 @@
+// The layers of DESIGN.md import only downward. This test reads every source file's imports
+// and fails on one that points up or sideways (restic keeps its backends from importing the
+// repository layer the same way).
+
+import t from 'tap';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src');
+
+/** What each layer may import (besides itself). */
+const ALLOWED: Record<string, string[]> = {
+  errors: [],
+  store: ['errors'],
+  namespace: ['store', 'errors'],
+  fuse: ['namespace', 'store', 'errors'],
+  control: ['namespace', 'store', 'errors'],
+  cli: ['control', 'errors'],
+  catalog: ['store', 'errors'],
+  agent: ['store', 'errors'],
+  orchestration: ['control', 'namespace', 'store', 'errors'],
+};
+/** The composition root wires every layer together. */
+const ROOT_FILES = /^appliance(-[a-z-]+)?\.ts$/;
+
+function layerOf(rel: string): string {
+  const first = rel.split(path.sep)[0];
+  return first.endsWith('.ts') ? first.replace(/\.ts$/, '') : first;
+}
+
+function sources(dir: string): string[] {
+  const out: string[] = [];
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) out.push(...sources(p));
+    else if (e.name.endsWith('.ts')) out.push(p);
+  }
+  return out;
+}
+
+t.test('imports only point down the layers', async (t) => {
+  const files = sources(root);
+  t.ok(files.length > 20, `found ${files.length} source files`);
+  const bad: string[] = [];
+  for (const file of files) {
+    const rel = path.relative(root, file);
+    if (ROOT_FILES.test(rel)) continue;
+    const from = layerOf(rel);
+    const allowed = ALLOWED[from];
+    if (!allowed) {
+      bad.push(`${rel}: not in a known layer (add it to DESIGN.md and this test)`);
+      continue;
+    }
+    const text = fs.readFileSync(file, 'utf8');
+    for (const m of text.matchAll(/(?:from|import)\s*\(?\s*'(\.[^']+)'/g)) {
+      const target = path.relative(root, path.resolve(path.dirname(file), m[1]));
+      if (target.startsWith('..')) {
+        bad.push(`${rel}: imports ${m[1]} from outside src/`);
+        continue;
+      }
+      const to = layerOf(target.replace(/\.js$/, '.ts'));
+      if (to === from) continue;
+      if (ROOT_FILES.test(target.replace(/\.js$/, '.ts'))) bad.push(`${rel}: imports the composition root`);
+      else if (!allowed.includes(to)) bad.push(`${rel}: ${from} must not import ${to} (${m[1]})`);
+    }
+  }
+  t.same(bad, [], 'no upward or sideways import');
+});
