@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Prepares a fresh Debian machine for vmvault, as root (or with sudo): the system packages it
+# needs, then the npm packages, the native addon and the TypeScript build (npm ci runs them).
+#   tools/setup.sh          what the appliance needs
+#   tools/setup.sh --test   also what the tests drive through the mount
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages="libfuse2 fuse"
+if [ "${1:-}" = "--test" ]; then
+  packages="$packages qemu-utils fio rsync e2fsprogs tar python3"
+fi
+missing=""
+for p in $packages; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+if [ -n "$missing" ]; then
+  echo "vmvault setup: installing$missing" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
+fi
+if [ ! -e /dev/fuse ]; then
+  $sudo modprobe fuse 2>/dev/null || true
+fi
+[ -e /dev/fuse ] || { echo "vmvault setup: /dev/fuse is missing; this machine cannot mount FUSE file systems" >&2; exit 1; }
+
+echo "vmvault setup: npm ci (dependencies, native addon, build)" >&2
+npm ci --no-audit --no-fund
