@@ -1,6 +1,7 @@
 // N-API entry point: exports cut(gear, params, state, buf, out), the same function as cutTs
-// in src/store/segmenter.ts. Every argument is checked here, so a wrong call from JavaScript
-// throws a TypeError or RangeError instead of reading or writing out of bounds in cut.c.
+// in src/store/segmenter.ts, and the codec functions of codec_napi.c. Every argument is
+// checked here, so a wrong call from JavaScript throws a TypeError or RangeError instead of
+// reading or writing out of bounds in cut.c.
 
 #include <node_api.h>
 #include <stdio.h>
@@ -86,9 +87,11 @@ static napi_value cut(napi_env env, napi_callback_info info) {
   return result;
 }
 
+napi_value vv_register_codec(napi_env env, napi_value exports);
+
 NAPI_MODULE_INIT() {
   napi_value fn;
   if (napi_create_function(env, "cut", NAPI_AUTO_LENGTH, cut, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "cut", fn) != napi_ok) return NULL;
-  return exports;
+  return vv_register_codec(env, exports);
 }

@@ -1,10 +1,13 @@
 // Segment payload encoding: LZ4 block per segment, raw when compression does not pay, and
-// the decode path that re-hashes every segment before anything is returned.
+// the decode path that re-hashes every segment before anything is returned. An LZ4 payload is
+// the uncompressed length (u32 LE) and an LZ4 block: lz4-napi's compressSync layout, which the
+// addon (native/src/lz4.c) writes and reads too, so either reads what the other wrote.
 
 import { compressSync, uncompressSync } from 'lz4-napi';
 import { vmError } from '../errors.js';
 import { Codec } from './container-format.js';
 import { fingerprint, fpHex } from './fingerprint.js';
+import { nativeCodec } from './native.js';
 
 /** Compression must save at least 1/16 of a segment to be kept; else the segment is raw. */
 export function compressionPays(rawLen: number, compressedLen: number): boolean {
@@ -16,9 +19,38 @@ export interface Encoded {
   payload: Uint8Array;
 }
 
-export function encodePayload(raw: Uint8Array): Encoded {
+/** The largest payload worth keeping for a segment of rawLen bytes (see compressionPays). */
+export function payloadCap(rawLen: number): number {
+  return rawLen - (rawLen >>> 4);
+}
+
+export function encodePayloadJs(raw: Uint8Array): Encoded {
   const c = compressSync(raw as Buffer);
   return compressionPays(raw.length, c.length) ? { codec: Codec.Lz4, payload: c } : { codec: Codec.Raw, payload: raw };
+}
+
+function encodePayloadNative(raw: Uint8Array): Encoded {
+  const dst = Buffer.allocUnsafe(Math.max(payloadCap(raw.length), 0));
+  const n = nativeCodec!.lz4Compress(raw, dst);
+  return n > 0 ? { codec: Codec.Lz4, payload: dst.subarray(0, n) } : { codec: Codec.Raw, payload: raw };
+}
+
+export const encodePayload: (raw: Uint8Array) => Encoded = nativeCodec ? encodePayloadNative : encodePayloadJs;
+
+/** Decodes into exactly rawLen bytes; throws with the reason when it cannot. */
+function uncompressNative(payload: Uint8Array, rawLen: number): Buffer {
+  const claimed = nativeCodec!.lz4Claimed(payload);
+  if (claimed < 0) throw new Error('the payload is shorter than its length prefix');
+  if (claimed !== rawLen) throw new LengthMismatch(claimed);
+  const out = Buffer.allocUnsafe(rawLen);
+  if (nativeCodec!.lz4Decompress(payload, out) !== rawLen) throw new Error('malformed LZ4 block');
+  return out;
+}
+
+class LengthMismatch extends Error {
+  constructor(readonly got: number) {
+    super(`decodes to ${got} bytes`);
+  }
 }
 
 export interface SegmentPlace {
@@ -41,8 +73,9 @@ export function decodePayload(
   let raw: Buffer;
   try {
     // A raw payload is copied: the caller's buffer may be a container image that is reused.
-    raw = codec === Codec.Lz4 ? uncompressSync(payload) : Buffer.from(payload);
+    raw = codec === Codec.Lz4 ? (nativeCodec ? uncompressNative(payload, rawLen) : uncompressSync(payload)) : Buffer.from(payload);
   } catch (err) {
+    if (err instanceof LengthMismatch) throw corrupt(fp, place, `decodes to ${err.got} bytes, expected ${rawLen}`);
     throw corrupt(fp, place, `does not decompress (${(err as Error).message})`);
   }
   if (raw.length !== rawLen) throw corrupt(fp, place, `decodes to ${raw.length} bytes, expected ${rawLen}`);

@@ -2,15 +2,18 @@
 // in tree nodes and in container records, and they are the check every read makes.
 
 import { blake3 } from '@napi-rs/blake-hash';
+import { nativeCodec } from './native.js';
 
 export const FP_BYTES = 32;
 
 /** Stands for a run of zero bytes: never stored, never hashed (BLAKE3 of nothing is not 0). */
 export const ZERO_FP: Buffer = Buffer.alloc(FP_BYTES);
 
-export function fingerprint(data: Uint8Array): Buffer {
-  return blake3(data);
-}
+/** BLAKE3 of one buffer: the addon's (see native.ts), else @napi-rs/blake-hash; the same hash. */
+export const fingerprint: (data: Uint8Array) => Buffer = nativeCodec ? nativeCodec.blake3 : blake3;
+
+/** The fallback's hash, for tests that hold both implementations to each other. */
+export const fingerprintJs: (data: Uint8Array) => Buffer = blake3;
 
 export function isZeroFp(fp: Uint8Array): boolean {
   // Only the sentinel is all zero; a real BLAKE3 output with 64 leading zero bits is not a

@@ -16,10 +16,8 @@
 // The state between calls is (bytes in the current chunk, fp, all-zero so far), so input fed in
 // pieces cuts exactly as input fed whole.
 
-import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
-import path from 'node:path';
 import { vmError } from '../errors.js';
+import { nativeCutFn } from './native.js';
 
 export interface ChunkerParams {
   minSize: number;
@@ -182,24 +180,7 @@ function allZero(buf: Uint8Array, from: number, to: number): boolean {
 
 type CutFn = typeof cutTs;
 
-interface NativeAddon {
-  cut: CutFn;
-}
-
-function loadNative(): NativeAddon | undefined {
-  if (process.env.VMVAULT_NO_NATIVE === '1') return undefined;
-  const here = path.dirname(fileURLToPath(import.meta.url));
-  // dist/src/store -> repository root
-  const root = path.resolve(here, '..', '..', '..');
-  try {
-    const require = createRequire(import.meta.url);
-    return require(path.join(root, 'native', 'build', 'Release', 'vmvault_native.node')) as NativeAddon;
-  } catch {
-    return undefined;
-  }
-}
-
-const native = loadNative();
+const native: { cut: CutFn } | undefined = nativeCutFn ? { cut: nativeCutFn } : undefined;
 
 /** Which implementation cuts: 'native' (the C addon) or 'ts' (the fallback). */
 export const segmenterImpl: 'native' | 'ts' = native ? 'native' : 'ts';

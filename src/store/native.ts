@@ -1,0 +1,64 @@
+// The C addon in native/ (built by `npm install`, see native/README.md): the segmenter's cut
+// loop, BLAKE3 and LZ4 for one buffer, and the batch operations that run on the libuv thread
+// pool. Loaded once; absent (not built, or VMVAULT_NO_NATIVE=1), the store falls back to its
+// TypeScript cut loop, @napi-rs/blake-hash, lz4-napi and codec worker threads, which produce
+// the same boundaries, fingerprints and (readable by either) payloads.
+
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+type Callback<T> = (err: Error | null, result: T) => void;
+
+export interface NativeAddon {
+  cut(gear: Uint32Array, params: Int32Array, state: Uint32Array, buf: Uint8Array, out: Uint32Array): number;
+  blake3(data: Uint8Array): Buffer;
+  blake3Many(data: Uint8Array, segs: Uint32Array, out: Uint8Array): void;
+  blake3Impl(): string;
+  blake3Force(name?: string): boolean;
+  /** Prefixed LZ4 payload of src into dst; its length, or 0 when it does not fit dst. */
+  lz4Compress(src: Uint8Array, dst: Uint8Array): number;
+  /** Decodes a prefixed payload into dst; the decoded length, or -1 when malformed. */
+  lz4Decompress(src: Uint8Array, dst: Uint8Array): number;
+  lz4Claimed(src: Uint8Array): number;
+  hashBatch(
+    data: Uint8Array,
+    segs: Uint32Array,
+    bloom: Uint32Array | null,
+    log2Bits: number,
+    probes: number,
+    compress: boolean,
+    fps: Uint8Array,
+    plens: Int32Array,
+    payloads: Uint8Array,
+    cb: Callback<number>,
+  ): void;
+  decodeBatch(items: Float64Array, fps: Uint8Array, targets: Uint8Array[], status: Int32Array, cb: Callback<number>): void;
+}
+
+function load(): { cut?: NativeAddon['cut']; codec?: NativeAddon } {
+  if (process.env.VMVAULT_NO_NATIVE === '1') return {};
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  // dist/src/store -> repository root
+  const root = path.resolve(here, '..', '..', '..');
+  let addon: Partial<NativeAddon>;
+  try {
+    addon = createRequire(import.meta.url)(path.join(root, 'native', 'build', 'Release', 'vmvault_native.node')) as Partial<NativeAddon>;
+  } catch {
+    return {};
+  }
+  // An addon built before the codec existed still cuts.
+  const codec = typeof addon.hashBatch === 'function' && typeof addon.decodeBatch === 'function' ? (addon as NativeAddon) : undefined;
+  return { cut: addon.cut, codec: process.env.VMVAULT_NO_NATIVE_CODEC === '1' ? undefined : codec };
+}
+
+const loaded = load();
+
+/** The native cut loop, if the addon is built. */
+export const nativeCutFn = loaded.cut;
+
+/** The native codec (BLAKE3, LZ4, batches on the thread pool), if the addon is built. */
+export const nativeCodec = loaded.codec;
+
+/** Which codec the store uses: 'native' (the addon) or 'js' (@napi-rs/blake-hash, lz4-napi, workers). */
+export const codecImpl: 'native' | 'js' = nativeCodec ? 'native' : 'js';
