@@ -1,0 +1,25 @@
+#!/usr/bin/env node
+// The `vmvault` command. `vmvault appliance ...` runs the appliance (src/appliance.ts, the
+// composition root, which imports every layer); anything else is the CLI, which only talks HTTP.
+// Both are loaded from dist/, so the TypeScript must be built first (npm install does it).
+
+const argv = process.argv.slice(2);
+const isAppliance = argv[0] === 'appliance';
+const target = new URL(isAppliance ? '../dist/src/appliance.js' : '../dist/src/cli/main.js', import.meta.url);
+
+let mod;
+try {
+  mod = await import(target.href);
+} catch (err) {
+  // Only our own entry point missing means "not built"; a missing dependency deeper down is a
+  // real error and keeps its stack.
+  if (err?.code === 'ERR_MODULE_NOT_FOUND' && String(err.message).includes(decodeURIComponent(target.pathname))) {
+    process.stderr.write(`vmvault: ${target.pathname} is missing; build first: npm install (or npm run build)\n`);
+    process.exit(70);
+  }
+  throw err;
+}
+
+// The appliance receives the arguments after `appliance`; the CLI all of them.
+const code = await mod.main(isAppliance ? argv.slice(1) : argv);
+if (typeof code === 'number') process.exitCode = code;

@@ -1,0 +1,124 @@
+// The CLI's side of the control plane: where the appliance is, which token to send, and
+// errors a person can act on ("is the appliance running?", "which token was refused?").
+
+import path from 'node:path';
+import { readToken, TOKEN_FILE } from '../control/token.js';
+import { CliError, usage } from './cli-error.js';
+
+export const DEFAULT_URL = 'http://127.0.0.1:7070';
+export const DEFAULT_DATA_DIR = './vmvault-data';
+const API = '/api/v1';
+const REQUEST_TIMEOUT_MS = 30_000;
+
+export interface TokenChoice {
+  token: string | undefined;
+  /** Where it came from, for messages: "--token", "VMVAULT_TOKEN", "vmvault-data/api-token". */
+  source: string;
+}
+
+/** --token, then VMVAULT_TOKEN, then <data>/api-token (data: --data or ./vmvault-data). */
+export async function resolveToken(opts: { token?: string; data?: string }, env: NodeJS.ProcessEnv): Promise<TokenChoice> {
+  if (opts.token !== undefined && opts.token !== '') return { token: opts.token, source: '--token' };
+  const fromEnv = env.VMVAULT_TOKEN;
+  if (fromEnv !== undefined && fromEnv !== '') return { token: fromEnv.trim(), source: 'VMVAULT_TOKEN' };
+  const dataDir = opts.data ?? DEFAULT_DATA_DIR;
+  const file = path.join(dataDir, TOKEN_FILE);
+  try {
+    return { token: await readToken(dataDir), source: file };
+  } catch (err) {
+    // Unreadable (permissions) or malformed: say so rather than fail later with a bare 401.
+    throw new CliError('UNAUTHORIZED', `cannot use the API token in ${file}: ${(err as Error).message}`);
+  }
+}
+
+export function parseBaseUrl(raw: string): string {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw usage(`--url ${JSON.stringify(raw)} is not a URL (example: ${DEFAULT_URL})`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw usage(`--url must be http:// or https://, not ${url.protocol}`);
+  return url.origin;
+}
+
+export interface ApiErrorBody {
+  error?: { code?: unknown; message?: unknown; job?: unknown };
+}
+
+export class ApiClient {
+  constructor(
+    readonly baseUrl: string,
+    private readonly tokenChoice: TokenChoice,
+  ) {}
+
+  get<T>(route: string): Promise<T> {
+    return this.request<T>('GET', route);
+  }
+
+  post<T>(route: string, body?: unknown): Promise<T> {
+    return this.request<T>('POST', route, body);
+  }
+
+  delete<T>(route: string): Promise<T> {
+    return this.request<T>('DELETE', route);
+  }
+
+  /** `route` is below /api/v1 and already encoded (use seg() for names). */
+  async request<T>(method: string, route: string, body?: unknown): Promise<T> {
+    const headers: Record<string, string> = {};
+    if (this.tokenChoice.token !== undefined) headers.authorization = `Bearer ${this.tokenChoice.token}`;
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    let res: Response;
+    try {
+      res = await fetch(`${this.baseUrl}${API}${route}`, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+      });
+    } catch (err) {
+      throw this.unreachable(err);
+    }
+    const text = await res.text();
+    let parsed: unknown;
+    try {
+      parsed = text === '' ? undefined : JSON.parse(text);
+    } catch {
+      throw new CliError('PROTOCOL', `unexpected answer from ${this.baseUrl} (HTTP ${res.status}, not JSON): is that a vmvault appliance?`, res.status);
+    }
+    if (res.ok) return parsed as T;
+    throw this.failure(res.status, parsed as ApiErrorBody | undefined);
+  }
+
+  private failure(status: number, body: ApiErrorBody | undefined): CliError {
+    const code = typeof body?.error?.code === 'string' ? body.error.code : undefined;
+    const message = typeof body?.error?.message === 'string' ? body.error.message : undefined;
+    if (code === undefined || message === undefined) {
+      return new CliError('PROTOCOL', `unexpected answer from ${this.baseUrl}: HTTP ${status}`, status);
+    }
+    if (code === 'UNAUTHORIZED') {
+      const hint =
+        this.tokenChoice.token === undefined
+          ? `no API token: pass --token, set VMVAULT_TOKEN, or point --data at the appliance's data directory (no ${this.tokenChoice.source})`
+          : `the appliance refused the API token from ${this.tokenChoice.source}`;
+      return new CliError(code, hint, status);
+    }
+    const job = typeof body?.error?.job === 'string' ? ` (job ${body.error.job}; see \`vmvault jobs ${body.error.job}\`)` : '';
+    return new CliError(code, `${message}${job}`, status);
+  }
+
+  private unreachable(err: unknown): CliError {
+    const e = err as { name?: string; cause?: { code?: string } };
+    if (e.name === 'TimeoutError') {
+      return new CliError('UNREACHABLE', `the appliance at ${this.baseUrl} did not answer within ${REQUEST_TIMEOUT_MS / 1000} s`);
+    }
+    const why = e.cause?.code ?? (e.cause as Error | undefined)?.message ?? (err as Error).message;
+    return new CliError('UNREACHABLE', `cannot reach the appliance at ${this.baseUrl}: is \`vmvault appliance\` running? (${why})`);
+  }
+}
+
+/** One path segment, encoded. */
+export function seg(name: string): string {
+  return encodeURIComponent(name);
+}

@@ -1,0 +1,34 @@
+// What every command receives: a client, the process's streams, and the global flags.
+
+import type { ApiClient } from '../client.js';
+import { usage } from '../cli-error.js';
+import type { CliIO } from '../io.js';
+
+export interface Flags {
+  json: boolean;
+  force: boolean;
+  full: boolean;
+  detach: boolean;
+}
+
+export interface CommandContext {
+  client: ApiClient;
+  io: CliIO;
+  flags: Flags;
+}
+
+export type Command = (ctx: CommandContext, args: string[]) => Promise<number>;
+
+/** Human text, or with --json the machine form, on stdout. */
+export function output(ctx: CommandContext, human: string, machine: unknown): void {
+  ctx.io.stdout(ctx.flags.json ? `${JSON.stringify(machine, null, 2)}\n` : `${human}\n`);
+}
+
+/** Exactly `names.length` positional arguments, or a usage error naming them. */
+export function expectArgs(args: string[], names: string[], synopsis: string): string[] {
+  if (args.length !== names.length) {
+    const want = names.length === 0 ? 'no arguments' : names.map((n) => `<${n}>`).join(' ');
+    throw usage(`${synopsis}: expected ${want}, got ${args.length === 0 ? 'none' : args.map((a) => JSON.stringify(a)).join(' ')}`);
+  }
+  return args;
+}

@@ -1,0 +1,138 @@
+// Commands that start jobs and watch them to the end, and the jobs listing itself.
+
+import type { JobView } from '../../control/jobs.js';
+import type { GcResult, IndexRebuildResult, VerifyResult, VerifyTarget } from '../../control/services.js';
+import { usage } from '../cli-error.js';
+import { EXIT, exitCodeFor } from '../exit-codes.js';
+import { formatAmount, formatBytes, formatDuration, formatPairs, formatPercent, formatTable, formatTime } from '../format.js';
+import { watchJob } from '../progress.js';
+import { type CommandContext, expectArgs, output } from './context.js';
+
+export async function gcCommand(ctx: CommandContext, args: string[]): Promise<number> {
+  expectArgs(args, [], 'gc');
+  return startAndWatch(ctx, '/gc', undefined);
+}
+
+export async function verifyCommand(ctx: CommandContext, args: string[]): Promise<number> {
+  if (args.length > 1) throw usage(`verify: expected [share[/snapshot]], got ${args.length} arguments`);
+  const target: VerifyTarget = {};
+  if (args[0] !== undefined) {
+    const [share, snapshot, extra] = args[0].split('/');
+    if (share === '' || snapshot === '' || extra !== undefined) throw usage(`verify: ${JSON.stringify(args[0])} is not <share> or <share>/<snapshot>`);
+    target.share = share;
+    if (snapshot !== undefined) target.snapshot = snapshot;
+  }
+  if (ctx.flags.full) target.full = true;
+  return startAndWatch(ctx, '/verify', target);
+}
+
+export async function indexCommand(ctx: CommandContext, args: string[]): Promise<number> {
+  const [verb, ...rest] = args;
+  if (verb !== 'rebuild') throw usage(`index: expected rebuild, got ${verb === undefined ? 'nothing' : JSON.stringify(verb)}`);
+  expectArgs(rest, [], 'index rebuild');
+  return startAndWatch(ctx, '/index/rebuild', undefined);
+}
+
+export async function jobsCommand(ctx: CommandContext, args: string[]): Promise<number> {
+  const [first, ...rest] = args;
+  if (first === undefined) {
+    const { jobs } = await ctx.client.get<{ jobs: JobView[] }>('/jobs');
+    output(ctx, jobs.length === 0 ? 'no jobs' : jobsTable(jobs), jobs);
+    return EXIT.OK;
+  }
+  if (first === 'cancel') {
+    const [id] = expectArgs(rest, ['id'], 'jobs cancel');
+    const job = await ctx.client.delete<JobView>(`/jobs/${encodeURIComponent(id)}`);
+    output(ctx, `asked ${job.kind} job ${job.id} to cancel`, job);
+    return EXIT.OK;
+  }
+  if (first === 'watch') {
+    const [id] = expectArgs(rest, ['id'], 'jobs watch');
+    return watchAndReport(ctx, id);
+  }
+  expectArgs(rest, [], 'jobs <id>');
+  const job = await ctx.client.get<JobView>(`/jobs/${encodeURIComponent(first)}`);
+  output(ctx, jobText(job), job);
+  return EXIT.OK;
+}
+
+async function startAndWatch(ctx: CommandContext, route: string, body: unknown): Promise<number> {
+  const { job: id } = await ctx.client.post<{ job: string }>(route, body);
+  if (ctx.flags.detach) {
+    output(ctx, `started job ${id} (vmvault jobs watch ${id})`, { job: id });
+    return EXIT.OK;
+  }
+  return watchAndReport(ctx, id);
+}
+
+async function watchAndReport(ctx: CommandContext, id: string): Promise<number> {
+  const { job, interrupted } = await watchJob(ctx.client, id, ctx.io);
+  output(ctx, jobText(job), job);
+  if (interrupted) return EXIT.INTERRUPTED;
+  switch (job.state) {
+    case 'succeeded':
+      return problemsFound(job) > 0 ? EXIT.DAMAGED : EXIT.OK;
+    case 'cancelled':
+      return EXIT.CANCELLED;
+    case 'failed':
+      return exitCodeFor(job.error?.code ?? 'INTERNAL');
+    default:
+      return EXIT.FAILURE;
+  }
+}
+
+function problemsFound(job: JobView): number {
+  if (job.kind !== 'verify' || job.result === null) return 0;
+  return (job.result as VerifyResult).problems?.length ?? 0;
+}
+
+export function jobText(job: JobView): string {
+  const pairs: Array<[string, string]> = [
+    ['Job', `${job.id} (${job.kind} of ${job.target})`],
+    ['State', job.state + (job.cancelRequested && job.state === 'running' ? ' (cancelling)' : '')],
+  ];
+  const { done, total, unit } = job.progress;
+  if (job.state === 'running' || job.state === 'queued') {
+    pairs.push(['Progress', `${formatPercent(done, total).trim()}  ${formatAmount(done, unit)}${total > 0 ? ` / ${formatAmount(total, unit)}` : ''}`]);
+    if (job.etaSeconds !== null) pairs.push(['ETA', formatDuration(job.etaSeconds)]);
+  }
+  pairs.push(['Started', formatTime(job.startedAt)]);
+  if (job.endedAt !== null) pairs.push(['Ended', formatTime(job.endedAt)]);
+  if (job.error !== null) pairs.push(['Error', `${job.error.code}: ${job.error.message}`]);
+  if (job.state === 'succeeded') pairs.push(...resultPairs(job));
+  return formatPairs(pairs);
+}
+
+function resultPairs(job: JobView): Array<[string, string]> {
+  if (job.kind === 'gc') {
+    const r = job.result as GcResult;
+    return [
+      ['Reclaimed', formatBytes(r.reclaimedBytes)],
+      ['Containers', `${r.containersRemoved} removed, ${r.containersRewritten} rewritten`],
+      ['Segments', `${r.liveSegments} live, ${r.deadSegments} dead`],
+    ];
+  }
+  if (job.kind === 'verify') {
+    const r = job.result as VerifyResult;
+    const pairs: Array<[string, string]> = [
+      ['Checked', `${r.segmentsChecked} segments in ${r.containers} containers, ${formatBytes(r.bytesRead)} read`],
+      ['Problems', r.problems.length === 0 ? 'none' : String(r.problems.length)],
+    ];
+    for (const p of r.problems.slice(0, 20)) pairs.push(['', `${p.kind}: ${p.message}`]);
+    if (r.problems.length > 20) pairs.push(['', `... and ${r.problems.length - 20} more (--json lists all)`]);
+    return pairs;
+  }
+  const r = job.result as IndexRebuildResult;
+  return [
+    ['Read', `${r.records} records in ${r.containers} containers`],
+    ['Index', `${r.entriesAdded} added, ${r.entriesChanged} changed, ${r.entriesRemoved} removed`],
+    ['Unreadable', r.unreadableContainers.length === 0 ? 'none' : r.unreadableContainers.join(', ')],
+  ];
+}
+
+function jobsTable(jobs: JobView[]): string {
+  return formatTable(
+    ['ID', 'KIND', 'STATE', 'PROGRESS', 'STARTED', 'TARGET'],
+    jobs.map((j) => [j.id, j.kind, j.state, formatPercent(j.progress.done, j.progress.total).trim(), formatTime(j.startedAt), j.target]),
+  );
+}

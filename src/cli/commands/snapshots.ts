@@ -1,0 +1,73 @@
+import type { FastcopyResult, ShareSummary, SnapshotSummary } from '../../control/services.js';
+import { seg } from '../client.js';
+import { CliError, usage } from '../cli-error.js';
+import { EXIT } from '../exit-codes.js';
+import { formatBytes, formatTable, formatTime } from '../format.js';
+import { type CommandContext, expectArgs, output } from './context.js';
+
+export async function snapshotCommand(ctx: CommandContext, args: string[]): Promise<number> {
+  const [verb, ...rest] = args;
+  switch (verb) {
+    case 'list': {
+      const [share] = expectArgs(rest, ['share'], 'snapshot list');
+      const { snapshots } = await ctx.client.get<{ snapshots: SnapshotSummary[] }>(`/shares/${seg(share)}/snapshots`);
+      output(ctx, snapshots.length === 0 ? `share ${share} has no snapshots` : snapshotsTable(snapshots), snapshots);
+      return EXIT.OK;
+    }
+    case 'get': {
+      const [share, name] = expectArgs(rest, ['share', 'snapshot'], 'snapshot get');
+      const snap = await ctx.client.get<SnapshotSummary>(`/shares/${seg(share)}/snapshots/${seg(name)}`);
+      output(ctx, snapshotsTable([snap]), snap);
+      return EXIT.OK;
+    }
+    case 'create': {
+      const [share, name] = expectArgs(rest, ['share', 'snapshot'], 'snapshot create');
+      const snap = await ctx.client.post<SnapshotSummary>(`/shares/${seg(share)}/snapshots`, { name });
+      output(ctx, `created snapshot ${snap.share}/${snap.name} (${snap.files} files, ${formatBytes(snap.logicalBytes)})`, snap);
+      return EXIT.OK;
+    }
+    case 'delete': {
+      const [share, name] = expectArgs(rest, ['share', 'snapshot'], 'snapshot delete');
+      await ctx.client.delete(`/shares/${seg(share)}/snapshots/${seg(name)}`);
+      output(ctx, `deleted snapshot ${share}/${name} (its space returns at the next gc)`, { deleted: { share, snapshot: name } });
+      return EXIT.OK;
+    }
+    default:
+      throw usage(`snapshot: expected list, get, create or delete, got ${verb === undefined ? 'nothing' : JSON.stringify(verb)}`);
+  }
+}
+
+export async function cloneCommand(ctx: CommandContext, args: string[]): Promise<number> {
+  const [verb, ...rest] = args;
+  if (verb !== 'create') throw usage(`clone: expected create, got ${verb === undefined ? 'nothing' : JSON.stringify(verb)}`);
+  const [share, snap, newShare] = expectArgs(rest, ['share', 'snapshot', 'new-share'], 'clone create');
+  const created = await ctx.client.post<ShareSummary>(`/shares/${seg(share)}/snapshots/${seg(snap)}/clone`, { name: newShare });
+  output(ctx, `created share ${created.name} from snapshot ${share}/${snap} (${created.files} files)`, created);
+  return EXIT.OK;
+}
+
+export async function fastcopyCommand(ctx: CommandContext, args: string[]): Promise<number> {
+  const [from, to] = expectArgs(args, ['share/path', 'share/path'], 'fastcopy');
+  const src = splitSharePath(from);
+  const dst = splitSharePath(to);
+  if (src.share !== dst.share) {
+    throw new CliError('CROSS_SHARE', `fastcopy copies within one share: ${from} is in ${src.share}, ${to} in ${dst.share}`);
+  }
+  const result = await ctx.client.post<FastcopyResult>(`/shares/${seg(src.share)}/fastcopy`, { from: src.path, to: dst.path });
+  output(ctx, `copied ${from} to ${to} (${formatBytes(result.logicalBytes)}, no new space)`, result);
+  return EXIT.OK;
+}
+
+/** "vms/dir/web01.vmdk" -> { share: "vms", path: "dir/web01.vmdk" }; the appliance checks the rest. */
+export function splitSharePath(arg: string): { share: string; path: string } {
+  const slash = arg.indexOf('/');
+  if (slash <= 0 || slash === arg.length - 1) throw usage(`${JSON.stringify(arg)} is not <share>/<path>`);
+  return { share: arg.slice(0, slash), path: arg.slice(slash + 1) };
+}
+
+function snapshotsTable(snaps: SnapshotSummary[]): string {
+  return formatTable(
+    ['SHARE', 'NAME', 'FILES', 'LOGICAL', 'CREATED'],
+    snaps.map((s) => [s.share, s.name, String(s.files), formatBytes(s.logicalBytes), formatTime(s.created)]),
+  );
+}

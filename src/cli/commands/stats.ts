@@ -1,0 +1,25 @@
+import type { StatsReport } from '../../control/services.js';
+import { EXIT } from '../exit-codes.js';
+import { formatBytes, formatPairs, formatRatio } from '../format.js';
+import { type CommandContext, expectArgs, output } from './context.js';
+
+export async function statsCommand(ctx: CommandContext, args: string[]): Promise<number> {
+  expectArgs(args, [], 'stats');
+  const s = await ctx.client.get<StatsReport>('/stats');
+  output(ctx, statsText(s), s);
+  return EXIT.OK;
+}
+
+export function statsText(s: StatsReport): string {
+  return formatPairs([
+    ['Logical data', `${formatBytes(s.logicalBytes)}  (live files in ${s.shares} shares and ${s.snapshots} snapshots)`],
+    ['Stored on disk', formatBytes(s.storedBytes)],
+    ['Dedup ratio', formatRatio(s.dedupRatio)],
+    ['Compression ratio', formatRatio(s.compressionRatio)],
+    ['Total ratio', formatRatio(s.totalRatio)],
+    ['Ingested', formatBytes(s.ingestedBytes)],
+    ['Unique segments', `${formatBytes(s.uniqueBytes)} in ${s.segments.toLocaleString('en-US')} segments`],
+    ['Containers', s.containers.toLocaleString('en-US')],
+    ['Reclaimable', s.reclaimableBytes === null ? 'unknown until the next gc' : `${formatBytes(s.reclaimableBytes)} (vmvault gc)`],
+  ]);
+}

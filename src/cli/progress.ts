@@ -1,0 +1,76 @@
+// Watches a job until it ends: a redrawn bar on a terminal, a line every few seconds in a log,
+// and Ctrl-C cancels the job on the appliance (not just the watching) before exiting.
+
+import type { JobView } from '../control/jobs.js';
+import type { ApiClient } from './client.js';
+import { formatAmount, formatDuration, formatPercent, formatRate, progressBar } from './format.js';
+import type { CliIO } from './io.js';
+
+const POLL_MS = 300;
+const LOG_EVERY_MS = 5000;
+/** After Ctrl-C, how long to wait for the job to confirm it stopped. */
+const CANCEL_WAIT_MS = 10_000;
+
+export interface WatchResult {
+  job: JobView;
+  /** Ctrl-C was pressed (and the job was asked to cancel). */
+  interrupted: boolean;
+}
+
+export async function watchJob(client: ApiClient, id: string, io: CliIO, pollMs = POLL_MS): Promise<WatchResult> {
+  let interrupted = false;
+  let cancelledAt = 0;
+  let forceExit: (() => void) | undefined;
+  const forced = new Promise<void>((resolve) => (forceExit = resolve));
+  const stop = io.onInterrupt(() => {
+    if (interrupted) return forceExit?.();
+    interrupted = true;
+    cancelledAt = Date.now();
+    io.stderr(`${io.stderrIsTTY ? '\n' : ''}cancelling job ${id} (Ctrl-C again to stop waiting)\n`);
+    client.delete(`/jobs/${id}`).catch(() => {
+      // Already ended (409) or unreachable: the next poll tells which.
+    });
+  });
+  let lastLog = Date.now();
+  let drawn = false;
+  try {
+    for (;;) {
+      const job = await client.get<JobView>(`/jobs/${id}`);
+      if (isDone(job) || (interrupted && Date.now() - cancelledAt > CANCEL_WAIT_MS)) {
+        if (drawn) io.stderr('\r\x1b[2K');
+        return { job, interrupted };
+      }
+      if (io.stderrIsTTY) {
+        io.stderr(`\r\x1b[2K${progressLine(job, true)}`);
+        drawn = true;
+      } else if (Date.now() - lastLog >= LOG_EVERY_MS) {
+        io.stderr(`${progressLine(job, false)}\n`);
+        lastLog = Date.now();
+      }
+      const outcome = await Promise.race([sleep(pollMs).then(() => 'poll' as const), forced.then(() => 'forced' as const)]);
+      if (outcome === 'forced') return { job, interrupted: true };
+    }
+  } finally {
+    stop();
+  }
+}
+
+export function progressLine(job: JobView, bar: boolean): string {
+  const { done, total, unit } = job.progress;
+  const parts: string[] = [job.kind];
+  if (job.state === 'queued') return `${job.kind}: queued`;
+  if (bar) parts.push(progressBar(done, total, 24));
+  parts.push(formatPercent(done, total).trim());
+  parts.push(total > 0 ? `${formatAmount(done, unit)} / ${formatAmount(total, unit)}` : formatAmount(done, unit));
+  if (job.rate !== null) parts.push(formatRate(job.rate, unit));
+  if (job.etaSeconds !== null) parts.push(`ETA ${formatDuration(job.etaSeconds)}`);
+  return parts.join('  ');
+}
+
+function isDone(job: JobView): boolean {
+  return job.state !== 'queued' && job.state !== 'running';
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,100 @@
+// The CLI's pure parts: number formatting, the exit-code table, argument splitting, token order.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { ERROR_CODES } from '../src/errors.js';
+import { EXIT, exitCodeFor } from '../src/cli/exit-codes.js';
+import { formatBytes, formatDuration, formatPercent, formatRatio, formatTable, progressBar } from '../src/cli/format.js';
+import { parseBaseUrl, resolveToken } from '../src/cli/client.js';
+import { splitSharePath } from '../src/cli/commands/snapshots.js';
+import { progressLine } from '../src/cli/progress.js';
+import type { JobView } from '../src/control/jobs.js';
+import { tmpDir } from './helpers/tmpdir.js';
+
+t.test('formatBytes', async (t) => {
+  const cases: Array<[number, string]> = [
+    [0, '0 B'],
+    [1023, '1023 B'],
+    [1024, '1.00 KiB'],
+    [1536, '1.50 KiB'],
+    [10 * 1024 * 1024, '10.0 MiB'],
+    [150 * 1024 ** 3, '150 GiB'],
+    [1024 ** 2 - 1, '1.00 MiB'],
+    [3.5 * 1024 ** 4, '3.50 TiB'],
+    [NaN, '-'],
+  ];
+  for (const [n, s] of cases) t.equal(formatBytes(n), s, String(n));
+});
+
+t.test('ratios, durations, percentages, bars, tables', async (t) => {
+  t.equal(formatRatio(3.24), '3.2x');
+  t.equal(formatRatio(1), '1.0x');
+  t.equal(formatRatio(250.4), '250x');
+  t.equal(formatRatio(0), '-');
+  t.equal(formatRatio(Infinity), '-');
+  t.equal(formatDuration(5), '0:05');
+  t.equal(formatDuration(65), '1:05');
+  t.equal(formatDuration(3725), '1:02:05');
+  t.equal(formatPercent(45, 100), ' 45%');
+  t.equal(formatPercent(5, 0), '  ?%');
+  t.equal(progressBar(1, 4, 8), '[##......]');
+  t.equal(formatTable(['A', 'LONGER'], [['xyz', '1'], ['q', '22']]), 'A    LONGER\nxyz  1\nq    22');
+});
+
+t.test('a progress line has bar, percent, amounts, rate and ETA', async (t) => {
+  const job = {
+    kind: 'gc',
+    state: 'running',
+    progress: { done: 512 << 20, total: 1 << 30, unit: 'bytes' },
+    rate: 64 << 20,
+    etaSeconds: 8,
+  } as JobView;
+  t.equal(progressLine(job, true), 'gc  [############............]  50%  512 MiB / 1.00 GiB  64.0 MiB/s  ETA 0:08');
+  t.equal(progressLine(job, false), 'gc  50%  512 MiB / 1.00 GiB  64.0 MiB/s  ETA 0:08');
+});
+
+t.test('every error code has an exit code; the table is the documented one', async (t) => {
+  for (const code of Object.keys(ERROR_CODES)) {
+    const exit = exitCodeFor(code);
+    t.ok(Number.isInteger(exit) && exit > 0, `${code} -> ${exit}`);
+  }
+  t.equal(exitCodeFor('NOT_FOUND'), 5);
+  t.equal(exitCodeFor('ALREADY_EXISTS'), 6);
+  t.equal(exitCodeFor('NOT_EMPTY'), 6);
+  t.equal(exitCodeFor('CONFLICT'), 6);
+  t.equal(exitCodeFor('INVALID_ARGUMENT'), 2);
+  t.equal(exitCodeFor('UNAUTHORIZED'), 4);
+  t.equal(exitCodeFor('CORRUPT_SEGMENT'), 7);
+  t.equal(exitCodeFor('NO_SPACE'), 8);
+  t.equal(exitCodeFor('UNREACHABLE'), 3);
+  t.equal(exitCodeFor('USAGE'), EXIT.USAGE);
+  t.equal(exitCodeFor('INTERNAL'), 1);
+  t.equal(exitCodeFor('SOMETHING_NEWER'), 1, 'a code from a newer appliance is a plain failure');
+  t.equal(exitCodeFor('toString'), 1, 'no prototype lookups');
+});
+
+t.test('share/path arguments', async (t) => {
+  t.same(splitSharePath('vms/web01.vmdk'), { share: 'vms', path: 'web01.vmdk' });
+  t.same(splitSharePath('vms/dir/web01.vmdk'), { share: 'vms', path: 'dir/web01.vmdk' });
+  for (const bad of ['web01.vmdk', '/vms/x', 'vms/']) t.throws(() => splitSharePath(bad), { code: 'USAGE' }, bad);
+});
+
+t.test('--url', async (t) => {
+  t.equal(parseBaseUrl('http://127.0.0.1:7070/'), 'http://127.0.0.1:7070');
+  t.equal(parseBaseUrl('https://vault.example:8443/ignored/path'), 'https://vault.example:8443');
+  t.throws(() => parseBaseUrl('127.0.0.1:7070'), { code: 'USAGE' });
+  t.throws(() => parseBaseUrl('ftp://x'), { code: 'USAGE', message: /http/ });
+});
+
+t.test('token order: --token, VMVAULT_TOKEN, <data>/api-token', async (t) => {
+  const dir = tmpDir(t);
+  fs.writeFileSync(path.join(dir, 'api-token'), `${'d'.repeat(64)}\n`);
+  t.same(await resolveToken({ token: 'from-flag', data: dir }, { VMVAULT_TOKEN: 'from-env' }), { token: 'from-flag', source: '--token' });
+  t.same(await resolveToken({ data: dir }, { VMVAULT_TOKEN: 'from-env' }), { token: 'from-env', source: 'VMVAULT_TOKEN' });
+  t.same(await resolveToken({ data: dir }, {}), { token: 'd'.repeat(64), source: path.join(dir, 'api-token') });
+  const none = await resolveToken({ data: path.join(dir, 'nope') }, {});
+  t.equal(none.token, undefined, 'no token anywhere: requests go without and the 401 explains');
+  fs.writeFileSync(path.join(dir, 'api-token'), 'bad\n');
+  await t.rejects(resolveToken({ data: dir }, {}), { code: 'UNAUTHORIZED', message: /api-token/ });
+});
