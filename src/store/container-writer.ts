@@ -1,7 +1,9 @@
 // The open container: records are appended in memory (synchronously, so a batch of segments
 // is placed without awaiting), written out in the background in large pieces, and made
 // durable by sync(). seal() writes the metadata table and trailer. The whole image stays in
-// memory until sealed so reads of just-written segments need no I/O.
+// memory until the seal is durable, so reads of just-written segments need no I/O; then it
+// goes back for reuse (the file is complete and in the page cache), so a long ingest holds
+// about two images, not one per container written since the last checkpoint.
 //
 // Contract: a record is durable once a sync() or seal() that started after its append()
 // has resolved. After an I/O error the writer is failed: appends throw, and the caller must
@@ -25,6 +27,8 @@ import { closeFile, fsyncFile, openFile, type StoreFile, writeAt } from './file-
 
 const FLUSH_BYTES = 1024 * 1024;
 const IMAGE_BYTES = CONTAINER_TARGET_BYTES + 256 * 1024;
+/** Fingerprints of records are kept apart from the image, in blocks of this many. */
+const FP_BLOCK = 2048;
 
 // Container images are recycled: fresh memory costs a page fault per 4 KiB on first touch.
 const freeImages: Buffer[] = [];
@@ -35,6 +39,9 @@ export class ContainerWriter {
   readonly records: RecordMeta[] = [];
   private buf: Buffer;
   private len: number;
+  private fpBlock = Buffer.alloc(0);
+  private fpUsed = FP_BLOCK;
+  private released = false;
   private flushed = 0;
   private file: Promise<StoreFile>;
   private io: Promise<void> = Promise.resolve();
@@ -86,15 +93,23 @@ export class ContainerWriter {
     // Buffer.copy is a plain memcpy; TypedArray.set can take a much slower path.
     (Buffer.isBuffer(payload) ? payload : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength)).copy(this.buf, this.len + RECORD_HEADER_BYTES);
     this.len = need;
-    // Keep our own copy of the fingerprint: the caller's may be a view into a reused buffer.
-    meta.fp = this.buf.subarray(meta.offset + 16, meta.offset + 48);
+    // Keep our own copy of the fingerprint: the caller's may be a view into a reused buffer,
+    // and the image itself is reused once sealed.
+    if (this.fpUsed === FP_BLOCK) {
+      this.fpBlock = Buffer.allocUnsafe(FP_BLOCK * 32);
+      this.fpUsed = 0;
+    }
+    const at = this.fpUsed++ * 32;
+    this.buf.copy(this.fpBlock, at, meta.offset + 16, meta.offset + 48);
+    meta.fp = this.fpBlock.subarray(at, at + 32);
     this.records.push(meta);
     if (this.len - this.flushed >= FLUSH_BYTES) void this.flush().catch(() => {});
     return meta;
   }
 
-  /** The stored payload of a record of this container, from memory. */
-  payload(meta: RecordMeta): Buffer {
+  /** The stored payload of a record of this container, from memory; undefined once released. */
+  payload(meta: RecordMeta): Buffer | undefined {
+    if (this.released) return undefined;
     const at = meta.offset + RECORD_HEADER_BYTES;
     return this.buf.subarray(at, at + meta.storedLen);
   }
@@ -165,10 +180,12 @@ export class ContainerWriter {
   }
 
   /**
-   * Gives the memory image back for reuse. Only after the container is sealed and nothing
-   * reads from memory any more (its records are indexed and its table copied elsewhere).
+   * Gives the memory image back for reuse, once the seal is durable: reads then go to the
+   * file. Records and their fingerprints stay (they are not in the image).
    */
   release(): void {
+    if (this.released || !this.sealedFlag || this.durable !== this.len) return;
+    this.released = true;
     if (this.buf.length === IMAGE_BYTES && freeImages.length < 4) freeImages.push(this.buf);
     this.buf = Buffer.alloc(0);
   }

@@ -1,83 +1,97 @@
-// The duplicate eliminator's write side. A batch of segments (copied once into shared memory)
-// is hashed by a codec worker, which also compresses the segments the summary filter says
-// are new. The main thread then decides for each segment, in stream order and without an
-// await per segment: known in memory (pending or locality cache) -> duplicate; not in the
-// filter -> new; otherwise one batched index read for all the doubtful ones.
+// The duplicate eliminator's write side. A batch of segments (in a shared slab) is hashed by
+// the codec engine, which also compresses the segments the summary filter says are new. The
+// main thread then decides for each segment, in stream order and without an await per
+// segment: known in memory (pending or locality cache) -> duplicate; not in the filter -> new;
+// otherwise one batched index read for all the doubtful ones.
 
 import { encodePayload } from './codec.js';
+import type { HashedBatch } from './codec-engine.js';
 import { Codec, SegmentKind } from './container-format.js';
 import { fingerprint } from './fingerprint.js';
-import type { Location } from './segment-index.js';
 import type { StoreCore } from './store-core.js';
 import type { Entry } from './tree-node.js';
 import { indexKey, decodeLocation } from './segment-index.js';
 
-export interface HashedBatch {
-  data: Uint8Array;
-  segs: Uint32Array;
-  fps: Uint8Array;
-  payloads: Uint8Array;
-  plens: Int32Array;
-}
+export type { HashedBatch };
 
 export class IngestEngine {
   constructor(private readonly core: StoreCore) {}
 
-  /** Starts hashing a batch in a worker. `data` must be a view of a SharedArrayBuffer. */
-  async hash(data: Uint8Array, segs: Uint32Array): Promise<HashedBatch> {
-    const b = this.core.bloom.shape;
-    const r = await this.core.pool.hash({ data, segs, compress: true, bloom: { sab: b.sab, log2Bits: b.log2Bits, probes: b.probes } });
-    return { data, segs, fps: r.fps, payloads: r.payloads, plens: r.plens };
+  /** Starts hashing (and compressing what is probably new) a batch of segments of `data`. */
+  hash(data: Uint8Array, segs: Uint32Array): Promise<HashedBatch> {
+    return this.core.codec.hash(data, segs, this.core.bloom.shape, true);
   }
 
   /**
    * Stores what is new in a hashed batch and returns the data entries in order. `deps`
    * collects the containers not yet indexed that the entries rely on (see checkpoint).
+   * `data` and `segs` are the batch given to hash(); the batch is released here.
    */
-  async store(h: HashedBatch, deps: Set<number>): Promise<Entry[]> {
+  async store(data: Uint8Array, segs: Uint32Array, h: HashedBatch, deps: Set<number>): Promise<Entry[]> {
+    try {
+      return await this.storeBatch(data, segs, h, deps);
+    } finally {
+      h.release();
+    }
+  }
+
+  private async storeBatch(data: Uint8Array, segs: Uint32Array, h: HashedBatch, deps: Set<number>): Promise<Entry[]> {
     const core = this.core;
-    const n = h.segs.length >>> 1;
-    const fps = Buffer.from(h.fps.buffer, h.fps.byteOffset, h.fps.byteLength);
-    const locs: Array<Location | undefined> = new Array(n);
-    const doubt: number[] = [];
+    const writers = core.writers;
+    const n = segs.length >>> 1;
+    const fps = h.fps;
+    // Pass 1, from memory: known segments; the rest is new unless the filter doubts it.
+    const known = new Int8Array(n);
+    let doubt: number[] | undefined;
     for (let i = 0; i < n; i++) {
-      const loc = core.lookupMem(fps, i * 32);
-      if (loc) locs[i] = loc;
-      else if (core.bloom.mayContain(fps, i * 32)) doubt.push(i);
+      const cid = core.memCid(fps, i * 32);
+      if (cid >= 0) {
+        known[i] = 1;
+        if (writers.has(cid)) deps.add(cid);
+      } else if (core.bloom.mayContain(fps, i * 32)) {
+        (doubt ??= []).push(i);
+      }
     }
-    if (doubt.length > 0) {
+    if (doubt) {
       const found = await core.lookupMany(doubt.map((i) => fps.subarray(i * 32, i * 32 + 32)));
-      for (let j = 0; j < doubt.length; j++) locs[doubt[j]] = found[j];
+      for (let j = 0; j < doubt.length; j++) {
+        const loc = found[j];
+        if (!loc) continue;
+        known[doubt[j]] = 1;
+        if (writers.has(loc.cid)) deps.add(loc.cid);
+      }
     }
+    // Pass 2, in stream order: append the new ones.
     const entries: Entry[] = new Array(n);
+    const plens = h.plens;
     let pat = 0;
     for (let i = 0; i < n; i++) {
       const fp = fps.subarray(i * 32, i * 32 + 32);
-      const len = h.segs[2 * i + 1];
-      const plen = h.plens[i];
+      const len = segs[2 * i + 1];
+      const plen = plens[i];
       const payloadAt = pat;
       if (plen > 0) pat += plen;
-      // An earlier segment of this batch (or another writer meanwhile) may have stored it.
-      const loc = locs[i] ?? core.lookupMem(fp);
-      if (loc) {
-        if (core.writers.has(loc.cid)) deps.add(loc.cid);
-      } else {
-        const raw = h.data.subarray(h.segs[2 * i], h.segs[2 * i] + len);
-        let codec: Codec;
-        let payload: Uint8Array;
-        if (plen > 0) {
-          codec = Codec.Lz4;
-          payload = h.payloads.subarray(payloadAt, payloadAt + plen);
-        } else if (plen === -2) {
-          codec = Codec.Raw;
-          payload = raw;
-        } else {
-          ({ codec, payload } = encodePayload(raw));
-        }
-        const at = core.append(SegmentKind.Data, fp, len, codec, payload);
-        deps.add(at.cid);
-      }
       entries[i] = { fp, len, zero: false };
+      if (known[i]) continue;
+      // An earlier segment of this batch (or another writer meanwhile) may have stored it.
+      const cid = core.memCid(fps, i * 32);
+      if (cid >= 0) {
+        if (writers.has(cid)) deps.add(cid);
+        continue;
+      }
+      const raw = data.subarray(segs[2 * i], segs[2 * i] + len);
+      let codec: Codec;
+      let payload: Uint8Array;
+      if (plen > 0) {
+        codec = Codec.Lz4;
+        payload = h.payloads.subarray(payloadAt, payloadAt + plen);
+      } else if (plen === -2) {
+        codec = Codec.Raw;
+        payload = raw;
+      } else {
+        ({ codec, payload } = encodePayload(raw));
+      }
+      deps.add(core.append(SegmentKind.Data, fp, len, codec, payload).cid);
     }
     return entries;
   }

@@ -1,75 +1,204 @@
 // Stream-informed locality (Data Domain's SISL): when one fingerprint is found in container C,
 // the neighbours of that segment in the stream are very likely in C too, so the whole record
 // table of C is loaded at once. A duplicate stream then costs about one index read per
-// container instead of one per segment. Bounded by a number of containers (LRU).
+// container instead of one per segment. Bounded by containers and by records (LRU).
+//
+// Memory: a cached record costs its 48-byte table entry (the container table layout) and two
+// 4-byte slots of an open-addressing hash (at most ~60% full), ~64 bytes, and no JavaScript
+// object: at 4 KiB segments a full cache of 128 containers holds ~230 k records in ~15 MiB.
 
-import type { RecordMeta } from './container-format.js';
-import { FpMap } from './fp-map.js';
+import { type RecordMeta, TABLE_ENTRY_BYTES, encodeTable } from './container-format.js';
 import type { Location } from './segment-index.js';
 
-interface Cached {
-  cid: number;
-  meta: RecordMeta;
-}
+/** Record index bits of a hash value; the container slot is above them. */
+const REC_BITS = 20;
+const REC_MASK = (1 << REC_BITS) - 1;
+const MAX_SLOTS = 1 << (31 - REC_BITS);
+const TOMB = -1;
 
 interface Held {
-  table: RecordMeta[];
+  cid: number;
+  table: Buffer;
+  count: number;
   lastUse: number;
 }
 
+function key32(fp: Uint8Array, off: number): number {
+  return fp[off + 8] | (fp[off + 9] << 8) | (fp[off + 10] << 16) | (fp[off + 11] << 24);
+}
+
 export class LocalityCache {
-  private readonly map = new FpMap<Cached>();
-  private readonly held = new Map<number, Held>();
+  private readonly slots: Array<Held | undefined> = [];
+  private readonly slotOf = new Map<number, number>();
+  private keys = new Int32Array(1024);
+  /** (slot << REC_BITS | record) + 1; 0 empty, TOMB deleted. */
+  private vals = new Int32Array(1024);
+  private mask = 1023;
+  private live = 0;
+  private dead = 0;
+  private records = 0;
   private clock = 0;
 
-  constructor(private readonly maxContainers = 128) {}
+  constructor(
+    private readonly maxContainers = 128,
+    private readonly maxRecords = 1 << 18,
+  ) {}
 
   has(cid: number): boolean {
-    return this.held.has(cid);
+    return this.slotOf.has(cid);
   }
 
   get containers(): number {
-    return this.held.size;
+    return this.slotOf.size;
   }
 
   get entries(): number {
-    return this.map.size;
+    return this.live;
+  }
+
+  /** Bytes held (tables and hash), for the memory figures. */
+  get bytes(): number {
+    return this.records * TABLE_ENTRY_BYTES + this.keys.byteLength + this.vals.byteLength;
+  }
+
+  /** The hash value of fp's record, or 0. */
+  private find(fp: Uint8Array, off: number): number {
+    const k = key32(fp, off);
+    const mask = this.mask;
+    for (let h = k & mask; ; h = (h + 1) & mask) {
+      const v = this.vals[h];
+      if (v === 0) return 0;
+      if (v !== TOMB && this.keys[h] === k) {
+        const held = this.slots[(v - 1) >>> REC_BITS]!;
+        const at = ((v - 1) & REC_MASK) * TABLE_ENTRY_BYTES;
+        const t = held.table;
+        let same = true;
+        for (let i = 0; i < 32; i++) {
+          if (t[at + i] !== fp[off + i]) {
+            same = false;
+            break;
+          }
+        }
+        if (same) return v;
+      }
+    }
+  }
+
+  /** The container holding fp, or -1 (a hit counts as a use of that container). */
+  cidOf(fp: Uint8Array, off = 0): number {
+    const v = this.find(fp, off);
+    if (v === 0) return -1;
+    const held = this.slots[(v - 1) >>> REC_BITS]!;
+    held.lastUse = ++this.clock;
+    return held.cid;
   }
 
   get(fp: Uint8Array, off = 0): Location | undefined {
-    const c = this.map.get(fp, off);
-    if (!c) return undefined;
-    const h = this.held.get(c.cid);
-    if (h) h.lastUse = ++this.clock;
-    return toLocation(c.cid, c.meta);
+    const v = this.find(fp, off);
+    if (v === 0) return undefined;
+    const held = this.slots[(v - 1) >>> REC_BITS]!;
+    held.lastUse = ++this.clock;
+    const t = held.table;
+    const at = ((v - 1) & REC_MASK) * TABLE_ENTRY_BYTES;
+    return {
+      cid: held.cid,
+      offset: t.readUInt32LE(at + 32),
+      storedLen: t.readUInt32LE(at + 36),
+      rawLen: t.readUInt32LE(at + 40),
+      kind: t[at + 44],
+      codec: t[at + 45],
+    };
   }
 
-  insert(cid: number, table: RecordMeta[]): void {
-    if (this.held.has(cid)) this.drop(cid);
-    while (this.held.size >= this.maxContainers) this.evictOne();
-    this.held.set(cid, { table, lastUse: ++this.clock });
-    for (const meta of table) this.map.set(meta.fp, { cid, meta });
+  /** Caches a container's records (its table as RecordMeta, or already encoded). */
+  insert(cid: number, table: RecordMeta[] | Buffer): void {
+    const raw = Buffer.isBuffer(table) ? table : encodeTable(table);
+    const count = raw.length / TABLE_ENTRY_BYTES;
+    if (count > REC_MASK) return; // absurdly many records: locality is not worth it
+    if (this.slotOf.has(cid)) this.drop(cid);
+    while (this.slotOf.size > 0 && (this.slotOf.size >= this.maxContainers || this.records + count > this.maxRecords)) this.evictOne();
+    let slot = this.slots.indexOf(undefined);
+    if (slot < 0) slot = this.slots.length;
+    if (slot >= MAX_SLOTS) return;
+    this.slots[slot] = { cid, table: raw, count, lastUse: ++this.clock };
+    this.slotOf.set(cid, slot);
+    this.records += count;
+    this.reserve(this.live + count);
+    for (let r = 0; r < count; r++) {
+      const at = r * TABLE_ENTRY_BYTES;
+      // A fingerprint already cached from another container keeps its first home.
+      if (this.find(raw, at) !== 0) continue;
+      this.put(key32(raw, at), ((slot << REC_BITS) | r) + 1);
+    }
+  }
+
+  private put(k: number, v: number): void {
+    const mask = this.mask;
+    let h = k & mask;
+    while (this.vals[h] > 0) h = (h + 1) & mask;
+    if (this.vals[h] === TOMB) this.dead--;
+    this.keys[h] = k;
+    this.vals[h] = v;
+    this.live++;
+  }
+
+  /** Room for `want` live entries below 60% load, counting tombstones; rehashes if not. */
+  private reserve(want: number): void {
+    const cap = this.mask + 1;
+    if ((want + this.dead) * 5 <= cap * 3) return;
+    let size = 1024;
+    while (want * 5 > size * 2) size *= 2; // ~40% full after a rehash
+    const oldKeys = this.keys;
+    const oldVals = this.vals;
+    this.keys = new Int32Array(size);
+    this.vals = new Int32Array(size);
+    this.mask = size - 1;
+    this.live = 0;
+    this.dead = 0;
+    for (let h = 0; h < oldVals.length; h++) if (oldVals[h] > 0) this.put(oldKeys[h], oldVals[h]);
   }
 
   drop(cid: number): void {
-    const h = this.held.get(cid);
-    if (!h) return;
-    this.held.delete(cid);
-    for (const meta of h.table) this.map.delete(meta.fp, (v) => v.cid === cid);
+    const slot = this.slotOf.get(cid);
+    if (slot === undefined) return;
+    const held = this.slots[slot]!;
+    const mask = this.mask;
+    for (let r = 0; r < held.count; r++) {
+      const at = r * TABLE_ENTRY_BYTES;
+      const k = key32(held.table, at);
+      const mine = ((slot << REC_BITS) | r) + 1;
+      for (let h = k & mask; ; h = (h + 1) & mask) {
+        const v = this.vals[h];
+        if (v === 0) break;
+        if (v === mine) {
+          this.vals[h] = TOMB;
+          this.live--;
+          this.dead++;
+          break;
+        }
+      }
+    }
+    this.records -= held.count;
+    this.slots[slot] = undefined;
+    this.slotOf.delete(cid);
   }
 
   clear(): void {
-    this.map.clear();
-    this.held.clear();
+    this.slots.length = 0;
+    this.slotOf.clear();
+    this.keys = new Int32Array(1024);
+    this.vals = new Int32Array(1024);
+    this.mask = 1023;
+    this.live = this.dead = this.records = 0;
   }
 
   private evictOne(): void {
     let victim = -1;
     let oldest = Infinity;
-    for (const [cid, h] of this.held) {
-      if (h.lastUse < oldest) {
+    for (const h of this.slots) {
+      if (h && h.lastUse < oldest) {
         oldest = h.lastUse;
-        victim = cid;
+        victim = h.cid;
       }
     }
     if (victim >= 0) this.drop(victim);

@@ -26,10 +26,19 @@ export interface DbOp {
   value?: Buffer;
 }
 
-/** One atomic LevelDB batch; `sync` makes it (and everything before it) durable. */
-export function writeBatch(db: Db, ops: DbOp[], sync: boolean): Promise<void> {
-  const batch = db.batch as unknown as (ops: DbOp[], opts: { sync: boolean }) => Promise<void>;
-  return batch.call(db, ops, { sync });
+/**
+ * One atomic LevelDB batch; `sync` makes it (and everything before it) durable. A chained
+ * batch: abstract-level's array form clones and re-encodes every operation (measured 5x
+ * slower at checkpoint sizes of tens of thousands of index entries).
+ */
+export async function writeBatch(db: Db, ops: DbOp[], sync: boolean): Promise<void> {
+  const batch = db.batch();
+  for (const op of ops) {
+    if (op.type === 'put') batch.put(op.key, op.value!);
+    else batch.del(op.key);
+  }
+  const write = batch.write as unknown as (opts: { sync: boolean }) => Promise<void>;
+  await write.call(batch, { sync });
 }
 
 export function indexKey(fp: Uint8Array): Buffer {

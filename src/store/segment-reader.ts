@@ -1,9 +1,15 @@
 // Reading segments by fingerprint: locate (memory, then batched index reads with locality),
-// read from containers and decode and verify in the codec workers, and keep small caches of
+// read from containers and decode and verify in the codec engine, and keep small caches of
 // decoded tree nodes and data segments. Every byte returned has been re-hashed.
+//
+// A read decodes straight into the caller's buffer where a segment is wanted whole; only the
+// segments a read covers in part (its ends) go through a scratch buffer, and those are the
+// ones kept in the data cache, because the next small read (a FUSE read, a 4 KiB random read)
+// is the one that wants the rest of them.
 
 import { vmError } from '../errors.js';
 import { containerName, corrupt, decodePayload } from './codec.js';
+import { DECODE_ITEM } from './codec-engine.js';
 import { RECORD_HEADER_BYTES, SegmentKind } from './container-format.js';
 import { fpHex, fpShort } from './fingerprint.js';
 import { FpMap } from './fp-map.js';
@@ -13,7 +19,7 @@ import { decodeNode, type Node } from './tree-node.js';
 
 const NODE_CACHE_ENTRIES = 8192;
 const DATA_CACHE_BYTES = 64 * 1024 * 1024;
-/** Decode requests are split so both workers share a large read. */
+/** Decode requests are split so every thread of the codec engine shares a large read. */
 const DECODE_SPLIT_BYTES = 512 * 1024;
 
 /** Bounded LRU keyed by fingerprint: a use appends to a log; stale log entries are skipped. */
@@ -69,6 +75,23 @@ class FpLru<V> {
   }
 }
 
+/** Bytes [skip, skip + take) of segment `fp` go to the read's buffer at `dst`. */
+export interface ReadPiece {
+  fp: Buffer;
+  dst: number;
+  skip: number;
+  take: number;
+}
+
+interface DiskItem {
+  /** Index into the unique segments of the request. */
+  j: number;
+  loc: Location;
+  /** 0: the caller's buffer, 1: the scratch buffer. */
+  target: number;
+  at: number;
+}
+
 export class SegmentReader {
   private readonly nodes = new FpLru<Node>(NODE_CACHE_ENTRIES);
   private readonly data = new FpLru<Buffer>(DATA_CACHE_BYTES);
@@ -83,68 +106,119 @@ export class SegmentReader {
   async node(fp: Buffer): Promise<Node> {
     const hit = this.nodes.get(fp);
     if (hit) return hit;
-    const [raw] = await this.fetch([fp], false);
+    const [raw] = await this.segments([fp], false);
     const n = decodeNode(raw, `tree node ${fpShort(fp)}`);
     this.nodes.set(Buffer.from(fp), n, 1);
     return n;
   }
 
-  /** The plain bytes of data segments, in order. */
-  segments(fps: Buffer[]): Promise<Buffer[]> {
-    return this.fetch(fps, true);
-  }
-
-  private async fetch(fps: Buffer[], cacheData: boolean): Promise<Buffer[]> {
+  /** The plain bytes of whole segments, in order (kept in the data cache if `cache`). */
+  async segments(fps: Buffer[], cache = true): Promise<Buffer[]> {
     const out: Buffer[] = new Array(fps.length);
-    const todo: number[] = [];
+    const pieces: ReadPiece[] = [];
+    const which: number[] = [];
     for (let i = 0; i < fps.length; i++) {
-      const hit = cacheData ? this.data.get(fps[i]) : undefined;
+      const hit = cache ? this.data.get(fps[i]) : undefined;
       if (hit) out[i] = hit;
-      else todo.push(i);
-    }
-    if (todo.length === 0) return out;
-    // The same segment may appear many times in one read (a repeated block); fetch it once.
-    const uniq = new FpMap<number>();
-    const want: number[] = [];
-    for (const i of todo) {
-      if (uniq.get(fps[i]) === undefined) {
-        uniq.set(fps[i], want.length);
-        want.push(i);
+      else {
+        pieces.push({ fp: fps[i], dst: 0, skip: 0, take: -1 });
+        which.push(i);
       }
     }
-    const locs = await this.core.lookupMany(want.map((i) => fps[i]));
-    const got: Buffer[] = new Array(want.length);
-    const disk: Array<{ j: number; loc: Location }> = [];
-    for (let j = 0; j < want.length; j++) {
-      const fp = fps[want[j]];
-      const loc = locs[j];
-      if (!loc) {
-        throw vmError('MISSING_SEGMENT', `segment ${fpHex(fp).slice(0, 16)} is referenced but not in the store; run verify`, {
-          fingerprint: fpHex(fp),
-        });
-      }
-      const mem = this.core.memPayload(loc);
-      if (mem) got[j] = decodePayload(mem, loc.codec, loc.rawLen, fp, { cid: loc.cid, offset: loc.offset });
-      else disk.push({ j, loc });
-    }
-    if (disk.length > 0) await this.readDisk(disk, want.map((i) => fps[i]), got);
-    for (const i of todo) {
-      const b = got[uniq.get(fps[i])!];
-      out[i] = b;
-    }
-    if (cacheData) for (let j = 0; j < want.length; j++) this.data.set(Buffer.from(fps[want[j]]), got[j], got[j].length);
+    if (pieces.length === 0) return out;
+    const got = await this.decode(undefined, pieces, cache);
+    for (let k = 0; k < which.length; k++) out[which[k]] = got[k];
     return out;
   }
 
-  private async readDisk(disk: Array<{ j: number; loc: Location }>, fps: Buffer[], got: Buffer[]): Promise<void> {
+  /**
+   * Reads data segments into `out`: for each piece, bytes [skip, skip + take) of its segment
+   * land at out[dst]. Segments wanted whole are decoded in place.
+   */
+  async readInto(out: Buffer, pieces: ReadPiece[]): Promise<void> {
+    const todo: ReadPiece[] = [];
+    for (const p of pieces) {
+      const hit = this.data.get(p.fp);
+      if (hit) hit.copy(out, p.dst, p.skip, p.skip + p.take);
+      else todo.push(p);
+    }
+    if (todo.length > 0) await this.decode(out, todo, true);
+  }
+
+  /**
+   * Decodes the pieces' segments. With `out`, a piece that wants its whole segment is decoded
+   * into out at dst and the rest are copied there from scratch; without, every segment is
+   * decoded into scratch. Returns each piece's whole segment. `cache` keeps the scratch ones.
+   */
+  private async decode(out: Buffer | undefined, pieces: ReadPiece[], cache: boolean): Promise<Buffer[]> {
+    // The same segment may appear many times in one read (a repeated block); fetch it once.
+    const uniq = new FpMap<number>();
+    const first: number[] = [];
+    const slot: number[] = new Array(pieces.length);
+    for (let k = 0; k < pieces.length; k++) {
+      const s = uniq.get(pieces[k].fp);
+      if (s === undefined) {
+        uniq.set(pieces[k].fp, first.length);
+        slot[k] = first.length;
+        first.push(k);
+      } else {
+        slot[k] = s;
+      }
+    }
+    const locs = await this.core.lookupMany(first.map((k) => pieces[k].fp));
+    const got: Buffer[] = new Array(first.length);
+    const disk: DiskItem[] = [];
+    let scratchBytes = 0;
+    for (let j = 0; j < first.length; j++) {
+      const p = pieces[first[j]];
+      const loc = locs[j];
+      if (!loc) {
+        throw vmError('MISSING_SEGMENT', `segment ${fpHex(p.fp).slice(0, 16)} is referenced but not in the store; run verify`, {
+          fingerprint: fpHex(p.fp),
+        });
+      }
+      const mem = this.core.memPayload(loc);
+      if (mem) {
+        got[j] = decodePayload(mem, loc.codec, loc.rawLen, p.fp, { cid: loc.cid, offset: loc.offset });
+      } else if (out && p.skip === 0 && (p.take === loc.rawLen || p.take < 0)) {
+        disk.push({ j, loc, target: 0, at: p.dst });
+      } else {
+        disk.push({ j, loc, target: 1, at: scratchBytes });
+        scratchBytes += loc.rawLen;
+      }
+    }
+    const scratch = Buffer.allocUnsafe(scratchBytes);
+    if (disk.length > 0) await this.readDisk(disk, pieces, first, out ?? scratch, scratch);
+    const direct = new Uint8Array(first.length);
+    for (const d of disk) {
+      if (d.target === 0) {
+        got[d.j] = out!.subarray(d.at, d.at + d.loc.rawLen);
+        direct[d.j] = 1;
+      } else {
+        got[d.j] = scratch.subarray(d.at, d.at + d.loc.rawLen);
+      }
+    }
+    if (out) {
+      for (let k = 0; k < pieces.length; k++) {
+        const p = pieces[k];
+        if (direct[slot[k]] && first[slot[k]] === k) continue; // decoded in place
+        got[slot[k]].copy(out, p.dst, p.skip, p.skip + p.take);
+      }
+    }
+    if (cache) {
+      for (let j = 0; j < first.length; j++) if (!direct[j]) this.data.set(Buffer.from(pieces[first[j]].fp), got[j], got[j].length);
+    }
+    return slot.map((s) => got[s]);
+  }
+
+  private async readDisk(disk: DiskItem[], pieces: ReadPiece[], first: number[], out: Buffer, scratch: Buffer): Promise<void> {
     // Container order, then offset order: sequential reads of each file.
     disk.sort((a, b) => a.loc.cid - b.loc.cid || a.loc.offset - b.loc.offset);
-    const cids = [...new Set(disk.map((d) => d.loc.cid))];
     const fds = new Map<number, number>();
     try {
-      for (const cid of cids) fds.set(cid, await this.core.files.acquire(cid));
-      const groups: Array<typeof disk> = [];
-      let cur: typeof disk = [];
+      for (const d of disk) if (!fds.has(d.loc.cid)) fds.set(d.loc.cid, await this.core.files.acquire(d.loc.cid));
+      const groups: DiskItem[][] = [];
+      let cur: DiskItem[] = [];
       let curBytes = 0;
       for (const d of disk) {
         cur.push(d);
@@ -156,37 +230,34 @@ export class SegmentReader {
         }
       }
       if (cur.length) groups.push(cur);
-      await Promise.all(groups.map((g) => this.decodeGroup(g, fds, fps, got)));
+      await Promise.all(groups.map((g) => this.decodeGroup(g, fds, pieces, first, [out, scratch])));
     } finally {
       for (const cid of fds.keys()) this.core.files.release(cid);
     }
   }
 
-  private async decodeGroup(g: Array<{ j: number; loc: Location }>, fds: Map<number, number>, fps: Buffer[], got: Buffer[]): Promise<void> {
-    let total = 0;
-    for (const d of g) total += d.loc.rawLen;
-    const sab = new SharedArrayBuffer(total);
-    const items = new Float64Array(g.length * 7);
-    const gfps = new Uint8Array(g.length * 32);
-    let at = 0;
-    g.forEach((d, k) => {
-      items[k * 7] = fds.get(d.loc.cid)!;
-      items[k * 7 + 1] = d.loc.offset + RECORD_HEADER_BYTES;
-      items[k * 7 + 2] = d.loc.storedLen;
-      items[k * 7 + 3] = d.loc.rawLen;
-      items[k * 7 + 4] = d.loc.codec;
-      items[k * 7 + 5] = at;
-      gfps.set(fps[d.j], k * 32);
-      got[d.j] = Buffer.from(sab, at, d.loc.rawLen);
-      at += d.loc.rawLen;
-    });
-    const res = await this.core.pool.decode({ items, fps: gfps, out: sab });
-    if (res.errors.length > 0) {
-      const e = res.errors[0];
+  private async decodeGroup(g: DiskItem[], fds: Map<number, number>, pieces: ReadPiece[], first: number[], targets: Buffer[]): Promise<void> {
+    const items = new Float64Array(g.length * DECODE_ITEM);
+    const fps = Buffer.allocUnsafe(g.length * 32);
+    for (let k = 0; k < g.length; k++) {
+      const d = g[k];
+      const o = k * DECODE_ITEM;
+      items[o] = fds.get(d.loc.cid)!;
+      items[o + 1] = d.loc.offset + RECORD_HEADER_BYTES;
+      items[o + 2] = d.loc.storedLen;
+      items[o + 3] = d.loc.rawLen;
+      items[o + 4] = d.loc.codec;
+      items[o + 5] = d.target;
+      items[o + 6] = d.at;
+      pieces[first[d.j]].fp.copy(fps, k * 32);
+    }
+    const failures = await this.core.codec.decode(items, fps, targets);
+    if (failures.length > 0) {
+      const e = failures[0];
       const d = g[e.i];
       const place = { cid: d.loc.cid, offset: d.loc.offset };
       if (e.kind === 'io') throw vmError('IO', `reading container ${containerName(d.loc.cid)} at offset ${d.loc.offset}: ${e.message}`, { container: d.loc.cid });
-      throw corrupt(fps[d.j], place, e.message);
+      throw corrupt(pieces[first[d.j]].fp, place, e.message);
     }
   }
 

@@ -1,6 +1,10 @@
-// Reused shared-memory slabs for incoming bytes. Fresh memory costs a page fault per 4 KiB on
-// first touch (measured: copying into new buffers ran at a third of the speed of copying into
-// warm ones), so the ingest path recycles its slabs instead of allocating per batch.
+// Reused slabs for incoming bytes. Fresh memory costs a page fault per 4 KiB on first touch
+// (measured: copying into new buffers ran at a third of the speed of copying into warm ones),
+// so the ingest path recycles its slabs instead of allocating per batch. Slabs are shared
+// memory only when codec worker threads must read them: V8 copies into a SharedArrayBuffer
+// with relaxed atomic word stores, several times slower than the memcpy of plain memory.
+
+import { codecImpl } from './native.js';
 
 export const SLAB_BYTES = 8 * 1024 * 1024;
 const KEEP = 16;
@@ -10,7 +14,7 @@ export class Slab {
   private refs = 1;
 
   constructor(private readonly pool: SlabPool) {
-    this.buf = Buffer.from(new SharedArrayBuffer(SLAB_BYTES));
+    this.buf = codecImpl === 'native' ? Buffer.allocUnsafeSlow(SLAB_BYTES) : Buffer.from(new SharedArrayBuffer(SLAB_BYTES));
   }
 
   ref(): this {

@@ -11,7 +11,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { vmError } from '../errors.js';
 import { BloomFilter } from './bloom.js';
-import { CodecPool } from './codec-pool.js';
+import type { CodecEngine } from './codec-engine.js';
 import { Codec, type RecordMeta, SegmentKind } from './container-format.js';
 import { ContainerFiles } from './container-files.js';
 import { ContainerWriter } from './container-writer.js';
@@ -25,6 +25,9 @@ import type { ChunkerParams } from './segmenter.js';
 export const META_PREFIX = 0x6d; // 'm'
 
 export const CONTAINER_PREFIX = 0x63; // 'c'
+
+/** Index reads of lookupMany's first round. */
+const PROBE_FIRST = 8;
 
 /** Registry entry of a sealed container: written once when it is first counted. */
 export interface ContainerRecord {
@@ -73,22 +76,13 @@ interface Pending {
   writer: ContainerWriter;
 }
 
-/** A copy of a record table that does not point into a container image. */
-function detachTable(records: RecordMeta[]): RecordMeta[] {
-  const fps = Buffer.allocUnsafe(records.length * 32);
-  return records.map((r, i) => {
-    r.fp.copy(fps, i * 32);
-    return { ...r, fp: fps.subarray(i * 32, i * 32 + 32) };
-  });
-}
-
 export class StoreCore {
   readonly dir: string;
   readonly db: Db;
   readonly index: SegmentIndex;
   readonly files: ContainerFiles;
   readonly cache = new LocalityCache();
-  readonly pool: CodecPool;
+  readonly codec: CodecEngine;
   readonly chunker: ChunkerParams;
   bloom: BloomFilter;
   counters: StoreCounters;
@@ -116,7 +110,7 @@ export class StoreCore {
     bloom: BloomFilter;
     counters: StoreCounters;
     nextCid: number;
-    pool: CodecPool;
+    codec: CodecEngine;
   }) {
     this.dir = opts.dir;
     this.db = opts.db;
@@ -126,7 +120,12 @@ export class StoreCore {
     this.bloom = opts.bloom;
     this.counters = opts.counters;
     this.nextCid = opts.nextCid;
-    this.pool = opts.pool;
+    this.codec = opts.codec;
+  }
+
+  /** The codec engine under its earlier name (test helpers close it to simulate a crash). */
+  get pool(): CodecEngine {
+    return this.codec;
   }
 
   // ---- placement -----------------------------------------------------------------------
@@ -143,10 +142,13 @@ export class StoreCore {
   }
 
   private sealWriter(w: ContainerWriter): void {
-    const p = w.seal().catch((err) => {
-      this.failedCids.add(w.id);
-      throw err;
-    });
+    const p = w.seal().then(
+      () => w.release(),
+      (err) => {
+        this.failedCids.add(w.id);
+        throw err;
+      },
+    );
     p.catch(() => {});
     this.seals.set(w.id, p);
   }
@@ -185,6 +187,13 @@ export class StoreCore {
     return this.cache.get(fp, off);
   }
 
+  /** The container of a segment known in memory, or -1: lookupMem without making a Location. */
+  memCid(fp: Uint8Array, off = 0): number {
+    const p = this.pending.get(fp, off);
+    if (p) return p.cid;
+    return this.cache.cidOf(fp, off);
+  }
+
   /** Bytes of a record still only in memory (not yet written out), or undefined. */
   memPayload(loc: Location): Buffer | undefined {
     const w = this.writers.get(loc.cid);
@@ -193,27 +202,39 @@ export class StoreCore {
   }
 
   /**
-   * Locates many segments: memory first, then one batched index read for the rest, loading
-   * the record table of every container hit (locality) so neighbours resolve from memory.
+   * Locates many segments: memory first, then the index, loading the record table of every
+   * container hit (locality) so neighbours resolve from memory. The index is asked in two
+   * rounds: a few misses spread over the list first, whose tables usually answer most of the
+   * rest (a stream's segments sit together in few containers), then all still missing.
    */
   async lookupMany(fps: Uint8Array[]): Promise<Array<Location | undefined>> {
     const out: Array<Location | undefined> = new Array(fps.length);
-    const miss: number[] = [];
+    let miss: number[] = [];
     for (let i = 0; i < fps.length; i++) {
       out[i] = this.lookupMem(fps[i]);
       if (!out[i]) miss.push(i);
     }
-    if (miss.length === 0) return out;
-    const found = await this.index.getMany(miss.map((i) => fps[i]));
+    if (miss.length > PROBE_FIRST * 2) {
+      const step = miss.length / PROBE_FIRST;
+      const probe: number[] = [];
+      for (let k = 0; k < PROBE_FIRST; k++) probe.push(miss[Math.floor(k * step)]);
+      await this.lookupIndex(fps, probe, out);
+      miss = miss.filter((i) => !out[i] && !(out[i] = this.lookupMem(fps[i])));
+    }
+    if (miss.length > 0) await this.lookupIndex(fps, miss, out);
+    return out;
+  }
+
+  private async lookupIndex(fps: Uint8Array[], which: number[], out: Array<Location | undefined>): Promise<void> {
+    const found = await this.index.getMany(which.map((i) => fps[i]));
     const load = new Set<number>();
-    for (let j = 0; j < miss.length; j++) {
+    for (let j = 0; j < which.length; j++) {
       const loc = found[j];
       // A record indexed while we waited is in memory now; prefer that answer.
-      out[miss[j]] = this.lookupMem(fps[miss[j]]) ?? loc;
+      out[which[j]] = this.lookupMem(fps[which[j]]) ?? loc;
       if (loc && !this.cache.has(loc.cid) && !this.writers.has(loc.cid)) load.add(loc.cid);
     }
     await Promise.all([...load].map((cid) => this.loadTable(cid)));
-    return out;
   }
 
   private async loadTable(cid: number): Promise<void> {
@@ -312,7 +333,7 @@ export class StoreCore {
       for (const w of registered) {
         this.writers.delete(w.id);
         this.seals.delete(w.id);
-        this.cache.insert(w.id, detachTable(w.records));
+        this.cache.insert(w.id, w.records); // copied: the image is reused
         w.release();
       }
     });

@@ -17,7 +17,7 @@ import path from 'node:path';
 import { fromSystemError, vmError } from '../errors.js';
 import { BloomFilter } from './bloom.js';
 import { loadBloom, removeBloom, saveBloom } from './bloom-file.js';
-import { CodecPool } from './codec-pool.js';
+import { createCodecEngine } from './codec-engine.js';
 import { IngestEngine } from './ingest.js';
 import { recoverContainers, type RepairReport } from './recovery.js';
 import { rebuildIndex, type RebuildReport } from './rebuild.js';
@@ -35,7 +35,7 @@ import { EMPTY_VERSION, type FileVersion } from './version.js';
 export interface OpenOptions {
   /** Segment sizes for a new store (ignored for an existing one: they are recorded in it). */
   chunker?: ChunkerParams;
-  /** Codec worker threads (default: cores, at most 4). */
+  /** Codec worker threads when the native addon is absent (default: cores, at most 4). */
   workers?: number;
   /** Refuse to create a store that does not exist yet. */
   mustExist?: boolean;
@@ -109,8 +109,8 @@ export class SegmentStore {
       await writeBatch(db, [{ type: 'del', key: metaKey('clean') }], true);
       let bloom = clean ? await loadBloom(dir) : undefined;
       await removeBloom(dir);
-      const pool = new CodecPool(opts.workers);
-      const core = new StoreCore({ dir, db, chunker: config.chunker, bloom: bloom ?? BloomFilter.forCapacity(1 << 20), counters, nextCid: ckpt.nextCid, pool });
+      const codec = createCodecEngine(opts.workers);
+      const core = new StoreCore({ dir, db, chunker: config.chunker, bloom: bloom ?? BloomFilter.forCapacity(1 << 20), counters, nextCid: ckpt.nextCid, codec });
       let report: RepairReport | undefined;
       if (!clean) {
         const r = await recoverContainers(db, core.index, core.files, ckpt, counters);
@@ -293,7 +293,7 @@ export class SegmentStore {
     await core.checkpoint([], { sync: true });
     await saveBloom(this.dir, core.bloom).catch(() => {});
     await writeBatch(core.db, [{ type: 'put', key: metaKey('clean'), value: Buffer.from([1]) }], true);
-    await core.pool.close();
+    await core.codec.close();
     await core.files.closeAll();
     await core.db.close();
   }

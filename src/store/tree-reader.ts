@@ -3,7 +3,7 @@
 
 import { vmError } from '../errors.js';
 import { isZeroFp } from './fingerprint.js';
-import type { SegmentReader } from './segment-reader.js';
+import type { ReadPiece, SegmentReader } from './segment-reader.js';
 import { childAt, childEntry, childFp, type Entry, type Node } from './tree-node.js';
 import type { FileVersion } from './version.js';
 
@@ -19,7 +19,7 @@ interface Frame {
 }
 
 /** How many data segments one read step fetches together. */
-const FETCH_BATCH = 512;
+const FETCH_BATCH = 2048;
 
 export class TreeView {
   constructor(
@@ -99,21 +99,70 @@ export class TreeView {
   async read(off: number, len: number): Promise<Buffer> {
     const end = Math.min(this.version.size, off + len);
     if (off >= end) return Buffer.alloc(0);
-    const out = Buffer.alloc(end - off);
-    let batch: Placed[] = [];
-    const flush = async (): Promise<void> => {
-      const data = batch.filter((p) => !p.entry.zero);
-      const bufs = await this.reader.segments(data.map((p) => p.entry.fp));
-      data.forEach((p, i) => copyInto(out, off, end, p.start, bufs[i]));
-      batch = [];
-    };
-    for await (const p of this.leaves(off, end)) {
-      if (p.entry.zero) continue; // out is zero-filled
-      batch.push(p);
-      if (batch.length >= FETCH_BATCH) await flush();
-    }
-    if (batch.length) await flush();
+    const out = Buffer.allocUnsafe(end - off);
+    let pieces: ReadPiece[] = [];
+    await this.walk(off, end, (fp, start, n, zero) => {
+      const a = Math.max(off, start);
+      const b = Math.min(end, start + n);
+      if (zero) out.fill(0, a - off, b - off);
+      else pieces.push({ fp, dst: a - off, skip: a - start, take: b - a });
+      if (pieces.length < FETCH_BATCH) return undefined;
+      const batch = pieces;
+      pieces = [];
+      return this.reader.readInto(out, batch);
+    });
+    if (pieces.length) await this.reader.readInto(out, pieces);
     return out;
+  }
+
+  /**
+   * Calls `visit` for each data-level entry overlapping [from, to), in order, awaiting only
+   * node fetches (most come from the node cache) and whatever `visit` returns.
+   */
+  private async walk(from: number, to: number, visit: (fp: Buffer, start: number, len: number, zero: boolean) => Promise<void> | undefined): Promise<void> {
+    const v = this.version;
+    if (from >= to || from >= v.size) return;
+    if (v.height === 0) {
+      const e = this.rootEntry();
+      await visit(e.fp, 0, e.len, e.zero);
+      return;
+    }
+    const stack: Frame[] = [];
+    let node = await this.reader.node(v.root);
+    let base = 0;
+    for (;;) {
+      const idx = childAt(node, from - base);
+      stack.push({ node, idx, base });
+      if (node.level === 1) break;
+      base += node.starts[idx];
+      node = await this.reader.node(childFp(node, idx));
+    }
+    for (;;) {
+      // All the leaves of the level-1 node on top, then on to the next one.
+      const top = stack[stack.length - 1];
+      const n = top.node;
+      for (let i = top.idx; i < n.count; i++) {
+        const start = top.base + n.starts[i];
+        if (start >= to) return;
+        const fp = childFp(n, i);
+        const p = visit(fp, start, n.starts[i + 1] - n.starts[i], isZeroFp(fp));
+        if (p) await p;
+      }
+      stack.pop();
+      let level = stack.length - 1;
+      if (level >= 0) stack[level].idx++;
+      while (level >= 0 && stack[level].idx >= stack[level].node.count) {
+        stack.pop();
+        level--;
+        if (level >= 0) stack[level].idx++;
+      }
+      if (level < 0) return;
+      while (stack[stack.length - 1].node.level > 1) {
+        const f = stack[stack.length - 1];
+        const child = await this.reader.node(childFp(f.node, f.idx));
+        stack.push({ node: child, idx: 0, base: f.base + f.node.starts[f.idx] });
+      }
+    }
   }
 
   /**
@@ -136,8 +185,3 @@ export class TreeView {
   }
 }
 
-function copyInto(out: Buffer, off: number, end: number, start: number, data: Buffer): void {
-  const from = Math.max(off, start);
-  const to = Math.min(end, start + data.length);
-  if (from < to) data.copy(out, from - off, from - start, to - start);
-}

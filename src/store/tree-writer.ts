@@ -177,7 +177,7 @@ export class TreeWriter {
     hashed.catch(() => {});
     this.enqueue(async () => {
       try {
-        const entries = await this.ctx.engine.store(await hashed, this.deps);
+        const entries = await this.ctx.engine.store(slab.buf, segs, await hashed, this.deps);
         for (const e of entries) this.builder.push(0, e);
       } finally {
         slab.unref();
