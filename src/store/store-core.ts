@@ -361,7 +361,10 @@ export class StoreCore {
     }
   }
 
-  /** Seals the open container (at close): afterwards no container is open. */
+  /**
+   * Seals the open container and waits for every seal under way (at close, before a rebuild),
+   * so the next checkpoint registers them all: afterwards no container is open.
+   */
   async sealOpen(): Promise<void> {
     const w = this.writer;
     this.writer = undefined;
@@ -371,6 +374,7 @@ export class StoreCore {
       this.writers.delete(w.id);
       await fsp.rm(w.path, { force: true });
     }
+    await Promise.all([...this.seals.values()].map((p) => p.catch(() => {})));
   }
 
   async readCounters(): Promise<StoreCounters> {
