@@ -363,16 +363,20 @@ export class StoreCore {
 
   /**
    * Seals the open container and waits for every seal under way (at close, before a rebuild),
-   * so the next checkpoint registers them all: afterwards no container is open.
+   * so the next checkpoint registers them all: afterwards no healthy container is open. A
+   * container that failed keeps its file and stays listed as open: records committed before
+   * the failure are in it, and recovery repairs it.
    */
   async sealOpen(): Promise<void> {
     const w = this.writer;
     this.writer = undefined;
     if (w && !w.failed && w.records.length > 0) this.sealWriter(w);
-    else if (w) {
+    else if (w && w.records.length === 0) {
       await w.abandon();
       this.writers.delete(w.id);
       await fsp.rm(w.path, { force: true });
+    } else if (w) {
+      await w.abandon();
     }
     await Promise.all([...this.seals.values()].map((p) => p.catch(() => {})));
   }

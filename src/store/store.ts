@@ -292,7 +292,8 @@ export class SegmentStore {
     await core.sealOpen();
     await core.checkpoint([], { sync: true });
     await saveBloom(this.dir, core.bloom).catch(() => {});
-    await writeBatch(core.db, [{ type: 'put', key: metaKey('clean'), value: Buffer.from([1]) }], true);
+    // Clean means no container is left open; one that failed is repaired by recovery next time.
+    if (core.writers.size === 0) await writeBatch(core.db, [{ type: 'put', key: metaKey('clean'), value: Buffer.from([1]) }], true);
     await core.codec.close();
     await core.files.closeAll();
     await core.db.close();
