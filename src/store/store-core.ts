@@ -276,6 +276,11 @@ export class StoreCore {
    */
   checkpoint(ops: DbOp[] = [], opts: { sync?: boolean; deps?: Iterable<number> } = {}): Promise<void> {
     return this.commitLock.run(async () => {
+      // Records of containers that failed since (a background write) can never be indexed: set
+      // them aside first, so they fail the commits that depend on them, not every later one.
+      const queued = this.unindexed;
+      this.unindexed = [];
+      this.dropFailed(queued);
       for (const cid of opts.deps ?? []) {
         if (this.failedCids.has(cid)) {
           const w = this.writers.get(cid);
