@@ -1,8 +1,13 @@
-// Bytes in, segments out. Incoming bytes are copied once, in large pieces, into a shared
-// slab; the segmenter cuts them there and segments are handed on as (slab, offset, length),
-// so codec workers read them in place and no per-segment copy is ever made. A segment still
-// open when a slab fills moves to the start of the next slab. Runs of zeros become zero
-// entries without being materialised (a hole of a terabyte costs a few arithmetic steps).
+// Bytes in, segments out. Incoming bytes are copied once, in large pieces, into a slab; the
+// segmenter cuts them there and segments are handed on as (slab, offset, length), so the codec
+// reads them in place and no per-segment copy is ever made. A segment still open when a slab
+// fills moves to the start of the next slab. Runs of zeros become zero entries without being
+// materialised (a hole of a terabyte costs a few arithmetic steps).
+//
+// Cutting runs behind the copying: feed() copies and queues the new bytes for the segmenter
+// (on the libuv pool with the addon), and items reach the sink in stream order as each cut
+// completes, so the main thread copies and stores while another core cuts. settle() waits
+// for every queued cut; whatever needs to know where the open segment starts awaits it.
 
 import { END_MASK, Segmenter, type ChunkerParams, ZERO_FLAG } from './segmenter.js';
 import { type Slab, slabPool } from './slab-pool.js';
@@ -15,12 +20,21 @@ export interface ChunkSink {
   leaving(slab: Slab): void;
 }
 
+/** Bytes fed before a cut is queued (smaller pieces wait for more, up to a settle). */
+const CUT_STEP = 1024 * 1024;
+
 export class ChunkStream {
   private readonly seg: Segmenter;
   private readonly maxSize: number;
   private slab: Slab;
+  /** Bytes of the slab filled. */
   private used = 0;
+  /** Bytes of the slab queued for cutting (<= used). */
+  private queued = 0;
+  /** Where the open segment starts, as far as completed cuts know. */
   private chunkStart = 0;
+  private cutting: Promise<void> = Promise.resolve();
+  private failure: unknown;
   private static zeros: Buffer | undefined;
 
   constructor(
@@ -33,37 +47,65 @@ export class ChunkStream {
     if (!ChunkStream.zeros || ChunkStream.zeros.length < params.maxSize) ChunkStream.zeros = Buffer.alloc(params.maxSize);
   }
 
+  /** Waits for every queued cut; afterwards the segmenter's state covers all bytes fed. */
+  async settle(): Promise<void> {
+    this.queue();
+    await this.cutting;
+    if (this.failure) throw this.failure;
+  }
+
   /** True when the bytes fed so far end exactly at a segment boundary. */
-  get atCut(): boolean {
+  async atCut(): Promise<boolean> {
+    await this.settle();
     return this.seg.pending === 0;
   }
 
-  /** Feeds bytes; `buf` is copied before feed() returns. */
-  feed(buf: Uint8Array): void {
+  /** Feeds bytes; `buf` is copied before the first await. */
+  async feed(buf: Uint8Array): Promise<void> {
     const src = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
     let at = 0;
     while (at < src.length) {
-      if (this.used === this.slab.buf.length) this.rotate();
+      // The caller's buffer stays valid across this await: write() has not resolved yet.
+      if (this.used === this.slab.buf.length) await this.rotate();
       const n = Math.min(src.length - at, this.slab.buf.length - this.used);
       src.copy(this.slab.buf, this.used, at, at + n);
-      this.scan(this.used, n);
       this.used += n;
       at += n;
+      if (this.used - this.queued >= CUT_STEP) this.queue();
     }
   }
 
-  private scan(from: number, n: number): void {
-    const cuts = this.seg.push(this.slab.buf.subarray(from, from + n));
+  /** Queues a cut of the bytes fed since the last one. */
+  private queue(): void {
+    const from = this.queued;
+    const n = this.used - from;
+    if (n === 0) return;
+    this.queued = this.used;
+    const slab = this.slab;
+    this.cutting = this.cutting.then(async () => {
+      if (this.failure) return;
+      try {
+        const cuts = await this.seg.pushAsync(slab.buf.subarray(from, from + n));
+        this.emit(slab, from, cuts);
+      } catch (err) {
+        this.failure ??= err;
+      }
+    });
+  }
+
+  private emit(slab: Slab, from: number, cuts: Uint32Array): void {
     for (let k = 0; k < cuts.length; k++) {
       const c = cuts[k];
       const end = from + (c & END_MASK);
       if ((c & ZERO_FLAG) !== 0) this.sink.item({ kind: 'zero', len: end - this.chunkStart });
-      else this.sink.item({ kind: 'data', slab: this.slab, off: this.chunkStart, len: end - this.chunkStart });
+      else this.sink.item({ kind: 'data', slab, off: this.chunkStart, len: end - this.chunkStart });
       this.chunkStart = end;
     }
   }
 
-  private rotate(): void {
+  /** Moves to a new slab, carrying the open segment's bytes over. */
+  private async rotate(): Promise<void> {
+    await this.settle();
     const old = this.slab;
     this.sink.leaving(old);
     const next = slabPool.get();
@@ -71,15 +113,16 @@ export class ChunkStream {
     old.buf.copy(next.buf, 0, this.chunkStart, this.used);
     old.unref();
     this.slab = next;
-    this.used = open;
+    this.used = this.queued = open;
     this.chunkStart = 0;
   }
 
   /** Feeds `n` zero bytes. */
-  feedZeros(n: number): void {
+  async feedZeros(n: number): Promise<void> {
     const zeros = ChunkStream.zeros!;
     while (n > 0) {
-      if (this.atCut && this.seg.zeroFast && n >= this.maxSize) {
+      await this.settle();
+      if (this.seg.pending === 0 && this.seg.zeroFast && n >= this.maxSize) {
         // From a boundary, zeros cut exactly every maxSize bytes (packParams checks this).
         const run = Math.floor(n / this.maxSize) * this.maxSize;
         this.sink.item({ kind: 'zero', len: run });
@@ -88,13 +131,14 @@ export class ChunkStream {
       }
       // Feed only up to where the open segment must end, so the next round starts at a cut.
       const take = Math.min(n, this.maxSize - this.seg.pending);
-      this.feed(zeros.subarray(0, take));
+      await this.feed(zeros.subarray(0, take));
       n -= take;
     }
   }
 
   /** Ends the stream: the open segment, if any, becomes the last one. Releases the slab. */
-  finish(): void {
+  async finish(): Promise<void> {
+    await this.settle();
     if (this.used > this.chunkStart) {
       const b = this.slab.buf;
       let zero = true;

@@ -12,6 +12,8 @@ type Callback<T> = (err: Error | null, result: T) => void;
 
 export interface NativeAddon {
   cut(gear: Uint32Array, params: Int32Array, state: Uint32Array, buf: Uint8Array, out: Uint32Array): number;
+  /** cut() on the libuv pool; state, buf and out must not be touched until cb runs. */
+  cutAsync(gear: Uint32Array, params: Int32Array, state: Uint32Array, buf: Uint8Array, out: Uint32Array, cb: Callback<number>): void;
   blake3(data: Uint8Array): Buffer;
   blake3Many(data: Uint8Array, segs: Uint32Array, out: Uint8Array): void;
   blake3Impl(): string;
@@ -36,7 +38,7 @@ export interface NativeAddon {
   decodeBatch(items: Float64Array, fps: Uint8Array, targets: Uint8Array[], status: Int32Array, cb: Callback<number>): void;
 }
 
-function load(): { cut?: NativeAddon['cut']; codec?: NativeAddon } {
+function load(): { cut?: NativeAddon['cut']; cutAsync?: NativeAddon['cutAsync']; codec?: NativeAddon } {
   if (process.env.VMVAULT_NO_NATIVE === '1') return {};
   const here = path.dirname(fileURLToPath(import.meta.url));
   // dist/src/store -> repository root
@@ -49,13 +51,15 @@ function load(): { cut?: NativeAddon['cut']; codec?: NativeAddon } {
   }
   // An addon built before the codec existed still cuts.
   const codec = typeof addon.hashBatch === 'function' && typeof addon.decodeBatch === 'function' ? (addon as NativeAddon) : undefined;
-  return { cut: addon.cut, codec: process.env.VMVAULT_NO_NATIVE_CODEC === '1' ? undefined : codec };
+  const noCodec = process.env.VMVAULT_NO_NATIVE_CODEC === '1';
+  return { cut: addon.cut, cutAsync: noCodec ? undefined : addon.cutAsync, codec: noCodec ? undefined : codec };
 }
 
 const loaded = load();
 
-/** The native cut loop, if the addon is built. */
+/** The native cut loop, if the addon is built; and its thread-pool form. */
 export const nativeCutFn = loaded.cut;
+export const nativeCutAsyncFn = loaded.cutAsync;
 
 /** The native codec (BLAKE3, LZ4, batches on the thread pool), if the addon is built. */
 export const nativeCodec = loaded.codec;

@@ -17,7 +17,7 @@
 // pieces cuts exactly as input fed whole.
 
 import { vmError } from '../errors.js';
-import { nativeCutFn } from './native.js';
+import { nativeCutAsyncFn, nativeCutFn } from './native.js';
 
 export interface ChunkerParams {
   minSize: number;
@@ -226,5 +226,19 @@ export class Segmenter {
     if (this.out.length < need) this.out = new Uint32Array(Math.max(need, 1024));
     const count = this.cut(GEAR, this.packed, this.state, buf, this.out);
     return this.out.subarray(0, count);
+  }
+
+  /**
+   * push() off the main thread (the addon's cut on the libuv pool; the TypeScript loop runs
+   * in place). Calls must not overlap, and `buf` must not change until the promise settles.
+   * The cut list is the caller's to keep.
+   */
+  pushAsync(buf: Uint8Array): Promise<Uint32Array> {
+    const cutAsync = nativeCutAsyncFn;
+    if (this.cut !== nativeCutFn || !cutAsync) return Promise.resolve(this.push(buf).slice());
+    const out = new Uint32Array(Math.ceil(buf.length / (this.params.minSize + 1)) + 2);
+    return new Promise((resolve, reject) => {
+      cutAsync(GEAR, this.packed, this.state, buf, out, (err, count) => (err ? reject(err) : resolve(out.subarray(0, count))));
+    });
   }
 }

@@ -63,7 +63,7 @@ export class TreeWriter {
     this.check();
     if (this.finished) throw vmError('CLOSED', 'this writer has finished');
     this.ingested += buf.length;
-    this.cs.feed(buf);
+    await this.cs.feed(buf);
     await this.backpressure();
   }
 
@@ -71,14 +71,14 @@ export class TreeWriter {
     this.check();
     if (this.finished) throw vmError('CLOSED', 'this writer has finished');
     this.ingested += n;
-    this.cs.feedZeros(n);
+    await this.cs.feedZeros(n);
     await this.backpressure();
   }
 
   async finish(): Promise<WriteResult> {
     this.check();
     this.finished = true;
-    this.cs.finish();
+    await this.cs.finish();
     this.flushBatch();
     await this.chain;
     this.check();
@@ -89,6 +89,7 @@ export class TreeWriter {
   /** Gives up: waits for work in flight so nothing outlives the writer. */
   async abort(): Promise<void> {
     this.finished = true;
+    await this.cs.settle().catch(() => {});
     await this.chain.catch(() => {});
   }
 
@@ -110,7 +111,7 @@ export class TreeWriter {
     let o = x;
     while (o < y) {
       const here = await old.entryAt(0, o);
-      if (this.cs.atCut && here.start === o) {
+      if (here.start === o && (await this.cs.atCut())) {
         const b = await this.reusableEnd(old, y, lastPiece);
         if (b > o) {
           const from = o;
@@ -124,10 +125,10 @@ export class TreeWriter {
       // Not in step with the old boundaries yet: re-chunk this old segment's bytes.
       const end = Math.min(here.start + here.entry.len, y);
       if (here.entry.zero) {
-        this.cs.feedZeros(end - o);
+        await this.cs.feedZeros(end - o);
       } else {
         const [bytes] = await this.ctx.reader.segments([here.entry.fp]);
-        this.cs.feed(bytes.subarray(o - here.start, end - here.start));
+        await this.cs.feed(bytes.subarray(o - here.start, end - here.start));
       }
       o = end;
       await this.backpressure();
