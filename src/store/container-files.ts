@@ -60,7 +60,8 @@ export class ContainerFiles {
     }
     this.knownShards.add(shard);
     if (first === undefined) return [shard];
-    return [shard, path.dirname(first)];
+    // The shard's entry is in containers/, and containers/ may be new too (its entry in <data>).
+    return [...new Set([shard, path.dirname(shard), path.dirname(first)])];
   }
 
   /**
