@@ -177,6 +177,26 @@ long vv_lz4_decompress(const uint8_t *src, size_t n, uint8_t *dst, size_t cap) {
     }
     const unsigned token = *ip++;
     size_t lit = token >> 4;
+    size_t off, ml;
+    // The common short sequence (no extra length bytes) far from both ends: literals copied
+    // as 16 bytes and a match of at most 18 as 8 + 8 + 2, without length checks.
+    if (lit != 15 && iend - ip >= 32 && oend - op >= 32) {
+      memcpy(op, ip, 16);
+      op += lit;
+      ip += lit;
+      off = (size_t)ip[0] | ((size_t)ip[1] << 8);
+      ip += 2;
+      ml = token & 15;
+      if (ml != 15 && off >= 8 && off <= (size_t)(op - dst)) {
+        const uint8_t *m = op - off;
+        memcpy(op, m, 8);
+        memcpy(op + 8, m + 8, 8);
+        memcpy(op + 16, m + 16, 2);
+        op += ml + MINMATCH;
+        continue;
+      }
+      goto match;
+    }
     if (lit == 15) {
       unsigned b;
       do {
@@ -195,10 +215,11 @@ long vv_lz4_decompress(const uint8_t *src, size_t n, uint8_t *dst, size_t cap) {
     op += lit;
     if (ip == iend) break;  // the last sequence has literals only
     if (iend - ip < 2) return -1;
-    const size_t off = (size_t)ip[0] | ((size_t)ip[1] << 8);
+    off = (size_t)ip[0] | ((size_t)ip[1] << 8);
     ip += 2;
+    ml = token & 15;
+  match:
     if (off == 0 || off > (size_t)(op - dst)) return -1;
-    size_t ml = token & 15;
     if (ml == 15) {
       unsigned b;
       do {

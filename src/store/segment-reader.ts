@@ -249,7 +249,8 @@ export class SegmentReader {
       items[o + 4] = d.loc.codec;
       items[o + 5] = d.target;
       items[o + 6] = d.at;
-      pieces[first[d.j]].fp.copy(fps, k * 32);
+      const fp = pieces[first[d.j]].fp;
+      for (let b = 0; b < 32; b++) fps[k * 32 + b] = fp[b];
     }
     const failures = await this.core.codec.decode(items, fps, targets);
     if (failures.length > 0) {

@@ -14,6 +14,7 @@ import { BloomFilter } from './bloom.js';
 import type { CodecEngine } from './codec-engine.js';
 import { Codec, type RecordMeta, SegmentKind } from './container-format.js';
 import { ContainerFiles } from './container-files.js';
+import { readTableBytes } from './container-table.js';
 import { ContainerWriter } from './container-writer.js';
 import { fsyncDir } from './file-io.js';
 import { FpMap } from './fp-map.js';
@@ -26,8 +27,9 @@ export const META_PREFIX = 0x6d; // 'm'
 
 export const CONTAINER_PREFIX = 0x63; // 'c'
 
-/** Index reads of lookupMany's first round. */
-const PROBE_FIRST = 8;
+/** lookupMany's probing rounds, and index reads per round. */
+const PROBE_ROUNDS = 3;
+const PROBE_MAX = 16;
 
 /** Registry entry of a sealed container: written once when it is first counted. */
 export interface ContainerRecord {
@@ -88,6 +90,8 @@ export class StoreCore {
   counters: StoreCounters;
   nextCid: number;
 
+  /** Container tables being read into the locality cache. */
+  private readonly loading = new Map<number, Promise<void>>();
   /** Records appended but not yet in the LevelDB index, findable here until they are. */
   private readonly pending = new FpMap<Pending>();
   private unindexed: Pending[] = [];
@@ -203,9 +207,10 @@ export class StoreCore {
 
   /**
    * Locates many segments: memory first, then the index, loading the record table of every
-   * container hit (locality) so neighbours resolve from memory. The index is asked in two
-   * rounds: a few misses spread over the list first, whose tables usually answer most of the
-   * rest (a stream's segments sit together in few containers), then all still missing.
+   * container hit (locality) so neighbours resolve from memory. A stream's segments sit
+   * together in few containers, so the index is first asked only for the start of each run
+   * of misses, a few rounds, each round's tables answering most of the rest; whatever is
+   * still missing then goes to the index in one batch.
    */
   async lookupMany(fps: Uint8Array[]): Promise<Array<Location | undefined>> {
     const out: Array<Location | undefined> = new Array(fps.length);
@@ -214,11 +219,12 @@ export class StoreCore {
       out[i] = this.lookupMem(fps[i]);
       if (!out[i]) miss.push(i);
     }
-    if (miss.length > PROBE_FIRST * 2) {
-      const step = miss.length / PROBE_FIRST;
-      const probe: number[] = [];
-      for (let k = 0; k < PROBE_FIRST; k++) probe.push(miss[Math.floor(k * step)]);
-      await this.lookupIndex(fps, probe, out);
+    for (let round = 0; round < PROBE_ROUNDS && miss.length > PROBE_MAX; round++) {
+      const starts: number[] = [];
+      for (let k = 0; k < miss.length && starts.length < PROBE_MAX; k++) {
+        if (k === 0 || miss[k - 1] !== miss[k] - 1) starts.push(miss[k]);
+      }
+      await this.lookupIndex(fps, starts, out);
       miss = miss.filter((i) => !out[i] && !(out[i] = this.lookupMem(fps[i])));
     }
     if (miss.length > 0) await this.lookupIndex(fps, miss, out);
@@ -237,13 +243,19 @@ export class StoreCore {
     await Promise.all([...load].map((cid) => this.loadTable(cid)));
   }
 
-  private async loadTable(cid: number): Promise<void> {
-    try {
-      const table = await this.files.readTable(cid);
-      this.cache.insert(cid, table);
-    } catch {
-      // The index answer stands; a damaged table only costs locality (verify reports it).
+  private loadTable(cid: number): Promise<void> {
+    let p = this.loading.get(cid);
+    if (!p) {
+      p = readTableBytes(this.files, cid).then(
+        (table) => this.cache.insert(cid, table),
+        () => {
+          // The index answer stands; a damaged table only costs locality (verify reports it).
+        },
+      );
+      this.loading.set(cid, p);
+      void p.then(() => this.loading.delete(cid));
     }
+    return p;
   }
 
   // ---- summary filter ------------------------------------------------------------------
