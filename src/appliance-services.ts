@@ -15,6 +15,7 @@ import type {
   VerifyResult,
   VerifyTarget,
 } from './control/services.js';
+import { runGc, runVerify } from './namespace/maintenance.js';
 import type { Namespace } from './namespace/namespace.js';
 
 export const VERSION = '0.1.0';
@@ -44,7 +45,7 @@ export class ApplianceServices implements ControlServices {
       totalRatio: ratio(logical, st.storedBytes),
       segments: st.segments,
       containers: st.containers,
-      reclaimableBytes: null,
+      reclaimableBytes: s.lastGc ? s.lastGc.reclaimableBytes : null,
       shares: s.shares,
       snapshots: s.snapshots,
     };
@@ -90,18 +91,24 @@ export class ApplianceServices implements ControlServices {
     return this.ns.snapshots.fastcopy(share, from, to);
   }
 
-  async gc(_ctx: JobContext): Promise<GcResult> {
-    throw vmError('NOT_SUPPORTED', 'garbage collection is not available yet');
-  }
-
-  async verify(ctx: JobContext, target?: VerifyTarget): Promise<VerifyResult> {
-    if (target?.share) throw vmError('NOT_SUPPORTED', 'verifying one share is not available yet');
-    const r = await this.ns.store.verify({
-      full: target?.full ?? false,
+  async gc(ctx: JobContext): Promise<GcResult> {
+    const r = await runGc(this.ns, {
       signal: ctx.signal,
       onProgress: (p) => ctx.progress(p.done, p.total, p.unit),
     });
-    return { target: 'store', containers: r.containers, segmentsChecked: r.segmentsChecked, bytesRead: r.bytesRead, problems: r.problems };
+    ctx.log(`marked ${r.rootsMarked} file versions (${r.nodesVisited} tree nodes, ${(r.markBytesPerSegment).toFixed(2)} bytes per stored segment)`);
+    return {
+      reclaimedBytes: r.reclaimedBytes,
+      containersRemoved: r.containersRemoved,
+      containersRewritten: r.containersRewritten,
+      liveSegments: r.liveSegments,
+      deadSegments: r.deadSegments,
+    };
+  }
+
+  async verify(ctx: JobContext, target?: VerifyTarget): Promise<VerifyResult> {
+    const r = await runVerify(this.ns, target ?? {}, (p) => ctx.progress(p.done, p.total, p.unit), ctx.signal);
+    return { target: r.target, containers: r.containers, segmentsChecked: r.segmentsChecked, bytesRead: r.bytesRead, problems: r.problems };
   }
 
   async rebuildIndex(ctx: JobContext): Promise<IndexRebuildResult> {

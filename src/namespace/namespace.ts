@@ -6,8 +6,10 @@
 // FILE_COMMIT_BYTES, or once its oldest change is COMMIT_AGE_MS old, and writers wait while
 // all files together hold more than DIRTY_LIMIT_BYTES.
 
+import { unpack } from 'msgpackr';
 import fs from 'node:fs/promises';
 import { vmError } from '../errors.js';
+import { metaKey } from '../store/store-core.js';
 import type { SegmentStore, StoreStats } from '../store/store.js';
 import { NsContext } from './context.js';
 import { INODE } from './keys.js';
@@ -40,6 +42,8 @@ export interface NamespaceStats {
   snapshots: number;
   files: number;
   store: StoreStats;
+  /** What the last garbage collection (or dry run) found, if any ran. */
+  lastGc: { at: number; reclaimableBytes: number; reclaimedBytes: number; dryRun: boolean } | undefined;
 }
 
 export class Namespace {
@@ -154,7 +158,11 @@ export class Namespace {
    * at least once.
    */
   async *gcRoots(): AsyncGenerator<import('../store/version.js').FileVersion> {
-    const open = [...this.ctx.openFiles.values()].flatMap((f) => f.versions());
+    const open: Array<import('../store/version.js').FileVersion> = [];
+    for (const f of this.ctx.openFiles.values()) {
+      // A closed file whose inode is gone (unlinked) holds nothing anyone can read.
+      if (f.handles > 0 || (await this.ctx.meta.getInode(f.vol, f.ino))) open.push(...f.versions());
+    }
     for (const v of open) yield v;
     const db = this.store.db;
     const snap = db.snapshot();
@@ -185,7 +193,9 @@ export class Namespace {
         snapBytes += (await this.ctx.volume(p.vol)).bytes;
       }
     }
-    return { logicalBytes: logical, snapshotBytes: snapBytes, shares: names.length, snapshots: snaps, files, store: await this.store.stats() };
+    const gc = await this.store.db.get(metaKey('gc'));
+    const lastGc = gc ? (unpack(gc) as NamespaceStats['lastGc']) : undefined;
+    return { logicalBytes: logical, snapshotBytes: snapBytes, shares: names.length, snapshots: snaps, files, store: await this.store.stats(), lastGc };
   }
 
   /** Capacity of the data disk, for statfs. */

@@ -45,7 +45,7 @@ export class IngestEngine {
     let doubt: number[] | undefined;
     for (let i = 0; i < n; i++) {
       const cid = core.memCid(fps, i * 32);
-      if (cid >= 0) {
+      if (cid >= 0 && core.dedupHit(fps, i * 32, cid)) {
         known[i] = 1;
         if (writers.has(cid)) deps.add(cid);
       } else if (core.bloom.mayContain(fps, i * 32)) {
@@ -56,7 +56,7 @@ export class IngestEngine {
       const found = await core.lookupMany(doubt.map((i) => fps.subarray(i * 32, i * 32 + 32)));
       for (let j = 0; j < doubt.length; j++) {
         const loc = found[j];
-        if (!loc) continue;
+        if (!loc || !core.dedupHit(fps, doubt[j] * 32, loc.cid)) continue;
         known[doubt[j]] = 1;
         if (writers.has(loc.cid)) deps.add(loc.cid);
       }
@@ -75,7 +75,7 @@ export class IngestEngine {
       if (known[i]) continue;
       // An earlier segment of this batch (or another writer meanwhile) may have stored it.
       const cid = core.memCid(fps, i * 32);
-      if (cid >= 0) {
+      if (cid >= 0 && core.dedupHit(fps, i * 32, cid)) {
         if (writers.has(cid)) deps.add(cid);
         continue;
       }
@@ -105,7 +105,7 @@ export class IngestEngine {
       const v = core.db.getSync(indexKey(fp));
       if (v) loc = decodeLocation(v);
     }
-    if (loc) {
+    if (loc && core.dedupHit(fp, 0, loc.cid)) {
       if (core.writers.has(loc.cid)) deps.add(loc.cid);
       return fp;
     }

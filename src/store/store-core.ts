@@ -182,6 +182,24 @@ export class StoreCore {
     this.ingestDelta.zero += zeroBytes;
   }
 
+  // ---- garbage collection hooks -----------------------------------------------------------
+
+  /** Set while garbage collection runs: every dedup hit marks its segment live (gc.ts). */
+  gcLive: BloomFilter | undefined;
+  /** Containers being swept: dedup must not take a new reference to their records. */
+  readonly fenced = new Set<number>();
+
+  /**
+   * Whether a write may reference an existing segment found in container `cid` instead of
+   * storing it again: not if the container is being swept; and a running GC learns that the
+   * segment is live.
+   */
+  dedupHit(fp: Uint8Array, off: number, cid: number): boolean {
+    if (this.fenced.has(cid)) return false;
+    this.gcLive?.add(fp, off);
+    return true;
+  }
+
   // ---- lookup --------------------------------------------------------------------------
 
   /** Where a segment is, from memory only (pending records, locality cache). */

@@ -1,0 +1,248 @@
+// Garbage collection: mark every segment reachable from the live roots, then sweep sealed
+// containers: delete those with nothing live, copy the live records of mostly-dead ones
+// forward and delete them, drop dead index entries.
+//
+// Safe while ingest and reads go on:
+// - Containers created after GC started are never swept (their segments are live by rule).
+// - While GC runs, every dedup hit also marks its segment live ("resurrection"), so a new
+//   reference to a segment the mark found dead keeps it.
+// - Before a container's live set is computed it is fenced: dedup lookups stop finding
+//   records in it (new writes store a fresh copy), so no new reference to it can appear
+//   between computing its live set and deleting it. Reads still find it; a read that lost
+//   the race with the unlink retries its lookup and finds the copied record.
+// - Crash-safe: a container is copied forward and the copies indexed (fsync first) before
+//   one batch drops its dead index entries and its registry entry, and the file goes last.
+//   A crash anywhere leaves only unreferenced bytes; the next run finishes the work.
+//
+// Memory for the mark is bounded: a Bloom filter of live fingerprints (~1.25 bytes per
+// stored segment, 1% false positives, which only keep a little garbage) and an exact set of
+// visited tree nodes (about 1 in 80 segments is a node).
+
+import { pack, unpack } from 'msgpackr';
+import fsp from 'node:fs/promises';
+import { vmError } from '../errors.js';
+import { BloomFilter } from './bloom.js';
+import { RECORD_HEADER_BYTES, type RecordMeta, SegmentKind } from './container-format.js';
+import { isZeroFp } from './fingerprint.js';
+import { FpMap } from './fp-map.js';
+import { readAt } from './file-io.js';
+import { decodeLocation, type DbOp, indexKey } from './segment-index.js';
+import type { SegmentReader } from './segment-reader.js';
+import { CONTAINER_PREFIX, type ContainerRecord, containerKey, metaKey, type StoreCore } from './store-core.js';
+import { childFp } from './tree-node.js';
+import type { Progress } from './verify.js';
+import type { FileVersion } from './version.js';
+
+export interface GcOptions {
+  /** Every live file version. Called once, after GC has started tracking new references. */
+  roots: () => AsyncIterable<FileVersion>;
+  /** Rewrite containers whose live bytes are below this fraction (0..1). Default 0.5. */
+  copyForwardBelow?: number;
+  /** Only mark and measure; sweep nothing. */
+  dryRun?: boolean;
+  onProgress?: (p: Progress & { phase: 'mark' | 'sweep' }) => void;
+  signal?: AbortSignal;
+}
+
+export interface GcReport {
+  /** Bytes of container files removed (or shrunk by rewriting). */
+  reclaimedBytes: number;
+  /** Bytes that a sweep would free (dry run), or that stay behind in kept containers. */
+  reclaimableBytes: number;
+  containersRemoved: number;
+  containersRewritten: number;
+  liveSegments: number;
+  deadSegments: number;
+  rootsMarked: number;
+  nodesVisited: number;
+  /** Resident bytes the mark used (filter and visited-node set), and per stored segment. */
+  markBytes: number;
+  markBytesPerSegment: number;
+  durationMs: number;
+}
+
+interface Candidate {
+  cid: number;
+  size: number;
+}
+
+export async function collectGarbage(core: StoreCore, reader: SegmentReader, opts: GcOptions): Promise<GcReport> {
+  const t0 = Date.now();
+  const threshold = opts.copyForwardBelow ?? 0.5;
+  if (!(threshold >= 0 && threshold <= 1)) throw vmError('INVALID_ARGUMENT', `copy-forward threshold ${threshold} is not between 0 and 1`);
+  // Everything sealed and registered before this point may be swept; later containers not.
+  await core.sealOpen();
+  await core.checkpoint([], { sync: true });
+  const candidates: Candidate[] = [];
+  for await (const [k, v] of core.db.iterator({ gte: Buffer.from([CONTAINER_PREFIX]), lt: Buffer.from([CONTAINER_PREFIX + 1]) })) {
+    candidates.push({ cid: k.readUInt32BE(1), size: (unpack(v) as ContainerRecord).size });
+  }
+  const live = BloomFilter.forCapacity(Math.max(1 << 16, core.counters.segments + (core.counters.segments >> 2)));
+  core.gcLive = live;
+  const visited = new FpMap<true>();
+  const report: GcReport = {
+    reclaimedBytes: 0,
+    reclaimableBytes: 0,
+    containersRemoved: 0,
+    containersRewritten: 0,
+    liveSegments: 0,
+    deadSegments: 0,
+    rootsMarked: 0,
+    nodesVisited: 0,
+    markBytes: 0,
+    markBytesPerSegment: 0,
+    durationMs: 0,
+  };
+  try {
+    // ---- mark ---------------------------------------------------------------------------
+    const walk = async (fp: Buffer, height: number): Promise<void> => {
+      if (height === 0) {
+        if (!isZeroFp(fp)) live.add(fp);
+        return;
+      }
+      if (visited.get(fp)) return;
+      visited.set(Buffer.from(fp), true);
+      live.add(fp);
+      report.nodesVisited++;
+      const node = await reader.node(fp);
+      for (let i = 0; i < node.count; i++) {
+        const c = childFp(node, i);
+        if (node.level === 1) {
+          if (!isZeroFp(c)) live.add(c);
+        } else {
+          await walk(c, node.level - 1);
+        }
+      }
+      if ((report.nodesVisited & 1023) === 0) opts.signal?.throwIfAborted();
+    };
+    for await (const v of opts.roots()) {
+      opts.signal?.throwIfAborted();
+      await walk(v.root, v.height);
+      report.rootsMarked++;
+      opts.onProgress?.({ phase: 'mark', done: report.rootsMarked, total: 0, unit: 'items' });
+    }
+    // FpMap holds ~110 bytes per visited node in V8; the filter its bit array.
+    report.markBytes = live.bytes + visited.size * 110;
+    report.markBytesPerSegment = core.counters.segments > 0 ? report.markBytes / core.counters.segments : 0;
+
+    // ---- sweep --------------------------------------------------------------------------
+    let done = 0;
+    for (const c of candidates) {
+      opts.signal?.throwIfAborted();
+      await sweepOne(core, c, live, threshold, opts.dryRun ?? false, report);
+      opts.onProgress?.({ phase: 'sweep', done: ++done, total: candidates.length, unit: 'items' });
+    }
+    if (!opts.dryRun) await removeUnregistered(core, candidates, report);
+  } finally {
+    core.gcLive = undefined;
+    core.fenced.clear();
+  }
+  report.durationMs = Date.now() - t0;
+  await core.db.put(metaKey('gc'), pack({ at: Date.now(), reclaimableBytes: report.reclaimableBytes, reclaimedBytes: report.reclaimedBytes, dryRun: opts.dryRun ?? false }));
+  return report;
+}
+
+async function sweepOne(core: StoreCore, c: Candidate, live: BloomFilter, threshold: number, dryRun: boolean, report: GcReport): Promise<void> {
+  const { cid } = c;
+  core.fenced.add(cid);
+  try {
+    let table: RecordMeta[];
+    try {
+      table = await core.files.readTable(cid);
+    } catch {
+      return; // unreadable: verify reports it; GC never deletes what it cannot read
+    }
+    const liveRecs: RecordMeta[] = [];
+    let deadBytes = 0;
+    let liveBytes = 0;
+    for (const r of table) {
+      const bytes = RECORD_HEADER_BYTES + r.storedLen;
+      if (live.mayContain(r.fp)) {
+        liveRecs.push(r);
+        liveBytes += bytes;
+      } else {
+        deadBytes += bytes;
+      }
+    }
+    report.liveSegments += liveRecs.length;
+    report.deadSegments += table.length - liveRecs.length;
+    if (deadBytes === 0) return;
+    const rewrite = liveRecs.length === 0 || liveBytes < threshold * (liveBytes + deadBytes);
+    if (dryRun || !rewrite) {
+      report.reclaimableBytes += deadBytes;
+      return;
+    }
+    // Copy the live records forward: the payload as stored, no re-compression.
+    if (liveRecs.length > 0) {
+      const fd = await core.files.acquire(cid);
+      try {
+        for (const r of liveRecs) {
+          const payload = Buffer.allocUnsafe(r.storedLen);
+          await readAt(fd, payload, r.offset + RECORD_HEADER_BYTES, core.files.pathOf(cid));
+          core.append(r.kind, Buffer.from(r.fp), r.rawLen, r.codec, payload);
+        }
+      } finally {
+        core.files.release(cid);
+      }
+      // The copies become durable and indexed (the index entries now point at them).
+      await core.checkpoint([], { sync: true });
+    }
+    // Drop index entries that still point into this container, the registry entry and the
+    // file. Entries that point elsewhere (a newer copy) stay.
+    const ops: DbOp[] = [];
+    const current = await core.db.getMany(table.map((r) => indexKey(r.fp)));
+    const counters = core.counters;
+    table.forEach((r, i) => {
+      const v = current[i];
+      if (!v) return;
+      const loc = decodeLocation(v);
+      if (loc.cid !== cid || loc.offset !== r.offset) return;
+      ops.push({ type: 'del', key: indexKey(r.fp) });
+      counters.segments--;
+      if (r.kind === SegmentKind.Node) counters.nodeSegments--;
+      counters.rawBytes -= r.rawLen;
+      counters.payloadBytes -= r.storedLen;
+    });
+    ops.push({ type: 'del', key: containerKey(cid) });
+    counters.containers--;
+    counters.containerBytes -= c.size;
+    // Through the checkpoint, which writes the counters under its lock with everything else.
+    await core.checkpoint(ops, { sync: true });
+    core.cache.drop(cid);
+    core.files.forget(cid);
+    await fsp.rm(core.files.pathOf(cid), { force: true });
+    report.reclaimedBytes += c.size;
+    if (liveRecs.length === 0) report.containersRemoved++;
+    else report.containersRewritten++;
+  } finally {
+    core.fenced.delete(cid);
+  }
+}
+
+/**
+ * Container files a crash left behind after their registry entry was dropped: removed once
+ * no index entry points into them. Only ids below the GC's start, and never one being written.
+ */
+async function removeUnregistered(core: StoreCore, candidates: Candidate[], report: GcReport): Promise<void> {
+  const registered = new Set(candidates.map((c) => c.cid));
+  const maxId = candidates.reduce((m, c) => Math.max(m, c.cid), 0);
+  for (const id of await core.files.listIds()) {
+    if (id > maxId || registered.has(id) || core.writers.has(id)) continue;
+    if ((await core.db.get(containerKey(id))) !== undefined) continue;
+    let table: RecordMeta[];
+    try {
+      table = await core.files.readTable(id);
+    } catch {
+      continue;
+    }
+    const vals = await core.db.getMany(table.map((r) => indexKey(r.fp)));
+    const referenced = vals.some((v) => v && decodeLocation(v).cid === id);
+    if (referenced) continue;
+    const st = await fsp.stat(core.files.pathOf(id)).catch(() => undefined);
+    core.files.forget(id);
+    await fsp.rm(core.files.pathOf(id), { force: true });
+    report.reclaimedBytes += st?.size ?? 0;
+    report.containersRemoved++;
+  }
+}
+
