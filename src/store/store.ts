@@ -23,6 +23,7 @@ import { recoverContainers, type RepairReport } from './recovery.js';
 import { rebuildIndex, type RebuildReport } from './rebuild.js';
 import { type Progress, verifyContainers, verifyTrees, type VerifyOptions, type VerifyReport } from './verify.js';
 import { type Db, writeBatch } from './segment-index.js';
+import { ReadAhead } from './read-ahead.js';
 import { SegmentReader } from './segment-reader.js';
 import type { ChunkerParams } from './segmenter.js';
 import { segmenterImpl } from './segmenter.js';
@@ -71,6 +72,7 @@ export class SegmentStore {
   private readonly core: StoreCore;
   private readonly engine: IngestEngine;
   readonly reader: SegmentReader;
+  private readonly readAhead = new ReadAhead();
   private closed = false;
 
   private constructor(dir: string, config: StoreConfig, core: StoreCore, recovery: RepairReport | undefined) {
@@ -217,7 +219,8 @@ export class SegmentStore {
 
   async read(version: FileVersion, offset: number, length: number): Promise<Buffer> {
     this.ensureOpen();
-    return this.view(version).read(offset, length);
+    const view = this.view(version);
+    return this.readAhead.read(view, offset, length) ?? view.read(offset, length);
   }
 
   /**

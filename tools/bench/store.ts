@@ -162,50 +162,86 @@ export async function benchStore(opts: { quick: boolean; emit: (f: Figure) => vo
     emit({ figure: `segmenter.${impl}`, value: v, unit: 'MB/s', vs_blake3: rel(v) });
   }
 
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vmvault-bench-store-'));
+  // Each store figure is the best of `runs` (the machine is shared; the best run is the one
+  // least disturbed). CPU seconds of the whole process are noted beside the best run.
+  const best = async (what: string, bytes: number, once: () => Promise<void>): Promise<number> => {
+    let top = 0;
+    for (let r = 0; r < runs; r++) {
+      const c0 = process.cpuUsage();
+      const t0 = now();
+      await once();
+      const s = now() - t0;
+      const c = process.cpuUsage(c0);
+      const v = mbps(bytes, s);
+      note(`${what} run ${r + 1}: ${v} MB/s, ${s.toFixed(2)} s, CPU ${((c.user + c.system) / 1e6).toFixed(2)} s (load ${os.loadavg()[0].toFixed(1)})`);
+      top = Math.max(top, v);
+    }
+    return top;
+  };
+  const dirs: string[] = [];
+  const fresh = (): string => {
+    const d = fs.mkdtempSync(path.join(os.tmpdir(), 'vmvault-bench-store-'));
+    dirs.push(d);
+    return d;
+  };
   try {
-    let store = await SegmentStore.open(dir);
-    let t0 = now();
-    const v1 = await ingestFile(store, file);
-    const tUnique = now() - t0;
-    const st = await store.stats();
-    note(`unique ingest: ${st.segments} segments, dedup ${st.dedupRatio.toFixed(3)}, lz4 ${st.compressionRatio.toFixed(2)}, segmenter ${st.segmenter}`);
-    emit({ figure: 'store.ingest.unique', value: mbps(size, tUnique), unit: 'MB/s', vs_blake3: rel(mbps(size, tUnique)) });
-    await store.close();
+    let dir = '';
+    let v1: FileVersion | undefined;
+    const unique = await best('unique ingest', size, async () => {
+      if (dir) fs.rmSync(dir, { recursive: true, force: true });
+      dir = fresh();
+      const store = await SegmentStore.open(dir);
+      v1 = await ingestFile(store, file);
+      const st = await store.stats();
+      await store.close();
+      note(`  ${st.segments} segments, dedup ${st.dedupRatio.toFixed(3)}, lz4 ${st.compressionRatio.toFixed(2)}, segmenter ${st.segmenter}`);
+    });
+    emit({ figure: 'store.ingest.unique', value: unique, unit: 'MB/s', vs_blake3: rel(unique) });
 
-    // A second copy of the same file, in a reopened store (cold caches; warm page cache).
-    store = await SegmentStore.open(dir);
-    t0 = now();
-    const v2 = await ingestFile(store, file);
-    const tDup = now() - t0;
-    if (!v2.root.equals(v1.root)) throw new Error('the duplicate ingest made a different root');
-    emit({ figure: 'store.ingest.duplicate', value: mbps(size, tDup), unit: 'MB/s', vs_blake3: rel(mbps(size, tDup)) });
-    await store.close();
+    // Another copy of the same file, each time in a reopened store (cold caches, warm page cache).
+    const dup = await best('duplicate ingest', size, async () => {
+      const store = await SegmentStore.open(dir);
+      const v2 = await ingestFile(store, file);
+      await store.close();
+      if (!v2.root.equals(v1!.root)) throw new Error('the duplicate ingest made a different root');
+    });
+    emit({ figure: 'store.ingest.duplicate', value: dup, unit: 'MB/s', vs_blake3: rel(dup) });
 
-    store = await SegmentStore.open(dir);
-    t0 = now();
-    await streamAll(store, v1);
-    const tRead = now() - t0;
-    emit({ figure: 'store.read.sequential', value: mbps(size, tRead), unit: 'MB/s', vs_blake3: rel(mbps(size, tRead)) });
+    const seq = await best('sequential read', size, async () => {
+      const store = await SegmentStore.open(dir);
+      await streamAll(store, v1!);
+      await store.close();
+    });
+    emit({ figure: 'store.read.sequential', value: seq, unit: 'MB/s', vs_blake3: rel(seq) });
+
+    // FUSE-style: read() calls of 128 KiB at increasing offsets, one at a time.
+    const fuse = await best('sequential 128 KiB reads', size, async () => {
+      const store = await SegmentStore.open(dir);
+      for (let off = 0; off < v1!.size; off += 128 * 1024) await store.read(v1!, off, 128 * 1024);
+      await store.close();
+    });
+    emit({ figure: 'store.read.sequential128k', value: fuse, unit: 'MB/s', vs_blake3: rel(fuse) });
+
+    const store = await SegmentStore.open(dir);
     // Spot checks against the input (the store verified every segment against its fingerprint).
     const fd = fs.openSync(file, 'r');
     for (let k = 0; k < 8; k++) {
       const off = Math.floor((size / 8) * k + 12345);
       const want = Buffer.alloc(100000);
       fs.readSync(fd, want, 0, want.length, off);
-      if (!(await store.read(v1, off, want.length)).equals(want)) throw new Error(`read at ${off} differs from the input`);
+      if (!(await store.read(v1!, off, want.length)).equals(want)) throw new Error(`read at ${off} differs from the input`);
     }
     fs.closeSync(fd);
     await store.close();
 
-    store = await SegmentStore.open(dir);
-    const qd1 = await randomReads(store, v1, 1, quick ? 2 : 5, 1);
+    const rnd = await SegmentStore.open(dir);
+    const qd1 = await randomReads(rnd, v1!, 1, quick ? 2 : 5, 1);
     emit({ figure: 'store.read.random4k', value: qd1, unit: 'ops/s' });
-    const qd16 = await randomReads(store, v1, 16, quick ? 2 : 5, 2);
+    const qd16 = await randomReads(rnd, v1!, 16, quick ? 2 : 5, 2);
     emit({ figure: 'store.read.random4k.qd16', value: qd16, unit: 'ops/s' });
-    await store.close();
+    await rnd.close();
   } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
+    for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
   }
 
   for (const f of await scaleChild(quick)) emit(f);
