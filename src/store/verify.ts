@@ -126,10 +126,14 @@ function tableProblem(scan: ScanResult): { offset: number; message: string } | u
   return undefined;
 }
 
+/** Data segments read together in full mode: large reads keep both codec workers busy. */
+const VERIFY_BATCH = 2048;
+
 /**
  * Walks the trees of the given roots. Each segment is checked once however many roots share
- * it, but a damaged one is reported for every root that reaches it: a subtree remembers the
- * problems under it. `label` names a root in problems (e.g. "share vms, file web01.vmdk").
+ * it, in large batches. A damaged one is then reported for every root that reaches it (a
+ * second walk over the tree nodes, only when something was found). `label` names a root in
+ * problems (e.g. "share vms, file web01.vmdk").
  */
 export async function verifyTrees(
   core: StoreCore,
@@ -138,84 +142,105 @@ export async function verifyTrees(
   opts: VerifyOptions & { totalBytes?: number },
 ): Promise<VerifyReport> {
   const report: VerifyReport = { containers: 0, records: 0, bytesRead: 0, segmentsChecked: 0, problems: [] };
-  /** Per checked segment: the problems found at or under it (empty: clean). */
-  const nodeResult = new FpMap<Problem[]>();
-  const dataResult = new FpMap<Problem[]>();
-  let done = 0;
-  const asProblem = (fp: Buffer, err: unknown): Problem => {
+  const seenNodes = new FpMap<true>();
+  const seenData = new FpMap<true>();
+  /** Damaged or missing segments, with what is wrong. */
+  const bad = new FpMap<Problem>();
+  const asProblem = (fp: Uint8Array, err: unknown): Problem => {
     const e = err as Error;
     const kind = isVmvaultError(err, 'MISSING_SEGMENT') ? 'missing-segment' : 'corrupt-segment';
     const d = (isVmvaultError(err) ? err.details : undefined) ?? {};
     return { kind, fingerprint: fpHex(fp), container: d.container as number | undefined, offset: d.offset as number | undefined, message: e.message };
   };
-  const report1 = (ps: Problem[], label: string): void => {
-    for (const p of ps) report.problems.push({ ...p, root: label, message: `${label}: ${p.message}` });
-  };
-  /** Checks data segments not seen before; returns the problems of all of `fps`. */
-  const checkData = async (fps: Buffer[]): Promise<Problem[]> => {
-    const todo = fps.filter((fp) => !dataResult.get(fp));
-    for (const fp of todo) dataResult.set(fp, []);
-    if (todo.length > 0) {
-      report.segmentsChecked += todo.length;
-      if (!opts.full) {
-        const locs = await core.lookupMany(todo);
-        locs.forEach((l, i) => {
-          if (!l) dataResult.set(todo[i], [asProblem(todo[i], vmError('MISSING_SEGMENT', `segment ${fpHex(todo[i]).slice(0, 16)} is referenced but not in the store`))]);
-        });
-      } else {
+  // Quick mode: a reference is good if the index knows it and its container file exists.
+  const present = opts.full ? undefined : new Set(await core.files.listIds());
+  let batch: Buffer[] = [];
+  const flush = async (): Promise<void> => {
+    const todo = batch;
+    batch = [];
+    if (todo.length === 0) return;
+    report.segmentsChecked += todo.length;
+    if (!opts.full) {
+      const locs = await core.lookupMany(todo);
+      locs.forEach((l, i) => {
+        if (!l) bad.set(todo[i], asProblem(todo[i], vmError('MISSING_SEGMENT', `segment ${fpHex(todo[i]).slice(0, 16)} is referenced but not in the store`)));
+        else if (!present!.has(l.cid) && !core.writers.has(l.cid)) {
+          bad.set(
+            todo[i],
+            asProblem(todo[i], vmError('MISSING_SEGMENT', `segment ${fpHex(todo[i]).slice(0, 16)} is in container ${l.cid.toString(16).padStart(8, '0')}, which is missing`, { container: l.cid })),
+          );
+        }
+      });
+      return;
+    }
+    try {
+      const bufs = await reader.segments(todo);
+      for (const b of bufs) report.bytesRead += b.length;
+    } catch {
+      // One bad segment fails the batch; find which, one by one.
+      for (const fp of todo) {
         try {
-          const bufs = await reader.segments(todo);
-          for (const b of bufs) report.bytesRead += b.length;
-        } catch {
-          // One bad segment fails the batch; find which, one by one.
-          for (const fp of todo) {
-            try {
-              const [b] = await reader.segments([fp]);
-              report.bytesRead += b.length;
-            } catch (err) {
-              dataResult.set(fp, [asProblem(fp, err)]);
-            }
-          }
+          const [b] = await reader.segments([fp]);
+          report.bytesRead += b.length;
+        } catch (err) {
+          bad.set(fp, asProblem(fp, err));
         }
       }
     }
-    const out: Problem[] = [];
-    for (const fp of fps) out.push(...(dataResult.get(fp) ?? []));
-    return out;
   };
-  const walk = async (fp: Buffer, height: number): Promise<Problem[]> => {
+  const data = async (fp: Buffer): Promise<void> => {
+    if (isZeroFp(fp) || seenData.get(fp)) return;
+    seenData.set(fp, true);
+    batch.push(fp);
+    if (batch.length >= VERIFY_BATCH) await flush();
+  };
+  const walk = async (fp: Buffer, height: number): Promise<void> => {
     opts.signal?.throwIfAborted();
-    if (height === 0) return isZeroFp(fp) ? [] : checkData([fp]);
-    const known = nodeResult.get(fp);
-    if (known) return known;
+    if (height === 0) return data(fp);
+    if (seenNodes.get(fp)) return;
+    seenNodes.set(Buffer.from(fp), true);
     let node;
     try {
       node = await reader.node(fp);
     } catch (err) {
-      const ps = [asProblem(fp, err)];
-      nodeResult.set(Buffer.from(fp), ps);
-      return ps;
+      bad.set(Buffer.from(fp), asProblem(fp, err));
+      return;
     }
     report.segmentsChecked++;
-    let ps: Problem[];
-    if (node.level === 1) {
-      const fps: Buffer[] = [];
-      for (let i = 0; i < node.count; i++) {
-        const c = childFp(node, i);
-        if (!isZeroFp(c)) fps.push(c);
-      }
-      ps = await checkData(fps);
-    } else {
-      ps = [];
-      for (let i = 0; i < node.count; i++) ps.push(...(await walk(childFp(node, i), node.level - 1)));
+    for (let i = 0; i < node.count; i++) {
+      const c = childFp(node, i);
+      if (node.level === 1) await data(c);
+      else await walk(c, node.level - 1);
     }
-    nodeResult.set(Buffer.from(fp), ps);
-    return ps;
   };
+  const all: Array<{ version: FileVersion; label: string }> = [];
+  let done = 0;
   for await (const r of roots) {
-    report1(await walk(r.version.root, r.version.height), r.label);
+    all.push(r);
+    await walk(r.version.root, r.version.height);
     done += r.version.size;
     opts.onProgress?.({ done, total: opts.totalBytes ?? 0, unit: 'bytes' });
+  }
+  await flush();
+  if (bad.size === 0) return report;
+  // Attribution: every root that reaches a damaged segment, walking only (cached) nodes.
+  const under = new FpMap<Problem[]>();
+  const problemsUnder = async (fp: Buffer, height: number): Promise<Problem[]> => {
+    const b = bad.get(fp);
+    if (b) return [b];
+    if (height === 0) return [];
+    const memo = under.get(fp);
+    if (memo) return memo;
+    const node = await reader.node(fp);
+    const ps: Problem[] = [];
+    for (let i = 0; i < node.count; i++) ps.push(...(await problemsUnder(childFp(node, i), node.level - 1)));
+    under.set(Buffer.from(fp), ps);
+    return ps;
+  };
+  for (const r of all) {
+    for (const p of await problemsUnder(r.version.root, r.version.height)) {
+      report.problems.push({ ...p, root: r.label, message: `${r.label}: ${p.message}` });
+    }
   }
   return report;
 }
