@@ -24,6 +24,8 @@ export interface ApplianceConfig {
   listen: string;
   /** Memory all open files may buffer before writers wait, MiB. */
   dirtyLimitMiB?: number;
+  /** Free space kept on the data disk for deletes and GC, MiB (default: 1% of the disk, 64 MiB..2 GiB). */
+  reserveMiB?: number;
 }
 
 export const DEFAULTS: ApplianceConfig = { data: './vmvault-data', mount: './vmvault-mnt', listen: '127.0.0.1:7070' };
@@ -67,7 +69,7 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
       throw vmError('INVALID_ARGUMENT', `config file ${values.config} is not valid JSON: ${(err as Error).message}`);
     }
     for (const k of Object.keys(fromFile)) {
-      if (!['data', 'mount', 'listen', 'dirtyLimitMiB'].includes(k)) throw vmError('INVALID_ARGUMENT', `config file ${values.config}: unknown key "${k}"`);
+      if (!['data', 'mount', 'listen', 'dirtyLimitMiB', 'reserveMiB'].includes(k)) throw vmError('INVALID_ARGUMENT', `config file ${values.config}: unknown key "${k}"`);
     }
   }
   const cfg: ApplianceConfig = {
@@ -75,7 +77,12 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
     mount: values.mount ?? fromFile.mount ?? DEFAULTS.mount,
     listen: values.listen ?? fromFile.listen ?? DEFAULTS.listen,
     dirtyLimitMiB: fromFile.dirtyLimitMiB,
+    reserveMiB: fromFile.reserveMiB,
   };
+  for (const k of ['dirtyLimitMiB', 'reserveMiB'] as const) {
+    const v = cfg[k];
+    if (v !== undefined && !(typeof v === 'number' && Number.isFinite(v) && v >= 0)) throw vmError('INVALID_ARGUMENT', `${k} must be a number of MiB`);
+  }
   for (const k of ['data', 'mount', 'listen'] as const) {
     if (typeof cfg[k] !== 'string' || cfg[k].length === 0) throw vmError('INVALID_ARGUMENT', `${k} must be a non-empty string`);
   }
@@ -101,7 +108,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     throw vmError('INVALID_ARGUMENT', `the mount point ${mount} must not be inside the data directory ${data}`);
   }
   log(`vmvault ${VERSION}: opening the store in ${data}`);
-  const store = await SegmentStore.open(data);
+  const store = await SegmentStore.open(data, { reserveBytes: cfg.reserveMiB === undefined ? undefined : cfg.reserveMiB * 1024 * 1024 });
   if (store.recovery) {
     const r = store.recovery;
     log(`recovered from an unclean shutdown: ${r.containersScanned} container(s) checked, ${r.containersRepaired} repaired, ${r.recordsRecovered} record(s) re-indexed, ${r.bytesCut} torn byte(s) cut`);

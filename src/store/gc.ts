@@ -179,7 +179,7 @@ async function sweepOne(core: StoreCore, c: Candidate, live: BloomFilter, thresh
         for (const r of liveRecs) {
           const payload = Buffer.allocUnsafe(r.storedLen);
           await readAt(fd, payload, r.offset + RECORD_HEADER_BYTES, core.files.pathOf(cid));
-          core.append(r.kind, Buffer.from(r.fp), r.rawLen, r.codec, payload);
+          core.append(r.kind, Buffer.from(r.fp), r.rawLen, r.codec, payload, true);
         }
       } finally {
         core.files.release(cid);

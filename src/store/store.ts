@@ -40,6 +40,11 @@ export interface OpenOptions {
   workers?: number;
   /** Refuse to create a store that does not exist yet. */
   mustExist?: boolean;
+  /**
+   * Free space on the data disk below which new data is refused (NO_SPACE), so deletes and
+   * GC can still run. Default: 1% of the disk, at least 64 MiB, at most 2 GiB (space-guard.ts).
+   */
+  reserveBytes?: number;
 }
 
 export interface StoreStats {
@@ -112,7 +117,7 @@ export class SegmentStore {
       let bloom = clean ? await loadBloom(dir) : undefined;
       await removeBloom(dir);
       const codec = createCodecEngine(opts.workers);
-      const core = new StoreCore({ dir, db, chunker: config.chunker, bloom: bloom ?? BloomFilter.forCapacity(1 << 20), counters, nextCid: ckpt.nextCid, codec });
+      const core = new StoreCore({ dir, db, chunker: config.chunker, bloom: bloom ?? BloomFilter.forCapacity(1 << 20), counters, nextCid: ckpt.nextCid, codec, reserveBytes: opts.reserveBytes });
       let report: RepairReport | undefined;
       if (!clean) {
         const r = await recoverContainers(db, core.index, core.files, ckpt, counters);

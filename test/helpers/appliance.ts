@@ -28,8 +28,8 @@ interface Teardown {
   teardown(fn: () => unknown): void;
 }
 
-export async function startAppliance(t: Teardown, dir: string, extraArgs: string[] = []): Promise<Appliance> {
-  const data = path.join(dir, 'data');
+export async function startAppliance(t: Teardown, dir: string, extraArgs: string[] = [], opts: { data?: string } = {}): Promise<Appliance> {
+  const data = opts.data ?? path.join(dir, 'data');
   const mount = path.join(dir, 'mnt');
   const env = { ...process.env };
   delete env.NODE_OPTIONS;
