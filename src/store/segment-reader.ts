@@ -7,7 +7,7 @@
 // ones kept in the data cache, because the next small read (a FUSE read, a 4 KiB random read)
 // is the one that wants the rest of them.
 
-import { vmError } from '../errors.js';
+import { isVmvaultError, vmError } from '../errors.js';
 import { containerName, corrupt, decodePayload } from './codec.js';
 import { DECODE_ITEM } from './codec-engine.js';
 import { RECORD_HEADER_BYTES, SegmentKind } from './container-format.js';
@@ -151,6 +151,20 @@ export class SegmentReader {
    * decoded into scratch. Returns each piece's whole segment. `cache` keeps the scratch ones.
    */
   private async decode(out: Buffer | undefined, pieces: ReadPiece[], cache: boolean): Promise<Buffer[]> {
+    try {
+      return await this.decodeOnce(out, pieces, cache);
+    } catch (err) {
+      // Garbage collection may have copied a segment forward and removed its container between
+      // our lookup and our read: forget what we knew of that container and look up once more.
+      const cid = isVmvaultError(err, 'MISSING_SEGMENT') ? (err.details?.container as number | undefined) : undefined;
+      if (cid === undefined) throw err;
+      this.core.cache.drop(cid);
+      this.core.files.forget(cid);
+      return this.decodeOnce(out, pieces, cache);
+    }
+  }
+
+  private async decodeOnce(out: Buffer | undefined, pieces: ReadPiece[], cache: boolean): Promise<Buffer[]> {
     // The same segment may appear many times in one read (a repeated block); fetch it once.
     const uniq = new FpMap<number>();
     const first: number[] = [];
