@@ -6,6 +6,9 @@
 #include <node_api.h>
 #include <stdio.h>
 #include <stdlib.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include "cut.h"
 
@@ -163,6 +166,59 @@ static napi_value cut_async(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// mallocStats(): { arena, inUse, mmapped } in bytes (glibc; zeros elsewhere): how much of the
+// process's native memory malloc holds, for the memory figures of the benches.
+static napi_value malloc_stats_js(napi_env env, napi_callback_info info) {
+  (void)info;
+  double arena = 0, in_use = 0, mmapped = 0;
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+  struct mallinfo2 mi = mallinfo2();
+  arena = (double)mi.arena;
+  in_use = (double)mi.uordblks + (double)mi.hblkhd;
+  mmapped = (double)mi.hblkhd;
+#endif
+  napi_value o, v;
+  if (napi_create_object(env, &o) != napi_ok) return NULL;
+  napi_create_double(env, arena, &v);
+  napi_set_named_property(env, o, "arena", v);
+  napi_create_double(env, in_use, &v);
+  napi_set_named_property(env, o, "inUse", v);
+  napi_create_double(env, mmapped, &v);
+  napi_set_named_property(env, o, "mmapped", v);
+  return o;
+}
+
+// mallocTrim(): gives free pages inside malloc's heaps back to the system (glibc
+// malloc_trim). Freed medium blocks otherwise stay resident between live ones.
+static napi_value malloc_trim_js(napi_env env, napi_callback_info info) {
+  (void)info;
+  int freed = 0;
+#if defined(__GLIBC__)
+  freed = malloc_trim(0);
+#endif
+  napi_value r;
+  napi_get_boolean(env, freed != 0, &r);
+  return r;
+}
+
+// mallocTune(mmapThreshold): fixes glibc's mmap threshold. glibc otherwise raises it to the
+// largest block freed so far (the store's 4-8 MiB buffers), after which blocks up to that
+// size come from the heap and, freed, leave it fragmented and resident.
+static napi_value malloc_tune_js(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  uint32_t threshold = 128 * 1024;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc > 0 && napi_get_value_uint32(env, argv[0], &threshold) != napi_ok) return fail_type(env, "mmapThreshold must be a number");
+  int ok = 0;
+#if defined(__GLIBC__)
+  ok = mallopt(M_MMAP_THRESHOLD, (int)threshold);
+#endif
+  napi_value r;
+  napi_get_boolean(env, ok != 0, &r);
+  return r;
+}
+
 napi_value vv_register_codec(napi_env env, napi_value exports);
 
 NAPI_MODULE_INIT() {
@@ -171,5 +227,11 @@ NAPI_MODULE_INIT() {
   if (napi_set_named_property(env, exports, "cut", fn) != napi_ok) return NULL;
   if (napi_create_function(env, "cutAsync", NAPI_AUTO_LENGTH, cut_async, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "cutAsync", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "mallocStats", NAPI_AUTO_LENGTH, malloc_stats_js, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "mallocStats", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "mallocTrim", NAPI_AUTO_LENGTH, malloc_trim_js, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "mallocTrim", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "mallocTune", NAPI_AUTO_LENGTH, malloc_tune_js, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "mallocTune", fn) != napi_ok) return NULL;
   return vv_register_codec(env, exports);
 }

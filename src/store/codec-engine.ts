@@ -49,8 +49,13 @@ export interface CodecEngine {
 
 // ---- native ----------------------------------------------------------------------------------
 
-/** Payload buffers of the usual batch size are recycled: fresh memory faults on first touch. */
-const PAYLOAD_BYTES = 8 * 1024 * 1024;
+/**
+ * Payload buffers of the usual batch size are recycled: fresh memory faults on first touch.
+ * A batch holds at most 4 MiB plus one segment (tree-writer.ts); compressed payloads are
+ * never longer than their segments.
+ */
+const PAYLOAD_BYTES = 4 * 1024 * 1024 + 256 * 1024;
+const KEEP_PAYLOADS = 6;
 const freePayloads: Buffer[] = [];
 
 const STATUS_KIND: Record<number, DecodeFailure['kind']> = { 1: 'io', 2: 'short', 3: 'corrupt', 4: 'corrupt', 5: 'corrupt' };
@@ -99,7 +104,7 @@ class NativeEngine implements CodecEngine {
           payloads: payloads.subarray(0, used),
           plens,
           release: () => {
-            if (!released && pooled && freePayloads.length < 8) freePayloads.push(payloads);
+            if (!released && pooled && freePayloads.length < KEEP_PAYLOADS) freePayloads.push(payloads);
             released = true;
           },
         });

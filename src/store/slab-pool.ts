@@ -7,7 +7,8 @@
 import { codecImpl } from './native.js';
 
 export const SLAB_BYTES = 8 * 1024 * 1024;
-const KEEP = 16;
+/** Free slabs kept: a writer holds one and up to MAX_BATCHES_IN_FLIGHT batches in others. */
+const KEEP = 6;
 
 export class Slab {
   readonly buf: Buffer;

@@ -23,6 +23,7 @@ import { recoverContainers, type RepairReport } from './recovery.js';
 import { rebuildIndex, type RebuildReport } from './rebuild.js';
 import { type Progress, verifyContainers, verifyTrees, type VerifyOptions, type VerifyReport } from './verify.js';
 import { type Db, writeBatch } from './segment-index.js';
+import { tuneMalloc } from './native.js';
 import { ReadAhead } from './read-ahead.js';
 import { SegmentReader } from './segment-reader.js';
 import type { ChunkerParams } from './segmenter.js';
@@ -91,6 +92,7 @@ export class SegmentStore {
 
   static async open(dir: string, opts: OpenOptions = {}): Promise<SegmentStore> {
     dir = path.resolve(dir);
+    tuneMalloc();
     let config = await readConfig(dir);
     if (!config) {
       if (opts.mustExist) throw vmError('NOT_FOUND', `no vmvault store in ${dir}`);
