@@ -49,19 +49,22 @@ function baseData(): Buffer {
   return Buffer.concat(parts).subarray(0, 64 * MiB);
 }
 
-/** File `id`'s bytes: the base with every 4 KiB block stamped, so no two files dedup. */
-function fileData(base: Buffer, id: number, size: number, out: Buffer): Buffer {
-  for (let at = 0; at < size; at += base.length) base.copy(out, at, 0, Math.min(base.length, size - at));
-  for (let b = 0; b * 4096 < size; b++) {
-    out.writeUInt32LE(id, b * 4096);
-    out.writeUInt32LE(b, b * 4096 + 4);
-  }
-  return out.subarray(0, size);
-}
-
-async function writeFile(ns: Namespace, p: string, data: Buffer): Promise<void> {
+/**
+ * Writes file `id` of `size` bytes, made a MiB at a time (the bench must not hold files in
+ * memory, or its own buffers would swamp the RSS it measures): the base data with every
+ * 4 KiB block stamped with file and block number, so no two files dedup.
+ */
+async function writeFile(ns: Namespace, p: string, base: Buffer, id: number, size: number): Promise<void> {
+  const chunk = Buffer.alloc(MiB);
   const fh = await ns.fs.create(p, 0o644);
-  for (let at = 0; at < data.length; at += MiB) await ns.write(fh, at, data.subarray(at, at + MiB));
+  for (let at = 0; at < size; at += MiB) {
+    base.copy(chunk, 0, at % base.length, (at % base.length) + MiB);
+    for (let b = 0; b < MiB / 4096; b++) {
+      chunk.writeUInt32LE(id, b * 4096);
+      chunk.writeUInt32LE(at / 4096 + b, b * 4096 + 4);
+    }
+    await ns.write(fh, at, chunk.subarray(0, Math.min(MiB, size - at)));
+  }
   await ns.fs.fsync(fh);
   await ns.fs.release(fh);
 }
@@ -74,7 +77,6 @@ async function main(): Promise<void> {
   const fileSize = quick ? 128 * MiB : 512 * MiB;
   const ingestProbe = quick ? 256 * MiB : 1 * GiB;
   const base = baseData();
-  const buf = Buffer.alloc(Math.max(fileSize, ingestProbe));
   let id = 0;
   try {
     await ns.shares.create('vms');
@@ -82,7 +84,7 @@ async function main(): Promise<void> {
     const names: string[] = [];
     for (let i = 0; i * fileSize < logical; i++) {
       const p = `/vms/f${i}`;
-      await writeFile(ns, p, fileData(base, id++, fileSize, buf));
+      await writeFile(ns, p, base, id++, fileSize);
       names.push(p);
     }
     for (let i = 0; i < names.length; i += 2) await ns.fs.unlink(names[i]);
@@ -92,7 +94,7 @@ async function main(): Promise<void> {
 
     // Ingest alone, then ingest while GC runs (same data shape, same run).
     const t0 = performance.now();
-    await writeFile(ns, '/vms/probe-alone', fileData(base, id++, ingestProbe, buf));
+    await writeFile(ns, '/vms/probe-alone', base, id++, ingestProbe);
     const alone = ingestProbe / MiB / ((performance.now() - t0) / 1000);
 
     let peak = process.memoryUsage().rss;
@@ -102,7 +104,7 @@ async function main(): Promise<void> {
     const g0 = performance.now();
     const gc = runGc(ns, {});
     const i0 = performance.now();
-    await writeFile(ns, '/vms/probe-during', fileData(base, id++, ingestProbe, Buffer.alloc(ingestProbe)));
+    await writeFile(ns, '/vms/probe-during', base, id++, ingestProbe);
     const during = ingestProbe / MiB / ((performance.now() - i0) / 1000);
     const report = await gc;
     const gcSeconds = (performance.now() - g0) / 1000;

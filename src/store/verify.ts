@@ -155,10 +155,16 @@ export async function verifyTrees(
   // Quick mode: a reference is good if the index knows it and its container file exists.
   const present = opts.full ? undefined : new Set(await core.files.listIds());
   let batch: Buffer[] = [];
+  // Reads of a couple of batches stay in flight while the walk goes on.
+  const inflight: Array<Promise<void>> = [];
   const flush = async (): Promise<void> => {
     const todo = batch;
     batch = [];
     if (todo.length === 0) return;
+    inflight.push(check(todo));
+    while (inflight.length > 2) await inflight.shift();
+  };
+  const check = async (todo: Buffer[]): Promise<void> => {
     report.segmentsChecked += todo.length;
     if (!opts.full) {
       const locs = await core.lookupMany(todo);
@@ -173,14 +179,16 @@ export async function verifyTrees(
       });
       return;
     }
+    // Past the cache both ways: verify must read what is on disk, and must not evict what
+    // readers use.
     try {
-      const bufs = await reader.segments(todo);
+      const bufs = await reader.segments(todo, false);
       for (const b of bufs) report.bytesRead += b.length;
     } catch {
       // One bad segment fails the batch; find which, one by one.
       for (const fp of todo) {
         try {
-          const [b] = await reader.segments([fp]);
+          const [b] = await reader.segments([fp], false);
           report.bytesRead += b.length;
         } catch (err) {
           bad.set(fp, asProblem(fp, err));
@@ -222,6 +230,7 @@ export async function verifyTrees(
     opts.onProgress?.({ done, total: opts.totalBytes ?? 0, unit: 'bytes' });
   }
   await flush();
+  await Promise.all(inflight);
   if (bad.size === 0) return report;
   // Attribution: every root that reaches a damaged segment, walking only (cached) nodes.
   const under = new FpMap<Problem[]>();
