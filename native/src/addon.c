@@ -201,9 +201,9 @@ static napi_value malloc_trim_js(napi_env env, napi_callback_info info) {
   return r;
 }
 
-// mallocTune(mmapThreshold): fixes glibc's mmap threshold. glibc otherwise raises it to the
-// largest block freed so far (the store's 4-8 MiB buffers), after which blocks up to that
-// size come from the heap and, freed, leave it fragmented and resident.
+// mallocTune(mmapThreshold): fixes glibc's mmap threshold (and with it the trim threshold),
+// which glibc otherwise adapts to the largest block freed so far (see tuneMalloc in
+// src/store/native.ts for the measurements).
 static napi_value malloc_tune_js(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
