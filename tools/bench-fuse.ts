@@ -1,0 +1,53 @@
+// npm run bench:fuse [-- --quick] [-- IMAGE] [-- --dir=DIR] [-- --profile=DIR]
+//   (node dist/tools/bench-fuse.js)
+// Prints one JSON line per figure: {"figure":..., "value":..., "unit":..., "vs_ceiling":...};
+// notes on the run (and, with --profile, where the appliance spent its CPU) go to stderr.
+//
+// IMAGE: a raw VM image (default /work/vmdata/vm-images/vm1-day1.raw, built by
+// ../shared/testdata/make-vm-images.sh); --quick uses its first 256 MiB and a 1 GiB ceiling
+// run, and finishes in under a minute. --dir: where stores and the plain copy go (default the
+// system temp dir). --profile=DIR: run the appliance under `node --cpu-prof`, profiles in DIR.
+// Run as root: the read phase drops the page cache (/proc/sys/vm/drop_caches).
+
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { benchFuse, type FuseFigure } from './bench/fuse-vmvault.js';
+
+const args = process.argv.slice(2);
+const opt = (name: string) => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+const image = args.find((a) => !a.startsWith('--')) ?? '/work/vmdata/vm-images/vm1-day1.raw';
+if (!fs.existsSync(image)) {
+  process.stderr.write(`bench-fuse: ${image} is missing; build it with: OUT=/work/vmdata/vm-images BUILD=/work/vmdata/build bash ../shared/testdata/make-vm-images.sh\n`);
+  process.exit(2);
+}
+const profile = opt('profile');
+const figures: FuseFigure[] = [];
+const emit = (f: FuseFigure): void => {
+  figures.push(f);
+  process.stdout.write(JSON.stringify(f) + '\n');
+};
+await benchFuse(
+  {
+    quick: args.includes('--quick'),
+    image,
+    dir: opt('dir') ?? os.tmpdir(),
+    ...(profile ? { profileDir: path.resolve(profile) } : {}),
+    note: (line) => void process.stderr.write(`bench: ${line}\n`),
+  },
+  emit,
+);
+
+// The ratios to the ceiling against the targets the issue set.
+const targets: Array<[string, string, number]> = [
+  ['fuse.write.unique', 'unique write / write ceiling', 0.7],
+  ['fuse.write.duplicate', 'duplicate write / write ceiling', 0.85],
+  ['fuse.read.sequential', 'sequential read / read ceiling', 0.7],
+];
+for (const [name, label, target] of targets) {
+  const f = figures.find((x) => x.figure === name);
+  if (f?.vs_ceiling !== undefined) {
+    const pct = (v: number) => `${(v * 100).toFixed(1)}%`;
+    process.stderr.write(`bench: ${label}: ${pct(f.vs_ceiling)} (target ${pct(target)}${f.vs_ceiling >= target ? ', met' : ', not met'})\n`);
+  }
+}

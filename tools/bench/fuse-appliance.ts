@@ -1,0 +1,111 @@
+// A real appliance in a child process for the FUSE bench (the bench process drives the mount
+// with dd and qemu-img and must not serve it), optionally under `node --cpu-prof`; and the
+// tools the bench times, run asynchronously.
+
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { clearFuseMount } from '../../src/fuse/mount-util.js';
+
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const vmvaultBin = path.join(repo, 'bin', 'vmvault.js');
+
+export interface BenchAppliance {
+  mount: string;
+  url: string;
+  proc: ChildProcess;
+  api(method: string, route: string, body?: unknown): Promise<{ status: number; body: any }>;
+  /** SIGTERM and wait: a clean stop, which also writes the CPU profile. */
+  stop(): Promise<void>;
+}
+
+export async function startBenchAppliance(dir: string, nodeFlags: string[] = []): Promise<BenchAppliance> {
+  const data = path.join(dir, 'data');
+  const mount = path.join(dir, 'mnt');
+  const env = { ...process.env };
+  delete env.NODE_OPTIONS;
+  const proc = spawn(process.execPath, [...nodeFlags, vmvaultBin, 'appliance', '--data', data, '--mount', mount, '--listen', '127.0.0.1:0'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env,
+  });
+  let log = '';
+  proc.stderr!.on('data', (d) => (log += d));
+  const exited = new Promise<void>((resolve) => proc.on('exit', () => resolve()));
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the appliance did not start within 60 s:\n${log}`)), 60_000);
+    proc.stderr!.on('data', () => {
+      const m = /control plane at (http:\/\/\S+)\/api\/v1/.exec(log);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    });
+    void exited.then(() => {
+      clearTimeout(timer);
+      reject(new Error(`the appliance exited before it was ready:\n${log}`));
+    });
+  });
+  const token = (await fs.readFile(path.join(data, 'api-token'), 'utf8')).trim();
+  return {
+    mount,
+    url,
+    proc,
+    api: async (method, route, body) => {
+      const res = await fetch(`${url}/api/v1${route}`, {
+        method,
+        headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      const text = await res.text();
+      return { status: res.status, body: text ? JSON.parse(text) : undefined };
+    },
+    stop: async () => {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
+      const timer = setTimeout(() => proc.kill('SIGKILL'), 120_000);
+      await exited;
+      clearTimeout(timer);
+      await clearFuseMount(mount).catch(() => undefined);
+    },
+  };
+}
+
+export interface Ran {
+  stdout: string;
+  stderr: string;
+  seconds: number;
+}
+
+/** Runs a tool to completion; rejects with its stderr when it fails. */
+export function run(cmd: string, args: string[], timeoutMs = 1_800_000): Promise<Ran> {
+  const t0 = process.hrtime.bigint();
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 16 << 20, env: { ...process.env, LC_ALL: 'C' } }, (err, stdout, stderr) => {
+      const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+      if (err) reject(new Error(`${cmd} ${args.join(' ')}: ${String(stderr).trim() || err.message}`));
+      else resolve({ stdout: String(stdout), stderr: String(stderr), seconds });
+    });
+  });
+}
+
+/** dd, returning MB/s (10^6 bytes) as dd measured it, and the bytes copied. */
+export async function dd(args: string[]): Promise<{ mbps: number; bytes: number; seconds: number }> {
+  const r = await run('dd', args);
+  // "2147483648 bytes (2.1 GB, 2.0 GiB) copied, 7.81 s, 275 MB/s"
+  const m = /^(\d+) bytes .* copied, ([\d.]+) s/m.exec(r.stderr);
+  if (!m) throw new Error(`cannot parse dd output: ${r.stderr}`);
+  const bytes = Number(m[1]);
+  const seconds = Number(m[2]);
+  return { mbps: bytes / seconds / 1e6, bytes, seconds };
+}
+
+/** Writes dirty pages out and empties the page cache, so the next read comes through FUSE. */
+export async function dropCaches(): Promise<boolean> {
+  await run('sync', []);
+  try {
+    await fs.writeFile('/proc/sys/vm/drop_caches', '3');
+    return true;
+  } catch {
+    return false;
+  }
+}
