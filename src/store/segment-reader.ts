@@ -148,7 +148,8 @@ export class SegmentReader {
   /**
    * Decodes the pieces' segments. With `out`, a piece that wants its whole segment is decoded
    * into out at dst and the rest are copied there from scratch; without, every segment is
-   * decoded into scratch. Returns each piece's whole segment. `cache` keeps the scratch ones.
+   * decoded into scratch. Returns each piece's whole segment, except those decoded in place
+   * (undefined). `cache` keeps the scratch ones.
    */
   private async decode(out: Buffer | undefined, pieces: ReadPiece[], cache: boolean): Promise<Buffer[]> {
     try {
@@ -165,26 +166,15 @@ export class SegmentReader {
   }
 
   private async decodeOnce(out: Buffer | undefined, pieces: ReadPiece[], cache: boolean): Promise<Buffer[]> {
-    // The same segment may appear many times in one read (a repeated block); fetch it once.
-    const uniq = new FpMap<number>();
-    const first: number[] = [];
-    const slot: number[] = new Array(pieces.length);
-    for (let k = 0; k < pieces.length; k++) {
-      const s = uniq.get(pieces[k].fp);
-      if (s === undefined) {
-        uniq.set(pieces[k].fp, first.length);
-        slot[k] = first.length;
-        first.push(k);
-      } else {
-        slot[k] = s;
-      }
-    }
-    const locs = await this.core.lookupMany(first.map((k) => pieces[k].fp));
-    const got: Buffer[] = new Array(first.length);
+    // A segment repeated within one read is simply decoded twice: rarer than the bookkeeping
+    // that would avoid it is costly.
+    const n = pieces.length;
+    const locs = await this.core.lookupMany(pieces.map((p) => p.fp));
+    const got: Buffer[] = new Array(n);
     const disk: DiskItem[] = [];
     let scratchBytes = 0;
-    for (let j = 0; j < first.length; j++) {
-      const p = pieces[first[j]];
+    for (let j = 0; j < n; j++) {
+      const p = pieces[j];
       const loc = locs[j];
       if (!loc) {
         throw vmError('MISSING_SEGMENT', `segment ${fpHex(p.fp).slice(0, 16)} is referenced but not in the store; run verify`, {
@@ -194,67 +184,58 @@ export class SegmentReader {
       const mem = this.core.memPayload(loc);
       if (mem) {
         got[j] = decodePayload(mem, loc.codec, loc.rawLen, p.fp, { cid: loc.cid, offset: loc.offset });
-      } else if (out && p.skip === 0 && (p.take === loc.rawLen || p.take < 0)) {
+        if (out) got[j].copy(out, p.dst, p.skip, p.skip + p.take);
+      } else if (out && p.skip === 0 && p.take === loc.rawLen) {
         disk.push({ j, loc, target: 0, at: p.dst });
       } else {
         disk.push({ j, loc, target: 1, at: scratchBytes });
         scratchBytes += loc.rawLen;
       }
     }
+    if (disk.length === 0) return got;
     const scratch = Buffer.allocUnsafe(scratchBytes);
-    if (disk.length > 0) await this.readDisk(disk, pieces, first, out ?? scratch, scratch);
-    const direct = new Uint8Array(first.length);
+    await this.readDisk(disk, pieces, out ?? scratch, scratch);
     for (const d of disk) {
-      if (d.target === 0) {
-        got[d.j] = out!.subarray(d.at, d.at + d.loc.rawLen);
-        direct[d.j] = 1;
-      } else {
-        got[d.j] = scratch.subarray(d.at, d.at + d.loc.rawLen);
-      }
+      if (d.target === 0) continue; // decoded in place
+      const seg = scratch.subarray(d.at, d.at + d.loc.rawLen);
+      got[d.j] = seg;
+      const p = pieces[d.j];
+      if (out) seg.copy(out, p.dst, p.skip, p.skip + p.take);
+      if (cache) this.data.set(Buffer.from(p.fp), seg, seg.length);
     }
-    if (out) {
-      for (let k = 0; k < pieces.length; k++) {
-        const p = pieces[k];
-        if (direct[slot[k]] && first[slot[k]] === k) continue; // decoded in place
-        got[slot[k]].copy(out, p.dst, p.skip, p.skip + p.take);
-      }
-    }
-    if (cache) {
-      for (let j = 0; j < first.length; j++) if (!direct[j]) this.data.set(Buffer.from(pieces[first[j]].fp), got[j], got[j].length);
-    }
-    return slot.map((s) => got[s]);
+    return got;
   }
 
-  private async readDisk(disk: DiskItem[], pieces: ReadPiece[], first: number[], out: Buffer, scratch: Buffer): Promise<void> {
+  private async readDisk(disk: DiskItem[], pieces: ReadPiece[], out: Buffer, scratch: Buffer): Promise<void> {
     // Container order, then offset order: sequential reads of each file.
     disk.sort((a, b) => a.loc.cid - b.loc.cid || a.loc.offset - b.loc.offset);
     const fds = new Map<number, number>();
     try {
       for (const d of disk) if (!fds.has(d.loc.cid)) fds.set(d.loc.cid, await this.core.files.acquire(d.loc.cid));
-      const groups: DiskItem[][] = [];
-      let cur: DiskItem[] = [];
-      let curBytes = 0;
-      for (const d of disk) {
-        cur.push(d);
-        curBytes += d.loc.rawLen;
-        if (curBytes >= DECODE_SPLIT_BYTES) {
-          groups.push(cur);
-          cur = [];
-          curBytes = 0;
+      const groups: Array<Promise<void>> = [];
+      let from = 0;
+      let bytes = 0;
+      const targets = [out, scratch];
+      for (let k = 0; k < disk.length; k++) {
+        bytes += disk[k].loc.rawLen;
+        if (bytes >= DECODE_SPLIT_BYTES || k === disk.length - 1) {
+          groups.push(this.decodeGroup(disk, from, k + 1, fds, pieces, targets));
+          from = k + 1;
+          bytes = 0;
         }
       }
-      if (cur.length) groups.push(cur);
-      await Promise.all(groups.map((g) => this.decodeGroup(g, fds, pieces, first, [out, scratch])));
+      await Promise.all(groups);
     } finally {
       for (const cid of fds.keys()) this.core.files.release(cid);
     }
   }
 
-  private async decodeGroup(g: DiskItem[], fds: Map<number, number>, pieces: ReadPiece[], first: number[], targets: Buffer[]): Promise<void> {
-    const items = new Float64Array(g.length * DECODE_ITEM);
-    const fps = Buffer.allocUnsafe(g.length * 32);
-    for (let k = 0; k < g.length; k++) {
-      const d = g[k];
+  private async decodeGroup(disk: DiskItem[], from: number, to: number, fds: Map<number, number>, pieces: ReadPiece[], targets: Buffer[]): Promise<void> {
+    const n = to - from;
+    const items = new Float64Array(n * DECODE_ITEM);
+    const fps = Buffer.allocUnsafe(n * 32);
+    for (let k = 0; k < n; k++) {
+      const d = disk[from + k];
       const o = k * DECODE_ITEM;
       items[o] = fds.get(d.loc.cid)!;
       items[o + 1] = d.loc.offset + RECORD_HEADER_BYTES;
@@ -263,16 +244,16 @@ export class SegmentReader {
       items[o + 4] = d.loc.codec;
       items[o + 5] = d.target;
       items[o + 6] = d.at;
-      const fp = pieces[first[d.j]].fp;
+      const fp = pieces[d.j].fp;
       for (let b = 0; b < 32; b++) fps[k * 32 + b] = fp[b];
     }
     const failures = await this.core.codec.decode(items, fps, targets);
     if (failures.length > 0) {
       const e = failures[0];
-      const d = g[e.i];
+      const d = disk[from + e.i];
       const place = { cid: d.loc.cid, offset: d.loc.offset };
       if (e.kind === 'io') throw vmError('IO', `reading container ${containerName(d.loc.cid)} at offset ${d.loc.offset}: ${e.message}`, { container: d.loc.cid });
-      throw corrupt(pieces[first[d.j]].fp, place, e.message);
+      throw corrupt(pieces[d.j].fp, place, e.message);
     }
   }
 
