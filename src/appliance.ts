@@ -109,7 +109,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
   }
   log(`vmvault ${VERSION}: opening the store in ${data}`);
   const store = await SegmentStore.open(data, { reserveBytes: cfg.reserveMiB === undefined ? undefined : cfg.reserveMiB * 1024 * 1024 });
-  if (store.recovery) {
+  if (store.recovery && (store.recovery.containersScanned > 0 || store.recovery.problems.length > 0)) {
     const r = store.recovery;
     log(`recovered from an unclean shutdown: ${r.containersScanned} container(s) checked, ${r.containersRepaired} repaired, ${r.recordsRecovered} record(s) re-indexed, ${r.bytesCut} torn byte(s) cut`);
     for (const p of r.problems) log(`recovery: ${p}`);

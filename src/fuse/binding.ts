@@ -60,8 +60,9 @@ export class FuseMount {
     if (this.state !== 'unmounted') throw new Error(`${this.mountPath}: mount() while ${this.state}`);
     this.state = 'mounting';
     try {
-      if (this.options.mkdir) await mkdir(this.mountPath, { recursive: true });
+      // Stale mount first: mkdir (and stat) of a mount point whose server died fail with ENOTCONN.
       const before = await clearStaleMount(this.mountPath);
+      if (this.options.mkdir) await mkdir(this.mountPath, { recursive: true });
       if (before === 'healthy' || before === 'hung') throw new Error(`${this.mountPath}: another FUSE file system is mounted here (${before})`);
       if (!(await stat(this.mountPath)).isDirectory()) throw new Error(`${this.mountPath}: mount point is not a directory`);
 
