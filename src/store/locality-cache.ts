@@ -4,8 +4,9 @@
 // container instead of one per segment. Bounded by containers and by records (LRU).
 //
 // Memory: a cached record costs its 48-byte table entry (the container table layout) and two
-// 4-byte slots of an open-addressing hash (at most ~60% full), ~64 bytes, and no JavaScript
-// object: at 4 KiB segments a full cache of 128 containers holds ~230 k records in ~15 MiB.
+// 4-byte slots of an open-addressing hash (at most 3/4 full), ~60 bytes, and no JavaScript
+// object: a full cache (128 containers or 128 k records, 512 MiB of stored data at the
+// default segment size) holds ~8 MiB.
 
 import { type RecordMeta, TABLE_ENTRY_BYTES, encodeTable } from './container-format.js';
 import type { Location } from './segment-index.js';
@@ -41,7 +42,7 @@ export class LocalityCache {
 
   constructor(
     private readonly maxContainers = 128,
-    private readonly maxRecords = 1 << 18,
+    private readonly maxRecords = 1 << 17,
   ) {}
 
   has(cid: number): boolean {
@@ -145,9 +146,9 @@ export class LocalityCache {
   /** Room for `want` live entries below 60% load, counting tombstones; rehashes if not. */
   private reserve(want: number): void {
     const cap = this.mask + 1;
-    if ((want + this.dead) * 5 <= cap * 3) return;
+    if ((want + this.dead) * 4 <= cap * 3) return;
     let size = 1024;
-    while (want * 5 > size * 2) size *= 2; // ~40% full after a rehash
+    while (want * 2 > size) size *= 2; // at most half full after a rehash, at most 3/4 before the next
     const oldKeys = this.keys;
     const oldVals = this.vals;
     this.keys = new Int32Array(size);

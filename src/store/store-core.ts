@@ -30,7 +30,7 @@ export const META_PREFIX = 0x6d; // 'm'
 export const CONTAINER_PREFIX = 0x63; // 'c'
 
 /** Least time between two returns of free malloc memory to the system (trimMemory). */
-const TRIM_MS = 5000;
+const TRIM_MS = 1000;
 
 /** lookupMany's probing rounds, and index reads per round. */
 const PROBE_ROUNDS = 3;
