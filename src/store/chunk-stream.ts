@@ -22,6 +22,9 @@ export interface ChunkSink {
 
 /** Bytes fed before a cut is queued (smaller pieces wait for more, up to a settle). */
 const CUT_STEP = 1024 * 1024;
+/** Zero runs of whole blocks of this size in fed bytes are not copied (see feed). */
+const ZERO_BLOCK = 1024 * 1024;
+const ZERO_BLOCK_BYTES = Buffer.alloc(ZERO_BLOCK);
 
 export class ChunkStream {
   private readonly seg: Segmenter;
@@ -60,9 +63,36 @@ export class ChunkStream {
     return this.seg.pending === 0;
   }
 
-  /** Feeds bytes; `buf` is copied before the first await. */
+  /**
+   * Feeds bytes. Whole MiB-blocks of zeros (from the start of `buf`) go the way of
+   * feedZeros, neither copied nor scanned: VM images are mostly such runs. `buf` must not
+   * change until the promise settles.
+   */
   async feed(buf: Uint8Array): Promise<void> {
     const src = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+    if (src.length < ZERO_BLOCK) return this.copyIn(src);
+    let from = 0; // bytes before `at` not yet fed
+    let zeros = 0; // of which, a run of zero blocks at the end
+    for (let at = 0; at < src.length; at += ZERO_BLOCK) {
+      const end = Math.min(src.length, at + ZERO_BLOCK);
+      // memcmp stops at the first difference, so data costs next to nothing here.
+      if (end - at === ZERO_BLOCK && src.compare(ZERO_BLOCK_BYTES, 0, ZERO_BLOCK, at, end) === 0) {
+        zeros += ZERO_BLOCK;
+        continue;
+      }
+      if (zeros > 0) {
+        await this.copyIn(src.subarray(from, at - zeros));
+        await this.feedZeros(zeros);
+        from = at;
+        zeros = 0;
+      }
+    }
+    await this.copyIn(src.subarray(from, src.length - zeros));
+    if (zeros > 0) await this.feedZeros(zeros);
+  }
+
+  /** Copies bytes into slabs and queues their cut. */
+  private async copyIn(src: Buffer): Promise<void> {
     let at = 0;
     while (at < src.length) {
       // The caller's buffer stays valid across this await: write() has not resolved yet.
@@ -131,7 +161,7 @@ export class ChunkStream {
       }
       // Feed only up to where the open segment must end, so the next round starts at a cut.
       const take = Math.min(n, this.maxSize - this.seg.pending);
-      await this.feed(zeros.subarray(0, take));
+      await this.copyIn(zeros.subarray(0, take));
       n -= take;
     }
   }
