@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepares a fresh Debian machine for vmvault, as root (or with sudo): the system packages it
-# needs, then the npm packages, the native addon and the TypeScript build (npm ci runs them).
+# needs, then the npm packages, the native addon and the TypeScript build (npm install runs them).
 #   tools/setup.sh          what the appliance needs
 #   tools/setup.sh --test   also what the tests drive through the mount
 set -euo pipefail
@@ -26,5 +26,9 @@ if [ ! -e /dev/fuse ]; then
 fi
 [ -e /dev/fuse ] || { echo "vmvault setup: /dev/fuse is missing; this machine cannot mount FUSE file systems" >&2; exit 1; }
 
-echo "vmvault setup: npm ci (dependencies, native addon, build)" >&2
-npm ci --no-audit --no-fund
+# npm install, not npm ci: the registry reachable here lacks other platforms' builds of some
+# optional per-platform packages at the versions we use (e.g. @napi-rs/blake-hash-darwin-arm64
+# 1.3.6), so npm leaves them out of the lock file and npm ci then refuses it as out of sync.
+# The lock file still pins every version installed here.
+echo "vmvault setup: npm install (dependencies, native addon, build)" >&2
+npm install --no-audit --no-fund
