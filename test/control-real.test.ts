@@ -9,6 +9,7 @@ import { SegmentStore } from '../src/store/store.js';
 import { BODY_LIMIT, sendBadInput } from './helpers/bad-input.js';
 import { generate, Rng } from './helpers/data.js';
 import type { TestT } from './helpers/tap-types.js';
+import { writeFile } from './helpers/ns.js';
 import { tmpDir } from './helpers/tmpdir.js';
 
 const TOKEN = 'feedface'.repeat(8);
@@ -40,12 +41,6 @@ async function realServer(t: TestT) {
     }
   };
   return { app, ns, store, call, waitJob };
-}
-
-async function writeFile(ns: Namespace, p: string, data: Buffer): Promise<void> {
-  const fh = await ns.fs.create(p, 0o644);
-  await ns.write(fh, 0, data);
-  await ns.fs.release(fh);
 }
 
 t.test('bad input to every route of the real appliance: 4xx, never 500', async (t) => {

@@ -2,7 +2,6 @@
 // reads every live file identically; a later run finishes the work.
 
 import t from 'tap';
-import { fork } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,40 +10,28 @@ import { Namespace } from '../src/namespace/namespace.js';
 import { SegmentStore } from '../src/store/store.js';
 import { Rng } from './helpers/data.js';
 import { gcContent } from './helpers/gc-child.js';
+import { after, runAndKill } from './helpers/kill-child.js';
 import { tmpDir } from './helpers/tmpdir.js';
 
 const child = path.join(path.dirname(fileURLToPath(import.meta.url)), 'helpers', 'gc-child.js');
 
-/** Kills the child after `afterMs`, or (inGc) a few ms after it next starts a collection. */
-function runAndKill(dir: string, log: string, seed: number, afterMs: number, inGc = false): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const env = { ...process.env };
-    delete env.NODE_OPTIONS;
-    const p = fork(child, [dir, log, String(seed)], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], execArgv: [], env });
-    let err = '';
-    p.stderr!.on('data', (d) => (err += d));
+/** Kills `ms` after the child starts its next collection (polling its log), not after it is ready. */
+function inNextGc(log: string, ms: number): (kill: () => void) => () => void {
+  return (kill) => {
+    const starts = () => (fs.readFileSync(log, 'utf8').match(/gc-start/g) ?? []).length;
+    const before = starts();
     let timer: NodeJS.Timeout | undefined;
-    p.on('message', () => {
-      if (!inGc) {
-        timer = setTimeout(() => p.kill('SIGKILL'), afterMs);
-        return;
+    const poll = setInterval(() => {
+      if (starts() > before) {
+        clearInterval(poll);
+        timer = setTimeout(kill, ms);
       }
-      const starts = () => (fs.readFileSync(log, 'utf8').match(/gc-start/g) ?? []).length;
-      const before = starts();
-      const poll = setInterval(() => {
-        if (starts() > before) {
-          clearInterval(poll);
-          timer = setTimeout(() => p.kill('SIGKILL'), afterMs % 40);
-        }
-      }, 2);
-      p.on('exit', () => clearInterval(poll));
-    });
-    p.on('exit', (code, signal) => {
+    }, 2);
+    return () => {
+      clearInterval(poll);
       if (timer) clearTimeout(timer);
-      if (signal === 'SIGKILL') resolve();
-      else reject(new Error(`gc child exited by itself (code ${code}): ${err}`));
-    });
-  });
+    };
+  };
 }
 
 function liveFiles(log: string): Map<string, number> {
@@ -65,7 +52,8 @@ t.test('SIGKILL during garbage collection', async (t) => {
   const rng = new Rng(5);
   let duringGc = 0;
   for (let round = 0; round < 10; round++) {
-    await runAndKill(store, log, rng.next(), rng.range(300, 2500), round % 2 === 1);
+    const ms = rng.range(300, 2500);
+    await runAndKill(child, [store, log, String(rng.next())], round % 2 === 1 ? inNextGc(log, ms % 40) : after(ms));
     const lines = fs.readFileSync(log, 'utf8').trimEnd().split('\n');
     if (lines[lines.length - 1] === 'gc-start') duringGc++;
     const live = liveFiles(log);

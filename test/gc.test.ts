@@ -4,38 +4,11 @@
 import t from 'tap';
 import { createHash } from 'node:crypto';
 import { runGc, runVerify } from '../src/namespace/maintenance.js';
-import { Namespace } from '../src/namespace/namespace.js';
-import { SegmentStore } from '../src/store/store.js';
 import { generate, Rng } from './helpers/data.js';
-import type { TestT } from './helpers/tap-types.js';
+import { openNs as open, readFile, writeFile } from './helpers/ns.js';
 import { tmpDir } from './helpers/tmpdir.js';
 
 const MiB = 1024 * 1024;
-
-async function open(t: TestT, dir: string): Promise<{ store: SegmentStore; ns: Namespace }> {
-  const store = await SegmentStore.open(dir);
-  const ns = await Namespace.open(store, { log: () => {} });
-  t.teardown(async () => {
-    await ns.close();
-    await store.close();
-  });
-  return { store, ns };
-}
-
-async function writeFile(ns: Namespace, path: string, data: Buffer): Promise<void> {
-  const fh = await ns.fs.create(path, 0o644);
-  for (let at = 0; at < data.length; at += 128 * 1024) await ns.write(fh, at, data.subarray(at, at + 128 * 1024));
-  await ns.fs.release(fh);
-}
-
-async function readFile(ns: Namespace, path: string): Promise<Buffer> {
-  const fh = await ns.fs.open(path, 0);
-  try {
-    return await ns.fs.read(fh, 0, (await ns.fs.getattr(path)).size);
-  } finally {
-    await ns.fs.release(fh);
-  }
-}
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 

@@ -2,7 +2,6 @@
 // takes snapshots of a share in a loop and is killed with SIGKILL at random moments.
 
 import t from 'tap';
-import { fork } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,26 +10,11 @@ import { Namespace } from '../src/namespace/namespace.js';
 import { SegmentStore } from '../src/store/store.js';
 import { Rng } from './helpers/data.js';
 import { FILES, fileContent } from './helpers/snapshot-child.js';
+import { after, runAndKill } from './helpers/kill-child.js';
 import { tmpDir } from './helpers/tmpdir.js';
 
 const child = path.join(path.dirname(fileURLToPath(import.meta.url)), 'helpers', 'snapshot-child.js');
 
-function runAndKill(dir: string, log: string, afterMs: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const env = { ...process.env };
-    delete env.NODE_OPTIONS;
-    const p = fork(child, [dir, log], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], execArgv: [], env });
-    let err = '';
-    p.stderr!.on('data', (d) => (err += d));
-    let timer: NodeJS.Timeout | undefined;
-    p.on('message', () => (timer = setTimeout(() => p.kill('SIGKILL'), afterMs)));
-    p.on('exit', (code, signal) => {
-      if (timer) clearTimeout(timer);
-      if (signal === 'SIGKILL') resolve();
-      else reject(new Error(`snapshot child exited by itself (code ${code}): ${err}`));
-    });
-  });
-}
 
 t.test('SIGKILL during snapshot creation: no snapshot or a complete one', async (t) => {
   const dir = tmpDir(t);
@@ -39,7 +23,7 @@ t.test('SIGKILL during snapshot creation: no snapshot or a complete one', async 
   const rng = new Rng(77);
   let seen = 0;
   for (let round = 0; round < 8; round++) {
-    await runAndKill(store, log, rng.range(50, 600));
+    await runAndKill(child, [store, log], after(rng.range(50, 600)));
     const done = fs.existsSync(log) ? fs.readFileSync(log, 'utf8').split('\n').filter(Boolean) : [];
     const s = await SegmentStore.open(store);
     const ns = await Namespace.open(s, { log: () => {} });

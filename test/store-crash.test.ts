@@ -4,37 +4,18 @@
 // segment that is not in the store.
 
 import t from 'tap';
-import { fork } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SegmentStore } from '../src/store/store.js';
 import { decodeVersion } from '../src/store/version.js';
 import { readLog, regenerate } from './helpers/crash-child.js';
 import { Rng } from './helpers/data.js';
+import { after, runAndKill } from './helpers/kill-child.js';
 import { tmpDir } from './helpers/tmpdir.js';
 
 const child = path.join(path.dirname(fileURLToPath(import.meta.url)), 'helpers', 'crash-child.js');
 const ROUNDS = Number(process.env.VMVAULT_CRASH_ROUNDS ?? 24);
 
-function runAndKill(dir: string, log: string, seed: number, afterMs: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    // A plain node: no test-runner loaders or coverage hooks in the process being killed.
-    const env = { ...process.env };
-    delete env.NODE_OPTIONS;
-    const p = fork(child, [dir, log, String(seed)], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], execArgv: [], env });
-    let err = '';
-    p.stderr!.on('data', (d) => (err += d));
-    let timer: NodeJS.Timeout | undefined;
-    p.on('message', () => {
-      timer = setTimeout(() => p.kill('SIGKILL'), afterMs);
-    });
-    p.on('exit', (code, signal) => {
-      if (timer) clearTimeout(timer);
-      if (signal === 'SIGKILL') resolve();
-      else reject(new Error(`crash child exited by itself (code ${code}): ${err}`));
-    });
-  });
-}
 
 t.test(`SIGKILL during ingest, ${ROUNDS} times`, async (t) => {
   const dir = tmpDir(t);
@@ -44,7 +25,7 @@ t.test(`SIGKILL during ingest, ${ROUNDS} times`, async (t) => {
   let checked = 0;
   let repaired = 0;
   for (let round = 0; round < ROUNDS; round++) {
-    await runAndKill(store, log, rng.next(), rng.range(150, 1500));
+    await runAndKill(child, [store, log, String(rng.next())], after(rng.range(150, 1500)));
     const lines = readLog(log);
     const s = await SegmentStore.open(store);
     try {

@@ -13,15 +13,10 @@ import { SegmentStore } from '../src/store/store.js';
 import { allRecords, containerPath, flipByte, RECORD_HEADER_BYTES } from './helpers/containers.js';
 import { generate, Rng } from './helpers/data.js';
 import { dataUses } from './helpers/store-probe.js';
+import { writeFile } from './helpers/ns.js';
 import { tmpDir } from './helpers/tmpdir.js';
 
 const MiB = 1024 * 1024;
-
-async function writeFile(ns: Namespace, p: string, data: Buffer): Promise<void> {
-  const fh = await ns.fs.create(p, 0o644);
-  for (let at = 0; at < data.length; at += 128 * 1024) await ns.write(fh, at, data.subarray(at, at + 128 * 1024));
-  await ns.fs.release(fh);
-}
 
 async function readAll(ns: Namespace, p: string): Promise<Buffer | string> {
   try {

@@ -1,0 +1,35 @@
+// A store and namespace in a temporary directory for tests that need no mount, closed when the
+// test ends, and file helpers that go through the namespace the way FUSE does.
+
+import { Namespace } from '../../src/namespace/namespace.js';
+import { SegmentStore } from '../../src/store/store.js';
+
+interface Teardown {
+  teardown(fn: () => unknown): void;
+}
+
+export async function openNs(t: Teardown, dir: string): Promise<{ store: SegmentStore; ns: Namespace }> {
+  const store = await SegmentStore.open(dir);
+  const ns = await Namespace.open(store, { log: () => {} });
+  t.teardown(async () => {
+    await ns.close();
+    await store.close();
+  });
+  return { store, ns };
+}
+
+/** Creates `path` and writes `data` in 128 KiB writes (FUSE's size), then closes it. */
+export async function writeFile(ns: Namespace, path: string, data: Buffer): Promise<void> {
+  const fh = await ns.fs.create(path, 0o644);
+  for (let at = 0; at < data.length; at += 128 * 1024) await ns.write(fh, at, data.subarray(at, at + 128 * 1024));
+  await ns.fs.release(fh);
+}
+
+export async function readFile(ns: Namespace, path: string): Promise<Buffer> {
+  const fh = await ns.fs.open(path, 0);
+  try {
+    return await ns.fs.read(fh, 0, (await ns.fs.getattr(path)).size);
+  } finally {
+    await ns.fs.release(fh);
+  }
+}
