@@ -79,11 +79,15 @@ export interface FuseHandlers {
   /**
    * Fill buf[0..len) from offset pos; resolve the byte count (less than len only at end of
    * file). buf is libfuse's own memory: it is detached once the promise settles or times out,
-   * so copy what must outlive the call.
+   * so copy what must outlive the call. A plain number (no promise) answers at once: the
+   * cheap path for data already in memory.
    */
-  read?(path: string, fh: FileHandle, buf: Buffer, len: number, pos: number): Promise<number>;
-  /** Resolve len unless the write failed. Same lifetime rule for buf as read: copy to keep. */
-  write?(path: string, fh: FileHandle, buf: Buffer, len: number, pos: number): Promise<number>;
+  read?(path: string, fh: FileHandle, buf: Buffer, len: number, pos: number): Promise<number> | number;
+  /**
+   * Resolve len unless the write failed. Same lifetime rule for buf as read: copy to keep.
+   * A plain number answers at once.
+   */
+  write?(path: string, fh: FileHandle, buf: Buffer, len: number, pos: number): Promise<number> | number;
   /** Called on every close(2) of a descriptor; a place to report deferred write errors. */
   flush?(path: string, fh: FileHandle): Promise<void>;
   /** Last close of the handle; its return value reaches nobody. */

@@ -25,50 +25,128 @@ interface AdapterOptions {
   log: LogLine;
 }
 
+/** A request in flight that has a deadline. */
+interface InFlight {
+  settled: boolean;
+  /** Date.now() past which it times out. */
+  at: number;
+  expire(): void;
+}
+
+/**
+ * The requests in flight under one deadline, oldest first, so one timer serves them all (its
+ * expiry is the oldest's): a request costs an array slot, not a timer of its own.
+ */
+class DeadlineQueue {
+  private q: InFlight[] = [];
+  private head = 0;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(readonly ms: number) {}
+
+  add(r: InFlight): void {
+    r.at = Date.now() + this.ms;
+    this.q.push(r);
+    if (!this.timer) this.arm(this.ms);
+  }
+
+  /** Called when a request settles: forgets the settled ones at the front. */
+  settled(): void {
+    const q = this.q;
+    while (this.head < q.length && q[this.head].settled) this.head++;
+    if (this.head === q.length) {
+      this.q = [];
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > q.length) {
+      this.q = q.slice(this.head);
+      this.head = 0;
+    }
+  }
+
+  private arm(ms: number): void {
+    this.timer = setTimeout(() => this.fire(), Math.max(1, ms));
+    this.timer.unref();
+  }
+
+  private fire(): void {
+    this.timer = undefined;
+    const now = Date.now();
+    const q = this.q;
+    while (this.head < q.length) {
+      const r = q[this.head];
+      if (!r.settled && r.at > now) break;
+      this.head++;
+      if (!r.settled) r.expire();
+    }
+    this.settled();
+    if (this.head < this.q.length) this.arm(this.q[this.head].at - now);
+  }
+}
+
+const isThenable = <T>(v: T | Promise<T>): v is Promise<T> => typeof (v as { then?: unknown } | null)?.then === 'function';
+
 export function makeDispatch(h: FuseHandlers, o: AdapterOptions): Dispatch {
-  const deadlines = new Map<FuseOpName, number>();
-  const deadline = (op: FuseOpName) => {
-    let ms = deadlines.get(op);
-    if (ms === undefined) deadlines.set(op, (ms = timeoutFor(op, o.opTimeoutMs)));
-    return ms;
+  const queues = new Map<FuseOpName, DeadlineQueue | null>();
+  const queueFor = (op: FuseOpName): DeadlineQueue | null => {
+    let q = queues.get(op);
+    if (q === undefined) {
+      const ms = timeoutFor(op, o.opTimeoutMs);
+      queues.set(op, (q = ms > 0 ? new DeadlineQueue(ms) : null));
+    }
+    return q;
   };
 
-  function run<T>(op: FuseOpName, path: string, call: () => Promise<T>, reply: (v: T) => void, fail: (errno: number) => void): void {
-    let settled = false;
-    const ms = deadline(op);
-    const timer = ms > 0
-      ? setTimeout(() => {
-          if (settled) return;
-          settled = true;
-          o.log(`fuse: ${op} ${path}: no answer after ${ms} ms -> ETIMEDOUT (the handler is still running)`);
-          fail(errno('ETIMEDOUT'));
-        }, ms)
-      : undefined;
-    timer?.unref();
-    const onError = (err: unknown) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      fail(toErrno(err, `${op} ${path}`, o.log));
-    };
-    let p: Promise<T>;
+  function answer<T>(op: FuseOpName, path: string, v: T, reply: (v: T) => void, fail: (errno: number) => void): void {
     try {
-      p = call();
+      reply(v);
     } catch (err) {
-      onError(err);
+      // reply() validates before it signals, so failing here has not answered yet.
+      fail(toErrno(err, `${op} ${path}`, o.log));
+    }
+  }
+
+  // Handlers may answer with a value (no promise: answered at once) or a promise.
+  function run<T>(op: FuseOpName, path: string, call: () => T | Promise<T>, reply: (v: T) => void, fail: (errno: number) => void): void {
+    let v: T | Promise<T>;
+    try {
+      v = call();
+    } catch (err) {
+      fail(toErrno(err, `${op} ${path}`, o.log));
       return;
     }
-    p.then((v) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      try {
-        reply(v);
-      } catch (err) {
-        // reply() validates before it signals, so failing here has not answered yet.
+    if (!isThenable(v)) {
+      answer(op, path, v, reply, fail);
+      return;
+    }
+    const q = queueFor(op);
+    if (!q) {
+      v.then((x) => answer(op, path, x, reply, fail), (err) => fail(toErrno(err, `${op} ${path}`, o.log)));
+      return;
+    }
+    const r: InFlight = {
+      settled: false,
+      at: 0,
+      expire: () => {
+        r.settled = true;
+        o.log(`fuse: ${op} ${path}: no answer after ${q.ms} ms -> ETIMEDOUT (the handler is still running)`);
+        fail(errno('ETIMEDOUT'));
+      },
+    };
+    q.add(r);
+    v.then(
+      (x) => {
+        if (r.settled) return;
+        r.settled = true;
+        q.settled();
+        answer(op, path, x, reply, fail);
+      },
+      (err) => {
+        if (r.settled) return;
+        r.settled = true;
+        q.settled();
         fail(toErrno(err, `${op} ${path}`, o.log));
-      }
-    }, onError);
+      },
+    );
   }
 
   const bad = (what: string) => Object.assign(new Error(what), { code: 'EIO' });
