@@ -36,11 +36,8 @@ export function vmvaultHandlers(ns: Namespace): FuseHandlers {
     },
     open: (path, flags) => fs.open(path, flags),
     create: (path, mode) => fs.create(path, mode),
-    read: async (_path, fh, buf, len, pos) => {
-      const data = await fs.read(fh, pos, len);
-      data.copy(buf, 0, 0, data.length);
-      return data.length;
-    },
+    // Straight into libfuse's buffer; no promise when read-ahead already holds the bytes.
+    read: (_path, fh, buf, len, pos) => fs.readInto(fh, pos, len === buf.length ? buf : buf.subarray(0, len)),
     write: (_path, fh, buf, len, pos) => ns.write(fh, pos, buf.subarray(0, len)),
     flush: (_path, fh) => fs.flush(fh),
     release: (_path, fh) => fs.release(fh),

@@ -440,6 +440,11 @@ export class FsOps {
     return this.handle(fh).file.read(pos, len);
   }
 
+  /** Reads into the caller's buffer (FUSE's own): the byte count, at once when it can be. */
+  readInto(fh: number, pos: number, out: Buffer): number | Promise<number> {
+    return this.handle(fh).file.readInto(pos, out);
+  }
+
   write(fh: number, pos: number, buf: Uint8Array): void {
     const h = this.handle(fh);
     if (!h.writable) throw vmError('INVALID_ARGUMENT', 'the file is not open for writing');

@@ -135,17 +135,46 @@ export class OpenFile {
   async read(pos: number, len: number): Promise<Buffer> {
     const end = Math.min(this.size, pos + len);
     if (pos >= end) return Buffer.alloc(0);
-    const out = Buffer.alloc(end - pos);
+    const out = Buffer.allocUnsafe(end - pos);
+    await this.readInto(pos, out);
+    return out;
+  }
+
+  /**
+   * Fills `out` from offset `pos` with the newest bytes: dirty extents over those being
+   * committed over the version (zeros past its visible end). Returns the byte count (less than
+   * out.length only at the end of the file): at once when no store read must be awaited.
+   */
+  readInto(pos: number, out: Buffer): number | Promise<number> {
+    const end = Math.min(this.size, pos + out.length);
+    if (pos >= end) return 0;
+    const n = end - pos;
     const baseEnd = Math.min(end, this.baseLimit);
     // Skip the store when dirty bytes cover the whole range (reading back what was just written).
-    if (baseEnd > pos && !this.dirty.covers(pos, end)) {
-      const base = this.base;
-      const bytes = await this.store.read(base, pos, baseEnd - pos);
-      bytes.copy(out, 0);
+    if (baseEnd <= pos || this.dirty.covers(pos, end)) {
+      out.fill(0, 0, n);
+      this.overlay(out, pos, n, undefined);
+      return n;
     }
-    this.flushing?.overlay(out, pos);
-    this.dirty.overlay(out, pos);
-    return out;
+    if (baseEnd < end) out.fill(0, baseEnd - pos, n);
+    const flushing = this.flushing;
+    const r = this.store.readInto(this.base, pos, out.subarray(0, baseEnd - pos));
+    if (typeof r === 'number') {
+      this.overlay(out, pos, n, undefined);
+      return n;
+    }
+    // A commit may land meanwhile: the extents it took are laid over what was read too.
+    return r.then(() => {
+      this.overlay(out, pos, n, flushing);
+      return n;
+    });
+  }
+
+  private overlay(out: Buffer, pos: number, n: number, earlier: ExtentMap | undefined): void {
+    const view = n === out.length ? out : out.subarray(0, n);
+    if (earlier && earlier !== this.flushing) earlier.overlay(view, pos);
+    if (this.flushing && !this.flushing.empty) this.flushing.overlay(view, pos);
+    if (!this.dirty.empty) this.dirty.overlay(view, pos);
   }
 
   /**

@@ -1,28 +1,47 @@
 // Read-ahead for small sequential reads (FUSE hands a large copy to the store as read() calls
 // of 128 KiB at increasing offsets). Once a version has been read twice in a row where the
-// previous read ended, the store reads the next window (4 MiB) in one piece, in the background
-// and decoded in place like a stream read, and serves the following small reads by copying
-// out of it: one codec round trip per window instead of one per read. Versions never change,
-// so a window stays valid as long as it is kept.
+// previous read ended, the store reads the next windows (4 MiB each) in the background,
+// decoded in place like a stream read, and serves the following small reads by copying out
+// of them into the caller's buffer: one codec round trip per window instead of one per read,
+// and no promise at all for a read whose window is already there. Versions never change, so
+// a window stays valid as long as it is kept; window buffers are recycled.
 
-import { fpKey } from './fingerprint.js';
 import type { TreeView } from './tree-reader.js';
+import type { FileVersion } from './version.js';
 
 const WINDOW = 4 * 1024 * 1024;
-/** Windows read ahead of a sequential reader (as many as TreeView.stream keeps in flight). */
+/** Windows read ahead of a sequential reader. */
 const AHEAD = 3;
 /** Sequential readers followed at once; each holds at most AHEAD + 1 windows (16 MiB). */
 const MAX_STREAMS = 4;
+/** How far behind the newest read a window is kept for reads that arrive late. */
+const BEHIND = 1024 * 1024;
 /** VMVAULT_NO_READAHEAD=1 turns it off, for comparisons. */
 const OFF = process.env.VMVAULT_NO_READAHEAD === '1';
+
+/** Free window buffers: fresh memory costs a page fault per 4 KiB on first touch. */
+const freeBufs: Buffer[] = [];
+const KEEP_BUFS = MAX_STREAMS * (AHEAD + 1);
 
 interface Window {
   start: number;
   end: number;
-  bytes: Promise<Buffer>;
+  buf: Buffer;
+  /** Runs of zeros, as (start, end) pairs relative to `start`: not written into buf. */
+  zeros: number[];
+  /** Set once the bytes are in buf. */
+  ready: boolean;
+  /** Resolves when ready; rejects when the read failed. */
+  done: Promise<void>;
+  /** Reads waiting to copy out of it; the buffer is recycled only when none is. */
+  users: number;
+  /** No longer in its stream's list. */
+  dropped: boolean;
+  failed: boolean;
 }
 
 interface Stream {
+  version: FileVersion;
   /** Where the last read ended. */
   next: number;
   /** Reads in a row that started where the one before ended. */
@@ -30,65 +49,164 @@ interface Stream {
   windows: Window[];
 }
 
+function sameVersion(a: FileVersion, b: FileVersion): boolean {
+  return a === b || (a.size === b.size && a.height === b.height && a.root.equals(b.root));
+}
+
 export class ReadAhead {
-  private readonly streams = new Map<string, Stream>();
+  /** Most recently used last. */
+  private streams: Stream[] = [];
 
   /**
-   * Bytes [off, off + len) of `view` (clipped to its size), from a read-ahead window when one
-   * covers them; else undefined, and the caller reads them itself.
+   * Copies bytes [off, off + out.length) of `view` (clipped to its size) into `out` from
+   * read-ahead windows when they cover them: the byte count, synchronously when the windows
+   * are ready, else a promise of it. Undefined when they do not: the caller reads itself.
    */
-  read(view: TreeView, off: number, len: number): Promise<Buffer> | undefined {
+  readInto(view: TreeView, off: number, out: Buffer): number | Promise<number> | undefined {
     const v = view.version;
+    const len = out.length;
     if (OFF || v.height === 0 || len <= 0 || off >= v.size) return undefined;
     const end = Math.min(v.size, off + len);
-    const key = `${fpKey(v.root)}:${fpKey(v.root, 4)}:${v.size}`;
-    let s = this.streams.get(key);
-    if (s) this.streams.delete(key); // re-inserted below: most recent last
-    if (!s || s.next !== off) s = { next: end, run: 0, windows: s?.windows ?? [] };
-    else {
-      s.next = end;
-      s.run++;
-    }
-    this.streams.set(key, s);
-    if (this.streams.size > MAX_STREAMS) this.streams.delete(this.streams.keys().next().value!);
+    const s = this.follow(v, off, end);
     if (s.run < 2) return undefined;
-    // Windows behind the reader are dropped; new ones keep AHEAD windows beyond the reader.
-    s.windows = s.windows.filter((w) => w.end > off);
-    if (s.windows.length === 0 || s.windows[0].start > off) s.windows = [];
-    let last = s.windows[s.windows.length - 1] ?? this.open(s, view, off);
-    while (s.windows.length <= AHEAD && last.end < v.size) last = this.open(s, view, last.end);
+    // Windows well behind the reader are dropped (the kernel's reads in flight may arrive a
+    // little out of order); new ones keep AHEAD windows beyond the reader.
+    let behind = 0;
+    while (behind < s.windows.length && s.windows[behind].end <= off - BEHIND) behind++;
+    if (behind > 0) for (const w of s.windows.splice(0, behind)) this.drop(w);
+    if (s.windows.length > 0 && (s.windows[0].start > off || s.windows[s.windows.length - 1].end < off)) this.dropAll(s);
+    const ws = s.windows;
+    let last = ws[ws.length - 1] ?? this.open(s, view, off);
+    let ahead = 0;
+    for (const w of ws) if (w.end > off) ahead++;
+    for (; ahead <= AHEAD && last.end < v.size; ahead++) last = this.open(s, view, last.end);
     // The windows covering [off, end), if they do without a gap.
-    const use: Window[] = [];
     let at = off;
-    for (const w of s.windows) {
+    let first = -1;
+    let count = 0;
+    let ready = true;
+    for (let k = 0; k < ws.length && at < end; k++) {
+      const w = ws[k];
       if (w.start <= at && w.end > at) {
-        use.push(w);
+        if (first < 0) first = k;
+        count++;
+        if (!w.ready) ready = false;
         at = w.end;
-        if (at >= end) break;
       }
     }
     if (at < end) return undefined;
-    return Promise.all(use.map((w) => w.bytes)).then((bufs) => {
-      const out = Buffer.allocUnsafe(end - off);
-      let pos = off;
-      bufs.forEach((b, k) => {
-        const w = use[k];
-        const to = Math.min(end, w.end);
-        b.copy(out, pos - off, pos - w.start, to - w.start);
-        pos = to;
-      });
-      return out;
-    });
+    const use = ws.slice(first, first + count);
+    if (ready) return copyOut(use, off, end, out);
+    for (const w of use) w.users++;
+    const release = () => {
+      for (const w of use) {
+        w.users--;
+        if (w.dropped) this.recycle(w);
+      }
+    };
+    return Promise.all(use.map((w) => w.done)).then(
+      () => {
+        const n = copyOut(use, off, end, out);
+        release();
+        return n;
+      },
+      (err) => {
+        release();
+        throw err;
+      },
+    );
+  }
+
+  /** The stream this read continues (or a new one), updated and moved to the end. */
+  private follow(v: FileVersion, off: number, end: number): Stream {
+    const list = this.streams;
+    let i = list.length - 1;
+    while (i >= 0 && !sameVersion(list[i].version, v)) i--;
+    let s: Stream;
+    if (i < 0) {
+      s = { version: v, next: end, run: 0, windows: [] };
+      list.push(s);
+      if (list.length > MAX_STREAMS) this.dropAll(list.shift()!);
+      return s;
+    }
+    s = list[i];
+    if (i !== list.length - 1) {
+      list.splice(i, 1);
+      list.push(s);
+    }
+    const ws = s.windows;
+    if (off === s.next || (ws.length > 0 && off >= ws[0].start && off < ws[ws.length - 1].end)) s.run++;
+    else s.run = 0;
+    if (end > s.next || s.run === 0) s.next = end;
+    return s;
   }
 
   private open(s: Stream, view: TreeView, from: number): Window {
     const end = Math.min(view.version.size, from + WINDOW);
-    const w: Window = { start: from, end, bytes: view.read(from, end - from) };
-    // A failed window is dropped; the read that needs those bytes then meets the error itself.
-    w.bytes.catch(() => {
-      s.windows = s.windows.filter((x) => x !== w);
-    });
+    const buf = freeBufs.pop() ?? Buffer.allocUnsafeSlow(WINDOW);
+    const w: Window = { start: from, end, buf, zeros: [], ready: false, done: Promise.resolve(), users: 0, dropped: false, failed: false };
+    w.done = view.readInto(from, buf.subarray(0, end - from), w.zeros).then(
+      () => {
+        w.ready = true;
+        if (w.dropped) this.recycle(w);
+      },
+      (err) => {
+        // A failed window is dropped; the read that needs those bytes then meets the error itself.
+        w.failed = true;
+        const k = s.windows.indexOf(w);
+        if (k >= 0) s.windows.splice(k, 1);
+        w.dropped = true;
+        throw err;
+      },
+    );
+    w.done.catch(() => {});
     s.windows.push(w);
     return w;
   }
+
+  private dropAll(s: Stream): void {
+    for (const w of s.windows) this.drop(w);
+    s.windows = [];
+  }
+
+  private drop(w: Window): void {
+    w.dropped = true;
+    this.recycle(w);
+  }
+
+  /** Returns a dropped window's buffer to the pool once nobody reads or fills it. */
+  private recycle(w: Window): void {
+    if (!w.dropped || !w.ready || w.failed || w.users > 0) return;
+    w.ready = false; // recycled once only
+    w.failed = true;
+    if (freeBufs.length < KEEP_BUFS) freeBufs.push(w.buf);
+  }
+}
+
+function copyOut(use: Window[], off: number, end: number, out: Buffer): number {
+  let pos = off;
+  for (const w of use) {
+    const to = Math.min(end, w.end) - w.start;
+    let at = pos - w.start;
+    // Zero runs are filled, the rest copied: one pass over out, none over the window.
+    const z = w.zeros;
+    let k = 0;
+    let lo = 0;
+    let hi = z.length >>> 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (z[2 * mid + 1] <= at) lo = mid + 1;
+      else hi = mid;
+    }
+    for (k = 2 * lo; at < to; k += 2) {
+      const zs = k < z.length ? Math.min(Math.max(z[k], at), to) : to;
+      if (zs > at) w.buf.copy(out, at + w.start - off, at, zs);
+      if (zs >= to) break;
+      const ze = Math.min(z[k + 1], to);
+      out.fill(0, zs + w.start - off, ze + w.start - off);
+      at = ze;
+    }
+    pos = to + w.start;
+  }
+  return end - off;
 }

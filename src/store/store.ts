@@ -228,8 +228,24 @@ export class SegmentStore {
 
   async read(version: FileVersion, offset: number, length: number): Promise<Buffer> {
     this.ensureOpen();
+    const end = Math.min(version.size, offset + length);
+    if (offset >= end) return Buffer.alloc(0);
+    const out = Buffer.allocUnsafe(end - offset);
+    await this.readInto(version, offset, out);
+    return out;
+  }
+
+  /**
+   * Fills `out` with bytes [offset, offset + out.length) of the version, which must lie
+   * within it. Returns the byte count: at once (no promise) when read-ahead already holds the
+   * bytes, else a promise of it. `out` must stay valid until then; nothing keeps it after.
+   */
+  readInto(version: FileVersion, offset: number, out: Buffer): number | Promise<number> {
+    this.ensureOpen();
     const view = this.view(version);
-    return this.readAhead.read(view, offset, length) ?? view.read(offset, length);
+    const r = this.readAhead.readInto(view, offset, out);
+    if (r !== undefined) return r;
+    return view.readInto(offset, out).then(() => out.length);
   }
 
   /**

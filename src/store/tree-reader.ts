@@ -100,19 +100,35 @@ export class TreeView {
     const end = Math.min(this.version.size, off + len);
     if (off >= end) return Buffer.alloc(0);
     const out = Buffer.allocUnsafe(end - off);
+    await this.readInto(off, out);
+    return out;
+  }
+
+  /**
+   * Fills `out` with bytes [off, off + out.length), which must lie within the file. Zero runs
+   * are filled in place, or, given `zeros`, left unwritten and listed there instead as
+   * (start, end) pairs of out's offsets, in order and merged; data segments wanted whole are
+   * decoded straight into `out`.
+   */
+  async readInto(off: number, out: Buffer, zeros?: number[]): Promise<void> {
+    const end = off + out.length;
+    if (end > this.version.size) throw vmError('INVALID_ARGUMENT', `read of [${off}, ${end}) beyond the end of a ${this.version.size}-byte version`);
+    if (off >= end) return;
     let pieces: ReadPiece[] = [];
     await this.walk(off, end, (fp, start, n, zero) => {
       const a = Math.max(off, start);
       const b = Math.min(end, start + n);
-      if (zero) out.fill(0, a - off, b - off);
-      else pieces.push({ fp, dst: a - off, skip: a - start, take: b - a });
+      if (zero) {
+        if (!zeros) out.fill(0, a - off, b - off);
+        else if (zeros.length > 0 && zeros[zeros.length - 1] === a - off) zeros[zeros.length - 1] = b - off;
+        else zeros.push(a - off, b - off);
+      } else pieces.push({ fp, dst: a - off, skip: a - start, take: b - a });
       if (pieces.length < FETCH_BATCH) return undefined;
       const batch = pieces;
       pieces = [];
       return this.reader.readInto(out, batch);
     });
     if (pieces.length) await this.reader.readInto(out, pieces);
-    return out;
   }
 
   /**
