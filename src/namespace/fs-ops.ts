@@ -171,34 +171,12 @@ export class FsOps {
     }
     if (pl.kind === 'snapdir') throw vmError('ALREADY_EXISTS', `${path} exists`);
     if (pl.parts.length === 0) throw vmError('ALREADY_EXISTS', `${path} exists`);
-    await this.ctx.lock.run(async () => {
-      const p = await this.ctx.resolveParent(path);
-      this.checkNewName(p, path);
-      await this.mustNotExist(p, path);
-      const now = Date.now();
-      const txn = new Txn();
-      const ino = this.ctx.allocIno(txn, p.vol);
-      txn.putInode(p.vol.id, this.newInode(ino, NodeType.Dir, mode, now));
-      txn.putEntry(p.vol.id, p.parent, p.name, { ino, type: NodeType.Dir });
-      txn.putInode(p.vol.id, { ...p.parentInode, nlink: p.parentInode.nlink + 1, mtime: now, ctime: now });
-      await this.ctx.meta.apply(txn);
-    });
+    await this.ctx.lock.run(() => this.addNode(path, NodeType.Dir, mode));
   }
 
   async symlink(target: string, path: string): Promise<void> {
     this.refuseVirtualParent(path);
-    await this.ctx.lock.run(async () => {
-      const p = await this.ctx.resolveParent(path);
-      this.checkNewName(p, path);
-      await this.mustNotExist(p, path);
-      const now = Date.now();
-      const txn = new Txn();
-      const ino = this.ctx.allocIno(txn, p.vol);
-      txn.putInode(p.vol.id, this.newInode(ino, NodeType.Symlink, 0o777, now, { target, size: Buffer.byteLength(target) }));
-      txn.putEntry(p.vol.id, p.parent, p.name, { ino, type: NodeType.Symlink });
-      txn.putInode(p.vol.id, { ...p.parentInode, mtime: now, ctime: now });
-      await this.ctx.meta.apply(txn);
-    });
+    await this.ctx.lock.run(() => this.addNode(path, NodeType.Symlink, 0o777, { target, size: Buffer.byteLength(target) }));
   }
 
   async link(existing: string, path: string): Promise<void> {
@@ -222,20 +200,30 @@ export class FsOps {
   async create(path: string, mode: number): Promise<number> {
     this.refuseVirtualParent(path);
     return this.ctx.lock.run(async () => {
-      const p = await this.ctx.resolveParent(path);
-      this.checkNewName(p, path);
-      await this.mustNotExist(p, path);
-      const now = Date.now();
-      const txn = new Txn();
-      const ino = this.ctx.allocIno(txn, p.vol);
-      const inode = this.newInode(ino, NodeType.File, mode, now);
-      txn.putInode(p.vol.id, inode);
-      txn.putEntry(p.vol.id, p.parent, p.name, { ino, type: NodeType.File });
-      txn.putInode(p.vol.id, { ...p.parentInode, mtime: now, ctime: now });
-      this.ctx.count(txn, p.vol, 1, 0);
-      await this.ctx.meta.apply(txn);
-      return this.newHandle(p.vol.id, inode, false, true);
+      const { vol, inode } = await this.addNode(path, NodeType.File, mode);
+      return this.newHandle(vol.id, inode, false, true);
     });
+  }
+
+  /**
+   * Makes a new directory, symlink or empty file at path in one transaction (under the lock):
+   * the parent's times and link count move with it, and a file counts in its share's totals.
+   */
+  private async addNode(path: string, type: NodeType, mode: number, extra?: Partial<Inode>): Promise<{ vol: Volume; inode: Inode }> {
+    const p = await this.ctx.resolveParent(path);
+    this.checkNewName(p, path);
+    await this.mustNotExist(p, path);
+    const now = Date.now();
+    const txn = new Txn();
+    const inode = this.newInode(this.ctx.allocIno(txn, p.vol), type, mode, now, extra);
+    txn.putInode(p.vol.id, inode);
+    txn.putEntry(p.vol.id, p.parent, p.name, { ino: inode.ino, type });
+    // A subdirectory's ".." is a link to its parent.
+    const nlink = p.parentInode.nlink + (type === NodeType.Dir ? 1 : 0);
+    txn.putInode(p.vol.id, { ...p.parentInode, nlink, mtime: now, ctime: now });
+    if (type === NodeType.File) this.ctx.count(txn, p.vol, 1, 0);
+    await this.ctx.meta.apply(txn);
+    return { vol: p.vol, inode };
   }
 
   /** Drops one link to `inode` inside `txn`; deletes it with the last link. */
