@@ -63,35 +63,14 @@ export class TreeView {
       yield { entry: this.rootEntry(), start: 0 };
       return;
     }
-    const stack: Frame[] = [];
-    let node = await this.reader.node(v.root);
-    let base = 0;
-    for (;;) {
-      const idx = childAt(node, from - base);
-      stack.push({ node, idx, base });
-      if (node.level === 1) break;
-      base += node.starts[idx];
-      node = await this.reader.node(childFp(node, idx));
-    }
+    const stack = await this.descend(from);
     for (;;) {
       const top = stack[stack.length - 1];
       const start = top.base + top.node.starts[top.idx];
       if (start >= to) return;
       yield { entry: childEntry(top.node, top.idx), start };
-      // advance to the next leaf
-      let level = stack.length - 1;
-      stack[level].idx++;
-      while (level >= 0 && stack[level].idx >= stack[level].node.count) {
-        stack.pop();
-        level--;
-        if (level >= 0) stack[level].idx++;
-      }
-      if (level < 0) return;
-      while (stack.length > 0 && stack[stack.length - 1].node.level > 1) {
-        const f = stack[stack.length - 1];
-        const child = await this.reader.node(childFp(f.node, f.idx));
-        stack.push({ node: child, idx: 0, base: f.base + f.node.starts[f.idx] });
-      }
+      if (++top.idx < top.node.count) continue;
+      if (!(await this.nextLevel1(stack))) return;
     }
   }
 
@@ -143,16 +122,7 @@ export class TreeView {
       await visit(e.fp, 0, e.len, e.zero);
       return;
     }
-    const stack: Frame[] = [];
-    let node = await this.reader.node(v.root);
-    let base = 0;
-    for (;;) {
-      const idx = childAt(node, from - base);
-      stack.push({ node, idx, base });
-      if (node.level === 1) break;
-      base += node.starts[idx];
-      node = await this.reader.node(childFp(node, idx));
-    }
+    const stack = await this.descend(from);
     for (;;) {
       // All the leaves of the level-1 node on top, then on to the next one.
       const top = stack[stack.length - 1];
@@ -164,21 +134,44 @@ export class TreeView {
         const p = visit(fp, start, n.starts[i + 1] - n.starts[i], isZeroFp(fp));
         if (p) await p;
       }
-      stack.pop();
-      let level = stack.length - 1;
-      if (level >= 0) stack[level].idx++;
-      while (level >= 0 && stack[level].idx >= stack[level].node.count) {
-        stack.pop();
-        level--;
-        if (level >= 0) stack[level].idx++;
-      }
-      if (level < 0) return;
-      while (stack[stack.length - 1].node.level > 1) {
-        const f = stack[stack.length - 1];
-        const child = await this.reader.node(childFp(f.node, f.idx));
-        stack.push({ node: child, idx: 0, base: f.base + f.node.starts[f.idx] });
-      }
+      if (!(await this.nextLevel1(stack))) return;
     }
+  }
+
+  /** The path from the root down to the level-1 node holding offset `from`. */
+  private async descend(from: number): Promise<Frame[]> {
+    const stack: Frame[] = [];
+    let node = await this.reader.node(this.version.root);
+    let base = 0;
+    for (;;) {
+      const idx = childAt(node, from - base);
+      stack.push({ node, idx, base });
+      if (node.level === 1) return stack;
+      base += node.starts[idx];
+      node = await this.reader.node(childFp(node, idx));
+    }
+  }
+
+  /**
+   * Moves `stack` (whose level-1 node on top is done) to the next level-1 node, at its first
+   * entry; false at the end of the tree.
+   */
+  private async nextLevel1(stack: Frame[]): Promise<boolean> {
+    stack.pop();
+    let level = stack.length - 1;
+    if (level >= 0) stack[level].idx++;
+    while (level >= 0 && stack[level].idx >= stack[level].node.count) {
+      stack.pop();
+      level--;
+      if (level >= 0) stack[level].idx++;
+    }
+    if (level < 0) return false;
+    while (stack[stack.length - 1].node.level > 1) {
+      const f = stack[stack.length - 1];
+      const child = await this.reader.node(childFp(f.node, f.idx));
+      stack.push({ node: child, idx: 0, base: f.base + f.node.starts[f.idx] });
+    }
+    return true;
   }
 
   /**
