@@ -138,26 +138,11 @@ export class ContainerFiles {
   }
 
   /** Container ids present on disk, ascending. */
-  async listIds(): Promise<number[]> {
-    const ids: number[] = [];
-    let shards: string[];
-    try {
-      shards = await fsp.readdir(this.dir);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw fromSystemError(err, `listing ${this.dir}`);
-    }
-    for (const s of shards.sort()) {
-      if (!/^[0-9a-f]{5}$/.test(s)) continue;
-      for (const f of await fsp.readdir(path.join(this.dir, s))) {
-        const m = /^([0-9a-f]{8})\.vvc$/.exec(f);
-        if (m) ids.push(parseInt(m[1], 16));
-      }
-    }
-    return ids.sort((a, b) => a - b);
+  listIds(): Promise<number[]> {
+    return this.listIdsFrom(0);
   }
 
-  /** Ids at or above `from`, reading only the shards that can hold them. */
+  /** Ids at or above `from`, ascending, reading only the shards that can hold them. */
   async listIdsFrom(from: number): Promise<number[]> {
     const ids: number[] = [];
     let shards: string[];
