@@ -153,26 +153,31 @@ export class OpenFile {
     // Skip the store when dirty bytes cover the whole range (reading back what was just written).
     if (baseEnd <= pos || this.dirty.covers(pos, end)) {
       out.fill(0, 0, n);
-      this.overlay(out, pos, n, undefined);
+      this.overlay(out, pos, n, undefined, undefined);
       return n;
     }
     if (baseEnd < end) out.fill(0, baseEnd - pos, n);
     const flushing = this.flushing;
+    const dirty = this.dirty;
     const r = this.store.readInto(this.base, pos, out.subarray(0, baseEnd - pos));
     if (typeof r === 'number') {
-      this.overlay(out, pos, n, undefined);
+      this.overlay(out, pos, n, undefined, undefined);
       return n;
     }
-    // A commit may land meanwhile: the extents it took are laid over what was read too.
+    // Commits may land meanwhile (more than one: the one in progress, then one of the bytes
+    // dirty now): what was read is the version from before them, so every extent map that
+    // was newer than it is laid over, oldest first.
     return r.then(() => {
-      this.overlay(out, pos, n, flushing);
+      this.overlay(out, pos, n, flushing, dirty);
       return n;
     });
   }
 
-  private overlay(out: Buffer, pos: number, n: number, earlier: ExtentMap | undefined): void {
+  private overlay(out: Buffer, pos: number, n: number, wasFlushing: ExtentMap | undefined, wasDirty: ExtentMap | undefined): void {
     const view = n === out.length ? out : out.subarray(0, n);
-    if (earlier && earlier !== this.flushing) earlier.overlay(view, pos);
+    const gone = (m: ExtentMap | undefined): m is ExtentMap => m !== undefined && m !== this.flushing && m !== this.dirty && !m.empty;
+    if (gone(wasFlushing)) wasFlushing.overlay(view, pos);
+    if (gone(wasDirty)) wasDirty.overlay(view, pos);
     if (this.flushing && !this.flushing.empty) this.flushing.overlay(view, pos);
     if (!this.dirty.empty) this.dirty.overlay(view, pos);
   }
