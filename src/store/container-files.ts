@@ -73,10 +73,12 @@ export class ContainerFiles {
     if (!r) {
       r = { file: openFile(this.pathOf(id), 'r').then((f) => checkHeader(f, id)), users: 0, lastUse: 0 };
       this.readers.set(id, r);
-      if (this.readers.size > MAX_OPEN_READERS) this.evictIdle();
     }
     r.users++;
     r.lastUse = ++this.useClock;
+    // Only after counting this user: a new reader (no users yet, the oldest use) would be the
+    // first one evicted, and its descriptor closed under the caller (EBADF in the workers).
+    if (this.readers.size > MAX_OPEN_READERS) this.evictIdle();
     try {
       return (await r.file).fd;
     } catch (err) {
