@@ -73,3 +73,36 @@ t.test('read-ahead windows over zero runs, read in place and out of order', asyn
   }
   t.equal(bad, 0, `${reads} reads identical`);
 });
+
+t.test("a caller's buffer taken away during a read is never written into", async (t) => {
+  // libfuse frees the buffer of a request that timed out while the read still runs. Here the
+  // memory is moved to another owner instead, so a late write into it can be seen.
+  const store = await SegmentStore.open(tmpDir(t));
+  t.teardown(() => store.close());
+  const a = new Rng(79).bytes(8 << 20);
+  const va = (await store.writeBuffer(a)).version;
+  await store.commit();
+  const sizes = [4096, 131072, 1 << 20];
+  let touched = 0;
+  let reads = 0;
+  for (const [k, size] of sizes.entries()) {
+    // Random offsets, so read-ahead stays out and the segments are decoded for this read.
+    for (let i = 0; i < 8; i++) {
+      const off = ((i * 7919 + k * 104729) * 4096) % (a.length - size);
+      const out = Buffer.from(new ArrayBuffer(size));
+      out.fill(0xaa);
+      const pending = Promise.resolve(store.readInto(va, off, out)).catch(() => -1);
+      // Taken away once the read is under way: the segments' decoding has been handed out.
+      await new Promise((resolve) => setImmediate(resolve));
+      const moved = new Uint8Array(structuredClone(out.buffer, { transfer: [out.buffer] }));
+      await pending;
+      reads++;
+      if (moved.some((x) => x !== 0xaa)) touched++;
+    }
+  }
+  t.equal(touched, 0, `${reads} reads left the moved memory alone`);
+  // And a read into a buffer that stays yields the bytes.
+  const out = Buffer.alloc(131072);
+  t.equal(await store.readInto(va, 4096 * 99, out), out.length);
+  t.ok(out.equals(a.subarray(4096 * 99, 4096 * 99 + out.length)), 'bytes read');
+});

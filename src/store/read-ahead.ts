@@ -104,17 +104,8 @@ export class ReadAhead {
         if (w.dropped) this.recycle(w);
       }
     };
-    return Promise.all(use.map((w) => w.done)).then(
-      () => {
-        const n = copyOut(use, off, end, out);
-        release();
-        return n;
-      },
-      (err) => {
-        release();
-        throw err;
-      },
-    );
+    // The copy throws when out was detached meanwhile (a FUSE request that timed out).
+    return Promise.all(use.map((w) => w.done)).then(() => copyOut(use, off, end, out)).finally(release);
   }
 
   /** The stream this read continues (or a new one), updated and moved to the end. */

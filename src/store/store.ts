@@ -231,21 +231,27 @@ export class SegmentStore {
     const end = Math.min(version.size, offset + length);
     if (offset >= end) return Buffer.alloc(0);
     const out = Buffer.allocUnsafe(end - offset);
-    await this.readInto(version, offset, out);
+    const view = this.view(version);
+    // Our own buffer: segments are decoded straight into it.
+    await (this.readAhead.readInto(view, offset, out) ?? view.readInto(offset, out));
     return out;
   }
 
   /**
    * Fills `out` with bytes [offset, offset + out.length) of the version, which must lie
    * within it. Returns the byte count: at once (no promise) when read-ahead already holds the
-   * bytes, else a promise of it. `out` must stay valid until then; nothing keeps it after.
+   * bytes, else a promise of it. Only this thread writes into `out`, never a codec worker:
+   * the caller may lose the memory under a read still running (libfuse frees the buffer of a
+   * request that timed out), and a copy on this thread then meets a detached buffer, where a
+   * worker would write into freed memory.
    */
   readInto(version: FileVersion, offset: number, out: Buffer): number | Promise<number> {
     this.ensureOpen();
     const view = this.view(version);
     const r = this.readAhead.readInto(view, offset, out);
     if (r !== undefined) return r;
-    return view.readInto(offset, out).then(() => out.length);
+    const own = Buffer.allocUnsafe(out.length);
+    return view.readInto(offset, own).then(() => own.copy(out));
   }
 
   /**
