@@ -11,38 +11,12 @@
 #endif
 
 #include "cut.h"
+#include "napi_util.h"
 
 // An entry of the cut list keeps the end offset in 31 bits beside the zero flag, so one call
 // takes less than 2 GiB.
 #define MAX_BUF 0x7fffffffu
 #define MAX_CHUNK (1u << 30)
-
-static void *fail_type(napi_env env, const char *msg) {
-  napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
-  return NULL;
-}
-
-static void *fail_range(napi_env env, const char *msg) {
-  napi_throw_range_error(env, "ERR_OUT_OF_RANGE", msg);
-  return NULL;
-}
-
-// Returns the data of a typed array of the wanted type, or NULL with a TypeError pending.
-static void *typed(napi_env env, napi_value v, napi_typedarray_type want, const char *what,
-                   size_t *len) {
-  bool is = false;
-  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return fail_type(env, what);
-  napi_typedarray_type type;
-  void *data = NULL;
-  if (napi_get_typedarray_info(env, v, &type, len, &data, NULL, NULL) != napi_ok ||
-      type != want) {
-    return fail_type(env, what);
-  }
-  // A zero-length array may have no storage; hand back something non-NULL for the caller's
-  // NULL check, it is never dereferenced.
-  static uint32_t empty;
-  return data ? data : &empty;
-}
 
 typedef struct {
   const uint32_t *gear;
@@ -56,29 +30,29 @@ typedef struct {
 // Checks the five arguments of cut() and cutAsync(); 0 with an exception pending if wrong.
 static int check_cut(napi_env env, napi_value *argv, cut_args *a) {
   size_t gear_len, params_len, state_len, out_len;
-  a->gear = typed(env, argv[0], napi_uint32_array, "gear must be a Uint32Array", &gear_len);
+  a->gear = vv_typed(env, argv[0], napi_uint32_array, "gear must be a Uint32Array", &gear_len);
   if (!a->gear) return 0;
-  const int32_t *pa = typed(env, argv[1], napi_int32_array, "params must be an Int32Array", &params_len);
+  const int32_t *pa = vv_typed(env, argv[1], napi_int32_array, "params must be an Int32Array", &params_len);
   if (!pa) return 0;
-  a->state = typed(env, argv[2], napi_uint32_array, "state must be a Uint32Array", &state_len);
+  a->state = vv_typed(env, argv[2], napi_uint32_array, "state must be a Uint32Array", &state_len);
   if (!a->state) return 0;
-  a->buf = typed(env, argv[3], napi_uint8_array, "buf must be a Uint8Array", &a->buf_len);
+  a->buf = vv_typed(env, argv[3], napi_uint8_array, "buf must be a Uint8Array", &a->buf_len);
   if (!a->buf) return 0;
-  a->out = typed(env, argv[4], napi_uint32_array, "out must be a Uint32Array", &out_len);
+  a->out = vv_typed(env, argv[4], napi_uint32_array, "out must be a Uint32Array", &out_len);
   if (!a->out) return 0;
 
-  if (gear_len != 256) return !!fail_range(env, "gear must have 256 entries");
-  if (params_len != 6) return !!fail_range(env, "params must have 6 entries (packParams)");
-  if (state_len != 3) return !!fail_range(env, "state must have 3 entries");
+  if (gear_len != 256) return !!vv_fail_range(env, "gear must have 256 entries");
+  if (params_len != 6) return !!vv_fail_range(env, "params must have 6 entries (packParams)");
+  if (state_len != 3) return !!vv_fail_range(env, "state must have 3 entries");
 
   a->p = (vv_params){(uint32_t)pa[0], (uint32_t)pa[1], (uint32_t)pa[2], (uint32_t)pa[3], (uint32_t)pa[4], pa[5]};
   if (pa[0] < 1 || pa[1] <= pa[0] || pa[2] <= pa[1] || (uint32_t)pa[2] > MAX_CHUNK) {
-    return !!fail_range(env, "params need 0 < min < avg < max <= 2^30");
+    return !!vv_fail_range(env, "params need 0 < min < avg < max <= 2^30");
   }
-  if (pa[5] != 0 && pa[5] != 1) return !!fail_range(env, "params[5] (zeroFast) must be 0 or 1");
-  if (a->state[0] >= a->p.max_size) return !!fail_range(env, "state[0] (bytes in the open chunk) must be below max");
-  if (a->state[2] > 1) return !!fail_range(env, "state[2] (all zero so far) must be 0 or 1");
-  if (a->buf_len > MAX_BUF) return !!fail_range(env, "buf must be shorter than 2^31 bytes");
+  if (pa[5] != 0 && pa[5] != 1) return !!vv_fail_range(env, "params[5] (zeroFast) must be 0 or 1");
+  if (a->state[0] >= a->p.max_size) return !!vv_fail_range(env, "state[0] (bytes in the open chunk) must be below max");
+  if (a->state[2] > 1) return !!vv_fail_range(env, "state[2] (all zero so far) must be 0 or 1");
+  if (a->buf_len > MAX_BUF) return !!vv_fail_range(env, "buf must be shorter than 2^31 bytes");
 
   // One entry per chunk of at least min + 1 bytes, plus the chunk left open by the last call.
   size_t need = (a->buf_len + a->p.min_size) / ((size_t)a->p.min_size + 1) + 2;
@@ -86,16 +60,14 @@ static int check_cut(napi_env env, napi_value *argv, cut_args *a) {
     char msg[128];
     snprintf(msg, sizeof msg, "out has %zu entries; %zu bytes need ceil(len / (min + 1)) + 2 = %zu", out_len,
              a->buf_len, need);
-    return !!fail_range(env, msg);
+    return !!vv_fail_range(env, msg);
   }
   return 1;
 }
 
 static napi_value cut(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
   napi_value argv[5];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
-  if (argc < 5) return fail_type(env, "cut(gear, params, state, buf, out) takes 5 arguments");
+  if (!vv_args(env, info, 5, argv, "cut(gear, params, state, buf, out) takes 5 arguments")) return NULL;
   cut_args a;
   if (!check_cut(env, argv, &a)) return NULL;
   size_t count = a.buf_len ? vv_cut(a.gear, &a.p, a.state, a.buf, a.buf_len, a.out) : 0;
@@ -143,14 +115,12 @@ static void cut_complete(napi_env env, napi_status status, void *data) {
 }
 
 static napi_value cut_async(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
   napi_value argv[6];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
-  if (argc < 6) return fail_type(env, "cutAsync(gear, params, state, buf, out, cb) takes 6 arguments");
+  if (!vv_args(env, info, 6, argv, "cutAsync(gear, params, state, buf, out, cb) takes 6 arguments")) return NULL;
   napi_valuetype t;
-  if (napi_typeof(env, argv[5], &t) != napi_ok || t != napi_function) return fail_type(env, "cb must be a function");
+  if (napi_typeof(env, argv[5], &t) != napi_ok || t != napi_function) return vv_fail_type(env, "cb must be a function");
   cut_job *j = calloc(1, sizeof *j);
-  if (!j) return fail_range(env, "out of memory");
+  if (!j) return vv_fail_range(env, "out of memory");
   if (!check_cut(env, argv, &j->a)) {
     free(j);
     return NULL;
@@ -161,7 +131,7 @@ static napi_value cut_async(napi_env env, napi_callback_info info) {
   napi_create_string_utf8(env, "vmvault.cut", NAPI_AUTO_LENGTH, &name);
   if (napi_create_async_work(env, NULL, name, cut_execute, cut_complete, j, &j->work) != napi_ok ||
       napi_queue_async_work(env, j->work) != napi_ok) {
-    return fail_range(env, "could not queue the cut");
+    return vv_fail_range(env, "could not queue the cut");
   }
   return NULL;
 }
@@ -209,7 +179,7 @@ static napi_value malloc_tune_js(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   uint32_t threshold = 128 * 1024;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
-  if (argc > 0 && napi_get_value_uint32(env, argv[0], &threshold) != napi_ok) return fail_type(env, "mmapThreshold must be a number");
+  if (argc > 0 && napi_get_value_uint32(env, argv[0], &threshold) != napi_ok) return vv_fail_type(env, "mmapThreshold must be a number");
   int ok = 0;
 #if defined(__GLIBC__)
   ok = mallopt(M_MMAP_THRESHOLD, (int)threshold);

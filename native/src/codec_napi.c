@@ -17,19 +17,10 @@
     if ((call) != napi_ok) return NULL; \
   } while (0)
 
-static napi_value args(napi_env env, napi_callback_info info, size_t want, napi_value *argv, const char *usage) {
-  size_t argc = want;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < want) return vv_fail_type(env, usage);
-  napi_value ok;
-  napi_get_boolean(env, true, &ok);
-  return ok;
-}
-
 // blake3(data: Uint8Array): Buffer
 static napi_value blake3_one(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  if (!args(env, info, 1, argv, "blake3(data) takes 1 argument")) return NULL;
+  if (!vv_args(env, info, 1, argv, "blake3(data) takes 1 argument")) return NULL;
   size_t len;
   const uint8_t *data = vv_typed(env, argv[0], napi_uint8_array, "data must be a Uint8Array", &len);
   if (!data) return NULL;
@@ -58,7 +49,7 @@ static long check_segs(napi_env env, size_t data_len, const uint32_t *segs, size
 // blake3Many(data: Uint8Array, segs: Uint32Array, out: Uint8Array): void
 static napi_value blake3_many(napi_env env, napi_callback_info info) {
   napi_value argv[3];
-  if (!args(env, info, 3, argv, "blake3Many(data, segs, out) takes 3 arguments")) return NULL;
+  if (!vv_args(env, info, 3, argv, "blake3Many(data, segs, out) takes 3 arguments")) return NULL;
   size_t dl, sl, ol;
   const uint8_t *data = vv_typed(env, argv[0], napi_uint8_array, "data must be a Uint8Array", &dl);
   if (!data) return NULL;
@@ -105,7 +96,7 @@ static napi_value blake3_force(napi_env env, napi_callback_info info) {
 // lz4Compress(src: Uint8Array, dst: Uint8Array): number -- payload length, 0 if it does not fit
 static napi_value lz4_compress(napi_env env, napi_callback_info info) {
   napi_value argv[2];
-  if (!args(env, info, 2, argv, "lz4Compress(src, dst) takes 2 arguments")) return NULL;
+  if (!vv_args(env, info, 2, argv, "lz4Compress(src, dst) takes 2 arguments")) return NULL;
   size_t sl, dl;
   const uint8_t *src = vv_typed(env, argv[0], napi_uint8_array, "src must be a Uint8Array", &sl);
   if (!src) return NULL;
@@ -122,7 +113,7 @@ static napi_value lz4_compress(napi_env env, napi_callback_info info) {
 // lz4Decompress(src: Uint8Array, dst: Uint8Array): number -- decoded length, -1 if malformed
 static napi_value lz4_decompress(napi_env env, napi_callback_info info) {
   napi_value argv[2];
-  if (!args(env, info, 2, argv, "lz4Decompress(src, dst) takes 2 arguments")) return NULL;
+  if (!vv_args(env, info, 2, argv, "lz4Decompress(src, dst) takes 2 arguments")) return NULL;
   size_t sl, dl;
   const uint8_t *src = vv_typed(env, argv[0], napi_uint8_array, "src must be a Uint8Array", &sl);
   if (!src) return NULL;
@@ -137,7 +128,7 @@ static napi_value lz4_decompress(napi_env env, napi_callback_info info) {
 // lz4Claimed(src: Uint8Array): number -- the length a payload's prefix claims (-1: no prefix)
 static napi_value lz4_claimed(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  if (!args(env, info, 1, argv, "lz4Claimed(src) takes 1 argument")) return NULL;
+  if (!vv_args(env, info, 1, argv, "lz4Claimed(src) takes 1 argument")) return NULL;
   size_t sl;
   const uint8_t *src = vv_typed(env, argv[0], napi_uint8_array, "src must be a Uint8Array", &sl);
   if (!src) return NULL;
@@ -226,7 +217,7 @@ static void run_hash(job *j) {
 //           cb(err, payloadBytes))
 static napi_value hash_batch(napi_env env, napi_callback_info info) {
   napi_value argv[10];
-  if (!args(env, info, 10, argv, "hashBatch takes 10 arguments")) return NULL;
+  if (!vv_args(env, info, 10, argv, "hashBatch takes 10 arguments")) return NULL;
   job *j = calloc(1, sizeof *j);
   if (!j) return vv_fail_range(env, "out of memory");
   size_t dl, sl, fl, pl, yl, wl = 0;
@@ -297,7 +288,7 @@ static void run_decode(job *j) {
 //             cb(err))
 static napi_value decode_batch(napi_env env, napi_callback_info info) {
   napi_value argv[5];
-  if (!args(env, info, 5, argv, "decodeBatch takes 5 arguments")) return NULL;
+  if (!vv_args(env, info, 5, argv, "decodeBatch takes 5 arguments")) return NULL;
   size_t il, fl, stl;
   const double *items = vv_typed(env, argv[0], napi_float64_array, "items must be a Float64Array", &il);
   if (!items) return NULL;

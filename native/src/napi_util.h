@@ -32,4 +32,16 @@ static inline void *vv_typed(napi_env env, napi_value v, napi_typedarray_type wa
   return data ? data : &empty;
 }
 
+// Fills argv with the first `want` arguments; NULL with a TypeError naming the usage pending
+// if fewer were passed, so no entry point reads an argv slot N-API left unset.
+static inline napi_value vv_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv,
+                                 const char *usage) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < want) return vv_fail_type(env, usage);
+  napi_value ok;
+  napi_get_boolean(env, true, &ok);
+  return ok;
+}
+
 #endif
