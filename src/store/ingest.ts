@@ -37,7 +37,6 @@ export class IngestEngine {
 
   private async storeBatch(data: Uint8Array, segs: Uint32Array, h: HashedBatch, deps: Set<number>): Promise<Entry[]> {
     const core = this.core;
-    const writers = core.writers;
     const n = segs.length >>> 1;
     const fps = h.fps;
     // Pass 1, from memory: known segments; the rest is new unless the filter doubts it.
@@ -45,9 +44,8 @@ export class IngestEngine {
     let doubt: number[] | undefined;
     for (let i = 0; i < n; i++) {
       const cid = core.memCid(fps, i * 32);
-      if (cid >= 0 && core.dedupHit(fps, i * 32, cid)) {
+      if (cid >= 0 && this.reuse(fps, i * 32, cid, deps)) {
         known[i] = 1;
-        if (writers.has(cid)) deps.add(cid);
       } else if (core.bloom.mayContain(fps, i * 32)) {
         (doubt ??= []).push(i);
       }
@@ -56,9 +54,7 @@ export class IngestEngine {
       const found = await core.lookupMany(doubt.map((i) => fps.subarray(i * 32, i * 32 + 32)));
       for (let j = 0; j < doubt.length; j++) {
         const loc = found[j];
-        if (!loc || !core.dedupHit(fps, doubt[j] * 32, loc.cid)) continue;
-        known[doubt[j]] = 1;
-        if (writers.has(loc.cid)) deps.add(loc.cid);
+        if (loc && this.reuse(fps, doubt[j] * 32, loc.cid, deps)) known[doubt[j]] = 1;
       }
     }
     // Pass 2, in stream order: append the new ones.
@@ -75,10 +71,7 @@ export class IngestEngine {
       if (known[i]) continue;
       // An earlier segment of this batch (or another writer meanwhile) may have stored it.
       const cid = core.memCid(fps, i * 32);
-      if (cid >= 0 && core.dedupHit(fps, i * 32, cid)) {
-        if (writers.has(cid)) deps.add(cid);
-        continue;
-      }
+      if (cid >= 0 && this.reuse(fps, i * 32, cid, deps)) continue;
       const raw = data.subarray(segs[2 * i], segs[2 * i] + len);
       let codec: Codec;
       let payload: Uint8Array;
@@ -96,6 +89,17 @@ export class IngestEngine {
     return entries;
   }
 
+  /**
+   * Takes a reference to the copy of a segment already in container `cid`, if dedup may (not
+   * while the container is swept; a running GC must learn the segment is live: dedupHit). An
+   * entry relying on a container still being written makes the checkpoint wait for it (deps).
+   */
+  private reuse(fp: Uint8Array, off: number, cid: number, deps: Set<number>): boolean {
+    if (!this.core.dedupHit(fp, off, cid)) return false;
+    if (this.core.writers.has(cid)) deps.add(cid);
+    return true;
+  }
+
   /** Stores a tree node synchronously (nodes are ~1 in 80 segments; hashing one is microseconds). */
   storeNode(bytes: Buffer, deps: Set<number>): Buffer {
     const core = this.core;
@@ -105,10 +109,7 @@ export class IngestEngine {
       const v = core.db.getSync(indexKey(fp));
       if (v) loc = decodeLocation(v);
     }
-    if (loc && core.dedupHit(fp, 0, loc.cid)) {
-      if (core.writers.has(loc.cid)) deps.add(loc.cid);
-      return fp;
-    }
+    if (loc && this.reuse(fp, 0, loc.cid, deps)) return fp;
     const { codec, payload } = encodePayload(bytes);
     const at = core.append(SegmentKind.Node, fp, bytes.length, codec, payload);
     deps.add(at.cid);
