@@ -47,6 +47,7 @@ export class ContainerWriter {
   private io: Promise<void> = Promise.resolve();
   private failure: Error | undefined;
   private sealedFlag = false;
+  private sealedTable: Buffer | undefined;
   /** Bytes known to be on stable storage. */
   durable = 0;
 
@@ -68,6 +69,11 @@ export class ContainerWriter {
 
   get sealed(): boolean {
     return this.sealedFlag;
+  }
+
+  /** The record table seal() wrote, kept apart from the image so it outlives release(). */
+  get table(): Buffer | undefined {
+    return this.sealedTable;
   }
 
   get failed(): Error | undefined {
@@ -160,7 +166,7 @@ export class ContainerWriter {
     if (this.failure) return Promise.reject(this.failure);
     if (this.sealedFlag) return this.io;
     this.sealedFlag = true;
-    const table = encodeTable(this.records);
+    const table = (this.sealedTable = encodeTable(this.records));
     const trailer = encodeTrailer(this.records.length, this.len, table);
     const need = this.len + table.length + TRAILER_BYTES;
     if (need > this.buf.length) {

@@ -8,7 +8,7 @@
 // object: a full cache (128 containers or 128 k records, 512 MiB of stored data at the
 // default segment size) holds ~8 MiB.
 
-import { type RecordMeta, TABLE_ENTRY_BYTES, encodeTable } from './container-format.js';
+import { type RecordMeta, TABLE_ENTRY_BYTES } from './container-format.js';
 import type { Location } from './segment-index.js';
 
 /** Record index bits of a hash value; the container slot is above them. */
@@ -111,9 +111,8 @@ export class LocalityCache {
     };
   }
 
-  /** Caches a container's records (its table as RecordMeta, or already encoded). */
-  insert(cid: number, table: RecordMeta[] | Buffer): void {
-    const raw = Buffer.isBuffer(table) ? table : encodeTable(table);
+  /** Caches a container's records from its encoded table, which it keeps (no copy). */
+  insert(cid: number, raw: Buffer): void {
     const count = raw.length / TABLE_ENTRY_BYTES;
     if (count > REC_MASK) return; // absurdly many records: locality is not worth it
     if (this.slotOf.has(cid)) this.drop(cid);

@@ -381,7 +381,7 @@ export class StoreCore {
       for (const w of registered) {
         this.writers.delete(w.id);
         this.seals.delete(w.id);
-        this.cache.insert(w.id, w.records); // copied: the image is reused
+        this.cache.insert(w.id, w.table!); // not a view of the image: release() recycles that
         w.release();
       }
     });
