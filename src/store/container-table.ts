@@ -2,20 +2,15 @@
 // in their on-disk layout): the file's tail is read in one piece, the trailer and the table
 // checksum are checked, and no per-record object is made.
 
-import fs from 'node:fs';
 import { crc32 } from 'node:zlib';
 import { vmError } from '../errors.js';
 import { containerName } from './codec.js';
 import { Codec, decodeTrailer, HEADER_BYTES, SegmentKind, TABLE_ENTRY_BYTES, TRAILER_BYTES } from './container-format.js';
 import type { ContainerFiles } from './container-files.js';
-import { readAt } from './file-io.js';
+import { fileSize, readAt } from './file-io.js';
 
 /** One read covers the trailer and a table of up to ~2700 records. */
 const TAIL_BYTES = 128 * 1024;
-
-function fstatSize(fd: number): Promise<number> {
-  return new Promise((resolve, reject) => fs.fstat(fd, (err, st) => (err ? reject(err) : resolve(st.size))));
-}
 
 /** The table of sealed container `id` (TABLE_ENTRY_BYTES per record), checked. */
 export async function readTableBytes(files: ContainerFiles, id: number): Promise<Buffer> {
@@ -23,7 +18,7 @@ export async function readTableBytes(files: ContainerFiles, id: number): Promise
   const file = files.pathOf(id);
   const fd = await files.acquire(id);
   try {
-    const size = await fstatSize(fd);
+    const size = await fileSize({ path: file, fd });
     if (size < HEADER_BYTES + TRAILER_BYTES) throw vmError('CORRUPT_CONTAINER', `${where} is truncated (${size} bytes)`, { container: id });
     const tailLen = Math.min(size, TAIL_BYTES);
     const tail = Buffer.allocUnsafe(tailLen);
