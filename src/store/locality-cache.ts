@@ -9,6 +9,7 @@
 // default segment size) holds ~8 MiB.
 
 import { type RecordMeta, TABLE_ENTRY_BYTES } from './container-format.js';
+import { fpEquals } from './fingerprint.js';
 import type { Location } from './segment-index.js';
 
 /** Record index bits of a hash value; the container slot is above them. */
@@ -72,15 +73,7 @@ export class LocalityCache {
       if (v !== TOMB && this.keys[h] === k) {
         const held = this.slots[(v - 1) >>> REC_BITS]!;
         const at = ((v - 1) & REC_MASK) * TABLE_ENTRY_BYTES;
-        const t = held.table;
-        let same = true;
-        for (let i = 0; i < 32; i++) {
-          if (t[at + i] !== fp[off + i]) {
-            same = false;
-            break;
-          }
-        }
-        if (same) return v;
+        if (fpEquals(held.table, at, fp, off)) return v;
       }
     }
   }
