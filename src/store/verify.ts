@@ -173,7 +173,7 @@ export async function verifyTrees(
         else if (!present!.has(l.cid) && !core.writers.has(l.cid)) {
           bad.set(
             todo[i],
-            asProblem(todo[i], vmError('MISSING_SEGMENT', `segment ${fpHex(todo[i]).slice(0, 16)} is in container ${l.cid.toString(16).padStart(8, '0')}, which is missing`, { container: l.cid })),
+            asProblem(todo[i], vmError('MISSING_SEGMENT', `segment ${fpHex(todo[i]).slice(0, 16)} is in container ${containerName(l.cid)}, which is missing`, { container: l.cid })),
           );
         }
       });
