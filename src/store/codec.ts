@@ -9,19 +9,21 @@ import { Codec } from './container-format.js';
 import { fingerprint, fpHex } from './fingerprint.js';
 import { nativeCodec } from './native.js';
 
-/** Compression must save at least 1/16 of a segment to be kept; else the segment is raw. */
+/**
+ * The largest payload worth keeping for a segment of rawLen bytes: compression must save at
+ * least 1/16 of a segment to be kept; else the segment is raw.
+ */
+export function payloadCap(rawLen: number): number {
+  return rawLen - (rawLen >>> 4);
+}
+
 export function compressionPays(rawLen: number, compressedLen: number): boolean {
-  return compressedLen <= rawLen - (rawLen >>> 4);
+  return compressedLen <= payloadCap(rawLen);
 }
 
 export interface Encoded {
   codec: Codec;
   payload: Uint8Array;
-}
-
-/** The largest payload worth keeping for a segment of rawLen bytes (see compressionPays). */
-export function payloadCap(rawLen: number): number {
-  return rawLen - (rawLen >>> 4);
 }
 
 export function encodePayloadJs(raw: Uint8Array): Encoded {
