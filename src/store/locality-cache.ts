@@ -58,11 +58,6 @@ export class LocalityCache {
     return this.live;
   }
 
-  /** Bytes held (tables and hash), for the memory figures. */
-  get bytes(): number {
-    return this.records * TABLE_ENTRY_BYTES + this.keys.byteLength + this.vals.byteLength;
-  }
-
   /** The hash value of fp's record, or 0. */
   private find(fp: Uint8Array, off: number): number {
     const k = key32(fp, off);
