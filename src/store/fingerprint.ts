@@ -9,11 +9,11 @@ export const FP_BYTES = 32;
 /** Stands for a run of zero bytes: never stored, never hashed (BLAKE3 of nothing is not 0). */
 export const ZERO_FP: Buffer = Buffer.alloc(FP_BYTES);
 
-/** BLAKE3 of one buffer: the addon's (see native.ts), else @napi-rs/blake-hash; the same hash. */
+/**
+ * BLAKE3 of one buffer: the addon's (see native.ts), else @napi-rs/blake-hash; the same hash
+ * (test/native-codec.test.ts holds the two to each other).
+ */
 export const fingerprint: (data: Uint8Array) => Buffer = nativeCodec ? nativeCodec.blake3 : blake3;
-
-/** The fallback's hash, for tests that hold both implementations to each other. */
-export const fingerprintJs: (data: Uint8Array) => Buffer = blake3;
 
 export function isZeroFp(fp: Uint8Array): boolean {
   // Only the sentinel is all zero; a real BLAKE3 output with 64 leading zero bits is not a
