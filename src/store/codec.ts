@@ -26,7 +26,7 @@ export interface Encoded {
   payload: Uint8Array;
 }
 
-export function encodePayloadJs(raw: Uint8Array): Encoded {
+function encodePayloadJs(raw: Uint8Array): Encoded {
   const c = compressSync(raw as Buffer);
   return compressionPays(raw.length, c.length) ? { codec: Codec.Lz4, payload: c } : { codec: Codec.Raw, payload: raw };
 }
