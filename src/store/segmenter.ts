@@ -180,11 +180,10 @@ function allZero(buf: Uint8Array, from: number, to: number): boolean {
 
 type CutFn = typeof cutTs;
 
-const native: { cut: CutFn } | undefined = nativeCutFn ? { cut: nativeCutFn } : undefined;
+export const nativeCut: CutFn | undefined = nativeCutFn;
 
 /** Which implementation cuts: 'native' (the C addon) or 'ts' (the fallback). */
-export const segmenterImpl: 'native' | 'ts' = native ? 'native' : 'ts';
-export const nativeCut: CutFn | undefined = native?.cut;
+export const segmenterImpl: 'native' | 'ts' = nativeCut ? 'native' : 'ts';
 
 /**
  * A resumable segmenter for one stream. push() returns the cut list for the bytes given
@@ -200,8 +199,8 @@ export class Segmenter {
   constructor(params: ChunkerParams, impl: 'native' | 'ts' = segmenterImpl) {
     this.params = params;
     this.packed = packParams(params);
-    if (impl === 'native' && !native) throw vmError('NOT_SUPPORTED', 'the native segmenter addon is not built (npm install builds it)');
-    this.cut = impl === 'native' ? native!.cut : cutTs;
+    if (impl === 'native' && !nativeCut) throw vmError('NOT_SUPPORTED', 'the native segmenter addon is not built (npm install builds it)');
+    this.cut = impl === 'native' ? nativeCut! : cutTs;
     this.reset();
   }
 
