@@ -1,33 +1,15 @@
 // The vmvault file system: FUSE handlers over the namespace. A thin edge: it converts
 // attributes and buffers; every rule lives in namespace/, every errno in errno.ts.
 
-import type { Attr } from '../namespace/fs-ops.js';
 import type { Namespace } from '../namespace/namespace.js';
-import type { FileStat, FuseHandlers } from './handlers.js';
-
-const BLKSIZE = 128 * 1024;
-
-function stat(a: Attr): FileStat {
-  return {
-    mode: a.mode,
-    size: a.size,
-    uid: a.uid,
-    gid: a.gid,
-    nlink: a.nlink,
-    ino: a.ino,
-    blksize: BLKSIZE,
-    blocks: Math.ceil(a.size / 512),
-    atime: a.atime,
-    mtime: a.mtime,
-    ctime: a.ctime,
-  };
-}
+import type { FuseHandlers } from './handlers.js';
 
 export function vmvaultHandlers(ns: Namespace): FuseHandlers {
   const fs = ns.fs;
   return {
-    getattr: async (path) => stat(await fs.getattr(path)),
-    fgetattr: async (_path, fh) => stat(await fs.fgetattr(fh)),
+    // Attr already fits FileStat: statArray fills in blksize (128 KiB) and blocks (size/512).
+    getattr: (path) => fs.getattr(path),
+    fgetattr: (_path, fh) => fs.fgetattr(fh),
     readdir: async (path) => (await fs.readdir(path)).map((e) => e.name),
     access: async () => {},
     statfs: async () => {
