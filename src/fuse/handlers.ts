@@ -83,11 +83,8 @@ export interface FuseHandlers {
    * cheap path for data already in memory.
    */
   read?(path: string, fh: FileHandle, buf: Buffer, len: number, pos: number): Promise<number> | number;
-  /**
-   * Resolve len unless the write failed. Same lifetime rule for buf as read: copy to keep.
-   * A plain number answers at once.
-   */
-  write?(path: string, fh: FileHandle, buf: Buffer, len: number, pos: number): Promise<number> | number;
+  /** Resolve len unless the write failed. Same lifetime rule for buf as read: copy to keep. */
+  write?(path: string, fh: FileHandle, buf: Buffer, len: number, pos: number): Promise<number>;
   /** Called on every close(2) of a descriptor; a place to report deferred write errors. */
   flush?(path: string, fh: FileHandle): Promise<void>;
   /** Last close of the handle; its return value reaches nobody. */
