@@ -10,7 +10,6 @@
 // write, flush or fsync reports the error: like a page-cache writeback error, the data
 // written since that version is lost and the writer is told.
 
-import { vmError } from '../errors.js';
 import type { SegmentStore } from '../store/store.js';
 import type { FileVersion } from '../store/version.js';
 import { ExtentMap } from './extent-map.js';
@@ -265,13 +264,4 @@ export class OpenFile {
     this.size = Math.max(this.durable.size, this.dirty.end);
     this.unconfirmedDeps.clear();
   }
-
-  /** Waits for commits in flight. */
-  settle(): Promise<void> {
-    return this.chain;
-  }
-}
-
-export function assertWritable(readOnly: boolean, what: string): void {
-  if (readOnly) throw vmError('READ_ONLY', `${what} is in a snapshot, which is read-only`);
 }
