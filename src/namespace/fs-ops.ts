@@ -11,7 +11,7 @@ import { latest, type NsContext, type ParentResolved, type Resolved } from './co
 import { Txn } from './meta.js';
 import { SNAPSHOTS_DIR } from './names.js';
 import type { OpenFile } from './open-file.js';
-import { type Inode, NodeType, ROOT_INO, typeBits, type Volume } from './records.js';
+import { type Inode, NodeType, typeBits, type Volume } from './records.js';
 
 export interface Attr {
   ino: number;
@@ -30,7 +30,6 @@ export interface Attr {
 export interface Handle {
   vol: number;
   ino: number;
-  readOnly: boolean;
   writable: boolean;
   file: OpenFile;
 }
@@ -201,7 +200,7 @@ export class FsOps {
     this.refuseVirtualParent(path);
     return this.ctx.lock.run(async () => {
       const { vol, inode } = await this.addNode(path, NodeType.File, mode);
-      return this.newHandle(vol.id, inode, false, true);
+      return this.newHandle(vol.id, inode, true);
     });
   }
 
@@ -398,14 +397,14 @@ export class FsOps {
 
   // ---- open files ---------------------------------------------------------------------------
 
-  private newHandle(vol: number, inode: Inode, readOnly: boolean, writable: boolean): number {
+  private newHandle(vol: number, inode: Inode, writable: boolean): number {
     const file = this.ctx.openFile(vol, inode);
     file.handles++;
     // FUSE carries handles as uint32 and treats 0 as none.
     let fh = this.nextFh;
     while (this.handles.has(fh)) fh = fh >= 0x7fffffff ? 1 : fh + 1;
     this.nextFh = fh >= 0x7fffffff ? 1 : fh + 1;
-    this.handles.set(fh, { vol, ino: inode.ino, readOnly, writable, file });
+    this.handles.set(fh, { vol, ino: inode.ino, writable, file });
     return fh;
   }
 
@@ -421,7 +420,7 @@ export class FsOps {
     if (r.inode.type !== NodeType.File) throw vmError('INVALID_ARGUMENT', `${path} is not a regular file`);
     const writable = (flags & O_ACCMODE) !== O_RDONLY;
     if (writable && r.readOnly) throw vmError('READ_ONLY', `${path}: snapshots are read-only`);
-    return this.newHandle(r.vol.id, r.inode, r.readOnly, writable);
+    return this.newHandle(r.vol.id, r.inode, writable);
   }
 
   async read(fh: number, pos: number, len: number): Promise<Buffer> {
@@ -463,14 +462,8 @@ export class FsOps {
       if (f.handles === 0 && f.idle) this.ctx.openFiles.delete(`${h.vol}/${h.ino}`);
     }
   }
-
-  get openHandles(): number {
-    return this.handles.size;
-  }
 }
 
 function splitDepth(path: string): number {
   return path.split('/').filter((p) => p.length > 0).length;
 }
-
-export { ROOT_INO };
