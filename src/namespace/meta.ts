@@ -30,9 +30,6 @@ class Lru<V> {
     }
     return v;
   }
-  has(k: string): boolean {
-    return this.map.has(k);
-  }
   set(k: string, v: V): void {
     this.map.delete(k);
     this.map.set(k, v);
