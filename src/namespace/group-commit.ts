@@ -67,7 +67,7 @@ export class GroupCommit {
         for (const [f, version] of newest) {
           const inode = await this.ctx.meta.getInode(f.vol, f.ino);
           if (!inode) continue; // unlinked meanwhile: its data is garbage now
-          const prev = txn.inodes.get(`${f.vol}/${f.ino}`)?.inode ?? inode;
+          const prev = txn.inodes.get(`${f.vol}/${f.ino}`) ?? inode;
           txn.putInode(f.vol, { ...prev, version, size: version.size, mtime: f.mtime, ctime: f.ctime });
           this.ctx.count(txn, await this.ctx.volume(f.vol), 0, version.size - prev.size);
         }

@@ -48,18 +48,18 @@ const ABSENT = null;
 
 export class Txn {
   readonly ops: DbOp[] = [];
-  readonly inodes = new Map<string, { vol: number; inode: Inode | null }>();
+  readonly inodes = new Map<string, Inode | null>();
   readonly entries = new Map<string, EntryValue | null>();
   readonly volumes = new Map<number, Volume>();
 
   putInode(vol: number, n: Inode): void {
     this.ops.push({ type: 'put', key: inodeKey(vol, n.ino), value: encodeInode(n) });
-    this.inodes.set(`${vol}/${n.ino}`, { vol, inode: n });
+    this.inodes.set(`${vol}/${n.ino}`, n);
   }
 
   delInode(vol: number, ino: number): void {
     this.ops.push({ type: 'del', key: inodeKey(vol, ino) });
-    this.inodes.set(`${vol}/${ino}`, { vol, inode: null });
+    this.inodes.set(`${vol}/${ino}`, null);
   }
 
   putEntry(vol: number, parent: number, name: string, e: EntryValue): void {
@@ -192,7 +192,7 @@ export class Meta {
   /** Makes the cache see a transaction written by someone else's batch (the store's commit). */
   learn(txn: Txn): void {
     this.generation++;
-    for (const [k, { inode }] of txn.inodes) this.inodes.set(k, inode);
+    for (const [k, inode] of txn.inodes) this.inodes.set(k, inode);
     for (const [k, e] of txn.entries) this.entries.set(k, e);
     for (const [id, v] of txn.volumes) this.volumes.set(id, v);
   }
