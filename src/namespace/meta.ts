@@ -189,8 +189,8 @@ export class Meta {
     this.learn(txn);
   }
 
-  /** Makes the cache see a transaction written by someone else's batch (the store's commit). */
-  learn(txn: Txn): void {
+  /** Only after the batch is on disk, so the cache never shows what the disk does not hold. */
+  private learn(txn: Txn): void {
     this.generation++;
     for (const [k, inode] of txn.inodes) this.inodes.set(k, inode);
     for (const [k, e] of txn.entries) this.entries.set(k, e);
