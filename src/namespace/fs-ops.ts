@@ -132,7 +132,7 @@ export class FsOps {
   }
 
   private checkNewName(p: ParentResolved, path: string): void {
-    if (p.readOnly) throw vmError('READ_ONLY', `${path}: snapshots are read-only`);
+    refuseReadOnly(p.readOnly, path);
     if (p.atRoot && p.name === SNAPSHOTS_DIR) throw vmError('ALREADY_EXISTS', `${path}: .snapshots is reserved for the share's snapshots`);
   }
 
@@ -238,7 +238,7 @@ export class FsOps {
   async unlink(path: string): Promise<void> {
     await this.ctx.lock.run(async () => {
       const p = await this.ctx.resolveParent(path);
-      if (p.readOnly) throw vmError('READ_ONLY', `${path}: snapshots are read-only`);
+      refuseReadOnly(p.readOnly, path);
       const e = await this.ctx.meta.lookup(p.vol.id, p.parent, p.name);
       if (!e) throw vmError('NOT_FOUND', `${path} does not exist`);
       if (e.type === NodeType.Dir) throw vmError('IS_DIRECTORY', `${path} is a directory`);
@@ -263,7 +263,7 @@ export class FsOps {
     }
     await this.ctx.lock.run(async () => {
       const p = await this.ctx.resolveParent(path);
-      if (p.readOnly) throw vmError('READ_ONLY', `${path}: snapshots are read-only`);
+      refuseReadOnly(p.readOnly, path);
       const e = await this.ctx.meta.lookup(p.vol.id, p.parent, p.name);
       if (!e) throw vmError('NOT_FOUND', `${path} does not exist`);
       if (e.type !== NodeType.Dir) throw vmError('NOT_DIRECTORY', `${path} is not a directory`);
@@ -286,7 +286,7 @@ export class FsOps {
     await this.ctx.lock.run(async () => {
       const src = await this.ctx.resolveParent(from);
       const dst = await this.ctx.resolveParent(to);
-      if (src.readOnly || dst.readOnly) throw vmError('READ_ONLY', 'snapshots are read-only');
+      refuseReadOnly(src.readOnly || dst.readOnly);
       if ((src.atRoot && src.name === SNAPSHOTS_DIR) || (dst.atRoot && dst.name === SNAPSHOTS_DIR)) {
         throw vmError('NOT_PERMITTED', '.snapshots cannot be renamed, replaced or moved');
       }
@@ -335,7 +335,7 @@ export class FsOps {
   private async setattr(path: string, change: (n: Inode, now: number) => Inode, onOpen?: (f: OpenFile, now: number) => void): Promise<void> {
     await this.ctx.lock.run(async () => {
       const r = await this.ctx.resolve(path);
-      if (r.readOnly) throw vmError('READ_ONLY', `${path}: snapshots are read-only`);
+      refuseReadOnly(r.readOnly, path);
       const now = Date.now();
       const txn = new Txn();
       const next = change(r.inode, now);
@@ -372,7 +372,7 @@ export class FsOps {
   }
 
   private async truncateResolved(r: Resolved, size: number, path: string): Promise<void> {
-    if (r.readOnly) throw vmError('READ_ONLY', `${path}: snapshots are read-only`);
+    refuseReadOnly(r.readOnly, path);
     if (r.inode.type === NodeType.Dir) throw vmError('IS_DIRECTORY', `${path} is a directory`);
     if (r.inode.type !== NodeType.File) throw vmError('INVALID_ARGUMENT', `${path} is not a regular file`);
     if (!Number.isSafeInteger(size) || size < 0) throw vmError('INVALID_ARGUMENT', `invalid size ${size}`);
@@ -419,7 +419,7 @@ export class FsOps {
     if (r.inode.type === NodeType.Dir) throw vmError('IS_DIRECTORY', `${path} is a directory`);
     if (r.inode.type !== NodeType.File) throw vmError('INVALID_ARGUMENT', `${path} is not a regular file`);
     const writable = (flags & O_ACCMODE) !== O_RDONLY;
-    if (writable && r.readOnly) throw vmError('READ_ONLY', `${path}: snapshots are read-only`);
+    refuseReadOnly(writable && r.readOnly, path);
     return this.newHandle(r.vol.id, r.inode, writable);
   }
 
@@ -466,4 +466,9 @@ export class FsOps {
 
 function splitDepth(path: string): number {
   return path.split('/').filter((p) => p.length > 0).length;
+}
+
+/** Snapshots never change: any change inside one is EROFS. Rename names no path (it has two). */
+function refuseReadOnly(readOnly: boolean, path?: string): void {
+  if (readOnly) throw vmError('READ_ONLY', path === undefined ? 'snapshots are read-only' : `${path}: snapshots are read-only`);
 }
