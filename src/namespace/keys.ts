@@ -28,21 +28,21 @@ export function snapNameKey(shareVol: number, name: string): Buffer {
 }
 
 export function snapNameRange(shareVol: number): { gte: Buffer; lt: Buffer } {
-  const k = Buffer.allocUnsafe(5);
-  k[0] = SNAP_NAME;
-  k.writeUInt32BE(shareVol, 1);
-  const lt = Buffer.from(k);
-  lt.writeUInt32BE(shareVol + 1, 1);
-  return { gte: k, lt };
+  return volumeRange(SNAP_NAME, shareVol);
 }
 
-export function inodeKey(vol: number, ino: number): Buffer {
+/** prefix, volId, then a 64-bit inode number: an inode's key, and its directory's entry prefix. */
+function volInoKey(prefix: number, vol: number, ino: number): Buffer {
   const k = Buffer.allocUnsafe(13);
-  k[0] = INODE;
+  k[0] = prefix;
   k.writeUInt32BE(vol, 1);
   k.writeUInt32BE(Math.floor(ino / 0x100000000), 5);
   k.writeUInt32BE(ino >>> 0, 9);
   return k;
+}
+
+export function inodeKey(vol: number, ino: number): Buffer {
+  return volInoKey(INODE, vol, ino);
 }
 
 export function entryKey(vol: number, parent: number, name: string): Buffer {
@@ -50,12 +50,7 @@ export function entryKey(vol: number, parent: number, name: string): Buffer {
 }
 
 export function entryPrefix(vol: number, parent: number): Buffer {
-  const k = Buffer.allocUnsafe(13);
-  k[0] = ENTRY;
-  k.writeUInt32BE(vol, 1);
-  k.writeUInt32BE(Math.floor(parent / 0x100000000), 5);
-  k.writeUInt32BE(parent >>> 0, 9);
-  return k;
+  return volInoKey(ENTRY, vol, parent);
 }
 
 /** All entries of one directory. */
@@ -65,7 +60,7 @@ export function entryRange(vol: number, parent: number): { gte: Buffer; lt: Buff
   return { gte, lt };
 }
 
-/** All keys of one volume under a prefix (INODE or ENTRY). */
+/** All keys of one volume under a prefix (INODE, ENTRY, or SNAP_NAME for a share's snapshots). */
 export function volumeRange(prefix: number, vol: number): { gte: Buffer; lt: Buffer } {
   const gte = Buffer.allocUnsafe(5);
   gte[0] = prefix;
