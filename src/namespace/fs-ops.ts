@@ -191,7 +191,7 @@ export class FsOps {
       const txn = new Txn();
       txn.putInode(p.vol.id, { ...src.inode, nlink: src.inode.nlink + 1, ctime: now });
       txn.putEntry(p.vol.id, p.parent, p.name, { ino: src.ino, type: src.inode.type });
-      txn.putInode(p.vol.id, { ...(src.ino === p.parent ? src.inode : p.parentInode), mtime: now, ctime: now });
+      txn.putInode(p.vol.id, { ...p.parentInode, mtime: now, ctime: now });
       await this.ctx.meta.apply(txn);
     });
   }
