@@ -168,8 +168,7 @@ export class FsOps {
       await this.shares.create(path.replace(/^\/+|\/+$/g, ''));
       return;
     }
-    if (pl.kind === 'snapdir') throw vmError('ALREADY_EXISTS', `${path} exists`);
-    if (pl.parts.length === 0) throw vmError('ALREADY_EXISTS', `${path} exists`);
+    if (pl.kind === 'snapdir' || pl.parts.length === 0) throw vmError('ALREADY_EXISTS', `${path} exists`);
     await this.ctx.lock.run(() => this.addNode(path, NodeType.Dir, mode));
   }
 
