@@ -69,7 +69,7 @@ export class Snapshots {
   ): Promise<Volume> {
     const db = this.ctx.store.db;
     // The instant of the copy: no namespace change can land between these two lines.
-    const { snapshot, src, id } = await this.ctx.lock.run(async () => {
+    const { snapshot, src, id, made } = await this.ctx.lock.run(async () => {
       const txn = new Txn();
       const newId = await this.shares.allocVolume(txn);
       const current = await this.ctx.volume(from.id);
@@ -77,7 +77,7 @@ export class Snapshots {
       // Recorded before the copy, so a crash mid-copy leaves a volume the sweep can find.
       txn.putVolume({ ...target, name: `(unfinished ${target.name})` });
       await this.ctx.meta.apply(txn, false);
-      return { snapshot: db.snapshot(), src: current, id: newId };
+      return { snapshot: db.snapshot(), src: current, id: newId, made: target };
     });
     try {
       for (const prefix of [INODE, ENTRY]) {
@@ -94,7 +94,6 @@ export class Snapshots {
     } finally {
       await snapshot.close();
     }
-    const made = make(id, src);
     try {
       return await this.ctx.lock.run(async () => {
         // publish() checks the name is still free: a racing create of the same name loses here.
