@@ -115,6 +115,13 @@ export class NsContext implements CommitTarget {
     return this.openFiles.get(`${vol}/${ino}`);
   }
 
+  /** Refuses removing a volume while descriptors are open on it: they would read cleared records. */
+  refuseOpenFiles(vol: number, what: string): void {
+    for (const f of this.openFiles.values()) {
+      if (f.vol === vol && f.handles > 0) throw vmError('CONFLICT', `${what} has open files; close them first`);
+    }
+  }
+
   /** CommitTarget: the group commit makes a version durable and records it in the inode. */
   record(f: OpenFile, version: FileVersion, deps: Set<number>, now: boolean): Promise<void> {
     return this.group.add(f, version, deps, now);

@@ -89,9 +89,7 @@ export class Shares {
     validateName('share', name);
     const doomed = await this.ctx.lock.run(async () => {
       const vol = await this.volumeOf(name);
-      for (const f of this.ctx.openFiles.values()) {
-        if (f.vol === vol.id && f.handles > 0) throw vmError('CONFLICT', `share ${name} has open files; close them first`);
-      }
+      this.ctx.refuseOpenFiles(vol.id, `share ${name}`);
       const snaps = await this.ctx.meta.snapshotNames(vol.id);
       if (!opts.force) {
         if (await this.ctx.meta.hasChildren(vol.id, ROOT_INO)) throw vmError('NOT_EMPTY', `share ${name} is not empty; delete its files or use --force`);

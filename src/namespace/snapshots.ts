@@ -136,9 +136,7 @@ export class Snapshots {
     const share = await this.shares.volumeOf(shareName);
     const snap = await this.ctx.lock.run(async () => {
       const s = await this.snapVolume(share, name);
-      for (const f of this.ctx.openFiles.values()) {
-        if (f.vol === s.id && f.handles > 0) throw vmError('CONFLICT', `snapshot ${shareName}/${name} has open files; close them first`);
-      }
+      this.ctx.refuseOpenFiles(s.id, `snapshot ${shareName}/${name}`);
       const txn = new Txn();
       txn.raw({ type: 'del', key: snapNameKey(share.id, name) });
       await this.ctx.meta.apply(txn, true);
