@@ -9,6 +9,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ApplianceServices, VERSION } from './appliance-services.js';
+import { DEFAULT_DATA_DIR, DEFAULT_LISTEN } from './control/defaults.js';
 import { listen } from './control/listen.js';
 import { buildServer } from './control/server.js';
 import { ensureToken } from './control/token.js';
@@ -28,7 +29,7 @@ export interface ApplianceConfig {
   reserveMiB?: number;
 }
 
-export const DEFAULTS: ApplianceConfig = { data: './vmvault-data', mount: './vmvault-mnt', listen: '127.0.0.1:7070' };
+export const DEFAULTS: ApplianceConfig = { data: DEFAULT_DATA_DIR, mount: './vmvault-mnt', listen: DEFAULT_LISTEN };
 
 const USAGE = `usage: vmvault appliance [--data DIR] [--mount DIR] [--listen HOST:PORT] [--config FILE]
 

@@ -2,12 +2,10 @@
 // errors a person can act on ("is the appliance running?", "which token was refused?").
 
 import path from 'node:path';
+import { API_PREFIX, DEFAULT_DATA_DIR, DEFAULT_URL } from '../control/defaults.js';
 import { readToken, TOKEN_FILE } from '../control/token.js';
 import { CliError, usage } from './cli-error.js';
 
-export const DEFAULT_URL = 'http://127.0.0.1:7070';
-export const DEFAULT_DATA_DIR = './vmvault-data';
-const API = '/api/v1';
 const REQUEST_TIMEOUT_MS = 30_000;
 
 export interface TokenChoice {
@@ -71,7 +69,7 @@ export class ApiClient {
     if (body !== undefined) headers['content-type'] = 'application/json';
     let res: Response;
     try {
-      res = await fetch(`${this.baseUrl}${API}${route}`, {
+      res = await fetch(`${this.baseUrl}${API_PREFIX}${route}`, {
         method,
         headers,
         body: body === undefined ? undefined : JSON.stringify(body),

@@ -3,7 +3,8 @@
 // here: bin/vmvault.js sends it to src/appliance.ts, the composition root.)
 
 import { parseArgs } from 'node:util';
-import { ApiClient, DEFAULT_DATA_DIR, DEFAULT_URL, parseBaseUrl, resolveToken } from './client.js';
+import { DEFAULT_DATA_DIR, DEFAULT_URL } from '../control/defaults.js';
+import { ApiClient, parseBaseUrl, resolveToken } from './client.js';
 import { CliError, usage } from './cli-error.js';
 import type { Command, Flags } from './commands/context.js';
 import { gcCommand, indexCommand, jobsCommand, verifyCommand } from './commands/jobs.js';

@@ -5,9 +5,7 @@
 import net from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { fromSystemError, vmError } from '../errors.js';
-
-export const DEFAULT_HOST = '127.0.0.1';
-export const DEFAULT_PORT = 7070;
+import { DEFAULT_HOST, DEFAULT_PORT } from './defaults.js';
 
 export interface ListenOptions {
   host?: string;

@@ -4,6 +4,7 @@
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import { vmError } from '../errors.js';
 import { isAuthorized, makeAuthHook, unauthorized } from './auth.js';
+import { API_PREFIX } from './defaults.js';
 import { sendError } from './error-reply.js';
 import { JobRunner } from './jobs.js';
 import { OpenApiCollector, type RouteSchema, routeSchema } from './openapi.js';
@@ -16,7 +17,6 @@ import { snapshotRoutes } from './routes/snapshots.js';
 import { statsRoutes } from './routes/stats.js';
 import type { ControlServices } from './services.js';
 
-export const API_PREFIX = '/api/v1';
 /** Every request body here is a few names; anything near this is a mistake or an attack. */
 export const DEFAULT_BODY_LIMIT = 64 * 1024;
 
