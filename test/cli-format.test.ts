@@ -36,8 +36,8 @@ t.test('ratios, durations, percentages, bars, tables', async (t) => {
   t.equal(formatDuration(5), '0:05');
   t.equal(formatDuration(65), '1:05');
   t.equal(formatDuration(3725), '1:02:05');
-  t.equal(formatPercent(45, 100), ' 45%');
-  t.equal(formatPercent(5, 0), '  ?%');
+  t.equal(formatPercent(45, 100), '45%');
+  t.equal(formatPercent(5, 0), '?%');
   t.equal(progressBar(1, 4, 8), '[##......]');
   t.equal(formatTable(['A', 'LONGER'], [['xyz', '1'], ['q', '22']]), 'A    LONGER\nxyz  1\nq    22');
 });

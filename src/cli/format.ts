@@ -48,8 +48,14 @@ export function formatRate(rate: number | null, unit: 'bytes' | 'items'): string
 }
 
 export function formatPercent(done: number, total: number): string {
-  if (total <= 0) return '  ?%';
-  return `${Math.min(100, Math.floor((done * 100) / total))}%`.padStart(4);
+  if (total <= 0) return '?%';
+  return `${Math.min(100, Math.floor((done * 100) / total))}%`;
+}
+
+/** "45%  1.00 GiB / 2.22 GiB"; without a total, just what is done. */
+export function formatProgress(done: number, total: number, unit: 'bytes' | 'items'): string {
+  const amount = total > 0 ? `${formatAmount(done, unit)} / ${formatAmount(total, unit)}` : formatAmount(done, unit);
+  return `${formatPercent(done, total)}  ${amount}`;
 }
 
 /** "[#####.....]" */

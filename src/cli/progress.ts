@@ -1,9 +1,9 @@
 // Watches a job until it ends: a redrawn bar on a terminal, a line every few seconds in a log,
 // and Ctrl-C cancels the job on the appliance (not just the watching) before exiting.
 
-import type { JobView } from '../control/jobs.js';
-import type { ApiClient } from './client.js';
-import { formatAmount, formatDuration, formatPercent, formatRate, progressBar } from './format.js';
+import { isActive, type JobView } from '../control/jobs.js';
+import { type ApiClient, seg } from './client.js';
+import { formatDuration, formatProgress, formatRate, progressBar } from './format.js';
 import type { CliIO } from './io.js';
 
 const POLL_MS = 300;
@@ -27,7 +27,7 @@ export async function watchJob(client: ApiClient, id: string, io: CliIO, pollMs 
     interrupted = true;
     cancelledAt = Date.now();
     io.stderr(`${io.stderrIsTTY ? '\n' : ''}cancelling job ${id} (Ctrl-C again to stop waiting)\n`);
-    client.delete(`/jobs/${id}`).catch(() => {
+    client.delete(`/jobs/${seg(id)}`).catch(() => {
       // Already ended (409) or unreachable: the next poll tells which.
     });
   });
@@ -35,8 +35,8 @@ export async function watchJob(client: ApiClient, id: string, io: CliIO, pollMs 
   let drawn = false;
   try {
     for (;;) {
-      const job = await client.get<JobView>(`/jobs/${id}`);
-      if (isDone(job) || (interrupted && Date.now() - cancelledAt > CANCEL_WAIT_MS)) {
+      const job = await client.get<JobView>(`/jobs/${seg(id)}`);
+      if (!isActive(job.state) || (interrupted && Date.now() - cancelledAt > CANCEL_WAIT_MS)) {
         if (drawn) io.stderr('\r\x1b[2K');
         return { job, interrupted };
       }
@@ -60,15 +60,10 @@ export function progressLine(job: JobView, bar: boolean): string {
   const parts: string[] = [job.kind];
   if (job.state === 'queued') return `${job.kind}: queued`;
   if (bar) parts.push(progressBar(done, total, 24));
-  parts.push(formatPercent(done, total).trim());
-  parts.push(total > 0 ? `${formatAmount(done, unit)} / ${formatAmount(total, unit)}` : formatAmount(done, unit));
+  parts.push(formatProgress(done, total, unit));
   if (job.rate !== null) parts.push(formatRate(job.rate, unit));
   if (job.etaSeconds !== null) parts.push(`ETA ${formatDuration(job.etaSeconds)}`);
   return parts.join('  ');
-}
-
-function isDone(job: JobView): boolean {
-  return job.state !== 'queued' && job.state !== 'running';
 }
 
 function sleep(ms: number): Promise<void> {

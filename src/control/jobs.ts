@@ -238,7 +238,8 @@ export class JobRunner {
   }
 }
 
-function isActive(state: JobState): boolean {
+/** Queued or running: the CLI stops watching when this turns false. */
+export function isActive(state: JobState): boolean {
   return state === 'queued' || state === 'running';
 }
 

@@ -1,10 +1,11 @@
 // Commands that start jobs and watch them to the end, and the jobs listing itself.
 
-import type { JobView } from '../../control/jobs.js';
+import { isActive, type JobView } from '../../control/jobs.js';
 import type { GcResult, IndexRebuildResult, VerifyResult, VerifyTarget } from '../../control/services.js';
+import { seg } from '../client.js';
 import { usage } from '../cli-error.js';
 import { EXIT, exitCodeFor } from '../exit-codes.js';
-import { formatAmount, formatBytes, formatDuration, formatPairs, formatPercent, formatTable, formatTime } from '../format.js';
+import { formatBytes, formatDuration, formatPairs, formatPercent, formatProgress, formatTable, formatTime } from '../format.js';
 import { watchJob } from '../progress.js';
 import { type CommandContext, expectArgs, output } from './context.js';
 
@@ -42,7 +43,7 @@ export async function jobsCommand(ctx: CommandContext, args: string[]): Promise<
   }
   if (first === 'cancel') {
     const [id] = expectArgs(rest, ['id'], 'jobs cancel');
-    const job = await ctx.client.delete<JobView>(`/jobs/${encodeURIComponent(id)}`);
+    const job = await ctx.client.delete<JobView>(`/jobs/${seg(id)}`);
     output(ctx, `asked ${job.kind} job ${job.id} to cancel`, job);
     return EXIT.OK;
   }
@@ -51,7 +52,7 @@ export async function jobsCommand(ctx: CommandContext, args: string[]): Promise<
     return watchAndReport(ctx, id);
   }
   expectArgs(rest, [], 'jobs <id>');
-  const job = await ctx.client.get<JobView>(`/jobs/${encodeURIComponent(first)}`);
+  const job = await ctx.client.get<JobView>(`/jobs/${seg(first)}`);
   output(ctx, jobText(job), job);
   return EXIT.OK;
 }
@@ -92,8 +93,8 @@ export function jobText(job: JobView): string {
     ['State', job.state + (job.cancelRequested && job.state === 'running' ? ' (cancelling)' : '')],
   ];
   const { done, total, unit } = job.progress;
-  if (job.state === 'running' || job.state === 'queued') {
-    pairs.push(['Progress', `${formatPercent(done, total).trim()}  ${formatAmount(done, unit)}${total > 0 ? ` / ${formatAmount(total, unit)}` : ''}`]);
+  if (isActive(job.state)) {
+    pairs.push(['Progress', formatProgress(done, total, unit)]);
     if (job.etaSeconds !== null) pairs.push(['ETA', formatDuration(job.etaSeconds)]);
   }
   pairs.push(['Started', formatTime(job.startedAt)]);
@@ -133,6 +134,6 @@ function resultPairs(job: JobView): Array<[string, string]> {
 function jobsTable(jobs: JobView[]): string {
   return formatTable(
     ['ID', 'KIND', 'STATE', 'PROGRESS', 'STARTED', 'TARGET'],
-    jobs.map((j) => [j.id, j.kind, j.state, formatPercent(j.progress.done, j.progress.total).trim(), formatTime(j.startedAt), j.target]),
+    jobs.map((j) => [j.id, j.kind, j.state, formatPercent(j.progress.done, j.progress.total), formatTime(j.startedAt), j.target]),
   );
 }
