@@ -70,9 +70,21 @@ export function binariesFile(size: number): string {
   return file;
 }
 
-/** Reads a whole file into memory. */
-export function readAll(file: string): Buffer {
-  return fs.readFileSync(file);
+/** The first `bytes` of `file`: the benches take a sample of a larger input file. */
+export function readHead(file: string, bytes: number): Buffer {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const b = Buffer.allocUnsafe(bytes);
+    let at = 0;
+    while (at < bytes) {
+      const n = fs.readSync(fd, b, at, bytes - at, at);
+      if (n === 0) throw new Error(`${file} is shorter than ${bytes} bytes`);
+      at += n;
+    }
+    return b;
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 /**

@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { nativeCodec } from '../../src/store/native.js';
 import { SegmentStore } from '../../src/store/store.js';
-import { binariesFile, stamp } from './store-data.js';
+import { binariesFile, readHead, stamp } from './store-data.js';
 import { type Figure, fullGc, ingestBuffer, MiB, mbps, note, now } from './store-io.js';
 
 const CHUNKER = { minSize: 1024, avgSize: 4096, maxSize: 16384 };
@@ -56,22 +56,6 @@ function memory(store: SegmentStore): Mem {
 }
 
 const mib = (n: number): string => (n / MiB).toFixed(1);
-
-function readHead(file: string, bytes: number): Buffer {
-  const fd = fs.openSync(file, 'r');
-  try {
-    const b = Buffer.allocUnsafe(bytes);
-    let at = 0;
-    while (at < bytes) {
-      const n = fs.readSync(fd, b, at, bytes - at, at);
-      if (n === 0) throw new Error(`${file} is shorter than ${bytes} bytes`);
-      at += n;
-    }
-    return b;
-  } finally {
-    fs.closeSync(fd);
-  }
-}
 
 export async function benchScale(opts: { quick: boolean; emit: (f: Figure) => void }): Promise<void> {
   const target = opts.quick ? 100_000 : 1_000_000;
