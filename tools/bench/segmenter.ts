@@ -61,7 +61,7 @@ function randomBytes(size: number): Buffer {
 }
 
 /** Best of `runs` passes over `buf`, in MB/s (10^6 bytes per second). */
-function measure(buf: Buffer, impl: 'native' | 'ts', runs: number): number {
+export function segmenterRate(buf: Buffer, impl: 'native' | 'ts', runs: number): number {
   let best = Infinity;
   for (let r = 0; r < runs; r++) {
     const seg = new Segmenter(DEFAULT_CHUNKER, impl);
@@ -85,7 +85,7 @@ export async function benchSegmenter(opts: { quick: boolean }): Promise<Figure[]
     const buf = make(size);
     for (const impl of impls) {
       // The TypeScript loop is several times slower: fewer runs keep the bench short.
-      const value = measure(buf, impl, impl === 'ts' ? Math.min(runs, 3) : runs);
+      const value = segmenterRate(buf, impl, impl === 'ts' ? Math.min(runs, 3) : runs);
       figures.push({ figure: `segmenter.${impl}${suffix}`, value, unit: 'MB/s' });
     }
   }

@@ -13,8 +13,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { compressSync } from 'lz4-napi';
 import { nativeCodec } from '../../src/store/native.js';
-import { DEFAULT_CHUNKER, Segmenter, segmenterImpl } from '../../src/store/segmenter.js';
+import { segmenterImpl } from '../../src/store/segmenter.js';
 import { SegmentStore, type FileVersion } from '../../src/store/store.js';
+import { segmenterRate } from './segmenter.js';
 import { binariesFile, readHead } from './store-data.js';
 import { type Figure, ingestFile, MiB, mbps, note, now } from './store-io.js';
 
@@ -95,17 +96,6 @@ function nativeBaselines(data: Buffer, runs: number): { compress: number; decomp
   const h = bestOf(runs, () => nativeCodec!.blake3Many(data, segs, fps));
   const bytes = n * piece;
   return { compress: mbps(bytes, c), decompress: mbps(bytes, d), blake3: mbps(bytes, h) };
-}
-
-function segmenterRate(data: Buffer, impl: 'native' | 'ts', runs: number): number {
-  const piece = 16 * MiB;
-  const s = bestOf(runs, () => {
-    const seg = new Segmenter(DEFAULT_CHUNKER, impl);
-    let cuts = 0;
-    for (let at = 0; at < data.length; at += piece) cuts += seg.push(data.subarray(at, at + piece)).length;
-    if (cuts === 0) throw new Error('no cuts: the segmenter did not run');
-  });
-  return mbps(data.length, s);
 }
 
 async function streamAll(store: SegmentStore, v: FileVersion): Promise<number> {
