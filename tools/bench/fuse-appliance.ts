@@ -89,8 +89,8 @@ export function run(cmd: string, args: string[], timeoutMs = 1_800_000): Promise
 }
 
 /** dd, returning MB/s (10^6 bytes) as dd measured it, and the bytes copied. */
-export async function dd(args: string[]): Promise<{ mbps: number; bytes: number; seconds: number }> {
-  const r = await run('dd', args);
+export async function dd(args: string[], timeoutMs?: number): Promise<{ mbps: number; bytes: number; seconds: number }> {
+  const r = await run('dd', args, timeoutMs);
   // "2147483648 bytes (2.1 GB, 2.0 GiB) copied, 7.81 s, 275 MB/s"
   const m = /^(\d+) bytes .* copied, ([\d.]+) s/m.exec(r.stderr);
   if (!m) throw new Error(`cannot parse dd output: ${r.stderr}`);
