@@ -10,6 +10,7 @@ import path from 'node:path';
 import { runGc, runVerify } from '../src/namespace/maintenance.js';
 import { Namespace } from '../src/namespace/namespace.js';
 import { SegmentStore } from '../src/store/store.js';
+import { binariesFile } from './bench/store-data.js';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -23,30 +24,6 @@ function emit(figure: string, value: number, unit: string): void {
 
 function log(s: string): void {
   process.stderr.write(s + '\n');
-}
-
-/** Real binaries as a base: compressible like VM contents, not like random bytes. */
-function baseData(): Buffer {
-  const parts: Buffer[] = [];
-  let n = 0;
-  const walk = (d: string): void => {
-    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
-      if (n >= 64 * MiB) return;
-      const p = path.join(d, e.name);
-      if (e.isDirectory()) walk(p);
-      else if (e.isFile()) {
-        try {
-          const b = fs.readFileSync(p);
-          parts.push(b);
-          n += b.length;
-        } catch {
-          // unreadable: skip
-        }
-      }
-    }
-  };
-  for (const d of ['/usr/lib', '/usr/bin']) if (n < 64 * MiB) walk(d);
-  return Buffer.concat(parts).subarray(0, 64 * MiB);
 }
 
 /**
@@ -76,7 +53,8 @@ async function main(): Promise<void> {
   const logical = quick ? 1 * GiB : 10 * GiB;
   const fileSize = quick ? 128 * MiB : 512 * MiB;
   const ingestProbe = quick ? 256 * MiB : 1 * GiB;
-  const base = baseData();
+  // Real binaries as a base: compressible like VM contents, not like random bytes.
+  const base = fs.readFileSync(binariesFile(64 * MiB));
   let id = 0;
   try {
     await ns.shares.create('vms');
