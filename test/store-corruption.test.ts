@@ -23,6 +23,7 @@ import {
   setContainerVersion,
 } from './helpers/containers.js';
 import { generate, Rng } from './helpers/data.js';
+import { outcomes, withStore } from './helpers/store-outcomes.js';
 import { crashClose, dataUses, nodeFps, readOutcome, rejection, type Use } from './helpers/store-probe.js';
 import type { TestT } from './helpers/tap-types.js';
 import { tmpDir } from './helpers/tmpdir.js';
@@ -87,22 +88,6 @@ function dropCaches(s: SegmentStore): void {
 /** The versions using a segment (by hex fingerprint), data or node. */
 function usersOf(files: Stored[], fp: string): Stored[] {
   return files.filter((f) => f.data.has(fp) || f.nodes.has(fp));
-}
-
-async function withStore<T>(dir: string, fn: (s: SegmentStore) => Promise<T>): Promise<T> {
-  // One codec worker: under the test runner each worker takes seconds to start.
-  const s = await SegmentStore.open(dir, { mustExist: true, workers: 1 });
-  try {
-    return await fn(s);
-  } finally {
-    await s.close();
-  }
-}
-
-async function outcomes(s: SegmentStore, files: Stored[]): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  for (const f of files) out[f.name] = await readOutcome(s, f.version, f.content);
-  return out;
 }
 
 t.test('a flipped payload byte fails the reads that use the segment, naming container and offset', async (t) => {

@@ -13,6 +13,7 @@ import { decodeLocation, encodeLocation, INDEX_PREFIX, indexKey } from '../src/s
 import { SegmentStore, type FileVersion, type StoreStats } from '../src/store/store.js';
 import { flipByte, listContainers, readLayout, setContainerVersion } from './helpers/containers.js';
 import { generate, Rng } from './helpers/data.js';
+import { outcomes, withStore } from './helpers/store-outcomes.js';
 import { indexSnapshot, readOutcome } from './helpers/store-probe.js';
 import type { TestT } from './helpers/tap-types.js';
 import { tmpDir } from './helpers/tmpdir.js';
@@ -56,16 +57,6 @@ async function build(dir: string): Promise<Stored[]> {
   return files;
 }
 
-async function withStore<T>(dir: string, fn: (s: SegmentStore) => Promise<T>): Promise<T> {
-  // One codec worker: under the test runner each worker takes seconds to start.
-  const s = await SegmentStore.open(dir, { mustExist: true, workers: 1 });
-  try {
-    return await fn(s);
-  } finally {
-    await s.close();
-  }
-}
-
 async function withDb(dir: string, fn: (db: ClassicLevel<Buffer, Buffer>) => Promise<void>): Promise<void> {
   const db = new ClassicLevel<Buffer, Buffer>(path.join(dir, 'db'), { keyEncoding: 'buffer', valueEncoding: 'buffer' });
   await db.open();
@@ -76,12 +67,6 @@ async function withDb(dir: string, fn: (db: ClassicLevel<Buffer, Buffer>) => Pro
   }
 }
 
-async function readAll(s: SegmentStore, files: Stored[]): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  for (const f of files) out[f.name] = await readOutcome(s, f.version, f.content);
-  return out;
-}
-
 const sorted = (m: Map<string, string>) => [...m].sort((a, b) => (a[0] < b[0] ? -1 : 1));
 
 t.test('an index rebuild reconstructs the index from the containers and yields the same answers', async (t) => {
@@ -89,7 +74,7 @@ t.test('an index rebuild reconstructs the index from the containers and yields t
   const files = await build(dir);
   const allIdentical = Object.fromEntries(files.map((f) => [f.name, 'identical']));
   const { index, stats } = await withStore(dir, async (s) => {
-    t.same(await readAll(s, files), allIdentical, 'every version reads back before any rebuild');
+    t.same(await outcomes(s, files), allIdentical, 'every version reads back before any rebuild');
     return { index: await indexSnapshot(s), stats: counters(await s.stats()) };
   });
   t.ok(stats.containers >= 4, `${stats.containers} containers, ${stats.segments} segments (${stats.treeNodes} tree nodes)`);
@@ -98,7 +83,7 @@ t.test('an index rebuild reconstructs the index from the containers and yields t
   const same = async (t: TestT, s: SegmentStore, label: string): Promise<void> => {
     t.same(sorted(await indexSnapshot(s)), sorted(index), `${label}: the same fingerprints at the same locations`);
     t.same(counters(await s.stats()), stats, `${label}: the same segment, node, byte and container counts`);
-    t.same(await readAll(s, files), allIdentical, `${label}: every version reads back identical`);
+    t.same(await outcomes(s, files), allIdentical, `${label}: every version reads back identical`);
   };
 
   await t.test('the index range deleted', async (t) => {
