@@ -1,11 +1,10 @@
 // A varied tree of files, and a description of a tree (type, mode, size, content hash, link
 // target, mtime) to compare two copies of it entry by entry.
 
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Rng } from './data.js';
+import { sha256File } from './run-tool.js';
 
 export interface Entry {
   type: 'file' | 'dir' | 'link';
@@ -19,16 +18,6 @@ export interface Entry {
 }
 
 export type TreeDescription = Record<string, Entry>;
-
-function hashFile(file: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const h = createHash('sha256');
-    createReadStream(file, { highWaterMark: 1024 * 1024 })
-      .on('data', (d) => h.update(d))
-      .on('error', reject)
-      .on('end', () => resolve(h.digest('hex')));
-  });
-}
 
 /** Every entry under `root` ('' is the root itself), by relative path. `skip` names top-level entries to leave out. */
 export async function describeTree(root: string, skip: string[] = ['.snapshots']): Promise<TreeDescription> {
@@ -44,7 +33,7 @@ export async function describeTree(root: string, skip: string[] = ['.snapshots']
       const names = (await fs.readdir(full)).filter((n) => !(rel === '' && skip.includes(n))).sort();
       for (const n of names) await visit(rel === '' ? n : path.join(rel, n));
     } else if (st.isFile()) {
-      out[rel] = { type: 'file', mode: (st.mode & 0o7777).toString(8), size: st.size, sha256: await hashFile(full), mtimeMs };
+      out[rel] = { type: 'file', mode: (st.mode & 0o7777).toString(8), size: st.size, sha256: await sha256File(full), mtimeMs };
     } else {
       throw new Error(`${full}: unexpected file type (mode ${st.mode.toString(8)})`);
     }
