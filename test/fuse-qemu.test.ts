@@ -10,17 +10,13 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { type Appliance, startAppliance } from './helpers/appliance.js';
 import { copyRealFiles } from './helpers/real-files.js';
-import { describeRun, runTool, sha256File, type ToolResult } from './helpers/run-tool.js';
+import { checkedTool, describeRun, runTool, sha256File } from './helpers/run-tool.js';
 import type { TestT } from './helpers/tap-types.js';
 import { tmpDir } from './helpers/tmpdir.js';
 
 const MiB = 1024 * 1024;
 
-async function tool(tt: TestT, cmd: string, args: string[], timeoutMs = 180_000): Promise<ToolResult> {
-  const r = await runTool(cmd, args, { timeoutMs });
-  tt.equal(r.code, 0, describeRun(r));
-  return r;
-}
+const tool = checkedTool(180_000);
 
 /**
  * The head of a VMDK with its content ID masked. qemu-img writes a random CID into the

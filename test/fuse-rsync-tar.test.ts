@@ -7,16 +7,12 @@ import t from 'tap';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { type Appliance, startAppliance } from './helpers/appliance.js';
-import { describeRun, runTool, type ToolResult } from './helpers/run-tool.js';
+import { checkedTool } from './helpers/run-tool.js';
 import type { TestT } from './helpers/tap-types.js';
 import { tmpDir } from './helpers/tmpdir.js';
 import { describeTree, makeVariedTree, treeDiff, type TreeDescription } from './helpers/tree.js';
 
-async function tool(tt: TestT, cmd: string, args: string[], timeoutMs = 120_000): Promise<ToolResult> {
-  const r = await runTool(cmd, args, { timeoutMs });
-  tt.equal(r.code, 0, describeRun(r));
-  return r;
-}
+const tool = checkedTool(120_000);
 
 async function sameTree(tt: TestT, label: string, want: TreeDescription, dir: string): Promise<void> {
   const got = await describeTree(dir);

@@ -5,6 +5,7 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
+import type { TestT } from './tap-types.js';
 
 export interface ToolResult {
   cmd: string;
@@ -71,4 +72,16 @@ export function sha256File(path: string): Promise<string> {
       .on('error', reject)
       .on('end', () => resolve(h.digest('hex')));
   });
+}
+
+/**
+ * A runner for tools a test needs to succeed: each run is asserted to exit 0, with the run's
+ * account as the message, so a failure shows the tool's own error.
+ */
+export function checkedTool(timeoutMs: number): (tt: TestT, cmd: string, args: string[]) => Promise<ToolResult> {
+  return async (tt, cmd, args) => {
+    const r = await runTool(cmd, args, { timeoutMs });
+    tt.equal(r.code, 0, describeRun(r));
+    return r;
+  };
 }
