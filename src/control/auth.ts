@@ -6,10 +6,6 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { type VmvaultError, vmError } from '../errors.js';
 
-export interface RouteConfig {
-  public?: boolean;
-}
-
 declare module 'fastify' {
   interface FastifyContextConfig {
     /** Served without a token. */
@@ -35,8 +31,7 @@ function presentedToken(header: string | undefined): string | undefined {
 
 /** Whether the request carries the token (routes marked public need none). */
 export function isAuthorized(token: string, request: FastifyRequest): boolean {
-  const config = request.routeOptions?.config as RouteConfig | undefined;
-  if (config?.public === true) return true;
+  if (request.routeOptions?.config?.public === true) return true;
   const presented = presentedToken(request.headers.authorization);
   return presented !== undefined && tokenMatches(token, presented);
 }

@@ -4,7 +4,6 @@
 // while the plug-in would bring a UI, YAML and $ref machinery we do not use.
 
 import type { FastifySchema, RouteOptions } from 'fastify';
-import type { RouteConfig } from './auth.js';
 
 /** The route schema as our routes write it: Fastify's parts plus documentation fields. */
 export interface RouteSchema {
@@ -42,7 +41,7 @@ export class OpenApiCollector {
     const schema = opts.schema as RouteSchema | undefined;
     if (schema?.operationId === undefined) return;
     const methods = Array.isArray(opts.method) ? opts.method : [opts.method];
-    const isPublic = (opts.config as RouteConfig | undefined)?.public === true;
+    const isPublic = opts.config?.public === true;
     for (const method of methods) {
       if (method === 'HEAD') continue;
       this.routes.push({ method: method.toLowerCase(), url: opts.url, schema, isPublic });
