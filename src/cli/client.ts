@@ -40,7 +40,7 @@ export function parseBaseUrl(raw: string): string {
   return url.origin;
 }
 
-export interface ApiErrorBody {
+interface ApiErrorBody {
   error?: { code?: unknown; message?: unknown; job?: unknown };
 }
 

@@ -54,7 +54,7 @@ const CODE_TO_EXIT: Record<ErrorCode, number> = {
 };
 
 /** Codes only the CLI raises, for failures that never reached an appliance answer. */
-export const CLI_CODES = {
+const CLI_CODES = {
   USAGE: EXIT.USAGE,
   UNREACHABLE: EXIT.UNREACHABLE,
   PROTOCOL: EXIT.FAILURE,

@@ -26,7 +26,7 @@ const COMMANDS: Record<string, Command> = {
   jobs: jobsCommand,
 };
 
-export const HELP = `usage: vmvault <command> [options]
+const HELP = `usage: vmvault <command> [options]
 
 Shares
   share list                              list shares

@@ -6,7 +6,7 @@
 import { MAX_NAME_BYTES, MAX_PATH_BYTES } from '../namespace/names.js';
 import { JOB_KINDS, JOB_STATES } from './jobs.js';
 
-export const NAME_RULES = `1 to ${MAX_NAME_BYTES} bytes of UTF-8; no '/', NUL or control characters; not starting with '.'`;
+const NAME_RULES = `1 to ${MAX_NAME_BYTES} bytes of UTF-8; no '/', NUL or control characters; not starting with '.'`;
 
 export const shareName = { type: 'string', minLength: 1, description: `Share name: ${NAME_RULES}.` } as const;
 export const snapshotName = { type: 'string', minLength: 1, description: `Snapshot name: ${NAME_RULES}.` } as const;

@@ -18,7 +18,7 @@ import { statsRoutes } from './routes/stats.js';
 import type { ControlServices } from './services.js';
 
 /** Every request body here is a few names; anything near this is a mistake or an attack. */
-export const DEFAULT_BODY_LIMIT = 64 * 1024;
+const DEFAULT_BODY_LIMIT = 64 * 1024;
 
 export interface ServerOptions {
   token: string;

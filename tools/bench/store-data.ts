@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-export const MiB = 2 ** 20;
+const MiB = 2 ** 20;
 
 /** Regular files of at least 4 KiB under /usr's binary and library directories, in name order. */
 function listBinaries(): string[] {

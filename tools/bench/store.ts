@@ -19,8 +19,6 @@ import { segmenterRate } from './segmenter.js';
 import { binariesFile, readHead } from './store-data.js';
 import { type Figure, ingestFile, MiB, mbps, note, now } from './store-io.js';
 
-export type { Figure };
-
 function readBaseline(file: string, runs: number): number {
   const fd = fs.openSync(file, 'r');
   const buf = Buffer.allocUnsafe(8 * MiB);

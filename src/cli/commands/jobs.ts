@@ -87,7 +87,7 @@ function problemsFound(job: JobView): number {
   return (job.result as VerifyResult).problems?.length ?? 0;
 }
 
-export function jobText(job: JobView): string {
+function jobText(job: JobView): string {
   const pairs: Array<[string, string]> = [
     ['Job', `${job.id} (${job.kind} of ${job.target})`],
     ['State', job.state + (job.cancelRequested && job.state === 'running' ? ' (cancelling)' : '')],

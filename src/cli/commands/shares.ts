@@ -37,7 +37,7 @@ export async function shareCommand(ctx: CommandContext, args: string[]): Promise
   }
 }
 
-export function sharesTable(shares: ShareSummary[]): string {
+function sharesTable(shares: ShareSummary[]): string {
   return formatTable(
     ['NAME', 'FILES', 'LOGICAL', 'SNAPSHOTS', 'CREATED', 'ORIGIN'],
     shares.map((s) => [

@@ -10,7 +10,7 @@ export async function statsCommand(ctx: CommandContext, args: string[]): Promise
   return EXIT.OK;
 }
 
-export function statsText(s: StatsReport): string {
+function statsText(s: StatsReport): string {
   return formatPairs([
     ['Logical data', `${formatBytes(s.logicalBytes)}  (live files in ${s.shares} shares and ${s.snapshots} snapshots)`],
     ['Stored on disk', formatBytes(s.storedBytes)],
