@@ -108,7 +108,6 @@ export class JobRunner {
     const job: Job = { view, controller: new AbortController(), finished: Promise.resolve(), rateAt: 0, rateDone: 0 };
     this.jobs.set(id, job);
     job.finished = this.run(job, body);
-    this.trimHistory();
     return snapshot(view);
   }
 
