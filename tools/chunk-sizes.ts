@@ -10,11 +10,11 @@ import { blake3 } from '@napi-rs/blake-hash';
 import { compressSync } from 'lz4-napi';
 import { compressionPays } from '../src/store/codec.js';
 import { END_MASK, Segmenter, ZERO_FLAG, segmenterImpl, type ChunkerParams } from '../src/store/segmenter.js';
+import { IMAGES } from './bench/store-vmset.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const READ = 16 * MiB;
-const IMAGES = ['vm1-day1', 'vm1-day2', 'vm2-day1'];
 
 interface Candidate {
   name: string;
@@ -173,7 +173,7 @@ function run(c: Candidate, dir: string): Row {
   const tallies = IMAGES.map(() => newTally());
   let ns = 0n;
   IMAGES.forEach((name, i) => {
-    const file = path.join(dir, `${name}.raw`);
+    const file = path.join(dir, name);
     ns += c.cdc ? ingestCdc(file, c.cdc, i, d, tallies[i]) : ingestFixed(file, c.fixed!, i, d, tallies[i]);
   });
   const sum = (f: (t: Tally) => number) => tallies.reduce((a, t) => a + f(t), 0);
