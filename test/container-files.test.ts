@@ -4,8 +4,8 @@
 
 import t from 'tap';
 import fs from 'node:fs';
-import { ContainerFiles } from '../src/store/container-files.js';
-import { decodeHeader, encodeHeader, HEADER_BYTES } from '../src/store/container-format.js';
+import { ContainerFiles } from '../src/store/container/files.js';
+import { decodeHeader, encodeHeader, HEADER_BYTES } from '../src/store/container/format.js';
 import { tmpDir } from './helpers/tmpdir.js';
 
 const tick = () => new Promise<void>((resolve) => setTimeout(resolve, 2));

@@ -12,8 +12,9 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '.
 /** What each layer may import (besides itself). */
 const ALLOWED: Record<string, string[]> = {
   errors: [],
-  store: ['errors'],
-  namespace: ['store', 'errors'],
+  kv: ['errors'],
+  store: ['kv', 'errors'],
+  namespace: ['store', 'kv', 'errors'],
   fuse: ['namespace', 'store', 'errors'],
   control: ['namespace', 'store', 'errors'],
   cli: ['control', 'errors'],

@@ -16,7 +16,7 @@ import {
   packParams,
   segmenterImpl,
   type ChunkerParams,
-} from '../src/store/segmenter.js';
+} from '../src/store/segmenter/segmenter.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;

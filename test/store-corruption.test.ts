@@ -8,9 +8,9 @@ import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { isVmvaultError, type VmvaultError } from '../src/errors.js';
-import { scanContainer } from '../src/store/container-files.js';
-import { SegmentKind } from '../src/store/container-format.js';
-import { fpHex } from '../src/store/fingerprint.js';
+import { scanContainer } from '../src/store/container/files.js';
+import { SegmentKind } from '../src/store/container/format.js';
+import { fpHex } from '../src/store/codec/fingerprint.js';
 import { SegmentStore, type FileVersion } from '../src/store/store.js';
 import {
   allRecords,

@@ -7,7 +7,7 @@ import t from 'tap';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SegmentStore } from '../src/store/store.js';
-import { decodeVersion } from '../src/store/version.js';
+import { decodeVersion } from '../src/store/tree/version.js';
 import { readLog, regenerate } from './helpers/crash-child.js';
 import { Rng } from './helpers/data.js';
 import { after, runAndKill } from './helpers/kill-child.js';

@@ -3,9 +3,9 @@
 // 4 KiB write into the middle of a 1 GiB file.
 
 import t from 'tap';
-import { fpHex, isZeroFp } from '../src/store/fingerprint.js';
+import { fpHex, isZeroFp } from '../src/store/codec/fingerprint.js';
 import { SegmentStore, type FileVersion, type StoreStats } from '../src/store/store.js';
-import { childFp } from '../src/store/tree-node.js';
+import { childFp } from '../src/store/tree/node.js';
 import { noisePiece, usrCorpus } from './helpers/corpus.js';
 import { Rng } from './helpers/data.js';
 import { tmpDir } from './helpers/tmpdir.js';

@@ -1,13 +1,13 @@
-// I/O faults through the store's fault seam (src/store/file-io.ts): ENOSPC and EIO on
+// I/O faults through the store's fault seam (src/store/container/file-io.ts): ENOSPC and EIO on
 // container writes and fsyncs. A commit whose data did not reach the disk rejects with a
 // typed code (NO_SPACE, IO); what was committed before stays readable and verifies; once the
 // fault is gone, new writes and commits succeed, also after a reopen.
 
 import t from 'tap';
 import { isVmvaultError, type ErrorCode } from '../src/errors.js';
-import { Codec, SegmentKind } from '../src/store/container-format.js';
-import { type FaultOp, setFaultPlan } from '../src/store/file-io.js';
-import { fingerprint } from '../src/store/fingerprint.js';
+import { Codec, SegmentKind } from '../src/store/container/format.js';
+import { type FaultOp, setFaultPlan } from '../src/store/container/file-io.js';
+import { fingerprint } from '../src/store/codec/fingerprint.js';
 import { SegmentStore, type FileVersion } from '../src/store/store.js';
 import { generate, type Kind, Rng } from './helpers/data.js';
 import { readOutcome, rejection } from './helpers/store-probe.js';

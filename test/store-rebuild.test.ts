@@ -9,7 +9,7 @@ import { ClassicLevel } from 'classic-level';
 import fs from 'node:fs';
 import path from 'node:path';
 import { isVmvaultError } from '../src/errors.js';
-import { decodeLocation, encodeLocation, INDEX_PREFIX, indexKey } from '../src/store/segment-index.js';
+import { decodeLocation, encodeLocation, INDEX_PREFIX, indexKey } from '../src/store/index/segment-index.js';
 import { SegmentStore, type FileVersion, type StoreStats } from '../src/store/store.js';
 import { flipByte, listContainers, readLayout, setContainerVersion } from './helpers/containers.js';
 import { generate, Rng } from './helpers/data.js';

@@ -6,7 +6,7 @@ import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { isVmvaultError } from '../src/errors.js';
-import { fpHex } from '../src/store/fingerprint.js';
+import { fpHex } from '../src/store/codec/fingerprint.js';
 import { runVerify } from '../src/namespace/maintenance.js';
 import { Namespace } from '../src/namespace/namespace.js';
 import { SegmentStore } from '../src/store/store.js';

@@ -1,7 +1,7 @@
 // Builds the C segmenter addon in native/ with node-gyp; run by `npm install` ("install"
 // script) and by hand (`node tools/build-native.js`).
 //
-// The addon is an optimisation: src/store/segmenter.ts falls back to its TypeScript cut loop
+// The addon is an optimisation: src/store/segmenter/segmenter.ts falls back to its TypeScript cut loop
 // when the addon is missing, so a failed build only warns, unless VMVAULT_REQUIRE_NATIVE=1
 // (CI, appliance image), where a silent 3x slowdown would go unnoticed.
 //

@@ -8,8 +8,8 @@ import { closeSync, openSync, readSync } from 'node:fs';
 import path from 'node:path';
 import { blake3 } from '@napi-rs/blake-hash';
 import { compressSync } from 'lz4-napi';
-import { compressionPays } from '../src/store/codec.js';
-import { END_MASK, Segmenter, ZERO_FLAG, segmenterImpl, type ChunkerParams } from '../src/store/segmenter.js';
+import { compressionPays } from '../src/store/codec/codec.js';
+import { END_MASK, Segmenter, ZERO_FLAG, segmenterImpl, type ChunkerParams } from '../src/store/segmenter/segmenter.js';
 import { IMAGES } from './bench/store-vmset.js';
 
 const KiB = 1024;
@@ -73,7 +73,7 @@ class Dedup {
       this.firstImage.set(fp, image);
       t.added += seg.length;
       const t0 = process.hrtime.bigint();
-      const lz4 = compressSync(seg as Buffer).length; // stored as the store would (codec.ts)
+      const lz4 = compressSync(seg as Buffer).length; // stored as the store would (codec/codec.ts)
       t.addedLz4 += compressionPays(seg.length, lz4) ? lz4 : seg.length;
       this.lz4Ns += process.hrtime.bigint() - t0;
     } else if (first < image) {

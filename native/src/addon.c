@@ -1,5 +1,5 @@
 // N-API entry point: exports cut(gear, params, state, buf, out), the same function as cutTs
-// in src/store/segmenter.ts, and the codec functions of codec_napi.c. Every argument is
+// in src/store/segmenter/segmenter.ts, and the codec functions of codec_napi.c. Every argument is
 // checked here, so a wrong call from JavaScript throws a TypeError or RangeError instead of
 // reading or writing out of bounds in cut.c.
 

@@ -33,7 +33,7 @@ long vv_hash_batch(const uint8_t *data, const uint32_t *segs, size_t n, const vv
     plens[i] = -1;
     if (!compress || (bloom->words && bloom_may_contain(bloom, fps + 32 * i))) continue;
     uint32_t len = segs[2 * i + 1];
-    // Kept only when it saves at least 1/16 (src/store/codec.ts, compressionPays).
+    // Kept only when it saves at least 1/16 (src/store/codec/codec.ts, compressionPays).
     size_t cap = len - (len >> 4);
     size_t got = cap >= 5 ? vv_lz4_compress(&lz4_state, data + segs[2 * i], len, payloads + at, cap) : 0;
     if (got) {

@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-// Summary filter bits shared with JavaScript (src/store/bloom.ts; same probe positions).
+// Summary filter bits shared with JavaScript (src/store/index/bloom.ts; same probe positions).
 typedef struct {
   const uint32_t *words;  // NULL: no filter
   uint32_t mask;          // bits - 1

@@ -1,4 +1,4 @@
-// The FastCDC cut loop of src/store/segmenter.ts (cutTs), in C. Its boundaries are part of the
+// The FastCDC cut loop of src/store/segmenter/segmenter.ts (cutTs), in C. Its boundaries are part of the
 // store format: they must match the TypeScript reference byte for byte.
 #ifndef VMVAULT_CUT_H
 #define VMVAULT_CUT_H

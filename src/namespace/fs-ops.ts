@@ -6,7 +6,7 @@
 // ".snapshots" itself is virtual: it cannot be created, renamed or removed.
 
 import { vmError } from '../errors.js';
-import { EMPTY_VERSION } from '../store/version.js';
+import { EMPTY_VERSION } from '../store/tree/version.js';
 import { latest, type NsContext, type ParentResolved, type Resolved } from './context.js';
 import { Txn } from './meta.js';
 import { SNAPSHOTS_DIR } from './names.js';

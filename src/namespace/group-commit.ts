@@ -5,7 +5,7 @@
 // once. Until its round lands, an open file stays registered, so every reader sees its
 // newest version from memory.
 
-import type { FileVersion } from '../store/version.js';
+import type { FileVersion } from '../store/tree/version.js';
 import type { NsContext } from './context.js';
 import { Txn } from './meta.js';
 import type { OpenFile } from './open-file.js';

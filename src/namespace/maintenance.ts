@@ -2,9 +2,9 @@
 // file of every share and snapshot, and open files) and the names to report problems under.
 
 import { vmError } from '../errors.js';
-import { collectGarbage, type GcReport } from '../store/gc.js';
-import type { Problem, Progress, VerifyReport } from '../store/verify.js';
-import { verifyContainers, verifyTrees } from '../store/verify.js';
+import { collectGarbage, type GcReport } from '../store/gc/gc.js';
+import type { Problem, Progress, VerifyReport } from '../store/verify/verify.js';
+import { verifyContainers, verifyTrees } from '../store/verify/verify.js';
 import type { Namespace } from './namespace.js';
 import { filesOf, type LabeledFile, volumesToVerify } from './walk.js';
 

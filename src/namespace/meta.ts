@@ -4,7 +4,7 @@
 // serialises transactions, so batches never race one another.
 
 import { vmError } from '../errors.js';
-import { type Db, type DbOp, writeBatch } from '../store/segment-index.js';
+import { type Db, type DbOp, writeBatch } from '../kv/db.js';
 import { entryKey, entryRange, inodeKey, nsMetaKey, shareNameKey, snapNameKey, snapNameRange, volumeKey } from './keys.js';
 import {
   decodeEntry,

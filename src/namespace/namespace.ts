@@ -157,8 +157,8 @@ export class Namespace {
    * In that order, a version that moves from an open file into an inode meanwhile is seen
    * at least once.
    */
-  async *gcRoots(): AsyncGenerator<import('../store/version.js').FileVersion> {
-    const open: Array<import('../store/version.js').FileVersion> = [];
+  async *gcRoots(): AsyncGenerator<import('../store/tree/version.js').FileVersion> {
+    const open: Array<import('../store/tree/version.js').FileVersion> = [];
     for (const f of this.ctx.openFiles.values()) {
       // A closed file whose inode is gone (unlinked) holds nothing anyone can read.
       if (f.handles > 0 || (await this.ctx.meta.getInode(f.vol, f.ino))) open.push(...f.versions());

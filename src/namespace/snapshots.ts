@@ -8,8 +8,7 @@
 // crash before that leaves an unnamed volume, which the next start removes (sweepOrphans).
 
 import { vmError } from '../errors.js';
-import type { DbOp } from '../store/segment-index.js';
-import { writeBatch } from '../store/segment-index.js';
+import { type DbOp, writeBatch } from '../kv/db.js';
 import type { NsContext } from './context.js';
 import { ENTRY, INODE, rekeyVolume, shareNameKey, snapNameKey, volumeRange } from './keys.js';
 import { Txn } from './meta.js';

@@ -4,13 +4,13 @@
 // segment: known in memory (pending or locality cache) -> duplicate; not in the filter -> new;
 // otherwise one batched index read for all the doubtful ones.
 
-import { encodePayload } from './codec.js';
-import type { HashedBatch } from './codec-engine.js';
-import { Codec, SegmentKind } from './container-format.js';
-import { fingerprint } from './fingerprint.js';
+import { encodePayload } from './codec/codec.js';
+import type { HashedBatch } from './codec/engine.js';
+import { Codec, SegmentKind } from './container/format.js';
+import { fingerprint } from './codec/fingerprint.js';
 import type { StoreCore } from './store-core.js';
-import type { Entry } from './tree-node.js';
-import { indexKey, decodeLocation } from './segment-index.js';
+import type { Entry } from './tree/node.js';
+import { indexKey, decodeLocation } from './index/segment-index.js';
 
 export type { HashedBatch };
 

@@ -8,14 +8,14 @@
 // is the one that wants the rest of them.
 
 import { isVmvaultError, vmError } from '../errors.js';
-import { containerName, corrupt, decodePayload } from './codec.js';
-import { DECODE_ITEM } from './codec-engine.js';
-import { RECORD_HEADER_BYTES, SegmentKind } from './container-format.js';
-import { fpHex, fpShort } from './fingerprint.js';
-import { FpMap } from './fp-map.js';
-import type { Location } from './segment-index.js';
+import { containerName, corrupt, decodePayload } from './codec/codec.js';
+import { DECODE_ITEM } from './codec/engine.js';
+import { RECORD_HEADER_BYTES, SegmentKind } from './container/format.js';
+import { fpHex, fpShort } from './codec/fingerprint.js';
+import { FpMap } from './index/fp-map.js';
+import type { Location } from './index/segment-index.js';
 import type { StoreCore } from './store-core.js';
-import { decodeNode, type Node } from './tree-node.js';
+import { decodeNode, type Node } from './tree/node.js';
 
 const NODE_CACHE_ENTRIES = 8192;
 const DATA_CACHE_BYTES = 64 * 1024 * 1024;

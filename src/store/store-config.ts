@@ -5,8 +5,8 @@ import { randomUUID } from 'node:crypto';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { fromSystemError, vmError } from '../errors.js';
-import { type ChunkerParams, DEFAULT_CHUNKER, validateChunkerParams } from './segmenter.js';
-import { fsyncDir } from './file-io.js';
+import { type ChunkerParams, DEFAULT_CHUNKER, validateChunkerParams } from './segmenter/segmenter.js';
+import { fsyncDir } from './container/file-io.js';
 
 export const STORE_FORMAT = 1;
 export const CONFIG_FILE = 'store.json';

@@ -10,20 +10,21 @@ import { pack, unpack } from 'msgpackr';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { vmError } from '../errors.js';
-import { BloomFilter } from './bloom.js';
-import type { CodecEngine } from './codec-engine.js';
-import { Codec, RECORD_HEADER_BYTES, type RecordMeta, SegmentKind } from './container-format.js';
-import { ContainerFiles } from './container-files.js';
-import { readTableBytes } from './container-table.js';
-import { ContainerWriter } from './container-writer.js';
-import { fsyncDir } from './file-io.js';
-import { FpMap } from './fp-map.js';
-import { LocalityCache, toLocation } from './locality-cache.js';
+import { BloomFilter } from './index/bloom.js';
+import type { CodecEngine } from './codec/engine.js';
+import { Codec, RECORD_HEADER_BYTES, type RecordMeta, SegmentKind } from './container/format.js';
+import { ContainerFiles } from './container/files.js';
+import { readTableBytes } from './container/table.js';
+import { ContainerWriter } from './container/writer.js';
+import { fsyncDir } from './container/file-io.js';
+import { FpMap } from './index/fp-map.js';
+import { LocalityCache, toLocation } from './index/locality-cache.js';
 import { nativeCodec } from './native.js';
-import { Mutex } from './mutex.js';
-import { SpaceGuard } from './space-guard.js';
-import { type Db, type DbOp, type Location, SegmentIndex, writeBatch } from './segment-index.js';
-import type { ChunkerParams } from './segmenter.js';
+import { Mutex } from '../kv/mutex.js';
+import { SpaceGuard } from './container/space-guard.js';
+import { type Db, type DbOp, writeBatch } from '../kv/db.js';
+import { type Location, SegmentIndex } from './index/segment-index.js';
+import type { ChunkerParams } from './segmenter/segmenter.js';
 
 export const META_PREFIX = 0x6d; // 'm'
 
@@ -196,7 +197,7 @@ export class StoreCore {
   /** Refuses new data before the disk is so full that LevelDB cannot write. */
   readonly space: SpaceGuard;
 
-  /** Set while garbage collection runs: every dedup hit marks its segment live (gc.ts). */
+  /** Set while garbage collection runs: every dedup hit marks its segment live (gc/gc.ts). */
   gcLive: BloomFilter | undefined;
   /** Containers being swept: dedup must not take a new reference to their records. */
   readonly fenced = new Set<number>();

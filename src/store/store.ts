@@ -15,24 +15,24 @@ import { ClassicLevel } from 'classic-level';
 import { unpack } from 'msgpackr';
 import path from 'node:path';
 import { fromSystemError, vmError } from '../errors.js';
-import { BloomFilter } from './bloom.js';
-import { loadBloom, removeBloom, saveBloom } from './bloom-file.js';
-import { createCodecEngine } from './codec-engine.js';
+import { BloomFilter } from './index/bloom.js';
+import { loadBloom, removeBloom, saveBloom } from './index/bloom-file.js';
+import { createCodecEngine } from './codec/engine.js';
 import { IngestEngine } from './ingest.js';
-import { recoverContainers, type RepairReport } from './recovery.js';
-import { rebuildIndex, type RebuildReport } from './rebuild.js';
-import { type Progress, verifyContainers, verifyTrees, type VerifyOptions, type VerifyReport } from './verify.js';
-import { type Db, writeBatch } from './segment-index.js';
+import { recoverContainers, type RepairReport } from './container/recovery.js';
+import { rebuildIndex, type RebuildReport } from './index/rebuild.js';
+import { type Progress, verifyContainers, verifyTrees, type VerifyOptions, type VerifyReport } from './verify/verify.js';
+import { type Db, writeBatch } from '../kv/db.js';
 import { tuneMalloc } from './native.js';
-import { ReadAhead } from './read-ahead.js';
+import { ReadAhead } from './tree/read-ahead.js';
 import { SegmentReader } from './segment-reader.js';
-import type { ChunkerParams } from './segmenter.js';
-import { segmenterImpl } from './segmenter.js';
+import type { ChunkerParams } from './segmenter/segmenter.js';
+import { segmenterImpl } from './segmenter/segmenter.js';
 import { createConfig, readConfig, type StoreConfig } from './store-config.js';
 import { type Checkpoint, type DbOp, emptyCounters, metaKey, StoreCore, type StoreCounters } from './store-core.js';
-import { TreeView } from './tree-reader.js';
-import { type Piece, TreeWriter, type WriteResult } from './tree-writer.js';
-import { EMPTY_VERSION, type FileVersion } from './version.js';
+import { TreeView } from './tree/reader.js';
+import { type Piece, TreeWriter, type WriteResult } from './tree/writer.js';
+import { EMPTY_VERSION, type FileVersion } from './tree/version.js';
 
 export interface OpenOptions {
   /** Segment sizes for a new store (ignored for an existing one: they are recorded in it). */
@@ -43,7 +43,7 @@ export interface OpenOptions {
   mustExist?: boolean;
   /**
    * Free space on the data disk below which new data is refused (NO_SPACE), so deletes and
-   * GC can still run. Default: 1% of the disk, at least 64 MiB, at most 2 GiB (space-guard.ts).
+   * GC can still run. Default: 1% of the disk, at least 64 MiB, at most 2 GiB (container/space-guard.ts).
    */
   reserveBytes?: number;
 }
@@ -304,7 +304,7 @@ export class SegmentStore {
     return verifyTrees(this.core, this.reader, roots, opts);
   }
 
-  /** Reconstructs the index from the containers (see rebuild.ts). */
+  /** Reconstructs the index from the containers (see index/rebuild.ts). */
   async rebuildIndex(onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<RebuildReport> {
     this.ensureOpen();
     await this.core.sealOpen();

@@ -4,8 +4,8 @@
 
 import { SegmentStore } from '../../src/store/store.js';
 import { codecImpl } from '../../src/store/native.js';
-import { segmenterImpl } from '../../src/store/segmenter.js';
-import { decodeVersion, encodeVersion } from '../../src/store/version.js';
+import { segmenterImpl } from '../../src/store/segmenter/segmenter.js';
+import { decodeVersion, encodeVersion } from '../../src/store/tree/version.js';
 import { generate, Rng } from './data.js';
 
 export function content(seed: number): Buffer {

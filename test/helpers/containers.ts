@@ -14,8 +14,8 @@ import {
   type RecordMeta,
   TABLE_ENTRY_BYTES,
   TRAILER_BYTES,
-} from '../../src/store/container-format.js';
-import { containerName } from '../../src/store/codec.js';
+} from '../../src/store/container/format.js';
+import { containerName } from '../../src/store/codec/codec.js';
 
 export { containerName, RECORD_HEADER_BYTES, HEADER_BYTES, TRAILER_BYTES, TABLE_ENTRY_BYTES };
 

@@ -4,7 +4,7 @@
 
 import fs from 'node:fs';
 import { SegmentStore, type FileVersion } from '../../src/store/store.js';
-import { decodeVersion, encodeVersion } from '../../src/store/version.js';
+import { decodeVersion, encodeVersion } from '../../src/store/tree/version.js';
 import { generate, type Kind, Rng } from './data.js';
 
 export interface LogLine {

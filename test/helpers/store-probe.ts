@@ -3,10 +3,10 @@
 // store without sealing or marking it clean, as SIGKILL would after the last commit.
 
 import { isVmvaultError } from '../../src/errors.js';
-import { fpHex, isZeroFp } from '../../src/store/fingerprint.js';
-import { encodeLocation } from '../../src/store/segment-index.js';
+import { fpHex, isZeroFp } from '../../src/store/codec/fingerprint.js';
+import { encodeLocation } from '../../src/store/index/segment-index.js';
 import type { FileVersion, SegmentStore } from '../../src/store/store.js';
-import { childFp } from '../../src/store/tree-node.js';
+import { childFp } from '../../src/store/tree/node.js';
 
 export interface Use {
   start: number;

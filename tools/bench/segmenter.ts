@@ -4,7 +4,7 @@
 import { createCipheriv } from 'node:crypto';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { DEFAULT_CHUNKER, Segmenter, segmenterImpl } from '../../src/store/segmenter.js';
+import { DEFAULT_CHUNKER, Segmenter, segmenterImpl } from '../../src/store/segmenter/segmenter.js';
 
 export interface Figure {
   figure: string;

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { compressSync } from 'lz4-napi';
 import { nativeCodec } from '../../src/store/native.js';
-import { segmenterImpl } from '../../src/store/segmenter.js';
+import { segmenterImpl } from '../../src/store/segmenter/segmenter.js';
 import { SegmentStore, type FileVersion } from '../../src/store/store.js';
 import { segmenterRate } from './segmenter.js';
 import { binariesFile, readHead } from './store-data.js';

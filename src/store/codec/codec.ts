@@ -4,10 +4,10 @@
 // addon (native/src/lz4.c) writes and reads too, so either reads what the other wrote.
 
 import { compressSync, uncompressSync } from 'lz4-napi';
-import { vmError } from '../errors.js';
-import { Codec } from './container-format.js';
+import { vmError } from '../../errors.js';
+import { Codec } from '../container/format.js';
 import { fingerprint, fpHex } from './fingerprint.js';
-import { nativeCodec } from './native.js';
+import { nativeCodec } from '../native.js';
 
 /**
  * The largest payload worth keeping for a segment of rawLen bytes: compression must save at

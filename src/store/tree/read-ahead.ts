@@ -6,7 +6,7 @@
 // and no promise at all for a read whose window is already there. Versions never change, so
 // a window stays valid as long as it is kept; window buffers are recycled.
 
-import type { TreeView } from './tree-reader.js';
+import type { TreeView } from './reader.js';
 import type { FileVersion } from './version.js';
 
 const WINDOW = 4 * 1024 * 1024;

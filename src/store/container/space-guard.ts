@@ -9,7 +9,7 @@
 // the reserve is reached, so space freed meanwhile is seen at once.
 
 import fs from 'node:fs';
-import { vmError } from '../errors.js';
+import { vmError } from '../../errors.js';
 
 const CHECK_EVERY_BYTES = 4 * 1024 * 1024;
 const MiB = 1024 * 1024;

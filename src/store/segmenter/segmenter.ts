@@ -16,8 +16,8 @@
 // The state between calls is (bytes in the current chunk, fp, all-zero so far), so input fed in
 // pieces cuts exactly as input fed whole.
 
-import { vmError } from '../errors.js';
-import { nativeCutAsyncFn, nativeCutFn } from './native.js';
+import { vmError } from '../../errors.js';
+import { nativeCutAsyncFn, nativeCutFn } from '../native.js';
 
 export interface ChunkerParams {
   minSize: number;

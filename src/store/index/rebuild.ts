@@ -5,15 +5,16 @@
 // recomputed in the same way.
 
 import { pack } from 'msgpackr';
-import { isVmvaultError } from '../errors.js';
+import { isVmvaultError } from '../../errors.js';
 import fsp from 'node:fs/promises';
-import { type RecordMeta, SegmentKind } from './container-format.js';
-import { scanContainer } from './container-files.js';
+import { type RecordMeta, SegmentKind } from '../container/format.js';
+import { scanContainer } from '../container/files.js';
 import { FpMap } from './fp-map.js';
 import { toLocation } from './locality-cache.js';
-import { encodeLocation, type DbOp, type Location, writeBatch } from './segment-index.js';
-import { type ContainerRecord, containerKey, CONTAINER_PREFIX, type StoreCore } from './store-core.js';
-import type { Progress } from './verify.js';
+import { type DbOp, writeBatch } from '../../kv/db.js';
+import { encodeLocation, type Location } from './segment-index.js';
+import { type ContainerRecord, containerKey, CONTAINER_PREFIX, type StoreCore } from '../store-core.js';
+import type { Progress } from '../verify/verify.js';
 
 export interface RebuildReport {
   containers: number;

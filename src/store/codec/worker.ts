@@ -7,10 +7,10 @@ import { parentPort } from 'node:worker_threads';
 import fs from 'node:fs';
 import { blake3 } from '@napi-rs/blake-hash';
 import { compressSync, uncompressSync } from 'lz4-napi';
-import { bloomProbe } from './bloom.js';
+import { bloomProbe } from '../index/bloom.js';
 import { compressionPays } from './codec.js';
-import { Codec } from './container-format.js';
-import type { DecodeRequest, DecodeResult, HashRequest, HashResult, WorkerRequest } from './codec-messages.js';
+import { Codec } from '../container/format.js';
+import type { DecodeRequest, DecodeResult, HashRequest, HashResult, WorkerRequest } from './messages.js';
 
 const port = parentPort;
 if (!port) throw new Error('codec-worker must run as a worker thread');

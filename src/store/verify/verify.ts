@@ -6,17 +6,17 @@
 // Problems are reported with what a person needs to act: container, offset, fingerprint,
 // and for trees the root they belong to.
 
-import { containerName, decodePayload } from './codec.js';
-import { fpHex, isZeroFp } from './fingerprint.js';
-import { payloadOf, scanContainer, type ScanResult } from './container-files.js';
-import { decodeTable, decodeTrailer, TABLE_ENTRY_BYTES, TRAILER_BYTES } from './container-format.js';
+import { containerName, decodePayload } from '../codec/codec.js';
+import { fpHex, isZeroFp } from '../codec/fingerprint.js';
+import { payloadOf, scanContainer, type ScanResult } from '../container/files.js';
+import { decodeTable, decodeTrailer, TABLE_ENTRY_BYTES, TRAILER_BYTES } from '../container/format.js';
 import { crc32 } from 'node:zlib';
-import type { StoreCore } from './store-core.js';
-import type { SegmentReader } from './segment-reader.js';
-import { childFp } from './tree-node.js';
-import type { FileVersion } from './version.js';
-import { FpMap } from './fp-map.js';
-import { isVmvaultError, vmError } from '../errors.js';
+import type { StoreCore } from '../store-core.js';
+import type { SegmentReader } from '../segment-reader.js';
+import { childFp } from '../tree/node.js';
+import type { FileVersion } from '../tree/version.js';
+import { FpMap } from '../index/fp-map.js';
+import { isVmvaultError, vmError } from '../../errors.js';
 
 export interface Problem {
   kind: 'corrupt-container' | 'corrupt-segment' | 'missing-segment' | 'index-mismatch';

@@ -5,15 +5,15 @@
 // an edit touches until the chunker cuts at an old boundary again; from there on old
 // segments and whole old subtrees are reused without reading them.
 
-import { vmError } from '../errors.js';
-import { ChunkStream, type ChunkItem } from './chunk-stream.js';
-import type { Slab } from './slab-pool.js';
-import type { IngestEngine } from './ingest.js';
-import type { SegmentReader } from './segment-reader.js';
-import type { ChunkerParams } from './segmenter.js';
-import { TreeBuilder } from './tree-builder.js';
-import { zeroEntry } from './tree-node.js';
-import { TreeView } from './tree-reader.js';
+import { vmError } from '../../errors.js';
+import { ChunkStream, type ChunkItem } from '../segmenter/chunk-stream.js';
+import type { Slab } from '../slab-pool.js';
+import type { IngestEngine } from '../ingest.js';
+import type { SegmentReader } from '../segment-reader.js';
+import type { ChunkerParams } from '../segmenter/segmenter.js';
+import { TreeBuilder } from './builder.js';
+import { zeroEntry } from './node.js';
+import { TreeView } from './reader.js';
 import type { FileVersion } from './version.js';
 
 export type Piece =

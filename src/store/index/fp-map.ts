@@ -1,7 +1,7 @@
 // A Map keyed by fingerprint that costs a number key, not a string: 30 bits of the
 // fingerprint pick the slot and the full 32 bytes confirm, so colliding keys coexist.
 
-import { fpEquals, fpKey } from './fingerprint.js';
+import { fpEquals, fpKey } from '../codec/fingerprint.js';
 
 interface Slot<V> {
   fp: Uint8Array;

@@ -1,15 +1,15 @@
 // Builds a segment tree bottom-up from a sequence of entries, one grouper per level.
 //
-// Grouping after a node boundary depends only on the entries that follow (tree-node.ts), so
+// Grouping after a node boundary depends only on the entries that follow (node.ts), so
 // when an edit's new entries line up again with the old tree, whole old subtrees are reused
 // as single entries: the builder then touches O(height x fanout) entries for an edit, not the
 // file. The result is canonical: the same bytes give the same root however they were written
 // (one stream, offset writes, truncates), which the tests check.
 
-import { vmError } from '../errors.js';
-import { ZERO_FP } from './fingerprint.js';
-import { encodeNode, endsGroup, type Entry, zeroEntry } from './tree-node.js';
-import type { TreeView } from './tree-reader.js';
+import { vmError } from '../../errors.js';
+import { ZERO_FP } from '../codec/fingerprint.js';
+import { encodeNode, endsGroup, type Entry, zeroEntry } from './node.js';
+import type { TreeView } from './reader.js';
 import { EMPTY_VERSION, type FileVersion } from './version.js';
 
 export interface NodeSink {

@@ -10,7 +10,7 @@
 // for every queued cut; whatever needs to know where the open segment starts awaits it.
 
 import { END_MASK, Segmenter, type ChunkerParams, ZERO_FLAG } from './segmenter.js';
-import { type Slab, slabPool } from './slab-pool.js';
+import { type Slab, slabPool } from '../slab-pool.js';
 
 export type ChunkItem = { kind: 'data'; slab: Slab; off: number; len: number } | { kind: 'zero'; len: number };
 

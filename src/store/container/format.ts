@@ -2,8 +2,8 @@
 // change here is a format change and needs a new version number there and here.
 
 import { crc32 } from 'node:zlib';
-import { vmError } from '../errors.js';
-import { FP_BYTES } from './fingerprint.js';
+import { vmError } from '../../errors.js';
+import { FP_BYTES } from '../codec/fingerprint.js';
 
 // Never change these magics: they identify vmvault containers on any disk, in any version.
 export const CONTAINER_MAGIC = Buffer.from([0x89, 0x56, 0x4d, 0x56, 0x43, 0x54, 0x52, 0x0a]); // \x89VMVCTR\n

@@ -6,13 +6,14 @@
 
 import { pack, unpack } from 'msgpackr';
 import fsp from 'node:fs/promises';
-import { decodePayload } from './codec.js';
-import { encodeTable, encodeTrailer, HEADER_BYTES, RECORD_HEADER_BYTES, type RecordMeta, SegmentKind } from './container-format.js';
-import { type ContainerFiles, payloadOf, scanContainer } from './container-files.js';
+import { decodePayload } from '../codec/codec.js';
+import { encodeTable, encodeTrailer, HEADER_BYTES, RECORD_HEADER_BYTES, type RecordMeta, SegmentKind } from './format.js';
+import { type ContainerFiles, payloadOf, scanContainer } from './files.js';
 import { closeFile, fsyncDir, fsyncFile, openFile, truncateFile, writeAt } from './file-io.js';
-import { type Checkpoint, type ContainerRecord, containerKey, type DbOp, type StoreCounters } from './store-core.js';
-import type { Db, SegmentIndex } from './segment-index.js';
-import { toLocation } from './locality-cache.js';
+import { type Checkpoint, type ContainerRecord, containerKey, type DbOp, type StoreCounters } from '../store-core.js';
+import type { Db } from '../../kv/db.js';
+import type { SegmentIndex } from '../index/segment-index.js';
+import { toLocation } from '../index/locality-cache.js';
 import path from 'node:path';
 
 export interface RepairReport {

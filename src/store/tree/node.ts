@@ -8,8 +8,8 @@
 //   MAX_FANOUT children. A node never ends after a zero-run child (so adjacent zero runs can
 //   always be merged and a node has at most MAX_FANOUT + 1 children).
 
-import { vmError } from '../errors.js';
-import { FP_BYTES, isZeroFp, ZERO_FP } from './fingerprint.js';
+import { vmError } from '../../errors.js';
+import { FP_BYTES, isZeroFp, ZERO_FP } from '../codec/fingerprint.js';
 
 export const NODE_MAGIC_0 = 0x56; // 'V'
 export const NODE_MAGIC_1 = 0x4e; // 'N'

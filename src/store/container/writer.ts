@@ -9,7 +9,7 @@
 // has resolved. After an I/O error the writer is failed: appends throw, and the caller must
 // treat every record in it as never written.
 
-import { fromSystemError, vmError } from '../errors.js';
+import { fromSystemError, vmError } from '../../errors.js';
 import {
   CONTAINER_TARGET_BYTES,
   Codec,
@@ -22,7 +22,7 @@ import {
   SegmentKind,
   TRAILER_BYTES,
   writeRecordHeader,
-} from './container-format.js';
+} from './format.js';
 import { closeFile, fsyncFile, openFile, type StoreFile, writeAt } from './file-io.js';
 
 const FLUSH_BYTES = 1024 * 1024;

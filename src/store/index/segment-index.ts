@@ -1,9 +1,9 @@
 // The on-disk half of the duplicate eliminator: fingerprint -> location in LevelDB, a fixed
 // 20-byte value (fixed layout decodes ~4x faster than msgpack, and this is the hottest record).
 
-import type { ClassicLevel } from 'classic-level';
-import { Codec, SegmentKind } from './container-format.js';
-import { FP_BYTES } from './fingerprint.js';
+import type { Db } from '../../kv/db.js';
+import { Codec, SegmentKind } from '../container/format.js';
+import { FP_BYTES } from '../codec/fingerprint.js';
 
 export const INDEX_PREFIX = 0x78; // 'x'
 const VALUE_BYTES = 20;
@@ -16,29 +16,6 @@ export interface Location {
   rawLen: number;
   kind: SegmentKind;
   codec: Codec;
-}
-
-export type Db = ClassicLevel<Buffer, Buffer>;
-
-export interface DbOp {
-  type: 'put' | 'del';
-  key: Buffer;
-  value?: Buffer;
-}
-
-/**
- * One atomic LevelDB batch; `sync` makes it (and everything before it) durable. A chained
- * batch: abstract-level's array form clones and re-encodes every operation (measured 5x
- * slower at checkpoint sizes of tens of thousands of index entries).
- */
-export async function writeBatch(db: Db, ops: DbOp[], sync: boolean): Promise<void> {
-  const batch = db.batch();
-  for (const op of ops) {
-    if (op.type === 'put') batch.put(op.key, op.value!);
-    else batch.del(op.key);
-  }
-  const write = batch.write as unknown as (opts: { sync: boolean }) => Promise<void>;
-  await write.call(batch, { sync });
 }
 
 export function indexKey(fp: Uint8Array): Buffer {

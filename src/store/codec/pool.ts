@@ -3,8 +3,8 @@
 
 import os from 'node:os';
 import { Worker } from 'node:worker_threads';
-import { vmError } from '../errors.js';
-import type { DecodeRequest, DecodeResult, HashRequest, HashResult, WorkerReply } from './codec-messages.js';
+import { vmError } from '../../errors.js';
+import type { DecodeRequest, DecodeResult, HashRequest, HashResult, WorkerReply } from './messages.js';
 
 type Pending = { resolve: (r: WorkerReply) => void; reject: (e: Error) => void };
 
@@ -28,7 +28,7 @@ export class CodecPool {
   }
 
   private spawn(): Slot {
-    const worker = new Worker(new URL('./codec-worker.js', import.meta.url));
+    const worker = new Worker(new URL('./worker.js', import.meta.url));
     const slot: Slot = { worker, inflight: 0, pending: new Map() };
     worker.unref();
     worker.on('message', (msg: WorkerReply) => {

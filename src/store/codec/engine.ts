@@ -1,13 +1,13 @@
 // Where the CPU-heavy half of ingest and read runs: hashing and compressing batches of
 // segments, and reading, decoding and verifying stored records. Two engines, chosen like the
 // segmenter (native.ts): the addon's batch calls on the libuv thread pool, or, without the
-// addon, the codec worker threads (codec-pool.ts) with @napi-rs/blake-hash and lz4-napi.
+// addon, the codec worker threads (codec/pool.ts) with @napi-rs/blake-hash and lz4-napi.
 // Both take whole batches (hundreds of segments): per-call costs then vanish in the work.
 
-import { vmError } from '../errors.js';
-import type { BloomShape } from './bloom.js';
-import { CodecPool } from './codec-pool.js';
-import { codecImpl, nativeCodec } from './native.js';
+import { vmError } from '../../errors.js';
+import type { BloomShape } from '../index/bloom.js';
+import { CodecPool } from './pool.js';
+import { codecImpl, nativeCodec } from '../native.js';
 
 export interface HashedBatch {
   /** 32 bytes per segment. */
@@ -51,7 +51,7 @@ export interface CodecEngine {
 
 /**
  * Payload buffers of the usual batch size are recycled: fresh memory faults on first touch.
- * A batch holds at most 4 MiB plus one segment (tree-writer.ts); compressed payloads are
+ * A batch holds at most 4 MiB plus one segment (tree/writer.ts); compressed payloads are
  * never longer than their segments.
  */
 const PAYLOAD_BYTES = 4 * 1024 * 1024 + 256 * 1024;

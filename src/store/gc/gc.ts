@@ -20,18 +20,19 @@
 
 import { pack, unpack } from 'msgpackr';
 import fsp from 'node:fs/promises';
-import { vmError } from '../errors.js';
-import { BloomFilter } from './bloom.js';
-import { RECORD_HEADER_BYTES, type RecordMeta, SegmentKind } from './container-format.js';
-import { isZeroFp } from './fingerprint.js';
-import { FpMap } from './fp-map.js';
-import { readAt } from './file-io.js';
-import { decodeLocation, type DbOp, indexKey } from './segment-index.js';
-import type { SegmentReader } from './segment-reader.js';
-import { CONTAINER_PREFIX, type ContainerRecord, containerKey, metaKey, type StoreCore } from './store-core.js';
-import { childFp } from './tree-node.js';
-import type { Progress } from './verify.js';
-import type { FileVersion } from './version.js';
+import { vmError } from '../../errors.js';
+import { BloomFilter } from '../index/bloom.js';
+import { RECORD_HEADER_BYTES, type RecordMeta, SegmentKind } from '../container/format.js';
+import { isZeroFp } from '../codec/fingerprint.js';
+import { FpMap } from '../index/fp-map.js';
+import { readAt } from '../container/file-io.js';
+import type { DbOp } from '../../kv/db.js';
+import { decodeLocation, indexKey } from '../index/segment-index.js';
+import type { SegmentReader } from '../segment-reader.js';
+import { CONTAINER_PREFIX, type ContainerRecord, containerKey, metaKey, type StoreCore } from '../store-core.js';
+import { childFp } from '../tree/node.js';
+import type { Progress } from '../verify/verify.js';
+import type { FileVersion } from '../tree/version.js';
 
 export interface GcOptions {
   /** Every live file version. Called once, after GC has started tracking new references. */

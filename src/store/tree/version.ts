@@ -2,8 +2,8 @@
 // means the root is a single data segment, or the zero-run sentinel for a file of zeros
 // (including the empty file).
 
-import { vmError } from '../errors.js';
-import { FP_BYTES, fpHex, ZERO_FP } from './fingerprint.js';
+import { vmError } from '../../errors.js';
+import { FP_BYTES, fpHex, ZERO_FP } from '../codec/fingerprint.js';
 
 export interface FileVersion {
   readonly root: Buffer;

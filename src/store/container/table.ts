@@ -3,10 +3,10 @@
 // checksum are checked, and no per-record object is made.
 
 import { crc32 } from 'node:zlib';
-import { vmError } from '../errors.js';
-import { containerName } from './codec.js';
-import { Codec, decodeTrailer, HEADER_BYTES, SegmentKind, TABLE_ENTRY_BYTES, TRAILER_BYTES } from './container-format.js';
-import type { ContainerFiles } from './container-files.js';
+import { vmError } from '../../errors.js';
+import { containerName } from '../codec/codec.js';
+import { Codec, decodeTrailer, HEADER_BYTES, SegmentKind, TABLE_ENTRY_BYTES, TRAILER_BYTES } from './format.js';
+import type { ContainerFiles } from './files.js';
 import { fileSize, readAt } from './file-io.js';
 
 /** One read covers the trailer and a table of up to ~2700 records. */

@@ -5,7 +5,7 @@
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
-import { fromSystemError, vmError } from '../errors.js';
+import { fromSystemError, vmError } from '../../errors.js';
 import {
   CONTAINER_MAGIC,
   CONTAINER_VERSION,
@@ -19,9 +19,9 @@ import {
   type RecordMeta,
   TABLE_ENTRY_BYTES,
   TRAILER_BYTES,
-} from './container-format.js';
+} from './format.js';
 import { closeFile, openFile, readAt, type StoreFile } from './file-io.js';
-import { containerName } from './codec.js';
+import { containerName } from '../codec/codec.js';
 
 const MAX_OPEN_READERS = 256;
 

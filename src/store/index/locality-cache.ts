@@ -8,8 +8,8 @@
 // object: a full cache (128 containers or 128 k records, 512 MiB of stored data at the
 // default segment size) holds ~8 MiB.
 
-import { type RecordMeta, TABLE_ENTRY_BYTES } from './container-format.js';
-import { fpEquals } from './fingerprint.js';
+import { type RecordMeta, TABLE_ENTRY_BYTES } from '../container/format.js';
+import { fpEquals } from '../codec/fingerprint.js';
 import type { Location } from './segment-index.js';
 
 /** Record index bits of a hash value; the container slot is above them. */

@@ -1,10 +1,10 @@
 // Reading a file version: descend the segment tree by offset to the data segments covering a
 // range. Zero runs read as zeros without touching the store.
 
-import { vmError } from '../errors.js';
-import { isZeroFp } from './fingerprint.js';
-import type { ReadPiece, SegmentReader } from './segment-reader.js';
-import { childAt, childEntry, childFp, type Entry, type Node } from './tree-node.js';
+import { vmError } from '../../errors.js';
+import { isZeroFp } from '../codec/fingerprint.js';
+import type { ReadPiece, SegmentReader } from '../segment-reader.js';
+import { childAt, childEntry, childFp, type Entry, type Node } from './node.js';
 import type { FileVersion } from './version.js';
 
 export interface Placed {

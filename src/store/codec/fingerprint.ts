@@ -2,7 +2,7 @@
 // in tree nodes and in container records, and they are the check every read makes.
 
 import { blake3 } from '@napi-rs/blake-hash';
-import { nativeCodec } from './native.js';
+import { nativeCodec } from '../native.js';
 
 export const FP_BYTES = 32;
 
