@@ -214,6 +214,25 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
   }
 }
 
+/**
+ * Started by npm (npx, npm start) through a shell that does not pass signals on: SIGTERM to npm
+ * reaches the shell, which dies and leaves us running, reparented. Seeing our parent change is
+ * then the only news of the stop request, so it counts as one. (The project's .npmrc makes npm
+ * use bash, which execs the command, so npm signals us directly; this covers npm run elsewhere.)
+ * Not without npm: a shell closed behind `nohup node bin/vmvault.js appliance &` is no stop.
+ */
+function watchLauncher(onGone: () => void): void {
+  if (process.env.npm_command === undefined) return;
+  const parent = process.ppid;
+  const timer = setInterval(() => {
+    if (process.ppid !== parent) {
+      clearInterval(timer);
+      onGone();
+    }
+  }, 500);
+  timer.unref();
+}
+
 /** `vmvault appliance [options]`: runs until a signal. */
 export async function main(argv: string[]): Promise<number> {
   let cfg: ApplianceConfig | 'help';
@@ -250,6 +269,12 @@ export async function main(argv: string[]): Promise<number> {
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
+    watchLauncher(() => {
+      if (firstSignalAt !== 0) return;
+      firstSignalAt = Date.now();
+      log('the npm process that started the appliance went away: stopping');
+      resolve();
+    });
   });
   let code = 0;
   try {
