@@ -13,8 +13,8 @@
 //   method   HTTP method
 //   route    the route pattern, e.g. "/api/v1/shares/:share" ("" if no route matched)
 //   url      the path as requested (query string dropped), at most 512 characters
-//   target   the route's parameters and the body's scalar fields (names, flags), strings cut
-//            to 256 characters; never headers, so never the token
+//   target   the route's parameters and the scalar fields of body and query (names, flags such
+//            as force), strings cut to 256 characters; never headers, so never the token
 //   status   HTTP status sent
 //   error    the error code sent (errors.ts, or INTERNAL), or null on success
 //   ms       time to answer, milliseconds

@@ -34,11 +34,12 @@ export interface ServerOptions {
 
 const AUDITED_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
-// What a call acted on: the route's parameters and the body's scalar fields (names, flags).
-// Bodies hold names only today; anything long is cut so a hostile body cannot bloat the log.
-function auditTarget(params: unknown, body: unknown): Record<string, string | number | boolean> {
+// What a call acted on: the route's parameters and the scalar fields of the body and query
+// (names, flags such as force). Bodies hold names only today; anything long is cut so a hostile
+// request cannot bloat the log.
+function auditTarget(params: unknown, body: unknown, query: unknown): Record<string, string | number | boolean> {
   const out: Record<string, string | number | boolean> = {};
-  for (const src of [body, params]) {
+  for (const src of [query, body, params]) {
     if (src === null || typeof src !== 'object' || Array.isArray(src)) continue;
     for (const [k, v] of Object.entries(src as Record<string, unknown>).slice(0, 16)) {
       if (typeof v === 'string') out[k.slice(0, 64)] = v.slice(0, 256);
@@ -102,7 +103,7 @@ export async function buildServer(services: ControlServices, opts: ServerOptions
         method: request.method,
         route: request.routeOptions?.url ?? '',
         url: (request.url.split('?')[0] ?? '').slice(0, 512),
-        target: auditTarget(request.params, request.body),
+        target: auditTarget(request.params, request.body, request.query),
         status: reply.statusCode,
         error: sentErrorCode(reply),
         ms: Math.round(reply.elapsedTime),
