@@ -24,10 +24,14 @@ export class ApplianceServices implements ControlServices {
   readonly version = VERSION;
   closing = false;
 
-  constructor(private readonly ns: Namespace) {}
+  constructor(
+    private readonly ns: Namespace,
+    private readonly probe?: { report(): Promise<HealthReport> },
+  ) {}
 
   async health(): Promise<HealthReport> {
-    return this.closing ? { status: 'closing' } : { status: 'ok' };
+    if (this.closing) return { status: 'closing' };
+    return this.probe ? this.probe.report() : { status: 'ok' };
   }
 
   async stats(): Promise<StatsReport> {

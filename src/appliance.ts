@@ -3,19 +3,29 @@
 //
 // Shutdown (Ctrl-C, SIGTERM): stop taking API requests, unmount (the kernel releases open
 // files, which commits their data), commit whatever is still buffered, close the store. A
-// second signal exits at once; the store then recovers at the next start.
+// second signal exits at once; the store then recovers at the next start. (A second signal
+// within SIGNAL_GRACE_MS of the first is the same request twice: Ctrl-C under npm reaches us
+// from the terminal and again forwarded by npm.)
+//
+// While running, the appliance watches its mount (fuse/mount-watch.ts): if someone unmounts it,
+// it logs that and mounts it again; if it cannot, it shuts down and exits 1.
 
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { HealthProbe } from './appliance-health.js';
 import { ApplianceServices, VERSION } from './appliance-services.js';
+import { AuditLog } from './control/audit-log.js';
 import { DEFAULT_DATA_DIR, DEFAULT_LISTEN } from './control/defaults.js';
+import { JobHistoryFile } from './control/job-history.js';
+import { JobRunner } from './control/jobs.js';
 import { listen } from './control/listen.js';
 import { buildServer } from './control/server.js';
 import { ensureToken } from './control/token.js';
 import { fromSystemError, isVmvaultError, vmError } from './errors.js';
 import { FuseMount } from './fuse/binding.js';
 import { vmvaultHandlers } from './fuse/filesystem.js';
+import { MountWatch } from './fuse/mount-watch.js';
 import { Namespace } from './namespace/namespace.js';
 import { SegmentStore } from './store/store.js';
 
@@ -27,16 +37,31 @@ export interface ApplianceConfig {
   dirtyLimitMiB?: number;
   /** Free space kept on the data disk for deletes and GC, MiB (default: 1% of the disk, 64 MiB..2 GiB). */
   reserveMiB?: number;
+  /**
+   * Let every local user use the mount as the files' owners, groups and modes allow (FUSE
+   * allow_other + default_permissions: the kernel checks permissions). Default true; false
+   * keeps the mount to the user running the appliance.
+   */
+  allowOther?: boolean;
+  /** How often the mount is checked for having vanished, ms. Default 1000. */
+  mountCheckMs?: number;
 }
 
 export const DEFAULTS: ApplianceConfig = { data: DEFAULT_DATA_DIR, mount: './vmvault-mnt', listen: DEFAULT_LISTEN };
 
 const USAGE = `usage: vmvault appliance [--data DIR] [--mount DIR] [--listen HOST:PORT] [--config FILE]
+                         [--allow-other | --no-allow-other]
 
 Opens the store in DIR (default ${DEFAULTS.data}, created if missing), mounts it at the mount
 point (default ${DEFAULTS.mount}) and serves the control plane (default ${DEFAULTS.listen}).
-A config file is JSON with the same keys ({"data": ..., "mount": ..., "listen": ...});
-options on the command line win over it. Ctrl-C or SIGTERM unmounts cleanly.`;
+The mount is open to every local user as the files' owners and modes allow (--no-allow-other:
+only the user running the appliance).
+A config file is JSON with the same keys ({"data": ..., "mount": ..., "listen": ...,
+"allowOther": true}); options on the command line win over it. Ctrl-C or SIGTERM commits
+open files, unmounts and exits 0.`;
+
+const CONFIG_KEYS = ['data', 'mount', 'listen', 'dirtyLimitMiB', 'reserveMiB', 'allowOther', 'mountCheckMs'];
+const SIGNAL_GRACE_MS = 2000;
 
 function log(line: string): void {
   process.stderr.write(`${new Date().toISOString()} vmvault: ${line}\n`);
@@ -50,6 +75,8 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
       mount: { type: 'string' },
       listen: { type: 'string' },
       config: { type: 'string' },
+      'allow-other': { type: 'boolean' },
+      'no-allow-other': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -70,7 +97,7 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
       throw vmError('INVALID_ARGUMENT', `config file ${values.config} is not valid JSON: ${(err as Error).message}`);
     }
     for (const k of Object.keys(fromFile)) {
-      if (!['data', 'mount', 'listen', 'dirtyLimitMiB', 'reserveMiB'].includes(k)) throw vmError('INVALID_ARGUMENT', `config file ${values.config}: unknown key "${k}"`);
+      if (!CONFIG_KEYS.includes(k)) throw vmError('INVALID_ARGUMENT', `config file ${values.config}: unknown key "${k}"`);
     }
   }
   const cfg: ApplianceConfig = {
@@ -79,7 +106,12 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
     listen: values.listen ?? fromFile.listen ?? DEFAULTS.listen,
     dirtyLimitMiB: fromFile.dirtyLimitMiB,
     reserveMiB: fromFile.reserveMiB,
+    allowOther: values['no-allow-other'] ? false : values['allow-other'] ? true : (fromFile.allowOther ?? true),
+    mountCheckMs: fromFile.mountCheckMs,
   };
+  if (values['allow-other'] && values['no-allow-other']) throw vmError('INVALID_ARGUMENT', '--allow-other and --no-allow-other contradict each other');
+  if (typeof cfg.allowOther !== 'boolean') throw vmError('INVALID_ARGUMENT', 'allowOther must be true or false');
+  if (cfg.mountCheckMs !== undefined && !(typeof cfg.mountCheckMs === 'number' && cfg.mountCheckMs >= 50)) throw vmError('INVALID_ARGUMENT', 'mountCheckMs must be a number of milliseconds, at least 50');
   for (const k of ['dirtyLimitMiB', 'reserveMiB'] as const) {
     const v = cfg[k];
     if (v !== undefined && !(typeof v === 'number' && Number.isFinite(v) && v >= 0)) throw vmError('INVALID_ARGUMENT', `${k} must be a number of MiB`);
@@ -99,6 +131,8 @@ export function parseListen(s: string): { host: string; port: number } {
 export interface RunningAppliance {
   url: string;
   stop(): Promise<void>;
+  /** Rejects if the appliance cannot go on (its mount vanished and could not be made again). */
+  failed: Promise<never>;
 }
 
 export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppliance> {
@@ -117,18 +151,41 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
   }
   let ns: Namespace | undefined;
   let fuse: FuseMount | undefined;
+  let watch: MountWatch | undefined;
   let server: Awaited<ReturnType<typeof buildServer>> | undefined;
+  let jobs: JobRunner | undefined;
   let svc: ApplianceServices | undefined;
+  const audit = new AuditLog(path.join(data, 'audit.log'), { log });
+  let fail: (err: Error) => void = () => {};
+  const failed = new Promise<never>((_, reject) => (fail = reject));
+  failed.catch(() => {});
   try {
     ns = await Namespace.open(store, { dirtyLimitBytes: cfg.dirtyLimitMiB ? cfg.dirtyLimitMiB * 1024 * 1024 : undefined, log });
     const token = await ensureToken(data);
     if (token.created) log(`created the API token in ${token.file} (mode 0600)`);
-    fuse = new FuseMount(mount, vmvaultHandlers(ns), { mkdir: true, log });
-    await fuse.mount();
-    log(`mounted at ${mount} (libfuse: ${FuseMount.libfuse()})`);
+    const allowOther = cfg.allowOther ?? true;
+    // default_permissions: the kernel checks the namespace's owners and modes for every caller.
+    fuse = new FuseMount(mount, vmvaultHandlers(ns), { mkdir: true, log, allowOther, defaultPermissions: true });
+    try {
+      await fuse.mount();
+    } catch (err) {
+      if (allowOther && process.getuid?.() !== 0 && !isVmvaultError(err)) {
+        throw vmError('IO', `${(err as Error).message} (a user other than root may use allow_other only with user_allow_other in /etc/fuse.conf; or start with --no-allow-other)`);
+      }
+      throw err;
+    }
+    log(`mounted at ${mount} (libfuse: ${FuseMount.libfuse()}${allowOther ? ', open to all local users as modes allow' : ', only for this user'})`);
     if (fuse.utimeOmitProblem) log(`note: ${fuse.utimeOmitProblem}`);
-    svc = new ApplianceServices(ns);
-    server = await buildServer(svc, { token: token.token });
+    watch = new MountWatch(fuse, { intervalMs: cfg.mountCheckMs, log, onFailed: (err) => fail(err) });
+    watch.start();
+    svc = new ApplianceServices(ns, new HealthProbe(ns, fuse, watch));
+    const history = new JobHistoryFile(path.join(data, 'jobs.json'), log);
+    jobs = new JobRunner({
+      persist: history,
+      onInternalError: (job, err) => log(`${job.kind} job ${job.id} failed unexpectedly: ${(err as Error)?.stack ?? String(err)}`),
+    });
+    await jobs.restore();
+    server = await buildServer(svc, { token: token.token, jobs, audit });
     const url = await listen(server, { host, port });
     log(`control plane at ${url}/api/v1 (token in ${token.file})`);
     let stopping: Promise<void> | undefined;
@@ -136,20 +193,44 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
       (stopping ??= (async () => {
         svc!.closing = true;
         log('shutting down: committing open files and unmounting');
+        await watch!.stop();
         await server!.close().catch((err) => log(`closing the control plane: ${(err as Error).message}`));
-        await fuse!.unmount().catch((err) => log(`unmounting ${mount}: ${(err as Error).message}`));
+        await jobs!.close().catch((err) => log(`stopping jobs: ${(err as Error).message}`));
+        await audit.flush();
+        if (fuse!.mounted) await fuse!.unmount().catch((err) => log(`unmounting ${mount}: ${(err as Error).message}`));
         await ns!.close();
         await store.close();
         log('stopped cleanly');
       })());
-    return { url, stop };
+    return { url, stop, failed };
   } catch (err) {
+    await watch?.stop();
     await server?.close().catch(() => {});
-    await fuse?.unmount().catch(() => {});
+    await jobs?.close().catch(() => {});
+    if (fuse?.mounted) await fuse.unmount().catch(() => {});
     await ns?.close().catch(() => {});
     await store.close().catch(() => {});
     throw err;
   }
+}
+
+/**
+ * Started by npm (npx, npm start) through a shell that does not pass signals on: SIGTERM to npm
+ * reaches the shell, which dies and leaves us running, reparented. Seeing our parent change is
+ * then the only news of the stop request, so it counts as one. (The project's .npmrc makes npm
+ * use bash, which execs the command, so npm signals us directly; this covers npm run elsewhere.)
+ * Not without npm: a shell closed behind `nohup node bin/vmvault.js appliance &` is no stop.
+ */
+function watchLauncher(onGone: () => void): void {
+  if (process.env.npm_command === undefined) return;
+  const parent = process.ppid;
+  const timer = setInterval(() => {
+    if (process.ppid !== parent) {
+      clearInterval(timer);
+      onGone();
+    }
+  }, 500);
+  timer.unref();
 }
 
 /** `vmvault appliance [options]`: runs until a signal. */
@@ -173,20 +254,40 @@ export async function main(argv: string[]): Promise<number> {
     log(`cannot start (${code}): ${(err as Error).message}`);
     return 1;
   }
-  await new Promise<void>((resolve) => {
-    let signals = 0;
+  let firstSignalAt = 0;
+  const signalled = new Promise<void>((resolve) => {
     const onSignal = (sig: NodeJS.Signals): void => {
-      if (++signals > 1) {
+      const now = Date.now();
+      if (firstSignalAt !== 0) {
+        if (now - firstSignalAt < SIGNAL_GRACE_MS) return;
         log(`${sig} again: exiting without a clean shutdown (the store recovers at the next start)`);
         process.exit(130);
       }
-      app.stop().then(resolve, (err) => {
-        log(`shutdown failed: ${(err as Error).message}`);
-        resolve();
-      });
+      firstSignalAt = now;
+      log(`${sig}: stopping`);
+      resolve();
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
+    watchLauncher(() => {
+      if (firstSignalAt !== 0) return;
+      firstSignalAt = Date.now();
+      log('the npm process that started the appliance went away: stopping');
+      resolve();
+    });
   });
-  return 0;
+  let code = 0;
+  try {
+    await Promise.race([signalled, app.failed]);
+  } catch (err) {
+    log(`stopping: ${(err as Error).message}`);
+    code = 1;
+  }
+  try {
+    await app.stop();
+  } catch (err) {
+    log(`shutdown failed: ${(err as Error).message}`);
+    return 1;
+  }
+  return code;
 }

@@ -1,34 +1,142 @@
 #!/usr/bin/env bash
 # Prepares a fresh Debian machine for vmvault, as root (or with sudo): the system packages it
-# needs, then the npm packages, the native addon and the TypeScript build (npm install runs them).
-#   tools/setup.sh          what the appliance needs
-#   tools/setup.sh --test   also what the tests drive through the mount
+# needs, then the npm packages, the native addon and the TypeScript build (npm ci runs them).
+#   tools/setup.sh            what the appliance needs
+#   tools/setup.sh --test     also what the tests drive through the mount
+#   tools/setup.sh --dry-run  say what it would do (apt is only simulated), change nothing
+# Environment:
+#   VMVAULT_SETUP_EXTRA="pkg ..."  more Debian packages to install with ours
+#   VMVAULT_SETUP_ASSUME_INSTALLED="pkg ..."  with --dry-run only: take exactly these packages as
+#     installed instead of asking dpkg (tests of the package choice use it)
+#
+# It never removes a package: apt's plan is simulated first (apt-get -s) and any removal is
+# refused with the list. apt waits up to 10 minutes for another apt/dpkg to let go of its lock.
+# apt's output is kept quiet when it works and shown in full when it fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages="libfuse2 fuse"
-if [ "${1:-}" = "--test" ]; then
-  packages="$packages qemu-utils fio rsync e2fsprogs tar python3"
-fi
-missing=""
-for p in $packages; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+with_test=0
+dry=0
+for arg in "$@"; do
+  case "$arg" in
+    --test) with_test=1 ;;
+    --dry-run) dry=1 ;;
+    *) echo "usage: tools/setup.sh [--test] [--dry-run]" >&2; exit 2 ;;
+  esac
 done
+
+say() { echo "vmvault setup: $*" >&2; }
+
+# Every apt-get waits for the dpkg lock as apt can, rather than failing at once.
+APT=(apt-get -o DPkg::Lock::Timeout=600)
+
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
-if [ -n "$missing" ]; then
-  echo "vmvault setup: installing$missing" >&2
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
+
+# Runs a command with its output kept aside; prints it all if the command fails.
+quiet() {
+  local out rc=0
+  out="$(mktemp)"
+  "$@" >"$out" 2>&1 || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    say "failed (exit $rc): $*"
+    cat "$out" >&2
+    rm -f "$out"
+    exit 1
+  fi
+  rm -f "$out"
+}
+
+installed() {
+  if [ "$dry" -eq 1 ] && [ -n "${VMVAULT_SETUP_ASSUME_INSTALLED+set}" ]; then
+    case " $VMVAULT_SETUP_ASSUME_INSTALLED " in *" $1 "*) return 0 ;; *) return 1 ;; esac
+  fi
+  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
+}
+
+# fuse-native uses libfuse 2 (libfuse2). For mounts by a user other than root, and to unmount as
+# one, libfuse 2 runs `fusermount`. Debian 12's fuse (2.9, which has fusermount) and fuse3
+# (fusermount3) conflict: installing either removes the other, and other tools on the machine
+# may need fuse3. So: with fuse3 installed, keep it and point `fusermount` at fusermount3
+# (same command-line and file-descriptor protocol); otherwise install fuse.
+packages="libfuse2"
+link_fusermount=""
+if installed fuse3; then
+  if ! command -v fusermount >/dev/null 2>&1 || [ "$dry" -eq 1 ]; then
+    link_fusermount="/usr/local/bin/fusermount"
+  fi
+else
+  packages="$packages fuse"
 fi
-if [ ! -e /dev/fuse ]; then
+if [ "$with_test" -eq 1 ]; then
+  packages="$packages qemu-utils fio rsync e2fsprogs tar python3"
+fi
+packages="$packages ${VMVAULT_SETUP_EXTRA:-}"
+
+missing=""
+for p in $packages; do
+  installed "$p" || missing="$missing $p"
+done
+
+if [ -n "$missing" ]; then
+  if [ "$dry" -eq 0 ]; then
+    say "apt-get update"
+    quiet $sudo "${APT[@]}" update
+  fi
+  # Simulate first: apt must not take a user's packages away to make room for ours.
+  sim="$(mktemp)"
+  if ! LC_ALL=C "${APT[@]}" -s install --no-install-recommends $missing >"$sim" 2>&1; then
+    say "apt cannot install$missing:"
+    cat "$sim" >&2
+    rm -f "$sim"
+    exit 1
+  fi
+  removals="$(sed -n 's/^Remv \([^ ]*\).*/\1/p' "$sim" | xargs)"
+  rm -f "$sim"
+  if [ -n "$removals" ]; then
+    say "installing$missing would remove: $removals"
+    say "refusing: vmvault setup never removes installed packages. Install what vmvault needs by hand, or remove those packages yourself if nothing needs them."
+    exit 1
+  fi
+  if [ "$dry" -eq 1 ]; then
+    say "would install:$missing"
+  else
+    say "installing$missing"
+    quiet $sudo env DEBIAN_FRONTEND=noninteractive "${APT[@]}" install -y --no-install-recommends $missing
+  fi
+else
+  [ "$dry" -eq 0 ] || say "would install: nothing (all present)"
+fi
+
+if [ -n "$link_fusermount" ]; then
+  if [ "$dry" -eq 1 ]; then
+    say "would link $link_fusermount -> $(command -v fusermount3 || echo /usr/bin/fusermount3) (fuse3 kept), unless fusermount exists"
+  else
+    say "fuse3 is installed: keeping it; $link_fusermount -> fusermount3 for libfuse 2"
+    $sudo ln -sf "$(command -v fusermount3)" "$link_fusermount"
+  fi
+fi
+
+if [ ! -e /dev/fuse ] && [ "$dry" -eq 0 ]; then
   $sudo modprobe fuse 2>/dev/null || true
 fi
-[ -e /dev/fuse ] || { echo "vmvault setup: /dev/fuse is missing; this machine cannot mount FUSE file systems" >&2; exit 1; }
+if [ ! -e /dev/fuse ]; then
+  say "/dev/fuse is missing; this machine cannot mount FUSE file systems"
+  [ "$dry" -eq 1 ] || exit 1
+fi
 
-# npm install, not npm ci: the registry reachable here lacks other platforms' builds of some
-# optional per-platform packages at the versions we use (e.g. @napi-rs/blake-hash-darwin-arm64
-# 1.3.6), so npm leaves them out of the lock file and npm ci then refuses it as out of sync.
-# The lock file still pins every version installed here.
-echo "vmvault setup: npm install (dependencies, native addon, build)" >&2
-npm install --no-audit --no-fund
+# npm ci: exactly the versions in package-lock.json, and it never rewrites the lock (a fresh
+# clone stays clean). The lock lists other platforms' optional builds (some without an
+# integrity hash, as the registry reachable here lacks them); npm skips those on this one.
+# npm ci starts by deleting node_modules: refuse where that is a link to an install shared
+# with other checkouts.
+if [ -L node_modules ]; then
+  say "node_modules is a symbolic link (an install shared with other checkouts?); npm ci would delete what it holds. Not running it: build with 'node tools/build-native.js && npm run build'."
+  [ "$dry" -eq 1 ] || exit 1
+fi
+if [ "$dry" -eq 1 ]; then
+  say "would run: npm ci --no-audit --no-fund"
+  exit 0
+fi
+say "npm ci (dependencies, native addon, build)"
+npm ci --no-audit --no-fund

@@ -32,8 +32,21 @@ function presentedToken(header: string | undefined): string | undefined {
 /** Whether the request carries the token (routes marked public need none). */
 export function isAuthorized(token: string, request: FastifyRequest): boolean {
   if (request.routeOptions?.config?.public === true) return true;
+  return carriesToken(token, request);
+}
+
+/** Whether the request presents the valid token, whatever the route. */
+export function carriesToken(token: string, request: FastifyRequest): boolean {
   const presented = presentedToken(request.headers.authorization);
   return presented !== undefined && tokenMatches(token, presented);
+}
+
+/**
+ * The name of the token a request carries, for the audit log: "admin" for the one admin token
+ * there is today (agent tokens will have their own names), "anonymous" for none or a wrong one.
+ */
+export function callerName(token: string, request: FastifyRequest): string {
+  return carriesToken(token, request) ? 'admin' : 'anonymous';
 }
 
 /** One answer for missing, malformed and wrong tokens. */

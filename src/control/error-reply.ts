@@ -50,8 +50,17 @@ function primitiveDetails(details: Record<string, unknown> | undefined): Record<
   return out;
 }
 
+// The code each failed reply carried, for the audit log's onResponse hook.
+const sentCodes = new WeakMap<FastifyReply, string>();
+
+/** The error code sendError() answered with, or null if the reply was not an error. */
+export function sentErrorCode(reply: FastifyReply): string | null {
+  return sentCodes.get(reply) ?? null;
+}
+
 export function sendError(err: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply {
   const { status, body, internal } = toHttpError(err);
+  sentCodes.set(reply, body.error.code);
   if (internal) request.log.error({ err }, 'unexpected error');
   // Pre-serialized so a route's response schema cannot drop the detail fields.
   return reply.code(status).type('application/json; charset=utf-8').send(JSON.stringify(body));

@@ -5,6 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { isVmvaultError, vmError } from '../errors.js';
 import { INTERNAL_CODE } from './http-status.js';
+import type { JobHistoryFile } from './job-history.js';
 import type { JobContext, ProgressUnit } from './services.js';
 
 export const JOB_KINDS = ['gc', 'verify', 'index-rebuild'] as const;
@@ -50,8 +51,13 @@ export interface JobView {
 export type JobBody = (ctx: JobContext) => Promise<unknown>;
 
 export interface JobRunnerOptions {
-  /** Finished jobs kept for GET /jobs (default 100). */
+  /** Finished jobs kept for GET /jobs (default 200). */
   history?: number;
+  /**
+   * Where the history survives restarts: loaded by restore(), saved whenever a job starts or
+   * ends. Without it the history lives only as long as the process.
+   */
+  persist?: JobHistoryFile;
   now?: () => number;
   /** Where failures that are not VmvaultErrors (bugs) are reported with their stack. */
   onInternalError?: (job: JobView, err: unknown) => void;
@@ -70,12 +76,40 @@ export class JobRunner {
   private readonly historyLimit: number;
   private readonly now: () => number;
   private readonly onInternalError: (job: JobView, err: unknown) => void;
+  private readonly persist: JobHistoryFile | undefined;
   private closed = false;
 
   constructor(opts: JobRunnerOptions = {}) {
-    this.historyLimit = opts.history ?? 100;
+    this.historyLimit = opts.history ?? 200;
     this.now = opts.now ?? Date.now;
     this.onInternalError = opts.onInternalError ?? (() => {});
+    this.persist = opts.persist;
+  }
+
+  /**
+   * Loads the saved history (before any job starts). A job saved as queued or running was cut
+   * off by a crash or a kill: it shows as failed, interrupted, never as still running.
+   */
+  async restore(): Promise<void> {
+    if (!this.persist) return;
+    for (const saved of await this.persist.load()) {
+      if (this.jobs.has(saved.id)) continue;
+      const view: JobView = { ...snapshot({ ...saved, log: Array.isArray(saved.log) ? saved.log : [] }) };
+      if (isActive(view.state)) {
+        view.state = 'failed';
+        view.etaSeconds = null;
+        view.endedAt = null;
+        view.error = { code: 'CLOSED', message: `interrupted: the appliance stopped while this job was ${saved.state} (crash or kill); it did not finish` };
+      }
+      this.jobs.set(view.id, { view, controller: new AbortController(), finished: Promise.resolve(), rateAt: 0, rateDone: 0 });
+    }
+    this.trimHistory();
+    this.save();
+  }
+
+  /** Resolves once the history is on disk (after close(), before the process exits). */
+  async flush(): Promise<void> {
+    await this.persist?.flush();
   }
 
   /** Starts `body` as a job; CONFLICT (details.job = the running job's id) if a conflicting job is active. */
@@ -108,6 +142,7 @@ export class JobRunner {
     const job: Job = { view, controller: new AbortController(), finished: Promise.resolve(), rateAt: 0, rateDone: 0 };
     this.jobs.set(id, job);
     job.finished = this.run(job, body);
+    this.save();
     return snapshot(view);
   }
 
@@ -147,6 +182,7 @@ export class JobRunner {
       job.controller.abort(vmError('CLOSED', 'the appliance is shutting down'));
     }
     await Promise.all(active.map((j) => j.finished));
+    await this.flush();
   }
 
   private async run(job: Job, body: JobBody): Promise<void> {
@@ -158,12 +194,14 @@ export class JobRunner {
     view.state = 'running';
     view.startedAt = this.iso();
     job.rateAt = this.now();
+    this.save();
     const ctx: JobContext = {
       signal,
       progress: (done, total, unit) => this.progress(job, done, total, unit),
       log: (message) => {
         view.log.push(`${this.iso()} ${message}`);
         if (view.log.length > LOG_LINES) view.log.splice(0, view.log.length - LOG_LINES);
+        this.save();
       },
     };
     try {
@@ -190,6 +228,12 @@ export class JobRunner {
       }
     }
     this.trimHistory();
+    this.save();
+  }
+
+  /** Oldest first, as restore() expects them back. */
+  private save(): void {
+    this.persist?.save([...this.jobs.values()].map((j) => snapshot(j.view)));
   }
 
   private progress(job: Job, done: number, total: number, unit: ProgressUnit): void {

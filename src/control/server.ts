@@ -3,9 +3,10 @@
 
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import { vmError } from '../errors.js';
-import { isAuthorized, makeAuthHook, unauthorized } from './auth.js';
+import { AUDIT_VERSION, type AuditLog } from './audit-log.js';
+import { callerName, isAuthorized, makeAuthHook, unauthorized } from './auth.js';
 import { API_PREFIX } from './defaults.js';
-import { sendError } from './error-reply.js';
+import { sendError, sentErrorCode } from './error-reply.js';
 import { JobRunner } from './jobs.js';
 import { OpenApiCollector, type RouteSchema, routeSchema } from './openapi.js';
 import { fastcopyRoutes } from './routes/fastcopy.js';
@@ -27,6 +28,25 @@ export interface ServerOptions {
   logger?: FastifyServerOptions['logger'];
   /** Defaults to a new runner, closed with the server. */
   jobs?: JobRunner;
+  /** Where every state-changing call is recorded (audit-log.ts); none if absent. */
+  audit?: AuditLog;
+}
+
+const AUDITED_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+
+// What a call acted on: the route's parameters and the scalar fields of the body and query
+// (names, flags such as force). Bodies hold names only today; anything long is cut so a hostile
+// request cannot bloat the log.
+function auditTarget(params: unknown, body: unknown, query: unknown): Record<string, string | number | boolean> {
+  const out: Record<string, string | number | boolean> = {};
+  for (const src of [query, body, params]) {
+    if (src === null || typeof src !== 'object' || Array.isArray(src)) continue;
+    for (const [k, v] of Object.entries(src as Record<string, unknown>).slice(0, 16)) {
+      if (typeof v === 'string') out[k.slice(0, 64)] = v.slice(0, 256);
+      else if (typeof v === 'number' || typeof v === 'boolean') out[k.slice(0, 64)] = v;
+    }
+  }
+  return out;
 }
 
 export async function buildServer(services: ControlServices, opts: ServerOptions): Promise<FastifyInstance> {
@@ -71,6 +91,25 @@ export async function buildServer(services: ControlServices, opts: ServerOptions
   });
   app.addHook('onRoute', collector.onRoute);
   app.addHook('onRequest', makeAuthHook(token));
+  const audit = opts.audit;
+  if (audit !== undefined) {
+    app.addHook('onResponse', async (request, reply) => {
+      if (!AUDITED_METHODS.has(request.method)) return;
+      await audit.append({
+        v: AUDIT_VERSION,
+        time: new Date().toISOString(),
+        caller: callerName(token, request),
+        ip: request.ip,
+        method: request.method,
+        route: request.routeOptions?.url ?? '',
+        url: (request.url.split('?')[0] ?? '').slice(0, 512),
+        target: auditTarget(request.params, request.body, request.query),
+        status: reply.statusCode,
+        error: sentErrorCode(reply),
+        ms: Math.round(reply.elapsedTime),
+      });
+    });
+  }
   app.addHook('preValidation', async (request) => {
     const schema = request.routeOptions.schema as RouteSchema | undefined;
     if (request.body === undefined) {

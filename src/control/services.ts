@@ -20,9 +20,33 @@ export interface JobContext {
 }
 
 export interface HealthReport {
-  /** 'ok': serving; 'degraded': serving with a problem named in `detail`; 'closing': shutting down. */
+  /**
+   * 'ok': serving, mount and store fine; 'degraded': a problem named in `detail` (the mount is
+   * gone or does not answer, the store is closed or cannot be written); 'closing': shutting down.
+   */
   status: 'ok' | 'degraded' | 'closing';
   detail?: string;
+  /** The FUSE mount, when the appliance serves one. */
+  mount?: MountHealth;
+  store?: StoreHealth;
+}
+
+export interface MountHealth {
+  /** Where it is mounted (no secret: every local user sees it in /proc/mounts). */
+  path: string;
+  /** Our FUSE mount is attached at the path. */
+  mounted: boolean;
+  /** A lookup through the mount got an answer in time. */
+  answering: boolean;
+  /** Times the mount vanished (someone unmounted it) and was mounted again. */
+  remounts: number;
+}
+
+export interface StoreHealth {
+  /** The store and its index database are open and readable. */
+  open: boolean;
+  /** A small file in the data directory can be written and fsynced, and the disk is not full. */
+  writable: boolean;
 }
 
 export interface StatsReport {

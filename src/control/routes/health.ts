@@ -1,5 +1,7 @@
-// Liveness without a token, for load balancers and `vmvault` itself to find the appliance. It
-// says only whether the appliance serves and its version: nothing about data.
+// Liveness without a token, for load balancers, service managers and `vmvault` itself. It says
+// whether the appliance serves, whether its mount and store work, and its version: nothing about
+// data (no share names, sizes or paths inside the store). Anything but "ok" is a 503, so a plain
+// HTTP check sees a lost mount or an unwritable store.
 
 import type { FastifyInstance } from 'fastify';
 import { routeSchema } from '../openapi.js';
@@ -12,6 +14,24 @@ const healthBody = {
     status: { type: 'string', enum: ['ok', 'degraded', 'closing'] },
     version: { type: 'string' },
     detail: { type: 'string' },
+    mount: {
+      type: 'object',
+      required: ['path', 'mounted', 'answering', 'remounts'],
+      properties: {
+        path: { type: 'string', description: 'The mount point.' },
+        mounted: { type: 'boolean', description: "The appliance's FUSE mount is attached at the path." },
+        answering: { type: 'boolean', description: 'A lookup through the mount was answered in time.' },
+        remounts: { type: 'integer', description: 'Times the mount vanished (unmounted by someone else) and was mounted again.' },
+      },
+    },
+    store: {
+      type: 'object',
+      required: ['open', 'writable'],
+      properties: {
+        open: { type: 'boolean', description: 'The store and its index database are open and readable.' },
+        writable: { type: 'boolean', description: 'The data directory takes a small fsynced write and the disk is not full.' },
+      },
+    },
   },
 } as const;
 
@@ -22,19 +42,21 @@ export async function healthRoutes(app: FastifyInstance, { services }: RouteDeps
       config: { public: true },
       schema: routeSchema({
         operationId: 'getHealth',
-        summary: 'Whether the appliance is serving (no token needed)',
+        summary: 'Whether the appliance is serving, with the state of its mount and store (no token needed)',
         tags: ['appliance'],
         response: {
-          200: { description: 'Serving (possibly degraded).', ...healthBody },
-          503: { description: 'Shutting down.', ...healthBody },
+          200: { description: 'Serving; mount and store work.', ...healthBody },
+          503: { description: 'Degraded (detail says why) or shutting down.', ...healthBody },
         },
       }),
     },
     async (_request, reply) => {
       const h = await services.health();
-      const body: Record<string, string> = { status: h.status, version: services.version };
+      const body: Record<string, unknown> = { status: h.status, version: services.version };
       if (h.detail !== undefined) body.detail = h.detail;
-      return reply.code(h.status === 'closing' ? 503 : 200).send(body);
+      if (h.mount !== undefined) body.mount = h.mount;
+      if (h.store !== undefined) body.store = h.store;
+      return reply.code(h.status === 'ok' ? 200 : 503).send(body);
     },
   );
 }

@@ -1,0 +1,113 @@
+// The audit log: one JSON line per state-changing API call (POST, PUT, PATCH, DELETE), and so
+// per CLI action, whatever its outcome, refused calls included. Kept with the store in
+// `<data>/audit.log`; when a write would take the file past maxBytes it is renamed to
+// audit.log.1 (audit.log.1 to .2, and so on; the oldest beyond `keep` is removed) and a new
+// one is started.
+//
+// Record format (version 1), one JSON object per line:
+//   v        1
+//   time     ISO 8601, UTC, when the response was sent
+//   caller   the token's name ("admin": the one admin token today), or "anonymous" when the
+//            call carried no valid token
+//   ip       the peer address
+//   method   HTTP method
+//   route    the route pattern, e.g. "/api/v1/shares/:share" ("" if no route matched)
+//   url      the path as requested (query string dropped), at most 512 characters
+//   target   the route's parameters and the scalar fields of body and query (names, flags such
+//            as force), strings cut to 256 characters; never headers, so never the token
+//   status   HTTP status sent
+//   error    the error code sent (errors.ts, or INTERNAL), or null on success
+//   ms       time to answer, milliseconds
+// Readers must ignore fields they do not know; a new field does not bump the version.
+
+import fs from 'node:fs/promises';
+
+export const AUDIT_VERSION = 1;
+
+export interface AuditRecord {
+  v: number;
+  time: string;
+  caller: string;
+  ip: string;
+  method: string;
+  route: string;
+  url: string;
+  target: Record<string, string | number | boolean>;
+  status: number;
+  error: string | null;
+  ms: number;
+}
+
+export interface AuditLogOptions {
+  /** Rotate before the file would pass this size. Default 10 MiB. */
+  maxBytes?: number;
+  /** Rotated files kept (audit.log.1 .. .N). Default 5. */
+  keep?: number;
+  /** Where a failure to write is reported (once per run of failures). */
+  log?: (line: string) => void;
+}
+
+export class AuditLog {
+  private readonly maxBytes: number;
+  private readonly keep: number;
+  private readonly log: (line: string) => void;
+  private size: number | undefined;
+  private queue: Promise<void> = Promise.resolve();
+  private failing = false;
+
+  constructor(
+    readonly file: string,
+    opts: AuditLogOptions = {},
+  ) {
+    this.maxBytes = opts.maxBytes ?? 10 * 1024 * 1024;
+    this.keep = Math.max(1, opts.keep ?? 5);
+    this.log = opts.log ?? (() => {});
+  }
+
+  /** Appends a record; writes happen in order, one at a time. Never throws. */
+  append(record: AuditRecord): Promise<void> {
+    const line = JSON.stringify(record) + '\n';
+    this.queue = this.queue.then(() => this.write(line));
+    return this.queue;
+  }
+
+  /** Resolves once every record appended so far is written. */
+  flush(): Promise<void> {
+    return this.queue;
+  }
+
+  private async write(line: string): Promise<void> {
+    try {
+      const bytes = Buffer.byteLength(line);
+      if (this.size === undefined) this.size = await fileSize(this.file);
+      if (this.size > 0 && this.size + bytes > this.maxBytes) await this.rotate();
+      await fs.appendFile(this.file, line, { mode: 0o600 });
+      this.size += bytes;
+      this.failing = false;
+    } catch (err) {
+      if (!this.failing) this.log(`writing the audit log ${this.file} failed: ${(err as Error).message}`);
+      this.failing = true;
+      this.size = undefined;
+    }
+  }
+
+  private async rotate(): Promise<void> {
+    await fs.rm(`${this.file}.${this.keep}`, { force: true });
+    for (let i = this.keep - 1; i >= 1; i--) {
+      await fs.rename(`${this.file}.${i}`, `${this.file}.${i + 1}`).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') throw err;
+      });
+    }
+    await fs.rename(this.file, `${this.file}.1`);
+    this.size = 0;
+  }
+}
+
+async function fileSize(file: string): Promise<number> {
+  try {
+    return (await fs.stat(file)).size;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+    throw err;
+  }
+}
