@@ -389,6 +389,29 @@ export class StoreCore {
   }
 
   /**
+   * Makes every record appended so far durable (container fsync, seals, new directories)
+   * without indexing it: the long part of a commit, done before a caller takes its own lock
+   * around checkpoint(), which then finds little left to sync. Failures are left for that
+   * checkpoint to report (dropFailed, deps).
+   */
+  syncData(): Promise<void> {
+    return this.commitLock.run(async () => {
+      const writers = new Set<ContainerWriter>();
+      for (const p of this.unindexed) if (!p.writer.failed) writers.add(p.writer);
+      await Promise.all([...writers].map((w) => (this.seals.get(w.id) ?? w.sync()).catch(() => {})));
+      if (this.newDirs.size > 0) {
+        const dirs = [...this.newDirs];
+        this.newDirs.clear();
+        try {
+          for (const d of dirs.sort((a, b) => b.length - a.length)) await fsyncDir(d);
+        } catch {
+          for (const d of dirs) this.newDirs.add(d); // the checkpoint tries again and reports
+        }
+      }
+    });
+  }
+
+  /**
    * After a checkpoint, at most every TRIM_MS: malloc's heaps hold freed medium blocks (table
    * encodes, batch arrays, LevelDB's memtable) between live ones, resident for good unless
    * given back (measured: ~60 MiB of an ingest to 1 M segments).
