@@ -40,7 +40,11 @@ import { SegmentReader } from './segment-reader.js';
 import type { ChunkerParams } from './segmenter/segmenter.js';
 import { segmenterImpl } from './segmenter/segmenter.js';
 import { createConfig, readConfig, type StoreConfig } from './store-config.js';
-import { type Checkpoint, type DbOp, emptyCounters, metaKey, StoreCore, type StoreCounters } from './store-core.js';
+import type { DbOp } from '../kv/db.js';
+import { readCheckpoint } from './checkpoint.js';
+import { readCounters } from './counters.js';
+import { metaKey } from './keys.js';
+import { StoreCore } from './store-core.js';
 import { TreeView } from './tree/reader.js';
 import { collectGarbage, type GcOptions, type GcReport } from './gc/gc.js';
 import { registerInternals } from './internals.js';
@@ -126,10 +130,8 @@ export class SegmentStore {
     }
     try {
       const clean = (await db.get(metaKey('clean'))) !== undefined;
-      const ckptRaw = await db.get(metaKey('checkpoint'));
-      const ckpt: Checkpoint = ckptRaw ? (unpack(ckptRaw) as Checkpoint) : { nextCid: 1, openCids: [] };
-      const countersRaw = await db.get(metaKey('counters'));
-      const counters: StoreCounters = countersRaw ? { ...emptyCounters(), ...(unpack(countersRaw) as StoreCounters) } : emptyCounters();
+      const ckpt = await readCheckpoint(db);
+      const counters = await readCounters(db);
       // From here until close() the store counts as open: a crash means recovery next time.
       await writeBatch(db, [{ type: 'del', key: metaKey('clean') }], true);
       let bloom = clean ? await loadBloom(dir) : undefined;
