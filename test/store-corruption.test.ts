@@ -27,6 +27,7 @@ import { outcomes, withStore } from './helpers/store-outcomes.js';
 import { crashClose, dataUses, nodeFps, readOutcome, rejection, type Use } from './helpers/store-probe.js';
 import type { TestT } from './helpers/tap-types.js';
 import { tmpDir } from './helpers/tmpdir.js';
+import { internalsOf } from '../src/store/internals.js';
 
 interface Stored {
   name: string;
@@ -81,8 +82,8 @@ function copyStore(t: TestT): string {
  */
 function dropCaches(s: SegmentStore): void {
   s.reader.clearCaches();
-  s.internals.cache.clear();
-  for (const id of templateIds) s.internals.files.forget(id);
+  internalsOf(s).cache.clear();
+  for (const id of templateIds) internalsOf(s).files.forget(id);
 }
 
 /** The versions using a segment (by hex fingerprint), data or node. */
@@ -280,7 +281,7 @@ t.test('recovery does not index a damaged record of a container sealed just befo
   try {
     t.ok(s.recovery, 'recovery ran');
     t.equal(await readOutcome(s, va, a), 'identical', 'the committed version reads back');
-    t.equal(await s.internals.index.get(victim.fp), undefined, 'the damaged record is not indexed');
+    t.equal(await internalsOf(s).index.get(victim.fp), undefined, 'the damaged record is not indexed');
     const again = await s.writeBuffer(b);
     await s.commit([], again.deps);
     t.equal(await readOutcome(s, again.version, b), 'identical', 'writing the same bytes again stores a good copy and reads back');

@@ -13,6 +13,7 @@ import { generate, type Kind, Rng } from './helpers/data.js';
 import { readOutcome, rejection } from './helpers/store-probe.js';
 import type { TestT } from './helpers/tap-types.js';
 import { tmpDir } from './helpers/tmpdir.js';
+import { internalsOf } from '../src/store/internals.js';
 
 interface Stored {
   version: FileVersion;
@@ -123,7 +124,7 @@ t.test('a background write failure of the open container is not mistaken for an 
   faults.on = true;
   const raw = rng.bytes(1 << 20);
   // One record past the flush threshold: the writer starts a background write, which fails.
-  store.internals.append(SegmentKind.Data, fingerprint(raw), raw.length, Codec.Raw, raw);
+  internalsOf(store).append(SegmentKind.Data, fingerprint(raw), raw.length, Codec.Raw, raw);
   await new Promise((r) => setTimeout(r, 100));
   t.ok(faults.hits > 0, 'the background write failed');
   faults.on = false;

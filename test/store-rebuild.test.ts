@@ -17,6 +17,7 @@ import { outcomes, withStore } from './helpers/store-outcomes.js';
 import { indexSnapshot, readOutcome } from './helpers/store-probe.js';
 import type { TestT } from './helpers/tap-types.js';
 import { tmpDir } from './helpers/tmpdir.js';
+import { internalsOf } from '../src/store/internals.js';
 
 interface Stored {
   name: string;
@@ -118,8 +119,8 @@ t.test('an index rebuild reconstructs the index from the containers and yields t
       await db.put(indexKey(stale), encodeLocation({ ...loc, offset: 64 }));
     });
     await withStore(dir, async (s) => {
-      await t.rejects(s.internals.files.readTable(tableDamaged.id), { code: 'CORRUPT_CONTAINER' }, 'one table fails its checksum');
-      await t.rejects(s.internals.files.readTable(trailerDamaged.id), { code: 'CORRUPT_CONTAINER' }, 'one trailer is unreadable');
+      await t.rejects(internalsOf(s).files.readTable(tableDamaged.id), { code: 'CORRUPT_CONTAINER' }, 'one table fails its checksum');
+      await t.rejects(internalsOf(s).files.readTable(trailerDamaged.id), { code: 'CORRUPT_CONTAINER' }, 'one trailer is unreadable');
       const report = await s.rebuildIndex();
       t.match(
         report,
@@ -155,7 +156,7 @@ t.test('an index rebuild reconstructs the index from the containers and yields t
       const id = listContainers(dir)[0];
       const file = readLayout(dir, id).file;
       setContainerVersion(file, 9);
-      s.internals.files.forget(id);
+      internalsOf(s).files.forget(id);
       const err = await s.rebuildIndex().catch((e: unknown) => e);
       t.ok(isVmvaultError(err, 'UNSUPPORTED_FORMAT'), `refused: ${(err as Error).message}`);
       setContainerVersion(file, 1);

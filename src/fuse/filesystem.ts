@@ -24,9 +24,7 @@ export function vmvaultHandlers(ns: Namespace): FuseHandlers {
     flush: (_path, fh) => fs.flush(fh),
     release: (_path, fh) => fs.release(fh),
     fsync: (_path, fh) => fs.fsync(fh),
-    fsyncdir: async () => {
-      await ns.store.commit();
-    },
+    fsyncdir: (path) => fs.fsyncdir(path),
     truncate: (path, size) => fs.truncate(path, size),
     ftruncate: (_path, fh, size) => fs.ftruncate(fh, size),
     unlink: (path) => fs.unlink(path),

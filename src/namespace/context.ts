@@ -4,7 +4,7 @@
 import { vmError } from '../errors.js';
 import { Mutex } from '../kv/mutex.js';
 import type { SegmentStore } from '../store/store.js';
-import type { FileVersion } from '../store/tree/version.js';
+import type { FileVersion } from '../store/store.js';
 import { GroupCommit } from './group-commit.js';
 import { Meta, type Txn } from './meta.js';
 import { MAX_COMPONENT_BYTES, SNAPSHOTS_DIR } from './names.js';

@@ -6,7 +6,7 @@
 // ".snapshots" itself is virtual: it cannot be created, renamed or removed.
 
 import { vmError } from '../errors.js';
-import { EMPTY_VERSION } from '../store/tree/version.js';
+import { EMPTY_VERSION } from '../store/store.js';
 import { latest, type NsContext, type ParentResolved, type Resolved } from './context.js';
 import { Txn } from './meta.js';
 import { SNAPSHOTS_DIR } from './names.js';
@@ -444,9 +444,24 @@ export class FsOps {
     await h.file.commit(false);
   }
 
+  /**
+   * Returns once the file's data and every metadata change made before the call are durable:
+   * its own (chmod, rename, its creation) and, as LevelDB syncs its log in order, all others.
+   */
   async fsync(fh: number): Promise<void> {
     const h = this.handle(fh);
     await h.file.commit(true);
+    await this.ctx.store.sync();
+  }
+
+  /** Returns once the directory's entries (and every change made before the call) are durable. */
+  async fsyncdir(path: string): Promise<void> {
+    const pl = await this.ctx.place(path);
+    if (pl.kind === 'vol') {
+      const { inode } = await this.ctx.walk(pl.vol, pl.parts);
+      if (inode.type !== NodeType.Dir) throw vmError('NOT_DIRECTORY', `${path} is not a directory`);
+    }
+    await this.ctx.store.sync();
   }
 
   async release(fh: number): Promise<void> {

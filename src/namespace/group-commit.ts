@@ -1,11 +1,11 @@
 // Group commit of file versions. Closing a file must not cost two fsyncs (container and
 // LevelDB): an rsync of ten thousand small files would take minutes. Versions built by
 // commits without fsync wait here for at most GROUP_DELAY_MS, then one store commit makes
-// all their data durable and one batch points their inodes at them. fsync forces a round at
-// once. Until its round lands, an open file stays registered, so every reader sees its
+// all their data durable and points their inodes at them in the same synced LevelDB batch as
+// the index entries (src/namespace/FORMAT.md, "Rules"). fsync forces a round at once. Until its round lands, an open file stays registered, so every reader sees its
 // newest version from memory.
 
-import type { FileVersion } from '../store/tree/version.js';
+import type { FileVersion } from '../store/store.js';
 import type { NsContext } from './context.js';
 import { Txn } from './meta.js';
 import type { OpenFile } from './open-file.js';
@@ -46,19 +46,26 @@ export class GroupCommit {
     return this.running;
   }
 
+  /**
+   * One round: the containers the versions live in are fsynced first, outside the namespace
+   * lock (the long part); then, under the lock, the inodes are read, changed and handed to the
+   * store's commit, which writes them with the index entries and counters in one synced
+   * LevelDB batch. Lock order: the namespace lock, then the store's commit lock (the store
+   * never takes the namespace's), so no deadlock; the inode read-modify-write stays under
+   * the namespace lock until its batch has landed.
+   */
   private async round(batch: Pending[]): Promise<void> {
-    const failed = this.ctx.store.internals.failedCids;
     const ok: Pending[] = [];
     for (const p of batch) {
-      const lost = [...p.deps].find((c) => failed.has(c));
-      if (lost !== undefined) p.reject(this.ctx.store.internals.writers.get(lost)?.failed ?? new Error(`container ${lost} failed to write`));
+      const lost = this.ctx.store.failure(p.deps);
+      if (lost) p.reject(lost);
       else ok.push(p);
     }
     if (ok.length === 0) return;
     try {
       const deps = new Set<number>();
       for (const p of ok) for (const d of p.deps) deps.add(d);
-      await this.ctx.store.commit([], deps);
+      await this.ctx.store.syncData();
       // Only the newest version of each file counts; earlier ones in the round are part of it.
       const newest = new Map<OpenFile, FileVersion>();
       for (const p of ok) newest.set(p.file, p.version);
@@ -71,7 +78,7 @@ export class GroupCommit {
           txn.putInode(f.vol, { ...prev, version, size: version.size, mtime: f.mtime, ctime: f.ctime });
           this.ctx.count(txn, await this.ctx.volume(f.vol), 0, version.size - prev.size);
         }
-        await this.ctx.meta.apply(txn, true);
+        await this.ctx.meta.applyWith(txn, (ops) => this.ctx.store.commit(ops, deps));
       });
       for (const p of ok) p.resolve();
     } catch (err) {

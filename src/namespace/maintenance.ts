@@ -2,9 +2,7 @@
 // file of every share and snapshot, and open files) and the names to report problems under.
 
 import { vmError } from '../errors.js';
-import { collectGarbage, type GcReport } from '../store/gc/gc.js';
-import type { Problem, Progress, VerifyReport } from '../store/verify/verify.js';
-import { verifyContainers, verifyTrees } from '../store/verify/verify.js';
+import type { GcReport, Problem, Progress, VerifyReport } from '../store/store.js';
 import type { Namespace } from './namespace.js';
 import { filesOf, type LabeledFile, volumesToVerify } from './walk.js';
 
@@ -21,7 +19,7 @@ export interface GcRunOptions {
 
 export async function runGc(ns: Namespace, opts: GcRunOptions = {}): Promise<GcReport> {
   const store = ns.store;
-  return collectGarbage(store.internals, store.reader, {
+  return store.collectGarbage({
     roots: () => ns.gcRoots(),
     copyForwardBelow: opts.copyForwardBelow,
     dryRun: opts.dryRun,
@@ -64,14 +62,14 @@ export async function runVerify(ns: Namespace, target: VerifyTarget, onProgress?
   };
   if (target.share === undefined) {
     await store.commit();
-    add(await verifyContainers(store.internals, { full, signal, onProgress: (p) => onProgress?.({ ...p, phase: 'containers' }) }));
+    add(await store.verify({ full, signal, onProgress: (p) => onProgress?.({ ...p, phase: 'containers' }) }));
   }
   // Sizes first, for a progress total in bytes.
   const files: LabeledFile[] = [];
   for await (const v of volumesToVerify(ns.ctx, target)) for await (const f of filesOf(ns.ctx, v.vol, v.label)) files.push(f);
   const totalBytes = files.reduce((s, f) => s + f.version.size, 0);
   add(
-    await verifyTrees(store.internals, store.reader, files, {
+    await store.verifyTrees(files, {
       full,
       signal,
       totalBytes,

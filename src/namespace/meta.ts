@@ -189,6 +189,16 @@ export class Meta {
     this.learn(txn);
   }
 
+  /**
+   * Hands a transaction's operations to `write`, which puts them into a batch of its own (the
+   * store's commit: index entries, counters and these in one synced batch), then lets the
+   * cache see them. `write` must write all of them atomically or throw.
+   */
+  async applyWith(txn: Txn, write: (ops: DbOp[]) => Promise<void>): Promise<void> {
+    await write(txn.ops);
+    this.learn(txn);
+  }
+
   /** Only after the batch is on disk, so the cache never shows what the disk does not hold. */
   private learn(txn: Txn): void {
     this.generation++;

@@ -6,11 +6,9 @@
 // FILE_COMMIT_BYTES, or once its oldest change is COMMIT_AGE_MS old, and writers wait while
 // all files together hold more than DIRTY_LIMIT_BYTES.
 
-import { unpack } from 'msgpackr';
 import fs from 'node:fs/promises';
 import { vmError } from '../errors.js';
-import { metaKey } from '../store/store-core.js';
-import type { SegmentStore, StoreStats } from '../store/store.js';
+import type { FileVersion, LastGc, SegmentStore, StoreStats } from '../store/store.js';
 import { NsContext } from './context.js';
 import { INODE } from './keys.js';
 import { decodeInode, NodeType } from './records.js';
@@ -43,7 +41,7 @@ export interface NamespaceStats {
   files: number;
   store: StoreStats;
   /** What the last garbage collection (or dry run) found, if any ran. */
-  lastGc: { at: number; reclaimableBytes: number; reclaimedBytes: number; dryRun: boolean } | undefined;
+  lastGc: LastGc | undefined;
 }
 
 export class Namespace {
@@ -157,8 +155,8 @@ export class Namespace {
    * In that order, a version that moves from an open file into an inode meanwhile is seen
    * at least once.
    */
-  async *gcRoots(): AsyncGenerator<import('../store/tree/version.js').FileVersion> {
-    const open: Array<import('../store/tree/version.js').FileVersion> = [];
+  async *gcRoots(): AsyncGenerator<FileVersion> {
+    const open: Array<FileVersion> = [];
     for (const f of this.ctx.openFiles.values()) {
       // A closed file whose inode is gone (unlinked) holds nothing anyone can read.
       if (f.handles > 0 || (await this.ctx.meta.getInode(f.vol, f.ino))) open.push(...f.versions());
@@ -193,8 +191,7 @@ export class Namespace {
         snapBytes += (await this.ctx.volume(p.vol)).bytes;
       }
     }
-    const gc = await this.store.db.get(metaKey('gc'));
-    const lastGc = gc ? (unpack(gc) as NamespaceStats['lastGc']) : undefined;
+    const lastGc = await this.store.lastGc();
     return { logicalBytes: logical, snapshotBytes: snapBytes, shares: names.length, snapshots: snaps, files, store: await this.store.stats(), lastGc };
   }
 

@@ -11,7 +11,7 @@
 // written since that version is lost and the writer is told.
 
 import type { SegmentStore } from '../store/store.js';
-import type { FileVersion } from '../store/tree/version.js';
+import type { FileVersion } from '../store/store.js';
 import { ExtentMap } from './extent-map.js';
 
 export interface CommitTarget {

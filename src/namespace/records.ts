@@ -2,7 +2,7 @@
 
 import { pack, unpack } from 'msgpackr';
 import { vmError } from '../errors.js';
-import { decodeVersion, EMPTY_VERSION, encodeVersion, type FileVersion } from '../store/tree/version.js';
+import { decodeVersion, EMPTY_VERSION, encodeVersion, type FileVersion } from '../store/store.js';
 
 export const enum NodeType {
   File = 1,

@@ -1,7 +1,7 @@
 // Shares: the top-level directories of the mount, each a volume of its own.
 
 import { vmError } from '../errors.js';
-import { EMPTY_VERSION } from '../store/tree/version.js';
+import { EMPTY_VERSION } from '../store/store.js';
 import type { NsContext } from './context.js';
 import { shareNameKey, volumeRange, INODE, ENTRY, volumeKey, snapNameKey } from './keys.js';
 import { Txn } from './meta.js';

@@ -1,7 +1,7 @@
 // Walks volumes to name their files: what verify reports when a segment is damaged ("share
 // vms, file web01.vmdk" rather than a fingerprint).
 
-import type { FileVersion } from '../store/tree/version.js';
+import type { FileVersion } from '../store/store.js';
 import type { NsContext } from './context.js';
 import { NodeType, ROOT_INO, type Volume } from './records.js';
 

@@ -1,14 +1,25 @@
-// SegmentStore: the public face of the segment store.
+// SegmentStore: the public face of the segment store. Layers above (the namespace) use this
+// file only: what they need from the store's parts is re-exported at its end (the layer test
+// checks it); StoreCore and the parts behind it are the store's own.
 //
 // Contract for callers:
 // - write*/edit/truncate return a new FileVersion and the containers it depends on. The
 //   version is readable at once, but durable only after commit() with those deps resolves;
 //   commit() writes the caller's own LevelDB operations (e.g. the inode that now points at the
-//   version) in the same atomic batch as the index entries, after the data is fsynced.
+//   version) in the same atomic batch as the index entries, after the data is fsynced: one
+//   batch, one sync. Either every operation of a commit is durable or none is visible.
+// - syncData() only fsyncs containers (the long part of a commit, for a caller that holds its
+//   own lock around commit()); sync() makes every LevelDB write completed before it durable,
+//   at no cost when they already are. Writes the caller made through writeBatch without sync
+//   are durable only after one of them (or a commit) returns.
+// - failure(deps) says whether a version that depends on those containers can still be
+//   committed; commit() rejects with that error otherwise and the data must be written again.
 // - Buffers passed in may be reused by the caller once the call resolves. Buffers returned
-//   belong to the caller.
+//   belong to the caller. readInto() never writes into the caller's buffer from another thread.
 // - Every byte returned by read() has been verified against its fingerprint; a mismatch
 //   throws CORRUPT_SEGMENT naming container and offset, and nothing else is returned.
+// - collectGarbage() may run while ingest and commits go on (gc/gc.ts); its roots must yield
+//   every version that is live or may become live before it ends (open files first).
 // - One process opens a data directory at a time (STORE_LOCKED otherwise).
 
 import { ClassicLevel } from 'classic-level';
@@ -22,15 +33,21 @@ import { IngestEngine } from './ingest.js';
 import { recoverContainers, type RepairReport } from './container/recovery.js';
 import { rebuildIndex, type RebuildReport } from './index/rebuild.js';
 import { type Progress, verifyContainers, verifyTrees, type VerifyOptions, type VerifyReport } from './verify/verify.js';
-import { type Db, writeBatch } from '../kv/db.js';
+import { allDurable, type Db, writeBatch } from '../kv/db.js';
 import { tuneMalloc } from './native.js';
 import { ReadAhead } from './tree/read-ahead.js';
 import { SegmentReader } from './segment-reader.js';
 import type { ChunkerParams } from './segmenter/segmenter.js';
 import { segmenterImpl } from './segmenter/segmenter.js';
 import { createConfig, readConfig, type StoreConfig } from './store-config.js';
-import { type Checkpoint, type DbOp, emptyCounters, metaKey, StoreCore, type StoreCounters } from './store-core.js';
+import type { DbOp } from '../kv/db.js';
+import { readCheckpoint } from './checkpoint.js';
+import { readCounters } from './counters.js';
+import { metaKey } from './keys.js';
+import { StoreCore } from './store-core.js';
 import { TreeView } from './tree/reader.js';
+import { collectGarbage, type GcOptions, type GcReport } from './gc/gc.js';
+import { registerInternals } from './internals.js';
 import { type Piece, TreeWriter, type WriteResult } from './tree/writer.js';
 import { EMPTY_VERSION, type FileVersion } from './tree/version.js';
 
@@ -82,6 +99,7 @@ export class SegmentStore {
   private closed = false;
 
   private constructor(dir: string, config: StoreConfig, core: StoreCore, recovery: RepairReport | undefined) {
+    registerInternals(this, core);
     this.dir = dir;
     this.config = config;
     this.core = core;
@@ -112,10 +130,8 @@ export class SegmentStore {
     }
     try {
       const clean = (await db.get(metaKey('clean'))) !== undefined;
-      const ckptRaw = await db.get(metaKey('checkpoint'));
-      const ckpt: Checkpoint = ckptRaw ? (unpack(ckptRaw) as Checkpoint) : { nextCid: 1, openCids: [] };
-      const countersRaw = await db.get(metaKey('counters'));
-      const counters: StoreCounters = countersRaw ? { ...emptyCounters(), ...(unpack(countersRaw) as StoreCounters) } : emptyCounters();
+      const ckpt = await readCheckpoint(db);
+      const counters = await readCounters(db);
       // From here until close() the store counts as open: a crash means recovery next time.
       await writeBatch(db, [{ type: 'del', key: metaKey('clean') }], true);
       let bloom = clean ? await loadBloom(dir) : undefined;
@@ -264,6 +280,38 @@ export class SegmentStore {
     return this.core.checkpoint(ops, { sync: true, deps });
   }
 
+  /**
+   * Makes the data appended so far durable (containers fsynced) without writing the index: a
+   * caller that must hold a lock of its own around commit() calls this first, so the commit
+   * under its lock has little left to sync. Reports nothing; commit() reports failures.
+   */
+  syncData(): Promise<void> {
+    this.ensureOpen();
+    return this.core.syncData();
+  }
+
+  /**
+   * Makes every LevelDB write that completed before the call durable (fsync of a file whose
+   * data is already committed, fsync of a directory). No I/O when they already are; else one
+   * commit (one synced batch).
+   */
+  async sync(): Promise<void> {
+    this.ensureOpen();
+    if (allDurable(this.core.db)) return;
+    await this.commit();
+  }
+
+  /**
+   * Why a version depending on these containers can never be committed (a container's write
+   * failed: ENOSPC, EIO), or undefined if it can.
+   */
+  failure(deps: Iterable<number>): Error | undefined {
+    for (const cid of deps) {
+      if (this.core.failedCids.has(cid)) return this.core.writers.get(cid)?.failed ?? vmError('IO', `container ${cid} failed to write; the data must be written again`);
+    }
+    return undefined;
+  }
+
   async stats(): Promise<StoreStats> {
     const c = this.core.counters;
     let openBytes = 0;
@@ -298,8 +346,12 @@ export class SegmentStore {
     return verifyContainers(this.core, opts);
   }
 
-  /** Checks that every segment reachable from `roots` is present (and, if full, intact). */
-  async verifyTrees(roots: Array<{ version: FileVersion; label: string }>, opts: VerifyOptions): Promise<VerifyReport> {
+  /**
+   * Checks that every segment reachable from `roots` is present (and, if full, intact); a
+   * problem is reported under its root's label. `totalBytes` (the roots' sizes) gives the
+   * progress a total.
+   */
+  async verifyTrees(roots: Iterable<{ version: FileVersion; label: string }> | AsyncIterable<{ version: FileVersion; label: string }>, opts: VerifyOptions & { totalBytes?: number }): Promise<VerifyReport> {
     this.ensureOpen();
     return verifyTrees(this.core, this.reader, roots, opts);
   }
@@ -314,9 +366,22 @@ export class SegmentStore {
     return r;
   }
 
-  /** Internals for verify, rebuild and GC in this layer. */
-  get internals(): StoreCore {
-    return this.core;
+  /**
+   * Garbage collection: marks from `roots`, then sweeps (gc/gc.ts). The report's summary is
+   * kept in the store (FORMAT.md, `mgc`) and read back by lastGc().
+   */
+  collectGarbage(opts: GcOptions): Promise<GcReport> {
+    this.ensureOpen();
+    return collectGarbage(this.core, this.reader, opts);
+  }
+
+  /** What the last garbage collection (or dry run) found, if any ran. */
+  async lastGc(): Promise<LastGc | undefined> {
+    this.ensureOpen();
+    const v = await this.core.db.get(metaKey('gc'));
+    if (!v) return undefined;
+    const r = unpack(v) as LastGc;
+    return { at: r.at, reclaimableBytes: r.reclaimableBytes, reclaimedBytes: r.reclaimedBytes, dryRun: r.dryRun };
   }
 
   async close(): Promise<void> {
@@ -334,5 +399,16 @@ export class SegmentStore {
   }
 }
 
-export { EMPTY_VERSION };
-export type { FileVersion, WriteResult, Piece, DbOp };
+/** The summary of the last garbage collection (FORMAT.md, `mgc`). */
+export interface LastGc {
+  at: number;
+  reclaimableBytes: number;
+  reclaimedBytes: number;
+  dryRun: boolean;
+}
+
+// What the layers above need of the store's parts: the file version they record in inodes
+// (and its encoding, FORMAT.md "File versions"), and the types of GC and verify reports.
+export { EMPTY_VERSION, decodeVersion, encodeVersion } from './tree/version.js';
+export type { FileVersion, WriteResult, Piece, DbOp, GcOptions, GcReport };
+export type { Problem, Progress, VerifyOptions, VerifyReport } from './verify/verify.js';

@@ -7,6 +7,7 @@ import { fpHex, isZeroFp } from '../../src/store/codec/fingerprint.js';
 import { encodeLocation } from '../../src/store/index/segment-index.js';
 import type { FileVersion, SegmentStore } from '../../src/store/store.js';
 import { childFp } from '../../src/store/tree/node.js';
+import { internalsOf } from '../../src/store/internals.js';
 
 export interface Use {
   start: number;
@@ -42,7 +43,7 @@ export async function nodeFps(store: SegmentStore, v: FileVersion): Promise<Set<
 /** The whole segment index: fingerprint (hex) -> encoded location (hex). */
 export async function indexSnapshot(store: SegmentStore): Promise<Map<string, string>> {
   const out = new Map<string, string>();
-  for await (const [fp, loc] of store.internals.index.entries()) out.set(fpHex(fp), encodeLocation(loc).toString('hex'));
+  for await (const [fp, loc] of internalsOf(store).index.entries()) out.set(fpHex(fp), encodeLocation(loc).toString('hex'));
   return out;
 }
 
@@ -77,7 +78,7 @@ export async function rejection(p: Promise<unknown>): Promise<unknown> {
  * mark, no checkpoint; open container files are left as they are on disk.
  */
 export async function crashClose(store: SegmentStore): Promise<void> {
-  const core = store.internals;
+  const core = internalsOf(store);
   for (const w of core.writers.values()) await w.abandon();
   await core.pool.close();
   await core.files.closeAll();

@@ -1,7 +1,8 @@
 // vmvault through its mount, against the ceiling of the FUSE binding measured in the same run:
 // dd bs=1M of a real VM image into a share (unique data), a second copy (duplicate data), a
 // sequential read of the stored image after the page cache is dropped, and qemu-img convert
-// -O vmdk into the mount vs into a plain directory on the same disk.
+// -O vmdk into the mount vs into a plain directory on the same disk, and 4 KiB writes each
+// followed by fsync (vs_ceiling there: against the same writes into a plain directory).
 //
 // Each phase runs in its own appliance process (restarted between phases, the store kept), so
 // a CPU profile (--profile) shows one phase, and the read starts with cold appliance caches.
@@ -100,6 +101,21 @@ export async function benchFuse(opts: FuseBenchOptions, emit: (f: FuseFigure) =>
     const readWarm = await dd([`if=${path.join(share(app), 'copy2.raw')}`, 'of=/dev/null', 'bs=1M']);
     emit({ figure: 'fuse.read.sequential.store_cached', value: round1(readWarm.mbps), unit: 'MB/s', vs_ceiling: round3(readWarm.mbps / cr) });
     await stop(app, 'read-store-cached');
+
+    // Small synchronous writes: 4 KiB per write, each made durable before the next (dd
+    // oflag=dsync: the kernel sends an fsync after every write), into a plain directory on the
+    // same disk (the baseline) and into the mount. Each costs a commit: what the group
+    // commit's single batch saves shows here.
+    const smallCount = opts.quick ? 300 : 2000;
+    const small = async (out: string) => dd(['if=/dev/urandom', `of=${out}`, 'bs=4k', `count=${smallCount}`, 'oflag=dsync']);
+    const smallPlain = await small(path.join(work, 'small-plain.bin'));
+    app = await start('store', 'small-fsync');
+    const smallMount = await small(path.join(share(app), 'small.bin'));
+    await stop(app, 'small-fsync');
+    const perSec = (r: { seconds: number }) => smallCount / r.seconds;
+    opts.note(`4 KiB write + fsync x ${smallCount}: plain directory ${smallPlain.seconds.toFixed(2)} s, mount ${smallMount.seconds.toFixed(2)} s`);
+    emit({ figure: 'fuse.write.small_fsync', value: round1(perSec(smallMount)), unit: 'writes/s', vs_ceiling: round3(perSec(smallMount) / perSec(smallPlain)) });
+    emit({ figure: 'fuse.write.small_fsync.plain', value: round1(perSec(smallPlain)), unit: 'writes/s' });
 
     // qemu-img convert -O vmdk: a plain directory on the same disk, then a fresh store.
     const plain = path.join(work, 'plain');

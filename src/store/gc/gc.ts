@@ -26,10 +26,12 @@ import { RECORD_HEADER_BYTES, type RecordMeta, SegmentKind } from '../container/
 import { isZeroFp } from '../codec/fingerprint.js';
 import { FpMap } from '../index/fp-map.js';
 import { readAt } from '../container/file-io.js';
-import type { DbOp } from '../../kv/db.js';
+import { type DbOp, writeBatch } from '../../kv/db.js';
 import { decodeLocation, indexKey } from '../index/segment-index.js';
 import type { SegmentReader } from '../segment-reader.js';
-import { CONTAINER_PREFIX, type ContainerRecord, containerKey, metaKey, type StoreCore } from '../store-core.js';
+import { CONTAINER_PREFIX, type ContainerRecord, containerKey } from '../container/registry.js';
+import { metaKey } from '../keys.js';
+import type { StoreCore } from '../store-core.js';
 import { childFp } from '../tree/node.js';
 import type { Progress } from '../verify/verify.js';
 import type { FileVersion } from '../tree/version.js';
@@ -139,7 +141,7 @@ export async function collectGarbage(core: StoreCore, reader: SegmentReader, opt
     core.fenced.clear();
   }
   report.durationMs = Date.now() - t0;
-  await core.db.put(metaKey('gc'), pack({ at: Date.now(), reclaimableBytes: report.reclaimableBytes, reclaimedBytes: report.reclaimedBytes, dryRun: opts.dryRun ?? false }));
+  await writeBatch(core.db, [{ type: 'put', key: metaKey('gc'), value: pack({ at: Date.now(), reclaimableBytes: report.reclaimableBytes, reclaimedBytes: report.reclaimedBytes, dryRun: opts.dryRun ?? false }) }], false);
   return report;
 }
 

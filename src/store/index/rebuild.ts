@@ -13,7 +13,8 @@ import { FpMap } from './fp-map.js';
 import { toLocation } from './locality-cache.js';
 import { type DbOp, writeBatch } from '../../kv/db.js';
 import { encodeLocation, type Location } from './segment-index.js';
-import { type ContainerRecord, containerKey, CONTAINER_PREFIX, type StoreCore } from '../store-core.js';
+import { type ContainerRecord, containerKey, CONTAINER_PREFIX } from '../container/registry.js';
+import type { StoreCore } from '../store-core.js';
 import type { Progress } from '../verify/verify.js';
 
 export interface RebuildReport {

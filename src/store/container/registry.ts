@@ -1,0 +1,18 @@
+// The container registry (FORMAT.md, `c` keys): one entry per sealed container, written once in
+// the checkpoint batch after its seal is durable.
+
+import { pack } from 'msgpackr';
+import type { DbOp } from '../../kv/db.js';
+import { containerKey } from '../keys.js';
+
+export { CONTAINER_PREFIX, containerKey } from '../keys.js';
+
+/** Registry entry of a sealed container: written once when it is first counted. */
+export interface ContainerRecord {
+  size: number;
+  records: number;
+}
+
+export function registryOp(cid: number, rec: ContainerRecord): DbOp {
+  return { type: 'put', key: containerKey(cid), value: pack({ size: rec.size, records: rec.records } satisfies ContainerRecord) };
+}
