@@ -6,7 +6,7 @@
 // the record's index entry, together with whatever the caller commits that references it.
 // A crash can therefore leave unreferenced bytes, never a reference to missing bytes.
 
-import { pack, unpack } from 'msgpackr';
+import { decodeCounters, encodeCheckpoint, encodeContainerRecord, encodeCounters } from './meta-records.js';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { vmError } from '../errors.js';
@@ -363,7 +363,7 @@ export class StoreCore {
       const registered: ContainerWriter[] = [];
       for (const [id, w] of this.writers) {
         if (w.sealed && w.durable === w.size && this.seals.has(id) && !this.unindexed.some((p) => p.cid === id)) {
-          all.push({ type: 'put', key: containerKey(id), value: pack({ size: w.size, records: w.records.length } satisfies ContainerRecord) });
+          all.push({ type: 'put', key: containerKey(id), value: encodeContainerRecord({ size: w.size, records: w.records.length }) });
           c.containers++;
           c.containerBytes += w.size;
           registered.push(w);
@@ -372,8 +372,8 @@ export class StoreCore {
       c.ingestedBytes += this.ingestDelta.bytes;
       c.zeroBytes += this.ingestDelta.zero;
       this.ingestDelta = { bytes: 0, zero: 0 };
-      all.push({ type: 'put', key: metaKey('counters'), value: pack(c) });
-      all.push({ type: 'put', key: metaKey('checkpoint'), value: pack(this.checkpointState()) });
+      all.push({ type: 'put', key: metaKey('counters'), value: encodeCounters(c) });
+      all.push({ type: 'put', key: metaKey('checkpoint'), value: encodeCheckpoint(this.checkpointState()) });
       for (const op of ops) all.push(op);
       await writeBatch(this.db, all, opts.sync ?? true);
       this.trimMemory();
@@ -444,6 +444,6 @@ export class StoreCore {
 
   async readCounters(): Promise<StoreCounters> {
     const v = await this.db.get(metaKey('counters'));
-    return v ? { ...emptyCounters(), ...(unpack(v) as StoreCounters) } : emptyCounters();
+    return v ? decodeCounters(v) : emptyCounters();
   }
 }

@@ -12,7 +12,7 @@
 // - One process opens a data directory at a time (STORE_LOCKED otherwise).
 
 import { ClassicLevel } from 'classic-level';
-import { unpack } from 'msgpackr';
+import { decodeCheckpoint, decodeCounters } from './meta-records.js';
 import path from 'node:path';
 import { fromSystemError, vmError } from '../errors.js';
 import { BloomFilter } from './index/bloom.js';
@@ -113,9 +113,9 @@ export class SegmentStore {
     try {
       const clean = (await db.get(metaKey('clean'))) !== undefined;
       const ckptRaw = await db.get(metaKey('checkpoint'));
-      const ckpt: Checkpoint = ckptRaw ? (unpack(ckptRaw) as Checkpoint) : { nextCid: 1, openCids: [] };
+      const ckpt: Checkpoint = ckptRaw ? decodeCheckpoint(ckptRaw) : { nextCid: 1, openCids: [] };
       const countersRaw = await db.get(metaKey('counters'));
-      const counters: StoreCounters = countersRaw ? { ...emptyCounters(), ...(unpack(countersRaw) as StoreCounters) } : emptyCounters();
+      const counters: StoreCounters = countersRaw ? decodeCounters(countersRaw) : emptyCounters();
       // From here until close() the store counts as open: a crash means recovery next time.
       await writeBatch(db, [{ type: 'del', key: metaKey('clean') }], true);
       let bloom = clean ? await loadBloom(dir) : undefined;

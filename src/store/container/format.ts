@@ -114,6 +114,9 @@ export function encodeTable(records: RecordMeta[]): Buffer {
 }
 
 export function decodeTable(t: Buffer, where: string): RecordMeta[] {
+  if (t.length % TABLE_ENTRY_BYTES !== 0) {
+    throw vmError('CORRUPT_CONTAINER', `${where}: table of ${t.length} bytes is not a whole number of ${TABLE_ENTRY_BYTES}-byte entries`);
+  }
   const n = t.length / TABLE_ENTRY_BYTES;
   const out: RecordMeta[] = new Array(n);
   for (let i = 0, at = 0; i < n; i++, at += TABLE_ENTRY_BYTES) {

@@ -4,13 +4,13 @@
 // container is sealed, and index entries missing for its records are added. Containers are
 // repaired in place; nothing that was ever indexed is removed.
 
-import { pack, unpack } from 'msgpackr';
+import { decodeContainerRecord, encodeContainerRecord } from '../meta-records.js';
 import fsp from 'node:fs/promises';
 import { decodePayload } from '../codec/codec.js';
 import { encodeTable, encodeTrailer, HEADER_BYTES, RECORD_HEADER_BYTES, type RecordMeta, SegmentKind } from './format.js';
 import { type ContainerFiles, payloadOf, scanContainer } from './files.js';
 import { closeFile, fsyncDir, fsyncFile, openFile, truncateFile, writeAt } from './file-io.js';
-import { type Checkpoint, type ContainerRecord, containerKey, type DbOp, type StoreCounters } from '../store-core.js';
+import { type Checkpoint, containerKey, type DbOp, type StoreCounters } from '../store-core.js';
 import type { Db } from '../../kv/db.js';
 import type { SegmentIndex } from '../index/segment-index.js';
 import { toLocation } from '../index/locality-cache.js';
@@ -123,12 +123,12 @@ export async function recoverContainers(
     if (!reg) {
       counters.containers++;
       counters.containerBytes += size;
-      ops.push({ type: 'put', key: containerKey(id), value: pack({ size, records: good.length } satisfies ContainerRecord) });
+      ops.push({ type: 'put', key: containerKey(id), value: encodeContainerRecord({ size, records: good.length }) });
     } else {
-      const old = unpack(reg) as ContainerRecord;
+      const old = decodeContainerRecord(reg, id);
       if (old.size !== size) {
         counters.containerBytes += size - old.size;
-        ops.push({ type: 'put', key: containerKey(id), value: pack({ size, records: good.length } satisfies ContainerRecord) });
+        ops.push({ type: 'put', key: containerKey(id), value: encodeContainerRecord({ size, records: good.length }) });
       }
     }
   }

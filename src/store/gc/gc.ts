@@ -18,7 +18,7 @@
 // stored segment, 1% false positives, which only keep a little garbage) and an exact set of
 // visited tree nodes (about 1 in 80 segments is a node).
 
-import { pack, unpack } from 'msgpackr';
+import { decodeContainerRecord, encodeGcRecord } from '../meta-records.js';
 import fsp from 'node:fs/promises';
 import { vmError } from '../../errors.js';
 import { BloomFilter } from '../index/bloom.js';
@@ -29,7 +29,7 @@ import { readAt } from '../container/file-io.js';
 import type { DbOp } from '../../kv/db.js';
 import { decodeLocation, indexKey } from '../index/segment-index.js';
 import type { SegmentReader } from '../segment-reader.js';
-import { CONTAINER_PREFIX, type ContainerRecord, containerKey, metaKey, type StoreCore } from '../store-core.js';
+import { CONTAINER_PREFIX, containerKey, metaKey, type StoreCore } from '../store-core.js';
 import { childFp } from '../tree/node.js';
 import type { Progress } from '../verify/verify.js';
 import type { FileVersion } from '../tree/version.js';
@@ -76,7 +76,7 @@ export async function collectGarbage(core: StoreCore, reader: SegmentReader, opt
   await core.checkpoint([], { sync: true });
   const candidates: Candidate[] = [];
   for await (const [k, v] of core.db.iterator({ gte: Buffer.from([CONTAINER_PREFIX]), lt: Buffer.from([CONTAINER_PREFIX + 1]) })) {
-    candidates.push({ cid: k.readUInt32BE(1), size: (unpack(v) as ContainerRecord).size });
+    candidates.push({ cid: k.readUInt32BE(1), size: decodeContainerRecord(v, k.readUInt32BE(1)).size });
   }
   const live = BloomFilter.forCapacity(Math.max(1 << 16, core.counters.segments + (core.counters.segments >> 2)));
   core.gcLive = live;
@@ -139,7 +139,7 @@ export async function collectGarbage(core: StoreCore, reader: SegmentReader, opt
     core.fenced.clear();
   }
   report.durationMs = Date.now() - t0;
-  await core.db.put(metaKey('gc'), pack({ at: Date.now(), reclaimableBytes: report.reclaimableBytes, reclaimedBytes: report.reclaimedBytes, dryRun: opts.dryRun ?? false }));
+  await core.db.put(metaKey('gc'), encodeGcRecord({ at: Date.now(), reclaimableBytes: report.reclaimableBytes, reclaimedBytes: report.reclaimedBytes, dryRun: opts.dryRun ?? false }));
   return report;
 }
 
