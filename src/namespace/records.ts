@@ -105,18 +105,16 @@ export function decodeInode(b: Buffer, where = 'inode record'): Inode {
 }
 
 export function encodeVolume(v: Volume): Buffer {
-  return pack({
-    f: FORMAT,
-    id: v.id,
-    kind: v.kind,
-    name: v.name,
-    shareVol: v.shareVol,
-    created: v.created,
-    nextIno: v.nextIno,
-    files: v.files,
-    bytes: v.bytes,
-    origin: v.origin ? { share: v.origin.share, snapshot: v.origin.snapshot } : undefined,
-  });
+  // Optional fields are left out when absent (msgpackr would write a nil for undefined), as
+  // the version-1 records written before this encoder have them.
+  const w: Record<string, unknown> = { f: FORMAT, id: v.id, kind: v.kind, name: v.name };
+  if (v.shareVol !== undefined) w.shareVol = v.shareVol;
+  w.created = v.created;
+  w.nextIno = v.nextIno;
+  w.files = v.files;
+  w.bytes = v.bytes;
+  if (v.origin) w.origin = { share: v.origin.share, snapshot: v.origin.snapshot };
+  return pack(w);
 }
 
 export function decodeVolume(b: Buffer, where = 'volume record'): Volume {

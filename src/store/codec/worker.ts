@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import { blake3 } from '@napi-rs/blake-hash';
 import { compressSync, uncompressSync } from 'lz4-napi';
 import { bloomProbe } from '../index/bloom.js';
-import { compressionPays } from './codec.js';
+import { compressionPays, lz4ClaimedLength } from './codec.js';
 import { Codec } from '../container/format.js';
 import type { DecodeRequest, DecodeResult, HashRequest, HashResult, WorkerRequest } from './messages.js';
 
@@ -94,6 +94,12 @@ function decodeBatch(req: DecodeRequest): DecodeResult {
       }
       let raw: Uint8Array;
       if (codec === Codec.Lz4) {
+        // The length prefix first: lz4-napi allocates whatever it claims (codec.ts).
+        const claimed = lz4ClaimedLength(payload);
+        if (claimed !== rawLen) {
+          errors.push({ i, kind: 'corrupt', message: claimed < 0 ? 'does not decompress (the payload is shorter than its length prefix)' : `decodes to ${claimed} bytes, expected ${rawLen}` });
+          continue;
+        }
         try {
           raw = uncompressSync(payload);
         } catch (err) {

@@ -213,6 +213,11 @@ export async function scanContainer(file: string, id: number): Promise<ScanResul
   } catch (err) {
     throw fromSystemError(err, `reading container ${file}`);
   }
+  return scanBytes(data, id, file);
+}
+
+/** scanContainer's parse of a whole container image, apart from the read (fuzzed as such). */
+export function scanBytes(data: Buffer, id: number, file = `container ${containerName(id)}`): ScanResult {
   const res: ScanResult = { id, records: [], end: 0, sealed: false, size: data.length, data };
   try {
     const h = decodeHeader(data.subarray(0, HEADER_BYTES), `container ${containerName(id)}`);

@@ -5,7 +5,7 @@
 import { crc32 } from 'node:zlib';
 import { vmError } from '../../errors.js';
 import { containerName } from '../codec/codec.js';
-import { Codec, decodeTrailer, HEADER_BYTES, SegmentKind, TABLE_ENTRY_BYTES, TRAILER_BYTES } from './format.js';
+import { Codec, decodeTrailer, HEADER_BYTES, MAX_SEGMENT_BYTES, SegmentKind, TABLE_ENTRY_BYTES, TRAILER_BYTES } from './format.js';
 import type { ContainerFiles } from './files.js';
 import { fileSize, readAt } from './file-io.js';
 
@@ -36,8 +36,8 @@ export async function readTableBytes(files: ContainerFiles, id: number): Promise
     }
     if (crc32(table) !== trailer.tableCrc) throw vmError('CORRUPT_CONTAINER', `${where} table checksum mismatch`, { container: id });
     for (let at = 0; at < tableLen; at += TABLE_ENTRY_BYTES) {
-      if (table[at + 44] > SegmentKind.Node || table[at + 45] > Codec.Lz4) {
-        throw vmError('CORRUPT_CONTAINER', `${where}: table entry ${at / TABLE_ENTRY_BYTES} has unknown kind or codec`, { container: id });
+      if (table[at + 44] > SegmentKind.Node || table[at + 45] > Codec.Lz4 || table.readUInt32LE(at + 36) > MAX_SEGMENT_BYTES || table.readUInt32LE(at + 40) > MAX_SEGMENT_BYTES) {
+        throw vmError('CORRUPT_CONTAINER', `${where}: table entry ${at / TABLE_ENTRY_BYTES} has unknown kind or codec, or lengths past the largest segment`, { container: id });
       }
     }
     return table;
