@@ -91,6 +91,8 @@ export class StoreCore {
   readonly files: ContainerFiles;
   readonly cache = new LocalityCache();
   readonly codec: CodecEngine;
+  /** Where read errors are reported with the file they hit (OpenOptions.log). */
+  readonly log: (line: string) => void;
   readonly chunker: ChunkerParams;
   bloom: BloomFilter;
   counters: StoreCounters;
@@ -123,6 +125,7 @@ export class StoreCore {
     nextCid: number;
     codec: CodecEngine;
     reserveBytes?: number;
+    log?: (line: string) => void;
   }) {
     this.dir = opts.dir;
     this.space = new SpaceGuard(opts.dir, opts.reserveBytes);
@@ -134,6 +137,7 @@ export class StoreCore {
     this.counters = opts.counters;
     this.nextCid = opts.nextCid;
     this.codec = opts.codec;
+    this.log = opts.log ?? ((line) => process.stderr.write(`${line}\n`));
   }
 
   /** The codec engine under its earlier name (test helpers close it to simulate a crash). */

@@ -46,6 +46,8 @@ export interface OpenOptions {
    * GC can still run. Default: 1% of the disk, at least 64 MiB, at most 2 GiB (container/space-guard.ts).
    */
   reserveBytes?: number;
+  /** Where the store reports read errors, naming the file and offset (default: stderr). */
+  log?: (line: string) => void;
 }
 
 export interface StoreStats {
@@ -121,7 +123,7 @@ export class SegmentStore {
       let bloom = clean ? await loadBloom(dir) : undefined;
       await removeBloom(dir);
       const codec = createCodecEngine(opts.workers);
-      const core = new StoreCore({ dir, db, chunker: config.chunker, bloom: bloom ?? BloomFilter.forCapacity(1 << 20), counters, nextCid: ckpt.nextCid, codec, reserveBytes: opts.reserveBytes });
+      const core = new StoreCore({ dir, db, chunker: config.chunker, bloom: bloom ?? BloomFilter.forCapacity(1 << 20), counters, nextCid: ckpt.nextCid, codec, reserveBytes: opts.reserveBytes, log: opts.log });
       let report: RepairReport | undefined;
       if (!clean) {
         const r = await recoverContainers(db, core.index, core.files, ckpt, counters);

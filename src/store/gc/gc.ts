@@ -25,7 +25,7 @@ import { BloomFilter } from '../index/bloom.js';
 import { RECORD_HEADER_BYTES, type RecordMeta, SegmentKind } from '../container/format.js';
 import { isZeroFp } from '../codec/fingerprint.js';
 import { FpMap } from '../index/fp-map.js';
-import { readAt } from '../container/file-io.js';
+import { readFull } from '../container/file-io.js';
 import type { DbOp } from '../../kv/db.js';
 import { decodeLocation, indexKey } from '../index/segment-index.js';
 import type { SegmentReader } from '../segment-reader.js';
@@ -179,7 +179,7 @@ async function sweepOne(core: StoreCore, c: Candidate, live: BloomFilter, thresh
       try {
         for (const r of liveRecs) {
           const payload = Buffer.allocUnsafe(r.storedLen);
-          await readAt(fd, payload, r.offset + RECORD_HEADER_BYTES, core.files.pathOf(cid));
+          await readFull(fd, payload, r.offset + RECORD_HEADER_BYTES, core.files.pathOf(cid));
           core.append(r.kind, Buffer.from(r.fp), r.rawLen, r.codec, payload, true);
         }
       } finally {
