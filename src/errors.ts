@@ -16,6 +16,7 @@ export const ERROR_CODES = {
   NO_SPACE: 'The data disk is full; free space (delete snapshots, run gc) and retry.',
   CORRUPT_SEGMENT: 'A stored segment failed verification; the message names container and offset.',
   CORRUPT_CONTAINER: 'A container file is unreadable or malformed.',
+  CORRUPT_RECORD: 'A metadata record in the database (index entry, inode, volume, counters) is malformed.',
   MISSING_SEGMENT: 'A segment is referenced but absent from the store.',
   UNSUPPORTED_FORMAT: 'The on-disk data was written by a newer or unknown format version.',
   STORE_LOCKED: 'Another process has this data directory open.',

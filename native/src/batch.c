@@ -10,6 +10,7 @@
 
 #include "blake3.h"
 #include "lz4.h"
+#include "read_seam.h"
 
 static int bloom_may_contain(const vv_bloom *b, const uint8_t *fp) {
   uint32_t h1 = (uint32_t)fp[0] | ((uint32_t)fp[1] << 8) | ((uint32_t)fp[2] << 16) | ((uint32_t)fp[3] << 24);
@@ -93,7 +94,7 @@ size_t vv_decode_batch(vv_record *recs, size_t n) {
       err = ENOMEM;
     } else {
       while (have < want) {
-        ssize_t r = pread(recs[i].fd, buf + have, want - have, (off_t)(start + have));
+        ssize_t r = vv_pread(recs[i].fd, buf + have, want - have, (off_t)(start + have));
         if (r < 0) {
           if (errno == EINTR) continue;
           err = errno;

@@ -20,6 +20,7 @@ export const CODE_TO_STATUS: Record<ErrorCode, number> = {
   // Server-side damage: 500 with a message naming container and offset.
   CORRUPT_SEGMENT: 500,
   CORRUPT_CONTAINER: 500,
+  CORRUPT_RECORD: 500,
   MISSING_SEGMENT: 500,
   UNSUPPORTED_FORMAT: 500,
   STORE_LOCKED: 503,

@@ -23,6 +23,7 @@ const CODE_TO_ERRNO: Record<ErrorCode, number | null> = {
   NOT_SUPPORTED: E.ENOTSUP,
   CORRUPT_SEGMENT: null,
   CORRUPT_CONTAINER: null,
+  CORRUPT_RECORD: null,
   MISSING_SEGMENT: null,
   UNSUPPORTED_FORMAT: null,
   STORE_LOCKED: null,

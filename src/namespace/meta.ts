@@ -8,6 +8,7 @@ import { type Db, type DbOp, writeBatch } from '../kv/db.js';
 import { entryKey, entryRange, inodeKey, nsMetaKey, shareNameKey, snapNameKey, snapNameRange, volumeKey } from './keys.js';
 import {
   decodeEntry,
+  decodeU32,
   decodeInode,
   decodeVolume,
   encodeEntry,
@@ -101,32 +102,32 @@ export class Meta {
     const gen = this.generation;
     const v = await this.db.get(volumeKey(id));
     if (!v) return undefined;
-    const vol = decodeVolume(v);
+    const vol = decodeVolume(v, `volume ${id}`);
     if (gen === this.generation) this.volumes.set(id, vol);
     return vol;
   }
 
   async shareVolumeId(name: string): Promise<number | undefined> {
     const v = await this.db.get(shareNameKey(name));
-    return v ? v.readUInt32BE(0) : undefined;
+    return v ? decodeU32(v, `share name ${name}`) : undefined;
   }
 
   async snapshotVolumeId(shareVol: number, name: string): Promise<number | undefined> {
     const v = await this.db.get(snapNameKey(shareVol, name));
-    return v ? v.readUInt32BE(0) : undefined;
+    return v ? decodeU32(v, `snapshot name ${name}`) : undefined;
   }
 
   async shareNames(): Promise<Array<{ name: string; vol: number }>> {
     const out: Array<{ name: string; vol: number }> = [];
     const gte = shareNameKey('');
     const lt = Buffer.from([gte[0] + 1]);
-    for await (const [k, v] of this.db.iterator({ gte, lt })) out.push({ name: k.subarray(1).toString('utf8'), vol: v.readUInt32BE(0) });
+    for await (const [k, v] of this.db.iterator({ gte, lt })) out.push({ name: k.subarray(1).toString('utf8'), vol: decodeU32(v, 'share name record') });
     return out;
   }
 
   async snapshotNames(shareVol: number): Promise<Array<{ name: string; vol: number }>> {
     const out: Array<{ name: string; vol: number }> = [];
-    for await (const [k, v] of this.db.iterator(snapNameRange(shareVol))) out.push({ name: k.subarray(5).toString('utf8'), vol: v.readUInt32BE(0) });
+    for await (const [k, v] of this.db.iterator(snapNameRange(shareVol))) out.push({ name: k.subarray(5).toString('utf8'), vol: decodeU32(v, 'snapshot name record') });
     return out;
   }
 
@@ -136,7 +137,7 @@ export class Meta {
     if (hit !== undefined) return hit ?? undefined;
     const gen = this.generation;
     const v = await this.db.get(inodeKey(vol, ino));
-    const n = v ? decodeInode(v) : null;
+    const n = v ? decodeInode(v, `inode ${ino} of volume ${vol}`) : null;
     if (gen === this.generation) this.inodes.set(key, n);
     return n ?? undefined;
   }
@@ -173,7 +174,7 @@ export class Meta {
 
   async counter(name: string, start: number): Promise<number> {
     const v = await this.db.get(nsMetaKey(name));
-    return v ? v.readUInt32BE(0) : start;
+    return v ? decodeU32(v, `namespace counter ${name}`) : start;
   }
 
   counterOp(name: string, value: number): DbOp {

@@ -1,7 +1,8 @@
 // Namespace records as stored in LevelDB (msgpack, short field names; see FORMAT.md).
 
-import { pack, unpack } from 'msgpackr';
+import { pack } from 'msgpackr';
 import { vmError } from '../errors.js';
+import { formatOf, num, optBytes, optStr, optUint, str, uint, unpackRecord } from '../kv/record.js';
 import { decodeVersion, EMPTY_VERSION, encodeVersion, type FileVersion } from '../store/store.js';
 
 export const enum NodeType {
@@ -56,6 +57,8 @@ export function typeBits(t: NodeType): number {
   return t === NodeType.Dir ? S_IFDIR : t === NodeType.Symlink ? S_IFLNK : S_IFREG;
 }
 
+// Records are written field by field: an in-memory object may carry more than the format
+// (a cache field, a caller's extra), and spreading it would write that into the database.
 export function encodeInode(n: Inode): Buffer {
   return pack({
     f: FORMAT,
@@ -70,54 +73,75 @@ export function encodeInode(n: Inode): Buffer {
     c: n.ctime,
     s: n.size,
     v: n.type === NodeType.File ? encodeVersion(n.version) : undefined,
-    l: n.target,
+    l: n.type === NodeType.Symlink ? n.target : undefined,
   });
 }
 
-interface InodeWire {
-  f: number;
-  i: number;
-  t: NodeType;
-  m: number;
-  u: number;
-  g: number;
-  n: number;
-  a: number;
-  M: number;
-  c: number;
-  s: number;
-  v?: Uint8Array;
-  l?: string;
-}
+const MAX_INO = Number.MAX_SAFE_INTEGER;
+const MAX_VOL = 0xffffffff;
 
-export function decodeInode(b: Buffer): Inode {
-  const w = unpack(b) as InodeWire;
-  if (w.f > FORMAT) throw vmError('UNSUPPORTED_FORMAT', `inode record format ${w.f} is newer than this vmvault reads (${FORMAT})`);
+export function decodeInode(b: Buffer, where = 'inode record'): Inode {
+  const w = unpackRecord(b, where);
+  formatOf(w, 'f', FORMAT, where);
+  const ino = uint(w, 'i', where, MAX_INO);
+  const what = `inode ${ino}`;
+  const type = uint(w, 't', what, 3);
+  if (type < NodeType.File) throw vmError('CORRUPT_RECORD', `${what}: unknown type ${type}`);
+  const v = optBytes(w, 'v', what);
   return {
-    ino: w.i,
-    type: w.t,
-    mode: w.m,
-    uid: w.u,
-    gid: w.g,
-    nlink: w.n,
-    atime: w.a,
-    mtime: w.M,
-    ctime: w.c,
-    size: w.s,
-    version: w.v ? decodeVersion(w.v, `inode ${w.i}`) : EMPTY_VERSION,
-    target: w.l,
+    ino,
+    type: type as NodeType,
+    mode: uint(w, 'm', what, 0o7777),
+    uid: uint(w, 'u', what, 0xffffffff),
+    gid: uint(w, 'g', what, 0xffffffff),
+    nlink: uint(w, 'n', what, 0xffffffff),
+    atime: num(w, 'a', what),
+    mtime: num(w, 'M', what),
+    ctime: num(w, 'c', what),
+    size: uint(w, 's', what),
+    version: v ? decodeVersion(v, what) : EMPTY_VERSION,
+    target: optStr(w, 'l', what),
   };
 }
 
 export function encodeVolume(v: Volume): Buffer {
-  return pack({ f: FORMAT, ...v });
+  // Optional fields are left out when absent (msgpackr would write a nil for undefined), as
+  // the version-1 records written before this encoder have them.
+  const w: Record<string, unknown> = { f: FORMAT, id: v.id, kind: v.kind, name: v.name };
+  if (v.shareVol !== undefined) w.shareVol = v.shareVol;
+  w.created = v.created;
+  w.nextIno = v.nextIno;
+  w.files = v.files;
+  w.bytes = v.bytes;
+  if (v.origin) w.origin = { share: v.origin.share, snapshot: v.origin.snapshot };
+  return pack(w);
 }
 
-export function decodeVolume(b: Buffer): Volume {
-  const w = unpack(b) as Volume & { f: number };
-  if (w.f > FORMAT) throw vmError('UNSUPPORTED_FORMAT', `volume record format ${w.f} is newer than this vmvault reads (${FORMAT})`);
-  const { f: _f, ...v } = w;
-  return v;
+export function decodeVolume(b: Buffer, where = 'volume record'): Volume {
+  const w = unpackRecord(b, where);
+  formatOf(w, 'f', FORMAT, where);
+  const id = uint(w, 'id', where, MAX_VOL);
+  const what = `volume ${id}`;
+  const kind = str(w, 'kind', what);
+  if (kind !== 'share' && kind !== 'snapshot') throw vmError('CORRUPT_RECORD', `${what}: unknown kind ${JSON.stringify(kind).slice(0, 40)}`);
+  const vol: Volume = {
+    id,
+    kind,
+    name: str(w, 'name', what),
+    created: num(w, 'created', what),
+    nextIno: uint(w, 'nextIno', what, MAX_INO),
+    files: uint(w, 'files', what),
+    bytes: uint(w, 'bytes', what),
+  };
+  const shareVol = optUint(w, 'shareVol', what, MAX_VOL);
+  if (shareVol !== undefined) vol.shareVol = shareVol;
+  if (w.origin !== undefined) {
+    const o = w.origin;
+    if (typeof o !== 'object' || o === null || Array.isArray(o)) throw vmError('CORRUPT_RECORD', `${what}: field origin is not a map`);
+    const of = o as Record<string, unknown>;
+    vol.origin = { share: str(of, 'share', `${what} origin`), snapshot: str(of, 'snapshot', `${what} origin`) };
+  }
+  return vol;
 }
 
 export interface EntryValue {
@@ -125,14 +149,34 @@ export interface EntryValue {
   type: NodeType;
 }
 
+export const ENTRY_BYTES = 9;
+
 export function encodeEntry(e: EntryValue): Buffer {
-  const b = Buffer.allocUnsafe(9);
+  const b = Buffer.allocUnsafe(ENTRY_BYTES);
   b.writeUInt32BE(Math.floor(e.ino / 0x100000000), 0);
   b.writeUInt32BE(e.ino >>> 0, 4);
   b[8] = e.type;
   return b;
 }
 
-export function decodeEntry(b: Buffer): EntryValue {
-  return { ino: b.readUInt32BE(0) * 0x100000000 + b.readUInt32BE(4), type: b[8] };
+export function decodeEntry(b: Buffer, where = 'directory entry'): EntryValue {
+  if (b.length !== ENTRY_BYTES) throw vmError('CORRUPT_RECORD', `${where}: malformed (${b.length} bytes, expected ${ENTRY_BYTES})`);
+  const ino = b.readUInt32BE(0) * 0x100000000 + b.readUInt32BE(4);
+  const type = b[8];
+  if (ino === 0 || ino > MAX_INO || type < NodeType.File || type > NodeType.Symlink) {
+    throw vmError('CORRUPT_RECORD', `${where}: malformed (inode ${ino}, type ${type})`);
+  }
+  return { ino, type };
+}
+
+/** A u32 BE value: the volume id of an `S` or `P` key, the `N` counters. */
+export function encodeU32(n: number): Buffer {
+  const b = Buffer.allocUnsafe(4);
+  b.writeUInt32BE(n, 0);
+  return b;
+}
+
+export function decodeU32(b: Buffer, where: string): number {
+  if (b.length !== 4) throw vmError('CORRUPT_RECORD', `${where}: malformed (${b.length} bytes, expected 4)`);
+  return b.readUInt32BE(0);
 }

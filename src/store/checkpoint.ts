@@ -1,9 +1,9 @@
 // The checkpoint record (FORMAT.md, `mcheckpoint`): the next container id, and the containers
 // that recovery must look at after a crash. Written in every checkpoint batch.
 
-import { pack, unpack } from 'msgpackr';
 import type { Db, DbOp } from '../kv/db.js';
 import { metaKey } from './keys.js';
+import { decodeCheckpoint, encodeCheckpoint } from './meta-records.js';
 
 export interface Checkpoint {
   nextCid: number;
@@ -14,9 +14,9 @@ export interface Checkpoint {
 /** The last checkpoint, or that of an empty store. */
 export async function readCheckpoint(db: Db): Promise<Checkpoint> {
   const raw = await db.get(metaKey('checkpoint'));
-  return raw ? (unpack(raw) as Checkpoint) : { nextCid: 1, openCids: [] };
+  return raw ? decodeCheckpoint(raw) : { nextCid: 1, openCids: [] };
 }
 
 export function checkpointOp(c: Checkpoint): DbOp {
-  return { type: 'put', key: metaKey('checkpoint'), value: pack(c) };
+  return { type: 'put', key: metaKey('checkpoint'), value: encodeCheckpoint(c) };
 }

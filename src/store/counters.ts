@@ -1,11 +1,11 @@
 // The store's counters (FORMAT.md, `mcounters`): kept in LevelDB and updated in the same batch
 // as the index and registry entries they count, so they survive a crash exactly as those do.
 
-import { pack, unpack } from 'msgpackr';
 import type { Db, DbOp } from '../kv/db.js';
 import type { RecordMeta } from './container/format.js';
 import { SegmentKind } from './container/format.js';
 import { metaKey } from './keys.js';
+import { decodeCounters, encodeCounters } from './meta-records.js';
 
 export interface StoreCounters {
   ingestedBytes: number;
@@ -24,11 +24,11 @@ export function emptyCounters(): StoreCounters {
 
 export async function readCounters(db: Db): Promise<StoreCounters> {
   const v = await db.get(metaKey('counters'));
-  return v ? { ...emptyCounters(), ...(unpack(v) as StoreCounters) } : emptyCounters();
+  return v ? decodeCounters(v) : emptyCounters();
 }
 
 export function countersOp(c: StoreCounters): DbOp {
-  return { type: 'put', key: metaKey('counters'), value: pack(c) };
+  return { type: 'put', key: metaKey('counters'), value: encodeCounters(c) };
 }
 
 /** Counts a record about to be indexed. */

@@ -11,6 +11,7 @@ import { isVmvaultError, vmError } from '../errors.js';
 import { containerName, corrupt, decodePayload } from './codec/codec.js';
 import { DECODE_ITEM } from './codec/engine.js';
 import { RECORD_HEADER_BYTES, SegmentKind } from './container/format.js';
+import { faultPlanInstalled, readFaultOf } from './container/file-io.js';
 import { fpHex, fpShort } from './codec/fingerprint.js';
 import { FpMap } from './index/fp-map.js';
 import type { Location } from './index/segment-index.js';
@@ -153,6 +154,16 @@ export class SegmentReader {
    */
   private async decode(out: Buffer | undefined, pieces: ReadPiece[], cache: boolean): Promise<Buffer[]> {
     try {
+      return await this.decodeRetry(out, pieces, cache);
+    } catch (err) {
+      // A failed read is logged where an operator looks, naming the file (the error says it too).
+      if (isVmvaultError(err) && err.code !== 'MISSING_SEGMENT' && err.code !== 'CLOSED') this.core.log(`store: read failed: ${err.message}`);
+      throw err;
+    }
+  }
+
+  private async decodeRetry(out: Buffer | undefined, pieces: ReadPiece[], cache: boolean): Promise<Buffer[]> {
+    try {
       return await this.decodeOnce(out, pieces, cache);
     } catch (err) {
       // Garbage collection may have copied a segment forward and removed its container between
@@ -234,6 +245,8 @@ export class SegmentReader {
     const n = to - from;
     const items = new Float64Array(n * DECODE_ITEM);
     const fps = Buffer.allocUnsafe(n * 32);
+    // Tests: the fault plan decides per container file; the engine injects where it reads.
+    const faults = faultPlanInstalled() ? new Int32Array(n) : undefined;
     for (let k = 0; k < n; k++) {
       const d = disk[from + k];
       const o = k * DECODE_ITEM;
@@ -246,14 +259,24 @@ export class SegmentReader {
       items[o + 6] = d.at;
       const fp = pieces[d.j].fp;
       for (let b = 0; b < 32; b++) fps[k * 32 + b] = fp[b];
+      if (faults) faults[k] = readFaultOf(this.core.files.pathOf(d.loc.cid));
     }
-    const failures = await this.core.codec.decode(items, fps, targets);
+    const failures = await this.core.codec.decode(items, fps, targets, faults);
     if (failures.length > 0) {
       const e = failures[0];
       const d = disk[from + e.i];
       const place = { cid: d.loc.cid, offset: d.loc.offset };
-      if (e.kind === 'io') throw vmError('IO', `reading container ${containerName(d.loc.cid)} at offset ${d.loc.offset}: ${e.message}`, { container: d.loc.cid });
-      throw corrupt(pieces[d.j].fp, place, e.message);
+      const file = this.core.files.pathOf(d.loc.cid);
+      const fp = pieces[d.j].fp;
+      if (e.kind === 'io') {
+        throw vmError('IO', `reading ${file} (container ${containerName(d.loc.cid)}) at offset ${d.loc.offset}, segment ${fpHex(fp).slice(0, 16)}: ${e.message}`, {
+          container: d.loc.cid,
+          offset: d.loc.offset,
+          fingerprint: fpHex(fp),
+          path: file,
+        });
+      }
+      throw corrupt(fp, place, e.kind === 'short' ? `${e.message} in ${file}` : e.message);
     }
   }
 

@@ -27,17 +27,36 @@ export async function readConfig(dir: string): Promise<StoreConfig | undefined> 
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw fromSystemError(err, `reading ${file}`);
   }
-  let cfg: StoreConfig;
+  return parseConfig(text, file);
+}
+
+/** store.json's text, checked field by field (format first: a newer store is refused as such). */
+export function parseConfig(text: string, file = CONFIG_FILE): StoreConfig {
+  let raw: unknown;
   try {
-    cfg = JSON.parse(text) as StoreConfig;
+    raw = JSON.parse(text);
   } catch {
     throw vmError('CORRUPT_CONTAINER', `${file} is not valid JSON; restore it from a backup of the data directory`);
   }
-  if (typeof cfg.format !== 'number' || cfg.format > STORE_FORMAT) {
-    throw vmError('UNSUPPORTED_FORMAT', `${file}: store format ${cfg.format} is newer than this vmvault reads (${STORE_FORMAT}); upgrade vmvault`);
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    throw vmError('CORRUPT_CONTAINER', `${file} is not a JSON object; restore it from a backup of the data directory`);
   }
-  validateChunkerParams(cfg.chunker);
-  return cfg;
+  const w = raw as Record<string, unknown>;
+  if (typeof w.format !== 'number' || !Number.isInteger(w.format) || w.format > STORE_FORMAT) {
+    throw vmError('UNSUPPORTED_FORMAT', `${file}: store format ${String(w.format).slice(0, 40)} is newer than this vmvault reads (${STORE_FORMAT}) or not a version; upgrade vmvault`);
+  }
+  if (w.format < 1) throw vmError('CORRUPT_CONTAINER', `${file}: store format ${w.format} is not a version`);
+  if (typeof w.id !== 'string' || typeof w.created !== 'string') throw vmError('CORRUPT_CONTAINER', `${file}: id or created is missing`);
+  const c = w.chunker;
+  if (typeof c !== 'object' || c === null || Array.isArray(c)) throw vmError('CORRUPT_CONTAINER', `${file}: chunker is missing`);
+  const cw = c as Record<string, unknown>;
+  const chunker = { minSize: cw.minSize, avgSize: cw.avgSize, maxSize: cw.maxSize } as ChunkerParams;
+  try {
+    validateChunkerParams(chunker);
+  } catch (err) {
+    throw vmError('CORRUPT_CONTAINER', `${file}: ${(err as Error).message}`, undefined, err);
+  }
+  return { format: w.format, id: w.id, created: w.created, chunker };
 }
 
 export async function createConfig(dir: string, chunker: ChunkerParams = DEFAULT_CHUNKER): Promise<StoreConfig> {

@@ -39,6 +39,8 @@ export class StoreCore {
   readonly files: ContainerFiles;
   readonly cache = new LocalityCache();
   readonly codec: CodecEngine;
+  /** Where read errors are reported with the file they hit (OpenOptions.log). */
+  readonly log: (line: string) => void;
   readonly chunker: ChunkerParams;
   counters: StoreCounters;
   /** Refuses new data before the disk is so full that LevelDB cannot write. */
@@ -62,6 +64,7 @@ export class StoreCore {
     nextCid: number;
     codec: CodecEngine;
     reserveBytes?: number;
+    log?: (line: string) => void;
   }) {
     this.dir = opts.dir;
     this.space = new SpaceGuard(opts.dir, opts.reserveBytes);
@@ -77,6 +80,7 @@ export class StoreCore {
     this.summary = new SummaryFilter(opts.bloom, this.index, function* () {
       for (const p of pending.values()) yield p.meta.fp;
     });
+    this.log = opts.log ?? ((line) => process.stderr.write(`${line}\n`));
   }
 
   /** The codec engine under its earlier name (test helpers close it to simulate a crash). */

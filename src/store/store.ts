@@ -23,7 +23,7 @@
 // - One process opens a data directory at a time (STORE_LOCKED otherwise).
 
 import { ClassicLevel } from 'classic-level';
-import { unpack } from 'msgpackr';
+import { decodeGcRecord } from './meta-records.js';
 import path from 'node:path';
 import { fromSystemError, vmError } from '../errors.js';
 import { BloomFilter } from './index/bloom.js';
@@ -63,6 +63,8 @@ export interface OpenOptions {
    * GC can still run. Default: 1% of the disk, at least 64 MiB, at most 2 GiB (container/space-guard.ts).
    */
   reserveBytes?: number;
+  /** Where the store reports read errors, naming the file and offset (default: stderr). */
+  log?: (line: string) => void;
 }
 
 export interface StoreStats {
@@ -137,7 +139,7 @@ export class SegmentStore {
       let bloom = clean ? await loadBloom(dir) : undefined;
       await removeBloom(dir);
       const codec = createCodecEngine(opts.workers);
-      const core = new StoreCore({ dir, db, chunker: config.chunker, bloom: bloom ?? BloomFilter.forCapacity(1 << 20), counters, nextCid: ckpt.nextCid, codec, reserveBytes: opts.reserveBytes });
+      const core = new StoreCore({ dir, db, chunker: config.chunker, bloom: bloom ?? BloomFilter.forCapacity(1 << 20), counters, nextCid: ckpt.nextCid, codec, reserveBytes: opts.reserveBytes, log: opts.log });
       let report: RepairReport | undefined;
       if (!clean) {
         const r = await recoverContainers(db, core.index, core.files, ckpt, counters);
@@ -380,7 +382,7 @@ export class SegmentStore {
     this.ensureOpen();
     const v = await this.core.db.get(metaKey('gc'));
     if (!v) return undefined;
-    const r = unpack(v) as LastGc;
+    const r = decodeGcRecord(v);
     return { at: r.at, reclaimableBytes: r.reclaimableBytes, reclaimedBytes: r.reclaimedBytes, dryRun: r.dryRun };
   }
 

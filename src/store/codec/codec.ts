@@ -49,7 +49,32 @@ function uncompressNative(payload: Uint8Array, rawLen: number): Buffer {
   return out;
 }
 
-class LengthMismatch extends Error {
+/**
+ * The plain length an LZ4 payload claims (its u32 LE prefix), or -1 when it has none. Checked
+ * against the record's rawLen before lz4-napi sees the payload: lz4-napi allocates what the
+ * prefix claims, so a damaged prefix of 2^31 cost 47 s and 2 GiB of zeroing per read.
+ */
+export function lz4ClaimedLength(payload: Uint8Array): number {
+  if (payload.length < 4) return -1;
+  return (payload[0] | (payload[1] << 8) | (payload[2] << 16)) + payload[3] * 0x1000000;
+}
+
+function uncompressJs(payload: Uint8Array, rawLen: number): Buffer {
+  const claimed = lz4ClaimedLength(payload);
+  if (claimed < 0) throw new Error('the payload is shorter than its length prefix');
+  if (claimed !== rawLen) throw new LengthMismatch(claimed);
+  return uncompressSync(payload as Buffer);
+}
+
+/**
+ * An LZ4 payload's plain bytes, exactly rawLen of them, by the addon or (`js`, or without it)
+ * lz4-napi; throws LengthMismatch or an Error saying why not. Both paths are fuzzed.
+ */
+export function uncompressPayload(payload: Uint8Array, rawLen: number, impl: 'native' | 'js' = nativeCodec ? 'native' : 'js'): Buffer {
+  return impl === 'native' && nativeCodec ? uncompressNative(payload, rawLen) : uncompressJs(payload, rawLen);
+}
+
+export class LengthMismatch extends Error {
   constructor(readonly got: number) {
     super(`decodes to ${got} bytes`);
   }
@@ -71,11 +96,12 @@ export function decodePayload(
   rawLen: number,
   fp: Uint8Array,
   place: SegmentPlace,
+  impl?: 'native' | 'js',
 ): Buffer {
   let raw: Buffer;
   try {
     // A raw payload is copied: the caller's buffer may be a container image that is reused.
-    raw = codec === Codec.Lz4 ? (nativeCodec ? uncompressNative(payload, rawLen) : uncompressSync(payload)) : Buffer.from(payload);
+    raw = codec === Codec.Lz4 ? uncompressPayload(payload, rawLen, impl) : Buffer.from(payload);
   } catch (err) {
     if (err instanceof LengthMismatch) throw corrupt(fp, place, `decodes to ${err.got} bytes, expected ${rawLen}`);
     throw corrupt(fp, place, `does not decompress (${(err as Error).message})`);

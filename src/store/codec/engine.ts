@@ -41,9 +41,10 @@ export interface CodecEngine {
   /**
    * Reads, decodes and verifies records (DECODE_ITEM numbers each; fps 32 bytes each), writing
    * record k's plain bytes at targets[target] + offset. Resolves with the records that failed
-   * (their target bytes are then undefined).
+   * (their target bytes are then undefined). `faults` (tests, through the fault seam of
+   * container/file-io.ts): a ReadFault per record, injected where the engine reads.
    */
-  decode(items: Float64Array, fps: Uint8Array, targets: Uint8Array[]): Promise<DecodeFailure[]>;
+  decode(items: Float64Array, fps: Uint8Array, targets: Uint8Array[], faults?: Int32Array): Promise<DecodeFailure[]>;
   close(): Promise<void>;
 }
 
@@ -112,12 +113,21 @@ class NativeEngine implements CodecEngine {
     });
   }
 
-  decode(items: Float64Array, fps: Uint8Array, targets: Uint8Array[]): Promise<DecodeFailure[]> {
+  decode(items: Float64Array, fps: Uint8Array, targets: Uint8Array[], faults?: Int32Array): Promise<DecodeFailure[]> {
     if (this.closed) return Promise.reject(vmError('CLOSED', 'the store is closed'));
     const n = items.length / DECODE_ITEM;
     const status = new Int32Array(2 * n);
+    // Faults go to the addon's read seam by descriptor (native/src/read_seam.c), for this batch.
+    const faulted = faults?.some((f) => f !== 0) && nativeCodec!.setReadFaults;
+    if (faulted) {
+      const fds: number[] = [];
+      const kinds: number[] = [];
+      for (let k = 0; k < n; k++) if (faults![k] !== 0) fds.push(items[k * DECODE_ITEM]), kinds.push(faults![k]);
+      nativeCodec!.setReadFaults!(Int32Array.from(fds), Int32Array.from(kinds));
+    }
     return new Promise((resolve, reject) => {
       nativeCodec!.decodeBatch(items, fps, targets, status, (err) => {
+        if (faulted) nativeCodec!.setReadFaults!(new Int32Array(0), new Int32Array(0));
         if (err) return reject(err);
         const failures: DecodeFailure[] = [];
         for (let k = 0; k < n; k++) {
@@ -154,7 +164,7 @@ class WorkerEngine implements CodecEngine {
     };
   }
 
-  async decode(items: Float64Array, fps: Uint8Array, targets: Uint8Array[]): Promise<DecodeFailure[]> {
+  async decode(items: Float64Array, fps: Uint8Array, targets: Uint8Array[], faults?: Int32Array): Promise<DecodeFailure[]> {
     // Workers write into shared memory; the bytes are copied to their targets afterwards.
     const n = items.length / DECODE_ITEM;
     let total = 0;
@@ -165,6 +175,7 @@ class WorkerEngine implements CodecEngine {
     for (let k = 0; k < n; k++) {
       for (let f = 0; f < 5; f++) req[k * 7 + f] = items[k * DECODE_ITEM + f];
       req[k * 7 + 5] = at;
+      req[k * 7 + 6] = faults?.[k] ?? 0;
       at += items[k * DECODE_ITEM + 3];
     }
     const res = await this.pool.decode({ items: req, fps, out: sab });

@@ -32,7 +32,7 @@ export interface HashResult {
 export interface DecodeRequest {
   id: number;
   type: 'decode';
-  /** 7 numbers per segment: fd, payload position, storedLen, rawLen, codec, out offset, unused. */
+  /** 7 numbers per segment: fd, payload position, storedLen, rawLen, codec, out offset, read fault (tests: file-io.ts ReadFault). */
   items: Float64Array;
   fps: Uint8Array;
   out: SharedArrayBuffer;

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import { blake3 } from '@napi-rs/blake-hash';
 import { compressSync, uncompressSync } from 'lz4-napi';
 import { bloomProbe } from '../index/bloom.js';
-import { compressionPays } from './codec.js';
+import { compressionPays, lz4ClaimedLength } from './codec.js';
 import { Codec } from '../container/format.js';
 import type { DecodeRequest, DecodeResult, HashRequest, HashResult, WorkerRequest } from './messages.js';
 
@@ -65,6 +65,16 @@ function hashBatch(req: HashRequest): HashResult {
   return { id: req.id, type: 'hash', fps: new Uint8Array(fps.buffer, fps.byteOffset, fps.length), payloads: new Uint8Array(payloads.buffer, payloads.byteOffset, payloads.length), plens };
 }
 
+/**
+ * The workers' read seam: fs.readSync, unless the request carries a fault for this record
+ * (file-io.ts ReadFault: 1 EIO, 2 a partial read of at most half, 3 end of file).
+ */
+function pread(fd: number, buf: Buffer, off: number, len: number, pos: number, fault: number): number {
+  if (fault === 1) throw Object.assign(new Error('EIO: i/o error, read (injected fault)'), { code: 'EIO' });
+  if (fault === 3) return 0;
+  return fs.readSync(fd, buf, off, fault === 2 && len > 1 ? len >>> 1 : len, pos);
+}
+
 function decodeBatch(req: DecodeRequest): DecodeResult {
   const { items, fps, out } = req;
   const n = items.length / 7;
@@ -78,13 +88,14 @@ function decodeBatch(req: DecodeRequest): DecodeResult {
     const rawLen = items[i * 7 + 3];
     const codec = items[i * 7 + 4];
     const outOff = items[i * 7 + 5];
+    const fault = items[i * 7 + 6];
     const fp = fps.subarray(i * 32, i * 32 + 32);
     try {
       if (scratch.length < storedLen) scratch = Buffer.allocUnsafe(Math.max(storedLen, 256 * 1024));
       const payload = scratch.subarray(0, storedLen);
       let got = 0;
       while (got < storedLen) {
-        const r = fs.readSync(fd, payload, got, storedLen - got, pos + got);
+        const r = pread(fd, payload, got, storedLen - got, pos + got, fault);
         if (r === 0) break;
         got += r;
       }
@@ -94,6 +105,12 @@ function decodeBatch(req: DecodeRequest): DecodeResult {
       }
       let raw: Uint8Array;
       if (codec === Codec.Lz4) {
+        // The length prefix first: lz4-napi allocates whatever it claims (codec.ts).
+        const claimed = lz4ClaimedLength(payload);
+        if (claimed !== rawLen) {
+          errors.push({ i, kind: 'corrupt', message: claimed < 0 ? 'does not decompress (the payload is shorter than its length prefix)' : `decodes to ${claimed} bytes, expected ${rawLen}` });
+          continue;
+        }
         try {
           raw = uncompressSync(payload);
         } catch (err) {

@@ -20,7 +20,7 @@ import {
   TABLE_ENTRY_BYTES,
   TRAILER_BYTES,
 } from './format.js';
-import { closeFile, openFile, readAt, type StoreFile } from './file-io.js';
+import { closeFile, fileSize, openFile, readAt, readFull, type StoreFile } from './file-io.js';
 import { containerName } from '../codec/codec.js';
 
 const MAX_OPEN_READERS = 256;
@@ -127,11 +127,11 @@ export class ContainerFiles {
       const size = (await fsp.stat(this.pathOf(id))).size;
       if (size < HEADER_BYTES + TRAILER_BYTES) throw vmError('CORRUPT_CONTAINER', `${where} is truncated (${size} bytes)`, { container: id });
       const tail = Buffer.alloc(TRAILER_BYTES);
-      await readAt(fd, tail, size - TRAILER_BYTES, this.pathOf(id));
+      await readFull(fd, tail, size - TRAILER_BYTES, this.pathOf(id));
       const trailer = decodeTrailer(tail, size);
       if (!trailer) throw vmError('CORRUPT_CONTAINER', `${where} has no valid trailer (unsealed or damaged); run an index rebuild`, { container: id });
       const table = Buffer.alloc(trailer.count * TABLE_ENTRY_BYTES);
-      await readAt(fd, table, trailer.tableOffset, this.pathOf(id));
+      await readFull(fd, table, trailer.tableOffset, this.pathOf(id));
       if (crc32(table) !== trailer.tableCrc) throw vmError('CORRUPT_CONTAINER', `${where} table checksum mismatch`, { container: id });
       return decodeTable(table, where);
     } finally {
@@ -207,12 +207,24 @@ export interface ScanResult {
  * header does not parse or whose payload runs past the end: that is where a crash tore it.
  */
 export async function scanContainer(file: string, id: number): Promise<ScanResult> {
-  let data: Buffer;
+  // Through the fault seam, like every other read of container bytes.
+  let f: StoreFile;
   try {
-    data = await fsp.readFile(file);
+    f = await openFile(file, 'r');
   } catch (err) {
-    throw fromSystemError(err, `reading container ${file}`);
+    throw fromSystemError(err, `opening container ${file}`);
   }
+  try {
+    const data = Buffer.allocUnsafe(await fileSize(f));
+    await readFull(f, data, 0);
+    return scanBytes(data, id, file);
+  } finally {
+    await closeFile(f).catch(() => {});
+  }
+}
+
+/** scanContainer's parse of a whole container image, apart from the read (fuzzed as such). */
+export function scanBytes(data: Buffer, id: number, file = `container ${containerName(id)}`): ScanResult {
   const res: ScanResult = { id, records: [], end: 0, sealed: false, size: data.length, data };
   try {
     const h = decodeHeader(data.subarray(0, HEADER_BYTES), `container ${containerName(id)}`);

@@ -16,6 +16,12 @@ export const RECORD_HEADER_BYTES = 52;
 export const TABLE_ENTRY_BYTES = 48;
 export const TRAILER_BYTES = 32;
 
+/**
+ * No segment is larger (the segmenter's largest maxSize; nodes are ~10 KiB): a length field
+ * beyond it is damage, refused before anything is allocated for it.
+ */
+export const MAX_SEGMENT_BYTES = 1 << 24;
+
 /** Containers are sealed once they reach this size (a record never splits). */
 export const CONTAINER_TARGET_BYTES = 4 * 1024 * 1024;
 
@@ -114,6 +120,9 @@ export function encodeTable(records: RecordMeta[]): Buffer {
 }
 
 export function decodeTable(t: Buffer, where: string): RecordMeta[] {
+  if (t.length % TABLE_ENTRY_BYTES !== 0) {
+    throw vmError('CORRUPT_CONTAINER', `${where}: table of ${t.length} bytes is not a whole number of ${TABLE_ENTRY_BYTES}-byte entries`);
+  }
   const n = t.length / TABLE_ENTRY_BYTES;
   const out: RecordMeta[] = new Array(n);
   for (let i = 0, at = 0; i < n; i++, at += TABLE_ENTRY_BYTES) {
@@ -122,14 +131,12 @@ export function decodeTable(t: Buffer, where: string): RecordMeta[] {
     if (kind > SegmentKind.Node || codec > Codec.Lz4) {
       throw vmError('CORRUPT_CONTAINER', `${where}: table entry ${i} has unknown kind ${kind} or codec ${codec}`);
     }
-    out[i] = {
-      fp: t.subarray(at, at + FP_BYTES),
-      offset: t.readUInt32LE(at + 32),
-      storedLen: t.readUInt32LE(at + 36),
-      rawLen: t.readUInt32LE(at + 40),
-      kind,
-      codec,
-    };
+    const storedLen = t.readUInt32LE(at + 36);
+    const rawLen = t.readUInt32LE(at + 40);
+    if (storedLen > MAX_SEGMENT_BYTES || rawLen > MAX_SEGMENT_BYTES) {
+      throw vmError('CORRUPT_CONTAINER', `${where}: table entry ${i} has lengths ${storedLen}/${rawLen} past the largest segment`);
+    }
+    out[i] = { fp: t.subarray(at, at + FP_BYTES), offset: t.readUInt32LE(at + 32), storedLen, rawLen, kind, codec };
   }
   return out;
 }

@@ -4,7 +4,7 @@
 // container is sealed, and index entries missing for its records are added. Containers are
 // repaired in place; nothing that was ever indexed is removed.
 
-import { pack, unpack } from 'msgpackr';
+import { decodeContainerRecord, encodeContainerRecord } from '../meta-records.js';
 import fsp from 'node:fs/promises';
 import { decodePayload } from '../codec/codec.js';
 import { encodeTable, encodeTrailer, HEADER_BYTES, RECORD_HEADER_BYTES, type RecordMeta, SegmentKind } from './format.js';
@@ -126,12 +126,12 @@ export async function recoverContainers(
     if (!reg) {
       counters.containers++;
       counters.containerBytes += size;
-      ops.push({ type: 'put', key: containerKey(id), value: pack({ size, records: good.length } satisfies ContainerRecord) });
+      ops.push({ type: 'put', key: containerKey(id), value: encodeContainerRecord({ size, records: good.length }) });
     } else {
-      const old = unpack(reg) as ContainerRecord;
+      const old = decodeContainerRecord(reg, id);
       if (old.size !== size) {
         counters.containerBytes += size - old.size;
-        ops.push({ type: 'put', key: containerKey(id), value: pack({ size, records: good.length } satisfies ContainerRecord) });
+        ops.push({ type: 'put', key: containerKey(id), value: encodeContainerRecord({ size, records: good.length }) });
       }
     }
   }

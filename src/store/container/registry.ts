@@ -1,9 +1,9 @@
 // The container registry (FORMAT.md, `c` keys): one entry per sealed container, written once in
 // the checkpoint batch after its seal is durable.
 
-import { pack } from 'msgpackr';
 import type { DbOp } from '../../kv/db.js';
 import { containerKey } from '../keys.js';
+import { encodeContainerRecord } from '../meta-records.js';
 
 export { CONTAINER_PREFIX, containerKey } from '../keys.js';
 
@@ -14,5 +14,5 @@ export interface ContainerRecord {
 }
 
 export function registryOp(cid: number, rec: ContainerRecord): DbOp {
-  return { type: 'put', key: containerKey(cid), value: pack({ size: rec.size, records: rec.records } satisfies ContainerRecord) };
+  return { type: 'put', key: containerKey(cid), value: encodeContainerRecord(rec) };
 }

@@ -18,14 +18,14 @@
 // stored segment, 1% false positives, which only keep a little garbage) and an exact set of
 // visited tree nodes (about 1 in 80 segments is a node).
 
-import { pack, unpack } from 'msgpackr';
+import { decodeContainerRecord, encodeGcRecord } from '../meta-records.js';
 import fsp from 'node:fs/promises';
 import { vmError } from '../../errors.js';
 import { BloomFilter } from '../index/bloom.js';
 import { RECORD_HEADER_BYTES, type RecordMeta, SegmentKind } from '../container/format.js';
 import { isZeroFp } from '../codec/fingerprint.js';
 import { FpMap } from '../index/fp-map.js';
-import { readAt } from '../container/file-io.js';
+import { readFull } from '../container/file-io.js';
 import { type DbOp, writeBatch } from '../../kv/db.js';
 import { decodeLocation, indexKey } from '../index/segment-index.js';
 import type { SegmentReader } from '../segment-reader.js';
@@ -78,7 +78,7 @@ export async function collectGarbage(core: StoreCore, reader: SegmentReader, opt
   await core.checkpoint([], { sync: true });
   const candidates: Candidate[] = [];
   for await (const [k, v] of core.db.iterator({ gte: Buffer.from([CONTAINER_PREFIX]), lt: Buffer.from([CONTAINER_PREFIX + 1]) })) {
-    candidates.push({ cid: k.readUInt32BE(1), size: (unpack(v) as ContainerRecord).size });
+    candidates.push({ cid: k.readUInt32BE(1), size: decodeContainerRecord(v, k.readUInt32BE(1)).size });
   }
   const live = BloomFilter.forCapacity(Math.max(1 << 16, core.counters.segments + (core.counters.segments >> 2)));
   core.gcLive = live;
@@ -141,7 +141,7 @@ export async function collectGarbage(core: StoreCore, reader: SegmentReader, opt
     core.fenced.clear();
   }
   report.durationMs = Date.now() - t0;
-  await writeBatch(core.db, [{ type: 'put', key: metaKey('gc'), value: pack({ at: Date.now(), reclaimableBytes: report.reclaimableBytes, reclaimedBytes: report.reclaimedBytes, dryRun: opts.dryRun ?? false }) }], false);
+  await writeBatch(core.db, [{ type: 'put', key: metaKey('gc'), value: encodeGcRecord({ at: Date.now(), reclaimableBytes: report.reclaimableBytes, reclaimedBytes: report.reclaimedBytes, dryRun: opts.dryRun ?? false }) }], false);
   return report;
 }
 
@@ -181,7 +181,7 @@ async function sweepOne(core: StoreCore, c: Candidate, live: BloomFilter, thresh
       try {
         for (const r of liveRecs) {
           const payload = Buffer.allocUnsafe(r.storedLen);
-          await readAt(fd, payload, r.offset + RECORD_HEADER_BYTES, core.files.pathOf(cid));
+          await readFull(fd, payload, r.offset + RECORD_HEADER_BYTES, core.files.pathOf(cid));
           core.append(r.kind, Buffer.from(r.fp), r.rawLen, r.codec, payload, true);
         }
       } finally {

@@ -10,6 +10,8 @@ const MAGIC = Buffer.from('VVBLOOM\n', 'latin1');
 const VERSION = 1;
 const HEADER = 32;
 export const BLOOM_FILE = 'bloom.bin';
+/** More probes than any shape BloomFilter makes (bloom.ts picks a handful). */
+const MAX_PROBES = 32;
 
 export async function saveBloom(dir: string, bloom: BloomFilter): Promise<void> {
   const h = Buffer.alloc(HEADER);
@@ -39,14 +41,24 @@ export async function loadBloom(dir: string): Promise<BloomFilter | undefined> {
   } catch {
     return undefined;
   }
+  return parseBloom(data);
+}
+
+/** The filter in a bloom.bin image, or undefined when it is of another version or shape. */
+export function parseBloom(data: Buffer): BloomFilter | undefined {
   if (data.length < HEADER || !data.subarray(0, 8).equals(MAGIC) || data.readUInt32LE(8) !== VERSION) return undefined;
   const log2Bits = data.readUInt32LE(12);
   const probes = data.readUInt32LE(16);
-  if (log2Bits < 3 || log2Bits > 32 || data.length !== HEADER + 2 ** log2Bits / 8) return undefined;
+  const count = data.readDoubleLE(24);
+  // A cache, so a file of another shape is ignored, never trusted: a huge probe count would
+  // make every lookup spin, a wrong length read past the bits, fewer than 32 bits make no
+  // Uint32Array (a RangeError at open, found by fuzzing).
+  if (log2Bits < 5 || log2Bits > 32 || data.length !== HEADER + 2 ** log2Bits / 8) return undefined;
+  if (probes < 1 || probes > MAX_PROBES || !Number.isFinite(count) || count < 0) return undefined;
   const sab = new SharedArrayBuffer(2 ** log2Bits / 8);
   new Uint8Array(sab).set(data.subarray(HEADER));
   const b = new BloomFilter({ sab, log2Bits, probes });
-  b.count = data.readDoubleLE(24);
+  b.count = count;
   return b;
 }
 

@@ -4,7 +4,7 @@
 // records; running it again finishes the work. Counters and the container registry are
 // recomputed in the same way.
 
-import { pack } from 'msgpackr';
+import { encodeContainerRecord } from '../meta-records.js';
 import { isVmvaultError } from '../../errors.js';
 import fsp from 'node:fs/promises';
 import { type RecordMeta, SegmentKind } from '../container/format.js';
@@ -65,7 +65,7 @@ export async function rebuildIndex(core: StoreCore, onProgress?: (p: Progress) =
     const size = (await fsp.stat(core.files.pathOf(id))).size;
     counters.containers++;
     counters.containerBytes += size;
-    ops.push({ type: 'put', key: containerKey(id), value: pack({ size, records: table.length } satisfies ContainerRecord) });
+    ops.push({ type: 'put', key: containerKey(id), value: encodeContainerRecord({ size, records: table.length }) });
     for (const r of table) {
       report.records++;
       if (!found.get(r.fp)) found.set(Buffer.from(r.fp), toLocation(id, r));

@@ -1,8 +1,9 @@
 // The on-disk half of the duplicate eliminator: fingerprint -> location in LevelDB, a fixed
 // 20-byte value (fixed layout decodes ~4x faster than msgpack, and this is the hottest record).
 
+import { vmError } from '../../errors.js';
 import type { Db } from '../../kv/db.js';
-import { Codec, SegmentKind } from '../container/format.js';
+import { Codec, MAX_SEGMENT_BYTES, SegmentKind } from '../container/format.js';
 import { FP_BYTES } from '../codec/fingerprint.js';
 
 export const INDEX_PREFIX = 0x78; // 'x'
@@ -39,6 +40,11 @@ export function encodeLocation(l: Location): Buffer {
 }
 
 export function decodeLocation(v: Buffer): Location {
+  // Read back from LevelDB: a value of the wrong size or an unknown kind or codec is damage,
+  // reported as such rather than read as a location.
+  if (v.length !== VALUE_BYTES || v[16] > SegmentKind.Node || v[17] > Codec.Lz4 || v.readUInt32LE(8) > MAX_SEGMENT_BYTES || v.readUInt32LE(12) > MAX_SEGMENT_BYTES) {
+    throw vmError('CORRUPT_RECORD', `index entry malformed (${v.length} bytes${v.length === VALUE_BYTES ? `, kind ${v[16]}, codec ${v[17]}, lengths ${v.readUInt32LE(8)}/${v.readUInt32LE(12)}` : ''}); run an index rebuild`);
+  }
   return {
     cid: v.readUInt32LE(0),
     offset: v.readUInt32LE(4),

@@ -75,7 +75,8 @@ export function decodeNode(b: Buffer, where: string): Node {
   }
   const level = b[3];
   const count = b.readUInt32LE(4);
-  if (level < 1 || b.length !== NODE_HEADER_BYTES + count * NODE_ENTRY_BYTES) {
+  // An empty node is never written (a level with no entries has no node).
+  if (level < 1 || count === 0 || b.length !== NODE_HEADER_BYTES + count * NODE_ENTRY_BYTES) {
     throw vmError('CORRUPT_SEGMENT', `${where}: malformed tree node (level ${level}, ${count} children, ${b.length} bytes)`);
   }
   const fps = Buffer.allocUnsafe(count * FP_BYTES);
@@ -88,6 +89,8 @@ export function decodeNode(b: Buffer, where: string): Node {
     off += b.readUInt32LE(at + 32) + b.readUInt32LE(at + 36) * 0x100000000;
     at += NODE_ENTRY_BYTES;
   }
+  // Lengths are u64 on disk but sizes are exact only up to 2^53: beyond, offsets would be wrong.
+  if (off > Number.MAX_SAFE_INTEGER) throw vmError('CORRUPT_SEGMENT', `${where}: children's lengths add up past 2^53`);
   starts[count] = off;
   return { level, count, fps, starts };
 }

@@ -25,13 +25,11 @@ export function encodeVersion(v: FileVersion): Buffer {
 }
 
 export function decodeVersion(b: Uint8Array, where = 'file version'): FileVersion {
-  if (b.length !== VERSION_BYTES) throw vmError('CORRUPT_CONTAINER', `${where}: malformed (${b.length} bytes)`);
+  if (b.length !== VERSION_BYTES) throw vmError('CORRUPT_RECORD', `${where}: file version malformed (${b.length} bytes, expected ${VERSION_BYTES})`);
   const buf = Buffer.from(b.buffer, b.byteOffset, b.byteLength);
-  return {
-    root: Buffer.from(buf.subarray(0, FP_BYTES)),
-    size: buf.readUInt32LE(FP_BYTES) + buf.readUInt32LE(FP_BYTES + 4) * 0x100000000,
-    height: buf[FP_BYTES + 8],
-  };
+  const size = buf.readUInt32LE(FP_BYTES) + buf.readUInt32LE(FP_BYTES + 4) * 0x100000000;
+  if (size > Number.MAX_SAFE_INTEGER) throw vmError('CORRUPT_RECORD', `${where}: file version size ${size} is past 2^53`);
+  return { root: Buffer.from(buf.subarray(0, FP_BYTES)), size, height: buf[FP_BYTES + 8] };
 }
 
 export function versionEquals(a: FileVersion, b: FileVersion): boolean {

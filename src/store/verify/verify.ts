@@ -19,7 +19,8 @@ import { FpMap } from '../index/fp-map.js';
 import { isVmvaultError, vmError } from '../../errors.js';
 
 export interface Problem {
-  kind: 'corrupt-container' | 'corrupt-segment' | 'missing-segment' | 'index-mismatch';
+  /** read-error: the disk failed the read (EIO): the bytes may be intact; retry, then replace the disk. */
+  kind: 'corrupt-container' | 'corrupt-segment' | 'missing-segment' | 'index-mismatch' | 'read-error';
   message: string;
   container?: number;
   offset?: number;
@@ -53,12 +54,24 @@ export async function verifyContainers(core: StoreCore, opts: VerifyOptions): Pr
   const report: VerifyReport = { containers: 0, records: 0, bytesRead: 0, segmentsChecked: 0, problems: [] };
   const ids = await core.files.listIds();
   const where = new FpMap<{ cid: number; offset: number }>();
+  /** Containers that could not be read: their index entries are not mismatches. */
+  const unreadable = new Set<number>();
   let done = 0;
   for (const id of ids) {
     opts.signal?.throwIfAborted();
     if (core.writers.has(id)) continue; // being written; checked once sealed
     report.containers++;
-    const scan = await scanContainer(core.files.pathOf(id), id);
+    let scan: ScanResult;
+    try {
+      scan = await scanContainer(core.files.pathOf(id), id);
+    } catch (err) {
+      // A container that cannot be read is a problem to report, not the end of the verify.
+      if (!isVmvaultError(err, 'IO') && !isVmvaultError(err, 'CORRUPT_CONTAINER')) throw err;
+      unreadable.add(id);
+      report.problems.push({ kind: isVmvaultError(err, 'IO') ? 'read-error' : 'corrupt-container', container: id, offset: 0, message: `container ${containerName(id)}: ${err.message}` });
+      done++;
+      continue;
+    }
     report.bytesRead += scan.size;
     if (scan.error || !scan.sealed) {
       report.problems.push({
@@ -89,7 +102,7 @@ export async function verifyContainers(core: StoreCore, opts: VerifyOptions): Pr
   }
   for await (const [fp, loc] of core.index.entries()) {
     opts.signal?.throwIfAborted();
-    if (core.writers.has(loc.cid)) continue;
+    if (core.writers.has(loc.cid) || unreadable.has(loc.cid)) continue;
     const w = where.get(fp);
     if (!w) {
       report.problems.push({
@@ -148,7 +161,7 @@ export async function verifyTrees(
   const bad = new FpMap<Problem>();
   const asProblem = (fp: Uint8Array, err: unknown): Problem => {
     const e = err as Error;
-    const kind = isVmvaultError(err, 'MISSING_SEGMENT') ? 'missing-segment' : 'corrupt-segment';
+    const kind = isVmvaultError(err, 'MISSING_SEGMENT') ? 'missing-segment' : isVmvaultError(err, 'IO') ? 'read-error' : 'corrupt-segment';
     const d = (isVmvaultError(err) ? err.details : undefined) ?? {};
     return { kind, fingerprint: fpHex(fp), container: d.container as number | undefined, offset: d.offset as number | undefined, message: e.message };
   };
