@@ -6,9 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages="libfuse2 fuse"
+packages="libfuse2 fuse liblz4-dev"
 if [ "${1:-}" = "--test" ]; then
   packages="$packages qemu-utils fio rsync e2fsprogs tar python3"
+  packages="$packages clang"  # fuzzing and the sanitizer build of the addon (native/fuzz/)
 fi
 missing=""
 for p in $packages; do
