@@ -36,6 +36,13 @@ function findNodeDir() {
   return hasHeaders(besideNode) ? besideNode : undefined;
 }
 
+// The addon's LZ4 is Debian's liblz4 (native/src/lz4.h); without its headers the compiler would
+// fail with a message that names a file rather than the package.
+function hasLz4Header() {
+  const dirs = ['/usr/include', '/usr/local/include', ...(process.env.CPATH ?? '').split(path.delimiter).filter(Boolean)];
+  return dirs.some((d) => existsSync(path.join(d, 'lz4.h')));
+}
+
 function onPath(name) {
   for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
     if (dir && existsSync(path.join(dir, name))) return path.join(dir, name);
@@ -92,7 +99,9 @@ function loads() {
 function main() {
   const nodeDir = findNodeDir();
   let why;
-  if (!nodeDir) {
+  if (!hasLz4Header()) {
+    why = 'lz4.h not found (the addon links liblz4: apt-get install liblz4-dev)';
+  } else if (!nodeDir) {
     why = 'no Node headers found (set npm config nodedir to a directory with include/node/node_api.h)';
   } else {
     const r = build(nodeDir);

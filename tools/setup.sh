@@ -59,7 +59,8 @@ installed() {
 # (fusermount3) conflict: installing either removes the other, and other tools on the machine
 # may need fuse3. So: with fuse3 installed, keep it and point `fusermount` at fusermount3
 # (same command-line and file-descriptor protocol); otherwise install fuse.
-packages="libfuse2"
+# liblz4-dev: the addon links liblz4 for its LZ4 codec (native/binding.gyp).
+packages="libfuse2 liblz4-dev"
 link_fusermount=""
 if installed fuse3; then
   if ! command -v fusermount >/dev/null 2>&1 || [ "$dry" -eq 1 ]; then
@@ -70,6 +71,7 @@ else
 fi
 if [ "$with_test" -eq 1 ]; then
   packages="$packages qemu-utils fio rsync e2fsprogs tar python3"
+  packages="$packages clang"  # fuzzing and the sanitizer build of the addon (native/fuzz/)
 fi
 packages="$packages ${VMVAULT_SETUP_EXTRA:-}"
 

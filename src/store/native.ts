@@ -53,7 +53,10 @@ function load(): { cut?: NativeAddon['cut']; cutAsync?: NativeAddon['cutAsync'];
   const root = path.resolve(here, '..', '..', '..');
   let addon: Partial<NativeAddon>;
   try {
-    addon = createRequire(import.meta.url)(path.join(root, 'native', 'build', 'Release', 'vmvault_native.node')) as Partial<NativeAddon>;
+    // VMVAULT_NATIVE_ADDON: another build of the same addon, for tests (the sanitizer build in
+    // native/build-asan/, test/native-asan.test.ts).
+    const file = process.env.VMVAULT_NATIVE_ADDON || path.join(root, 'native', 'build', 'Release', 'vmvault_native.node');
+    addon = createRequire(import.meta.url)(file) as Partial<NativeAddon>;
   } catch {
     return {};
   }
