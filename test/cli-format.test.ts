@@ -5,7 +5,7 @@ import path from 'node:path';
 import t from 'tap';
 import { ERROR_CODES } from '../src/errors.js';
 import { EXIT, exitCodeFor } from '../src/cli/exit-codes.js';
-import { formatBytes, formatDuration, formatPercent, formatRatio, formatTable, progressBar } from '../src/cli/format.js';
+import { formatBytes, formatCount, formatDuration, formatPercent, formatRatio, formatTable, progressBar } from '../src/cli/format.js';
 import { parseBaseUrl, resolveToken } from '../src/cli/client.js';
 import { splitSharePath } from '../src/cli/commands/snapshots.js';
 import { progressLine } from '../src/cli/progress.js';
@@ -25,6 +25,11 @@ t.test('formatBytes', async (t) => {
     [NaN, '-'],
   ];
   for (const [n, s] of cases) t.equal(formatBytes(n), s, String(n));
+});
+
+t.test('formatCount: thousands separated, without ICU', async (t) => {
+  const cases: Array<[number, string]> = [[0, '0'], [999, '999'], [1000, '1,000'], [11143, '11,143'], [1234567.4, '1,234,567'], [-4500, '-4,500'], [NaN, '-']];
+  for (const [n, s] of cases) t.equal(formatCount(n), s, String(n));
 });
 
 t.test('ratios, durations, percentages, bars, tables', async (t) => {

@@ -1,6 +1,6 @@
 import type { StatsReport } from '../../control/services.js';
 import { EXIT } from '../exit-codes.js';
-import { formatBytes, formatPairs, formatRatio } from '../format.js';
+import { formatBytes, formatCount, formatPairs, formatRatio } from '../format.js';
 import { type CommandContext, expectArgs, output } from './context.js';
 
 export async function statsCommand(ctx: CommandContext, args: string[]): Promise<number> {
@@ -18,8 +18,8 @@ function statsText(s: StatsReport): string {
     ['Compression ratio', formatRatio(s.compressionRatio)],
     ['Total ratio', formatRatio(s.totalRatio)],
     ['Ingested', formatBytes(s.ingestedBytes)],
-    ['Unique segments', `${formatBytes(s.uniqueBytes)} in ${s.segments.toLocaleString('en-US')} segments`],
-    ['Containers', s.containers.toLocaleString('en-US')],
+    ['Unique segments', `${formatBytes(s.uniqueBytes)} in ${formatCount(s.segments)} segments`],
+    ['Containers', formatCount(s.containers)],
     ['Reclaimable', s.reclaimableBytes === null ? 'unknown until the next gc' : `${formatBytes(s.reclaimableBytes)} (vmvault gc)`],
   ]);
 }
