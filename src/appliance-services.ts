@@ -4,6 +4,7 @@
 import { vmError } from './errors.js';
 import type {
   ControlServices,
+  DeleteShareOptions,
   FastcopyResult,
   GcResult,
   HealthReport,
@@ -63,7 +64,7 @@ export class ApplianceServices implements ControlServices {
     return this.ns.shares.create(name);
   }
 
-  deleteShare(name: string, opts: { force: boolean }): Promise<void> {
+  deleteShare(name: string, opts: DeleteShareOptions): Promise<void> {
     return this.ns.shares.remove(name, opts);
   }
 
@@ -87,8 +88,8 @@ export class ApplianceServices implements ControlServices {
     return this.ns.snapshots.clone(share, snapshot, newShare);
   }
 
-  fastcopy(share: string, from: string, to: string): Promise<FastcopyResult> {
-    return this.ns.snapshots.fastcopy(share, from, to);
+  fastcopy(from: string, to: string): Promise<FastcopyResult> {
+    return this.ns.fastcopy.copy(from, to);
   }
 
   async gc(ctx: JobContext): Promise<GcResult> {

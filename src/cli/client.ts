@@ -15,10 +15,18 @@ export interface TokenChoice {
 }
 
 /** --token, then VMVAULT_TOKEN, then <data>/api-token (data: --data or ./vmvault-data). */
+// An empty --token or VMVAULT_TOKEN is refused, not skipped: falling back to the token file
+// would quietly use another credential than the one the person meant to give.
 export async function resolveToken(opts: { token?: string; data?: string }, env: NodeJS.ProcessEnv): Promise<TokenChoice> {
-  if (opts.token !== undefined && opts.token !== '') return { token: opts.token, source: '--token' };
+  if (opts.token !== undefined) {
+    if (opts.token.trim() === '') throw usage('--token is empty: give the API token, or leave --token out to use $VMVAULT_TOKEN or <data>/api-token');
+    return { token: opts.token, source: '--token' };
+  }
   const fromEnv = env.VMVAULT_TOKEN;
-  if (fromEnv !== undefined && fromEnv !== '') return { token: fromEnv.trim(), source: 'VMVAULT_TOKEN' };
+  if (fromEnv !== undefined) {
+    if (fromEnv.trim() === '') throw usage('VMVAULT_TOKEN is set but empty: set it to the API token, or unset it to use <data>/api-token');
+    return { token: fromEnv.trim(), source: 'VMVAULT_TOKEN' };
+  }
   const dataDir = opts.data ?? DEFAULT_DATA_DIR;
   const file = path.join(dataDir, TOKEN_FILE);
   try {

@@ -32,6 +32,11 @@ export function formatCount(n: number): string {
   return `${n < 0 ? '-' : ''}${s.replace(/\B(?=(\d{3})+(?!\d))/g, ',')}`;
 }
 
+/** (1, 'file') -> "1 file"; (2, 'file') -> "2 files"; counts over 999 get separators. */
+export function plural(n: number, one: string, many = `${one}s`): string {
+  return `${formatCount(n)} ${n === 1 ? one : many}`;
+}
+
 /** 3.24 -> "3.2x"; nothing stored yet -> "-". */
 export function formatRatio(r: number): string {
   if (!Number.isFinite(r) || r <= 0) return '-';
@@ -49,7 +54,7 @@ export function formatDuration(seconds: number): string {
 }
 
 export function formatAmount(n: number, unit: 'bytes' | 'items'): string {
-  return unit === 'bytes' ? formatBytes(n) : `${formatCount(n)} items`;
+  return unit === 'bytes' ? formatBytes(n) : plural(n, 'item');
 }
 
 export function formatRate(rate: number | null, unit: 'bytes' | 'items'): string {

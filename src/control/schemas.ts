@@ -8,15 +8,30 @@ import { JOB_KINDS, JOB_STATES } from './jobs.js';
 
 const NAME_RULES = `1 to ${MAX_NAME_BYTES} bytes of UTF-8; no '/', NUL or control characters; not starting with '.'`;
 
-export const shareName = { type: 'string', minLength: 1, description: `Share name: ${NAME_RULES}.` } as const;
-export const snapshotName = { type: 'string', minLength: 1, description: `Snapshot name: ${NAME_RULES}.` } as const;
+// `title` names a field in error messages (validation-message.ts): "the share name must not be empty".
+export const shareName = { type: 'string', title: 'share name', minLength: 1, description: `Share name: ${NAME_RULES}.` } as const;
+export const snapshotName = { type: 'string', title: 'snapshot name', minLength: 1, description: `Snapshot name: ${NAME_RULES}.` } as const;
 export const pathInShare = {
   type: 'string',
+  title: 'path',
   minLength: 1,
   description: `A path inside the share, relative ("dir/file.vmdk"): no '..', '.' or empty components, no NUL, not under .snapshots/, at most ${MAX_PATH_BYTES} bytes.`,
 } as const;
 
-export const jobId = { type: 'string', pattern: '^[0-9a-f]{12}$', description: 'Job id (12 hex digits).' } as const;
+export const sourceSharePath = {
+  type: 'string',
+  title: 'source',
+  minLength: 1,
+  description: `What to copy: "<share>/<path>", or out of a snapshot "<share>/${'.snapshots'}/<snapshot>/<path>" (or "<share>/.snapshots/<snapshot>" for all of it). A file or a directory.`,
+} as const;
+export const targetSharePath = {
+  type: 'string',
+  title: 'target',
+  minLength: 1,
+  description: 'Where the copy goes: "<share>/<path>", in any share; it must not exist yet, its parent must.',
+} as const;
+
+export const jobId = { type: 'string', title: 'job id', pattern: '^[0-9a-f]{12}$', description: 'Job id (12 hex digits).' } as const;
 
 export const errorBody = {
   type: 'object',
@@ -82,6 +97,19 @@ export const statsReport = {
     reclaimableBytes: { type: ['number', 'null'], description: 'What a GC would free, as of its last mark; null before any.' },
     shares: count,
     snapshots: count,
+  },
+} as const;
+
+export const fastcopyResult = {
+  type: 'object',
+  required: ['from', 'to', 'type', 'files', 'directories', 'logicalBytes'],
+  properties: {
+    from: { type: 'string' },
+    to: { type: 'string' },
+    type: { type: 'string', enum: ['file', 'directory', 'symlink'] },
+    files: { ...count, description: 'Regular files made (hard links inside the tree counted once).' },
+    directories: { ...count, description: 'Directories made, the copied directory included.' },
+    logicalBytes: { ...bytes, description: 'Sum of the sizes of the files made; stored bytes do not grow.' },
   },
 } as const;
 

@@ -48,6 +48,13 @@ export interface StatsReport {
   snapshots: number;
 }
 
+export interface DeleteShareOptions {
+  /** Delete the share's files with it. */
+  force: boolean;
+  /** Delete its snapshots with it. */
+  deleteSnapshots: boolean;
+}
+
 export interface ShareSummary {
   name: string;
   /** ISO 8601. */
@@ -69,10 +76,16 @@ export interface SnapshotSummary {
 }
 
 export interface FastcopyResult {
-  share: string;
+  /** The source as `<share>/<path>` or `<share>/.snapshots/<snapshot>/<path>`. */
   from: string;
+  /** The new file or directory, `<share>/<path>`. */
   to: string;
-  /** Size of the copied file. */
+  type: 'file' | 'directory' | 'symlink';
+  /** Regular files made (hard links inside a copied tree counted once). */
+  files: number;
+  /** Directories made, a copied directory itself included. */
+  directories: number;
+  /** Sum of the sizes of the files made: what the copy adds to logical bytes (and not to stored bytes). */
   logicalBytes: number;
 }
 
@@ -130,8 +143,11 @@ export interface ControlServices {
   listShares(): Promise<ShareSummary[]>;
   getShare(name: string): Promise<ShareSummary>;
   createShare(name: string): Promise<ShareSummary>;
-  /** NOT_EMPTY unless the share has no files and no snapshots, or `force`. */
-  deleteShare(name: string, opts: { force: boolean }): Promise<void>;
+  /**
+   * NOT_EMPTY while the share has files (unless `force`) or snapshots (unless
+   * `deleteSnapshots`; force alone never deletes snapshots); the message names them.
+   */
+  deleteShare(name: string, opts: DeleteShareOptions): Promise<void>;
 
   listSnapshots(share: string): Promise<SnapshotSummary[]>;
   getSnapshot(share: string, name: string): Promise<SnapshotSummary>;
@@ -140,8 +156,12 @@ export interface ControlServices {
   /** A new writable share holding the snapshot's files. */
   cloneSnapshot(share: string, snapshot: string, newShare: string): Promise<ShareSummary>;
 
-  /** Copy one file's content by reference; `from` and `to` are paths inside the share. */
-  fastcopy(share: string, from: string, to: string): Promise<FastcopyResult>;
+  /**
+   * Copy a file or a directory tree by reference (metadata only: segments are shared). `from`
+   * is `<share>/<path>` or `<share>/.snapshots/<snapshot>[/<path>]`; `to` is `<share>/<path>`,
+   * in the same share or another, and must not exist yet.
+   */
+  fastcopy(from: string, to: string): Promise<FastcopyResult>;
 
   // Job bodies: run by the job runner, which owns cancellation and progress bookkeeping.
   gc(ctx: JobContext): Promise<GcResult>;
