@@ -189,3 +189,40 @@ t.test('verify: target parsing, problems give exit 7, failures map their code', 
   t.match(full.stdout, /^Error\s+NO_SPACE: the data disk is full$/m);
   await cli('share', 'delete', 'vms', '--force');
 });
+
+t.test('words a new operator meets: dash names, job ids, empty names, deleting a share with snapshots', async (t) => {
+  const dash = await cli('share', 'create', '-dash');
+  t.equal(dash.code, 0, dash.stderr);
+  t.equal(dash.stdout, 'created share -dash\n', 'a name that starts with a dash is a name');
+  t.equal((await cli('share', 'get', '--', '-dash')).code, 0, '-- works too');
+  t.equal((await cli('share', 'delete', '-dash')).code, 0);
+
+  const job = await cli('jobs', 'nosuch');
+  t.equal(job.code, 2);
+  t.equal(job.stderr, 'vmvault: jobs: "nosuch" is not a job id or one of watch, cancel (job ids are 12 hex digits; vmvault jobs lists them)\n');
+  const watch = await cli('jobs', 'watch', 'nosuch');
+  t.equal(watch.stderr, 'vmvault: "nosuch" is not a job id: job ids are 12 hex digits (vmvault jobs lists them)\n', "the appliance's words for a bad id");
+
+  const empty = await cli('share', 'create', '');
+  t.equal(empty.code, 2);
+  t.equal(empty.stderr, 'vmvault: the share name must not be empty\n');
+
+  const emptyToken = await runMain(['--url', url, '--token', '', 'stats']);
+  t.equal(emptyToken.code, 2);
+  t.match(emptyToken.stderr, /^vmvault: --token is empty/);
+
+  await cli('share', 'create', 'kept');
+  s.services.addFile('kept', 'a.vmdk', 1024);
+  await cli('snapshot', 'create', 'kept', 'monday');
+  await cli('snapshot', 'create', 'kept', 'tuesday');
+  const plain = await cli('share', 'delete', 'kept');
+  t.equal(plain.code, 6);
+  t.match(plain.stderr, /monday, tuesday/, 'the refusal names the snapshots');
+  const forced = await cli('share', 'delete', 'kept', '--force');
+  t.equal(forced.code, 6, '--force alone is not enough');
+  t.match(forced.stderr, /monday, tuesday.*--delete-snapshots/);
+  t.ok(s.services.shares.has('kept'), 'nothing deleted');
+  const both = await cli('share', 'delete', 'kept', '--force', '--delete-snapshots');
+  t.equal(both.code, 0, both.stderr);
+  t.notOk(s.services.shares.has('kept'));
+});

@@ -5,7 +5,8 @@ import path from 'node:path';
 import t from 'tap';
 import { ERROR_CODES } from '../src/errors.js';
 import { EXIT, exitCodeFor } from '../src/cli/exit-codes.js';
-import { formatBytes, formatCount, formatDuration, formatPercent, formatRatio, formatTable, progressBar } from '../src/cli/format.js';
+import { parse } from '../src/cli/main.js';
+import { formatBytes, formatCount, formatDuration, formatPercent, formatRatio, formatTable, plural, progressBar } from '../src/cli/format.js';
 import { parseBaseUrl, resolveToken } from '../src/cli/client.js';
 import { splitSharePath } from '../src/cli/commands/snapshots.js';
 import { progressLine } from '../src/cli/progress.js';
@@ -102,4 +103,47 @@ t.test('token order: --token, VMVAULT_TOKEN, <data>/api-token', async (t) => {
   t.equal(none.token, undefined, 'no token anywhere: requests go without and the 401 explains');
   fs.writeFileSync(path.join(dir, 'api-token'), 'bad\n');
   await t.rejects(resolveToken({ data: dir }, {}), { code: 'UNAUTHORIZED', message: /api-token/ });
+});
+
+t.test('an empty --token or VMVAULT_TOKEN is refused, not replaced by the token file', async (t) => {
+  const dir = tmpDir(t);
+  fs.writeFileSync(path.join(dir, 'api-token'), 'd'.repeat(64) + '\n');
+  await t.rejects(resolveToken({ token: '', data: dir }, {}), {
+    code: 'USAGE',
+    message: '--token is empty: give the API token, or leave --token out to use $VMVAULT_TOKEN or <data>/api-token',
+  });
+  await t.rejects(resolveToken({ token: '  ', data: dir }, { VMVAULT_TOKEN: 'from-env' }), { code: 'USAGE' }, 'blank is empty too');
+  await t.rejects(resolveToken({ data: dir }, { VMVAULT_TOKEN: '' }), {
+    code: 'USAGE',
+    message: 'VMVAULT_TOKEN is set but empty: set it to the API token, or unset it to use <data>/api-token',
+  });
+});
+
+t.test('option parsing: names that start with a dash, --, values, and our own messages', async (t) => {
+  t.same(parse(['share', 'create', '-dash']), { values: {}, positionals: ['share', 'create', '-dash'] }, 'a dash name where a name is expected');
+  t.same(parse(['share', 'create', '--', '--json', '-h']), { values: {}, positionals: ['share', 'create', '--json', '-h'] }, 'after --, names');
+  t.same(parse(['--json', 'stats', '--url=http://x:1', '--token', '-starts-with-dash']), {
+    values: { json: true, url: 'http://x:1', token: '-starts-with-dash' },
+    positionals: ['stats'],
+  });
+  t.same(parse(['-h']).values, { help: true });
+  t.same(parse(['share', 'delete', 'vms', '--force', '--delete-snapshots']).values, { force: true, 'delete-snapshots': true });
+  t.same(parse(['-']).positionals, ['-']);
+  t.throws(() => parse(['--forse']), {
+    code: 'USAGE',
+    message: "unknown option --forse (vmvault help lists the options; to pass a name that starts with '-', put it after --, as in: vmvault share create -- --forse)",
+  });
+  t.throws(() => parse(['stats', '--token']), { code: 'USAGE', message: '--token needs a value' });
+  t.throws(() => parse(['stats', '--json=yes']), { code: 'USAGE', message: '--json takes no value (got "yes")' });
+});
+
+t.test('plural', async (t) => {
+  t.same([plural(0, 'file'), plural(1, 'file'), plural(2, 'file'), plural(1, 'directory', 'directories'), plural(3, 'directory', 'directories'), plural(12345, 'segment')], [
+    '0 files',
+    '1 file',
+    '2 files',
+    '1 directory',
+    '3 directories',
+    '12,345 segments',
+  ]);
 });
