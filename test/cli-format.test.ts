@@ -56,8 +56,23 @@ t.test('a progress line has bar, percent, amounts, rate and ETA', async (t) => {
     rate: 64 << 20,
     etaSeconds: 8,
   } as JobView;
-  t.equal(progressLine(job, true), 'gc  [############............]  50%  512 MiB / 1.00 GiB  64.0 MiB/s  ETA 0:08');
-  t.equal(progressLine(job, false), 'gc  50%  512 MiB / 1.00 GiB  64.0 MiB/s  ETA 0:08');
+  t.equal(progressLine(job, true), 'gc  [############............]  50%  512 MiB / 1.00 GiB  64.0 MiB/s  0:08 left');
+  t.equal(progressLine(job, false), 'gc  50%  512 MiB / 1.00 GiB  64.0 MiB/s  0:08 left');
+});
+
+t.test('a progress line names the phase and counts in its unit', async (t) => {
+  const sweep = {
+    kind: 'gc',
+    state: 'running',
+    progress: { done: 12, total: 24, unit: 'containers', phase: 'sweeping containers' },
+    rate: 3.5,
+    etaSeconds: 3.4,
+  } as JobView;
+  t.equal(progressLine(sweep, true), 'gc: sweeping containers  [############............]  50%  12 / 24 containers  3.5 containers/s  0:03 left');
+  const mark = { kind: 'gc', state: 'running', progress: { done: 1, total: 0, unit: 'files', phase: 'marking live data' }, rate: null, etaSeconds: null } as JobView;
+  t.equal(progressLine(mark, true), 'gc: marking live data  1 file', 'no bar or percent while the total is unknown');
+  const files = { kind: 'verify', state: 'running', progress: { done: 3 * 2 ** 30, total: 12 * 2 ** 30, unit: 'bytes', phase: 'checking files' }, rate: 200 << 20, etaSeconds: 46 } as JobView;
+  t.equal(progressLine(files, false), 'verify: checking files  25%  3.00 GiB / 12.0 GiB  200 MiB/s  0:46 left');
 });
 
 t.test('every error code has an exit code; the table is the documented one', async (t) => {

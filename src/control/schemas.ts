@@ -5,6 +5,7 @@
 
 import { MAX_NAME_BYTES, MAX_PATH_BYTES } from '../namespace/names.js';
 import { JOB_KINDS, JOB_STATES } from './jobs.js';
+import { PROGRESS_UNITS } from './services.js';
 
 const NAME_RULES = `1 to ${MAX_NAME_BYTES} bytes of UTF-8; no '/', NUL or control characters; not starting with '.'`;
 
@@ -124,7 +125,12 @@ export const jobView = {
     progress: {
       type: 'object',
       required: ['done', 'total', 'unit'],
-      properties: { done: bytes, total: { ...bytes, description: '0 while unknown' }, unit: { type: 'string', enum: ['bytes', 'items'] } },
+      properties: {
+        done: bytes,
+        total: { ...bytes, description: '0 while unknown' },
+        unit: { type: 'string', enum: [...PROGRESS_UNITS], description: 'What done and total count.' },
+        phase: { type: 'string', description: 'The step the job is in, in words ("sweeping containers"); absent before the first report.' },
+      },
     },
     rate: { type: ['number', 'null'], description: 'Units per second, smoothed.' },
     etaSeconds: { type: ['number', 'null'] },

@@ -7,14 +7,20 @@
 // Failures are VmvaultErrors; the HTTP layer maps their codes to statuses in http-status.ts.
 // Every method may be called concurrently with any other, and with running jobs.
 
-export type ProgressUnit = 'bytes' | 'items';
+/** What a job's progress counts; shown with its numbers ("12 / 40 containers", "1.2 GiB / 3 GiB"). */
+export const PROGRESS_UNITS = ['bytes', 'containers', 'files', 'items'] as const;
+export type ProgressUnit = (typeof PROGRESS_UNITS)[number];
 
 /** Handed to a job body. */
 export interface JobContext {
   /** Aborted when someone cancels the job or the server closes; stop soon and throw. */
   readonly signal: AbortSignal;
-  /** Report how far along the job is; `total` 0 means not known yet. Cheap: call it often. */
-  progress(done: number, total: number, unit: ProgressUnit): void;
+  /**
+   * Report how far along the job is; `total` 0 means not known yet. `phase` names the step in
+   * words a person reads ("sweeping containers"); a new phase or unit starts its rate afresh.
+   * Cheap: call it often.
+   */
+  progress(done: number, total: number, unit: ProgressUnit, phase?: string): void;
   /** A line for the job's log (kept with the job, bounded). */
   log(message: string): void;
 }

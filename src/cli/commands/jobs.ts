@@ -5,7 +5,7 @@ import type { GcResult, IndexRebuildResult, VerifyResult, VerifyTarget } from '.
 import { seg } from '../client.js';
 import { usage } from '../cli-error.js';
 import { EXIT, exitCodeFor } from '../exit-codes.js';
-import { formatBytes, formatCount, formatDuration, formatPairs, formatPercent, formatProgress, formatTable, formatTime, plural } from '../format.js';
+import { formatBytes, formatCount, formatDuration, formatPairs, formatPercent, formatProgress, formatRate, formatTable, formatTime, plural } from '../format.js';
 import { watchJob } from '../progress.js';
 import { type CommandContext, expectArgs, output } from './context.js';
 
@@ -98,10 +98,12 @@ function jobText(job: JobView): string {
     ['Job', `${job.id} (${job.kind} of ${job.target})`],
     ['State', job.state + (job.cancelRequested && job.state === 'running' ? ' (cancelling)' : '')],
   ];
-  const { done, total, unit } = job.progress;
+  const { done, total, unit, phase } = job.progress;
   if (isActive(job.state)) {
+    if (phase !== undefined) pairs.push(['Phase', phase]);
     pairs.push(['Progress', formatProgress(done, total, unit)]);
-    if (job.etaSeconds !== null) pairs.push(['ETA', formatDuration(job.etaSeconds)]);
+    if (job.rate !== null) pairs.push(['Rate', formatRate(job.rate, unit)]);
+    if (job.etaSeconds !== null) pairs.push(['Time left', formatDuration(job.etaSeconds)]);
   }
   pairs.push(['Started', formatTime(job.startedAt)]);
   if (job.endedAt !== null) pairs.push(['Ended', formatTime(job.endedAt)]);
