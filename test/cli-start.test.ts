@@ -11,13 +11,19 @@ import t from 'tap';
 
 const dist = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
-/** Every module reached from `file` through static imports (dynamic import() is lazy by design). */
+/**
+ * Every module reached from `file` through static imports and literal import('...') calls (the
+ * commands are loaded that way, each when it runs): all a CLI run may load.
+ */
 function staticGraph(file: string, seen = new Set<string>()): Set<string> {
   if (seen.has(file)) return seen;
   seen.add(file);
   const text = fs.readFileSync(file, 'utf8');
-  for (const m of text.matchAll(/^\s*(?:import|export)\s+(?:[^'"]*?\sfrom\s+)?['"]([^'"]+)['"]/gm)) {
-    const spec = m[1];
+  const specs = [
+    ...[...text.matchAll(/^\s*(?:import|export)\s+(?:[^'"]*?\sfrom\s+)?['"]([^'"]+)['"]/gm)].map((m) => m[1]),
+    ...[...text.matchAll(/\bimport\(\s*['"]([^'"]+)['"]\s*\)/g)].map((m) => m[1]),
+  ];
+  for (const spec of specs) {
     if (spec.startsWith('.')) staticGraph(path.resolve(path.dirname(file), spec), seen);
     else seen.add(spec);
   }

@@ -1,4 +1,4 @@
-// npm run bench:cli [-- --runs=N] [-- --npx-runs=N]   (node dist/tools/bench-cli.js)
+// npm run bench:cli [-- --runs=N] [-- --npx-runs=N] [-- --compare=DIR]   (node dist/tools/bench-cli.js)
 // How long `vmvault stats` takes from a shell, against a real appliance (store, FUSE mount,
 // control plane) started here on an ephemeral port in a temporary directory.
 //
@@ -6,7 +6,8 @@
 // stats`), node.start_ms (median of `node -e 0`, the floor no command can beat, measured in the
 // same run, interleaved with the CLI runs so machine load hits both alike), cli.stats.vs_node
 // (the ratio) and cli.stats_npx_ms (`npx vmvault stats` from the repository: npx's own start
-// on top). Notes go to stderr.
+// on top). --compare=DIR also times DIR/bin/vmvault.js (another built checkout, e.g. an older
+// commit) in the same loop, as cli.stats_ms.compare. Notes go to stderr.
 
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -21,6 +22,8 @@ const args = process.argv.slice(2);
 const opt = (name: string, dflt: number) => Number(args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? dflt);
 const runs = opt('runs', 30);
 const npxRuns = opt('npx-runs', 5);
+const compareDir = args.find((a) => a.startsWith('--compare='))?.slice('--compare='.length);
+const compareBin = compareDir === undefined ? undefined : path.join(path.resolve(compareDir), 'bin', 'vmvault.js');
 
 const note = (line: string) => void process.stderr.write(`bench: ${line}\n`);
 const emit = (figure: string, value: number, unit: string, extra: Record<string, unknown> = {}) =>
@@ -66,11 +69,15 @@ try {
   // One warm-up each: the first run reads files from disk, later ones from the page cache.
   time(process.execPath, ['-e', '0']);
   time(process.execPath, cli('stats'));
+  const other = (...a: string[]) => [compareBin!, ...a, '--url', url, '--token', token];
+  if (compareBin !== undefined) time(process.execPath, other('stats'));
   const base: number[] = [];
   const stats: number[] = [];
+  const compared: number[] = [];
   for (let i = 0; i < runs; i++) {
     base.push(time(process.execPath, ['-e', '0']));
     stats.push(time(process.execPath, cli('stats')));
+    if (compareBin !== undefined) compared.push(time(process.execPath, other('stats')));
   }
   const npx: number[] = [];
   for (let i = 0; i < npxRuns; i++) npx.push(time('npx', ['--no-install', 'vmvault', 'stats', '--url', url, '--token', token], { cwd: repo }));
@@ -81,6 +88,7 @@ try {
   emit('node.start_ms', nodeMs, 'ms', { runs, p90: round(pct(base, 0.9)) });
   emit('cli.stats.vs_node', cliMs / nodeMs, 'ratio');
   emit('cli.stats_npx_ms', median(npx), 'ms', { runs: npxRuns });
+  if (compareBin !== undefined) emit('cli.stats_ms.compare', median(compared), 'ms', { runs, p90: round(pct(compared, 0.9)), bin: compareBin });
   note(`load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')} on ${os.cpus().length} CPUs`);
   note(`vmvault stats: median ${cliMs.toFixed(0)} ms (target 300 ms: ${cliMs <= 300 ? 'met' : 'not met'}); node -e 0: ${nodeMs.toFixed(0)} ms; npx vmvault stats: ${median(npx).toFixed(0)} ms`);
 } finally {

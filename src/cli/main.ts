@@ -6,23 +6,21 @@ import { DEFAULT_DATA_DIR, DEFAULT_URL } from '../control/defaults.js';
 import { ApiClient, parseBaseUrl, resolveToken } from './client.js';
 import { CliError, usage } from './cli-error.js';
 import type { Command, Flags } from './commands/context.js';
-import { gcCommand, indexCommand, jobsCommand, verifyCommand } from './commands/jobs.js';
-import { shareCommand } from './commands/shares.js';
-import { cloneCommand, fastcopyCommand, snapshotCommand } from './commands/snapshots.js';
-import { statsCommand } from './commands/stats.js';
 import { EXIT, exitCodeFor } from './exit-codes.js';
 import { type CliIO, processIO } from './io.js';
 
-const COMMANDS: Record<string, Command> = {
-  share: shareCommand,
-  stats: statsCommand,
-  snapshot: snapshotCommand,
-  clone: cloneCommand,
-  fastcopy: fastcopyCommand,
-  gc: gcCommand,
-  verify: verifyCommand,
-  index: indexCommand,
-  jobs: jobsCommand,
+// Each command's module is loaded when it runs: a command compiles only its own code, which
+// counts for a CLI whose whole run should take a few hundred ms (tools/bench-cli.ts).
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  share: async () => (await import('./commands/shares.js')).shareCommand,
+  stats: async () => (await import('./commands/stats.js')).statsCommand,
+  snapshot: async () => (await import('./commands/snapshots.js')).snapshotCommand,
+  clone: async () => (await import('./commands/snapshots.js')).cloneCommand,
+  fastcopy: async () => (await import('./commands/snapshots.js')).fastcopyCommand,
+  gc: async () => (await import('./commands/jobs.js')).gcCommand,
+  verify: async () => (await import('./commands/jobs.js')).verifyCommand,
+  index: async () => (await import('./commands/jobs.js')).indexCommand,
+  jobs: async () => (await import('./commands/jobs.js')).jobsCommand,
 };
 
 const HELP = `usage: vmvault <command> [options]
@@ -84,8 +82,8 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       io.stderr(HELP);
       return EXIT.USAGE;
     }
-    const command = COMMANDS[name];
-    if (command === undefined) throw usage(`unknown command ${JSON.stringify(name)} (vmvault help lists them)`);
+    const load = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+    if (load === undefined) throw usage(`unknown command ${JSON.stringify(name)} (vmvault help lists them)`);
     const flags: Flags = {
       json,
       force: values.force === true,
@@ -95,6 +93,7 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
     };
     const baseUrl = parseBaseUrl(values.url ?? DEFAULT_URL);
     const token = await resolveToken({ token: values.token, data: values.data }, io.env);
+    const command = await load();
     return await command({ client: new ApiClient(baseUrl, token), io, flags }, args);
   } catch (err) {
     return report(err, io, json);
