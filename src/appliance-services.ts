@@ -4,6 +4,7 @@
 import { vmError } from './errors.js';
 import type {
   ControlServices,
+  DeleteShareOptions,
   FastcopyResult,
   GcResult,
   HealthReport,
@@ -67,7 +68,7 @@ export class ApplianceServices implements ControlServices {
     return this.ns.shares.create(name);
   }
 
-  deleteShare(name: string, opts: { force: boolean }): Promise<void> {
+  deleteShare(name: string, opts: DeleteShareOptions): Promise<void> {
     return this.ns.shares.remove(name, opts);
   }
 
@@ -91,14 +92,17 @@ export class ApplianceServices implements ControlServices {
     return this.ns.snapshots.clone(share, snapshot, newShare);
   }
 
-  fastcopy(share: string, from: string, to: string): Promise<FastcopyResult> {
-    return this.ns.snapshots.fastcopy(share, from, to);
+  fastcopy(from: string, to: string): Promise<FastcopyResult> {
+    return this.ns.fastcopy.copy(from, to);
   }
 
   async gc(ctx: JobContext): Promise<GcResult> {
     const r = await runGc(this.ns, {
       signal: ctx.signal,
-      onProgress: (p) => ctx.progress(p.done, p.total, p.unit),
+      // Mark counts the file versions it has walked (no total: it finds them as it goes);
+      // sweep counts containers.
+      onProgress: (p) =>
+        p.phase === 'mark' ? ctx.progress(p.done, 0, 'files', 'marking live data') : ctx.progress(p.done, p.total, 'containers', 'sweeping containers'),
     });
     ctx.log(`marked ${r.rootsMarked} file versions (${r.nodesVisited} tree nodes, ${(r.markBytesPerSegment).toFixed(2)} bytes per stored segment)`);
     return {
@@ -111,11 +115,16 @@ export class ApplianceServices implements ControlServices {
   }
 
   async verify(ctx: JobContext, target?: VerifyTarget): Promise<VerifyResult> {
-    const r = await runVerify(this.ns, target ?? {}, (p) => ctx.progress(p.done, p.total, p.unit), ctx.signal);
+    const r = await runVerify(
+      this.ns,
+      target ?? {},
+      (p) => (p.phase === 'containers' ? ctx.progress(p.done, p.total, 'containers', 'checking containers') : ctx.progress(p.done, p.total, 'bytes', 'checking files')),
+      ctx.signal,
+    );
     return { target: r.target, containers: r.containers, segmentsChecked: r.segmentsChecked, bytesRead: r.bytesRead, problems: r.problems };
   }
 
   async rebuildIndex(ctx: JobContext): Promise<IndexRebuildResult> {
-    return this.ns.store.rebuildIndex((p) => ctx.progress(p.done, p.total, p.unit), ctx.signal);
+    return this.ns.store.rebuildIndex((p) => ctx.progress(p.done, p.total, 'containers', 'reading containers'), ctx.signal);
   }
 }

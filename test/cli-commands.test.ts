@@ -50,7 +50,7 @@ t.test('share create, list, get, delete: human and --json, with exit codes', asy
 
   const notEmpty = await cli('share', 'delete', 'vms');
   t.equal(notEmpty.code, 6, 'not empty: 6');
-  t.match(notEmpty.stderr, /vmvault: share vms has 1 files/);
+  t.match(notEmpty.stderr, /vmvault: share vms has 1 file;/);
 
   const forced = await cli('share', 'delete', 'vms', '--force');
   t.equal(forced.code, 0);
@@ -65,7 +65,7 @@ t.test('stats: human units and ratios, and --json', async (t) => {
   s.services.addFile('stats-share', 'a.vmdk', 8 * 1024 ** 3);
   const human = await cli('stats');
   t.equal(human.code, 0, human.stderr);
-  t.match(human.stdout, /^Logical data\s+8\.00 GiB {2}\(live files in 1 shares and 0 snapshots\)$/m);
+  t.match(human.stdout, /^Logical data\s+8\.00 GiB {2}\(live files in 1 share and 0 snapshots\)$/m);
   t.match(human.stdout, /^Stored on disk\s+1\.00 GiB$/m);
   t.match(human.stdout, /^Dedup ratio\s+4\.0x$/m);
   t.match(human.stdout, /^Compression ratio\s+2\.0x$/m);
@@ -82,16 +82,22 @@ t.test('snapshots, clones and fastcopy as the issue spells them', async (t) => {
   s.services.addFile('vms', 'web01.vmdk', 1024 ** 2);
   const snap = await cli('snapshot', 'create', 'vms', 'nightly-2026-11-22');
   t.equal(snap.code, 0, snap.stderr);
-  t.equal(snap.stdout, 'created snapshot vms/nightly-2026-11-22 (1 files, 1.00 MiB)\n');
+  t.equal(snap.stdout, 'created snapshot vms/nightly-2026-11-22 (1 file, 1.00 MiB)\n');
   const clone = await cli('clone', 'create', 'vms', 'nightly-2026-11-22', 'vms-test');
   t.equal(clone.code, 0, clone.stderr);
-  t.equal(clone.stdout, 'created share vms-test from snapshot vms/nightly-2026-11-22 (1 files)\n');
+  t.equal(clone.stdout, 'created share vms-test from snapshot vms/nightly-2026-11-22 (1 file)\n');
   const copy = await cli('fastcopy', 'vms/web01.vmdk', 'vms/web01-copy.vmdk');
   t.equal(copy.code, 0, copy.stderr);
-  t.equal(copy.stdout, 'copied vms/web01.vmdk to vms/web01-copy.vmdk (1.00 MiB, no new space)\n');
+  t.equal(copy.stdout, 'copied vms/web01.vmdk to vms/web01-copy.vmdk (1.00 MiB; no new space)\n');
   const cross = await cli('fastcopy', 'vms/web01.vmdk', 'vms-test/x.vmdk');
-  t.equal(cross.code, 2);
-  t.match(cross.stderr, /copies within one share/);
+  t.equal(cross.code, 0, cross.stderr);
+  t.equal(cross.stdout, 'copied vms/web01.vmdk to vms-test/x.vmdk (1.00 MiB; no new space)\n', 'across shares');
+  const restore = await cli('fastcopy', 'vms/.snapshots/nightly-2026-11-22/web01.vmdk', 'vms-test/restored.vmdk');
+  t.equal(restore.stdout, 'copied vms/.snapshots/nightly-2026-11-22/web01.vmdk to vms-test/restored.vmdk (1.00 MiB; no new space)\n', 'out of a snapshot');
+  const missing = await cli('fastcopy', 'vms/nosuch', 'vms/y');
+  t.equal(missing.code, 5);
+  t.equal(missing.stderr, 'vmvault: vms/nosuch does not exist\n', 'names the share path');
+  for (const f of ['x.vmdk', 'restored.vmdk']) s.services.shares.get('vms-test')!.files.delete(f);
   const list = await cli('snapshot', 'list', 'vms');
   t.match(list.stdout, /^SHARE\s+NAME\s+FILES\s+LOGICAL\s+CREATED\nvms\s+nightly-2026-11-22\s+1\s+1\.00 MiB\s+/);
   const get = await cli('snapshot', 'get', 'vms', 'nightly-2026-11-22', '--json');
@@ -182,4 +188,41 @@ t.test('verify: target parsing, problems give exit 7, failures map their code', 
   t.equal(full.code, 8, 'NO_SPACE: 8');
   t.match(full.stdout, /^Error\s+NO_SPACE: the data disk is full$/m);
   await cli('share', 'delete', 'vms', '--force');
+});
+
+t.test('words a new operator meets: dash names, job ids, empty names, deleting a share with snapshots', async (t) => {
+  const dash = await cli('share', 'create', '-dash');
+  t.equal(dash.code, 0, dash.stderr);
+  t.equal(dash.stdout, 'created share -dash\n', 'a name that starts with a dash is a name');
+  t.equal((await cli('share', 'get', '--', '-dash')).code, 0, '-- works too');
+  t.equal((await cli('share', 'delete', '-dash')).code, 0);
+
+  const job = await cli('jobs', 'nosuch');
+  t.equal(job.code, 2);
+  t.equal(job.stderr, 'vmvault: jobs: "nosuch" is not a job id or one of watch, cancel (job ids are 12 hex digits; vmvault jobs lists them)\n');
+  const watch = await cli('jobs', 'watch', 'nosuch');
+  t.equal(watch.stderr, 'vmvault: "nosuch" is not a job id: job ids are 12 hex digits (vmvault jobs lists them)\n', "the appliance's words for a bad id");
+
+  const empty = await cli('share', 'create', '');
+  t.equal(empty.code, 2);
+  t.equal(empty.stderr, 'vmvault: the share name must not be empty\n');
+
+  const emptyToken = await runMain(['--url', url, '--token', '', 'stats']);
+  t.equal(emptyToken.code, 2);
+  t.match(emptyToken.stderr, /^vmvault: --token is empty/);
+
+  await cli('share', 'create', 'kept');
+  s.services.addFile('kept', 'a.vmdk', 1024);
+  await cli('snapshot', 'create', 'kept', 'monday');
+  await cli('snapshot', 'create', 'kept', 'tuesday');
+  const plain = await cli('share', 'delete', 'kept');
+  t.equal(plain.code, 6);
+  t.match(plain.stderr, /monday, tuesday/, 'the refusal names the snapshots');
+  const forced = await cli('share', 'delete', 'kept', '--force');
+  t.equal(forced.code, 6, '--force alone is not enough');
+  t.match(forced.stderr, /monday, tuesday.*--delete-snapshots/);
+  t.ok(s.services.shares.has('kept'), 'nothing deleted');
+  const both = await cli('share', 'delete', 'kept', '--force', '--delete-snapshots');
+  t.equal(both.code, 0, both.stderr);
+  t.notOk(s.services.shares.has('kept'));
 });

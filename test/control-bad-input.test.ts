@@ -48,6 +48,7 @@ t.test('the OpenAPI document describes every route with its parameters, body and
     'GET /api/v1/shares/{share}/snapshots',
     'GET /api/v1/shares/{share}/snapshots/{snap}',
     'GET /api/v1/stats',
+    'POST /api/v1/fastcopy',
     'POST /api/v1/gc',
     'POST /api/v1/index/rebuild',
     'POST /api/v1/shares',

@@ -40,8 +40,9 @@ t.test('VmvaultError: status from the table, message and simple details kept', a
 });
 
 t.test("Fastify's request errors keep their 4xx", async (t) => {
-  const r = toHttpError(Object.assign(new Error('body/name must be string'), { statusCode: 400, validation: [] }));
-  t.same(r, { status: 400, body: { error: { code: 'INVALID_ARGUMENT', message: 'body/name must be string' } }, internal: false });
+  const validation = [{ instancePath: '/name', keyword: 'type', params: { type: 'string' }, data: 5, parentSchema: { title: 'share name' } }];
+  const r = toHttpError(Object.assign(new Error('body/name must be string'), { statusCode: 400, validation, validationContext: 'body' }));
+  t.same(r, { status: 400, body: { error: { code: 'INVALID_ARGUMENT', message: 'the share name must be a string, not number 5' } }, internal: false }, 'in our words, not AJV\'s');
   const big = toHttpError(Object.assign(new Error('Request body is too large'), { statusCode: 413, code: 'FST_ERR_CTP_BODY_TOO_LARGE' }));
   t.equal(big.status, 413);
   t.match(big.body.error.message, /larger than the appliance accepts/);

@@ -65,6 +65,14 @@ t.test('a job runs, reports progress with a smoothed rate and an ETA, and keeps 
   t.equal(v.rate, null, 'a new unit is a new phase: rate unknown again');
   t.equal(v.etaSeconds, null);
 
+  now += 1000;
+  c.ctx().progress(10, 20, 'items');
+  t.equal(runner.get(started.id).rate, 5);
+  c.ctx().progress(11, 40, 'containers', 'sweeping containers');
+  v = runner.get(started.id);
+  t.same(v.progress, { done: 11, total: 40, unit: 'containers', phase: 'sweeping containers' }, 'a named phase is reported with its unit');
+  t.equal(v.rate, null, 'a new phase starts its rate afresh');
+
   c.ctx().log('marking');
   c.finish({ reclaimedBytes: 42 });
   v = await runner.wait(started.id);

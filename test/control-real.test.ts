@@ -87,6 +87,7 @@ t.test('shares, snapshots, clones, fastcopy, stats and jobs end to end', async (
   t.equal(vj.state, 'succeeded');
   t.same(vj.result.problems, []);
   t.ok(vj.result.bytesRead > 0, `full verify read ${vj.result.bytesRead} bytes`);
+  t.match(vj.progress, { unit: 'bytes', phase: 'checking files' }, "verify's last phase is named, in bytes");
   const vs = await s.waitJob((await s.call('POST', '/verify', { share: 'vms', snapshot: 'n1' })).body.job);
   t.equal(vs.result.target, 'snapshot vms/n1');
   t.equal((await s.call('POST', '/verify', { share: 'nope' })).status, 404, 'verify of an unknown share is a 404');

@@ -109,7 +109,7 @@ t.test('fastcopy', async (t) => {
   }
   const missingField = await s.call('POST', '/api/v1/shares/vms/fastcopy', { from: 'web01.vmdk' });
   t.equal(missingField.statusCode, 400);
-  t.match(missingField.json().error.message, /must have required property 'to'/);
+  t.equal(missingField.json().error.message, 'the request body needs "to" (the target path)');
 });
 
 t.test('stats carries every field a person reads', async (t) => {

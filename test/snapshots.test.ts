@@ -172,7 +172,8 @@ t.test('fastcopy is instant and free, and refuses to overwrite', async (t) => {
   t.equal(await code(ns.snapshots.fastcopy('vms', 'web01.vmdk', 'copies/web01-copy.vmdk')), 'ALREADY_EXISTS');
   t.equal(await code(ns.snapshots.fastcopy('vms', '../etc/passwd', 'x')), 'INVALID_ARGUMENT');
   t.equal(await code(ns.snapshots.fastcopy('vms', 'nope', 'x')), 'NOT_FOUND');
-  t.equal(await code(ns.snapshots.fastcopy('vms', 'copies', 'x')), 'INVALID_ARGUMENT');
+  t.equal(await code(ns.snapshots.fastcopy('vms', 'copies', 'copies-too')), 'ok', 'a directory copies as a tree');
+  t.same((await ns.fs.readdir('/vms/copies-too')).map((e) => e.name).filter((n) => !n.startsWith('.')), ['web01-copy.vmdk']);
   const fh = await ns.fs.open('/vms/web01.vmdk', 2);
   await ns.write(fh, 0, Buffer.from('buffered'));
   await ns.snapshots.fastcopy('vms', 'web01.vmdk', 'with-buffer.vmdk');
@@ -193,7 +194,8 @@ t.test('snapshots and clones survive a restart; share delete rules', async (t) =
   t.equal((await readFile(ns, '/vms/.snapshots/s/f')).toString(), 'one');
   await ns.fs.unlink('/vms/f');
   t.equal(await code(ns.shares.remove('vms', { force: false })), 'NOT_EMPTY', 'snapshots keep a share from being deleted');
-  await ns.shares.remove('vms', { force: true });
+  t.equal(await code(ns.shares.remove('vms', { force: true })), 'NOT_EMPTY', 'force alone does not delete snapshots');
+  await ns.shares.remove('vms', { force: false, deleteSnapshots: true });
   t.equal(await code(ns.shares.get('vms')), 'NOT_FOUND');
   t.same(await ns.shares.list(), []);
 });

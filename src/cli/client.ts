@@ -15,10 +15,18 @@ export interface TokenChoice {
 }
 
 /** --token, then VMVAULT_TOKEN, then <data>/api-token (data: --data or ./vmvault-data). */
+// An empty --token or VMVAULT_TOKEN is refused, not skipped: falling back to the token file
+// would quietly use another credential than the one the person meant to give.
 export async function resolveToken(opts: { token?: string; data?: string }, env: NodeJS.ProcessEnv): Promise<TokenChoice> {
-  if (opts.token !== undefined && opts.token !== '') return { token: opts.token, source: '--token' };
+  if (opts.token !== undefined) {
+    if (opts.token.trim() === '') throw usage('--token is empty: give the API token, or leave --token out to use $VMVAULT_TOKEN or <data>/api-token');
+    return { token: opts.token, source: '--token' };
+  }
   const fromEnv = env.VMVAULT_TOKEN;
-  if (fromEnv !== undefined && fromEnv !== '') return { token: fromEnv.trim(), source: 'VMVAULT_TOKEN' };
+  if (fromEnv !== undefined) {
+    if (fromEnv.trim() === '') throw usage('VMVAULT_TOKEN is set but empty: set it to the API token, or unset it to use <data>/api-token');
+    return { token: fromEnv.trim(), source: 'VMVAULT_TOKEN' };
+  }
   const dataDir = opts.data ?? DEFAULT_DATA_DIR;
   const file = path.join(dataDir, TOKEN_FILE);
   try {
@@ -66,26 +74,22 @@ export class ApiClient {
   async request<T>(method: string, route: string, body?: unknown): Promise<T> {
     const headers: Record<string, string> = {};
     if (this.tokenChoice.token !== undefined) headers.authorization = `Bearer ${this.tokenChoice.token}`;
-    if (body !== undefined) headers['content-type'] = 'application/json';
-    let res: Response;
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    if (payload !== undefined) headers['content-type'] = 'application/json';
+    let res: { status: number; text: string };
     try {
-      res = await fetch(`${this.baseUrl}${API_PREFIX}${route}`, {
-        method,
-        headers,
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
-      });
+      res = await send(`${this.baseUrl}${API_PREFIX}${route}`, method, headers, payload);
     } catch (err) {
       throw this.unreachable(err);
     }
-    const text = await res.text();
+    const ok = res.status >= 200 && res.status < 300;
     let parsed: unknown;
     try {
-      parsed = text === '' ? undefined : JSON.parse(text);
+      parsed = res.text === '' ? undefined : JSON.parse(res.text);
     } catch {
       throw new CliError('PROTOCOL', `unexpected answer from ${this.baseUrl} (HTTP ${res.status}, not JSON): is that a vmvault appliance?`, res.status);
     }
-    if (res.ok) return parsed as T;
+    if (ok) return parsed as T;
     throw this.failure(res.status, parsed as ApiErrorBody | undefined);
   }
 
@@ -107,13 +111,36 @@ export class ApiClient {
   }
 
   private unreachable(err: unknown): CliError {
-    const e = err as { name?: string; cause?: { code?: string } };
+    const e = err as { name?: string; code?: string; cause?: { code?: string } };
     if (e.name === 'TimeoutError') {
       return new CliError('UNREACHABLE', `the appliance at ${this.baseUrl} did not answer within ${REQUEST_TIMEOUT_MS / 1000} s`);
     }
-    const why = e.cause?.code ?? (e.cause as Error | undefined)?.message ?? (err as Error).message;
+    const why = e.code ?? e.cause?.code ?? (err as Error).message;
     return new CliError('UNREACHABLE', `cannot reach the appliance at ${this.baseUrl}: is \`vmvault appliance\` running? (${why})`);
   }
+}
+
+// node:http rather than fetch(): fetch loads undici (tens of ms of a command's start) and keeps
+// its connection alive, which holds the process open for a few hundred ms after the answer.
+// One request per connection (agent: false sends Connection: close) is all a command needs.
+function send(url: string, method: string, headers: Record<string, string>, payload: string | undefined): Promise<{ status: number; text: string }> {
+  const target = new URL(url);
+  const load = target.protocol === 'https:' ? import('node:https') : import('node:http');
+  return load.then(
+    (http) =>
+      new Promise((resolve, reject) => {
+        const req = http.request(target, { method, headers, agent: false, timeout: REQUEST_TIMEOUT_MS }, (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (chunk: string) => (text += chunk));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+          res.on('error', reject);
+        });
+        req.on('timeout', () => req.destroy(Object.assign(new Error('timeout'), { name: 'TimeoutError' })));
+        req.on('error', reject);
+        req.end(payload);
+      }),
+  );
 }
 
 /** One path segment, encoded. */

@@ -22,6 +22,21 @@ export function formatBytes(n: number): string {
   return `${sign}${v.toFixed(digits)} ${UNITS[u]}`;
 }
 
+/**
+ * 11143 -> "11,143". Not toLocaleString: its first call loads ICU data, about 40 ms of a
+ * command that should answer in a fraction of a second.
+ */
+export function formatCount(n: number): string {
+  if (!Number.isFinite(n)) return '-';
+  const s = String(Math.round(Math.abs(n)));
+  return `${n < 0 ? '-' : ''}${s.replace(/\B(?=(\d{3})+(?!\d))/g, ',')}`;
+}
+
+/** (1, 'file') -> "1 file"; (2, 'file') -> "2 files"; counts over 999 get separators. */
+export function plural(n: number, one: string, many = `${one}s`): string {
+  return `${formatCount(n)} ${n === 1 ? one : many}`;
+}
+
 /** 3.24 -> "3.2x"; nothing stored yet -> "-". */
 export function formatRatio(r: number): string {
   if (!Number.isFinite(r) || r <= 0) return '-';
@@ -38,13 +53,21 @@ export function formatDuration(seconds: number): string {
   return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${sec}` : `${m}:${sec}`;
 }
 
-export function formatAmount(n: number, unit: 'bytes' | 'items'): string {
-  return unit === 'bytes' ? formatBytes(n) : `${Math.round(n).toLocaleString('en-US')} items`;
+/** A job's progress unit; unknown ones (from a newer appliance) are shown as they come. */
+export type Unit = 'bytes' | 'containers' | 'files' | 'items' | (string & {});
+
+/** (3, 'containers') -> "3 containers"; (1, 'files') -> "1 file"; bytes in binary units. */
+export function formatAmount(n: number, unit: Unit): string {
+  if (unit === 'bytes') return formatBytes(n);
+  const one = unit.endsWith('s') ? unit.slice(0, -1) : unit;
+  return plural(n, one, unit);
 }
 
-export function formatRate(rate: number | null, unit: 'bytes' | 'items'): string {
+/** Per second: "64.0 MiB/s", "3.5 containers/s", "120 files/s". */
+export function formatRate(rate: number | null, unit: Unit): string {
   if (rate === null || !Number.isFinite(rate)) return '-';
-  return `${formatAmount(rate, unit)}/s`;
+  if (unit === 'bytes' || rate >= 10) return `${formatAmount(rate, unit)}/s`;
+  return `${rate.toFixed(1)} ${unit}/s`;
 }
 
 export function formatPercent(done: number, total: number): string {
@@ -52,9 +75,10 @@ export function formatPercent(done: number, total: number): string {
   return `${Math.min(100, Math.floor((done * 100) / total))}%`;
 }
 
-/** "45%  1.00 GiB / 2.22 GiB"; without a total, just what is done. */
-export function formatProgress(done: number, total: number, unit: 'bytes' | 'items'): string {
-  const amount = total > 0 ? `${formatAmount(done, unit)} / ${formatAmount(total, unit)}` : formatAmount(done, unit);
+/** "45%  1.00 GiB / 2.22 GiB", "50%  12 / 24 containers"; without a total, just what is done. */
+export function formatProgress(done: number, total: number, unit: Unit): string {
+  if (total <= 0) return formatAmount(done, unit);
+  const amount = unit === 'bytes' ? `${formatBytes(done)} / ${formatBytes(total)}` : `${formatCount(done)} / ${formatAmount(total, unit)}`;
   return `${formatPercent(done, total)}  ${amount}`;
 }
 

@@ -2,28 +2,25 @@
 // command and turns any failure into a message and an exit code. (`vmvault appliance` is not
 // here: bin/vmvault.js sends it to src/appliance.ts, the composition root.)
 
-import { parseArgs } from 'node:util';
 import { DEFAULT_DATA_DIR, DEFAULT_URL } from '../control/defaults.js';
 import { ApiClient, parseBaseUrl, resolveToken } from './client.js';
 import { CliError, usage } from './cli-error.js';
 import type { Command, Flags } from './commands/context.js';
-import { gcCommand, indexCommand, jobsCommand, verifyCommand } from './commands/jobs.js';
-import { shareCommand } from './commands/shares.js';
-import { cloneCommand, fastcopyCommand, snapshotCommand } from './commands/snapshots.js';
-import { statsCommand } from './commands/stats.js';
 import { EXIT, exitCodeFor } from './exit-codes.js';
 import { type CliIO, processIO } from './io.js';
 
-const COMMANDS: Record<string, Command> = {
-  share: shareCommand,
-  stats: statsCommand,
-  snapshot: snapshotCommand,
-  clone: cloneCommand,
-  fastcopy: fastcopyCommand,
-  gc: gcCommand,
-  verify: verifyCommand,
-  index: indexCommand,
-  jobs: jobsCommand,
+// Each command's module is loaded when it runs: a command compiles only its own code, which
+// counts for a CLI whose whole run should take a few hundred ms (tools/bench-cli.ts).
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  share: async () => (await import('./commands/shares.js')).shareCommand,
+  stats: async () => (await import('./commands/stats.js')).statsCommand,
+  snapshot: async () => (await import('./commands/snapshots.js')).snapshotCommand,
+  clone: async () => (await import('./commands/snapshots.js')).cloneCommand,
+  fastcopy: async () => (await import('./commands/snapshots.js')).fastcopyCommand,
+  gc: async () => (await import('./commands/jobs.js')).gcCommand,
+  verify: async () => (await import('./commands/jobs.js')).verifyCommand,
+  index: async () => (await import('./commands/jobs.js')).indexCommand,
+  jobs: async () => (await import('./commands/jobs.js')).jobsCommand,
 };
 
 const HELP = `usage: vmvault <command> [options]
@@ -32,7 +29,9 @@ Shares
   share list                              list shares
   share get <share>                       one share
   share create <share>                    create an empty share
-  share delete <share> [--force]          delete a share (--force: even with files or snapshots)
+  share delete <share> [--force] [--delete-snapshots]
+                                          delete a share; --force: with its files,
+                                          --delete-snapshots: with its snapshots
   stats                                   logical vs stored bytes, dedup and compression ratios
 
 Snapshots and copies
@@ -41,7 +40,9 @@ Snapshots and copies
   snapshot create <share> <snapshot>      read-only, at <share>/.snapshots/<snapshot>/
   snapshot delete <share> <snapshot>
   clone create <share> <snapshot> <new-share>
-  fastcopy <share>/<path> <share>/<path>  copy a file by reference (same share)
+  fastcopy <from> <share>/<path>          copy a file or directory by reference, no new space;
+                                          <from>: <share>/<path>, or from a snapshot
+                                          <share>/.snapshots/<snapshot>/<path>; any share
 
 Maintenance (jobs; a progress bar until done, Ctrl-C cancels)
   gc                                      reclaim space no longer referenced
@@ -60,6 +61,7 @@ Options
   --json           machine-readable output on stdout
   --detach         start a job, print its id, do not wait
   -h, --help       this text
+  --               what follows are names, even if they start with '-'
 
 Exit codes: 0 ok, 1 failure, 2 usage or bad name, 3 appliance unreachable, 4 token refused,
 5 not found, 6 conflict (exists, not empty, job running), 7 damaged data or verify problems,
@@ -80,37 +82,81 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       io.stderr(HELP);
       return EXIT.USAGE;
     }
-    const command = COMMANDS[name];
-    if (command === undefined) throw usage(`unknown command ${JSON.stringify(name)} (vmvault help lists them)`);
-    const flags: Flags = { json, force: values.force === true, full: values.full === true, detach: values.detach === true };
+    const load = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+    if (load === undefined) throw usage(`unknown command ${JSON.stringify(name)} (vmvault help lists them)`);
+    const flags: Flags = {
+      json,
+      force: values.force === true,
+      deleteSnapshots: values['delete-snapshots'] === true,
+      full: values.full === true,
+      detach: values.detach === true,
+    };
     const baseUrl = parseBaseUrl(values.url ?? DEFAULT_URL);
     const token = await resolveToken({ token: values.token, data: values.data }, io.env);
+    const command = await load();
     return await command({ client: new ApiClient(baseUrl, token), io, flags }, args);
   } catch (err) {
     return report(err, io, json);
   }
 }
 
-function parse(argv: string[]) {
-  try {
-    return parseArgs({
-      args: argv,
-      allowPositionals: true,
-      strict: true,
-      options: {
-        url: { type: 'string' },
-        token: { type: 'string' },
-        data: { type: 'string' },
-        json: { type: 'boolean' },
-        force: { type: 'boolean' },
-        full: { type: 'boolean' },
-        detach: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    });
-  } catch (err) {
-    throw usage(`${(err as Error).message.split('\n')[0]} (vmvault help lists the options)`);
+// The options, and whether each takes a value. Parsed here rather than by util.parseArgs, which
+// reads any argument that starts with '-' as an option (a share named "-dash" became "Unknown
+// option '-d'") and words its errors for programmers, with unbalanced quotes.
+const OPTIONS = {
+  url: 'string',
+  token: 'string',
+  data: 'string',
+  json: 'boolean',
+  force: 'boolean',
+  'delete-snapshots': 'boolean',
+  full: 'boolean',
+  detach: 'boolean',
+  help: 'boolean',
+} as const;
+type OptionName = keyof typeof OPTIONS;
+type Values = { [K in OptionName]?: (typeof OPTIONS)[K] extends 'string' ? string : boolean };
+
+/**
+ * `--name`, `--name value`, `--name=value` and `-h` are options; everything else is a
+ * positional argument, including a single '-' and names such as "-dash" (only `-h` is a short
+ * option). After `--`, everything is positional, so even "--json" can be a name.
+ */
+export function parse(argv: string[]): { values: Values; positionals: string[] } {
+  const values: Values = {};
+  const positionals: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === '--') {
+      positionals.push(...argv.slice(i + 1));
+      break;
+    }
+    if (arg === '-h') {
+      values.help = true;
+      continue;
+    }
+    if (!arg.startsWith('--')) {
+      positionals.push(arg);
+      continue;
+    }
+    const eq = arg.indexOf('=');
+    const name = arg.slice(2, eq < 0 ? undefined : eq);
+    if (!Object.hasOwn(OPTIONS, name)) {
+      throw usage(`unknown option --${name} (vmvault help lists the options; to pass a name that starts with '-', put it after --, as in: vmvault share create -- ${arg})`);
+    }
+    const option = name as OptionName;
+    if (OPTIONS[option] === 'boolean') {
+      if (eq >= 0) throw usage(`--${name} takes no value (got ${JSON.stringify(arg.slice(eq + 1))})`);
+      (values as Record<string, unknown>)[option] = true;
+      continue;
+    }
+    let value: string;
+    if (eq >= 0) value = arg.slice(eq + 1);
+    else if (i + 1 < argv.length) value = argv[++i];
+    else throw usage(`--${name} needs a value`);
+    (values as Record<string, unknown>)[option] = value;
   }
+  return { values, positionals };
 }
 
 function report(err: unknown, io: CliIO, json: boolean): number {

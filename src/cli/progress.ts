@@ -55,14 +55,18 @@ export async function watchJob(client: ApiClient, id: string, io: CliIO, pollMs 
   }
 }
 
+/**
+ * "gc: sweeping containers  [######......]  50%  12 / 24 containers  3.5 containers/s  0:04 left":
+ * the job, its phase, how far in the phase's own unit, the rate and the time left when known.
+ */
 export function progressLine(job: JobView, bar: boolean): string {
-  const { done, total, unit } = job.progress;
-  const parts: string[] = [job.kind];
+  const { done, total, unit, phase } = job.progress;
   if (job.state === 'queued') return `${job.kind}: queued`;
-  if (bar) parts.push(progressBar(done, total, 24));
+  const parts: string[] = [phase === undefined ? job.kind : `${job.kind}: ${phase}`];
+  if (bar && total > 0) parts.push(progressBar(done, total, 24));
   parts.push(formatProgress(done, total, unit));
   if (job.rate !== null) parts.push(formatRate(job.rate, unit));
-  if (job.etaSeconds !== null) parts.push(`ETA ${formatDuration(job.etaSeconds)}`);
+  if (job.etaSeconds !== null) parts.push(`${formatDuration(job.etaSeconds)} left`);
   return parts.join('  ');
 }
 

@@ -1,10 +1,11 @@
 // Every failure an HTTP client sees goes through here: VmvaultErrors by the code table,
 // Fastify's own request errors (validation, bad JSON, media type, body size) as the 4xx Fastify
-// chose, and anything else (a bug) as 500 INTERNAL without its details, which go to the log.
+// chose with our words (validation-message.ts for schema failures), and anything else (a bug) as 500 INTERNAL without its details, which go to the log.
 
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { type ErrorCode, fromSystemError, isVmvaultError } from '../errors.js';
 import { INTERNAL_CODE, statusFor } from './http-status.js';
+import { type AjvError, validationMessage } from './validation-message.js';
 
 export interface ErrorBody {
   error: { code: string; message: string; [detail: string]: unknown };
@@ -17,6 +18,9 @@ const STATUS_TO_CODE: Record<number, ErrorCode> = { 401: 'UNAUTHORIZED', 404: 'N
 const FASTIFY_MESSAGES: Record<string, string> = {
   FST_ERR_CTP_INVALID_MEDIA_TYPE: 'the body must be JSON, sent with Content-Type: application/json',
   FST_ERR_CTP_BODY_TOO_LARGE: 'the request body is larger than the appliance accepts',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'the request says its body is JSON but sends none: send a JSON object, or no Content-Type',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'the request body is not valid JSON',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'the Content-Length header does not match the body',
 };
 
 export function toHttpError(err: unknown): { status: number; body: ErrorBody; internal: boolean } {
@@ -28,7 +32,10 @@ export function toHttpError(err: unknown): { status: number; body: ErrorBody; in
   const fe = err as Partial<FastifyError> | null;
   const status = fe?.statusCode;
   if (typeof status === 'number' && status >= 400 && status < 500) {
-    const message = FASTIFY_MESSAGES[fe?.code ?? ''] ?? (typeof fe?.message === 'string' && fe.message !== '' ? fe.message : 'bad request');
+    const validation = (fe as { validation?: AjvError[] }).validation;
+    const message = Array.isArray(validation)
+      ? validationMessage(validation, (fe as { validationContext?: string }).validationContext ?? 'body')
+      : FASTIFY_MESSAGES[fe?.code ?? ''] ?? (typeof fe?.message === 'string' && fe.message !== '' ? fe.message : 'bad request');
     return { status, body: { error: { code: STATUS_TO_CODE[status] ?? 'INVALID_ARGUMENT', message } }, internal: false };
   }
   return { status: 500, body: { error: { code: INTERNAL_CODE, message: 'internal error; see the appliance log' } }, internal: true };

@@ -34,7 +34,7 @@ export interface JobView {
   /** What the job works on, e.g. "store" or "snapshot vms/nightly". */
   target: string;
   state: JobState;
-  progress: { done: number; total: number; unit: ProgressUnit };
+  progress: { done: number; total: number; unit: ProgressUnit; phase?: string };
   /** Units per second, smoothed; null until known. */
   rate: number | null;
   /** Seconds left at the current rate; null when unknown. */
@@ -197,7 +197,7 @@ export class JobRunner {
     this.save();
     const ctx: JobContext = {
       signal,
-      progress: (done, total, unit) => this.progress(job, done, total, unit),
+      progress: (done, total, unit, phase) => this.progress(job, done, total, unit, phase),
       log: (message) => {
         view.log.push(`${this.iso()} ${message}`);
         if (view.log.length > LOG_LINES) view.log.splice(0, view.log.length - LOG_LINES);
@@ -236,18 +236,18 @@ export class JobRunner {
     this.persist?.save([...this.jobs.values()].map((j) => snapshot(j.view)));
   }
 
-  private progress(job: Job, done: number, total: number, unit: ProgressUnit): void {
+  private progress(job: Job, done: number, total: number, unit: ProgressUnit, phase?: string): void {
     const view = job.view;
     if (!isActive(view.state) || !Number.isFinite(done) || !Number.isFinite(total)) return;
     const now = this.now();
     const p = view.progress;
     // A new unit or a step backwards is a new phase: its rate has nothing to do with the last.
-    if (unit !== p.unit || done < p.done) {
+    if (unit !== p.unit || phase !== p.phase || done < p.done) {
       view.rate = null;
       job.rateAt = now;
       job.rateDone = done;
     }
-    view.progress = { done, total, unit };
+    view.progress = phase === undefined ? { done, total, unit } : { done, total, unit, phase };
     const elapsed = now - job.rateAt;
     if (elapsed >= RATE_WINDOW_MS) {
       const instant = ((done - job.rateDone) * 1000) / elapsed;

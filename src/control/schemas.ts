@@ -5,18 +5,34 @@
 
 import { MAX_NAME_BYTES, MAX_PATH_BYTES } from '../namespace/names.js';
 import { JOB_KINDS, JOB_STATES } from './jobs.js';
+import { PROGRESS_UNITS } from './services.js';
 
 const NAME_RULES = `1 to ${MAX_NAME_BYTES} bytes of UTF-8; no '/', NUL or control characters; not starting with '.'`;
 
-export const shareName = { type: 'string', minLength: 1, description: `Share name: ${NAME_RULES}.` } as const;
-export const snapshotName = { type: 'string', minLength: 1, description: `Snapshot name: ${NAME_RULES}.` } as const;
+// `title` names a field in error messages (validation-message.ts): "the share name must not be empty".
+export const shareName = { type: 'string', title: 'share name', minLength: 1, description: `Share name: ${NAME_RULES}.` } as const;
+export const snapshotName = { type: 'string', title: 'snapshot name', minLength: 1, description: `Snapshot name: ${NAME_RULES}.` } as const;
 export const pathInShare = {
   type: 'string',
+  title: 'path',
   minLength: 1,
   description: `A path inside the share, relative ("dir/file.vmdk"): no '..', '.' or empty components, no NUL, not under .snapshots/, at most ${MAX_PATH_BYTES} bytes.`,
 } as const;
 
-export const jobId = { type: 'string', pattern: '^[0-9a-f]{12}$', description: 'Job id (12 hex digits).' } as const;
+export const sourceSharePath = {
+  type: 'string',
+  title: 'source',
+  minLength: 1,
+  description: `What to copy: "<share>/<path>", or out of a snapshot "<share>/${'.snapshots'}/<snapshot>/<path>" (or "<share>/.snapshots/<snapshot>" for all of it). A file or a directory.`,
+} as const;
+export const targetSharePath = {
+  type: 'string',
+  title: 'target',
+  minLength: 1,
+  description: 'Where the copy goes: "<share>/<path>", in any share; it must not exist yet, its parent must.',
+} as const;
+
+export const jobId = { type: 'string', title: 'job id', pattern: '^[0-9a-f]{12}$', description: 'Job id (12 hex digits).' } as const;
 
 export const errorBody = {
   type: 'object',
@@ -85,6 +101,19 @@ export const statsReport = {
   },
 } as const;
 
+export const fastcopyResult = {
+  type: 'object',
+  required: ['from', 'to', 'type', 'files', 'directories', 'logicalBytes'],
+  properties: {
+    from: { type: 'string' },
+    to: { type: 'string' },
+    type: { type: 'string', enum: ['file', 'directory', 'symlink'] },
+    files: { ...count, description: 'Regular files made (hard links inside the tree counted once).' },
+    directories: { ...count, description: 'Directories made, the copied directory included.' },
+    logicalBytes: { ...bytes, description: 'Sum of the sizes of the files made; stored bytes do not grow.' },
+  },
+} as const;
+
 export const jobView = {
   type: 'object',
   required: ['id', 'kind', 'target', 'state', 'progress', 'rate', 'etaSeconds', 'createdAt', 'startedAt', 'endedAt', 'cancelRequested', 'error', 'log'],
@@ -96,7 +125,12 @@ export const jobView = {
     progress: {
       type: 'object',
       required: ['done', 'total', 'unit'],
-      properties: { done: bytes, total: { ...bytes, description: '0 while unknown' }, unit: { type: 'string', enum: ['bytes', 'items'] } },
+      properties: {
+        done: bytes,
+        total: { ...bytes, description: '0 while unknown' },
+        unit: { type: 'string', enum: [...PROGRESS_UNITS], description: 'What done and total count.' },
+        phase: { type: 'string', description: 'The step the job is in, in words ("sweeping containers"); absent before the first report.' },
+      },
     },
     rate: { type: ['number', 'null'], description: 'Units per second, smoothed.' },
     etaSeconds: { type: ['number', 'null'] },

@@ -73,6 +73,8 @@ export async function buildServer(services: ControlServices, opts: ServerOptions
         coerceTypes: false,
         removeAdditional: false,
         allErrors: false,
+        // The failing value and schema travel with each error, for validation-message.ts.
+        verbose: true,
       },
     },
   });

@@ -7,14 +7,20 @@
 // Failures are VmvaultErrors; the HTTP layer maps their codes to statuses in http-status.ts.
 // Every method may be called concurrently with any other, and with running jobs.
 
-export type ProgressUnit = 'bytes' | 'items';
+/** What a job's progress counts; shown with its numbers ("12 / 40 containers", "1.2 GiB / 3 GiB"). */
+export const PROGRESS_UNITS = ['bytes', 'containers', 'files', 'items'] as const;
+export type ProgressUnit = (typeof PROGRESS_UNITS)[number];
 
 /** Handed to a job body. */
 export interface JobContext {
   /** Aborted when someone cancels the job or the server closes; stop soon and throw. */
   readonly signal: AbortSignal;
-  /** Report how far along the job is; `total` 0 means not known yet. Cheap: call it often. */
-  progress(done: number, total: number, unit: ProgressUnit): void;
+  /**
+   * Report how far along the job is; `total` 0 means not known yet. `phase` names the step in
+   * words a person reads ("sweeping containers"); a new phase or unit starts its rate afresh.
+   * Cheap: call it often.
+   */
+  progress(done: number, total: number, unit: ProgressUnit, phase?: string): void;
   /** A line for the job's log (kept with the job, bounded). */
   log(message: string): void;
 }
@@ -72,6 +78,13 @@ export interface StatsReport {
   snapshots: number;
 }
 
+export interface DeleteShareOptions {
+  /** Delete the share's files with it. */
+  force: boolean;
+  /** Delete its snapshots with it. */
+  deleteSnapshots: boolean;
+}
+
 export interface ShareSummary {
   name: string;
   /** ISO 8601. */
@@ -93,10 +106,16 @@ export interface SnapshotSummary {
 }
 
 export interface FastcopyResult {
-  share: string;
+  /** The source as `<share>/<path>` or `<share>/.snapshots/<snapshot>/<path>`. */
   from: string;
+  /** The new file or directory, `<share>/<path>`. */
   to: string;
-  /** Size of the copied file. */
+  type: 'file' | 'directory' | 'symlink';
+  /** Regular files made (hard links inside a copied tree counted once). */
+  files: number;
+  /** Directories made, a copied directory itself included. */
+  directories: number;
+  /** Sum of the sizes of the files made: what the copy adds to logical bytes (and not to stored bytes). */
   logicalBytes: number;
 }
 
@@ -154,8 +173,11 @@ export interface ControlServices {
   listShares(): Promise<ShareSummary[]>;
   getShare(name: string): Promise<ShareSummary>;
   createShare(name: string): Promise<ShareSummary>;
-  /** NOT_EMPTY unless the share has no files and no snapshots, or `force`. */
-  deleteShare(name: string, opts: { force: boolean }): Promise<void>;
+  /**
+   * NOT_EMPTY while the share has files (unless `force`) or snapshots (unless
+   * `deleteSnapshots`; force alone never deletes snapshots); the message names them.
+   */
+  deleteShare(name: string, opts: DeleteShareOptions): Promise<void>;
 
   listSnapshots(share: string): Promise<SnapshotSummary[]>;
   getSnapshot(share: string, name: string): Promise<SnapshotSummary>;
@@ -164,8 +186,12 @@ export interface ControlServices {
   /** A new writable share holding the snapshot's files. */
   cloneSnapshot(share: string, snapshot: string, newShare: string): Promise<ShareSummary>;
 
-  /** Copy one file's content by reference; `from` and `to` are paths inside the share. */
-  fastcopy(share: string, from: string, to: string): Promise<FastcopyResult>;
+  /**
+   * Copy a file or a directory tree by reference (metadata only: segments are shared). `from`
+   * is `<share>/<path>` or `<share>/.snapshots/<snapshot>[/<path>]`; `to` is `<share>/<path>`,
+   * in the same share or another, and must not exist yet.
+   */
+  fastcopy(from: string, to: string): Promise<FastcopyResult>;
 
   // Job bodies: run by the job runner, which owns cancellation and progress bookkeeping.
   gc(ctx: JobContext): Promise<GcResult>;

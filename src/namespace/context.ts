@@ -15,7 +15,7 @@ import { type Inode, NodeType, ROOT_INO, type Volume } from './records.js';
 export type Place =
   | { kind: 'root' }
   | { kind: 'snapdir'; share: Volume }
-  | { kind: 'vol'; vol: Volume; readOnly: boolean; parts: string[]; label: string };
+  | { kind: 'vol'; vol: Volume; readOnly: boolean; parts: string[]; label: string; root: string };
 
 export interface Resolved {
   vol: Volume;
@@ -53,12 +53,12 @@ export class NsContext implements CommitTarget {
     const shareVol = await this.meta.shareVolumeId(parts[0]);
     if (shareVol === undefined) throw vmError('NOT_FOUND', `no share named ${parts[0]}`);
     const share = await this.volume(shareVol);
-    if (parts[1] !== SNAPSHOTS_DIR) return { kind: 'vol', vol: share, readOnly: false, parts: parts.slice(1), label: `share ${share.name}` };
+    if (parts[1] !== SNAPSHOTS_DIR) return { kind: 'vol', vol: share, readOnly: false, parts: parts.slice(1), label: `share ${share.name}`, root: share.name };
     if (parts.length === 2) return { kind: 'snapdir', share };
     const snapVol = await this.meta.snapshotVolumeId(share.id, parts[2]);
     if (snapVol === undefined) throw vmError('NOT_FOUND', `share ${share.name} has no snapshot named ${parts[2]}`);
     const snap = await this.volume(snapVol);
-    return { kind: 'vol', vol: snap, readOnly: true, parts: parts.slice(3), label: `snapshot ${share.name}/${snap.name}` };
+    return { kind: 'vol', vol: snap, readOnly: true, parts: parts.slice(3), label: `snapshot ${share.name}/${snap.name}`, root: `${share.name}/${SNAPSHOTS_DIR}/${snap.name}` };
   }
 
   async volume(id: number): Promise<Volume> {
@@ -67,14 +67,15 @@ export class NsContext implements CommitTarget {
     return v;
   }
 
-  /** Walks `parts` from the volume root. */
-  async walk(vol: Volume, parts: string[]): Promise<{ ino: number; inode: Inode }> {
+  /** Walks `parts` from the volume root; `root` names that root in messages ("vms/nosuch does not exist"). */
+  async walk(vol: Volume, parts: string[], root = vol.name): Promise<{ ino: number; inode: Inode }> {
     let ino = ROOT_INO;
     let inode = await this.meta.mustInode(vol.id, ino);
-    for (const p of parts) {
-      if (inode.type !== NodeType.Dir) throw vmError('NOT_DIRECTORY', `${p}: a path component is not a directory`);
+    for (const [i, p] of parts.entries()) {
+      const shown = () => [root, ...parts.slice(0, i + 1)].join('/');
+      if (inode.type !== NodeType.Dir) throw vmError('NOT_DIRECTORY', `${shown()}: ${[root, ...parts.slice(0, i)].join('/')} is not a directory`);
       const e = await this.meta.lookup(vol.id, ino, p);
-      if (!e) throw vmError('NOT_FOUND', `${p} does not exist`);
+      if (!e) throw vmError('NOT_FOUND', `${shown()} does not exist`);
       ino = e.ino;
       inode = await this.meta.mustInode(vol.id, ino);
     }
@@ -84,7 +85,7 @@ export class NsContext implements CommitTarget {
   async resolve(path: string): Promise<Resolved> {
     const pl = await this.place(path);
     if (pl.kind !== 'vol') throw vmError('INVALID_ARGUMENT', `${path} is not inside a share`);
-    const { ino, inode } = await this.walk(pl.vol, pl.parts);
+    const { ino, inode } = await this.walk(pl.vol, pl.parts, pl.root);
     return { vol: pl.vol, readOnly: pl.readOnly, ino, inode };
   }
 
@@ -94,7 +95,7 @@ export class NsContext implements CommitTarget {
     if (pl.kind !== 'vol' || pl.parts.length === 0) throw vmError('NOT_PERMITTED', `${path}: not a place for a file or directory`);
     const name = pl.parts[pl.parts.length - 1];
     if (Buffer.byteLength(name, 'utf8') > MAX_COMPONENT_BYTES) throw vmError('NAME_TOO_LONG', `${name.slice(0, 40)}...: names are limited to ${MAX_COMPONENT_BYTES} bytes`);
-    const { ino, inode } = await this.walk(pl.vol, pl.parts.slice(0, -1));
+    const { ino, inode } = await this.walk(pl.vol, pl.parts.slice(0, -1), pl.root);
     if (inode.type !== NodeType.Dir) throw vmError('NOT_DIRECTORY', `the parent of ${path} is not a directory`);
     return { vol: pl.vol, readOnly: pl.readOnly, parent: ino, parentInode: inode, name, atRoot: pl.parts.length === 1 };
   }

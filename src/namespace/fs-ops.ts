@@ -85,7 +85,7 @@ export class FsOps {
       const snaps = await this.shares.snapshotNames(pl.share);
       return this.virtualDir(2 + snaps.length, pl.share.created);
     }
-    const { inode } = await this.ctx.walk(pl.vol, pl.parts);
+    const { inode } = await this.ctx.walk(pl.vol, pl.parts, pl.root);
     return this.attrOf({ inode, vol: pl.vol.id });
   }
 
@@ -104,7 +104,7 @@ export class FsOps {
     const pl = await this.ctx.place(path);
     if (pl.kind === 'root') return (await this.shares.list()).map((s) => ({ name: s.name }));
     if (pl.kind === 'snapdir') return (await this.shares.snapshotNames(pl.share)).map((name) => ({ name }));
-    const { ino, inode } = await this.ctx.walk(pl.vol, pl.parts);
+    const { ino, inode } = await this.ctx.walk(pl.vol, pl.parts, pl.root);
     if (inode.type !== NodeType.Dir) throw vmError('NOT_DIRECTORY', `${path} is not a directory`);
     const list = await this.ctx.meta.listDir(pl.vol.id, ino);
     const out = list.map((e) => ({ name: e.name }));

@@ -69,6 +69,46 @@ export function validatePathInShare(path: unknown, what = 'path'): string[] {
   return parts;
 }
 
+/** A place named as `<share>/<path>` or `<share>/.snapshots/<snapshot>/<path>`. */
+export interface SharePath {
+  share: string;
+  /** Set when the path is inside a snapshot (read-only). */
+  snapshot?: string;
+  /** Components below the share's (or snapshot's) root; empty for the root itself. */
+  parts: string[];
+}
+
+/**
+ * Parses what a person writes for fastcopy: "vms/dir/web01.vmdk", or with `inSnapshot` also
+ * "vms/.snapshots/nightly/dir/web01.vmdk" and "vms/.snapshots/nightly" (the snapshot's whole
+ * tree). `what` names it in messages ("source", "target").
+ */
+export function parseSharePath(text: unknown, what: string, opts: { inSnapshot: boolean }): SharePath {
+  if (typeof text !== 'string') throw vmError('INVALID_ARGUMENT', `${what} must be a string, not ${describeType(text)}`);
+  const slash = text.indexOf('/');
+  const share = slash < 0 ? text : text.slice(0, slash);
+  const rest = slash < 0 ? '' : text.slice(slash + 1);
+  const form = opts.inSnapshot ? '<share>/<path> or <share>/.snapshots/<snapshot>[/<path>]' : '<share>/<path>';
+  if (share === '' || (rest === '' && !opts.inSnapshot)) throw vmError('INVALID_ARGUMENT', `${what} ${quote(text)} is not ${form}`);
+  validateName('share', share);
+  if (rest === SNAPSHOTS_DIR || rest.startsWith(`${SNAPSHOTS_DIR}/`)) {
+    if (!opts.inSnapshot) {
+      throw vmError('INVALID_ARGUMENT', `${what} ${quote(text)} is inside ${SNAPSHOTS_DIR}/, which is read-only: copy into the share itself`);
+    }
+    const [, snapshot, ...parts] = rest.split('/');
+    if (snapshot === undefined || snapshot === '') throw vmError('INVALID_ARGUMENT', `${what} ${quote(text)} names no snapshot: ${form}`);
+    validateName('snapshot', snapshot);
+    return { share, snapshot, parts: parts.length === 0 ? [] : validatePathInShare(parts.join('/'), what) };
+  }
+  if (rest === '') throw vmError('INVALID_ARGUMENT', `${what} ${quote(text)} names a whole share; name a file or directory in it (${form})`);
+  return { share, parts: validatePathInShare(rest, what) };
+}
+
+/** "vms/a/b", "vms/.snapshots/nightly/a/b": how messages name a SharePath. */
+export function showSharePath(p: SharePath): string {
+  return [p.share, ...(p.snapshot === undefined ? [] : [SNAPSHOTS_DIR, p.snapshot]), ...p.parts].join('/');
+}
+
 // Lone surrogates would all encode to U+FFFD, so two different names could land on one entry.
 function isWellFormed(s: string): boolean {
   return Buffer.from(s, 'utf8').toString('utf8') === s;

@@ -14,6 +14,7 @@ import { INODE } from './keys.js';
 import { decodeInode, NodeType } from './records.js';
 import { FsOps } from './fs-ops.js';
 import { Shares } from './shares.js';
+import { Fastcopy } from './fastcopy.js';
 import { Snapshots } from './snapshots.js';
 
 export interface NamespaceOptions {
@@ -49,6 +50,8 @@ export class Namespace {
   readonly shares: Shares;
   readonly fs: FsOps;
   readonly snapshots: Snapshots;
+  /** Files and directory trees copied by reference, also out of snapshots and across shares. */
+  readonly fastcopy: Fastcopy;
   private readonly opts: Required<Omit<NamespaceOptions, 'log'>>;
   private readonly log: (line: string) => void;
   private timer: NodeJS.Timeout | undefined;
@@ -65,6 +68,7 @@ export class Namespace {
       snapshotNames: (v) => this.shares.snapshotNames(v),
     });
     this.snapshots = new Snapshots(this.ctx, this.shares, (vol) => this.flushAll((v) => v === vol));
+    this.fastcopy = new Fastcopy(this.ctx, (vol) => this.flushAll((v) => v === vol));
     this.opts = {
       fileCommitBytes: opts.fileCommitBytes ?? 64 * 1024 * 1024,
       dirtyLimitBytes: opts.dirtyLimitBytes ?? 512 * 1024 * 1024,

@@ -12,8 +12,9 @@ import { type DbOp, writeBatch } from '../kv/db.js';
 import type { NsContext } from './context.js';
 import { ENTRY, INODE, rekeyVolume, shareNameKey, snapNameKey, volumeRange } from './keys.js';
 import { Txn } from './meta.js';
+import { Fastcopy } from './fastcopy.js';
 import { validateName, validatePathInShare } from './names.js';
-import { NodeType, type Volume } from './records.js';
+import type { Volume } from './records.js';
 import type { Shares, ShareInfo } from './shares.js';
 
 export interface SnapshotInfo {
@@ -163,33 +164,16 @@ export class Snapshots {
   }
 
   /**
-   * Copies one file by reference: the new file gets the source's content root. Buffered
-   * writes to the source are committed first. Refuses to overwrite.
+   * Copies a file or directory of a share by reference, inside that share; `from` may also be
+   * `.snapshots/<snap>/<path>` (a restore). Fastcopy (fastcopy.ts) does the work; this keeps the
+   * share-relative form of the per-share route. Refuses to overwrite.
    */
   async fastcopy(shareName: string, from: string, to: string): Promise<{ share: string; from: string; to: string; logicalBytes: number }> {
-    const src = validatePathInShare(from);
-    const dst = validatePathInShare(to);
-    const share = await this.shares.volumeOf(shareName);
-    const fromPath = `/${shareName}/${src.join('/')}`;
-    const toPath = `/${shareName}/${dst.join('/')}`;
-    const s = await this.ctx.resolve(fromPath);
-    if (s.inode.type !== NodeType.File) throw vmError('INVALID_ARGUMENT', `${from} is not a regular file`);
-    const open = this.ctx.findOpen(share.id, s.ino);
-    if (open) await open.commit(true);
-    return this.ctx.lock.run(async () => {
-      const source = await this.ctx.resolve(fromPath);
-      const p = await this.ctx.resolveParent(toPath);
-      if (await this.ctx.meta.lookup(p.vol.id, p.parent, p.name)) throw vmError('ALREADY_EXISTS', `${to} already exists in share ${shareName}`);
-      const now = Date.now();
-      const txn = new Txn();
-      const ino = this.ctx.allocIno(txn, p.vol);
-      txn.putInode(p.vol.id, { ...source.inode, ino, nlink: 1, atime: now, mtime: now, ctime: now });
-      txn.putEntry(p.vol.id, p.parent, p.name, { ino, type: NodeType.File });
-      txn.putInode(p.vol.id, { ...p.parentInode, mtime: now, ctime: now });
-      this.ctx.count(txn, p.vol, 1, source.inode.size);
-      await this.ctx.meta.apply(txn, true);
-      return { share: shareName, from: src.join('/'), to: dst.join('/'), logicalBytes: source.inode.size };
-    });
+    validateName('share', shareName);
+    validatePathInShare(to, 'to');
+    const r = await new Fastcopy(this.ctx, this.flushVolume).copy(`${shareName}/${from}`, `${shareName}/${to}`);
+    const rel = (p: string) => p.slice(shareName.length + 1);
+    return { share: shareName, from: rel(r.from), to: rel(r.to), logicalBytes: r.logicalBytes };
   }
 }
 

@@ -5,9 +5,10 @@
 
 import { setTimeout as sleep } from 'node:timers/promises';
 import { vmError } from '../../src/errors.js';
-import { validateName, validatePathInShare } from '../../src/namespace/names.js';
+import { parseSharePath, showSharePath, validateName } from '../../src/namespace/names.js';
 import type {
   ControlServices,
+  DeleteShareOptions,
   FastcopyResult,
   GcResult,
   HealthReport,
@@ -102,11 +103,14 @@ export class MemoryServices implements ControlServices {
     return this.summary(name);
   }
 
-  async deleteShare(name: string, opts: { force: boolean }): Promise<void> {
+  async deleteShare(name: string, opts: DeleteShareOptions): Promise<void> {
     validateName('share', name);
     const share = this.share(name);
-    if (!opts.force && (share.files.size > 0 || share.snapshots.size > 0)) {
-      throw vmError('NOT_EMPTY', `share ${name} has ${share.files.size} files and ${share.snapshots.size} snapshots; delete them or force`);
+    if (!opts.deleteSnapshots && share.snapshots.size > 0) {
+      throw vmError('NOT_EMPTY', `share ${name} has snapshots (${[...share.snapshots.keys()].join(', ')}); pass --delete-snapshots`);
+    }
+    if (!opts.force && share.files.size > 0) {
+      throw vmError('NOT_EMPTY', `share ${name} has ${share.files.size} ${share.files.size === 1 ? 'file' : 'files'}; pass --force`);
     }
     this.shares.delete(name);
   }
@@ -147,16 +151,24 @@ export class MemoryServices implements ControlServices {
     return this.summary(newShare);
   }
 
-  async fastcopy(share: string, from: string, to: string): Promise<FastcopyResult> {
-    validateName('share', share);
-    validatePathInShare(from, 'from');
-    validatePathInShare(to, 'to');
-    const s = this.share(share);
-    const size = s.files.get(from);
-    if (size === undefined) throw vmError('NOT_FOUND', `no file ${from} in share ${share}`);
-    if (s.files.has(to)) throw vmError('ALREADY_EXISTS', `${to} already exists in share ${share}`);
-    s.files.set(to, size);
-    return { share, from, to, logicalBytes: size };
+  async fastcopy(from: string, to: string): Promise<FastcopyResult> {
+    const src = parseSharePath(from, 'source', { inSnapshot: true });
+    const dst = parseSharePath(to, 'target', { inSnapshot: false });
+    const files = src.snapshot === undefined ? this.share(src.share).files : this.snapshot(src.share, src.snapshot).files;
+    const target = this.share(dst.share).files;
+    const path = src.parts.join('/');
+    const dir = path === '' ? '' : `${path}/`;
+    const picked = files.has(path) ? [[path, files.get(path)!] as const] : [...files].filter(([f]) => f.startsWith(dir));
+    if (picked.length === 0) throw vmError('NOT_FOUND', `${showSharePath(src)} does not exist`);
+    const toPath = dst.parts.join('/');
+    if ([...target.keys()].some((f) => f === toPath || f.startsWith(`${toPath}/`))) throw vmError('ALREADY_EXISTS', `${showSharePath(dst)} already exists`);
+    let bytes = 0;
+    for (const [f, size] of picked) {
+      target.set(f === path ? toPath : `${toPath}/${f.slice(dir.length)}`, size);
+      bytes += size;
+    }
+    const isFile = files.has(path);
+    return { from: showSharePath(src), to: showSharePath(dst), type: isFile ? 'file' : 'directory', files: picked.length, directories: isFile ? 0 : 1, logicalBytes: bytes };
   }
 
   async gc(ctx: JobContext): Promise<GcResult> {

@@ -7,6 +7,7 @@ import type { CliIO } from '../io.js';
 export interface Flags {
   json: boolean;
   force: boolean;
+  deleteSnapshots: boolean;
   full: boolean;
   detach: boolean;
 }

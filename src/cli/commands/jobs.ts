@@ -5,9 +5,12 @@ import type { GcResult, IndexRebuildResult, VerifyResult, VerifyTarget } from '.
 import { seg } from '../client.js';
 import { usage } from '../cli-error.js';
 import { EXIT, exitCodeFor } from '../exit-codes.js';
-import { formatBytes, formatDuration, formatPairs, formatPercent, formatProgress, formatTable, formatTime } from '../format.js';
+import { formatBytes, formatCount, formatDuration, formatPairs, formatPercent, formatProgress, formatRate, formatTable, formatTime, plural } from '../format.js';
 import { watchJob } from '../progress.js';
 import { type CommandContext, expectArgs, output } from './context.js';
+
+/** As the appliance makes them (control/jobs.ts); checked here to answer with the command's words. */
+const JOB_ID = /^[0-9a-f]{12}$/;
 
 export async function gcCommand(ctx: CommandContext, args: string[]): Promise<number> {
   expectArgs(args, [], 'gc');
@@ -52,6 +55,9 @@ export async function jobsCommand(ctx: CommandContext, args: string[]): Promise<
     return watchAndReport(ctx, id);
   }
   expectArgs(rest, [], 'jobs <id>');
+  if (!JOB_ID.test(first)) {
+    throw usage(`jobs: ${JSON.stringify(first)} is not a job id or one of watch, cancel (job ids are 12 hex digits; vmvault jobs lists them)`);
+  }
   const job = await ctx.client.get<JobView>(`/jobs/${seg(first)}`);
   output(ctx, jobText(job), job);
   return EXIT.OK;
@@ -92,10 +98,12 @@ function jobText(job: JobView): string {
     ['Job', `${job.id} (${job.kind} of ${job.target})`],
     ['State', job.state + (job.cancelRequested && job.state === 'running' ? ' (cancelling)' : '')],
   ];
-  const { done, total, unit } = job.progress;
+  const { done, total, unit, phase } = job.progress;
   if (isActive(job.state)) {
+    if (phase !== undefined) pairs.push(['Phase', phase]);
     pairs.push(['Progress', formatProgress(done, total, unit)]);
-    if (job.etaSeconds !== null) pairs.push(['ETA', formatDuration(job.etaSeconds)]);
+    if (job.rate !== null) pairs.push(['Rate', formatRate(job.rate, unit)]);
+    if (job.etaSeconds !== null) pairs.push(['Time left', formatDuration(job.etaSeconds)]);
   }
   pairs.push(['Started', formatTime(job.startedAt)]);
   if (job.endedAt !== null) pairs.push(['Ended', formatTime(job.endedAt)]);
@@ -109,15 +117,15 @@ function resultPairs(job: JobView): Array<[string, string]> {
     const r = job.result as GcResult;
     return [
       ['Reclaimed', formatBytes(r.reclaimedBytes)],
-      ['Containers', `${r.containersRemoved} removed, ${r.containersRewritten} rewritten`],
-      ['Segments', `${r.liveSegments} live, ${r.deadSegments} dead`],
+      ['Containers', `${formatCount(r.containersRemoved)} removed, ${formatCount(r.containersRewritten)} rewritten`],
+      ['Segments', `${formatCount(r.liveSegments)} live, ${formatCount(r.deadSegments)} dead`],
     ];
   }
   if (job.kind === 'verify') {
     const r = job.result as VerifyResult;
     const pairs: Array<[string, string]> = [
-      ['Checked', `${r.segmentsChecked} segments in ${r.containers} containers, ${formatBytes(r.bytesRead)} read`],
-      ['Problems', r.problems.length === 0 ? 'none' : String(r.problems.length)],
+      ['Checked', `${plural(r.segmentsChecked, 'segment')} in ${plural(r.containers, 'container')}, ${formatBytes(r.bytesRead)} read`],
+      ['Problems', r.problems.length === 0 ? 'none' : formatCount(r.problems.length)],
     ];
     for (const p of r.problems.slice(0, 20)) pairs.push(['', `${p.kind}: ${p.message}`]);
     if (r.problems.length > 20) pairs.push(['', `... and ${r.problems.length - 20} more (--json lists all)`]);
@@ -125,8 +133,8 @@ function resultPairs(job: JobView): Array<[string, string]> {
   }
   const r = job.result as IndexRebuildResult;
   return [
-    ['Read', `${r.records} records in ${r.containers} containers`],
-    ['Index', `${r.entriesAdded} added, ${r.entriesChanged} changed, ${r.entriesRemoved} removed`],
+    ['Read', `${plural(r.records, 'record')} in ${plural(r.containers, 'container')}`],
+    ['Index', `${formatCount(r.entriesAdded)} added, ${formatCount(r.entriesChanged)} changed, ${formatCount(r.entriesRemoved)} removed`],
     ['Unreadable', r.unreadableContainers.length === 0 ? 'none' : r.unreadableContainers.join(', ')],
   ];
 }

@@ -28,7 +28,8 @@ export async function shareCommand(ctx: CommandContext, args: string[]): Promise
     }
     case 'delete': {
       const [name] = expectArgs(rest, ['name'], 'share delete');
-      await ctx.client.delete(`/shares/${seg(name)}${ctx.flags.force ? '?force=true' : ''}`);
+      const query = [ctx.flags.force ? 'force=true' : '', ctx.flags.deleteSnapshots ? 'deleteSnapshots=true' : ''].filter(Boolean).join('&');
+      await ctx.client.delete(`/shares/${seg(name)}${query === '' ? '' : `?${query}`}`);
       output(ctx, `deleted share ${name}`, { deleted: name });
       return EXIT.OK;
     }

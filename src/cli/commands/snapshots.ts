@@ -1,8 +1,8 @@
 import type { FastcopyResult, ShareSummary, SnapshotSummary } from '../../control/services.js';
 import { seg } from '../client.js';
-import { CliError, usage } from '../cli-error.js';
+import { usage } from '../cli-error.js';
 import { EXIT } from '../exit-codes.js';
-import { formatBytes, formatTable, formatTime } from '../format.js';
+import { formatBytes, formatTable, formatTime, plural } from '../format.js';
 import { type CommandContext, expectArgs, output } from './context.js';
 
 export async function snapshotCommand(ctx: CommandContext, args: string[]): Promise<number> {
@@ -23,7 +23,7 @@ export async function snapshotCommand(ctx: CommandContext, args: string[]): Prom
     case 'create': {
       const [share, name] = expectArgs(rest, ['share', 'snapshot'], 'snapshot create');
       const snap = await ctx.client.post<SnapshotSummary>(`/shares/${seg(share)}/snapshots`, { name });
-      output(ctx, `created snapshot ${snap.share}/${snap.name} (${snap.files} files, ${formatBytes(snap.logicalBytes)})`, snap);
+      output(ctx, `created snapshot ${snap.share}/${snap.name} (${plural(snap.files, 'file')}, ${formatBytes(snap.logicalBytes)})`, snap);
       return EXIT.OK;
     }
     case 'delete': {
@@ -42,19 +42,22 @@ export async function cloneCommand(ctx: CommandContext, args: string[]): Promise
   if (verb !== 'create') throw usage(`clone: expected create, got ${verb === undefined ? 'nothing' : JSON.stringify(verb)}`);
   const [share, snap, newShare] = expectArgs(rest, ['share', 'snapshot', 'new-share'], 'clone create');
   const created = await ctx.client.post<ShareSummary>(`/shares/${seg(share)}/snapshots/${seg(snap)}/clone`, { name: newShare });
-  output(ctx, `created share ${created.name} from snapshot ${share}/${snap} (${created.files} files)`, created);
+  output(ctx, `created share ${created.name} from snapshot ${share}/${snap} (${plural(created.files, 'file')})`, created);
   return EXIT.OK;
 }
 
 export async function fastcopyCommand(ctx: CommandContext, args: string[]): Promise<number> {
-  const [from, to] = expectArgs(args, ['share/path', 'share/path'], 'fastcopy');
-  const src = splitSharePath(from);
-  const dst = splitSharePath(to);
-  if (src.share !== dst.share) {
-    throw new CliError('CROSS_SHARE', `fastcopy copies within one share: ${from} is in ${src.share}, ${to} in ${dst.share}`);
-  }
-  const result = await ctx.client.post<FastcopyResult>(`/shares/${seg(src.share)}/fastcopy`, { from: src.path, to: dst.path });
-  output(ctx, `copied ${from} to ${to} (${formatBytes(result.logicalBytes)}, no new space)`, result);
+  const [from, to] = expectArgs(args, ['from', 'share/path'], 'fastcopy');
+  splitSharePath(from);
+  splitSharePath(to);
+  const r = await ctx.client.post<FastcopyResult>('/fastcopy', { from, to });
+  const what =
+    r.type === 'directory'
+      ? `${plural(r.directories, 'directory', 'directories')}, ${plural(r.files, 'file')}, ${formatBytes(r.logicalBytes)}`
+      : r.type === 'symlink'
+        ? 'a symbolic link'
+        : formatBytes(r.logicalBytes);
+  output(ctx, `copied ${r.from} to ${r.to} (${what}; no new space)`, r);
   return EXIT.OK;
 }
 

@@ -1,6 +1,6 @@
 import type { StatsReport } from '../../control/services.js';
 import { EXIT } from '../exit-codes.js';
-import { formatBytes, formatPairs, formatRatio } from '../format.js';
+import { formatBytes, formatCount, formatPairs, formatRatio, plural } from '../format.js';
 import { type CommandContext, expectArgs, output } from './context.js';
 
 export async function statsCommand(ctx: CommandContext, args: string[]): Promise<number> {
@@ -12,14 +12,14 @@ export async function statsCommand(ctx: CommandContext, args: string[]): Promise
 
 function statsText(s: StatsReport): string {
   return formatPairs([
-    ['Logical data', `${formatBytes(s.logicalBytes)}  (live files in ${s.shares} shares and ${s.snapshots} snapshots)`],
+    ['Logical data', `${formatBytes(s.logicalBytes)}  (live files in ${plural(s.shares, 'share')} and ${plural(s.snapshots, 'snapshot')})`],
     ['Stored on disk', formatBytes(s.storedBytes)],
     ['Dedup ratio', formatRatio(s.dedupRatio)],
     ['Compression ratio', formatRatio(s.compressionRatio)],
     ['Total ratio', formatRatio(s.totalRatio)],
     ['Ingested', formatBytes(s.ingestedBytes)],
-    ['Unique segments', `${formatBytes(s.uniqueBytes)} in ${s.segments.toLocaleString('en-US')} segments`],
-    ['Containers', s.containers.toLocaleString('en-US')],
+    ['Unique segments', `${formatBytes(s.uniqueBytes)} in ${plural(s.segments, 'segment')}`],
+    ['Containers', formatCount(s.containers)],
     ['Reclaimable', s.reclaimableBytes === null ? 'unknown until the next gc' : `${formatBytes(s.reclaimableBytes)} (vmvault gc)`],
   ]);
 }

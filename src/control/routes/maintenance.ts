@@ -47,7 +47,7 @@ export async function maintenanceRoutes(app: FastifyInstance, { services, jobs }
           properties: {
             share: shareName,
             snapshot: { ...snapshotName, description: `Needs share. ${snapshotName.description}` },
-            full: { type: 'boolean', description: 'Re-read and re-hash every segment.' },
+            full: { type: 'boolean', title: 'full flag', description: 'Re-read and re-hash every segment.' },
           },
         },
         bodyOptional: true,

@@ -62,30 +62,39 @@ export async function shareRoutes(app: FastifyInstance, { services }: RouteDeps)
     },
   );
 
-  app.delete<{ Params: { name: string }; Querystring: { force?: 'true' | 'false' } }>(
+  app.delete<{ Params: { name: string }; Querystring: { force?: 'true' | 'false'; deleteSnapshots?: 'true' | 'false' } }>(
     '/shares/:name',
     {
       schema: routeSchema({
         operationId: 'deleteShare',
-        summary: 'Delete a share; refused while it has files or snapshots unless force=true',
+        summary: 'Delete a share; refused while it has files (unless force=true) or snapshots (unless deleteSnapshots=true)',
         tags: ['shares'],
         params: shareParams,
         querystring: {
           type: 'object',
           additionalProperties: false,
-          properties: { force: { type: 'string', enum: ['true', 'false'], description: 'Delete files and snapshots too.' } },
+          properties: {
+            force: { type: 'string', title: 'force parameter', enum: ['true', 'false'], description: "Delete the share's files too." },
+            deleteSnapshots: {
+              type: 'string',
+              title: 'deleteSnapshots parameter',
+              enum: ['true', 'false'],
+              description: "Delete the share's snapshots too; force alone never does. Without it, the refusal names them.",
+            },
+          },
         },
         response: {
           204: { description: 'Deleted.' },
           ...commonErrors,
           404: { description: 'No such share.', ...errorBody },
-          409: { description: 'The share is not empty (NOT_EMPTY).', ...errorBody },
+          409: { description: 'The share has files or snapshots the flags do not allow deleting (NOT_EMPTY); the message names them.', ...errorBody },
         },
       }),
     },
     async (request, reply) => {
       validateName('share', request.params.name);
-      await services.deleteShare(request.params.name, { force: request.query.force === 'true' });
+      const { force, deleteSnapshots } = request.query;
+      await services.deleteShare(request.params.name, { force: force === 'true', deleteSnapshots: deleteSnapshots === 'true' });
       return reply.code(204).send();
     },
   );

@@ -102,7 +102,7 @@ export async function snapshotRoutes(app: FastifyInstance, { services }: RouteDe
         summary: 'Make a new writable share from a snapshot, sharing every segment',
         tags: ['snapshots'],
         params: snapParams,
-        body: nameBody({ ...shareName, description: `Name of the new share. ${shareName.description}` }),
+        body: nameBody({ ...shareName, title: 'new share name', description: `Name of the new share. ${shareName.description}` }),
         response: { 201: { description: 'The new share.', ...shareSummary }, ...commonErrors, 404: notFound, 409: { description: 'A share with that name exists.', ...errorBody } },
       }),
     },
