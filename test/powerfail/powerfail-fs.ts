@@ -68,6 +68,10 @@ class Serial {
   }
 }
 
+/** POWERFAIL_TRACE=1: every state change on stderr, to see what a cut will undo and why. */
+const TRACE = process.env.POWERFAIL_TRACE === '1';
+const trace = (line: string) => TRACE && process.stderr.write(`powerfail: ${line}\n`);
+
 const eio = (why: string) => Object.assign(new Error(why), { code: 'EIO' });
 
 export class PowerfailFs implements FuseHandlers {
@@ -134,6 +138,7 @@ export class PowerfailFs implements FuseHandlers {
       const fd = await fs.open(bp, constants.O_RDWR);
       st = { fd, durableSize: (await fd.stat()).size, undo: [] };
       this.data.set(ino, st);
+      trace(`track ${bp} ino ${ino} durable size ${st.durableSize}`);
     }
     return st;
   }
@@ -149,6 +154,7 @@ export class PowerfailFs implements FuseHandlers {
 
   private logName(what: string, dirs: number[], undo: () => Promise<void>, settle?: () => Promise<void>): void {
     this.names.push({ seq: ++this.seq, what, dirs, undo, settle });
+    trace(`${what} (dirs ${dirs.join(',')})`);
   }
 
   private async toGrave(bp: string): Promise<string> {
@@ -294,6 +300,7 @@ export class PowerfailFs implements FuseHandlers {
     return this.op(async () => {
       const h = this.handle(fh);
       const st = this.data.get(h.ino);
+      trace(`fsync ${_p} ino ${h.ino}${st ? '' : ' (clean)'}`);
       if (!st) return;
       st.durableSize = (await st.fd.stat()).size;
       st.undo = [];
@@ -304,6 +311,7 @@ export class PowerfailFs implements FuseHandlers {
   fsyncdir(p: string): Promise<void> {
     return this.op(async () => {
       this.dirSynced.set(await this.inoOf(this.bp(p)), ++this.seq);
+      trace(`fsyncdir ${p}`);
       const keep: NameOp[] = [];
       for (const n of this.names) {
         if (n.dirs.every((d) => (this.dirSynced.get(d) ?? 0) > n.seq)) await n.settle?.();
