@@ -35,11 +35,11 @@ const FULL_EVERY = Number(process.env.VMVAULT_POWER_FULL_VERIFY_EVERY ?? 1);
 // writer's first fsyncs come after a second or two.
 const KILL_MS: [number, number] = [1000, Number(process.env.VMVAULT_POWER_MAX_MS ?? 3500)];
 /**
- * The appliance's fsyncdir is known not to make a rename durable yet (issue 9, the `commit`
- * developer's part): the atomic replace is reported as todo until that lands. Set
- * VMVAULT_POWER_DIRSYNC=1 to hold it to the rule.
+ * The atomic replace (rename, then fsync of the directory) is held to the rule: the appliance's
+ * fsyncdir runs a synced store commit. VMVAULT_POWER_DIRSYNC_TODO=1 reports it as todo instead,
+ * should the commit-path rework break it for a while.
  */
-const DIRSYNC_TODO = process.env.VMVAULT_POWER_DIRSYNC === '1' ? undefined : 'directory fsync in the appliance (issue 9, commit path)';
+const DIRSYNC_TODO = process.env.VMVAULT_POWER_DIRSYNC_TODO === '1' ? 'directory fsync in the appliance (issue 9, commit path)' : undefined;
 
 const ALL_OPS = ['snapshot', 'snapshot', 'clone', 'fastcopy', 'fastcopy', 'delsnap', 'delclone', 'gc', 'rebuild', 'pause'] as const;
 /** VMVAULT_POWER_OPS=snapshot,gc narrows the control-plane load, to find which call breaks what. */
@@ -327,8 +327,12 @@ t.test(`power cuts under the appliance, ${CUTS} times`, async (t) => {
       tally.lostFiles++;
       break;
     }
+    // Earlier rounds: the last one, and one older at random (all of them would make a long
+    // run quadratic).
+    const older = [...earlier.keys()].filter((k) => k !== key);
+    const sample = new Set([...older.slice(-1), ...(older.length > 1 ? [rng.pick(older.slice(0, -1))] : [])]);
     for (const [k, files] of earlier) {
-      if (k === key) continue;
+      if (!sample.has(k)) continue;
       const now = new Map<string, string>();
       for (const n of files.keys()) {
         const buf = await readOrNull(path.join(b.mount, 'vms', k, n));

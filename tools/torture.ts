@@ -32,8 +32,17 @@ env.VMVAULT_POWER_FULL_VERIFY_EVERY = num('full-verify-every', values['full-veri
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const test = path.join(root, 'dist', 'test', 'power-cut.test.js');
-const tap = spawn('npx', ['tap', '--disable-coverage', '--timeout', '0', '-R', 'tap', test], { cwd: root, env, stdio: ['ignore', 'pipe', 'inherit'] });
+// Its own process group: an interrupt reaches the test, its appliance and its power-loss file
+// system together (each unmounts what it mounted on SIGTERM).
+const tap = spawn('npx', ['tap', '--disable-coverage', '--timeout', '0', '-R', 'tap', test], { cwd: root, env, stdio: ['ignore', 'pipe', 'inherit'], detached: true });
 tap.stdout.on('data', (d: Buffer) => process.stdout.write(d));
 tap.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
-// Ctrl-C: let tap take the appliance and the mounts down in its teardowns.
-process.on('SIGINT', () => tap.kill('SIGTERM'));
+const stop = (): void => {
+  try {
+    process.kill(-tap.pid!, 'SIGTERM');
+  } catch {
+    // already gone
+  }
+};
+process.on('SIGINT', stop);
+process.on('SIGTERM', stop);
