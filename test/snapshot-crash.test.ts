@@ -1,5 +1,7 @@
 // A crash during snapshot creation leaves either no snapshot or a complete one: a child
-// takes snapshots of a share in a loop and is killed with SIGKILL at random moments.
+// takes snapshots of a share in a loop and is killed with SIGKILL at random moments. Every
+// other kill is aimed into a snapshot (a few ms after the child logs its start), and the test
+// counts the kills that did land inside one: without any, it proves nothing and fails.
 
 import t from 'tap';
 import fs from 'node:fs';
@@ -15,6 +17,24 @@ import { tmpDir } from './helpers/tmpdir.js';
 
 const child = path.join(path.dirname(fileURLToPath(import.meta.url)), 'helpers', 'snapshot-child.js');
 
+/** Kills `ms` after the child logs the start of its next snapshot, not after it is ready. */
+function inNextSnapshot(log: string, ms: number): (kill: () => void) => () => void {
+  return (kill) => {
+    const starts = () => (fs.existsSync(log) ? (fs.readFileSync(log, 'utf8').match(/^start /gm) ?? []).length : 0);
+    const before = starts();
+    let timer: NodeJS.Timeout | undefined;
+    const poll = setInterval(() => {
+      if (starts() > before) {
+        clearInterval(poll);
+        timer = setTimeout(kill, ms);
+      }
+    }, 1);
+    return () => {
+      clearInterval(poll);
+      if (timer) clearTimeout(timer);
+    };
+  };
+}
 
 t.test('SIGKILL during snapshot creation: no snapshot or a complete one', async (t) => {
   const dir = tmpDir(t);
@@ -22,9 +42,18 @@ t.test('SIGKILL during snapshot creation: no snapshot or a complete one', async 
   const log = path.join(dir, 'done.log');
   const rng = new Rng(77);
   let seen = 0;
+  let inside = 0;
   for (let round = 0; round < 8; round++) {
-    await runAndKill(child, [store, log], after(rng.range(50, 600)));
-    const done = fs.existsSync(log) ? fs.readFileSync(log, 'utf8').split('\n').filter(Boolean) : [];
+    const ms = rng.range(50, 600);
+    await runAndKill(child, [store, log], round % 2 === 1 ? inNextSnapshot(log, ms % 15) : after(ms));
+    const lines = fs.existsSync(log) ? fs.readFileSync(log, 'utf8').split('\n').filter(Boolean) : [];
+    // The last line is `start sK` when the kill came after sK began and before it was logged done.
+    const last = lines[lines.length - 1] ?? '';
+    if (last.startsWith('start ')) {
+      inside++;
+      t.comment(`round ${round}: killed inside snapshot ${last.slice(6)}`);
+    }
+    const done = lines.filter((l) => !l.startsWith('start '));
     const s = await SegmentStore.open(store);
     const ns = await Namespace.open(s, { log: () => {} });
     try {
@@ -60,4 +89,5 @@ t.test('SIGKILL during snapshot creation: no snapshot or a complete one', async 
     }
   }
   t.ok(seen > 0, `the child finished ${seen} snapshots across the kills`);
+  t.ok(inside > 0, `${inside} of the 8 kills landed in the middle of a snapshot`);
 });

@@ -65,13 +65,21 @@ export async function createConfig(dir: string, chunker: ChunkerParams = DEFAULT
   const file = path.join(dir, CONFIG_FILE);
   const tmp = `${file}.tmp`;
   try {
-    await fsp.mkdir(dir, { recursive: true });
+    const first = await fsp.mkdir(dir, { recursive: true });
     await fsp.writeFile(tmp, JSON.stringify(cfg, null, 2) + '\n', { flag: 'w', mode: 0o644 });
     const h = await fsp.open(tmp, 'r');
     await h.sync();
     await h.close();
     await fsp.rename(tmp, file);
     await fsyncDir(dir);
+    // Every directory made here is an entry in its parent, durable only once the parent is
+    // fsynced: without this a power cut takes the whole new store (config, db/) with it.
+    if (first !== undefined) {
+      for (let d = dir; ; d = path.dirname(d)) {
+        await fsyncDir(path.dirname(d));
+        if (d === path.resolve(first) || d === path.dirname(d)) break;
+      }
+    }
   } catch (err) {
     throw fromSystemError(err, `creating the store in ${dir}`);
   }

@@ -39,6 +39,7 @@ import { ReadAhead } from './tree/read-ahead.js';
 import { SegmentReader } from './segment-reader.js';
 import type { ChunkerParams } from './segmenter/segmenter.js';
 import { segmenterImpl } from './segmenter/segmenter.js';
+import { fsyncDir } from './container/file-io.js';
 import { createConfig, readConfig, type StoreConfig } from './store-config.js';
 import type { DbOp } from '../kv/db.js';
 import { readCheckpoint } from './checkpoint.js';
@@ -114,6 +115,7 @@ export class SegmentStore {
     dir = path.resolve(dir);
     tuneMalloc();
     let config = await readConfig(dir);
+    const created = !config;
     if (!config) {
       if (opts.mustExist) throw vmError('NOT_FOUND', `no vmvault store in ${dir}`);
       config = await createConfig(dir, opts.chunker);
@@ -129,6 +131,19 @@ export class SegmentStore {
         throw vmError('STORE_LOCKED', `${dir} is in use by another vmvault process; stop it first`);
       }
       throw fromSystemError(err, `opening the index database in ${dir}`);
+    }
+    if (created) {
+      // A new LevelDB is not durable when open() returns: its first MANIFEST is never fsynced,
+      // and CURRENT is switched to the second by a rename no directory fsync follows, so a power
+      // cut here leaves CURRENT naming an empty MANIFEST ("no meta-nextfile entry"). Nor does it
+      // fsync db/'s own entry in the store directory. Both directories, children first.
+      try {
+        await fsyncDir(path.join(dir, 'db'));
+        await fsyncDir(dir);
+      } catch (err) {
+        await db.close();
+        throw fromSystemError(err, `making the new index database in ${dir} durable`);
+      }
     }
     try {
       const clean = (await db.get(metaKey('clean'))) !== undefined;

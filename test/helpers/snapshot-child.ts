@@ -1,5 +1,7 @@
 // Child for the snapshot crash test: fills a share with files once, then takes snapshots in
-// a loop, logging each after it returned, until killed.
+// a loop, logging each after it returned, until killed. Before each it writes `start <name>`
+// (page cache is enough: the parent reads it after this process died), so the parent can tell
+// a kill that landed inside a snapshot from one between two.
 
 import fs from 'node:fs';
 import { Namespace } from '../../src/namespace/namespace.js';
@@ -27,6 +29,7 @@ async function main(): Promise<void> {
   const fd = fs.openSync(log, 'a');
   process.send?.('ready');
   for (let k = (await ns.snapshots.list('vms')).length; ; k++) {
+    fs.writeSync(fd, `start s${k}\n`);
     await ns.snapshots.create('vms', `s${k}`);
     fs.writeSync(fd, `s${k}\n`);
     fs.fsyncSync(fd);

@@ -30,7 +30,13 @@ const BATCH = 10000;
 
 export async function rebuildIndex(core: StoreCore, onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<RebuildReport> {
   const report: RebuildReport = { containers: 0, records: 0, entriesAdded: 0, entriesChanged: 0, entriesRemoved: 0, unreadableContainers: [] };
-  const ids = (await core.files.listIds()).filter((id) => !core.writers.has(id));
+  // Ingest goes on meanwhile. Containers open now, or made after this point, are not scanned,
+  // and their entries are left as they are: by the time the index is walked below, such a
+  // container may be sealed and no longer in core.writers, yet it is no stale entry's home.
+  const firstNew = core.nextCid;
+  const openAtStart = new Set(core.writers.keys());
+  const ids = (await core.files.listIds()).filter((id) => id < firstNew && !openAtStart.has(id));
+  const notScanned = (cid: number) => cid >= firstNew || openAtStart.has(cid) || core.writers.has(cid);
   const found = new FpMap<Location>();
   const counters = { ...core.counters, segments: 0, nodeSegments: 0, rawBytes: 0, payloadBytes: 0, containers: 0, containerBytes: 0 };
   let ops: DbOp[] = [];
@@ -42,6 +48,7 @@ export async function rebuildIndex(core: StoreCore, onProgress?: (p: Progress) =
   };
   // Registry entries are rewritten from what is on disk.
   for await (const k of core.db.keys({ gte: Buffer.from([CONTAINER_PREFIX]), lt: Buffer.from([CONTAINER_PREFIX + 1]) })) {
+    if (k.length === 5 && notScanned(k.readUInt32BE(1))) continue;
     ops.push({ type: 'del', key: k });
     await flush();
   }
@@ -77,7 +84,7 @@ export async function rebuildIndex(core: StoreCore, onProgress?: (p: Progress) =
   const seen = new FpMap<true>();
   for await (const [fp, loc] of core.index.entries()) {
     signal?.throwIfAborted();
-    if (core.writers.has(loc.cid)) {
+    if (notScanned(loc.cid)) {
       seen.set(Buffer.from(fp), true);
       continue;
     }
