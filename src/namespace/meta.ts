@@ -19,6 +19,7 @@ import {
 } from './records.js';
 
 const CACHE_MAX = 200_000;
+const NAMES_MAX = 10_000;
 
 class Lru<V> {
   private readonly map = new Map<string, V>();
@@ -51,6 +52,8 @@ export class Txn {
   readonly inodes = new Map<string, Inode | null>();
   readonly entries = new Map<string, EntryValue | null>();
   readonly volumes = new Map<number, Volume>();
+  /** Set by raw(): such operations may name or unname shares and snapshots. */
+  hasRaw = false;
 
   putInode(vol: number, n: Inode): void {
     this.ops.push({ type: 'put', key: inodeKey(vol, n.ino), value: encodeInode(n) });
@@ -78,6 +81,7 @@ export class Txn {
   }
 
   raw(op: DbOp): void {
+    this.hasRaw = true;
     this.ops.push(op);
   }
 }
@@ -86,6 +90,12 @@ export class Meta {
   private readonly inodes = new Lru<Inode | null>();
   private readonly entries = new Lru<EntryValue | null>();
   private readonly volumes = new Map<number, Volume>();
+  /**
+   * Share and snapshot names -> volume ids (null: known absent). Every path a FUSE operation
+   * names starts with a share, so without this each getattr cost a LevelDB read. Names change
+   * only in transactions with raw operations (shares.ts, snapshots.ts), which empty it.
+   */
+  private readonly names = new Map<string, number | null>();
   /**
    * Bumped by every learned change. A read that missed the cache may only fill it if no
    * change landed while it waited for LevelDB; otherwise it could cache the old value after
@@ -107,13 +117,25 @@ export class Meta {
   }
 
   async shareVolumeId(name: string): Promise<number | undefined> {
-    const v = await this.db.get(shareNameKey(name));
-    return v ? v.readUInt32BE(0) : undefined;
+    return this.named(`s/${name}`, () => shareNameKey(name));
   }
 
   async snapshotVolumeId(shareVol: number, name: string): Promise<number | undefined> {
-    const v = await this.db.get(snapNameKey(shareVol, name));
-    return v ? v.readUInt32BE(0) : undefined;
+    return this.named(`p/${shareVol}/${name}`, () => snapNameKey(shareVol, name));
+  }
+
+  private async named(cacheKey: string, key: () => Buffer): Promise<number | undefined> {
+    const hit = this.names.get(cacheKey);
+    if (hit !== undefined) return hit ?? undefined;
+    const gen = this.generation;
+    const v = await this.db.get(key());
+    const id = v ? v.readUInt32BE(0) : null;
+    if (gen === this.generation) {
+      // Negative answers too (a path of a share that does not exist); bounded all the same.
+      if (this.names.size >= NAMES_MAX) this.names.clear();
+      this.names.set(cacheKey, id);
+    }
+    return id ?? undefined;
   }
 
   async shareNames(): Promise<Array<{ name: string; vol: number }>> {
@@ -159,11 +181,10 @@ export class Meta {
   }
 
   async listDir(vol: number, ino: number): Promise<Array<{ name: string; entry: EntryValue }>> {
-    const out: Array<{ name: string; entry: EntryValue }> = [];
-    for await (const [k, v] of this.db.iterator(entryRange(vol, ino))) {
-      out.push({ name: k.subarray(13).toString('utf8'), entry: decodeEntry(v) });
-    }
-    return out;
+    // all() reads in batches (nextv); a for-await over the iterator costs a round trip to
+    // LevelDB's thread per entry (measured ~25 us each: 2,000 entries in 50 ms).
+    const rows = await this.db.iterator(entryRange(vol, ino)).all();
+    return rows.map(([k, v]) => ({ name: k.subarray(13).toString('utf8'), entry: decodeEntry(v) }));
   }
 
   async hasChildren(vol: number, ino: number): Promise<boolean> {
@@ -192,6 +213,7 @@ export class Meta {
   /** Only after the batch is on disk, so the cache never shows what the disk does not hold. */
   private learn(txn: Txn): void {
     this.generation++;
+    if (txn.hasRaw) this.names.clear();
     for (const [k, inode] of txn.inodes) this.inodes.set(k, inode);
     for (const [k, e] of txn.entries) this.entries.set(k, e);
     for (const [id, v] of txn.volumes) this.volumes.set(id, v);
@@ -201,6 +223,7 @@ export class Meta {
   forgetVolume(id: number): void {
     this.generation++;
     this.volumes.delete(id);
+    this.names.clear();
     this.inodes.clear();
     this.entries.clear();
   }
