@@ -1,4 +1,5 @@
 // npm run bench:fuse [-- --quick] [-- IMAGE] [-- --dir=DIR] [-- --profile=DIR]
+//                    [-- --only=image|small] [-- --before=REPO]
 //   (node dist/tools/bench-fuse.js)
 // Prints one JSON line per figure: {"figure":..., "value":..., "unit":..., "vs_ceiling":...};
 // notes on the run (and, with --profile, where the appliance spent its CPU) go to stderr.
@@ -8,16 +9,27 @@
 // run, and finishes in under a minute. --dir: where stores and the plain copy go (default the
 // system temp dir). --profile=DIR: run the appliance under `node --cpu-prof`, profiles in DIR.
 // Run as root: the read phase drops the page cache (/proc/sys/vm/drop_caches).
+//
+// Then small files (bench/small-files.ts): create/stat/readdir/unlink of 10,000 files (--quick:
+// 2,000) against a names-only FUSE ceiling, and rsync -a /usr/share/doc into a share against a
+// plain directory. --before=REPO runs that part also on another built checkout (main before a
+// change). --only=image or --only=small runs one part.
 
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { benchFuse, type FuseFigure } from './bench/fuse-vmvault.js';
+import { benchSmallFiles } from './bench/small-files.js';
 
 const args = process.argv.slice(2);
 const opt = (name: string) => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
 const image = args.find((a) => !a.startsWith('--')) ?? '/work/vmdata/vm-images/vm1-day1.raw';
-if (!fs.existsSync(image)) {
+const only = opt('only');
+if (only !== undefined && only !== 'image' && only !== 'small') {
+  process.stderr.write(`bench-fuse: --only=${only}: want image or small\n`);
+  process.exit(2);
+}
+if (only !== 'small' && !fs.existsSync(image)) {
   process.stderr.write(`bench-fuse: ${image} is missing; build it with: OUT=/work/vmdata/vm-images BUILD=/work/vmdata/build bash ../shared/testdata/make-vm-images.sh\n`);
   process.exit(2);
 }
@@ -27,22 +39,42 @@ const emit = (f: FuseFigure): void => {
   figures.push(f);
   process.stdout.write(JSON.stringify(f) + '\n');
 };
-await benchFuse(
-  {
-    quick: args.includes('--quick'),
-    image,
-    dir: opt('dir') ?? os.tmpdir(),
-    ...(profile ? { profileDir: path.resolve(profile) } : {}),
-    note: (line) => void process.stderr.write(`bench: ${line}\n`),
-  },
-  emit,
-);
+const note = (line: string) => void process.stderr.write(`bench: ${line}\n`);
+if (only !== 'small') {
+  await benchFuse(
+    {
+      quick: args.includes('--quick'),
+      image,
+      dir: opt('dir') ?? os.tmpdir(),
+      ...(profile ? { profileDir: path.resolve(profile) } : {}),
+      note,
+    },
+    emit,
+  );
+}
+if (only !== 'image') {
+  const before = opt('before');
+  await benchSmallFiles(
+    {
+      quick: args.includes('--quick'),
+      dir: opt('dir') ?? os.tmpdir(),
+      ...(before ? { beforeRepo: path.resolve(before) } : {}),
+      ...(profile ? { nodeFlags: ['--cpu-prof', `--cpu-prof-dir=${path.join(path.resolve(profile), 'small')}`] } : {}),
+      note,
+    },
+    emit,
+  );
+}
 
 // The ratios to the ceiling against the targets the issue set.
 const targets: Array<[string, string, number]> = [
   ['fuse.write.unique', 'unique write / write ceiling', 0.7],
   ['fuse.write.duplicate', 'duplicate write / write ceiling', 0.85],
   ['fuse.read.sequential', 'sequential read / read ceiling', 0.7],
+  ['fuse.small.create', 'small-file create / ceiling', 0.5],
+  ['fuse.small.stat', 'small-file stat / ceiling', 0.5],
+  ['fuse.small.readdir', 'small-file readdir / ceiling', 0.5],
+  ['fuse.small.unlink', 'small-file unlink / ceiling', 0.5],
 ];
 for (const [name, label, target] of targets) {
   const f = figures.find((x) => x.figure === name);

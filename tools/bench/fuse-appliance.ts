@@ -20,12 +20,13 @@ export interface BenchAppliance {
   stop(): Promise<void>;
 }
 
-export async function startBenchAppliance(dir: string, nodeFlags: string[] = []): Promise<BenchAppliance> {
+/** `bin`: another checkout's bin/vmvault.js (a before-and-after comparison in one run). */
+export async function startBenchAppliance(dir: string, nodeFlags: string[] = [], bin = vmvaultBin): Promise<BenchAppliance> {
   const data = path.join(dir, 'data');
   const mount = path.join(dir, 'mnt');
   const env = { ...process.env };
   delete env.NODE_OPTIONS;
-  const proc = spawn(process.execPath, [...nodeFlags, vmvaultBin, 'appliance', '--data', data, '--mount', mount, '--listen', '127.0.0.1:0'], {
+  const proc = spawn(process.execPath, [...nodeFlags, bin, 'appliance', '--data', data, '--mount', mount, '--listen', '127.0.0.1:0'], {
     stdio: ['ignore', 'ignore', 'pipe'],
     env,
   });

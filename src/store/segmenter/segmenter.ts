@@ -33,6 +33,9 @@ export const ZERO_FLAG = 0x80000000;
 export const END_MASK = 0x7fffffff;
 
 // state indices
+/** Pieces up to this size are cut on the calling thread even when pushAsync is asked. */
+const SYNC_CUT_BYTES = 64 * 1024;
+
 const S_POS = 0;
 const S_FP = 1;
 const S_ZERO = 2;
@@ -84,6 +87,20 @@ export function validateChunkerParams(p: ChunkerParams): void {
  * bytes is emitted without hashing, which is what makes sparse images cheap.
  */
 export function packParams(p: ChunkerParams): Int32Array {
+  // Scanning for ZERO_FAST walks up to maxSize bytes: once per params, not once per segmenter
+  // (a store makes one per file version it writes).
+  const key = `${p.minSize}/${p.avgSize}/${p.maxSize}`;
+  let packed = packedParams.get(key);
+  if (!packed) {
+    packed = computePacked(p);
+    packedParams.set(key, packed);
+  }
+  return packed.slice();
+}
+
+const packedParams = new Map<string, Int32Array>();
+
+function computePacked(p: ChunkerParams): Int32Array {
   validateChunkerParams(p);
   const bits = Math.log2(p.avgSize);
   const maskS = topBits(bits + 2);
@@ -234,7 +251,9 @@ export class Segmenter {
    */
   pushAsync(buf: Uint8Array): Promise<Uint32Array> {
     const cutAsync = nativeCutAsyncFn;
-    if (this.cut !== nativeCutFn || !cutAsync) return Promise.resolve(this.push(buf).slice());
+    // A small piece (a small file, a small update) is cut in place: tens of microseconds,
+    // less than the hand-off to the pool and back.
+    if (this.cut !== nativeCutFn || !cutAsync || buf.length <= SYNC_CUT_BYTES) return Promise.resolve(this.push(buf).slice());
     const out = new Uint32Array(Math.ceil(buf.length / (this.params.minSize + 1)) + 2);
     return new Promise((resolve, reject) => {
       cutAsync(GEAR, this.packed, this.state, buf, out, (err, count) => (err ? reject(err) : resolve(out.subarray(0, count))));

@@ -1,0 +1,80 @@
+// Directory listings are cached (namespace/meta.ts). Whatever changes a directory's names must
+// show in its next listing: create, mkdir, symlink, link, unlink, rmdir, rename within and
+// across directories, fastcopy; and a listing read while a change lands must not be kept.
+
+import t from 'tap';
+import { Namespace } from '../src/namespace/namespace.js';
+import { SegmentStore } from '../src/store/store.js';
+import { tmpDir } from './helpers/tmpdir.js';
+import type { TestT } from './helpers/tap-types.js';
+
+async function open(t: TestT): Promise<Namespace> {
+  const store = await SegmentStore.open(tmpDir(t));
+  const ns = await Namespace.open(store, { log: () => {} });
+  t.teardown(async () => {
+    await ns.close();
+    await store.close();
+  });
+  await ns.shares.create('s');
+  return ns;
+}
+
+const names = async (ns: Namespace, path: string) => (await ns.fs.readdir(path)).map((e) => e.name).sort();
+
+async function touch(ns: Namespace, path: string): Promise<void> {
+  await ns.fs.release(await ns.fs.create(path, 0o644));
+}
+
+t.test('every name change shows in the next listing', async (t) => {
+  const ns = await open(t);
+  await ns.fs.mkdir('/s/d', 0o755);
+  await ns.fs.mkdir('/s/e', 0o755);
+  t.same(await names(ns, '/s/d'), [], 'empty, and now cached');
+  await touch(ns, '/s/d/a');
+  t.same(await names(ns, '/s/d'), ['a'], 'create');
+  await ns.fs.mkdir('/s/d/sub', 0o755);
+  t.same(await names(ns, '/s/d'), ['a', 'sub'], 'mkdir');
+  await ns.fs.symlink('a', '/s/d/l');
+  t.same(await names(ns, '/s/d'), ['a', 'l', 'sub'], 'symlink');
+  await ns.fs.link('/s/d/a', '/s/d/h');
+  t.same(await names(ns, '/s/d'), ['a', 'h', 'l', 'sub'], 'link');
+  await ns.fs.rename('/s/d/h', '/s/d/h2');
+  t.same(await names(ns, '/s/d'), ['a', 'h2', 'l', 'sub'], 'rename within the directory');
+  t.same(await names(ns, '/s/e'), [], 'the other directory, cached');
+  await ns.fs.rename('/s/d/h2', '/s/e/h3');
+  t.same(await names(ns, '/s/d'), ['a', 'l', 'sub'], 'rename away: gone from the source');
+  t.same(await names(ns, '/s/e'), ['h3'], 'rename away: in the target');
+  await touch(ns, '/s/e/x');
+  await ns.fs.rename('/s/e/x', '/s/e/h3');
+  t.same(await names(ns, '/s/e'), ['h3'], 'rename over an existing name');
+  await ns.fs.unlink('/s/d/l');
+  t.same(await names(ns, '/s/d'), ['a', 'sub'], 'unlink');
+  await ns.fs.rmdir('/s/d/sub');
+  t.same(await names(ns, '/s/d'), ['a'], 'rmdir');
+  await ns.snapshots.fastcopy('s', 'd/a', 'd/copy');
+  t.same(await names(ns, '/s/d'), ['a', 'copy'], 'fastcopy through the control plane');
+  t.same(await names(ns, '/s'), ['.snapshots', 'd', 'e'], 'the share root');
+});
+
+t.test('a listing read while a change lands is not kept', async (t) => {
+  const ns = await open(t);
+  for (let i = 0; i < 3000; i++) await touch(ns, `/s/f${i}`);
+  // Start a listing (a LevelDB read of 3,000 entries, tens of ms), and once its read is under
+  // way (a turn of the event loop), change the directory: a one-entry batch lands first.
+  const listing = ns.fs.readdir('/s');
+  await new Promise((r) => setImmediate(r));
+  await touch(ns, '/s/late');
+  await listing;
+  const now = await names(ns, '/s');
+  t.ok(now.includes('late'), 'the file made during the first listing is in the next one');
+  t.equal(now.length, 3002, '3,000 files, late, .snapshots');
+});
+
+t.test('a share made again under its name lists as the new one', async (t) => {
+  const ns = await open(t);
+  await touch(ns, '/s/old');
+  t.same(await names(ns, '/s'), ['.snapshots', 'old']);
+  await ns.shares.remove('s', { force: true });
+  await ns.shares.create('s');
+  t.same(await names(ns, '/s'), ['.snapshots'], 'empty');
+});

@@ -1,0 +1,170 @@
+// Small files through the mount, against the ceiling of the FUSE binding in the same run:
+// create + write 4 KiB + close, stat, readdir and unlink of many files (small-files-worker.ts,
+// in a child process), and `rsync -a /usr/share/doc` into a share against the same rsync into
+// a plain directory on the same disk.
+//
+// The ceiling here is the binding over handlers that keep only a table of names and sizes in
+// memory: the least a file system can do and still answer create, stat, readdir and unlink.
+// With --before=REPO the same workload also runs against an appliance started from another
+// checkout (built, with dist/), e.g. main's code before a change, in the same run.
+
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { FuseMount, type FileStat, type FuseHandlers } from '../../src/fuse/binding.js';
+import { clearFuseMount } from '../../src/fuse/mount-util.js';
+import type { Figure } from './fuse-ceiling.js';
+import { type BenchAppliance, run, startBenchAppliance } from './fuse-appliance.js';
+
+export interface SmallFigure extends Figure {
+  vs_ceiling?: number;
+}
+
+export interface SmallBenchOptions {
+  quick: boolean;
+  dir: string;
+  /** Another checkout to measure too (its bin/vmvault.js), reported as *.before figures. */
+  beforeRepo?: string;
+  /** Where rsync copies from. Default /usr/share/doc. */
+  rsyncSource?: string;
+  /** Extra node flags for the appliance (e.g. --cpu-prof). */
+  nodeFlags?: string[];
+  note(line: string): void;
+}
+
+interface Phase {
+  seconds: number;
+  ops: number;
+}
+type WorkerResult = Record<'create' | 'stat' | 'readdir' | 'unlink', Phase>;
+const PHASES = ['create', 'stat', 'readdir', 'unlink'] as const;
+
+const workerJs = path.join(path.dirname(fileURLToPath(import.meta.url)), 'small-files-worker.js');
+
+async function smallFiles(dir: string, count: number): Promise<WorkerResult> {
+  const r = await run(process.execPath, [workerJs, dir, String(count)], 1_800_000);
+  return JSON.parse(r.stdout) as WorkerResult;
+}
+
+/** A name table in memory behind the real binding: the ceiling for metadata operations. */
+function namesOnlyFs(): FuseHandlers {
+  const now = Date.now();
+  const files = new Map<string, number>(); // path -> size
+  const dirStat: FileStat = { mode: 0o040755, size: 0, atime: now, mtime: now, ctime: now };
+  const notFound = () => Object.assign(new Error('no such file'), { code: 'ENOENT' });
+  const fileStat = (size: number): FileStat => ({ mode: 0o100644, size, atime: now, mtime: now, ctime: now });
+  return {
+    async getattr(p) {
+      if (p === '/') return dirStat;
+      const size = files.get(p);
+      if (size === undefined) throw notFound();
+      return fileStat(size);
+    },
+    async readdir() {
+      return [...files.keys()].map((p) => p.slice(1));
+    },
+    async create(p) {
+      files.set(p, 0);
+      return 1;
+    },
+    async open(p) {
+      if (!files.has(p)) throw notFound();
+      return 1;
+    },
+    async write(p, _fh, _buf, len, pos) {
+      files.set(p, Math.max(files.get(p) ?? 0, pos + len));
+      return len;
+    },
+    async truncate(p, size) {
+      files.set(p, size);
+    },
+    async ftruncate(p, _fh, size) {
+      files.set(p, size);
+    },
+    async flush() {},
+    async release() {},
+    async unlink(p) {
+      if (!files.delete(p)) throw notFound();
+    },
+  };
+}
+
+async function ceilingRun(work: string, count: number): Promise<WorkerResult> {
+  const mnt = await fs.mkdtemp(path.join(work, 'small-ceiling-'));
+  const mount = new FuseMount(mnt, namesOnlyFs(), {});
+  try {
+    await mount.mount();
+    return await smallFiles(mnt, count);
+  } finally {
+    if (mount.mounted) await mount.unmount().catch(() => undefined);
+    await clearFuseMount(mnt).catch(() => undefined);
+    await fs.rm(mnt, { recursive: true, force: true });
+  }
+}
+
+const rate = (p: Phase) => p.ops / p.seconds;
+const round1 = (v: number) => Math.round(v * 10) / 10;
+const round3 = (v: number) => Math.round(v * 1000) / 1000;
+
+async function rsyncInto(src: string, dest: string): Promise<number> {
+  await run('sync', []);
+  const r = await run('rsync', ['-a', src.replace(/\/*$/, '/'), dest.replace(/\/*$/, '/')]);
+  return r.seconds;
+}
+
+/** One appliance: the small-file workload in a share, then rsync into another. */
+async function applianceRun(
+  store: string,
+  count: number,
+  src: string,
+  opts: SmallBenchOptions,
+  bin?: string,
+): Promise<{ small: WorkerResult; rsync: number }> {
+  let app: BenchAppliance | undefined;
+  try {
+    app = await startBenchAppliance(store, opts.nodeFlags ?? [], bin);
+    for (const name of ['small', 'rsync']) {
+      const r = await app.api('POST', '/shares', { name });
+      if (r.status !== 201) throw new Error(`creating share ${name}: ${r.status} ${JSON.stringify(r.body)}`);
+    }
+    const small = await smallFiles(path.join(app.mount, 'small'), count);
+    const rsync = await rsyncInto(src, path.join(app.mount, 'rsync', 'doc'));
+    return { small, rsync };
+  } finally {
+    await app?.stop();
+  }
+}
+
+export async function benchSmallFiles(opts: SmallBenchOptions, emit: (f: SmallFigure) => void): Promise<void> {
+  const count = opts.quick ? 2000 : 10_000;
+  const src = opts.rsyncSource ?? '/usr/share/doc';
+  const work = await fs.mkdtemp(path.join(opts.dir, 'vmvault-bench-small-'));
+  try {
+    const ceiling = await ceilingRun(work, count);
+    const vm = await applianceRun(path.join(work, 'store'), count, src, opts);
+    const before = opts.beforeRepo
+      ? await applianceRun(path.join(work, 'store-before'), count, src, opts, path.join(opts.beforeRepo, 'bin', 'vmvault.js'))
+      : undefined;
+    const plain = path.join(work, 'plain-doc');
+    const plainS = await rsyncInto(src, plain);
+
+    for (const ph of PHASES) {
+      const c = rate(ceiling[ph]);
+      const v = rate(vm.small[ph]);
+      const unit = ph === 'readdir' ? 'entries/s' : 'files/s';
+      emit({ figure: `fuse.small.${ph}.ceiling`, value: Math.round(c), unit });
+      emit({ figure: `fuse.small.${ph}`, value: Math.round(v), unit, vs_ceiling: round3(v / c) });
+      if (before) emit({ figure: `fuse.small.${ph}.before`, value: Math.round(rate(before.small[ph])), unit, vs_ceiling: round3(rate(before.small[ph]) / c) });
+      emit({ figure: `fuse.small.${ph}.vs_ceiling`, value: round3(v / c), unit: 'ratio' });
+    }
+    opts.note(`rsync -a ${src}: plain directory ${plainS.toFixed(2)} s, mount ${vm.rsync.toFixed(2)} s${before ? `, before ${before.rsync.toFixed(2)} s` : ''}`);
+    emit({ figure: 'rsync.doc.seconds', value: round1(vm.rsync), unit: 's' });
+    emit({ figure: 'rsync.doc.plain_seconds', value: round1(plainS), unit: 's' });
+    if (before) {
+      emit({ figure: 'rsync.doc.before_seconds', value: round1(before.rsync), unit: 's' });
+      emit({ figure: 'rsync.doc.speedup', value: round1(before.rsync / vm.rsync), unit: 'before time / time' });
+    }
+  } finally {
+    await fs.rm(work, { recursive: true, force: true });
+  }
+}
