@@ -57,8 +57,10 @@ installed() {
 # fuse-native uses libfuse 2 (libfuse2). For mounts by a user other than root, and to unmount as
 # one, libfuse 2 runs `fusermount`. Debian 12's fuse (2.9, which has fusermount) and fuse3
 # (fusermount3) conflict: installing either removes the other, and other tools on the machine
-# may need fuse3. So: with fuse3 installed, keep it and point `fusermount` at fusermount3
-# (same command-line and file-descriptor protocol); otherwise install fuse.
+# may need fuse3. So: with fuse3 installed, keep it (Debian 12's fuse3 "Provides: fuse" and
+# ships /bin/fusermount as a link to fusermount3, same command line and fd protocol; should that
+# link be missing, make one); otherwise install fuse. Running as root, as the appliance does,
+# libfuse 2 mounts without fusermount and vmvault unmounts with umount(8).
 # liblz4-dev: the addon links liblz4 for its LZ4 codec (native/binding.gyp).
 packages="libfuse2 liblz4-dev"
 link_fusermount=""
