@@ -12,9 +12,11 @@ import { tmpDir } from './helpers/tmpdir.js';
 
 type Outcome = string;
 
-// Hard links are left to their own test: the kernel caches each name of a file separately
-// (libfuse's high-level API gives every path its own node), so right after a write through
-// one name another name can show old attributes or pages for up to the attribute timeout.
+// Hard links are left to their own test by default: the kernel caches each name of a file
+// separately (libfuse's high-level API gives every path its own node), so right after a write
+// through one name another name can show old attributes (nlink) or pages (auto_cache keeps them
+// while the cached size and mtime look unchanged) for up to the attribute timeout.
+// VMVAULT_MODEL_LINKS=1 adds them; it fails on exactly that until the low-level binding lands.
 const LINKS = process.env.VMVAULT_MODEL_LINKS === '1';
 
 async function outcome(fn: () => Promise<unknown>): Promise<Outcome> {
@@ -28,6 +30,20 @@ async function outcome(fn: () => Promise<unknown>): Promise<Outcome> {
 
 interface Snapshot {
   [rel: string]: string;
+}
+
+/** The paths of `ref` whose file (inode) had its times set by utimes and not written since. */
+async function explicitPaths(ref: string, inos: Set<number>): Promise<Set<string>> {
+  const out = new Set<string>();
+  const walk = async (rel: string): Promise<void> => {
+    for (const e of await fs.readdir(path.join(ref, rel), { withFileTypes: true })) {
+      const r = path.join(rel, e.name);
+      if (e.isDirectory()) await walk(r);
+      else if (e.isFile() && inos.has((await fs.stat(path.join(ref, r))).ino)) out.add(r);
+    }
+  };
+  await walk('');
+  return out;
 }
 
 async function describeTree(root: string, explicitMtimes: Set<string>): Promise<Snapshot> {
@@ -63,13 +79,16 @@ t.test('random POSIX operations: mount and plain directory agree', async (t) => 
   const rng = new Rng(4242);
   const dirs = new Set<string>(['']);
   const files = new Set<string>();
-  const explicit = new Set<string>();
+  // Files (by their inode in the plain directory) whose mtime was set by utimes: a property of
+  // the file, shared by all its names, not of one path.
+  const explicit = new Set<number>();
+  const refIno = async (p: string): Promise<number> => (await fs.stat(path.join(ref, p))).ino;
   const pickDir = () => rng.pick([...dirs]);
   const pickFile = () => (files.size ? rng.pick([...files]) : 'nofile');
   const anyPath = () => (rng.int(3) === 0 ? pickDir() : pickFile());
   const fresh = () => path.join(pickDir(), `n${rng.int(40)}`);
   let mismatches = 0;
-  const both = async (label: string, op: (root: string) => Promise<unknown>, after?: (ok: boolean) => void): Promise<void> => {
+  const both = async (label: string, op: (root: string) => Promise<unknown>, after?: (ok: boolean) => unknown): Promise<void> => {
     const root = path.join(app.mount, 'm');
     const a = await outcome(() => op(root));
     const b = await outcome(() => op(ref));
@@ -77,7 +96,7 @@ t.test('random POSIX operations: mount and plain directory agree', async (t) => 
       mismatches++;
       t.fail(`${label}: mount says ${a}, plain directory says ${b}`);
     }
-    after?.(b === 'ok');
+    await after?.(b === 'ok');
   };
   for (let i = 0; i < 700; i++) {
     const k = rng.int(15);
@@ -87,10 +106,10 @@ t.test('random POSIX operations: mount and plain directory agree', async (t) => 
     } else if (k <= 3) {
       const p = rng.int(2) ? fresh() : pickFile();
       const data = generate(rng, rng.pick(['random', 'text', 'sparse', 'zeros'] as const), rng.int(300000));
-      await both(`writeFile ${p}`, (r) => fs.writeFile(path.join(r, p), data), (ok) => {
+      await both(`writeFile ${p}`, (r) => fs.writeFile(path.join(r, p), data), async (ok) => {
         if (ok) {
           files.add(p);
-          explicit.delete(p);
+          explicit.delete(await refIno(p)); // also a new file on a reused inode number
         }
       });
     } else if (k <= 5) {
@@ -104,11 +123,11 @@ t.test('random POSIX operations: mount and plain directory agree', async (t) => 
         } finally {
           await h.close();
         }
-      }, (ok) => ok && explicit.delete(p));
+      }, async (ok) => ok && explicit.delete(await refIno(p)));
     } else if (k === 6) {
       const p = pickFile();
       const size = rng.int(500000);
-      await both(`truncate ${p} ${size}`, (r) => fs.truncate(path.join(r, p), size), (ok) => ok && explicit.delete(p));
+      await both(`truncate ${p} ${size}`, (r) => fs.truncate(path.join(r, p), size), async (ok) => ok && explicit.delete(await refIno(p)));
     } else if (k === 7) {
       const from = anyPath();
       const to = rng.int(2) ? fresh() : anyPath();
@@ -125,7 +144,6 @@ t.test('random POSIX operations: mount and plain directory agree', async (t) => 
         };
         move(files);
         move(dirs);
-        move(explicit);
         dirs.add('');
       });
     } else if (k === 8) {
@@ -146,7 +164,7 @@ t.test('random POSIX operations: mount and plain directory agree', async (t) => 
     } else if (k === 12) {
       const p = pickFile();
       const when = new Date(Date.UTC(2000 + rng.int(25), rng.int(12), 1 + rng.int(28), rng.int(24), rng.int(60), rng.int(60)));
-      await both(`utimes ${p}`, (r) => fs.utimes(path.join(r, p), when, when), (ok) => ok && explicit.add(p));
+      await both(`utimes ${p}`, (r) => fs.utimes(path.join(r, p), when, when), async (ok) => ok && explicit.add(await refIno(p)));
     } else if (k === 13 && LINKS) {
       const src = pickFile();
       const p = fresh();
@@ -181,11 +199,12 @@ t.test('random POSIX operations: mount and plain directory agree', async (t) => 
     }
   }
   t.equal(mismatches, 0, 'every operation had the same outcome on both');
-  const a = await describeTree(path.join(app.mount, 'm'), explicit);
-  const b = await describeTree(ref, explicit);
+  const explicitNames = await explicitPaths(ref, explicit);
+  const a = await describeTree(path.join(app.mount, 'm'), explicitNames);
+  const b = await describeTree(ref, explicitNames);
   t.same(a, b, `the trees are identical (${Object.keys(b).length} entries)`);
   t.equal(await app.stop(), 0, 'the appliance stops cleanly');
   app = await startAppliance(t, dir);
-  const c = await describeTree(path.join(app.mount, 'm'), explicit);
+  const c = await describeTree(path.join(app.mount, 'm'), explicitNames);
   t.same(c, b, 'and identical after another restart');
 });

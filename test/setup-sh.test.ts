@@ -39,7 +39,7 @@ const skip = hasApt ? false : 'no apt-get on this machine';
 t.test('nothing of FUSE installed: libfuse2 and fuse', { skip }, async (t) => {
   const r = await dry([], { VMVAULT_SETUP_ASSUME_INSTALLED: '' });
   t.equal(r.code, 0, r.err);
-  t.match(r.err, /^vmvault setup: would install: libfuse2 fuse$/m);
+  t.match(r.err, /^vmvault setup: would install: libfuse2 liblz4-dev fuse$/m);
   t.notMatch(r.err, /would link/);
   t.match(r.err, /would run: npm ci --no-audit --no-fund/);
 });
@@ -47,16 +47,16 @@ t.test('nothing of FUSE installed: libfuse2 and fuse', { skip }, async (t) => {
 t.test('fuse3 installed: kept, not replaced by fuse; fusermount points at fusermount3', { skip }, async (t) => {
   const r = await dry([], { VMVAULT_SETUP_ASSUME_INSTALLED: 'fuse3' });
   t.equal(r.code, 0, r.err);
-  t.match(r.err, /^vmvault setup: would install: libfuse2$/m, 'fuse is not installed over fuse3');
+  t.match(r.err, /^vmvault setup: would install: libfuse2 liblz4-dev$/m, 'fuse is not installed over fuse3');
   t.match(r.err, /would link \/usr\/local\/bin\/fusermount -> \S*fusermount3 \(fuse3 kept\)/);
-  const all = await dry([], { VMVAULT_SETUP_ASSUME_INSTALLED: 'fuse3 libfuse2' });
+  const all = await dry([], { VMVAULT_SETUP_ASSUME_INSTALLED: 'fuse3 libfuse2 liblz4-dev' });
   t.match(all.err, /would install: nothing \(all present\)/);
 });
 
 t.test('--test adds the tools the tests drive', { skip }, async (t) => {
-  const r = await dry(['--test'], { VMVAULT_SETUP_ASSUME_INSTALLED: 'libfuse2 fuse' });
+  const r = await dry(['--test'], { VMVAULT_SETUP_ASSUME_INSTALLED: 'libfuse2 fuse liblz4-dev' });
   t.equal(r.code, 0, r.err);
-  t.match(r.err, /^vmvault setup: would install: qemu-utils fio rsync e2fsprogs tar python3$/m);
+  t.match(r.err, /^vmvault setup: would install: qemu-utils fio rsync e2fsprogs tar python3 clang$/m);
 });
 
 t.test("a package whose installation would remove one of the user's is refused", { skip: skip || (!installedHere('fuse') || installedHere('fuse3') ? 'needs fuse installed and fuse3 not (Debian 12)' : false) }, async (t) => {
