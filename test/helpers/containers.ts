@@ -1,26 +1,30 @@
 // Container files as a test sees them from the outside: where they are, their record tables
-// parsed straight from the bytes (FORMAT.md), and the small acts of damage the corruption,
-// rebuild and fault tests inflict (flip a byte, cut a file short, rewrite a header).
+// parsed straight from the bytes by src/store/FORMAT.md (nothing here calls the store's own
+// decoders, so a bug in them cannot hide itself), and the small acts of damage the
+// corruption, rebuild and fault tests inflict (flip a byte, cut a file short, rewrite a
+// header).
 
 import fs from 'node:fs';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
-import {
-  containerRelPath,
-  decodeTable,
-  decodeTrailer,
-  HEADER_BYTES,
-  RECORD_HEADER_BYTES,
-  type RecordMeta,
-  TABLE_ENTRY_BYTES,
-  TRAILER_BYTES,
-} from '../../src/store/container/format.js';
-import { containerName } from '../../src/store/codec/codec.js';
 
-export { containerName, RECORD_HEADER_BYTES, HEADER_BYTES, TRAILER_BYTES, TABLE_ENTRY_BYTES };
+// Layout constants and names from src/store/FORMAT.md, written out here rather than imported
+// from the code: a helper that used the code's own decoders could not catch a bug in them.
+// (node:zlib's crc32 is the checksum FORMAT.md names, an implementation of its own.)
+export const HEADER_BYTES = 64;
+export const RECORD_HEADER_BYTES = 52;
+export const TABLE_ENTRY_BYTES = 48;
+export const TRAILER_BYTES = 32;
+const TRAILER_MAGIC = Buffer.from([0x89, 0x56, 0x4d, 0x56, 0x46, 0x54, 0x52, 0x0a]); // \x89VMVFTR\n
 
+/** A container's name in messages: its id as 8 lower-case hex digits. */
+export function containerName(id: number): string {
+  return id.toString(16).padStart(8, '0');
+}
+
+/** `containers/<id >>> 10 as 5 hex digits>/<id as 8 hex digits>.vvc` (FORMAT.md, "Container paths"). */
 export function containerPath(dataDir: string, id: number): string {
-  return path.join(dataDir, 'containers', containerRelPath(id));
+  return path.join(dataDir, 'containers', (id >>> 10).toString(16).padStart(5, '0'), `${containerName(id)}.vvc`);
 }
 
 /** Ids of the container files in a data directory, ascending. */
@@ -37,30 +41,63 @@ export function listContainers(dataDir: string): number[] {
   return ids.sort((a, b) => a - b);
 }
 
+/** A table entry as FORMAT.md lays it out ("Metadata table and trailer"). */
+export interface TableRecord {
+  fp: Buffer;
+  /** Offset of the record header; the payload follows it. */
+  offset: number;
+  storedLen: number;
+  rawLen: number;
+  /** 0 data segment, 1 tree node. */
+  kind: number;
+  /** 0 raw, 1 LZ4. */
+  codec: number;
+}
+
 export interface Layout {
   id: number;
   file: string;
   size: number;
-  records: RecordMeta[];
+  records: TableRecord[];
   tableOffset: number;
   trailerOffset: number;
 }
 
-/** The layout of a sealed container, from its trailer and table. Throws if it is not sealed. */
+/**
+ * The layout of a sealed container, parsed straight from its bytes by FORMAT.md: the trailer
+ * (magic, checksum, and tableOffset + 48 n + 32 == size), the table's checksum, then each
+ * 48-byte entry. Throws if it is not sealed or a check fails.
+ */
 export function readLayout(dataDir: string, id: number): Layout {
   const file = containerPath(dataDir, id);
   const data = fs.readFileSync(file);
-  const trailer = decodeTrailer(data.subarray(data.length - TRAILER_BYTES), data.length);
-  if (!trailer) throw new Error(`container ${containerName(id)} is not sealed`);
-  const table = data.subarray(trailer.tableOffset, trailer.tableOffset + trailer.count * TABLE_ENTRY_BYTES);
-  if (crc32(table) !== trailer.tableCrc) throw new Error(`container ${containerName(id)} table checksum mismatch`);
-  const records = decodeTable(Buffer.from(table), `container ${containerName(id)}`).map((r) => ({ ...r, fp: Buffer.from(r.fp) }));
-  return { id, file, size: data.length, records, tableOffset: trailer.tableOffset, trailerOffset: data.length - TRAILER_BYTES };
+  const name = `container ${containerName(id)}`;
+  if (data.length < HEADER_BYTES + TRAILER_BYTES) throw new Error(`${name} is too short to be sealed (${data.length} bytes)`);
+  const trailerOffset = data.length - TRAILER_BYTES;
+  const tr = data.subarray(trailerOffset);
+  if (!tr.subarray(0, 8).equals(TRAILER_MAGIC) || tr.readUInt32LE(28) !== crc32(tr.subarray(0, 28))) throw new Error(`${name} is not sealed`);
+  const count = tr.readUInt32LE(8);
+  const tableOffset = tr.readUInt32LE(12);
+  if (tableOffset + count * TABLE_ENTRY_BYTES !== trailerOffset) throw new Error(`${name} is not sealed (trailer does not end the file)`);
+  const table = data.subarray(tableOffset, trailerOffset);
+  if (crc32(table) !== tr.readUInt32LE(16)) throw new Error(`${name} table checksum mismatch`);
+  const records: TableRecord[] = [];
+  for (let at = 0; at < table.length; at += TABLE_ENTRY_BYTES) {
+    records.push({
+      fp: Buffer.from(table.subarray(at, at + 32)),
+      offset: table.readUInt32LE(at + 32),
+      storedLen: table.readUInt32LE(at + 36),
+      rawLen: table.readUInt32LE(at + 40),
+      kind: table[at + 44],
+      codec: table[at + 45],
+    });
+  }
+  return { id, file, size: data.length, records, tableOffset, trailerOffset };
 }
 
 /** Every record of every sealed container of a data directory, with its container. */
-export function allRecords(dataDir: string): Array<RecordMeta & { cid: number }> {
-  const out: Array<RecordMeta & { cid: number }> = [];
+export function allRecords(dataDir: string): Array<TableRecord & { cid: number }> {
+  const out: Array<TableRecord & { cid: number }> = [];
   for (const id of listContainers(dataDir)) for (const r of readLayout(dataDir, id).records) out.push({ ...r, cid: id });
   return out;
 }
