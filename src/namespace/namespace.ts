@@ -80,7 +80,7 @@ export class Namespace {
   static async open(store: SegmentStore, opts: NamespaceOptions = {}): Promise<Namespace> {
     const ns = new Namespace(store, opts);
     const swept = await ns.shares.sweepOrphans();
-    if (swept > 0) ns.log(`namespace: finished removing ${swept} share(s) or snapshot(s) an earlier run left half-deleted`);
+    if (swept > 0) ns.log(`namespace: finished removing ${swept} ${swept === 1 ? 'share or snapshot' : 'shares or snapshots'} an earlier run left half-deleted`);
     ns.timer = setInterval(() => ns.tick(), 1000);
     ns.timer.unref();
     return ns;
@@ -215,6 +215,6 @@ export class Namespace {
       await f.commit(true).catch((err) => failures.push((err as Error).message));
     }
     this.wake();
-    if (failures.length) this.log(`namespace: ${failures.length} file(s) could not be committed at shutdown: ${failures[0]}`);
+    if (failures.length) this.log(`namespace: ${failures.length} ${failures.length === 1 ? 'file' : 'files'} could not be committed at shutdown: ${failures[0]}`);
   }
 }
