@@ -16,6 +16,7 @@ import { Namespace } from '../src/namespace/namespace.js';
 import { runVerify } from '../src/namespace/maintenance.js';
 import { decodeInode } from '../src/namespace/records.js';
 import { INODE } from '../src/namespace/keys.js';
+import { internalsOf } from '../src/store/internals.js';
 import { SegmentStore } from '../src/store/store.js';
 import { listContainers, readLayout } from './helpers/containers.js';
 import { readFile, writeFile } from './helpers/ns.js';
@@ -92,7 +93,7 @@ t.test('golden store v1: pinned bytes and records, read by today\'s code', async
   // The code's table decoder agrees with the test's own parse of the bytes (helpers/containers.ts).
   for (const id of listContainers(dir)) {
     const own = readLayout(dir, id).records.map((r) => ({ ...r, fp: r.fp.toString('hex') }));
-    const code = (await store.internals.files.readTable(id)).map((r) => ({ fp: Buffer.from(r.fp).toString('hex'), offset: r.offset, storedLen: r.storedLen, rawLen: r.rawLen, kind: r.kind, codec: r.codec }));
+    const code = (await internalsOf(store).files.readTable(id)).map((r) => ({ fp: Buffer.from(r.fp).toString('hex'), offset: r.offset, storedLen: r.storedLen, rawLen: r.rawLen, kind: r.kind, codec: r.codec }));
     t.same(code, own, `container ${id}: the store's table decoder reads what FORMAT.md says is there (${own.length} records)`);
   }
   t.equal(store.recovery, undefined, 'closed cleanly: no recovery ran');
