@@ -10,6 +10,7 @@ import { unpack } from 'msgpackr';
 import fs from 'node:fs/promises';
 import { vmError } from '../errors.js';
 import { metaKey } from '../store/store-core.js';
+import type { GcRecord } from '../store/gc/gc.js';
 import type { SegmentStore, StoreStats } from '../store/store.js';
 import { NsContext } from './context.js';
 import { INODE } from './keys.js';
@@ -43,7 +44,7 @@ export interface NamespaceStats {
   files: number;
   store: StoreStats;
   /** What the last garbage collection (or dry run) found, if any ran. */
-  lastGc: { at: number; reclaimableBytes: number; reclaimedBytes: number; dryRun: boolean } | undefined;
+  lastGc: GcRecord | undefined;
 }
 
 export class Namespace {

@@ -108,15 +108,24 @@ function resultPairs(job: JobView): Array<[string, string]> {
   if (job.kind === 'gc') {
     const r = job.result as GcResult;
     return [
-      ['Reclaimed', formatBytes(r.reclaimedBytes)],
+      ['Reclaimed', `${formatBytes(r.reclaimedBytes)} net (${formatBytes(r.copiedBytes)} of live segments copied forward)`],
       ['Containers', `${r.containersRemoved} removed, ${r.containersRewritten} rewritten`],
       ['Segments', `${r.liveSegments} live, ${r.deadSegments} dead`],
+      ['Dead, kept', `${formatBytes(r.deadBytesKept)} of ${formatBytes(r.deadBytes)} dead, in containers mostly live (freed once more of them dies)`],
     ];
   }
   if (job.kind === 'verify') {
     const r = job.result as VerifyResult;
     const pairs: Array<[string, string]> = [
-      ['Checked', `${r.segmentsChecked} segments in ${r.containers} containers, ${formatBytes(r.bytesRead)} read`],
+      [
+        'Checked',
+        r.full
+          ? `${r.segmentsChecked} segments in ${r.containers} containers, ${formatBytes(r.bytesRead)} read and re-hashed`
+          : r.target === 'store'
+            ? `${r.segmentsChecked} segments in ${r.containers} containers, ${formatBytes(r.bytesRead)} read (structure; --full re-hashes)`
+            : `${r.segmentsChecked} segments found in the index, in ${r.containers} containers (nothing read; --full reads them)`,
+      ],
+      ['Referenced', `${r.referencedSegments} segments reached from the files`],
       ['Problems', r.problems.length === 0 ? 'none' : String(r.problems.length)],
     ];
     for (const p of r.problems.slice(0, 20)) pairs.push(['', `${p.kind}: ${p.message}`]);

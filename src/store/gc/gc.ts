@@ -22,7 +22,7 @@ import { pack, unpack } from 'msgpackr';
 import fsp from 'node:fs/promises';
 import { vmError } from '../../errors.js';
 import { BloomFilter } from '../index/bloom.js';
-import { RECORD_HEADER_BYTES, type RecordMeta, SegmentKind } from '../container/format.js';
+import { RECORD_HEADER_BYTES, type RecordMeta, SegmentKind, TABLE_ENTRY_BYTES } from '../container/format.js';
 import { isZeroFp } from '../codec/fingerprint.js';
 import { FpMap } from '../index/fp-map.js';
 import { readAt } from '../container/file-io.js';
@@ -45,11 +45,31 @@ export interface GcOptions {
   signal?: AbortSignal;
 }
 
+/**
+ * What one GC run found and did. Byte figures count container file bytes (record headers,
+ * payloads and table entries), the same bytes the store's storedBytes counts.
+ */
 export interface GcReport {
-  /** Bytes of container files removed (or shrunk by rewriting). */
+  /**
+   * Net bytes freed on disk: container files removed, minus the bytes their live records took
+   * again when copied forward. 0 for a dry run.
+   */
   reclaimedBytes: number;
-  /** Bytes that a sweep would free (dry run), or that stay behind in kept containers. */
+  /** Bytes written copying live records forward out of the containers rewritten. */
+  copiedBytes: number;
+  /**
+   * Bytes a sweep run now would free (net, as reclaimedBytes counts them): for a dry run, what
+   * the run would have freed; after a real run, 0 (it freed all of it).
+   */
   reclaimableBytes: number;
+  /** Bytes of dead records found (in every container swept, freed or not). */
+  deadBytes: number;
+  /**
+   * Bytes of dead records left on disk after the run, in containers kept because most of them
+   * is live (below the copy-forward threshold it is not worth rewriting them); they are freed
+   * once enough of their container dies. For a dry run: every dead byte.
+   */
+  deadBytesKept: number;
   containersRemoved: number;
   containersRewritten: number;
   liveSegments: number;
@@ -60,6 +80,11 @@ export interface GcReport {
   markBytes: number;
   markBytesPerSegment: number;
   durationMs: number;
+}
+
+/** Container bytes a live record takes again when copied forward: its record and table entry. */
+function copyCost(r: RecordMeta): number {
+  return RECORD_HEADER_BYTES + r.storedLen + TABLE_ENTRY_BYTES;
 }
 
 interface Candidate {
@@ -84,6 +109,9 @@ export async function collectGarbage(core: StoreCore, reader: SegmentReader, opt
   const report: GcReport = {
     reclaimedBytes: 0,
     reclaimableBytes: 0,
+    copiedBytes: 0,
+    deadBytes: 0,
+    deadBytesKept: 0,
     containersRemoved: 0,
     containersRewritten: 0,
     liveSegments: 0,
@@ -139,8 +167,23 @@ export async function collectGarbage(core: StoreCore, reader: SegmentReader, opt
     core.fenced.clear();
   }
   report.durationMs = Date.now() - t0;
-  await core.db.put(metaKey('gc'), pack({ at: Date.now(), reclaimableBytes: report.reclaimableBytes, reclaimedBytes: report.reclaimedBytes, dryRun: opts.dryRun ?? false }));
+  await core.db.put(metaKey('gc'), pack(gcRecord(report, opts.dryRun ?? false)));
   return report;
+}
+
+/** The record of the last run that stats reports (meta key 'gc'; FORMAT.md). */
+export interface GcRecord {
+  at: number;
+  dryRun: boolean;
+  reclaimedBytes: number;
+  /** What a sweep would free as of this run's mark (0 after a real run). */
+  reclaimableBytes: number;
+  /** Dead bytes left in kept containers as of this run's mark (absent in records before it). */
+  deadBytesKept?: number;
+}
+
+function gcRecord(r: GcReport, dryRun: boolean): GcRecord {
+  return { at: Date.now(), dryRun, reclaimedBytes: r.reclaimedBytes, reclaimableBytes: r.reclaimableBytes, deadBytesKept: r.deadBytesKept };
 }
 
 async function sweepOne(core: StoreCore, c: Candidate, live: BloomFilter, threshold: number, dryRun: boolean, report: GcReport): Promise<void> {
@@ -167,10 +210,13 @@ async function sweepOne(core: StoreCore, c: Candidate, live: BloomFilter, thresh
     }
     report.liveSegments += liveRecs.length;
     report.deadSegments += table.length - liveRecs.length;
+    report.deadBytes += deadBytes;
     if (deadBytes === 0) return;
     const rewrite = liveRecs.length === 0 || liveBytes < threshold * (liveBytes + deadBytes);
+    const copied = liveRecs.reduce((s, r) => s + copyCost(r), 0);
     if (dryRun || !rewrite) {
-      report.reclaimableBytes += deadBytes;
+      report.deadBytesKept += deadBytes;
+      if (rewrite) report.reclaimableBytes += c.size - copied;
       return;
     }
     // Copy the live records forward: the payload as stored, no re-compression.
@@ -212,7 +258,8 @@ async function sweepOne(core: StoreCore, c: Candidate, live: BloomFilter, thresh
     core.cache.drop(cid);
     core.files.forget(cid);
     await fsp.rm(core.files.pathOf(cid), { force: true });
-    report.reclaimedBytes += c.size;
+    report.reclaimedBytes += c.size - copied;
+    report.copiedBytes += copied;
     if (liveRecs.length === 0) report.containersRemoved++;
     else report.containersRewritten++;
   } finally {
