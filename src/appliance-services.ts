@@ -40,17 +40,20 @@ export class ApplianceServices implements ControlServices {
     const st = s.store;
     const logical = s.logicalBytes + s.snapshotBytes;
     const ratio = (a: number, b: number) => (b > 0 ? a / b : 0);
+    // Definitions: control/schemas.ts (statsReport).
     return {
       logicalBytes: logical,
       ingestedBytes: st.ingestedBytes,
       uniqueBytes: st.uniqueBytes,
       storedBytes: st.storedBytes,
       dedupRatio: ratio(logical, st.uniqueBytes),
-      compressionRatio: st.compressionRatio,
+      compressionRatio: ratio(st.uniqueBytes, st.storedBytes),
       totalRatio: ratio(logical, st.storedBytes),
       segments: st.segments,
       containers: st.containers,
       reclaimableBytes: s.lastGc ? s.lastGc.reclaimableBytes : null,
+      deadBytesKept: s.lastGc ? (s.lastGc.deadBytesKept ?? null) : null,
+      lastGcAt: s.lastGc ? new Date(s.lastGc.at).toISOString() : null,
       shares: s.shares,
       snapshots: s.snapshots,
     };
@@ -107,6 +110,9 @@ export class ApplianceServices implements ControlServices {
     ctx.log(`marked ${r.rootsMarked} file versions (${r.nodesVisited} tree nodes, ${(r.markBytesPerSegment).toFixed(2)} bytes per stored segment)`);
     return {
       reclaimedBytes: r.reclaimedBytes,
+      copiedBytes: r.copiedBytes,
+      deadBytes: r.deadBytes,
+      deadBytesKept: r.deadBytesKept,
       containersRemoved: r.containersRemoved,
       containersRewritten: r.containersRewritten,
       liveSegments: r.liveSegments,
@@ -121,7 +127,15 @@ export class ApplianceServices implements ControlServices {
       (p) => (p.phase === 'containers' ? ctx.progress(p.done, p.total, 'containers', 'checking containers') : ctx.progress(p.done, p.total, 'bytes', 'checking files')),
       ctx.signal,
     );
-    return { target: r.target, containers: r.containers, segmentsChecked: r.segmentsChecked, bytesRead: r.bytesRead, problems: r.problems };
+    return {
+      target: r.target,
+      containers: r.containers,
+      segmentsChecked: r.segmentsChecked,
+      referencedSegments: r.referencedSegments,
+      bytesRead: r.bytesRead,
+      full: r.full,
+      problems: r.problems,
+    };
   }
 
   async rebuildIndex(ctx: JobContext): Promise<IndexRebuildResult> {

@@ -122,7 +122,8 @@ t.test('gc: runs to the end, human summary and --json result', async (t) => {
   t.equal(human.code, 0, human.stderr);
   t.match(human.stdout, /^Job\s+[0-9a-f]{12} \(gc of store\)$/m);
   t.match(human.stdout, /^State\s+succeeded$/m);
-  t.match(human.stdout, /^Reclaimed\s+512 MiB$/m);
+  t.match(human.stdout, /^Reclaimed\s+512 MiB net \(0 B of live segments copied forward\)$/m);
+  t.match(human.stdout, /^Dead, kept\s+0 B of 512 MiB dead/m);
   t.match(human.stdout, /^Containers\s+3 removed, 1 rewritten$/m);
   const json = await cli('gc', '--json');
   t.equal(json.code, 0);

@@ -217,7 +217,7 @@ t.test('HTTP: gc lifecycle with progress, result, and 409 for a second gc', asyn
   release();
   const done = await waitForJob(s, id);
   t.equal(done.state, 'succeeded');
-  t.same(done.result, { reclaimedBytes: 2 << 20, containersRemoved: 3, containersRewritten: 1, liveSegments: 100, deadSegments: 40 });
+  t.same(done.result, { reclaimedBytes: 2 << 20, copiedBytes: 0, deadBytes: 2 << 20, deadBytesKept: 0, containersRemoved: 3, containersRewritten: 1, liveSegments: 100, deadSegments: 40 });
   t.equal(done.etaSeconds, 0);
   const again = await s.call('POST', '/api/v1/gc');
   t.equal(again.statusCode, 202, 'a new gc once the first has ended');

@@ -1,12 +1,14 @@
 // The control plane over the real services (store, namespace, jobs; no mount needed): every
 // route gets bad input and answers 4xx, and the main flows work end to end.
 
+import fs from 'node:fs';
 import t from 'tap';
 import { ApplianceServices } from '../src/appliance-services.js';
 import { buildServer } from '../src/control/server.js';
 import { Namespace } from '../src/namespace/namespace.js';
 import { SegmentStore } from '../src/store/store.js';
 import { BODY_LIMIT, sendBadInput } from './helpers/bad-input.js';
+import { containerPath, listContainers } from './helpers/containers.js';
 import { generate, Rng } from './helpers/data.js';
 import type { TestT } from './helpers/tap-types.js';
 import { writeFile } from './helpers/ns.js';
@@ -16,7 +18,8 @@ const TOKEN = 'feedface'.repeat(8);
 const AUTH = { authorization: `Bearer ${TOKEN}` };
 
 async function realServer(t: TestT) {
-  const store = await SegmentStore.open(tmpDir(t));
+  const dir = tmpDir(t);
+  const store = await SegmentStore.open(dir);
   const ns = await Namespace.open(store, { log: () => {} });
   const app = await buildServer(new ApplianceServices(ns), { token: TOKEN, bodyLimit: BODY_LIMIT });
   t.teardown(async () => {
@@ -40,7 +43,7 @@ async function realServer(t: TestT) {
       await new Promise((res) => setTimeout(res, 20));
     }
   };
-  return { app, ns, store, call, waitJob };
+  return { app, ns, store, dir, call, waitJob };
 }
 
 t.test('bad input to every route of the real appliance: 4xx, never 500', async (t) => {
@@ -79,6 +82,14 @@ t.test('shares, snapshots, clones, fastcopy, stats and jobs end to end', async (
   t.equal(stats.snapshots, 1);
   t.equal(stats.logicalBytes, 4 * img.length, 'logical bytes count the share, its copy, the clone and the snapshot');
   t.ok(stats.storedBytes < img.length, `stored ${stats.storedBytes} bytes for ${stats.logicalBytes} logical`);
+  // The ratios from figures measured on the real store: the container files on disk, the
+  // segments in their tables (test/numbers.test.ts checks each figure in depth).
+  await s.store.commit();
+  const onDisk = listContainers(s.dir).reduce((n, id) => n + fs.statSync(containerPath(s.dir, id)).size, 0);
+  t.equal(stats.storedBytes, onDisk, 'stored bytes: the container files on disk');
+  t.equal(stats.totalRatio, stats.logicalBytes / onDisk, 'total ratio: logical over the bytes on disk');
+  t.equal(stats.compressionRatio, stats.uniqueBytes / onDisk, 'compression ratio: unique over the bytes on disk');
+  t.equal(stats.dedupRatio, (4 * img.length) / stats.uniqueBytes, 'dedup ratio: logical over unique');
   t.ok(stats.totalRatio > 4, `total ratio ${stats.totalRatio.toFixed(1)}`);
   t.equal((await s.call('DELETE', '/shares/vms')).status, 409, 'a share with files is not deleted');
   const v = await s.call('POST', '/verify', { full: true });

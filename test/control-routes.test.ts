@@ -129,6 +129,8 @@ t.test('stats carries every field a person reads', async (t) => {
     segments: 256,
     containers: 1,
     reclaimableBytes: null,
+    deadBytesKept: null,
+    lastGcAt: null,
     shares: 1,
     snapshots: 0,
   });

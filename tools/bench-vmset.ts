@@ -1,4 +1,4 @@
-// npm run bench:vmset -- DIR [--store=PATH]   (node dist/tools/bench-vmset.js)
+// npm run bench:vmset -- DIR [--store=PATH] [--no-mount] [--no-doors]   (node dist/tools/bench-vmset.js)
 // Prints one JSON line per figure: {"figure":..., "value":..., "unit":...}. Without --store the
 // store goes to a temporary directory, removed afterwards.
 import { benchVmset } from './bench/store-vmset.js';
@@ -12,4 +12,4 @@ if (!dir) {
 }
 const storeDir = args.find((a) => a.startsWith('--store='))?.slice('--store='.length);
 const emit = (f: Figure): void => void process.stdout.write(JSON.stringify(f) + '\n');
-await benchVmset({ dir, ...(storeDir ? { storeDir } : {}), emit });
+await benchVmset({ dir, ...(storeDir ? { storeDir } : {}), mount: !args.includes('--no-mount'), doors: !args.includes('--no-doors'), emit });

@@ -79,23 +79,37 @@ export const snapshotSummary = {
   properties: { share: { type: 'string' }, name: { type: 'string' }, created: isoTime, files: count, logicalBytes: bytes },
 } as const;
 
+// The figures an operator reads. Each description is the figure's definition, and the code
+// computes exactly that (appliance-services.ts, store/store.ts, store/gc/gc.ts,
+// store/verify/verify.ts); test/numbers.test.ts checks them against a real store.
+// "Segment" means a stored segment: a data segment or a tree node; all-zero runs are never
+// stored and are counted by no segment figure.
+
 export const statsReport = {
   type: 'object',
   required: [
     'logicalBytes', 'ingestedBytes', 'uniqueBytes', 'storedBytes', 'dedupRatio', 'compressionRatio', 'totalRatio',
-    'segments', 'containers', 'reclaimableBytes', 'shares', 'snapshots',
+    'segments', 'containers', 'reclaimableBytes', 'deadBytesKept', 'lastGcAt', 'shares', 'snapshots',
   ],
   properties: {
-    logicalBytes: { ...bytes, description: 'Sum of live file sizes in every share and snapshot.' },
-    ingestedBytes: { ...bytes, description: 'Bytes ever written into the store.' },
-    uniqueBytes: { ...bytes, description: 'Plain size of the distinct segments kept.' },
-    storedBytes: { ...bytes, description: 'Bytes the containers take on disk.' },
-    dedupRatio: { type: 'number', description: 'logical / unique' },
-    compressionRatio: { type: 'number', description: 'unique / stored' },
-    totalRatio: { type: 'number', description: 'logical / stored' },
-    segments: count,
-    containers: count,
-    reclaimableBytes: { type: ['number', 'null'], description: 'What a GC would free, as of its last mark; null before any.' },
+    logicalBytes: { ...bytes, description: 'Sum of the sizes (as stat shows them, holes included) of every file in every share and every snapshot: what users keep.' },
+    ingestedBytes: { ...bytes, description: 'Bytes writers have handed to the store since it was made, every version and zero run included (a file rewritten twice counts twice).' },
+    uniqueBytes: { ...bytes, description: 'Plain (uncompressed) size of the segments in the index: every distinct segment on disk, live or dead until a GC removes it.' },
+    storedBytes: { ...bytes, description: 'Bytes of the container files on disk (headers, records and tables), the open container included: the disk space data takes, LevelDB excluded.' },
+    dedupRatio: { type: 'number', description: 'logicalBytes / uniqueBytes: what deduplication and zero runs save (0 when nothing is stored).' },
+    compressionRatio: { type: 'number', description: 'uniqueBytes / storedBytes: what compression saves, net of container overhead (0 when nothing is stored). dedupRatio x compressionRatio = totalRatio.' },
+    totalRatio: { type: 'number', description: 'logicalBytes / storedBytes (0 when nothing is stored).' },
+    segments: { ...count, description: 'Segments in the index (data segments and tree nodes, live or dead until a GC removes them): what a full verify of the store checks.' },
+    containers: { ...count, description: 'Sealed container files (the one being written is not counted).' },
+    reclaimableBytes: {
+      type: ['number', 'null'],
+      description: 'Net bytes the next `gc` would free, as of the last GC run (lastGcAt): 0 right after a real run, which freed them; what a dry run found otherwise. Not updated by deletes since then. null before any GC.',
+    },
+    deadBytesKept: {
+      type: ['number', 'null'],
+      description: 'Bytes of dead segments the last GC run left on disk because their containers are mostly live (not worth rewriting); freed by a later GC once enough of their container dies. null before any GC.',
+    },
+    lastGcAt: { type: ['string', 'null'], format: 'date-time', description: 'When the last GC run (or dry run) ended; null before any.' },
     shares: count,
     snapshots: count,
   },
@@ -111,6 +125,43 @@ export const fastcopyResult = {
     files: { ...count, description: 'Regular files made (hard links inside the tree counted once).' },
     directories: { ...count, description: 'Directories made, the copied directory included.' },
     logicalBytes: { ...bytes, description: 'Sum of the sizes of the files made; stored bytes do not grow.' },
+  },
+} as const;
+
+/** The result of a `gc` job (GET /jobs/{id} `result`). Published in the OpenAPI components. */
+export const gcResult = {
+  type: 'object',
+  required: ['reclaimedBytes', 'copiedBytes', 'deadBytes', 'deadBytesKept', 'containersRemoved', 'containersRewritten', 'liveSegments', 'deadSegments'],
+  properties: {
+    reclaimedBytes: { ...bytes, description: 'Net bytes freed on disk: container files removed, minus the bytes their live segments took again when copied forward. storedBytes drops by this much.' },
+    copiedBytes: { ...bytes, description: 'Bytes written copying live segments forward out of mostly-dead containers.' },
+    deadBytes: { ...bytes, description: 'Bytes of dead segments found (in containers sealed before the run), freed or kept.' },
+    deadBytesKept: { ...bytes, description: 'Of deadBytes, those left on disk in containers that are mostly live (see stats deadBytesKept).' },
+    containersRemoved: { ...count, description: 'Container files removed that held no live segment.' },
+    containersRewritten: { ...count, description: 'Container files removed after their live segments were copied forward.' },
+    liveSegments: { ...count, description: 'Segments found live in the containers swept.' },
+    deadSegments: { ...count, description: 'Segments found dead in the containers swept (freed or kept).' },
+  },
+} as const;
+
+/** The result of a `verify` job. Published in the OpenAPI components. */
+export const verifyResult = {
+  type: 'object',
+  required: ['target', 'containers', 'segmentsChecked', 'referencedSegments', 'bytesRead', 'problems'],
+  properties: {
+    target: { type: 'string', description: 'What was verified: "store", "share NAME" or "snapshot SHARE/NAME".' },
+    containers: {
+      ...count,
+      description: 'Container files checked. Store: every sealed container, read whole. Share or snapshot: the containers holding its segments (read in full mode; in quick mode their presence is checked).',
+    },
+    segmentsChecked: {
+      ...count,
+      description: 'Distinct segments checked. Store: every segment record in the containers (live or dead; equals stats segments when the index is consistent), re-hashed in full mode. Share or snapshot: the distinct segments its files reach, read and re-hashed in full mode, looked up in the index in quick mode.',
+    },
+    referencedSegments: { ...count, description: 'Distinct segments (data and tree nodes) that the verified files reach; each is checked to be in the index and its container.' },
+    bytesRead: { ...bytes, description: 'Bytes read from container files. 0 for a quick verify of a share or snapshot, which reads only the index.' },
+    full: { type: 'boolean', description: 'Whether segments were read and re-hashed (full) or only their presence checked (quick).' },
+    problems: { type: 'array', items: { type: 'object' } },
   },
 } as const;
 
@@ -138,7 +189,7 @@ export const jobView = {
     startedAt: { type: ['string', 'null'], format: 'date-time' },
     endedAt: { type: ['string', 'null'], format: 'date-time' },
     cancelRequested: { type: 'boolean' },
-    result: { description: 'What the job found or did, once succeeded; its shape depends on the kind.' },
+    result: { description: 'What the job found or did, once succeeded; its shape depends on the kind: GcResult or VerifyResult (components.schemas), or the index rebuild report.' },
     error: {
       type: ['object', 'null'],
       required: ['code', 'message'],

@@ -55,25 +55,21 @@ export interface StoreHealth {
   writable: boolean;
 }
 
+/** Each figure's definition is its description in schemas.ts (statsReport), which the API publishes. */
 export interface StatsReport {
-  /** Sum of the sizes of every live file in every share and snapshot: what users think they keep. */
   logicalBytes: number;
-  /** Bytes ever written into the store by writers (all versions). */
   ingestedBytes: number;
-  /** Plain size of the distinct segments kept. */
   uniqueBytes: number;
-  /** Bytes the containers take on disk. */
   storedBytes: number;
-  /** logical / unique: what deduplication saves. */
   dedupRatio: number;
-  /** unique / stored: what compression saves. */
   compressionRatio: number;
-  /** logical / stored: both together. */
   totalRatio: number;
   segments: number;
   containers: number;
-  /** Bytes a GC would free, as of the last GC mark; null before any. */
   reclaimableBytes: number | null;
+  deadBytesKept: number | null;
+  /** ISO 8601. */
+  lastGcAt: string | null;
   shares: number;
   snapshots: number;
 }
@@ -119,9 +115,12 @@ export interface FastcopyResult {
   logicalBytes: number;
 }
 
+/** Definitions: schemas.ts (gcResult). */
 export interface GcResult {
-  /** Bytes of container files removed or shrunk. */
   reclaimedBytes: number;
+  copiedBytes: number;
+  deadBytes: number;
+  deadBytesKept: number;
   containersRemoved: number;
   containersRewritten: number;
   liveSegments: number;
@@ -146,12 +145,15 @@ export interface VerifyTarget {
   full?: boolean;
 }
 
+/** Definitions: schemas.ts (verifyResult). */
 export interface VerifyResult {
   /** What was verified, e.g. "store", "share vms", "snapshot vms/nightly". */
   target: string;
   containers: number;
   segmentsChecked: number;
+  referencedSegments: number;
   bytesRead: number;
+  full: boolean;
   problems: VerifyProblem[];
 }
 

@@ -2,7 +2,7 @@
 // file of every share and snapshot, and open files) and the names to report problems under.
 
 import { vmError } from '../errors.js';
-import type { GcReport, Problem, Progress, VerifyReport } from '../store/store.js';
+import type { GcReport, Problem, Progress, VerifiedContainers, VerifyReport } from '../store/store.js';
 import type { Namespace } from './namespace.js';
 import { filesOf, type LabeledFile, volumesToVerify } from './walk.js';
 
@@ -34,11 +34,14 @@ export interface VerifyTarget {
   full?: boolean;
 }
 
+/** Definitions: control/schemas.ts (verifyResult). */
 export interface VerifyRun {
   target: string;
   containers: number;
   segmentsChecked: number;
+  referencedSegments: number;
   bytesRead: number;
+  full: boolean;
   problems: Problem[];
 }
 
@@ -53,28 +56,30 @@ export async function runVerify(ns: Namespace, target: VerifyTarget, onProgress?
   const label = target.snapshot !== undefined ? `snapshot ${target.share}/${target.snapshot}` : target.share !== undefined ? `share ${target.share}` : 'store';
   if (target.share !== undefined) await ns.shares.volumeOf(target.share);
   if (target.snapshot !== undefined) await ns.snapshots.get(target.share!, target.snapshot);
-  const run: VerifyRun = { target: label, containers: 0, segmentsChecked: 0, bytesRead: 0, problems: [] };
-  const add = (r: VerifyReport): void => {
-    run.containers += r.containers;
-    run.segmentsChecked += r.segmentsChecked;
-    run.bytesRead += r.bytesRead;
-    run.problems.push(...r.problems);
-  };
+  const run: VerifyRun = { target: label, containers: 0, segmentsChecked: 0, referencedSegments: 0, bytesRead: 0, full, problems: [] };
+  // The whole store: the containers check counts containers and segments (every record), the
+  // files' check adds the references; segments it re-hashed are not read a second time.
+  const verified: VerifiedContainers = { ids: new Set() };
+  let whole: VerifyReport | undefined;
   if (target.share === undefined) {
     await store.commit();
-    add(await store.verify({ full, signal, onProgress: (p) => onProgress?.({ ...p, phase: 'containers' }) }));
+    whole = await store.verify({ full, signal, onProgress: (p) => onProgress?.({ ...p, phase: 'containers' }) }, verified);
   }
   // Sizes first, for a progress total in bytes.
   const files: LabeledFile[] = [];
   for await (const v of volumesToVerify(ns.ctx, target)) for await (const f of filesOf(ns.ctx, v.vol, v.label)) files.push(f);
   const totalBytes = files.reduce((s, f) => s + f.version.size, 0);
-  add(
-    await store.verifyTrees(files, {
-      full,
-      signal,
-      totalBytes,
-      onProgress: (p) => onProgress?.({ ...p, phase: 'files' }),
-    }),
-  );
+  const trees = await store.verifyTrees(files, {
+    full,
+    signal,
+    totalBytes,
+    verified,
+    onProgress: (p) => onProgress?.({ ...p, phase: 'files' }),
+  });
+  run.containers = whole ? whole.containers : trees.containers;
+  run.segmentsChecked = whole ? whole.segmentsChecked : trees.segmentsChecked;
+  run.referencedSegments = trees.referencedSegments;
+  run.bytesRead = (whole?.bytesRead ?? 0) + trees.bytesRead;
+  run.problems.push(...(whole?.problems ?? []), ...trees.problems);
   return run;
 }

@@ -5,7 +5,7 @@
 
 import { pack } from 'msgpackr';
 import { vmError } from '../errors.js';
-import { bool, num, uint, uintArray, unpackRecord } from '../kv/record.js';
+import { bool, num, optUint, uint, uintArray, unpackRecord } from '../kv/record.js';
 import type { Checkpoint } from './checkpoint.js';
 import type { ContainerRecord } from './container/registry.js';
 import type { StoreCounters } from './counters.js';
@@ -64,14 +64,21 @@ export interface GcRecord {
   reclaimableBytes: number;
   reclaimedBytes: number;
   dryRun: boolean;
+  /** Dead bytes left in kept containers as of the run's mark (absent in records written before it). */
+  deadBytesKept?: number;
 }
 
 export function encodeGcRecord(g: GcRecord): Buffer {
-  return pack({ at: g.at, reclaimableBytes: g.reclaimableBytes, reclaimedBytes: g.reclaimedBytes, dryRun: g.dryRun });
+  const out: Record<string, number | boolean> = { at: g.at, reclaimableBytes: g.reclaimableBytes, reclaimedBytes: g.reclaimedBytes, dryRun: g.dryRun };
+  if (g.deadBytesKept !== undefined) out.deadBytesKept = g.deadBytesKept;
+  return pack(out);
 }
 
 export function decodeGcRecord(b: Uint8Array): GcRecord {
   const what = 'last GC record (mgc)';
   const w = unpackRecord(b, what);
-  return { at: num(w, 'at', what), reclaimableBytes: uint(w, 'reclaimableBytes', what), reclaimedBytes: uint(w, 'reclaimedBytes', what), dryRun: bool(w, 'dryRun', what) };
+  const g: GcRecord = { at: num(w, 'at', what), reclaimableBytes: uint(w, 'reclaimableBytes', what), reclaimedBytes: uint(w, 'reclaimedBytes', what), dryRun: bool(w, 'dryRun', what) };
+  const kept = optUint(w, 'deadBytesKept', what);
+  if (kept !== undefined) g.deadBytesKept = kept;
+  return g;
 }

@@ -23,7 +23,7 @@
 // - One process opens a data directory at a time (STORE_LOCKED otherwise).
 
 import { ClassicLevel } from 'classic-level';
-import { decodeGcRecord } from './meta-records.js';
+import { decodeGcRecord, type GcRecord } from './meta-records.js';
 import path from 'node:path';
 import { fromSystemError, vmError } from '../errors.js';
 import { BloomFilter } from './index/bloom.js';
@@ -32,7 +32,7 @@ import { createCodecEngine } from './codec/engine.js';
 import { IngestEngine } from './ingest.js';
 import { recoverContainers, type RepairReport } from './container/recovery.js';
 import { rebuildIndex, type RebuildReport } from './index/rebuild.js';
-import { type Progress, verifyContainers, verifyTrees, type VerifyOptions, type VerifyReport } from './verify/verify.js';
+import { type Progress, type VerifiedContainers, verifyContainers, verifyTrees, type VerifyOptions, type VerifyReport } from './verify/verify.js';
 import { allDurable, type Db, writeBatch } from '../kv/db.js';
 import { tuneMalloc } from './native.js';
 import { ReadAhead } from './tree/read-ahead.js';
@@ -358,9 +358,13 @@ export class SegmentStore {
   }
 
   /** Checks containers against the index; `full` also reads and re-hashes every record. */
-  async verify(opts: VerifyOptions): Promise<VerifyReport> {
+  /**
+   * Checks containers and the index against each other; `verified`, if given, collects the
+   * containers found wholly intact, so a following verifyTrees need not read them again.
+   */
+  async verify(opts: VerifyOptions, verified?: VerifiedContainers): Promise<VerifyReport> {
     this.ensureOpen();
-    return verifyContainers(this.core, opts);
+    return verifyContainers(this.core, opts, verified);
   }
 
   /**
@@ -368,7 +372,7 @@ export class SegmentStore {
    * problem is reported under its root's label. `totalBytes` (the roots' sizes) gives the
    * progress a total.
    */
-  async verifyTrees(roots: Iterable<{ version: FileVersion; label: string }> | AsyncIterable<{ version: FileVersion; label: string }>, opts: VerifyOptions & { totalBytes?: number }): Promise<VerifyReport> {
+  async verifyTrees(roots: Iterable<{ version: FileVersion; label: string }> | AsyncIterable<{ version: FileVersion; label: string }>, opts: VerifyOptions & { totalBytes?: number; verified?: VerifiedContainers }): Promise<VerifyReport> {
     this.ensureOpen();
     return verifyTrees(this.core, this.reader, roots, opts);
   }
@@ -397,8 +401,7 @@ export class SegmentStore {
     this.ensureOpen();
     const v = await this.core.db.get(metaKey('gc'));
     if (!v) return undefined;
-    const r = decodeGcRecord(v);
-    return { at: r.at, reclaimableBytes: r.reclaimableBytes, reclaimedBytes: r.reclaimedBytes, dryRun: r.dryRun };
+    return decodeGcRecord(v);
   }
 
   async close(): Promise<void> {
@@ -417,15 +420,10 @@ export class SegmentStore {
 }
 
 /** The summary of the last garbage collection (FORMAT.md, `mgc`). */
-export interface LastGc {
-  at: number;
-  reclaimableBytes: number;
-  reclaimedBytes: number;
-  dryRun: boolean;
-}
+export type LastGc = GcRecord;
 
 // What the layers above need of the store's parts: the file version they record in inodes
 // (and its encoding, FORMAT.md "File versions"), and the types of GC and verify reports.
 export { EMPTY_VERSION, decodeVersion, encodeVersion } from './tree/version.js';
 export type { FileVersion, WriteResult, Piece, DbOp, GcOptions, GcReport };
-export type { Problem, Progress, VerifyOptions, VerifyReport } from './verify/verify.js';
+export type { Problem, Progress, VerifiedContainers, VerifyOptions, VerifyReport } from './verify/verify.js';

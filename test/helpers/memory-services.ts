@@ -81,6 +81,8 @@ export class MemoryServices implements ControlServices {
       segments: Math.ceil(unique / 8192),
       containers: Math.ceil(stored / (4 << 20)),
       reclaimableBytes: null,
+      deadBytesKept: null,
+      lastGcAt: null,
       shares: this.shares.size,
       snapshots,
     };
@@ -174,14 +176,14 @@ export class MemoryServices implements ControlServices {
   async gc(ctx: JobContext): Promise<GcResult> {
     this.calls.push('gc');
     const total = await this.work(ctx, 'bytes');
-    return { reclaimedBytes: total / 2, containersRemoved: 3, containersRewritten: 1, liveSegments: 100, deadSegments: 40 };
+    return { reclaimedBytes: total / 2, copiedBytes: 0, deadBytes: total / 2, deadBytesKept: 0, containersRemoved: 3, containersRewritten: 1, liveSegments: 100, deadSegments: 40 };
   }
 
   async verify(ctx: JobContext, target?: VerifyTarget): Promise<VerifyResult> {
     this.calls.push(`verify ${JSON.stringify(target ?? {})}`);
     const total = await this.work(ctx, 'bytes');
     const what = target?.snapshot !== undefined ? `snapshot ${target.share}/${target.snapshot}` : target?.share !== undefined ? `share ${target.share}` : 'store';
-    return { target: what, containers: 2, segmentsChecked: 50, bytesRead: total, problems: this.verifyProblems };
+    return { target: what, containers: 2, segmentsChecked: 50, referencedSegments: 50, bytesRead: total, full: target?.full ?? false, problems: this.verifyProblems };
   }
 
   async rebuildIndex(ctx: JobContext): Promise<IndexRebuildResult> {

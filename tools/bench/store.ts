@@ -1,6 +1,11 @@
 // The store bench (`npm run bench:store [-- --quick]`): ingest of unique and of duplicate real
 // binaries, sequential and random reads of the stored file, the segmenter alone, and the
 // baselines they are judged against, all measured in the same run on the same input:
+// Sequential reads are measured three ways: TreeView.stream() (store.read.sequential, kept
+// for comparison with earlier runs; only this bench reads that way), 128 KiB store.read()
+// calls, and 128 KiB reads of the file in a share through the namespace, into one reused
+// buffer, as the FUSE adapter reads (store.read.namespace128k: the path users take; bench:fuse
+// adds the kernel and the mount on top of it).
 // reading the input from the page cache, BLAKE3 alone and LZ4 alone (the libraries the store
 // falls back to, one core). The index figures run in a child process (store-scale.ts) so its
 // memory is measured without this process's buffers.
@@ -14,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { compressSync } from 'lz4-napi';
 import { nativeCodec } from '../../src/store/native.js';
 import { segmenterImpl } from '../../src/store/segmenter/segmenter.js';
+import { Namespace } from '../../src/namespace/namespace.js';
 import { SegmentStore, type FileVersion } from '../../src/store/store.js';
 import { segmenterRate } from './segmenter.js';
 import { binariesFile, readHead } from './store-data.js';
@@ -252,6 +258,39 @@ export async function benchStore(opts: { quick: boolean; emit: (f: Figure) => vo
     });
     emit({ figure: 'store.read.sequential128k', value: fuse, unit: 'MB/s', vs_blake3: rel(fuse) });
     emitCpu('store.read.sequential128k', 'sequential 128 KiB reads');
+
+    // The same file in a share, read as the mount reads it: through the namespace's open file.
+    {
+      const store = await SegmentStore.open(dir);
+      const ns = await Namespace.open(store, { log: () => {} });
+      await ns.shares.create('bench');
+      const fh = await ns.fs.create('/bench/file', 0o644);
+      const fd = fs.openSync(file, 'r');
+      const piece = Buffer.allocUnsafe(8 * MiB);
+      for (let off = 0; off < size; off += piece.length) {
+        const n = fs.readSync(fd, piece, 0, piece.length, off);
+        await ns.write(fh, off, piece.subarray(0, n));
+      }
+      fs.closeSync(fd);
+      await ns.fs.fsync(fh);
+      await ns.fs.release(fh);
+      await ns.close();
+      await store.close();
+    }
+    const nsRead = await best('namespace 128 KiB reads', size, async () => {
+      const store = await SegmentStore.open(dir);
+      const ns = await Namespace.open(store, { log: () => {} });
+      const fh = await ns.fs.open('/bench/file', 0);
+      const out = Buffer.allocUnsafe(128 * 1024);
+      let total = 0;
+      for (let off = 0; off < size; off += out.length) total += await ns.fs.readInto(fh, off, out);
+      await ns.fs.release(fh);
+      await ns.close();
+      await store.close();
+      if (total !== size) throw new Error(`read ${total} of ${size} bytes through the namespace`);
+    });
+    emit({ figure: 'store.read.namespace128k', value: nsRead, unit: 'MB/s', vs_blake3: rel(nsRead) });
+    emitCpu('store.read.namespace128k', 'namespace 128 KiB reads');
 
     const store = await SegmentStore.open(dir);
     // Spot checks against the input (the store verified every segment against its fingerprint).

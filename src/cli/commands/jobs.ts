@@ -116,15 +116,24 @@ function resultPairs(job: JobView): Array<[string, string]> {
   if (job.kind === 'gc') {
     const r = job.result as GcResult;
     return [
-      ['Reclaimed', formatBytes(r.reclaimedBytes)],
+      ['Reclaimed', `${formatBytes(r.reclaimedBytes)} net (${formatBytes(r.copiedBytes)} of live segments copied forward)`],
       ['Containers', `${formatCount(r.containersRemoved)} removed, ${formatCount(r.containersRewritten)} rewritten`],
       ['Segments', `${formatCount(r.liveSegments)} live, ${formatCount(r.deadSegments)} dead`],
+      ['Dead, kept', `${formatBytes(r.deadBytesKept)} of ${formatBytes(r.deadBytes)} dead, in containers mostly live (freed once more of them dies)`],
     ];
   }
   if (job.kind === 'verify') {
     const r = job.result as VerifyResult;
     const pairs: Array<[string, string]> = [
-      ['Checked', `${plural(r.segmentsChecked, 'segment')} in ${plural(r.containers, 'container')}, ${formatBytes(r.bytesRead)} read`],
+      [
+        'Checked',
+        r.full
+          ? `${plural(r.segmentsChecked, 'segment')} in ${plural(r.containers, 'container')}, ${formatBytes(r.bytesRead)} read and re-hashed`
+          : r.target === 'store'
+            ? `${plural(r.segmentsChecked, 'segment')} in ${plural(r.containers, 'container')}, ${formatBytes(r.bytesRead)} read (structure; --full re-hashes)`
+            : `${plural(r.segmentsChecked, 'segment')} found in the index, in ${plural(r.containers, 'container')} (nothing read; --full reads them)`,
+      ],
+      ['Referenced', `${plural(r.referencedSegments, 'segment')} reached from the files`],
       ['Problems', r.problems.length === 0 ? 'none' : formatCount(r.problems.length)],
     ];
     for (const p of r.problems.slice(0, 20)) pairs.push(['', `${p.kind}: ${p.message}`]);

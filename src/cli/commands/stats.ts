@@ -20,6 +20,7 @@ function statsText(s: StatsReport): string {
     ['Ingested', formatBytes(s.ingestedBytes)],
     ['Unique segments', `${formatBytes(s.uniqueBytes)} in ${plural(s.segments, 'segment')}`],
     ['Containers', formatCount(s.containers)],
-    ['Reclaimable', s.reclaimableBytes === null ? 'unknown until the next gc' : `${formatBytes(s.reclaimableBytes)} (vmvault gc)`],
+    ['Reclaimable', s.reclaimableBytes === null ? 'unknown until the next gc' : `${formatBytes(s.reclaimableBytes)} by vmvault gc, as of the gc at ${s.lastGcAt}`],
+    ['Dead, kept', s.deadBytesKept === null ? 'unknown until the next gc' : `${formatBytes(s.deadBytesKept)} in containers mostly live (freed once more of them dies)`],
   ]);
 }

@@ -18,11 +18,11 @@
 // stored segment, 1% false positives, which only keep a little garbage) and an exact set of
 // visited tree nodes (about 1 in 80 segments is a node).
 
-import { decodeContainerRecord, encodeGcRecord } from '../meta-records.js';
+import { decodeContainerRecord, encodeGcRecord, type GcRecord } from '../meta-records.js';
 import fsp from 'node:fs/promises';
 import { vmError } from '../../errors.js';
 import { BloomFilter } from '../index/bloom.js';
-import { RECORD_HEADER_BYTES, type RecordMeta, SegmentKind } from '../container/format.js';
+import { RECORD_HEADER_BYTES, type RecordMeta, SegmentKind, TABLE_ENTRY_BYTES } from '../container/format.js';
 import { isZeroFp } from '../codec/fingerprint.js';
 import { FpMap } from '../index/fp-map.js';
 import { readFull } from '../container/file-io.js';
@@ -47,11 +47,31 @@ export interface GcOptions {
   signal?: AbortSignal;
 }
 
+/**
+ * What one GC run found and did. Byte figures count container file bytes (record headers,
+ * payloads and table entries), the same bytes the store's storedBytes counts.
+ */
 export interface GcReport {
-  /** Bytes of container files removed (or shrunk by rewriting). */
+  /**
+   * Net bytes freed on disk: container files removed, minus the bytes their live records took
+   * again when copied forward. 0 for a dry run.
+   */
   reclaimedBytes: number;
-  /** Bytes that a sweep would free (dry run), or that stay behind in kept containers. */
+  /** Bytes written copying live records forward out of the containers rewritten. */
+  copiedBytes: number;
+  /**
+   * Bytes a sweep run now would free (net, as reclaimedBytes counts them): for a dry run, what
+   * the run would have freed; after a real run, 0 (it freed all of it).
+   */
   reclaimableBytes: number;
+  /** Bytes of dead records found (in every container swept, freed or not). */
+  deadBytes: number;
+  /**
+   * Bytes of dead records left on disk after the run, in containers kept because most of them
+   * is live (below the copy-forward threshold it is not worth rewriting them); they are freed
+   * once enough of their container dies. For a dry run: every dead byte.
+   */
+  deadBytesKept: number;
   containersRemoved: number;
   containersRewritten: number;
   liveSegments: number;
@@ -62,6 +82,11 @@ export interface GcReport {
   markBytes: number;
   markBytesPerSegment: number;
   durationMs: number;
+}
+
+/** Container bytes a live record takes again when copied forward: its record and table entry. */
+function copyCost(r: RecordMeta): number {
+  return RECORD_HEADER_BYTES + r.storedLen + TABLE_ENTRY_BYTES;
 }
 
 interface Candidate {
@@ -86,6 +111,9 @@ export async function collectGarbage(core: StoreCore, reader: SegmentReader, opt
   const report: GcReport = {
     reclaimedBytes: 0,
     reclaimableBytes: 0,
+    copiedBytes: 0,
+    deadBytes: 0,
+    deadBytesKept: 0,
     containersRemoved: 0,
     containersRewritten: 0,
     liveSegments: 0,
@@ -141,8 +169,14 @@ export async function collectGarbage(core: StoreCore, reader: SegmentReader, opt
     core.fenced.clear();
   }
   report.durationMs = Date.now() - t0;
-  await writeBatch(core.db, [{ type: 'put', key: metaKey('gc'), value: encodeGcRecord({ at: Date.now(), reclaimableBytes: report.reclaimableBytes, reclaimedBytes: report.reclaimedBytes, dryRun: opts.dryRun ?? false }) }], false);
+  await writeBatch(core.db, [{ type: 'put', key: metaKey('gc'), value: encodeGcRecord(gcRecord(report, opts.dryRun ?? false)) }], false);
   return report;
+}
+
+export type { GcRecord };
+
+function gcRecord(r: GcReport, dryRun: boolean): GcRecord {
+  return { at: Date.now(), dryRun, reclaimedBytes: r.reclaimedBytes, reclaimableBytes: r.reclaimableBytes, deadBytesKept: r.deadBytesKept };
 }
 
 async function sweepOne(core: StoreCore, c: Candidate, live: BloomFilter, threshold: number, dryRun: boolean, report: GcReport): Promise<void> {
@@ -169,10 +203,13 @@ async function sweepOne(core: StoreCore, c: Candidate, live: BloomFilter, thresh
     }
     report.liveSegments += liveRecs.length;
     report.deadSegments += table.length - liveRecs.length;
+    report.deadBytes += deadBytes;
     if (deadBytes === 0) return;
     const rewrite = liveRecs.length === 0 || liveBytes < threshold * (liveBytes + deadBytes);
+    const copied = liveRecs.reduce((s, r) => s + copyCost(r), 0);
     if (dryRun || !rewrite) {
-      report.reclaimableBytes += deadBytes;
+      report.deadBytesKept += deadBytes;
+      if (rewrite) report.reclaimableBytes += c.size - copied;
       return;
     }
     // Copy the live records forward: the payload as stored, no re-compression.
@@ -214,7 +251,8 @@ async function sweepOne(core: StoreCore, c: Candidate, live: BloomFilter, thresh
     core.cache.drop(cid);
     core.files.forget(cid);
     await fsp.rm(core.files.pathOf(cid), { force: true });
-    report.reclaimedBytes += c.size;
+    report.reclaimedBytes += c.size - copied;
+    report.copiedBytes += copied;
     if (liveRecs.length === 0) report.containersRemoved++;
     else report.containersRewritten++;
   } finally {

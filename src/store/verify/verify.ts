@@ -9,7 +9,7 @@
 import { containerName, decodePayload } from '../codec/codec.js';
 import { fpHex, isZeroFp } from '../codec/fingerprint.js';
 import { payloadOf, scanContainer, type ScanResult } from '../container/files.js';
-import { decodeTable, decodeTrailer, TABLE_ENTRY_BYTES, TRAILER_BYTES } from '../container/format.js';
+import { decodeTable, decodeTrailer, RECORD_HEADER_BYTES, TABLE_ENTRY_BYTES, TRAILER_BYTES } from '../container/format.js';
 import { crc32 } from 'node:zlib';
 import type { StoreCore } from '../store-core.js';
 import type { SegmentReader } from '../segment-reader.js';
@@ -35,11 +35,23 @@ export interface Progress {
   unit: 'bytes' | 'items';
 }
 
+/**
+ * What a check covered (definitions as the API publishes them: control/schemas.ts, verifyResult).
+ * - containers: container files checked: every sealed one (containers check), or those holding
+ *   the segments the roots reach (tree check).
+ * - records: segment records found in the containers (containers check; 0 for trees).
+ * - segmentsChecked: distinct segments checked: every record (containers), or every distinct
+ *   segment the roots reach (trees).
+ * - referencedSegments: distinct segments the roots reach (trees; 0 for containers).
+ * - bytesRead: bytes read from container files: whole files (containers); the records of the
+ *   segments read and re-hashed (trees, full mode); 0 for quick tree checks.
+ */
 export interface VerifyReport {
   containers: number;
   records: number;
   bytesRead: number;
   segmentsChecked: number;
+  referencedSegments: number;
   problems: Problem[];
 }
 
@@ -49,11 +61,19 @@ export interface VerifyOptions {
   signal?: AbortSignal;
 }
 
+/** A containers check's findings that a tree check of the same store may rely on. */
+export interface VerifiedContainers {
+  /** Containers whose every record was read and re-hashed, and whose index entries all match. */
+  ids: Set<number>;
+}
+
 /** Checks containers and the index against each other. */
-export async function verifyContainers(core: StoreCore, opts: VerifyOptions): Promise<VerifyReport> {
-  const report: VerifyReport = { containers: 0, records: 0, bytesRead: 0, segmentsChecked: 0, problems: [] };
+export async function verifyContainers(core: StoreCore, opts: VerifyOptions, verified?: VerifiedContainers): Promise<VerifyReport> {
+  const report: VerifyReport = { containers: 0, records: 0, bytesRead: 0, segmentsChecked: 0, referencedSegments: 0, problems: [] };
   const ids = await core.files.listIds();
-  const where = new FpMap<{ cid: number; offset: number }>();
+  // Every place a fingerprint's record sits (a GC crash can leave a second copy).
+  const where = new FpMap<Array<{ cid: number; offset: number }>>();
+  const clean = new Set<number>();
   /** Containers that could not be read: their index entries are not mismatches. */
   const unreadable = new Set<number>();
   let done = 0;
@@ -84,15 +104,19 @@ export async function verifyContainers(core: StoreCore, opts: VerifyOptions): Pr
       // The scan trusts the trailer; the table it points at must match the records too.
       const bad = tableProblem(scan);
       if (bad) report.problems.push({ kind: 'corrupt-container', container: id, offset: bad.offset, message: `container ${containerName(id)}: ${bad.message}` });
+      else clean.add(id);
     }
     for (const r of scan.records) {
       report.records++;
-      where.set(r.fp, { cid: id, offset: r.offset });
+      report.segmentsChecked++;
+      const at = where.get(r.fp);
+      if (at) at.push({ cid: id, offset: r.offset });
+      else where.set(r.fp, [{ cid: id, offset: r.offset }]);
       if (opts.full) {
-        report.segmentsChecked++;
         try {
           decodePayload(payloadOf(scan.data, r), r.codec, r.rawLen, r.fp, { cid: id, offset: r.offset });
         } catch (err) {
+          clean.delete(id);
           report.problems.push({ kind: 'corrupt-segment', container: id, offset: r.offset, fingerprint: fpHex(r.fp), message: (err as Error).message });
         }
       }
@@ -104,16 +128,18 @@ export async function verifyContainers(core: StoreCore, opts: VerifyOptions): Pr
     opts.signal?.throwIfAborted();
     if (core.writers.has(loc.cid) || unreadable.has(loc.cid)) continue;
     const w = where.get(fp);
-    if (!w) {
+    if (!w?.some((x) => x.cid === loc.cid && x.offset === loc.offset)) {
+      clean.delete(loc.cid);
       report.problems.push({
         kind: 'index-mismatch',
         container: loc.cid,
         offset: loc.offset,
         fingerprint: fpHex(fp),
-        message: `index entry for ${fpHex(fp).slice(0, 16)} points at container ${containerName(loc.cid)}, which does not hold it; run an index rebuild`,
+        message: `index entry for ${fpHex(fp).slice(0, 16)} points at container ${containerName(loc.cid)} offset ${loc.offset}, which does not hold it; run an index rebuild`,
       });
     }
   }
+  if (verified && opts.full) for (const id of clean) verified.ids.add(id);
   return report;
 }
 
@@ -152,9 +178,11 @@ export async function verifyTrees(
   core: StoreCore,
   reader: SegmentReader,
   roots: Iterable<{ version: FileVersion; label: string }> | AsyncIterable<{ version: FileVersion; label: string }>,
-  opts: VerifyOptions & { totalBytes?: number },
+  opts: VerifyOptions & { totalBytes?: number; verified?: VerifiedContainers },
 ): Promise<VerifyReport> {
-  const report: VerifyReport = { containers: 0, records: 0, bytesRead: 0, segmentsChecked: 0, problems: [] };
+  const report: VerifyReport = { containers: 0, records: 0, bytesRead: 0, segmentsChecked: 0, referencedSegments: 0, problems: [] };
+  /** Containers holding the segments reached. */
+  const holding = new Set<number>();
   const seenNodes = new FpMap<true>();
   const seenData = new FpMap<true>();
   /** Damaged or missing segments, with what is wrong. */
@@ -166,44 +194,63 @@ export async function verifyTrees(
     return { kind, fingerprint: fpHex(fp), container: d.container as number | undefined, offset: d.offset as number | undefined, message: e.message };
   };
   // Quick mode: a reference is good if the index knows it and its container file exists.
-  const present = opts.full ? undefined : new Set(await core.files.listIds());
+  const present = new Set(await core.files.listIds());
   let batch: Buffer[] = [];
+  let nodeBatch: Buffer[] = [];
   // Reads of a couple of batches stay in flight while the walk goes on.
   const inflight: Array<Promise<void>> = [];
   const flush = async (): Promise<void> => {
     const todo = batch;
+    const nodes = nodeBatch;
     batch = [];
-    if (todo.length === 0) return;
-    inflight.push(check(todo));
+    nodeBatch = [];
+    if (nodes.length > 0) inflight.push(check(nodes, true));
+    if (todo.length > 0) inflight.push(check(todo, false));
     while (inflight.length > 2) await inflight.shift();
   };
-  const check = async (todo: Buffer[]): Promise<void> => {
+  // Every segment reached is located (which container holds it); in full mode data segments
+  // are then read and re-hashed, except those in containers a containers check of this run
+  // already re-hashed whole (`verified`), where finding the index entry is the check.
+  const check = async (todo: Buffer[], nodes: boolean): Promise<void> => {
     report.segmentsChecked += todo.length;
-    if (!opts.full) {
-      const locs = await core.lookupMany(todo);
-      locs.forEach((l, i) => {
-        if (!l) bad.set(todo[i], asProblem(todo[i], vmError('MISSING_SEGMENT', `segment ${fpHex(todo[i]).slice(0, 16)} is referenced but not in the store`)));
-        else if (!present!.has(l.cid) && !core.writers.has(l.cid)) {
+    report.referencedSegments += todo.length;
+    const locs = await core.lookupMany(todo);
+    const read: Buffer[] = [];
+    const readBytes = new FpMap<number>();
+    locs.forEach((l, i) => {
+      if (!l) {
+        bad.set(todo[i], asProblem(todo[i], vmError('MISSING_SEGMENT', `segment ${fpHex(todo[i]).slice(0, 16)} is referenced but not in the store`)));
+        return;
+      }
+      holding.add(l.cid);
+      if (!opts.full || opts.verified?.ids.has(l.cid)) {
+        if (!present!.has(l.cid) && !core.writers.has(l.cid)) {
           bad.set(
             todo[i],
             asProblem(todo[i], vmError('MISSING_SEGMENT', `segment ${fpHex(todo[i]).slice(0, 16)} is in container ${containerName(l.cid)}, which is missing`, { container: l.cid })),
           );
         }
-      });
-      return;
-    }
+        return;
+      }
+      // Nodes were read (and re-hashed) by the walk itself.
+      report.bytesRead += RECORD_HEADER_BYTES + l.storedLen;
+      if (!nodes) {
+        read.push(todo[i]);
+        readBytes.set(todo[i], RECORD_HEADER_BYTES + l.storedLen);
+      }
+    });
+    if (read.length === 0) return;
     // Past the cache both ways: verify must read what is on disk, and must not evict what
     // readers use.
     try {
-      const bufs = await reader.segments(todo, false);
-      for (const b of bufs) report.bytesRead += b.length;
+      await reader.segments(read, false);
     } catch {
       // One bad segment fails the batch; find which, one by one.
-      for (const fp of todo) {
+      for (const fp of read) {
         try {
-          const [b] = await reader.segments([fp], false);
-          report.bytesRead += b.length;
+          await reader.segments([fp], false);
         } catch (err) {
+          report.bytesRead -= readBytes.get(fp) ?? 0;
           bad.set(fp, asProblem(fp, err));
         }
       }
@@ -227,7 +274,7 @@ export async function verifyTrees(
       bad.set(Buffer.from(fp), asProblem(fp, err));
       return;
     }
-    report.segmentsChecked++;
+    nodeBatch.push(Buffer.from(fp));
     for (let i = 0; i < node.count; i++) {
       const c = childFp(node, i);
       if (node.level === 1) await data(c);
@@ -244,6 +291,7 @@ export async function verifyTrees(
   }
   await flush();
   await Promise.all(inflight);
+  report.containers = holding.size;
   if (bad.size === 0) return report;
   // Attribution: every root that reaches a damaged segment, walking only (cached) nodes.
   const under = new FpMap<Problem[]>();
