@@ -1,11 +1,8 @@
 // The fsync gaps issue 9 names, each under a real power cut (the appliance's data directory on
 // the power-loss file system): fsync of a file with no buffered data (after create, chmod)
 // and fsync of a directory (after rename) must make the metadata durable, as DESIGN.md
-// promises ("fsync returning means durable"). The first two fail today and belong to the
-// commit-path work (issue 9, developer `commit`): their durability assertions are marked
-// todo, so they run and report without failing the suite. The directory case holds already
-// and is a plain test. VMVAULT_POWER_GAPS=1 runs them as plain tests: switch the todo off
-// (GAPS_FIXED below) when the commit work is merged.
+// promises ("fsync returning means durable"). The first two failed before fsync learned to
+// sync LevelDB when nothing was buffered (SegmentStore.sync); the directory case held already.
 
 import t from 'tap';
 import fs from 'node:fs/promises';
@@ -16,8 +13,6 @@ import type { TestT } from './helpers/tap-types.js';
 import { tmpDir } from './helpers/tmpdir.js';
 import { startPowerfail } from './powerfail/powerfail.js';
 
-const GAPS_FIXED = process.env.VMVAULT_POWER_GAPS === '1';
-const TODO = GAPS_FIXED ? false : 'fsync without buffered data does not sync the namespace yet (issue 9, commit path)';
 
 /** Starts the appliance on a fresh power-loss disk, runs `before`, cuts, restarts, runs `after`. */
 async function acrossCut(t: TestT, before: (app: Appliance, dir: string) => Promise<void>, after: (app: Appliance, dir: string) => Promise<void>): Promise<void> {
@@ -66,7 +61,7 @@ t.test('an empty file created and fsynced survives a power cut', (t) =>
       await h.close();
     },
     async (_app, d) => {
-      t.equal((await readOrNull(path.join(d, 'empty')))?.length, 0, 'the empty file is there', { todo: TODO });
+      t.equal((await readOrNull(path.join(d, 'empty')))?.length, 0, 'the empty file is there');
     },
   ));
 
@@ -78,7 +73,7 @@ t.test('chmod then fsync survives a power cut', (t) =>
       await syncPath(path.join(d, 'base'));
     },
     async (_app, d) => {
-      t.equal((await fs.stat(path.join(d, 'base'))).mode & 0o777, 0o600, 'the new mode is there', { todo: TODO });
+      t.equal((await fs.stat(path.join(d, 'base'))).mode & 0o777, 0o600, 'the new mode is there');
     },
   ));
 

@@ -39,6 +39,14 @@ export async function ensureToken(dataDir: string): Promise<EnsuredToken> {
     }
     try {
       await fs.link(tmp, file);
+      // The token's name is durable only once its directory is: without this a power cut
+      // after the first start can lose it, and the next start makes another one.
+      const dir = await fs.open(dataDir, 'r');
+      try {
+        await dir.sync();
+      } finally {
+        await dir.close();
+      }
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       const theirs = await readToken(dataDir);
