@@ -16,11 +16,13 @@ for d in "${npm_config_nodedir:-}" "$(npm config get nodedir 2>/dev/null || true
   if [ -n "$d" ] && [ -e "$d/include/node/node_api.h" ]; then nodedir="$d"; break; fi
 done
 [ -n "$nodedir" ] || { echo "build-native-asan: no Node headers (include/node/node_api.h) found" >&2; exit 3; }
+# The sources are binding.gyp's own list, so this build cannot drift from the real one.
+sources=$(node -e 'const g = JSON.parse(require("fs").readFileSync("native/binding.gyp", "utf8")); console.log(g.targets[0].sources.map((s) => "native/" + s).join(" "))')
 mkdir -p native/build-asan
 "$CC" -shared -fPIC -g -O1 -std=c11 -Wall -Wextra -Wno-unused-parameter -fno-omit-frame-pointer \
   -fsanitize=address,undefined -fno-sanitize-recover=undefined -shared-libasan \
   -DNAPI_VERSION=8 -I"$nodedir/include/node" \
-  native/src/addon.c native/src/cut.c native/src/blake3.c native/src/lz4.c native/src/batch.c native/src/codec_napi.c \
+  $sources \
   -llz4 -o native/build-asan/vmvault_native.node
 # The runtime the child must preload.
 "$CC" -print-file-name=libclang_rt.asan-x86_64.so
