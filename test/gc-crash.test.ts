@@ -10,29 +10,10 @@ import { Namespace } from '../src/namespace/namespace.js';
 import { SegmentStore } from '../src/store/store.js';
 import { Rng } from './helpers/data.js';
 import { gcContent } from './helpers/gc-child.js';
-import { after, runAndKill } from './helpers/kill-child.js';
+import { after, inNext, runAndKill } from './helpers/kill-child.js';
 import { tmpDir } from './helpers/tmpdir.js';
 
 const child = path.join(path.dirname(fileURLToPath(import.meta.url)), 'helpers', 'gc-child.js');
-
-/** Kills `ms` after the child starts its next collection (polling its log), not after it is ready. */
-function inNextGc(log: string, ms: number): (kill: () => void) => () => void {
-  return (kill) => {
-    const starts = () => (fs.readFileSync(log, 'utf8').match(/gc-start/g) ?? []).length;
-    const before = starts();
-    let timer: NodeJS.Timeout | undefined;
-    const poll = setInterval(() => {
-      if (starts() > before) {
-        clearInterval(poll);
-        timer = setTimeout(kill, ms);
-      }
-    }, 2);
-    return () => {
-      clearInterval(poll);
-      if (timer) clearTimeout(timer);
-    };
-  };
-}
 
 function liveFiles(log: string): Map<string, number> {
   const live = new Map<string, number>();
@@ -53,7 +34,7 @@ t.test('SIGKILL during garbage collection', async (t) => {
   let duringGc = 0;
   for (let round = 0; round < 10; round++) {
     const ms = rng.range(300, 2500);
-    await runAndKill(child, [store, log, String(rng.next())], round % 2 === 1 ? inNextGc(log, ms % 40) : after(ms));
+    await runAndKill(child, [store, log, String(rng.next())], round % 2 === 1 ? inNext(log, /gc-start/, ms % 40, 2) : after(ms));
     const lines = fs.readFileSync(log, 'utf8').trimEnd().split('\n');
     if (lines[lines.length - 1] === 'gc-start') duringGc++;
     const live = liveFiles(log);

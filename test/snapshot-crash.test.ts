@@ -12,29 +12,10 @@ import { Namespace } from '../src/namespace/namespace.js';
 import { SegmentStore } from '../src/store/store.js';
 import { Rng } from './helpers/data.js';
 import { FILES, fileContent } from './helpers/snapshot-child.js';
-import { after, runAndKill } from './helpers/kill-child.js';
+import { after, inNext, runAndKill } from './helpers/kill-child.js';
 import { tmpDir } from './helpers/tmpdir.js';
 
 const child = path.join(path.dirname(fileURLToPath(import.meta.url)), 'helpers', 'snapshot-child.js');
-
-/** Kills `ms` after the child logs the start of its next snapshot, not after it is ready. */
-function inNextSnapshot(log: string, ms: number): (kill: () => void) => () => void {
-  return (kill) => {
-    const starts = () => (fs.existsSync(log) ? (fs.readFileSync(log, 'utf8').match(/^start /gm) ?? []).length : 0);
-    const before = starts();
-    let timer: NodeJS.Timeout | undefined;
-    const poll = setInterval(() => {
-      if (starts() > before) {
-        clearInterval(poll);
-        timer = setTimeout(kill, ms);
-      }
-    }, 1);
-    return () => {
-      clearInterval(poll);
-      if (timer) clearTimeout(timer);
-    };
-  };
-}
 
 t.test('SIGKILL during snapshot creation: no snapshot or a complete one', async (t) => {
   const dir = tmpDir(t);
@@ -45,7 +26,7 @@ t.test('SIGKILL during snapshot creation: no snapshot or a complete one', async 
   let inside = 0;
   for (let round = 0; round < 8; round++) {
     const ms = rng.range(50, 600);
-    await runAndKill(child, [store, log], round % 2 === 1 ? inNextSnapshot(log, ms % 15) : after(ms));
+    await runAndKill(child, [store, log], round % 2 === 1 ? inNext(log, /^start /m, ms % 15, 1) : after(ms));
     const lines = fs.existsSync(log) ? fs.readFileSync(log, 'utf8').split('\n').filter(Boolean) : [];
     // The last line is `start sK` when the kill came after sK began and before it was logged done.
     const last = lines[lines.length - 1] ?? '';
