@@ -4,18 +4,12 @@
 
 import t from 'tap';
 import { Namespace } from '../src/namespace/namespace.js';
-import { SegmentStore } from '../src/store/store.js';
-import { readFile } from './helpers/ns.js';
+import { openNs, readFile } from './helpers/ns.js';
 import { tmpDir } from './helpers/tmpdir.js';
 import type { TestT } from './helpers/tap-types.js';
 
 async function open(t: TestT): Promise<Namespace> {
-  const store = await SegmentStore.open(tmpDir(t));
-  const ns = await Namespace.open(store, { log: () => {} });
-  t.teardown(async () => {
-    await ns.close();
-    await store.close();
-  });
+  const { ns } = await openNs(t, tmpDir(t));
   return ns;
 }
 
