@@ -12,7 +12,7 @@ import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { checkPostgres, ext4Clean, ext4Fsck } from './helpers/guest-checks.js';
-import { bootGuest, buildGuest, guestUnavailable, makeGuestScript, runPgbench, startWriter, stopWriter } from './helpers/guest.js';
+import { bootGuest, buildGuest, guestUnavailable, makeGuestScript, runPgbench, startWriter, stopWriter, writeDisk } from './helpers/guest.js';
 import { qmp } from './helpers/qemu-sockets.js';
 import { describeRun, runTool } from './helpers/run-tool.js';
 import { tmpDir } from './helpers/tmpdir.js';
@@ -85,6 +85,16 @@ t.test('boot, freeze and thaw, pgbench: a frozen copy is consistent, an unfrozen
   t.same(g.disks.map((d) => `${d.device} ${d.node}`), ['vda disk0', 'vdb disk1']);
   const vdb = await g.exec(['/bin/cat', '/sys/block/vdb/size']);
   t.equal(vdb.stdout.trim(), String((64 * 1024 * 1024) / 512), 'the guest sees vdb, 64 MiB');
+  // Guest writes at known extents of vdb land there, flushed, as the host reads the image.
+  const pattern = Buffer.alloc(128 * 1024);
+  for (let i = 0; i < pattern.length; i++) pattern[i] = (i * 7 + (i >> 12)) & 0xff;
+  await writeDisk(g, 'vdb', 3 * 1024 * 1024, pattern);
+  const vdbCopy = await rawCopy(g.disks[1].path, path.join(dir, 'vdb.raw'));
+  const back = Buffer.alloc(pattern.length);
+  const fd = fs.openSync(vdbCopy, 'r');
+  fs.readSync(fd, back, 0, back.length, 3 * 1024 * 1024);
+  fs.closeSync(fd);
+  t.ok(back.equals(pattern), 'writeDisk: the bytes are in vdb at 3 MiB');
 
   const mounts = await g.exec(['/bin/cat', '/proc/mounts']);
   t.match(mounts.stdout, /^\/dev\/vda \/mnt ext4 /m, 'the data disk is mounted in the guest');

@@ -142,7 +142,7 @@ export interface Guest {
   /** A guest-agent command on its own connection. */
   agent<T = unknown>(command: string, args?: object, timeoutMs?: number): Promise<T>;
   /** Runs argv in the guest (initramfs root; the data disk is at /mnt) and waits for it to end. */
-  exec(argv: string[], opts?: { timeoutMs?: number; input?: string }): Promise<ExecResult>;
+  exec(argv: string[], opts?: { timeoutMs?: number; input?: string; inputData?: Buffer }): Promise<ExecResult>;
   /** Starts argv in the guest and returns its pid at once (stop it with exec(['kill', pid])). */
   spawn(argv: string[]): Promise<number>;
   /** SQL through the host's psql to the guest's PostgreSQL; the rows, unaligned, '|' between fields. */
@@ -263,7 +263,7 @@ export async function bootGuest(t: Teardown, opts: BootOptions): Promise<Guest> 
     }
     // romfile= : no iPXE option ROM (the ipxe-qemu package may be absent; nothing boots from it).
     args.push('-netdev', `user,id=net0${pgPort ? `,hostfwd=tcp:127.0.0.1:${pgPort}-:5432` : ''}`);
-    args.push('-device', 'virtio-net-pci,netdev=net0,romfile=');
+    args.push('-device', 'virtio-net-pci,netdev=net0,romfile=,id=nic0');
 
     exited = false;
     stderr = '';
@@ -347,12 +347,12 @@ export async function bootGuest(t: Teardown, opts: BootOptions): Promise<Guest> 
     return qgaPath;
   };
   const agent = <T>(command: string, args?: object, ms?: number) => qga<T>(needAgent(), command, args, ms ?? 30_000);
-  const spawnIn = async (argv: string[], input?: string): Promise<number> => {
+  const spawnIn = async (argv: string[], input?: Buffer): Promise<number> => {
     const r = await agent<{ pid: number }>('guest-exec', {
       path: argv[0],
       arg: argv.slice(1),
       'capture-output': true,
-      ...(input !== undefined ? { 'input-data': Buffer.from(input).toString('base64') } : {}),
+      ...(input !== undefined ? { 'input-data': input.toString('base64') } : {}),
     });
     return r.pid;
   };
@@ -372,7 +372,7 @@ export async function bootGuest(t: Teardown, opts: BootOptions): Promise<Guest> 
     running: () => !exited,
     agent,
     async exec(argv, o = {}) {
-      const pid = await spawnIn(argv, o.input);
+      const pid = await spawnIn(argv, o.inputData ?? (o.input !== undefined ? Buffer.from(o.input) : undefined));
       const until = Date.now() + (o.timeoutMs ?? 60_000);
       for (;;) {
         const [st] = (await qgaRun(needAgent(), [{ execute: 'guest-exec-status', arguments: { pid } }], 30_000)) as Array<{
@@ -437,4 +437,18 @@ export async function startWriter(g: Guest): Promise<number> {
 
 export async function stopWriter(g: Guest, pid: number): Promise<void> {
   await g.exec(['/bin/kill', String(pid)]);
+}
+
+/**
+ * Writes `data` at `offset` of a whole guest disk (`vdb`: not the mounted vda) from inside the
+ * guest, through its block layer, and flushes it (conv=fsync: the guest's flush makes QEMU write
+ * its qcow2 metadata too). For tests that need guest writes at known extents, e.g. what the next
+ * incremental must read. Offset and length in multiples of 4 KiB; keep each call to a few MiB
+ * (the data travels base64 in one guest-agent message).
+ */
+export async function writeDisk(g: Guest, device: string, offset: number, data: Buffer): Promise<void> {
+  if (offset % 4096 !== 0 || data.length % 4096 !== 0 || data.length === 0) throw new Error(`writeDisk: offset ${offset} and length ${data.length} must be multiples of 4096`);
+  if (!/^vd[a-z]$/.test(device)) throw new Error(`writeDisk: not a guest disk name: ${device}`);
+  const r = await g.exec(['/bin/dd', `of=/dev/${device}`, 'bs=4096', `seek=${offset / 4096}`, 'conv=notrunc,fsync'], { inputData: data });
+  if (r.exitcode !== 0) throw new Error(`dd to /dev/${device} in the guest: exit ${r.exitcode}: ${r.stderr}`);
 }
