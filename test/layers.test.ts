@@ -23,6 +23,7 @@ const ALLOWED: Record<string, string[]> = {
   catalog: ['store', 'errors'],
   agent: ['store', 'errors'],
   orchestration: ['control', 'namespace', 'store', 'errors'],
+  plugins: ['errors'],
 };
 /**
  * Where a layer may enter the store: the namespace (and the layers over it) only through
