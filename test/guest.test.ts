@@ -4,15 +4,20 @@
 // while the guest is frozen passes both checkers while pgbench and a writer run; and each checker
 // can fail: a copy taken without the freeze carries needs_recovery, and a damaged page of
 // pgbench_accounts is caught by pg_checksums and pg_amcheck. The frozen copy then boots as a
-// restored disk would. Copies are `qemu-img convert -U` of the running qcow2 during the freeze
-// (the freeze flushes the guest, and QEMU writes its qcow2 metadata on that flush); the backup
-// tests take theirs by fleecing instead.
+// restored disk would. The consistent copy is taken as the backup takes it (src/plugins/qemu:
+// freeze, fleecing transaction, thaw, NBD read); the unfrozen one is `qemu-img convert -U` of the
+// running qcow2.
 
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { checkPostgres, ext4Clean, ext4Fsck } from './helpers/guest-checks.js';
-import { bootGuest, buildGuest, guestUnavailable, makeGuestScript, runPgbench, startWriter, stopWriter, writeDisk } from './helpers/guest.js';
+import { GuestAgent } from '../src/plugins/qemu/qga.js';
+import { Fleece } from '../src/plugins/qemu/fleece.js';
+import { NbdClient } from '../src/plugins/qemu/nbd-client.js';
+import { QmpClient } from '../src/plugins/qemu/qmp.js';
+import { describeVm } from '../src/plugins/qemu/vm-info.js';
+import { type Guest, bootGuest, buildGuest, guestUnavailable, makeGuestScript, runPgbench, startWriter, stopWriter, writeDisk } from './helpers/guest.js';
 import { qmp } from './helpers/qemu-sockets.js';
 import { describeRun, runTool } from './helpers/run-tool.js';
 import { tmpDir } from './helpers/tmpdir.js';
@@ -29,6 +34,64 @@ async function tool(cmd: string, args: string[]) {
 async function rawCopy(qcow2: string, to: string): Promise<string> {
   await tool('qemu-img', ['convert', '-U', '-f', 'qcow2', '-O', 'raw', qcow2, to]);
   return to;
+}
+
+/**
+ * A point-in-time copy of vda the way the backup takes it (src/plugins/qemu): fsfreeze through
+ * the guest agent, one QMP transaction (fleecing), thaw; then the point read over NBD while the
+ * guest writes on. Returns the raw file and the freeze window (freeze sent to thaw answered).
+ */
+async function fleecedCopy(g: Guest, workDir: string, out: string): Promise<{ file: string; freezeMs: number; frozen: number }> {
+  const qmpc = await QmpClient.connect(g.qmp);
+  try {
+    const vm = await describeVm(qmpc);
+    const vda = vm.disks.filter((d) => d.device === 'vda');
+    if (vda.length !== 1) throw new Error(`describeVm found no vda: ${JSON.stringify(vm.disks)}`);
+    fs.mkdirSync(workDir, { recursive: true });
+    const fleece = await Fleece.prepare(qmpc, vda, { scratchDir: workDir, checkpoint: 'guest-test-1' });
+    try {
+      const agent = await GuestAgent.connect(g.qga!);
+      let freezeMs: number;
+      let frozen: number;
+      try {
+        const t0 = Date.now();
+        frozen = await agent.freeze();
+        try {
+          await fleece.pointInTime();
+        } finally {
+          await agent.thaw();
+          freezeMs = Date.now() - t0;
+        }
+      } finally {
+        await agent.close();
+      }
+      const sock = path.join(workDir, 'nbd.sock');
+      const [e] = await fleece.exportAll(sock);
+      const nbd = await NbdClient.connect({ socket: sock, exportName: e.exportName });
+      const fd = fs.openSync(out, 'w');
+      try {
+        const chunk = 4 * 1024 * 1024;
+        for (let off = 0; off < nbd.size; off += 4 * chunk) {
+          const parts: Promise<Buffer>[] = [];
+          for (let o = off; o < Math.min(nbd.size, off + 4 * chunk); o += chunk) parts.push(nbd.read(o, Math.min(chunk, nbd.size - o)));
+          let pos = off;
+          for (const b of await Promise.all(parts)) {
+            fs.writeSync(fd, b, 0, b.length, pos);
+            pos += b.length;
+          }
+        }
+      } finally {
+        fs.closeSync(fd);
+        await nbd.close();
+      }
+      await fleece.commit();
+      return { file: out, freezeMs, frozen };
+    } finally {
+      await fleece.release();
+    }
+  } finally {
+    await qmpc.close();
+  }
 }
 
 t.test('the image: built (or cached) with what the guest needs', { skip }, async (t) => {
@@ -111,19 +174,16 @@ t.test('boot, freeze and thaw, pgbench: a frozen copy is consistent, an unfrozen
   t.ok(u.needsRecovery, `copied while mounted and not frozen: needs_recovery (${u.features.join(' ')})`);
   t.notOk(u.clean);
 
-  const t0 = Date.now();
-  const frozenCount = await g.agent<number>('guest-fsfreeze-freeze', undefined, 60_000);
-  const freezeMs = Date.now() - t0;
-  let frozen: string;
-  try {
-    t.ok(frozenCount >= 1, `froze ${frozenCount} file system(s) in ${freezeMs} ms`);
-    t.equal(await g.agent('guest-fsfreeze-status'), 'frozen');
-    frozen = await rawCopy(g.diskPath, path.join(dir, 'frozen.raw'));
-  } finally {
-    const thawed = await g.agent<number>('guest-fsfreeze-thaw', undefined, 60_000);
-    t.ok(thawed >= 1, `thawed ${thawed}`);
-  }
-  t.equal(await g.agent('guest-fsfreeze-status'), 'thawed');
+  // The consistent copy: frozen, fleeced, thawed, then read while pgbench and the writer go on.
+  const fl = await fleecedCopy(g, path.join(dir, 'fleece'), path.join(dir, 'frozen.raw'));
+  const frozen = fl.file;
+  t.ok(fl.frozen >= 1, `froze ${fl.frozen} file system(s); freeze to thaw ${fl.freezeMs} ms`);
+  t.equal(await g.agent('guest-fsfreeze-status'), 'thawed', 'thawed again');
+
+  // The agent's freeze and thaw through the helper too (what a test may drive by hand).
+  t.ok((await g.agent<number>('guest-fsfreeze-freeze', undefined, 60_000)) >= 1, 'helper: frozen');
+  t.equal(await g.agent('guest-fsfreeze-status'), 'frozen');
+  t.ok((await g.agent<number>('guest-fsfreeze-thaw', undefined, 60_000)) >= 1, 'helper: thawed');
 
   const b = await bench;
   t.ok(b.transactions > 0, `pgbench ran on through the freeze: ${b.transactions} transactions, ${b.tps} tps`);
