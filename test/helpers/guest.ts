@@ -60,6 +60,19 @@ export function guestUnavailable(): string | null {
 
 let built: Promise<GuestImage> | null = null;
 
+// QEMUs still running when the test process ends (a test killed by tap's timeout skips its
+// teardowns): killed by pid, so no guest outlives its test.
+const running = new Set<number>();
+process.on('exit', () => {
+  for (const pid of running) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+});
+
 /**
  * The guest image: tools/make-test-guest.sh run once per process (it returns at once when its
  * cache, ${VMVAULT_TEST_CACHE:-/var/cache/vmvault-test}, already holds this version).
@@ -273,8 +286,10 @@ export async function bootGuest(t: Teardown, opts: BootOptions): Promise<Guest> 
     c.stderr?.on('data', (s: string) => {
       if (stderr.length < 16_384) stderr += s;
     });
+    if (c.pid) running.add(c.pid);
     c.on('exit', () => {
       exited = true;
+      if (c.pid) running.delete(c.pid);
     });
     // Wait for QEMU to answer on the helper's monitor, or to exit.
     const until = Date.now() + 30_000;
