@@ -60,8 +60,8 @@ export function guestUnavailable(): string | null {
 
 let built: Promise<GuestImage> | null = null;
 
-// QEMUs still running when the test process ends (a test killed by tap's timeout skips its
-// teardowns): killed by pid, so no guest outlives its test.
+// QEMUs still running when the test process exits without its teardowns: killed by pid, so no
+// guest outlives its test.
 const running = new Set<number>();
 process.on('exit', () => {
   for (const pid of running) {
@@ -280,7 +280,9 @@ export async function bootGuest(t: Teardown, opts: BootOptions): Promise<Guest> 
 
     exited = false;
     stderr = '';
-    const c = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    // setpriv --pdeathsig: QEMU (setpriv execs it, same pid) gets SIGKILL when this process dies
+    // in any way, also by a signal that skips the exit handler above.
+    const c = spawn('setpriv', ['--pdeathsig', 'KILL', '--', 'qemu-system-x86_64', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
     child = c;
     c.stderr?.setEncoding('utf8');
     c.stderr?.on('data', (s: string) => {
