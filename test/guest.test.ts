@@ -3,10 +3,10 @@
 // other: the guest boots under TCG with its agent and PostgreSQL; a copy of its data disk taken
 // while the guest is frozen passes both checkers while pgbench and a writer run; and each checker
 // can fail: a copy taken without the freeze carries needs_recovery, and a damaged page of
-// pgbench_accounts is caught by pg_checksums and pg_amcheck. The frozen copy then boots as a
-// restored disk would. The consistent copy is taken as the backup takes it (src/plugins/qemu:
-// freeze, fleecing transaction, thaw, NBD read); the unfrozen one is `qemu-img convert -U` of the
-// running qcow2.
+// pgbench_accounts is caught by pg_checksums and pg_amcheck. The consistent copy is taken as the
+// backup takes it (src/plugins/qemu: freeze, fleecing transaction, thaw, NBD read); the unfrozen
+// one is `qemu-img convert -U` of the running qcow2. Restoring and booting a backed-up disk is
+// the backup tests' part (bootGuest's `disk`).
 
 import t from 'tap';
 import fs from 'node:fs';
@@ -147,8 +147,12 @@ t.test('boot, freeze and thaw, pgbench: a frozen copy is consistent, an unfrozen
     t.comment(`${name}: ${Date.now() - mark} ms`);
     mark = Date.now();
   };
-  const g = await bootGuest(t, { dir: path.join(dir, 'vm'), pg: true, extraDisk: { sizeMiB: 64 } });
+  // Booted from a disk of the test's own (`disk`, as a restore test boots a restored disk).
+  const own = path.join(dir, 'own.qcow2');
+  fs.copyFileSync((await buildGuest()).dataDisk, own);
+  const g = await bootGuest(t, { dir: path.join(dir, 'vm'), pg: true, disk: own, extraDisk: { sizeMiB: 64 } });
   phase('boot');
+  t.equal(g.diskPath, own);
   t.ok(g.running(), `booted (pid ${g.pid})`);
 
   // What the backup tests find over QMP: disks by device id, with the format layer's node name.
@@ -221,12 +225,4 @@ t.test('boot, freeze and thaw, pgbench: a frozen copy is consistent, an unfrozen
 
   await g.stop();
   t.notOk(g.running(), 'stopped');
-
-  // The copy boots as a restored disk would, and its database holds exactly the copied work.
-  phase('stop');
-  const r = await bootGuest(t, { dir: path.join(dir, 'restored'), pg: true, disk: frozen });
-  phase('boot of the copy');
-  t.equal(r.diskPath, frozen);
-  t.equal(Number(await r.psql('select count(*) from pgbench_history')), pg.balances?.history, 'the booted copy has the history rows the checker saw');
-  await r.stop();
 });
