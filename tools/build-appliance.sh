@@ -73,13 +73,13 @@ find "$opt/dist" -name '*.map' -delete
 cp native/build/Release/vmvault_native.node "$opt/native/build/Release/"
 # The production modules: this checkout's install (node_modules may be a link to a shared one),
 # pruned to the lock's non-dev packages. npm prune works offline and runs no install scripts.
-cp -a --dereference node_modules/. "$opt/node_modules/" 2>/dev/null || cp -aL node_modules "$opt/node_modules"
+cp -a "$(readlink -f node_modules)" "$opt/node_modules"
 (cd "$opt" && npm prune --omit=dev --ignore-scripts --no-audit --no-fund --offline >/dev/null 2>"$work/prune.log") || { cat "$work/prune.log" >&2; exit 1; }
 # node, and a check that the image's libraries satisfy it and every native module we load.
 install -m 0755 "$(node -p process.execPath)" "$root/usr/bin/node"
 strip --strip-debug "$root/usr/bin/node"
 mount --bind /proc "$root/proc"
-chroot "$root" /usr/bin/node --input-type=module -e "
+env -u NODE_EXTRA_CA_CERTS chroot "$root" /usr/bin/node --input-type=module -e "
   const { createRequire } = await import('node:module');
   const require = createRequire('/opt/vmvault/package.json');
   require('/opt/vmvault/native/build/Release/vmvault_native.node');
@@ -134,7 +134,9 @@ menuentry "vmvault appliance" {
 GRUB
 # Every file's time is SOURCE_DATE_EPOCH: the same tree gives the same image.
 find "$root" -xdev -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} + 2>/dev/null || true
-(cd "$root" && find . -xdev \( -type f -o -type l \) -print0 | LC_ALL=C sort -z | xargs -0 sha256sum 2>/dev/null) >"$out/$name.contents"
+# What the image holds, for comparing builds: every file's hash, mode and owner, every link's target.
+(cd "$root" && { find . -xdev -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum;
+  find . -xdev \( -type f -o -type d -o -type l \) -printf '%M %U:%G %p -> %l\n' | LC_ALL=C sort; }) >"$out/$name.contents"
 
 say "4/5 disks"
 tree_mb=$(du -sm --apparent-size "$root" | cut -f1)

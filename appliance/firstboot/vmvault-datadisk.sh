@@ -16,10 +16,11 @@ say() { echo "vmvault-datadisk: $*" >&2; }
 
 dev="$(blkid -L "$label" 2>/dev/null || true)"
 if [ -z "$dev" ]; then
-  root_disk="$(lsblk -no PKNAME "$(findmnt -no SOURCE /)" 2>/dev/null | head -1)"
+  root_disk="$(lsblk -no PKNAME "$(findmnt -no SOURCE /)" 2>/dev/null | head -1 | tr -d ' ')"
+  say "no file system labelled $label yet; the system disk is $root_disk"
   for d in $(lsblk -dnpo NAME,TYPE | awk '$2 == "disk" {print $1}'); do
     [ "$(basename "$d")" = "$root_disk" ] && continue
-    [ "$(lsblk -no RO "$d" | head -1)" = "0" ] || continue
+    [ "$(lsblk -dno RO "$d" | tr -d ' ')" = "0" ] || { say "$d is read-only: skipped"; continue; }
     # Anything on it (partition table, file system, LVM...): not ours to format.
     if [ -n "$(blkid -p -o value -s TYPE "$d" 2>/dev/null)" ] || [ -n "$(blkid -p -o value -s PTTYPE "$d" 2>/dev/null)" ] || [ "$(lsblk -n "$d" | wc -l)" -gt 1 ]; then
       say "$d holds something: left alone"

@@ -41,8 +41,10 @@ export function sha256File(file: string): string {
 
 /**
  * QEMU writes a random content id (CID=%x, 1 to 8 hex digits) into every VMDK's descriptor; the
- * build puts one derived from the disk's name and contents in its place, so two builds of the
- * same disk give the same VMDK. The embedded descriptor sits in its own zero-padded sectors
+ * build puts one derived from `seed` and the VMDK's grains (everything after the descriptor,
+ * i.e. the disk's compressed contents) in its place, so two builds of the same disk give the
+ * same VMDK. (Hashing the VMDK rather than the raw image: a 100 GiB sparse data disk would be
+ * read whole.) The embedded descriptor sits in its own zero-padded sectors
  * (header field desc_offset/desc_size); the line may grow by up to 7 bytes into that padding.
  */
 export function pinVmdkCid(vmdk: string, seed: string): void {
@@ -58,7 +60,15 @@ export function pinVmdkCid(vmdk: string, seed: string): void {
     fs.readSync(fd, area, 0, descSize, descOffset);
     const end = area.indexOf(0);
     const text = area.subarray(0, end < 0 ? descSize : end).toString('latin1');
-    const cid = createHash('sha256').update(seed).digest('hex').slice(0, 8);
+    const h = createHash('sha256').update(seed);
+    const buf = Buffer.alloc(4 << 20);
+    let pos = descOffset + descSize;
+    let n: number;
+    while ((n = fs.readSync(fd, buf, 0, buf.length, pos)) > 0) {
+      h.update(buf.subarray(0, n));
+      pos += n;
+    }
+    const cid = h.digest('hex').slice(0, 8);
     if (!/\nCID=[0-9a-f]{1,8}\n/.test(text)) throw new Error(`${vmdk}: no CID line in the descriptor`);
     const pinned = Buffer.from(text.replace(/\nCID=[0-9a-f]{1,8}\n/, `\nCID=${cid}\n`), 'latin1');
     if (pinned.length >= descSize) throw new Error(`${vmdk}: the descriptor has no room for an 8-digit CID`);
@@ -85,7 +95,7 @@ export async function makeOva(input: OvaInput): Promise<OvaOutput> {
       const file = `${input.name}-${d.id}.vmdk`;
       const vmdk = path.join(work, file);
       execFileSync('qemu-img', ['convert', '-f', 'raw', '-O', 'vmdk', '-o', 'subformat=streamOptimized', d.raw, vmdk], { stdio: ['ignore', 'ignore', 'pipe'] });
-      pinVmdkCid(vmdk, `${input.name}/${d.id}/${sha256File(d.raw)}`);
+      pinVmdkCid(vmdk, `${input.name}/${d.id}`);
       const st = fs.statSync(d.raw);
       disks.push({ id: d.id, file, fileSize: fs.statSync(vmdk).size, capacity: virtualSize(vmdk, 'vmdk'), populated: Math.min(st.size, st.blocks * 512) });
       vmdks.push(vmdk);
