@@ -22,7 +22,6 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import https from 'node:https';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -115,7 +114,7 @@ async function main(): Promise<void> {
   }
   await consoleConn!.login('root', password, 120_000);
   const hostOut = await consoleConn!.run('hostname; ip -4 -o addr show scope global | awk \'{print $4}\'; findmnt -no SOURCE,SIZE /var/lib/vmvault', 30_000);
-  say(`in the guest: ${hostOut.replace(/VMV> /g, '').trim().split(/\r?\n/).join(' | ')}`);
+  say(`in the guest: ${hostOut.replace(/\x1b\[[0-9;?]*[a-zA-Z]/g, '').replace(/VMV> /g, '').trim().split(/\r?\n/).join(' | ')}`);
   if (!hostOut.includes(hostname.split('.')[0]) || !hostOut.includes('10.0.2.15/24')) throw new Error(`host name or address not as set: ${hostOut}`);
   const r0 = Date.now();
   consoleConn!.type('systemctl reboot');
@@ -143,7 +142,7 @@ async function main(): Promise<void> {
   await startQemu(port);
   await waitHealth(base, token, BOOT_TIMEOUT_MS);
   await consoleConn!.login('root', password, 300_000);
-  const verify = `node -e 'const fs=require("fs"),c=require("crypto"),d="/srv/vmvault/cut";for(const n of fs.readdirSync(d)){const b=c.createHash("sha256").update(n).digest();const got=fs.readFileSync(d+"/"+n);console.log("HAVE "+n+" "+(got.equals(Buffer.concat(Array(2048).fill(b)))?"ok":"bad "+got.length))}'`;
+  const verify = `node -e 'const fs=require("fs"),c=require("crypto"),d="/srv/vmvault/cut";for(const n of fs.readdirSync(d).filter(n=>/^f[0-9]+$/.test(n))){const b=c.createHash("sha256").update(n).digest();const got=fs.readFileSync(d+"/"+n);console.log("HAVE "+n+" "+(got.equals(Buffer.concat(Array(2048).fill(b)))?"ok":"bad "+got.length))}'`;
   const out = await consoleConn!.run(verify, 300_000);
   const have = new Map([...out.matchAll(/HAVE f(\d+) (ok|bad \d+)/g)].map((m) => [Number(m[1]), m[2]]));
   const lost: string[] = [];
