@@ -45,22 +45,29 @@ export interface ApplianceConfig {
   allowOther?: boolean;
   /** How often the mount is checked for having vanished, ms. Default 1000. */
   mountCheckMs?: number;
+  /**
+   * PEM certificate and key files: the control plane then serves HTTPS, and may listen on an
+   * address other than loopback (the appliance image, whose first boot makes them).
+   */
+  tlsCert?: string;
+  tlsKey?: string;
 }
 
 export const DEFAULTS: ApplianceConfig = { data: DEFAULT_DATA_DIR, mount: './vmvault-mnt', listen: DEFAULT_LISTEN };
 
 const USAGE = `usage: vmvault appliance [--data DIR] [--mount DIR] [--listen HOST:PORT] [--config FILE]
-                         [--allow-other | --no-allow-other]
+                         [--allow-other | --no-allow-other] [--tls-cert FILE --tls-key FILE]
 
 Opens the store in DIR (default ${DEFAULTS.data}, created if missing), mounts it at the mount
 point (default ${DEFAULTS.mount}) and serves the control plane (default ${DEFAULTS.listen}).
 The mount is open to every local user as the files' owners and modes allow (--no-allow-other:
-only the user running the appliance).
+only the user running the appliance). With --tls-cert and --tls-key (PEM files) the control plane
+serves HTTPS and may listen on any address; without them, loopback only.
 A config file is JSON with the same keys ({"data": ..., "mount": ..., "listen": ...,
 "allowOther": true}); options on the command line win over it. Ctrl-C or SIGTERM commits
 open files, unmounts and exits 0.`;
 
-const CONFIG_KEYS = ['data', 'mount', 'listen', 'dirtyLimitMiB', 'reserveMiB', 'allowOther', 'mountCheckMs'];
+const CONFIG_KEYS = ['data', 'mount', 'listen', 'dirtyLimitMiB', 'reserveMiB', 'allowOther', 'mountCheckMs', 'tlsCert', 'tlsKey'];
 const SIGNAL_GRACE_MS = 2000;
 
 function log(line: string): void {
@@ -77,6 +84,8 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
       config: { type: 'string' },
       'allow-other': { type: 'boolean' },
       'no-allow-other': { type: 'boolean' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -108,7 +117,10 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
     reserveMiB: fromFile.reserveMiB,
     allowOther: values['no-allow-other'] ? false : values['allow-other'] ? true : (fromFile.allowOther ?? true),
     mountCheckMs: fromFile.mountCheckMs,
+    tlsCert: values['tls-cert'] ?? fromFile.tlsCert,
+    tlsKey: values['tls-key'] ?? fromFile.tlsKey,
   };
+  if ((cfg.tlsCert === undefined) !== (cfg.tlsKey === undefined)) throw vmError('INVALID_ARGUMENT', 'TLS needs both a certificate (--tls-cert) and its key (--tls-key)');
   if (values['allow-other'] && values['no-allow-other']) throw vmError('INVALID_ARGUMENT', '--allow-other and --no-allow-other contradict each other');
   if (typeof cfg.allowOther !== 'boolean') throw vmError('INVALID_ARGUMENT', 'allowOther must be true or false');
   if (cfg.mountCheckMs !== undefined && !(typeof cfg.mountCheckMs === 'number' && cfg.mountCheckMs >= 50)) throw vmError('INVALID_ARGUMENT', 'mountCheckMs must be a number of milliseconds, at least 50');
@@ -126,6 +138,17 @@ export function parseListen(s: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(s);
   if (!m) throw vmError('INVALID_ARGUMENT', `--listen ${s}: expected HOST:PORT, e.g. 127.0.0.1:7070`);
   return { host: m[1] ?? m[2], port: Number(m[3]) };
+}
+
+async function readTls(certFile: string, keyFile: string): Promise<{ cert: Buffer; key: Buffer }> {
+  const read = async (file: string, what: string): Promise<Buffer> => {
+    try {
+      return await fs.readFile(file);
+    } catch (err) {
+      throw fromSystemError(err, `reading the TLS ${what} ${file}`);
+    }
+  };
+  return { cert: await read(certFile, 'certificate'), key: await read(keyFile, 'key') };
 }
 
 export interface RunningAppliance {
@@ -185,8 +208,9 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
       onInternalError: (job, err) => log(`${job.kind} job ${job.id} failed unexpectedly: ${(err as Error)?.stack ?? String(err)}`),
     });
     await jobs.restore();
-    server = await buildServer(svc, { token: token.token, jobs, audit });
-    const url = await listen(server, { host, port });
+    const tls = cfg.tlsCert !== undefined && cfg.tlsKey !== undefined ? await readTls(cfg.tlsCert, cfg.tlsKey) : undefined;
+    server = await buildServer(svc, { token: token.token, jobs, audit, tls });
+    const url = await listen(server, { host, port, tls: tls !== undefined });
     log(`control plane at ${url}/api/v1 (token in ${token.file})`);
     let stopping: Promise<void> | undefined;
     const stop = (): Promise<void> =>

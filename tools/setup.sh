@@ -3,6 +3,7 @@
 # needs, then the npm packages, the native addon and the TypeScript build (npm ci runs them).
 #   tools/setup.sh            what the appliance needs
 #   tools/setup.sh --test     also what the tests drive through the mount
+#   tools/setup.sh --appliance  also what building and checking the appliance image needs
 #   tools/setup.sh --dry-run  say what it would do (apt is only simulated), change nothing
 # Environment:
 #   VMVAULT_SETUP_EXTRA="pkg ..."  more Debian packages to install with ours
@@ -16,12 +17,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 with_test=0
+with_appliance=0
 dry=0
 for arg in "$@"; do
   case "$arg" in
     --test) with_test=1 ;;
+    --appliance) with_appliance=1 ;;
     --dry-run) dry=1 ;;
-    *) echo "usage: tools/setup.sh [--test] [--dry-run]" >&2; exit 2 ;;
+    *) echo "usage: tools/setup.sh [--test] [--appliance] [--dry-run]" >&2; exit 2 ;;
   esac
 done
 
@@ -76,6 +79,12 @@ if [ "$with_test" -eq 1 ]; then
   packages="$packages clang"  # fuzzing and the sanitizer build of the addon (native/fuzz/)
   # The VM backup tests' guest (tools/make-test-guest.sh builds it from these) and its QEMU.
   packages="$packages qemu-system-x86 qemu-guest-agent busybox-static linux-image-amd64 postgresql-15 cpio"
+  packages="$packages libxml2-utils"  # xmllint: the OVF descriptor against the DMTF schema (test/appliance-ova)
+fi
+if [ "$with_appliance" -eq 1 ]; then
+  # tools/build-appliance.sh and npm run appliance:check (appliance/README.md).
+  packages="$packages debootstrap mtools dosfstools grub-pc-bin grub-efi-amd64-bin binutils qemu-utils"
+  packages="$packages qemu-system-x86 libxml2-utils genisoimage openssl ovmf"
 fi
 packages="$packages ${VMVAULT_SETUP_EXTRA:-}"
 

@@ -1,6 +1,6 @@
-// Puts the control plane on a socket. Loopback only unless the caller says otherwise: the token
-// travels in clear HTTP, so serving beyond this machine needs a TLS proxy in front and a
-// deliberate `allowRemote`.
+// Puts the control plane on a socket. Loopback only unless the caller says otherwise: over plain
+// HTTP the token travels in clear, so serving beyond this machine needs TLS (the appliance's
+// --tls-cert/--tls-key, or a proxy in front with a deliberate `allowRemote`).
 
 import net from 'node:net';
 import type { FastifyInstance } from 'fastify';
@@ -12,6 +12,8 @@ export interface ListenOptions {
   /** 0 picks a free port (tests). */
   port?: number;
   allowRemote?: boolean;
+  /** The server was built with TLS (buildServer's `tls`): remote callers are then allowed, as the token is encrypted. */
+  tls?: boolean;
 }
 
 export function isLoopback(host: string): boolean {
@@ -26,7 +28,7 @@ export async function listen(app: FastifyInstance, opts: ListenOptions = {}): Pr
   const host = opts.host ?? DEFAULT_HOST;
   const port = opts.port ?? DEFAULT_PORT;
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw vmError('INVALID_ARGUMENT', `port ${port} is not 0..65535`);
-  if (!isLoopback(host) && opts.allowRemote !== true) {
+  if (!isLoopback(host) && opts.allowRemote !== true && opts.tls !== true) {
     throw vmError(
       'INVALID_ARGUMENT',
       `refusing to serve the control plane on ${host}: it is not a loopback address, and the token would cross the network in clear; put a TLS proxy in front and allow remote explicitly`,
@@ -43,5 +45,5 @@ export async function listen(app: FastifyInstance, opts: ListenOptions = {}): Pr
   const addr = app.server.address();
   const actualPort = typeof addr === 'object' && addr !== null ? addr.port : port;
   const shownHost = net.isIPv6(host) ? `[${host}]` : host;
-  return `http://${shownHost}:${actualPort}`;
+  return `${opts.tls ? 'https' : 'http'}://${shownHost}:${actualPort}`;
 }

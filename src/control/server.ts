@@ -30,6 +30,8 @@ export interface ServerOptions {
   jobs?: JobRunner;
   /** Where every state-changing call is recorded (audit-log.ts); none if absent. */
   audit?: AuditLog;
+  /** Serve HTTPS with this PEM key and certificate (the appliance image's --tls-cert/--tls-key). */
+  tls?: { key: Buffer; cert: Buffer };
 }
 
 const AUDITED_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
@@ -55,6 +57,7 @@ export async function buildServer(services: ControlServices, opts: ServerOptions
   }
   const token = opts.token;
   const app = Fastify({
+    ...(opts.tls ? { https: { key: opts.tls.key, cert: opts.tls.cert } } : {}),
     logger: opts.logger ?? false,
     // URLs the router cannot even match (bad percent-encoding, a segment over maxParamLength)
     // never reach the hooks, so they get the token check and our error shape here.
