@@ -23,6 +23,9 @@ const ALLOWED: Record<string, string[]> = {
   catalog: ['store', 'errors'],
   agent: ['store', 'errors'],
   orchestration: ['control', 'namespace', 'store', 'errors'],
+  // DESIGN.md: backup/ writes through the namespace, never the mount; plugins/ know one system each.
+  backup: ['plugins', 'namespace', 'kv', 'errors'],
+  plugins: ['errors'],
 };
 /**
  * Where a layer may enter the store: the namespace (and the layers over it) only through
