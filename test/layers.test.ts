@@ -18,7 +18,7 @@ const ALLOWED: Record<string, string[]> = {
   // DESIGN.md: fuse/ and control/ are thin edges over the namespace; what they need of the
   // store's types, the namespace re-exports.
   fuse: ['namespace', 'errors'],
-  control: ['namespace', 'errors'],
+  control: ['backup', 'namespace', 'errors'],
   cli: ['control', 'errors'],
   catalog: ['store', 'errors'],
   agent: ['store', 'errors'],
