@@ -21,7 +21,6 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { type VmvaultError, vmError } from '../errors.js';
-import { Mutex } from '../kv/mutex.js';
 import { validateName } from '../namespace/names.js';
 
 export const VMS_FORMAT = 'vmvault-vms';
@@ -59,7 +58,8 @@ const FIELDS = new Set(['name', 'share', 'qmp', 'qga', 'pg', 'workflow']);
 
 export class VmRegistry {
   private readonly vms = new Map<string, VmConfig>();
-  private readonly lock = new Mutex();
+  /** Changes one at a time, in order (a FIFO chain: each waits for the one before, failed or not). */
+  private tail: Promise<unknown> = Promise.resolve();
 
   private constructor(readonly file: string) {}
 
@@ -89,7 +89,7 @@ export class VmRegistry {
    */
   async add(input: NewVm): Promise<VmConfig> {
     const vm = checkNewVm(input);
-    return this.lock.run(async () => {
+    return this.serial(async () => {
       if (this.vms.has(vm.name)) throw vmError('CONFLICT', `a VM named ${JSON.stringify(vm.name)} is already registered (vmvault vm remove ${vm.name} first to change it)`, { vm: vm.name });
       for (const other of this.vms.values()) {
         if (other.share === vm.share) {
@@ -105,13 +105,19 @@ export class VmRegistry {
 
   /** Forgets the VM (its share and restore points stay); NOT_FOUND if it is not registered. */
   remove(name: string): Promise<void> {
-    return this.lock.run(async () => {
+    return this.serial(async () => {
       this.get(name);
       const next = new Map(this.vms);
       next.delete(name);
       await writeFile(this.file, next);
       this.vms.delete(name);
     });
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const result = this.tail.then(fn, fn);
+    this.tail = result.catch(() => undefined);
+    return result;
   }
 }
 
