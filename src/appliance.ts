@@ -15,6 +15,8 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { HealthProbe } from './appliance-health.js';
 import { ApplianceServices, VERSION } from './appliance-services.js';
+import { ApplianceVms } from './appliance-vms.js';
+import { VmRegistry } from './backup/vm-registry.js';
 import { AuditLog } from './control/audit-log.js';
 import { DEFAULT_DATA_DIR, DEFAULT_LISTEN } from './control/defaults.js';
 import { JobHistoryFile } from './control/job-history.js';
@@ -45,22 +47,33 @@ export interface ApplianceConfig {
   allowOther?: boolean;
   /** How often the mount is checked for having vanished, ms. Default 1000. */
   mountCheckMs?: number;
+  /** VM backup workflows (YAML); default <data>/workflows.yaml when it exists, else the built-in ones. */
+  workflows?: string;
+  /** Folder of plug-in executables for workflows. */
+  plugins?: string;
+  /** Longest a guest may stay frozen before it is thawed and the backup fails, ms. Default 10000. */
+  freezeTimeoutMs?: number;
 }
 
 export const DEFAULTS: ApplianceConfig = { data: DEFAULT_DATA_DIR, mount: './vmvault-mnt', listen: DEFAULT_LISTEN };
 
 const USAGE = `usage: vmvault appliance [--data DIR] [--mount DIR] [--listen HOST:PORT] [--config FILE]
                          [--allow-other | --no-allow-other]
+                         [--workflows FILE] [--plugins DIR] [--freeze-timeout SECONDS]
 
 Opens the store in DIR (default ${DEFAULTS.data}, created if missing), mounts it at the mount
 point (default ${DEFAULTS.mount}) and serves the control plane (default ${DEFAULTS.listen}).
 The mount is open to every local user as the files' owners and modes allow (--no-allow-other:
 only the user running the appliance).
+VM backup: --workflows names the workflows file (default DIR/workflows.yaml when it exists,
+else the built-in app-consistent and crash-consistent), --plugins a folder of plug-in
+executables, --freeze-timeout how long a guest may stay frozen (default 10 s; past it the
+guest is thawed and the backup fails). VMs are registered in DIR/vms.json.
 A config file is JSON with the same keys ({"data": ..., "mount": ..., "listen": ...,
-"allowOther": true}); options on the command line win over it. Ctrl-C or SIGTERM commits
-open files, unmounts and exits 0.`;
+"allowOther": true, "workflows": ..., "plugins": ..., "freezeTimeoutMs": 10000}); options on
+the command line win over it. Ctrl-C or SIGTERM commits open files, unmounts and exits 0.`;
 
-const CONFIG_KEYS = ['data', 'mount', 'listen', 'dirtyLimitMiB', 'reserveMiB', 'allowOther', 'mountCheckMs'];
+const CONFIG_KEYS = ['data', 'mount', 'listen', 'dirtyLimitMiB', 'reserveMiB', 'allowOther', 'mountCheckMs', 'workflows', 'plugins', 'freezeTimeoutMs'];
 const SIGNAL_GRACE_MS = 2000;
 
 function log(line: string): void {
@@ -77,6 +90,9 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
       config: { type: 'string' },
       'allow-other': { type: 'boolean' },
       'no-allow-other': { type: 'boolean' },
+      workflows: { type: 'string' },
+      plugins: { type: 'string' },
+      'freeze-timeout': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -108,6 +124,9 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
     reserveMiB: fromFile.reserveMiB,
     allowOther: values['no-allow-other'] ? false : values['allow-other'] ? true : (fromFile.allowOther ?? true),
     mountCheckMs: fromFile.mountCheckMs,
+    workflows: values.workflows ?? fromFile.workflows,
+    plugins: values.plugins ?? fromFile.plugins,
+    freezeTimeoutMs: values['freeze-timeout'] !== undefined ? parseSeconds('--freeze-timeout', values['freeze-timeout']) : fromFile.freezeTimeoutMs,
   };
   if (values['allow-other'] && values['no-allow-other']) throw vmError('INVALID_ARGUMENT', '--allow-other and --no-allow-other contradict each other');
   if (typeof cfg.allowOther !== 'boolean') throw vmError('INVALID_ARGUMENT', 'allowOther must be true or false');
@@ -119,7 +138,21 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
   for (const k of ['data', 'mount', 'listen'] as const) {
     if (typeof cfg[k] !== 'string' || cfg[k].length === 0) throw vmError('INVALID_ARGUMENT', `${k} must be a non-empty string`);
   }
+  for (const k of ['workflows', 'plugins'] as const) {
+    const v = cfg[k];
+    if (v !== undefined && (typeof v !== 'string' || v.length === 0)) throw vmError('INVALID_ARGUMENT', `${k} must be a non-empty path`);
+  }
+  const ft = cfg.freezeTimeoutMs;
+  if (ft !== undefined && !(typeof ft === 'number' && Number.isFinite(ft) && ft >= 100 && ft <= 600_000)) {
+    throw vmError('INVALID_ARGUMENT', 'freezeTimeoutMs must be a number of milliseconds from 100 to 600000 (10 minutes)');
+  }
   return cfg;
+}
+
+/** "10", "2.5" (seconds) -> milliseconds; anything else is a usage error naming the option. */
+function parseSeconds(option: string, text: string): number {
+  if (!/^\d+(\.\d+)?$/.test(text)) throw vmError('INVALID_ARGUMENT', `${option} ${JSON.stringify(text)}: expected a number of seconds, e.g. 10`);
+  return Math.round(Number(text) * 1000);
 }
 
 export function parseListen(s: string): { host: string; port: number } {
@@ -161,6 +194,8 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
   failed.catch(() => {});
   try {
     ns = await Namespace.open(store, { dirtyLimitBytes: cfg.dirtyLimitMiB ? cfg.dirtyLimitMiB * 1024 * 1024 : undefined, log });
+    const vms = await VmRegistry.open(data);
+    if (vms.list().length > 0) log(`protecting ${vms.list().length} VM(s) (${vms.file})`);
     const token = await ensureToken(data);
     if (token.created) log(`created the API token in ${token.file} (mode 0600)`);
     const allowOther = cfg.allowOther ?? true;
@@ -178,7 +213,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     if (fuse.utimeOmitProblem) log(`note: ${fuse.utimeOmitProblem}`);
     watch = new MountWatch(fuse, { intervalMs: cfg.mountCheckMs, log, onFailed: (err) => fail(err) });
     watch.start();
-    svc = new ApplianceServices(ns, new HealthProbe(ns, fuse, watch));
+    svc = new ApplianceServices(ns, new HealthProbe(ns, fuse, watch), new ApplianceVms({ registry: vms }));
     const history = new JobHistoryFile(path.join(data, 'jobs.json'), log);
     jobs = new JobRunner({
       persist: history,
