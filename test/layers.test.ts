@@ -24,6 +24,8 @@ const ALLOWED: Record<string, string[]> = {
   agent: ['store', 'errors'],
   orchestration: ['control', 'namespace', 'store', 'errors'],
   plugins: ['errors'],
+  // DESIGN.md: backup/ writes into shares through namespace/, never the mount, and drives plugins/.
+  backup: ['plugins', 'namespace', 'errors'],
 };
 /**
  * Where a layer may enter the store: the namespace (and the layers over it) only through
