@@ -23,8 +23,9 @@ const ALLOWED: Record<string, string[]> = {
   catalog: ['store', 'errors'],
   agent: ['store', 'errors'],
   orchestration: ['control', 'namespace', 'store', 'errors'],
+  // plugins/ know one system each (QEMU, PostgreSQL, an operator's script) and nothing of the store.
   plugins: ['errors'],
-  // DESIGN.md: backup/ writes into shares through namespace/, never the mount, and drives plugins/.
+  // backup/ writes into shares through the namespace, never the mount, and drives plugins/.
   backup: ['plugins', 'namespace', 'errors'],
 };
 /**
