@@ -191,7 +191,8 @@ export class Fleece {
         `fleece: disk ${disk.device} is ${node.image['virtual-size']} bytes now, not ${disk.sizeBytes} as described; describe the VM again`,
       );
     }
-    const bitmaps = node['dirty-bitmaps'] ?? [];
+    // Unnamed bitmaps are QEMU's own (a running job's copy bitmap); only named ones are checkpoints.
+    const bitmaps = (node['dirty-bitmaps'] ?? []).filter((b) => typeof b.name === 'string' && b.name.length > 0);
     if (bitmaps.some((b) => b.name === checkpoint)) {
       throw vmError('ALREADY_EXISTS', `fleece: disk ${disk.device} already has a bitmap named ${checkpoint}; choose another checkpoint name`);
     }
