@@ -3,6 +3,7 @@
 // validates its input itself (public methods validate), whatever the HTTP layer checked.
 
 import fs from 'node:fs/promises';
+import path from 'node:path';
 import { checkNewVm, checkVmName, checkWorkflowName, redactUrl, type VmConfig, type VmRegistry } from './backup/vm-registry.js';
 import { jobProgress } from './control/job-progress.js';
 import type {
@@ -35,13 +36,20 @@ export interface VmBackupParts {
   registry: VmRegistry;
   /** The backup service; absent, VMs can be registered and listed but not backed up. */
   engine?: BackupEngine;
-  /** The workflows a backup may name (workflows.yaml plus the defaults), read at each check so an edit counts at once. */
-  workflows?: () => Promise<ReadonlyMap<string, unknown>>;
+  /**
+   * The workflows a backup may name (workflows.yaml over the built-in ones), read at each check
+   * so an edit counts at once. Used to refuse a backup before its job starts; when it cannot be
+   * read, the check is left to the backup itself (whose job then fails with the reason).
+   */
+  workflows?: () => Promise<ReadonlyMap<string, { steps: ReadonlyArray<{ action: string }> }>>;
   /** Named in "unknown workflow" messages. */
   workflowsFile?: string;
   /** How long a state probe (QMP) may take before the VM shows as unreachable. Default 3000 ms. */
   probeTimeoutMs?: number;
 }
+
+/** What a backup runs when neither the request nor the VM names a workflow (as the backup service does). */
+export const DEFAULT_WORKFLOW = 'app-consistent';
 
 /** The probe bound when none is configured: long enough for a loaded QEMU under TCG, short enough for a listing. */
 export const DEFAULT_PROBE_TIMEOUT_MS = 3000;
@@ -76,8 +84,17 @@ export class ApplianceVms {
 
   async checkBackup(name: string, req: BackupRequest): Promise<void> {
     const vm = this.registry().get(name);
-    const workflow = req.workflow ?? vm.workflow;
-    if (workflow !== undefined) await this.checkWorkflow(workflow);
+    const workflow = req.workflow ?? vm.workflow ?? DEFAULT_WORKFLOW;
+    const wf = await this.checkWorkflow(workflow);
+    // The same refusal the backup service makes inside its job, made before the job exists.
+    if (wf !== undefined && vm.qga === undefined && wf.steps.some((s) => s.action === 'quiesce-vm')) {
+      throw vmError(
+        'INVALID_ARGUMENT',
+        `VM ${vm.name} has no guest agent, so workflow '${workflow}' cannot freeze its filesystems: ` +
+          `register the agent's socket (vmvault vm remove ${vm.name}, then vm add ${vm.name} ... --qga unix:/path/to/qga.sock) or back up with --workflow crash-consistent`,
+        { vm: vm.name, workflow },
+      );
+    }
     this.engine();
   }
 
@@ -94,20 +111,32 @@ export class ApplianceVms {
     this.registry().get(name);
     if (req.format !== undefined && req.format !== 'raw' && req.format !== 'qcow2') throw vmError('INVALID_ARGUMENT', `restore format must be raw or qcow2, not ${JSON.stringify(req.format)}`);
     const points = await this.engine().listBackups(name);
+    let rec: BackupRecordView | undefined;
     if (req.point !== undefined) {
       validateName('snapshot', req.point);
-      if (!points.some((p) => p.point === req.point)) {
+      rec = points.find((p) => p.point === req.point);
+      if (rec === undefined) {
         throw vmError('NOT_FOUND', `VM ${name} has no restore point ${JSON.stringify(req.point)} (vmvault backup list ${name} shows them)`, { vm: name, point: req.point });
       }
-    } else if (points.length === 0) {
-      throw vmError('NOT_FOUND', `VM ${name} has no restore point yet (vmvault backup ${name} makes one)`, { vm: name });
+    } else {
+      rec = points.at(-1);
+      if (rec === undefined) throw vmError('NOT_FOUND', `VM ${name} has no restore point yet (vmvault backup ${name} makes one)`, { vm: name });
     }
     try {
       const st = await fs.stat(req.to);
       if (!st.isDirectory()) throw vmError('INVALID_ARGUMENT', `restore target ${req.to} exists and is not a directory`);
     } catch (err) {
       if (isVmvaultError(err)) throw err;
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw vmError('IO', `restore target ${req.to}: ${(err as Error).message}`);
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw vmError('IO', `restore target ${req.to}: ${(err as Error).message}`);
+    }
+    // Never over a file already there (the restore itself refuses too, inside its job).
+    const format = req.format ?? 'raw';
+    for (const f of [...rec.disks.map((d) => `${d.device}.${format}`), 'vm.json']) {
+      const file = path.join(req.to, f);
+      if (await fs.stat(file).then(() => true, () => false)) {
+        throw vmError('ALREADY_EXISTS', `${file} exists; restore into an empty directory or remove it`, { file });
+      }
     }
   }
 
@@ -144,12 +173,19 @@ export class ApplianceVms {
     return engine;
   }
 
-  private async checkWorkflow(name: string): Promise<void> {
+  /** The workflow, when the workflows could be read; INVALID_ARGUMENT when they were and it is not among them. */
+  private async checkWorkflow(name: string): Promise<{ steps: ReadonlyArray<{ action: string }> } | undefined> {
     checkWorkflowName(name);
     const load = this.vmParts?.workflows;
-    if (load === undefined) return;
-    const known = await load();
-    if (!known.has(name)) {
+    if (load === undefined) return undefined;
+    let known: ReadonlyMap<string, { steps: ReadonlyArray<{ action: string }> }>;
+    try {
+      known = await load();
+    } catch {
+      return undefined;
+    }
+    const wf = known.get(name);
+    if (wf === undefined) {
       const file = this.vmParts?.workflowsFile;
       throw vmError(
         'INVALID_ARGUMENT',
@@ -157,6 +193,7 @@ export class ApplianceVms {
         { workflow: name },
       );
     }
+    return wf;
   }
 
   /** The registration plus QEMU's view, probed within the bound: a silent QMP shows as unreachable. */
@@ -174,7 +211,7 @@ export class ApplianceVms {
     const ms = this.vmParts?.probeTimeoutMs ?? DEFAULT_PROBE_TIMEOUT_MS;
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(vmError('IO', `QMP at ${vm.qmp} did not answer within ${ms} ms`)), ms);
+      timer = setTimeout(() => reject(vmError('IO', `QMP at ${vm.qmp} did not answer within ${ms} ms (QEMU serves one QMP client at a time: a backup of this VM or another client may hold it)`)), ms);
     });
     try {
       const st = await Promise.race([engine.status(vm.name), timeout]);

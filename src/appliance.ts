@@ -16,7 +16,9 @@ import { parseArgs } from 'node:util';
 import { HealthProbe } from './appliance-health.js';
 import { ApplianceServices, VERSION } from './appliance-services.js';
 import { ApplianceVms } from './appliance-vms.js';
+import { BackupService } from './backup/backup-service.js';
 import { VmRegistry } from './backup/vm-registry.js';
+import { loadWorkflows } from './backup/workflow/workflows.js';
 import { AuditLog } from './control/audit-log.js';
 import { DEFAULT_DATA_DIR, DEFAULT_LISTEN } from './control/defaults.js';
 import { JobHistoryFile } from './control/job-history.js';
@@ -196,6 +198,25 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     ns = await Namespace.open(store, { dirtyLimitBytes: cfg.dirtyLimitMiB ? cfg.dirtyLimitMiB * 1024 * 1024 : undefined, log });
     const vms = await VmRegistry.open(data);
     if (vms.list().length > 0) log(`protecting ${vms.list().length} VM(s) (${vms.file})`);
+    const backups = new BackupService(ns, vms, { dataDir: data, workflowsFile: cfg.workflows, pluginsDir: cfg.plugins, freezeTimeoutMs: cfg.freezeTimeoutMs, log });
+    // First, before anything else can fail: a killed appliance may have left a guest frozen or a
+    // database quiesced; the journal says which, and start() undoes them (and logs each).
+    try {
+      const lines = await backups.start();
+      if (lines.length > 0) log(`quiesce journal: ${lines.length} thing(s) left quiesced by the last run were undone (see above)`);
+    } catch (err) {
+      log(`quiesce journal recovery failed (${isVmvaultError(err) ? err.code : 'IO'}): ${(err as Error).message}; a VM frozen by the last run may still be frozen: thaw it with its guest agent (guest-fsfreeze-thaw)`);
+    }
+    const workflowsFile = cfg.workflows ?? (await fs.stat(path.join(data, 'workflows.yaml')).then(() => path.join(data, 'workflows.yaml'), () => undefined));
+    // Read now so a malformed file is in the log at start, not only in a failed backup's job.
+    // (With a plug-ins folder, a workflow may name the actions its executables declare, which only
+    // the backup service knows: then the file is checked when a backup reads it.)
+    if (cfg.plugins === undefined) {
+      await loadWorkflows(workflowsFile).then(
+        (all) => log(`workflows: ${[...all.keys()].join(', ')}${workflowsFile === undefined ? ' (built in)' : ` (${workflowsFile})`}`),
+        (err) => log(`workflows: ${(err as Error).message}; backups fail until it is fixed`),
+      );
+    }
     const token = await ensureToken(data);
     if (token.created) log(`created the API token in ${token.file} (mode 0600)`);
     const allowOther = cfg.allowOther ?? true;
@@ -213,7 +234,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     if (fuse.utimeOmitProblem) log(`note: ${fuse.utimeOmitProblem}`);
     watch = new MountWatch(fuse, { intervalMs: cfg.mountCheckMs, log, onFailed: (err) => fail(err) });
     watch.start();
-    svc = new ApplianceServices(ns, new HealthProbe(ns, fuse, watch), new ApplianceVms({ registry: vms }));
+    svc = new ApplianceServices(ns, new HealthProbe(ns, fuse, watch), new ApplianceVms({ registry: vms, engine: backups, workflows: () => loadWorkflows(workflowsFile), workflowsFile }));
     const history = new JobHistoryFile(path.join(data, 'jobs.json'), log);
     jobs = new JobRunner({
       persist: history,
