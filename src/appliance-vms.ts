@@ -6,6 +6,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { checkNewVm, checkVmName, checkWorkflowName, redactUrl, type VmConfig, type VmRegistry } from './backup/vm-registry.js';
 import { jobProgress } from './control/job-progress.js';
+import { checkRestoreTarget } from './control/restore-target.js';
 import type {
   BackupRecordView,
   BackupRequest,
@@ -46,6 +47,11 @@ export interface VmBackupParts {
   workflowsFile?: string;
   /** How long a state probe (QMP) may take before the VM shows as unreachable. Default 3000 ms. */
   probeTimeoutMs?: number;
+  /**
+   * Directories a restore must not write into: the appliance's own mount (its process would
+   * write through its own FUSE file system) and its data directory.
+   */
+  forbiddenRoots?: Array<{ path: string; what: string }>;
 }
 
 /** What a backup runs when neither the request nor the VM names a workflow (as the backup service does). */
@@ -109,6 +115,7 @@ export class ApplianceVms {
 
   async checkRestore(name: string, req: RestoreRequest): Promise<void> {
     this.registry().get(name);
+    await this.checkOutsideRoots(checkRestoreTarget(req.to));
     if (req.format !== undefined && req.format !== 'raw' && req.format !== 'qcow2') throw vmError('INVALID_ARGUMENT', `restore format must be raw or qcow2, not ${JSON.stringify(req.format)}`);
     const points = await this.engine().listBackups(name);
     let rec: BackupRecordView | undefined;
@@ -142,10 +149,38 @@ export class ApplianceVms {
 
   async restoreVm(ctx: JobContext, name: string, req: RestoreRequest): Promise<RestoreResult> {
     this.registry().get(name);
-    const opts: { point?: string; to: string; format?: 'raw' | 'qcow2' } = { to: req.to };
+    const opts: { point?: string; to: string; format?: 'raw' | 'qcow2' } = { to: await this.checkOutsideRoots(checkRestoreTarget(req.to)) };
     if (req.point !== undefined) opts.point = req.point;
     if (req.format !== undefined) opts.format = req.format;
     return this.engine().restore(name, opts, jobProgress(ctx));
+  }
+
+  /** `to` (absolute, canonical) unless it is, or is under, a forbidden root, by name or through symbolic links. */
+  private async checkOutsideRoots(to: string): Promise<string> {
+    const roots = this.vmParts?.forbiddenRoots ?? [];
+    const inside = (p: string, root: string) => p === root || p.startsWith(root.endsWith('/') ? root : `${root}/`);
+    // By name first: no file system call at all for a path under the mount.
+    for (const r of roots) {
+      if (inside(to, r.path)) throw vmError('INVALID_ARGUMENT', `restore target ${to} is inside the appliance's ${r.what} (${r.path}); restore to a directory outside it`);
+    }
+    // Then through symbolic links: the nearest existing ancestor's real path.
+    let existing = to;
+    const rest: string[] = [];
+    for (;;) {
+      const real = await fs.realpath(existing).catch(() => undefined);
+      if (real !== undefined) {
+        const full = path.join(real, ...rest);
+        for (const r of roots) {
+          const rootReal = await fs.realpath(r.path).catch(() => r.path);
+          if (inside(full, rootReal)) throw vmError('INVALID_ARGUMENT', `restore target ${to} is inside the appliance's ${r.what} (${r.path}, through a symbolic link); restore to a directory outside it`);
+        }
+        return to;
+      }
+      const parent = path.dirname(existing);
+      if (parent === existing) return to;
+      rest.unshift(path.basename(existing));
+      existing = parent;
+    }
   }
 
   // Without VM backup the registry is empty: a name is simply not found, and only adding says why.

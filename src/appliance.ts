@@ -234,7 +234,16 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     if (fuse.utimeOmitProblem) log(`note: ${fuse.utimeOmitProblem}`);
     watch = new MountWatch(fuse, { intervalMs: cfg.mountCheckMs, log, onFailed: (err) => fail(err) });
     watch.start();
-    svc = new ApplianceServices(ns, new HealthProbe(ns, fuse, watch), new ApplianceVms({ registry: vms, engine: backups, workflows: () => loadWorkflows(workflowsFile), workflowsFile }));
+    svc = new ApplianceServices(ns, new HealthProbe(ns, fuse, watch), new ApplianceVms({
+        registry: vms,
+        engine: backups,
+        workflows: () => loadWorkflows(workflowsFile),
+        workflowsFile,
+        forbiddenRoots: [
+          { path: mount, what: 'mount' },
+          { path: data, what: 'data directory' },
+        ],
+      }));
     const history = new JobHistoryFile(path.join(data, 'jobs.json'), log);
     jobs = new JobRunner({
       persist: history,

@@ -54,6 +54,9 @@ t.test('vm add, backup, backup list, restore through the real appliance and CLI'
   const again = await cli('restore', 'web01', '--to', to, '--format', 'qcow2');
   t.equal(again.code, 6, 'files there already: conflict, before any job');
   t.match(again.stderr, /vda\.qcow2 exists; restore into an empty directory/);
+  const intoMount = await cli('restore', 'web01', '--to', path.join(app.mount, 'web01', 'restored'));
+  t.equal(intoMount.code, 2, 'the appliance never writes through its own mount');
+  t.match(intoMount.stderr, /is inside the appliance's mount/);
 
   // The registry and the points outlive the process.
   t.equal(await app.stop(), 0);

@@ -1,6 +1,7 @@
-// Long operations (GC, verify, index rebuild, VM backups and restores) run as jobs: started by one request, watched by
-// polling, cancelled by another. The runner owns the bookkeeping (state, progress, rate, ETA,
-// history, exclusivity); the work itself is a body function from ControlServices.
+// Long operations (GC, verify, index rebuild, VM backups and restores) run as jobs: started by
+// one request, watched by polling, cancelled by another. The runner owns the bookkeeping (state,
+// progress, rate, ETA, history, exclusivity); the work itself is a body function from
+// ControlServices.
 
 import { randomBytes } from 'node:crypto';
 import { isVmvaultError, vmError } from '../errors.js';
@@ -42,7 +43,7 @@ const RESOURCE_CONFLICTS: Record<JobKind, readonly JobKind[]> = {
 };
 
 export interface JobOptions {
-  /** What the job holds (a VM's name for a backup, a target directory for a restore); see RESOURCE_CONFLICTS. */
+  /** What the job holds ("vm:web01" for a backup, "dir:/srv/restore" for a restore); see RESOURCE_CONFLICTS. */
   resource?: string;
 }
 

@@ -1,29 +1,17 @@
 // Backups and restores of a VM: started as jobs (202 with the job id; progress in bytes, cancel
 // with DELETE /jobs/{id}), and the list of restore points.
 
-import path from 'node:path';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { checkVmName } from '../../backup/vm-registry.js';
-import { vmError } from '../../errors.js';
 import type { JobBody, JobKind } from '../jobs.js';
 import { routeSchema } from '../openapi.js';
+import { checkRestoreTarget } from '../restore-target.js';
 import { backupBody, backupRecord, commonErrors, errorBody, jobStarted, restoreBody } from '../schemas.js';
 import type { BackupRequest, RestoreRequest } from '../services.js';
 import type { RouteDeps } from './deps.js';
 import { noSuchVm, vmParams, vmResource } from './vms.js';
 
 const started = { description: 'Started; poll /api/v1/jobs/{job}.', ...jobStarted };
-
-/** An absolute, canonical directory on the appliance host: no NUL, no '.' or '..' components. */
-export function checkRestoreTarget(to: unknown): string {
-  if (typeof to !== 'string' || to.length === 0) throw vmError('INVALID_ARGUMENT', 'the restore target directory is missing');
-  if (to.includes('\0')) throw vmError('INVALID_ARGUMENT', 'the restore target directory contains a NUL byte');
-  if (Buffer.byteLength(to) > 4000) throw vmError('NAME_TOO_LONG', 'the restore target directory is longer than 4000 bytes');
-  const shown = JSON.stringify(to.length > 80 ? `${to.slice(0, 80)}...` : to);
-  if (!path.isAbsolute(to)) throw vmError('INVALID_ARGUMENT', `the restore target directory ${shown} must be an absolute path on the appliance host`);
-  if (to.split('/').some((c) => c === '.' || c === '..')) throw vmError('INVALID_ARGUMENT', `the restore target directory ${shown} must not contain '.' or '..' components`);
-  return path.normalize(to).replace(/(.)\/$/, '$1');
-}
 
 export async function backupRoutes(app: FastifyInstance, { services, jobs }: RouteDeps): Promise<void> {
   const start = (reply: FastifyReply, kind: JobKind, target: string, resource: string, body: JobBody) => {
