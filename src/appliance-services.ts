@@ -1,9 +1,15 @@
 // The control plane's services, implemented over the namespace and the store. Part of the
 // composition root with appliance.ts: the only place where control/ meets namespace/.
 
-import { vmError } from './errors.js';
+import { ApplianceVms } from './appliance-vms.js';
 import type {
+  BackupRecordView,
+  BackupRequest,
   ControlServices,
+  NewVmRequest,
+  RestoreRequest,
+  RestoreResult,
+  VmView,
   DeleteShareOptions,
   FastcopyResult,
   GcResult,
@@ -28,6 +34,7 @@ export class ApplianceServices implements ControlServices {
   constructor(
     private readonly ns: Namespace,
     private readonly probe?: { report(): Promise<HealthReport> },
+    private readonly vms: ApplianceVms = new ApplianceVms(undefined),
   ) {}
 
   async health(): Promise<HealthReport> {
@@ -140,5 +147,43 @@ export class ApplianceServices implements ControlServices {
 
   async rebuildIndex(ctx: JobContext): Promise<IndexRebuildResult> {
     return this.ns.store.rebuildIndex((p) => ctx.progress(p.done, p.total, 'containers', 'reading containers'), ctx.signal);
+  }
+
+  // VM backup: see appliance-vms.ts.
+
+  listVms(): Promise<VmView[]> {
+    return this.vms.listVms();
+  }
+
+  getVm(name: string): Promise<VmView> {
+    return this.vms.getVm(name);
+  }
+
+  addVm(req: NewVmRequest): Promise<VmView> {
+    return this.vms.addVm(req);
+  }
+
+  removeVm(name: string): Promise<void> {
+    return this.vms.removeVm(name);
+  }
+
+  listBackups(name: string): Promise<BackupRecordView[]> {
+    return this.vms.listBackups(name);
+  }
+
+  checkBackup(name: string, req: BackupRequest): Promise<void> {
+    return this.vms.checkBackup(name, req);
+  }
+
+  backupVm(ctx: JobContext, name: string, req: BackupRequest): Promise<BackupRecordView> {
+    return this.vms.backupVm(ctx, name, req);
+  }
+
+  checkRestore(name: string, req: RestoreRequest): Promise<void> {
+    return this.vms.checkRestore(name, req);
+  }
+
+  restoreVm(ctx: JobContext, name: string, req: RestoreRequest): Promise<RestoreResult> {
+    return this.vms.restoreVm(ctx, name, req);
   }
 }

@@ -15,6 +15,10 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { HealthProbe } from './appliance-health.js';
 import { ApplianceServices, VERSION } from './appliance-services.js';
+import { ApplianceVms } from './appliance-vms.js';
+import { BackupService } from './backup/backup-service.js';
+import { VmRegistry } from './backup/vm-registry.js';
+import { loadWorkflows } from './backup/workflow/workflows.js';
 import { AuditLog } from './control/audit-log.js';
 import { DEFAULT_DATA_DIR, DEFAULT_LISTEN } from './control/defaults.js';
 import { JobHistoryFile } from './control/job-history.js';
@@ -51,23 +55,34 @@ export interface ApplianceConfig {
    */
   tlsCert?: string;
   tlsKey?: string;
+  /** VM backup workflows (YAML); default <data>/workflows.yaml when it exists, else the built-in ones. */
+  workflows?: string;
+  /** Folder of plug-in executables for workflows. */
+  plugins?: string;
+  /** Longest a guest may stay frozen before it is thawed and the backup fails, ms. Default 10000. */
+  freezeTimeoutMs?: number;
 }
 
 export const DEFAULTS: ApplianceConfig = { data: DEFAULT_DATA_DIR, mount: './vmvault-mnt', listen: DEFAULT_LISTEN };
 
 const USAGE = `usage: vmvault appliance [--data DIR] [--mount DIR] [--listen HOST:PORT] [--config FILE]
                          [--allow-other | --no-allow-other] [--tls-cert FILE --tls-key FILE]
+                         [--workflows FILE] [--plugins DIR] [--freeze-timeout SECONDS]
 
 Opens the store in DIR (default ${DEFAULTS.data}, created if missing), mounts it at the mount
 point (default ${DEFAULTS.mount}) and serves the control plane (default ${DEFAULTS.listen}).
 The mount is open to every local user as the files' owners and modes allow (--no-allow-other:
 only the user running the appliance). With --tls-cert and --tls-key (PEM files) the control plane
 serves HTTPS and may listen on any address; without them, loopback only.
+VM backup: --workflows names the workflows file (default DIR/workflows.yaml when it exists,
+else the built-in app-consistent and crash-consistent), --plugins a folder of plug-in
+executables, --freeze-timeout how long a guest may stay frozen (default 10 s; past it the
+guest is thawed and the backup fails). VMs are registered in DIR/vms.json.
 A config file is JSON with the same keys ({"data": ..., "mount": ..., "listen": ...,
-"allowOther": true}); options on the command line win over it. Ctrl-C or SIGTERM commits
-open files, unmounts and exits 0.`;
+"allowOther": true, "workflows": ..., "plugins": ..., "freezeTimeoutMs": 10000}); options on
+the command line win over it. Ctrl-C or SIGTERM commits open files, unmounts and exits 0.`;
 
-const CONFIG_KEYS = ['data', 'mount', 'listen', 'dirtyLimitMiB', 'reserveMiB', 'allowOther', 'mountCheckMs', 'tlsCert', 'tlsKey'];
+const CONFIG_KEYS = ['data', 'mount', 'listen', 'dirtyLimitMiB', 'reserveMiB', 'allowOther', 'mountCheckMs', 'tlsCert', 'tlsKey', 'workflows', 'plugins', 'freezeTimeoutMs'];
 const SIGNAL_GRACE_MS = 2000;
 
 function log(line: string): void {
@@ -86,6 +101,9 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
       'no-allow-other': { type: 'boolean' },
       'tls-cert': { type: 'string' },
       'tls-key': { type: 'string' },
+      workflows: { type: 'string' },
+      plugins: { type: 'string' },
+      'freeze-timeout': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -119,6 +137,9 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
     mountCheckMs: fromFile.mountCheckMs,
     tlsCert: values['tls-cert'] ?? fromFile.tlsCert,
     tlsKey: values['tls-key'] ?? fromFile.tlsKey,
+    workflows: values.workflows ?? fromFile.workflows,
+    plugins: values.plugins ?? fromFile.plugins,
+    freezeTimeoutMs: values['freeze-timeout'] !== undefined ? parseSeconds('--freeze-timeout', values['freeze-timeout']) : fromFile.freezeTimeoutMs,
   };
   if ((cfg.tlsCert === undefined) !== (cfg.tlsKey === undefined)) throw vmError('INVALID_ARGUMENT', 'TLS needs both a certificate (--tls-cert) and its key (--tls-key)');
   if (values['allow-other'] && values['no-allow-other']) throw vmError('INVALID_ARGUMENT', '--allow-other and --no-allow-other contradict each other');
@@ -131,7 +152,21 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
   for (const k of ['data', 'mount', 'listen'] as const) {
     if (typeof cfg[k] !== 'string' || cfg[k].length === 0) throw vmError('INVALID_ARGUMENT', `${k} must be a non-empty string`);
   }
+  for (const k of ['workflows', 'plugins'] as const) {
+    const v = cfg[k];
+    if (v !== undefined && (typeof v !== 'string' || v.length === 0)) throw vmError('INVALID_ARGUMENT', `${k} must be a non-empty path`);
+  }
+  const ft = cfg.freezeTimeoutMs;
+  if (ft !== undefined && !(typeof ft === 'number' && Number.isFinite(ft) && ft >= 100 && ft <= 600_000)) {
+    throw vmError('INVALID_ARGUMENT', 'freezeTimeoutMs must be a number of milliseconds from 100 to 600000 (10 minutes)');
+  }
   return cfg;
+}
+
+/** "10", "2.5" (seconds) -> milliseconds; anything else is a usage error naming the option. */
+function parseSeconds(option: string, text: string): number {
+  if (!/^\d+(\.\d+)?$/.test(text)) throw vmError('INVALID_ARGUMENT', `${option} ${JSON.stringify(text)}: expected a number of seconds, e.g. 10`);
+  return Math.round(Number(text) * 1000);
 }
 
 export function parseListen(s: string): { host: string; port: number } {
@@ -184,6 +219,27 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
   failed.catch(() => {});
   try {
     ns = await Namespace.open(store, { dirtyLimitBytes: cfg.dirtyLimitMiB ? cfg.dirtyLimitMiB * 1024 * 1024 : undefined, log });
+    const vms = await VmRegistry.open(data);
+    if (vms.list().length > 0) log(`protecting ${vms.list().length} VM(s) (${vms.file})`);
+    const backups = new BackupService(ns, vms, { dataDir: data, workflowsFile: cfg.workflows, pluginsDir: cfg.plugins, freezeTimeoutMs: cfg.freezeTimeoutMs, log });
+    // First, before anything else can fail: a killed appliance may have left a guest frozen or a
+    // database quiesced; the journal says which, and start() undoes them (and logs each).
+    try {
+      const lines = await backups.start();
+      if (lines.length > 0) log(`quiesce journal: ${lines.length} thing(s) left quiesced by the last run were undone (see above)`);
+    } catch (err) {
+      log(`quiesce journal recovery failed (${isVmvaultError(err) ? err.code : 'IO'}): ${(err as Error).message}; a VM frozen by the last run may still be frozen: thaw it with its guest agent (guest-fsfreeze-thaw)`);
+    }
+    const workflowsFile = cfg.workflows ?? (await fs.stat(path.join(data, 'workflows.yaml')).then(() => path.join(data, 'workflows.yaml'), () => undefined));
+    // Read now so a malformed file is in the log at start, not only in a failed backup's job.
+    // (With a plug-ins folder, a workflow may name the actions its executables declare, which only
+    // the backup service knows: then the file is checked when a backup reads it.)
+    if (cfg.plugins === undefined) {
+      await loadWorkflows(workflowsFile).then(
+        (all) => log(`workflows: ${[...all.keys()].join(', ')}${workflowsFile === undefined ? ' (built in)' : ` (${workflowsFile})`}`),
+        (err) => log(`workflows: ${(err as Error).message}; backups fail until it is fixed`),
+      );
+    }
     const token = await ensureToken(data);
     if (token.created) log(`created the API token in ${token.file} (mode 0600)`);
     const allowOther = cfg.allowOther ?? true;
@@ -201,7 +257,16 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     if (fuse.utimeOmitProblem) log(`note: ${fuse.utimeOmitProblem}`);
     watch = new MountWatch(fuse, { intervalMs: cfg.mountCheckMs, log, onFailed: (err) => fail(err) });
     watch.start();
-    svc = new ApplianceServices(ns, new HealthProbe(ns, fuse, watch));
+    svc = new ApplianceServices(ns, new HealthProbe(ns, fuse, watch), new ApplianceVms({
+        registry: vms,
+        engine: backups,
+        workflows: () => loadWorkflows(workflowsFile),
+        workflowsFile,
+        forbiddenRoots: [
+          { path: mount, what: 'mount' },
+          { path: data, what: 'data directory' },
+        ],
+      }));
     const history = new JobHistoryFile(path.join(data, 'jobs.json'), log);
     jobs = new JobRunner({
       persist: history,

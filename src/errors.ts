@@ -26,6 +26,8 @@ export const ERROR_CODES = {
   CLOSED: 'The store or appliance is shutting down or already closed.',
   NOT_SUPPORTED: 'The operation is not supported.',
   IO: 'An operating-system I/O call failed; the message carries the cause.',
+  TIMEOUT: 'A step did not finish within its deadline; the message names the step and the limit.',
+  PLUGIN_FAILED: 'A backup plug-in (qemu, postgresql, script) reported a failure; the message names plug-in, action and cause.',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

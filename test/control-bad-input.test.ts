@@ -39,6 +39,7 @@ t.test('the OpenAPI document describes every route with its parameters, body and
     'DELETE /api/v1/jobs/{id}',
     'DELETE /api/v1/shares/{name}',
     'DELETE /api/v1/shares/{share}/snapshots/{snap}',
+    'DELETE /api/v1/vms/{name}',
     'GET /api/v1/health',
     'GET /api/v1/jobs',
     'GET /api/v1/jobs/{id}',
@@ -48,6 +49,9 @@ t.test('the OpenAPI document describes every route with its parameters, body and
     'GET /api/v1/shares/{share}/snapshots',
     'GET /api/v1/shares/{share}/snapshots/{snap}',
     'GET /api/v1/stats',
+    'GET /api/v1/vms',
+    'GET /api/v1/vms/{name}',
+    'GET /api/v1/vms/{name}/backups',
     'POST /api/v1/fastcopy',
     'POST /api/v1/gc',
     'POST /api/v1/index/rebuild',
@@ -56,6 +60,9 @@ t.test('the OpenAPI document describes every route with its parameters, body and
     'POST /api/v1/shares/{share}/snapshots',
     'POST /api/v1/shares/{share}/snapshots/{snap}/clone',
     'POST /api/v1/verify',
+    'POST /api/v1/vms',
+    'POST /api/v1/vms/{name}/backups',
+    'POST /api/v1/vms/{name}/restores',
   ]);
   const create = doc.paths['/api/v1/shares'].post;
   t.equal(create.operationId, 'createShare');

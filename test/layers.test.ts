@@ -18,12 +18,15 @@ const ALLOWED: Record<string, string[]> = {
   // DESIGN.md: fuse/ and control/ are thin edges over the namespace; what they need of the
   // store's types, the namespace re-exports.
   fuse: ['namespace', 'errors'],
-  control: ['namespace', 'errors'],
+  control: ['backup', 'namespace', 'errors'],
   cli: ['control', 'errors'],
   catalog: ['store', 'errors'],
   agent: ['store', 'errors'],
   orchestration: ['control', 'namespace', 'store', 'errors'],
+  // plugins/ know one system each (QEMU, PostgreSQL, an operator's script) and nothing of the store.
   plugins: ['errors'],
+  // backup/ writes into shares through the namespace, never the mount, and drives plugins/.
+  backup: ['plugins', 'namespace', 'errors'],
 };
 /**
  * Where a layer may enter the store: the namespace (and the layers over it) only through

@@ -52,6 +52,8 @@ const CODE_TO_EXIT: Record<ErrorCode, number> = {
   CLOSED: EXIT.UNAVAILABLE,
   NOT_SUPPORTED: EXIT.FAILURE,
   IO: EXIT.FAILURE,
+  TIMEOUT: EXIT.FAILURE,
+  PLUGIN_FAILED: EXIT.FAILURE,
 };
 
 /** Codes only the CLI raises, for failures that never reached an appliance answer. */

@@ -5,7 +5,7 @@
 import { DEFAULT_DATA_DIR, DEFAULT_URL } from '../control/defaults.js';
 import { ApiClient, parseBaseUrl, resolveToken } from './client.js';
 import { CliError, usage } from './cli-error.js';
-import type { Command, Flags } from './commands/context.js';
+import { type Command, type Flags, refuseOptions } from './commands/context.js';
 import { EXIT, exitCodeFor } from './exit-codes.js';
 import { type CliIO, processIO } from './io.js';
 
@@ -21,6 +21,9 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   verify: async () => (await import('./commands/jobs.js')).verifyCommand,
   index: async () => (await import('./commands/jobs.js')).indexCommand,
   jobs: async () => (await import('./commands/jobs.js')).jobsCommand,
+  vm: async () => (await import('./commands/vms.js')).vmCommand,
+  backup: async () => (await import('./commands/vms.js')).backupCommand,
+  restore: async () => (await import('./commands/vms.js')).restoreCommand,
 };
 
 const HELP = `usage: vmvault <command> [options]
@@ -50,6 +53,22 @@ Maintenance (jobs; a progress bar until done, Ctrl-C cancels)
   index rebuild                           rebuild the segment index from the containers
   jobs                                    running and recent jobs
   jobs <id> | jobs watch <id> | jobs cancel <id>
+
+VM backup (backups and restores are jobs, like gc)
+  vm add <vm> --qmp <addr> [--qga <addr>] [--pg <url>] [--share <share>] [--workflow <w>]
+                                          protect a VM; <addr>: unix:/path or tcp:host:port;
+                                          --qga for app-consistent backups (fsfreeze), --pg
+                                          postgres://user@host/db for a database CHECKPOINT;
+                                          the share defaults to the VM's name
+  vm list                                 VMs: state, disks (device, size, format), last backup
+  vm get <vm>                             one VM
+  vm remove <vm>                          stop protecting it (its share and backups stay)
+  backup <vm> [--workflow <w>] [--full]   back up a VM now (incremental when it can be;
+                                          --full reads every disk whole)
+  backup list <vm>                        its restore points: time, kind, bytes read, duration
+  restore <vm> --to <dir> [--point <time>] [--format raw|qcow2]
+                                          write a restore point's disks (newest by default)
+                                          into <dir> on the appliance host
 
 Appliance
   appliance ...                           run the appliance (see vmvault appliance --help)
@@ -90,7 +109,16 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       deleteSnapshots: values['delete-snapshots'] === true,
       full: values.full === true,
       detach: values.detach === true,
+      qmp: values.qmp,
+      qga: values.qga,
+      pg: values.pg,
+      share: values.share,
+      workflow: values.workflow,
+      point: values.point,
+      to: values.to,
+      format: values.format,
     };
+    if (name !== 'vm' && name !== 'backup' && name !== 'restore') refuseOptions(flags, name, []);
     const baseUrl = parseBaseUrl(values.url ?? DEFAULT_URL);
     const token = await resolveToken({ token: values.token, data: values.data }, io.env);
     const command = await load();
@@ -113,6 +141,14 @@ const OPTIONS = {
   full: 'boolean',
   detach: 'boolean',
   help: 'boolean',
+  qmp: 'string',
+  qga: 'string',
+  pg: 'string',
+  share: 'string',
+  workflow: 'string',
+  point: 'string',
+  to: 'string',
+  format: 'string',
 } as const;
 type OptionName = keyof typeof OPTIONS;
 type Values = { [K in OptionName]?: (typeof OPTIONS)[K] extends 'string' ? string : boolean };

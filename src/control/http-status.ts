@@ -30,6 +30,9 @@ export const CODE_TO_STATUS: Record<ErrorCode, number> = {
   CLOSED: 503,
   NOT_SUPPORTED: 501,
   IO: 500,
+  // A system the appliance drives (QEMU, PostgreSQL, a script) timed out or failed: gateway errors.
+  TIMEOUT: 504,
+  PLUGIN_FAILED: 502,
 };
 
 /**

@@ -1,6 +1,7 @@
-// Long operations (GC, verify, index rebuild) run as jobs: started by one request, watched by
-// polling, cancelled by another. The runner owns the bookkeeping (state, progress, rate, ETA,
-// history, exclusivity); the work itself is a body function from ControlServices.
+// Long operations (GC, verify, index rebuild, VM backups and restores) run as jobs: started by
+// one request, watched by polling, cancelled by another. The runner owns the bookkeeping (state,
+// progress, rate, ETA, history, exclusivity); the work itself is a body function from
+// ControlServices.
 
 import { randomBytes } from 'node:crypto';
 import { isVmvaultError, vmError } from '../errors.js';
@@ -8,7 +9,7 @@ import { INTERNAL_CODE } from './http-status.js';
 import type { JobHistoryFile } from './job-history.js';
 import type { JobContext, ProgressUnit } from './services.js';
 
-export const JOB_KINDS = ['gc', 'verify', 'index-rebuild'] as const;
+export const JOB_KINDS = ['gc', 'verify', 'index-rebuild', 'backup', 'restore'] as const;
 export type JobKind = (typeof JOB_KINDS)[number];
 export const JOB_STATES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
 export type JobState = (typeof JOB_STATES)[number];
@@ -16,11 +17,35 @@ export type JobState = (typeof JOB_STATES)[number];
 // GC deletes and rewrites containers and index entries, and a rebuild rewrites the whole index,
 // so neither may overlap the other or itself; a verify running beside either would report
 // segments moved under it as missing. Verifies may overlap each other.
+//
+// A backup writes into its VM's share through the namespace, as any writer on the mount does, and
+// the mount keeps taking writes during all three: GC marks from open writers and marks live every
+// segment dedup hits while it runs (store/gc/hooks.ts), a verify of the store reads only sealed
+// containers, and an index rebuild leaves alone containers created while it runs (ARCHITECTURE.md,
+// commit rules). So backups and restores (which read an immutable snapshot) overlap them freely.
+// What they must not overlap is themselves on one resource (JobOptions.resource): two backups of
+// one VM would interleave writes into the same disk files and fight over QEMU's fleecing nodes and
+// checkpoint bitmaps; two restores into one directory would write the same files.
 const CONFLICTS: Record<JobKind, readonly JobKind[]> = {
   gc: ['gc', 'index-rebuild', 'verify'],
   'index-rebuild': ['gc', 'index-rebuild', 'verify'],
   verify: ['gc', 'index-rebuild'],
+  backup: [],
+  restore: [],
 };
+/** Kinds that conflict with a job of the listed kinds on the same resource. */
+const RESOURCE_CONFLICTS: Record<JobKind, readonly JobKind[]> = {
+  gc: [],
+  'index-rebuild': [],
+  verify: [],
+  backup: ['backup'],
+  restore: ['restore'],
+};
+
+export interface JobOptions {
+  /** What the job holds ("vm:web01" for a backup, "dir:/srv/restore" for a restore); see RESOURCE_CONFLICTS. */
+  resource?: string;
+}
 
 const LOG_LINES = 50;
 // Rate is a moving average over windows at least this long, so a burst of tiny reports does
@@ -69,6 +94,7 @@ interface Job {
   finished: Promise<void>;
   rateAt: number;
   rateDone: number;
+  resource?: string;
 }
 
 export class JobRunner {
@@ -113,11 +139,14 @@ export class JobRunner {
   }
 
   /** Starts `body` as a job; CONFLICT (details.job = the running job's id) if a conflicting job is active. */
-  start(kind: JobKind, target: string, body: JobBody): JobView {
+  start(kind: JobKind, target: string, body: JobBody, opts: JobOptions = {}): JobView {
     if (this.closed) throw vmError('CLOSED', 'the appliance is shutting down; no new jobs');
     for (const other of this.jobs.values()) {
-      if (isActive(other.view.state) && CONFLICTS[kind].includes(other.view.kind)) {
-        throw vmError('CONFLICT', `${other.view.kind} job ${other.view.id} is ${other.view.state}; wait for it or cancel it before starting ${kind}`, {
+      if (!isActive(other.view.state)) continue;
+      const sameResource = opts.resource !== undefined && other.resource === opts.resource && RESOURCE_CONFLICTS[kind].includes(other.view.kind);
+      if (CONFLICTS[kind].includes(other.view.kind) || sameResource) {
+        const what = sameResource ? `${other.view.kind} job ${other.view.id} (${other.view.target})` : `${other.view.kind} job ${other.view.id}`;
+        throw vmError('CONFLICT', `${what} is ${other.view.state}; wait for it or cancel it before starting ${kind}`, {
           job: other.view.id,
         });
       }
@@ -139,11 +168,19 @@ export class JobRunner {
       error: null,
       log: [],
     };
-    const job: Job = { view, controller: new AbortController(), finished: Promise.resolve(), rateAt: 0, rateDone: 0 };
+    const job: Job = { view, controller: new AbortController(), finished: Promise.resolve(), rateAt: 0, rateDone: 0, resource: opts.resource };
     this.jobs.set(id, job);
     job.finished = this.run(job, body);
     this.save();
     return snapshot(view);
+  }
+
+  /** The active job of one of `kinds` holding `resource`, if any. */
+  activeOn(resource: string, kinds: readonly JobKind[]): JobView | undefined {
+    for (const job of this.jobs.values()) {
+      if (isActive(job.view.state) && job.resource === resource && kinds.includes(job.view.kind)) return snapshot(job.view);
+    }
+    return undefined;
   }
 
   get(id: string): JobView {

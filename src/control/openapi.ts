@@ -4,7 +4,7 @@
 // while the plug-in would bring a UI, YAML and $ref machinery we do not use.
 
 import type { FastifySchema, RouteOptions } from 'fastify';
-import { gcResult, verifyResult } from './schemas.js';
+import { backupRecord, gcResult, restoreResult, verifyResult } from './schemas.js';
 
 /** The route schema as our routes write it: Fastify's parts plus documentation fields. */
 export interface RouteSchema {
@@ -62,7 +62,7 @@ export class OpenApiCollector {
         description: 'vmvault control plane. Every route but health and this document needs `Authorization: Bearer <token>` (the token is in <data>/api-token). Errors are `{"error": {"code", "message"}}`.',
       },
       servers: [{ url: '/' }],
-      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } }, schemas: { GcResult: gcResult, VerifyResult: verifyResult } },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } }, schemas: { GcResult: gcResult, VerifyResult: verifyResult, BackupRecord: backupRecord, RestoreResult: restoreResult } },
       security: [{ bearer: [] }],
       paths,
     };

@@ -189,7 +189,7 @@ export const jobView = {
     startedAt: { type: ['string', 'null'], format: 'date-time' },
     endedAt: { type: ['string', 'null'], format: 'date-time' },
     cancelRequested: { type: 'boolean' },
-    result: { description: 'What the job found or did, once succeeded; its shape depends on the kind: GcResult or VerifyResult (components.schemas), or the index rebuild report.' },
+    result: { description: 'What the job found or did, once succeeded; its shape depends on the kind: GcResult, VerifyResult, BackupRecord or RestoreResult (components.schemas), or the index rebuild report.' },
     error: {
       type: ['object', 'null'],
       required: ['code', 'message'],
@@ -214,4 +214,118 @@ export const commonErrors = {
   401: { description: 'Missing or wrong API token.', ...errorBody },
   413: { description: 'Body larger than the limit.', ...errorBody },
   415: { description: 'Body is not application/json.', ...errorBody },
+} as const;
+
+// VM backup (issue 11). Addresses and names are only typed here; their rules live in
+// backup/vm-registry.ts, reached through the services, so every door refuses with the same words.
+
+export const vmName = { type: 'string', title: 'VM name', minLength: 1, description: `VM name, also its share's default name: ${NAME_RULES}.` } as const;
+const socketAddress = (what: string) =>
+  ({ type: 'string', title: `${what} address`, minLength: 1, description: `${what} socket: "unix:/absolute/path" or "tcp:host:port" (IPv6 host in brackets).` }) as const;
+export const workflowName = {
+  type: 'string',
+  title: 'workflow name',
+  minLength: 1,
+  description: 'A workflow of workflows.yaml (defaults: app-consistent, crash-consistent).',
+} as const;
+export const pointName = { type: 'string', title: 'restore point', minLength: 1, description: 'A restore point (snapshot name, UTC time), as GET /vms/{name}/backups lists them.' } as const;
+
+export const newVmBody = {
+  type: 'object',
+  required: ['name', 'qmp'],
+  additionalProperties: false,
+  properties: {
+    name: vmName,
+    qmp: socketAddress('QMP'),
+    qga: { ...socketAddress('guest agent'), description: 'Guest agent socket (needed for app-consistent backups): "unix:/absolute/path" or "tcp:host:port".' },
+    pg: { type: 'string', title: 'PostgreSQL URL', minLength: 1, description: 'postgres://user[:password]@host[:port]/database, for quiesce-database. Shown with the password as ***.' },
+    share: { ...shareName, description: `Share the backups go to (default: the VM's name). ${NAME_RULES}.` },
+    workflow: { ...workflowName, description: 'The workflow a backup runs when none is named.' },
+  },
+} as const;
+
+export const vmDisk = {
+  type: 'object',
+  required: ['device', 'format', 'sizeBytes'],
+  properties: {
+    device: { type: 'string', description: 'Guest device ("vda"); the backup file is <device>.raw.' },
+    format: { type: 'string', description: "Format of the VM's own image (qcow2, raw)." },
+    sizeBytes: bytes,
+    file: { type: 'string', description: "The VM's image file." },
+  },
+} as const;
+
+export const backupRecord = {
+  type: 'object',
+  required: ['vm', 'point', 'kind', 'startedAt', 'durationMs', 'bytesRead', 'bytesWritten', 'freezeMs', 'disks', 'workflow'],
+  properties: {
+    vm: { type: 'string' },
+    point: { type: 'string', description: 'The restore point: a snapshot of the VM\'s share named by its UTC time (2026-12-05T12-00-00Z).' },
+    kind: { type: 'string', enum: ['full', 'incremental'], description: 'incremental when every disk read only the extents changed since the previous point.' },
+    startedAt: isoTime,
+    durationMs: { ...bytes, description: 'From the start of the workflow to the snapshot.' },
+    bytesRead: { ...bytes, description: 'Bytes read from QEMU over NBD (holes and zeros are not read).' },
+    bytesWritten: { ...bytes, description: "Bytes written into the share's files (before dedup)." },
+    freezeMs: { type: ['number', 'null'], description: "How long the guest's file systems were frozen; null when not frozen." },
+    disks: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['device', 'sizeBytes', 'bytesRead', 'kind'],
+        properties: {
+          device: { type: 'string' },
+          sizeBytes: bytes,
+          bytesRead: bytes,
+          kind: { type: 'string', enum: ['full', 'incremental'] },
+          fullReason: { type: 'string', description: 'Why this disk was copied in full when an incremental was asked (bitmap missing, disk resized, ...).' },
+        },
+      },
+    },
+    workflow: { type: 'string' },
+  },
+} as const;
+
+export const vmView = {
+  type: 'object',
+  required: ['name', 'share', 'qmp', 'createdAt', 'state', 'disks', 'lastBackup'],
+  properties: {
+    name: { type: 'string' },
+    share: { type: 'string' },
+    qmp: { type: 'string' },
+    qga: { type: 'string' },
+    pg: { type: 'string', description: 'With any password shown as ***.' },
+    workflow: { type: 'string' },
+    createdAt: isoTime,
+    state: { type: 'string', description: 'QEMU\'s run state ("running", "paused", ...) or "unreachable" when QMP does not answer in time.' },
+    stateDetail: { type: 'string', description: 'Why the VM is unreachable.' },
+    disks: { type: 'array', items: vmDisk, description: 'Empty when unreachable.' },
+    lastBackup: { anyOf: [{ type: 'null' }, backupRecord] },
+  },
+} as const;
+
+export const backupBody = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    workflow: { ...workflowName, description: "Default: the VM's workflow, else app-consistent." },
+    full: { type: 'boolean', title: 'full flag', description: 'Copy every allocated byte even when an incremental is possible.' },
+  },
+} as const;
+
+export const restoreBody = {
+  type: 'object',
+  required: ['to'],
+  additionalProperties: false,
+  properties: {
+    point: { ...pointName, description: 'Default: the newest restore point.' },
+    to: { type: 'string', title: 'target directory', minLength: 1, description: 'Absolute directory on the appliance host; the disks are written into it as <device>.raw or <device>.qcow2.' },
+    format: { type: 'string', title: 'format', enum: ['raw', 'qcow2'], description: 'Default raw.' },
+  },
+} as const;
+
+/** The result of a `restore` job. */
+export const restoreResult = {
+  type: 'object',
+  required: ['point', 'files'],
+  properties: { point: { type: 'string' }, files: { type: 'array', items: { type: 'string' } } },
 } as const;

@@ -9,6 +9,7 @@ import { API_PREFIX } from './defaults.js';
 import { sendError, sentErrorCode } from './error-reply.js';
 import { JobRunner } from './jobs.js';
 import { OpenApiCollector, type RouteSchema, routeSchema } from './openapi.js';
+import { backupRoutes } from './routes/backups.js';
 import { fastcopyRoutes } from './routes/fastcopy.js';
 import { healthRoutes } from './routes/health.js';
 import { jobRoutes } from './routes/jobs.js';
@@ -16,6 +17,7 @@ import { maintenanceRoutes } from './routes/maintenance.js';
 import { shareRoutes } from './routes/shares.js';
 import { snapshotRoutes } from './routes/snapshots.js';
 import { statsRoutes } from './routes/stats.js';
+import { vmRoutes } from './routes/vms.js';
 import type { ControlServices } from './services.js';
 
 /** Every request body here is a few names; anything near this is a mistake or an attack. */
@@ -143,6 +145,8 @@ export async function buildServer(services: ControlServices, opts: ServerOptions
       await fastcopyRoutes(api, deps);
       await maintenanceRoutes(api, deps);
       await jobRoutes(api, deps);
+      await vmRoutes(api, deps);
+      await backupRoutes(api, deps);
       api.get(
         '/openapi.json',
         {

@@ -166,6 +166,101 @@ export interface IndexRebuildResult {
   unreadableContainers: number[];
 }
 
+// VM backup (issue 11). The shapes the API and the CLI show; the composition root fills them from
+// the VM registry (src/backup/vm-registry.ts) and the backup service (src/backup/backup-service.ts).
+
+/** One disk of a VM, as QEMU reports it. */
+export interface VmDiskView {
+  /** The guest's device name, e.g. "vda": the backup file is <device>.raw. */
+  device: string;
+  /** Image format of the VM's own disk ("qcow2", "raw"). */
+  format: string;
+  sizeBytes: number;
+  /** The VM's image file, when QEMU names one. */
+  file?: string;
+}
+
+/** One restore point (the contract's BackupRecord). */
+export interface BackupRecordView {
+  vm: string;
+  /** The snapshot name, UTC time, e.g. 2026-12-05T12-00-00Z. */
+  point: string;
+  kind: 'full' | 'incremental';
+  startedAt: string;
+  durationMs: number;
+  bytesRead: number;
+  bytesWritten: number;
+  /** How long the guest's file systems were frozen; null when not frozen (crash-consistent). */
+  freezeMs: number | null;
+  disks: Array<{ device: string; sizeBytes: number; bytesRead: number; kind: 'full' | 'incremental'; fullReason?: string }>;
+  workflow: string;
+}
+
+/** What a state probe of a VM found: QEMU's run state, or 'unreachable' (with why). */
+export interface VmState {
+  /** QEMU's status ("running", "paused", ...) or "unreachable". */
+  state: string;
+  /** Why it is unreachable (the QMP error or the timeout), when it is. */
+  stateDetail?: string;
+  disks: VmDiskView[];
+  lastBackup: BackupRecordView | null;
+}
+
+export interface VmView extends VmState {
+  name: string;
+  share: string;
+  qmp: string;
+  qga?: string;
+  /** The PostgreSQL URL with any password shown as "***". */
+  pg?: string;
+  workflow?: string;
+  createdAt: string;
+}
+
+export interface NewVmRequest {
+  name: string;
+  qmp: string;
+  qga?: string;
+  pg?: string;
+  /** Default: the VM's name. */
+  share?: string;
+  workflow?: string;
+}
+
+export interface BackupRequest {
+  /** Default: the VM's workflow, else app-consistent. */
+  workflow?: string;
+  /** Copy every allocated byte, even when an incremental is possible. */
+  full?: boolean;
+}
+
+export interface RestoreRequest {
+  /** A restore point of the VM (default: the newest). */
+  point?: string;
+  /** Absolute directory on the appliance host the disks are written to. */
+  to: string;
+  /** Default raw. */
+  format?: 'raw' | 'qcow2';
+}
+
+export interface RestoreResult {
+  point: string;
+  /** The files written, absolute paths. */
+  files: string[];
+}
+
+/**
+ * A byte-counted progress report for a backup or restore body (shape of the backup service's
+ * BackupProgress); control/job-progress.ts makes one over a JobContext.
+ */
+export interface ByteProgress {
+  phase(name: string): void;
+  total(n: number, unit: 'bytes'): void;
+  advance(n: number): void;
+  log(line: string): void;
+  readonly signal: AbortSignal;
+}
+
 export interface ControlServices {
   /** The appliance's version, shown by /health and in the OpenAPI document. */
   readonly version: string;
@@ -199,4 +294,21 @@ export interface ControlServices {
   gc(ctx: JobContext): Promise<GcResult>;
   verify(ctx: JobContext, target?: VerifyTarget): Promise<VerifyResult>;
   rebuildIndex(ctx: JobContext): Promise<IndexRebuildResult>;
+
+  // VM backup. State probes are bounded: a QMP socket that does not answer shows as
+  // 'unreachable' with the reason, never as a failure of the call.
+  listVms(): Promise<VmView[]>;
+  getVm(name: string): Promise<VmView>;
+  /** Checks the request whole before writing anything: bad names, address forms, unknown workflow, duplicates (CONFLICT). */
+  addVm(req: NewVmRequest): Promise<VmView>;
+  /** Forgets the VM; its share and restore points stay. */
+  removeVm(name: string): Promise<void>;
+  /** Restore points, oldest first. */
+  listBackups(name: string): Promise<BackupRecordView[]>;
+  /** What a backup job would refuse at once (unknown VM, unknown workflow), checked before it starts. */
+  checkBackup(name: string, req: BackupRequest): Promise<void>;
+  backupVm(ctx: JobContext, name: string, req: BackupRequest): Promise<BackupRecordView>;
+  /** Same for a restore (unknown VM or point, bad target). */
+  checkRestore(name: string, req: RestoreRequest): Promise<void>;
+  restoreVm(ctx: JobContext, name: string, req: RestoreRequest): Promise<RestoreResult>;
 }

@@ -32,6 +32,8 @@ const CODE_TO_ERRNO: Record<ErrorCode, number | null> = {
   CANCELLED: null,
   CLOSED: null,
   IO: null,
+  TIMEOUT: null,
+  PLUGIN_FAILED: null,
 };
 
 export type LogLine = (line: string) => void;

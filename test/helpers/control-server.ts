@@ -3,6 +3,7 @@
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { buildServer } from '../../src/control/server.js';
 import { MemoryServices } from './memory-services.js';
+import { tmpDir } from './tmpdir.js';
 
 export const TOKEN = 'c0ffee'.repeat(10) + 'abcd';
 export const AUTH = { authorization: `Bearer ${TOKEN}` };
@@ -20,6 +21,7 @@ export interface TestServer {
 
 export async function testServer(t: Teardown, opts: { bodyLimit?: number } = {}): Promise<TestServer> {
   const services = new MemoryServices();
+  await services.openVms(tmpDir(t));
   const app = await buildServer(services, { token: TOKEN, bodyLimit: opts.bodyLimit });
   t.teardown(() => app.close());
   return {

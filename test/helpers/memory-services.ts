@@ -2,11 +2,22 @@
 // jobs, and the CLI over a real socket). It keeps shares, snapshots and file sizes in maps and
 // fakes job bodies with timers; it stores no data and proves nothing about the real namespace.
 // End-to-end tests against the real appliance come later.
+// VMs are NOT doubled: the VM methods are the appliance's own (src/appliance-vms.ts) over a real
+// VM registry in a temporary directory (openVms), without a backup service, so backups and
+// restores answer NOT_SUPPORTED here; test/vm-backup-api.test.ts drives them with the real one.
 
 import { setTimeout as sleep } from 'node:timers/promises';
 import { vmError } from '../../src/errors.js';
 import { parseSharePath, showSharePath, validateName } from '../../src/namespace/names.js';
+import { ApplianceVms } from '../../src/appliance-vms.js';
+import { VmRegistry } from '../../src/backup/vm-registry.js';
 import type {
+  BackupRecordView,
+  BackupRequest,
+  NewVmRequest,
+  RestoreRequest,
+  RestoreResult,
+  VmView,
   ControlServices,
   DeleteShareOptions,
   FastcopyResult,
@@ -54,6 +65,49 @@ export class MemoryServices implements ControlServices {
   verifyProblems: VerifyProblem[] = [];
   readonly calls: string[] = [];
   private clock = Date.parse('2026-11-22T00:00:00Z');
+  /** Real VM services; without openVms() an appliance without VM backup. */
+  vms = new ApplianceVms(undefined);
+
+  /** Registers VMs in a real registry kept in `dir`. */
+  async openVms(dir: string): Promise<void> {
+    this.vms = new ApplianceVms({ registry: await VmRegistry.open(dir) });
+  }
+
+  listVms(): Promise<VmView[]> {
+    return this.vms.listVms();
+  }
+
+  getVm(name: string): Promise<VmView> {
+    return this.vms.getVm(name);
+  }
+
+  addVm(req: NewVmRequest): Promise<VmView> {
+    return this.vms.addVm(req);
+  }
+
+  removeVm(name: string): Promise<void> {
+    return this.vms.removeVm(name);
+  }
+
+  listBackups(name: string): Promise<BackupRecordView[]> {
+    return this.vms.listBackups(name);
+  }
+
+  checkBackup(name: string, req: BackupRequest): Promise<void> {
+    return this.vms.checkBackup(name, req);
+  }
+
+  backupVm(ctx: JobContext, name: string, req: BackupRequest): Promise<BackupRecordView> {
+    return this.vms.backupVm(ctx, name, req);
+  }
+
+  checkRestore(name: string, req: RestoreRequest): Promise<void> {
+    return this.vms.checkRestore(name, req);
+  }
+
+  restoreVm(ctx: JobContext, name: string, req: RestoreRequest): Promise<RestoreResult> {
+    return this.vms.restoreVm(ctx, name, req);
+  }
 
   async health(): Promise<HealthReport> {
     return this.healthReport;

@@ -10,6 +10,22 @@ export interface Flags {
   deleteSnapshots: boolean;
   full: boolean;
   detach: boolean;
+  // VM backup options (vms.ts); other commands refuse them.
+  qmp?: string;
+  qga?: string;
+  pg?: string;
+  share?: string;
+  workflow?: string;
+  point?: string;
+  to?: string;
+  format?: string;
+}
+
+/** The VM options a command does not take, as a usage error; call with the ones it does. */
+export function refuseOptions(flags: Flags, command: string, takes: ReadonlyArray<keyof Flags>): void {
+  for (const k of ['qmp', 'qga', 'pg', 'share', 'workflow', 'point', 'to', 'format'] as const) {
+    if (flags[k] !== undefined && !takes.includes(k)) throw usage(`${command} takes no --${k}`);
+  }
 }
 
 export interface CommandContext {

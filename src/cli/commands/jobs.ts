@@ -1,7 +1,7 @@
 // Commands that start jobs and watch them to the end, and the jobs listing itself.
 
 import { isActive, type JobView } from '../../control/jobs.js';
-import type { GcResult, IndexRebuildResult, VerifyResult, VerifyTarget } from '../../control/services.js';
+import type { BackupRecordView, GcResult, IndexRebuildResult, RestoreResult, VerifyResult, VerifyTarget } from '../../control/services.js';
 import { seg } from '../client.js';
 import { usage } from '../cli-error.js';
 import { EXIT, exitCodeFor } from '../exit-codes.js';
@@ -63,7 +63,8 @@ export async function jobsCommand(ctx: CommandContext, args: string[]): Promise<
   return EXIT.OK;
 }
 
-async function startAndWatch(ctx: CommandContext, route: string, body: unknown): Promise<number> {
+/** Starts a job with POST `route` and watches it to the end (or prints its id with --detach). */
+export async function startAndWatch(ctx: CommandContext, route: string, body: unknown): Promise<number> {
   const { job: id } = await ctx.client.post<{ job: string }>(route, body);
   if (ctx.flags.detach) {
     output(ctx, `started job ${id} (vmvault jobs watch ${id})`, { job: id });
@@ -140,12 +141,30 @@ function resultPairs(job: JobView): Array<[string, string]> {
     if (r.problems.length > 20) pairs.push(['', `... and ${r.problems.length - 20} more (--json lists all)`]);
     return pairs;
   }
+  if (job.kind === 'backup') return backupPairs(job.result as BackupRecordView);
+  if (job.kind === 'restore') {
+    const r = job.result as RestoreResult;
+    return [['Point', r.point], ...r.files.map((f, i): [string, string] => [i === 0 ? 'Files' : '', f])];
+  }
   const r = job.result as IndexRebuildResult;
   return [
     ['Read', `${plural(r.records, 'record')} in ${plural(r.containers, 'container')}`],
     ['Index', `${formatCount(r.entriesAdded)} added, ${formatCount(r.entriesChanged)} changed, ${formatCount(r.entriesRemoved)} removed`],
     ['Unreadable', r.unreadableContainers.length === 0 ? 'none' : r.unreadableContainers.join(', ')],
   ];
+}
+
+/** What a finished backup did, for the job view and `backup`'s closing lines. */
+export function backupPairs(r: BackupRecordView): Array<[string, string]> {
+  const pairs: Array<[string, string]> = [
+    ['Point', `${r.point} (${r.kind}, workflow ${r.workflow})`],
+    ['Read', `${formatBytes(r.bytesRead)} in ${formatDuration(r.durationMs / 1000)}, ${formatBytes(r.bytesWritten)} written`],
+    ['Frozen', r.freezeMs === null ? 'not frozen' : `${formatCount(Math.round(r.freezeMs))} ms`],
+  ];
+  for (const d of r.disks) {
+    pairs.push(['', `${d.device}: ${d.kind}, ${formatBytes(d.bytesRead)} of ${formatBytes(d.sizeBytes)} read${d.fullReason === undefined ? '' : ` (full: ${d.fullReason})`}`]);
+  }
+  return pairs;
 }
 
 function jobsTable(jobs: JobView[]): string {

@@ -1,0 +1,123 @@
+// The copy of one backup run: export every fleecing node over NBD and write each disk into the
+// share's `<device>.raw` through the namespace.
+//
+// Per disk, incremental only when all of these hold, else full with the reason logged and recorded:
+// the fleecing export carries a dirty bitmap (Fleece found the previous checkpoint), the previous
+// point has this disk, and its size is unchanged. An incremental starts from the previous point's
+// file, put back by fastcopy from its snapshot (by reference, instant): whatever a failed run left
+// in the share's file is discarded, so the dirty extents alone make the whole image.
+
+import path from 'node:path';
+import { isVmvaultError, vmError } from '../errors.js';
+import type { Namespace } from '../namespace/namespace.js';
+import type { Fleece } from '../plugins/qemu/fleece.js';
+import { NbdClient } from '../plugins/qemu/nbd-client.js';
+import type { DiskRecord } from './backup-records.js';
+import type { CopyJob } from './copy-plugin.js';
+import { BASE_ALLOCATION, copyDisk } from './disk-copy.js';
+
+export interface PreviousPoint {
+  point: string;
+  disks: Map<string, number>; // device -> size
+}
+
+export interface CopyProgress {
+  total(n: number, unit: 'bytes'): void;
+  advance(n: number): void;
+}
+
+export interface BackupCopyOptions {
+  ns: Namespace;
+  share: string;
+  fleece: Fleece;
+  socketPath: string;
+  previous: PreviousPoint | undefined;
+  progress: CopyProgress;
+  inFlight?: number;
+}
+
+export class BackupCopy implements CopyJob {
+  readonly disks: DiskRecord[] = [];
+  bytesRead = 0;
+  bytesWritten = 0;
+  done = false;
+
+  constructor(private readonly o: BackupCopyOptions) {}
+
+  async run(signal: AbortSignal, log: (line: string) => void): Promise<void> {
+    const { ns, share, fleece } = this.o;
+    const exports = await fleece.exportAll(this.o.socketPath);
+    this.o.progress.total(exports.reduce((n, e) => n + e.sizeBytes, 0), 'bytes');
+    for (const ex of exports) {
+      if (signal.aborted) throw vmError('CANCELLED', 'the backup was cancelled');
+      const file = `/${share}/${ex.device}.raw`;
+      const prevSize = this.o.previous?.disks.get(ex.device);
+      let fullReason: string | undefined;
+      if (!ex.dirtyBitmapContext) fullReason = ex.fullReason ?? (this.o.previous ? 'no dirty bitmap was exported' : undefined);
+      else if (!this.o.previous) fullReason = 'no previous restore point';
+      else if (prevSize === undefined) fullReason = `disk ${ex.device} is not in the previous point ${this.o.previous.point}`;
+      else if (prevSize !== ex.sizeBytes) fullReason = `disk ${ex.device} changed size from ${prevSize} to ${ex.sizeBytes} bytes`;
+      const incremental = fullReason === undefined && ex.dirtyBitmapContext !== undefined;
+      if (fullReason) log(`${ex.device}: full copy: ${fullReason}`);
+
+      await removeIfExists(ns, file);
+      if (incremental) {
+        await ns.snapshots.fastcopy(share, `.snapshots/${this.o.previous!.point}/${ex.device}.raw`, `${ex.device}.raw`);
+      } else {
+        await ns.fs.release(await ns.fs.create(file, 0o600));
+      }
+      const fh = await ns.fs.open(file, 2);
+      let released = false;
+      try {
+        await ns.fs.ftruncate(fh, ex.sizeBytes);
+        const nbd = await NbdClient.connect({
+          socket: this.o.socketPath,
+          exportName: ex.exportName,
+          metaContexts: incremental ? [BASE_ALLOCATION, ex.dirtyBitmapContext!] : [BASE_ALLOCATION],
+        });
+        let r;
+        try {
+          if (nbd.size !== ex.sizeBytes) throw vmError('IO', `NBD export ${ex.exportName} is ${nbd.size} bytes, the disk ${ex.sizeBytes}`);
+          const t0 = performance.now();
+          r = await copyDisk(ns, fh, nbd, {
+            dirtyContext: incremental ? ex.dirtyBitmapContext : undefined,
+            signal,
+            advance: (n) => this.o.progress.advance(n),
+            inFlight: this.o.inFlight,
+          });
+          log(`${ex.device}: ${incremental ? 'incremental' : 'full'}: read ${r.bytesRead} bytes of ${r.bytesConsidered}, wrote ${r.bytesWritten}, ${(performance.now() - t0).toFixed(0)} ms`);
+        } finally {
+          await nbd.close();
+        }
+        released = true;
+        await ns.fs.release(fh);
+        this.bytesRead += r.bytesRead;
+        this.bytesWritten += r.bytesWritten;
+        this.disks.push({ device: ex.device, sizeBytes: ex.sizeBytes, bytesRead: r.bytesRead, kind: incremental ? 'incremental' : 'full', ...(fullReason ? { fullReason } : {}) });
+      } finally {
+        if (!released) await ns.fs.release(fh).catch(() => {});
+      }
+    }
+    // Disks the VM no longer has must not show up in this point.
+    const keep = new Set(exports.map((e) => `${e.device}.raw`));
+    for (const e of await ns.fs.readdir(`/${share}`)) {
+      if (e.name.endsWith('.raw') && !keep.has(e.name)) {
+        log(`${e.name}: removed from the share, the VM no longer has that disk`);
+        await ns.fs.unlink(`/${share}/${e.name}`);
+      }
+    }
+    this.done = true;
+  }
+}
+
+async function removeIfExists(ns: Namespace, file: string): Promise<void> {
+  try {
+    await ns.fs.unlink(file);
+  } catch (err) {
+    if (!isVmvaultError(err, 'NOT_FOUND')) throw err;
+  }
+}
+
+export function socketPathIn(dir: string): string {
+  return path.join(dir, 'nbd.sock');
+}

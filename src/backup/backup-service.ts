@@ -1,0 +1,374 @@
+// The backup and restore service: backs up a running QEMU VM into its share and restores points.
+//
+// One backup, step beside its undo (libvirt's qemu_backup.c does the same):
+//   share exists (made if missing)              -
+//   QMP connect, describeVm                     close
+//   Fleece.prepare (scratch nodes)              Fleece.release (always)
+//   workflow: quiesce..., snapshot (qemu plug-in: the point in time), unquiesce..., copy (BackupCopy)
+//                                               the engine undoes every quiesce; Fleece.abort
+//   vm.json into the share                      -
+//   snapshot of the share, named by the point   removed again if a later step fails
+//   record + checkpoint written                 -
+//   Fleece.commit (previous checkpoint dropped) logged if it fails (the point stands)
+// A failed or cancelled backup leaves no snapshot; the share's files may hold part of the failed
+// copy, which no point refers to and the next backup replaces (full: new files; incremental:
+// files put back from the previous point first, see backup-copy.ts).
+//
+// Two backups of one VM at once: the second gets CONFLICT before it touches anything.
+
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { isVmvaultError, vmError } from '../errors.js';
+import type { Namespace } from '../namespace/namespace.js';
+import { Fleece } from '../plugins/qemu/fleece.js';
+import { PostgresqlPlugin } from '../plugins/postgresql/postgresql-plugin.js';
+import { FLEECE_KEY, QemuPlugin } from '../plugins/qemu/plugin.js';
+import { ScriptPlugin } from '../plugins/script/script-plugin.js';
+import { QmpClient } from '../plugins/qemu/qmp.js';
+import { describeVm, type VmDescription, type VmDisk } from '../plugins/qemu/vm-info.js';
+import { BackupCopy, type PreviousPoint, socketPathIn } from './backup-copy.js';
+import { type BackupRecord, BackupRecords } from './backup-records.js';
+import { COPY_JOB_KEY, CopyPlugin } from './copy-plugin.js';
+import { checkpointName, pointName, uniquePointName } from './point-name.js';
+import { restorePoint } from './restore.js';
+import { WorkflowEngine } from './workflow/engine.js';
+import { loadPluginsFolder } from './workflow/executable-plugins.js';
+import { QuiesceJournal } from './workflow/journal.js';
+import type { Plugin, WorkflowTarget } from './workflow/plugin.js';
+import { PluginRegistry } from './workflow/registry.js';
+import { loadWorkflows, type Workflow } from './workflow/workflows.js';
+
+export type { BackupRecord } from './backup-records.js';
+
+/** What the service needs of the VM registry (src/backup/vm-registry.ts's VmRegistry has it). */
+export interface VmConfigLike {
+  name: string;
+  share: string;
+  qmp: string;
+  qga?: string;
+  pg?: string;
+  workflow?: string;
+}
+export interface VmLookup {
+  get(name: string): VmConfigLike;
+}
+
+export interface BackupProgress {
+  phase(name: string): void;
+  total(n: number, unit: 'bytes'): void;
+  advance(n: number): void;
+  log(line: string): void;
+  signal: AbortSignal;
+}
+
+export interface BackupServiceOptions {
+  dataDir: string;
+  workflowsFile?: string;
+  pluginsDir?: string;
+  freezeTimeoutMs?: number;
+  log?: (l: string) => void;
+  /** Extra plug-ins (after the built-in ones). */
+  plugins?: Plugin[];
+  /** QMP connect and command timeout. Default 10 s. */
+  qmpTimeoutMs?: number;
+  /** NBD reads in flight per disk. Default 8. */
+  inFlight?: number;
+  /** The clock that names points (time is an input). */
+  now?: () => Date;
+}
+
+/** vm.json's format version (written into every point beside the disks). */
+export const VM_JSON_VERSION = 1;
+
+export class BackupService {
+  private readonly records: BackupRecords;
+  private readonly running = new Set<string>();
+  private readonly log: (l: string) => void;
+  private engine: Promise<WorkflowEngine> | undefined;
+  /** Actions the plug-ins folder's executables declare (workflow files may name them). */
+  private extraActions: string[] = [];
+
+  constructor(
+    private readonly ns: Namespace,
+    private readonly vms: VmLookup,
+    private readonly opts: BackupServiceOptions,
+  ) {
+    this.records = new BackupRecords(opts.dataDir);
+    this.log = opts.log ?? (() => {});
+  }
+
+  private getEngine(): Promise<WorkflowEngine> {
+    this.engine ??= (async () => {
+      const registry = new PluginRegistry({ log: this.log });
+      registry.register(new QemuPlugin());
+      registry.register(new PostgresqlPlugin());
+      registry.register(new ScriptPlugin({ log: this.log }));
+      registry.register(new CopyPlugin());
+      for (const p of this.opts.plugins ?? []) registry.register(p);
+      if (this.opts.pluginsDir) {
+        const folder = await loadPluginsFolder(this.opts.pluginsDir, { log: this.log, reservedNames: registry.list().map((p) => p.name) });
+        for (const l of folder.problems) this.log(l);
+        for (const p of folder.plugins) registry.register(p);
+        this.extraActions = folder.actions;
+      }
+      const journal = await QuiesceJournal.open(this.opts.dataDir);
+      return new WorkflowEngine(registry, { journal, freezeTimeoutMs: this.opts.freezeTimeoutMs, log: this.log });
+    })();
+    // A failed start (unreadable journal) is tried again by the next call, not kept forever.
+    this.engine.catch(() => (this.engine = undefined));
+    return this.engine;
+  }
+
+  /** The workflows file: the option, else `<data>/workflows.yaml` when it exists, else the built-ins only. */
+  private async workflowsFile(): Promise<string | undefined> {
+    if (this.opts.workflowsFile !== undefined) return this.opts.workflowsFile;
+    const f = path.join(this.opts.dataDir, 'workflows.yaml');
+    return (await fs.stat(f).catch(() => null)) ? f : undefined;
+  }
+
+  /** At appliance start: thaw and resume whatever a killed appliance left quiesced. */
+  async start(): Promise<string[]> {
+    const engine = await this.getEngine();
+    const lines = await engine.recover();
+    for (const l of lines) this.log(l);
+    return lines;
+  }
+
+  async status(name: string): Promise<{ state: string; disks: VmDisk[]; lastBackup: BackupRecord | null }> {
+    const vm = this.vms.get(name);
+    const qmp = await QmpClient.connect(vm.qmp, { timeoutMs: this.opts.qmpTimeoutMs });
+    try {
+      const d = await describeVm(qmp);
+      const list = await this.listBackups(name);
+      return { state: d.status, disks: d.disks, lastBackup: list.at(-1) ?? null };
+    } finally {
+      await qmp.close();
+    }
+  }
+
+  /** Restore points of a VM, oldest first; a point whose snapshot was deleted is left out. */
+  async listBackups(name: string): Promise<BackupRecord[]> {
+    const vm = this.vms.get(name);
+    const state = await this.records.read(name);
+    const snaps = await this.snapshotNames(vm.share);
+    return state.records.filter((r) => snaps.has(r.point));
+  }
+
+  private async snapshotNames(share: string): Promise<Set<string>> {
+    try {
+      return new Set((await this.ns.snapshots.list(share)).map((s) => s.name));
+    } catch (err) {
+      if (isVmvaultError(err, 'NOT_FOUND')) return new Set();
+      throw err;
+    }
+  }
+
+  async backup(name: string, opts: { workflow?: string; full?: boolean }, p: BackupProgress): Promise<BackupRecord> {
+    if (this.running.has(name)) throw vmError('CONFLICT', `a backup of ${name} is already running; wait for it or cancel it`, { vm: name });
+    this.running.add(name);
+    try {
+      return await this.backupNow(name, opts, p);
+    } finally {
+      this.running.delete(name);
+    }
+  }
+
+  private async chooseWorkflow(vm: VmConfigLike, asked: string | undefined, log: (l: string) => void): Promise<Workflow> {
+    await this.getEngine(); // loads the plug-ins folder, whose actions a workflow file may name
+    const all = await loadWorkflows(await this.workflowsFile(), { extraActions: this.extraActions });
+    const wanted = asked ?? vm.workflow ?? 'app-consistent';
+    let wf = all.get(wanted);
+    if (!wf) throw vmError('NOT_FOUND', `no workflow named '${wanted}' (known: ${[...all.keys()].join(', ')})`);
+    const actions = wf.steps.map((s) => s.action);
+    const snap = actions.indexOf('snapshot');
+    const copy = actions.indexOf('copy');
+    if (snap < 0 || copy < 0 || copy < snap) {
+      throw vmError('INVALID_ARGUMENT', `workflow '${wf.name}' (${wf.source}) must have a snapshot step and, after it, a copy step to make a backup`);
+    }
+    if (actions.includes('quiesce-vm') && !vm.qga) {
+      throw vmError(
+        'INVALID_ARGUMENT',
+        `VM ${vm.name} has no guest agent, so workflow '${wf.name}' cannot freeze its filesystems: ` +
+          `add the agent's socket (vmvault vm add ${vm.name} ... --qga unix:/path/to/qga.sock) or back up with --workflow crash-consistent`,
+        { vm: vm.name, workflow: wf.name },
+      );
+    }
+    // app-consistent names the database steps for every VM; a VM with no database (no --pg) has
+    // none to quiesce, so those steps are left out (said in the log) rather than failing the run.
+    // A step pinned to a plug-in is kept: the operator asked for it by name.
+    if (!vm.pg && wf.steps.some((s) => /^(un)?quiesce-database$/.test(s.action) && s.plugin === undefined)) {
+      log(`VM ${vm.name} has no database configured (--pg): skipping quiesce-database and unquiesce-database`);
+      wf = { ...wf, steps: wf.steps.filter((s) => !(/^(un)?quiesce-database$/.test(s.action) && s.plugin === undefined)) };
+    }
+    return wf;
+  }
+
+  private async ensureShare(share: string): Promise<void> {
+    try {
+      await this.ns.shares.get(share);
+    } catch (err) {
+      if (!isVmvaultError(err, 'NOT_FOUND')) throw err;
+      await this.ns.shares.create(share);
+    }
+  }
+
+  private async backupNow(name: string, opts: { workflow?: string; full?: boolean }, p: BackupProgress): Promise<BackupRecord> {
+    const started = new Date();
+    const t0 = performance.now();
+    const log = (l: string) => {
+      p.log(l);
+      this.log(`backup ${name}: ${l}`);
+    };
+    p.phase('prepare');
+    const vm = this.vms.get(name);
+    const wf = await this.chooseWorkflow(vm, opts.workflow, log);
+    const engine = await this.getEngine();
+    await this.ensureShare(vm.share);
+    const state = await this.records.read(name);
+    const snaps = await this.snapshotNames(vm.share);
+    const point = uniquePointName(pointName(this.opts.now?.() ?? started), snaps);
+    const checkpoint = checkpointName(point);
+
+    let previous: PreviousPoint | undefined;
+    const prevCk = state.checkpoint;
+    if (opts.full) log('full backup asked for');
+    else if (!prevCk) log('no previous checkpoint: full backup');
+    else if (!snaps.has(prevCk.point)) log(`the previous point ${prevCk.point} was deleted: full backup`);
+    else {
+      const rec = state.records.find((r) => r.point === prevCk.point);
+      if (rec) previous = { point: rec.point, disks: new Map(rec.disks.map((d) => [d.device, d.sizeBytes])) };
+      else log(`no record of the previous point ${prevCk.point}: full backup`);
+    }
+
+    const qmp = await QmpClient.connect(vm.qmp, { timeoutMs: this.opts.qmpTimeoutMs });
+    const scratchDir = path.join(this.opts.dataDir, 'scratch', name);
+    try {
+      const desc = await describeVm(qmp);
+      if (desc.disks.length === 0) throw vmError('INVALID_ARGUMENT', `VM ${name} has no disks to back up`);
+      await fs.rm(scratchDir, { recursive: true, force: true });
+      await fs.mkdir(scratchDir, { recursive: true });
+      const fleece = await Fleece.prepare(qmp, desc.disks, {
+        scratchDir,
+        checkpoint,
+        previousCheckpoint: previous ? prevCk!.name : undefined,
+        log,
+      });
+      let snapshotMade = false;
+      try {
+        const copy = new BackupCopy({
+          ns: this.ns,
+          share: vm.share,
+          fleece,
+          socketPath: socketPathIn(scratchDir),
+          previous,
+          progress: { total: (n, u) => p.total(n, u), advance: (n) => p.advance(n) },
+          inFlight: this.opts.inFlight,
+        });
+        const target: WorkflowTarget = { vm: name, qmp: vm.qmp, ...(vm.qga ? { qga: vm.qga } : {}), ...(vm.pg ? { pg: vm.pg } : {}) };
+        p.phase('workflow');
+        const report = await engine.run(wf, target, {
+          signal: p.signal,
+          state: new Map<string, unknown>([
+            [FLEECE_KEY, fleece],
+            [COPY_JOB_KEY, copy],
+          ]),
+        });
+        if (!copy.done) throw vmError('INVALID_ARGUMENT', `workflow '${wf.name}' finished without copying`);
+        if (p.signal.aborted) throw vmError('CANCELLED', 'the backup was cancelled');
+
+        p.phase('finish');
+        await this.writeVmJson(vm.share, desc, point);
+        await this.ns.snapshots.create(vm.share, point);
+        snapshotMade = true;
+        const kind = copy.disks.every((d) => d.kind === 'incremental') ? 'incremental' : 'full';
+        const record: BackupRecord = {
+          vm: name,
+          point,
+          kind,
+          startedAt: started.toISOString(),
+          durationMs: Math.round(performance.now() - t0),
+          bytesRead: copy.bytesRead,
+          bytesWritten: copy.bytesWritten,
+          freezeMs: freezeOf(report),
+          disks: copy.disks,
+          workflow: wf.name,
+        };
+        await this.records.write({ ...state, checkpoint: { name: checkpoint, point }, records: [...state.records, record] });
+        try {
+          await fleece.commit();
+        } catch (err) {
+          log(`dropping the previous checkpoint failed (the point ${point} stands): ${(err as Error).message}`);
+        }
+        // A full backup while an older checkpoint exists (--full, its point deleted): that bitmap
+        // would record every write forever; nothing will ever read it.
+        if (prevCk && !previous) await dropBitmap(qmp, desc.disks, prevCk.name, log);
+        log(`restore point ${point}: ${kind}, read ${record.bytesRead} bytes, ${record.durationMs} ms`);
+        return record;
+      } catch (err) {
+        log(`backup failed: ${(err as Error).message}`);
+        if (snapshotMade) await this.ns.snapshots.remove(vm.share, point).catch((e) => log(`removing the unfinished point ${point} failed: ${(e as Error).message}`));
+        await fleece.abort().catch((e) => log(`rolling back the checkpoint failed: ${(e as Error).message}`));
+        throw err;
+      } finally {
+        await fleece.release().catch((e) => log(`releasing the fleecing nodes failed: ${(e as Error).message}`));
+      }
+    } finally {
+      await qmp.close().catch(() => {});
+      await fs.rm(scratchDir, { recursive: true, force: true }).catch(() => {});
+    }
+  }
+
+  private async writeVmJson(share: string, desc: VmDescription, point: string): Promise<void> {
+    const file = `/${share}/vm.json`;
+    const body = Buffer.from(JSON.stringify({ version: VM_JSON_VERSION, point, ...desc }, null, 2) + '\n');
+    try {
+      await this.ns.fs.unlink(file);
+    } catch (err) {
+      if (!isVmvaultError(err, 'NOT_FOUND')) throw err;
+    }
+    const fh = await this.ns.fs.create(file, 0o644);
+    try {
+      await this.ns.write(fh, 0, body);
+    } finally {
+      await this.ns.fs.release(fh);
+    }
+  }
+
+  async restore(name: string, opts: { point?: string; to: string; format?: 'raw' | 'qcow2' }, p: BackupProgress): Promise<{ point: string; files: string[] }> {
+    const vm = this.vms.get(name);
+    const format = opts.format ?? 'raw';
+    if (format !== 'raw' && format !== 'qcow2') throw vmError('INVALID_ARGUMENT', `format must be raw or qcow2, not ${String(format)}`);
+    if (typeof opts.to !== 'string' || opts.to === '') throw vmError('INVALID_ARGUMENT', 'restore needs a target directory (--to DIR)');
+    const points = await this.listBackups(name);
+    if (points.length === 0) throw vmError('NOT_FOUND', `VM ${name} has no restore point`);
+    const rec = opts.point === undefined ? points.at(-1)! : points.find((r) => r.point === opts.point);
+    if (!rec) throw vmError('NOT_FOUND', `VM ${name} has no restore point ${opts.point} (latest: ${points.at(-1)!.point})`);
+    p.phase('restore');
+    p.total(rec.disks.reduce((n, d) => n + d.sizeBytes, 0), 'bytes');
+    const files = await restorePoint(this.ns, vm.share, rec.point, rec.disks.map((d) => d.device), path.resolve(opts.to), {
+      format,
+      signal: p.signal,
+      advance: (n) => p.advance(n),
+    });
+    p.log(`restored ${rec.point} of ${name}: ${files.join(', ')}`);
+    return { point: rec.point, files };
+  }
+}
+
+/** Removes a checkpoint bitmap from every disk that has it (best effort, logged). */
+async function dropBitmap(qmp: QmpClient, disks: VmDisk[], name: string, log: (l: string) => void): Promise<void> {
+  for (const d of disks) {
+    try {
+      await qmp.execute('block-dirty-bitmap-remove', { node: d.node, name });
+      log(`${d.device}: dropped the unused checkpoint ${name}`);
+    } catch (err) {
+      if (!/not found|Dirty bitmap '.*' not found/i.test((err as Error).message)) log(`${d.device}: could not drop the old checkpoint ${name}: ${(err as Error).message}`);
+    }
+  }
+}
+
+/** The guest's freeze window from the engine's report (null when the workflow froze nothing). */
+function freezeOf(report: unknown): number | null {
+  const v = (report as { freezeMs?: unknown } | undefined)?.freezeMs;
+  return typeof v === 'number' ? v : null;
+}

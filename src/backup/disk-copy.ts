@@ -1,0 +1,179 @@
+// Copies one disk from a block-status-capable source (the NBD export of a fleecing node) into a
+// share's sparse raw file through the namespace, never through the mount.
+//
+// What is read: a full copy reads every extent base:allocation does not report as zero; an
+// incremental reads only the extents the dirty bitmap marks (and, of those, only the ones that
+// are not zero). Zeros cost nothing: on a full copy the file starts empty at the disk's size, so
+// zero extents and all-zero chunks are simply not written; on an incremental a dirty extent that
+// became zero must overwrite the old bytes, so zeros are written (the store keeps an all-zero
+// segment for free). Memory is bounded by `inFlight` x `chunkBytes` plus the namespace's own
+// write buffer, which applies back-pressure: a disk is streamed, never held.
+
+import { vmError } from '../errors.js';
+import type { Namespace } from '../namespace/namespace.js';
+
+/** NBD_STATE_* bits of base:allocation. */
+export const STATE_HOLE = 1;
+export const STATE_ZERO = 2;
+/** The dirty-bitmap context's one bit. */
+export const STATE_DIRTY = 1;
+export const BASE_ALLOCATION = 'base:allocation';
+
+/** What the copy needs of an NBD client (src/plugins/qemu/nbd-client.ts's NbdClient has it). */
+export interface ExtentSource {
+  readonly size: number;
+  read(offset: number, length: number): Promise<Buffer>;
+  blockStatus(offset: number, length: number, context: string): Promise<Array<{ offset: number; length: number; flags: number }>>;
+}
+
+export interface CopyOptions {
+  /** `qemu:dirty-bitmap:NAME`: copy only what it marks dirty (the file must hold the previous point). */
+  dirtyContext?: string;
+  signal?: AbortSignal;
+  /** Called with each count of bytes read from the source. */
+  advance?: (n: number) => void;
+  /** Reads in flight at once. Default 8. */
+  inFlight?: number;
+  /** Largest single read. Default 1 MiB. */
+  chunkBytes?: number;
+}
+
+export interface CopyResult {
+  /** Bytes read from the source (what NBD carried). */
+  bytesRead: number;
+  /** Bytes handed to the namespace (zeros of an incremental included). */
+  bytesWritten: number;
+  /** Bytes of the disk the dirty bitmap marked (incremental) or the whole size (full). */
+  bytesConsidered: number;
+}
+
+/** A block-status answer is at most this long per request (NBD lengths are 32-bit). */
+const STATUS_WINDOW = 1 << 30;
+
+interface Range {
+  offset: number;
+  length: number;
+}
+
+/** Walks `context` over [offset, offset+length) and yields each extent, clipped, in order. */
+export async function* extents(src: ExtentSource, context: string, offset: number, length: number): AsyncGenerator<Range & { flags: number }> {
+  const end = offset + length;
+  let at = offset;
+  while (at < end) {
+    const want = Math.min(end - at, STATUS_WINDOW);
+    const got = await src.blockStatus(at, want, context);
+    if (got.length === 0) throw vmError('IO', `NBD block status for ${context} at ${at} returned no extent`);
+    const before = at;
+    for (const e of got) {
+      const from = Math.max(e.offset, at);
+      const to = Math.min(e.offset + e.length, end);
+      if (to <= from) continue;
+      if (from !== at) throw vmError('IO', `NBD block status for ${context} skipped from ${at} to ${from}`);
+      yield { offset: from, length: to - from, flags: e.flags };
+      at = to;
+    }
+    if (at === before) throw vmError('IO', `NBD block status for ${context} at ${at} made no progress`);
+  }
+}
+
+function isZero(buf: Buffer): boolean {
+  // Compare 8 bytes at a time through a BigUint64Array view when aligned; else byte by byte.
+  const n = buf.length;
+  let i = 0;
+  if (buf.byteOffset % 8 === 0) {
+    const words = new BigUint64Array(buf.buffer, buf.byteOffset, n >>> 3);
+    for (const w of words) if (w !== 0n) return false;
+    i = words.length * 8;
+  }
+  for (; i < n; i++) if (buf[i] !== 0) return false;
+  return true;
+}
+
+const ZEROS = Buffer.alloc(1 << 20);
+
+/**
+ * Copies `src` into the open namespace file `fh` (already sized to `src.size`; for a full copy
+ * freshly emptied). Returns the byte counts. Throws CANCELLED when `signal` aborts.
+ */
+export async function copyDisk(ns: Namespace, fh: number, src: ExtentSource, opts: CopyOptions = {}): Promise<CopyResult> {
+  const inFlight = opts.inFlight ?? 8;
+  const chunk = opts.chunkBytes ?? 1 << 20;
+  const incremental = opts.dirtyContext !== undefined;
+  const result: CopyResult = { bytesRead: 0, bytesWritten: 0, bytesConsidered: 0 };
+  const running = new Set<Promise<void>>();
+  let failure: unknown;
+
+  const checkAbort = () => {
+    if (failure !== undefined) throw failure;
+    if (opts.signal?.aborted) throw vmError('CANCELLED', 'the backup was cancelled while copying');
+  };
+
+  const launch = async (task: () => Promise<void>) => {
+    while (running.size >= inFlight) await Promise.race(running);
+    checkAbort();
+    const p: Promise<void> = task()
+      .catch((err) => {
+        if (failure === undefined) failure = err;
+      })
+      .finally(() => running.delete(p));
+    running.add(p);
+  };
+
+  const copyData = async (r: Range) => {
+    for (let at = r.offset; at < r.offset + r.length; at += chunk) {
+      const len = Math.min(chunk, r.offset + r.length - at);
+      await launch(async () => {
+        const buf = await src.read(at, len);
+        if (buf.length !== len) throw vmError('IO', `NBD read at ${at} returned ${buf.length} bytes, not ${len}`);
+        result.bytesRead += len;
+        opts.advance?.(len);
+        if (!incremental && isZero(buf)) return;
+        await ns.write(fh, at, buf);
+        result.bytesWritten += len;
+      });
+    }
+  };
+
+  const writeZeros = async (r: Range) => {
+    for (let at = r.offset; at < r.offset + r.length; at += ZEROS.length) {
+      checkAbort();
+      const len = Math.min(ZEROS.length, r.offset + r.length - at);
+      await ns.write(fh, at, ZEROS.subarray(0, len));
+      result.bytesWritten += len;
+    }
+  };
+
+  /** Copies [r): zero extents skipped (full) or written as zeros (incremental), data read. */
+  const copyRange = async (r: Range) => {
+    for await (const e of extents(src, BASE_ALLOCATION, r.offset, r.length)) {
+      checkAbort();
+      if (e.flags & STATE_ZERO) {
+        if (incremental) await writeZeros(e);
+      } else {
+        await copyData(e);
+      }
+    }
+  };
+
+  try {
+    if (opts.dirtyContext !== undefined) {
+      for await (const e of extents(src, opts.dirtyContext, 0, src.size)) {
+        checkAbort();
+        if (!(e.flags & STATE_DIRTY)) continue;
+        result.bytesConsidered += e.length;
+        await copyRange(e);
+      }
+    } else {
+      result.bytesConsidered = src.size;
+      await copyRange({ offset: 0, length: src.size });
+    }
+    await Promise.all(running);
+    checkAbort();
+  } finally {
+    // Never leave reads running past the return (their writes would land after a release).
+    await Promise.allSettled(running);
+  }
+  return result;
+}
+
+export { isZero };

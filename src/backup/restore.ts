@@ -1,0 +1,152 @@
+// Restore: every disk of a restore point, out of its snapshot through the namespace (never the
+// mount), into a directory as a sparse raw file or a qcow2, plus vm.json.
+//
+// qcow2 is made by writing the sparse raw beside the target and `qemu-img convert`ing it: qemu-img
+// needs a file it can seek in, and writing raw is what we do anyway (see tools/PERFORMANCE.md for
+// the cost). Each file is written under a `.partial` name and renamed when complete, so a failed
+// or cancelled restore leaves nothing that looks like a disk.
+
+import { execFile } from 'node:child_process';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { fromSystemError, vmError } from '../errors.js';
+import type { Namespace } from '../namespace/namespace.js';
+import { isZero } from './disk-copy.js';
+
+const run = promisify(execFile);
+
+export interface RestoreOptions {
+  format: 'raw' | 'qcow2';
+  signal?: AbortSignal;
+  advance?: (n: number) => void;
+  /** Bytes per read. Default 4 MiB. */
+  chunkBytes?: number;
+  /** Reads in flight. Default 4. */
+  inFlight?: number;
+}
+
+/** Copies the namespace file `from` into the local file `to` (sparse: zero chunks not written). */
+export async function restoreFile(ns: Namespace, from: string, to: string, opts: Omit<RestoreOptions, 'format'>): Promise<number> {
+  const chunk = opts.chunkBytes ?? 4 << 20;
+  const inFlight = opts.inFlight ?? 4;
+  const size = (await ns.fs.getattr(from)).size;
+  const fh = await ns.fs.open(from, 0);
+  let out: fs.FileHandle | undefined;
+  try {
+    out = await fs.open(to, 'wx', 0o600);
+    await out.truncate(size);
+    let next = 0;
+    const worker = async () => {
+      for (;;) {
+        if (opts.signal?.aborted) throw vmError('CANCELLED', 'the restore was cancelled');
+        const at = next;
+        if (at >= size) return;
+        next += chunk;
+        const len = Math.min(chunk, size - at);
+        const buf = await ns.fs.read(fh, at, len);
+        if (buf.length !== len) throw vmError('IO', `${from}: read ${buf.length} bytes at ${at}, expected ${len}`);
+        await writeSparse(out!, buf, at);
+        opts.advance?.(len);
+      }
+    };
+    await Promise.all(Array.from({ length: inFlight }, worker));
+    await out.sync();
+    return size;
+  } catch (err) {
+    throw fromSystemError(err, `restoring ${from} to ${to}`);
+  } finally {
+    await out?.close();
+    await ns.fs.release(fh);
+  }
+}
+
+/**
+ * Writes `<dir>/<device>.raw|qcow2` for each disk and `<dir>/vm.json` out of
+ * `/<share>/.snapshots/<point>/`. Refuses to overwrite an existing file (ALREADY_EXISTS).
+ * Returns the files written, in order.
+ */
+export async function restorePoint(
+  ns: Namespace,
+  share: string,
+  point: string,
+  devices: string[],
+  dir: string,
+  opts: RestoreOptions,
+): Promise<string[]> {
+  const base = `/${share}/.snapshots/${point}`;
+  const targets = devices.map((d) => path.join(dir, `${d}.${opts.format}`));
+  const vmJson = path.join(dir, 'vm.json');
+  try {
+    await fs.mkdir(dir, { recursive: true });
+  } catch (err) {
+    throw fromSystemError(err, `creating ${dir}`);
+  }
+  for (const t of [...targets, vmJson]) {
+    if (await exists(t)) throw vmError('ALREADY_EXISTS', `${t} exists; restore into an empty directory or remove it`);
+  }
+  const partials: string[] = [];
+  const written: string[] = [];
+  try {
+    for (let i = 0; i < devices.length; i++) {
+      const raw = opts.format === 'raw' ? `${targets[i]}.partial` : path.join(dir, `.${devices[i]}.raw.partial`);
+      partials.push(raw);
+      await restoreFile(ns, `${base}/${devices[i]}.raw`, raw, opts);
+      if (opts.format === 'qcow2') {
+        const q = `${targets[i]}.partial`;
+        partials.push(q);
+        try {
+          await run('qemu-img', ['convert', '-q', '-f', 'raw', '-O', 'qcow2', raw, q]);
+        } catch (err) {
+          throw vmError('IO', `qemu-img convert of ${devices[i]} to qcow2 failed: ${(err as { stderr?: string }).stderr?.trim() || (err as Error).message}`);
+        }
+        await fs.rm(raw, { force: true });
+        await fs.rename(q, targets[i]);
+      } else {
+        await fs.rename(raw, targets[i]);
+      }
+      written.push(targets[i]);
+    }
+    const json = await ns.fs.open(`${base}/vm.json`, 0);
+    try {
+      const size = (await ns.fs.fgetattr(json)).size;
+      await fs.writeFile(`${vmJson}.partial`, await ns.fs.read(json, 0, size), { flag: 'wx', mode: 0o600 });
+    } finally {
+      await ns.fs.release(json);
+    }
+    partials.push(`${vmJson}.partial`);
+    await fs.rename(`${vmJson}.partial`, vmJson);
+    written.push(vmJson);
+    return written;
+  } catch (err) {
+    // Nothing half made stays: partial files and the disks already finished of this restore.
+    for (const p of [...partials, ...written]) await fs.rm(p, { force: true });
+    throw err;
+  }
+}
+
+/** Holes are kept at this granularity (qcow2's default cluster, the dirty bitmaps' too). */
+const SPARSE_BLOCK = 64 * 1024;
+
+/** Writes the non-zero runs of `buf` (in SPARSE_BLOCK steps) at `at`; zero runs stay holes. */
+async function writeSparse(out: fs.FileHandle, buf: Buffer, at: number): Promise<void> {
+  let run = -1;
+  for (let i = 0; i < buf.length; i += SPARSE_BLOCK) {
+    const zero = isZero(buf.subarray(i, Math.min(i + SPARSE_BLOCK, buf.length)));
+    if (!zero && run < 0) run = i;
+    if (zero && run >= 0) {
+      await out.write(buf, run, i - run, at + run);
+      run = -1;
+    }
+  }
+  if (run >= 0) await out.write(buf, run, buf.length - run, at + run);
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await fs.lstat(p);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,288 @@
+// The VMs the appliance protects: their names, where to reach QEMU (QMP), the guest agent and
+// PostgreSQL, the share their backups go to, and their default workflow. Every door that adds a
+// VM (HTTP, CLI through HTTP) comes through add(), which checks everything before anything is
+// written: a refused VM leaves no trace.
+//
+// Format (version 1), `<data>/vms.json`, written whole on every change (temporary file, fsync,
+// rename, fsync of the data directory), so a crash leaves the old file or the new one, never a
+// mix:
+//   { "format": "vmvault-vms", "version": 1,
+//     "vms": [ { "name": "web01", "share": "web01", "qmp": "unix:/run/qemu/web01.qmp",
+//                "qga": "unix:/run/qemu/web01.qga",            (optional)
+//                "pg": "postgres://backup@127.0.0.1:5432/postgres", (optional; may hold a password,
+//                                                               hence mode 0600)
+//                "workflow": "app-consistent",                 (optional)
+//                "createdAt": "2026-12-05T12:00:00.000Z" } ] }   sorted by name
+// A reader refuses a newer version (UNSUPPORTED_FORMAT) and a file it cannot parse
+// (CORRUPT_RECORD, naming the file): unlike the job history, this file is the operator's
+// configuration, so it is never moved aside or dropped. Adding a field is not a format change
+// (readers ignore fields they do not know); renaming or re-typing one is.
+
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { type VmvaultError, vmError } from '../errors.js';
+import { validateName } from '../namespace/names.js';
+
+export const VMS_FORMAT = 'vmvault-vms';
+export const VMS_VERSION = 1;
+export const VMS_FILE = 'vms.json';
+
+export interface VmConfig {
+  name: string;
+  /** Where the backups go: a share of that name holds vda.raw, vm.json and one snapshot per point. */
+  share: string;
+  /** QMP socket: `unix:/abs/path` or `tcp:host:port`. */
+  qmp: string;
+  /** Guest agent socket, same forms; without it no app-consistent backup (no fsfreeze). */
+  qga?: string;
+  /** PostgreSQL URL (postgres://user[:password]@host[:port]/db) for quiesce-database. */
+  pg?: string;
+  /** The workflow a backup runs when none is named. */
+  workflow?: string;
+  /** ISO 8601. */
+  createdAt: string;
+}
+
+/** What add() takes: the share defaults to the VM's name. */
+export type NewVm = Omit<VmConfig, 'createdAt' | 'share'> & { share?: string };
+
+/** Longest QMP/guest agent/PostgreSQL address accepted, in bytes. */
+export const MAX_ADDRESS_BYTES = 1024;
+/** sun_path holds 108 bytes with its NUL. */
+const MAX_UNIX_PATH_BYTES = 107;
+/** Workflow names as workflows.yaml spells them. */
+const WORKFLOW_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+const FIELDS = new Set(['name', 'share', 'qmp', 'qga', 'pg', 'workflow']);
+
+export class VmRegistry {
+  private readonly vms = new Map<string, VmConfig>();
+  /** Changes one at a time, in order (a FIFO chain: each waits for the one before, failed or not). */
+  private tail: Promise<unknown> = Promise.resolve();
+
+  private constructor(readonly file: string) {}
+
+  /** Reads `<dataDir>/vms.json` (none yet: no VMs). */
+  static async open(dataDir: string): Promise<VmRegistry> {
+    const reg = new VmRegistry(path.join(dataDir, VMS_FILE));
+    for (const vm of await readFile(reg.file)) reg.vms.set(vm.name, vm);
+    return reg;
+  }
+
+  /** Sorted by name. */
+  list(): VmConfig[] {
+    return [...this.vms.values()].sort(byName).map((v) => ({ ...v }));
+  }
+
+  /** NOT_FOUND naming the VM. */
+  get(name: string): VmConfig {
+    checkVmName(name);
+    const vm = this.vms.get(name);
+    if (vm === undefined) throw vmError('NOT_FOUND', `no VM ${JSON.stringify(name)} (vmvault vm list shows them; vmvault vm add registers one)`, { vm: name });
+    return { ...vm };
+  }
+
+  /**
+   * Checks every field (INVALID_ARGUMENT or NAME_TOO_LONG saying which and why), refuses a name
+   * or a share already taken (CONFLICT), then writes the file; durable when it resolves.
+   */
+  async add(input: NewVm): Promise<VmConfig> {
+    const vm = checkNewVm(input);
+    return this.serial(async () => {
+      if (this.vms.has(vm.name)) throw vmError('CONFLICT', `a VM named ${JSON.stringify(vm.name)} is already registered (vmvault vm remove ${vm.name} first to change it)`, { vm: vm.name });
+      for (const other of this.vms.values()) {
+        if (other.share === vm.share) {
+          throw vmError('CONFLICT', `share ${JSON.stringify(vm.share)} already holds the backups of VM ${JSON.stringify(other.name)}; give this VM another share (--share)`, { vm: other.name });
+        }
+      }
+      const next = new Map(this.vms).set(vm.name, vm);
+      await writeFile(this.file, next);
+      this.vms.set(vm.name, vm);
+      return { ...vm };
+    });
+  }
+
+  /** Forgets the VM (its share and restore points stay); NOT_FOUND if it is not registered. */
+  remove(name: string): Promise<void> {
+    return this.serial(async () => {
+      this.get(name);
+      const next = new Map(this.vms);
+      next.delete(name);
+      await writeFile(this.file, next);
+      this.vms.delete(name);
+    });
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const result = this.tail.then(fn, fn);
+    this.tail = result.catch(() => undefined);
+    return result;
+  }
+}
+
+/** The checks add() makes, exported for callers that want them before doing anything else. */
+export function checkNewVm(input: NewVm): VmConfig {
+  if (input === null || typeof input !== 'object' || Array.isArray(input)) throw vmError('INVALID_ARGUMENT', 'a VM is an object with name and qmp');
+  for (const k of Object.keys(input)) {
+    if (!FIELDS.has(k)) throw vmError('INVALID_ARGUMENT', `unknown VM field ${JSON.stringify(k)} (known: ${[...FIELDS].join(', ')})`);
+  }
+  checkVmName(input.name);
+  const share = input.share ?? input.name;
+  validateName('share', share);
+  const vm: VmConfig = { name: input.name, share, qmp: checkSocketAddress('qmp', input.qmp), createdAt: new Date().toISOString() };
+  if (input.qga !== undefined) vm.qga = checkSocketAddress('qga', input.qga);
+  if (input.pg !== undefined) vm.pg = checkPostgresUrl(input.pg);
+  if (input.workflow !== undefined) vm.workflow = checkWorkflowName(input.workflow);
+  return vm;
+}
+
+/** A VM's name follows the share name rules (it is its share's default name); messages say "VM name". */
+export function checkVmName(name: unknown): asserts name is string {
+  try {
+    validateName('share', name);
+  } catch (err) {
+    const e = err as VmvaultError;
+    throw vmError(e.code, e.message.replace(/^share name/, 'VM name'), { ...e.details, rule: 'VM names follow the share name rules' });
+  }
+}
+
+/** `unix:/abs/path` or `tcp:host:port` (host a name, an IPv4 address or [IPv6]). */
+export function checkSocketAddress(what: string, address: unknown): string {
+  const forms = `expected unix:/absolute/path or tcp:host:port, e.g. unix:/run/qemu/web01.${what}`;
+  if (typeof address !== 'string' || address.length === 0) throw vmError('INVALID_ARGUMENT', `${what} address is missing; ${forms}`);
+  if (Buffer.byteLength(address) > MAX_ADDRESS_BYTES) throw vmError('NAME_TOO_LONG', `${what} address is longer than ${MAX_ADDRESS_BYTES} bytes`);
+  if (/[\u0000-\u001f\u007f]/.test(address)) throw vmError('INVALID_ARGUMENT', `${what} address contains a NUL or control character`);
+  const shown = JSON.stringify(address.length > 80 ? `${address.slice(0, 80)}...` : address);
+  if (address.startsWith('unix:')) {
+    const p = address.slice(5);
+    if (!p.startsWith('/')) throw vmError('INVALID_ARGUMENT', `${what} address ${shown}: the socket path must be absolute; ${forms}`);
+    if (p.split('/').some((c) => c === '..' || c === '.')) throw vmError('INVALID_ARGUMENT', `${what} address ${shown}: the socket path must not contain '.' or '..' components`);
+    if (Buffer.byteLength(p) > MAX_UNIX_PATH_BYTES) {
+      throw vmError('INVALID_ARGUMENT', `${what} address ${shown}: a UNIX socket path is at most ${MAX_UNIX_PATH_BYTES} bytes (the kernel's limit)`);
+    }
+    return address;
+  }
+  if (address.startsWith('tcp:')) {
+    const m = /^tcp:(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(address);
+    if (m === null) throw vmError('INVALID_ARGUMENT', `${what} address ${shown}: ${forms} (an IPv6 host goes in brackets: tcp:[::1]:4444)`);
+    const host = m[1] ?? m[2];
+    const port = Number(m[3]);
+    if (m[2] !== undefined && !IPV4.test(host) && (!HOSTNAME.test(host) || /^[\d.]+$/.test(host))) {
+      throw vmError('INVALID_ARGUMENT', `${what} address ${shown}: ${JSON.stringify(host)} is not a host name or IP address`);
+    }
+    if (m[1] !== undefined && !m[1].includes(':')) throw vmError('INVALID_ARGUMENT', `${what} address ${shown}: brackets are for IPv6 addresses`);
+    if (port < 1 || port > 65535) throw vmError('INVALID_ARGUMENT', `${what} address ${shown}: port ${port} is not between 1 and 65535`);
+    return address;
+  }
+  throw vmError('INVALID_ARGUMENT', `${what} address ${shown}: ${forms}`);
+}
+
+/** postgres:// or postgresql:// URLs, as libpq and the pg client read them. */
+export function checkPostgresUrl(url: unknown): string {
+  const forms = 'expected postgres://user@host[:port]/database, e.g. postgres://backup@127.0.0.1:5432/postgres';
+  if (typeof url !== 'string' || url.length === 0) throw vmError('INVALID_ARGUMENT', `pg URL is missing; ${forms}`);
+  if (Buffer.byteLength(url) > MAX_ADDRESS_BYTES) throw vmError('NAME_TOO_LONG', `pg URL is longer than ${MAX_ADDRESS_BYTES} bytes`);
+  if (/[\u0000-\u001f\u007f]/.test(url)) throw vmError('INVALID_ARGUMENT', 'pg URL contains a NUL or control character');
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw vmError('INVALID_ARGUMENT', `pg URL ${JSON.stringify(redactUrl(url))} does not parse as a URL; ${forms}`);
+  }
+  if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
+    throw vmError('INVALID_ARGUMENT', `pg URL ${JSON.stringify(redactUrl(url))} has scheme ${parsed.protocol.replace(/:$/, '')}; ${forms}`);
+  }
+  if (parsed.hostname === '' && !parsed.searchParams.has('host')) {
+    throw vmError('INVALID_ARGUMENT', `pg URL ${JSON.stringify(redactUrl(url))} names no host; ${forms}`);
+  }
+  return url;
+}
+
+export function checkWorkflowName(name: unknown): string {
+  if (typeof name !== 'string' || !WORKFLOW_NAME.test(name)) {
+    throw vmError('INVALID_ARGUMENT', `workflow name ${JSON.stringify(String(name).slice(0, 80))} is not valid: 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit`);
+  }
+  return name;
+}
+
+/** The URL with its password replaced by "***": what any view or message may show. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password === '') return url;
+    u.password = '***';
+    return u.toString();
+  } catch {
+    // Not a URL: hide whatever sits between "://user:" and "@".
+    return url.replace(/(\/\/[^/:@]*:)[^@/]*@/, '$1***@');
+  }
+}
+
+async function readFile(file: string): Promise<VmConfig[]> {
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw vmError('IO', `reading the VM registry ${file}: ${(err as Error).message}`, undefined, err);
+  }
+  let doc: { format?: unknown; version?: unknown; vms?: unknown };
+  try {
+    doc = JSON.parse(text) as typeof doc;
+  } catch (err) {
+    throw vmError('CORRUPT_RECORD', `the VM registry ${file} is not valid JSON (${(err as Error).message}); fix or restore it by hand, it is the list of protected VMs`);
+  }
+  if (doc === null || typeof doc !== 'object' || doc.format !== VMS_FORMAT || typeof doc.version !== 'number' || !Array.isArray(doc.vms)) {
+    throw vmError('CORRUPT_RECORD', `the VM registry ${file} is not a ${VMS_FORMAT} file`);
+  }
+  if (doc.version > VMS_VERSION) {
+    throw vmError('UNSUPPORTED_FORMAT', `the VM registry ${file} has format version ${doc.version}; this vmvault reads up to ${VMS_VERSION}`);
+  }
+  const out: VmConfig[] = [];
+  for (const [i, raw] of (doc.vms as unknown[]).entries()) {
+    try {
+      const r = raw as Record<string, unknown>;
+      const { createdAt, ...rest } = r;
+      const known = Object.fromEntries(Object.entries(rest).filter(([k]) => FIELDS.has(k))) as unknown as NewVm;
+      const vm = checkNewVm(known);
+      if (typeof createdAt !== 'string') throw vmError('INVALID_ARGUMENT', 'createdAt is missing');
+      vm.createdAt = createdAt;
+      out.push(vm);
+    } catch (err) {
+      throw vmError('CORRUPT_RECORD', `the VM registry ${file}: entry ${i}: ${(err as Error).message}`);
+    }
+  }
+  return out;
+}
+
+async function writeFile(file: string, vms: Map<string, VmConfig>): Promise<void> {
+  const dir = path.dirname(file);
+  const tmp = path.join(dir, `.${path.basename(file)}.tmp`);
+  const sorted = [...vms.values()].sort(byName);
+  try {
+    const h = await fs.open(tmp, 'w', 0o600);
+    try {
+      await h.writeFile(`${JSON.stringify({ format: VMS_FORMAT, version: VMS_VERSION, vms: sorted }, null, 2)}\n`);
+      await h.sync();
+    } finally {
+      await h.close();
+    }
+    await fs.rename(tmp, file);
+    const d = await fs.open(dir, 'r');
+    try {
+      await d.sync();
+    } finally {
+      await d.close();
+    }
+  } catch (err) {
+    await fs.rm(tmp, { force: true }).catch(() => {});
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'ENOSPC' || e.code === 'EDQUOT') throw vmError('NO_SPACE', `writing the VM registry ${file}: the data disk is full`, undefined, err);
+    throw vmError('IO', `writing the VM registry ${file}: ${e.message}`, undefined, err);
+  }
+}
+
+function byName(a: VmConfig, b: VmConfig): number {
+  return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+}
