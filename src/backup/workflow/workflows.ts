@@ -111,7 +111,8 @@ export function parseWorkflows(text: string, file: string, opts: LoadOptions = {
 
   for (const e of doc.errors) {
     const pos = e.linePos?.[0] ?? { line: 1, col: 1 };
-    problems.push({ line: pos.line, col: pos.col, message: `not valid YAML: ${e.message.split('\n')[0]}` });
+    const what = e.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '');
+    problems.push({ line: pos.line, col: pos.col, message: `not valid YAML: ${what}` });
   }
   if (problems.length > 0) fail();
 
@@ -239,8 +240,9 @@ function parseStep(wf: string, item: Node, known: Set<string>, at: At): Workflow
     return null;
   }
   const action = actionNode.value;
-  if (!known.has(action) && !QUIESCE_PAIR.test(action)) {
-    const near = nearest(action, known);
+  // quiesce-X/unquiesce-X of any X are accepted (a script's own pair), unless X is a typo of a known one.
+  const near = known.has(action) ? null : nearest(action, known, QUIESCE_PAIR.test(action) ? 1 : undefined);
+  if (!known.has(action) && (!QUIESCE_PAIR.test(action) || near !== null)) {
     at(actionNode, `workflow '${wf}': unknown action '${action}'${near ? `; did you mean '${near}'?` : ''} (known: ${[...known].join(', ')})`);
     return null;
   }
@@ -264,14 +266,14 @@ function checkPairs(wf: string, steps: Array<WorkflowStep & { node: Node }>, at:
   }
 }
 
-function nearest(word: string, candidates: Iterable<string>): string | null {
+function nearest(word: string, candidates: Iterable<string>, maxDistance = Math.max(2, Math.floor(word.length / 4))): string | null {
   let best: string | null = null;
   let bestD = Infinity;
   for (const c of candidates) {
     const d = distance(word, c);
     if (d < bestD) { bestD = d; best = c; }
   }
-  return bestD <= Math.max(2, Math.floor(word.length / 4)) ? best : null;
+  return bestD <= maxDistance ? best : null;
 }
 
 function distance(a: string, b: string): number {
