@@ -44,6 +44,7 @@ workflows:
   t.equal(m.get('vm-only')!.source, `${file}:4`);
   t.equal(m.get('crash-consistent')!.description, 'snapshot only, copy elsewhere');
   t.equal(m.get('app-consistent')!.source, 'built-in');
+  t.same(m.get('app-consistent')!.steps.filter((s) => s.optional).map((s) => s.action), ['quiesce-database', 'unquiesce-database'], 'the database steps of the default are optional');
 });
 
 // [what, text, expected line, pattern in the message]
@@ -61,6 +62,7 @@ const BAD: Array<[string, string, number, RegExp]> = [
   ['unquiesce before quiesce', 'workflows:\n  n:\n    - unquiesce-vm\n    - quiesce-vm\n    - snapshot\n', 3, /'unquiesce-vm' without an earlier 'quiesce-vm'/],
   ['quiesce twice', 'workflows:\n  n:\n    - quiesce-vm\n    - quiesce-vm\n    - unquiesce-vm\n', 4, /'quiesce-vm' again before its 'unquiesce-vm'/],
   ['unknown step key', 'workflows:\n  n:\n    - action: snapshot\n      timeout: 5s\n', 4, /unknown key 'timeout' in a step/],
+  ['optional not a boolean', 'workflows:\n  n:\n    - action: snapshot\n      optional: yes please\n', 4, /'optional' must be true or false/],
   ['timeout of wrong type', 'workflows:\n  n:\n    - action: snapshot\n      timeoutMs: "5s"\n', 4, /'timeoutMs' must be a whole number of milliseconds/],
   ['step without action', 'workflows:\n  n:\n    - plugin: qemu\n', 3, /a step without 'action'/],
   ['step of wrong type', 'workflows:\n  n:\n    - 42\n', 3, /a step must be an action name/],

@@ -27,7 +27,7 @@ export const DEFAULT_ACTION_TIMEOUT_MS = 60_000;
 /** How long an abandoned action may take to settle (its plug-in saw the abort) before undo starts. */
 const ABANDON_GRACE_MS = 1_000;
 
-export type Outcome = 'ok' | 'failed' | 'timeout' | 'cancelled' | 'freeze-timeout';
+export type Outcome = 'ok' | 'failed' | 'timeout' | 'cancelled' | 'freeze-timeout' | 'skipped';
 
 export interface ActionReport {
   /** Index of the step in the workflow; null for an undo the engine added. */
@@ -121,16 +121,42 @@ export class WorkflowEngine {
     };
 
     // 1. Resolve every step before anything runs.
-    let plan: Array<{ index: number; action: ActionName; plugin: Plugin; timeoutMs: number }>;
+    type Planned = { index: number; action: ActionName; plugin: Plugin; timeoutMs: number };
+    let plan: Planned[];
+    const skipped = new Map<number, string>();
     try {
       if (cancel.aborted) throw vmError('CANCELLED', `workflow '${workflow.name}' for VM '${target.vm}' was cancelled before it started`);
       for (const p of this.registry.list()) {
         if (p.prepare) await p.prepare(target, cancel);
       }
-      plan = workflow.steps.map((s, index) => {
-        const plugin = this.registry.find(s.action, target, s.plugin);
+      const all: Array<Planned | null> = workflow.steps.map((s, index) => {
+        let plugin: Plugin;
+        try {
+          plugin = this.registry.find(s.action, target, s.plugin);
+        } catch (err) {
+          // An optional step (the database of a VM that has none) is skipped, not an error.
+          if (s.optional && isVmvaultError(err, 'NOT_FOUND')) {
+            skipped.set(index, 'optional, and no plug-in performs it for this VM');
+            return null;
+          }
+          throw err;
+        }
         return { index, action: s.action, plugin, timeoutMs: s.timeoutMs ?? plugin.timeoutMs?.(s.action) ?? this.actionTimeoutMs };
       });
+      // A skipped quiesce skips its unquiesce; a quiesce whose unquiesce cannot run must not start.
+      for (const [i, st] of workflow.steps.entries()) {
+        const undo = undoOf(st.action);
+        if (undo === null) continue;
+        const j = workflow.steps.findIndex((x, k) => k > i && x.action === undo);
+        if (j < 0) continue;
+        if (all[i] === null && all[j] !== null) {
+          all[j] = null;
+          skipped.set(j, `its ${st.action} was skipped`);
+        } else if (all[i] !== null && all[j] === null) {
+          throw vmError('NOT_FOUND', `step ${i + 1} '${st.action}' can run but its '${undo}' (step ${j + 1}) has no plug-in for this VM; nothing would undo it`, { action: undo, vm: target.vm });
+        }
+      }
+      plan = all.filter((p): p is Planned => p !== null);
     } catch (err) {
       report.error = { code: codeOf(err), message: `workflow '${workflow.name}' for VM '${target.vm}' cannot start: ${messageOf(err)}` };
       say(report.error.message);
@@ -148,7 +174,16 @@ export class WorkflowEngine {
     say(`workflow ${workflow.name}: ${plan.map((p) => `${p.action}(${p.plugin.name})`).join(' -> ')}`);
 
     // 2. Run the steps in order.
+    const reportSkipped = (upTo: number): void => {
+      for (const [i, why] of [...skipped].filter(([k]) => k < upTo)) {
+        const action = workflow.steps[i].action;
+        report.actions.push({ step: i, action, plugin: '', phase: 'run', startedAt: new Date().toISOString(), durationMs: 0, outcome: 'skipped', error: why });
+        say(`${action}: skipped (${why})`);
+        skipped.delete(i);
+      }
+    };
     for (const step of plan) {
+      reportSkipped(step.index);
       if (cancel.aborted) {
         failure = { code: 'CANCELLED', message: `cancelled before step ${step.index + 1} '${step.action}'` };
         break;
@@ -229,6 +264,7 @@ export class WorkflowEngine {
       say(message);
       throw vmError(failure.code, message, { report }, failure.cause);
     }
+    reportSkipped(Infinity);
     report.ok = true;
     finish();
     say(`workflow ${workflow.name} done in ${report.durationMs} ms${report.freezeMs !== null ? `, guest frozen ${report.freezeMs} ms` : ''}`);

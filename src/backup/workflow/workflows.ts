@@ -6,8 +6,8 @@
 //   workflows:
 //     nightly:                  # a name: letters, digits, . _ -
 //       - quiesce-database      # a step: an action name ...
-//       - action: quiesce-vm    # ... or a map: action, plugin (pin one), timeoutMs
-//         timeoutMs: 5000
+//       - action: quiesce-vm    # ... or a map: action, plugin (pin one), timeoutMs, optional
+//         timeoutMs: 5000       # optional: true = skip when no plug-in performs it for the VM
 //       - snapshot
 //       - unquiesce-vm
 //       - unquiesce-database
@@ -31,6 +31,8 @@ export interface WorkflowStep {
   plugin?: string;
   /** This step's deadline; 0 = none. Unset: the plug-in's own, else the engine's default. */
   timeoutMs?: number;
+  /** Skipped (and logged) when no plug-in performs it for the VM, e.g. a VM without a database. */
+  optional?: boolean;
 }
 
 export interface Workflow {
@@ -55,7 +57,9 @@ const QUIESCE_PAIR = /^(un)?quiesce-[a-z][a-z0-9-]*$/;
 const WORKFLOW_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 export function defaultWorkflows(): Map<string, Workflow> {
-  const steps = (names: string[]): WorkflowStep[] => names.map((action) => ({ action }));
+  // The database steps are optional: a VM without a PostgreSQL URL is backed up with the
+  // guest freeze alone. The freeze is not: a VM without a guest agent is refused.
+  const steps = (names: string[]): WorkflowStep[] => names.map((action) => (action.endsWith('-database') ? { action, optional: true } : { action }));
   return new Map<string, Workflow>([
     ['app-consistent', {
       name: 'app-consistent',
@@ -226,8 +230,11 @@ function parseStep(wf: string, item: Node, known: Set<string>, at: At): Workflow
         if (!isScalar(v) || typeof v.value !== 'number' || !Number.isInteger(v.value) || v.value < 0) {
           at(v ?? (pair.key as Node), `workflow '${wf}': 'timeoutMs' must be a whole number of milliseconds (0 = no deadline)`);
         } else step.timeoutMs = v.value;
+      } else if (key === 'optional') {
+        if (!isScalar(v) || typeof v.value !== 'boolean') at(v ?? (pair.key as Node), `workflow '${wf}': 'optional' must be true or false`);
+        else if (v.value) step.optional = true;
       } else {
-        at(pair.key as Node, `workflow '${wf}': unknown key '${key}' in a step; a step has 'action' and optionally 'plugin' and 'timeoutMs'`);
+        at(pair.key as Node, `workflow '${wf}': unknown key '${key}' in a step; a step has 'action' and optionally 'plugin', 'timeoutMs' and 'optional'`);
       }
     }
     if (actionNode === null) {
