@@ -12,6 +12,7 @@ import { PluginRegistry } from '../src/backup/workflow/registry.js';
 import { WorkflowEngine } from '../src/backup/workflow/engine.js';
 import { QuiesceJournal, JOURNAL_FILE } from '../src/backup/workflow/journal.js';
 import { loadPluginsFolder } from '../src/backup/workflow/executable-plugins.js';
+import { defaultWorkflows } from '../src/backup/workflow/workflows.js';
 import { isVmvaultError } from '../src/errors.js';
 
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'helpers', 'workflow-child.js');
@@ -108,4 +109,30 @@ t.test('a damaged or newer journal is refused with its file name', async (t) => 
     }
     t.equal(fs.readFileSync(file, 'utf8'), text, 'the file is left as it was');
   }
+});
+
+t.test('a journal that cannot be written: the quiesce is not sent, what was quiesced is undone', async (t) => {
+  const dir = tmpDir(t, 'vmvault-journal-');
+  const s = makeStandIns(dir, SPECS);
+  // The database stand-in breaks the journal while it quiesces: the next journal write (for
+  // quiesce-vm) fails. A directory where the journal's temporary file goes fails even for root.
+  const tmp = path.join(dir, `${JOURNAL_FILE}.tmp`);
+  const dbScript = path.join(s.pluginsDir, 'db');
+  fs.writeFileSync(dbScript, fs.readFileSync(dbScript, 'utf8').replace('A="$VMVAULT_ACTION"\n', `A="$VMVAULT_ACTION"\n[ "$A" = quiesce-database ] && mkdir '${tmp}'\n`));
+  const registry = new PluginRegistry();
+  for (const p of (await loadPluginsFolder(s.pluginsDir)).plugins) registry.register(p);
+  const journal = await QuiesceJournal.open(dir);
+  const log: string[] = [];
+  const engine = new WorkflowEngine(registry, { journal, log: (l) => log.push(l) });
+  const run = engine.run(defaultWorkflows().get('app-consistent')!, { vm: 'web01', qmp: 'unix:/x' }, {});
+  await t.rejects(run, { code: 'IO', message: /step 2 'quiesce-vm' not sent: the quiesce journal could not record it/ });
+  t.same(s.calls(), ['db:quiesce-database', 'db:unquiesce-database'], 'the VM was never frozen; the database was resumed');
+  t.match(log.join('\n'), /could not clear quiesce-database from the quiesce journal .*the next start repeats unquiesce-database/);
+  t.same(journal.list().map((e) => e.quiesce), ['quiesce-database'], 'memory matches the file: the entry that could not be cleared');
+  fs.rmdirSync(tmp);
+  const again = await QuiesceJournal.open(dir);
+  t.same(again.list().map((e) => e.quiesce), ['quiesce-database'], 'and the file says the same');
+  await new WorkflowEngine(registry, { journal: again }).recover();
+  t.same(s.calls().slice(2), ['db:unquiesce-database'], 'the next start repeats the (idempotent) undo');
+  t.same(again.list(), []);
 });

@@ -204,10 +204,17 @@ export class WorkflowEngine {
           failure = { code: codeOf(err), message: `step ${step.index + 1} '${step.action}': ${messageOf(err)}`, cause: err };
           break;
         }
-        const entry = await this.journal.add({
-          vm: target.vm, workflow: workflow.name, quiesce: step.action, undo: undoOf(step.action)!,
-          plugin: undo.plugin.name, target,
-        });
+        let entry: JournalEntry;
+        try {
+          entry = await this.journal.add({
+            vm: target.vm, workflow: workflow.name, quiesce: step.action, undo: undoOf(step.action)!,
+            plugin: undo.plugin.name, target,
+          });
+        } catch (err) {
+          // Never quiesce what a restart could not find out about (e.g. the data disk is full).
+          failure = { code: codeOf(err, 'IO'), message: `step ${step.index + 1} '${step.action}' not sent: the quiesce journal could not record it: ${messageOf(err)}`, cause: err };
+          break;
+        }
         opened = { quiesce: step.action, undo: undoOf(step.action)!, undoPlugin: undo.plugin, undoTimeoutMs: undo.timeoutMs, entry };
         // Undone whatever its outcome: a failed or abandoned freeze may have frozen something.
         open.push(opened);
@@ -233,7 +240,7 @@ export class WorkflowEngine {
         const i = findLastIndex(open, (o) => o.undo === step.action);
         if (i >= 0) {
           const [closed] = open.splice(i, 1);
-          await this.journal.remove(closed.entry.id);
+          await this.forget(closed.entry, say);
         }
       }
     }
@@ -246,7 +253,7 @@ export class WorkflowEngine {
         const r = await this.runOne(o.undoPlugin, o.undo, null, 'undo', o.undoTimeoutMs, target, state, report, say, []);
         if (r.outcome === 'ok') {
           open.splice(open.indexOf(o), 1);
-          await this.journal.remove(o.entry.id);
+          await this.forget(o.entry, say);
           if (o.undo === THAW_ACTION && freezeStart !== null) {
             report.freezeMs = Math.round(this.now() - freezeStart);
             freezeStart = null;
@@ -295,13 +302,25 @@ export class WorkflowEngine {
       const timeoutMs = plugin.timeoutMs?.(e.undo) ?? this.actionTimeoutMs;
       const r = await this.runOne(plugin, e.undo, null, 'undo', timeoutMs, e.target, new Map(), report, (l) => this.log(`[${e.vm}] ${l}`), []);
       if (r.outcome === 'ok') {
-        await this.journal.remove(e.id);
+        await this.forget(e, say);
         say(`recovered: ran ${what} in ${report.actions[0]?.durationMs ?? 0} ms`);
       } else {
         say(`FAILED ${what}: ${messageOf(r.error)}; left in the journal, retried at the next start`);
       }
     }
     return lines;
+  }
+
+  /**
+   * Clears a journal entry whose undo answered. A failure to write is logged, not thrown: the
+   * entry stays on disk and the next start repeats an idempotent unquiesce, which is harmless.
+   */
+  private async forget(entry: JournalEntry, say: (l: string) => void): Promise<void> {
+    try {
+      await this.journal.remove(entry.id);
+    } catch (err) {
+      say(`could not clear ${entry.quiesce} from the quiesce journal (${messageOf(err)}); the next start repeats ${entry.undo}`);
+    }
   }
 
   /** Runs one action with its deadline and abort sources; never throws. */
