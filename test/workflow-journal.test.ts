@@ -136,3 +136,25 @@ t.test('a journal that cannot be written: the quiesce is not sent, what was quie
   t.same(s.calls().slice(2), ['db:unquiesce-database'], 'the next start repeats the (idempotent) undo');
   t.same(again.list(), []);
 });
+
+t.test('recover() leaves alone what a running workflow of the same engine holds', async (t) => {
+  const dir = tmpDir(t, 'vmvault-journal-');
+  const s = makeStandIns(dir, SPECS);
+  t.teardown(() => killGroups(s.hangingGroups()));
+  s.mark('vm', 'hang', 'snapshot');
+  const registry = new PluginRegistry();
+  for (const p of (await loadPluginsFolder(s.pluginsDir)).plugins) registry.register(p);
+  const journal = await QuiesceJournal.open(dir);
+  const engine = new WorkflowEngine(registry, { journal, actionTimeoutMs: 60_000, freezeTimeoutMs: 60_000 });
+  const ac = new AbortController();
+  const run = engine.run(defaultWorkflows().get('app-consistent')!, { vm: 'web01', qmp: 'unix:/x' }, { signal: ac.signal });
+  run.catch(() => {});
+  while (!s.calls().includes('vm:snapshot')) await new Promise((r) => setTimeout(r, 20));
+  t.equal(journal.list().length, 2, 'two quiesces journaled');
+  t.same(await engine.recover(), [], 'nothing left over: the run holds them');
+  t.same(s.calls(), ['db:quiesce-database', 'vm:quiesce-vm', 'vm:snapshot'], 'no thaw behind the run\'s back');
+  ac.abort();
+  await t.rejects(run, { code: 'CANCELLED' });
+  t.same(s.calls().slice(3), ['vm:unquiesce-vm', 'db:unquiesce-database'], 'the run undid them itself');
+  t.same(journal.list(), []);
+});

@@ -82,6 +82,8 @@ export class WorkflowEngine {
   private readonly actionTimeoutMs: number;
   private readonly log: (line: string) => void;
   private readonly now: () => number;
+  /** Journal entries of quiesces that a run of this engine holds right now: recover() leaves them alone. */
+  private readonly held = new Set<string>();
 
   constructor(private readonly registry: PluginRegistry, opts: EngineOptions) {
     this.journal = opts.journal;
@@ -115,6 +117,8 @@ export class WorkflowEngine {
 
     const finish = (): WorkflowReport => {
       if (freezeTimer) clearTimeout(freezeTimer);
+      // What is still open now belongs to recover() (the journal keeps it).
+      for (const o of open) this.held.delete(o.entry.id);
       report.durationMs = Math.round(this.now() - t0);
       report.stillOpen = open.map((o) => o.quiesce);
       return report;
@@ -216,6 +220,7 @@ export class WorkflowEngine {
           break;
         }
         opened = { quiesce: step.action, undo: undoOf(step.action)!, undoPlugin: undo.plugin, undoTimeoutMs: undo.timeoutMs, entry };
+        this.held.add(entry.id);
         // Undone whatever its outcome: a failed or abandoned freeze may have frozen something.
         open.push(opened);
       }
@@ -286,7 +291,8 @@ export class WorkflowEngine {
   async recover(): Promise<string[]> {
     const lines: string[] = [];
     const say = (l: string): void => { lines.push(l); this.log(l); };
-    const entries = [...this.journal.list()].reverse();
+    // A quiesce a run of this engine is holding is not left over: it will be undone by that run.
+    const entries = [...this.journal.list()].reverse().filter((e) => !this.held.has(e.id));
     if (entries.length === 0) return lines;
     say(`quiesce journal: ${entries.length} quiesce(s) left open by a previous run; undoing them`);
     for (const e of entries) {
@@ -316,6 +322,7 @@ export class WorkflowEngine {
    * entry stays on disk and the next start repeats an idempotent unquiesce, which is harmless.
    */
   private async forget(entry: JournalEntry, say: (l: string) => void): Promise<void> {
+    this.held.delete(entry.id);
     try {
       await this.journal.remove(entry.id);
     } catch (err) {
