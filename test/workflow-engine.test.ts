@@ -106,6 +106,9 @@ for (const kind of ['fail', 'exit', 'hang'] as const) {
         for (const g of s.hangingGroups()) t.notOk(groupAlive(g), `hung script's process group ${g} was killed`);
       }
       if (f.stillOpen.length > 0) {
+        const why = kind === 'hang' ? 'no answer within 400 ms' : kind === 'exit' ? 'exited with code 3' : 'injected failure';
+        t.match(err.message, `STILL OPEN, retried at the next start: un${f.stillOpen[0]} (${f.plugin}): `);
+        t.match(err.message.split('STILL OPEN')[1], why, 'with why the undo failed');
         s.unmark(f.plugin, kind, f.action);
         const lines = await engine.recover();
         t.match(lines.join('\n'), `recovered: ran un${f.stillOpen[0]}`);

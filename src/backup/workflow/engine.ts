@@ -186,7 +186,7 @@ export class WorkflowEngine {
         skipped.delete(i);
       }
     };
-    for (const step of plan) {
+    for (const [pos, step] of plan.entries()) {
       reportSkipped(step.index);
       if (cancel.aborted) {
         failure = { code: 'CANCELLED', message: `cancelled before step ${step.index + 1} '${step.action}'` };
@@ -194,7 +194,7 @@ export class WorkflowEngine {
       }
       if (freeze.signal.aborted && step.action !== THAW_ACTION) {
         // The bound passed between two steps (e.g. while the journal was written).
-        const prev = plan[step.index - 1];
+        const prev = plan[pos - 1];
         failure = { code: 'TIMEOUT', message: `the guest freeze exceeded its bound of ${this.freezeTimeoutMs} ms before step ${step.index + 1} '${step.action}' could start (last step: '${prev?.action}', plug-in ${prev?.plugin.name}); the VM was thawed. Raise freezeTimeoutMs or shorten the frozen steps` };
         break;
       }
@@ -264,7 +264,7 @@ export class WorkflowEngine {
             freezeStart = null;
           }
         } else {
-          stillOpen.push(`${o.undo} (${o.undoPlugin.name}): ${messageOf(r.error)}`);
+          stillOpen.push(`${o.undo} (${o.undoPlugin.name}): ${report.actions[report.actions.length - 1].error}`);
         }
       }
       let message = `workflow '${workflow.name}' for VM '${target.vm}' failed: ${failure.message}`;
@@ -311,7 +311,7 @@ export class WorkflowEngine {
         await this.forget(e, say);
         say(`recovered: ran ${what} in ${report.actions[0]?.durationMs ?? 0} ms`);
       } else {
-        say(`FAILED ${what}: ${messageOf(r.error)}; left in the journal, retried at the next start`);
+        say(`FAILED ${what}: ${report.actions[report.actions.length - 1].error}; left in the journal, retried at the next start`);
       }
     }
     return lines;
