@@ -310,6 +310,31 @@ export class NodeOps {
     return this.fs.openResolved(pl, `${describeVol(pl.vol)}, inode ${pl.ino}`, flags);
   }
 
+  /**
+   * Gives the file open as `fhOut` (empty, open for writing) the whole content of the file open
+   * as `fhIn`, by reference: instant and free of space, in any share. False when it cannot be
+   * done that way (the target is not empty or has writes pending; the source changed meanwhile):
+   * the caller copies instead.
+   */
+  async cloneContent(fhIn: number, fhOut: number): Promise<boolean> {
+    const src = this.fs.handle(fhIn).file;
+    const out = this.fs.handle(fhOut);
+    if (!out.writable) throw vmError('INVALID_ARGUMENT', 'the target is not open for writing');
+    if (out.file === src || out.file.size !== 0) return false;
+    // The source's buffered bytes become part of its version first.
+    await src.commit(true);
+    if (src.hasChanges) return false;
+    if (!out.file.adopt(src.base)) return false;
+    await out.file.commit(false);
+    return true;
+  }
+
+  /** Returns once the directory's entries (and every change made before the call) are durable. */
+  async fsyncdir(node: NodeId): Promise<void> {
+    await this.opendir(node);
+    await this.ctx.store.sync();
+  }
+
   /** Checks that a node is a directory that can be listed. */
   async opendir(node: NodeId): Promise<void> {
     const pl = await this.place(node);
