@@ -24,6 +24,8 @@ import { buildServer } from './control/server.js';
 import { ensureToken } from './control/token.js';
 import { fromSystemError, isVmvaultError, vmError } from './errors.js';
 import { FuseMount } from './fuse/binding.js';
+import { LlMount } from './fuse/ll-mount.js';
+import type { Mount } from './fuse/mount.js';
 import { vmvaultHandlers } from './fuse/filesystem.js';
 import { MountWatch } from './fuse/mount-watch.js';
 import { Namespace } from './namespace/namespace.js';
@@ -45,22 +47,29 @@ export interface ApplianceConfig {
   allowOther?: boolean;
   /** How often the mount is checked for having vanished, ms. Default 1000. */
   mountCheckMs?: number;
+  /**
+   * Which FUSE binding serves the mount: 2, fuse-native on libfuse 2 (paths), or 3, the libfuse3
+   * low-level binding (node ids, 1 MiB writes, locks, NFS handles). Default 2, or the
+   * VMVAULT_FUSE environment variable (so test runs can choose).
+   */
+  fuse?: 2 | 3;
 }
 
 export const DEFAULTS: ApplianceConfig = { data: DEFAULT_DATA_DIR, mount: './vmvault-mnt', listen: DEFAULT_LISTEN };
 
 const USAGE = `usage: vmvault appliance [--data DIR] [--mount DIR] [--listen HOST:PORT] [--config FILE]
-                         [--allow-other | --no-allow-other]
+                         [--allow-other | --no-allow-other] [--fuse 2|3]
 
 Opens the store in DIR (default ${DEFAULTS.data}, created if missing), mounts it at the mount
 point (default ${DEFAULTS.mount}) and serves the control plane (default ${DEFAULTS.listen}).
 The mount is open to every local user as the files' owners and modes allow (--no-allow-other:
-only the user running the appliance).
+only the user running the appliance). --fuse 3 serves it with the libfuse3 low-level binding
+(default 2: fuse-native on libfuse 2, or the VMVAULT_FUSE environment variable).
 A config file is JSON with the same keys ({"data": ..., "mount": ..., "listen": ...,
 "allowOther": true}); options on the command line win over it. Ctrl-C or SIGTERM commits
 open files, unmounts and exits 0.`;
 
-const CONFIG_KEYS = ['data', 'mount', 'listen', 'dirtyLimitMiB', 'reserveMiB', 'allowOther', 'mountCheckMs'];
+const CONFIG_KEYS = ['data', 'mount', 'listen', 'dirtyLimitMiB', 'reserveMiB', 'allowOther', 'mountCheckMs', 'fuse'];
 const SIGNAL_GRACE_MS = 2000;
 
 function log(line: string): void {
@@ -77,6 +86,7 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
       config: { type: 'string' },
       'allow-other': { type: 'boolean' },
       'no-allow-other': { type: 'boolean' },
+      fuse: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -108,7 +118,9 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
     reserveMiB: fromFile.reserveMiB,
     allowOther: values['no-allow-other'] ? false : values['allow-other'] ? true : (fromFile.allowOther ?? true),
     mountCheckMs: fromFile.mountCheckMs,
+    fuse: (values.fuse !== undefined ? Number(values.fuse) : (fromFile.fuse ?? (process.env.VMVAULT_FUSE ? Number(process.env.VMVAULT_FUSE) : 2))) as 2 | 3,
   };
+  if (cfg.fuse !== 2 && cfg.fuse !== 3) throw vmError('INVALID_ARGUMENT', `fuse must be 2 (fuse-native, libfuse 2) or 3 (libfuse3 low-level), not ${JSON.stringify(values.fuse ?? fromFile.fuse ?? process.env.VMVAULT_FUSE)}`);
   if (values['allow-other'] && values['no-allow-other']) throw vmError('INVALID_ARGUMENT', '--allow-other and --no-allow-other contradict each other');
   if (typeof cfg.allowOther !== 'boolean') throw vmError('INVALID_ARGUMENT', 'allowOther must be true or false');
   if (cfg.mountCheckMs !== undefined && !(typeof cfg.mountCheckMs === 'number' && cfg.mountCheckMs >= 50)) throw vmError('INVALID_ARGUMENT', 'mountCheckMs must be a number of milliseconds, at least 50');
@@ -150,7 +162,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     for (const p of r.problems) log(`recovery: ${p}`);
   }
   let ns: Namespace | undefined;
-  let fuse: FuseMount | undefined;
+  let fuse: Mount | undefined;
   let watch: MountWatch | undefined;
   let server: Awaited<ReturnType<typeof buildServer>> | undefined;
   let jobs: JobRunner | undefined;
@@ -165,7 +177,10 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     if (token.created) log(`created the API token in ${token.file} (mode 0600)`);
     const allowOther = cfg.allowOther ?? true;
     // default_permissions: the kernel checks the namespace's owners and modes for every caller.
-    fuse = new FuseMount(mount, vmvaultHandlers(ns), { mkdir: true, log, allowOther, defaultPermissions: true });
+    fuse =
+      cfg.fuse === 3
+        ? new LlMount(mount, ns, { mkdir: true, log, allowOther })
+        : new FuseMount(mount, vmvaultHandlers(ns), { mkdir: true, log, allowOther, defaultPermissions: true });
     try {
       await fuse.mount();
     } catch (err) {
@@ -174,7 +189,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
       }
       throw err;
     }
-    log(`mounted at ${mount} (libfuse: ${FuseMount.libfuse()}${allowOther ? ', open to all local users as modes allow' : ', only for this user'})`);
+    log(`mounted at ${mount} (${cfg.fuse === 3 ? 'libfuse3 low-level' : `libfuse: ${FuseMount.libfuse()}`}${allowOther ? ', open to all local users as modes allow' : ', only for this user'})`);
     if (fuse.utimeOmitProblem) log(`note: ${fuse.utimeOmitProblem}`);
     watch = new MountWatch(fuse, { intervalMs: cfg.mountCheckMs, log, onFailed: (err) => fail(err) });
     watch.start();
