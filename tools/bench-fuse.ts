@@ -1,5 +1,5 @@
 // npm run bench:fuse [-- --quick] [-- IMAGE] [-- --dir=DIR] [-- --profile=DIR]
-//                    [-- --only=image|small] [-- --before=REPO]
+//                    [-- --only=image|small] [-- --before=REPO] [-- --fuse3]
 //   (node dist/tools/bench-fuse.js)
 // Prints one JSON line per figure: {"figure":..., "value":..., "unit":..., "vs_ceiling":...};
 // notes on the run (and, with --profile, where the appliance spent its CPU) go to stderr.
@@ -13,7 +13,8 @@
 // Then small files (bench/small-files.ts): create/stat/readdir/unlink of 10,000 files (--quick:
 // 2,000) against a names-only FUSE ceiling, and rsync -a /usr/share/doc into a share against a
 // plain directory. --before=REPO runs that part also on another built checkout (main before a
-// change). --only=image or --only=small runs one part.
+// change). --fuse3 runs it also on the libfuse3 binding (appliance --fuse 3). --only=image or
+// --only=small runs one part.
 
 import fs from 'node:fs';
 import os from 'node:os';
@@ -59,6 +60,7 @@ if (only !== 'image') {
       quick: args.includes('--quick'),
       dir: opt('dir') ?? os.tmpdir(),
       ...(before ? { beforeRepo: path.resolve(before) } : {}),
+      fuse3: args.includes('--fuse3'),
       ...(profile ? { nodeFlags: ['--cpu-prof', `--cpu-prof-dir=${path.join(path.resolve(profile), 'small')}`] } : {}),
       note,
     },
