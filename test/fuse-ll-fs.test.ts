@@ -9,7 +9,7 @@
 // its caches and after the file system is mounted again by a new process (no ESTALE).
 
 import t from 'tap';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -156,6 +156,10 @@ fd = os.open('img', os.O_RDWR)
 os.posix_fallocate(fd, 0, 1 << 20)
 print(os.fstat(fd).st_size == (3 << 20))
 print(os.lseek(fd, 4096, os.SEEK_DATA), os.lseek(fd, 4096, os.SEEK_HOLE))
+z = os.open('sparse', os.O_RDWR | os.O_CREAT, 0o644)
+os.write(z, os.urandom(1 << 20)); os.write(z, bytes(2 << 20)); os.write(z, os.urandom(1 << 20))
+print(os.lseek(z, 0, os.SEEK_HOLE), os.lseek(z, (3 << 20) // 2, os.SEEK_DATA), os.lseek(z, 0, os.SEEK_DATA))
+os.close(z)
 out = os.open('copy', os.O_RDWR | os.O_CREAT, 0o644)
 n = os.copy_file_range(fd, out, 3 << 20, 0, 0)
 os.close(out)
@@ -178,14 +182,51 @@ os.close(fd)
     const lines = r.stdout.trim().split('\n');
     t.equal(lines[0], 'True', 'fallocate inside the file keeps its size');
     t.equal(lines[1], `4096 ${3 << 20}`, 'SEEK_DATA at a data offset is that offset; SEEK_HOLE is the end');
+    const [hole, data, first] = lines.splice(2, 1)[0].split(' ').map(Number);
+    t.ok(hole >= 1 << 20 && hole < 1.25 * (1 << 20), `SEEK_HOLE finds the zero run that starts after 1 MiB of data (at ${hole})`);
+    t.ok(data > 1.5 * (1 << 20) && data <= 3 << 20, `SEEK_DATA from inside the zeros finds the data after them (at ${data})`);
+    t.equal(first, 0, 'SEEK_DATA at 0 of a file starting with data is 0');
     t.equal(lines[2], `${3 << 20} True`, 'copy_file_range of the whole file copies it all');
     t.match(lines[3], /^refused 11$/, 'a second process cannot take a conflicting POSIX lock');
     t.equal(lines[4], 'flock 1', 'flock -n fails while another open file holds an exclusive flock');
     t.equal(lines[5], 'zeroed', 'a punched hole reads as zeros');
     const attr = await m.ns.fs.getattr('/s/copy');
     t.equal(attr.size, 3 << 20, 'the copy has the full size');
-    // 3 MiB written, 1 MiB of zeros punched; the copy itself took the source's tree.
-    t.equal((await m.ns.store.stats()).ingestedBytes, 4 << 20, 'the whole-file copy_file_range ingested nothing (a fastcopy)');
+    // 3 MiB + 4 MiB written, 1 MiB of zeros punched; the copy itself took the source's tree.
+    t.equal((await m.ns.store.stats()).ingestedBytes, 8 << 20, 'the whole-file copy_file_range ingested nothing (a fastcopy)');
+  });
+
+  t.test('two QEMUs cannot open one image read-write (their OFD locks reach the mount)', { skip: fs.existsSync('/usr/bin/qemu-io') ? false : 'no qemu-io' }, async (t) => {
+    const dir = workDir(t);
+    const mnt = path.join(dir, 'mnt');
+    fs.mkdirSync(mnt);
+    await mountAt(t, path.join(dir, 'data'), mnt);
+    const img = path.join(mnt, 'q', 'disk.raw');
+    t.equal((await sh(`mkdir ${mnt}/q && qemu-img create -f raw ${img} 16M`)).code, 0, 'image made');
+    // The first QEMU runs a guest (stopped: -S) with the image as its disk, which takes the
+    // image's write permission unshared: OFD locks on QEMU's lock bytes.
+    const holder = spawn('qemu-system-x86_64', ['-S', '-nodefaults', '-display', 'none', '-machine', 'accel=tcg', '-drive', `file=${img},format=raw,if=none,id=d0`, '-device', 'virtio-blk-pci,drive=d0'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let held = '';
+    holder.stderr!.on('data', (d) => (held += d));
+    const gone = new Promise((r) => holder.once('exit', r));
+    t.teardown(async () => {
+      holder.kill('SIGKILL');
+      await gone;
+    });
+    // Until the guest has its disk open, a second writer still gets in: try for a while.
+    let second: Ran = { code: 0, stdout: '', stderr: '' };
+    for (let i = 0; i < 30 && second.code === 0; i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      second = await sh(`qemu-io -f raw -c 'write 0 4k' ${img}`);
+    }
+    t.not(second.code, 0, `a second QEMU opening it read-write fails (${held.trim().slice(0, 200)})`);
+    t.match(second.stdout + second.stderr, /lock/i, `because of the lock (${(second.stdout + second.stderr).trim().slice(0, 200)})`);
+    holder.kill('SIGTERM');
+    await gone;
+    const third = await sh(`qemu-io -f raw -c 'write 0 4k' ${img}`);
+    t.equal(third.code, 0, `once the first QEMU quit, the image opens read-write (${third.stderr.trim()})`);
   });
 
   t.test('file handles still open after drop_caches and after the store is reopened and mounted again (no ESTALE)', async (t) => {

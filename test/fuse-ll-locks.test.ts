@@ -49,3 +49,14 @@ t.test('flock: shared, exclusive, non-blocking, conversion, release', async (t) 
   t.equal(await waiting, true, 'release hands it to the waiter');
   t.equal(l.count(N), 1, 'one lock held');
 });
+
+t.test('release of a handle drops the locks taken through it (OFD locks end with their file)', async (t) => {
+  const l = new LockTable();
+  l.used(7, 42n);
+  l.set(N, 42n, range(F_WRLCK, 100, 100), false);
+  l.flock(N, 7, LOCK_EX);
+  t.equal(l.set(N, 43n, range(F_RDLCK, 100, 100), false), false, 'held while the file is open');
+  l.dropHandle(N, 7);
+  t.equal(l.count(N), 0, 'nothing held after release');
+  t.equal(l.set(N, 43n, range(F_RDLCK, 100, 100), false), true, 'another owner gets it');
+});

@@ -12,11 +12,12 @@
 //   (default_permissions) against the modes and owners we report.
 // - fallocate: KEEP_SIZE preallocates nothing (a dedup store has no blocks to reserve);
 //   PUNCH_HOLE and ZERO_RANGE write zeros, which the store keeps as zero segments (no space).
-// - SEEK_DATA/SEEK_HOLE: the whole file is data and its end the only hole (what POSIX allows
-//   a file system that does not track holes).
+// - SEEK_DATA/SEEK_HOLE: from the file's segment tree; the zero runs the store keeps (never
+//   stored) are the holes.
 // - copy_file_range: a whole file into an empty one is a fastcopy (the target takes the
 //   source's content by reference: instant, no new space); any other range is copied.
-// - Locks: POSIX, OFD and flock, kept in memory by ll-locks.ts.
+// - Locks: POSIX, OFD and flock, kept in memory by ll-locks.ts; release drops those taken
+//   through the handle (the kernel sends no unlock when an OFD lock's file closes).
 
 import type { Namespace } from '../namespace/namespace.js';
 import type { NodeAttr, NodeEntry } from '../namespace/node-ops.js';
@@ -163,7 +164,7 @@ export class LlFileSystem {
         s.replyErr(r.id, 0);
       }),
       release: this.run(async (r, s) => {
-        this.locks.dropFlock(r.ino, r.fh);
+        this.locks.dropHandle(r.ino, r.fh);
         await fs.release(r.fh);
         s.replyErr(r.id, 0);
       }),
@@ -232,6 +233,7 @@ export class LlFileSystem {
         s.replyLock(r.id, this.locks.test(r.ino, r.lockOwner, r.lock));
       },
       setlk: this.run(async (r, s) => {
+        this.locks.used(r.fh, r.lockOwner);
         const ok = await this.locks.set(r.ino, r.lockOwner, r.lock, r.sleep);
         s.replyErr(r.id, ok ? 0 : E.EAGAIN);
       }),
@@ -244,10 +246,10 @@ export class LlFileSystem {
         s.replyErr(r.id, 0);
       }),
       lseek: this.run(async (r, s) => {
-        const { size } = await n.getattr(r.ino, r.fh);
         if (r.whence !== SEEK_DATA && r.whence !== SEEK_HOLE) throw Object.assign(new Error(`lseek whence ${r.whence}`), { code: 'EINVAL' });
-        if (r.offset >= size) throw Object.assign(new Error('lseek past the end'), { code: 'ENXIO' });
-        s.replyLseek(r.id, r.whence === SEEK_DATA ? r.offset : size);
+        const at = await n.seek(r.fh, r.offset, r.whence === SEEK_DATA ? 'data' : 'hole');
+        if (at < 0) throw Object.assign(new Error('no data at or past the offset'), { code: 'ENXIO' });
+        s.replyLseek(r.id, at);
       }),
       copy_file_range: this.run(async (r, s) => {
         s.replyWrite(r.id, await this.copyRange(r.fh, r.ino, r.offset, r.fhOut, r.inoOut, r.offsetOut, r.length));

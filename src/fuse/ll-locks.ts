@@ -6,7 +6,11 @@
 //
 // POSIX locks belong to a lock owner (the kernel's id of a process's files table, or of an open
 // file description for OFD locks) and are dropped by flush with that owner; flock locks belong
-// to an open file (its handle) and are dropped at release. A blocking request waits in a queue
+// to an open file (its handle) and are dropped at release. The kernel sends no unlock when the
+// last descriptor of an open file description closes (it keeps no local record of locks a FUSE
+// server holds), so release also drops the POSIX locks of every owner that locked through that
+// handle: OFD locks end with their open file (QEMU's image locks, when QEMU exits), and for
+// classic POSIX locks closing any descriptor of the file ends them anyway. A blocking request waits in a queue
 // and is retried whenever a lock on that node is released; no deadlock detection (EDEADLK).
 
 export const F_RDLCK = 0;
@@ -37,6 +41,22 @@ export class LockTable {
   private readonly posix = new Map<bigint, Held[]>();
   private readonly flocks = new Map<bigint, Map<number, boolean /* exclusive */>>();
   private readonly waiters = new Map<bigint, Waiter[]>();
+  /** Lock owners that set locks through each open file handle. */
+  private readonly owners = new Map<number, Set<bigint>>();
+
+  /** Records that `owner` locks through handle `fh` (setlk). */
+  used(fh: number, owner: bigint): void {
+    const set = this.owners.get(fh) ?? new Set<bigint>();
+    set.add(owner);
+    this.owners.set(fh, set);
+  }
+
+  /** Release of an open file: its flock, and the POSIX locks of every owner that used it. */
+  dropHandle(node: bigint, fh: number): void {
+    this.dropFlock(node, fh);
+    for (const owner of this.owners.get(fh) ?? []) this.dropOwner(node, owner);
+    this.owners.delete(fh);
+  }
 
   /** The first lock of another owner that conflicts with `want`, or undefined. */
   conflict(node: bigint, owner: bigint, want: RangeLock): RangeLock | undefined {

@@ -329,6 +329,24 @@ export class NodeOps {
     return true;
   }
 
+  /**
+   * SEEK_DATA / SEEK_HOLE on an open file, from its segment tree: zero runs the store keeps
+   * (never stored) are the holes, and the end of the file is one. Buffered writes are built into
+   * the tree first (not made durable). -1: no data at or after `offset` (the caller's ENXIO).
+   */
+  async seek(fh: number, offset: number, what: 'data' | 'hole'): Promise<number> {
+    const f = this.fs.handle(fh).file;
+    if (f.hasChanges) await f.commit(false);
+    const v = f.base;
+    if (offset >= f.size) return -1;
+    for await (const { entry, start } of this.ctx.store.view(v).leaves(offset, v.size)) {
+      if (entry.zero === (what === 'hole')) return Math.max(offset, start);
+    }
+    // Past the tree (a size not yet committed) reads as zeros: a hole.
+    if (what === 'hole') return Math.max(offset, Math.min(v.size, f.size));
+    return -1;
+  }
+
   /** Returns once the directory's entries (and every change made before the call) are durable. */
   async fsyncdir(node: NodeId): Promise<void> {
     await this.opendir(node);
