@@ -324,6 +324,8 @@ interface Teardown {
 /** Mounts fs in a fresh temporary directory; unmounted and removed when the test ends. */
 export async function mountLlMemfs(t: Teardown, fs0: LlMemfs, opts: LlMountOptions = {}): Promise<{ dir: string; session: LlSession }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vmvault-ll-'));
+  // Other users reach the mount point too (the uid tests).
+  fs.chmodSync(dir, 0o755);
   const mnt = path.join(dir, 'mnt');
   fs.mkdirSync(mnt);
   let session: LlSession | undefined;

@@ -40,11 +40,43 @@ static void set_fi(vv_req *r, struct fuse_file_info *fi) {
 
 static char *dup_name(const char *s) { return s ? strdup(s) : NULL; }
 
+// Write payloads of more than 64 KiB come from a process-wide pool of 1 MiB blocks (at most
+// POOL_MAX kept): a fresh malloc of 1 MiB is an mmap, 256 page faults and an munmap per write.
+// The JS GC returns a block through free_payload (any session; the pool outlives them all).
+#define POOL_BLOCK (1u << 20)
+#define POOL_MAX 64
+#define POOL_MIN (64u << 10)
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static void *pool[POOL_MAX];
+static int pool_n;
+
+static void *payload_alloc(size_t len) {
+  if (len < POOL_MIN || len > POOL_BLOCK) return malloc(len ? len : 1);
+  void *p = NULL;
+  pthread_mutex_lock(&pool_mu);
+  if (pool_n > 0) p = pool[--pool_n];
+  pthread_mutex_unlock(&pool_mu);
+  return p ? p : malloc(POOL_BLOCK);
+}
+
+static void payload_free(void *p, size_t len) {
+  if (!p) return;
+  if (len >= POOL_MIN && len <= POOL_BLOCK) {
+    pthread_mutex_lock(&pool_mu);
+    if (pool_n < POOL_MAX) {
+      pool[pool_n++] = p;
+      p = NULL;
+    }
+    pthread_mutex_unlock(&pool_mu);
+  }
+  free(p);
+}
+
 void vv_req_free(vv_req *r) {
   if (!r) return;
   free(r->name);
   free(r->name2);
-  free(r->data);
+  payload_free(r->data, r->data_len);
   free(r->items);
   free(r);
 }
@@ -256,7 +288,8 @@ static void ll_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *buf
                          struct fuse_file_info *fi) {
   NEW(OP_WRITE);
   size_t len = fuse_buf_size(bufv);
-  r->data = malloc(len ? len : 1);
+  r->data = payload_alloc(len);
+  r->data_len = len;
   if (!r->data) {
     fuse_reply_err(req, ENOMEM);
     vv_req_free(r);
@@ -503,7 +536,7 @@ static void put_bool(napi_env env, napi_value o, const char *k, int v) {
 }
 static double ts_ms(struct timespec t) { return (double)t.tv_sec * 1000.0 + (double)t.tv_nsec / 1e6; }
 
-static void free_payload(napi_env env, void *data, void *hint) { free(data); }
+static void free_payload(napi_env env, void *data, void *hint) { payload_free(data, (size_t)(uintptr_t)hint); }
 
 #define OFFSET_MAX_JS 9007199254740991.0
 
@@ -604,7 +637,7 @@ static napi_value to_js(napi_env env, vv_req *r) {
     case OP_WRITE: {
       napi_value buf;
       if (r->data_len &&
-          napi_create_external_buffer(env, r->data_len, r->data, free_payload, NULL, &buf) == napi_ok) {
+          napi_create_external_buffer(env, r->data_len, r->data, free_payload, (void *)(uintptr_t)r->data_len, &buf) == napi_ok) {
         r->data = NULL;  // JavaScript owns it now; its GC frees it
       } else {
         void *copy;
