@@ -21,6 +21,7 @@
 
 import type { Namespace } from '../namespace/namespace.js';
 import type { NodeAttr, NodeEntry } from '../namespace/node-ops.js';
+import { parseNode } from '../namespace/node-id.js';
 import { NodeType } from '../namespace/records.js';
 import { toErrno } from './errno.js';
 import { LockTable } from './ll-locks.js';
@@ -179,7 +180,13 @@ export class LlFileSystem {
         this.nextDirFh = fh >= 0x7fffffff ? 1 : fh + 1;
         // The listing is read at the first readdir, so offsets stay meaningful for this handle.
         this.dirs.set(fh, []);
-        if (!s.replyOpen(r.id, fh)) this.dirs.delete(fh);
+        // A stored directory's listing may stay in the kernel's page cache (FOPEN_CACHE_DIR,
+        // KEEP_CACHE): every change to it, through the mount or the control plane, moves its
+        // mtime, which the kernel checks. One request per 4 KiB page otherwise (libfuse 2's
+        // high-level layer buffered whole listings in C). The virtual directories' times do not
+        // move with their contents: never cached.
+        const cache = parseNode(r.ino).kind === 'vol';
+        if (!s.replyOpen(r.id, fh, cache ? { cacheDir: true, keepCache: true } : undefined)) this.dirs.delete(fh);
       }),
       readdir: this.run(async (r, s) => {
         let list = this.dirs.get(r.fh);
