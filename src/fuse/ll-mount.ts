@@ -62,7 +62,7 @@ export class LlMount implements Mount {
     if (!(await stat(this.mountPath)).isDirectory()) throw new Error(`${this.mountPath}: mount point is not a directory`);
     const session = await LlSession.mount(
       this.mountPath,
-      { fsname: 'vmvault', subtype: 'vmvault', allowOther: this.options.allowOther ?? false, defaultPermissions: true, maxThreads: this.options.maxThreads ?? 4 },
+      { fsname: 'vmvault', subtype: 'vmvault', allowOther: this.options.allowOther ?? false, defaultPermissions: true, maxThreads: this.options.maxThreads ?? 4, readdirplus: false },
       this.fs.onBatch(),
       (err) => this.log(`fuse3: a batch handler threw: ${(err as Error)?.stack ?? String(err)}`),
     );
