@@ -1,4 +1,7 @@
 {
+  "variables": {
+    "has_fuse3": "<!(pkg-config --exists fuse3 && echo 1 || echo 0)"
+  },
   "targets": [
     {
       "target_name": "vmvault_native",
@@ -7,6 +10,19 @@
       "cflags!": ["-O2"],
       "defines": ["NAPI_VERSION=8"],
       "libraries": ["-llz4"]
+    },
+    {
+      "target_name": "vmvault_fuse3",
+      "conditions": [
+        ["has_fuse3==1", {
+          "sources": ["src/fuse3/addon.c", "src/fuse3/requests.c", "src/fuse3/replies.c"],
+          "cflags": ["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "<!@(pkg-config --cflags fuse3)"],
+          "defines": ["NAPI_VERSION=8"],
+          "libraries": ["<!@(pkg-config --libs fuse3)"]
+        }, {
+          "type": "none"
+        }]
+      ]
     }
   ]
 }

@@ -6,7 +6,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { HealthReport, MountHealth, StoreHealth } from './control/services.js';
-import type { FuseMount } from './fuse/binding.js';
+import type { Mount } from './fuse/mount.js';
 import { probeMount } from './fuse/mount-util.js';
 import type { MountWatch } from './fuse/mount-watch.js';
 import type { Namespace } from './namespace/namespace.js';
@@ -20,7 +20,7 @@ export class HealthProbe {
 
   constructor(
     private readonly ns: Namespace,
-    private readonly fuse: FuseMount | undefined,
+    private readonly fuse: Mount | undefined,
     private readonly watch: MountWatch | undefined,
   ) {}
 
@@ -43,7 +43,7 @@ export class HealthProbe {
     return report;
   }
 
-  private async mountHealth(fuse: FuseMount): Promise<MountHealth> {
+  private async mountHealth(fuse: Mount): Promise<MountHealth> {
     const mounted = await fuse.attached().catch(() => false);
     const answering = mounted && (await probeMount(fuse.mountPath, PROBE_TIMEOUT_MS).catch(() => 'none')) === 'healthy';
     return { path: fuse.mountPath, mounted, answering, remounts: this.watch?.remounts ?? 0 };

@@ -28,6 +28,8 @@ import { buildServer } from './control/server.js';
 import { ensureToken } from './control/token.js';
 import { fromSystemError, isVmvaultError, vmError } from './errors.js';
 import { FuseMount } from './fuse/binding.js';
+import { LlMount } from './fuse/ll-mount.js';
+import type { Mount } from './fuse/mount.js';
 import { vmvaultHandlers } from './fuse/filesystem.js';
 import { MountWatch } from './fuse/mount-watch.js';
 import { Namespace } from './namespace/namespace.js';
@@ -61,13 +63,19 @@ export interface ApplianceConfig {
   plugins?: string;
   /** Longest a guest may stay frozen before it is thawed and the backup fails, ms. Default 10000. */
   freezeTimeoutMs?: number;
+  /**
+   * Which FUSE binding serves the mount: 2, fuse-native on libfuse 2 (paths), or 3, the libfuse3
+   * low-level binding (node ids, 1 MiB writes, locks, NFS handles). Default 2, or the
+   * VMVAULT_FUSE environment variable (so test runs can choose).
+   */
+  fuse?: 2 | 3;
 }
 
 export const DEFAULTS: ApplianceConfig = { data: DEFAULT_DATA_DIR, mount: './vmvault-mnt', listen: DEFAULT_LISTEN };
 
 const USAGE = `usage: vmvault appliance [--data DIR] [--mount DIR] [--listen HOST:PORT] [--config FILE]
                          [--allow-other | --no-allow-other] [--tls-cert FILE --tls-key FILE]
-                         [--workflows FILE] [--plugins DIR] [--freeze-timeout SECONDS]
+                         [--workflows FILE] [--plugins DIR] [--freeze-timeout SECONDS] [--fuse 2|3]
 
 Opens the store in DIR (default ${DEFAULTS.data}, created if missing), mounts it at the mount
 point (default ${DEFAULTS.mount}) and serves the control plane (default ${DEFAULTS.listen}).
@@ -78,11 +86,13 @@ VM backup: --workflows names the workflows file (default DIR/workflows.yaml when
 else the built-in app-consistent and crash-consistent), --plugins a folder of plug-in
 executables, --freeze-timeout how long a guest may stay frozen (default 10 s; past it the
 guest is thawed and the backup fails). VMs are registered in DIR/vms.json.
+--fuse 3 serves the mount with the libfuse3 low-level binding
+(default 2: fuse-native on libfuse 2, or the VMVAULT_FUSE environment variable).
 A config file is JSON with the same keys ({"data": ..., "mount": ..., "listen": ...,
 "allowOther": true, "workflows": ..., "plugins": ..., "freezeTimeoutMs": 10000}); options on
 the command line win over it. Ctrl-C or SIGTERM commits open files, unmounts and exits 0.`;
 
-const CONFIG_KEYS = ['data', 'mount', 'listen', 'dirtyLimitMiB', 'reserveMiB', 'allowOther', 'mountCheckMs', 'tlsCert', 'tlsKey', 'workflows', 'plugins', 'freezeTimeoutMs'];
+const CONFIG_KEYS = ['data', 'mount', 'listen', 'dirtyLimitMiB', 'reserveMiB', 'allowOther', 'mountCheckMs', 'tlsCert', 'tlsKey', 'workflows', 'plugins', 'freezeTimeoutMs', 'fuse'];
 const SIGNAL_GRACE_MS = 2000;
 
 function log(line: string): void {
@@ -104,6 +114,7 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
       workflows: { type: 'string' },
       plugins: { type: 'string' },
       'freeze-timeout': { type: 'string' },
+      fuse: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -140,8 +151,10 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
     workflows: values.workflows ?? fromFile.workflows,
     plugins: values.plugins ?? fromFile.plugins,
     freezeTimeoutMs: values['freeze-timeout'] !== undefined ? parseSeconds('--freeze-timeout', values['freeze-timeout']) : fromFile.freezeTimeoutMs,
+    fuse: (values.fuse !== undefined ? Number(values.fuse) : (fromFile.fuse ?? (process.env.VMVAULT_FUSE ? Number(process.env.VMVAULT_FUSE) : 2))) as 2 | 3,
   };
   if ((cfg.tlsCert === undefined) !== (cfg.tlsKey === undefined)) throw vmError('INVALID_ARGUMENT', 'TLS needs both a certificate (--tls-cert) and its key (--tls-key)');
+  if (cfg.fuse !== 2 && cfg.fuse !== 3) throw vmError('INVALID_ARGUMENT', `fuse must be 2 (fuse-native, libfuse 2) or 3 (libfuse3 low-level), not ${JSON.stringify(values.fuse ?? fromFile.fuse ?? process.env.VMVAULT_FUSE)}`);
   if (values['allow-other'] && values['no-allow-other']) throw vmError('INVALID_ARGUMENT', '--allow-other and --no-allow-other contradict each other');
   if (typeof cfg.allowOther !== 'boolean') throw vmError('INVALID_ARGUMENT', 'allowOther must be true or false');
   if (cfg.mountCheckMs !== undefined && !(typeof cfg.mountCheckMs === 'number' && cfg.mountCheckMs >= 50)) throw vmError('INVALID_ARGUMENT', 'mountCheckMs must be a number of milliseconds, at least 50');
@@ -208,7 +221,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     for (const p of r.problems) log(`recovery: ${p}`);
   }
   let ns: Namespace | undefined;
-  let fuse: FuseMount | undefined;
+  let fuse: Mount | undefined;
   let watch: MountWatch | undefined;
   let server: Awaited<ReturnType<typeof buildServer>> | undefined;
   let jobs: JobRunner | undefined;
@@ -244,7 +257,10 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     if (token.created) log(`created the API token in ${token.file} (mode 0600)`);
     const allowOther = cfg.allowOther ?? true;
     // default_permissions: the kernel checks the namespace's owners and modes for every caller.
-    fuse = new FuseMount(mount, vmvaultHandlers(ns), { mkdir: true, log, allowOther, defaultPermissions: true });
+    fuse =
+      cfg.fuse === 3
+        ? new LlMount(mount, ns, { mkdir: true, log, allowOther })
+        : new FuseMount(mount, vmvaultHandlers(ns), { mkdir: true, log, allowOther, defaultPermissions: true });
     try {
       await fuse.mount();
     } catch (err) {
@@ -253,7 +269,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
       }
       throw err;
     }
-    log(`mounted at ${mount} (libfuse: ${FuseMount.libfuse()}${allowOther ? ', open to all local users as modes allow' : ', only for this user'})`);
+    log(`mounted at ${mount} (${cfg.fuse === 3 ? 'libfuse3 low-level' : `libfuse: ${FuseMount.libfuse()}`}${allowOther ? ', open to all local users as modes allow' : ', only for this user'})`);
     if (fuse.utimeOmitProblem) log(`note: ${fuse.utimeOmitProblem}`);
     watch = new MountWatch(fuse, { intervalMs: cfg.mountCheckMs, log, onFailed: (err) => fail(err) });
     watch.start();

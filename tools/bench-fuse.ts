@@ -1,5 +1,5 @@
 // npm run bench:fuse [-- --quick] [-- IMAGE] [-- --dir=DIR] [-- --profile=DIR]
-//                    [-- --only=image|small] [-- --before=REPO]
+//                    [-- --only=image|small|ceiling] [-- --before=REPO] [-- --fuse3]
 //   (node dist/tools/bench-fuse.js)
 // Prints one JSON line per figure: {"figure":..., "value":..., "unit":..., "vs_ceiling":...};
 // notes on the run (and, with --profile, where the appliance spent its CPU) go to stderr.
@@ -13,23 +13,27 @@
 // Then small files (bench/small-files.ts): create/stat/readdir/unlink of 10,000 files (--quick:
 // 2,000) against a names-only FUSE ceiling, and rsync -a /usr/share/doc into a share against a
 // plain directory. --before=REPO runs that part also on another built checkout (main before a
-// change). --only=image or --only=small runs one part.
+// change); --fuse3 runs it also on the libfuse3 binding (appliance --fuse 3). --only=image or
+// --only=small runs one part; --only=ceiling only the do-nothing ceilings of the libfuse3
+// binding (fuse.ceiling.*) and of fuse-native (fuse.ceiling_old.*).
 
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { benchFuse, type FuseFigure } from './bench/fuse-vmvault.js';
+import { benchFuseCeiling } from './bench/fuse-ceiling.js';
+import { benchFuseCeilingLl } from './bench/fuse-ceiling-ll.js';
 import { benchSmallFiles } from './bench/small-files.js';
 
 const args = process.argv.slice(2);
 const opt = (name: string) => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
 const image = args.find((a) => !a.startsWith('--')) ?? '/work/vmdata/vm-images/vm1-day1.raw';
 const only = opt('only');
-if (only !== undefined && only !== 'image' && only !== 'small') {
-  process.stderr.write(`bench-fuse: --only=${only}: want image or small\n`);
+if (only !== undefined && only !== 'image' && only !== 'small' && only !== 'ceiling') {
+  process.stderr.write(`bench-fuse: --only=${only}: want image, small or ceiling\n`);
   process.exit(2);
 }
-if (only !== 'small' && !fs.existsSync(image)) {
+if (only !== 'small' && only !== 'ceiling' && !fs.existsSync(image)) {
   process.stderr.write(`bench-fuse: ${image} is missing; build it with: OUT=/work/vmdata/vm-images BUILD=/work/vmdata/build bash ../shared/testdata/make-vm-images.sh\n`);
   process.exit(2);
 }
@@ -40,7 +44,12 @@ const emit = (f: FuseFigure): void => {
   process.stdout.write(JSON.stringify(f) + '\n');
 };
 const note = (line: string) => void process.stderr.write(`bench: ${line}\n`);
-if (only !== 'small') {
+if (only === 'ceiling') {
+  // The do-nothing ceilings alone: the libfuse3 binding's, then fuse-native's (no image needed).
+  for (const f of await benchFuseCeilingLl({ quick: args.includes('--quick'), dir: opt('dir') ?? os.tmpdir() })) emit(f);
+  for (const f of await benchFuseCeiling({ quick: args.includes('--quick'), dir: opt('dir') ?? os.tmpdir() })) emit(f);
+}
+if (only !== 'small' && only !== 'ceiling') {
   await benchFuse(
     {
       quick: args.includes('--quick'),
@@ -52,13 +61,14 @@ if (only !== 'small') {
     emit,
   );
 }
-if (only !== 'image') {
+if (only !== 'image' && only !== 'ceiling') {
   const before = opt('before');
   await benchSmallFiles(
     {
       quick: args.includes('--quick'),
       dir: opt('dir') ?? os.tmpdir(),
       ...(before ? { beforeRepo: path.resolve(before) } : {}),
+      fuse3: args.includes('--fuse3'),
       ...(profile ? { nodeFlags: ['--cpu-prof', `--cpu-prof-dir=${path.join(path.resolve(profile), 'small')}`] } : {}),
       note,
     },

@@ -57,22 +57,18 @@ installed() {
   dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
 }
 
-# fuse-native uses libfuse 2 (libfuse2). For mounts by a user other than root, and to unmount as
-# one, libfuse 2 runs `fusermount`. Debian 12's fuse (2.9, which has fusermount) and fuse3
-# (fusermount3) conflict: installing either removes the other, and other tools on the machine
-# may need fuse3. So: with fuse3 installed, keep it (Debian 12's fuse3 "Provides: fuse" and
-# ships /bin/fusermount as a link to fusermount3, same command line and fd protocol; should that
-# link be missing, make one); otherwise install fuse. Running as root, as the appliance does,
-# libfuse 2 mounts without fusermount and vmvault unmounts with umount(8).
+# FUSE: the libfuse3 binding (native/src/fuse3/, issue 16) builds against libfuse3-dev and
+# mounts with fuse3; fuse-native, until it goes, still loads libfuse 2 (libfuse2). Debian 12's
+# fuse (2.9) and fuse3 conflict, and fuse3 is the choice now: where fuse is installed, apt would
+# remove it and setup refuses (below), naming it. fuse3 "Provides: fuse" and ships fusermount3;
+# libfuse 2 runs `fusermount` (for mounts by a user other than root, and to unmount as one), so
+# where that is missing it becomes a link to fusermount3 (same command line and fd protocol).
+# Running as root, as the appliance does, both mount without fusermount.
 # liblz4-dev: the addon links liblz4 for its LZ4 codec (native/binding.gyp).
-packages="libfuse2 liblz4-dev"
+packages="libfuse2 liblz4-dev fuse3 libfuse3-dev"
 link_fusermount=""
-if installed fuse3; then
-  if ! command -v fusermount >/dev/null 2>&1 || [ "$dry" -eq 1 ]; then
-    link_fusermount="/usr/local/bin/fusermount"
-  fi
-else
-  packages="$packages fuse"
+if ! command -v fusermount >/dev/null 2>&1 || [ "$dry" -eq 1 ]; then
+  link_fusermount="/usr/local/bin/fusermount"
 fi
 if [ "$with_test" -eq 1 ]; then
   packages="$packages qemu-utils fio rsync e2fsprogs tar python3"
@@ -127,7 +123,7 @@ if [ -n "$link_fusermount" ]; then
   if [ "$dry" -eq 1 ]; then
     say "would link $link_fusermount -> $(command -v fusermount3 || echo /usr/bin/fusermount3) (fuse3 kept), unless fusermount exists"
   else
-    say "fuse3 is installed: keeping it; $link_fusermount -> fusermount3 for libfuse 2"
+    say "fuse3 is the FUSE package; $link_fusermount -> fusermount3 for libfuse 2"
     $sudo ln -sf "$(command -v fusermount3)" "$link_fusermount"
   fi
 fi

@@ -1,8 +1,8 @@
-// Keeps a FuseMount mounted: notices when someone else takes it away (fusermount -u, umount -l,
+// Keeps a Mount mounted: notices when someone else takes it away (fusermount -u, umount -l,
 // a second process clearing the path) and mounts it again. Checking is a read of
 // /proc/self/mountinfo, never a call into the mount, so it cannot block on our own file system.
 import type { LogLine } from './errno.js';
-import type { FuseMount } from './binding.js';
+import type { Mount } from './mount.js';
 
 export interface MountWatchOptions {
   /** How often to look, ms. Default 1000. */
@@ -28,7 +28,7 @@ export class MountWatch {
   lastLostAt: string | undefined;
 
   constructor(
-    private readonly fuse: FuseMount,
+    private readonly fuse: Mount,
     private readonly opts: MountWatchOptions,
   ) {}
 

@@ -6,7 +6,7 @@ import { Mutex } from '../kv/mutex.js';
 import type { SegmentStore } from '../store/store.js';
 import type { FileVersion } from '../store/store.js';
 import { GroupCommit } from './group-commit.js';
-import { Meta, type Txn } from './meta.js';
+import { Meta, Txn } from './meta.js';
 import { MAX_COMPONENT_BYTES, SNAPSHOTS_DIR } from './names.js';
 import { type CommitTarget, OpenFile } from './open-file.js';
 import { type Inode, NodeType, ROOT_INO, type Volume } from './records.js';
@@ -34,11 +34,18 @@ export interface ParentResolved {
   atRoot: boolean;
 }
 
+const EPOCH_COUNTER = 'epoch';
+
 export class NsContext implements CommitTarget {
   readonly meta: Meta;
   readonly lock = new Mutex();
   readonly openFiles = new Map<string, OpenFile>();
   readonly group: GroupCommit = new GroupCommit(this);
+  /**
+   * This run's epoch: bumped and synced by Namespace.open before anything is created, written
+   * into every new inode as its generation (records.ts). 0 until then.
+   */
+  epoch = 0;
 
   constructor(readonly store: SegmentStore) {
     this.meta = new Meta(store.db);
@@ -133,6 +140,15 @@ export class NsContext implements CommitTarget {
     const cur = latest(txn, vol);
     txn.putVolume({ ...cur, nextIno: cur.nextIno + 1 });
     return cur.nextIno;
+  }
+
+  /** Bumps the epoch counter, synced, and makes the new value this run's (Namespace.open). */
+  async startEpoch(): Promise<void> {
+    const next = (await this.meta.counter(EPOCH_COUNTER, 0)) + 1;
+    const txn = new Txn();
+    txn.raw(this.meta.counterOp(EPOCH_COUNTER, next));
+    await this.meta.apply(txn, true);
+    this.epoch = next;
   }
 
   /** Adjusts a volume's file and byte counters inside a transaction. */

@@ -86,13 +86,14 @@ export class Fastcopy {
             if (inode.type === NodeType.Dir) subdirs++;
             stack.push({ srcIno: entry.ino, inode, parent: ino, name });
           }
-          txn.putInode(p.vol.id, { ...n.inode, ino, nlink: 2 + subdirs, atime: now, ctime: now });
+          // A copy is a new object: its own generation, and ".." is where it was put.
+          txn.putInode(p.vol.id, { ...n.inode, ino, nlink: 2 + subdirs, atime: now, ctime: now, parent: n.parent, generation: this.ctx.epoch });
         } else {
           if (n.inode.type === NodeType.File) {
             made.files++;
             made.bytes += n.inode.size;
           }
-          copied.set(n.srcIno, { ino, links: 1, inode: { ...n.inode, ino, atime: now, ctime: now } });
+          copied.set(n.srcIno, { ino, links: 1, inode: { ...n.inode, ino, atime: now, ctime: now, generation: this.ctx.epoch } });
         }
       }
       for (const c of copied.values()) txn.putInode(p.vol.id, { ...c.inode, nlink: c.links });

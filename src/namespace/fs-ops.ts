@@ -11,7 +11,7 @@ import { latest, type NsContext, type ParentResolved, type Resolved } from './co
 import { Txn } from './meta.js';
 import { SNAPSHOTS_DIR } from './names.js';
 import type { OpenFile } from './open-file.js';
-import { type Inode, NodeType, typeBits, type Volume } from './records.js';
+import { type Inode, NodeType, ROOT_INO, typeBits, type Volume } from './records.js';
 
 export interface Attr {
   ino: number;
@@ -34,6 +34,17 @@ export interface Handle {
   file: OpenFile;
 }
 
+/** Who makes a new node: its owner. Absent: root (the path API, used by the control plane). */
+export interface Owner {
+  uid: number;
+  gid: number;
+}
+
+/** rename(2) flags (renameat2). */
+export const RENAME_NOREPLACE = 1;
+export const RENAME_EXCHANGE = 2;
+
+const S_ISGID = 0o2000;
 const O_ACCMODE = 3;
 const O_RDONLY = 0;
 
@@ -54,7 +65,7 @@ export class FsOps {
 
   // ---- attributes -------------------------------------------------------------------------
 
-  private attrOf(r: { inode: Inode; vol: number }): Attr {
+  attrOf(r: { inode: Inode; vol: number }): Attr {
     const n = r.inode;
     const f = n.type === NodeType.File ? this.ctx.findOpen(r.vol, n.ino) : undefined;
     return {
@@ -140,13 +151,14 @@ export class FsOps {
     if (await this.ctx.meta.lookup(p.vol.id, p.parent, p.name)) throw vmError('ALREADY_EXISTS', `${path} already exists`);
   }
 
-  private newInode(ino: number, type: NodeType, mode: number, now: number, extra: Partial<Inode> = {}): Inode {
+  private newInode(ino: number, type: NodeType, mode: number, now: number, extra: Partial<Inode> = {}, owner?: Owner): Inode {
     return {
       ino,
       type,
       mode: mode & 0o7777,
-      uid: 0,
-      gid: 0,
+      uid: owner?.uid ?? 0,
+      gid: owner?.gid ?? 0,
+      generation: this.ctx.epoch,
       nlink: type === NodeType.Dir ? 2 : 1,
       atime: now,
       mtime: now,
@@ -169,51 +181,61 @@ export class FsOps {
       return;
     }
     if (pl.kind === 'snapdir' || pl.parts.length === 0) throw vmError('ALREADY_EXISTS', `${path} exists`);
-    await this.ctx.lock.run(() => this.addNode(path, NodeType.Dir, mode));
+    await this.ctx.lock.run(async () => this.addNodeAt(await this.ctx.resolveParent(path), path, NodeType.Dir, mode));
   }
 
   async symlink(target: string, path: string): Promise<void> {
     this.refuseVirtualParent(path);
-    await this.ctx.lock.run(() => this.addNode(path, NodeType.Symlink, 0o777, { target, size: Buffer.byteLength(target) }));
+    await this.ctx.lock.run(async () => this.addNodeAt(await this.ctx.resolveParent(path), path, NodeType.Symlink, 0o777, { target, size: Buffer.byteLength(target) }));
   }
 
   async link(existing: string, path: string): Promise<void> {
     this.refuseVirtualParent(path);
-    await this.ctx.lock.run(async () => {
-      const src = await this.ctx.resolve(existing);
-      const p = await this.ctx.resolveParent(path);
-      if (src.vol.id !== p.vol.id) throw vmError('CROSS_SHARE', `${existing} and ${path} are in different shares or snapshots`);
-      this.checkNewName(p, path);
-      if (src.inode.type === NodeType.Dir) throw vmError('NOT_PERMITTED', `${existing} is a directory; directories cannot be hard-linked`);
-      await this.mustNotExist(p, path);
-      const now = Date.now();
-      const txn = new Txn();
-      txn.putInode(p.vol.id, { ...src.inode, nlink: src.inode.nlink + 1, ctime: now });
-      txn.putEntry(p.vol.id, p.parent, p.name, { ino: src.ino, type: src.inode.type });
-      txn.putInode(p.vol.id, { ...p.parentInode, mtime: now, ctime: now });
-      await this.ctx.meta.apply(txn);
-    });
+    await this.ctx.lock.run(async () => this.linkAt(await this.ctx.resolve(existing), await this.ctx.resolveParent(path), existing, path));
+  }
+
+  /** A new name for an existing file or symlink. The caller holds the namespace lock. */
+  async linkAt(src: Resolved, p: ParentResolved, existing: string, path: string): Promise<Inode> {
+    if (src.vol.id !== p.vol.id) throw vmError('CROSS_SHARE', `${existing} and ${path} are in different shares or snapshots`);
+    this.checkNewName(p, path);
+    if (src.inode.type === NodeType.Dir) throw vmError('NOT_PERMITTED', `${existing} is a directory; directories cannot be hard-linked`);
+    await this.mustNotExist(p, path);
+    const now = Date.now();
+    const txn = new Txn();
+    const linked = { ...src.inode, nlink: src.inode.nlink + 1, ctime: now };
+    txn.putInode(p.vol.id, linked);
+    txn.putEntry(p.vol.id, p.parent, p.name, { ino: src.ino, type: src.inode.type });
+    txn.putInode(p.vol.id, { ...p.parentInode, mtime: now, ctime: now });
+    await this.ctx.meta.apply(txn);
+    return linked;
   }
 
   async create(path: string, mode: number): Promise<number> {
     this.refuseVirtualParent(path);
     return this.ctx.lock.run(async () => {
-      const { vol, inode } = await this.addNode(path, NodeType.File, mode);
+      const { vol, inode } = await this.addNodeAt(await this.ctx.resolveParent(path), path, NodeType.File, mode);
       return this.newHandle(vol.id, inode, true);
     });
   }
 
   /**
-   * Makes a new directory, symlink or empty file at path in one transaction (under the lock):
+   * Makes a new directory, symlink or empty file named `p.name` in one transaction (the caller
+   * holds the lock); `path` names it in messages:
    * the parent's times and link count move with it, and a file counts in its share's totals.
    */
-  private async addNode(path: string, type: NodeType, mode: number, extra?: Partial<Inode>): Promise<{ vol: Volume; inode: Inode }> {
-    const p = await this.ctx.resolveParent(path);
+  async addNodeAt(p: ParentResolved, path: string, type: NodeType, mode: number, extra?: Partial<Inode>, owner?: Owner): Promise<{ vol: Volume; inode: Inode }> {
     this.checkNewName(p, path);
     await this.mustNotExist(p, path);
     const now = Date.now();
     const txn = new Txn();
-    const inode = this.newInode(this.ctx.allocIno(txn, p.vol), type, mode, now, extra);
+    // A setgid directory hands its group down, and its setgid bit to subdirectories (as ext4).
+    let gidOwner = owner;
+    if (owner && p.parentInode.mode & S_ISGID) {
+      gidOwner = { uid: owner.uid, gid: p.parentInode.gid };
+      if (type === NodeType.Dir) mode |= S_ISGID;
+    }
+    const parentOf = type === NodeType.Dir ? { parent: p.parent } : {};
+    const inode = this.newInode(this.ctx.allocIno(txn, p.vol), type, mode, now, { ...extra, ...parentOf }, gidOwner);
     txn.putInode(p.vol.id, inode);
     txn.putEntry(p.vol.id, p.parent, p.name, { ino: inode.ino, type });
     // A subdirectory's ".." is a link to its parent.
@@ -235,20 +257,23 @@ export class FsOps {
   }
 
   async unlink(path: string): Promise<void> {
-    await this.ctx.lock.run(async () => {
-      const p = await this.ctx.resolveParent(path);
-      refuseReadOnly(p.readOnly, path);
-      const e = await this.ctx.meta.lookup(p.vol.id, p.parent, p.name);
-      if (!e) throw vmError('NOT_FOUND', `${path} does not exist`);
-      if (e.type === NodeType.Dir) throw vmError('IS_DIRECTORY', `${path} is a directory`);
-      const inode = await this.ctx.meta.mustInode(p.vol.id, e.ino);
-      const now = Date.now();
-      const txn = new Txn();
-      txn.delEntry(p.vol.id, p.parent, p.name);
-      this.unlinkInode(txn, p.vol, inode, now);
-      txn.putInode(p.vol.id, { ...p.parentInode, mtime: now, ctime: now });
-      await this.ctx.meta.apply(txn);
-    });
+    await this.ctx.lock.run(async () => this.unlinkAt(await this.ctx.resolveParent(path), path));
+  }
+
+  /** Removes a file's or symlink's name (the caller holds the lock). */
+  async unlinkAt(p: ParentResolved, path: string): Promise<void> {
+    refuseReadOnly(p.readOnly, path);
+    if (p.atRoot && p.name === SNAPSHOTS_DIR) throw vmError('IS_DIRECTORY', `${path} is a directory`);
+    const e = await this.ctx.meta.lookup(p.vol.id, p.parent, p.name);
+    if (!e) throw vmError('NOT_FOUND', `${path} does not exist`);
+    if (e.type === NodeType.Dir) throw vmError('IS_DIRECTORY', `${path} is a directory`);
+    const inode = await this.ctx.meta.mustInode(p.vol.id, e.ino);
+    const now = Date.now();
+    const txn = new Txn();
+    txn.delEntry(p.vol.id, p.parent, p.name);
+    this.unlinkInode(txn, p.vol, inode, now);
+    txn.putInode(p.vol.id, { ...p.parentInode, mtime: now, ctime: now });
+    await this.ctx.meta.apply(txn);
   }
 
   async rmdir(path: string): Promise<void> {
@@ -260,21 +285,24 @@ export class FsOps {
       await this.shares.remove(pl.vol.name, { force: false });
       return;
     }
-    await this.ctx.lock.run(async () => {
-      const p = await this.ctx.resolveParent(path);
-      refuseReadOnly(p.readOnly, path);
-      const e = await this.ctx.meta.lookup(p.vol.id, p.parent, p.name);
-      if (!e) throw vmError('NOT_FOUND', `${path} does not exist`);
-      if (e.type !== NodeType.Dir) throw vmError('NOT_DIRECTORY', `${path} is not a directory`);
-      if (await this.ctx.meta.hasChildren(p.vol.id, e.ino)) throw vmError('NOT_EMPTY', `${path} is not empty`);
-      const inode = await this.ctx.meta.mustInode(p.vol.id, e.ino);
-      const now = Date.now();
-      const txn = new Txn();
-      txn.delEntry(p.vol.id, p.parent, p.name);
-      this.unlinkInode(txn, p.vol, inode, now);
-      txn.putInode(p.vol.id, { ...p.parentInode, nlink: p.parentInode.nlink - 1, mtime: now, ctime: now });
-      await this.ctx.meta.apply(txn);
-    });
+    await this.ctx.lock.run(async () => this.rmdirAt(await this.ctx.resolveParent(path), path));
+  }
+
+  /** Removes an empty directory inside a share (the caller holds the lock). */
+  async rmdirAt(p: ParentResolved, path: string): Promise<void> {
+    refuseReadOnly(p.readOnly, path);
+    if (p.atRoot && p.name === SNAPSHOTS_DIR) throw vmError('NOT_PERMITTED', `${path} holds the share's snapshots; delete snapshots with \`vmvault snapshot delete\``);
+    const e = await this.ctx.meta.lookup(p.vol.id, p.parent, p.name);
+    if (!e) throw vmError('NOT_FOUND', `${path} does not exist`);
+    if (e.type !== NodeType.Dir) throw vmError('NOT_DIRECTORY', `${path} is not a directory`);
+    if (await this.ctx.meta.hasChildren(p.vol.id, e.ino)) throw vmError('NOT_EMPTY', `${path} is not empty`);
+    const inode = await this.ctx.meta.mustInode(p.vol.id, e.ino);
+    const now = Date.now();
+    const txn = new Txn();
+    txn.delEntry(p.vol.id, p.parent, p.name);
+    this.unlinkInode(txn, p.vol, inode, now);
+    txn.putInode(p.vol.id, { ...p.parentInode, nlink: p.parentInode.nlink - 1, mtime: now, ctime: now });
+    await this.ctx.meta.apply(txn);
   }
 
   async rename(from: string, to: string): Promise<void> {
@@ -282,67 +310,105 @@ export class FsOps {
     if (to === from) return;
     if (to.startsWith(from + '/')) throw vmError('INVALID_ARGUMENT', `cannot move ${from} into itself`);
     this.refuseVirtualParent(to);
-    await this.ctx.lock.run(async () => {
-      const src = await this.ctx.resolveParent(from);
-      const dst = await this.ctx.resolveParent(to);
-      refuseReadOnly(src.readOnly || dst.readOnly);
-      if ((src.atRoot && src.name === SNAPSHOTS_DIR) || (dst.atRoot && dst.name === SNAPSHOTS_DIR)) {
-        throw vmError('NOT_PERMITTED', '.snapshots cannot be renamed, replaced or moved');
+    await this.ctx.lock.run(async () => this.renameAt(await this.ctx.resolveParent(from), await this.ctx.resolveParent(to), from, to, 0));
+  }
+
+  /**
+   * Moves a name (the caller holds the lock). `flags`: RENAME_NOREPLACE refuses an existing
+   * target; RENAME_EXCHANGE is not supported. A directory cannot move into its own subtree.
+   */
+  async renameAt(src: ParentResolved, dst: ParentResolved, from: string, to: string, flags: number): Promise<void> {
+    if (flags & ~RENAME_NOREPLACE) throw vmError('INVALID_ARGUMENT', `rename flags ${flags} are not supported (RENAME_EXCHANGE, RENAME_WHITEOUT)`);
+    refuseReadOnly(src.readOnly || dst.readOnly);
+    if ((src.atRoot && src.name === SNAPSHOTS_DIR) || (dst.atRoot && dst.name === SNAPSHOTS_DIR)) {
+      throw vmError('NOT_PERMITTED', '.snapshots cannot be renamed, replaced or moved');
+    }
+    if (src.vol.id !== dst.vol.id) throw vmError('CROSS_SHARE', `${from} and ${to} are in different shares; copy instead`);
+    const vol = src.vol;
+    const e = await this.ctx.meta.lookup(vol.id, src.parent, src.name);
+    if (!e) throw vmError('NOT_FOUND', `${from} does not exist`);
+    if (src.parent === dst.parent && src.name === dst.name) return;
+    const moving = await this.ctx.meta.mustInode(vol.id, e.ino);
+    if (moving.type === NodeType.Dir && src.parent !== dst.parent && (await this.isInside(vol.id, dst.parent, e.ino))) {
+      throw vmError('INVALID_ARGUMENT', `cannot move ${from} into itself`);
+    }
+    const existing = await this.ctx.meta.lookup(vol.id, dst.parent, dst.name);
+    if (existing && flags & RENAME_NOREPLACE) throw vmError('ALREADY_EXISTS', `${to} already exists`);
+    const now = Date.now();
+    const txn = new Txn();
+    const inodes = new Map<number, Inode>();
+    const get = async (ino: number): Promise<Inode> => inodes.get(ino) ?? (await this.ctx.meta.mustInode(vol.id, ino));
+    const put = (n: Inode): void => {
+      inodes.set(n.ino, n);
+      txn.putInode(vol.id, n);
+    };
+    if (existing) {
+      if (existing.ino === e.ino) return; // two names of one file: nothing to do
+      const victim = await get(existing.ino);
+      if (moving.type === NodeType.Dir) {
+        if (victim.type !== NodeType.Dir) throw vmError('NOT_DIRECTORY', `${to} is not a directory`);
+        if (await this.ctx.meta.hasChildren(vol.id, victim.ino)) throw vmError('NOT_EMPTY', `${to} is not empty`);
+      } else if (victim.type === NodeType.Dir) {
+        throw vmError('IS_DIRECTORY', `${to} is a directory`);
       }
-      if (src.vol.id !== dst.vol.id) throw vmError('CROSS_SHARE', `${from} and ${to} are in different shares; copy instead`);
-      const vol = src.vol;
-      const e = await this.ctx.meta.lookup(vol.id, src.parent, src.name);
-      if (!e) throw vmError('NOT_FOUND', `${from} does not exist`);
-      const moving = await this.ctx.meta.mustInode(vol.id, e.ino);
-      const existing = await this.ctx.meta.lookup(vol.id, dst.parent, dst.name);
-      const now = Date.now();
-      const txn = new Txn();
-      const inodes = new Map<number, Inode>();
-      const get = async (ino: number): Promise<Inode> => inodes.get(ino) ?? (await this.ctx.meta.mustInode(vol.id, ino));
-      const put = (n: Inode): void => {
-        inodes.set(n.ino, n);
-        txn.putInode(vol.id, n);
-      };
-      if (existing) {
-        if (existing.ino === e.ino) return; // two names of one file: nothing to do
-        const victim = await get(existing.ino);
-        if (moving.type === NodeType.Dir) {
-          if (victim.type !== NodeType.Dir) throw vmError('NOT_DIRECTORY', `${to} is not a directory`);
-          if (await this.ctx.meta.hasChildren(vol.id, victim.ino)) throw vmError('NOT_EMPTY', `${to} is not empty`);
-        } else if (victim.type === NodeType.Dir) {
-          throw vmError('IS_DIRECTORY', `${to} is a directory`);
-        }
-        this.unlinkInode(txn, latest(txn, vol), victim, now);
-        if (victim.type === NodeType.Dir) {
-          const dp = await get(dst.parent);
-          put({ ...dp, nlink: dp.nlink - 1 });
-        }
+      this.unlinkInode(txn, latest(txn, vol), victim, now);
+      if (victim.type === NodeType.Dir) {
+        const dp = await get(dst.parent);
+        put({ ...dp, nlink: dp.nlink - 1 });
       }
-      txn.delEntry(vol.id, src.parent, src.name);
-      txn.putEntry(vol.id, dst.parent, dst.name, { ino: e.ino, type: e.type });
-      put({ ...(await get(e.ino)), ctime: now });
-      const sp = await get(src.parent);
-      put({ ...sp, nlink: sp.nlink - (moving.type === NodeType.Dir && src.parent !== dst.parent ? 1 : 0), mtime: now, ctime: now });
-      const dp = await get(dst.parent);
-      put({ ...dp, nlink: dp.nlink + (moving.type === NodeType.Dir && src.parent !== dst.parent ? 1 : 0), mtime: now, ctime: now });
-      await this.ctx.meta.apply(txn);
-    });
+    }
+    txn.delEntry(vol.id, src.parent, src.name);
+    txn.putEntry(vol.id, dst.parent, dst.name, { ino: e.ino, type: e.type });
+    // A directory's ".." follows it.
+    put({ ...(await get(e.ino)), ctime: now, ...(moving.type === NodeType.Dir ? { parent: dst.parent } : {}) });
+    const sp = await get(src.parent);
+    put({ ...sp, nlink: sp.nlink - (moving.type === NodeType.Dir && src.parent !== dst.parent ? 1 : 0), mtime: now, ctime: now });
+    const dp = await get(dst.parent);
+    put({ ...dp, nlink: dp.nlink + (moving.type === NodeType.Dir && src.parent !== dst.parent ? 1 : 0), mtime: now, ctime: now });
+    await this.ctx.meta.apply(txn);
+  }
+
+  /** Whether directory `dir` is `ancestor` or below it, walking ".." up to the volume's root. */
+  private async isInside(vol: number, dir: number, ancestor: number): Promise<boolean> {
+    for (let ino = dir, hops = 0; ; hops++) {
+      if (ino === ancestor) return true;
+      if (ino === ROOT_INO || hops > 100_000) return false;
+      ino = await this.parentIno(vol, ino);
+    }
+  }
+
+  /**
+   * The directory holding directory `ino` (its ".."): the inode's `parent`, or for records
+   * written before it was kept, found by scanning the volume's entries (once; then cached by
+   * writing nothing: the scan is rare, needed only by NFS handles of old directories).
+   */
+  async parentIno(vol: number, ino: number): Promise<number> {
+    if (ino === ROOT_INO) return ROOT_INO;
+    const inode = await this.ctx.meta.mustInode(vol, ino);
+    if (inode.parent !== undefined) return inode.parent;
+    const found = await this.ctx.meta.findParent(vol, ino);
+    if (found === undefined) throw vmError('NOT_FOUND', `directory ${ino} of volume ${vol} is in no directory`);
+    return found;
   }
 
   // ---- attributes that change ----------------------------------------------------------------
 
   private async setattr(path: string, change: (n: Inode, now: number) => Inode, onOpen?: (f: OpenFile, now: number) => void): Promise<void> {
-    await this.ctx.lock.run(async () => {
-      const r = await this.ctx.resolve(path);
-      refuseReadOnly(r.readOnly, path);
-      const now = Date.now();
-      const txn = new Txn();
-      const next = change(r.inode, now);
-      const f = this.ctx.findOpen(r.vol.id, r.ino);
-      if (f && onOpen) onOpen(f, now);
-      txn.putInode(r.vol.id, f ? { ...next, mtime: f.mtime, ctime: f.ctime } : next);
-      await this.ctx.meta.apply(txn);
-    });
+    await this.ctx.lock.run(async () => this.setattrAt(await this.ctx.resolve(path), path, change, onOpen));
+  }
+
+  /** Changes an inode's attributes in one transaction (the caller holds the lock). */
+  async setattrAt(r: Resolved, path: string, change: (n: Inode, now: number) => Inode, onOpen?: (f: OpenFile, now: number) => void): Promise<Inode> {
+    refuseReadOnly(r.readOnly, path);
+    const now = Date.now();
+    const txn = new Txn();
+    const next = change(r.inode, now);
+    const f = this.ctx.findOpen(r.vol.id, r.ino);
+    if (f && onOpen) onOpen(f, now);
+    const written = f ? { ...next, mtime: f.mtime, ctime: f.ctime } : next;
+    txn.putInode(r.vol.id, written);
+    await this.ctx.meta.apply(txn);
+    return written;
   }
 
   chmod(path: string, mode: number): Promise<void> {
@@ -370,7 +436,7 @@ export class FsOps {
     await this.truncateResolved(r, size, path);
   }
 
-  private async truncateResolved(r: Resolved, size: number, path: string): Promise<void> {
+  async truncateResolved(r: Resolved, size: number, path: string): Promise<void> {
     refuseReadOnly(r.readOnly, path);
     if (r.inode.type === NodeType.Dir) throw vmError('IS_DIRECTORY', `${path} is a directory`);
     if (r.inode.type !== NodeType.File) throw vmError('INVALID_ARGUMENT', `${path} is not a regular file`);
@@ -396,7 +462,7 @@ export class FsOps {
 
   // ---- open files ---------------------------------------------------------------------------
 
-  private newHandle(vol: number, inode: Inode, writable: boolean): number {
+  newHandle(vol: number, inode: Inode, writable: boolean): number {
     const file = this.ctx.openFile(vol, inode);
     file.handles++;
     // FUSE carries handles as uint32 and treats 0 as none.
@@ -414,7 +480,10 @@ export class FsOps {
   }
 
   async open(path: string, flags: number): Promise<number> {
-    const r = await this.ctx.resolve(path);
+    return this.openResolved(await this.ctx.resolve(path), path, flags);
+  }
+
+  openResolved(r: Resolved, path: string, flags: number): number {
     if (r.inode.type === NodeType.Dir) throw vmError('IS_DIRECTORY', `${path} is a directory`);
     if (r.inode.type !== NodeType.File) throw vmError('INVALID_ARGUMENT', `${path} is not a regular file`);
     const writable = (flags & O_ACCMODE) !== O_RDONLY;

@@ -5,7 +5,7 @@
 
 import { vmError } from '../errors.js';
 import { type Db, type DbOp, writeBatch } from '../kv/db.js';
-import { entryKey, entryRange, inodeKey, nsMetaKey, shareNameKey, snapNameKey, snapNameRange, volumeKey } from './keys.js';
+import { ENTRY, entryKey, entryRange, inodeKey, nsMetaKey, shareNameKey, snapNameKey, snapNameRange, volumeKey, volumeRange } from './keys.js';
 import {
   decodeEntry,
   decodeU32,
@@ -16,6 +16,7 @@ import {
   encodeVolume,
   type EntryValue,
   type Inode,
+  NodeType,
   type Volume,
 } from './records.js';
 
@@ -242,6 +243,19 @@ export class Meta {
     if (!l) return;
     this.listings.delete(key);
     this.listed -= l.length;
+  }
+
+  /**
+   * The directory whose entry names directory `ino`, by scanning every entry of the volume: for
+   * directories written before inodes kept their parent (records.ts). Slow (the whole volume's
+   * entries), and only asked for ".." of such a directory after the kernel forgot it.
+   */
+  async findParent(vol: number, ino: number): Promise<number | undefined> {
+    for await (const [k, v] of this.db.iterator(volumeRange(ENTRY, vol))) {
+      const e = decodeEntry(v);
+      if (e.ino === ino && e.type === NodeType.Dir) return k.readUInt32BE(5) * 0x100000000 + k.readUInt32BE(9);
+    }
+    return undefined;
   }
 
   async hasChildren(vol: number, ino: number): Promise<boolean> {

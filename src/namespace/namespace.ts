@@ -13,6 +13,7 @@ import { NsContext } from './context.js';
 import { INODE } from './keys.js';
 import { decodeInode, NodeType } from './records.js';
 import { FsOps } from './fs-ops.js';
+import { NodeOps } from './node-ops.js';
 import { Shares } from './shares.js';
 import { Fastcopy } from './fastcopy.js';
 import { Snapshots } from './snapshots.js';
@@ -49,6 +50,8 @@ export class Namespace {
   readonly ctx: NsContext;
   readonly shares: Shares;
   readonly fs: FsOps;
+  /** The same operations addressed by node id (FUSE low-level, NFS handles). */
+  readonly nodes: NodeOps;
   readonly snapshots: Snapshots;
   /** Files and directory trees copied by reference, also out of snapshots and across shares. */
   readonly fastcopy: Fastcopy;
@@ -67,6 +70,10 @@ export class Namespace {
       list: () => this.shares.list(),
       snapshotNames: (v) => this.shares.snapshotNames(v),
     });
+    this.nodes = new NodeOps(this.ctx, this.fs, {
+      create: (n) => this.shares.create(n),
+      remove: (n, o) => this.shares.remove(n, o),
+    });
     this.snapshots = new Snapshots(this.ctx, this.shares, (vol) => this.flushAll((v) => v === vol));
     this.fastcopy = new Fastcopy(this.ctx, (vol) => this.flushAll((v) => v === vol));
     this.opts = {
@@ -79,6 +86,7 @@ export class Namespace {
 
   static async open(store: SegmentStore, opts: NamespaceOptions = {}): Promise<Namespace> {
     const ns = new Namespace(store, opts);
+    await ns.ctx.startEpoch();
     const swept = await ns.shares.sweepOrphans();
     if (swept > 0) ns.log(`namespace: finished removing ${swept} ${swept === 1 ? 'share or snapshot' : 'shares or snapshots'} an earlier run left half-deleted`);
     ns.timer = setInterval(() => ns.tick(), 1000);

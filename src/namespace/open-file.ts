@@ -125,6 +125,23 @@ export class OpenFile {
     this.touch();
   }
 
+  /**
+   * Takes `v` (a durable version, another file's) as this file's whole content: a fastcopy into
+   * this open, empty file, committed like a write. False (nothing done) unless the file is
+   * empty with nothing pending, so no buffered byte or round in flight can be lost.
+   */
+  adopt(v: FileVersion): boolean {
+    if (this.failure) throw this.takeFailure();
+    if (this.size !== 0 || !this.idle || this.flushing) return false;
+    this.base = v;
+    this.baseLimit = v.size;
+    this.size = v.size;
+    this.truncSince = Infinity;
+    this.mtime = this.ctime = Date.now();
+    this.touch();
+    return true;
+  }
+
   setTimes(mtime: number | null, ctime: number): void {
     if (mtime !== null) this.mtime = mtime;
     this.ctime = ctime;

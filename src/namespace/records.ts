@@ -31,6 +31,18 @@ export interface Inode {
   version: FileVersion;
   /** Symbolic links: the target. */
   target?: string;
+  /**
+   * Directories: the inode of the directory holding this one (its ".."), absent for a volume's
+   * root and in records written before it existed (then found by scanning the volume's entries).
+   */
+  parent?: number;
+  /**
+   * The namespace epoch (a counter bumped, synced, at every open) in which this inode was made;
+   * 0 for records written before it existed. An inode number lost in a crash (its batch was not
+   * synced) can be handed out again in the next run: the epoch tells the two apart, so a file
+   * handle kept by an NFS client (node id + generation) never opens the wrong file.
+   */
+  generation?: number;
 }
 
 export type VolumeKind = 'share' | 'snapshot';
@@ -74,6 +86,9 @@ export function encodeInode(n: Inode): Buffer {
     s: n.size,
     v: n.type === NodeType.File ? encodeVersion(n.version) : undefined,
     l: n.type === NodeType.Symlink ? n.target : undefined,
+    // Optional fields (FORMAT.md): left out when absent, so older records keep their bytes.
+    ...(n.type === NodeType.Dir && n.parent !== undefined ? { p: n.parent } : {}),
+    ...(n.generation ? { G: n.generation } : {}),
   });
 }
 
@@ -101,7 +116,13 @@ export function decodeInode(b: Buffer, where = 'inode record'): Inode {
     size: uint(w, 's', what),
     version: v ? decodeVersion(v, what) : EMPTY_VERSION,
     target: optStr(w, 'l', what),
+    ...optional('parent', type === NodeType.Dir ? optUint(w, 'p', what, MAX_INO) : undefined),
+    ...optional('generation', optUint(w, 'G', what, 0xffffffff)),
   };
+}
+
+function optional<K extends string>(key: K, v: number | undefined): { [k in K]?: number } {
+  return (v === undefined ? {} : { [key]: v }) as { [k in K]?: number };
 }
 
 export function encodeVolume(v: Volume): Buffer {

@@ -96,7 +96,7 @@ export class Shares {
       const now = Date.now();
       const vol: Volume = { id, kind: 'share', name, created: now, nextIno: ROOT_INO + 1, files: 0, bytes: 0 };
       txn.putVolume(vol);
-      txn.putInode(id, { ino: ROOT_INO, type: NodeType.Dir, mode: 0o755, uid: 0, gid: 0, nlink: 2, atime: now, mtime: now, ctime: now, size: 0, version: EMPTY_VERSION });
+      txn.putInode(id, { ino: ROOT_INO, type: NodeType.Dir, mode: 0o755, uid: 0, gid: 0, nlink: 2, atime: now, mtime: now, ctime: now, size: 0, version: EMPTY_VERSION, generation: this.ctx.epoch });
       const v = Buffer.allocUnsafe(4);
       v.writeUInt32BE(id, 0);
       txn.raw({ type: 'put', key: shareNameKey(name), value: v });

@@ -1,6 +1,8 @@
 // The most the FUSE layer can carry, whatever sits behind it: the real binding over handlers
 // that do nothing, driven by dd in a child process (this process serves the mount and must
 // never wait on it synchronously). Any file system built on the binding is at most this fast.
+// This is fuse-native's (libfuse 2) ceiling, fuse.ceiling_old.*; fuse-ceiling-ll.ts measures the
+// libfuse3 binding's, fuse.ceiling.*.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -72,8 +74,8 @@ export async function benchFuseCeiling(opts: { quick: boolean; dir?: string; big
     const suffix = bigWrites ? '' : '.small_writes';
     const round = (v: number) => Math.round(v * 10) / 10;
     return [
-      { figure: `fuse.ceiling.write${suffix}`, value: round(write), unit: 'MB/s' },
-      { figure: `fuse.ceiling.read${suffix}`, value: round(read), unit: 'MB/s' },
+      { figure: `fuse.ceiling_old.write${suffix}`, value: round(write), unit: 'MB/s' },
+      { figure: `fuse.ceiling_old.read${suffix}`, value: round(read), unit: 'MB/s' },
     ];
   } finally {
     if (mount.mounted) await mount.unmount().catch(() => undefined);

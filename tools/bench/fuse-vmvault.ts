@@ -12,6 +12,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { benchFuseCeiling, type Figure } from './fuse-ceiling.js';
+import { benchFuseCeilingLl } from './fuse-ceiling-ll.js';
 import { type BenchAppliance, dd, dropCaches, run, startBenchAppliance } from './fuse-appliance.js';
 import { formatSummaries, summarizeProfiles } from './fuse-profile.js';
 
@@ -39,9 +40,11 @@ export async function benchFuse(opts: FuseBenchOptions, emit: (f: FuseFigure) =>
   const work = await fs.mkdtemp(path.join(opts.dir, 'vmvault-bench-fuse-'));
   const apps: BenchAppliance[] = [];
   try {
-    const ceiling = await benchFuseCeiling({ quick: opts.quick, dir: work });
-    const cw = ceiling.find((f) => f.figure === 'fuse.ceiling.write')!.value;
-    const cr = ceiling.find((f) => f.figure === 'fuse.ceiling.read')!.value;
+    // Both ceilings, side by side; the ratios below are against the binding the appliance runs
+    // on (fuse-native until the switch to the libfuse3 binding: then fuse.ceiling.*).
+    const ceiling = [...(await benchFuseCeilingLl({ quick: opts.quick, dir: work })), ...(await benchFuseCeiling({ quick: opts.quick, dir: work }))];
+    const cw = ceiling.find((f) => f.figure === 'fuse.ceiling_old.write')!.value;
+    const cr = ceiling.find((f) => f.figure === 'fuse.ceiling_old.read')!.value;
     for (const f of ceiling) emit(f);
 
     let src = opts.image;

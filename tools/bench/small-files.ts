@@ -27,6 +27,8 @@ export interface SmallBenchOptions {
   beforeRepo?: string;
   /** Where rsync copies from. Default /usr/share/doc. */
   rsyncSource?: string;
+  /** Also measure the mount on the libfuse3 binding (appliance --fuse 3), as *.fuse3 figures. */
+  fuse3?: boolean;
   /** Extra node flags for the appliance (e.g. --cpu-prof). */
   nodeFlags?: string[];
   note(line: string): void;
@@ -119,10 +121,11 @@ async function applianceRun(
   src: string,
   opts: SmallBenchOptions,
   bin?: string,
+  fuse?: 2 | 3,
 ): Promise<{ small: WorkerResult; rsync: number }> {
   let app: BenchAppliance | undefined;
   try {
-    app = await startBenchAppliance(store, opts.nodeFlags ?? [], bin);
+    app = await startBenchAppliance(store, opts.nodeFlags ?? [], bin, fuse);
     for (const name of ['small', 'rsync']) {
       const r = await app.api('POST', '/shares', { name });
       if (r.status !== 201) throw new Error(`creating share ${name}: ${r.status} ${JSON.stringify(r.body)}`);
@@ -141,7 +144,8 @@ export async function benchSmallFiles(opts: SmallBenchOptions, emit: (f: SmallFi
   const work = await fs.mkdtemp(path.join(opts.dir, 'vmvault-bench-small-'));
   try {
     const ceiling = await ceilingRun(work, count);
-    const vm = await applianceRun(path.join(work, 'store'), count, src, opts);
+    const vm = await applianceRun(path.join(work, 'store'), count, src, opts, undefined, opts.fuse3 ? 2 : undefined);
+    const f3 = opts.fuse3 ? await applianceRun(path.join(work, 'store-fuse3'), count, src, opts, undefined, 3) : undefined;
     const before = opts.beforeRepo
       ? await applianceRun(path.join(work, 'store-before'), count, src, opts, path.join(opts.beforeRepo, 'bin', 'vmvault.js'))
       : undefined;
@@ -156,10 +160,20 @@ export async function benchSmallFiles(opts: SmallBenchOptions, emit: (f: SmallFi
       emit({ figure: `fuse.small.${ph}`, value: Math.round(v), unit, vs_ceiling: round3(v / c) });
       if (before) emit({ figure: `fuse.small.${ph}.before`, value: Math.round(rate(before.small[ph])), unit, vs_ceiling: round3(rate(before.small[ph]) / c) });
       emit({ figure: `fuse.small.${ph}.vs_ceiling`, value: round3(v / c), unit: 'ratio' });
+      if (f3) {
+        const v3 = rate(f3.small[ph]);
+        emit({ figure: `fuse.small.${ph}.fuse3`, value: Math.round(v3), unit, vs_ceiling: round3(v3 / c) });
+        emit({ figure: `fuse.small.${ph}.fuse3_vs_fuse2`, value: round3(v3 / v), unit: 'ratio' });
+      }
     }
     opts.note(`rsync -a ${src}: plain directory ${plainS.toFixed(2)} s, mount ${vm.rsync.toFixed(2)} s${before ? `, before ${before.rsync.toFixed(2)} s` : ''}`);
     emit({ figure: 'rsync.doc.seconds', value: round1(vm.rsync), unit: 's' });
     emit({ figure: 'rsync.doc.plain_seconds', value: round1(plainS), unit: 's' });
+    if (f3) {
+      opts.note(`rsync -a ${src} on the libfuse3 binding: ${f3.rsync.toFixed(2)} s`);
+      emit({ figure: 'rsync.doc.fuse3_seconds', value: round1(f3.rsync), unit: 's' });
+      emit({ figure: 'rsync.doc.fuse3_speedup', value: round1(vm.rsync / f3.rsync), unit: 'fuse2 time / fuse3 time' });
+    }
     if (before) {
       emit({ figure: 'rsync.doc.before_seconds', value: round1(before.rsync), unit: 's' });
       emit({ figure: 'rsync.doc.speedup', value: round1(before.rsync / vm.rsync), unit: 'before time / time' });

@@ -1,0 +1,306 @@
+// The vmvault file system on libfuse3's low-level API (src/fuse/ll/, issue 16): each kernel
+// request names a node id (namespace/node-id.ts), and this adapter maps it onto the namespace's
+// node operations (namespace/node-ops.ts) and open files. A thin edge: every rule lives in
+// namespace/, every errno comes from errno.ts, every lock from ll-locks.ts.
+//
+// - Node ids are the namespace's own (volume, inode), stable across restarts, one per inode, so
+//   hard links are one node and NFS file handles (name_to_handle_at) keep working after the
+//   kernel drops its caches or the appliance restarts: lookup of "." and ".." by node id is
+//   answered from LevelDB. Lookup counts are kept per node and forget honoured; as node ids
+//   are durable, the count frees nothing but its own entry.
+// - The caller's uid/gid own what it makes; permission checks are the kernel's
+//   (default_permissions) against the modes and owners we report.
+// - fallocate: KEEP_SIZE preallocates nothing (a dedup store has no blocks to reserve);
+//   PUNCH_HOLE and ZERO_RANGE write zeros, which the store keeps as zero segments (no space).
+// - SEEK_DATA/SEEK_HOLE: from the file's segment tree; the zero runs the store keeps (never
+//   stored) are the holes.
+// - copy_file_range: a whole file into an empty one is a fastcopy (the target takes the
+//   source's content by reference: instant, no new space); any other range is copied.
+// - Locks: POSIX, OFD and flock, kept in memory by ll-locks.ts; release drops those taken
+//   through the handle (the kernel sends no unlock when an OFD lock's file closes).
+
+import type { Namespace } from '../namespace/namespace.js';
+import type { NodeAttr, NodeEntry } from '../namespace/node-ops.js';
+import { parseNode } from '../namespace/node-id.js';
+import { NodeType } from '../namespace/records.js';
+import { toErrno } from './errno.js';
+import { LockTable } from './ll-locks.js';
+import { dispatchOps, type LlOps, type OnBatch, type LlSession } from './ll/session.js';
+import type { LlAttr, LlDirent, LlEntry, LlRequest } from './ll/types.js';
+import { constants } from 'node:os';
+
+const E = constants.errno;
+const MiB = 1024 * 1024;
+/** Seconds the kernel may keep names and attributes. Shares, snapshots and fastcopies change through the control plane too. */
+const TIMEOUT_S = 1;
+const FALLOC_FL_KEEP_SIZE = 1;
+const FALLOC_FL_PUNCH_HOLE = 2;
+const FALLOC_FL_ZERO_RANGE = 0x10;
+const SEEK_DATA = 3;
+const SEEK_HOLE = 4;
+const ZEROS = Buffer.alloc(MiB);
+
+export interface LlFileSystemOptions {
+  log?: (line: string) => void;
+}
+
+export class LlFileSystem {
+  /** Lookups the kernel holds per node (FUSE's nlookup); forget takes them back. */
+  readonly lookups = new Map<bigint, number>();
+  readonly locks = new LockTable();
+  private readonly dirs = new Map<number, NodeEntry[]>();
+  private nextDirFh = 1;
+  private readonly log: (line: string) => void;
+
+  constructor(
+    private readonly ns: Namespace,
+    opts: LlFileSystemOptions = {},
+  ) {
+    this.log = opts.log ?? ((l) => process.stderr.write(l + '\n'));
+  }
+
+  /** The onBatch to mount with: `LlSession.mount(dir, opts, fs.onBatch())`. */
+  onBatch(): OnBatch {
+    return dispatchOps(this.ops(), { log: this.log });
+  }
+
+  // ---- conversions --------------------------------------------------------------------------
+
+  private attr(a: NodeAttr): LlAttr {
+    return { ino: a.ino, mode: a.mode, nlink: a.nlink, uid: a.uid, gid: a.gid, size: a.size, blksize: MiB, atimeMs: a.atime, mtimeMs: a.mtime, ctimeMs: a.ctime };
+  }
+
+  /** An entry the kernel will hold: counts one lookup. */
+  private entry(a: NodeAttr): LlEntry {
+    return { ino: a.ino, generation: BigInt(a.generation), attr: this.attr(a), attrTimeout: TIMEOUT_S, entryTimeout: TIMEOUT_S };
+  }
+
+  private counted(a: NodeAttr): LlEntry {
+    this.lookups.set(a.ino, (this.lookups.get(a.ino) ?? 0) + 1);
+    return this.entry(a);
+  }
+
+  private fail(s: LlSession, r: LlRequest, err: unknown): void {
+    const what = 'ino' in r ? `node ${r.ino}` : 'parent' in r ? `${r.name} in node ${r.parent}` : '';
+    s.replyErr(r.id, -toErrno(err, `${r.op} ${what}`, this.log));
+  }
+
+  /** Runs `fn`, answering its error (mapped to an errno) if it throws. */
+  private run<R extends LlRequest>(fn: (r: R, s: LlSession) => Promise<unknown> | unknown): (r: R, s: LlSession) => Promise<void> {
+    return async (r, s) => {
+      try {
+        await fn(r, s);
+      } catch (err) {
+        this.fail(s, r, err);
+      }
+    };
+  }
+
+  // ---- the operations -----------------------------------------------------------------------
+
+  ops(): Partial<LlOps> {
+    const ns = this.ns;
+    const n = ns.nodes;
+    const fs = ns.fs;
+    const owner = (r: { uid: number; gid: number }) => ({ uid: r.uid, gid: r.gid });
+    return {
+      lookup: this.run(async (r, s) => s.replyEntry(r.id, this.counted(await n.lookup(r.parent, r.name)))),
+      forget: (r) => {
+        for (const { ino, nlookup } of r.items) {
+          const left = (this.lookups.get(ino) ?? 0) - nlookup;
+          if (left > 0) this.lookups.set(ino, left);
+          else this.lookups.delete(ino);
+        }
+      },
+      getattr: this.run(async (r, s) => s.replyAttr(r.id, this.attr(await n.getattr(r.ino, r.fh)), TIMEOUT_S)),
+      setattr: this.run(async (r, s) => {
+        const { mode, uid, gid, size, atimeMs, mtimeMs } = r.set;
+        const a = await n.setattr(r.ino, { mode, uid, gid, size, atime: atimeMs, mtime: mtimeMs }, r.fh);
+        s.replyAttr(r.id, this.attr(a), TIMEOUT_S);
+      }),
+      readlink: this.run(async (r, s) => s.replyReadlink(r.id, await n.readlink(r.ino))),
+      mknod: this.run(async (r, s) => s.replyEntry(r.id, this.counted(await n.mknod(r.parent, r.name, r.mode, owner(r))))),
+      mkdir: this.run(async (r, s) => s.replyEntry(r.id, this.counted(await n.mkdir(r.parent, r.name, r.mode, owner(r))))),
+      symlink: this.run(async (r, s) => s.replyEntry(r.id, this.counted(await n.symlink(r.parent, r.name, r.target, owner(r))))),
+      link: this.run(async (r, s) => s.replyEntry(r.id, this.counted(await n.link(r.ino, r.newparent, r.newname)))),
+      unlink: this.run(async (r, s) => {
+        await n.unlink(r.parent, r.name);
+        s.replyErr(r.id, 0);
+      }),
+      rmdir: this.run(async (r, s) => {
+        await n.rmdir(r.parent, r.name);
+        s.replyErr(r.id, 0);
+      }),
+      rename: this.run(async (r, s) => {
+        await n.rename(r.parent, r.name, r.newparent, r.newname, r.flags);
+        s.replyErr(r.id, 0);
+      }),
+      create: this.run(async (r, s) => {
+        const { attr, fh } = await n.create(r.parent, r.name, r.mode, r.flags, owner(r));
+        if (!s.replyCreate(r.id, this.counted(attr), fh)) await fs.release(fh);
+      }),
+      open: this.run(async (r, s) => {
+        const fh = await n.open(r.ino, r.flags);
+        // Not answered (the caller was interrupted): nobody will release it.
+        if (!s.replyOpen(r.id, fh)) await fs.release(fh);
+      }),
+      read: (r, s) => {
+        const buf = Buffer.allocUnsafe(r.size);
+        let got: number | Promise<number>;
+        try {
+          got = fs.readInto(r.fh, r.offset, buf);
+        } catch (err) {
+          this.fail(s, r, err);
+          return;
+        }
+        // No promise when the bytes are already in memory (buffers, read-ahead).
+        if (typeof got === 'number') s.replyData(r.id, buf.subarray(0, got));
+        else got.then((k) => s.replyData(r.id, buf.subarray(0, k)), (err) => this.fail(s, r, err));
+      },
+      write: this.run(async (r, s) => s.replyWrite(r.id, await ns.write(r.fh, r.offset, r.data))),
+      flush: this.run(async (r, s) => {
+        // close(2) drops the caller's POSIX locks on the file, whichever descriptor held them.
+        this.locks.dropOwner(r.ino, r.lockOwner);
+        await fs.flush(r.fh);
+        s.replyErr(r.id, 0);
+      }),
+      release: this.run(async (r, s) => {
+        this.locks.dropHandle(r.ino, r.fh);
+        await fs.release(r.fh);
+        s.replyErr(r.id, 0);
+      }),
+      fsync: this.run(async (r, s) => {
+        await fs.fsync(r.fh);
+        s.replyErr(r.id, 0);
+      }),
+      opendir: this.run(async (r, s) => {
+        await n.opendir(r.ino);
+        let fh = this.nextDirFh;
+        while (this.dirs.has(fh)) fh = fh >= 0x7fffffff ? 1 : fh + 1;
+        this.nextDirFh = fh >= 0x7fffffff ? 1 : fh + 1;
+        // The listing is read at the first readdir, so offsets stay meaningful for this handle.
+        this.dirs.set(fh, []);
+        // A stored directory's listing may stay in the kernel's page cache (FOPEN_CACHE_DIR,
+        // KEEP_CACHE): every change to it, through the mount or the control plane, moves its
+        // mtime, which the kernel checks. One request per 4 KiB page otherwise (libfuse 2's
+        // high-level layer buffered whole listings in C). The virtual directories' times do not
+        // move with their contents: never cached.
+        const cache = parseNode(r.ino).kind === 'vol';
+        if (!s.replyOpen(r.id, fh, cache ? { cacheDir: true, keepCache: true } : undefined)) this.dirs.delete(fh);
+      }),
+      readdir: this.run(async (r, s) => {
+        let list = this.dirs.get(r.fh);
+        if (!list) throw Object.assign(new Error(`directory handle ${r.fh} is not open`), { code: 'EBADF' });
+        if (r.offset === 0 || list.length === 0) {
+          list = await n.readdir(r.ino);
+          this.dirs.set(r.fh, list);
+        }
+        // About as many as fit: a direntplus takes ~150 bytes, a dirent ~32.
+        const slice = list.slice(r.offset, r.offset + Math.ceil(r.size / (r.plus ? 96 : 24)));
+        const out: LlDirent[] = [];
+        for (const [i, e] of slice.entries()) {
+          const d: LlDirent = { name: e.name, ino: e.ino, mode: typeMode(e.type), nextOffset: r.offset + i + 1 };
+          if (r.plus && e.name !== '.' && e.name !== '..') {
+            const a = await n.getattr(e.ino).catch(() => undefined);
+            if (a) d.entry = this.entry(a);
+          }
+          out.push(d);
+        }
+        const taken = s.replyDir(r.id, out);
+        if (r.plus) for (const d of out.slice(0, Math.max(0, taken))) if (d.entry) this.lookups.set(d.ino, (this.lookups.get(d.ino) ?? 0) + 1);
+      }),
+      releasedir: (r, s) => {
+        this.dirs.delete(r.fh);
+        s.replyErr(r.id, 0);
+      },
+      fsyncdir: this.run(async (r, s) => {
+        await n.fsyncdir(r.ino);
+        s.replyErr(r.id, 0);
+      }),
+      statfs: this.run(async (r, s) => {
+        const c = await ns.capacity();
+        const b = 4096;
+        s.replyStatfs(r.id, {
+          bsize: b,
+          frsize: b,
+          blocks: Math.floor(c.totalBytes / b),
+          bfree: Math.floor(c.freeBytes / b),
+          bavail: Math.floor(c.availableBytes / b),
+          files: c.files + 1_000_000_000,
+          ffree: 1_000_000_000,
+          favail: 1_000_000_000,
+          namemax: 255,
+        });
+      }),
+      // default_permissions: the kernel checks; access(2) without it sees every mode allowed.
+      access: (r, s) => {
+        s.replyErr(r.id, 0);
+      },
+      getlk: (r, s) => {
+        s.replyLock(r.id, this.locks.test(r.ino, r.lockOwner, r.lock));
+      },
+      setlk: this.run(async (r, s) => {
+        this.locks.used(r.fh, r.lockOwner);
+        const ok = await this.locks.set(r.ino, r.lockOwner, r.lock, r.sleep);
+        s.replyErr(r.id, ok ? 0 : E.EAGAIN);
+      }),
+      flock: this.run(async (r, s) => {
+        const ok = await this.locks.flock(r.ino, r.fh, r.operation);
+        s.replyErr(r.id, ok ? 0 : E.EWOULDBLOCK);
+      }),
+      fallocate: this.run(async (r, s) => {
+        await this.fallocate(r.fh, r.ino, r.mode, r.offset, r.length);
+        s.replyErr(r.id, 0);
+      }),
+      lseek: this.run(async (r, s) => {
+        if (r.whence !== SEEK_DATA && r.whence !== SEEK_HOLE) throw Object.assign(new Error(`lseek whence ${r.whence}`), { code: 'EINVAL' });
+        const at = await n.seek(r.fh, r.offset, r.whence === SEEK_DATA ? 'data' : 'hole');
+        if (at < 0) throw Object.assign(new Error('no data at or past the offset'), { code: 'ENXIO' });
+        s.replyLseek(r.id, at);
+      }),
+      copy_file_range: this.run(async (r, s) => {
+        s.replyWrite(r.id, await this.copyRange(r.fh, r.ino, r.offset, r.fhOut, r.inoOut, r.offsetOut, r.length));
+      }),
+    };
+  }
+
+  private async fallocate(fh: number, node: bigint, mode: number, offset: number, length: number): Promise<void> {
+    const known = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE;
+    if (mode & ~known || (mode & FALLOC_FL_PUNCH_HOLE && !(mode & FALLOC_FL_KEEP_SIZE))) {
+      throw Object.assign(new Error(`fallocate mode ${mode}`), { code: 'EOPNOTSUPP' });
+    }
+    const { size } = await this.ns.nodes.getattr(node, fh);
+    const end = offset + length;
+    if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
+      // Zeros are stored as zero segments: the range stops costing space once committed.
+      const stop = mode & FALLOC_FL_KEEP_SIZE ? Math.min(end, size) : end;
+      for (let at = offset; at < stop; at += MiB) await this.ns.write(fh, at, ZEROS.subarray(0, Math.min(MiB, stop - at)));
+      return;
+    }
+    // Plain allocation: nothing to reserve; without KEEP_SIZE the file grows (with zeros).
+    if (!(mode & FALLOC_FL_KEEP_SIZE) && end > size) this.ns.fs.ftruncate(fh, end);
+  }
+
+  /** copy_file_range: a fastcopy when it is the whole source into an empty target, else a copy. */
+  private async copyRange(fhIn: number, inoIn: bigint, offIn: number, fhOut: number, inoOut: bigint, offOut: number, length: number): Promise<number> {
+    const src = await this.ns.nodes.getattr(inoIn, fhIn);
+    if (src.type !== NodeType.File) throw Object.assign(new Error('not a regular file'), { code: 'EINVAL' });
+    if (offIn === 0 && offOut === 0 && length >= src.size && src.size > 0) {
+      const done = await this.ns.nodes.cloneContent(fhIn, fhOut);
+      if (done) return src.size;
+    }
+    const end = Math.min(src.size, offIn + length);
+    let copied = 0;
+    for (let at = offIn; at < end; at += MiB) {
+      const buf = await this.ns.fs.read(fhIn, at, Math.min(MiB, end - at));
+      if (buf.length === 0) break;
+      await this.ns.write(fhOut, offOut + copied, buf);
+      copied += buf.length;
+    }
+    return copied;
+  }
+}
+
+function typeMode(t: NodeType): number {
+  return t === NodeType.Dir ? 0o040000 : t === NodeType.Symlink ? 0o120000 : 0o100000;
+}

@@ -1,0 +1,95 @@
+// The vmvault mount on the libfuse3 low-level binding, with the same life cycle as FuseMount
+// (binding.ts): a stale mount at the path is cleared first, a live one is refused (CONFLICT),
+// and the mount watch can ask whether ours is still attached.
+
+import { mkdir, stat } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { vmError } from '../errors.js';
+import type { Namespace } from '../namespace/namespace.js';
+import type { LogLine } from './errno.js';
+import { LlFileSystem } from './ll-filesystem.js';
+import { LlSession } from './ll/session.js';
+import { clearStaleMount, fuseMountsAt } from './mount-util.js';
+import type { Mount } from './mount.js';
+
+export interface LlMountOptions {
+  mkdir?: boolean;
+  allowOther?: boolean;
+  log?: LogLine;
+  maxThreads?: number;
+}
+
+export class LlMount implements Mount {
+  readonly mountPath: string;
+  readonly fs: LlFileSystem;
+  private session: LlSession | undefined;
+  private minor: number | undefined;
+  private readonly log: LogLine;
+
+  constructor(
+    mountPath: string,
+    ns: Namespace,
+    private readonly options: LlMountOptions = {},
+  ) {
+    this.mountPath = resolve(mountPath);
+    this.log = options.log ?? ((l) => process.stderr.write(l + '\n'));
+    this.fs = new LlFileSystem(ns, { log: this.log });
+  }
+
+  get mounted(): boolean {
+    return this.session !== undefined;
+  }
+
+  get connection(): number | undefined {
+    return this.minor;
+  }
+
+  get utimeOmitProblem(): string | undefined {
+    return undefined;
+  }
+
+  async mount(): Promise<void> {
+    if (this.session) throw new Error(`${this.mountPath}: mount() while mounted`);
+    const found = await clearStaleMount(this.mountPath);
+    if (found === 'healthy' || found === 'hung') {
+      throw vmError(
+        'CONFLICT',
+        `${this.mountPath} is already in use: another FUSE file system (another vmvault appliance?) is mounted there and ${found === 'healthy' ? 'answering' : 'not answering'}; stop that one or choose another mount point (--mount); it was left alone`,
+        { mount: this.mountPath, state: found },
+      );
+    }
+    if (this.options.mkdir) await mkdir(this.mountPath, { recursive: true });
+    if (!(await stat(this.mountPath)).isDirectory()) throw new Error(`${this.mountPath}: mount point is not a directory`);
+    const session = await LlSession.mount(
+      this.mountPath,
+      { fsname: 'vmvault', subtype: 'vmvault', allowOther: this.options.allowOther ?? false, defaultPermissions: true, maxThreads: this.options.maxThreads ?? 4, readdirplus: false },
+      this.fs.onBatch(),
+      (err) => this.log(`fuse3: a batch handler threw: ${(err as Error)?.stack ?? String(err)}`),
+    );
+    this.session = session;
+    this.minor = session.connection;
+  }
+
+  async attached(): Promise<boolean> {
+    if (!this.session) return false;
+    const mounts = await fuseMountsAt(this.mountPath);
+    return this.minor === undefined ? mounts.length > 0 : mounts.some((m) => m.minor === this.minor);
+  }
+
+  detached(): void {
+    const s = this.session;
+    if (!s) return;
+    this.session = undefined;
+    this.minor = undefined;
+    // Stops the C threads; the kernel mount is already gone.
+    void s.unmount().catch((err) => this.log(`fuse3: ${this.mountPath}: stopping a detached session: ${(err as Error).message}`));
+  }
+
+  async unmount(): Promise<void> {
+    const s = this.session;
+    if (!s) throw new Error(`${this.mountPath}: unmount() while not mounted`);
+    this.session = undefined;
+    this.minor = undefined;
+    await s.unmount();
+  }
+}

@@ -1,0 +1,62 @@
+// Loads native/build/Release/vmvault_fuse3.node (native/src/fuse3/), the libfuse3 low-level
+// binding. Only this file knows the addon's exports; session.ts wraps them. The addon is built
+// only where libfuse3's headers are (libfuse3-dev): without it, loadFuse3() throws a typed error
+// naming the package.
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { VmvaultError } from '../../errors.js';
+
+export type Handle = { readonly __fuse3: unique symbol };
+
+export interface Fuse3Addon {
+  mount(mountpoint: string, args: string[], cfg: Int32Array, onBatch: (reqs: unknown[]) => void): Handle;
+  unmount(h: Handle): Promise<void>;
+  stats(h: Handle): { batches: number; requests: number; maxBatch: number; connection: number };
+  replyErr(h: Handle, id: number, errno: number): boolean;
+  replyNone(h: Handle, id: number): boolean;
+  replyEntry(h: Handle, id: number, f: Float64Array, u: BigUint64Array): boolean;
+  replyCreate(h: Handle, id: number, f: Float64Array, u: BigUint64Array): boolean;
+  replyAttr(h: Handle, id: number, f: Float64Array, u: BigUint64Array): boolean;
+  replyOpen(h: Handle, id: number, fh: number, bits: number): boolean;
+  replyData(h: Handle, id: number, buf: Uint8Array): boolean;
+  replyWrite(h: Handle, id: number, n: number): boolean;
+  replyReadlink(h: Handle, id: number, target: string): boolean;
+  replyDir(h: Handle, id: number, names: string[], f: Float64Array, u: BigUint64Array): number;
+  replyStatfs(h: Handle, id: number, f: Float64Array): boolean;
+  replyLock(h: Handle, id: number, f: Float64Array): boolean;
+  replyLseek(h: Handle, id: number, off: number): boolean;
+}
+
+let cached: Fuse3Addon | undefined;
+let failure: string | undefined;
+
+/** The addon; VMVAULT_FUSE3_ADDON names another build of it (tests). */
+export function loadFuse3(): Fuse3Addon {
+  if (cached) return cached;
+  if (failure === undefined) {
+    // dist/src/fuse/ll -> repository root
+    const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..');
+    const file = process.env.VMVAULT_FUSE3_ADDON || path.join(root, 'native', 'build', 'Release', 'vmvault_fuse3.node');
+    try {
+      cached = createRequire(import.meta.url)(file) as Fuse3Addon;
+      return cached;
+    } catch (err) {
+      failure = `${file}: ${(err as Error).message}`;
+    }
+  }
+  throw new VmvaultError(
+    'NOT_SUPPORTED',
+    `the libfuse3 binding is not built (${failure}); install libfuse3-dev and fuse3, then run node tools/build-native.js`,
+  );
+}
+
+/** Whether the addon loads here (tests skip without it). */
+export function fuse3Available(): boolean {
+  try {
+    loadFuse3();
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,184 @@
+// LlSession: one mount on the libfuse3 low-level binding. Requests arrive in batches on the JS
+// thread (onBatch); each is answered once, by id, with a reply method. The C side
+// (native/src/fuse3/) runs libfuse's multithreaded loop, so nothing here blocks it: a reply only
+// writes to /dev/fuse. README.md is the API description the namespace adapter codes against.
+import { VmvaultError } from '../../errors.js';
+import { EIO } from './errno.js';
+import { type Fuse3Addon, type Handle, loadFuse3 } from './native.js';
+import { A_COUNT, E_COUNT, openBits, packAttr, packDirents, packEntry, scratchF, scratchU } from './pack.js';
+import type { LlAttr, LlDirent, LlEntry, LlLock, LlMountOptions, LlOpenFlags, LlRequest, LlStatfs } from './types.js';
+
+export type * from './types.js';
+export { dispatchOps, type LlOps } from './dispatch.js';
+export { fuse3Available } from './native.js';
+
+export type OnBatch = (reqs: LlRequest[], session: LlSession) => void;
+
+const MiB = 1024 * 1024;
+
+function fuseArgs(o: LlMountOptions): string[] {
+  const opts = [`fsname=${o.fsname ?? 'vmvault'}`];
+  if (o.subtype) opts.push(`subtype=${o.subtype}`);
+  if (o.allowOther) opts.push('allow_other');
+  if (o.defaultPermissions) opts.push('default_permissions');
+  if (o.readOnly) opts.push('ro');
+  for (const x of o.options ?? []) opts.push(x);
+  for (const x of opts) {
+    if (x.includes(',') && !x.startsWith('fsname=')) throw new VmvaultError('INVALID_ARGUMENT', `mount option ${JSON.stringify(x)} contains a comma`);
+  }
+  const args = ['-o', opts.map((x) => x.replace(/,/g, '\\,')).join(',')];
+  if (o.debug) args.push('-d');
+  return args;
+}
+
+export class LlSession {
+  readonly mountpoint: string;
+  private readonly addon: Fuse3Addon;
+  private handle: Handle | null = null;
+  private unmounting: Promise<void> | null = null;
+
+  private constructor(mountpoint: string, addon: Fuse3Addon) {
+    this.mountpoint = mountpoint;
+    this.addon = addon;
+  }
+
+  /**
+   * Mounts at mountpoint (as root: mount(2) directly) with the low-level loop in C threads.
+   * onBatch gets every batch of requests; if it throws, each request of the batch not yet
+   * answered gets EIO (and the error goes to onError, default: stderr).
+   */
+  static async mount(mountpoint: string, opts: LlMountOptions, onBatch: OnBatch, onError?: (err: unknown) => void): Promise<LlSession> {
+    const addon = loadFuse3();
+    const s = new LlSession(mountpoint, addon);
+    const maxWrite = opts.maxWrite ?? MiB;
+    const maxInFlight = opts.maxInFlight ?? 1024;
+    const maxThreads = opts.maxThreads ?? 4;
+    if (!Number.isInteger(maxWrite) || maxWrite < 4096 || maxWrite > MiB) throw new VmvaultError('INVALID_ARGUMENT', `maxWrite ${maxWrite}: want 4096..${MiB}`);
+    if (!Number.isInteger(maxInFlight) || maxInFlight < 1 || maxInFlight > 65536) throw new VmvaultError('INVALID_ARGUMENT', `maxInFlight ${maxInFlight}: want 1..65536`);
+    if (!Number.isInteger(maxThreads) || maxThreads < 1 || maxThreads > 256) throw new VmvaultError('INVALID_ARGUMENT', `maxThreads ${maxThreads}: want 1..256`);
+    const cfg = Int32Array.of(
+      maxThreads,
+      opts.cloneFd === false ? 0 : 1,
+      opts.writebackCache ? 1 : 0,
+      opts.readdirplus === false ? 0 : 1,
+      opts.atomicOTrunc ? 1 : 0,
+      maxWrite,
+      maxInFlight,
+    );
+    const report = onError ?? ((err: unknown) => process.stderr.write(`vmvault fuse3: a batch handler threw: ${(err as Error)?.stack ?? String(err)}\n`));
+    const deliver = (raw: unknown[]): void => {
+      const reqs = raw as LlRequest[];
+      try {
+        onBatch(reqs, s);
+      } catch (err) {
+        report(err);
+        for (const r of reqs) if (r.id !== 0) s.replyErr(r.id, EIO);
+      }
+    };
+    try {
+      s.handle = addon.mount(mountpoint, fuseArgs(opts), cfg, deliver);
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      const code = e.code === 'ENOENT' ? 'NOT_FOUND' : e.code === 'ENOTDIR' ? 'NOT_DIRECTORY' : e.code === 'EPERM' || e.code === 'EACCES' ? 'NOT_PERMITTED' : 'IO';
+      throw new VmvaultError(code, `mount ${mountpoint}: ${e.message}`, { mountpoint }, err);
+    }
+    return s;
+  }
+
+  /** /sys/fs/fuse/connections/N of this mount (-1 if unknown). */
+  get connection(): number {
+    return this.handle ? this.addon.stats(this.handle).connection : -1;
+  }
+
+  /** Batches and requests handed to JS so far, and the largest batch. */
+  get stats(): { batches: number; requests: number; maxBatch: number } {
+    if (!this.handle) return { batches: 0, requests: 0, maxBatch: 0 };
+    const { batches, requests, maxBatch } = this.addon.stats(this.handle);
+    return { batches, requests, maxBatch };
+  }
+
+  private get h(): Handle {
+    if (!this.handle) throw new VmvaultError('CLOSED', `${this.mountpoint} is not mounted`);
+    return this.handle;
+  }
+
+  replyErr(id: number, errno: number): boolean {
+    return this.addon.replyErr(this.h, id, errno);
+  }
+
+  replyNone(id: number): boolean {
+    return id === 0 ? true : this.addon.replyNone(this.h, id);
+  }
+
+  replyEntry(id: number, entry: LlEntry): boolean {
+    packEntry(scratchF, 0, scratchU, 0, entry);
+    return this.addon.replyEntry(this.h, id, scratchF, scratchU);
+  }
+
+  replyCreate(id: number, entry: LlEntry, fh: number, open?: LlOpenFlags): boolean {
+    packEntry(scratchF, 0, scratchU, 0, entry);
+    scratchF[E_COUNT] = fh;
+    scratchF[E_COUNT + 1] = openBits(open);
+    return this.addon.replyCreate(this.h, id, scratchF, scratchU);
+  }
+
+  replyAttr(id: number, attr: LlAttr, timeout: number): boolean {
+    packAttr(scratchF, 0, attr);
+    scratchF[A_COUNT] = timeout;
+    scratchU[0] = attr.ino;
+    return this.addon.replyAttr(this.h, id, scratchF, scratchU);
+  }
+
+  replyOpen(id: number, fh: number, open?: LlOpenFlags): boolean {
+    return this.addon.replyOpen(this.h, id, fh, openBits(open));
+  }
+
+  /** Read data (short = end of file), passed to the kernel straight from buf. */
+  replyData(id: number, buf: Uint8Array): boolean {
+    return this.addon.replyData(this.h, id, buf);
+  }
+
+  replyWrite(id: number, n: number): boolean {
+    return this.addon.replyWrite(this.h, id, n);
+  }
+
+  replyReadlink(id: number, target: string): boolean {
+    return this.addon.replyReadlink(this.h, id, target);
+  }
+
+  /**
+   * A readdir page: as many entries as fit the kernel's buffer, in order. Returns how many
+   * were taken (-1: id not outstanding); with plus, each taken entry that has `entry` (and is
+   * not . or ..) counts one lookup of its inode.
+   */
+  replyDir(id: number, entries: LlDirent[]): number {
+    const { names, f, u } = packDirents(entries);
+    return this.addon.replyDir(this.h, id, names, f, u);
+  }
+
+  replyStatfs(id: number, st: LlStatfs): boolean {
+    const f = Float64Array.of(st.bsize, st.frsize, st.blocks, st.bfree, st.bavail, st.files, st.ffree, st.favail ?? st.ffree, st.namemax ?? 255);
+    return this.addon.replyStatfs(this.h, id, f);
+  }
+
+  replyLock(id: number, lock: LlLock): boolean {
+    return this.addon.replyLock(this.h, id, Float64Array.of(lock.type, lock.start, lock.end, lock.pid));
+  }
+
+  replyLseek(id: number, off: number): boolean {
+    return this.addon.replyLseek(this.h, id, off);
+  }
+
+  /**
+   * Exits the loop, detaches the mount, aborts the connection (so a file still open elsewhere
+   * cannot keep the threads waiting) and joins the C threads, off the JS thread. Requests not
+   * yet answered get ENOTCONN; later replies return false. Idempotent.
+   */
+  unmount(): Promise<void> {
+    if (!this.unmounting) {
+      const h = this.handle;
+      this.unmounting = h ? this.addon.unmount(h) : Promise.resolve();
+    }
+    return this.unmounting;
+  }
+}

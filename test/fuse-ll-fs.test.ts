@@ -1,0 +1,265 @@
+// The vmvault file system on the libfuse3 low-level binding (src/fuse/ll-filesystem.ts), through
+// the real kernel, over a real store and namespace. This process serves the mount, so every
+// access is a child process (spawned asynchronously, with a deadline), never this process.
+//
+// What it checks beyond the path-based mount: one inode number per file through every hard
+// link (a change shows at once), the caller's uid/gid and the kernel's permission checks,
+// fallocate punch-hole, SEEK_DATA/SEEK_HOLE, copy_file_range as a fastcopy, POSIX/OFD/flock
+// locks, and NFS-style file handles (name_to_handle_at) that still open after the kernel drops
+// its caches and after the file system is mounted again by a new process (no ESTALE).
+
+import t from 'tap';
+import { execFile, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Namespace } from '../src/namespace/namespace.js';
+import { SegmentStore } from '../src/store/store.js';
+import { LlFileSystem } from '../src/fuse/ll-filesystem.js';
+import { fuse3Available, LlSession } from '../src/fuse/ll/session.js';
+import type { TestT } from './helpers/tap-types.js';
+
+interface Ran {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs a shell script in a child. `cwd` is entered by the script itself: spawn's own chdir runs
+ * in the forked child while this thread waits for the exec, so a cwd inside the mount would
+ * wait for an answer only this (waiting) thread can give.
+ */
+function sh(script: string, opts: { cwd?: string; uid?: number; gid?: number; timeout?: number } = {}): Promise<Ran> {
+  const full = opts.cwd ? `cd '${opts.cwd}' || exit 99\n${script}` : script;
+  return new Promise((done) => {
+    execFile('sh', ['-c', full], { env: { ...process.env, LC_ALL: 'C' }, timeout: opts.timeout ?? 60_000, uid: opts.uid, gid: opts.gid }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
+      done({ code, stdout: String(stdout), stderr: String(stderr) });
+    });
+  });
+}
+
+/** name_to_handle_at / open_by_handle_at through libc (Python's ctypes: no compiler needed). */
+const HANDLES_PY = `
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+class FH(ctypes.Structure):
+    _fields_ = [('handle_bytes', ctypes.c_uint), ('handle_type', ctypes.c_int), ('f_handle', ctypes.c_ubyte * 128)]
+if sys.argv[1] == 'make':
+    fh = FH(); fh.handle_bytes = 128; mid = ctypes.c_int()
+    if libc.name_to_handle_at(-100, sys.argv[2].encode(), ctypes.byref(fh), ctypes.byref(mid), 0) != 0:
+        print('ERR', os.strerror(ctypes.get_errno())); sys.exit(1)
+    print(fh.handle_type, bytes(fh.f_handle[:fh.handle_bytes]).hex())
+else:
+    mfd = os.open(sys.argv[2], os.O_RDONLY | os.O_DIRECTORY)
+    raw = bytes.fromhex(sys.argv[4]); fh = FH(); fh.handle_bytes = len(raw); fh.handle_type = int(sys.argv[3])
+    ctypes.memmove(fh.f_handle, raw, len(raw))
+    fd = libc.open_by_handle_at(mfd, ctypes.byref(fh), os.O_RDONLY)
+    if fd < 0:
+        print('ERR', os.strerror(ctypes.get_errno())); sys.exit(1)
+    if sys.argv[1] == 'read':
+        print(os.read(fd, 100).decode())
+    else:
+        print(' '.join(sorted(os.listdir('/proc/self/fd/%d' % fd))))
+`;
+
+interface Mounted {
+  mnt: string;
+  ns: Namespace;
+  llfs: LlFileSystem;
+  stop(): Promise<void>;
+}
+
+/**
+ * A temporary directory removed at the end of the test, after every mount in it is gone:
+ * removing a directory that still holds this process's own mount would wait on itself.
+ */
+function workDir(t: TestT): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vmvault-llfs-'));
+  fs.chmodSync(dir, 0o755); // other users reach the mount through it
+  const stops: Array<() => Promise<void>> = [];
+  dirs.set(dir, stops);
+  t.teardown(async () => {
+    for (const s of stops) await s();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  return dir;
+}
+
+const dirs = new Map<string, Array<() => Promise<void>>>();
+
+/** Opens the store in `data` and mounts it at `mnt` on the libfuse3 binding. */
+async function mountAt(t: TestT, data: string, mnt: string): Promise<Mounted> {
+  const store = await SegmentStore.open(data);
+  const ns = await Namespace.open(store, { log: (l) => t.comment(l) });
+  const llfs = new LlFileSystem(ns, { log: (l) => t.comment(l) });
+  let session: LlSession | undefined;
+  let stopped = false;
+  const stop = async (): Promise<void> => {
+    if (stopped) return;
+    stopped = true;
+    if (session) await session.unmount();
+    await ns.close();
+    await store.close();
+  };
+  dirs.get(path.dirname(mnt))?.push(stop);
+  session = await LlSession.mount(mnt, { fsname: 'vmvault-test', allowOther: true, defaultPermissions: true, maxThreads: 4 }, llfs.onBatch());
+  return { mnt, ns, llfs, stop };
+}
+
+const why = !fs.existsSync('/dev/fuse') ? 'no /dev/fuse' : process.getuid?.() !== 0 ? 'needs root' : !fuse3Available() ? 'the fuse3 addon is not built (libfuse3-dev)' : '';
+if (why) {
+  t.plan(0, `vmvault on libfuse3: ${why}`);
+} else {
+  t.test('POSIX through the kernel: hard links are one inode, owners, permissions', async (t) => {
+    const dir = workDir(t);
+    const mnt = path.join(dir, 'mnt');
+    fs.mkdirSync(mnt);
+    const m = await mountAt(t, path.join(dir, 'data'), mnt);
+    const r = await sh(
+      [
+        'set -e',
+        'mkdir vms',
+        'cd vms',
+        'printf hello > a',
+        'ln a b',
+        'stat -c %i a b | uniq | wc -l',
+        'printf " world" >> b',
+        'cat a; echo',
+        'stat -c %h a',
+        'mkdir -p d/e && mv d/e e2 && ls -a d | tr "\\n" " "; echo',
+        'ln -s a s && readlink s && cat s; echo',
+        'chmod 600 a && stat -c %a a',
+        'ls -a .snapshots | tr "\\n" " "; echo',
+        'mkdir pub && chmod 777 pub',
+      ].join('\n'),
+      { cwd: mnt },
+    );
+    t.equal(r.code, 0, `shell ran (${r.stderr.trim()})`);
+    t.same(r.stdout.split('\n').slice(0, 9), ['1', 'hello world', '2', '. .. ', 'a', 'hello world', '600', '. .. ', ''], 'one inode through both names, a change seen at once, rename, symlink, chmod');
+    // Listings may be cached by the kernel: a change made beside the mount (the control plane's
+    // fastcopy) shows once the directory's attributes time out (1 s).
+    const before = await sh(`ls ${mnt}/vms`);
+    await m.ns.fastcopy.copy('vms/a', 'vms/fastcopied');
+    await new Promise((r) => setTimeout(r, 1500));
+    const after = await sh(`ls ${mnt}/vms`);
+    t.ok(!before.stdout.includes('fastcopied') && after.stdout.split('\n').includes('fastcopied'), `a fastcopy through the control plane shows in the listing (${after.stdout.trim().replace(/\n/g, ' ')})`);
+    const nobody = await sh('set -e; cd vms/pub; printf x > mine; stat -c "%u %g" mine; cat ../a 2>/dev/null || echo denied', { cwd: mnt, uid: 65534, gid: 65534 });
+    t.same(nobody.stdout.trim().split('\n'), ['65534 65534', 'denied'], "a file is made with the caller's uid/gid; a 0600 file of root's is refused to others");
+  });
+
+  t.test('fallocate, SEEK_DATA/SEEK_HOLE, copy_file_range, locks', async (t) => {
+    const dir = workDir(t);
+    const mnt = path.join(dir, 'mnt');
+    fs.mkdirSync(mnt);
+    const m = await mountAt(t, path.join(dir, 'data'), mnt);
+    const py = `
+import os, fcntl, sys
+os.chdir(${JSON.stringify(mnt)} + '/s')
+data = os.urandom(3 << 20)
+with open('img', 'wb') as f: f.write(data)
+fd = os.open('img', os.O_RDWR)
+os.posix_fallocate(fd, 0, 1 << 20)
+print(os.fstat(fd).st_size == (3 << 20))
+print(os.lseek(fd, 4096, os.SEEK_DATA), os.lseek(fd, 4096, os.SEEK_HOLE))
+z = os.open('sparse', os.O_RDWR | os.O_CREAT, 0o644)
+os.write(z, os.urandom(1 << 20)); os.write(z, bytes(2 << 20)); os.write(z, os.urandom(1 << 20))
+print(os.lseek(z, 0, os.SEEK_HOLE), os.lseek(z, (3 << 20) // 2, os.SEEK_DATA), os.lseek(z, 0, os.SEEK_DATA))
+os.close(z)
+out = os.open('copy', os.O_RDWR | os.O_CREAT, 0o644)
+n = os.copy_file_range(fd, out, 3 << 20, 0, 0)
+os.close(out)
+print(n, open('copy', 'rb').read() == data)
+fcntl.lockf(fd, fcntl.LOCK_EX, 100, 0)
+import subprocess
+other = subprocess.run([sys.executable, '-c', "import fcntl, os\\nfd = os.open('img', os.O_RDWR)\\ntry:\\n  fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 100, 0); print('got')\\nexcept OSError as e: print('refused', e.errno)"], capture_output=True, text=True)
+print(other.stdout.strip())
+fcntl.lockf(fd, fcntl.LOCK_UN, 100, 0)
+f2 = os.open('img', os.O_RDONLY)
+fcntl.flock(f2, fcntl.LOCK_EX)
+other = subprocess.run(['flock', '-n', 'img', 'true'])
+print('flock', other.returncode)
+os.close(f2)
+os.close(fd)
+`;
+    fs.writeFileSync(path.join(dir, 't.py'), py);
+    const r = await sh(`mkdir ${mnt}/s && python3 ${dir}/t.py && fallocate -p -o 1048576 -l 1048576 ${mnt}/s/img && cmp -n 1048576 -i 1048576 ${mnt}/s/img /dev/zero && echo zeroed`, { timeout: 120_000 });
+    t.equal(r.code, 0, `python ran (${r.stderr.trim().slice(-400)})`);
+    const lines = r.stdout.trim().split('\n');
+    t.equal(lines[0], 'True', 'fallocate inside the file keeps its size');
+    t.equal(lines[1], `4096 ${3 << 20}`, 'SEEK_DATA at a data offset is that offset; SEEK_HOLE is the end');
+    const [hole, data, first] = lines.splice(2, 1)[0].split(' ').map(Number);
+    t.ok(hole >= 1 << 20 && hole < 1.25 * (1 << 20), `SEEK_HOLE finds the zero run that starts after 1 MiB of data (at ${hole})`);
+    t.ok(data > 1.5 * (1 << 20) && data <= 3 << 20, `SEEK_DATA from inside the zeros finds the data after them (at ${data})`);
+    t.equal(first, 0, 'SEEK_DATA at 0 of a file starting with data is 0');
+    t.equal(lines[2], `${3 << 20} True`, 'copy_file_range of the whole file copies it all');
+    t.match(lines[3], /^refused 11$/, 'a second process cannot take a conflicting POSIX lock');
+    t.equal(lines[4], 'flock 1', 'flock -n fails while another open file holds an exclusive flock');
+    t.equal(lines[5], 'zeroed', 'a punched hole reads as zeros');
+    const attr = await m.ns.fs.getattr('/s/copy');
+    t.equal(attr.size, 3 << 20, 'the copy has the full size');
+    // 3 MiB + 4 MiB written, 1 MiB of zeros punched; the copy itself took the source's tree.
+    t.equal((await m.ns.store.stats()).ingestedBytes, 8 << 20, 'the whole-file copy_file_range ingested nothing (a fastcopy)');
+  });
+
+  t.test('two QEMUs cannot open one image read-write (their OFD locks reach the mount)', { skip: fs.existsSync('/usr/bin/qemu-io') ? false : 'no qemu-io' }, async (t) => {
+    const dir = workDir(t);
+    const mnt = path.join(dir, 'mnt');
+    fs.mkdirSync(mnt);
+    await mountAt(t, path.join(dir, 'data'), mnt);
+    const img = path.join(mnt, 'q', 'disk.raw');
+    t.equal((await sh(`mkdir ${mnt}/q && qemu-img create -f raw ${img} 16M`)).code, 0, 'image made');
+    // The first QEMU runs a guest (stopped: -S) with the image as its disk, which takes the
+    // image's write permission unshared: OFD locks on QEMU's lock bytes.
+    const holder = spawn('qemu-system-x86_64', ['-S', '-nodefaults', '-display', 'none', '-machine', 'accel=tcg', '-drive', `file=${img},format=raw,if=none,id=d0`, '-device', 'virtio-blk-pci,drive=d0'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let held = '';
+    holder.stderr!.on('data', (d) => (held += d));
+    const gone = new Promise((r) => holder.once('exit', r));
+    t.teardown(async () => {
+      holder.kill('SIGKILL');
+      await gone;
+    });
+    // Until the guest has its disk open, a second writer still gets in: try for a while.
+    let second: Ran = { code: 0, stdout: '', stderr: '' };
+    for (let i = 0; i < 30 && second.code === 0; i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      second = await sh(`qemu-io -f raw -c 'write 0 4k' ${img}`);
+    }
+    t.not(second.code, 0, `a second QEMU opening it read-write fails (${held.trim().slice(0, 200)})`);
+    t.match(second.stdout + second.stderr, /lock/i, `because of the lock (${(second.stdout + second.stderr).trim().slice(0, 200)})`);
+    holder.kill('SIGTERM');
+    await gone;
+    const third = await sh(`qemu-io -f raw -c 'write 0 4k' ${img}`);
+    t.equal(third.code, 0, `once the first QEMU quit, the image opens read-write (${third.stderr.trim()})`);
+  });
+
+  t.test('file handles still open after drop_caches and after the store is reopened and mounted again (no ESTALE)', async (t) => {
+    const dir = workDir(t);
+    const mnt = path.join(dir, 'mnt');
+    const data = path.join(dir, 'data');
+    fs.mkdirSync(mnt);
+    const py = path.join(dir, 'h.py');
+    fs.writeFileSync(py, HANDLES_PY);
+    const first = await mountAt(t, data, mnt);
+    const made = await sh(
+      `set -e; mkdir -p ${mnt}/nfs/a/b; printf content > ${mnt}/nfs/a/b/f; touch ${mnt}/nfs/a/b/g; sync; python3 ${py} make ${mnt}/nfs/a/b/f; python3 ${py} make ${mnt}/nfs/a/b`,
+    );
+    t.equal(made.code, 0, `handles made (${made.stderr.trim()} ${made.stdout.trim()})`);
+    const [fileH, dirH] = made.stdout.trim().split('\n').map((l) => l.split(' '));
+    const check = async (when: string) => {
+      const f = await sh(`python3 ${py} read ${mnt} ${fileH[0]} ${fileH[1]}`);
+      t.equal(f.stdout.trim(), 'content', `the file's handle opens ${when} (${f.stderr.trim()})`);
+      const d = await sh(`python3 ${py} list ${mnt} ${dirH[0]} ${dirH[1]}`);
+      t.equal(d.stdout.trim(), 'f g', `the directory's handle opens and lists ${when} (${d.stderr.trim()})`);
+    };
+    await check('at once');
+    await sh('sync; echo 3 > /proc/sys/vm/drop_caches');
+    await check('after drop_caches');
+    await first.stop();
+    await mountAt(t, data, mnt);
+    await check('after the store was closed, reopened and mounted again');
+  });
+}
