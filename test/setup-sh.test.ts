@@ -60,7 +60,7 @@ t.test('--test adds the tools the tests drive', { skip }, async (t) => {
 });
 
 t.test('--appliance adds what building and checking the appliance image needs', { skip }, async (t) => {
-  const r = await dry(['--appliance'], { VMVAULT_SETUP_ASSUME_INSTALLED: 'libfuse2 fuse liblz4-dev' });
+  const r = await dry(['--appliance'], { VMVAULT_SETUP_ASSUME_INSTALLED: 'libfuse2 fuse3 libfuse3-dev liblz4-dev' });
   t.equal(r.code, 0, r.err);
   t.match(r.err, /^vmvault setup: would install: debootstrap mtools dosfstools grub-pc-bin grub-efi-amd64-bin binutils qemu-utils qemu-system-x86 libxml2-utils genisoimage openssl ovmf$/m);
 });
