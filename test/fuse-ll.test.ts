@@ -7,6 +7,7 @@ import { execFile, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { fuse3Available, LlSession } from '../src/fuse/ll/session.js';
 import { LlMemfs, mountLlMemfs } from './helpers/ll-memfs.js';
 
@@ -181,6 +182,24 @@ if (why) {
     t.match(r.stderr, /Input\/output error/);
     t.ok(errors.length > 0, 'the error was reported');
   });
+
+  for (const how of ['exit', 'throw']) {
+    t.test(`a process that ends by ${how} without unmount() leaves no mount behind`, async (t) => {
+      const dir = mkdtempSync(join(tmpdir(), 'vmvault-ll-exit-'));
+      t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+      const child = spawn(process.execPath, [fileURLToPath(new URL('./helpers/ll-exit-child.js', import.meta.url)), dir, how], { stdio: ['pipe', 'pipe', 'pipe'] });
+      t.teardown(() => void child.kill('SIGKILL'));
+      await new Promise<void>((res, rej) => {
+        child.stdout.once('data', () => res());
+        child.once('exit', (code) => rej(new Error(`child exited ${code} before mounting`)));
+      });
+      t.ok(mounted(dir), 'mounted by the child');
+      const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
+      child.stdin.write('go\n');
+      t.not(await exited, 0);
+      t.notOk(mounted(dir), 'no dead mount left');
+    });
+  }
 
   t.test('a bad mount point is a typed error, and nothing is left mounted', async (t) => {
     await t.rejects(LlSession.mount('/nonexistent/vmvault-ll', {}, () => {}), { code: 'NOT_FOUND' });
