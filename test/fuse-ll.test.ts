@@ -135,6 +135,29 @@ if (why) {
     t.equal(m.contents('b')?.subarray(0, 100000).toString(), 'x'.repeat(100000));
   });
 
+  t.test('POSIX locks reach the file system: a second process cannot take a lock the first holds', async (t) => {
+    const m = new LlMemfs();
+    const { dir } = await mountLlMemfs(t, m);
+    t.equal((await sh(': > img', { cwd: dir })).code, 0);
+    const py = 'import fcntl, sys; f = open(sys.argv[1], "r+"); fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB); print("locked", flush=True); sys.stdin.readline()';
+    const holder = spawn('python3', ['-c', py, join(dir, 'img')], { stdio: ['pipe', 'pipe', 'pipe'] });
+    t.teardown(() => void holder.kill('SIGKILL'));
+    await new Promise<void>((res, rej) => {
+      holder.stdout.once('data', () => res());
+      holder.once('exit', (code) => rej(new Error(`holder exited ${code}`)));
+    });
+    const second = await sh(`python3 -c 'import fcntl; f = open("img", "r+"); fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)'`, { cwd: dir });
+    t.not(second.code, 0, 'refused while held');
+    t.match(second.stderr, /Resource temporarily unavailable|Permission denied/);
+    const probe = await sh(`python3 -c 'import fcntl, struct; f = open("img", "r+"); r = fcntl.fcntl(f, fcntl.F_GETLK, struct.pack("hhqqi", fcntl.F_WRLCK, 0, 0, 0, 0)); print(struct.unpack("hhqqi", r)[0])'`, { cwd: dir });
+    t.equal(probe.stdout.trim(), '1', 'F_GETLK reports the holder\'s write lock');
+    const exited = new Promise<void>((res) => holder.once('exit', () => res()));
+    holder.stdin.end('\n');
+    await exited;
+    const third = await sh(`python3 -c 'import fcntl; f = open("img", "r+"); fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB); print("ok")'`, { cwd: dir });
+    t.equal(third.stdout.trim(), 'ok', 'free once the holder is gone (its close released the lock)');
+  });
+
   t.test('many requests in flight arrive in batches of more than one', async (t) => {
     const m = new LlMemfs({ delayMs: 30 });
     const { dir, session } = await mountLlMemfs(t, m, { maxThreads: 8 });
