@@ -7,6 +7,7 @@ import { execFile, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { fuse3Available, LlSession } from '../src/fuse/ll/session.js';
 import { LlMemfs, mountLlMemfs } from './helpers/ll-memfs.js';
 
@@ -134,6 +135,29 @@ if (why) {
     t.equal(m.contents('b')?.subarray(0, 100000).toString(), 'x'.repeat(100000));
   });
 
+  t.test('POSIX locks reach the file system: a second process cannot take a lock the first holds', async (t) => {
+    const m = new LlMemfs();
+    const { dir } = await mountLlMemfs(t, m);
+    t.equal((await sh(': > img', { cwd: dir })).code, 0);
+    const py = 'import fcntl, sys; f = open(sys.argv[1], "r+"); fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB); print("locked", flush=True); sys.stdin.readline()';
+    const holder = spawn('python3', ['-c', py, join(dir, 'img')], { stdio: ['pipe', 'pipe', 'pipe'] });
+    t.teardown(() => void holder.kill('SIGKILL'));
+    await new Promise<void>((res, rej) => {
+      holder.stdout.once('data', () => res());
+      holder.once('exit', (code) => rej(new Error(`holder exited ${code}`)));
+    });
+    const second = await sh(`python3 -c 'import fcntl; f = open("img", "r+"); fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)'`, { cwd: dir });
+    t.not(second.code, 0, 'refused while held');
+    t.match(second.stderr, /Resource temporarily unavailable|Permission denied/);
+    const probe = await sh(`python3 -c 'import fcntl, struct; f = open("img", "r+"); r = fcntl.fcntl(f, fcntl.F_GETLK, struct.pack("hhqqi", fcntl.F_WRLCK, 0, 0, 0, 0)); print(struct.unpack("hhqqi", r)[0])'`, { cwd: dir });
+    t.equal(probe.stdout.trim(), '1', 'F_GETLK reports the holder\'s write lock');
+    const exited = new Promise<void>((res) => holder.once('exit', () => res()));
+    holder.stdin.end('\n');
+    await exited;
+    const third = await sh(`python3 -c 'import fcntl; f = open("img", "r+"); fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB); print("ok")'`, { cwd: dir });
+    t.equal(third.stdout.trim(), 'ok', 'free once the holder is gone (its close released the lock)');
+  });
+
   t.test('many requests in flight arrive in batches of more than one', async (t) => {
     const m = new LlMemfs({ delayMs: 30 });
     const { dir, session } = await mountLlMemfs(t, m, { maxThreads: 8 });
@@ -181,6 +205,24 @@ if (why) {
     t.match(r.stderr, /Input\/output error/);
     t.ok(errors.length > 0, 'the error was reported');
   });
+
+  for (const how of ['exit', 'throw']) {
+    t.test(`a process that ends by ${how} without unmount() leaves no mount behind`, async (t) => {
+      const dir = mkdtempSync(join(tmpdir(), 'vmvault-ll-exit-'));
+      t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+      const child = spawn(process.execPath, [fileURLToPath(new URL('./helpers/ll-exit-child.js', import.meta.url)), dir, how], { stdio: ['pipe', 'pipe', 'pipe'] });
+      t.teardown(() => void child.kill('SIGKILL'));
+      await new Promise<void>((res, rej) => {
+        child.stdout.once('data', () => res());
+        child.once('exit', (code) => rej(new Error(`child exited ${code} before mounting`)));
+      });
+      t.ok(mounted(dir), 'mounted by the child');
+      const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
+      child.stdin.write('go\n');
+      t.not(await exited, 0);
+      t.notOk(mounted(dir), 'no dead mount left');
+    });
+  }
 
   t.test('a bad mount point is a typed error, and nothing is left mounted', async (t) => {
     await t.rejects(LlSession.mount('/nonexistent/vmvault-ll', {}, () => {}), { code: 'NOT_FOUND' });

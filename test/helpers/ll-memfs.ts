@@ -252,7 +252,12 @@ export class LlMemfs {
           s.replyWrite(r.id, r.data.length);
         });
       },
-      flush: (r, s) => void s.replyErr(r.id, 0),
+      // A close: libfuse's contract is that flush drops the POSIX locks of lockOwner.
+      flush: (r, s) => {
+        const held = this.locks.get(r.ino);
+        if (held) this.locks.set(r.ino, held.filter((l) => l.owner !== r.lockOwner));
+        s.replyErr(r.id, 0);
+      },
       release: (r, s) => void s.replyErr(r.id, 0),
       fsync: (r, s) => void s.replyErr(r.id, 0),
       opendir: (r, s) => {
@@ -292,6 +297,22 @@ export class LlMemfs {
         if (r.offset >= n.attr.size) return void s.replyErr(r.id, E.ENXIO);
         s.replyLseek(r.id, r.whence === 4 ? n.attr.size : r.offset);
       },
+      // POSIX locks (what QEMU takes on its images): F_RDLCK 0, F_WRLCK 1, F_UNLCK 2.
+      getlk: (r, s) => {
+        const c = this.conflict(r.ino, r.lockOwner, r.lock);
+        s.replyLock(r.id, c ? { type: c.type, start: c.start, end: c.end, pid: c.pid } : { ...r.lock, type: 2 });
+      },
+      setlk: (r, s) => {
+        const held = this.locks.get(r.ino) ?? [];
+        if (r.lock.type === 2) {
+          this.locks.set(r.ino, held.filter((l) => l.owner !== r.lockOwner || l.end < r.lock.start || l.start > r.lock.end));
+          return void s.replyErr(r.id, 0);
+        }
+        if (this.conflict(r.ino, r.lockOwner, r.lock)) return void s.replyErr(r.id, E.EAGAIN);
+        held.push({ owner: r.lockOwner, ...r.lock });
+        this.locks.set(r.ino, held);
+        s.replyErr(r.id, 0);
+      },
       copy_file_range: (r, s) => {
         const a = this.node(r.ino);
         const b = this.node(r.inoOut);
@@ -302,6 +323,12 @@ export class LlMemfs {
         s.replyWrite(r.id, n);
       },
     };
+  }
+
+  readonly locks = new Map<bigint, Array<{ owner: bigint; type: number; start: number; end: number; pid: number }>>();
+
+  private conflict(ino: bigint, owner: bigint, l: { type: number; start: number; end: number }) {
+    return (this.locks.get(ino) ?? []).find((h) => h.owner !== owner && h.start <= l.end && l.start <= h.end && (h.type === 1 || l.type === 1));
   }
 
   /** The bytes of a file by path from the root (for assertions). */

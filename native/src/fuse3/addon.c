@@ -205,11 +205,10 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   return ext;
 }
 
-// Unmount, off the JS thread: the loop is told to exit, the mount is detached (lazily, so it
-// never waits), and the connection aborted, so files still open elsewhere cannot keep the
-// worker threads reading; then they are joined.
-static void unmount_execute(napi_env env, void *data) {
-  vv_sess *s = data;
+// The loop is told to exit, the mount is detached (lazily, so it never waits), and the
+// connection aborted, so files still open elsewhere cannot keep the worker threads reading.
+// Never waits: safe on the JS thread (detach(), at process exit) as on the pool (unmount).
+static void detach_mount(vv_sess *s) {
   pthread_mutex_lock(&s->mu);
   s->closing = 1;
   pthread_cond_broadcast(&s->slot_cv);
@@ -227,6 +226,12 @@ static void unmount_execute(napi_env env, void *data) {
       close(fd);
     }
   }
+}
+
+// Unmount, off the JS thread: detach, then join the worker threads.
+static void unmount_execute(napi_env env, void *data) {
+  vv_sess *s = data;
+  detach_mount(s);
   if (s->loop_started) pthread_join(s->loop, NULL);
   s->loop_started = 0;
 }
@@ -286,6 +291,18 @@ static napi_value js_unmount(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+// detach(handle): the mount goes away now, without waiting for anything (process exit: a
+// process that ends without unmount() must not leave a dead mount behind). unmount() still
+// joins and frees afterwards.
+static napi_value js_detach(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!vv_args(env, info, 1, argv, "detach(handle)")) return NULL;
+  vv_sess *s = sess_of(env, argv[0]);
+  if (!s) return NULL;
+  if (!s->destroyed) detach_mount(s);
+  return NULL;
+}
+
 static napi_value js_stats(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (!vv_args(env, info, 1, argv, "stats(handle)")) return NULL;
@@ -309,6 +326,7 @@ NAPI_MODULE_INIT() {
       {"mount", NULL, js_mount, NULL, NULL, NULL, napi_default, NULL},
       {"unmount", NULL, js_unmount, NULL, NULL, NULL, napi_default, NULL},
       {"stats", NULL, js_stats, NULL, NULL, NULL, napi_default, NULL},
+      {"detach", NULL, js_detach, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return vv_init_replies(env, exports);

@@ -695,15 +695,14 @@ static napi_value to_js(napi_env env, vv_req *r) {
 
 void vv_call_js(napi_env env, napi_value js_cb, void *context, void *data) {
   vv_sess *s = context;
+  // Tearing down (no env): the queue stays for unmount to answer and free.
+  if (!env) return;
   pthread_mutex_lock(&s->mu);
-  vv_req *list = s->head;
-  s->head = s->tail = NULL;
+  vv_req *list = s->destroyed ? NULL : s->head;
+  if (list) s->head = s->tail = NULL;
   s->scheduled = 0;
   pthread_mutex_unlock(&s->mu);
-  if (!env || !list) {
-    // Tearing down: answered (or dropped) by the unmount.
-    return;
-  }
+  if (!list) return;
   uint32_t n = 0;
   for (vv_req *r = list; r; r = r->next) n++;
   napi_handle_scope scope;

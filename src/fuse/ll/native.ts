@@ -12,6 +12,8 @@ export type Handle = { readonly __fuse3: unique symbol };
 export interface Fuse3Addon {
   mount(mountpoint: string, args: string[], cfg: Int32Array, onBatch: (reqs: unknown[]) => void): Handle;
   unmount(h: Handle): Promise<void>;
+  /** Exit, lazy umount, abort the connection; never waits (process exit). */
+  detach(h: Handle): void;
   stats(h: Handle): { batches: number; requests: number; maxBatch: number; connection: number };
   replyErr(h: Handle, id: number, errno: number): boolean;
   replyNone(h: Handle, id: number): boolean;

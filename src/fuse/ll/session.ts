@@ -36,6 +36,7 @@ export class LlSession {
   private readonly addon: Fuse3Addon;
   private handle: Handle | null = null;
   private unmounting: Promise<void> | null = null;
+  private onExit: (() => void) | null = null;
 
   private constructor(mountpoint: string, addon: Fuse3Addon) {
     this.mountpoint = mountpoint;
@@ -77,6 +78,11 @@ export class LlSession {
     };
     try {
       s.handle = addon.mount(mountpoint, fuseArgs(opts), cfg, deliver);
+      // A process that ends without unmount() (process.exit, an uncaught exception) must not
+      // leave a dead mount ("Transport endpoint is not connected") behind.
+      const h = s.handle;
+      s.onExit = () => addon.detach(h);
+      process.once('exit', s.onExit);
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
       const code = e.code === 'ENOENT' ? 'NOT_FOUND' : e.code === 'ENOTDIR' ? 'NOT_DIRECTORY' : e.code === 'EPERM' || e.code === 'EACCES' ? 'NOT_PERMITTED' : 'IO';
@@ -177,6 +183,8 @@ export class LlSession {
   unmount(): Promise<void> {
     if (!this.unmounting) {
       const h = this.handle;
+      if (this.onExit) process.removeListener('exit', this.onExit);
+      this.onExit = null;
       this.unmounting = h ? this.addon.unmount(h) : Promise.resolve();
     }
     return this.unmounting;
