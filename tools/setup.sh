@@ -74,6 +74,8 @@ fi
 if [ "$with_test" -eq 1 ]; then
   packages="$packages qemu-utils fio rsync e2fsprogs tar python3"
   packages="$packages clang"  # fuzzing and the sanitizer build of the addon (native/fuzz/)
+  # The VM backup tests' guest (tools/make-test-guest.sh builds it from these) and its QEMU.
+  packages="$packages qemu-system-x86 qemu-guest-agent busybox-static linux-image-amd64 postgresql-15 cpio"
 fi
 packages="$packages ${VMVAULT_SETUP_EXTRA:-}"
 

@@ -174,7 +174,14 @@ export class NbdClient {
     try {
       await c.handshake(opts.metaContexts ?? []);
     } catch (err) {
-      sock.destroy();
+      // A server we negotiate with is told we leave (NBD_OPT_ABORT) instead of seeing EOF.
+      if (c.negotiating && !sock.destroyed) {
+        c.sendOption(OPT_ABORT, Buffer.alloc(0));
+        sock.end();
+        setTimeout(() => sock.destroy(), 1000).unref();
+      } else {
+        sock.destroy();
+      }
       throw err;
     } finally {
       clearTimeout(timer);
@@ -185,6 +192,8 @@ export class NbdClient {
   }
 
   private handshaken = false;
+  /** Past the greeting: options may be sent. */
+  private negotiating = false;
 
   // ---- handshake -------------------------------------------------------------------------
 
@@ -208,6 +217,7 @@ export class NbdClient {
     const cflags = Buffer.alloc(4);
     cflags.writeUInt32BE(FLAG_FIXED_NEWSTYLE | (sflags & FLAG_NO_ZEROES));
     this.sock.write(cflags);
+    this.negotiating = true;
 
     // Structured replies: required (block status needs them, and reads with holes use them).
     this.sendOption(OPT_STRUCTURED_REPLY, Buffer.alloc(0));
@@ -281,10 +291,11 @@ export class NbdClient {
     const len = h.readUInt32BE(16);
     if (len > MAX_OPTION_REPLY) throw this.protocol(`option reply of ${len} bytes (limit ${MAX_OPTION_REPLY})`);
     const data = Buffer.from(await this.readN(len));
-    if (type & REP_ERR_BIT) {
-      const what = REP_ERR_NAMES[type & ~REP_ERR_BIT] ?? `error ${type & ~REP_ERR_BIT}`;
+    if (type >= REP_ERR_BIT) {
+      const err = type - REP_ERR_BIT;
+      const what = REP_ERR_NAMES[err] ?? `error ${err}`;
       const text = data.toString().slice(0, 500);
-      const code = type === (REP_ERR_BIT | 6) ? 'NOT_FOUND' : type === (REP_ERR_BIT | 1) ? 'NOT_SUPPORTED' : 'IO';
+      const code = err === 6 ? 'NOT_FOUND' : err === 1 ? 'NOT_SUPPORTED' : 'IO';
       throw vmError(code, `NBD ${this.where}: export ${JSON.stringify(this.exportName)}: ${optionName(option)} refused: ${what}${text ? `: ${text}` : ''}`);
     }
     return { type, data };
