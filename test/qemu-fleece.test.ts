@@ -263,3 +263,46 @@ t.test('a failure halfway through prepare and a second NBD server leave nothing 
   t.same(await bitmaps(vm, 'disk-vda'), [], 'abort of a full backup drops its checkpoint');
   await vm.qmp.execute('nbd-server-stop');
 });
+
+t.test('an appliance killed mid-backup: the next prepare removes what it left; its checkpoint can be dropped', async (t) => {
+  const vm = await startVm(t, [{ device: 'vda', sizeBytes: 8 * MiB }]);
+  const sock = path.join(vm.dir, 'nbd.sock');
+  const f1 = await Fleece.prepare(vm.qmp, vm.disks, { scratchDir: vm.scratch, checkpoint: 'ck1' });
+  await f1.pointInTime();
+  await f1.commit();
+  await f1.release();
+  await write(vm, 'vda', 0x51, 0, 64 * KiB);
+  // The dead appliance's backup: point taken, exported, never released; its QMP connection gone.
+  const f2 = await Fleece.prepare(vm.qmp, vm.disks, { scratchDir: vm.scratch, checkpoint: 'ck2', previousCheckpoint: 'ck1' });
+  await f2.pointInTime();
+  await f2.exportAll(sock);
+  await vm.qmp.close();
+  t.ok(fs.existsSync(f2.objects.files[0]), 'its scratch file is still there');
+
+  const qmp = await QmpClient.connect(vm.q.qmp);
+  t.teardown(() => qmp.close());
+  const vm2 = { ...vm, qmp };
+  t.same(
+    (await Fleece.checkpoints(qmp, vm.disks)).vda.map((b) => [b.name, b.recording]).sort(),
+    [['ck1', false], ['ck2', true]],
+    'ck1 frozen by the dead backup, ck2 recording',
+  );
+  const lines: string[] = [];
+  const f3 = await Fleece.prepare(qmp, vm.disks, { scratchDir: vm.scratch, checkpoint: 'ck3', previousCheckpoint: 'ck1', log: (l) => lines.push(l) });
+  t.teardown(() => f3.release());
+  t.ok(lines.some((l) => /removed export vmv-e-/.test(l)), 'stale export removed');
+  t.ok(lines.some((l) => /stopped the NBD server/.test(l)), 'stale NBD server stopped');
+  t.ok(lines.some((l) => /cancelled job vmv-j-/.test(l)), 'stale job cancelled');
+  t.ok(lines.some((l) => /removed scratch node vmv-s-/.test(l)), 'stale scratch node removed');
+  t.notOk(fs.existsSync(f2.objects.files[0]), 'and its scratch file');
+  t.match(f3.plan, [{ device: 'vda', incremental: false, fullReason: /ck1 on disk vda is not recording \(an interrupted backup left it disabled\)/ }]);
+  await f3.pointInTime();
+  const [e3] = await f3.exportAll(sock);
+  t.match(e3.fullReason, /not recording/);
+  await f3.commit();
+  await f3.release();
+  await assertReleased(t, vm2, f3);
+  t.same(await Fleece.removeCheckpoints(qmp, vm.disks, ['ck2']), ['fleece: removed checkpoint ck2 from vda']);
+  t.same((await Fleece.checkpoints(qmp, vm.disks)).vda.map((b) => [b.name, b.recording, b.persistent]), [['ck3', true, true]]);
+  t.same(await Fleece.removeStale(qmp), [], 'nothing stale any more');
+});

@@ -130,6 +130,9 @@ export class Fleece {
       devices.add(d.device);
     }
     const timeoutMs = opts.timeoutMs ?? 30_000;
+    // What a killed appliance left in this QEMU would wedge every later backup (the NBD server
+    // still running, the scratch node still attached): remove it first.
+    await Fleece.removeStale(qmp, { log: opts.log, timeoutMs });
     const tag = randomBytes(3).toString('hex');
     const nodes = await qmp.execute<NodeInfo[]>('query-named-block-nodes', { flat: true }, { timeoutMs });
     const byName = new Map(nodes.map((n) => [n['node-name'], n]));
@@ -428,6 +431,90 @@ export class Fleece {
     this.log('fleece: released (exports, NBD server, jobs, scratch nodes and files gone)');
   }
 
+  /**
+   * Removes the exports, jobs and scratch nodes (and their scratch files) that an earlier fleece
+   * left in this QEMU because the appliance died before release(): everything named with our
+   * prefixes (vmv-e-, vmv-j-, vmv-s-). Stops the NBD server too when such objects were found and
+   * no export remains. prepare() calls it, so only one Fleece per VM may exist at a time (the
+   * backup service runs one backup per VM). Returns one line per object removed.
+   */
+  static async removeStale(qmp: QmpClient, opts: { log?: (l: string) => void; timeoutMs?: number } = {}): Promise<string[]> {
+    const t = { timeoutMs: opts.timeoutMs ?? 30_000 };
+    const lines: string[] = [];
+    const say = (l: string) => {
+      lines.push(l);
+      opts.log?.(l);
+    };
+    const exports = await qmp.execute<Array<{ id: string }>>('query-block-exports', undefined, t);
+    const jobs = await qmp.execute<Array<{ device: string }>>('query-block-jobs', undefined, t);
+    const nodes = await qmp.execute<Array<NodeInfo & { image: { filename?: string } }>>('query-named-block-nodes', { flat: true }, t);
+    const staleExports = exports.filter((e) => e.id.startsWith('vmv-e-'));
+    const staleJobs = jobs.filter((j) => j.device.startsWith('vmv-j-'));
+    const staleNodes = nodes.filter((n) => n['node-name'].startsWith('vmv-s-'));
+    if (staleExports.length + staleJobs.length + staleNodes.length === 0) return lines;
+    for (const e of staleExports) {
+      qmp.clearEvents('BLOCK_EXPORT_DELETED');
+      await qmp.execute('block-export-del', { id: e.id, mode: 'hard' }, t);
+      await qmp.waitEvent('BLOCK_EXPORT_DELETED', (d) => d?.id === e.id, t.timeoutMs);
+      say(`fleece: removed export ${e.id} left by an interrupted backup`);
+    }
+    if ((await qmp.execute<unknown[]>('query-block-exports', undefined, t)).length === 0) {
+      try {
+        await qmp.execute('nbd-server-stop', undefined, t);
+        say('fleece: stopped the NBD server left by an interrupted backup');
+      } catch (err) {
+        if (!(isVmvaultError(err) && /not running/i.test(err.message))) throw err;
+      }
+    }
+    for (const j of staleJobs) {
+      qmp.clearEvents('BLOCK_JOB_CANCELLED');
+      await qmp.execute('block-job-cancel', { device: j.device, force: true }, t);
+      await qmp.waitEvent('BLOCK_JOB_CANCELLED', (d) => d?.device === j.device, t.timeoutMs);
+      say(`fleece: cancelled job ${j.device} left by an interrupted backup`);
+    }
+    for (const n of staleNodes) {
+      await qmp.execute('blockdev-del', { 'node-name': n['node-name'] }, t);
+      const file = scratchFileOf(n.image?.filename);
+      // Only a file this module named is removed: the scratch image, never anything else.
+      if (file && /^fleece-[0-9a-f]{6}-[^/]*\.qcow2$/.test(path.basename(file))) await fs.rm(file, { force: true });
+      say(`fleece: removed scratch node ${n['node-name']}${file ? ` and ${file}` : ''} left by an interrupted backup`);
+    }
+    return lines;
+  }
+
+  /** The named bitmaps (checkpoints) on each disk's node, by device. */
+  static async checkpoints(
+    qmp: QmpClient,
+    disks: VmDisk[],
+  ): Promise<Record<string, Array<{ name: string; recording: boolean; persistent: boolean; count: number; granularity: number; inconsistent: boolean }>>> {
+    const nodes = await qmp.execute<NodeInfo[]>('query-named-block-nodes', { flat: true });
+    const out: Record<string, Array<{ name: string; recording: boolean; persistent: boolean; count: number; granularity: number; inconsistent: boolean }>> = {};
+    for (const d of disks) {
+      const n = nodes.find((x) => x['node-name'] === d.node);
+      out[d.device] = (n?.['dirty-bitmaps'] ?? [])
+        .filter((b) => typeof b.name === 'string' && b.name.length > 0)
+        .map((b) => ({ name: b.name, recording: b.recording, persistent: b.persistent, count: b.count, granularity: b.granularity, inconsistent: b.inconsistent === true }));
+    }
+    return out;
+  }
+
+  /**
+   * Drops the named checkpoints from every disk that has them (e.g. one an interrupted backup
+   * created, which no backup record names). Missing ones are skipped.
+   */
+  static async removeCheckpoints(qmp: QmpClient, disks: VmDisk[], names: string[]): Promise<string[]> {
+    const have = await Fleece.checkpoints(qmp, disks);
+    const lines: string[] = [];
+    for (const d of disks) {
+      for (const b of have[d.device] ?? []) {
+        if (!names.includes(b.name)) continue;
+        await qmp.execute('block-dirty-bitmap-remove', { node: d.node, name: b.name });
+        lines.push(`fleece: removed checkpoint ${b.name} from ${d.device}`);
+      }
+    }
+    return lines;
+  }
+
   /** The names QEMU knows this fleece's objects by (tests check they are gone). */
   get objects(): { nodes: string[]; jobs: string[]; exports: string[]; files: string[] } {
     return {
@@ -436,6 +523,21 @@ export class Fleece {
       exports: this.disks.map((s) => s.exportId),
       files: this.disks.map((s) => s.scratchFile),
     };
+  }
+}
+
+/**
+ * The scratch image's path from a scratch node's filename. With its backing given as a node,
+ * QEMU names the node json:{"backing": ..., "file": {"driver": "file", "filename": PATH}}.
+ */
+function scratchFileOf(filename: string | undefined): string | undefined {
+  if (!filename) return undefined;
+  if (!filename.startsWith('json:')) return filename;
+  try {
+    const spec = JSON.parse(filename.slice(5)) as { file?: { filename?: unknown } };
+    return typeof spec.file?.filename === 'string' ? spec.file.filename : undefined;
+  } catch {
+    return undefined;
   }
 }
 
