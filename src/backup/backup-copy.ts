@@ -34,6 +34,8 @@ export interface BackupCopyOptions {
   previous: PreviousPoint | undefined;
   progress: CopyProgress;
   inFlight?: number;
+  /** The job's log (the workflow engine's log is the appliance's); default: the action's. */
+  log?: (line: string) => void;
 }
 
 export class BackupCopy implements CopyJob {
@@ -44,8 +46,9 @@ export class BackupCopy implements CopyJob {
 
   constructor(private readonly o: BackupCopyOptions) {}
 
-  async run(signal: AbortSignal, log: (line: string) => void): Promise<void> {
+  async run(signal: AbortSignal, actionLog: (line: string) => void): Promise<void> {
     const { ns, share, fleece } = this.o;
+    const log = this.o.log ?? actionLog;
     const exports = await fleece.exportAll(this.o.socketPath);
     this.o.progress.total(exports.reduce((n, e) => n + e.sizeBytes, 0), 'bytes');
     for (const ex of exports) {
@@ -60,6 +63,7 @@ export class BackupCopy implements CopyJob {
       const incremental = fullReason === undefined && ex.dirtyBitmapContext !== undefined;
       if (fullReason) log(`${ex.device}: full copy: ${fullReason}`);
 
+      const t0 = performance.now();
       await removeIfExists(ns, file);
       if (incremental) {
         await ns.snapshots.fastcopy(share, `.snapshots/${this.o.previous!.point}/${ex.device}.raw`, `${ex.device}.raw`);
@@ -70,6 +74,7 @@ export class BackupCopy implements CopyJob {
       let released = false;
       try {
         await ns.fs.ftruncate(fh, ex.sizeBytes);
+        log(`${ex.device}: file ready in ${(performance.now() - t0).toFixed(0)} ms`);
         const nbd = await NbdClient.connect({
           socket: this.o.socketPath,
           exportName: ex.exportName,
@@ -90,7 +95,9 @@ export class BackupCopy implements CopyJob {
           await nbd.close();
         }
         released = true;
+        const tr = performance.now();
         await ns.fs.release(fh);
+        log(`${ex.device}: committed in ${(performance.now() - tr).toFixed(0)} ms`);
         this.bytesRead += r.bytesRead;
         this.bytesWritten += r.bytesWritten;
         this.disks.push({ device: ex.device, sizeBytes: ex.sizeBytes, bytesRead: r.bytesRead, kind: incremental ? 'incremental' : 'full', ...(fullReason ? { fullReason } : {}) });

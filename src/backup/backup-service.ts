@@ -71,7 +71,7 @@ export interface BackupServiceOptions {
   plugins?: Plugin[];
   /** QMP connect and command timeout. Default 10 s. */
   qmpTimeoutMs?: number;
-  /** NBD reads in flight per disk. Default 8. */
+  /** NBD reads in flight per disk. Default 16. */
   inFlight?: number;
   /** The clock that names points (time is an input). */
   now?: () => Date;
@@ -262,6 +262,7 @@ export class BackupService {
           socketPath: socketPathIn(scratchDir),
           previous,
           progress: { total: (n, u) => p.total(n, u), advance: (n) => p.advance(n) },
+          log,
           inFlight: this.opts.inFlight,
         });
         const target: WorkflowTarget = { vm: name, qmp: vm.qmp, ...(vm.qga ? { qga: vm.qga } : {}), ...(vm.pg ? { pg: vm.pg } : {}) };
@@ -276,10 +277,15 @@ export class BackupService {
         if (!copy.done) throw vmError('INVALID_ARGUMENT', `workflow '${wf.name}' finished without copying`);
         if (p.signal.aborted) throw vmError('CANCELLED', 'the backup was cancelled');
 
+        for (const a of report.actions) log(`${a.phase === 'undo' ? 'undo ' : ''}${a.action} (plug-in ${a.plugin}): ${a.outcome}, ${a.durationMs} ms`);
+        if (report.freezeMs !== null) log(`guest frozen ${report.freezeMs} ms`);
+
         p.phase('finish');
+        const tf = performance.now();
         await this.writeVmJson(vm.share, desc, point);
         await this.ns.snapshots.create(vm.share, point);
         snapshotMade = true;
+        log(`vm.json and snapshot ${point}: ${(performance.now() - tf).toFixed(0)} ms`);
         const kind = copy.disks.every((d) => d.kind === 'incremental') ? 'incremental' : 'full';
         const record: BackupRecord = {
           vm: name,
@@ -305,6 +311,8 @@ export class BackupService {
         log(`restore point ${point}: ${kind}, read ${record.bytesRead} bytes, ${record.durationMs} ms`);
         return record;
       } catch (err) {
+        const rep = (err as { details?: { report?: { actions?: Array<{ phase: string; action: string; plugin: string; outcome: string; durationMs: number }> } } }).details?.report;
+        for (const a of rep?.actions ?? []) log(`${a.phase === 'undo' ? 'undo ' : ''}${a.action} (plug-in ${a.plugin}): ${a.outcome}, ${a.durationMs} ms`);
         log(`backup failed: ${(err as Error).message}`);
         if (snapshotMade) await this.ns.snapshots.remove(vm.share, point).catch((e) => log(`removing the unfinished point ${point} failed: ${(e as Error).message}`));
         await fleece.abort().catch((e) => log(`rolling back the checkpoint failed: ${(e as Error).message}`));
