@@ -318,3 +318,23 @@ t.test('handshakes that are not NBD, or not one we speak', async (t) => {
   await t.rejects(NbdClient.connect({ socket: mute, exportName: 'x', timeoutMs: 500 }), { message: /handshake not finished within 500 ms/ });
   await t.rejects(NbdClient.connect({ exportName: 'x' }), { code: 'INVALID_ARGUMENT' });
 });
+
+t.test('reads beyond maxInflightBytes wait their turn and all complete in order', async (t) => {
+  let outstanding = 0;
+  let most = 0;
+  const sock = await fakeServer(t, (r, s) => {
+    outstanding++;
+    most = Math.max(most, outstanding);
+    setTimeout(() => {
+      outstanding--;
+      const data = Buffer.alloc(r.length, r.offset / (64 * KiB));
+      s.write(dataChunk(r, r.offset, data));
+    }, 10);
+  });
+  const c = await NbdClient.connect({ socket: sock, exportName: 'x', timeoutMs: 2000 });
+  t.teardown(() => c.close());
+  c.maxInflightBytes = 128 * KiB;
+  const bufs = await Promise.all(Array.from({ length: 8 }, (_, i) => c.read(i * 64 * KiB, 64 * KiB)));
+  t.same(bufs.map((b) => [b.length, b[0], b[b.length - 1]]), Array.from({ length: 8 }, (_, i) => [64 * KiB, i, i]));
+  t.equal(most, 2, 'never more than 128 KiB of reads at the server');
+});

@@ -99,7 +99,9 @@ t.test('QMP: a socket that accepts and never answers fails with what to check', 
   }
   t.match(await first.execute('query-status'), { status: 'prelaunch' }, 'the late answer was dropped, the next one is right');
   await t.rejects(QmpClient.connect(`unix:${path.join(dir, 'none.sock')}`), { code: 'IO', message: /cannot connect \(ENOENT\): nothing listens there/ });
-  await t.rejects(QmpClient.connect('http://x'), { code: 'INVALID_ARGUMENT' });
+  await t.rejects(QmpClient.connect('http://x'), { code: 'INVALID_ARGUMENT', message: /expected unix:\/path or tcp:host:port/ });
+  await t.rejects(QmpClient.connect('tcp:127.0.0.1:99999'), { code: 'INVALID_ARGUMENT', message: /expected tcp:HOST:PORT/ });
+  await t.rejects(QmpClient.connect('tcp:127.0.0.1:1'), { code: 'IO', message: /127\.0\.0\.1:1: cannot connect \(ECONNREFUSED\)/ });
   // A socket that is not QMP at all (a stream of text): refused by its first message.
   const bogus = path.join(dir, 'bogus.sock');
   const server = net.createServer((s) => s.end('{"hello": 1}\n'));

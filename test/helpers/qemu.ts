@@ -6,6 +6,7 @@
 
 import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { runTool } from './run-tool.js';
 
@@ -106,6 +107,21 @@ export async function startQemu(opts: StartQemuOptions): Promise<TestQemu> {
     if (Date.now() > deadline) {
       await stop();
       throw new Error(`qemu-system-x86_64 made no QMP socket in 30 s: ${err}`);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  // The file exists from bind(); QEMU listens a moment later. Probe until a connection is taken
+  // (QEMU greets the probe and forgets it when it leaves).
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.createConnection(qmpPath, () => (s.destroy(), resolve(true)));
+      s.on('error', () => resolve(false));
+    });
+    if (ok) break;
+    if (!running) throw new Error(`qemu-system-x86_64 exited at start: ${err}`);
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`qemu-system-x86_64 does not accept on its QMP socket in 30 s: ${err}`);
     }
     await new Promise((r) => setTimeout(r, 20));
   }

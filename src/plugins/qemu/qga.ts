@@ -55,7 +55,13 @@ export class GuestAgent {
       },
     );
     sock.on('data', (chunk: Buffer) => this.onData(chunk));
-    sock.on('error', (err) => this.fail(vmError('IO', `guest agent at ${this.address}: ${err.message}`, undefined, err)));
+    sock.on('error', (err: NodeJS.ErrnoException) =>
+      this.fail(
+        err.code === 'ECONNRESET' || err.code === 'EPIPE'
+          ? vmError('CLOSED', `guest agent at ${this.address}: the connection was closed (${err.code}); has the VM stopped?`, undefined, err)
+          : vmError('IO', `guest agent at ${this.address}: ${err.message}`, undefined, err),
+      ),
+    );
     sock.on('close', () => this.fail(vmError('CLOSED', `guest agent at ${this.address}: the connection was closed`)));
   }
 

@@ -114,10 +114,16 @@ export class QmpClient {
         (err) => this.fail(vmError('IO', `QMP at ${this.address}: bad message from QEMU: ${err.message}`)),
       );
       this.sock.on('data', (chunk) => lines.push(chunk));
-      this.sock.on('error', (err) => this.fail(vmError('IO', `QMP at ${this.address}: ${err.message}`, undefined, err)));
+      this.sock.on('error', (err: NodeJS.ErrnoException) =>
+        this.fail(
+          err.code === 'ECONNRESET' || err.code === 'EPIPE'
+            ? vmError('CLOSED', `QMP at ${this.address}: QEMU closed the connection (${err.code}); has the VM stopped?`, undefined, err)
+            : vmError('IO', `QMP at ${this.address}: ${err.message}`, undefined, err),
+        ),
+      );
       this.sock.on('close', () => {
         clearTimeout(timer);
-        const e = vmError('CLOSED', `QMP at ${this.address}: QEMU closed the connection${greeted ? '' : ' before its greeting'}`);
+        const e = vmError('CLOSED', `QMP at ${this.address}: QEMU closed the connection${greeted ? '' : ' before its greeting'}; has the VM stopped?`);
         if (!greeted) reject(e);
         this.fail(e);
       });
