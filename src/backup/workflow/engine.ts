@@ -27,7 +27,7 @@ export const DEFAULT_ACTION_TIMEOUT_MS = 60_000;
 /** How long an abandoned action may take to settle (its plug-in saw the abort) before undo starts. */
 const ABANDON_GRACE_MS = 1_000;
 
-export type Outcome = 'ok' | 'failed' | 'timeout' | 'cancelled' | 'freeze-timeout';
+export type Outcome = 'ok' | 'failed' | 'timeout' | 'cancelled' | 'freeze-timeout' | 'skipped';
 
 export interface ActionReport {
   /** Index of the step in the workflow; null for an undo the engine added. */
@@ -82,6 +82,8 @@ export class WorkflowEngine {
   private readonly actionTimeoutMs: number;
   private readonly log: (line: string) => void;
   private readonly now: () => number;
+  /** Journal entries of quiesces that a run of this engine holds right now: recover() leaves them alone. */
+  private readonly held = new Set<string>();
 
   constructor(private readonly registry: PluginRegistry, opts: EngineOptions) {
     this.journal = opts.journal;
@@ -115,22 +117,50 @@ export class WorkflowEngine {
 
     const finish = (): WorkflowReport => {
       if (freezeTimer) clearTimeout(freezeTimer);
+      // What is still open now belongs to recover() (the journal keeps it).
+      for (const o of open) this.held.delete(o.entry.id);
       report.durationMs = Math.round(this.now() - t0);
       report.stillOpen = open.map((o) => o.quiesce);
       return report;
     };
 
     // 1. Resolve every step before anything runs.
-    let plan: Array<{ index: number; action: ActionName; plugin: Plugin; timeoutMs: number }>;
+    type Planned = { index: number; action: ActionName; plugin: Plugin; timeoutMs: number };
+    let plan: Planned[];
+    const skipped = new Map<number, string>();
     try {
       if (cancel.aborted) throw vmError('CANCELLED', `workflow '${workflow.name}' for VM '${target.vm}' was cancelled before it started`);
       for (const p of this.registry.list()) {
         if (p.prepare) await p.prepare(target, cancel);
       }
-      plan = workflow.steps.map((s, index) => {
-        const plugin = this.registry.find(s.action, target, s.plugin);
+      const all: Array<Planned | null> = workflow.steps.map((s, index) => {
+        let plugin: Plugin;
+        try {
+          plugin = this.registry.find(s.action, target, s.plugin);
+        } catch (err) {
+          // An optional step (the database of a VM that has none) is skipped, not an error.
+          if (s.optional && isVmvaultError(err, 'NOT_FOUND')) {
+            skipped.set(index, 'optional, and no plug-in performs it for this VM');
+            return null;
+          }
+          throw err;
+        }
         return { index, action: s.action, plugin, timeoutMs: s.timeoutMs ?? plugin.timeoutMs?.(s.action) ?? this.actionTimeoutMs };
       });
+      // A skipped quiesce skips its unquiesce; a quiesce whose unquiesce cannot run must not start.
+      for (const [i, st] of workflow.steps.entries()) {
+        const undo = undoOf(st.action);
+        if (undo === null) continue;
+        const j = workflow.steps.findIndex((x, k) => k > i && x.action === undo);
+        if (j < 0) continue;
+        if (all[i] === null && all[j] !== null) {
+          all[j] = null;
+          skipped.set(j, `its ${st.action} was skipped`);
+        } else if (all[i] !== null && all[j] === null) {
+          throw vmError('NOT_FOUND', `step ${i + 1} '${st.action}' can run but its '${undo}' (step ${j + 1}) has no plug-in for this VM; nothing would undo it`, { action: undo, vm: target.vm });
+        }
+      }
+      plan = all.filter((p): p is Planned => p !== null);
     } catch (err) {
       report.error = { code: codeOf(err), message: `workflow '${workflow.name}' for VM '${target.vm}' cannot start: ${messageOf(err)}` };
       say(report.error.message);
@@ -148,14 +178,23 @@ export class WorkflowEngine {
     say(`workflow ${workflow.name}: ${plan.map((p) => `${p.action}(${p.plugin.name})`).join(' -> ')}`);
 
     // 2. Run the steps in order.
-    for (const step of plan) {
+    const reportSkipped = (upTo: number): void => {
+      for (const [i, why] of [...skipped].filter(([k]) => k < upTo)) {
+        const action = workflow.steps[i].action;
+        report.actions.push({ step: i, action, plugin: '', phase: 'run', startedAt: new Date().toISOString(), durationMs: 0, outcome: 'skipped', error: why });
+        say(`${action}: skipped (${why})`);
+        skipped.delete(i);
+      }
+    };
+    for (const [pos, step] of plan.entries()) {
+      reportSkipped(step.index);
       if (cancel.aborted) {
         failure = { code: 'CANCELLED', message: `cancelled before step ${step.index + 1} '${step.action}'` };
         break;
       }
       if (freeze.signal.aborted && step.action !== THAW_ACTION) {
         // The bound passed between two steps (e.g. while the journal was written).
-        const prev = plan[step.index - 1];
+        const prev = plan[pos - 1];
         failure = { code: 'TIMEOUT', message: `the guest freeze exceeded its bound of ${this.freezeTimeoutMs} ms before step ${step.index + 1} '${step.action}' could start (last step: '${prev?.action}', plug-in ${prev?.plugin.name}); the VM was thawed. Raise freezeTimeoutMs or shorten the frozen steps` };
         break;
       }
@@ -169,11 +208,19 @@ export class WorkflowEngine {
           failure = { code: codeOf(err), message: `step ${step.index + 1} '${step.action}': ${messageOf(err)}`, cause: err };
           break;
         }
-        const entry = await this.journal.add({
-          vm: target.vm, workflow: workflow.name, quiesce: step.action, undo: undoOf(step.action)!,
-          plugin: undo.plugin.name, target,
-        });
+        let entry: JournalEntry;
+        try {
+          entry = await this.journal.add({
+            vm: target.vm, workflow: workflow.name, quiesce: step.action, undo: undoOf(step.action)!,
+            plugin: undo.plugin.name, target,
+          });
+        } catch (err) {
+          // Never quiesce what a restart could not find out about (e.g. the data disk is full).
+          failure = { code: codeOf(err, 'IO'), message: `step ${step.index + 1} '${step.action}' not sent: the quiesce journal could not record it: ${messageOf(err)}`, cause: err };
+          break;
+        }
         opened = { quiesce: step.action, undo: undoOf(step.action)!, undoPlugin: undo.plugin, undoTimeoutMs: undo.timeoutMs, entry };
+        this.held.add(entry.id);
         // Undone whatever its outcome: a failed or abandoned freeze may have frozen something.
         open.push(opened);
       }
@@ -198,7 +245,7 @@ export class WorkflowEngine {
         const i = findLastIndex(open, (o) => o.undo === step.action);
         if (i >= 0) {
           const [closed] = open.splice(i, 1);
-          await this.journal.remove(closed.entry.id);
+          await this.forget(closed.entry, say);
         }
       }
     }
@@ -211,13 +258,13 @@ export class WorkflowEngine {
         const r = await this.runOne(o.undoPlugin, o.undo, null, 'undo', o.undoTimeoutMs, target, state, report, say, []);
         if (r.outcome === 'ok') {
           open.splice(open.indexOf(o), 1);
-          await this.journal.remove(o.entry.id);
+          await this.forget(o.entry, say);
           if (o.undo === THAW_ACTION && freezeStart !== null) {
             report.freezeMs = Math.round(this.now() - freezeStart);
             freezeStart = null;
           }
         } else {
-          stillOpen.push(`${o.undo} (${o.undoPlugin.name}): ${messageOf(r.error)}`);
+          stillOpen.push(`${o.undo} (${o.undoPlugin.name}): ${report.actions[report.actions.length - 1].error}`);
         }
       }
       let message = `workflow '${workflow.name}' for VM '${target.vm}' failed: ${failure.message}`;
@@ -229,6 +276,7 @@ export class WorkflowEngine {
       say(message);
       throw vmError(failure.code, message, { report }, failure.cause);
     }
+    reportSkipped(Infinity);
     report.ok = true;
     finish();
     say(`workflow ${workflow.name} done in ${report.durationMs} ms${report.freezeMs !== null ? `, guest frozen ${report.freezeMs} ms` : ''}`);
@@ -243,7 +291,8 @@ export class WorkflowEngine {
   async recover(): Promise<string[]> {
     const lines: string[] = [];
     const say = (l: string): void => { lines.push(l); this.log(l); };
-    const entries = [...this.journal.list()].reverse();
+    // A quiesce a run of this engine is holding is not left over: it will be undone by that run.
+    const entries = [...this.journal.list()].reverse().filter((e) => !this.held.has(e.id));
     if (entries.length === 0) return lines;
     say(`quiesce journal: ${entries.length} quiesce(s) left open by a previous run; undoing them`);
     for (const e of entries) {
@@ -259,13 +308,26 @@ export class WorkflowEngine {
       const timeoutMs = plugin.timeoutMs?.(e.undo) ?? this.actionTimeoutMs;
       const r = await this.runOne(plugin, e.undo, null, 'undo', timeoutMs, e.target, new Map(), report, (l) => this.log(`[${e.vm}] ${l}`), []);
       if (r.outcome === 'ok') {
-        await this.journal.remove(e.id);
+        await this.forget(e, say);
         say(`recovered: ran ${what} in ${report.actions[0]?.durationMs ?? 0} ms`);
       } else {
-        say(`FAILED ${what}: ${messageOf(r.error)}; left in the journal, retried at the next start`);
+        say(`FAILED ${what}: ${report.actions[report.actions.length - 1].error}; left in the journal, retried at the next start`);
       }
     }
     return lines;
+  }
+
+  /**
+   * Clears a journal entry whose undo answered. A failure to write is logged, not thrown: the
+   * entry stays on disk and the next start repeats an idempotent unquiesce, which is harmless.
+   */
+  private async forget(entry: JournalEntry, say: (l: string) => void): Promise<void> {
+    this.held.delete(entry.id);
+    try {
+      await this.journal.remove(entry.id);
+    } catch (err) {
+      say(`could not clear ${entry.quiesce} from the quiesce journal (${messageOf(err)}); the next start repeats ${entry.undo}`);
+    }
   }
 
   /** Runs one action with its deadline and abort sources; never throws. */

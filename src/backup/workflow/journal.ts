@@ -56,19 +56,21 @@ export class QuiesceJournal {
   /** Records a quiesce about to be sent; durable when this resolves. */
   async add(e: Omit<JournalEntry, 'id' | 'openedAt' | 'pid'>): Promise<JournalEntry> {
     const entry: JournalEntry = { ...e, id: randomUUID(), openedAt: new Date().toISOString(), pid: process.pid };
-    await this.update(() => { this.entries.push(entry); });
+    await this.update((list) => [...list, entry]);
     return entry;
   }
 
   /** Forgets a quiesce whose unquiesce answered; durable when this resolves. */
   async remove(id: string): Promise<void> {
-    await this.update(() => { this.entries = this.entries.filter((x) => x.id !== id); });
+    await this.update((list) => list.filter((x) => x.id !== id));
   }
 
-  private update(change: () => void): Promise<void> {
+  /** The list in memory always equals the file: it changes only after the write succeeded. */
+  private update(change: (list: JournalEntry[]) => JournalEntry[]): Promise<void> {
     const next = this.chain.then(async () => {
-      change();
-      await writeJournal(this.file, this.entries);
+      const list = change(this.entries);
+      await writeJournal(this.file, list);
+      this.entries = list;
     });
     this.chain = next.catch(() => {});
     return next;

@@ -6,8 +6,8 @@
 //   workflows:
 //     nightly:                  # a name: letters, digits, . _ -
 //       - quiesce-database      # a step: an action name ...
-//       - action: quiesce-vm    # ... or a map: action, plugin (pin one), timeoutMs
-//         timeoutMs: 5000
+//       - action: quiesce-vm    # ... or a map: action, plugin (pin one), timeoutMs, optional
+//         timeoutMs: 5000       # optional: true = skip when no plug-in performs it for the VM
 //       - snapshot
 //       - unquiesce-vm
 //       - unquiesce-database
@@ -31,6 +31,8 @@ export interface WorkflowStep {
   plugin?: string;
   /** This step's deadline; 0 = none. Unset: the plug-in's own, else the engine's default. */
   timeoutMs?: number;
+  /** Skipped (and logged) when no plug-in performs it for the VM, e.g. a VM without a database. */
+  optional?: boolean;
 }
 
 export interface Workflow {
@@ -55,7 +57,9 @@ const QUIESCE_PAIR = /^(un)?quiesce-[a-z][a-z0-9-]*$/;
 const WORKFLOW_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 export function defaultWorkflows(): Map<string, Workflow> {
-  const steps = (names: string[]): WorkflowStep[] => names.map((action) => ({ action }));
+  // The database steps are optional: a VM without a PostgreSQL URL is backed up with the
+  // guest freeze alone. The freeze is not: a VM without a guest agent is refused.
+  const steps = (names: string[]): WorkflowStep[] => names.map((action) => (action.endsWith('-database') ? { action, optional: true } : { action }));
   return new Map<string, Workflow>([
     ['app-consistent', {
       name: 'app-consistent',
@@ -111,7 +115,8 @@ export function parseWorkflows(text: string, file: string, opts: LoadOptions = {
 
   for (const e of doc.errors) {
     const pos = e.linePos?.[0] ?? { line: 1, col: 1 };
-    problems.push({ line: pos.line, col: pos.col, message: `not valid YAML: ${e.message.split('\n')[0]}` });
+    const what = e.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '');
+    problems.push({ line: pos.line, col: pos.col, message: `not valid YAML: ${what}` });
   }
   if (problems.length > 0) fail();
 
@@ -225,8 +230,11 @@ function parseStep(wf: string, item: Node, known: Set<string>, at: At): Workflow
         if (!isScalar(v) || typeof v.value !== 'number' || !Number.isInteger(v.value) || v.value < 0) {
           at(v ?? (pair.key as Node), `workflow '${wf}': 'timeoutMs' must be a whole number of milliseconds (0 = no deadline)`);
         } else step.timeoutMs = v.value;
+      } else if (key === 'optional') {
+        if (!isScalar(v) || typeof v.value !== 'boolean') at(v ?? (pair.key as Node), `workflow '${wf}': 'optional' must be true or false`);
+        else if (v.value) step.optional = true;
       } else {
-        at(pair.key as Node, `workflow '${wf}': unknown key '${key}' in a step; a step has 'action' and optionally 'plugin' and 'timeoutMs'`);
+        at(pair.key as Node, `workflow '${wf}': unknown key '${key}' in a step; a step has 'action' and optionally 'plugin', 'timeoutMs' and 'optional'`);
       }
     }
     if (actionNode === null) {
@@ -239,8 +247,9 @@ function parseStep(wf: string, item: Node, known: Set<string>, at: At): Workflow
     return null;
   }
   const action = actionNode.value;
-  if (!known.has(action) && !QUIESCE_PAIR.test(action)) {
-    const near = nearest(action, known);
+  // quiesce-X/unquiesce-X of any X are accepted (a script's own pair), unless X is a typo of a known one.
+  const near = known.has(action) ? null : nearest(action, known, QUIESCE_PAIR.test(action) ? 1 : undefined);
+  if (!known.has(action) && (!QUIESCE_PAIR.test(action) || near !== null)) {
     at(actionNode, `workflow '${wf}': unknown action '${action}'${near ? `; did you mean '${near}'?` : ''} (known: ${[...known].join(', ')})`);
     return null;
   }
@@ -264,14 +273,14 @@ function checkPairs(wf: string, steps: Array<WorkflowStep & { node: Node }>, at:
   }
 }
 
-function nearest(word: string, candidates: Iterable<string>): string | null {
+function nearest(word: string, candidates: Iterable<string>, maxDistance = Math.max(2, Math.floor(word.length / 4))): string | null {
   let best: string | null = null;
   let bestD = Infinity;
   for (const c of candidates) {
     const d = distance(word, c);
     if (d < bestD) { bestD = d; best = c; }
   }
-  return bestD <= Math.max(2, Math.floor(word.length / 4)) ? best : null;
+  return bestD <= maxDistance ? best : null;
 }
 
 function distance(a: string, b: string): number {

@@ -59,8 +59,10 @@ export class PostgresqlPlugin implements Plugin {
       else ctx.signal.addEventListener('abort', onAbort, { once: true });
     });
     aborted.catch(() => {});
+    let connected = false;
     try {
       await Promise.race([client.connect(), aborted]);
+      connected = true;
       const version = await Promise.race([client.query<{ server_version: string }>('SHOW server_version'), aborted]);
       const t0 = performance.now();
       await Promise.race([client.query('CHECKPOINT'), aborted]);
@@ -68,7 +70,7 @@ export class PostgresqlPlugin implements Plugin {
       ctx.log(`CHECKPOINT on ${where} (PostgreSQL ${version.rows[0]?.server_version ?? '?'}) took ${checkpointMs} ms`);
       return { checkpointMs, server: where };
     } catch (err) {
-      throw explain(err, where, this.statementTimeoutMs, this.connectTimeoutMs);
+      throw explain(err, where, connected, this.statementTimeoutMs, this.connectTimeoutMs);
     } finally {
       client.end().catch(() => {});
     }
@@ -96,10 +98,11 @@ function makeClient(url: string, where: string, connectTimeoutMs: number, statem
 
 /** The URL without its password, for messages and logs. */
 export function describeUrl(url: string): string {
-  return url.replace(/^(postgres(?:ql)?:\/\/[^:/@]*):[^@/]*@/, '$1:***@');
+  // Greedy up to the last '@' of the authority: a raw '@' in a password must not leak its tail.
+  return url.replace(/^(postgres(?:ql)?:\/\/[^:/@]*):[^/]*@/, '$1:***@');
 }
 
-function explain(err: unknown, where: string, statementTimeoutMs: number, connectTimeoutMs: number): VmvaultError {
+function explain(err: unknown, where: string, connected: boolean, statementTimeoutMs: number, connectTimeoutMs: number): VmvaultError {
   const e = err as { code?: string; message?: string; name?: string };
   if (e && (e as VmvaultError).name === 'VmvaultError') return err as VmvaultError;
   const msg = e?.message ?? String(err);
@@ -126,7 +129,8 @@ function explain(err: unknown, where: string, statementTimeoutMs: number, connec
     case '57014':
       return vmError('TIMEOUT', `PostgreSQL at ${where}: CHECKPOINT did not finish within ${statementTimeoutMs} ms and was cancelled by the server`, { server: where, sqlstate: e.code }, cause);
     default:
-      if (/timeout/i.test(msg) && /connect/i.test(msg)) {
+      // pg says 'timeout expired' or 'Connection terminated due to connection timeout'.
+      if (!connected && /timeout/i.test(msg)) {
         return vmError('TIMEOUT', `PostgreSQL at ${where}: no connection within ${connectTimeoutMs} ms`, { server: where }, cause);
       }
       return vmError('PLUGIN_FAILED', `PostgreSQL at ${where}: ${msg}`, { server: where, sqlstate: e?.code }, cause);

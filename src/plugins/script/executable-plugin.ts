@@ -54,6 +54,7 @@ export async function runAction(file: string, action: ActionName, ctx: ActionCon
     signal: ctx.signal,
     onStderrLine: (l) => ctx.log(`stderr: ${l}`),
     env: { VMVAULT_ACTION: action, VMVAULT_VM: ctx.target.vm },
+    label: what,
   });
   const a = parseAnswer(stdout, what);
   if (a.ok === true) return a.result;

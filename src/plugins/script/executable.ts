@@ -19,6 +19,8 @@ export interface ExecOptions {
   env?: Record<string, string>;
   maxStdoutBytes?: number;
   maxStderrBytes?: number;
+  /** How messages name the call (default: file and args). */
+  label?: string;
 }
 
 export interface ExecResult { stdout: string; exitCode: number }
@@ -31,7 +33,7 @@ export interface ExecResult { stdout: string; exitCode: number }
 export function runExecutable(file: string, args: string[], input: string, opts: ExecOptions): Promise<ExecResult> {
   const maxOut = opts.maxStdoutBytes ?? MAX_STDOUT_BYTES;
   const maxErr = opts.maxStderrBytes ?? MAX_STDERR_BYTES;
-  const what = `${file} ${args.join(' ')}`.trim();
+  const what = opts.label ?? `${file} ${args.join(' ')}`.trim();
   return new Promise<ExecResult>((resolve, reject) => {
     if (opts.signal?.aborted) {
       reject(abortError(opts.signal, what));
