@@ -188,7 +188,7 @@ if grep -q 'vmvault.pg=1' /proc/cmdline; then
   chroot /mnt /bin/busybox su -s /bin/sh postgres -c \
     "$PGBIN/pg_ctl -D /pgdata -l /dev/console -w -t 600 start" || echo "vmvault-guest: postgres failed"
 fi
-echo "vmvault-guest: ready"
+echo "vmvault-guest: ready (guest uptime \$(cut -d" " -f1 /proc/uptime) s)"
 while :; do sleep 3600; done
 EOF
 chmod 755 "$ird/init"

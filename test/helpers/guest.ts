@@ -60,6 +60,19 @@ export function guestUnavailable(): string | null {
 
 let built: Promise<GuestImage> | null = null;
 
+// QEMUs still running when the test process exits without its teardowns: killed by pid, so no
+// guest outlives its test.
+const running = new Set<number>();
+process.on('exit', () => {
+  for (const pid of running) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+});
+
 /**
  * The guest image: tools/make-test-guest.sh run once per process (it returns at once when its
  * cache, ${VMVAULT_TEST_CACHE:-/var/cache/vmvault-test}, already holds this version).
@@ -267,14 +280,18 @@ export async function bootGuest(t: Teardown, opts: BootOptions): Promise<Guest> 
 
     exited = false;
     stderr = '';
-    const c = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    // setpriv --pdeathsig: QEMU (setpriv execs it, same pid) gets SIGKILL when this process dies
+    // in any way, also by a signal that skips the exit handler above.
+    const c = spawn('setpriv', ['--pdeathsig', 'KILL', '--', 'qemu-system-x86_64', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
     child = c;
     c.stderr?.setEncoding('utf8');
     c.stderr?.on('data', (s: string) => {
       if (stderr.length < 16_384) stderr += s;
     });
+    if (c.pid) running.add(c.pid);
     c.on('exit', () => {
       exited = true;
+      if (c.pid) running.delete(c.pid);
     });
     // Wait for QEMU to answer on the helper's monitor, or to exit.
     const until = Date.now() + 30_000;
