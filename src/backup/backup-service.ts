@@ -71,7 +71,7 @@ export interface BackupServiceOptions {
   plugins?: Plugin[];
   /** QMP connect and command timeout. Default 10 s. */
   qmpTimeoutMs?: number;
-  /** NBD reads in flight per disk. Default 16. */
+  /** NBD reads in flight per disk. Default 8. */
   inFlight?: number;
   /** The clock that names points (time is an input). */
   now?: () => Date;
@@ -173,11 +173,11 @@ export class BackupService {
     }
   }
 
-  private async chooseWorkflow(vm: VmConfigLike, asked: string | undefined, log: (l: string) => void): Promise<Workflow> {
+  private async chooseWorkflow(vm: VmConfigLike, asked: string | undefined): Promise<Workflow> {
     await this.getEngine(); // loads the plug-ins folder, whose actions a workflow file may name
     const all = await loadWorkflows(await this.workflowsFile(), { extraActions: this.extraActions });
     const wanted = asked ?? vm.workflow ?? 'app-consistent';
-    let wf = all.get(wanted);
+    const wf = all.get(wanted);
     if (!wf) throw vmError('NOT_FOUND', `no workflow named '${wanted}' (known: ${[...all.keys()].join(', ')})`);
     const actions = wf.steps.map((s) => s.action);
     const snap = actions.indexOf('snapshot');
@@ -192,13 +192,6 @@ export class BackupService {
           `add the agent's socket (vmvault vm add ${vm.name} ... --qga unix:/path/to/qga.sock) or back up with --workflow crash-consistent`,
         { vm: vm.name, workflow: wf.name },
       );
-    }
-    // app-consistent names the database steps for every VM; a VM with no database (no --pg) has
-    // none to quiesce, so those steps are left out (said in the log) rather than failing the run.
-    // A step pinned to a plug-in is kept: the operator asked for it by name.
-    if (!vm.pg && wf.steps.some((s) => /^(un)?quiesce-database$/.test(s.action) && s.plugin === undefined)) {
-      log(`VM ${vm.name} has no database configured (--pg): skipping quiesce-database and unquiesce-database`);
-      wf = { ...wf, steps: wf.steps.filter((s) => !(/^(un)?quiesce-database$/.test(s.action) && s.plugin === undefined)) };
     }
     return wf;
   }
@@ -221,7 +214,7 @@ export class BackupService {
     };
     p.phase('prepare');
     const vm = this.vms.get(name);
-    const wf = await this.chooseWorkflow(vm, opts.workflow, log);
+    const wf = await this.chooseWorkflow(vm, opts.workflow);
     const engine = await this.getEngine();
     await this.ensureShare(vm.share);
     const state = await this.records.read(name);

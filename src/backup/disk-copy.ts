@@ -6,7 +6,7 @@
 // are not zero). Zeros cost nothing: on a full copy the file starts empty at the disk's size, so
 // zero extents and all-zero chunks are simply not written; on an incremental a dirty extent that
 // became zero must overwrite the old bytes, so zeros are written (the store keeps an all-zero
-// segment for free). Memory is bounded by `inFlight` x `chunkBytes` (4 MiB) plus the namespace's own
+// segment for free). Memory is bounded by `inFlight` x `chunkBytes` (2 MiB) plus the namespace's own
 // write buffer, which applies back-pressure: a disk is streamed, never held.
 
 import { vmError } from '../errors.js';
@@ -32,11 +32,12 @@ export interface CopyOptions {
   signal?: AbortSignal;
   /** Called with each count of bytes read from the source. */
   advance?: (n: number) => void;
-  /** Reads in flight at once. Default 16. */
+  /** Reads in flight at once. Default 8 (x 256 KiB = the NBD client's own 2 MiB in-flight cap). */
   inFlight?: number;
   /**
-   * Largest single read. Default 256 KiB: measured against QEMU's NBD server here, 256 KiB x 16
-   * in flight read 160-176 MB/s where 1 MiB x 8 read 26-37 MB/s (tools/PERFORMANCE.md).
+   * Largest single read. Default 256 KiB: measured here against qemu-nbd, 256 KiB x 16 in flight
+   * read 160-176 MB/s where 1 MiB x 8 read 26-37 MB/s; the NBD client's bench found 256 KiB with
+   * 2 MiB in flight steady against QEMU's own server (tools/PERFORMANCE.md, NBD client).
    */
   chunkBytes?: number;
 }
@@ -95,7 +96,7 @@ function isZero(buf: Buffer): boolean {
  * freshly emptied). Returns the byte counts. Throws CANCELLED when `signal` aborts.
  */
 export async function copyDisk(ns: Namespace, fh: number, src: ExtentSource, opts: CopyOptions = {}): Promise<CopyResult> {
-  const inFlight = opts.inFlight ?? 16;
+  const inFlight = opts.inFlight ?? 8;
   const chunk = opts.chunkBytes ?? 256 * 1024;
   const incremental = opts.dirtyContext !== undefined;
   const result: CopyResult = { bytesRead: 0, bytesWritten: 0, bytesConsidered: 0 };
