@@ -1,4 +1,4 @@
-// npm run bench:backup [-- --quick] [--images DIR] [--work DIR]   (node dist/tools/bench-backup.js)
+// npm run bench:backup [-- --quick] [--images DIR] [--work DIR] [--connections N] [--no-freeze]   (node dist/tools/bench-backup.js)
 // Prints one JSON line per figure, {"figure","value","unit"}; notes go to stderr. The figures and
 // their baselines are described in tools/bench/backup.ts. --images: where make-vm-images.sh put
 // vm1-day1.raw and vm1-day2.raw (default $VMVAULT_BENCH_IMAGES, else /var/tmp/vmvault-bench/vm-images).
@@ -13,4 +13,5 @@ const quick = process.argv.includes('--quick');
 const images = arg('--images') ?? process.env.VMVAULT_BENCH_IMAGES ?? '/var/tmp/vmvault-bench/vm-images';
 const emit = (f: BackupFigure): void => void process.stdout.write(JSON.stringify(f) + '\n');
 const note = (l: string): void => void process.stderr.write(`bench:backup: ${l}\n`);
-await benchBackup({ quick, images, work: arg('--work'), emit, note });
+const connections = arg('--connections') === undefined ? undefined : Number(arg('--connections'));
+await benchBackup({ quick, images, work: arg('--work'), connections, noFreeze: process.argv.includes('--no-freeze'), emit, note });

@@ -71,8 +71,10 @@ export interface BackupServiceOptions {
   plugins?: Plugin[];
   /** QMP connect and command timeout. Default 10 s. */
   qmpTimeoutMs?: number;
-  /** NBD reads in flight per disk. Default 8. */
+  /** NBD reads in flight per connection. Default 8. */
   inFlight?: number;
+  /** NBD connections per disk. Default 1. */
+  nbdConnections?: number;
   /** The clock that names points (time is an input). */
   now?: () => Date;
 }
@@ -257,6 +259,7 @@ export class BackupService {
           progress: { total: (n, u) => p.total(n, u), advance: (n) => p.advance(n) },
           log,
           inFlight: this.opts.inFlight,
+          connections: this.opts.nbdConnections,
         });
         const target: WorkflowTarget = { vm: name, qmp: vm.qmp, ...(vm.qga ? { qga: vm.qga } : {}), ...(vm.pg ? { pg: vm.pg } : {}) };
         p.phase('workflow');

@@ -177,3 +177,31 @@ export async function copyDisk(ns: Namespace, fh: number, src: ExtentSource, opt
 }
 
 export { isZero };
+
+/**
+ * Several connections to one NBD export read as one source: reads go round-robin, block status
+ * to the first. QEMU's NBD server advertises multi-conn for a read-only export, so the
+ * connections see the same bytes; nbdcopy reads with 4 and was measured well ahead of one
+ * connection (tools/PERFORMANCE.md, NBD client).
+ */
+export class SourcePool implements ExtentSource {
+  private next = 0;
+
+  constructor(private readonly sources: ExtentSource[]) {
+    if (sources.length === 0) throw vmError('INVALID_ARGUMENT', 'a source pool needs at least one source');
+  }
+
+  get size(): number {
+    return this.sources[0].size;
+  }
+
+  read(offset: number, length: number): Promise<Buffer> {
+    const s = this.sources[this.next];
+    this.next = (this.next + 1) % this.sources.length;
+    return s.read(offset, length);
+  }
+
+  blockStatus(offset: number, length: number, context: string): Promise<Array<{ offset: number; length: number; flags: number }>> {
+    return this.sources[0].blockStatus(offset, length, context);
+  }
+}
