@@ -92,10 +92,15 @@ export async function startQemu(opts: StartQemuOptions): Promise<TestQemu> {
   void exited.then(() => (running = false));
   const stop = async (): Promise<void> => {
     if (!running || child.pid === undefined) return;
-    process.kill(child.pid, 'SIGTERM');
-    const timer = setTimeout(() => {
-      if (running && child.pid !== undefined) process.kill(child.pid, 'SIGKILL');
-    }, 10_000);
+    const signal = (sig: NodeJS.Signals) => {
+      try {
+        if (running && child.pid !== undefined) process.kill(child.pid, sig);
+      } catch {
+        // exited between the check and the signal
+      }
+    };
+    signal('SIGTERM');
+    const timer = setTimeout(() => signal('SIGKILL'), 10_000);
     await exited;
     clearTimeout(timer);
   };

@@ -68,7 +68,15 @@ export class GuestAgent {
   /** Connects and synchronizes (guest-sync-delimited); fails when no agent answers. */
   static async connect(address: string, opts: { timeoutMs?: number } = {}): Promise<GuestAgent> {
     const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    const sock = await openSocket(parseSocketAddress(address, 'guest agent'), 'guest agent', timeoutMs);
+    let sock: net.Socket;
+    try {
+      sock = await openSocket(parseSocketAddress(address, 'guest agent'), 'guest agent', timeoutMs);
+    } catch (err) {
+      // No socket at all: the VM has no guest-agent channel (or is not running).
+      const e = err as VmvaultError;
+      if (e.code !== 'IO') throw err;
+      throw vmError(e.code, `${e.message}. If the VM runs: ${NO_AGENT_HINT}`, e.details, err);
+    }
     const ga = new GuestAgent(sock, address, timeoutMs);
     try {
       await ga.enqueue(() => ga.sync(timeoutMs));
