@@ -71,7 +71,7 @@ interface Setup {
   pointSha(point: string, device: string): Promise<string>;
 }
 
-async function setup(t: TestT, sizes: Record<string, number> = { vda: 32 * MiB, vdb: 16 * MiB }): Promise<Setup> {
+async function setup(t: TestT, sizes: Record<string, number> = { vda: 32 * MiB, vdb: 16 * MiB }, nbdConnections?: number): Promise<Setup> {
   const dir = tmpDir(t, 'vmvault-bq-');
   const { ns } = await openNs(t, path.join(dir, 'store'));
   const q = await startQemu({ t, dir, name: 'web01', qga: true, disks: Object.entries(sizes).map(([device, sizeBytes]) => ({ device, sizeBytes, file: path.join(dir, `${device}.qcow2`) })) });
@@ -80,7 +80,7 @@ async function setup(t: TestT, sizes: Record<string, number> = { vda: 32 * MiB, 
   fs.writeFileSync(path.join(data, 'workflows.yaml'), WORKFLOWS);
   const db = new FailingDb();
   const vm: VmConfigLike = { name: 'web01', share: 'web01', qmp: q.qmp, workflow: 'crash' };
-  const svc = new BackupService(ns, vmLookup([vm, { name: 'noagent', share: 'noagent', qmp: q.qmp }]), { dataDir: data, plugins: [db] });
+  const svc = new BackupService(ns, vmLookup([vm, { name: 'noagent', share: 'noagent', qmp: q.qmp }]), { dataDir: data, plugins: [db], nbdConnections });
   const models = Object.fromEntries(Object.entries(sizes).map(([d, s]) => [d, new DiskModel(s)]));
   const qmp = async <T>(fn: (c: QmpClient) => Promise<T>): Promise<T> => {
     const c = await QmpClient.connect(q.qmp);
@@ -258,4 +258,18 @@ t.test('bad input: a second backup at once, no guest agent, unknown workflow', a
 
   const e3 = await s.svc.backup('nobody', {}, progress()).catch((e) => e);
   t.ok(isVmvaultError(e3, 'NOT_FOUND'), String(e3));
+});
+
+t.test('several NBD connections per disk make the same points', async (t) => {
+  const s = await setup(t, { vda: 32 * MiB }, 3);
+  await s.write('vda', [[0x11, 0, 5 * MiB], [0x12, 17 * MiB, 3 * MiB]]);
+  const p1 = progress();
+  const r1 = await s.svc.backup('web01', {}, p1);
+  t.ok(p1.lines.some((l) => /over 3 NBD connection/.test(l)), 'the copy used 3 connections');
+  t.equal(r1.bytesRead, 8 * MiB);
+  t.equal(await s.pointSha(r1.point, 'vda'), s.models.vda.sha());
+  await s.write('vda', [[0x13, 2 * MiB, 64 * KiB], [0x14, 30 * MiB, 128 * KiB]]);
+  const r2 = await s.svc.backup('web01', {}, progress());
+  t.equal(r2.bytesRead, 192 * KiB);
+  t.equal(await s.pointSha(r2.point, 'vda'), s.models.vda.sha());
 });

@@ -14,7 +14,7 @@ import type { Fleece } from '../plugins/qemu/fleece.js';
 import { NbdClient } from '../plugins/qemu/nbd-client.js';
 import type { DiskRecord } from './backup-records.js';
 import type { CopyJob } from './copy-plugin.js';
-import { BASE_ALLOCATION, copyDisk } from './disk-copy.js';
+import { BASE_ALLOCATION, copyDisk, SourcePool } from './disk-copy.js';
 
 export interface PreviousPoint {
   point: string;
@@ -34,6 +34,10 @@ export interface BackupCopyOptions {
   previous: PreviousPoint | undefined;
   progress: CopyProgress;
   inFlight?: number;
+  /** NBD connections per disk (reads spread over them). Default 1. */
+  connections?: number;
+  /** The job's log (the workflow engine's log is the appliance's); default: the action's. */
+  log?: (line: string) => void;
 }
 
 export class BackupCopy implements CopyJob {
@@ -44,8 +48,9 @@ export class BackupCopy implements CopyJob {
 
   constructor(private readonly o: BackupCopyOptions) {}
 
-  async run(signal: AbortSignal, log: (line: string) => void): Promise<void> {
+  async run(signal: AbortSignal, actionLog: (line: string) => void): Promise<void> {
     const { ns, share, fleece } = this.o;
+    const log = this.o.log ?? actionLog;
     const exports = await fleece.exportAll(this.o.socketPath);
     this.o.progress.total(exports.reduce((n, e) => n + e.sizeBytes, 0), 'bytes');
     for (const ex of exports) {
@@ -60,6 +65,7 @@ export class BackupCopy implements CopyJob {
       const incremental = fullReason === undefined && ex.dirtyBitmapContext !== undefined;
       if (fullReason) log(`${ex.device}: full copy: ${fullReason}`);
 
+      const t0 = performance.now();
       await removeIfExists(ns, file);
       if (incremental) {
         await ns.snapshots.fastcopy(share, `.snapshots/${this.o.previous!.point}/${ex.device}.raw`, `${ex.device}.raw`);
@@ -70,27 +76,39 @@ export class BackupCopy implements CopyJob {
       let released = false;
       try {
         await ns.fs.ftruncate(fh, ex.sizeBytes);
-        const nbd = await NbdClient.connect({
-          socket: this.o.socketPath,
-          exportName: ex.exportName,
-          metaContexts: incremental ? [BASE_ALLOCATION, ex.dirtyBitmapContext!] : [BASE_ALLOCATION],
-        });
+        log(`${ex.device}: file ready in ${(performance.now() - t0).toFixed(0)} ms`);
+        const conns = Math.max(1, this.o.connections ?? 1);
+        const opened = await Promise.allSettled(
+          Array.from({ length: conns }, () =>
+            NbdClient.connect({
+              socket: this.o.socketPath,
+              exportName: ex.exportName,
+              metaContexts: incremental ? [BASE_ALLOCATION, ex.dirtyBitmapContext!] : [BASE_ALLOCATION],
+            }),
+          ),
+        );
+        const clients = opened.flatMap((o) => (o.status === 'fulfilled' ? [o.value] : []));
         let r;
         try {
-          if (nbd.size !== ex.sizeBytes) throw vmError('IO', `NBD export ${ex.exportName} is ${nbd.size} bytes, the disk ${ex.sizeBytes}`);
+          const failed = opened.find((o) => o.status === 'rejected') as PromiseRejectedResult | undefined;
+          if (failed) throw failed.reason;
+          const src = new SourcePool(clients);
+          if (src.size !== ex.sizeBytes) throw vmError('IO', `NBD export ${ex.exportName} is ${src.size} bytes, the disk ${ex.sizeBytes}`);
           const t0 = performance.now();
-          r = await copyDisk(ns, fh, nbd, {
+          r = await copyDisk(ns, fh, src, {
             dirtyContext: incremental ? ex.dirtyBitmapContext : undefined,
             signal,
             advance: (n) => this.o.progress.advance(n),
-            inFlight: this.o.inFlight,
+            inFlight: this.o.inFlight !== undefined ? this.o.inFlight * conns : 8 * conns,
           });
-          log(`${ex.device}: ${incremental ? 'incremental' : 'full'}: read ${r.bytesRead} bytes of ${r.bytesConsidered}, wrote ${r.bytesWritten}, ${(performance.now() - t0).toFixed(0)} ms`);
+          log(`${ex.device}: ${incremental ? 'incremental' : 'full'}: read ${r.bytesRead} bytes of ${r.bytesConsidered}, wrote ${r.bytesWritten}, ${(performance.now() - t0).toFixed(0)} ms over ${conns} NBD connection(s)`);
         } finally {
-          await nbd.close();
+          await Promise.allSettled(clients.map((c) => c.close()));
         }
         released = true;
+        const tr = performance.now();
         await ns.fs.release(fh);
+        log(`${ex.device}: committed in ${(performance.now() - tr).toFixed(0)} ms`);
         this.bytesRead += r.bytesRead;
         this.bytesWritten += r.bytesWritten;
         this.disks.push({ device: ex.device, sizeBytes: ex.sizeBytes, bytesRead: r.bytesRead, kind: incremental ? 'incremental' : 'full', ...(fullReason ? { fullReason } : {}) });

@@ -71,8 +71,10 @@ export interface BackupServiceOptions {
   plugins?: Plugin[];
   /** QMP connect and command timeout. Default 10 s. */
   qmpTimeoutMs?: number;
-  /** NBD reads in flight per disk. Default 8. */
+  /** NBD reads in flight per connection. Default 8. */
   inFlight?: number;
+  /** NBD connections per disk. Default 1. */
+  nbdConnections?: number;
   /** The clock that names points (time is an input). */
   now?: () => Date;
 }
@@ -173,11 +175,11 @@ export class BackupService {
     }
   }
 
-  private async chooseWorkflow(vm: VmConfigLike, asked: string | undefined, log: (l: string) => void): Promise<Workflow> {
+  private async chooseWorkflow(vm: VmConfigLike, asked: string | undefined): Promise<Workflow> {
     await this.getEngine(); // loads the plug-ins folder, whose actions a workflow file may name
     const all = await loadWorkflows(await this.workflowsFile(), { extraActions: this.extraActions });
     const wanted = asked ?? vm.workflow ?? 'app-consistent';
-    let wf = all.get(wanted);
+    const wf = all.get(wanted);
     if (!wf) throw vmError('NOT_FOUND', `no workflow named '${wanted}' (known: ${[...all.keys()].join(', ')})`);
     const actions = wf.steps.map((s) => s.action);
     const snap = actions.indexOf('snapshot');
@@ -192,13 +194,6 @@ export class BackupService {
           `add the agent's socket (vmvault vm add ${vm.name} ... --qga unix:/path/to/qga.sock) or back up with --workflow crash-consistent`,
         { vm: vm.name, workflow: wf.name },
       );
-    }
-    // app-consistent names the database steps for every VM; a VM with no database (no --pg) has
-    // none to quiesce, so those steps are left out (said in the log) rather than failing the run.
-    // A step pinned to a plug-in is kept: the operator asked for it by name.
-    if (!vm.pg && wf.steps.some((s) => /^(un)?quiesce-database$/.test(s.action) && s.plugin === undefined)) {
-      log(`VM ${vm.name} has no database configured (--pg): skipping quiesce-database and unquiesce-database`);
-      wf = { ...wf, steps: wf.steps.filter((s) => !(/^(un)?quiesce-database$/.test(s.action) && s.plugin === undefined)) };
     }
     return wf;
   }
@@ -221,7 +216,7 @@ export class BackupService {
     };
     p.phase('prepare');
     const vm = this.vms.get(name);
-    const wf = await this.chooseWorkflow(vm, opts.workflow, log);
+    const wf = await this.chooseWorkflow(vm, opts.workflow);
     const engine = await this.getEngine();
     await this.ensureShare(vm.share);
     const state = await this.records.read(name);
@@ -262,7 +257,9 @@ export class BackupService {
           socketPath: socketPathIn(scratchDir),
           previous,
           progress: { total: (n, u) => p.total(n, u), advance: (n) => p.advance(n) },
+          log,
           inFlight: this.opts.inFlight,
+          connections: this.opts.nbdConnections,
         });
         const target: WorkflowTarget = { vm: name, qmp: vm.qmp, ...(vm.qga ? { qga: vm.qga } : {}), ...(vm.pg ? { pg: vm.pg } : {}) };
         p.phase('workflow');
@@ -276,10 +273,15 @@ export class BackupService {
         if (!copy.done) throw vmError('INVALID_ARGUMENT', `workflow '${wf.name}' finished without copying`);
         if (p.signal.aborted) throw vmError('CANCELLED', 'the backup was cancelled');
 
+        for (const a of report.actions) log(`${a.phase === 'undo' ? 'undo ' : ''}${a.action} (plug-in ${a.plugin}): ${a.outcome}, ${a.durationMs} ms`);
+        if (report.freezeMs !== null) log(`guest frozen ${report.freezeMs} ms`);
+
         p.phase('finish');
+        const tf = performance.now();
         await this.writeVmJson(vm.share, desc, point);
         await this.ns.snapshots.create(vm.share, point);
         snapshotMade = true;
+        log(`vm.json and snapshot ${point}: ${(performance.now() - tf).toFixed(0)} ms`);
         const kind = copy.disks.every((d) => d.kind === 'incremental') ? 'incremental' : 'full';
         const record: BackupRecord = {
           vm: name,
@@ -305,6 +307,8 @@ export class BackupService {
         log(`restore point ${point}: ${kind}, read ${record.bytesRead} bytes, ${record.durationMs} ms`);
         return record;
       } catch (err) {
+        const rep = (err as { details?: { report?: { actions?: Array<{ phase: string; action: string; plugin: string; outcome: string; durationMs: number }> } } }).details?.report;
+        for (const a of rep?.actions ?? []) log(`${a.phase === 'undo' ? 'undo ' : ''}${a.action} (plug-in ${a.plugin}): ${a.outcome}, ${a.durationMs} ms`);
         log(`backup failed: ${(err as Error).message}`);
         if (snapshotMade) await this.ns.snapshots.remove(vm.share, point).catch((e) => log(`removing the unfinished point ${point} failed: ${(e as Error).message}`));
         await fleece.abort().catch((e) => log(`rolling back the checkpoint failed: ${(e as Error).message}`));

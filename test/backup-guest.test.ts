@@ -1,0 +1,101 @@
+// End to end with the real test guest (TCG, qemu-ga, PostgreSQL 15 in the guest): one boot.
+// 1. An app-consistent backup (CHECKPOINT, fsfreeze, one fleecing transaction, thaw, copy) taken
+//    while pgbench and a file writer run in the guest; the restore point, restored as raw, has a
+//    clean ext4 (no needs_recovery) and its PostgreSQL data directory starts with the host's
+//    PostgreSQL 15 and passes pg_amcheck --heapallindexed, pg_checksums and pgbench's balance
+//    invariant. An incremental follows while pgbench still runs and is checked the same way.
+// 2. An appliance process SIGKILLed while the guest is frozen: the guest stays frozen; the next
+//    appliance start (BackupService.start, the quiesce journal) thaws it and says so.
+
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BackupService } from '../src/backup/backup-service.js';
+import { progress, vmLookup } from './helpers/backup.js';
+import { bootGuest, guestUnavailable, runPgbench, startWriter, stopWriter } from './helpers/guest.js';
+import { checkPostgres, ext4Clean } from './helpers/guest-checks.js';
+import { openNs } from './helpers/ns.js';
+import { tmpDir } from './helpers/tmpdir.js';
+
+const why = guestUnavailable();
+const child = path.join(path.dirname(fileURLToPath(import.meta.url)), 'helpers', 'backup-child.js');
+
+t.test('app-consistent backups of a busy guest, then SIGKILL during the freeze', { skip: why ?? false, timeout: 1_500_000 }, async (t) => {
+  const dir = tmpDir(t, 'vmvault-bguest-');
+  const g = await bootGuest(t, { dir: path.join(dir, 'guest'), pg: true });
+  const { ns } = await openNs(t, path.join(dir, 'store'));
+  const data = path.join(dir, 'data');
+  fs.mkdirSync(data);
+  const vm = { name: 'pg01', share: 'pg01', qmp: g.qmp, qga: g.qga!, pg: g.pgUrl!, workflow: 'app-consistent' };
+  const svc = new BackupService(ns, vmLookup([vm]), { dataDir: data });
+
+  const writer = await startWriter(g);
+  const bench = runPgbench(g, 90);
+  await new Promise((r) => setTimeout(r, 5000)); // pgbench and the writer are busy
+  const points: string[] = [];
+  for (const kind of ['full', 'incremental']) {
+    const p = progress();
+    const r = await svc.backup('pg01', {}, p);
+    t.equal(r.kind, kind, `${kind} backup`);
+    t.equal(r.workflow, 'app-consistent');
+    t.ok(r.freezeMs !== null && r.freezeMs > 0, `the guest was frozen ${r.freezeMs} ms`);
+    t.ok(p.lines.some((l) => /quiesce-database \(plug-in postgresql\): ok/.test(l)), 'the job log names the database quiesce and its plug-in');
+    t.ok(p.lines.some((l) => /quiesce-vm \(plug-in qemu\): ok/.test(l)), 'the job log names the guest freeze and its plug-in');
+    t.comment(p.lines.join('\n'));
+    points.push(r.point);
+  }
+  const tps = await bench;
+  await stopWriter(g, writer);
+  t.ok(tps.transactions > 0, `pgbench ran during the backups: ${tps.transactions} transactions`);
+
+  for (const point of points) {
+    const out = path.join(dir, `restore-${point}`);
+    const r = await svc.restore('pg01', { point, to: out, format: 'raw' }, progress());
+    const raw = r.files.find((f) => f.endsWith('vda.raw'))!;
+    const ext4 = await ext4Clean(raw);
+    t.ok(ext4.clean, `${point}: ext4 clean (state ${ext4.state}, needs_recovery ${ext4.needsRecovery})`);
+    const pg = await checkPostgres(raw);
+    t.ok(pg.started, `${point}: PostgreSQL starts on the copy`);
+    t.ok(pg.amcheck?.ok, `${point}: pg_amcheck --heapallindexed: ${pg.amcheck?.output.slice(0, 500)}`);
+    t.ok(pg.checksums?.ok, `${point}: pg_checksums --check: ${pg.checksums?.badBlocks} bad of ${pg.checksums?.blocksScanned}`);
+    t.ok(pg.invariantHolds, `${point}: sum(abalance) = sum(bbalance) = sum(tbalance): ${JSON.stringify(pg.balances)}`);
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+
+  // SIGKILL of an appliance process while the guest is frozen.
+  const cdata = path.join(dir, 'child-data');
+  fs.mkdirSync(cdata);
+  const cvm = JSON.stringify({ ...vm, pg: undefined });
+  const proc = spawn(process.execPath, [child, path.join(dir, 'child-store'), cdata, cvm, 'backup'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  t.teardown(() => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+  });
+  let err = '';
+  proc.stderr!.on('data', (d) => (err += d));
+  await new Promise<void>((resolve, reject) => {
+    let out = '';
+    proc.stdout!.on('data', (d) => {
+      out += d;
+      if (out.includes('frozen')) resolve();
+    });
+    proc.once('exit', (code) => reject(new Error(`the child exited (${code}) before the freeze: ${err}`)));
+  });
+  const exited = new Promise((r) => proc.once('exit', r));
+  proc.kill('SIGKILL');
+  await exited;
+  t.equal(await g.agent('guest-fsfreeze-status'), 'frozen', 'the killed appliance left the guest frozen');
+
+  const rec = spawn(process.execPath, [child, path.join(dir, 'child-store'), cdata, cvm, 'recover'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let recOut = '';
+  let recErr = '';
+  rec.stdout!.on('data', (d) => (recOut += d));
+  rec.stderr!.on('data', (d) => (recErr += d));
+  const code = await new Promise((r) => rec.once('exit', r));
+  t.equal(code, 0, `the next start ran: ${recErr}`);
+  const lines = JSON.parse(recOut.trim().split('\n').pop() ?? '[]') as string[];
+  t.ok(lines.some((l) => /unquiesce-vm/.test(l) && /pg01/.test(l)), `the start says it thawed pg01: ${lines.join(' | ')}`);
+  t.equal(await g.agent('guest-fsfreeze-status'), 'thawed', 'the next appliance start thawed the guest');
+  t.same(fs.readdirSync(path.join(cdata)).filter((f) => f === 'backups'), [], 'the killed run recorded no point');
+});

@@ -1,0 +1,239 @@
+// The backup bench (`npm run bench:backup [-- --quick]`): issue 11's figures, each a ratio
+// against a baseline measured in the same run on the same bytes.
+//
+// The VM: a guestless `qemu-system-x86_64 -S` whose disk (virtio-blk, qcow2) is the sample
+// day-1 image of ../shared/testdata (vm1-day1.raw; --quick: its first 512 MiB). The day-2 changes
+// are written into it through QEMU's block layer (tools/bench/backup-day2.ts), so the dirty bitmap
+// sees guest-like writes. The appliance side runs in this process: a store, a namespace and the
+// BackupService, exactly as the appliance composes them.
+//
+//   backup.full.vs_store          store ingest time of the raw image from a file (bench:store's
+//                                 ingestFile) / full backup time: same bytes; goal >= 0.8
+//   backup.full.vs_convert        `qemu-img convert` of the disk into the mount (a child appliance,
+//                                 + sync) / full backup time; goal >= 2
+//   backup.incremental.read_vs_dirty  bytes read over NBD / bytes the day-2 changes dirtied (64 KiB)
+//   backup.incremental.vs_full    incremental time / full time; goal <= 0.1
+//   backup.rss_mib                this process's peak RSS during the full backup
+//   restore.vs_convert            `qemu-img convert` of the same image out of the mount / restore
+//                                 time of the full point (raw); goal >= 1
+//   backup.freeze_ms.median/.max  guest freeze window (freeze sent to thaw answered) over 10
+//                                 app-consistent backups of a booted TCG guest (test/helpers/guest.ts)
+
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { BackupService } from '../../src/backup/backup-service.js';
+import { Namespace } from '../../src/namespace/namespace.js';
+import { QmpClient } from '../../src/plugins/qemu/qmp.js';
+import { SegmentStore } from '../../src/store/store.js';
+import { progress, vmLookup } from '../../test/helpers/backup.js';
+import { startQemu } from '../../test/helpers/qemu.js';
+import { applyRuns, changedRuns } from './backup-day2.js';
+import { run, startBenchAppliance } from './fuse-appliance.js';
+import { ingestFile } from './store-io.js';
+
+const MiB = 2 ** 20;
+
+export interface BackupFigure {
+  figure: string;
+  value: number;
+  unit: string;
+}
+
+export interface BenchBackupOptions {
+  quick: boolean;
+  images: string;
+  work?: string;
+  /** NBD connections per disk for the backups (BackupService's nbdConnections). */
+  connections?: number;
+  /** Leave out the freeze figures (no guest boot). */
+  noFreeze?: boolean;
+  emit(f: BackupFigure): void;
+  note(line: string): void;
+}
+
+const r3 = (x: number) => Math.round(x * 1000) / 1000;
+const secs = (t0: number) => (performance.now() - t0) / 1000;
+
+async function openStore(dir: string): Promise<{ store: SegmentStore; ns: Namespace }> {
+  const store = await SegmentStore.open(dir);
+  const ns = await Namespace.open(store, { log: () => {} });
+  return { store, ns };
+}
+
+/** Reads a file once so every contender starts with it in the page cache. */
+function warm(file: string, limit: number): void {
+  const fd = fs.openSync(file, 'r');
+  const buf = Buffer.allocUnsafe(8 * MiB);
+  try {
+    for (let at = 0; at < limit; at += buf.length) fs.readSync(fd, buf, 0, Math.min(buf.length, limit - at), at);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+export async function benchBackup(opts: BenchBackupOptions): Promise<void> {
+  const { emit, note } = opts;
+  const day1 = path.join(opts.images, 'vm1-day1.raw');
+  const day2 = path.join(opts.images, 'vm1-day2.raw');
+  for (const f of [day1, day2]) {
+    if (!fs.existsSync(f)) {
+      throw new Error(`${f} is missing: make the sample images with OUT=${opts.images} ../shared/testdata/make-vm-images.sh (or pass --images DIR)`);
+    }
+  }
+  const size = opts.quick ? 512 * MiB : fs.statSync(day1).size;
+  const work = fs.mkdtempSync(path.join(opts.work ?? os.tmpdir(), 'vmvault-bench-backup-'));
+  const cleanups: Array<() => Promise<unknown>> = [];
+  try {
+    // The VM's disk: day 1 as qcow2 (the first `size` bytes).
+    const disk = path.join(work, 'vda.qcow2');
+    await run('qemu-img', ['convert', '--image-opts', `driver=raw,size=${size},file.driver=file,file.filename=${day1}`, '-O', 'qcow2', disk]);
+    note(`disk: ${path.basename(day1)}, ${size / MiB} MiB, qcow2 ${(fs.statSync(disk).size / MiB).toFixed(0)} MiB`);
+    const q = await startQemu({ dir: work, name: 'bench01', disks: [{ device: 'vda', file: disk }] });
+    cleanups.push(() => q.stop());
+
+    const { store, ns } = await openStore(path.join(work, 'store'));
+    cleanups.push(async () => {
+      await ns.close();
+      await store.close();
+    });
+    const data = path.join(work, 'data');
+    fs.mkdirSync(data);
+    const vm = { name: 'bench01', share: 'bench01', qmp: q.qmp, workflow: 'crash-consistent' };
+    const svc = new BackupService(ns, vmLookup([vm]), { dataDir: data, nbdConnections: opts.connections });
+    note(`NBD connections per disk: ${opts.connections ?? 1}`);
+
+    // Full backup, RSS sampled.
+    warm(disk, fs.statSync(disk).size);
+    let rss = process.memoryUsage().rss;
+    const sampler = setInterval(() => (rss = Math.max(rss, process.memoryUsage().rss)), 20);
+    let t0 = performance.now();
+    const pf = progress();
+    const full = await svc.backup('bench01', {}, pf);
+    for (const l of pf.lines) note(`  full: ${l}`);
+    const tFull = secs(t0);
+    clearInterval(sampler);
+    note(`full backup: ${tFull.toFixed(2)} s, read ${(full.bytesRead / MiB).toFixed(0)} MiB of ${size / MiB} MiB`);
+    emit({ figure: 'backup.rss_mib', value: Math.round(rss / MiB), unit: 'MiB' });
+
+    // Baseline: the store's own ingest of the same bytes from a file, in a fresh store.
+    const raw = path.join(work, 'day1.raw');
+    await run('qemu-img', ['convert', '-U', '-O', 'raw', disk, raw]);
+    warm(raw, size);
+    {
+      const s2 = await SegmentStore.open(path.join(work, 'store-ingest'));
+      try {
+        t0 = performance.now();
+        await ingestFile(s2, raw);
+        const tIngest = secs(t0);
+        note(`store ingest of the same ${size / MiB} MiB from a file: ${tIngest.toFixed(2)} s`);
+        emit({ figure: 'backup.full.vs_store', value: r3(tIngest / tFull), unit: 'ingest time / backup time' });
+      } finally {
+        await s2.close();
+      }
+    }
+
+    // Baseline: qemu-img convert of the disk into the mount (child appliance), then out again.
+    const app = await startBenchAppliance(path.join(work, 'appliance'));
+    cleanups.push(() => app.stop());
+    if ((await app.api('POST', '/shares', { name: 'bench' })).status !== 201) throw new Error('creating the share for qemu-img failed');
+    const inMount = path.join(app.mount, 'bench', 'vda.raw');
+    warm(disk, fs.statSync(disk).size);
+    t0 = performance.now();
+    await run('qemu-img', ['convert', '-U', '-O', 'raw', disk, inMount]);
+    await run('sync', []);
+    const tConvertIn = secs(t0);
+    note(`qemu-img convert into the mount: ${tConvertIn.toFixed(2)} s`);
+    emit({ figure: 'backup.full.vs_convert', value: r3(tConvertIn / tFull), unit: 'convert time / backup time' });
+
+    const outConvert = path.join(work, 'out-convert.raw');
+    t0 = performance.now();
+    await run('qemu-img', ['convert', '-O', 'raw', inMount, outConvert]);
+    const tConvertOut = secs(t0);
+    fs.rmSync(outConvert);
+    t0 = performance.now();
+    await svc.restore('bench01', { point: full.point, to: path.join(work, 'restore-raw'), format: 'raw' }, progress());
+    const tRestore = secs(t0);
+    note(`restore of the full point (raw): ${tRestore.toFixed(2)} s; qemu-img convert out of the mount: ${tConvertOut.toFixed(2)} s`);
+    emit({ figure: 'restore.vs_convert', value: r3(tConvertOut / tRestore), unit: 'convert time / restore time' });
+    const same = await run('cmp', [path.join(work, 'restore-raw', 'vda.raw'), raw]).then(() => true, () => false);
+    note(`restored full point ${same ? 'equals' : 'DIFFERS FROM'} the day-1 disk`);
+    fs.rmSync(path.join(work, 'restore-raw'), { recursive: true });
+    t0 = performance.now();
+    await svc.restore('bench01', { point: full.point, to: path.join(work, 'restore-qcow2'), format: 'qcow2' }, progress());
+    note(`restore of the full point as qcow2 (raw, then qemu-img convert): ${secs(t0).toFixed(2)} s`);
+    fs.rmSync(path.join(work, 'restore-qcow2'), { recursive: true });
+    await app.stop();
+
+    // Day-2 changes through QEMU's block layer, then the incremental.
+    const runs = changedRuns(day1, day2, size);
+    const dirty = runs.reduce((n, r) => n + r.length, 0);
+    const qmp = await QmpClient.connect(q.qmp);
+    t0 = performance.now();
+    try {
+      await applyRuns(qmp, q.qdevOf('vda'), day2, runs, work);
+    } finally {
+      await qmp.close();
+    }
+    note(`day-2 changes: ${runs.length} runs, ${(dirty / MiB).toFixed(1)} MiB in 64 KiB blocks, applied in ${secs(t0).toFixed(1)} s`);
+    t0 = performance.now();
+    const pi = progress();
+    const inc = await svc.backup('bench01', {}, pi);
+    for (const l of pi.lines) note(`  incremental: ${l}`);
+    const tInc = secs(t0);
+    note(`incremental backup: ${tInc.toFixed(2)} s, read ${(inc.bytesRead / MiB).toFixed(1)} MiB (${inc.kind})`);
+    emit({ figure: 'backup.incremental.read_vs_dirty', value: r3(inc.bytesRead / dirty), unit: 'bytes read / dirty bytes' });
+    emit({ figure: 'backup.incremental.vs_full', value: r3(tInc / tFull), unit: 'incremental time / full time' });
+    await svc.restore('bench01', { point: inc.point, to: path.join(work, 'restore-inc'), format: 'raw' }, progress());
+    const want2 = path.join(work, 'day2.raw');
+    await run('qemu-img', ['convert', '--image-opts', `driver=raw,size=${size},file.driver=file,file.filename=${day2}`, '-O', 'raw', want2]);
+    const same2 = await run('cmp', [path.join(work, 'restore-inc', 'vda.raw'), want2]).then(() => true, () => false);
+    note(`restored incremental point ${same2 ? 'equals' : 'DIFFERS FROM'} the day-2 disk`);
+
+    if (opts.noFreeze) note('freeze figures left out (--no-freeze)');
+    else await freezeFigures(opts, work);
+  } finally {
+    for (const c of cleanups.reverse()) await c().catch((e) => note(`cleanup: ${(e as Error).message}`));
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/** Freeze window over 10 app-consistent backups of a booted guest (3 with --quick). */
+async function freezeFigures(opts: BenchBackupOptions, work: string): Promise<void> {
+  let guest: any;
+  try {
+    const spec = '../../test/helpers/guest.js';
+    guest = await import(spec);
+  } catch {
+    opts.note('freeze figures: test/helpers/guest.ts (the guest helper) is not in this tree; not measured');
+    return;
+  }
+  const n = opts.quick ? 3 : 10;
+  const dir = path.join(work, 'guest');
+  fs.mkdirSync(dir);
+  const teardowns: Array<() => unknown> = [];
+  const g = await guest.bootGuest({ teardown: (fn: () => unknown) => teardowns.push(fn) }, { dir });
+  try {
+    const { store, ns } = await openStore(path.join(dir, 'store'));
+    try {
+      const vm = { name: 'guest01', share: 'guest01', qmp: g.qmp, qga: g.qga as string };
+      const svc = new BackupService(ns, vmLookup([vm]), { dataDir: path.join(dir, 'data') });
+      const freezes: number[] = [];
+      for (let i = 0; i < n; i++) {
+        const r = await svc.backup('guest01', { workflow: 'app-consistent' }, progress());
+        if (r.freezeMs !== null) freezes.push(r.freezeMs);
+      }
+      freezes.sort((a, b) => a - b);
+      opts.note(`freeze windows (ms): ${freezes.join(', ')}`);
+      const mid = freezes.length % 2 ? freezes[(freezes.length - 1) / 2] : (freezes[freezes.length / 2 - 1] + freezes[freezes.length / 2]) / 2;
+      opts.emit({ figure: 'backup.freeze_ms.median', value: mid, unit: 'ms' });
+      opts.emit({ figure: 'backup.freeze_ms.max', value: freezes.at(-1)!, unit: 'ms' });
+    } finally {
+      await ns.close();
+      await store.close();
+    }
+  } finally {
+    await g.stop();
+    for (const f of teardowns.reverse()) await f();
+  }
+}
