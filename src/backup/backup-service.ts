@@ -26,6 +26,7 @@ import { FLEECE_KEY, QemuPlugin } from '../plugins/qemu/plugin.js';
 import { ScriptPlugin } from '../plugins/script/script-plugin.js';
 import { QmpClient } from '../plugins/qemu/qmp.js';
 import { describeVm, type VmDescription, type VmDisk } from '../plugins/qemu/vm-info.js';
+import type { VmConfig } from './vm-registry.js';
 import { BackupCopy, type PreviousPoint, socketPathIn } from './backup-copy.js';
 import { type BackupRecord, BackupRecords } from './backup-records.js';
 import { COPY_JOB_KEY, CopyPlugin } from './copy-plugin.js';
@@ -40,15 +41,8 @@ import { loadWorkflows, type Workflow } from './workflow/workflows.js';
 
 export type { BackupRecord } from './backup-records.js';
 
-/** What the service needs of the VM registry (src/backup/vm-registry.ts's VmRegistry has it). */
-export interface VmConfigLike {
-  name: string;
-  share: string;
-  qmp: string;
-  qga?: string;
-  pg?: string;
-  workflow?: string;
-}
+/** What the service needs of a VM's registration (src/backup/vm-registry.ts). */
+export type VmConfigLike = Omit<VmConfig, 'createdAt'>;
 export interface VmLookup {
   get(name: string): VmConfigLike;
 }

@@ -7,6 +7,8 @@
 // Failures are VmvaultErrors; the HTTP layer maps their codes to statuses in http-status.ts.
 // Every method may be called concurrently with any other, and with running jobs.
 
+import type { BackupRecord } from '../backup/backup-records.js';
+
 /** What a job's progress counts; shown with its numbers ("12 / 40 containers", "1.2 GiB / 3 GiB"). */
 export const PROGRESS_UNITS = ['bytes', 'containers', 'files', 'items'] as const;
 export type ProgressUnit = (typeof PROGRESS_UNITS)[number];
@@ -180,21 +182,8 @@ export interface VmDiskView {
   file?: string;
 }
 
-/** One restore point (the contract's BackupRecord). */
-export interface BackupRecordView {
-  vm: string;
-  /** The snapshot name, UTC time, e.g. 2026-12-05T12-00-00Z. */
-  point: string;
-  kind: 'full' | 'incremental';
-  startedAt: string;
-  durationMs: number;
-  bytesRead: number;
-  bytesWritten: number;
-  /** How long the guest's file systems were frozen; null when not frozen (crash-consistent). */
-  freezeMs: number | null;
-  disks: Array<{ device: string; sizeBytes: number; bytesRead: number; kind: 'full' | 'incremental'; fullReason?: string }>;
-  workflow: string;
-}
+/** One restore point: the backup service's record, as the API returns it. */
+export type BackupRecordView = BackupRecord;
 
 /** What a state probe of a VM found: QEMU's run state, or 'unreachable' (with why). */
 export interface VmState {
