@@ -119,6 +119,22 @@ export class Namespace {
     return buf.length;
   }
 
+  /**
+   * Waits until the open file `fh` buffers at most `maxBytes` (dirty plus being committed),
+   * committing it as needed. A writer that produces faster than the store commits (a backup
+   * reading several NBD connections) calls this to bound its own memory well below the
+   * namespace-wide dirty limit, while the commit in progress still overlaps its next writes.
+   */
+  async drain(fh: number, maxBytes: number): Promise<void> {
+    const f = this.fs.handle(fh).file;
+    while (f.buffered > maxBytes) {
+      if (f.failed) throw f.takeFailure();
+      if (!f.committing && f.dirtyBytes > 0) this.background(f);
+      await f.settled();
+    }
+    if (f.failed) throw f.takeFailure();
+  }
+
   private background(f: import('./open-file.js').OpenFile): void {
     void f
       .commit(false)

@@ -76,6 +76,21 @@ export class OpenFile {
     return this.dirty.bytes;
   }
 
+  /** Whether a commit is building a version now (its bytes count in `buffered` until it is built). */
+  get committing(): boolean {
+    return this.flushing !== undefined;
+  }
+
+  /** Resolves once every commit queued so far has finished (failed ones too: see takeFailure). */
+  settled(): Promise<void> {
+    return this.chain;
+  }
+
+  /** Whether a commit failed and its error is waiting for the next caller. */
+  get failed(): boolean {
+    return this.failure !== undefined;
+  }
+
   get dirtyAgeMs(): number {
     return this.changed ? Date.now() - this.dirtySince : 0;
   }
