@@ -138,7 +138,8 @@ export async function copyDisk(ns: Namespace, fh: number, src: ExtentSource, opt
         result.bytesRead += len;
         opts.advance?.(len);
         if (!incremental && isZero(buf)) return;
-        await ns.write(fh, at, buf);
+        // The read's buffer is fresh and never touched again: handed over, not copied.
+        await ns.write(fh, at, buf, { owned: true });
         result.bytesWritten += len;
         await ns.drain(fh, maxBuffered);
       });

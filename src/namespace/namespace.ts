@@ -106,14 +106,17 @@ export class Namespace {
     return n;
   }
 
-  /** Writes into an open file, committing and waiting as the memory bounds require. */
-  async write(fh: number, pos: number, buf: Uint8Array): Promise<number> {
+  /**
+   * Writes into an open file, committing and waiting as the memory bounds require. With
+   * `owned` the caller hands `buf` over and never changes it again: it is kept without a copy.
+   */
+  async write(fh: number, pos: number, buf: Uint8Array, opts?: { owned?: boolean }): Promise<number> {
     if (this.closed) throw vmError('CLOSED', 'the appliance is shutting down');
     while (this.buffered() > this.opts.dirtyLimitBytes) {
       this.commitLargest();
       await new Promise<void>((resolve) => this.waiters.push(resolve));
     }
-    this.fs.write(fh, pos, buf);
+    this.fs.write(fh, pos, buf, opts?.owned ?? false);
     const f = this.fs.handle(fh).file;
     if (f.dirtyBytes >= this.opts.fileCommitBytes) this.background(f);
     return buf.length;

@@ -121,9 +121,10 @@ export class OpenFile {
     this.changed = true;
   }
 
-  write(pos: number, buf: Uint8Array): void {
+  /** `owned`: the caller hands `buf` over and never changes it (ExtentMap.write). */
+  write(pos: number, buf: Uint8Array, owned = false): void {
     if (this.failure) throw this.takeFailure();
-    this.dirty.write(pos, buf);
+    this.dirty.write(pos, buf, owned);
     if (pos + buf.length > this.size) this.size = pos + buf.length;
     this.mtime = this.ctime = Date.now();
     this.touch();
