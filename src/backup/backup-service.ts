@@ -67,7 +67,10 @@ export interface BackupServiceOptions {
   qmpTimeoutMs?: number;
   /** NBD reads in flight per connection. Default 8. */
   inFlight?: number;
-  /** NBD connections per disk. Default 1. */
+  /**
+   * NBD connections per disk. Default 1: with the copy's buffer bounded, 4 measured no faster
+   * (the namespace's commits set the pace; tools/PERFORMANCE.md, VM backup).
+   */
   nbdConnections?: number;
   /** The clock that names points (time is an input). */
   now?: () => Date;

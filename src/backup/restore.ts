@@ -36,14 +36,24 @@ export async function restoreFile(ns: Namespace, from: string, to: string, opts:
   try {
     out = await fs.open(to, 'wx', 0o600);
     await out.truncate(size);
-    let next = 0;
+    // Only the data runs are read: the holes of the file's segment tree (zero runs the store
+    // never stored: what a full backup skipped) stay holes in the truncated target for free,
+    // where reading them meant filling and scanning zeros (1.5 of 2 GiB in the bench's disk).
+    const ranges = await dataRanges(ns, fh, size);
+    let r = 0;
+    let next = ranges[0]?.start ?? size;
+    opts.advance?.(size - ranges.reduce((n, x) => n + x.end - x.start, 0));
     const worker = async () => {
       for (;;) {
         if (opts.signal?.aborted) throw vmError('CANCELLED', 'the restore was cancelled');
+        while (r < ranges.length && next >= ranges[r].end) {
+          r++;
+          if (r < ranges.length) next = ranges[r].start;
+        }
+        if (r >= ranges.length) return;
         const at = next;
-        if (at >= size) return;
-        next += chunk;
-        const len = Math.min(chunk, size - at);
+        const len = Math.min(chunk, ranges[r].end - at);
+        next += len;
         const buf = await ns.fs.read(fh, at, len);
         if (buf.length !== len) throw vmError('IO', `${from}: read ${buf.length} bytes at ${at}, expected ${len}`);
         await writeSparse(out!, buf, at);
@@ -123,6 +133,22 @@ export async function restorePoint(
     for (const p of [...partials, ...written]) await fs.rm(p, { force: true });
     throw err;
   }
+}
+
+/** The [start, end) runs of `fh` that hold data, from the store's holes (SEEK_DATA / SEEK_HOLE). */
+async function dataRanges(ns: Namespace, fh: number, size: number): Promise<Array<{ start: number; end: number }>> {
+  const out: Array<{ start: number; end: number }> = [];
+  let at = 0;
+  while (at < size) {
+    const start = await ns.nodes.seek(fh, at, 'data');
+    if (start < 0 || start >= size) break;
+    const hole = await ns.nodes.seek(fh, start, 'hole');
+    const end = hole < 0 || hole > size ? size : hole;
+    if (end <= start) throw vmError('IO', `the file's holes make no progress at ${start}`);
+    out.push({ start, end });
+    at = end;
+  }
+  return out;
 }
 
 /** Holes are kept at this granularity (qcow2's default cluster, the dirty bitmaps' too). */

@@ -500,10 +500,10 @@ export class FsOps {
     return this.handle(fh).file.readInto(pos, out);
   }
 
-  write(fh: number, pos: number, buf: Uint8Array): void {
+  write(fh: number, pos: number, buf: Uint8Array, owned = false): void {
     const h = this.handle(fh);
     if (!h.writable) throw vmError('INVALID_ARGUMENT', 'the file is not open for writing');
-    h.file.write(pos, buf);
+    h.file.write(pos, buf, owned);
   }
 
   async flush(fh: number): Promise<void> {

@@ -106,17 +106,36 @@ export class Namespace {
     return n;
   }
 
-  /** Writes into an open file, committing and waiting as the memory bounds require. */
-  async write(fh: number, pos: number, buf: Uint8Array): Promise<number> {
+  /**
+   * Writes into an open file, committing and waiting as the memory bounds require. With
+   * `owned` the caller hands `buf` over and never changes it again: it is kept without a copy.
+   */
+  async write(fh: number, pos: number, buf: Uint8Array, opts?: { owned?: boolean }): Promise<number> {
     if (this.closed) throw vmError('CLOSED', 'the appliance is shutting down');
     while (this.buffered() > this.opts.dirtyLimitBytes) {
       this.commitLargest();
       await new Promise<void>((resolve) => this.waiters.push(resolve));
     }
-    this.fs.write(fh, pos, buf);
+    this.fs.write(fh, pos, buf, opts?.owned ?? false);
     const f = this.fs.handle(fh).file;
     if (f.dirtyBytes >= this.opts.fileCommitBytes) this.background(f);
     return buf.length;
+  }
+
+  /**
+   * Waits until the open file `fh` buffers at most `maxBytes` (dirty plus being committed),
+   * committing it as needed. A writer that produces faster than the store commits (a backup
+   * reading several NBD connections) calls this to bound its own memory well below the
+   * namespace-wide dirty limit, while the commit in progress still overlaps its next writes.
+   */
+  async drain(fh: number, maxBytes: number): Promise<void> {
+    const f = this.fs.handle(fh).file;
+    while (f.buffered > maxBytes) {
+      if (f.failed) throw f.takeFailure();
+      if (!f.committing && f.dirtyBytes > 0) this.background(f);
+      await f.settled();
+    }
+    if (f.failed) throw f.takeFailure();
   }
 
   private background(f: import('./open-file.js').OpenFile): void {

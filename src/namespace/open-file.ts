@@ -76,6 +76,21 @@ export class OpenFile {
     return this.dirty.bytes;
   }
 
+  /** Whether a commit is building a version now (its bytes count in `buffered` until it is built). */
+  get committing(): boolean {
+    return this.flushing !== undefined;
+  }
+
+  /** Resolves once every commit queued so far has finished (failed ones too: see takeFailure). */
+  settled(): Promise<void> {
+    return this.chain;
+  }
+
+  /** Whether a commit failed and its error is waiting for the next caller. */
+  get failed(): boolean {
+    return this.failure !== undefined;
+  }
+
   get dirtyAgeMs(): number {
     return this.changed ? Date.now() - this.dirtySince : 0;
   }
@@ -106,9 +121,10 @@ export class OpenFile {
     this.changed = true;
   }
 
-  write(pos: number, buf: Uint8Array): void {
+  /** `owned`: the caller hands `buf` over and never changes it (ExtentMap.write). */
+  write(pos: number, buf: Uint8Array, owned = false): void {
     if (this.failure) throw this.takeFailure();
-    this.dirty.write(pos, buf);
+    this.dirty.write(pos, buf, owned);
     if (pos + buf.length > this.size) this.size = pos + buf.length;
     this.mtime = this.ctime = Date.now();
     this.touch();

@@ -1,0 +1,79 @@
+// The disk copy bounds its own buffered bytes: with several NBD connections data arrives faster
+// than the store commits it, and without a cap the namespace buffered up to its 512 MiB dirty
+// limit (613 MiB RSS measured). Here the source answers from memory at once, the fastest a
+// source can be, so only the copy's own wait on the file's commit can hold the bound.
+//
+// Test double: `MemorySource` stands in for the NBD export of a fleecing node (the same
+// ExtentSource interface NbdClient implements): a source that never waits is what makes the
+// bound testable deterministically. The real NBD path is covered by backup-qemu.test.ts.
+
+import t from 'tap';
+import { createHash } from 'node:crypto';
+import { copyDisk, type ExtentSource, SourcePool, STATE_ZERO } from '../src/backup/disk-copy.js';
+import { Namespace } from '../src/namespace/namespace.js';
+import { SegmentStore } from '../src/store/store.js';
+import { generate, Rng } from './helpers/data.js';
+import { readFile } from './helpers/ns.js';
+import { tmpDir } from './helpers/tmpdir.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+/** A disk in memory: data in the first `dataBytes`, zeros after (reported as a zero extent). */
+class MemorySource implements ExtentSource {
+  constructor(
+    private readonly disk: Buffer,
+    private readonly dataBytes: number,
+    private readonly onRead: () => void,
+  ) {}
+
+  get size(): number {
+    return this.disk.length;
+  }
+
+  async read(offset: number, length: number): Promise<Buffer> {
+    this.onRead();
+    return Buffer.from(this.disk.subarray(offset, offset + length));
+  }
+
+  async blockStatus(offset: number, length: number): Promise<Array<{ offset: number; length: number; flags: number }>> {
+    const out = [];
+    const end = offset + length;
+    if (offset < this.dataBytes) out.push({ offset, length: Math.min(end, this.dataBytes) - offset, flags: 0 });
+    if (end > this.dataBytes) out.push({ offset: Math.max(offset, this.dataBytes), length: end - Math.max(offset, this.dataBytes), flags: STATE_ZERO });
+    return out;
+  }
+}
+
+t.test('a copy over several sources keeps the file buffering at most its cap, and copies every byte', async (t) => {
+  // The namespace's own bounds are far above the cap, so they cannot be what holds it.
+  const store = await SegmentStore.open(tmpDir(t));
+  const ns = await Namespace.open(store, { fileCommitBytes: 4 * MiB, dirtyLimitBytes: 512 * MiB, log: () => {} });
+  t.teardown(async () => {
+    await ns.close();
+    await store.close();
+  });
+  await ns.fs.mkdir('/s', 0o755);
+  const dataBytes = 48 * MiB;
+  const disk = Buffer.concat([generate(new Rng(11), 'random', dataBytes), Buffer.alloc(16 * MiB)]);
+  const fh = await ns.fs.create('/s/vda.raw', 0o600);
+  await ns.fs.ftruncate(fh, disk.length);
+
+  const cap = 8 * MiB;
+  const chunk = 256 * KiB;
+  const inFlight = 16;
+  let peak = 0;
+  const sample = () => (peak = Math.max(peak, ns.fs.handle(fh).file.buffered));
+  const src = new SourcePool(Array.from({ length: 4 }, () => new MemorySource(disk, dataBytes, sample)));
+  const r = await copyDisk(ns, fh, src, { inFlight, chunkBytes: chunk, maxBufferedBytes: cap });
+  sample();
+  t.equal(r.bytesRead, dataBytes, 'read the data extent only');
+  t.equal(r.bytesWritten, dataBytes);
+  // Each read in flight may add its chunk past the cap before its write waits.
+  t.ok(peak <= cap + inFlight * chunk, `the file buffered at most ${peak / MiB} MiB (cap ${cap / MiB} MiB + ${(inFlight * chunk) / MiB} MiB in flight)`);
+  t.ok(peak > 0, 'the sampling saw buffered bytes');
+  await ns.fs.release(fh);
+  t.equal(sha(await readFile(ns, '/s/vda.raw')), sha(disk), 'the file holds the disk');
+});
