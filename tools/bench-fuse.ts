@@ -15,7 +15,11 @@
 // plain directory. --before=REPO runs that part also on another built checkout (main before a
 // change); --fuse3 runs it also on the libfuse3 binding (appliance --fuse 3). --only=image or
 // --only=small runs one part; --only=ceiling only the do-nothing ceilings of the libfuse3
-// binding (fuse.ceiling.*) and of fuse-native (fuse.ceiling_old.*).
+// binding (fuse.ceiling.*) and of fuse-native (fuse.ceiling_old.*). --only=vs-store: the mount
+// against the store in one run (bench/fuse-vs-store.ts: fuse.write.unique.vs_store,
+// fuse.write.duplicate.vs_store, fuse.read.vs_store, fuse.read.random4k_qd16,
+// fuse.two_writers.vs_one) on the libfuse3 binding and (names ending .fuse2) on fuse-native;
+// --fuse3 there leaves fuse-native out; --runs=N (default 3) takes the best of N.
 
 import fs from 'node:fs';
 import os from 'node:os';
@@ -23,17 +27,18 @@ import path from 'node:path';
 import { benchFuse, type FuseFigure } from './bench/fuse-vmvault.js';
 import { benchFuseCeiling } from './bench/fuse-ceiling.js';
 import { benchFuseCeilingLl } from './bench/fuse-ceiling-ll.js';
+import { benchFuseVsStore } from './bench/fuse-vs-store.js';
 import { benchSmallFiles } from './bench/small-files.js';
 
 const args = process.argv.slice(2);
 const opt = (name: string) => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
 const image = args.find((a) => !a.startsWith('--')) ?? '/work/vmdata/vm-images/vm1-day1.raw';
 const only = opt('only');
-if (only !== undefined && only !== 'image' && only !== 'small' && only !== 'ceiling') {
-  process.stderr.write(`bench-fuse: --only=${only}: want image, small or ceiling\n`);
+if (only !== undefined && only !== 'image' && only !== 'small' && only !== 'ceiling' && only !== 'vs-store') {
+  process.stderr.write(`bench-fuse: --only=${only}: want image, small, ceiling or vs-store\n`);
   process.exit(2);
 }
-if (only !== 'small' && only !== 'ceiling' && !fs.existsSync(image)) {
+if (only !== 'small' && only !== 'ceiling' && only !== 'vs-store' && !fs.existsSync(image)) {
   process.stderr.write(`bench-fuse: ${image} is missing; build it with: OUT=/work/vmdata/vm-images BUILD=/work/vmdata/build bash ../shared/testdata/make-vm-images.sh\n`);
   process.exit(2);
 }
@@ -49,7 +54,11 @@ if (only === 'ceiling') {
   for (const f of await benchFuseCeilingLl({ quick: args.includes('--quick'), dir: opt('dir') ?? os.tmpdir() })) emit(f);
   for (const f of await benchFuseCeiling({ quick: args.includes('--quick'), dir: opt('dir') ?? os.tmpdir() })) emit(f);
 }
-if (only !== 'small' && only !== 'ceiling') {
+if (only === 'vs-store') {
+  const runs = Number(opt('runs') ?? 3);
+  await benchFuseVsStore({ quick: args.includes('--quick'), dir: opt('dir') ?? os.tmpdir(), bindings: args.includes('--fuse3') ? [3] : [3, 2], runs, note }, emit);
+}
+if (only !== 'small' && only !== 'ceiling' && only !== 'vs-store') {
   await benchFuse(
     {
       quick: args.includes('--quick'),
@@ -61,7 +70,7 @@ if (only !== 'small' && only !== 'ceiling') {
     emit,
   );
 }
-if (only !== 'image' && only !== 'ceiling') {
+if (only !== 'image' && only !== 'ceiling' && only !== 'vs-store') {
   const before = opt('before');
   await benchSmallFiles(
     {

@@ -102,7 +102,7 @@ function nativeBaselines(data: Buffer, runs: number): { compress: number; decomp
   return { compress: mbps(bytes, c), decompress: mbps(bytes, d), blake3: mbps(bytes, h) };
 }
 
-async function streamAll(store: SegmentStore, v: FileVersion): Promise<number> {
+export async function streamAll(store: SegmentStore, v: FileVersion): Promise<number> {
   let n = 0;
   for await (const b of store.view(v).stream()) n += b.length;
   if (n !== v.size) throw new Error(`streamed ${n} of ${v.size} bytes`);
@@ -110,7 +110,7 @@ async function streamAll(store: SegmentStore, v: FileVersion): Promise<number> {
 }
 
 /** Random 4 KiB reads, `depth` in flight, for `seconds`; ops/s. */
-async function randomReads(store: SegmentStore, v: FileVersion, depth: number, seconds: number, seed: number): Promise<number> {
+export async function randomReads(store: SegmentStore, v: FileVersion, depth: number, seconds: number, seed: number): Promise<number> {
   let x = seed >>> 0 || 1;
   const next = (): number => {
     x ^= x << 13;
