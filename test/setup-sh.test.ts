@@ -53,6 +53,14 @@ t.test('fuse3 installed: kept, not replaced by fuse; fusermount points at fuserm
   t.match(all.err, /would install: nothing \(all present\)/);
 });
 
+t.test('fuse (2.9) installed without fuse3: kept; libfuse3-dev without fuse3, which would remove it', { skip }, async (t) => {
+  const r = await dry([], { VMVAULT_SETUP_ASSUME_INSTALLED: 'fuse' });
+  t.equal(r.code, 0, r.err);
+  t.match(r.err, /^vmvault setup: would install: libfuse2 liblz4-dev libfuse3-dev$/m, 'fuse3 is not asked for');
+  t.match(r.err, /keeping fuse, installing libfuse3-dev without fuse3/);
+  t.notMatch(r.err, /would link/, 'fusermount is fuse\'s own');
+});
+
 t.test('--test adds the tools the tests drive', { skip }, async (t) => {
   const r = await dry(['--test'], { VMVAULT_SETUP_ASSUME_INSTALLED: 'libfuse2 fuse3 libfuse3-dev liblz4-dev' });
   t.equal(r.code, 0, r.err);

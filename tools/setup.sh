@@ -59,17 +59,26 @@ installed() {
 
 # FUSE: the libfuse3 binding (native/src/fuse3/, issue 16) builds against libfuse3-dev and
 # mounts with fuse3; fuse-native, until it goes, still loads libfuse 2 (libfuse2). Debian 12's
-# fuse (2.9) and fuse3 conflict, and fuse3 is the choice now: where fuse is installed, apt would
-# remove it and setup refuses (below), naming it. fuse3 "Provides: fuse" and ships fusermount3;
-# libfuse 2 runs `fusermount` (for mounts by a user other than root, and to unmount as one), so
-# where that is missing it becomes a link to fusermount3 (same command line and fd protocol).
-# Running as root, as the appliance does, both mount without fusermount.
+# fuse (2.9) and fuse3 conflict (installing either removes the other), and setup never removes
+# a package: where fuse is installed and fuse3 is not, fuse stays and fuse3 is left out. The
+# libraries (libfuse2, libfuse3-3 with libfuse3-dev) do not conflict, and running as root, as the
+# appliance and the tests do, both libfuse 2 and libfuse 3 mount and unmount without their
+# fusermount helpers; fusermount3 matters only for a user other than root. Elsewhere fuse3 is
+# installed: it "Provides: fuse" and ships fusermount3; libfuse 2 runs `fusermount` (for mounts
+# by a user other than root, and to unmount as one), so where that is missing it becomes a link
+# to fusermount3 (same command line and fd protocol).
 # liblz4-dev: the addon links liblz4 for its LZ4 codec (native/binding.gyp).
-packages="libfuse2 liblz4-dev fuse3 libfuse3-dev"
+packages="libfuse2 liblz4-dev"
 link_fusermount=""
-if ! command -v fusermount >/dev/null 2>&1 || [ "$dry" -eq 1 ]; then
-  link_fusermount="/usr/local/bin/fusermount"
+if installed fuse && ! installed fuse3; then
+  say "fuse (2.9) is installed and conflicts with fuse3: keeping fuse, installing libfuse3-dev without fuse3 (fine as root)"
+else
+  packages="$packages fuse3"
+  if ! command -v fusermount >/dev/null 2>&1 || [ "$dry" -eq 1 ]; then
+    link_fusermount="/usr/local/bin/fusermount"
+  fi
 fi
+packages="$packages libfuse3-dev"
 if [ "$with_test" -eq 1 ]; then
   packages="$packages qemu-utils fio rsync e2fsprogs tar python3"
   packages="$packages clang"  # fuzzing and the sanitizer build of the addon (native/fuzz/)
