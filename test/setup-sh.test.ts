@@ -64,7 +64,7 @@ t.test('fuse (2.9) installed without fuse3: kept; libfuse3-dev without fuse3, wh
 t.test('--test adds the tools the tests drive', { skip }, async (t) => {
   const r = await dry(['--test'], { VMVAULT_SETUP_ASSUME_INSTALLED: 'libfuse2 fuse3 libfuse3-dev liblz4-dev' });
   t.equal(r.code, 0, r.err);
-  t.match(r.err, /^vmvault setup: would install: qemu-utils fio rsync e2fsprogs tar python3 clang qemu-system-x86 qemu-guest-agent busybox-static linux-image-amd64 postgresql-15 cpio libxml2-utils$/m);
+  t.match(r.err, /^vmvault setup: would install: qemu-utils fio rsync e2fsprogs tar python3 clang qemu-system-x86 qemu-guest-agent busybox-static linux-image-amd64 postgresql-15 cpio libxml2-utils openssl$/m);
 });
 
 t.test('--appliance adds what building and checking the appliance image needs', { skip }, async (t) => {

@@ -84,7 +84,7 @@ if [ "$with_test" -eq 1 ]; then
   packages="$packages clang"  # fuzzing and the sanitizer build of the addon (native/fuzz/)
   # The VM backup tests' guest (tools/make-test-guest.sh builds it from these) and its QEMU.
   packages="$packages qemu-system-x86 qemu-guest-agent busybox-static linux-image-amd64 postgresql-15 cpio"
-  packages="$packages libxml2-utils"  # xmllint: the OVF descriptor against the DMTF schema (test/appliance-ova)
+  packages="$packages libxml2-utils openssl"  # xmllint: the OVF descriptor against the DMTF schema (test/appliance-ova); openssl: first boot's certificate (test/appliance-firstboot)
 fi
 if [ "$with_appliance" -eq 1 ]; then
   # tools/build-appliance.sh and npm run appliance:check (appliance/README.md).
