@@ -32,7 +32,9 @@ void vv_sess_unref(napi_env env, vv_sess *s) {
 static void tsfn_finalize(napi_env env, void *data, void *hint) { vv_sess_unref(env, hint); }
 static void external_finalize(napi_env env, void *data, void *hint) { vv_sess_unref(env, data); }
 
-static vv_sess *sess_of(napi_env env, napi_value v) {
+// The session handle an exported function got as its first argument (replies.c uses it too);
+// NULL with a TypeError pending when it is not one.
+vv_sess *vv_sess_of(napi_env env, napi_value v) {
   void *p = NULL;
   napi_valuetype t;
   if (napi_typeof(env, v, &t) != napi_ok || t != napi_external || napi_get_value_external(env, v, &p) != napi_ok || !p) {
@@ -272,7 +274,7 @@ static void unmount_complete(napi_env env, napi_status status, void *data) {
 static napi_value js_unmount(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (!vv_args(env, info, 1, argv, "unmount(handle)")) return NULL;
-  vv_sess *s = sess_of(env, argv[0]);
+  vv_sess *s = vv_sess_of(env, argv[0]);
   if (!s) return NULL;
   napi_value promise;
   napi_deferred d;
@@ -297,7 +299,7 @@ static napi_value js_unmount(napi_env env, napi_callback_info info) {
 static napi_value js_detach(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (!vv_args(env, info, 1, argv, "detach(handle)")) return NULL;
-  vv_sess *s = sess_of(env, argv[0]);
+  vv_sess *s = vv_sess_of(env, argv[0]);
   if (!s) return NULL;
   if (!s->destroyed) detach_mount(s);
   return NULL;
@@ -306,7 +308,7 @@ static napi_value js_detach(napi_env env, napi_callback_info info) {
 static napi_value js_stats(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (!vv_args(env, info, 1, argv, "stats(handle)")) return NULL;
-  vv_sess *s = sess_of(env, argv[0]);
+  vv_sess *s = vv_sess_of(env, argv[0]);
   if (!s) return NULL;
   napi_value o, v;
   napi_create_object(env, &o);

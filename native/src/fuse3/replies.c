@@ -18,20 +18,10 @@ static napi_value ret_bool(napi_env env, int v) {
   return b;
 }
 
-static vv_sess *sess_arg(napi_env env, napi_value v) {
-  void *p = NULL;
-  napi_valuetype t;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external || napi_get_value_external(env, v, &p) != napi_ok || !p) {
-    vv_fail_type(env, "session must be the handle mount() returned");
-    return NULL;
-  }
-  return p;
-}
-
 // Parses (handle, id, ...) and takes the request; *taken NULL when not outstanding.
 static int begin(napi_env env, napi_callback_info info, size_t want, napi_value *argv, vv_req **taken) {
   if (!vv_args(env, info, want, argv, "reply(handle, id, ...)")) return 0;
-  vv_sess *s = sess_arg(env, argv[0]);
+  vv_sess *s = vv_sess_of(env, argv[0]);
   if (!s) return 0;
   int64_t id;
   if (napi_get_value_int64(env, argv[1], &id) != napi_ok) {

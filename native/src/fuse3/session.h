@@ -87,6 +87,7 @@ enum { D_MODE = 0, D_OFF = 1, D_HAS = 2, D_ENTRY = 3, D_COUNT = D_ENTRY + E_COUN
 extern const struct fuse_lowlevel_ops vv_ll_ops;
 
 void vv_sess_unref(napi_env env, vv_sess *s);
+vv_sess *vv_sess_of(napi_env env, napi_value v);   // the mount() handle argument, or NULL + TypeError
 vv_req *vv_take(vv_sess *s, int64_t id);   // the outstanding request of id, removed from its slot
 void vv_req_free(vv_req *r);
 void vv_call_js(napi_env env, napi_value js_cb, void *context, void *data);
