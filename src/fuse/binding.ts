@@ -1,7 +1,6 @@
 // A typed FUSE mount over fuse-native: give it promise-returning handlers (handlers.ts), mount,
 // unmount. What fuse-native gets wrong is corrected in native.ts and native-layout.ts; errors
 // become errnos in errno.ts; mount points are probed and cleared in mount-util.ts.
-import { mkdir, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { LogLine } from './errno.js';
 import type { FuseHandlers } from './handlers.js';
@@ -9,8 +8,7 @@ import { enableUtimeOmit } from './native-layout.js';
 import { nativeFuse, type NativeFuse } from './native.js';
 import { implementedOps, makeDispatch } from './ops-adapter.js';
 import { optionString, type FuseMountOptions } from './options.js';
-import { vmError } from '../errors.js';
-import { abortConnection, clearStaleMount, fuseMountsAt, unmountFuse, type UnmountResult } from './mount-util.js';
+import { abortConnection, fuseMountsAt, prepareMountPoint, unmountFuse, type UnmountResult } from './mount-util.js';
 
 export type { FuseHandlers, FileStat, FsStats, DirEntry, FileHandle, FuseOpName } from './handlers.js';
 export type { FuseMountOptions, OpTimeouts } from './options.js';
@@ -73,16 +71,7 @@ export class FuseMount {
     let before: Set<number> | undefined;
     try {
       // Stale mount first: mkdir (and stat) of a mount point whose server died fail with ENOTCONN.
-      const found = await clearStaleMount(this.mountPath);
-      if (found === 'healthy' || found === 'hung') {
-        throw vmError(
-          'CONFLICT',
-          `${this.mountPath} is already in use: another FUSE file system (another vmvault appliance?) is mounted there and ${found === 'healthy' ? 'answering' : 'not answering'}; stop that one or choose another mount point (--mount); it was left alone`,
-          { mount: this.mountPath, state: found },
-        );
-      }
-      if (this.options.mkdir) await mkdir(this.mountPath, { recursive: true });
-      if (!(await stat(this.mountPath)).isDirectory()) throw new Error(`${this.mountPath}: mount point is not a directory`);
+      await prepareMountPoint(this.mountPath, { mkdir: this.options.mkdir });
 
       const { ctor } = nativeFuse();
       const opts = optionString(this.options);

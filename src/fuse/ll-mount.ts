@@ -2,14 +2,12 @@
 // (binding.ts): a stale mount at the path is cleared first, a live one is refused (CONFLICT),
 // and the mount watch can ask whether ours is still attached.
 
-import { mkdir, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { vmError } from '../errors.js';
 import type { Namespace } from '../namespace/namespace.js';
 import type { LogLine } from './errno.js';
 import { LlFileSystem } from './ll-filesystem.js';
 import { LlSession } from './ll/session.js';
-import { clearStaleMount, fuseMountsAt } from './mount-util.js';
+import { fuseMountsAt, prepareMountPoint } from './mount-util.js';
 import type { Mount } from './mount.js';
 
 export interface LlMountOptions {
@@ -50,16 +48,7 @@ export class LlMount implements Mount {
 
   async mount(): Promise<void> {
     if (this.session) throw new Error(`${this.mountPath}: mount() while mounted`);
-    const found = await clearStaleMount(this.mountPath);
-    if (found === 'healthy' || found === 'hung') {
-      throw vmError(
-        'CONFLICT',
-        `${this.mountPath} is already in use: another FUSE file system (another vmvault appliance?) is mounted there and ${found === 'healthy' ? 'answering' : 'not answering'}; stop that one or choose another mount point (--mount); it was left alone`,
-        { mount: this.mountPath, state: found },
-      );
-    }
-    if (this.options.mkdir) await mkdir(this.mountPath, { recursive: true });
-    if (!(await stat(this.mountPath)).isDirectory()) throw new Error(`${this.mountPath}: mount point is not a directory`);
+    await prepareMountPoint(this.mountPath, { mkdir: this.options.mkdir });
     const session = await LlSession.mount(
       this.mountPath,
       { fsname: 'vmvault', subtype: 'vmvault', allowOther: this.options.allowOther ?? false, defaultPermissions: true, maxThreads: this.options.maxThreads ?? 4, readdirplus: false },

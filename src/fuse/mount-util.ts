@@ -3,9 +3,10 @@
 // itself serve a mount, and a synchronous call into its own mount, or a stat of a hung mount on
 // a libuv pool thread, never returns.
 import { execFile } from 'node:child_process';
-import { readFile, readdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
+import { vmError } from '../errors.js';
 
 const FUSECTL = '/sys/fs/fuse/connections';
 
@@ -184,4 +185,24 @@ export async function clearStaleMount(path: string, opts: { timeoutMs?: number }
   const state = await probeMount(path, opts.timeoutMs);
   if (state === 'stale') await clearFuseMount(path, opts);
   return state;
+}
+
+/**
+ * Makes `path` ready for a mount of ours, for both bindings: a stale mount is cleared; a live
+ * one (answering or hung: another process serves it) is a CONFLICT error and left exactly as
+ * it was; then the directory is made (with `mkdir`) and must be one. The in-process mkdir and
+ * stat are safe here: nothing of ours is mounted at the path yet, and a stale mount that would
+ * make them fail with ENOTCONN is gone.
+ */
+export async function prepareMountPoint(path: string, opts: { mkdir?: boolean } = {}): Promise<void> {
+  const found = await clearStaleMount(path);
+  if (found === 'healthy' || found === 'hung') {
+    throw vmError(
+      'CONFLICT',
+      `${path} is already in use: another FUSE file system (another vmvault appliance?) is mounted there and ${found === 'healthy' ? 'answering' : 'not answering'}; stop that one or choose another mount point (--mount); it was left alone`,
+      { mount: path, state: found },
+    );
+  }
+  if (opts.mkdir) await mkdir(path, { recursive: true });
+  if (!(await stat(path)).isDirectory()) throw new Error(`${path}: mount point is not a directory`);
 }
