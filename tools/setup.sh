@@ -68,7 +68,9 @@ installed() {
 # by a user other than root, and to unmount as one), so where that is missing it becomes a link
 # to fusermount3 (same command line and fd protocol).
 # liblz4-dev: the addon links liblz4 for its LZ4 codec (native/binding.gyp).
-packages="libfuse2 liblz4-dev"
+# python3 make g++: node-gyp builds better-sqlite3 (the catalog, issue 15) from source, because
+# its prebuilt binaries download from GitHub, which is out of reach here.
+packages="libfuse2 liblz4-dev python3 make g++"
 link_fusermount=""
 if installed fuse && ! installed fuse3; then
   say "fuse (2.9) is installed and conflicts with fuse3: keeping fuse, installing libfuse3-dev without fuse3 (fine as root)"
@@ -79,11 +81,16 @@ else
   fi
 fi
 packages="$packages libfuse3-dev"
+# What the appliance runs beside itself: The Sleuth Kit reads guest filesystems for the catalog
+# (issue 15); nfs-ganesha (FSAL_VFS) and Samba's smbd export the mount (issue 16).
+packages="$packages sleuthkit nfs-ganesha nfs-ganesha-vfs samba"
 if [ "$with_test" -eq 1 ]; then
-  packages="$packages qemu-utils fio rsync e2fsprogs tar python3"
+  packages="$packages qemu-utils fio rsync e2fsprogs tar"
   packages="$packages clang"  # fuzzing and the sanitizer build of the addon (native/fuzz/)
   # The VM backup tests' guest (tools/make-test-guest.sh builds it from these) and its QEMU.
   packages="$packages qemu-system-x86 qemu-guest-agent busybox-static linux-image-amd64 postgresql-15 cpio"
+  # Guest file systems built by the catalog tests (issue 15), and the export tests' clients (16).
+  packages="$packages xfsprogs ntfs-3g lvm2 dosfstools exfatprogs mtools smbclient libnfs-utils"
   packages="$packages libxml2-utils openssl"  # xmllint: the OVF descriptor against the DMTF schema (test/appliance-ova); openssl: first boot's certificate (test/appliance-firstboot)
 fi
 if [ "$with_appliance" -eq 1 ]; then
