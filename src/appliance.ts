@@ -26,6 +26,8 @@ import { JobRunner } from './control/jobs.js';
 import { listen } from './control/listen.js';
 import { buildServer } from './control/server.js';
 import { ensureToken } from './control/token.js';
+import { AgentTokens } from './control/agent-tokens.js';
+import { TransferReceiver } from './transfer/receiver.js';
 import { fromSystemError, isVmvaultError, vmError } from './errors.js';
 import { FuseMount } from './fuse/binding.js';
 import { LlMount } from './fuse/ll-mount.js';
@@ -290,7 +292,9 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     });
     await jobs.restore();
     const tls = cfg.tlsCert !== undefined && cfg.tlsKey !== undefined ? await readTls(cfg.tlsCert, cfg.tlsKey) : undefined;
-    server = await buildServer(svc, { token: token.token, jobs, audit, tls });
+    const agentTokens = await AgentTokens.load(data);
+    svc.transfer = new TransferReceiver(ns, { log });
+    server = await buildServer(svc, { token: token.token, jobs, audit, tls, agentTokens });
     const url = await listen(server, { host, port, tls: tls !== undefined });
     log(`control plane at ${url}/api/v1 (token in ${token.file})`);
     let stopping: Promise<void> | undefined;
@@ -301,6 +305,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
         await watch!.stop();
         await server!.close().catch((err) => log(`closing the control plane: ${(err as Error).message}`));
         await jobs!.close().catch((err) => log(`stopping jobs: ${(err as Error).message}`));
+        await svc!.transfer?.close().catch((err) => log(`closing transfer sessions: ${(err as Error).message}`));
         await audit.flush();
         if (fuse!.mounted) await fuse!.unmount().catch((err) => log(`unmounting ${mount}: ${(err as Error).message}`));
         await ns!.close();
