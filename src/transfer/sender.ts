@@ -190,6 +190,8 @@ class Sender {
     };
     try {
       let pos = start;
+      // An incremental region usually ends a few segments past its changes: read little first.
+      let readBytes = this.incremental() ? Math.min(READ_BYTES, 4 * this.chunker.maxSize + (region.end - start)) : READ_BYTES;
       while (pos < this.target.size && !stopped) {
         this.checkAbort();
         const window = Math.min(MAP_BYTES, this.target.size - pos);
@@ -202,7 +204,8 @@ class Sender {
               await cs.feedZeros(end - o);
               o = end;
             } else {
-              const n = Math.min(READ_BYTES, end - o);
+              const n = Math.min(readBytes, end - o);
+              readBytes = Math.min(READ_BYTES, readBytes * 2);
               const buf = await this.source.read(o, n);
               if (buf.length !== n) throw vmError('IO', `the source returned ${buf.length} bytes at offset ${o}, not ${n}`);
               this.report.bytesRead += n;
