@@ -73,3 +73,30 @@ t.test('incremental sends over several rounds of random writes read back identic
     t.ok(v.root.equals(fresh.version.root), `round ${round}: the same tree as writing the bytes`);
   }
 });
+
+t.test('a broken send resumes with the same task id: what the task delivered is not sent again', async (t) => {
+  const a = await transferAppliance(t);
+  await a.ns.shares.create('vms');
+  const { token } = await a.tokens.create('host-c');
+  const data = randomBytes(24 << 20);
+  const target = { share: 'vms', path: 'big.raw', size: data.length, taskId: 'task-42' };
+  // The source fails part-way, as a dropped NBD connection or a killed agent would.
+  const conn1 = await TransferConnection.open({ url: a.url, token });
+  const failing = { ...bufferSource(data), async read(o: number, n: number) {
+    if (o >= 14 << 20) throw new Error('source went away');
+    return Buffer.from(data.subarray(o, o + n));
+  } };
+  await t.rejects(sendFile(conn1, failing, target), /source went away/);
+  await conn1.close();
+  t.notOk(await a.ns.fs.getattr('/vms/big.raw').catch(() => undefined), 'nothing visible at the path yet');
+  // A new connection (a restarted agent) continues the task.
+  const conn2 = await TransferConnection.open({ url: a.url, token });
+  t.teardown(() => conn2.close());
+  const r = await sendFile(conn2, bufferSource(data), target);
+  t.ok(r.bytesRead <= data.length - (8 << 20), `resumed past what was delivered: read ${r.bytesRead} of ${data.length}`);
+  t.ok(r.segmentBytesSent <= r.bytesRead * 1.01, `sent ${r.segmentBytesSent} payload bytes, only for what it read after resuming`);
+  t.ok((await readFile(a.ns, '/vms/big.raw')).equals(data), 'reads back identical');
+  // The session is gone (finished): the same task again re-sends nothing it delivered.
+  const again = await sendFile(conn2, bufferSource(data), target);
+  t.equal(again.segmentsSent, 0, 'a re-run of the finished task sends no segment data');
+});

@@ -89,7 +89,7 @@ export async function claimSegments(core: StoreCore, refs: Array<{ fp: Buffer; l
     const loc = locs[i];
     const r = refs[i];
     if (!loc || loc.kind !== SegmentKind.Data || !core.dedupHit(r.fp, 0, loc.cid)) {
-      throw vmError('MISSING_SEGMENT', `the recipe names segment ${fpHex(r.fp)}, which the appliance does not hold; send it first`, { fingerprint: fpHex(r.fp) });
+      throw vmError('NOT_FOUND', `the recipe names segment ${fpHex(r.fp)}, which the appliance does not hold; send it first`, { fingerprint: fpHex(r.fp) });
     }
     if (loc.rawLen !== r.len) throw vmError('INVALID_ARGUMENT', `the recipe gives segment ${fpHex(r.fp)} ${r.len} bytes; it holds ${loc.rawLen}`);
     if (core.writers.has(loc.cid)) deps.add(loc.cid);

@@ -344,7 +344,7 @@ export class TransferReceiver {
       const k0 = known.indexOf(false);
       if (k0 >= 0) {
         // The same words as for a segment the store lacks: a recipe must not confirm either.
-        throw vmError('MISSING_SEGMENT', `the recipe names segment ${Buffer.from(keys[k0], 'latin1').toString('hex')}, which the appliance does not hold; send it first`);
+        throw vmError('NOT_FOUND', `the recipe names segment ${Buffer.from(keys[k0], 'latin1').toString('hex')}, which the appliance does not hold; send it first`);
       }
       try {
         if (offset > w.position) await w.old(w.position, offset);

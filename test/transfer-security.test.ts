@@ -1,0 +1,190 @@
+// What an agent may not do: place bytes under another fingerprint, call admin routes, keep
+// using a revoked token, break the receiver with bad frames, or learn what other shares hold.
+
+import t from 'tap';
+import { randomBytes } from 'node:crypto';
+import { fingerprint } from '../src/store/codec/fingerprint.js';
+import { TransferConnection } from '../src/transfer/client.js';
+import { encodeQuery, encodeRecipe, encodeSegments, decodeQueryReply, FRAME_CONTENT_TYPE, FRAME_HEADER_BYTES, LIMITS } from '../src/transfer/frames.js';
+import type { OpenReply } from '../src/transfer/messages.js';
+import { sendFile } from '../src/transfer/sender.js';
+import { readFile, writeFile } from './helpers/ns.js';
+import { ADMIN, bufferSource, transferAppliance } from './helpers/transfer-appliance.js';
+
+async function call(url: string, token: string, method: string, route: string, body?: Buffer | object, type?: string) {
+  const headers: Record<string, string> = { authorization: `Bearer ${token}` };
+  let payload: Buffer | string | undefined;
+  if (Buffer.isBuffer(body)) {
+    payload = body;
+    headers['content-type'] = type ?? FRAME_CONTENT_TYPE;
+  } else if (body !== undefined) {
+    payload = JSON.stringify(body);
+    headers['content-type'] = 'application/json';
+  }
+  const res = await fetch(url + route, { method, headers, body: payload });
+  const buf = Buffer.from(await res.arrayBuffer());
+  return { status: res.status, headers: res.headers, buf, json: () => JSON.parse(buf.toString()) };
+}
+
+async function openSession(url: string, token: string, share: string, path: string, size: number): Promise<OpenReply> {
+  const r = await call(url, token, 'POST', '/api/v1/transfer/sessions', { protocol: 1, share, path, size });
+  if (r.status !== 200) throw new Error(`open: ${r.status} ${r.buf.toString()}`);
+  return r.json();
+}
+
+t.test('a forged segment is refused, logged, and nothing is stored under its fingerprint', async (t) => {
+  const a = await transferAppliance(t);
+  await a.ns.shares.create('vms');
+  const { token } = await a.tokens.create('mallory');
+  const s = await openSession(a.url, token, 'vms', 'x.raw', 8192);
+  const victim = randomBytes(8192);
+  const claimed = fingerprint(victim);
+  const forged = randomBytes(8192);
+  const r = await call(a.url, token, 'POST', `/api/v1/transfer/sessions/${s.session}/segments`, encodeSegments([{ fp: claimed, len: 8192, codec: 0, payload: forged }]));
+  t.equal(r.status, 422);
+  t.equal(r.json().error.code, 'SEGMENT_MISMATCH');
+  t.match(r.json().error.message, claimed.toString('hex'), 'names the claimed fingerprint');
+  t.match(a.logs.join('\n'), /refused a forged segment from agent:mallory/, 'logged');
+  t.same(await a.store.missingSegments([claimed]), [true], 'nothing stored under it');
+  // A recipe naming it is refused too.
+  const rr = await call(a.url, token, 'POST', `/api/v1/transfer/sessions/${s.session}/recipe`, encodeRecipe(0, [{ kind: 'segment', fp: claimed, len: 8192 }]));
+  t.equal(rr.status, 404);
+  t.equal(rr.json().error.code, 'NOT_FOUND');
+  // The real bytes are accepted afterwards.
+  const s2 = await openSession(a.url, token, 'vms', 'x.raw', 8192);
+  const ok = await call(a.url, token, 'POST', `/api/v1/transfer/sessions/${s2.session}/segments`, encodeSegments([{ fp: claimed, len: 8192, codec: 0, payload: victim }]));
+  t.equal(ok.status, 200);
+  t.same(ok.json(), { stored: 1, duplicates: 0 });
+});
+
+t.test('agent tokens: 403 on admin routes, 401 at once when revoked, hashed at rest; failed auth is rate limited', async (t) => {
+  const a = await transferAppliance(t, { authFailures: { limit: 5, windowMs: 60_000 } });
+  await a.ns.shares.create('vms');
+  const made = await call(a.url, ADMIN, 'POST', '/api/v1/agents/tokens', { name: 'host-a' });
+  t.equal(made.status, 201);
+  const token = made.json().token as string;
+  t.match(token, /^vva_[0-9a-f]{64}$/);
+  const list = await call(a.url, ADMIN, 'GET', '/api/v1/agents/tokens');
+  t.match(list.json(), [{ name: 'host-a', trusted: false }]);
+  t.notMatch(list.buf.toString(), token, 'the list never shows a token');
+  const { readFileSync } = await import('node:fs');
+  const stored = readFileSync(`${a.dir}/agent-tokens.json`, 'utf8');
+  t.notMatch(stored, token.slice(4), 'the file holds no token, only its digest');
+  for (const [method, route, body] of [
+    ['GET', '/api/v1/shares', undefined],
+    ['DELETE', '/api/v1/shares/vms', undefined],
+    ['POST', '/api/v1/agents/tokens', { name: 'more' }],
+    ['GET', '/api/v1/agents/tokens', undefined],
+    ['GET', '/api/v1/stats', undefined],
+  ] as const) {
+    const r = await call(a.url, token, method, route, body);
+    t.equal(r.status, 403, `${method} ${route}: 403`);
+    t.equal(r.json().error.code, 'FORBIDDEN');
+  }
+  t.ok((await a.ns.shares.list()).some((s) => s.name === 'vms'), 'the share is still there');
+  const hello = await call(a.url, token, 'GET', '/api/v1/transfer/hello');
+  t.equal(hello.status, 200, 'agent routes work');
+  const conn = await TransferConnection.open({ url: a.url, token });
+  t.teardown(() => conn.close());
+  const del = await call(a.url, ADMIN, 'DELETE', '/api/v1/agents/tokens/host-a');
+  t.equal(del.status, 204);
+  const after = await call(a.url, token, 'GET', '/api/v1/transfer/hello');
+  t.equal(after.status, 401, 'revoked: 401 on the next request');
+  await t.rejects(sendFile(conn, bufferSource(randomBytes(10000)), { share: 'vms', path: 'a', size: 10000 }), { code: 'UNAUTHORIZED' }, 'an open connection is refused too');
+  // Failed authentications: after the limit, 429 with Retry-After, for a while even with a good token? No: only bad ones count.
+  let last = 0;
+  let retry: string | null = null;
+  for (let i = 0; i < 8; i++) {
+    const r = await call(a.url, 'vva_' + '0'.repeat(64), 'GET', '/api/v1/transfer/hello');
+    last = r.status;
+    retry = r.headers.get('retry-after');
+  }
+  t.equal(last, 429, 'rate limited');
+  t.ok(Number(retry) > 0, `Retry-After: ${retry}`);
+  const admin = await call(a.url, ADMIN, 'GET', '/api/v1/health');
+  t.equal(admin.status, 200, 'a valid token still works');
+});
+
+t.test('bad frames get a 4xx and the appliance keeps serving', async (t) => {
+  const a = await transferAppliance(t);
+  await a.ns.shares.create('vms');
+  const { token } = await a.tokens.create('fuzzer');
+  const s = await openSession(a.url, token, 'vms', 'f.raw', 100_000);
+  const route = (what: string) => `/api/v1/transfer/sessions/${s.session}/${what}`;
+  const q = encodeQuery([{ fp: randomBytes(32), len: 4096 }]);
+  const wrongVersion = Buffer.from(q);
+  wrongVersion[4] = 9;
+  const lying = Buffer.from(q);
+  lying.writeUInt32LE(5, 8); // count says 5, body holds 1
+  const bigLen = Buffer.from(q);
+  bigLen.writeUInt32LE(1 << 30, FRAME_HEADER_BYTES + 32);
+  const seg = encodeSegments([{ fp: randomBytes(32), len: 100, codec: 1, payload: randomBytes(50) }]);
+  const segLies = Buffer.from(seg);
+  segLies.writeUInt32LE(1 << 20, FRAME_HEADER_BYTES + 37); // payload length past the end
+  const cases: Array<[string, string, Buffer, number[]]> = [
+    ['truncated header', 'query', q.subarray(0, 10), [400]],
+    ['truncated body', 'query', q.subarray(0, q.length - 3), [400]],
+    ['wrong version', 'query', wrongVersion, [400]],
+    ['count that lies', 'query', lying, [400]],
+    ['segment length beyond the maximum', 'query', bigLen, [400]],
+    ['wrong frame type', 'recipe', q, [400]],
+    ['payload length past the end', 'segments', segLies, [400]],
+    ['lz4 that is not lz4', 'segments', seg, [422]],
+    ['empty body', 'query', Buffer.alloc(0), [400]],
+    ['oversized', 'query', Buffer.alloc(LIMITS.frameBytes + 1), [413]],
+  ];
+  for (const [what, r, body, statuses] of cases) {
+    const res = await call(a.url, token, 'POST', route(r), body);
+    t.ok(statuses.includes(res.status), `${what}: ${res.status} ${res.buf.toString().slice(0, 160)}`);
+  }
+  const unknown = await call(a.url, token, 'POST', '/api/v1/transfer/sessions/00112233445566778899aabbccddeeff/query', q);
+  t.equal(unknown.status, 404, 'unknown session: 404');
+  const json = await call(a.url, token, 'POST', route('query'), { not: 'a frame' });
+  t.ok(json.status >= 400 && json.status < 500, `JSON where a frame belongs: ${json.status}`);
+  // Still serving, and a good send works.
+  const data = randomBytes(200_000);
+  const conn = await TransferConnection.open({ url: a.url, token });
+  t.teardown(() => conn.close());
+  await sendFile(conn, bufferSource(data), { share: 'vms', path: 'good.raw', size: data.length });
+  t.ok((await readFile(a.ns, '/vms/good.raw')).equals(data), 'a good send still works');
+});
+
+t.test('scope: an agent cannot learn whether another share holds a segment', async (t) => {
+  const a = await transferAppliance(t);
+  await a.ns.shares.create('secret');
+  await a.ns.shares.create('vms');
+  const secret = randomBytes(1 << 20);
+  await writeFile(a.ns, '/secret/payroll.db', secret);
+  await a.ns.flushAll();
+  const fp = fingerprint(secret.subarray(0, 4096)); // not necessarily a segment: take real ones below
+  void fp;
+  // The real segments of the secret file, as the store cut them.
+  const v = await a.ns.installer.current('secret/payroll.db');
+  const leaves: Array<{ fp: Buffer; len: number }> = [];
+  for await (const { entry } of a.store.view(v).leaves(0, v.size)) leaves.push({ fp: Buffer.from(entry.fp), len: entry.len });
+  t.ok(leaves.length > 10);
+  t.same(await a.store.missingSegments(leaves.map((l) => l.fp)), leaves.map(() => false), 'the store holds them');
+  const { token } = await a.tokens.create('curious');
+  const s = await openSession(a.url, token, 'vms', 'probe.raw', leaves[0].len);
+  const q = await call(a.url, token, 'POST', `/api/v1/transfer/sessions/${s.session}/query`, encodeQuery(leaves));
+  t.equal(q.status, 200);
+  t.same(decodeQueryReply(q.buf, leaves.length), leaves.map(() => true), 'every one is "missing" to an agent of another share');
+  const rr = await call(a.url, token, 'POST', `/api/v1/transfer/sessions/${s.session}/recipe`, encodeRecipe(0, [{ kind: 'segment', fp: leaves[0].fp, len: leaves[0].len }]));
+  t.equal(rr.json().error?.code, 'NOT_FOUND', 'nor can a recipe confirm one');
+  // Sending the bytes costs no space (dedup), and then the agent's task knows them.
+  const before = (await a.store.stats()).storedBytes;
+  const conn = await TransferConnection.open({ url: a.url, token });
+  t.teardown(() => conn.close());
+  const rep = await sendFile(conn, bufferSource(secret), { share: 'vms', path: 'copy.raw', size: secret.length });
+  t.equal(rep.segmentsSent, rep.segments, 'all sent');
+  t.ok((await a.store.stats()).storedBytes - before < 64 * 1024, 'no new space');
+  // A trusted agent gets store-wide answers.
+  const trusted = await a.tokens.create('trusted', { trusted: true });
+  const s3 = await openSession(a.url, trusted.token, 'vms', 'probe2.raw', 1);
+  const q3 = await call(a.url, trusted.token, 'POST', `/api/v1/transfer/sessions/${s3.session}/query`, encodeQuery(leaves));
+  t.same(decodeQueryReply(q3.buf, leaves.length), leaves.map(() => false), 'trusted: known store-wide');
+  // Another agent's session is not reachable.
+  const other = await a.tokens.create('other');
+  const q4 = await call(a.url, other.token, 'POST', `/api/v1/transfer/sessions/${s3.session}/query`, encodeQuery(leaves));
+  t.equal(q4.status, 404, 'another agent\'s session: 404');
+});
