@@ -24,6 +24,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   vm: async () => (await import('./commands/vms.js')).vmCommand,
   backup: async () => (await import('./commands/vms.js')).backupCommand,
   restore: async () => (await import('./commands/vms.js')).restoreCommand,
+  agent: async () => (await import('./commands/agent-tokens.js')).agentCommand,
 };
 
 const HELP = `usage: vmvault <command> [options]
@@ -69,6 +70,12 @@ VM backup (backups and restores are jobs, like gc)
   restore <vm> --to <dir> [--point <time>] [--format raw|qcow2]
                                           write a restore point's disks (newest by default)
                                           into <dir> on the appliance host
+
+Agents
+  agent token create <name> [--trusted]   make an agent's token (printed once); --trusted:
+                                          store-wide dedup answers (default: its share's only)
+  agent token list                        agent tokens by name
+  agent token revoke <name>               refused from the next request on
 
 Appliance
   appliance ...                           run the appliance (see vmvault appliance --help)
@@ -117,8 +124,10 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       point: values.point,
       to: values.to,
       format: values.format,
+      trusted: values.trusted === true,
     };
     if (name !== 'vm' && name !== 'backup' && name !== 'restore') refuseOptions(flags, name, []);
+    if (flags.trusted && name !== 'agent') throw usage(`${name} takes no --trusted`);
     const baseUrl = parseBaseUrl(values.url ?? DEFAULT_URL);
     const token = await resolveToken({ token: values.token, data: values.data }, io.env);
     const command = await load();
@@ -149,6 +158,7 @@ const OPTIONS = {
   point: 'string',
   to: 'string',
   format: 'string',
+  trusted: 'boolean',
 } as const;
 type OptionName = keyof typeof OPTIONS;
 type Values = { [K in OptionName]?: (typeof OPTIONS)[K] extends 'string' ? string : boolean };

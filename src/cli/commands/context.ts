@@ -19,6 +19,8 @@ export interface Flags {
   point?: string;
   to?: string;
   format?: string;
+  /** agent token create: store-wide dedup answers. */
+  trusted?: boolean;
 }
 
 /** The VM options a command does not take, as a usage error; call with the ones it does. */

@@ -1,0 +1,50 @@
+// `vmvault agent token create|list|revoke`: agent tokens, made and revoked with the admin token.
+// The token is printed once, at creation; the appliance keeps only its digest.
+
+import type { AgentTokenInfo } from '../../control/agent-tokens.js';
+import { seg } from '../client.js';
+import { usage } from '../cli-error.js';
+import { EXIT } from '../exit-codes.js';
+import { formatTable, formatTime } from '../format.js';
+import { type CommandContext, expectArgs, output } from './context.js';
+
+export async function agentTokenCommand(ctx: CommandContext, args: string[]): Promise<number> {
+  const [verb, ...rest] = args;
+  switch (verb) {
+    case 'create': {
+      const [name] = expectArgs(rest, ['name'], 'agent token create');
+      const made = await ctx.client.post<{ name: string; token: string; trusted: boolean }>('/agents/tokens', { name, ...(ctx.flags.trusted ? { trusted: true } : {}) });
+      output(
+        ctx,
+        `${made.token}\n(agent token ${made.name}${made.trusted ? ', trusted: store-wide dedup answers' : ''}; shown only now: give it to the agent with --token)`,
+        made,
+      );
+      return EXIT.OK;
+    }
+    case 'list': {
+      expectArgs(rest, [], 'agent token list');
+      const list = await ctx.client.get<AgentTokenInfo[]>('/agents/tokens');
+      output(
+        ctx,
+        list.length === 0 ? 'no agent tokens (vmvault agent token create <name>)' : formatTable(['NAME', 'TRUSTED', 'CREATED'], list.map((t) => [t.name, t.trusted ? 'yes' : 'no', formatTime(t.created)])),
+        list,
+      );
+      return EXIT.OK;
+    }
+    case 'revoke': {
+      const [name] = expectArgs(rest, ['name'], 'agent token revoke');
+      await ctx.client.delete(`/agents/tokens/${seg(name)}`);
+      output(ctx, `revoked agent token ${name}`, { revoked: name });
+      return EXIT.OK;
+    }
+    default:
+      throw usage(`agent token: expected create, list or revoke, got ${verb === undefined ? 'nothing' : JSON.stringify(verb)}`);
+  }
+}
+
+/** `vmvault agent ...`: the token verbs here (the agent process and `agent list` come with the agent pool). */
+export async function agentCommand(ctx: CommandContext, args: string[]): Promise<number> {
+  const [what, ...rest] = args;
+  if (what === 'token') return agentTokenCommand(ctx, rest);
+  throw usage(`agent: expected token create|list|revoke, got ${what === undefined ? 'nothing' : JSON.stringify(what)}`);
+}
