@@ -23,7 +23,8 @@ import { AuditLog } from './control/audit-log.js';
 import { DEFAULT_DATA_DIR, DEFAULT_LISTEN } from './control/defaults.js';
 import { JobHistoryFile } from './control/job-history.js';
 import { JobRunner } from './control/jobs.js';
-import { listen } from './control/listen.js';
+import { isLoopback, listen } from './control/listen.js';
+import { certificateSha256, ensureSelfSigned } from './control/self-signed.js';
 import { buildServer } from './control/server.js';
 import { ensureToken } from './control/token.js';
 import { AgentTokens } from './control/agent-tokens.js';
@@ -291,7 +292,14 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
       onInternalError: (job, err) => log(`${job.kind} job ${job.id} failed unexpectedly: ${(err as Error)?.stack ?? String(err)}`),
     });
     await jobs.restore();
-    const tls = cfg.tlsCert !== undefined && cfg.tlsKey !== undefined ? await readTls(cfg.tlsCert, cfg.tlsKey) : undefined;
+    let tls = cfg.tlsCert !== undefined && cfg.tlsKey !== undefined ? await readTls(cfg.tlsCert, cfg.tlsKey) : undefined;
+    if (tls === undefined && !isLoopback(host)) {
+      // Beyond loopback the token (an agent's too) must not cross in clear: a certificate of our own.
+      const own = await ensureSelfSigned(data, host);
+      if (own.created) log(`made a self-signed TLS certificate in ${own.certFile} (replace it and its key to use another)`);
+      tls = { cert: own.cert, key: own.key };
+    }
+    if (tls !== undefined) log(`TLS certificate SHA-256 ${certificateSha256(tls.cert)} (agents pin it: vmvault agent --pin ...)`);
     const agentTokens = await AgentTokens.load(data);
     svc.transfer = new TransferReceiver(ns, { log });
     server = await buildServer(svc, { token: token.token, jobs, audit, tls, agentTokens });

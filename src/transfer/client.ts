@@ -151,16 +151,22 @@ function pinnedAgent(pin: string): https.Agent {
   const agent = new https.Agent({ keepAlive: true, maxSockets: 4 });
   (agent as unknown as { createConnection: unknown }).createConnection = (options: tls.ConnectionOptions, cb: (err: Error | null, s?: Socket) => void) => {
     const s = tls.connect({ ...options, rejectUnauthorized: false });
+    let answered = false;
+    const answer = (err: Error | null, sock?: Socket) => {
+      if (answered) return;
+      answered = true;
+      cb(err, sock);
+    };
     s.once('secureConnect', () => {
       const got = s.getPeerCertificate()?.fingerprint256?.replace(/:/g, '').toLowerCase();
       if (got !== pin) {
         s.destroy();
-        cb(vmError('UNAUTHORIZED', `the appliance's certificate (SHA-256 ${got ?? 'none'}) does not match the pinned fingerprint ${pin}`));
+        answer(vmError('UNAUTHORIZED', `the appliance's certificate (SHA-256 ${got ?? 'none'}) does not match the pinned fingerprint ${pin}`));
         return;
       }
-      cb(null, s);
+      answer(null, s);
     });
-    s.once('error', (err) => cb(err));
+    s.once('error', (err) => answer(err));
     return undefined;
   };
   return agent;
