@@ -16,7 +16,7 @@ import type { TreeWriter, WriteResult } from './tree/writer.js';
 
 /** Where each fingerprint is stored (memory first, then the summary filter, then one batched index read). */
 export async function locate(core: StoreCore, fps: Uint8Array[]): Promise<Array<Location | undefined>> {
-  const out: Array<Location | undefined> = new Array(fps.length);
+  const out: Array<Location | undefined> = new Array<Location | undefined>(fps.length).fill(undefined);
   const doubt: number[] = [];
   for (let i = 0; i < fps.length; i++) {
     if (fps[i].length !== FP_BYTES) throw vmError('INVALID_ARGUMENT', `a fingerprint is ${FP_BYTES} bytes, not ${fps[i].length}`);
