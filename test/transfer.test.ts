@@ -100,3 +100,50 @@ t.test('a broken send resumes with the same task id: what the task delivered is 
   const again = await sendFile(conn2, bufferSource(data), target);
   t.equal(again.segmentsSent, 0, 'a re-run of the finished task sends no segment data');
 });
+
+t.test('the link is cut mid-task: the sender resumes by itself and the file reads back identical', async (t) => {
+  const a = await transferAppliance(t);
+  await a.ns.shares.create('vms');
+  const { token } = await a.tokens.create('host-d');
+  const net = await import('node:net');
+  const up = new URL(a.url);
+  // A proxy that cuts every connection once 12 MiB have crossed it towards the appliance, once.
+  let crossed = 0;
+  let cut = false;
+  const sockets = new Set<import('node:net').Socket>();
+  const proxy = net.createServer((client) => {
+    const server = net.connect(Number(up.port), up.hostname);
+    sockets.add(client).add(server);
+    client.on('data', (d: Buffer) => {
+      crossed += d.length;
+      if (!cut && crossed > 12 << 20) {
+        cut = true;
+        for (const s of sockets) s.destroy();
+        return;
+      }
+      server.write(d);
+    });
+    server.on('data', (d: Buffer) => client.write(d));
+    for (const s of [client, server]) {
+      s.on('error', () => {});
+      s.on('close', () => {
+        client.destroy();
+        server.destroy();
+        sockets.delete(s);
+      });
+    }
+  });
+  await new Promise<void>((res) => proxy.listen(0, '127.0.0.1', () => res()));
+  t.teardown(() => {
+    for (const s of sockets) s.destroy();
+    proxy.close();
+  });
+  const port = (proxy.address() as import('node:net').AddressInfo).port;
+  const conn = await TransferConnection.open({ url: `http://127.0.0.1:${port}`, token });
+  t.teardown(() => conn.close());
+  const data = randomBytes(32 << 20);
+  const r = await sendFile(conn, bufferSource(data), { share: 'vms', path: 'cut.raw', size: data.length, taskId: 'cut-1' });
+  t.ok(cut, 'the link was cut');
+  t.ok((await readFile(a.ns, '/vms/cut.raw')).equals(data), 'reads back identical');
+  t.ok(r.segmentBytesSent < data.length * 1.45, `payload sent ${r.segmentBytesSent} for ${data.length}: what was delivered was not sent again`);
+});

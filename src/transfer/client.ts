@@ -120,15 +120,16 @@ export class TransferConnection {
         c.r = r;
         c.w = w;
       };
-      req.on('timeout', () => req.destroy(vmError('TIMEOUT', `${method} ${url.pathname}: no answer within ${REQUEST_TIMEOUT_MS / 1000} s`)));
+      req.on('timeout', () => req.destroy(vmError('TIMEOUT', `${method} ${url.pathname}: no answer within ${REQUEST_TIMEOUT_MS / 1000} s`, { transport: true })));
       req.on('error', (err) => {
         account();
-        reject(isTyped(err) ? err : vmError('IO', `${method} ${url.pathname} on ${this.base.origin}: ${err.message}`, { errno: (err as NodeJS.ErrnoException).code }, err));
+        // `transport`: the connection failed, not the request; a sender may retry (sender.ts).
+        reject(isTyped(err) ? err : vmError('IO', `${method} ${url.pathname} on ${this.base.origin}: ${err.message}`, { errno: (err as NodeJS.ErrnoException).code, transport: true }, err));
       });
       req.on('response', (res) => {
         const parts: Buffer[] = [];
         res.on('data', (d: Buffer) => parts.push(d));
-        res.on('error', (err) => reject(vmError('IO', `${method} ${url.pathname}: ${err.message}`, undefined, err)));
+        res.on('error', (err) => reject(vmError('IO', `${method} ${url.pathname}: ${err.message}`, { transport: true }, err)));
         res.on('end', () => {
           account();
           const buf = Buffer.concat(parts);

@@ -93,6 +93,51 @@ export async function sendFile(
   if (source.size < target.size) throw vmError('INVALID_ARGUMENT', `the source holds ${source.size} bytes, fewer than the file's ${target.size}`);
   const wire0 = conn.wireBytes;
   const report: SendReport = { bytesRead: 0, bytesSent: 0, fingerprintBytes: 0, segments: 0, segmentsSent: 0, segmentBytesSent: 0, zeroBytes: 0 };
+  // A broken connection (or an appliance restarting) is retried with the same task id: the
+  // session resumes where its recipe ends, and what the task sent is known (PROTOCOL.md,
+  // "Resumption"). Without a task id there is nothing to resume: the error is the caller's.
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await sendOnce(conn, source, target, report, opts);
+      break;
+    } catch (err) {
+      if (target.taskId === undefined || attempt >= RETRIES.length || !isTransient(err) || opts.signal?.aborted) {
+        report.bytesSent = conn.wireBytes - wire0;
+        throw err;
+      }
+      await sleep(RETRIES[attempt], opts.signal);
+    }
+  }
+  report.bytesSent = conn.wireBytes - wire0;
+  opts.onProgress?.({ ...report });
+  return report;
+}
+
+/** Waits before each retry of a broken send (ms). */
+const RETRIES = [200, 1000, 3000, 10_000, 30_000];
+
+function isTransient(err: unknown): boolean {
+  const e = err as { code?: string; details?: { transport?: boolean; status?: number } };
+  return e?.details?.transport === true || e?.details?.status === 503 || e?.details?.status === 502;
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => {
+      clearTimeout(t);
+      resolve();
+    }, { once: true });
+  });
+}
+
+async function sendOnce(
+  conn: TransferConnection,
+  source: ReadSource,
+  target: SendTarget,
+  report: SendReport,
+  opts: { signal?: AbortSignal; onProgress?: (r: SendReport) => void },
+): Promise<void> {
   const open = await conn.json<OpenReply>(
     'POST',
     `${TRANSFER_PREFIX}/sessions`,
@@ -102,14 +147,8 @@ export async function sendFile(
   if (open.protocol !== PROTOCOL_VERSION) throw vmError('NOT_SUPPORTED', `the appliance speaks transfer protocol ${open.protocol}; this sender speaks ${PROTOCOL_VERSION}`);
   if (open.chunker.algorithm !== 'fastcdc-gear-v1') throw vmError('NOT_SUPPORTED', `the appliance cuts with ${open.chunker.algorithm}, which this sender does not know`);
   const s = new Sender(conn, source, target, open, report, opts);
-  try {
-    for (const region of open.regions) await s.region(region);
-    await conn.json<FinishReply>('POST', `${TRANSFER_PREFIX}/sessions/${open.session}/finish`, {}, opts.signal);
-  } finally {
-    report.bytesSent = conn.wireBytes - wire0;
-  }
-  opts.onProgress?.({ ...report });
-  return report;
+  for (const region of open.regions) await s.region(region);
+  await conn.json<FinishReply>('POST', `${TRANSFER_PREFIX}/sessions/${open.session}/finish`, {}, opts.signal);
 }
 
 class Sender {
