@@ -59,7 +59,7 @@ export interface SendReport {
   zeroBytes: number;
 }
 
-/** Plain bytes of segments per batch (query, segments, recipe). */
+/** Plain bytes of segments per batch (query, segments, recipe); one batch is sent while the next is cut. */
 const BATCH_BYTES = 8 * 1024 * 1024;
 /** Bytes read from the source at a time. */
 const READ_BYTES = 4 * 1024 * 1024;
@@ -221,7 +221,7 @@ class Sender {
         if (item.kind === 'data') batchBytes += item.len;
         if (await this.stopsAt(item.at + item.len, region)) stopped = true;
         if (batchBytes >= BATCH_BYTES || batch.length >= LIMITS.queryCount) {
-          await this.sendBatch(batch);
+          await this.pipeline(batch);
           batch = [];
           batchBytes = 0;
         }
@@ -266,11 +266,29 @@ class Sender {
         // The rest of the stream is the appliance's old content: drop what the cut made past here.
         await cs.finish();
       }
-      if (batch.length > 0) await this.sendBatch(batch);
+      if (batch.length > 0) await this.pipeline(batch);
+      await this.drainPipeline();
       batch = [];
     } finally {
       for (const i of [...batch, ...queue]) if (i.kind === 'data') i.slab.unref();
+      await this.drainPipeline().catch(() => {});
     }
+  }
+
+  /** The batch being sent while the next one is cut and hashed (one in flight: memory stays bounded). */
+  private inflight: Promise<void> | undefined;
+
+  private async pipeline(items: Item[]): Promise<void> {
+    await this.drainPipeline();
+    const p = this.sendBatch(items);
+    p.catch(() => {});
+    this.inflight = p;
+  }
+
+  private async drainPipeline(): Promise<void> {
+    const p = this.inflight;
+    this.inflight = undefined;
+    if (p) await p;
   }
 
   private checkAbort(): void {
