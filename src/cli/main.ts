@@ -56,10 +56,12 @@ Maintenance (jobs; a progress bar until done, Ctrl-C cancels)
 
 VM backup (backups and restores are jobs, like gc)
   vm add <vm> --qmp <addr> [--qga <addr>] [--pg <url>] [--share <share>] [--workflow <w>]
+         [--agent <name>]
                                           protect a VM; <addr>: unix:/path or tcp:host:port;
                                           --qga for app-consistent backups (fsfreeze), --pg
                                           postgres://user@host/db for a database CHECKPOINT;
-                                          the share defaults to the VM's name
+                                          the share defaults to the VM's name; --agent: the
+                                          external agent that copies its disks
   vm list                                 VMs: state, disks (device, size, format), last backup
   vm get <vm>                             one VM
   vm remove <vm>                          stop protecting it (its share and backups stay)
@@ -69,6 +71,11 @@ VM backup (backups and restores are jobs, like gc)
   restore <vm> --to <dir> [--point <time>] [--format raw|qcow2]
                                           write a restore point's disks (newest by default)
                                           into <dir> on the appliance host
+
+Agents (issue 12)
+  agent --appliance <url> --token <t> --name <n> [--pin <sha256>] [--streams <n>] [--reach <prefix>]
+                                          run an agent near the hypervisors (vmvault agent --help)
+  agent list                              agents: address, version, state, tasks, last seen, bytes
 
 Appliance
   appliance ...                           run the appliance (see vmvault appliance --help)
@@ -117,6 +124,7 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       point: values.point,
       to: values.to,
       format: values.format,
+      agent: values.agent,
     };
     if (name !== 'vm' && name !== 'backup' && name !== 'restore') refuseOptions(flags, name, []);
     const baseUrl = parseBaseUrl(values.url ?? DEFAULT_URL);
@@ -149,6 +157,7 @@ const OPTIONS = {
   point: 'string',
   to: 'string',
   format: 'string',
+  agent: 'string',
 } as const;
 type OptionName = keyof typeof OPTIONS;
 type Values = { [K in OptionName]?: (typeof OPTIONS)[K] extends 'string' ? string : boolean };

@@ -2,6 +2,7 @@
 // tests drive it with inject().
 
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import type { AgentPool } from '../backup/agent-pool.js';
 import { vmError } from '../errors.js';
 import { AUDIT_VERSION, type AuditLog } from './audit-log.js';
 import { callerName, isAuthorized, makeAuthHook, unauthorized } from './auth.js';
@@ -9,6 +10,7 @@ import { API_PREFIX } from './defaults.js';
 import { sendError, sentErrorCode } from './error-reply.js';
 import { JobRunner } from './jobs.js';
 import { OpenApiCollector, type RouteSchema, routeSchema } from './openapi.js';
+import { agentRoutes } from './routes/agents.js';
 import { backupRoutes } from './routes/backups.js';
 import { fastcopyRoutes } from './routes/fastcopy.js';
 import { healthRoutes } from './routes/health.js';
@@ -34,6 +36,8 @@ export interface ServerOptions {
   audit?: AuditLog;
   /** Serve HTTPS with this PEM key and certificate (the appliance image's --tls-cert/--tls-key). */
   tls?: { key: Buffer; cert: Buffer };
+  /** The agent pool its /agents routes serve (issue 12). */
+  agents?: AgentPool;
 }
 
 const AUDITED_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
@@ -135,7 +139,7 @@ export async function buildServer(services: ControlServices, opts: ServerOptions
     if (opts.jobs === undefined) await jobs.close();
   });
 
-  const deps = { services, jobs };
+  const deps = { services, jobs, agents: opts.agents };
   await app.register(
     async (api) => {
       await healthRoutes(api, deps);
@@ -147,6 +151,7 @@ export async function buildServer(services: ControlServices, opts: ServerOptions
       await jobRoutes(api, deps);
       await vmRoutes(api, deps);
       await backupRoutes(api, deps);
+      await agentRoutes(api, deps);
       api.get(
         '/openapi.json',
         {

@@ -19,11 +19,13 @@ export interface Flags {
   point?: string;
   to?: string;
   format?: string;
+  /** vm add --agent NAME (issue 12). */
+  agent?: string;
 }
 
 /** The VM options a command does not take, as a usage error; call with the ones it does. */
 export function refuseOptions(flags: Flags, command: string, takes: ReadonlyArray<keyof Flags>): void {
-  for (const k of ['qmp', 'qga', 'pg', 'share', 'workflow', 'point', 'to', 'format'] as const) {
+  for (const k of ['qmp', 'qga', 'pg', 'share', 'workflow', 'point', 'to', 'format', 'agent'] as const) {
     if (flags[k] !== undefined && !takes.includes(k)) throw usage(`${command} takes no --${k}`);
   }
 }
