@@ -21,7 +21,9 @@ const ALLOWED: Record<string, string[]> = {
   control: ['backup', 'namespace', 'errors'],
   cli: ['control', 'errors'],
   catalog: ['store', 'errors'],
-  agent: ['store', 'errors'],
+  // The agent reads NBD exports with the qemu plug-in's client (ARCHITECTURE.md, departures)
+  // and sends through transfer/.
+  agent: ['transfer', 'plugins', 'store', 'errors'],
   orchestration: ['control', 'namespace', 'store', 'errors'],
   // plugins/ know one system each (QEMU, PostgreSQL, an operator's script) and nothing of the store.
   plugins: ['errors'],

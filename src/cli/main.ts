@@ -24,6 +24,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   vm: async () => (await import('./commands/vms.js')).vmCommand,
   backup: async () => (await import('./commands/vms.js')).backupCommand,
   restore: async () => (await import('./commands/vms.js')).restoreCommand,
+  agent: async () => (await import('./commands/agents.js')).agentCommand,
 };
 
 const HELP = `usage: vmvault <command> [options]
