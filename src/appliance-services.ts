@@ -25,11 +25,14 @@ import type {
 import { runGc, runVerify } from './namespace/maintenance.js';
 import type { Namespace } from './namespace/namespace.js';
 
+import type { TransferReceiver } from './transfer/receiver.js';
 export const VERSION = '0.1.0';
 
 export class ApplianceServices implements ControlServices {
   readonly version = VERSION;
   closing = false;
+  /** The transfer protocol's receiver (set by the appliance; tests may leave it out). */
+  transfer?: TransferReceiver;
 
   constructor(
     private readonly ns: Namespace,

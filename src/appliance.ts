@@ -27,6 +27,8 @@ import { JobRunner } from './control/jobs.js';
 import { listen } from './control/listen.js';
 import { buildServer } from './control/server.js';
 import { ensureToken } from './control/token.js';
+import { AgentTokens } from './control/agent-tokens.js';
+import { TransferReceiver } from './transfer/receiver.js';
 import { fromSystemError, isVmvaultError, vmError } from './errors.js';
 import { FuseMount } from './fuse/binding.js';
 import { LlMount } from './fuse/ll-mount.js';
@@ -320,7 +322,16 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     });
     await jobs.restore();
     const tls = cfg.tlsCert !== undefined && cfg.tlsKey !== undefined ? await readTls(cfg.tlsCert, cfg.tlsKey) : undefined;
-    server = await buildServer(svc, { token: token.token, jobs, audit, tls, agents });
+    const agentTokens = await AgentTokens.load(data);
+    // An agent token writes only the file of a task the pool gave one of its agents (issue 12).
+    const pool = agents;
+    svc.transfer = new TransferReceiver(ns, {
+      log,
+      authorize: (caller, share, file, taskId) => {
+        if (caller.kind === 'agent') pool.authorizeTransfer(caller.name, share, file, taskId);
+      },
+    });
+    server = await buildServer(svc, { token: token.token, jobs, audit, tls, agentTokens, agents });
     const url = await listen(server, { host, port, tls: tls !== undefined });
     log(`control plane at ${url}/api/v1 (token in ${token.file})`);
     let stopping: Promise<void> | undefined;
@@ -332,6 +343,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
         agents!.close();
         await server!.close().catch((err) => log(`closing the control plane: ${(err as Error).message}`));
         await jobs!.close().catch((err) => log(`stopping jobs: ${(err as Error).message}`));
+        await svc!.transfer?.close().catch((err) => log(`closing transfer sessions: ${(err as Error).message}`));
         await audit.flush();
         if (fuse!.mounted) await fuse!.unmount().catch((err) => log(`unmounting ${mount}: ${(err as Error).message}`));
         await ns!.close();

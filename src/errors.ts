@@ -28,6 +28,9 @@ export const ERROR_CODES = {
   IO: 'An operating-system I/O call failed; the message carries the cause.',
   TIMEOUT: 'A step did not finish within its deadline; the message names the step and the limit.',
   PLUGIN_FAILED: 'A backup plug-in (qemu, postgresql, script) reported a failure; the message names plug-in, action and cause.',
+  FORBIDDEN: 'The token is valid but not allowed this call (an agent token on an admin route, or outside its scope).',
+  RATE_LIMITED: 'Too many failed authentications from this address; wait the time Retry-After names.',
+  SEGMENT_MISMATCH: 'A segment sent to the appliance does not hash to the fingerprint it was sent under; it was refused.',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -25,11 +25,11 @@ async function until(what: string, fn: () => Promise<boolean>, timeoutMs = 60_00
   }
 }
 
-/** An agent token: the transfer part's `agent token create`; the admin token where it is absent. */
-async function agentToken(api: (m: string, r: string, b?: unknown) => Promise<{ status: number; body: any }>, name: string, admin: string): Promise<string> {
+/** A new agent token (POST /agents/tokens, what `vmvault agent token create` calls). */
+async function agentToken(api: (m: string, r: string, b?: unknown) => Promise<{ status: number; body: any }>, name: string, _admin: string): Promise<string> {
   const res = await api('POST', '/agents/tokens', { name });
-  if (res.status === 201 || res.status === 200) return res.body.token as string;
-  return admin;
+  if (res.status !== 201) throw new Error(`agent token create ${name}: ${res.status} ${JSON.stringify(res.body)}`);
+  return res.body.token as string;
 }
 
 t.test('an agent in another network namespace backs up a QEMU VM: points identical, an unchanged disk sends no segments', { skip, timeout: 600_000 }, async (t) => {

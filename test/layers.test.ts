@@ -18,12 +18,15 @@ const ALLOWED: Record<string, string[]> = {
   // DESIGN.md: fuse/ and control/ are thin edges over the namespace; what they need of the
   // store's types, the namespace re-exports.
   fuse: ['namespace', 'errors'],
-  control: ['backup', 'namespace', 'errors'],
+  control: ['backup', 'namespace', 'transfer', 'errors'],
   cli: ['control', 'errors'],
   catalog: ['store', 'errors'],
   // The agent reads NBD exports with the qemu plug-in's client (ARCHITECTURE.md, departures)
   // and sends through transfer/.
   agent: ['transfer', 'plugins', 'store', 'errors'],
+  // transfer/: the protocol's frames, the sender (pure store parts only, as agents use it) and
+  // the receiver's rules (which write through the namespace).
+  transfer: ['namespace', 'store', 'kv', 'errors'],
   orchestration: ['control', 'namespace', 'store', 'errors'],
   // plugins/ know one system each (QEMU, PostgreSQL, an operator's script) and nothing of the store.
   plugins: ['errors'],
@@ -40,6 +43,7 @@ const STORE_DOORS: Record<string, RegExp> = {
   orchestration: /^store\/store\.ts$/,
   catalog: /^store\/(?!store-core|internals)/,
   agent: /^store\/(?!store-core|internals)/,
+  transfer: /^store\/(?!store-core|internals)/,
 };
 /** The composition root wires every layer together. */
 const ROOT_FILES = /^appliance(-[a-z-]+)?\.ts$/;

@@ -108,6 +108,8 @@ export interface AgentPoolOptions {
 
 interface Agent {
   reg: AgentRegistration;
+  /** The agent token that registered this name ('' for the admin token): only it may act for the agent. */
+  owner: string;
   remoteAddress: string;
   state: 'live' | 'lost';
   lastSeen: number;
@@ -164,12 +166,17 @@ export class AgentPool {
 
   // ---- the agent's side (agent-token routes) ----
 
-  /** Registers or re-registers an agent (a restarted agent keeps its counters; its old tasks were requeued when it was lost). */
-  register(input: AgentRegistration, remoteAddress: string): { heartbeatMs: number; lostAfterMs: number; maxPollMs: number; taskVersion: number } {
+  /**
+   * Registers or re-registers an agent (a restarted agent keeps its counters; its old tasks were
+   * requeued when it was lost). `owner`: the agent token's name (undefined: the admin token). The
+   * first token to register a name owns it; another agent token gets FORBIDDEN for that name.
+   */
+  register(input: AgentRegistration, remoteAddress: string, owner?: string): { heartbeatMs: number; lostAfterMs: number; maxPollMs: number; taskVersion: number } {
     this.checkOpen();
     const reg = checkRegistration(input);
     const t = this.now();
     const old = this.agents.get(reg.name);
+    if (old) this.checkOwner(old, owner);
     if (old) {
       // A re-registration is a new process (or a reconnect): whatever it ran before is not
       // running in it now, so those tasks go back to the queue for whoever resumes them.
@@ -180,7 +187,7 @@ export class AgentPool {
       old.lastSeen = t;
       this.log(`agent ${reg.name}: registered again (${reg.hostname}, ${reg.version}, from ${remoteAddress})`);
     } else {
-      this.agents.set(reg.name, { reg, remoteAddress, state: 'live', lastSeen: t, registeredAt: t, running: new Set(), bytesRead: 0, bytesSent: 0, tasksDone: 0, tasksFailed: 0 });
+      this.agents.set(reg.name, { reg, owner: owner ?? '', remoteAddress, state: 'live', lastSeen: t, registeredAt: t, running: new Set(), bytesRead: 0, bytesSent: 0, tasksDone: 0, tasksFailed: 0 });
       this.log(`agent ${reg.name}: registered (${reg.hostname}, ${reg.version}, from ${remoteAddress}, ${reg.streams} stream(s))`);
     }
     this.dispatch();
@@ -331,6 +338,34 @@ export class AgentPool {
           tasksFailed: a.tasksFailed,
         };
       });
+  }
+
+  /**
+   * FORBIDDEN unless `owner` (an agent token's name; undefined: the admin token, which may act
+   * for any agent) registered the agent `name`. NOT_FOUND for an unknown agent.
+   */
+  checkCaller(name: string, owner: string | undefined): void {
+    const a = this.agents.get(name);
+    if (!a) throw vmError('NOT_FOUND', `agent ${JSON.stringify(String(name).slice(0, 80))} has not registered (it registers when it starts)`, { agent: String(name).slice(0, 80) });
+    this.checkOwner(a, owner);
+  }
+
+  /**
+   * The transfer receiver's question (ReceiverOptions.authorize): may the agent token `owner`
+   * write `share`/`path` under `taskId`? Only for a task of the pool running on an agent that
+   * token registered, and only the file that task names. FORBIDDEN otherwise.
+   */
+  authorizeTransfer(owner: string, share: string, filePath: string, taskId: string | undefined): void {
+    const p = taskId === undefined ? undefined : this.tasks.get(taskId);
+    const agent = p?.agent === undefined ? undefined : this.agents.get(p.agent);
+    if (!p || !agent || agent.owner !== owner || p.task.target.share !== share || p.task.target.path !== filePath) {
+      throw vmError('FORBIDDEN', `agent token ${owner} has no running task ${taskId === undefined ? '(none given)' : String(taskId).slice(0, 80)} writing ${share}/${filePath}: agents write only the files of their tasks`);
+    }
+  }
+
+  private checkOwner(a: Agent, owner: string | undefined): void {
+    if (owner === undefined) return;
+    if (a.owner !== owner) throw vmError('FORBIDDEN', `agent name ${a.reg.name} is registered by another token; choose another --name`, { agent: a.reg.name });
   }
 
   /** Whether an agent of that name has registered (live or lost). */

@@ -54,6 +54,9 @@ const CODE_TO_EXIT: Record<ErrorCode, number> = {
   IO: EXIT.FAILURE,
   TIMEOUT: EXIT.FAILURE,
   PLUGIN_FAILED: EXIT.FAILURE,
+  FORBIDDEN: EXIT.UNAUTHORIZED,
+  RATE_LIMITED: EXIT.UNAVAILABLE,
+  SEGMENT_MISMATCH: EXIT.FAILURE,
 };
 
 /** Codes only the CLI raises, for failures that never reached an appliance answer. */

@@ -33,6 +33,10 @@ export const CODE_TO_STATUS: Record<ErrorCode, number> = {
   // A system the appliance drives (QEMU, PostgreSQL, a script) timed out or failed: gateway errors.
   TIMEOUT: 504,
   PLUGIN_FAILED: 502,
+  FORBIDDEN: 403,
+  RATE_LIMITED: 429,
+  // The sender's bytes do not match its fingerprint: a well-formed request with content refused.
+  SEGMENT_MISMATCH: 422,
 };
 
 /**

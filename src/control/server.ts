@@ -5,7 +5,8 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastif
 import type { AgentPool } from '../backup/agent-pool.js';
 import { vmError } from '../errors.js';
 import { AUDIT_VERSION, type AuditLog } from './audit-log.js';
-import { callerName, isAuthorized, makeAuthHook, unauthorized } from './auth.js';
+import { AuthFailureLimiter, callerName, identify, isAuthorized, makeAuthHook, unauthorized } from './auth.js';
+import type { AgentTokens } from './agent-tokens.js';
 import { API_PREFIX } from './defaults.js';
 import { sendError, sentErrorCode } from './error-reply.js';
 import { JobRunner } from './jobs.js';
@@ -20,6 +21,8 @@ import { shareRoutes } from './routes/shares.js';
 import { snapshotRoutes } from './routes/snapshots.js';
 import { statsRoutes } from './routes/stats.js';
 import { vmRoutes } from './routes/vms.js';
+import { agentTokenRoutes } from './routes/agent-tokens.js';
+import { transferRoutes } from './routes/transfer.js';
 import type { ControlServices } from './services.js';
 
 /** Every request body here is a few names; anything near this is a mistake or an attack. */
@@ -36,6 +39,10 @@ export interface ServerOptions {
   audit?: AuditLog;
   /** Serve HTTPS with this PEM key and certificate (the appliance image's --tls-cert/--tls-key). */
   tls?: { key: Buffer; cert: Buffer };
+  /** Agent tokens (agent-tokens.ts); without them only the admin token authenticates. */
+  agentTokens?: AgentTokens;
+  /** Failed authentications per address before 429 (default 60 a minute). */
+  authFailures?: { limit: number; windowMs: number };
   /** The agent pool its /agents routes serve (issue 12). */
   agents?: AgentPool;
 }
@@ -68,7 +75,7 @@ export async function buildServer(services: ControlServices, opts: ServerOptions
     // URLs the router cannot even match (bad percent-encoding, a segment over maxParamLength)
     // never reach the hooks, so they get the token check and our error shape here.
     frameworkErrors: (err, request, reply) => {
-      if (!isAuthorized(token, request)) return sendError(unauthorized(reply), request, reply);
+      if (!isAuthorized(token, request) && identify(token, opts.agentTokens, request).kind !== 'agent') return sendError(unauthorized(reply), request, reply);
       return sendError(vmError('INVALID_ARGUMENT', frameworkMessage(err.code)), request, reply);
     },
     bodyLimit: opts.bodyLimit ?? DEFAULT_BODY_LIMIT,
@@ -101,7 +108,9 @@ export async function buildServer(services: ControlServices, opts: ServerOptions
     }
   });
   app.addHook('onRoute', collector.onRoute);
-  app.addHook('onRequest', makeAuthHook(token));
+  app.decorateRequest('caller', null as never);
+  const limiter = new AuthFailureLimiter(opts.authFailures?.limit, opts.authFailures?.windowMs);
+  app.addHook('onRequest', makeAuthHook(token, opts.agentTokens, limiter));
   const audit = opts.audit;
   if (audit !== undefined) {
     app.addHook('onResponse', async (request, reply) => {
@@ -151,7 +160,9 @@ export async function buildServer(services: ControlServices, opts: ServerOptions
       await jobRoutes(api, deps);
       await vmRoutes(api, deps);
       await backupRoutes(api, deps);
+      if (opts.agentTokens !== undefined) await agentTokenRoutes(api, opts.agentTokens);
       await agentRoutes(api, deps);
+      if (services.transfer !== undefined) await transferRoutes(api, services.transfer);
       api.get(
         '/openapi.json',
         {

@@ -8,6 +8,7 @@
 // Every method may be called concurrently with any other, and with running jobs.
 
 import type { BackupRecord } from '../backup/backup-records.js';
+import type { TransferReceiver } from '../transfer/receiver.js';
 
 /** What a job's progress counts; shown with its numbers ("12 / 40 containers", "1.2 GiB / 3 GiB"). */
 export const PROGRESS_UNITS = ['bytes', 'containers', 'files', 'items'] as const;
@@ -257,6 +258,8 @@ export interface ByteProgress {
 export interface ControlServices {
   /** The appliance's version, shown by /health and in the OpenAPI document. */
   readonly version: string;
+  /** The receiving side of the transfer protocol (agents send files here); absent: no transfer routes. */
+  readonly transfer?: TransferReceiver;
   health(): Promise<HealthReport>;
   stats(): Promise<StatsReport>;
 

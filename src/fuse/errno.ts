@@ -34,6 +34,9 @@ const CODE_TO_ERRNO: Record<ErrorCode, number | null> = {
   IO: null,
   TIMEOUT: null,
   PLUGIN_FAILED: null,
+  FORBIDDEN: null,
+  RATE_LIMITED: null,
+  SEGMENT_MISMATCH: null,
 };
 
 export type LogLine = (line: string) => void;

@@ -17,6 +17,7 @@ import { NodeOps } from './node-ops.js';
 import { Shares } from './shares.js';
 import { Fastcopy } from './fastcopy.js';
 import { Snapshots } from './snapshots.js';
+import { Installer } from './install.js';
 
 export interface NamespaceOptions {
   /** Commit an open file once it buffers this much. Default 64 MiB. */
@@ -55,6 +56,8 @@ export class Namespace {
   readonly snapshots: Snapshots;
   /** Files and directory trees copied by reference, also out of snapshots and across shares. */
   readonly fastcopy: Fastcopy;
+  /** Whole new file versions built elsewhere (the transfer receiver), installed atomically. */
+  readonly installer: Installer;
   private readonly opts: Required<Omit<NamespaceOptions, 'log'>>;
   private readonly log: (line: string) => void;
   private timer: NodeJS.Timeout | undefined;
@@ -76,6 +79,7 @@ export class Namespace {
     });
     this.snapshots = new Snapshots(this.ctx, this.shares, (vol) => this.flushAll((v) => v === vol));
     this.fastcopy = new Fastcopy(this.ctx, (vol) => this.flushAll((v) => v === vol));
+    this.installer = new Installer(this.ctx, (vol) => this.flushAll((v) => v === vol));
     this.opts = {
       fileCommitBytes: opts.fileCommitBytes ?? 64 * 1024 * 1024,
       dirtyLimitBytes: opts.dirtyLimitBytes ?? 512 * 1024 * 1024,

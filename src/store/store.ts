@@ -50,6 +50,7 @@ import { TreeView } from './tree/reader.js';
 import { collectGarbage, type GcOptions, type GcReport } from './gc/gc.js';
 import { registerInternals } from './internals.js';
 import { type Piece, TreeWriter, type WriteResult } from './tree/writer.js';
+import { acceptSegment, type AcceptResult, locate, RecipeWriter } from './remote-ingest.js';
 import { EMPTY_VERSION, type FileVersion } from './tree/version.js';
 
 export interface OpenOptions {
@@ -216,6 +217,31 @@ export class SegmentStore {
   async edit(old: FileVersion, pieces: Piece[]): Promise<WriteResult> {
     this.ensureOpen();
     return new TreeWriter(this.writerContext()).edit(this.view(old), pieces);
+  }
+
+  // ---- segments cut and fingerprinted elsewhere (the transfer receiver; remote-ingest.ts) ----
+
+  /** For each fingerprint, whether the store lacks it (true = missing), batched. */
+  async missingSegments(fps: Buffer[]): Promise<boolean[]> {
+    this.ensureOpen();
+    const locs = await locate(this.core, fps);
+    return locs.map((l) => l === undefined);
+  }
+
+  /**
+   * Stores a segment sent by fingerprint after decompressing and re-hashing it; refuses one
+   * whose bytes do not match (SEGMENT_MISMATCH, naming the claimed fingerprint). A duplicate
+   * costs no space. `deps` collects the containers a later commit must wait for.
+   */
+  acceptSegment(fp: Buffer, len: number, lz4: boolean, payload: Uint8Array, deps: Set<number>): Promise<AcceptResult> {
+    this.ensureOpen();
+    return acceptSegment(this.core, fp, len, lz4, payload, deps);
+  }
+
+  /** A writer of a new version from a recipe (old ranges of `old`, zeros, stored segments). */
+  recipeWriter(old: FileVersion): RecipeWriter {
+    this.ensureOpen();
+    return new RecipeWriter(this.core, this.writer(), this.view(old));
   }
 
   /** `old` with `data` written at `offset` (growing the file, with a hole if beyond its end). */
@@ -425,5 +451,6 @@ export type LastGc = GcRecord;
 // What the layers above need of the store's parts: the file version they record in inodes
 // (and its encoding, FORMAT.md "File versions"), and the types of GC and verify reports.
 export { EMPTY_VERSION, decodeVersion, encodeVersion } from './tree/version.js';
-export type { FileVersion, WriteResult, Piece, DbOp, GcOptions, GcReport };
+export type { FileVersion, WriteResult, Piece, DbOp, GcOptions, GcReport, AcceptResult, RecipeWriter };
+export type { TreeView } from './tree/reader.js';
 export type { Problem, Progress, VerifiedContainers, VerifyOptions, VerifyReport } from './verify/verify.js';

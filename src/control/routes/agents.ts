@@ -3,9 +3,9 @@
 // results. Every body from an agent is untrusted: schemas bound every field, the pool checks
 // again (public methods validate).
 //
-// Who may act as an agent: the first caller that registers a name owns it; later calls for that
-// name must come from the same token (by its name), or the admin token. So one agent token cannot
-// take another agent's tasks or report results for it.
+// Who may act as an agent: the first agent token that registers a name owns it (the pool keeps
+// which); later calls for that name must come from the same token, or the admin token. So one
+// agent token cannot take another agent's tasks or report results for it.
 
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { type AgentPool, MAX_STREAMS } from '../../backup/agent-pool.js';
@@ -13,13 +13,6 @@ import { vmError } from '../../errors.js';
 import { routeSchema } from '../openapi.js';
 import { commonErrors, errorBody } from '../schemas.js';
 import type { RouteDeps } from './deps.js';
-
-declare module 'fastify' {
-  interface FastifyContextConfig {
-    /** Agent tokens may call this route (issue 12; the auth hook enforces it). */
-    agent?: boolean;
-  }
-}
 
 const agentNameSchema = { type: 'string', title: 'agent name', minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' } as const;
 const taskIdSchema = { type: 'string', title: 'task id', minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9-]+$' } as const;
@@ -102,33 +95,20 @@ const notAgent = { description: 'No such agent, or the task is not its own.', ..
 const conflict = { description: 'The agent was lost (register again), or the task is no longer its own (drop it).', ...errorBody };
 const forbidden = { description: 'The token may not act as this agent.', ...errorBody };
 
-/** The caller the auth hook found (transfer's contract); absent before agent tokens exist: the admin token. */
-function callerOf(request: FastifyRequest): { kind: 'admin' } | { kind: 'agent'; name: string } {
-  const c = (request as unknown as { caller?: { kind: string; name?: string } }).caller;
-  if (c?.kind === 'agent' && typeof c.name === 'string') return { kind: 'agent', name: c.name };
-  return { kind: 'admin' };
+/** The agent token's name the request carries; undefined for the admin token (which may act for any agent). */
+function ownerOf(request: FastifyRequest): string | undefined {
+  const c = request.caller;
+  return c?.kind === 'agent' ? c.name : undefined;
 }
 
 export async function agentRoutes(app: FastifyInstance, { agents }: RouteDeps): Promise<void> {
-  /** Which token registered each agent name (admin: '' ), so another agent token cannot act for it. */
-  const owners = new Map<string, string>();
   const pool = (): AgentPool => {
     if (agents === undefined) throw vmError('NOT_SUPPORTED', 'this appliance runs no agent pool');
     return agents;
   };
-  const actAs = (request: FastifyRequest, name: string, registering = false): AgentPool => {
+  const actAs = (request: FastifyRequest, name: string): AgentPool => {
     const p = pool();
-    const caller = callerOf(request);
-    if (caller.kind === 'admin') return p;
-    const owner = owners.get(name);
-    if (owner === undefined && registering) {
-      owners.set(name, caller.name);
-      return p;
-    }
-    if (owner !== caller.name) {
-      // 409 rather than 403: the code set has no FORBIDDEN yet, and the answer must not say which token owns it.
-      throw vmError('CONFLICT', `agent name ${name} is registered by another agent token; choose another --name`, { agent: name });
-    }
+    p.checkCaller(name, ownerOf(request));
     return p;
   };
 
@@ -161,11 +141,11 @@ export async function agentRoutes(app: FastifyInstance, { agents }: RouteDeps): 
             properties: { heartbeatMs: count, lostAfterMs: count, maxPollMs: count, taskVersion: count },
           },
           ...commonErrors,
-          409: forbidden,
+          403: forbidden,
         },
       }),
     },
-    async (request) => actAs(request, request.body.name, true).register(request.body, request.ip),
+    async (request) => pool().register(request.body, request.ip, ownerOf(request)),
   );
 
   app.post<{ Params: { name: string } }>(
@@ -179,7 +159,7 @@ export async function agentRoutes(app: FastifyInstance, { agents }: RouteDeps): 
         params: nameParams,
         bodyOptional: true,
         body: { type: 'object', additionalProperties: false, properties: {} },
-        response: { 200: { type: 'object', required: ['tasks'], properties: { tasks: { type: 'array', items: { type: 'string' } } } }, ...commonErrors, 404: notAgent, 409: conflict },
+        response: { 200: { type: 'object', required: ['tasks'], properties: { tasks: { type: 'array', items: { type: 'string' } } } }, ...commonErrors, 403: forbidden, 404: notAgent, 409: conflict },
       }),
     },
     async (request) => actAs(request, request.params.name).heartbeat(request.params.name),
@@ -196,7 +176,7 @@ export async function agentRoutes(app: FastifyInstance, { agents }: RouteDeps): 
         params: nameParams,
         bodyOptional: true,
         body: { type: 'object', additionalProperties: false, properties: { waitMs: { type: 'integer', minimum: 0, maximum: 600_000 }, running: { type: 'array', maxItems: 1024, items: taskIdSchema } } },
-        response: { 200: { type: 'object', required: ['tasks'], properties: { tasks: { type: 'array', items: taskSchema } } }, ...commonErrors, 404: notAgent, 409: conflict },
+        response: { 200: { type: 'object', required: ['tasks'], properties: { tasks: { type: 'array', items: taskSchema } } }, ...commonErrors, 403: forbidden, 404: notAgent, 409: conflict },
       }),
     },
     async (request, reply) => {
@@ -224,7 +204,7 @@ export async function agentRoutes(app: FastifyInstance, { agents }: RouteDeps): 
         tags: ['agents'],
         params: taskParams,
         body: reportSchema,
-        response: { 204: { description: 'Noted.' }, ...commonErrors, 404: notAgent, 409: conflict },
+        response: { 204: { description: 'Noted.' }, ...commonErrors, 403: forbidden, 404: notAgent, 409: conflict },
       }),
     },
     async (request, reply) => {
@@ -248,7 +228,7 @@ export async function agentRoutes(app: FastifyInstance, { agents }: RouteDeps): 
           additionalProperties: false,
           properties: { ok: { type: 'boolean' }, error: { type: 'string', maxLength: 4096 }, report: reportSchema },
         },
-        response: { 204: { description: 'Noted.' }, ...commonErrors, 404: notAgent, 409: conflict },
+        response: { 204: { description: 'Noted.' }, ...commonErrors, 403: forbidden, 404: notAgent, 409: conflict },
       }),
     },
     async (request, reply) => {

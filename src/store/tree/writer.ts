@@ -19,7 +19,12 @@ import type { FileVersion } from './version.js';
 export type Piece =
   | { kind: 'old'; from: number; to: number }
   | { kind: 'data'; bytes: Uint8Array }
-  | { kind: 'zero'; len: number };
+  | { kind: 'zero'; len: number }
+  /**
+   * A segment already in the store, by fingerprint (a transfer recipe: the bytes crossed
+   * once, as a segment). The caller has checked it is stored with this plain length.
+   */
+  | { kind: 'segment'; fp: Buffer; len: number };
 
 export interface WriteResult {
   version: FileVersion;
@@ -99,11 +104,40 @@ export class TreeWriter {
   async edit(old: TreeView, pieces: Piece[]): Promise<WriteResult> {
     for (let k = 0; k < pieces.length; k++) {
       const p = pieces[k];
-      if (p.kind === 'data') await this.write(p.bytes);
-      else if (p.kind === 'zero') await this.writeZeros(p.len);
-      else if (p.to > p.from) await this.copyOld(old, p.from, p.to, k === pieces.length - 1);
+      await this.piece(old, p, k === pieces.length - 1);
     }
     return this.finish();
+  }
+
+  /** Appends one piece (old ranges refer to `old`); `lastPiece`: the file ends with it. */
+  async piece(old: TreeView, p: Piece, lastPiece: boolean): Promise<void> {
+    if (p.kind === 'data') await this.write(p.bytes);
+    else if (p.kind === 'zero') await this.writeZeros(p.len);
+    else if (p.kind === 'segment') await this.addSegment(p.fp, p.len);
+    else if (p.to > p.from) await this.copyOld(old, p.from, p.to, lastPiece);
+  }
+
+  /**
+   * Appends a stored segment by reference. Where the stream stands at a cut (a sender that
+   * cuts as the store does always lands here), the segment becomes a leaf as it is, and the
+   * tree is the one writing its bytes would have built; elsewhere its bytes are read back and
+   * fed through the chunker, so the content is right whatever the caller sent.
+   */
+  async addSegment(fp: Buffer, len: number): Promise<void> {
+    this.check();
+    if (this.finished) throw vmError('CLOSED', 'this writer has finished');
+    if (await this.cs.atCut()) {
+      this.ingested += len;
+      this.flushBatch();
+      const entry = { fp, len, zero: false };
+      this.enqueue(async () => this.builder.push(0, entry));
+    } else {
+      const [bytes] = await this.ctx.reader.segments([fp]);
+      if (bytes.length !== len) throw vmError('INVALID_ARGUMENT', `segment ${fp.toString('hex').slice(0, 16)} holds ${bytes.length} bytes, not ${len}`);
+      await this.write(bytes);
+      return;
+    }
+    await this.backpressure();
   }
 
   private async copyOld(old: TreeView, x: number, y: number, lastPiece: boolean): Promise<void> {

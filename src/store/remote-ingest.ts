@@ -1,0 +1,148 @@
+// Ingest of segments that were cut and fingerprinted elsewhere (the transfer protocol's
+// receiver): which fingerprints the index lacks, accepting a segment by fingerprint, and
+// checking the segments a recipe names. The store trusts no sender: every segment is
+// decompressed and re-hashed before it is stored, and one whose bytes do not hash to the
+// fingerprint it came under is refused (SEGMENT_MISMATCH), so no one can place data under
+// another fingerprint. A segment already stored costs no space (dedup as for local writes).
+
+import { vmError } from '../errors.js';
+import { compressionPays, encodePayload, LengthMismatch, uncompressPayload } from './codec/codec.js';
+import { fingerprint, fpHex, FP_BYTES } from './codec/fingerprint.js';
+import { Codec, MAX_SEGMENT_BYTES, SegmentKind } from './container/format.js';
+import type { Location } from './index/segment-index.js';
+import type { StoreCore } from './store-core.js';
+import type { TreeView } from './tree/reader.js';
+import type { TreeWriter, WriteResult } from './tree/writer.js';
+
+/** Where each fingerprint is stored (memory first, then the summary filter, then one batched index read). */
+export async function locate(core: StoreCore, fps: Uint8Array[]): Promise<Array<Location | undefined>> {
+  const out: Array<Location | undefined> = new Array(fps.length);
+  const doubt: number[] = [];
+  for (let i = 0; i < fps.length; i++) {
+    if (fps[i].length !== FP_BYTES) throw vmError('INVALID_ARGUMENT', `a fingerprint is ${FP_BYTES} bytes, not ${fps[i].length}`);
+    const loc = core.lookupMem(fps[i]);
+    if (loc) out[i] = loc;
+    else if (core.bloom.mayContain(fps[i])) doubt.push(i);
+  }
+  if (doubt.length > 0) {
+    const found = await core.lookupMany(doubt.map((i) => fps[i]));
+    doubt.forEach((i, j) => (out[i] = found[j]));
+  }
+  return out;
+}
+
+export interface AcceptResult {
+  /** False: the store held the segment already (no space used). */
+  stored: boolean;
+}
+
+/**
+ * Stores a segment sent as (fingerprint, plain length, payload): `lz4` payloads in the store's
+ * LZ4 layout (FORMAT.md), else the plain bytes. `deps` collects containers a commit must wait for.
+ */
+export async function acceptSegment(core: StoreCore, fp: Buffer, len: number, lz4: boolean, payload: Uint8Array, deps: Set<number>): Promise<AcceptResult> {
+  if (fp.length !== FP_BYTES) throw vmError('INVALID_ARGUMENT', `a fingerprint is ${FP_BYTES} bytes, not ${fp.length}`);
+  if (!Number.isInteger(len) || len <= 0 || len > MAX_SEGMENT_BYTES) throw vmError('INVALID_ARGUMENT', `segment length ${len} outside 1..${MAX_SEGMENT_BYTES}`);
+  let raw: Buffer;
+  if (lz4) {
+    try {
+      raw = uncompressPayload(payload, len);
+    } catch (err) {
+      const why = err instanceof LengthMismatch ? `decodes to ${err.got} bytes, not ${len}` : `does not decompress (${(err as Error).message})`;
+      throw vmError('SEGMENT_MISMATCH', `segment sent as ${fpHex(fp)} ${why}; refused`, { fingerprint: fpHex(fp) });
+    }
+  } else {
+    if (payload.length !== len) throw vmError('SEGMENT_MISMATCH', `segment sent as ${fpHex(fp)} has ${payload.length} bytes, not ${len}; refused`, { fingerprint: fpHex(fp) });
+    raw = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+  }
+  if (!fingerprint(raw).equals(fp)) {
+    throw vmError('SEGMENT_MISMATCH', `segment sent as ${fpHex(fp)} does not hash to that fingerprint (BLAKE3 mismatch); refused, nothing stored under it`, { fingerprint: fpHex(fp) });
+  }
+  const [loc] = await locate(core, [fp]);
+  // Checked again without an await before append: another writer may have stored it meanwhile.
+  const known = loc ?? core.lookupMem(fp);
+  if (known && core.dedupHit(fp, 0, known.cid)) {
+    if (core.writers.has(known.cid)) deps.add(known.cid);
+    return { stored: false };
+  }
+  let codec: Codec;
+  let stored: Uint8Array;
+  if (lz4 && compressionPays(len, payload.length)) {
+    codec = Codec.Lz4;
+    stored = Buffer.from(payload);
+  } else {
+    ({ codec, payload: stored } = encodePayload(raw));
+    if (stored === raw) stored = Buffer.from(raw);
+  }
+  deps.add(core.append(SegmentKind.Data, fp, len, codec, stored).cid);
+  return { stored: true };
+}
+
+/**
+ * Checks that every (fingerprint, length) a recipe names is a stored data segment of that
+ * length, and takes a reference to it for a running GC (as dedup does). Throws MISSING_SEGMENT
+ * or INVALID_ARGUMENT naming the first that is not.
+ */
+export async function claimSegments(core: StoreCore, refs: Array<{ fp: Buffer; len: number }>, deps: Set<number>): Promise<void> {
+  const locs = await locate(core, refs.map((r) => r.fp));
+  for (let i = 0; i < refs.length; i++) {
+    const loc = locs[i];
+    const r = refs[i];
+    if (!loc || loc.kind !== SegmentKind.Data || !core.dedupHit(r.fp, 0, loc.cid)) {
+      throw vmError('MISSING_SEGMENT', `the recipe names segment ${fpHex(r.fp)}, which the appliance does not hold; send it first`, { fingerprint: fpHex(r.fp) });
+    }
+    if (loc.rawLen !== r.len) throw vmError('INVALID_ARGUMENT', `the recipe gives segment ${fpHex(r.fp)} ${r.len} bytes; it holds ${loc.rawLen}`);
+    if (core.writers.has(loc.cid)) deps.add(loc.cid);
+  }
+}
+
+/**
+ * Builds a file version from a recipe, in file order, without the data crossing again: pieces
+ * of the old version, zero runs, and stored segments by reference (tree/writer.ts groups them
+ * into nodes as it does written bytes). Memory is bounded by the writer's, not the file's size.
+ */
+export class RecipeWriter {
+  /** Bytes of the new version described so far. */
+  position = 0;
+  /** Containers not yet indexed that the version relies on (writer's and claimed segments'). */
+  readonly deps = new Set<number>();
+
+  constructor(
+    private readonly core: StoreCore,
+    private readonly writer: TreeWriter,
+    private readonly base: TreeView,
+  ) {}
+
+  /** The old version's bytes [from, to), past its end as zeros. */
+  async old(from: number, to: number, lastPiece = false): Promise<void> {
+    if (to <= from) return;
+    const oldEnd = Math.min(to, this.base.size);
+    if (oldEnd > from) await this.writer.piece(this.base, { kind: 'old', from, to: oldEnd }, lastPiece && oldEnd === to);
+    if (to > Math.max(from, this.base.size)) await this.writer.writeZeros(to - Math.max(from, this.base.size));
+    this.position += to - from;
+  }
+
+  async zeros(len: number): Promise<void> {
+    await this.writer.writeZeros(len);
+    this.position += len;
+  }
+
+  /** Stored segments by reference; each is checked to be stored with its length first. */
+  async segments(refs: Array<{ fp: Buffer; len: number }>): Promise<void> {
+    await claimSegments(this.core, refs, this.deps);
+    for (const r of refs) {
+      await this.writer.addSegment(r.fp, r.len);
+      this.position += r.len;
+    }
+  }
+
+  async finish(): Promise<WriteResult> {
+    const r = await this.writer.finish();
+    for (const d of this.deps) r.deps.add(d);
+    return r;
+  }
+
+  abort(): Promise<void> {
+    return this.writer.abort();
+  }
+}
