@@ -14,6 +14,7 @@
 // - stop() aborts running sends without reporting them: the appliance gives them to another
 //   agent when this one stops heartbeating, which resumes them.
 
+import { setMaxListeners } from 'node:events';
 import os from 'node:os';
 import { isVmvaultError, vmError } from '../errors.js';
 import { AgentHttpError, ControlClient } from './control-client.js';
@@ -66,7 +67,10 @@ export class Agent {
   private registered = false;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private cfg = { heartbeatMs: 5000, maxPollMs: 25_000, lostAfterMs: 15_000 };
+  /** Poll/register failures in a row (sets the backoff); heartbeats count their own. */
   private failures = 0;
+  private heartbeatFailures = 0;
+  private heartbeatInFlight = false;
   private fatal: Error | undefined;
   private loop: Promise<void> | undefined;
   /** Totals over the agent's life, for its log. */
@@ -75,6 +79,8 @@ export class Agent {
   constructor(private readonly o: AgentOptions) {
     if (!Number.isInteger(o.streams) || o.streams < 1 || o.streams > 64) throw vmError('INVALID_ARGUMENT', '--streams must be an integer from 1 to 64');
     this.client = new ControlClient({ url: o.appliance, token: o.token, pinSha256: o.pinSha256 });
+    // Every request listens on the stop signal; a slow appliance can have a few dozen in flight.
+    setMaxListeners(256, this.stopAc.signal);
   }
 
   /** Runs until stop() or a refused token (then rejects with AgentRefused). */
@@ -141,13 +147,17 @@ export class Agent {
   }
 
   private async heartbeat(): Promise<void> {
-    if (!this.registered || this.stopped) return;
+    // One at a time: on a slow appliance (or a starved machine) they would pile up.
+    if (!this.registered || this.stopped || this.heartbeatInFlight) return;
+    this.heartbeatInFlight = true;
     const sentWith = new Set(this.running.keys());
     try {
       const { tasks } = await this.client.request<{ tasks: string[] }>('POST', `/agents/${encodeURIComponent(this.o.name)}/heartbeat`, {}, {
-        timeoutMs: Math.max(1000, this.cfg.heartbeatMs * 2),
+        // Waiting longer than the appliance's patience is pointless; shorter only adds failures.
+        timeoutMs: Math.max(5000, this.cfg.lostAfterMs),
         signal: this.stopAc.signal,
       });
+      this.heartbeatFailures = 0;
       const mine = new Set(tasks);
       for (const [id, r] of this.running) {
         // Only tasks this agent already ran when it asked: one delivered since may be newer than the answer.
@@ -158,12 +168,14 @@ export class Agent {
       }
     } catch (err) {
       if (!this.stopped) this.onControlError(err, 'heartbeat');
+    } finally {
+      this.heartbeatInFlight = false;
     }
   }
 
   /** 404/409: register again (tasks were given back); 401: fatal; anything else: logged, retried. */
   private onControlError(err: unknown, what: string): void {
-    this.failures++;
+    const n = what === 'heartbeat' ? ++this.heartbeatFailures : ++this.failures;
     if (err instanceof AgentHttpError) {
       if (err.status === 401 || err.status === 403) {
         this.fatal = new AgentRefused(`the appliance refused the agent token (${err.message}); get a new one with vmvault agent token create`);
@@ -178,7 +190,7 @@ export class Agent {
         return;
       }
     }
-    if (this.failures === 1 || this.failures % 10 === 0) this.o.log(`${what} failed (${this.failures} in a row; retrying with backoff): ${(err as Error).message}`);
+    if (n === 1 || n % 10 === 0) this.o.log(`${what} failed (${n} in a row; retrying): ${(err as Error).message}`);
   }
 
   private backoff(): number {

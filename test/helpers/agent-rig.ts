@@ -64,7 +64,7 @@ export async function makeRig(t: TestT, o: RigOptions): Promise<Rig> {
   const r = await runTool('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=vmvault-test', '-addext', `subjectAltName=IP:${ns.hostIp}`]);
   if (r.code !== 0) throw new Error(`openssl: ${r.stderr}`);
   const pin = new X509Certificate(fs.readFileSync(cert)).fingerprint256;
-  const app = await startAppliance(t, dir, ['--listen', `${ns.hostIp}:0`, '--tls-cert', cert, '--tls-key', key, '--agent-lost', String(o.agentLostSeconds ?? 3)]);
+  const app = await startAppliance(t, dir, ['--listen', `${ns.hostIp}:0`, '--tls-cert', cert, '--tls-key', key, '--agent-lost', String(o.agentLostSeconds ?? 15)]);
 
   // The disk: random bytes (so a send takes time and dedups nothing at first), then qcow2 (persistent bitmaps).
   const model = new DiskModel(o.sizeBytes);
@@ -82,6 +82,8 @@ export async function makeRig(t: TestT, o: RigOptions): Promise<Rig> {
       method,
       headers: { authorization: `Bearer ${app.token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
       body: body === undefined ? undefined : JSON.stringify(body),
+    }).catch((err) => {
+      throw new Error(`${method} ${route}: ${(err as Error).message} (${String((err as { cause?: unknown }).cause)}); the appliance's log ends:\n${app.log().slice(-6000)}`);
     });
     const text = await res.text();
     return { status: res.status, body: text ? JSON.parse(text) : undefined };
