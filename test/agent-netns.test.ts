@@ -122,3 +122,17 @@ t.test('an unknown agent token is refused: the agent exits 4', { skip, timeout: 
   t.match(a.log(), /refused the agent token/);
   t.same((await rig.api('GET', '/agents')).body.agents, [], 'it never registered');
 });
+
+t.test('a revoked agent token is refused at once: the running agent exits 4', { skip, timeout: 120_000 }, async (t) => {
+  const rig = await makeRig(t, { sizeBytes: 4 * MiB });
+  const token = await agentToken(rig.api, 'soon-gone', rig.app.token);
+  const a = rig.agent('host-r', token);
+  await until('host-r to register', async () => (await rig.api('GET', '/agents')).body.agents.some((x: any) => x.name === 'host-r'));
+  t.equal((await rig.api('DELETE', '/agents/tokens/soon-gone')).status, 204);
+  t.equal(await a.exited, 4, a.log());
+  t.match(a.log(), /refused the agent token/);
+  // An agent token on an admin route: 403.
+  const other = await agentToken(rig.api, 'nosy', rig.app.token);
+  const res = await fetch(`${rig.app.url}/api/v1/vms`, { headers: { authorization: `Bearer ${other}` } });
+  t.equal(res.status, 403, 'an agent token may not list VMs');
+});

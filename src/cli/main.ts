@@ -77,6 +77,8 @@ Agents (issue 12)
   agent --appliance <url> --token <t> --name <n> [--pin <sha256>] [--streams <n>] [--reach <prefix>]
                                           run an agent near the hypervisors (vmvault agent --help)
   agent list                              agents: address, version, state, tasks, last seen, bytes
+  agent token create <name>               a token for an agent (printed once); agent token list,
+                                          agent token revoke <name> (refused at once)
 
 Appliance
   appliance ...                           run the appliance (see vmvault appliance --help)

@@ -1,6 +1,8 @@
-// `vmvault agent list`: the external agents the appliance knows (issue 12). (`vmvault agent
-// --appliance ...` runs an agent: bin/vmvault.js sends it to src/agent/main.ts.)
+// `vmvault agent list`: the external agents the appliance knows; `vmvault agent token
+// create|list|revoke`: their tokens (issue 12). (`vmvault agent --appliance ...` runs an agent:
+// bin/vmvault.js sends it to src/agent/main.ts.)
 
+import { seg } from '../client.js';
 import { usage } from '../cli-error.js';
 import { EXIT } from '../exit-codes.js';
 import { formatBytes, formatTable, formatTime } from '../format.js';
@@ -23,6 +25,7 @@ interface AgentRow {
 
 export async function agentCommand(ctx: CommandContext, args: string[]): Promise<number> {
   const [verb, ...rest] = args;
+  if (verb === 'token') return tokenCommand(ctx, rest);
   if (verb !== 'list') throw usage(`agent ${verb === undefined ? '' : JSON.stringify(verb)}: expected agent list (or agent --appliance URL ... to run one)`);
   refuseOptions(ctx.flags, 'agent list', []);
   expectArgs(rest, [], 'agent list');
@@ -36,4 +39,31 @@ export async function agentCommand(ctx: CommandContext, args: string[]): Promise
         );
   output(ctx, human, agents);
   return EXIT.OK;
+}
+
+async function tokenCommand(ctx: CommandContext, args: string[]): Promise<number> {
+  const [verb, ...rest] = args;
+  refuseOptions(ctx.flags, `agent token ${verb ?? ''}`.trim(), []);
+  switch (verb) {
+    case 'create': {
+      const [name] = expectArgs(rest, ['name'], 'agent token create');
+      const made = await ctx.client.post<{ name: string; token: string; trusted: boolean }>('/agents/tokens', { name });
+      output(ctx, `agent token ${made.name} (shown once; give it to the agent as --token):\n${made.token}`, made);
+      return EXIT.OK;
+    }
+    case 'list': {
+      expectArgs(rest, [], 'agent token list');
+      const list = await ctx.client.get<Array<{ name: string; trusted: boolean; created: string }>>('/agents/tokens');
+      output(ctx, list.length === 0 ? 'no agent tokens (vmvault agent token create NAME)' : formatTable(['NAME', 'TRUSTED', 'CREATED'], list.map((x) => [x.name, x.trusted ? 'yes' : 'no', formatTime(x.created)])), list);
+      return EXIT.OK;
+    }
+    case 'revoke': {
+      const [name] = expectArgs(rest, ['name'], 'agent token revoke');
+      await ctx.client.delete(`/agents/tokens/${seg(name)}`);
+      output(ctx, `revoked agent token ${name}`, { revoked: name });
+      return EXIT.OK;
+    }
+    default:
+      throw usage(`agent token ${verb === undefined ? '' : JSON.stringify(verb)}: expected create <name>, list or revoke <name>`);
+  }
 }
