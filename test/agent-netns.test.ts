@@ -73,16 +73,16 @@ t.test('an agent in another network namespace backs up a QEMU VM: points identic
 });
 
 t.test('SIGKILL the agent mid-task, start another: the backup completes, identical', { skip, timeout: 600_000 }, async (t) => {
-  const rig = await makeRig(t, { sizeBytes: 48 * MiB, randomBytes: 40 * MiB, vmAgent: 'host-a', agentLostSeconds: 5 });
+  const rig = await makeRig(t, { sizeBytes: 32 * MiB, randomBytes: 16 * MiB, vmAgent: 'host-a', agentLostSeconds: 10 });
   const token = await agentToken(rig.api, 'near-host', rig.app.token);
-  // 40 MiB of random bytes at 40 Mbit/s: about 8 s on the wire, time enough to kill it midway.
-  await rig.ns.limit(40);
+  // 16 MiB of random bytes at 20 Mbit/s: about 7 s on the wire, time enough to kill it midway.
+  await rig.ns.limit(20);
   const a = rig.agent('host-a', token);
   await until('host-a to register', async () => (await rig.api('GET', '/agents')).body.agents.some((x: any) => x.name === 'host-a'));
   const job = await rig.startBackup();
   await until('host-a to be sending', async () => {
     const x = (await rig.api('GET', '/agents')).body.agents.find((y: any) => y.name === 'host-a');
-    return x?.tasksRunning > 0 && x.bytesRead > 4 * MiB;
+    return x?.tasksRunning > 0 && x.bytesRead > 2 * MiB;
   });
   await a.kill('SIGKILL');
   const b = rig.agent('host-b', token, ['--reach', '*']);
@@ -96,15 +96,15 @@ t.test('SIGKILL the agent mid-task, start another: the backup completes, identic
 });
 
 t.test('cut the link mid-task: the agent resumes and the backup completes, identical', { skip, timeout: 600_000 }, async (t) => {
-  const rig = await makeRig(t, { sizeBytes: 48 * MiB, randomBytes: 40 * MiB, vmAgent: 'host-a', agentLostSeconds: 10 });
+  const rig = await makeRig(t, { sizeBytes: 32 * MiB, randomBytes: 16 * MiB, vmAgent: 'host-a' });
   const token = await agentToken(rig.api, 'near-host', rig.app.token);
-  await rig.ns.limit(40);
+  await rig.ns.limit(20);
   const a = rig.agent('host-a', token);
   await until('host-a to register', async () => (await rig.api('GET', '/agents')).body.agents.some((x: any) => x.name === 'host-a'));
   const job = await rig.startBackup();
   await until('host-a to be sending', async () => {
     const x = (await rig.api('GET', '/agents')).body.agents.find((y: any) => y.name === 'host-a');
-    return x?.tasksRunning > 0 && x.bytesRead > 4 * MiB;
+    return x?.tasksRunning > 0 && x.bytesRead > 2 * MiB;
   });
   await rig.ns.link(false);
   await new Promise((r) => setTimeout(r, 3000));

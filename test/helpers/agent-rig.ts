@@ -64,7 +64,7 @@ export async function makeRig(t: TestT, o: RigOptions): Promise<Rig> {
   const r = await runTool('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=vmvault-test', '-addext', `subjectAltName=IP:${ns.hostIp}`]);
   if (r.code !== 0) throw new Error(`openssl: ${r.stderr}`);
   const pin = new X509Certificate(fs.readFileSync(cert)).fingerprint256;
-  const app = await startAppliance(t, dir, ['--listen', `${ns.hostIp}:0`, '--tls-cert', cert, '--tls-key', key, '--agent-lost', String(o.agentLostSeconds ?? 15)]);
+  const app = await startAppliance(t, dir, ['--listen', `${ns.hostIp}:0`, '--tls-cert', cert, '--tls-key', key, '--agent-lost', String(o.agentLostSeconds ?? 30)]);
 
   // The disk: random bytes (so a send takes time and dedups nothing at first), then qcow2 (persistent bitmaps).
   const model = new DiskModel(o.sizeBytes);
@@ -77,7 +77,18 @@ export async function makeRig(t: TestT, o: RigOptions): Promise<Rig> {
   fs.rmSync(rawFile);
   const q = await startQemu({ t, dir, name: 'web01', wrap: ns.exec, disks: [{ device: 'vda', file: qcow }] });
 
-  const api = async (method: string, route: string, body?: unknown) => {
+  const api = async (method: string, route: string, body?: unknown): Promise<{ status: number; body: any }> => {
+    for (let attempt = 1; method === 'GET' && attempt < 3; attempt++) {
+      // A kept-alive connection the appliance closed as we reused it: GETs are safe to repeat.
+      try {
+        return await once(method, route, body);
+      } catch {
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+    return once(method, route, body);
+  };
+  const once = async (method: string, route: string, body?: unknown) => {
     const res = await fetch(`${app.url}/api/v1${route}`, {
       method,
       headers: { authorization: `Bearer ${app.token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
