@@ -17,10 +17,10 @@ const skip = netnsAvailable();
 // The test reads the appliance's API with its self-signed certificate (the agents pin it).
 process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0';
 
-async function until(what: string, fn: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
+async function until(what: string, fn: () => Promise<boolean>, timeoutMs = 120_000, logs: () => string = () => ''): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (!(await fn())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}\n${logs()}`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }
@@ -83,7 +83,7 @@ t.test('SIGKILL the agent mid-task, start another: the backup completes, identic
   await until('host-a to be sending', async () => {
     const x = (await rig.api('GET', '/agents')).body.agents.find((y: any) => y.name === 'host-a');
     return x?.tasksRunning > 0 && x.bytesRead > 2 * MiB;
-  });
+  }, 120_000, () => `agent:\n${a.log()}\nappliance:\n${rig.app.log().slice(-4000)}`);
   await a.kill('SIGKILL');
   const b = rig.agent('host-b', token, ['--reach', '*']);
   const done = await rig.waitJob(job);
@@ -105,7 +105,7 @@ t.test('cut the link mid-task: the agent resumes and the backup completes, ident
   await until('host-a to be sending', async () => {
     const x = (await rig.api('GET', '/agents')).body.agents.find((y: any) => y.name === 'host-a');
     return x?.tasksRunning > 0 && x.bytesRead > 2 * MiB;
-  });
+  }, 120_000, () => `agent:\n${a.log()}\nappliance:\n${rig.app.log().slice(-4000)}`);
   await rig.ns.link(false);
   await new Promise((r) => setTimeout(r, 3000));
   await rig.ns.link(true);
