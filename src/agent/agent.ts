@@ -63,6 +63,8 @@ export class AgentRefused extends Error {}
 export class Agent {
   private readonly client: ControlClient;
   private readonly running = new Map<string, Running>();
+  /** Tasks whose result is being reported: a progress report racing it may get 409, which means nothing then. */
+  private readonly finishing = new Set<string>();
   private readonly stopAc = new AbortController();
   private registered = false;
   private heartbeatTimer: NodeJS.Timeout | undefined;
@@ -276,6 +278,7 @@ export class Agent {
     this.client
       .request('POST', `/agents/${encodeURIComponent(this.o.name)}/tasks/${encodeURIComponent(task.id)}/progress`, countsOf(rep), { timeoutMs: 10_000, signal })
       .catch((err) => {
+        if (this.finishing.has(task.id) || !this.running.has(task.id)) return;
         if (err instanceof AgentHttpError && (err.status === 404 || err.status === 409)) {
           this.o.log(`task ${task.id}: ${err.message}; dropping it`);
           this.running.get(task.id)?.ac.abort();
@@ -285,6 +288,15 @@ export class Agent {
 
   /** Reports the result until the appliance takes it, or says the task is not ours any more. */
   private async reportDone(task: AgentTask, result: { ok: boolean; error?: string; report?: Record<string, number> }, signal: AbortSignal): Promise<void> {
+    this.finishing.add(task.id);
+    try {
+      await this.reportDoneOnce(task, result, signal);
+    } finally {
+      this.finishing.delete(task.id);
+    }
+  }
+
+  private async reportDoneOnce(task: AgentTask, result: { ok: boolean; error?: string; report?: Record<string, number> }, signal: AbortSignal): Promise<void> {
     const body = { ok: result.ok, ...(result.error !== undefined ? { error: result.error.slice(0, 4000) } : {}), ...(result.report ? { report: result.report } : {}) };
     for (let attempt = 1; !signal.aborted; attempt++) {
       try {
