@@ -122,11 +122,19 @@ async function appliance(c: Cleanups, work: string, rig: Rig, name: string): Pro
   return { app, api: apiOf(app) };
 }
 
-function startAgent(c: Cleanups, rig: Rig, app: Appliance, name: string): { pid: number; log: () => string; peakRssMiB: () => number } {
+/** An agent token of its own (not the admin token: agents get their scope's answers, as deployed). */
+async function agentToken(api: Api, name: string): Promise<string> {
+  const res = await api('POST', '/agents/tokens', { name });
+  if (res.status !== 201) throw new Error(`agent token ${name}: ${res.status} ${JSON.stringify(res.body)}`);
+  return res.body.token as string;
+}
+
+async function startAgent(c: Cleanups, rig: Rig, app: Appliance, name: string): Promise<{ pid: number; log: () => string; peakRssMiB: () => number }> {
+  const token = await agentToken(apiOf(app), `t-${name}`);
   const env = { ...process.env };
   delete env.NODE_OPTIONS;
   delete env.NODE_TLS_REJECT_UNAUTHORIZED;
-  const argv = [...rig.ns.exec, process.execPath, bin, 'agent', '--appliance', app.url, '--token', app.token, '--name', name, '--pin', rig.pin, '--streams', '2'];
+  const argv = [...rig.ns.exec, process.execPath, bin, 'agent', '--appliance', app.url, '--token', token, '--name', name, '--pin', rig.pin, '--streams', '2'];
   const p = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], env });
   let out = '';
   p.stderr!.on('data', (d) => (out += d));
@@ -223,7 +231,7 @@ export async function benchAgent(opts: BenchAgentOptions): Promise<void> {
     // 2. One agent, unlimited link, fresh store: day 1 full, then day 2 over 100 Mbit/s.
     {
       const { app, api } = await appliance(c, work, rig, 'agent1');
-      const a = startAgent(c, rig, app, 'a1');
+      const a = await startAgent(c, rig, app, 'a1');
       await waitAgents(api, ['a1']);
       await api('POST', '/vms', { name: 'vm1', qmp: q1.qmp, workflow: 'crash-consistent', agent: 'a1' });
       const r1 = await backup(api, 'vm1', { full: true });
@@ -262,7 +270,7 @@ export async function benchAgent(opts: BenchAgentOptions): Promise<void> {
     let one: number;
     {
       const { app, api } = await appliance(c, work, rig, 'one');
-      startAgent(c, rig, app, 'a2');
+      await startAgent(c, rig, app, 'a2');
       await waitAgents(api, ['a2']);
       await api('POST', '/vms', { name: 'vm2', qmp: q2.qmp, workflow: 'crash-consistent', agent: 'a2' });
       const r = await backup(api, 'vm2', { full: true });
@@ -271,8 +279,8 @@ export async function benchAgent(opts: BenchAgentOptions): Promise<void> {
     }
     {
       const { app, api } = await appliance(c, work, rig, 'two');
-      startAgent(c, rig, app, 'a1');
-      startAgent(c, rig, app, 'a2');
+      await startAgent(c, rig, app, 'a1');
+      await startAgent(c, rig, app, 'a2');
       await waitAgents(api, ['a1', 'a2']);
       await api('POST', '/vms', { name: 'vm1', qmp: q1.qmp, workflow: 'crash-consistent', agent: 'a1' });
       await api('POST', '/vms', { name: 'vm2', qmp: q2.qmp, workflow: 'crash-consistent', agent: 'a2' });
