@@ -237,6 +237,7 @@ export class ApplianceVms {
     if (vm.qga !== undefined) out.qga = vm.qga;
     if (vm.pg !== undefined) out.pg = redactUrl(vm.pg);
     if (vm.workflow !== undefined) out.workflow = vm.workflow;
+    if (vm.agent !== undefined) out.agent = vm.agent;
     return out;
   }
 

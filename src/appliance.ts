@@ -16,6 +16,7 @@ import { parseArgs } from 'node:util';
 import { HealthProbe } from './appliance-health.js';
 import { ApplianceServices, VERSION } from './appliance-services.js';
 import { ApplianceVms } from './appliance-vms.js';
+import { AgentPool } from './backup/agent-pool.js';
 import { BackupService } from './backup/backup-service.js';
 import { VmRegistry } from './backup/vm-registry.js';
 import { loadWorkflows } from './backup/workflow/workflows.js';
@@ -72,6 +73,10 @@ export interface ApplianceConfig {
    * VMVAULT_FUSE environment variable (so test runs can choose).
    */
   fuse?: 2 | 3;
+  /** External agents (issue 12): one silent this long is lost and its tasks go to another, ms. Default 15000. */
+  agentLostMs?: number;
+  /** Where QEMU's NBD server listens for external agents: tcp:HOST:PORT; default the UNIX socket in <data>/scratch/<vm>/. */
+  agentNbdListen?: string;
 }
 
 export const DEFAULTS: ApplianceConfig = { data: DEFAULT_DATA_DIR, mount: './vmvault-mnt', listen: DEFAULT_LISTEN };
@@ -79,6 +84,7 @@ export const DEFAULTS: ApplianceConfig = { data: DEFAULT_DATA_DIR, mount: './vmv
 const USAGE = `usage: vmvault appliance [--data DIR] [--mount DIR] [--listen HOST:PORT] [--config FILE]
                          [--allow-other | --no-allow-other] [--tls-cert FILE --tls-key FILE]
                          [--workflows FILE] [--plugins DIR] [--freeze-timeout SECONDS] [--fuse 2|3]
+                         [--agent-lost SECONDS] [--agent-nbd-listen tcp:HOST:PORT]
 
 Opens the store in DIR (default ${DEFAULTS.data}, created if missing), mounts it at the mount
 point (default ${DEFAULTS.mount}) and serves the control plane (default ${DEFAULTS.listen}).
@@ -91,11 +97,14 @@ executables, --freeze-timeout how long a guest may stay frozen (default 10 s; pa
 guest is thawed and the backup fails). VMs are registered in DIR/vms.json.
 --fuse 3 serves the mount with the libfuse3 low-level binding
 (default 2: fuse-native on libfuse 2, or the VMVAULT_FUSE environment variable).
+External agents (vmvault agent): one not heard from for --agent-lost seconds (default 15) is
+lost and its copies go to another; QEMU's NBD server listens for them on the VM's scratch UNIX
+socket under DIR/scratch/, or on --agent-nbd-listen tcp:HOST:PORT.
 A config file is JSON with the same keys ({"data": ..., "mount": ..., "listen": ...,
 "allowOther": true, "workflows": ..., "plugins": ..., "freezeTimeoutMs": 10000}); options on
 the command line win over it. Ctrl-C or SIGTERM commits open files, unmounts and exits 0.`;
 
-const CONFIG_KEYS = ['data', 'mount', 'listen', 'dirtyLimitMiB', 'reserveMiB', 'allowOther', 'mountCheckMs', 'tlsCert', 'tlsKey', 'workflows', 'plugins', 'freezeTimeoutMs', 'fuse'];
+const CONFIG_KEYS = ['data', 'mount', 'listen', 'dirtyLimitMiB', 'reserveMiB', 'allowOther', 'mountCheckMs', 'tlsCert', 'tlsKey', 'workflows', 'plugins', 'freezeTimeoutMs', 'fuse', 'agentLostMs', 'agentNbdListen'];
 const SIGNAL_GRACE_MS = 2000;
 
 function log(line: string): void {
@@ -118,6 +127,8 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
       plugins: { type: 'string' },
       'freeze-timeout': { type: 'string' },
       fuse: { type: 'string' },
+      'agent-lost': { type: 'string' },
+      'agent-nbd-listen': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -154,6 +165,8 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
     workflows: values.workflows ?? fromFile.workflows,
     plugins: values.plugins ?? fromFile.plugins,
     freezeTimeoutMs: values['freeze-timeout'] !== undefined ? parseSeconds('--freeze-timeout', values['freeze-timeout']) : fromFile.freezeTimeoutMs,
+    agentLostMs: values['agent-lost'] !== undefined ? parseSeconds('--agent-lost', values['agent-lost']) : fromFile.agentLostMs,
+    agentNbdListen: values['agent-nbd-listen'] ?? fromFile.agentNbdListen,
     fuse: (values.fuse !== undefined ? Number(values.fuse) : (fromFile.fuse ?? (process.env.VMVAULT_FUSE ? Number(process.env.VMVAULT_FUSE) : 2))) as 2 | 3,
   };
   if ((cfg.tlsCert === undefined) !== (cfg.tlsKey === undefined)) throw vmError('INVALID_ARGUMENT', 'TLS needs both a certificate (--tls-cert) and its key (--tls-key)');
@@ -171,6 +184,13 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
   for (const k of ['workflows', 'plugins'] as const) {
     const v = cfg[k];
     if (v !== undefined && (typeof v !== 'string' || v.length === 0)) throw vmError('INVALID_ARGUMENT', `${k} must be a non-empty path`);
+  }
+  const al = cfg.agentLostMs;
+  if (al !== undefined && !(typeof al === 'number' && Number.isFinite(al) && al >= 500 && al <= 3_600_000)) {
+    throw vmError('INVALID_ARGUMENT', 'agentLostMs must be a number of milliseconds from 500 to 3600000 (an hour)');
+  }
+  if (cfg.agentNbdListen !== undefined && (typeof cfg.agentNbdListen !== 'string' || !/^tcp:(\[[0-9A-Fa-f:.]+\]|[^:[\]]+):\d{1,5}$/.test(cfg.agentNbdListen))) {
+    throw vmError('INVALID_ARGUMENT', `agentNbdListen must be tcp:HOST:PORT, not ${JSON.stringify(cfg.agentNbdListen)}`);
   }
   const ft = cfg.freezeTimeoutMs;
   if (ft !== undefined && !(typeof ft === 'number' && Number.isFinite(ft) && ft >= 100 && ft <= 600_000)) {
@@ -229,6 +249,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
   let server: Awaited<ReturnType<typeof buildServer>> | undefined;
   let jobs: JobRunner | undefined;
   let svc: ApplianceServices | undefined;
+  let agents: AgentPool | undefined;
   const audit = new AuditLog(path.join(data, 'audit.log'), { log });
   let fail: (err: Error) => void = () => {};
   const failed = new Promise<never>((_, reject) => (fail = reject));
@@ -237,7 +258,16 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     ns = await Namespace.open(store, { dirtyLimitBytes: cfg.dirtyLimitMiB ? cfg.dirtyLimitMiB * 1024 * 1024 : undefined, log });
     const vms = await VmRegistry.open(data);
     if (vms.list().length > 0) log(`protecting ${vms.list().length} VM(s) (${vms.file})`);
-    const backups = new BackupService(ns, vms, { dataDir: data, workflowsFile: cfg.workflows, pluginsDir: cfg.plugins, freezeTimeoutMs: cfg.freezeTimeoutMs, log });
+    agents = new AgentPool({ lostAfterMs: cfg.agentLostMs, log });
+    const backups = new BackupService(ns, vms, {
+      dataDir: data,
+      workflowsFile: cfg.workflows,
+      pluginsDir: cfg.plugins,
+      freezeTimeoutMs: cfg.freezeTimeoutMs,
+      log,
+      agents,
+      ...(cfg.agentNbdListen !== undefined ? { agentNbdListen: cfg.agentNbdListen } : {}),
+    });
     // First, before anything else can fail: a killed appliance may have left a guest frozen or a
     // database quiesced; the journal says which, and start() undoes them (and logs each).
     try {
@@ -301,8 +331,15 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     }
     if (tls !== undefined) log(`TLS certificate SHA-256 ${certificateSha256(tls.cert)} (agents pin it: vmvault agent --pin ...)`);
     const agentTokens = await AgentTokens.load(data);
-    svc.transfer = new TransferReceiver(ns, { log });
-    server = await buildServer(svc, { token: token.token, jobs, audit, tls, agentTokens });
+    // An agent token writes only the file of a task the pool gave one of its agents (issue 12).
+    const pool = agents;
+    svc.transfer = new TransferReceiver(ns, {
+      log,
+      authorize: (caller, share, file, taskId) => {
+        if (caller.kind === 'agent') pool.authorizeTransfer(caller.name, share, file, taskId);
+      },
+    });
+    server = await buildServer(svc, { token: token.token, jobs, audit, tls, agentTokens, agents });
     const url = await listen(server, { host, port, tls: tls !== undefined });
     log(`control plane at ${url}/api/v1 (token in ${token.file})`);
     let stopping: Promise<void> | undefined;
@@ -311,6 +348,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
         svc!.closing = true;
         log('shutting down: committing open files and unmounting');
         await watch!.stop();
+        agents!.close();
         await server!.close().catch((err) => log(`closing the control plane: ${(err as Error).message}`));
         await jobs!.close().catch((err) => log(`stopping jobs: ${(err as Error).message}`));
         await svc!.transfer?.close().catch((err) => log(`closing transfer sessions: ${(err as Error).message}`));
@@ -323,6 +361,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     return { url, stop, failed };
   } catch (err) {
     await watch?.stop();
+    agents?.close();
     await server?.close().catch(() => {});
     await jobs?.close().catch(() => {});
     if (fuse?.mounted) await fuse.unmount().catch(() => {});

@@ -21,7 +21,9 @@ const ALLOWED: Record<string, string[]> = {
   control: ['backup', 'namespace', 'transfer', 'errors'],
   cli: ['control', 'errors'],
   catalog: ['store', 'errors'],
-  agent: ['transfer', 'store', 'errors'],
+  // The agent reads NBD exports with the qemu plug-in's client (ARCHITECTURE.md, departures)
+  // and sends through transfer/.
+  agent: ['transfer', 'plugins', 'store', 'errors'],
   // transfer/: the protocol's frames, the sender (pure store parts only, as agents use it) and
   // the receiver's rules (which write through the namespace).
   transfer: ['namespace', 'store', 'kv', 'errors'],

@@ -10,8 +10,9 @@
 import path from 'node:path';
 import { isVmvaultError, vmError } from '../errors.js';
 import type { Namespace } from '../namespace/namespace.js';
-import type { Fleece } from '../plugins/qemu/fleece.js';
+import type { Fleece, FleeceExport } from '../plugins/qemu/fleece.js';
 import { NbdClient } from '../plugins/qemu/nbd-client.js';
+import type { AgentPool, TaskResult } from './agent-pool.js';
 import type { DiskRecord } from './backup-records.js';
 import type { CopyJob } from './copy-plugin.js';
 import { BASE_ALLOCATION, copyDisk, SourcePool } from './disk-copy.js';
@@ -29,6 +30,8 @@ export interface CopyProgress {
 export interface BackupCopyOptions {
   ns: Namespace;
   share: string;
+  /** The VM's name, for agent tasks and messages (default: the share's). */
+  vmName?: string;
   fleece: Fleece;
   socketPath: string;
   previous: PreviousPoint | undefined;
@@ -38,6 +41,13 @@ export interface BackupCopyOptions {
   connections?: number;
   /** The job's log (the workflow engine's log is the appliance's); default: the action's. */
   log?: (line: string) => void;
+  /**
+   * Hand the disks to the agent pool instead of copying in process (issue 12): the VM's pinned
+   * agent, or another live one that reaches the source. `listen` is where QEMU's NBD server
+   * listens for the agent (default: socketPath, a UNIX socket an agent on this host or on a
+   * shared filesystem reaches); `tcp:HOST:PORT` for an agent across the network.
+   */
+  agents?: { pool: AgentPool; pinned: string; listen?: string };
 }
 
 export class BackupCopy implements CopyJob {
@@ -45,14 +55,18 @@ export class BackupCopy implements CopyJob {
   bytesRead = 0;
   bytesWritten = 0;
   done = false;
+  /** What each agent reported per disk (issue 12), for the job log and the benches. */
+  readonly agentReports: Array<TaskResult & { device: string }> = [];
 
   constructor(private readonly o: BackupCopyOptions) {}
 
   async run(signal: AbortSignal, actionLog: (line: string) => void): Promise<void> {
     const { ns, share, fleece } = this.o;
     const log = this.o.log ?? actionLog;
-    const exports = await fleece.exportAll(this.o.socketPath);
+    const listen = this.o.agents?.listen ?? this.o.socketPath;
+    const exports = await fleece.exportAll(listen);
     this.o.progress.total(exports.reduce((n, e) => n + e.sizeBytes, 0), 'bytes');
+    const agentTasks: Array<Promise<void>> = [];
     for (const ex of exports) {
       if (signal.aborted) throw vmError('CANCELLED', 'the backup was cancelled');
       const file = `/${share}/${ex.device}.raw`;
@@ -73,6 +87,16 @@ export class BackupCopy implements CopyJob {
         await ns.fs.release(await ns.fs.create(file, 0o600));
       }
       const fh = await ns.fs.open(file, 2);
+      if (this.o.agents) {
+        try {
+          await ns.fs.ftruncate(fh, ex.sizeBytes);
+        } finally {
+          await ns.fs.release(fh);
+        }
+        log(`${ex.device}: file ready in ${(performance.now() - t0).toFixed(0)} ms; handing it to the agent pool`);
+        agentTasks.push(this.viaAgent(ex, listen, incremental, fullReason, signal, log));
+        continue;
+      }
       let released = false;
       try {
         await ns.fs.ftruncate(fh, ex.sizeBytes);
@@ -116,6 +140,11 @@ export class BackupCopy implements CopyJob {
         if (!released) await ns.fs.release(fh).catch(() => {});
       }
     }
+    // Every disk's task runs at once (on one agent's streams or several agents); a failure of one
+    // fails the copy, after the others settled (nothing keeps writing into the share behind us).
+    const settled = await Promise.allSettled(agentTasks);
+    const failed = settled.find((s) => s.status === 'rejected') as PromiseRejectedResult | undefined;
+    if (failed) throw failed.reason;
     // Disks the VM no longer has must not show up in this point.
     const keep = new Set(exports.map((e) => `${e.device}.raw`));
     for (const e of await ns.fs.readdir(`/${share}`)) {
@@ -126,6 +155,49 @@ export class BackupCopy implements CopyJob {
     }
     this.done = true;
   }
+
+  /** One disk through the agent pool: its file is ready (empty at size, or the previous point's). */
+  private async viaAgent(ex: FleeceExport, listen: string, incremental: boolean, fullReason: string | undefined, signal: AbortSignal, log: (l: string) => void): Promise<void> {
+    const { pool, pinned } = this.o.agents!;
+    const t0 = performance.now();
+    let advanced = 0;
+    const r = await pool.submit(
+      {
+        vm: this.o.vmName ?? this.o.share,
+        device: ex.device,
+        source: { kind: 'nbd', address: sourceAddress(listen), exportName: ex.exportName, ...(incremental ? { dirtyContext: ex.dirtyBitmapContext! } : {}) },
+        target: { share: this.o.share, path: `${ex.device}.raw`, size: ex.sizeBytes },
+        incremental,
+      },
+      {
+        pinned,
+        signal,
+        onProgress: (rep) => {
+          const n = rep.bytesRead ?? 0;
+          if (n > advanced) {
+            this.o.progress.advance(n - advanced);
+            advanced = n;
+          }
+        },
+      },
+    );
+    const read = r.bytesRead ?? 0;
+    if (read > advanced) this.o.progress.advance(read - advanced);
+    log(
+      `${ex.device}: ${incremental ? 'incremental' : 'full'} by agent ${r.agents.join(' then ')}: read ${read} bytes, ` +
+        `${r.bytesSent ?? 0} on the wire (${r.segmentsSent ?? 0} of ${r.segments ?? 0} segments sent, ${r.fingerprintBytes ?? 0} fingerprint bytes), ` +
+        `${(performance.now() - t0).toFixed(0)} ms`,
+    );
+    this.bytesRead += read;
+    this.bytesWritten += r.segmentBytesSent ?? 0;
+    this.agentReports.push({ device: ex.device, ...r });
+    this.disks.push({ device: ex.device, sizeBytes: ex.sizeBytes, bytesRead: read, kind: incremental ? 'incremental' : 'full', ...(fullReason ? { fullReason } : {}) });
+  }
+}
+
+/** Unix socket paths as the agent's task names them; a tcp: address as it is. */
+function sourceAddress(listen: string): string {
+  return listen.startsWith('tcp:') || listen.startsWith('unix:') ? listen : `unix:${listen}`;
 }
 
 async function removeIfExists(ns: Namespace, file: string): Promise<void> {

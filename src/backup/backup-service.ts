@@ -27,6 +27,7 @@ import { ScriptPlugin } from '../plugins/script/script-plugin.js';
 import { QmpClient } from '../plugins/qemu/qmp.js';
 import { describeVm, type VmDescription, type VmDisk } from '../plugins/qemu/vm-info.js';
 import type { VmConfig } from './vm-registry.js';
+import type { AgentPool } from './agent-pool.js';
 import { BackupCopy, type PreviousPoint, socketPathIn } from './backup-copy.js';
 import { type BackupRecord, BackupRecords } from './backup-records.js';
 import { COPY_JOB_KEY, CopyPlugin } from './copy-plugin.js';
@@ -74,6 +75,14 @@ export interface BackupServiceOptions {
   nbdConnections?: number;
   /** The clock that names points (time is an input). */
   now?: () => Date;
+  /** External agents (issue 12): a VM with `agent` set has its disks copied through this pool. */
+  agents?: AgentPool;
+  /**
+   * Where QEMU's NBD server listens for an external agent: `tcp:HOST:PORT` (HOST is also what the
+   * agent connects to). Default: the UNIX socket in the VM's scratch directory, which an agent on
+   * this host (any network namespace) or on a shared filesystem reaches.
+   */
+  agentNbdListen?: string;
 }
 
 /** vm.json's format version (written into every point beside the disks). */
@@ -213,6 +222,9 @@ export class BackupService {
     };
     p.phase('prepare');
     const vm = this.vms.get(name);
+    if (vm.agent !== undefined && this.opts.agents === undefined) {
+      throw vmError('NOT_SUPPORTED', `VM ${name} is copied by agent ${vm.agent}, but this appliance runs no agent pool`, { vm: name });
+    }
     const wf = await this.chooseWorkflow(vm, opts.workflow);
     const engine = await this.getEngine();
     await this.ensureShare(vm.share);
@@ -250,7 +262,9 @@ export class BackupService {
         const copy = new BackupCopy({
           ns: this.ns,
           share: vm.share,
+          vmName: name,
           fleece,
+          ...(vm.agent !== undefined ? { agents: { pool: this.opts.agents!, pinned: vm.agent, ...(this.opts.agentNbdListen ? { listen: this.opts.agentNbdListen } : {}) } } : {}),
           socketPath: socketPathIn(scratchDir),
           previous,
           progress: { total: (n, u) => p.total(n, u), advance: (n) => p.advance(n) },

@@ -12,6 +12,8 @@
 //                "pg": "postgres://backup@127.0.0.1:5432/postgres", (optional; may hold a password,
 //                                                               hence mode 0600)
 //                "workflow": "app-consistent",                 (optional)
+//                "agent": "host-a",                            (optional: the external agent that
+//                                                               copies its disks; issue 12)
 //                "createdAt": "2026-12-05T12:00:00.000Z" } ] }   sorted by name
 // A reader refuses a newer version (UNSUPPORTED_FORMAT) and a file it cannot parse
 // (CORRUPT_RECORD, naming the file): unlike the job history, this file is the operator's
@@ -39,6 +41,12 @@ export interface VmConfig {
   pg?: string;
   /** The workflow a backup runs when none is named. */
   workflow?: string;
+  /**
+   * The external agent (`vmvault agent --name NAME`) that copies this VM's disks; absent: the
+   * appliance copies them itself (the internal agent). Another live agent that can reach the
+   * source takes over when this one is lost.
+   */
+  agent?: string;
   /** ISO 8601. */
   createdAt: string;
 }
@@ -54,7 +62,9 @@ const MAX_UNIX_PATH_BYTES = 107;
 const WORKFLOW_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
-const FIELDS = new Set(['name', 'share', 'qmp', 'qga', 'pg', 'workflow']);
+const FIELDS = new Set(['name', 'share', 'qmp', 'qga', 'pg', 'workflow', 'agent']);
+/** Agent names: what `vmvault agent --name` accepts (a host name's characters). */
+const AGENT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 export class VmRegistry {
   private readonly vms = new Map<string, VmConfig>();
@@ -134,6 +144,7 @@ export function checkNewVm(input: NewVm): VmConfig {
   if (input.qga !== undefined) vm.qga = checkSocketAddress('qga', input.qga);
   if (input.pg !== undefined) vm.pg = checkPostgresUrl(input.pg);
   if (input.workflow !== undefined) vm.workflow = checkWorkflowName(input.workflow);
+  if (input.agent !== undefined) vm.agent = checkAgentName(input.agent);
   return vm;
 }
 
@@ -202,6 +213,14 @@ export function checkPostgresUrl(url: unknown): string {
 export function checkWorkflowName(name: unknown): string {
   if (typeof name !== 'string' || !WORKFLOW_NAME.test(name)) {
     throw vmError('INVALID_ARGUMENT', `workflow name ${JSON.stringify(String(name).slice(0, 80))} is not valid: 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit`);
+  }
+  return name;
+}
+
+/** An agent's name (`vmvault agent --name`, `vm add --agent`): 1 to 64 of letters, digits, '.', '_', '-'. */
+export function checkAgentName(name: unknown): string {
+  if (typeof name !== 'string' || !AGENT_NAME.test(name)) {
+    throw vmError('INVALID_ARGUMENT', `agent name ${JSON.stringify(String(name).slice(0, 80))} is not valid: 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit`);
   }
   return name;
 }

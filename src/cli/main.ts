@@ -24,7 +24,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   vm: async () => (await import('./commands/vms.js')).vmCommand,
   backup: async () => (await import('./commands/vms.js')).backupCommand,
   restore: async () => (await import('./commands/vms.js')).restoreCommand,
-  agent: async () => (await import('./commands/agent-tokens.js')).agentCommand,
+  agent: async () => (await import('./commands/agents.js')).agentCommand,
 };
 
 const HELP = `usage: vmvault <command> [options]
@@ -57,10 +57,12 @@ Maintenance (jobs; a progress bar until done, Ctrl-C cancels)
 
 VM backup (backups and restores are jobs, like gc)
   vm add <vm> --qmp <addr> [--qga <addr>] [--pg <url>] [--share <share>] [--workflow <w>]
+         [--agent <name>]
                                           protect a VM; <addr>: unix:/path or tcp:host:port;
                                           --qga for app-consistent backups (fsfreeze), --pg
                                           postgres://user@host/db for a database CHECKPOINT;
-                                          the share defaults to the VM's name
+                                          the share defaults to the VM's name; --agent: the
+                                          external agent that copies its disks
   vm list                                 VMs: state, disks (device, size, format), last backup
   vm get <vm>                             one VM
   vm remove <vm>                          stop protecting it (its share and backups stay)
@@ -71,7 +73,10 @@ VM backup (backups and restores are jobs, like gc)
                                           write a restore point's disks (newest by default)
                                           into <dir> on the appliance host
 
-Agents
+Agents (issue 12)
+  agent --appliance <url> --token <t> --name <n> [--pin <sha256>] [--streams <n>] [--reach <prefix>]
+                                          run an agent near the hypervisors (vmvault agent --help)
+  agent list                              agents: address, version, state, tasks, last seen, bytes
   agent token create <name> [--trusted]   make an agent's token (printed once); --trusted:
                                           store-wide dedup answers (default: its share's only)
   agent token list                        agent tokens by name
@@ -125,6 +130,7 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       to: values.to,
       format: values.format,
       trusted: values.trusted === true,
+      agent: values.agent,
     };
     if (name !== 'vm' && name !== 'backup' && name !== 'restore') refuseOptions(flags, name, []);
     if (flags.trusted && name !== 'agent') throw usage(`${name} takes no --trusted`);
@@ -159,6 +165,7 @@ const OPTIONS = {
   to: 'string',
   format: 'string',
   trusted: 'boolean',
+  agent: 'string',
 } as const;
 type OptionName = keyof typeof OPTIONS;
 type Values = { [K in OptionName]?: (typeof OPTIONS)[K] extends 'string' ? string : boolean };

@@ -241,6 +241,7 @@ export const newVmBody = {
     pg: { type: 'string', title: 'PostgreSQL URL', minLength: 1, description: 'postgres://user[:password]@host[:port]/database, for quiesce-database. Shown with the password as ***.' },
     share: { ...shareName, description: `Share the backups go to (default: the VM's name). ${NAME_RULES}.` },
     workflow: { ...workflowName, description: 'The workflow a backup runs when none is named.' },
+    agent: { type: 'string', title: 'agent name', minLength: 1, maxLength: 64, description: 'The external agent (vmvault agent --name) that copies the disks; default: the appliance itself.' },
   },
 } as const;
 
@@ -295,6 +296,7 @@ export const vmView = {
     qga: { type: 'string' },
     pg: { type: 'string', description: 'With any password shown as ***.' },
     workflow: { type: 'string' },
+    agent: { type: 'string', description: 'The external agent that copies the disks.' },
     createdAt: isoTime,
     state: { type: 'string', description: 'QEMU\'s run state ("running", "paused", ...) or "unreachable" when QMP does not answer in time.' },
     stateDetail: { type: 'string', description: 'Why the VM is unreachable.' },

@@ -2,6 +2,7 @@
 // tests drive it with inject().
 
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import type { AgentPool } from '../backup/agent-pool.js';
 import { vmError } from '../errors.js';
 import { AUDIT_VERSION, type AuditLog } from './audit-log.js';
 import { AuthFailureLimiter, callerName, identify, isAuthorized, makeAuthHook, unauthorized } from './auth.js';
@@ -10,6 +11,7 @@ import { API_PREFIX } from './defaults.js';
 import { sendError, sentErrorCode } from './error-reply.js';
 import { JobRunner } from './jobs.js';
 import { OpenApiCollector, type RouteSchema, routeSchema } from './openapi.js';
+import { agentRoutes } from './routes/agents.js';
 import { backupRoutes } from './routes/backups.js';
 import { fastcopyRoutes } from './routes/fastcopy.js';
 import { healthRoutes } from './routes/health.js';
@@ -41,6 +43,8 @@ export interface ServerOptions {
   agentTokens?: AgentTokens;
   /** Failed authentications per address before 429 (default 60 a minute). */
   authFailures?: { limit: number; windowMs: number };
+  /** The agent pool its /agents routes serve (issue 12). */
+  agents?: AgentPool;
 }
 
 const AUDITED_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
@@ -144,7 +148,7 @@ export async function buildServer(services: ControlServices, opts: ServerOptions
     if (opts.jobs === undefined) await jobs.close();
   });
 
-  const deps = { services, jobs };
+  const deps = { services, jobs, agents: opts.agents };
   await app.register(
     async (api) => {
       await healthRoutes(api, deps);
@@ -157,6 +161,7 @@ export async function buildServer(services: ControlServices, opts: ServerOptions
       await vmRoutes(api, deps);
       await backupRoutes(api, deps);
       if (opts.agentTokens !== undefined) await agentTokenRoutes(api, opts.agentTokens);
+      await agentRoutes(api, deps);
       if (services.transfer !== undefined) await transferRoutes(api, services.transfer);
       api.get(
         '/openapi.json',

@@ -204,6 +204,8 @@ export interface VmView extends VmState {
   /** The PostgreSQL URL with any password shown as "***". */
   pg?: string;
   workflow?: string;
+  /** The external agent that copies the disks (absent: the appliance itself). */
+  agent?: string;
   createdAt: string;
 }
 
@@ -215,6 +217,8 @@ export interface NewVmRequest {
   /** Default: the VM's name. */
   share?: string;
   workflow?: string;
+  /** The external agent that copies the disks (vmvault agent --name). */
+  agent?: string;
 }
 
 export interface BackupRequest {

@@ -55,7 +55,7 @@ export async function startAppliance(t: Teardown, dir: string, extraArgs: string
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`appliance did not start within 60 s:\n${out}`)), 60_000);
     const check = (): void => {
-      const m = /control plane at (http:\/\/[^\s]+)\/api\/v1/.exec(out);
+      const m = /control plane at (https?:\/\/[^\s]+)\/api\/v1/.exec(out);
       if (m) {
         clearTimeout(timer);
         resolve(m[1]);

@@ -1,6 +1,7 @@
 // A control-plane server over the in-memory test double, closed when the test ends.
 
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
+import type { AgentPool } from '../../src/backup/agent-pool.js';
 import { buildServer } from '../../src/control/server.js';
 import { MemoryServices } from './memory-services.js';
 import { tmpDir } from './tmpdir.js';
@@ -19,10 +20,10 @@ export interface TestServer {
   call(method: 'GET' | 'POST' | 'DELETE', url: string, body?: unknown): Promise<LightMyRequestResponse>;
 }
 
-export async function testServer(t: Teardown, opts: { bodyLimit?: number } = {}): Promise<TestServer> {
+export async function testServer(t: Teardown, opts: { bodyLimit?: number; agents?: AgentPool } = {}): Promise<TestServer> {
   const services = new MemoryServices();
   await services.openVms(tmpDir(t));
-  const app = await buildServer(services, { token: TOKEN, bodyLimit: opts.bodyLimit });
+  const app = await buildServer(services, { token: TOKEN, bodyLimit: opts.bodyLimit, agents: opts.agents });
   t.teardown(() => app.close());
   return {
     app,

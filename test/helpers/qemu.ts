@@ -46,6 +46,8 @@ export interface StartQemuOptions {
   cpus?: number;
   /** Registers stop() with the test's teardown. */
   t?: { teardown(fn: () => unknown): void };
+  /** argv prefix QEMU runs under, e.g. `ip netns exec NS` (it must exec, so the PID stays QEMU's). */
+  wrap?: string[];
 }
 
 export async function startQemu(opts: StartQemuOptions): Promise<TestQemu> {
@@ -84,7 +86,8 @@ export async function startQemu(opts: StartQemuOptions): Promise<TestQemu> {
   if (opts.nicMac) {
     args.push('-netdev', 'user,id=n0', '-device', `virtio-net-pci,netdev=n0,id=net0,mac=${opts.nicMac},romfile=`);
   }
-  const child: ChildProcess = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const argv = [...(opts.wrap ?? []), 'qemu-system-x86_64', ...args];
+  const child: ChildProcess = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   child.stderr?.on('data', (c: Buffer) => (err += c.toString()));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));

@@ -41,10 +41,3 @@ export async function agentTokenCommand(ctx: CommandContext, args: string[]): Pr
       throw usage(`agent token: expected create, list or revoke, got ${verb === undefined ? 'nothing' : JSON.stringify(verb)}`);
   }
 }
-
-/** `vmvault agent ...`: the token verbs here (the agent process and `agent list` come with the agent pool). */
-export async function agentCommand(ctx: CommandContext, args: string[]): Promise<number> {
-  const [what, ...rest] = args;
-  if (what === 'token') return agentTokenCommand(ctx, rest);
-  throw usage(`agent: expected token create|list|revoke, got ${what === undefined ? 'nothing' : JSON.stringify(what)}`);
-}

@@ -21,11 +21,13 @@ export interface Flags {
   format?: string;
   /** agent token create: store-wide dedup answers. */
   trusted?: boolean;
+  /** vm add --agent NAME (issue 12). */
+  agent?: string;
 }
 
 /** The VM options a command does not take, as a usage error; call with the ones it does. */
 export function refuseOptions(flags: Flags, command: string, takes: ReadonlyArray<keyof Flags>): void {
-  for (const k of ['qmp', 'qga', 'pg', 'share', 'workflow', 'point', 'to', 'format'] as const) {
+  for (const k of ['qmp', 'qga', 'pg', 'share', 'workflow', 'point', 'to', 'format', 'agent'] as const) {
     if (flags[k] !== undefined && !takes.includes(k)) throw usage(`${command} takes no --${k}`);
   }
 }

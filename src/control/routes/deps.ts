@@ -1,9 +1,12 @@
 // What every route module receives from buildServer().
 
+import type { AgentPool } from '../../backup/agent-pool.js';
 import type { JobRunner } from '../jobs.js';
 import type { ControlServices } from '../services.js';
 
 export interface RouteDeps {
   services: ControlServices;
   jobs: JobRunner;
+  /** The external agents (issue 12); absent: the agent routes answer NOT_SUPPORTED. */
+  agents?: AgentPool;
 }

@@ -30,6 +30,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { isVmvaultError, vmError, type VmvaultError } from '../../errors.js';
 import type { QmpClient } from './qmp.js';
+import { parseSocketAddress } from './socket-address.js';
 import type { VmDisk } from './vm-info.js';
 
 export interface FleeceExport {
@@ -260,11 +261,17 @@ export class Fleece {
     this.log(`fleece: point in time for ${this.disks.length} disk(s) in one transaction, ${Date.now() - started} ms`);
   }
 
-  /** Starts QEMU's NBD server on socketPath and exports every scratch node, named by device. */
-  async exportAll(socketPath: string): Promise<FleeceExport[]> {
+  /**
+   * Starts QEMU's NBD server on `listen` and exports every scratch node, named by device.
+   * `listen`: a UNIX socket path (or `unix:/path`), or `tcp:HOST:PORT` where an external agent
+   * reaches it over the network (issue 12).
+   */
+  async exportAll(listen: string): Promise<FleeceExport[]> {
     if (this.state !== 'point' || this.released) throw vmError('INVALID_ARGUMENT', `fleece: exportAll() in state ${this.released ? 'released' : this.state}`);
+    const where = parseSocketAddress(listen, 'NBD server');
+    const addr = where.kind === 'unix' ? { type: 'unix', data: { path: where.path } } : { type: 'inet', data: { host: where.host, port: String(where.port) } };
     try {
-      await this.qmp.execute('nbd-server-start', { addr: { type: 'unix', data: { path: socketPath } } }, { timeoutMs: this.timeoutMs });
+      await this.qmp.execute('nbd-server-start', { addr }, { timeoutMs: this.timeoutMs });
     } catch (err) {
       if (isVmvaultError(err) && /already running/i.test(err.message)) {
         throw vmError('CONFLICT', `fleece: the VM's NBD server is already running (another backup or a migration in progress?): ${err.message}`, undefined, err);

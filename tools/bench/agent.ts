@@ -1,0 +1,298 @@
+// The agent bench (`npm run bench:agent [-- --quick]`): issue 12's figures, each against a
+// baseline measured in the same run.
+//
+// The rig: a hypervisor host in a network namespace (a veth pair to the root namespace), QEMU -S
+// there with the sample images of ../shared/testdata as qcow2 disks (--quick: their first
+// 512 MiB), the agents there too; a real appliance (child process, HTTPS with a pinned
+// certificate) on the root side. Each contender starts from a fresh data directory, so none
+// finds the others' segments.
+//
+//   agent.local.vs_internal        unlimited link: full backup of vm1 day 1 by the appliance's
+//                                  own copy (time) / the same by one agent (time); goal >= 0.9
+//   agent.day2.wire_vs_new         day-2 backup (incremental, through the agent) after day 1:
+//                                  bytes on the wire / (the store's new stored bytes + the
+//                                  fingerprint traffic); goal <= 1.1
+//   agent.fingerprint_bytes_per_gib  fingerprint traffic per GiB the agent read (day 1 full)
+//   agent.wan.speedup_vs_raw       link limited to 100 Mbit/s (tc tbf on both veth ends): the
+//                                  time to copy the disk's data bytes raw over it (TCP, measured
+//                                  on a 48 MiB sample and scaled) / the day-2 backup's time
+//   agent.two.vs_one               unlimited link: aggregate throughput of 2 agents backing up 2
+//                                  VMs at once / 1 agent backing up 1 VM; goal >= 1.6
+//   agent.rss_mib                  peak RSS (VmHWM) of the agent process over its full backup
+//
+// Needs root (namespaces, tc), qemu-system-x86_64, qemu-img, openssl.
+
+import { spawn } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { QmpClient } from '../../src/plugins/qemu/qmp.js';
+import { type Appliance, startAppliance } from '../../test/helpers/appliance.js';
+import { makeNetNs, type NetNs } from '../../test/helpers/netns.js';
+import { startQemu, type TestQemu } from '../../test/helpers/qemu.js';
+import { applyRuns, changedRuns } from './backup-day2.js';
+import { run } from './fuse-appliance.js';
+
+const MiB = 2 ** 20;
+const GiB = 2 ** 30;
+const bin = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bin', 'vmvault.js');
+
+export interface AgentFigure {
+  figure: string;
+  value: number;
+  unit: string;
+}
+
+export interface BenchAgentOptions {
+  quick: boolean;
+  images: string;
+  work?: string;
+  emit(f: AgentFigure): void;
+  note(line: string): void;
+}
+
+const r3 = (x: number) => Math.round(x * 1000) / 1000;
+
+interface Cleanups {
+  teardown(fn: () => unknown): void;
+  run(): Promise<void>;
+}
+
+function cleanups(): Cleanups {
+  const fns: Array<() => unknown> = [];
+  return {
+    teardown: (fn) => void fns.push(fn),
+    run: async () => {
+      for (const fn of fns.reverse()) await Promise.resolve(fn()).catch(() => {});
+    },
+  };
+}
+
+type Api = (method: string, route: string, body?: unknown) => Promise<{ status: number; body: any }>;
+
+function apiOf(app: Appliance): Api {
+  return async (method, route, body) => {
+    const res = await fetch(`${app.url}/api/v1${route}`, {
+      method,
+      headers: { authorization: `Bearer ${app.token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await res.text();
+    return { status: res.status, body: text ? JSON.parse(text) : undefined };
+  };
+}
+
+async function backup(api: Api, vm: string, body: object = {}): Promise<{ seconds: number; job: any }> {
+  const t0 = performance.now();
+  const res = await api('POST', `/vms/${vm}/backups`, body);
+  if (res.status !== 202) throw new Error(`backup ${vm}: ${res.status} ${JSON.stringify(res.body)}`);
+  for (;;) {
+    const job = (await api('GET', `/jobs/${res.body.job}`)).body;
+    if (job.state !== 'queued' && job.state !== 'running') {
+      if (job.state !== 'succeeded') throw new Error(`backup ${vm} ${job.state}: ${JSON.stringify(job.error)}\n${job.log.join('\n')}`);
+      return { seconds: (performance.now() - t0) / 1000, job };
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** The agent copy figures its job logged. */
+function figures(job: { log: string[] }): { read: number; wire: number; sent: number; segments: number; fp: number } {
+  for (const line of job.log) {
+    const m = /read (\d+) bytes, (\d+) on the wire \((\d+) of (\d+) segments sent, (\d+) fingerprint bytes\)/.exec(line);
+    if (m) return { read: Number(m[1]), wire: Number(m[2]), sent: Number(m[3]), segments: Number(m[4]), fp: Number(m[5]) };
+  }
+  throw new Error(`no agent copy line in the job log:\n${job.log.join('\n')}`);
+}
+
+interface Rig {
+  ns: NetNs;
+  cert: string;
+  key: string;
+  pin: string;
+}
+
+async function appliance(c: Cleanups, work: string, rig: Rig, name: string): Promise<{ app: Appliance; api: Api }> {
+  const dir = path.join(work, name);
+  fs.mkdirSync(dir, { recursive: true });
+  const app = await startAppliance(c, dir, ['--listen', `${rig.ns.hostIp}:0`, '--tls-cert', rig.cert, '--tls-key', rig.key, '--agent-lost', '10']);
+  return { app, api: apiOf(app) };
+}
+
+/** An agent token of its own (not the admin token: agents get their scope's answers, as deployed). */
+async function agentToken(api: Api, name: string): Promise<string> {
+  const res = await api('POST', '/agents/tokens', { name });
+  if (res.status !== 201) throw new Error(`agent token ${name}: ${res.status} ${JSON.stringify(res.body)}`);
+  return res.body.token as string;
+}
+
+async function startAgent(c: Cleanups, rig: Rig, app: Appliance, name: string): Promise<{ pid: number; log: () => string; peakRssMiB: () => number }> {
+  const token = await agentToken(apiOf(app), `t-${name}`);
+  const env = { ...process.env };
+  delete env.NODE_OPTIONS;
+  delete env.NODE_TLS_REJECT_UNAUTHORIZED;
+  const argv = [...rig.ns.exec, process.execPath, bin, 'agent', '--appliance', app.url, '--token', token, '--name', name, '--pin', rig.pin, '--streams', '2'];
+  const p = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], env });
+  let out = '';
+  p.stderr!.on('data', (d) => (out += d));
+  let alive = true;
+  const exited = new Promise<void>((r) => p.on('exit', () => ((alive = false), r())));
+  let peak = 0;
+  const sample = () => {
+    try {
+      const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${p.pid}/status`, 'utf8'));
+      if (m) peak = Math.max(peak, Number(m[1]) / 1024);
+    } catch {
+      // exited
+    }
+  };
+  const timer = setInterval(sample, 200);
+  c.teardown(async () => {
+    clearInterval(timer);
+    if (alive) p.kill('SIGKILL');
+    await exited;
+  });
+  return { pid: p.pid!, log: () => out, peakRssMiB: () => (sample(), Math.round(peak)) };
+}
+
+async function waitAgents(api: Api, names: string[]): Promise<void> {
+  const end = Date.now() + 60_000;
+  for (;;) {
+    const live = new Set(((await api('GET', '/agents')).body.agents as Array<{ name: string; state: string }>).filter((a) => a.state === 'live').map((a) => a.name));
+    if (names.every((n) => live.has(n))) return;
+    if (Date.now() > end) throw new Error(`agents ${names.join(', ')} did not register`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Seconds to send `bytes` raw over TCP from the namespace to the root side (a plain copy over the link). */
+async function rawCopySeconds(rig: Rig, file: string, bytes: number): Promise<number> {
+  const server = net.createServer();
+  let got = 0;
+  let t0 = 0;
+  const done = new Promise<number>((resolve) => {
+    server.on('connection', (s) => {
+      s.on('data', (d: Buffer) => {
+        if (got === 0) t0 = performance.now();
+        got += d.length;
+      });
+      s.on('end', () => resolve((performance.now() - t0) / 1000));
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, rig.ns.hostIp, r));
+  const port = (server.address() as net.AddressInfo).port;
+  const script = `const fs=require('fs'),net=require('net');const s=net.connect(${port},'${rig.ns.hostIp}',()=>{fs.createReadStream(${JSON.stringify(file)},{start:0,end:${bytes - 1}}).pipe(s)});`;
+  const p = spawn(rig.ns.exec[0], [...rig.ns.exec.slice(1), process.execPath, '-e', script], { stdio: 'ignore' });
+  const secs = await done;
+  await new Promise((r) => p.on('exit', r));
+  server.close();
+  return secs;
+}
+
+export async function benchAgent(opts: BenchAgentOptions): Promise<void> {
+  const { emit, note } = opts;
+  const day1 = path.join(opts.images, 'vm1-day1.raw');
+  const day2 = path.join(opts.images, 'vm1-day2.raw');
+  const vm2 = path.join(opts.images, 'vm2-day1.raw');
+  for (const f of [day1, day2, vm2]) if (!fs.existsSync(f)) throw new Error(`${f} is missing: make the sample images with ../shared/testdata/make-vm-images.sh (or pass --images DIR)`);
+  const size = opts.quick ? 512 * MiB : fs.statSync(day1).size;
+  const work = fs.mkdtempSync(path.join(opts.work ?? os.tmpdir(), 'vmvault-bench-agent-'));
+  const c = cleanups();
+  try {
+    const ns = await makeNetNs(c);
+    const key = path.join(work, 'tls.key');
+    const cert = path.join(work, 'tls.crt');
+    await run('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=vmvault-bench', '-addext', `subjectAltName=IP:${ns.hostIp}`]);
+    const rig: Rig = { ns, cert, key, pin: new X509Certificate(fs.readFileSync(cert)).fingerprint256 };
+    process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0'; // this process's own API calls; the agents pin
+
+    const disk = async (src: string, name: string) => {
+      const f = path.join(work, `${name}.qcow2`);
+      await run('qemu-img', ['convert', '--image-opts', `driver=raw,size=${size},file.driver=file,file.filename=${src}`, '-O', 'qcow2', f]);
+      return f;
+    };
+    const qemu = async (file: string, name: string): Promise<TestQemu> => startQemu({ dir: work, name, wrap: ns.exec, disks: [{ device: 'vda', file }], t: c });
+    note(`disks: first ${size / MiB} MiB of vm1-day1 and vm2-day1, qcow2, QEMU in namespace ${ns.name}`);
+
+    // 1. The appliance's own copy (internal agent), fresh store.
+    const q1 = await qemu(await disk(day1, 'vm1'), 'vm1');
+    let tInternal: number;
+    {
+      const { api } = await appliance(c, work, rig, 'internal');
+      await api('POST', '/vms', { name: 'vm1', qmp: q1.qmp, workflow: 'crash-consistent' });
+      const r = await backup(api, 'vm1', { full: true });
+      tInternal = r.seconds;
+      note(`internal copy, full: ${tInternal.toFixed(2)} s, read ${(r.job.result.bytesRead / MiB).toFixed(0)} MiB`);
+    }
+
+    // 2. One agent, unlimited link, fresh store: day 1 full, then day 2 over 100 Mbit/s.
+    {
+      const { app, api } = await appliance(c, work, rig, 'agent1');
+      const a = await startAgent(c, rig, app, 'a1');
+      await waitAgents(api, ['a1']);
+      await api('POST', '/vms', { name: 'vm1', qmp: q1.qmp, workflow: 'crash-consistent', agent: 'a1' });
+      const r1 = await backup(api, 'vm1', { full: true });
+      const f1 = figures(r1.job);
+      note(`agent, full: ${r1.seconds.toFixed(2)} s, read ${(f1.read / MiB).toFixed(0)} MiB, ${(f1.wire / MiB).toFixed(1)} MiB on the wire, ${f1.sent}/${f1.segments} segments sent`);
+      emit({ figure: 'agent.local.vs_internal', value: r3(tInternal / r1.seconds), unit: 'internal time / agent time' });
+      emit({ figure: 'agent.fingerprint_bytes_per_gib', value: Math.round(f1.fp / (f1.read / GiB)), unit: 'bytes per GiB read' });
+      emit({ figure: 'agent.rss_mib', value: a.peakRssMiB(), unit: 'MiB' });
+
+      const runs = changedRuns(day1, day2, size);
+      const qmp = await QmpClient.connect(q1.qmp);
+      try {
+        await applyRuns(qmp, q1.qdevOf('vda'), day2, runs, work);
+      } finally {
+        await qmp.close();
+      }
+      note(`day 2: ${runs.length} changed runs, ${(runs.reduce((n, r) => n + r.length, 0) / MiB).toFixed(1)} MiB written through QEMU`);
+      await ns.limit(100);
+      const before = (await api('GET', '/stats')).body;
+      const r2 = await backup(api, 'vm1');
+      const after = (await api('GET', '/stats')).body;
+      const f2 = figures(r2.job);
+      const newStored = after.storedBytes - before.storedBytes;
+      note(`day 2 at 100 Mbit/s: ${r2.seconds.toFixed(2)} s (${r2.job.result.kind}), read ${(f2.read / MiB).toFixed(1)} MiB, ${(f2.wire / MiB).toFixed(2)} MiB on the wire, new stored ${(newStored / MiB).toFixed(2)} MiB, fingerprints ${(f2.fp / MiB).toFixed(2)} MiB`);
+      emit({ figure: 'agent.day2.wire_vs_new', value: r3(f2.wire / Math.max(1, newStored + f2.fp)), unit: 'wire bytes / (new stored bytes + fingerprint bytes)' });
+      const sample = 48 * MiB;
+      const tSample = await rawCopySeconds(rig, day2, sample);
+      const tRaw = (tSample * f1.read) / sample;
+      note(`raw TCP copy over the same link: ${sample / MiB} MiB in ${tSample.toFixed(2)} s; the disk's ${(f1.read / MiB).toFixed(0)} MiB of data: ${tRaw.toFixed(1)} s`);
+      emit({ figure: 'agent.wan.speedup_vs_raw', value: r3(tRaw / r2.seconds), unit: 'raw copy time / day-2 agent backup time' });
+      await ns.limit(undefined);
+    }
+
+    // 3. One agent on vm2 alone, then two agents on vm1 and vm2 at once (fresh stores each).
+    const q2 = await qemu(await disk(vm2, 'vm2'), 'vm2');
+    let one: number;
+    {
+      const { app, api } = await appliance(c, work, rig, 'one');
+      await startAgent(c, rig, app, 'a2');
+      await waitAgents(api, ['a2']);
+      await api('POST', '/vms', { name: 'vm2', qmp: q2.qmp, workflow: 'crash-consistent', agent: 'a2' });
+      const r = await backup(api, 'vm2', { full: true });
+      one = figures(r.job).read / r.seconds;
+      note(`one agent, vm2 full: ${r.seconds.toFixed(2)} s, ${(one / MiB).toFixed(1)} MiB/s`);
+    }
+    {
+      const { app, api } = await appliance(c, work, rig, 'two');
+      await startAgent(c, rig, app, 'a1');
+      await startAgent(c, rig, app, 'a2');
+      await waitAgents(api, ['a1', 'a2']);
+      await api('POST', '/vms', { name: 'vm1', qmp: q1.qmp, workflow: 'crash-consistent', agent: 'a1' });
+      await api('POST', '/vms', { name: 'vm2', qmp: q2.qmp, workflow: 'crash-consistent', agent: 'a2' });
+      const t0 = performance.now();
+      const [b1, b2] = await Promise.all([backup(api, 'vm1', { full: true }), backup(api, 'vm2', { full: true })]);
+      const secs = (performance.now() - t0) / 1000;
+      const two = (figures(b1.job).read + figures(b2.job).read) / secs;
+      note(`two agents at once: ${secs.toFixed(2)} s, ${(two / MiB).toFixed(1)} MiB/s together`);
+      emit({ figure: 'agent.two.vs_one', value: r3(two / one), unit: 'aggregate throughput of 2 / throughput of 1' });
+    }
+  } finally {
+    await c.run();
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+}
