@@ -15,7 +15,7 @@ import type { FileVersion } from '../store/store.js';
 import { ExtentMap } from './extent-map.js';
 
 /** Mean dirty extent size from which a file counts as a sequential stream (see `streaming`). */
-const STREAM_EXTENT_BYTES = 64 * 1024;
+const STREAM_EXTENT_BYTES = 16 * 1024;
 
 export interface CommitTarget {
   /** Resolves once `version` is durable and recorded in the inode (now: do not wait for company). */
