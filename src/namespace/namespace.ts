@@ -162,7 +162,7 @@ export class Namespace {
 
   /** A stream's next commit starts as soon as the last one is done and enough has arrived. */
   private streamOn(f: import('./open-file.js').OpenFile): void {
-    if (f.dirtyBytes >= this.opts.streamCommitBytes && !f.commitPending && f.streaming) this.background(f);
+    if (!this.closed && f.dirtyBytes >= this.opts.streamCommitBytes && !f.commitPending && f.streaming) this.background(f);
   }
 
   private commitLargest(): void {
