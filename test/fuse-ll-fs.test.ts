@@ -10,6 +10,7 @@
 
 import t from 'tap';
 import { execFile, spawn } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -147,6 +148,40 @@ if (why) {
     t.ok(!before.stdout.includes('fastcopied') && after.stdout.split('\n').includes('fastcopied'), `a fastcopy through the control plane shows in the listing (${after.stdout.trim().replace(/\n/g, ' ')})`);
     const nobody = await sh('set -e; cd vms/pub; printf x > mine; stat -c "%u %g" mine; cat ../a 2>/dev/null || echo denied', { cwd: mnt, uid: 65534, gid: 65534 });
     t.same(nobody.stdout.trim().split('\n'), ['65534 65534', 'denied'], "a file is made with the caller's uid/gid; a 0600 file of root's is refused to others");
+  });
+
+  t.test('1 MiB writes (payloads kept without a copy) and an overwrite inside them read back exactly', async (t) => {
+    const dir = workDir(t);
+    const mnt = path.join(dir, 'mnt');
+    fs.mkdirSync(mnt);
+    await mountAt(t, path.join(dir, 'data'), mnt);
+    // Sources beside the mount (written by this process, never through its own mount).
+    const src = path.join(dir, 'src');
+    const patch = path.join(dir, 'patch');
+    const want = path.join(dir, 'want');
+    const data = crypto.randomBytes(24 << 20);
+    const p = crypto.randomBytes(1 << 20);
+    fs.writeFileSync(src, data);
+    fs.writeFileSync(patch, p);
+    const w = Buffer.from(data);
+    p.copy(w, 5 << 20);
+    p.copy(w, (9 << 20) + 4096, 0, 8192);
+    fs.writeFileSync(want, w);
+    // O_DIRECT: each dd block is one FUSE write of 1 MiB (the binding's max_write).
+    const r = await sh(
+      [
+        'set -e',
+        'mkdir -p s',
+        `dd if=${src} of=s/f bs=1M oflag=direct status=none`,
+        `dd if=${patch} of=s/f bs=1M seek=5 conv=notrunc oflag=direct status=none`,
+        `dd if=${patch} of=s/f bs=4096 count=2 seek=${((9 << 20) + 4096) / 4096} conv=notrunc status=none`,
+        'sync s/f',
+        `cmp s/f ${want} && echo same`,
+      ].join('\n'),
+      { cwd: mnt, timeout: 300_000 },
+    );
+    t.equal(r.code, 0, `shell ran (${r.stderr.trim()})`);
+    t.equal(r.stdout.trim(), 'same', 'the file reads back as written, overwrites included');
   });
 
   t.test('fallocate, SEEK_DATA/SEEK_HOLE, copy_file_range, locks', async (t) => {

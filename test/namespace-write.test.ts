@@ -42,3 +42,41 @@ t.test('a read while commits land sees every byte written before it', async (t) 
   await ns.fs.release(fh);
   t.equal(sha(await readFile(ns, '/s/r')), sha(data), 'read back after close');
 });
+
+t.test('a sequential stream commits in small steps while it is written; scattered writes wait for the threshold', async (t) => {
+  const store = await SegmentStore.open(tmpDir(t));
+  const ns = await Namespace.open(store, { fileCommitBytes: 64 * MiB, streamCommitBytes: 4 * MiB, dirtyLimitBytes: 512 * MiB, log: () => {} });
+  t.teardown(async () => {
+    await ns.close();
+    await store.close();
+  });
+  await ns.fs.mkdir('/s', 0o755);
+  const data = generate(new Rng(7), 'random', 24 * MiB);
+
+  // A stream: a commit starts once 4 MiB are buffered, long before the 64 MiB threshold.
+  const seq = await ns.fs.create('/s/seq', 0o644);
+  for (let at = 0; at < data.length; at += REQ) await ns.write(seq, at, data.subarray(at, at + REQ));
+  const sf = ns.fs.handle(seq).file;
+  await sf.settled();
+  t.ok(sf.base.size >= 4 * MiB, `the stream was committed while written (committed version: ${sf.base.size} bytes)`);
+  t.ok(sf.dirtyBytes < data.length, 'not everything waits for the close');
+
+  // Scattered writes (256 KiB every 2 MiB, as an incremental backup's dirty runs): no commit
+  // before the threshold, so neighbouring runs still coalesce into one commit.
+  const sc = await ns.fs.create('/s/scattered', 0o644);
+  const PIECE = 256 * KiB;
+  const piece = (k: number) => data.subarray(k * PIECE, (k + 1) * PIECE);
+  for (let k = 0; k < 32; k++) await ns.write(sc, k * 2 * MiB, piece(k));
+  const cf = ns.fs.handle(sc).file;
+  await cf.settled();
+  t.equal(cf.base.size, 0, 'scattered writes are not committed before the threshold');
+  t.equal(cf.dirtyBytes, 8 * MiB);
+
+  await ns.fs.release(seq);
+  await ns.fs.release(sc);
+  t.equal(sha(await readFile(ns, '/s/seq')), sha(data), 'the stream reads back whole');
+  const back = await readFile(ns, '/s/scattered');
+  let bad = 0;
+  for (let k = 0; k < 32; k++) if (!back.subarray(k * 2 * MiB, k * 2 * MiB + PIECE).equals(piece(k))) bad++;
+  t.equal(bad, 0, 'every scattered piece reads back');
+});

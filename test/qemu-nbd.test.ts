@@ -60,6 +60,11 @@ t.test('qemu-nbd: holes, zeros and data; reads in flight equal qemu-img convert'
   t.ok(Buffer.concat(pieces).equals(expected), 'many small reads in flight, each got its own bytes');
   t.ok((await c.read(0, c.size)).equals(expected), 'one big read equals qemu-img convert');
   t.ok((await c.read(1 * MiB + 1, 3)).equals(expected.subarray(1 * MiB + 1, 1 * MiB + 4)), 'an unaligned tiny read');
+  // readv: the same bytes as the socket's own buffers, in order (holes as zero buffers).
+  const views = await Promise.all(Array.from({ length: 64 }, (_, i) => c.readv(i * 256 * KiB, 256 * KiB)));
+  t.ok(Buffer.concat(views.flat()).equals(expected), 'readv of the whole disk in 256 KiB reads in flight equals qemu-img convert');
+  t.ok(views.some((v) => v.length > 1), 'a 256 KiB readv comes as several buffers (no copy into one)');
+  t.ok(Buffer.concat(await c.readv(0, c.size)).equals(expected), 'one big readv (1 MiB requests) equals qemu-img convert');
   await t.rejects(c.read(16 * MiB - 1, 2), { code: 'INVALID_ARGUMENT', message: /outside the export/ });
   await t.rejects(c.blockStatus(0, 1, 'qemu:dirty-bitmap:x'), { code: 'INVALID_ARGUMENT', message: /was not negotiated/ });
   await c.close();
@@ -298,6 +303,13 @@ t.test('a well-behaved odd server: holes and data out of order, server errors, s
     for (let i = 4096; i < 8192; i++) want[i] = (off + i) % 251;
     t.ok(buf.equals(want), `read at ${off}: hole zeros then data, placed by offset`);
   }
+  const [va, vb] = await Promise.all([c.readv(0, 8192), c.readv(64 * KiB, 8192)]);
+  for (const [bufs, off] of [[va, 0], [vb, 64 * KiB]] as const) {
+    const want = Buffer.alloc(8192);
+    for (let i = 4096; i < 8192; i++) want[i] = (off + i) % 251;
+    t.ok(Buffer.concat(bufs).equals(want), `readv at ${off}: hole zeros then data, placed by offset`);
+  }
+  await t.rejects(c.readv(512 * KiB, 4096), { code: 'IO', message: /EIO: disk on fire/ });
   await t.rejects(c.read(512 * KiB, 4096), { code: 'IO', message: /the server failed NBD_CMD_READ at 524288\+4096: EIO: disk on fire/ });
   t.equal((await c.read(0, 16)).length, 16, 'a server error fails one request, not the connection');
   t.same(await c.blockStatus(0, 12288, 'base:allocation'), [

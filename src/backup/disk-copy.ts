@@ -24,6 +24,8 @@ export const BASE_ALLOCATION = 'base:allocation';
 export interface ExtentSource {
   readonly size: number;
   read(offset: number, length: number): Promise<Buffer>;
+  /** Optional: the same bytes as several buffers in order, as they arrived (no copy into one). */
+  readv?(offset: number, length: number): Promise<Buffer[]>;
   blockStatus(offset: number, length: number, context: string): Promise<Array<{ offset: number; length: number; flags: number }>>;
 }
 
@@ -133,13 +135,19 @@ export async function copyDisk(ns: Namespace, fh: number, src: ExtentSource, opt
     for (let at = r.offset; at < r.offset + r.length; at += chunk) {
       const len = Math.min(chunk, r.offset + r.length - at);
       await launch(async () => {
-        const buf = await src.read(at, len);
-        if (buf.length !== len) throw vmError('IO', `NBD read at ${at} returned ${buf.length} bytes, not ${len}`);
+        const bufs = src.readv ? await src.readv(at, len) : [await src.read(at, len)];
+        let got = 0;
+        for (const b of bufs) got += b.length;
+        if (got !== len) throw vmError('IO', `NBD read at ${at} returned ${got} bytes, not ${len}`);
         result.bytesRead += len;
         opts.advance?.(len);
-        if (!incremental && isZero(buf)) return;
-        // The read's buffer is fresh and never touched again: handed over, not copied.
-        await ns.write(fh, at, buf, { owned: true });
+        if (!incremental && bufs.every(isZero)) return;
+        // The read's buffers are fresh and never touched again: handed over, not copied.
+        let pos = at;
+        for (const b of bufs) {
+          await ns.write(fh, pos, b, { owned: true });
+          pos += b.length;
+        }
         result.bytesWritten += len;
         await ns.drain(fh, maxBuffered);
       });
@@ -202,6 +210,13 @@ export class SourcePool implements ExtentSource {
 
   constructor(private readonly sources: ExtentSource[]) {
     if (sources.length === 0) throw vmError('INVALID_ARGUMENT', 'a source pool needs at least one source');
+    this.readv = sources.every((s) => s.readv)
+      ? (offset, length) => {
+          const s = this.sources[this.next];
+          this.next = (this.next + 1) % this.sources.length;
+          return s.readv!(offset, length);
+        }
+      : undefined;
   }
 
   get size(): number {
@@ -217,4 +232,7 @@ export class SourcePool implements ExtentSource {
   blockStatus(offset: number, length: number, context: string): Promise<Array<{ offset: number; length: number; flags: number }>> {
     return this.sources[0].blockStatus(offset, length, context);
   }
+
+  /** Defined only when every source has readv (see ExtentSource). */
+  readonly readv: ((offset: number, length: number) => Promise<Buffer[]>) | undefined;
 }

@@ -39,6 +39,8 @@ const FALLOC_FL_ZERO_RANGE = 0x10;
 const SEEK_DATA = 3;
 const SEEK_HOLE = 4;
 const ZEROS = Buffer.alloc(MiB);
+/** Write payloads of at least this size are kept as they are (see the write handler). */
+const HANDOVER_BYTES = 512 * 1024;
 
 export interface LlFileSystemOptions {
   log?: (line: string) => void;
@@ -157,7 +159,12 @@ export class LlFileSystem {
         if (typeof got === 'number') s.replyData(r.id, buf.subarray(0, got));
         else got.then((k) => s.replyData(r.id, buf.subarray(0, k)), (err) => this.fail(s, r, err));
       },
-      write: this.run(async (r, s) => s.replyWrite(r.id, await ns.write(r.fh, r.offset, r.data))),
+      // A large payload is JavaScript's own memory (the addon's pooled 1 MiB block, never
+      // touched by libfuse again): handed over, not copied into the file's buffers (the copy
+      // and its second external allocation per MiB doubled the GC's work). Smaller ones are
+      // copied: a kept 128 KiB payload would pin a whole 1 MiB block (native/src/fuse3/
+      // requests.c, POOL_BLOCK), and small sequential writes coalesce into one buffer.
+      write: this.run(async (r, s) => s.replyWrite(r.id, await ns.write(r.fh, r.offset, r.data, { owned: r.data.length >= HANDOVER_BYTES }))),
       flush: this.run(async (r, s) => {
         // close(2) drops the caller's POSIX locks on the file, whichever descriptor held them.
         this.locks.dropOwner(r.ino, r.lockOwner);

@@ -24,6 +24,16 @@ export class ExtentMap {
     return this.exts.length === 0;
   }
 
+  /** Number of extents (few and large for a sequential stream, many for scattered writes). */
+  get count(): number {
+    return this.exts.length;
+  }
+
+  /** Where the first extent starts (0 when empty). */
+  get start(): number {
+    return this.exts[0]?.off ?? 0;
+  }
+
   get end(): number {
     const last = this.exts[this.exts.length - 1];
     return last ? last.off + last.len : 0;

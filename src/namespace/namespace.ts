@@ -4,7 +4,10 @@
 //
 // Memory for unwritten data is bounded: each open file commits once it holds
 // FILE_COMMIT_BYTES, or once its oldest change is COMMIT_AGE_MS old, and writers wait while
-// all files together hold more than DIRTY_LIMIT_BYTES.
+// all files together hold more than DIRTY_LIMIT_BYTES. A file written as a stream of large
+// extents (a copy, a backup) commits every STREAM_COMMIT_BYTES instead, one commit right after
+// the other, so committing overlaps writing from the first MiBs on and little is left to commit
+// at the end (a full backup's last 64 MiB took 0.5 s after its copy had finished).
 
 import fs from 'node:fs/promises';
 import { vmError } from '../errors.js';
@@ -22,6 +25,11 @@ import { Installer } from './install.js';
 export interface NamespaceOptions {
   /** Commit an open file once it buffers this much. Default 64 MiB. */
   fileCommitBytes?: number;
+  /**
+   * Commit an open file written as a stream of large extents (OpenFile.streaming) once it
+   * buffers this much and no commit of it is pending. Default 8 MiB.
+   */
+  streamCommitBytes?: number;
   /** All open files together may buffer this much before writers wait. Default 512 MiB. */
   dirtyLimitBytes?: number;
   /** Commit changes older than this. Default 5 s. */
@@ -82,6 +90,7 @@ export class Namespace {
     this.installer = new Installer(this.ctx, (vol) => this.flushAll((v) => v === vol));
     this.opts = {
       fileCommitBytes: opts.fileCommitBytes ?? 64 * 1024 * 1024,
+      streamCommitBytes: opts.streamCommitBytes ?? 8 * 1024 * 1024,
       dirtyLimitBytes: opts.dirtyLimitBytes ?? 512 * 1024 * 1024,
       commitAgeMs: opts.commitAgeMs ?? 5000,
     };
@@ -123,6 +132,7 @@ export class Namespace {
     this.fs.write(fh, pos, buf, opts?.owned ?? false);
     const f = this.fs.handle(fh).file;
     if (f.dirtyBytes >= this.opts.fileCommitBytes) this.background(f);
+    else this.streamOn(f);
     return buf.length;
   }
 
@@ -148,7 +158,15 @@ export class Namespace {
       .catch(() => {
         // kept by the file; reported at its next write, flush or fsync
       })
-      .finally(() => this.wake());
+      .finally(() => {
+        this.wake();
+        if (!f.failed) this.streamOn(f);
+      });
+  }
+
+  /** A stream's next commit starts as soon as the last one is done and enough has arrived. */
+  private streamOn(f: import('./open-file.js').OpenFile): void {
+    if (!this.closed && f.dirtyBytes >= this.opts.streamCommitBytes && !f.commitPending && f.streaming) this.background(f);
   }
 
   private commitLargest(): void {

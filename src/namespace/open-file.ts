@@ -14,6 +14,9 @@ import type { SegmentStore } from '../store/store.js';
 import type { FileVersion } from '../store/store.js';
 import { ExtentMap } from './extent-map.js';
 
+/** Mean dirty extent size from which a file counts as a sequential stream (see `streaming`). */
+const STREAM_EXTENT_BYTES = 16 * 1024;
+
 export interface CommitTarget {
   /** Resolves once `version` is durable and recorded in the inode (now: do not wait for company). */
   record(f: OpenFile, version: FileVersion, deps: Set<number>, now: boolean): Promise<void>;
@@ -44,6 +47,8 @@ export class OpenFile {
   private flushing: ExtentMap | undefined;
   private truncSince = Infinity;
   private chain: Promise<void> = Promise.resolve();
+  /** Commits asked for and not finished (queued behind the chain or running). */
+  private pendingCommits = 0;
   private failure: Error | undefined;
   private dirtySince = 0;
   /** Set when anything (data, size, times) awaits a commit. */
@@ -79,6 +84,25 @@ export class OpenFile {
   /** Whether a commit is building a version now (its bytes count in `buffered` until it is built). */
   get committing(): boolean {
     return this.flushing !== undefined;
+  }
+
+  /** Whether a commit is queued or running (another one asked for now would wait behind it). */
+  get commitPending(): boolean {
+    return this.pendingCommits > 0;
+  }
+
+  /**
+   * Whether the dirty bytes are a sequential stream (a copy, a full backup, `cp` of an image):
+   * large extents lying densely together, rather than scattered writes. Such a file is committed
+   * in small steps back to back, so its commits overlap the writes instead of following them;
+   * scattered writes (an incremental backup's dirty runs, a database) wait for the full commit
+   * threshold, where rewrites of the same blocks and neighbouring writes coalesce and each
+   * commit's tree rebuild covers more of them.
+   */
+  get streaming(): boolean {
+    const d = this.dirty;
+    const n = d.count;
+    return n > 0 && d.bytes >= n * STREAM_EXTENT_BYTES && d.end - d.start <= 2 * d.bytes;
   }
 
   /** Resolves once every commit queued so far has finished (failed ones too: see takeFailure). */
@@ -220,7 +244,8 @@ export class OpenFile {
    * the next group round. Errors reach the caller either way.
    */
   commit(sync: boolean): Promise<void> {
-    const run = this.chain.then(() => this.commitNow(sync));
+    this.pendingCommits++;
+    const run = this.chain.then(() => this.commitNow(sync)).finally(() => this.pendingCommits--);
     this.chain = run.catch(() => {});
     return run;
   }

@@ -50,7 +50,8 @@ export class StoreCore {
   private readonly lookup: Lookup;
   private readonly summary: SummaryFilter;
   private readonly gc = new GcHooks();
-  private readonly trim = new MemoryTrim();
+  /** Gives free malloc memory back once checkpoints pause (memory-trim.ts). */
+  readonly trim = new MemoryTrim();
   private unindexed: Pending[] = [];
   private readonly commitLock = new Mutex();
   private readonly ingestDelta = new IngestDelta();

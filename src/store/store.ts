@@ -442,6 +442,7 @@ export class SegmentStore {
     await core.codec.close();
     await core.files.closeAll();
     await core.db.close();
+    core.trim.stop();
   }
 }
 

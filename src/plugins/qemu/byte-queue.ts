@@ -77,6 +77,19 @@ export class ByteQueue {
     }
   }
 
+  /** Takes n buffered bytes (n <= length) as views of the received chunks: no copy. */
+  takeViews(n: number): Buffer[] {
+    const out: Buffer[] = [];
+    while (n > 0) {
+      const c = this.chunks[0];
+      const k = Math.min(c.length - this.head, n);
+      out.push(c.subarray(this.head, this.head + k));
+      this.advance(k);
+      n -= k;
+    }
+    return out;
+  }
+
   /** Drops n buffered bytes. */
   skip(n: number): void {
     while (n > 0) {

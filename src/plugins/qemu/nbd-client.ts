@@ -121,6 +121,8 @@ interface Request {
   length: number;
   /** READ: the destination; holes stay zero. */
   buf?: Buffer;
+  /** READ by readv: the reply's bytes as received, (position in the request, view) in any order. */
+  parts?: Array<{ pos: number; buf: Buffer }>;
   /** READ: [start, end) of every chunk, to prove exact coverage. */
   covered?: Array<[number, number]>;
   /** BLOCK_STATUS: descriptors per context id. */
@@ -372,7 +374,26 @@ export class NbdClient {
       h.writeBigUInt64BE(handle, 8);
       h.writeBigUInt64BE(BigInt(offset), 16);
       h.writeUInt32BE(length, 24);
-      this.sock.write(h);
+      this.queueRequest(h);
+    });
+  }
+
+  /** Request headers sent in this tick, written together once it ends. */
+  private outgoing: Buffer[] = [];
+
+  /**
+   * Queues a request header; the headers of one tick (the reads a batch of replies let go)
+   * leave in one socket write. One write per 28-byte request cost ~0.4 s of main-thread CPU
+   * over a 460 MiB full backup (a syscall each, and a wake-up of the server each).
+   */
+  private queueRequest(h: Buffer): void {
+    this.outgoing.push(h);
+    if (this.outgoing.length > 1) return;
+    process.nextTick(() => {
+      const out = this.outgoing;
+      this.outgoing = [];
+      if (this.sock.destroyed) return;
+      this.sock.write(out.length === 1 ? out[0] : Buffer.concat(out));
     });
   }
 
@@ -393,6 +414,26 @@ export class NbdClient {
       parts.push(this.send(CMD_READ, offset + pos, n, { buf: out.subarray(pos, pos + n), covered: [] }));
     }
     await Promise.all(parts);
+    return out;
+  }
+
+  /**
+   * Reads [offset, offset+length) like read(), but returns the bytes as they arrived: views of
+   * the socket's own receive buffers, in order, with no copy into one buffer. The copy into a
+   * fresh buffer per read cost 0.73 s of main-thread CPU over a 460 MiB full backup (fresh
+   * memory: a page fault every 4 KiB); the socket's buffers are written once by the kernel and
+   * can be handed on as they are. Holes come as zero-filled buffers.
+   */
+  async readv(offset: number, length: number): Promise<Buffer[]> {
+    this.checkRange(offset, length, 'read');
+    const parts: Promise<Request>[] = [];
+    for (let pos = 0; pos < length; pos += this.maxBlock) {
+      const n = Math.min(this.maxBlock, length - pos);
+      parts.push(this.send(CMD_READ, offset + pos, n, { parts: [], covered: [] }));
+    }
+    const out: Buffer[] = [];
+    // finish() proved that each request's parts cover it exactly, without overlap.
+    for (const req of await Promise.all(parts)) for (const p of req.parts!.sort((a, b) => a.pos - b.pos)) out.push(p.buf);
     return out;
   }
 
@@ -469,7 +510,15 @@ export class NbdClient {
           const s = this.streaming;
           const k = Math.min(s.left, this.q.length);
           if (k === 0) return;
-          this.q.copyInto(s.req.buf!, s.pos, k);
+          if (s.req.parts) {
+            for (const v of this.q.takeViews(k)) {
+              s.req.parts.push({ pos: s.pos, buf: v });
+              s.pos += v.length;
+            }
+            s.pos -= k;
+          } else {
+            this.q.copyInto(s.req.buf!, s.pos, k);
+          }
           s.pos += k;
           s.left -= k;
           if (s.left > 0) return;
@@ -581,7 +630,8 @@ export class NbdClient {
         const n = p.readUInt32BE(8);
         if (n === 0) return !this.fatal('hole chunk of length 0');
         if (!this.cover(req, off, n)) return false;
-        req.buf!.fill(0, off - req.offset, off - req.offset + n);
+        if (req.parts) req.parts.push({ pos: off - req.offset, buf: Buffer.alloc(n) });
+        else req.buf!.fill(0, off - req.offset, off - req.offset + n);
         break;
       }
       case REPLY_BLOCK_STATUS: {
