@@ -1,10 +1,13 @@
 // Namespace metadata in LevelDB with a read cache. Every change goes through a Txn: its
-// operations are written in one atomic batch, and the cache learns them only after the
-// batch succeeded, so the cache never shows what the disk does not hold. The namespace
+// operations are written in one atomic batch. apply() lets the cache learn them only after the
+// batch succeeded; applyLater() (metadata-only changes, written without sync anyway) queues
+// the batch (kv/db.ts, writeLater) and lets the cache learn at once, so what the cache shows
+// is on disk or queued in order ahead of every later write. Readers that go to LevelDB see the
+// queue first: point reads through queuedValue, scans after settled(). The namespace
 // serialises transactions, so batches never race one another.
 
 import { vmError } from '../errors.js';
-import { type Db, type DbOp, writeBatch } from '../kv/db.js';
+import { type Db, type DbOp, queuedValue, settled, writeBatch, writeLater } from '../kv/db.js';
 import { ENTRY, entryKey, entryRange, inodeKey, nsMetaKey, shareNameKey, snapNameKey, snapNameRange, volumeKey, volumeRange } from './keys.js';
 import {
   decodeEntry,
@@ -129,6 +132,7 @@ export class Meta {
   async getVolume(id: number): Promise<Volume | undefined> {
     const hit = this.volumes.get(id);
     if (hit) return hit;
+    await settled(this.db);
     const gen = this.generation;
     const v = await this.db.get(volumeKey(id));
     if (!v) return undefined;
@@ -148,6 +152,7 @@ export class Meta {
   private async named(cacheKey: string, key: () => Buffer): Promise<number | undefined> {
     const hit = this.names.get(cacheKey);
     if (hit !== undefined) return hit ?? undefined;
+    await settled(this.db);
     const gen = this.generation;
     const v = await this.db.get(key());
     const id = v ? decodeU32(v, cacheKey.startsWith('s/') ? `share name ${cacheKey.slice(2)}` : `snapshot name ${cacheKey}`) : null;
@@ -161,6 +166,7 @@ export class Meta {
 
   async shareNames(): Promise<Array<{ name: string; vol: number }>> {
     const out: Array<{ name: string; vol: number }> = [];
+    await settled(this.db);
     const gte = shareNameKey('');
     const lt = Buffer.from([gte[0] + 1]);
     for await (const [k, v] of this.db.iterator({ gte, lt })) out.push({ name: k.subarray(1).toString('utf8'), vol: decodeU32(v, 'share name record') });
@@ -169,6 +175,7 @@ export class Meta {
 
   async snapshotNames(shareVol: number): Promise<Array<{ name: string; vol: number }>> {
     const out: Array<{ name: string; vol: number }> = [];
+    await settled(this.db);
     for await (const [k, v] of this.db.iterator(snapNameRange(shareVol))) out.push({ name: k.subarray(5).toString('utf8'), vol: decodeU32(v, 'snapshot name record') });
     return out;
   }
@@ -208,6 +215,8 @@ export class Meta {
    * tree nodes (store/ingest.ts).
    */
   private readSync(key: Buffer): Buffer | undefined {
+    const q = queuedValue(this.db, key);
+    if (q !== undefined) return q ?? undefined;
     return this.db.getSync(key) ?? undefined;
   }
 
@@ -220,6 +229,7 @@ export class Meta {
       this.listings.set(key, hit);
       return hit;
     }
+    await settled(this.db);
     const gen = this.generation;
     // all() reads in batches (nextv); a for-await over the iterator costs a round trip to
     // LevelDB's thread per entry.
@@ -251,6 +261,7 @@ export class Meta {
    * entries), and only asked for ".." of such a directory after the kernel forgot it.
    */
   async findParent(vol: number, ino: number): Promise<number | undefined> {
+    await settled(this.db);
     for await (const [k, v] of this.db.iterator(volumeRange(ENTRY, vol))) {
       const e = decodeEntry(v);
       if (e.ino === ino && e.type === NodeType.Dir) return k.readUInt32BE(5) * 0x100000000 + k.readUInt32BE(9);
@@ -259,11 +270,13 @@ export class Meta {
   }
 
   async hasChildren(vol: number, ino: number): Promise<boolean> {
+    await settled(this.db);
     for await (const _ of this.db.keys({ ...entryRange(vol, ino), limit: 1 })) return true;
     return false;
   }
 
   async counter(name: string, start: number): Promise<number> {
+    await settled(this.db);
     const v = await this.db.get(nsMetaKey(name));
     return v ? decodeU32(v, `namespace counter ${name}`) : start;
   }
@@ -274,11 +287,28 @@ export class Meta {
     return { type: 'put', key: nsMetaKey(name), value: b };
   }
 
-  /** Writes a transaction in one batch, then lets the cache see it. */
+  /** Writes a transaction in one batch (after every queued one), then lets the cache see it. */
   async apply(txn: Txn, sync = false): Promise<void> {
     if (txn.ops.length === 0) return;
     await writeBatch(this.db, txn.ops, sync);
     this.learn(txn);
+  }
+
+  /**
+   * A metadata-only change (ARCHITECTURE.md, "Commit rules"): queues its batch behind every
+   * earlier write and lets the cache see it now. Throws (nothing changed) if an earlier queued
+   * write failed. Names of shares and snapshots never change this way.
+   */
+  applyLater(txn: Txn): void {
+    if (txn.ops.length === 0) return;
+    if (txn.hasRaw) throw new Error('applyLater: raw operations (names of shares and snapshots) are written with apply');
+    writeLater(this.db, txn.ops);
+    this.learn(txn);
+  }
+
+  /** Resolves once every change applyLater queued is in LevelDB (not necessarily synced). */
+  settled(): Promise<void> {
+    return settled(this.db);
   }
 
   /**
@@ -291,7 +321,7 @@ export class Meta {
     this.learn(txn);
   }
 
-  /** Only after the batch is on disk, so the cache never shows what the disk does not hold. */
+  /** After the batch is on disk, or queued ahead of every later write (applyLater). */
   private learn(txn: Txn): void {
     this.generation++;
     if (txn.hasRaw) this.names.clear();
