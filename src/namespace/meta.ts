@@ -56,6 +56,37 @@ class Lru<V> {
   }
 }
 
+interface Listing {
+  byName: Map<string, EntryValue>;
+  /** The rows in LevelDB's key order (UTF-8 bytes of the name); rebuilt after a change. */
+  sorted: DirEntryRow[] | undefined;
+}
+
+/** Rows in the order of their names' UTF-8 bytes, which is LevelDB's order of entry keys. */
+function sortRows(byName: Map<string, EntryValue>): DirEntryRow[] {
+  const rows: DirEntryRow[] = [];
+  for (const [name, entry] of byName) rows.push({ name, entry });
+  return rows.sort((a, b) => compareUtf8(a.name, b.name));
+}
+
+/** UTF-8 byte order = code point order; UTF-16 units differ from it only around surrogates. */
+function compareUtf8(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x === y) continue;
+    if (x >= 0xd800 && y >= 0xd800) {
+      // A surrogate (a code point above U+FFFF) sorts after U+E000-U+FFFF in UTF-8.
+      const cx = a.codePointAt(i)!;
+      const cy = b.codePointAt(i)!;
+      return cx < cy ? -1 : cx > cy ? 1 : 0;
+    }
+    return x - y;
+  }
+  return a.length - b.length;
+}
+
 /** A negative entry: the name is known not to exist. */
 const ABSENT = null;
 
@@ -113,12 +144,14 @@ export class Meta {
    */
   private readonly names = new Map<string, number | null>();
   /**
-   * Whole directory listings ("vol/ino" -> entries in key order), oldest use first. Reading a
-   * listing from LevelDB costs ~10-30 us per entry (2,000 entries: 20-60 ms), and tools list
-   * the same directory again and again (ls, rsync, find). A transaction that adds or removes
-   * a name in a directory drops its listing; forgetting a volume drops them all.
+   * Whole directory listings ("vol/ino" -> entries by name), oldest use first. Reading a
+   * listing from LevelDB costs ~5-30 us per entry (2,000 entries: 10-60 ms), and tools list
+   * the same directory again and again (ls, rsync, find), also right after filling it. A
+   * transaction that adds or removes a name in a directory whose listing is cached changes
+   * the listing too (the sorted array is rebuilt at the next read); forgetting a volume drops
+   * them all.
    */
-  private readonly listings = new Map<string, ReadonlyArray<DirEntryRow>>();
+  private readonly listings = new Map<string, Listing>();
   private listed = 0;
   /**
    * Bumped by every learned change. A read that missed the cache may only fill it if no
@@ -227,7 +260,8 @@ export class Meta {
     if (hit) {
       this.listings.delete(key);
       this.listings.set(key, hit);
-      return hit;
+      hit.sorted ??= sortRows(hit.byName);
+      return hit.sorted;
     }
     await settled(this.db);
     const gen = this.generation;
@@ -237,22 +271,26 @@ export class Meta {
     const list = rows.map(([k, v]) => ({ name: k.subarray(13).toString('utf8'), entry: decodeEntry(v) }));
     // Only if nothing landed while LevelDB read: the listing may predate that change.
     if (gen === this.generation && list.length <= LISTED_MAX) {
-      this.listings.set(key, list);
+      this.listings.set(key, { byName: new Map(list.map((r) => [r.name, r.entry])), sorted: list });
       this.listed += list.length;
-      for (const [k, l] of this.listings) {
-        if (this.listed <= LISTED_MAX) break;
-        this.listings.delete(k);
-        this.listed -= l.length;
-      }
+      this.evictListings();
     }
     return list;
+  }
+
+  private evictListings(): void {
+    for (const [k, l] of this.listings) {
+      if (this.listed <= LISTED_MAX) break;
+      this.listings.delete(k);
+      this.listed -= l.byName.size;
+    }
   }
 
   private dropListing(key: string): void {
     const l = this.listings.get(key);
     if (!l) return;
     this.listings.delete(key);
-    this.listed -= l.length;
+    this.listed -= l.byName.size;
   }
 
   /**
@@ -324,8 +362,26 @@ export class Meta {
   /** After the batch is on disk, or queued ahead of every later write (applyLater). */
   private learn(txn: Txn): void {
     this.generation++;
-    if (txn.hasRaw) this.names.clear();
-    for (const d of txn.dirs) this.dropListing(d);
+    if (txn.hasRaw) {
+      this.names.clear();
+      for (const d of txn.dirs) this.dropListing(d);
+    }
+    for (const [k, e] of txn.entries) {
+      // "vol/parent/name": names never hold a slash.
+      const cut = k.indexOf('/', k.indexOf('/') + 1);
+      const l = this.listings.get(k.slice(0, cut));
+      if (!l) continue;
+      const name = k.slice(cut + 1);
+      const had = l.byName.has(name);
+      if (e === ABSENT) {
+        if (had) l.byName.delete(name);
+      } else {
+        l.byName.set(name, e);
+      }
+      this.listed += (e === ABSENT ? 0 : 1) - (had ? 1 : 0);
+      l.sorted = undefined;
+    }
+    this.evictListings();
     for (const [k, inode] of txn.inodes) this.inodes.set(k, inode);
     for (const [k, e] of txn.entries) this.entries.set(k, e);
     for (const [id, v] of txn.volumes) this.volumes.set(id, v);
