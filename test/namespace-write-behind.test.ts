@@ -152,3 +152,20 @@ t.test('a queued write that fails fails every later change with IO', async (t) =
   await t.rejects(ns.fs.create('/s/next', 0o644), { code: 'IO' }, 'a later change is refused');
   await t.rejects(ns.fs.chmod('/s/lost', 0o600), { code: 'IO' }, 'so is a chmod');
 });
+
+t.test('fsyncs that arrive together share synced batches', async (t) => {
+  const { ns, log } = await setup(t);
+  const fhs: number[] = [];
+  for (let i = 0; i < 100; i++) {
+    const fh = await ns.fs.create(`/s/w${i}`, 0o644);
+    await ns.write(fh, 0, Buffer.from(`content of w${i}`));
+    fhs.push(fh);
+  }
+  const before = log.mark();
+  await Promise.all(fhs.map((fh) => ns.fs.fsync(fh)));
+  const synced = log.syncedBetween(before, log.mark()).length;
+  // Before: a round (one synced batch) per fsync, as each asked for its own.
+  t.ok(synced <= 5, `100 fsyncs at once took ${synced} synced batches`);
+  for (const fh of fhs) await ns.fs.release(fh);
+  t.equal((await readFile(ns, '/s/w42')).toString(), 'content of w42', 'the content is there');
+});

@@ -81,17 +81,26 @@ export function allDurable(db: Db): boolean {
 // it is durable only at the next synced write either way. Waiting for its unsynced batch to
 // reach LevelDB's log costs two thread hand-offs per operation (0.3-0.6 ms on a loaded
 // machine, most of a small file's time). writeLater queues the batch and returns at once: the
-// queue is written in order, all that gathered while the previous write ran as one batch, so
-// the log holds a prefix of the changes in call order at any moment. Every other write
-// (writeBatch: the store's commits, fsync's synced batch) waits for the queue first, and
-// allDurable is false while anything is queued, so fsync still means durable. What a crash of
-// the process may lose besides a power cut's: the changes queued in the last write's time
-// (about a millisecond), never a reordering. A failed queued write (LevelDB's log on a full or
+// queue is written in order, all that gathered in WRITE_BEHIND_MS (or while the previous
+// write ran) as one batch, so the log holds a prefix of the changes in call order at any
+// moment. Every other write (writeBatch: the store's commits, fsync's synced batch) and every
+// scan (settled) writes the queue at once and waits for it, and allDurable is false while
+// anything is queued, so fsync still means durable. What a crash of the process may lose
+// besides a power cut's: the changes of the last WRITE_BEHIND_MS and one write's time, never a
+// reordering. A failed queued write (LevelDB's log on a full or
 // failing disk) fails every later write of this database, as LevelDB itself does after a log
 // write error: the caller whose change was acknowledged learns it at the next change or fsync.
 
+/**
+ * How long queued changes wait for company before they are written. One batch hand-off to
+ * LevelDB's thread costs the event loop ~0.1-0.3 ms on a loaded machine; an rsync makes ~7
+ * metadata changes per file, which now share one or two.
+ */
+export const WRITE_BEHIND_MS = 5;
+
 interface Behind {
   ops: DbOp[];
+  timer: NodeJS.Timeout | undefined;
   writing: Promise<void> | undefined;
   failure: Error | undefined;
   /** Queued values by key (latin1 of the key): what readers must see before LevelDB has them. */
@@ -102,7 +111,7 @@ const behind = new WeakMap<Db, Behind>();
 
 function behindOf(db: Db): Behind {
   let b = behind.get(db);
-  if (!b) behind.set(db, (b = { ops: [], writing: undefined, failure: undefined, pending: new Map() }));
+  if (!b) behind.set(db, (b = { ops: [], timer: undefined, writing: undefined, failure: undefined, pending: new Map() }));
   return b;
 }
 
@@ -116,6 +125,12 @@ export function writeLater(db: Db, ops: DbOp[]): void {
   }
   // The batch boundary of each writeLater call need not be kept: consecutive batches are
   // written together, which is atomic for all of them.
+  if (!b.writing && !b.timer) b.timer = setTimeout(() => startDrain(db, b), WRITE_BEHIND_MS);
+}
+
+function startDrain(db: Db, b: Behind): void {
+  if (b.timer) clearTimeout(b.timer);
+  b.timer = undefined;
   b.writing ??= drain(db, b);
 }
 
@@ -146,6 +161,7 @@ async function drain(db: Db, b: Behind): Promise<void> {
 export async function settled(db: Db): Promise<void> {
   const b = behind.get(db);
   if (!b) return;
+  if (b.ops.length > 0) startDrain(db, b);
   while (b.writing) await b.writing;
   if (b.failure) throw b.failure;
 }
