@@ -73,3 +73,39 @@ t.test('a share made again under its name lists as the new one', async (t) => {
   await ns.shares.create('s');
   t.same(await names(ns, '/s'), ['.snapshots'], 'empty');
 });
+
+t.test('a cached listing follows changes without reading LevelDB again, in key order', async (t) => {
+  const dir = tmpDir(t);
+  const odd = ['Z', 'a', 'é', '\uFFFD', '\u{1F600}', 'b\u{10000}', 'b\uE000', '~'];
+  {
+    const { ns, store } = await openNs(t, dir);
+    await ns.shares.create('s');
+    await ns.fs.mkdir('/s/d', 0o755);
+    t.same(await names(ns, '/s/d'), [], 'listed once (cached)');
+    // Counts the scans the namespace asks of the real database (nothing is changed).
+    const db = store.db as unknown as { iterator: (...a: unknown[]) => unknown };
+    const iterator = db.iterator;
+    let scans = 0;
+    db.iterator = function (this: unknown, ...a: unknown[]) {
+      scans++;
+      return iterator.apply(this, a);
+    };
+    t.teardown(() => {
+      db.iterator = iterator;
+    });
+    for (let i = 0; i < 300; i++) await touch(ns, `/s/d/f${i}`);
+    for (const n of odd) await touch(ns, `/s/d/${n}`);
+    await ns.fs.unlink('/s/d/f7');
+    await ns.fs.rename('/s/d/f8', '/s/d/g8');
+    const listed = (await ns.fs.readdir('/s/d')).map((e) => e.name);
+    t.equal(scans, 0, 'no LevelDB scan for the listing after 300 creates, an unlink and a rename');
+    t.equal(listed.length, 300 - 1 + odd.length, 'every name');
+    t.ok(listed.includes('g8') && !listed.includes('f8') && !listed.includes('f7'), 'the rename and the unlink show');
+    db.iterator = iterator;
+    await ns.close();
+    await store.close();
+    // The same directory read from LevelDB after a reopen: the same names in the same order.
+    const again = await openNs(t, dir);
+    t.same((await again.ns.fs.readdir('/s/d')).map((e) => e.name), listed, "the cached listing's order is LevelDB's");
+  }
+});

@@ -13,7 +13,8 @@
 // Then small files (bench/small-files.ts): create/stat/readdir/unlink of 10,000 files (--quick:
 // 2,000) against a names-only FUSE ceiling, and rsync -a /usr/share/doc into a share against a
 // plain directory. --before=REPO runs that part also on another built checkout (main before a
-// change); --fuse3 runs it also on the libfuse3 binding (appliance --fuse 3). --only=image or
+// change; with --fuse3 on both bindings); --fuse3 runs it also on the libfuse3 binding
+// (appliance --fuse 3). --only=image or
 // --only=small runs one part; --only=ceiling only the do-nothing ceilings of the libfuse3
 // binding (fuse.ceiling.*) and of fuse-native (fuse.ceiling_old.*). --only=vs-store: the mount
 // against the store in one run (bench/fuse-vs-store.ts: fuse.write.unique.vs_store,

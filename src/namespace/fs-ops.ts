@@ -206,7 +206,7 @@ export class FsOps {
     txn.putInode(p.vol.id, linked);
     txn.putEntry(p.vol.id, p.parent, p.name, { ino: src.ino, type: src.inode.type });
     txn.putInode(p.vol.id, { ...p.parentInode, mtime: now, ctime: now });
-    await this.ctx.meta.apply(txn);
+    this.ctx.meta.applyLater(txn);
     return linked;
   }
 
@@ -242,7 +242,7 @@ export class FsOps {
     const nlink = p.parentInode.nlink + (type === NodeType.Dir ? 1 : 0);
     txn.putInode(p.vol.id, { ...p.parentInode, nlink, mtime: now, ctime: now });
     if (type === NodeType.File) this.ctx.count(txn, p.vol, 1, 0);
-    await this.ctx.meta.apply(txn);
+    this.ctx.meta.applyLater(txn);
     return { vol: p.vol, inode };
   }
 
@@ -273,7 +273,7 @@ export class FsOps {
     txn.delEntry(p.vol.id, p.parent, p.name);
     this.unlinkInode(txn, p.vol, inode, now);
     txn.putInode(p.vol.id, { ...p.parentInode, mtime: now, ctime: now });
-    await this.ctx.meta.apply(txn);
+    this.ctx.meta.applyLater(txn);
   }
 
   async rmdir(path: string): Promise<void> {
@@ -302,7 +302,7 @@ export class FsOps {
     txn.delEntry(p.vol.id, p.parent, p.name);
     this.unlinkInode(txn, p.vol, inode, now);
     txn.putInode(p.vol.id, { ...p.parentInode, nlink: p.parentInode.nlink - 1, mtime: now, ctime: now });
-    await this.ctx.meta.apply(txn);
+    this.ctx.meta.applyLater(txn);
   }
 
   async rename(from: string, to: string): Promise<void> {
@@ -365,7 +365,7 @@ export class FsOps {
     put({ ...sp, nlink: sp.nlink - (moving.type === NodeType.Dir && src.parent !== dst.parent ? 1 : 0), mtime: now, ctime: now });
     const dp = await get(dst.parent);
     put({ ...dp, nlink: dp.nlink + (moving.type === NodeType.Dir && src.parent !== dst.parent ? 1 : 0), mtime: now, ctime: now });
-    await this.ctx.meta.apply(txn);
+    this.ctx.meta.applyLater(txn);
   }
 
   /** Whether directory `dir` is `ancestor` or below it, walking ".." up to the volume's root. */
@@ -407,7 +407,7 @@ export class FsOps {
     if (f && onOpen) onOpen(f, now);
     const written = f ? { ...next, mtime: f.mtime, ctime: f.ctime } : next;
     txn.putInode(r.vol.id, written);
-    await this.ctx.meta.apply(txn);
+    this.ctx.meta.applyLater(txn);
     return written;
   }
 

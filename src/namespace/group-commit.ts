@@ -24,6 +24,8 @@ export class GroupCommit {
   private queue: Pending[] = [];
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> = Promise.resolve();
+  /** A round is chained that has not started yet (it will take whatever is queued then). */
+  private scheduled = false;
 
   constructor(private readonly ctx: NsContext) {}
 
@@ -35,14 +37,23 @@ export class GroupCommit {
     return done;
   }
 
-  /** Starts a round with everything queued (after the round in progress). */
+  /**
+   * Starts a round with everything queued (after the round in progress). The round takes the
+   * queue when it starts, not when it is asked for: fsyncs that arrive while a round runs (a
+   * snapshot committing every open file of its share, many writers fsyncing) share the next
+   * round instead of making one synced batch each.
+   */
   flush(): Promise<void> {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
-    const batch = this.queue;
-    this.queue = [];
-    if (batch.length === 0) return this.running;
-    this.running = this.running.then(() => this.round(batch));
+    if (this.queue.length === 0 || this.scheduled) return this.running;
+    this.scheduled = true;
+    this.running = this.running.then(() => {
+      this.scheduled = false;
+      const batch = this.queue;
+      this.queue = [];
+      return this.round(batch);
+    });
     return this.running;
   }
 

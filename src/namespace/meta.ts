@@ -1,10 +1,13 @@
 // Namespace metadata in LevelDB with a read cache. Every change goes through a Txn: its
-// operations are written in one atomic batch, and the cache learns them only after the
-// batch succeeded, so the cache never shows what the disk does not hold. The namespace
+// operations are written in one atomic batch. apply() lets the cache learn them only after the
+// batch succeeded; applyLater() (metadata-only changes, written without sync anyway) queues
+// the batch (kv/db.ts, writeLater) and lets the cache learn at once, so what the cache shows
+// is on disk or queued in order ahead of every later write. Readers that go to LevelDB see the
+// queue first: point reads through queuedValue, scans after settled(). The namespace
 // serialises transactions, so batches never race one another.
 
 import { vmError } from '../errors.js';
-import { type Db, type DbOp, writeBatch } from '../kv/db.js';
+import { type Db, type DbOp, queuedValue, settled, writeBatch, writeLater } from '../kv/db.js';
 import { ENTRY, entryKey, entryRange, inodeKey, nsMetaKey, shareNameKey, snapNameKey, snapNameRange, volumeKey, volumeRange } from './keys.js';
 import {
   decodeEntry,
@@ -51,6 +54,37 @@ class Lru<V> {
   clear(): void {
     this.map.clear();
   }
+}
+
+interface Listing {
+  byName: Map<string, EntryValue>;
+  /** The rows in LevelDB's key order (UTF-8 bytes of the name); rebuilt after a change. */
+  sorted: DirEntryRow[] | undefined;
+}
+
+/** Rows in the order of their names' UTF-8 bytes, which is LevelDB's order of entry keys. */
+function sortRows(byName: Map<string, EntryValue>): DirEntryRow[] {
+  const rows: DirEntryRow[] = [];
+  for (const [name, entry] of byName) rows.push({ name, entry });
+  return rows.sort((a, b) => compareUtf8(a.name, b.name));
+}
+
+/** UTF-8 byte order = code point order; UTF-16 units differ from it only around surrogates. */
+function compareUtf8(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x === y) continue;
+    if (x >= 0xd800 && y >= 0xd800) {
+      // A surrogate (a code point above U+FFFF) sorts after U+E000-U+FFFF in UTF-8.
+      const cx = a.codePointAt(i)!;
+      const cy = b.codePointAt(i)!;
+      return cx < cy ? -1 : cx > cy ? 1 : 0;
+    }
+    return x - y;
+  }
+  return a.length - b.length;
 }
 
 /** A negative entry: the name is known not to exist. */
@@ -110,12 +144,14 @@ export class Meta {
    */
   private readonly names = new Map<string, number | null>();
   /**
-   * Whole directory listings ("vol/ino" -> entries in key order), oldest use first. Reading a
-   * listing from LevelDB costs ~10-30 us per entry (2,000 entries: 20-60 ms), and tools list
-   * the same directory again and again (ls, rsync, find). A transaction that adds or removes
-   * a name in a directory drops its listing; forgetting a volume drops them all.
+   * Whole directory listings ("vol/ino" -> entries by name), oldest use first. Reading a
+   * listing from LevelDB costs ~5-30 us per entry (2,000 entries: 10-60 ms), and tools list
+   * the same directory again and again (ls, rsync, find), also right after filling it. A
+   * transaction that adds or removes a name in a directory whose listing is cached changes
+   * the listing too (the sorted array is rebuilt at the next read); forgetting a volume drops
+   * them all.
    */
-  private readonly listings = new Map<string, ReadonlyArray<DirEntryRow>>();
+  private readonly listings = new Map<string, Listing>();
   private listed = 0;
   /**
    * Bumped by every learned change. A read that missed the cache may only fill it if no
@@ -129,6 +165,7 @@ export class Meta {
   async getVolume(id: number): Promise<Volume | undefined> {
     const hit = this.volumes.get(id);
     if (hit) return hit;
+    await settled(this.db);
     const gen = this.generation;
     const v = await this.db.get(volumeKey(id));
     if (!v) return undefined;
@@ -148,6 +185,7 @@ export class Meta {
   private async named(cacheKey: string, key: () => Buffer): Promise<number | undefined> {
     const hit = this.names.get(cacheKey);
     if (hit !== undefined) return hit ?? undefined;
+    await settled(this.db);
     const gen = this.generation;
     const v = await this.db.get(key());
     const id = v ? decodeU32(v, cacheKey.startsWith('s/') ? `share name ${cacheKey.slice(2)}` : `snapshot name ${cacheKey}`) : null;
@@ -161,6 +199,7 @@ export class Meta {
 
   async shareNames(): Promise<Array<{ name: string; vol: number }>> {
     const out: Array<{ name: string; vol: number }> = [];
+    await settled(this.db);
     const gte = shareNameKey('');
     const lt = Buffer.from([gte[0] + 1]);
     for await (const [k, v] of this.db.iterator({ gte, lt })) out.push({ name: k.subarray(1).toString('utf8'), vol: decodeU32(v, 'share name record') });
@@ -169,6 +208,7 @@ export class Meta {
 
   async snapshotNames(shareVol: number): Promise<Array<{ name: string; vol: number }>> {
     const out: Array<{ name: string; vol: number }> = [];
+    await settled(this.db);
     for await (const [k, v] of this.db.iterator(snapNameRange(shareVol))) out.push({ name: k.subarray(5).toString('utf8'), vol: decodeU32(v, 'snapshot name record') });
     return out;
   }
@@ -208,6 +248,8 @@ export class Meta {
    * tree nodes (store/ingest.ts).
    */
   private readSync(key: Buffer): Buffer | undefined {
+    const q = queuedValue(this.db, key);
+    if (q !== undefined) return q ?? undefined;
     return this.db.getSync(key) ?? undefined;
   }
 
@@ -218,8 +260,10 @@ export class Meta {
     if (hit) {
       this.listings.delete(key);
       this.listings.set(key, hit);
-      return hit;
+      hit.sorted ??= sortRows(hit.byName);
+      return hit.sorted;
     }
+    await settled(this.db);
     const gen = this.generation;
     // all() reads in batches (nextv); a for-await over the iterator costs a round trip to
     // LevelDB's thread per entry.
@@ -227,22 +271,26 @@ export class Meta {
     const list = rows.map(([k, v]) => ({ name: k.subarray(13).toString('utf8'), entry: decodeEntry(v) }));
     // Only if nothing landed while LevelDB read: the listing may predate that change.
     if (gen === this.generation && list.length <= LISTED_MAX) {
-      this.listings.set(key, list);
+      this.listings.set(key, { byName: new Map(list.map((r) => [r.name, r.entry])), sorted: list });
       this.listed += list.length;
-      for (const [k, l] of this.listings) {
-        if (this.listed <= LISTED_MAX) break;
-        this.listings.delete(k);
-        this.listed -= l.length;
-      }
+      this.evictListings();
     }
     return list;
+  }
+
+  private evictListings(): void {
+    for (const [k, l] of this.listings) {
+      if (this.listed <= LISTED_MAX) break;
+      this.listings.delete(k);
+      this.listed -= l.byName.size;
+    }
   }
 
   private dropListing(key: string): void {
     const l = this.listings.get(key);
     if (!l) return;
     this.listings.delete(key);
-    this.listed -= l.length;
+    this.listed -= l.byName.size;
   }
 
   /**
@@ -251,6 +299,7 @@ export class Meta {
    * entries), and only asked for ".." of such a directory after the kernel forgot it.
    */
   async findParent(vol: number, ino: number): Promise<number | undefined> {
+    await settled(this.db);
     for await (const [k, v] of this.db.iterator(volumeRange(ENTRY, vol))) {
       const e = decodeEntry(v);
       if (e.ino === ino && e.type === NodeType.Dir) return k.readUInt32BE(5) * 0x100000000 + k.readUInt32BE(9);
@@ -259,11 +308,13 @@ export class Meta {
   }
 
   async hasChildren(vol: number, ino: number): Promise<boolean> {
+    await settled(this.db);
     for await (const _ of this.db.keys({ ...entryRange(vol, ino), limit: 1 })) return true;
     return false;
   }
 
   async counter(name: string, start: number): Promise<number> {
+    await settled(this.db);
     const v = await this.db.get(nsMetaKey(name));
     return v ? decodeU32(v, `namespace counter ${name}`) : start;
   }
@@ -274,11 +325,28 @@ export class Meta {
     return { type: 'put', key: nsMetaKey(name), value: b };
   }
 
-  /** Writes a transaction in one batch, then lets the cache see it. */
+  /** Writes a transaction in one batch (after every queued one), then lets the cache see it. */
   async apply(txn: Txn, sync = false): Promise<void> {
     if (txn.ops.length === 0) return;
     await writeBatch(this.db, txn.ops, sync);
     this.learn(txn);
+  }
+
+  /**
+   * A metadata-only change (ARCHITECTURE.md, "Commit rules"): queues its batch behind every
+   * earlier write and lets the cache see it now. Throws (nothing changed) if an earlier queued
+   * write failed. Names of shares and snapshots never change this way.
+   */
+  applyLater(txn: Txn): void {
+    if (txn.ops.length === 0) return;
+    if (txn.hasRaw) throw new Error('applyLater: raw operations (names of shares and snapshots) are written with apply');
+    writeLater(this.db, txn.ops);
+    this.learn(txn);
+  }
+
+  /** Resolves once every change applyLater queued is in LevelDB (not necessarily synced). */
+  settled(): Promise<void> {
+    return settled(this.db);
   }
 
   /**
@@ -291,11 +359,29 @@ export class Meta {
     this.learn(txn);
   }
 
-  /** Only after the batch is on disk, so the cache never shows what the disk does not hold. */
+  /** After the batch is on disk, or queued ahead of every later write (applyLater). */
   private learn(txn: Txn): void {
     this.generation++;
-    if (txn.hasRaw) this.names.clear();
-    for (const d of txn.dirs) this.dropListing(d);
+    if (txn.hasRaw) {
+      this.names.clear();
+      for (const d of txn.dirs) this.dropListing(d);
+    }
+    for (const [k, e] of txn.entries) {
+      // "vol/parent/name": names never hold a slash.
+      const cut = k.indexOf('/', k.indexOf('/') + 1);
+      const l = this.listings.get(k.slice(0, cut));
+      if (!l) continue;
+      const name = k.slice(cut + 1);
+      const had = l.byName.has(name);
+      if (e === ABSENT) {
+        if (had) l.byName.delete(name);
+      } else {
+        l.byName.set(name, e);
+      }
+      this.listed += (e === ABSENT ? 0 : 1) - (had ? 1 : 0);
+      l.sorted = undefined;
+    }
+    this.evictListings();
     for (const [k, inode] of txn.inodes) this.inodes.set(k, inode);
     for (const [k, e] of txn.entries) this.entries.set(k, e);
     for (const [id, v] of txn.volumes) this.volumes.set(id, v);

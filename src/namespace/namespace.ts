@@ -216,6 +216,8 @@ export class Namespace {
     }
     for (const v of open) yield v;
     const db = this.store.db;
+    // Queued metadata changes first (kv/db.ts, writeLater): the snapshot must hold them.
+    await this.ctx.meta.settled();
     const snap = db.snapshot();
     try {
       for await (const v of db.values({ ...inodeSpace(), snapshot: snap })) {

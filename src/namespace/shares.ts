@@ -141,6 +141,8 @@ export class Shares {
 
   /** Deletes every record of a volume that no name refers to any more. */
   async clearVolume(id: number): Promise<void> {
+    // No queued change of this volume may land after the clear (kv/db.ts, writeLater).
+    await this.ctx.meta.settled();
     await this.ctx.store.db.clear(volumeRange(ENTRY, id));
     await this.ctx.store.db.clear(volumeRange(INODE, id));
     await this.ctx.store.db.del(volumeKey(id));

@@ -33,7 +33,7 @@ import { IngestEngine } from './ingest.js';
 import { recoverContainers, type RepairReport } from './container/recovery.js';
 import { rebuildIndex, type RebuildReport } from './index/rebuild.js';
 import { type Progress, type VerifiedContainers, verifyContainers, verifyTrees, type VerifyOptions, type VerifyReport } from './verify/verify.js';
-import { allDurable, type Db, writeBatch } from '../kv/db.js';
+import { allDurable, type Db, settled, writeBatch } from '../kv/db.js';
 import { tuneMalloc } from './native.js';
 import { ReadAhead } from './tree/read-ahead.js';
 import { SegmentReader } from './segment-reader.js';
@@ -434,6 +434,9 @@ export class SegmentStore {
     if (this.closed) return;
     this.closed = true;
     const core = this.core;
+    // Metadata changes queued by the namespace (kv/db.ts, writeLater) land before the close;
+    // a failed one was reported to the namespace's callers already.
+    await settled(core.db).catch(() => {});
     await core.sealOpen();
     await core.checkpoint([], { sync: true });
     await saveBloom(this.dir, core.bloom).catch(() => {});

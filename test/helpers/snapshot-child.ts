@@ -25,6 +25,11 @@ async function main(): Promise<void> {
       await ns.write(fh, 0, fileContent(i));
       await ns.fs.release(fh);
     }
+    // Made durable before the loop (files and names): the test kills this process at any
+    // moment after 'ready', and what was not fsynced may be lost by a crash (ARCHITECTURE.md,
+    // "Commit rules"); the test is about snapshots, not about the files it starts from.
+    await ns.flushAll();
+    await ns.fs.fsyncdir('/vms/d');
   }
   const fd = fs.openSync(log, 'a');
   process.send?.('ready');

@@ -146,9 +146,10 @@ export async function benchSmallFiles(opts: SmallBenchOptions, emit: (f: SmallFi
     const ceiling = await ceilingRun(work, count);
     const vm = await applianceRun(path.join(work, 'store'), count, src, opts, undefined, opts.fuse3 ? 2 : undefined);
     const f3 = opts.fuse3 ? await applianceRun(path.join(work, 'store-fuse3'), count, src, opts, undefined, 3) : undefined;
-    const before = opts.beforeRepo
-      ? await applianceRun(path.join(work, 'store-before'), count, src, opts, path.join(opts.beforeRepo, 'bin', 'vmvault.js'))
-      : undefined;
+    const beforeBin = opts.beforeRepo ? path.join(opts.beforeRepo, 'bin', 'vmvault.js') : undefined;
+    const before = beforeBin ? await applianceRun(path.join(work, 'store-before'), count, src, opts, beforeBin, opts.fuse3 ? 2 : undefined) : undefined;
+    // The other checkout on the libfuse3 binding too, when both are asked for.
+    const before3 = beforeBin && opts.fuse3 ? await applianceRun(path.join(work, 'store-before-fuse3'), count, src, opts, beforeBin, 3) : undefined;
     const plain = path.join(work, 'plain-doc');
     const plainS = await rsyncInto(src, plain);
 
@@ -164,6 +165,8 @@ export async function benchSmallFiles(opts: SmallBenchOptions, emit: (f: SmallFi
         const v3 = rate(f3.small[ph]);
         emit({ figure: `fuse.small.${ph}.fuse3`, value: Math.round(v3), unit, vs_ceiling: round3(v3 / c) });
         emit({ figure: `fuse.small.${ph}.fuse3_vs_fuse2`, value: round3(v3 / v), unit: 'ratio' });
+        emit({ figure: `fuse.small.${ph}.fuse3.vs_ceiling`, value: round3(v3 / c), unit: 'ratio' });
+        if (before3) emit({ figure: `fuse.small.${ph}.fuse3_before`, value: Math.round(rate(before3.small[ph])), unit, vs_ceiling: round3(rate(before3.small[ph]) / c) });
       }
     }
     opts.note(`rsync -a ${src}: plain directory ${plainS.toFixed(2)} s, mount ${vm.rsync.toFixed(2)} s${before ? `, before ${before.rsync.toFixed(2)} s` : ''}`);
@@ -173,6 +176,11 @@ export async function benchSmallFiles(opts: SmallBenchOptions, emit: (f: SmallFi
       opts.note(`rsync -a ${src} on the libfuse3 binding: ${f3.rsync.toFixed(2)} s`);
       emit({ figure: 'rsync.doc.fuse3_seconds', value: round1(f3.rsync), unit: 's' });
       emit({ figure: 'rsync.doc.fuse3_speedup', value: round1(vm.rsync / f3.rsync), unit: 'fuse2 time / fuse3 time' });
+      if (before3) {
+        opts.note(`rsync -a ${src} on the libfuse3 binding, before: ${before3.rsync.toFixed(2)} s`);
+        emit({ figure: 'rsync.doc.fuse3_before_seconds', value: round1(before3.rsync), unit: 's' });
+        emit({ figure: 'rsync.doc.fuse3_speedup_vs_before', value: round1(before3.rsync / f3.rsync), unit: 'before time / time (fuse 3)' });
+      }
     }
     if (before) {
       emit({ figure: 'rsync.doc.before_seconds', value: round1(before.rsync), unit: 's' });
