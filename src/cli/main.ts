@@ -24,6 +24,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   vm: async () => (await import('./commands/vms.js')).vmCommand,
   backup: async () => (await import('./commands/vms.js')).backupCommand,
   restore: async () => (await import('./commands/vms.js')).restoreCommand,
+  export: async () => (await import('./commands/exports.js')).exportCommand,
 };
 
 const HELP = `usage: vmvault <command> [options]
@@ -69,6 +70,15 @@ VM backup (backups and restores are jobs, like gc)
   restore <vm> --to <dir> [--point <time>] [--format raw|qcow2]
                                           write a restore point's disks (newest by default)
                                           into <dir> on the appliance host
+
+Exports to hypervisors (NFS: nfs-ganesha, needs appliance --fuse 3; SMB: Samba)
+  export list                             every export: URL, clients, state
+  export nfs|smb enable <share> [--clients CIDR,...]
+                                          export a share to these networks (default: this
+                                          host only), e.g. --clients 10.0.0.0/24,192.0.2.7
+  export nfs|smb disable <share>          stop exporting it
+  export smb password [--user <name>]     set the SMB account's password (a local Unix user,
+                                          default root), read from stdin or $VMVAULT_SMB_PASSWORD
 
 Appliance
   appliance ...                           run the appliance (see vmvault appliance --help)
@@ -117,8 +127,11 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       point: values.point,
       to: values.to,
       format: values.format,
+      clients: values.clients,
+      user: values.user,
     };
     if (name !== 'vm' && name !== 'backup' && name !== 'restore') refuseOptions(flags, name, []);
+    if (name !== 'export' && (flags.clients !== undefined || flags.user !== undefined)) throw usage(`${name} takes no --${flags.clients !== undefined ? 'clients' : 'user'}`);
     const baseUrl = parseBaseUrl(values.url ?? DEFAULT_URL);
     const token = await resolveToken({ token: values.token, data: values.data }, io.env);
     const command = await load();
@@ -149,6 +162,8 @@ const OPTIONS = {
   point: 'string',
   to: 'string',
   format: 'string',
+  clients: 'string',
+  user: 'string',
 } as const;
 type OptionName = keyof typeof OPTIONS;
 type Values = { [K in OptionName]?: (typeof OPTIONS)[K] extends 'string' ? string : boolean };

@@ -19,6 +19,9 @@ export interface Flags {
   point?: string;
   to?: string;
   format?: string;
+  // Export options (exports.ts); other commands refuse them.
+  clients?: string;
+  user?: string;
 }
 
 /** The VM options a command does not take, as a usage error; call with the ones it does. */
