@@ -15,7 +15,7 @@
 import { vmError } from '../errors.js';
 import { parseClients } from './cidr.js';
 import { type ExportEntry, type ExportsRecord, type Protocol, PROTOCOLS, readExports, writeExports } from './exports-file.js';
-import { ganeshaLaunch } from './ganesha.js';
+import { configErrors, ganeshaLaunch } from './ganesha.js';
 import { setSmbPassword, type SmbOptions, smbLaunch, writeSmbConfig } from './samba.js';
 import { Supervisor } from './supervisor.js';
 import path from 'node:path';
@@ -48,7 +48,7 @@ export const DEFAULT_NFS_PORT = 2049;
 export const DEFAULT_NFS_MOUNT_PORT = 20048;
 export const DEFAULT_SMB_PORT = 445;
 /** Without --clients an export serves only this host: an explicit list opens it to hypervisors. */
-export const DEFAULT_CLIENTS = ['127.0.0.1/32', '::1/128'];
+export const DEFAULT_CLIENTS: Record<Protocol, string[]> = { nfs: ['127.0.0.1/32'], smb: ['127.0.0.1/32', '::1/128'] };
 const DEFAULT_SMB_USER = 'root';
 
 export interface ExportView {
@@ -178,7 +178,10 @@ export class ExportService {
   enable(protocol: Protocol, share: string, clients?: unknown): Promise<ExportView> {
     checkProtocol(protocol);
     checkExportable(share);
-    const list = clients === undefined ? [...DEFAULT_CLIENTS] : parseClients(clients);
+    const list = clients === undefined ? [...DEFAULT_CLIENTS[protocol]] : parseClients(clients);
+    if (protocol === 'nfs' && list.some((c) => c.includes(':'))) {
+      throw vmError('INVALID_ARGUMENT', `NFS clients must be IPv4 networks (${list.filter((c) => c.includes(':')).join(', ')} is IPv6): nfs-ganesha 4.3 cannot parse IPv6 networks in its export configuration`);
+    }
     return this.serial(async () => {
       this.checkOpen();
       if (protocol === 'nfs' && !this.opts.stableHandles) throw vmError('NOT_SUPPORTED', `cannot export ${share} over NFS: ${NFS_NEEDS_FUSE3}`);
@@ -295,6 +298,7 @@ export class ExportService {
       // is a few seconds, and Graceless keeps clients from waiting out a grace period.
       await this.nfs.restart();
       if (!(await this.nfs.waitListening(this.opts.readyTimeoutMs ?? 30_000))) this.opts.log('nfs-ganesha does not answer yet after its restart; see its log');
+      for (const line of await configErrors(path.join(this.opts.dataDir, 'nfs'))) this.opts.log(`nfs-ganesha config error: ${line}`);
       return;
     }
     if (this.rec.smb.length === 0) return this.smb.stop();

@@ -95,6 +95,8 @@ export function ganeshaConfig(opts: NfsOptions, pluginsDir: string, exports: Exp
       '  PrefRead = 1048576;',
       '  PrefWrite = 1048576;',
       '  FSAL { Name = VFS; }',
+      // IPv4 networks only (export-service.ts refuses IPv6 for NFS): ganesha 4.3's config parser
+      // takes an IPv6 network neither bare ("::1/128", "0:0:0:0:0:0:0:1/128") nor quoted.
       `  CLIENT { Clients = ${e.clients.join(', ')}; Access_Type = RW; }`,
       '}',
     );
@@ -165,6 +167,16 @@ export async function ganeshaLaunch(opts: NfsOptions, exports: ExportEntry[]): P
     // unshare ignores SIGTERM; killed, it sends TERM to the script (--kill-child), which ends ganesha.
     wrapperStopSignal: 'SIGKILL',
   };
+}
+
+/**
+ * ganesha starts even when its config has errors, and then serves without the broken export:
+ * its "CONFIG :CRIT" lines of the current run, so the appliance can say so.
+ */
+export async function configErrors(dir: string): Promise<string[]> {
+  const text = await fs.readFile(path.join(dir, 'ganesha.log'), 'utf8').catch(() => '');
+  const run = text.slice(text.lastIndexOf('vmvault: starting'));
+  return [...run.matchAll(/:CONFIG :CRIT :(Config [Ff]ile[^\n]*)/g)].map((m) => m[1]).slice(0, 5);
 }
 
 async function writeFile(file: string, text: string, mode: number): Promise<void> {

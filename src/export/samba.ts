@@ -78,9 +78,10 @@ export async function smbLaunch(opts: SmbOptions, exports: ExportEntry[]): Promi
   await writeFile(conf, smbConfig(opts, exports));
   return {
     command: 'setpriv',
-    // smbd keeps its children in its own process group only with the option below; they end
-    // with it. --debug-stdout: its early errors reach our log file too.
-    args: ['--pdeathsig', 'TERM', '--', 'smbd', '--foreground', '--no-process-group', '--debug-stdout', '-s', conf],
+    // Its own process group (no --no-process-group): smbd ends its children with kill(0, SIGTERM)
+    // when it stops, which in our group would hit the appliance too. --debug-stdout: its early
+    // errors reach our log file.
+    args: ['--pdeathsig', 'TERM', '--', 'smbd', '--foreground', '--debug-stdout', '-s', conf],
     logFile: path.join(opts.dir, 'smbd.out'),
     stopSignal: 'SIGTERM',
   };
