@@ -85,6 +85,23 @@ export function checkExportable(share: string): void {
   }
 }
 
+/** The SMB account: a Unix user name, and a password of 8 to 256 characters on one line. */
+export function checkSmbAccount(user: string, password: unknown): void {
+  if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(user)) throw vmError('INVALID_ARGUMENT', `SMB user ${JSON.stringify(user)} is not a valid Unix user name`);
+  if (typeof password !== 'string' || password.length < 8 || password.length > 256 || /[\n\r\0]/.test(password)) {
+    throw vmError('INVALID_ARGUMENT', 'the SMB password must be 8 to 256 characters, on one line');
+  }
+}
+
+/** Clients for a new export: the default (this host) when none are named; NFS takes IPv4 only. */
+export function clientsFor(protocol: Protocol, clients: unknown): string[] {
+  const list = clients === undefined ? [...DEFAULT_CLIENTS[protocol]] : parseClients(clients);
+  if (protocol === 'nfs' && list.some((c) => c.includes(':'))) {
+    throw vmError('INVALID_ARGUMENT', `NFS clients must be IPv4 networks (${list.filter((c) => c.includes(':')).join(', ')} is IPv6): nfs-ganesha 4.3 cannot parse IPv6 networks in its export configuration`);
+  }
+  return list;
+}
+
 export function checkProtocol(p: unknown): asserts p is Protocol {
   if (!PROTOCOLS.includes(p as Protocol)) throw vmError('INVALID_ARGUMENT', `protocol must be nfs or smb, not ${JSON.stringify(p)}`);
 }
@@ -178,10 +195,7 @@ export class ExportService {
   enable(protocol: Protocol, share: string, clients?: unknown): Promise<ExportView> {
     checkProtocol(protocol);
     checkExportable(share);
-    const list = clients === undefined ? [...DEFAULT_CLIENTS[protocol]] : parseClients(clients);
-    if (protocol === 'nfs' && list.some((c) => c.includes(':'))) {
-      throw vmError('INVALID_ARGUMENT', `NFS clients must be IPv4 networks (${list.filter((c) => c.includes(':')).join(', ')} is IPv6): nfs-ganesha 4.3 cannot parse IPv6 networks in its export configuration`);
-    }
+    const list = clientsFor(protocol, clients);
     return this.serial(async () => {
       this.checkOpen();
       if (protocol === 'nfs' && !this.opts.stableHandles) throw vmError('NOT_SUPPORTED', `cannot export ${share} over NFS: ${NFS_NEEDS_FUSE3}`);
@@ -219,10 +233,7 @@ export class ExportService {
   /** The SMB account's password (set or changed); the password is never logged or stored in clear. */
   setSmbPassword(user: string | undefined, password: string): Promise<{ user: string }> {
     const name = user ?? this.rec.smbUser ?? DEFAULT_SMB_USER;
-    if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(name)) throw vmError('INVALID_ARGUMENT', `SMB user ${JSON.stringify(name)} is not a valid Unix user name`);
-    if (typeof password !== 'string' || password.length < 8 || password.length > 256 || /[\n\r\0]/.test(password)) {
-      throw vmError('INVALID_ARGUMENT', 'the SMB password must be 8 to 256 characters, on one line');
-    }
+    checkSmbAccount(name, password);
     return this.serial(async () => {
       this.checkOpen();
       const next = { ...this.rec, smbUser: name };
