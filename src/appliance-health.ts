@@ -46,7 +46,6 @@ export class HealthProbe {
     // backoff, or cannot be served in this configuration) is a problem a monitor must see.
     for (const x of exports ?? []) {
       if (x.wanted && !x.running) problems.push(`${x.server} (${x.protocol}) is not running${x.restarts > 0 ? ` (restarted ${x.restarts} time(s))` : ''}${x.lastError ? `: ${x.lastError}` : ''}`);
-      else if (!x.wanted && x.lastError !== undefined && x.protocol === 'nfs' && !x.running) problems.push(`NFS exports are not served: ${x.lastError}`);
     }
     const report: HealthReport = { status: problems.length === 0 ? 'ok' : 'degraded', store };
     if (exports !== undefined) report.exports = exports;

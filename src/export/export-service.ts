@@ -261,7 +261,8 @@ export class ExportService {
       const h: ExportServerHealth = {
         protocol,
         server: sup.name,
-        wanted: this.rec[protocol].length > 0 && (protocol === 'smb' || this.opts.stableHandles),
+        // NFS exports kept from a --fuse 3 run on a fuse-native appliance are wanted and not served.
+        wanted: this.rec[protocol].length > 0,
         running: st.running,
         listening: st.running && (await sup.listening(500)),
         port: protocol === 'nfs' ? this.nfsPort : this.smbPort,
