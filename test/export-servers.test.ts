@@ -234,8 +234,18 @@ t.test('bad input gets clear 4xx errors; a deleted share loses its exports; fuse
   await waitFor('ganesha to stop with nothing to export', async () => ((await health(app)).exports[0].running ? undefined : true));
   t.equal((await health(app)).status, 'ok', 'a server with nothing to serve is stopped, not a problem');
 
+  // The same data directory on fuse-native: the NFS export it kept is listed but not served.
+  t.equal((await app.api('POST', '/shares', { name: 'keep' })).status, 201);
+  t.equal((await app.api('POST', '/exports/nfs/keep', { clients: ['10.0.0.0/24'] })).status, 201);
+  t.equal(await app.stop(), 0);
   const dir2 = tmpDir(t, 'vmvault-export-');
-  const app2 = await startAppliance(t, dir2, ['--fuse', '2', '--nfs-port', String(nfsPort), '--nfs-mount-port', String(mountPort), '--smb-port', String(smbPort)]);
+  const app2 = await startAppliance(t, dir2, ['--fuse', '2', '--nfs-port', String(nfsPort), '--nfs-mount-port', String(mountPort), '--smb-port', String(smbPort)], { data: app.data });
+  const kept = (await app2.api('GET', '/exports')).body.exports;
+  t.match(kept, [{ protocol: 'nfs', share: 'keep', state: 'unavailable', detail: /--fuse 3/ }], 'kept, listed as unavailable');
+  const res = await fetch(`${app2.url}/api/v1/health`);
+  t.equal(res.status, 503, '/health: degraded while an NFS export cannot be served');
+  t.match(((await res.json()) as any).detail, /nfs-ganesha \(nfs\) is not running: NFS needs the libfuse3 binding/);
+  t.match(app2.log(), /NFS exports of keep are not served: NFS needs the libfuse3 binding/);
   t.equal((await app2.api('POST', '/shares', { name: 'vms' })).status, 201);
   const refused = await app2.api('POST', '/exports/nfs/vms', { clients: ['10.0.0.0/24'] });
   t.equal(refused.status, 501);
