@@ -1,6 +1,6 @@
 // Exports of shares to hypervisors over NFS and SMB (issue 16): list, enable, disable, and the
 // SMB account's password. The appliance's src/export/ does the work; absent (a control plane
-// without export servers), every route answers NOT_SUPPORTED.
+// without export servers), the list is empty and every change answers NOT_SUPPORTED.
 
 import type { FastifyInstance } from 'fastify';
 import { vmError } from '../../errors.js';
@@ -44,10 +44,11 @@ export async function exportRoutes(app: FastifyInstance, { services }: RouteDeps
         operationId: 'listExports',
         summary: 'Every NFS and SMB export with its URL, clients and state',
         tags: ['exports'],
-        response: { 200: { type: 'object', required: ['exports'], properties: { exports: { type: 'array', items: exportView } } }, 401: commonErrors[401], 501: { description: 'No export servers here.', ...errorBody } },
+        response: { 200: { type: 'object', required: ['exports'], properties: { exports: { type: 'array', items: exportView } } }, 401: commonErrors[401] },
       }),
     },
-    async () => ({ exports: await control(services.exports).list() }),
+    // Without export servers there are no exports: an empty list, not an error.
+    async () => ({ exports: services.exports === undefined ? [] : await services.exports.list() }),
   );
 
   app.post<{ Params: { protocol: ExportProtocol; share: string }; Body: { clients?: string[] } }>(
