@@ -5,7 +5,7 @@
 
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { HealthReport, MountHealth, StoreHealth } from './control/services.js';
+import type { ExportServerHealth, HealthReport, MountHealth, StoreHealth } from './control/services.js';
 import type { Mount } from './fuse/mount.js';
 import { probeMount } from './fuse/mount-util.js';
 import type { MountWatch } from './fuse/mount-watch.js';
@@ -22,6 +22,7 @@ export class HealthProbe {
     private readonly ns: Namespace,
     private readonly fuse: Mount | undefined,
     private readonly watch: MountWatch | undefined,
+    private readonly exports?: { health(): Promise<ExportServerHealth[]> },
   ) {}
 
   report(): Promise<HealthReport> {
@@ -31,13 +32,23 @@ export class HealthProbe {
   }
 
   private async measure(): Promise<HealthReport> {
-    const [mount, store] = await Promise.all([this.fuse ? this.mountHealth(this.fuse) : undefined, this.storeHealth()]);
+    const [mount, store, exports] = await Promise.all([
+      this.fuse ? this.mountHealth(this.fuse) : undefined,
+      this.storeHealth(),
+      this.exports?.health().catch((): ExportServerHealth[] => []),
+    ]);
     const problems: string[] = [];
     if (mount && !mount.mounted) problems.push(this.watch?.state === 'remounting' ? `the mount at ${mount.path} vanished; mounting it again` : `nothing is mounted at ${mount.path}`);
     else if (mount && !mount.answering) problems.push(`the mount at ${mount.path} does not answer`);
     if (!store.open) problems.push('the store is not open');
     else if (!store.writable) problems.push('the store cannot be written (disk full or read-only?)');
+    // An export server that has exports but does not run (crashed, waiting out its restart
+    // backoff, or cannot be served in this configuration) is a problem a monitor must see.
+    for (const x of exports ?? []) {
+      if (x.wanted && !x.running) problems.push(`${x.server} (${x.protocol}) is not running${x.restarts > 0 ? ` (restarted ${x.restarts} time(s))` : ''}${x.lastError ? `: ${x.lastError}` : ''}`);
+    }
     const report: HealthReport = { status: problems.length === 0 ? 'ok' : 'degraded', store };
+    if (exports !== undefined) report.exports = exports;
     if (mount) report.mount = mount;
     if (problems.length > 0) report.detail = problems.join('; ');
     return report;

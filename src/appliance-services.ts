@@ -11,6 +11,7 @@ import type {
   RestoreResult,
   VmView,
   DeleteShareOptions,
+  ExportControl,
   FastcopyResult,
   GcResult,
   HealthReport,
@@ -33,6 +34,8 @@ export class ApplianceServices implements ControlServices {
   closing = false;
   /** The transfer protocol's receiver (set by the appliance; tests may leave it out). */
   transfer?: TransferReceiver;
+  /** Exports over NFS and SMB (src/export/), set by the composition root. */
+  exports?: ExportControl & { shareGone(share: string): Promise<void> };
 
   constructor(
     private readonly ns: Namespace,
@@ -81,8 +84,11 @@ export class ApplianceServices implements ControlServices {
     return this.ns.shares.create(name);
   }
 
-  deleteShare(name: string, opts: DeleteShareOptions): Promise<void> {
-    return this.ns.shares.remove(name, opts);
+  async deleteShare(name: string, opts: DeleteShareOptions): Promise<void> {
+    await this.ns.shares.remove(name, opts);
+    // Its exports go with it at once (a share renamed in the mount is found by the export
+    // service's periodic check).
+    await this.exports?.shareGone(name);
   }
 
   listSnapshots(share: string): Promise<SnapshotSummary[]> {

@@ -11,6 +11,8 @@
 // it logs that and mounts it again; if it cannot, it shuts down and exits 1.
 
 import fs from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { HealthProbe } from './appliance-health.js';
@@ -38,6 +40,7 @@ import { vmvaultHandlers } from './fuse/filesystem.js';
 import { MountWatch } from './fuse/mount-watch.js';
 import { Namespace } from './namespace/namespace.js';
 import { SegmentStore } from './store/store.js';
+import { ExportService } from './export/export-service.js';
 
 export interface ApplianceConfig {
   data: string;
@@ -77,6 +80,14 @@ export interface ApplianceConfig {
   agentLostMs?: number;
   /** Where QEMU's NBD server listens for external agents: tcp:HOST:PORT; default the UNIX socket in <data>/scratch/<vm>/. */
   agentNbdListen?: string;
+  /** Exports (src/export/): NFS port (default 2049), NFSv3 MOUNT port (default 20048), SMB port (default 445). */
+  nfsPort?: number;
+  nfsMountPort?: number;
+  smbPort?: number;
+  /** Address the NFS and SMB servers listen on (default 0.0.0.0). */
+  exportBind?: string;
+  /** Host name or address shown in export URLs (default: the bind address, or this host's name). */
+  exportHost?: string;
 }
 
 export const DEFAULTS: ApplianceConfig = { data: DEFAULT_DATA_DIR, mount: './vmvault-mnt', listen: DEFAULT_LISTEN };
@@ -85,6 +96,8 @@ const USAGE = `usage: vmvault appliance [--data DIR] [--mount DIR] [--listen HOS
                          [--allow-other | --no-allow-other] [--tls-cert FILE --tls-key FILE]
                          [--workflows FILE] [--plugins DIR] [--freeze-timeout SECONDS] [--fuse 2|3]
                          [--agent-lost SECONDS] [--agent-nbd-listen tcp:HOST:PORT]
+                         [--nfs-port N] [--nfs-mount-port N] [--smb-port N] [--export-bind ADDR]
+                         [--export-host NAME]
 
 Opens the store in DIR (default ${DEFAULTS.data}, created if missing), mounts it at the mount
 point (default ${DEFAULTS.mount}) and serves the control plane (default ${DEFAULTS.listen}).
@@ -100,11 +113,15 @@ guest is thawed and the backup fails). VMs are registered in DIR/vms.json.
 External agents (vmvault agent): one not heard from for --agent-lost seconds (default 15) is
 lost and its copies go to another; QEMU's NBD server listens for them on the VM's scratch UNIX
 socket under DIR/scratch/, or on --agent-nbd-listen tcp:HOST:PORT.
+Exports (vmvault export ...): nfs-ganesha on --nfs-port (default 2049; NFSv3's MOUNT protocol on
+--nfs-mount-port, default 20048; NFS needs --fuse 3) and smbd on --smb-port (default 445), both
+listening on --export-bind (default 0.0.0.0); URLs name --export-host (default this host's name).
+Their configs and logs are in DIR/nfs and DIR/smb; exports are kept in DIR/exports.json.
 A config file is JSON with the same keys ({"data": ..., "mount": ..., "listen": ...,
 "allowOther": true, "workflows": ..., "plugins": ..., "freezeTimeoutMs": 10000}); options on
 the command line win over it. Ctrl-C or SIGTERM commits open files, unmounts and exits 0.`;
 
-const CONFIG_KEYS = ['data', 'mount', 'listen', 'dirtyLimitMiB', 'reserveMiB', 'allowOther', 'mountCheckMs', 'tlsCert', 'tlsKey', 'workflows', 'plugins', 'freezeTimeoutMs', 'fuse', 'agentLostMs', 'agentNbdListen'];
+const CONFIG_KEYS = ['data', 'mount', 'listen', 'dirtyLimitMiB', 'reserveMiB', 'allowOther', 'mountCheckMs', 'tlsCert', 'tlsKey', 'workflows', 'plugins', 'freezeTimeoutMs', 'fuse', 'agentLostMs', 'agentNbdListen', 'nfsPort', 'nfsMountPort', 'smbPort', 'exportBind', 'exportHost'];
 const SIGNAL_GRACE_MS = 2000;
 
 function log(line: string): void {
@@ -129,6 +146,11 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
       fuse: { type: 'string' },
       'agent-lost': { type: 'string' },
       'agent-nbd-listen': { type: 'string' },
+      'nfs-port': { type: 'string' },
+      'nfs-mount-port': { type: 'string' },
+      'smb-port': { type: 'string' },
+      'export-bind': { type: 'string' },
+      'export-host': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -168,7 +190,18 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
     agentLostMs: values['agent-lost'] !== undefined ? parseSeconds('--agent-lost', values['agent-lost']) : fromFile.agentLostMs,
     agentNbdListen: values['agent-nbd-listen'] ?? fromFile.agentNbdListen,
     fuse: (values.fuse !== undefined ? Number(values.fuse) : (fromFile.fuse ?? (process.env.VMVAULT_FUSE ? Number(process.env.VMVAULT_FUSE) : 2))) as 2 | 3,
+    nfsPort: values['nfs-port'] !== undefined ? parsePort('--nfs-port', values['nfs-port']) : fromFile.nfsPort,
+    nfsMountPort: values['nfs-mount-port'] !== undefined ? parsePort('--nfs-mount-port', values['nfs-mount-port']) : fromFile.nfsMountPort,
+    smbPort: values['smb-port'] !== undefined ? parsePort('--smb-port', values['smb-port']) : fromFile.smbPort,
+    exportBind: values['export-bind'] ?? fromFile.exportBind,
+    exportHost: values['export-host'] ?? fromFile.exportHost,
   };
+  for (const k of ['nfsPort', 'nfsMountPort', 'smbPort'] as const) {
+    const v = cfg[k];
+    if (v !== undefined && !(Number.isInteger(v) && v >= 1 && v <= 65535)) throw vmError('INVALID_ARGUMENT', `${k} must be a TCP port, 1..65535`);
+  }
+  if (cfg.exportBind !== undefined && net.isIP(cfg.exportBind) === 0) throw vmError('INVALID_ARGUMENT', `export bind address ${JSON.stringify(cfg.exportBind)} is not an IP address`);
+  if (cfg.exportHost !== undefined && !/^[A-Za-z0-9.:-]{1,253}$/.test(cfg.exportHost)) throw vmError('INVALID_ARGUMENT', `export host ${JSON.stringify(cfg.exportHost)} is not a host name or address`);
   if ((cfg.tlsCert === undefined) !== (cfg.tlsKey === undefined)) throw vmError('INVALID_ARGUMENT', 'TLS needs both a certificate (--tls-cert) and its key (--tls-key)');
   if (cfg.fuse !== 2 && cfg.fuse !== 3) throw vmError('INVALID_ARGUMENT', `fuse must be 2 (fuse-native, libfuse 2) or 3 (libfuse3 low-level), not ${JSON.stringify(values.fuse ?? fromFile.fuse ?? process.env.VMVAULT_FUSE)}`);
   if (values['allow-other'] && values['no-allow-other']) throw vmError('INVALID_ARGUMENT', '--allow-other and --no-allow-other contradict each other');
@@ -203,6 +236,11 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
 function parseSeconds(option: string, text: string): number {
   if (!/^\d+(\.\d+)?$/.test(text)) throw vmError('INVALID_ARGUMENT', `${option} ${JSON.stringify(text)}: expected a number of seconds, e.g. 10`);
   return Math.round(Number(text) * 1000);
+}
+
+function parsePort(option: string, text: string): number {
+  if (!/^\d{1,5}$/.test(text) || Number(text) < 1 || Number(text) > 65535) throw vmError('INVALID_ARGUMENT', `${option} ${JSON.stringify(text)}: expected a TCP port, 1..65535`);
+  return Number(text);
 }
 
 export function parseListen(s: string): { host: string; port: number } {
@@ -250,6 +288,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
   let jobs: JobRunner | undefined;
   let svc: ApplianceServices | undefined;
   let agents: AgentPool | undefined;
+  let exportSvc: ExportService | undefined;
   const audit = new AuditLog(path.join(data, 'audit.log'), { log });
   let fail: (err: Error) => void = () => {};
   const failed = new Promise<never>((_, reject) => (fail = reject));
@@ -306,7 +345,22 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     if (fuse.utimeOmitProblem) log(`note: ${fuse.utimeOmitProblem}`);
     watch = new MountWatch(fuse, { intervalMs: cfg.mountCheckMs, log, onFailed: (err) => fail(err) });
     watch.start();
-    svc = new ApplianceServices(ns, new HealthProbe(ns, fuse, watch), new ApplianceVms({
+    const nsForExports = ns;
+    const bind = cfg.exportBind ?? '0.0.0.0';
+    exportSvc = await ExportService.open({
+      dataDir: data,
+      mount,
+      nfsPort: cfg.nfsPort,
+      nfsMountPort: cfg.nfsMountPort,
+      smbPort: cfg.smbPort,
+      bind,
+      host: cfg.exportHost ?? (bind === '0.0.0.0' || bind === '::' ? os.hostname() : bind),
+      stableHandles: cfg.fuse === 3,
+      listShares: async () => (await nsForExports.shares.list()).map((s) => s.name),
+      log,
+    });
+    await exportSvc.start();
+    svc = new ApplianceServices(ns, new HealthProbe(ns, fuse, watch, exportSvc), new ApplianceVms({
         registry: vms,
         engine: backups,
         workflows: () => loadWorkflows(workflowsFile),
@@ -316,6 +370,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
           { path: data, what: 'data directory' },
         ],
       }));
+    svc.exports = exportSvc;
     const history = new JobHistoryFile(path.join(data, 'jobs.json'), log);
     jobs = new JobRunner({
       persist: history,
@@ -353,6 +408,8 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
         await jobs!.close().catch((err) => log(`stopping jobs: ${(err as Error).message}`));
         await svc!.transfer?.close().catch((err) => log(`closing transfer sessions: ${(err as Error).message}`));
         await audit.flush();
+        // The export servers hold files of the mount open: they go before the unmount.
+        await exportSvc!.close().catch((err) => log(`stopping the export servers: ${(err as Error).message}`));
         if (fuse!.mounted) await fuse!.unmount().catch((err) => log(`unmounting ${mount}: ${(err as Error).message}`));
         await ns!.close();
         await store.close();
@@ -364,6 +421,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     agents?.close();
     await server?.close().catch(() => {});
     await jobs?.close().catch(() => {});
+    await exportSvc?.close().catch(() => {});
     if (fuse?.mounted) await fuse.unmount().catch(() => {});
     await ns?.close().catch(() => {});
     await store.close().catch(() => {});

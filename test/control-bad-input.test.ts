@@ -36,11 +36,13 @@ t.test('the OpenAPI document describes every route with its parameters, body and
     .flatMap(([p, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${p}`))
     .sort();
   t.same(list, [
+    'DELETE /api/v1/exports/{protocol}/{share}',
     'DELETE /api/v1/jobs/{id}',
     'DELETE /api/v1/shares/{name}',
     'DELETE /api/v1/shares/{share}/snapshots/{snap}',
     'DELETE /api/v1/vms/{name}',
     'GET /api/v1/agents',
+    'GET /api/v1/exports',
     'GET /api/v1/health',
     'GET /api/v1/jobs',
     'GET /api/v1/jobs/{id}',
@@ -58,6 +60,7 @@ t.test('the OpenAPI document describes every route with its parameters, body and
     'POST /api/v1/agents/{name}/poll',
     'POST /api/v1/agents/{name}/tasks/{id}/done',
     'POST /api/v1/agents/{name}/tasks/{id}/progress',
+    'POST /api/v1/exports/{protocol}/{share}',
     'POST /api/v1/fastcopy',
     'POST /api/v1/gc',
     'POST /api/v1/index/rebuild',
@@ -69,6 +72,7 @@ t.test('the OpenAPI document describes every route with its parameters, body and
     'POST /api/v1/vms',
     'POST /api/v1/vms/{name}/backups',
     'POST /api/v1/vms/{name}/restores',
+    'PUT /api/v1/exports/smb/password',
   ]);
   const create = doc.paths['/api/v1/shares'].post;
   t.equal(create.operationId, 'createShare');

@@ -32,6 +32,8 @@ const ALLOWED: Record<string, string[]> = {
   plugins: ['errors'],
   // backup/ writes into shares through the namespace, never the mount, and drives plugins/.
   backup: ['plugins', 'namespace', 'errors'],
+  // export/ supervises nfs-ganesha and Samba over the mount; the composition root hands it the share list.
+  export: ['errors'],
 };
 /**
  * Where a layer may enter the store: the namespace (and the layers over it) only through

@@ -25,6 +25,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   backup: async () => (await import('./commands/vms.js')).backupCommand,
   restore: async () => (await import('./commands/vms.js')).restoreCommand,
   agent: async () => (await import('./commands/agents.js')).agentCommand,
+  export: async () => (await import('./commands/exports.js')).exportCommand,
 };
 
 const HELP = `usage: vmvault <command> [options]
@@ -81,6 +82,14 @@ Agents (issue 12)
                                           store-wide dedup answers (default: its share's only)
   agent token list                        agent tokens by name
   agent token revoke <name>               refused from the next request on
+Exports to hypervisors (NFS: nfs-ganesha, needs appliance --fuse 3; SMB: Samba)
+  export list                             every export: URL, clients, state
+  export nfs|smb enable <share> [--clients CIDR,...]
+                                          export a share to these networks (default: this
+                                          host only), e.g. --clients 10.0.0.0/24,192.0.2.7
+  export nfs|smb disable <share>          stop exporting it
+  export smb password [--user <name>]     set the SMB account's password (a local Unix user,
+                                          default root), read from stdin or $VMVAULT_SMB_PASSWORD
 
 Appliance
   appliance ...                           run the appliance (see vmvault appliance --help)
@@ -131,9 +140,12 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       format: values.format,
       trusted: values.trusted === true,
       agent: values.agent,
+      clients: values.clients,
+      user: values.user,
     };
     if (name !== 'vm' && name !== 'backup' && name !== 'restore') refuseOptions(flags, name, []);
     if (flags.trusted && name !== 'agent') throw usage(`${name} takes no --trusted`);
+    if (name !== 'export' && (flags.clients !== undefined || flags.user !== undefined)) throw usage(`${name} takes no --${flags.clients !== undefined ? 'clients' : 'user'}`);
     const baseUrl = parseBaseUrl(values.url ?? DEFAULT_URL);
     const token = await resolveToken({ token: values.token, data: values.data }, io.env);
     const command = await load();
@@ -166,6 +178,8 @@ const OPTIONS = {
   format: 'string',
   trusted: 'boolean',
   agent: 'string',
+  clients: 'string',
+  user: 'string',
 } as const;
 type OptionName = keyof typeof OPTIONS;
 type Values = { [K in OptionName]?: (typeof OPTIONS)[K] extends 'string' ? string : boolean };

@@ -13,6 +13,7 @@ import { JobRunner } from './jobs.js';
 import { OpenApiCollector, type RouteSchema, routeSchema } from './openapi.js';
 import { agentRoutes } from './routes/agents.js';
 import { backupRoutes } from './routes/backups.js';
+import { exportRoutes } from './routes/exports.js';
 import { fastcopyRoutes } from './routes/fastcopy.js';
 import { healthRoutes } from './routes/health.js';
 import { jobRoutes } from './routes/jobs.js';
@@ -57,6 +58,8 @@ function auditTarget(params: unknown, body: unknown, query: unknown): Record<str
   for (const src of [query, body, params]) {
     if (src === null || typeof src !== 'object' || Array.isArray(src)) continue;
     for (const [k, v] of Object.entries(src as Record<string, unknown>).slice(0, 16)) {
+      // Secrets (the SMB password) never reach the audit log.
+      if (/password|secret/i.test(k)) continue;
       if (typeof v === 'string') out[k.slice(0, 64)] = v.slice(0, 256);
       else if (typeof v === 'number' || typeof v === 'boolean') out[k.slice(0, 64)] = v;
     }
@@ -163,6 +166,7 @@ export async function buildServer(services: ControlServices, opts: ServerOptions
       if (opts.agentTokens !== undefined) await agentTokenRoutes(api, opts.agentTokens);
       await agentRoutes(api, deps);
       if (services.transfer !== undefined) await transferRoutes(api, services.transfer);
+      await exportRoutes(api, deps);
       api.get(
         '/openapi.json',
         {

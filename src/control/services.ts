@@ -38,6 +38,46 @@ export interface HealthReport {
   /** The FUSE mount, when the appliance serves one. */
   mount?: MountHealth;
   store?: StoreHealth;
+  /** The export servers (nfs-ganesha, smbd), when the appliance supervises them. */
+  exports?: ExportServerHealth[];
+}
+
+// Exports to hypervisors (issue 16): the appliance's src/export/ implements ExportControl.
+
+export type ExportProtocol = 'nfs' | 'smb';
+
+export interface ExportView {
+  protocol: ExportProtocol;
+  share: string;
+  /** Canonical CIDR networks allowed to use the export. */
+  clients: string[];
+  /** nfs://HOST:PORT/<share> or smb://HOST:PORT/<share>. */
+  url: string;
+  state: 'active' | 'starting' | 'down' | 'unavailable';
+  detail?: string;
+  /** ISO 8601. */
+  enabledAt: string;
+}
+
+export interface ExportServerHealth {
+  protocol: ExportProtocol;
+  server: string;
+  wanted: boolean;
+  running: boolean;
+  listening: boolean;
+  port: number;
+  pid?: number;
+  restarts: number;
+  lastError?: string;
+}
+
+export interface ExportControl {
+  list(): Promise<ExportView[]>;
+  /** NOT_FOUND (no such share), ALREADY_EXISTS (exported already), INVALID_ARGUMENT (bad CIDR or name), NOT_SUPPORTED (NFS on fuse-native). */
+  enable(protocol: ExportProtocol, share: string, clients?: string[]): Promise<ExportView>;
+  disable(protocol: ExportProtocol, share: string): Promise<void>;
+  /** Sets the SMB account's password; never logged or kept in clear. */
+  setSmbPassword(user: string | undefined, password: string): Promise<{ user: string }>;
 }
 
 export interface MountHealth {
@@ -261,6 +301,8 @@ export interface ControlServices {
   /** The receiving side of the transfer protocol (agents send files here); absent: no transfer routes. */
   readonly transfer?: TransferReceiver;
   health(): Promise<HealthReport>;
+  /** Exports over NFS and SMB; absent where the appliance supervises no export servers (routes answer NOT_SUPPORTED). */
+  readonly exports?: ExportControl;
   stats(): Promise<StatsReport>;
 
   listShares(): Promise<ShareSummary[]>;

@@ -11,6 +11,7 @@ import { vmError } from '../../src/errors.js';
 import { parseSharePath, showSharePath, validateName } from '../../src/namespace/names.js';
 import { ApplianceVms } from '../../src/appliance-vms.js';
 import { VmRegistry } from '../../src/backup/vm-registry.js';
+import { MemoryExports } from './memory-exports.js';
 import type {
   BackupRecordView,
   BackupRequest,
@@ -55,6 +56,8 @@ export interface JobPlan {
 export class MemoryServices implements ControlServices {
   readonly version = '0.0.0-test';
   readonly shares = new Map<string, MemShare>();
+  /** Exports: a double too (helpers/memory-exports.ts); the real servers: export-servers.test.ts. */
+  readonly exports = new MemoryExports((name) => this.shares.has(name));
   healthReport: HealthReport = { status: 'ok' };
   plan: JobPlan = { steps: 5, stepMs: 10, perStep: 1 << 20 };
   /** While set, job bodies wait for it after their steps (until it resolves or they are cancelled). */

@@ -23,6 +23,9 @@ export interface Flags {
   trusted?: boolean;
   /** vm add --agent NAME (issue 12). */
   agent?: string;
+  // Export options (exports.ts); other commands refuse them.
+  clients?: string;
+  user?: string;
 }
 
 /** The VM options a command does not take, as a usage error; call with the ones it does. */

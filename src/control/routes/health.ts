@@ -24,6 +24,25 @@ const healthBody = {
         remounts: { type: 'integer', description: 'Times the mount vanished (unmounted by someone else) and was mounted again.' },
       },
     },
+    exports: {
+      type: 'array',
+      description: 'The export servers the appliance supervises (nfs-ganesha, smbd).',
+      items: {
+        type: 'object',
+        required: ['protocol', 'server', 'wanted', 'running', 'listening', 'port', 'restarts'],
+        properties: {
+          protocol: { type: 'string', enum: ['nfs', 'smb'] },
+          server: { type: 'string' },
+          wanted: { type: 'boolean', description: 'It has exports to serve.' },
+          running: { type: 'boolean' },
+          listening: { type: 'boolean', description: 'Its port accepts connections.' },
+          port: { type: 'integer' },
+          pid: { type: 'integer' },
+          restarts: { type: 'integer', description: 'Times it died and was started again since the appliance started.' },
+          lastError: { type: 'string' },
+        },
+      },
+    },
     store: {
       type: 'object',
       required: ['open', 'writable'],
@@ -56,6 +75,7 @@ export async function healthRoutes(app: FastifyInstance, { services }: RouteDeps
       if (h.detail !== undefined) body.detail = h.detail;
       if (h.mount !== undefined) body.mount = h.mount;
       if (h.store !== undefined) body.store = h.store;
+      if (h.exports !== undefined) body.exports = h.exports;
       return reply.code(h.status === 'ok' ? 200 : 503).send(body);
     },
   );
