@@ -52,6 +52,7 @@ export async function* walkTsk(vol: Volume, opts: WalkOptions): AsyncGenerator<F
       const [inode, modeStr, uid, gid, size, , mtime] = f.slice(f.length - 9);
       if (name.endsWith(' (deleted)') || name.endsWith(' (deleted-realloc)')) continue;
       if (name.endsWith(' ($FILE_NAME)')) continue; // NTFS: the $FILE_NAME attribute's own times
+      if (name.endsWith(' (Volume Label Entry)')) continue; // FAT/exFAT: the label, not a file
       const rel = name.startsWith('/') ? name : `/${name}`;
       const parts = rel.split('/');
       if (parts[1]?.startsWith('$')) continue; // NTFS metafiles, $OrphanFiles, FAT's $FAT1...

@@ -2,6 +2,7 @@
 // piece is served by the format's mapping (data at a host offset, compressed, or zeros).
 
 import type { ByteSource } from '../source.js';
+import { vmError } from '../../errors.js';
 
 export type ClusterMap =
   | { kind: 'zero' }
@@ -24,6 +25,9 @@ export function clusterRead(
     const flush = async () => {
       if (runLen > 0) {
         const b = await src.read(runHost, runLen);
+        if (b.length < runLen) {
+          throw vmError('CORRUPT_RECORD', `image data at byte ${runHost + b.length} lies past the end of the file (${src.size} bytes): truncated`);
+        }
         b.copy(out, runOut);
       }
       runLen = 0;

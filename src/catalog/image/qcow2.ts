@@ -5,6 +5,7 @@
 
 import zlib from 'node:zlib';
 import type { ByteSource, Disk } from '../source.js';
+import { vmError } from '../../errors.js';
 import { Lru } from './lru.js';
 import { clusterRead, type ClusterMap } from './cluster-reader.js';
 
@@ -65,7 +66,7 @@ export async function openQcow2(src: ByteSource, head: Buffer): Promise<Disk> {
     let t = l2Cache.get(off);
     if (!t) {
       const raw = await src.read(off, clusterSize);
-      if (raw.length < clusterSize) throw new Error(`qcow2: L2 table at ${off} lies past the end of the file (truncated)`);
+      if (raw.length < clusterSize) throw vmError('CORRUPT_RECORD', `qcow2: L2 table at ${off} lies past the end of the file (truncated)`);
       t = new BigUint64Array(l2Entries);
       for (let i = 0; i < l2Entries; i++) t[i] = raw.readBigUInt64BE(i * 8);
       l2Cache.set(off, t);

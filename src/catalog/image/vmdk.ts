@@ -7,6 +7,7 @@
 
 import zlib from 'node:zlib';
 import type { ByteSource, Disk } from '../source.js';
+import { vmError } from '../../errors.js';
 import { Lru } from './lru.js';
 import { clusterRead, type ClusterMap } from './cluster-reader.js';
 import { refusedDisk } from './qcow2.js';
@@ -81,7 +82,7 @@ export async function openVmdk(src: ByteSource, head: Buffer): Promise<Disk> {
     let t = gtCache.get(sector);
     if (!t) {
       const raw = await src.read(sector * 512, h.gtes * 4);
-      if (raw.length < h.gtes * 4) throw new Error(`vmdk: grain table at sector ${sector} lies past the end of the file (truncated)`);
+      if (raw.length < h.gtes * 4) throw vmError('CORRUPT_RECORD', `vmdk: grain table at sector ${sector} lies past the end of the file (truncated)`);
       t = new Uint32Array(h.gtes);
       for (let k = 0; k < h.gtes; k++) t[k] = raw.readUInt32LE(k * 4);
       gtCache.set(sector, t);
@@ -98,7 +99,7 @@ export async function openVmdk(src: ByteSource, head: Buffer): Promise<Disk> {
     let buf = inflated.get(sector);
     if (!buf) {
       const marker = await src.read(sector * 512, 12);
-      if (marker.length < 12) throw new Error(`vmdk: grain at sector ${sector} lies past the end of the file (truncated)`);
+      if (marker.length < 12) throw vmError('CORRUPT_RECORD', `vmdk: grain at sector ${sector} lies past the end of the file (truncated)`);
       const len = marker.readUInt32LE(8);
       const comp = await src.read(sector * 512 + 12, len);
       buf = zlib.inflateSync(comp, { finishFlush: zlib.constants.Z_SYNC_FLUSH, maxOutputLength: grainBytes * 2 });

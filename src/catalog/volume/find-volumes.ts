@@ -4,10 +4,19 @@
 // A partition that points past the end of the disk is cut at the end and noted.
 // Partition names follow Linux's numbering: p1-p4 primary, p5... logical, GPT by entry index.
 
-import type { Disk, Volume } from '../source.js';
+import type { ByteSource, Disk, Volume } from '../source.js';
 import { sliceSource } from '../file-source.js';
-import { detectFs } from './detect.js';
+import { detectFs as detectRaw, type Detected } from './detect.js';
 import { lvmVolumes } from './lvm.js';
+
+/** A read that fails (a truncated image's tables) makes the volume 'unknown' with the reason, not an error. */
+async function detectFs(src: ByteSource): Promise<Detected & { note?: string }> {
+  try {
+    return await detectRaw(src);
+  } catch (err) {
+    return { fs: 'unknown', note: `could not be read: ${(err as Error).message}` };
+  }
+}
 
 interface Part { name: string; start: number; length: number; note?: string }
 
@@ -67,6 +76,15 @@ async function mbrParts(disk: Disk, mbr: Buffer): Promise<Part[]> {
 }
 
 export async function findVolumesImpl(disk: Disk): Promise<Volume[]> {
+  try {
+    return await findVolumesUnchecked(disk);
+  } catch (err) {
+    const why = `the partition table could not be read: ${(err as Error).message}`;
+    return [{ name: 'disk', fs: 'unknown', size: 0, read: async () => Buffer.alloc(0), note: disk.note ? `${disk.note}; ${why}` : why }];
+  }
+}
+
+async function findVolumesUnchecked(disk: Disk): Promise<Volume[]> {
   if (disk.note && disk.size === 0) return [{ name: 'disk', fs: 'unknown', size: 0, read: async () => Buffer.alloc(0), note: disk.note }];
   const mbr = await disk.read(0, 512);
   let parts: Part[] = [];
@@ -89,7 +107,7 @@ export async function findVolumesImpl(disk: Disk): Promise<Volume[]> {
     const d = await detectFs(disk);
     if (d.lvm) return lvmVolumes(disk, 'disk', 0);
     const whole: Volume = { ...(sliceSource(disk, 0, disk.size)), name: 'disk', fs: d.fs, extents: [{ diskOffset: 0, length: disk.size }] };
-    const notes = [disk.note, tableNote, d.fs === 'unknown' && disk.size > 0 ? 'no partition table and no known filesystem' : undefined].filter(Boolean);
+    const notes = [disk.note, tableNote, d.note ?? (d.fs === 'unknown' && disk.size > 0 ? 'no partition table and no known filesystem' : undefined)].filter(Boolean);
     return [{ ...whole, ...(d.label ? { label: d.label } : {}), ...(notes.length ? { note: notes.join('; ') } : {}) }];
   }
   const out: Volume[] = [];
@@ -110,7 +128,7 @@ export async function findVolumesImpl(disk: Disk): Promise<Volume[]> {
       out.push(...await lvmVolumes(src, p.name, p.start));
       continue;
     }
-    const notes = [disk.note, note].filter(Boolean);
+    const notes = [disk.note, note, d.note].filter(Boolean);
     out.push({
       ...src, name: p.name, fs: d.fs, extents: [{ diskOffset: p.start, length }],
       ...(d.label ? { label: d.label } : {}), ...(notes.length ? { note: notes.join('; ') } : {}),

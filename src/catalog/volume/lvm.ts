@@ -116,6 +116,7 @@ export async function lvmVolumes(pv: ByteSource, name: string, pvDiskOffset: num
     const fs: FsKind = d.lvm ? 'unknown' : d.fs;
     out.push({ ...src, name: vname, fs, extents: ranges.map((r) => ({ diskOffset: pvDiskOffset + r.offset, length: r.length })), ...(d.label ? { label: d.label } : {}) });
   }
+  if (out.length === 0) out.push(noteVol(name, `LVM2: VG ${vgName} has no logical volumes`));
   return out;
 }
 
