@@ -14,6 +14,7 @@ import { checkAbort, joinPath, pushExtent, typeOfMode, type Extent } from './ent
 const INCOMPAT_64BIT = 0x80;
 const EXTENTS_FL = 0x80000;
 const INLINE_DATA_FL = 0x10000000;
+const MAX_META_BYTES = 256 * 1024 * 1024;
 
 interface Inode {
   ino: number; mode: number; uid: number; gid: number; size: number; mtimeMs: number;
@@ -114,7 +115,9 @@ export class ExtFs {
     const bs = this.blockSize;
     if (ino.flags & INLINE_DATA_FL) return out;
     if (ino.flags & EXTENTS_FL) {
+      let nodes = 0;
       const visit = async (node: Buffer, depthLeft: number): Promise<void> => {
+        if (++nodes > 1 << 20) throw new Error(`inode ${ino.ino}: extent tree has implausibly many nodes`);
         if (node.readUInt16LE(0) !== 0xf30a) throw new Error(`inode ${ino.ino}: extent tree node has a bad magic`);
         const n = node.readUInt16LE(2);
         const depth = node.readUInt16LE(6);
@@ -147,7 +150,7 @@ export class ExtFs {
         const span = per ** level;
         if (!blk) { logical += span; return; }
         const b = await this.vol.read(blk * bs, bs);
-        for (let i = 0; i < per; i++) {
+        for (let i = 0; i < per && logical < maxBlocks; i++) {
           const child = b.readUInt32LE(i * 4);
           if (level === 1) direct(child);
           else await indirect(child, level - 1);
@@ -166,10 +169,12 @@ export class ExtFs {
     return res;
   }
 
+  /** A directory's or symlink's bytes (bounded: a corrupt size must not allocate gigabytes). */
   async readData(ino: Inode, ext: Extent[]): Promise<Buffer> {
     if (ino.flags & INLINE_DATA_FL) return ino.iblock.subarray(0, Math.min(60, ino.size));
+    if (ino.size > MAX_META_BYTES) throw new Error(`size ${ino.size} is implausible for a directory or symlink`);
     const out = Buffer.alloc(ino.size);
-    await Promise.all(ext.map(async (x) => (await this.vol.read(x.physical, x.length)).copy(out, x.logical)));
+    await Promise.all(ext.filter((x) => x.logical < ino.size).map(async (x) => (await this.vol.read(x.physical, Math.min(x.length, ino.size - x.logical))).copy(out, x.logical)));
     return out;
   }
 }

@@ -143,7 +143,9 @@ class XfsFs {
       const ptrs: number[] = [];
       for (let i = 0; i < numrecs; i++) ptrs.push(Number(ino.fork.readBigUInt64BE(4 + maxrecs * 8 + i * 8)));
       const hdr = this.v5 ? 72 : 24;
+      let nodes = 0;
       const visit = async (fsb: number, lvl: number): Promise<void> => {
+        if (++nodes > 1 << 20) throw new Error(`inode ${ino.ino}: bmap btree has implausibly many blocks`);
         const b = await this.vol.read(this.fsbToByte(fsb), this.blockSize);
         const magic = b.toString('latin1', 0, 4);
         if (magic !== 'BMA3' && magic !== 'BMAP') throw new Error(`inode ${ino.ino}: bmap btree block ${fsb} has a bad magic`);
@@ -157,15 +159,6 @@ class XfsFs {
       if (level < 1 || level > 9) throw new Error(`inode ${ino.ino}: bmap btree root level ${level}`);
       for (const p of ptrs) await visit(p, level - 1);
     }
-    return out;
-  }
-
-  async readExtents(ext: Extent[], upTo: number): Promise<Buffer> {
-    const out = Buffer.alloc(upTo);
-    await Promise.all(ext.filter((x) => x.logical < upTo).map(async (x) => {
-      const n = Math.min(x.length, upTo - x.logical);
-      (await this.vol.read(x.physical, n)).copy(out, x.logical);
-    }));
     return out;
   }
 
@@ -190,6 +183,7 @@ class XfsFs {
       return out;
     }
     const ext = (await this.extents(d)).filter((x) => x.logical < LEAF_OFFSET);
+    if (ext.reduce((n, x) => n + x.length, 0) > 1024 * 1024 * 1024) throw new Error(`directory inode ${d.ino}: implausibly large (corrupt extents)`);
     const dbs = this.dirBlockSize;
     for (const x of ext) {
       const data = await this.vol.read(x.physical, x.length);
@@ -226,6 +220,7 @@ class XfsFs {
   }
 
   async symlinkTarget(ino: XInode): Promise<string> {
+    if (ino.size > 1024) throw new Error(`symlink inode ${ino.ino}: size ${ino.size} is over XFS's 1024-byte limit`);
     if (ino.format === 1) return ino.fork.toString('utf8', 0, ino.size);
     const ext = await this.extents(ino);
     const parts: Buffer[] = [];

@@ -1,0 +1,90 @@
+// node dist/tools/bench-catalog-read.js [IMAGE...] [--runs=N]   (npm run bench:catalog-read)
+// The catalog's reading half on a disk image (default: the sample Debian VM image
+// /work/vmimages/vm1-day1.raw, ~15k entries): openDisk + findVolumes + walkFilesystem of every
+// volume, with extents, against `fls -r -m /` of the same volumes from the same plain file: the
+// baseline is measured in the same run, alternating with the walk, median of N runs each
+// (the page cache is warm for both after the first). Goal: walk <= 1.5x fls.
+// catalog-db's bench:catalog can call measureCatalogRead() for its catalog.vs_fls figure.
+// Prints one JSON line per figure.
+
+import { spawn } from 'node:child_process';
+import { openFileSource } from '../src/catalog/file-source.js';
+import { findVolumes, openDisk, walkFilesystem } from '../src/catalog/source.js';
+
+export interface CatalogReadFigures {
+  image: string;
+  entries: number;
+  extents: number;
+  walkMs: number;
+  flsMs: number;
+  /** walk time / fls time on the same volumes (only volumes fls can read: ext/NTFS/FAT/exFAT). */
+  ratio: number;
+}
+
+async function walkImage(image: string): Promise<{ ms: number; entries: number; extents: number; volumes: Array<{ fs: string; offset?: number }> }> {
+  const t0 = performance.now();
+  const src = await openFileSource(image);
+  let entries = 0;
+  let extents = 0;
+  try {
+    const disk = await openDisk(src);
+    const vols = await findVolumes(disk);
+    for (const v of vols) {
+      for await (const e of walkFilesystem(v)) {
+        entries++;
+        extents += e.extents?.length ?? 0;
+      }
+    }
+    return { ms: performance.now() - t0, entries, extents, volumes: vols.map((v) => ({ fs: v.fs, ...(v.pathOffset !== undefined ? { offset: v.pathOffset } : {}) })) };
+  } finally {
+    await src.close();
+  }
+}
+
+function flsOnce(image: string, sectorOffset: number): Promise<{ ms: number; lines: number }> {
+  const t0 = performance.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn('fls', ['-r', '-m', '/', '-o', String(sectorOffset), image], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let lines = 0;
+    child.stdout.on('data', (d: Buffer) => { for (const b of d) if (b === 10) lines++; });
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve({ ms: performance.now() - t0, lines }) : reject(new Error(`fls exited ${code}`))));
+  });
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[s.length >> 1];
+}
+
+export async function measureCatalogRead(image: string, runs = 5): Promise<CatalogReadFigures> {
+  const first = await walkImage(image); // also warms the page cache for both
+  const tskVols = first.volumes.filter((v) => ['ext', 'ntfs', 'fat', 'exfat'].includes(v.fs) && v.offset !== undefined);
+  const walkMs: number[] = [];
+  const flsMs: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    let f = 0;
+    for (const v of tskVols) f += (await flsOnce(image, v.offset! / 512)).ms;
+    flsMs.push(f);
+    walkMs.push((await walkImage(image)).ms);
+  }
+  const w = median(walkMs);
+  const f = median(flsMs);
+  return { image, entries: first.entries, extents: first.extents, walkMs: w, flsMs: f, ratio: w / f };
+}
+
+function emit(figure: string, value: number, unit: string, extra: Record<string, unknown> = {}): void {
+  process.stdout.write(JSON.stringify({ figure, value: Math.round(value * 1000) / 1000, unit, ...extra }) + '\n');
+}
+
+const isMain = process.argv[1]?.endsWith('bench-catalog-read.js');
+if (isMain) {
+  const runs = Number(process.argv.find((a) => a.startsWith('--runs='))?.slice(7) ?? 5);
+  const images = process.argv.slice(2).filter((a) => !a.startsWith('--'));
+  for (const image of images.length ? images : ['/work/vmimages/vm1-day1.raw']) {
+    const r = await measureCatalogRead(image, runs);
+    emit('catalog_read.walk_vs_fls', r.ratio, 'ratio', { image, entries: r.entries });
+    emit('catalog_read.walk_ms', r.walkMs, 'ms', { image, extents: r.extents });
+    emit('catalog_read.fls_ms', r.flsMs, 'ms', { image });
+  }
+}
