@@ -102,3 +102,44 @@ for (const [name, img] of [['ext4', ext4], ['xfs', xfs]] as const) {
     }
   });
 }
+
+/** A source over a buffer (these headers are made in memory, no file needed). */
+function bufferSource(b: Buffer) {
+  return { size: b.length, read: async (o: number, l: number) => b.subarray(o, Math.min(b.length, o + l)) };
+}
+
+t.test('random headers behind real magics: typed errors or notes, nothing else', async (t) => {
+  const r = rng(77);
+  const make = (kind: number): Buffer => {
+    const b = Buffer.alloc(256 * 1024);
+    for (let i = 0; i < 8192; i++) b[Math.floor(r() * b.length)] = Math.floor(r() * 256);
+    for (let i = 0; i < 1024; i++) b[Math.floor(r() * 4096)] = Math.floor(r() * 256); // headers live up front
+    switch (kind) {
+      case 0: b.writeUInt32BE(0x514649fb, 0); b.writeUInt32BE(2 + (i2(r) ? 1 : 0), 4); b.writeUInt32BE(16, 20); b.writeBigUInt64BE(0n, 8); b.writeUInt32BE(0, 32); break;
+      case 1: b.writeUInt32LE(0x564d444b, 0); b.writeBigUInt64LE(128n, 20); b.writeUInt32LE(512, 44); break;
+      case 2: b[510] = 0x55; b[511] = 0xaa; b[446 + 4] = [0x83, 0x05, 0xee, 0x8e][Math.floor(r() * 4)]; break;
+      case 3: b[510] = 0x55; b[511] = 0xaa; b[446 + 4] = 0xee; b.write('EFI PART', 512, 'latin1'); break;
+      case 4: b.write('LABELONE', 512, 'latin1'); b.write('LVM2 001', 512 + 24, 'latin1'); b.writeUInt32LE(32, 512 + 20); break;
+      case 5: b.writeUInt16LE(0xef53, 1024 + 56); b.writeUInt32LE(2, 1024 + 24); break;
+      default: b.write('XFSB', 0, 'latin1'); b.writeUInt16BE(0xb4a5, 100); b.writeUInt32BE(4096, 4); break;
+    }
+    return b;
+  };
+  function i2(f: () => number) { return f() < 0.5; }
+  const bad: string[] = [];
+  let notes = 0, typed = 0;
+  for (let i = 0; i < 7 * 40; i++) {
+    try {
+      const vols = await findVolumes(await openDisk(bufferSource(make(i % 7))));
+      for (const v of vols) {
+        if (v.note) notes++;
+        let n = 0;
+        for await (const _ of walkFilesystem(v, { onNote: () => notes++ })) if (++n > 100_000) throw new Error('walk does not end');
+      }
+    } catch (err) {
+      if (isVmvaultError(err)) typed++;
+      else bad.push(`kind ${i % 7}: ${(err as Error).stack}`);
+    }
+  }
+  t.same(bad, [], `${notes} notes, ${typed} typed errors, no untyped error`);
+});
