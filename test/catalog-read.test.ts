@@ -202,7 +202,7 @@ t.test('XFS: what a root loop mount (ro,norecovery) lists and reads', async (t) 
     await compareTree(t, d.vols[0], mounted, { posix: true, mtimeGrainMs: 1 });
     const { entries } = await walk(d.vols[0]);
     const sparse = entries.find((e) => e.path === '/sparse.img')!;
-    t.ok(sparse.extents!.length >= 2, 'the sparse file has holes between its extents');
+    t.ok(sparse.extents!.length >= 100, `the sparse file: ${sparse.extents!.length} extents with holes between (a btree data fork)`);
   } finally {
     await d.close();
   }
