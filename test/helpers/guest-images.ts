@@ -116,8 +116,8 @@ export function listTree(root: string): SourceEntry[] {
 
 const MiB = 1024 * 1024;
 
-export function makeExt(img: string, tree: string, sizeMiB: number, type: 'ext4' | 'ext2' = 'ext4'): void {
-  sh(`mkfs.${type}`, ['-q', '-F', '-d', tree, '-L', type, img, `${sizeMiB}M`]);
+export function makeExt(img: string, tree: string, sizeMiB: number, type: 'ext4' | 'ext2' = 'ext4', features: string[] = []): void {
+  sh(`mkfs.${type}`, ['-q', '-F', ...(features.length ? ['-O', features.join(',')] : []), '-d', tree, '-L', type, img, `${sizeMiB}M`]);
 }
 
 /** mkfs.xfs (300 MiB is its minimum) and the tree copied in through a root loop mount. */

@@ -19,6 +19,28 @@ const MAX_META_BYTES = 256 * 1024 * 1024;
 interface Inode {
   ino: number; mode: number; uid: number; gid: number; size: number; mtimeMs: number;
   flags: number; links: number; iblock: Buffer; blocks: number;
+  /** Inline data (INLINE_DATA_FL): the first 60 bytes in i_block, the rest in the system.data xattr. */
+  inline?: Buffer;
+}
+
+/** The in-inode extended attribute system.data (index 7, name "data"): inline data past 60 bytes. */
+function inlineXattr(raw: Buffer, extra: number): Buffer {
+  const base = 128 + extra;
+  if (base + 4 > raw.length || raw.readUInt32LE(base) !== 0xea020000) return Buffer.alloc(0);
+  const first = base + 4;
+  let at = first;
+  while (at + 16 <= raw.length) {
+    const nameLen = raw[at];
+    const index = raw[at + 1];
+    if (nameLen === 0 && index === 0 && raw.readUInt16LE(at + 2) === 0 && raw.readUInt32LE(at + 4) === 0) break;
+    const valueOff = raw.readUInt16LE(at + 2);
+    const valueSize = raw.readUInt32LE(at + 8);
+    if (index === 7 && raw.toString('latin1', at + 16, at + 16 + nameLen) === 'data') {
+      return raw.subarray(first + valueOff, Math.min(raw.length, first + valueOff + valueSize));
+    }
+    at += (16 + nameLen + 3) & ~3;
+  }
+  return Buffer.alloc(0);
 }
 
 export class ExtFs {
@@ -94,6 +116,13 @@ export class ExtFs {
     if (raw.length < 128) throw new Error(`inode ${ino} lies past the end of the volume`);
     const mode = raw.readUInt16LE(0);
     const extra = this.inodeSize > 128 ? raw.readUInt16LE(128) : 0;
+    const flags = raw.readUInt32LE(32);
+    const size = raw.readUInt32LE(4) + raw.readUInt32LE(108) * 2 ** 32;
+    let inline: Buffer | undefined;
+    if (flags & INLINE_DATA_FL) {
+      const head = raw.subarray(40, 100);
+      inline = Buffer.concat([head, inlineXattr(raw, extra)]).subarray(0, size);
+    }
     let mtimeMs = raw.readInt32LE(16) * 1000;
     if (extra >= 12) {
       const x = raw.readUInt32LE(0x88);
@@ -103,9 +132,9 @@ export class ExtFs {
       ino, mode,
       uid: raw.readUInt16LE(2) | (raw.readUInt16LE(120) << 16),
       gid: raw.readUInt16LE(24) | (raw.readUInt16LE(122) << 16),
-      size: raw.readUInt32LE(4) + raw.readUInt32LE(108) * 2 ** 32,
-      mtimeMs, flags: raw.readUInt32LE(32), links: raw.readUInt16LE(26),
+      size, mtimeMs, flags, links: raw.readUInt16LE(26),
       iblock: Buffer.from(raw.subarray(40, 100)), blocks: raw.readUInt32LE(28),
+      ...(inline ? { inline: Buffer.from(inline) } : {}),
     };
   }
 
@@ -171,7 +200,7 @@ export class ExtFs {
 
   /** A directory's or symlink's bytes (bounded: a corrupt size must not allocate gigabytes). */
   async readData(ino: Inode, ext: Extent[]): Promise<Buffer> {
-    if (ino.flags & INLINE_DATA_FL) return ino.iblock.subarray(0, Math.min(60, ino.size));
+    if (ino.inline) return ino.inline;
     if (ino.size > MAX_META_BYTES) throw new Error(`size ${ino.size} is implausible for a directory or symlink`);
     const out = Buffer.alloc(ino.size);
     await Promise.all(ext.filter((x) => x.logical < ino.size).map(async (x) => (await this.vol.read(x.physical, Math.min(x.length, ino.size - x.logical))).copy(out, x.logical)));
@@ -229,11 +258,11 @@ export async function* walkExt(vol: Volume, opts: WalkOptions): AsyncGenerator<F
       };
       try {
         if (type === 'file') {
-          if (ino.flags & INLINE_DATA_FL) entry.inline = ino.iblock.subarray(0, Math.min(60, ino.size));
+          if (ino.inline) entry.inline = ino.inline;
           else entry.extents = await fs.extents(ino);
         } else if (type === 'symlink') {
           const fast = ino.size < 60 && !(ino.flags & EXTENTS_FL) && !(ino.flags & INLINE_DATA_FL) && ino.blocks === 0;
-          const data = fast || (ino.flags & INLINE_DATA_FL) ? ino.iblock.subarray(0, ino.size) : await fs.readData(ino, await fs.extents(ino));
+          const data = ino.inline ?? (fast ? ino.iblock.subarray(0, ino.size) : await fs.readData(ino, await fs.extents(ino)));
           entry.target = data.toString('utf8');
         } else if (type === 'dir' && !seenDirs.has(ino.ino)) {
           seenDirs.add(ino.ino);
