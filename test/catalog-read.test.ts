@@ -202,6 +202,25 @@ t.test('ext4 with inline_data: small files and directories kept in the inode', a
   }
 });
 
+t.test('ext4 mtime: nanoseconds and the epoch bits of mtime_extra (set with debugfs)', async (t) => {
+  const img = path.join(work, 'ext4-ns.img');
+  makeExt(img, posixTree, 48);
+  // epoch bits 01: seconds + 2^32 (past 2038); 123456789 ns.
+  sh('debugfs', ['-w', '-R', `sif /home/user/notes.txt mtime_extra ${(123456789 << 2) | 1}`, img]);
+  const shown = sh('debugfs', ['-R', 'stat /home/user/notes.txt', img]);
+  const d = await open(img);
+  try {
+    const { entries } = await walk(d.vols[0]);
+    const e = entries.find((x) => x.path === '/home/user/notes.txt')!;
+    const src = posixRef.find((x) => x.path === '/home/user/notes.txt')!;
+    t.equal(e.mtimeMs, (Math.floor(src.mtimeMs / 1000) + 2 ** 32) * 1000 + 123, 'seconds + 2^32, and 123 ms');
+    const when = /mtime: 0x[0-9a-f]+:[0-9a-f]+ -- (.*)/.exec(shown)![1];
+    t.equal(new Date(e.mtimeMs).toUTCString().replace(/^\w+, /, ''), new Date(`${when} UTC`).toUTCString().replace(/^\w+, /, ''), `the date debugfs shows: ${when}`);
+  } finally {
+    await d.close();
+  }
+});
+
 t.test('XFS: what a root loop mount (ro,norecovery) lists and reads', async (t) => {
   const mnt = path.join(work, 'mnt-xfs-ro');
   fs.mkdirSync(mnt, { recursive: true });
