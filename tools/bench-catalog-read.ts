@@ -1,10 +1,12 @@
-// node dist/tools/bench-catalog-read.js [IMAGE...] [--runs=N]   (npm run bench:catalog-read)
+// node dist/tools/bench-catalog-read.js [IMAGE...] [--runs=N] [--baseline=RAW]   (npm run bench:catalog-read)
 // The catalog's reading half on a disk image (default: the sample Debian VM image
 // /work/vmimages/vm1-day1.raw, ~15k entries): openDisk + findVolumes + walkFilesystem of every
 // volume, with extents, against `fls -r -m /` of the same volumes from the same plain file: the
 // baseline is measured in the same run, alternating with the walk, median of N runs each
 // (the page cache is warm for both after the first). Goal: walk <= 1.5x fls.
 // catalog-db's bench:catalog can call measureCatalogRead() for its catalog.vs_fls figure.
+// A qcow2/VMDK image has no plain path for fls: --baseline=RAW names the raw image with the same
+// content, whose fls time is the baseline (e.g. vm1-day1.vmdk against vm1-day1.raw).
 // Prints one JSON line per figure.
 
 import { spawn } from 'node:child_process';
@@ -57,14 +59,16 @@ function median(xs: number[]): number {
   return s[s.length >> 1];
 }
 
-export async function measureCatalogRead(image: string, runs = 5): Promise<CatalogReadFigures> {
+export async function measureCatalogRead(image: string, runs = 5, baselineRaw = image): Promise<CatalogReadFigures> {
   const first = await walkImage(image); // also warms the page cache for both
-  const tskVols = first.volumes.filter((v) => ['ext', 'ntfs', 'fat', 'exfat'].includes(v.fs) && v.offset !== undefined);
+  const base = baselineRaw === image ? first : await walkImage(baselineRaw);
+  const tskVols = base.volumes.filter((v) => ['ext', 'ntfs', 'fat', 'exfat'].includes(v.fs) && v.offset !== undefined);
+  if (tskVols.length === 0) throw new Error(`${baselineRaw}: no volume fls can read at a plain offset (give --baseline=RAW for a qcow2/VMDK image)`);
   const walkMs: number[] = [];
   const flsMs: number[] = [];
   for (let i = 0; i < runs; i++) {
     let f = 0;
-    for (const v of tskVols) f += (await flsOnce(image, v.offset! / 512)).ms;
+    for (const v of tskVols) f += (await flsOnce(baselineRaw, v.offset! / 512)).ms;
     flsMs.push(f);
     walkMs.push((await walkImage(image)).ms);
   }
@@ -80,9 +84,10 @@ function emit(figure: string, value: number, unit: string, extra: Record<string,
 const isMain = process.argv[1]?.endsWith('bench-catalog-read.js');
 if (isMain) {
   const runs = Number(process.argv.find((a) => a.startsWith('--runs='))?.slice(7) ?? 5);
+  const baseline = process.argv.find((a) => a.startsWith('--baseline='))?.slice(11);
   const images = process.argv.slice(2).filter((a) => !a.startsWith('--'));
   for (const image of images.length ? images : ['/work/vmimages/vm1-day1.raw']) {
-    const r = await measureCatalogRead(image, runs);
+    const r = await measureCatalogRead(image, runs, baseline ?? image);
     emit('catalog_read.walk_vs_fls', r.ratio, 'ratio', { image, entries: r.entries });
     emit('catalog_read.walk_ms', r.walkMs, 'ms', { image, extents: r.extents });
     emit('catalog_read.fls_ms', r.flsMs, 'ms', { image });

@@ -133,7 +133,7 @@ export class ExtFs {
       uid: raw.readUInt16LE(2) | (raw.readUInt16LE(120) << 16),
       gid: raw.readUInt16LE(24) | (raw.readUInt16LE(122) << 16),
       size, mtimeMs, flags, links: raw.readUInt16LE(26),
-      iblock: Buffer.from(raw.subarray(40, 100)), blocks: raw.readUInt32LE(28),
+      iblock: raw.subarray(40, 100), blocks: raw.readUInt32LE(28),
       ...(inline ? { inline: Buffer.from(inline) } : {}),
     };
   }
@@ -230,22 +230,35 @@ export async function* walkExt(vol: Volume, opts: WalkOptions): AsyncGenerator<F
   const note = (s: string) => opts.onNote?.(`${vol.name}: ${s}`);
   let count = 0;
   const seenDirs = new Set<number>([2]);
-  const stack: Array<{ ino: number; path: string }> = [{ ino: 2, path: '/' }];
+  // Directories are read ahead: when a directory's subdirectories go on the stack, their
+  // blocks are already being read (up to READ_AHEAD at once), so the walk rarely waits on I/O.
+  const READ_AHEAD = 64;
+  let inFlight = 0;
+  type Kids = Array<{ ino: number; name: string }> | Error;
+  const readKids = (d: Inode): Promise<Kids> => {
+    inFlight++;
+    return (async () => {
+      if (typeOfMode(d.mode) !== 'dir') throw new Error('not a directory');
+      return parseDir(await fs.readData(d, await fs.extents(d)), (d.flags & INLINE_DATA_FL) !== 0);
+    })().catch((err: Error) => err).finally(() => { inFlight--; });
+  };
+  type Dir = { ino: number; path: string; inode?: Inode; kids?: Promise<Kids> };
+  const stack: Dir[] = [{ ino: 2, path: '/' }];
   while (stack.length) {
     checkAbort(opts);
     const dir = stack.pop()!;
     let children: Array<{ ino: number; name: string }>;
     try {
-      const d = await fs.inode(dir.ino);
-      if (typeOfMode(d.mode) !== 'dir') throw new Error('not a directory');
-      children = parseDir(await fs.readData(d, await fs.extents(d)), (d.flags & INLINE_DATA_FL) !== 0);
+      const kids = await (dir.kids ?? readKids(dir.inode ?? await fs.inode(dir.ino)));
+      if (kids instanceof Error) throw kids;
+      children = kids;
     } catch (err) {
       note(`directory ${dir.path} (inode ${dir.ino}) could not be read: ${(err as Error).message}`);
       continue;
     }
     // Inodes of one directory are read together: their tables are mostly in one group.
     const inodes = await Promise.all(children.map((c) => fs.inode(c.ino).catch((err: Error) => err)));
-    const subdirs: Array<{ ino: number; path: string }> = [];
+    const subdirs: Dir[] = [];
     for (let i = 0; i < children.length; i++) {
       const c = children[i];
       const ino = inodes[i];
@@ -266,7 +279,7 @@ export async function* walkExt(vol: Volume, opts: WalkOptions): AsyncGenerator<F
           entry.target = data.toString('utf8');
         } else if (type === 'dir' && !seenDirs.has(ino.ino)) {
           seenDirs.add(ino.ino);
-          subdirs.push({ ino: ino.ino, path });
+          subdirs.push({ ino: ino.ino, path, inode: ino });
         }
       } catch (err) {
         note(`${path}: ${(err as Error).message}`);
@@ -274,6 +287,7 @@ export async function* walkExt(vol: Volume, opts: WalkOptions): AsyncGenerator<F
       count++;
       yield entry;
     }
+    for (const sd of subdirs) if (inFlight < READ_AHEAD) sd.kids = readKids(sd.inode!);
     for (let i = subdirs.length - 1; i >= 0; i--) stack.push(subdirs[i]);
     if (count % 1024 < children.length) opts.onProgress?.(count);
   }
