@@ -245,21 +245,33 @@ export async function* walkXfs(vol: Volume, opts: WalkOptions): AsyncGenerator<F
   const note = (s: string) => opts.onNote?.(`${vol.name}: ${s}`);
   let count = 0;
   const seen = new Set<number>([fs.rootIno]);
-  const stack: Array<{ ino: number; path: string }> = [{ ino: fs.rootIno, path: '/' }];
+  // Directories are read ahead, as in the ext walker (up to READ_AHEAD at once).
+  const READ_AHEAD = 64;
+  let inFlight = 0;
+  type Kids = Array<{ ino: number; name: string }> | Error;
+  const readKids = (d: XInode): Promise<Kids> => {
+    inFlight++;
+    return (async () => {
+      if (typeOfMode(d.mode) !== 'dir') throw new Error('not a directory');
+      return fs.readDir(d);
+    })().catch((err: Error) => err).finally(() => { inFlight--; });
+  };
+  type Dir = { ino: number; path: string; inode?: XInode; kids?: Promise<Kids> };
+  const stack: Dir[] = [{ ino: fs.rootIno, path: '/' }];
   while (stack.length) {
     checkAbort(opts);
     const dir = stack.pop()!;
     let children: Array<{ ino: number; name: string }>;
     try {
-      const d = await fs.inode(dir.ino);
-      if (typeOfMode(d.mode) !== 'dir') throw new Error('not a directory');
-      children = await fs.readDir(d);
+      const kids = await (dir.kids ?? readKids(dir.inode ?? await fs.inode(dir.ino)));
+      if (kids instanceof Error) throw kids;
+      children = kids;
     } catch (err) {
       note(`directory ${dir.path} (inode ${dir.ino}) could not be read: ${(err as Error).message}`);
       continue;
     }
     const inodes = await Promise.all(children.map((c) => fs.inode(c.ino).catch((err: Error) => err)));
-    const subdirs: Array<{ ino: number; path: string }> = [];
+    const subdirs: Dir[] = [];
     for (let i = 0; i < children.length; i++) {
       const path = joinPath(dir.path, children[i].name);
       const ino = inodes[i];
@@ -282,7 +294,7 @@ export async function* walkXfs(vol: Volume, opts: WalkOptions): AsyncGenerator<F
           entry.target = await fs.symlinkTarget(ino);
         } else if (type === 'dir' && !seen.has(ino.ino)) {
           seen.add(ino.ino);
-          subdirs.push({ ino: ino.ino, path });
+          subdirs.push({ ino: ino.ino, path, inode: ino });
         }
       } catch (err) {
         note(`${path}: ${(err as Error).message}`);
@@ -290,6 +302,7 @@ export async function* walkXfs(vol: Volume, opts: WalkOptions): AsyncGenerator<F
       count++;
       yield entry;
     }
+    for (const sd of subdirs) if (inFlight < READ_AHEAD) sd.kids = readKids(sd.inode!);
     for (let i = subdirs.length - 1; i >= 0; i--) stack.push(subdirs[i]);
     if (count % 1024 < children.length) opts.onProgress?.(count);
   }
