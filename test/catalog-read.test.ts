@@ -221,6 +221,24 @@ t.test('ext4 mtime: nanoseconds and the epoch bits of mtime_extra (set with debu
   }
 });
 
+t.test('a walk reads each inode table once, however many inodes a directory asks for at once', async (t) => {
+  // Before the fix every inode of a large directory started its own read of its group's table
+  // (ext) or inode chunk (XFS): 58k files of /usr/share took 16 GB of memory.
+  for (const img of [ext4Img, xfsImg]) {
+    const src = await openFileSource(img);
+    let bytes = 0;
+    const counting = { size: src.size, path: src.path, read: (o: number, l: number) => { bytes += l; return src.read(o, l); } };
+    try {
+      const [vol] = await findVolumes(await openDisk(counting));
+      let n = 0;
+      for await (const _ of walkFilesystem(vol)) n++;
+      t.ok(bytes < 1024 * 1024, `${path.basename(img)}: ${n} entries walked reading ${bytes} bytes`);
+    } finally {
+      await src.close();
+    }
+  }
+});
+
 t.test('XFS: what a root loop mount (ro,norecovery) lists and reads', async (t) => {
   const mnt = path.join(work, 'mnt-xfs-ro');
   fs.mkdirSync(mnt, { recursive: true });

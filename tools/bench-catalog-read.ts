@@ -7,9 +7,16 @@
 // catalog-db's bench:catalog can call measureCatalogRead() for its catalog.vs_fls figure.
 // A qcow2/VMDK image has no plain path for fls: --baseline=RAW names the raw image with the same
 // content, whose fls time is the baseline (e.g. vm1-day1.vmdk against vm1-day1.raw).
+// --xfs-tree=DIR: our XFS reader has no Sleuth Kit baseline, so the same tree (DIR copied with
+// attributes only: names, modes, times, empty files) goes into an XFS image (root loop mount)
+// and an ext4 image (mkfs.ext4 -d); the figures are XFS walk / fls on the ext4 image, and ext4
+// walk / fls on the ext4 image, in the same run.
 // Prints one JSON line per figure.
 
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { openFileSource } from '../src/catalog/file-source.js';
 import { findVolumes, openDisk, walkFilesystem } from '../src/catalog/source.js';
 
@@ -81,8 +88,55 @@ function emit(figure: string, value: number, unit: string, extra: Record<string,
   process.stdout.write(JSON.stringify({ figure, value: Math.round(value * 1000) / 1000, unit, ...extra }) + '\n');
 }
 
+/** XFS and ext4 images of the same tree (attributes only), in a temp dir the caller removes. */
+function buildTreeImages(tree: string, dir: string): { xfs: string; ext4: string; entries: number } {
+  const copy = path.join(dir, 'tree');
+  const run = (cmd: string, args: string[]) => execFileSync(cmd, args, { stdio: ['ignore', 'ignore', 'inherit'] });
+  fs.mkdirSync(copy);
+  run('cp', ['-a', '--attributes-only', `${tree}/.`, copy]);
+  const entries = Number(execFileSync('sh', ['-c', `find "${copy}" -mindepth 1 | wc -l`]).toString().trim());
+  const xfs = path.join(dir, 'xfs.img');
+  const ext4 = path.join(dir, 'ext4.img');
+  fs.writeFileSync(xfs, '');
+  fs.truncateSync(xfs, 1024 ** 3);
+  run('mkfs.xfs', ['-q', '-f', xfs]);
+  const mnt = path.join(dir, 'mnt');
+  fs.mkdirSync(mnt);
+  run('mount', ['-o', 'loop', xfs, mnt]);
+  try {
+    run('cp', ['-a', `${copy}/.`, mnt]);
+  } finally {
+    run('umount', [mnt]);
+  }
+  run('mkfs.ext4', ['-q', '-F', '-d', copy, ext4, '1G']);
+  return { xfs, ext4, entries };
+}
+
 const isMain = process.argv[1]?.endsWith('bench-catalog-read.js');
-if (isMain) {
+const xfsTree = process.argv.find((a) => a.startsWith('--xfs-tree='))?.slice(11);
+if (isMain && xfsTree) {
+  const runs = Number(process.argv.find((a) => a.startsWith('--runs='))?.slice(7) ?? 5);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vmvault-bench-catalog-'));
+  try {
+    const imgs = buildTreeImages(xfsTree, dir);
+    await walkImage(imgs.xfs);
+    await walkImage(imgs.ext4);
+    const xw: number[] = [], ew: number[] = [], fl: number[] = [];
+    for (let i = 0; i < runs; i++) {
+      fl.push((await flsOnce(imgs.ext4, 0)).ms);
+      xw.push((await walkImage(imgs.xfs)).ms);
+      ew.push((await walkImage(imgs.ext4)).ms);
+    }
+    const f = median(fl);
+    emit('catalog_read.xfs_walk_vs_ext4_fls', median(xw) / f, 'ratio', { tree: xfsTree, entries: imgs.entries });
+    emit('catalog_read.ext4_walk_vs_ext4_fls', median(ew) / f, 'ratio', { tree: xfsTree });
+    emit('catalog_read.xfs_walk_ms', median(xw), 'ms');
+    emit('catalog_read.ext4_walk_ms', median(ew), 'ms');
+    emit('catalog_read.ext4_fls_ms', f, 'ms');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+} else if (isMain) {
   const runs = Number(process.argv.find((a) => a.startsWith('--runs='))?.slice(7) ?? 5);
   const baseline = process.argv.find((a) => a.startsWith('--baseline='))?.slice(11);
   const images = process.argv.slice(2).filter((a) => !a.startsWith('--'));

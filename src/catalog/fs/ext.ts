@@ -44,7 +44,7 @@ function inlineXattr(raw: Buffer, extra: number): Buffer {
 }
 
 export class ExtFs {
-  private readonly groupTables = new Lru<number, Buffer>(32);
+  private readonly groupTables = new Lru<number, Promise<Buffer>>(32);
   private constructor(
     private readonly vol: Volume,
     readonly blockSize: number,
@@ -93,11 +93,16 @@ export class ExtFs {
     return new ExtFs(vol, blockSize, inodesPerGroup, inodeSize, tables, used, inodesCount);
   }
 
-  private async groupTable(g: number): Promise<Buffer> {
+  /**
+   * One group's used inode table. The promise is what is cached: the inodes of a directory are
+   * asked for all at once, and each must wait on the one read, not start its own.
+   */
+  private groupTable(g: number): Promise<Buffer> {
     let t = this.groupTables.get(g);
     if (!t) {
-      t = await this.vol.read(this.inodeTables[g] * this.blockSize, this.usedPerGroup[g] * this.inodeSize);
+      t = this.vol.read(this.inodeTables[g] * this.blockSize, this.usedPerGroup[g] * this.inodeSize);
       this.groupTables.set(g, t);
+      t.catch(() => this.groupTables.delete(g));
     }
     return t;
   }

@@ -24,7 +24,7 @@ interface XInode {
 }
 
 class XfsFs {
-  private readonly chunks = new Lru<number, Buffer>(256);
+  private readonly chunks = new Lru<number, Promise<Buffer>>(256);
   readonly v5: boolean;
   readonly ftype: boolean;
   readonly blockSize: number;
@@ -74,11 +74,14 @@ class XfsFs {
     const at = this.inoToByte(ino);
     const CHUNK = 65536;
     const base = at - (at % CHUNK);
-    let chunk = this.chunks.get(base);
-    if (!chunk) {
-      chunk = await this.vol.read(base, CHUNK);
-      this.chunks.set(base, chunk);
+    // The promise is cached, so a directory's inodes asked for at once share one read.
+    let pending = this.chunks.get(base);
+    if (!pending) {
+      pending = this.vol.read(base, CHUNK);
+      this.chunks.set(base, pending);
+      pending.catch(() => this.chunks.delete(base));
     }
+    const chunk = await pending;
     const raw = chunk.subarray(at - base, at - base + this.inodeSize);
     if (raw.length < this.inodeSize) throw new Error(`inode ${ino} lies past the end of the volume`);
     if (raw.readUInt16BE(0) !== 0x494e) throw new Error(`inode ${ino} has a bad magic`);
