@@ -18,9 +18,10 @@ const ALLOWED: Record<string, string[]> = {
   // DESIGN.md: fuse/ and control/ are thin edges over the namespace; what they need of the
   // store's types, the namespace re-exports.
   fuse: ['namespace', 'errors'],
-  control: ['backup', 'namespace', 'errors'],
+  control: ['backup', 'catalog', 'namespace', 'errors'],
   cli: ['control', 'errors'],
-  catalog: ['store', 'errors'],
+  // catalog/ reads snapshot files through the namespace (never the mount); its own SQLite files.
+  catalog: ['namespace', 'store', 'kv', 'errors'],
   agent: ['store', 'errors'],
   orchestration: ['control', 'namespace', 'store', 'errors'],
   // plugins/ know one system each (QEMU, PostgreSQL, an operator's script) and nothing of the store.
