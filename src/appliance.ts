@@ -17,6 +17,8 @@ import { HealthProbe } from './appliance-health.js';
 import { ApplianceServices, VERSION } from './appliance-services.js';
 import { ApplianceVms } from './appliance-vms.js';
 import { BackupService } from './backup/backup-service.js';
+import { CatalogService } from './catalog/catalog-service.js';
+import { ApplianceCatalog } from './appliance-catalog.js';
 import { VmRegistry } from './backup/vm-registry.js';
 import { loadWorkflows } from './backup/workflow/workflows.js';
 import { AuditLog } from './control/audit-log.js';
@@ -243,6 +245,14 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     } catch (err) {
       log(`quiesce journal recovery failed (${isVmvaultError(err) ? err.code : 'IO'}): ${(err as Error).message}; a VM frozen by the last run may still be frozen: thaw it with its guest agent (guest-fsfreeze-thaw)`);
     }
+    // The guest-file catalog (issue 15): a job of its own after each backup, never failing it.
+    const catalog = new CatalogService(ns, { dataDir: data, mountPath: () => mount, log });
+    const catalogApi = new ApplianceCatalog(ns, catalog, vms);
+    backups.onPointCreated((e) => {
+      if (!jobs) return;
+      const job = jobs.start('catalog', `${e.share} point ${e.point}`, (ctx) => catalogApi.build(ctx, { share: e.share, point: e.point }));
+      log(`backup ${e.vm}: catalog of ${e.point} started as job ${job.id}`);
+    });
     const workflowsFile = cfg.workflows ?? (await fs.stat(path.join(data, 'workflows.yaml')).then(() => path.join(data, 'workflows.yaml'), () => undefined));
     // Read now so a malformed file is in the log at start, not only in a failed backup's job.
     // (With a plug-ins folder, a workflow may name the actions its executables declare, which only
@@ -290,7 +300,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     });
     await jobs.restore();
     const tls = cfg.tlsCert !== undefined && cfg.tlsKey !== undefined ? await readTls(cfg.tlsCert, cfg.tlsKey) : undefined;
-    server = await buildServer(svc, { token: token.token, jobs, audit, tls });
+    server = await buildServer(svc, { token: token.token, jobs, audit, tls, catalog: catalogApi });
     const url = await listen(server, { host, port, tls: tls !== undefined });
     log(`control plane at ${url}/api/v1 (token in ${token.file})`);
     let stopping: Promise<void> | undefined;
@@ -301,6 +311,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
         await watch!.stop();
         await server!.close().catch((err) => log(`closing the control plane: ${(err as Error).message}`));
         await jobs!.close().catch((err) => log(`stopping jobs: ${(err as Error).message}`));
+        await catalog.close().catch((err) => log(`closing the catalog: ${(err as Error).message}`));
         await audit.flush();
         if (fuse!.mounted) await fuse!.unmount().catch((err) => log(`unmounting ${mount}: ${(err as Error).message}`));
         await ns!.close();

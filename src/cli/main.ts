@@ -24,6 +24,9 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   vm: async () => (await import('./commands/vms.js')).vmCommand,
   backup: async () => (await import('./commands/vms.js')).backupCommand,
   restore: async () => (await import('./commands/vms.js')).restoreCommand,
+  catalog: async () => (await import('./commands/catalog.js')).catalogCommand,
+  find: async () => (await import('./commands/catalog.js')).findCommand,
+  'restore-file': async () => (await import('./commands/catalog.js')).restoreFileCommand,
 };
 
 const HELP = `usage: vmvault <command> [options]
@@ -69,6 +72,18 @@ VM backup (backups and restores are jobs, like gc)
   restore <vm> --to <dir> [--point <time>] [--format raw|qcow2]
                                           write a restore point's disks (newest by default)
                                           into <dir> on the appliance host
+
+Guest files (the catalog of each restore point's disk images)
+  catalog build <vm> [--point <time>]     catalog a point (a job; runs by itself after each backup)
+  catalog build --share <share> --point <snapshot> [--image <file>]
+                                          catalog disk images in any share's snapshot
+  catalog status [<vm>] [--share <share>] which points are cataloged: files, volumes, notes
+  find <pattern> [--vm <vm>] [--since 30d] [--path-prefix /etc] [--size +1M|-10k] [--limit N]
+                                          every point holding a matching file name (glob)
+  find --changed <path> --vm <vm>         the points where that file changed
+  restore-file <vm> <path> --to <dir> [--point <time>] [--image <file>] [--volume p1]
+                                          copy one guest file of a point (newest cataloged by
+                                          default) into <dir> here
 
 Appliance
   appliance ...                           run the appliance (see vmvault appliance --help)
@@ -117,8 +132,16 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       point: values.point,
       to: values.to,
       format: values.format,
+      vm: values.vm,
+      since: values.since,
+      pathPrefix: values['path-prefix'],
+      size: values.size,
+      changed: values.changed,
+      limit: values.limit,
+      image: values.image,
+      volume: values.volume,
     };
-    if (name !== 'vm' && name !== 'backup' && name !== 'restore') refuseOptions(flags, name, []);
+    if (!['vm', 'backup', 'restore', 'catalog', 'find', 'restore-file'].includes(name)) refuseOptions(flags, name, []);
     const baseUrl = parseBaseUrl(values.url ?? DEFAULT_URL);
     const token = await resolveToken({ token: values.token, data: values.data }, io.env);
     const command = await load();
@@ -149,6 +172,14 @@ const OPTIONS = {
   point: 'string',
   to: 'string',
   format: 'string',
+  vm: 'string',
+  since: 'string',
+  'path-prefix': 'string',
+  size: 'string',
+  changed: 'string',
+  limit: 'string',
+  image: 'string',
+  volume: 'string',
 } as const;
 type OptionName = keyof typeof OPTIONS;
 type Values = { [K in OptionName]?: (typeof OPTIONS)[K] extends 'string' ? string : boolean };

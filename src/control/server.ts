@@ -10,6 +10,8 @@ import { sendError, sentErrorCode } from './error-reply.js';
 import { JobRunner } from './jobs.js';
 import { OpenApiCollector, type RouteSchema, routeSchema } from './openapi.js';
 import { backupRoutes } from './routes/backups.js';
+import type { CatalogApi } from './catalog-api.js';
+import { catalogRoutes } from './routes/catalog.js';
 import { fastcopyRoutes } from './routes/fastcopy.js';
 import { healthRoutes } from './routes/health.js';
 import { jobRoutes } from './routes/jobs.js';
@@ -34,6 +36,8 @@ export interface ServerOptions {
   audit?: AuditLog;
   /** Serve HTTPS with this PEM key and certificate (the appliance image's --tls-cert/--tls-key). */
   tls?: { key: Buffer; cert: Buffer };
+  /** The guest-file catalog's routes (issue 15), when the appliance has a catalog. */
+  catalog?: CatalogApi;
 }
 
 const AUDITED_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
@@ -147,6 +151,7 @@ export async function buildServer(services: ControlServices, opts: ServerOptions
       await jobRoutes(api, deps);
       await vmRoutes(api, deps);
       await backupRoutes(api, deps);
+      if (opts.catalog) await catalogRoutes(api, { catalog: opts.catalog, jobs: deps.jobs });
       api.get(
         '/openapi.json',
         {
