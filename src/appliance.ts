@@ -19,6 +19,7 @@ import { ApplianceVms } from './appliance-vms.js';
 import { BackupService } from './backup/backup-service.js';
 import { CatalogService } from './catalog/catalog-service.js';
 import { ApplianceCatalog } from './appliance-catalog.js';
+import { CatalogFilesView } from './catalog/files-view.js';
 import { VmRegistry } from './backup/vm-registry.js';
 import { loadWorkflows } from './backup/workflow/workflows.js';
 import { AuditLog } from './control/audit-log.js';
@@ -269,7 +270,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     // default_permissions: the kernel checks the namespace's owners and modes for every caller.
     fuse =
       cfg.fuse === 3
-        ? new LlMount(mount, ns, { mkdir: true, log, allowOther })
+        ? new LlMount(mount, ns, { mkdir: true, log, allowOther, virtual: new CatalogFilesView(ns, catalog) })
         : new FuseMount(mount, vmvaultHandlers(ns), { mkdir: true, log, allowOther, defaultPermissions: true });
     try {
       await fuse.mount();

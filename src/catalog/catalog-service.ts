@@ -13,6 +13,7 @@ import type { Namespace } from '../namespace/namespace.js';
 import { validateName } from '../namespace/names.js';
 import { buildCatalog, namespaceSource, type BuildProgress, type BuildResult } from './catalog-build.js';
 import { CatalogReader, type FileRow, type VolumeRow } from './catalog-db.js';
+import type { Extent } from './extents-codec.js';
 import { cachedSource } from './read-cache.js';
 import { findVolumes, openDisk, readFileRange, type Volume } from './source.js';
 
@@ -321,14 +322,14 @@ export class CatalogService {
   }
 
   /** Reads [offset, offset + length) of a located file by its recorded extents, through the namespace. */
-  async read(loc: Pick<Located, 'share' | 'point' | 'image' | 'vol' | 'row' | 'reader'>, offset: number, length: number): Promise<Buffer> {
+  async read(loc: Pick<Located, 'share' | 'point' | 'image' | 'vol' | 'row' | 'reader'> & { extents?: Extent[] }, offset: number, length: number): Promise<Buffer> {
     if (loc.row.type !== 'file') throw vmError('INVALID_ARGUMENT', `${loc.reader.pathOf(loc.row)} is not a regular file`);
     const img = await this.openImage(loc.share, loc.point, loc.image);
     const vol = img.vols.find((v) => v.name === loc.vol.name);
     if (!vol) throw vmError('NOT_FOUND', `volume ${loc.vol.name} is no longer found in ${loc.image}`);
     img.users++;
     try {
-      const entry = { path: '', type: 'file' as const, size: loc.row.size, mtimeMs: 0, mode: 0, uid: 0, gid: 0, inode: loc.row.inode, extents: loc.reader.extents(loc.row.id) };
+      const entry = { path: '', type: 'file' as const, size: loc.row.size, mtimeMs: 0, mode: 0, uid: 0, gid: 0, inode: loc.row.inode, extents: loc.extents ?? loc.reader.extents(loc.row.id) };
       return await readFileRange(vol, entry, offset, length);
     } finally {
       img.users--;
