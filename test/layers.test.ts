@@ -89,3 +89,29 @@ t.test('imports only point down the layers', async (t) => {
   }
   t.same(bad, [], 'no upward or sideways import');
 });
+
+// The catalog's reading half (disk formats, volumes, filesystem walkers) takes plain byte sources
+// in and gives entries out: it imports nothing of the appliance but errors.ts (not even the
+// store's pure parts), so it can read any image file, in the appliance or a tool.
+t.test('catalog readers import only errors and each other', async (t) => {
+  const catalog = path.join(root, 'catalog');
+  const readers = sources(catalog).filter((f) => {
+    const rel = path.relative(catalog, f).split(path.sep);
+    return ['image', 'volume', 'fs'].includes(rel[0]) || rel[0] === 'source.ts' || rel[0] === 'file-source.ts';
+  });
+  t.ok(readers.length >= 10, `found ${readers.length} reader files`);
+  const bad: string[] = [];
+  for (const file of readers) {
+    const text = fs.readFileSync(file, 'utf8');
+    for (const m of text.matchAll(/(?:from|import)\s*\(?\s*'(\.[^']+)'/g)) {
+      const target = path.relative(root, path.resolve(path.dirname(file), m[1])).split(path.sep).join('/');
+      if (target === 'errors.js') continue;
+      const inCatalog = target.startsWith('catalog/');
+      const rel = target.slice('catalog/'.length);
+      if (!inCatalog || !(/^(image|volume|fs)\//.test(rel) || rel === 'source.js' || rel === 'file-source.js')) {
+        bad.push(`${path.relative(root, file)}: imports ${m[1]}`);
+      }
+    }
+  }
+  t.same(bad, [], 'catalog readers: plain byte sources in, entries out');
+});

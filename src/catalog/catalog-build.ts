@@ -8,6 +8,7 @@
 // encrypted file system, a walk that breaks half way, each becomes a note on the image or
 // volume, and what could be read stays listed.
 
+import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { vmError } from '../errors.js';
 import { rangeIdentity } from '../namespace/content-id.js';
@@ -61,6 +62,21 @@ export async function imagesOf(ns: Namespace, base: string): Promise<string[]> {
     }
   }
   return out.sort();
+}
+
+/**
+ * The identity of a volume of a raw disk: its byte ranges' identities in the image file
+ * (namespace/content-id.ts). Undefined when the file has uncommitted changes.
+ */
+async function volumeIdentity(ns: Namespace, fh: number, vol: Volume): Promise<string | undefined> {
+  if (!vol.extents || vol.extents.length === 0) return undefined;
+  const parts: string[] = [];
+  for (const x of vol.extents) {
+    const id = await rangeIdentity(ns, fh, x.diskOffset, x.diskOffset + x.length);
+    if (id === undefined) return undefined;
+    parts.push(id);
+  }
+  return parts.length === 1 ? parts[0] : createHash('sha256').update(parts.join(',')).digest('hex');
 }
 
 function message(err: unknown): string {
@@ -121,9 +137,9 @@ export async function buildCatalog(
         const prevVols = prevImage ? prev!.volumes(prevImage.id) : [];
         for (const vol of vols) {
           result.volumes++;
-          const given = (vol as Volume & { identity?: string }).identity;
-          const identity = given ?? (disk.format === 'raw' && vol.diskOffset !== undefined ? await rangeIdentity(ns, src.fh, vol.diskOffset, vol.diskOffset + vol.size) : undefined);
-          const volId = w.addVolume(imageId, { name: vol.name, fs: vol.fs, note: vol.note, offset: vol.diskOffset, size: vol.size, identity });
+          const identity = vol.id ?? (disk.format === 'raw' ? await volumeIdentity(ns, src.fh, vol) : undefined);
+          const offset = vol.extents?.length === 1 ? vol.extents[0].diskOffset : undefined;
+          const volId = w.addVolume(imageId, { name: vol.name, fs: vol.fs, note: vol.note, offset, size: vol.size, identity });
           if (vol.note) note(`${vol.name}: ${vol.note}`);
           const same = identity === undefined ? undefined : prevVols.find((v) => v.name === vol.name && v.identity === identity && v.note === null && v.root !== null);
           if (same) {
@@ -132,23 +148,26 @@ export async function buildCatalog(
             p.files?.(result.files);
             continue;
           }
-          if (vol.fs !== 'ext' && vol.fs !== 'xfs' && vol.fs !== 'ntfs' && vol.fs !== 'fat' && vol.fs !== 'exfat') {
-            w.endVolume();
-            continue; // swap, encrypted, unknown: listed as such, nothing to walk
-          }
           const before = result.files;
           try {
-            for await (const e of walkFilesystem(vol, { signal: p.signal })) {
+            const notes: string[] = [];
+            const onNote = (n: string) => {
+              if (notes.length < 20) notes.push(n);
+              note(n);
+            };
+            for await (const e of walkFilesystem(vol, { signal: p.signal, onNote })) {
               w.add(e);
               if (++result.files % 2000 === 0) p.files?.(result.files);
             }
+            if (notes.length > 0) w.noteVolume(volId, notes.join('; '));
           } catch (err) {
             if (p.signal?.aborted) throw vmError('CANCELLED', 'the catalog job was cancelled');
             const m = `${vol.name}: ${message(err)} (after ${result.files - before} entries)`;
             w.noteVolume(volId, message(err));
             note(m);
           }
-          w.endVolume();
+          // Rows, not entries: directories the walker never yielded ('/') are rows too.
+          result.files = before + w.endVolume();
           p.files?.(result.files);
         }
       } finally {

@@ -19,7 +19,7 @@ CREATE TABLE volumes (id INTEGER PRIMARY KEY, image INTEGER NOT NULL, name TEXT 
   offset INTEGER, size INTEGER NOT NULL, identity TEXT, files INTEGER NOT NULL DEFAULT 0, root INTEGER, reused_from TEXT);
 CREATE TABLE files (id INTEGER PRIMARY KEY, volume INTEGER NOT NULL, parent INTEGER NOT NULL, name TEXT NOT NULL,
   type INTEGER NOT NULL, size INTEGER NOT NULL, mtime INTEGER NOT NULL, mode INTEGER NOT NULL, uid INTEGER NOT NULL,
-  gid INTEGER NOT NULL, inode INTEGER NOT NULL, target TEXT, extents BLOB);
+  gid INTEGER NOT NULL, inode INTEGER NOT NULL, target TEXT, extents BLOB, inline BLOB);
 `;
 // Indexes are made after the rows are in (faster than keeping them up to date per insert).
 const INDEXES = `
@@ -117,7 +117,7 @@ export class CatalogWriter {
     this.db.exec(SCHEMA);
     const put = this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)');
     for (const [k, v] of Object.entries({ ...meta, schema: String(CATALOG_SCHEMA) })) put.run(k, v);
-    this.insert = this.db.prepare('INSERT INTO files (id, volume, parent, name, type, size, mtime, mode, uid, gid, inode, target, extents) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)');
+    this.insert = this.db.prepare('INSERT INTO files (id, volume, parent, name, type, size, mtime, mode, uid, gid, inode, target, extents, inline) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)');
   }
 
   addImage(path: string, size: number, format: string | null, note?: string): number {
@@ -158,7 +158,7 @@ export class CatalogWriter {
     this.placeholders.add(id);
     const slash = path.lastIndexOf('/');
     const parent = path === '/' ? 0 : this.dirId(slash <= 0 ? '/' : path.slice(0, slash));
-    this.pending.push([id, this.vol, parent, path === '/' ? '' : path.slice(slash + 1), TYPE_CODE.dir, 0, 0, 0o755, 0, 0, 0, null, null]);
+    this.pending.push([id, this.vol, parent, path === '/' ? '' : path.slice(slash + 1), TYPE_CODE.dir, 0, 0, 0o755, 0, 0, 0, null, null, null]);
     return id;
   }
 
@@ -167,13 +167,13 @@ export class CatalogWriter {
     if (this.vol === 0) throw new Error('add() before addVolume()');
     const path = e.path === '/' || e.path === '' ? '/' : e.path.replace(/\/+$/, '');
     const ext = e.extents && e.extents.length > 0 ? encodeExtents(e.extents) : null;
-    const fields = [TYPE_CODE[e.type] ?? TYPE_CODE.other, e.size, Math.round(e.mtimeMs), e.mode, e.uid, e.gid, e.inode, e.target ?? null, ext];
+    const fields = [TYPE_CODE[e.type] ?? TYPE_CODE.other, e.size, Math.round(e.mtimeMs), e.mode, e.uid, e.gid, e.inode, e.target ?? null, ext, e.inline ?? null];
     if (e.type === 'dir') {
       const had = this.dirs.get(path);
       if (had !== undefined && this.placeholders.has(had)) {
         this.placeholders.delete(had);
         this.flush();
-        this.db.prepare('UPDATE files SET type=?, size=?, mtime=?, mode=?, uid=?, gid=?, inode=?, target=?, extents=? WHERE id=?').run(...fields, had);
+        this.db.prepare('UPDATE files SET type=?, size=?, mtime=?, mode=?, uid=?, gid=?, inode=?, target=?, extents=?, inline=? WHERE id=?').run(...fields, had);
         return;
       }
       if (had !== undefined) return; // the same directory twice (a loop in a damaged fs)
@@ -200,13 +200,14 @@ export class CatalogWriter {
   }
 
   /** Ends the current volume: its root and file count. */
-  endVolume(): void {
+  endVolume(): number {
     this.flush();
-    if (this.vol === 0) return;
+    if (this.vol === 0) return 0;
     const root = this.dirs.get('/') ?? null;
     const n = (this.db.prepare('SELECT count(*) AS n FROM files WHERE volume = ?').get(this.vol) as { n: number }).n;
     this.db.prepare('UPDATE volumes SET root = ?, files = ? WHERE id = ?').run(root, n, this.vol);
     this.vol = 0;
+    return n;
   }
 
   /**
@@ -223,8 +224,8 @@ export class CatalogWriter {
       const shift = base - range.lo + 1;
       this.db
         .prepare(
-          `INSERT INTO files (id, volume, parent, name, type, size, mtime, mode, uid, gid, inode, target, extents)
-           SELECT id + ?, ?, CASE WHEN parent = 0 THEN 0 ELSE parent + ? END, name, type, size, mtime, mode, uid, gid, inode, target, extents
+          `INSERT INTO files (id, volume, parent, name, type, size, mtime, mode, uid, gid, inode, target, extents, inline)
+           SELECT id + ?, ?, CASE WHEN parent = 0 THEN 0 ELSE parent + ? END, name, type, size, mtime, mode, uid, gid, inode, target, extents, inline
            FROM prev.files WHERE volume = ? ORDER BY id`,
         )
         .run(shift, vol, shift, fromVol);
@@ -326,6 +327,15 @@ export class CatalogReader {
   extents(id: number): Extent[] {
     const r = this.db.prepare('SELECT extents FROM files WHERE id = ?').get(id) as { extents: Buffer | null } | undefined;
     return r?.extents ? decodeExtents(r.extents) : [];
+  }
+
+  /** Where the file's bytes are: extents (none: absent, read by the reader's own means) and inline bytes. */
+  content(id: number): { extents?: Extent[]; inline?: Buffer } {
+    const r = this.db.prepare('SELECT extents, inline FROM files WHERE id = ?').get(id) as { extents: Buffer | null; inline: Buffer | null } | undefined;
+    const out: { extents?: Extent[]; inline?: Buffer } = {};
+    if (r?.extents) out.extents = decodeExtents(r.extents);
+    if (r?.inline) out.inline = r.inline;
+    return out;
   }
 
   /** The row at `path` ('/etc/passwd') in volume `vol`, or undefined. */

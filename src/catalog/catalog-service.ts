@@ -259,7 +259,7 @@ export class CatalogService {
         const row = reader.resolve(v, file);
         if (!row || row.type === 'dir') continue;
         const key = `${imgs.get(v.image)}\0${v.name}`;
-        const ext = JSON.stringify(reader.extents(row.id));
+        const ext = JSON.stringify(reader.content(row.id));
         const before = last.get(key);
         const change = !before ? 'new' : before.size !== row.size ? 'size' : before.mtime !== row.mtimeMs ? 'mtime' : before.ext !== ext ? 'content' : null;
         last.set(key, { size: row.size, mtime: row.mtimeMs, ext });
@@ -322,14 +322,14 @@ export class CatalogService {
   }
 
   /** Reads [offset, offset + length) of a located file by its recorded extents, through the namespace. */
-  async read(loc: Pick<Located, 'share' | 'point' | 'image' | 'vol' | 'row' | 'reader'> & { extents?: Extent[] }, offset: number, length: number): Promise<Buffer> {
+  async read(loc: Pick<Located, 'share' | 'point' | 'image' | 'vol' | 'row' | 'reader'> & { content?: { extents?: Extent[]; inline?: Buffer } }, offset: number, length: number): Promise<Buffer> {
     if (loc.row.type !== 'file') throw vmError('INVALID_ARGUMENT', `${loc.reader.pathOf(loc.row)} is not a regular file`);
     const img = await this.openImage(loc.share, loc.point, loc.image);
     const vol = img.vols.find((v) => v.name === loc.vol.name);
     if (!vol) throw vmError('NOT_FOUND', `volume ${loc.vol.name} is no longer found in ${loc.image}`);
     img.users++;
     try {
-      const entry = { path: '', type: 'file' as const, size: loc.row.size, mtimeMs: 0, mode: 0, uid: 0, gid: 0, inode: loc.row.inode, extents: loc.extents ?? loc.reader.extents(loc.row.id) };
+      const entry = { path: loc.row.name, type: 'file' as const, size: loc.row.size, mtimeMs: 0, mode: 0, uid: 0, gid: 0, inode: loc.row.inode, ...(loc.content ?? loc.reader.content(loc.row.id)) };
       return await readFileRange(vol, entry, offset, length);
     } finally {
       img.users--;

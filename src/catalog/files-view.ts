@@ -22,7 +22,7 @@ export const FILES_SUFFIX = '.files';
 type Target =
   | { kind: 'top'; share: string; point: string; image: string; created: number }
   | { kind: 'vol'; share: string; point: string; image: string; vol: VolumeRow; created: number }
-  | { kind: 'row'; share: string; point: string; image: string; vol: VolumeRow; row: FileRow; extents?: Extent[] };
+  | { kind: 'row'; share: string; point: string; image: string; vol: VolumeRow; row: FileRow; content?: { extents?: Extent[]; inline?: Buffer } };
 
 export class CatalogFilesView {
   private readonly nodes = new Map<bigint, Target>();
@@ -173,7 +173,7 @@ export class CatalogFilesView {
     const t = this.target(node);
     if (t.kind !== 'row' || t.row.type !== 'file') throw vmError('IS_DIRECTORY', 'not a regular file');
     const reader = this.reader(t);
-    t.extents ??= reader.extents(t.row.id);
-    return this.catalog.read({ share: t.share, point: t.point, image: t.image, vol: t.vol, row: t.row, reader, extents: t.extents }, offset, size);
+    t.content ??= reader.content(t.row.id);
+    return this.catalog.read({ share: t.share, point: t.point, image: t.image, vol: t.vol, row: t.row, reader, content: t.content }, offset, size);
   }
 }

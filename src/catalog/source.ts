@@ -1,53 +1,108 @@
-// The contract between the catalog's readers (disk formats, partitions, LVM, filesystem
-// walkers: the `catalog-read` part of issue 15) and the catalog database above them
-// (roster.md, "catalog-read -> catalog-db"). Until the readers land, standin-disk.ts and
-// standin-ext.ts implement it for raw disks, MBR/GPT and ext2/3/4 only; the merge replaces them.
+// The catalog's reading half: a disk image file in, its guest files out.
+//
+//   ByteSource (a snapshot file, or any plain file)
+//     -> openDisk      raw | qcow2 | vmdk, reads served by the format's own tables (image/)
+//     -> findVolumes   MBR, GPT, LVM2 linear LVs, or the whole disk; fs detected by magic (volume/)
+//     -> walkFilesystem  Sleuth Kit for ext/NTFS/FAT/exFAT where it can read a plain path,
+//                        our own readers for XFS (and ext where no path serves) (fs/)
+//     -> readFileRange   a file's bytes by its extents (holes read as zeros)
+//
+// Nothing here imports namespace/, store/, fuse/ or control/: plain byte sources in, entries
+// out (test/layers.test.ts holds it so). The caller (catalog-db) builds ByteSources from
+// snapshot files through the namespace.
+//
+// Contract (roster.md, "catalog-read -> catalog-db"); adjusted only by adding optional fields,
+// each marked "added".
 
-import { openStandinDisk, findStandinVolumes } from './standin-disk.js';
-import { walkExt, readExtRange } from './standin-ext.js';
+import { openDiskImpl } from './image/open-disk.js';
+import { findVolumesImpl } from './volume/find-volumes.js';
+import { walkFilesystemImpl, readFileRangeImpl } from './fs/walk.js';
 
+/**
+ * Random-access bytes. A read past `size` returns the bytes up to `size` (a short Buffer);
+ * a read may return a Buffer the caller must not keep if it mutates it (treat it as read-only).
+ * Reads may run concurrently.
+ */
 export interface ByteSource {
   readonly size: number;
   read(offset: number, length: number): Promise<Buffer>;
   /** A file path another process can read these same bytes at (for Sleuth Kit), if there is one. */
   readonly path?: string;
+  /**
+   * added: where in `path` these bytes begin (a partition of a raw disk is the disk's path at the
+   * partition's offset). Absent = 0. Sleuth Kit gets it as `-o offset/512`.
+   */
+  readonly pathOffset?: number;
 }
+
 export interface Disk extends ByteSource {
   readonly format: 'raw' | 'qcow2' | 'vmdk';
-}
-export interface Volume extends ByteSource {
-  readonly name: string;
-  readonly fs: 'ext' | 'xfs' | 'ntfs' | 'fat' | 'exfat' | 'swap' | 'encrypted' | 'unknown';
+  /** added: why the disk could not be read as its format says (encrypted qcow2, a backing file...). */
   readonly note?: string;
-  /** Where the volume starts in the disk (bytes), for reuse by content across points. */
-  readonly diskOffset?: number;
-}
-export interface FileEntry {
-  path: string;
-  type: 'file' | 'dir' | 'symlink' | 'other';
-  size: number;
-  mtimeMs: number;
-  mode: number;
-  uid: number;
-  gid: number;
-  inode: number;
-  target?: string;
-  extents?: Array<{ logical: number; physical: number; length: number }>;
 }
 
+/** Detects the format (qcow2 and VMDK by magic, anything else is raw) and serves the disk's bytes. */
 export function openDisk(file: ByteSource): Promise<Disk> {
-  return openStandinDisk(file);
+  return openDiskImpl(file);
 }
 
+export type FsKind = 'ext' | 'xfs' | 'ntfs' | 'fat' | 'exfat' | 'swap' | 'encrypted' | 'unknown';
+
+export interface Volume extends ByteSource {
+  readonly name: string;          // 'p1', 'p2', 'lvm-vg0-root', or 'disk' for an unpartitioned fs
+  readonly fs: FsKind;
+  readonly note?: string;         // why something could not be read
+  /**
+   * Identity of the volume's content for reuse: equal ids => equal bytes (may be undefined).
+   * added: the reader cannot know an identity from plain bytes; it gives `extents` instead, the
+   * volume's byte ranges in the disk, from which the caller derives one (segment-tree roots).
+   */
+  readonly id?: string;
+  /** added: the volume's bytes as ranges of the disk, in order (one for a partition, several for an LV). */
+  readonly extents?: Array<{ diskOffset: number; length: number }>;
+  /** added: a label or UUID where the fs or LV has one, for display. */
+  readonly label?: string;
+}
+
+/** MBR (with extended/logical), GPT, LVM2 linear LVs; a disk without a table is one volume 'disk'. */
 export function findVolumes(disk: Disk): Promise<Volume[]> {
-  return findStandinVolumes(disk);
+  return findVolumesImpl(disk);
 }
 
-export function walkFilesystem(vol: Volume, opts?: { signal?: AbortSignal; onProgress?: (files: number) => void }): AsyncIterable<FileEntry> {
-  if (vol.fs !== 'ext') throw Object.assign(new Error(`${vol.name}: ${vol.fs} file systems are not read yet`), { code: 'NOT_SUPPORTED' });
-  return walkExt(vol, opts);
+export interface FileEntry {
+  path: string;                   // '/etc/nginx/nginx.conf'
+  type: 'file' | 'dir' | 'symlink' | 'other';
+  size: number; mtimeMs: number; mode: number; uid: number; gid: number; inode: number;
+  target?: string;                // symlink target
+  extents?: Array<{ logical: number; physical: number /* byte offset in the volume */; length: number }>;
+  /**
+   * added: the file's bytes stored inline in its metadata (ext4 inline data, XFS local fork,
+   * NTFS resident $DATA); readFileRange serves these without extents.
+   */
+  inline?: Buffer;
 }
 
+export interface WalkOptions {
+  signal?: AbortSignal;
+  onProgress?: (files: number) => void;
+  /**
+   * added: called once for each problem met while walking (a damaged directory, an unreadable
+   * inode); the walk goes on with what it can read. Without it, notes are dropped.
+   */
+  onNote?: (note: string) => void;
+}
+
+/**
+ * Every entry of the volume's filesystem, parents before children ('/' itself is not yielded).
+ * A damaged fs yields what it can, reports each problem through onNote, and throws a
+ * VmvaultError (CORRUPT_RECORD) only when nothing at all can be read (no superblock).
+ * Volumes of fs 'swap' | 'encrypted' | 'unknown' yield nothing.
+ */
+export function walkFilesystem(vol: Volume, opts?: WalkOptions): AsyncIterable<FileEntry> {
+  return walkFilesystemImpl(vol, opts ?? {});
+}
+
+/** Bytes [offset, offset+length) of the file, cut at its size; holes between extents read as zeros. */
 export function readFileRange(vol: Volume, entry: FileEntry, offset: number, length: number): Promise<Buffer> {
-  return readExtRange(vol, entry, offset, length);
+  return readFileRangeImpl(vol, entry, offset, length);
 }
