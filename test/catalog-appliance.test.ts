@@ -109,6 +109,19 @@ t.test('catalog, .files/, find and restore-file through a running appliance (--f
   t.equal(p2.status, 200, 'GET .../files streams a file');
   t.equal(await p2.text(), fs.readFileSync(path.join(tree2, 'etc/passwd'), 'utf8'), 'the bytes of that point');
 
+  // Through a VM whose share it is (its QMP socket need not answer for the catalog).
+  const vm = await app.api('POST', '/vms', { name: 'web01', qmp: `unix:${path.join(dir, 'none.qmp')}` });
+  t.equal(vm.status, 201, `a VM over the share: ${JSON.stringify(vm.body)}`);
+  const fv = await cli('find', 'passwd', '--vm', 'web01', '--path-prefix', '/etc', '--json');
+  t.same(JSON.parse(fv.stdout).map((h: any) => `${h.vm} ${h.point} ${h.path}`), ['web01 p1 /etc/passwd', 'web01 p2 /etc/passwd'], 'find --vm names the VM');
+  const out2 = path.join(dir, 'out2');
+  fs.mkdirSync(out2);
+  const rv = await cli('restore-file', 'web01', '/etc/passwd', '--to', out2);
+  t.equal(rv.code, 0, rv.stderr);
+  t.equal(fs.readFileSync(path.join(out2, 'passwd'), 'utf8'), fs.readFileSync(path.join(tree2, 'etc/passwd'), 'utf8'), 'restore-file VM PATH: the newest cataloged point (p2)');
+  const b = await cli('catalog', 'build', 'web01', '--point', 'p1');
+  t.equal(b.code, 0, `catalog build VM --point rebuilds: ${b.stderr}`);
+
   // Bad input on the routes and commands.
   const bads: Array<[string, string, unknown, number]> = [
     ['GET', '/catalog/find', undefined, 400],
