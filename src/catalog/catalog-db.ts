@@ -269,6 +269,7 @@ export class CatalogReader {
   private readonly byId: Database.Statement;
   private readonly byParent: Database.Statement;
   private readonly byName: Database.Statement;
+  private readonly findStmts = new Map<string, Database.Statement>();
   private readonly paths = new Map<number, string>();
 
   constructor(readonly file: string) {
@@ -297,17 +298,21 @@ export class CatalogReader {
     return out;
   }
 
+  // A finished catalog never changes: its images and volumes are read once.
+  private imageRows: ImageRow[] | undefined;
+  private volumeRows: VolumeRow[] | undefined;
+
   images(): ImageRow[] {
-    return this.db.prepare('SELECT id, path, size, format, note FROM images ORDER BY path').all() as ImageRow[];
+    this.imageRows ??= this.db.prepare('SELECT id, path, size, format, note FROM images ORDER BY path').all() as ImageRow[];
+    return this.imageRows;
   }
 
   volumes(image?: number): VolumeRow[] {
-    const rows = (
-      image === undefined
-        ? this.db.prepare('SELECT * FROM volumes ORDER BY id').all()
-        : this.db.prepare('SELECT * FROM volumes WHERE image = ? ORDER BY id').all(image)
-    ) as Array<Omit<VolumeRow, 'reusedFrom'> & { reused_from: string | null }>;
-    return rows.map(({ reused_from, ...r }) => ({ ...r, reusedFrom: reused_from }));
+    if (!this.volumeRows) {
+      const rows = this.db.prepare('SELECT * FROM volumes ORDER BY id').all() as Array<Omit<VolumeRow, 'reusedFrom'> & { reused_from: string | null }>;
+      this.volumeRows = rows.map(({ reused_from, ...r }) => ({ ...r, reusedFrom: reused_from }));
+    }
+    return image === undefined ? this.volumeRows : this.volumeRows.filter((v) => v.image === image);
   }
 
   get(id: number): FileRow | undefined {
@@ -391,7 +396,9 @@ export class CatalogReader {
     }
     args.push(opts.limit);
     const sql = `SELECT id, volume, parent, name, type, size, mtime, mode, uid, gid, inode, target FROM files WHERE ${where.join(' AND ')} LIMIT ?`;
-    return (this.db.prepare(sql).all(...args) as RawFile[]).map(toRow);
+    let st = this.findStmts.get(sql);
+    if (!st) this.findStmts.set(sql, (st = this.db.prepare(sql)));
+    return (st.all(...args) as RawFile[]).map(toRow);
   }
 
   /** The size of the database file (catalog.bytes_per_file). */

@@ -297,7 +297,9 @@ export class CatalogService {
       p = (async () => {
         const src = await namespaceSource(this.ns, `/${share}/.snapshots/${point}/${image}`);
         try {
-          const disk = await openDisk(cachedSource(src, { maxChunks: 16 }));
+          // File reads (FUSE's 128 KiB, the restore's 1 MiB) go straight to the namespace, whose
+          // read-ahead follows a sequential reader; the cache serves the readers' small metadata reads.
+          const disk = await openDisk(cachedSource(src, { maxChunks: 16, directBytes: 32 * 1024 }));
           return { release: () => src.release(), vols: await findVolumes(disk), users: 0 };
         } catch (err) {
           await src.release();

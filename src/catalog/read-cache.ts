@@ -5,9 +5,11 @@
 
 import type { ByteSource } from './source.js';
 
-export function cachedSource(src: ByteSource, opts: { chunkBytes?: number; maxChunks?: number } = {}): ByteSource {
+export function cachedSource(src: ByteSource, opts: { chunkBytes?: number; maxChunks?: number; directBytes?: number } = {}): ByteSource {
   const chunk = opts.chunkBytes ?? 256 * 1024;
   const max = opts.maxChunks ?? 64;
+  /** Reads this large or larger go to the source (default: above one chunk). */
+  const direct = opts.directBytes ?? chunk + 1;
   const cache = new Map<number, Promise<Buffer>>();
   const get = (i: number): Promise<Buffer> => {
     let p = cache.get(i);
@@ -30,7 +32,7 @@ export function cachedSource(src: ByteSource, opts: { chunkBytes?: number; maxCh
       const end = Math.min(src.size, offset + length);
       if (end <= offset) return Buffer.alloc(0);
       // Large reads (file contents) go straight to the source: caching them would only evict.
-      if (end - offset > chunk) return src.read(offset, end - offset);
+      if (end - offset >= direct) return src.read(offset, end - offset);
       const first = Math.floor(offset / chunk);
       const last = Math.floor((end - 1) / chunk);
       if (first === last) {
