@@ -185,6 +185,60 @@ t.test('LVM2: a two-segment LV stitched, a one-segment LV keeps its plain path',
   }
 });
 
+t.test('ext4 with inline_data: small files and directories kept in the inode', async (t) => {
+  const img = path.join(work, 'ext4-inline.img');
+  makeExt(img, posixTree, 48, 'ext4', ['inline_data']);
+  const d = await open(img);
+  try {
+    t.same(d.vols.map((v) => [v.name, v.fs]), [['disk', 'ext']]);
+    // mke2fs 1.47 with inline_data drops a sparse file's trailing hole from its size (debugfs
+    // shows the same short size), so that one file is left out of this comparison.
+    await compareTree(t, d.vols[0], posixRef.filter((s) => s.path !== '/sparse.img'), { ...EXT, extra: /^\/(lost\+found|sparse\.img)$/ });
+    const { entries } = await walk(d.vols[0]);
+    const inline = entries.filter((e) => e.inline);
+    t.ok(inline.some((e) => e.size > 60), `${inline.length} files inline, some past i_block's 60 bytes (system.data)`);
+  } finally {
+    await d.close();
+  }
+});
+
+t.test('ext4 mtime: nanoseconds and the epoch bits of mtime_extra (set with debugfs)', async (t) => {
+  const img = path.join(work, 'ext4-ns.img');
+  makeExt(img, posixTree, 48);
+  // epoch bits 01: seconds + 2^32 (past 2038); 123456789 ns.
+  sh('debugfs', ['-w', '-R', `sif /home/user/notes.txt mtime_extra ${(123456789 << 2) | 1}`, img]);
+  const shown = sh('debugfs', ['-R', 'stat /home/user/notes.txt', img]);
+  const d = await open(img);
+  try {
+    const { entries } = await walk(d.vols[0]);
+    const e = entries.find((x) => x.path === '/home/user/notes.txt')!;
+    const src = posixRef.find((x) => x.path === '/home/user/notes.txt')!;
+    t.equal(e.mtimeMs, (Math.floor(src.mtimeMs / 1000) + 2 ** 32) * 1000 + 123, 'seconds + 2^32, and 123 ms');
+    const when = /mtime: 0x[0-9a-f]+:[0-9a-f]+ -- (.*)/.exec(shown)![1];
+    t.equal(new Date(e.mtimeMs).toUTCString().replace(/^\w+, /, ''), new Date(`${when} UTC`).toUTCString().replace(/^\w+, /, ''), `the date debugfs shows: ${when}`);
+  } finally {
+    await d.close();
+  }
+});
+
+t.test('a walk reads each inode table once, however many inodes a directory asks for at once', async (t) => {
+  // Before the fix every inode of a large directory started its own read of its group's table
+  // (ext) or inode chunk (XFS): 58k files of /usr/share took 16 GB of memory.
+  for (const img of [ext4Img, xfsImg]) {
+    const src = await openFileSource(img);
+    let bytes = 0;
+    const counting = { size: src.size, path: src.path, read: (o: number, l: number) => { bytes += l; return src.read(o, l); } };
+    try {
+      const [vol] = await findVolumes(await openDisk(counting));
+      let n = 0;
+      for await (const _ of walkFilesystem(vol)) n++;
+      t.ok(bytes < 1024 * 1024, `${path.basename(img)}: ${n} entries walked reading ${bytes} bytes`);
+    } finally {
+      await src.close();
+    }
+  }
+});
+
 t.test('XFS: what a root loop mount (ro,norecovery) lists and reads', async (t) => {
   const mnt = path.join(work, 'mnt-xfs-ro');
   fs.mkdirSync(mnt, { recursive: true });
@@ -202,7 +256,7 @@ t.test('XFS: what a root loop mount (ro,norecovery) lists and reads', async (t) 
     await compareTree(t, d.vols[0], mounted, { posix: true, mtimeGrainMs: 1 });
     const { entries } = await walk(d.vols[0]);
     const sparse = entries.find((e) => e.path === '/sparse.img')!;
-    t.ok(sparse.extents!.length >= 2, 'the sparse file has holes between its extents');
+    t.ok(sparse.extents!.length >= 100, `the sparse file: ${sparse.extents!.length} extents with holes between (a btree data fork)`);
   } finally {
     await d.close();
   }

@@ -37,7 +37,7 @@ export interface TreeOptions {
   posix: boolean;
   /** How many small files in /many (a few hundred by default). */
   many?: number;
-  /** A sparse file (holes between data). */
+  /** A sparse file (100 data islands with holes between them). */
   sparse?: boolean;
 }
 
@@ -72,9 +72,9 @@ export function makeTree(root: string, opts: TreeOptions): void {
   if (opts.sparse) {
     const p = path.join(root, 'sparse.img');
     const fd = fs.openSync(p, 'w');
-    fs.writeSync(fd, bytes(5, 4096), 0, 4096, 0);
-    fs.writeSync(fd, bytes(6, 8192), 0, 8192, 3 * 1024 * 1024);
-    fs.ftruncateSync(fd, 5 * 1024 * 1024);
+    // 100 islands of 4 KiB, 64 KiB apart: more extents than an XFS inode holds (btree format).
+    for (let i = 0; i < 100; i++) fs.writeSync(fd, bytes(500 + i, 4096), 0, 4096, i * 65536);
+    fs.ftruncateSync(fd, 7 * 1024 * 1024);
     fs.closeSync(fd);
     fs.utimesSync(p, when(k), when(k));
   }
@@ -116,8 +116,8 @@ export function listTree(root: string): SourceEntry[] {
 
 const MiB = 1024 * 1024;
 
-export function makeExt(img: string, tree: string, sizeMiB: number, type: 'ext4' | 'ext2' = 'ext4'): void {
-  sh(`mkfs.${type}`, ['-q', '-F', '-d', tree, '-L', type, img, `${sizeMiB}M`]);
+export function makeExt(img: string, tree: string, sizeMiB: number, type: 'ext4' | 'ext2' = 'ext4', features: string[] = []): void {
+  sh(`mkfs.${type}`, ['-q', '-F', ...(features.length ? ['-O', features.join(',')] : []), '-d', tree, '-L', type, img, `${sizeMiB}M`]);
 }
 
 /** mkfs.xfs (300 MiB is its minimum) and the tree copied in through a root loop mount. */

@@ -14,14 +14,37 @@ import { checkAbort, joinPath, pushExtent, typeOfMode, type Extent } from './ent
 const INCOMPAT_64BIT = 0x80;
 const EXTENTS_FL = 0x80000;
 const INLINE_DATA_FL = 0x10000000;
+const MAX_META_BYTES = 256 * 1024 * 1024;
 
 interface Inode {
   ino: number; mode: number; uid: number; gid: number; size: number; mtimeMs: number;
   flags: number; links: number; iblock: Buffer; blocks: number;
+  /** Inline data (INLINE_DATA_FL): the first 60 bytes in i_block, the rest in the system.data xattr. */
+  inline?: Buffer;
+}
+
+/** The in-inode extended attribute system.data (index 7, name "data"): inline data past 60 bytes. */
+function inlineXattr(raw: Buffer, extra: number): Buffer {
+  const base = 128 + extra;
+  if (base + 4 > raw.length || raw.readUInt32LE(base) !== 0xea020000) return Buffer.alloc(0);
+  const first = base + 4;
+  let at = first;
+  while (at + 16 <= raw.length) {
+    const nameLen = raw[at];
+    const index = raw[at + 1];
+    if (nameLen === 0 && index === 0 && raw.readUInt16LE(at + 2) === 0 && raw.readUInt32LE(at + 4) === 0) break;
+    const valueOff = raw.readUInt16LE(at + 2);
+    const valueSize = raw.readUInt32LE(at + 8);
+    if (index === 7 && raw.toString('latin1', at + 16, at + 16 + nameLen) === 'data') {
+      return raw.subarray(first + valueOff, Math.min(raw.length, first + valueOff + valueSize));
+    }
+    at += (16 + nameLen + 3) & ~3;
+  }
+  return Buffer.alloc(0);
 }
 
 export class ExtFs {
-  private readonly groupTables = new Lru<number, Buffer>(32);
+  private readonly groupTables = new Lru<number, Promise<Buffer>>(32);
   private constructor(
     private readonly vol: Volume,
     readonly blockSize: number,
@@ -70,11 +93,16 @@ export class ExtFs {
     return new ExtFs(vol, blockSize, inodesPerGroup, inodeSize, tables, used, inodesCount);
   }
 
-  private async groupTable(g: number): Promise<Buffer> {
+  /**
+   * One group's used inode table. The promise is what is cached: the inodes of a directory are
+   * asked for all at once, and each must wait on the one read, not start its own.
+   */
+  private groupTable(g: number): Promise<Buffer> {
     let t = this.groupTables.get(g);
     if (!t) {
-      t = await this.vol.read(this.inodeTables[g] * this.blockSize, this.usedPerGroup[g] * this.inodeSize);
+      t = this.vol.read(this.inodeTables[g] * this.blockSize, this.usedPerGroup[g] * this.inodeSize);
       this.groupTables.set(g, t);
+      t.catch(() => this.groupTables.delete(g));
     }
     return t;
   }
@@ -93,6 +121,13 @@ export class ExtFs {
     if (raw.length < 128) throw new Error(`inode ${ino} lies past the end of the volume`);
     const mode = raw.readUInt16LE(0);
     const extra = this.inodeSize > 128 ? raw.readUInt16LE(128) : 0;
+    const flags = raw.readUInt32LE(32);
+    const size = raw.readUInt32LE(4) + raw.readUInt32LE(108) * 2 ** 32;
+    let inline: Buffer | undefined;
+    if (flags & INLINE_DATA_FL) {
+      const head = raw.subarray(40, 100);
+      inline = Buffer.concat([head, inlineXattr(raw, extra)]).subarray(0, size);
+    }
     let mtimeMs = raw.readInt32LE(16) * 1000;
     if (extra >= 12) {
       const x = raw.readUInt32LE(0x88);
@@ -102,9 +137,9 @@ export class ExtFs {
       ino, mode,
       uid: raw.readUInt16LE(2) | (raw.readUInt16LE(120) << 16),
       gid: raw.readUInt16LE(24) | (raw.readUInt16LE(122) << 16),
-      size: raw.readUInt32LE(4) + raw.readUInt32LE(108) * 2 ** 32,
-      mtimeMs, flags: raw.readUInt32LE(32), links: raw.readUInt16LE(26),
-      iblock: Buffer.from(raw.subarray(40, 100)), blocks: raw.readUInt32LE(28),
+      size, mtimeMs, flags, links: raw.readUInt16LE(26),
+      iblock: raw.subarray(40, 100), blocks: raw.readUInt32LE(28),
+      ...(inline ? { inline: Buffer.from(inline) } : {}),
     };
   }
 
@@ -114,7 +149,9 @@ export class ExtFs {
     const bs = this.blockSize;
     if (ino.flags & INLINE_DATA_FL) return out;
     if (ino.flags & EXTENTS_FL) {
+      let nodes = 0;
       const visit = async (node: Buffer, depthLeft: number): Promise<void> => {
+        if (++nodes > 1 << 20) throw new Error(`inode ${ino.ino}: extent tree has implausibly many nodes`);
         if (node.readUInt16LE(0) !== 0xf30a) throw new Error(`inode ${ino.ino}: extent tree node has a bad magic`);
         const n = node.readUInt16LE(2);
         const depth = node.readUInt16LE(6);
@@ -147,7 +184,7 @@ export class ExtFs {
         const span = per ** level;
         if (!blk) { logical += span; return; }
         const b = await this.vol.read(blk * bs, bs);
-        for (let i = 0; i < per; i++) {
+        for (let i = 0; i < per && logical < maxBlocks; i++) {
           const child = b.readUInt32LE(i * 4);
           if (level === 1) direct(child);
           else await indirect(child, level - 1);
@@ -166,10 +203,12 @@ export class ExtFs {
     return res;
   }
 
+  /** A directory's or symlink's bytes (bounded: a corrupt size must not allocate gigabytes). */
   async readData(ino: Inode, ext: Extent[]): Promise<Buffer> {
-    if (ino.flags & INLINE_DATA_FL) return ino.iblock.subarray(0, Math.min(60, ino.size));
+    if (ino.inline) return ino.inline;
+    if (ino.size > MAX_META_BYTES) throw new Error(`size ${ino.size} is implausible for a directory or symlink`);
     const out = Buffer.alloc(ino.size);
-    await Promise.all(ext.map(async (x) => (await this.vol.read(x.physical, x.length)).copy(out, x.logical)));
+    await Promise.all(ext.filter((x) => x.logical < ino.size).map(async (x) => (await this.vol.read(x.physical, Math.min(x.length, ino.size - x.logical))).copy(out, x.logical)));
     return out;
   }
 }
@@ -196,22 +235,35 @@ export async function* walkExt(vol: Volume, opts: WalkOptions): AsyncGenerator<F
   const note = (s: string) => opts.onNote?.(`${vol.name}: ${s}`);
   let count = 0;
   const seenDirs = new Set<number>([2]);
-  const stack: Array<{ ino: number; path: string }> = [{ ino: 2, path: '/' }];
+  // Directories are read ahead: when a directory's subdirectories go on the stack, their
+  // blocks are already being read (up to READ_AHEAD at once), so the walk rarely waits on I/O.
+  const READ_AHEAD = 64;
+  let inFlight = 0;
+  type Kids = Array<{ ino: number; name: string }> | Error;
+  const readKids = (d: Inode): Promise<Kids> => {
+    inFlight++;
+    return (async () => {
+      if (typeOfMode(d.mode) !== 'dir') throw new Error('not a directory');
+      return parseDir(await fs.readData(d, await fs.extents(d)), (d.flags & INLINE_DATA_FL) !== 0);
+    })().catch((err: Error) => err).finally(() => { inFlight--; });
+  };
+  type Dir = { ino: number; path: string; inode?: Inode; kids?: Promise<Kids> };
+  const stack: Dir[] = [{ ino: 2, path: '/' }];
   while (stack.length) {
     checkAbort(opts);
     const dir = stack.pop()!;
     let children: Array<{ ino: number; name: string }>;
     try {
-      const d = await fs.inode(dir.ino);
-      if (typeOfMode(d.mode) !== 'dir') throw new Error('not a directory');
-      children = parseDir(await fs.readData(d, await fs.extents(d)), (d.flags & INLINE_DATA_FL) !== 0);
+      const kids = await (dir.kids ?? readKids(dir.inode ?? await fs.inode(dir.ino)));
+      if (kids instanceof Error) throw kids;
+      children = kids;
     } catch (err) {
       note(`directory ${dir.path} (inode ${dir.ino}) could not be read: ${(err as Error).message}`);
       continue;
     }
     // Inodes of one directory are read together: their tables are mostly in one group.
     const inodes = await Promise.all(children.map((c) => fs.inode(c.ino).catch((err: Error) => err)));
-    const subdirs: Array<{ ino: number; path: string }> = [];
+    const subdirs: Dir[] = [];
     for (let i = 0; i < children.length; i++) {
       const c = children[i];
       const ino = inodes[i];
@@ -224,15 +276,15 @@ export async function* walkExt(vol: Volume, opts: WalkOptions): AsyncGenerator<F
       };
       try {
         if (type === 'file') {
-          if (ino.flags & INLINE_DATA_FL) entry.inline = ino.iblock.subarray(0, Math.min(60, ino.size));
+          if (ino.inline) entry.inline = ino.inline;
           else entry.extents = await fs.extents(ino);
         } else if (type === 'symlink') {
           const fast = ino.size < 60 && !(ino.flags & EXTENTS_FL) && !(ino.flags & INLINE_DATA_FL) && ino.blocks === 0;
-          const data = fast || (ino.flags & INLINE_DATA_FL) ? ino.iblock.subarray(0, ino.size) : await fs.readData(ino, await fs.extents(ino));
+          const data = ino.inline ?? (fast ? ino.iblock.subarray(0, ino.size) : await fs.readData(ino, await fs.extents(ino)));
           entry.target = data.toString('utf8');
         } else if (type === 'dir' && !seenDirs.has(ino.ino)) {
           seenDirs.add(ino.ino);
-          subdirs.push({ ino: ino.ino, path });
+          subdirs.push({ ino: ino.ino, path, inode: ino });
         }
       } catch (err) {
         note(`${path}: ${(err as Error).message}`);
@@ -240,6 +292,7 @@ export async function* walkExt(vol: Volume, opts: WalkOptions): AsyncGenerator<F
       count++;
       yield entry;
     }
+    for (const sd of subdirs) if (inFlight < READ_AHEAD) sd.kids = readKids(sd.inode!);
     for (let i = subdirs.length - 1; i >= 0; i--) stack.push(subdirs[i]);
     if (count % 1024 < children.length) opts.onProgress?.(count);
   }

@@ -24,7 +24,7 @@ interface XInode {
 }
 
 class XfsFs {
-  private readonly chunks = new Lru<number, Buffer>(256);
+  private readonly chunks = new Lru<number, Promise<Buffer>>(256);
   readonly v5: boolean;
   readonly ftype: boolean;
   readonly blockSize: number;
@@ -74,11 +74,14 @@ class XfsFs {
     const at = this.inoToByte(ino);
     const CHUNK = 65536;
     const base = at - (at % CHUNK);
-    let chunk = this.chunks.get(base);
-    if (!chunk) {
-      chunk = await this.vol.read(base, CHUNK);
-      this.chunks.set(base, chunk);
+    // The promise is cached, so a directory's inodes asked for at once share one read.
+    let pending = this.chunks.get(base);
+    if (!pending) {
+      pending = this.vol.read(base, CHUNK);
+      this.chunks.set(base, pending);
+      pending.catch(() => this.chunks.delete(base));
     }
+    const chunk = await pending;
     const raw = chunk.subarray(at - base, at - base + this.inodeSize);
     if (raw.length < this.inodeSize) throw new Error(`inode ${ino} lies past the end of the volume`);
     if (raw.readUInt16BE(0) !== 0x494e) throw new Error(`inode ${ino} has a bad magic`);
@@ -143,7 +146,9 @@ class XfsFs {
       const ptrs: number[] = [];
       for (let i = 0; i < numrecs; i++) ptrs.push(Number(ino.fork.readBigUInt64BE(4 + maxrecs * 8 + i * 8)));
       const hdr = this.v5 ? 72 : 24;
+      let nodes = 0;
       const visit = async (fsb: number, lvl: number): Promise<void> => {
+        if (++nodes > 1 << 20) throw new Error(`inode ${ino.ino}: bmap btree has implausibly many blocks`);
         const b = await this.vol.read(this.fsbToByte(fsb), this.blockSize);
         const magic = b.toString('latin1', 0, 4);
         if (magic !== 'BMA3' && magic !== 'BMAP') throw new Error(`inode ${ino.ino}: bmap btree block ${fsb} has a bad magic`);
@@ -157,15 +162,6 @@ class XfsFs {
       if (level < 1 || level > 9) throw new Error(`inode ${ino.ino}: bmap btree root level ${level}`);
       for (const p of ptrs) await visit(p, level - 1);
     }
-    return out;
-  }
-
-  async readExtents(ext: Extent[], upTo: number): Promise<Buffer> {
-    const out = Buffer.alloc(upTo);
-    await Promise.all(ext.filter((x) => x.logical < upTo).map(async (x) => {
-      const n = Math.min(x.length, upTo - x.logical);
-      (await this.vol.read(x.physical, n)).copy(out, x.logical);
-    }));
     return out;
   }
 
@@ -190,6 +186,7 @@ class XfsFs {
       return out;
     }
     const ext = (await this.extents(d)).filter((x) => x.logical < LEAF_OFFSET);
+    if (ext.reduce((n, x) => n + x.length, 0) > 1024 * 1024 * 1024) throw new Error(`directory inode ${d.ino}: implausibly large (corrupt extents)`);
     const dbs = this.dirBlockSize;
     for (const x of ext) {
       const data = await this.vol.read(x.physical, x.length);
@@ -226,6 +223,7 @@ class XfsFs {
   }
 
   async symlinkTarget(ino: XInode): Promise<string> {
+    if (ino.size > 1024) throw new Error(`symlink inode ${ino.ino}: size ${ino.size} is over XFS's 1024-byte limit`);
     if (ino.format === 1) return ino.fork.toString('utf8', 0, ino.size);
     const ext = await this.extents(ino);
     const parts: Buffer[] = [];
@@ -250,21 +248,33 @@ export async function* walkXfs(vol: Volume, opts: WalkOptions): AsyncGenerator<F
   const note = (s: string) => opts.onNote?.(`${vol.name}: ${s}`);
   let count = 0;
   const seen = new Set<number>([fs.rootIno]);
-  const stack: Array<{ ino: number; path: string }> = [{ ino: fs.rootIno, path: '/' }];
+  // Directories are read ahead, as in the ext walker (up to READ_AHEAD at once).
+  const READ_AHEAD = 64;
+  let inFlight = 0;
+  type Kids = Array<{ ino: number; name: string }> | Error;
+  const readKids = (d: XInode): Promise<Kids> => {
+    inFlight++;
+    return (async () => {
+      if (typeOfMode(d.mode) !== 'dir') throw new Error('not a directory');
+      return fs.readDir(d);
+    })().catch((err: Error) => err).finally(() => { inFlight--; });
+  };
+  type Dir = { ino: number; path: string; inode?: XInode; kids?: Promise<Kids> };
+  const stack: Dir[] = [{ ino: fs.rootIno, path: '/' }];
   while (stack.length) {
     checkAbort(opts);
     const dir = stack.pop()!;
     let children: Array<{ ino: number; name: string }>;
     try {
-      const d = await fs.inode(dir.ino);
-      if (typeOfMode(d.mode) !== 'dir') throw new Error('not a directory');
-      children = await fs.readDir(d);
+      const kids = await (dir.kids ?? readKids(dir.inode ?? await fs.inode(dir.ino)));
+      if (kids instanceof Error) throw kids;
+      children = kids;
     } catch (err) {
       note(`directory ${dir.path} (inode ${dir.ino}) could not be read: ${(err as Error).message}`);
       continue;
     }
     const inodes = await Promise.all(children.map((c) => fs.inode(c.ino).catch((err: Error) => err)));
-    const subdirs: Array<{ ino: number; path: string }> = [];
+    const subdirs: Dir[] = [];
     for (let i = 0; i < children.length; i++) {
       const path = joinPath(dir.path, children[i].name);
       const ino = inodes[i];
@@ -287,7 +297,7 @@ export async function* walkXfs(vol: Volume, opts: WalkOptions): AsyncGenerator<F
           entry.target = await fs.symlinkTarget(ino);
         } else if (type === 'dir' && !seen.has(ino.ino)) {
           seen.add(ino.ino);
-          subdirs.push({ ino: ino.ino, path });
+          subdirs.push({ ino: ino.ino, path, inode: ino });
         }
       } catch (err) {
         note(`${path}: ${(err as Error).message}`);
@@ -295,6 +305,7 @@ export async function* walkXfs(vol: Volume, opts: WalkOptions): AsyncGenerator<F
       count++;
       yield entry;
     }
+    for (const sd of subdirs) if (inFlight < READ_AHEAD) sd.kids = readKids(sd.inode!);
     for (let i = subdirs.length - 1; i >= 0; i--) stack.push(subdirs[i]);
     if (count % 1024 < children.length) opts.onProgress?.(count);
   }

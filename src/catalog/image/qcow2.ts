@@ -50,7 +50,7 @@ export async function openQcow2(src: ByteSource, head: Buffer): Promise<Disk> {
   const l2Entries = clusterSize / 8;
   const l1Size = head.readUInt32BE(36);
   const l1Offset = u64(head, 40);
-  if (l1Size > 32 * 1024 * 1024 || l1Offset + l1Size * 8 > src.size) {
+  if (l1Size > 4 * 1024 * 1024 || l1Offset + l1Size * 8 > src.size) {
     return refusedDisk('qcow2', size, `qcow2: L1 table (${l1Size} entries at ${l1Offset}) lies past the end of the file (${src.size} bytes): truncated`);
   }
   const l1raw = await src.read(l1Offset, l1Size * 8);

@@ -101,6 +101,7 @@ export async function openVmdk(src: ByteSource, head: Buffer): Promise<Disk> {
       const marker = await src.read(sector * 512, 12);
       if (marker.length < 12) throw vmError('CORRUPT_RECORD', `vmdk: grain at sector ${sector} lies past the end of the file (truncated)`);
       const len = marker.readUInt32LE(8);
+      if (len > grainBytes * 2 + 4096) throw vmError('CORRUPT_RECORD', `vmdk: grain at sector ${sector} claims ${len} compressed bytes for a ${grainBytes}-byte grain: corrupt`);
       const comp = await src.read(sector * 512 + 12, len);
       buf = zlib.inflateSync(comp, { finishFlush: zlib.constants.Z_SYNC_FLUSH, maxOutputLength: grainBytes * 2 });
       if (buf.length < grainBytes) buf = Buffer.concat([buf, Buffer.alloc(grainBytes - buf.length)]);
