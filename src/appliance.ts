@@ -20,6 +20,9 @@ import { ApplianceServices, VERSION } from './appliance-services.js';
 import { ApplianceVms } from './appliance-vms.js';
 import { AgentPool } from './backup/agent-pool.js';
 import { BackupService } from './backup/backup-service.js';
+import { CatalogService } from './catalog/catalog-service.js';
+import { ApplianceCatalog } from './appliance-catalog.js';
+import { CatalogFilesView } from './catalog/files-view.js';
 import { VmRegistry } from './backup/vm-registry.js';
 import { loadWorkflows } from './backup/workflow/workflows.js';
 import { AuditLog } from './control/audit-log.js';
@@ -315,6 +318,14 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     } catch (err) {
       log(`quiesce journal recovery failed (${isVmvaultError(err) ? err.code : 'IO'}): ${(err as Error).message}; a VM frozen by the last run may still be frozen: thaw it with its guest agent (guest-fsfreeze-thaw)`);
     }
+    // The guest-file catalog (issue 15): a job of its own after each backup, never failing it.
+    const catalog = new CatalogService(ns, { dataDir: data, mountPath: () => mount, log });
+    const catalogApi = new ApplianceCatalog(ns, catalog, vms);
+    backups.onPointCreated((e) => {
+      if (!jobs) return;
+      const job = jobs.start('catalog', `${e.share} point ${e.point}`, (ctx) => catalogApi.build(ctx, { share: e.share, point: e.point }));
+      log(`backup ${e.vm}: catalog of ${e.point} started as job ${job.id}`);
+    });
     const workflowsFile = cfg.workflows ?? (await fs.stat(path.join(data, 'workflows.yaml')).then(() => path.join(data, 'workflows.yaml'), () => undefined));
     // Read now so a malformed file is in the log at start, not only in a failed backup's job.
     // (With a plug-ins folder, a workflow may name the actions its executables declare, which only
@@ -331,7 +342,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     // default_permissions: the kernel checks the namespace's owners and modes for every caller.
     fuse =
       cfg.fuse === 3
-        ? new LlMount(mount, ns, { mkdir: true, log, allowOther })
+        ? new LlMount(mount, ns, { mkdir: true, log, allowOther, virtual: new CatalogFilesView(ns, catalog) })
         : new FuseMount(mount, vmvaultHandlers(ns), { mkdir: true, log, allowOther, defaultPermissions: true });
     try {
       await fuse.mount();
@@ -394,7 +405,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
         if (caller.kind === 'agent') pool.authorizeTransfer(caller.name, share, file, taskId);
       },
     });
-    server = await buildServer(svc, { token: token.token, jobs, audit, tls, agentTokens, agents });
+    server = await buildServer(svc, { token: token.token, jobs, audit, tls, agentTokens, agents, catalog: catalogApi });
     const url = await listen(server, { host, port, tls: tls !== undefined });
     log(`control plane at ${url}/api/v1 (token in ${token.file})`);
     let stopping: Promise<void> | undefined;
@@ -407,6 +418,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
         await server!.close().catch((err) => log(`closing the control plane: ${(err as Error).message}`));
         await jobs!.close().catch((err) => log(`stopping jobs: ${(err as Error).message}`));
         await svc!.transfer?.close().catch((err) => log(`closing transfer sessions: ${(err as Error).message}`));
+        await catalog.close().catch((err) => log(`closing the catalog: ${(err as Error).message}`));
         await audit.flush();
         // The export servers hold files of the mount open: they go before the unmount.
         await exportSvc!.close().catch((err) => log(`stopping the export servers: ${(err as Error).message}`));

@@ -18,9 +18,10 @@ const ALLOWED: Record<string, string[]> = {
   // DESIGN.md: fuse/ and control/ are thin edges over the namespace; what they need of the
   // store's types, the namespace re-exports.
   fuse: ['namespace', 'errors'],
-  control: ['backup', 'namespace', 'transfer', 'errors'],
+  control: ['backup', 'catalog', 'namespace', 'transfer', 'errors'],
   cli: ['control', 'errors'],
-  catalog: ['store', 'errors'],
+  // catalog/ reads snapshot files through the namespace (never the mount); its own SQLite files.
+  catalog: ['namespace', 'store', 'kv', 'errors'],
   // The agent reads NBD exports with the qemu plug-in's client (ARCHITECTURE.md, departures)
   // and sends through transfer/.
   agent: ['transfer', 'plugins', 'store', 'errors'],

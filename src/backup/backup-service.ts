@@ -85,6 +85,16 @@ export interface BackupServiceOptions {
   agentNbdListen?: string;
 }
 
+/** A restore point just made (roster.md, "backup -> policy and catalog-db"). */
+export interface PointEvent {
+  vm: string;
+  share: string;
+  /** The snapshot's name. */
+  point: string;
+  kind: 'full' | 'incremental';
+}
+export type PointListener = (event: PointEvent) => Promise<void> | void;
+
 /** vm.json's format version (written into every point beside the disks). */
 export const VM_JSON_VERSION = 1;
 
@@ -95,6 +105,7 @@ export class BackupService {
   private engine: Promise<WorkflowEngine> | undefined;
   /** Actions the plug-ins folder's executables declare (workflow files may name them). */
   private extraActions: string[] = [];
+  private readonly pointListeners: PointListener[] = [];
 
   constructor(
     private readonly ns: Namespace,
@@ -132,6 +143,14 @@ export class BackupService {
     if (this.opts.workflowsFile !== undefined) return this.opts.workflowsFile;
     const f = path.join(this.opts.dataDir, 'workflows.yaml');
     return (await fs.stat(f).catch(() => null)) ? f : undefined;
+  }
+
+  /**
+   * Listeners run after the snapshot and the record exist, in order; an error is logged in the
+   * job log, never fails the backup.
+   */
+  onPointCreated(listener: PointListener): void {
+    this.pointListeners.push(listener);
   }
 
   /** At appliance start: thaw and resume whatever a killed appliance left quiesced. */
@@ -316,6 +335,13 @@ export class BackupService {
         // would record every write forever; nothing will ever read it.
         if (prevCk && !previous) await dropBitmap(qmp, desc.disks, prevCk.name, log);
         log(`restore point ${point}: ${kind}, read ${record.bytesRead} bytes, ${record.durationMs} ms`);
+        for (const l of this.pointListeners) {
+          try {
+            await l({ vm: name, share: vm.share, point, kind });
+          } catch (err) {
+            log(`after the point ${point}: ${(err as Error).message}`);
+          }
+        }
         return record;
       } catch (err) {
         const rep = (err as { details?: { report?: { actions?: Array<{ phase: string; action: string; plugin: string; outcome: string; durationMs: number }> } } }).details?.report;

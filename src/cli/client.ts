@@ -70,6 +70,54 @@ export class ApiClient {
     return this.request<T>('DELETE', route);
   }
 
+  /**
+   * GET `route` into the local file `to` (written as `<to>.partial`, renamed when whole); an
+   * error answer is read as JSON like any other. Returns the bytes written and Last-Modified.
+   */
+  async download(route: string, to: string): Promise<{ bytes: number; lastModified?: string }> {
+    const headers: Record<string, string> = {};
+    if (this.tokenChoice.token !== undefined) headers.authorization = `Bearer ${this.tokenChoice.token}`;
+    const target = new URL(`${this.baseUrl}${API_PREFIX}${route}`);
+    const http = target.protocol === 'https:' ? await import('node:https') : await import('node:http');
+    const fs = await import('node:fs');
+    const res = await new Promise<import('node:http').IncomingMessage>((resolve, reject) => {
+      const req = http.request(target, { method: 'GET', headers, agent: false, timeout: REQUEST_TIMEOUT_MS }, resolve);
+      req.on('timeout', () => req.destroy(Object.assign(new Error('timeout'), { name: 'TimeoutError' })));
+      req.on('error', reject);
+      req.end();
+    }).catch((err) => {
+      throw this.unreachable(err);
+    });
+    const status = res.statusCode ?? 0;
+    if (status < 200 || status >= 300) {
+      let text = '';
+      for await (const c of res) text += String(c);
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        throw new CliError('PROTOCOL', `unexpected answer from ${this.baseUrl} (HTTP ${status}, not JSON)`, status);
+      }
+      throw this.failure(status, parsed as ApiErrorBody);
+    }
+    const partial = `${to}.partial`;
+    const out = fs.createWriteStream(partial, { flags: 'wx', mode: 0o600 });
+    let bytes = 0;
+    try {
+      const { pipeline } = await import('node:stream/promises');
+      res.on('data', (c: Buffer) => (bytes += c.length));
+      await pipeline(res, out);
+      const want = Number(res.headers['content-length']);
+      if (Number.isFinite(want) && want !== bytes) throw new CliError('IO', `the download of ${route} ended after ${bytes} of ${want} bytes`);
+      fs.renameSync(partial, to);
+    } catch (err) {
+      fs.rmSync(partial, { force: true });
+      if (err instanceof CliError) throw err;
+      throw new CliError('IO', `writing ${to}: ${(err as Error).message}`);
+    }
+    return { bytes, lastModified: res.headers['last-modified'] };
+  }
+
   /** `route` is below /api/v1 and already encoded (use seg() for names). */
   async request<T>(method: string, route: string, body?: unknown): Promise<T> {
     const headers: Record<string, string> = {};

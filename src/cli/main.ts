@@ -26,6 +26,9 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   restore: async () => (await import('./commands/vms.js')).restoreCommand,
   agent: async () => (await import('./commands/agents.js')).agentCommand,
   export: async () => (await import('./commands/exports.js')).exportCommand,
+  catalog: async () => (await import('./commands/catalog.js')).catalogCommand,
+  find: async () => (await import('./commands/catalog.js')).findCommand,
+  'restore-file': async () => (await import('./commands/catalog.js')).restoreFileCommand,
 };
 
 const HELP = `usage: vmvault <command> [options]
@@ -91,6 +94,18 @@ Exports to hypervisors (NFS: nfs-ganesha, needs appliance --fuse 3; SMB: Samba)
   export smb password [--user <name>]     set the SMB account's password (a local Unix user,
                                           default root), read from stdin or $VMVAULT_SMB_PASSWORD
 
+Guest files (the catalog of each restore point's disk images)
+  catalog build <vm> [--point <time>]     catalog a point (a job; runs by itself after each backup)
+  catalog build --share <share> --point <snapshot> [--image <file>]
+                                          catalog disk images in any share's snapshot
+  catalog status [<vm>] [--share <share>] which points are cataloged: files, volumes, notes
+  find <pattern> [--vm <vm>] [--since 30d] [--path-prefix /etc] [--size +1M|-10k] [--limit N]
+                                          every point holding a matching file name (glob)
+  find --changed <path> --vm <vm>         the points where that file changed
+  restore-file <vm> <path> --to <dir> [--point <time>] [--image <file>] [--volume p1]
+                                          copy one guest file of a point (newest cataloged by
+                                          default) into <dir> here
+
 Appliance
   appliance ...                           run the appliance (see vmvault appliance --help)
 
@@ -142,8 +157,16 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       agent: values.agent,
       clients: values.clients,
       user: values.user,
+      vm: values.vm,
+      since: values.since,
+      pathPrefix: values['path-prefix'],
+      size: values.size,
+      changed: values.changed,
+      limit: values.limit,
+      image: values.image,
+      volume: values.volume,
     };
-    if (name !== 'vm' && name !== 'backup' && name !== 'restore') refuseOptions(flags, name, []);
+    if (!['vm', 'backup', 'restore', 'catalog', 'find', 'restore-file'].includes(name)) refuseOptions(flags, name, []);
     if (flags.trusted && name !== 'agent') throw usage(`${name} takes no --trusted`);
     if (name !== 'export' && (flags.clients !== undefined || flags.user !== undefined)) throw usage(`${name} takes no --${flags.clients !== undefined ? 'clients' : 'user'}`);
     const baseUrl = parseBaseUrl(values.url ?? DEFAULT_URL);
@@ -180,6 +203,14 @@ const OPTIONS = {
   agent: 'string',
   clients: 'string',
   user: 'string',
+  vm: 'string',
+  since: 'string',
+  'path-prefix': 'string',
+  size: 'string',
+  changed: 'string',
+  limit: 'string',
+  image: 'string',
+  volume: 'string',
 } as const;
 type OptionName = keyof typeof OPTIONS;
 type Values = { [K in OptionName]?: (typeof OPTIONS)[K] extends 'string' ? string : boolean };

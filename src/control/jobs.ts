@@ -9,7 +9,7 @@ import { INTERNAL_CODE } from './http-status.js';
 import type { JobHistoryFile } from './job-history.js';
 import type { JobContext, ProgressUnit } from './services.js';
 
-export const JOB_KINDS = ['gc', 'verify', 'index-rebuild', 'backup', 'restore'] as const;
+export const JOB_KINDS = ['gc', 'verify', 'index-rebuild', 'backup', 'restore', 'catalog'] as const;
 export type JobKind = (typeof JOB_KINDS)[number];
 export const JOB_STATES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
 export type JobState = (typeof JOB_STATES)[number];
@@ -32,6 +32,9 @@ const CONFLICTS: Record<JobKind, readonly JobKind[]> = {
   verify: ['gc', 'index-rebuild'],
   backup: [],
   restore: [],
+  // A catalog build reads one snapshot (immutable) and writes its own SQLite file; builds of one
+  // share queue in the catalog service (reuse needs the previous point's catalog finished).
+  catalog: [],
 };
 /** Kinds that conflict with a job of the listed kinds on the same resource. */
 const RESOURCE_CONFLICTS: Record<JobKind, readonly JobKind[]> = {
@@ -40,6 +43,7 @@ const RESOURCE_CONFLICTS: Record<JobKind, readonly JobKind[]> = {
   verify: [],
   backup: ['backup'],
   restore: ['restore'],
+  catalog: [],
 };
 
 export interface JobOptions {

@@ -14,6 +14,8 @@ import { OpenApiCollector, type RouteSchema, routeSchema } from './openapi.js';
 import { agentRoutes } from './routes/agents.js';
 import { backupRoutes } from './routes/backups.js';
 import { exportRoutes } from './routes/exports.js';
+import type { CatalogApi } from './catalog-api.js';
+import { catalogRoutes } from './routes/catalog.js';
 import { fastcopyRoutes } from './routes/fastcopy.js';
 import { healthRoutes } from './routes/health.js';
 import { jobRoutes } from './routes/jobs.js';
@@ -46,6 +48,8 @@ export interface ServerOptions {
   authFailures?: { limit: number; windowMs: number };
   /** The agent pool its /agents routes serve (issue 12). */
   agents?: AgentPool;
+  /** The guest-file catalog's routes (issue 15), when the appliance has a catalog. */
+  catalog?: CatalogApi;
 }
 
 const AUDITED_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
@@ -167,6 +171,7 @@ export async function buildServer(services: ControlServices, opts: ServerOptions
       await agentRoutes(api, deps);
       if (services.transfer !== undefined) await transferRoutes(api, services.transfer);
       await exportRoutes(api, deps);
+      if (opts.catalog) await catalogRoutes(api, { catalog: opts.catalog, jobs: deps.jobs });
       api.get(
         '/openapi.json',
         {

@@ -25,6 +25,7 @@ import { parseNode } from '../namespace/node-id.js';
 import { NodeType } from '../namespace/records.js';
 import { toErrno } from './errno.js';
 import { LockTable } from './ll-locks.js';
+import { withVirtualTree, type VirtualTree } from './ll-virtual.js';
 import { dispatchOps, type LlOps, type OnBatch, type LlSession } from './ll/session.js';
 import type { LlAttr, LlDirent, LlEntry, LlRequest } from './ll/types.js';
 import { constants } from 'node:os';
@@ -44,6 +45,8 @@ const HANDOVER_BYTES = 512 * 1024;
 
 export interface LlFileSystemOptions {
   log?: (line: string) => void;
+  /** A read-only tree grafted onto the mount (the catalog's `.files/`, ll-virtual.ts). */
+  virtual?: VirtualTree;
 }
 
 export class LlFileSystem {
@@ -53,17 +56,20 @@ export class LlFileSystem {
   private readonly dirs = new Map<number, NodeEntry[]>();
   private nextDirFh = 1;
   private readonly log: (line: string) => void;
+  private readonly virtual: VirtualTree | undefined;
 
   constructor(
     private readonly ns: Namespace,
     opts: LlFileSystemOptions = {},
   ) {
     this.log = opts.log ?? ((l) => process.stderr.write(l + '\n'));
+    this.virtual = opts.virtual;
   }
 
   /** The onBatch to mount with: `LlSession.mount(dir, opts, fs.onBatch())`. */
   onBatch(): OnBatch {
-    return dispatchOps(this.ops(), { log: this.log });
+    const ops = this.virtual ? withVirtualTree(this.ops(), this.virtual, this.ns, this.log) : this.ops();
+    return dispatchOps(ops, { log: this.log });
   }
 
   // ---- conversions --------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import { resolve } from 'node:path';
 import type { Namespace } from '../namespace/namespace.js';
 import type { LogLine } from './errno.js';
 import { LlFileSystem } from './ll-filesystem.js';
+import type { VirtualTree } from './ll-virtual.js';
 import { LlSession } from './ll/session.js';
 import { fuseMountsAt, prepareMountPoint } from './mount-util.js';
 import type { Mount } from './mount.js';
@@ -15,6 +16,8 @@ export interface LlMountOptions {
   allowOther?: boolean;
   log?: LogLine;
   maxThreads?: number;
+  /** A read-only tree grafted onto the mount (the catalog's `.files/`). */
+  virtual?: VirtualTree;
 }
 
 export class LlMount implements Mount {
@@ -31,7 +34,7 @@ export class LlMount implements Mount {
   ) {
     this.mountPath = resolve(mountPath);
     this.log = options.log ?? ((l) => process.stderr.write(l + '\n'));
-    this.fs = new LlFileSystem(ns, { log: this.log });
+    this.fs = new LlFileSystem(ns, { log: this.log, virtual: options.virtual });
   }
 
   get mounted(): boolean {

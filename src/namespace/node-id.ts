@@ -9,6 +9,10 @@
 //   1          the top of the mount (FUSE_ROOT_ID), which lists the shares
 //   2 + V      `<share>/.snapshots` of the share whose volume is V
 //
+// Volume 0 with an inode number from 2^32 up (VIRTUAL_NODE_BASE) is reserved for read-only
+// views that are not stored (the catalog's `<image>.files/` trees): parseNode refuses those ids,
+// so no stored node or virtual directory above can ever have one.
+//
 // Volume ids and inode numbers are handed out by counters that only grow (`nextVolume`,
 // a volume's `nextIno`), so an id is never reused for another object within one run; across a
 // crash an unsynced allocation can be handed out again, which the inode's generation (its
@@ -32,6 +36,14 @@ export function nodeOf(vol: number, ino: number): NodeId {
     throw vmError('NOT_SUPPORTED', `inode ${ino} of volume ${vol} does not fit a node id`);
   }
   return (BigInt(vol) << VOL_SHIFT) | BigInt(ino);
+}
+
+/** The first node id of the range reserved for views that are not stored (see above). */
+export const VIRTUAL_NODE_BASE: NodeId = 1n << 32n;
+export const VIRTUAL_NODE_END: NodeId = 1n << VOL_SHIFT;
+
+export function isVirtualNode(node: NodeId): boolean {
+  return node >= VIRTUAL_NODE_BASE && node < VIRTUAL_NODE_END;
 }
 
 export function snapdirNode(shareVol: number): NodeId {

@@ -26,12 +26,21 @@ export interface Flags {
   // Export options (exports.ts); other commands refuse them.
   clients?: string;
   user?: string;
+  // Catalog options (catalog.ts); other commands refuse them.
+  vm?: string;
+  since?: string;
+  pathPrefix?: string;
+  size?: string;
+  changed?: string;
+  limit?: string;
+  image?: string;
+  volume?: string;
 }
 
 /** The VM options a command does not take, as a usage error; call with the ones it does. */
 export function refuseOptions(flags: Flags, command: string, takes: ReadonlyArray<keyof Flags>): void {
-  for (const k of ['qmp', 'qga', 'pg', 'share', 'workflow', 'point', 'to', 'format', 'agent'] as const) {
-    if (flags[k] !== undefined && !takes.includes(k)) throw usage(`${command} takes no --${k}`);
+  for (const k of ['qmp', 'qga', 'pg', 'share', 'workflow', 'point', 'to', 'format', 'agent', 'vm', 'since', 'pathPrefix', 'size', 'changed', 'limit', 'image', 'volume'] as const) {
+    if (flags[k] !== undefined && !takes.includes(k)) throw usage(`${command} takes no --${k === 'pathPrefix' ? 'path-prefix' : k}`);
   }
 }
 

@@ -146,6 +146,15 @@ function resultPairs(job: JobView): Array<[string, string]> {
     const r = job.result as RestoreResult;
     return [['Point', r.point], ...r.files.map((f, i): [string, string] => [i === 0 ? 'Files' : '', f])];
   }
+  if (job.kind === 'catalog') {
+    const r = job.result as { share: string; point: string; images: number; volumes: number; files: number; reusedVolumes: number; notes: string[] };
+    const pairs: Array<[string, string]> = [
+      ['Point', `${r.share} ${r.point}`],
+      ['Cataloged', `${plural(r.files, 'entry', 'entries')} in ${plural(r.volumes, 'volume')} of ${plural(r.images, 'image')}; ${formatCount(r.reusedVolumes)} unchanged volume(s) reused`],
+    ];
+    for (const n of r.notes.slice(0, 20)) pairs.push(['Note', n]);
+    return pairs;
+  }
   const r = job.result as IndexRebuildResult;
   return [
     ['Read', `${plural(r.records, 'record')} in ${plural(r.containers, 'container')}`],

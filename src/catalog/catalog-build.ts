@@ -1,0 +1,185 @@
+// Builds one restore point's catalog: every disk image in the point's snapshot (or the one
+// named) is opened through the namespace (never the mount), its volumes found and each file
+// system walked into a CatalogWriter. A volume whose bytes equal a volume of the previous
+// cataloged point (same segment-tree entries over its range: namespace/content-id.ts) is
+// copied from that point's catalog instead of walked again.
+//
+// Nothing here fails the point: an image that is not a disk, a damaged table, an unknown or
+// encrypted file system, a walk that breaks half way, each becomes a note on the image or
+// volume, and what could be read stays listed.
+
+import { createHash } from 'node:crypto';
+import path from 'node:path';
+import { vmError } from '../errors.js';
+import { rangeIdentity } from '../namespace/content-id.js';
+import type { Namespace } from '../namespace/namespace.js';
+import { CatalogReader, CatalogWriter } from './catalog-db.js';
+import { cachedSource } from './read-cache.js';
+import { findVolumes, openDisk, walkFilesystem, type ByteSource, type Volume } from './source.js';
+
+/** Files in a snapshot read as disk images. */
+export const IMAGE_NAME = /\.(raw|img|qcow2|vmdk)$/i;
+
+export interface BuildProgress {
+  signal?: AbortSignal;
+  /** Files cataloged so far. */
+  files?(n: number): void;
+  log?(line: string): void;
+}
+
+export interface BuildResult {
+  images: number;
+  volumes: number;
+  files: number;
+  reusedVolumes: number;
+  notes: string[];
+}
+
+/** A namespace file as a ByteSource; `release` closes the handle. */
+export async function namespaceSource(ns: Namespace, nsPath: string, mountPath?: string): Promise<ByteSource & { fh: number; release(): Promise<void> }> {
+  const fh = await ns.fs.open(nsPath, 0);
+  const size = (await ns.fs.fgetattr(fh)).size;
+  return {
+    fh,
+    size,
+    path: mountPath === undefined ? undefined : path.join(mountPath, nsPath),
+    read: (offset, length) => ns.fs.read(fh, offset, Math.max(0, Math.min(length, size - offset))),
+    release: () => ns.fs.release(fh),
+  };
+}
+
+/** The image files of a snapshot, relative to its top ('vda.raw', 'disks/sdb.img'). */
+export async function imagesOf(ns: Namespace, base: string): Promise<string[]> {
+  const out: string[] = [];
+  const stack = [''];
+  while (stack.length > 0) {
+    const rel = stack.pop()!;
+    for (const { name } of await ns.fs.readdir(rel ? `${base}/${rel}` : base)) {
+      const r = rel ? `${rel}/${name}` : name;
+      const a = await ns.fs.getattr(`${base}/${r}`);
+      if ((a.mode & 0o170000) === 0o040000) stack.push(r);
+      else if ((a.mode & 0o170000) === 0o100000 && IMAGE_NAME.test(name)) out.push(r);
+    }
+  }
+  return out.sort();
+}
+
+/**
+ * The identity of a volume of a raw disk: its byte ranges' identities in the image file
+ * (namespace/content-id.ts). Undefined when the file has uncommitted changes.
+ */
+async function volumeIdentity(ns: Namespace, fh: number, vol: Volume): Promise<string | undefined> {
+  if (!vol.extents || vol.extents.length === 0) return undefined;
+  const parts: string[] = [];
+  for (const x of vol.extents) {
+    const id = await rangeIdentity(ns, fh, x.diskOffset, x.diskOffset + x.length);
+    if (id === undefined) return undefined;
+    parts.push(id);
+  }
+  return parts.length === 1 ? parts[0] : createHash('sha256').update(parts.join(',')).digest('hex');
+}
+
+function message(err: unknown): string {
+  return (err as Error)?.message ?? String(err);
+}
+
+export async function buildCatalog(
+  ns: Namespace,
+  target: { share: string; point: string; images?: string[]; file: string; previous?: { file: string; point: string }; mountPath?: string; meta?: Record<string, string> },
+  p: BuildProgress = {},
+): Promise<BuildResult> {
+  const base = `/${target.share}/.snapshots/${target.point}`;
+  const images = target.images ?? (await imagesOf(ns, base));
+  const w = new CatalogWriter(target.file, { share: target.share, point: target.point, ...(target.meta ?? {}) });
+  const result: BuildResult = { images: images.length, volumes: 0, files: 0, reusedVolumes: 0, notes: [] };
+  let prev: CatalogReader | undefined;
+  try {
+    if (target.previous) {
+      try {
+        prev = new CatalogReader(target.previous.file);
+      } catch {
+        prev = undefined; // no reuse: everything is walked
+      }
+    }
+    for (const image of images) {
+      if (p.signal?.aborted) throw vmError('CANCELLED', 'the catalog job was cancelled');
+      const note = (line: string) => {
+        result.notes.push(`${image}: ${line}`);
+        p.log?.(`${image}: ${line}`);
+      };
+      let src: Awaited<ReturnType<typeof namespaceSource>>;
+      try {
+        src = await namespaceSource(ns, `${base}/${image}`, target.mountPath);
+      } catch (err) {
+        w.addImage(image, 0, null, message(err));
+        note(message(err));
+        continue;
+      }
+      try {
+        let disk;
+        try {
+          disk = await openDisk(cachedSource(src));
+        } catch (err) {
+          w.addImage(image, src.size, null, message(err));
+          note(message(err));
+          continue;
+        }
+        const imageId = w.addImage(image, src.size, disk.format);
+        let vols: Volume[];
+        try {
+          vols = await findVolumes(disk);
+        } catch (err) {
+          w.noteImage(imageId, message(err));
+          note(message(err));
+          continue;
+        }
+        const prevImage = prev?.images().find((i) => i.path === image);
+        const prevVols = prevImage ? prev!.volumes(prevImage.id) : [];
+        for (const vol of vols) {
+          result.volumes++;
+          const identity = vol.id ?? (disk.format === 'raw' ? await volumeIdentity(ns, src.fh, vol) : undefined);
+          const offset = vol.extents?.length === 1 ? vol.extents[0].diskOffset : undefined;
+          const volId = w.addVolume(imageId, { name: vol.name, fs: vol.fs, note: vol.note, offset, size: vol.size, identity });
+          if (vol.note) note(`${vol.name}: ${vol.note}`);
+          const same = identity === undefined ? undefined : prevVols.find((v) => v.name === vol.name && v.identity === identity && v.note === null && v.root !== null);
+          if (same) {
+            result.files += w.copyVolume(volId, target.previous!.file, same.id, target.previous!.point);
+            result.reusedVolumes++;
+            p.files?.(result.files);
+            continue;
+          }
+          const before = result.files;
+          try {
+            const notes: string[] = [];
+            const onNote = (n: string) => {
+              if (notes.length < 20) notes.push(n);
+              note(n);
+            };
+            for await (const e of walkFilesystem(vol, { signal: p.signal, onNote })) {
+              w.add(e);
+              if (++result.files % 2000 === 0) p.files?.(result.files);
+            }
+            if (notes.length > 0) w.noteVolume(volId, notes.join('; '));
+          } catch (err) {
+            if (p.signal?.aborted) throw vmError('CANCELLED', 'the catalog job was cancelled');
+            const m = `${vol.name}: ${message(err)} (after ${result.files - before} entries)`;
+            w.noteVolume(volId, message(err));
+            note(m);
+          }
+          // Rows, not entries: directories the walker never yielded ('/') are rows too.
+          result.files = before + w.endVolume();
+          p.files?.(result.files);
+        }
+      } finally {
+        await src.release();
+      }
+    }
+    w.finish({ built: new Date().toISOString(), files: String(result.files) });
+    return result;
+  } catch (err) {
+    w.abort();
+    throw err;
+  } finally {
+    prev?.close();
+  }
+}

@@ -1,0 +1,408 @@
+// One restore point's catalog: a SQLite database (better-sqlite3) at
+// `<data>/catalog/<share>/<point>.db`, written by CatalogWriter under a `.partial` name and
+// renamed when whole, read by CatalogReader. The schema, its version and why are in FORMAT.md
+// beside this file.
+
+import Database from 'better-sqlite3';
+import fs from 'node:fs';
+import { vmError } from '../errors.js';
+import { decodeExtents, encodeExtents, type Extent } from './extents-codec.js';
+import type { FileEntry } from './source.js';
+
+/** PRAGMA user_version of the schema this code writes; a newer one is refused (FORMAT.md). */
+export const CATALOG_SCHEMA = 1;
+
+const SCHEMA = `
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE images (id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, size INTEGER NOT NULL, format TEXT, note TEXT);
+CREATE TABLE volumes (id INTEGER PRIMARY KEY, image INTEGER NOT NULL, name TEXT NOT NULL, fs TEXT NOT NULL, note TEXT,
+  offset INTEGER, size INTEGER NOT NULL, identity TEXT, files INTEGER NOT NULL DEFAULT 0, root INTEGER, reused_from TEXT);
+CREATE TABLE files (id INTEGER PRIMARY KEY, volume INTEGER NOT NULL, parent INTEGER NOT NULL, name TEXT NOT NULL,
+  type INTEGER NOT NULL, size INTEGER NOT NULL, mtime INTEGER NOT NULL, mode INTEGER NOT NULL, uid INTEGER NOT NULL,
+  gid INTEGER NOT NULL, inode INTEGER NOT NULL, target TEXT, extents BLOB, inline BLOB);
+`;
+// Indexes are made after the rows are in (faster than keeping them up to date per insert).
+const INDEXES = `
+CREATE INDEX files_parent ON files(parent, name);
+CREATE INDEX files_name ON files(name);
+`;
+
+export const TYPE_CODE = { file: 1, dir: 2, symlink: 3, other: 4 } as const;
+export type FileType = keyof typeof TYPE_CODE;
+const TYPE_NAME: Record<number, FileType> = { 1: 'file', 2: 'dir', 3: 'symlink', 4: 'other' };
+
+export interface FileRow {
+  id: number;
+  volume: number;
+  parent: number;
+  name: string;
+  type: FileType;
+  size: number;
+  mtimeMs: number;
+  mode: number;
+  uid: number;
+  gid: number;
+  inode: number;
+  target?: string;
+}
+
+export interface ImageRow {
+  id: number;
+  path: string;
+  size: number;
+  format: string | null;
+  note: string | null;
+}
+
+export interface VolumeRow {
+  id: number;
+  image: number;
+  name: string;
+  fs: string;
+  note: string | null;
+  offset: number | null;
+  size: number;
+  identity: string | null;
+  files: number;
+  root: number | null;
+  reusedFrom: string | null;
+}
+
+interface RawFile {
+  id: number;
+  volume: number;
+  parent: number;
+  name: string;
+  type: number;
+  size: number;
+  mtime: number;
+  mode: number;
+  uid: number;
+  gid: number;
+  inode: number;
+  target: string | null;
+}
+
+function toRow(r: RawFile): FileRow {
+  const row: FileRow = { id: r.id, volume: r.volume, parent: r.parent, name: r.name, type: TYPE_NAME[r.type] ?? 'other', size: r.size, mtimeMs: r.mtime, mode: r.mode, uid: r.uid, gid: r.gid, inode: r.inode };
+  if (r.target !== null) row.target = r.target;
+  return row;
+}
+
+const BATCH = 5000;
+
+/** Writes one point's catalog; nothing is visible under the final name until finish(). */
+export class CatalogWriter {
+  private readonly db: Database.Database;
+  private readonly partial: string;
+  private readonly insert: Database.Statement;
+  private pending: unknown[][] = [];
+  /** Directory path -> row id, for the volume being written (bounded by its directories). */
+  private dirs = new Map<string, number>();
+  private placeholders = new Set<number>();
+  private vol = 0;
+  private count = 0;
+
+  constructor(
+    readonly file: string,
+    meta: Record<string, string>,
+  ) {
+    this.partial = `${file}.partial`;
+    fs.rmSync(this.partial, { force: true });
+    this.db = new Database(this.partial);
+    // A partial file is thrown away on a crash: no journal needed while it is written.
+    this.db.pragma('journal_mode = OFF');
+    this.db.pragma('synchronous = OFF');
+    this.db.pragma(`user_version = ${CATALOG_SCHEMA}`);
+    this.db.exec(SCHEMA);
+    const put = this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)');
+    for (const [k, v] of Object.entries({ ...meta, schema: String(CATALOG_SCHEMA) })) put.run(k, v);
+    this.insert = this.db.prepare('INSERT INTO files (id, volume, parent, name, type, size, mtime, mode, uid, gid, inode, target, extents, inline) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)');
+  }
+
+  addImage(path: string, size: number, format: string | null, note?: string): number {
+    return Number(this.db.prepare('INSERT INTO images (path, size, format, note) VALUES (?,?,?,?)').run(path, size, format, note ?? null).lastInsertRowid);
+  }
+
+  noteImage(id: number, note: string): void {
+    this.db.prepare('UPDATE images SET note = ? WHERE id = ?').run(note, id);
+  }
+
+  addVolume(image: number, v: { name: string; fs: string; note?: string; offset?: number; size: number; identity?: string }): number {
+    this.flush();
+    const id = Number(
+      this.db.prepare('INSERT INTO volumes (image, name, fs, note, offset, size, identity) VALUES (?,?,?,?,?,?,?)').run(image, v.name, v.fs, v.note ?? null, v.offset ?? null, v.size, v.identity ?? null).lastInsertRowid,
+    );
+    this.vol = id;
+    this.dirs = new Map();
+    this.placeholders = new Set();
+    return id;
+  }
+
+  noteVolume(id: number, note: string): void {
+    this.flush();
+    this.db.prepare("UPDATE volumes SET note = CASE WHEN note IS NULL THEN ? ELSE note || '; ' || ? END WHERE id = ?").run(note, note, id);
+  }
+
+  private nextId(): number {
+    return ++this.count;
+  }
+
+  private dirId(path: string): number {
+    const known = this.dirs.get(path);
+    if (known !== undefined) return known;
+    // Seen before its parent's own entry (a walker may yield in any order): a placeholder the
+    // entry fills in when it comes.
+    const id = this.nextId();
+    this.dirs.set(path, id);
+    this.placeholders.add(id);
+    const slash = path.lastIndexOf('/');
+    const parent = path === '/' ? 0 : this.dirId(slash <= 0 ? '/' : path.slice(0, slash));
+    this.pending.push([id, this.vol, parent, path === '/' ? '' : path.slice(slash + 1), TYPE_CODE.dir, 0, 0, 0o755, 0, 0, 0, null, null, null]);
+    return id;
+  }
+
+  /** Adds a walker's entry to the current volume. Paths are absolute ('/etc/passwd'). */
+  add(e: FileEntry): void {
+    if (this.vol === 0) throw new Error('add() before addVolume()');
+    const path = e.path === '/' || e.path === '' ? '/' : e.path.replace(/\/+$/, '');
+    const ext = e.extents && e.extents.length > 0 ? encodeExtents(e.extents) : null;
+    const fields = [TYPE_CODE[e.type] ?? TYPE_CODE.other, e.size, Math.round(e.mtimeMs), e.mode, e.uid, e.gid, e.inode, e.target ?? null, ext, e.inline ?? null];
+    if (e.type === 'dir') {
+      const had = this.dirs.get(path);
+      if (had !== undefined && this.placeholders.has(had)) {
+        this.placeholders.delete(had);
+        this.flush();
+        this.db.prepare('UPDATE files SET type=?, size=?, mtime=?, mode=?, uid=?, gid=?, inode=?, target=?, extents=?, inline=? WHERE id=?').run(...fields, had);
+        return;
+      }
+      if (had !== undefined) return; // the same directory twice (a loop in a damaged fs)
+      const id = this.nextId();
+      this.dirs.set(path, id);
+      const slash = path.lastIndexOf('/');
+      const parent = path === '/' ? 0 : this.dirId(slash <= 0 ? '/' : path.slice(0, slash));
+      this.pending.push([id, this.vol, parent, path === '/' ? '' : path.slice(slash + 1), ...fields]);
+    } else {
+      const slash = path.lastIndexOf('/');
+      const parent = this.dirId(slash <= 0 ? '/' : path.slice(0, slash));
+      this.pending.push([this.nextId(), this.vol, parent, path.slice(slash + 1), ...fields]);
+    }
+    if (this.pending.length >= BATCH) this.flush();
+  }
+
+  private flush(): void {
+    if (this.pending.length === 0) return;
+    const rows = this.pending;
+    this.pending = [];
+    this.db.transaction(() => {
+      for (const r of rows) this.insert.run(...r);
+    })();
+  }
+
+  /** Ends the current volume: its root and file count. */
+  endVolume(): number {
+    this.flush();
+    if (this.vol === 0) return 0;
+    const root = this.dirs.get('/') ?? null;
+    const n = (this.db.prepare('SELECT count(*) AS n FROM files WHERE volume = ?').get(this.vol) as { n: number }).n;
+    this.db.prepare('UPDATE volumes SET root = ?, files = ? WHERE id = ?').run(root, n, this.vol);
+    this.vol = 0;
+    return n;
+  }
+
+  /**
+   * Copies the rows of volume `fromVol` of the catalog `fromFile` into volume `vol` (reuse by
+   * content: the volume's bytes are those of the earlier one). Ids are shifted, so rows stay unique.
+   */
+  copyVolume(vol: number, fromFile: string, fromVol: number, fromLabel: string): number {
+    this.flush();
+    this.db.prepare('ATTACH DATABASE ? AS prev').run(fromFile);
+    try {
+      const base = this.count;
+      const range = this.db.prepare('SELECT min(id) AS lo, max(id) AS hi, count(*) AS n FROM prev.files WHERE volume = ?').get(fromVol) as { lo: number | null; hi: number | null; n: number };
+      if (range.lo === null || range.hi === null) return 0;
+      const shift = base - range.lo + 1;
+      this.db
+        .prepare(
+          `INSERT INTO files (id, volume, parent, name, type, size, mtime, mode, uid, gid, inode, target, extents, inline)
+           SELECT id + ?, ?, CASE WHEN parent = 0 THEN 0 ELSE parent + ? END, name, type, size, mtime, mode, uid, gid, inode, target, extents, inline
+           FROM prev.files WHERE volume = ? ORDER BY id`,
+        )
+        .run(shift, vol, shift, fromVol);
+      const prevRoot = (this.db.prepare('SELECT root FROM prev.volumes WHERE id = ?').get(fromVol) as { root: number | null } | undefined)?.root ?? null;
+      this.db.prepare('UPDATE volumes SET root = ?, files = ?, reused_from = ? WHERE id = ?').run(prevRoot === null ? null : prevRoot + shift, range.n, fromLabel, vol);
+      this.count = range.hi + shift;
+      this.vol = 0;
+      return range.n;
+    } finally {
+      this.db.prepare('DETACH DATABASE prev').run();
+    }
+  }
+
+  /** Indexes, the final meta, and the rename: the catalog is whole or absent. */
+  finish(meta: Record<string, string> = {}): void {
+    this.flush();
+    this.db.exec(INDEXES);
+    const put = this.db.prepare('INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)');
+    for (const [k, v] of Object.entries(meta)) put.run(k, v);
+    this.db.exec('ANALYZE');
+    this.db.close();
+    const fd = fs.openSync(this.partial, 'r');
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+    fs.renameSync(this.partial, this.file);
+  }
+
+  abort(): void {
+    try {
+      this.db.close();
+    } catch {
+      // already closed
+    }
+    fs.rmSync(this.partial, { force: true });
+  }
+}
+
+/** A finished catalog, read only. */
+export class CatalogReader {
+  private readonly db: Database.Database;
+  private readonly byId: Database.Statement;
+  private readonly byParent: Database.Statement;
+  private readonly byName: Database.Statement;
+  private readonly findStmts = new Map<string, Database.Statement>();
+  private readonly paths = new Map<number, string>();
+
+  constructor(readonly file: string) {
+    try {
+      this.db = new Database(file, { readonly: true, fileMustExist: true });
+    } catch (err) {
+      throw vmError('NOT_FOUND', `no catalog at ${file}: ${(err as Error).message}`);
+    }
+    const v = this.db.pragma('user_version', { simple: true }) as number;
+    if (v > CATALOG_SCHEMA || v < 1) {
+      this.db.close();
+      throw vmError('UNSUPPORTED_FORMAT', `the catalog ${file} has schema ${v}; this vmvault reads up to ${CATALOG_SCHEMA}`);
+    }
+    this.byId = this.db.prepare('SELECT id, volume, parent, name, type, size, mtime, mode, uid, gid, inode, target FROM files WHERE id = ?');
+    this.byParent = this.db.prepare('SELECT id, volume, parent, name, type, size, mtime, mode, uid, gid, inode, target FROM files WHERE parent = ? AND name = ?');
+    this.byName = this.db.prepare('SELECT id, volume, parent, name, type, size, mtime, mode, uid, gid, inode, target FROM files WHERE parent = ? ORDER BY name');
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  meta(): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const r of this.db.prepare('SELECT key, value FROM meta').all() as Array<{ key: string; value: string }>) out[r.key] = r.value;
+    return out;
+  }
+
+  // A finished catalog never changes: its images and volumes are read once.
+  private imageRows: ImageRow[] | undefined;
+  private volumeRows: VolumeRow[] | undefined;
+
+  images(): ImageRow[] {
+    this.imageRows ??= this.db.prepare('SELECT id, path, size, format, note FROM images ORDER BY path').all() as ImageRow[];
+    return this.imageRows;
+  }
+
+  volumes(image?: number): VolumeRow[] {
+    if (!this.volumeRows) {
+      const rows = this.db.prepare('SELECT * FROM volumes ORDER BY id').all() as Array<Omit<VolumeRow, 'reusedFrom'> & { reused_from: string | null }>;
+      this.volumeRows = rows.map(({ reused_from, ...r }) => ({ ...r, reusedFrom: reused_from }));
+    }
+    return image === undefined ? this.volumeRows : this.volumeRows.filter((v) => v.image === image);
+  }
+
+  get(id: number): FileRow | undefined {
+    const r = this.byId.get(id) as RawFile | undefined;
+    return r && toRow(r);
+  }
+
+  lookup(parent: number, name: string): FileRow | undefined {
+    const r = this.byParent.get(parent, name) as RawFile | undefined;
+    return r && toRow(r);
+  }
+
+  list(parent: number): FileRow[] {
+    return (this.byName.all(parent) as RawFile[]).map(toRow);
+  }
+
+  extents(id: number): Extent[] {
+    const r = this.db.prepare('SELECT extents FROM files WHERE id = ?').get(id) as { extents: Buffer | null } | undefined;
+    return r?.extents ? decodeExtents(r.extents) : [];
+  }
+
+  /** Where the file's bytes are: extents (none: absent, read by the reader's own means) and inline bytes. */
+  content(id: number): { extents?: Extent[]; inline?: Buffer } {
+    const r = this.db.prepare('SELECT extents, inline FROM files WHERE id = ?').get(id) as { extents: Buffer | null; inline: Buffer | null } | undefined;
+    const out: { extents?: Extent[]; inline?: Buffer } = {};
+    if (r?.extents) out.extents = decodeExtents(r.extents);
+    if (r?.inline) out.inline = r.inline;
+    return out;
+  }
+
+  /** The row at `path` ('/etc/passwd') in volume `vol`, or undefined. */
+  resolve(vol: VolumeRow, path: string): FileRow | undefined {
+    if (vol.root === null) return undefined;
+    let cur = this.get(vol.root);
+    for (const part of path.split('/')) {
+      if (!cur) return undefined;
+      if (part === '' || part === '.') continue;
+      if (cur.type !== 'dir') return undefined;
+      cur = this.lookup(cur.id, part);
+    }
+    return cur;
+  }
+
+  /** The absolute path of a row inside its volume. */
+  pathOf(row: FileRow): string {
+    if (row.parent === 0) return '/';
+    const dir = this.dirPath(row.parent);
+    return dir === '/' ? `/${row.name}` : `${dir}/${row.name}`;
+  }
+
+  private dirPath(id: number): string {
+    const known = this.paths.get(id);
+    if (known !== undefined) return known;
+    const r = this.get(id);
+    let p: string;
+    if (!r || r.parent === 0) p = '/';
+    else {
+      const up = this.dirPath(r.parent);
+      p = up === '/' ? `/${r.name}` : `${up}/${r.name}`;
+    }
+    if (this.paths.size > 100_000) this.paths.clear();
+    this.paths.set(id, p);
+    return p;
+  }
+
+  /**
+   * Rows whose name matches `pattern` (a shell glob: * ? [..]; without one, the exact name),
+   * with the size bounds, at most `limit`.
+   */
+  findByName(pattern: string, opts: { minSize?: number; maxSize?: number; limit: number }): FileRow[] {
+    const glob = /[*?[]/.test(pattern);
+    const where = [glob ? 'name GLOB ?' : 'name = ?'];
+    const args: unknown[] = [pattern];
+    if (opts.minSize !== undefined) {
+      where.push('size >= ?');
+      args.push(opts.minSize);
+    }
+    if (opts.maxSize !== undefined) {
+      where.push('size <= ?');
+      args.push(opts.maxSize);
+    }
+    args.push(opts.limit);
+    const sql = `SELECT id, volume, parent, name, type, size, mtime, mode, uid, gid, inode, target FROM files WHERE ${where.join(' AND ')} LIMIT ?`;
+    let st = this.findStmts.get(sql);
+    if (!st) this.findStmts.set(sql, (st = this.db.prepare(sql)));
+    return (st.all(...args) as RawFile[]).map(toRow);
+  }
+
+  /** The size of the database file (catalog.bytes_per_file). */
+  fileCount(): number {
+    return (this.db.prepare('SELECT count(*) AS n FROM files').get() as { n: number }).n;
+  }
+}
