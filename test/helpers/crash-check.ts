@@ -27,7 +27,14 @@ export function startWriter(dir: string, key: string, seed: number): { proc: Chi
   let buf = '';
   let err = '';
   let onStart: () => void = () => {};
-  const started = new Promise<void>((resolve) => (onStart = resolve));
+  let onEarlyExit: (e: Error) => void = () => {};
+  // A writer that dies before it starts (it could not open the mount, a crash) must fail the
+  // test with its stderr, not leave it waiting for a start that never comes.
+  const started = new Promise<void>((resolve, reject) => {
+    onStart = resolve;
+    onEarlyExit = reject;
+  });
+  started.catch(() => {});
   proc.stdout!.on('data', (d: Buffer) => {
     buf += d.toString();
     let nl: number;
@@ -41,7 +48,12 @@ export function startWriter(dir: string, key: string, seed: number): { proc: Chi
     }
   });
   proc.stderr!.on('data', (d) => (err += d));
-  const done = new Promise<Reported>((resolve) => proc.on('close', () => resolve(rep)));
+  const done = new Promise<Reported>((resolve) =>
+    proc.on('close', (code, signal) => {
+      onEarlyExit(new Error(`the crash writer exited (${signal ?? code}) before it started writing: ${err.trim() || '(no stderr)'}`));
+      resolve(rep);
+    }),
+  );
   return { proc, started, done, stderr: () => err };
 }
 
