@@ -11,6 +11,7 @@
 import t from 'tap';
 import { agentCopyFigures, makeRig } from './helpers/agent-rig.js';
 import { netnsAvailable } from './helpers/netns.js';
+import { runTool } from './helpers/run-tool.js';
 
 const MiB = 1024 * 1024;
 const skip = netnsAvailable();
@@ -107,6 +108,11 @@ t.test('cut the link mid-task: the agent resumes and the backup completes, ident
     return x?.tasksRunning > 0 && x.bytesRead > 2 * MiB;
   }, 120_000, () => `agent:\n${a.log()}\nappliance:\n${rig.app.log().slice(-4000)}`);
   await rig.ns.link(false);
+  // The cut also ends the appliance's connections to the agent (as a rebooted router or a
+  // firewall's lost state does): a 3 s outage alone is bridged by TCP retransmits, and the
+  // agent noticed it only while the appliance stalled on its own (issue 12, fixed).
+  const killed = await runTool('ss', ['-K', 'dst', rig.ns.nsIp], { timeoutMs: 20_000 });
+  t.equal(killed.code, 0, `ss -K: ${killed.stderr}`);
   await new Promise((r) => setTimeout(r, 3000));
   await rig.ns.link(true);
   const done = await rig.waitJob(job);

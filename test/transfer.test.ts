@@ -3,6 +3,7 @@
 
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
 import { TransferConnection } from '../src/transfer/client.js';
 import { sendFile } from '../src/transfer/sender.js';
 import { readFile } from './helpers/ns.js';
@@ -24,6 +25,17 @@ t.test('a full send reads back identical; the second send of the same file sends
   t.equal(r2.segmentBytesSent, 0);
   t.ok(r2.bytesSent < data.length / 50, `second send: ${r2.bytesSent} bytes on the wire for ${data.length}`);
   t.ok((await readFile(a.ns, '/vms/web01/vda.raw')).equals(data));
+  // Frames pass the control plane's audit hook as in the appliance: recorded by session id
+  // only, never walked byte by byte (issue 12: that walk stalled the appliance for seconds).
+  await a.audit.flush();
+  const frames = fs
+    .readFileSync(a.audit.file, 'utf8')
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => JSON.parse(l) as { route: string; target: Record<string, unknown> })
+    .filter((r) => /\/(segments|recipe|query)$/.test(r.route));
+  t.ok(frames.length > 0, `${frames.length} frame requests audited`);
+  t.ok(frames.every((r) => Object.keys(r.target).join() === 'id'), 'each with the session id as its only target');
   void ADMIN;
 });
 

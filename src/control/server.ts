@@ -5,6 +5,7 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastif
 import type { AgentPool } from '../backup/agent-pool.js';
 import { vmError } from '../errors.js';
 import { AUDIT_VERSION, type AuditLog } from './audit-log.js';
+import { auditTarget } from './audit-target.js';
 import { AuthFailureLimiter, callerName, identify, isAuthorized, makeAuthHook, unauthorized } from './auth.js';
 import type { AgentTokens } from './agent-tokens.js';
 import { API_PREFIX } from './defaults.js';
@@ -53,23 +54,6 @@ export interface ServerOptions {
 }
 
 const AUDITED_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
-
-// What a call acted on: the route's parameters and the scalar fields of the body and query
-// (names, flags such as force). Bodies hold names only today; anything long is cut so a hostile
-// request cannot bloat the log.
-function auditTarget(params: unknown, body: unknown, query: unknown): Record<string, string | number | boolean> {
-  const out: Record<string, string | number | boolean> = {};
-  for (const src of [query, body, params]) {
-    if (src === null || typeof src !== 'object' || Array.isArray(src)) continue;
-    for (const [k, v] of Object.entries(src as Record<string, unknown>).slice(0, 16)) {
-      // Secrets (the SMB password) never reach the audit log.
-      if (/password|secret/i.test(k)) continue;
-      if (typeof v === 'string') out[k.slice(0, 64)] = v.slice(0, 256);
-      else if (typeof v === 'number' || typeof v === 'boolean') out[k.slice(0, 64)] = v;
-    }
-  }
-  return out;
-}
 
 export async function buildServer(services: ControlServices, opts: ServerOptions): Promise<FastifyInstance> {
   if (typeof opts.token !== 'string' || opts.token.length < 16) {

@@ -2,7 +2,9 @@
 // temporary directory, listening on loopback: what an agent talks to. Closed when the test ends.
 
 import { ApplianceServices } from '../../src/appliance-services.js';
+import path from 'node:path';
 import { AgentTokens } from '../../src/control/agent-tokens.js';
+import { AuditLog } from '../../src/control/audit-log.js';
 import { listen } from '../../src/control/listen.js';
 import { buildServer } from '../../src/control/server.js';
 import type { Namespace } from '../../src/namespace/namespace.js';
@@ -25,6 +27,8 @@ export interface TransferAppliance {
   tokens: AgentTokens;
   logs: string[];
   dir: string;
+  /** The audit log, on as in the appliance (its hook sees every frame's body). */
+  audit: AuditLog;
 }
 
 export async function transferAppliance(t: Teardown, opts: { authFailures?: { limit: number; windowMs: number } } = {}): Promise<TransferAppliance> {
@@ -35,14 +39,16 @@ export async function transferAppliance(t: Teardown, opts: { authFailures?: { li
   const svc = new ApplianceServices(ns);
   svc.transfer = receiver;
   const tokens = await AgentTokens.load(dir);
-  const app = await buildServer(svc, { token: ADMIN, agentTokens: tokens, authFailures: opts.authFailures });
+  const audit = new AuditLog(path.join(dir, 'audit.log'));
+  const app = await buildServer(svc, { token: ADMIN, agentTokens: tokens, authFailures: opts.authFailures, audit });
   const url = await listen(app, { host: '127.0.0.1', port: 0 });
   // Registered after openNs's: runs first (tap runs teardowns last-in first-out).
   t.teardown(async () => {
     await app.close();
     await receiver.close();
+    await audit.flush();
   });
-  return { url, store, ns, receiver, tokens, logs, dir };
+  return { url, store, ns, receiver, tokens, logs, dir, audit };
 }
 
 /** A ReadSource over a buffer, optionally with a zero map. */
