@@ -90,7 +90,7 @@ if [ "$with_test" -eq 1 ]; then
   # The VM backup tests' guest (tools/make-test-guest.sh builds it from these) and its QEMU.
   packages="$packages qemu-system-x86 qemu-guest-agent busybox-static linux-image-amd64 postgresql-15 cpio"
   # Guest file systems built by the catalog tests (issue 15), and the export tests' clients (16).
-  packages="$packages xfsprogs ntfs-3g lvm2 dosfstools exfatprogs mtools smbclient libnfs-utils"
+  packages="$packages xfsprogs ntfs-3g lvm2 dosfstools exfatprogs mtools fdisk smbclient libnfs-utils libnfs-dev"
   packages="$packages libxml2-utils openssl"  # xmllint: the OVF descriptor against the DMTF schema (test/appliance-ova); openssl: first boot's certificate (test/appliance-firstboot)
 fi
 if [ "$with_appliance" -eq 1 ]; then
