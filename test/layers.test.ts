@@ -18,7 +18,7 @@ const ALLOWED: Record<string, string[]> = {
   // DESIGN.md: fuse/ and control/ are thin edges over the namespace; what they need of the
   // store's types, the namespace re-exports.
   fuse: ['namespace', 'errors'],
-  control: ['backup', 'namespace', 'errors'],
+  control: ['policy', 'backup', 'namespace', 'errors'],
   cli: ['control', 'errors'],
   catalog: ['store', 'errors'],
   agent: ['store', 'errors'],
@@ -27,6 +27,9 @@ const ALLOWED: Record<string, string[]> = {
   plugins: ['errors'],
   // backup/ writes into shares through the namespace, never the mount, and drives plugins/.
   backup: ['plugins', 'namespace', 'errors'],
+  // policy/ schedules backups (through a starter the composition root gives it), locks and
+  // prunes their points through the namespace, and reads and updates backup/'s records.
+  policy: ['backup', 'namespace', 'errors'],
 };
 /**
  * Where a layer may enter the store: the namespace (and the layers over it) only through

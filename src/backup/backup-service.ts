@@ -76,6 +76,16 @@ export interface BackupServiceOptions {
   now?: () => Date;
 }
 
+/** A restore point just made (roster.md, "backup -> policy and catalog-db"). */
+export interface PointEvent {
+  vm: string;
+  share: string;
+  /** The snapshot's name. */
+  point: string;
+  kind: 'full' | 'incremental';
+}
+export type PointListener = (event: PointEvent) => Promise<void> | void;
+
 /** vm.json's format version (written into every point beside the disks). */
 export const VM_JSON_VERSION = 1;
 
@@ -86,6 +96,7 @@ export class BackupService {
   private engine: Promise<WorkflowEngine> | undefined;
   /** Actions the plug-ins folder's executables declare (workflow files may name them). */
   private extraActions: string[] = [];
+  private readonly pointListeners: PointListener[] = [];
 
   constructor(
     private readonly ns: Namespace,
@@ -123,6 +134,14 @@ export class BackupService {
     if (this.opts.workflowsFile !== undefined) return this.opts.workflowsFile;
     const f = path.join(this.opts.dataDir, 'workflows.yaml');
     return (await fs.stat(f).catch(() => null)) ? f : undefined;
+  }
+
+  /**
+   * Runs `listener` after every new restore point, once its snapshot and record exist, in the
+   * order registered. A listener's error goes to the job log; it never fails the backup.
+   */
+  onPointCreated(listener: PointListener): void {
+    this.pointListeners.push(listener);
   }
 
   /** At appliance start: thaw and resume whatever a killed appliance left quiesced. */
@@ -302,6 +321,13 @@ export class BackupService {
         // would record every write forever; nothing will ever read it.
         if (prevCk && !previous) await dropBitmap(qmp, desc.disks, prevCk.name, log);
         log(`restore point ${point}: ${kind}, read ${record.bytesRead} bytes, ${record.durationMs} ms`);
+        for (const listener of this.pointListeners) {
+          try {
+            await listener({ vm: name, share: vm.share, point, kind });
+          } catch (err) {
+            log(`after the point ${point}: ${(err as Error).message}`);
+          }
+        }
         return record;
       } catch (err) {
         const rep = (err as { details?: { report?: { actions?: Array<{ phase: string; action: string; plugin: string; outcome: string; durationMs: number }> } } }).details?.report;
