@@ -97,6 +97,11 @@ export class Scheduler {
     }
   }
 
+  /** Resolves once the tick in progress (if any) has queued and started what it found due. */
+  async ticked(): Promise<void> {
+    await this.ticking;
+  }
+
   /** A policy or an assignment changed: look at the schedules again now. */
   reschedule(): void {
     if (this.stopped) return;
@@ -147,7 +152,10 @@ export class Scheduler {
       }
       ticks[p.name] = now;
       if (due === undefined) continue;
-      for (const vm of p.vms) await this.enqueue({ policy: p.name, vm, due, missed: count - 1, ...(p.workflow ? { workflow: p.workflow } : {}) });
+      for (const vm of p.vms) {
+        await this.enqueue({ policy: p.name, vm, due, missed: count - 1, ...(p.workflow ? { workflow: p.workflow } : {}) });
+        this.pump(); // the queue bound counts waiting runs only
+      }
     }
     await this.opts.history.setTicks(ticks);
     this.pump();
