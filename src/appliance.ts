@@ -16,6 +16,8 @@ import { parseArgs } from 'node:util';
 import { HealthProbe } from './appliance-health.js';
 import { ApplianceServices, VERSION } from './appliance-services.js';
 import { ApplianceVms } from './appliance-vms.js';
+import { openPolicies, type PolicyParts } from './appliance-policies.js';
+import { parseDuration } from './policy/durations.js';
 import { BackupService } from './backup/backup-service.js';
 import { VmRegistry } from './backup/vm-registry.js';
 import { loadWorkflows } from './backup/workflow/workflows.js';
@@ -69,6 +71,10 @@ export interface ApplianceConfig {
    * VMVAULT_FUSE environment variable (so test runs can choose).
    */
   fuse?: 2 | 3;
+  /** The longest retention lock a policy may set (ms). Default 10 years. */
+  maxLockMs?: number;
+  /** Scheduled backups running at once. Default 2. */
+  maxParallelBackups?: number;
 }
 
 export const DEFAULTS: ApplianceConfig = { data: DEFAULT_DATA_DIR, mount: './vmvault-mnt', listen: DEFAULT_LISTEN };
@@ -76,6 +82,7 @@ export const DEFAULTS: ApplianceConfig = { data: DEFAULT_DATA_DIR, mount: './vmv
 const USAGE = `usage: vmvault appliance [--data DIR] [--mount DIR] [--listen HOST:PORT] [--config FILE]
                          [--allow-other | --no-allow-other] [--tls-cert FILE --tls-key FILE]
                          [--workflows FILE] [--plugins DIR] [--freeze-timeout SECONDS] [--fuse 2|3]
+                         [--max-lock DURATION] [--max-parallel-backups N]
 
 Opens the store in DIR (default ${DEFAULTS.data}, created if missing), mounts it at the mount
 point (default ${DEFAULTS.mount}) and serves the control plane (default ${DEFAULTS.listen}).
@@ -88,11 +95,14 @@ executables, --freeze-timeout how long a guest may stay frozen (default 10 s; pa
 guest is thawed and the backup fails). VMs are registered in DIR/vms.json.
 --fuse 3 serves the mount with the libfuse3 low-level binding
 (default 2: fuse-native on libfuse 2, or the VMVAULT_FUSE environment variable).
+Policies (DIR/policies.json): --max-lock is the longest retention lock a policy may set
+(default 10y; e.g. 1y, 90d), --max-parallel-backups how many scheduled backups run at once
+(default 2; more wait in a queue).
 A config file is JSON with the same keys ({"data": ..., "mount": ..., "listen": ...,
 "allowOther": true, "workflows": ..., "plugins": ..., "freezeTimeoutMs": 10000}); options on
 the command line win over it. Ctrl-C or SIGTERM commits open files, unmounts and exits 0.`;
 
-const CONFIG_KEYS = ['data', 'mount', 'listen', 'dirtyLimitMiB', 'reserveMiB', 'allowOther', 'mountCheckMs', 'tlsCert', 'tlsKey', 'workflows', 'plugins', 'freezeTimeoutMs', 'fuse'];
+const CONFIG_KEYS = ['data', 'mount', 'listen', 'dirtyLimitMiB', 'reserveMiB', 'allowOther', 'mountCheckMs', 'tlsCert', 'tlsKey', 'workflows', 'plugins', 'freezeTimeoutMs', 'fuse', 'maxLock', 'maxParallelBackups'];
 const SIGNAL_GRACE_MS = 2000;
 
 function log(line: string): void {
@@ -115,6 +125,8 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
       plugins: { type: 'string' },
       'freeze-timeout': { type: 'string' },
       fuse: { type: 'string' },
+      'max-lock': { type: 'string' },
+      'max-parallel-backups': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -151,6 +163,8 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
     workflows: values.workflows ?? fromFile.workflows,
     plugins: values.plugins ?? fromFile.plugins,
     freezeTimeoutMs: values['freeze-timeout'] !== undefined ? parseSeconds('--freeze-timeout', values['freeze-timeout']) : fromFile.freezeTimeoutMs,
+    maxLockMs: ((v) => (v === undefined ? undefined : parseDuration(v, '--max-lock')))(values['max-lock'] ?? (fromFile as { maxLock?: string }).maxLock),
+    maxParallelBackups: ((v) => (v === undefined ? undefined : Number(v)))(values['max-parallel-backups'] ?? fromFile.maxParallelBackups),
     fuse: (values.fuse !== undefined ? Number(values.fuse) : (fromFile.fuse ?? (process.env.VMVAULT_FUSE ? Number(process.env.VMVAULT_FUSE) : 2))) as 2 | 3,
   };
   if ((cfg.tlsCert === undefined) !== (cfg.tlsKey === undefined)) throw vmError('INVALID_ARGUMENT', 'TLS needs both a certificate (--tls-cert) and its key (--tls-key)');
@@ -169,6 +183,9 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
     const v = cfg[k];
     if (v !== undefined && (typeof v !== 'string' || v.length === 0)) throw vmError('INVALID_ARGUMENT', `${k} must be a non-empty path`);
   }
+  const mp = cfg.maxParallelBackups;
+  if (mp !== undefined && !(Number.isInteger(mp) && mp >= 1 && mp <= 64)) throw vmError('INVALID_ARGUMENT', `--max-parallel-backups must be a whole number from 1 to 64, not ${JSON.stringify(values['max-parallel-backups'] ?? fromFile.maxParallelBackups)}`);
+  if (cfg.maxLockMs === 0) throw vmError('INVALID_ARGUMENT', '--max-lock must be longer than 0 (policies with no lock need no maximum)');
   const ft = cfg.freezeTimeoutMs;
   if (ft !== undefined && !(typeof ft === 'number' && Number.isFinite(ft) && ft >= 100 && ft <= 600_000)) {
     throw vmError('INVALID_ARGUMENT', 'freezeTimeoutMs must be a number of milliseconds from 100 to 600000 (10 minutes)');
@@ -226,6 +243,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
   let server: Awaited<ReturnType<typeof buildServer>> | undefined;
   let jobs: JobRunner | undefined;
   let svc: ApplianceServices | undefined;
+  let policies: PolicyParts | undefined;
   const audit = new AuditLog(path.join(data, 'audit.log'), { log });
   let fail: (err: Error) => void = () => {};
   const failed = new Promise<never>((_, reject) => (fail = reject));
@@ -289,18 +307,23 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
       onInternalError: (job, err) => log(`${job.kind} job ${job.id} failed unexpectedly: ${(err as Error)?.stack ?? String(err)}`),
     });
     await jobs.restore();
+    policies = await openPolicies({ data, ns, vms, backups, jobs, svc, maxLockMs: cfg.maxLockMs, maxParallel: cfg.maxParallelBackups, log });
     const tls = cfg.tlsCert !== undefined && cfg.tlsKey !== undefined ? await readTls(cfg.tlsCert, cfg.tlsKey) : undefined;
-    server = await buildServer(svc, { token: token.token, jobs, audit, tls });
+    server = await buildServer(svc, { token: token.token, jobs, audit, tls, policies: policies.service });
     const url = await listen(server, { host, port, tls: tls !== undefined });
     log(`control plane at ${url}/api/v1 (token in ${token.file})`);
+    // After the control plane: a run missed while the appliance was down starts now (once).
+    await policies.scheduler.start();
     let stopping: Promise<void> | undefined;
     const stop = (): Promise<void> =>
       (stopping ??= (async () => {
         svc!.closing = true;
         log('shutting down: committing open files and unmounting');
         await watch!.stop();
+        policies!.scheduler.stop();
         await server!.close().catch((err) => log(`closing the control plane: ${(err as Error).message}`));
         await jobs!.close().catch((err) => log(`stopping jobs: ${(err as Error).message}`));
+        await policies!.scheduler.settled().catch((err) => log(`policy run history: ${(err as Error).message}`));
         await audit.flush();
         if (fuse!.mounted) await fuse!.unmount().catch((err) => log(`unmounting ${mount}: ${(err as Error).message}`));
         await ns!.close();
@@ -310,6 +333,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     return { url, stop, failed };
   } catch (err) {
     await watch?.stop();
+    policies?.scheduler.stop();
     await server?.close().catch(() => {});
     await jobs?.close().catch(() => {});
     if (fuse?.mounted) await fuse.unmount().catch(() => {});

@@ -18,6 +18,8 @@ import { shareRoutes } from './routes/shares.js';
 import { snapshotRoutes } from './routes/snapshots.js';
 import { statsRoutes } from './routes/stats.js';
 import { vmRoutes } from './routes/vms.js';
+import { policyRoutes } from './routes/policies.js';
+import type { PolicyService } from '../policy/policy-service.js';
 import type { ControlServices } from './services.js';
 
 /** Every request body here is a few names; anything near this is a mistake or an attack. */
@@ -34,6 +36,8 @@ export interface ServerOptions {
   audit?: AuditLog;
   /** Serve HTTPS with this PEM key and certificate (the appliance image's --tls-cert/--tls-key). */
   tls?: { key: Buffer; cert: Buffer };
+  /** Protection policies (issue 14): the /policies routes. */
+  policies?: PolicyService;
 }
 
 const AUDITED_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
@@ -135,7 +139,7 @@ export async function buildServer(services: ControlServices, opts: ServerOptions
     if (opts.jobs === undefined) await jobs.close();
   });
 
-  const deps = { services, jobs };
+  const deps = { services, jobs, policies: opts.policies };
   await app.register(
     async (api) => {
       await healthRoutes(api, deps);
@@ -147,6 +151,7 @@ export async function buildServer(services: ControlServices, opts: ServerOptions
       await jobRoutes(api, deps);
       await vmRoutes(api, deps);
       await backupRoutes(api, deps);
+      await policyRoutes(api, deps);
       api.get(
         '/openapi.json',
         {

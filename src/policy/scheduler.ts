@@ -38,6 +38,8 @@ export interface SchedulerOptions {
   /** The longest sleep between ticks (policy changes and clock jumps are seen within it). Default 60 s. */
   recheckMs?: number;
   log?: (l: string) => void;
+  /** Called at every tick (the appliance raises the lock clock's high-water mark there). */
+  onTick?: () => Promise<unknown>;
 }
 
 export const DEFAULT_MAX_PARALLEL = 2;
@@ -133,6 +135,7 @@ export class Scheduler {
     if (this.stopped) return;
     if (this.timer !== undefined) this.clock.clear(this.timer);
     this.timer = undefined;
+    await this.opts.onTick?.();
     const now = this.clock.now();
     const ticks: Record<string, number> = {};
     for (const p of this.opts.registry.list()) {
