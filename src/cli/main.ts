@@ -24,6 +24,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   vm: async () => (await import('./commands/vms.js')).vmCommand,
   backup: async () => (await import('./commands/vms.js')).backupCommand,
   restore: async () => (await import('./commands/vms.js')).restoreCommand,
+  policy: async () => (await import('./commands/policies.js')).policyCommand,
 };
 
 const HELP = `usage: vmvault <command> [options]
@@ -69,6 +70,20 @@ VM backup (backups and restores are jobs, like gc)
   restore <vm> --to <dir> [--point <time>] [--format raw|qcow2]
                                           write a restore point's disks (newest by default)
                                           into <dir> on the appliance host
+
+Policies (scheduled backups, GFS retention, retention locks)
+  policy create <name> --backup <cron> [--keep <rules>] [--lock <duration>] [--workflow <w>]
+                                          <cron> in local time, e.g. '0 */4 * * *';
+                                          <rules>: 'hourly=24,daily=14,weekly=8,monthly=12,
+                                          yearly=3,last=2'; <duration>: 7d, 12h, 1y (every new
+                                          point is locked that long: nothing can delete it)
+  policy list                             policies and their next runs
+  policy show <name>                      next runs, last results, each VM's points and locks
+  policy assign <name> --vm <vm>          back the VM up on the policy's schedule
+  policy unassign <name> --vm <vm>
+  policy remove <name>                    refused while points of its VMs are locked
+  policy prune <name> [--vm <vm>] [--dry-run]
+                                          apply retention now; --dry-run shows what would go
 
 Appliance
   appliance ...                           run the appliance (see vmvault appliance --help)
@@ -117,8 +132,14 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       point: values.point,
       to: values.to,
       format: values.format,
+      backup: values.backup,
+      keep: values.keep,
+      lock: values.lock,
+      vm: values.vm,
+      group: values.group,
+      dryRun: values['dry-run'] === true,
     };
-    if (name !== 'vm' && name !== 'backup' && name !== 'restore') refuseOptions(flags, name, []);
+    if (name !== 'vm' && name !== 'backup' && name !== 'restore' && name !== 'policy') refuseOptions(flags, name, []);
     const baseUrl = parseBaseUrl(values.url ?? DEFAULT_URL);
     const token = await resolveToken({ token: values.token, data: values.data }, io.env);
     const command = await load();
@@ -149,6 +170,12 @@ const OPTIONS = {
   point: 'string',
   to: 'string',
   format: 'string',
+  backup: 'string',
+  keep: 'string',
+  lock: 'string',
+  vm: 'string',
+  group: 'string',
+  'dry-run': 'boolean',
 } as const;
 type OptionName = keyof typeof OPTIONS;
 type Values = { [K in OptionName]?: (typeof OPTIONS)[K] extends 'string' ? string : boolean };

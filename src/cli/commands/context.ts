@@ -19,13 +19,21 @@ export interface Flags {
   point?: string;
   to?: string;
   format?: string;
+  // Policy options (policies.ts); other commands refuse them.
+  backup?: string;
+  keep?: string;
+  lock?: string;
+  vm?: string;
+  group?: string;
+  dryRun?: boolean;
 }
 
 /** The VM options a command does not take, as a usage error; call with the ones it does. */
 export function refuseOptions(flags: Flags, command: string, takes: ReadonlyArray<keyof Flags>): void {
-  for (const k of ['qmp', 'qga', 'pg', 'share', 'workflow', 'point', 'to', 'format'] as const) {
+  for (const k of ['qmp', 'qga', 'pg', 'share', 'workflow', 'point', 'to', 'format', 'backup', 'keep', 'lock', 'vm', 'group'] as const) {
     if (flags[k] !== undefined && !takes.includes(k)) throw usage(`${command} takes no --${k}`);
   }
+  if (flags.dryRun === true && !takes.includes('dryRun')) throw usage(`${command} takes no --dry-run`);
 }
 
 export interface CommandContext {
