@@ -165,13 +165,19 @@ export class Scheduler {
     this.arm(now);
   }
 
+  /**
+   * Sleeps until the next schedule time after `now` (the tick's time). Measured against the clock
+   * as it is now: a time that came while the tick ran (its file writes take a while) is due at
+   * once, not missed until the next one.
+   */
   private arm(now: number): void {
     if (this.stopped) return;
+    const current = this.clock.now();
     let wait = this.recheckMs;
     for (const p of this.opts.registry.list()) {
       try {
         const next = parseCron(p.backup).nextRun(new Date(now));
-        if (next) wait = Math.min(wait, Math.max(0, next.getTime() - now));
+        if (next) wait = Math.min(wait, Math.max(0, next.getTime() - current));
       } catch {
         // logged by the tick
       }

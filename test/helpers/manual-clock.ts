@@ -13,6 +13,8 @@ export class ManualClock implements SchedulerClock {
   setTimer(fn: () => void, ms: number): unknown {
     const id = this.nextId++;
     this.timers.set(id, { at: this.t + ms, fn });
+    // Already due (a time passed while its owner was busy): fires soon, as a real timer would.
+    if (ms <= 0) setImmediate(() => this.set(this.t));
     return id;
   }
 
