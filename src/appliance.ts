@@ -310,10 +310,11 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     policies = await openPolicies({ data, ns, vms, backups, jobs, svc, maxLockMs: cfg.maxLockMs, maxParallel: cfg.maxParallelBackups, log });
     const tls = cfg.tlsCert !== undefined && cfg.tlsKey !== undefined ? await readTls(cfg.tlsCert, cfg.tlsKey) : undefined;
     server = await buildServer(svc, { token: token.token, jobs, audit, tls, policies: policies.service });
+    // A run missed while the appliance was down starts now (once); before the "control plane at"
+    // line, which is what supervisors and tests wait for.
+    await policies.scheduler.start();
     const url = await listen(server, { host, port, tls: tls !== undefined });
     log(`control plane at ${url}/api/v1 (token in ${token.file})`);
-    // After the control plane: a run missed while the appliance was down starts now (once).
-    await policies.scheduler.start();
     let stopping: Promise<void> | undefined;
     const stop = (): Promise<void> =>
       (stopping ??= (async () => {

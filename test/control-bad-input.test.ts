@@ -37,6 +37,7 @@ t.test('the OpenAPI document describes every route with its parameters, body and
     .sort();
   t.same(list, [
     'DELETE /api/v1/jobs/{id}',
+    'DELETE /api/v1/policies/{name}',
     'DELETE /api/v1/shares/{name}',
     'DELETE /api/v1/shares/{share}/snapshots/{snap}',
     'DELETE /api/v1/vms/{name}',
@@ -44,6 +45,8 @@ t.test('the OpenAPI document describes every route with its parameters, body and
     'GET /api/v1/jobs',
     'GET /api/v1/jobs/{id}',
     'GET /api/v1/openapi.json',
+    'GET /api/v1/policies',
+    'GET /api/v1/policies/{name}',
     'GET /api/v1/shares',
     'GET /api/v1/shares/{name}',
     'GET /api/v1/shares/{share}/snapshots',
@@ -55,6 +58,10 @@ t.test('the OpenAPI document describes every route with its parameters, body and
     'POST /api/v1/fastcopy',
     'POST /api/v1/gc',
     'POST /api/v1/index/rebuild',
+    'POST /api/v1/policies',
+    'POST /api/v1/policies/{name}/assign',
+    'POST /api/v1/policies/{name}/prune',
+    'POST /api/v1/policies/{name}/unassign',
     'POST /api/v1/shares',
     'POST /api/v1/shares/{share}/fastcopy',
     'POST /api/v1/shares/{share}/snapshots',

@@ -111,7 +111,7 @@ t.test('an hourly policy: real backups, GFS with locks, every refusal, restart a
   t.equal(unknownVm.statusCode, 404);
   t.match(unknownVm.json().error.message, /nosuch/);
   const group = await a.call('POST', '/policies/gold/assign', { group: 'web' });
-  t.equal(group.json().error.code, 'NOT_SUPPORTED');
+  t.equal(group.json().error.code, 'INVALID_ARGUMENT');
   t.match(group.json().error.message, /groups do not exist yet \(issue 13\)/);
   t.equal((await a.call('POST', '/policies/gold/assign', { vm: 'web01' })).statusCode, 200);
   // The assignment made the scheduler look again; let that finish before time moves.

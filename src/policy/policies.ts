@@ -57,6 +57,22 @@ export function parseCron(expr: unknown): Cron {
   }
 }
 
+/** Checks a new policy fully (cron, keep, lock against `maxLockMs`). */
+export function validateNewPolicy(req: NewPolicy, maxLockMs: number): Omit<Policy, 'vms' | 'createdAt'> {
+  if (typeof req !== 'object' || req === null) throw vmError('INVALID_ARGUMENT', 'a policy needs a name and a backup schedule');
+  const name = checkPolicyName(req.name);
+  parseCron(req.backup);
+  const keep = req.keep === undefined ? {} : typeof req.keep === 'string' ? parseKeep(req.keep) : checkKeep(req.keep, 'keep');
+  const lockMs = req.lock === undefined ? 0 : parseDuration(req.lock, '--lock');
+  if (lockMs > maxLockMs) {
+    throw vmError('INVALID_ARGUMENT', `--lock ${req.lock} is longer than this appliance allows (${formatDurationMs(maxLockMs)}, the appliance's --max-lock); a lock cannot be shortened once set, so a typo would keep points for good`, { maxLock: formatDurationMs(maxLockMs) });
+  }
+  if (req.workflow !== undefined && (typeof req.workflow !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(req.workflow))) {
+    throw vmError('INVALID_ARGUMENT', `--workflow must be a workflow name, not ${JSON.stringify(req.workflow)}`);
+  }
+  return { name, backup: req.backup.trim(), keep, lockMs, ...(req.workflow !== undefined ? { workflow: req.workflow } : {}) };
+}
+
 export class PolicyRegistry {
   private policies: Policy[] = [];
   private readonly serial = new Serial();
@@ -94,18 +110,7 @@ export class PolicyRegistry {
 
   /** Checks a new policy fully (cron, keep, lock against the maximum) without storing it. */
   validate(req: NewPolicy): Omit<Policy, 'vms' | 'createdAt'> {
-    if (typeof req !== 'object' || req === null) throw vmError('INVALID_ARGUMENT', 'a policy needs a name and a backup schedule');
-    const name = checkPolicyName(req.name);
-    parseCron(req.backup);
-    const keep = req.keep === undefined ? {} : typeof req.keep === 'string' ? parseKeep(req.keep) : checkKeep(req.keep, 'keep');
-    const lockMs = req.lock === undefined ? 0 : parseDuration(req.lock, '--lock');
-    if (lockMs > this.maxLockMs) {
-      throw vmError('INVALID_ARGUMENT', `--lock ${req.lock} is longer than this appliance allows (${formatDurationMs(this.maxLockMs)}, the appliance's --max-lock); a lock cannot be shortened once set, so a typo would keep points for good`, { maxLock: formatDurationMs(this.maxLockMs) });
-    }
-    if (req.workflow !== undefined && (typeof req.workflow !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(req.workflow))) {
-      throw vmError('INVALID_ARGUMENT', `--workflow must be a workflow name, not ${JSON.stringify(req.workflow)}`);
-    }
-    return { name, backup: req.backup.trim(), keep, lockMs, ...(req.workflow !== undefined ? { workflow: req.workflow } : {}) };
+    return validateNewPolicy(req, this.maxLockMs);
   }
 
   async create(req: NewPolicy, now: Date = new Date()): Promise<Policy> {

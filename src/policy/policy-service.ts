@@ -122,7 +122,7 @@ export class PolicyService {
   }
 
   async assign(name: string, opts: { vm?: string; group?: string }): Promise<PolicyView> {
-    if (opts.group !== undefined) throw vmError('NOT_SUPPORTED', `policy assign --group: VM groups do not exist yet (issue 13); assign each VM with --vm`);
+    if (opts.group !== undefined) throw vmError('INVALID_ARGUMENT', `policy assign --group: VM groups do not exist yet (issue 13); assign each VM with --vm`);
     if (typeof opts.vm !== 'string') throw vmError('INVALID_ARGUMENT', 'policy assign needs --vm VM');
     this.o.registry.get(name);
     this.o.vms.get(opts.vm); // NOT_FOUND for an unknown VM
@@ -132,7 +132,7 @@ export class PolicyService {
   }
 
   async unassign(name: string, opts: { vm?: string; group?: string }): Promise<PolicyView> {
-    if (opts.group !== undefined) throw vmError('NOT_SUPPORTED', `policy unassign --group: VM groups do not exist yet (issue 13)`);
+    if (opts.group !== undefined) throw vmError('INVALID_ARGUMENT', `policy unassign --group: VM groups do not exist yet (issue 13)`);
     if (typeof opts.vm !== 'string') throw vmError('INVALID_ARGUMENT', 'policy unassign needs --vm VM');
     const p = await this.o.registry.unassign(name, opts.vm);
     return this.view(p);

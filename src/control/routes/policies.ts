@@ -4,7 +4,7 @@
 
 import type { FastifyInstance } from 'fastify';
 import { vmError } from '../../errors.js';
-import type { NewPolicy } from '../../policy/policies.js';
+import { checkPolicyName, DEFAULT_MAX_LOCK_MS, type NewPolicy, validateNewPolicy } from '../../policy/policies.js';
 import type { PolicyService } from '../../policy/policy-service.js';
 import { routeSchema } from '../openapi.js';
 import { commonErrors, errorBody } from '../schemas.js';
@@ -108,10 +108,7 @@ const assignBody = {
 } as const;
 
 export async function policyRoutes(app: FastifyInstance, { policies }: RouteDeps): Promise<void> {
-  const svc = (): PolicyService => {
-    if (policies === undefined) throw vmError('NOT_SUPPORTED', 'this appliance runs without policies (no VM backup)');
-    return policies;
-  };
+  const svc = (): PolicyService => policies ?? (noPolicies as unknown as PolicyService);
 
   app.get(
     '/policies',
@@ -209,9 +206,9 @@ export async function policyRoutes(app: FastifyInstance, { policies }: RouteDeps
           response: {
             200: policyView,
             ...commonErrors,
+            400: { description: 'Malformed request, or a group (VM groups come with issue 13).', ...errorBody },
             404: noSuchPolicy,
             409: { description: 'The VM is assigned to another policy.', ...errorBody },
-            501: { description: '--group: VM groups do not exist yet.', ...errorBody },
           },
         }),
       },
@@ -234,4 +231,31 @@ export async function policyRoutes(app: FastifyInstance, { policies }: RouteDeps
     },
     async (request) => svc().prune(request.params.name, request.body ?? {}),
   );
+}
+
+/**
+ * Without a policy service (an appliance without VM backup): no policies exist, and input is
+ * checked as the real service checks it, so bad input is still a 400 and a valid create says why
+ * it cannot be done.
+ */
+const noPolicies = {
+  list: () => [],
+  create: async (req: NewPolicy) => {
+    validateNewPolicy(req, DEFAULT_MAX_LOCK_MS);
+    throw vmError('NOT_SUPPORTED', 'this appliance runs without VM backup, so without policies');
+  },
+  show: async (name: string) => missing(name),
+  remove: async (name: string) => missing(name),
+  assign: async (name: string, opts: { group?: string }) => {
+    checkPolicyName(name);
+    if (opts.group !== undefined) throw vmError('INVALID_ARGUMENT', 'policy assign --group: VM groups do not exist yet (issue 13); assign each VM with --vm');
+    return missing(name);
+  },
+  unassign: async (name: string) => missing(name),
+  prune: async (name: string) => missing(name),
+};
+
+function missing(name: string): never {
+  checkPolicyName(name);
+  throw vmError('NOT_FOUND', `no policy named ${name} (none yet: vmvault policy create)`, { policy: name });
 }
