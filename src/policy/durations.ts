@@ -27,9 +27,9 @@ export function parseDuration(text: unknown, what: string): number {
   return ms;
 }
 
-/** The shortest exact form: 604800000 -> "7d"; 0 -> "none". */
+/** An exact form in years, days, hours, minutes or seconds: 604800000 -> "7d"; 0 -> "none". */
 export function formatDurationMs(ms: number): string {
   if (ms === 0) return 'none';
-  for (const u of ['y', 'w', 'd', 'h', 'min', 's']) if (ms % UNIT_MS[u] === 0) return `${ms / UNIT_MS[u]}${u}`;
+  for (const u of ['y', 'd', 'h', 'min', 's']) if (ms % UNIT_MS[u] === 0) return `${ms / UNIT_MS[u]}${u}`;
   return `${ms}ms`;
 }
