@@ -83,7 +83,7 @@ t.test('an hourly policy: real backups, GFS with locks, every refusal, restart a
       await ns.close();
       await store.close();
     };
-    return { ns, registry, jobs, pol, call, close };
+    return { ns, registry, backups, jobs, pol, call, close };
   }
 
   let a = await open();
@@ -133,8 +133,20 @@ t.test('an hourly policy: real backups, GFS with locks, every refusal, restart a
     await a.pol.scheduler.settled();
   };
 
+  // A second point listener that fails (as a catalog job might): logged in the job, the backup stands.
+  let failOnce = true;
+  a.backups.onPointCreated((ev) => {
+    if (failOnce) {
+      failOnce = false;
+      throw new Error(`listener fails on purpose at ${ev.point}`);
+    }
+  });
+
   // 23:00, 00:00, 01:00, 02:00: nothing expires before there are more than the rules keep.
   for (const h of [1, 2, 3, 4]) await runHour(h);
+  const firstJob = (await a.call('GET', `/jobs/${(await a.call('GET', '/policies/gold')).json().runs.find((r: { event: string }) => r.event === 'started').job}`)).json();
+  t.equal(firstJob.state, 'succeeded', 'a failing point listener does not fail the backup');
+  t.match(firstJob.log.join('\n'), `after the point ${P(1)}: listener fails on purpose at ${P(1)}`);
   const runs = a.pol.service.list()[0];
   t.equal(runs.name, 'gold');
   let hist = (await a.call('GET', '/policies/gold')).json();
