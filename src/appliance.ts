@@ -19,6 +19,8 @@ import { HealthProbe } from './appliance-health.js';
 import { ApplianceServices, VERSION } from './appliance-services.js';
 import { ApplianceVms } from './appliance-vms.js';
 import { AgentPool } from './backup/agent-pool.js';
+import { openPolicies, type PolicyParts } from './appliance-policies.js';
+import { parseDuration } from './policy/durations.js';
 import { BackupService } from './backup/backup-service.js';
 import { CatalogService } from './catalog/catalog-service.js';
 import { ApplianceCatalog } from './appliance-catalog.js';
@@ -91,6 +93,10 @@ export interface ApplianceConfig {
   exportBind?: string;
   /** Host name or address shown in export URLs (default: the bind address, or this host's name). */
   exportHost?: string;
+  /** The longest retention lock a policy may set (ms). Default 10 years. */
+  maxLockMs?: number;
+  /** Scheduled backups running at once. Default 2. */
+  maxParallelBackups?: number;
 }
 
 export const DEFAULTS: ApplianceConfig = { data: DEFAULT_DATA_DIR, mount: './vmvault-mnt', listen: DEFAULT_LISTEN };
@@ -101,6 +107,7 @@ const USAGE = `usage: vmvault appliance [--data DIR] [--mount DIR] [--listen HOS
                          [--agent-lost SECONDS] [--agent-nbd-listen tcp:HOST:PORT]
                          [--nfs-port N] [--nfs-mount-port N] [--smb-port N] [--export-bind ADDR]
                          [--export-host NAME]
+                         [--max-lock DURATION] [--max-parallel-backups N]
 
 Opens the store in DIR (default ${DEFAULTS.data}, created if missing), mounts it at the mount
 point (default ${DEFAULTS.mount}) and serves the control plane (default ${DEFAULTS.listen}).
@@ -120,11 +127,14 @@ Exports (vmvault export ...): nfs-ganesha on --nfs-port (default 2049; NFSv3's M
 --nfs-mount-port, default 20048; NFS needs --fuse 3) and smbd on --smb-port (default 445), both
 listening on --export-bind (default 0.0.0.0); URLs name --export-host (default this host's name).
 Their configs and logs are in DIR/nfs and DIR/smb; exports are kept in DIR/exports.json.
+Policies (DIR/policies.json): --max-lock is the longest retention lock a policy may set
+(default 10y; e.g. 1y, 90d), --max-parallel-backups how many scheduled backups run at once
+(default 2; more wait in a queue).
 A config file is JSON with the same keys ({"data": ..., "mount": ..., "listen": ...,
 "allowOther": true, "workflows": ..., "plugins": ..., "freezeTimeoutMs": 10000}); options on
 the command line win over it. Ctrl-C or SIGTERM commits open files, unmounts and exits 0.`;
 
-const CONFIG_KEYS = ['data', 'mount', 'listen', 'dirtyLimitMiB', 'reserveMiB', 'allowOther', 'mountCheckMs', 'tlsCert', 'tlsKey', 'workflows', 'plugins', 'freezeTimeoutMs', 'fuse', 'agentLostMs', 'agentNbdListen', 'nfsPort', 'nfsMountPort', 'smbPort', 'exportBind', 'exportHost'];
+const CONFIG_KEYS = ['data', 'mount', 'listen', 'dirtyLimitMiB', 'reserveMiB', 'allowOther', 'mountCheckMs', 'tlsCert', 'tlsKey', 'workflows', 'plugins', 'freezeTimeoutMs', 'fuse', 'agentLostMs', 'agentNbdListen', 'nfsPort', 'nfsMountPort', 'smbPort', 'exportBind', 'exportHost', 'maxLock', 'maxParallelBackups'];
 const SIGNAL_GRACE_MS = 2000;
 
 function log(line: string): void {
@@ -154,6 +164,8 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
       'smb-port': { type: 'string' },
       'export-bind': { type: 'string' },
       'export-host': { type: 'string' },
+      'max-lock': { type: 'string' },
+      'max-parallel-backups': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -192,6 +204,8 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
     freezeTimeoutMs: values['freeze-timeout'] !== undefined ? parseSeconds('--freeze-timeout', values['freeze-timeout']) : fromFile.freezeTimeoutMs,
     agentLostMs: values['agent-lost'] !== undefined ? parseSeconds('--agent-lost', values['agent-lost']) : fromFile.agentLostMs,
     agentNbdListen: values['agent-nbd-listen'] ?? fromFile.agentNbdListen,
+    maxLockMs: ((v) => (v === undefined ? undefined : parseDuration(v, '--max-lock')))(values['max-lock'] ?? (fromFile as { maxLock?: string }).maxLock),
+    maxParallelBackups: ((v) => (v === undefined ? undefined : Number(v)))(values['max-parallel-backups'] ?? fromFile.maxParallelBackups),
     fuse: (values.fuse !== undefined ? Number(values.fuse) : (fromFile.fuse ?? (process.env.VMVAULT_FUSE ? Number(process.env.VMVAULT_FUSE) : 2))) as 2 | 3,
     nfsPort: values['nfs-port'] !== undefined ? parsePort('--nfs-port', values['nfs-port']) : fromFile.nfsPort,
     nfsMountPort: values['nfs-mount-port'] !== undefined ? parsePort('--nfs-mount-port', values['nfs-mount-port']) : fromFile.nfsMountPort,
@@ -228,6 +242,9 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
   if (cfg.agentNbdListen !== undefined && (typeof cfg.agentNbdListen !== 'string' || !/^tcp:(\[[0-9A-Fa-f:.]+\]|[^:[\]]+):\d{1,5}$/.test(cfg.agentNbdListen))) {
     throw vmError('INVALID_ARGUMENT', `agentNbdListen must be tcp:HOST:PORT, not ${JSON.stringify(cfg.agentNbdListen)}`);
   }
+  const mp = cfg.maxParallelBackups;
+  if (mp !== undefined && !(Number.isInteger(mp) && mp >= 1 && mp <= 64)) throw vmError('INVALID_ARGUMENT', `--max-parallel-backups must be a whole number from 1 to 64, not ${JSON.stringify(values['max-parallel-backups'] ?? fromFile.maxParallelBackups)}`);
+  if (cfg.maxLockMs === 0) throw vmError('INVALID_ARGUMENT', '--max-lock must be longer than 0 (policies with no lock need no maximum)');
   const ft = cfg.freezeTimeoutMs;
   if (ft !== undefined && !(typeof ft === 'number' && Number.isFinite(ft) && ft >= 100 && ft <= 600_000)) {
     throw vmError('INVALID_ARGUMENT', 'freezeTimeoutMs must be a number of milliseconds from 100 to 600000 (10 minutes)');
@@ -292,6 +309,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
   let svc: ApplianceServices | undefined;
   let agents: AgentPool | undefined;
   let exportSvc: ExportService | undefined;
+  let policies: PolicyParts | undefined;
   const audit = new AuditLog(path.join(data, 'audit.log'), { log });
   let fail: (err: Error) => void = () => {};
   const failed = new Promise<never>((_, reject) => (fail = reject));
@@ -396,6 +414,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
       tls = { cert: own.cert, key: own.key };
     }
     if (tls !== undefined) log(`TLS certificate SHA-256 ${certificateSha256(tls.cert)} (agents pin it: vmvault agent --pin ...)`);
+    policies = await openPolicies({ data, ns, vms, backups, jobs, svc, maxLockMs: cfg.maxLockMs, maxParallel: cfg.maxParallelBackups, log });
     const agentTokens = await AgentTokens.load(data);
     // An agent token writes only the file of a task the pool gave one of its agents (issue 12).
     const pool = agents;
@@ -405,7 +424,10 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
         if (caller.kind === 'agent') pool.authorizeTransfer(caller.name, share, file, taskId);
       },
     });
-    server = await buildServer(svc, { token: token.token, jobs, audit, tls, agentTokens, agents, catalog: catalogApi });
+    server = await buildServer(svc, { token: token.token, jobs, audit, tls, agentTokens, agents, catalog: catalogApi, policies: policies.service });
+    // A run missed while the appliance was down starts now (once); before the "control plane at"
+    // line, which is what supervisors and tests wait for.
+    await policies.scheduler.start();
     const url = await listen(server, { host, port, tls: tls !== undefined });
     log(`control plane at ${url}/api/v1 (token in ${token.file})`);
     let stopping: Promise<void> | undefined;
@@ -415,8 +437,10 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
         log('shutting down: committing open files and unmounting');
         await watch!.stop();
         agents!.close();
+        policies!.scheduler.stop();
         await server!.close().catch((err) => log(`closing the control plane: ${(err as Error).message}`));
         await jobs!.close().catch((err) => log(`stopping jobs: ${(err as Error).message}`));
+        await policies!.scheduler.settled().catch((err) => log(`policy run history: ${(err as Error).message}`));
         await svc!.transfer?.close().catch((err) => log(`closing transfer sessions: ${(err as Error).message}`));
         await catalog.close().catch((err) => log(`closing the catalog: ${(err as Error).message}`));
         await audit.flush();
@@ -431,6 +455,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
   } catch (err) {
     await watch?.stop();
     agents?.close();
+    policies?.scheduler.stop();
     await server?.close().catch(() => {});
     await jobs?.close().catch(() => {});
     await exportSvc?.close().catch(() => {});

@@ -27,6 +27,7 @@ export const ERROR_CODES = {
   NOT_SUPPORTED: 'The operation is not supported.',
   IO: 'An operating-system I/O call failed; the message carries the cause.',
   TIMEOUT: 'A step did not finish within its deadline; the message names the step and the limit.',
+  LOCKED: 'A retention lock keeps the restore point until the time the message names; nothing but time releases it.',
   PLUGIN_FAILED: 'A backup plug-in (qemu, postgresql, script) reported a failure; the message names plug-in, action and cause.',
   FORBIDDEN: 'The token is valid but not allowed this call (an agent token on an admin route, or outside its scope).',
   RATE_LIMITED: 'Too many failed authentications from this address; wait the time Retry-After names.',

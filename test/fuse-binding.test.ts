@@ -81,6 +81,7 @@ t.test('unit: errno table', async (t) => {
     NOT_FOUND: 'ENOENT', ALREADY_EXISTS: 'EEXIST', NOT_EMPTY: 'ENOTEMPTY', IS_DIRECTORY: 'EISDIR',
     NOT_DIRECTORY: 'ENOTDIR', INVALID_ARGUMENT: 'EINVAL', NAME_TOO_LONG: 'ENAMETOOLONG', READ_ONLY: 'EROFS',
     CROSS_SHARE: 'EXDEV', NO_SPACE: 'ENOSPC', NOT_SUPPORTED: 'ENOTSUP', NOT_PERMITTED: 'EPERM',
+    LOCKED: 'EPERM',
   };
   const { errno: E } = (await import('node:os')).constants;
   for (const code of Object.keys(ERROR_CODES) as ErrorCode[]) {

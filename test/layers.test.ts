@@ -18,7 +18,7 @@ const ALLOWED: Record<string, string[]> = {
   // DESIGN.md: fuse/ and control/ are thin edges over the namespace; what they need of the
   // store's types, the namespace re-exports.
   fuse: ['namespace', 'errors'],
-  control: ['backup', 'catalog', 'namespace', 'transfer', 'errors'],
+  control: ['policy', 'backup', 'catalog', 'namespace', 'transfer', 'errors'],
   cli: ['control', 'errors'],
   // catalog/ reads snapshot files through the namespace (never the mount); its own SQLite files.
   catalog: ['namespace', 'store', 'kv', 'errors'],
@@ -35,6 +35,9 @@ const ALLOWED: Record<string, string[]> = {
   backup: ['plugins', 'namespace', 'errors'],
   // export/ supervises nfs-ganesha and Samba over the mount; the composition root hands it the share list.
   export: ['errors'],
+  // policy/ schedules backups (through a starter the composition root gives it), locks and
+  // prunes their points through the namespace, and reads and updates backup/'s records.
+  policy: ['backup', 'namespace', 'errors'],
 };
 /**
  * Where a layer may enter the store: the namespace (and the layers over it) only through

@@ -29,6 +29,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   catalog: async () => (await import('./commands/catalog.js')).catalogCommand,
   find: async () => (await import('./commands/catalog.js')).findCommand,
   'restore-file': async () => (await import('./commands/catalog.js')).restoreFileCommand,
+  policy: async () => (await import('./commands/policies.js')).policyCommand,
 };
 
 const HELP = `usage: vmvault <command> [options]
@@ -106,6 +107,20 @@ Guest files (the catalog of each restore point's disk images)
                                           copy one guest file of a point (newest cataloged by
                                           default) into <dir> here
 
+Policies (scheduled backups, GFS retention, retention locks)
+  policy create <name> --backup <cron> [--keep <rules>] [--lock <duration>] [--workflow <w>]
+                                          <cron> in local time, e.g. '0 */4 * * *';
+                                          <rules>: 'hourly=24,daily=14,weekly=8,monthly=12,
+                                          yearly=3,last=2'; <duration>: 7d, 12h, 1y (every new
+                                          point is locked that long: nothing can delete it)
+  policy list                             policies and their next runs
+  policy show <name>                      next runs, last results, each VM's points and locks
+  policy assign <name> --vm <vm>          back the VM up on the policy's schedule
+  policy unassign <name> --vm <vm>
+  policy remove <name>                    refused while points of its VMs are locked
+  policy prune <name> [--vm <vm>] [--dry-run]
+                                          apply retention now; --dry-run shows what would go
+
 Appliance
   appliance ...                           run the appliance (see vmvault appliance --help)
 
@@ -165,8 +180,13 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       limit: values.limit,
       image: values.image,
       volume: values.volume,
+      backup: values.backup,
+      keep: values.keep,
+      lock: values.lock,
+      group: values.group,
+      dryRun: values['dry-run'] === true,
     };
-    if (!['vm', 'backup', 'restore', 'catalog', 'find', 'restore-file'].includes(name)) refuseOptions(flags, name, []);
+    if (!['vm', 'backup', 'restore', 'catalog', 'find', 'restore-file', 'policy'].includes(name)) refuseOptions(flags, name, []);
     if (flags.trusted && name !== 'agent') throw usage(`${name} takes no --trusted`);
     if (name !== 'export' && (flags.clients !== undefined || flags.user !== undefined)) throw usage(`${name} takes no --${flags.clients !== undefined ? 'clients' : 'user'}`);
     const baseUrl = parseBaseUrl(values.url ?? DEFAULT_URL);
@@ -211,6 +231,11 @@ const OPTIONS = {
   limit: 'string',
   image: 'string',
   volume: 'string',
+  backup: 'string',
+  keep: 'string',
+  lock: 'string',
+  group: 'string',
+  'dry-run': 'boolean',
 } as const;
 type OptionName = keyof typeof OPTIONS;
 type Values = { [K in OptionName]?: (typeof OPTIONS)[K] extends 'string' ? string : boolean };

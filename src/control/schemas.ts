@@ -76,7 +76,14 @@ export const shareSummary = {
 export const snapshotSummary = {
   type: 'object',
   required: ['share', 'name', 'created', 'files', 'logicalBytes'],
-  properties: { share: { type: 'string' }, name: { type: 'string' }, created: isoTime, files: count, logicalBytes: bytes },
+  properties: {
+    share: { type: 'string' },
+    name: { type: 'string' },
+    created: isoTime,
+    files: count,
+    logicalBytes: bytes,
+    lockedUntil: { ...isoTime, description: 'The end of its retention lock (absent: never locked); until then nothing can delete it. May lie in the past.' },
+  },
 } as const;
 
 // The figures an operator reads. Each description is the figure's definition, and the code

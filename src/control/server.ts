@@ -27,6 +27,8 @@ import { statsRoutes } from './routes/stats.js';
 import { vmRoutes } from './routes/vms.js';
 import { agentTokenRoutes } from './routes/agent-tokens.js';
 import { transferRoutes } from './routes/transfer.js';
+import { policyRoutes } from './routes/policies.js';
+import type { PolicyService } from '../policy/policy-service.js';
 import type { ControlServices } from './services.js';
 
 /** Every request body here is a few names; anything near this is a mistake or an attack. */
@@ -51,6 +53,8 @@ export interface ServerOptions {
   agents?: AgentPool;
   /** The guest-file catalog's routes (issue 15), when the appliance has a catalog. */
   catalog?: CatalogApi;
+  /** Protection policies (issue 14): the /policies routes. */
+  policies?: PolicyService;
 }
 
 const AUDITED_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
@@ -139,7 +143,7 @@ export async function buildServer(services: ControlServices, opts: ServerOptions
     if (opts.jobs === undefined) await jobs.close();
   });
 
-  const deps = { services, jobs, agents: opts.agents };
+  const deps = { services, jobs, agents: opts.agents, policies: opts.policies };
   await app.register(
     async (api) => {
       await healthRoutes(api, deps);
@@ -156,6 +160,7 @@ export async function buildServer(services: ControlServices, opts: ServerOptions
       if (services.transfer !== undefined) await transferRoutes(api, services.transfer);
       await exportRoutes(api, deps);
       if (opts.catalog) await catalogRoutes(api, { catalog: opts.catalog, jobs: deps.jobs });
+      await policyRoutes(api, deps);
       api.get(
         '/openapi.json',
         {

@@ -142,6 +142,8 @@ export interface SnapshotSummary {
   created: string;
   files: number;
   logicalBytes: number;
+  /** ISO 8601: the end of its retention lock, when it has one (policies, issue 14). */
+  lockedUntil?: string;
 }
 
 export interface FastcopyResult {

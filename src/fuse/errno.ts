@@ -27,6 +27,7 @@ const CODE_TO_ERRNO: Record<ErrorCode, number | null> = {
   MISSING_SEGMENT: null,
   UNSUPPORTED_FORMAT: null,
   STORE_LOCKED: null,
+  LOCKED: E.EPERM,
   CONFLICT: null,
   UNAUTHORIZED: null,
   CANCELLED: null,

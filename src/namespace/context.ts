@@ -47,8 +47,26 @@ export class NsContext implements CommitTarget {
    */
   epoch = 0;
 
-  constructor(readonly store: SegmentStore) {
+  /**
+   * The clock retention locks are judged by (ms since the epoch). Injectable so tests do not
+   * wait; the appliance uses the wall clock. A clock set backwards only makes locks last longer.
+   */
+  readonly now: () => number;
+
+  constructor(readonly store: SegmentStore, now: () => number = Date.now) {
     this.meta = new Meta(store.db);
+    this.now = now;
+  }
+
+  /** LOCKED when the snapshot volume `snap` of share `share` is under a retention lock now. */
+  refuseLocked(share: string, snap: Volume, doing: string): void {
+    const until = snap.lockedUntil;
+    if (until === undefined || this.now() >= until) return;
+    throw vmError(
+      'LOCKED',
+      `snapshot ${share}/${snap.name} is under a retention lock until ${new Date(until).toISOString()}; ${doing} is refused until then (compliance mode: no flag, token or admin can lift it)`,
+      { share, snapshot: snap.name, lockedUntil: new Date(until).toISOString() },
+    );
   }
 
   // ---- path resolution ------------------------------------------------------------------

@@ -36,6 +36,8 @@ export interface NamespaceOptions {
   commitAgeMs?: number;
   /** Where errors nobody else would see go (commits after the last close). */
   log?: (line: string) => void;
+  /** The clock retention locks are judged by (ms since the epoch). Default Date.now. */
+  now?: () => number;
 }
 
 function inodeSpace(): { gte: Buffer; lt: Buffer } {
@@ -66,14 +68,14 @@ export class Namespace {
   readonly fastcopy: Fastcopy;
   /** Whole new file versions built elsewhere (the transfer receiver), installed atomically. */
   readonly installer: Installer;
-  private readonly opts: Required<Omit<NamespaceOptions, 'log'>>;
+  private readonly opts: Required<Omit<NamespaceOptions, 'log' | 'now'>>;
   private readonly log: (line: string) => void;
   private timer: NodeJS.Timeout | undefined;
   private waiters: Array<() => void> = [];
   private closed = false;
 
   private constructor(store: SegmentStore, opts: NamespaceOptions) {
-    this.ctx = new NsContext(store);
+    this.ctx = new NsContext(store, opts.now);
     this.shares = new Shares(this.ctx);
     this.fs = new FsOps(this.ctx, {
       create: (n) => this.shares.create(n),

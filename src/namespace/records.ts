@@ -60,6 +60,12 @@ export interface Volume {
   bytes: number;
   /** For a clone: where it came from. */
   origin?: { share: string; snapshot: string };
+  /**
+   * Snapshots only: a retention lock (compliance mode). Until this time (ms since the epoch) the
+   * namespace refuses every operation that would delete or change the snapshot, whoever asks
+   * (LOCKED). Only ever extended, never shortened (Snapshots.lock).
+   */
+  lockedUntil?: number;
 }
 
 export const ROOT_INO = 1;
@@ -135,6 +141,7 @@ export function encodeVolume(v: Volume): Buffer {
   w.files = v.files;
   w.bytes = v.bytes;
   if (v.origin) w.origin = { share: v.origin.share, snapshot: v.origin.snapshot };
+  if (v.lockedUntil !== undefined) w.lockedUntil = v.lockedUntil;
   return pack(w);
 }
 
@@ -162,6 +169,8 @@ export function decodeVolume(b: Buffer, where = 'volume record'): Volume {
     const of = o as Record<string, unknown>;
     vol.origin = { share: str(of, 'share', `${what} origin`), snapshot: str(of, 'snapshot', `${what} origin`) };
   }
+  const lockedUntil = optUint(w, 'lockedUntil', what);
+  if (lockedUntil !== undefined) vol.lockedUntil = lockedUntil;
   return vol;
 }
 

@@ -120,7 +120,7 @@ export class Shares {
       const snaps = await this.ctx.meta.snapshotNames(vol.id);
       // Retention locks (the policies issue) refuse here, before any flag is looked at: a
       // locked snapshot outlives --force and --delete-snapshots alike.
-      this.refuseProtected(name, snaps.map((s) => s.name));
+      await this.refuseProtected(name, snaps.map((s) => s.vol));
       const hasFiles = await this.ctx.meta.hasChildren(vol.id, ROOT_INO);
       refuseUnlessAllowed(vol, hasFiles, snaps.map((s) => s.name), opts);
       const txn = new Txn();
@@ -134,10 +134,22 @@ export class Shares {
   }
 
   /**
-   * The place for retention locks: throws when any of `snapshots` may not be deleted yet,
-   * whatever the caller's flags. No locks exist yet (the policies issue adds them).
+   * Retention locks: LOCKED when any of the snapshot volumes `snapshots` may not be deleted
+   * yet, whatever the caller's flags (--force, --delete-snapshots). Names the lock that ends last.
    */
-  refuseProtected(_share: string, _snapshots: string[]): void {}
+  async refuseProtected(share: string, snapshots: number[]): Promise<void> {
+    let last: Volume | undefined;
+    let count = 0;
+    for (const id of snapshots) {
+      const v = await this.ctx.volume(id);
+      if (v.lockedUntil === undefined || this.ctx.now() >= v.lockedUntil) continue;
+      count++;
+      if (last === undefined || v.lockedUntil > last.lockedUntil!) last = v;
+    }
+    if (last === undefined) return;
+    const more = count > 1 ? ` (one of ${count} locked snapshots; this lock ends last)` : '';
+    this.ctx.refuseLocked(share, last, `deleting share ${share}${more}`);
+  }
 
   /** Deletes every record of a volume that no name refers to any more. */
   async clearVolume(id: number): Promise<void> {

@@ -23,6 +23,8 @@ export interface SnapshotInfo {
   created: string;
   files: number;
   logicalBytes: number;
+  /** The end of its retention lock (ISO time), when it has one; it may lie in the past. */
+  lockedUntil?: string;
 }
 
 const COPY_BATCH = 5000;
@@ -36,7 +38,9 @@ export class Snapshots {
   ) {}
 
   private info(share: Volume, snap: Volume): SnapshotInfo {
-    return { share: share.name, name: snap.name, created: new Date(snap.created).toISOString(), files: snap.files, logicalBytes: snap.bytes };
+    const out: SnapshotInfo = { share: share.name, name: snap.name, created: new Date(snap.created).toISOString(), files: snap.files, logicalBytes: snap.bytes };
+    if (snap.lockedUntil !== undefined) out.lockedUntil = new Date(snap.lockedUntil).toISOString();
+    return out;
   }
 
   private async snapVolume(share: Volume, name: string): Promise<Volume> {
@@ -136,6 +140,7 @@ export class Snapshots {
     const share = await this.shares.volumeOf(shareName);
     const snap = await this.ctx.lock.run(async () => {
       const s = await this.snapVolume(share, name);
+      this.ctx.refuseLocked(share.name, s, 'deleting it');
       this.ctx.refuseOpenFiles(s.id, `snapshot ${shareName}/${name}`);
       const txn = new Txn();
       txn.raw({ type: 'del', key: snapNameKey(share.id, name) });
@@ -143,6 +148,26 @@ export class Snapshots {
       return s;
     });
     await this.shares.clearVolume(snap.id);
+  }
+
+  /**
+   * Puts a retention lock on a snapshot until `until` (ms since the epoch): from then on nothing
+   * deletes it, or the share holding it, before that time (ctx.refuseLocked). A lock is only ever
+   * extended: an earlier `until` than the one it has leaves the later one (and says so in the
+   * result). One synced batch under the namespace lock.
+   */
+  async lock(shareName: string, name: string, until: number): Promise<SnapshotInfo> {
+    if (!Number.isSafeInteger(until) || until < 0) throw vmError('INVALID_ARGUMENT', `a lock's end must be a time in ms since the epoch, not ${String(until)}`);
+    const share = await this.shares.volumeOf(shareName);
+    return this.ctx.lock.run(async () => {
+      const s = await this.snapVolume(share, name);
+      if (s.lockedUntil !== undefined && s.lockedUntil >= until) return this.info(share, s);
+      const next: Volume = { ...s, lockedUntil: until };
+      const txn = new Txn();
+      txn.putVolume(next);
+      await this.ctx.meta.apply(txn, true);
+      return this.info(share, next);
+    });
   }
 
   /** A new writable share with the snapshot's files; it shares every segment. */

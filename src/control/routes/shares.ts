@@ -88,6 +88,7 @@ export async function shareRoutes(app: FastifyInstance, { services }: RouteDeps)
           ...commonErrors,
           404: { description: 'No such share.', ...errorBody },
           409: { description: 'The share has files or snapshots the flags do not allow deleting (NOT_EMPTY); the message names them.', ...errorBody },
+          423: { description: 'A snapshot of the share is under a retention lock (LOCKED), whatever the flags; the message names it and when its lock ends.', ...errorBody },
         },
       }),
     },

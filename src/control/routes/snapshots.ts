@@ -84,7 +84,12 @@ export async function snapshotRoutes(app: FastifyInstance, { services }: RouteDe
         summary: 'Delete a snapshot (its space returns at the next GC)',
         tags: ['snapshots'],
         params: snapParams,
-        response: { 204: { description: 'Deleted.' }, ...commonErrors, 404: notFound },
+        response: {
+          204: { description: 'Deleted.' },
+          ...commonErrors,
+          404: notFound,
+          423: { description: 'The snapshot is under a retention lock (LOCKED); the message says when it ends. Nothing lifts it early.', ...errorBody },
+        },
       }),
     },
     async (request, reply) => {

@@ -1,0 +1,80 @@
+// Protection policies in the composition root (issue 14, part A): the registry, run history and
+// lock clock in the data directory, the policy service the /policies routes call, the backup hook
+// (every new point of an assigned VM gets its policy's lock, then its retention), and the
+// scheduler, whose runs are ordinary backup jobs of the job runner (`vmvault jobs` shows them).
+
+import type { ApplianceServices } from './appliance-services.js';
+import type { BackupService } from './backup/backup-service.js';
+import type { VmRegistry } from './backup/vm-registry.js';
+import type { JobRunner } from './control/jobs.js';
+import { vmResource } from './control/routes/vms.js';
+import type { BackupRequest } from './control/services.js';
+import type { Namespace } from './namespace/namespace.js';
+import type { SchedulerClock } from './policy/clock.js';
+import { LockClock } from './policy/lock-clock.js';
+import { PolicyRegistry } from './policy/policies.js';
+import { PolicyService } from './policy/policy-service.js';
+import { RunHistory } from './policy/run-history.js';
+import { Scheduler } from './policy/scheduler.js';
+
+export interface PolicyParts {
+  service: PolicyService;
+  scheduler: Scheduler;
+}
+
+export async function openPolicies(o: {
+  data: string;
+  ns: Namespace;
+  vms: VmRegistry;
+  backups: BackupService;
+  jobs: JobRunner;
+  svc: ApplianceServices;
+  maxLockMs?: number;
+  maxParallel?: number;
+  clock?: SchedulerClock;
+  log: (l: string) => void;
+}): Promise<PolicyParts> {
+  const registry = await PolicyRegistry.open(o.data, { maxLockMs: o.maxLockMs });
+  const history = await RunHistory.open(o.data);
+  const lockClock = await LockClock.open(o.data, { log: o.log, ...(o.clock ? { now: o.clock.now } : {}) });
+  const service = new PolicyService({
+    dataDir: o.data,
+    ns: o.ns,
+    registry,
+    history,
+    lockClock,
+    vms: o.vms,
+    listBackups: (vm) => o.backups.listBackups(vm),
+    backupRunning: (vm) => o.jobs.activeOn(vmResource(vm), ['backup']) !== undefined,
+    ...(o.clock ? { now: o.clock.now } : {}),
+    log: o.log,
+  });
+  o.backups.onPointCreated((ev) => service.onPointCreated(ev));
+  const scheduler = new Scheduler({
+    registry,
+    history,
+    ...(o.clock ? { clock: o.clock } : {}),
+    maxParallel: o.maxParallel,
+    log: o.log,
+    onTick: () => lockClock.observe(),
+    start: async (vm, { policy, workflow }) => {
+      const req: BackupRequest = workflow === undefined ? {} : { workflow };
+      await o.svc.checkBackup(vm, req);
+      const label = `vm ${vm} (policy ${policy}${workflow === undefined ? '' : `, ${workflow}`})`;
+      const job = o.jobs.start('backup', label, (ctx) => o.svc.backupVm(ctx, vm, req), { resource: vmResource(vm) });
+      const done = o.jobs.wait(job.id).then((v) => {
+        const point = (v.result as { point?: unknown } | null)?.point;
+        return {
+          ok: v.state === 'succeeded',
+          ...(typeof point === 'string' ? { point } : {}),
+          ...(v.error ? { error: `${v.error.code}: ${v.error.message}` } : v.state === 'cancelled' ? { error: 'cancelled' } : {}),
+        };
+      });
+      return { job: job.id, done };
+    },
+  });
+  service.scheduler = scheduler;
+  const n = registry.list().length;
+  if (n > 0) o.log(`policies: ${n} (${registry.file})`);
+  return { service, scheduler };
+}
