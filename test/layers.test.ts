@@ -13,12 +13,14 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '.
 const ALLOWED: Record<string, string[]> = {
   errors: [],
   kv: ['errors'],
+  // files/: the small state files' atomic, durable rewrite (any layer that keeps one).
+  files: ['errors'],
   store: ['kv', 'errors'],
   namespace: ['store', 'kv', 'errors'],
   // DESIGN.md: fuse/ and control/ are thin edges over the namespace; what they need of the
   // store's types, the namespace re-exports.
   fuse: ['namespace', 'errors'],
-  control: ['policy', 'backup', 'catalog', 'namespace', 'transfer', 'errors'],
+  control: ['policy', 'backup', 'catalog', 'namespace', 'transfer', 'files', 'errors'],
   cli: ['control', 'errors'],
   // catalog/ reads snapshot files through the namespace (never the mount); its own SQLite files.
   catalog: ['namespace', 'store', 'kv', 'errors'],
@@ -32,12 +34,12 @@ const ALLOWED: Record<string, string[]> = {
   // plugins/ know one system each (QEMU, PostgreSQL, an operator's script) and nothing of the store.
   plugins: ['errors'],
   // backup/ writes into shares through the namespace, never the mount, and drives plugins/.
-  backup: ['plugins', 'namespace', 'errors'],
+  backup: ['plugins', 'namespace', 'files', 'errors'],
   // export/ supervises nfs-ganesha and Samba over the mount; the composition root hands it the share list.
-  export: ['errors'],
+  export: ['files', 'errors'],
   // policy/ schedules backups (through a starter the composition root gives it), locks and
   // prunes their points through the namespace, and reads and updates backup/'s records.
-  policy: ['backup', 'namespace', 'errors'],
+  policy: ['backup', 'namespace', 'files', 'errors'],
 };
 /**
  * Where a layer may enter the store: the namespace (and the layers over it) only through

@@ -16,6 +16,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fromSystemError, vmError } from '../errors.js';
+import { writeFileAtomic } from '../files/atomic-file.js';
 
 export const RECORDS_VERSION = 1;
 
@@ -88,27 +89,6 @@ export class BackupRecords {
   }
 
   async write(state: VmBackupState): Promise<void> {
-    const file = this.file(state.vm);
-    const tmp = `${file}.tmp-${process.pid}`;
-    try {
-      await fs.mkdir(this.dir, { recursive: true });
-      const h = await fs.open(tmp, 'w', 0o600);
-      try {
-        await h.writeFile(JSON.stringify({ ...state, version: RECORDS_VERSION }, null, 1) + '\n');
-        await h.sync();
-      } finally {
-        await h.close();
-      }
-      await fs.rename(tmp, file);
-      const d = await fs.open(this.dir, 'r');
-      try {
-        await d.sync();
-      } finally {
-        await d.close();
-      }
-    } catch (err) {
-      await fs.rm(tmp, { force: true });
-      throw fromSystemError(err, `writing the backup records of ${state.vm}`);
-    }
+    await writeFileAtomic(this.file(state.vm), JSON.stringify({ ...state, version: RECORDS_VERSION }, null, 1) + '\n', `writing the backup records of ${state.vm}`, { mkdir: true });
   }
 }

@@ -23,6 +23,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { type VmvaultError, vmError } from '../errors.js';
+import { writeFileAtomic } from '../files/atomic-file.js';
 import { validateName } from '../namespace/names.js';
 
 export const VMS_FORMAT = 'vmvault-vms';
@@ -276,30 +277,8 @@ async function readFile(file: string): Promise<VmConfig[]> {
 }
 
 async function writeFile(file: string, vms: Map<string, VmConfig>): Promise<void> {
-  const dir = path.dirname(file);
-  const tmp = path.join(dir, `.${path.basename(file)}.tmp`);
   const sorted = [...vms.values()].sort(byName);
-  try {
-    const h = await fs.open(tmp, 'w', 0o600);
-    try {
-      await h.writeFile(`${JSON.stringify({ format: VMS_FORMAT, version: VMS_VERSION, vms: sorted }, null, 2)}\n`);
-      await h.sync();
-    } finally {
-      await h.close();
-    }
-    await fs.rename(tmp, file);
-    const d = await fs.open(dir, 'r');
-    try {
-      await d.sync();
-    } finally {
-      await d.close();
-    }
-  } catch (err) {
-    await fs.rm(tmp, { force: true }).catch(() => {});
-    const e = err as NodeJS.ErrnoException;
-    if (e.code === 'ENOSPC' || e.code === 'EDQUOT') throw vmError('NO_SPACE', `writing the VM registry ${file}: the data disk is full`, undefined, err);
-    throw vmError('IO', `writing the VM registry ${file}: ${e.message}`, undefined, err);
-  }
+  await writeFileAtomic(file, `${JSON.stringify({ format: VMS_FORMAT, version: VMS_VERSION, vms: sorted }, null, 2)}\n`, `writing the VM registry ${file}`);
 }
 
 function byName(a: VmConfig, b: VmConfig): number {

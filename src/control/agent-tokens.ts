@@ -13,6 +13,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fromSystemError, vmError } from '../errors.js';
+import { writeFileAtomic } from '../files/atomic-file.js';
 
 export const AGENT_TOKENS_FILE = 'agent-tokens.json';
 const FORMAT_VERSION = 1;
@@ -78,26 +79,7 @@ export class AgentTokens {
   private async write(next: Map<string, Stored>): Promise<void> {
     if (this.file) {
       const doc = { version: FORMAT_VERSION, tokens: [...next.values()].sort((a, b) => a.name.localeCompare(b.name)) };
-      const tmp = `${this.file}.${process.pid}.tmp`;
-      try {
-        const fh = await fs.open(tmp, 'w', 0o600);
-        try {
-          await fh.writeFile(JSON.stringify(doc, null, 2) + '\n');
-          await fh.sync();
-        } finally {
-          await fh.close();
-        }
-        await fs.rename(tmp, this.file);
-        const dir = await fs.open(path.dirname(this.file), 'r');
-        try {
-          await dir.sync();
-        } finally {
-          await dir.close();
-        }
-      } catch (err) {
-        await fs.rm(tmp, { force: true });
-        throw fromSystemError(err, `writing ${this.file}`);
-      }
+      await writeFileAtomic(this.file, JSON.stringify(doc, null, 2) + '\n');
     }
     this.byDigest = next;
   }

@@ -10,8 +10,8 @@
 // stop the appliance from starting.
 
 import fs from 'node:fs/promises';
-import path from 'node:path';
 import { vmError } from '../errors.js';
+import { writeFileAtomic } from '../files/atomic-file.js';
 import type { JobView } from './jobs.js';
 
 export const JOB_HISTORY_FORMAT = 'vmvault-jobs';
@@ -83,14 +83,6 @@ export class JobHistoryFile {
   }
 
   private async write(jobs: JobView[]): Promise<void> {
-    const tmp = path.join(path.dirname(this.file), `.${path.basename(this.file)}.tmp`);
-    const h = await fs.open(tmp, 'w', 0o600);
-    try {
-      await h.writeFile(JSON.stringify({ format: JOB_HISTORY_FORMAT, version: JOB_HISTORY_VERSION, jobs }) + '\n');
-      await h.sync();
-    } finally {
-      await h.close();
-    }
-    await fs.rename(tmp, this.file);
+    await writeFileAtomic(this.file, JSON.stringify({ format: JOB_HISTORY_FORMAT, version: JOB_HISTORY_VERSION, jobs }) + '\n');
   }
 }

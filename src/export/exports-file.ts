@@ -14,6 +14,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fromSystemError, vmError } from '../errors.js';
+import { writeFileAtomic } from '../files/atomic-file.js';
 
 export const EXPORTS_FILE = 'exports.json';
 export const EXPORTS_VERSION = 1;
@@ -90,27 +91,8 @@ function decode(raw: unknown, file: string): ExportsRecord {
 
 export async function writeExports(dataDir: string, rec: ExportsRecord): Promise<void> {
   const file = path.join(dataDir, EXPORTS_FILE);
-  const tmp = `${file}.tmp-${process.pid}`;
   const body: Record<string, unknown> = { version: EXPORTS_VERSION, nfs: rec.nfs, smb: rec.smb };
   if (rec.smbUser !== undefined) body.smbUser = rec.smbUser;
   if (rec.nextExportId !== undefined) body.nextExportId = rec.nextExportId;
-  try {
-    const h = await fs.open(tmp, 'w', 0o600);
-    try {
-      await h.writeFile(JSON.stringify(body, null, 2) + '\n');
-      await h.sync();
-    } finally {
-      await h.close();
-    }
-    await fs.rename(tmp, file);
-    const d = await fs.open(dataDir, 'r');
-    try {
-      await d.sync();
-    } finally {
-      await d.close();
-    }
-  } catch (err) {
-    await fs.rm(tmp, { force: true }).catch(() => {});
-    throw fromSystemError(err, `writing ${file}`);
-  }
+  await writeFileAtomic(file, JSON.stringify(body, null, 2) + '\n');
 }

@@ -4,8 +4,8 @@
 // reader's is UNSUPPORTED_FORMAT; a file that does not parse is CORRUPT_RECORD naming it.
 
 import fs from 'node:fs/promises';
-import path from 'node:path';
 import { fromSystemError, vmError } from '../errors.js';
+import { writeFileAtomic } from '../files/atomic-file.js';
 
 export async function readVersioned(file: string, version: number, what: string): Promise<Record<string, unknown> | undefined> {
   let text: string;
@@ -30,28 +30,7 @@ export async function readVersioned(file: string, version: number, what: string)
 }
 
 export async function writeAtomic(file: string, value: unknown): Promise<void> {
-  const dir = path.dirname(file);
-  const tmp = `${file}.tmp-${process.pid}`;
-  try {
-    await fs.mkdir(dir, { recursive: true });
-    const h = await fs.open(tmp, 'w', 0o600);
-    try {
-      await h.writeFile(JSON.stringify(value, null, 1) + '\n');
-      await h.sync();
-    } finally {
-      await h.close();
-    }
-    await fs.rename(tmp, file);
-    const d = await fs.open(dir, 'r');
-    try {
-      await d.sync();
-    } finally {
-      await d.close();
-    }
-  } catch (err) {
-    await fs.rm(tmp, { force: true });
-    throw fromSystemError(err, `writing ${file}`);
-  }
+  await writeFileAtomic(file, JSON.stringify(value, null, 1) + '\n', `writing ${file}`, { mkdir: true });
 }
 
 /** Runs writes of one file one after another (the last one wins, none is torn). */

@@ -16,6 +16,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { fromSystemError, vmError } from '../../errors.js';
+import { writeFileAtomic } from '../../files/atomic-file.js';
 import type { WorkflowTarget } from './plugin.js';
 
 export const JOURNAL_FORMAT = 'vmvault-quiesce-journal';
@@ -111,24 +112,5 @@ function isEntry(x: unknown): x is JournalEntry {
 }
 
 async function writeJournal(file: string, entries: JournalEntry[]): Promise<void> {
-  const tmp = `${file}.tmp`;
-  const body = JSON.stringify({ format: JOURNAL_FORMAT, version: JOURNAL_VERSION, open: entries }) + '\n';
-  try {
-    const fh = await fs.open(tmp, 'w', 0o600);
-    try {
-      await fh.writeFile(body);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await fs.rename(tmp, file);
-    const dir = await fs.open(path.dirname(file), 'r');
-    try {
-      await dir.sync();
-    } finally {
-      await dir.close();
-    }
-  } catch (err) {
-    throw fromSystemError(err, `writing the quiesce journal ${file}`);
-  }
+  await writeFileAtomic(file, JSON.stringify({ format: JOURNAL_FORMAT, version: JOURNAL_VERSION, open: entries }) + '\n', `writing the quiesce journal ${file}`);
 }
