@@ -13,8 +13,6 @@ import { ChunkStream, type ChunkItem } from '../store/segmenter/chunk-stream.js'
 import type { Slab } from '../store/slab-pool.js';
 import { fingerprint } from '../store/codec/fingerprint.js';
 import { encodePayload } from '../store/codec/codec.js';
-import { type CodecEngine, createCodecEngine, type HashedBatch } from '../store/codec/engine.js';
-import { codecImpl } from '../store/native.js';
 import { Codec } from '../store/container/format.js';
 import type { TransferConnection } from './client.js';
 import {
@@ -299,17 +297,15 @@ class Sender {
 
   /** Query, segments, recipe for one batch of items; releases the items' slabs. */
   private async sendBatch(items: Item[]): Promise<void> {
-    const held: HashedBatch[] = [];
     try {
-      const fps = new Map<string, { fp: Buffer; item: DataItem; k: number }>();
+      const fps = new Map<string, { fp: Buffer; item: DataItem }>();
       const order: Buffer[] = new Array(items.length);
-      const coded = await hashItems(items, held);
       items.forEach((it, k) => {
         if (it.kind !== 'data') return;
-        const fp = coded ? coded[k]!.fp : fingerprint(it.slab.buf.subarray(it.off, it.off + it.len));
+        const fp = fingerprint(it.slab.buf.subarray(it.off, it.off + it.len));
         order[k] = fp;
         const key = fp.toString('latin1');
-        if (!fps.has(key)) fps.set(key, { fp, item: it, k });
+        if (!fps.has(key)) fps.set(key, { fp, item: it });
       });
       const uniq = [...fps.values()];
       const missing: typeof uniq = [];
@@ -332,19 +328,10 @@ class Sender {
         frameBytes = 0;
       };
       for (const m of missing) {
-        let codec: SentSegment['codec'];
-        let payload: Buffer;
-        const c = coded?.[m.k];
-        if (c?.payload) {
-          ({ codec, payload } = c as { codec: SentSegment['codec']; payload: Buffer });
-        } else {
-          const raw = m.item.slab.buf.subarray(m.item.off, m.item.off + m.item.len);
-          const enc = encodePayload(raw);
-          codec = enc.codec === Codec.Lz4 ? SegmentCodec.Lz4 : SegmentCodec.Raw;
-          // A view is enough: encodeSegments copies it into the frame while the slab is held.
-          payload = Buffer.from(enc.payload.buffer, enc.payload.byteOffset, enc.payload.byteLength);
-        }
-        frame.push({ fp: m.fp, len: m.item.len, codec, payload });
+        const raw = m.item.slab.buf.subarray(m.item.off, m.item.off + m.item.len);
+        const enc = encodePayload(raw);
+        const payload = Buffer.from(enc.payload.buffer, enc.payload.byteOffset, enc.payload.byteLength);
+        frame.push({ fp: m.fp, len: m.item.len, codec: enc.codec === Codec.Lz4 ? SegmentCodec.Lz4 : SegmentCodec.Raw, payload: Buffer.from(payload) });
         frameBytes += payload.length;
         this.report.segmentsSent++;
         this.report.segmentBytesSent += payload.length;
@@ -375,74 +362,10 @@ class Sender {
       this.position = last.at + last.len;
       this.opts.onProgress?.({ ...this.report, bytesSent: 0 });
     } finally {
-      for (const h of held) h.release();
       for (const it of items) if (it.kind === 'data') it.slab.unref();
       items.length = 0;
     }
   }
-}
-
-/**
- * The sender's codec engine: the addon's batch hash and LZ4 on the libuv thread pool, so the
- * main thread cuts the next batch and keeps the socket busy meanwhile (measured: hashing and
- * compressing segment by segment on the main thread were a third of the agent's CPU profile).
- * Without the addon (or with VMVAULT_NO_NATIVE_CODEC=1) the sender hashes and compresses on its
- * own thread as before: the worker engine would need threads to be closed, which a sender
- * has no moment for.
- */
-let engine: CodecEngine | undefined;
-
-interface Coded {
-  fp: Buffer;
-  /** Absent: not compressed by the engine (a small batch); the caller encodes it. */
-  codec?: SentSegment['codec'];
-  payload?: Buffer;
-}
-
-/**
- * Fingerprints and LZ4 payloads (store layout, the same 1/16 rule as encodePayload) of a
- * batch's data items, one engine call per run of items in the same slab, the runs at once.
- * The payloads stay valid until the batches pushed on `held` are released, the slabs until
- * the items are. Undefined: no native engine here.
- */
-async function hashItems(items: Item[], held: HashedBatch[]): Promise<Array<Coded | undefined> | undefined> {
-  if (codecImpl !== 'native') return undefined;
-  engine ??= createCodecEngine();
-  const runs: Array<{ slab: Slab; ks: number[] }> = [];
-  items.forEach((it, k) => {
-    if (it.kind !== 'data') return;
-    const last = runs[runs.length - 1];
-    if (last && last.slab === it.slab) last.ks.push(k);
-    else runs.push({ slab: it.slab, ks: [k] });
-  });
-  const out: Array<Coded | undefined> = new Array(items.length);
-  await Promise.all(
-    runs.map(async (run) => {
-      const segs = new Uint32Array(run.ks.length * 2);
-      run.ks.forEach((k, j) => {
-        const it = items[k] as DataItem;
-        segs[2 * j] = it.off;
-        segs[2 * j + 1] = it.len;
-      });
-      const h = await engine!.hash(run.slab.buf, segs, undefined, true);
-      held.push(h);
-      let pat = 0;
-      run.ks.forEach((k, j) => {
-        const it = items[k] as DataItem;
-        const fp = h.fps.subarray(j * 32, j * 32 + 32);
-        const plen = h.plens[j];
-        if (plen > 0) {
-          out[k] = { fp, codec: SegmentCodec.Lz4, payload: h.payloads.subarray(pat, pat + plen) };
-          pat += plen;
-        } else if (plen === -2) {
-          out[k] = { fp, codec: SegmentCodec.Raw, payload: it.slab.buf.subarray(it.off, it.off + it.len) };
-        } else {
-          out[k] = { fp };
-        }
-      });
-    }),
-  );
-  return out;
 }
 
 function binarySearch(a: number[], x: number): boolean {
