@@ -25,6 +25,7 @@ import { PostgresqlPlugin } from '../plugins/postgresql/postgresql-plugin.js';
 import { FLEECE_KEY, QemuPlugin } from '../plugins/qemu/plugin.js';
 import { ScriptPlugin } from '../plugins/script/script-plugin.js';
 import { QmpClient } from '../plugins/qemu/qmp.js';
+import type { QmpChannel } from '../plugins/qemu/qmp-channel.js';
 import { describeVm, type VmDescription, type VmDisk } from '../plugins/qemu/vm-info.js';
 import type { VmConfig } from './vm-registry.js';
 import type { AgentPool } from './agent-pool.js';
@@ -421,7 +422,7 @@ export class BackupService {
 }
 
 /** Removes a checkpoint bitmap from every disk that has it (best effort, logged). */
-async function dropBitmap(qmp: QmpClient, disks: VmDisk[], name: string, log: (l: string) => void): Promise<void> {
+async function dropBitmap(qmp: QmpChannel, disks: VmDisk[], name: string, log: (l: string) => void): Promise<void> {
   for (const d of disks) {
     try {
       await qmp.execute('block-dirty-bitmap-remove', { node: d.node, name });
