@@ -62,6 +62,8 @@ export const DEFAULT_PROBE_TIMEOUT_MS = 3000;
 
 export class ApplianceVms {
   /** `vmParts` undefined: an appliance without VM backup (no VMs; adding one is NOT_SUPPORTED). */
+  private readonly removedListeners: Array<(vm: string) => Promise<void>> = [];
+
   constructor(private readonly vmParts: VmBackupParts | undefined) {}
 
   async listVms(): Promise<VmView[]> {
@@ -81,6 +83,15 @@ export class ApplianceVms {
 
   async removeVm(name: string): Promise<void> {
     await this.registry().remove(name);
+    for (const l of this.removedListeners) await l(name);
+  }
+
+  /**
+   * Runs `listener` after a VM is removed from the registry (the policies unassign it, so no
+   * scheduled run fails on a VM that is gone). Its points and share stay, as `vm remove` says.
+   */
+  onVmRemoved(listener: (vm: string) => Promise<void>): void {
+    this.removedListeners.push(listener);
   }
 
   async listBackups(name: string): Promise<BackupRecordView[]> {

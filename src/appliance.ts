@@ -389,7 +389,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
       log,
     });
     await exportSvc.start();
-    svc = new ApplianceServices(ns, new HealthProbe(ns, fuse, watch, exportSvc), new ApplianceVms({
+    const applianceVms = new ApplianceVms({
         registry: vms,
         engine: backups,
         workflows: () => loadWorkflows(workflowsFile),
@@ -398,7 +398,8 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
           { path: mount, what: 'mount' },
           { path: data, what: 'data directory' },
         ],
-      }));
+      });
+    svc = new ApplianceServices(ns, new HealthProbe(ns, fuse, watch, exportSvc), applianceVms);
     svc.exports = exportSvc;
     const history = new JobHistoryFile(path.join(data, 'jobs.json'), log);
     jobs = new JobRunner({
@@ -415,6 +416,8 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     }
     if (tls !== undefined) log(`TLS certificate SHA-256 ${certificateSha256(tls.cert)} (agents pin it: vmvault agent --pin ...)`);
     policies = await openPolicies({ data, ns, vms, backups, jobs, svc, maxLockMs: cfg.maxLockMs, maxParallel: cfg.maxParallelBackups, log });
+    const policyService = policies.service;
+    applianceVms.onVmRemoved((vm) => policyService.vmRemoved(vm));
     const agentTokens = await AgentTokens.load(data);
     // An agent token writes only the file of a task the pool gave one of its agents (issue 12).
     const pool = agents;

@@ -80,7 +80,7 @@ async function setup(t: TestT, sizes: Record<string, number> = { vda: 32 * MiB, 
   fs.writeFileSync(path.join(data, 'workflows.yaml'), WORKFLOWS);
   const db = new FailingDb();
   const vm: VmConfigLike = { name: 'web01', share: 'web01', qmp: q.qmp, workflow: 'crash' };
-  const svc = new BackupService(ns, vmLookup([vm, { name: 'noagent', share: 'noagent', qmp: q.qmp }]), { dataDir: data, plugins: [db], nbdConnections });
+  const svc = new BackupService(ns, vmLookup([vm, { name: 'noagent', share: 'noagent', qmp: q.qmp }, { name: 'gone', share: 'gone', qmp: `unix:${path.join(dir, 'no-such-qmp.sock')}`, workflow: 'crash' }]), { dataDir: data, plugins: [db], nbdConnections });
   const models = Object.fromEntries(Object.entries(sizes).map(([d, s]) => [d, new DiskModel(s)]));
   const qmp = async <T>(fn: (c: QmpClient) => Promise<T>): Promise<T> => {
     const c = await QmpClient.connect(q.qmp);
@@ -255,6 +255,11 @@ t.test('bad input: a second backup at once, no guest agent, unknown workflow', a
   const e2 = await s.svc.backup('web01', { workflow: 'nightly-typo' }, progress()).catch((e) => e);
   t.ok(isVmvaultError(e2, 'NOT_FOUND'), String(e2));
   t.match(String(e2), /crash-consistent/, 'the message lists the known workflows');
+
+  // A first backup that fails after its share was made (QEMU is not there) leaves no share.
+  const e4 = await s.svc.backup('gone', {}, progress()).catch((e) => e);
+  t.ok(e4 instanceof Error, `the backup of a VM whose QEMU is gone fails: ${e4}`);
+  await t.rejects(s.ns.shares.get('gone'), { code: 'NOT_FOUND' }, 'the share the failed first backup made is gone again');
 
   const e3 = await s.svc.backup('nobody', {}, progress()).catch((e) => e);
   t.ok(isVmvaultError(e3, 'NOT_FOUND'), String(e3));

@@ -42,7 +42,9 @@ const policies = new PolicyService({
 });
 // The scheduler only gives next runs here: its starter is never called (nothing is assigned when time moves).
 policies.scheduler = new Scheduler({ registry, history, clock, start: async () => Promise.reject(new Error('no backups in this test')) });
-const app = await buildServer(new ApplianceServices(ns, undefined, new ApplianceVms({ registry: vms })), { token: TOKEN, policies });
+const applianceVms = new ApplianceVms({ registry: vms });
+applianceVms.onVmRemoved((vm) => policies.vmRemoved(vm)); // as src/appliance.ts wires it
+const app = await buildServer(new ApplianceServices(ns, undefined, applianceVms), { token: TOKEN, policies });
 t.teardown(() => app.close());
 const url = await listen(app, { port: 0 });
 const cli = (...args: string[]) => runMain(['--url', url, '--token', TOKEN, ...args]);
@@ -73,6 +75,18 @@ t.test('create, list, show, assign, prune --dry-run, unassign, remove', async (t
   t.equal((await cli('policy', 'unassign', 'gold', '--vm', 'db01')).code, 0);
   t.equal((await cli('policy', 'remove', 'gold')).code, 0, 'with no VMs (their points keep their locks) it goes');
   t.equal((await cli('policy', 'show', 'gold')).code, 5, 'gone: not found (5)');
+});
+
+t.test('vm remove takes the VM out of its policy: no scheduled run is left for a VM that is gone', async (t) => {
+  await vms.add({ name: 'web09', qmp: 'unix:/nonexistent/qmp.sock' });
+  t.equal((await cli('policy', 'create', 'silver', '--backup', '0 3 * * *')).code, 0);
+  t.equal((await cli('policy', 'assign', 'silver', '--vm', 'web09')).code, 0);
+  const vmsOf = async () => (JSON.parse((await cli('policy', 'show', 'silver', '--json')).stdout) as { vms: string[] }).vms;
+  t.same(await vmsOf(), ['web09']);
+  const rm = await cli('vm', 'remove', 'web09');
+  t.equal(rm.code, 0, rm.stderr);
+  t.same(await vmsOf(), [], 'unassigned with the VM');
+  t.equal((await cli('policy', 'remove', 'silver')).code, 0);
 });
 
 t.test('usage and bad input', async (t) => {

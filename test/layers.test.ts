@@ -20,7 +20,7 @@ const ALLOWED: Record<string, string[]> = {
   // DESIGN.md: fuse/ and control/ are thin edges over the namespace; what they need of the
   // store's types, the namespace re-exports.
   fuse: ['namespace', 'errors'],
-  control: ['policy', 'backup', 'catalog', 'namespace', 'transfer', 'files', 'errors'],
+  control: ['policy', 'backup', 'catalog', 'namespace', 'transfer', 'export', 'files', 'errors'],
   cli: ['control', 'errors'],
   // catalog/ reads snapshot files through the namespace (never the mount); its own SQLite files.
   catalog: ['namespace', 'store', 'kv', 'errors'],

@@ -165,5 +165,12 @@ if [ "$dry" -eq 1 ]; then
   say "would run: npm ci --no-audit --no-fund"
   exit 0
 fi
+# better-sqlite3 builds with node-gyp, which would download Node's headers from nodejs.org (out
+# of reach here): point it at the running node's own headers, as tools/build-native.js does for
+# our addon, unless the user's npm config already names a nodedir.
+nodedir="$(node -p 'require("path").resolve(process.execPath, "..", "..")')"
+if [ -z "${npm_config_nodedir:-}" ] && [ -e "$nodedir/include/node/node_api.h" ]; then
+  export npm_config_nodedir="$nodedir"
+fi
 say "npm ci (dependencies, native addon, build)"
 npm ci --no-audit --no-fund

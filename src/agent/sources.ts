@@ -10,15 +10,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { vmError } from '../errors.js';
 import { NbdClient } from '../plugins/qemu/nbd-client.js';
+import { BASE_ALLOCATION, extents, STATE_DIRTY, STATE_ZERO } from '../plugins/qemu/nbd-extents.js';
 import { parseSocketAddress } from '../plugins/qemu/socket-address.js';
-
-export const BASE_ALLOCATION = 'base:allocation';
-/** NBD_STATE_ZERO of base:allocation: the range reads as zeros. */
-const STATE_ZERO = 2;
-/** The dirty-bitmap context's one bit. */
-const STATE_DIRTY = 1;
-/** One block-status request covers at most this much (NBD lengths are 32-bit). */
-const STATUS_WINDOW = 1 << 30;
 
 export interface Range {
   offset: number;
@@ -75,7 +68,7 @@ class NbdSource implements AgentSource {
 
   async dataRanges(offset: number, length: number): Promise<Array<{ offset: number; length: number; zero: boolean }>> {
     const out: Array<{ offset: number; length: number; zero: boolean }> = [];
-    for await (const e of walk(this.client, BASE_ALLOCATION, offset, length)) {
+    for await (const e of extents(this.client, BASE_ALLOCATION, offset, length)) {
       const zero = (e.flags & STATE_ZERO) !== 0;
       const last = out.at(-1);
       if (last && last.zero === zero && last.offset + last.length === e.offset) last.length += e.length;
@@ -87,7 +80,7 @@ class NbdSource implements AgentSource {
   async dirtyRanges(): Promise<Range[]> {
     if (this.dirtyContext === undefined) throw vmError('INVALID_ARGUMENT', 'this NBD source has no dirty bitmap');
     const out: Range[] = [];
-    for await (const e of walk(this.client, this.dirtyContext, 0, this.client.size)) {
+    for await (const e of extents(this.client, this.dirtyContext, 0, this.client.size)) {
       if (!(e.flags & STATE_DIRTY)) continue;
       const last = out.at(-1);
       if (last && last.offset + last.length === e.offset) last.length += e.length;
@@ -102,23 +95,6 @@ class NbdSource implements AgentSource {
 }
 
 /** Walks a metadata context over [offset, offset+length), clipped, refusing gaps and stalls (the server is untrusted). */
-async function* walk(c: NbdClient, context: string, offset: number, length: number): AsyncGenerator<Range & { flags: number }> {
-  const end = offset + length;
-  let at = offset;
-  while (at < end) {
-    const got = await c.blockStatus(at, Math.min(end - at, STATUS_WINDOW), context);
-    const before = at;
-    for (const e of got) {
-      const from = Math.max(e.offset, at);
-      const to = Math.min(e.offset + e.length, end);
-      if (to <= from) continue;
-      if (from !== at) throw vmError('IO', `NBD block status for ${context} skipped from ${at} to ${from}`);
-      yield { offset: from, length: to - from, flags: e.flags };
-      at = to;
-    }
-    if (at === before) throw vmError('IO', `NBD block status for ${context} at ${at} made no progress`);
-  }
-}
 
 /** A regular file or a block device, read with pread. */
 class FileSource implements AgentSource {

@@ -25,6 +25,7 @@ import { PostgresqlPlugin } from '../plugins/postgresql/postgresql-plugin.js';
 import { FLEECE_KEY, QemuPlugin } from '../plugins/qemu/plugin.js';
 import { ScriptPlugin } from '../plugins/script/script-plugin.js';
 import { QmpClient } from '../plugins/qemu/qmp.js';
+import type { QmpChannel } from '../plugins/qemu/qmp-channel.js';
 import { describeVm, type VmDescription, type VmDisk } from '../plugins/qemu/vm-info.js';
 import type { VmConfig } from './vm-registry.js';
 import type { AgentPool } from './agent-pool.js';
@@ -223,16 +224,40 @@ export class BackupService {
     return wf;
   }
 
-  private async ensureShare(share: string): Promise<void> {
+  /** Makes the VM's share if it is missing; true when this call made it. */
+  private async ensureShare(share: string): Promise<boolean> {
     try {
       await this.ns.shares.get(share);
+      return false;
     } catch (err) {
       if (!isVmvaultError(err, 'NOT_FOUND')) throw err;
       await this.ns.shares.create(share);
+      return true;
     }
   }
 
+  /**
+   * A first backup that fails must not leave behind the share it made (empty, or holding half a
+   * copy and no point): an operator would find a share that looks like a backup and is none.
+   * The namespace refuses to remove a share that has snapshots, so a point is never lost here.
+   */
   private async backupNow(name: string, opts: { workflow?: string; full?: boolean }, p: BackupProgress): Promise<BackupRecord> {
+    let madeShare: string | undefined;
+    try {
+      return await this.backupSteps(name, opts, p, (share) => (madeShare = share));
+    } catch (err) {
+      if (madeShare !== undefined) {
+        const share = madeShare;
+        await this.ns.shares.remove(share, { force: true }).then(
+          () => p.log(`removed the share ${share} this failed first backup had made`),
+          (e) => p.log(`removing the share ${share} this failed backup had made failed: ${(e as Error).message}`),
+        );
+      }
+      throw err;
+    }
+  }
+
+  private async backupSteps(name: string, opts: { workflow?: string; full?: boolean }, p: BackupProgress, shareMade: (share: string) => void): Promise<BackupRecord> {
     const started = new Date();
     const t0 = performance.now();
     const log = (l: string) => {
@@ -246,7 +271,7 @@ export class BackupService {
     }
     const wf = await this.chooseWorkflow(vm, opts.workflow);
     const engine = await this.getEngine();
-    await this.ensureShare(vm.share);
+    if (await this.ensureShare(vm.share)) shareMade(vm.share);
     const state = await this.records.read(name);
     const snaps = await this.snapshotNames(vm.share);
     const point = uniquePointName(pointName(this.opts.now?.() ?? started), snaps);
@@ -397,7 +422,7 @@ export class BackupService {
 }
 
 /** Removes a checkpoint bitmap from every disk that has it (best effort, logged). */
-async function dropBitmap(qmp: QmpClient, disks: VmDisk[], name: string, log: (l: string) => void): Promise<void> {
+async function dropBitmap(qmp: QmpChannel, disks: VmDisk[], name: string, log: (l: string) => void): Promise<void> {
   for (const d of disks) {
     try {
       await qmp.execute('block-dirty-bitmap-remove', { node: d.node, name });

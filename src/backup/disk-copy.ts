@@ -12,13 +12,11 @@
 
 import { vmError } from '../errors.js';
 import type { Namespace } from '../namespace/namespace.js';
+import { BASE_ALLOCATION, extents, STATE_DIRTY, STATE_HOLE, STATE_ZERO } from '../plugins/qemu/nbd-extents.js';
 
-/** NBD_STATE_* bits of base:allocation. */
-export const STATE_HOLE = 1;
-export const STATE_ZERO = 2;
-/** The dirty-bitmap context's one bit. */
-export const STATE_DIRTY = 1;
-export const BASE_ALLOCATION = 'base:allocation';
+// The block-status bits and walk live with the NBD client (plugins/qemu/nbd-extents.ts), which
+// the agent's NBD source reads through too.
+export { BASE_ALLOCATION, STATE_DIRTY, STATE_HOLE, STATE_ZERO } from '../plugins/qemu/nbd-extents.js';
 
 /** What the copy needs of an NBD client (src/plugins/qemu/nbd-client.ts's NbdClient has it). */
 export interface ExtentSource {
@@ -62,33 +60,9 @@ export interface CopyResult {
   bytesConsidered: number;
 }
 
-/** A block-status answer is at most this long per request (NBD lengths are 32-bit). */
-const STATUS_WINDOW = 1 << 30;
-
 interface Range {
   offset: number;
   length: number;
-}
-
-/** Walks `context` over [offset, offset+length) and yields each extent, clipped, in order. */
-export async function* extents(src: ExtentSource, context: string, offset: number, length: number): AsyncGenerator<Range & { flags: number }> {
-  const end = offset + length;
-  let at = offset;
-  while (at < end) {
-    const want = Math.min(end - at, STATUS_WINDOW);
-    const got = await src.blockStatus(at, want, context);
-    if (got.length === 0) throw vmError('IO', `NBD block status for ${context} at ${at} returned no extent`);
-    const before = at;
-    for (const e of got) {
-      const from = Math.max(e.offset, at);
-      const to = Math.min(e.offset + e.length, end);
-      if (to <= from) continue;
-      if (from !== at) throw vmError('IO', `NBD block status for ${context} skipped from ${at} to ${from}`);
-      yield { offset: from, length: to - from, flags: e.flags };
-      at = to;
-    }
-    if (at === before) throw vmError('IO', `NBD block status for ${context} at ${at} made no progress`);
-  }
 }
 
 const ZEROS = Buffer.alloc(1 << 20);

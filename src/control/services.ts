@@ -9,6 +9,8 @@
 
 import type { BackupRecord } from '../backup/backup-records.js';
 import type { TransferReceiver } from '../transfer/receiver.js';
+import type { ExportServerHealth, ExportView } from '../export/export-service.js';
+import type { Protocol as ExportProtocol } from '../export/exports-file.js';
 
 /** What a job's progress counts; shown with its numbers ("12 / 40 containers", "1.2 GiB / 3 GiB"). */
 export const PROGRESS_UNITS = ['bytes', 'containers', 'files', 'items'] as const;
@@ -44,32 +46,10 @@ export interface HealthReport {
 
 // Exports to hypervisors (issue 16): the appliance's src/export/ implements ExportControl.
 
-export type ExportProtocol = 'nfs' | 'smb';
-
-export interface ExportView {
-  protocol: ExportProtocol;
-  share: string;
-  /** Canonical CIDR networks allowed to use the export. */
-  clients: string[];
-  /** nfs://HOST:PORT/<share> or smb://HOST:PORT/<share>. */
-  url: string;
-  state: 'active' | 'starting' | 'down' | 'unavailable';
-  detail?: string;
-  /** ISO 8601. */
-  enabledAt: string;
-}
-
-export interface ExportServerHealth {
-  protocol: ExportProtocol;
-  server: string;
-  wanted: boolean;
-  running: boolean;
-  listening: boolean;
-  port: number;
-  pid?: number;
-  restarts: number;
-  lastError?: string;
-}
+// The export layer owns the shapes of an export and of a server's health; the control plane
+// serves them as they are.
+export type { Protocol as ExportProtocol } from '../export/exports-file.js';
+export type { ExportServerHealth, ExportView } from '../export/export-service.js';
 
 export interface ExportControl {
   list(): Promise<ExportView[]>;

@@ -54,11 +54,14 @@ const DEFAULT_SMB_USER = 'root';
 export interface ExportView {
   protocol: Protocol;
   share: string;
+  /** Canonical CIDR networks allowed to use the export. */
   clients: string[];
+  /** nfs://HOST:PORT/<share> or smb://HOST:PORT/<share>. */
   url: string;
   /** active: served now; starting: the server is (re)starting; down: the server is not running; unavailable: cannot be served in this configuration. */
   state: 'active' | 'starting' | 'down' | 'unavailable';
   detail?: string;
+  /** ISO 8601. */
   enabledAt: string;
 }
 

@@ -138,6 +138,15 @@ export class PolicyService {
     return this.view(p);
   }
 
+  /** A VM left the registry: it leaves its policy too (its points keep their locks). */
+  async vmRemoved(vm: string): Promise<void> {
+    const p = this.o.registry.policyOf(vm);
+    if (!p) return;
+    await this.o.registry.unassign(p.name, vm);
+    this.o.scheduler?.reschedule();
+    this.o.log?.(`VM ${vm} was removed: unassigned from policy ${p.name} (its points keep their locks)`);
+  }
+
   /** Refused while any point of its VMs is locked (the refusal names them and when the last lock ends). */
   async remove(name: string): Promise<void> {
     await this.o.registry.remove(name, async (p) => {

@@ -135,18 +135,20 @@ export function decodeQueryReply(buf: Buffer, expected: number): boolean[] {
 export function encodeSegments(segs: SentSegment[]): Buffer {
   let bytes = 0;
   for (const s of segs) bytes += SEGMENT_ENTRY_HEADER_BYTES + s.payload.length;
-  const body = Buffer.allocUnsafe(bytes);
-  let at = 0;
+  // Header and body in one buffer: a frame is up to 16 MiB, and a concat would copy it again.
+  const frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + bytes);
+  header(FrameType.Segments, segs.length, bytes).copy(frame, 0);
+  let at = FRAME_HEADER_BYTES;
   for (const s of segs) {
-    s.fp.copy(body, at, 0, FP_LEN);
-    body.writeUInt32LE(s.len, at + FP_LEN);
-    body[at + FP_LEN + 4] = s.codec;
-    body.writeUInt32LE(s.payload.length, at + FP_LEN + 5);
+    s.fp.copy(frame, at, 0, FP_LEN);
+    frame.writeUInt32LE(s.len, at + FP_LEN);
+    frame[at + FP_LEN + 4] = s.codec;
+    frame.writeUInt32LE(s.payload.length, at + FP_LEN + 5);
     at += SEGMENT_ENTRY_HEADER_BYTES;
-    s.payload.copy(body, at);
+    s.payload.copy(frame, at);
     at += s.payload.length;
   }
-  return Buffer.concat([header(FrameType.Segments, segs.length, body.length), body]);
+  return frame;
 }
 
 export function decodeSegments(buf: Buffer, maxSegment: number): SentSegment[] {

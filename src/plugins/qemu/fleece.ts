@@ -29,7 +29,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { isVmvaultError, vmError, type VmvaultError } from '../../errors.js';
-import type { QmpClient } from './qmp.js';
+import type { QmpChannel } from './qmp-channel.js';
 import { parseSocketAddress } from './socket-address.js';
 import type { VmDisk } from './vm-info.js';
 
@@ -104,7 +104,7 @@ export class Fleece {
   private released = false;
 
   private constructor(
-    private readonly qmp: QmpClient,
+    private readonly qmp: QmpChannel,
     private readonly disks: DiskState[],
     private readonly opts: FleeceOptions,
     private readonly timeoutMs: number,
@@ -118,7 +118,7 @@ export class Fleece {
    * Makes the scratch images and nodes and decides full or incremental per disk. On any failure
    * it releases what it made and rethrows.
    */
-  static async prepare(qmp: QmpClient, disks: VmDisk[], opts: FleeceOptions): Promise<Fleece> {
+  static async prepare(qmp: QmpChannel, disks: VmDisk[], opts: FleeceOptions): Promise<Fleece> {
     if (disks.length === 0) throw vmError('INVALID_ARGUMENT', 'fleece: no disks to back up');
     checkBitmapName(opts.checkpoint, 'checkpoint');
     if (opts.previousCheckpoint !== undefined) checkBitmapName(opts.previousCheckpoint, 'previous checkpoint');
@@ -445,7 +445,7 @@ export class Fleece {
    * no export remains. prepare() calls it, so only one Fleece per VM may exist at a time (the
    * backup service runs one backup per VM). Returns one line per object removed.
    */
-  static async removeStale(qmp: QmpClient, opts: { log?: (l: string) => void; timeoutMs?: number } = {}): Promise<string[]> {
+  static async removeStale(qmp: QmpChannel, opts: { log?: (l: string) => void; timeoutMs?: number } = {}): Promise<string[]> {
     const t = { timeoutMs: opts.timeoutMs ?? 30_000 };
     const lines: string[] = [];
     const say = (l: string) => {
@@ -491,7 +491,7 @@ export class Fleece {
 
   /** The named bitmaps (checkpoints) on each disk's node, by device. */
   static async checkpoints(
-    qmp: QmpClient,
+    qmp: QmpChannel,
     disks: VmDisk[],
   ): Promise<Record<string, Array<{ name: string; recording: boolean; persistent: boolean; count: number; granularity: number; inconsistent: boolean }>>> {
     const nodes = await qmp.execute<NodeInfo[]>('query-named-block-nodes', { flat: true });
@@ -509,7 +509,7 @@ export class Fleece {
    * Drops the named checkpoints from every disk that has them (e.g. one an interrupted backup
    * created, which no backup record names). Missing ones are skipped.
    */
-  static async removeCheckpoints(qmp: QmpClient, disks: VmDisk[], names: string[]): Promise<string[]> {
+  static async removeCheckpoints(qmp: QmpChannel, disks: VmDisk[], names: string[]): Promise<string[]> {
     const have = await Fleece.checkpoints(qmp, disks);
     const lines: string[] = [];
     for (const d of disks) {

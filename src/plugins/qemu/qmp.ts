@@ -17,6 +17,7 @@ import type net from 'node:net';
 import { type ErrorCode, type VmvaultError, vmError } from '../../errors.js';
 import { JsonLines } from './json-lines.js';
 import { openSocket, parseSocketAddress } from './socket-address.js';
+import type { QmpChannel } from './qmp-channel.js';
 
 const DEFAULT_TIMEOUT_MS = 10_000;
 /** Events kept for a later waitEvent(); older ones are dropped first. */
@@ -51,7 +52,7 @@ const CLASS_CODES: Record<string, ErrorCode> = {
   CommandNotFound: 'NOT_SUPPORTED',
 };
 
-export class QmpClient {
+export class QmpClient implements QmpChannel {
   private readonly pending = new Map<number, Pending>();
   private readonly events: QmpEvent[] = [];
   private readonly waiters = new Set<Waiter>();

@@ -3,7 +3,7 @@
 // the fleecing backup works on. Only queries that QEMU 7.2 (Debian 12) has are used.
 
 import { vmError } from '../../errors.js';
-import type { QmpClient } from './qmp.js';
+import type { QmpChannel } from './qmp-channel.js';
 
 export interface VmDisk {
   /** The guest-facing device id ('vda'), else the legacy drive name, else the node name. */
@@ -53,7 +53,7 @@ interface BlockInfo {
   };
 }
 
-export async function describeVm(qmp: QmpClient): Promise<VmDescription> {
+export async function describeVm(qmp: QmpChannel): Promise<VmDescription> {
   const [name, status, uuid, machines, cpus, mem, blocks] = await Promise.all([
     qmp.execute<{ name?: string }>('query-name'),
     qmp.execute<{ status: string }>('query-status'),
@@ -98,14 +98,14 @@ export async function describeVm(qmp: QmpClient): Promise<VmDescription> {
  * QEMU 7.2's query-machines has no is-current (8.0 added it); the /machine object's QOM type is
  * the machine type plus '-machine' ('pc-q35-7.2-machine').
  */
-async function machineFromQom(qmp: QmpClient): Promise<string> {
+async function machineFromQom(qmp: QmpChannel): Promise<string> {
   const type = await qmp.execute<string>('qom-get', { path: '/machine', property: 'type' });
   if (typeof type !== 'string' || type.length === 0) throw vmError('IO', `QMP at ${qmp.address}: the machine type is unknown (qom-get /machine type)`);
   return type.replace(/-machine$/, '');
 }
 
 /** Every device under /machine/peripheral{,-anon} that has both `mac` and `netdev` properties. */
-async function listNics(qmp: QmpClient): Promise<VmNic[]> {
+async function listNics(qmp: QmpChannel): Promise<VmNic[]> {
   const nics: VmNic[] = [];
   for (const parent of ['/machine/peripheral', '/machine/peripheral-anon']) {
     let children: Array<{ name: string; type: string }>;
