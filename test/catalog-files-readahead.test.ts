@@ -18,13 +18,14 @@ import { tmpDir } from './helpers/tmpdir.js';
 const MiB = 1024 * 1024;
 
 t.test('a sequential read through .files/ reads the namespace in windows, not per kernel request', async (t) => {
-  // Stopped in reverse order (mount, catalog, namespace, store), even on failure, before the
-  // temporary directory goes (registered first).
+  // tap runs teardowns last registered first: the temporary directory is registered before the
+  // undo list, so the mount, catalog, namespace and store are stopped (in that order, even on
+  // failure) before it is removed. The other order left the mount busy and the test hung.
+  const dir = tmpDir(t);
   const undo: Array<() => unknown> = [];
   t.teardown(async () => {
     for (const fn of undo.reverse()) await fn();
   });
-  const dir = tmpDir(t);
   const tree = path.join(dir, 'tree');
   const size = 6 * MiB + 12345;
   makeTree(tree, { 'var/lib/big.bin': size, 'etc/hostname': 'web01\n' });
