@@ -34,6 +34,8 @@ export interface VirtualTree {
   readdir(node: bigint): Promise<Array<{ name: string; attr: NodeAttr }>>;
   readlink(node: bigint): Promise<string>;
   read(node: bigint, offset: number, size: number): Promise<Buffer>;
+  /** A handle on `node` was released (the tree may drop what it read ahead for it). */
+  release?(node: bigint): void;
 }
 
 function attr(a: NodeAttr): LlAttr {
@@ -111,7 +113,11 @@ export function withVirtualTree(base: Partial<LlOps>, tree: VirtualTree, ns: Nam
       return guard<typeof r>(async (r, s) => void s.replyData(r.id, await tree.read(r.ino, r.offset, r.size)))(r, s);
     },
     flush: (r, s) => (tree.owns(r.ino) ? rofsOk(s, r) : call('flush', r, s)),
-    release: (r, s) => (tree.owns(r.ino) ? rofsOk(s, r) : call('release', r, s)),
+    release: (r, s) => {
+      if (!tree.owns(r.ino)) return call('release', r, s);
+      tree.release?.(r.ino);
+      rofsOk(s, r);
+    },
     opendir: guard(async (r, s) => {
       const owned = tree.owns(r.ino);
       if (!owned && !(await tree.hosts(r.ino))) return void (await call('opendir', r, s));
