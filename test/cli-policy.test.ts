@@ -66,6 +66,9 @@ t.test('create, list, show, assign, prune --dry-run, unassign, remove', async (t
   const show = await cli('policy', 'show', 'gold');
   t.equal(show.code, 0, show.stderr);
   t.match(show.stdout, /db01 \(share db01\): 1 point\(s\)\nPOINT\s+LOCK\n2026-12-05T10-00-00Z\s+locked until 2026-12-06/);
+  const snaps = await cli('snapshot', 'list', 'db01');
+  t.equal(snaps.code, 0, snaps.stderr);
+  t.match(snaps.stdout, /LOCKED UNTIL\n.*2026-12-05T10-00-00Z.*\s2026-12-06 \d\d:\d\d/, 'snapshot list shows when the lock ends');
   const dry = await cli('policy', 'prune', 'gold', '--dry-run');
   t.equal(dry.code, 0, dry.stderr);
   t.match(dry.stdout, /^dry run: nothing removed\ndb01:\nno points/, 'a snapshot without a backup record is not a restore point: retention leaves it alone');

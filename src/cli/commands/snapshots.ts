@@ -68,9 +68,22 @@ export function splitSharePath(arg: string): { share: string; path: string } {
   return { share: arg.slice(0, slash), path: arg.slice(slash + 1) };
 }
 
+/**
+ * One row per snapshot; a LOCKED UNTIL column (the end of a policy's retention lock) only when a
+ * snapshot has one. The time is the appliance's: the CLI does not judge it against its own clock,
+ * which may differ, so a lock that has ended still shows its end.
+ */
 function snapshotsTable(snaps: SnapshotSummary[]): string {
+  const locks = snaps.some((s) => s.lockedUntil !== undefined);
   return formatTable(
-    ['SHARE', 'NAME', 'FILES', 'LOGICAL', 'CREATED'],
-    snaps.map((s) => [s.share, s.name, String(s.files), formatBytes(s.logicalBytes), formatTime(s.created)]),
+    ['SHARE', 'NAME', 'FILES', 'LOGICAL', 'CREATED', ...(locks ? ['LOCKED UNTIL'] : [])],
+    snaps.map((s) => [
+      s.share,
+      s.name,
+      String(s.files),
+      formatBytes(s.logicalBytes),
+      formatTime(s.created),
+      ...(locks ? [s.lockedUntil ? formatTime(s.lockedUntil) : '-'] : []),
+    ]),
   );
 }
