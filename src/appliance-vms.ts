@@ -4,6 +4,7 @@
 
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { checkNbdUri, looksLikeNbdUri, nbdTargets } from './backup/restore-nbd.js';
 import { checkNewVm, checkVmName, checkWorkflowName, redactUrl, type VmConfig, type VmRegistry } from './backup/vm-registry.js';
 import { jobProgress } from './control/job-progress.js';
 import { checkRestoreTarget } from './control/restore-target.js';
@@ -126,7 +127,9 @@ export class ApplianceVms {
 
   async checkRestore(name: string, req: RestoreRequest): Promise<void> {
     this.registry().get(name);
-    await this.checkOutsideRoots(checkRestoreTarget(req.to));
+    const nbd = looksLikeNbdUri(req.to);
+    if (nbd) await this.checkNbdSockets(checkRestoreTarget(req.to));
+    else await this.checkOutsideRoots(checkRestoreTarget(req.to));
     if (req.format !== undefined && req.format !== 'raw' && req.format !== 'qcow2') throw vmError('INVALID_ARGUMENT', `restore format must be raw or qcow2, not ${JSON.stringify(req.format)}`);
     const points = await this.engine().listBackups(name);
     let rec: BackupRecordView | undefined;
@@ -139,6 +142,11 @@ export class ApplianceVms {
     } else {
       rec = points.at(-1);
       if (rec === undefined) throw vmError('NOT_FOUND', `VM ${name} has no restore point yet (vmvault backup ${name} makes one)`, { vm: name });
+    }
+    if (nbd) {
+      if (req.format !== undefined) throw vmError('INVALID_ARGUMENT', 'an NBD target takes no format: the disk is written as the raw bytes the export stores');
+      nbdTargets(req.to, rec.disks.map((d) => d.device));
+      return;
     }
     try {
       const st = await fs.stat(req.to);
@@ -160,10 +168,20 @@ export class ApplianceVms {
 
   async restoreVm(ctx: JobContext, name: string, req: RestoreRequest): Promise<RestoreResult> {
     this.registry().get(name);
-    const opts: { point?: string; to: string; format?: 'raw' | 'qcow2' } = { to: await this.checkOutsideRoots(checkRestoreTarget(req.to)) };
+    const to = checkRestoreTarget(req.to);
+    const opts: { point?: string; to: string; format?: 'raw' | 'qcow2' } = { to: looksLikeNbdUri(to) ? await this.checkNbdSockets(to) : await this.checkOutsideRoots(to) };
     if (req.point !== undefined) opts.point = req.point;
     if (req.format !== undefined) opts.format = req.format;
     return this.engine().restore(name, opts, jobProgress(ctx));
+  }
+
+  /**
+   * An NBD URI unless its UNIX socket lies in the appliance's own mount (connecting there would
+   * make this process wait on its own FUSE mount) or data directory.
+   */
+  private async checkNbdSockets(uri: string): Promise<string> {
+    for (const s of checkNbdUri(uri).sockets) await this.checkOutsideRoots(s.split('{device}').join('vda'));
+    return uri;
   }
 
   /** `to` (absolute, canonical) unless it is, or is under, a forbidden root, by name or through symbolic links. */

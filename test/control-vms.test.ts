@@ -92,6 +92,8 @@ t.test('bad input: a clear 4xx, and nothing half made', async (t) => {
     [{ to: '/tmp/../etc' }, /must not contain '\.' or '\.\.' components/],
     [{ to: '/tmp/x', format: 'vmdk' }, /format must be "raw" or "qcow2"/],
     [{}, /needs "to"/],
+    [{ to: 'nbd+unix:///vda' }, /NBD URI "nbd\+unix:\/\/\/vda": no socket=\/PATH/],
+    [{ to: 'nbds://h/vda' }, /NBD over TLS is not supported/],
   ];
   for (const [body, message] of restoreCases) {
     const res = await s.call('POST', '/api/v1/vms/web01/restores', body);

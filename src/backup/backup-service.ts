@@ -34,6 +34,7 @@ import { type BackupRecord, BackupRecords } from './backup-records.js';
 import { COPY_JOB_KEY, CopyPlugin } from './copy-plugin.js';
 import { checkpointName, pointName, uniquePointName } from './point-name.js';
 import { restorePoint } from './restore.js';
+import { looksLikeNbdUri, restorePointToNbd } from './restore-nbd.js';
 import { WorkflowEngine } from './workflow/engine.js';
 import { loadPluginsFolder } from './workflow/executable-plugins.js';
 import { QuiesceJournal } from './workflow/journal.js';
@@ -404,13 +405,22 @@ export class BackupService {
     const vm = this.vms.get(name);
     const format = opts.format ?? 'raw';
     if (format !== 'raw' && format !== 'qcow2') throw vmError('INVALID_ARGUMENT', `format must be raw or qcow2, not ${String(format)}`);
-    if (typeof opts.to !== 'string' || opts.to === '') throw vmError('INVALID_ARGUMENT', 'restore needs a target directory (--to DIR)');
+    if (typeof opts.to !== 'string' || opts.to === '') throw vmError('INVALID_ARGUMENT', 'restore needs a target directory or NBD URI (--to DIR|URI)');
     const points = await this.listBackups(name);
     if (points.length === 0) throw vmError('NOT_FOUND', `VM ${name} has no restore point`);
     const rec = opts.point === undefined ? points.at(-1)! : points.find((r) => r.point === opts.point);
     if (!rec) throw vmError('NOT_FOUND', `VM ${name} has no restore point ${opts.point} (latest: ${points.at(-1)!.point})`);
     p.phase('restore');
     p.total(rec.disks.reduce((n, d) => n + d.sizeBytes, 0), 'bytes');
+    if (looksLikeNbdUri(opts.to)) {
+      const files = await restorePointToNbd(this.ns, vm.share, rec.point, rec.disks.map((d) => d.device), opts.to, {
+        signal: p.signal,
+        advance: (n) => p.advance(n),
+        log: (l) => p.log(l),
+      });
+      p.log(`restored ${rec.point} of ${name} over NBD: ${files.join(', ')}`);
+      return { point: rec.point, files };
+    }
     const files = await restorePoint(this.ns, vm.share, rec.point, rec.disks.map((d) => d.device), path.resolve(opts.to), {
       format,
       signal: p.signal,

@@ -136,7 +136,7 @@ export async function restorePoint(
 }
 
 /** The [start, end) runs of `fh` that hold data, from the store's holes (SEEK_DATA / SEEK_HOLE). */
-async function dataRanges(ns: Namespace, fh: number, size: number): Promise<Array<{ start: number; end: number }>> {
+export async function dataRanges(ns: Namespace, fh: number, size: number): Promise<Array<{ start: number; end: number }>> {
   const out: Array<{ start: number; end: number }> = [];
   let at = 0;
   while (at < size) {

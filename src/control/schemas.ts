@@ -327,8 +327,16 @@ export const restoreBody = {
   additionalProperties: false,
   properties: {
     point: { ...pointName, description: 'Default: the newest restore point.' },
-    to: { type: 'string', title: 'target directory', minLength: 1, description: 'Absolute directory on the appliance host; the disks are written into it as <device>.raw or <device>.qcow2.' },
-    format: { type: 'string', title: 'format', enum: ['raw', 'qcow2'], description: 'Default raw.' },
+    to: {
+      type: 'string',
+      title: 'target',
+      minLength: 1,
+      description:
+        'Absolute directory on the appliance host (the disks are written into it as <device>.raw or <device>.qcow2), or an NBD URI ' +
+        '(nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=/PATH) of a writable export at least the disk\'s size: every byte of it up to the disk\'s size is written. ' +
+        'A point with several disks names {device} in the URI, and each disk goes to its own export.',
+    },
+    format: { type: 'string', title: 'format', enum: ['raw', 'qcow2'], description: 'Default raw. Not with an NBD target.' },
   },
 } as const;
 

@@ -74,10 +74,13 @@ export async function restoreCommand(ctx: CommandContext, args: string[]): Promi
   refuseOptions(ctx.flags, 'restore', ['point', 'to', 'format']);
   const [name] = expectArgs(args, ['vm'], 'restore');
   const { to, point, format } = ctx.flags;
-  if (to === undefined || to === '') throw usage('restore: --to <dir> is required (a directory on the appliance host; the disks are written into it)');
+  if (to === undefined || to === '') {
+    throw usage('restore: --to is required: a directory on the appliance host (the disks are written into it), or an NBD URI (nbd://HOST/EXPORT, nbd+unix:///EXPORT?socket=/PATH; {device} for several disks)');
+  }
   if (format !== undefined && format !== 'raw' && format !== 'qcow2') throw usage(`restore: --format must be raw or qcow2, not ${JSON.stringify(format)}`);
-  // The appliance takes absolute paths; a relative one means this shell's directory.
-  const body: { to: string; point?: string; format?: string } = { to: path.resolve(to) };
+  // The appliance takes absolute paths; a relative one means this shell's directory. An NBD URI
+  // goes as it is.
+  const body: { to: string; point?: string; format?: string } = { to: /^nbds?(\+[a-z]+)?:\/\//i.test(to) ? to : path.resolve(to) };
   if (point !== undefined) body.point = point;
   if (format !== undefined) body.format = format;
   return startAndWatch(ctx, `/vms/${seg(name)}/restores`, body);
