@@ -5,7 +5,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { checkNbdUri, looksLikeNbdUri, nbdTargets } from './backup/restore-nbd.js';
-import { checkNewVm, checkVmName, checkWorkflowName, redactUrl, type VmConfig, type VmRegistry } from './backup/vm-registry.js';
+import { checkNewVm, checkScriptFile, checkVmName, checkWorkflowName, redactUrl, type VmConfig, type VmRegistry } from './backup/vm-registry.js';
 import { jobProgress } from './control/job-progress.js';
 import { checkRestoreTarget } from './control/restore-target.js';
 import type {
@@ -79,6 +79,7 @@ export class ApplianceVms {
   async addVm(req: NewVmRequest): Promise<VmView> {
     checkNewVm(req);
     if (req.workflow !== undefined) await this.checkWorkflow(req.workflow);
+    if (req.script !== undefined) await checkScriptFile(req.script);
     return this.view(await this.registry().add(req));
   }
 
@@ -267,6 +268,7 @@ export class ApplianceVms {
     if (vm.pg !== undefined) out.pg = redactUrl(vm.pg);
     if (vm.workflow !== undefined) out.workflow = vm.workflow;
     if (vm.agent !== undefined) out.agent = vm.agent;
+    if (vm.script !== undefined) out.script = vm.script;
     return out;
   }
 

@@ -317,7 +317,13 @@ export class BackupService {
           inFlight: this.opts.inFlight,
           connections: this.opts.nbdConnections,
         });
-        const target: WorkflowTarget = { vm: name, qmp: vm.qmp, ...(vm.qga ? { qga: vm.qga } : {}), ...(vm.pg ? { pg: vm.pg } : {}) };
+        const target: WorkflowTarget = {
+          vm: name,
+          qmp: vm.qmp,
+          ...(vm.qga ? { qga: vm.qga } : {}),
+          ...(vm.pg ? { pg: vm.pg } : {}),
+          ...(vm.script ? { script: vm.script } : {}),
+        };
         p.phase('workflow');
         const report = await engine.run(wf, target, {
           signal: p.signal,

@@ -14,12 +14,15 @@
 //                "workflow": "app-consistent",                 (optional)
 //                "agent": "host-a",                            (optional: the external agent that
 //                                                               copies its disks; issue 12)
+//                "script": "/etc/vmvault/web01-app.sh",        (optional: the operator's executable
+//                                                               the built-in script plug-in runs)
 //                "createdAt": "2026-12-05T12:00:00.000Z" } ] }   sorted by name
 // A reader refuses a newer version (UNSUPPORTED_FORMAT) and a file it cannot parse
 // (CORRUPT_RECORD, naming the file): unlike the job history, this file is the operator's
 // configuration, so it is never moved aside or dropped. Adding a field is not a format change
 // (readers ignore fields they do not know); renaming or re-typing one is.
 
+import { constants as fsConstants } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { type VmvaultError, vmError } from '../errors.js';
@@ -48,6 +51,12 @@ export interface VmConfig {
    * source takes over when this one is lost.
    */
   agent?: string;
+  /**
+   * The operator's executable the built-in `script` plug-in runs for this VM (actions and VM as
+   * JSON on stdin: src/plugins/script/PROTOCOL.md). Absolute; checked to exist and be executable
+   * when the VM is added, described (which actions it performs) at each backup.
+   */
+  script?: string;
   /** ISO 8601. */
   createdAt: string;
 }
@@ -63,7 +72,7 @@ const MAX_UNIX_PATH_BYTES = 107;
 const WORKFLOW_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
-const FIELDS = new Set(['name', 'share', 'qmp', 'qga', 'pg', 'workflow', 'agent']);
+const FIELDS = new Set(['name', 'share', 'qmp', 'qga', 'pg', 'workflow', 'agent', 'script']);
 /** Agent names: what `vmvault agent --name` accepts (a host name's characters). */
 const AGENT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
@@ -146,7 +155,40 @@ export function checkNewVm(input: NewVm): VmConfig {
   if (input.pg !== undefined) vm.pg = checkPostgresUrl(input.pg);
   if (input.workflow !== undefined) vm.workflow = checkWorkflowName(input.workflow);
   if (input.agent !== undefined) vm.agent = checkAgentName(input.agent);
+  if (input.script !== undefined) vm.script = checkScriptPath(input.script);
   return vm;
+}
+
+/**
+ * The script's path as written: absolute, canonical, no control characters. Whether the file
+ * exists and is executable is the caller's check (it needs the file system; see
+ * `checkScriptFile`), so this one stays synchronous like the others.
+ */
+export function checkScriptPath(p: unknown): string {
+  if (typeof p !== 'string' || p.length === 0) throw vmError('INVALID_ARGUMENT', 'script path is missing; give the absolute path of an executable');
+  if (Buffer.byteLength(p) > MAX_ADDRESS_BYTES) throw vmError('NAME_TOO_LONG', `script path is longer than ${MAX_ADDRESS_BYTES} bytes`);
+  if (/[\u0000-\u001f\u007f]/.test(p)) throw vmError('INVALID_ARGUMENT', 'script path contains a NUL or control character');
+  const shown = JSON.stringify(p.length > 80 ? `${p.slice(0, 80)}...` : p);
+  if (!path.isAbsolute(p)) throw vmError('INVALID_ARGUMENT', `script path ${shown} must be absolute (the appliance runs it, from its own directory)`);
+  if (p.split('/').some((c) => c === '..' || c === '.')) throw vmError('INVALID_ARGUMENT', `script path ${shown} must not contain '.' or '..' components`);
+  return p;
+}
+
+/** The script is a regular file the appliance may execute: NOT_FOUND or INVALID_ARGUMENT saying what to do. */
+export async function checkScriptFile(p: string): Promise<void> {
+  let st: import('node:fs').Stats;
+  try {
+    st = await fs.stat(p);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw vmError('INVALID_ARGUMENT', `script ${p} does not exist on the appliance host`, { script: p });
+    throw vmError('INVALID_ARGUMENT', `script ${p}: ${(err as Error).message}`, { script: p });
+  }
+  if (!st.isFile()) throw vmError('INVALID_ARGUMENT', `script ${p} is not a regular file`, { script: p });
+  try {
+    await fs.access(p, fsConstants.X_OK);
+  } catch {
+    throw vmError('INVALID_ARGUMENT', `script ${p} is not executable; chmod +x it`, { script: p });
+  }
 }
 
 /** A VM's name follows the share name rules (it is its share's default name); messages say "VM name". */

@@ -62,12 +62,13 @@ Maintenance (jobs; a progress bar until done, Ctrl-C cancels)
 
 VM backup (backups and restores are jobs, like gc)
   vm add <vm> --qmp <addr> [--qga <addr>] [--pg <url>] [--share <share>] [--workflow <w>]
-         [--agent <name>]
+         [--agent <name>] [--script <path>]
                                           protect a VM; <addr>: unix:/path or tcp:host:port;
                                           --qga for app-consistent backups (fsfreeze), --pg
                                           postgres://user@host/db for a database CHECKPOINT;
                                           the share defaults to the VM's name; --agent: the
-                                          external agent that copies its disks
+                                          external agent that copies its disks; --script: an
+                                          executable for the script plug-in's actions
   vm list                                 VMs: state, disks (device, size, format), last backup
   vm get <vm>                             one VM
   vm remove <vm>                          stop protecting it (its share and backups stay)
@@ -184,6 +185,7 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       keep: values.keep,
       lock: values.lock,
       group: values.group,
+      script: values.script,
       dryRun: values['dry-run'] === true,
     };
     if (!['vm', 'backup', 'restore', 'catalog', 'find', 'restore-file', 'policy'].includes(name)) refuseOptions(flags, name, []);
@@ -235,6 +237,7 @@ const OPTIONS = {
   keep: 'string',
   lock: 'string',
   group: 'string',
+  script: 'string',
   'dry-run': 'boolean',
 } as const;
 type OptionName = keyof typeof OPTIONS;

@@ -249,6 +249,12 @@ export const newVmBody = {
     share: { ...shareName, description: `Share the backups go to (default: the VM's name). ${NAME_RULES}.` },
     workflow: { ...workflowName, description: 'The workflow a backup runs when none is named.' },
     agent: { type: 'string', title: 'agent name', minLength: 1, maxLength: 64, description: 'The external agent (vmvault agent --name) that copies the disks; default: the appliance itself.' },
+    script: {
+      type: 'string',
+      title: 'script',
+      minLength: 1,
+      description: "Absolute path of an executable on the appliance host that the built-in script plug-in runs for this VM's workflow actions (protocol: src/plugins/script/PROTOCOL.md). Must exist and be executable.",
+    },
   },
 } as const;
 
@@ -304,6 +310,7 @@ export const vmView = {
     pg: { type: 'string', description: 'With any password shown as ***.' },
     workflow: { type: 'string' },
     agent: { type: 'string', description: 'The external agent that copies the disks.' },
+    script: { type: 'string', description: 'The executable the script plug-in runs for this VM.' },
     createdAt: isoTime,
     state: { type: 'string', description: 'QEMU\'s run state ("running", "paused", ...) or "unreachable" when QMP does not answer in time.' },
     stateDetail: { type: 'string', description: 'Why the VM is unreachable.' },

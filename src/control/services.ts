@@ -228,6 +228,8 @@ export interface VmView extends VmState {
   workflow?: string;
   /** The external agent that copies the disks (absent: the appliance itself). */
   agent?: string;
+  /** The operator's executable the script plug-in runs for this VM. */
+  script?: string;
   createdAt: string;
 }
 
@@ -241,6 +243,8 @@ export interface NewVmRequest {
   workflow?: string;
   /** The external agent that copies the disks (vmvault agent --name). */
   agent?: string;
+  /** Absolute path of the operator's executable for the script plug-in (src/plugins/script/PROTOCOL.md). */
+  script?: string;
 }
 
 export interface BackupRequest {

@@ -40,12 +40,13 @@ export interface Flags {
   keep?: string;
   lock?: string;
   group?: string;
+  script?: string;
   dryRun?: boolean;
 }
 
 /** The VM options a command does not take, as a usage error; call with the ones it does. */
 export function refuseOptions(flags: Flags, command: string, takes: ReadonlyArray<keyof Flags>): void {
-  for (const k of ['qmp', 'qga', 'pg', 'share', 'workflow', 'point', 'to', 'format', 'agent', 'vm', 'since', 'pathPrefix', 'size', 'changed', 'limit', 'image', 'volume', 'backup', 'keep', 'lock', 'group'] as const) {
+  for (const k of ['qmp', 'qga', 'pg', 'share', 'workflow', 'point', 'to', 'format', 'agent', 'vm', 'since', 'pathPrefix', 'size', 'changed', 'limit', 'image', 'volume', 'backup', 'keep', 'lock', 'group', 'script'] as const) {
     if (flags[k] !== undefined && !takes.includes(k)) throw usage(`${command} takes no --${k === 'pathPrefix' ? 'path-prefix' : k}`);
   }
   if (flags.dryRun === true && !takes.includes('dryRun')) throw usage(`${command} takes no --dry-run`);

@@ -14,9 +14,9 @@ export async function vmCommand(ctx: CommandContext, args: string[]): Promise<nu
   const [verb, ...rest] = args;
   switch (verb) {
     case 'add': {
-      refuseOptions(ctx.flags, 'vm add', ['qmp', 'qga', 'pg', 'share', 'workflow', 'agent']);
+      refuseOptions(ctx.flags, 'vm add', ['qmp', 'qga', 'pg', 'share', 'workflow', 'agent', 'script']);
       const [name] = expectArgs(rest, ['vm'], 'vm add');
-      const { qmp, qga, pg, share, workflow, agent } = ctx.flags;
+      const { qmp, qga, pg, share, workflow, agent, script } = ctx.flags;
       if (qmp === undefined) throw usage('vm add: --qmp <addr> is required (unix:/path/to/qmp.sock or tcp:host:port, as given to QEMU\'s -qmp)');
       const req: NewVmRequest = { name, qmp };
       if (qga !== undefined) req.qga = qga;
@@ -24,6 +24,8 @@ export async function vmCommand(ctx: CommandContext, args: string[]): Promise<nu
       if (share !== undefined) req.share = share;
       if (workflow !== undefined) req.workflow = workflow;
       if (agent !== undefined) req.agent = agent;
+      // The appliance runs the script: an absolute path on its host, as given.
+      if (script !== undefined) req.script = script;
       const vm = await ctx.client.post<VmView>('/vms', req);
       output(ctx, `registered VM ${vm.name} (backups go to share ${vm.share})\n${vmText(vm)}`, vm);
       return EXIT.OK;
@@ -116,6 +118,7 @@ function vmText(vm: VmView): string {
   ];
   if (vm.pg !== undefined) pairs.push(['PostgreSQL', vm.pg]);
   if (vm.workflow !== undefined) pairs.push(['Workflow', vm.workflow]);
+  if (vm.script !== undefined) pairs.push(['Script', vm.script]);
   pairs.push(['Copied by', vm.agent === undefined ? 'the appliance' : `agent ${vm.agent}`]);
   if (vm.disks.length === 0) pairs.push(['Disks', '-']);
   for (const [i, d] of vm.disks.entries()) pairs.push([i === 0 ? 'Disks' : '', `${d.device}  ${formatBytes(d.sizeBytes)}  ${d.format}${d.file === undefined ? '' : `  ${d.file}`}`]);
