@@ -32,6 +32,8 @@ export interface BackupEngine {
   backup(name: string, opts: { workflow?: string; full?: boolean }, p: ByteProgress): Promise<BackupRecordView>;
   listBackups(name: string): Promise<BackupRecordView[]>;
   restore(name: string, opts: { point?: string; to: string; format?: 'raw' | 'qcow2' }, p: ByteProgress): Promise<RestoreResult>;
+  /** Refuses (CONFLICT) a share that holds files other than a VM's backups. */
+  checkShare?(share: string): Promise<void>;
 }
 
 export interface VmBackupParts {
@@ -80,6 +82,7 @@ export class ApplianceVms {
     checkNewVm(req);
     if (req.workflow !== undefined) await this.checkWorkflow(req.workflow);
     if (req.script !== undefined) await checkScriptFile(req.script);
+    await this.vmParts?.engine?.checkShare?.(req.share ?? req.name);
     return this.view(await this.registry().add(req));
   }
 

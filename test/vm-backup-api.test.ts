@@ -6,6 +6,8 @@
 //   meanwhile is 409; cancel ends the job "cancelled" and no restore point appears;
 // - an unknown workflow and an app-consistent backup of a VM without a guest agent are refused
 //   before any job starts (400, saying what to do), with nothing made;
+// - a VM whose share already holds other files (a hypervisor's datastore: a backup would write
+//   vda.raw over its image) is refused; an empty share or an earlier VM's backups are taken;
 // - against a real QEMU: the VM's state and disks, a backup job with progress in bytes, the
 //   restore point listed, a restore job writing the disks, and a second restore into the same
 //   directory refused before it starts.
@@ -21,7 +23,7 @@ import { VmRegistry } from '../src/backup/vm-registry.js';
 import { loadWorkflows } from '../src/backup/workflow/workflows.js';
 import { buildServer } from '../src/control/server.js';
 import type { Namespace } from '../src/namespace/namespace.js';
-import { openNs } from './helpers/ns.js';
+import { openNs, writeFile } from './helpers/ns.js';
 import { startQemu } from './helpers/qemu.js';
 import type { TestT } from './helpers/tap-types.js';
 import { tmpDir } from './helpers/tmpdir.js';
@@ -165,6 +167,25 @@ t.test('refused before any job: unknown workflow, app-consistent without a guest
   const restore = await s.call('POST', '/api/v1/vms/noagent/restores', { to: path.join(s.dir, 'out') });
   t.equal(restore.statusCode, 404);
   t.match(restore.json().error.message, /VM noagent has no restore point yet/);
+
+  // A share that holds a hypervisor's images is not a backup share.
+  await s.ns.shares.create('datastore');
+  const image = Buffer.alloc(4096, 9);
+  await writeFile(s.ns, '/datastore/vda.raw', image);
+  await writeFile(s.ns, '/datastore/web02.vmdk', Buffer.alloc(512, 1));
+  const taken = await s.call('POST', '/api/v1/vms', { name: 'web02', qmp: 'unix:/run/qemu/web02.qmp', share: 'datastore' });
+  t.equal(taken.statusCode, 409);
+  t.match(taken.json().error.message, /share "datastore" already holds files that are not a VM's backups \("vda\.raw", "web02\.vmdk"\); .*give this VM another share \(--share\)/);
+  const fh = await s.ns.fs.open('/datastore/vda.raw', 0);
+  t.ok((await s.ns.fs.read(fh, 0, 4096)).equals(image), 'the image in it is untouched');
+  await s.ns.fs.release(fh);
+  // An empty share, and a share with an earlier VM's backups (vm.json), are taken.
+  await s.ns.shares.create('fresh');
+  t.equal((await s.call('POST', '/api/v1/vms', { name: 'web03', qmp: 'unix:/run/qemu/web03.qmp', share: 'fresh' })).statusCode, 201);
+  await s.ns.shares.create('old-web04');
+  await writeFile(s.ns, '/old-web04/vm.json', Buffer.from('{"name":"web04"}'));
+  await writeFile(s.ns, '/old-web04/vda.raw', image);
+  t.equal((await s.call('POST', '/api/v1/vms', { name: 'web04', qmp: 'unix:/run/qemu/web04.qmp', share: 'old-web04' })).statusCode, 201, 'a removed VM added again continues in its share');
 });
 
 t.test('against a real QEMU: state and disks, a backup job with byte progress, its point, a restore job', async (t) => {

@@ -225,6 +225,32 @@ export class BackupService {
     return wf;
   }
 
+  /**
+   * Refuses a share that already holds files and is not a VM's backup share (no vm.json at its
+   * top): a backup writes `<device>.raw` there and snapshots the whole share, so it would
+   * overwrite a hypervisor's image of that name and mix the share's other files into every
+   * point. A missing or empty share, or one holding an earlier VM's backups (vm.json; the
+   * chain of a VM removed and added again goes on), is fine.
+   */
+  async checkShare(share: string): Promise<void> {
+    let entries: Array<{ name: string }>;
+    try {
+      entries = await this.ns.fs.readdir(`/${share}`);
+    } catch (err) {
+      if (isVmvaultError(err, 'NOT_FOUND')) return;
+      throw err;
+    }
+    const names = entries.map((e) => e.name).filter((n) => n !== '.' && n !== '..' && !n.startsWith('.snapshots') && !n.startsWith('.clones'));
+    if (names.length === 0 || names.includes('vm.json')) return;
+    const shown = names.slice(0, 5).map((n) => JSON.stringify(n)).join(', ') + (names.length > 5 ? `, ... (${names.length} in all)` : '');
+    throw vmError(
+      'CONFLICT',
+      `share ${JSON.stringify(share)} already holds files that are not a VM's backups (${shown}); a backup writes <device>.raw files into its share ` +
+        'and snapshots all of it, so it could overwrite them: give this VM another share (--share), or empty that one',
+      { share },
+    );
+  }
+
   /** Makes the VM's share if it is missing; true when this call made it. */
   private async ensureShare(share: string): Promise<boolean> {
     try {
