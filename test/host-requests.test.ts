@@ -57,17 +57,17 @@ function withTable(table: HostRequestTable): (r: HostRequest) => Promise<Answer>
 t.test('request errors: unknown agent, a kind it lacks, silence, a lost agent, a stray answer', async (t) => {
   const pool = new AgentPool({ lostAfterMs: 800 });
   t.teardown(() => pool.close());
-  const e1 = await pool.request('nobody', 'discover', {}, 1000).catch((e: any) => e);
+  const e1 = await pool.request('nobody', 'discover', {}, 1000).catch((e: any) => e) as any;
   t.ok(isVmvaultError(e1, 'NOT_FOUND'), String(e1));
   t.equal(e1.details.hostReason, 'agent-unknown');
 
   const silent = fakeAgent(t, pool, 'silent', ['discover'], async () => undefined);
-  const e2 = await pool.request('silent', 'ha-state', {}, 1000).catch((e: any) => e);
+  const e2 = await pool.request('silent', 'ha-state', {}, 1000).catch((e: any) => e) as any;
   t.ok(isVmvaultError(e2, 'NOT_SUPPORTED'), String(e2));
   t.match(e2.message, /does not handle ha-state requests \(it handles: discover/);
 
   const t0 = Date.now();
-  const e3 = await pool.request('silent', 'discover', {}, 500).catch((e: any) => e);
+  const e3 = await pool.request('silent', 'discover', {}, 500).catch((e: any) => e) as any;
   t.ok(isVmvaultError(e3, 'TIMEOUT'), String(e3));
   t.ok(Date.now() - t0 < 2000, 'the timeout is the bound');
   t.match(e3.message, /did not answer discover within 500 ms/);
@@ -82,7 +82,7 @@ t.test('request errors: unknown agent, a kind it lacks, silence, a lost agent, a
   const e4 = await pending;
   t.ok(isVmvaultError(e4, 'IO'), String(e4));
   t.equal(e4.details.hostReason, 'agent-lost');
-  const e5 = await pool.request('silent', 'discover', {}, 1000).catch((e: any) => e);
+  const e5 = await pool.request('silent', 'discover', {}, 1000).catch((e: any) => e) as any;
   t.equal(e5.details.hostReason, 'agent-lost', 'a lost agent is refused at once');
 
   // A handler's own error comes back with its code.
@@ -91,7 +91,7 @@ t.test('request errors: unknown agent, a kind it lacks, silence, a lost agent, a
     throw Object.assign(new Error('boom'), {});
   });
   fakeAgent(t, pool, 'failing', table.kinds(), withTable(table));
-  const e6 = await pool.request('failing', 'discover', {}, 2000).catch((e: any) => e);
+  const e6 = await pool.request('failing', 'discover', {}, 2000).catch((e: any) => e) as any;
   t.ok(isVmvaultError(e6, 'IO'), String(e6));
   t.match(e6.message, /agent failing: discover: boom/);
 });
@@ -156,7 +156,7 @@ t.test('QMP relayed through the agent, and discovery of a folder', { timeout: 12
   const map = new ClusterMap({ pool, hosts: () => [{ name: 'node1', agent: 'node1-agent', createdAt: '' }], registered: () => [], socketTimeoutMs: 500 });
   const v = await map.refresh();
   const h = v.hosts[0];
-  t.equal(h.state, 'ok', h.reason);
+  t.equal(h.state, 'ok', h.reason ?? 'ok');
   t.same(h.vms.map((x) => [x.name, x.uuid, x.state, x.qmp]), [['vm101', uuid, 'prelaunch', q.qmp]]);
   t.same(h.vms[0].disks.map((d) => [d.device, d.format, d.sizeBytes]), [['vda', 'qcow2', 8 * 1024 * 1024]]);
   t.equal(h.failed.length, 1, 'the mute socket is reported');
