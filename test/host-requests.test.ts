@@ -79,7 +79,7 @@ t.test('request errors: unknown agent, a kind it lacks, silence, a lost agent, a
   const pending = pool.request('silent', 'discover', {}, 10_000).catch((e: any) => e);
   await new Promise((r) => setTimeout(r, 100));
   silent.stop();
-  const e4 = await pending;
+  const e4 = (await pending) as any;
   t.ok(isVmvaultError(e4, 'IO'), String(e4));
   t.equal(e4.details.hostReason, 'agent-lost');
   const e5 = await pool.request('silent', 'discover', {}, 1000).catch((e: any) => e) as any;
