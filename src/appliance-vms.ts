@@ -83,6 +83,7 @@ export class ApplianceVms {
     }
     checkVmName(input?.name);
     const req = this.vmParts?.placeVm ? await this.vmParts.placeVm(input) : input;
+    if (req.qmp === undefined) throw vmError('INVALID_ARGUMENT', `VM ${req.name} needs "qmp" (its QMP socket: unix:/path or tcp:host:port), or fromCluster to take it from the cluster map`);
     const vm = { ...req, qmp: req.qmp as string };
     checkNewVm(vm);
     if (req.workflow !== undefined) await this.checkWorkflow(req.workflow);

@@ -91,7 +91,8 @@ export async function hostRoutes(app: FastifyInstance, hosts: HostsControl | und
         response: { 200: { type: 'object', required: ['hosts'], properties: { hosts: { type: 'array', items: hostView } } }, ...commonErrors },
       }),
     },
-    async () => ({ hosts: await h().listHosts() }),
+    // Without a host list there are no hosts (as /agents lists none without a pool).
+    async () => ({ hosts: hosts === undefined ? [] : await hosts.listHosts() }),
   );
 
   app.post<{ Body: { name: string; agent: string } }>(
@@ -136,6 +137,6 @@ export async function hostRoutes(app: FastifyInstance, hosts: HostsControl | und
         response: { 200: clusterView, ...commonErrors },
       }),
     },
-    async (request) => h().cluster(request.query.sampleMs !== undefined ? { sampleMs: request.query.sampleMs } : {}),
+    async (request) => (hosts === undefined ? { takenAt: new Date().toISOString(), ms: 0, hosts: [] } : hosts.cluster(request.query.sampleMs !== undefined ? { sampleMs: request.query.sampleMs } : {})),
   );
 }
