@@ -121,6 +121,18 @@ t.test('malformed discovery answers make the host unreachable with the bad field
   const ok = await map.refresh();
   t.equal(ok.hosts[0].state, 'ok');
   t.same(ok.hosts[0].vms.map((v) => [v.name, v.registered]), [['a', 'a']]);
+  t.equal(ok.hosts[0].vms[0].load.wrBytesPerSec, undefined, 'no write rate from one sample');
+  // A second sample 2 s (the agent's clock) and 20 MiB of writes later: 10 MiB/s; dirty bytes the largest bitmap's.
+  const disk = { device: 'vda', node: 'n', file: 'f', format: 'qcow2', sizeBytes: 1 << 30, rdBytes: 0, rdOps: 0, wrOps: 0 };
+  answer = { ...good, vms: [{ ...good.vms[0], disks: [{ ...disk, wrBytes: 0, dirtyBitmaps: [] }] }] };
+  await map.refresh();
+  answer = {
+    ...good,
+    sampledAt: 3000,
+    vms: [{ ...good.vms[0], disks: [{ ...disk, wrBytes: 20 << 20, dirtyBitmaps: [{ name: 'a', count: 4096, granularity: 65536 }, { name: 'b', count: 8192, granularity: 65536 }] }] }],
+  };
+  const rated = await map.refresh();
+  t.same(rated.hosts[0].vms[0].load, { wrBytesPerSec: 10 << 20, dirtyBytes: 8192 }, 'the rate between two samples, the largest bitmap per disk');
   for (const [what, bad, re] of cases) {
     answer = bad;
     const v = await map.refresh();
@@ -153,7 +165,7 @@ t.test('QMP relayed through the agent, and discovery of a folder', { timeout: 12
   t.teardown(() => pool.close());
   fakeAgent(t, pool, 'node1-agent', table.kinds(), withTable(table));
 
-  const map = new ClusterMap({ pool, hosts: () => [{ name: 'node1', agent: 'node1-agent', createdAt: '' }], registered: () => [], socketTimeoutMs: 500 });
+  const map = new ClusterMap({ pool, hosts: () => [{ name: 'node1', agent: 'node1-agent', createdAt: '' }], registered: () => [], socketTimeoutMs: 3000 });
   const v = await map.refresh();
   const h = v.hosts[0];
   t.equal(h.state, 'ok', h.reason ?? 'ok');
@@ -174,6 +186,18 @@ t.test('QMP relayed through the agent, and discovery of a folder', { timeout: 12
   // While the relay holds the monitor, discovery uses its session instead of waiting for a greeting.
   const v2 = await map.refresh();
   t.same(v2.hosts[0].vms.map((x) => x.name), ['vm101'], 'discovery goes through the held session');
+
+  // I/O load: the write rate between two refreshes' block stats, and the bitmaps' dirty bytes.
+  await ch.execute('block-dirty-bitmap-add', { node: q.nodeOf('vda'), name: 'ck1', persistent: false });
+  await ch.execute('human-monitor-command', { 'command-line': `qemu-io -d ${q.qdevOf('vda')} "write -P 7 0 1048576"` });
+  const v3 = await map.refresh();
+  const load = v3.hosts[0].vms[0].load;
+  // (HMP qemu-io bypasses the device's I/O accounting, so the rate stays 0 here; the fake-agent
+  // test checks the arithmetic, and the group bench's booted guest a real rate.)
+  t.equal(load.wrBytesPerSec, 0, 'a write rate from two samples once there are two');
+  t.equal(load.dirtyBytes, 1024 * 1024, 'the dirty bitmap counts the 1 MiB written');
+  const v4 = await map.refresh({ sampleMs: 200 });
+  t.equal(v4.hosts[0].vms[0].load.wrBytesPerSec, 0, 'sampled by the agent over 200 ms without writes: 0');
 
   // Events: one that came before the wait is seen; clearEvents drops what came before it.
   await ch.execute('cont');
