@@ -21,6 +21,7 @@ import type { HostRequest } from '../src/backup/host-requests.js';
 import { HostQmpChannel } from '../src/backup/host-qmp.js';
 import { isVmvaultError } from '../src/errors.js';
 import { describeVm } from '../src/plugins/qemu/vm-info.js';
+import { testServer } from './helpers/control-server.js';
 import { startQemu } from './helpers/qemu.js';
 import { tmpDir } from './helpers/tmpdir.js';
 
@@ -217,4 +218,40 @@ t.test('QMP relayed through the agent, and discovery of a folder', { timeout: 12
   await ch.close();
   const after = await ch.execute('query-status').catch((err) => err);
   t.ok(isVmvaultError(after, 'CLOSED'), 'a closed channel refuses commands');
+});
+
+t.test('over HTTP: the poll hands a request once, the answer route takes it once, a bad answer is a 400', async (t) => {
+  const pool = new AgentPool({ lostAfterMs: 5000 });
+  t.teardown(() => pool.close());
+  const s = await testServer(t, { agents: pool });
+  const reg = { name: 'node1', version: 't', hostname: 'n1', addresses: [], streams: 1, reach: [], requests: ['discover'] };
+  let res = await s.call('POST', '/api/v1/agents/register', { ...reg, requests: ['Not A Kind'] });
+  t.equal(res.statusCode, 400, 'request kinds are checked at registration');
+  res = await s.call('POST', '/api/v1/agents/register', reg);
+  t.equal(res.statusCode, 200, res.body);
+  t.same((await s.call('GET', '/api/v1/agents')).json().agents[0].requests, ['discover'], 'the kinds are listed');
+
+  const asked = pool.request('node1', 'discover', { sampleMs: 0 }, 10_000);
+  const t0 = Date.now();
+  res = await s.call('POST', '/api/v1/agents/node1/poll', { waitMs: 5000, running: [] });
+  t.ok(Date.now() - t0 < 3000, 'the poll answers at once when a request waits');
+  const [r] = res.json().requests;
+  t.match(r, { v: 1, id: String, kind: 'discover', args: { sampleMs: 0 }, timeoutMs: 10_000 });
+  res = await s.call('POST', '/api/v1/agents/node1/poll', { waitMs: 0, running: [] });
+  t.same(res.json().requests, [], 'handed once');
+  res = await s.call('POST', `/api/v1/agents/node1/requests/${r.id}/answer`, { ok: true, result: { answer: 42 }, extra: 1 });
+  t.equal(res.statusCode, 400, 'an answer with unknown fields is refused by the schema');
+  res = await s.call('POST', `/api/v1/agents/node1/requests/${r.id}/answer`, { ok: true, result: { answer: 42 } });
+  t.equal(res.statusCode, 204, res.body);
+  t.same(await asked, { answer: 42 });
+  res = await s.call('POST', `/api/v1/agents/node1/requests/${r.id}/answer`, { ok: true, result: {} });
+  t.equal(res.statusCode, 409, 'a second answer is refused');
+
+  const failed = pool.request('node1', 'discover', {}, 10_000).catch((e: any) => e);
+  const [r2] = (await s.call('POST', '/api/v1/agents/node1/poll', { waitMs: 5000 })).json().requests;
+  res = await s.call('POST', `/api/v1/agents/node1/requests/${r2.id}/answer`, { ok: false, error: { code: 'FORBIDDEN', message: 'not one of my sockets' } });
+  t.equal(res.statusCode, 204);
+  const e = (await failed) as any;
+  t.ok(isVmvaultError(e, 'FORBIDDEN'), 'the agent error code is kept');
+  t.match(e.message, /agent node1: discover: not one of my sockets/);
 });
