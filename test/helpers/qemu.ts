@@ -25,6 +25,11 @@ export interface TestQemu {
   qmp: string;
   /** The guest-agent socket when asked for (QEMU serves it; no agent answers: there is no guest). */
   qgaPath?: string;
+  /**
+   * A second QMP monitor when asked for (secondQmp): QEMU serves one client per monitor, so a
+   * test writes through this one while a backup holds the first.
+   */
+  qmp2?: string;
   pid: number;
   /** Block node name of each disk's format node: 'disk-' + device. */
   nodeOf(device: string): string;
@@ -40,6 +45,8 @@ export interface StartQemuOptions {
   name?: string;
   /** Adds virtio-serial and a guest-agent chardev socket (no agent will answer it). */
   qga?: boolean;
+  /** Adds a second QMP monitor (TestQemu.qmp2). */
+  secondQmp?: boolean;
   /** Adds a virtio NIC with this MAC (user networking, no ROM). */
   nicMac?: string;
   memoryMiB?: number;
@@ -64,6 +71,8 @@ export async function startQemu(opts: StartQemuOptions): Promise<TestQemu> {
     '-uuid', '6b1e3b2c-0c1d-4d5e-9f00-112233445566',
     '-qmp', `unix:${qmpPath},server=on,wait=off`,
   ];
+  const qmp2Path = opts.secondQmp ? qmpPath.replace(/\.sock$/, '.2.sock') : undefined;
+  if (qmp2Path) args.push('-qmp', `unix:${qmp2Path},server=on,wait=off`);
   for (const d of opts.disks) {
     const format = d.format ?? 'qcow2';
     if (!fs.existsSync(d.file)) {
@@ -137,6 +146,7 @@ export async function startQemu(opts: StartQemuOptions): Promise<TestQemu> {
     qmpPath,
     qmp: `unix:${qmpPath}`,
     qgaPath,
+    ...(qmp2Path ? { qmp2: `unix:${qmp2Path}` } : {}),
     pid: child.pid!,
     nodeOf: (device) => `disk-${device}`,
     qdevOf: (device) => `/machine/peripheral/${device}/virtio-backend`,

@@ -1,0 +1,32 @@
+// A VM's write load from QEMU's own counters: `query-blockstats` gives, per block backend, the
+// bytes the guest has written since QEMU started (stats.wr_bytes). Two samples some time apart
+// give the write rate, which is how fast a fleecing scratch image grows while the VM's point is
+// held (every first write to a block after the point copies the old block into it).
+
+import type { QmpChannel } from '../plugins/qemu/qmp-channel.js';
+
+export interface WriteSample {
+  /** performance.now() when the answer came. */
+  at: number;
+  /** Bytes written by the guest to all its disks since QEMU started. */
+  writeBytes: number;
+}
+
+interface BlockStats {
+  device?: string;
+  qdev?: string;
+  stats?: { wr_bytes?: number };
+}
+
+export async function sampleWrites(qmp: QmpChannel, timeoutMs?: number): Promise<WriteSample> {
+  const list = await qmp.execute<BlockStats[]>('query-blockstats', {}, timeoutMs === undefined ? undefined : { timeoutMs });
+  const writeBytes = (list ?? []).reduce((n, b) => n + (typeof b.stats?.wr_bytes === 'number' ? b.stats.wr_bytes : 0), 0);
+  return { at: performance.now(), writeBytes };
+}
+
+/** Bytes per second between two samples (0 when no time passed or the counter went back: QEMU restarted). */
+export function writeRate(a: WriteSample, b: WriteSample): number {
+  const dt = (b.at - a.at) / 1000;
+  if (dt <= 0 || b.writeBytes < a.writeBytes) return 0;
+  return (b.writeBytes - a.writeBytes) / dt;
+}
