@@ -4,8 +4,10 @@
 // Each VM runs its own single-VM backup (BackupService.backup, its workflow, its point, its
 // record) with the BackupPhases seams, and this coordinator ties them together:
 //   (a) prepare   each VM: QMP, describe, fleecing nodes (the service); here a first
-//                 query-blockstats sample, then a barrier: every VM prepared (or failed).
-//                 A second sample at least loadWindowMs after the first gives the write rate.
+//                 query-blockstats sample and a temporary dirty bitmap per disk, then a barrier:
+//                 every VM prepared (or failed). A second sample at least loadWindowMs after the
+//                 first gives the load: the guest's write rate (blockstats) and the rate of newly
+//                 dirtied bytes (the bitmap; what a held point's scratch image takes in).
 //   (b) quiesce   each VM's workflow runs its quiesce steps (the engine, as for one VM).
 //   (c) moment    each VM's snapshot step waits at a barrier until every live VM reached it, then
 //                 all transactions are fired at once, one per QEMU. The skew (latest minus
@@ -26,7 +28,7 @@
 import fs from 'node:fs/promises';
 import { type ErrorCode, isVmvaultError, vmError } from '../errors.js';
 import type { BackupPhases, BackupProgress, BackupRecord } from './backup-service.js';
-import { sampleWrites, type WriteSample, writeRate } from './io-load.js';
+import { sampleWrites, startDirtyProbe, type WriteSample, writeRate } from './io-load.js';
 import { pointName, uniquePointName } from './point-name.js';
 
 export type CopyOrder = 'busiest' | 'largest' | 'alphabetical';
@@ -83,8 +85,12 @@ export interface GroupVmResult {
   kind?: 'full' | 'incremental';
   bytesRead?: number;
   error?: { code: string; message: string };
-  /** Guest write rate measured before the moment, bytes/s; bytes the copy reads. */
-  load?: { writeBytesPerSec: number; bytesToRead: number };
+  /**
+   * Measured before the moment: the guest devices' write rate (query-blockstats), the rate of
+   * newly dirtied bytes (a temporary dirty bitmap), both bytes/s; and the bytes the copy reads.
+   * Busiest = the larger of the two rates.
+   */
+  load?: { writeBytesPerSec: number; dirtyBytesPerSec: number; bytesToRead: number };
   /** 1-based place in the copy order. */
   copyRank?: number;
   /** ms since the run started. */
@@ -173,6 +179,7 @@ interface VmRun {
   member: GroupMember;
   result: GroupVmResult;
   first?: WriteSample;
+  probe?: () => Promise<{ at: number; dirtyBytes: number; startedAt: number }>;
   copy?: { run: () => Promise<void>; resolve: () => void; reject: (e: unknown) => void };
   total: number;
 }
@@ -216,7 +223,7 @@ export async function runGroupBackup(engine: GroupBackupEngine, group: string, m
   const skewMsByHost: Record<string, number | null> = {};
   let afterMoment: Promise<void> | undefined;
 
-  const rankKey = (r: VmRun): [number, number] => [r.result.load?.writeBytesPerSec ?? 0, r.result.load?.bytesToRead ?? 0];
+  const rankKey = (r: VmRun): [number, number] => [Math.max(r.result.load?.writeBytesPerSec ?? 0, r.result.load?.dirtyBytesPerSec ?? 0), r.result.load?.bytesToRead ?? 0];
   const sortRuns = (list: VmRun[]): VmRun[] =>
     list.sort((a, b) => {
       if (order === 'alphabetical') return a.member.name < b.member.name ? -1 : 1;
@@ -253,7 +260,8 @@ export async function runGroupBackup(engine: GroupBackupEngine, group: string, m
       copyOrder.push(r.member.name);
       r.result.copyRank = copyOrder.length;
       r.result.copyStartAt = now();
-      event(r.member.name, 'copy-start', undefined, `copy ${copyOrder.length} starts${r.result.load ? ` (writes ${fmtRate(r.result.load.writeBytesPerSec)}, ${r.result.load.bytesToRead} bytes to read)` : ''}`);
+      const l = r.result.load;
+      event(r.member.name, 'copy-start', undefined, `copy ${copyOrder.length} starts${l ? ` (writes ${fmtRate(l.writeBytesPerSec)}, dirties ${fmtRate(l.dirtyBytesPerSec)}, ${l.bytesToRead} bytes to read)` : ''}`);
       job.run().then(
         () => {
           r.result.copyEndAt = now();
@@ -295,25 +303,40 @@ export async function runGroupBackup(engine: GroupBackupEngine, group: string, m
     const vm = r.member.name;
     return {
       point,
-      prepared: async ({ qmp, bytesToRead }) => {
+      prepared: async ({ qmp, disks, bytesToRead }) => {
         try {
           r.first = await sampleWrites(qmp);
         } catch (err) {
           r.result.log.push(`query-blockstats failed, load taken as 0: ${(err as Error).message}`);
         }
+        try {
+          r.probe = await startDirtyProbe(qmp, disks.map((d) => d.node));
+        } catch (err) {
+          r.result.log.push(`the dirty-bytes probe failed, taken as 0: ${(err as Error).message}`);
+        }
         event(vm, 'prepared');
         await prepared.arrive(vm, p.signal);
         let rate = 0;
+        let dirtyRate = 0;
+        const since = r.first?.at ?? performance.now();
+        const wait = windowMs - (performance.now() - since);
+        if (wait > 0) await sleep(wait, p.signal);
         if (r.first !== undefined) {
-          const wait = windowMs - (performance.now() - r.first.at);
-          if (wait > 0) await sleep(wait, p.signal);
           try {
             rate = writeRate(r.first, await sampleWrites(qmp));
           } catch (err) {
             r.result.log.push(`query-blockstats failed, load taken as 0: ${(err as Error).message}`);
           }
         }
-        r.result.load = { writeBytesPerSec: Math.round(rate), bytesToRead };
+        if (r.probe !== undefined) {
+          try {
+            const d = await r.probe();
+            dirtyRate = d.at > d.startedAt ? d.dirtyBytes / ((d.at - d.startedAt) / 1000) : 0;
+          } catch (err) {
+            r.result.log.push(`the dirty-bytes probe failed, taken as 0: ${(err as Error).message}`);
+          }
+        }
+        r.result.load = { writeBytesPerSec: Math.round(rate), dirtyBytesPerSec: Math.round(dirtyRate), bytesToRead };
       },
       pointInTime: async (fire) => {
         await moment.arrive(vm, p.signal);

@@ -30,3 +30,31 @@ export function writeRate(a: WriteSample, b: WriteSample): number {
   if (dt <= 0 || b.writeBytes < a.writeBytes) return 0;
   return (b.writeBytes - a.writeBytes) / dt;
 }
+
+/** The temporary bitmap a load probe adds on each disk (not persistent: gone if QEMU stops). */
+export const LOAD_BITMAP = 'vmvault-load-probe';
+
+/**
+ * The bytes a VM dirties over a window: a temporary dirty bitmap on each disk's node, added now
+ * and read (then removed) by the returned function. Unlike query-blockstats, which counts what
+ * the guest's devices wrote, it sees every write through the block layer and counts each block
+ * once: exactly what a held point's scratch image would have to take in.
+ */
+export async function startDirtyProbe(qmp: QmpChannel, nodes: string[]): Promise<() => Promise<{ at: number; dirtyBytes: number; startedAt: number }>> {
+  for (const node of nodes) {
+    await qmp.execute('block-dirty-bitmap-remove', { node, name: LOAD_BITMAP }).catch(() => {});
+    await qmp.execute('block-dirty-bitmap-add', { node, name: LOAD_BITMAP, persistent: false });
+  }
+  const startedAt = performance.now();
+  return async () => {
+    const all = await qmp.execute<Array<{ 'node-name': string; 'dirty-bitmaps'?: Array<{ name?: string; count: number }> | null }>>('query-named-block-nodes', { flat: true });
+    let dirtyBytes = 0;
+    for (const n of all) {
+      if (!nodes.includes(n['node-name'])) continue;
+      dirtyBytes += (n['dirty-bitmaps'] ?? []).find((b) => b.name === LOAD_BITMAP)?.count ?? 0;
+    }
+    const at = performance.now();
+    for (const node of nodes) await qmp.execute('block-dirty-bitmap-remove', { node, name: LOAD_BITMAP }).catch(() => {});
+    return { at, dirtyBytes, startedAt };
+  };
+}
