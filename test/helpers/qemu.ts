@@ -142,6 +142,15 @@ export async function startQemu(opts: StartQemuOptions): Promise<TestQemu> {
     }
     await new Promise((r) => setTimeout(r, 20));
   }
+  // The second monitor's socket is bound a moment after the first.
+  while (qmp2Path !== undefined && !fs.existsSync(qmp2Path)) {
+    if (!running) throw new Error(`qemu-system-x86_64 exited at start: ${err}`);
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`qemu-system-x86_64 made no second QMP socket in 30 s: ${err}`);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
   return {
     qmpPath,
     qmp: `unix:${qmpPath}`,
