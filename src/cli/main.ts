@@ -30,6 +30,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   find: async () => (await import('./commands/catalog.js')).findCommand,
   'restore-file': async () => (await import('./commands/catalog.js')).restoreFileCommand,
   policy: async () => (await import('./commands/policies.js')).policyCommand,
+  group: async () => (await import('./commands/groups.js')).groupCommand,
 };
 
 const HELP = `usage: vmvault <command> [options]
@@ -73,10 +74,21 @@ VM backup (backups and restores are jobs, like gc)
   vm remove <vm>                          stop protecting it (its share and backups stay)
   backup <vm> [--workflow <w>] [--full]   back up a VM now (incremental when it can be;
                                           --full reads every disk whole)
+  backup --group <g> [--parallel N] [--order busiest|largest|alphabetical] [--workflow <w>] [--full]
+                                          back up every VM of a group at one moment, then copy
+                                          N at a time (default 2), busiest first; each VM's
+                                          snapshot is released as soon as its copy ends
   backup list <vm>                        its restore points: time, kind, bytes read, duration
   restore <vm> --to <dir> [--point <time>] [--format raw|qcow2]
                                           write a restore point's disks (newest by default)
                                           into <dir> on the appliance host
+
+VM groups (VMs backed up together at one moment)
+  group create <g> --vms a,b,c | --pattern 'web*' | --host <h>
+                                          a list, a name pattern or a host (resolved at each run)
+  group list                              groups and the VMs each holds now
+  group show <g>                          one group
+  group remove <g>                        its VMs and their points stay
 
 Agents (issue 12)
   agent --appliance <url> --token <t> --name <n> [--pin <sha256>] [--streams <n>] [--reach <prefix>]
@@ -184,9 +196,14 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       keep: values.keep,
       lock: values.lock,
       group: values.group,
+      vms: values.vms,
+      pattern: values.pattern,
+      host: values.host,
+      parallel: values.parallel,
+      order: values.order,
       dryRun: values['dry-run'] === true,
     };
-    if (!['vm', 'backup', 'restore', 'catalog', 'find', 'restore-file', 'policy'].includes(name)) refuseOptions(flags, name, []);
+    if (!['vm', 'backup', 'restore', 'catalog', 'find', 'restore-file', 'policy', 'group'].includes(name)) refuseOptions(flags, name, []);
     if (flags.trusted && name !== 'agent') throw usage(`${name} takes no --trusted`);
     if (name !== 'export' && (flags.clients !== undefined || flags.user !== undefined)) throw usage(`${name} takes no --${flags.clients !== undefined ? 'clients' : 'user'}`);
     const baseUrl = parseBaseUrl(values.url ?? DEFAULT_URL);
@@ -235,6 +252,11 @@ const OPTIONS = {
   keep: 'string',
   lock: 'string',
   group: 'string',
+  vms: 'string',
+  pattern: 'string',
+  host: 'string',
+  parallel: 'string',
+  order: 'string',
   'dry-run': 'boolean',
 } as const;
 type OptionName = keyof typeof OPTIONS;

@@ -40,12 +40,18 @@ export interface Flags {
   keep?: string;
   lock?: string;
   group?: string;
+  // Group options (groups.ts, backup --group).
+  vms?: string;
+  pattern?: string;
+  host?: string;
+  parallel?: string;
+  order?: string;
   dryRun?: boolean;
 }
 
 /** The VM options a command does not take, as a usage error; call with the ones it does. */
 export function refuseOptions(flags: Flags, command: string, takes: ReadonlyArray<keyof Flags>): void {
-  for (const k of ['qmp', 'qga', 'pg', 'share', 'workflow', 'point', 'to', 'format', 'agent', 'vm', 'since', 'pathPrefix', 'size', 'changed', 'limit', 'image', 'volume', 'backup', 'keep', 'lock', 'group'] as const) {
+  for (const k of ['qmp', 'qga', 'pg', 'share', 'workflow', 'point', 'to', 'format', 'agent', 'vm', 'since', 'pathPrefix', 'size', 'changed', 'limit', 'image', 'volume', 'backup', 'keep', 'lock', 'group', 'vms', 'pattern', 'host', 'parallel', 'order'] as const) {
     if (flags[k] !== undefined && !takes.includes(k)) throw usage(`${command} takes no --${k === 'pathPrefix' ? 'path-prefix' : k}`);
   }
   if (flags.dryRun === true && !takes.includes('dryRun')) throw usage(`${command} takes no --dry-run`);
