@@ -25,6 +25,7 @@
 // A VM's transaction is one QMP command on its own QEMU; a per-host batch through a relayed QMP
 // channel (hosts part) would replace the per-VM fire without changing the barrier.
 
+import { setMaxListeners } from 'node:events';
 import fs from 'node:fs/promises';
 import { type ErrorCode, isVmvaultError, vmError } from '../errors.js';
 import type { BackupPhases, BackupProgress, BackupRecord } from './backup-service.js';
@@ -190,6 +191,8 @@ export async function runGroupBackup(engine: GroupBackupEngine, group: string, m
   const order = checkOrder(opts.order ?? 'busiest');
   const release = opts.release ?? 'early';
   const windowMs = opts.loadWindowMs ?? DEFAULT_LOAD_WINDOW_MS;
+  // Every VM's backup (its engine, copy, NBD reads) and the barriers listen to the one job signal.
+  setMaxListeners(Math.max(10, members.length * 8 + 10), p.signal);
   const t0 = performance.now();
   const now = () => Math.round((performance.now() - t0) * 10) / 10;
   const events: GroupEvent[] = [];
