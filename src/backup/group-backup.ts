@@ -116,6 +116,8 @@ export interface GroupBackupResult {
   failed: number;
   /** Latest minus earliest transaction completion, ms (null: fewer than two transactions). */
   skewMs: number | null;
+  /** Latest minus earliest transaction sent, ms: the appliance's own share of the skew. */
+  sendSkewMs: number | null;
   skewMsByHost: Record<string, number | null>;
   /** VM names in the order their copies were started. */
   copyOrder: string[];
@@ -181,6 +183,8 @@ interface VmRun {
   result: GroupVmResult;
   first?: WriteSample;
   probe?: () => Promise<{ at: number; dirtyBytes: number; startedAt: number }>;
+  /** When its transaction was sent, ms since the run started. */
+  sentAt?: number;
   copy?: { run: () => Promise<void>; resolve: () => void; reject: (e: unknown) => void };
   total: number;
 }
@@ -223,6 +227,7 @@ export async function runGroupBackup(engine: GroupBackupEngine, group: string, m
   let queue: VmRun[] | undefined;
   const copyOrder: string[] = [];
   let skewMs: number | null = null;
+  let sendSkewMs: number | null = null;
   const skewMsByHost: Record<string, number | null> = {};
   let afterMoment: Promise<void> | undefined;
 
@@ -242,13 +247,15 @@ export async function runGroupBackup(engine: GroupBackupEngine, group: string, m
     const done = [...runs.values()].filter((r) => r.result.transactionAt !== undefined);
     const spread = (list: VmRun[]) => (list.length < 2 ? null : Math.max(...list.map((r) => r.result.transactionAt!)) - Math.min(...list.map((r) => r.result.transactionAt!)));
     skewMs = spread(done) === null ? null : Math.round(spread(done)! * 10) / 10;
+    const sent = done.map((r) => r.sentAt!);
+    sendSkewMs = sent.length < 2 ? null : Math.round((Math.max(...sent) - Math.min(...sent)) * 10) / 10;
     const hosts = new Set(done.map((r) => r.result.host));
     for (const h of hosts) {
       const s = spread(done.filter((r) => r.result.host === h));
       skewMsByHost[h] = s === null ? null : Math.round(s * 10) / 10;
     }
     p.log(
-      `moment: ${done.length} transaction(s), skew ${skewMs === null ? '-' : `${skewMs} ms`}` +
+      `moment: ${done.length} transaction(s), skew ${skewMs === null ? '-' : `${skewMs} ms`} (sent within ${sendSkewMs ?? '-'} ms)` +
         (hosts.size > 1 ? ` (per host: ${[...hosts].map((h) => `${h} ${skewMsByHost[h] ?? '-'}`).join(', ')})` : ''),
     );
   };
@@ -343,6 +350,7 @@ export async function runGroupBackup(engine: GroupBackupEngine, group: string, m
       },
       pointInTime: async (fire) => {
         await moment.arrive(vm, p.signal);
+        r.sentAt = performance.now() - t0;
         await fire();
         r.result.transactionAt = now();
         event(vm, 'transaction', undefined, 'transaction done');
@@ -357,8 +365,9 @@ export async function runGroupBackup(engine: GroupBackupEngine, group: string, m
           } else maybeStartQueue();
         }),
       beforeRelease: async ({ scratchFiles }) => {
-        r.result.scratchBytes = await allocatedBytes(scratchFiles);
         if (release === 'end') await copiesDone.arrive(vm, p.signal).catch(() => {});
+        // What the held point cost: measured at the release, after any hold.
+        r.result.scratchBytes = await allocatedBytes(scratchFiles);
       },
       released: ({ error }) => {
         r.result.releasedAt = now();
@@ -418,6 +427,7 @@ export async function runGroupBackup(engine: GroupBackupEngine, group: string, m
     succeeded,
     failed: vms.length - succeeded,
     skewMs,
+    sendSkewMs,
     skewMsByHost,
     copyOrder,
     vms,
