@@ -37,6 +37,7 @@ t.test('the OpenAPI document describes every route with its parameters, body and
     .sort();
   t.same(list, [
     'DELETE /api/v1/exports/{protocol}/{share}',
+    'DELETE /api/v1/groups/{name}',
     'DELETE /api/v1/jobs/{id}',
     'DELETE /api/v1/policies/{name}',
     'DELETE /api/v1/shares/{name}',
@@ -44,6 +45,8 @@ t.test('the OpenAPI document describes every route with its parameters, body and
     'DELETE /api/v1/vms/{name}',
     'GET /api/v1/agents',
     'GET /api/v1/exports',
+    'GET /api/v1/groups',
+    'GET /api/v1/groups/{name}',
     'GET /api/v1/health',
     'GET /api/v1/jobs',
     'GET /api/v1/jobs/{id}',
@@ -66,6 +69,8 @@ t.test('the OpenAPI document describes every route with its parameters, body and
     'POST /api/v1/exports/{protocol}/{share}',
     'POST /api/v1/fastcopy',
     'POST /api/v1/gc',
+    'POST /api/v1/groups',
+    'POST /api/v1/groups/{name}/backups',
     'POST /api/v1/index/rebuild',
     'POST /api/v1/policies',
     'POST /api/v1/policies/{name}/assign',

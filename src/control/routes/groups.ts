@@ -3,7 +3,7 @@
 
 import type { FastifyInstance } from 'fastify';
 import { COPY_ORDERS, MAX_PARALLEL } from '../../backup/group-backup.js';
-import { checkGroupName } from '../../backup/groups.js';
+import { checkGroupName, checkNewGroup } from '../../backup/groups.js';
 import { vmError } from '../../errors.js';
 import type { GroupBackupRequest, GroupControl, NewGroupRequest } from '../group-types.js';
 import { routeSchema } from '../openapi.js';
@@ -51,9 +51,28 @@ const groupBackupBody = {
   },
 } as const;
 
+/**
+ * Without group services (an appliance without VM backup): no group exists, and input is checked
+ * as the real registry checks it, so bad input is still a 400.
+ */
+const missing = async (name: string): Promise<never> => {
+  checkGroupName(name);
+  throw vmError('NOT_FOUND', `no group ${JSON.stringify(name)}: this appliance runs without VM backup`, { group: name });
+};
+const noGroups: GroupControl = {
+  list: async () => [],
+  get: missing,
+  create: async (req) => {
+    checkNewGroup(req);
+    throw vmError('NOT_SUPPORTED', 'this appliance runs without VM backup, so without VM groups');
+  },
+  remove: missing,
+  checkBackup: missing,
+  backup: (_ctx, name) => missing(name),
+};
+
 function control(groups: GroupControl | undefined): GroupControl {
-  if (groups === undefined) throw vmError('NOT_SUPPORTED', 'this appliance has no VM groups');
-  return groups;
+  return groups ?? noGroups;
 }
 
 /** The job resource a backup of group `name` holds. */
