@@ -119,6 +119,20 @@ fs.mkdirSync(data);
 fs.writeFileSync(path.join(data, 'workflows.yaml'), 'workflows:\n  crash:\n    - snapshot\n    - copy\n');
 const vms: BenchVm[] = [];
 let loadWorker: Worker | undefined;
+// Interrupted: the QEMUs this bench started go with it (by their PIDs), and its work folder.
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => {
+    for (const v of vms) {
+      try {
+        process.kill(v.q.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    fs.rmSync(work, { recursive: true, force: true });
+    process.exit(130);
+  });
+}
 try {
   for (const [name, mib, everyMs] of VMS) {
     const size = Math.round(mib * scale) * MiB;
