@@ -18,6 +18,8 @@ import { parseArgs } from 'node:util';
 import { HealthProbe } from './appliance-health.js';
 import { ApplianceServices, VERSION } from './appliance-services.js';
 import { ApplianceVms } from './appliance-vms.js';
+import { ApplianceGroups } from './appliance-groups.js';
+import { GroupRegistry } from './backup/groups.js';
 import { AgentPool } from './backup/agent-pool.js';
 import { openPolicies, type PolicyParts } from './appliance-policies.js';
 import { parseDuration } from './policy/durations.js';
@@ -433,6 +435,13 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     policies = await openPolicies({ data, ns, vms, backups, jobs, svc, maxLockMs: cfg.maxLockMs, maxParallel: cfg.maxParallelBackups, log });
     const policyService = policies.service;
     applianceVms.onVmRemoved((vm) => policyService.vmRemoved(vm));
+    // VM groups (issue 13): <data>/groups.json; a removed VM leaves every group that lists it.
+    const groupRegistry = await GroupRegistry.open(data);
+    applianceVms.onVmRemoved(async (vm) => {
+      const changed = await groupRegistry.forgetVm(vm);
+      if (changed.length > 0) log(`VM ${vm} removed from group(s) ${changed.join(', ')}`);
+    });
+    const groups = new ApplianceGroups({ groups: groupRegistry, vms: () => vms.list(), engine: backups, checkBackup: (vm, req) => applianceVms.checkBackup(vm, req) });
     const agentTokens = await AgentTokens.load(data);
     // An agent token writes only the file of a task the pool gave one of its agents (issue 12).
     const pool = agents;
@@ -442,7 +451,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
         if (caller.kind === 'agent') pool.authorizeTransfer(caller.name, share, file, taskId);
       },
     });
-    server = await buildServer(svc, { token: token.token, jobs, audit, tls, agentTokens, agents, catalog: catalogApi, policies: policies.service, hosts });
+    server = await buildServer(svc, { token: token.token, jobs, audit, tls, agentTokens, agents, catalog: catalogApi, policies: policies.service, hosts, groups });
     // A run missed while the appliance was down starts now (once); before the "control plane at"
     // line, which is what supervisors and tests wait for.
     await policies.scheduler.start();

@@ -100,6 +100,26 @@ export interface BackupServiceOptions {
   locate?: (name: string, log: (line: string) => void) => Promise<void>;
 }
 
+/**
+ * Seams a group backup (group-backup.ts) uses to run many VMs' backups as one: each is called at
+ * its step of one VM's backup, and may wait (a barrier across the group). A single-VM backup
+ * passes none and runs exactly as before.
+ */
+export interface BackupPhases {
+  /** The point's name, the same for every VM of a group run; taken already: CONFLICT. */
+  point?: string;
+  /** After the fleecing nodes exist, before the workflow runs (load sampling, barrier). */
+  prepared?(info: { qmp: QmpChannel; disks: VmDisk[]; incremental: boolean; bytesToRead: number }): Promise<void>;
+  /** Wraps the point-in-time transaction (runs inside the workflow's snapshot step). */
+  pointInTime?(fire: () => Promise<void>): Promise<void>;
+  /** Wraps the copy (runs inside the workflow's copy step). */
+  copy?(run: () => Promise<void>): Promise<void>;
+  /** Just before the fleecing state is released (ok: the point was made). */
+  beforeRelease?(info: { ok: boolean; scratchFiles: string[] }): Promise<void>;
+  /** The fleecing state is released (or its release failed: error). */
+  released?(info: { ok: boolean; error?: string }): void;
+}
+
 /** A restore point just made (roster.md, "backup -> policy and catalog-db"). */
 export interface PointEvent {
   vm: string;
@@ -176,6 +196,11 @@ export class BackupService {
     return lines;
   }
 
+  /** The names of a VM's restore points' snapshots (a group run picks a name none of them has). */
+  async pointNames(name: string): Promise<Set<string>> {
+    return this.snapshotNames(this.vms.get(name).share);
+  }
+
   async status(name: string): Promise<{ state: string; disks: VmDisk[]; lastBackup: BackupRecord | null }> {
     const vm = this.vms.get(name);
     const qmp = await this.openQmp(vm);
@@ -205,11 +230,11 @@ export class BackupService {
     }
   }
 
-  async backup(name: string, opts: { workflow?: string; full?: boolean }, p: BackupProgress): Promise<BackupRecord> {
+  async backup(name: string, opts: { workflow?: string; full?: boolean }, p: BackupProgress, phases: BackupPhases = {}): Promise<BackupRecord> {
     if (this.running.has(name)) throw vmError('CONFLICT', `a backup of ${name} is already running; wait for it or cancel it`, { vm: name });
     this.running.add(name);
     try {
-      return await this.backupNow(name, opts, p);
+      return await this.backupNow(name, opts, p, phases);
     } finally {
       this.running.delete(name);
     }
@@ -281,10 +306,10 @@ export class BackupService {
    * copy and no point): an operator would find a share that looks like a backup and is none.
    * The namespace refuses to remove a share that has snapshots, so a point is never lost here.
    */
-  private async backupNow(name: string, opts: { workflow?: string; full?: boolean }, p: BackupProgress): Promise<BackupRecord> {
+  private async backupNow(name: string, opts: { workflow?: string; full?: boolean }, p: BackupProgress, phases: BackupPhases): Promise<BackupRecord> {
     let madeShare: string | undefined;
     try {
-      return await this.backupSteps(name, opts, p, (share) => (madeShare = share));
+      return await this.backupSteps(name, opts, p, phases, (share) => (madeShare = share));
     } catch (err) {
       if (madeShare !== undefined) {
         const share = madeShare;
@@ -297,7 +322,7 @@ export class BackupService {
     }
   }
 
-  private async backupSteps(name: string, opts: { workflow?: string; full?: boolean }, p: BackupProgress, shareMade: (share: string) => void): Promise<BackupRecord> {
+  private async backupSteps(name: string, opts: { workflow?: string; full?: boolean }, p: BackupProgress, phases: BackupPhases, shareMade: (share: string) => void): Promise<BackupRecord> {
     const started = new Date();
     const t0 = performance.now();
     const log = (l: string) => {
@@ -317,7 +342,10 @@ export class BackupService {
     if (await this.ensureShare(vm.share)) shareMade(vm.share);
     const state = await this.records.read(name);
     const snaps = await this.snapshotNames(vm.share);
-    const point = uniquePointName(pointName(this.opts.now?.() ?? started), snaps);
+    if (phases.point !== undefined && snaps.has(phases.point)) {
+      throw vmError('CONFLICT', `VM ${name} already has a restore point named ${phases.point}`, { vm: name, point: phases.point });
+    }
+    const point = phases.point ?? uniquePointName(pointName(this.opts.now?.() ?? started), snaps);
     const checkpoint = checkpointName(point);
 
     let previous: PreviousPoint | undefined;
@@ -346,7 +374,9 @@ export class BackupService {
         log,
       });
       let snapshotMade = false;
+      let pointMade = false;
       try {
+        await phases.prepared?.({ qmp, disks: desc.disks, incremental: fleece.plan.some((d) => d.incremental), bytesToRead: fleece.bytesToRead });
         const copy = new BackupCopy({
           ns: this.ns,
           share: vm.share,
@@ -368,11 +398,15 @@ export class BackupService {
           ...(vm.script ? { script: vm.script } : {}),
         };
         p.phase('workflow');
+        // A group run wraps the transaction and the copy (barrier, busiest-first queue); the
+        // workflow's steps themselves are the same.
+        const pointInTime = phases.pointInTime;
+        const copyWrap = phases.copy;
         const report = await engine.run(wf, target, {
           signal: p.signal,
           state: new Map<string, unknown>([
-            [FLEECE_KEY, fleece],
-            [COPY_JOB_KEY, copy],
+            [FLEECE_KEY, pointInTime ? { pointInTime: () => pointInTime(() => fleece.pointInTime()) } : fleece],
+            [COPY_JOB_KEY, copyWrap ? { run: (signal: AbortSignal, l: (line: string) => void) => copyWrap(() => copy.run(signal, l)) } : copy],
           ]),
         });
         if (!copy.done) throw vmError('INVALID_ARGUMENT', `workflow '${wf.name}' finished without copying`);
@@ -417,6 +451,7 @@ export class BackupService {
             log(`after the point ${point}: ${(err as Error).message}`);
           }
         }
+        pointMade = true;
         return record;
       } catch (err) {
         const rep = (err as { details?: { report?: { actions?: Array<{ phase: string; action: string; plugin: string; outcome: string; durationMs: number }> } } }).details?.report;
@@ -426,7 +461,13 @@ export class BackupService {
         await fleece.abort().catch((e) => log(`rolling back the checkpoint failed: ${(e as Error).message}`));
         throw err;
       } finally {
-        await fleece.release().catch((e) => log(`releasing the fleecing nodes failed: ${(e as Error).message}`));
+        await phases.beforeRelease?.({ ok: pointMade, scratchFiles: fleece.objects.files }).catch((e) => log(`before the release: ${(e as Error).message}`));
+        let releaseError: string | undefined;
+        await fleece.release().catch((e) => {
+          releaseError = (e as Error).message;
+          log(`releasing the fleecing nodes failed: ${releaseError}`);
+        });
+        phases.released?.(releaseError === undefined ? { ok: pointMade } : { ok: pointMade, error: releaseError });
       }
     } finally {
       await qmp.close().catch(() => {});

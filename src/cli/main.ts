@@ -32,6 +32,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   policy: async () => (await import('./commands/policies.js')).policyCommand,
   host: async () => (await import('./commands/hosts.js')).hostCommand,
   cluster: async () => (await import('./commands/hosts.js')).clusterCommand,
+  group: async () => (await import('./commands/groups.js')).groupCommand,
 };
 
 const HELP = `usage: vmvault <command> [options]
@@ -76,6 +77,10 @@ VM backup (backups and restores are jobs, like gc)
   vm remove <vm>                          stop protecting it (its share and backups stay)
   backup <vm> [--workflow <w>] [--full]   back up a VM now (incremental when it can be;
                                           --full reads every disk whole)
+  backup --group <g> [--parallel N] [--order busiest|largest|alphabetical] [--workflow <w>] [--full]
+                                          back up every VM of a group at one moment, then copy
+                                          N at a time (default 2), busiest first; each VM's
+                                          snapshot is released as soon as its copy ends
   backup list <vm>                        its restore points: time, kind, bytes read, duration
   restore <vm> --to <dir> [--point <time>] [--format raw|qcow2]
                                           write a restore point's disks (newest by default)
@@ -89,6 +94,12 @@ Hosts and the cluster (issue 13)
                                           unreachable host with its reason
   vm add <vm> --host <host> --qmp unix:<path on the host> [--uuid <uuid>]
   vm add <vm> --from-cluster              a VM the cluster map shows (host, QMP, uuid from it)
+VM groups (VMs backed up together at one moment)
+  group create <g> --vms a,b,c | --pattern 'web*' | --host <h>
+                                          a list, a name pattern or a host (resolved at each run)
+  group list                              groups and the VMs each holds now
+  group show <g>                          one group
+  group remove <g>                        its VMs and their points stay
 
 Agents (issue 12)
   agent --appliance <url> --token <t> --name <n> [--pin <sha256>] [--streams <n>] [--reach <prefix>]
@@ -197,12 +208,16 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       lock: values.lock,
       group: values.group,
       script: values.script,
+      vms: values.vms,
+      pattern: values.pattern,
+      parallel: values.parallel,
+      order: values.order,
       dryRun: values['dry-run'] === true,
       host: values.host,
       uuid: values.uuid,
       fromCluster: values['from-cluster'] === true ? true : undefined,
     };
-    if (!['vm', 'backup', 'restore', 'catalog', 'find', 'restore-file', 'policy', 'host'].includes(name)) refuseOptions(flags, name, []);
+    if (!['vm', 'backup', 'restore', 'catalog', 'find', 'restore-file', 'policy', 'host', 'group'].includes(name)) refuseOptions(flags, name, []);
     if (flags.trusted && name !== 'agent') throw usage(`${name} takes no --trusted`);
     if (name !== 'export' && (flags.clients !== undefined || flags.user !== undefined)) throw usage(`${name} takes no --${flags.clients !== undefined ? 'clients' : 'user'}`);
     const baseUrl = parseBaseUrl(values.url ?? DEFAULT_URL);
@@ -252,6 +267,10 @@ const OPTIONS = {
   lock: 'string',
   group: 'string',
   script: 'string',
+  vms: 'string',
+  pattern: 'string',
+  parallel: 'string',
+  order: 'string',
   'dry-run': 'boolean',
   host: 'string',
   uuid: 'string',

@@ -30,6 +30,8 @@ import { vmRoutes } from './routes/vms.js';
 import { agentTokenRoutes } from './routes/agent-tokens.js';
 import { transferRoutes } from './routes/transfer.js';
 import { policyRoutes } from './routes/policies.js';
+import { groupRoutes } from './routes/groups.js';
+import type { GroupControl } from './group-types.js';
 import type { PolicyService } from '../policy/policy-service.js';
 import type { ControlServices } from './services.js';
 
@@ -59,6 +61,8 @@ export interface ServerOptions {
   policies?: PolicyService;
   /** Hosts and the cluster map (issue 13): the /hosts and /cluster routes. */
   hosts?: HostsControl;
+  /** VM groups (issue 13): the /groups routes. */
+  groups?: GroupControl;
 }
 
 const AUDITED_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
@@ -147,7 +151,7 @@ export async function buildServer(services: ControlServices, opts: ServerOptions
     if (opts.jobs === undefined) await jobs.close();
   });
 
-  const deps = { services, jobs, agents: opts.agents, policies: opts.policies };
+  const deps = { services, jobs, agents: opts.agents, policies: opts.policies, groups: opts.groups };
   await app.register(
     async (api) => {
       await healthRoutes(api, deps);
@@ -166,6 +170,7 @@ export async function buildServer(services: ControlServices, opts: ServerOptions
       await exportRoutes(api, deps);
       if (opts.catalog) await catalogRoutes(api, { catalog: opts.catalog, jobs: deps.jobs });
       await policyRoutes(api, deps);
+      await groupRoutes(api, deps);
       api.get(
         '/openapi.json',
         {

@@ -25,6 +25,11 @@ export interface TestQemu {
   qmp: string;
   /** The guest-agent socket when asked for (QEMU serves it; no agent answers: there is no guest). */
   qgaPath?: string;
+  /**
+   * A second QMP monitor when asked for (secondQmp): QEMU serves one client per monitor, so a
+   * test writes through this one while a backup holds the first.
+   */
+  qmp2?: string;
   pid: number;
   /** Block node name of each disk's format node: 'disk-' + device. */
   nodeOf(device: string): string;
@@ -40,6 +45,8 @@ export interface StartQemuOptions {
   name?: string;
   /** Adds virtio-serial and a guest-agent chardev socket (no agent will answer it). */
   qga?: boolean;
+  /** Adds a second QMP monitor (TestQemu.qmp2). */
+  secondQmp?: boolean;
   /** Adds a virtio NIC with this MAC (user networking, no ROM). */
   nicMac?: string;
   memoryMiB?: number;
@@ -68,6 +75,8 @@ export async function startQemu(opts: StartQemuOptions): Promise<TestQemu> {
     '-uuid', opts.uuid ?? '6b1e3b2c-0c1d-4d5e-9f00-112233445566',
     '-qmp', `unix:${qmpPath},server=on,wait=off`,
   ];
+  const qmp2Path = opts.secondQmp ? qmpPath.replace(/\.sock$/, '.2.sock') : undefined;
+  if (qmp2Path) args.push('-qmp', `unix:${qmp2Path},server=on,wait=off`);
   for (const d of opts.disks) {
     const format = d.format ?? 'qcow2';
     if (!fs.existsSync(d.file)) {
@@ -137,10 +146,20 @@ export async function startQemu(opts: StartQemuOptions): Promise<TestQemu> {
     }
     await new Promise((r) => setTimeout(r, 20));
   }
+  // The second monitor's socket is bound a moment after the first.
+  while (qmp2Path !== undefined && !fs.existsSync(qmp2Path)) {
+    if (!running) throw new Error(`qemu-system-x86_64 exited at start: ${err}`);
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`qemu-system-x86_64 made no second QMP socket in 30 s: ${err}`);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
   return {
     qmpPath,
     qmp: `unix:${qmpPath}`,
     qgaPath,
+    ...(qmp2Path ? { qmp2: `unix:${qmp2Path}` } : {}),
     pid: child.pid!,
     nodeOf: (device) => `disk-${device}`,
     qdevOf: (device) => `/machine/peripheral/${device}/virtio-backend`,

@@ -41,6 +41,11 @@ export interface Flags {
   lock?: string;
   group?: string;
   script?: string;
+  // Group options (groups.ts, backup --group).
+  vms?: string;
+  pattern?: string;
+  parallel?: string;
+  order?: string;
   dryRun?: boolean;
   // Hosts (hosts.ts, issue 13): vm add --host H [--uuid U] | --from-cluster.
   host?: string;
@@ -50,7 +55,7 @@ export interface Flags {
 
 /** The VM options a command does not take, as a usage error; call with the ones it does. */
 export function refuseOptions(flags: Flags, command: string, takes: ReadonlyArray<keyof Flags>): void {
-  for (const k of ['qmp', 'qga', 'pg', 'share', 'workflow', 'point', 'to', 'format', 'agent', 'vm', 'since', 'pathPrefix', 'size', 'changed', 'limit', 'image', 'volume', 'backup', 'keep', 'lock', 'group', 'script'] as const) {
+  for (const k of ['qmp', 'qga', 'pg', 'share', 'workflow', 'point', 'to', 'format', 'agent', 'vm', 'since', 'pathPrefix', 'size', 'changed', 'limit', 'image', 'volume', 'backup', 'keep', 'lock', 'group', 'script', 'vms', 'pattern', 'host', 'parallel', 'order'] as const) {
     if (flags[k] !== undefined && !takes.includes(k)) throw usage(`${command} takes no --${k === 'pathPrefix' ? 'path-prefix' : k}`);
   }
   if (flags.dryRun === true && !takes.includes('dryRun')) throw usage(`${command} takes no --dry-run`);

@@ -1,6 +1,7 @@
 // Commands that start jobs and watch them to the end, and the jobs listing itself.
 
 import { isActive, type JobView } from '../../control/jobs.js';
+import type { GroupBackupResult } from '../../control/group-types.js';
 import type { BackupRecordView, GcResult, IndexRebuildResult, RestoreResult, VerifyResult, VerifyTarget } from '../../control/services.js';
 import { seg } from '../client.js';
 import { usage } from '../cli-error.js';
@@ -79,6 +80,8 @@ async function watchAndReport(ctx: CommandContext, id: string): Promise<number> 
   if (interrupted) return EXIT.INTERRUPTED;
   switch (job.state) {
     case 'succeeded':
+      // A group run succeeds when at least one VM made its point; any VM that failed fails the command.
+      if (job.kind === 'group-backup' && (job.result as GroupBackupResult | null)?.failed) return EXIT.FAILURE;
       return problemsFound(job) > 0 ? EXIT.DAMAGED : EXIT.OK;
     case 'cancelled':
       return EXIT.CANCELLED;
@@ -142,6 +145,7 @@ function resultPairs(job: JobView): Array<[string, string]> {
     return pairs;
   }
   if (job.kind === 'backup') return backupPairs(job.result as BackupRecordView);
+  if (job.kind === 'group-backup') return groupBackupPairs(job.result as GroupBackupResult);
   if (job.kind === 'restore') {
     const r = job.result as RestoreResult;
     return [['Point', r.point], ...r.files.map((f, i): [string, string] => [i === 0 ? 'Files' : '', f])];
@@ -161,6 +165,24 @@ function resultPairs(job: JobView): Array<[string, string]> {
     ['Index', `${formatCount(r.entriesAdded)} added, ${formatCount(r.entriesChanged)} changed, ${formatCount(r.entriesRemoved)} removed`],
     ['Unreadable', r.unreadableContainers.length === 0 ? 'none' : r.unreadableContainers.join(', ')],
   ];
+}
+
+/** A group run: the moment, the skew, the copy order, and each VM's outcome. */
+function groupBackupPairs(r: GroupBackupResult): Array<[string, string]> {
+  const pairs: Array<[string, string]> = [
+    ['Point', `${r.point} (group ${r.group}): ${r.succeeded} of ${r.vms.length} VM(s)`],
+    ['Skew', r.skewMs === null ? '-' : `${r.skewMs} ms between the first and last transaction`],
+    ['Copy order', `${r.order}: ${r.copyOrder.join(', ') || '-'} (${r.parallel} at a time)`],
+  ];
+  for (const v of r.vms) {
+    pairs.push([
+      v.vm,
+      v.ok
+        ? `${v.kind}, ${formatBytes(v.bytesRead ?? 0)} read, snapshot held ${v.lifetimeMs === undefined ? '-' : formatDuration(v.lifetimeMs / 1000)}`
+        : `FAILED: ${v.error?.message ?? 'unknown'}`,
+    ]);
+  }
+  return pairs;
 }
 
 /** What a finished backup did, for the job view and `backup`'s closing lines. */

@@ -68,12 +68,32 @@ export async function backupCommand(ctx: CommandContext, args: string[]): Promis
     output(ctx, backups.length === 0 ? `no restore points of ${name} yet (vmvault backup ${name})` : backupsTable(backups), backups);
     return EXIT.OK;
   }
+  if (ctx.flags.group !== undefined) return groupBackup(ctx, args);
   refuseOptions(ctx.flags, 'backup', ['workflow']);
   const [name] = expectArgs(args, ['vm'], 'backup');
   const body: { workflow?: string; full?: boolean } = {};
   if (ctx.flags.workflow !== undefined) body.workflow = ctx.flags.workflow;
   if (ctx.flags.full) body.full = true;
   return startAndWatch(ctx, `/vms/${seg(name)}/backups`, body);
+}
+
+/** `backup --group G [--parallel N] [--order O] [--workflow W] [--full]`: a group-backup job. */
+async function groupBackup(ctx: CommandContext, args: string[]): Promise<number> {
+  refuseOptions(ctx.flags, 'backup --group', ['group', 'workflow', 'parallel', 'order']);
+  expectArgs(args, [], 'backup --group <group>');
+  const body: { workflow?: string; full?: boolean; parallel?: number; order?: string } = {};
+  if (ctx.flags.parallel !== undefined) {
+    const n = Number(ctx.flags.parallel);
+    if (!/^\d+$/.test(ctx.flags.parallel) || n < 1) throw usage(`backup --group: --parallel must be a whole number of at least 1, not ${JSON.stringify(ctx.flags.parallel)}`);
+    body.parallel = n;
+  }
+  if (ctx.flags.order !== undefined) {
+    if (!['busiest', 'largest', 'alphabetical'].includes(ctx.flags.order)) throw usage(`backup --group: --order must be busiest, largest or alphabetical, not ${JSON.stringify(ctx.flags.order)}`);
+    body.order = ctx.flags.order;
+  }
+  if (ctx.flags.workflow !== undefined) body.workflow = ctx.flags.workflow;
+  if (ctx.flags.full) body.full = true;
+  return startAndWatch(ctx, `/groups/${seg(ctx.flags.group!)}/backups`, body);
 }
 
 export async function restoreCommand(ctx: CommandContext, args: string[]): Promise<number> {

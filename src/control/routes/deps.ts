@@ -2,6 +2,7 @@
 
 import type { AgentPool } from '../../backup/agent-pool.js';
 import type { PolicyService } from '../../policy/policy-service.js';
+import type { GroupControl } from '../group-types.js';
 import type { JobRunner } from '../jobs.js';
 import type { ControlServices } from '../services.js';
 
@@ -12,4 +13,6 @@ export interface RouteDeps {
   agents?: AgentPool;
   /** Protection policies (issue 14); absent, their routes answer NOT_SUPPORTED. */
   policies?: PolicyService;
+  /** VM groups (issue 13); absent, their routes answer NOT_SUPPORTED. */
+  groups?: GroupControl;
 }

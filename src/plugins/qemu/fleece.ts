@@ -82,6 +82,8 @@ interface DiskState {
   incremental: boolean;
   /** The new checkpoint is added on this disk (qcow2 only). */
   checkpointed: boolean;
+  /** Bytes the previous checkpoint marks dirty (what an incremental reads), when incremental. */
+  dirtyBytes?: number;
   /** Granularity of the previous checkpoint (the scratch bitmap uses the same). */
   granularity?: number;
   /** The previous checkpoint exists on this disk (commit removes it). */
@@ -222,6 +224,7 @@ export class Fleece {
     } else {
       s.incremental = true;
       s.granularity = prev.granularity;
+      s.dirtyBytes = prev.count;
       this.log(`fleece: ${disk.device}: incremental since ${previousCheckpoint} (${prev.count} bytes dirty), checkpoint ${checkpoint}`);
     }
     if (s.fullReason) this.log(`fleece: ${disk.device}: full backup: ${s.fullReason}`);
@@ -230,6 +233,15 @@ export class Fleece {
   /** Disks and how each is backed up (before exportAll too). */
   get plan(): Array<{ device: string; incremental: boolean; fullReason?: string }> {
     return this.disks.map((s) => ({ device: s.disk.device, incremental: s.incremental, ...(s.fullReason ? { fullReason: s.fullReason } : {}) }));
+  }
+
+  /**
+   * The bytes the copy will read: an incremental disk's dirty count (its previous checkpoint's
+   * count when prepared; writes before the point add a little), a full disk's size. A group
+   * backup ranks its copies by it.
+   */
+  get bytesToRead(): number {
+    return this.disks.reduce((n, s) => n + (s.incremental ? (s.dirtyBytes ?? s.disk.sizeBytes) : s.disk.sizeBytes), 0);
   }
 
   /**

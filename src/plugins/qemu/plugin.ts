@@ -50,7 +50,8 @@ export class QemuPlugin implements Plugin {
   }
 
   private async snapshot(ctx: ActionContext): Promise<void> {
-    const fleece = ctx.state.get(FLEECE_KEY) as Fleece | undefined;
+    // Only pointInTime is used: a group backup hands a wrapper that waits for the group's moment.
+    const fleece = ctx.state.get(FLEECE_KEY) as Pick<Fleece, 'pointInTime'> | undefined;
     if (!fleece) throw vmError('INVALID_ARGUMENT', `snapshot of ${ctx.target.vm}: no fleecing was prepared (the backup service prepares it before the workflow runs)`);
     const t0 = performance.now();
     await fleece.pointInTime();
