@@ -37,8 +37,8 @@ t.test('the OpenAPI document describes every route with its parameters, body and
     .sort();
   t.same(list, [
     'DELETE /api/v1/exports/{protocol}/{share}',
-    'DELETE /api/v1/hosts/{name}',
     'DELETE /api/v1/groups/{name}',
+    'DELETE /api/v1/hosts/{name}',
     'DELETE /api/v1/jobs/{id}',
     'DELETE /api/v1/policies/{name}',
     'DELETE /api/v1/shares/{name}',
@@ -73,9 +73,9 @@ t.test('the OpenAPI document describes every route with its parameters, body and
     'POST /api/v1/exports/{protocol}/{share}',
     'POST /api/v1/fastcopy',
     'POST /api/v1/gc',
-    'POST /api/v1/hosts',
     'POST /api/v1/groups',
     'POST /api/v1/groups/{name}/backups',
+    'POST /api/v1/hosts',
     'POST /api/v1/index/rebuild',
     'POST /api/v1/policies',
     'POST /api/v1/policies/{name}/assign',
