@@ -20,6 +20,7 @@ import { ApplianceServices, VERSION } from './appliance-services.js';
 import { ApplianceVms } from './appliance-vms.js';
 import { AgentPool } from './backup/agent-pool.js';
 import { openPolicies, type PolicyParts } from './appliance-policies.js';
+import { drControl } from './appliance-dr.js';
 import { parseDuration } from './policy/durations.js';
 import { BackupService } from './backup/backup-service.js';
 import { CatalogService } from './catalog/catalog-service.js';
@@ -427,7 +428,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
         if (caller.kind === 'agent') pool.authorizeTransfer(caller.name, share, file, taskId);
       },
     });
-    server = await buildServer(svc, { token: token.token, jobs, audit, tls, agentTokens, agents, catalog: catalogApi, policies: policies.service });
+    server = await buildServer(svc, { token: token.token, jobs, audit, tls, agentTokens, agents, catalog: catalogApi, policies: policies.service, dr: drControl({ data, store, mount }) });
     // A run missed while the appliance was down starts now (once); before the "control plane at"
     // line, which is what supervisors and tests wait for.
     await policies.scheduler.start();

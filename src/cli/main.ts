@@ -30,6 +30,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   find: async () => (await import('./commands/catalog.js')).findCommand,
   'restore-file': async () => (await import('./commands/catalog.js')).restoreFileCommand,
   policy: async () => (await import('./commands/policies.js')).policyCommand,
+  dr: async () => (await import('./commands/dr.js')).drCommand,
 };
 
 const HELP = `usage: vmvault <command> [options]
@@ -121,6 +122,14 @@ Policies (scheduled backups, GFS retention, retention locks)
   policy prune <name> [--vm <vm>] [--dry-run]
                                           apply retention now; --dry-run shows what would go
 
+Disaster recovery (a copy of the whole appliance: store, shares, snapshots, locks, policies, VMs)
+  dr copy --to <dir>                      copy the appliance, consistent as of one checkpoint, to a
+                                          directory on its host (a job; only new containers are
+                                          copied when <dir> holds an earlier copy)
+  dr verify --from <dir>                  check a DR copy here, without an appliance
+  dr restore --from <dir> --data <newdir> rebuild a data directory from a DR copy alone (here,
+                                          without an appliance), then: vmvault appliance --data <newdir>
+
 Appliance
   appliance ...                           run the appliance (see vmvault appliance --help)
 
@@ -186,7 +195,7 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       group: values.group,
       dryRun: values['dry-run'] === true,
     };
-    if (!['vm', 'backup', 'restore', 'catalog', 'find', 'restore-file', 'policy'].includes(name)) refuseOptions(flags, name, []);
+    if (!['vm', 'backup', 'restore', 'catalog', 'find', 'restore-file', 'policy', 'dr'].includes(name)) refuseOptions(flags, name, []);
     if (flags.trusted && name !== 'agent') throw usage(`${name} takes no --trusted`);
     if (name !== 'export' && (flags.clients !== undefined || flags.user !== undefined)) throw usage(`${name} takes no --${flags.clients !== undefined ? 'clients' : 'user'}`);
     const baseUrl = parseBaseUrl(values.url ?? DEFAULT_URL);

@@ -9,7 +9,7 @@ import { INTERNAL_CODE } from './http-status.js';
 import type { JobHistoryFile } from './job-history.js';
 import type { JobContext, ProgressUnit } from './services.js';
 
-export const JOB_KINDS = ['gc', 'verify', 'index-rebuild', 'backup', 'restore', 'catalog'] as const;
+export const JOB_KINDS = ['gc', 'verify', 'index-rebuild', 'backup', 'restore', 'catalog', 'dr-copy'] as const;
 export type JobKind = (typeof JOB_KINDS)[number];
 export const JOB_STATES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
 export type JobState = (typeof JOB_STATES)[number];
@@ -35,6 +35,9 @@ const CONFLICTS: Record<JobKind, readonly JobKind[]> = {
   // A catalog build reads one snapshot (immutable) and writes its own SQLite file; builds of one
   // share queue in the catalog service (reuse needs the previous point's catalog finished).
   catalog: [],
+  // A DR copy reads a snapshot of the store whose containers it pins (store/copy-snapshot.ts), so
+  // GC, verify and backups go on beside it; two copies at once would only compete for the disk.
+  'dr-copy': ['dr-copy'],
 };
 /** Kinds that conflict with a job of the listed kinds on the same resource. */
 const RESOURCE_CONFLICTS: Record<JobKind, readonly JobKind[]> = {
@@ -44,6 +47,7 @@ const RESOURCE_CONFLICTS: Record<JobKind, readonly JobKind[]> = {
   backup: ['backup'],
   restore: ['restore'],
   catalog: [],
+  'dr-copy': [],
 };
 
 export interface JobOptions {

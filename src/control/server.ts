@@ -17,6 +17,7 @@ import { backupRoutes } from './routes/backups.js';
 import { exportRoutes } from './routes/exports.js';
 import type { CatalogApi } from './catalog-api.js';
 import { catalogRoutes } from './routes/catalog.js';
+import { type DrControl, drRoutes } from './routes/dr.js';
 import { fastcopyRoutes } from './routes/fastcopy.js';
 import { healthRoutes } from './routes/health.js';
 import { jobRoutes } from './routes/jobs.js';
@@ -53,6 +54,8 @@ export interface ServerOptions {
   agents?: AgentPool;
   /** The guest-file catalog's routes (issue 15), when the appliance has a catalog. */
   catalog?: CatalogApi;
+  /** The disaster-recovery copy (issue 14), when the appliance offers it. */
+  dr?: DrControl;
   /** Protection policies (issue 14): the /policies routes. */
   policies?: PolicyService;
 }
@@ -160,6 +163,7 @@ export async function buildServer(services: ControlServices, opts: ServerOptions
       if (services.transfer !== undefined) await transferRoutes(api, services.transfer);
       await exportRoutes(api, deps);
       if (opts.catalog) await catalogRoutes(api, { catalog: opts.catalog, jobs: deps.jobs });
+      if (opts.dr) await drRoutes(api, { dr: opts.dr, jobs: deps.jobs });
       await policyRoutes(api, deps);
       api.get(
         '/openapi.json',

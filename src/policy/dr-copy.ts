@@ -55,6 +55,8 @@ export interface DrCopyOptions {
   signal?: AbortSignal;
   progress?: (done: number, total: number, phase: string) => void;
   log?: (line: string) => void;
+  /** Roots the destination must not be in besides the data directory (the appliance's mount). */
+  forbidden?: Array<{ path: string; what: string }>;
   /** Test seam: called after each container is in place (a crash test stops the copier here). */
   afterContainer?: (id: number) => Promise<void> | void;
 }
@@ -86,11 +88,38 @@ function temporary(name: string): boolean {
   return name.startsWith('.') || name.endsWith('.tmp') || name.endsWith('.partial') || name.includes('.tmp-');
 }
 
+/**
+ * Refuses a destination inside the data directory, one that contains it, or one inside a
+ * forbidden root (the appliance's own mount: writing there from the appliance's process would
+ * wait on itself), by name and through symbolic links (the nearest existing ancestor's real path).
+ */
+export async function checkDestination(to: string, dataDir: string, forbidden: Array<{ path: string; what: string }> = []): Promise<void> {
+  const inside = (p: string, root: string) => p === root || p.startsWith(root.endsWith(path.sep) ? root : root + path.sep);
+  const check = (p: string, how: string) => {
+    if (inside(p, dataDir)) throw vmError('INVALID_ARGUMENT', `the DR destination ${to} is inside the data directory ${dataDir}${how}; it must be another disk or directory`);
+    if (inside(dataDir, p)) throw vmError('INVALID_ARGUMENT', `the DR destination ${to} contains the data directory ${dataDir}${how}`);
+    for (const r of forbidden) if (inside(p, r.path)) throw vmError('INVALID_ARGUMENT', `the DR destination ${to} is inside the appliance's ${r.what} (${r.path})${how}; copy to a directory outside it`);
+  };
+  check(to, '');
+  let existing = to;
+  const rest: string[] = [];
+  for (;;) {
+    const real = await fsp.realpath(existing).catch(() => undefined);
+    if (real !== undefined) {
+      check(path.join(real, ...rest), ', through a symbolic link');
+      return;
+    }
+    const parent = path.dirname(existing);
+    if (parent === existing) return;
+    rest.unshift(path.basename(existing));
+    existing = parent;
+  }
+}
+
 export async function drCopy(o: DrCopyOptions): Promise<DrCopyResult> {
   const to = path.resolve(o.to);
-  const dataDir = path.resolve(o.dataDir);
-  if (to === dataDir || to.startsWith(dataDir + path.sep)) throw vmError('INVALID_ARGUMENT', `the DR destination ${to} is inside the data directory ${dataDir}; it must be another disk or directory`);
-  if (dataDir.startsWith(to + path.sep)) throw vmError('INVALID_ARGUMENT', `the DR destination ${to} contains the data directory ${dataDir}`);
+  const dataDir = await fsp.realpath(o.dataDir).catch(() => path.resolve(o.dataDir));
+  await checkDestination(to, dataDir, o.forbidden);
   await fsp.mkdir(to, { recursive: true }).catch((err) => {
     throw fromSystemError(err, `creating the DR destination ${to}`);
   });

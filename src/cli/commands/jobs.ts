@@ -146,6 +146,14 @@ function resultPairs(job: JobView): Array<[string, string]> {
     const r = job.result as RestoreResult;
     return [['Point', r.point], ...r.files.map((f, i): [string, string] => [i === 0 ? 'Files' : '', f])];
   }
+  if (job.kind === 'dr-copy') {
+    const r = job.result as { copy: string; to: string; takenAt: string; containers: number; containersCopied: number; containersReused: number; bytesWritten: number; bytesTotal: number; files: number };
+    return [
+      ['Copy', `${r.copy} in ${r.to}, consistent as of ${formatTime(r.takenAt)}`],
+      ['Containers', `${formatCount(r.containers)}: ${formatCount(r.containersCopied)} copied, ${formatCount(r.containersReused)} already there`],
+      ['Written', `${formatBytes(r.bytesWritten)} of the ${formatBytes(r.bytesTotal)} the copy holds; ${plural(r.files, 'state file')}`],
+    ];
+  }
   if (job.kind === 'catalog') {
     const r = job.result as { share: string; point: string; images: number; volumes: number; files: number; reusedVolumes: number; notes: string[] };
     const pairs: Array<[string, string]> = [
