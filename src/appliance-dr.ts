@@ -13,8 +13,9 @@ import { drRestore } from './policy/dr-restore.js';
 import { describeProblems, drVerify } from './policy/dr-verify.js';
 import { type SegmentStore, writeDatabase } from './store/store.js';
 
-export function drControl(o: { data: string; store: SegmentStore; mount?: string }): DrControl {
+export function drControl(o: { data: string; store: SegmentStore; mount?: string; resolve?: (to: string) => string }): DrControl {
   return {
+    resolve: (to) => (path.isAbsolute(to) ? path.resolve(to) : o.resolve ? o.resolve(to) : to),
     copy: (ctx, to) =>
       drCopy({
         dataDir: o.data,

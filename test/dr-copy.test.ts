@@ -131,7 +131,7 @@ t.test('copy while writing, restore, incremental, damage', async (t) => {
   t.ok(second.containersCopied >= 1 && second.containersCopied < second.containers, `and copied ${second.containersCopied} of ${second.containers}`);
   t.ok(second.bytesWritten < second.bytesTotal, `second copy wrote ${second.bytesWritten} of the ${second.bytesTotal} bytes it names`);
   t.equal(second.previous, first.copy);
-  t.notOk(fs.existsSync(path.join(dest, 'copies', first.copy)), 'the first copy folder was pruned after the second landed');
+  t.notOk(fs.existsSync(path.join(dest, 'dr-copies', first.copy)), 'the first copy folder was pruned after the second landed');
   t.same((await drVerify(dest)).report.problems, []);
 
   // Refusals: a non-empty target; a flipped byte; a missing file.

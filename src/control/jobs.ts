@@ -9,7 +9,7 @@ import { INTERNAL_CODE } from './http-status.js';
 import type { JobHistoryFile } from './job-history.js';
 import type { JobContext, ProgressUnit } from './services.js';
 
-export const JOB_KINDS = ['gc', 'verify', 'index-rebuild', 'backup', 'restore', 'catalog', 'dr-copy'] as const;
+export const JOB_KINDS = ['gc', 'verify', 'index-rebuild', 'backup', 'restore', 'catalog', 'clone', 'dr-copy'] as const;
 export type JobKind = (typeof JOB_KINDS)[number];
 export const JOB_STATES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
 export type JobState = (typeof JOB_STATES)[number];
@@ -35,6 +35,8 @@ const CONFLICTS: Record<JobKind, readonly JobKind[]> = {
   // A catalog build reads one snapshot (immutable) and writes its own SQLite file; builds of one
   // share queue in the catalog service (reuse needs the previous point's catalog finished).
   catalog: [],
+  // A clone copy reads one snapshot (immutable) and writes elsewhere (issue 14).
+  clone: [],
   // A DR copy reads a snapshot of the store whose containers it pins (store/copy-snapshot.ts), so
   // GC, verify and backups go on beside it; two copies at once would only compete for the disk.
   'dr-copy': ['dr-copy'],
@@ -47,6 +49,8 @@ const RESOURCE_CONFLICTS: Record<JobKind, readonly JobKind[]> = {
   backup: ['backup'],
   restore: ['restore'],
   catalog: [],
+  // Two copies of one VM to one destination would send the same files twice at once.
+  clone: ['clone'],
   'dr-copy': [],
 };
 

@@ -134,7 +134,7 @@ export async function drCopy(o: DrCopyOptions): Promise<DrCopyResult> {
     }
   }
   const copyId = `${new Date().toISOString().replace(/[-:.]/g, '').slice(0, 15)}Z-${randomBytes(3).toString('hex')}`;
-  const copyRel = `copies/${copyId}`;
+  const copyRel = `dr-copies/${copyId}`;
   const w = new Writer(to, o.signal);
 
   // 1. State files, then the store's snapshot.
@@ -163,7 +163,7 @@ export async function drCopy(o: DrCopyOptions): Promise<DrCopyResult> {
     let reused = 0;
     for (const c of snap.containers) {
       o.signal?.throwIfAborted();
-      const dest = c.sealed ? c.rel : `${copyRel}/open/${c.rel.replace(/^containers\//, '')}`;
+      const dest = c.sealed ? `dr-${c.rel}` : `${copyRel}/open/${c.rel.replace(/^containers\//, '')}`;
       const prev = c.sealed ? prevSealed.get(c.id) : undefined;
       if (prev && prev.size === c.size && prev.path === dest && (await w.sizeOf(dest)) === c.size) {
         containers.push({ ...prev });
@@ -266,7 +266,7 @@ class Writer {
   /** A state file or store.json, stored under its content's name (unchanged files are kept once). */
   async putObject(bytes: Buffer): Promise<FileEntry> {
     const sha = createHash('sha256').update(bytes).digest('hex');
-    const rel = `files/${sha.slice(0, 2)}/${sha}`;
+    const rel = `dr-files/${sha.slice(0, 2)}/${sha}`;
     if ((await this.sizeOf(rel)) !== bytes.length) await this.write(rel, async (h) => {
       await h.write(bytes, 0, bytes.length, 0);
     });
@@ -417,7 +417,7 @@ async function prune(root: string, m: ManifestBody, log: (l: string) => void): P
     for (const e of entries) {
       const r = `${rel}/${e.name}`;
       if (e.isDirectory()) {
-        if (rel === 'copies' && e.name !== m.copy) {
+        if (rel === 'dr-copies' && e.name !== m.copy) {
           await fsp.rm(path.join(dir, e.name), { recursive: true, force: true });
           removed++;
           continue;
@@ -430,7 +430,8 @@ async function prune(root: string, m: ManifestBody, log: (l: string) => void): P
       }
     }
   };
-  for (const top of ['copies', 'containers', 'files']) await walk(top);
+  // Only the DR copy's own folders: a clone archive may share the directory (ARCHIVE.md).
+  for (const top of ['dr-copies', 'dr-containers', 'dr-files']) await walk(top);
   for (const e of await fsp.readdir(root)) if (e.startsWith(`${MANIFEST_FILE}.tmp-`)) await fsp.rm(path.join(root, e), { force: true });
   if (removed > 0) log(`DR copy: removed ${removed} files and folders no copy names any more`);
 }

@@ -12,8 +12,7 @@ export async function drCommand(ctx: CommandContext, args: string[]): Promise<nu
     expectArgs(rest, [], 'dr copy --to <dir>');
     refuseOptions(ctx.flags, 'dr copy', ['to']);
     const to = ctx.flags.to;
-    if (to === undefined) throw usage('dr copy: --to <dir> is required (an absolute directory on the appliance host)');
-    if (!to.startsWith('/')) throw usage(`dr copy: --to must be an absolute path on the appliance host, not ${JSON.stringify(to)}`);
+    if (to === undefined) throw usage("dr copy: --to is required: an absolute directory on the appliance host, or a directory destination's name");
     return startAndWatch(ctx, '/dr/copies', { to });
   }
   throw usage(`dr: expected copy, restore or verify, got ${verb === undefined ? 'nothing' : JSON.stringify(verb)}`);

@@ -13,6 +13,8 @@ import { commonErrors, errorBody, jobStarted } from '../schemas.js';
 import type { JobContext } from '../services.js';
 
 export interface DrControl {
+  /** The directory a destination names: an absolute path as it is, a directory destination's path (NOT_FOUND, INVALID_ARGUMENT otherwise). */
+  resolve(to: string): string;
   /** Copies the appliance to `to` (an absolute directory path on the appliance host). */
   copy(ctx: JobContext, to: string): Promise<DrCopyResult>;
 }
@@ -30,7 +32,7 @@ export async function drRoutes(app: FastifyInstance, deps: { dr: DrControl; jobs
           additionalProperties: false,
           required: ['to'],
           properties: {
-            to: { type: 'string', title: 'destination', minLength: 1, maxLength: 4096, description: 'An absolute directory on the appliance host (a removable disk, tape staging); made if missing. A complete earlier copy there is reused: only new containers are copied.' },
+            to: { type: 'string', title: 'destination', minLength: 1, maxLength: 4096, description: "An absolute directory on the appliance host (a removable disk, tape staging), made if missing, or a directory destination's name (vmvault destination add NAME --dir PATH). A complete earlier copy there is reused: only new containers are copied." },
           },
         },
         response: {
@@ -41,8 +43,11 @@ export async function drRoutes(app: FastifyInstance, deps: { dr: DrControl; jobs
       }),
     },
     async (request, reply) => {
-      const to = request.body.to;
-      if (!path.isAbsolute(to) || to.includes('\0')) throw vmError('INVALID_ARGUMENT', `the DR destination must be an absolute directory path, not ${JSON.stringify(to)}`);
+      const asked = request.body.to;
+      if (asked.includes('\0') || (!path.isAbsolute(asked) && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(asked))) {
+        throw vmError('INVALID_ARGUMENT', `the DR destination must be an absolute directory path or a directory destination's name, not ${JSON.stringify(asked.slice(0, 200))}`);
+      }
+      const to = deps.dr.resolve(asked);
       const job = deps.jobs.start('dr-copy', `to ${to}`, (ctx) => deps.dr.copy(ctx, to));
       return reply.code(202).header('location', `${app.prefix}/jobs/${job.id}`).send({ job: job.id });
     },
