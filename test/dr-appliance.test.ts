@@ -64,7 +64,9 @@ t.test('DR copy of a live appliance, restore on an empty directory, crash mid-co
   // Two VMs with points; vm1 in a policy with a lock.
   await ok(cliA('vm', 'add', 'vm1', '--qmp', vm1.qmp, '--workflow', 'crash-consistent'), 'vm add vm1');
   await ok(cliA('vm', 'add', 'vm2', '--qmp', vm2.qmp, '--workflow', 'crash-consistent'), 'vm add vm2');
-  await ok(cliA('policy', 'create', 'gold', '--backup', '0 3 * * *', '--keep', 'daily=7', '--lock', '7d'), 'policy create');
+  // destination add takes --token as the destination's own token: ours comes from the environment.
+  await ok(runCli(['--url', a.url, 'destination', 'add', 'dr-1', '--dir', drDir], { VMVAULT_TOKEN: a.token }), 'destination add');
+  await ok(cliA('policy', 'create', 'gold', '--backup', '0 3 * * *', '--keep', 'daily=7', '--lock', '7d', '--dr', 'daily 04:00 -> dr-1'), 'policy create');
   await ok(cliA('policy', 'assign', 'gold', '--vm', 'vm1'), 'policy assign');
   await qemuWrite(vm1.qmp, vm1.qdevOf('vda'), ['write -P 0x11 0 3M', 'write -P 0x12 5M 1M']);
   await qemuWrite(vm2.qmp, vm2.qdevOf('vda'), ['write -P 0x21 1M 2M']);
@@ -106,7 +108,7 @@ t.test('DR copy of a live appliance, restore on an empty directory, crash mid-co
   })();
   while (n < 3) await sleep(10);
   fsyncedBeforeCopy = n;
-  const copy1 = await cliA('dr', 'copy', '--to', drDir);
+  const copy1 = await cliA('dr', 'copy', '--to', 'dr-1');
   const writtenAfterCopy = n;
   stop = true;
   await writer;
@@ -156,7 +158,8 @@ t.test('DR copy of a live appliance, restore on an empty directory, crash mid-co
   t.same((JSON.parse((await cliB('backup', 'list', 'vm1', '--json')).stdout) as Array<{ point: string }>).map((p) => p.point), p1, "vm1's points");
   const gold = await b.api('GET', '/policies/gold');
   t.equal(gold.status, 200, 'the policy');
-  t.match(JSON.stringify(gold.body), /vm1/);
+  t.match(gold.body, { vms: ['vm1'], dr: 'daily 04:00 -> dr-1', lock: '7d' }, 'with its VM, lock and DR schedule');
+  t.match(JSON.parse((await cliB('destination', 'list', '--json')).stdout), [{ name: 'dr-1', kind: 'dir', path: drDir }], 'and the destination');
   t.equal((await b.api('GET', `/shares/vm1/snapshots/${p1[1]}`)).body.lockedUntil, lock, 'the lock');
   const del = await b.api('DELETE', `/shares/vm1/snapshots/${p1[1]}`);
   t.equal(del.status, 423, 'and the restored appliance enforces it');
