@@ -9,7 +9,7 @@ import t from 'tap';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { runVerify } from '../src/namespace/maintenance.js';
+import { runGc, runVerify } from '../src/namespace/maintenance.js';
 import { Namespace } from '../src/namespace/namespace.js';
 import { drCopy } from '../src/policy/dr-copy.js';
 import { readManifest } from '../src/policy/dr-format.js';
@@ -157,4 +157,48 @@ t.test('copy while writing, restore, incremental, damage', async (t) => {
   const text = fs.readFileSync(mf, 'utf8');
   fs.writeFileSync(mf, text.replace(/"size": (\d)/, '"size": 9$1'));
   await t.rejects(drVerify(dest), { code: 'CORRUPT_COPY', message: /dr-manifest\.json is damaged/ });
+});
+
+t.test('GC removing containers while the copy reads them: the pins keep their bytes', async (t) => {
+  const dir = tmpDir(t, 'vmvault-dr-gc-');
+  const data = path.join(dir, 'data');
+  const dest = path.join(dir, 'dr');
+  const a = await open(data);
+  t.teardown(() => a.close().catch(() => {}));
+  await a.ns.shares.create('gone');
+  await a.ns.shares.create('kept');
+  const goneBytes = bytes(10 * MiB, 31);
+  const keptBytes = bytes(3 * MiB, 32);
+  // fsync before the copy: what an open file holds only in its buffers is not in any checkpoint.
+  for (const [p, bytes] of [['/gone/disk.raw', goneBytes], ['/kept/disk.raw', keptBytes]] as const) {
+    const fh = await a.ns.fs.create(p, 0o644);
+    await a.ns.write(fh, 0, bytes);
+    await a.ns.fs.fsync(fh);
+    await a.ns.fs.release(fh);
+  }
+  let removed = 0;
+  const copy = await drCopy({
+    dataDir: data,
+    to: dest,
+    version: 'test',
+    // The snapshot first; then the share goes and GC deletes its containers before the copy reads them.
+    snapshot: async () => {
+      const s = await a.store.snapshotForCopy();
+      await a.ns.shares.remove('gone', { force: true, deleteSnapshots: true });
+      await a.store.sync();
+      const gc = await runGc(a.ns, { copyForwardBelow: 0.99 });
+      removed = gc.containersRemoved + gc.containersRewritten;
+      return s;
+    },
+  });
+  t.ok(removed > 0, `GC removed or rewrote ${removed} containers during the copy`);
+  t.ok(copy.containers > 0);
+  const target = path.join(dir, 'restored');
+  await drRestore({ from: dest, data: target, writeDatabase });
+  const b = await open(target);
+  t.teardown(() => b.close().catch(() => {}));
+  t.equal(sha(await readFile(b.ns, '/gone/disk.raw')), sha(goneBytes), 'the share GC emptied is whole in the copy (as of its checkpoint)');
+  t.equal(sha(await readFile(b.ns, '/kept/disk.raw')), sha(keptBytes));
+  t.same((await runVerify(b.ns, { full: true })).problems, [], 'the restored store verifies in full');
+  t.same(fs.readdirSync(path.join(data, 'dr-pin')), [], 'no pin left behind');
 });
