@@ -73,7 +73,7 @@ export async function replicaRoutes(app: FastifyInstance, replicas: ReplicaServi
     async (request) => replicas.snapshot(callerOf(request), request.params.share, request.body.name, request.body.lockedUntil),
   );
 
-  app.get<{ Params: { share: string; snap: string }; Querystring: { verify?: boolean } }>(
+  app.get<{ Params: { share: string; snap: string }; Querystring: { verify?: string } }>(
     '/replicas/shares/:share/snapshots/:snap',
     {
       config: replication,
@@ -82,11 +82,11 @@ export async function replicaRoutes(app: FastifyInstance, replicas: ReplicaServi
         summary: "A cloned point's files and segment-tree roots; ?verify=true re-reads and re-hashes them here",
         tags: ['replicas'],
         params: { type: 'object', required: ['share', 'snap'], properties: { share: shareName, snap: snapshotName } },
-        querystring: { type: 'object', additionalProperties: false, properties: { verify: { type: 'boolean' } } },
+        querystring: { type: 'object', additionalProperties: false, properties: { verify: { type: 'string', enum: ['true', 'false'] } } },
         response: { 200: loose, ...commonErrors, ...forbidden, ...notFound },
       }),
     },
-    async (request) => replicas.describe(callerOf(request), request.params.share, request.params.snap, request.query.verify === true),
+    async (request) => replicas.describe(callerOf(request), request.params.share, request.params.snap, request.query.verify === 'true'),
   );
 
   app.get<{ Params: { fp: string } }>(
