@@ -10,59 +10,16 @@
 // stopped, has its data directory opened and the points' files read back.
 
 import t from 'tap';
-import { spawn } from 'node:child_process';
-import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { TransferConnection } from '../src/transfer/client.js';
 import { snapshotFiles } from '../src/namespace/snapshot-files.js';
 import { cloneSource, day1Disk, day2Disk, segmentsOf } from './helpers/clone-source.js';
 import { makeNetNs, netnsAvailable } from './helpers/netns.js';
+import { nsAppliance } from './helpers/ns-appliance.js';
 import { openNs, readFile } from './helpers/ns.js';
 import { tmpDir } from './helpers/tmpdir.js';
 
-const runner = path.join(path.dirname(fileURLToPath(import.meta.url)), 'helpers', 'run-appliance.js');
 const skip = netnsAvailable();
-
-interface Remote {
-  url: string;
-  pin: string;
-  data: string;
-  admin: string;
-  stop(): Promise<void>;
-}
-
-/** A second appliance in the network namespace, on HTTPS at ns.nsIp:7443. */
-async function nsAppliance(t: { teardown(fn: () => unknown): void }, ns: { name: string; nsIp: string }, dir: string): Promise<Remote> {
-  const data = path.join(dir, 'data');
-  const env = { ...process.env };
-  delete env.NODE_OPTIONS;
-  // `ip netns exec` execs the command: the PID is the appliance's. Its mount lives in the
-  // private mount namespace ip netns exec makes, and goes with the process.
-  const proc = spawn('ip', ['netns', 'exec', ns.name, process.execPath, runner, '--data', data, '--mount', path.join(dir, 'mnt'), '--listen', `${ns.nsIp}:7443`], { stdio: ['ignore', 'pipe', 'pipe'], env });
-  let out = '';
-  proc.stdout!.on('data', (d) => (out += d));
-  proc.stderr!.on('data', (d) => (out += d));
-  const exited = new Promise<void>((resolve) => proc.on('exit', () => resolve()));
-  let alive = true;
-  void exited.then(() => (alive = false));
-  const stop = async () => {
-    if (!alive) return;
-    proc.kill('SIGTERM');
-    const timer = setTimeout(() => proc.kill('SIGKILL'), 30_000);
-    await exited;
-    clearTimeout(timer);
-  };
-  t.teardown(stop);
-  for (let i = 0; i < 1200 && !/control plane at /.test(out); i++) {
-    if (!alive) throw new Error(`the second appliance exited:\n${out}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  const m = /control plane at (https:\/\/[^\s]+)\/api\/v1/.exec(out);
-  const pin = /TLS certificate SHA-256 ([0-9A-Fa-f:]+)/.exec(out);
-  if (!m || !pin) throw new Error(`the second appliance did not come up on HTTPS:\n${out}`);
-  return { url: m[1], pin: pin[1], data, admin: fs.readFileSync(path.join(data, 'api-token'), 'utf8').trim(), stop };
-}
 
 t.test('clone to a second appliance: fingerprint-first, incremental, locked, verified, identical', { skip }, async (t) => {
   const net = await makeNetNs(t);
