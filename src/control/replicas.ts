@@ -160,19 +160,22 @@ export class ReplicaService {
     const names = await this.ns.installer.snapshotNames(share);
     if (!names.includes(name)) await this.ns.snapshots.create(share, name);
     if (until !== undefined && until > this.now()) await this.ns.snapshots.lock(share, name, until);
-    return this.describe(caller, share, name, false);
+    return this.describe(caller, share, name);
   }
 
-  /** A snapshot's files and roots; with `verify`, its trees re-read and re-hashed here. */
-  async describe(caller: ReplicaCaller, share: string, name: string, verify: boolean): Promise<ReplicaSnapshot> {
+  /**
+   * A snapshot's files and roots; with `verify`, its trees checked here: 'quick', every segment
+   * they name is in the store; 'full', every segment read and re-hashed.
+   */
+  async describe(caller: ReplicaCaller, share: string, name: string, verify?: 'quick' | 'full'): Promise<ReplicaSnapshot> {
     validateName('share', share);
     validateName('snapshot', name);
     this.authorize(caller, share);
     const info = await this.ns.snapshots.get(share, name);
     const files = (await snapshotFiles(this.ns, share, name)).map((f) => ({ path: f.path, size: f.version.size, root: f.version.root.toString('hex'), height: f.version.height }));
     const out: ReplicaSnapshot = { share, name, created: info.created, ...(info.lockedUntil ? { lockedUntil: info.lockedUntil } : {}), files };
-    if (verify) {
-      const run = await runVerify(this.ns, { share, snapshot: name, full: true });
+    if (verify !== undefined) {
+      const run = await runVerify(this.ns, { share, snapshot: name, full: verify === 'full' });
       out.verify = { problems: run.problems, segmentsChecked: run.segmentsChecked, bytesRead: run.bytesRead };
     }
     return out;

@@ -101,9 +101,11 @@ export async function cloneToAppliance(
       }
       await conn.json('POST', `${base}/snapshots`, { name: point, ...lock }, opts.signal);
     }
-    // Verify after writing: the destination re-reads and re-hashes the point's trees, and its
-    // roots must be ours.
-    const remote = await conn.json<RemoteSnapshot>('GET', `${base}/snapshots/${encodeURIComponent(point)}?verify=true`, undefined, opts.signal);
+    // Verify after writing: the destination checks every segment the point's trees name is in
+    // its store (it re-hashed each one it received), and its roots must be ours: equal roots
+    // name equal trees, so equal bytes (when the stores cut alike; else it re-hashes them all).
+    // `destination verify` re-reads and re-hashes (full).
+    const remote = await conn.json<RemoteSnapshot>('GET', `${base}/snapshots/${encodeURIComponent(point)}?verify=${byRoot ? 'quick' : 'full'}`, undefined, opts.signal);
     const problems = remote.verify?.problems ?? [];
     if (problems.length > 0) throw vmError('CORRUPT_SEGMENT', `destination ${d.name}: the clone of ${share}/${point} failed verification there: ${problems[0].message}${problems.length > 1 ? ` (and ${problems.length - 1} more)` : ''}`, { destination: d.name });
     const diff = sameRoots(files, remote, byRoot);

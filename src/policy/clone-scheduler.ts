@@ -157,13 +157,14 @@ export class CloneScheduler {
       }
       const wait = this.retryMs[attempt];
       const at = new Date(this.clock.now() + wait).toISOString();
-      await h.add({ at: this.iso(), policy, vm, event: 'failed', due, ...(job ? { job } : {}), detail: `clone to ${destination} failed: ${failed}; retry ${attempt + 1} of ${this.retryMs.length} at ${at}` });
-      this.log(`policy ${policy}: clone of ${vm} to ${destination} failed (${failed}); retry at ${at}`);
+      // Armed before it is recorded: whoever reads the record finds the retry already set.
       entry.retryTimer = this.clock.setTimer(() => {
         if (this.stopped) return;
         this.active.delete(key);
         void this.begin(policy, vm, destination, due, attempt + 1);
       }, wait);
+      await h.add({ at: this.iso(), policy, vm, event: 'failed', due, ...(job ? { job } : {}), detail: `clone to ${destination} failed: ${failed}; retry ${attempt + 1} of ${this.retryMs.length} at ${at}` });
+      this.log(`policy ${policy}: clone of ${vm} to ${destination} failed (${failed}); retry at ${at}`);
     })().catch((err) => {
       this.log(`clone scheduler: ${(err as Error).message}`);
       this.active.delete(key);

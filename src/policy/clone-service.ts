@@ -84,7 +84,7 @@ export class CloneService {
     const conn = await connectAppliance(d);
     try {
       for (const c of copies) {
-        const r = await conn.json<{ verify?: { problems: Array<{ message: string }> } }>('GET', `/api/v1/replicas/shares/${encodeURIComponent(c.share)}/snapshots/${encodeURIComponent(c.point)}?verify=true`);
+        const r = await conn.json<{ verify?: { problems: Array<{ message: string }> } }>('GET', `/api/v1/replicas/shares/${encodeURIComponent(c.share)}/snapshots/${encodeURIComponent(c.point)}?verify=full`);
         for (const p of r.verify?.problems ?? []) problems.push({ kind: 'corrupt-segment', point: `${c.share}/${c.point}`, message: `point ${c.share}/${c.point} on ${name}: ${p.message}` });
       }
     } finally {

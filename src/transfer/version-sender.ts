@@ -25,7 +25,7 @@ const BATCH_LEAVES = LIMITS.queryCount;
 /** Missing segments read from the store at a time. */
 const READ_BATCH = 256;
 /** Payload bytes per segments frame. */
-const FRAME_BYTES = 16 * 1024 * 1024;
+const FRAME_BYTES = 4 * 1024 * 1024;
 /** Waits before each retry of a broken send (ms), as the agent's sender. */
 const RETRIES = [200, 1000, 3000, 10_000];
 
@@ -134,31 +134,49 @@ async function sendBatch(conn: TransferConnection, store: SegmentStore, route: s
       if (m) missing.push(asked[j]);
     });
   }
-  let frame: SentSegment[] = [];
-  let frameBytes = 0;
-  const sendFrame = async () => {
-    if (frame.length === 0) return;
-    await conn.frame(`${route}/segments`, encodeSegments(frame), signal);
-    frame = [];
-    frameBytes = 0;
-  };
-  for (let i = 0; i < missing.length; i += READ_BATCH) {
-    const part = missing.slice(i, i + READ_BATCH);
+  // Reading and compressing the next part overlaps sending this one (the store's reads and
+  // LZ4 on this side, the receiver's re-hash and store on the other): at most two parts of
+  // READ_BATCH segments in memory.
+  const prepare = async (part: Leaf[]): Promise<SentSegment[]> => {
     const plain = await store.readSegments(part.map((l) => l.fp));
+    const out: SentSegment[] = [];
     for (let k = 0; k < part.length; k++) {
       const raw = plain[k];
       if (raw === null) throw vmError('MISSING_SEGMENT', `segment ${part[k].fp.toString('hex').slice(0, 16)} of the file is not in this store; run verify`);
       report.bytesRead += raw.length;
       const enc = encodePayload(raw);
       const payload = Buffer.from(enc.payload.buffer, enc.payload.byteOffset, enc.payload.byteLength);
-      frame.push({ fp: part[k].fp, len: part[k].len, codec: enc.codec === Codec.Lz4 ? SegmentCodec.Lz4 : SegmentCodec.Raw, payload: Buffer.from(payload) });
-      frameBytes += payload.length;
+      out.push({ fp: part[k].fp, len: part[k].len, codec: enc.codec === Codec.Lz4 ? SegmentCodec.Lz4 : SegmentCodec.Raw, payload: Buffer.from(payload) });
+    }
+    return out;
+  };
+  let frame: SentSegment[] = [];
+  let frameBytes = 0;
+  let sending: Promise<void> = Promise.resolve();
+  const sendFrame = async () => {
+    if (frame.length === 0) return;
+    const body = encodeSegments(frame);
+    frame = [];
+    frameBytes = 0;
+    await sending;
+    sending = conn.frame(`${route}/segments`, body, signal).then(() => undefined);
+    sending.catch(() => {});
+  };
+  let next = missing.length > 0 ? prepare(missing.slice(0, READ_BATCH)) : undefined;
+  for (let i = 0; next !== undefined; i += READ_BATCH) {
+    const ready = await next;
+    next = i + READ_BATCH < missing.length ? prepare(missing.slice(i + READ_BATCH, i + 2 * READ_BATCH)) : undefined;
+    next?.catch(() => {});
+    for (const seg of ready) {
+      frame.push(seg);
+      frameBytes += seg.payload.length;
       report.segmentsSent++;
-      report.segmentBytesSent += payload.length;
+      report.segmentBytesSent += seg.payload.length;
       if (frameBytes >= FRAME_BYTES || frame.length >= LIMITS.segmentCount) await sendFrame();
     }
   }
   await sendFrame();
+  await sending;
   const entries: RecipeEntry[] = [];
   for (const l of leaves) {
     if (l.zero) {

@@ -102,12 +102,14 @@ function detailText(p: PolicyDetail): string {
   const parts = [policyText(p)];
   for (const v of p.points) {
     const head = `${v.vm} (share ${v.share}): ${v.points.length} point(s)${v.problem ? ` - ${v.problem}` : ''}`;
+    // The COPIES column only where some point has a copy (issue 14 part B).
+    const withCopies = v.points.some((pt) => (pt.copies ?? []).length > 0);
     const rows = v.points.map((pt) => [
       pt.point,
       pt.locked ? `locked until ${formatTime(pt.lockedUntil!)}` : pt.lockedUntil ? `lock ended ${formatTime(pt.lockedUntil)}` : '-',
-      (pt.copies ?? []).map((c) => `${c.destination}${c.verifiedAt ? ' (verified)' : ''}`).join(', ') || '-',
+      ...(withCopies ? [(pt.copies ?? []).map((c) => `${c.destination}${c.verifiedAt ? ' (verified)' : ''}`).join(', ') || '-'] : []),
     ]);
-    parts.push(rows.length ? `${head}\n${formatTable(['POINT', 'LOCK', 'COPIES'], rows)}` : head);
+    parts.push(rows.length ? `${head}\n${formatTable(['POINT', 'LOCK', ...(withCopies ? ['COPIES'] : [])], rows)}` : head);
   }
   if (p.running.length || p.queued.length) parts.push(`Running: ${p.running.map((r) => `${r.vm}${r.job ? ` (job ${r.job})` : ''}`).join(', ') || '-'}; queued: ${p.queued.map((q) => q.vm).join(', ') || '-'}`);
   const runs = p.runs.slice(-10);

@@ -73,20 +73,20 @@ export async function replicaRoutes(app: FastifyInstance, replicas: ReplicaServi
     async (request) => replicas.snapshot(callerOf(request), request.params.share, request.body.name, request.body.lockedUntil),
   );
 
-  app.get<{ Params: { share: string; snap: string }; Querystring: { verify?: boolean } }>(
+  app.get<{ Params: { share: string; snap: string }; Querystring: { verify?: 'quick' | 'full' } }>(
     '/replicas/shares/:share/snapshots/:snap',
     {
       config: replication,
       schema: routeSchema({
         operationId: 'describeReplica',
-        summary: "A cloned point's files and segment-tree roots; ?verify=true re-reads and re-hashes them here",
+        summary: "A cloned point's files and segment-tree roots; ?verify=quick checks every segment is here, ?verify=full re-reads and re-hashes them",
         tags: ['replicas'],
         params: { type: 'object', required: ['share', 'snap'], properties: { share: shareName, snap: snapshotName } },
-        querystring: { type: 'object', additionalProperties: false, properties: { verify: { type: 'boolean' } } },
+        querystring: { type: 'object', additionalProperties: false, properties: { verify: { type: 'string', enum: ['quick', 'full'], description: 'quick: every segment the trees name is in the store (the roots then prove the content); full: read and re-hash them all.' } } },
         response: { 200: loose, ...commonErrors, ...forbidden, ...notFound },
       }),
     },
-    async (request) => replicas.describe(callerOf(request), request.params.share, request.params.snap, request.query.verify === true),
+    async (request) => replicas.describe(callerOf(request), request.params.share, request.params.snap, request.query.verify),
   );
 
   app.get<{ Params: { fp: string } }>(
