@@ -8,7 +8,9 @@ const isAppliance = argv[0] === 'appliance';
 // `vmvault agent --appliance ...` runs an agent (src/agent/, which loads no appliance layer);
 // `vmvault agent list` and `vmvault agent token ...` are CLI commands.
 const isAgent = argv[0] === 'agent' && !['list', 'token'].includes(argv[1]);
-const target = new URL(isAppliance ? '../dist/src/appliance.js' : isAgent ? '../dist/src/agent/main.js' : '../dist/src/cli/main.js', import.meta.url);
+// `vmvault dr restore|verify` run without an appliance (src/appliance-dr.ts); `dr copy` is a CLI command.
+const isDrLocal = argv[0] === 'dr' && ['restore', 'verify'].includes(argv[1]);
+const target = new URL(isAppliance ? '../dist/src/appliance.js' : isAgent ? '../dist/src/agent/main.js' : isDrLocal ? '../dist/src/appliance-dr.js' : '../dist/src/cli/main.js', import.meta.url);
 
 let mod;
 try {
@@ -24,5 +26,5 @@ try {
 }
 
 // The appliance receives the arguments after `appliance`; the CLI all of them.
-const code = await mod.main(isAppliance || isAgent ? argv.slice(1) : argv);
+const code = await mod.main(isAppliance || isAgent || isDrLocal ? argv.slice(1) : argv);
 if (typeof code === 'number') process.exitCode = code;

@@ -22,6 +22,7 @@ import { ApplianceGroups } from './appliance-groups.js';
 import { GroupRegistry } from './backup/groups.js';
 import { AgentPool } from './backup/agent-pool.js';
 import { openPolicies, type PolicyParts } from './appliance-policies.js';
+import { drControl } from './appliance-dr.js';
 import { parseDuration } from './policy/durations.js';
 import { BackupService } from './backup/backup-service.js';
 import { CatalogService } from './catalog/catalog-service.js';
@@ -44,6 +45,7 @@ import { buildServer } from './control/server.js';
 import { ensureToken } from './control/token.js';
 import { AgentTokens } from './control/agent-tokens.js';
 import { TransferReceiver } from './transfer/receiver.js';
+import { ReplicaService } from './control/replicas.js';
 import { fromSystemError, isVmvaultError, vmError } from './errors.js';
 import { FuseMount } from './fuse/binding.js';
 import { LlMount } from './fuse/ll-mount.js';
@@ -432,7 +434,9 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
       tls = { cert: own.cert, key: own.key };
     }
     if (tls !== undefined) log(`TLS certificate SHA-256 ${certificateSha256(tls.cert)} (agents pin it: vmvault agent --pin ...)`);
-    policies = await openPolicies({ data, ns, vms, backups, jobs, svc, maxLockMs: cfg.maxLockMs, maxParallel: cfg.maxParallelBackups, log });
+    // The DR copy resolves destination names through the policies' registry, made just below.
+    const dr = drControl({ data, store, mount, resolve: (to) => policies!.resolveDr(to) });
+    policies = await openPolicies({ data, ns, vms, backups, jobs, svc, maxLockMs: cfg.maxLockMs, maxParallel: cfg.maxParallelBackups, dr, log });
     const policyService = policies.service;
     applianceVms.onVmRemoved((vm) => policyService.vmRemoved(vm));
     // VM groups (issue 13): <data>/groups.json; a removed VM leaves every group that lists it.
@@ -445,16 +449,21 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     const agentTokens = await AgentTokens.load(data);
     // An agent token writes only the file of a task the pool gave one of its agents (issue 12).
     const pool = agents;
+    // A replication token (another appliance's clone copies, issue 14) writes only its own clone targets.
+    const replicas = await ReplicaService.open(ns, data);
     svc.transfer = new TransferReceiver(ns, {
       log,
       authorize: (caller, share, file, taskId) => {
-        if (caller.kind === 'agent') pool.authorizeTransfer(caller.name, share, file, taskId);
+        if (caller.kind === 'agent' && caller.replication === true) replicas.authorize({ admin: false, name: caller.name }, share);
+        else if (caller.kind === 'agent') pool.authorizeTransfer(caller.name, share, file, taskId);
       },
     });
-    server = await buildServer(svc, { token: token.token, jobs, audit, tls, agentTokens, agents, catalog: catalogApi, policies: policies.service, hosts, groups });
+    server = await buildServer(svc, { token: token.token, jobs, audit, tls, agentTokens, agents, catalog: catalogApi, policies: policies.service, hosts, groups, replicas, clones: policies.clones, dr });
     // A run missed while the appliance was down starts now (once); before the "control plane at"
     // line, which is what supervisors and tests wait for.
     await policies.scheduler.start();
+    await policies.cloneScheduler.start();
+    await policies.drScheduler?.start();
     const url = await listen(server, { host, port, tls: tls !== undefined });
     log(`control plane at ${url}/api/v1 (token in ${token.file})`);
     let stopping: Promise<void> | undefined;
@@ -465,9 +474,13 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
         await watch!.stop();
         agents!.close();
         policies!.scheduler.stop();
+        policies!.cloneScheduler.stop();
+        policies!.drScheduler?.stop();
         await server!.close().catch((err) => log(`closing the control plane: ${(err as Error).message}`));
         await jobs!.close().catch((err) => log(`stopping jobs: ${(err as Error).message}`));
         await policies!.scheduler.settled().catch((err) => log(`policy run history: ${(err as Error).message}`));
+        await policies!.cloneScheduler.settled().catch((err) => log(`clone run history: ${(err as Error).message}`));
+        await policies!.drScheduler?.settled().catch((err) => log(`DR copy run history: ${(err as Error).message}`));
         await svc!.transfer?.close().catch((err) => log(`closing transfer sessions: ${(err as Error).message}`));
         await catalog.close().catch((err) => log(`closing the catalog: ${(err as Error).message}`));
         await audit.flush();

@@ -32,6 +32,7 @@ export const ERROR_CODES = {
   FORBIDDEN: 'The token is valid but not allowed this call (an agent token on an admin route, or outside its scope).',
   RATE_LIMITED: 'Too many failed authentications from this address; wait the time Retry-After names.',
   SEGMENT_MISMATCH: 'A segment sent to the appliance does not hash to the fingerprint it was sent under; it was refused.',
+  CORRUPT_COPY: 'A copy kept elsewhere (a DR copy) is damaged or incomplete; the message names the file and what is wrong.',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -58,6 +58,7 @@ const CODE_TO_EXIT: Record<ErrorCode, number> = {
   FORBIDDEN: EXIT.UNAUTHORIZED,
   RATE_LIMITED: EXIT.UNAVAILABLE,
   SEGMENT_MISMATCH: EXIT.FAILURE,
+  CORRUPT_COPY: EXIT.DAMAGED,
 };
 
 /** Codes only the CLI raises, for failures that never reached an appliance answer. */

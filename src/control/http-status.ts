@@ -38,6 +38,8 @@ export const CODE_TO_STATUS: Record<ErrorCode, number> = {
   RATE_LIMITED: 429,
   // The sender's bytes do not match its fingerprint: a well-formed request with content refused.
   SEGMENT_MISMATCH: 422,
+  // A copy on a destination failed its checks: the request was fine, the copy's bytes are not.
+  CORRUPT_COPY: 422,
 };
 
 /**

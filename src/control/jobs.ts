@@ -9,7 +9,7 @@ import { INTERNAL_CODE } from './http-status.js';
 import type { JobHistoryFile } from './job-history.js';
 import type { JobContext, ProgressUnit } from './services.js';
 
-export const JOB_KINDS = ['gc', 'verify', 'index-rebuild', 'backup', 'restore', 'catalog', 'group-backup'] as const;
+export const JOB_KINDS = ['gc', 'verify', 'index-rebuild', 'backup', 'restore', 'catalog', 'group-backup', 'clone', 'dr-copy'] as const;
 export type JobKind = (typeof JOB_KINDS)[number];
 export const JOB_STATES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
 export type JobState = (typeof JOB_STATES)[number];
@@ -38,6 +38,11 @@ const CONFLICTS: Record<JobKind, readonly JobKind[]> = {
   // Each VM of a group run is one BackupService backup: a VM already being backed up fails alone
   // (CONFLICT) inside the run, so the group job itself conflicts only with its own group.
   'group-backup': [],
+  // A clone copy reads one snapshot (immutable) and writes elsewhere (issue 14).
+  clone: [],
+  // A DR copy reads a snapshot of the store whose containers it pins (store/copy-snapshot.ts), so
+  // GC, verify and backups go on beside it; two copies at once would only compete for the disk.
+  'dr-copy': ['dr-copy'],
 };
 /** Kinds that conflict with a job of the listed kinds on the same resource. */
 const RESOURCE_CONFLICTS: Record<JobKind, readonly JobKind[]> = {
@@ -48,6 +53,9 @@ const RESOURCE_CONFLICTS: Record<JobKind, readonly JobKind[]> = {
   restore: ['restore'],
   catalog: [],
   'group-backup': ['group-backup'],
+  // Two copies of one VM to one destination would send the same files twice at once.
+  clone: ['clone'],
+  'dr-copy': [],
 };
 
 export interface JobOptions {

@@ -19,6 +19,7 @@ import { backupRoutes } from './routes/backups.js';
 import { exportRoutes } from './routes/exports.js';
 import type { CatalogApi } from './catalog-api.js';
 import { catalogRoutes } from './routes/catalog.js';
+import { type DrControl, drRoutes } from './routes/dr.js';
 import { fastcopyRoutes } from './routes/fastcopy.js';
 import { healthRoutes } from './routes/health.js';
 import { jobRoutes } from './routes/jobs.js';
@@ -32,6 +33,9 @@ import { transferRoutes } from './routes/transfer.js';
 import { policyRoutes } from './routes/policies.js';
 import { groupRoutes } from './routes/groups.js';
 import type { GroupControl } from './group-types.js';
+import { replicaRoutes } from './routes/replicas.js';
+import type { ReplicaService } from './replicas.js';
+import { cloneRoutes, type CloneApi } from './routes/clones.js';
 import type { PolicyService } from '../policy/policy-service.js';
 import type { ControlServices } from './services.js';
 
@@ -57,12 +61,18 @@ export interface ServerOptions {
   agents?: AgentPool;
   /** The guest-file catalog's routes (issue 15), when the appliance has a catalog. */
   catalog?: CatalogApi;
+  /** The disaster-recovery copy (issue 14), when the appliance offers it. */
+  dr?: DrControl;
   /** Protection policies (issue 14): the /policies routes. */
   policies?: PolicyService;
   /** Hosts and the cluster map (issue 13): the /hosts and /cluster routes. */
   hosts?: HostsControl;
   /** VM groups (issue 13): the /groups routes. */
   groups?: GroupControl;
+  /** The receiving side of clone copies (issue 14): /replicas routes for replication tokens. */
+  replicas?: ReplicaService;
+  /** Destinations and clone copies (issue 14): /destinations and /vms/{vm}/clones. */
+  clones?: CloneApi;
 }
 
 const AUDITED_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
@@ -169,8 +179,11 @@ export async function buildServer(services: ControlServices, opts: ServerOptions
       if (services.transfer !== undefined) await transferRoutes(api, services.transfer);
       await exportRoutes(api, deps);
       if (opts.catalog) await catalogRoutes(api, { catalog: opts.catalog, jobs: deps.jobs });
+      if (opts.dr) await drRoutes(api, { dr: opts.dr, jobs: deps.jobs });
       await policyRoutes(api, deps);
       await groupRoutes(api, deps);
+      if (opts.replicas) await replicaRoutes(api, opts.replicas);
+      if (opts.clones) await cloneRoutes(api, { clones: opts.clones, jobs: deps.jobs });
       api.get(
         '/openapi.json',
         {

@@ -38,6 +38,7 @@ const CODE_TO_ERRNO: Record<ErrorCode, number | null> = {
   FORBIDDEN: null,
   RATE_LIMITED: null,
   SEGMENT_MISMATCH: null,
+  CORRUPT_COPY: null,
 };
 
 export type LogLine = (line: string) => void;

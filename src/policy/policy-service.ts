@@ -29,6 +29,10 @@ export interface PolicyView {
   vms: string[];
   createdAt: string;
   nextRuns: string[];
+  /** Clone copies: 'daily 02:00 -> site-b', ... (issue 14 part B). */
+  clones?: string[];
+  /** The DR copy: 'daily 03:00 -> dr-1'. */
+  dr?: string;
 }
 
 export interface PointView {
@@ -36,6 +40,8 @@ export interface PointView {
   created: string;
   lockedUntil?: string;
   locked: boolean;
+  /** Verified copies of the point elsewhere (copies.ts). */
+  copies?: Array<{ destination: string; kind: 'appliance' | 'dir'; verifiedAt?: string }>;
 }
 
 export interface PolicyDetail extends PolicyView {
@@ -64,6 +70,14 @@ export interface PolicyServiceOptions {
   /** True while a backup job of the VM is queued or running. */
   backupRunning?(vm: string): boolean;
   scheduler?: Scheduler;
+  /** Throws NOT_FOUND for a destination a --clone names that does not exist (issue 14 part B). */
+  checkDestination?(name: string): void;
+  /** Throws for a --dr destination name that is not a directory destination (the DR copy). */
+  checkDrDestination?(name: string): void;
+  /** The copies of a point (copies.ts), for `policy show`. */
+  copiesOf?(vm: string, point: string): Array<{ destination: string; kind: 'appliance' | 'dir'; verifiedAt?: string }>;
+  /** Called after a policy was created (the clone scheduler looks again). */
+  onChange?(): void;
   /** Judges locks in retention (the namespace judges them for deletes). Default Date.now. */
   now?: () => number;
   log?: (l: string) => void;
@@ -94,8 +108,12 @@ export class PolicyService {
   }
 
   async create(req: NewPolicy): Promise<PolicyView> {
+    const valid = this.o.registry.validate(req);
+    if (this.o.checkDestination) for (const c of valid.clones ?? []) this.o.checkDestination(c.destination);
+    if (valid.dr && !valid.dr.destination.startsWith('/')) this.o.checkDrDestination?.(valid.dr.destination);
     const p = await this.o.registry.create(req, new Date(this.now()));
     this.o.scheduler?.reschedule();
+    this.o.onChange?.();
     return this.view(p);
   }
 
@@ -106,7 +124,9 @@ export class PolicyService {
       let share = vm;
       try {
         share = this.o.vms.get(vm).share;
-        points.push({ vm, share, points: await this.pointsOf(share) });
+        const pts = await this.pointsOf(share);
+        if (this.o.copiesOf) for (const pt of pts) pt.copies = this.o.copiesOf(vm, pt.point);
+        points.push({ vm, share, points: pts });
       } catch (err) {
         points.push({ vm, share, points: [], problem: (err as Error).message });
       }
@@ -268,6 +288,8 @@ export class PolicyService {
       vms: [...p.vms],
       createdAt: p.createdAt,
       nextRuns: this.o.scheduler ? this.o.scheduler.nextRuns(p) : [],
+      ...(p.clones && p.clones.length > 0 ? { clones: p.clones.map((c) => c.spec) } : {}),
+      ...(p.dr ? { dr: p.dr.spec } : {}),
     };
   }
 }

@@ -265,6 +265,14 @@ export class StoreCore {
     this.placement.abandonFailed();
   }
 
+  /**
+   * Runs `fn` while no checkpoint or syncData runs: what the database says and what the
+   * container files hold agree for its duration (store/copy-snapshot.ts, the DR copy).
+   */
+  underCommitLock<T>(fn: () => Promise<T>): Promise<T> {
+    return this.commitLock.run(fn);
+  }
+
   /** See Placement.sealOpen. */
   sealOpen(): Promise<void> {
     return this.placement.sealOpen();

@@ -23,6 +23,8 @@
 // - One process opens a data directory at a time (STORE_LOCKED otherwise).
 
 import { ClassicLevel } from 'classic-level';
+import fsp from 'node:fs/promises';
+import { type StoreSnapshot, takeSnapshot } from './copy-snapshot.js';
 import { decodeGcRecord, type GcRecord } from './meta-records.js';
 import path from 'node:path';
 import { fromSystemError, vmError } from '../errors.js';
@@ -229,6 +231,21 @@ export class SegmentStore {
   }
 
   /**
+   * The plain bytes of stored segments by fingerprint, each re-hashed against its name as
+   * every read is (a damaged one throws, naming it), or null for one the store lacks. For a
+   * copy elsewhere that asks for segments by name (clone copies, repair from a copy). The
+   * buffers are the caller's; nothing is cached.
+   */
+  async readSegments(fps: Buffer[]): Promise<Array<Buffer | null>> {
+    this.ensureOpen();
+    const locs = await locate(this.core, fps);
+    const present = fps.filter((_, i) => locs[i] !== undefined);
+    const got = present.length === 0 ? [] : await this.reader.segments(present, false);
+    let k = 0;
+    return locs.map((l) => (l === undefined ? null : got[k++]));
+  }
+
+  /**
    * Stores a segment sent by fingerprint after decompressing and re-hashing it; refuses one
    * whose bytes do not match (SEGMENT_MISMATCH, naming the claimed fingerprint). A duplicate
    * costs no space. `deps` collects the containers a later commit must wait for.
@@ -430,6 +447,18 @@ export class SegmentStore {
     return decodeGcRecord(v);
   }
 
+  /**
+   * A consistent view of the whole store as of one checkpoint, for a copy made while the store
+   * keeps serving (copy-snapshot.ts has the contract). The caller must release() it.
+   */
+  async snapshotForCopy(): Promise<StoreSnapshot> {
+    this.ensureOpen();
+    const config = await fsp.readFile(path.join(this.dir, 'store.json')).catch((err) => {
+      throw fromSystemError(err, `reading ${path.join(this.dir, 'store.json')}`);
+    });
+    return takeSnapshot(this.core, this.dir, config, this.config.id);
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -458,3 +487,8 @@ export { EMPTY_VERSION, decodeVersion, encodeVersion } from './tree/version.js';
 export type { FileVersion, WriteResult, Piece, DbOp, GcOptions, GcReport, AcceptResult, RecipeWriter };
 export type { TreeView } from './tree/reader.js';
 export type { Problem, Progress, VerifiedContainers, VerifyOptions, VerifyReport } from './verify/verify.js';
+
+// The DR copy (src/policy/DR-FORMAT.md): a consistent view to copy from, and the database of a
+// data directory rebuilt from one.
+export type { SnapshotContainer, StoreSnapshot } from './copy-snapshot.js';
+export { writeDatabase } from './database-restore.js';

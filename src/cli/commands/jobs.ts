@@ -150,6 +150,14 @@ function resultPairs(job: JobView): Array<[string, string]> {
     const r = job.result as RestoreResult;
     return [['Point', r.point], ...r.files.map((f, i): [string, string] => [i === 0 ? 'Files' : '', f])];
   }
+  if (job.kind === 'dr-copy') {
+    const r = job.result as { copy: string; to: string; takenAt: string; containers: number; containersCopied: number; containersReused: number; bytesWritten: number; bytesTotal: number; files: number };
+    return [
+      ['Copy', `${r.copy} in ${r.to}, consistent as of ${formatTime(r.takenAt)}`],
+      ['Containers', `${formatCount(r.containers)}: ${formatCount(r.containersCopied)} copied, ${formatCount(r.containersReused)} already there`],
+      ['Written', `${formatBytes(r.bytesWritten)} of the ${formatBytes(r.bytesTotal)} the copy holds; ${plural(r.files, 'state file')}`],
+    ];
+  }
   if (job.kind === 'catalog') {
     const r = job.result as { share: string; point: string; images: number; volumes: number; files: number; reusedVolumes: number; notes: string[] };
     const pairs: Array<[string, string]> = [
@@ -158,6 +166,15 @@ function resultPairs(job: JobView): Array<[string, string]> {
     ];
     for (const n of r.notes.slice(0, 20)) pairs.push(['Note', n]);
     return pairs;
+  }
+  if (job.kind === 'clone') {
+    const r = job.result as { point: string; destination: string; appliance?: { skipped: boolean; bytesSent: number; logicalBytes: number; segmentsSent: number; segments: number }; archive?: { skipped: boolean; bytesWritten: number; logicalBytes: number; segmentsWritten: number; segments: number } };
+    const a = r.appliance;
+    const d = r.archive;
+    const what = a
+      ? a.skipped ? 'already there' : `${formatCount(a.segmentsSent)} of ${formatCount(a.segments)} segments sent, ${formatBytes(a.bytesSent)} on the wire for ${formatBytes(a.logicalBytes)}`
+      : d ? (d.skipped ? 'already there' : `${formatCount(d.segmentsWritten)} of ${formatCount(d.segments)} segments written, ${formatBytes(d.bytesWritten)} for ${formatBytes(d.logicalBytes)}`) : '';
+    return [['Point', r.point], ['Copy', `${r.destination}: ${what}, verified`]];
   }
   const r = job.result as IndexRebuildResult;
   return [
