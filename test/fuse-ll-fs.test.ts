@@ -238,6 +238,53 @@ os.close(fd)
     t.equal((await m.ns.store.stats()).ingestedBytes, 8 << 20, 'the whole-file copy_file_range ingested nothing (a fastcopy)');
   });
 
+  t.test('interrupts: a blocked flock or F_SETLKW gives up with EINTR when its caller gets a signal', async (t) => {
+    const dir = workDir(t);
+    const mnt = path.join(dir, 'mnt');
+    fs.mkdirSync(mnt);
+    const m = await mountAt(t, path.join(dir, 'data'), mnt);
+    // One process holds an exclusive flock and a POSIX write lock; others wait for them with a
+    // 1 s alarm (flock -w 1, and SIGALRM around fcntl(F_SETLKW); Python retries a call that
+    // failed with EINTR unless the handler raises). Without interrupts the kernel waits for our
+    // answer until the waiter is killed: the shell's timeout below would hit.
+    const py = `
+import fcntl, os, signal, subprocess, sys, time
+os.chdir(${JSON.stringify(mnt)} + '/s')
+fd = os.open('f', os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX)
+fcntl.lockf(fd, fcntl.LOCK_EX, 10, 0)
+t0 = time.time()
+r = subprocess.run(['flock', '-w', '1', 'f', 'true'])
+print('flock', r.returncode, round(time.time() - t0))
+w = subprocess.run([sys.executable, '-c', '''
+import fcntl, os, signal, time
+class Alarm(Exception): pass
+def ring(*a): raise Alarm()
+signal.signal(signal.SIGALRM, ring)
+fd = os.open("f", os.O_RDWR)
+signal.alarm(1)
+t0 = time.time()
+try:
+    fcntl.lockf(fd, fcntl.LOCK_EX, 10, 0); print("got")
+except Alarm:
+    print("setlkw interrupted", round(time.time() - t0))
+'''], capture_output=True, text=True)
+print(w.stdout.strip())
+fcntl.flock(fd, fcntl.LOCK_UN)
+r = subprocess.run(['flock', '-w', '5', 'f', 'true'])
+print('after', r.returncode)
+`;
+    fs.writeFileSync(path.join(dir, 'i.py'), py);
+    const r = await sh(`mkdir ${mnt}/s && timeout -s KILL 30 python3 ${dir}/i.py`, { timeout: 60_000 });
+    t.equal(r.code, 0, `python ran (${r.stderr.trim().slice(-400)})`);
+    const lines = r.stdout.trim().split('\n');
+    t.equal(lines[0], 'flock 1 1', 'flock -w 1 gives up after its 1 s (the interrupted flock answered EINTR)');
+    t.equal(lines[1], 'setlkw interrupted 1', 'F_SETLKW returns to its caller when SIGALRM interrupts it after 1 s');
+    t.equal(lines[2], 'after 0', 'an interrupted waiter left the queue: the next one gets the lock once it is free');
+    const node = (await m.ns.nodes.lookup((await m.ns.nodes.lookup(1n, 's')).ino, 'f')).ino;
+    t.equal(m.llfs.locks.waiting(node), 0, 'no waiter is left behind');
+  });
+
   t.test('two QEMUs cannot open one image read-write (their OFD locks reach the mount)', { skip: fs.existsSync('/usr/bin/qemu-io') ? false : 'no qemu-io' }, async (t) => {
     const dir = workDir(t);
     const mnt = path.join(dir, 'mnt');

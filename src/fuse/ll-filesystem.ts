@@ -254,15 +254,15 @@ export class LlFileSystem {
       },
       setlk: this.run(async (r, s) => {
         this.locks.used(r.fh, r.lockOwner);
-        const ok = await this.locks.set(r.ino, r.lockOwner, r.lock, r.sleep);
+        const ok = await this.locks.set(r.ino, r.lockOwner, r.lock, r.sleep, (cancel) => s.onInterrupt(r.id, cancel));
         s.replyErr(r.id, ok ? 0 : E.EAGAIN);
       }),
       flock: this.run(async (r, s) => {
-        const ok = await this.locks.flock(r.ino, r.fh, r.operation);
+        const ok = await this.locks.flock(r.ino, r.fh, r.operation, (cancel) => s.onInterrupt(r.id, cancel));
         s.replyErr(r.id, ok ? 0 : E.EWOULDBLOCK);
       }),
       fallocate: this.run(async (r, s) => {
-        await this.fallocate(r.fh, r.ino, r.mode, r.offset, r.length);
+        await this.fallocate(r.fh, r.ino, r.mode, r.offset, r.length, () => s.interrupted(r.id));
         s.replyErr(r.id, 0);
       }),
       lseek: this.run(async (r, s) => {
@@ -272,12 +272,12 @@ export class LlFileSystem {
         s.replyLseek(r.id, at);
       }),
       copy_file_range: this.run(async (r, s) => {
-        s.replyWrite(r.id, await this.copyRange(r.fh, r.ino, r.offset, r.fhOut, r.inoOut, r.offsetOut, r.length));
+        s.replyWrite(r.id, await this.copyRange(r.fh, r.ino, r.offset, r.fhOut, r.inoOut, r.offsetOut, r.length, () => s.interrupted(r.id)));
       }),
     };
   }
 
-  private async fallocate(fh: number, node: bigint, mode: number, offset: number, length: number): Promise<void> {
+  private async fallocate(fh: number, node: bigint, mode: number, offset: number, length: number, interrupted: () => boolean): Promise<void> {
     const known = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE;
     if (mode & ~known || (mode & FALLOC_FL_PUNCH_HOLE && !(mode & FALLOC_FL_KEEP_SIZE))) {
       throw Object.assign(new Error(`fallocate mode ${mode}`), { code: 'EOPNOTSUPP' });
@@ -287,7 +287,11 @@ export class LlFileSystem {
     if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
       // Zeros are stored as zero segments: the range stops costing space once committed.
       const stop = mode & FALLOC_FL_KEEP_SIZE ? Math.min(end, size) : end;
-      for (let at = offset; at < stop; at += MiB) await this.ns.write(fh, at, ZEROS.subarray(0, Math.min(MiB, stop - at)));
+      for (let at = offset; at < stop; at += MiB) {
+        // Interrupted: what is zeroed stays zeroed (fallocate(2) may fail half done).
+        if (interrupted()) throw Object.assign(new Error('fallocate interrupted'), { code: 'EINTR' });
+        await this.ns.write(fh, at, ZEROS.subarray(0, Math.min(MiB, stop - at)));
+      }
       return;
     }
     // Plain allocation: nothing to reserve; without KEEP_SIZE the file grows (with zeros).
@@ -295,7 +299,7 @@ export class LlFileSystem {
   }
 
   /** copy_file_range: a fastcopy when it is the whole source into an empty target, else a copy. */
-  private async copyRange(fhIn: number, inoIn: bigint, offIn: number, fhOut: number, inoOut: bigint, offOut: number, length: number): Promise<number> {
+  private async copyRange(fhIn: number, inoIn: bigint, offIn: number, fhOut: number, inoOut: bigint, offOut: number, length: number, interrupted: () => boolean): Promise<number> {
     const src = await this.ns.nodes.getattr(inoIn, fhIn);
     if (src.type !== NodeType.File) throw Object.assign(new Error('not a regular file'), { code: 'EINVAL' });
     if (offIn === 0 && offOut === 0 && length >= src.size && src.size > 0) {
@@ -305,6 +309,11 @@ export class LlFileSystem {
     const end = Math.min(src.size, offIn + length);
     let copied = 0;
     for (let at = offIn; at < end; at += MiB) {
+      // Interrupted: a short copy is a valid answer; nothing copied yet is EINTR.
+      if (interrupted()) {
+        if (copied > 0) break;
+        throw Object.assign(new Error('copy_file_range interrupted'), { code: 'EINTR' });
+      }
       const buf = await this.ns.fs.read(fhIn, at, Math.min(MiB, end - at));
       if (buf.length === 0) break;
       await this.ns.write(fhOut, offOut + copied, buf);
