@@ -27,7 +27,7 @@ import { ApplianceCatalog } from './appliance-catalog.js';
 import { CatalogFilesView } from './catalog/files-view.js';
 import { VmRegistry } from './backup/vm-registry.js';
 import { loadWorkflows } from './backup/workflow/workflows.js';
-import { AuditLog } from './control/audit-log.js';
+import { AuditLog, mountAuditRecord } from './control/audit-log.js';
 import { DEFAULT_DATA_DIR, DEFAULT_LISTEN } from './control/defaults.js';
 import { JobHistoryFile } from './control/job-history.js';
 import { JobRunner } from './control/jobs.js';
@@ -76,9 +76,9 @@ export interface ApplianceConfig {
   /** Longest a guest may stay frozen before it is thawed and the backup fails, ms. Default 10000. */
   freezeTimeoutMs?: number;
   /**
-   * Which FUSE binding serves the mount: 2, fuse-native on libfuse 2 (paths), or 3, the libfuse3
-   * low-level binding (node ids, 1 MiB writes, locks, NFS handles). Default 2, or the
-   * VMVAULT_FUSE environment variable (so test runs can choose).
+   * Which FUSE binding serves the mount: 3, the libfuse3 low-level binding (node ids, 1 MiB
+   * writes, locks, NFS handles, the catalog's .files/), or 2, fuse-native on libfuse 2 (paths;
+   * kept as a non-default fallback). Default 3, or the VMVAULT_FUSE environment variable.
    */
   fuse?: 2 | 3;
   /** External agents (issue 12): one silent this long is lost and its tasks go to another, ms. Default 15000. */
@@ -118,13 +118,13 @@ VM backup: --workflows names the workflows file (default DIR/workflows.yaml when
 else the built-in app-consistent and crash-consistent), --plugins a folder of plug-in
 executables, --freeze-timeout how long a guest may stay frozen (default 10 s; past it the
 guest is thawed and the backup fails). VMs are registered in DIR/vms.json.
---fuse 3 serves the mount with the libfuse3 low-level binding
-(default 2: fuse-native on libfuse 2, or the VMVAULT_FUSE environment variable).
+--fuse 3 (the default, or the VMVAULT_FUSE environment variable) serves the mount with the
+libfuse3 low-level binding; --fuse 2 with fuse-native on libfuse 2 (no .files/, no NFS export).
 External agents (vmvault agent): one not heard from for --agent-lost seconds (default 15) is
 lost and its copies go to another; QEMU's NBD server listens for them on the VM's scratch UNIX
 socket under DIR/scratch/, or on --agent-nbd-listen tcp:HOST:PORT.
 Exports (vmvault export ...): nfs-ganesha on --nfs-port (default 2049; NFSv3's MOUNT protocol on
---nfs-mount-port, default 20048; NFS needs --fuse 3) and smbd on --smb-port (default 445), both
+--nfs-mount-port, default 20048; NFS needs the default --fuse 3) and smbd on --smb-port (default 445), both
 listening on --export-bind (default 0.0.0.0); URLs name --export-host (default this host's name).
 Their configs and logs are in DIR/nfs and DIR/smb; exports are kept in DIR/exports.json.
 Policies (DIR/policies.json): --max-lock is the longest retention lock a policy may set
@@ -206,7 +206,7 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
     agentNbdListen: values['agent-nbd-listen'] ?? fromFile.agentNbdListen,
     maxLockMs: ((v) => (v === undefined ? undefined : parseDuration(v, '--max-lock')))(values['max-lock'] ?? (fromFile as { maxLock?: string }).maxLock),
     maxParallelBackups: ((v) => (v === undefined ? undefined : Number(v)))(values['max-parallel-backups'] ?? fromFile.maxParallelBackups),
-    fuse: (values.fuse !== undefined ? Number(values.fuse) : (fromFile.fuse ?? (process.env.VMVAULT_FUSE ? Number(process.env.VMVAULT_FUSE) : 2))) as 2 | 3,
+    fuse: (values.fuse !== undefined ? Number(values.fuse) : (fromFile.fuse ?? (process.env.VMVAULT_FUSE ? Number(process.env.VMVAULT_FUSE) : 3))) as 2 | 3,
     nfsPort: values['nfs-port'] !== undefined ? parsePort('--nfs-port', values['nfs-port']) : fromFile.nfsPort,
     nfsMountPort: values['nfs-mount-port'] !== undefined ? parsePort('--nfs-mount-port', values['nfs-mount-port']) : fromFile.nfsMountPort,
     smbPort: values['smb-port'] !== undefined ? parsePort('--smb-port', values['smb-port']) : fromFile.smbPort,
@@ -360,7 +360,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     // default_permissions: the kernel checks the namespace's owners and modes for every caller.
     fuse =
       cfg.fuse === 3
-        ? new LlMount(mount, ns, { mkdir: true, log, allowOther, virtual: new CatalogFilesView(ns, catalog) })
+        ? new LlMount(mount, ns, { mkdir: true, log, allowOther, virtual: new CatalogFilesView(ns, catalog), audit: (e) => void audit.append(mountAuditRecord(e)) })
         : new FuseMount(mount, vmvaultHandlers(ns), { mkdir: true, log, allowOther, defaultPermissions: true });
     try {
       await fuse.mount();
