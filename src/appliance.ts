@@ -40,6 +40,7 @@ import { TransferReceiver } from './transfer/receiver.js';
 import { fromSystemError, isVmvaultError, vmError } from './errors.js';
 import { FuseMount } from './fuse/binding.js';
 import { LlMount } from './fuse/ll-mount.js';
+import { fuse3Available } from './fuse/ll/native.js';
 import type { Mount } from './fuse/mount.js';
 import { vmvaultHandlers } from './fuse/filesystem.js';
 import { MountWatch } from './fuse/mount-watch.js';
@@ -206,7 +207,7 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
     agentNbdListen: values['agent-nbd-listen'] ?? fromFile.agentNbdListen,
     maxLockMs: ((v) => (v === undefined ? undefined : parseDuration(v, '--max-lock')))(values['max-lock'] ?? (fromFile as { maxLock?: string }).maxLock),
     maxParallelBackups: ((v) => (v === undefined ? undefined : Number(v)))(values['max-parallel-backups'] ?? fromFile.maxParallelBackups),
-    fuse: (values.fuse !== undefined ? Number(values.fuse) : (fromFile.fuse ?? (process.env.VMVAULT_FUSE ? Number(process.env.VMVAULT_FUSE) : 3))) as 2 | 3,
+    fuse: (values.fuse !== undefined ? Number(values.fuse) : (fromFile.fuse ?? (process.env.VMVAULT_FUSE ? Number(process.env.VMVAULT_FUSE) : undefined))) as 2 | 3 | undefined,
     nfsPort: values['nfs-port'] !== undefined ? parsePort('--nfs-port', values['nfs-port']) : fromFile.nfsPort,
     nfsMountPort: values['nfs-mount-port'] !== undefined ? parsePort('--nfs-mount-port', values['nfs-mount-port']) : fromFile.nfsMountPort,
     smbPort: values['smb-port'] !== undefined ? parsePort('--smb-port', values['smb-port']) : fromFile.smbPort,
@@ -220,7 +221,7 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
   if (cfg.exportBind !== undefined && net.isIP(cfg.exportBind) === 0) throw vmError('INVALID_ARGUMENT', `export bind address ${JSON.stringify(cfg.exportBind)} is not an IP address`);
   if (cfg.exportHost !== undefined && !/^[A-Za-z0-9.:-]{1,253}$/.test(cfg.exportHost)) throw vmError('INVALID_ARGUMENT', `export host ${JSON.stringify(cfg.exportHost)} is not a host name or address`);
   if ((cfg.tlsCert === undefined) !== (cfg.tlsKey === undefined)) throw vmError('INVALID_ARGUMENT', 'TLS needs both a certificate (--tls-cert) and its key (--tls-key)');
-  if (cfg.fuse !== 2 && cfg.fuse !== 3) throw vmError('INVALID_ARGUMENT', `fuse must be 2 (fuse-native, libfuse 2) or 3 (libfuse3 low-level), not ${JSON.stringify(values.fuse ?? fromFile.fuse ?? process.env.VMVAULT_FUSE)}`);
+  if (cfg.fuse !== undefined && cfg.fuse !== 2 && cfg.fuse !== 3) throw vmError('INVALID_ARGUMENT', `fuse must be 2 (fuse-native, libfuse 2) or 3 (libfuse3 low-level), not ${JSON.stringify(values.fuse ?? fromFile.fuse ?? process.env.VMVAULT_FUSE)}`);
   if (values['allow-other'] && values['no-allow-other']) throw vmError('INVALID_ARGUMENT', '--allow-other and --no-allow-other contradict each other');
   if (typeof cfg.allowOther !== 'boolean') throw vmError('INVALID_ARGUMENT', 'allowOther must be true or false');
   if (cfg.mountCheckMs !== undefined && !(typeof cfg.mountCheckMs === 'number' && cfg.mountCheckMs >= 50)) throw vmError('INVALID_ARGUMENT', 'mountCheckMs must be a number of milliseconds, at least 50');
@@ -358,8 +359,15 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     if (token.created) log(`created the API token in ${token.file} (mode 0600)`);
     const allowOther = cfg.allowOther ?? true;
     // default_permissions: the kernel checks the namespace's owners and modes for every caller.
+    // libfuse3 unless asked otherwise; fuse-native where the libfuse3 addon was not built
+    // (no libfuse3-dev at build time), unless 3 was asked for by name.
+    const binding = cfg.fuse ?? (fuse3Available() ? 3 : 2);
+    if (binding === 3 && !fuse3Available()) {
+      throw vmError('IO', 'the libfuse3 binding is not built (native/build/Release/vmvault_fuse3.node): install libfuse3-dev and run node tools/build-native.js, or start with --fuse 2');
+    }
+    if (cfg.fuse === undefined && binding === 2) log('the libfuse3 binding is not built: serving the mount with fuse-native (libfuse 2) instead; no .files/ and no NFS export');
     fuse =
-      cfg.fuse === 3
+      binding === 3
         ? new LlMount(mount, ns, { mkdir: true, log, allowOther, virtual: new CatalogFilesView(ns, catalog), audit: (e) => void audit.append(mountAuditRecord(e)) })
         : new FuseMount(mount, vmvaultHandlers(ns), { mkdir: true, log, allowOther, defaultPermissions: true });
     try {
@@ -370,7 +378,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
       }
       throw err;
     }
-    log(`mounted at ${mount} (${cfg.fuse === 3 ? 'libfuse3 low-level' : `libfuse: ${FuseMount.libfuse()}`}${allowOther ? ', open to all local users as modes allow' : ', only for this user'})`);
+    log(`mounted at ${mount} (${binding === 3 ? 'libfuse3 low-level' : `libfuse: ${FuseMount.libfuse()}`}${allowOther ? ', open to all local users as modes allow' : ', only for this user'})`);
     if (fuse.utimeOmitProblem) log(`note: ${fuse.utimeOmitProblem}`);
     watch = new MountWatch(fuse, { intervalMs: cfg.mountCheckMs, log, onFailed: (err) => fail(err) });
     watch.start();
@@ -384,7 +392,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
       smbPort: cfg.smbPort,
       bind,
       host: cfg.exportHost ?? (bind === '0.0.0.0' || bind === '::' ? os.hostname() : bind),
-      stableHandles: cfg.fuse === 3,
+      stableHandles: binding === 3,
       listShares: async () => (await nsForExports.shares.list()).map((s) => s.name),
       log,
     });
