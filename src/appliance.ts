@@ -35,7 +35,7 @@ import { makeQmpOpener } from './backup/qmp-open.js';
 import { followVm } from './backup/vm-placement.js';
 import { ApplianceHosts } from './appliance-hosts.js';
 import { loadWorkflows } from './backup/workflow/workflows.js';
-import { AuditLog } from './control/audit-log.js';
+import { AuditLog, mountAuditRecord } from './control/audit-log.js';
 import { DEFAULT_DATA_DIR, DEFAULT_LISTEN } from './control/defaults.js';
 import { JobHistoryFile } from './control/job-history.js';
 import { JobRunner } from './control/jobs.js';
@@ -49,6 +49,7 @@ import { ReplicaService } from './control/replicas.js';
 import { fromSystemError, isVmvaultError, vmError } from './errors.js';
 import { FuseMount } from './fuse/binding.js';
 import { LlMount } from './fuse/ll-mount.js';
+import { fuse3Available } from './fuse/ll/native.js';
 import type { Mount } from './fuse/mount.js';
 import { vmvaultHandlers } from './fuse/filesystem.js';
 import { MountWatch } from './fuse/mount-watch.js';
@@ -85,9 +86,9 @@ export interface ApplianceConfig {
   /** Longest a guest may stay frozen before it is thawed and the backup fails, ms. Default 10000. */
   freezeTimeoutMs?: number;
   /**
-   * Which FUSE binding serves the mount: 2, fuse-native on libfuse 2 (paths), or 3, the libfuse3
-   * low-level binding (node ids, 1 MiB writes, locks, NFS handles). Default 2, or the
-   * VMVAULT_FUSE environment variable (so test runs can choose).
+   * Which FUSE binding serves the mount: 3, the libfuse3 low-level binding (node ids, 1 MiB
+   * writes, locks, NFS handles, the catalog's .files/), or 2, fuse-native on libfuse 2 (paths;
+   * kept as a non-default fallback). Default 3, or the VMVAULT_FUSE environment variable.
    */
   fuse?: 2 | 3;
   /** External agents (issue 12): one silent this long is lost and its tasks go to another, ms. Default 15000. */
@@ -127,13 +128,13 @@ VM backup: --workflows names the workflows file (default DIR/workflows.yaml when
 else the built-in app-consistent and crash-consistent), --plugins a folder of plug-in
 executables, --freeze-timeout how long a guest may stay frozen (default 10 s; past it the
 guest is thawed and the backup fails). VMs are registered in DIR/vms.json.
---fuse 3 serves the mount with the libfuse3 low-level binding
-(default 2: fuse-native on libfuse 2, or the VMVAULT_FUSE environment variable).
+--fuse 3 (the default, or the VMVAULT_FUSE environment variable) serves the mount with the
+libfuse3 low-level binding; --fuse 2 with fuse-native on libfuse 2 (no .files/, no NFS export).
 External agents (vmvault agent): one not heard from for --agent-lost seconds (default 15) is
 lost and its copies go to another; QEMU's NBD server listens for them on the VM's scratch UNIX
 socket under DIR/scratch/, or on --agent-nbd-listen tcp:HOST:PORT.
 Exports (vmvault export ...): nfs-ganesha on --nfs-port (default 2049; NFSv3's MOUNT protocol on
---nfs-mount-port, default 20048; NFS needs --fuse 3) and smbd on --smb-port (default 445), both
+--nfs-mount-port, default 20048; NFS needs the default --fuse 3) and smbd on --smb-port (default 445), both
 listening on --export-bind (default 0.0.0.0); URLs name --export-host (default this host's name).
 Their configs and logs are in DIR/nfs and DIR/smb; exports are kept in DIR/exports.json.
 Policies (DIR/policies.json): --max-lock is the longest retention lock a policy may set
@@ -215,7 +216,7 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
     agentNbdListen: values['agent-nbd-listen'] ?? fromFile.agentNbdListen,
     maxLockMs: ((v) => (v === undefined ? undefined : parseDuration(v, '--max-lock')))(values['max-lock'] ?? (fromFile as { maxLock?: string }).maxLock),
     maxParallelBackups: ((v) => (v === undefined ? undefined : Number(v)))(values['max-parallel-backups'] ?? fromFile.maxParallelBackups),
-    fuse: (values.fuse !== undefined ? Number(values.fuse) : (fromFile.fuse ?? (process.env.VMVAULT_FUSE ? Number(process.env.VMVAULT_FUSE) : 2))) as 2 | 3,
+    fuse: (values.fuse !== undefined ? Number(values.fuse) : (fromFile.fuse ?? (process.env.VMVAULT_FUSE ? Number(process.env.VMVAULT_FUSE) : undefined))) as 2 | 3 | undefined,
     nfsPort: values['nfs-port'] !== undefined ? parsePort('--nfs-port', values['nfs-port']) : fromFile.nfsPort,
     nfsMountPort: values['nfs-mount-port'] !== undefined ? parsePort('--nfs-mount-port', values['nfs-mount-port']) : fromFile.nfsMountPort,
     smbPort: values['smb-port'] !== undefined ? parsePort('--smb-port', values['smb-port']) : fromFile.smbPort,
@@ -229,7 +230,7 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
   if (cfg.exportBind !== undefined && net.isIP(cfg.exportBind) === 0) throw vmError('INVALID_ARGUMENT', `export bind address ${JSON.stringify(cfg.exportBind)} is not an IP address`);
   if (cfg.exportHost !== undefined && !/^[A-Za-z0-9.:-]{1,253}$/.test(cfg.exportHost)) throw vmError('INVALID_ARGUMENT', `export host ${JSON.stringify(cfg.exportHost)} is not a host name or address`);
   if ((cfg.tlsCert === undefined) !== (cfg.tlsKey === undefined)) throw vmError('INVALID_ARGUMENT', 'TLS needs both a certificate (--tls-cert) and its key (--tls-key)');
-  if (cfg.fuse !== 2 && cfg.fuse !== 3) throw vmError('INVALID_ARGUMENT', `fuse must be 2 (fuse-native, libfuse 2) or 3 (libfuse3 low-level), not ${JSON.stringify(values.fuse ?? fromFile.fuse ?? process.env.VMVAULT_FUSE)}`);
+  if (cfg.fuse !== undefined && cfg.fuse !== 2 && cfg.fuse !== 3) throw vmError('INVALID_ARGUMENT', `fuse must be 2 (fuse-native, libfuse 2) or 3 (libfuse3 low-level), not ${JSON.stringify(values.fuse ?? fromFile.fuse ?? process.env.VMVAULT_FUSE)}`);
   if (values['allow-other'] && values['no-allow-other']) throw vmError('INVALID_ARGUMENT', '--allow-other and --no-allow-other contradict each other');
   if (typeof cfg.allowOther !== 'boolean') throw vmError('INVALID_ARGUMENT', 'allowOther must be true or false');
   if (cfg.mountCheckMs !== undefined && !(typeof cfg.mountCheckMs === 'number' && cfg.mountCheckMs >= 50)) throw vmError('INVALID_ARGUMENT', 'mountCheckMs must be a number of milliseconds, at least 50');
@@ -376,9 +377,16 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     if (token.created) log(`created the API token in ${token.file} (mode 0600)`);
     const allowOther = cfg.allowOther ?? true;
     // default_permissions: the kernel checks the namespace's owners and modes for every caller.
+    // libfuse3 unless asked otherwise; fuse-native where the libfuse3 addon was not built
+    // (no libfuse3-dev at build time), unless 3 was asked for by name.
+    const binding = cfg.fuse ?? (fuse3Available() ? 3 : 2);
+    if (binding === 3 && !fuse3Available()) {
+      throw vmError('IO', 'the libfuse3 binding is not built (native/build/Release/vmvault_fuse3.node): install libfuse3-dev and run node tools/build-native.js, or start with --fuse 2');
+    }
+    if (cfg.fuse === undefined && binding === 2) log('the libfuse3 binding is not built: serving the mount with fuse-native (libfuse 2) instead; no .files/ and no NFS export');
     fuse =
-      cfg.fuse === 3
-        ? new LlMount(mount, ns, { mkdir: true, log, allowOther, virtual: new CatalogFilesView(ns, catalog) })
+      binding === 3
+        ? new LlMount(mount, ns, { mkdir: true, log, allowOther, virtual: new CatalogFilesView(ns, catalog), audit: (e) => void audit.append(mountAuditRecord(e)) })
         : new FuseMount(mount, vmvaultHandlers(ns), { mkdir: true, log, allowOther, defaultPermissions: true });
     try {
       await fuse.mount();
@@ -388,7 +396,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
       }
       throw err;
     }
-    log(`mounted at ${mount} (${cfg.fuse === 3 ? 'libfuse3 low-level' : `libfuse: ${FuseMount.libfuse()}`}${allowOther ? ', open to all local users as modes allow' : ', only for this user'})`);
+    log(`mounted at ${mount} (${binding === 3 ? 'libfuse3 low-level' : `libfuse: ${FuseMount.libfuse()}`}${allowOther ? ', open to all local users as modes allow' : ', only for this user'})`);
     if (fuse.utimeOmitProblem) log(`note: ${fuse.utimeOmitProblem}`);
     watch = new MountWatch(fuse, { intervalMs: cfg.mountCheckMs, log, onFailed: (err) => fail(err) });
     watch.start();
@@ -402,7 +410,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
       smbPort: cfg.smbPort,
       bind,
       host: cfg.exportHost ?? (bind === '0.0.0.0' || bind === '::' ? os.hostname() : bind),
-      stableHandles: cfg.fuse === 3,
+      stableHandles: binding === 3,
       listShares: async () => (await nsForExports.shares.list()).map((s) => s.name),
       log,
     });

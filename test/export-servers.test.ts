@@ -249,5 +249,5 @@ t.test('bad input gets clear 4xx errors; a deleted share loses its exports; fuse
   t.equal((await app2.api('POST', '/shares', { name: 'vms' })).status, 201);
   const refused = await app2.api('POST', '/exports/nfs/vms', { clients: ['10.0.0.0/24'] });
   t.equal(refused.status, 501);
-  t.match(refused.body.error.message, /NFS needs the libfuse3 binding \(start the appliance with --fuse 3\).*stale/);
+  t.match(refused.body.error.message, /NFS needs the libfuse3 binding \(the default, --fuse 3; this appliance runs on fuse-native, --fuse 2\).*stale/);
 });

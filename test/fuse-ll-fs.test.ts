@@ -16,7 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Namespace } from '../src/namespace/namespace.js';
 import { SegmentStore } from '../src/store/store.js';
-import { LlFileSystem } from '../src/fuse/ll-filesystem.js';
+import { LlFileSystem, type MountAuditEvent } from '../src/fuse/ll-filesystem.js';
 import { fuse3Available, LlSession } from '../src/fuse/ll/session.js';
 import type { TestT } from './helpers/tap-types.js';
 
@@ -91,10 +91,10 @@ function workDir(t: TestT): string {
 const dirs = new Map<string, Array<() => Promise<void>>>();
 
 /** Opens the store in `data` and mounts it at `mnt` on the libfuse3 binding. */
-async function mountAt(t: TestT, data: string, mnt: string): Promise<Mounted> {
+async function mountAt(t: TestT, data: string, mnt: string, audit?: (e: MountAuditEvent) => void): Promise<Mounted> {
   const store = await SegmentStore.open(data);
   const ns = await Namespace.open(store, { log: (l) => t.comment(l) });
-  const llfs = new LlFileSystem(ns, { log: (l) => t.comment(l) });
+  const llfs = new LlFileSystem(ns, { log: (l) => t.comment(l), audit });
   let session: LlSession | undefined;
   let stopped = false;
   const stop = async (): Promise<void> => {
@@ -236,6 +236,76 @@ os.close(fd)
     t.equal(attr.size, 3 << 20, 'the copy has the full size');
     // 3 MiB + 4 MiB written, 1 MiB of zeros punched; the copy itself took the source's tree.
     t.equal((await m.ns.store.stats()).ingestedBytes, 8 << 20, 'the whole-file copy_file_range ingested nothing (a fastcopy)');
+  });
+
+  t.test('interrupts: a blocked flock or F_SETLKW gives up with EINTR when its caller gets a signal', async (t) => {
+    const dir = workDir(t);
+    const mnt = path.join(dir, 'mnt');
+    fs.mkdirSync(mnt);
+    const m = await mountAt(t, path.join(dir, 'data'), mnt);
+    // One process holds an exclusive flock and a POSIX write lock; others wait for them with a
+    // 1 s alarm (flock -w 1, and SIGALRM around fcntl(F_SETLKW); Python retries a call that
+    // failed with EINTR unless the handler raises). Without interrupts the kernel waits for our
+    // answer until the waiter is killed: the shell's timeout below would hit.
+    const py = `
+import fcntl, os, signal, subprocess, sys, time
+os.chdir(${JSON.stringify(mnt)} + '/s')
+fd = os.open('f', os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX)
+fcntl.lockf(fd, fcntl.LOCK_EX, 10, 0)
+t0 = time.time()
+r = subprocess.run(['flock', '-w', '1', 'f', 'true'])
+print('flock', r.returncode, round(time.time() - t0))
+w = subprocess.run([sys.executable, '-c', '''
+import fcntl, os, signal, time
+class Alarm(Exception): pass
+def ring(*a): raise Alarm()
+signal.signal(signal.SIGALRM, ring)
+fd = os.open("f", os.O_RDWR)
+signal.alarm(1)
+t0 = time.time()
+try:
+    fcntl.lockf(fd, fcntl.LOCK_EX, 10, 0); print("got")
+except Alarm:
+    print("setlkw interrupted", round(time.time() - t0))
+'''], capture_output=True, text=True)
+print(w.stdout.strip())
+fcntl.flock(fd, fcntl.LOCK_UN)
+r = subprocess.run(['flock', '-w', '5', 'f', 'true'])
+print('after', r.returncode)
+`;
+    fs.writeFileSync(path.join(dir, 'i.py'), py);
+    const r = await sh(`mkdir ${mnt}/s && timeout -s KILL 30 python3 ${dir}/i.py`, { timeout: 60_000 });
+    t.equal(r.code, 0, `python ran (${r.stderr.trim().slice(-400)})`);
+    const lines = r.stdout.trim().split('\n');
+    t.equal(lines[0], 'flock 1 1', 'flock -w 1 gives up after its 1 s (the interrupted flock answered EINTR)');
+    t.equal(lines[1], 'setlkw interrupted 1', 'F_SETLKW returns to its caller when SIGALRM interrupts it after 1 s');
+    t.equal(lines[2], 'after 0', 'an interrupted waiter left the queue: the next one gets the lock once it is free');
+    const node = (await m.ns.nodes.lookup((await m.ns.nodes.lookup(1n, 's')).ino, 'f')).ino;
+    t.equal(m.llfs.locks.waiting(node), 0, 'no waiter is left behind');
+  });
+
+  t.test("audited mount operations carry the caller's uid, gid and pid", async (t) => {
+    const dir = workDir(t);
+    const mnt = path.join(dir, 'mnt');
+    fs.mkdirSync(mnt);
+    const events: MountAuditEvent[] = [];
+    await mountAt(t, path.join(dir, 'data'), mnt, (e) => events.push(e));
+    // Each command is exec'd by the shell that printed its pid, so the pid is the caller's own.
+    const r = await sh(
+      `set -e; sh -c 'echo $$; exec mkdir ${mnt}/sh1'; head -c 300000 /dev/urandom > ${mnt}/sh1/a; ` +
+        `sh -c 'echo $$; exec python3 -c "import os; i = os.open(\\"${mnt}/sh1/a\\", os.O_RDONLY); o = os.open(\\"${mnt}/sh1/b\\", os.O_WRONLY | os.O_CREAT, 0o644); print(os.copy_file_range(i, o, 1 << 20, 0, 0))"'; ` +
+        `mkdir ${mnt}/sh1/inner; sh -c 'echo $$; exec rmdir ${mnt}/sh1' || true; ` +
+        `mkdir ${mnt}/sh2; sh -c 'echo $$; exec rmdir ${mnt}/sh2'`,
+      { uid: 0, gid: 0 },
+    );
+    t.equal(r.code, 0, `commands ran (${r.stderr.trim()})`);
+    const [mkPid, cpPid, copied, rmFailPid, rmPid] = r.stdout.trim().split('\n').map(Number);
+    t.equal(copied, 300000, 'the whole file was copied');
+    const ops = events.map((e) => `${e.op} ${JSON.stringify(e.target.share ?? e.target.bytes)} ${e.error ?? 'ok'}`);
+    t.same(ops, ['mkdir "sh1" ok', 'copy_file_range 300000 ok', 'rmdir "sh1" NOT_EMPTY', 'mkdir "sh2" ok', 'rmdir "sh2" ok'], 'shares made and removed and the fastcopy are audited, the failed rmdir with its code; plain mkdir inside a share is not');
+    t.same(events.map((e) => e.pid), [mkPid, cpPid, rmFailPid, events[3]!.pid, rmPid], 'each record names the calling process');
+    t.ok(events.every((e) => e.uid === 0 && e.gid === 0), 'and its uid and gid');
   });
 
   t.test('two QEMUs cannot open one image read-write (their OFD locks reach the mount)', { skip: fs.existsSync('/usr/bin/qemu-io') ? false : 'no qemu-io' }, async (t) => {

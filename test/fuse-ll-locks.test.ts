@@ -60,3 +60,24 @@ t.test('release of a handle drops the locks taken through it (OFD locks end with
   t.equal(l.count(N), 0, 'nothing held after release');
   t.equal(l.set(N, 43n, range(F_RDLCK, 100, 100), false), true, 'another owner gets it');
 });
+
+t.test('a waiting request given up (the kernel interrupted it) rejects with EINTR and leaves the queue', async (t) => {
+  const l = new LockTable();
+  l.set(N, 1n, range(F_WRLCK, 0, 0), false);
+  let cancelSet: (() => void) | undefined;
+  const p = l.set(N, 2n, range(F_WRLCK, 0, 0), true, (c) => (cancelSet = c)) as Promise<true>;
+  l.flock(N, 10, LOCK_EX);
+  let cancelFlock: (() => void) | undefined;
+  const f = l.flock(N, 11, LOCK_EX, (c) => (cancelFlock = c)) as Promise<true>;
+  t.equal(l.waiting(N), 2, 'both wait');
+  cancelSet!();
+  cancelFlock!();
+  await t.rejects(p, { code: 'EINTR' }, 'the POSIX wait fails with EINTR');
+  await t.rejects(f, { code: 'EINTR' }, 'the flock wait fails with EINTR');
+  t.equal(l.waiting(N), 0, 'nobody waits any more');
+  l.set(N, 1n, range(F_UNLCK, 0, 0), false);
+  l.dropFlock(N, 10);
+  t.equal(l.count(N), 0, 'the given-up requests took nothing when the locks were freed');
+  cancelSet!();
+  t.pass('a second cancel does nothing');
+});

@@ -1,5 +1,5 @@
 // npm run bench:fuse [-- --quick] [-- IMAGE] [-- --dir=DIR] [-- --profile=DIR]
-//                    [-- --only=image|small|ceiling] [-- --before=REPO] [-- --fuse3]
+//                    [-- --only=image|small|ceiling|vs-store] [-- --before=REPO] [-- --fuse2]
 //   (node dist/tools/bench-fuse.js)
 // Prints one JSON line per figure: {"figure":..., "value":..., "unit":..., "vs_ceiling":...};
 // notes on the run (and, with --profile, where the appliance spent its CPU) go to stderr.
@@ -11,10 +11,10 @@
 // Run as root: the read phase drops the page cache (/proc/sys/vm/drop_caches).
 //
 // Then small files (bench/small-files.ts): create/stat/readdir/unlink of 10,000 files (--quick:
-// 2,000) against a names-only FUSE ceiling, and rsync -a /usr/share/doc into a share against a
-// plain directory. --before=REPO runs that part also on another built checkout (main before a
-// change; with --fuse3 on both bindings); --fuse3 runs it also on the libfuse3 binding
-// (appliance --fuse 3). --only=image or
+// 2,000) against a names-only FUSE ceiling on the same binding, and rsync -a /usr/share/doc into
+// a share against a plain directory, on the default binding (libfuse3). --before=REPO runs that
+// part also on another built checkout (main before a change); --fuse2 runs it also on
+// fuse-native (appliance --fuse 2, figures *.fuse2). --only=image or
 // --only=small runs one part; --only=ceiling only the do-nothing ceilings of the libfuse3
 // binding (fuse.ceiling.*) and of fuse-native (fuse.ceiling_old.*). --only=vs-store: the mount
 // against the store in one run (bench/fuse-vs-store.ts: fuse.write.unique.vs_store,
@@ -78,7 +78,7 @@ if (only !== 'image' && only !== 'ceiling' && only !== 'vs-store') {
       quick: args.includes('--quick'),
       dir: opt('dir') ?? os.tmpdir(),
       ...(before ? { beforeRepo: path.resolve(before) } : {}),
-      fuse3: args.includes('--fuse3'),
+      both: args.includes('--fuse2'),
       ...(profile ? { nodeFlags: ['--cpu-prof', `--cpu-prof-dir=${path.join(path.resolve(profile), 'small')}`] } : {}),
       note,
     },

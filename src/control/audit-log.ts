@@ -18,6 +18,13 @@
 //   status   HTTP status sent
 //   error    the error code sent (errors.ts, or INTERNAL), or null on success
 //   ms       time to answer, milliseconds
+//   uid, gid, pid   only on records of the mount (method "FUSE"): the calling process's
+//            user, group and process id, from the kernel's request
+// Operations through the mount that change the appliance are recorded too: method "FUSE",
+// route the operation ("mkdir" / "rmdir" at the top of the mount: a share made or removed;
+// "copy_file_range": a whole-file fastcopy), caller "mount", ip "", url "", target the share
+// name or the node ids, status 0 on success and 1 on failure, error the code it failed with
+// (errors.ts, or a POSIX name such as EEXIST) or null.
 // Readers must ignore fields they do not know; a new field does not bump the version.
 
 import fs from 'node:fs/promises';
@@ -36,6 +43,9 @@ export interface AuditRecord {
   status: number;
   error: string | null;
   ms: number;
+  uid?: number;
+  gid?: number;
+  pid?: number;
 }
 
 export interface AuditLogOptions {
@@ -101,6 +111,26 @@ export class AuditLog {
     await fs.rename(this.file, `${this.file}.1`);
     this.size = 0;
   }
+}
+
+/** The audit record of an operation through the mount (see the format above). */
+export function mountAuditRecord(e: { op: string; target: Record<string, string | number | boolean>; uid: number; gid: number; pid: number; error: string | null; ms: number }): AuditRecord {
+  return {
+    v: AUDIT_VERSION,
+    time: new Date().toISOString(),
+    caller: 'mount',
+    ip: '',
+    method: 'FUSE',
+    route: e.op,
+    url: '',
+    target: e.target,
+    status: e.error === null ? 0 : 1,
+    error: e.error,
+    ms: e.ms,
+    uid: e.uid,
+    gid: e.gid,
+    pid: e.pid,
+  };
 }
 
 async function fileSize(file: string): Promise<number> {

@@ -363,4 +363,4 @@ export class ExportService {
 }
 
 export const NFS_NEEDS_FUSE3 =
-  'NFS needs the libfuse3 binding (start the appliance with --fuse 3): over fuse-native the NFS server\'s file handles go stale (ESTALE) once the kernel drops its caches';
+  'NFS needs the libfuse3 binding (the default, --fuse 3; this appliance runs on fuse-native, --fuse 2): over fuse-native the NFS server\'s file handles go stale (ESTALE) once the kernel drops its caches';

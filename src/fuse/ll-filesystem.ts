@@ -18,10 +18,13 @@
 //   source's content by reference: instant, no new space); any other range is copied.
 // - Locks: POSIX, OFD and flock, kept in memory by ll-locks.ts; release drops those taken
 //   through the handle (the kernel sends no unlock when an OFD lock's file closes).
+// - Audited: what changes the appliance rather than a file (a share made or removed by mkdir
+//   or rmdir at the top of the mount, a whole-file fastcopy by copy_file_range) goes to
+//   `audit` with the caller's uid, gid and pid (the control plane's audit log).
 
 import type { Namespace } from '../namespace/namespace.js';
 import type { NodeAttr, NodeEntry } from '../namespace/node-ops.js';
-import { parseNode } from '../namespace/node-id.js';
+import { MOUNT_ROOT_NODE, parseNode } from '../namespace/node-id.js';
 import { NodeType } from '../namespace/records.js';
 import { toErrno } from './errno.js';
 import { LockTable } from './ll-locks.js';
@@ -43,8 +46,23 @@ const ZEROS = Buffer.alloc(MiB);
 /** Write payloads of at least this size are kept as they are (see the write handler). */
 const HANDOVER_BYTES = 512 * 1024;
 
+/** A state-changing mount operation, as the audit log records it. */
+export interface MountAuditEvent {
+  op: 'mkdir' | 'rmdir' | 'copy_file_range';
+  /** What it acted on: share names, node ids. */
+  target: Record<string, string | number | boolean>;
+  uid: number;
+  gid: number;
+  pid: number;
+  /** The errno name it failed with (EEXIST, ...), or null. */
+  error: string | null;
+  ms: number;
+}
+
 export interface LlFileSystemOptions {
   log?: (line: string) => void;
+  /** Receives every audited mount operation (mkdir/rmdir of shares, fastcopies). */
+  audit?: (e: MountAuditEvent) => void;
   /** A read-only tree grafted onto the mount (the catalog's `.files/`, ll-virtual.ts). */
   virtual?: VirtualTree;
 }
@@ -57,6 +75,7 @@ export class LlFileSystem {
   private nextDirFh = 1;
   private readonly log: (line: string) => void;
   private readonly virtual: VirtualTree | undefined;
+  private readonly auditTo: ((e: MountAuditEvent) => void) | undefined;
 
   constructor(
     private readonly ns: Namespace,
@@ -64,6 +83,29 @@ export class LlFileSystem {
   ) {
     this.log = opts.log ?? ((l) => process.stderr.write(l + '\n'));
     this.virtual = opts.virtual;
+    this.auditTo = opts.audit;
+  }
+
+  /** Runs `fn` and, if auditing, records the operation with its caller and outcome. */
+  private async audited<T>(op: MountAuditEvent['op'], r: { uid: number; gid: number; pid: number }, target: MountAuditEvent['target'], fn: () => Promise<T>, counts?: (v: T) => boolean): Promise<T> {
+    if (!this.auditTo) return fn();
+    const t0 = performance.now();
+    const record = (error: string | null) => {
+      try {
+        this.auditTo!({ op, target, uid: r.uid, gid: r.gid, pid: r.pid, error, ms: Math.round(performance.now() - t0) });
+      } catch (err) {
+        this.log(`fuse3: auditing ${op}: ${(err as Error).message}`);
+      }
+    };
+    try {
+      const v = await fn();
+      if (!counts || counts(v)) record(null);
+      return v;
+    } catch (err) {
+      const code = (err as { code?: unknown }).code;
+      record(typeof code === 'string' ? code : 'IO');
+      throw err;
+    }
   }
 
   /** The onBatch to mount with: `LlSession.mount(dir, opts, fs.onBatch())`. */
@@ -128,7 +170,12 @@ export class LlFileSystem {
       }),
       readlink: this.run(async (r, s) => s.replyReadlink(r.id, await n.readlink(r.ino))),
       mknod: this.run(async (r, s) => s.replyEntry(r.id, this.counted(await n.mknod(r.parent, r.name, r.mode, owner(r))))),
-      mkdir: this.run(async (r, s) => s.replyEntry(r.id, this.counted(await n.mkdir(r.parent, r.name, r.mode, owner(r))))),
+      mkdir: this.run(async (r, s) => {
+        const make = () => n.mkdir(r.parent, r.name, r.mode, owner(r));
+        // mkdir at the top of the mount makes a share: audited like POST /shares.
+        const a = r.parent === MOUNT_ROOT_NODE ? await this.audited('mkdir', r, { share: r.name }, make) : await make();
+        s.replyEntry(r.id, this.counted(a));
+      }),
       symlink: this.run(async (r, s) => s.replyEntry(r.id, this.counted(await n.symlink(r.parent, r.name, r.target, owner(r))))),
       link: this.run(async (r, s) => s.replyEntry(r.id, this.counted(await n.link(r.ino, r.newparent, r.newname)))),
       unlink: this.run(async (r, s) => {
@@ -136,7 +183,9 @@ export class LlFileSystem {
         s.replyErr(r.id, 0);
       }),
       rmdir: this.run(async (r, s) => {
-        await n.rmdir(r.parent, r.name);
+        const remove = () => n.rmdir(r.parent, r.name);
+        if (r.parent === MOUNT_ROOT_NODE) await this.audited('rmdir', r, { share: r.name }, remove);
+        else await remove();
         s.replyErr(r.id, 0);
       }),
       rename: this.run(async (r, s) => {
@@ -254,15 +303,15 @@ export class LlFileSystem {
       },
       setlk: this.run(async (r, s) => {
         this.locks.used(r.fh, r.lockOwner);
-        const ok = await this.locks.set(r.ino, r.lockOwner, r.lock, r.sleep);
+        const ok = await this.locks.set(r.ino, r.lockOwner, r.lock, r.sleep, (cancel) => s.onInterrupt(r.id, cancel));
         s.replyErr(r.id, ok ? 0 : E.EAGAIN);
       }),
       flock: this.run(async (r, s) => {
-        const ok = await this.locks.flock(r.ino, r.fh, r.operation);
+        const ok = await this.locks.flock(r.ino, r.fh, r.operation, (cancel) => s.onInterrupt(r.id, cancel));
         s.replyErr(r.id, ok ? 0 : E.EWOULDBLOCK);
       }),
       fallocate: this.run(async (r, s) => {
-        await this.fallocate(r.fh, r.ino, r.mode, r.offset, r.length);
+        await this.fallocate(r.fh, r.ino, r.mode, r.offset, r.length, () => s.interrupted(r.id));
         s.replyErr(r.id, 0);
       }),
       lseek: this.run(async (r, s) => {
@@ -272,12 +321,12 @@ export class LlFileSystem {
         s.replyLseek(r.id, at);
       }),
       copy_file_range: this.run(async (r, s) => {
-        s.replyWrite(r.id, await this.copyRange(r.fh, r.ino, r.offset, r.fhOut, r.inoOut, r.offsetOut, r.length));
+        s.replyWrite(r.id, await this.copyRange(r, r.fh, r.ino, r.offset, r.fhOut, r.inoOut, r.offsetOut, r.length, () => s.interrupted(r.id)));
       }),
     };
   }
 
-  private async fallocate(fh: number, node: bigint, mode: number, offset: number, length: number): Promise<void> {
+  private async fallocate(fh: number, node: bigint, mode: number, offset: number, length: number, interrupted: () => boolean): Promise<void> {
     const known = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE;
     if (mode & ~known || (mode & FALLOC_FL_PUNCH_HOLE && !(mode & FALLOC_FL_KEEP_SIZE))) {
       throw Object.assign(new Error(`fallocate mode ${mode}`), { code: 'EOPNOTSUPP' });
@@ -287,7 +336,11 @@ export class LlFileSystem {
     if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
       // Zeros are stored as zero segments: the range stops costing space once committed.
       const stop = mode & FALLOC_FL_KEEP_SIZE ? Math.min(end, size) : end;
-      for (let at = offset; at < stop; at += MiB) await this.ns.write(fh, at, ZEROS.subarray(0, Math.min(MiB, stop - at)));
+      for (let at = offset; at < stop; at += MiB) {
+        // Interrupted: what is zeroed stays zeroed (fallocate(2) may fail half done).
+        if (interrupted()) throw Object.assign(new Error('fallocate interrupted'), { code: 'EINTR' });
+        await this.ns.write(fh, at, ZEROS.subarray(0, Math.min(MiB, stop - at)));
+      }
       return;
     }
     // Plain allocation: nothing to reserve; without KEEP_SIZE the file grows (with zeros).
@@ -295,16 +348,33 @@ export class LlFileSystem {
   }
 
   /** copy_file_range: a fastcopy when it is the whole source into an empty target, else a copy. */
-  private async copyRange(fhIn: number, inoIn: bigint, offIn: number, fhOut: number, inoOut: bigint, offOut: number, length: number): Promise<number> {
+  private async copyRange(
+    caller: { uid: number; gid: number; pid: number },
+    fhIn: number,
+    inoIn: bigint,
+    offIn: number,
+    fhOut: number,
+    inoOut: bigint,
+    offOut: number,
+    length: number,
+    interrupted: () => boolean,
+  ): Promise<number> {
     const src = await this.ns.nodes.getattr(inoIn, fhIn);
     if (src.type !== NodeType.File) throw Object.assign(new Error('not a regular file'), { code: 'EINVAL' });
     if (offIn === 0 && offOut === 0 && length >= src.size && src.size > 0) {
-      const done = await this.ns.nodes.cloneContent(fhIn, fhOut);
+      // A fastcopy (audited like POST .../fastcopy); a plain copy of bytes is not.
+      const target = { from: String(inoIn), to: String(inoOut), bytes: src.size };
+      const done = await this.audited('copy_file_range', caller, target, () => this.ns.nodes.cloneContent(fhIn, fhOut), (ok) => ok);
       if (done) return src.size;
     }
     const end = Math.min(src.size, offIn + length);
     let copied = 0;
     for (let at = offIn; at < end; at += MiB) {
+      // Interrupted: a short copy is a valid answer; nothing copied yet is EINTR.
+      if (interrupted()) {
+        if (copied > 0) break;
+        throw Object.assign(new Error('copy_file_range interrupted'), { code: 'EINTR' });
+      }
       const buf = await this.ns.fs.read(fhIn, at, Math.min(MiB, end - at));
       if (buf.length === 0) break;
       await this.ns.write(fhOut, offOut + copied, buf);

@@ -11,7 +11,9 @@
 // server holds), so release also drops the POSIX locks of every owner that locked through that
 // handle: OFD locks end with their open file (QEMU's image locks, when QEMU exits), and for
 // classic POSIX locks closing any descriptor of the file ends them anyway. A blocking request waits in a queue
-// and is retried whenever a lock on that node is released; no deadlock detection (EDEADLK).
+// and is retried whenever a lock on that node is released, until the kernel interrupts it (the
+// caller got a signal: `flock -w`'s alarm, Ctrl-C): then it leaves the queue and fails with
+// EINTR. No deadlock detection (EDEADLK).
 
 export const F_RDLCK = 0;
 export const F_WRLCK = 1;
@@ -35,6 +37,13 @@ interface Held extends RangeLock {
 
 interface Waiter {
   retry(): boolean;
+}
+
+/** Registers what gives up a blocked lock request (the session's onInterrupt). */
+export type OnCancel = (cancel: () => void) => void;
+
+function interrupted(): Error {
+  return Object.assign(new Error('lock wait interrupted'), { code: 'EINTR' });
 }
 
 export class LockTable {
@@ -75,9 +84,10 @@ export class LockTable {
 
   /**
    * setlk: true if set (or unlocked); false if another owner holds a conflicting lock and
-   * `wait` is false. With `wait`, resolves once it could be set.
+   * `wait` is false. With `wait`, resolves once it could be set, or rejects (EINTR) if
+   * `onCancel`'s cancel is called first.
    */
-  set(node: bigint, owner: bigint, want: RangeLock, wait: boolean): boolean | Promise<true> {
+  set(node: bigint, owner: bigint, want: RangeLock, wait: boolean, onCancel?: OnCancel): boolean | Promise<true> {
     if (want.type === F_UNLCK) {
       this.cut(node, owner, want.start, want.end);
       this.wake(node);
@@ -88,13 +98,18 @@ export class LockTable {
       return true;
     }
     if (!wait) return false;
-    return new Promise<true>((resolve) => {
-      this.queue(node, () => {
-        if (this.conflict(node, owner, want)) return false;
-        this.place(node, owner, want);
-        resolve(true);
-        return true;
-      });
+    return new Promise<true>((resolve, reject) => {
+      this.queue(
+        node,
+        () => {
+          if (this.conflict(node, owner, want)) return false;
+          this.place(node, owner, want);
+          resolve(true);
+          return true;
+        },
+        onCancel,
+        reject,
+      );
     });
   }
 
@@ -109,8 +124,11 @@ export class LockTable {
     this.wake(node);
   }
 
-  /** flock(2) by open file `fh`: true if done; false if it would block and LOCK_NB was given. */
-  flock(node: bigint, fh: number, operation: number): boolean | Promise<true> {
+  /**
+   * flock(2) by open file `fh`: true if done; false if it would block and LOCK_NB was given;
+   * otherwise resolves once taken, or rejects (EINTR) if `onCancel`'s cancel is called first.
+   */
+  flock(node: bigint, fh: number, operation: number, onCancel?: OnCancel): boolean | Promise<true> {
     if (operation & LOCK_UN) {
       this.dropFlock(node, fh);
       return true;
@@ -128,12 +146,17 @@ export class LockTable {
     };
     if (take()) return true;
     if (operation & LOCK_NB) return false;
-    return new Promise<true>((resolve) => {
-      this.queue(node, () => {
-        if (!take()) return false;
-        resolve(true);
-        return true;
-      });
+    return new Promise<true>((resolve, reject) => {
+      this.queue(
+        node,
+        () => {
+          if (!take()) return false;
+          resolve(true);
+          return true;
+        },
+        onCancel,
+        reject,
+      );
     });
   }
 
@@ -176,10 +199,24 @@ export class LockTable {
     else this.posix.delete(node);
   }
 
-  private queue(node: bigint, retry: () => boolean): void {
+  /** Waiting requests, for tests. */
+  waiting(node: bigint): number {
+    return this.waiters.get(node)?.length ?? 0;
+  }
+
+  private queue(node: bigint, retry: () => boolean, onCancel?: OnCancel, reject?: (err: Error) => void): void {
+    const w: Waiter = { retry };
     const q = this.waiters.get(node) ?? [];
-    q.push({ retry });
+    q.push(w);
     this.waiters.set(node, q);
+    onCancel?.(() => {
+      const list = this.waiters.get(node);
+      const at = list ? list.indexOf(w) : -1;
+      if (at < 0) return; // already granted
+      list!.splice(at, 1);
+      if (list!.length === 0) this.waiters.delete(node);
+      reject?.(interrupted());
+    });
   }
 
   private wake(node: bigint): void {

@@ -5,7 +5,7 @@
 import { resolve } from 'node:path';
 import type { Namespace } from '../namespace/namespace.js';
 import type { LogLine } from './errno.js';
-import { LlFileSystem } from './ll-filesystem.js';
+import { LlFileSystem, type MountAuditEvent } from './ll-filesystem.js';
 import type { VirtualTree } from './ll-virtual.js';
 import { LlSession } from './ll/session.js';
 import { fuseMountsAt, prepareMountPoint } from './mount-util.js';
@@ -18,6 +18,8 @@ export interface LlMountOptions {
   maxThreads?: number;
   /** A read-only tree grafted onto the mount (the catalog's `.files/`). */
   virtual?: VirtualTree;
+  /** Receives the audited mount operations (shares made or removed, fastcopies), with the caller. */
+  audit?: (e: MountAuditEvent) => void;
 }
 
 export class LlMount implements Mount {
@@ -34,7 +36,7 @@ export class LlMount implements Mount {
   ) {
     this.mountPath = resolve(mountPath);
     this.log = options.log ?? ((l) => process.stderr.write(l + '\n'));
-    this.fs = new LlFileSystem(ns, { log: this.log, virtual: options.virtual });
+    this.fs = new LlFileSystem(ns, { log: this.log, virtual: options.virtual, audit: options.audit });
   }
 
   get mounted(): boolean {

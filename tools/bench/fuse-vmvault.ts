@@ -41,10 +41,10 @@ export async function benchFuse(opts: FuseBenchOptions, emit: (f: FuseFigure) =>
   const apps: BenchAppliance[] = [];
   try {
     // Both ceilings, side by side; the ratios below are against the binding the appliance runs
-    // on (fuse-native until the switch to the libfuse3 binding: then fuse.ceiling.*).
+    // on (libfuse3, the default: fuse.ceiling.*).
     const ceiling = [...(await benchFuseCeilingLl({ quick: opts.quick, dir: work })), ...(await benchFuseCeiling({ quick: opts.quick, dir: work }))];
-    const cw = ceiling.find((f) => f.figure === 'fuse.ceiling_old.write')!.value;
-    const cr = ceiling.find((f) => f.figure === 'fuse.ceiling_old.read')!.value;
+    const cw = ceiling.find((f) => f.figure === 'fuse.ceiling.write')!.value;
+    const cr = ceiling.find((f) => f.figure === 'fuse.ceiling.read')!.value;
     for (const f of ceiling) emit(f);
 
     let src = opts.image;

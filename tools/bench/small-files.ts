@@ -5,6 +5,10 @@
 //
 // The ceiling here is the binding over handlers that keep only a table of names and sizes in
 // memory: the least a file system can do and still answer create, stat, readdir and unlink.
+// fuse.small.* are the appliance on its default binding (libfuse3) against that binding's
+// ceiling (small-ceiling-ll.ts). With `both`, the appliance on fuse-native (--fuse 2) too, as
+// fuse.small.*.fuse2 against fuse-native's own ceiling (fuse.small.*.ceiling_old), and
+// fuse.small.*.fuse3_vs_fuse2 (the same work on the two bindings, in one run).
 // With --before=REPO the same workload also runs against an appliance started from another
 // checkout (built, with dist/), e.g. main's code before a change, in the same run.
 
@@ -15,6 +19,7 @@ import { FuseMount, type FileStat, type FuseHandlers } from '../../src/fuse/bind
 import { clearFuseMount } from '../../src/fuse/mount-util.js';
 import type { Figure } from './fuse-ceiling.js';
 import { type BenchAppliance, run, startBenchAppliance } from './fuse-appliance.js';
+import { withNamesOnlyLlMount } from './small-ceiling-ll.js';
 
 export interface SmallFigure extends Figure {
   vs_ceiling?: number;
@@ -27,8 +32,8 @@ export interface SmallBenchOptions {
   beforeRepo?: string;
   /** Where rsync copies from. Default /usr/share/doc. */
   rsyncSource?: string;
-  /** Also measure the mount on the libfuse3 binding (appliance --fuse 3), as *.fuse3 figures. */
-  fuse3?: boolean;
+  /** Also measure the mount on fuse-native (appliance --fuse 2), as *.fuse2 figures. */
+  both?: boolean;
   /** Extra node flags for the appliance (e.g. --cpu-prof). */
   nodeFlags?: string[];
   note(line: string): void;
@@ -143,13 +148,12 @@ export async function benchSmallFiles(opts: SmallBenchOptions, emit: (f: SmallFi
   const src = opts.rsyncSource ?? '/usr/share/doc';
   const work = await fs.mkdtemp(path.join(opts.dir, 'vmvault-bench-small-'));
   try {
-    const ceiling = await ceilingRun(work, count);
-    const vm = await applianceRun(path.join(work, 'store'), count, src, opts, undefined, opts.fuse3 ? 2 : undefined);
-    const f3 = opts.fuse3 ? await applianceRun(path.join(work, 'store-fuse3'), count, src, opts, undefined, 3) : undefined;
+    const ceiling = await withNamesOnlyLlMount(work, (mnt) => smallFiles(mnt, count));
+    const vm = await applianceRun(path.join(work, 'store'), count, src, opts, undefined, 3);
+    const ceiling2 = opts.both ? await ceilingRun(work, count) : undefined;
+    const f2 = opts.both ? await applianceRun(path.join(work, 'store-fuse2'), count, src, opts, undefined, 2) : undefined;
     const beforeBin = opts.beforeRepo ? path.join(opts.beforeRepo, 'bin', 'vmvault.js') : undefined;
-    const before = beforeBin ? await applianceRun(path.join(work, 'store-before'), count, src, opts, beforeBin, opts.fuse3 ? 2 : undefined) : undefined;
-    // The other checkout on the libfuse3 binding too, when both are asked for.
-    const before3 = beforeBin && opts.fuse3 ? await applianceRun(path.join(work, 'store-before-fuse3'), count, src, opts, beforeBin, 3) : undefined;
+    const before = beforeBin ? await applianceRun(path.join(work, 'store-before'), count, src, opts, beforeBin, 3) : undefined;
     const plain = path.join(work, 'plain-doc');
     const plainS = await rsyncInto(src, plain);
 
@@ -161,26 +165,21 @@ export async function benchSmallFiles(opts: SmallBenchOptions, emit: (f: SmallFi
       emit({ figure: `fuse.small.${ph}`, value: Math.round(v), unit, vs_ceiling: round3(v / c) });
       if (before) emit({ figure: `fuse.small.${ph}.before`, value: Math.round(rate(before.small[ph])), unit, vs_ceiling: round3(rate(before.small[ph]) / c) });
       emit({ figure: `fuse.small.${ph}.vs_ceiling`, value: round3(v / c), unit: 'ratio' });
-      if (f3) {
-        const v3 = rate(f3.small[ph]);
-        emit({ figure: `fuse.small.${ph}.fuse3`, value: Math.round(v3), unit, vs_ceiling: round3(v3 / c) });
-        emit({ figure: `fuse.small.${ph}.fuse3_vs_fuse2`, value: round3(v3 / v), unit: 'ratio' });
-        emit({ figure: `fuse.small.${ph}.fuse3.vs_ceiling`, value: round3(v3 / c), unit: 'ratio' });
-        if (before3) emit({ figure: `fuse.small.${ph}.fuse3_before`, value: Math.round(rate(before3.small[ph])), unit, vs_ceiling: round3(rate(before3.small[ph]) / c) });
+      if (f2 && ceiling2) {
+        const c2 = rate(ceiling2[ph]);
+        const v2 = rate(f2.small[ph]);
+        emit({ figure: `fuse.small.${ph}.ceiling_old`, value: Math.round(c2), unit });
+        emit({ figure: `fuse.small.${ph}.fuse2`, value: Math.round(v2), unit, vs_ceiling: round3(v2 / c2) });
+        emit({ figure: `fuse.small.${ph}.fuse2.vs_ceiling`, value: round3(v2 / c2), unit: 'ratio' });
+        emit({ figure: `fuse.small.${ph}.fuse3_vs_fuse2`, value: round3(v / v2), unit: 'ratio' });
       }
     }
-    opts.note(`rsync -a ${src}: plain directory ${plainS.toFixed(2)} s, mount ${vm.rsync.toFixed(2)} s${before ? `, before ${before.rsync.toFixed(2)} s` : ''}`);
+    opts.note(`rsync -a ${src}: plain directory ${plainS.toFixed(2)} s, mount ${vm.rsync.toFixed(2)} s${f2 ? `, on fuse-native ${f2.rsync.toFixed(2)} s` : ''}${before ? `, before ${before.rsync.toFixed(2)} s` : ''}`);
     emit({ figure: 'rsync.doc.seconds', value: round1(vm.rsync), unit: 's' });
     emit({ figure: 'rsync.doc.plain_seconds', value: round1(plainS), unit: 's' });
-    if (f3) {
-      opts.note(`rsync -a ${src} on the libfuse3 binding: ${f3.rsync.toFixed(2)} s`);
-      emit({ figure: 'rsync.doc.fuse3_seconds', value: round1(f3.rsync), unit: 's' });
-      emit({ figure: 'rsync.doc.fuse3_speedup', value: round1(vm.rsync / f3.rsync), unit: 'fuse2 time / fuse3 time' });
-      if (before3) {
-        opts.note(`rsync -a ${src} on the libfuse3 binding, before: ${before3.rsync.toFixed(2)} s`);
-        emit({ figure: 'rsync.doc.fuse3_before_seconds', value: round1(before3.rsync), unit: 's' });
-        emit({ figure: 'rsync.doc.fuse3_speedup_vs_before', value: round1(before3.rsync / f3.rsync), unit: 'before time / time (fuse 3)' });
-      }
+    if (f2) {
+      emit({ figure: 'rsync.doc.fuse2_seconds', value: round1(f2.rsync), unit: 's' });
+      emit({ figure: 'rsync.doc.fuse3_speedup', value: round1(f2.rsync / vm.rsync), unit: 'fuse2 time / fuse3 time' });
     }
     if (before) {
       emit({ figure: 'rsync.doc.before_seconds', value: round1(before.rsync), unit: 's' });

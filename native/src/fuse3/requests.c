@@ -81,6 +81,52 @@ void vv_req_free(vv_req *r) {
   free(r);
 }
 
+// Queues r (under s->mu); returns whether the caller must schedule a drain.
+static int enqueue_locked(vv_sess *s, vv_req *r) {
+  r->queued = 1;
+  if (s->tail) s->tail->next = r;
+  else s->head = r;
+  s->tail = r;
+  if (!s->scheduled && !s->closing) {
+    s->scheduled = 1;
+    return 1;
+  }
+  return 0;
+}
+
+// libfuse calls this on the thread that read the kernel's FUSE_INTERRUPT (or at once, from
+// fuse_req_interrupt_func, if the interrupt came first), holding the request's own lock. `data`
+// is the session, never the vv_req: once JavaScript has answered, the vv_req is freed while
+// libfuse may still be about to call us. The request is found by its fuse_req_t among the slots
+// under the session lock, where no answer can free it. A request already handed to JavaScript
+// gets a notice (OP_INTERRUPT, no slot, no answer); one not yet handed carries the flag itself.
+static void on_interrupt(fuse_req_t req, void *data) {
+  vv_sess *s = data;
+  int call = 0;
+  pthread_mutex_lock(&s->mu);
+  for (uint32_t i = 0; i < s->nslots; i++) {
+    vv_req *r = s->slots[i];
+    if (!r || r->req != req) continue;
+    if (r->interrupted) break;
+    r->interrupted = 1;
+    if (r->handed && !s->closing) {
+      vv_req *n = calloc(1, sizeof *n);
+      if (n) {
+        n->sess = s;
+        n->op = OP_INTERRUPT;
+        n->target = r->id;
+        n->uid = r->uid;
+        n->gid = r->gid;
+        n->pid = r->pid;
+        call = enqueue_locked(s, n);
+      }
+    }
+    break;
+  }
+  pthread_mutex_unlock(&s->mu);
+  if (call) napi_call_threadsafe_function(s->tsfn, NULL, napi_tsfn_nonblocking);
+}
+
 // Gives r a slot (unless it needs no answer), queues it and schedules a drain.
 static void submit(vv_req *r) {
   vv_sess *s = r->sess;  // not from r->req: a forget was answered (and its req freed) already
@@ -97,15 +143,13 @@ static void submit(vv_req *r) {
     uint32_t slot = s->free_stack[--s->nfree];
     s->slots[slot] = r;
     r->id = ((uint64_t)s->gens[slot] << VV_SLOT_BITS) | slot;
+    // Registered while nothing can answer (and free) the request: it is in a slot but not yet
+    // queued for JavaScript. on_interrupt takes s->mu, so it must not be held here.
+    pthread_mutex_unlock(&s->mu);
+    fuse_req_interrupt_func(r->req, on_interrupt, s);
+    pthread_mutex_lock(&s->mu);
   }
-  r->queued = 1;
-  if (s->tail) s->tail->next = r;
-  else s->head = r;
-  s->tail = r;
-  if (!s->scheduled && !s->closing) {
-    s->scheduled = 1;
-    call = 1;
-  }
+  call = enqueue_locked(s, r);
   pthread_mutex_unlock(&s->mu);
   // The call only queues work for the JS thread (the queue has no size limit).
   if (call) napi_call_threadsafe_function(s->tsfn, NULL, napi_tsfn_nonblocking);
@@ -512,7 +556,7 @@ static const char *const OP_NAMES[OP_COUNT] = {
     "lookup", "forget", "getattr", "setattr", "readlink", "mknod", "mkdir", "unlink", "rmdir",
     "symlink", "rename", "link", "open", "read", "write", "flush", "release", "fsync",
     "opendir", "readdir", "releasedir", "fsyncdir", "statfs", "access", "create", "getlk",
-    "setlk", "flock", "fallocate", "lseek", "copy_file_range"};
+    "setlk", "flock", "fallocate", "lseek", "copy_file_range", "interrupt"};
 
 static void put_num(napi_env env, napi_value o, const char *k, double v) {
   napi_value x;
@@ -558,6 +602,11 @@ static napi_value to_js(napi_env env, vv_req *r) {
   put_num(env, o, "uid", r->uid);
   put_num(env, o, "gid", r->gid);
   put_num(env, o, "pid", r->pid);
+  if (r->op == OP_INTERRUPT) {
+    put_num(env, o, "target", (double)r->target);
+    return o;
+  }
+  if (r->interrupted) put_bool(env, o, "interrupted", 1);
   switch (r->op) {
     case OP_LOOKUP: case OP_UNLINK: case OP_RMDIR:
       put_big(env, o, "parent", r->ino);
@@ -700,6 +749,8 @@ void vv_call_js(napi_env env, napi_value js_cb, void *context, void *data) {
   pthread_mutex_lock(&s->mu);
   vv_req *list = s->destroyed ? NULL : s->head;
   if (list) s->head = s->tail = NULL;
+  // From here an interrupt of any of these reaches JavaScript as a notice.
+  for (vv_req *r = list; r; r = r->next) r->handed = 1;
   s->scheduled = 0;
   pthread_mutex_unlock(&s->mu);
   if (!list) return;
@@ -715,8 +766,8 @@ void vv_call_js(napi_env env, napi_value js_cb, void *context, void *data) {
     r->next = NULL;
     r->queued = 0;
     napi_set_element(env, arr, i++, to_js(env, r));
-    // A forget needs no answer and has no slot: done with it.
-    if (r->op == OP_FORGET) vv_req_free(r);
+    // A forget or an interrupt notice needs no answer and has no slot: done with it.
+    if (r->op == OP_FORGET || r->op == OP_INTERRUPT) vv_req_free(r);
   }
   s->batches++;
   s->requests += n;

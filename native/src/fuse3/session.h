@@ -16,7 +16,9 @@ enum vv_op {
   OP_LOOKUP, OP_FORGET, OP_GETATTR, OP_SETATTR, OP_READLINK, OP_MKNOD, OP_MKDIR, OP_UNLINK, OP_RMDIR,
   OP_SYMLINK, OP_RENAME, OP_LINK, OP_OPEN, OP_READ, OP_WRITE, OP_FLUSH, OP_RELEASE, OP_FSYNC,
   OP_OPENDIR, OP_READDIR, OP_RELEASEDIR, OP_FSYNCDIR, OP_STATFS, OP_ACCESS, OP_CREATE, OP_GETLK,
-  OP_SETLK, OP_FLOCK, OP_FALLOCATE, OP_LSEEK, OP_COPY_FILE_RANGE, OP_COUNT
+  OP_SETLK, OP_FLOCK, OP_FALLOCATE, OP_LSEEK, OP_COPY_FILE_RANGE,
+  OP_INTERRUPT,  // not a libfuse op: the kernel interrupted request `target` (no answer expected)
+  OP_COUNT
 };
 
 // One kernel request on its way to JavaScript and, until answered, in a slot of the session.
@@ -27,6 +29,9 @@ typedef struct vv_req {
   uint64_t id;      // 0: no answer expected (forget)
   int op;
   int queued;       // in the session's queue (not yet handed to JS)
+  int handed;       // given to JavaScript (under sess->mu): an interrupt is sent as a notice
+  int interrupted;  // the kernel interrupted it (under sess->mu); told to JS with the request or by a notice
+  uint64_t target;  // OP_INTERRUPT: the id of the interrupted request
   uint32_t uid, gid, pid;
   uint64_t ino, ino2;   // ino2: newparent / link target dir / copy destination
   uint64_t fh, fh2;

@@ -1,10 +1,15 @@
 // dispatchOps: an onBatch that calls one function per op. The function answers through the
 // session; a missing op is answered ENOSYS, one that throws or rejects EIO (if still
 // unanswered), with a log line, so a bug in a handler never crashes the process or hangs the
-// caller.
-import { EIO, ENOSYS } from './errno.js';
+// caller. A request the kernel interrupted before it reached us (its caller got a signal) is
+// answered EINTR without running, when nothing has been done for it yet and giving it up
+// changes nothing: reads, writes, syncs, lock requests, seeks, listings. release, flush and
+// forget always run (they free handles and drop locks); the rest run and answer as usual.
+import { EINTR, EIO, ENOSYS } from './errno.js';
 import type { LlSession, OnBatch } from './session.js';
 import type { LlOp, LlRequest, LlRequestOf } from './types.js';
+
+const GIVE_UP = new Set<LlOp>(['read', 'write', 'fsync', 'fsyncdir', 'getlk', 'setlk', 'flock', 'lseek', 'fallocate', 'copy_file_range', 'readdir']);
 
 export type LlOps = { [O in LlOp]: (req: LlRequestOf<O>, session: LlSession) => void | Promise<void> };
 
@@ -16,6 +21,10 @@ export function dispatchOps(ops: Partial<LlOps>, opts: { log?: (line: string) =>
   };
   return (reqs, s) => {
     for (const r of reqs) {
+      if (r.interrupted && GIVE_UP.has(r.op)) {
+        s.replyErr(r.id, EINTR);
+        continue;
+      }
       const fn = ops[r.op] as ((req: LlRequest, s: LlSession) => void | Promise<void>) | undefined;
       if (!fn) {
         if (r.id !== 0) s.replyErr(r.id, ENOSYS);

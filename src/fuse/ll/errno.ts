@@ -22,3 +22,4 @@ export const ENXIO = E.ENXIO;
 export const ENAMETOOLONG = E.ENAMETOOLONG;
 export const ENOTCONN = E.ENOTCONN;
 export const EOPNOTSUPP = E.EOPNOTSUPP;
+export const EINTR = E.EINTR;

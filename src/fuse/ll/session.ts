@@ -14,6 +14,14 @@ export { fuse3Available } from './native.js';
 
 export type OnBatch = (reqs: LlRequest[], session: LlSession) => void;
 
+/** The C side's word that request `target` was interrupted (never handed to onBatch). */
+interface InterruptNotice {
+  op: 'interrupt';
+  id: 0;
+  target: number;
+  interrupted?: undefined;
+}
+
 const MiB = 1024 * 1024;
 
 function fuseArgs(o: LlMountOptions): string[] {
@@ -68,9 +76,19 @@ export class LlSession {
     );
     const report = onError ?? ((err: unknown) => process.stderr.write(`vmvault fuse3: a batch handler threw: ${(err as Error)?.stack ?? String(err)}\n`));
     const deliver = (raw: unknown[]): void => {
-      const reqs = raw as LlRequest[];
+      let reqs = raw as Array<LlRequest | InterruptNotice>;
+      // Interrupt notices are the session's own business (onInterrupt); handlers never see them.
+      let notices = false;
+      for (const r of reqs) {
+        if (r.op === 'interrupt') {
+          notices = true;
+          s.interrupt(r.target);
+        } else if (r.interrupted) s.interrupt(r.id);
+      }
+      if (notices) reqs = reqs.filter((r) => r.op !== 'interrupt');
+      if (reqs.length === 0) return;
       try {
-        onBatch(reqs, s);
+        onBatch(reqs as LlRequest[], s);
       } catch (err) {
         report(err);
         for (const r of reqs) if (r.id !== 0) s.replyErr(r.id, EIO);
@@ -108,48 +126,90 @@ export class LlSession {
     return this.handle;
   }
 
+  // ---- interrupts ---------------------------------------------------------------------------
+  // The kernel interrupts a request when its caller gets a signal while waiting for the answer
+  // (flock -w's alarm, Ctrl-C on a blocked fcntl(F_SETLKW)); it then waits (killably) for an
+  // answer, which should be EINTR if the work could be given up. The C side tells us by a flag
+  // on the request (interrupted before it was handed over) or by a notice afterwards.
+
+  /** Requests interrupted and not yet answered. */
+  private readonly interrupts = new Set<number>();
+  /** What gives up the work of a request, registered by its handler (onInterrupt). */
+  private readonly cancels = new Map<number, () => void>();
+
+  private interrupt(id: number): void {
+    this.interrupts.add(id);
+    const cancel = this.cancels.get(id);
+    if (cancel) {
+      this.cancels.delete(id);
+      cancel();
+    }
+  }
+
+  /** Whether the kernel interrupted request `id` (it is still unanswered). */
+  interrupted(id: number): boolean {
+    return this.interrupts.size !== 0 && this.interrupts.has(id);
+  }
+
+  /**
+   * Registers what gives up request `id`'s work (it should then answer EINTR) if the kernel
+   * interrupts it; runs it at once if that happened already. Forgotten when the request is
+   * answered.
+   */
+  onInterrupt(id: number, cancel: () => void): void {
+    if (this.interrupted(id)) cancel();
+    else this.cancels.set(id, cancel);
+  }
+
+  /** Every reply passes here: an answered id has nothing left to interrupt. */
+  private settled<T>(id: number, result: T): T {
+    if (this.interrupts.size !== 0) this.interrupts.delete(id);
+    if (this.cancels.size !== 0) this.cancels.delete(id);
+    return result;
+  }
+
   replyErr(id: number, errno: number): boolean {
-    return this.addon.replyErr(this.h, id, errno);
+    return this.settled(id, this.addon.replyErr(this.h, id, errno));
   }
 
   replyNone(id: number): boolean {
-    return id === 0 ? true : this.addon.replyNone(this.h, id);
+    return id === 0 ? true : this.settled(id, this.addon.replyNone(this.h, id));
   }
 
   replyEntry(id: number, entry: LlEntry): boolean {
     packEntry(scratchF, 0, scratchU, 0, entry);
-    return this.addon.replyEntry(this.h, id, scratchF, scratchU);
+    return this.settled(id, this.addon.replyEntry(this.h, id, scratchF, scratchU));
   }
 
   replyCreate(id: number, entry: LlEntry, fh: number, open?: LlOpenFlags): boolean {
     packEntry(scratchF, 0, scratchU, 0, entry);
     scratchF[E_COUNT] = fh;
     scratchF[E_COUNT + 1] = openBits(open);
-    return this.addon.replyCreate(this.h, id, scratchF, scratchU);
+    return this.settled(id, this.addon.replyCreate(this.h, id, scratchF, scratchU));
   }
 
   replyAttr(id: number, attr: LlAttr, timeout: number): boolean {
     packAttr(scratchF, 0, attr);
     scratchF[A_COUNT] = timeout;
     scratchU[0] = attr.ino;
-    return this.addon.replyAttr(this.h, id, scratchF, scratchU);
+    return this.settled(id, this.addon.replyAttr(this.h, id, scratchF, scratchU));
   }
 
   replyOpen(id: number, fh: number, open?: LlOpenFlags): boolean {
-    return this.addon.replyOpen(this.h, id, fh, openBits(open));
+    return this.settled(id, this.addon.replyOpen(this.h, id, fh, openBits(open)));
   }
 
   /** Read data (short = end of file), passed to the kernel straight from buf. */
   replyData(id: number, buf: Uint8Array): boolean {
-    return this.addon.replyData(this.h, id, buf);
+    return this.settled(id, this.addon.replyData(this.h, id, buf));
   }
 
   replyWrite(id: number, n: number): boolean {
-    return this.addon.replyWrite(this.h, id, n);
+    return this.settled(id, this.addon.replyWrite(this.h, id, n));
   }
 
   replyReadlink(id: number, target: string): boolean {
-    return this.addon.replyReadlink(this.h, id, target);
+    return this.settled(id, this.addon.replyReadlink(this.h, id, target));
   }
 
   /**
@@ -159,20 +219,20 @@ export class LlSession {
    */
   replyDir(id: number, entries: LlDirent[]): number {
     const { names, f, u } = packDirents(entries);
-    return this.addon.replyDir(this.h, id, names, f, u);
+    return this.settled(id, this.addon.replyDir(this.h, id, names, f, u));
   }
 
   replyStatfs(id: number, st: LlStatfs): boolean {
     const f = Float64Array.of(st.bsize, st.frsize, st.blocks, st.bfree, st.bavail, st.files, st.ffree, st.favail ?? st.ffree, st.namemax ?? 255);
-    return this.addon.replyStatfs(this.h, id, f);
+    return this.settled(id, this.addon.replyStatfs(this.h, id, f));
   }
 
   replyLock(id: number, lock: LlLock): boolean {
-    return this.addon.replyLock(this.h, id, Float64Array.of(lock.type, lock.start, lock.end, lock.pid));
+    return this.settled(id, this.addon.replyLock(this.h, id, Float64Array.of(lock.type, lock.start, lock.end, lock.pid)));
   }
 
   replyLseek(id: number, off: number): boolean {
-    return this.addon.replyLseek(this.h, id, off);
+    return this.settled(id, this.addon.replyLseek(this.h, id, off));
   }
 
   /**

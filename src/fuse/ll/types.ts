@@ -34,6 +34,8 @@ interface Base {
   uid: number;
   gid: number;
   pid: number;
+  /** The kernel interrupted it before it was handed over (the caller got a signal while waiting). */
+  interrupted?: boolean;
 }
 
 export interface LlLock {
