@@ -12,6 +12,7 @@ import type {
   VmView,
   DeleteShareOptions,
   ExportControl,
+  RecoveryControl,
   FastcopyResult,
   GcResult,
   HealthReport,
@@ -36,6 +37,8 @@ export class ApplianceServices implements ControlServices {
   transfer?: TransferReceiver;
   /** Exports over NFS and SMB (src/export/), set by the composition root. */
   exports?: ExportControl & { shareGone(share: string): Promise<void> };
+  /** Instant recovery (backup/recovery/), set by the composition root. */
+  recovery?: RecoveryControl;
 
   constructor(
     private readonly ns: Namespace,

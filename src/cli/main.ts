@@ -30,6 +30,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   find: async () => (await import('./commands/catalog.js')).findCommand,
   'restore-file': async () => (await import('./commands/catalog.js')).restoreFileCommand,
   policy: async () => (await import('./commands/policies.js')).policyCommand,
+  recover: async () => (await import('./commands/recover.js')).recoverCommand,
 };
 
 const HELP = `usage: vmvault <command> [options]
@@ -121,6 +122,17 @@ Policies (scheduled backups, GFS retention, retention locks)
   policy prune <name> [--vm <vm>] [--dry-run]
                                           apply retention now; --dry-run shows what would go
 
+Instant recovery (the VM runs from a clone of its point on the mount)
+  recover <vm> [--point <time>] [--name <n>]
+                                          start the VM in QEMU from a writable clone <n> of the
+                                          point (default <vm>-recovery): no copy, seconds
+  recover <vm> --migrate --to <dir> [--name <n>] [--format qcow2|raw]
+                                          move its disks to <dir> while it runs (blockdev-mirror);
+                                          then it no longer uses the mount
+  recover list                            recovered VMs: point, state, QEMU pid, sockets
+  recover stop <n> [--drop-clone]         stop the VM; keep (default) or drop its clone
+  recover release <n> [--drop-clone]      forget a migrated VM, leaving it running
+
 Appliance
   appliance ...                           run the appliance (see vmvault appliance --help)
 
@@ -185,8 +197,12 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       lock: values.lock,
       group: values.group,
       dryRun: values['dry-run'] === true,
+      name: values.name,
+      migrate: values.migrate === true,
+      dropClone: values['drop-clone'] === true,
     };
-    if (!['vm', 'backup', 'restore', 'catalog', 'find', 'restore-file', 'policy'].includes(name)) refuseOptions(flags, name, []);
+    if (!['vm', 'backup', 'restore', 'catalog', 'find', 'restore-file', 'policy', 'recover'].includes(name)) refuseOptions(flags, name, []);
+    if (name !== 'recover' && (flags.name !== undefined || flags.migrate || flags.dropClone)) throw usage(`${name} takes no --${flags.name !== undefined ? 'name' : flags.migrate ? 'migrate' : 'drop-clone'}`);
     if (flags.trusted && name !== 'agent') throw usage(`${name} takes no --trusted`);
     if (name !== 'export' && (flags.clients !== undefined || flags.user !== undefined)) throw usage(`${name} takes no --${flags.clients !== undefined ? 'clients' : 'user'}`);
     const baseUrl = parseBaseUrl(values.url ?? DEFAULT_URL);
@@ -236,6 +252,9 @@ const OPTIONS = {
   lock: 'string',
   group: 'string',
   'dry-run': 'boolean',
+  name: 'string',
+  migrate: 'boolean',
+  'drop-clone': 'boolean',
 } as const;
 type OptionName = keyof typeof OPTIONS;
 type Values = { [K in OptionName]?: (typeof OPTIONS)[K] extends 'string' ? string : boolean };

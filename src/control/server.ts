@@ -28,6 +28,7 @@ import { vmRoutes } from './routes/vms.js';
 import { agentTokenRoutes } from './routes/agent-tokens.js';
 import { transferRoutes } from './routes/transfer.js';
 import { policyRoutes } from './routes/policies.js';
+import { recoveryRoutes } from './routes/recoveries.js';
 import type { PolicyService } from '../policy/policy-service.js';
 import type { ControlServices } from './services.js';
 
@@ -161,6 +162,7 @@ export async function buildServer(services: ControlServices, opts: ServerOptions
       await exportRoutes(api, deps);
       if (opts.catalog) await catalogRoutes(api, { catalog: opts.catalog, jobs: deps.jobs });
       await policyRoutes(api, deps);
+      await recoveryRoutes(api, deps);
       api.get(
         '/openapi.json',
         {
