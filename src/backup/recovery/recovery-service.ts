@@ -421,7 +421,7 @@ export class RecoveryService {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(err, `migrate target ${dir}`);
     }
-    if (st !== undefined && !st.isDirectory()) throw vmError('NOT_DIRECTORY', `migrate target ${dir} is not a directory`);
+    if (st !== undefined && !st.isDirectory()) throw vmError('INVALID_ARGUMENT', `migrate target ${dir} is not a directory`);
     if (st === undefined) await fs.mkdir(dir, { recursive: true }).catch((err) => {
       throw vmError('INVALID_ARGUMENT', `migrate target ${dir} cannot be made: ${(err as Error).message}`);
     });

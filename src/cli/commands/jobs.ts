@@ -1,7 +1,7 @@
 // Commands that start jobs and watch them to the end, and the jobs listing itself.
 
 import { isActive, type JobView } from '../../control/jobs.js';
-import type { BackupRecordView, GcResult, IndexRebuildResult, RestoreResult, VerifyResult, VerifyTarget } from '../../control/services.js';
+import type { BackupRecordView, GcResult, IndexRebuildResult, RecoveryView, RestoreResult, VerifyResult, VerifyTarget } from '../../control/services.js';
 import { seg } from '../client.js';
 import { usage } from '../cli-error.js';
 import { EXIT, exitCodeFor } from '../exit-codes.js';
@@ -153,6 +153,18 @@ function resultPairs(job: JobView): Array<[string, string]> {
       ['Cataloged', `${plural(r.files, 'entry', 'entries')} in ${plural(r.volumes, 'volume')} of ${plural(r.images, 'image')}; ${formatCount(r.reusedVolumes)} unchanged volume(s) reused`],
     ];
     for (const n of r.notes.slice(0, 20)) pairs.push(['Note', n]);
+    return pairs;
+  }
+  if (job.kind === 'recover') {
+    const r = job.result as RecoveryView;
+    const pairs: Array<[string, string]> = [
+      ['Recovery', `${r.name}: ${r.vm} at ${r.point}, ${r.state}${r.pid === null ? '' : ` (QEMU pid ${r.pid})`}`],
+      ...r.disks.map((d, i): [string, string] => [i === 0 ? 'Disks' : '', `${d.device}: ${d.file}`]),
+      ['QMP', r.qmp],
+      ['Guest agent', r.qga],
+      ['Console', r.console],
+    ];
+    for (const n of r.notes) pairs.push(['Note', n]);
     return pairs;
   }
   const r = job.result as IndexRebuildResult;

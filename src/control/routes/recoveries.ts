@@ -85,7 +85,7 @@ export async function recoveryRoutes(app: FastifyInstance, { services, jobs }: R
         operationId: 'listRecoveries',
         summary: 'VMs running from the backup (instant recovery), and migrated ones not yet released',
         tags: ['recoveries'],
-        response: { 200: { type: 'object', required: ['recoveries'], properties: { recoveries: { type: 'array', items: recoveryView } } }, 401: commonErrors[401] },
+        response: { 200: { description: 'Every recovery this appliance supervises.', type: 'object', required: ['recoveries'], properties: { recoveries: { type: 'array', items: recoveryView } } }, 401: commonErrors[401] },
       }),
     },
     async () => ({ recoveries: await recovery().list() }),
@@ -99,7 +99,7 @@ export async function recoveryRoutes(app: FastifyInstance, { services, jobs }: R
         summary: 'One instant recovery',
         tags: ['recoveries'],
         params: recoveryParams,
-        response: { 200: recoveryView, 400: commonErrors[400], 401: commonErrors[401], 404: { description: 'No such recovery.', ...errorBody } },
+        response: { 200: { description: 'The recovery.', ...recoveryView }, 400: commonErrors[400], 401: commonErrors[401], 404: { description: 'No such recovery.', ...errorBody } },
       }),
     },
     async (request) => {
@@ -180,7 +180,7 @@ export async function recoveryRoutes(app: FastifyInstance, { services, jobs }: R
           params: recoveryParams,
           body: dropBody,
           bodyOptional: true,
-          response: { 200: dropResult, ...commonErrors, 404: { description: 'No such recovery.', ...errorBody }, 409: { description: 'A job of this recovery runs.', ...errorBody } },
+          response: { 200: { description: 'Done.', ...dropResult }, ...commonErrors, 404: { description: 'No such recovery.', ...errorBody }, 409: { description: 'A job of this recovery runs.', ...errorBody } },
         }),
       },
       async (request) => {
