@@ -1,18 +1,19 @@
-// npm run bench:recovery [-- --work DIR] [--reads N]   (node dist/tools/bench-recovery.js)
+// npm run bench:recovery [-- --work DIR] [--rounds N] [--reads N]   (node dist/tools/bench-recovery.js)
 // Prints one JSON line per figure, {"figure","value","unit"}; notes go to stderr.
 //
 // Instant recovery with the real test guest (TCG) and a real appliance process:
 //   recovery.extra_s        time from `POST /vms/{vm}/recoveries` to the recovered guest's agent
 //                           answering guest-ping, minus the same guest's boot time from a local
-//                           copy of its disk (QEMU start to guest-ping) measured in the same run.
-//                           Goal <= 5 s.
+//                           copy of its disk (the recovery's own QEMU command line, disk and
+//                           sockets moved; QEMU start to guest-ping), in alternating rounds
+//                           (--rounds, 2), the fastest of each. Goal <= 5 s.
 //   recovery.read_vs_local  `qemu-img bench` reads (64 KiB, sequential over the image, cache=none
 //                           where the file system takes O_DIRECT, else writeback with the page
 //                           cache dropped for the file first) of the clone's vda.raw through the
 //                           mount / the same reads of a local copy of it. Goal >= 0.7.
 // Both guests run alone (the other is stopped) so they do not share the two cores.
 
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -75,46 +76,86 @@ async function readSpeed(file: string, count: number): Promise<{ mbps: number; c
   throw new Error(`qemu-img bench could not read ${file}`);
 }
 
+/** Boots QEMU with `argv` (a recovery's own command line, its disk and sockets moved) and returns seconds to guest-ping. */
+async function localBoot(argv: string[], dir: string): Promise<number> {
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(dir, { recursive: true });
+  const t0 = performance.now();
+  const c = spawn('qemu-system-x86_64', argv, { stdio: ['ignore', 'ignore', 'inherit'] });
+  const gone = new Promise<void>((r) => c.once('exit', () => r()));
+  try {
+    await agentUp(path.join(dir, 'qga.sock'));
+    return (performance.now() - t0) / 1000;
+  } finally {
+    c.kill('SIGKILL');
+    await gone;
+  }
+}
+
 async function main(): Promise<void> {
   const work = fs.mkdtempSync(path.join(arg('--work') ?? os.tmpdir(), 'vmvault-bench-recovery-'));
   teardowns.push(() => fs.rmSync(work, { recursive: true, force: true }));
+  const rounds = Number(arg('--rounds') ?? 2);
   const app = await startAppliance(t, path.join(work, 'app'));
 
-  // The baseline: the guest booted from a local copy of its disk, alone.
-  let t0 = performance.now();
+  // A point of the test guest.
   const g = await bootGuest(t, { dir: path.join(work, 'guest') });
-  const localBoot = (performance.now() - t0) / 1000;
-  note(`local boot (QEMU start to guest-ping): ${localBoot.toFixed(1)} s`);
   const add = await app.api('POST', '/vms', { name: 'bench', qmp: g.qmp, qga: g.qga });
   if (add.status !== 201) throw new Error(`vm add: ${JSON.stringify(add.body)}`);
   const b = await job(app, await app.api('POST', '/vms/bench/backups', {}));
   note(`backup ${b.result.point}: ${(b.result.durationMs / 1000).toFixed(1)} s`);
   await g.stop();
 
-  // Instant recovery, command to guest agent.
-  t0 = performance.now();
-  const r = await job(app, await app.api('POST', '/vms/bench/recoveries', {}));
-  const started = (performance.now() - t0) / 1000;
-  const sock = (r.result.qga as string).replace(/^unix:/, '');
-  await agentUp(sock);
-  const recovered = (performance.now() - t0) / 1000;
-  note(`recover job ${started.toFixed(2)} s (clone + QEMU answering), guest agent after ${recovered.toFixed(1)} s`);
-  emit('recovery.extra_s', Number((recovered - localBoot).toFixed(2)), 's', { recovered_s: Number(recovered.toFixed(2)), local_boot_s: Number(localBoot.toFixed(2)), job_s: Number(started.toFixed(2)) });
+  // Alternating rounds (the machine's load changes by the minute): an instant recovery, command
+  // to guest agent; then the same QEMU command line booting a local copy of the same disk.
+  const recovered: number[] = [];
+  const jobs: number[] = [];
+  const local: number[] = [];
+  const localDisk = path.join(work, 'local-vda.raw');
+  let keptClone = '';
+  for (let i = 0; i < rounds; i++) {
+    const name = `bench-r${i}`;
+    const t0 = performance.now();
+    const r = await job(app, await app.api('POST', '/vms/bench/recoveries', { name }));
+    jobs.push((performance.now() - t0) / 1000);
+    await agentUp((r.result.qga as string).replace(/^unix:/, ''));
+    recovered.push((performance.now() - t0) / 1000);
+    const rec = JSON.parse(fs.readFileSync(path.join(app.data, 'recover', name, 'recovery.json'), 'utf8')) as { argv: string[] };
+    const stop = await app.api('POST', `/recoveries/${name}/stop`, i === 0 ? {} : { dropClone: true });
+    if (stop.status !== 200) throw new Error(`stop: ${JSON.stringify(stop.body)}`);
+    if (i === 0) {
+      keptClone = name;
+      await run('cp', ['--sparse=always', path.join(app.mount, name, 'vda.raw'), localDisk]);
+    }
+    const sockDir = path.join(work, 'local-boot');
+    const argv = rec.argv.map((a) => a.split(path.join(app.mount, name, 'vda.raw')).join(localDisk).split(path.join(app.data, 'recover', name)).join(sockDir));
+    local.push(await localBoot(argv, sockDir));
+    note(`round ${i + 1}: recovered ${recovered[i].toFixed(1)} s (job ${jobs[i].toFixed(2)} s), local boot ${local[i].toFixed(1)} s`);
+  }
+  const minR = Math.min(...recovered);
+  const minL = Math.min(...local);
+  emit('recovery.extra_s', Number((minR - minL).toFixed(2)), 's', {
+    recovered_s: recovered.map((x) => Number(x.toFixed(2))),
+    local_boot_s: local.map((x) => Number(x.toFixed(2))),
+    job_s: jobs.map((x) => Number(x.toFixed(2))),
+    rule: 'min(recovered) - min(local boot)',
+  });
 
-  // Reads: the clone through the mount vs a local copy, with the VM stopped (clone kept).
-  const stop = await app.api('POST', `/recoveries/${r.result.name}/stop`, {});
-  if (stop.status !== 200) throw new Error(`stop: ${JSON.stringify(stop.body)}`);
-  const onMount = path.join(app.mount, r.result.name, 'vda.raw');
-  const local = path.join(work, 'local-vda.raw');
-  await run('cp', ['--sparse=always', onMount, local]);
-  const size = fs.statSync(local).size;
+  // Reads: the kept clone through the mount vs the local copy, alternating, best of each.
+  const onMount = path.join(app.mount, keptClone, 'vda.raw');
+  const size = fs.statSync(localDisk).size;
   const count = Number(arg('--reads') ?? Math.floor(size / 65536));
-  const a = await readSpeed(local, count);
-  const m = await readSpeed(onMount, count);
-  const a2 = await readSpeed(local, count);
-  const localMbps = (a.mbps + a2.mbps) / 2;
-  note(`reads of ${count} x 64 KiB: local ${a.mbps.toFixed(0)} / ${a2.mbps.toFixed(0)} MB/s (cache=${a.cache}), mount ${m.mbps.toFixed(0)} MB/s (cache=${m.cache})`);
-  emit('recovery.read_vs_local', Number((m.mbps / localMbps).toFixed(3)), 'ratio', { mount_mbps: Number(m.mbps.toFixed(1)), local_mbps: Number(localMbps.toFixed(1)), cache: m.cache });
+  const l: number[] = [];
+  const m: number[] = [];
+  let cache = '';
+  for (let i = 0; i < 3; i++) {
+    l.push((await readSpeed(localDisk, count)).mbps);
+    const x = await readSpeed(onMount, count);
+    m.push(x.mbps);
+    cache = x.cache;
+  }
+  note(`reads of ${count} x 64 KiB: local ${l.map((x) => x.toFixed(0)).join(' / ')} MB/s, mount ${m.map((x) => x.toFixed(0)).join(' / ')} MB/s (cache=${cache})`);
+  emit('recovery.read_vs_local', Number((Math.max(...m) / Math.max(...l)).toFixed(3)), 'ratio', { mount_mbps: Number(Math.max(...m).toFixed(1)), local_mbps: Number(Math.max(...l).toFixed(1)), cache, rule: 'best of 3 each, alternating' });
 }
 
 try {
