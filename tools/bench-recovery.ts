@@ -7,10 +7,12 @@
 //                           copy of its disk (the recovery's own QEMU command line, disk and
 //                           sockets moved; QEMU start to guest-ping), in alternating rounds
 //                           (--rounds, 2), the fastest of each. Goal <= 5 s.
-//   recovery.read_vs_local  `qemu-img bench` reads (64 KiB, sequential over the image, cache=none
-//                           where the file system takes O_DIRECT, else writeback with the page
-//                           cache dropped for the file first) of the clone's vda.raw through the
-//                           mount / the same reads of a local copy of it. Goal >= 0.7.
+//   recovery.read_vs_local  `qemu-img bench` reads (64 KiB, sequential over the image, 8 in
+//                           flight, cache=writeback as the recovered QEMU opens its disks, the
+//                           file's page cache dropped first) of the clone's vda.raw through the
+//                           mount / the same reads of a local copy of it, best of 3 each,
+//                           alternating. The O_DIRECT (cache=none) ratio is printed beside it.
+//                           Goal >= 0.7.
 // Both guests run alone (the other is stopped) so they do not share the two cores.
 
 import { execFile, spawn } from 'node:child_process';
@@ -59,21 +61,18 @@ async function agentUp(sock: string, ms = 600_000): Promise<void> {
   }
 }
 
-/** MB/s of sequential 64 KiB reads of `file` by qemu-img bench. */
-async function readSpeed(file: string, count: number): Promise<{ mbps: number; cache: string }> {
-  for (const cache of ['none', 'writeback']) {
-    if (cache === 'writeback') await run('dd', [`if=${file}`, 'iflag=nocache', 'count=0', 'status=none']).catch(() => {});
-    const t0 = performance.now();
-    try {
-      await run('qemu-img', ['bench', '-f', 'raw', '-t', cache, '-c', String(count), '-s', '65536', '-S', '65536', '-d', '8', file], { maxBuffer: 1 << 20 });
-    } catch (err) {
-      note(`qemu-img bench -t ${cache} ${file}: ${((err as { stderr?: string }).stderr ?? (err as Error).message).trim()}`);
-      continue;
-    }
-    const s = (performance.now() - t0) / 1000;
-    return { mbps: (count * 65536) / s / 1e6, cache };
-  }
-  throw new Error(`qemu-img bench could not read ${file}`);
+/**
+ * MB/s of sequential 64 KiB reads of `file` by qemu-img bench, 8 in flight. cache 'writeback' is
+ * what a recovered VM's QEMU uses (the blockdev default): the file's page cache is dropped first
+ * (POSIX_FADV_DONTNEED through dd), so the reads reach the disk or the mount, with the kernel's
+ * read-ahead. cache 'none' is O_DIRECT: every read is one request to the disk or the mount.
+ */
+async function readSpeed(file: string, count: number, cache: 'none' | 'writeback'): Promise<number> {
+  if (cache === 'writeback') await run('dd', [`if=${file}`, 'iflag=nocache', 'count=0', 'status=none']);
+  const t0 = performance.now();
+  await run('qemu-img', ['bench', '-f', 'raw', '-t', cache, '-c', String(count), '-s', '65536', '-S', '65536', '-d', '8', file], { maxBuffer: 1 << 20 });
+  const s = (performance.now() - t0) / 1000;
+  return (count * 65536) / s / 1e6;
 }
 
 /** Boots QEMU with `argv` (a recovery's own command line, its disk and sockets moved) and returns seconds to guest-ping. */
@@ -81,13 +80,16 @@ async function localBoot(argv: string[], dir: string): Promise<number> {
   fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(dir, { recursive: true });
   const t0 = performance.now();
-  const c = spawn('qemu-system-x86_64', argv, { stdio: ['ignore', 'ignore', 'inherit'] });
+  // Detached, as the appliance starts a recovered VM: a session of its own is a scheduling group
+  // of its own under autogroup (sched_autogroup_enabled=1 here), which on a loaded machine is
+  // worth more CPU than any disk path; both sides must have the same.
+  const c = spawn('qemu-system-x86_64', argv, { stdio: ['ignore', 'ignore', 'inherit'], detached: true });
   const gone = new Promise<void>((r) => c.once('exit', () => r()));
   try {
     await agentUp(path.join(dir, 'qga.sock'));
     return (performance.now() - t0) / 1000;
   } finally {
-    c.kill('SIGKILL');
+    if (c.exitCode === null) c.kill('SIGKILL');
     await gone;
   }
 }
@@ -141,21 +143,31 @@ async function main(): Promise<void> {
     rule: 'min(recovered) - min(local boot)',
   });
 
-  // Reads: the kept clone through the mount vs the local copy, alternating, best of each.
+  // Reads: the kept clone through the mount vs the local copy, alternating, best of 3 each.
   const onMount = path.join(app.mount, keptClone, 'vda.raw');
   const size = fs.statSync(localDisk).size;
   const count = Number(arg('--reads') ?? Math.floor(size / 65536));
-  const l: number[] = [];
-  const m: number[] = [];
-  let cache = '';
-  for (let i = 0; i < 3; i++) {
-    l.push((await readSpeed(localDisk, count)).mbps);
-    const x = await readSpeed(onMount, count);
-    m.push(x.mbps);
-    cache = x.cache;
+  const best: Record<string, { local: number; mount: number }> = {};
+  for (const cache of ['writeback', 'none'] as const) {
+    const l: number[] = [];
+    const m: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      l.push(await readSpeed(localDisk, count, cache));
+      m.push(await readSpeed(onMount, count, cache));
+    }
+    note(`reads of ${count} x 64 KiB, cache=${cache}: local ${l.map((x) => x.toFixed(0)).join(' / ')} MB/s, mount ${m.map((x) => x.toFixed(0)).join(' / ')} MB/s`);
+    best[cache] = { local: Math.max(...l), mount: Math.max(...m) };
   }
-  note(`reads of ${count} x 64 KiB: local ${l.map((x) => x.toFixed(0)).join(' / ')} MB/s, mount ${m.map((x) => x.toFixed(0)).join(' / ')} MB/s (cache=${cache})`);
-  emit('recovery.read_vs_local', Number((Math.max(...m) / Math.max(...l)).toFixed(3)), 'ratio', { mount_mbps: Number(Math.max(...m).toFixed(1)), local_mbps: Number(Math.max(...l).toFixed(1)), cache, rule: 'best of 3 each, alternating' });
+  const ratio = (c: string) => Number((best[c].mount / best[c].local).toFixed(3));
+  emit('recovery.read_vs_local', ratio('writeback'), 'ratio', {
+    mount_mbps: Number(best.writeback.mount.toFixed(1)),
+    local_mbps: Number(best.writeback.local.toFixed(1)),
+    cache: 'writeback (as the recovered QEMU), page cache dropped before each run',
+    o_direct_ratio: ratio('none'),
+    o_direct_mount_mbps: Number(best.none.mount.toFixed(1)),
+    o_direct_local_mbps: Number(best.none.local.toFixed(1)),
+    rule: 'best of 3 each, alternating',
+  });
 }
 
 try {
