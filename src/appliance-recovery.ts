@@ -8,6 +8,11 @@ import type { JobContext, MigrateRequest, RecoverRequest, RecoveryControl, Recov
 export class ApplianceRecovery implements RecoveryControl {
   constructor(private readonly svc: RecoveryService) {}
 
+  /** The recovery whose VM runs from `share` (its clone, not migrated yet), if any. */
+  usingShare(share: string): string | undefined {
+    return this.svc.list().find((r) => r.clone === share && r.state === 'running')?.name;
+  }
+
   async list(): Promise<RecoveryView[]> {
     return this.svc.list();
   }

@@ -139,6 +139,7 @@ t.test('recover a backed-up guest from the mount, then migrate it off the mount'
   const file = path.join(dir, 'a-file');
   fs.writeFileSync(file, 'x');
   await bad('POST', '/recoveries/g1-recovery/migrate', { to: file }, 400, /not a directory/, 'a target that is a file');
+  await bad('DELETE', '/shares/g1-recovery?force=true', undefined, 409, /recovered VM g1-recovery, which runs from it/, 'deleting the clone the VM runs from');
   const cliBad = await cli('recover', 'g1', '--migrate');
   t.equal(cliBad.code, 2, `recover --migrate without --to is a usage error: ${cliBad.stderr.trim()}`);
 

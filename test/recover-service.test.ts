@@ -143,4 +143,26 @@ t.test('recover, refuse, stop (keep or drop the clone), adopt after a restart, c
   await refused('migrate of a stopped recovery', third.checkMigrate('r3', { to: path.join(dir, 'prod') }), 'INVALID_ARGUMENT', /not running/);
   await third.stop('r3', { dropClone: true });
   await noShare('r3', 'stop of a stopped recovery');
+
+  // Migrate to raw files in a directory that does not exist yet; the migrated VM outlives close().
+  stage('r4');
+  const r4 = await third.recover('vm1', { name: 'r4' }, progress());
+  pids.push(r4.pid!);
+  const prod = path.join(dir, 'prod4');
+  const mp = progress();
+  const m = await third.migrate('r4', { to: prod, format: 'raw' }, mp);
+  t.equal(m.state, 'migrated');
+  t.same(m.disks, [{ device: 'vda', file: path.join(prod, 'vda.raw') }], 'the disk is now the target');
+  t.equal(mp.advanced, 1 << 20, 'progress counted the mirrored bytes');
+  t.ok(fs.readFileSync(path.join(prod, 'vda.raw')).equals(disk), 'the target holds the disk');
+  await refused('a second migration', third.checkMigrate('r4', { to: path.join(dir, 'prod5') }), 'INVALID_ARGUMENT', /migrated already/);
+  await third.close();
+  t.ok(alive(r4.pid!), 'close() leaves a migrated VM running');
+  const fourth = new RecoveryService(ns, vms, opts);
+  await fourth.start();
+  t.same(fourth.list().map((r) => [r.name, r.state, r.pid]), [['r4', 'migrated', r4.pid]], 'adopted as migrated after a restart');
+  t.same(await fourth.release('r4', { dropClone: true }), { name: 'r4', clone: 'dropped', pid: r4.pid }, 'released, the VM running on');
+  await noShare('r4', 'release --drop-clone');
+  t.ok(alive(r4.pid!), 'the VM still runs');
+  t.same(fourth.list(), [], 'forgotten');
 });
