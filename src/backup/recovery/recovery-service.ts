@@ -222,6 +222,7 @@ export class RecoveryService {
         disks.push({ device: d.device, file: path.join(this.opts.mountPath, name, `${d.device}.raw`), readOnly: d.readOnly === true });
       }
       p.log(`clone ${name} of ${share}/${point}: ${(performance.now() - t0).toFixed(0)} ms`);
+      if (p.signal.aborted) throw vmError('CANCELLED', 'the recovery was cancelled before QEMU started; the clone is removed');
       const dir = recoveryDir(this.opts.dataDir, name);
       await fs.rm(dir, { recursive: true, force: true });
       await fs.mkdir(dir, { recursive: true, mode: 0o700 });
@@ -261,6 +262,7 @@ export class RecoveryService {
           }
           break;
         } catch (err) {
+          if (p.signal.aborted) throw vmError('CANCELLED', 'the recovery was cancelled; QEMU is stopped and the clone removed');
           if (Date.now() > deadline) throw vmError('TIMEOUT', `QEMU did not answer on ${plan.qmpSocket} within ${this.opts.startTimeoutMs ?? 30_000} ms: ${(err as Error).message}`);
           await sleep(50);
         }
