@@ -12,6 +12,7 @@ import type {
   VmView,
   DeleteShareOptions,
   ExportControl,
+  RecoveryControl,
   FastcopyResult,
   GcResult,
   HealthReport,
@@ -23,6 +24,7 @@ import type {
   VerifyResult,
   VerifyTarget,
 } from './control/services.js';
+import { vmError } from './errors.js';
 import { runGc, runVerify } from './namespace/maintenance.js';
 import type { Namespace } from './namespace/namespace.js';
 
@@ -36,6 +38,8 @@ export class ApplianceServices implements ControlServices {
   transfer?: TransferReceiver;
   /** Exports over NFS and SMB (src/export/), set by the composition root. */
   exports?: ExportControl & { shareGone(share: string): Promise<void> };
+  /** Instant recovery (backup/recovery/), set by the composition root. */
+  recovery?: RecoveryControl & { usingShare(share: string): string | undefined };
 
   constructor(
     private readonly ns: Namespace,
@@ -85,6 +89,9 @@ export class ApplianceServices implements ControlServices {
   }
 
   async deleteShare(name: string, opts: DeleteShareOptions): Promise<void> {
+    // A recovered VM running from this share (its clone) would lose its disks under it.
+    const user = this.recovery?.usingShare(name);
+    if (user !== undefined) throw vmError('CONFLICT', `share ${name} holds the disks of the recovered VM ${user}, which runs from it; stop it first (vmvault recover stop ${user} --drop-clone) or migrate it`, { share: name });
     await this.ns.shares.remove(name, opts);
     // Its exports go with it at once (a share renamed in the mount is found by the export
     // service's periodic check).

@@ -20,6 +20,8 @@ import { ApplianceServices, VERSION } from './appliance-services.js';
 import { ApplianceVms } from './appliance-vms.js';
 import { ApplianceGroups } from './appliance-groups.js';
 import { GroupRegistry } from './backup/groups.js';
+import { ApplianceRecovery } from './appliance-recovery.js';
+import { RecoveryService } from './backup/recovery/recovery-service.js';
 import { AgentPool } from './backup/agent-pool.js';
 import { openPolicies, type PolicyParts } from './appliance-policies.js';
 import { drControl } from './appliance-dr.js';
@@ -320,6 +322,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
   let agents: AgentPool | undefined;
   let exportSvc: ExportService | undefined;
   let policies: PolicyParts | undefined;
+  let recovery: RecoveryService | undefined;
   const audit = new AuditLog(path.join(data, 'audit.log'), { log });
   let fail: (err: Error) => void = () => {};
   const failed = new Promise<never>((_, reject) => (fail = reject));
@@ -428,6 +431,19 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
       });
     svc = new ApplianceServices(ns, new HealthProbe(ns, fuse, watch, exportSvc), applianceVms);
     svc.exports = exportSvc;
+    // Instant recovery (issue 14): VMs run by QEMU from clones on this mount.
+    recovery = new RecoveryService(ns, vms, {
+      dataDir: data,
+      mountPath: mount,
+      forbiddenRoots: [
+        { path: mount, what: 'mount' },
+        { path: data, what: 'data directory' },
+      ],
+      points: (vm) => backups.listBackups(vm),
+      log,
+    });
+    await recovery.start();
+    svc.recovery = new ApplianceRecovery(recovery);
     const history = new JobHistoryFile(path.join(data, 'jobs.json'), log);
     jobs = new JobRunner({
       persist: history,
@@ -492,6 +508,8 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
         await svc!.transfer?.close().catch((err) => log(`closing transfer sessions: ${(err as Error).message}`));
         await catalog.close().catch((err) => log(`closing the catalog: ${(err as Error).message}`));
         await audit.flush();
+        // Recovered VMs still on the mount hold its files open too (migrated ones run on).
+        await recovery!.close().catch((err) => log(`stopping recovered VMs: ${(err as Error).message}`));
         // The export servers hold files of the mount open: they go before the unmount.
         await exportSvc!.close().catch((err) => log(`stopping the export servers: ${(err as Error).message}`));
         if (fuse!.mounted) await fuse!.unmount().catch((err) => log(`unmounting ${mount}: ${(err as Error).message}`));
@@ -506,6 +524,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     policies?.scheduler.stop();
     await server?.close().catch(() => {});
     await jobs?.close().catch(() => {});
+    await recovery?.close().catch(() => {});
     await exportSvc?.close().catch(() => {});
     if (fuse?.mounted) await fuse.unmount().catch(() => {});
     await ns?.close().catch(() => {});

@@ -36,6 +36,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   group: async () => (await import('./commands/groups.js')).groupCommand,
   destination: async () => (await import('./commands/destinations.js')).destinationCommand,
   dr: async () => (await import('./commands/dr.js')).drCommand,
+  recover: async () => (await import('./commands/recover.js')).recoverCommand,
 };
 
 const HELP = `usage: vmvault <command> [options]
@@ -171,6 +172,16 @@ Disaster recovery (a copy of the whole appliance: store, shares, snapshots, lock
   dr verify --from <dir>                  check a DR copy here, without an appliance
   dr restore --from <dir> --data <newdir> rebuild a data directory from a DR copy alone (here,
                                           without an appliance), then: vmvault appliance --data <newdir>
+Instant recovery (the VM runs from a clone of its point on the mount)
+  recover <vm> [--point <time>] [--name <n>]
+                                          start the VM in QEMU from a writable clone <n> of the
+                                          point (default <vm>-recovery): no copy, seconds
+  recover <vm> --migrate --to <dir> [--name <n>] [--format qcow2|raw]
+                                          move its disks to <dir> while it runs (blockdev-mirror);
+                                          then it no longer uses the mount
+  recover list                            recovered VMs: point, state, QEMU pid, sockets
+  recover stop <n> [--drop-clone]         stop the VM; keep (default) or drop its clone
+  recover release <n> [--drop-clone]      forget a migrated VM, leaving it running
 
 Appliance
   appliance ...                           run the appliance (see vmvault appliance --help)
@@ -250,6 +261,9 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       pin: values.pin,
       dir: values.dir,
       replication: values.replication === true,
+      name: values.name,
+      migrate: values.migrate === true,
+      dropClone: values['drop-clone'] === true,
     };
     // `destination add --token T`: the destination's token; our own comes from $VMVAULT_TOKEN or <data>.
     const destAdd = name === 'destination' && args[0] === 'add';
@@ -257,7 +271,8 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       flags.destToken = values.token;
       values.token = undefined;
     }
-    if (!['vm', 'backup', 'restore', 'catalog', 'find', 'restore-file', 'policy', 'host', 'group', 'destination', 'clone', 'dr'].includes(name)) refuseOptions(flags, name, []);
+    if (!['vm', 'backup', 'restore', 'catalog', 'find', 'restore-file', 'policy', 'host', 'group', 'destination', 'clone', 'dr', 'recover'].includes(name)) refuseOptions(flags, name, []);
+    if (name !== 'recover' && (flags.name !== undefined || flags.migrate || flags.dropClone)) throw usage(`${name} takes no --${flags.name !== undefined ? 'name' : flags.migrate ? 'migrate' : 'drop-clone'}`);
     if (flags.trusted && name !== 'agent') throw usage(`${name} takes no --trusted`);
     if (flags.replication && name !== 'agent') throw usage(`${name} takes no --replication`);
     if (name !== 'export' && (flags.clients !== undefined || flags.user !== undefined)) throw usage(`${name} takes no --${flags.clients !== undefined ? 'clients' : 'user'}`);
@@ -322,6 +337,9 @@ const OPTIONS = {
   pin: 'string',
   dir: 'string',
   replication: 'boolean',
+  name: 'string',
+  migrate: 'boolean',
+  'drop-clone': 'boolean',
 } as const;
 type OptionName = keyof typeof OPTIONS;
 type Values = { [K in OptionName]?: (typeof OPTIONS)[K] extends 'string' ? string : (typeof OPTIONS)[K] extends 'string[]' ? string[] : boolean };

@@ -9,7 +9,7 @@ import { INTERNAL_CODE } from './http-status.js';
 import type { JobHistoryFile } from './job-history.js';
 import type { JobContext, ProgressUnit } from './services.js';
 
-export const JOB_KINDS = ['gc', 'verify', 'index-rebuild', 'backup', 'restore', 'catalog', 'group-backup', 'clone', 'dr-copy'] as const;
+export const JOB_KINDS = ['gc', 'verify', 'index-rebuild', 'backup', 'restore', 'catalog', 'group-backup', 'clone', 'dr-copy', 'recover'] as const;
 export type JobKind = (typeof JOB_KINDS)[number];
 export const JOB_STATES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
 export type JobState = (typeof JOB_STATES)[number];
@@ -43,6 +43,8 @@ const CONFLICTS: Record<JobKind, readonly JobKind[]> = {
   // A DR copy reads a snapshot of the store whose containers it pins (store/copy-snapshot.ts), so
   // GC, verify and backups go on beside it; two copies at once would only compete for the disk.
   'dr-copy': ['dr-copy'],
+  // Instant recovery: a clone and a QEMU process, or a mirror inside QEMU; only one job per recovery.
+  recover: [],
 };
 /** Kinds that conflict with a job of the listed kinds on the same resource. */
 const RESOURCE_CONFLICTS: Record<JobKind, readonly JobKind[]> = {
@@ -56,6 +58,7 @@ const RESOURCE_CONFLICTS: Record<JobKind, readonly JobKind[]> = {
   // Two copies of one VM to one destination would send the same files twice at once.
   clone: ['clone'],
   'dr-copy': [],
+  recover: ['recover'],
 };
 
 export interface JobOptions {

@@ -36,6 +36,7 @@ import type { GroupControl } from './group-types.js';
 import { replicaRoutes } from './routes/replicas.js';
 import type { ReplicaService } from './replicas.js';
 import { cloneRoutes, type CloneApi } from './routes/clones.js';
+import { recoveryRoutes } from './routes/recoveries.js';
 import type { PolicyService } from '../policy/policy-service.js';
 import type { ControlServices } from './services.js';
 
@@ -184,6 +185,7 @@ export async function buildServer(services: ControlServices, opts: ServerOptions
       await groupRoutes(api, deps);
       if (opts.replicas) await replicaRoutes(api, opts.replicas);
       if (opts.clones) await cloneRoutes(api, { clones: opts.clones, jobs: deps.jobs });
+      await recoveryRoutes(api, deps);
       api.get(
         '/openapi.json',
         {

@@ -8,6 +8,7 @@
 // Every method may be called concurrently with any other, and with running jobs.
 
 import type { BackupRecord } from '../backup/backup-records.js';
+import type { RecoveryView } from '../backup/recovery/recovery-service.js';
 import type { TransferReceiver } from '../transfer/receiver.js';
 import type { ExportServerHealth, ExportView } from '../export/export-service.js';
 import type { Protocol as ExportProtocol } from '../export/exports-file.js';
@@ -290,6 +291,38 @@ export interface ByteProgress {
   readonly signal: AbortSignal;
 }
 
+// Instant recovery (issue 14): a VM run from a clone of its point on the mount, then migrated.
+export type { RecoveryView } from '../backup/recovery/recovery-service.js';
+
+export interface RecoverRequest {
+  /** Default: the newest restore point. */
+  point?: string;
+  /** The recovery's name, also its clone share's; default `<vm>-recovery`. */
+  name?: string;
+}
+
+export interface MigrateRequest {
+  /** Absolute directory on the appliance host (production storage). */
+  to: string;
+  /** Default qcow2. */
+  format?: 'raw' | 'qcow2';
+}
+
+export interface RecoveryControl {
+  list(): Promise<RecoveryView[]>;
+  get(name: string): Promise<RecoveryView>;
+  /** What a recover job would refuse at once (unknown VM or point, name in use); the name it will use. */
+  checkRecover(vm: string, req: RecoverRequest): Promise<{ point: string; name: string }>;
+  recover(ctx: JobContext, vm: string, req: RecoverRequest): Promise<RecoveryView>;
+  /** Same for a migration (not running, migrated already, bad or unwritable target). */
+  checkMigrate(name: string, req: MigrateRequest): Promise<void>;
+  migrate(ctx: JobContext, name: string, req: MigrateRequest): Promise<RecoveryView>;
+  /** Stops the VM (if it runs) and forgets the recovery; the clone stays unless dropClone. */
+  stop(name: string, opts: { dropClone?: boolean }): Promise<{ name: string; clone: 'kept' | 'dropped' }>;
+  /** Forgets a migrated recovery, its VM left running; the clone stays unless dropClone. */
+  release(name: string, opts: { dropClone?: boolean }): Promise<{ name: string; clone: 'kept' | 'dropped'; pid: number | null }>;
+}
+
 export interface ControlServices {
   /** The appliance's version, shown by /health and in the OpenAPI document. */
   readonly version: string;
@@ -298,6 +331,8 @@ export interface ControlServices {
   health(): Promise<HealthReport>;
   /** Exports over NFS and SMB; absent where the appliance supervises no export servers (routes answer NOT_SUPPORTED). */
   readonly exports?: ExportControl;
+  /** Instant recovery; absent, its routes answer NOT_SUPPORTED. */
+  readonly recovery?: RecoveryControl;
   stats(): Promise<StatsReport>;
 
   listShares(): Promise<ShareSummary[]>;

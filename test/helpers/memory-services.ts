@@ -12,6 +12,7 @@ import { parseSharePath, showSharePath, validateName } from '../../src/namespace
 import { ApplianceVms } from '../../src/appliance-vms.js';
 import { VmRegistry } from '../../src/backup/vm-registry.js';
 import { MemoryExports } from './memory-exports.js';
+import { MemoryRecovery } from './memory-recovery.js';
 import type {
   BackupRecordView,
   BackupRequest,
@@ -58,6 +59,8 @@ export class MemoryServices implements ControlServices {
   readonly shares = new Map<string, MemShare>();
   /** Exports: a double too (helpers/memory-exports.ts); the real servers: export-servers.test.ts. */
   readonly exports = new MemoryExports((name) => this.shares.has(name));
+  /** Instant recovery: none can exist without QEMU and a mount (helpers/memory-recovery.ts). */
+  readonly recovery = new MemoryRecovery(() => false);
   healthReport: HealthReport = { status: 'ok' };
   plan: JobPlan = { steps: 5, stepMs: 10, perStep: 1 << 20 };
   /** While set, job bodies wait for it after their steps (until it resolves or they are cancelled). */

@@ -64,6 +64,10 @@ export interface Flags {
   dr?: string;
   /** agent token create --replication. */
   replication?: boolean;
+  // Instant recovery options (recover.ts); other commands refuse them.
+  name?: string;
+  migrate?: boolean;
+  dropClone?: boolean;
 }
 
 /** The VM options a command does not take, as a usage error; call with the ones it does. */

@@ -2,7 +2,7 @@
 
 import { isActive, type JobView } from '../../control/jobs.js';
 import type { GroupBackupResult } from '../../control/group-types.js';
-import type { BackupRecordView, GcResult, IndexRebuildResult, RestoreResult, VerifyResult, VerifyTarget } from '../../control/services.js';
+import type { BackupRecordView, GcResult, IndexRebuildResult, RecoveryView, RestoreResult, VerifyResult, VerifyTarget } from '../../control/services.js';
 import { seg } from '../client.js';
 import { usage } from '../cli-error.js';
 import { EXIT, exitCodeFor } from '../exit-codes.js';
@@ -175,6 +175,18 @@ function resultPairs(job: JobView): Array<[string, string]> {
       ? a.skipped ? 'already there' : `${formatCount(a.segmentsSent)} of ${formatCount(a.segments)} segments sent, ${formatBytes(a.bytesSent)} on the wire for ${formatBytes(a.logicalBytes)}`
       : d ? (d.skipped ? 'already there' : `${formatCount(d.segmentsWritten)} of ${formatCount(d.segments)} segments written, ${formatBytes(d.bytesWritten)} for ${formatBytes(d.logicalBytes)}`) : '';
     return [['Point', r.point], ['Copy', `${r.destination}: ${what}, verified`]];
+  }
+  if (job.kind === 'recover') {
+    const r = job.result as RecoveryView;
+    const pairs: Array<[string, string]> = [
+      ['Recovery', `${r.name}: ${r.vm} at ${r.point}, ${r.state}${r.pid === null ? '' : ` (QEMU pid ${r.pid})`}`],
+      ...r.disks.map((d, i): [string, string] => [i === 0 ? 'Disks' : '', `${d.device}: ${d.file}`]),
+      ['QMP', r.qmp],
+      ['Guest agent', r.qga],
+      ['Console', r.console],
+    ];
+    for (const n of r.notes) pairs.push(['Note', n]);
+    return pairs;
   }
   const r = job.result as IndexRebuildResult;
   return [

@@ -39,6 +39,14 @@ export interface VmDescription {
   nics: VmNic[];
   /** QEMU's version, e.g. '7.2.22'. */
   qemuVersion?: string;
+  /** A direct kernel boot (-kernel/-initrd/-append), when the VM was started with one. */
+  boot?: VmBoot;
+}
+
+export interface VmBoot {
+  kernel: string;
+  initrd?: string;
+  append?: string;
 }
 
 interface BlockInfo {
@@ -91,7 +99,19 @@ export async function describeVm(qmp: QmpChannel): Promise<VmDescription> {
     disks,
     nics: await listNics(qmp),
     ...(v ? { qemuVersion: `${v.major}.${v.minor}.${v.micro}` } : {}),
+    ...(await directBoot(qmp)),
   };
+}
+
+/**
+ * The machine's kernel, initrd and append properties: a VM booted with -kernel does not boot from
+ * its disks, so instant recovery needs them to start it again. Absent (or unreadable): none.
+ */
+async function directBoot(qmp: QmpChannel): Promise<{ boot?: VmBoot }> {
+  const prop = (property: string) => qmp.execute<string>('qom-get', { path: '/machine', property }).then((v) => (typeof v === 'string' && v !== '' ? v : undefined), () => undefined);
+  const [kernel, initrd, append] = await Promise.all([prop('kernel'), prop('initrd'), prop('append')]);
+  if (kernel === undefined) return {};
+  return { boot: { kernel, ...(initrd !== undefined ? { initrd } : {}), ...(append !== undefined ? { append } : {}) } };
 }
 
 /**
