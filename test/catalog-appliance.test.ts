@@ -110,7 +110,12 @@ t.test('catalog, .files/, find and restore-file through a running appliance (--f
   t.equal(p2.status, 200, 'GET .../files streams a file');
   t.equal(await p2.text(), fs.readFileSync(path.join(tree2, 'etc/passwd'), 'utf8'), 'the bytes of that point');
 
-  // Through a VM whose share it is (its QMP socket need not answer for the catalog).
+  // Through a VM whose share it is (its QMP socket need not answer for the catalog). vm add
+  // refuses a share of other files (a backup would write vda.raw over them); a VM's backups
+  // leave vm.json at the share's top, which marks it as theirs.
+  const refused = await app.api('POST', '/vms', { name: 'web01', qmp: `unix:${path.join(dir, 'none.qmp')}` });
+  t.equal(refused.status, 409, 'a share of plain images is not taken for a VM');
+  await fs.promises.writeFile(path.join(app.mount, 'web01/vm.json'), '{"name":"web01"}\n');
   const vm = await app.api('POST', '/vms', { name: 'web01', qmp: `unix:${path.join(dir, 'none.qmp')}` });
   t.equal(vm.status, 201, `a VM over the share: ${JSON.stringify(vm.body)}`);
   const fv = await cli('find', 'passwd', '--vm', 'web01', '--path-prefix', '/etc', '--json');

@@ -459,15 +459,17 @@ export class RecoveryService {
           if (!b?.inserted) throw vmError('CONFLICT', `${name}: disk ${d.device} is no longer on node ${d.node} (query-block); was it changed by hand?`);
           return { device: d.device, node: d.node, fileNode: d.fileNode, sizeBytes: b.inserted.image['virtual-size'], target: path.join(to, `${d.device}.${format}`) };
         });
-        let totalSet = false;
+        // The mirror's total grows while the guest writes (new dirty bytes must be copied too), so
+        // the job's total follows it rather than keeping the first figure.
+        let lastTotal = 0;
         let last = 0;
         const moved = await mirrorDisks(qmp, disks, format, {
           signal: p.signal,
           log: (l) => p.log(l),
           bytes: (done, total) => {
-            if (!totalSet && total > 0) {
+            if (total > 0 && total !== lastTotal) {
               p.total(total, 'bytes');
-              totalSet = true;
+              lastTotal = total;
             }
             if (done > last) {
               p.advance(done - last);
