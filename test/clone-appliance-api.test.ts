@@ -20,6 +20,10 @@ t.test('destinations and --clone through the appliance', async (t) => {
   t.notOk(JSON.stringify(r.body).includes('efef'), 'the answer carries no token');
   t.equal(fs.statSync(path.join(app.data, 'destinations.json')).mode & 0o777, 0o600, 'destinations.json is 0600');
   t.notOk(app.log().includes('efef'), 'nor does the log');
+  for (let i = 0; i < 100 && !fs.existsSync(path.join(app.data, 'audit.log')); i++) await new Promise((r) => setTimeout(r, 20));
+  const audit = fs.readFileSync(path.join(app.data, 'audit.log'), 'utf8');
+  t.match(audit, /site-b/, 'the audit log records the call');
+  t.notOk(audit.includes('efef'), 'without the token');
 
   r = await app.api('POST', '/policies', { name: 'gold', backup: '0 */4 * * *', clone: 'daily 02:00 -> nowhere' });
   t.equal(r.status, 404, 'a --clone to an unknown destination is refused');
