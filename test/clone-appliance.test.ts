@@ -13,7 +13,7 @@ import t from 'tap';
 import path from 'node:path';
 import { TransferConnection } from '../src/transfer/client.js';
 import { snapshotFiles } from '../src/namespace/snapshot-files.js';
-import { cloneSource, day1Disk, day2Disk, segmentsOf } from './helpers/clone-source.js';
+import { cloneSource, day1Disk, day2Disk, noise, segmentsOf } from './helpers/clone-source.js';
 import { makeNetNs, netnsAvailable } from './helpers/netns.js';
 import { nsAppliance } from './helpers/ns-appliance.js';
 import { openNs, readFile } from './helpers/ns.js';
@@ -48,6 +48,19 @@ t.test('clone to a second appliance: fingerprint-first, incremental, locked, ver
   const s1 = await segmentsOf(src.ns, 'vm1', 'P1', 'vda.raw');
   t.equal(c1.segmentsSent, s1.size + 1, `the first clone sends every distinct segment (${s1.size} of vda.raw, 1 of vm.json)`);
   t.ok(c1.verifiedAt, 'verified on the destination');
+
+  // A copy that fails half-way (cancelled once vda.raw is there) is run again: what is on the
+  // destination is not sent twice, and the point is made once.
+  await src.point('vm2', 'Q1', noise('vm2', 4 * 1024 * 1024));
+  const ac = new AbortController();
+  await t.rejects(
+    src.clones.clone('vm2', 'site-b', 'Q1', { signal: ac.signal, progress: (done) => done > 0 && ac.abort() }),
+    'the copy is cancelled after its first file',
+  );
+  t.same(src.clones.copiesOf('vm2', 'Q1'), [], 'a failed copy is not recorded');
+  const again = await src.clones.clone('vm2', 'site-b', 'Q1');
+  t.equal((again as { appliance: { segmentsSent: number } }).appliance.segmentsSent, 1, 'the re-run sends only what is not there yet (vm.json\'s segment)');
+  t.equal(src.clones.copiesOf('vm2', 'Q1').length, 1, 'and is recorded once verified');
 
   await src.point('vm1', 'P2', d2);
   const s2 = await segmentsOf(src.ns, 'vm1', 'P2', 'vda.raw');

@@ -158,7 +158,8 @@ Policies (scheduled backups, GFS retention, retention locks)
 Clone copies (to another appliance or a directory archive)
   destination add <name> --appliance https://<host>:7443 --token <t> [--pin <sha256>]
                                           another appliance; <t>: its replication token
-                                          (there: vmvault agent token create <n> --replication)
+                                          (there: vmvault agent token create <n> --replication);
+                                          this appliance's API token: $VMVAULT_TOKEN or --data
   destination add <name> --dir <path>     a directory (removable disk, tape staging)
   destination list | show <name> | remove <name>
   destination verify <name> [--point <p>] check the copies there; names a damaged byte

@@ -17,8 +17,8 @@ export function auditTarget(params: unknown, body: unknown, query: unknown): Rec
     for (const k in src) {
       if (!Object.prototype.hasOwnProperty.call(src, k)) continue;
       if (n++ >= FIELDS) break;
-      // Secrets (the SMB password) never reach the audit log.
-      if (/password|secret/i.test(k)) continue;
+      // Secrets (the SMB password, a clone destination's token) never reach the audit log.
+      if (/password|secret|token/i.test(k)) continue;
       const v = (src as Record<string, unknown>)[k];
       if (typeof v === 'string') out[k.slice(0, 64)] = v.slice(0, 256);
       else if (typeof v === 'number' || typeof v === 'boolean') out[k.slice(0, 64)] = v;

@@ -96,7 +96,14 @@ export class CloneScheduler {
         const from = this.o.history.lastTick(key) ?? Date.parse(p.createdAt);
         let due: number | undefined;
         let count = 0;
-        const cron = parseCron(c.cron);
+        let cron;
+        try {
+          cron = parseCron(c.cron);
+        } catch (err) {
+          // One bad schedule (a damaged policies.json) must not stop the others.
+          this.log(`policy ${p.name}: --clone ${c.spec}: ${(err as Error).message}`);
+          continue;
+        }
         for (let next = cron.nextRun(new Date(from)); next !== null && next.getTime() <= now; next = cron.nextRun(next)) {
           due = next.getTime();
           if (++count >= 1000) break;
@@ -115,8 +122,12 @@ export class CloneScheduler {
     let wait = this.o.recheckMs ?? 60_000;
     for (const p of this.o.registry.list()) {
       for (const c of p.clones ?? []) {
-        const next = parseCron(c.cron).nextRun(new Date(now));
-        if (next) wait = Math.min(wait, Math.max(0, next.getTime() - this.clock.now()));
+        try {
+          const next = parseCron(c.cron).nextRun(new Date(now));
+          if (next) wait = Math.min(wait, Math.max(0, next.getTime() - this.clock.now()));
+        } catch {
+          // logged by the tick
+        }
       }
     }
     this.timer = this.clock.setTimer(() => void this.tick(), wait);
