@@ -19,6 +19,9 @@ import { dataUses, nodeFps, rejection } from './helpers/store-probe.js';
 import type { TestT } from './helpers/tap-types.js';
 import { tmpDir } from './helpers/tmpdir.js';
 
+// Several stores are opened, copied and closed per test: slow on a loaded machine.
+t.setTimeout(900_000);
+
 const child = path.join(path.dirname(fileURLToPath(import.meta.url)), 'helpers', 'repair-child.js');
 
 interface File {
@@ -33,7 +36,7 @@ async function buildTemplate(dir: string): Promise<File[]> {
   const rng = new Rng(1414);
   const store = await SegmentStore.open(dir, { workers: 1 });
   const files: File[] = [];
-  for (const content of [generate(rng, 'text', 2_000_000), generate(rng, 'random', 9_000_000)]) {
+  for (const content of [generate(rng, 'text', 1_500_000), generate(rng, 'random', 7_000_000)]) {
     const { version } = await store.writeBuffer(content);
     files.push({ version, content, data: new Set((await dataUses(store, version)).keys()), nodes: await nodeFps(store, version) });
   }

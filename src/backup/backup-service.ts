@@ -33,7 +33,7 @@ import { BackupCopy, type PreviousPoint, socketPathIn } from './backup-copy.js';
 import { type BackupRecord, BackupRecords } from './backup-records.js';
 import { COPY_JOB_KEY, CopyPlugin } from './copy-plugin.js';
 import { checkpointName, pointName, uniquePointName } from './point-name.js';
-import { restorePoint } from './restore.js';
+import { type CopyPlanner, restorePoint } from './restore.js';
 import { WorkflowEngine } from './workflow/engine.js';
 import { loadPluginsFolder } from './workflow/executable-plugins.js';
 import { QuiesceJournal } from './workflow/journal.js';
@@ -107,6 +107,8 @@ export class BackupService {
   /** Actions the plug-ins folder's executables declare (workflow files may name them). */
   private extraActions: string[] = [];
   private readonly pointListeners: PointListener[] = [];
+
+  private copyPlanner: CopyPlanner | undefined;
 
   constructor(
     private readonly ns: Namespace,
@@ -411,13 +413,28 @@ export class BackupService {
     if (!rec) throw vmError('NOT_FOUND', `VM ${name} has no restore point ${opts.point} (latest: ${points.at(-1)!.point})`);
     p.phase('restore');
     p.total(rec.disks.reduce((n, d) => n + d.sizeBytes, 0), 'bytes');
-    const files = await restorePoint(this.ns, vm.share, rec.point, rec.disks.map((d) => d.device), path.resolve(opts.to), {
-      format,
-      signal: p.signal,
-      advance: (n) => p.advance(n),
-    });
+    // Other copies of the point for damage met on the way (policy/best-copy.ts, when set).
+    const plan = await this.copyPlanner?.(name, vm.share, rec.point, (l) => p.log(l));
+    let files: string[];
+    try {
+      files = await restorePoint(this.ns, vm.share, rec.point, rec.disks.map((d) => d.device), path.resolve(opts.to), {
+        format,
+        signal: p.signal,
+        advance: (n) => p.advance(n),
+        rescue: plan?.rescue,
+      });
+    } catch (err) {
+      await plan?.finish(false);
+      throw err;
+    }
+    await plan?.finish(true);
     p.log(`restored ${rec.point} of ${name}: ${files.join(', ')}`);
     return { point: rec.point, files };
+  }
+
+  /** Where a restore finds other copies of a point (the composition root sets policy's BestCopy). */
+  setCopyPlanner(planner: CopyPlanner | undefined): void {
+    this.copyPlanner = planner;
   }
 }
 

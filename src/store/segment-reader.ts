@@ -202,14 +202,14 @@ export class SegmentReader implements SegmentReads {
     try {
       part = await this.decodeRetry(out, rest, cache, { rescue, kind });
     } catch (err) {
-      if (!rescuable(err)) throw err;
+      if (!rescuable(err) || rescue.isFinal(err)) throw err;
       part = new Array(rest.length);
       for (let k = 0; k < rest.length; k++) {
         const p = rest[k];
         try {
           [part[k]] = await this.decodeRetry(out, [p], cache, { rescue, kind });
         } catch (e) {
-          if (!rescuable(e)) throw e;
+          if (!rescuable(e) || rescue.isFinal(e)) throw e;
           const b = await rescue.rescue(p.fp, kind, e);
           part[k] = b;
           if (out) b.copy(out, p.dst, p.skip, p.take < 0 ? b.length : p.skip + p.take);

@@ -61,6 +61,9 @@ export class ReadRescue {
   private keptBytes = 0;
   private readonly keepBytes: number;
   private readonly running = new FpMap<Promise<Buffer>>();
+  /** Segments no fetcher had: asked once per rescue, the same error after. */
+  private readonly missing = new FpMap<Error>();
+  private readonly finals = new WeakSet<object>();
 
   constructor(
     readonly fetchers: readonly SegmentFetcher[],
@@ -82,6 +85,8 @@ export class ReadRescue {
   rescue(fp: Buffer, kind: 'data' | 'node', err: unknown): Promise<Buffer> {
     const hit = this.kept.get(fp);
     if (hit) return Promise.resolve(hit);
+    const gone = this.missing.get(fp);
+    if (gone) return Promise.reject(gone);
     let p = this.running.get(fp);
     if (!p) {
       const key = Buffer.from(fp);
@@ -89,6 +94,11 @@ export class ReadRescue {
       this.running.set(key, p);
     }
     return p;
+  }
+
+  /** Whether `err` is this rescue's final word on a segment (no fetcher had it): not to be retried. */
+  isFinal(err: unknown): boolean {
+    return typeof err === 'object' && err !== null && this.finals.has(err);
   }
 
   /** Asks the fetchers for `fp` again (a repair whose bytes were not kept). Null if none holds it. */
@@ -140,10 +150,13 @@ export class ReadRescue {
       return got;
     }
     const tried = passedOver.length === 0 ? 'no other copy was given' : `no other copy has it: ${passedOver.map((p) => `${p.source} ${p.why}`).join('; ')}`;
-    throw vmError(primary.code, `${primary.message}; ${tried}`, {
+    const final = vmError(primary.code, `${primary.message}; ${tried}`, {
       ...(primary.details ?? {}),
       fingerprint: fpHex(fp),
       sources: passedOver,
     }, primary);
+    this.finals.add(final);
+    this.missing.set(fp, final);
+    throw final;
   }
 }
