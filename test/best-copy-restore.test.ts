@@ -11,7 +11,7 @@ import { isVmvaultError, type VmvaultError } from '../src/errors.js';
 import { restorePoint } from '../src/backup/restore.js';
 import { runVerify } from '../src/namespace/maintenance.js';
 import { Namespace } from '../src/namespace/namespace.js';
-import { BestCopy, type CopyCatalog, type CopyRecord } from '../src/policy/best-copy.js';
+import { BestCopy, type CopyCatalog, type PointCopy } from '../src/policy/best-copy.js';
 import type { SegmentSource } from '../src/policy/segment-source.js';
 import { SegmentStore } from '../src/store/store.js';
 import { allRecords, containerPath, flipByte, RECORD_HEADER_BYTES } from './helpers/containers.js';
@@ -80,7 +80,7 @@ async function rig(t: TestT, cloneHolds = true): Promise<Rig> {
 
 /** Copies of the point: the clone site-b (our second store) and a DR copy that must not be needed. */
 function catalog(r: Rig): CopyCatalog {
-  const copies: CopyRecord[] = [
+  const copies: PointCopy[] = [
     { destination: 'dr-1', kind: 'dr', verifiedAt: '2026-12-05T13:00:00Z' },
     { destination: 'site-b', kind: 'appliance', verifiedAt: '2026-12-05T12:30:00Z' },
   ];

@@ -23,7 +23,7 @@ import type { CopyPlan, CopyPlanner } from '../backup/restore.js';
 import type { SegmentSource } from './segment-source.js';
 
 /** One recorded copy of a point (clone's `copiesOf`, plus DR copies). */
-export interface CopyRecord {
+export interface PointCopy {
   destination: string;
   kind: 'appliance' | 'dir' | 'dr';
   verifiedAt?: string;
@@ -31,19 +31,19 @@ export interface CopyRecord {
 
 /** Where a point's other copies are and how to read one (clone's policy/copies.ts). */
 export interface CopyCatalog {
-  copiesOf(vm: string, point: string): CopyRecord[] | Promise<CopyRecord[]>;
+  copiesOf(vm: string, point: string): PointCopy[] | Promise<PointCopy[]>;
   openSource(destination: string, vm: string, point: string): Promise<SegmentSource>;
 }
 
-const KIND_ORDER: Record<CopyRecord['kind'], number> = { appliance: 0, dir: 1, dr: 2 };
+const KIND_ORDER: Record<PointCopy['kind'], number> = { appliance: 0, dir: 1, dr: 2 };
 
 /** The order copies are asked in: clone on an appliance, archive, DR; newest verification first. */
-export function orderCopies(copies: CopyRecord[]): CopyRecord[] {
+export function orderCopies(copies: PointCopy[]): PointCopy[] {
   return [...copies].sort((a, b) => KIND_ORDER[a.kind] - KIND_ORDER[b.kind] || (b.verifiedAt ?? '').localeCompare(a.verifiedAt ?? ''));
 }
 
 /** How a copy is named in the job log. */
-export function copyName(c: CopyRecord): string {
+export function copyName(c: PointCopy): string {
   return c.kind === 'dr' ? `DR copy ${c.destination}` : c.kind === 'dir' ? `archive ${c.destination}` : `clone ${c.destination}`;
 }
 
