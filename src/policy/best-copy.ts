@@ -179,7 +179,7 @@ export class BestCopy {
    * root they were found under) are repaired from the copies of the points that reach them.
    * `pointOf` maps a snapshot (share, name) to its VM and point, if it is one.
    */
-  async repairProblems(problems: Problem[], pointOf: (share: string, snapshot: string) => { vm: string; point: string } | undefined, log: (line: string) => void): Promise<RepairSummary> {
+  async repairProblems(problems: ReadonlyArray<Pick<Problem, 'fingerprint' | 'root'> & { kind: string }>, pointOf: (share: string, snapshot: string) => { vm: string; point: string } | undefined, log: (line: string) => void): Promise<RepairSummary> {
     const out: RepairSummary = { repaired: 0, healthy: 0, failed: [] };
     const done = new Set<string>();
     const byPoint = new Map<string, { vm: string; point: string; fps: Map<string, 'data' | 'node'> }>();
