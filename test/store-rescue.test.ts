@@ -12,6 +12,7 @@ import { SegmentKind } from '../src/store/container/format.js';
 import { fpHex } from '../src/store/codec/fingerprint.js';
 import { ReadRescue, SegmentStore, type FileVersion, type SegmentFetcher } from '../src/store/store.js';
 import { internalsOf } from '../src/store/internals.js';
+import { type FaultOp, setFaultPlan } from '../src/store/container/file-io.js';
 import { allRecords, containerPath, flipByte, listContainers, RECORD_HEADER_BYTES, type TableRecord } from './helpers/containers.js';
 import { generate, Rng } from './helpers/data.js';
 import { runAndKill } from './helpers/kill-child.js';
@@ -265,5 +266,34 @@ t.test('a crash during repair loses nothing: the old record or the new one', asy
     } finally {
       await p.close();
     }
+  }
+});
+
+t.test('a container the disk fails to read (EIO): its segments come from the copy', async (t) => {
+  const { primary, copy } = pair(t);
+  const p = await open(t, primary);
+  const c = await open(t, copy);
+  const r = recordsOf(primary, random, SegmentKind.Data)[4];
+  const file = containerPath(primary, r.cid);
+  let hits = 0;
+  setFaultPlan({
+    decide(op: FaultOp, path: string) {
+      if (op !== 'read' || path !== file) return undefined;
+      hits++;
+      return 'EIO';
+    },
+  });
+  try {
+    t.ok(isVmvaultError(await rejection(p.read(random.version, 0, random.version.size)), 'IO'), 'a plain read fails with IO');
+    p.reader.clearCaches();
+    const rescue = new ReadRescue([fromStore('clone site-b', c)]);
+    const got = await p.read(random.version, 0, random.version.size, rescue);
+    t.ok(hits > 0, `the fault fired (${hits} reads)`);
+    t.ok(got.equals(random.content), 'the rescued read is identical');
+    t.ok(rescue.damage.length > 0, `${rescue.damage.length} segments of the failing container were served by the copy`);
+    const kinds = [...new Set(rescue.damage.map((d) => `${d.code} ${d.container}`))];
+    t.same(kinds, [`IO ${r.cid}`], `each recorded as an I/O error in that container (${kinds.join(', ')}; ${rescue.damage.find((d) => d.code !== 'IO')?.reason})`);
+  } finally {
+    setFaultPlan(undefined);
   }
 });

@@ -312,7 +312,7 @@ export class SegmentReader implements SegmentReads {
     disk.sort((a, b) => a.loc.cid - b.loc.cid || a.loc.offset - b.loc.offset);
     const fds = new Map<number, number>();
     try {
-      for (const d of disk) if (!fds.has(d.loc.cid)) fds.set(d.loc.cid, await this.core.files.acquire(d.loc.cid));
+      for (const d of disk) if (!fds.has(d.loc.cid)) fds.set(d.loc.cid, await this.acquire(d.loc.cid));
       const groups: Array<Promise<void>> = [];
       let from = 0;
       let bytes = 0;
@@ -328,6 +328,16 @@ export class SegmentReader implements SegmentReads {
       await Promise.all(groups);
     } finally {
       for (const cid of fds.keys()) this.core.files.release(cid);
+    }
+  }
+
+  /** A container's descriptor; a failure names the container (a rescue records where the damage is). */
+  private async acquire(cid: number): Promise<number> {
+    try {
+      return await this.core.files.acquire(cid);
+    } catch (err) {
+      if (!isVmvaultError(err) || err.details?.container !== undefined) throw err;
+      throw vmError(err.code, `container ${containerName(cid)}: ${err.message}`, { ...(err.details ?? {}), container: cid }, err);
     }
   }
 
