@@ -16,10 +16,16 @@ import { PolicyRegistry } from './policy/policies.js';
 import { PolicyService } from './policy/policy-service.js';
 import { RunHistory } from './policy/run-history.js';
 import { Scheduler } from './policy/scheduler.js';
+import { CloneScheduler } from './policy/clone-scheduler.js';
+import { CloneService } from './policy/clone-service.js';
 
 export interface PolicyParts {
   service: PolicyService;
   scheduler: Scheduler;
+  /** Destinations and clone copies (issue 14 part B). */
+  clones: CloneService;
+  /** The policies' scheduled clone copies (`clone` jobs, retried on a backoff). */
+  cloneScheduler: CloneScheduler;
 }
 
 export async function openPolicies(o: {
@@ -37,6 +43,15 @@ export async function openPolicies(o: {
   const registry = await PolicyRegistry.open(o.data, { maxLockMs: o.maxLockMs });
   const history = await RunHistory.open(o.data);
   const lockClock = await LockClock.open(o.data, { log: o.log, ...(o.clock ? { now: o.clock.now } : {}) });
+  const clones = await CloneService.open({
+    dataDir: o.data,
+    ns: o.ns,
+    vms: o.vms,
+    listBackups: (vm) => o.backups.listBackups(vm),
+    policiesUsing: (d) => registry.list().filter((p) => (p.clones ?? []).some((c) => c.destination === d)).map((p) => p.name),
+    log: o.log,
+  });
+  let cloneScheduler: CloneScheduler | undefined;
   const service = new PolicyService({
     dataDir: o.data,
     ns: o.ns,
@@ -46,6 +61,9 @@ export async function openPolicies(o: {
     vms: o.vms,
     listBackups: (vm) => o.backups.listBackups(vm),
     backupRunning: (vm) => o.jobs.activeOn(vmResource(vm), ['backup']) !== undefined,
+    checkDestination: (d) => void clones.destinations.get(d),
+    copiesOf: (vm, point) => clones.copiesOf(vm, point),
+    onChange: () => cloneScheduler?.reschedule(),
     ...(o.clock ? { now: o.clock.now } : {}),
     log: o.log,
   });
@@ -74,7 +92,28 @@ export async function openPolicies(o: {
     },
   });
   service.scheduler = scheduler;
+  cloneScheduler = new CloneScheduler({
+    registry,
+    history,
+    ...(o.clock ? { clock: o.clock } : {}),
+    log: o.log,
+    start: async (vm, destination, policy) => {
+      await clones.check(vm, destination);
+      const job = o.jobs.start('clone', `vm ${vm} -> ${destination} (policy ${policy})`, (ctx) => clones.clone(vm, destination, undefined, { signal: ctx.signal, progress: (d, t) => ctx.progress(d, t, 'bytes', 'copying'), log: (l) => ctx.log(l) }), {
+        resource: `clone:${vm}:${destination}`,
+      });
+      const done = o.jobs.wait(job.id).then((v) => {
+        const point = (v.result as { point?: unknown } | null)?.point;
+        return {
+          ok: v.state === 'succeeded',
+          ...(typeof point === 'string' ? { point } : {}),
+          ...(v.error ? { error: `${v.error.code}: ${v.error.message}` } : v.state === 'cancelled' ? { error: 'cancelled' } : {}),
+        };
+      });
+      return { job: job.id, done };
+    },
+  });
   const n = registry.list().length;
   if (n > 0) o.log(`policies: ${n} (${registry.file})`);
-  return { service, scheduler };
+  return { service, scheduler, clones, cloneScheduler };
 }

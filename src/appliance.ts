@@ -37,6 +37,7 @@ import { buildServer } from './control/server.js';
 import { ensureToken } from './control/token.js';
 import { AgentTokens } from './control/agent-tokens.js';
 import { TransferReceiver } from './transfer/receiver.js';
+import { ReplicaService } from './control/replicas.js';
 import { fromSystemError, isVmvaultError, vmError } from './errors.js';
 import { FuseMount } from './fuse/binding.js';
 import { LlMount } from './fuse/ll-mount.js';
@@ -421,16 +422,20 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     const agentTokens = await AgentTokens.load(data);
     // An agent token writes only the file of a task the pool gave one of its agents (issue 12).
     const pool = agents;
+    // A replication token (another appliance's clone copies, issue 14) writes only its own clone targets.
+    const replicas = await ReplicaService.open(ns, data);
     svc.transfer = new TransferReceiver(ns, {
       log,
       authorize: (caller, share, file, taskId) => {
-        if (caller.kind === 'agent') pool.authorizeTransfer(caller.name, share, file, taskId);
+        if (caller.kind === 'agent' && caller.replication === true) replicas.authorize({ admin: false, name: caller.name }, share);
+        else if (caller.kind === 'agent') pool.authorizeTransfer(caller.name, share, file, taskId);
       },
     });
-    server = await buildServer(svc, { token: token.token, jobs, audit, tls, agentTokens, agents, catalog: catalogApi, policies: policies.service });
+    server = await buildServer(svc, { token: token.token, jobs, audit, tls, agentTokens, agents, catalog: catalogApi, policies: policies.service, replicas, clones: policies.clones });
     // A run missed while the appliance was down starts now (once); before the "control plane at"
     // line, which is what supervisors and tests wait for.
     await policies.scheduler.start();
+    await policies.cloneScheduler.start();
     const url = await listen(server, { host, port, tls: tls !== undefined });
     log(`control plane at ${url}/api/v1 (token in ${token.file})`);
     let stopping: Promise<void> | undefined;
@@ -441,9 +446,11 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
         await watch!.stop();
         agents!.close();
         policies!.scheduler.stop();
+        policies!.cloneScheduler.stop();
         await server!.close().catch((err) => log(`closing the control plane: ${(err as Error).message}`));
         await jobs!.close().catch((err) => log(`stopping jobs: ${(err as Error).message}`));
         await policies!.scheduler.settled().catch((err) => log(`policy run history: ${(err as Error).message}`));
+        await policies!.cloneScheduler.settled().catch((err) => log(`clone run history: ${(err as Error).message}`));
         await svc!.transfer?.close().catch((err) => log(`closing transfer sessions: ${(err as Error).message}`));
         await catalog.close().catch((err) => log(`closing the catalog: ${(err as Error).message}`));
         await audit.flush();

@@ -39,7 +39,9 @@ const ALLOWED: Record<string, string[]> = {
   export: ['files', 'errors'],
   // policy/ schedules backups (through a starter the composition root gives it), locks and
   // prunes their points through the namespace, and reads and updates backup/'s records.
-  policy: ['backup', 'namespace', 'files', 'errors'],
+  // Clone copies (issue 14): transfer/ to send a point fingerprint-first; the store's pure parts
+  // (codec, fingerprint) for the directory archive's containers.
+  policy: ['backup', 'namespace', 'transfer', 'store', 'files', 'errors'],
 };
 /**
  * Where a layer may enter the store: the namespace (and the layers over it) only through
@@ -52,6 +54,7 @@ const STORE_DOORS: Record<string, RegExp> = {
   catalog: /^store\/(?!store-core|internals)/,
   agent: /^store\/(?!store-core|internals)/,
   transfer: /^store\/(?!store-core|internals)/,
+  policy: /^store\/(?!store-core|internals)/,
 };
 /** The composition root wires every layer together. */
 const ROOT_FILES = /^appliance(-[a-z-]+)?\.ts$/;

@@ -15,7 +15,8 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   share: async () => (await import('./commands/shares.js')).shareCommand,
   stats: async () => (await import('./commands/stats.js')).statsCommand,
   snapshot: async () => (await import('./commands/snapshots.js')).snapshotCommand,
-  clone: async () => (await import('./commands/snapshots.js')).cloneCommand,
+  // `clone create SHARE SNAP NEW` makes a writable clone; `clone VM --to DEST` a clone copy (issue 14).
+  clone: async () => (await import('./commands/destinations.js')).cloneOrCopyCommand,
   fastcopy: async () => (await import('./commands/snapshots.js')).fastcopyCommand,
   gc: async () => (await import('./commands/jobs.js')).gcCommand,
   verify: async () => (await import('./commands/jobs.js')).verifyCommand,
@@ -30,6 +31,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   find: async () => (await import('./commands/catalog.js')).findCommand,
   'restore-file': async () => (await import('./commands/catalog.js')).restoreFileCommand,
   policy: async () => (await import('./commands/policies.js')).policyCommand,
+  destination: async () => (await import('./commands/destinations.js')).destinationCommand,
 };
 
 const HELP = `usage: vmvault <command> [options]
@@ -86,6 +88,7 @@ Agents (issue 12)
   agent list                              agents: address, version, state, tasks, last seen, bytes
   agent token create <name> [--trusted]   make an agent's token (printed once); --trusted:
                                           store-wide dedup answers (default: its share's only)
+  agent token create <name> --replication a token another appliance sends clone copies with
   agent token list                        agent tokens by name
   agent token revoke <name>               refused from the next request on
 Exports to hypervisors (NFS: nfs-ganesha, needs appliance --fuse 3; SMB: Samba)
@@ -119,9 +122,23 @@ Policies (scheduled backups, GFS retention, retention locks)
   policy show <name>                      next runs, last results, each VM's points and locks
   policy assign <name> --vm <vm>          back the VM up on the policy's schedule
   policy unassign <name> --vm <vm>
+  policy create ... --clone '<when> -> <destination>'
+                                          clone copies of the newest points (repeatable):
+                                          'daily 02:00 -> site-b', '0 2 * * * -> site-b'
   policy remove <name>                    refused while points of its VMs are locked
   policy prune <name> [--vm <vm>] [--dry-run]
                                           apply retention now; --dry-run shows what would go
+
+Clone copies (to another appliance or a directory archive)
+  destination add <name> --appliance https://<host>:7443 --token <t> [--pin <sha256>]
+                                          another appliance; <t>: its replication token
+                                          (there: vmvault agent token create <n> --replication);
+                                          this appliance's API token: $VMVAULT_TOKEN or --data
+  destination add <name> --dir <path>     a directory (removable disk, tape staging)
+  destination list | show <name> | remove <name>
+  destination verify <name> [--point <p>] check the copies there; names a damaged byte
+  clone <vm> --to <destination> [--point <p>]
+                                          copy a restore point (newest by default), verified
 
 Appliance
   appliance ...                           run the appliance (see vmvault appliance --help)
@@ -188,9 +205,21 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       lock: values.lock,
       group: values.group,
       dryRun: values['dry-run'] === true,
+      clone: values.clone,
+      appliance: values.appliance,
+      pin: values.pin,
+      dir: values.dir,
+      replication: values.replication === true,
     };
-    if (!['vm', 'backup', 'restore', 'catalog', 'find', 'restore-file', 'policy'].includes(name)) refuseOptions(flags, name, []);
+    // `destination add --token T`: the destination's token; our own comes from $VMVAULT_TOKEN or <data>.
+    const destAdd = name === 'destination' && args[0] === 'add';
+    if (destAdd) {
+      flags.destToken = values.token;
+      values.token = undefined;
+    }
+    if (!['vm', 'backup', 'restore', 'catalog', 'find', 'restore-file', 'policy', 'destination', 'clone'].includes(name)) refuseOptions(flags, name, []);
     if (flags.trusted && name !== 'agent') throw usage(`${name} takes no --trusted`);
+    if (flags.replication && name !== 'agent') throw usage(`${name} takes no --replication`);
     if (name !== 'export' && (flags.clients !== undefined || flags.user !== undefined)) throw usage(`${name} takes no --${flags.clients !== undefined ? 'clients' : 'user'}`);
     const baseUrl = parseBaseUrl(values.url ?? DEFAULT_URL);
     const token = await resolveToken({ token: values.token, data: values.data }, io.env);
@@ -240,9 +269,14 @@ const OPTIONS = {
   lock: 'string',
   group: 'string',
   'dry-run': 'boolean',
+  clone: 'string[]',
+  appliance: 'string',
+  pin: 'string',
+  dir: 'string',
+  replication: 'boolean',
 } as const;
 type OptionName = keyof typeof OPTIONS;
-type Values = { [K in OptionName]?: (typeof OPTIONS)[K] extends 'string' ? string : boolean };
+type Values = { [K in OptionName]?: (typeof OPTIONS)[K] extends 'string' ? string : (typeof OPTIONS)[K] extends 'string[]' ? string[] : boolean };
 
 /**
  * `--name`, `--name value`, `--name=value` and `-h` are options; everything else is a
@@ -281,7 +315,11 @@ export function parse(argv: string[]): { values: Values; positionals: string[] }
     if (eq >= 0) value = arg.slice(eq + 1);
     else if (i + 1 < argv.length) value = argv[++i];
     else throw usage(`--${name} needs a value`);
-    (values as Record<string, unknown>)[option] = value;
+    if (OPTIONS[option] === 'string[]') {
+      // Repeatable (policy create --clone A --clone B): every value kept, in order.
+      const list = ((values as Record<string, unknown>)[option] as string[] | undefined) ?? [];
+      (values as Record<string, unknown>)[option] = [...list, value];
+    } else (values as Record<string, unknown>)[option] = value;
   }
   return { values, positionals };
 }

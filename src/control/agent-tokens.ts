@@ -7,7 +7,11 @@
 //
 // File format, version 1: {"version": 1, "tokens": [{"name", "sha256" (hex), "trusted"
 // (store-wide dedup answers), "created" (ISO 8601)}]}. Unknown fields are an error for a
-// newer version, ignored otherwise.
+// newer version, ignored otherwise. Added without a version change (issue 14): "scope",
+// "agent" (absent: the old tokens) or "replication": a token another appliance uses to send
+// clone copies here. A replication token calls the transfer routes and the replica routes
+// only (routes with `config: { replication: true }`), writes only into shares it made as
+// clone targets (control/replicas.ts), and cannot act as an agent (no polling for tasks).
 
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
@@ -21,10 +25,14 @@ const NAME_SHAPE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 /** Agent tokens start so, so a person (and a log scrubber) can tell them from the admin token. */
 export const AGENT_TOKEN_PREFIX = 'vva_';
 
+export type TokenScope = 'agent' | 'replication';
+
 export interface AgentTokenInfo {
   name: string;
   trusted: boolean;
   created: string;
+  /** Absent in old files: 'agent'. */
+  scope?: TokenScope;
 }
 
 interface Stored extends AgentTokenInfo {
@@ -72,7 +80,7 @@ export class AgentTokens {
     if (!Array.isArray(doc.tokens)) throw vmError('CORRUPT_RECORD', `${this.file}: "tokens" is not a list`);
     for (const t of doc.tokens as Stored[]) {
       if (typeof t?.name !== 'string' || typeof t.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(t.sha256)) throw vmError('CORRUPT_RECORD', `${this.file}: a token entry is malformed`);
-      this.byDigest.set(t.sha256, { name: t.name, sha256: t.sha256, trusted: t.trusted === true, created: String(t.created ?? '') });
+      this.byDigest.set(t.sha256, { name: t.name, sha256: t.sha256, trusted: t.trusted === true, created: String(t.created ?? ''), ...(t.scope === 'replication' ? { scope: 'replication' as const } : {}) });
     }
   }
 
@@ -94,7 +102,7 @@ export class AgentTokens {
   }
 
   /** Makes a token; returns it (the only time it is visible). */
-  create(name: string, opts: { trusted?: boolean } = {}): Promise<{ name: string; token: string; trusted: boolean }> {
+  create(name: string, opts: { trusted?: boolean; scope?: TokenScope } = {}): Promise<{ name: string; token: string; trusted: boolean; scope: TokenScope }> {
     if (typeof name !== 'string' || !NAME_SHAPE.test(name)) {
       throw vmError('INVALID_ARGUMENT', `agent name ${JSON.stringify(String(name).slice(0, 80))}: 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit`);
     }
@@ -103,14 +111,17 @@ export class AgentTokens {
       const token = AGENT_TOKEN_PREFIX + randomBytes(32).toString('hex');
       const next = new Map(this.byDigest);
       const sha256 = digest(token);
-      next.set(sha256, { name, sha256, trusted: opts.trusted === true, created: new Date().toISOString() });
+      const scope: TokenScope = opts.scope === 'replication' ? 'replication' : 'agent';
+      // A replication token's answers stay in its own shares' scope: it is never trusted.
+      const trusted = scope === 'agent' && opts.trusted === true;
+      next.set(sha256, { name, sha256, trusted, created: new Date().toISOString(), ...(scope === 'replication' ? { scope } : {}) });
       await this.write(next);
-      return { name, token, trusted: opts.trusted === true };
+      return { name, token, trusted, scope };
     });
   }
 
   list(): AgentTokenInfo[] {
-    return [...this.byDigest.values()].map((t) => ({ name: t.name, trusted: t.trusted, created: t.created })).sort((a, b) => a.name.localeCompare(b.name));
+    return [...this.byDigest.values()].map((t) => ({ name: t.name, trusted: t.trusted, created: t.created, scope: t.scope ?? 'agent' })).sort((a, b) => a.name.localeCompare(b.name));
   }
 
   revoke(name: string): Promise<void> {
@@ -141,6 +152,6 @@ export class AgentTokens {
   lookup(token: string): AgentTokenInfo | undefined {
     if (!token.startsWith(AGENT_TOKEN_PREFIX)) return undefined;
     const t = this.byDigest.get(digest(token));
-    return t ? { name: t.name, trusted: t.trusted, created: t.created } : undefined;
+    return t ? { name: t.name, trusted: t.trusted, created: t.created, scope: t.scope ?? 'agent' } : undefined;
   }
 }

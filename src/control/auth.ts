@@ -12,7 +12,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { type VmvaultError, vmError } from '../errors.js';
 import type { AgentTokens } from './agent-tokens.js';
 
-export type Caller = { kind: 'admin' } | { kind: 'agent'; name: string; trusted?: boolean } | { kind: 'anonymous' };
+export type Caller = { kind: 'admin' } | { kind: 'agent'; name: string; trusted?: boolean; replication?: boolean } | { kind: 'anonymous' };
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -20,6 +20,8 @@ declare module 'fastify' {
     public?: boolean;
     /** Agent tokens may call this route too (admin tokens may call every route). */
     agent?: boolean;
+    /** Replication tokens (another appliance sending clone copies) may call this route. */
+    replication?: boolean;
   }
   interface FastifyRequest {
     /** Who the token says is calling; set by the auth hook (anonymous on public routes without one). */
@@ -78,7 +80,7 @@ export function identify(token: string, agents: AgentTokens | undefined, request
   if (presented === undefined) return { kind: 'anonymous' };
   if (tokenMatches(token, presented)) return { kind: 'admin' };
   const a = agents?.lookup(presented);
-  return a ? { kind: 'agent', name: a.name, trusted: a.trusted } : { kind: 'anonymous' };
+  return a ? { kind: 'agent', name: a.name, trusted: a.trusted, ...(a.scope === 'replication' ? { replication: true } : {}) } : { kind: 'anonymous' };
 }
 
 /** Failed authentications per address: `limit` within `windowMs`, then 429 until the window ends. */
@@ -125,6 +127,10 @@ export function makeAuthHook(token: string, agents?: AgentTokens, limiter = new 
     const caller = identify(token, agents, request);
     request.caller = caller;
     if (caller.kind === 'admin') return;
+    if (caller.kind === 'agent' && caller.replication === true) {
+      if (isPublic || request.routeOptions?.config?.replication === true) return;
+      throw vmError('FORBIDDEN', `replication token ${caller.name} may not call ${request.method} ${request.routeOptions?.url ?? 'this route'}: replication tokens send clone copies only`);
+    }
     if (caller.kind === 'agent') {
       if (isPublic || request.routeOptions?.config?.agent === true) return;
       throw vmError('FORBIDDEN', `agent token ${caller.name} may not call ${request.method} ${request.routeOptions?.url ?? 'this route'}: agent tokens are for agent work only`);

@@ -9,7 +9,7 @@ import { INTERNAL_CODE } from './http-status.js';
 import type { JobHistoryFile } from './job-history.js';
 import type { JobContext, ProgressUnit } from './services.js';
 
-export const JOB_KINDS = ['gc', 'verify', 'index-rebuild', 'backup', 'restore', 'catalog'] as const;
+export const JOB_KINDS = ['gc', 'verify', 'index-rebuild', 'backup', 'restore', 'catalog', 'clone'] as const;
 export type JobKind = (typeof JOB_KINDS)[number];
 export const JOB_STATES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
 export type JobState = (typeof JOB_STATES)[number];
@@ -35,6 +35,8 @@ const CONFLICTS: Record<JobKind, readonly JobKind[]> = {
   // A catalog build reads one snapshot (immutable) and writes its own SQLite file; builds of one
   // share queue in the catalog service (reuse needs the previous point's catalog finished).
   catalog: [],
+  // A clone copy reads one snapshot (immutable) and writes elsewhere (issue 14).
+  clone: [],
 };
 /** Kinds that conflict with a job of the listed kinds on the same resource. */
 const RESOURCE_CONFLICTS: Record<JobKind, readonly JobKind[]> = {
@@ -44,6 +46,8 @@ const RESOURCE_CONFLICTS: Record<JobKind, readonly JobKind[]> = {
   backup: ['backup'],
   restore: ['restore'],
   catalog: [],
+  // Two copies of one VM to one destination would send the same files twice at once.
+  clone: ['clone'],
 };
 
 export interface JobOptions {

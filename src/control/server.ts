@@ -28,6 +28,9 @@ import { vmRoutes } from './routes/vms.js';
 import { agentTokenRoutes } from './routes/agent-tokens.js';
 import { transferRoutes } from './routes/transfer.js';
 import { policyRoutes } from './routes/policies.js';
+import { replicaRoutes } from './routes/replicas.js';
+import type { ReplicaService } from './replicas.js';
+import { cloneRoutes, type CloneApi } from './routes/clones.js';
 import type { PolicyService } from '../policy/policy-service.js';
 import type { ControlServices } from './services.js';
 
@@ -55,6 +58,10 @@ export interface ServerOptions {
   catalog?: CatalogApi;
   /** Protection policies (issue 14): the /policies routes. */
   policies?: PolicyService;
+  /** The receiving side of clone copies (issue 14): /replicas routes for replication tokens. */
+  replicas?: ReplicaService;
+  /** Destinations and clone copies (issue 14): /destinations and /vms/{vm}/clones. */
+  clones?: CloneApi;
 }
 
 const AUDITED_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
@@ -161,6 +168,8 @@ export async function buildServer(services: ControlServices, opts: ServerOptions
       await exportRoutes(api, deps);
       if (opts.catalog) await catalogRoutes(api, { catalog: opts.catalog, jobs: deps.jobs });
       await policyRoutes(api, deps);
+      if (opts.replicas) await replicaRoutes(api, opts.replicas);
+      if (opts.clones) await cloneRoutes(api, { clones: opts.clones, jobs: deps.jobs });
       api.get(
         '/openapi.json',
         {

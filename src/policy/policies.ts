@@ -3,7 +3,8 @@
 // Format (version 1):
 //   { "version": 1, "policies": [Policy, ...] }
 //   Policy: { "name", "backup": CRON, "keep": {rule: count}, "lockMs": ms (0: none),
-//             "workflow"?: NAME, "vms": [VM, ...], "createdAt": ISO }
+//             "workflow"?: NAME, "vms": [VM, ...], "createdAt": ISO,
+//             "clones"?: [{"spec", "cron", "destination"}] }   (issue 14 part B; absent: none)
 // Written atomically (json-file.ts); every change is one write under one serial queue, so two
 // API calls never lose each other's change. A VM is in at most one policy: two policies would
 // give one VM two schedules and two retention rules fighting over the same points.
@@ -14,6 +15,7 @@ import { vmError } from '../errors.js';
 import { formatDurationMs, parseDuration } from './durations.js';
 import { Serial, readVersioned, writeAtomic } from './json-file.js';
 import { checkKeep, type Keep, parseKeep } from './retention.js';
+import { type CloneSpec, parseCloneSpecs } from './clone-spec.js';
 
 export const POLICIES_VERSION = 1;
 /** The longest lock allowed unless the appliance is configured otherwise (--max-lock). */
@@ -27,6 +29,8 @@ export interface Policy {
   workflow?: string;
   vms: string[];
   createdAt: string;
+  /** Clone copies of its VMs' newest points: when and where (clone-spec.ts). */
+  clones?: CloneSpec[];
 }
 
 /** What `policy create` asks for (strings as the operator wrote them, or the parsed forms). */
@@ -36,6 +40,8 @@ export interface NewPolicy {
   keep?: string | Keep;
   lock?: string;
   workflow?: string;
+  /** `--clone 'daily 02:00 -> site-b'`, one or several. */
+  clone?: string | string[];
 }
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
@@ -70,7 +76,8 @@ export function validateNewPolicy(req: NewPolicy, maxLockMs: number): Omit<Polic
   if (req.workflow !== undefined && (typeof req.workflow !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(req.workflow))) {
     throw vmError('INVALID_ARGUMENT', `--workflow must be a workflow name, not ${JSON.stringify(req.workflow)}`);
   }
-  return { name, backup: req.backup.trim(), keep, lockMs, ...(req.workflow !== undefined ? { workflow: req.workflow } : {}) };
+  const clones = req.clone === undefined ? [] : parseCloneSpecs(req.clone);
+  return { name, backup: req.backup.trim(), keep, lockMs, ...(req.workflow !== undefined ? { workflow: req.workflow } : {}), ...(clones.length > 0 ? { clones } : {}) };
 }
 
 export class PolicyRegistry {
@@ -178,7 +185,7 @@ export class PolicyRegistry {
 }
 
 function copy(p: Policy): Policy {
-  return { ...p, keep: { ...p.keep }, vms: [...p.vms] };
+  return { ...p, keep: { ...p.keep }, vms: [...p.vms], ...(p.clones ? { clones: p.clones.map((c) => ({ ...c })) } : {}) };
 }
 
 function checkStored(v: unknown, where: string): Policy {
@@ -194,5 +201,12 @@ function checkStored(v: unknown, where: string): Policy {
     ...(typeof p.workflow === 'string' ? { workflow: p.workflow } : {}),
     vms: p.vms.filter((x): x is string => typeof x === 'string'),
     createdAt: p.createdAt,
+    ...(Array.isArray(p.clones) && p.clones.length > 0 ? { clones: p.clones.map((c, i) => checkStoredClone(c, `${where} clone ${i}`)) } : {}),
   };
+}
+
+function checkStoredClone(c: unknown, where: string): CloneSpec {
+  const x = c as Partial<CloneSpec> | null;
+  if (typeof x?.spec !== 'string' || typeof x.cron !== 'string' || typeof x.destination !== 'string') throw vmError('CORRUPT_RECORD', `${where}: malformed`);
+  return { spec: x.spec, cron: x.cron, destination: x.destination };
 }

@@ -29,6 +29,8 @@ export interface PolicyView {
   vms: string[];
   createdAt: string;
   nextRuns: string[];
+  /** Clone copies: 'daily 02:00 -> site-b', ... (issue 14 part B). */
+  clones?: string[];
 }
 
 export interface PointView {
@@ -36,6 +38,8 @@ export interface PointView {
   created: string;
   lockedUntil?: string;
   locked: boolean;
+  /** Verified copies of the point elsewhere (copies.ts). */
+  copies?: Array<{ destination: string; kind: 'appliance' | 'dir'; verifiedAt?: string }>;
 }
 
 export interface PolicyDetail extends PolicyView {
@@ -64,6 +68,12 @@ export interface PolicyServiceOptions {
   /** True while a backup job of the VM is queued or running. */
   backupRunning?(vm: string): boolean;
   scheduler?: Scheduler;
+  /** Throws NOT_FOUND for a destination a --clone names that does not exist (issue 14 part B). */
+  checkDestination?(name: string): void;
+  /** The copies of a point (copies.ts), for `policy show`. */
+  copiesOf?(vm: string, point: string): Array<{ destination: string; kind: 'appliance' | 'dir'; verifiedAt?: string }>;
+  /** Called after a policy was created (the clone scheduler looks again). */
+  onChange?(): void;
   /** Judges locks in retention (the namespace judges them for deletes). Default Date.now. */
   now?: () => number;
   log?: (l: string) => void;
@@ -94,8 +104,10 @@ export class PolicyService {
   }
 
   async create(req: NewPolicy): Promise<PolicyView> {
+    if (this.o.checkDestination) for (const c of this.o.registry.validate(req).clones ?? []) this.o.checkDestination(c.destination);
     const p = await this.o.registry.create(req, new Date(this.now()));
     this.o.scheduler?.reschedule();
+    this.o.onChange?.();
     return this.view(p);
   }
 
@@ -106,7 +118,9 @@ export class PolicyService {
       let share = vm;
       try {
         share = this.o.vms.get(vm).share;
-        points.push({ vm, share, points: await this.pointsOf(share) });
+        const pts = await this.pointsOf(share);
+        if (this.o.copiesOf) for (const pt of pts) pt.copies = this.o.copiesOf(vm, pt.point);
+        points.push({ vm, share, points: pts });
       } catch (err) {
         points.push({ vm, share, points: [], problem: (err as Error).message });
       }
@@ -268,6 +282,7 @@ export class PolicyService {
       vms: [...p.vms],
       createdAt: p.createdAt,
       nextRuns: this.o.scheduler ? this.o.scheduler.nextRuns(p) : [],
+      ...(p.clones && p.clones.length > 0 ? { clones: p.clones.map((c) => c.spec) } : {}),
     };
   }
 }

@@ -234,6 +234,21 @@ export class SegmentStore {
   }
 
   /**
+   * The plain bytes of stored segments by fingerprint, each re-hashed against its name as
+   * every read is (a damaged one throws, naming it), or null for one the store lacks. For a
+   * copy elsewhere that asks for segments by name (clone copies, repair from a copy). The
+   * buffers are the caller's; nothing is cached.
+   */
+  async readSegments(fps: Buffer[]): Promise<Array<Buffer | null>> {
+    this.ensureOpen();
+    const locs = await locate(this.core, fps);
+    const present = fps.filter((_, i) => locs[i] !== undefined);
+    const got = present.length === 0 ? [] : await this.reader.segments(present, false);
+    let k = 0;
+    return locs.map((l) => (l === undefined ? null : got[k++]));
+  }
+
+  /**
    * Stores a segment sent by fingerprint after decompressing and re-hashing it; refuses one
    * whose bytes do not match (SEGMENT_MISMATCH, naming the claimed fingerprint). A duplicate
    * costs no space. `deps` collects the containers a later commit must wait for.

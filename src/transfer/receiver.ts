@@ -21,7 +21,7 @@ import { decodeQuery, decodeRecipe, decodeSegments, encodeQueryReply, SegmentCod
 import type { BoundariesReply, ChunkerInfo, FinishReply, OpenReply, OpenRequest, RecipeReply, Region, SegmentsReply } from './messages.js';
 import { PROTOCOL_VERSION } from './frames.js';
 
-export type TransferCaller = { kind: 'admin' } | { kind: 'agent'; name: string; trusted?: boolean };
+export type TransferCaller = { kind: 'admin' } | { kind: 'agent'; name: string; trusted?: boolean; replication?: boolean };
 
 export interface ReceiverOptions {
   log?: (line: string) => void;

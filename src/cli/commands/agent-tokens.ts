@@ -13,10 +13,13 @@ export async function agentTokenCommand(ctx: CommandContext, args: string[]): Pr
   switch (verb) {
     case 'create': {
       const [name] = expectArgs(rest, ['name'], 'agent token create');
-      const made = await ctx.client.post<{ name: string; token: string; trusted: boolean }>('/agents/tokens', { name, ...(ctx.flags.trusted ? { trusted: true } : {}) });
+      if (ctx.flags.trusted && ctx.flags.replication) throw usage('agent token create: --trusted and --replication do not go together (a replication token is answered within its own shares)');
+      const made = await ctx.client.post<{ name: string; token: string; trusted: boolean }>('/agents/tokens', { name, ...(ctx.flags.trusted ? { trusted: true } : {}), ...(ctx.flags.replication ? { scope: 'replication' } : {}) });
       output(
         ctx,
-        `${made.token}\n(agent token ${made.name}${made.trusted ? ', trusted: store-wide dedup answers' : ''}; shown only now: give it to the agent with --token)`,
+        ctx.flags.replication
+          ? `${made.token}\n(replication token ${made.name}; shown only now: give it to the sending appliance: vmvault destination add NAME --appliance URL --token ...)`
+          : `${made.token}\n(agent token ${made.name}${made.trusted ? ', trusted: store-wide dedup answers' : ''}; shown only now: give it to the agent with --token)`,
         made,
       );
       return EXIT.OK;

@@ -43,11 +43,22 @@ export interface Flags {
   lock?: string;
   group?: string;
   dryRun?: boolean;
+  // Clone copies (destinations.ts, issue 14 part B); other commands refuse them.
+  /** policy create --clone SPEC (repeatable). */
+  clone?: string[];
+  /** destination add --appliance URL. */
+  appliance?: string;
+  /** destination add --token T: the destination's replication token (not our API token). */
+  destToken?: string;
+  pin?: string;
+  dir?: string;
+  /** agent token create --replication. */
+  replication?: boolean;
 }
 
 /** The VM options a command does not take, as a usage error; call with the ones it does. */
 export function refuseOptions(flags: Flags, command: string, takes: ReadonlyArray<keyof Flags>): void {
-  for (const k of ['qmp', 'qga', 'pg', 'share', 'workflow', 'point', 'to', 'format', 'agent', 'vm', 'since', 'pathPrefix', 'size', 'changed', 'limit', 'image', 'volume', 'backup', 'keep', 'lock', 'group'] as const) {
+  for (const k of ['qmp', 'qga', 'pg', 'share', 'workflow', 'point', 'to', 'format', 'agent', 'vm', 'since', 'pathPrefix', 'size', 'changed', 'limit', 'image', 'volume', 'backup', 'keep', 'lock', 'group', 'clone', 'appliance', 'pin', 'dir'] as const) {
     if (flags[k] !== undefined && !takes.includes(k)) throw usage(`${command} takes no --${k === 'pathPrefix' ? 'path-prefix' : k}`);
   }
   if (flags.dryRun === true && !takes.includes('dryRun')) throw usage(`${command} takes no --dry-run`);

@@ -156,6 +156,15 @@ function resultPairs(job: JobView): Array<[string, string]> {
     for (const n of r.notes.slice(0, 20)) pairs.push(['Note', n]);
     return pairs;
   }
+  if (job.kind === 'clone') {
+    const r = job.result as { point: string; destination: string; appliance?: { skipped: boolean; bytesSent: number; logicalBytes: number; segmentsSent: number; segments: number }; archive?: { skipped: boolean; bytesWritten: number; logicalBytes: number; segmentsWritten: number; segments: number } };
+    const a = r.appliance;
+    const d = r.archive;
+    const what = a
+      ? a.skipped ? 'already there' : `${formatCount(a.segmentsSent)} of ${formatCount(a.segments)} segments sent, ${formatBytes(a.bytesSent)} on the wire for ${formatBytes(a.logicalBytes)}`
+      : d ? (d.skipped ? 'already there' : `${formatCount(d.segmentsWritten)} of ${formatCount(d.segments)} segments written, ${formatBytes(d.bytesWritten)} for ${formatBytes(d.logicalBytes)}`) : '';
+    return [['Point', r.point], ['Copy', `${r.destination}: ${what}, verified`]];
+  }
   const r = job.result as IndexRebuildResult;
   return [
     ['Read', `${plural(r.records, 'record')} in ${plural(r.containers, 'container')}`],

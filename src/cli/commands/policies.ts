@@ -13,10 +13,11 @@ export async function policyCommand(ctx: CommandContext, args: string[]): Promis
   const f = ctx.flags;
   switch (verb) {
     case 'create': {
-      refuseOptions(f, 'policy create', ['backup', 'keep', 'lock', 'workflow']);
+      refuseOptions(f, 'policy create', ['backup', 'keep', 'lock', 'workflow', 'clone']);
       const [name] = expectArgs(rest, ['name'], 'policy create');
       if (f.backup === undefined) throw usage("policy create: --backup <cron> is required, e.g. --backup '0 */4 * * *'");
-      const body: Record<string, string> = { name, backup: f.backup };
+      const body: Record<string, string | string[]> = { name, backup: f.backup };
+      if (f.clone !== undefined) body.clone = f.clone;
       if (f.keep !== undefined) body.keep = f.keep;
       if (f.lock !== undefined) body.lock = f.lock;
       if (f.workflow !== undefined) body.workflow = f.workflow;
@@ -89,6 +90,7 @@ function policyText(p: PolicyView): string {
     ['Lock', p.lock],
   ];
   if (p.workflow !== undefined) pairs.push(['Workflow', p.workflow]);
+  if (p.clones !== undefined && p.clones.length > 0) pairs.push(['Clones', p.clones.join('; ')]);
   pairs.push(['VMs', p.vms.join(', ') || '-']);
   pairs.push(['Next runs', p.nextRuns.map(formatTime).join(', ') || '-']);
   return formatPairs(pairs);
@@ -98,8 +100,14 @@ function detailText(p: PolicyDetail): string {
   const parts = [policyText(p)];
   for (const v of p.points) {
     const head = `${v.vm} (share ${v.share}): ${v.points.length} point(s)${v.problem ? ` - ${v.problem}` : ''}`;
-    const rows = v.points.map((pt) => [pt.point, pt.locked ? `locked until ${formatTime(pt.lockedUntil!)}` : pt.lockedUntil ? `lock ended ${formatTime(pt.lockedUntil)}` : '-']);
-    parts.push(rows.length ? `${head}\n${formatTable(['POINT', 'LOCK'], rows)}` : head);
+    // The COPIES column only where some point has a copy (issue 14 part B).
+    const withCopies = v.points.some((pt) => (pt.copies ?? []).length > 0);
+    const rows = v.points.map((pt) => [
+      pt.point,
+      pt.locked ? `locked until ${formatTime(pt.lockedUntil!)}` : pt.lockedUntil ? `lock ended ${formatTime(pt.lockedUntil)}` : '-',
+      ...(withCopies ? [(pt.copies ?? []).map((c) => `${c.destination}${c.verifiedAt ? ' (verified)' : ''}`).join(', ') || '-'] : []),
+    ]);
+    parts.push(rows.length ? `${head}\n${formatTable(['POINT', 'LOCK', ...(withCopies ? ['COPIES'] : [])], rows)}` : head);
   }
   if (p.running.length || p.queued.length) parts.push(`Running: ${p.running.map((r) => `${r.vm}${r.job ? ` (job ${r.job})` : ''}`).join(', ') || '-'}; queued: ${p.queued.map((q) => q.vm).join(', ') || '-'}`);
   const runs = p.runs.slice(-10);

@@ -10,26 +10,26 @@ const agentName = { type: 'string', minLength: 1, maxLength: 64 } as const;
 const tokenInfo = {
   type: 'object',
   required: ['name', 'trusted', 'created'],
-  properties: { name: { type: 'string' }, trusted: { type: 'boolean' }, created: { type: 'string' } },
+  properties: { name: { type: 'string' }, trusted: { type: 'boolean' }, created: { type: 'string' }, scope: { type: 'string' } },
 } as const;
 
 export async function agentTokenRoutes(app: FastifyInstance, tokens: AgentTokens): Promise<void> {
-  app.post<{ Body: { name: string; trusted?: boolean } }>(
+  app.post<{ Body: { name: string; trusted?: boolean; scope?: 'agent' | 'replication' } }>(
     '/agents/tokens',
     {
       schema: routeSchema({
         operationId: 'createAgentToken',
         summary: 'Make an agent token (shown once); trusted agents get store-wide dedup answers',
         tags: ['agents'],
-        body: { type: 'object', required: ['name'], additionalProperties: false, properties: { name: agentName, trusted: { type: 'boolean' } } },
+        body: { type: 'object', required: ['name'], additionalProperties: false, properties: { name: agentName, trusted: { type: 'boolean' }, scope: { type: 'string', enum: ['agent', 'replication'], description: "'replication': a token another appliance uses to send clone copies here (issue 14)." } } },
         response: {
-          201: { type: 'object', required: ['name', 'token', 'trusted'], properties: { name: { type: 'string' }, token: { type: 'string' }, trusted: { type: 'boolean' } } },
+          201: { type: 'object', required: ['name', 'token', 'trusted'], properties: { name: { type: 'string' }, token: { type: 'string' }, trusted: { type: 'boolean' }, scope: { type: 'string' } } },
           ...commonErrors,
           409: { description: 'A token of that name exists.', ...errorBody },
         },
       }),
     },
-    async (request, reply) => reply.code(201).send(await tokens.create(request.body.name, { trusted: request.body.trusted })),
+    async (request, reply) => reply.code(201).send(await tokens.create(request.body.name, { trusted: request.body.trusted, scope: request.body.scope })),
   );
   app.get(
     '/agents/tokens',

@@ -27,6 +27,7 @@ const policyView = {
     vms: { type: 'array', items: { type: 'string' } },
     createdAt: { type: 'string', format: 'date-time' },
     nextRuns: { type: 'array', items: { type: 'string', format: 'date-time' }, description: 'The next three scheduled times.' },
+    clones: { type: 'array', items: { type: 'string' }, description: "Clone copies of the newest points: 'daily 02:00 -> site-b' (issue 14)." },
   },
 } as const;
 
@@ -64,7 +65,17 @@ const policyDetail = {
             items: {
               type: 'object',
               required: ['point', 'created', 'locked'],
-              properties: { point: { type: 'string' }, created: { type: 'string' }, lockedUntil: { type: 'string' }, locked: { type: 'boolean' } },
+              properties: {
+                point: { type: 'string' },
+                created: { type: 'string' },
+                lockedUntil: { type: 'string' },
+                locked: { type: 'boolean' },
+                copies: {
+                  type: 'array',
+                  description: 'Verified copies of the point on destinations.',
+                  items: { type: 'object', properties: { destination: { type: 'string' }, kind: { type: 'string' }, verifiedAt: { type: 'string' } } },
+                },
+              },
             },
           },
         },
@@ -140,6 +151,11 @@ export async function policyRoutes(app: FastifyInstance, { policies }: RouteDeps
             keep: { type: 'string', title: 'keep rules', description: "e.g. 'hourly=24,daily=14,weekly=8,monthly=12,yearly=3,last=2'; absent: keep everything." },
             lock: { type: 'string', title: 'lock duration', description: "e.g. '7d', '12h', '1y'; at most the appliance's --max-lock. Absent: no lock." },
             workflow: { type: 'string', title: 'workflow name', minLength: 1 },
+            clone: {
+              title: 'clone copies',
+              description: "'daily 02:00 -> site-b' or '0 2 * * * -> site-b'; one or a list.",
+              anyOf: [{ type: 'string', minLength: 1, maxLength: 300 }, { type: 'array', maxItems: 16, items: { type: 'string', minLength: 1, maxLength: 300 } }],
+            },
           },
         },
         response: {

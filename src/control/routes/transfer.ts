@@ -11,7 +11,8 @@ import { routeSchema } from '../openapi.js';
 import { commonErrors, errorBody } from '../schemas.js';
 
 const sessionId = { type: 'string', minLength: 1, maxLength: 64, pattern: '^[0-9a-f]+$' } as const;
-const agentRoute = { agent: true } as const;
+// Replication tokens (clone copies from another appliance, issue 14) send through these too.
+const agentRoute = { agent: true, replication: true } as const;
 const notFound = { 404: { description: 'No such session (finished, expired, or another caller\'s).', ...errorBody } } as const;
 const binary = { description: 'A binary frame (PROTOCOL.md).', type: 'string', format: 'binary' } as const;
 const loose = { type: 'object', additionalProperties: true } as const;
@@ -19,7 +20,7 @@ const loose = { type: 'object', additionalProperties: true } as const;
 function callerOf(request: FastifyRequest): TransferCaller {
   const c = request.caller;
   if (c?.kind === 'admin') return { kind: 'admin' };
-  if (c?.kind === 'agent') return { kind: 'agent', name: c.name, trusted: c.trusted };
+  if (c?.kind === 'agent') return { kind: 'agent', name: c.name, trusted: c.trusted, ...(c.replication ? { replication: true } : {}) };
   throw vmError('UNAUTHORIZED', 'a valid API token is required');
 }
 

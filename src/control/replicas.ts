@@ -1,0 +1,199 @@
+// The receiving side of clone copies (issue 14): another appliance, holding a replication token
+// (agent-tokens.ts, scope "replication"), sends a restore point's files through the transfer
+// protocol into a share of ours, then asks us to snapshot it under the point's name with the
+// point's retention lock, and to check what it wrote. A replication token may write only into
+// shares it made here as clone targets: the record of which token owns which share is
+// `<data>/replicas.json` (below). It cannot touch any other share, not even to read it.
+//
+// File format, version 1: {"version": 1, "shares": [{"share", "owner" (token name),
+// "created" (ISO 8601)}]}, written atomically (files/atomic-file.ts). A version above 1 is
+// UNSUPPORTED_FORMAT. Without the file (a new appliance) nobody owns a share.
+//
+// Known limit: GET /replicas/segments/{fp} serves any segment of the store to a replication
+// token that owns at least one share (best-copy restore and repair on the sending appliance
+// ask for segments by fingerprint). Give replication tokens only to appliances of the same
+// operator; a token scoped per share's segment set is future work.
+
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { fromSystemError, vmError } from '../errors.js';
+import { writeFileAtomic } from '../files/atomic-file.js';
+import { runVerify, type VerifyRun } from '../namespace/maintenance.js';
+import type { Namespace } from '../namespace/namespace.js';
+import { validateName } from '../namespace/names.js';
+import { snapshotFiles } from '../namespace/snapshot-files.js';
+
+export const REPLICAS_FILE = 'replicas.json';
+const FORMAT_VERSION = 1;
+
+interface Owned {
+  share: string;
+  owner: string;
+  created: string;
+}
+
+export interface ReplicaFile {
+  path: string;
+  size: number;
+  /** The file's segment-tree root fingerprint (hex) and height: equal roots, equal bytes. */
+  root: string;
+  height: number;
+}
+
+export interface ReplicaSnapshot {
+  share: string;
+  name: string;
+  created: string;
+  lockedUntil?: string;
+  files: ReplicaFile[];
+  verify?: { problems: VerifyRun['problems']; segmentsChecked: number; bytesRead: number };
+}
+
+/** Who is asking: the admin token (owner undefined: any share) or a replication token by name. */
+export type ReplicaCaller = { admin: true } | { admin: false; name: string };
+
+export class ReplicaService {
+  private owned = new Map<string, Owned>();
+  private tail: Promise<unknown> = Promise.resolve();
+
+  private constructor(
+    private readonly ns: Namespace,
+    private readonly file: string | undefined,
+    private readonly now: () => number,
+  ) {}
+
+  static async open(ns: Namespace, dataDir: string | undefined, opts: { now?: () => number } = {}): Promise<ReplicaService> {
+    const r = new ReplicaService(ns, dataDir === undefined ? undefined : path.join(dataDir, REPLICAS_FILE), opts.now ?? Date.now);
+    await r.read();
+    return r;
+  }
+
+  private async read(): Promise<void> {
+    if (!this.file) return;
+    let text: string;
+    try {
+      text = await fs.readFile(this.file, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw fromSystemError(err, `reading ${this.file}`);
+    }
+    let doc: { version?: unknown; shares?: unknown };
+    try {
+      doc = JSON.parse(text) as typeof doc;
+    } catch {
+      throw vmError('CORRUPT_RECORD', `${this.file} is not valid JSON`);
+    }
+    if (typeof doc.version !== 'number' || doc.version > FORMAT_VERSION) throw vmError('UNSUPPORTED_FORMAT', `${this.file} has format version ${String(doc.version)}; this appliance reads ${FORMAT_VERSION}`);
+    if (!Array.isArray(doc.shares)) throw vmError('CORRUPT_RECORD', `${this.file}: "shares" is not a list`);
+    for (const s of doc.shares as Owned[]) {
+      if (typeof s?.share !== 'string' || typeof s.owner !== 'string') throw vmError('CORRUPT_RECORD', `${this.file}: a share entry is malformed`);
+      this.owned.set(s.share, { share: s.share, owner: s.owner, created: String(s.created ?? '') });
+    }
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const r = this.tail.then(fn, fn);
+    this.tail = r.catch(() => {});
+    return r;
+  }
+
+  /** The owner of a share, if a replication token made it. */
+  ownerOf(share: string): string | undefined {
+    return this.owned.get(share)?.owner;
+  }
+
+  /** Throws FORBIDDEN unless the caller may write and snapshot `share`. */
+  authorize(caller: ReplicaCaller, share: string): void {
+    if (caller.admin) return;
+    const o = this.owned.get(share);
+    if (o?.owner !== caller.name) {
+      throw vmError('FORBIDDEN', `replication token ${caller.name} may not write share ${share}: it writes only the clone targets it made (POST /replicas/shares)`);
+    }
+  }
+
+  /** Makes `share` as a clone target of the caller, or confirms it owns it already. */
+  claim(caller: ReplicaCaller, share: string): Promise<{ share: string; created: boolean }> {
+    validateName('share', share);
+    return this.serial(async () => {
+      const o = this.owned.get(share);
+      if (o !== undefined) {
+        this.authorize(caller, share);
+        return { share, created: false };
+      }
+      const exists = (await this.ns.shares.list()).some((s) => s.name === share);
+      if (exists) {
+        if (!caller.admin) throw vmError('FORBIDDEN', `share ${share} exists here and is not a clone target of replication token ${caller.name}`);
+        return { share, created: false };
+      }
+      await this.ns.shares.create(share);
+      if (!caller.admin) {
+        const next = new Map(this.owned);
+        next.set(share, { share, owner: caller.name, created: new Date(this.now()).toISOString() });
+        await this.write(next);
+      }
+      return { share, created: true };
+    });
+  }
+
+  private async write(next: Map<string, Owned>): Promise<void> {
+    if (this.file) {
+      const doc = { version: FORMAT_VERSION, shares: [...next.values()].sort((a, b) => a.share.localeCompare(b.share)) };
+      await writeFileAtomic(this.file, JSON.stringify(doc, null, 1) + '\n', `writing ${this.file}`);
+    }
+    this.owned = next;
+  }
+
+  /**
+   * Snapshots the share as `name` (the point's name) and locks it until `lockedUntil` (the
+   * point's lock on the sender; this appliance enforces it as its own). Idempotent: a snapshot
+   * of that name that exists is kept (a re-run after a failure), only its lock is extended.
+   */
+  async snapshot(caller: ReplicaCaller, share: string, name: string, lockedUntil?: string): Promise<ReplicaSnapshot> {
+    validateName('share', share);
+    validateName('snapshot', name);
+    this.authorize(caller, share);
+    let until: number | undefined;
+    if (lockedUntil !== undefined) {
+      until = Date.parse(lockedUntil);
+      if (!Number.isFinite(until)) throw vmError('INVALID_ARGUMENT', `lockedUntil ${JSON.stringify(lockedUntil.slice(0, 80))} is not an ISO 8601 time`);
+    }
+    const names = await this.ns.installer.snapshotNames(share);
+    if (!names.includes(name)) await this.ns.snapshots.create(share, name);
+    if (until !== undefined && until > this.now()) await this.ns.snapshots.lock(share, name, until);
+    return this.describe(caller, share, name);
+  }
+
+  /**
+   * A snapshot's files and roots; with `verify`, its trees checked here: 'quick', every segment
+   * they name is in the store; 'full', every segment read and re-hashed.
+   */
+  async describe(caller: ReplicaCaller, share: string, name: string, verify?: 'quick' | 'full'): Promise<ReplicaSnapshot> {
+    validateName('share', share);
+    validateName('snapshot', name);
+    this.authorize(caller, share);
+    const info = await this.ns.snapshots.get(share, name);
+    const files = (await snapshotFiles(this.ns, share, name)).map((f) => ({ path: f.path, size: f.version.size, root: f.version.root.toString('hex'), height: f.version.height }));
+    const out: ReplicaSnapshot = { share, name, created: info.created, ...(info.lockedUntil ? { lockedUntil: info.lockedUntil } : {}), files };
+    if (verify !== undefined) {
+      const run = await runVerify(this.ns, { share, snapshot: name, full: verify === 'full' });
+      out.verify = { problems: run.problems, segmentsChecked: run.segmentsChecked, bytesRead: run.bytesRead };
+    }
+    return out;
+  }
+
+  async list(caller: ReplicaCaller, share: string): Promise<Array<{ name: string; created: string; lockedUntil?: string }>> {
+    validateName('share', share);
+    this.authorize(caller, share);
+    return (await this.ns.snapshots.list(share)).map((s) => ({ name: s.name, created: s.created, ...(s.lockedUntil ? { lockedUntil: s.lockedUntil } : {}) }));
+  }
+
+  /** A segment's plain bytes by fingerprint (re-hashed on read), or null when this store lacks it. */
+  async segment(caller: ReplicaCaller, fpHex: string): Promise<Buffer | null> {
+    if (!/^[0-9a-f]{64}$/.test(fpHex)) throw vmError('INVALID_ARGUMENT', `${JSON.stringify(fpHex.slice(0, 80))} is not a fingerprint (64 hex digits)`);
+    if (!caller.admin && ![...this.owned.values()].some((o) => o.owner === caller.name)) {
+      throw vmError('FORBIDDEN', `replication token ${caller.name} owns no clone target here`);
+    }
+    const [got] = await this.ns.store.readSegments([Buffer.from(fpHex, 'hex')]);
+    return got;
+  }
+}
