@@ -20,6 +20,7 @@ import { ApplianceServices, VERSION } from './appliance-services.js';
 import { ApplianceVms } from './appliance-vms.js';
 import { AgentPool } from './backup/agent-pool.js';
 import { openPolicies, type PolicyParts } from './appliance-policies.js';
+import { wireBestCopy } from './appliance-bestcopy.js';
 import { parseDuration } from './policy/durations.js';
 import { BackupService } from './backup/backup-service.js';
 import { CatalogService } from './catalog/catalog-service.js';
@@ -418,6 +419,8 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     if (tls !== undefined) log(`TLS certificate SHA-256 ${certificateSha256(tls.cert)} (agents pin it: vmvault agent --pin ...)`);
     policies = await openPolicies({ data, ns, vms, backups, jobs, svc, maxLockMs: cfg.maxLockMs, maxParallel: cfg.maxParallelBackups, log });
     const policyService = policies.service;
+    // Restore from the best copy and verify --repair read damage from the recorded clone copies.
+    wireBestCopy({ ns, backups, svc, vms, copies: policies.clones });
     applianceVms.onVmRemoved((vm) => policyService.vmRemoved(vm));
     const agentTokens = await AgentTokens.load(data);
     // An agent token writes only the file of a task the pool gave one of its agents (issue 12).

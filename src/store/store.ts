@@ -346,10 +346,7 @@ export class SegmentStore {
    * SegmentSource serves, and what a test builds a source from.
    */
   async segment(fp: Buffer): Promise<Buffer | null> {
-    this.ensureOpen();
-    const [loc] = await locate(this.core, [fp]);
-    if (!loc) return null;
-    const [bytes] = await this.reader.segments([fp], false);
+    const [bytes] = await this.readSegments([fp]);
     return bytes;
   }
 
