@@ -14,6 +14,7 @@ import { Namespace } from '../src/namespace/namespace.js';
 import { BestCopy, type CopyCatalog, type PointCopy } from '../src/policy/best-copy.js';
 import type { SegmentSource } from '../src/policy/segment-source.js';
 import { SegmentStore } from '../src/store/store.js';
+import { ApplianceServices } from '../src/appliance-services.js';
 import { allRecords, containerPath, flipByte, RECORD_HEADER_BYTES } from './helpers/containers.js';
 import { generate, Rng } from './helpers/data.js';
 import { rejection } from './helpers/store-probe.js';
@@ -173,4 +174,21 @@ t.test('verify --repair: damage verify finds is repaired from the copies of the 
   t.equal(sum.repaired, 2, 'both repaired');
   t.same(sum.failed, [], 'none left');
   t.same((await runVerify(r.ns, { full: true })).problems, [], 'verify is clean afterwards');
+});
+
+t.test('the verify job with repair (control plane services): repaired, logged, and the result is the second verify', async (t) => {
+  const r = await rig(t);
+  damage(r, 2);
+  const svc = new ApplianceServices(r.ns);
+  const best = new BestCopy(r.ns, catalog(r));
+  const ctx = (log: string[]) => ({ signal: new AbortController().signal, progress: () => {}, log: (m: string) => void log.push(m) });
+  const without: string[] = [];
+  const first = await svc.verify(ctx(without), { full: true, repair: true });
+  t.ok(first.problems.length > 0, 'without copies wired the damage stays in the result');
+  t.ok(without.some((l) => l.includes('no clone or DR copies are known')), 'and the log says why nothing was repaired');
+  svc.repairDamage = (problems, log) => best.repairProblems(problems, (share, snap) => (share === 'db01' ? { vm: 'db01', point: snap } : undefined), log);
+  const log: string[] = [];
+  const res = await svc.verify(ctx(log), { full: true, repair: true });
+  t.same(res.problems, [], 'the result (a second verify) is clean');
+  t.ok(log.some((l) => l.startsWith('repair: 2 segment(s) repaired from other copies, 0 not')), `logged: ${log.join(' | ')}`);
 });
