@@ -41,6 +41,12 @@ export class ApplianceServices implements ControlServices {
   /** Instant recovery (backup/recovery/), set by the composition root. */
   recovery?: RecoveryControl & { usingShare(share: string): string | undefined };
 
+  /**
+   * Repairs verify's damaged segments from other copies (policy/best-copy.ts, set by the
+   * composition root where copies exist): the count repaired.
+   */
+  repairDamage?: (problems: VerifyResult['problems'], log: (line: string) => void) => Promise<{ repaired: number; failed: Array<{ fingerprint: string; why: string }> }>;
+
   constructor(
     private readonly ns: Namespace,
     private readonly probe?: { report(): Promise<HealthReport> },
@@ -144,12 +150,26 @@ export class ApplianceServices implements ControlServices {
   }
 
   async verify(ctx: JobContext, target?: VerifyTarget): Promise<VerifyResult> {
-    const r = await runVerify(
-      this.ns,
-      target ?? {},
-      (p) => (p.phase === 'containers' ? ctx.progress(p.done, p.total, 'containers', 'checking containers') : ctx.progress(p.done, p.total, 'bytes', 'checking files')),
-      ctx.signal,
-    );
+    const { repair, ...what } = target ?? {};
+    const check = () =>
+      runVerify(
+        this.ns,
+        what,
+        (p) => (p.phase === 'containers' ? ctx.progress(p.done, p.total, 'containers', 'checking containers') : ctx.progress(p.done, p.total, 'bytes', 'checking files')),
+        ctx.signal,
+      );
+    let r = await check();
+    // --repair: damaged segments are mended from the copies of the points that reach them, and
+    // the result is that of a second verify, so it lists only what is still wrong.
+    if (repair === true && r.problems.some((p) => p.fingerprint !== undefined)) {
+      if (!this.repairDamage) {
+        ctx.log('repair: no clone or DR copies are known to this appliance; nothing repaired');
+      } else {
+        const sum = await this.repairDamage(r.problems, (l) => ctx.log(l));
+        ctx.log(`repair: ${sum.repaired} segment(s) repaired from other copies, ${sum.failed.length} not (${sum.failed.map((f) => `${f.fingerprint.slice(0, 16)}…: ${f.why}`).join('; ') || 'none'})`);
+        if (sum.repaired > 0) r = await check();
+      }
+    }
     return {
       target: r.target,
       containers: r.containers,

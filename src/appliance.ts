@@ -25,6 +25,7 @@ import { RecoveryService } from './backup/recovery/recovery-service.js';
 import { AgentPool } from './backup/agent-pool.js';
 import { openPolicies, type PolicyParts } from './appliance-policies.js';
 import { drControl } from './appliance-dr.js';
+import { wireBestCopy } from './appliance-bestcopy.js';
 import { parseDuration } from './policy/durations.js';
 import { BackupService } from './backup/backup-service.js';
 import { CatalogService } from './catalog/catalog-service.js';
@@ -462,6 +463,8 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     const dr = drControl({ data, store, mount, resolve: (to) => policies!.resolveDr(to) });
     policies = await openPolicies({ data, ns, vms, backups, jobs, svc, maxLockMs: cfg.maxLockMs, maxParallel: cfg.maxParallelBackups, dr, log });
     const policyService = policies.service;
+    // Restore from the best copy and verify --repair read damage from the recorded clone copies.
+    wireBestCopy({ ns, backups, svc, vms, copies: policies.clones });
     applianceVms.onVmRemoved((vm) => policyService.vmRemoved(vm));
     // VM groups (issue 13): <data>/groups.json; a removed VM leaves every group that lists it.
     const groupRegistry = await GroupRegistry.open(data);

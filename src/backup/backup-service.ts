@@ -34,7 +34,7 @@ import { type BackupRecord, BackupRecords } from './backup-records.js';
 import { COPY_JOB_KEY, CopyPlugin } from './copy-plugin.js';
 import { checkpointName, pointName, uniquePointName } from './point-name.js';
 import type { QmpOpener } from './qmp-open.js';
-import { restorePoint } from './restore.js';
+import { type CopyPlanner, restorePoint } from './restore.js';
 import { looksLikeNbdUri, restorePointToNbd } from './restore-nbd.js';
 import { WorkflowEngine } from './workflow/engine.js';
 import { loadPluginsFolder } from './workflow/executable-plugins.js';
@@ -141,6 +141,8 @@ export class BackupService {
   /** Actions the plug-ins folder's executables declare (workflow files may name them). */
   private extraActions: string[] = [];
   private readonly pointListeners: PointListener[] = [];
+
+  private copyPlanner: CopyPlanner | undefined;
 
   constructor(
     private readonly ns: Namespace,
@@ -516,13 +518,28 @@ export class BackupService {
       p.log(`restored ${rec.point} of ${name} over NBD: ${files.join(', ')}`);
       return { point: rec.point, files };
     }
-    const files = await restorePoint(this.ns, vm.share, rec.point, rec.disks.map((d) => d.device), path.resolve(opts.to), {
-      format,
-      signal: p.signal,
-      advance: (n) => p.advance(n),
-    });
+    // Other copies of the point for damage met on the way (policy/best-copy.ts, when set).
+    const plan = await this.copyPlanner?.(name, vm.share, rec.point, (l) => p.log(l));
+    let files: string[];
+    try {
+      files = await restorePoint(this.ns, vm.share, rec.point, rec.disks.map((d) => d.device), path.resolve(opts.to), {
+        format,
+        signal: p.signal,
+        advance: (n) => p.advance(n),
+        rescue: plan?.rescue,
+      });
+    } catch (err) {
+      await plan?.finish(false);
+      throw err;
+    }
+    await plan?.finish(true);
     p.log(`restored ${rec.point} of ${name}: ${files.join(', ')}`);
     return { point: rec.point, files };
+  }
+
+  /** Where a restore finds other copies of a point (the composition root sets policy's BestCopy). */
+  setCopyPlanner(planner: CopyPlanner | undefined): void {
+    this.copyPlanner = planner;
   }
 }
 

@@ -12,6 +12,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { fromSystemError, vmError } from '../errors.js';
 import type { Namespace } from '../namespace/namespace.js';
+import type { ReadRescue } from '../namespace/damage.js';
 import { isZero } from './disk-copy.js';
 
 const run = promisify(execFile);
@@ -24,7 +25,25 @@ export interface RestoreOptions {
   chunkBytes?: number;
   /** Reads in flight. Default 4. */
   inFlight?: number;
+  /**
+   * Another copy's segments for damage met on the way (policy/best-copy.ts): a damaged
+   * segment is read from there, the rest from the primary, without starting over.
+   */
+  rescue?: ReadRescue;
 }
+
+/**
+ * What a restore may be given besides the primary (policy/best-copy.ts makes it): a rescue
+ * that reads damaged segments from other copies of the point, and what to do once the restore
+ * ended (repair the primary's damaged segments from those copies, close them).
+ */
+export interface CopyPlan {
+  rescue: ReadRescue;
+  finish(restored: boolean): Promise<void>;
+}
+
+/** Makes the plan for one point's restore; undefined: the primary alone. */
+export type CopyPlanner = (vm: string, share: string, point: string, log: (line: string) => void) => Promise<CopyPlan | undefined>;
 
 /** Copies the namespace file `from` into the local file `to` (sparse: zero chunks not written). */
 export async function restoreFile(ns: Namespace, from: string, to: string, opts: Omit<RestoreOptions, 'format'>): Promise<number> {
@@ -54,7 +73,7 @@ export async function restoreFile(ns: Namespace, from: string, to: string, opts:
         const at = next;
         const len = Math.min(chunk, ranges[r].end - at);
         next += len;
-        const buf = await ns.fs.read(fh, at, len);
+        const buf = await ns.fs.read(fh, at, len, opts.rescue);
         if (buf.length !== len) throw vmError('IO', `${from}: read ${buf.length} bytes at ${at}, expected ${len}`);
         await writeSparse(out!, buf, at);
         opts.advance?.(len);
@@ -120,7 +139,7 @@ export async function restorePoint(
     const json = await ns.fs.open(`${base}/vm.json`, 0);
     try {
       const size = (await ns.fs.fgetattr(json)).size;
-      await fs.writeFile(`${vmJson}.partial`, await ns.fs.read(json, 0, size), { flag: 'wx', mode: 0o600 });
+      await fs.writeFile(`${vmJson}.partial`, await ns.fs.read(json, 0, size, opts.rescue), { flag: 'wx', mode: 0o600 });
     } finally {
       await ns.fs.release(json);
     }

@@ -62,7 +62,9 @@ Snapshots and copies
 
 Maintenance (jobs; a progress bar until done, Ctrl-C cancels)
   gc                                      reclaim space no longer referenced
-  verify [<share>[/<snapshot>]] [--full]  check the store, a share or a snapshot
+  verify [<share>[/<snapshot>]] [--full] [--repair]
+                                          check the store, a share or a snapshot; --repair
+                                          mends damaged segments from clone or DR copies
   index rebuild                           rebuild the segment index from the containers
   jobs                                    running and recent jobs
   jobs <id> | jobs watch <id> | jobs cancel <id>
@@ -222,6 +224,7 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       force: values.force === true,
       deleteSnapshots: values['delete-snapshots'] === true,
       full: values.full === true,
+      repair: values.repair === true,
       detach: values.detach === true,
       qmp: values.qmp,
       qga: values.qga,
@@ -297,6 +300,7 @@ const OPTIONS = {
   force: 'boolean',
   'delete-snapshots': 'boolean',
   full: 'boolean',
+  repair: 'boolean',
   detach: 'boolean',
   help: 'boolean',
   qmp: 'string',

@@ -169,6 +169,8 @@ export interface VerifyTarget {
   snapshot?: string;
   /** Re-read and re-hash every segment, not only container structure and index. */
   full?: boolean;
+  /** Repair damaged segments found from other copies of the points that reach them (issue 14). */
+  repair?: boolean;
 }
 
 /** Definitions: schemas.ts (verifyResult). */

@@ -6,7 +6,7 @@
 // ".snapshots" itself is virtual: it cannot be created, renamed or removed.
 
 import { vmError } from '../errors.js';
-import { EMPTY_VERSION } from '../store/store.js';
+import { EMPTY_VERSION, type ReadRescue } from '../store/store.js';
 import { latest, type NsContext, type ParentResolved, type Resolved } from './context.js';
 import { Txn } from './meta.js';
 import { SNAPSHOTS_DIR } from './names.js';
@@ -491,8 +491,9 @@ export class FsOps {
     return this.newHandle(r.vol.id, r.inode, writable);
   }
 
-  async read(fh: number, pos: number, len: number): Promise<Buffer> {
-    return this.handle(fh).file.read(pos, len);
+  /** `rescue`: damage met in the store is read from another copy (namespace/damage.ts). */
+  async read(fh: number, pos: number, len: number, rescue?: ReadRescue): Promise<Buffer> {
+    return this.handle(fh).file.read(pos, len, rescue);
   }
 
   /** Reads into the caller's buffer (FUSE's own): the byte count, at once when it can be. */

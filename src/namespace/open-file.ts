@@ -10,7 +10,7 @@
 // write, flush or fsync reports the error: like a page-cache writeback error, the data
 // written since that version is lost and the writer is told.
 
-import type { SegmentStore } from '../store/store.js';
+import type { ReadRescue, SegmentStore } from '../store/store.js';
 import type { FileVersion } from '../store/store.js';
 import { ExtentMap } from './extent-map.js';
 
@@ -188,11 +188,12 @@ export class OpenFile {
     this.touch();
   }
 
-  async read(pos: number, len: number): Promise<Buffer> {
+  /** `rescue`: damage met in the store is read from another copy (store/repair/read-rescue.ts). */
+  async read(pos: number, len: number, rescue?: ReadRescue): Promise<Buffer> {
     const end = Math.min(this.size, pos + len);
     if (pos >= end) return Buffer.alloc(0);
     const out = Buffer.allocUnsafe(end - pos);
-    await this.readInto(pos, out);
+    await this.readInto(pos, out, rescue);
     return out;
   }
 
@@ -201,7 +202,7 @@ export class OpenFile {
    * committed over the version (zeros past its visible end). Returns the byte count (less than
    * out.length only at the end of the file): at once when no store read must be awaited.
    */
-  readInto(pos: number, out: Buffer): number | Promise<number> {
+  readInto(pos: number, out: Buffer, rescue?: ReadRescue): number | Promise<number> {
     const end = Math.min(this.size, pos + out.length);
     if (pos >= end) return 0;
     const n = end - pos;
@@ -215,7 +216,7 @@ export class OpenFile {
     if (baseEnd < end) out.fill(0, baseEnd - pos, n);
     const flushing = this.flushing;
     const dirty = this.dirty;
-    const r = this.store.readInto(this.base, pos, out.subarray(0, baseEnd - pos));
+    const r = this.store.readInto(this.base, pos, out.subarray(0, baseEnd - pos), rescue);
     if (typeof r === 'number') {
       this.overlay(out, pos, n, undefined, undefined);
       return n;

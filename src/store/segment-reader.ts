@@ -17,6 +17,7 @@ import { FpMap } from './index/fp-map.js';
 import type { Location } from './index/segment-index.js';
 import type { StoreCore } from './store-core.js';
 import { decodeNode, type Node } from './tree/node.js';
+import { type ReadRescue, rescuable } from './repair/read-rescue.js';
 
 const NODE_CACHE_ENTRIES = 8192;
 const DATA_CACHE_BYTES = 64 * 1024 * 1024;
@@ -84,6 +85,13 @@ export interface ReadPiece {
   take: number;
 }
 
+/** A rescued read's state within one decode. */
+interface RescueContext {
+  rescue: ReadRescue;
+  /** What the caller reads: tree nodes or data (a record's own kind wins where known). */
+  kind: 'data' | 'node';
+}
+
 interface DiskItem {
   /** Index into the unique segments of the request. */
   j: number;
@@ -93,7 +101,14 @@ interface DiskItem {
   at: number;
 }
 
-export class SegmentReader {
+/** What a TreeView reads through: the store's reader, or the same with a rescue (withRescue). */
+export interface SegmentReads {
+  node(fp: Buffer): Promise<Node>;
+  segments(fps: Buffer[], cache?: boolean): Promise<Buffer[]>;
+  readInto(out: Buffer, pieces: ReadPiece[]): Promise<void>;
+}
+
+export class SegmentReader implements SegmentReads {
   private readonly nodes = new FpLru<Node>(NODE_CACHE_ENTRIES);
   private readonly data = new FpLru<Buffer>(DATA_CACHE_BYTES);
 
@@ -104,17 +119,29 @@ export class SegmentReader {
     this.data.clear();
   }
 
-  async node(fp: Buffer): Promise<Node> {
+  /**
+   * The same reads, but a segment the primary cannot give back is asked of the rescue's
+   * fetchers (repair/read-rescue.ts) instead of failing the read.
+   */
+  withRescue(rescue: ReadRescue): SegmentReads {
+    return {
+      node: (fp) => this.node(fp, rescue),
+      segments: (fps, cache = true) => this.segments(fps, cache, rescue),
+      readInto: (out, pieces) => this.readInto(out, pieces, rescue),
+    };
+  }
+
+  async node(fp: Buffer, rescue?: ReadRescue): Promise<Node> {
     const hit = this.nodes.get(fp);
     if (hit) return hit;
-    const [raw] = await this.segments([fp], false);
+    const [raw] = await this.segments([fp], false, rescue, 'node');
     const n = decodeNode(raw, `tree node ${fpShort(fp)}`);
     this.nodes.set(Buffer.from(fp), n, 1);
     return n;
   }
 
   /** The plain bytes of whole segments, in order (kept in the data cache if `cache`). */
-  async segments(fps: Buffer[], cache = true): Promise<Buffer[]> {
+  async segments(fps: Buffer[], cache = true, rescue?: ReadRescue, kind: 'data' | 'node' = 'data'): Promise<Buffer[]> {
     const out: Buffer[] = new Array(fps.length);
     const pieces: ReadPiece[] = [];
     const which: number[] = [];
@@ -127,7 +154,7 @@ export class SegmentReader {
       }
     }
     if (pieces.length === 0) return out;
-    const got = await this.decode(undefined, pieces, cache);
+    const got = rescue ? await this.decodeRescued(undefined, pieces, cache, rescue, kind) : await this.decode(undefined, pieces, cache);
     for (let k = 0; k < which.length; k++) out[which[k]] = got[k];
     return out;
   }
@@ -136,14 +163,61 @@ export class SegmentReader {
    * Reads data segments into `out`: for each piece, bytes [skip, skip + take) of its segment
    * land at out[dst]. Segments wanted whole are decoded in place.
    */
-  async readInto(out: Buffer, pieces: ReadPiece[]): Promise<void> {
+  async readInto(out: Buffer, pieces: ReadPiece[], rescue?: ReadRescue): Promise<void> {
     const todo: ReadPiece[] = [];
     for (const p of pieces) {
       const hit = this.data.get(p.fp);
       if (hit) hit.copy(out, p.dst, p.skip, p.skip + p.take);
       else todo.push(p);
     }
-    if (todo.length > 0) await this.decode(out, todo, true);
+    if (todo.length === 0) return;
+    if (rescue) await this.decodeRescued(out, todo, true, rescue, 'data');
+    else await this.decode(out, todo, true);
+  }
+
+  /**
+   * decode() with a rescue: segments it already served are taken from it; records that fail
+   * to decode or verify are collected in one pass and asked of it (the common case, bit rot in
+   * a few records); anything else that fails the batch (a container file gone, an index entry
+   * missing) sends the batch piece by piece, each failing piece to the rescue. Rescued bytes
+   * are not kept in the data cache: a later plain read must meet the primary as it is.
+   */
+  private async decodeRescued(out: Buffer | undefined, pieces: ReadPiece[], cache: boolean, rescue: ReadRescue, kind: 'data' | 'node'): Promise<Buffer[]> {
+    const got: Buffer[] = new Array(pieces.length);
+    const rest: ReadPiece[] = [];
+    const restAt: number[] = [];
+    for (let i = 0; i < pieces.length; i++) {
+      const p = pieces[i];
+      const known = rescue.known(p.fp);
+      if (known) {
+        got[i] = known;
+        if (out) known.copy(out, p.dst, p.skip, p.take < 0 ? known.length : p.skip + p.take);
+      } else {
+        rest.push(p);
+        restAt.push(i);
+      }
+    }
+    if (rest.length === 0) return got;
+    let part: Buffer[];
+    try {
+      part = await this.decodeRetry(out, rest, cache, { rescue, kind });
+    } catch (err) {
+      if (!rescuable(err) || rescue.isFinal(err)) throw err;
+      part = new Array(rest.length);
+      for (let k = 0; k < rest.length; k++) {
+        const p = rest[k];
+        try {
+          [part[k]] = await this.decodeRetry(out, [p], cache, { rescue, kind });
+        } catch (e) {
+          if (!rescuable(e) || rescue.isFinal(e)) throw e;
+          const b = await rescue.rescue(p.fp, kind, e);
+          part[k] = b;
+          if (out) b.copy(out, p.dst, p.skip, p.take < 0 ? b.length : p.skip + p.take);
+        }
+      }
+    }
+    for (let k = 0; k < rest.length; k++) got[restAt[k]] = part[k];
+    return got;
   }
 
   /**
@@ -162,9 +236,9 @@ export class SegmentReader {
     }
   }
 
-  private async decodeRetry(out: Buffer | undefined, pieces: ReadPiece[], cache: boolean): Promise<Buffer[]> {
+  private async decodeRetry(out: Buffer | undefined, pieces: ReadPiece[], cache: boolean, rc?: RescueContext): Promise<Buffer[]> {
     try {
-      return await this.decodeOnce(out, pieces, cache);
+      return await this.decodeOnce(out, pieces, cache, rc);
     } catch (err) {
       // Garbage collection may have copied a segment forward and removed its container between
       // our lookup and our read: forget what we knew of that container and look up once more.
@@ -172,11 +246,11 @@ export class SegmentReader {
       if (cid === undefined) throw err;
       this.core.cache.drop(cid);
       this.core.files.forget(cid);
-      return this.decodeOnce(out, pieces, cache);
+      return this.decodeOnce(out, pieces, cache, rc);
     }
   }
 
-  private async decodeOnce(out: Buffer | undefined, pieces: ReadPiece[], cache: boolean): Promise<Buffer[]> {
+  private async decodeOnce(out: Buffer | undefined, pieces: ReadPiece[], cache: boolean, rc?: RescueContext): Promise<Buffer[]> {
     // A segment repeated within one read is simply decoded twice: rarer than the bookkeeping
     // that would avoid it is costly.
     const n = pieces.length;
@@ -205,24 +279,40 @@ export class SegmentReader {
     }
     if (disk.length === 0) return got;
     const scratch = Buffer.allocUnsafe(scratchBytes);
-    await this.readDisk(disk, pieces, out ?? scratch, scratch);
+    const failed: Array<{ d: DiskItem; err: Error }> | undefined = rc ? [] : undefined;
+    await this.readDisk(disk, pieces, out ?? scratch, scratch, failed);
+    // Records the rescue mended: healthy bytes from another copy where the damaged ones were.
+    const mended = new Set<number>();
+    if (failed && failed.length > 0) {
+      await Promise.all(
+        failed.map(async ({ d, err }) => {
+          const p = pieces[d.j];
+          const kind = d.loc.kind === SegmentKind.Node ? 'node' : rc!.kind;
+          const b = await rc!.rescue.rescue(p.fp, kind, err);
+          if (b.length !== d.loc.rawLen) throw err; // hashed to the fingerprint: cannot differ
+          mended.add(d.j);
+          if (d.target === 0) b.copy(out!, d.at);
+          else b.copy(scratch, d.at);
+        }),
+      );
+    }
     for (const d of disk) {
       if (d.target === 0) continue; // decoded in place
       const seg = scratch.subarray(d.at, d.at + d.loc.rawLen);
       got[d.j] = seg;
       const p = pieces[d.j];
       if (out) seg.copy(out, p.dst, p.skip, p.skip + p.take);
-      if (cache) this.data.set(Buffer.from(p.fp), seg, seg.length);
+      if (cache && !mended.has(d.j)) this.data.set(Buffer.from(p.fp), seg, seg.length);
     }
     return got;
   }
 
-  private async readDisk(disk: DiskItem[], pieces: ReadPiece[], out: Buffer, scratch: Buffer): Promise<void> {
+  private async readDisk(disk: DiskItem[], pieces: ReadPiece[], out: Buffer, scratch: Buffer, failed?: Array<{ d: DiskItem; err: Error }>): Promise<void> {
     // Container order, then offset order: sequential reads of each file.
     disk.sort((a, b) => a.loc.cid - b.loc.cid || a.loc.offset - b.loc.offset);
     const fds = new Map<number, number>();
     try {
-      for (const d of disk) if (!fds.has(d.loc.cid)) fds.set(d.loc.cid, await this.core.files.acquire(d.loc.cid));
+      for (const d of disk) if (!fds.has(d.loc.cid)) fds.set(d.loc.cid, await this.acquire(d.loc.cid));
       const groups: Array<Promise<void>> = [];
       let from = 0;
       let bytes = 0;
@@ -230,7 +320,7 @@ export class SegmentReader {
       for (let k = 0; k < disk.length; k++) {
         bytes += disk[k].loc.rawLen;
         if (bytes >= DECODE_SPLIT_BYTES || k === disk.length - 1) {
-          groups.push(this.decodeGroup(disk, from, k + 1, fds, pieces, targets));
+          groups.push(this.decodeGroup(disk, from, k + 1, fds, pieces, targets, failed));
           from = k + 1;
           bytes = 0;
         }
@@ -241,7 +331,17 @@ export class SegmentReader {
     }
   }
 
-  private async decodeGroup(disk: DiskItem[], from: number, to: number, fds: Map<number, number>, pieces: ReadPiece[], targets: Buffer[]): Promise<void> {
+  /** A container's descriptor; a failure names the container (a rescue records where the damage is). */
+  private async acquire(cid: number): Promise<number> {
+    try {
+      return await this.core.files.acquire(cid);
+    } catch (err) {
+      if (!isVmvaultError(err) || err.details?.container !== undefined) throw err;
+      throw vmError(err.code, `container ${containerName(cid)}: ${err.message}`, { ...(err.details ?? {}), container: cid }, err);
+    }
+  }
+
+  private async decodeGroup(disk: DiskItem[], from: number, to: number, fds: Map<number, number>, pieces: ReadPiece[], targets: Buffer[], failed?: Array<{ d: DiskItem; err: Error }>): Promise<void> {
     const n = to - from;
     const items = new Float64Array(n * DECODE_ITEM);
     const fps = Buffer.allocUnsafe(n * 32);
@@ -262,21 +362,28 @@ export class SegmentReader {
       if (faults) faults[k] = readFaultOf(this.core.files.pathOf(d.loc.cid));
     }
     const failures = await this.core.codec.decode(items, fps, targets, faults);
-    if (failures.length > 0) {
-      const e = failures[0];
+    if (failures.length === 0) return;
+    const errorOf = (e: (typeof failures)[number]): Error => {
       const d = disk[from + e.i];
       const place = { cid: d.loc.cid, offset: d.loc.offset };
       const file = this.core.files.pathOf(d.loc.cid);
       const fp = pieces[d.j].fp;
       if (e.kind === 'io') {
-        throw vmError('IO', `reading ${file} (container ${containerName(d.loc.cid)}) at offset ${d.loc.offset}, segment ${fpHex(fp).slice(0, 16)}: ${e.message}`, {
+        return vmError('IO', `reading ${file} (container ${containerName(d.loc.cid)}) at offset ${d.loc.offset}, segment ${fpHex(fp).slice(0, 16)}: ${e.message}`, {
           container: d.loc.cid,
           offset: d.loc.offset,
           fingerprint: fpHex(fp),
           path: file,
         });
       }
-      throw corrupt(fp, place, e.kind === 'short' ? `${e.message} in ${file}` : e.message);
+      return corrupt(fp, place, e.kind === 'short' ? `${e.message} in ${file}` : e.message);
+    };
+    if (!failed) throw errorOf(failures[0]);
+    for (const e of failures) {
+      const err = errorOf(e);
+      // Logged as a plain read's failure is: the operator learns of the damage either way.
+      this.core.log(`store: read failed: ${err.message}`);
+      failed.push({ d: disk[from + e.i], err });
     }
   }
 

@@ -28,6 +28,7 @@ import { LocalityCache, toLocation } from './index/locality-cache.js';
 import { Lookup } from './index/lookup.js';
 import { type Location, SegmentIndex } from './index/segment-index.js';
 import { SummaryFilter } from './index/summary.js';
+import { Superseded } from './index/superseded.js';
 import { MemoryTrim } from './memory-trim.js';
 import type { ChunkerParams } from './segmenter/segmenter.js';
 
@@ -45,6 +46,8 @@ export class StoreCore {
   counters: StoreCounters;
   /** Refuses new data before the disk is so full that LevelDB cannot write. */
   readonly space: SpaceGuard;
+  /** Records replaced by a repair (index/superseded.ts); loaded at open. */
+  private supersededSet = new Superseded();
 
   private readonly placement: Placement;
   private readonly lookup: Lookup;
@@ -82,6 +85,15 @@ export class StoreCore {
       for (const p of pending.values()) yield p.meta.fp;
     });
     this.log = opts.log ?? ((line) => process.stderr.write(`${line}\n`));
+  }
+
+  get superseded(): Superseded {
+    return this.supersededSet;
+  }
+
+  set superseded(s: Superseded) {
+    this.supersededSet = s;
+    this.cache.skip = (fp, off, cid) => this.supersededSet.has(fp, cid, off);
   }
 
   /** The codec engine under its earlier name (test helpers close it to simulate a crash). */

@@ -48,12 +48,15 @@ import { readCheckpoint } from './checkpoint.js';
 import { readCounters } from './counters.js';
 import { metaKey } from './keys.js';
 import { StoreCore } from './store-core.js';
+import { Superseded } from './index/superseded.js';
 import { TreeView } from './tree/reader.js';
 import { collectGarbage, type GcOptions, type GcReport } from './gc/gc.js';
 import { registerInternals } from './internals.js';
 import { type Piece, TreeWriter, type WriteResult } from './tree/writer.js';
 import { acceptSegment, type AcceptResult, locate, RecipeWriter } from './remote-ingest.js';
 import { EMPTY_VERSION, type FileVersion } from './tree/version.js';
+import { ReadRescue } from './repair/read-rescue.js';
+import { repairSegment, type RepairResult } from './repair/segment-repair.js';
 
 export interface OpenOptions {
   /** Segment sizes for a new store (ignored for an existing one: they are recorded in it). */
@@ -158,6 +161,7 @@ export class SegmentStore {
       await removeBloom(dir);
       const codec = createCodecEngine(opts.workers);
       const core = new StoreCore({ dir, db, chunker: config.chunker, bloom: bloom ?? BloomFilter.forCapacity(1 << 20), counters, nextCid: ckpt.nextCid, codec, reserveBytes: opts.reserveBytes, log: opts.log });
+      core.superseded = await Superseded.load(db);
       let report: RepairReport | undefined;
       if (!clean) {
         const r = await recoverContainers(db, core.index, core.files, ckpt, counters);
@@ -211,8 +215,9 @@ export class SegmentStore {
     return w.finish();
   }
 
-  view(version: FileVersion): TreeView {
-    return new TreeView(version, this.reader);
+  /** A view of the version; with a rescue, damage met is read from another copy (repair/read-rescue.ts). */
+  view(version: FileVersion, rescue?: ReadRescue): TreeView {
+    return new TreeView(version, rescue ? this.reader.withRescue(rescue) : this.reader);
   }
 
   /** A new version whose content is described by pieces of `old`, new bytes and zeros. */
@@ -302,12 +307,17 @@ export class SegmentStore {
     return this.writeExtents(old, [], size);
   }
 
-  async read(version: FileVersion, offset: number, length: number): Promise<Buffer> {
+  async read(version: FileVersion, offset: number, length: number, rescue?: ReadRescue): Promise<Buffer> {
     this.ensureOpen();
     const end = Math.min(version.size, offset + length);
     if (offset >= end) return Buffer.alloc(0);
     const out = Buffer.allocUnsafe(end - offset);
-    const view = this.view(version);
+    const view = this.view(version, rescue);
+    // A rescued read bypasses the shared read-ahead windows (their reads carry no rescue).
+    if (rescue) {
+      await view.readInto(offset, out);
+      return out;
+    }
     // Our own buffer: segments are decoded straight into it.
     await (this.readAhead.readInto(view, offset, out) ?? view.readInto(offset, out));
     return out;
@@ -321,13 +331,38 @@ export class SegmentStore {
    * request that timed out), and a copy on this thread then meets a detached buffer, where a
    * worker would write into freed memory.
    */
-  readInto(version: FileVersion, offset: number, out: Buffer): number | Promise<number> {
+  readInto(version: FileVersion, offset: number, out: Buffer, rescue?: ReadRescue): number | Promise<number> {
     this.ensureOpen();
-    const view = this.view(version);
-    const r = this.readAhead.readInto(view, offset, out);
+    const view = this.view(version, rescue);
+    const r = rescue ? undefined : this.readAhead.readInto(view, offset, out);
     if (r !== undefined) return r;
     const own = Buffer.allocUnsafe(out.length);
     return view.readInto(offset, own).then(() => own.copy(out));
+  }
+
+  // ---- damage: reading a segment by name, and repairing it from another copy ----------------
+
+  /**
+   * The plain bytes of a stored segment, verified; null when the store does not hold it.
+   * Throws CORRUPT_SEGMENT or IO when it holds a damaged copy. What another appliance's
+   * SegmentSource serves, and what a test builds a source from.
+   */
+  async segment(fp: Buffer): Promise<Buffer | null> {
+    const [bytes] = await this.readSegments([fp]);
+    return bytes;
+  }
+
+  /**
+   * Replaces a damaged (or missing) segment with `plain`, which must hash to `fp`
+   * (SEGMENT_MISMATCH otherwise; nothing changes). The fresh copy goes into the open
+   * container, and the index points at it in one synced batch once it is durable; the old
+   * record is marked superseded so reads, an index rebuild and GC see only the healthy copy.
+   * A crash leaves the old record or the new one (FORMAT.md, "Repair"). A segment that reads
+   * back healthy is left alone (`repaired: false`).
+   */
+  async repairSegment(fp: Buffer, plain: Buffer, kind: 'data' | 'node' = 'data'): Promise<RepairResult> {
+    this.ensureOpen();
+    return repairSegment(this.core, this.reader, fp, plain, kind);
   }
 
   /**
@@ -492,3 +527,7 @@ export type { Problem, Progress, VerifiedContainers, VerifyOptions, VerifyReport
 // data directory rebuilt from one.
 export type { SnapshotContainer, StoreSnapshot } from './copy-snapshot.js';
 export { writeDatabase } from './database-restore.js';
+// Reading past damage with another copy, and repair (repair/).
+export { ReadRescue };
+export type { Damage, ReadRescueOptions, SegmentFetcher } from './repair/read-rescue.js';
+export type { RepairResult };

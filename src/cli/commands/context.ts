@@ -9,6 +9,8 @@ export interface Flags {
   force: boolean;
   deleteSnapshots: boolean;
   full: boolean;
+  /** verify --repair: damaged segments repaired from other copies. */
+  repair?: boolean;
   detach: boolean;
   // VM backup options (vms.ts); other commands refuse them.
   qmp?: string;

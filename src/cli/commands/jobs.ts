@@ -28,6 +28,7 @@ export async function verifyCommand(ctx: CommandContext, args: string[]): Promis
     if (snapshot !== undefined) target.snapshot = snapshot;
   }
   if (ctx.flags.full) target.full = true;
+  if (ctx.flags.repair) target.repair = true;
   return startAndWatch(ctx, '/verify', target);
 }
 

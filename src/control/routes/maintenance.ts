@@ -48,6 +48,7 @@ export async function maintenanceRoutes(app: FastifyInstance, { services, jobs }
             share: shareName,
             snapshot: { ...snapshotName, description: `Needs share. ${snapshotName.description}` },
             full: { type: 'boolean', title: 'full flag', description: 'Re-read and re-hash every segment.' },
+            repair: { type: 'boolean', title: 'repair flag', description: 'Repair damaged segments from clone or DR copies of the points that reach them, then verify again.' },
           },
         },
         bodyOptional: true,
@@ -72,6 +73,7 @@ export async function maintenanceRoutes(app: FastifyInstance, { services, jobs }
         }
       }
       if (target.full === true) label += ' (full)';
+      if (target.repair === true) label += ' (repair)';
       return start(reply, 'verify', label, (ctx) => services.verify(ctx, target));
     },
   );

@@ -194,7 +194,9 @@ async function sweepOne(core: StoreCore, c: Candidate, live: BloomFilter, thresh
     let liveBytes = 0;
     for (const r of table) {
       const bytes = RECORD_HEADER_BYTES + r.storedLen;
-      if (live.mayContain(r.fp)) {
+      // A record a repair replaced is dead whatever the mark says: copying it forward would
+      // put the damaged bytes back under the segment's name (index/superseded.ts).
+      if (live.mayContain(r.fp) && !core.superseded.has(r.fp, cid)) {
         liveRecs.push(r);
         liveBytes += bytes;
       } else {

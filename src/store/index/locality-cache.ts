@@ -41,6 +41,12 @@ export class LocalityCache {
   private records = 0;
   private clock = 0;
 
+  /**
+   * Records a repair replaced (index/superseded.ts): never cached, so a lookup finds the
+   * healthy copy through the index instead of the damaged record beside the neighbours.
+   */
+  skip: ((fp: Uint8Array, off: number, cid: number) => boolean) | undefined;
+
   constructor(
     private readonly maxContainers = 128,
     private readonly maxRecords = 1 << 17,
@@ -116,6 +122,7 @@ export class LocalityCache {
       const at = r * TABLE_ENTRY_BYTES;
       // A fingerprint already cached from another container keeps its first home.
       if (this.find(raw, at) !== 0) continue;
+      if (this.skip?.(raw, at, cid)) continue;
       this.put(key32(raw, at), ((slot << REC_BITS) | r) + 1);
     }
   }

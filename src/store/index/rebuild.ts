@@ -75,6 +75,8 @@ export async function rebuildIndex(core: StoreCore, onProgress?: (p: Progress) =
     ops.push({ type: 'put', key: containerKey(id), value: encodeContainerRecord({ size, records: table.length }) });
     for (const r of table) {
       report.records++;
+      // A record a repair replaced is never the segment's home again (index/superseded.ts).
+      if (core.superseded.has(r.fp, id)) continue;
       if (!found.get(r.fp)) found.set(Buffer.from(r.fp), toLocation(id, r));
     }
     await flush();

@@ -3,7 +3,7 @@
 
 import { vmError } from '../../errors.js';
 import { isZeroFp } from '../codec/fingerprint.js';
-import type { ReadPiece, SegmentReader } from '../segment-reader.js';
+import type { ReadPiece, SegmentReads } from '../segment-reader.js';
 import { childAt, childEntry, childFp, type Entry, type Node } from './node.js';
 import type { FileVersion } from './version.js';
 
@@ -24,7 +24,7 @@ const FETCH_BATCH = 2048;
 export class TreeView {
   constructor(
     readonly version: FileVersion,
-    private readonly reader: SegmentReader,
+    private readonly reader: SegmentReads,
   ) {}
 
   get size(): number {

@@ -1,0 +1,230 @@
+// Restore from the best available copy, and repair of the primary from the others (issue 14).
+//
+// The choice, per point: the primary, read through a rescue (store/repair/read-rescue.ts)
+// that holds the point's other copies in order: clone copies on other appliances, then
+// directory archives, then the DR copy (those verified most recently first within a kind). A
+// quick check of the point's references comes first, so the job log can say before reading
+// whether the primary is whole. Damage met while reading switches only the affected segments to
+// the next copy that holds them, without starting over; every switch is logged with its
+// reason ("primary segment 3f2a… in container 0000000c failed verification; read from clone
+// site-b"). Afterwards the primary's damaged segments are repaired from the bytes the copies
+// served (re-hashed before they replace anything), so damage does not stay.
+//
+// Copies are opened lazily: a restore of a healthy primary never contacts another appliance.
+// Where the copies come from is the clone/DR record's business (CopyCatalog: clone's
+// `policy/copies.ts` provides it); this file only needs a SegmentSource per copy.
+
+import { isVmvaultError } from '../errors.js';
+import { type Damage, ReadRescue, type SegmentFetcher } from '../namespace/damage.js';
+import { runVerify } from '../namespace/maintenance.js';
+import type { Namespace } from '../namespace/namespace.js';
+import type { Problem } from '../namespace/damage.js';
+import type { CopyPlan, CopyPlanner } from '../backup/restore.js';
+import type { SegmentSource } from './segment-source.js';
+
+/** One recorded copy of a point (clone's `copiesOf`, plus DR copies). */
+export interface PointCopy {
+  destination: string;
+  kind: 'appliance' | 'dir' | 'dr';
+  verifiedAt?: string;
+}
+
+/** Where a point's other copies are and how to read one (clone's policy/copies.ts). */
+export interface CopyCatalog {
+  copiesOf(vm: string, point: string): PointCopy[] | Promise<PointCopy[]>;
+  openSource(destination: string, vm: string, point: string): Promise<SegmentSource>;
+}
+
+const KIND_ORDER: Record<PointCopy['kind'], number> = { appliance: 0, dir: 1, dr: 2 };
+
+/** The order copies are asked in: clone on an appliance, archive, DR; newest verification first. */
+export function orderCopies(copies: PointCopy[]): PointCopy[] {
+  return [...copies].sort((a, b) => KIND_ORDER[a.kind] - KIND_ORDER[b.kind] || (b.verifiedAt ?? '').localeCompare(a.verifiedAt ?? ''));
+}
+
+/** How a copy is named in the job log. */
+export function copyName(c: PointCopy): string {
+  return c.kind === 'dr' ? `DR copy ${c.destination}` : c.kind === 'dir' ? `archive ${c.destination}` : `clone ${c.destination}`;
+}
+
+/** A copy opened on first use; a copy that cannot be opened answers every fetch with that error. */
+class LazySource implements SegmentFetcher {
+  private opened: Promise<SegmentSource> | undefined;
+
+  constructor(
+    readonly name: string,
+    private readonly open: () => Promise<SegmentSource>,
+  ) {}
+
+  async fetch(fp: Buffer): Promise<Buffer | null> {
+    this.opened ??= this.open();
+    return (await this.opened).fetch(fp);
+  }
+
+  async close(): Promise<void> {
+    if (!this.opened) return;
+    const s = await this.opened.catch(() => undefined);
+    await s?.close().catch(() => {});
+  }
+}
+
+/** The sentence a switch to another copy is logged with. */
+export function damageLine(d: Damage): string {
+  const seg = `primary segment ${d.fingerprint.slice(0, 16)}…`;
+  const where = d.container !== undefined ? ` in container ${d.container.toString(16).padStart(8, '0')}` : '';
+  const what = d.code === 'CORRUPT_SEGMENT' ? 'failed verification' : d.code === 'IO' ? 'could not be read (I/O error)' : 'is missing';
+  const passed = d.passedOver.length > 0 ? ` (passed over: ${d.passedOver.map((p) => `${p.source} ${p.why}`).join('; ')})` : '';
+  return `${seg}${where} ${what}; read from ${d.servedBy}${passed}`;
+}
+
+export interface BestCopyOptions {
+  /** Repair the primary's damaged segments after a restore met them (default true). */
+  repair?: boolean;
+  /** Check the point's references before reading, to log whether the primary is whole (default true). */
+  precheck?: boolean;
+}
+
+export interface RepairSummary {
+  repaired: number;
+  /** Segments found healthy already (repaired meanwhile). */
+  healthy: number;
+  /** Segments no copy could give healthy bytes for, with the reason. */
+  failed: Array<{ fingerprint: string; why: string }>;
+}
+
+export class BestCopy {
+  constructor(
+    private readonly ns: Namespace,
+    private readonly copies: CopyCatalog,
+    private readonly opts: BestCopyOptions = {},
+  ) {}
+
+  /** For BackupService.setCopyPlanner. */
+  readonly planner: CopyPlanner = (vm, share, point, log) => this.plan(vm, share, point, log);
+
+  /** The fetchers of a point's copies, in the order they are asked. */
+  async sources(vm: string, point: string): Promise<LazySource[]> {
+    const list = orderCopies(await this.copies.copiesOf(vm, point));
+    return list.map((c) => new LazySource(copyName(c), () => this.copies.openSource(c.destination, vm, point)));
+  }
+
+  async plan(vm: string, share: string, point: string, log: (line: string) => void): Promise<CopyPlan> {
+    const sources = await this.sources(vm, point);
+    const names = sources.map((s) => s.name);
+    let reason = '';
+    if (this.opts.precheck ?? true) {
+      const check = await runVerify(this.ns, { share, snapshot: point, full: false });
+      const bad = check.problems.filter((p) => p.fingerprint !== undefined);
+      reason =
+        bad.length === 0
+          ? 'its references are all present'
+          : `${bad.length} segment(s) of it are missing from the primary (first: ${bad[0].message}); those are read from the other copies`;
+    }
+    if (sources.length === 0) log(`restoring ${vm} ${point} from the primary${reason ? ` (${reason})` : ''}; no other copy of this point is recorded`);
+    else log(`restoring ${vm} ${point} from the primary${reason ? ` (${reason})` : ''}; a damaged segment met on the way is read from ${names.join(', then ')}`);
+    const rescue = new ReadRescue(sources, { onDamage: (d) => log(damageLine(d)) });
+    return {
+      rescue,
+      finish: async (restored) => {
+        try {
+          if (rescue.damage.length === 0) return;
+          const by = new Map<string, number>();
+          for (const d of rescue.damage) by.set(d.servedBy, (by.get(d.servedBy) ?? 0) + 1);
+          log(`${restored ? 'restored' : 'read'} with ${rescue.damage.length} segment(s) from other copies (${[...by].map(([n, k]) => `${k} from ${n}`).join(', ')}); the rest from the primary`);
+          if (this.opts.repair ?? true) {
+            const r = await this.repair(rescue, log);
+            log(`repair of the primary: ${r.repaired} segment(s) repaired, ${r.healthy} already healthy, ${r.failed.length} not repaired`);
+          }
+        } finally {
+          await Promise.all(sources.map((s) => s.close()));
+        }
+      },
+    };
+  }
+
+  /** Repairs the primary's segments a rescue served, from the bytes it kept (or fetched again). */
+  async repair(rescue: ReadRescue, log: (line: string) => void): Promise<RepairSummary> {
+    const out: RepairSummary = { repaired: 0, healthy: 0, failed: [] };
+    for (const d of rescue.damage) {
+      const fp = Buffer.from(d.fingerprint, 'hex');
+      let bytes = rescue.known(fp);
+      let from = d.servedBy;
+      if (!bytes) {
+        const again = await rescue.refetch(fp);
+        if (!again) {
+          out.failed.push({ fingerprint: d.fingerprint, why: 'no copy gave healthy bytes a second time' });
+          continue;
+        }
+        ({ bytes, source: from } = again);
+      }
+      try {
+        const r = await this.ns.store.repairSegment(fp, bytes, d.kind);
+        if (r.repaired) {
+          out.repaired++;
+          const cn = (c: number | undefined) => (c === undefined ? 'none' : c.toString(16).padStart(8, '0'));
+          log(`repaired primary segment ${d.fingerprint.slice(0, 16)}… from ${from} (container ${cn(r.from?.container)} -> ${cn(r.to?.container)})`);
+        } else {
+          out.healthy++;
+        }
+      } catch (err) {
+        out.failed.push({ fingerprint: d.fingerprint, why: (err as Error).message });
+        log(`could not repair primary segment ${d.fingerprint.slice(0, 16)}…: ${(err as Error).message}`);
+      }
+    }
+    return out;
+  }
+
+  /**
+   * `verify --repair`: the damaged segments verify found (problems with a fingerprint and the
+   * root they were found under) are repaired from the copies of the points that reach them.
+   * `pointOf` maps a snapshot (share, name) to its VM and point, if it is one.
+   */
+  async repairProblems(problems: ReadonlyArray<Pick<Problem, 'fingerprint' | 'root'> & { kind: string }>, pointOf: (share: string, snapshot: string) => { vm: string; point: string } | undefined, log: (line: string) => void): Promise<RepairSummary> {
+    const out: RepairSummary = { repaired: 0, healthy: 0, failed: [] };
+    const done = new Set<string>();
+    const byPoint = new Map<string, { vm: string; point: string; fps: Map<string, 'data' | 'node'> }>();
+    const unplaced = new Set<string>();
+    for (const p of problems) {
+      if (!p.fingerprint || p.kind === 'index-mismatch' || p.kind === 'corrupt-container') continue;
+      const m = p.root ? /^snapshot ([^/]+)\/(.+?), file /.exec(p.root) : null;
+      const at = m ? pointOf(m[1], m[2]) : undefined;
+      if (!at) {
+        unplaced.add(p.fingerprint);
+        continue;
+      }
+      const key = `${at.vm}\u0000${at.point}`;
+      let e = byPoint.get(key);
+      if (!e) byPoint.set(key, (e = { ...at, fps: new Map() }));
+      e.fps.set(p.fingerprint, 'data');
+    }
+    for (const { vm, point, fps } of byPoint.values()) {
+      const sources = await this.sources(vm, point);
+      try {
+        const rescue = new ReadRescue(sources);
+        for (const [hex, kind] of fps) {
+          if (done.has(hex)) continue;
+          const fp = Buffer.from(hex, 'hex');
+          const got = await rescue.refetch(fp);
+          if (!got) continue; // perhaps another point's copies have it
+          try {
+            // The kind matters only for a segment the index lost entirely: a node's own read tells.
+            const r = await this.ns.store.repairSegment(fp, got.bytes, kind);
+            done.add(hex);
+            if (r.repaired) {
+              out.repaired++;
+              log(`repaired segment ${hex.slice(0, 16)}… of ${vm} ${point} from ${got.source}`);
+            } else out.healthy++;
+          } catch (err) {
+            if (!isVmvaultError(err)) throw err;
+            log(`could not repair segment ${hex.slice(0, 16)}…: ${err.message}`);
+          }
+        }
+      } finally {
+        await Promise.all(sources.map((s) => s.close()));
+      }
+    }
+    for (const { fps } of byPoint.values()) for (const hex of fps.keys()) if (!done.has(hex)) out.failed.push({ fingerprint: hex, why: 'no copy of a point reaching it holds it' });
+    for (const hex of unplaced) if (!done.has(hex)) out.failed.push({ fingerprint: hex, why: 'not reached from any restore point' });
+    return out;
+  }
+}
