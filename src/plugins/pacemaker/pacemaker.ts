@@ -56,9 +56,18 @@ export class Pacemaker implements HaControl {
     if (mon.code !== 0 && !mon.stdout.includes('<pacemaker-result')) {
       throw vmError('PLUGIN_FAILED', `pacemaker: crm_mon exited with ${mon.code}: ${firstLine(mon.stderr) || 'no message'}`, { plugin: 'pacemaker' });
     }
+    // Parsed first: a cluster that does not answer is best told by crm_mon's own reason.
+    const live = parseCrmMon(mon.stdout);
     const cib = await this.run(['cibadmin', '--query', '--scope', 'resources'], { timeoutMs: this.commandTimeoutMs });
     if (cib.code !== 0) throw vmError('PLUGIN_FAILED', `pacemaker: cibadmin --query exited with ${cib.code}: ${firstLine(cib.stderr) || 'no message'}`, { plugin: 'pacemaker' });
-    return parseCrmMon(mon.stdout, resourceVms(cib.stdout));
+    const vms = resourceVms(cib.stdout);
+    return {
+      ...live,
+      resources: live.resources.map((r) => {
+        const vm = vms.get(r.resource.replace(/:\d+$/, ''));
+        return vm === undefined ? r : { resource: r.resource, vm, ...omit(r, 'resource') };
+      }),
+    };
   }
 
   async resourceOf(vm: string): Promise<HaResourceState | undefined> {
@@ -130,6 +139,11 @@ export function checkResourceId(resource: unknown): asserts resource is string {
   if (typeof resource !== 'string' || !ID_PATTERN.test(resource)) {
     throw vmError('INVALID_ARGUMENT', `${JSON.stringify(String(resource)).slice(0, 80)} is not a Pacemaker resource id`, { plugin: 'pacemaker' });
   }
+}
+
+function omit<T extends object, K extends keyof T>(o: T, k: K): Omit<T, K> {
+  const { [k]: _drop, ...rest } = o;
+  return rest;
 }
 
 function firstLine(s: string): string {
