@@ -34,6 +34,8 @@ import { type BackupRecord, BackupRecords } from './backup-records.js';
 import { COPY_JOB_KEY, CopyPlugin } from './copy-plugin.js';
 import { checkpointName, pointName, uniquePointName } from './point-name.js';
 import { restorePoint } from './restore.js';
+import { type InPlaceResult, restoreInPlace } from './restore-in-place.js';
+import type { HaControl } from '../plugins/pacemaker/pacemaker.js';
 import { WorkflowEngine } from './workflow/engine.js';
 import { loadPluginsFolder } from './workflow/executable-plugins.js';
 import { QuiesceJournal } from './workflow/journal.js';
@@ -84,6 +86,13 @@ export interface BackupServiceOptions {
    * this host (any network namespace) or on a shared filesystem reaches.
    */
   agentNbdListen?: string;
+  /**
+   * The cluster manager whose resources some VMs are (issue 13, the Pacemaker plug-in, run here
+   * or through a host's agent). Absent: no VM is HA, and an in-place restore refuses a running VM.
+   */
+  ha?: Pick<HaControl, 'resourceOf' | 'setRole'>;
+  /** How long an in-place restore waits for an HA VM's QEMU to go once its resource stopped. */
+  vmStopWaitMs?: number;
 }
 
 /** A restore point just made (roster.md, "backup -> policy and catalog-db"). */
@@ -418,6 +427,44 @@ export class BackupService {
     });
     p.log(`restored ${rec.point} of ${name}: ${files.join(', ')}`);
     return { point: rec.point, files };
+  }
+
+  /**
+   * Restores a point over the disk files the VM uses (restore-in-place.ts): an HA VM's resource
+   * offline first and back after, a running VM refused. One at a time per VM, and never beside
+   * a backup of it (CONFLICT).
+   */
+  async restoreInPlace(name: string, opts: { point?: string }, p: BackupProgress): Promise<InPlaceResult> {
+    const vm = this.vms.get(name);
+    const points = await this.listBackups(name);
+    if (points.length === 0) throw vmError('NOT_FOUND', `VM ${name} has no restore point`);
+    const rec = opts.point === undefined ? points.at(-1)! : points.find((r) => r.point === opts.point);
+    if (!rec) throw vmError('NOT_FOUND', `VM ${name} has no restore point ${opts.point} (latest: ${points.at(-1)!.point})`);
+    if (this.running.has(name)) throw vmError('CONFLICT', `a backup or restore of ${name} is running; wait for it or cancel it`, { vm: name });
+    this.running.add(name);
+    try {
+      p.phase('restore');
+      p.total(rec.disks.reduce((n, d) => n + d.sizeBytes, 0), 'bytes');
+      const r = await restoreInPlace({
+        ns: this.ns,
+        vm,
+        point: rec.point,
+        devices: rec.disks.map((d) => d.device),
+        openQmp: (address) => QmpClient.connect(address, { timeoutMs: Math.min(this.opts.qmpTimeoutMs ?? 3000, 3000) }),
+        ...(this.opts.ha ? { ha: this.opts.ha } : {}),
+        ...(this.opts.vmStopWaitMs !== undefined ? { vmStopWaitMs: this.opts.vmStopWaitMs } : {}),
+        log: (l) => {
+          p.log(l);
+          this.log(`restore ${name} in place: ${l}`);
+        },
+        advance: (n) => p.advance(n),
+        signal: p.signal,
+      });
+      p.log(`restored ${rec.point} of ${name} in place: ${r.files.join(', ')}`);
+      return r;
+    } finally {
+      this.running.delete(name);
+    }
   }
 }
 
