@@ -31,6 +31,8 @@ export interface BackupEngine {
   backup(name: string, opts: { workflow?: string; full?: boolean }, p: ByteProgress): Promise<BackupRecordView>;
   listBackups(name: string): Promise<BackupRecordView[]>;
   restore(name: string, opts: { point?: string; to: string; format?: 'raw' | 'qcow2' }, p: ByteProgress): Promise<RestoreResult>;
+  /** Over the VM's own disk files, HA-aware (issue 13). */
+  restoreInPlace?(name: string, opts: { point?: string }, p: ByteProgress): Promise<RestoreResult>;
 }
 
 export interface VmBackupParts {
@@ -126,7 +128,8 @@ export class ApplianceVms {
 
   async checkRestore(name: string, req: RestoreRequest): Promise<void> {
     this.registry().get(name);
-    await this.checkOutsideRoots(checkRestoreTarget(req.to));
+    if (req.inPlace === true) return this.checkInPlace(name, req);
+    const to = await this.checkOutsideRoots(checkRestoreTarget(req.to));
     if (req.format !== undefined && req.format !== 'raw' && req.format !== 'qcow2') throw vmError('INVALID_ARGUMENT', `restore format must be raw or qcow2, not ${JSON.stringify(req.format)}`);
     const points = await this.engine().listBackups(name);
     let rec: BackupRecordView | undefined;
@@ -141,8 +144,8 @@ export class ApplianceVms {
       if (rec === undefined) throw vmError('NOT_FOUND', `VM ${name} has no restore point yet (vmvault backup ${name} makes one)`, { vm: name });
     }
     try {
-      const st = await fs.stat(req.to);
-      if (!st.isDirectory()) throw vmError('INVALID_ARGUMENT', `restore target ${req.to} exists and is not a directory`);
+      const st = await fs.stat(to);
+      if (!st.isDirectory()) throw vmError('INVALID_ARGUMENT', `restore target ${to} exists and is not a directory`);
     } catch (err) {
       if (isVmvaultError(err)) throw err;
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
@@ -151,15 +154,36 @@ export class ApplianceVms {
     // Never over a file already there (the restore itself refuses too, inside its job).
     const format = req.format ?? 'raw';
     for (const f of [...rec.disks.map((d) => `${d.device}.${format}`), 'vm.json']) {
-      const file = path.join(req.to, f);
+      const file = path.join(to, f);
       if (await fs.stat(file).then(() => true, () => false)) {
         throw vmError('ALREADY_EXISTS', `${file} exists; restore into an empty directory or remove it`, { file });
       }
     }
   }
 
+  /** An in-place restore: the engine can do it, the point exists; the rest is checked in its job. */
+  private async checkInPlace(name: string, req: RestoreRequest): Promise<void> {
+    if (req.to !== undefined || req.format !== undefined) {
+      throw vmError('INVALID_ARGUMENT', "an in-place restore writes over the VM's own disk files in their own format: give no target directory or format with it");
+    }
+    if (this.engine().restoreInPlace === undefined) throw vmError('NOT_SUPPORTED', 'this appliance\'s backup service cannot restore in place');
+    const points = await this.engine().listBackups(name);
+    if (req.point !== undefined) {
+      validateName('snapshot', req.point);
+      if (!points.some((p) => p.point === req.point)) {
+        throw vmError('NOT_FOUND', `VM ${name} has no restore point ${JSON.stringify(req.point)} (vmvault backup list ${name} shows them)`, { vm: name, point: req.point });
+      }
+    } else if (points.length === 0) {
+      throw vmError('NOT_FOUND', `VM ${name} has no restore point yet (vmvault backup ${name} makes one)`, { vm: name });
+    }
+  }
+
   async restoreVm(ctx: JobContext, name: string, req: RestoreRequest): Promise<RestoreResult> {
     this.registry().get(name);
+    if (req.inPlace === true) {
+      await this.checkInPlace(name, req);
+      return this.engine().restoreInPlace!(name, req.point !== undefined ? { point: req.point } : {}, jobProgress(ctx));
+    }
     const opts: { point?: string; to: string; format?: 'raw' | 'qcow2' } = { to: await this.checkOutsideRoots(checkRestoreTarget(req.to)) };
     if (req.point !== undefined) opts.point = req.point;
     if (req.format !== undefined) opts.format = req.format;

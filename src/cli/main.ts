@@ -77,6 +77,10 @@ VM backup (backups and restores are jobs, like gc)
   restore <vm> --to <dir> [--point <time>] [--format raw|qcow2]
                                           write a restore point's disks (newest by default)
                                           into <dir> on the appliance host
+  restore <vm> --in-place [--point <time>]
+                                          over the disk files the VM uses; an HA VM's
+                                          cluster resource goes offline and back; a running
+                                          VM is refused
 
 Agents (issue 12)
   agent --appliance <url> --token <t> --name <n> [--pin <sha256>] [--streams <n>] [--reach <prefix>]
@@ -185,7 +189,9 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       lock: values.lock,
       group: values.group,
       dryRun: values['dry-run'] === true,
+      inPlace: values['in-place'] === true,
     };
+    if (flags.inPlace && name !== 'restore') throw usage(`${name} takes no --in-place`);
     if (!['vm', 'backup', 'restore', 'catalog', 'find', 'restore-file', 'policy'].includes(name)) refuseOptions(flags, name, []);
     if (flags.trusted && name !== 'agent') throw usage(`${name} takes no --trusted`);
     if (name !== 'export' && (flags.clients !== undefined || flags.user !== undefined)) throw usage(`${name} takes no --${flags.clients !== undefined ? 'clients' : 'user'}`);
@@ -209,6 +215,7 @@ const OPTIONS = {
   force: 'boolean',
   'delete-snapshots': 'boolean',
   full: 'boolean',
+  'in-place': 'boolean',
   detach: 'boolean',
   help: 'boolean',
   qmp: 'string',

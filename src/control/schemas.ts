@@ -323,12 +323,16 @@ export const backupBody = {
 
 export const restoreBody = {
   type: 'object',
-  required: ['to'],
   additionalProperties: false,
   properties: {
     point: { ...pointName, description: 'Default: the newest restore point.' },
-    to: { type: 'string', title: 'target directory', minLength: 1, description: 'Absolute directory on the appliance host; the disks are written into it as <device>.raw or <device>.qcow2.' },
+    to: { type: 'string', title: 'target directory', minLength: 1, description: 'Absolute directory on the appliance host; the disks are written into it as <device>.raw or <device>.qcow2. Required unless inPlace.' },
     format: { type: 'string', title: 'format', enum: ['raw', 'qcow2'], description: 'Default raw.' },
+    inPlace: {
+      type: 'boolean',
+      title: 'in place',
+      description: 'Restore over the disk files the VM uses (their paths from query-block, else from the point). An HA VM\'s cluster resource is taken offline first and brought back as it was; a running VM is refused. Not with to or format.',
+    },
   },
 } as const;
 
@@ -336,5 +340,9 @@ export const restoreBody = {
 export const restoreResult = {
   type: 'object',
   required: ['point', 'files'],
-  properties: { point: { type: 'string' }, files: { type: 'array', items: { type: 'string' } } },
+  properties: {
+    point: { type: 'string' },
+    files: { type: 'array', items: { type: 'string' } },
+    ha: { type: 'object', properties: { resource: { type: 'string' }, before: { type: 'string' }, after: { type: 'string' } } },
+  },
 } as const;

@@ -41,6 +41,8 @@ export interface Flags {
   lock?: string;
   group?: string;
   dryRun?: boolean;
+  /** restore --in-place (issue 13). */
+  inPlace?: boolean;
 }
 
 /** The VM options a command does not take, as a usage error; call with the ones it does. */

@@ -144,7 +144,9 @@ function resultPairs(job: JobView): Array<[string, string]> {
   if (job.kind === 'backup') return backupPairs(job.result as BackupRecordView);
   if (job.kind === 'restore') {
     const r = job.result as RestoreResult;
-    return [['Point', r.point], ...r.files.map((f, i): [string, string] => [i === 0 ? 'Files' : '', f])];
+    const pairs: Array<[string, string]> = [['Point', r.point], ...r.files.map((f, i): [string, string] => [i === 0 ? 'Files' : '', f])];
+    if (r.ha !== undefined) pairs.push(['HA resource', `${r.ha.resource}: ${r.ha.before} before, ${r.ha.after} after`]);
+    return pairs;
   }
   if (job.kind === 'catalog') {
     const r = job.result as { share: string; point: string; images: number; volumes: number; files: number; reusedVolumes: number; notes: string[] };
