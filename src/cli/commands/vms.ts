@@ -78,7 +78,7 @@ export async function restoreCommand(ctx: CommandContext, args: string[]): Promi
     if (to !== undefined || format !== undefined) throw usage("restore --in-place writes over the VM's own disk files in their own format: give no --to or --format with it");
     return startAndWatch(ctx, `/vms/${seg(name)}/restores`, { inPlace: true, ...(point !== undefined ? { point } : {}) });
   }
-  if (to === undefined || to === '') throw usage('restore: --to <dir> is required (a directory on the appliance host; the disks are written into it)');
+  if (to === undefined || to === '') throw usage('restore: --to <dir> is required (a directory on the appliance host; the disks are written into it), or --in-place (over the disk files the VM uses)');
   if (format !== undefined && format !== 'raw' && format !== 'qcow2') throw usage(`restore: --format must be raw or qcow2, not ${JSON.stringify(format)}`);
   // The appliance takes absolute paths; a relative one means this shell's directory.
   const body: { to: string; point?: string; format?: string } = { to: path.resolve(to) };
