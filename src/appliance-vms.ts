@@ -54,6 +54,8 @@ export interface VmBackupParts {
    * write through its own FUSE file system) and its data directory.
    */
   forbiddenRoots?: Array<{ path: string; what: string }>;
+  /** Fills a new VM's host, qmp and uuid from the hosts and the cluster map (issue 13, appliance-hosts.ts). */
+  placeVm?: (req: NewVmRequest) => Promise<NewVmRequest>;
 }
 
 /** What a backup runs when neither the request nor the VM names a workflow (as the backup service does). */
@@ -77,10 +79,17 @@ export class ApplianceVms {
     return this.view(this.registry().get(name));
   }
 
-  async addVm(req: NewVmRequest): Promise<VmView> {
-    checkNewVm(req);
+  async addVm(input: NewVmRequest): Promise<VmView> {
+    if (input !== null && typeof input === 'object' && (input.fromCluster !== undefined || input.host !== undefined) && this.vmParts?.placeVm === undefined) {
+      throw vmError('NOT_SUPPORTED', 'this appliance has no host list: a VM cannot be placed on a host');
+    }
+    checkVmName(input?.name);
+    const req = this.vmParts?.placeVm ? await this.vmParts.placeVm(input) : input;
+    if (req.qmp === undefined) throw vmError('INVALID_ARGUMENT', `VM ${req.name} needs "qmp" (its QMP socket: unix:/path or tcp:host:port), or fromCluster to take it from the cluster map`);
+    const vm = { ...req, qmp: req.qmp as string };
+    checkNewVm(vm);
     if (req.workflow !== undefined) await this.checkWorkflow(req.workflow);
-    return this.view(await this.registry().add(req));
+    return this.view(await this.registry().add(vm));
   }
 
   async removeVm(name: string): Promise<void> {
@@ -273,6 +282,8 @@ export class ApplianceVms {
     if (vm.pg !== undefined) out.pg = redactUrl(vm.pg);
     if (vm.workflow !== undefined) out.workflow = vm.workflow;
     if (vm.agent !== undefined) out.agent = vm.agent;
+    if (vm.host !== undefined) out.host = vm.host;
+    if (vm.uuid !== undefined) out.uuid = vm.uuid;
     return out;
   }
 

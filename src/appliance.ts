@@ -27,6 +27,11 @@ import { CatalogService } from './catalog/catalog-service.js';
 import { ApplianceCatalog } from './appliance-catalog.js';
 import { CatalogFilesView } from './catalog/files-view.js';
 import { VmRegistry } from './backup/vm-registry.js';
+import { ClusterMap } from './backup/cluster-map.js';
+import { HostRegistry } from './backup/host-registry.js';
+import { makeQmpOpener } from './backup/qmp-open.js';
+import { followVm } from './backup/vm-placement.js';
+import { ApplianceHosts } from './appliance-hosts.js';
 import { loadWorkflows } from './backup/workflow/workflows.js';
 import { AuditLog } from './control/audit-log.js';
 import { DEFAULT_DATA_DIR, DEFAULT_LISTEN } from './control/defaults.js';
@@ -329,7 +334,14 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     const vms = await VmRegistry.open(data);
     if (vms.list().length > 0) log(`protecting ${vms.list().length} VM(s) (${vms.file})`);
     agents = new AgentPool({ lostAfterMs: cfg.agentLostMs, log });
+    // Hosts reached through their agents and the cluster map (issue 13).
+    const hostList = await HostRegistry.open(data);
+    const clusterMap = new ClusterMap({ pool: agents, hosts: () => hostList.list(), registered: () => vms.list(), log });
+    const hosts = new ApplianceHosts(hostList, vms, agents, clusterMap);
     const backups = new BackupService(ns, vms, {
+      qmpOpener: makeQmpOpener({ pool: agents, agentOf: (h) => hosts.agentOf(h) }),
+      agentOfHost: (h) => hosts.agentOf(h),
+      locate: async (name, jobLog) => void (await followVm({ vms, map: clusterMap }, name, jobLog)),
       dataDir: data,
       workflowsFile: cfg.workflows,
       pluginsDir: cfg.plugins,
@@ -405,6 +417,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
         engine: backups,
         workflows: () => loadWorkflows(workflowsFile),
         workflowsFile,
+        placeVm: (req) => hosts.prepareVm(req),
         forbiddenRoots: [
           { path: mount, what: 'mount' },
           { path: data, what: 'data directory' },
@@ -438,7 +451,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
         if (caller.kind === 'agent') pool.authorizeTransfer(caller.name, share, file, taskId);
       },
     });
-    server = await buildServer(svc, { token: token.token, jobs, audit, tls, agentTokens, agents, catalog: catalogApi, policies: policies.service });
+    server = await buildServer(svc, { token: token.token, jobs, audit, tls, agentTokens, agents, catalog: catalogApi, policies: policies.service, hosts });
     // A run missed while the appliance was down starts now (once); before the "control plane at"
     // line, which is what supervisors and tests wait for.
     await policies.scheduler.start();

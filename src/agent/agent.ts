@@ -18,6 +18,7 @@ import { setMaxListeners } from 'node:events';
 import os from 'node:os';
 import { isVmvaultError, vmError } from '../errors.js';
 import { AgentHttpError, ControlClient } from './control-client.js';
+import { type HostRequest, HostRequestTable } from './host-requests.js';
 import { type Connection, openTransfer, type SendReport, sendFile } from './send.js';
 import { type AgentSource, openSource, type SourceSpec } from './sources.js';
 
@@ -49,6 +50,8 @@ export interface AgentOptions {
   backoffMaxMs?: number;
   /** Tries of one send before the task is reported failed. Default 20. */
   maxSendAttempts?: number;
+  /** The host requests it handles (issue 13; host-requests.ts). Default: none. */
+  requests?: HostRequestTable;
 }
 
 interface Running {
@@ -75,12 +78,16 @@ export class Agent {
   private heartbeatInFlight = false;
   private fatal: Error | undefined;
   private loop: Promise<void> | undefined;
+  private readonly requests: HostRequestTable;
+  /** Host requests being answered (stop() waits for them). */
+  private readonly answering = new Set<Promise<void>>();
   /** Totals over the agent's life, for its log. */
   readonly totals = { tasksDone: 0, tasksFailed: 0, bytesRead: 0, bytesSent: 0 };
 
   constructor(private readonly o: AgentOptions) {
     if (!Number.isInteger(o.streams) || o.streams < 1 || o.streams > 64) throw vmError('INVALID_ARGUMENT', '--streams must be an integer from 1 to 64');
     this.client = new ControlClient({ url: o.appliance, token: o.token, pinSha256: o.pinSha256 });
+    this.requests = o.requests ?? new HostRequestTable();
     // Every request listens on the stop signal; a slow appliance can have a few dozen in flight.
     setMaxListeners(256, this.stopAc.signal);
   }
@@ -98,6 +105,7 @@ export class Agent {
     clearInterval(this.heartbeatTimer);
     for (const r of this.running.values()) r.ac.abort();
     await Promise.allSettled([...this.running.values()].map((r) => r.done));
+    await Promise.allSettled([...this.answering]);
     await this.loop?.catch(() => {});
     this.client.close();
   }
@@ -110,7 +118,7 @@ export class Agent {
     while (!this.stopped && this.fatal === undefined) {
       try {
         if (!this.registered) await this.register();
-        const { tasks } = await this.client.request<{ tasks: AgentTask[] }>(
+        const { tasks, requests } = await this.client.request<{ tasks: AgentTask[]; requests?: HostRequest[] }>(
           'POST',
           `/agents/${encodeURIComponent(this.o.name)}/poll`,
           { waitMs: this.cfg.maxPollMs, running: [...this.running.keys()] },
@@ -118,6 +126,7 @@ export class Agent {
         );
         this.failures = 0;
         for (const t of tasks) this.startTask(t);
+        for (const r of Array.isArray(requests) ? requests : []) this.startRequest(r);
       } catch (err) {
         if (this.stopped) break;
         this.onControlError(err, 'poll');
@@ -137,7 +146,15 @@ export class Agent {
     const reply = await this.client.request<{ heartbeatMs: number; lostAfterMs: number; maxPollMs: number; taskVersion: number }>(
       'POST',
       '/agents/register',
-      { name: this.o.name, version: this.o.version, hostname: os.hostname().slice(0, 255), addresses: localAddresses(), streams: this.o.streams, reach: this.o.reach },
+      {
+        name: this.o.name,
+        version: this.o.version,
+        hostname: os.hostname().slice(0, 255),
+        addresses: localAddresses(),
+        streams: this.o.streams,
+        reach: this.o.reach,
+        requests: this.requests.kinds(),
+      },
       { timeoutMs: 15_000, signal: this.stopAc.signal },
     );
     this.cfg = { heartbeatMs: Math.max(100, reply.heartbeatMs), maxPollMs: Math.max(100, reply.maxPollMs), lostAfterMs: reply.lostAfterMs };
@@ -213,6 +230,23 @@ export class Agent {
       }
       signal.addEventListener('abort', done, { once: true });
     });
+  }
+
+  /** A host request (issue 13): runs beside the copy tasks (they are short), answered once. */
+  private startRequest(req: HostRequest): void {
+    if (req === null || typeof req !== 'object' || typeof req.id !== 'string' || !/^[A-Za-z0-9-]{1,64}$/.test(req.id)) return;
+    const p = (async () => {
+      const answer = await this.requests.run(req, this.stopAc.signal);
+      if (!answer.ok) this.o.log(`host request ${req.kind} ${req.id}: ${answer.error.code}: ${answer.error.message}`);
+      try {
+        await this.client.request('POST', `/agents/${encodeURIComponent(this.o.name)}/requests/${encodeURIComponent(req.id)}/answer`, answer, { timeoutMs: 15_000, signal: this.stopAc.signal });
+      } catch (err) {
+        // 409: the appliance stopped waiting (timed out); nothing to do but note it.
+        if (!this.stopped) this.o.log(`host request ${req.kind} ${req.id}: the answer was not taken: ${(err as Error).message}`);
+      }
+    })();
+    this.answering.add(p);
+    void p.finally(() => this.answering.delete(p));
   }
 
   private startTask(task: AgentTask): void {

@@ -6,12 +6,14 @@
 
 import { parseArgs } from 'node:util';
 import { Agent, AgentRefused } from './agent.js';
+import { hostRequests } from './host-requests.js';
+import { QemuRequests } from './qemu-requests.js';
 
 /** The agent's version as it registers (package.json's). */
 export const AGENT_VERSION = '0.1.0';
 
 const USAGE = `usage: vmvault agent --appliance URL --token TOKEN --name NAME [--pin SHA256] [--streams N]
-                     [--reach PREFIX]...
+                     [--reach PREFIX]... [--qmp-dir DIR]... [--qmp SOCKET]...
 
 Runs an agent near the hypervisors: it registers with the appliance at URL, takes copy tasks
 (a VM disk's fleecing NBD export, a file or a block device), segments and fingerprints the
@@ -24,6 +26,10 @@ bytes here and sends only the segments the appliance lacks.
   --reach    a source address prefix this agent can read (unix:/run/qemu/, tcp:10.1.,
              file:/dev/); repeatable; '*' for any. Without it the agent takes only the tasks
              of VMs that name it.
+  --qmp-dir  a folder whose *.qmp sockets are this host's QEMU VMs (Proxmox VE:
+             /var/run/qemu-server); repeatable. The appliance discovers the VMs through the
+             agent (vmvault cluster) and drives their QMP through it (vmvault host add).
+  --qmp      one QMP socket (unix:/path or /path) of a VM on this host; repeatable
 SIGTERM or SIGINT stops it; its running copies go to another agent, which resumes them.`;
 
 export async function main(argv: string[]): Promise<number> {
@@ -38,6 +44,8 @@ export async function main(argv: string[]): Promise<number> {
         pin: { type: 'string' },
         streams: { type: 'string' },
         reach: { type: 'string', multiple: true },
+        'qmp-dir': { type: 'string', multiple: true },
+        qmp: { type: 'string', multiple: true },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -68,7 +76,10 @@ export async function main(argv: string[]): Promise<number> {
   }
   const log = (line: string) => process.stderr.write(`${new Date().toISOString()} vmvault agent ${values.name}: ${line}\n`);
   let agent: Agent;
+  let qemu: QemuRequests;
   try {
+    qemu = new QemuRequests({ qmpDirs: values['qmp-dir'] ?? [], qmpSockets: values.qmp ?? [], log });
+    qemu.register(hostRequests);
     agent = new Agent({
       appliance: values.appliance!,
       token: token!,
@@ -78,6 +89,7 @@ export async function main(argv: string[]): Promise<number> {
       reach: values.reach ?? [],
       version: AGENT_VERSION,
       log,
+      requests: hostRequests,
     });
   } catch (err) {
     process.stderr.write(`vmvault agent: ${(err as Error).message}\n`);
@@ -91,6 +103,7 @@ export async function main(argv: string[]): Promise<number> {
   process.once('SIGINT', () => onSignal('SIGINT'));
   try {
     await agent.run();
+    await qemu.stop();
     log(`stopped (${agent.totals.tasksDone} task(s) done, ${agent.totals.tasksFailed} failed)`);
     return 0;
   } catch (err) {

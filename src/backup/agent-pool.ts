@@ -22,6 +22,7 @@
 
 import { randomUUID } from 'node:crypto';
 import { vmError, type VmvaultError } from '../errors.js';
+import { type HostRequest, HostRequests } from './host-requests.js';
 
 /** Version of the pool's task messages (a task an agent receives); agents refuse a newer one. */
 export const AGENT_TASK_VERSION = 1;
@@ -52,6 +53,8 @@ export interface AgentRegistration {
   streams: number;
   /** Source address prefixes it can reach ('unix:/run/qemu/', 'tcp:10.1.', '*'). */
   reach: string[];
+  /** Host request kinds it handles (issue 13); absent: an agent older than host requests. */
+  requests?: string[];
 }
 
 /** What the progress and done reports carry (the sender's SendReport, all optional). */
@@ -75,6 +78,8 @@ export interface AgentView {
   state: 'live' | 'lost';
   streams: number;
   reach: string[];
+  /** Host request kinds it handles (issue 13). */
+  requests?: string[];
   tasksRunning: number;
   tasks: string[];
   lastSeen: string;
@@ -152,6 +157,8 @@ export class AgentPool {
   private readonly unassignedTimeoutMs: number;
   private readonly now: () => number;
   private readonly log: (line: string) => void;
+  /** Host requests (issue 13): discovery, relayed QMP, the HA plug-in's kinds. */
+  private readonly hostRequests: HostRequests;
 
   constructor(opts: AgentPoolOptions = {}) {
     this.lostAfterMs = opts.lostAfterMs ?? 15_000;
@@ -160,6 +167,15 @@ export class AgentPool {
     this.unassignedTimeoutMs = opts.unassignedTimeoutMs ?? 60_000;
     this.now = opts.now ?? Date.now;
     this.log = opts.log ?? (() => {});
+    this.hostRequests = new HostRequests(
+      (name) => {
+        const a = this.agents.get(name);
+        // An agent older than host requests declares none: it handles none.
+        return a === undefined ? undefined : { state: a.state, kinds: a.reg.requests ?? [] };
+      },
+      (name) => this.agents.get(name)?.waiter?.(),
+      this.log,
+    );
     this.timer = setInterval(() => this.tick(), Math.max(100, Math.min(1000, Math.floor(this.lostAfterMs / 4))));
     this.timer.unref();
   }
@@ -181,6 +197,7 @@ export class AgentPool {
       // A re-registration is a new process (or a reconnect): whatever it ran before is not
       // running in it now, so those tasks go back to the queue for whoever resumes them.
       this.requeue(old, `agent ${reg.name} registered again`);
+      this.hostRequests.agentGone(reg.name, 'registered again');
       old.reg = reg;
       old.remoteAddress = remoteAddress;
       old.state = 'live';
@@ -216,7 +233,7 @@ export class AgentPool {
         const p = this.tasks.get(id);
         return p ? [p.task] : [];
       });
-      if (mine.length > 0 || this.closed || signal?.aborted || this.now() >= deadline) return mine;
+      if (mine.length > 0 || this.hostRequests.hasFor(name) || this.closed || signal?.aborted || this.now() >= deadline) return mine;
       await new Promise<void>((resolve) => {
         const timer = setTimeout(done, Math.max(1, deadline - this.now()));
         const onAbort = () => done();
@@ -264,7 +281,28 @@ export class AgentPool {
     this.dispatch();
   }
 
+  /** The host requests waiting for this agent (issue 13), handed once; the poll route adds them to its answer. */
+  takeRequests(name: string): HostRequest[] {
+    this.seen(name);
+    return this.hostRequests.take(name);
+  }
+
+  /** An agent's answer to a host request; CONFLICT when that request is not out to it. */
+  answerRequest(name: string, id: string, answer: { ok: boolean; result?: unknown; error?: { code?: string; message?: string } }): void {
+    this.seen(name);
+    this.hostRequests.answer(name, id, answer);
+  }
+
   // ---- the appliance's side ----
+
+  /**
+   * Asks agent `agent` to run the host request `kind` on its host (issue 13; src/agent/README.md,
+   * "Host requests") and resolves with the answer `validate` accepts (the agent is untrusted: it
+   * throws on a malformed answer, which becomes IO "malformed"). Errors: src/backup/host-requests.ts.
+   */
+  request<T = unknown>(agent: string, kind: string, args: unknown, timeoutMs: number, validate: (result: unknown) => T = (r) => r as T): Promise<T> {
+    return this.hostRequests.request(agent, kind, args, timeoutMs, validate);
+  }
 
   /**
    * Queues a task and resolves with its result once an agent reports it done. `pinned` is the
@@ -327,6 +365,7 @@ export class AgentPool {
           state: a.state,
           streams: a.reg.streams,
           reach: [...a.reg.reach],
+          ...(a.reg.requests !== undefined ? { requests: [...a.reg.requests] } : {}),
           tasksRunning: a.running.size,
           tasks: [...a.running],
           lastSeen: new Date(a.lastSeen).toISOString(),
@@ -377,6 +416,7 @@ export class AgentPool {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.timer);
+    this.hostRequests.close();
     for (const id of [...this.tasks.keys()]) {
       const p = this.tasks.get(id)!;
       this.forget(id);
@@ -395,6 +435,7 @@ export class AgentPool {
         a.state = 'lost';
         this.log(`agent ${a.reg.name}: lost (not heard from for ${t - a.lastSeen} ms)`);
         this.requeue(a, `agent ${a.reg.name} was lost`);
+        this.hostRequests.agentGone(a.reg.name, 'lost');
         a.waiter?.();
       }
     }
@@ -503,7 +544,13 @@ function checkRegistration(input: AgentRegistration): AgentRegistration {
     return v as string[];
   };
   if (!Number.isInteger(streams) || streams < 1 || streams > MAX_STREAMS) throw bad(`streams must be an integer from 1 to ${MAX_STREAMS}`);
-  return { name, version, hostname, addresses: strings(addresses, MAX_ADDRESSES, 'addresses'), streams, reach: strings(reach, MAX_REACH, 'reach') };
+  const reg: AgentRegistration = { name, version, hostname, addresses: strings(addresses, MAX_ADDRESSES, 'addresses'), streams, reach: strings(reach, MAX_REACH, 'reach') };
+  if (input.requests !== undefined) {
+    const kinds = strings(input.requests, MAX_REACH, 'requests');
+    if (kinds.some((k) => !/^[a-z][a-z0-9-]{0,63}$/.test(k))) throw bad('requests must be request kinds (lower-case letters, digits, -)');
+    reg.requests = kinds;
+  }
+  return reg;
 }
 
 const REPORT_FIELDS = ['bytesRead', 'bytesSent', 'fingerprintBytes', 'segments', 'segmentsSent', 'segmentBytesSent', 'zeroBytes'] as const;

@@ -33,6 +33,7 @@ import { BackupCopy, type PreviousPoint, socketPathIn } from './backup-copy.js';
 import { type BackupRecord, BackupRecords } from './backup-records.js';
 import { COPY_JOB_KEY, CopyPlugin } from './copy-plugin.js';
 import { checkpointName, pointName, uniquePointName } from './point-name.js';
+import type { QmpOpener } from './qmp-open.js';
 import { restorePoint } from './restore.js';
 import { type InPlaceResult, restoreInPlace } from './restore-in-place.js';
 import type { HaControl } from '../plugins/pacemaker/pacemaker.js';
@@ -93,6 +94,18 @@ export interface BackupServiceOptions {
   ha?: Pick<HaControl, 'resourceOf' | 'setRole'>;
   /** How long an in-place restore waits for an HA VM's QEMU to go once its resource stopped. */
   vmStopWaitMs?: number;
+  /**
+   * Opens a VM's QMP (issue 13, qmp-open.ts): relayed through its host's agent for a VM with
+   * `host`. Default: the VM's socket directly.
+   */
+  qmpOpener?: QmpOpener;
+  /** The agent of a host (a VM on a host has its disks copied by that host's agent). */
+  agentOfHost?: (host: string) => string;
+  /**
+   * Runs first in every backup (issue 13, vm-placement.ts): finds where the VM runs now and
+   * updates its record; throws (the backup fails with the reason) when its host is unreachable.
+   */
+  locate?: (name: string, log: (line: string) => void) => Promise<void>;
 }
 
 /** A restore point just made (roster.md, "backup -> policy and catalog-db"). */
@@ -173,7 +186,7 @@ export class BackupService {
 
   async status(name: string): Promise<{ state: string; disks: VmDisk[]; lastBackup: BackupRecord | null }> {
     const vm = this.vms.get(name);
-    const qmp = await QmpClient.connect(vm.qmp, { timeoutMs: this.opts.qmpTimeoutMs });
+    const qmp = await this.openQmp(vm);
     try {
       const d = await describeVm(qmp);
       const list = await this.listBackups(name);
@@ -274,9 +287,12 @@ export class BackupService {
       this.log(`backup ${name}: ${l}`);
     };
     p.phase('prepare');
+    if (this.opts.locate) await this.opts.locate(name, log);
     const vm = this.vms.get(name);
-    if (vm.agent !== undefined && this.opts.agents === undefined) {
-      throw vmError('NOT_SUPPORTED', `VM ${name} is copied by agent ${vm.agent}, but this appliance runs no agent pool`, { vm: name });
+    // A VM on a host (issue 13): its host's agent copies it, unless the VM names its own agent.
+    const copyAgent = vm.agent ?? (vm.host !== undefined ? this.opts.agentOfHost?.(vm.host) : undefined);
+    if (copyAgent !== undefined && this.opts.agents === undefined) {
+      throw vmError('NOT_SUPPORTED', `VM ${name} is copied by agent ${copyAgent}, but this appliance runs no agent pool`, { vm: name });
     }
     const wf = await this.chooseWorkflow(vm, opts.workflow);
     const engine = await this.getEngine();
@@ -297,7 +313,8 @@ export class BackupService {
       else log(`no record of the previous point ${prevCk.point}: full backup`);
     }
 
-    const qmp = await QmpClient.connect(vm.qmp, { timeoutMs: this.opts.qmpTimeoutMs });
+    const qmp = await this.openQmp(vm);
+    if (vm.host !== undefined) log(`QMP through host ${vm.host}'s agent: ${qmp.address}`);
     const scratchDir = path.join(this.opts.dataDir, 'scratch', name);
     try {
       const desc = await describeVm(qmp);
@@ -317,7 +334,7 @@ export class BackupService {
           share: vm.share,
           vmName: name,
           fleece,
-          ...(vm.agent !== undefined ? { agents: { pool: this.opts.agents!, pinned: vm.agent, ...(this.opts.agentNbdListen ? { listen: this.opts.agentNbdListen } : {}) } } : {}),
+          ...(copyAgent !== undefined ? { agents: { pool: this.opts.agents!, pinned: copyAgent, ...(this.opts.agentNbdListen ? { listen: this.opts.agentNbdListen } : {}) } } : {}),
           socketPath: socketPathIn(scratchDir),
           previous,
           progress: { total: (n, u) => p.total(n, u), advance: (n) => p.advance(n) },
@@ -391,6 +408,11 @@ export class BackupService {
       await qmp.close().catch(() => {});
       await fs.rm(scratchDir, { recursive: true, force: true }).catch(() => {});
     }
+  }
+
+  private openQmp(vm: VmConfigLike): Promise<QmpChannel> {
+    if (this.opts.qmpOpener) return this.opts.qmpOpener(vm);
+    return QmpClient.connect(vm.qmp, { timeoutMs: this.opts.qmpTimeoutMs });
   }
 
   private async writeVmJson(share: string, desc: VmDescription, point: string): Promise<void> {

@@ -14,6 +14,10 @@
 //                "workflow": "app-consistent",                 (optional)
 //                "agent": "host-a",                            (optional: the external agent that
 //                                                               copies its disks; issue 12)
+//                "host": "node1",                              (optional: the host whose agent
+//                                                               relays its QMP; issue 13)
+//                "uuid": "6b1e3b2c-...",                       (optional: QEMU's -uuid, how the
+//                                                               VM is recognised after a move)
 //                "createdAt": "2026-12-05T12:00:00.000Z" } ] }   sorted by name
 // A reader refuses a newer version (UNSUPPORTED_FORMAT) and a file it cannot parse
 // (CORRUPT_RECORD, naming the file): unlike the job history, this file is the operator's
@@ -48,6 +52,13 @@ export interface VmConfig {
    * source takes over when this one is lost.
    */
   agent?: string;
+  /**
+   * The host (hosts.json, issue 13) whose agent reaches `qmp` (then a UNIX socket on that host):
+   * QMP is relayed by that agent, and it copies the disks. Updated when the VM moves.
+   */
+  host?: string;
+  /** QEMU's UUID (lower case): the VM is recognised by it on whichever host it runs. */
+  uuid?: string;
   /** ISO 8601. */
   createdAt: string;
 }
@@ -63,7 +74,8 @@ const MAX_UNIX_PATH_BYTES = 107;
 const WORKFLOW_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
-const FIELDS = new Set(['name', 'share', 'qmp', 'qga', 'pg', 'workflow', 'agent']);
+const FIELDS = new Set(['name', 'share', 'qmp', 'qga', 'pg', 'workflow', 'agent', 'host', 'uuid']);
+const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
 /** Agent names: what `vmvault agent --name` accepts (a host name's characters). */
 const AGENT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
@@ -114,6 +126,24 @@ export class VmRegistry {
     });
   }
 
+  /**
+   * Where the VM runs now (issue 13: it moved to another host): host, qmp and uuid replaced,
+   * checked like add()'s; durable when it resolves. Its share and points are untouched.
+   */
+  relocate(name: string, to: { host?: string; qmp: string; uuid?: string }): Promise<VmConfig> {
+    return this.serial(async () => {
+      const old = this.get(name);
+      const { createdAt, ...rest } = old;
+      const { host: _h, uuid: _u, ...keep } = rest;
+      const vm = checkNewVm({ ...keep, qmp: to.qmp, ...(to.host !== undefined ? { host: to.host } : {}), ...(to.uuid !== undefined ? { uuid: to.uuid } : {}) });
+      vm.createdAt = createdAt;
+      const next = new Map(this.vms).set(name, vm);
+      await writeFile(this.file, next);
+      this.vms.set(name, vm);
+      return { ...vm };
+    });
+  }
+
   /** Forgets the VM (its share and restore points stay); NOT_FOUND if it is not registered. */
   remove(name: string): Promise<void> {
     return this.serial(async () => {
@@ -146,6 +176,14 @@ export function checkNewVm(input: NewVm): VmConfig {
   if (input.pg !== undefined) vm.pg = checkPostgresUrl(input.pg);
   if (input.workflow !== undefined) vm.workflow = checkWorkflowName(input.workflow);
   if (input.agent !== undefined) vm.agent = checkAgentName(input.agent);
+  if (input.host !== undefined) {
+    vm.host = checkAgentName(input.host);
+    if (!vm.qmp.startsWith('unix:')) throw vmError('INVALID_ARGUMENT', `VM ${vm.name} is on host ${vm.host}: its qmp must be the UNIX socket on that host (unix:/path), which the host's agent opens`);
+  }
+  if (input.uuid !== undefined) {
+    if (typeof input.uuid !== 'string' || !UUID.test(input.uuid)) throw vmError('INVALID_ARGUMENT', `uuid ${JSON.stringify(String(input.uuid).slice(0, 80))} is not a UUID (QEMU's -uuid, as query-uuid answers it)`);
+    vm.uuid = input.uuid.toLowerCase();
+  }
   return vm;
 }
 

@@ -30,6 +30,8 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   find: async () => (await import('./commands/catalog.js')).findCommand,
   'restore-file': async () => (await import('./commands/catalog.js')).restoreFileCommand,
   policy: async () => (await import('./commands/policies.js')).policyCommand,
+  host: async () => (await import('./commands/hosts.js')).hostCommand,
+  cluster: async () => (await import('./commands/hosts.js')).clusterCommand,
 };
 
 const HELP = `usage: vmvault <command> [options]
@@ -81,6 +83,15 @@ VM backup (backups and restores are jobs, like gc)
                                           over the disk files the VM uses; an HA VM's
                                           cluster resource goes offline and back; a running
                                           VM is refused
+
+Hosts and the cluster (issue 13)
+  host add <host> --agent <name>          a hypervisor host, reached through the agent on it
+                                          (vmvault agent --name <name> --qmp-dir DIR ...)
+  host list | host remove <host>
+  cluster [--json]                        every host's VMs: state, disks, I/O load; an
+                                          unreachable host with its reason
+  vm add <vm> --host <host> --qmp unix:<path on the host> [--uuid <uuid>]
+  vm add <vm> --from-cluster              a VM the cluster map shows (host, QMP, uuid from it)
 
 Agents (issue 12)
   agent --appliance <url> --token <t> --name <n> [--pin <sha256>] [--streams <n>] [--reach <prefix>]
@@ -190,9 +201,12 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       group: values.group,
       dryRun: values['dry-run'] === true,
       inPlace: values['in-place'] === true,
+      host: values.host,
+      uuid: values.uuid,
+      fromCluster: values['from-cluster'] === true ? true : undefined,
     };
     if (flags.inPlace && name !== 'restore') throw usage(`${name} takes no --in-place`);
-    if (!['vm', 'backup', 'restore', 'catalog', 'find', 'restore-file', 'policy'].includes(name)) refuseOptions(flags, name, []);
+    if (!['vm', 'backup', 'restore', 'catalog', 'find', 'restore-file', 'policy', 'host'].includes(name)) refuseOptions(flags, name, []);
     if (flags.trusted && name !== 'agent') throw usage(`${name} takes no --trusted`);
     if (name !== 'export' && (flags.clients !== undefined || flags.user !== undefined)) throw usage(`${name} takes no --${flags.clients !== undefined ? 'clients' : 'user'}`);
     const baseUrl = parseBaseUrl(values.url ?? DEFAULT_URL);
@@ -243,6 +257,9 @@ const OPTIONS = {
   lock: 'string',
   group: 'string',
   'dry-run': 'boolean',
+  host: 'string',
+  uuid: 'string',
+  'from-cluster': 'boolean',
 } as const;
 type OptionName = keyof typeof OPTIONS;
 type Values = { [K in OptionName]?: (typeof OPTIONS)[K] extends 'string' ? string : boolean };

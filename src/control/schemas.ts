@@ -239,16 +239,19 @@ export const pointName = { type: 'string', title: 'restore point', minLength: 1,
 
 export const newVmBody = {
   type: 'object',
-  required: ['name', 'qmp'],
+  required: ['name'],
   additionalProperties: false,
   properties: {
     name: vmName,
-    qmp: socketAddress('QMP'),
+    qmp: { ...socketAddress('QMP'), description: 'The QMP socket: "unix:/absolute/path" or "tcp:host:port" (required unless fromCluster).' },
     qga: { ...socketAddress('guest agent'), description: 'Guest agent socket (needed for app-consistent backups): "unix:/absolute/path" or "tcp:host:port".' },
     pg: { type: 'string', title: 'PostgreSQL URL', minLength: 1, description: 'postgres://user[:password]@host[:port]/database, for quiesce-database. Shown with the password as ***.' },
     share: { ...shareName, description: `Share the backups go to (default: the VM's name). ${NAME_RULES}.` },
     workflow: { ...workflowName, description: 'The workflow a backup runs when none is named.' },
     agent: { type: 'string', title: 'agent name', minLength: 1, maxLength: 64, description: 'The external agent (vmvault agent --name) that copies the disks; default: the appliance itself.' },
+    host: { type: 'string', title: 'host name', minLength: 1, maxLength: 64, description: "The host (vmvault host add) whose agent relays its QMP (then a UNIX socket on that host) and copies its disks." },
+    uuid: { type: 'string', title: 'VM uuid', minLength: 36, maxLength: 36, description: "QEMU's -uuid: the VM is recognised by it after a move (default: what the host's agent discovers)." },
+    fromCluster: { type: 'boolean', description: 'Take host, qmp and uuid from the cluster map: the VM of this name on one of the hosts.' },
   },
 } as const;
 
@@ -304,6 +307,8 @@ export const vmView = {
     pg: { type: 'string', description: 'With any password shown as ***.' },
     workflow: { type: 'string' },
     agent: { type: 'string', description: 'The external agent that copies the disks.' },
+    host: { type: 'string', description: 'The host whose agent relays its QMP (issue 13).' },
+    uuid: { type: 'string', description: "QEMU's uuid of the VM." },
     createdAt: isoTime,
     state: { type: 'string', description: 'QEMU\'s run state ("running", "paused", ...) or "unreachable" when QMP does not answer in time.' },
     stateDetail: { type: 'string', description: 'Why the VM is unreachable.' },

@@ -13,6 +13,8 @@ import { sendError, sentErrorCode } from './error-reply.js';
 import { JobRunner } from './jobs.js';
 import { OpenApiCollector, type RouteSchema, routeSchema } from './openapi.js';
 import { agentRoutes } from './routes/agents.js';
+import { hostRoutes } from './routes/hosts.js';
+import type { HostsControl } from './hosts-control.js';
 import { backupRoutes } from './routes/backups.js';
 import { exportRoutes } from './routes/exports.js';
 import type { CatalogApi } from './catalog-api.js';
@@ -55,6 +57,8 @@ export interface ServerOptions {
   catalog?: CatalogApi;
   /** Protection policies (issue 14): the /policies routes. */
   policies?: PolicyService;
+  /** Hosts and the cluster map (issue 13): the /hosts and /cluster routes. */
+  hosts?: HostsControl;
 }
 
 const AUDITED_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
@@ -157,6 +161,7 @@ export async function buildServer(services: ControlServices, opts: ServerOptions
       await backupRoutes(api, deps);
       if (opts.agentTokens !== undefined) await agentTokenRoutes(api, opts.agentTokens);
       await agentRoutes(api, deps);
+      await hostRoutes(api, opts.hosts);
       if (services.transfer !== undefined) await transferRoutes(api, services.transfer);
       await exportRoutes(api, deps);
       if (opts.catalog) await catalogRoutes(api, { catalog: opts.catalog, jobs: deps.jobs });

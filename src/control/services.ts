@@ -228,12 +228,21 @@ export interface VmView extends VmState {
   workflow?: string;
   /** The external agent that copies the disks (absent: the appliance itself). */
   agent?: string;
+  /** The host whose agent relays its QMP (issue 13). */
+  host?: string;
+  uuid?: string;
   createdAt: string;
 }
 
 export interface NewVmRequest {
   name: string;
-  qmp: string;
+  /** Required unless fromCluster. */
+  qmp?: string;
+  /** The host whose agent relays its QMP (issue 13). */
+  host?: string;
+  uuid?: string;
+  /** Host, qmp and uuid from the cluster map (the VM of this name on one host). */
+  fromCluster?: boolean;
   qga?: string;
   pg?: string;
   /** Default: the VM's name. */

@@ -48,10 +48,14 @@ export interface StartQemuOptions {
   t?: { teardown(fn: () => unknown): void };
   /** argv prefix QEMU runs under, e.g. `ip netns exec NS` (it must exec, so the PID stays QEMU's). */
   wrap?: string[];
+  /** QEMU's -uuid (default a fixed one). */
+  uuid?: string;
+  /** Where the QMP socket goes (default a random name in dir), e.g. the Proxmox layout <dir>/<vmid>.qmp. */
+  qmpPath?: string;
 }
 
 export async function startQemu(opts: StartQemuOptions): Promise<TestQemu> {
-  const qmpPath = path.join(opts.dir, `qmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}.sock`);
+  const qmpPath = opts.qmpPath ?? path.join(opts.dir, `qmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}.sock`);
   const qgaPath = opts.qga ? qmpPath.replace(/\.sock$/, '.qga.sock') : undefined;
   const args = [
     '-S',
@@ -61,7 +65,7 @@ export async function startQemu(opts: StartQemuOptions): Promise<TestQemu> {
     '-m', String(opts.memoryMiB ?? 64),
     '-smp', String(opts.cpus ?? 1),
     '-name', opts.name ?? 'testvm',
-    '-uuid', '6b1e3b2c-0c1d-4d5e-9f00-112233445566',
+    '-uuid', opts.uuid ?? '6b1e3b2c-0c1d-4d5e-9f00-112233445566',
     '-qmp', `unix:${qmpPath},server=on,wait=off`,
   ];
   for (const d of opts.disks) {

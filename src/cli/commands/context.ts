@@ -43,6 +43,10 @@ export interface Flags {
   dryRun?: boolean;
   /** restore --in-place (issue 13). */
   inPlace?: boolean;
+  // Hosts (hosts.ts, issue 13): vm add --host H [--uuid U] | --from-cluster.
+  host?: string;
+  uuid?: string;
+  fromCluster?: boolean;
 }
 
 /** The VM options a command does not take, as a usage error; call with the ones it does. */
@@ -51,6 +55,8 @@ export function refuseOptions(flags: Flags, command: string, takes: ReadonlyArra
     if (flags[k] !== undefined && !takes.includes(k)) throw usage(`${command} takes no --${k === 'pathPrefix' ? 'path-prefix' : k}`);
   }
   if (flags.dryRun === true && !takes.includes('dryRun')) throw usage(`${command} takes no --dry-run`);
+  for (const k of ['host', 'uuid'] as const) if (flags[k] !== undefined && !takes.includes(k)) throw usage(`${command} takes no --${k}`);
+  if (flags.fromCluster === true && !takes.includes('fromCluster')) throw usage(`${command} takes no --from-cluster`);
 }
 
 export interface CommandContext {

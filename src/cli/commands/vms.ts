@@ -14,11 +14,15 @@ export async function vmCommand(ctx: CommandContext, args: string[]): Promise<nu
   const [verb, ...rest] = args;
   switch (verb) {
     case 'add': {
-      refuseOptions(ctx.flags, 'vm add', ['qmp', 'qga', 'pg', 'share', 'workflow', 'agent']);
+      refuseOptions(ctx.flags, 'vm add', ['qmp', 'qga', 'pg', 'share', 'workflow', 'agent', 'host', 'uuid', 'fromCluster']);
       const [name] = expectArgs(rest, ['vm'], 'vm add');
-      const { qmp, qga, pg, share, workflow, agent } = ctx.flags;
-      if (qmp === undefined) throw usage('vm add: --qmp <addr> is required (unix:/path/to/qmp.sock or tcp:host:port, as given to QEMU\'s -qmp)');
-      const req: NewVmRequest = { name, qmp };
+      const { qmp, qga, pg, share, workflow, agent, host, uuid, fromCluster } = ctx.flags;
+      if (fromCluster === true && (qmp !== undefined || host !== undefined)) throw usage('vm add: --from-cluster takes the host and QMP socket from the cluster map; give neither --host nor --qmp');
+      if (qmp === undefined && fromCluster !== true) throw usage('vm add: --qmp <addr> is required (unix:/path/to/qmp.sock or tcp:host:port, as given to QEMU\'s -qmp), or --from-cluster');
+      const req: NewVmRequest = { name, ...(qmp !== undefined ? { qmp } : {}) };
+      if (fromCluster === true) req.fromCluster = true;
+      if (host !== undefined) req.host = host;
+      if (uuid !== undefined) req.uuid = uuid;
       if (qga !== undefined) req.qga = qga;
       if (pg !== undefined) req.pg = pg;
       if (share !== undefined) req.share = share;
@@ -117,7 +121,8 @@ function vmText(vm: VmView): string {
   ];
   if (vm.pg !== undefined) pairs.push(['PostgreSQL', vm.pg]);
   if (vm.workflow !== undefined) pairs.push(['Workflow', vm.workflow]);
-  pairs.push(['Copied by', vm.agent === undefined ? 'the appliance' : `agent ${vm.agent}`]);
+  if (vm.host !== undefined) pairs.push(['Host', `${vm.host}${vm.uuid !== undefined ? ` (uuid ${vm.uuid})` : ''}`]);
+  pairs.push(['Copied by', vm.agent !== undefined ? `agent ${vm.agent}` : vm.host !== undefined ? `the agent of host ${vm.host}` : 'the appliance']);
   if (vm.disks.length === 0) pairs.push(['Disks', '-']);
   for (const [i, d] of vm.disks.entries()) pairs.push([i === 0 ? 'Disks' : '', `${d.device}  ${formatBytes(d.sizeBytes)}  ${d.format}${d.file === undefined ? '' : `  ${d.file}`}`]);
   pairs.push(['Last backup', lastText(vm.lastBackup)]);

@@ -46,7 +46,14 @@ const registerBody = {
     addresses: { type: 'array', maxItems: 32, items: shortString(256) },
     streams: { type: 'integer', minimum: 1, maximum: MAX_STREAMS },
     reach: { type: 'array', maxItems: 64, items: shortString(1024), description: "Source address prefixes it can reach ('unix:/run/qemu/', 'tcp:10.1.', '*')." },
+    requests: { type: 'array', maxItems: 64, items: { type: 'string', pattern: '^[a-z][a-z0-9-]{0,63}$' }, description: 'Host request kinds it handles (issue 13: discover, qmp-open, ...).' },
   },
+} as const;
+
+const hostRequestSchema = {
+  type: 'object',
+  required: ['v', 'id', 'kind', 'args', 'timeoutMs'],
+  properties: { v: { type: 'integer' }, id: { type: 'string' }, kind: { type: 'string' }, args: {}, timeoutMs: count },
 } as const;
 
 const taskSchema = {
@@ -79,6 +86,7 @@ const agentView = {
     state: { type: 'string', enum: ['live', 'lost'] },
     streams: count,
     reach: { type: 'array', items: { type: 'string' } },
+    requests: { type: 'array', items: { type: 'string' }, description: 'Host request kinds it handles (issue 13).' },
     tasksRunning: count,
     tasks: { type: 'array', items: { type: 'string' } },
     lastSeen: { type: 'string', format: 'date-time' },
@@ -176,7 +184,13 @@ export async function agentRoutes(app: FastifyInstance, { agents }: RouteDeps): 
         params: nameParams,
         bodyOptional: true,
         body: { type: 'object', additionalProperties: false, properties: { waitMs: { type: 'integer', minimum: 0, maximum: 600_000 }, running: { type: 'array', maxItems: 1024, items: taskIdSchema } } },
-        response: { 200: { type: 'object', required: ['tasks'], properties: { tasks: { type: 'array', items: taskSchema } } }, ...commonErrors, 403: forbidden, 404: notAgent, 409: conflict },
+        response: {
+          200: { type: 'object', required: ['tasks'], properties: { tasks: { type: 'array', items: taskSchema }, requests: { type: 'array', items: hostRequestSchema } } },
+          ...commonErrors,
+          403: forbidden,
+          404: notAgent,
+          409: conflict,
+        },
       }),
     },
     async (request, reply) => {
@@ -187,7 +201,9 @@ export async function agentRoutes(app: FastifyInstance, { agents }: RouteDeps): 
       reply.raw.once('close', onClose);
       try {
         // An answer nobody reads loses nothing: the agent's next poll gets the same tasks again.
-        return { tasks: await p.poll(request.params.name, request.body.waitMs ?? p.maxPollMs, request.body.running ?? [], ac.signal) };
+        const tasks = await p.poll(request.params.name, request.body.waitMs ?? p.maxPollMs, request.body.running ?? [], ac.signal);
+        // Host requests (issue 13) are handed once: taken only when the answer is about to be written.
+        return { tasks, requests: ac.signal.aborted ? [] : p.takeRequests(request.params.name) };
       } finally {
         reply.raw.off('close', onClose);
       }
@@ -233,6 +249,36 @@ export async function agentRoutes(app: FastifyInstance, { agents }: RouteDeps): 
     },
     async (request, reply) => {
       actAs(request, request.params.name).done(request.params.name, request.params.id, request.body);
+      return reply.code(204).send();
+    },
+  );
+
+  app.post<{ Params: { name: string; id: string }; Body: { ok: boolean; result?: unknown; error?: { code?: string; message?: string } } }>(
+    '/agents/:name/requests/:id/answer',
+    {
+      config: { agent: true },
+      // A discovery of many VMs, or a large QMP answer (query-named-block-nodes), is some MiB.
+      bodyLimit: 16 * 1024 * 1024,
+      schema: routeSchema({
+        operationId: 'agentRequestAnswer',
+        summary: 'The answer to a host request (issue 13): ok with its result, or failed with a code and a reason',
+        tags: ['agents'],
+        params: taskParams,
+        body: {
+          type: 'object',
+          required: ['ok'],
+          additionalProperties: false,
+          properties: {
+            ok: { type: 'boolean' },
+            result: {},
+            error: { type: 'object', additionalProperties: false, properties: { code: { type: 'string', maxLength: 64 }, message: { type: 'string', maxLength: 4096 } } },
+          },
+        },
+        response: { 204: { description: 'Noted.' }, ...commonErrors, 403: forbidden, 404: notAgent, 409: conflict },
+      }),
+    },
+    async (request, reply) => {
+      actAs(request, request.params.name).answerRequest(request.params.name, request.params.id, request.body);
       return reply.code(204).send();
     },
   );

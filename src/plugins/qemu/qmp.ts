@@ -56,6 +56,8 @@ export class QmpClient implements QmpChannel {
   private readonly pending = new Map<number, Pending>();
   private readonly events: QmpEvent[] = [];
   private readonly waiters = new Set<Waiter>();
+  /** Woken by any event that is buffered (takeEvents' callers: the agent's relayed sessions). */
+  private anyWaiters = new Set<() => void>();
   private nextId = 1;
   private closed: VmvaultError | null = null;
   /** QEMU's version from the greeting, e.g. { major: 7, minor: 2, micro: 22 }. */
@@ -145,6 +147,9 @@ export class QmpClient implements QmpChannel {
       }
       this.events.push(ev);
       if (this.events.length > MAX_EVENTS) this.events.shift();
+      const any = this.anyWaiters;
+      this.anyWaiters = new Set();
+      for (const w of any) w();
       return;
     }
     if (typeof m?.id !== 'number') return; // an answer we did not ask for (or to a timed-out command's old id type)
@@ -174,6 +179,8 @@ export class QmpClient implements QmpChannel {
       w.reject(vmError(err.code, `${err.message} (while waiting for event ${w.name})`, undefined, err));
     }
     this.waiters.clear();
+    for (const w of this.anyWaiters) w();
+    this.anyWaiters.clear();
     this.sock.destroy();
   }
 
@@ -225,6 +232,33 @@ export class QmpClient implements QmpChannel {
       };
       this.waiters.add(w);
     });
+  }
+
+  /**
+   * Hands over every buffered event (oldest first) and forgets them; when none is buffered,
+   * waits up to `waitMs` for one (or `signal`). For a relay (the agent's QMP sessions, issue 13)
+   * that passes all events on to be matched elsewhere; not to be mixed with waitEvent().
+   */
+  async takeEvents(waitMs = 0, signal?: AbortSignal): Promise<QmpEvent[]> {
+    if (this.events.length === 0 && waitMs > 0 && !this.closed && !signal?.aborted) {
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          signal?.removeEventListener('abort', done);
+          this.anyWaiters.delete(done);
+          resolve();
+        };
+        const timer = setTimeout(done, waitMs);
+        signal?.addEventListener('abort', done, { once: true });
+        this.anyWaiters.add(done);
+      });
+    }
+    return this.events.splice(0, this.events.length);
+  }
+
+  /** Whether the connection is gone (QEMU closed it, or close() was called). */
+  get isClosed(): boolean {
+    return this.closed !== null;
   }
 
   /** Drops the buffered events (e.g. before starting something whose events are awaited). */

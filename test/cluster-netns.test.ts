@@ -1,0 +1,134 @@
+// Hosts, discovery and VMs that move (issue 13), with real parts: three hypervisor hosts as
+// network namespaces, an agent on each (`--qmp-dir`, the Proxmox layout), paused QEMUs whose QMP
+// sockets only their host's agent uses, and a real appliance that reaches them only through the
+// agents (QMP relayed, NBD read by the host's agent).
+// - the cluster map shows every host's VMs (name, uuid, state, disks);
+// - a VM added from the map backs up through its host's agent; the restore point reads back equal;
+// - the VM "moves" (QEMU stopped on node1, its qcow2 started on node2 with the same uuid; the
+//   checkpoint bitmap is persistent in the qcow2): the map shows it on node2, the next backup
+//   follows it (logged), is incremental, reads about the change, and reads back equal;
+// - node3's agent is killed: the map reports node3 unreachable with the reason and its VMs
+//   unknown; a backup of its VM fails with that reason while another VM's backup succeeds.
+
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { QmpClient } from '../src/plugins/qemu/qmp.js';
+import { agentCopyFigures } from './helpers/agent-rig.js';
+import { DiskModel } from './helpers/backup.js';
+import { makeClusterRig } from './helpers/cluster-rig.js';
+import { netnsAvailable } from './helpers/netns.js';
+import { qemuIo } from './helpers/qemu.js';
+import { tmpDir } from './helpers/tmpdir.js';
+
+const MiB = 1024 * 1024;
+const skip = netnsAvailable();
+process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0';
+
+async function until(what: string, fn: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await fn())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** The message of an assertion: short when it holds, the whole story when it does not. */
+function why(ok: boolean, what: string, diag: () => string): string {
+  return ok ? what : `${what}\n${diag()}`;
+}
+
+function jobText(job: any): string {
+  return (job.log ?? []).map((l: any) => (typeof l === 'string' ? l : l.message)).join('\n');
+}
+
+t.test('three hosts: the map, a backup through the host agent, a VM that moves, a host that goes away', { skip, timeout: 900_000 }, async (t) => {
+  const dir = tmpDir(t, 'vmvault-cluster-');
+  const size = 16 * MiB;
+  const rig = await makeClusterRig(t, dir, { hosts: 3, vmsPerHost: 2, diskBytes: size, agentLostSeconds: 6 });
+  await rig.agentsLive();
+
+  // The map: every host's VMs, by name and uuid, paused (-S: prelaunch).
+  const map = (await rig.api('GET', '/cluster')).body;
+  t.same(
+    map.hosts.map((h: any) => [h.name, h.state, h.vms.map((v: any) => `${v.name}/${v.uuid}/${v.state}`)]),
+    rig.hosts.map((h) => [h.name, 'ok', rig.vms.filter((v) => v.host === h).sort((a, b) => a.vmid - b.vmid).map((v) => `${v.name}/${v.uuid}/prelaunch`)]),
+    'the map has every VM on its host',
+  );
+  t.same(map.hosts[0].vms[0].disks.map((d: any) => [d.device, d.format, d.sizeBytes]), [['vda', 'qcow2', size]]);
+
+  // vm101 on node1, added from the map.
+  const vm = rig.vms.find((v) => v.name === 'vm101')!;
+  const add = await rig.api('POST', '/vms', { name: 'vm101', fromCluster: true, workflow: 'crash-consistent' });
+  t.equal(add.status, 201, why(add.status === 201, 'vm101 added from the map', () => JSON.stringify(add.body)));
+  t.same([add.body.host, add.body.uuid, add.body.qmp], ['node1', vm.uuid, vm.q.qmp]);
+
+  const model = new DiskModel(size);
+  const write = async (socket: string, writes: Array<[number, number, number]>) => {
+    const c = await QmpClient.connect(socket);
+    try {
+      for (const [p, off, len] of writes) await qemuIo(c, '/machine/peripheral/vda/virtio-backend', model.write(p, off, len));
+    } finally {
+      await c.close();
+    }
+  };
+  const pointSha = async (point: string) => {
+    const h = createHash('sha256');
+    for await (const c of fs.createReadStream(path.join(rig.app.mount, 'vm101', '.snapshots', point, 'vda.raw'))) h.update(c as Buffer);
+    return h.digest('hex');
+  };
+  const backup = async (name: string) => {
+    const res = await rig.api('POST', `/vms/${name}/backups`, {});
+    if (res.status !== 202) return { state: 'refused', error: res.body.error, log: [] };
+    return rig.waitJob(res.body.job);
+  };
+
+  await write(vm.q.qmp, [[0x11, 0, 4 * MiB], [0x22, 9 * MiB, 1 * MiB]]);
+  const j1 = await backup('vm101');
+  t.equal(j1.state, 'succeeded', why(j1.state === 'succeeded', 'backup 1 through node1', () => `${JSON.stringify(j1.error)}\n${jobText(j1)}\n${rig.hosts[0].agent.log()}`));
+  t.match(jobText(j1), /QMP through host node1's agent: agent:node1 unix:/);
+  t.same(agentCopyFigures(j1)?.agents, ['agent1'], "node1's agent copied it");
+  t.equal(await pointSha(j1.result.point), model.sha(), 'point 1 reads back equal');
+
+  // The move: a change, a clean stop on node1 (persistent bitmaps written into the qcow2), and
+  // the same disk and uuid started by a QEMU on node2.
+  await write(vm.q.qmp, [[0x33, 2 * MiB, 256 * 1024]]);
+  await vm.q.stop();
+  const moved = await rig.startVm(rig.hosts[1], 'vm101', vm.uuid, 250, vm.disk, size);
+  await write(moved.q.qmp, [[0x44, 12 * MiB, 128 * 1024]]);
+  const map2 = (await rig.api('GET', '/cluster')).body;
+  t.notOk(map2.hosts[0].vms.some((v: any) => v.uuid === vm.uuid), 'not on node1 any more');
+  const there = map2.hosts[1].vms.find((v: any) => v.uuid === vm.uuid);
+  t.same([there?.name, there?.qmp, there?.registered], ['vm101', moved.q.qmp, 'vm101'], 'on node2, recognised as the registered vm101');
+  t.ok(there.load.dirtyBytes >= 384 * 1024, `the dirty bitmap travelled with the disk: ${there.load.dirtyBytes} dirty bytes`);
+
+  const j2 = await backup('vm101');
+  t.equal(j2.state, 'succeeded', why(j2.state === 'succeeded', 'backup 2 after the move', () => `${JSON.stringify(j2.error)}\n${jobText(j2)}\n${rig.hosts[1].agent.log()}`));
+  t.match(jobText(j2), /VM vm101 moved: host node1 \(unix:[^)]*\/101\.qmp\) -> host node2 \(unix:[^)]*\/250\.qmp\)/);
+  t.equal(j2.result.kind, 'incremental', 'the chain continues on the new host');
+  const f2 = agentCopyFigures(j2)!;
+  t.same(f2.agents, ['agent2'], "node2's agent copied it");
+  t.ok(f2.read >= 384 * 1024 && f2.read < 4 * MiB, `the incremental read ${f2.read} bytes for a 384 KiB change`);
+  t.equal(await pointSha(j2.result.point), model.sha(), 'point 2 reads back equal');
+  const rec = (await rig.api('GET', '/vms/vm101')).body;
+  t.same([rec.host, rec.qmp], ['node2', moved.q.qmp], 'the record follows the VM');
+
+  // node3 goes away: its agent is killed.
+  const add3 = await rig.api('POST', '/vms', { name: 'vm301', fromCluster: true, workflow: 'crash-consistent' });
+  t.equal(add3.status, 201, why(add3.status === 201, 'vm301 added from the map', () => JSON.stringify(add3.body)));
+  await rig.hosts[2].agent.kill('SIGKILL');
+  await until('agent3 to be lost', async () => (await rig.api('GET', '/hosts')).body.hosts.find((h: any) => h.name === 'node3').agentState === 'lost');
+  const map3 = (await rig.api('GET', '/cluster')).body;
+  const n3 = map3.hosts.find((h: any) => h.name === 'node3');
+  t.equal(n3.state, 'unreachable');
+  t.match(n3.reason, /agent agent3 is lost/);
+  t.same(n3.vms.map((v: any) => [v.name, v.state]), [['vm301', 'unknown'], ['vm302', 'unknown']], "node3's VMs are listed as unknown");
+  t.same(map3.hosts.filter((h: any) => h.name !== 'node3').map((h: any) => h.state), ['ok', 'ok'], 'the other hosts answer');
+
+  const [j3, j4] = await Promise.all([backup('vm301'), backup('vm101')]);
+  t.equal(j3.state, 'failed', 'the backup of vm301 fails');
+  t.match(j3.error?.message ?? '', /vm301 is skipped: its host node3 is unreachable \(agent agent3 is lost/);
+  t.equal(j4.state, 'succeeded', why(j4.state === 'succeeded', 'vm101 backs up while node3 is away', () => `${JSON.stringify(j4.error)}\n${jobText(j4)}`));
+  t.equal(await pointSha(j4.result.point), model.sha(), 'the other VM backs up meanwhile');
+});
