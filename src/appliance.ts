@@ -23,6 +23,7 @@ import { openPolicies, type PolicyParts } from './appliance-policies.js';
 import { parseDuration } from './policy/durations.js';
 import { BackupService } from './backup/backup-service.js';
 import { Pacemaker } from './plugins/pacemaker/pacemaker.js';
+import { HostHa } from './backup/host-ha.js';
 import { CatalogService } from './catalog/catalog-service.js';
 import { ApplianceCatalog } from './appliance-catalog.js';
 import { CatalogFilesView } from './catalog/files-view.js';
@@ -350,6 +351,8 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
       agents,
       ...(cfg.agentNbdListen !== undefined ? { agentNbdListen: cfg.agentNbdListen } : {}),
       ...(cfg.pacemaker ? { ha: new Pacemaker() } : {}),
+      // A VM on a host: its cluster resource through that host's agent (vmvault agent --pacemaker).
+      haFor: (vm) => (vm.host !== undefined ? new HostHa(agents!, hosts.agentOf(vm.host)) : undefined),
     });
     // First, before anything else can fail: a killed appliance may have left a guest frozen or a
     // database quiesced; the journal says which, and start() undoes them (and logs each).

@@ -92,6 +92,11 @@ export interface BackupServiceOptions {
    * or through a host's agent). Absent: no VM is HA, and an in-place restore refuses a running VM.
    */
   ha?: Pick<HaControl, 'resourceOf' | 'setRole'>;
+  /**
+   * The cluster manager for one VM, before `ha`: a VM on a host (`host`) has its resource taken
+   * offline through that host's agent (host-ha.ts). Undefined: `ha` applies.
+   */
+  haFor?: (vm: VmConfigLike) => Pick<HaControl, 'resourceOf' | 'setRole'> | undefined;
   /** How long an in-place restore waits for an HA VM's QEMU to go once its resource stopped. */
   vmStopWaitMs?: number;
   /**
@@ -472,8 +477,8 @@ export class BackupService {
         vm,
         point: rec.point,
         devices: rec.disks.map((d) => d.device),
-        openQmp: (address) => QmpClient.connect(address, { timeoutMs: Math.min(this.opts.qmpTimeoutMs ?? 3000, 3000) }),
-        ...(this.opts.ha ? { ha: this.opts.ha } : {}),
+        openQmp: (address) => (this.opts.qmpOpener ? this.opts.qmpOpener({ ...vm, qmp: address }) : QmpClient.connect(address, { timeoutMs: Math.min(this.opts.qmpTimeoutMs ?? 3000, 3000) })),
+        ...((h) => (h ? { ha: h } : {}))(this.opts.haFor?.(vm) ?? this.opts.ha),
         ...(this.opts.vmStopWaitMs !== undefined ? { vmStopWaitMs: this.opts.vmStopWaitMs } : {}),
         log: (l) => {
           p.log(l);

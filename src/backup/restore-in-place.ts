@@ -161,7 +161,9 @@ async function qmpState(open: InPlaceOptions['openQmp'], address: string): Promi
     return { qmp: await open(address) };
   } catch (err) {
     const errno = (err as { details?: { errno?: string } }).details?.errno;
-    if (errno === 'ENOENT' || errno === 'ECONNREFUSED' || isVmvaultError(err, 'CLOSED')) return { why: (err as Error).message };
+    // Through a host's agent only the message carries the errno (socket-address.ts words it).
+    const relayed = /cannot connect \((ENOENT|ECONNREFUSED)\)/.test((err as Error).message);
+    if (errno === 'ENOENT' || errno === 'ECONNREFUSED' || relayed || isVmvaultError(err, 'CLOSED')) return { why: (err as Error).message };
     // No greeting in time (another client holds the monitor), or anything else: it may run.
     return { why: (err as Error).message, unknown: true };
   }
