@@ -339,8 +339,10 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     const hostList = await HostRegistry.open(data);
     const clusterMap = new ClusterMap({ pool: agents, hosts: () => hostList.list(), registered: () => vms.list(), log });
     const hosts = new ApplianceHosts(hostList, vms, agents, clusterMap);
+    // How any part opens a VM's QMP: relayed through its host's agent, or its socket directly.
+    const qmpOpener = makeQmpOpener({ pool: agents, agentOf: (h) => hosts.agentOf(h) });
     const backups = new BackupService(ns, vms, {
-      qmpOpener: makeQmpOpener({ pool: agents, agentOf: (h) => hosts.agentOf(h) }),
+      qmpOpener,
       agentOfHost: (h) => hosts.agentOf(h),
       locate: async (name, jobLog) => void (await followVm({ vms, map: clusterMap }, name, jobLog)),
       dataDir: data,

@@ -16,6 +16,7 @@ import path from 'node:path';
 import t from 'tap';
 import { QmpClient } from '../src/plugins/qemu/qmp.js';
 import { agentCopyFigures } from './helpers/agent-rig.js';
+import { runCli } from './helpers/cli-run.js';
 import { DiskModel } from './helpers/backup.js';
 import { makeClusterRig } from './helpers/cluster-rig.js';
 import { netnsAvailable } from './helpers/netns.js';
@@ -57,6 +58,13 @@ t.test('three hosts: the map, a backup through the host agent, a VM that moves, 
     'the map has every VM on its host',
   );
   t.same(map.hosts[0].vms[0].disks.map((d: any) => [d.device, d.format, d.sizeBytes]), [['vda', 'qcow2', size]]);
+  // The same through the CLI (a user's process; the test's certificate is self-signed).
+  const cli = (args: string[]) => runCli(['--url', `https://127.0.0.1:${new URL(rig.app.url).port}`, '--token', rig.app.token, ...args], { NODE_TLS_REJECT_UNAUTHORIZED: '0' });
+  const c1 = await cli(['cluster']);
+  t.equal(c1.code, 0, why(c1.code === 0, 'vmvault cluster exits 0', () => c1.stderr));
+  t.match(c1.stdout, /node1\s+vm101\s+prelaunch\s+-\s+vda 16(\.0+)? MiB qcow2/, 'vmvault cluster shows the map');
+  const c2 = await cli(['host', 'list']);
+  t.match(c2.stdout, /node3\s+agent3\s+live/, 'vmvault host list');
 
   // vm101 on node1, added from the map.
   const vm = rig.vms.find((v) => v.name === 'vm101')!;
@@ -115,8 +123,9 @@ t.test('three hosts: the map, a backup through the host agent, a VM that moves, 
   t.same([rec.host, rec.qmp], ['node2', moved.q.qmp], 'the record follows the VM');
 
   // node3 goes away: its agent is killed.
-  const add3 = await rig.api('POST', '/vms', { name: 'vm301', fromCluster: true, workflow: 'crash-consistent' });
-  t.equal(add3.status, 201, why(add3.status === 201, 'vm301 added from the map', () => JSON.stringify(add3.body)));
+  const add3 = await cli(['vm', 'add', 'vm301', '--from-cluster', '--workflow', 'crash-consistent']);
+  t.equal(add3.code, 0, why(add3.code === 0, 'vm add vm301 --from-cluster', () => add3.stderr));
+  t.match(add3.stdout, /Host\s+node3 \(uuid 00000003-0000-4000-8000-000000000001\)/);
   await rig.hosts[2].agent.kill('SIGKILL');
   await until('agent3 to be lost', async () => (await rig.api('GET', '/hosts')).body.hosts.find((h: any) => h.name === 'node3').agentState === 'lost');
   const map3 = (await rig.api('GET', '/cluster')).body;
@@ -125,6 +134,7 @@ t.test('three hosts: the map, a backup through the host agent, a VM that moves, 
   t.match(n3.reason, /agent agent3 is lost/);
   t.same(n3.vms.map((v: any) => [v.name, v.state]), [['vm301', 'unknown'], ['vm302', 'unknown']], "node3's VMs are listed as unknown");
   t.same(map3.hosts.filter((h: any) => h.name !== 'node3').map((h: any) => h.state), ['ok', 'ok'], 'the other hosts answer');
+  t.match((await cli(['cluster'])).stdout, /host node3 unreachable: agent agent3 is lost/, 'vmvault cluster says why');
 
   const [j3, j4] = await Promise.all([backup('vm301'), backup('vm101')]);
   t.equal(j3.state, 'failed', 'the backup of vm301 fails');

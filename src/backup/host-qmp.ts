@@ -79,7 +79,7 @@ export class HostQmpChannel implements QmpChannel {
       if (this.closed) throw vmError('CLOSED', `waiting for QMP event ${name} at ${this.address}: the channel was closed`);
       const left = deadline - Date.now();
       if (left <= 0) throw vmError('IO', `QMP at ${this.address}: no ${name} event within ${timeoutMs} ms`, { event: name, timeoutMs });
-      const closed = await this.fetch(Math.min(left, EVENT_POLL_MS), false);
+      const closed = await this.fetch(Math.min(left, EVENT_POLL_MS));
       if (closed && !this.events.some((e) => e.event === name)) {
         throw vmError('CLOSED', `QMP at ${this.address}: QEMU closed the connection while waiting for ${name}; has the VM stopped?`);
       }
@@ -90,7 +90,7 @@ export class HostQmpChannel implements QmpChannel {
     // The agent's buffer is drained first (the wait and commands after this one wait for it).
     const before = this.clearing;
     this.clearing = before
-      .then(() => this.fetch(0, false))
+      .then(() => this.fetch(0))
       .then(
         () => this.dropLocal(name),
         () => this.dropLocal(name),
@@ -103,8 +103,8 @@ export class HostQmpChannel implements QmpChannel {
   }
 
   /** Moves the agent's buffered events here, waiting up to waitMs for one; true when QEMU closed the session. */
-  private async fetch(waitMs: number, clear: boolean): Promise<boolean> {
-    const r = await this.pool.request(this.agent, 'qmp-events', { session: this.session, waitMs, clear }, waitMs + MARGIN_MS, (x) => {
+  private async fetch(waitMs: number): Promise<boolean> {
+    const r = await this.pool.request(this.agent, 'qmp-events', { session: this.session, waitMs }, waitMs + MARGIN_MS, (x) => {
       const v = x as { events?: unknown; closed?: unknown };
       if (v === null || typeof v !== 'object' || !Array.isArray(v.events) || v.events.length > 10_000) throw new Error('events is not a list');
       const events: Ev[] = [];

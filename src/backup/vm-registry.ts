@@ -29,6 +29,7 @@ import path from 'node:path';
 import { type VmvaultError, vmError } from '../errors.js';
 import { writeFileAtomic } from '../files/atomic-file.js';
 import { validateName } from '../namespace/names.js';
+import { checkHostName } from './host-registry.js';
 
 export const VMS_FORMAT = 'vmvault-vms';
 export const VMS_VERSION = 1;
@@ -177,7 +178,7 @@ export function checkNewVm(input: NewVm): VmConfig {
   if (input.workflow !== undefined) vm.workflow = checkWorkflowName(input.workflow);
   if (input.agent !== undefined) vm.agent = checkAgentName(input.agent);
   if (input.host !== undefined) {
-    vm.host = checkAgentName(input.host);
+    vm.host = checkHostName(input.host);
     if (!vm.qmp.startsWith('unix:')) throw vmError('INVALID_ARGUMENT', `VM ${vm.name} is on host ${vm.host}: its qmp must be the UNIX socket on that host (unix:/path), which the host's agent opens`);
   }
   if (input.uuid !== undefined) {
