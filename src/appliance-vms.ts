@@ -34,6 +34,8 @@ export interface BackupEngine {
   restore(name: string, opts: { point?: string; to: string; format?: 'raw' | 'qcow2' }, p: ByteProgress): Promise<RestoreResult>;
   /** Refuses (CONFLICT) a share that holds files other than a VM's backups. */
   checkShare?(share: string): Promise<void>;
+  /** Over the VM's own disk files, HA-aware (issue 13). */
+  restoreInPlace?(name: string, opts: { point?: string }, p: ByteProgress): Promise<RestoreResult>;
 }
 
 export interface VmBackupParts {
@@ -140,9 +142,10 @@ export class ApplianceVms {
 
   async checkRestore(name: string, req: RestoreRequest): Promise<void> {
     this.registry().get(name);
-    const nbd = looksLikeNbdUri(req.to);
-    if (nbd) await this.checkNbdSockets(checkRestoreTarget(req.to));
-    else await this.checkOutsideRoots(checkRestoreTarget(req.to));
+    if (req.inPlace === true) return this.checkInPlace(name, req);
+    const target = checkRestoreTarget(req.to);
+    const nbd = looksLikeNbdUri(target);
+    const to = nbd ? await this.checkNbdSockets(target) : await this.checkOutsideRoots(target);
     if (req.format !== undefined && req.format !== 'raw' && req.format !== 'qcow2') throw vmError('INVALID_ARGUMENT', `restore format must be raw or qcow2, not ${JSON.stringify(req.format)}`);
     const points = await this.engine().listBackups(name);
     let rec: BackupRecordView | undefined;
@@ -158,12 +161,12 @@ export class ApplianceVms {
     }
     if (nbd) {
       if (req.format !== undefined) throw vmError('INVALID_ARGUMENT', 'an NBD target takes no format: the disk is written as the raw bytes the export stores');
-      nbdTargets(req.to, rec.disks.map((d) => d.device));
+      nbdTargets(to, rec.disks.map((d) => d.device));
       return;
     }
     try {
-      const st = await fs.stat(req.to);
-      if (!st.isDirectory()) throw vmError('INVALID_ARGUMENT', `restore target ${req.to} exists and is not a directory`);
+      const st = await fs.stat(to);
+      if (!st.isDirectory()) throw vmError('INVALID_ARGUMENT', `restore target ${to} exists and is not a directory`);
     } catch (err) {
       if (isVmvaultError(err)) throw err;
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
@@ -172,15 +175,36 @@ export class ApplianceVms {
     // Never over a file already there (the restore itself refuses too, inside its job).
     const format = req.format ?? 'raw';
     for (const f of [...rec.disks.map((d) => `${d.device}.${format}`), 'vm.json']) {
-      const file = path.join(req.to, f);
+      const file = path.join(to, f);
       if (await fs.stat(file).then(() => true, () => false)) {
         throw vmError('ALREADY_EXISTS', `${file} exists; restore into an empty directory or remove it`, { file });
       }
     }
   }
 
+  /** An in-place restore: the engine can do it, the point exists; the rest is checked in its job. */
+  private async checkInPlace(name: string, req: RestoreRequest): Promise<void> {
+    if (req.to !== undefined || req.format !== undefined) {
+      throw vmError('INVALID_ARGUMENT', "an in-place restore writes over the VM's own disk files in their own format: give no target directory or format with it");
+    }
+    if (this.engine().restoreInPlace === undefined) throw vmError('NOT_SUPPORTED', 'this appliance\'s backup service cannot restore in place');
+    const points = await this.engine().listBackups(name);
+    if (req.point !== undefined) {
+      validateName('snapshot', req.point);
+      if (!points.some((p) => p.point === req.point)) {
+        throw vmError('NOT_FOUND', `VM ${name} has no restore point ${JSON.stringify(req.point)} (vmvault backup list ${name} shows them)`, { vm: name, point: req.point });
+      }
+    } else if (points.length === 0) {
+      throw vmError('NOT_FOUND', `VM ${name} has no restore point yet (vmvault backup ${name} makes one)`, { vm: name });
+    }
+  }
+
   async restoreVm(ctx: JobContext, name: string, req: RestoreRequest): Promise<RestoreResult> {
     this.registry().get(name);
+    if (req.inPlace === true) {
+      await this.checkInPlace(name, req);
+      return this.engine().restoreInPlace!(name, req.point !== undefined ? { point: req.point } : {}, jobProgress(ctx));
+    }
     const to = checkRestoreTarget(req.to);
     const opts: { point?: string; to: string; format?: 'raw' | 'qcow2' } = { to: looksLikeNbdUri(to) ? await this.checkNbdSockets(to) : await this.checkOutsideRoots(to) };
     if (req.point !== undefined) opts.point = req.point;

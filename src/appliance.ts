@@ -28,6 +28,8 @@ import { drControl } from './appliance-dr.js';
 import { wireBestCopy } from './appliance-bestcopy.js';
 import { parseDuration } from './policy/durations.js';
 import { BackupService } from './backup/backup-service.js';
+import { Pacemaker } from './plugins/pacemaker/pacemaker.js';
+import { HostHa } from './backup/host-ha.js';
 import { CatalogService } from './catalog/catalog-service.js';
 import { ApplianceCatalog } from './appliance-catalog.js';
 import { CatalogFilesView } from './catalog/files-view.js';
@@ -110,6 +112,11 @@ export interface ApplianceConfig {
   maxLockMs?: number;
   /** Scheduled backups running at once. Default 2. */
   maxParallelBackups?: number;
+  /**
+   * This host is a Pacemaker cluster node (issue 13): VMs that are cluster resources are taken
+   * offline and back around an in-place restore, with the cluster's tools run here.
+   */
+  pacemaker?: boolean;
 }
 
 export const DEFAULTS: ApplianceConfig = { data: DEFAULT_DATA_DIR, mount: './vmvault-mnt', listen: DEFAULT_LISTEN };
@@ -120,7 +127,7 @@ const USAGE = `usage: vmvault appliance [--data DIR] [--mount DIR] [--listen HOS
                          [--agent-lost SECONDS] [--agent-nbd-listen tcp:HOST:PORT]
                          [--nfs-port N] [--nfs-mount-port N] [--smb-port N] [--export-bind ADDR]
                          [--export-host NAME]
-                         [--max-lock DURATION] [--max-parallel-backups N]
+                         [--max-lock DURATION] [--max-parallel-backups N] [--pacemaker]
 
 Opens the store in DIR (default ${DEFAULTS.data}, created if missing), mounts it at the mount
 point (default ${DEFAULTS.mount}) and serves the control plane (default ${DEFAULTS.listen}).
@@ -143,11 +150,13 @@ Their configs and logs are in DIR/nfs and DIR/smb; exports are kept in DIR/expor
 Policies (DIR/policies.json): --max-lock is the longest retention lock a policy may set
 (default 10y; e.g. 1y, 90d), --max-parallel-backups how many scheduled backups run at once
 (default 2; more wait in a queue).
+--pacemaker: this host is a Pacemaker cluster node; restore --in-place of a VM that is a cluster
+resource (its vmvault-vm attribute, else its id = the VM's name) takes it offline and back.
 A config file is JSON with the same keys ({"data": ..., "mount": ..., "listen": ...,
 "allowOther": true, "workflows": ..., "plugins": ..., "freezeTimeoutMs": 10000}); options on
 the command line win over it. Ctrl-C or SIGTERM commits open files, unmounts and exits 0.`;
 
-const CONFIG_KEYS = ['data', 'mount', 'listen', 'dirtyLimitMiB', 'reserveMiB', 'allowOther', 'mountCheckMs', 'tlsCert', 'tlsKey', 'workflows', 'plugins', 'freezeTimeoutMs', 'fuse', 'agentLostMs', 'agentNbdListen', 'nfsPort', 'nfsMountPort', 'smbPort', 'exportBind', 'exportHost', 'maxLock', 'maxParallelBackups'];
+const CONFIG_KEYS = ['data', 'mount', 'listen', 'dirtyLimitMiB', 'reserveMiB', 'allowOther', 'mountCheckMs', 'tlsCert', 'tlsKey', 'workflows', 'plugins', 'freezeTimeoutMs', 'fuse', 'agentLostMs', 'agentNbdListen', 'nfsPort', 'nfsMountPort', 'smbPort', 'exportBind', 'exportHost', 'maxLock', 'maxParallelBackups', 'pacemaker'];
 const SIGNAL_GRACE_MS = 2000;
 
 function log(line: string): void {
@@ -179,6 +188,7 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
       'export-host': { type: 'string' },
       'max-lock': { type: 'string' },
       'max-parallel-backups': { type: 'string' },
+      pacemaker: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -225,6 +235,7 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
     smbPort: values['smb-port'] !== undefined ? parsePort('--smb-port', values['smb-port']) : fromFile.smbPort,
     exportBind: values['export-bind'] ?? fromFile.exportBind,
     exportHost: values['export-host'] ?? fromFile.exportHost,
+    pacemaker: values.pacemaker === true || fromFile.pacemaker === true,
   };
   for (const k of ['nfsPort', 'nfsMountPort', 'smbPort'] as const) {
     const v = cfg[k];
@@ -350,6 +361,9 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
       log,
       agents,
       ...(cfg.agentNbdListen !== undefined ? { agentNbdListen: cfg.agentNbdListen } : {}),
+      ...(cfg.pacemaker ? { ha: new Pacemaker() } : {}),
+      // A VM on a host: its cluster resource through that host's agent (vmvault agent --pacemaker).
+      haFor: (vm) => (vm.host !== undefined ? new HostHa(agents!, hosts.agentOf(vm.host)) : undefined),
     });
     // First, before anything else can fail: a killed appliance may have left a guest frozen or a
     // database quiesced; the journal says which, and start() undoes them (and logs each).

@@ -78,6 +78,10 @@ t.test('bad input: usage errors (2), appliance refusals with their exit codes', 
     [['restore', 'web01', '--to', '/tmp/r', '--format', 'vmdk'], 2, /--format must be raw or qcow2, not "vmdk"/],
     [['restore', 'nope', '--to', '/tmp/r'], 5, /no VM "nope"/],
     [['restore', 'web01', '--to', '/tmp/r', '--workflow', 'w'], 2, /restore takes no --workflow/],
+    [['restore', 'web01', '--in-place', '--to', '/tmp/r'], 2, /restore --in-place writes over the VM's own disk files in their own format: give no --to or --format/],
+    [['restore', 'web01', '--in-place', '--format', 'raw'], 2, /give no --to or --format/],
+    [['restore', 'nope', '--in-place'], 5, /no VM "nope"/],
+    [['backup', 'web01', '--in-place'], 2, /backup takes no --in-place/],
   ];
   for (const [args, code, message] of cases) {
     const r = await cli(...args);
@@ -92,7 +96,7 @@ t.test('bad input: usage errors (2), appliance refusals with their exit codes', 
 t.test('help lists the VM commands', async (t) => {
   const help = await cli('help');
   t.equal(help.code, 0);
-  for (const line of [/vm add <vm> --qmp <addr>/, /vm list/, /vm remove <vm>/, /backup <vm> \[--workflow <w>\] \[--full\]/, /backup list <vm>/, /restore <vm> --to <dir> \[--point <time>\] \[--format raw\|qcow2\]/]) {
+  for (const line of [/vm add <vm> --qmp <addr>/, /vm list/, /vm remove <vm>/, /backup <vm> \[--workflow <w>\] \[--full\]/, /backup list <vm>/, /restore <vm> --to <dir> \[--point <time>\] \[--format raw\|qcow2\]/, /restore <vm> --in-place \[--point <time>\]/]) {
     t.match(help.stdout, line);
   }
 });

@@ -236,3 +236,33 @@ t.test('against a real QEMU: state and disks, a backup job with byte progress, i
   t.match(viaLink.json().error.message, /through a symbolic link/);
   t.notOk(fs.existsSync(path.join(s.data, 'restore')) || fs.existsSync(path.join(s.data, 'sub')), 'nothing written into the data directory');
 });
+
+t.test('restore in place through the API: refused while the VM runs, done once it is stopped', async (t) => {
+  const s = await setup(t);
+  const disk = path.join(s.dir, 'vda.qcow2');
+  const q = await startQemu({ t, dir: s.dir, name: 'web01', disks: [{ device: 'vda', sizeBytes: 16 * MiB, file: disk }] });
+  t.equal((await s.call('POST', '/api/v1/vms', { name: 'web01', qmp: q.qmp })).statusCode, 201);
+  const b = await s.waitJob((await s.call('POST', '/api/v1/vms/web01/backups', { workflow: 'crash-consistent' })).json().job);
+  t.equal(b.state, 'succeeded', JSON.stringify(b.error));
+
+  const both = await s.call('POST', '/api/v1/vms/web01/restores', { inPlace: true, to: path.join(s.dir, 'x') });
+  t.equal(both.statusCode, 400);
+  t.match(both.json().error.message, /give no to or format with inPlace/);
+  const neither = await s.call('POST', '/api/v1/vms/web01/restores', {});
+  t.equal(neither.statusCode, 400, 'no target and not in place');
+  const badPoint = await s.call('POST', '/api/v1/vms/web01/restores', { inPlace: true, point: '2000-01-01T00-00-00Z' });
+  t.equal(badPoint.statusCode, 404);
+
+  const running = await s.waitJob((await s.call('POST', '/api/v1/vms/web01/restores', { inPlace: true })).json().job);
+  t.equal(running.state, 'failed');
+  t.match(running.error, { code: 'CONFLICT', message: /VM web01 is running .*: shut it down before restoring its disks in place/ });
+
+  await q.stop();
+  const r = await s.call('POST', '/api/v1/vms/web01/restores', { inPlace: true, point: b.result.point });
+  t.equal(r.statusCode, 202, r.body);
+  const rj = await s.waitJob(r.json().job);
+  t.equal(rj.state, 'succeeded', JSON.stringify(rj.error));
+  t.same(rj.result, { point: b.result.point, files: [disk] });
+  t.match(rj.target, /vm web01 point .* in place/);
+  t.ok(rj.log.some((l: string) => /is now the point/.test(l)), 'the job log says what was replaced');
+});

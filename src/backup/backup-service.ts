@@ -36,6 +36,8 @@ import { checkpointName, pointName, uniquePointName } from './point-name.js';
 import type { QmpOpener } from './qmp-open.js';
 import { type CopyPlanner, restorePoint } from './restore.js';
 import { looksLikeNbdUri, restorePointToNbd } from './restore-nbd.js';
+import { type InPlaceResult, restoreInPlace } from './restore-in-place.js';
+import type { HaControl } from '../plugins/pacemaker/pacemaker.js';
 import { WorkflowEngine } from './workflow/engine.js';
 import { loadPluginsFolder } from './workflow/executable-plugins.js';
 import { QuiesceJournal } from './workflow/journal.js';
@@ -86,6 +88,18 @@ export interface BackupServiceOptions {
    * this host (any network namespace) or on a shared filesystem reaches.
    */
   agentNbdListen?: string;
+  /**
+   * The cluster manager whose resources some VMs are (issue 13, the Pacemaker plug-in, run here
+   * or through a host's agent). Absent: no VM is HA, and an in-place restore refuses a running VM.
+   */
+  ha?: Pick<HaControl, 'resourceOf' | 'setRole'>;
+  /**
+   * The cluster manager for one VM, before `ha`: a VM on a host (`host`) has its resource taken
+   * offline through that host's agent (host-ha.ts). Undefined: `ha` applies.
+   */
+  haFor?: (vm: VmConfigLike) => Pick<HaControl, 'resourceOf' | 'setRole'> | undefined;
+  /** How long an in-place restore waits for an HA VM's QEMU to go once its resource stopped. */
+  vmStopWaitMs?: number;
   /**
    * Opens a VM's QMP (issue 13, qmp-open.ts): relayed through its host's agent for a VM with
    * `host`. Default: the VM's socket directly.
@@ -540,6 +554,44 @@ export class BackupService {
   /** Where a restore finds other copies of a point (the composition root sets policy's BestCopy). */
   setCopyPlanner(planner: CopyPlanner | undefined): void {
     this.copyPlanner = planner;
+  }
+
+  /**
+   * Restores a point over the disk files the VM uses (restore-in-place.ts): an HA VM's resource
+   * offline first and back after, a running VM refused. One at a time per VM, and never beside
+   * a backup of it (CONFLICT).
+   */
+  async restoreInPlace(name: string, opts: { point?: string }, p: BackupProgress): Promise<InPlaceResult> {
+    const vm = this.vms.get(name);
+    const points = await this.listBackups(name);
+    if (points.length === 0) throw vmError('NOT_FOUND', `VM ${name} has no restore point`);
+    const rec = opts.point === undefined ? points.at(-1)! : points.find((r) => r.point === opts.point);
+    if (!rec) throw vmError('NOT_FOUND', `VM ${name} has no restore point ${opts.point} (latest: ${points.at(-1)!.point})`);
+    if (this.running.has(name)) throw vmError('CONFLICT', `a backup or restore of ${name} is running; wait for it or cancel it`, { vm: name });
+    this.running.add(name);
+    try {
+      p.phase('restore');
+      p.total(rec.disks.reduce((n, d) => n + d.sizeBytes, 0), 'bytes');
+      const r = await restoreInPlace({
+        ns: this.ns,
+        vm,
+        point: rec.point,
+        devices: rec.disks.map((d) => d.device),
+        openQmp: (address) => (this.opts.qmpOpener ? this.opts.qmpOpener({ ...vm, qmp: address }) : QmpClient.connect(address, { timeoutMs: Math.min(this.opts.qmpTimeoutMs ?? 3000, 3000) })),
+        ...((h) => (h ? { ha: h } : {}))(this.opts.haFor?.(vm) ?? this.opts.ha),
+        ...(this.opts.vmStopWaitMs !== undefined ? { vmStopWaitMs: this.opts.vmStopWaitMs } : {}),
+        log: (l) => {
+          p.log(l);
+          this.log(`restore ${name} in place: ${l}`);
+        },
+        advance: (n) => p.advance(n),
+        signal: p.signal,
+      });
+      p.log(`restored ${rec.point} of ${name} in place: ${r.files.join(', ')}`);
+      return r;
+    } finally {
+      this.running.delete(name);
+    }
   }
 }
 

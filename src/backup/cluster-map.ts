@@ -9,9 +9,15 @@
 // must read). A host whose agent is unknown, lost, or silent past the deadline is in the map with
 // that reason, and the VMs last seen there (or registered there) are listed with state 'unknown'.
 //
-// `ha` on each VM is left for the Pacemaker plug-in (roster: the ha developer fills it).
+// `ha` on each VM: asked of each host's agent that handles `ha-state` (vmvault agent --pacemaker,
+// src/agent/ha-requests.ts) beside its discovery; a VM gets its cluster resource (tied by the
+// `vmvault-vm` attribute, else resource id = the VM's name, for the registered name first). A
+// host whose agent has no HA gets the state another host's agent reported for a cluster that
+// lists it as a node. A failed `ha-state` is a problem of that host, not an unreachable host.
 
-import type { HaResourceState } from '../plugins/pacemaker/ha-state.js';
+import { resourceOfVm } from '../plugins/pacemaker/crm-xml.js';
+import type { HaClusterState, HaResourceState } from '../plugins/pacemaker/ha-state.js';
+import { checkHaState, HA_STATE } from './host-ha.js';
 import type { AgentPool } from './agent-pool.js';
 import { checkDiscovery, type DiscoveredVm, type Discovery } from './discovery.js';
 import type { HostConfig } from './host-registry.js';
@@ -104,7 +110,12 @@ export class ClusterMap {
   private async refreshNow(opts: { sampleMs?: number; timeoutMs?: number }): Promise<ClusterMapView> {
     const t0 = performance.now();
     const timeoutMs = (opts.timeoutMs ?? this.o.timeoutMs ?? 5000) + (opts.sampleMs ?? 0);
-    const hosts = await Promise.all(this.o.hosts().map((h) => this.askHost(h, timeoutMs, opts.sampleMs ?? 0)));
+    const list = this.o.hosts();
+    const [hosts, ha] = await Promise.all([
+      Promise.all(list.map((h) => this.askHost(h, timeoutMs, opts.sampleMs ?? 0))),
+      Promise.all(list.map((h) => this.askHa(h, timeoutMs))),
+    ]);
+    fillHa(hosts, ha, this.o.log);
     const view: ClusterMapView = { takenAt: new Date().toISOString(), ms: Math.round(performance.now() - t0), hosts };
     this.lastView = view;
     return view;
@@ -156,6 +167,19 @@ export class ClusterMap {
     };
   }
 
+  /** The host's HA state, when its agent handles ha-state; an error is kept as the host's problem. */
+  private async askHa(h: HostConfig, timeoutMs: number): Promise<HaClusterState | Error | undefined> {
+    if (this.o.pool === undefined) return undefined;
+    try {
+      return await this.o.pool.request(h.agent, HA_STATE, {}, timeoutMs, checkHaState);
+    } catch (err) {
+      // An agent without --pacemaker (or unreachable: discovery says so already).
+      const why = (err as { details?: { hostReason?: string } }).details?.hostReason;
+      if ((err as { code?: string }).code === 'NOT_SUPPORTED' || (why !== 'failed' && why !== 'bad-answer')) return undefined;
+      return err as Error;
+    }
+  }
+
   /** The host with its reason, and the VMs last seen there or registered there, as unknown. */
   private unreachable(h: HostConfig, reason: string, t0: number): ClusterHost {
     const seen = this.lastView?.hosts.find((x) => x.name === h.name)?.vms ?? [];
@@ -165,6 +189,29 @@ export class ClusterMap {
       vms.push({ name: r.name, uuid: r.uuid ?? '', state: 'unknown', qmp: r.qmp, disks: [], load: { dirtyBytes: 0 }, registered: r.name });
     }
     return { name: h.name, agent: h.agent, state: 'unreachable', reason, vms, failed: [], problems: [], ms: Math.round(performance.now() - t0) };
+  }
+}
+
+/** Puts each VM's cluster resource into the map (see the file's head). */
+function fillHa(hosts: ClusterHost[], ha: Array<HaClusterState | Error | undefined>, log?: (line: string) => void): void {
+  const states = ha.filter((s): s is HaClusterState => s !== undefined && !(s instanceof Error));
+  for (const [i, host] of hosts.entries()) {
+    const own = ha[i];
+    if (own instanceof Error) {
+      host.problems.push(`HA state: ${own.message}`);
+      log?.(`cluster map: host ${host.name}: HA state: ${own.message}`);
+    }
+    const state = own !== undefined && !(own instanceof Error) ? own : states.find((s) => s.nodes.some((n) => n.name === host.hostname || n.name === host.name));
+    if (state === undefined) continue;
+    for (const vm of host.vms) {
+      let res: HaResourceState | undefined;
+      try {
+        res = (vm.registered !== undefined ? resourceOfVm(state, vm.registered) : undefined) ?? resourceOfVm(state, vm.name);
+      } catch (err) {
+        host.problems.push(`HA state of VM ${vm.name}: ${(err as Error).message}`);
+      }
+      if (res !== undefined) vm.ha = res;
+    }
   }
 }
 

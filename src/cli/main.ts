@@ -91,6 +91,10 @@ VM backup (backups and restores are jobs, like gc)
   restore <vm> --to <dir> [--point <time>] [--format raw|qcow2]
                                           write a restore point's disks (newest by default)
                                           into <dir> on the appliance host
+  restore <vm> --in-place [--point <time>]
+                                          over the disk files the VM uses; an HA VM's
+                                          cluster resource goes offline and back; a running
+                                          VM is refused
 
 Hosts and the cluster (issue 13)
   host add <host> --agent <name>          a hypervisor host, reached through the agent on it
@@ -256,6 +260,7 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       parallel: values.parallel,
       order: values.order,
       dryRun: values['dry-run'] === true,
+      inPlace: values['in-place'] === true,
       host: values.host,
       uuid: values.uuid,
       fromCluster: values['from-cluster'] === true ? true : undefined,
@@ -275,6 +280,7 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       flags.destToken = values.token;
       values.token = undefined;
     }
+    if (flags.inPlace && name !== 'restore') throw usage(`${name} takes no --in-place`);
     if (!['vm', 'backup', 'restore', 'catalog', 'find', 'restore-file', 'policy', 'host', 'group', 'destination', 'clone', 'dr', 'recover'].includes(name)) refuseOptions(flags, name, []);
     if (name !== 'recover' && (flags.name !== undefined || flags.migrate || flags.dropClone)) throw usage(`${name} takes no --${flags.name !== undefined ? 'name' : flags.migrate ? 'migrate' : 'drop-clone'}`);
     if (flags.trusted && name !== 'agent') throw usage(`${name} takes no --trusted`);
@@ -301,6 +307,7 @@ const OPTIONS = {
   'delete-snapshots': 'boolean',
   full: 'boolean',
   repair: 'boolean',
+  'in-place': 'boolean',
   detach: 'boolean',
   help: 'boolean',
   qmp: 'string',

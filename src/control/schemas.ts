@@ -335,7 +335,6 @@ export const backupBody = {
 
 export const restoreBody = {
   type: 'object',
-  required: ['to'],
   additionalProperties: false,
   properties: {
     point: { ...pointName, description: 'Default: the newest restore point.' },
@@ -346,9 +345,15 @@ export const restoreBody = {
       description:
         'Absolute directory on the appliance host (the disks are written into it as <device>.raw or <device>.qcow2), or an NBD URI ' +
         '(nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=/PATH) of a writable export at least the disk\'s size: every byte of it up to the disk\'s size is written. ' +
-        'A point with several disks names {device} in the URI, and each disk goes to its own export.',
+        'A point with several disks names {device} in the URI, and each disk goes to its own export. Required unless inPlace.',
     },
     format: { type: 'string', title: 'format', enum: ['raw', 'qcow2'], description: 'Default raw. Not with an NBD target.' },
+    inPlace: {
+      type: 'boolean',
+      title: 'in place',
+      description: 'Restore over the disk files the VM uses (their paths from query-block, else from the point). An HA VM\'s cluster resource is taken offline first and brought back as it was; a running VM is refused. Not with to or format.',
+    },
+
   },
 } as const;
 
@@ -356,5 +361,9 @@ export const restoreBody = {
 export const restoreResult = {
   type: 'object',
   required: ['point', 'files'],
-  properties: { point: { type: 'string' }, files: { type: 'array', items: { type: 'string' } } },
+  properties: {
+    point: { type: 'string' },
+    files: { type: 'array', items: { type: 'string' } },
+    ha: { type: 'object', properties: { resource: { type: 'string' }, before: { type: 'string' }, after: { type: 'string' } } },
+  },
 } as const;

@@ -269,16 +269,23 @@ export interface BackupRequest {
 export interface RestoreRequest {
   /** A restore point of the VM (default: the newest). */
   point?: string;
-  /** Absolute directory on the appliance host the disks are written to. */
-  to: string;
+  /** Absolute directory on the appliance host the disks are written to (not with inPlace). */
+  to?: string;
   /** Default raw. */
   format?: 'raw' | 'qcow2';
+  /**
+   * Over the disk files the VM uses (issue 13), not into `to`: an HA VM's cluster resource is
+   * taken offline and back; a running VM is refused.
+   */
+  inPlace?: boolean;
 }
 
 export interface RestoreResult {
   point: string;
   /** The files written, absolute paths. */
   files: string[];
+  /** An in-place restore of an HA VM: its cluster resource, and its role before and after. */
+  ha?: { resource: string; before: string; after: string };
 }
 
 /**

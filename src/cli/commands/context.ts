@@ -49,6 +49,8 @@ export interface Flags {
   parallel?: string;
   order?: string;
   dryRun?: boolean;
+  /** restore --in-place (issue 13). */
+  inPlace?: boolean;
   // Hosts (hosts.ts, issue 13): vm add --host H [--uuid U] | --from-cluster.
   host?: string;
   uuid?: string;

@@ -149,7 +149,9 @@ function resultPairs(job: JobView): Array<[string, string]> {
   if (job.kind === 'group-backup') return groupBackupPairs(job.result as GroupBackupResult);
   if (job.kind === 'restore') {
     const r = job.result as RestoreResult;
-    return [['Point', r.point], ...r.files.map((f, i): [string, string] => [i === 0 ? 'Files' : '', f])];
+    const pairs: Array<[string, string]> = [['Point', r.point], ...r.files.map((f, i): [string, string] => [i === 0 ? 'Files' : '', f])];
+    if (r.ha !== undefined) pairs.push(['HA resource', `${r.ha.resource}: ${r.ha.before} before, ${r.ha.after} after`]);
+    return pairs;
   }
   if (job.kind === 'dr-copy') {
     const r = job.result as { copy: string; to: string; takenAt: string; containers: number; containersCopied: number; containersReused: number; bytesWritten: number; bytesTotal: number; files: number };

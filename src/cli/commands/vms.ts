@@ -100,8 +100,14 @@ export async function restoreCommand(ctx: CommandContext, args: string[]): Promi
   refuseOptions(ctx.flags, 'restore', ['point', 'to', 'format']);
   const [name] = expectArgs(args, ['vm'], 'restore');
   const { to, point, format } = ctx.flags;
+  if (ctx.flags.inPlace) {
+    if (to !== undefined || format !== undefined) throw usage("restore --in-place writes over the VM's own disk files in their own format: give no --to or --format with it");
+    return startAndWatch(ctx, `/vms/${seg(name)}/restores`, { inPlace: true, ...(point !== undefined ? { point } : {}) });
+  }
   if (to === undefined || to === '') {
-    throw usage('restore: --to is required: a directory on the appliance host (the disks are written into it), or an NBD URI (nbd://HOST/EXPORT, nbd+unix:///EXPORT?socket=/PATH; {device} for several disks)');
+    throw usage(
+      'restore: --to is required: a directory on the appliance host (the disks are written into it), or an NBD URI (nbd://HOST/EXPORT, nbd+unix:///EXPORT?socket=/PATH; {device} for several disks); or --in-place (over the disk files the VM uses)',
+    );
   }
   if (format !== undefined && format !== 'raw' && format !== 'qcow2') throw usage(`restore: --format must be raw or qcow2, not ${JSON.stringify(format)}`);
   // The appliance takes absolute paths; a relative one means this shell's directory. An NBD URI

@@ -3,6 +3,7 @@
 
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { checkVmName } from '../../backup/vm-registry.js';
+import { vmError } from '../../errors.js';
 import type { JobBody, JobKind } from '../jobs.js';
 import { routeSchema } from '../openapi.js';
 import { checkRestoreTarget } from '../restore-target.js';
@@ -90,6 +91,16 @@ export async function backupRoutes(app: FastifyInstance, { services, jobs }: Rou
     async (request, reply) => {
       const name = request.params.name;
       checkVmName(name);
+      if (request.body.inPlace === true) {
+        if (request.body.to !== undefined || request.body.format !== undefined) {
+          throw vmError('INVALID_ARGUMENT', 'an in-place restore writes over the VM\'s own disk files in their own format: give no to or format with inPlace');
+        }
+        const req: RestoreRequest = { inPlace: true, ...(request.body.point !== undefined ? { point: request.body.point } : {}) };
+        await services.checkRestore(name, req);
+        const label = `vm ${name}${req.point === undefined ? '' : ` point ${req.point}`} in place`;
+        return start(reply, 'restore', label, `vm:${name}`, (ctx) => services.restoreVm(ctx, name, req));
+      }
+      if (request.body.to === undefined) throw vmError('INVALID_ARGUMENT', 'a restore needs "to" (a target directory on the appliance host) or "inPlace": true');
       const req: RestoreRequest = { ...request.body, to: checkRestoreTarget(request.body.to) };
       await services.checkRestore(name, req);
       const label = `vm ${name}${req.point === undefined ? '' : ` point ${req.point}`} -> ${req.to}`;
