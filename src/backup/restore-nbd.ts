@@ -15,7 +15,7 @@ import { isVmvaultError, vmError } from '../errors.js';
 import { NbdClient } from '../plugins/qemu/nbd-client.js';
 import { describeNbdTarget, looksLikeNbdUri, type NbdTarget, parseNbdUri } from '../plugins/qemu/nbd-uri.js';
 import { isZero } from './disk-copy.js';
-import { dataRanges } from './restore.js';
+import { dataRanges, forEachDataChunk } from './restore.js';
 
 export { looksLikeNbdUri };
 
@@ -80,26 +80,12 @@ export async function restoreFileToNbd(ns: Namespace, from: string, target: NbdT
     if (size > at) await nbd.writeZeroes(at, size - at);
     opts.advance?.(size - at);
     // The data runs, in chunks, several in flight.
-    let r = 0;
-    let next = ranges[0]?.start ?? size;
-    const worker = async () => {
-      for (;;) {
-        if (opts.signal?.aborted) throw vmError('CANCELLED', 'the restore was cancelled');
-        while (r < ranges.length && next >= ranges[r].end) {
-          r++;
-          if (r < ranges.length) next = ranges[r].start;
-        }
-        if (r >= ranges.length) return;
-        const pos = next;
-        const len = Math.min(chunk, ranges[r].end - pos);
-        next += len;
-        const buf = await ns.fs.read(fh, pos, len);
-        if (buf.length !== len) throw vmError('IO', `${from}: read ${buf.length} bytes at ${pos}, expected ${len}`);
-        await writeRuns(nbd, buf, pos);
-        opts.advance?.(len);
-      }
-    };
-    await Promise.all(Array.from({ length: inFlight }, worker));
+    await forEachDataChunk(ranges, chunk, inFlight, opts.signal, async (pos, len) => {
+      const buf = await ns.fs.read(fh, pos, len);
+      if (buf.length !== len) throw vmError('IO', `${from}: read ${buf.length} bytes at ${pos}, expected ${len}`);
+      await writeRuns(nbd, buf, pos);
+      opts.advance?.(len);
+    });
     await nbd.flush();
     return size;
   } catch (err) {

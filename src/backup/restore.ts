@@ -59,27 +59,13 @@ export async function restoreFile(ns: Namespace, from: string, to: string, opts:
     // never stored: what a full backup skipped) stay holes in the truncated target for free,
     // where reading them meant filling and scanning zeros (1.5 of 2 GiB in the bench's disk).
     const ranges = await dataRanges(ns, fh, size);
-    let r = 0;
-    let next = ranges[0]?.start ?? size;
     opts.advance?.(size - ranges.reduce((n, x) => n + x.end - x.start, 0));
-    const worker = async () => {
-      for (;;) {
-        if (opts.signal?.aborted) throw vmError('CANCELLED', 'the restore was cancelled');
-        while (r < ranges.length && next >= ranges[r].end) {
-          r++;
-          if (r < ranges.length) next = ranges[r].start;
-        }
-        if (r >= ranges.length) return;
-        const at = next;
-        const len = Math.min(chunk, ranges[r].end - at);
-        next += len;
-        const buf = await ns.fs.read(fh, at, len, opts.rescue);
-        if (buf.length !== len) throw vmError('IO', `${from}: read ${buf.length} bytes at ${at}, expected ${len}`);
-        await writeSparse(out!, buf, at);
-        opts.advance?.(len);
-      }
-    };
-    await Promise.all(Array.from({ length: inFlight }, worker));
+    await forEachDataChunk(ranges, chunk, inFlight, opts.signal, async (at, len) => {
+      const buf = await ns.fs.read(fh, at, len, opts.rescue);
+      if (buf.length !== len) throw vmError('IO', `${from}: read ${buf.length} bytes at ${at}, expected ${len}`);
+      await writeSparse(out!, buf, at);
+      opts.advance?.(len);
+    });
     await out.sync();
     return size;
   } catch (err) {
@@ -152,6 +138,37 @@ export async function restorePoint(
     for (const p of [...partials, ...written]) await fs.rm(p, { force: true });
     throw err;
   }
+}
+
+/**
+ * Calls `fn(offset, length)` for every chunk (at most `chunk` bytes) of the data `ranges`, in
+ * order of offset, with `inFlight` calls running at once; stops with CANCELLED once `signal` is
+ * aborted. The restore to files and the restore to NBD targets read the same way.
+ */
+export async function forEachDataChunk(
+  ranges: ReadonlyArray<{ start: number; end: number }>,
+  chunk: number,
+  inFlight: number,
+  signal: AbortSignal | undefined,
+  fn: (offset: number, length: number) => Promise<void>,
+): Promise<void> {
+  let r = 0;
+  let next = ranges[0]?.start ?? 0;
+  const worker = async () => {
+    for (;;) {
+      if (signal?.aborted) throw vmError('CANCELLED', 'the restore was cancelled');
+      while (r < ranges.length && next >= ranges[r].end) {
+        r++;
+        if (r < ranges.length) next = ranges[r].start;
+      }
+      if (r >= ranges.length) return;
+      const at = next;
+      const len = Math.min(chunk, ranges[r].end - at);
+      next += len;
+      await fn(at, len);
+    }
+  };
+  await Promise.all(Array.from({ length: inFlight }, worker));
 }
 
 /** The [start, end) runs of `fh` that hold data, from the store's holes (SEEK_DATA / SEEK_HOLE). */

@@ -88,7 +88,9 @@ export async function recoveryRoutes(app: FastifyInstance, { services, jobs }: R
         response: { 200: { description: 'Every recovery this appliance supervises.', type: 'object', required: ['recoveries'], properties: { recoveries: { type: 'array', items: recoveryView } } }, 401: commonErrors[401] },
       }),
     },
-    async () => ({ recoveries: await recovery().list() }),
+    // Without instant recovery (no mount or no VM backup) there is simply none: an empty list,
+    // as /hosts and /groups answer, not a server error.
+    async () => ({ recoveries: services.recovery === undefined ? [] : await services.recovery.list() }),
   );
 
   app.get<{ Params: { name: string } }>(
@@ -104,7 +106,8 @@ export async function recoveryRoutes(app: FastifyInstance, { services, jobs }: R
     },
     async (request) => {
       validateName('share', request.params.name);
-      return recovery().get(request.params.name);
+      if (services.recovery === undefined) throw vmError('NOT_FOUND', `no recovery named ${JSON.stringify(request.params.name)}: this appliance has no instant recovery (it needs the mount and VM backup)`);
+      return services.recovery.get(request.params.name);
     },
   );
 
