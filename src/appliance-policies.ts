@@ -152,6 +152,7 @@ export async function openPolicies(o: {
   cloneScheduler = new CloneScheduler({
     registry,
     history,
+    vmsOf: (p) => service.protectedVms(p),
     ...(o.clock ? { clock: o.clock } : {}),
     log: o.log,
     start: async (vm, destination, policy) => {

@@ -18,6 +18,7 @@
 // - a fast schedule runs ONE group-backup job per time for the group, never one per VM; a run
 //   still going is not doubled; after downtime the missed times give one run;
 // - members' points carry the policy's lock, and retention runs per member after the run.
+// - the clone scheduler copies the members as well as the --vm VMs.
 
 import t from 'tap';
 import fs from 'node:fs';
@@ -39,6 +40,9 @@ import { JobRunner } from '../src/control/jobs.js';
 import { listen } from '../src/control/listen.js';
 import { buildServer } from '../src/control/server.js';
 import { Namespace } from '../src/namespace/namespace.js';
+import { CloneScheduler } from '../src/policy/clone-scheduler.js';
+import { type Policy, PolicyRegistry } from '../src/policy/policies.js';
+import { RunHistory } from '../src/policy/run-history.js';
 import { SegmentStore } from '../src/store/store.js';
 import { runMain } from './helpers/cli-run.js';
 import { TOKEN } from './helpers/control-server.js';
@@ -275,4 +279,35 @@ t.test('a fast schedule: one group-backup job per time, no overlap, one run afte
   const rm = await api('DELETE', '/policies/fast');
   t.equal(rm.status, 423);
   t.match(rm.json.error.message, /policy fast has 5 locked point\(s\)/);
+});
+
+t.test("a policy's clone copies cover its groups' members (the clone scheduler asks the policy service)", async (t) => {
+  // The copies are a double here (a starter that records): test/clone-schedule.test.ts makes real ones.
+  const cdir = tmpDir(t, 'vmvault-polgrp-clone-');
+  const creg = await PolicyRegistry.open(cdir);
+  await creg.create({ name: 'copied', backup: '0 3 * * *', clone: 'hourly -> tape' }, new Date(T0));
+  await creg.assign('copied', 'db01');
+  await creg.assignGroup('copied', 'web');
+  const chist = await RunHistory.open(cdir);
+  const cclock = new ManualClock(T0);
+  const started: string[] = [];
+  const vmsOf = (p: Policy) => [...p.vms, ...(p.groups ?? []).flatMap((g) => realGroups.members(g))];
+  const cs = new CloneScheduler({
+    registry: creg,
+    history: chist,
+    clock: cclock,
+    vmsOf,
+    start: async (vm, destination) => {
+      started.push(`${vm} -> ${destination}`);
+      return { job: `c${started.length}`, done: Promise.resolve({ ok: true, point: 'P' }) };
+    },
+  });
+  t.teardown(() => cs.stop());
+  await cs.start();
+  cclock.set(T0 + 60 * MIN);
+  await cs.ticked();
+  await cs.settled();
+  t.same(started.sort(), ['db01 -> tape', 'web01 -> tape', 'web02 -> tape', 'web03 -> tape'], 'the --vm VM and every member now');
+  // And the appliance's own wiring resolves the same way.
+  t.same(pol!.service.protectedVms(creg.get('copied')), ['db01', 'web01', 'web02', 'web03']);
 });

@@ -225,7 +225,7 @@ export class PolicyService {
   }
 
   /** Every VM the policy protects now: its --vm VMs, then its groups' members. */
-  private protectedVms(p: Policy): string[] {
+  protectedVms(p: Policy): string[] {
     const out = [...p.vms];
     for (const g of p.groups ?? []) for (const vm of this.safeMembers(g)) if (!out.includes(vm)) out.push(vm);
     return out;
