@@ -17,12 +17,14 @@ export interface GroupParts {
   engine?: GroupBackupEngine;
   /** The same workflow check a single VM's backup makes before its job starts. */
   checkBackup?: (vm: string, req: { workflow?: string }) => Promise<void>;
+  /** The policy that names the group, if any (issue 14): such a group is not removed. */
+  usedBy?: (group: string) => string | undefined;
 }
 
 export class ApplianceGroups implements GroupControl {
   constructor(private readonly parts: GroupParts) {}
 
-  private members(): GroupMemberLike[] {
+  private registered(): GroupMemberLike[] {
     return this.parts.vms().map((v) => {
       const host = (v as VmConfig & { host?: unknown }).host;
       return typeof host === 'string' ? { name: v.name, host } : { name: v.name };
@@ -30,7 +32,7 @@ export class ApplianceGroups implements GroupControl {
   }
 
   private view(g: VmGroup): GroupView {
-    const r = this.parts.groups.resolve(g.name, this.members());
+    const r = this.parts.groups.resolve(g.name, this.registered());
     return { ...g, members: r.vms, missing: r.missing };
   }
 
@@ -47,7 +49,17 @@ export class ApplianceGroups implements GroupControl {
   }
 
   async remove(name: string): Promise<void> {
+    const policy = this.parts.usedBy?.(name);
+    if (policy !== undefined) {
+      this.parts.groups.get(name); // NOT_FOUND first for a bad or unknown name
+      throw vmError('CONFLICT', `group ${name} is assigned to policy ${policy}; unassign it first (vmvault policy unassign ${policy} --group ${name}); its VMs and their points stay either way`, { group: name, policy });
+    }
     await this.parts.groups.remove(name);
+  }
+
+  /** The group's registered members now (NOT_FOUND for an unknown group). */
+  members(name: string): string[] {
+    return this.parts.groups.resolve(name, this.registered()).vms;
   }
 
   async checkBackup(name: string, req: GroupBackupRequest): Promise<void> {
@@ -70,7 +82,7 @@ export class ApplianceGroups implements GroupControl {
     if (engine === undefined) throw vmError('NOT_SUPPORTED', 'this appliance has no backup service');
     // Resolved now, at the run: a pattern or host takes the VMs registered (or moved) since.
     const g = await this.get(name);
-    const hosts = new Map(this.members().map((m) => [m.name, m.host]));
+    const hosts = new Map(this.registered().map((m) => [m.name, m.host]));
     const members = [...g.members, ...g.missing].map((vm) => (hosts.get(vm) !== undefined ? { name: vm, host: hosts.get(vm)! } : { name: vm }));
     return runGroupBackup(
       engine,

@@ -21,6 +21,8 @@ import { CloneService } from './policy/clone-service.js';
 import type { DrControl } from './control/routes/dr.js';
 import { DrScheduler } from './policy/dr-scheduler.js';
 import { vmError } from './errors.js';
+import type { GroupBackupResult, GroupControl } from './control/group-types.js';
+import { groupResource } from './control/routes/groups.js';
 
 export interface PolicyParts {
   service: PolicyService;
@@ -47,8 +49,14 @@ export async function openPolicies(o: {
   clock?: SchedulerClock;
   /** The DR copy (appliance-dr.ts); absent: --dr policies are kept but no copy runs. */
   dr?: DrControl;
+  /**
+   * VM groups (issue 13): a group's members now (NOT_FOUND for an unknown group), and the group
+   * backup `backup --group` runs, which a policy's scheduled group run starts too.
+   */
+  groups?: { members(name: string): string[]; control: GroupControl };
   log: (l: string) => void;
 }): Promise<PolicyParts> {
+  const groups = o.groups;
   const registry = await PolicyRegistry.open(o.data, { maxLockMs: o.maxLockMs });
   const history = await RunHistory.open(o.data);
   const lockClock = await LockClock.open(o.data, { log: o.log, ...(o.clock ? { now: o.clock.now } : {}) });
@@ -76,6 +84,7 @@ export async function openPolicies(o: {
     lockClock,
     vms: o.vms,
     listBackups: (vm) => o.backups.listBackups(vm),
+    ...(groups ? { groupMembers: (g: string) => groups.members(g) } : {}),
     backupRunning: (vm) => o.jobs.activeOn(vmResource(vm), ['backup']) !== undefined,
     checkDestination: (d) => void clones.destinations.get(d),
     copiesOf: (vm, point) => clones.copiesOf(vm, point),
@@ -110,11 +119,40 @@ export async function openPolicies(o: {
       });
       return { job: job.id, done };
     },
+    // One group-backup job, as `vmvault backup --group` starts it (same checks, resource, label).
+    ...(groups
+      ? {
+          startGroup: async (group: string, { policy, workflow }: { policy: string; workflow?: string }) => {
+            const req = workflow === undefined ? {} : { workflow };
+            await groups.control.checkBackup(group, req);
+            const label = `group ${group} (policy ${policy}${workflow === undefined ? '' : `, ${workflow}`})`;
+            const job = o.jobs.start('group-backup', label, (ctx) => groups.control.backup(ctx, group, req), { resource: groupResource(group) });
+            const done = o.jobs.wait(job.id).then((v) => {
+              // A member that failed fails the run (the others made their points, locked and pruned).
+              const r = v.result as GroupBackupResult | null;
+              const failed = (r?.vms ?? []).filter((x) => !x.ok);
+              return {
+                ok: v.state === 'succeeded' && failed.length === 0,
+                ...(typeof r?.point === 'string' ? { point: r.point } : {}),
+                ...(v.error
+                  ? { error: `${v.error.code}: ${v.error.message}` }
+                  : v.state === 'cancelled'
+                    ? { error: 'cancelled' }
+                    : failed.length > 0
+                      ? { error: `${failed.length} of ${r!.vms.length} VM(s) failed: ${failed.map((x) => `${x.vm}: ${x.error ? `${x.error.code}: ${x.error.message}` : 'failed'}`).join('; ')}` }
+                      : {}),
+              };
+            });
+            return { job: job.id, done };
+          },
+        }
+      : {}),
   });
   service.scheduler = scheduler;
   cloneScheduler = new CloneScheduler({
     registry,
     history,
+    vmsOf: (p) => service.protectedVms(p),
     ...(o.clock ? { clock: o.clock } : {}),
     log: o.log,
     start: async (vm, destination, policy) => {

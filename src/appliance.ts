@@ -473,20 +473,28 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
       tls = { cert: own.cert, key: own.key };
     }
     if (tls !== undefined) log(`TLS certificate SHA-256 ${certificateSha256(tls.cert)} (agents pin it: vmvault agent --pin ...)`);
-    // The DR copy resolves destination names through the policies' registry, made just below.
-    const dr = drControl({ data, store, mount, resolve: (to) => policies!.resolveDr(to) });
-    policies = await openPolicies({ data, ns, vms, backups, jobs, svc, maxLockMs: cfg.maxLockMs, maxParallel: cfg.maxParallelBackups, dr, log });
-    const policyService = policies.service;
-    // Restore from the best copy and verify --repair read damage from the recorded clone copies.
-    wireBestCopy({ ns, backups, svc, vms, copies: policies.clones });
-    applianceVms.onVmRemoved((vm) => policyService.vmRemoved(vm));
     // VM groups (issue 13): <data>/groups.json; a removed VM leaves every group that lists it.
+    // Made before the policies, which assign groups and run their group backups; a group a
+    // policy names cannot be removed (the policy would lose its VMs' schedule silently).
     const groupRegistry = await GroupRegistry.open(data);
     applianceVms.onVmRemoved(async (vm) => {
       const changed = await groupRegistry.forgetVm(vm);
       if (changed.length > 0) log(`VM ${vm} removed from group(s) ${changed.join(', ')}`);
     });
-    const groups = new ApplianceGroups({ groups: groupRegistry, vms: () => vms.list(), engine: backups, checkBackup: (vm, req) => applianceVms.checkBackup(vm, req) });
+    const groups = new ApplianceGroups({
+      groups: groupRegistry,
+      vms: () => vms.list(),
+      engine: backups,
+      checkBackup: (vm, req) => applianceVms.checkBackup(vm, req),
+      usedBy: (g) => policies?.service.policyOfGroup(g),
+    });
+    // The DR copy resolves destination names through the policies' registry, made just below.
+    const dr = drControl({ data, store, mount, resolve: (to) => policies!.resolveDr(to) });
+    policies = await openPolicies({ data, ns, vms, backups, jobs, svc, maxLockMs: cfg.maxLockMs, maxParallel: cfg.maxParallelBackups, dr, groups: { members: (g) => groups.members(g), control: groups }, log });
+    const policyService = policies.service;
+    // Restore from the best copy and verify --repair read damage from the recorded clone copies.
+    wireBestCopy({ ns, backups, svc, vms, copies: policies.clones });
+    applianceVms.onVmRemoved((vm) => policyService.vmRemoved(vm));
     const agentTokens = await AgentTokens.load(data);
     // An agent token writes only the file of a task the pool gave one of its agents (issue 12).
     const pool = agents;

@@ -150,7 +150,8 @@ Policies (scheduled backups, GFS retention, retention locks)
   policy list                             policies and their next runs
   policy show <name>                      next runs, last results, each VM's points and locks
   policy assign <name> --vm <vm>          back the VM up on the policy's schedule
-  policy unassign <name> --vm <vm>
+  policy assign <name> --group <group>    one group backup of its VMs (resolved each run) per run
+  policy unassign <name> --vm <vm> | --group <group>
   policy create ... --clone '<when> -> <destination>'
                                           clone copies of the newest points (repeatable):
                                           'daily 02:00 -> site-b', '0 2 * * * -> site-b'

@@ -10,7 +10,7 @@
 // scheduled time starts afresh.
 
 import { type SchedulerClock, systemClock } from './clock.js';
-import { parseCron, type PolicyRegistry } from './policies.js';
+import { parseCron, type Policy, type PolicyRegistry } from './policies.js';
 import type { RunHistory } from './run-history.js';
 
 export type CloneStarter = (
@@ -28,6 +28,8 @@ export interface CloneSchedulerOptions {
   clock?: SchedulerClock;
   retryMs?: number[];
   recheckMs?: number;
+  /** The VMs a policy protects now (its --vm VMs and its groups' members); default its --vm VMs. */
+  vmsOf?: (p: Policy) => string[];
   log?: (l: string) => void;
 }
 
@@ -110,7 +112,7 @@ export class CloneScheduler {
         }
         ticks[key] = now;
         if (due === undefined) continue;
-        for (const vm of p.vms) await this.begin(p.name, vm, c.destination, new Date(due).toISOString(), 0);
+        for (const vm of this.o.vmsOf?.(p) ?? p.vms) await this.begin(p.name, vm, c.destination, new Date(due).toISOString(), 0);
       }
     }
     if (Object.keys(ticks).length > 0) await this.o.history.setTicks(ticks);

@@ -5,10 +5,15 @@
 //   Policy: { "name", "backup": CRON, "keep": {rule: count}, "lockMs": ms (0: none),
 //             "workflow"?: NAME, "vms": [VM, ...], "createdAt": ISO,
 //             "clones"?: [{"spec", "cron", "destination"}],   (issue 14 part B; absent: none)
-//             "dr"?: {"spec", "cron", "destination"} }         (the DR copy, dr-spec.ts; absent: none)
+//             "dr"?: {"spec", "cron", "destination"},          (the DR copy, dr-spec.ts; absent: none)
+//             "groups"?: [GROUP, ...] }                        (VM groups, issue 13; absent: none)
+// `groups` came later without a version bump: readers ignore fields they do not know, and a
+// reader that does not know it would only stop scheduling those groups, never misread a field.
 // Written atomically (json-file.ts); every change is one write under one serial queue, so two
 // API calls never lose each other's change. A VM is in at most one policy: two policies would
-// give one VM two schedules and two retention rules fighting over the same points.
+// give one VM two schedules and two retention rules fighting over the same points. A group is in
+// at most one policy too; its members are resolved at each use (policy-service.ts checks that
+// no member would be in two policies at assignment).
 
 import path from 'node:path';
 import { Cron } from 'croner';
@@ -35,6 +40,8 @@ export interface Policy {
   clones?: CloneSpec[];
   /** The appliance's DR copy: when and where (dr-spec.ts). */
   dr?: DrSpec;
+  /** VM groups whose members the policy protects, one group backup per run (issue 13). */
+  groups?: string[];
 }
 
 /** What `policy create` asks for (strings as the operator wrote them, or the parsed forms). */
@@ -122,6 +129,12 @@ export class PolicyRegistry {
     return p && copy(p);
   }
 
+  /** The policy a group is assigned to, if any. */
+  policyOfGroup(group: string): Policy | undefined {
+    const p = this.policies.find((x) => (x.groups ?? []).includes(group));
+    return p && copy(p);
+  }
+
   /** Checks a new policy fully (cron, keep, lock against the maximum) without storing it. */
   validate(req: NewPolicy): Omit<Policy, 'vms' | 'createdAt'> {
     return validateNewPolicy(req, this.maxLockMs);
@@ -137,13 +150,43 @@ export class PolicyRegistry {
     });
   }
 
-  async assign(name: string, vm: string): Promise<Policy> {
+  /** Assigns a VM; `check` runs inside the same change (the caller's group-member check). */
+  async assign(name: string, vm: string, check: (policies: Policy[]) => void = () => {}): Promise<Policy> {
     return this.change(() => {
       const p = this.mutable(name);
       const other = this.policies.find((x) => x.vms.includes(vm));
       if (other === p) return copy(p);
       if (other) throw vmError('CONFLICT', `VM ${vm} is assigned to policy ${other.name}; unassign it there first (vmvault policy unassign ${other.name} --vm ${vm})`, { policy: other.name, vm });
+      check(this.policies.map(copy));
       p.vms.push(vm);
+      return copy(p);
+    });
+  }
+
+  /**
+   * Assigns a group. `check` runs inside the same change (so two assignments cannot both pass
+   * it): the caller's member checks, given the policies as they are then.
+   */
+  async assignGroup(name: string, group: string, check: (policies: Policy[]) => void = () => {}): Promise<Policy> {
+    return this.change(() => {
+      const p = this.mutable(name);
+      const other = this.policies.find((x) => (x.groups ?? []).includes(group));
+      if (other === p) return copy(p);
+      if (other) throw vmError('CONFLICT', `group ${group} is assigned to policy ${other.name}; unassign it there first (vmvault policy unassign ${other.name} --group ${group})`, { policy: other.name, group });
+      check(this.policies.map(copy));
+      p.groups = [...(p.groups ?? []), group];
+      return copy(p);
+    });
+  }
+
+  async unassignGroup(name: string, group: string): Promise<Policy> {
+    return this.change(() => {
+      const p = this.mutable(name);
+      const gs = p.groups ?? [];
+      if (!gs.includes(group)) throw vmError('NOT_FOUND', `group ${group} is not assigned to policy ${name}${gs.length ? ` (groups: ${gs.join(', ')})` : ''}`, { policy: name, group });
+      const left = gs.filter((x) => x !== group);
+      if (left.length > 0) p.groups = left;
+      else delete p.groups;
       return copy(p);
     });
   }
@@ -192,7 +235,7 @@ export class PolicyRegistry {
 }
 
 function copy(p: Policy): Policy {
-  return { ...p, keep: { ...p.keep }, vms: [...p.vms], ...(p.clones ? { clones: p.clones.map((c) => ({ ...c })) } : {}), ...(p.dr ? { dr: { ...p.dr } } : {}) };
+  return { ...p, keep: { ...p.keep }, vms: [...p.vms], ...(p.clones ? { clones: p.clones.map((c) => ({ ...c })) } : {}), ...(p.dr ? { dr: { ...p.dr } } : {}), ...(p.groups ? { groups: [...p.groups] } : {}) };
 }
 
 function checkStored(v: unknown, where: string): Policy {
@@ -210,6 +253,7 @@ function checkStored(v: unknown, where: string): Policy {
     createdAt: p.createdAt,
     ...(Array.isArray(p.clones) && p.clones.length > 0 ? { clones: p.clones.map((c, i) => checkStoredClone(c, `${where} clone ${i}`)) } : {}),
     ...(p.dr !== undefined ? { dr: checkStoredClone(p.dr, `${where} dr`) } : {}),
+    ...(Array.isArray(p.groups) && p.groups.some((g) => typeof g === 'string') ? { groups: p.groups.filter((g): g is string => typeof g === 'string') } : {}),
   };
 }
 

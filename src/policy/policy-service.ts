@@ -2,6 +2,12 @@
 // and the backup hook (BackupService.onPointCreated) that gives every new point of an assigned
 // VM the policy's lock and then applies its retention.
 //
+// A policy protects the VMs assigned with --vm and the members of its groups (issue 13), resolved
+// at each use: a VM registered later that a group's pattern matches is protected from then on.
+// A VM is in at most one policy: assigning a VM or a group that would put a VM in two is refused
+// (CONFLICT naming both). A VM registered later can still come to match a group of another policy
+// than its --vm one; its explicit --vm assignment then decides its lock and retention.
+//
 // Retention removes a point by deleting its snapshot through the namespace (which refuses a
 // locked one whoever asks) and then dropping its backup record; its segments come back at the
 // next GC, which can only collect segments no snapshot references. A prune never runs beside a
@@ -27,6 +33,8 @@ export interface PolicyView {
   lockMs: number;
   workflow?: string;
   vms: string[];
+  /** Assigned groups and the VMs each holds now (absent: none). */
+  groups?: Array<{ name: string; members: string[]; problem?: string }>;
   createdAt: string;
   nextRuns: string[];
   /** Clone copies: 'daily 02:00 -> site-b', ... (issue 14 part B). */
@@ -67,6 +75,8 @@ export interface PolicyServiceOptions {
   vms: { get(name: string): { name: string; share: string } };
   /** Restore points of a VM whose snapshot exists (BackupService.listBackups). */
   listBackups(vm: string): Promise<Array<{ point: string }>>;
+  /** A VM group's registered members now; NOT_FOUND for an unknown group. Absent: no groups. */
+  groupMembers?(group: string): string[];
   /** True while a backup job of the VM is queued or running. */
   backupRunning?(vm: string): boolean;
   scheduler?: Scheduler;
@@ -120,7 +130,7 @@ export class PolicyService {
   async show(name: string): Promise<PolicyDetail> {
     const p = this.o.registry.get(name);
     const points: PolicyDetail['points'] = [];
-    for (const vm of p.vms) {
+    for (const vm of this.protectedVms(p)) {
       let share = vm;
       try {
         share = this.o.vms.get(vm).share;
@@ -142,20 +152,83 @@ export class PolicyService {
   }
 
   async assign(name: string, opts: { vm?: string; group?: string }): Promise<PolicyView> {
-    if (opts.group !== undefined) throw vmError('INVALID_ARGUMENT', `policy assign --group: VM groups do not exist yet (issue 13); assign each VM with --vm`);
-    if (typeof opts.vm !== 'string') throw vmError('INVALID_ARGUMENT', 'policy assign needs --vm VM');
+    const target = checkTarget('assign', opts);
     this.o.registry.get(name);
-    this.o.vms.get(opts.vm); // NOT_FOUND for an unknown VM
-    const p = await this.o.registry.assign(name, opts.vm);
+    if ('group' in target) {
+      const group = target.group;
+      const members = this.membersOf(group); // NOT_FOUND for an unknown group
+      const p = await this.o.registry.assignGroup(name, group, (policies) => {
+        for (const vm of members) {
+          const where = this.whereIs(vm, policies, { group });
+          if (where) throw vmError('CONFLICT', `group ${group} holds VM ${vm}, which is ${where.how} policy ${where.policy}; a VM is in at most one policy (${where.fix})`, { policy: where.policy, group, vm });
+        }
+      });
+      this.o.scheduler?.reschedule();
+      return this.view(p);
+    }
+    const vm = target.vm;
+    this.o.vms.get(vm); // NOT_FOUND for an unknown VM
+    const p = await this.o.registry.assign(name, vm, (policies) => {
+      const where = this.whereIs(vm, policies, { vm });
+      if (where) throw vmError('CONFLICT', `VM ${vm} is ${where.how} policy ${where.policy}; a VM is in at most one policy (${where.fix})`, { policy: where.policy, vm });
+    });
     this.o.scheduler?.reschedule();
     return this.view(p);
   }
 
   async unassign(name: string, opts: { vm?: string; group?: string }): Promise<PolicyView> {
-    if (opts.group !== undefined) throw vmError('INVALID_ARGUMENT', `policy unassign --group: VM groups do not exist yet (issue 13)`);
-    if (typeof opts.vm !== 'string') throw vmError('INVALID_ARGUMENT', 'policy unassign needs --vm VM');
-    const p = await this.o.registry.unassign(name, opts.vm);
+    const target = checkTarget('unassign', opts);
+    const p = 'group' in target ? await this.o.registry.unassignGroup(name, target.group) : await this.o.registry.unassign(name, target.vm);
+    this.o.scheduler?.reschedule();
     return this.view(p);
+  }
+
+  /** The policy protecting a VM: its --vm assignment, else the policy of a group holding it now. */
+  policyFor(vm: string): Policy | undefined {
+    const direct = this.o.registry.policyOf(vm);
+    if (direct) return direct;
+    return this.o.registry.list().find((p) => (p.groups ?? []).some((g) => this.safeMembers(g).includes(vm)));
+  }
+
+  /** The policy naming a group, if any (a group a policy names cannot be removed). */
+  policyOfGroup(group: string): string | undefined {
+    return this.o.registry.policyOfGroup(group)?.name;
+  }
+
+  /**
+   * Where `vm` is protected already, other than by what is being assigned (`adding`): by --vm, or
+   * as a member of an assigned group. Undefined: nowhere else.
+   */
+  private whereIs(vm: string, policies: Policy[], adding: { vm?: string; group?: string }): { policy: string; how: string; fix: string } | undefined {
+    for (const q of policies) {
+      if (q.vms.includes(vm) && adding.vm === undefined) return { policy: q.name, how: 'assigned with --vm to', fix: `vmvault policy unassign ${q.name} --vm ${vm} first` };
+      for (const g of q.groups ?? []) {
+        if (g === adding.group) continue;
+        if (this.safeMembers(g).includes(vm)) return { policy: q.name, how: `a member of group ${g}, assigned to`, fix: `vmvault policy unassign ${q.name} --group ${g} first` };
+      }
+    }
+    return undefined;
+  }
+
+  private membersOf(group: string): string[] {
+    if (!this.o.groupMembers) throw vmError('NOT_SUPPORTED', 'this appliance has no VM groups');
+    return this.o.groupMembers(group);
+  }
+
+  /** A group's members now, or none if it cannot be resolved (a group removed by hand from groups.json). */
+  private safeMembers(group: string): string[] {
+    try {
+      return this.membersOf(group);
+    } catch {
+      return [];
+    }
+  }
+
+  /** Every VM the policy protects now: its --vm VMs, then its groups' members. */
+  protectedVms(p: Policy): string[] {
+    const out = [...p.vms];
+    for (const g of p.groups ?? []) for (const vm of this.safeMembers(g)) if (!out.includes(vm)) out.push(vm);
+    return out;
   }
 
   /** A VM left the registry: it leaves its policy too (its points keep their locks). */
@@ -171,7 +244,7 @@ export class PolicyService {
   async remove(name: string): Promise<void> {
     await this.o.registry.remove(name, async (p) => {
       const locked: Array<{ what: string; until: string }> = [];
-      for (const vm of p.vms) {
+      for (const vm of this.protectedVms(p)) {
         let share: string;
         try {
           share = this.o.vms.get(vm).share;
@@ -195,9 +268,9 @@ export class PolicyService {
   /** Applies (or, with dryRun, shows) the policy's retention to its VMs (or one). */
   async prune(name: string, opts: { vm?: string; dryRun?: boolean } = {}): Promise<PruneResult> {
     const p = this.o.registry.get(name);
-    let vms = p.vms;
+    let vms = this.protectedVms(p);
     if (opts.vm !== undefined) {
-      if (!p.vms.includes(opts.vm)) throw vmError('NOT_FOUND', `VM ${opts.vm} is not assigned to policy ${name}`, { policy: name, vm: opts.vm });
+      if (!vms.includes(opts.vm)) throw vmError('NOT_FOUND', `VM ${opts.vm} is not assigned to policy ${name}`, { policy: name, vm: opts.vm });
       vms = [opts.vm];
     }
     const out: PruneResult = { policy: name, dryRun: opts.dryRun === true, vms: [] };
@@ -210,7 +283,7 @@ export class PolicyService {
 
   /** The backup hook: lock the new point, then apply retention. Errors go to the backup's job log. */
   async onPointCreated(ev: PointEvent): Promise<void> {
-    const p = this.o.registry.policyOf(ev.vm);
+    const p = this.policyFor(ev.vm);
     if (!p) return;
     const at = new Date(this.now()).toISOString();
     if (p.lockMs > 0) {
@@ -277,6 +350,14 @@ export class PolicyService {
     }));
   }
 
+  private groupView(group: string): { name: string; members: string[]; problem?: string } {
+    try {
+      return { name: group, members: this.membersOf(group) };
+    } catch (err) {
+      return { name: group, members: [], problem: (err as Error).message };
+    }
+  }
+
   private view(p: Policy): PolicyView {
     return {
       name: p.name,
@@ -286,10 +367,20 @@ export class PolicyService {
       lockMs: p.lockMs,
       ...(p.workflow ? { workflow: p.workflow } : {}),
       vms: [...p.vms],
+      ...(p.groups && p.groups.length > 0 ? { groups: p.groups.map((g) => this.groupView(g)) } : {}),
       createdAt: p.createdAt,
       nextRuns: this.o.scheduler ? this.o.scheduler.nextRuns(p) : [],
       ...(p.clones && p.clones.length > 0 ? { clones: p.clones.map((c) => c.spec) } : {}),
       ...(p.dr ? { dr: p.dr.spec } : {}),
     };
   }
+}
+
+/** Exactly one of --vm and --group. */
+function checkTarget(verb: string, opts: { vm?: unknown; group?: unknown }): { vm: string } | { group: string } {
+  const o = opts ?? {};
+  if (o.vm !== undefined && o.group !== undefined) throw vmError('INVALID_ARGUMENT', `policy ${verb} takes --vm VM or --group GROUP, not both`);
+  if (typeof o.group === 'string' && o.group !== '') return { group: o.group };
+  if (typeof o.vm === 'string' && o.vm !== '') return { vm: o.vm };
+  throw vmError('INVALID_ARGUMENT', `policy ${verb} needs --vm VM or --group GROUP`);
 }

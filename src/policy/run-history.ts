@@ -29,7 +29,10 @@ export type RunEvent =
 export interface PolicyRun {
   at: string;
   policy: string;
+  /** The VM, or `group NAME` for a group's run (scheduler.ts groupRunKey). */
   vm: string;
+  /** The group, for a group's run (issue 13; absent in older files: a VM's run). */
+  group?: string;
   event: RunEvent;
   /** The schedule time this run is for (ISO), for scheduled runs. */
   due?: string;

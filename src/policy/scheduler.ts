@@ -13,6 +13,11 @@
 // - Bounded: at most `maxParallel` scheduled backups run at once (--max-parallel-backups,
 //   default 2); the queue behind them holds at most `maxQueue` runs, more are recorded as
 //   skipped. Later the agents' capacity sets the bound (issue 12).
+// - A policy's group (issue 13) runs as ONE group backup per schedule time (the group-backup job
+//   `backup --group` starts: one moment for all its VMs, busiest first), through the
+//   GroupBackupStarter; its members are resolved by that job, at the run. Overlap, the missed-run
+//   rule and the bounds apply to a group run as to a VM's: it is keyed `group NAME`, which is also
+//   what its history entries carry as `vm` (with `group` set).
 // - Scheduled runs are ordinary backup jobs (the BackupStarter makes them through the job
 //   runner), visible in `vmvault jobs`.
 
@@ -26,10 +31,23 @@ export type BackupStarter = (
   opts: { policy: string; workflow?: string },
 ) => Promise<{ job: string; done: Promise<{ ok: boolean; point?: string; error?: string }> }>;
 
+/** Starts one group backup (a group-backup job) of a policy's group. */
+export type GroupBackupStarter = (
+  group: string,
+  opts: { policy: string; workflow?: string },
+) => Promise<{ job: string; done: Promise<{ ok: boolean; point?: string; error?: string }> }>;
+
+/** What a group's runs are keyed and recorded under (never a VM name: those have no space). */
+export function groupRunKey(group: string): string {
+  return `group ${group}`;
+}
+
 export interface SchedulerOptions {
   registry: PolicyRegistry;
   history: RunHistory;
   start: BackupStarter;
+  /** Starts a group's run; absent: policies' groups are not run (recorded as failed). */
+  startGroup?: GroupBackupStarter;
   clock?: SchedulerClock;
   /** Scheduled backups running at once. Default 2. */
   maxParallel?: number;
@@ -49,7 +67,9 @@ const MISSED_COUNT_CAP = 1000;
 
 interface QueuedRun {
   policy: string;
+  /** The VM, or groupRunKey(group) for a group run. */
   vm: string;
+  group?: string;
   due: number;
   workflow?: string;
   missed: number;
@@ -159,6 +179,10 @@ export class Scheduler {
         await this.enqueue({ policy: p.name, vm, due, missed: count - 1, ...(p.workflow ? { workflow: p.workflow } : {}) });
         this.pump(); // the queue bound counts waiting runs only
       }
+      for (const group of p.groups ?? []) {
+        await this.enqueue({ policy: p.name, vm: groupRunKey(group), group, due, missed: count - 1, ...(p.workflow ? { workflow: p.workflow } : {}) });
+        this.pump();
+      }
     }
     await this.opts.history.setTicks(ticks);
     this.pump();
@@ -188,15 +212,16 @@ export class Scheduler {
   private async enqueue(run: QueuedRun): Promise<void> {
     const at = new Date(this.clock.now()).toISOString();
     const due = new Date(run.due).toISOString();
+    const g = run.group !== undefined ? { group: run.group } : {};
     const busy = this.running.get(run.vm);
     const queued = this.queue.find((q) => q.vm === run.vm);
     if (busy || queued) {
       const what = busy ? `its previous run${busy.job ? ` (job ${busy.job})` : ''} is still running` : `its previous run (due ${new Date(queued!.due).toISOString()}) is still queued`;
-      await this.opts.history.add({ at, policy: run.policy, vm: run.vm, event: 'skipped', due, detail: `not started: ${what} (no two runs of one VM overlap)` });
+      await this.opts.history.add({ at, policy: run.policy, vm: run.vm, ...g, event: 'skipped', due, detail: `not started: ${what} (no two runs of one ${run.group !== undefined ? 'group' : 'VM'} overlap)` });
       return;
     }
     if (this.queue.length >= this.maxQueue) {
-      await this.opts.history.add({ at, policy: run.policy, vm: run.vm, event: 'skipped', due, detail: `not started: ${this.queue.length} runs are already queued (the limit)` });
+      await this.opts.history.add({ at, policy: run.policy, vm: run.vm, ...g, event: 'skipped', due, detail: `not started: ${this.queue.length} runs are already queued (the limit)` });
       return;
     }
     this.queue.push(run);
@@ -217,12 +242,17 @@ export class Scheduler {
   private async runOne(run: QueuedRun, entry: { job?: string }): Promise<void> {
     const h = this.opts.history;
     const due = new Date(run.due).toISOString();
-    const base = { policy: run.policy, vm: run.vm, due };
+    const base = { policy: run.policy, vm: run.vm, ...(run.group !== undefined ? { group: run.group } : {}), due };
     const missed = run.missed > 0 ? `; ${run.missed >= MISSED_COUNT_CAP - 1 ? `${MISSED_COUNT_CAP}+` : run.missed} earlier scheduled time(s) passed while the appliance was down or busy: run once, not for each` : '';
     try {
-      const { job, done } = await this.opts.start(run.vm, { policy: run.policy, ...(run.workflow ? { workflow: run.workflow } : {}) });
+      const opts = { policy: run.policy, ...(run.workflow ? { workflow: run.workflow } : {}) };
+      let started;
+      if (run.group === undefined) started = await this.opts.start(run.vm, opts);
+      else if (this.opts.startGroup) started = await this.opts.startGroup(run.group, opts);
+      else throw new Error(`group ${run.group}: this appliance cannot back up groups`);
+      const { job, done } = started;
       entry.job = job;
-      await h.add({ ...base, at: this.iso(), event: 'started', job, detail: `scheduled backup${missed}` });
+      await h.add({ ...base, at: this.iso(), event: 'started', job, detail: `scheduled ${run.group === undefined ? 'backup' : 'group backup (one moment for all its VMs)'}${missed}` });
       const r = await done;
       await h.add({ ...base, at: this.iso(), event: r.ok ? 'succeeded' : 'failed', job, ...(r.point ? { point: r.point } : {}), ...(r.error ? { detail: r.error } : {}) });
     } catch (err) {

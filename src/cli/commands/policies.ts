@@ -53,12 +53,14 @@ export async function policyCommand(ctx: CommandContext, args: string[]): Promis
     case 'unassign': {
       refuseOptions(f, `policy ${verb}`, ['vm', 'group']);
       const [name] = expectArgs(rest, ['name'], `policy ${verb}`);
-      if (f.vm === undefined && f.group === undefined) throw usage(`policy ${verb}: --vm <vm> is required`);
+      if ((f.vm === undefined) === (f.group === undefined)) throw usage(`policy ${verb}: give --vm <vm> or --group <group> (one of them)`);
       const body: Record<string, string> = {};
       if (f.vm !== undefined) body.vm = f.vm;
       if (f.group !== undefined) body.group = f.group;
       const p = await ctx.client.post<PolicyView>(`/policies/${seg(name)}/${verb}`, body);
-      output(ctx, verb === 'assign' ? `VM ${f.vm} is protected by policy ${p.name} (next run ${p.nextRuns[0] ? formatTime(p.nextRuns[0]) : '-'})` : `VM ${f.vm} is no longer in policy ${p.name} (its points keep their locks)`, p);
+      const what = f.group !== undefined ? `group ${f.group}` : `VM ${f.vm}`;
+      const members = f.group !== undefined && verb === 'assign' ? ` (VMs now: ${p.groups?.find((g) => g.name === f.group)?.members.join(', ') || 'none'})` : '';
+      output(ctx, verb === 'assign' ? `${what} is protected by policy ${p.name}${members} (next run ${p.nextRuns[0] ? formatTime(p.nextRuns[0]) : '-'})` : `${what} is no longer in policy ${p.name} (its points keep their locks)`, p);
       return EXIT.OK;
     }
     case 'remove': {
@@ -94,6 +96,8 @@ function policyText(p: PolicyView): string {
   if (p.clones !== undefined && p.clones.length > 0) pairs.push(['Clones', p.clones.join('; ')]);
   if (p.dr !== undefined) pairs.push(['DR copy', p.dr]);
   pairs.push(['VMs', p.vms.join(', ') || '-']);
+  // A group's members are resolved at each run: shown as they are now.
+  for (const g of p.groups ?? []) pairs.push([`Group ${g.name}`, g.problem ? `- (${g.problem})` : g.members.join(', ') || '- (no registered VM now)']);
   pairs.push(['Next runs', p.nextRuns.map(formatTime).join(', ') || '-']);
   return formatPairs(pairs);
 }

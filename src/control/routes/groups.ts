@@ -116,7 +116,7 @@ export async function groupRoutes(app: FastifyInstance, { jobs, groups }: RouteD
 
   app.delete<{ Params: { name: string } }>(
     '/groups/:name',
-    { schema: routeSchema({ operationId: 'removeGroup', summary: 'Remove a group (its VMs and their points stay)', tags: ['groups'], params, response: { 204: { description: 'Removed.' }, ...commonErrors, 404: noSuchGroup } }) },
+    { schema: routeSchema({ operationId: 'removeGroup', summary: 'Remove a group (its VMs and their points stay; refused while a policy names it)', tags: ['groups'], params, response: { 204: { description: 'Removed.' }, ...commonErrors, 404: noSuchGroup, 409: { description: 'A policy names the group; the message says which.', ...errorBody } } }) },
     async (request, reply) => {
       checkGroupName(request.params.name);
       await control(groups).remove(request.params.name);

@@ -1,4 +1,4 @@
-// Protection policies (issue 14, part A): create, list, show, assign/unassign a VM, remove, and
+// Protection policies (issue 14, part A): create, list, show, assign/unassign a VM or a group, remove, and
 // prune (retention, or with dryRun what it would remove and why). The policy service validates
 // everything itself (cron, keep, lock against --max-lock); these routes only type the bodies.
 
@@ -24,7 +24,12 @@ const policyView = {
     lock: { type: 'string', description: "Retention lock every new point gets, e.g. '7d'; 'none'." },
     lockMs: { type: 'number' },
     workflow: { type: 'string' },
-    vms: { type: 'array', items: { type: 'string' } },
+    vms: { type: 'array', items: { type: 'string' }, description: 'VMs assigned with --vm.' },
+    groups: {
+      type: 'array',
+      description: 'VM groups assigned with --group and the VMs each holds now (one group backup per run).',
+      items: { type: 'object', required: ['name', 'members'], properties: { name: { type: 'string' }, members: { type: 'array', items: { type: 'string' } }, problem: { type: 'string' } } },
+    },
     createdAt: { type: 'string', format: 'date-time' },
     nextRuns: { type: 'array', items: { type: 'string', format: 'date-time' }, description: 'The next three scheduled times.' },
     clones: { type: 'array', items: { type: 'string' }, description: "Clone copies of the newest points: 'daily 02:00 -> site-b' (issue 14)." },
@@ -38,7 +43,8 @@ const runView = {
   properties: {
     at: { type: 'string' },
     policy: { type: 'string' },
-    vm: { type: 'string' },
+    vm: { type: 'string', description: "The VM, or 'group NAME' for a group's run." },
+    group: { type: 'string', description: "The group, for a group's run." },
     event: { type: 'string', enum: ['started', 'succeeded', 'failed', 'skipped', 'pruned', 'locked'] },
     due: { type: 'string' },
     job: { type: 'string' },
@@ -223,16 +229,18 @@ export async function policyRoutes(app: FastifyInstance, { policies }: RouteDeps
       {
         schema: routeSchema({
           operationId: `${verb}Policy`,
-          summary: verb === 'assign' ? 'Assign a VM to the policy (a VM is in at most one policy; groups come with issue 13)' : 'Take a VM out of the policy (its points keep their locks)',
+          summary: verb === 'assign'
+              ? 'Assign a VM or a VM group to the policy (a VM is in at most one policy, directly or through a group)'
+              : 'Take a VM or a group out of the policy (its points keep their locks)',
           tags: ['policies'],
           params,
           body: assignBody,
           response: {
             200: policyView,
             ...commonErrors,
-            400: { description: 'Malformed request, or a group (VM groups come with issue 13).', ...errorBody },
-            404: noSuchPolicy,
-            409: { description: 'The VM is assigned to another policy.', ...errorBody },
+            400: { description: 'Malformed request: neither or both of vm and group.', ...errorBody },
+            404: { description: 'No such policy, VM or group (or, to unassign, not assigned).', ...errorBody },
+            409: { description: 'The VM or group is in another policy, or a member of the group already is (the message names both).', ...errorBody },
           },
         }),
       },
@@ -270,11 +278,7 @@ const noPolicies = {
   },
   show: async (name: string) => missing(name),
   remove: async (name: string) => missing(name),
-  assign: async (name: string, opts: { group?: string }) => {
-    checkPolicyName(name);
-    if (opts.group !== undefined) throw vmError('INVALID_ARGUMENT', 'policy assign --group: VM groups do not exist yet (issue 13); assign each VM with --vm');
-    return missing(name);
-  },
+  assign: async (name: string) => missing(name),
   unassign: async (name: string) => missing(name),
   prune: async (name: string) => missing(name),
 };
