@@ -21,6 +21,7 @@ import path from 'node:path';
 import { isVmvaultError, vmError } from '../errors.js';
 import type { Namespace } from '../namespace/namespace.js';
 import { Fleece } from '../plugins/qemu/fleece.js';
+import { type FleeceScratch, LocalScratch } from '../plugins/qemu/fleece-scratch.js';
 import { PostgresqlPlugin } from '../plugins/postgresql/postgresql-plugin.js';
 import { FLEECE_KEY, QemuPlugin } from '../plugins/qemu/plugin.js';
 import { ScriptPlugin } from '../plugins/script/script-plugin.js';
@@ -29,7 +30,8 @@ import type { QmpChannel } from '../plugins/qemu/qmp-channel.js';
 import { describeVm, type VmDescription, type VmDisk } from '../plugins/qemu/vm-info.js';
 import type { VmConfig } from './vm-registry.js';
 import type { AgentPool } from './agent-pool.js';
-import { BackupCopy, type PreviousPoint, socketPathIn } from './backup-copy.js';
+import { BackupCopy, type PreviousPoint } from './backup-copy.js';
+import { HostScratch } from './host-scratch.js';
 import { type BackupRecord, BackupRecords } from './backup-records.js';
 import { COPY_JOB_KEY, CopyPlugin } from './copy-plugin.js';
 import { checkpointName, pointName, uniquePointName } from './point-name.js';
@@ -377,14 +379,21 @@ export class BackupService {
 
     const qmp = await this.openQmp(vm);
     if (vm.host !== undefined) log(`QMP through host ${vm.host}'s agent: ${qmp.address}`);
-    const scratchDir = path.join(this.opts.dataDir, 'scratch', name);
+    // Everything QEMU opens (scratch images, the NBD socket) is made on QEMU's host: for a VM on
+    // a host by its agent, in the agent's scratch folder; else in <data>/scratch/<vm>.
+    const scratch: FleeceScratch =
+      vm.host !== undefined && this.opts.agents !== undefined && this.opts.agentOfHost !== undefined
+        ? new HostScratch(this.opts.agents, vm.host, this.opts.agentOfHost(vm.host), name)
+        : new LocalScratch(path.join(this.opts.dataDir, 'scratch', name));
+    let scratchUsed = false;
     try {
       const desc = await describeVm(qmp);
       if (desc.disks.length === 0) throw vmError('INVALID_ARGUMENT', `VM ${name} has no disks to back up`);
-      await fs.rm(scratchDir, { recursive: true, force: true });
-      await fs.mkdir(scratchDir, { recursive: true });
+      // What a killed run left (files QEMU no longer holds; Fleece.removeStale frees the rest).
+      scratchUsed = true;
+      await scratch.clear();
       const fleece = await Fleece.prepare(qmp, desc.disks, {
-        scratchDir,
+        scratch,
         checkpoint,
         previousCheckpoint: previous ? prevCk!.name : undefined,
         log,
@@ -399,7 +408,7 @@ export class BackupService {
           vmName: name,
           fleece,
           ...(copyAgent !== undefined ? { agents: { pool: this.opts.agents!, pinned: copyAgent, ...(this.opts.agentNbdListen ? { listen: this.opts.agentNbdListen } : {}) } } : {}),
-          socketPath: socketPathIn(scratchDir),
+          socketPath: scratch.socketPath(),
           previous,
           progress: { total: (n, u) => p.total(n, u), advance: (n) => p.advance(n) },
           log,
@@ -487,7 +496,7 @@ export class BackupService {
       }
     } finally {
       await qmp.close().catch(() => {});
-      await fs.rm(scratchDir, { recursive: true, force: true }).catch(() => {});
+      if (scratchUsed) await scratch.clear().catch((e) => log(`removing the scratch ${scratch.where} failed: ${(e as Error).message}`));
     }
   }
 
