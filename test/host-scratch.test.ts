@@ -15,6 +15,8 @@ import path from 'node:path';
 import t from 'tap';
 import { ScratchRequests } from '../src/agent/scratch-requests.js';
 import { HostRequestTable } from '../src/agent/host-requests.js';
+import { HostRequests } from '../src/backup/host-requests.js';
+import { HostScratch } from '../src/backup/host-scratch.js';
 import { QmpClient } from '../src/plugins/qemu/qmp.js';
 import { makeClusterRig } from './helpers/cluster-rig.js';
 import { netnsAvailable } from './helpers/netns.js';
@@ -82,6 +84,36 @@ t.test("the agent's scratch requests stay inside its folder", async (t) => {
   t.ok(fs.existsSync(victim), 'not followed');
   t.throws(() => new ScratchRequests('/'), { code: 'INVALID_ARGUMENT' });
   t.throws(() => new ScratchRequests('relative/dir'), { code: 'INVALID_ARGUMENT' });
+});
+
+t.test("the appliance refuses an agent's scratch answer that is not a scratch image in the VM's folder", async (t) => {
+  // The appliance's real request machinery; the test answers as a lying agent would.
+  const hr = new HostRequests(() => ({ state: 'live' }), () => {});
+  t.teardown(() => hr.close());
+  const answerWith = async (result: unknown, vm = 'web01', scratch = new HostScratch({ request: hr.request.bind(hr) }, 'node1', 'a1', vm)) => {
+    const made = scratch.create('vda', MiB);
+    const [req] = hr.take('a1');
+    t.same([req.kind, req.args], ['scratch-create', { vm, device: 'vda', size: MiB }]);
+    hr.answer('a1', req.id, { ok: true, result });
+    return made;
+  };
+  const good = { dir: '/var/tmp/vmvault-agent/web01', path: '/var/tmp/vmvault-agent/web01/fleece-0a0b0c-vda.qcow2' };
+  for (const [why, result] of [
+    ['a file outside the folder', { ...good, path: '/etc/passwd' }],
+    ['a folder of another VM', { dir: '/var/tmp/vmvault-agent/db01', path: '/var/tmp/vmvault-agent/db01/fleece-0a0b0c-vda.qcow2' }],
+    ['a path that climbs out', { ...good, path: '/var/tmp/vmvault-agent/web01/../../../etc/fleece-0a0b0c-vda.qcow2' }],
+    ['a relative path', { dir: 'web01', path: 'web01/fleece-0a0b0c-vda.qcow2' }],
+    ['not a scratch image name', { ...good, path: '/var/tmp/vmvault-agent/web01/disk.qcow2' }],
+    ['a folder too long for a socket', { dir: `/${'d'.repeat(100)}/web01`, path: `/${'d'.repeat(100)}/web01/fleece-0a0b0c-vda.qcow2` }],
+    ['no object', 'yes'],
+  ] as const) {
+    await t.rejects(answerWith(result), { code: 'IO', details: { hostReason: 'bad-answer' } }, `refused: ${why}`);
+  }
+  const scratch = new HostScratch({ request: hr.request.bind(hr) }, 'node1', 'a1', 'web01');
+  t.throws(() => scratch.socketPath(), { code: 'INVALID_ARGUMENT' }, 'no socket before the agent named the folder');
+  t.equal(await answerWith(good, 'web01', scratch), good.path, 'a good answer is taken');
+  t.equal(scratch.socketPath(), '/var/tmp/vmvault-agent/web01/nbd.sock', 'the socket goes in the folder the agent named');
+  await t.rejects(answerWith({ dir: '/srv/other/web01', path: '/srv/other/web01/fleece-0a0b0c-vdb.qcow2' }, 'web01', scratch), { code: 'IO' }, 'a second disk in another folder is refused');
 });
 
 t.test("a host VM's backup makes its scratch and socket on the host, in the agent's folder", { skip: netnsAvailable(), timeout: 600_000 }, async (t) => {

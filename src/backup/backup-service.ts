@@ -131,7 +131,7 @@ export interface BackupPhases {
   /** Wraps the copy (runs inside the workflow's copy step). */
   copy?(run: () => Promise<void>): Promise<void>;
   /** Just before the fleecing state is released (ok: the point was made). */
-  beforeRelease?(info: { ok: boolean; scratchFiles: string[] }): Promise<void>;
+  beforeRelease?(info: { ok: boolean; scratchFiles: string[]; scratchBytes: () => Promise<number> }): Promise<void>;
   /** The fleecing state is released (or its release failed: error). */
   released?(info: { ok: boolean; error?: string }): void;
 }
@@ -486,7 +486,7 @@ export class BackupService {
         await fleece.abort().catch((e) => log(`rolling back the checkpoint failed: ${(e as Error).message}`));
         throw err;
       } finally {
-        await phases.beforeRelease?.({ ok: pointMade, scratchFiles: fleece.objects.files }).catch((e) => log(`before the release: ${(e as Error).message}`));
+        await phases.beforeRelease?.({ ok: pointMade, scratchFiles: fleece.objects.files, scratchBytes: () => fleece.scratchBytes() }).catch((e) => log(`before the release: ${(e as Error).message}`));
         let releaseError: string | undefined;
         await fleece.release().catch((e) => {
           releaseError = (e as Error).message;

@@ -550,6 +550,16 @@ export class Fleece {
     return lines;
   }
 
+  /**
+   * Bytes the scratch images hold now (QEMU's actual-size of each scratch node): read over QMP,
+   * since the files are on QEMU's host, which for a VM on a host is not this machine.
+   */
+  async scratchBytes(): Promise<number> {
+    const nodes = await this.qmp.execute<Array<{ 'node-name': string; image?: { 'actual-size'?: number } }>>('query-named-block-nodes', { flat: true }, { timeoutMs: this.timeoutMs });
+    const mine = new Set(this.disks.filter((s) => s.nodeAdded).map((s) => s.scratchNode));
+    return nodes.filter((n) => mine.has(n['node-name'])).reduce((sum, n) => sum + (Number.isSafeInteger(n.image?.['actual-size']) ? n.image!['actual-size']! : 0), 0);
+  }
+
   /** The names QEMU knows this fleece's objects by (tests check they are gone). */
   get objects(): { nodes: string[]; jobs: string[]; exports: string[]; files: string[] } {
     return {
