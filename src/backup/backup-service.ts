@@ -23,7 +23,8 @@ import type { Namespace } from '../namespace/namespace.js';
 import { Fleece } from '../plugins/qemu/fleece.js';
 import { type FleeceScratch, LocalScratch } from '../plugins/qemu/fleece-scratch.js';
 import { PostgresqlPlugin } from '../plugins/postgresql/postgresql-plugin.js';
-import { FLEECE_KEY, QemuPlugin } from '../plugins/qemu/plugin.js';
+import { FLEECE_KEY, GUEST_AGENT_OPENER_KEY, QemuPlugin } from '../plugins/qemu/plugin.js';
+import { HostGuestAgent } from './host-qga.js';
 import { ScriptPlugin } from '../plugins/script/script-plugin.js';
 import { QmpClient } from '../plugins/qemu/qmp.js';
 import type { QmpChannel } from '../plugins/qemu/qmp-channel.js';
@@ -381,9 +382,10 @@ export class BackupService {
     if (vm.host !== undefined) log(`QMP through host ${vm.host}'s agent: ${qmp.address}`);
     // Everything QEMU opens (scratch images, the NBD socket) is made on QEMU's host: for a VM on
     // a host by its agent, in the agent's scratch folder; else in <data>/scratch/<vm>.
+    const hostAgent = vm.host !== undefined && this.opts.agents !== undefined && this.opts.agentOfHost !== undefined ? this.opts.agentOfHost(vm.host) : undefined;
     const scratch: FleeceScratch =
-      vm.host !== undefined && this.opts.agents !== undefined && this.opts.agentOfHost !== undefined
-        ? new HostScratch(this.opts.agents, vm.host, this.opts.agentOfHost(vm.host), name)
+      hostAgent !== undefined
+        ? new HostScratch(this.opts.agents!, vm.host!, hostAgent, name)
         : new LocalScratch(path.join(this.opts.dataDir, 'scratch', name));
     let scratchUsed = false;
     try {
@@ -432,6 +434,12 @@ export class BackupService {
           state: new Map<string, unknown>([
             [FLEECE_KEY, pointInTime ? { pointInTime: () => pointInTime(() => fleece.pointInTime()) } : fleece],
             [COPY_JOB_KEY, copyWrap ? { run: (signal: AbortSignal, l: (line: string) => void) => copyWrap(() => copy.run(signal, l)) } : copy],
+            // A VM on a host: its guest agent's socket is there too; relayed like its QMP.
+            ...(hostAgent !== undefined
+              ? [[GUEST_AGENT_OPENER_KEY, (address: string) =>
+                    // A tcp: address is reached directly, as before; a UNIX socket only on the host.
+                    address.startsWith('tcp:') ? undefined : HostGuestAgent.open(this.opts.agents!, { host: vm.host!, agent: hostAgent, socket: address, timeoutMs: this.opts.qmpTimeoutMs })] as [string, unknown]]
+              : []),
           ]),
         });
         if (!copy.done) throw vmError('INVALID_ARGUMENT', `workflow '${wf.name}' finished without copying`);

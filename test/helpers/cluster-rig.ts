@@ -36,6 +36,8 @@ export interface RigHost {
   /** The agent's --scratch-dir (the fleecing scratch of this host's VMs). */
   scratchDir: string;
   agent: RigAgent;
+  /** More arguments of this host's agent (e.g. --qmp, --qga), taken at its next start. */
+  agentArgs: string[];
   /** Starts (again) this host's agent. */
   startAgent(): RigAgent;
 }
@@ -110,12 +112,13 @@ export async function makeClusterRig(t: Teardown, dir: string, o: ClusterRigOpti
       ns,
       qmpDir,
       scratchDir,
+      agentArgs: [],
       agent: undefined as unknown as RigAgent,
       startAgent() {
         const env = { ...process.env };
         delete env.NODE_OPTIONS;
         delete env.NODE_TLS_REJECT_UNAUTHORIZED;
-        const argv = [...ns.exec, process.execPath, bin, 'agent', '--appliance', `https://${ns.hostIp}:${port}`, '--token', token, '--name', agentName, '--pin', pin, '--qmp-dir', qmpDir, '--scratch-dir', scratchDir];
+        const argv = [...ns.exec, process.execPath, bin, 'agent', '--appliance', `https://${ns.hostIp}:${port}`, '--token', token, '--name', agentName, '--pin', pin, '--qmp-dir', qmpDir, '--scratch-dir', scratchDir, ...host.agentArgs];
         const proc = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env });
         let out = '';
         proc.stdout!.on('data', (d) => (out += d));
