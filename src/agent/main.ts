@@ -9,6 +9,8 @@ import { Agent, AgentRefused } from './agent.js';
 import { hostRequests } from './host-requests.js';
 import { QemuRequests } from './qemu-requests.js';
 import { registerHaRequests } from './ha-requests.js';
+import { DEFAULT_SCRATCH_DIR, ScratchRequests } from './scratch-requests.js';
+import { QgaRequests } from './qga-requests.js';
 import { Pacemaker } from '../plugins/pacemaker/pacemaker.js';
 
 /** The agent's version as it registers (package.json's). */
@@ -16,6 +18,7 @@ export const AGENT_VERSION = '0.1.0';
 
 const USAGE = `usage: vmvault agent --appliance URL --token TOKEN --name NAME [--pin SHA256] [--streams N]
                      [--reach PREFIX]... [--qmp-dir DIR]... [--qmp SOCKET]... [--pacemaker]
+                     [--qga SOCKET]... [--scratch-dir DIR]
 
 Runs an agent near the hypervisors: it registers with the appliance at URL, takes copy tasks
 (a VM disk's fleecing NBD export, a file or a block device), segments and fingerprints the
@@ -32,6 +35,11 @@ bytes here and sends only the segments the appliance lacks.
              /var/run/qemu-server); repeatable. The appliance discovers the VMs through the
              agent (vmvault cluster) and drives their QMP through it (vmvault host add).
   --qmp      one QMP socket (unix:/path or /path) of a VM on this host; repeatable
+  --qga      one guest-agent socket of a VM on this host (the --qmp-dir folders' *.qga sockets
+             are served too): an app-consistent backup freezes the guest through it; repeatable
+  --scratch-dir  where a backup of a VM on this host keeps its fleecing scratch images and
+             QEMU's NBD socket (default ${DEFAULT_SCRATCH_DIR}); the appliance may make and
+             remove files only inside it
   --pacemaker  this host is a Pacemaker cluster node: the appliance reads the cluster's HA
              state through this agent (vmvault cluster) and takes a VM's resource offline and
              back around restore --in-place (crm_mon, cibadmin, crm_resource run here)
@@ -52,6 +60,8 @@ export async function main(argv: string[]): Promise<number> {
         'qmp-dir': { type: 'string', multiple: true },
         qmp: { type: 'string', multiple: true },
         pacemaker: { type: 'boolean' },
+        'scratch-dir': { type: 'string' },
+        qga: { type: 'string', multiple: true },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -83,9 +93,13 @@ export async function main(argv: string[]): Promise<number> {
   const log = (line: string) => process.stderr.write(`${new Date().toISOString()} vmvault agent ${values.name}: ${line}\n`);
   let agent: Agent;
   let qemu: QemuRequests;
+  let qga: QgaRequests;
   try {
     qemu = new QemuRequests({ qmpDirs: values['qmp-dir'] ?? [], qmpSockets: values.qmp ?? [], log });
     qemu.register(hostRequests);
+    qga = new QgaRequests({ qmpDirs: values['qmp-dir'] ?? [], qgaSockets: values.qga ?? [], log });
+    qga.register(hostRequests);
+    new ScratchRequests(values['scratch-dir'] ?? DEFAULT_SCRATCH_DIR, log).register(hostRequests);
     if (values.pacemaker === true) registerHaRequests(hostRequests, new Pacemaker());
     agent = new Agent({
       appliance: values.appliance!,
@@ -111,6 +125,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     await agent.run();
     await qemu.stop();
+    await qga.stop();
     log(`stopped (${agent.totals.tasksDone} task(s) done, ${agent.totals.tasksFailed} failed)`);
     return 0;
   } catch (err) {

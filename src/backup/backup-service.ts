@@ -21,15 +21,18 @@ import path from 'node:path';
 import { isVmvaultError, vmError } from '../errors.js';
 import type { Namespace } from '../namespace/namespace.js';
 import { Fleece } from '../plugins/qemu/fleece.js';
+import { type FleeceScratch, LocalScratch } from '../plugins/qemu/fleece-scratch.js';
 import { PostgresqlPlugin } from '../plugins/postgresql/postgresql-plugin.js';
-import { FLEECE_KEY, QemuPlugin } from '../plugins/qemu/plugin.js';
+import { FLEECE_KEY, GUEST_AGENT_OPENER_KEY, QemuPlugin } from '../plugins/qemu/plugin.js';
+import { HostGuestAgent } from './host-qga.js';
 import { ScriptPlugin } from '../plugins/script/script-plugin.js';
 import { QmpClient } from '../plugins/qemu/qmp.js';
 import type { QmpChannel } from '../plugins/qemu/qmp-channel.js';
 import { describeVm, type VmDescription, type VmDisk } from '../plugins/qemu/vm-info.js';
 import type { VmConfig } from './vm-registry.js';
 import type { AgentPool } from './agent-pool.js';
-import { BackupCopy, type PreviousPoint, socketPathIn } from './backup-copy.js';
+import { BackupCopy, type PreviousPoint } from './backup-copy.js';
+import { HostScratch } from './host-scratch.js';
 import { type BackupRecord, BackupRecords } from './backup-records.js';
 import { COPY_JOB_KEY, CopyPlugin } from './copy-plugin.js';
 import { checkpointName, pointName, uniquePointName } from './point-name.js';
@@ -129,7 +132,7 @@ export interface BackupPhases {
   /** Wraps the copy (runs inside the workflow's copy step). */
   copy?(run: () => Promise<void>): Promise<void>;
   /** Just before the fleecing state is released (ok: the point was made). */
-  beforeRelease?(info: { ok: boolean; scratchFiles: string[] }): Promise<void>;
+  beforeRelease?(info: { ok: boolean; scratchFiles: string[]; scratchBytes: () => Promise<number> }): Promise<void>;
   /** The fleecing state is released (or its release failed: error). */
   released?(info: { ok: boolean; error?: string }): void;
 }
@@ -377,14 +380,22 @@ export class BackupService {
 
     const qmp = await this.openQmp(vm);
     if (vm.host !== undefined) log(`QMP through host ${vm.host}'s agent: ${qmp.address}`);
-    const scratchDir = path.join(this.opts.dataDir, 'scratch', name);
+    // Everything QEMU opens (scratch images, the NBD socket) is made on QEMU's host: for a VM on
+    // a host by its agent, in the agent's scratch folder; else in <data>/scratch/<vm>.
+    const hostAgent = vm.host !== undefined && this.opts.agents !== undefined && this.opts.agentOfHost !== undefined ? this.opts.agentOfHost(vm.host) : undefined;
+    const scratch: FleeceScratch =
+      hostAgent !== undefined
+        ? new HostScratch(this.opts.agents!, vm.host!, hostAgent, name)
+        : new LocalScratch(path.join(this.opts.dataDir, 'scratch', name));
+    let scratchUsed = false;
     try {
       const desc = await describeVm(qmp);
       if (desc.disks.length === 0) throw vmError('INVALID_ARGUMENT', `VM ${name} has no disks to back up`);
-      await fs.rm(scratchDir, { recursive: true, force: true });
-      await fs.mkdir(scratchDir, { recursive: true });
+      // What a killed run left (files QEMU no longer holds; Fleece.removeStale frees the rest).
+      scratchUsed = true;
+      await scratch.clear();
       const fleece = await Fleece.prepare(qmp, desc.disks, {
-        scratchDir,
+        scratch,
         checkpoint,
         previousCheckpoint: previous ? prevCk!.name : undefined,
         log,
@@ -399,7 +410,7 @@ export class BackupService {
           vmName: name,
           fleece,
           ...(copyAgent !== undefined ? { agents: { pool: this.opts.agents!, pinned: copyAgent, ...(this.opts.agentNbdListen ? { listen: this.opts.agentNbdListen } : {}) } } : {}),
-          socketPath: socketPathIn(scratchDir),
+          socketPath: scratch.socketPath(),
           previous,
           progress: { total: (n, u) => p.total(n, u), advance: (n) => p.advance(n) },
           log,
@@ -423,6 +434,12 @@ export class BackupService {
           state: new Map<string, unknown>([
             [FLEECE_KEY, pointInTime ? { pointInTime: () => pointInTime(() => fleece.pointInTime()) } : fleece],
             [COPY_JOB_KEY, copyWrap ? { run: (signal: AbortSignal, l: (line: string) => void) => copyWrap(() => copy.run(signal, l)) } : copy],
+            // A VM on a host: its guest agent's socket is there too; relayed like its QMP.
+            ...(hostAgent !== undefined
+              ? [[GUEST_AGENT_OPENER_KEY, (address: string) =>
+                    // A tcp: address is reached directly, as before; a UNIX socket only on the host.
+                    address.startsWith('tcp:') ? undefined : HostGuestAgent.open(this.opts.agents!, { host: vm.host!, agent: hostAgent, socket: address, timeoutMs: this.opts.qmpTimeoutMs })] as [string, unknown]]
+              : []),
           ]),
         });
         if (!copy.done) throw vmError('INVALID_ARGUMENT', `workflow '${wf.name}' finished without copying`);
@@ -477,7 +494,7 @@ export class BackupService {
         await fleece.abort().catch((e) => log(`rolling back the checkpoint failed: ${(e as Error).message}`));
         throw err;
       } finally {
-        await phases.beforeRelease?.({ ok: pointMade, scratchFiles: fleece.objects.files }).catch((e) => log(`before the release: ${(e as Error).message}`));
+        await phases.beforeRelease?.({ ok: pointMade, scratchFiles: fleece.objects.files, scratchBytes: () => fleece.scratchBytes() }).catch((e) => log(`before the release: ${(e as Error).message}`));
         let releaseError: string | undefined;
         await fleece.release().catch((e) => {
           releaseError = (e as Error).message;
@@ -487,7 +504,7 @@ export class BackupService {
       }
     } finally {
       await qmp.close().catch(() => {});
-      await fs.rm(scratchDir, { recursive: true, force: true }).catch(() => {});
+      if (scratchUsed) await scratch.clear().catch((e) => log(`removing the scratch ${scratch.where} failed: ${(e as Error).message}`));
     }
   }
 

@@ -364,10 +364,11 @@ export async function runGroupBackup(engine: GroupBackupEngine, group: string, m
             pump();
           } else maybeStartQueue();
         }),
-      beforeRelease: async ({ scratchFiles }) => {
+      beforeRelease: async ({ scratchFiles, scratchBytes }) => {
         if (release === 'end') await copiesDone.arrive(vm, p.signal).catch(() => {});
-        // What the held point cost: measured at the release, after any hold.
-        r.result.scratchBytes = await allocatedBytes(scratchFiles);
+        // What the held point cost: measured at the release, after any hold; over QMP, since a
+        // VM on a host has its scratch files there (issue 13), else from the files here.
+        r.result.scratchBytes = await scratchBytes().catch(() => allocatedBytes(scratchFiles));
       },
       released: ({ error }) => {
         r.result.releasedAt = now();

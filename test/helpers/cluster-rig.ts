@@ -33,7 +33,11 @@ export interface RigHost {
   name: string;
   ns: NetNs;
   qmpDir: string;
+  /** The agent's --scratch-dir (the fleecing scratch of this host's VMs). */
+  scratchDir: string;
   agent: RigAgent;
+  /** More arguments of this host's agent (e.g. --qmp, --qga), taken at its next start. */
+  agentArgs: string[];
   /** Starts (again) this host's agent. */
   startAgent(): RigAgent;
 }
@@ -99,6 +103,7 @@ export async function makeClusterRig(t: Teardown, dir: string, o: ClusterRigOpti
     const agentName = `agent${i + 1}`;
     const qmpDir = path.join(dir, name, 'qemu-server');
     fs.mkdirSync(qmpDir, { recursive: true });
+    const scratchDir = path.join(dir, name, 'scratch');
     const tok = await api('POST', '/agents/tokens', { name: `tok-${agentName}` });
     if (tok.status !== 201) throw new Error(`agent token: ${JSON.stringify(tok.body)}`);
     const token = tok.body.token as string;
@@ -106,12 +111,14 @@ export async function makeClusterRig(t: Teardown, dir: string, o: ClusterRigOpti
       name,
       ns,
       qmpDir,
+      scratchDir,
+      agentArgs: [],
       agent: undefined as unknown as RigAgent,
       startAgent() {
         const env = { ...process.env };
         delete env.NODE_OPTIONS;
         delete env.NODE_TLS_REJECT_UNAUTHORIZED;
-        const argv = [...ns.exec, process.execPath, bin, 'agent', '--appliance', `https://${ns.hostIp}:${port}`, '--token', token, '--name', agentName, '--pin', pin, '--qmp-dir', qmpDir];
+        const argv = [...ns.exec, process.execPath, bin, 'agent', '--appliance', `https://${ns.hostIp}:${port}`, '--token', token, '--name', agentName, '--pin', pin, '--qmp-dir', qmpDir, '--scratch-dir', scratchDir, ...host.agentArgs];
         const proc = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env });
         let out = '';
         proc.stdout!.on('data', (d) => (out += d));

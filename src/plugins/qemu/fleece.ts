@@ -1,7 +1,8 @@
 // Pull-mode backup of a running VM's disks by image fleecing, as libvirt's qemu_backup.c does it
 // (the exact QMP sequences, run against QEMU 7.2 here, are in RESEARCH-vm-backup.md):
 //
-//   prepare      per disk: scratch qcow2 of the disk's exact virtual size (qemu-img), then
+//   prepare      per disk: scratch qcow2 of the disk's exact virtual size (FleeceScratch: qemu-img
+//                here, or the agent of the VM's host, issue 13: QEMU opens it there), then
 //                blockdev-add of it with the disk's node as backing. Decides per disk whether
 //                the backup can be incremental (the previous checkpoint bitmap exists, is
 //                consistent and recording, and the image is qcow2) or must be full, and why.
@@ -24,11 +25,10 @@
 // Each step records what it made, beside the undo that release() performs, so a failure at any
 // point leaves nothing behind once release() ran.
 
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import fs from 'node:fs/promises';
 import path from 'node:path';
 import { isVmvaultError, vmError, type VmvaultError } from '../../errors.js';
+import { type FleeceScratch, LocalScratch, SCRATCH_FILE } from './fleece-scratch.js';
 import type { QmpChannel } from './qmp-channel.js';
 import { parseSocketAddress } from './socket-address.js';
 import type { VmDisk } from './vm-info.js';
@@ -44,8 +44,12 @@ export interface FleeceExport {
 }
 
 export interface FleeceOptions {
-  /** Where the scratch qcow2 files go (they hold the old data of blocks the guest overwrites). */
-  scratchDir: string;
+  /**
+   * Where the scratch qcow2 files go (they hold the old data of blocks the guest overwrites), on
+   * QEMU's host: `scratch`, else a LocalScratch of `scratchDir`.
+   */
+  scratch?: FleeceScratch;
+  scratchDir?: string;
   /** Name of the checkpoint bitmap this backup creates (persistent, on every qcow2 disk). */
   checkpoint: string;
   /** The checkpoint of the last successful backup; an incremental is asked when given. */
@@ -110,6 +114,7 @@ export class Fleece {
     private readonly disks: DiskState[],
     private readonly opts: FleeceOptions,
     private readonly timeoutMs: number,
+    private readonly scratch: FleeceScratch,
   ) {}
 
   private log(line: string): void {
@@ -133,15 +138,17 @@ export class Fleece {
       devices.add(d.device);
     }
     const timeoutMs = opts.timeoutMs ?? 30_000;
+    const scratch = opts.scratch ?? (opts.scratchDir !== undefined ? new LocalScratch(opts.scratchDir) : undefined);
+    if (!scratch) throw vmError('INVALID_ARGUMENT', 'fleece: no scratch (scratch or scratchDir)');
     // What a killed appliance left in this QEMU would wedge every later backup (the NBD server
     // still running, the scratch node still attached): remove it first.
-    await Fleece.removeStale(qmp, { log: opts.log, timeoutMs });
+    await Fleece.removeStale(qmp, { log: opts.log, timeoutMs, scratch });
     const tag = randomBytes(3).toString('hex');
     const nodes = await qmp.execute<NodeInfo[]>('query-named-block-nodes', { flat: true }, { timeoutMs });
     const byName = new Map(nodes.map((n) => [n['node-name'], n]));
     const states: DiskState[] = disks.map((disk, i) => ({
       disk,
-      scratchFile: path.join(opts.scratchDir, `fleece-${tag}-${disk.device.replace(/[^A-Za-z0-9_.-]/g, '_')}.qcow2`),
+      scratchFile: '',
       scratchNode: `vmv-s-${tag}-${i}`,
       jobId: `vmv-j-${tag}-${i}`,
       exportId: `vmv-e-${tag}-${i}`,
@@ -154,15 +161,15 @@ export class Fleece {
       exported: false,
       pointTaken: false,
     }));
-    const f = new Fleece(qmp, states, opts, timeoutMs);
+    const f = new Fleece(qmp, states, opts, timeoutMs, scratch);
     try {
       for (const s of states) f.decide(s, byName.get(s.disk.node));
-      await fs.mkdir(opts.scratchDir, { recursive: true });
       for (const s of states) {
-        // Step: scratch image of the exact virtual size (another size is refused by blockdev-backup).
-        // Undo: unlink (release).
+        // Step: scratch image of the exact virtual size (another size is refused by blockdev-backup),
+        // on QEMU's host. Undo: remove (release; a half-made one goes with the scratch's clear()).
+        s.scratchFile = await scratch.create(s.disk.device, s.disk.sizeBytes);
         s.fileMade = true;
-        await qemuImgCreate(s.scratchFile, s.disk.sizeBytes);
+        opts.log?.(`fleece: ${s.disk.device}: scratch image ${s.scratchFile} (${scratch.where})`);
         // Step: the scratch node, backed by the disk, so unchanged blocks read through to it.
         // Undo: blockdev-del (release).
         await qmp.execute(
@@ -439,7 +446,7 @@ export class Fleece {
       // Only after the node is gone: QEMU still writes into the file while the node exists.
       if (s.nodeAdded) continue;
       await step(`scratch file ${s.scratchFile}`, async () => {
-        await fs.rm(s.scratchFile, { force: true });
+        await this.scratch.remove(s.scratchFile);
         s.fileMade = false;
       });
     }
@@ -457,7 +464,7 @@ export class Fleece {
    * no export remains. prepare() calls it, so only one Fleece per VM may exist at a time (the
    * backup service runs one backup per VM). Returns one line per object removed.
    */
-  static async removeStale(qmp: QmpChannel, opts: { log?: (l: string) => void; timeoutMs?: number } = {}): Promise<string[]> {
+  static async removeStale(qmp: QmpChannel, opts: { log?: (l: string) => void; timeoutMs?: number; scratch?: FleeceScratch } = {}): Promise<string[]> {
     const t = { timeoutMs: opts.timeoutMs ?? 30_000 };
     const lines: string[] = [];
     const say = (l: string) => {
@@ -494,9 +501,18 @@ export class Fleece {
     for (const n of staleNodes) {
       await qmp.execute('blockdev-del', { 'node-name': n['node-name'] }, t);
       const file = scratchFileOf(n.image?.filename);
-      // Only a file this module named is removed: the scratch image, never anything else.
-      if (file && /^fleece-[0-9a-f]{6}-[^/]*\.qcow2$/.test(path.basename(file))) await fs.rm(file, { force: true });
-      say(`fleece: removed scratch node ${n['node-name']}${file ? ` and ${file}` : ''} left by an interrupted backup`);
+      // Only a file this module named is removed: the scratch image, never anything else; where
+      // QEMU runs (the host's agent removes it only inside its own scratch folder).
+      let removed = false;
+      if (file && SCRATCH_FILE.test(path.basename(file))) {
+        try {
+          await (opts.scratch ?? new LocalScratch(path.dirname(file))).remove(file);
+          removed = true;
+        } catch (err) {
+          say(`fleece: could not remove the stale scratch image ${file}: ${(err as Error).message}`);
+        }
+      }
+      say(`fleece: removed scratch node ${n['node-name']}${removed ? ` and ${file}` : ''} left by an interrupted backup`);
     }
     return lines;
   }
@@ -532,6 +548,16 @@ export class Fleece {
       }
     }
     return lines;
+  }
+
+  /**
+   * Bytes the scratch images hold now (QEMU's actual-size of each scratch node): read over QMP,
+   * since the files are on QEMU's host, which for a VM on a host is not this machine.
+   */
+  async scratchBytes(): Promise<number> {
+    const nodes = await this.qmp.execute<Array<{ 'node-name': string; image?: { 'actual-size'?: number } }>>('query-named-block-nodes', { flat: true }, { timeoutMs: this.timeoutMs });
+    const mine = new Set(this.disks.filter((s) => s.nodeAdded).map((s) => s.scratchNode));
+    return nodes.filter((n) => mine.has(n['node-name'])).reduce((sum, n) => sum + (Number.isSafeInteger(n.image?.['actual-size']) ? n.image!['actual-size']! : 0), 0);
   }
 
   /** The names QEMU knows this fleece's objects by (tests check they are gone). */
@@ -572,15 +598,4 @@ function checkBitmapName(name: string, what: string): void {
   if (typeof name !== 'string' || name.length === 0 || name.length > 1023 || /[\u0000-\u001f]/.test(name)) {
     throw vmError('INVALID_ARGUMENT', `fleece: ${what} name ${JSON.stringify(name)} is not a valid bitmap name (1-1023 printable characters)`);
   }
-}
-
-function qemuImgCreate(file: string, sizeBytes: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    execFile('qemu-img', ['create', '-q', '-f', 'qcow2', file, String(sizeBytes)], { timeout: 60_000 }, (err, _out, stderr) => {
-      if (!err) return resolve();
-      const e = err as NodeJS.ErrnoException;
-      if (e.code === 'ENOENT') reject(vmError('NOT_SUPPORTED', 'fleece: qemu-img is not installed (Debian package qemu-utils)', undefined, err));
-      else reject(vmError('IO', `fleece: qemu-img create ${file} ${sizeBytes}: ${String(stderr).trim() || e.message}`, undefined, err));
-    });
-  });
 }

@@ -16,6 +16,19 @@ import { GuestAgent } from './qga.js';
 export const FLEECE_KEY = 'qemu.fleece';
 /** Where this plug-in keeps the guest-agent connection between quiesce-vm and unquiesce-vm. */
 const AGENT_KEY = 'qemu.guest-agent';
+/**
+ * A run's way to reach the guest agent, when not its socket directly: (address) => the agent, or
+ * undefined to connect directly. A VM on a host (issue 13) has a UNIX socket's relayed through
+ * that host's agent (backup/host-qga.ts).
+ */
+export const GUEST_AGENT_OPENER_KEY = 'qemu.guest-agent-opener';
+
+/** What quiesce needs of a guest agent (GuestAgent here, HostGuestAgent through a host's agent). */
+export interface GuestAgentLike {
+  freeze(): Promise<number>;
+  thaw(): Promise<number>;
+  close(): Promise<void>;
+}
 
 export interface QemuPluginOptions {
   /** Guest-agent connect and command timeout. Default 10 s. */
@@ -58,14 +71,15 @@ export class QemuPlugin implements Plugin {
     ctx.log(`point in time of every disk in one transaction: ${(performance.now() - t0).toFixed(1)} ms`);
   }
 
-  private async agent(ctx: ActionContext): Promise<GuestAgent> {
-    const kept = ctx.state.get(AGENT_KEY) as GuestAgent | undefined;
+  private async agent(ctx: ActionContext): Promise<GuestAgentLike> {
+    const kept = ctx.state.get(AGENT_KEY) as GuestAgentLike | undefined;
     if (kept) return kept;
     const qga = ctx.target.qga;
     if (!qga) {
       throw vmError('INVALID_ARGUMENT', `VM ${ctx.target.vm} has no guest agent configured: add one (vm add --qga unix:/path) or use the crash-consistent workflow`);
     }
-    const a = await GuestAgent.connect(qga, { timeoutMs: this.agentTimeoutMs });
+    const open = ctx.state.get(GUEST_AGENT_OPENER_KEY) as ((address: string) => Promise<GuestAgentLike> | undefined) | undefined;
+    const a = (await open?.(qga)) ?? (await GuestAgent.connect(qga, { timeoutMs: this.agentTimeoutMs }));
     ctx.state.set(AGENT_KEY, a);
     return a;
   }
