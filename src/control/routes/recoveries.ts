@@ -133,6 +133,9 @@ export async function recoveryRoutes(app: FastifyInstance, { services, jobs }: R
       const vm = request.params.name;
       checkVmName(vm);
       const req: RecoverRequest = { ...request.body };
+      // Bad names are the caller's error (400) whether or not this appliance can recover at all.
+      if (req.point !== undefined) validateName('snapshot', req.point);
+      if (req.name !== undefined) validateName('share', req.name);
       const { point, name } = await recovery().checkRecover(vm, req);
       return start(reply, `vm ${vm} point ${point} as ${name}`, recoveryResource(name), (ctx) => recovery().recover(ctx, vm, { ...req, point, name }));
     },
