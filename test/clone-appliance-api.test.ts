@@ -20,8 +20,12 @@ t.test('destinations and --clone through the appliance', async (t) => {
   t.notOk(JSON.stringify(r.body).includes('efef'), 'the answer carries no token');
   t.equal(fs.statSync(path.join(app.data, 'destinations.json')).mode & 0o777, 0o600, 'destinations.json is 0600');
   t.notOk(app.log().includes('efef'), 'nor does the log');
-  for (let i = 0; i < 100 && !fs.existsSync(path.join(app.data, 'audit.log')); i++) await new Promise((r) => setTimeout(r, 20));
-  const audit = fs.readFileSync(path.join(app.data, 'audit.log'), 'utf8');
+  // The audit record is appended after the answer is sent: wait for this call's record, not
+  // only for the file (which the earlier call made), or the read can come between the two.
+  const auditFile = path.join(app.data, 'audit.log');
+  const readAudit = () => (fs.existsSync(auditFile) ? fs.readFileSync(auditFile, 'utf8') : '');
+  for (let i = 0; i < 250 && !readAudit().includes('site-b'); i++) await new Promise((r) => setTimeout(r, 20));
+  const audit = readAudit();
   t.match(audit, /site-b/, 'the audit log records the call');
   t.notOk(audit.includes('efef'), 'without the token');
 
