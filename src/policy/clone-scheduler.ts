@@ -10,7 +10,7 @@
 // scheduled time starts afresh.
 
 import { type SchedulerClock, systemClock } from './clock.js';
-import { parseCron, type Policy, type PolicyRegistry } from './policies.js';
+import { lastDue, parseCron, type Policy, type PolicyRegistry } from './policies.js';
 import type { RunHistory } from './run-history.js';
 
 export type CloneStarter = (
@@ -96,8 +96,6 @@ export class CloneScheduler {
       for (const c of p.clones ?? []) {
         const key = tickKey(p.name, c.cron, c.destination);
         const from = this.o.history.lastTick(key) ?? Date.parse(p.createdAt);
-        let due: number | undefined;
-        let count = 0;
         let cron;
         try {
           cron = parseCron(c.cron);
@@ -106,10 +104,7 @@ export class CloneScheduler {
           this.log(`policy ${p.name}: --clone ${c.spec}: ${(err as Error).message}`);
           continue;
         }
-        for (let next = cron.nextRun(new Date(from)); next !== null && next.getTime() <= now; next = cron.nextRun(next)) {
-          due = next.getTime();
-          if (++count >= 1000) break;
-        }
+        const { due } = lastDue(cron, from, now);
         ticks[key] = now;
         if (due === undefined) continue;
         for (const vm of this.o.vmsOf?.(p) ?? p.vms) await this.begin(p.name, vm, c.destination, new Date(due).toISOString(), 0);

@@ -8,7 +8,7 @@
 
 import { type SchedulerClock, systemClock } from './clock.js';
 import { RETRY_MS } from './clone-scheduler.js';
-import { parseCron, type PolicyRegistry } from './policies.js';
+import { lastDue, parseCron, type PolicyRegistry } from './policies.js';
 import type { RunHistory } from './run-history.js';
 
 export type DrStarter = (destination: string, policy: string) => Promise<{ job: string; done: Promise<{ ok: boolean; error?: string; copy?: string }> }>;
@@ -83,13 +83,7 @@ export class DrScheduler {
       if (!p.dr) continue;
       const key = tickKey(p.name, p.dr.cron, p.dr.destination);
       const from = this.o.history.lastTick(key) ?? Date.parse(p.createdAt);
-      let due: number | undefined;
-      const cron = parseCron(p.dr.cron);
-      let count = 0;
-      for (let next = cron.nextRun(new Date(from)); next !== null && next.getTime() <= now; next = cron.nextRun(next)) {
-        due = next.getTime();
-        if (++count >= 1000) break;
-      }
+      const { due } = lastDue(parseCron(p.dr.cron), from, now);
       ticks[key] = now;
       if (due !== undefined) await this.begin(p.name, p.dr.destination, new Date(due).toISOString(), 0);
     }

@@ -67,6 +67,24 @@ export function checkPolicyName(name: unknown): string {
 }
 
 /** A croner schedule for `expr` (5 fields, or 6 with seconds), in the local time zone; INVALID_ARGUMENT otherwise. */
+/** Most missed times counted after downtime (the run is one run however many passed). */
+export const MISSED_COUNT_CAP = 1000;
+
+/**
+ * The missed-run rule every schedule here keeps (backups, clone and DR copies): of the times
+ * `cron` named after `from` up to `now`, the latest (`due`, absent when none passed) and how many
+ * passed (`count`, at most MISSED_COUNT_CAP): one run for all of them, not one each.
+ */
+export function lastDue(cron: Cron, from: number, now: number): { due?: number; count: number } {
+  let due: number | undefined;
+  let count = 0;
+  for (let next = cron.nextRun(new Date(from)); next !== null && next.getTime() <= now; next = cron.nextRun(next)) {
+    due = next.getTime();
+    if (++count >= MISSED_COUNT_CAP) break;
+  }
+  return due === undefined ? { count } : { due, count };
+}
+
 export function parseCron(expr: unknown): Cron {
   if (typeof expr !== 'string' || expr.trim() === '') throw vmError('INVALID_ARGUMENT', `--backup must be a cron expression such as '0 */4 * * *', not ${JSON.stringify(expr)}`);
   try {

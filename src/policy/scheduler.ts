@@ -23,7 +23,7 @@
 
 import { isVmvaultError } from '../errors.js';
 import { type SchedulerClock, systemClock } from './clock.js';
-import { parseCron, type Policy, type PolicyRegistry } from './policies.js';
+import { lastDue, MISSED_COUNT_CAP, parseCron, type Policy, type PolicyRegistry } from './policies.js';
 import type { RunHistory } from './run-history.js';
 
 export type BackupStarter = (
@@ -63,7 +63,6 @@ export interface SchedulerOptions {
 export const DEFAULT_MAX_PARALLEL = 2;
 const DEFAULT_MAX_QUEUE = 64;
 /** Missed times are counted up to this many (a per-second schedule and a week's downtime). */
-const MISSED_COUNT_CAP = 1000;
 
 interface QueuedRun {
   policy: string;
@@ -167,12 +166,7 @@ export class Scheduler {
         continue;
       }
       const from = this.opts.history.lastTick(p.name) ?? Date.parse(p.createdAt);
-      let due: number | undefined;
-      let count = 0;
-      for (let next = cron.nextRun(new Date(from)); next !== null && next.getTime() <= now; next = cron.nextRun(next)) {
-        due = next.getTime();
-        if (++count >= MISSED_COUNT_CAP) break;
-      }
+      const { due, count } = lastDue(cron, from, now);
       ticks[p.name] = now;
       if (due === undefined) continue;
       for (const vm of p.vms) {
