@@ -18,6 +18,8 @@ import { vmError } from '../errors.js';
 import { QmpClient } from '../plugins/qemu/qmp.js';
 import type { QmpChannel } from '../plugins/qemu/qmp-channel.js';
 import type { HostRequestTable } from './host-requests.js';
+import { type DiscoveredDisk, type DiscoveredVm, type Discovery, DISCOVERY_VERSION } from '../plugins/qemu/discovery-types.js';
+export { type DiscoveredDisk, type DiscoveredVm, type Discovery, DISCOVERY_VERSION };
 
 export interface QemuRequestOptions {
   /** Folders whose `*.qmp` sockets are this host's VMs. */
@@ -29,37 +31,9 @@ export interface QemuRequestOptions {
   log?: (line: string) => void;
 }
 
-/** Version of the `discover` answer (src/backup/cluster-map.ts reads it). */
-export const DISCOVERY_VERSION = 1;
 const MAX_SESSIONS = 256;
 const DEFAULT_SOCKET_TIMEOUT_MS = 1500;
 
-export interface DiscoveredDisk {
-  device: string;
-  node: string;
-  file: string;
-  format: string;
-  sizeBytes: number;
-  dirtyBitmaps: Array<{ name: string; count: number; granularity: number; persistent: boolean; recording: boolean }>;
-  rdBytes: number;
-  wrBytes: number;
-  rdOps: number;
-  wrOps: number;
-}
-
-export type DiscoveredVm =
-  | { qmp: string; ok: true; name: string; uuid: string; status: string; disks: DiscoveredDisk[]; wrBytesPerSec?: number }
-  | { qmp: string; ok: false; error: string };
-
-export interface Discovery {
-  v: number;
-  hostname: string;
-  /** This agent's clock when the block stats were read (ms since the epoch). */
-  sampledAt: number;
-  vms: DiscoveredVm[];
-  /** Folders that could not be read, and why. */
-  problems: string[];
-}
 
 interface Session {
   id: string;

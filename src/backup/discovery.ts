@@ -1,34 +1,10 @@
 // The `discover` host request's answer (issue 13; the agent's side is src/agent/qemu-requests.ts,
-// version DISCOVERY_VERSION there), checked field by field: an agent is untrusted input, so a
-// malformed answer is refused with the path of the first bad field, never half-used.
+// the shapes and version are plugins/qemu/discovery-types.ts), checked field by field: an agent is
+// untrusted input, so a malformed answer is refused with the path of the first bad field, never
+// half-used.
 
-/** The discovery answer version this appliance reads. */
-export const DISCOVERY_VERSION = 1;
-
-export interface DiscoveredDisk {
-  device: string;
-  node: string;
-  file: string;
-  format: string;
-  sizeBytes: number;
-  dirtyBitmaps: Array<{ name: string; count: number; granularity: number; persistent: boolean; recording: boolean }>;
-  rdBytes: number;
-  wrBytes: number;
-  rdOps: number;
-  wrOps: number;
-}
-
-export type DiscoveredVm =
-  | { qmp: string; ok: true; name: string; uuid: string; status: string; disks: DiscoveredDisk[]; wrBytesPerSec?: number }
-  | { qmp: string; ok: false; error: string };
-
-export interface Discovery {
-  v: number;
-  hostname: string;
-  sampledAt: number;
-  vms: DiscoveredVm[];
-  problems: string[];
-}
+import { type DiscoveredDisk, type DiscoveredVm, type Discovery, DISCOVERY_VERSION } from '../plugins/qemu/discovery-types.js';
+export { type DiscoveredDisk, type DiscoveredVm, type Discovery, DISCOVERY_VERSION };
 
 const MAX_VMS = 4096;
 const MAX_DISKS = 256;
