@@ -8,6 +8,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fromSystemError } from '../errors.js';
+import { fsyncDir, mkdirDurable } from './durable-dir.js';
 
 export interface AtomicWriteOptions {
   /** Mode of a new file (default 0o600: these files hold tokens and passwords' owners). */
@@ -24,7 +25,7 @@ export async function writeFileAtomic(file: string, text: string, what = `writin
   const dir = path.dirname(file);
   const tmp = `${file}.tmp`;
   try {
-    if (opts.mkdir) await fs.mkdir(dir, { recursive: true });
+    if (opts.mkdir) await mkdirDurable(dir);
     const h = await fs.open(tmp, 'w', opts.mode ?? 0o600);
     try {
       await h.writeFile(text);
@@ -33,12 +34,7 @@ export async function writeFileAtomic(file: string, text: string, what = `writin
       await h.close();
     }
     await fs.rename(tmp, file);
-    const d = await fs.open(dir, 'r');
-    try {
-      await d.sync();
-    } finally {
-      await d.close();
-    }
+    await fsyncDir(dir);
   } catch (err) {
     await fs.rm(tmp, { force: true }).catch(() => {});
     throw fromSystemError(err, what);

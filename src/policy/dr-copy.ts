@@ -19,6 +19,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { fromSystemError, isVmvaultError, vmError } from '../errors.js';
+import { fsyncDir, mkdirDurable } from '../files/durable-dir.js';
 import {
   type ContainerEntry,
   DB_MAGIC,
@@ -120,7 +121,9 @@ export async function drCopy(o: DrCopyOptions): Promise<DrCopyResult> {
   const to = path.resolve(o.to);
   const dataDir = await fsp.realpath(o.dataDir).catch(() => path.resolve(o.dataDir));
   await checkDestination(to, dataDir, o.forbidden);
-  await fsp.mkdir(to, { recursive: true }).catch((err) => {
+  // Durable before anything is written into it: a destination folder this copy made, left
+  // volatile in its parent, would take every copy in it with it at a power cut.
+  await mkdirDurable(to).catch((err) => {
     throw fromSystemError(err, `creating the DR destination ${to}`);
   });
   const log = o.log ?? (() => {});
@@ -369,7 +372,7 @@ class Writer {
 
   async syncDirs(): Promise<void> {
     // Deepest first, so a directory's own entry is durable after its contents.
-    for (const d of [...this.dirs].sort((a, b) => b.length - a.length)) await syncDir(d);
+    for (const d of [...this.dirs].sort((a, b) => b.length - a.length)) await fsyncDir(d);
     this.dirs.clear();
   }
 
@@ -385,20 +388,11 @@ class Writer {
         await h.close();
       }
       await fsp.rename(tmp, file);
-      await syncDir(this.root);
+      await fsyncDir(this.root);
     } catch (err) {
       await fsp.rm(tmp, { force: true }).catch(() => {});
       throw fromSystemError(err, `writing ${file} (DR copy)`);
     }
-  }
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const h = await fsp.open(dir, 'r');
-  try {
-    await h.sync();
-  } finally {
-    await h.close();
   }
 }
 
