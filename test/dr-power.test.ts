@@ -6,13 +6,14 @@
 // directory must verify, its manifest must name the last copy that completed before the cut (or
 // the cut one, if its manifest had landed) and never less than a copy that had returned, the
 // copy it names must restore to exactly the files of its moment, and the next copy must
-// complete over the leftovers.
+// complete over the leftovers. Last, a clone copy's directory archive survives a cut the same way.
 
 import t from 'tap';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Namespace } from '../src/namespace/namespace.js';
+import { archivePoint, verifyArchive } from '../src/policy/archive.js';
 import { drCopy } from '../src/policy/dr-copy.js';
 import { readManifest } from '../src/policy/dr-format.js';
 import { drRestore } from '../src/policy/dr-restore.js';
@@ -146,4 +147,18 @@ t.test('DR copies cut by power loss: the last whole copy survives and restores',
   const v = await drVerify(dest);
   t.same(v.report.problems, [], 'and it verifies');
   t.equal(v.manifest.copy, last.copy);
+
+  // The clone copies' directory archive (archive.ts), into folders it makes on the same disk: a
+  // point archived before the cut is still there, whole, after it.
+  const arch = path.join(pf.mount, 'tape', 'staging');
+  const r = await archivePoint(a.ns, arch, 'vm1', 'vm1', 'vdaraw');
+  t.ok(r.segmentsWritten > 0, `archived ${r.segmentsWritten} segments`);
+  await pf.cut();
+  await pf.powerOn();
+  const av = await verifyArchive(arch).catch((err: Error) => err);
+  t.notOk(av instanceof Error, `the archive is still there after the cut${av instanceof Error ? `: ${av.message}` : ''}`);
+  if (!(av instanceof Error)) {
+    t.equal(av.points, 1, 'holding its point');
+    t.same(av.problems, [], 'whole');
+  }
 });

@@ -13,6 +13,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fromSystemError, vmError } from '../errors.js';
+import { mkdirDurable } from '../files/durable-dir.js';
 import type { Namespace } from '../namespace/namespace.js';
 import { snapshotFiles } from '../namespace/snapshot-files.js';
 import { encodePayload, uncompressPayload } from '../store/codec/codec.js';
@@ -258,7 +259,7 @@ export function archivePoint(
     const files = await snapshotFiles(ns, share, point);
     const logicalBytes = files.reduce((s, f) => s + f.version.size, 0);
     const report: ArchiveReport = { dir, share, point, files: files.length, logicalBytes, segments: 0, segmentsWritten: 0, bytesWritten: 0, skipped: false, verifiedAt: '' };
-    await fs.mkdir(path.join(dir, 'containers'), { recursive: true }).catch((err) => {
+    await mkdirDurable(path.join(dir, 'containers')).catch((err) => {
       throw fromSystemError(err, `making ${dir}/containers`);
     });
     const top: ArchiveTop = (await readTop(dir)) ?? { format: 'vmvault-archive', version: ARCHIVE_VERSION, createdAt: new Date(now()).toISOString(), points: [] };
@@ -310,7 +311,7 @@ export function archivePoint(
       };
       const manifestFiles: PointManifest['files'] = [];
       const recipeDir = path.join(dir, 'recipes', safePart(share), safePart(point));
-      await fs.mkdir(recipeDir, { recursive: true });
+      await mkdirDurable(recipeDir);
       let done = 0;
       try {
         for (const [n, f] of files.entries()) {
@@ -397,7 +398,7 @@ export function archivePoint(
       };
       const mrel = path.posix.join('points', safePart(share), `${safePart(point)}.json`);
       const text = JSON.stringify(manifest, null, 1) + '\n';
-      await fs.mkdir(path.join(dir, 'points', safePart(share)), { recursive: true });
+      await mkdirDurable(path.join(dir, 'points', safePart(share)));
       await writeAtomic(path.join(dir, mrel), manifest);
       const written = await fs.readFile(path.join(dir, mrel));
       if (written.toString('utf8') !== text) throw vmError('IO', `${mrel}: what was read back differs from what was written`);

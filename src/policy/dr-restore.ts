@@ -16,6 +16,7 @@ import { createHash } from 'node:crypto';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { fromSystemError, vmError } from '../errors.js';
+import { fsyncDir, mkdirDurable } from '../files/durable-dir.js';
 import { inCopy, readRecords } from './dr-format.js';
 import { describeProblems, drVerify, type DrVerifyReport } from './dr-verify.js';
 import { readVersioned, writeAtomic } from './json-file.js';
@@ -74,7 +75,7 @@ export async function drRestore(o: DrRestoreOptions): Promise<DrRestoreResult> {
     o.progress?.(done, total, 'writing the data directory');
   };
   try {
-    await fsp.mkdir(data, { recursive: true });
+    await mkdirDurable(data);
     await put(m.storeConfig.path, 'store.json', m.storeConfig.size, m.storeConfig.sha256);
     for (const c of m.containers) await put(c.path, containerStorePath(c.id), c.size, c.sha256);
     for (const f of m.files) await put(f.path, f.rel, f.size, f.sha256, f.mode);
@@ -82,7 +83,7 @@ export async function drRestore(o: DrRestoreOptions): Promise<DrRestoreResult> {
     const records = await o.writeDatabase(data, readRecords(inCopy(from, m.database.path), m.database));
     done += m.database.size;
     await raiseLockClock(data, Date.parse(m.takenAt));
-    for (const d of [...dirs].sort((a, b) => b.length - a.length)) await syncDir(d);
+    for (const d of [...dirs].sort((a, b) => b.length - a.length)) await fsyncDir(d);
     return { from, data, copy: m.copy, takenAt: m.takenAt, containers: m.containers.length, files: m.files.length, databaseRecords: records, bytes: done };
   } catch (err) {
     const e = fromSystemError(err, `restoring ${data} from ${from}`);
@@ -131,11 +132,3 @@ async function raiseLockClock(data: string, takenAt: number): Promise<void> {
   if (takenAt > hw) await writeAtomic(file, { version: CLOCK_VERSION, highWater: takenAt });
 }
 
-async function syncDir(dir: string): Promise<void> {
-  const h = await fsp.open(dir, 'r');
-  try {
-    await h.sync();
-  } finally {
-    await h.close();
-  }
-}
