@@ -12,6 +12,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { fromSystemError, vmError } from '../errors.js';
 import type { Namespace } from '../namespace/namespace.js';
+import { fsyncPath, mkdirDurable } from '../files/durable.js';
 import type { ReadRescue } from '../namespace/damage.js';
 import { isZero } from './disk-copy.js';
 
@@ -93,7 +94,7 @@ export async function restorePoint(
   const targets = devices.map((d) => path.join(dir, `${d}.${opts.format}`));
   const vmJson = path.join(dir, 'vm.json');
   try {
-    await fs.mkdir(dir, { recursive: true });
+    await mkdirDurable(dir);
   } catch (err) {
     throw fromSystemError(err, `creating ${dir}`);
   }
@@ -132,6 +133,11 @@ export async function restorePoint(
     partials.push(`${vmJson}.partial`);
     await fs.rename(`${vmJson}.partial`, vmJson);
     written.push(vmJson);
+    // Done means durable: a power cut after the job said so must not take the disks back.
+    // (qemu-img convert does not sync its output; vm.json was written plainly; the renames are
+    // durable only once the directory is.)
+    for (const f of written) await fsyncPath(f);
+    await fsyncPath(dir);
     return written;
   } catch (err) {
     // Nothing half made stays: partial files and the disks already finished of this restore.

@@ -8,7 +8,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fromSystemError } from '../errors.js';
-import { fsyncDir, mkdirDurable } from './durable-dir.js';
+import { fsyncPath, mkdirDurable } from './durable.js';
 
 export interface AtomicWriteOptions {
   /** Mode of a new file (default 0o600: these files hold tokens and passwords' owners). */
@@ -34,7 +34,7 @@ export async function writeFileAtomic(file: string, text: string, what = `writin
       await h.close();
     }
     await fs.rename(tmp, file);
-    await fsyncDir(dir);
+    await fsyncPath(dir);
   } catch (err) {
     await fs.rm(tmp, { force: true }).catch(() => {});
     throw fromSystemError(err, what);

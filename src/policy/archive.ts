@@ -13,7 +13,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fromSystemError, vmError } from '../errors.js';
-import { mkdirDurable } from '../files/durable-dir.js';
+import { fsyncPath, mkdirDurable } from '../files/durable.js';
 import type { Namespace } from '../namespace/namespace.js';
 import { snapshotFiles } from '../namespace/snapshot-files.js';
 import { encodePayload, uncompressPayload } from '../store/codec/codec.js';
@@ -180,15 +180,6 @@ async function scanIndex(dir: string, names?: string[]): Promise<Map<string, Loc
     parseContainer(name, buf, (fp, l) => idx.set(fp.toString('latin1'), l), () => {});
   }
   return idx;
-}
-
-async function fsyncPath(p: string): Promise<void> {
-  const h = await fs.open(p, 'r');
-  try {
-    await h.sync();
-  } finally {
-    await h.close();
-  }
 }
 
 function encodeRecipe(size: number, entries: Array<{ fp?: Buffer; len: number }>): Buffer {

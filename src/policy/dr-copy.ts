@@ -19,7 +19,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { fromSystemError, isVmvaultError, vmError } from '../errors.js';
-import { fsyncDir, mkdirDurable } from '../files/durable-dir.js';
+import { fsyncPath, mkdirDurable } from '../files/durable.js';
 import {
   type ContainerEntry,
   DB_MAGIC,
@@ -372,7 +372,7 @@ class Writer {
 
   async syncDirs(): Promise<void> {
     // Deepest first, so a directory's own entry is durable after its contents.
-    for (const d of [...this.dirs].sort((a, b) => b.length - a.length)) await fsyncDir(d);
+    for (const d of [...this.dirs].sort((a, b) => b.length - a.length)) await fsyncPath(d);
     this.dirs.clear();
   }
 
@@ -388,7 +388,7 @@ class Writer {
         await h.close();
       }
       await fsp.rename(tmp, file);
-      await fsyncDir(this.root);
+      await fsyncPath(this.root);
     } catch (err) {
       await fsp.rm(tmp, { force: true }).catch(() => {});
       throw fromSystemError(err, `writing ${file} (DR copy)`);

@@ -16,7 +16,7 @@ import { createHash } from 'node:crypto';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { fromSystemError, vmError } from '../errors.js';
-import { fsyncDir, mkdirDurable } from '../files/durable-dir.js';
+import { fsyncPath, mkdirDurable } from '../files/durable.js';
 import { inCopy, readRecords } from './dr-format.js';
 import { describeProblems, drVerify, type DrVerifyReport } from './dr-verify.js';
 import { readVersioned, writeAtomic } from './json-file.js';
@@ -83,7 +83,7 @@ export async function drRestore(o: DrRestoreOptions): Promise<DrRestoreResult> {
     const records = await o.writeDatabase(data, readRecords(inCopy(from, m.database.path), m.database));
     done += m.database.size;
     await raiseLockClock(data, Date.parse(m.takenAt));
-    for (const d of [...dirs].sort((a, b) => b.length - a.length)) await fsyncDir(d);
+    for (const d of [...dirs].sort((a, b) => b.length - a.length)) await fsyncPath(d);
     return { from, data, copy: m.copy, takenAt: m.takenAt, containers: m.containers.length, files: m.files.length, databaseRecords: records, bytes: done };
   } catch (err) {
     const e = fromSystemError(err, `restoring ${data} from ${from}`);

@@ -7,9 +7,9 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 
-/** fsync of a directory: the entries made, renamed or removed in it become durable. */
-export async function fsyncDir(dir: string): Promise<void> {
-  const h = await fs.open(dir, 'r');
+/** fsync of a directory (the entries made, renamed or removed in it become durable) or a file. */
+export async function fsyncPath(p: string): Promise<void> {
+  const h = await fs.open(p, 'r');
   try {
     await h.sync();
   } finally {
@@ -23,7 +23,7 @@ export async function mkdirDurable(dir: string): Promise<void> {
   if (first === undefined) return;
   const top = path.resolve(first);
   for (let d = path.resolve(dir); ; d = path.dirname(d)) {
-    await fsyncDir(path.dirname(d));
+    await fsyncPath(path.dirname(d));
     if (d === top || d === path.dirname(d)) break;
   }
 }

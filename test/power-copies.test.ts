@@ -6,13 +6,16 @@
 // directory must verify, its manifest must name the last copy that completed before the cut (or
 // the cut one, if its manifest had landed) and never less than a copy that had returned, the
 // copy it names must restore to exactly the files of its moment, and the next copy must
-// complete over the leftovers. Last, a clone copy's directory archive survives a cut the same way.
+// complete over the leftovers. Then a clone copy's directory archive and a restore to a directory,
+// each into folders it makes on the same disk, must survive a cut that comes after they returned.
 
 import t from 'tap';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Namespace } from '../src/namespace/namespace.js';
+import { restorePoint } from '../src/backup/restore.js';
 import { archivePoint, verifyArchive } from '../src/policy/archive.js';
 import { drCopy } from '../src/policy/dr-copy.js';
 import { readManifest } from '../src/policy/dr-format.js';
@@ -48,8 +51,8 @@ async function open(dir: string) {
 
 type Moment = 'container' | 'database' | 'manifest' | 'returned';
 
-t.test('DR copies cut by power loss: the last whole copy survives and restores', async (t) => {
-  const dir = tmpDir(t, 'vmvault-dr-power-');
+t.test('copies and restores under power cuts: DR copies, a clone archive, restores to a directory', async (t) => {
+  const dir = tmpDir(t, 'vmvault-power-copies-');
   const data = path.join(dir, 'data');
   const a = await open(data);
   t.teardown(() => a.close().catch(() => {}));
@@ -161,4 +164,22 @@ t.test('DR copies cut by power loss: the last whole copy survives and restores',
     t.equal(av.points, 1, 'holding its point');
     t.same(av.problems, [], 'whole');
   }
+
+  // `vmvault restore --to DIR`: a restore that said it was done keeps its disks through a cut.
+  const vmJson = Buffer.from(JSON.stringify({ version: 1, name: 'vm1' }));
+  await writeFile(a.ns, '/vm1/vm.json', vmJson);
+  await a.ns.snapshots.create('vm1', 'withjson');
+  const out = path.join(pf.mount, 'restores', 'vm1');
+  for (const format of ['raw', 'qcow2'] as const) {
+    const to = path.join(out, format);
+    const written = await restorePoint(a.ns, 'vm1', 'withjson', ['vda'], to, { format });
+    t.equal(written.length, 2, `${format}: the disk and vm.json restored`);
+  }
+  await pf.cut();
+  await pf.powerOn();
+  t.equal(sha(fs.readFileSync(path.join(out, 'raw', 'vda.raw'))), wanted.get('vda.raw'), 'the raw disk restored before the cut is whole after it');
+  t.equal(fs.readFileSync(path.join(out, 'raw', 'vm.json'), 'utf8'), vmJson.toString(), 'and its vm.json');
+  const cmp = spawnSync('qemu-img', ['compare', '-f', 'raw', '-F', 'qcow2', path.join(out, 'raw', 'vda.raw'), path.join(out, 'qcow2', 'vda.qcow2')], { encoding: 'utf8' });
+  t.equal(cmp.status, 0, `the qcow2 disk restored before the cut is whole after it: ${cmp.stdout.trim()}${cmp.stderr.trim()}`);
+  t.equal(fs.readFileSync(path.join(out, 'qcow2', 'vm.json'), 'utf8'), vmJson.toString(), 'and its vm.json');
 });
