@@ -52,11 +52,9 @@ import { AgentTokens } from './control/agent-tokens.js';
 import { TransferReceiver } from './transfer/receiver.js';
 import { ReplicaService } from './control/replicas.js';
 import { fromSystemError, isVmvaultError, vmError } from './errors.js';
-import { FuseMount } from './fuse/binding.js';
 import { LlMount } from './fuse/ll-mount.js';
-import { fuse3Available } from './fuse/ll/native.js';
+import { loadFuse3 } from './fuse/ll/native.js';
 import type { Mount } from './fuse/mount.js';
-import { vmvaultHandlers } from './fuse/filesystem.js';
 import { MountWatch } from './fuse/mount-watch.js';
 import { Namespace } from './namespace/namespace.js';
 import { SegmentStore } from './store/store.js';
@@ -91,11 +89,10 @@ export interface ApplianceConfig {
   /** Longest a guest may stay frozen before it is thawed and the backup fails, ms. Default 10000. */
   freezeTimeoutMs?: number;
   /**
-   * Which FUSE binding serves the mount: 3, the libfuse3 low-level binding (node ids, 1 MiB
-   * writes, locks, NFS handles, the catalog's .files/), or 2, fuse-native on libfuse 2 (paths;
-   * kept as a non-default fallback). Default 3, or the VMVAULT_FUSE environment variable.
+   * The FUSE binding: only 3 (the libfuse3 low-level binding) remains, accepted so that old
+   * configs and command lines keep working; 2 (fuse-native, removed) is refused with a message.
    */
-  fuse?: 2 | 3;
+  fuse?: 3;
   /** External agents (issue 12): one silent this long is lost and its tasks go to another, ms. Default 15000. */
   agentLostMs?: number;
   /** Where QEMU's NBD server listens for external agents: tcp:HOST:PORT; default the UNIX socket in <data>/scratch/<vm>/. */
@@ -123,7 +120,7 @@ export const DEFAULTS: ApplianceConfig = { data: DEFAULT_DATA_DIR, mount: './vmv
 
 const USAGE = `usage: vmvault appliance [--data DIR] [--mount DIR] [--listen HOST:PORT] [--config FILE]
                          [--allow-other | --no-allow-other] [--tls-cert FILE --tls-key FILE]
-                         [--workflows FILE] [--plugins DIR] [--freeze-timeout SECONDS] [--fuse 2|3]
+                         [--workflows FILE] [--plugins DIR] [--freeze-timeout SECONDS] [--fuse 3]
                          [--agent-lost SECONDS] [--agent-nbd-listen tcp:HOST:PORT]
                          [--nfs-port N] [--nfs-mount-port N] [--smb-port N] [--export-bind ADDR]
                          [--export-host NAME]
@@ -138,13 +135,13 @@ VM backup: --workflows names the workflows file (default DIR/workflows.yaml when
 else the built-in app-consistent and crash-consistent), --plugins a folder of plug-in
 executables, --freeze-timeout how long a guest may stay frozen (default 10 s; past it the
 guest is thawed and the backup fails). VMs are registered in DIR/vms.json.
---fuse 3 (the default, or the VMVAULT_FUSE environment variable) serves the mount with the
-libfuse3 low-level binding; --fuse 2 with fuse-native on libfuse 2 (no .files/, no NFS export).
+The mount is served by the libfuse3 low-level binding (native/, built by node
+tools/build-native.js where libfuse3-dev is installed); --fuse 3 is accepted and changes nothing.
 External agents (vmvault agent): one not heard from for --agent-lost seconds (default 15) is
 lost and its copies go to another; QEMU's NBD server listens for them on the VM's scratch UNIX
 socket under DIR/scratch/, or on --agent-nbd-listen tcp:HOST:PORT.
 Exports (vmvault export ...): nfs-ganesha on --nfs-port (default 2049; NFSv3's MOUNT protocol on
---nfs-mount-port, default 20048; NFS needs the default --fuse 3) and smbd on --smb-port (default 445), both
+--nfs-mount-port, default 20048) and smbd on --smb-port (default 445), both
 listening on --export-bind (default 0.0.0.0); URLs name --export-host (default this host's name).
 Their configs and logs are in DIR/nfs and DIR/smb; exports are kept in DIR/exports.json.
 Policies (DIR/policies.json): --max-lock is the longest retention lock a policy may set
@@ -229,7 +226,7 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
     agentNbdListen: values['agent-nbd-listen'] ?? fromFile.agentNbdListen,
     maxLockMs: ((v) => (v === undefined ? undefined : parseDuration(v, '--max-lock')))(values['max-lock'] ?? (fromFile as { maxLock?: string }).maxLock),
     maxParallelBackups: ((v) => (v === undefined ? undefined : Number(v)))(values['max-parallel-backups'] ?? fromFile.maxParallelBackups),
-    fuse: (values.fuse !== undefined ? Number(values.fuse) : (fromFile.fuse ?? (process.env.VMVAULT_FUSE ? Number(process.env.VMVAULT_FUSE) : undefined))) as 2 | 3 | undefined,
+    fuse: (values.fuse !== undefined ? Number(values.fuse) : fromFile.fuse) as 3 | undefined,
     nfsPort: values['nfs-port'] !== undefined ? parsePort('--nfs-port', values['nfs-port']) : fromFile.nfsPort,
     nfsMountPort: values['nfs-mount-port'] !== undefined ? parsePort('--nfs-mount-port', values['nfs-mount-port']) : fromFile.nfsMountPort,
     smbPort: values['smb-port'] !== undefined ? parsePort('--smb-port', values['smb-port']) : fromFile.smbPort,
@@ -244,7 +241,8 @@ export async function loadConfig(argv: string[]): Promise<ApplianceConfig | 'hel
   if (cfg.exportBind !== undefined && net.isIP(cfg.exportBind) === 0) throw vmError('INVALID_ARGUMENT', `export bind address ${JSON.stringify(cfg.exportBind)} is not an IP address`);
   if (cfg.exportHost !== undefined && !/^[A-Za-z0-9.:-]{1,253}$/.test(cfg.exportHost)) throw vmError('INVALID_ARGUMENT', `export host ${JSON.stringify(cfg.exportHost)} is not a host name or address`);
   if ((cfg.tlsCert === undefined) !== (cfg.tlsKey === undefined)) throw vmError('INVALID_ARGUMENT', 'TLS needs both a certificate (--tls-cert) and its key (--tls-key)');
-  if (cfg.fuse !== undefined && cfg.fuse !== 2 && cfg.fuse !== 3) throw vmError('INVALID_ARGUMENT', `fuse must be 2 (fuse-native, libfuse 2) or 3 (libfuse3 low-level), not ${JSON.stringify(values.fuse ?? fromFile.fuse ?? process.env.VMVAULT_FUSE)}`);
+  if ((cfg.fuse as number) === 2) throw vmError('INVALID_ARGUMENT', 'fuse 2 (fuse-native on libfuse 2) was removed: the mount runs on the libfuse3 binding only; drop --fuse 2 (or "fuse": 2 in the config file)');
+  if (cfg.fuse !== undefined && cfg.fuse !== 3) throw vmError('INVALID_ARGUMENT', `fuse must be 3 (the libfuse3 low-level binding, the only one), not ${JSON.stringify(values.fuse ?? fromFile.fuse)}`);
   if (values['allow-other'] && values['no-allow-other']) throw vmError('INVALID_ARGUMENT', '--allow-other and --no-allow-other contradict each other');
   if (typeof cfg.allowOther !== 'boolean') throw vmError('INVALID_ARGUMENT', 'allowOther must be true or false');
   if (cfg.mountCheckMs !== undefined && !(typeof cfg.mountCheckMs === 'number' && cfg.mountCheckMs >= 50)) throw vmError('INVALID_ARGUMENT', 'mountCheckMs must be a number of milliseconds, at least 50');
@@ -394,18 +392,11 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     const token = await ensureToken(data);
     if (token.created) log(`created the API token in ${token.file} (mode 0600)`);
     const allowOther = cfg.allowOther ?? true;
-    // default_permissions: the kernel checks the namespace's owners and modes for every caller.
-    // libfuse3 unless asked otherwise; fuse-native where the libfuse3 addon was not built
-    // (no libfuse3-dev at build time), unless 3 was asked for by name.
-    const binding = cfg.fuse ?? (fuse3Available() ? 3 : 2);
-    if (binding === 3 && !fuse3Available()) {
-      throw vmError('IO', 'the libfuse3 binding is not built (native/build/Release/vmvault_fuse3.node): install libfuse3-dev and run node tools/build-native.js, or start with --fuse 2');
-    }
-    if (cfg.fuse === undefined && binding === 2) log('the libfuse3 binding is not built: serving the mount with fuse-native (libfuse 2) instead; no .files/ and no NFS export');
-    fuse =
-      binding === 3
-        ? new LlMount(mount, ns, { mkdir: true, log, allowOther, virtual: new CatalogFilesView(ns, catalog), audit: (e) => void audit.append(mountAuditRecord(e)) })
-        : new FuseMount(mount, vmvaultHandlers(ns), { mkdir: true, log, allowOther, defaultPermissions: true });
+    // The libfuse3 addon is the only binding: without it (built where libfuse3-dev is) the
+    // appliance refuses to start, naming what to install and run (NOT_SUPPORTED from loadFuse3).
+    loadFuse3();
+    // default_permissions (LlMount): the kernel checks the namespace's owners and modes for every caller.
+    fuse = new LlMount(mount, ns, { mkdir: true, log, allowOther, virtual: new CatalogFilesView(ns, catalog), audit: (e) => void audit.append(mountAuditRecord(e)) });
     try {
       await fuse.mount();
     } catch (err) {
@@ -414,8 +405,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
       }
       throw err;
     }
-    log(`mounted at ${mount} (${binding === 3 ? 'libfuse3 low-level' : `libfuse: ${FuseMount.libfuse()}`}${allowOther ? ', open to all local users as modes allow' : ', only for this user'})`);
-    if (fuse.utimeOmitProblem) log(`note: ${fuse.utimeOmitProblem}`);
+    log(`mounted at ${mount} (libfuse3 low-level${allowOther ? ', open to all local users as modes allow' : ', only for this user'})`);
     watch = new MountWatch(fuse, { intervalMs: cfg.mountCheckMs, log, onFailed: (err) => fail(err) });
     watch.start();
     const nsForExports = ns;
@@ -428,7 +418,6 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
       smbPort: cfg.smbPort,
       bind,
       host: cfg.exportHost ?? (bind === '0.0.0.0' || bind === '::' ? os.hostname() : bind),
-      stableHandles: binding === 3,
       listShares: async () => (await nsForExports.shares.list()).map((s) => s.name),
       log,
     });

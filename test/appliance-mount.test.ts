@@ -141,3 +141,32 @@ t.test('a mount that cannot be made again stops the appliance with exit 1', asyn
   t.match(app.log(), /stopped cleanly/, 'the store was still closed cleanly');
   t.equal(fs.readFileSync(app.mount, 'utf8'), 'not a directory\n', 'the file at the path is untouched');
 });
+
+t.test('fuse-native is gone: --fuse 2 is refused, and without the libfuse3 addon nothing is mounted', async (t) => {
+  const dir = tmpDir(t);
+  const mount = path.join(dir, 'mnt');
+  const start = (args: string[], env: Record<string, string>) =>
+    new Promise<{ code: number | null; err: string }>((resolve) => {
+      const child = spawn(process.execPath, [runner, '--data', path.join(dir, 'data'), '--mount', mount, '--listen', '127.0.0.1:0', ...args], {
+        env: { ...process.env, ...env },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      let err = '';
+      child.stderr!.on('data', (d) => (err += d));
+      const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+      child.on('exit', (code) => {
+        clearTimeout(timer);
+        resolve({ code, err });
+      });
+    });
+  t.teardown(() => clearFuseMount(mount).catch(() => {}));
+
+  const two = await start(['--fuse', '2'], {});
+  t.not(two.code, 0, '--fuse 2 fails');
+  t.match(two.err, /fuse 2 \(fuse-native on libfuse 2\) was removed: the mount runs on the libfuse3 binding only/);
+
+  const none = await start([], { VMVAULT_FUSE3_ADDON: path.join(dir, 'no-such-addon.node') });
+  t.not(none.code, 0, 'no addon: the appliance does not start');
+  t.match(none.err, /cannot start \(NOT_SUPPORTED\): the libfuse3 binding is not built [^]*install libfuse3-dev and fuse3, then run node tools\/build-native\.js/);
+  t.same(await fuseMountsAt(mount), [], 'nothing mounted');
+});

@@ -104,7 +104,7 @@ t.test('NFSv3 and NFSv4 export: writes read back identical, after drop_caches an
 t.test('SMB export: a file written with smbclient reads back identical', async (t) => {
   const dir = tmpDir(t, 'vmvault-export-');
   const [nfsPort, mountPort, smbPort] = await freePorts(3);
-  const app = await startAppliance(t, dir, ['--fuse', '3', '--nfs-port', String(nfsPort), '--nfs-mount-port', String(mountPort), '--smb-port', String(smbPort), '--export-host', '127.0.0.1']);
+  const app = await startAppliance(t, dir, ['--nfs-port', String(nfsPort), '--nfs-mount-port', String(mountPort), '--smb-port', String(smbPort), '--export-host', '127.0.0.1']);
   t.equal((await app.api('POST', '/shares', { name: 'hv' })).status, 201);
   const pw = await app.api('PUT', '/exports/smb/password', { password: 'not-in-any-log-42' });
   t.equal(pw.status, 200, JSON.stringify(pw.body));
@@ -141,7 +141,7 @@ t.test('a client outside the allow-list is refused; one inside is served', async
   const dir = tmpDir(t, 'vmvault-export-');
   const ns = await clientNetns(t);
   const [nfsPort, mountPort, smbPort] = await freePorts(3);
-  const app = await startAppliance(t, dir, ['--fuse', '3', '--nfs-port', String(nfsPort), '--nfs-mount-port', String(mountPort), '--smb-port', String(smbPort), '--export-host', ns.hostAddr]);
+  const app = await startAppliance(t, dir, ['--nfs-port', String(nfsPort), '--nfs-mount-port', String(mountPort), '--smb-port', String(smbPort), '--export-host', ns.hostAddr]);
   for (const s of ['closed', 'open']) t.equal((await app.api('POST', '/shares', { name: s })).status, 201);
   fs.writeFileSync(path.join(app.mount, 'open', 'hello.txt'), 'hello from the appliance\n');
   t.equal((await app.api('POST', '/exports/nfs/closed', { clients: ['127.0.0.0/8'] })).status, 201);
@@ -167,7 +167,7 @@ t.test('a client outside the allow-list is refused; one inside is served', async
 t.test('a killed ganesha or smbd is noticed, logged, restarted, and /health says so', async (t) => {
   const dir = tmpDir(t, 'vmvault-export-');
   const [nfsPort, mountPort, smbPort] = await freePorts(3);
-  const app = await startAppliance(t, dir, ['--fuse', '3', '--nfs-port', String(nfsPort), '--nfs-mount-port', String(mountPort), '--smb-port', String(smbPort), '--export-host', '127.0.0.1']);
+  const app = await startAppliance(t, dir, ['--nfs-port', String(nfsPort), '--nfs-mount-port', String(mountPort), '--smb-port', String(smbPort), '--export-host', '127.0.0.1']);
   t.equal((await app.api('POST', '/shares', { name: 'vms' })).status, 201);
   t.equal((await app.api('POST', '/exports/nfs/vms', {})).status, 201, 'no clients: this host only');
   t.equal((await app.api('POST', '/exports/smb/vms', {})).status, 201);
@@ -202,10 +202,10 @@ t.test('a killed ganesha or smbd is noticed, logged, restarted, and /health says
   t.equal(ls.code, 0, `NFS serves again: ${describeRun(ls)}`);
 });
 
-t.test('bad input gets clear 4xx errors; a deleted share loses its exports; fuse-native refuses NFS', async (t) => {
+t.test('bad input gets clear 4xx errors; a deleted share loses its exports', async (t) => {
   const dir = tmpDir(t, 'vmvault-export-');
   const [nfsPort, mountPort, smbPort] = await freePorts(3);
-  const app = await startAppliance(t, dir, ['--fuse', '3', '--nfs-port', String(nfsPort), '--nfs-mount-port', String(mountPort), '--smb-port', String(smbPort), '--export-host', '127.0.0.1']);
+  const app = await startAppliance(t, dir, ['--nfs-port', String(nfsPort), '--nfs-mount-port', String(mountPort), '--smb-port', String(smbPort), '--export-host', '127.0.0.1']);
   t.equal((await app.api('POST', '/shares', { name: 'vms' })).status, 201);
   const cases: Array<[string, string, unknown, number, RegExp]> = [
     ['POST', '/exports/nfs/vms', { clients: ['10.0.0.0/33'] }, 400, /prefix length must be 0\.\.32/],
@@ -233,21 +233,4 @@ t.test('bad input gets clear 4xx errors; a deleted share loses its exports; fuse
   t.same((await app.api('GET', '/exports')).body.exports, [], 'the deleted share is no longer exported');
   await waitFor('ganesha to stop with nothing to export', async () => ((await health(app)).exports[0].running ? undefined : true));
   t.equal((await health(app)).status, 'ok', 'a server with nothing to serve is stopped, not a problem');
-
-  // The same data directory on fuse-native: the NFS export it kept is listed but not served.
-  t.equal((await app.api('POST', '/shares', { name: 'keep' })).status, 201);
-  t.equal((await app.api('POST', '/exports/nfs/keep', { clients: ['10.0.0.0/24'] })).status, 201);
-  t.equal(await app.stop(), 0);
-  const dir2 = tmpDir(t, 'vmvault-export-');
-  const app2 = await startAppliance(t, dir2, ['--fuse', '2', '--nfs-port', String(nfsPort), '--nfs-mount-port', String(mountPort), '--smb-port', String(smbPort)], { data: app.data });
-  const kept = (await app2.api('GET', '/exports')).body.exports;
-  t.match(kept, [{ protocol: 'nfs', share: 'keep', state: 'unavailable', detail: /--fuse 3/ }], 'kept, listed as unavailable');
-  const res = await fetch(`${app2.url}/api/v1/health`);
-  t.equal(res.status, 503, '/health: degraded while an NFS export cannot be served');
-  t.match(((await res.json()) as any).detail, /nfs-ganesha \(nfs\) is not running: NFS needs the libfuse3 binding/);
-  t.match(app2.log(), /NFS exports of keep are not served: NFS needs the libfuse3 binding/);
-  t.equal((await app2.api('POST', '/shares', { name: 'vms' })).status, 201);
-  const refused = await app2.api('POST', '/exports/nfs/vms', { clients: ['10.0.0.0/24'] });
-  t.equal(refused.status, 501);
-  t.match(refused.body.error.message, /NFS needs the libfuse3 binding \(the default, --fuse 3; this appliance runs on fuse-native, --fuse 2\).*stale/);
 });

@@ -1,18 +1,21 @@
-// The FUSE binding, driven the way a hypervisor drives it: real processes (touch, cp, dd, df,
-// node) against a real mount of an in-memory file system. This process serves the mount, so it
-// never touches the mount itself: every access is a child process, spawned asynchronously.
+// The edges of the FUSE binding (libfuse3, src/fuse/ll/) and of mount-util.ts, driven the way a
+// hypervisor drives them: real processes (touch, cp, dd, df, node) against a real mount of an
+// in-memory path-addressed file system (helpers/memfs.ts on helpers/path-mount.ts). This process
+// serves the mount, so it never touches the mount itself: every access is a child process,
+// spawned asynchronously. (Until issue 16 this drove fuse-native; what it checked of the binding
+// still holds here: single-time and both-time utimens, handles reaching attribute requests, a
+// 100 TiB statfs, large writes arriving whole, errnos, lazy unmount, stale and hung mounts.)
 import t from 'tap';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, utimes, writeFile } from 'node:fs/promises';
+import { mkdtemp, readlink, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { vmError, ERROR_CODES, type ErrorCode } from '../src/errors.js';
-import { FuseMount, type FuseMountOptions } from '../src/fuse/binding.js';
 import { toErrno } from '../src/fuse/errno.js';
 import { clearFuseMount, clearStaleMount, fuseMountsAt, probeMount } from '../src/fuse/mount-util.js';
-import { resolveUtimens, statfsArray, UTIME_MARKER_MS } from '../src/fuse/stat.js';
 import { Memfs } from './helpers/memfs.js';
+import { PathMount, type PathMountOptions } from './helpers/path-mount.js';
 
 const TiB = 2 ** 40;
 const HELPER = fileURLToPath(new URL('./helpers/memfs-mount.js', import.meta.url));
@@ -44,10 +47,10 @@ interface T {
   teardown(fn: () => unknown): void;
 }
 
-async function mountMemfs(tt: T, memfs: Memfs, options: FuseMountOptions = {}) {
+async function mountMemfs(tt: T, memfs: Memfs, options: PathMountOptions = {}) {
   const dir = await mkdtemp(join(tmpdir(), 'vmv-fuse-'));
   const logs: string[] = [];
-  const mount = new FuseMount(dir, memfs, { log: (l) => logs.push(l), ...options });
+  const mount = new PathMount(dir, memfs, { log: (l) => logs.push(l), ...options });
   tt.teardown(async () => {
     if (mount.mounted) await mount.unmount().catch(() => undefined);
     await clearFuseMount(dir);
@@ -57,7 +60,7 @@ async function mountMemfs(tt: T, memfs: Memfs, options: FuseMountOptions = {}) {
   return { dir, mount, logs };
 }
 
-function startServer(tt: T, dir: string, env: Record<string, string> = {}): Promise<{ child: ChildProcess; info: { libfuse: string; libfusePath: string } }> {
+function startServer(tt: T, dir: string, env: Record<string, string> = {}): Promise<{ child: ChildProcess; info: { mounted: string } }> {
   const child = spawn(process.execPath, [HELPER, dir], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
   tt.teardown(async () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
@@ -102,18 +105,6 @@ t.test('unit: errno table', async (t) => {
   t.match(logs, [/op \/q: TypeError: bug/]);
 });
 
-t.test('unit: statfs scaling and utimens markers', async (t) => {
-  for (const total of [TiB, 16 * TiB, 100 * TiB, 1024 * TiB]) {
-    const a = statfsArray({ totalBytes: total, freeBytes: total / 4 });
-    t.ok(a[2]! < 2 ** 32, `${total / TiB} TiB: block count fits 32 bits`);
-    t.equal(a[1]! * a[2]!, total, `${total / TiB} TiB: frsize x blocks is the total`);
-    t.equal(a[0], a[1], 'f_bsize = f_frsize');
-  }
-  t.same(resolveUtimens(UTIME_MARKER_MS, 5000, 9), [null, 5000], 'marker beside a time: omit');
-  t.same(resolveUtimens(5000, UTIME_MARKER_MS, 9), [5000, null]);
-  t.same(resolveUtimens(UTIME_MARKER_MS, UTIME_MARKER_MS, 9), [9, 9], 'two markers: now');
-});
-
 t.test('through a mount', async (t) => {
   const memfs = new Memfs({ readOnlyPrefix: '/ro', stats: { totalBytes: 100 * TiB, freeBytes: 40 * TiB, availableBytes: 30 * TiB } });
   const { dir, logs } = await mountMemfs(t, memfs);
@@ -135,7 +126,7 @@ t.test('through a mount', async (t) => {
     t.equal(after.mtime, mid.mtime, 'mtime unchanged');
   });
 
-  t.test('cp -p keeps atime and mtime (both-times utimens: the mtime fuse-native drops)', async (t) => {
+  t.test('cp -p keeps atime and mtime (both-times utimens)', async (t) => {
     const src = join(await mkdtemp(join(tmpdir(), 'vmv-src-')), 'src');
     t.teardown(() => rm(join(src, '..'), { recursive: true, force: true }));
     await writeFile(src, 'payload');
@@ -167,10 +158,13 @@ t.test('through a mount', async (t) => {
     t.ok(fh, 'create returned a handle');
     const byFd = memfs.calls.filter((c) => c.op === 'fgetattr' && c.fh === fh);
     t.ok(byFd.some((c) => c.path === '/byfd'), 'fgetattr(path, fh) while linked');
-    t.ok(byFd.some((c) => c.path.startsWith('/.fuse_hidden')), 'fgetattr(hidden path, fh) after unlink');
+    const unlinked = memfs.calls.findIndex((c) => c.op === 'unlink' && c.path === '/byfd');
+    t.ok(unlinked >= 0, 'unlinked at once (no .fuse_hidden rename)');
+    t.ok(memfs.calls.slice(unlinked).some((c) => c.op === 'fgetattr' && c.fh === fh), 'fgetattr(last path, fh) after unlink');
+    t.notOk(memfs.calls.some((c) => c.path.startsWith('/.fuse_hidden')), 'no hidden names');
   });
 
-  t.test('df reports a 100 TiB store right (statfs fields are 32-bit)', async (t) => {
+  t.test('df reports a 100 TiB store right (64-bit statfs)', async (t) => {
     const r = await sh('df', ['-B1', '--output=size,used,avail', dir]);
     t.equal(r.code, 0, r.stderr);
     const [size, used, avail] = r.stdout.trim().split('\n')[1]!.trim().split(/\s+/).map(Number);
@@ -179,12 +173,12 @@ t.test('through a mount', async (t) => {
     t.equal(avail, 30 * TiB, 'available');
   });
 
-  t.test('dd bs=1M arrives as 128 KiB writes (big_writes)', async (t) => {
+  t.test('dd bs=1M arrives as 1 MiB writes (max_write)', async (t) => {
     memfs.writeSizes.length = 0;
     const r = await sh('dd', ['if=/dev/zero', `of=${p('big')}`, 'bs=1M', 'count=8', 'status=none']);
     t.equal(r.code, 0, r.stderr);
-    t.equal(memfs.writeSizes.length, 64, '64 writes for 8 MiB');
-    t.ok(memfs.writeSizes.every((n) => n === 128 * 1024), 'every write is 128 KiB');
+    t.equal(memfs.writeSizes.length, 8, '8 writes for 8 MiB');
+    t.ok(memfs.writeSizes.every((n) => n === 1024 * 1024), 'every write is 1 MiB');
     t.equal((await sh('stat', ['-c', '%s', p('big')])).stdout.trim(), String(8 * 2 ** 20));
   });
 
@@ -201,25 +195,22 @@ t.test('through a mount', async (t) => {
 
     memfs.failures.set('/corrupt', () => Promise.reject(vmError('CORRUPT_SEGMENT', 'segment 3fa1 in container 000123 at offset 81920 failed verification')));
     t.match((await sh('stat', [p('corrupt')])).stderr, /Input\/output error/);
-    t.ok(logs.some((l) => /getattr \/corrupt: CORRUPT_SEGMENT: segment 3fa1/.test(l)), 'EIO is logged with the error');
+    t.ok(logs.some((l) => /lookup \/corrupt: CORRUPT_SEGMENT: segment 3fa1/.test(l)), 'EIO is logged with the error');
   });
-});
-
-t.test('an operation past its deadline fails with ETIMEDOUT and a log line', async (t) => {
-  const memfs = new Memfs();
-  const { dir, logs } = await mountMemfs(t, memfs, { opTimeoutMs: { default: 60_000, getattr: 500 } });
-  memfs.failures.set('/slow', () => new Promise<never>(() => undefined));
-  t.match((await sh('stat', [join(dir, 'slow')])).stderr, /Connection timed out/);
-  t.ok(logs.some((l) => /getattr \/slow: no answer after 500 ms/.test(l)));
 });
 
 t.test('unmount of a busy mount falls back to a lazy unmount', async (t) => {
   const { dir, mount } = await mountMemfs(t, new Memfs());
-  const busy = spawn('sleep', ['60'], { cwd: dir, stdio: 'ignore' });
+  // Not spawn(..., { cwd: dir }): libuv's spawn waits on this thread until the child has
+  // exec'd, and the child's chdir is a request this thread must answer. The shell changes
+  // directory after the spawn instead; wait until it is there (/proc's link names the path
+  // without touching the mount).
+  const busy = spawn('sh', ['-c', 'cd "$0" && exec sleep 60', dir], { stdio: 'ignore' });
   t.teardown(() => {
     busy.kill('SIGKILL');
   });
   await new Promise((ok) => busy.once('spawn', ok));
+  for (let i = 0; i < 100 && (await readlink(`/proc/${busy.pid}/cwd`).catch(() => '')) !== dir; i++) await new Promise((ok) => setTimeout(ok, 50));
   t.same(await mount.unmount(), { how: 'lazy' });
   t.same(await fuseMountsAt(dir), [], 'no longer in mountinfo');
   busy.kill('SIGKILL');
@@ -252,17 +243,4 @@ t.test('a mount whose server is stopped is hung: left alone by clearStaleMount, 
   t.same(await fuseMountsAt(dir), []);
   child.kill('SIGKILL');
   await exited(child);
-});
-
-t.test("the libfuse shipped with fuse-native works when forced (a machine without Debian's)", async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'vmv-bundled-'));
-  const { child, info } = await startServer(t, dir, { VMVAULT_LIBFUSE: 'bundled' });
-  t.equal(info.libfuse, 'bundled');
-  t.match(info.libfusePath, /node_modules\/fuse-native\/prebuilds\/linux-[^/]+\/libfuse\.so$/);
-  t.equal((await sh('touch', [join(dir, 'f')])).code, 0);
-  t.equal((await sh('ls', [dir])).stdout.trim(), 'f');
-  child.kill('SIGTERM');
-  await exited(child);
-  t.equal(child.exitCode, 0, 'unmounted and exited on SIGTERM');
-  t.same(await fuseMountsAt(dir), []);
 });

@@ -1,7 +1,6 @@
 // rsync, touch, cp -p and tar through the mount keep bytes, modes and times. These tools set
-// times with utimensat, which fuse-native mangles (mtime := atime, and single-time changes
-// dropped) unless the binding's corrections work: a copy that comes back with the wrong mtimes
-// fails here.
+// times with utimensat, one time or both (fuse-native, the binding before issue 16, mangled
+// both cases): a copy that comes back with the wrong mtimes fails here.
 
 import t from 'tap';
 import fs from 'node:fs/promises';

@@ -36,39 +36,37 @@ try {
 }
 const skip = hasApt ? false : 'no apt-get on this machine';
 
-t.test('nothing of FUSE installed: libfuse2 (fuse-native), fuse3 and libfuse3-dev (the libfuse3 binding)', { skip }, async (t) => {
+t.test('nothing of FUSE installed: fuse3 and libfuse3-dev (the libfuse3 binding; no libfuse2 since fuse-native went)', { skip }, async (t) => {
   const r = await dry([], { VMVAULT_SETUP_ASSUME_INSTALLED: '' });
   t.equal(r.code, 0, r.err);
-  t.match(r.err, /^vmvault setup: would install: libfuse2 liblz4-dev python3 make g\+\+ fuse3 libfuse3-dev sleuthkit nfs-ganesha nfs-ganesha-vfs samba$/m);
-  t.match(r.err, /would link \/usr\/local\/bin\/fusermount -> \S*fusermount3/, 'libfuse 2 finds fusermount');
+  t.match(r.err, /^vmvault setup: would install: liblz4-dev python3 make g\+\+ fuse3 libfuse3-dev sleuthkit nfs-ganesha nfs-ganesha-vfs samba$/m);
+  t.notMatch(r.err, /libfuse2|would link/, 'nothing for libfuse 2');
   t.match(r.err, /would run: npm ci --no-audit --no-fund/);
 });
 
-t.test('fuse3 installed: kept, not replaced by fuse; fusermount points at fusermount3', { skip }, async (t) => {
+t.test('fuse3 installed: kept, not replaced by fuse', { skip }, async (t) => {
   const r = await dry([], { VMVAULT_SETUP_ASSUME_INSTALLED: 'fuse3' });
   t.equal(r.code, 0, r.err);
-  t.match(r.err, /^vmvault setup: would install: libfuse2 liblz4-dev python3 make g\+\+ libfuse3-dev sleuthkit nfs-ganesha nfs-ganesha-vfs samba$/m, 'fuse is not installed over fuse3');
-  t.match(r.err, /would link \/usr\/local\/bin\/fusermount -> \S*fusermount3 \(fuse3 kept\)/);
-  const all = await dry([], { VMVAULT_SETUP_ASSUME_INSTALLED: 'fuse3 libfuse2 liblz4-dev python3 make g++ libfuse3-dev sleuthkit nfs-ganesha nfs-ganesha-vfs samba' });
+  t.match(r.err, /^vmvault setup: would install: liblz4-dev python3 make g\+\+ libfuse3-dev sleuthkit nfs-ganesha nfs-ganesha-vfs samba$/m, 'fuse is not installed over fuse3');
+  const all = await dry([], { VMVAULT_SETUP_ASSUME_INSTALLED: 'fuse3 liblz4-dev python3 make g++ libfuse3-dev sleuthkit nfs-ganesha nfs-ganesha-vfs samba' });
   t.match(all.err, /would install: nothing \(all present\)/);
 });
 
 t.test('fuse (2.9) installed without fuse3: kept; libfuse3-dev without fuse3, which would remove it', { skip }, async (t) => {
   const r = await dry([], { VMVAULT_SETUP_ASSUME_INSTALLED: 'fuse' });
   t.equal(r.code, 0, r.err);
-  t.match(r.err, /^vmvault setup: would install: libfuse2 liblz4-dev python3 make g\+\+ libfuse3-dev sleuthkit nfs-ganesha nfs-ganesha-vfs samba$/m, 'fuse3 is not asked for');
+  t.match(r.err, /^vmvault setup: would install: liblz4-dev python3 make g\+\+ libfuse3-dev sleuthkit nfs-ganesha nfs-ganesha-vfs samba$/m, 'fuse3 is not asked for');
   t.match(r.err, /keeping fuse, installing libfuse3-dev without fuse3/);
-  t.notMatch(r.err, /would link/, 'fusermount is fuse\'s own');
 });
 
 t.test('--test adds the tools the tests drive', { skip }, async (t) => {
-  const r = await dry(['--test'], { VMVAULT_SETUP_ASSUME_INSTALLED: 'libfuse2 fuse3 libfuse3-dev liblz4-dev python3 make g++ sleuthkit nfs-ganesha nfs-ganesha-vfs samba' });
+  const r = await dry(['--test'], { VMVAULT_SETUP_ASSUME_INSTALLED: 'fuse3 libfuse3-dev liblz4-dev python3 make g++ sleuthkit nfs-ganesha nfs-ganesha-vfs samba' });
   t.equal(r.code, 0, r.err);
   t.match(r.err, /^vmvault setup: would install: qemu-utils fio rsync e2fsprogs tar clang qemu-system-x86 qemu-guest-agent busybox-static linux-image-amd64 postgresql-15 cpio xfsprogs ntfs-3g lvm2 dosfstools exfatprogs mtools fdisk smbclient libnfs-utils libnfs-dev pacemaker corosync libxml2-utils openssl$/m);
 });
 
 t.test('--appliance adds what building and checking the appliance image needs', { skip }, async (t) => {
-  const r = await dry(['--appliance'], { VMVAULT_SETUP_ASSUME_INSTALLED: 'libfuse2 fuse3 libfuse3-dev liblz4-dev python3 make g++ sleuthkit nfs-ganesha nfs-ganesha-vfs samba' });
+  const r = await dry(['--appliance'], { VMVAULT_SETUP_ASSUME_INSTALLED: 'fuse3 libfuse3-dev liblz4-dev python3 make g++ sleuthkit nfs-ganesha nfs-ganesha-vfs samba' });
   t.equal(r.code, 0, r.err);
   t.match(r.err, /^vmvault setup: would install: debootstrap mtools dosfstools grub-pc-bin grub-efi-amd64-bin binutils qemu-utils qemu-system-x86 libxml2-utils genisoimage openssl ovmf$/m);
 });

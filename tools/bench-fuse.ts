@@ -1,5 +1,5 @@
 // npm run bench:fuse [-- --quick] [-- IMAGE] [-- --dir=DIR] [-- --profile=DIR]
-//                    [-- --only=image|small|ceiling|vs-store] [-- --before=REPO] [-- --fuse2]
+//                    [-- --only=image|small|ceiling|vs-store] [-- --before=REPO] [-- --writes]
 //   (node dist/tools/bench-fuse.js)
 // Prints one JSON line per figure: {"figure":..., "value":..., "unit":..., "vs_ceiling":...};
 // notes on the run (and, with --profile, where the appliance spent its CPU) go to stderr.
@@ -13,20 +13,20 @@
 // Then small files (bench/small-files.ts): create/stat/readdir/unlink of 10,000 files (--quick:
 // 2,000) against a names-only FUSE ceiling on the same binding, and rsync -a /usr/share/doc into
 // a share against a plain directory, on the default binding (libfuse3). --before=REPO runs that
-// part also on another built checkout (main before a change); --fuse2 runs it also on
-// fuse-native (appliance --fuse 2, figures *.fuse2). --only=image or
-// --only=small runs one part; --only=ceiling only the do-nothing ceilings of the libfuse3
-// binding (fuse.ceiling.*) and of fuse-native (fuse.ceiling_old.*). --only=vs-store: the mount
+// part also on another built checkout (main before a change). --only=image or
+// --only=small runs one part; --only=ceiling only the do-nothing ceiling of the libfuse3
+// binding (fuse.ceiling.*), printed beside fuse-native's last recorded one (fuse.ceiling_old.*,
+// marked "historic": fuse-native was removed in issue 16). --only=vs-store: the mount
 // against the store in one run (bench/fuse-vs-store.ts: fuse.write.unique.vs_store,
 // fuse.write.duplicate.vs_store, fuse.read.vs_store, fuse.read.random4k_qd16,
-// fuse.two_writers.vs_one) on the libfuse3 binding and (names ending .fuse2) on fuse-native;
-// --fuse3 there leaves fuse-native out; --runs=N (default 3) takes the best of N.
+// fuse.two_writers.vs_one); --before=REPO there measures another built checkout too, alternating
+// (figures *.before), --writes only the write figures; --runs=N (default 3) takes the best of N.
 
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { benchFuse, type FuseFigure } from './bench/fuse-vmvault.js';
-import { benchFuseCeiling } from './bench/fuse-ceiling.js';
+import { ceilingOldFigures } from './bench/fuse-ceiling-old.js';
 import { benchFuseCeilingLl } from './bench/fuse-ceiling-ll.js';
 import { benchFuseVsStore } from './bench/fuse-vs-store.js';
 import { benchSmallFiles } from './bench/small-files.js';
@@ -51,13 +51,17 @@ const emit = (f: FuseFigure): void => {
 };
 const note = (line: string) => void process.stderr.write(`bench: ${line}\n`);
 if (only === 'ceiling') {
-  // The do-nothing ceilings alone: the libfuse3 binding's, then fuse-native's (no image needed).
+  // The do-nothing ceiling alone (no image needed), beside fuse-native's last recorded one.
   for (const f of await benchFuseCeilingLl({ quick: args.includes('--quick'), dir: opt('dir') ?? os.tmpdir() })) emit(f);
-  for (const f of await benchFuseCeiling({ quick: args.includes('--quick'), dir: opt('dir') ?? os.tmpdir() })) emit(f);
+  for (const f of ceilingOldFigures()) emit(f);
 }
 if (only === 'vs-store') {
   const runs = Number(opt('runs') ?? 3);
-  await benchFuseVsStore({ quick: args.includes('--quick'), dir: opt('dir') ?? os.tmpdir(), bindings: args.includes('--fuse3') ? [3] : [3, 2], runs, note }, emit);
+  const before = opt('before');
+  await benchFuseVsStore(
+    { quick: args.includes('--quick'), dir: opt('dir') ?? os.tmpdir(), ...(before ? { before: path.join(path.resolve(before), 'bin', 'vmvault.js') } : {}), writesOnly: args.includes('--writes'), runs, note },
+    emit,
+  );
 }
 if (only !== 'small' && only !== 'ceiling' && only !== 'vs-store') {
   await benchFuse(
@@ -78,7 +82,6 @@ if (only !== 'image' && only !== 'ceiling' && only !== 'vs-store') {
       quick: args.includes('--quick'),
       dir: opt('dir') ?? os.tmpdir(),
       ...(before ? { beforeRepo: path.resolve(before) } : {}),
-      both: args.includes('--fuse2'),
       ...(profile ? { nodeFlags: ['--cpu-prof', `--cpu-prof-dir=${path.join(path.resolve(profile), 'small')}`] } : {}),
       note,
     },

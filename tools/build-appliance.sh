@@ -70,7 +70,7 @@ cp -a bin package.json package-lock.json README.md appliance "$opt/"
 cp -a dist/src "$opt/dist/src"
 mkdir -p "$opt/dist/appliance" && cp -a dist/appliance/firstboot "$opt/dist/appliance/"
 find "$opt/dist" -name '*.map' -delete
-cp native/build/Release/vmvault_native.node "$opt/native/build/Release/"
+cp native/build/Release/vmvault_native.node native/build/Release/vmvault_fuse3.node "$opt/native/build/Release/"
 # The production modules: this checkout's install (node_modules may be a link to a shared one),
 # pruned to the lock's non-dev packages. npm prune works offline and runs no install scripts.
 cp -a "$(readlink -f node_modules)" "$opt/node_modules"
@@ -83,7 +83,8 @@ env -u NODE_EXTRA_CA_CERTS chroot "$root" /usr/bin/node --input-type=module -e "
   const { createRequire } = await import('node:module');
   const require = createRequire('/opt/vmvault/package.json');
   require('/opt/vmvault/native/build/Release/vmvault_native.node');
-  for (const m of ['fuse-native', 'classic-level', 'lz4-napi', '@napi-rs/blake-hash', 'msgpackr']) require(m);
+  require('/opt/vmvault/native/build/Release/vmvault_fuse3.node');
+  for (const m of ['classic-level', 'lz4-napi', '@napi-rs/blake-hash', 'msgpackr']) require(m);
   await import('/opt/vmvault/dist/src/appliance.js');
   console.log('native modules load in the image: node', process.version);
 " >&2

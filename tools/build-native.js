@@ -4,6 +4,10 @@
 // The addon is an optimisation: src/store/segmenter/segmenter.ts falls back to its TypeScript cut loop
 // when the addon is missing, so a failed build only warns, unless VMVAULT_REQUIRE_NATIVE=1
 // (CI, appliance image), where a silent 3x slowdown would go unnoticed.
+// The same build makes the libfuse3 binding, vmvault_fuse3.node (native/src/fuse3/), where
+// libfuse3-dev is installed. That one is not optional at run time: the appliance refuses to mount
+// without it (fuse-native, the fallback, was removed in issue 16). Its absence is reported here,
+// and fails the build under VMVAULT_REQUIRE_NATIVE=1.
 //
 // node-gyp must never download headers (the build hosts reach only the npm registry): it is
 // always given --nodedir, and the build is not attempted when that directory lacks node_api.h.
@@ -17,6 +21,7 @@ import { fileURLToPath } from 'node:url';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const nativeDir = path.join(root, 'native');
 const addonPath = path.join(nativeDir, 'build', 'Release', 'vmvault_native.node');
+const fuse3Path = path.join(nativeDir, 'build', 'Release', 'vmvault_fuse3.node');
 const required = process.env.VMVAULT_REQUIRE_NATIVE === '1';
 
 function hasHeaders(dir) {
@@ -109,6 +114,13 @@ function main() {
   }
   if (!why) {
     console.log(`vmvault: native segmenter built: ${path.relative(root, addonPath)}`);
+    if (existsSync(fuse3Path)) return 0;
+    const msg = `the libfuse3 binding was not built (${path.relative(root, fuse3Path)}): install libfuse3-dev and run node tools/build-native.js again; the appliance cannot mount without it`;
+    if (required) {
+      console.error(`vmvault: ERROR: ${msg} (VMVAULT_REQUIRE_NATIVE=1)`);
+      return 1;
+    }
+    console.warn(`vmvault: WARNING: ${msg}.`);
     return 0;
   }
   if (required) {

@@ -57,28 +57,21 @@ installed() {
   dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
 }
 
-# FUSE: the libfuse3 binding (native/src/fuse3/, issue 16) builds against libfuse3-dev and
-# mounts with fuse3; fuse-native, until it goes, still loads libfuse 2 (libfuse2). Debian 12's
-# fuse (2.9) and fuse3 conflict (installing either removes the other), and setup never removes
-# a package: where fuse is installed and fuse3 is not, fuse stays and fuse3 is left out. The
-# libraries (libfuse2, libfuse3-3 with libfuse3-dev) do not conflict, and running as root, as the
-# appliance and the tests do, both libfuse 2 and libfuse 3 mount and unmount without their
-# fusermount helpers; fusermount3 matters only for a user other than root. Elsewhere fuse3 is
-# installed: it "Provides: fuse" and ships fusermount3; libfuse 2 runs `fusermount` (for mounts
-# by a user other than root, and to unmount as one), so where that is missing it becomes a link
-# to fusermount3 (same command line and fd protocol).
+# FUSE: the libfuse3 binding (native/src/fuse3/, issue 16; the only one since fuse-native and
+# libfuse 2 went) builds against libfuse3-dev and mounts with fuse3. Debian 12's fuse (2.9) and
+# fuse3 conflict (installing either removes the other), and setup never removes a package: where
+# fuse is installed and fuse3 is not, fuse stays and fuse3 is left out. libfuse3-3 (with
+# libfuse3-dev) does not conflict, and running as root, as the appliance and the tests do,
+# libfuse3 mounts with mount(2) and we unmount with umount(8), without fusermount3; that helper
+# (package fuse3) matters only for a user other than root.
 # liblz4-dev: the addon links liblz4 for its LZ4 codec (native/binding.gyp).
 # python3 make g++: node-gyp builds better-sqlite3 (the catalog, issue 15) from source, because
 # its prebuilt binaries download from GitHub, which is out of reach here.
-packages="libfuse2 liblz4-dev python3 make g++"
-link_fusermount=""
+packages="liblz4-dev python3 make g++"
 if installed fuse && ! installed fuse3; then
   say "fuse (2.9) is installed and conflicts with fuse3: keeping fuse, installing libfuse3-dev without fuse3 (fine as root)"
 else
   packages="$packages fuse3"
-  if ! command -v fusermount >/dev/null 2>&1 || [ "$dry" -eq 1 ]; then
-    link_fusermount="/usr/local/bin/fusermount"
-  fi
 fi
 packages="$packages libfuse3-dev"
 # What the appliance runs beside itself: The Sleuth Kit reads guest filesystems for the catalog
@@ -134,15 +127,6 @@ if [ -n "$missing" ]; then
   fi
 else
   [ "$dry" -eq 0 ] || say "would install: nothing (all present)"
-fi
-
-if [ -n "$link_fusermount" ]; then
-  if [ "$dry" -eq 1 ]; then
-    say "would link $link_fusermount -> $(command -v fusermount3 || echo /usr/bin/fusermount3) (fuse3 kept), unless fusermount exists"
-  else
-    say "fuse3 is the FUSE package; $link_fusermount -> fusermount3 for libfuse 2"
-    $sudo ln -sf "$(command -v fusermount3)" "$link_fusermount"
-  fi
 fi
 
 if [ ! -e /dev/fuse ] && [ "$dry" -eq 0 ]; then

@@ -54,7 +54,7 @@ export type { ExportServerHealth, ExportView } from '../export/export-service.js
 
 export interface ExportControl {
   list(): Promise<ExportView[]>;
-  /** NOT_FOUND (no such share), ALREADY_EXISTS (exported already), INVALID_ARGUMENT (bad CIDR or name), NOT_SUPPORTED (NFS on fuse-native). */
+  /** NOT_FOUND (no such share), ALREADY_EXISTS (exported already), INVALID_ARGUMENT (bad CIDR or name), NOT_SUPPORTED (no export servers here). */
   enable(protocol: ExportProtocol, share: string, clients?: string[]): Promise<ExportView>;
   disable(protocol: ExportProtocol, share: string): Promise<void>;
   /** Sets the SMB account's password; never logged or kept in clear. */

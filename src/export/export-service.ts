@@ -8,8 +8,8 @@
 //   server with nothing to export is stopped.
 // - A share that disappears (deleted, renamed) loses its exports: `shareGone` right after a
 //   delete through the API, and a periodic check for everything else (a rename in the mount).
-// - NFS needs stable file handles, which only the libfuse3 binding gives: with fuse-native,
-//   enabling NFS is refused, and exports kept from an earlier run are not served (health says why).
+// - NFS needs stable file handles: the libfuse3 binding, the only one since fuse-native went
+//   (issue 16), gives them (node ids, lookup of . and .., generations).
 // - Changes are serialized: one reconfiguration at a time.
 
 import { vmError } from '../errors.js';
@@ -33,8 +33,6 @@ export interface ExportServiceOptions {
   bind?: string;
   /** Host name or address put in the URLs `export list` shows; default the bind address, or this host's name. */
   host: string;
-  /** The mount gives stable file handles (the libfuse3 binding); NFS needs them. */
-  stableHandles: boolean;
   /** The shares that exist now. */
   listShares: () => Promise<string[]>;
   log: (line: string) => void;
@@ -157,10 +155,7 @@ export class ExportService {
   async start(): Promise<void> {
     await this.serial(async () => {
       await this.dropVanished();
-      if (this.rec.nfs.length > 0) {
-        if (this.opts.stableHandles) await this.nfs.ensureRunning();
-        else this.opts.log(`NFS exports of ${this.rec.nfs.map((e) => e.share).join(', ')} are not served: ${NFS_NEEDS_FUSE3}`);
-      }
+      if (this.rec.nfs.length > 0) await this.nfs.ensureRunning();
       if (this.rec.smb.length > 0) await this.smb.ensureRunning();
     });
     const every = this.opts.checkSharesMs ?? 10_000;
@@ -201,7 +196,6 @@ export class ExportService {
     const list = clientsFor(protocol, clients);
     return this.serial(async () => {
       this.checkOpen();
-      if (protocol === 'nfs' && !this.opts.stableHandles) throw vmError('NOT_SUPPORTED', `cannot export ${share} over NFS: ${NFS_NEEDS_FUSE3}`);
       if (!(await this.opts.listShares()).includes(share)) throw vmError('NOT_FOUND', `no share named ${share}`);
       const existing = this.rec[protocol].find((e) => e.share === share);
       if (existing) {
@@ -264,7 +258,6 @@ export class ExportService {
       const h: ExportServerHealth = {
         protocol,
         server: sup.name,
-        // NFS exports kept from a --fuse 3 run on a fuse-native appliance are wanted and not served.
         wanted: this.rec[protocol].length > 0,
         running: st.running,
         listening: st.running && (await sup.listening(500)),
@@ -273,7 +266,6 @@ export class ExportService {
       };
       if (st.pid !== undefined) h.pid = st.pid;
       if (st.lastError !== undefined) h.lastError = st.lastError;
-      if (protocol === 'nfs' && this.rec.nfs.length > 0 && !this.opts.stableHandles) h.lastError = NFS_NEEDS_FUSE3;
       out.push(h);
     }
     return out;
@@ -287,10 +279,7 @@ export class ExportService {
     const host = this.opts.host.includes(':') ? `[${this.opts.host}]` : this.opts.host;
     const port = protocol === 'nfs' ? this.nfsPort : this.smbPort;
     const v: ExportView = { protocol, share: e.share, clients: [...e.clients], url: `${protocol}://${host}:${port}/${e.share}`, state: 'active', enabledAt: e.enabledAt };
-    if (protocol === 'nfs' && !this.opts.stableHandles) {
-      v.state = 'unavailable';
-      v.detail = NFS_NEEDS_FUSE3;
-    } else if (!running) {
+    if (!running) {
       v.state = 'down';
       v.detail = lastError ?? 'the server is not running';
     } else if (!listening) {
@@ -308,7 +297,6 @@ export class ExportService {
   private async apply(protocol: Protocol): Promise<void> {
     if (protocol === 'nfs') {
       if (this.rec.nfs.length === 0) return this.nfs.stop();
-      if (!this.opts.stableHandles) return;
       // ganesha cannot drop an export cleanly at run time (SIGHUP adds and updates); a restart
       // is a few seconds, and Graceless keeps clients from waiting out a grace period.
       await this.nfs.restart();
@@ -361,6 +349,3 @@ export class ExportService {
     return next;
   }
 }
-
-export const NFS_NEEDS_FUSE3 =
-  'NFS needs the libfuse3 binding (the default, --fuse 3; this appliance runs on fuse-native, --fuse 2): over fuse-native the NFS server\'s file handles go stale (ESTALE) once the kernel drops its caches';

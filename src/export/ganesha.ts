@@ -15,8 +15,7 @@
 //
 // Why FSAL_VFS works over our FUSE mount: it keeps file handles (name_to_handle_at) and reopens
 // them (open_by_handle_at) after the kernel dropped its caches; that needs stable node ids, lookup
-// of "." and "..", and generations, which only the libfuse3 binding (`--fuse 3`) provides. Over
-// fuse-native the handles go stale, so NFS is refused there (export-service.ts).
+// of "." and "..", and generations, which the libfuse3 binding (src/fuse/ll/) provides.
 
 import fs from 'node:fs/promises';
 import path from 'node:path';

@@ -44,7 +44,7 @@ const CODE_TO_ERRNO: Record<ErrorCode, number | null> = {
 export type LogLine = (line: string) => void;
 
 /**
- * Negative errno for `err`, as fuse-native wants it. `where` names the operation and path for
+ * Negative errno for `err` (replies take its absolute value). `where` names the operation and path for
  * the log line (e.g. "write /share/vm1.vmdk").
  * VmvaultError codes go through the table; plain Node errors whose `.code` is a POSIX name
  * (ENOENT, EACCES, ...) map to themselves; anything else is EIO and logged.
@@ -66,7 +66,7 @@ export function toErrno(err: unknown, where: string, log: LogLine): number {
   return -E.EIO;
 }
 
-/** Negative errno for a POSIX name; for replies the adapter makes itself (ETIMEDOUT, ERANGE). */
+/** Negative errno for a POSIX name. */
 export function errno(name: keyof typeof E): number {
   return -E[name];
 }

@@ -1,6 +1,6 @@
-// The vmvault mount on the libfuse3 low-level binding, with the same life cycle as FuseMount
-// (binding.ts): a stale mount at the path is cleared first, a live one is refused (CONFLICT),
-// and the mount watch can ask whether ours is still attached.
+// The vmvault mount on the libfuse3 low-level binding: a stale mount at the path is cleared
+// first, a live one is refused (CONFLICT), and the mount watch can ask whether ours is still
+// attached.
 
 import { resolve } from 'node:path';
 import type { Namespace } from '../namespace/namespace.js';
@@ -45,10 +45,6 @@ export class LlMount implements Mount {
 
   get connection(): number | undefined {
     return this.minor;
-  }
-
-  get utimeOmitProblem(): string | undefined {
-    return undefined;
   }
 
   async mount(): Promise<void> {

@@ -118,15 +118,17 @@ export async function abortConnection(minor: number): Promise<boolean> {
 const isRoot = () => process.getuid?.() === 0;
 
 /**
- * One unmount attempt. Root uses umount(8), which needs no fusermount and so works with the
- * libfuse fuse-native ships; others need fusermount from Debian's fuse package.
+ * One unmount attempt. Root uses umount(8), which needs no fusermount helper; others need
+ * fusermount3 (Debian's fuse3), or the fusermount of Debian's fuse 2.9 where that is installed
+ * instead (same command line).
  */
 async function unmountOnce(path: string, lazy: boolean, timeoutMs: number): Promise<RunResult> {
-  const tries: Array<[string, string[]]> = [
-    ['umount', lazy ? ['-l', path] : [path]],
+  const umount: [string, string[]] = ['umount', lazy ? ['-l', path] : [path]];
+  const helpers: Array<[string, string[]]> = [
+    ['fusermount3', [lazy ? '-uz' : '-u', path]],
     ['fusermount', [lazy ? '-uz' : '-u', path]],
   ];
-  if (!isRoot()) tries.reverse();
+  const tries = isRoot() ? [umount, ...helpers] : [...helpers, umount];
   let last: RunResult | undefined;
   for (const [cmd, args] of tries) {
     last = await run(cmd, args, timeoutMs);

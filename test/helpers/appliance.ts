@@ -67,12 +67,6 @@ export async function startAppliance(t: Teardown, dir: string, extraArgs: string
       reject(new Error(`appliance exited (${code}) before it was ready:\n${out}`));
     });
   });
-  // A run that asks for a binding (VMVAULT_FUSE=3 runs the mount tests on libfuse3) must get
-  // it: the appliance names its binding when it mounts, before the control plane is up.
-  const want = process.env.VMVAULT_FUSE;
-  if (want && !extraArgs.includes('--fuse') && !(want === '3' ? /mounted at .*libfuse3 low-level/ : /mounted at .*libfuse: /).test(out)) {
-    throw new Error(`VMVAULT_FUSE=${want} but the appliance did not say it mounted on that binding:\n${out}`);
-  }
   const token = fs.readFileSync(path.join(data, 'api-token'), 'utf8').trim();
   return {
     data,

@@ -1,9 +1,10 @@
-// An in-memory file system implementing FuseHandlers, used only to test the FUSE binding (and
-// as the do-nothing-much server of the stale-mount test). Not a model for the namespace
-// adapter: no persistence, no locking, whole-file buffers. It records what the binding handed
-// it so tests can check arguments the kernel never shows (fgetattr handles, write sizes).
+// An in-memory path-addressed file system (PathHandlers, mounted on the libfuse3 binding by
+// helpers/path-mount.ts), used only to test the binding's edges in test/fuse-binding.test.ts
+// (and as the do-nothing-much server of the stale-mount test). Not a model for the namespace:
+// no persistence, no locking, whole-file buffers. It records what it was handed so tests can
+// check arguments the kernel never shows (fgetattr handles, write sizes).
 import { vmError } from '../../src/errors.js';
-import type { FileHandle, FileStat, FsStats, FuseHandlers } from '../../src/fuse/binding.js';
+import type { FileHandle, FileStat, FsStats, PathHandlers } from './path-mount.js';
 
 interface Node {
   mode: number;
@@ -36,7 +37,7 @@ const S_IFDIR = 0o040000;
 const S_IFREG = 0o100000;
 const S_IFLNK = 0o120000;
 
-export class Memfs implements FuseHandlers {
+export class Memfs implements PathHandlers {
   readonly nodes = new Map<string, Node>();
   readonly handles = new Map<number, Node>();
   readonly calls: MemfsCall[] = [];
@@ -177,6 +178,7 @@ export class Memfs implements FuseHandlers {
   }
 
   async unlink(path: string): Promise<void> {
+    this.calls.push({ op: 'unlink', path });
     this.writable(path);
     const n = this.node(path);
     if ((n.mode & S_IFMT) === S_IFDIR) throw vmError('IS_DIRECTORY', `${path} is a directory`);

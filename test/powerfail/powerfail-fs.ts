@@ -15,7 +15,7 @@ import type { FileHandle as NodeFileHandle } from 'node:fs/promises';
 import fs from 'node:fs/promises';
 import { constants } from 'node:fs';
 import path from 'node:path';
-import type { DirEntry, FileHandle, FileStat, FsStats, FuseHandlers } from '../../src/fuse/handlers.js';
+import type { DirEntry, FileHandle, FileStat, FsStats, PathHandlers } from '../helpers/path-mount.js';
 import { Rng } from '../helpers/data.js';
 
 /** What a cut dropped: reported to the test so it can tell the cut did something. */
@@ -74,7 +74,7 @@ const trace = (line: string) => TRACE && process.stderr.write(`powerfail: ${line
 
 const eio = (why: string) => Object.assign(new Error(why), { code: 'EIO' });
 
-export class PowerfailFs implements FuseHandlers {
+export class PowerfailFs implements PathHandlers {
   private readonly root: string;
   private readonly grave: string;
   private readonly rng: Rng;
@@ -284,10 +284,11 @@ export class PowerfailFs implements FuseHandlers {
     return this.op(async () => (await this.handle(fh).fd.read(buf, 0, len, pos)).bytesRead);
   }
 
-  write(p: string, fh: FileHandle, buf: Buffer, len: number, pos: number): Promise<number> {
+  write(_p: string, fh: FileHandle, buf: Buffer, len: number, pos: number): Promise<number> {
     return this.op(async () => {
       const h = this.handle(fh);
-      const st = await this.dataState(h.ino, this.bp(p));
+      // By the handle, not the name: the file may have been unlinked while open.
+      const st = await this.dataState(h.ino, this.fdPath(h));
       await this.keepOld(st, pos, pos + len);
       let done = 0;
       while (done < len) done += (await h.fd.write(buf, done, len - done, pos + done)).bytesWritten;
@@ -334,8 +335,14 @@ export class PowerfailFs implements FuseHandlers {
     });
   }
 
+  /** A path that opens the handle's file, also once it is unlinked (the mount removes at once). */
+  private fdPath(h: Open): string {
+    return `/proc/self/fd/${h.fd.fd}`;
+  }
+
   private async truncateAt(bp: string, size: number): Promise<void> {
-    const st = await this.dataState(await this.inoOf(bp), bp);
+    // stat, not lstat: bp may be a handle's /proc/self/fd link.
+    const st = await this.dataState((await fs.stat(bp)).ino, bp);
     await this.keepOld(st, size, st.durableSize);
     await st.fd.truncate(size);
   }
@@ -344,8 +351,8 @@ export class PowerfailFs implements FuseHandlers {
     return this.op(() => this.truncateAt(this.bp(p), size));
   }
 
-  ftruncate(p: string, _fh: FileHandle, size: number): Promise<void> {
-    return this.op(() => this.truncateAt(this.bp(p), size));
+  ftruncate(_p: string, fh: FileHandle, size: number): Promise<void> {
+    return this.op(() => this.truncateAt(this.fdPath(this.handle(fh)), size));
   }
 
   // ---- names -----------------------------------------------------------------------------

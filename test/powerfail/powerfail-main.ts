@@ -8,7 +8,7 @@
 // usage: node powerfail-main.js <base> <mount> <seed>
 
 import readline from 'node:readline';
-import { FuseMount } from '../../src/fuse/binding.js';
+import { PathMount } from '../helpers/path-mount.js';
 import { PowerfailFs } from './powerfail-fs.js';
 
 const [base, mnt, seedArg] = process.argv.slice(2);
@@ -16,18 +16,17 @@ if (!base || !mnt || !seedArg) throw new Error('usage: powerfail-main.js <base> 
 
 const pfs = new PowerfailFs(base, Number(seedArg));
 await pfs.init();
-// No caching in the kernel: after a cut the backing files change under it, and a cached page,
-// attribute or name would show what the power cut took away. Writes are write-through anyway.
-const mount = new FuseMount(mnt, pfs, {
+// Served on the libfuse3 binding through the path adapter (helpers/path-mount.ts). No caching in
+// the kernel: after a cut the backing files change under it, and a cached page, attribute or name
+// would show what the power cut took away (every open drops the page cache: keepCache off).
+// Writes are write-through anyway (no writeback cache).
+const mount = new PathMount(mnt, pfs, {
   fsname: 'powerfail',
-  subtype: 'powerfail',
   attrTimeoutS: 0,
   entryTimeoutS: 0,
   negativeTimeoutS: 0,
-  autoCache: false,
-  useIno: true,
+  keepCache: false,
   mkdir: true,
-  opTimeoutMs: false,
 });
 await mount.mount();
 const say = (o: object) => process.stdout.write(JSON.stringify(o) + '\n');

@@ -16,12 +16,13 @@ variant=minbase
 # What the appliance runs on (see appliance/README.md, "The image"):
 #   kernel and boot: linux-image-amd64 systemd-sysv udev kmod (initramfs made in the chroot)
 #   node (copied from the build machine) needs libstdc++6; the addon and the npm modules need
-#   libfuse2 (fuse-native) and liblz4-1; fuse3 gives fusermount for a lazy unmount by hand
+#   liblz4-1; fuse3 brings libfuse3-3 (the FUSE addon links it) and fusermount3 for a lazy
+#   unmount by hand
 #   first boot: openssl (TLS certificate), iproute2, e2fsprogs (mkfs/resize2fs of the data disk),
 #   open-vm-tools (vmware-rpctool reads the guestinfo.ovfEnv on VMware)
 #   services: systemd-timesyncd, logrotate, dbus (networkd and timesyncd talk over it)
 #   operators: busybox, procps, less
-packages="linux-image-amd64 systemd-sysv udev kmod libstdc++6 libfuse2 fuse3 liblz4-1 openssl
+packages="linux-image-amd64 systemd-sysv udev kmod libstdc++6 fuse3 liblz4-1 openssl
 iproute2 e2fsprogs open-vm-tools systemd-timesyncd logrotate dbus busybox procps less"
 packages="$(echo $packages | tr ' ' '\n' | sort -u | xargs)"
 key="$(printf '%s\n' "$suite" "$mirror" "$variant" "$packages" | sha256sum | cut -c1-16)"

@@ -21,12 +21,11 @@ export interface BenchAppliance {
 }
 
 /** `bin`: another checkout's bin/vmvault.js (a before-and-after comparison in one run). */
-export async function startBenchAppliance(dir: string, nodeFlags: string[] = [], bin = vmvaultBin, fuse?: 2 | 3): Promise<BenchAppliance> {
+export async function startBenchAppliance(dir: string, nodeFlags: string[] = [], bin = vmvaultBin): Promise<BenchAppliance> {
   const data = path.join(dir, 'data');
   const mount = path.join(dir, 'mnt');
   const env = { ...process.env };
   delete env.NODE_OPTIONS;
-  if (fuse !== undefined) env.VMVAULT_FUSE = String(fuse); // which binding serves the mount (appliance --fuse)
   const proc = spawn(process.execPath, [...nodeFlags, bin, 'appliance', '--data', data, '--mount', mount, '--listen', '127.0.0.1:0'], {
     stdio: ['ignore', 'ignore', 'pipe'],
     env,

@@ -1,13 +1,19 @@
 // The ceiling of the libfuse3 low-level binding (src/fuse/ll/): a file system whose handlers do
-// nothing, driven by dd in a child process exactly as fuse-ceiling.ts drives fuse-native, so the
-// two ceilings stand side by side (fuse.ceiling.* new, fuse.ceiling_old.* fuse-native).
+// nothing, driven by dd in a child process (this process serves the mount and must never wait on
+// it synchronously). Any file system built on the binding is at most this fast. Printed beside
+// fuse-native's last recorded ceiling (fuse.ceiling_old.*, historic: fuse-ceiling-old.ts).
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dispatchOps, LlSession, type LlAttr, type LlOps } from '../../src/fuse/ll/session.js';
 import { ENOENT } from '../../src/fuse/ll/errno.js';
 import { dd } from './fuse-appliance.js';
-import type { Figure } from './fuse-ceiling.js';
+
+export interface Figure {
+  figure: string;
+  value: number;
+  unit: string;
+}
 
 const MiB = 2 ** 20;
 const DD_TIMEOUT_MS = 600_000;

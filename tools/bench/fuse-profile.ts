@@ -39,7 +39,7 @@ function area(cf: ProfileNode['callFrame']): string {
   if (/lz4/i.test(u) || /compress/i.test(f)) return 'compression (LZ4)';
   if (/segmenter|chunk/i.test(u) || /native\/build/.test(u)) return 'segmenter';
   if (/(abstract|classic|browser)-level|level-|\/level\//.test(u) || /leveldb/i.test(f)) return 'LevelDB';
-  if (/fuse-native|\/src\/fuse\//.test(u)) return 'FUSE binding';
+  if (/\/src\/fuse\//.test(u)) return 'FUSE binding';
   if (/\/src\/namespace\//.test(u)) return 'namespace';
   if (/\/src\/store\//.test(u)) return 'store (other)';
   if (/\/src\/control\/|fastify|pino|avvio|find-my-way/.test(u)) return 'control plane';

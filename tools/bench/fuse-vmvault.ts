@@ -11,8 +11,8 @@
 
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { benchFuseCeiling, type Figure } from './fuse-ceiling.js';
-import { benchFuseCeilingLl } from './fuse-ceiling-ll.js';
+import { ceilingOldFigures } from './fuse-ceiling-old.js';
+import { benchFuseCeilingLl, type Figure } from './fuse-ceiling-ll.js';
 import { type BenchAppliance, dd, dropCaches, run, startBenchAppliance } from './fuse-appliance.js';
 import { formatSummaries, summarizeProfiles } from './fuse-profile.js';
 
@@ -40,9 +40,9 @@ export async function benchFuse(opts: FuseBenchOptions, emit: (f: FuseFigure) =>
   const work = await fs.mkdtemp(path.join(opts.dir, 'vmvault-bench-fuse-'));
   const apps: BenchAppliance[] = [];
   try {
-    // Both ceilings, side by side; the ratios below are against the binding the appliance runs
-    // on (libfuse3, the default: fuse.ceiling.*).
-    const ceiling = [...(await benchFuseCeilingLl({ quick: opts.quick, dir: work })), ...(await benchFuseCeiling({ quick: opts.quick, dir: work }))];
+    // The binding's ceiling (the ratios below are against it), beside fuse-native's last recorded
+    // one (historic: fuse-native was removed in issue 16).
+    const ceiling = [...(await benchFuseCeilingLl({ quick: opts.quick, dir: work })), ...ceilingOldFigures()];
     const cw = ceiling.find((f) => f.figure === 'fuse.ceiling.write')!.value;
     const cr = ceiling.find((f) => f.figure === 'fuse.ceiling.read')!.value;
     for (const f of ceiling) emit(f);

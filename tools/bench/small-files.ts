@@ -6,18 +6,15 @@
 // The ceiling here is the binding over handlers that keep only a table of names and sizes in
 // memory: the least a file system can do and still answer create, stat, readdir and unlink.
 // fuse.small.* are the appliance on its default binding (libfuse3) against that binding's
-// ceiling (small-ceiling-ll.ts). With `both`, the appliance on fuse-native (--fuse 2) too, as
-// fuse.small.*.fuse2 against fuse-native's own ceiling (fuse.small.*.ceiling_old), and
-// fuse.small.*.fuse3_vs_fuse2 (the same work on the two bindings, in one run).
+// ceiling (small-ceiling-ll.ts). (The fuse-native figures, fuse.small.*.fuse2 and
+// *.ceiling_old, went with fuse-native in issue 16; tools/PERFORMANCE.md keeps the last ones.)
 // With --before=REPO the same workload also runs against an appliance started from another
 // checkout (built, with dist/), e.g. main's code before a change, in the same run.
 
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { FuseMount, type FileStat, type FuseHandlers } from '../../src/fuse/binding.js';
-import { clearFuseMount } from '../../src/fuse/mount-util.js';
-import type { Figure } from './fuse-ceiling.js';
+import type { Figure } from './fuse-ceiling-ll.js';
 import { type BenchAppliance, run, startBenchAppliance } from './fuse-appliance.js';
 import { withNamesOnlyLlMount } from './small-ceiling-ll.js';
 
@@ -32,8 +29,6 @@ export interface SmallBenchOptions {
   beforeRepo?: string;
   /** Where rsync copies from. Default /usr/share/doc. */
   rsyncSource?: string;
-  /** Also measure the mount on fuse-native (appliance --fuse 2), as *.fuse2 figures. */
-  both?: boolean;
   /** Extra node flags for the appliance (e.g. --cpu-prof). */
   nodeFlags?: string[];
   note(line: string): void;
@@ -53,62 +48,6 @@ async function smallFiles(dir: string, count: number): Promise<WorkerResult> {
   return JSON.parse(r.stdout) as WorkerResult;
 }
 
-/** A name table in memory behind the real binding: the ceiling for metadata operations. */
-function namesOnlyFs(): FuseHandlers {
-  const now = Date.now();
-  const files = new Map<string, number>(); // path -> size
-  const dirStat: FileStat = { mode: 0o040755, size: 0, atime: now, mtime: now, ctime: now };
-  const notFound = () => Object.assign(new Error('no such file'), { code: 'ENOENT' });
-  const fileStat = (size: number): FileStat => ({ mode: 0o100644, size, atime: now, mtime: now, ctime: now });
-  return {
-    async getattr(p) {
-      if (p === '/') return dirStat;
-      const size = files.get(p);
-      if (size === undefined) throw notFound();
-      return fileStat(size);
-    },
-    async readdir() {
-      return [...files.keys()].map((p) => p.slice(1));
-    },
-    async create(p) {
-      files.set(p, 0);
-      return 1;
-    },
-    async open(p) {
-      if (!files.has(p)) throw notFound();
-      return 1;
-    },
-    async write(p, _fh, _buf, len, pos) {
-      files.set(p, Math.max(files.get(p) ?? 0, pos + len));
-      return len;
-    },
-    async truncate(p, size) {
-      files.set(p, size);
-    },
-    async ftruncate(p, _fh, size) {
-      files.set(p, size);
-    },
-    async flush() {},
-    async release() {},
-    async unlink(p) {
-      if (!files.delete(p)) throw notFound();
-    },
-  };
-}
-
-async function ceilingRun(work: string, count: number): Promise<WorkerResult> {
-  const mnt = await fs.mkdtemp(path.join(work, 'small-ceiling-'));
-  const mount = new FuseMount(mnt, namesOnlyFs(), {});
-  try {
-    await mount.mount();
-    return await smallFiles(mnt, count);
-  } finally {
-    if (mount.mounted) await mount.unmount().catch(() => undefined);
-    await clearFuseMount(mnt).catch(() => undefined);
-    await fs.rm(mnt, { recursive: true, force: true });
-  }
-}
-
 const rate = (p: Phase) => p.ops / p.seconds;
 const round1 = (v: number) => Math.round(v * 10) / 10;
 const round3 = (v: number) => Math.round(v * 1000) / 1000;
@@ -126,11 +65,10 @@ async function applianceRun(
   src: string,
   opts: SmallBenchOptions,
   bin?: string,
-  fuse?: 2 | 3,
 ): Promise<{ small: WorkerResult; rsync: number }> {
   let app: BenchAppliance | undefined;
   try {
-    app = await startBenchAppliance(store, opts.nodeFlags ?? [], bin, fuse);
+    app = await startBenchAppliance(store, opts.nodeFlags ?? [], bin);
     for (const name of ['small', 'rsync']) {
       const r = await app.api('POST', '/shares', { name });
       if (r.status !== 201) throw new Error(`creating share ${name}: ${r.status} ${JSON.stringify(r.body)}`);
@@ -149,11 +87,9 @@ export async function benchSmallFiles(opts: SmallBenchOptions, emit: (f: SmallFi
   const work = await fs.mkdtemp(path.join(opts.dir, 'vmvault-bench-small-'));
   try {
     const ceiling = await withNamesOnlyLlMount(work, (mnt) => smallFiles(mnt, count));
-    const vm = await applianceRun(path.join(work, 'store'), count, src, opts, undefined, 3);
-    const ceiling2 = opts.both ? await ceilingRun(work, count) : undefined;
-    const f2 = opts.both ? await applianceRun(path.join(work, 'store-fuse2'), count, src, opts, undefined, 2) : undefined;
+    const vm = await applianceRun(path.join(work, 'store'), count, src, opts);
     const beforeBin = opts.beforeRepo ? path.join(opts.beforeRepo, 'bin', 'vmvault.js') : undefined;
-    const before = beforeBin ? await applianceRun(path.join(work, 'store-before'), count, src, opts, beforeBin, 3) : undefined;
+    const before = beforeBin ? await applianceRun(path.join(work, 'store-before'), count, src, opts, beforeBin) : undefined;
     const plain = path.join(work, 'plain-doc');
     const plainS = await rsyncInto(src, plain);
 
@@ -165,22 +101,10 @@ export async function benchSmallFiles(opts: SmallBenchOptions, emit: (f: SmallFi
       emit({ figure: `fuse.small.${ph}`, value: Math.round(v), unit, vs_ceiling: round3(v / c) });
       if (before) emit({ figure: `fuse.small.${ph}.before`, value: Math.round(rate(before.small[ph])), unit, vs_ceiling: round3(rate(before.small[ph]) / c) });
       emit({ figure: `fuse.small.${ph}.vs_ceiling`, value: round3(v / c), unit: 'ratio' });
-      if (f2 && ceiling2) {
-        const c2 = rate(ceiling2[ph]);
-        const v2 = rate(f2.small[ph]);
-        emit({ figure: `fuse.small.${ph}.ceiling_old`, value: Math.round(c2), unit });
-        emit({ figure: `fuse.small.${ph}.fuse2`, value: Math.round(v2), unit, vs_ceiling: round3(v2 / c2) });
-        emit({ figure: `fuse.small.${ph}.fuse2.vs_ceiling`, value: round3(v2 / c2), unit: 'ratio' });
-        emit({ figure: `fuse.small.${ph}.fuse3_vs_fuse2`, value: round3(v / v2), unit: 'ratio' });
-      }
     }
-    opts.note(`rsync -a ${src}: plain directory ${plainS.toFixed(2)} s, mount ${vm.rsync.toFixed(2)} s${f2 ? `, on fuse-native ${f2.rsync.toFixed(2)} s` : ''}${before ? `, before ${before.rsync.toFixed(2)} s` : ''}`);
+    opts.note(`rsync -a ${src}: plain directory ${plainS.toFixed(2)} s, mount ${vm.rsync.toFixed(2)} s${before ? `, before ${before.rsync.toFixed(2)} s` : ''}`);
     emit({ figure: 'rsync.doc.seconds', value: round1(vm.rsync), unit: 's' });
     emit({ figure: 'rsync.doc.plain_seconds', value: round1(plainS), unit: 's' });
-    if (f2) {
-      emit({ figure: 'rsync.doc.fuse2_seconds', value: round1(f2.rsync), unit: 's' });
-      emit({ figure: 'rsync.doc.fuse3_speedup', value: round1(f2.rsync / vm.rsync), unit: 'fuse2 time / fuse3 time' });
-    }
     if (before) {
       emit({ figure: 'rsync.doc.before_seconds', value: round1(before.rsync), unit: 's' });
       emit({ figure: 'rsync.doc.speedup', value: round1(before.rsync / vm.rsync), unit: 'before time / time' });

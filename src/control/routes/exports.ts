@@ -21,7 +21,7 @@ const exportView = {
     state: {
       type: 'string',
       enum: ['active', 'starting', 'down', 'unavailable'],
-      description: 'active: served; starting: its server is (re)starting; down: its server is not running (detail says why); unavailable: cannot be served in this configuration (NFS needs --fuse 3).',
+      description: 'active: served; starting: its server is (re)starting; down: its server is not running (detail says why); unavailable: cannot be served in this configuration.',
     },
     detail: { type: 'string' },
     enabledAt: { type: 'string', format: 'date-time' },
@@ -70,7 +70,7 @@ export async function exportRoutes(app: FastifyInstance, { services }: RouteDeps
           ...commonErrors,
           404: { description: 'No such share.', ...errorBody },
           409: { description: 'The share is already exported over that protocol.', ...errorBody },
-          501: { description: 'NFS over the fuse-native binding (needs --fuse 3), or no export servers here.', ...errorBody },
+          501: { description: 'No export servers here.', ...errorBody },
         },
       }),
     },
