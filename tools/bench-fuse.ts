@@ -14,7 +14,8 @@
 // 2,000) against a names-only FUSE ceiling on the same binding, and rsync -a /usr/share/doc into
 // a share against a plain directory, on the default binding (libfuse3). --before=REPO runs that
 // part also on another built checkout (main before a change); --fuse2 runs it also on
-// fuse-native (appliance --fuse 2, figures *.fuse2). --only=image or
+// fuse-native (appliance --fuse 2, figures *.fuse2); --runs=N repeats it all N times,
+// alternating, and takes the best of N. --only=image or
 // --only=small runs one part; --only=ceiling only the do-nothing ceilings of the libfuse3
 // binding (fuse.ceiling.*) and of fuse-native (fuse.ceiling_old.*). --only=vs-store: the mount
 // against the store in one run (bench/fuse-vs-store.ts: fuse.write.unique.vs_store,
@@ -79,6 +80,7 @@ if (only !== 'image' && only !== 'ceiling' && only !== 'vs-store') {
       dir: opt('dir') ?? os.tmpdir(),
       ...(before ? { beforeRepo: path.resolve(before) } : {}),
       both: args.includes('--fuse2'),
+      runs: Number(opt('runs') ?? 1),
       ...(profile ? { nodeFlags: ['--cpu-prof', `--cpu-prof-dir=${path.join(path.resolve(profile), 'small')}`] } : {}),
       note,
     },
