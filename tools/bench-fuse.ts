@@ -13,7 +13,8 @@
 // Then small files (bench/small-files.ts): create/stat/readdir/unlink of 10,000 files (--quick:
 // 2,000) against a names-only FUSE ceiling on the same binding, and rsync -a /usr/share/doc into
 // a share against a plain directory, on the default binding (libfuse3). --before=REPO runs that
-// part also on another built checkout (main before a change). --only=image or
+// part also on another built checkout (main before a change); --runs=N repeats it all N times,
+// alternating, and takes the best of N. --only=image or
 // --only=small runs one part; --only=ceiling only the do-nothing ceiling of the libfuse3
 // binding (fuse.ceiling.*), printed beside fuse-native's last recorded one (fuse.ceiling_old.*,
 // marked "historic": fuse-native was removed in issue 16). --only=vs-store: the mount
@@ -82,6 +83,7 @@ if (only !== 'image' && only !== 'ceiling' && only !== 'vs-store') {
       quick: args.includes('--quick'),
       dir: opt('dir') ?? os.tmpdir(),
       ...(before ? { beforeRepo: path.resolve(before) } : {}),
+      runs: Number(opt('runs') ?? 1),
       ...(profile ? { nodeFlags: ['--cpu-prof', `--cpu-prof-dir=${path.join(path.resolve(profile), 'small')}`] } : {}),
       note,
     },

@@ -243,6 +243,7 @@ export class FsOps {
     txn.putInode(p.vol.id, { ...p.parentInode, nlink, mtime: now, ctime: now });
     if (type === NodeType.File) this.ctx.count(txn, p.vol, 1, 0);
     this.ctx.meta.applyLater(txn);
+    if (type === NodeType.Dir) this.ctx.meta.madeEmptyDir(p.vol.id, inode.ino);
     return { vol: p.vol, inode };
   }
 

@@ -65,9 +65,18 @@ interface Listing {
 /** Rows in the order of their names' UTF-8 bytes, which is LevelDB's order of entry keys. */
 function sortRows(byName: Map<string, EntryValue>): DirEntryRow[] {
   const rows: DirEntryRow[] = [];
-  for (const [name, entry] of byName) rows.push({ name, entry });
+  let surrogates = false;
+  for (const [name, entry] of byName) {
+    rows.push({ name, entry });
+    if (!surrogates && SURROGATE.test(name)) surrogates = true;
+  }
+  // Without surrogates, UTF-16 order (the engine's own string comparison, several times
+  // faster than compareUtf8 in JS) is UTF-8 byte order.
+  if (!surrogates) return rows.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   return rows.sort((a, b) => compareUtf8(a.name, b.name));
 }
+
+const SURROGATE = /[\ud800-\udfff]/;
 
 /** UTF-8 byte order = code point order; UTF-16 units differ from it only around surrogates. */
 function compareUtf8(a: string, b: string): number {
@@ -276,6 +285,19 @@ export class Meta {
       this.evictListings();
     }
     return list;
+  }
+
+  /**
+   * Records that directory `ino` of `vol` was just made and holds nothing: its listing is
+   * cached as empty, so the transactions that fill it keep it current and the first readdir
+   * reads no LevelDB (a listing of 2,000 new files read back cost 30-70 ms on a loaded machine).
+   * Only for a directory whose making is already learned: no entry can exist under a new
+   * inode, as its number was never handed out before (ids only grow; a crash that loses the
+   * allocation loses every later change in the directory with it).
+   */
+  madeEmptyDir(vol: number, ino: number): void {
+    const key = `${vol}/${ino}`;
+    if (!this.listings.has(key)) this.listings.set(key, { byName: new Map(), sorted: [] });
   }
 
   private evictListings(): void {

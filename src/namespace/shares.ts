@@ -101,6 +101,7 @@ export class Shares {
       v.writeUInt32BE(id, 0);
       txn.raw({ type: 'put', key: shareNameKey(name), value: v });
       await this.ctx.meta.apply(txn, true);
+      this.ctx.meta.madeEmptyDir(id, ROOT_INO);
       return this.info(vol);
     });
   }
