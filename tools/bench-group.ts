@@ -159,7 +159,7 @@ try {
     const p = progress();
     const t0 = performance.now();
     const r = await runGroupBackup(svc, 'bench', vms.map((v) => ({ name: v.name })), { full: true, parallel, order, release }, p);
-    const lifetimes = r.vms.map((v) => `${v.vm} ${Math.round(v.lifetimeMs ?? -1)} ms/${((v.scratchBytes ?? 0) / MiB).toFixed(1)} MiB`).join(', ');
+    const lifetimes = r.vms.map((v) => `${v.vm} ${Math.round(v.lifetimeMs ?? -1)} ms/+${((v.scratchGrowthBytes ?? 0) / MiB).toFixed(1)} MiB`).join(', ');
     note(`${order}/${release}: ${((performance.now() - t0) / 1000).toFixed(1)} s, order ${r.copyOrder.join(' ')}, skew ${r.skewMs} ms (sent within ${r.sendSkewMs} ms); held/scratch: ${lifetimes}`);
     if (r.failed > 0) throw new Error(`${r.failed} VM(s) failed: ${r.vms.filter((v) => !v.ok).map((v) => `${v.vm}: ${v.error?.message}`).join('; ')}`);
     return r;
@@ -168,7 +168,9 @@ try {
     const sorted = [...r.vms].sort((a, b) => a.lifetimeMs! - b.lifetimeMs!);
     return sorted.findIndex((v) => v.vm === BUSIEST) + 1;
   };
-  const scratch = (r: GroupBackupResult): number => r.vms.reduce((n, v) => n + (v.scratchBytes ?? 0), 0);
+  // Growth: what each scratch image took in while its point was held, less its allocation when
+  // made (a fresh qcow2's header and tables, ~0.2 MiB each, the same however long it is held).
+  const scratch = (r: GroupBackupResult): number => r.vms.reduce((n, v) => n + (v.scratchGrowthBytes ?? v.scratchBytes ?? 0), 0);
 
   // A warm-up run first: the first full copy writes new segments, later ones mostly dedup, so
   // the measured runs copy at the same pace. Then early and at-end release alternate, twice.

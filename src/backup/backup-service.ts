@@ -3,7 +3,8 @@
 // One backup, step beside its undo (libvirt's qemu_backup.c does the same):
 //   share exists (made if missing)              -
 //   QMP connect, describeVm                     close
-//   Fleece.prepare (scratch nodes)              Fleece.release (always)
+//   Fleece.prepare (scratch nodes)              Fleece.release (always: as the copy ends, else
+//                                               when the backup fails)
 //   workflow: quiesce..., snapshot (qemu plug-in: the point in time), unquiesce..., copy (BackupCopy)
 //                                               the engine undoes every quiesce; Fleece.abort
 //   vm.json into the share                      -
@@ -126,14 +127,17 @@ export interface BackupPhases {
   /** The point's name, the same for every VM of a group run; taken already: CONFLICT. */
   point?: string;
   /** After the fleecing nodes exist, before the workflow runs (load sampling, barrier). */
-  prepared?(info: { qmp: QmpChannel; disks: VmDisk[]; incremental: boolean; bytesToRead: number }): Promise<void>;
+  prepared?(info: { qmp: QmpChannel; disks: VmDisk[]; incremental: boolean; bytesToRead: number; scratchBytes: () => Promise<number> }): Promise<void>;
   /** Wraps the point-in-time transaction (runs inside the workflow's snapshot step). */
   pointInTime?(fire: () => Promise<void>): Promise<void>;
   /** Wraps the copy (runs inside the workflow's copy step). */
   copy?(run: () => Promise<void>): Promise<void>;
-  /** Just before the fleecing state is released (ok: the point was made). */
+  /**
+   * Just before the fleecing state is released: as soon as the copy ended (ok true), before the
+   * point is made, or after a failure (ok false). Once per backup.
+   */
   beforeRelease?(info: { ok: boolean; scratchFiles: string[]; scratchBytes: () => Promise<number> }): Promise<void>;
-  /** The fleecing state is released (or its release failed: error). */
+  /** The fleecing state is released (or its release failed: error). Once per backup. */
   released?(info: { ok: boolean; error?: string }): void;
 }
 
@@ -402,8 +406,22 @@ export class BackupService {
       });
       let snapshotMade = false;
       let pointMade = false;
+      // Once, as the copy ends or (a failure before) in the finally below; resolves with the
+      // release's error, if any.
+      let releasing: Promise<string | undefined> | undefined;
+      const releaseFleece = (ok: boolean): Promise<string | undefined> =>
+        (releasing ??= (async () => {
+          await phases.beforeRelease?.({ ok, scratchFiles: fleece.objects.files, scratchBytes: () => fleece.scratchBytes() }).catch((e) => log(`before the release: ${(e as Error).message}`));
+          let releaseError: string | undefined;
+          await fleece.release().catch((e) => {
+            releaseError = (e as Error).message;
+            log(`releasing the fleecing nodes failed: ${releaseError}`);
+          });
+          phases.released?.(releaseError === undefined ? { ok } : { ok, error: releaseError });
+          return releaseError;
+        })());
       try {
-        await phases.prepared?.({ qmp, disks: desc.disks, incremental: fleece.plan.some((d) => d.incremental), bytesToRead: fleece.bytesToRead });
+        await phases.prepared?.({ qmp, disks: desc.disks, incremental: fleece.plan.some((d) => d.incremental), bytesToRead: fleece.bytesToRead, scratchBytes: () => fleece.scratchBytes() });
         const copy = new BackupCopy({
           ns: this.ns,
           share: vm.share,
@@ -429,11 +447,19 @@ export class BackupService {
         // workflow's steps themselves are the same.
         const pointInTime = phases.pointInTime;
         const copyWrap = phases.copy;
+        // The fleecing is released the moment the copy has read everything (issue 13: the
+        // scratch image grows with the guest's writes while it is held), before the point is
+        // made: the point is the share's files, and the checkpoints (commit, abort) are bitmaps
+        // on the VM's own disks, not on the fleecing nodes.
+        const copyThenRelease = async (signal: AbortSignal, l: (line: string) => void): Promise<void> => {
+          await copy.run(signal, l);
+          await releaseFleece(true);
+        };
         const report = await engine.run(wf, target, {
           signal: p.signal,
           state: new Map<string, unknown>([
             [FLEECE_KEY, pointInTime ? { pointInTime: () => pointInTime(() => fleece.pointInTime()) } : fleece],
-            [COPY_JOB_KEY, copyWrap ? { run: (signal: AbortSignal, l: (line: string) => void) => copyWrap(() => copy.run(signal, l)) } : copy],
+            [COPY_JOB_KEY, { run: (signal: AbortSignal, l: (line: string) => void) => (copyWrap ? copyWrap(() => copyThenRelease(signal, l)) : copyThenRelease(signal, l)) }],
             // A VM on a host: its guest agent's socket is there too; relayed like its QMP.
             ...(hostAgent !== undefined
               ? [[GUEST_AGENT_OPENER_KEY, (address: string) =>
@@ -494,13 +520,14 @@ export class BackupService {
         await fleece.abort().catch((e) => log(`rolling back the checkpoint failed: ${(e as Error).message}`));
         throw err;
       } finally {
-        await phases.beforeRelease?.({ ok: pointMade, scratchFiles: fleece.objects.files, scratchBytes: () => fleece.scratchBytes() }).catch((e) => log(`before the release: ${(e as Error).message}`));
-        let releaseError: string | undefined;
-        await fleece.release().catch((e) => {
-          releaseError = (e as Error).message;
-          log(`releasing the fleecing nodes failed: ${releaseError}`);
-        });
-        phases.released?.(releaseError === undefined ? { ok: pointMade } : { ok: pointMade, error: releaseError });
+        // Released already when the copy ended; a release that failed then is tried once more.
+        const early = releasing !== undefined;
+        if ((await releaseFleece(pointMade)) !== undefined && early) {
+          await fleece.release().then(
+            () => log('releasing the fleecing nodes again: done'),
+            (e) => log(`releasing the fleecing nodes again failed: ${(e as Error).message}`),
+          );
+        }
       }
     } finally {
       await qmp.close().catch(() => {});
