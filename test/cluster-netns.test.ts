@@ -6,7 +6,8 @@
 // - a VM added from the map backs up through its host's agent; the restore point reads back equal;
 // - the VM "moves" (QEMU stopped on node1, its qcow2 started on node2 with the same uuid; the
 //   checkpoint bitmap is persistent in the qcow2): the map shows it on node2, the next backup
-//   follows it (logged), is incremental, reads about the change, and reads back equal;
+//   follows it (logged), is incremental, reads about the change, and reads back equal; the
+//   scratch a backup killed on node1 left there is removed by that backup on node2;
 // - node3's agent is killed: the map reports node3 unreachable with the reason and its VMs
 //   unknown; a backup of its VM fails with that reason while another VM's backup succeeds.
 
@@ -102,6 +103,10 @@ t.test('three hosts: the map, a backup through the host agent, a VM that moves, 
   // The move: a change, a clean stop on node1 (persistent bitmaps written into the qcow2), and
   // the same disk and uuid started by a QEMU on node2.
   await write(vm.q.qmp, [[0x33, 2 * MiB, 256 * 1024]]);
+  // What a backup killed on node1 leaves there: its scratch image in node1's agent's folder.
+  const stale = path.join(rig.hosts[0].scratchDir, 'vm101');
+  fs.mkdirSync(stale, { recursive: true });
+  fs.writeFileSync(path.join(stale, 'fleece-0123456789abcdef-vda.qcow2'), Buffer.alloc(64 * 1024, 1));
   await vm.q.stop();
   const moved = await rig.startVm(rig.hosts[1], 'vm101', vm.uuid, 250, vm.disk, size);
   await write(moved.q.qmp, [[0x44, 12 * MiB, 128 * 1024]]);
@@ -121,6 +126,10 @@ t.test('three hosts: the map, a backup through the host agent, a VM that moves, 
   t.equal(await pointSha(j2.result.point), model.sha(), 'point 2 reads back equal');
   const rec = (await rig.api('GET', '/vms/vm101')).body;
   t.same([rec.host, rec.qmp], ['node2', moved.q.qmp], 'the record follows the VM');
+  // The backup on node2 cleared what the killed run left on node1, and forgot node1 then.
+  t.notOk(fs.existsSync(stale), "the stale scratch on the former host node1 is gone");
+  t.match(jobText(j2), /stale scratch of VM vm101 on its former host node1 \(agent agent1\) removed/);
+  t.equal(rec.formerHosts, undefined, 'node1 is no longer remembered as holding scratch of vm101');
 
   // node3 goes away: its agent is killed.
   const add3 = await cli(['vm', 'add', 'vm301', '--from-cluster', '--workflow', 'crash-consistent']);

@@ -116,7 +116,15 @@ export interface BackupServiceOptions {
    * updates its record; throws (the backup fails with the reason) when its host is unreachable.
    */
   locate?: (name: string, log: (line: string) => void) => Promise<void>;
+  /**
+   * A backup cleared the VM's scratch folder on a host it ran on before it moved (its record's
+   * formerHosts): the registry forgets that host (VmRegistry.forgetFormerHost).
+   */
+  formerHostCleared?: (vm: string, host: string) => Promise<void>;
 }
+
+/** How long a backup waits for a former host's agent to clear a VM's stale scratch. */
+const FORMER_HOST_CLEAR_MS = 15_000;
 
 /**
  * Seams a group backup (group-backup.ts) uses to run many VMs' backups as one: each is called at
@@ -392,6 +400,9 @@ export class BackupService {
         ? new HostScratch(this.opts.agents!, vm.host!, hostAgent, name)
         : new LocalScratch(path.join(this.opts.dataDir, 'scratch', name));
     let scratchUsed = false;
+    // A backup killed on a host the VM has since left kept its scratch there: cleared beside this
+    // backup, best effort (an unreachable host stays on the list for the next one).
+    const formerCleared = this.clearFormerHosts(vm, log);
     try {
       const desc = await describeVm(qmp);
       if (desc.disks.length === 0) throw vmError('INVALID_ARGUMENT', `VM ${name} has no disks to back up`);
@@ -532,7 +543,35 @@ export class BackupService {
     } finally {
       await qmp.close().catch(() => {});
       if (scratchUsed) await scratch.clear().catch((e) => log(`removing the scratch ${scratch.where} failed: ${(e as Error).message}`));
+      await formerCleared;
     }
+  }
+
+  /** Clears the VM's scratch folder on every former host (formerHosts); never rejects. */
+  private async clearFormerHosts(vm: VmConfigLike, log: (line: string) => void): Promise<void> {
+    const pool = this.opts.agents;
+    const agentOf = this.opts.agentOfHost;
+    if (vm.formerHosts === undefined || vm.formerHosts.length === 0 || pool === undefined || agentOf === undefined) return;
+    await Promise.all(
+      vm.formerHosts.filter((h) => h !== vm.host).map(async (host) => {
+        let agent: string;
+        try {
+          agent = agentOf(host);
+        } catch (err) {
+          // The host left the host list: nothing here reaches it any more.
+          log(`former host ${host} of VM ${vm.name}: ${(err as Error).message}; forgotten (clear its agent's scratch folder by hand if it comes back)`);
+          await this.opts.formerHostCleared?.(vm.name, host).catch(() => {});
+          return;
+        }
+        try {
+          await new HostScratch(pool, host, agent, vm.name).clear(FORMER_HOST_CLEAR_MS);
+          log(`stale scratch of VM ${vm.name} on its former host ${host} (agent ${agent}) removed`);
+          await this.opts.formerHostCleared?.(vm.name, host).catch((e) => log(`forgetting former host ${host}: ${(e as Error).message}`));
+        } catch (err) {
+          log(`stale scratch of VM ${vm.name} on its former host ${host} not removed (tried again next backup): ${(err as Error).message}`);
+        }
+      }),
+    );
   }
 
   private openQmp(vm: VmConfigLike): Promise<QmpChannel> {
