@@ -34,6 +34,7 @@ import type { VmConfig } from './vm-registry.js';
 import type { AgentPool } from './agent-pool.js';
 import { BackupCopy, type PreviousPoint } from './backup-copy.js';
 import { HostScratch } from './host-scratch.js';
+import { HostInPlaceFiles } from './host-in-place.js';
 import { type BackupRecord, BackupRecords } from './backup-records.js';
 import { COPY_JOB_KEY, CopyPlugin } from './copy-plugin.js';
 import { checkpointName, pointName, uniquePointName } from './point-name.js';
@@ -663,6 +664,10 @@ export class BackupService {
         openQmp: (address) => (this.opts.qmpOpener ? this.opts.qmpOpener({ ...vm, qmp: address }) : QmpClient.connect(address, { timeoutMs: Math.min(this.opts.qmpTimeoutMs ?? 3000, 3000) })),
         ...((h) => (h ? { ha: h } : {}))(this.opts.haFor?.(vm) ?? this.opts.ha),
         ...(this.opts.vmStopWaitMs !== undefined ? { vmStopWaitMs: this.opts.vmStopWaitMs } : {}),
+        // A VM on a host: its disk files are there, written through that host's agent.
+        ...(vm.host !== undefined && this.opts.agents !== undefined && this.opts.agentOfHost !== undefined
+          ? { files: new HostInPlaceFiles(this.opts.agents, vm.host, this.opts.agentOfHost(vm.host)) }
+          : {}),
         log: (l) => {
           p.log(l);
           this.log(`restore ${name} in place: ${l}`);
