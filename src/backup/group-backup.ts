@@ -23,7 +23,8 @@
 //   (f) release   each VM releases its scratch, NBD export and job as soon as its copy has read
 //                 everything (release 'early'), before its point is made; 'end' holds every
 //                 release until all copies ended (the bench's baseline). A copy's slot is free
-//                 once its release is done. Each release is an event and a job log line.
+//                 at its copy's end, the head's that runs alone once its release is done. Each
+//                 release is an event and a job log line.
 // A VM that fails leaves every barrier and the queue, so the others go on: it fails alone.
 // All points of a run carry the same name (the run's start, unique across the group's shares).
 // A VM's transaction is one QMP command on its own QEMU; a per-host batch through a relayed QMP
@@ -197,6 +198,8 @@ interface VmRun {
   copy?: { run: () => Promise<void>; resolve: () => void; reject: (e: unknown) => void };
   /** The scratch images' allocation when made (before the moment). */
   scratchAtStart?: number;
+  /** Its copy runs alone on its reader (the head of the order, under write load). */
+  alone?: boolean;
   /** Frees the copy's slot in the queue (once). */
   freeSlot?: () => void;
   total: number;
@@ -290,6 +293,7 @@ export async function runGroupBackup(engine: GroupBackupEngine, group: string, m
       const job = r.copy!;
       const alone = copyOrder.length === 0 && parallel > 1 && rankKey(r)[0] > 0;
       if (alone) headReader = readerOf(r);
+      r.alone = alone;
       running++;
       copyOrder.push(r.member.name);
       r.result.copyRank = copyOrder.length;
@@ -302,8 +306,8 @@ export async function runGroupBackup(engine: GroupBackupEngine, group: string, m
         `copy ${copyOrder.length} starts${l ? ` (writes ${fmtRate(l.writeBytesPerSec)}, dirties ${fmtRate(l.dirtyBytesPerSec)}, ${l.bytesToRead} bytes to read)` : ''}` +
           (alone ? `, alone on its reader (${headReader}) until its fleecing is released` : ''),
       );
-      // The slot is free once the VM's fleecing is released (the run below includes it), or at
-      // its copy's end when releases wait for the last copy (release 'end').
+      // The slot is free at the copy's end (beforeRelease), or for the head that runs alone once
+      // its fleecing is released (the run below includes the release).
       let slotHeld = true;
       r.freeSlot = () => {
         if (!slotHeld) return;
@@ -407,12 +411,12 @@ export async function runGroupBackup(engine: GroupBackupEngine, group: string, m
           } else maybeStartQueue();
         }),
       beforeRelease: async ({ ok, scratchFiles, scratchBytes }) => {
-        // Called as the copy has read everything (ok), inside the copy's slot.
+        // Called as the copy has read everything (ok), inside the copy's slot. The slot is free
+        // now, the release goes on beside the next copies; only the head that runs alone keeps
+        // its reader until its release is done, so no copy beside it can end before it.
         if (ok) copyEnded(r);
-        if (release === 'end') {
-          r.freeSlot?.();
-          await copiesDone.arrive(vm, p.signal).catch(() => {});
-        }
+        if (!r.alone || release === 'end') r.freeSlot?.();
+        if (release === 'end') await copiesDone.arrive(vm, p.signal).catch(() => {});
         // What the held point cost: measured at the release, after any hold; over QMP, since a
         // VM on a host has its scratch files there (issue 13), else from the files here.
         r.result.scratchBytes = await scratchBytes().catch(() => allocatedBytes(scratchFiles));
