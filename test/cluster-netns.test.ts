@@ -9,7 +9,9 @@
 //   follows it (logged), is incremental, reads about the change, and reads back equal; the
 //   scratch a backup killed on node1 left there is removed by that backup on node2;
 // - node3's agent is killed: the map reports node3 unreachable with the reason and its VMs
-//   unknown; a backup of its VM fails with that reason while another VM's backup succeeds.
+//   unknown; a backup of its VM fails with that reason while another VM's backup succeeds;
+// - vm101, stopped on node2, gets its first point back in place through node2's agent
+//   (`--in-place-dir`): its qcow2 reads as that point.
 
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
@@ -22,6 +24,7 @@ import { DiskModel } from './helpers/backup.js';
 import { makeClusterRig } from './helpers/cluster-rig.js';
 import { netnsAvailable } from './helpers/netns.js';
 import { qemuIo } from './helpers/qemu.js';
+import { runTool } from './helpers/run-tool.js';
 import { tmpDir } from './helpers/tmpdir.js';
 
 const MiB = 1024 * 1024;
@@ -48,7 +51,8 @@ function jobText(job: any): string {
 t.test('three hosts: the map, a backup through the host agent, a VM that moves, a host that goes away', { skip, timeout: 900_000 }, async (t) => {
   const dir = tmpDir(t, 'vmvault-cluster-');
   const size = 16 * MiB;
-  const rig = await makeClusterRig(t, dir, { hosts: 3, vmsPerHost: 2, diskBytes: size, agentLostSeconds: 6 });
+  // The agents may restore the VMs' disks (the rig's <dir>/disks) in place.
+  const rig = await makeClusterRig(t, dir, { hosts: 3, vmsPerHost: 2, diskBytes: size, agentLostSeconds: 6, agentArgs: ['--in-place-dir', path.join(dir, 'disks')] });
   await rig.agentsLive();
 
   // The map: every host's VMs, by name and uuid, paused (-S: prelaunch).
@@ -150,4 +154,19 @@ t.test('three hosts: the map, a backup through the host agent, a VM that moves, 
   t.match(j3.error?.message ?? '', /vm301 is skipped: its host node3 is unreachable \(agent agent3 is lost/);
   t.equal(j4.state, 'succeeded', why(j4.state === 'succeeded', 'vm101 backs up while node3 is away', () => `${JSON.stringify(j4.error)}\n${jobText(j4)}`));
   t.equal(await pointSha(j4.result.point), model.sha(), 'the other VM backs up meanwhile');
+
+  // vm101 stopped on node2 and its first point restored in place: the disk file is on node2, so
+  // node2's agent writes it (the bytes travel in its host requests, over its long-poll).
+  await moved.q.stop();
+  const want = await pointSha(j1.result.point);
+  const rs = await rig.api('POST', '/vms/vm101/restores', { inPlace: true, point: j1.result.point });
+  t.equal(rs.status, 202, why(rs.status === 202, 'in-place restore started', () => JSON.stringify(rs.body)));
+  const j5 = await rig.waitJob(rs.body.job);
+  t.equal(j5.state, 'succeeded', why(j5.state === 'succeeded', 'in-place restore through node2\'s agent', () => `${JSON.stringify(j5.error)}\n${jobText(j5)}\n${rig.hosts[1].agent.log()}`));
+  t.match(jobText(j5), /vda: written beside .* \(qcow2\) on host node2 \(through agent agent2\)/);
+  const raw = path.join(dir, 'vm101-check.raw');
+  const conv = await runTool('qemu-img', ['convert', '-O', 'raw', vm.disk, raw]);
+  t.equal(conv.code, 0, conv.stderr);
+  t.equal(createHash('sha256').update(fs.readFileSync(raw)).digest('hex'), want, "vm101's disk is point 1's again");
+  t.same(fs.readdirSync(path.dirname(vm.disk)).filter((f) => f.includes('vmvault-restore')), [], 'no partial file');
 });
