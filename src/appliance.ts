@@ -352,6 +352,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
       qmpOpener,
       agentOfHost: (h) => hosts.agentOf(h),
       locate: async (name, jobLog) => void (await followVm({ vms, map: clusterMap }, name, jobLog)),
+      formerHostCleared: (vm, h) => vms.forgetFormerHost(vm, h),
       dataDir: data,
       workflowsFile: cfg.workflows,
       pluginsDir: cfg.plugins,

@@ -6,9 +6,12 @@
 // - a VM added from the map backs up through its host's agent; the restore point reads back equal;
 // - the VM "moves" (QEMU stopped on node1, its qcow2 started on node2 with the same uuid; the
 //   checkpoint bitmap is persistent in the qcow2): the map shows it on node2, the next backup
-//   follows it (logged), is incremental, reads about the change, and reads back equal;
+//   follows it (logged), is incremental, reads about the change, and reads back equal; the
+//   scratch a backup killed on node1 left there is removed by that backup on node2;
 // - node3's agent is killed: the map reports node3 unreachable with the reason and its VMs
-//   unknown; a backup of its VM fails with that reason while another VM's backup succeeds.
+//   unknown; a backup of its VM fails with that reason while another VM's backup succeeds;
+// - vm101, stopped on node2, gets its first point back in place through node2's agent
+//   (`--in-place-dir`): its qcow2 reads as that point.
 
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
@@ -21,6 +24,7 @@ import { DiskModel } from './helpers/backup.js';
 import { makeClusterRig } from './helpers/cluster-rig.js';
 import { netnsAvailable } from './helpers/netns.js';
 import { qemuIo } from './helpers/qemu.js';
+import { runTool } from './helpers/run-tool.js';
 import { tmpDir } from './helpers/tmpdir.js';
 
 const MiB = 1024 * 1024;
@@ -47,7 +51,8 @@ function jobText(job: any): string {
 t.test('three hosts: the map, a backup through the host agent, a VM that moves, a host that goes away', { skip, timeout: 900_000 }, async (t) => {
   const dir = tmpDir(t, 'vmvault-cluster-');
   const size = 16 * MiB;
-  const rig = await makeClusterRig(t, dir, { hosts: 3, vmsPerHost: 2, diskBytes: size, agentLostSeconds: 6 });
+  // The agents may restore the VMs' disks (the rig's <dir>/disks) in place.
+  const rig = await makeClusterRig(t, dir, { hosts: 3, vmsPerHost: 2, diskBytes: size, agentLostSeconds: 6, agentArgs: ['--in-place-dir', path.join(dir, 'disks')] });
   await rig.agentsLive();
 
   // The map: every host's VMs, by name and uuid, paused (-S: prelaunch).
@@ -102,6 +107,10 @@ t.test('three hosts: the map, a backup through the host agent, a VM that moves, 
   // The move: a change, a clean stop on node1 (persistent bitmaps written into the qcow2), and
   // the same disk and uuid started by a QEMU on node2.
   await write(vm.q.qmp, [[0x33, 2 * MiB, 256 * 1024]]);
+  // What a backup killed on node1 leaves there: its scratch image in node1's agent's folder.
+  const stale = path.join(rig.hosts[0].scratchDir, 'vm101');
+  fs.mkdirSync(stale, { recursive: true });
+  fs.writeFileSync(path.join(stale, 'fleece-0123456789abcdef-vda.qcow2'), Buffer.alloc(64 * 1024, 1));
   await vm.q.stop();
   const moved = await rig.startVm(rig.hosts[1], 'vm101', vm.uuid, 250, vm.disk, size);
   await write(moved.q.qmp, [[0x44, 12 * MiB, 128 * 1024]]);
@@ -121,6 +130,10 @@ t.test('three hosts: the map, a backup through the host agent, a VM that moves, 
   t.equal(await pointSha(j2.result.point), model.sha(), 'point 2 reads back equal');
   const rec = (await rig.api('GET', '/vms/vm101')).body;
   t.same([rec.host, rec.qmp], ['node2', moved.q.qmp], 'the record follows the VM');
+  // The backup on node2 cleared what the killed run left on node1, and forgot node1 then.
+  t.notOk(fs.existsSync(stale), "the stale scratch on the former host node1 is gone");
+  t.match(jobText(j2), /stale scratch of VM vm101 on its former host node1 \(agent agent1\) removed/);
+  t.equal(rec.formerHosts, undefined, 'node1 is no longer remembered as holding scratch of vm101');
 
   // node3 goes away: its agent is killed.
   const add3 = await cli(['vm', 'add', 'vm301', '--from-cluster', '--workflow', 'crash-consistent']);
@@ -141,4 +154,19 @@ t.test('three hosts: the map, a backup through the host agent, a VM that moves, 
   t.match(j3.error?.message ?? '', /vm301 is skipped: its host node3 is unreachable \(agent agent3 is lost/);
   t.equal(j4.state, 'succeeded', why(j4.state === 'succeeded', 'vm101 backs up while node3 is away', () => `${JSON.stringify(j4.error)}\n${jobText(j4)}`));
   t.equal(await pointSha(j4.result.point), model.sha(), 'the other VM backs up meanwhile');
+
+  // vm101 stopped on node2 and its first point restored in place: the disk file is on node2, so
+  // node2's agent writes it (the bytes travel in its host requests, over its long-poll).
+  await moved.q.stop();
+  const want = await pointSha(j1.result.point);
+  const rs = await rig.api('POST', '/vms/vm101/restores', { inPlace: true, point: j1.result.point });
+  t.equal(rs.status, 202, why(rs.status === 202, 'in-place restore started', () => JSON.stringify(rs.body)));
+  const j5 = await rig.waitJob(rs.body.job);
+  t.equal(j5.state, 'succeeded', why(j5.state === 'succeeded', 'in-place restore through node2\'s agent', () => `${JSON.stringify(j5.error)}\n${jobText(j5)}\n${rig.hosts[1].agent.log()}`));
+  t.match(jobText(j5), /vda: written beside .* \(qcow2\) on host node2 \(through agent agent2\)/);
+  const raw = path.join(dir, 'vm101-check.raw');
+  const conv = await runTool('qemu-img', ['convert', '-O', 'raw', vm.disk, raw]);
+  t.equal(conv.code, 0, conv.stderr);
+  t.equal(createHash('sha256').update(fs.readFileSync(raw)).digest('hex'), want, "vm101's disk is point 1's again");
+  t.same(fs.readdirSync(path.dirname(vm.disk)).filter((f) => f.includes('vmvault-restore')), [], 'no partial file');
 });

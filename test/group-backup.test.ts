@@ -5,9 +5,11 @@
 //   (writes made after the moment are not in the point);
 // - the copies run busiest-first: the VM written fastest before the moment is copied first,
 //   whatever the names or sizes say; largest and alphabetical orders are honoured too;
-// - each VM's fleecing is released when its own copy ends (the events: the first VM's release
-//   comes before the last VM's copy ends; with release 'end' none does), and nothing is left in
-//   any QEMU;
+// - each VM's fleecing is released when its own copy ends, before its point is made (the events:
+//   the first VM's release comes before the last VM's copy ends; with release 'end' none does),
+//   and nothing is left in any QEMU;
+// - with two copies at once the busiest VM's copy still runs alone on its reader until its
+//   release, then the others run side by side;
 // - a VM whose QEMU is killed after the moment fails alone; a VM the group names but nobody
 //   registered fails alone;
 // - bad input: an empty group, --parallel 0, an unknown order.
@@ -119,7 +121,7 @@ t.test('one moment for all, busiest first, each fleecing released when its copy 
     'web',
     s.vms.map((v) => ({ name: v.name })),
     {
-      parallel: 1,
+      parallel: 2,
       loadWindowMs: 1500,
       afterMoment: async () => {
         for (const stop of stops) await stop();
@@ -166,6 +168,21 @@ t.test('one moment for all, busiest first, each fleecing released when its copy 
   t.ok(eventAt(r, 'g-charlie', 'released') < eventAt(r, 'g-alpha', 'copy-end'), 'the busiest VM was released before the last copy ended');
   t.ok(r.vms.find((v) => v.vm === 'g-charlie')!.lifetimeMs! < r.vms.find((v) => v.vm === 'g-alpha')!.lifetimeMs!, 'the busiest VM held its point for the shortest time');
   t.match(p.lines.join('\n'), /g-charlie: fleecing released \(point held \d+ ms/, 'each release is a job log line');
+  // Released as its copy has read everything, before its point is made (vm.json, snapshot, record).
+  for (const v of r.vms) {
+    const released = v.log.findIndex((l) => /fleece: released/.test(l));
+    const snapshot = v.log.findIndex((l) => /vm\.json and snapshot/.test(l));
+    t.ok(released >= 0 && released < snapshot, `${v.vm}: fleecing released before the point was made (job log lines ${released}, ${snapshot})`);
+  }
+  // Two copies at once, but the busiest (under write load) has its reader to itself until its
+  // fleecing is released: no other copy starts or ends before that, so its lifetime is the shortest.
+  // (Event times are rounded to 0.1 ms: the next copy may start in the same tenth as the release.)
+  const charlieReleased = eventAt(r, 'g-charlie', 'released');
+  const beside = r.events.filter((e) => e.vm !== 'g-charlie' && (e.event === 'copy-start' || e.event === 'copy-end') && e.t < charlieReleased);
+  t.same(beside, [], `no other copy ran beside the busiest VM's (released at ${charlieReleased} ms)`);
+  t.match(p.lines.join('\n'), /g-charlie: copy 1 starts .*alone on its reader \(local\)/, 'the job log says so');
+  const bravoStart = eventAt(r, 'g-bravo', 'copy-start');
+  t.ok(eventAt(r, 'g-alpha', 'copy-start') < eventAt(r, 'g-bravo', 'copy-end') && bravoStart < eventAt(r, 'g-alpha', 'copy-end'), 'then the other two ran side by side');
   for (const vm of s.vms) t.same(await leftInQemu(vm), [], `${vm.name}: no fleecing node, job or export left`);
 
   // A second run: incremental, same moment again; order by the dirty bytes when nothing writes.

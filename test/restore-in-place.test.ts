@@ -4,6 +4,9 @@
 // - without a cluster: a running VM is refused (its disk untouched); a stopped one gets the
 //   point's bytes in the very file it uses (found from the point's vm.json);
 // - a disk that is no plain file is refused before anything happens;
+// - a VM on a host: its disk is written through the host's agent (the agent's real request
+//   table behind the real AgentPool), only data runs travel; a malformed agent answer and a disk
+//   outside the agent's --in-place-dir folders are refused before anything is written;
 // - an HA VM: its resource is taken offline, the disk becomes the point's, the resource comes
 //   back online, and the job log says each step in order;
 // - a restore that fails midway (QEMU still runs after its resource stopped; a cancel while the
@@ -17,6 +20,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { BackupService, type VmConfigLike } from '../src/backup/backup-service.js';
 import { isVmvaultError } from '../src/errors.js';
+import { HostRequestTable } from '../src/agent/host-requests.js';
+import { InPlaceRequests } from '../src/agent/in-place-requests.js';
+import { AgentPool } from '../src/backup/agent-pool.js';
+import { HostInPlaceFiles } from '../src/backup/host-in-place.js';
+import { restoreInPlace } from '../src/backup/restore-in-place.js';
 import type { Namespace } from '../src/namespace/namespace.js';
 import { localRunner } from '../src/plugins/pacemaker/command-runner.js';
 import { Pacemaker } from '../src/plugins/pacemaker/pacemaker.js';
@@ -146,6 +154,73 @@ t.test('a disk that is not a plain file is refused before anything happens', asy
   fs.renameSync(`${r.disk}.moved`, r.disk);
   t.equal(await r.diskSha(), changed);
   await t.rejects(svc.restoreInPlace('web01', { point: '2000-01-01T00-00-00Z' }, progress()), { code: 'NOT_FOUND' });
+});
+
+t.test("a VM on a host: its disk written through the host's agent, only inside its allowed folders", async (t) => {
+  const r = await rig(t, 'qcow2');
+  const svc = r.service();
+  const { point, want, changed } = await pointThenChange(r, svc);
+  const mode = 0o640;
+  fs.chmodSync(r.disk, mode);
+  await r.q.stop();
+  // The agent's real request table, behind the real AgentPool; an in-process loop stands in for
+  // the agent's long-poll (the HTTP hop is the host-requests and netns tests' part).
+  const table = new HostRequestTable();
+  new InPlaceRequests([path.dirname(r.disk)]).register(table);
+  const pool = new AgentPool();
+  let tamper: ((kind: string, a: { ok: boolean; result?: unknown; error?: { code: string; message: string } }) => typeof a) | undefined;
+  const seen: string[] = [];
+  pool.register({ name: 'a1', version: 'test', hostname: 'node1.test', addresses: [], streams: 1, reach: [], requests: table.kinds() }, '127.0.0.1');
+  const ac = new AbortController();
+  const loop = (async () => {
+    while (!ac.signal.aborted) {
+      await pool.poll('a1', 200, [], ac.signal).catch(() => {});
+      if (ac.signal.aborted) return;
+      for (const q of pool.takeRequests('a1')) {
+        seen.push(q.kind);
+        void table.run(q, ac.signal).then((a) => !ac.signal.aborted && pool.answerRequest('a1', q.id, tamper ? tamper(q.kind, a as never) : a));
+      }
+    }
+  })();
+  t.teardown(async () => {
+    ac.abort();
+    await loop;
+    pool.close();
+  });
+  const restore = (p = progress(), files = new HostInPlaceFiles(pool, 'node1', 'a1')) =>
+    restoreInPlace({ ns: r.ns, vm: r.vm, point, devices: ['vda'], openQmp: (a) => QmpClient.connect(a, { timeoutMs: 2000 }), files, log: (l) => p.lines.push(l), advance: (n) => p.advance(n) });
+
+  // An agent whose check answer is malformed: refused before any file is made.
+  tamper = (kind, a) => (kind === 'inplace-check' ? { ok: true, result: { kind: 'file', writable: 'yes' } } : a);
+  const bad = await restore().catch((e) => e);
+  t.ok(isVmvaultError(bad, 'IO'), String(bad));
+  t.match(String(bad), /agent a1 answered inplace-check with something malformed: writable is not a boolean/);
+  t.notOk(seen.includes('inplace-open'), 'nothing was opened');
+  tamper = undefined;
+
+  // A disk outside the agent's --in-place-dir folders (QEMU may report any path): FORBIDDEN.
+  const other = new InPlaceRequests([path.join(r.dir, 'elsewhere')]);
+  const t2 = new HostRequestTable();
+  other.register(t2);
+  const refused = await other.check({ path: r.disk }).catch((e) => e);
+  t.ok(isVmvaultError(refused, 'FORBIDDEN'), String(refused));
+  t.match(String(refused), /is not inside this agent's --in-place-dir folders/);
+  for (const p of [`${r.disk}/../../etc/passwd`, 'relative.raw']) t.ok(isVmvaultError(await other.check({ path: p }).catch((e) => e), 'INVALID_ARGUMENT'), `${p} is refused`);
+  t.ok(isVmvaultError(await new InPlaceRequests([]).open({ path: r.disk, size: 1 }).catch((e) => e), 'FORBIDDEN'), 'an agent without --in-place-dir writes nothing');
+  t.equal(await r.diskSha(), changed, 'the disk is untouched so far');
+
+  const p = progress();
+  const res = await restore(p);
+  t.same(res, { point, files: [r.disk] });
+  t.equal(await r.diskSha(), want, "the VM's disk on the host is the point's");
+  t.equal(fs.statSync(r.disk).mode & 0o777, mode, 'the file keeps its mode');
+  t.equal(JSON.parse((await runTool('qemu-img', ['info', '--output=json', r.disk])).stdout).format, 'qcow2', 'still a qcow2');
+  t.same(leftovers(r), [], 'no partial file');
+  t.equal(p.advanced, 16 * MiB, 'progress covers the disk');
+  t.match(p.lines.join('\n'), /vda: written beside .* \(qcow2\) on host node1 \(through agent a1\)/);
+  t.ok(seen.filter((k) => k === 'inplace-write').length <= 3, `only the data runs travel (${seen.filter((k) => k === 'inplace-write').length} writes of 1 MiB for 3 MiB of data)`);
+  await r.restart();
+  t.pass('QEMU starts on the restored disk');
 });
 
 t.test('an HA VM: resource offline, disk restored, resource back; failures bring it back too', { skip: pacemakerAvailable(), timeout: 300_000 }, async (t) => {

@@ -101,3 +101,24 @@ t.test('passwords in pg URLs are hidden by redactUrl', async (t) => {
   t.equal(redactUrl('postgres://backup@db/postgres'), 'postgres://backup@db/postgres');
   t.equal(redactUrl('not a url://u:pw@h'), 'not a url://u:***@h');
 });
+
+t.test('a VM that moves remembers the hosts it left until a backup clears them', async (t) => {
+  const dir = tmpDir(t, 'vmvault-vmreg-');
+  const reg = await VmRegistry.open(dir);
+  await reg.add({ name: 'web01', qmp: 'unix:/run/qemu-server/101.qmp', host: 'node1' });
+  t.equal(reg.get('web01').formerHosts, undefined, 'none before a move');
+  await reg.relocate('web01', { host: 'node2', qmp: 'unix:/run/qemu-server/250.qmp' });
+  await reg.relocate('web01', { host: 'node3', qmp: 'unix:/run/qemu-server/301.qmp' });
+  t.same(reg.get('web01').formerHosts, ['node1', 'node2'], 'both hosts it left');
+  await reg.relocate('web01', { host: 'node1', qmp: 'unix:/run/qemu-server/101.qmp' });
+  t.same(reg.get('web01').formerHosts, ['node2', 'node3'], 'back on node1: node1 is its host again, not a former one');
+  const again = await VmRegistry.open(dir);
+  t.same(again.get('web01').formerHosts, ['node2', 'node3'], 'kept in the file');
+  await again.forgetFormerHost('web01', 'node2');
+  await again.forgetFormerHost('web01', 'node9');
+  t.same(again.get('web01').formerHosts, ['node3']);
+  await again.forgetFormerHost('web01', 'node3');
+  t.equal((await VmRegistry.open(dir)).get('web01').formerHosts, undefined, 'all cleared: the field is gone');
+  // The field is the appliance's, never the operator's: add() refuses it.
+  await t.rejects(reg.add({ name: 'web02', qmp: 'unix:/run/q.qmp', formerHosts: ['x'] } as never), /unknown VM field "formerHosts"/);
+});

@@ -10,6 +10,7 @@ import { hostRequests } from './host-requests.js';
 import { QemuRequests } from './qemu-requests.js';
 import { registerHaRequests } from './ha-requests.js';
 import { DEFAULT_SCRATCH_DIR, ScratchRequests } from './scratch-requests.js';
+import { InPlaceRequests } from './in-place-requests.js';
 import { QgaRequests } from './qga-requests.js';
 import { Pacemaker } from '../plugins/pacemaker/pacemaker.js';
 
@@ -18,7 +19,7 @@ export const AGENT_VERSION = '0.1.0';
 
 const USAGE = `usage: vmvault agent --appliance URL --token TOKEN --name NAME [--pin SHA256] [--streams N]
                      [--reach PREFIX]... [--qmp-dir DIR]... [--qmp SOCKET]... [--pacemaker]
-                     [--qga SOCKET]... [--scratch-dir DIR]
+                     [--qga SOCKET]... [--scratch-dir DIR] [--in-place-dir DIR]...
 
 Runs an agent near the hypervisors: it registers with the appliance at URL, takes copy tasks
 (a VM disk's fleecing NBD export, a file or a block device), segments and fingerprints the
@@ -40,6 +41,9 @@ bytes here and sends only the segments the appliance lacks.
   --scratch-dir  where a backup of a VM on this host keeps its fleecing scratch images and
              QEMU's NBD socket (default ${DEFAULT_SCRATCH_DIR}); the appliance may make and
              remove files only inside it
+  --in-place-dir  a folder holding VM disk files that restore --in-place may replace, through
+             this agent, with a restore point's; repeatable; none by default (then this host's
+             VMs can be restored only with --to)
   --pacemaker  this host is a Pacemaker cluster node: the appliance reads the cluster's HA
              state through this agent (vmvault cluster) and takes a VM's resource offline and
              back around restore --in-place (crm_mon, cibadmin, crm_resource run here)
@@ -61,6 +65,7 @@ export async function main(argv: string[]): Promise<number> {
         qmp: { type: 'string', multiple: true },
         pacemaker: { type: 'boolean' },
         'scratch-dir': { type: 'string' },
+        'in-place-dir': { type: 'string', multiple: true },
         qga: { type: 'string', multiple: true },
         help: { type: 'boolean', short: 'h' },
       },
@@ -100,6 +105,7 @@ export async function main(argv: string[]): Promise<number> {
     qga = new QgaRequests({ qmpDirs: values['qmp-dir'] ?? [], qgaSockets: values.qga ?? [], log });
     qga.register(hostRequests);
     new ScratchRequests(values['scratch-dir'] ?? DEFAULT_SCRATCH_DIR, log).register(hostRequests);
+    new InPlaceRequests(values['in-place-dir'] ?? [], log).register(hostRequests);
     if (values.pacemaker === true) registerHaRequests(hostRequests, new Pacemaker());
     agent = new Agent({
       appliance: values.appliance!,

@@ -3,7 +3,8 @@
 // One backup, step beside its undo (libvirt's qemu_backup.c does the same):
 //   share exists (made if missing)              -
 //   QMP connect, describeVm                     close
-//   Fleece.prepare (scratch nodes)              Fleece.release (always)
+//   Fleece.prepare (scratch nodes)              Fleece.release (always: as the copy ends, else
+//                                               when the backup fails)
 //   workflow: quiesce..., snapshot (qemu plug-in: the point in time), unquiesce..., copy (BackupCopy)
 //                                               the engine undoes every quiesce; Fleece.abort
 //   vm.json into the share                      -
@@ -33,6 +34,7 @@ import type { VmConfig } from './vm-registry.js';
 import type { AgentPool } from './agent-pool.js';
 import { BackupCopy, type PreviousPoint } from './backup-copy.js';
 import { HostScratch } from './host-scratch.js';
+import { HostInPlaceFiles } from './host-in-place.js';
 import { type BackupRecord, BackupRecords } from './backup-records.js';
 import { COPY_JOB_KEY, CopyPlugin } from './copy-plugin.js';
 import { checkpointName, pointName, uniquePointName } from './point-name.js';
@@ -115,7 +117,15 @@ export interface BackupServiceOptions {
    * updates its record; throws (the backup fails with the reason) when its host is unreachable.
    */
   locate?: (name: string, log: (line: string) => void) => Promise<void>;
+  /**
+   * A backup cleared the VM's scratch folder on a host it ran on before it moved (its record's
+   * formerHosts): the registry forgets that host (VmRegistry.forgetFormerHost).
+   */
+  formerHostCleared?: (vm: string, host: string) => Promise<void>;
 }
+
+/** How long a backup waits for a former host's agent to clear a VM's stale scratch. */
+const FORMER_HOST_CLEAR_MS = 15_000;
 
 /**
  * Seams a group backup (group-backup.ts) uses to run many VMs' backups as one: each is called at
@@ -126,14 +136,17 @@ export interface BackupPhases {
   /** The point's name, the same for every VM of a group run; taken already: CONFLICT. */
   point?: string;
   /** After the fleecing nodes exist, before the workflow runs (load sampling, barrier). */
-  prepared?(info: { qmp: QmpChannel; disks: VmDisk[]; incremental: boolean; bytesToRead: number }): Promise<void>;
+  prepared?(info: { qmp: QmpChannel; disks: VmDisk[]; incremental: boolean; bytesToRead: number; scratchBytes: () => Promise<number> }): Promise<void>;
   /** Wraps the point-in-time transaction (runs inside the workflow's snapshot step). */
   pointInTime?(fire: () => Promise<void>): Promise<void>;
   /** Wraps the copy (runs inside the workflow's copy step). */
   copy?(run: () => Promise<void>): Promise<void>;
-  /** Just before the fleecing state is released (ok: the point was made). */
+  /**
+   * Just before the fleecing state is released: as soon as the copy ended (ok true), before the
+   * point is made, or after a failure (ok false). Once per backup.
+   */
   beforeRelease?(info: { ok: boolean; scratchFiles: string[]; scratchBytes: () => Promise<number> }): Promise<void>;
-  /** The fleecing state is released (or its release failed: error). */
+  /** The fleecing state is released (or its release failed: error). Once per backup. */
   released?(info: { ok: boolean; error?: string }): void;
 }
 
@@ -388,6 +401,9 @@ export class BackupService {
         ? new HostScratch(this.opts.agents!, vm.host!, hostAgent, name)
         : new LocalScratch(path.join(this.opts.dataDir, 'scratch', name));
     let scratchUsed = false;
+    // A backup killed on a host the VM has since left kept its scratch there: cleared beside this
+    // backup, best effort (an unreachable host stays on the list for the next one).
+    const formerCleared = this.clearFormerHosts(vm, log);
     try {
       const desc = await describeVm(qmp);
       if (desc.disks.length === 0) throw vmError('INVALID_ARGUMENT', `VM ${name} has no disks to back up`);
@@ -402,8 +418,22 @@ export class BackupService {
       });
       let snapshotMade = false;
       let pointMade = false;
+      // Once, as the copy ends or (a failure before) in the finally below; resolves with the
+      // release's error, if any.
+      let releasing: Promise<string | undefined> | undefined;
+      const releaseFleece = (ok: boolean): Promise<string | undefined> =>
+        (releasing ??= (async () => {
+          await phases.beforeRelease?.({ ok, scratchFiles: fleece.objects.files, scratchBytes: () => fleece.scratchBytes() }).catch((e) => log(`before the release: ${(e as Error).message}`));
+          let releaseError: string | undefined;
+          await fleece.release().catch((e) => {
+            releaseError = (e as Error).message;
+            log(`releasing the fleecing nodes failed: ${releaseError}`);
+          });
+          phases.released?.(releaseError === undefined ? { ok } : { ok, error: releaseError });
+          return releaseError;
+        })());
       try {
-        await phases.prepared?.({ qmp, disks: desc.disks, incremental: fleece.plan.some((d) => d.incremental), bytesToRead: fleece.bytesToRead });
+        await phases.prepared?.({ qmp, disks: desc.disks, incremental: fleece.plan.some((d) => d.incremental), bytesToRead: fleece.bytesToRead, scratchBytes: () => fleece.scratchBytes() });
         const copy = new BackupCopy({
           ns: this.ns,
           share: vm.share,
@@ -429,11 +459,19 @@ export class BackupService {
         // workflow's steps themselves are the same.
         const pointInTime = phases.pointInTime;
         const copyWrap = phases.copy;
+        // The fleecing is released the moment the copy has read everything (issue 13: the
+        // scratch image grows with the guest's writes while it is held), before the point is
+        // made: the point is the share's files, and the checkpoints (commit, abort) are bitmaps
+        // on the VM's own disks, not on the fleecing nodes.
+        const copyThenRelease = async (signal: AbortSignal, l: (line: string) => void): Promise<void> => {
+          await copy.run(signal, l);
+          await releaseFleece(true);
+        };
         const report = await engine.run(wf, target, {
           signal: p.signal,
           state: new Map<string, unknown>([
             [FLEECE_KEY, pointInTime ? { pointInTime: () => pointInTime(() => fleece.pointInTime()) } : fleece],
-            [COPY_JOB_KEY, copyWrap ? { run: (signal: AbortSignal, l: (line: string) => void) => copyWrap(() => copy.run(signal, l)) } : copy],
+            [COPY_JOB_KEY, { run: (signal: AbortSignal, l: (line: string) => void) => (copyWrap ? copyWrap(() => copyThenRelease(signal, l)) : copyThenRelease(signal, l)) }],
             // A VM on a host: its guest agent's socket is there too; relayed like its QMP.
             ...(hostAgent !== undefined
               ? [[GUEST_AGENT_OPENER_KEY, (address: string) =>
@@ -494,18 +532,47 @@ export class BackupService {
         await fleece.abort().catch((e) => log(`rolling back the checkpoint failed: ${(e as Error).message}`));
         throw err;
       } finally {
-        await phases.beforeRelease?.({ ok: pointMade, scratchFiles: fleece.objects.files, scratchBytes: () => fleece.scratchBytes() }).catch((e) => log(`before the release: ${(e as Error).message}`));
-        let releaseError: string | undefined;
-        await fleece.release().catch((e) => {
-          releaseError = (e as Error).message;
-          log(`releasing the fleecing nodes failed: ${releaseError}`);
-        });
-        phases.released?.(releaseError === undefined ? { ok: pointMade } : { ok: pointMade, error: releaseError });
+        // Released already when the copy ended; a release that failed then is tried once more.
+        const early = releasing !== undefined;
+        if ((await releaseFleece(pointMade)) !== undefined && early) {
+          await fleece.release().then(
+            () => log('releasing the fleecing nodes again: done'),
+            (e) => log(`releasing the fleecing nodes again failed: ${(e as Error).message}`),
+          );
+        }
       }
     } finally {
       await qmp.close().catch(() => {});
       if (scratchUsed) await scratch.clear().catch((e) => log(`removing the scratch ${scratch.where} failed: ${(e as Error).message}`));
+      await formerCleared;
     }
+  }
+
+  /** Clears the VM's scratch folder on every former host (formerHosts); never rejects. */
+  private async clearFormerHosts(vm: VmConfigLike, log: (line: string) => void): Promise<void> {
+    const pool = this.opts.agents;
+    const agentOf = this.opts.agentOfHost;
+    if (vm.formerHosts === undefined || vm.formerHosts.length === 0 || pool === undefined || agentOf === undefined) return;
+    await Promise.all(
+      vm.formerHosts.filter((h) => h !== vm.host).map(async (host) => {
+        let agent: string;
+        try {
+          agent = agentOf(host);
+        } catch (err) {
+          // The host left the host list: nothing here reaches it any more.
+          log(`former host ${host} of VM ${vm.name}: ${(err as Error).message}; forgotten (clear its agent's scratch folder by hand if it comes back)`);
+          await this.opts.formerHostCleared?.(vm.name, host).catch(() => {});
+          return;
+        }
+        try {
+          await new HostScratch(pool, host, agent, vm.name).clear(FORMER_HOST_CLEAR_MS);
+          log(`stale scratch of VM ${vm.name} on its former host ${host} (agent ${agent}) removed`);
+          await this.opts.formerHostCleared?.(vm.name, host).catch((e) => log(`forgetting former host ${host}: ${(e as Error).message}`));
+        } catch (err) {
+          log(`stale scratch of VM ${vm.name} on its former host ${host} not removed (tried again next backup): ${(err as Error).message}`);
+        }
+      }),
+    );
   }
 
   private openQmp(vm: VmConfigLike): Promise<QmpChannel> {
@@ -597,6 +664,10 @@ export class BackupService {
         openQmp: (address) => (this.opts.qmpOpener ? this.opts.qmpOpener({ ...vm, qmp: address }) : QmpClient.connect(address, { timeoutMs: Math.min(this.opts.qmpTimeoutMs ?? 3000, 3000) })),
         ...((h) => (h ? { ha: h } : {}))(this.opts.haFor?.(vm) ?? this.opts.ha),
         ...(this.opts.vmStopWaitMs !== undefined ? { vmStopWaitMs: this.opts.vmStopWaitMs } : {}),
+        // A VM on a host: its disk files are there, written through that host's agent.
+        ...(vm.host !== undefined && this.opts.agents !== undefined && this.opts.agentOfHost !== undefined
+          ? { files: new HostInPlaceFiles(this.opts.agents, vm.host, this.opts.agentOfHost(vm.host)) }
+          : {}),
         log: (l) => {
           p.log(l);
           this.log(`restore ${name} in place: ${l}`);

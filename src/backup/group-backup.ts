@@ -16,10 +16,15 @@
 //   (e) copies    each VM's copy step joins a queue; once every live VM has joined, the queue
 //                 runs `parallel` copies at a time in the chosen order: busiest-first (write
 //                 rate, then bytes to read: an incremental's dirty count, a full disk's size),
-//                 largest-first, or alphabetical.
-//   (f) release   each VM makes its point and releases its scratch, NBD export and job as soon as
-//                 its copy ends (release 'early'); 'end' holds every release until all copies
-//                 ended (the bench's baseline). Each release is an event and a job log line.
+//                 largest-first, or alphabetical. The first VM of the order, when it has a write
+//                 load, is copied alone on its reader (its host's agent, or the appliance) until
+//                 its fleecing is released, so the busiest VM holds its point the shortest time;
+//                 other hosts' copies run beside it.
+//   (f) release   each VM releases its scratch, NBD export and job as soon as its copy has read
+//                 everything (release 'early'), before its point is made; 'end' holds every
+//                 release until all copies ended (the bench's baseline). A copy's slot is free
+//                 at its copy's end, the head's that runs alone once its release is done. Each
+//                 release is an event and a job log line.
 // A VM that fails leaves every barrier and the queue, so the others go on: it fails alone.
 // All points of a run carry the same name (the run's start, unique across the group's shares).
 // A VM's transaction is one QMP command on its own QEMU; a per-host batch through a relayed QMP
@@ -103,6 +108,11 @@ export interface GroupVmResult {
   lifetimeMs?: number;
   /** Allocated bytes of the VM's scratch images just before their release. */
   scratchBytes?: number;
+  /**
+   * What the scratch images took in while the point was held: scratchBytes less their
+   * allocation when made (a new qcow2's header and tables, the same in every run).
+   */
+  scratchGrowthBytes?: number;
   log: string[];
 }
 
@@ -186,6 +196,12 @@ interface VmRun {
   /** When its transaction was sent, ms since the run started. */
   sentAt?: number;
   copy?: { run: () => Promise<void>; resolve: () => void; reject: (e: unknown) => void };
+  /** The scratch images' allocation when made (before the moment). */
+  scratchAtStart?: number;
+  /** Its copy runs alone on its reader (the head of the order, under write load). */
+  alone?: boolean;
+  /** Frees the copy's slot in the queue (once). */
+  freeSlot?: () => void;
   total: number;
 }
 
@@ -260,34 +276,63 @@ export async function runGroupBackup(engine: GroupBackupEngine, group: string, m
     );
   };
 
-  // The copy queue starts once every live VM has joined it; then `parallel` at a time.
+  // The copy queue starts once every live VM has joined it; then `parallel` at a time, except
+  // that the head of the order, when a write load was measured on it, has its reader (its host's
+  // agent, or this appliance for a local VM) to itself until its fleecing is released: a copy
+  // beside it on the same reader would share that reader's bandwidth and could end first, and
+  // every second it is held its scratch takes in the busiest writes of the group. Copies read by
+  // other hosts' agents go on beside it.
+  let headReader: string | undefined;
+  const readerOf = (r: VmRun): string => r.member.host ?? 'local';
   const pump = () => {
     if (queue === undefined) return;
     while (running < parallel && queue.length > 0) {
-      const r = queue.shift()!;
+      const i = headReader === undefined ? 0 : queue.findIndex((q) => readerOf(q) !== headReader);
+      if (i < 0) return;
+      const r = queue.splice(i, 1)[0];
       const job = r.copy!;
+      const alone = copyOrder.length === 0 && parallel > 1 && rankKey(r)[0] > 0;
+      if (alone) headReader = readerOf(r);
+      r.alone = alone;
       running++;
       copyOrder.push(r.member.name);
       r.result.copyRank = copyOrder.length;
       r.result.copyStartAt = now();
       const l = r.result.load;
-      event(r.member.name, 'copy-start', undefined, `copy ${copyOrder.length} starts${l ? ` (writes ${fmtRate(l.writeBytesPerSec)}, dirties ${fmtRate(l.dirtyBytesPerSec)}, ${l.bytesToRead} bytes to read)` : ''}`);
+      event(
+        r.member.name,
+        'copy-start',
+        undefined,
+        `copy ${copyOrder.length} starts${l ? ` (writes ${fmtRate(l.writeBytesPerSec)}, dirties ${fmtRate(l.dirtyBytesPerSec)}, ${l.bytesToRead} bytes to read)` : ''}` +
+          (alone ? `, alone on its reader (${headReader}) until its fleecing is released` : ''),
+      );
+      // The slot is free at the copy's end (beforeRelease), or for the head that runs alone once
+      // its fleecing is released (the run below includes the release).
+      let slotHeld = true;
+      r.freeSlot = () => {
+        if (!slotHeld) return;
+        slotHeld = false;
+        running--;
+        if (alone) headReader = undefined;
+        pump();
+      };
       job.run().then(
         () => {
-          r.result.copyEndAt = now();
-          event(r.member.name, 'copy-end', undefined, 'copy ended');
+          copyEnded(r);
           job.resolve();
         },
         (err) => {
-          r.result.copyEndAt = now();
-          event(r.member.name, 'copy-end', (err as Error).message, `copy failed: ${(err as Error).message}`);
+          copyEnded(r, err as Error);
           job.reject(err);
         },
-      ).finally(() => {
-        running--;
-        pump();
-      });
+      ).finally(() => r.freeSlot!());
     }
+  };
+  const copyEnded = (r: VmRun, err?: Error) => {
+    if (r.result.copyEndAt !== undefined || r.result.copyStartAt === undefined) return;
+    r.result.copyEndAt = now();
+    if (err === undefined) event(r.member.name, 'copy-end', undefined, 'copy ended');
+    else event(r.member.name, 'copy-end', err.message, `copy failed: ${err.message}`);
   };
   const maybeStartQueue = () => {
     if (queue !== undefined) return;
@@ -313,7 +358,8 @@ export async function runGroupBackup(engine: GroupBackupEngine, group: string, m
     const vm = r.member.name;
     return {
       point,
-      prepared: async ({ qmp, disks, bytesToRead }) => {
+      prepared: async ({ qmp, disks, bytesToRead, scratchBytes }) => {
+        r.scratchAtStart = await scratchBytes().catch(() => undefined);
         try {
           r.first = await sampleWrites(qmp);
         } catch (err) {
@@ -364,11 +410,17 @@ export async function runGroupBackup(engine: GroupBackupEngine, group: string, m
             pump();
           } else maybeStartQueue();
         }),
-      beforeRelease: async ({ scratchFiles, scratchBytes }) => {
+      beforeRelease: async ({ ok, scratchFiles, scratchBytes }) => {
+        // Called as the copy has read everything (ok), inside the copy's slot. The slot is free
+        // now, the release goes on beside the next copies; only the head that runs alone keeps
+        // its reader until its release is done, so no copy beside it can end before it.
+        if (ok) copyEnded(r);
+        if (!r.alone || release === 'end') r.freeSlot?.();
         if (release === 'end') await copiesDone.arrive(vm, p.signal).catch(() => {});
         // What the held point cost: measured at the release, after any hold; over QMP, since a
         // VM on a host has its scratch files there (issue 13), else from the files here.
         r.result.scratchBytes = await scratchBytes().catch(() => allocatedBytes(scratchFiles));
+        if (r.scratchAtStart !== undefined) r.result.scratchGrowthBytes = Math.max(0, r.result.scratchBytes - r.scratchAtStart);
       },
       released: ({ error }) => {
         r.result.releasedAt = now();

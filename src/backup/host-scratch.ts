@@ -51,8 +51,9 @@ export class HostScratch implements FleeceScratch {
     await this.pool.request(this.agent, 'scratch-remove', { path: file }, TIMEOUT_MS, () => null);
   }
 
-  async clear(): Promise<void> {
-    await this.pool.request(this.agent, 'scratch-remove', { vm: this.vm }, TIMEOUT_MS, () => null);
+  /** The VM's whole scratch folder on the host (what a killed run left); `timeoutMs` default 90 s. */
+  async clear(timeoutMs = TIMEOUT_MS): Promise<void> {
+    await this.pool.request(this.agent, 'scratch-remove', { vm: this.vm }, timeoutMs, () => null);
   }
 
   socketPath(): string {

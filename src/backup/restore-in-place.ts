@@ -15,6 +15,10 @@
 //
 // Until the renames nothing the VM uses has changed; a failure before them loses nothing. The
 // job log says each step and what was undone.
+//
+// The files are the appliance's own (the VM's paths are visible here), or, for a VM on a host, on
+// that host, written through its agent (InPlaceFiles; host-in-place.ts): the same steps, each a
+// host request that names only the disk file QEMU reported, inside the agent's allowed folders.
 
 import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
@@ -50,6 +54,35 @@ export interface InPlaceOptions {
   roleTimeoutMs?: number;
   /** How long, after its resource stopped, an HA VM's QEMU may take to go away. Default 15 s. */
   vmStopWaitMs?: number;
+  /**
+   * Where the disk files are written: the appliance's own file system (default), or a VM's host
+   * through its agent (host-in-place.ts).
+   */
+  files?: InPlaceFiles;
+}
+
+export type DiskFileKind = 'file' | 'block' | 'link' | 'other' | 'missing';
+
+/**
+ * The disk files' side of an in-place restore. `file` is always a disk file the VM's QEMU reported
+ * (query-block, else the point's vm.json); every other name is derived from it.
+ */
+export interface InPlaceFiles {
+  /** For messages: "on the appliance host", "on host node1 (through agent a1)". */
+  readonly where: string;
+  /** For messages: who writes the files ("the appliance", "agent a1"). */
+  readonly writer: string;
+  /** What the file is there, and whether it and its folder may be written. */
+  stat(file: string): Promise<{ kind: DiskFileKind; writable: boolean }>;
+  /**
+   * The point's disk (src.path in the namespace) written beside `file` as file+IN_PLACE_SUFFIX in
+   * `format`, with `file`'s owner and mode, durable. A failure may leave partial files: discard().
+   */
+  writeBeside(file: string, format: 'raw' | 'qcow2', src: { ns: Namespace; path: string }, o: { signal?: AbortSignal; advance?: (n: number) => void }): Promise<void>;
+  /** file+IN_PLACE_SUFFIX renamed over `file`. */
+  replace(file: string): Promise<void>;
+  /** Whatever writeBeside made for `file` removed; the disk itself untouched. */
+  discard(file: string): Promise<void>;
 }
 
 export interface InPlaceResult {
@@ -83,13 +116,14 @@ export async function restoreInPlace(o: InPlaceOptions): Promise<InPlaceResult> 
   }
 
   // 2. Every target checked before anything changes.
+  const files = o.files ?? localFiles;
   const targets: Target[] = [];
   for (const device of o.devices) {
     const d = disks.find((x) => x.device === device);
     if (d === undefined) {
       throw vmError('INVALID_ARGUMENT', `the point's disk ${device} is not among VM ${o.vm.name}'s disks (${disks.map((x) => x.device).join(', ') || 'none'}); restore it with --to DIR instead`, { vm: o.vm.name, device });
     }
-    targets.push(await checkTarget(o.vm.name, d));
+    targets.push(await checkTarget(o.vm.name, d, files));
   }
 
   // 3. An HA VM's resource offline, so the cluster does not restart it on a disk being rewritten.
@@ -117,9 +151,9 @@ export async function restoreInPlace(o: InPlaceOptions): Promise<InPlaceResult> 
     await mustBeStopped(o, res);
 
     // 5. Each disk beside its file, then 6. all renamed over the originals.
-    const written = await writeAll(o, targets);
-    for (const [i, t] of targets.entries()) {
-      await fs.rename(written[i], t.file);
+    await writeAll(o, files, targets);
+    for (const t of targets) {
+      await files.replace(t.file);
       log(`${t.device}: ${t.file} is now the point ${o.point}`);
     }
     result = { point: o.point, files: targets.map((t) => t.file) };
@@ -191,27 +225,65 @@ async function mustBeStopped(o: InPlaceOptions, res: HaResourceState | undefined
 }
 
 /** A disk file in-place may overwrite: an absolute path to a regular file we can write, raw or qcow2. */
-async function checkTarget(vm: string, d: { device: string; file: string; format: string }): Promise<Target> {
-  const say = (why: string) => vmError('INVALID_ARGUMENT', `disk ${d.device} of VM ${vm} (${d.file}) ${why}; --in-place writes only plain files the appliance can write: restore with --to DIR instead`, { vm, device: d.device, file: d.file });
-  if (!path.isAbsolute(d.file)) throw say('is not a file path (a network or json: block device)');
+async function checkTarget(vm: string, d: { device: string; file: string; format: string }, files: InPlaceFiles): Promise<Target> {
+  const say = (why: string, code: 'INVALID_ARGUMENT' | 'FORBIDDEN' = 'INVALID_ARGUMENT') =>
+    vmError(code, `disk ${d.device} of VM ${vm} (${d.file}) ${why}; --in-place writes only plain files ${files.writer} can write: restore with --to DIR instead`, { vm, device: d.device, file: d.file });
+  if (!path.isAbsolute(d.file) || path.normalize(d.file) !== d.file) throw say('is not a file path (a network or json: block device)');
   if (d.format !== 'raw' && d.format !== 'qcow2') throw say(`has format ${d.format}, not raw or qcow2`);
-  let st;
+  let st: { kind: DiskFileKind; writable: boolean };
   try {
-    st = await fs.stat(d.file);
+    st = await files.stat(d.file);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw say('does not exist on the appliance host');
-    throw say(`cannot be examined (${(err as NodeJS.ErrnoException).code})`);
+    if (isVmvaultError(err, 'FORBIDDEN')) throw say(`may not be written ${files.where} (${(err as Error).message})`, 'FORBIDDEN');
+    throw err;
   }
-  if (st.isBlockDevice()) throw say('is a block device');
-  if (!st.isFile()) throw say('is not a regular file');
-  try {
-    await fs.access(d.file, fs.constants.W_OK);
-    await fs.access(path.dirname(d.file), fs.constants.W_OK);
-  } catch {
-    throw say('is not writable here (or its directory is not)');
-  }
+  if (st.kind === 'missing') throw say(`does not exist ${files.where}`);
+  if (st.kind === 'block') throw say('is a block device');
+  if (st.kind !== 'file') throw say(st.kind === 'link' ? 'is a symbolic link, not a regular file' : 'is not a regular file');
+  if (!st.writable) throw say(`is not writable ${files.where} (or its directory is not)`);
   return { device: d.device, file: d.file, format: d.format };
 }
+
+/** The appliance's own file system: the VM's disk files are visible here. */
+const localFiles: InPlaceFiles = {
+  where: 'on the appliance host',
+  writer: 'the appliance',
+  async stat(file) {
+    let st;
+    try {
+      st = await fs.stat(file);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'missing', writable: false };
+      throw vmError('INVALID_ARGUMENT', `${file} cannot be examined (${(err as NodeJS.ErrnoException).code})`);
+    }
+    const kind: DiskFileKind = st.isBlockDevice() ? 'block' : st.isFile() ? 'file' : 'other';
+    const writable = await fs.access(file, fs.constants.W_OK).then(() => fs.access(path.dirname(file), fs.constants.W_OK)).then(() => true, () => false);
+    return { kind, writable };
+  },
+  async writeBeside(file, format, src, o) {
+    const final = `${file}${IN_PLACE_SUFFIX}`;
+    const raw = format === 'raw' ? final : `${file}${IN_PLACE_SUFFIX}.raw`;
+    for (const f of new Set([final, raw])) await fs.rm(f, { force: true }); // a killed earlier try
+    await restoreFile(src.ns, src.path, raw, { signal: o.signal, advance: o.advance });
+    if (format === 'qcow2') {
+      try {
+        await run('qemu-img', ['convert', '-q', '-f', 'raw', '-O', 'qcow2', raw, final]);
+      } catch (err) {
+        throw vmError('IO', `qemu-img convert of ${file} to qcow2 failed: ${(err as { stderr?: string }).stderr?.trim() || (err as Error).message}`);
+      }
+      await fs.rm(raw, { force: true });
+    }
+    const st = await fs.stat(file);
+    await fs.chmod(final, st.mode & 0o7777);
+    await fs.chown(final, st.uid, st.gid).catch(() => {});
+  },
+  async replace(file) {
+    await fs.rename(`${file}${IN_PLACE_SUFFIX}`, file);
+  },
+  async discard(file) {
+    for (const f of [`${file}${IN_PLACE_SUFFIX}`, `${file}${IN_PLACE_SUFFIX}.raw`]) await fs.rm(f, { force: true });
+  },
+};
 
 /** The disks vm.json of the point recorded (device, file, format). */
 async function pointDisks(ns: Namespace, share: string, point: string): Promise<Array<{ device: string; file: string; format: string }>> {
@@ -238,36 +310,17 @@ async function pointDisks(ns: Namespace, share: string, point: string): Promise<
   });
 }
 
-/** Writes every target's new content beside it; returns the files, removes them all on failure. */
-async function writeAll(o: InPlaceOptions, targets: Target[]): Promise<string[]> {
-  const made: string[] = [];
+/** Writes every target's new content beside it; removes every partial file on failure. */
+async function writeAll(o: InPlaceOptions, files: InPlaceFiles, targets: Target[]): Promise<void> {
+  const started: Target[] = [];
   try {
-    const out: string[] = [];
     for (const t of targets) {
-      const base = `/${o.vm.share}/.snapshots/${o.point}/${t.device}.raw`;
-      const final = `${t.file}${IN_PLACE_SUFFIX}`;
-      const raw = t.format === 'raw' ? final : `${t.file}${IN_PLACE_SUFFIX}.raw`;
-      for (const f of new Set([final, raw])) await fs.rm(f, { force: true }); // a killed earlier try
-      made.push(raw);
-      await restoreFile(o.ns, base, raw, { signal: o.signal, advance: o.advance });
-      if (t.format === 'qcow2') {
-        made.push(final);
-        try {
-          await run('qemu-img', ['convert', '-q', '-f', 'raw', '-O', 'qcow2', raw, final]);
-        } catch (err) {
-          throw vmError('IO', `qemu-img convert of ${t.device} to qcow2 failed: ${(err as { stderr?: string }).stderr?.trim() || (err as Error).message}`);
-        }
-        await fs.rm(raw, { force: true });
-      }
-      const st = await fs.stat(t.file);
-      await fs.chmod(final, st.mode & 0o7777);
-      await fs.chown(final, st.uid, st.gid).catch(() => {});
-      o.log(`${t.device}: written beside ${t.file} (${t.format})`);
-      out.push(final);
+      started.push(t);
+      await files.writeBeside(t.file, t.format, { ns: o.ns, path: `/${o.vm.share}/.snapshots/${o.point}/${t.device}.raw` }, { signal: o.signal, advance: o.advance });
+      o.log(`${t.device}: written beside ${t.file} (${t.format}) ${files.where}`);
     }
-    return out;
   } catch (err) {
-    for (const f of made) await fs.rm(f, { force: true }).catch(() => {});
+    for (const t of started) await files.discard(t.file).catch((e) => o.log(`removing the partial files of ${t.file} failed: ${(e as Error).message}`));
     o.log(`removed the partly written files; the VM's disks are unchanged`);
     throw err;
   }

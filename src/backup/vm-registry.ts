@@ -20,6 +20,10 @@
 //                                                               relays its QMP; issue 13)
 //                "uuid": "6b1e3b2c-...",                       (optional: QEMU's -uuid, how the
 //                                                               VM is recognised after a move)
+//                "formerHosts": ["node2"],                     (optional: hosts it ran on before a
+//                                                               move whose agents may still hold
+//                                                               scratch of a killed backup; set
+//                                                               by relocate, emptied by backups)
 //                "createdAt": "2026-12-05T12:00:00.000Z" } ] }   sorted by name
 // A reader refuses a newer version (UNSUPPORTED_FORMAT) and a file it cannot parse
 // (CORRUPT_RECORD, naming the file): unlike the job history, this file is the operator's
@@ -69,6 +73,12 @@ export interface VmConfig {
   host?: string;
   /** QEMU's UUID (lower case): the VM is recognised by it on whichever host it runs. */
   uuid?: string;
+  /**
+   * Hosts the VM ran on before it moved (relocate() adds them; never from add()): a backup killed
+   * there may have left scratch images in that host's agent's folder, which the next backup
+   * clears (forgetFormerHost() once it did).
+   */
+  formerHosts?: string[];
   /** ISO 8601. */
   createdAt: string;
 }
@@ -86,6 +96,8 @@ const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 const FIELDS = new Set(['name', 'share', 'qmp', 'qga', 'pg', 'workflow', 'agent', 'script', 'host', 'uuid']);
 const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+/** Former hosts remembered per VM (a VM that moved more often than this keeps the latest). */
+const MAX_FORMER_HOSTS = 64;
 /** Agent names: what `vmvault agent --name` accepts (a host name's characters). */
 const AGENT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
@@ -144,13 +156,32 @@ export class VmRegistry {
     return this.serial(async () => {
       const old = this.get(name);
       const { createdAt, ...rest } = old;
-      const { host: _h, uuid: _u, ...keep } = rest;
+      const { host: _h, uuid: _u, formerHosts: _f, ...keep } = rest;
       const vm = checkNewVm({ ...keep, qmp: to.qmp, ...(to.host !== undefined ? { host: to.host } : {}), ...(to.uuid !== undefined ? { uuid: to.uuid } : {}) });
       vm.createdAt = createdAt;
+      // The host it leaves may hold scratch of a killed backup: remembered until a backup clears it.
+      const former = new Set(old.formerHosts ?? []);
+      if (old.host !== undefined && old.host !== vm.host) former.add(old.host);
+      if (vm.host !== undefined) former.delete(vm.host);
+      if (former.size > 0) vm.formerHosts = [...former].slice(-MAX_FORMER_HOSTS);
       const next = new Map(this.vms).set(name, vm);
       await writeFile(this.file, next);
       this.vms.set(name, vm);
       return { ...vm };
+    });
+  }
+
+  /** A backup cleared the VM's scratch on this former host: it need not be visited again. */
+  forgetFormerHost(name: string, host: string): Promise<void> {
+    return this.serial(async () => {
+      const vm = this.get(name);
+      if (!vm.formerHosts?.includes(host)) return;
+      const rest = vm.formerHosts.filter((h) => h !== host);
+      if (rest.length > 0) vm.formerHosts = rest;
+      else delete vm.formerHosts;
+      const next = new Map(this.vms).set(name, vm);
+      await writeFile(this.file, next);
+      this.vms.set(name, vm);
     });
   }
 
@@ -347,6 +378,10 @@ async function readFile(file: string): Promise<VmConfig[]> {
       const { createdAt, ...rest } = r;
       const known = Object.fromEntries(Object.entries(rest).filter(([k]) => FIELDS.has(k))) as unknown as NewVm;
       const vm = checkNewVm(known);
+      if (r.formerHosts !== undefined) {
+        if (!Array.isArray(r.formerHosts) || r.formerHosts.length > MAX_FORMER_HOSTS) throw vmError('INVALID_ARGUMENT', `formerHosts is not a list of at most ${MAX_FORMER_HOSTS} host names`);
+        if (r.formerHosts.length > 0) vm.formerHosts = r.formerHosts.map((h) => checkHostName(h));
+      }
       if (typeof createdAt !== 'string') throw vmError('INVALID_ARGUMENT', 'createdAt is missing');
       vm.createdAt = createdAt;
       out.push(vm);

@@ -316,6 +316,7 @@ export const vmView = {
     script: { type: 'string', description: 'The executable the script plug-in runs for this VM.' },
     host: { type: 'string', description: 'The host whose agent relays its QMP (issue 13).' },
     uuid: { type: 'string', description: "QEMU's uuid of the VM." },
+    formerHosts: { type: 'array', items: { type: 'string' }, description: 'Hosts it ran on before it moved whose scratch folder the next backup clears (issue 13); absent when none.' },
     createdAt: isoTime,
     state: { type: 'string', description: 'QEMU\'s run state ("running", "paused", ...) or "unreachable" when QMP does not answer in time.' },
     stateDetail: { type: 'string', description: 'Why the VM is unreachable.' },

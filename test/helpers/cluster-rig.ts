@@ -69,6 +69,8 @@ export interface ClusterRigOptions {
   vmsPerHost: number;
   diskBytes?: number;
   agentLostSeconds?: number;
+  /** Extra arguments of every host's agent. */
+  agentArgs?: string[];
 }
 
 export function uuidOf(h: number, v: number): string {
@@ -112,7 +114,7 @@ export async function makeClusterRig(t: Teardown, dir: string, o: ClusterRigOpti
       ns,
       qmpDir,
       scratchDir,
-      agentArgs: [],
+      agentArgs: [...(o.agentArgs ?? [])],
       agent: undefined as unknown as RigAgent,
       startAgent() {
         const env = { ...process.env };

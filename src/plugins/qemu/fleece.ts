@@ -325,10 +325,14 @@ export class Fleece {
     return out;
   }
 
-  /** The backup is stored: the previous checkpoint is no longer needed on any disk. */
+  /**
+   * The backup is stored: the previous checkpoint is no longer needed on any disk. Also after
+   * release(): the checkpoints are bitmaps on the disks' own nodes, and a backup releases its
+   * fleecing as soon as the copy has read everything, before it makes the point.
+   */
   async commit(): Promise<void> {
-    if ((this.state !== 'point' && this.state !== 'exported') || this.released) {
-      throw vmError('INVALID_ARGUMENT', `fleece: commit() in state ${this.released ? 'released' : this.state}`);
+    if (this.state !== 'point' && this.state !== 'exported') {
+      throw vmError('INVALID_ARGUMENT', `fleece: commit() in state ${this.state}`);
     }
     const prev = this.opts.previousCheckpoint;
     if (prev !== undefined) {
