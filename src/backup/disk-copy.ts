@@ -116,10 +116,11 @@ export async function copyDisk(ns: Namespace, fh: number, src: ExtentSource, opt
         result.bytesRead += len;
         opts.advance?.(len);
         if (!incremental && bufs.every(isZero)) return;
-        // The read's buffers are fresh and never touched again: handed over, not copied.
+        // The read's buffers are fresh and never touched again: handed over, not copied. Each
+        // byte is written once, so the file commits in stream steps behind the copy (`once`).
         let pos = at;
         for (const b of bufs) {
-          await ns.write(fh, pos, b, { owned: true });
+          await ns.write(fh, pos, b, { owned: true, once: true });
           pos += b.length;
         }
         result.bytesWritten += len;
@@ -132,7 +133,7 @@ export async function copyDisk(ns: Namespace, fh: number, src: ExtentSource, opt
     for (let at = r.offset; at < r.offset + r.length; at += ZEROS.length) {
       checkAbort();
       const len = Math.min(ZEROS.length, r.offset + r.length - at);
-      await ns.write(fh, at, ZEROS.subarray(0, len));
+      await ns.write(fh, at, ZEROS.subarray(0, len), { once: true });
       result.bytesWritten += len;
       await ns.drain(fh, maxBuffered);
     }
