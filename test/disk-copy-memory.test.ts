@@ -77,3 +77,54 @@ t.test('a copy over several sources keeps the file buffering at most its cap, an
   await ns.fs.release(fh);
   t.equal(sha(await readFile(ns, '/s/vda.raw')), sha(disk), 'the file holds the disk');
 });
+
+t.test('an incremental asks base:allocation once for many dirty runs, not once per run, and copies them', async (t) => {
+  const store = await SegmentStore.open(tmpDir(t));
+  const ns = await Namespace.open(store, { log: () => {} });
+  t.teardown(async () => {
+    await ns.close();
+    await store.close();
+  });
+  await ns.fs.mkdir('/s', 0o755);
+  // The previous point: zeros. The disk now: data in the first 24 MiB and 40 dirty runs of 64 KiB
+  // every 512 KiB (from 12 MiB on, some in the zero part), the rest clean.
+  const dataBytes = 24 * MiB;
+  const disk = Buffer.concat([generate(new Rng(12), 'random', dataBytes), Buffer.alloc(8 * MiB)]);
+  const runs = Array.from({ length: 40 }, (_, k) => ({ offset: 12 * MiB + k * 512 * KiB, length: 64 * KiB }));
+  const DIRTY = 'qemu:dirty-bitmap:test';
+  const mem = new MemorySource(disk, dataBytes, () => {});
+  let allocationAsks = 0;
+  const src: ExtentSource = {
+    size: disk.length,
+    read: (o, l) => mem.read(o, l),
+    async blockStatus(offset, length, context) {
+      if (context !== DIRTY) {
+        allocationAsks++;
+        return mem.blockStatus(offset, length);
+      }
+      // The dirty bitmap: the runs as dirty (flag 1), the gaps clean.
+      const out = [];
+      let at = offset;
+      const end = offset + length;
+      for (const r of runs) {
+        if (r.offset + r.length <= at || r.offset >= end) continue;
+        if (r.offset > at) out.push({ offset: at, length: r.offset - at, flags: 0 });
+        const to = Math.min(end, r.offset + r.length);
+        out.push({ offset: Math.max(at, r.offset), length: to - Math.max(at, r.offset), flags: 1 });
+        at = to;
+      }
+      if (at < end) out.push({ offset: at, length: end - at, flags: 0 });
+      return out;
+    },
+  };
+  const fh = await ns.fs.create('/s/vda.raw', 0o600);
+  await ns.fs.ftruncate(fh, disk.length);
+  const r = await copyDisk(ns, fh, src, { dirtyContext: DIRTY });
+  await ns.fs.release(fh);
+  t.equal(r.bytesConsidered, 40 * 64 * KiB, 'the dirty runs were considered');
+  t.equal(r.bytesRead, 24 * 64 * KiB, 'the runs in the data part were read, those in the zero part not');
+  t.ok(allocationAsks <= 2, `base:allocation asked ${allocationAsks} times for 40 runs (was once per run)`);
+  const want = Buffer.alloc(disk.length);
+  for (const run of runs) disk.copy(want, run.offset, run.offset, run.offset + run.length);
+  t.equal(sha(await readFile(ns, '/s/vda.raw')), sha(want), 'the file holds exactly the dirty runs');
+});

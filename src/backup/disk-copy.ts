@@ -116,10 +116,11 @@ export async function copyDisk(ns: Namespace, fh: number, src: ExtentSource, opt
         result.bytesRead += len;
         opts.advance?.(len);
         if (!incremental && bufs.every(isZero)) return;
-        // The read's buffers are fresh and never touched again: handed over, not copied.
+        // The read's buffers are fresh and never touched again: handed over, not copied. Each
+        // byte is written once, so the file commits in stream steps behind the copy (`once`).
         let pos = at;
         for (const b of bufs) {
-          await ns.write(fh, pos, b, { owned: true });
+          await ns.write(fh, pos, b, { owned: true, once: true });
           pos += b.length;
         }
         result.bytesWritten += len;
@@ -132,15 +133,16 @@ export async function copyDisk(ns: Namespace, fh: number, src: ExtentSource, opt
     for (let at = r.offset; at < r.offset + r.length; at += ZEROS.length) {
       checkAbort();
       const len = Math.min(ZEROS.length, r.offset + r.length - at);
-      await ns.write(fh, at, ZEROS.subarray(0, len));
+      await ns.write(fh, at, ZEROS.subarray(0, len), { once: true });
       result.bytesWritten += len;
       await ns.drain(fh, maxBuffered);
     }
   };
 
   /** Copies [r): zero extents skipped (full) or written as zeros (incremental), data read. */
+  const allocation = new AllocationCursor(src);
   const copyRange = async (r: Range) => {
-    for await (const e of extents(src, BASE_ALLOCATION, r.offset, r.length)) {
+    for await (const e of allocation.over(r)) {
       checkAbort();
       if (e.flags & STATE_ZERO) {
         if (incremental) await writeZeros(e);
@@ -167,8 +169,60 @@ export async function copyDisk(ns: Namespace, fh: number, src: ExtentSource, opt
   } finally {
     // Never leave reads running past the return (their writes would land after a release).
     await Promise.allSettled(running);
+    await allocation.close();
   }
   return result;
+}
+
+/** A dirty extent further than this past the allocation walk's position restarts the walk there. */
+const WALK_RESTART_GAP = 256 * 1024 * 1024;
+
+/**
+ * base:allocation of the ranges a copy asks for in ascending order, from one walk kept open
+ * between them: an incremental's ~300 dirty runs asked it once each, ~300 block-status round
+ * trips to a server busy with the reads, each holding the next run's reads back. The walk is
+ * restarted (one request) at a range more than WALK_RESTART_GAP past it, or behind it.
+ */
+class AllocationCursor {
+  private walk: AsyncGenerator<{ offset: number; length: number; flags: number }> | undefined;
+  private cur: { offset: number; length: number; flags: number } | undefined;
+
+  constructor(private readonly src: ExtentSource) {}
+
+  private async restart(at: number): Promise<void> {
+    await this.close();
+    this.walk = extents(this.src, BASE_ALLOCATION, at, this.src.size - at);
+    this.cur = (await this.walk.next()).value ?? undefined;
+  }
+
+  private async advance(): Promise<void> {
+    this.cur = (await this.walk!.next()).value ?? undefined;
+  }
+
+  /** The allocation extents over [r), clipped to it, in order. */
+  async *over(r: Range): AsyncGenerator<{ offset: number; length: number; flags: number }> {
+    const end = r.offset + r.length;
+    const c = this.cur;
+    if (!c || c.offset > r.offset || r.offset - (c.offset + c.length) > WALK_RESTART_GAP) await this.restart(r.offset);
+    while (this.cur && this.cur.offset + this.cur.length <= r.offset) await this.advance();
+    let at = r.offset;
+    while (at < end) {
+      const e = this.cur;
+      if (!e || e.offset > at) throw vmError('IO', `NBD block status for ${BASE_ALLOCATION} left [${at}, ${end}) uncovered`);
+      const to = Math.min(e.offset + e.length, end);
+      yield { offset: at, length: to - at, flags: e.flags };
+      at = to;
+      // An extent reaching past this range may serve the next one too.
+      if (e.offset + e.length <= end) await this.advance();
+    }
+  }
+
+  async close(): Promise<void> {
+    const w = this.walk;
+    this.walk = undefined;
+    this.cur = undefined;
+    await w?.return(undefined);
+  }
 }
 
 export { isZero };

@@ -124,8 +124,13 @@ export class Namespace {
   /**
    * Writes into an open file, committing and waiting as the memory bounds require. With
    * `owned` the caller hands `buf` over and never changes it again: it is kept without a copy.
+   * With `once` the caller copies an image and writes each byte of it once (a backup's dirty
+   * runs: scattered over the disk, never rewritten), so holding its writes coalesces nothing:
+   * the file commits in stream steps (streamCommitBytes, one commit right after the other) as a
+   * sequential stream does, overlapping the copy, instead of at fileCommitBytes, which left an
+   * incremental backup most of a 64 MiB commit to wait for after its last read.
    */
-  async write(fh: number, pos: number, buf: Uint8Array, opts?: { owned?: boolean }): Promise<number> {
+  async write(fh: number, pos: number, buf: Uint8Array, opts?: { owned?: boolean; once?: boolean }): Promise<number> {
     if (this.closed) throw vmError('CLOSED', 'the appliance is shutting down');
     while (this.buffered() > this.opts.dirtyLimitBytes) {
       this.commitLargest();
@@ -134,7 +139,7 @@ export class Namespace {
     this.fs.write(fh, pos, buf, opts?.owned ?? false);
     const f = this.fs.handle(fh).file;
     if (f.dirtyBytes >= this.opts.fileCommitBytes) this.background(f);
-    else this.streamOn(f);
+    else this.streamOn(f, opts?.once ?? false);
     return buf.length;
   }
 
@@ -166,9 +171,12 @@ export class Namespace {
       });
   }
 
-  /** A stream's next commit starts as soon as the last one is done and enough has arrived. */
-  private streamOn(f: import('./open-file.js').OpenFile): void {
-    if (!this.closed && f.dirtyBytes >= this.opts.streamCommitBytes && !f.commitPending && f.streaming) this.background(f);
+  /**
+   * A stream's next commit starts as soon as the last one is done and enough has arrived.
+   * `once`: the writer says it writes each byte once (see write), stream or not.
+   */
+  private streamOn(f: import('./open-file.js').OpenFile, once = false): void {
+    if (!this.closed && f.dirtyBytes >= this.opts.streamCommitBytes && !f.commitPending && (once || f.streaming)) this.background(f);
   }
 
   private commitLargest(): void {
