@@ -35,15 +35,26 @@ export interface BuildResult {
   notes: string[];
 }
 
-/** A namespace file as a ByteSource; `release` closes the handle. */
-export async function namespaceSource(ns: Namespace, nsPath: string, mountPath?: string): Promise<ByteSource & { fh: number; release(): Promise<void> }> {
+/**
+ * A namespace file as a ByteSource; `release` closes the handle. With `direct`, reads of a file
+ * without uncommitted changes (a snapshot's) go to its stored version's tree without the store's
+ * shared read-ahead: a walk's metadata reads hop around, and two that happen to follow each
+ * other set off 4 MiB windows that are decoded and thrown away (a catalog build of the sample
+ * image decoded 335 MB through them for 10 MB of metadata). Small reads still meet the store's
+ * cache of decoded segments.
+ */
+export async function namespaceSource(ns: Namespace, nsPath: string, mountPath?: string, opts: { direct?: boolean } = {}): Promise<ByteSource & { fh: number; release(): Promise<void> }> {
   const fh = await ns.fs.open(nsPath, 0);
   const size = (await ns.fs.fgetattr(fh)).size;
+  const file = ns.fs.handle(fh).file;
+  const view = opts.direct && !file.hasChanges && file.size === file.base.size ? ns.store.view(file.base) : undefined;
   return {
     fh,
     size,
     path: mountPath === undefined ? undefined : path.join(mountPath, nsPath),
-    read: (offset, length) => ns.fs.read(fh, offset, Math.max(0, Math.min(length, size - offset))),
+    read: view
+      ? (offset, length) => view.read(offset, Math.max(0, Math.min(length, size - offset)))
+      : (offset, length) => ns.fs.read(fh, offset, Math.max(0, Math.min(length, size - offset))),
     release: () => ns.fs.release(fh),
   };
 }
@@ -109,7 +120,7 @@ export async function buildCatalog(
       };
       let src: Awaited<ReturnType<typeof namespaceSource>>;
       try {
-        src = await namespaceSource(ns, `${base}/${image}`, target.mountPath);
+        src = await namespaceSource(ns, `${base}/${image}`, target.mountPath, { direct: true });
       } catch (err) {
         w.addImage(image, 0, null, message(err));
         note(message(err));
@@ -118,7 +129,9 @@ export async function buildCatalog(
       try {
         let disk;
         try {
-          disk = await openDisk(cachedSource(src));
+          // 4 KiB chunks: the walk wants scattered blocks (10.6 MiB of the sample's 2 GiB); larger
+          // chunks only decode more segments (256 KiB chunks read 101 MiB for it).
+          disk = await openDisk(cachedSource(src, { chunkBytes: 4096, maxChunks: 4096 }));
         } catch (err) {
           w.addImage(image, src.size, null, message(err));
           note(message(err));
