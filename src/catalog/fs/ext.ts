@@ -113,10 +113,14 @@ export class ExtFs {
    * Reads every group's used inode table and keeps them all (not only the LRU's 32), so that
    * recordNow() answers without a promise; false (nothing kept) above `maxBytes` of tables.
    */
-  async loadTables(maxBytes = 64 * 1024 * 1024): Promise<boolean> {
-    if (this.usedPerGroup.reduce((a, n) => a + n * this.inodeSize, 0) > maxBytes) return false;
-    await Promise.all(this.inodeTables.map(async (_, g) => {
-      if (this.usedPerGroup[g] > 0) this.loaded[g] = await this.groupTable(g);
+  async loadTables(want: (start: number, end: number) => boolean = () => true, maxBytes = 64 * 1024 * 1024): Promise<boolean> {
+    const groups = this.inodeTables.map((t, g) => g).filter((g) => {
+      const start = this.inodeTables[g] * this.blockSize;
+      return this.usedPerGroup[g] > 0 && want(start, start + this.usedPerGroup[g] * this.inodeSize);
+    });
+    if (groups.reduce((a, g) => a + this.usedPerGroup[g] * this.inodeSize, 0) > maxBytes) return false;
+    await Promise.all(groups.map(async (g) => {
+      this.loaded[g] = await this.groupTable(g);
     }));
     return true;
   }
