@@ -179,3 +179,87 @@ t.test('catalog of 3 points and 2 shares: listing, bytes, search, versions, reus
   db.close();
   throwsCode(t, () => new CatalogReader(copy), 'UNSUPPORTED_FORMAT', 'a newer schema is refused');
 });
+
+t.test('a point changed in place keeps the rows whose bytes did not change, and equals a full walk', async (t) => {
+  const dir = tmpDir(t);
+  const { ns } = await openNs(t, path.join(dir, 'store'));
+  const cat = new CatalogService(ns, { dataDir: path.join(dir, 'data') });
+  t.teardown(() => cat.close());
+  const tree = path.join(dir, 'tree');
+  makeTree(tree, BASE);
+  fs.symlinkSync('../etc/passwd', path.join(tree, 'home/u/pw'));
+  const d1 = path.join(dir, 'd1.raw');
+  makeExtDisk(d1, tree);
+  await ns.shares.create('vm');
+  await writeFile(ns, '/vm/vda.raw', fs.readFileSync(d1));
+  await ns.snapshots.create('vm', 'p1');
+
+  // Day 2, as a guest changes its disk: in place (debugfs on a copy), written back as an
+  // incremental (only the 64 KiB pieces that differ).
+  const d2 = path.join(dir, 'd2.raw');
+  fs.copyFileSync(d1, d2);
+  fs.writeFileSync(path.join(dir, 'new.txt'), 'a new file\n');
+  const { execFileSync } = await import('node:child_process');
+  execFileSync('debugfs', ['-w', '-f', '-', `${d2}?offset=${1 << 20}`], {
+    input: [
+      `write ${path.join(dir, 'new.txt')} /etc/new.conf`,
+      'mkdir /srv',
+      `write ${path.join(dir, 'new.txt')} /srv/x`,
+      'rm /usr/share/doc/pkg7/README',
+      'set_inode_field /home/u/notes.txt mtime 20240102',
+      'set_inode_field /etc/nginx/nginx.conf atime 20240101', // an access: the entry is the same
+    ].join('\n'),
+    stdio: ['pipe', 'ignore', 'ignore'],
+  });
+  const a = fs.readFileSync(d1);
+  const b = fs.readFileSync(d2);
+  const fh = await ns.fs.open('/vm/vda.raw', 2);
+  for (let at = 0; at < b.length; at += 65536) {
+    if (!a.subarray(at, at + 65536).equals(b.subarray(at, at + 65536))) await ns.write(fh, at, Buffer.from(b.subarray(at, at + 65536)));
+  }
+  await ns.fs.release(fh);
+  await ns.flushAll();
+  await ns.snapshots.create('vm', 'p2');
+
+  await cat.build('vm', 'p1');
+  const logs: string[] = [];
+  const r2 = await cat.build('vm', 'p2', { log: (l) => logs.push(l) });
+  t.equal(r2.partlyReusedVolumes, 1, `p2 is walked reusing p1's rows: ${logs.join(' | ')}`);
+  t.ok(r2.keptRows > r2.files - 12, `${r2.keptRows} of ${r2.files} rows kept (the changed ones, their directories and '/' read again)`);
+
+  // The same point walked whole, with no previous catalog: the same rows.
+  const { buildCatalog } = await import('../src/catalog/catalog-build.js');
+  const rows = (file: string) => {
+    const r = new CatalogReader(file);
+    const db = (r as unknown as { db: import('better-sqlite3').Database }).db;
+    const out = new Map<string, string>();
+    for (const row of db.prepare('SELECT id, name, type, size, mtime, mode, uid, gid, inode, target, hex(extents) AS e, hex(inline) AS i, hex(deps) AS d FROM files').all() as Array<{ id: number }>) {
+      const { id, ...rest } = row;
+      out.set(r.pathOf(r.get(id)!), JSON.stringify(rest));
+    }
+    r.close();
+    return out;
+  };
+  const whole = path.join(dir, 'whole.db');
+  const rw = await buildCatalog(ns, { share: 'vm', point: 'p2', file: whole });
+  t.equal(rw.partlyReusedVolumes, 0, 'walked whole');
+  const got = rows(cat.fileOf('vm', 'p2'));
+  const want = rows(whole);
+  t.same([...got.keys()].sort(), [...want.keys()].sort(), 'the same paths');
+  t.same([...got].filter(([k, v]) => want.get(k) !== v), [], 'every row equal to the full walk');
+  t.ok(got.has('/srv/x') && !got.has('/usr/share/doc/pkg7/README') && got.has('/usr/share/doc/pkg8/README'), 'the new, the removed and the untouched');
+  t.match(JSON.parse(got.get('/home/u/notes.txt')!), { mtime: Date.UTC(2024, 0, 2) }, 'the changed mtime');
+
+  // A previous catalog from before `deps` (an older vmvault): walked in full, with a log line.
+  const old = path.join(dir, 'old.db');
+  fs.copyFileSync(cat.fileOf('vm', 'p1'), old);
+  const { default: Database } = await import('better-sqlite3');
+  const db = new Database(old);
+  db.exec('ALTER TABLE files DROP COLUMN deps');
+  db.close();
+  const logs2: string[] = [];
+  const ro = await buildCatalog(ns, { share: 'vm', point: 'p2', file: path.join(dir, 'o2.db'), previous: { file: old, point: 'p1' } }, { log: (l) => logs2.push(l) });
+  t.equal(ro.partlyReusedVolumes, 0, 'nothing reused below the volume');
+  t.ok(logs2.some((l) => /older vmvault.*walked in full/.test(l)), `said so: ${logs2.join(' | ')}`);
+  t.same(rows(path.join(dir, 'o2.db')), want, 'the same rows');
+});

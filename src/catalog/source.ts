@@ -80,6 +80,13 @@ export interface FileEntry {
    * NTFS resident $DATA); readFileRange serves these without extents.
    */
   inline?: Buffer;
+  /**
+   * added: the volume's byte ranges this entry was read from besides its inode's own record
+   * (directory blocks, extent-tree and indirect blocks, a slow symlink's block; `logical` only
+   * orders them). While those and the record are unchanged, a later walk may reuse the entry
+   * (fs/ext-reuse.ts). Set by the ext walker; absent = the record alone.
+   */
+  deps?: Array<{ logical: number; physical: number; length: number }>;
 }
 
 export interface WalkOptions {

@@ -107,7 +107,36 @@ export class ExtFs {
     return t;
   }
 
-  async inode(ino: number): Promise<Inode> {
+  private readonly loaded: Array<Buffer | undefined> = [];
+
+  /**
+   * Reads every group's used inode table and keeps them all (not only the LRU's 32), so that
+   * recordNow() answers without a promise; false (nothing kept) above `maxBytes` of tables.
+   */
+  async loadTables(want: (start: number, end: number) => boolean = () => true, maxBytes = 64 * 1024 * 1024): Promise<boolean> {
+    const groups = this.inodeTables.map((t, g) => g).filter((g) => {
+      const start = this.inodeTables[g] * this.blockSize;
+      return this.usedPerGroup[g] > 0 && want(start, start + this.usedPerGroup[g] * this.inodeSize);
+    });
+    if (groups.reduce((a, g) => a + this.usedPerGroup[g] * this.inodeSize, 0) > maxBytes) return false;
+    await Promise.all(groups.map(async (g) => {
+      this.loaded[g] = await this.groupTable(g);
+    }));
+    return true;
+  }
+
+  /** Inode `ino`'s record when its group's table is kept (loadTables) and holds it, else undefined. */
+  recordNow(ino: number): Buffer | undefined {
+    if (ino < 1 || ino > this.inodeCount) return undefined;
+    const g = Math.floor((ino - 1) / this.inodesPerGroup);
+    const idx = (ino - 1) % this.inodesPerGroup;
+    const t = this.loaded[g];
+    if (!t || idx >= this.usedPerGroup[g] || (idx + 1) * this.inodeSize > t.length) return undefined;
+    return t.subarray(idx * this.inodeSize, (idx + 1) * this.inodeSize);
+  }
+
+  /** Inode `ino`'s record as it lies in the volume. */
+  async record(ino: number): Promise<Buffer> {
     if (ino < 1 || ino > this.inodeCount) throw new Error(`inode ${ino} out of range`);
     const g = Math.floor((ino - 1) / this.inodesPerGroup);
     const idx = (ino - 1) % this.inodesPerGroup;
@@ -119,6 +148,11 @@ export class ExtFs {
       raw = await this.vol.read(this.inodeTables[g] * this.blockSize + idx * this.inodeSize, this.inodeSize);
     }
     if (raw.length < 128) throw new Error(`inode ${ino} lies past the end of the volume`);
+    return raw;
+  }
+
+  async inode(ino: number): Promise<Inode> {
+    const raw = await this.record(ino);
     const mode = raw.readUInt16LE(0);
     const extra = this.inodeSize > 128 ? raw.readUInt16LE(128) : 0;
     const flags = raw.readUInt32LE(32);
@@ -143,8 +177,32 @@ export class ExtFs {
     };
   }
 
-  /** The inode's data as byte extents of the volume (uninitialized extents are holes). */
-  async extents(ino: Inode): Promise<Extent[]> {
+  /** Same block size, inode size and inode tables: an inode's record lies at the same place in both. */
+  sameLayout(o: ExtFs): boolean {
+    return this.blockSize === o.blockSize && this.inodesPerGroup === o.inodesPerGroup && this.inodeSize === o.inodeSize && this.inodeCount === o.inodeCount &&
+      this.inodeTables.length === o.inodeTables.length && this.inodeTables.every((t, g) => t === o.inodeTables[g]);
+  }
+
+  /** Where inode `ino`'s record lies in the volume: [offset, offset + recordBytes). */
+  inodeOffset(ino: number): number {
+    const g = Math.floor((ino - 1) / this.inodesPerGroup);
+    return this.inodeTables[g] * this.blockSize + ((ino - 1) % this.inodesPerGroup) * this.inodeSize;
+  }
+
+  /** The inode tables' byte ranges [start, end) in the volume. */
+  inodeTableRanges(): Array<[number, number]> {
+    return this.inodeTables.map((t) => [t * this.blockSize, t * this.blockSize + this.inodesPerGroup * this.inodeSize]);
+  }
+
+  get recordBytes(): number {
+    return this.inodeSize;
+  }
+
+  /**
+   * The inode's data as byte extents of the volume (uninitialized extents are holes). `meta`
+   * collects the blocks the map was read from besides the inode (extent-tree nodes, indirect blocks).
+   */
+  async extents(ino: Inode, meta?: Array<{ physical: number; length: number }>): Promise<Extent[]> {
     const out: Extent[] = [];
     const bs = this.blockSize;
     if (ino.flags & INLINE_DATA_FL) return out;
@@ -167,6 +225,7 @@ export class ExtFs {
             pushExtent(out, node.readUInt32LE(e) * bs, start * bs, len * bs);
           } else {
             const leaf = node.readUInt32LE(e + 4) + node.readUInt16LE(e + 8) * 2 ** 32;
+            meta?.push({ physical: leaf * bs, length: bs });
             await visit(await this.vol.read(leaf * bs, bs), depth - 1);
           }
         }
@@ -183,6 +242,7 @@ export class ExtFs {
       const indirect = async (blk: number, level: number): Promise<void> => {
         const span = per ** level;
         if (!blk) { logical += span; return; }
+        meta?.push({ physical: blk * bs, length: bs });
         const b = await this.vol.read(blk * bs, bs);
         for (let i = 0; i < per && logical < maxBlocks; i++) {
           const child = b.readUInt32LE(i * 4);
@@ -213,6 +273,31 @@ export class ExtFs {
   }
 }
 
+/**
+ * Whether two records of an inode give the same entry: the fields inode() reads (mode, owner,
+ * size, mtime, flags, block count, i_block, the in-inode xattrs holding inline data) are equal.
+ * Access and change times, link counts and checksums may differ: a file read or chmod-ed back
+ * keeps its entry.
+ */
+const ENTRY_FIELDS: Array<[number, number]> = [[0, 8], [16, 20], [24, 26], [28, 100], [108, 112], [120, 124]];
+
+export function sameEntryFields(x: Buffer, y: Buffer): boolean {
+  if (x.length !== y.length || x.length < 128) return false;
+  // Byte loops: a Buffer.compare call per field costs more than the bytes.
+  const eq = (a: number, b: number) => {
+    for (let i = a; i < b; i++) if (x[i] !== y[i]) return false;
+    return true;
+  };
+  for (const [a, b] of ENTRY_FIELDS) if (!eq(a, b)) return false;
+  if (x.length <= 128) return true;
+  if (!eq(128, 130)) return false;
+  const extra = x.readUInt16LE(128);
+  if (extra >= 12 && !eq(136, 140)) return false;
+  // Inline data past 60 bytes lives in the in-inode xattrs.
+  if (x.readUInt32LE(32) & INLINE_DATA_FL) return eq(128 + extra, x.length);
+  return true;
+}
+
 function parseDir(data: Buffer, inlineData: boolean): Array<{ ino: number; name: string }> {
   const out: Array<{ ino: number; name: string }> = [];
   let at = inlineData ? 4 : 0; // inline dirs begin with the parent's inode number
@@ -230,6 +315,67 @@ function parseDir(data: Buffer, inlineData: boolean): Array<{ ino: number; name:
   return out;
 }
 
+/** Volume ranges as the `deps` of an entry (their own order; `logical` only keeps the encoding's order). */
+function asDeps(ranges: Array<{ physical: number; length: number }>): Extent[] | undefined {
+  if (ranges.length === 0) return undefined;
+  let logical = 0;
+  return ranges.map((r) => {
+    const d = { logical, physical: r.physical, length: r.length };
+    logical += r.length;
+    return d;
+  });
+}
+
+/** A directory's entries from its data (already mapped to `ext`). */
+export async function readDirEntries(fs: ExtFs, d: Inode, ext: Extent[]): Promise<Array<{ ino: number; name: string }>> {
+  if (typeOfMode(d.mode) !== 'dir') throw new Error('not a directory');
+  return parseDir(await fs.readData(d, ext), (d.flags & INLINE_DATA_FL) !== 0);
+}
+
+/**
+ * The entry of inode `ino` at `path`, with the blocks it was read from besides its inode record
+ * (`deps`). For a directory also its data's extents (to read its entries by). Problems reading
+ * its map or target are noted and leave the entry without them, as the walk always did.
+ */
+export async function entryOf(fs: ExtFs, ino: Inode, path: string, note: (s: string) => void): Promise<{ entry: FileEntry; dirExtents?: Extent[] }> {
+  const type = typeOfMode(ino.mode);
+  const entry: FileEntry = {
+    path, type, size: type === 'dir' ? 0 : ino.size, mtimeMs: ino.mtimeMs, mode: ino.mode & 0o7777,
+    uid: ino.uid, gid: ino.gid, inode: ino.ino,
+  };
+  let dirExtents: Extent[] | undefined;
+  try {
+    if (type === 'file') {
+      if (ino.inline) entry.inline = ino.inline;
+      else {
+        const meta: Extent[] = [];
+        entry.extents = await fs.extents(ino, meta);
+        const deps = asDeps(meta);
+        if (deps) entry.deps = deps;
+      }
+    } else if (type === 'symlink') {
+      const fast = ino.size < 60 && !(ino.flags & EXTENTS_FL) && !(ino.flags & INLINE_DATA_FL) && ino.blocks === 0;
+      if (ino.inline ?? fast) entry.target = (ino.inline ?? ino.iblock.subarray(0, ino.size)).toString('utf8');
+      else {
+        const meta: Extent[] = [];
+        const ext = await fs.extents(ino, meta);
+        entry.target = (await fs.readData(ino, ext)).toString('utf8');
+        const deps = asDeps([...ext, ...meta]);
+        if (deps) entry.deps = deps;
+      }
+    } else if (type === 'dir') {
+      const meta: Extent[] = [];
+      dirExtents = await fs.extents(ino, meta);
+      const deps = asDeps([...dirExtents, ...meta]);
+      if (deps) entry.deps = deps;
+    }
+  } catch (err) {
+    // A directory whose map cannot be read is noted once, where its entries are read.
+    if (type !== 'dir') note(`${path}: ${(err as Error).message}`);
+  }
+  return dirExtents ? { entry, dirExtents } : { entry };
+}
+
 export async function* walkExt(vol: Volume, opts: WalkOptions): AsyncGenerator<FileEntry> {
   const fs = await ExtFs.open(vol);
   const note = (s: string) => opts.onNote?.(`${vol.name}: ${s}`);
@@ -240,21 +386,18 @@ export async function* walkExt(vol: Volume, opts: WalkOptions): AsyncGenerator<F
   const READ_AHEAD = 64;
   let inFlight = 0;
   type Kids = Array<{ ino: number; name: string }> | Error;
-  const readKids = (d: Inode): Promise<Kids> => {
+  const readKids = (d: Inode, ext?: Extent[]): Promise<Kids> => {
     inFlight++;
-    return (async () => {
-      if (typeOfMode(d.mode) !== 'dir') throw new Error('not a directory');
-      return parseDir(await fs.readData(d, await fs.extents(d)), (d.flags & INLINE_DATA_FL) !== 0);
-    })().catch((err: Error) => err).finally(() => { inFlight--; });
+    return (async () => readDirEntries(fs, d, ext ?? await fs.extents(d)))().catch((err: Error) => err).finally(() => { inFlight--; });
   };
-  type Dir = { ino: number; path: string; inode?: Inode; kids?: Promise<Kids> };
+  type Dir = { ino: number; path: string; inode?: Inode; ext?: Extent[]; kids?: Promise<Kids> };
   const stack: Dir[] = [{ ino: 2, path: '/' }];
   while (stack.length) {
     checkAbort(opts);
     const dir = stack.pop()!;
     let children: Array<{ ino: number; name: string }>;
     try {
-      const kids = await (dir.kids ?? readKids(dir.inode ?? await fs.inode(dir.ino)));
+      const kids = await (dir.kids ?? readKids(dir.inode ?? await fs.inode(dir.ino), dir.ext));
       if (kids instanceof Error) throw kids;
       children = kids;
     } catch (err) {
@@ -269,30 +412,15 @@ export async function* walkExt(vol: Volume, opts: WalkOptions): AsyncGenerator<F
       const ino = inodes[i];
       const path = joinPath(dir.path, c.name);
       if (ino instanceof Error) { note(`${path}: ${ino.message}`); continue; }
-      const type = typeOfMode(ino.mode);
-      const entry: FileEntry = {
-        path, type, size: type === 'dir' ? 0 : ino.size, mtimeMs: ino.mtimeMs, mode: ino.mode & 0o7777,
-        uid: ino.uid, gid: ino.gid, inode: ino.ino,
-      };
-      try {
-        if (type === 'file') {
-          if (ino.inline) entry.inline = ino.inline;
-          else entry.extents = await fs.extents(ino);
-        } else if (type === 'symlink') {
-          const fast = ino.size < 60 && !(ino.flags & EXTENTS_FL) && !(ino.flags & INLINE_DATA_FL) && ino.blocks === 0;
-          const data = ino.inline ?? (fast ? ino.iblock.subarray(0, ino.size) : await fs.readData(ino, await fs.extents(ino)));
-          entry.target = data.toString('utf8');
-        } else if (type === 'dir' && !seenDirs.has(ino.ino)) {
-          seenDirs.add(ino.ino);
-          subdirs.push({ ino: ino.ino, path, inode: ino });
-        }
-      } catch (err) {
-        note(`${path}: ${(err as Error).message}`);
+      const { entry, dirExtents } = await entryOf(fs, ino, path, note);
+      if (entry.type === 'dir' && !seenDirs.has(ino.ino)) {
+        seenDirs.add(ino.ino);
+        subdirs.push({ ino: ino.ino, path, inode: ino, ext: dirExtents });
       }
       count++;
       yield entry;
     }
-    for (const sd of subdirs) if (inFlight < READ_AHEAD) sd.kids = readKids(sd.inode!);
+    for (const sd of subdirs) if (inFlight < READ_AHEAD) sd.kids = readKids(sd.inode!, sd.ext);
     for (let i = subdirs.length - 1; i >= 0; i--) stack.push(subdirs[i]);
     if (count % 1024 < children.length) opts.onProgress?.(count);
   }
