@@ -18,6 +18,7 @@ import path from 'node:path';
 import { QmpClient } from '../src/plugins/qemu/qmp.js';
 import { startAppliance } from './helpers/appliance.js';
 import { runCli } from './helpers/cli-run.js';
+import { distinctBytes as bytes } from './helpers/data.js';
 import { qemuIo, startQemu } from './helpers/qemu.js';
 import { tmpDir } from './helpers/tmpdir.js';
 
@@ -25,17 +26,6 @@ const MiB = 1024 * 1024;
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function bytes(n: number, seed: number): Buffer {
-  const out = Buffer.alloc(n);
-  let x = seed * 2654435761 + 1;
-  for (let i = 0; i < n; i += 4) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out.writeInt32LE(x | 0, i);
-  }
-  return out;
-}
 
 async function qemuWrite(qmp: string, qdev: string, cmds: string[]): Promise<void> {
   const c = await QmpClient.connect(qmp);

@@ -10,42 +10,25 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { runGc, runVerify } from '../src/namespace/maintenance.js';
-import { Namespace } from '../src/namespace/namespace.js';
 import { drCopy } from '../src/policy/dr-copy.js';
 import { readManifest } from '../src/policy/dr-format.js';
 import { drRestore } from '../src/policy/dr-restore.js';
 import { drVerify } from '../src/policy/dr-verify.js';
-import { SegmentStore, writeDatabase } from '../src/store/store.js';
-import { readFile, writeFile } from './helpers/ns.js';
+import { writeDatabase } from '../src/store/store.js';
+import { distinctBytes as bytes } from './helpers/data.js';
+import { openNs, readFile, writeFile } from './helpers/ns.js';
 import { tmpDir } from './helpers/tmpdir.js';
 
 const MiB = 1024 * 1024;
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
-/** Incompressible, distinct bytes: `seed` picks them. */
-function bytes(n: number, seed: number): Buffer {
-  const out = Buffer.alloc(n);
-  let x = seed * 2654435761 + 1;
-  for (let i = 0; i < n; i += 4) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out.writeInt32LE(x | 0, i);
-  }
-  return out;
-}
 
-async function open(dir: string) {
-  const store = await SegmentStore.open(dir);
-  const ns = await Namespace.open(store, { log: () => {} });
-  return { store, ns, close: async () => { await ns.close(); await store.close(); } };
-}
 
 t.test('copy while writing, restore, incremental, damage', async (t) => {
   const dir = tmpDir(t, 'vmvault-dr-');
   const data = path.join(dir, 'data');
   const dest = path.join(dir, 'dr');
-  const a = await open(data);
+  const a = await openNs(t, data);
   t.teardown(() => a.close().catch(() => {}));
   const files: Record<string, Buffer> = {
     'vm1/vda.raw': bytes(9 * MiB, 1),
@@ -98,7 +81,7 @@ t.test('copy while writing, restore, incremental, damage', async (t) => {
   const target = path.join(dir, 'restored');
   const r = await drRestore({ from: dest, data: target, writeDatabase });
   t.equal(r.copy, m1.copy);
-  const b = await open(target);
+  const b = await openNs(t, target);
   t.teardown(() => b.close().catch(() => {}));
   for (const [p, want] of Object.entries(files)) {
     t.equal(sha(await readFile(b.ns, '/' + p)), sha(want), `${p} identical`);
@@ -163,7 +146,7 @@ t.test('GC removing containers while the copy reads them: the pins keep their by
   const dir = tmpDir(t, 'vmvault-dr-gc-');
   const data = path.join(dir, 'data');
   const dest = path.join(dir, 'dr');
-  const a = await open(data);
+  const a = await openNs(t, data);
   t.teardown(() => a.close().catch(() => {}));
   await a.ns.shares.create('gone');
   await a.ns.shares.create('kept');
@@ -195,7 +178,7 @@ t.test('GC removing containers while the copy reads them: the pins keep their by
   t.ok(copy.containers > 0);
   const target = path.join(dir, 'restored');
   await drRestore({ from: dest, data: target, writeDatabase });
-  const b = await open(target);
+  const b = await openNs(t, target);
   t.teardown(() => b.close().catch(() => {}));
   t.equal(sha(await readFile(b.ns, '/gone/disk.raw')), sha(goneBytes), 'the share GC emptied is whole in the copy (as of its checkpoint)');
   t.equal(sha(await readFile(b.ns, '/kept/disk.raw')), sha(keptBytes));

@@ -14,15 +14,15 @@ import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Namespace } from '../src/namespace/namespace.js';
 import { restorePoint } from '../src/backup/restore.js';
 import { archivePoint, verifyArchive } from '../src/policy/archive.js';
 import { drCopy } from '../src/policy/dr-copy.js';
 import { readManifest } from '../src/policy/dr-format.js';
 import { drRestore } from '../src/policy/dr-restore.js';
 import { drVerify } from '../src/policy/dr-verify.js';
-import { SegmentStore, writeDatabase } from '../src/store/store.js';
-import { readFile, writeFile } from './helpers/ns.js';
+import { writeDatabase } from '../src/store/store.js';
+import { distinctBytes as bytes } from './helpers/data.js';
+import { openNs, readFile, writeFile } from './helpers/ns.js';
 import { tmpDir } from './helpers/tmpdir.js';
 import { startPowerfail } from './powerfail/powerfail.js';
 
@@ -30,31 +30,14 @@ const MiB = 1024 * 1024;
 const SEED = Number(process.env.VMVAULT_DR_POWER_SEED ?? 20261205);
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
-/** Incompressible, distinct bytes: `seed` picks them. */
-function bytes(n: number, seed: number): Buffer {
-  const out = Buffer.alloc(n);
-  let x = seed * 2654435761 + 1;
-  for (let i = 0; i < n; i += 4) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out.writeInt32LE(x | 0, i);
-  }
-  return out;
-}
 
-async function open(dir: string) {
-  const store = await SegmentStore.open(dir);
-  const ns = await Namespace.open(store, { log: () => {} });
-  return { store, ns, close: async () => { await ns.close(); await store.close(); } };
-}
 
 type Moment = 'container' | 'database' | 'manifest' | 'returned';
 
 t.test('copies and restores under power cuts: DR copies, a clone archive, restores to a directory', async (t) => {
   const dir = tmpDir(t, 'vmvault-power-copies-');
   const data = path.join(dir, 'data');
-  const a = await open(data);
+  const a = await openNs(t, data);
   t.teardown(() => a.close().catch(() => {}));
   const pf = await startPowerfail(t, dir, SEED);
   const dest = path.join(pf.mount, 'dr');
@@ -132,7 +115,7 @@ t.test('copies and restores under power cuts: DR copies, a clone archive, restor
     // The copy the manifest names restores to exactly its moment's files.
     const target = path.join(dir, `restored-${round}`);
     await drRestore({ from: dest, data: target, writeDatabase });
-    const b = await open(target);
+    const b = await openNs(t, target);
     try {
       const want = expected.get(m.copy)!;
       const names = (await b.ns.fs.readdir('/vm1')).map((e) => e.name).filter((n) => !n.startsWith('.')).sort();

@@ -67,3 +67,16 @@ export function generate(rng: Rng, kind: Kind, n: number): Buffer {
     }
   }
 }
+
+/** Incompressible bytes, distinct per `seed` and the same for one seed (xorshift32). */
+export function distinctBytes(n: number, seed: number): Buffer {
+  const out = Buffer.alloc(n);
+  let x = seed * 2654435761 + 1;
+  for (let i = 0; i < n; i += 4) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out.writeInt32LE(x | 0, i);
+  }
+  return out;
+}

@@ -8,14 +8,19 @@ interface Teardown {
   teardown(fn: () => unknown): void;
 }
 
-export async function openNs(t: Teardown, dir: string): Promise<{ store: SegmentStore; ns: Namespace }> {
+/** Opens (or creates) a store and namespace; `close` may end them early, the teardown otherwise. */
+export async function openNs(t: Teardown, dir: string): Promise<{ store: SegmentStore; ns: Namespace; close(): Promise<void> }> {
   const store = await SegmentStore.open(dir);
   const ns = await Namespace.open(store, { log: () => {} });
-  t.teardown(async () => {
+  let closed = false;
+  const close = async () => {
+    if (closed) return;
+    closed = true;
     await ns.close();
     await store.close();
-  });
-  return { store, ns };
+  };
+  t.teardown(close);
+  return { store, ns, close };
 }
 
 /** Creates `path` and writes `data` in 128 KiB writes (FUSE's size), then closes it. */
