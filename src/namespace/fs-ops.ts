@@ -501,6 +501,15 @@ export class FsOps {
     return this.handle(fh).file.readInto(pos, out);
   }
 
+  /**
+   * Hands `use` the bytes read (OpenFile.readWith: a Buffer valid only during the call, not
+   * to be written): true when it ran at once, a promise when it will; false when uncommitted
+   * bytes lie in the range (use readInto).
+   */
+  readWith(fh: number, pos: number, len: number, use: (b: Buffer) => void): boolean | Promise<void> {
+    return this.handle(fh).file.readWith(pos, len, use);
+  }
+
   write(fh: number, pos: number, buf: Uint8Array, owned = false): void {
     const h = this.handle(fh);
     if (!h.writable) throw vmError('INVALID_ARGUMENT', 'the file is not open for writing');
