@@ -31,6 +31,8 @@ export interface Handle {
   vol: number;
   ino: number;
   writable: boolean;
+  /** A snapshot's file: its bytes never change (a FUSE open may keep the kernel's page cache). */
+  immutable: boolean;
   file: OpenFile;
 }
 
@@ -462,14 +464,14 @@ export class FsOps {
 
   // ---- open files ---------------------------------------------------------------------------
 
-  newHandle(vol: number, inode: Inode, writable: boolean): number {
+  newHandle(vol: number, inode: Inode, writable: boolean, immutable = false): number {
     const file = this.ctx.openFile(vol, inode);
     file.handles++;
     // FUSE carries handles as uint32 and treats 0 as none.
     let fh = this.nextFh;
     while (this.handles.has(fh)) fh = fh >= 0x7fffffff ? 1 : fh + 1;
     this.nextFh = fh >= 0x7fffffff ? 1 : fh + 1;
-    this.handles.set(fh, { vol, ino: inode.ino, writable, file });
+    this.handles.set(fh, { vol, ino: inode.ino, writable, immutable, file });
     return fh;
   }
 
@@ -488,7 +490,7 @@ export class FsOps {
     if (r.inode.type !== NodeType.File) throw vmError('INVALID_ARGUMENT', `${path} is not a regular file`);
     const writable = (flags & O_ACCMODE) !== O_RDONLY;
     refuseReadOnly(writable && r.readOnly, path);
-    return this.newHandle(r.vol.id, r.inode, writable);
+    return this.newHandle(r.vol.id, r.inode, writable, r.readOnly);
   }
 
   /** `rescue`: damage met in the store is read from another copy (namespace/damage.ts). */
