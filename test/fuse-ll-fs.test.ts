@@ -184,6 +184,25 @@ if (why) {
     t.equal(r.stdout.trim(), 'same', 'the file reads back as written, overwrites included');
   });
 
+  t.test("a snapshot's files stay in the page cache across opens; a share's do not", async (t) => {
+    const dir = workDir(t);
+    const mnt = path.join(dir, 'mnt');
+    fs.mkdirSync(mnt);
+    const m = await mountAt(t, path.join(dir, 'data'), mnt);
+    const made = await sh('set -e; mkdir s; head -c 4194304 /dev/urandom > s/f; sync s/f', { cwd: mnt });
+    t.equal(made.code, 0, made.stderr);
+    await m.ns.snapshots.create('s', 'p');
+    // Read once, then fincore opens the file again and counts its pages in memory: an open
+    // without FOPEN_KEEP_CACHE drops them (a share's file may have changed beside the kernel).
+    const resident = async (f: string) => {
+      const r = await sh(`cat ${f} > /dev/null && fincore -b -n -o RES ${f}`, { cwd: mnt });
+      t.equal(r.code, 0, r.stderr);
+      return Number(r.stdout.trim());
+    };
+    t.equal(await resident('s/.snapshots/p/f'), 4 << 20, "the snapshot's file is read from the page cache at its next open");
+    t.equal(await resident('s/f'), 0, "the share's file is not kept across opens");
+  });
+
   t.test('fallocate, SEEK_DATA/SEEK_HOLE, copy_file_range, locks', async (t) => {
     const dir = workDir(t);
     const mnt = path.join(dir, 'mnt');

@@ -88,6 +88,19 @@ if (why) {
     t.equal(m.contents('f')?.length, 8 << 20);
   });
 
+  t.test('page-cache reads reach the file system as 1 MiB requests (the mount read-ahead is raised)', async (t) => {
+    const m = new LlMemfs();
+    const { dir, session } = await mountLlMemfs(t, m);
+    // Written with O_DIRECT (no page cache), then read through the page cache: the kernel's
+    // read-ahead decides the request sizes. Its default (128 KiB) split every read eightfold.
+    const r = await sh('head -c 16777216 /dev/urandom > /tmp/vv-ll-ra-$$ && dd if=/tmp/vv-ll-ra-$$ of=f bs=1M oflag=direct status=none && dd if=f of=/dev/null bs=1M status=none && cmp f /tmp/vv-ll-ra-$$; rc=$?; rm -f /tmp/vv-ll-ra-$$; exit $rc', { cwd: dir });
+    t.equal(r.code, 0, r.stderr);
+    const ra = readFileSync(`/sys/class/bdi/0:${session.connection}/read_ahead_kb`, 'utf8').trim();
+    t.equal(ra, '4096', 'the mount read-ahead is 4 MiB');
+    const big = m.readSizes.filter((n) => n === 1 << 20).length;
+    t.ok(big >= 8, `most of 16 MiB came in 1 MiB requests (sizes seen: ${[...new Set(m.readSizes)].join(', ')}; ${big} of 1 MiB)`);
+  });
+
   t.test("the caller's uid and gid reach the handlers; a file made by uid 1000 is owned by it", async (t) => {
     const m = new LlMemfs();
     const { dir } = await mountLlMemfs(t, m, { allowOther: true });

@@ -106,3 +106,41 @@ t.test("a caller's buffer taken away during a read is never written into", async
   t.equal(await store.readInto(va, 4096 * 99, out), out.length);
   t.ok(out.equals(a.subarray(4096 * 99, 4096 * 99 + out.length)), 'bytes read');
 });
+
+t.test('readWith hands views of the read-ahead windows: the right bytes over data and zero runs, no copy in steady state', async (t) => {
+  // What the FUSE read path replies from (each view is copied into the kernel during the call).
+  const store = await SegmentStore.open(tmpDir(t));
+  t.teardown(() => store.close());
+  const rng = new Rng(80);
+  const parts = [rng.bytes(3 << 20), Buffer.alloc((6 << 20) + 4096), generate(rng, 'text', 5 << 20), Buffer.alloc(2 << 20), rng.bytes(1 << 20), generate(rng, 'sparse', 4 << 20), rng.bytes(12345)];
+  const a = Buffer.concat(parts);
+  const va = (await store.writeBuffer(a)).version;
+  await store.commit();
+  for (const size of [1 << 20, 131072, 65536]) {
+    let bad = 0;
+    let reads = 0;
+    let views = 0;
+    const check = (off: number) => (b: Buffer) => {
+      reads++;
+      // A copy is a Buffer of its own (at most 1 MiB); a window, and the shared zero buffer, 4 MiB.
+      if (b.buffer.byteLength === 4 << 20) views++;
+      if (!b.equals(a.subarray(off, off + size))) bad++;
+    };
+    // In order, then four at a time as the kernel's read-ahead has them in flight (handed over
+    // in order; their answers come back in any order).
+    for (let off = 0; off < a.length; off += size) {
+      const r = store.readWith(va, off, size, check(off));
+      if (r !== true) await r;
+    }
+    const offs = Array.from({ length: Math.ceil(a.length / size) }, (_, k) => k * size);
+    for (let k = 0; k < offs.length; k += 4) {
+      await Promise.all(offs.slice(k, k + 4).map((off) => store.readWith(va, off, size, check(off))));
+    }
+    t.equal(bad, 0, `${size}-byte reads: ${reads} identical`);
+    t.ok(views >= reads * 0.8, `${size}-byte reads: ${views} of ${reads} served as views of the windows`);
+  }
+  // A read past the end hands an empty buffer; one across it the tail only.
+  let tail = Buffer.alloc(0);
+  await store.readWith(va, a.length - 100, 4096, (b) => void (tail = Buffer.from(b)));
+  t.ok(tail.equals(a.subarray(a.length - 100)), 'the tail of the file');
+});

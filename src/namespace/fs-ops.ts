@@ -31,6 +31,8 @@ export interface Handle {
   vol: number;
   ino: number;
   writable: boolean;
+  /** A snapshot's file: its bytes never change (a FUSE open may keep the kernel's page cache). */
+  immutable: boolean;
   file: OpenFile;
 }
 
@@ -463,14 +465,14 @@ export class FsOps {
 
   // ---- open files ---------------------------------------------------------------------------
 
-  newHandle(vol: number, inode: Inode, writable: boolean): number {
+  newHandle(vol: number, inode: Inode, writable: boolean, immutable = false): number {
     const file = this.ctx.openFile(vol, inode);
     file.handles++;
     // FUSE carries handles as uint32 and treats 0 as none.
     let fh = this.nextFh;
     while (this.handles.has(fh)) fh = fh >= 0x7fffffff ? 1 : fh + 1;
     this.nextFh = fh >= 0x7fffffff ? 1 : fh + 1;
-    this.handles.set(fh, { vol, ino: inode.ino, writable, file });
+    this.handles.set(fh, { vol, ino: inode.ino, writable, immutable, file });
     return fh;
   }
 
@@ -489,7 +491,7 @@ export class FsOps {
     if (r.inode.type !== NodeType.File) throw vmError('INVALID_ARGUMENT', `${path} is not a regular file`);
     const writable = (flags & O_ACCMODE) !== O_RDONLY;
     refuseReadOnly(writable && r.readOnly, path);
-    return this.newHandle(r.vol.id, r.inode, writable);
+    return this.newHandle(r.vol.id, r.inode, writable, r.readOnly);
   }
 
   /** `rescue`: damage met in the store is read from another copy (namespace/damage.ts). */
@@ -500,6 +502,15 @@ export class FsOps {
   /** Reads into the caller's buffer (FUSE's own): the byte count, at once when it can be. */
   readInto(fh: number, pos: number, out: Buffer): number | Promise<number> {
     return this.handle(fh).file.readInto(pos, out);
+  }
+
+  /**
+   * Hands `use` the bytes read (OpenFile.readWith: a Buffer valid only during the call, not
+   * to be written): true when it ran at once, a promise when it will; false when uncommitted
+   * bytes lie in the range (use readInto).
+   */
+  readWith(fh: number, pos: number, len: number, use: (b: Buffer) => void): boolean | Promise<void> {
+    return this.handle(fh).file.readWith(pos, len, use);
   }
 
   write(fh: number, pos: number, buf: Uint8Array, owned = false): void {

@@ -230,6 +230,24 @@ export class OpenFile {
     });
   }
 
+  /**
+   * Hands `use` the bytes from `pos` (at most `len`, fewer at the end of the file) as one
+   * Buffer, valid only during the call and not to be written (SegmentStore.readWith): without a
+   * copy when they come from the store's read-ahead. False, without calling `use`, when bytes
+   * not yet committed (or a truncation) lie in the range: readInto() then lays them over.
+   * Returns true when `use` ran at once, else a promise that resolves once it ran.
+   */
+  readWith(pos: number, len: number, use: (b: Buffer) => void): boolean | Promise<void> {
+    const end = Math.min(this.size, pos + len);
+    if (pos >= end) {
+      use(Buffer.alloc(0));
+      return true;
+    }
+    if (end > this.baseLimit || overlaps(this.dirty, pos, end) || (this.flushing !== undefined && overlaps(this.flushing, pos, end))) return false;
+    // A commit that lands meanwhile changes no byte of the range: none of it was dirty.
+    return this.store.readWith(this.base, pos, end - pos, use);
+  }
+
   private overlay(out: Buffer, pos: number, n: number, wasFlushing: ExtentMap | undefined, wasDirty: ExtentMap | undefined): void {
     const view = n === out.length ? out : out.subarray(0, n);
     const gone = (m: ExtentMap | undefined): m is ExtentMap => m !== undefined && m !== this.flushing && m !== this.dirty && !m.empty;
@@ -323,4 +341,9 @@ export class OpenFile {
     this.size = Math.max(this.durable.size, this.dirty.end);
     this.unconfirmedDeps.clear();
   }
+}
+
+/** Whether dirty extents of `m` may lie in [pos, end) (by their overall span). */
+function overlaps(m: ExtentMap, pos: number, end: number): boolean {
+  return !m.empty && m.start < end && m.end > pos;
 }

@@ -340,6 +340,29 @@ export class SegmentStore {
     return view.readInto(offset, own).then(() => own.copy(out));
   }
 
+  /**
+   * Hands `use` bytes [offset, offset + length) of the version (clipped to its size; the
+   * offset must lie within it) as one Buffer: a view of a read-ahead window when one holds them
+   * (no copy, no allocation), else a Buffer of its own. The Buffer may be shared and is valid
+   * only during the call: `use` must not write into it or keep it (a FUSE reply copies it into
+   * the kernel at once). Returns true when `use` ran at once, else a promise that resolves
+   * once it ran. Every byte was verified against its fingerprint, as read() promises.
+   */
+  readWith(version: FileVersion, offset: number, length: number, use: (b: Buffer) => void): true | Promise<void> {
+    this.ensureOpen();
+    const end = Math.min(version.size, offset + length);
+    if (offset >= end) {
+      use(Buffer.alloc(0));
+      return true;
+    }
+    const view = this.view(version);
+    const r = this.readAhead.serve(view, offset, end - offset, use);
+    if (r === true) return true;
+    if (r !== undefined) return r.then(() => undefined);
+    const own = Buffer.allocUnsafe(end - offset);
+    return view.readInto(offset, own).then(() => use(own));
+  }
+
   // ---- damage: reading a segment by name, and repairing it from another copy ----------------
 
   /**

@@ -39,6 +39,8 @@ export class LlMemfs {
   private nextFh = 1;
   readonly callers: Array<{ op: string; uid: number; gid: number; pid: number }> = [];
   readonly writeSizes: number[] = [];
+  /** The size of every read request, as the kernel asked. */
+  readonly readSizes: number[] = [];
   readonly ops: Partial<LlOps>;
 
   constructor(private readonly opts: LlMemfsOptions = {}) {
@@ -232,13 +234,15 @@ export class LlMemfs {
         }
         s.replyCreate(r.id, this.entry(this.add(r.parent, r.name, S_IFREG | (r.mode & ~r.umask & 0o7777), r.uid, r.gid)), this.nextFh++);
       },
-      read: (r, s) =>
+      read: (r, s) => {
+        this.readSizes.push(r.size);
         this.later(() => {
           const n = this.node(r.ino);
           if (!n) return void s.replyErr(r.id, ENOENT);
           const end = Math.min(n.attr.size, r.offset + r.size);
           s.replyData(r.id, r.offset >= end ? Buffer.alloc(0) : n.data.subarray(r.offset, end));
-        }),
+        });
+      },
       write: (r, s) => {
         note(r);
         this.writeSizes.push(r.data.length);

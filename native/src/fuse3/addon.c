@@ -102,7 +102,7 @@ static napi_value throw_errno(napi_env env, int err, const char *what) {
 }
 
 // mount(mountpoint, args: string[], cfg: Int32Array [maxThreads, cloneFd, writeback, readdirplus,
-//       atomicOTrunc, maxWrite, maxInFlight], onBatch) -> handle
+//       atomicOTrunc, maxWrite, maxInFlight, readAheadKb?], onBatch) -> handle
 static napi_value js_mount(napi_env env, napi_callback_info info) {
   napi_value argv[4];
   if (!vv_args(env, info, 4, argv, "mount(mountpoint, args, cfg, onBatch)")) return NULL;
@@ -149,6 +149,7 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   s->atomic_o_trunc = cfg[4];
   s->max_write = (uint32_t)cfg[5];
   s->nslots = (uint32_t)cfg[6];
+  s->read_ahead_kb = ncfg > 7 && cfg[7] > 0 ? (uint32_t)cfg[7] : 0;
   s->connection = -1;
   s->refs = 1;  // the JS external; the tsfn takes the second once created
   pthread_mutex_init(&s->mu, NULL);

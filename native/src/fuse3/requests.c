@@ -7,8 +7,11 @@
 #include "session.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static vv_req *req_new(fuse_req_t req, int op) {
   vv_req *r = calloc(1, sizeof *r);
@@ -127,10 +130,31 @@ static void on_interrupt(fuse_req_t req, void *data) {
   if (call) napi_call_threadsafe_function(s->tsfn, NULL, napi_tsfn_nonblocking);
 }
 
+// The kernel's read-ahead for the mount (its bdi, /sys/class/bdi/0:N/read_ahead_kb) is 128 KiB
+// unless told: page-cache reads then reach us as 128 KiB requests whatever max_read and
+// max_pages allow, one JS round trip each. It cannot be raised through INIT (the kernel offers
+// its current read-ahead as max_readahead, libfuse takes no more, and the kernel then keeps the
+// smaller of the two), so it is written to sysfs once INIT is done: at the first request, as
+// the kernel sends none before it has processed the INIT reply. A sysfs write never touches
+// the mount. Failure (no sysfs, not root) keeps the kernel's default: only slower.
+static void set_read_ahead(vv_sess *s) {
+  if (!s->read_ahead_kb || s->connection < 0) return;
+  if (__atomic_exchange_n(&s->read_ahead_set, 1, __ATOMIC_ACQ_REL)) return;
+  char path[64], val[16];
+  snprintf(path, sizeof path, "/sys/class/bdi/0:%d/read_ahead_kb", s->connection);
+  int n = snprintf(val, sizeof val, "%u", s->read_ahead_kb);
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  ssize_t w = write(fd, val, (size_t)n);
+  (void)w;
+  close(fd);
+}
+
 // Gives r a slot (unless it needs no answer), queues it and schedules a drain.
 static void submit(vv_req *r) {
   vv_sess *s = r->sess;  // not from r->req: a forget was answered (and its req freed) already
   int call = 0;
+  if (!__atomic_load_n(&s->read_ahead_set, __ATOMIC_RELAXED)) set_read_ahead(s);
   pthread_mutex_lock(&s->mu);
   if (r->op != OP_FORGET) {
     while (s->nfree == 0 && !s->closing) pthread_cond_wait(&s->slot_cv, &s->mu);

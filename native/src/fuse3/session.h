@@ -71,6 +71,8 @@ typedef struct vv_sess {
   // options
   int max_threads, clone_fd, writeback, readdirplus, atomic_o_trunc;
   uint32_t max_write;
+  uint32_t read_ahead_kb;  // the mount's bdi read_ahead_kb, set once INIT is done (0: the kernel's)
+  int read_ahead_set;      // done (or tried), by the first request's thread
   char *mountpoint;     // realpath, before mounting
   int connection;       // /sys/fs/fuse/connections/N, -1 unknown
   // counters

@@ -23,6 +23,12 @@ interface InterruptNotice {
 }
 
 const MiB = 1024 * 1024;
+/**
+ * The mount's read-ahead (KiB): 1 MiB requests (max_pages) with several in flight, so a
+ * sequential reader costs one JS round trip per MiB, not per 128 KiB (tools/PERFORMANCE.md,
+ * "Mount read path").
+ */
+const DEFAULT_READ_AHEAD_KB = 4096;
 
 function fuseArgs(o: LlMountOptions): string[] {
   const opts = [`fsname=${o.fsname ?? 'vmvault'}`];
@@ -62,9 +68,11 @@ export class LlSession {
     const maxWrite = opts.maxWrite ?? MiB;
     const maxInFlight = opts.maxInFlight ?? 1024;
     const maxThreads = opts.maxThreads ?? 4;
+    const readAheadKb = opts.readAheadKb ?? DEFAULT_READ_AHEAD_KB;
     if (!Number.isInteger(maxWrite) || maxWrite < 4096 || maxWrite > MiB) throw new VmvaultError('INVALID_ARGUMENT', `maxWrite ${maxWrite}: want 4096..${MiB}`);
     if (!Number.isInteger(maxInFlight) || maxInFlight < 1 || maxInFlight > 65536) throw new VmvaultError('INVALID_ARGUMENT', `maxInFlight ${maxInFlight}: want 1..65536`);
     if (!Number.isInteger(maxThreads) || maxThreads < 1 || maxThreads > 256) throw new VmvaultError('INVALID_ARGUMENT', `maxThreads ${maxThreads}: want 1..256`);
+    if (!Number.isInteger(readAheadKb) || readAheadKb < 0 || readAheadKb > 1 << 20) throw new VmvaultError('INVALID_ARGUMENT', `readAheadKb ${readAheadKb}: want 0..${1 << 20}`);
     const cfg = Int32Array.of(
       maxThreads,
       opts.cloneFd === false ? 0 : 1,
@@ -73,6 +81,7 @@ export class LlSession {
       opts.atomicOTrunc ? 1 : 0,
       maxWrite,
       maxInFlight,
+      readAheadKb,
     );
     const report = onError ?? ((err: unknown) => process.stderr.write(`vmvault fuse3: a batch handler threw: ${(err as Error)?.stack ?? String(err)}\n`));
     const deliver = (raw: unknown[]): void => {

@@ -16,6 +16,12 @@ export interface LlMountOptions {
   maxWrite?: number;
   /** Requests handed to JS and not yet answered, at most (default 1024, at most 65536). */
   maxInFlight?: number;
+  /**
+   * The kernel's read-ahead for the mount in KiB (its bdi's read_ahead_kb; default 4096, 0 keeps
+   * the kernel's 128 KiB). Page-cache reads reach the mount as requests of up to max_pages
+   * (maxWrite) within it, several in flight.
+   */
+  readAheadKb?: number;
   /** FUSE_CAP_WRITEBACK_CACHE (default false). */
   writebackCache?: boolean;
   /** readdirplus (default true). */

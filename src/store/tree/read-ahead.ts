@@ -63,8 +63,40 @@ export class ReadAhead {
    * are ready, else a promise of it. Undefined when they do not: the caller reads itself.
    */
   readInto(view: TreeView, off: number, out: Buffer): number | Promise<number> | undefined {
+    const c = this.cover(view, off, out.length);
+    if (!c) return undefined;
+    const { use, end } = c;
+    if (c.ready) return copyOut(use, off, end, out);
+    // The copy throws when out was detached meanwhile (a FUSE request that timed out).
+    return this.pinned(use, () => copyOut(use, off, end, out));
+  }
+
+  /**
+   * Hands `use` bytes [off, off + len) of `view` (clipped to its size) as one Buffer, without a
+   * copy when a single window holds them (all zeros: a view of a shared zero buffer); else
+   * copied out of the windows into a new Buffer. The Buffer is
+   * valid only during the call (the window is recycled afterwards): `use` must be done with it
+   * when it returns, as a FUSE reply is (it copies into the kernel). Returns true once `use` ran
+   * (a promise of it when a window is still being read); undefined when the windows do not
+   * cover the bytes: the caller reads them itself.
+   */
+  serve(view: TreeView, off: number, len: number, use: (b: Buffer) => void): true | Promise<true> | undefined {
+    const c = this.cover(view, off, len);
+    if (!c) return undefined;
+    const { end } = c;
+    const give = (): true => {
+      use(viewOf(c.use, off, end) ?? copyOut(c.use, off, end, Buffer.allocUnsafe(end - off), true));
+      return true;
+    };
+    return c.ready ? give() : this.pinned(c.use, give);
+  }
+
+  /**
+   * Follows the read and opens windows ahead of it; the windows covering [off, off + len)
+   * (clipped to the version) if they do without a gap. Called once per read.
+   */
+  private cover(view: TreeView, off: number, len: number): { use: Window[]; end: number; ready: boolean } | undefined {
     const v = view.version;
-    const len = out.length;
     if (OFF || v.height === 0 || len <= 0 || off >= v.size) return undefined;
     const end = Math.min(v.size, off + len);
     const s = this.follow(v, off, end);
@@ -95,8 +127,11 @@ export class ReadAhead {
       }
     }
     if (at < end) return undefined;
-    const use = ws.slice(first, first + count);
-    if (ready) return copyOut(use, off, end, out);
+    return { use: ws.slice(first, first + count), end, ready };
+  }
+
+  /** Runs `fn` once the windows are ready, holding them (not recycled) until it returns. */
+  private pinned<T>(use: Window[], fn: () => T): Promise<T> {
     for (const w of use) w.users++;
     const release = () => {
       for (const w of use) {
@@ -104,8 +139,7 @@ export class ReadAhead {
         if (w.dropped) this.recycle(w);
       }
     };
-    // The copy throws when out was detached meanwhile (a FUSE request that timed out).
-    return Promise.all(use.map((w) => w.done)).then(() => copyOut(use, off, end, out)).finally(release);
+    return Promise.all(use.map((w) => w.done)).then(fn).finally(release);
   }
 
   /** The stream this read continues (or a new one), updated and moved to the end. */
@@ -174,7 +208,41 @@ export class ReadAhead {
   }
 }
 
-function copyOut(use: Window[], off: number, end: number, out: Buffer): number {
+/** Zeros served without a copy: bytes of an all-zero range are a view of this (never written). */
+let zeroBuf = Buffer.alloc(0);
+
+/**
+ * [off, end) as a view without a copy when one window holds it: of the shared zero buffer when
+ * it is all zeros, else of the window's buffer, whose zero runs inside the range are filled in
+ * place first (a read of data and zeros: a fill of the zeros instead of a copy of it all).
+ * Undefined when the range spans windows.
+ */
+function viewOf(use: Window[], off: number, end: number): Buffer | undefined {
+  if (use.length !== 1) return undefined;
+  const w = use[0];
+  const a = off - w.start;
+  const b = end - w.start;
+  const z = w.zeros;
+  // The first zero run ending after a (runs are sorted and merged).
+  let lo = 0;
+  let hi = z.length >>> 1;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (z[2 * mid + 1] <= a) lo = mid + 1;
+    else hi = mid;
+  }
+  if (2 * lo < z.length && z[2 * lo] <= a && z[2 * lo + 1] >= b) {
+    if (zeroBuf.length < b - a) zeroBuf = Buffer.alloc(Math.max(b - a, WINDOW));
+    return zeroBuf.subarray(0, b - a);
+  }
+  // Filled runs stay listed: copyOut writes the same zeros for them.
+  for (let k = 2 * lo; k < z.length && z[k] < b; k += 2) w.buf.fill(0, Math.max(z[k], a), Math.min(z[k + 1], b));
+  return w.buf.subarray(a, b);
+}
+
+function copyOut(use: Window[], off: number, end: number, out: Buffer): number;
+function copyOut(use: Window[], off: number, end: number, out: Buffer, give: true): Buffer;
+function copyOut(use: Window[], off: number, end: number, out: Buffer, give?: true): number | Buffer {
   let pos = off;
   for (const w of use) {
     const to = Math.min(end, w.end) - w.start;
@@ -199,5 +267,5 @@ function copyOut(use: Window[], off: number, end: number, out: Buffer): number {
     }
     pos = to + w.start;
   }
-  return end - off;
+  return give ? out : end - off;
 }
