@@ -64,14 +64,14 @@ async function main(): Promise<void> {
     for (const [k, repo] of repos.entries()) {
       const dir = path.join(work, `app-${k}`);
       const bin = path.join(repo, 'bin', 'vmvault.js');
-      let app = await startBenchAppliance(dir, [], bin, 3);
+      let app = await startBenchAppliance(dir, [], bin);
       const r = await app.api('POST', '/shares', { name: 'bench' });
       if (r.status !== 201) throw new Error(`creating the share: ${r.status} ${JSON.stringify(r.body)}`);
       await dd([`if=${input}`, `of=${path.join(app.mount, 'bench', 'seq.bin')}`, 'bs=1M', 'conv=fsync']);
       await run('cp', ['--sparse=always', image, path.join(app.mount, 'bench', 'vda.raw')]);
       await run('sync', []);
       await app.stop();
-      app = await startBenchAppliance(dir, [], bin, 3);
+      app = await startBenchAppliance(dir, [], bin);
       apps.push(app);
     }
     const seq = repos.map(() => ({ mbps: [] as number[], cpu: [] as number[] }));
