@@ -540,31 +540,23 @@ export class BackupService {
     if (!rec) throw vmError('NOT_FOUND', `VM ${name} has no restore point ${opts.point} (latest: ${points.at(-1)!.point})`);
     p.phase('restore');
     p.total(rec.disks.reduce((n, d) => n + d.sizeBytes, 0), 'bytes');
-    if (looksLikeNbdUri(opts.to)) {
-      const files = await restorePointToNbd(this.ns, vm.share, rec.point, rec.disks.map((d) => d.device), opts.to, {
-        signal: p.signal,
-        advance: (n) => p.advance(n),
-        log: (l) => p.log(l),
-      });
-      p.log(`restored ${rec.point} of ${name} over NBD: ${files.join(', ')}`);
-      return { point: rec.point, files };
-    }
-    // Other copies of the point for damage met on the way (policy/best-copy.ts, when set).
+    const devices = rec.disks.map((d) => d.device);
+    const nbd = looksLikeNbdUri(opts.to);
+    // Other copies of the point for damage met on the way (policy/best-copy.ts, when set): the
+    // same plan whatever the target, files in a directory or NBD exports.
     const plan = await this.copyPlanner?.(name, vm.share, rec.point, (l) => p.log(l));
+    const common = { signal: p.signal, advance: (n: number) => p.advance(n), rescue: plan?.rescue };
     let files: string[];
     try {
-      files = await restorePoint(this.ns, vm.share, rec.point, rec.disks.map((d) => d.device), path.resolve(opts.to), {
-        format,
-        signal: p.signal,
-        advance: (n) => p.advance(n),
-        rescue: plan?.rescue,
-      });
+      files = nbd
+        ? await restorePointToNbd(this.ns, vm.share, rec.point, devices, opts.to, { ...common, log: (l) => p.log(l) })
+        : await restorePoint(this.ns, vm.share, rec.point, devices, path.resolve(opts.to), { ...common, format });
     } catch (err) {
       await plan?.finish(false);
       throw err;
     }
     await plan?.finish(true);
-    p.log(`restored ${rec.point} of ${name}: ${files.join(', ')}`);
+    p.log(`restored ${rec.point} of ${name}${nbd ? ' over NBD' : ''}: ${files.join(', ')}`);
     return { point: rec.point, files };
   }
 

@@ -11,6 +11,7 @@
 // nothing can be taken back on failure: the job fails naming the disk and how far it got.
 
 import type { Namespace } from '../namespace/namespace.js';
+import type { ReadRescue } from '../namespace/damage.js';
 import { isVmvaultError, vmError } from '../errors.js';
 import { NbdClient } from '../plugins/qemu/nbd-client.js';
 import { describeNbdTarget, looksLikeNbdUri, type NbdTarget, parseNbdUri } from '../plugins/qemu/nbd-uri.js';
@@ -53,6 +54,8 @@ export interface NbdRestoreOptions {
   /** Reads in flight. Default 4. */
   inFlight?: number;
   timeoutMs?: number;
+  /** Another copy's segments for damage met on the way, as the restore to files takes it (restore.ts). */
+  rescue?: ReadRescue;
 }
 
 /** Writes the namespace file `from` over the whole of [0, size) of the export `target`. */
@@ -70,7 +73,7 @@ export async function restoreFileToNbd(ns: Namespace, from: string, target: NbdT
     }
     if (nbd.size > size) opts.log?.(`${where} is ${nbd.size - size} bytes larger than the disk; those bytes are left as they are`);
     // The file's holes (never stored) become zeros on the target in one request each.
-    const ranges = await dataRanges(ns, fh, size);
+    const ranges = await dataRanges(ns, fh, size, opts.rescue);
     let at = 0;
     for (const r of ranges) {
       if (r.start > at) await nbd.writeZeroes(at, r.start - at);
@@ -81,7 +84,7 @@ export async function restoreFileToNbd(ns: Namespace, from: string, target: NbdT
     opts.advance?.(size - at);
     // The data runs, in chunks, several in flight.
     await forEachDataChunk(ranges, chunk, inFlight, opts.signal, async (pos, len) => {
-      const buf = await ns.fs.read(fh, pos, len);
+      const buf = await ns.fs.read(fh, pos, len, opts.rescue);
       if (buf.length !== len) throw vmError('IO', `${from}: read ${buf.length} bytes at ${pos}, expected ${len}`);
       await writeRuns(nbd, buf, pos);
       opts.advance?.(len);

@@ -58,7 +58,7 @@ export async function restoreFile(ns: Namespace, from: string, to: string, opts:
     // Only the data runs are read: the holes of the file's segment tree (zero runs the store
     // never stored: what a full backup skipped) stay holes in the truncated target for free,
     // where reading them meant filling and scanning zeros (1.5 of 2 GiB in the bench's disk).
-    const ranges = await dataRanges(ns, fh, size);
+    const ranges = await dataRanges(ns, fh, size, opts.rescue);
     opts.advance?.(size - ranges.reduce((n, x) => n + x.end - x.start, 0));
     await forEachDataChunk(ranges, chunk, inFlight, opts.signal, async (at, len) => {
       const buf = await ns.fs.read(fh, at, len, opts.rescue);
@@ -171,14 +171,17 @@ export async function forEachDataChunk(
   await Promise.all(Array.from({ length: inFlight }, worker));
 }
 
-/** The [start, end) runs of `fh` that hold data, from the store's holes (SEEK_DATA / SEEK_HOLE). */
-export async function dataRanges(ns: Namespace, fh: number, size: number): Promise<Array<{ start: number; end: number }>> {
+/**
+ * The [start, end) runs of `fh` that hold data, from the store's holes (SEEK_DATA / SEEK_HOLE).
+ * With a rescue, a damaged tree node met on the way is read from another copy.
+ */
+export async function dataRanges(ns: Namespace, fh: number, size: number, rescue?: ReadRescue): Promise<Array<{ start: number; end: number }>> {
   const out: Array<{ start: number; end: number }> = [];
   let at = 0;
   while (at < size) {
-    const start = await ns.nodes.seek(fh, at, 'data');
+    const start = await ns.nodes.seek(fh, at, 'data', rescue);
     if (start < 0 || start >= size) break;
-    const hole = await ns.nodes.seek(fh, start, 'hole');
+    const hole = await ns.nodes.seek(fh, start, 'hole', rescue);
     const end = hole < 0 || hole > size ? size : hole;
     if (end <= start) throw vmError('IO', `the file's holes make no progress at ${start}`);
     out.push({ start, end });
