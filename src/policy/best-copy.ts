@@ -14,12 +14,12 @@
 // Where the copies come from is the clone/DR record's business (CopyCatalog: clone's
 // `policy/copies.ts` provides it); this file only needs a SegmentSource per copy.
 
-import { isVmvaultError } from '../errors.js';
+import { isVmvaultError, vmError } from '../errors.js';
 import { type Damage, ReadRescue, type SegmentFetcher } from '../namespace/damage.js';
 import { runVerify } from '../namespace/maintenance.js';
 import type { Namespace } from '../namespace/namespace.js';
 import type { Problem, RepairItem, RepairResult } from '../namespace/damage.js';
-import type { CopyPlan, CopyPlanner } from '../backup/restore.js';
+import type { CopyPlan, CopyPlanner, PointSource } from '../backup/restore.js';
 import { fetchAll, type SegmentSource } from './segment-source.js';
 
 /** One recorded copy of a point (clone's `copiesOf`, plus DR copies). */
@@ -33,6 +33,11 @@ export interface PointCopy {
 export interface CopyCatalog {
   copiesOf(vm: string, point: string): PointCopy[] | Promise<PointCopy[]>;
   openSource(destination: string, vm: string, point: string): Promise<SegmentSource>;
+  /**
+   * The whole point as it is on `destination`, for a point the primary no longer holds (its
+   * snapshot deleted or lost). Optional: without it such a point is not restored from copies.
+   */
+  openPoint?(destination: string, vm: string, point: string): Promise<PointSource>;
 }
 
 /** Bytes of healthy segments held for one synced repair batch at most. */
@@ -120,6 +125,7 @@ export class BestCopy {
   }
 
   async plan(vm: string, share: string, point: string, log: (line: string) => void): Promise<CopyPlan> {
+    if (!(await this.primaryHolds(share, point))) return this.planFromCopy(vm, point, log);
     const sources = await this.sources(vm, point);
     const names = sources.map((s) => s.name);
     let reason = '';
@@ -151,6 +157,51 @@ export class BestCopy {
         }
       },
     };
+  }
+
+  private async primaryHolds(share: string, point: string): Promise<boolean> {
+    try {
+      await this.ns.snapshots.get(share, point);
+      return true;
+    } catch (err) {
+      if (isVmvaultError(err, 'NOT_FOUND')) return false;
+      throw err;
+    }
+  }
+
+  /**
+   * A point the primary no longer holds (its snapshot deleted before its lock, or lost): read
+   * whole from the first recorded copy that opens, in the usual order; the log says which and
+   * why the others were passed over. Nothing is repaired (there is no primary point to repair).
+   */
+  private async planFromCopy(vm: string, point: string, log: (line: string) => void): Promise<CopyPlan> {
+    const list = orderCopies(await this.copies.copiesOf(vm, point));
+    const gone = `the primary no longer holds ${vm} point ${point}`;
+    if (list.length === 0) throw vmError('NOT_FOUND', `${gone}, and no clone or archive copy of it is recorded`, { vm, point });
+    if (!this.copies.openPoint) throw vmError('NOT_FOUND', `${gone}; its copies (${list.map(copyName).join(', ')}) can only mend damage, not serve a whole point`, { vm, point });
+    const passed: string[] = [];
+    for (const c of list) {
+      let source: PointSource;
+      try {
+        source = await this.copies.openPoint(c.destination, vm, point);
+      } catch (err) {
+        passed.push(`${copyName(c)}: ${(err as Error).message}`);
+        continue;
+      }
+      log(`${gone}; restoring it from ${copyName(c)}${passed.length > 0 ? ` (passed over: ${passed.join('; ')})` : ''}`);
+      return {
+        rescue: new ReadRescue([]),
+        source,
+        finish: async (restored) => {
+          try {
+            if (restored) log(`restored ${vm} ${point} from ${copyName(c)}`);
+          } finally {
+            await source.close().catch(() => {});
+          }
+        },
+      };
+    }
+    throw vmError('NOT_FOUND', `${gone}, and none of its copies could be opened: ${passed.join('; ')}`, { vm, point });
   }
 
   /**
