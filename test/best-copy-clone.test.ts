@@ -10,14 +10,14 @@ import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { restorePoint } from '../src/backup/restore.js';
-import { runVerify } from '../src/namespace/maintenance.js';
+import { runGc, runVerify } from '../src/namespace/maintenance.js';
 import { BestCopy } from '../src/policy/best-copy.js';
 import { internalsOf } from '../src/store/internals.js';
 import { TransferConnection } from '../src/transfer/client.js';
 import { encodeQueryReply, encodeSegments } from '../src/transfer/frames.js';
 import { decodeSegmentsAnswer } from '../src/policy/copies.js';
 import { fingerprint } from '../src/store/codec/fingerprint.js';
-import { cloneSource, day1Disk } from './helpers/clone-source.js';
+import { cloneSource, day1Disk, day2Disk } from './helpers/clone-source.js';
 import { containerPath, flipByte, listContainers, readLayout, RECORD_HEADER_BYTES } from './helpers/containers.js';
 import { makeNetNs, netnsAvailable } from './helpers/netns.js';
 import { nsAppliance } from './helpers/ns-appliance.js';
@@ -71,6 +71,26 @@ t.test('flipped bytes in the primary: the restore reads them from the clone appl
   src.store.reader.clearCaches();
   internalsOf(src.store).cache.clear();
   t.same((await runVerify(src.ns, { full: true })).problems, [], 'verify of the primary is clean afterwards');
+
+  // A point the primary lost entirely (its snapshot deleted, the share's files too, GC run) is
+  // restored whole from the clone, saying so.
+  const disk2 = day2Disk(disk);
+  await src.point('vm1', 'P2', disk2);
+  await src.clones.clone('vm1', 'site-b', 'P2');
+  await src.ns.snapshots.remove('vm1', 'P2');
+  await src.ns.fs.unlink('/vm1/vda.raw');
+  await src.ns.fs.unlink('/vm1/vm.json');
+  await runGc(src.ns);
+  const lost: string[] = [];
+  const plan2 = await best.plan('vm1', 'vm1', 'P2', (l) => lost.push(l));
+  t.equal(lost[0], 'the primary no longer holds vm1 point P2; restoring it from clone site-b', 'the log says which copy');
+  const to2 = path.join(tmpDir(t), 'out2');
+  await restorePoint(src.ns, 'vm1', 'P2', ['vda'], to2, { format: 'raw', source: plan2.source, rescue: plan2.rescue });
+  await plan2.finish(true);
+  t.ok(fs.readFileSync(path.join(to2, 'vda.raw')).equals(disk2), 'the lost point restores identical from the clone');
+  t.match(fs.readFileSync(path.join(to2, 'vm.json'), 'utf8'), /"point":"P2"/);
+  // What this store still holds is read here (GC keeps a container while any of it is live), the rest from the clone.
+  t.comment(`${plan2.rescue.damage.length} segment(s) of P2 came from the clone`);
 
   // The batch form of the clone's segment route: one request, an answer per fingerprint.
   const source = await src.clones.openSource('site-b', 'vm1', 'P1');
