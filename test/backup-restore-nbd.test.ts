@@ -17,6 +17,9 @@ import { openNs, writeFile } from './helpers/ns.js';
 import { runTool } from './helpers/run-tool.js';
 import type { TestT } from './helpers/tap-types.js';
 import { tmpDir } from './helpers/tmpdir.js';
+import { BestCopy, type CopyCatalog } from '../src/policy/best-copy.js';
+import { internalsOf } from '../src/store/internals.js';
+import { containerPath, flipByte, listContainers, readLayout, RECORD_HEADER_BYTES } from './helpers/containers.js';
 
 const MiB = 1024 * 1024;
 const POINT = '2026-12-05T12-00-00Z';
@@ -111,6 +114,42 @@ t.test('each disk goes to its own export; every byte up to the disk size is the 
   const gotB = await contents(dir, imgB);
   t.equal(sha(gotB.subarray(0, 24 * MiB)), sha(vdb), 'vdb: the point\'s bytes');
   t.ok(gotB.subarray(24 * MiB).equals(Buffer.alloc(4 * MiB, 0xa5)), 'vdb: the bytes past the disk are left as they were');
+});
+
+t.test('a damaged primary: the NBD restore takes the best-copy plan as the file restore does (a data segment and a tree node from the copy)', async (t) => {
+  const { dir, ns, vda } = await setup(t);
+  await ns.store.commit();
+  const storeDir = path.join(dir, 'store');
+  const recs = listContainers(storeDir).flatMap((id) => {
+    try {
+      return readLayout(storeDir, id).records.map((r) => ({ ...r, cid: id }));
+    } catch {
+      return []; // the open container
+    }
+  });
+  const data = recs.filter((r) => r.kind === 0 && r.rawLen > 2048);
+  const picks = [data[Math.floor(data.length / 3)], ...recs.filter((r) => r.kind === 1).slice(0, 1)];
+  // The other copy (a stand-in for a clone: it holds exactly the segments about to be damaged).
+  const held = new Map<string, Buffer>();
+  for (const r of picks) held.set(r.fp.toString('hex'), (await ns.store.segment(r.fp))!);
+  for (const r of picks) flipByte(containerPath(storeDir, r.cid), r.offset + RECORD_HEADER_BYTES + (r.storedLen >> 1));
+  ns.store.reader.clearCaches();
+  internalsOf(ns.store).cache.clear();
+  const copies: CopyCatalog = {
+    copiesOf: () => [{ destination: 'site-b', kind: 'appliance' }],
+    openSource: async () => ({ name: 'clone site-b', fetch: async (fp) => held.get(fp.toString('hex')) ?? null, close: async () => {} }),
+  };
+  const log: string[] = [];
+  const plan = await new BestCopy(ns, copies).plan('web01', 'web01', POINT, (l) => log.push(l));
+  const img = await junkImage(dir, 'vda', 24 * MiB);
+  const q = await qemuNbd(t, img, 'vda', path.join(dir, 'vda.sock'));
+  await restorePointToNbd(ns, 'web01', POINT, ['vda'], `nbd+unix:///vda?socket=${dir}/vda.sock`, { rescue: plan.rescue });
+  await plan.finish(true);
+  await stop(q);
+  t.equal(sha(await contents(dir, img)), sha(vda), 'the export holds the point, identical');
+  t.equal(plan.rescue.damage.length, picks.length, `${picks.length} segment(s) read from the copy (${picks.map((p) => (p.kind === 1 ? 'node' : 'data')).join(', ')})`);
+  t.ok(log.some((l) => /failed verification; read from clone site-b/.test(l)), 'the job log says which copy served them');
+  t.ok(log.some((l) => l.startsWith(`repair of the primary: ${picks.length} segment(s) repaired`)), 'and the primary is repaired');
 });
 
 t.test('a read-only export, a too small export and a multi-disk URI without {device} are refused', async (t) => {

@@ -59,6 +59,8 @@ interface Rig {
   store: SegmentStore;
   clone: SegmentStore;
   opened: string[];
+  /** Requests the clone's source was asked: single fetches, and batches with their sizes. */
+  asked: { fetch: number; batches: number[] };
 }
 
 /** A private primary (open, through the namespace) and its clone (a store of the same point). */
@@ -76,7 +78,7 @@ async function rig(t: TestT, cloneHolds = true): Promise<Rig> {
     await store.close();
     await clone.close();
   });
-  return { dir, ns, store, clone, opened: [] };
+  return { dir, ns, store, clone, opened: [], asked: { fetch: 0, batches: [] } };
 }
 
 /** Copies of the point: the clone site-b (our second store) and a DR copy that must not be needed. */
@@ -90,7 +92,12 @@ function catalog(r: Rig): CopyCatalog {
     openSource: async (destination): Promise<SegmentSource> => {
       r.opened.push(destination);
       if (destination === 'dr-1') throw new Error('dr-1 is offline');
-      return { name: `clone ${destination}`, fetch: (fp) => r.clone.segment(fp), close: async () => {} };
+      return {
+        name: `clone ${destination}`,
+        fetch: (fp) => (r.asked.fetch++, r.clone.segment(fp)),
+        fetchMany: async (fps) => (r.asked.batches.push(fps.length), Promise.all(fps.map((fp) => r.clone.segment(fp)))),
+        close: async () => {},
+      };
     },
   };
 }
@@ -132,6 +139,33 @@ t.test('damage in the primary: the restore reads those segments from the clone, 
   t.ok(fs.readFileSync(path.join(again, 'vda.raw')).equals(vda), 'a plain restore after repair is identical');
   const v = await runVerify(r.ns, { full: true });
   t.same(v.problems, [], 'verify (full) is clean after the repair');
+});
+
+t.test('many damaged segments in one read: one request to the clone, one synced repair batch', async (t) => {
+  const r = await rig(t);
+  // 12 neighbouring data records of one container: the same read batch meets them all.
+  const recs = allRecords(path.join(r.dir, 'primary')).filter((x) => x.kind === 0);
+  const cid = recs[Math.floor(recs.length / 2)].cid;
+  const inOne = recs.filter((x) => x.cid === cid);
+  const picks = inOne.slice(Math.floor(inOne.length / 2) - 6, Math.floor(inOne.length / 2) + 6);
+  t.equal(picks.length, 12);
+  for (const x of picks) flipByte(containerPath(path.join(r.dir, 'primary'), x.cid), x.offset + RECORD_HEADER_BYTES + (x.storedLen >> 1));
+  let repairCalls = 0;
+  const repairSegments = r.store.repairSegments.bind(r.store);
+  r.store.repairSegments = (items) => (repairCalls++, repairSegments(items));
+  const log: string[] = [];
+  const plan = await new BestCopy(r.ns, catalog(r)).plan('db01', 'db01', POINT, (l) => log.push(l));
+  const to = path.join(r.dir, 'out');
+  await restorePoint(r.ns, 'db01', POINT, ['vda'], to, { format: 'raw', rescue: plan.rescue });
+  await plan.finish(true);
+  t.ok(fs.readFileSync(path.join(to, 'vda.raw')).equals(vda), 'identical');
+  t.equal(plan.rescue.damage.length, 12, 'all 12 served by the clone');
+  t.equal(r.asked.fetch, 0, 'never one segment at a time');
+  t.equal(r.asked.batches.length, 1, `one batch request (${r.asked.batches.join(', ')})`);
+  t.equal(r.asked.batches[0], 12, 'holding all 12');
+  t.equal(repairCalls, 1, 'the primary repaired in one synced batch');
+  t.ok(log.some((l) => l.startsWith('repair of the primary: 12 segment(s) repaired, 0 already healthy, 0 not repaired')), 'and logged');
+  t.same((await runVerify(r.ns, { full: true })).problems, [], 'verify (full) is clean after the repair');
 });
 
 t.test('a healthy primary: no copy is contacted and the log says the primary was used', async (t) => {

@@ -10,6 +10,8 @@ import { extractFile, openArchiveSource, verifyArchive } from '../src/policy/arc
 import { parseCloneSpec, parseCloneSpecs } from '../src/policy/clone-spec.js';
 import { cloneSource, day1Disk, day2Disk, segmentsOf } from './helpers/clone-source.js';
 import { tmpDir } from './helpers/tmpdir.js';
+import { restorePoint } from '../src/backup/restore.js';
+import { BestCopy } from '../src/policy/best-copy.js';
 
 t.test('archive two points, incremental; verify; read back; a flipped byte is named', async (t) => {
   const src = await cloneSource(t);
@@ -83,6 +85,32 @@ t.test('archive two points, incremental; verify; read back; a flipped byte is na
   const one = await src.clones.verifyDestination('tape', 'P1');
   t.ok(one.problems.length > 0 && one.points === 1, 'verify --point checks one point');
   await t.rejects(src.clones.verifyDestination('tape', 'nope'), { code: 'NOT_FOUND' });
+});
+
+t.test('a point the primary no longer holds is restored whole from the archive that does, saying so', async (t) => {
+  const src = await cloneSource(t);
+  const out = tmpDir(t, 'vmvault-archive-');
+  const d1 = day1Disk();
+  await src.point('vm1', 'P1', d1);
+  await src.point('vm1', 'P2', day2Disk(d1));
+  await src.clones.addDestination({ name: 'tape', dir: path.join(out, 'tape') });
+  await src.clones.clone('vm1', 'tape', 'P1');
+  await src.ns.snapshots.remove('vm1', 'P1'); // deleted by hand (no lock)
+  const log: string[] = [];
+  const best = new BestCopy(src.ns, src.clones);
+  const plan = await best.plan('vm1', 'vm1', 'P1', (l) => log.push(l));
+  t.ok(plan.source, 'the plan reads the point from a copy');
+  t.equal(log[0], 'the primary no longer holds vm1 point P1; restoring it from archive tape', 'the log says which copy');
+  const to = path.join(out, 'restored');
+  const files = await restorePoint(src.ns, 'vm1', 'P1', ['vda'], to, { format: 'raw', rescue: plan.rescue, source: plan.source });
+  await plan.finish(true);
+  t.same(files.map((f) => path.basename(f)), ['vda.raw', 'vm.json']);
+  t.ok(fs.readFileSync(path.join(to, 'vda.raw')).equals(d1), 'the disk is identical to the point');
+  t.match(fs.readFileSync(path.join(to, 'vm.json'), 'utf8'), /"point":"P1"/, 'and vm.json is the point\'s');
+  t.same((await plan.source!.files()).map((f) => f.path).sort(), ['vda.raw', 'vm.json']);
+  // A point no copy holds: a clear refusal naming it.
+  await src.ns.snapshots.remove('vm1', 'P2');
+  await t.rejects(best.plan('vm1', 'vm1', 'P2', () => {}), { code: 'NOT_FOUND', message: /the primary no longer holds vm1 point P2, and no clone or archive copy of it is recorded/ });
 });
 
 t.test('bad input', async (t) => {

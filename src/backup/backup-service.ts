@@ -39,7 +39,7 @@ import { type BackupRecord, BackupRecords } from './backup-records.js';
 import { COPY_JOB_KEY, CopyPlugin } from './copy-plugin.js';
 import { checkpointName, pointName, uniquePointName } from './point-name.js';
 import type { QmpOpener } from './qmp-open.js';
-import { type CopyPlanner, restorePoint } from './restore.js';
+import { type CopyPlan, type CopyPlanner, restorePoint } from './restore.js';
 import { looksLikeNbdUri, restorePointToNbd } from './restore-nbd.js';
 import { type InPlaceResult, restoreInPlace } from './restore-in-place.js';
 import type { HaControl } from '../plugins/pacemaker/pacemaker.js';
@@ -602,36 +602,44 @@ export class BackupService {
     if (format !== 'raw' && format !== 'qcow2') throw vmError('INVALID_ARGUMENT', `format must be raw or qcow2, not ${String(format)}`);
     if (typeof opts.to !== 'string' || opts.to === '') throw vmError('INVALID_ARGUMENT', 'restore needs a target directory or NBD URI (--to DIR|URI)');
     const points = await this.listBackups(name);
-    if (points.length === 0) throw vmError('NOT_FOUND', `VM ${name} has no restore point`);
-    const rec = opts.point === undefined ? points.at(-1)! : points.find((r) => r.point === opts.point);
-    if (!rec) throw vmError('NOT_FOUND', `VM ${name} has no restore point ${opts.point} (latest: ${points.at(-1)!.point})`);
+    let rec: { point: string; disks: Array<{ device: string; sizeBytes: number }> } | undefined =
+      opts.point === undefined ? points.at(-1) : points.find((r) => r.point === opts.point);
+    let plan: CopyPlan | undefined;
+    if (!rec && opts.point !== undefined && this.copyPlanner) {
+      // The primary no longer holds the point (deleted by hand, or lost): a recorded clone or
+      // archive copy of it may (policy/best-copy.ts says which, or why none).
+      plan = await this.copyPlanner(name, vm.share, opts.point, (l) => p.log(l));
+      if (plan?.source) {
+        const known = (await this.records.read(name)).records.find((r) => r.point === opts.point);
+        const files = await plan.source.files();
+        const disks = known?.disks ?? files.filter((f) => f.path.endsWith('.raw') && !f.path.includes('/')).map((f) => ({ device: f.path.slice(0, -4), sizeBytes: f.size }));
+        rec = { point: opts.point, disks };
+      }
+    }
+    if (!rec) {
+      await plan?.finish(false);
+      if (points.length === 0) throw vmError('NOT_FOUND', `VM ${name} has no restore point`);
+      throw vmError('NOT_FOUND', `VM ${name} has no restore point ${opts.point} (latest: ${points.at(-1)!.point})`);
+    }
     p.phase('restore');
     p.total(rec.disks.reduce((n, d) => n + d.sizeBytes, 0), 'bytes');
-    if (looksLikeNbdUri(opts.to)) {
-      const files = await restorePointToNbd(this.ns, vm.share, rec.point, rec.disks.map((d) => d.device), opts.to, {
-        signal: p.signal,
-        advance: (n) => p.advance(n),
-        log: (l) => p.log(l),
-      });
-      p.log(`restored ${rec.point} of ${name} over NBD: ${files.join(', ')}`);
-      return { point: rec.point, files };
-    }
-    // Other copies of the point for damage met on the way (policy/best-copy.ts, when set).
-    const plan = await this.copyPlanner?.(name, vm.share, rec.point, (l) => p.log(l));
+    const devices = rec.disks.map((d) => d.device);
+    const nbd = looksLikeNbdUri(opts.to);
+    // Other copies of the point for damage met on the way (policy/best-copy.ts, when set): the
+    // same plan whatever the target, files in a directory or NBD exports.
+    plan ??= await this.copyPlanner?.(name, vm.share, rec.point, (l) => p.log(l));
+    const common = { signal: p.signal, advance: (n: number) => p.advance(n), rescue: plan?.rescue, source: plan?.source };
     let files: string[];
     try {
-      files = await restorePoint(this.ns, vm.share, rec.point, rec.disks.map((d) => d.device), path.resolve(opts.to), {
-        format,
-        signal: p.signal,
-        advance: (n) => p.advance(n),
-        rescue: plan?.rescue,
-      });
+      files = nbd
+        ? await restorePointToNbd(this.ns, vm.share, rec.point, devices, opts.to, { ...common, log: (l) => p.log(l) })
+        : await restorePoint(this.ns, vm.share, rec.point, devices, path.resolve(opts.to), { ...common, format });
     } catch (err) {
       await plan?.finish(false);
       throw err;
     }
     await plan?.finish(true);
-    p.log(`restored ${rec.point} of ${name}: ${files.join(', ')}`);
+    p.log(`restored ${rec.point} of ${name}${plan?.source ? ` from ${plan.source.name}` : ''}${nbd ? ' over NBD' : ''}: ${files.join(', ')}`);
     return { point: rec.point, files };
   }
 

@@ -11,11 +11,12 @@
 // nothing can be taken back on failure: the job fails naming the disk and how far it got.
 
 import type { Namespace } from '../namespace/namespace.js';
+import type { ReadRescue } from '../namespace/damage.js';
 import { isVmvaultError, vmError } from '../errors.js';
 import { NbdClient } from '../plugins/qemu/nbd-client.js';
 import { describeNbdTarget, looksLikeNbdUri, type NbdTarget, parseNbdUri } from '../plugins/qemu/nbd-uri.js';
 import { isZero } from './disk-copy.js';
-import { dataRanges, forEachDataChunk } from './restore.js';
+import { forEachDataChunk, type PointFile, pointFile, type PointSource, primaryFile } from './restore.js';
 
 export { looksLikeNbdUri };
 
@@ -53,24 +54,33 @@ export interface NbdRestoreOptions {
   /** Reads in flight. Default 4. */
   inFlight?: number;
   timeoutMs?: number;
+  /** Another copy's segments for damage met on the way, as the restore to files takes it (restore.ts). */
+  rescue?: ReadRescue;
+  /** Read the point from this copy instead of the primary (which does not hold it). */
+  source?: PointSource;
 }
 
 /** Writes the namespace file `from` over the whole of [0, size) of the export `target`. */
 export async function restoreFileToNbd(ns: Namespace, from: string, target: NbdTarget, opts: NbdRestoreOptions = {}): Promise<number> {
+  return writeToNbd(await primaryFile(ns, from, opts.rescue), from, target, opts);
+}
+
+/** Writes `file` (named `from` in errors) over the whole of [0, size) of the export; closes `file`. */
+async function writeToNbd(file: PointFile, from: string, target: NbdTarget, opts: NbdRestoreOptions): Promise<number> {
   const chunk = opts.chunkBytes ?? 4 << 20;
   const inFlight = opts.inFlight ?? 4;
   const where = describeNbdTarget(target);
-  const size = (await ns.fs.getattr(from)).size;
-  const nbd = await NbdClient.connect({ ...target, timeoutMs: opts.timeoutMs });
-  const fh = await ns.fs.open(from, 0);
+  const size = file.size;
+  let nbd: NbdClient | undefined;
   try {
+    nbd = await NbdClient.connect({ ...target, timeoutMs: opts.timeoutMs });
     if (!nbd.writable) throw vmError('READ_ONLY', 'the export is read-only; export it writable');
     if (nbd.size < size) {
       throw vmError('INVALID_ARGUMENT', `the export holds ${nbd.size} bytes, the disk ${size}: make the export at least the disk's size`);
     }
     if (nbd.size > size) opts.log?.(`${where} is ${nbd.size - size} bytes larger than the disk; those bytes are left as they are`);
     // The file's holes (never stored) become zeros on the target in one request each.
-    const ranges = await dataRanges(ns, fh, size);
+    const ranges = await file.dataRanges();
     let at = 0;
     for (const r of ranges) {
       if (r.start > at) await nbd.writeZeroes(at, r.start - at);
@@ -80,10 +90,11 @@ export async function restoreFileToNbd(ns: Namespace, from: string, target: NbdT
     if (size > at) await nbd.writeZeroes(at, size - at);
     opts.advance?.(size - at);
     // The data runs, in chunks, several in flight.
+    const n = nbd;
     await forEachDataChunk(ranges, chunk, inFlight, opts.signal, async (pos, len) => {
-      const buf = await ns.fs.read(fh, pos, len);
+      const buf = await file.read(pos, len);
       if (buf.length !== len) throw vmError('IO', `${from}: read ${buf.length} bytes at ${pos}, expected ${len}`);
-      await writeRuns(nbd, buf, pos);
+      await writeRuns(n, buf, pos);
       opts.advance?.(len);
     });
     await nbd.flush();
@@ -92,8 +103,8 @@ export async function restoreFileToNbd(ns: Namespace, from: string, target: NbdT
     if (isVmvaultError(err)) throw vmError(err.code, `restoring ${from} to NBD ${where}: ${err.message}`, err.details);
     throw vmError('IO', `restoring ${from} to NBD ${where}: ${(err as Error).message}`);
   } finally {
-    await ns.fs.release(fh);
-    await nbd.close().catch(() => undefined);
+    await file.close();
+    await nbd?.close().catch(() => undefined);
   }
 }
 
@@ -126,7 +137,8 @@ export async function restorePointToNbd(
   const out: string[] = [];
   for (const d of devices) {
     const t = targets.get(d)!;
-    await restoreFileToNbd(ns, `/${share}/.snapshots/${point}/${d}.raw`, t, opts);
+    const file = await pointFile(ns, share, point, `${d}.raw`, opts);
+    await writeToNbd(file, opts.source ? `${d}.raw of ${opts.source.name}` : `/${share}/.snapshots/${point}/${d}.raw`, t, opts);
     out.push(`${d} -> nbd ${describeNbdTarget(t)}`);
     opts.log?.(`${d}: written to ${describeNbdTarget(t)}`);
   }

@@ -31,27 +31,78 @@ export interface RestoreOptions {
    * segment is read from there, the rest from the primary, without starting over.
    */
   rescue?: ReadRescue;
+  /** Read the point from this copy instead of the primary (which does not hold it). */
+  source?: PointSource;
+}
+
+/** One file of a point as a restore reads it: its size, where its data is, its bytes. */
+export interface PointFile {
+  readonly size: number;
+  /** The [start, end) runs that hold data, ascending; the rest reads as zeros. */
+  dataRanges(): Promise<Array<{ start: number; end: number }>>;
+  /** Bytes [pos, pos + len), all of them (within the size). */
+  read(pos: number, len: number): Promise<Buffer>;
+  close(): Promise<void>;
+}
+
+/**
+ * A point read from another copy than the primary's snapshot (policy/best-copy.ts: a point the
+ * primary no longer holds, restored from a clone or an archive that does).
+ */
+export interface PointSource {
+  /** For the job log: "clone site-b", "archive tape". */
+  readonly name: string;
+  /** The point's files (vda.raw, ..., vm.json) by path in the point, with their sizes. */
+  files(): Promise<Array<{ path: string; size: number }>>;
+  open(path: string): Promise<PointFile>;
+  close(): Promise<void>;
 }
 
 /**
  * What a restore may be given besides the primary (policy/best-copy.ts makes it): a rescue
  * that reads damaged segments from other copies of the point, and what to do once the restore
- * ended (repair the primary's damaged segments from those copies, close them).
+ * ended (repair the primary's damaged segments from those copies, close them). `source`: the
+ * primary does not hold the point at all; every file is read from that copy.
  */
 export interface CopyPlan {
   rescue: ReadRescue;
+  source?: PointSource;
   finish(restored: boolean): Promise<void>;
+}
+
+/** A file of the primary, through the namespace (a rescue reads its damage from another copy). */
+export async function primaryFile(ns: Namespace, from: string, rescue?: ReadRescue): Promise<PointFile> {
+  const size = (await ns.fs.getattr(from)).size;
+  const fh = await ns.fs.open(from, 0);
+  return {
+    size,
+    dataRanges: () => dataRanges(ns, fh, size, rescue),
+    read: (pos, len) => ns.fs.read(fh, pos, len, rescue),
+    close: () => ns.fs.release(fh),
+  };
+}
+
+/** The file `name` of the point: from `opts.source` when given, else the primary's snapshot. */
+export function pointFile(ns: Namespace, share: string, point: string, name: string, opts: { source?: PointSource; rescue?: ReadRescue }): Promise<PointFile> {
+  return opts.source ? opts.source.open(name) : primaryFile(ns, `/${share}/.snapshots/${point}/${name}`, opts.rescue);
 }
 
 /** Makes the plan for one point's restore; undefined: the primary alone. */
 export type CopyPlanner = (vm: string, share: string, point: string, log: (line: string) => void) => Promise<CopyPlan | undefined>;
 
 /** Copies the namespace file `from` into the local file `to` (sparse: zero chunks not written). */
-export async function restoreFile(ns: Namespace, from: string, to: string, opts: Omit<RestoreOptions, 'format'>): Promise<number> {
+export async function restoreFile(ns: Namespace, from: string, to: string, opts: Omit<RestoreOptions, 'format' | 'source'>): Promise<number> {
+  const file = await primaryFile(ns, from, opts.rescue).catch((err) => {
+    throw fromSystemError(err, `restoring ${from} to ${to}`);
+  });
+  return restoreFileFrom(file, from, to, opts);
+}
+
+/** Copies `file` (named `from` in errors) into the local file `to`, sparse; closes `file`. */
+async function restoreFileFrom(file: PointFile, from: string, to: string, opts: Omit<RestoreOptions, 'format' | 'source' | 'rescue'>): Promise<number> {
   const chunk = opts.chunkBytes ?? 4 << 20;
   const inFlight = opts.inFlight ?? 4;
-  const size = (await ns.fs.getattr(from)).size;
-  const fh = await ns.fs.open(from, 0);
+  const size = file.size;
   let out: fs.FileHandle | undefined;
   try {
     out = await fs.open(to, 'wx', 0o600);
@@ -59,10 +110,10 @@ export async function restoreFile(ns: Namespace, from: string, to: string, opts:
     // Only the data runs are read: the holes of the file's segment tree (zero runs the store
     // never stored: what a full backup skipped) stay holes in the truncated target for free,
     // where reading them meant filling and scanning zeros (1.5 of 2 GiB in the bench's disk).
-    const ranges = await dataRanges(ns, fh, size);
+    const ranges = await file.dataRanges();
     opts.advance?.(size - ranges.reduce((n, x) => n + x.end - x.start, 0));
     await forEachDataChunk(ranges, chunk, inFlight, opts.signal, async (at, len) => {
-      const buf = await ns.fs.read(fh, at, len, opts.rescue);
+      const buf = await file.read(at, len);
       if (buf.length !== len) throw vmError('IO', `${from}: read ${buf.length} bytes at ${at}, expected ${len}`);
       await writeSparse(out!, buf, at);
       opts.advance?.(len);
@@ -73,7 +124,7 @@ export async function restoreFile(ns: Namespace, from: string, to: string, opts:
     throw fromSystemError(err, `restoring ${from} to ${to}`);
   } finally {
     await out?.close();
-    await ns.fs.release(fh);
+    await file.close();
   }
 }
 
@@ -107,7 +158,8 @@ export async function restorePoint(
     for (let i = 0; i < devices.length; i++) {
       const raw = opts.format === 'raw' ? `${targets[i]}.partial` : path.join(dir, `.${devices[i]}.raw.partial`);
       partials.push(raw);
-      await restoreFile(ns, `${base}/${devices[i]}.raw`, raw, opts);
+      const file = await pointFile(ns, share, point, `${devices[i]}.raw`, opts);
+      await restoreFileFrom(file, opts.source ? `${devices[i]}.raw of ${opts.source.name}` : `${base}/${devices[i]}.raw`, raw, opts);
       if (opts.format === 'qcow2') {
         const q = `${targets[i]}.partial`;
         partials.push(q);
@@ -123,12 +175,11 @@ export async function restorePoint(
       }
       written.push(targets[i]);
     }
-    const json = await ns.fs.open(`${base}/vm.json`, 0);
+    const json = await pointFile(ns, share, point, 'vm.json', opts);
     try {
-      const size = (await ns.fs.fgetattr(json)).size;
-      await fs.writeFile(`${vmJson}.partial`, await ns.fs.read(json, 0, size, opts.rescue), { flag: 'wx', mode: 0o600 });
+      await fs.writeFile(`${vmJson}.partial`, await json.read(0, json.size), { flag: 'wx', mode: 0o600 });
     } finally {
-      await ns.fs.release(json);
+      await json.close();
     }
     partials.push(`${vmJson}.partial`);
     await fs.rename(`${vmJson}.partial`, vmJson);
@@ -177,14 +228,17 @@ export async function forEachDataChunk(
   await Promise.all(Array.from({ length: inFlight }, worker));
 }
 
-/** The [start, end) runs of `fh` that hold data, from the store's holes (SEEK_DATA / SEEK_HOLE). */
-export async function dataRanges(ns: Namespace, fh: number, size: number): Promise<Array<{ start: number; end: number }>> {
+/**
+ * The [start, end) runs of `fh` that hold data, from the store's holes (SEEK_DATA / SEEK_HOLE).
+ * With a rescue, a damaged tree node met on the way is read from another copy.
+ */
+export async function dataRanges(ns: Namespace, fh: number, size: number, rescue?: ReadRescue): Promise<Array<{ start: number; end: number }>> {
   const out: Array<{ start: number; end: number }> = [];
   let at = 0;
   while (at < size) {
-    const start = await ns.nodes.seek(fh, at, 'data');
+    const start = await ns.nodes.seek(fh, at, 'data', rescue);
     if (start < 0 || start >= size) break;
-    const hole = await ns.nodes.seek(fh, start, 'hole');
+    const hole = await ns.nodes.seek(fh, start, 'hole', rescue);
     const end = hole < 0 || hole > size ? size : hole;
     if (end <= start) throw vmError('IO', `the file's holes make no progress at ${start}`);
     out.push({ start, end });

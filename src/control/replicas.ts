@@ -9,14 +9,14 @@
 // "created" (ISO 8601)}]}, written atomically (files/atomic-file.ts). A version above 1 is
 // UNSUPPORTED_FORMAT. Without the file (a new appliance) nobody owns a share.
 //
-// Known limit: GET /replicas/segments/{fp} serves any segment of the store to a replication
+// Known limit: GET /replicas/segments/{fp} (and its batch form, POST /replicas/segments) serves any segment of the store to a replication
 // token that owns at least one share (best-copy restore and repair on the sending appliance
 // ask for segments by fingerprint). Give replication tokens only to appliances of the same
 // operator; a token scoped per share's segment set is future work.
 
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { fromSystemError, vmError } from '../errors.js';
+import { fromSystemError, isVmvaultError, vmError } from '../errors.js';
 import { writeFileAtomic } from '../files/atomic-file.js';
 import { runVerify, type VerifyRun } from '../namespace/maintenance.js';
 import type { Namespace } from '../namespace/namespace.js';
@@ -195,5 +195,30 @@ export class ReplicaService {
     }
     const [got] = await this.ns.store.readSegments([Buffer.from(fpHex, 'hex')]);
     return got;
+  }
+
+  /**
+   * Several segments by fingerprint (POST /replicas/segments): the plain bytes of each, in
+   * order, null where this store lacks it or holds it damaged (the caller asks its next copy).
+   * Answers a prefix of the list when the bytes would pass `maxBytes` (at least one answer).
+   */
+  async segments(caller: ReplicaCaller, hexes: string[], maxBytes: number): Promise<Array<Buffer | null>> {
+    for (const h of hexes) if (typeof h !== 'string' || !/^[0-9a-f]{64}$/.test(h)) throw vmError('INVALID_ARGUMENT', `${JSON.stringify(String(h).slice(0, 80))} is not a fingerprint (64 hex digits)`);
+    if (!caller.admin && ![...this.owned.values()].some((o) => o.owner === caller.name)) {
+      throw vmError('FORBIDDEN', `replication token ${caller.name} owns no clone target here`);
+    }
+    const fps = hexes.map((h) => Buffer.from(h, 'hex'));
+    let got: Array<Buffer | null>;
+    try {
+      got = await this.ns.store.readSegments(fps);
+    } catch (err) {
+      if (!isVmvaultError(err) || !['CORRUPT_SEGMENT', 'IO', 'MISSING_SEGMENT'].includes(err.code)) throw err;
+      // One damaged here fails the batch: read each, a damaged one is not served.
+      got = await Promise.all(fps.map((fp) => this.ns.store.readSegments([fp]).then(([b]) => b, () => null)));
+    }
+    let bytes = 0;
+    let n = 0;
+    while (n < got.length && (n === 0 || bytes + (got[n]?.length ?? 0) <= maxBytes)) bytes += got[n++]?.length ?? 0;
+    return got.slice(0, n);
   }
 }

@@ -3,4 +3,4 @@
 // namespace imports the store. A repair itself is `Namespace.store.repairSegment`.
 
 export { ReadRescue } from '../store/store.js';
-export type { Damage, Problem, ReadRescueOptions, RepairResult, SegmentFetcher } from '../store/store.js';
+export type { Damage, Problem, ReadRescueOptions, RepairItem, RepairResult, SegmentFetcher } from '../store/store.js';

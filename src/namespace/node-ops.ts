@@ -16,6 +16,7 @@ import { type Attr, type FsOps, type Owner, RENAME_NOREPLACE } from './fs-ops.js
 import { MAX_COMPONENT_BYTES, SNAPSHOTS_DIR } from './names.js';
 import { MOUNT_ROOT_NODE, type NodeId, nodeOf, parseNode, snapdirNode } from './node-id.js';
 import { type Inode, NodeType, ROOT_INO, S_IFREG, type Volume } from './records.js';
+import type { ReadRescue } from '../store/store.js';
 
 export { RENAME_NOREPLACE };
 
@@ -334,12 +335,13 @@ export class NodeOps {
    * (never stored) are the holes, and the end of the file is one. Buffered writes are built into
    * the tree first (not made durable). -1: no data at or after `offset` (the caller's ENXIO).
    */
-  async seek(fh: number, offset: number, what: 'data' | 'hole'): Promise<number> {
+  async seek(fh: number, offset: number, what: 'data' | 'hole', rescue?: ReadRescue): Promise<number> {
     const f = this.fs.handle(fh).file;
     if (f.hasChanges) await f.commit(false);
     const v = f.base;
     if (offset >= f.size) return -1;
-    for await (const { entry, start } of this.ctx.store.view(v).leaves(offset, v.size)) {
+    // `rescue` (a restore from the best copy): a damaged tree node is read from another copy.
+    for await (const { entry, start } of this.ctx.store.view(v, rescue).leaves(offset, v.size)) {
       if (entry.zero === (what === 'hole')) return Math.max(offset, start);
     }
     // Past the tree (a size not yet committed) reads as zeros: a hole.

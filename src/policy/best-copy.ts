@@ -14,13 +14,13 @@
 // Where the copies come from is the clone/DR record's business (CopyCatalog: clone's
 // `policy/copies.ts` provides it); this file only needs a SegmentSource per copy.
 
-import { isVmvaultError } from '../errors.js';
+import { isVmvaultError, vmError } from '../errors.js';
 import { type Damage, ReadRescue, type SegmentFetcher } from '../namespace/damage.js';
 import { runVerify } from '../namespace/maintenance.js';
 import type { Namespace } from '../namespace/namespace.js';
-import type { Problem } from '../namespace/damage.js';
-import type { CopyPlan, CopyPlanner } from '../backup/restore.js';
-import type { SegmentSource } from './segment-source.js';
+import type { Problem, RepairItem, RepairResult } from '../namespace/damage.js';
+import type { CopyPlan, CopyPlanner, PointSource } from '../backup/restore.js';
+import { fetchAll, type SegmentSource } from './segment-source.js';
 
 /** One recorded copy of a point (clone's `copiesOf`, plus DR copies). */
 export interface PointCopy {
@@ -33,7 +33,15 @@ export interface PointCopy {
 export interface CopyCatalog {
   copiesOf(vm: string, point: string): PointCopy[] | Promise<PointCopy[]>;
   openSource(destination: string, vm: string, point: string): Promise<SegmentSource>;
+  /**
+   * The whole point as it is on `destination`, for a point the primary no longer holds (its
+   * snapshot deleted or lost). Optional: without it such a point is not restored from copies.
+   */
+  openPoint?(destination: string, vm: string, point: string): Promise<PointSource>;
 }
+
+/** Bytes of healthy segments held for one synced repair batch at most. */
+const REPAIR_BATCH_BYTES = 64 * 1024 * 1024;
 
 const KIND_ORDER: Record<PointCopy['kind'], number> = { appliance: 0, dir: 1, dr: 2 };
 
@@ -61,6 +69,12 @@ class LazySource implements SegmentFetcher {
     return (await this.opened).fetch(fp);
   }
 
+  /** One request for many: the source's batch form where it has one (segment-source.ts). */
+  async fetchMany(fps: Buffer[]): Promise<Array<Buffer | null>> {
+    this.opened ??= this.open();
+    return fetchAll(await this.opened, fps);
+  }
+
   async close(): Promise<void> {
     if (!this.opened) return;
     const s = await this.opened.catch(() => undefined);
@@ -80,6 +94,8 @@ export function damageLine(d: Damage): string {
 export interface BestCopyOptions {
   /** Repair the primary's damaged segments after a restore met them (default true). */
   repair?: boolean;
+  /** Segments repaired per synced batch (default 1024; bounded by REPAIR_BATCH_BYTES too). */
+  repairBatch?: number;
   /** Check the point's references before reading, to log whether the primary is whole (default true). */
   precheck?: boolean;
 }
@@ -109,6 +125,7 @@ export class BestCopy {
   }
 
   async plan(vm: string, share: string, point: string, log: (line: string) => void): Promise<CopyPlan> {
+    if (!(await this.primaryHolds(share, point))) return this.planFromCopy(vm, point, log);
     const sources = await this.sources(vm, point);
     const names = sources.map((s) => s.name);
     let reason = '';
@@ -142,34 +159,101 @@ export class BestCopy {
     };
   }
 
-  /** Repairs the primary's segments a rescue served, from the bytes it kept (or fetched again). */
+  private async primaryHolds(share: string, point: string): Promise<boolean> {
+    try {
+      await this.ns.snapshots.get(share, point);
+      return true;
+    } catch (err) {
+      if (isVmvaultError(err, 'NOT_FOUND')) return false;
+      throw err;
+    }
+  }
+
+  /**
+   * A point the primary no longer holds (its snapshot deleted before its lock, or lost): read
+   * whole from the first recorded copy that opens, in the usual order; the log says which and
+   * why the others were passed over. Nothing is repaired (there is no primary point to repair).
+   */
+  private async planFromCopy(vm: string, point: string, log: (line: string) => void): Promise<CopyPlan> {
+    const list = orderCopies(await this.copies.copiesOf(vm, point));
+    const gone = `the primary no longer holds ${vm} point ${point}`;
+    if (list.length === 0) throw vmError('NOT_FOUND', `${gone}, and no clone or archive copy of it is recorded`, { vm, point });
+    if (!this.copies.openPoint) throw vmError('NOT_FOUND', `${gone}; its copies (${list.map(copyName).join(', ')}) can only mend damage, not serve a whole point`, { vm, point });
+    const passed: string[] = [];
+    for (const c of list) {
+      let source: PointSource;
+      try {
+        source = await this.copies.openPoint(c.destination, vm, point);
+      } catch (err) {
+        passed.push(`${copyName(c)}: ${(err as Error).message}`);
+        continue;
+      }
+      log(`${gone}; restoring it from ${copyName(c)}${passed.length > 0 ? ` (passed over: ${passed.join('; ')})` : ''}`);
+      return {
+        rescue: new ReadRescue([]),
+        source,
+        finish: async (restored) => {
+          try {
+            if (restored) log(`restored ${vm} ${point} from ${copyName(c)}`);
+          } finally {
+            await source.close().catch(() => {});
+          }
+        },
+      };
+    }
+    throw vmError('NOT_FOUND', `${gone}, and none of its copies could be opened: ${passed.join('; ')}`, { vm, point });
+  }
+
+  /**
+   * Repairs the primary's segments a rescue served, from the bytes it kept (the others are
+   * fetched again, in batches), in a few synced batches of the store (repairSegments), not one
+   * each.
+   */
   async repair(rescue: ReadRescue, log: (line: string) => void): Promise<RepairSummary> {
     const out: RepairSummary = { repaired: 0, healthy: 0, failed: [] };
-    for (const d of rescue.damage) {
-      const fp = Buffer.from(d.fingerprint, 'hex');
-      let bytes = rescue.known(fp);
-      let from = d.servedBy;
-      if (!bytes) {
-        const again = await rescue.refetch(fp);
-        if (!again) {
-          out.failed.push({ fingerprint: d.fingerprint, why: 'no copy gave healthy bytes a second time' });
-          continue;
-        }
-        ({ bytes, source: from } = again);
+    const list = rescue.damage;
+    const batch = Math.max(1, this.opts.repairBatch ?? 1024);
+    for (let from = 0; from < list.length; ) {
+      // A batch: up to `batch` segments and REPAIR_BATCH_BYTES of their bytes.
+      const part: Array<{ d: Damage; item: RepairItem; from: string }> = [];
+      const refetch: Damage[] = [];
+      let bytes = 0;
+      for (; from < list.length && part.length + refetch.length < batch && bytes < REPAIR_BATCH_BYTES; from++) {
+        const d = list[from];
+        const fp = Buffer.from(d.fingerprint, 'hex');
+        const kept = rescue.known(fp);
+        if (kept) {
+          part.push({ d, item: { fp, plain: kept, kind: d.kind }, from: d.servedBy });
+          bytes += kept.length;
+        } else refetch.push(d);
       }
+      if (refetch.length > 0) {
+        const again = await rescue.refetchMany(refetch.map((d) => Buffer.from(d.fingerprint, 'hex')));
+        refetch.forEach((d, k) => {
+          const g = again[k];
+          if (g) part.push({ d, item: { fp: Buffer.from(d.fingerprint, 'hex'), plain: g.bytes, kind: d.kind }, from: g.source });
+          else out.failed.push({ fingerprint: d.fingerprint, why: 'no copy gave healthy bytes a second time' });
+        });
+      }
+      let results: Array<RepairResult | Error>;
       try {
-        const r = await this.ns.store.repairSegment(fp, bytes, d.kind);
-        if (r.repaired) {
-          out.repaired++;
-          const cn = (c: number | undefined) => (c === undefined ? 'none' : c.toString(16).padStart(8, '0'));
-          log(`repaired primary segment ${d.fingerprint.slice(0, 16)}… from ${from} (container ${cn(r.from?.container)} -> ${cn(r.to?.container)})`);
-        } else {
-          out.healthy++;
-        }
+        results = await this.ns.store.repairSegments(part.map((p) => p.item));
       } catch (err) {
-        out.failed.push({ fingerprint: d.fingerprint, why: (err as Error).message });
-        log(`could not repair primary segment ${d.fingerprint.slice(0, 16)}…: ${(err as Error).message}`);
+        for (const p of part) out.failed.push({ fingerprint: p.d.fingerprint, why: (err as Error).message });
+        log(`could not repair ${part.length} primary segment(s): ${(err as Error).message}`);
+        continue;
       }
+      const cn = (c: number | undefined) => (c === undefined ? 'none' : c.toString(16).padStart(8, '0'));
+      results.forEach((r, k) => {
+        const { d, from: source } = part[k];
+        if (r instanceof Error) {
+          out.failed.push({ fingerprint: d.fingerprint, why: r.message });
+          log(`could not repair primary segment ${d.fingerprint.slice(0, 16)}…: ${r.message}`);
+        } else if (r.repaired) {
+          out.repaired++;
+          log(`repaired primary segment ${d.fingerprint.slice(0, 16)}… from ${source} (container ${cn(r.from?.container)} -> ${cn(r.to?.container)})`);
+        } else out.healthy++;
+      });
     }
     return out;
   }
@@ -201,23 +285,34 @@ export class BestCopy {
       const sources = await this.sources(vm, point);
       try {
         const rescue = new ReadRescue(sources);
-        for (const [hex, kind] of fps) {
-          if (done.has(hex)) continue;
-          const fp = Buffer.from(hex, 'hex');
-          const got = await rescue.refetch(fp);
-          if (!got) continue; // perhaps another point's copies have it
+        const want = [...fps].filter(([hex]) => !done.has(hex));
+        const got = await rescue.refetchMany(want.map(([hex]) => Buffer.from(hex, 'hex')));
+        // Perhaps another point's copies have those not found here.
+        const part = want.flatMap(([hex, kind], k) => (got[k] ? [{ hex, from: got[k].source, item: { fp: Buffer.from(hex, 'hex'), plain: got[k].bytes, kind } }] : []));
+        for (let from = 0; from < part.length; from += this.opts.repairBatch ?? 1024) {
+          const slice = part.slice(from, from + (this.opts.repairBatch ?? 1024));
+          let results: Array<RepairResult | Error>;
           try {
             // The kind matters only for a segment the index lost entirely: a node's own read tells.
-            const r = await this.ns.store.repairSegment(fp, got.bytes, kind);
+            results = await this.ns.store.repairSegments(slice.map((p) => p.item));
+          } catch (err) {
+            if (!isVmvaultError(err)) throw err;
+            log(`could not repair ${slice.length} segment(s): ${err.message}`);
+            continue;
+          }
+          results.forEach((r, k) => {
+            const { hex, from: source } = slice[k];
+            if (r instanceof Error) {
+              if (!isVmvaultError(r)) throw r;
+              log(`could not repair segment ${hex.slice(0, 16)}…: ${r.message}`);
+              return;
+            }
             done.add(hex);
             if (r.repaired) {
               out.repaired++;
-              log(`repaired segment ${hex.slice(0, 16)}… of ${vm} ${point} from ${got.source}`);
+              log(`repaired segment ${hex.slice(0, 16)}… of ${vm} ${point} from ${source}`);
             } else out.healthy++;
-          } catch (err) {
-            if (!isVmvaultError(err)) throw err;
-            log(`could not repair segment ${hex.slice(0, 16)}…: ${err.message}`);
-          }
+          });
         }
       } finally {
         await Promise.all(sources.map((s) => s.close()));

@@ -7,7 +7,8 @@ import { vmError } from '../errors.js';
 import type { Namespace } from '../namespace/namespace.js';
 import { archivePoint, type ArchiveProblem, type ArchiveReport, verifyArchive } from './archive.js';
 import { cloneToAppliance, connectAppliance, type CloneReport } from './clone-appliance.js';
-import { type CopyRecord, CopyRecords, openSource } from './copies.js';
+import { type CopyRecord, CopyRecords, openPoint, openSource } from './copies.js';
+import type { PointSource } from '../backup/restore.js';
 import { DestinationRegistry, type DestinationView, type NewDestination } from './destinations.js';
 import type { SegmentSource } from './segment-source.js';
 
@@ -136,5 +137,10 @@ export class CloneService {
   /** Roster contract: another copy's segments, by fingerprint. */
   openSource(destination: string, vm: string, point: string): Promise<SegmentSource> {
     return openSource(this.destinations, this.copies, destination, vm, point);
+  }
+
+  /** Roster contract: a whole point on a destination, for a point the primary no longer holds. */
+  openPoint(destination: string, vm: string, point: string): Promise<PointSource> {
+    return openPoint(this.destinations, this.copies, this.o.ns, destination, vm, point);
   }
 }

@@ -9,7 +9,11 @@
 import path from 'node:path';
 import { vmError } from '../errors.js';
 import { TransferConnection } from '../transfer/client.js';
-import { openArchiveSource } from './archive.js';
+import { decodeQueryReply, decodeSegments, FRAME_HEADER_BYTES, LIMITS, SegmentCodec, type SentSegment } from '../transfer/frames.js';
+import { openArchivePoint, openArchiveSource } from './archive.js';
+import type { PointFile, PointSource } from '../backup/restore.js';
+import { ReadRescue } from '../namespace/damage.js';
+import type { Namespace } from '../namespace/namespace.js';
 import type { DestinationRegistry } from './destinations.js';
 import { Serial, readVersioned, writeAtomic } from './json-file.js';
 import type { SegmentSource } from './segment-source.js';
@@ -81,7 +85,8 @@ export async function openSource(destinations: DestinationRegistry, records: Cop
   }
   if (d.kind === 'dir') return openArchiveSource(d.path, `archive ${d.name}`);
   const conn = await TransferConnection.open({ url: d.url, token: d.token, ...(d.pin ? { pinSha256: d.pin } : {}) });
-  return {
+  let batchRoute = true;
+  const source: SegmentSource = {
     name: `clone ${d.name}`,
     async fetch(fp: Buffer): Promise<Buffer | null> {
       try {
@@ -91,6 +96,113 @@ export async function openSource(destinations: DestinationRegistry, records: Cop
         throw err;
       }
     },
+    async fetchMany(fps: Buffer[]): Promise<Array<Buffer | null>> {
+      if (!batchRoute) return Promise.all(fps.map((fp) => source.fetch(fp)));
+      const out: Array<Buffer | null> = new Array(fps.length).fill(null);
+      // An answer may cover only a prefix of what was asked (its bytes are bounded): ask again from there.
+      for (let from = 0; from < fps.length; ) {
+        const ask = fps.slice(from, from + REPLICA_SEGMENTS_PER_REQUEST);
+        const body = Buffer.from(JSON.stringify({ fingerprints: ask.map((fp) => fp.toString('hex')) }));
+        let answer: Buffer;
+        try {
+          answer = await conn.request('POST', '/api/v1/replicas/segments', body, 'application/json');
+        } catch (err) {
+          // An appliance from before the batch route (it never answers 404 itself): one by one.
+          if ((err as { details?: { status?: number } }).details?.status !== 404) throw err;
+          batchRoute = false;
+          return Promise.all(fps.map((fp) => source.fetch(fp)));
+        }
+        const { absent, segments } = decodeSegmentsAnswer(answer, ask.length);
+        const byFp = new Map(segments.map((x) => [x.fp.toString('latin1'), x.payload]));
+        absent.forEach((gone, k) => {
+          if (!gone) out[from + k] = byFp.get(ask[k].toString('latin1')) ?? null;
+        });
+        from += absent.length;
+      }
+      return out;
+    },
     close: () => conn.close(),
   };
+  return source;
+}
+
+/** What POST /replicas/segments may ask at once (control/routes/replicas.ts's limit). */
+const REPLICA_SEGMENTS_PER_REQUEST = 512;
+
+/**
+ * The answer of POST /replicas/segments (transfer/PROTOCOL.md, "Segments by fingerprint"): a
+ * QueryReply frame over a prefix of the fingerprints asked (bit set: not there), then a Segments
+ * frame with the others' plain bytes, in order. Untrusted: lengths are checked by the frame
+ * decoders, and every segment's bytes are re-hashed by the caller (ReadRescue).
+ */
+export function decodeSegmentsAnswer(buf: Buffer, asked: number): { absent: boolean[]; segments: SentSegment[] } {
+  if (buf.length < FRAME_HEADER_BYTES) throw vmError('INVALID_ARGUMENT', `a segments answer of ${buf.length} bytes is too short`);
+  const first = FRAME_HEADER_BYTES + buf.readUInt32LE(12);
+  if (first > buf.length) throw vmError('INVALID_ARGUMENT', 'the segments answer is truncated');
+  const count = buf.readUInt32LE(8);
+  if (count === 0 || count > asked) throw vmError('INVALID_ARGUMENT', `the segments answer covers ${count} of the ${asked} asked`);
+  const absent = decodeQueryReply(buf.subarray(0, first), count);
+  const segments = decodeSegments(buf.subarray(first), LIMITS.segmentBytes);
+  if (segments.length !== absent.filter((a) => !a).length) throw vmError('INVALID_ARGUMENT', `the segments answer holds ${segments.length} segments where its reply says ${absent.filter((a) => !a).length}`);
+  for (const x of segments) if (x.codec !== SegmentCodec.Raw) throw vmError('INVALID_ARGUMENT', 'the segments answer holds a compressed segment (raw expected)');
+  return { absent, segments };
+}
+
+/**
+ * Roster contract, for a point the primary no longer holds: the point as `destination` holds it.
+ * An archive reads its recipes (archive.ts). A clone appliance describes the point's files (their
+ * segment-tree roots); each is read through this store's own tree reader with the clone as the
+ * rescue: every node and segment this store still holds (other points share most of them) is
+ * read here, the rest is asked of the clone in batches and re-hashed. Nothing is written here.
+ */
+export async function openPoint(destinations: DestinationRegistry, records: CopyRecords, ns: Namespace, destination: string, vm: string, point: string): Promise<PointSource> {
+  const d = destinations.get(destination);
+  const rec = records.list(vm).find((c) => c.point === point && c.destination === destination);
+  if (!rec) throw vmError('NOT_FOUND', `destination ${destination} holds no recorded copy of ${vm} point ${point}`, { destination });
+  if (d.kind === 'dir') return openArchivePoint(d.path, rec.share, point, `archive ${d.name}`);
+  const segments = await openSource(destinations, records, destination, vm, point);
+  try {
+    const conn = await TransferConnection.open({ url: d.url, token: d.token, ...(d.pin ? { pinSha256: d.pin } : {}) });
+    let desc: { files: Array<{ path: string; size: number; root: string; height: number }> };
+    try {
+      desc = await conn.json('GET', `/api/v1/replicas/shares/${encodeURIComponent(rec.share)}/snapshots/${encodeURIComponent(point)}`);
+    } finally {
+      await conn.close();
+    }
+    // One rescue for the whole point: a node or segment fetched once serves every file. Nothing
+    // is kept for a repair (there is no primary point to repair).
+    const rescue = new ReadRescue([segments], { keepBytes: 0 });
+    return {
+      name: segments.name,
+      files: async () => desc.files.map((f) => ({ path: f.path, size: f.size })),
+      async open(filePath: string): Promise<PointFile> {
+        const f = desc.files.find((x) => x.path === filePath);
+        if (!f) throw vmError('NOT_FOUND', `point ${rec.share}/${point} of ${segments.name} has no file ${filePath}`);
+        if (!/^[0-9a-f]{64}$/.test(f.root) || !Number.isInteger(f.height) || f.height < 0 || !Number.isSafeInteger(f.size) || f.size < 0) {
+          throw vmError('INVALID_ARGUMENT', `${segments.name} describes ${filePath} with a malformed root`);
+        }
+        const version = { root: Buffer.from(f.root, 'hex'), height: f.height, size: f.size };
+        return {
+          size: f.size,
+          async dataRanges() {
+            const out: Array<{ start: number; end: number }> = [];
+            for await (const { entry, start } of ns.store.view(version, rescue).leaves(0, f.size)) {
+              if (entry.zero) continue;
+              const last = out[out.length - 1];
+              const end = Math.min(f.size, start + entry.len);
+              if (last && last.end === start) last.end = end;
+              else out.push({ start, end });
+            }
+            return out;
+          },
+          read: (pos, len) => ns.store.read(version, pos, len, rescue),
+          close: async () => {},
+        };
+      },
+      close: () => segments.close(),
+    };
+  } catch (err) {
+    await segments.close().catch(() => {});
+    throw err;
+  }
 }

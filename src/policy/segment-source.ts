@@ -11,5 +11,18 @@ export interface SegmentSource {
    * bytes are unverified. Throws only when the copy cannot be reached or read at all.
    */
   fetch(fingerprint: Buffer): Promise<Buffer | null>;
+  /**
+   * Several segments in one request (one round trip to another appliance, one pass over an
+   * archive's containers): an answer per fingerprint, in order, as `fetch` gives it. Optional:
+   * a source without it is asked one segment at a time (`fetchAll`).
+   */
+  fetchMany?(fingerprints: Buffer[]): Promise<Array<Buffer | null>>;
   close(): Promise<void>;
+}
+
+/** A source's answers for several segments: its batch form when it has one, else one by one. */
+export function fetchAll(source: Pick<SegmentSource, 'fetch' | 'fetchMany'>, fps: Buffer[]): Promise<Array<Buffer | null>> {
+  if (fps.length === 0) return Promise.resolve([]);
+  if (source.fetchMany) return source.fetchMany(fps);
+  return Promise.all(fps.map((fp) => source.fetch(fp)));
 }

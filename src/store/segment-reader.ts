@@ -204,17 +204,25 @@ export class SegmentReader implements SegmentReads {
     } catch (err) {
       if (!rescuable(err) || rescue.isFinal(err)) throw err;
       part = new Array(rest.length);
+      // The pieces the primary cannot give are asked of the rescue together (one batch).
+      const asked: Array<Promise<void>> = [];
       for (let k = 0; k < rest.length; k++) {
         const p = rest[k];
         try {
           [part[k]] = await this.decodeRetry(out, [p], cache, { rescue, kind });
         } catch (e) {
           if (!rescuable(e) || rescue.isFinal(e)) throw e;
-          const b = await rescue.rescue(p.fp, kind, e);
-          part[k] = b;
-          if (out) b.copy(out, p.dst, p.skip, p.take < 0 ? b.length : p.skip + p.take);
+          asked.push(
+            rescue.rescue(p.fp, kind, e).then((b) => {
+              part[k] = b;
+              if (out) b.copy(out, p.dst, p.skip, p.take < 0 ? b.length : p.skip + p.take);
+            }),
+          );
         }
       }
+      const settled = await Promise.allSettled(asked);
+      const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) throw failed.reason;
     }
     for (let k = 0; k < rest.length; k++) got[restAt[k]] = part[k];
     return got;

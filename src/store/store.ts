@@ -56,7 +56,7 @@ import { type Piece, TreeWriter, type WriteResult } from './tree/writer.js';
 import { acceptSegment, type AcceptResult, locate, RecipeWriter } from './remote-ingest.js';
 import { EMPTY_VERSION, type FileVersion } from './tree/version.js';
 import { ReadRescue } from './repair/read-rescue.js';
-import { repairSegment, type RepairResult } from './repair/segment-repair.js';
+import { type RepairItem, repairSegment, repairSegments, type RepairResult } from './repair/segment-repair.js';
 
 export interface OpenOptions {
   /** Segment sizes for a new store (ignored for an existing one: they are recorded in it). */
@@ -389,6 +389,16 @@ export class SegmentStore {
   }
 
   /**
+   * repairSegment for many segments, made durable by one synced index batch: an answer per
+   * item in order, its RepairResult or the error it met (SEGMENT_MISMATCH: nothing changed for
+   * it). Rejects only when the batch could not be made durable (then none was repaired).
+   */
+  async repairSegments(items: readonly RepairItem[]): Promise<Array<RepairResult | Error>> {
+    this.ensureOpen();
+    return repairSegments(this.core, this.reader, items);
+  }
+
+  /**
    * Makes the data written so far durable and then writes `ops` atomically with the index
    * entries. Rejects if a container a dep names failed to write (ENOSPC, EIO): the caller's
    * version references lost bytes and must be written again.
@@ -553,4 +563,4 @@ export { writeDatabase } from './database-restore.js';
 // Reading past damage with another copy, and repair (repair/).
 export { ReadRescue };
 export type { Damage, ReadRescueOptions, SegmentFetcher } from './repair/read-rescue.js';
-export type { RepairResult };
+export type { RepairItem, RepairResult };

@@ -5,6 +5,7 @@
 
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { vmError } from '../../errors.js';
+import { encodeQueryReply, encodeSegments, FRAME_CONTENT_TYPE, LIMITS, SegmentCodec } from '../../transfer/frames.js';
 import { routeSchema } from '../openapi.js';
 import type { ReplicaCaller, ReplicaService } from '../replicas.js';
 import { commonErrors, errorBody, shareName, snapshotName } from '../schemas.js';
@@ -107,4 +108,34 @@ export async function replicaRoutes(app: FastifyInstance, replicas: ReplicaServi
       return reply.type('application/octet-stream').send(got);
     },
   );
+
+  app.post<{ Body: { fingerprints: string[] } }>(
+    '/replicas/segments',
+    {
+      config: replication,
+      schema: routeSchema({
+        operationId: 'getReplicaSegments',
+        summary: 'Several segments by fingerprint in one answer (best-copy restore and repair on the sending appliance): a QueryReply frame (bit set: not here) then a Segments frame',
+        tags: ['replicas'],
+        body: {
+          type: 'object',
+          required: ['fingerprints'],
+          additionalProperties: false,
+          properties: { fingerprints: { type: 'array', minItems: 1, maxItems: SEGMENTS_PER_REQUEST, items: { type: 'string', pattern: '^[0-9a-f]{64}$' } } },
+        },
+        response: { 200: { description: 'Two frames (transfer/PROTOCOL.md, "Segments by fingerprint"): which of a prefix of the list are absent, then the plain bytes of the others.', type: 'string', format: 'binary' }, ...commonErrors, ...forbidden },
+      }),
+    },
+    async (request, reply) => {
+      const got = await replicas.segments(callerOf(request), request.body.fingerprints, ANSWER_BYTES);
+      const held = got.flatMap((b, i) => (b ? [{ fp: Buffer.from(request.body.fingerprints[i], 'hex'), len: b.length, codec: SegmentCodec.Raw, payload: b }] : []));
+      const frames = Buffer.concat([encodeQueryReply(got.map((b) => b === null)), encodeSegments(held)]);
+      return reply.type(FRAME_CONTENT_TYPE).send(frames);
+    },
+  );
 }
+
+/** Fingerprints one POST /replicas/segments may ask for. */
+export const SEGMENTS_PER_REQUEST = LIMITS.segmentCount;
+/** Segment bytes one answer carries at most (the rest of the list is asked again). */
+const ANSWER_BYTES = 32 * 1024 * 1024;

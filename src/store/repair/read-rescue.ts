@@ -9,6 +9,13 @@
 // is what policy/segment-source.ts's SegmentSource already is. A fetcher is untrusted: bytes
 // that do not hash to the fingerprint are refused and the next fetcher asked.
 //
+// Batching: damaged segments asked for at about the same time (the failures of one decode
+// batch, and those of the other reads in flight that fail before the next turn of the event
+// loop) are searched together: each fetcher is asked for all of them in one request
+// (`fetchMany`: one round trip to a clone appliance, one pass over an archive), the next
+// fetcher only for what the one before lacked. A fetcher without `fetchMany` is asked one
+// segment at a time, as before.
+//
 // Contract: bytes a rescued read returns have been re-hashed as every read's are; a segment no
 // fetcher holds fails the read with the primary's own error code, the message naming the
 // segment and every fetcher tried with its answer; nothing the read did changes the store.
@@ -21,6 +28,20 @@ import { FpMap } from '../index/fp-map.js';
 export interface SegmentFetcher {
   readonly name: string;
   fetch(fingerprint: Buffer): Promise<Buffer | null>;
+  /** Several at once, an answer per fingerprint in order (policy/segment-source.ts). Optional. */
+  fetchMany?(fingerprints: Buffer[]): Promise<Array<Buffer | null>>;
+}
+
+/** Segments asked of a fetcher in one request at most. */
+export const FETCH_BATCH = 512;
+
+/** A fetcher's answers for `fps`: its batch form when it has one, else one request each. */
+export async function fetchBatch(f: SegmentFetcher, fps: Buffer[]): Promise<Array<Buffer | null>> {
+  if (fps.length === 0) return [];
+  if (!f.fetchMany) return Promise.all(fps.map((fp) => f.fetch(fp)));
+  const got = await f.fetchMany(fps);
+  if (!Array.isArray(got) || got.length !== fps.length) throw new Error(`answered ${Array.isArray(got) ? got.length : 'no list'} for ${fps.length} segments`);
+  return got;
 }
 
 /** One damaged segment of the primary and the copy that served it. */
@@ -64,6 +85,10 @@ export class ReadRescue {
   /** Segments no fetcher had: asked once per rescue, the same error after. */
   private readonly missing = new FpMap<Error>();
   private readonly finals = new WeakSet<object>();
+  /** Wanted and not yet searched: searched together at the next turn of the event loop. */
+  private queue: Want[] = [];
+  /** Requests made of fetchers (batches count one): for the job log and the tests. */
+  requests = 0;
 
   constructor(
     readonly fetchers: readonly SegmentFetcher[],
@@ -80,17 +105,26 @@ export class ReadRescue {
   /**
    * Healthy bytes of `fp` from the first fetcher whose bytes hash to it, after the primary
    * failed with `err`. Throws `err`'s code naming every fetcher tried when none has them.
-   * Concurrent calls for one fingerprint share one search.
+   * Concurrent calls for one fingerprint share one search; calls made before the event loop
+   * turns are searched in one batch.
    */
   rescue(fp: Buffer, kind: 'data' | 'node', err: unknown): Promise<Buffer> {
     const hit = this.kept.get(fp);
     if (hit) return Promise.resolve(hit);
     const gone = this.missing.get(fp);
     if (gone) return Promise.reject(gone);
+    if (!rescuable(err)) return Promise.reject(err);
     let p = this.running.get(fp);
     if (!p) {
       const key = Buffer.from(fp);
-      p = this.search(key, kind, err).finally(() => this.running.delete(key));
+      p = new Promise<Buffer>((resolve, reject) => {
+        if (this.queue.length === 0) setImmediate(() => void this.flush());
+        this.queue.push({ fp: key, kind, err: err as PrimaryError, resolve, reject });
+      });
+      p.then(
+        () => this.running.delete(key),
+        () => this.running.delete(key),
+      );
       this.running.set(key, p);
     }
     return p;
@@ -103,60 +137,123 @@ export class ReadRescue {
 
   /** Asks the fetchers for `fp` again (a repair whose bytes were not kept). Null if none holds it. */
   async refetch(fp: Buffer): Promise<{ bytes: Buffer; source: string } | null> {
-    for (const f of this.fetchers) {
-      const got = await f.fetch(fp).catch(() => null);
-      if (got && fingerprint(got).equals(fp)) return { bytes: got, source: f.name };
-    }
-    return null;
+    const [got] = await this.refetchMany([fp]);
+    return got;
   }
 
-  private async search(fp: Buffer, kind: 'data' | 'node', err: unknown): Promise<Buffer> {
-    if (!rescuable(err)) throw err;
-    const primary = err as Error & { code: ErrorCode; details?: Record<string, unknown> };
-    const passedOver: Array<{ source: string; why: string }> = [];
-    for (const f of this.fetchers) {
-      let got: Buffer | null;
-      try {
-        got = await f.fetch(fp);
-      } catch (e) {
-        passedOver.push({ source: f.name, why: `could not be read (${(e as Error).message})` });
-        continue;
+  /** refetch for several segments, each fetcher asked in batches for what the ones before lacked. */
+  async refetchMany(fps: Buffer[]): Promise<Array<{ bytes: Buffer; source: string } | null>> {
+    const out: Array<{ bytes: Buffer; source: string } | null> = fps.map(() => null);
+    for (let from = 0; from < fps.length; from += FETCH_BATCH) {
+      let left = Array.from({ length: Math.min(FETCH_BATCH, fps.length - from) }, (_, k) => from + k);
+      for (const f of this.fetchers) {
+        if (left.length === 0) break;
+        this.requests += f.fetchMany ? 1 : left.length;
+        const got = await fetchBatch(
+          f,
+          left.map((i) => fps[i]),
+        ).catch(() => null);
+        if (!got) continue;
+        const next: number[] = [];
+        left.forEach((i, k) => {
+          const b = got[k];
+          if (b && fingerprint(b).equals(fps[i])) out[i] = { bytes: b, source: f.name };
+          else next.push(i);
+        });
+        left = next;
       }
-      if (!got) {
-        passedOver.push({ source: f.name, why: 'does not hold it' });
-        continue;
-      }
-      if (!fingerprint(got).equals(fp)) {
-        // An untrusted copy: its bytes are not this segment, whatever it claims.
-        passedOver.push({ source: f.name, why: `returned ${got.length} bytes that do not hash to it (refused)` });
-        continue;
-      }
-      const d: Damage = {
-        fingerprint: fpHex(fp),
-        kind,
-        code: primary.code,
-        container: primary.details?.container as number | undefined,
-        offset: primary.details?.offset as number | undefined,
-        reason: primary.message,
-        servedBy: f.name,
-        passedOver,
-      };
-      this.damage.push(d);
-      if (this.keptBytes + got.length <= this.keepBytes) {
-        this.kept.set(fp, got);
-        this.keptBytes += got.length;
-      }
-      this.opts.onDamage?.(d);
-      return got;
     }
+    return out;
+  }
+
+  /** Searches what was queued, FETCH_BATCH segments a request at most. */
+  private async flush(): Promise<void> {
+    const all = this.queue;
+    this.queue = [];
+    for (let from = 0; from < all.length; from += FETCH_BATCH) await this.search(all.slice(from, from + FETCH_BATCH));
+  }
+
+  private async search(wants: Want[]): Promise<void> {
+    const passed = new Map<Want, Array<{ source: string; why: string }>>(wants.map((w) => [w, []]));
+    let left = wants;
+    for (const f of this.fetchers) {
+      if (left.length === 0) break;
+      let got: Array<Buffer | null>;
+      this.requests += f.fetchMany ? 1 : left.length;
+      try {
+        got = await fetchBatch(
+          f,
+          left.map((w) => w.fp),
+        );
+      } catch (e) {
+        for (const w of left) passed.get(w)!.push({ source: f.name, why: `could not be read (${(e as Error).message})` });
+        continue;
+      }
+      const next: Want[] = [];
+      for (let k = 0; k < left.length; k++) {
+        const w = left[k];
+        const b = got[k];
+        if (!b) {
+          passed.get(w)!.push({ source: f.name, why: 'does not hold it' });
+          next.push(w);
+        } else if (!fingerprint(b).equals(w.fp)) {
+          // An untrusted copy: its bytes are not this segment, whatever it claims.
+          passed.get(w)!.push({ source: f.name, why: `returned ${b.length} bytes that do not hash to it (refused)` });
+          next.push(w);
+        } else {
+          this.served(w, b, f.name, passed.get(w)!);
+        }
+      }
+      left = next;
+    }
+    for (const w of left) this.notFound(w, passed.get(w)!);
+  }
+
+  private served(w: Want, got: Buffer, source: string, passedOver: Array<{ source: string; why: string }>): void {
+    const primary = w.err;
+    const d: Damage = {
+      fingerprint: fpHex(w.fp),
+      kind: w.kind,
+      code: primary.code,
+      container: primary.details?.container as number | undefined,
+      offset: primary.details?.offset as number | undefined,
+      reason: primary.message,
+      servedBy: source,
+      passedOver,
+    };
+    this.damage.push(d);
+    if (this.keptBytes + got.length <= this.keepBytes) {
+      this.kept.set(w.fp, got);
+      this.keptBytes += got.length;
+    }
+    try {
+      this.opts.onDamage?.(d);
+    } finally {
+      w.resolve(got);
+    }
+  }
+
+  private notFound(w: Want, passedOver: Array<{ source: string; why: string }>): void {
+    const primary = w.err;
     const tried = passedOver.length === 0 ? 'no other copy was given' : `no other copy has it: ${passedOver.map((p) => `${p.source} ${p.why}`).join('; ')}`;
     const final = vmError(primary.code, `${primary.message}; ${tried}`, {
       ...(primary.details ?? {}),
-      fingerprint: fpHex(fp),
+      fingerprint: fpHex(w.fp),
       sources: passedOver,
     }, primary);
     this.finals.add(final);
-    this.missing.set(fp, final);
-    throw final;
+    this.missing.set(w.fp, final);
+    w.reject(final);
   }
+}
+
+type PrimaryError = Error & { code: ErrorCode; details?: Record<string, unknown> };
+
+/** A damaged segment waiting for the next batch search. */
+interface Want {
+  fp: Buffer;
+  kind: 'data' | 'node';
+  err: PrimaryError;
+  resolve: (b: Buffer) => void;
+  reject: (e: Error) => void;
 }
