@@ -6,6 +6,8 @@
 //    invariant. An incremental follows while pgbench still runs and is checked the same way.
 //    The incremental point, restored as qcow2, boots as a second guest: its data disk holds the
 //    marker written before the backups and its PostgreSQL answers with the restored tables.
+//    Between the two, a group backup of the busy guest and a larger idle VM (paused QEMU) copies
+//    the guest first: its real writes are what query-blockstats ranks by.
 // 2. An appliance process SIGKILLed while the guest is frozen: the guest stays frozen; the next
 //    appliance start (BackupService.start, the quiesce journal) thaws it and says so.
 
@@ -15,10 +17,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BackupService } from '../src/backup/backup-service.js';
+import { runGroupBackup } from '../src/backup/group-backup.js';
 import { progress, vmLookup } from './helpers/backup.js';
 import { bootGuest, guestUnavailable, runPgbench, startWriter, stopWriter } from './helpers/guest.js';
 import { checkPostgres, ext4Clean } from './helpers/guest-checks.js';
 import { openNs } from './helpers/ns.js';
+import { startQemu } from './helpers/qemu.js';
 import { tmpDir } from './helpers/tmpdir.js';
 
 const why = guestUnavailable();
@@ -31,7 +35,12 @@ t.test('app-consistent backups of a busy guest, then SIGKILL during the freeze',
   const data = path.join(dir, 'data');
   fs.mkdirSync(data);
   const vm = { name: 'pg01', share: 'pg01', qmp: g.qmp, qga: g.qga!, pg: g.pgUrl!, workflow: 'app-consistent' };
-  const svc = new BackupService(ns, vmLookup([vm]), { dataDir: data });
+  // An idle VM beside it, larger, first by name (paused QEMU, no guest): the group backup below
+  // must rank the booted guest's real writes first (issue 13: "one booted guest for the I/O-load
+  // ranking"; the group tests' paused QEMUs write through HMP, which query-blockstats never sees).
+  const idle = await startQemu({ t, dir, name: 'aaa-idle', disks: [{ device: 'vda', sizeBytes: 64 << 20, file: path.join(dir, 'aaa-idle.qcow2') }] });
+  const idleVm = { name: 'aaa-idle', share: 'aaa-idle', qmp: idle.qmp, workflow: 'crash-consistent' };
+  const svc = new BackupService(ns, vmLookup([vm, idleVm]), { dataDir: data });
 
   const marker = `restored from vmvault ${Date.now()}`;
   const wrote = await g.exec(['sh', '-c', `echo '${marker}' > /mnt/vmvault-marker && sync`]);
@@ -51,6 +60,19 @@ t.test('app-consistent backups of a busy guest, then SIGKILL during the freeze',
     t.comment(p.lines.join('\n'));
     points.push(r.point);
   }
+  // A group of the busy guest and the idle VM, one copy at a time: the guest goes first, ranked
+  // by its devices' write rate (query-blockstats), though the idle VM is larger and first by name.
+  const gp = progress();
+  const grp = await runGroupBackup(svc, 'mixed', [{ name: 'aaa-idle' }, { name: 'pg01' }], { parallel: 1, loadWindowMs: 2000 }, gp);
+  t.comment(gp.lines.join('\n'));
+  t.equal(grp.succeeded, 2, 'the group backup made both points');
+  t.same(grp.copyOrder, ['pg01', 'aaa-idle'], 'the busy guest was copied first');
+  const busy = grp.vms.find((v) => v.vm === 'pg01')!;
+  const quiet = grp.vms.find((v) => v.vm === 'aaa-idle')!;
+  t.ok((busy.load?.writeBytesPerSec ?? 0) > 0, `the guest's writes were seen by query-blockstats: ${busy.load?.writeBytesPerSec} B/s`);
+  t.equal(quiet.load?.writeBytesPerSec ?? 0, 0, 'the idle VM wrote nothing');
+  t.ok((busy.releasedAt ?? Infinity) <= (quiet.copyStartAt ?? -1), 'the guest was released before the idle VM\'s copy started');
+
   const tps = await bench;
   await stopWriter(g, writer);
   t.ok(tps.transactions > 0, `pgbench ran during the backups: ${tps.transactions} transactions`);
