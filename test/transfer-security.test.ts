@@ -57,6 +57,43 @@ t.test('a forged segment is refused, logged, and nothing is stored under its fin
   t.same(ok.json(), { stored: 1, duplicates: 0 });
 });
 
+t.test('a recipe of protocol 2 ("old" entries) is refused in a session opened with protocol 1, and as a version-1 frame', async (t) => {
+  const a = await transferAppliance(t);
+  await a.ns.shares.create('vms');
+  const { token } = await a.tokens.create('old-agent');
+  const s = await openSession(a.url, token, 'vms', 'y.raw', 8192);
+  t.equal(s.protocol, 1, 'the session speaks what was asked');
+  const r = await call(a.url, token, 'POST', `/api/v1/transfer/sessions/${s.session}/recipe`, encodeRecipe(0, [{ kind: 'old', len: 4096 }], 2));
+  t.equal(r.status, 400);
+  t.match(r.json().error.message, /version-2 recipe in a session opened with protocol 1/);
+  // The same entry in a frame that says version 1 is an unknown kind.
+  const v1 = encodeRecipe(0, [{ kind: 'old', len: 4096 }], 2);
+  v1[4] = 1;
+  const s2 = await openSession(a.url, token, 'vms', 'y.raw', 8192);
+  const r2 = await call(a.url, token, 'POST', `/api/v1/transfer/sessions/${s2.session}/recipe`, v1);
+  t.equal(r2.status, 400);
+  t.match(r2.json().error.message, /unknown kind 3/);
+  const r3 = await call(a.url, token, 'POST', '/api/v1/transfer/sessions', { protocol: 3, share: 'vms', path: 'y.raw', size: 1 });
+  t.equal(r3.status, 501, 'a protocol beyond the newest is refused');
+});
+
+t.test('a frame of segments decoded and re-hashed as a batch: those before a forged one are kept, it and those after are not', async (t) => {
+  const a = await transferAppliance(t);
+  await a.ns.shares.create('vms');
+  const { token } = await a.tokens.create('mallory2');
+  const s = await openSession(a.url, token, 'vms', 'z.raw', 8192);
+  // More than one decode group (2 MiB each): 400 segments of 8 KiB, the forged one at 300.
+  const segs = Array.from({ length: 400 }, () => randomBytes(8192));
+  const entries = segs.map((b) => ({ fp: fingerprint(b), len: 8192, codec: 0 as const, payload: b }));
+  entries[300] = { ...entries[300], payload: randomBytes(8192) };
+  const r = await call(a.url, token, 'POST', `/api/v1/transfer/sessions/${s.session}/segments`, encodeSegments(entries));
+  t.equal(r.status, 422);
+  t.match(r.json().error.message, entries[300].fp.toString('hex'));
+  const missing = await a.store.missingSegments(entries.map((e) => e.fp));
+  t.equal(missing.slice(0, 300).filter((m) => m).length, 0, 'the 300 before it are stored');
+  t.equal(missing.slice(300).filter((m) => !m).length, 0, 'it and the 99 after it are not');
+});
+
 t.test('agent tokens: 403 on admin routes, 401 at once when revoked, hashed at rest; failed auth is rate limited', async (t) => {
   const a = await transferAppliance(t, { authFailures: { limit: 5, windowMs: 60_000 } });
   await a.ns.shares.create('vms');

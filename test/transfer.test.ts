@@ -86,6 +86,36 @@ t.test('incremental sends over several rounds of random writes read back identic
   }
 });
 
+t.test('scattered changes: protocol 2 says the old content between them, one recipe frame per batch; an appliance of protocol 1 still gets one per run', async (t) => {
+  for (const newest of [2, 1]) {
+    const a = await transferAppliance(t, { newestProtocol: newest });
+    await a.ns.shares.create('vms');
+    const { token } = await a.tokens.create('host-e');
+    const conn = await TransferConnection.open({ url: a.url, token });
+    t.teardown(() => conn.close());
+    const data = randomBytes(16 << 20);
+    await sendFile(conn, bufferSource(data), { share: 'vms', path: 'disk.raw', size: data.length });
+    const ranges: Array<{ offset: number; length: number }> = [];
+    for (let k = 0; k < 40; k++) {
+      const off = k * 393_216 + 1000;
+      randomBytes(4096).copy(data, off);
+      ranges.push({ offset: off, length: 4096 });
+    }
+    const recipes = async () => {
+      await a.audit.flush();
+      return fs.readFileSync(a.audit.file, 'utf8').split('\n').filter((l) => /"route":"[^"]*\/recipe"/.test(l)).length;
+    };
+    const before = await recipes();
+    const rep = await sendFile(conn, bufferSource(data), { share: 'vms', path: 'disk.raw', size: data.length, ranges });
+    const frames = (await recipes()) - before;
+    t.ok((await readFile(a.ns, '/vms/disk.raw')).equals(data), `protocol ${newest}: reads back identical (${rep.segmentsSent} segments sent)`);
+    const v = await a.ns.installer.current('vms/disk.raw');
+    t.ok(v.root.equals((await a.store.writeBuffer(data)).version.root), `protocol ${newest}: the same tree as writing the bytes`);
+    if (newest === 2) t.equal(frames, 1, 'protocol 2: the 40 changed runs in one recipe frame');
+    else t.ok(frames >= 40, `protocol 1: ${frames} recipe frames, one per run`);
+  }
+});
+
 t.test('a broken send resumes with the same task id: what the task delivered is not sent again', async (t) => {
   const a = await transferAppliance(t);
   await a.ns.shares.create('vms');

@@ -6,7 +6,7 @@
 // another fingerprint. A segment already stored costs no space (dedup as for local writes).
 
 import { vmError } from '../errors.js';
-import { compressionPays, encodePayload, LengthMismatch, uncompressPayload } from './codec/codec.js';
+import { compressionPays, encodePayload, LengthMismatch, uncompressPayload, uncompressPayloadInto } from './codec/codec.js';
 import { fingerprint, fpHex, FP_BYTES } from './codec/fingerprint.js';
 import { Codec, MAX_SEGMENT_BYTES, SegmentKind } from './container/format.js';
 import type { Location } from './index/segment-index.js';
@@ -76,6 +76,174 @@ export async function acceptSegment(core: StoreCore, fp: Buffer, len: number, lz
   }
   deps.add(core.append(SegmentKind.Data, fp, len, codec, stored).cid);
   return { stored: true };
+}
+
+export interface SentPayload {
+  fp: Buffer;
+  len: number;
+  lz4: boolean;
+  payload: Uint8Array;
+}
+
+export interface AcceptManyResult {
+  stored: number;
+  duplicates: number;
+  /** Segments accepted (stored or already held), from the first: all but a refused one and those after it. */
+  accepted: number;
+  /** Why segment `accepted` was refused (SEGMENT_MISMATCH or INVALID_ARGUMENT), if one was. */
+  error?: Error;
+}
+
+/**
+ * Plain bytes decoded and hashed at a time: bounds the receiver's memory per frame, and is
+ * small enough to stay in cache between decoding and hashing. The buffers are reused: fresh
+ * memory costs a page fault per 4 KiB (decoding into a new 8 MiB buffer per group took more
+ * of the appliance's main thread than the decoding itself, measured under load).
+ */
+const ACCEPT_GROUP_BYTES = 2 * 1024 * 1024;
+const KEEP_PLAIN = 4;
+const freePlain: Buffer[] = [];
+
+/**
+ * acceptSegment for a frame's segments, in order, with the same checks and outcome: every
+ * segment is decompressed and re-hashed, and the first that fails is refused with those after
+ * it (the ones before are kept). Faster: they are decoded into one buffer and hashed there in
+ * one call on the codec engine (the libuv pool with the addon, so the main thread goes on
+ * receiving), and looked up in one index read.
+ */
+export async function acceptSegments(core: StoreCore, segs: SentPayload[], deps: Set<number>): Promise<AcceptManyResult> {
+  const out: AcceptManyResult = { stored: 0, duplicates: 0, accepted: 0 };
+  // Group g+1 is decoded here while group g is hashed on the pool; groups are stored in order.
+  let prev: Promise<void> = Promise.resolve();
+  const finishing: Array<Promise<void>> = [];
+  for (let from = 0; from < segs.length && out.error === undefined; ) {
+    // At most two groups (their buffers) at a time: this one decoding, the one before hashing.
+    if (finishing.length >= 2) await finishing.shift();
+    if (out.error !== undefined) break;
+    let to = from;
+    let bytes = 0;
+    while (to < segs.length && (to === from || bytes + segs[to].len <= ACCEPT_GROUP_BYTES)) {
+      const len = segs[to].len;
+      bytes += Number.isInteger(len) && len > 0 ? len : 0;
+      to++;
+    }
+    const g = decodeGroup(core, segs.slice(from, to), bytes);
+    const done = prev.then(() => finishGroup(core, g, deps, out));
+    done.catch(() => {});
+    prev = done;
+    finishing.push(done);
+    from = to;
+  }
+  await prev;
+  return out;
+}
+
+interface Group {
+  segs: SentPayload[];
+  plain: Buffer;
+  pooled: boolean;
+  spans: Uint32Array;
+  /** Segments decoded (the first n). */
+  n: number;
+  refused: Error | undefined;
+  /** Their fingerprints as computed here (32 bytes each), once hashed; settles whatever happens. */
+  hashed: Promise<Buffer | undefined>;
+}
+
+/** Decodes a group's segments into one (reused) buffer; the first that does not decode ends it. Starts their hashing. */
+function decodeGroup(core: StoreCore, segs: SentPayload[], bytes: number): Group {
+  const pooled = bytes <= ACCEPT_GROUP_BYTES;
+  const plain = pooled ? (freePlain.pop() ?? Buffer.allocUnsafeSlow(ACCEPT_GROUP_BYTES)) : Buffer.allocUnsafe(bytes);
+  const spans = new Uint32Array(2 * segs.length);
+  let n = 0;
+  let refused: Error | undefined;
+  for (let at = 0; n < segs.length; n++) {
+    const { fp, len, lz4, payload } = segs[n];
+    try {
+      if (fp.length !== FP_BYTES) throw vmError('INVALID_ARGUMENT', `a fingerprint is ${FP_BYTES} bytes, not ${fp.length}`);
+      if (!Number.isInteger(len) || len <= 0 || len > MAX_SEGMENT_BYTES) throw vmError('INVALID_ARGUMENT', `segment length ${len} outside 1..${MAX_SEGMENT_BYTES}`);
+      const dst = plain.subarray(at, at + len);
+      if (lz4) {
+        try {
+          uncompressPayloadInto(payload, dst);
+        } catch (err) {
+          const why = err instanceof LengthMismatch ? `decodes to ${err.got} bytes, not ${len}` : `does not decompress (${(err as Error).message})`;
+          throw vmError('SEGMENT_MISMATCH', `segment sent as ${fpHex(fp)} ${why}; refused`, { fingerprint: fpHex(fp) });
+        }
+      } else {
+        if (payload.length !== len) throw vmError('SEGMENT_MISMATCH', `segment sent as ${fpHex(fp)} has ${payload.length} bytes, not ${len}; refused`, { fingerprint: fpHex(fp) });
+        Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).copy(dst);
+      }
+    } catch (err) {
+      refused = err as Error;
+      break;
+    }
+    spans[2 * n] = at;
+    spans[2 * n + 1] = len;
+    at += len;
+  }
+  let hashed: Promise<Buffer | undefined>;
+  if (n === 0) hashed = Promise.resolve(undefined);
+  else if (core.codec.impl === 'native') {
+    hashed = core.codec.hash(plain, spans.subarray(0, 2 * n), undefined, false).then(
+      (h) => (h.release(), h.fps),
+      () => undefined,
+    );
+  } else {
+    const fps = Buffer.allocUnsafe(32 * n);
+    for (let i = 0; i < n; i++) fingerprint(plain.subarray(spans[2 * i], spans[2 * i] + spans[2 * i + 1])).copy(fps, 32 * i);
+    hashed = Promise.resolve(fps);
+  }
+  return { segs, plain, pooled, spans, n, refused, hashed };
+}
+
+/** Checks a decoded group's fingerprints and stores those the store lacks, in order (one batched index read). */
+async function finishGroup(core: StoreCore, g: Group, deps: Set<number>, out: AcceptManyResult): Promise<void> {
+  try {
+    const fps = await g.hashed;
+    // A group after a refused one is not stored (the frame's later segments are refused too).
+    if (out.error !== undefined) return;
+    if (g.n > 0 && fps === undefined) throw vmError('IO', 'hashing received segments failed');
+    const { segs, plain, spans } = g;
+    let n = g.n;
+    let refused = g.refused;
+    for (let i = 0; i < n; i++) {
+      const fp = segs[i].fp;
+      if (!fps!.subarray(32 * i, 32 * i + 32).equals(fp)) {
+        refused = vmError('SEGMENT_MISMATCH', `segment sent as ${fpHex(fp)} does not hash to that fingerprint (BLAKE3 mismatch); refused, nothing stored under it`, { fingerprint: fpHex(fp) });
+        n = i;
+        break;
+      }
+    }
+    const locs = n > 0 ? await locate(core, segs.slice(0, n).map((s) => s.fp)) : [];
+    for (let i = 0; i < n; i++) {
+      const { fp, len, lz4, payload } = segs[i];
+      // Checked again without an await before append: an earlier one of the group, or another writer meanwhile, may have stored it.
+      const known = core.lookupMem(fp) ?? locs[i];
+      if (known && core.dedupHit(fp, 0, known.cid)) {
+        if (core.writers.has(known.cid)) deps.add(known.cid);
+        out.duplicates++;
+        out.accepted++;
+        continue;
+      }
+      const raw = plain.subarray(spans[2 * i], spans[2 * i] + len);
+      let codec: Codec;
+      let stored: Uint8Array;
+      if (lz4 && compressionPays(len, payload.length)) {
+        codec = Codec.Lz4;
+        stored = payload;
+      } else {
+        ({ codec, payload: stored } = encodePayload(raw));
+      }
+      // append copies the payload into the container's image.
+      deps.add(core.append(SegmentKind.Data, fp, len, codec, stored).cid);
+      out.stored++;
+      out.accepted++;
+    }
+    if (refused) out.error = refused;
+  } finally {
+    if (g.pooled && freePlain.length < KEEP_PLAIN) freePlain.push(g.plain);
+  }
 }
 
 /**

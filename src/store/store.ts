@@ -53,7 +53,7 @@ import { TreeView } from './tree/reader.js';
 import { collectGarbage, type GcOptions, type GcReport } from './gc/gc.js';
 import { registerInternals } from './internals.js';
 import { type Piece, TreeWriter, type WriteResult } from './tree/writer.js';
-import { acceptSegment, type AcceptResult, locate, RecipeWriter } from './remote-ingest.js';
+import { acceptSegment, acceptSegments, type AcceptManyResult, type AcceptResult, locate, RecipeWriter, type SentPayload } from './remote-ingest.js';
 import { EMPTY_VERSION, type FileVersion } from './tree/version.js';
 import { ReadRescue } from './repair/read-rescue.js';
 import { type RepairItem, repairSegment, repairSegments, type RepairResult } from './repair/segment-repair.js';
@@ -258,6 +258,16 @@ export class SegmentStore {
   acceptSegment(fp: Buffer, len: number, lz4: boolean, payload: Uint8Array, deps: Set<number>): Promise<AcceptResult> {
     this.ensureOpen();
     return acceptSegment(this.core, fp, len, lz4, payload, deps);
+  }
+
+  /**
+   * acceptSegment for several segments in order (a transfer frame's), decoded and re-hashed as
+   * a batch; the first refused ends it (the result says how many were accepted, and why not).
+   * The payloads are not kept: the caller may reuse them once this resolves.
+   */
+  acceptSegments(segs: SentPayload[], deps: Set<number>): Promise<AcceptManyResult> {
+    this.ensureOpen();
+    return acceptSegments(this.core, segs, deps);
   }
 
   /** A writer of a new version from a recipe (old ranges of `old`, zeros, stored segments). */

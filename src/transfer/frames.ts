@@ -1,4 +1,4 @@
-// The binary frames of the fingerprint-first protocol, version 1 (PROTOCOL.md, "Frames"). One
+// The binary frames of the fingerprint-first protocol, versions 1 and 2 (PROTOCOL.md, "Frames"). One
 // module encodes and decodes them for both ends, so sender and receiver cannot drift apart.
 // Decoding trusts nothing: every length is checked against the bytes actually there and
 // against the limits below before anything is allocated, and a frame that lies gets
@@ -6,7 +6,10 @@
 
 import { vmError } from '../errors.js';
 
+/** The base protocol: every message and frame type of version 1 (what older peers speak). */
 export const PROTOCOL_VERSION = 1;
+/** The newest protocol this code speaks: 2 adds the recipe's "old" entries (PROTOCOL.md). */
+export const PROTOCOL_NEWEST = 2;
 /** 'VVTF' */
 export const FRAME_MAGIC = 0x46545656;
 export const FRAME_HEADER_BYTES = 16;
@@ -41,9 +44,11 @@ export const QUERY_ENTRY_BYTES = FP_LEN + 4;
 export const SEGMENT_ENTRY_HEADER_BYTES = FP_LEN + 4 + 1 + 4;
 export const RECIPE_SEGMENT_BYTES = 1 + FP_LEN + 4;
 export const RECIPE_ZERO_BYTES = 1 + 8;
+export const RECIPE_OLD_BYTES = 1 + 8;
 
 export const SegmentCodec = { Raw: 0, Lz4: 1 } as const;
-export const RecipeKind = { Segment: 1, Zero: 2 } as const;
+/** Old (protocol 2): keep this many bytes of the file's old content (zeros past its old end). */
+export const RecipeKind = { Segment: 1, Zero: 2, Old: 3 } as const;
 
 export interface SegmentRef {
   fp: Buffer;
@@ -53,16 +58,16 @@ export interface SentSegment extends SegmentRef {
   codec: 0 | 1;
   payload: Buffer;
 }
-export type RecipeEntry = { kind: 'segment'; fp: Buffer; len: number } | { kind: 'zero'; len: number };
+export type RecipeEntry = { kind: 'segment'; fp: Buffer; len: number } | { kind: 'zero'; len: number } | { kind: 'old'; len: number };
 
 function bad(what: string): Error {
   return vmError('INVALID_ARGUMENT', `transfer frame: ${what}`);
 }
 
-function header(type: number, count: number, bodyBytes: number): Buffer {
+function header(type: number, count: number, bodyBytes: number, version = PROTOCOL_VERSION): Buffer {
   const h = Buffer.alloc(FRAME_HEADER_BYTES);
   h.writeUInt32LE(FRAME_MAGIC, 0);
-  h[4] = PROTOCOL_VERSION;
+  h[4] = version;
   h[5] = type;
   h.writeUInt16LE(0, 6);
   h.writeUInt32LE(count, 8);
@@ -70,13 +75,13 @@ function header(type: number, count: number, bodyBytes: number): Buffer {
   return h;
 }
 
-/** Checks a frame's header against its type and the bytes there; returns (count, body). */
-export function readHeader(buf: Buffer, type: number, maxCount: number): { count: number; body: Buffer } {
+/** Checks a frame's header against its type and the bytes there; returns (count, body, version). */
+export function readHeader(buf: Buffer, type: number, maxCount: number): { count: number; body: Buffer; version: number } {
   if (!Buffer.isBuffer(buf)) throw bad('the request body is not binary');
   if (buf.length < FRAME_HEADER_BYTES) throw bad(`${buf.length} bytes is shorter than the ${FRAME_HEADER_BYTES}-byte header`);
   if (buf.length > LIMITS.frameBytes) throw bad(`${buf.length} bytes exceeds the frame limit of ${LIMITS.frameBytes}`);
   if (buf.readUInt32LE(0) !== FRAME_MAGIC) throw bad('bad magic (not a vmvault transfer frame)');
-  if (buf[4] !== PROTOCOL_VERSION) throw bad(`protocol version ${buf[4]} is not supported (this appliance speaks ${PROTOCOL_VERSION})`);
+  if (buf[4] < PROTOCOL_VERSION || buf[4] > PROTOCOL_NEWEST) throw bad(`protocol version ${buf[4]} is not supported (this appliance speaks ${PROTOCOL_VERSION} to ${PROTOCOL_NEWEST})`);
   if (buf[5] !== type) throw bad(`frame type ${buf[5]} where type ${type} was expected`);
   if (buf.readUInt16LE(6) !== 0) throw bad('reserved flags are not zero');
   const count = buf.readUInt32LE(8);
@@ -85,7 +90,7 @@ export function readHeader(buf: Buffer, type: number, maxCount: number): { count
   if (bodyBytes !== buf.length - FRAME_HEADER_BYTES) {
     throw bad(`header says ${bodyBytes} body bytes but ${buf.length - FRAME_HEADER_BYTES} arrived (truncated or padded)`);
   }
-  return { count, body: buf.subarray(FRAME_HEADER_BYTES) };
+  return { count, body: buf.subarray(FRAME_HEADER_BYTES), version: buf[4] };
 }
 
 // ---- query -------------------------------------------------------------------------------------
@@ -132,11 +137,12 @@ export function decodeQueryReply(buf: Buffer, expected: number): boolean[] {
 
 // ---- segments ----------------------------------------------------------------------------------
 
-export function encodeSegments(segs: SentSegment[]): Buffer {
+/** A segments frame, in `into` (a reused buffer; the frame is a view of its start) if it is big enough. */
+export function encodeSegments(segs: SentSegment[], into?: Buffer): Buffer {
   let bytes = 0;
   for (const s of segs) bytes += SEGMENT_ENTRY_HEADER_BYTES + s.payload.length;
-  // Header and body in one buffer: a frame is up to 16 MiB, and a concat would copy it again.
-  const frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + bytes);
+  // Header and body in one buffer: a frame is megabytes, and a concat would copy it again.
+  const frame = into && into.length >= FRAME_HEADER_BYTES + bytes ? into.subarray(0, FRAME_HEADER_BYTES + bytes) : Buffer.allocUnsafe(FRAME_HEADER_BYTES + bytes);
   header(FrameType.Segments, segs.length, bytes).copy(frame, 0);
   let at = FRAME_HEADER_BYTES;
   for (const s of segs) {
@@ -175,10 +181,13 @@ export function decodeSegments(buf: Buffer, maxSegment: number): SentSegment[] {
 
 // ---- recipe ------------------------------------------------------------------------------------
 
-/** A recipe frame: entries in file order from `offset` on. */
-export function encodeRecipe(offset: number, entries: RecipeEntry[]): Buffer {
+/** A recipe frame: entries in file order from `offset` on. "old" entries need a version-2 frame (and session). */
+export function encodeRecipe(offset: number, entries: RecipeEntry[], version = PROTOCOL_VERSION): Buffer {
   let bytes = 8;
-  for (const e of entries) bytes += e.kind === 'segment' ? RECIPE_SEGMENT_BYTES : RECIPE_ZERO_BYTES;
+  for (const e of entries) {
+    if (e.kind === 'old' && version < 2) throw vmError('INVALID_ARGUMENT', 'internal: an "old" recipe entry needs protocol 2');
+    bytes += e.kind === 'segment' ? RECIPE_SEGMENT_BYTES : e.kind === 'zero' ? RECIPE_ZERO_BYTES : RECIPE_OLD_BYTES;
+  }
   const body = Buffer.allocUnsafe(bytes);
   body.writeBigUInt64LE(BigInt(offset), 0);
   let at = 8;
@@ -189,16 +198,16 @@ export function encodeRecipe(offset: number, entries: RecipeEntry[]): Buffer {
       body.writeUInt32LE(e.len, at + 1 + FP_LEN);
       at += RECIPE_SEGMENT_BYTES;
     } else {
-      body[at] = RecipeKind.Zero;
+      body[at] = e.kind === 'zero' ? RecipeKind.Zero : RecipeKind.Old;
       body.writeBigUInt64LE(BigInt(e.len), at + 1);
       at += RECIPE_ZERO_BYTES;
     }
   }
-  return Buffer.concat([header(FrameType.Recipe, entries.length, body.length), body]);
+  return Buffer.concat([header(FrameType.Recipe, entries.length, body.length, version), body]);
 }
 
-export function decodeRecipe(buf: Buffer, maxSegment: number): { offset: number; entries: RecipeEntry[] } {
-  const { count, body } = readHeader(buf, FrameType.Recipe, LIMITS.recipeCount);
+export function decodeRecipe(buf: Buffer, maxSegment: number): { offset: number; entries: RecipeEntry[]; version: number } {
+  const { count, body, version } = readHeader(buf, FrameType.Recipe, LIMITS.recipeCount);
   if (body.length < 8) throw bad('a recipe frame must start with its 8-byte offset');
   const offset = safe(body.readBigUInt64LE(0), 'recipe offset');
   const entries: RecipeEntry[] = [];
@@ -211,18 +220,19 @@ export function decodeRecipe(buf: Buffer, maxSegment: number): { offset: number;
       if (len === 0 || len > maxSegment) throw bad(`recipe entry ${i}: segment length ${len} outside 1..${maxSegment}`);
       entries.push({ kind: 'segment', fp: Buffer.from(body.subarray(at + 1, at + 1 + FP_LEN)), len });
       at += RECIPE_SEGMENT_BYTES;
-    } else if (kind === RecipeKind.Zero) {
+    } else if (kind === RecipeKind.Zero || (kind === RecipeKind.Old && version >= 2)) {
       if (body.length - at < RECIPE_ZERO_BYTES) throw bad(`recipe entry ${i}: truncated`);
-      const len = safe(body.readBigUInt64LE(at + 1), `recipe entry ${i} zero run`);
-      if (len === 0) throw bad(`recipe entry ${i}: an empty zero run`);
-      entries.push({ kind: 'zero', len });
+      const what = kind === RecipeKind.Zero ? 'zero' : 'old';
+      const len = safe(body.readBigUInt64LE(at + 1), `recipe entry ${i} ${what} run`);
+      if (len === 0) throw bad(`recipe entry ${i}: an empty ${what} run`);
+      entries.push({ kind: what, len });
       at += RECIPE_ZERO_BYTES;
     } else {
       throw bad(`recipe entry ${i}: unknown kind ${kind ?? '(missing)'}`);
     }
   }
   if (at !== body.length) throw bad(`${body.length - at} bytes after the last recipe entry`);
-  return { offset, entries };
+  return { offset, entries, version };
 }
 
 function safe(v: bigint, what: string): number {

@@ -1,4 +1,4 @@
-// The JSON messages of the fingerprint-first protocol, version 1 (PROTOCOL.md, "Session
+// The JSON messages of the fingerprint-first protocol, versions 1 and 2 (PROTOCOL.md, "Session
 // messages"): opening a session, the old boundaries of an incremental, finishing. Fingerprints
 // and segments never travel as JSON (frames.ts).
 

@@ -19,7 +19,7 @@ import { EMPTY_VERSION } from '../store/store.js';
 import { packParams } from '../store/segmenter/segmenter.js';
 import { decodeQuery, decodeRecipe, decodeSegments, encodeQueryReply, SegmentCodec } from './frames.js';
 import type { BoundariesReply, ChunkerInfo, FinishReply, OpenReply, OpenRequest, RecipeReply, Region, SegmentsReply } from './messages.js';
-import { PROTOCOL_VERSION } from './frames.js';
+import { PROTOCOL_NEWEST, PROTOCOL_VERSION } from './frames.js';
 
 export type TransferCaller = { kind: 'admin' } | { kind: 'agent'; name: string; trusted?: boolean; replication?: boolean };
 
@@ -27,6 +27,8 @@ export interface ReceiverOptions {
   log?: (line: string) => void;
   /** A session unused this long is dropped (its task's sent set lives on for TASK_KEEP_MS). */
   idleMs?: number;
+  /** The newest protocol version spoken (default PROTOCOL_NEWEST; tests stand for an older appliance with 1). */
+  newestProtocol?: number;
   /** May this caller write this target? (the agent pool narrows agents to their tasks' shares). */
   authorize?: (caller: TransferCaller, share: string, path: string, taskId: string | undefined) => void | Promise<void>;
 }
@@ -44,6 +46,8 @@ interface TaskState {
 
 interface Session {
   id: string;
+  /** The version the sender opened with (frames of a newer one are refused). */
+  protocol: number;
   owner: string;
   storeWide: boolean;
   share: string;
@@ -79,6 +83,7 @@ export class TransferReceiver {
   private readonly idleMs: number;
   private readonly timer: NodeJS.Timeout;
   private readonly zeroFast: boolean;
+  private readonly newest: number;
 
   constructor(
     private readonly ns: Namespace,
@@ -89,6 +94,7 @@ export class TransferReceiver {
     this.timer = setInterval(() => void this.expire(), Math.min(60_000, this.idleMs));
     this.timer.unref();
     this.zeroFast = packParams(ns.store.chunker)[5] === 1;
+    this.newest = Math.min(PROTOCOL_NEWEST, Math.max(PROTOCOL_VERSION, opts.newestProtocol ?? PROTOCOL_NEWEST));
   }
 
   get chunker(): ChunkerInfo {
@@ -97,7 +103,7 @@ export class TransferReceiver {
   }
 
   hello(): { protocol: number; chunker: ChunkerInfo } {
-    return { protocol: PROTOCOL_VERSION, chunker: this.chunker };
+    return { protocol: this.newest, chunker: this.chunker };
   }
 
   /** A restore point was made in `share`: its scope set is rebuilt on next use. */
@@ -113,7 +119,9 @@ export class TransferReceiver {
   // ---- sessions ----------------------------------------------------------------------------
 
   async open(caller: TransferCaller, req: OpenRequest): Promise<OpenReply> {
-    if (req.protocol !== PROTOCOL_VERSION) throw vmError('NOT_SUPPORTED', `transfer protocol ${req.protocol} is not supported (this appliance speaks ${PROTOCOL_VERSION})`);
+    if (!Number.isInteger(req.protocol) || req.protocol < PROTOCOL_VERSION || req.protocol > this.newest) {
+      throw vmError('NOT_SUPPORTED', `transfer protocol ${req.protocol} is not supported (this appliance speaks ${PROTOCOL_VERSION} to ${this.newest})`);
+    }
     if (!Number.isSafeInteger(req.size) || req.size < 0) throw vmError('INVALID_ARGUMENT', `size ${req.size} is not a valid file size`);
     const ranges = req.ranges?.map((r, i) => {
       if (!Number.isSafeInteger(r.offset) || !Number.isSafeInteger(r.length) || r.offset < 0 || r.length < 0 || r.offset + r.length > req.size) {
@@ -129,6 +137,7 @@ export class TransferReceiver {
         if (s.taskId !== req.taskId || s.owner !== owner) continue;
         if (s.share === req.share && s.path === req.path && s.size === req.size && JSON.stringify(s.ranges) === JSON.stringify(ranges)) {
           s.used = Date.now();
+          s.protocol = req.protocol;
           return this.reply(s, true);
         }
         // The same task sends something else now: the old session is over.
@@ -144,6 +153,7 @@ export class TransferReceiver {
     const task = this.taskState(req.taskId, owner);
     const s: Session = {
       id: randomBytes(16).toString('hex'),
+      protocol: req.protocol,
       owner,
       storeWide,
       share: req.share,
@@ -168,7 +178,7 @@ export class TransferReceiver {
   }
 
   private reply(s: Session, resumed: boolean): OpenReply {
-    return { session: s.id, protocol: PROTOCOL_VERSION, chunker: this.chunker, position: s.writer.position, regions: s.regions, resumed, storeWide: s.storeWide };
+    return { session: s.id, protocol: s.protocol, chunker: this.chunker, position: s.writer.position, regions: s.regions, resumed, storeWide: s.storeWide };
   }
 
   private taskState(taskId: string | undefined, owner: string): TaskState {
@@ -311,29 +321,28 @@ export class TransferReceiver {
   async segments(caller: TransferCaller, id: string, frame: Buffer, from?: string): Promise<SegmentsReply> {
     return this.withSession(caller, id, async (s) => {
       const segs = decodeSegments(frame, this.ns.store.chunker.maxSize);
-      let stored = 0;
-      let duplicates = 0;
-      for (const g of segs) {
-        try {
-          const r = await this.ns.store.acceptSegment(g.fp, g.len, g.codec === SegmentCodec.Lz4, g.payload, s.deps);
-          if (r.stored) stored++;
-          else duplicates++;
-        } catch (err) {
-          if ((err as { code?: string }).code === 'SEGMENT_MISMATCH') {
-            this.log(`transfer: refused a forged segment from ${s.owner}${from ? ` at ${from}` : ''} for ${s.share}/${s.path}: ${(err as Error).message}`);
-          }
-          throw err;
+      const r = await this.ns.store.acceptSegments(
+        segs.map((g) => ({ fp: g.fp, len: g.len, lz4: g.codec === SegmentCodec.Lz4, payload: g.payload })),
+        s.deps,
+      );
+      // Those before a refused one are kept, as the protocol says.
+      for (let i = 0; i < r.accepted; i++) s.task.sent.add(segs[i].fp.toString('latin1'));
+      s.segmentsSent += r.accepted;
+      if (r.error) {
+        if ((r.error as { code?: string }).code === 'SEGMENT_MISMATCH') {
+          this.log(`transfer: refused a forged segment from ${s.owner}${from ? ` at ${from}` : ''} for ${s.share}/${s.path}: ${r.error.message}`);
         }
-        s.task.sent.add(g.fp.toString('latin1'));
-        s.segmentsSent++;
+        throw r.error;
       }
+      const { stored, duplicates } = r;
       return { stored, duplicates };
     });
   }
 
   async recipe(caller: TransferCaller, id: string, frame: Buffer): Promise<RecipeReply> {
     return this.withSession(caller, id, async (s) => {
-      const { offset, entries } = decodeRecipe(frame, this.ns.store.chunker.maxSize);
+      const { offset, entries, version } = decodeRecipe(frame, this.ns.store.chunker.maxSize);
+      if (version > s.protocol) throw vmError('INVALID_ARGUMENT', `transfer frame: a version-${version} recipe in a session opened with protocol ${s.protocol}`);
       const w = s.writer;
       if (offset < w.position) throw vmError('INVALID_ARGUMENT', `recipe at offset ${offset}, but the file is described up to ${w.position} already`);
       let total = 0;
@@ -356,7 +365,8 @@ export class TransferReceiver {
           }
           if (run.length > 0) await w.segments(run);
           run = [];
-          await w.zeros(e.len);
+          if (e.kind === 'zero') await w.zeros(e.len);
+          else await w.old(w.position, w.position + e.len);
         }
         if (run.length > 0) await w.segments(run);
       } catch (err) {

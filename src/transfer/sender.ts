@@ -5,14 +5,17 @@
 // Zero runs and holes cross as extents only. An agent never opens a store: only the store's
 // pure parts are used here (segmenter, fingerprint, codec).
 //
-// Memory is bounded: one batch of segments (at most BATCH_BYTES of plain data, in the chunk
-// stream's reused slabs) is in flight at a time, whatever the file size.
+// Memory is bounded: at most BATCHES_IN_FLIGHT batches of segments (each at most BATCH_BYTES of
+// plain data, in the chunk stream's reused slabs, and their LZ4 payloads) are out at a time,
+// plus the one being cut, whatever the file size.
 
 import { vmError } from '../errors.js';
 import { ChunkStream, type ChunkItem } from '../store/segmenter/chunk-stream.js';
 import type { Slab } from '../store/slab-pool.js';
 import { fingerprint } from '../store/codec/fingerprint.js';
 import { encodePayload } from '../store/codec/codec.js';
+import { type CodecEngine, createCodecEngine } from '../store/codec/engine.js';
+import { codecImpl } from '../store/native.js';
 import { Codec } from '../store/container/format.js';
 import type { TransferConnection } from './client.js';
 import {
@@ -20,9 +23,12 @@ import {
   encodeQuery,
   encodeRecipe,
   encodeSegments,
+  FRAME_HEADER_BYTES,
   LIMITS,
+  PROTOCOL_NEWEST,
   PROTOCOL_VERSION,
   type RecipeEntry,
+  SEGMENT_ENTRY_HEADER_BYTES,
   SegmentCodec,
   type SentSegment,
 } from './frames.js';
@@ -59,12 +65,26 @@ export interface SendReport {
   zeroBytes: number;
 }
 
-/** Plain bytes of segments per batch (query, segments, recipe); one batch is sent while the next is cut. */
+/** Plain bytes of segments per batch (one query, its segments, its recipe). */
 const BATCH_BYTES = 8 * 1024 * 1024;
+/**
+ * Batches handed on and not yet answered. Two: while one batch's segments cross and the
+ * appliance stores them, the next is hashed and queried (and the one after is cut). Each holds
+ * its slabs and payloads, so this bounds the sender's memory.
+ */
+const BATCHES_IN_FLIGHT = 2;
 /** Bytes read from the source at a time. */
 const READ_BYTES = 4 * 1024 * 1024;
-/** Bytes of payload per segments frame. */
-const SEGMENTS_FRAME_BYTES = 16 * 1024 * 1024;
+/**
+ * Bytes of payload per segments frame. Small enough that the appliance stores one frame while
+ * the next crosses (it handles a request only once its whole body arrived), and that its body
+ * buffer comes from the heap rather than fresh pages; large enough that requests stay few.
+ */
+const SEGMENTS_FRAME_BYTES = 4 * 1024 * 1024;
+/** Segments frames in flight per sender. */
+const FRAMES_IN_FLIGHT = 2;
+/** Reused frame buffers' size: a frame of SEGMENTS_FRAME_BYTES plus its last segment and entry headers (a bigger one gets its own). */
+const FRAME_BUFFER_BYTES = SEGMENTS_FRAME_BYTES + 1024 * 1024;
 /** The window asked of dataRanges at a time. */
 const MAP_BYTES = 256 * 1024 * 1024;
 
@@ -138,28 +158,84 @@ async function sendOnce(
   report: SendReport,
   opts: { signal?: AbortSignal; onProgress?: (r: SendReport) => void },
 ): Promise<void> {
-  const open = await conn.json<OpenReply>(
-    'POST',
-    `${TRANSFER_PREFIX}/sessions`,
-    { protocol: PROTOCOL_VERSION, share: target.share, path: target.path, size: target.size, ...(target.ranges ? { ranges: target.ranges } : {}), ...(target.taskId ? { taskId: target.taskId } : {}) },
-    opts.signal,
-  );
-  if (open.protocol !== PROTOCOL_VERSION) throw vmError('NOT_SUPPORTED', `the appliance speaks transfer protocol ${open.protocol}; this sender speaks ${PROTOCOL_VERSION}`);
+  const openWith = (protocol: number) =>
+    conn.json<OpenReply>(
+      'POST',
+      `${TRANSFER_PREFIX}/sessions`,
+      { protocol, share: target.share, path: target.path, size: target.size, ...(target.ranges ? { ranges: target.ranges } : {}), ...(target.taskId ? { taskId: target.taskId } : {}) },
+      opts.signal,
+    );
+  let open: OpenReply;
+  try {
+    open = await openWith(PROTOCOL_NEWEST);
+  } catch (err) {
+    // An appliance of protocol 1 only refuses 2 (501): speak 1 with it.
+    if ((err as { code?: string }).code !== 'NOT_SUPPORTED') throw err;
+    open = await openWith(PROTOCOL_VERSION);
+  }
+  if (open.protocol !== PROTOCOL_VERSION && open.protocol !== PROTOCOL_NEWEST) {
+    throw vmError('NOT_SUPPORTED', `the appliance speaks transfer protocol ${open.protocol}; this sender speaks ${PROTOCOL_VERSION} to ${PROTOCOL_NEWEST}`);
+  }
   if (open.chunker.algorithm !== 'fastcdc-gear-v1') throw vmError('NOT_SUPPORTED', `the appliance cuts with ${open.chunker.algorithm}, which this sender does not know`);
   const s = new Sender(conn, source, target, open, report, opts);
-  for (const region of open.regions) await s.region(region);
+  try {
+    for (const region of open.regions) await s.region(region);
+    await s.flush();
+  } catch (err) {
+    // No request of this session may still be under way when the send is retried or given up.
+    await s.abandon();
+    throw err;
+  }
   await conn.json<FinishReply>('POST', `${TRANSFER_PREFIX}/sessions/${open.session}/finish`, {}, opts.signal);
+}
+
+/** What the hash stage learnt of a batch: every data item's fingerprint, and which to send. */
+interface Prepared {
+  items: Item[];
+  /** Per item (data items only): its fingerprint. */
+  order: Buffer[];
+  /** The segments the appliance lacks, each once, in file order. */
+  missing: Array<{ fp: Buffer; item: DataItem; plen: number; payload: Buffer | undefined }>;
+  /** Hashed batches whose payload buffers the missing segments point into. */
+  release: Array<() => void>;
 }
 
 class Sender {
   private readonly route: string;
   private readonly chunker: { minSize: number; avgSize: number; maxSize: number };
+  /** The session's protocol version (2: recipes may say "old"). */
+  private readonly protocol: number;
   /** Where the recipe sent so far ends. */
   private position: number;
+  /** Where the session's recipe ended when it opened (a resumed task continues there). */
+  private readonly resumeAt: number;
+  /** Where the items handed to batches end (regions may run past their ends to an old cut). */
+  private cutEnd = 0;
   /** Old boundaries known so far (ascending), and where the appliance's list goes on. */
   private bounds: number[] = [];
   private boundsFrom = -1;
   private boundsNext: number | null = null;
+
+  /** The batch being filled; it may span regions (its recipe then goes as one frame per run). */
+  private batch: Item[] = [];
+  private batchBytes = 0;
+  /** Batches handed on and not yet acknowledged, oldest first. */
+  private readonly inflight: Array<Promise<void>> = [];
+  /** Resolves when the last batch's query is answered (queries go in order, one at a time). */
+  private prepTail: Promise<void> = Promise.resolve();
+  /** Settles when the last batch's recipe is answered (recipes go in file order). */
+  private shipTail: Promise<void> = Promise.resolve();
+  /** The first failure of a batch: the send stops. */
+  private failure: unknown;
+  /** Fingerprints the previous batch found missing: it sends them before this batch's recipe, so they are not asked again. */
+  private lastMissing = new Set<string>();
+  /** Whether to LZ4 every segment while hashing (most of the last batch was missing), or only the missing ones afterwards. */
+  private compressAhead = true;
+  /** Segments frames' buffers, reused (fresh memory costs a page fault per 4 KiB). */
+  private readonly frames: Buffer[] = [];
+  /** Segments requests in flight, and who waits for one to end. */
+  private framesOut = 0;
+  private readonly frameWaiters: Array<() => void> = [];
 
   constructor(
     private readonly conn: TransferConnection,
@@ -171,7 +247,9 @@ class Sender {
   ) {
     this.route = `${TRANSFER_PREFIX}/sessions/${open.session}`;
     this.chunker = open.chunker;
+    this.protocol = open.protocol;
     this.position = open.position;
+    this.resumeAt = open.position;
   }
 
   private incremental(): boolean {
@@ -194,13 +272,14 @@ class Sender {
 
   async region(region: Region): Promise<void> {
     let start = region.start;
-    if (this.position > start) {
-      // A resumed task: the recipe already covers up to `position`, which is a cut.
-      start = this.position;
+    // A resumed task's recipe already covers up to resumeAt; an earlier region's cutting may
+    // have run past this region's start (it stops only on an old cut). Both are cuts.
+    const described = Math.max(this.resumeAt, this.cutEnd);
+    if (described > start) {
+      start = described;
       if (start >= this.target.size || (await this.stopsAt(start, region))) return;
     }
     if (start >= this.target.size) return;
-    if (start < this.position) throw vmError('INVALID_ARGUMENT', `region at ${start} lies before the recipe's end ${this.position}`);
     const queue: Item[] = [];
     let at = start;
     const cs = new ChunkStream(this.chunker, {
@@ -211,20 +290,15 @@ class Sender {
       },
       leaving: () => {},
     });
-    let batch: Item[] = [];
-    let batchBytes = 0;
     let stopped = false;
     const drain = async (): Promise<void> => {
       while (queue.length > 0 && !stopped) {
         const item = queue.shift()!;
-        batch.push(item);
-        if (item.kind === 'data') batchBytes += item.len;
+        this.batch.push(item);
+        this.cutEnd = item.at + item.len;
+        if (item.kind === 'data') this.batchBytes += item.len;
         if (await this.stopsAt(item.at + item.len, region)) stopped = true;
-        if (batchBytes >= BATCH_BYTES || batch.length >= LIMITS.queryCount) {
-          await this.pipeline(batch);
-          batch = [];
-          batchBytes = 0;
-        }
+        if (this.batchBytes >= BATCH_BYTES || this.batch.length >= LIMITS.queryCount) await this.submit();
       }
     };
     try {
@@ -259,56 +333,134 @@ class Sender {
         }
         pos += window;
       }
-      if (!stopped) {
-        await cs.finish();
-        await drain();
-      } else {
-        // The rest of the stream is the appliance's old content: drop what the cut made past here.
-        await cs.finish();
-      }
-      if (batch.length > 0) await this.pipeline(batch);
-      await this.drainPipeline();
-      batch = [];
+      // Past a stop, the rest of the stream is the appliance's old content: what the cut made
+      // there is dropped (finally).
+      await cs.finish();
+      if (!stopped) await drain();
     } finally {
-      for (const i of [...batch, ...queue]) if (i.kind === 'data') i.slab.unref();
-      await this.drainPipeline().catch(() => {});
+      for (const i of queue) if (i.kind === 'data') i.slab.unref();
+      queue.length = 0;
     }
   }
 
-  /** The batch being sent while the next one is cut and hashed (one in flight: memory stays bounded). */
-  private inflight: Promise<void> | undefined;
-
-  private async pipeline(items: Item[]): Promise<void> {
-    await this.drainPipeline();
-    const p = this.sendBatch(items);
-    p.catch(() => {});
-    this.inflight = p;
+  /** Sends what is left and waits for every batch's answer. */
+  async flush(): Promise<void> {
+    await this.submit();
+    while (this.inflight.length > 0) await this.inflight.shift();
   }
 
-  private async drainPipeline(): Promise<void> {
-    const p = this.inflight;
-    this.inflight = undefined;
-    if (p) await p;
+  /** After a failure: drops the batch being filled and waits (quietly) for those in flight. */
+  async abandon(): Promise<void> {
+    for (const i of this.batch) if (i.kind === 'data') i.slab.unref();
+    this.batch = [];
+    this.batchBytes = 0;
+    await Promise.allSettled(this.inflight.splice(0));
+  }
+
+  /**
+   * Hands the batch being filled on. Stages overlap across batches: batch k+1 is hashed and
+   * queried while batch k's segments cross and the appliance stores them; queries go one at a
+   * time in order, recipes in file order, each after its own batch's segments were answered.
+   * At most BATCHES_IN_FLIGHT batches are out, which bounds memory whatever the file size.
+   */
+  private async submit(): Promise<void> {
+    if (this.batch.length === 0) return;
+    const items = this.batch;
+    this.batch = [];
+    this.batchBytes = 0;
+    try {
+      while (this.inflight.length >= BATCHES_IN_FLIGHT) await this.inflight.shift();
+      if (this.failure !== undefined) throw this.failure;
+    } catch (err) {
+      for (const it of items) if (it.kind === 'data') it.slab.unref();
+      throw err;
+    }
+    const prevPrep = this.prepTail;
+    const prevShip = this.shipTail;
+    let prepDone!: () => void;
+    this.prepTail = new Promise<void>((r) => (prepDone = r));
+    const p = (async () => {
+      let prep: Prepared | undefined;
+      try {
+        await prevPrep;
+        prep = await this.prepare(items);
+        prepDone();
+        await this.sendSegments(prep);
+        await prevShip;
+        await this.sendRecipe(items, prep.order);
+      } finally {
+        prepDone();
+        for (const r of prep?.release ?? []) r();
+        for (const it of items) if (it.kind === 'data') it.slab.unref();
+      }
+    })();
+    p.catch((err) => (this.failure ??= err));
+    this.shipTail = p;
+    this.inflight.push(p);
   }
 
   private checkAbort(): void {
     if (this.opts.signal?.aborted) throw vmError('CANCELLED', 'the send was cancelled');
   }
 
-  /** Query, segments, recipe for one batch of items; releases the items' slabs. */
-  private async sendBatch(items: Item[]): Promise<void> {
-    try {
-      const fps = new Map<string, { fp: Buffer; item: DataItem }>();
-      const order: Buffer[] = new Array(items.length);
+  /** Fingerprints every data item (on the libuv pool with the addon), then asks which the appliance lacks. */
+  private async prepare(items: Item[]): Promise<Prepared> {
+    const compress = this.compressAhead;
+    const release: Array<() => void> = [];
+    const order: Buffer[] = new Array(items.length);
+    const plens: number[] = new Array(items.length);
+    const payloads: Array<Buffer | undefined> = new Array(items.length);
+    const engine = hashEngine();
+    if (engine) {
+      // One pool call per run of items in the same slab (their offsets are into its buffer).
+      const runs: number[][] = [];
+      let last: Slab | undefined;
       items.forEach((it, k) => {
         if (it.kind !== 'data') return;
-        const fp = fingerprint(it.slab.buf.subarray(it.off, it.off + it.len));
-        order[k] = fp;
-        const key = fp.toString('latin1');
-        if (!fps.has(key)) fps.set(key, { fp, item: it });
+        if (it.slab !== last) runs.push([]);
+        last = it.slab;
+        runs[runs.length - 1].push(k);
+      });
+      await Promise.all(
+        runs.map(async (ks) => {
+          const slab = (items[ks[0]] as DataItem).slab;
+          const segs = new Uint32Array(2 * ks.length);
+          ks.forEach((k, j) => {
+            segs[2 * j] = (items[k] as DataItem).off;
+            segs[2 * j + 1] = (items[k] as DataItem).len;
+          });
+          const h = await engine.hash(slab.buf, segs, undefined, compress);
+          release.push(() => h.release());
+          let pat = 0;
+          ks.forEach((k, j) => {
+            order[k] = h.fps.subarray(32 * j, 32 * j + 32);
+            plens[k] = h.plens[j];
+            if (h.plens[j] > 0) {
+              payloads[k] = h.payloads.subarray(pat, pat + h.plens[j]);
+              pat += h.plens[j];
+            }
+          });
+        }),
+      ).catch((err) => {
+        for (const r of release) r();
+        throw err;
+      });
+    } else {
+      items.forEach((it, k) => {
+        if (it.kind !== 'data') return;
+        order[k] = fingerprint(it.slab.buf.subarray(it.off, it.off + it.len));
+        plens[k] = -1;
+      });
+    }
+    try {
+      const fps = new Map<string, { fp: Buffer; item: DataItem; plen: number; payload: Buffer | undefined }>();
+      items.forEach((it, k) => {
+        if (it.kind !== 'data') return;
+        const key = order[k].toString('latin1');
+        if (!fps.has(key) && !this.lastMissing.has(key)) fps.set(key, { fp: order[k], item: it, plen: plens[k], payload: payloads[k] });
       });
       const uniq = [...fps.values()];
-      const missing: typeof uniq = [];
+      const missing: Prepared['missing'] = [];
       for (let i = 0; i < uniq.length; i += LIMITS.queryCount) {
         const part = uniq.slice(i, i + LIMITS.queryCount);
         const q = encodeQuery(part.map((u) => ({ fp: u.fp, len: u.item.len })));
@@ -318,54 +470,131 @@ class Sender {
           if (m) missing.push(part[j]);
         });
       }
-      let frame: SentSegment[] = [];
-      let frameBytes = 0;
-      const sendFrame = async () => {
-        if (frame.length === 0) return;
-        const body = encodeSegments(frame);
+      this.lastMissing = new Set(missing.map((m) => m.fp.toString('latin1')));
+      // Compressing ahead pays when most segments go; a send of known data compresses only what goes.
+      if (uniq.length > 0) this.compressAhead = missing.length * 2 >= uniq.length;
+      return { items, order, missing, release };
+    } catch (err) {
+      for (const r of release) r();
+      throw err;
+    }
+  }
+
+  /** The missing segments, LZ4 where it pays, in frames of about SEGMENTS_FRAME_BYTES, two in flight. */
+  private async sendSegments(prep: Prepared): Promise<void> {
+    const out: Array<Promise<void>> = [];
+    let frame: SentSegment[] = [];
+    let frameBytes = 0;
+    const sendFrame = async (segs: SentSegment[], bytes: number): Promise<void> => {
+      while (this.framesOut >= FRAMES_IN_FLIGHT) await new Promise<void>((r) => this.frameWaiters.push(r));
+      this.framesOut++;
+      const need = FRAME_HEADER_BYTES + bytes + segs.length * SEGMENT_ENTRY_HEADER_BYTES;
+      const pooled = need <= FRAME_BUFFER_BYTES;
+      const buf = pooled ? (this.frames.pop() ?? Buffer.allocUnsafeSlow(FRAME_BUFFER_BYTES)) : undefined;
+      try {
+        const body = encodeSegments(segs, buf);
         await this.conn.frame(`${this.route}/segments`, body, this.opts.signal);
-        frame = [];
-        frameBytes = 0;
-      };
-      for (const m of missing) {
+      } finally {
+        if (buf && this.frames.length < FRAMES_IN_FLIGHT) this.frames.push(buf);
+        this.framesOut--;
+        this.frameWaiters.shift()?.();
+      }
+    };
+    try {
+      for (const m of prep.missing) {
         const raw = m.item.slab.buf.subarray(m.item.off, m.item.off + m.item.len);
-        const enc = encodePayload(raw);
-        const payload = Buffer.from(enc.payload.buffer, enc.payload.byteOffset, enc.payload.byteLength);
-        frame.push({ fp: m.fp, len: m.item.len, codec: enc.codec === Codec.Lz4 ? SegmentCodec.Lz4 : SegmentCodec.Raw, payload: Buffer.from(payload) });
+        let codec: 0 | 1;
+        let payload: Buffer;
+        if (m.plen > 0) {
+          codec = SegmentCodec.Lz4;
+          payload = m.payload!;
+        } else if (m.plen === -2) {
+          codec = SegmentCodec.Raw;
+          payload = raw;
+        } else {
+          const enc = encodePayload(raw);
+          codec = enc.codec === Codec.Lz4 ? SegmentCodec.Lz4 : SegmentCodec.Raw;
+          payload = Buffer.from(enc.payload.buffer, enc.payload.byteOffset, enc.payload.byteLength);
+        }
+        frame.push({ fp: m.fp, len: m.item.len, codec, payload });
         frameBytes += payload.length;
         this.report.segmentsSent++;
         this.report.segmentBytesSent += payload.length;
-        if (frameBytes >= SEGMENTS_FRAME_BYTES || frame.length >= LIMITS.segmentCount) await sendFrame();
-      }
-      await sendFrame();
-      const entries: RecipeEntry[] = [];
-      items.forEach((it, k) => {
-        if (it.kind === 'zero') {
-          this.report.zeroBytes += it.len;
-          const last = entries[entries.length - 1];
-          if (last?.kind === 'zero') last.len += it.len;
-          else entries.push({ kind: 'zero', len: it.len });
-        } else {
-          this.report.segments++;
-          entries.push({ kind: 'segment', fp: order[k], len: it.len });
+        if (frameBytes >= SEGMENTS_FRAME_BYTES || frame.length >= LIMITS.segmentCount) {
+          const p = sendFrame(frame, frameBytes);
+          p.catch(() => {});
+          out.push(p);
+          frame = [];
+          frameBytes = 0;
+          // Compressing the next frame while this one crosses, but no more than that ahead.
+          while (this.framesOut >= FRAMES_IN_FLIGHT) await new Promise<void>((r) => this.frameWaiters.push(r));
         }
-      });
-      const offset = items[0].at;
-      if (offset !== this.position && offset < this.position) throw vmError('INVALID_ARGUMENT', `internal: recipe at ${offset} before ${this.position}`);
-      for (let i = 0; i < entries.length; i += LIMITS.recipeCount) {
-        const part = entries.slice(i, i + LIMITS.recipeCount);
-        let from = offset;
-        for (let j = 0; j < i; j++) from += entries[j].len;
-        await this.conn.frame(`${this.route}/recipe`, encodeRecipe(from, part), this.opts.signal);
       }
-      const last = items[items.length - 1];
-      this.position = last.at + last.len;
-      this.opts.onProgress?.({ ...this.report, bytesSent: 0 });
+      if (frame.length > 0) out.push(sendFrame(frame, frameBytes));
     } finally {
-      for (const it of items) if (it.kind === 'data') it.slab.unref();
-      items.length = 0;
+      const settled = await Promise.allSettled(out);
+      const bad = settled.find((r) => r.status === 'rejected');
+      if (bad) throw (bad as PromiseRejectedResult).reason;
     }
   }
+
+  /**
+   * The batch's recipe, in file order. A batch may span regions: protocol 2 says what lies
+   * between them as "old" entries, in one frame; protocol 1 takes a frame per contiguous run.
+   */
+  private async sendRecipe(items: Item[], order: Buffer[]): Promise<void> {
+    const v2 = this.protocol >= 2;
+    let runFrom = items[0].at;
+    let runEnd = runFrom;
+    let entries: RecipeEntry[] = [];
+    const flush = async () => {
+      if (entries.length === 0) return;
+      if (runFrom < this.position) throw vmError('INVALID_ARGUMENT', `internal: recipe at ${runFrom} before ${this.position}`);
+      for (let i = 0, from = runFrom; i < entries.length; i += LIMITS.recipeCount) {
+        const part = entries.slice(i, i + LIMITS.recipeCount);
+        await this.conn.frame(`${this.route}/recipe`, encodeRecipe(from, part, this.protocol), this.opts.signal);
+        for (const e of part) from += e.len;
+      }
+      this.position = runEnd;
+      entries = [];
+    };
+    for (let k = 0; k < items.length; k++) {
+      const it = items[k];
+      if (it.at !== runEnd) {
+        if (v2 && it.at > runEnd) {
+          entries.push({ kind: 'old', len: it.at - runEnd });
+        } else {
+          await flush();
+          runFrom = it.at;
+        }
+      }
+      if (it.kind === 'zero') {
+        this.report.zeroBytes += it.len;
+        const last = entries[entries.length - 1];
+        if (last?.kind === 'zero') last.len += it.len;
+        else entries.push({ kind: 'zero', len: it.len });
+      } else {
+        this.report.segments++;
+        entries.push({ kind: 'segment', fp: order[k], len: it.len });
+      }
+      runEnd = it.at + it.len;
+    }
+    await flush();
+    this.opts.onProgress?.({ ...this.report, bytesSent: 0 });
+  }
+}
+
+let engineChecked = false;
+let engine: CodecEngine | undefined;
+
+/** The addon's batch hashing on the libuv pool, or undefined (then hashing is here, per segment). */
+function hashEngine(): CodecEngine | undefined {
+  if (!engineChecked) {
+    engineChecked = true;
+    // Only the native engine: the worker engine needs shared slabs and threads of its own.
+    if (codecImpl === 'native') engine = createCodecEngine();
+  }
+  return engine;
 }
 
 function binarySearch(a: number[], x: number): boolean {

@@ -31,11 +31,11 @@ export interface TransferAppliance {
   audit: AuditLog;
 }
 
-export async function transferAppliance(t: Teardown, opts: { authFailures?: { limit: number; windowMs: number } } = {}): Promise<TransferAppliance> {
+export async function transferAppliance(t: Teardown, opts: { authFailures?: { limit: number; windowMs: number }; newestProtocol?: number } = {}): Promise<TransferAppliance> {
   const dir = tmpDir(t, 'vmvault-transfer-');
   const { store, ns } = await openNs(t, dir);
   const logs: string[] = [];
-  const receiver = new TransferReceiver(ns, { log: (l) => logs.push(l) });
+  const receiver = new TransferReceiver(ns, { log: (l) => logs.push(l), ...(opts.newestProtocol ? { newestProtocol: opts.newestProtocol } : {}) });
   const svc = new ApplianceServices(ns);
   svc.transfer = receiver;
   const tokens = await AgentTokens.load(dir);

@@ -74,6 +74,21 @@ export function uncompressPayload(payload: Uint8Array, rawLen: number, impl: 'na
   return impl === 'native' && nativeCodec ? uncompressNative(payload, rawLen) : uncompressJs(payload, rawLen);
 }
 
+/**
+ * uncompressPayload into `dst` (exactly rawLen = dst.length bytes), without a buffer of its own
+ * with the addon: for a batch decoded into one buffer (the transfer receiver's).
+ */
+export function uncompressPayloadInto(payload: Uint8Array, dst: Buffer): void {
+  if (!nativeCodec) {
+    uncompressJs(payload, dst.length).copy(dst);
+    return;
+  }
+  const claimed = nativeCodec.lz4Claimed(payload);
+  if (claimed < 0) throw new Error('the payload is shorter than its length prefix');
+  if (claimed !== dst.length) throw new LengthMismatch(claimed);
+  if (nativeCodec.lz4Decompress(payload, dst) !== dst.length) throw new Error('malformed LZ4 block');
+}
+
 export class LengthMismatch extends Error {
   constructor(readonly got: number) {
     super(`decodes to ${got} bytes`);
