@@ -12,7 +12,7 @@
 //    appliance start (BackupService.start, the quiesce journal) thaws it and says so.
 
 import t from 'tap';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -38,7 +38,13 @@ t.test('app-consistent backups of a busy guest, then SIGKILL during the freeze',
   // An idle VM beside it, larger, first by name (paused QEMU, no guest): the group backup below
   // must rank the booted guest's real writes first (issue 13: "one booted guest for the I/O-load
   // ranking"; the group tests' paused QEMUs write through HMP, which query-blockstats never sees).
-  const idle = await startQemu({ t, dir, name: 'aaa-idle', disks: [{ device: 'vda', sizeBytes: 64 << 20, file: path.join(dir, 'aaa-idle.qcow2') }] });
+  // 48 MiB of data to copy, so its point is held measurably longer than the guest's.
+  const idleDisk = path.join(dir, 'aaa-idle.qcow2');
+  for (const [cmd, ...args] of [['qemu-img', 'create', '-q', '-f', 'qcow2', idleDisk, '64M'], ['qemu-io', '-f', 'qcow2', '-c', 'write -q -P 0x5a 0 48M', idleDisk]]) {
+    const r = spawnSync(cmd!, args, { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr}`);
+  }
+  const idle = await startQemu({ t, dir, name: 'aaa-idle', disks: [{ device: 'vda', sizeBytes: 64 << 20, file: idleDisk }] });
   const idleVm = { name: 'aaa-idle', share: 'aaa-idle', qmp: idle.qmp, workflow: 'crash-consistent' };
   const svc = new BackupService(ns, vmLookup([vm, idleVm]), { dataDir: data });
 
@@ -71,7 +77,9 @@ t.test('app-consistent backups of a busy guest, then SIGKILL during the freeze',
   const quiet = grp.vms.find((v) => v.vm === 'aaa-idle')!;
   t.ok((busy.load?.writeBytesPerSec ?? 0) > 0, `the guest's writes were seen by query-blockstats: ${busy.load?.writeBytesPerSec} B/s`);
   t.equal(quiet.load?.writeBytesPerSec ?? 0, 0, 'the idle VM wrote nothing');
-  t.ok((busy.releasedAt ?? Infinity) <= (quiet.copyStartAt ?? -1), 'the guest was released before the idle VM\'s copy started');
+  t.ok((busy.copyEndAt ?? Infinity) <= (quiet.copyStartAt ?? -1), 'the guest\'s copy ended before the idle VM\'s started');
+  const held = (v: typeof busy) => (v.releasedAt ?? Infinity) - (v.transactionAt ?? 0);
+  t.ok(held(busy) < held(quiet), `the guest's point was held the shorter time: ${held(busy)} ms against ${held(quiet)} ms`);
 
   const tps = await bench;
   await stopWriter(g, writer);
