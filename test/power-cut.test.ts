@@ -246,7 +246,7 @@ async function verify(t: TestT, app: Appliance, full: boolean, what: string): Pr
 // test/helpers/path-mount.ts). On it this test loses fsynced files and overwrites even with the
 // appliance of fbeb356, which passed it on the fuse-native harness in CI: the port of the harness
 // is suspect, not (yet shown) the appliance, and it is not found. Until it is, the default suite
-// reports this test as todo; VMVAULT_POWER_STRICT=1 (and `npm run torture`) counts its failures.
+// marks this test todo, which tap does not run; VMVAULT_POWER_STRICT=1 (and `npm run torture`) runs it.
 const HARNESS_TODO =
   process.env.VMVAULT_POWER_STRICT === '1' ? undefined : 'the power-loss file system on libfuse3 drops fsynced data here (harness port under investigation, issue 16)';
 
