@@ -242,15 +242,7 @@ async function verify(t: TestT, app: Appliance, full: boolean, what: string): Pr
   t.same(job?.result?.problems, [], `${what}: ${full ? 'full ' : ''}verify found no problems (${job?.result?.containers} containers, ${job?.result?.segmentsChecked} segments)`);
 }
 
-// The power-loss file system moved from fuse-native to the libfuse3 binding (issue 16, through
-// test/helpers/path-mount.ts). On it this test loses fsynced files and overwrites even with the
-// appliance of fbeb356, which passed it on the fuse-native harness in CI: the port of the harness
-// is suspect, not (yet shown) the appliance, and it is not found. Until it is, the default suite
-// marks this test todo, which tap does not run; VMVAULT_POWER_STRICT=1 (and `npm run torture`) runs it.
-const HARNESS_TODO =
-  process.env.VMVAULT_POWER_STRICT === '1' ? undefined : 'the power-loss file system on libfuse3 drops fsynced data here (harness port under investigation, issue 16)';
-
-t.test(`power cuts under the appliance, ${CUTS} times`, { todo: HARNESS_TODO }, async (t) => {
+t.test(`power cuts under the appliance, ${CUTS} times`, async (t) => {
   const dir = tmpDir(t, 'vmvault-power-');
   const rng = new Rng(SEED);
   t.comment(`seed ${SEED} (VMVAULT_POWER_SEED)`);

@@ -25,7 +25,7 @@ const num = (name: string, v: string | undefined): string | undefined => {
   }
   return v;
 };
-const env: NodeJS.ProcessEnv = { ...process.env, VMVAULT_POWER_CUTS: num('cuts', values.cuts), VMVAULT_POWER_STRICT: '1' };
+const env: NodeJS.ProcessEnv = { ...process.env, VMVAULT_POWER_CUTS: num('cuts', values.cuts) };
 if (values.seed) env.VMVAULT_POWER_SEED = num('seed', values.seed);
 if (values['max-ms']) env.VMVAULT_POWER_MAX_MS = num('max-ms', values['max-ms']);
 env.VMVAULT_POWER_FULL_VERIFY_EVERY = num('full-verify-every', values['full-verify-every']);
