@@ -14,9 +14,12 @@ import { listTar, type TarMember } from './tar.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
-/** ../shared/ovf-schema beside the checkout (or beside the worktrees' parent); VMVAULT_OVF_SCHEMA_DIR wins. */
+/**
+ * The DMTF OVF 1.1.1 schema and the schemas it imports, shipped in appliance/ovf-schema so a clean
+ * checkout validates offline (CI's checkout has nothing beside it); VMVAULT_OVF_SCHEMA_DIR wins.
+ */
 export function schemaDir(): string {
-  const candidates = [process.env.VMVAULT_OVF_SCHEMA_DIR, path.join(repo, '..', 'shared', 'ovf-schema'), path.join(repo, '..', '..', 'shared', 'ovf-schema')];
+  const candidates = [process.env.VMVAULT_OVF_SCHEMA_DIR, path.join(repo, 'appliance', 'ovf-schema')];
   for (const c of candidates) if (c && fs.existsSync(path.join(c, 'dsp8023_1.1.1.xsd'))) return c;
   throw new Error(`the OVF schema (dsp8023_1.1.1.xsd) is in none of ${candidates.filter(Boolean).join(', ')}: set VMVAULT_OVF_SCHEMA_DIR`);
 }
