@@ -4,6 +4,7 @@
 
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
+import fsSync from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { clearFuseMount } from '../../src/fuse/mount-util.js';
@@ -109,4 +110,47 @@ export async function dropCaches(): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/** CPU time and minor page faults of a process, its main thread apart (from /proc). */
+export interface ProcUsage {
+  /** User + system CPU seconds of all threads. */
+  cpu: number;
+  /** Of which the main thread (the JS thread, which serves FUSE and runs the store's ingest). */
+  main: number;
+  minflt: number;
+  /** Peak resident set so far (VmHWM), MiB: held write payloads show here. */
+  peakRssMiB: number;
+}
+
+function statFields(file: string): string[] {
+  const s = fsSync.readFileSync(file, 'utf8');
+  // After "pid (comm) ": state is field 0 here, minflt 7, utime 11, stime 12.
+  return s.slice(s.lastIndexOf(')') + 2).split(' ');
+}
+
+export function procUsage(pid: number): ProcUsage {
+  const tick = 100; // USER_HZ on Linux
+  const f = statFields(`/proc/${pid}/stat`);
+  const m = statFields(`/proc/${pid}/task/${pid}/stat`);
+  const hwm = /VmHWM:\s+(\d+) kB/.exec(fsSync.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return {
+    cpu: (Number(f[11]) + Number(f[12])) / tick,
+    main: (Number(m[11]) + Number(m[12])) / tick,
+    minflt: Number(f[7]),
+    peakRssMiB: hwm ? Math.round(Number(hwm[1]) / 1024) : 0,
+  };
+}
+
+/** What a process spent between two samples, per MiB of `bytes` moved in `seconds`. */
+export function usagePerMiB(a: ProcUsage, b: ProcUsage, bytes: number, seconds: number): { cpuMsPerMiB: number; mainMsPerMiB: number; faultsPerMiB: number; cores: number; peakRssMiB: number } {
+  const mib = bytes / (1024 * 1024);
+  const r = (v: number) => Math.round(v * 100) / 100;
+  return {
+    cpuMsPerMiB: r(((b.cpu - a.cpu) * 1000) / mib),
+    mainMsPerMiB: r(((b.main - a.main) * 1000) / mib),
+    faultsPerMiB: r((b.minflt - a.minflt) / mib),
+    cores: r((b.cpu - a.cpu) / seconds),
+    peakRssMiB: b.peakRssMiB,
+  };
 }

@@ -14,12 +14,20 @@
 //                                   (vs_store: / store.read.random4k.qd16)
 //   fuse.two_writers.vs_one         two dd at once, each half the bytes into its own file of an
 //                                   empty store: aggregate MB/s / one dd of all the bytes
+//
+// Beside them, what the appliance process spent per MiB written (from /proc; the lowest of the
+// runs), which a loaded machine disturbs far less than MB/s, and which bounds two writers: N
+// cores at c ms per MiB ingest at most N * 1000 / c MiB/s, whatever runs in parallel:
+//   fuse.write.unique.cpu_ms_per_mib   CPU ms (all threads) per MiB of the unique dd
+//   fuse.two_writers.cpu_ms_per_mib    the same for the two dd at once
+// and in the notes: the main (JS) thread's share, minor page faults per MiB, cores in use, and
+// the appliance's peak RSS (write payloads the namespace holds ahead of the store show there).
 
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { SegmentStore, type FileVersion } from '../../src/store/store.js';
-import { type BenchAppliance, dd, dropCaches, run, startBenchAppliance } from './fuse-appliance.js';
+import { type BenchAppliance, dd, dropCaches, procUsage, run, startBenchAppliance, usagePerMiB } from './fuse-appliance.js';
 import { randomReads, streamAll } from './store.js';
 import { binariesFile } from './store-data.js';
 import { type Figure, ingestFile, MiB, mbps, now } from './store-io.js';
@@ -48,6 +56,9 @@ export async function benchFuseVsStore(opts: FuseVsStoreOptions, emit: (f: Figur
   if (opts.before) variants.push({ name: 'before', sfx: '.before', bin: opts.before });
   const best = new Map<string, number>();
   const keep = (name: string, v: number) => best.set(name, Math.max(best.get(name) ?? 0, v));
+  const keepLow = (name: string, v: number) => best.set(name, Math.min(best.get(name) ?? Infinity, v));
+  const usageNote = (u: ReturnType<typeof usagePerMiB>) =>
+    `${u.cpuMsPerMiB} CPU ms/MiB (main thread ${u.mainMsPerMiB}), ${u.faultsPerMiB} faults/MiB, ${u.cores} cores, peak RSS ${u.peakRssMiB} MiB`;
   const apps: BenchAppliance[] = [];
   const start = async (dir: string, bin: string | undefined): Promise<BenchAppliance> => {
     const app = await startBenchAppliance(dir, [], bin);
@@ -105,7 +116,9 @@ export async function benchFuseVsStore(opts: FuseVsStoreOptions, emit: (f: Figur
         let app = await start(adir, v.bin);
         let sh = await share(app);
         await warm();
+        const pu0 = procUsage(app.proc.pid!);
         const u = await dd([`if=${input}`, `of=${path.join(sh, 'copy1.bin')}`, 'bs=1M', 'conv=fsync']);
+        const uu = usagePerMiB(pu0, procUsage(app.proc.pid!), u.bytes, u.seconds);
         await warm();
         const d = await dd([`if=${input}`, `of=${path.join(sh, 'copy2.bin')}`, 'bs=1M', 'conv=fsync']);
         await stop(app);
@@ -131,12 +144,14 @@ export async function benchFuseVsStore(opts: FuseVsStoreOptions, emit: (f: Figur
         sh = await share(app);
         await warm();
         const half = size / MiB / 2;
+        const pt0 = procUsage(app.proc.pid!);
         t0 = now();
         const [a, b] = await Promise.all([
           dd([`if=${input}`, `of=${path.join(sh, 'a.bin')}`, 'bs=1M', `count=${half}`, 'conv=fsync']),
           dd([`if=${input}`, `of=${path.join(sh, 'b.bin')}`, 'bs=1M', `skip=${half}`, `count=${half}`, 'conv=fsync']),
         ]);
         const two = mbps(a.bytes + b.bytes, now() - t0);
+        const tu = usagePerMiB(pt0, procUsage(app.proc.pid!), a.bytes + b.bytes, now() - t0);
         await stop(app);
         await fs.rm(tdir, { recursive: true, force: true });
         const k = v.name;
@@ -145,6 +160,9 @@ export async function benchFuseVsStore(opts: FuseVsStoreOptions, emit: (f: Figur
         keep(`${k}.read`, rd.mbps);
         keep(`${k}.random`, iops);
         keep(`${k}.two`, two);
+        keepLow(`${k}.unique.cpu`, uu.cpuMsPerMiB);
+        keepLow(`${k}.two.cpu`, tu.cpuMsPerMiB);
+        opts.note(`run ${r} ${v.name} appliance: unique dd ${usageNote(uu)}; two writers ${usageNote(tu)}`);
         opts.note(
           `run ${r} ${v.name}: unique ${u.mbps.toFixed(1)} MB/s, duplicate ${d.mbps.toFixed(1)} MB/s, read ${rd.mbps.toFixed(1)} MB/s, ` +
             `random 4k qd16 ${iops} ops/s, two writers ${two} MB/s (load ${load()})`,
@@ -169,6 +187,8 @@ export async function benchFuseVsStore(opts: FuseVsStoreOptions, emit: (f: Figur
         emit({ figure: `fuse.read.random4k_qd16${sfx}`, value: f('random'), unit: 'ops/s', variant: k, vs_store: round3(f('random') / s('store.random')) });
       }
       emit({ figure: `fuse.two_writers.vs_one${sfx}`, value: round3(f('two') / f('unique')), unit: 'ratio', variant: k });
+      emit({ figure: `fuse.write.unique.cpu_ms_per_mib${sfx}`, value: f('unique.cpu'), unit: 'ms/MiB', variant: k });
+      emit({ figure: `fuse.two_writers.cpu_ms_per_mib${sfx}`, value: f('two.cpu'), unit: 'ms/MiB', variant: k });
       opts.note(`${k} best: unique ${f('unique').toFixed(1)}, duplicate ${f('duplicate').toFixed(1)}, read ${f('read').toFixed(1)}, two writers ${f('two')} MB/s`);
     }
   } finally {
