@@ -20,7 +20,8 @@
 // marked "historic": fuse-native was removed in issue 16). --only=vs-store: the mount
 // against the store in one run (bench/fuse-vs-store.ts: fuse.write.unique.vs_store,
 // fuse.write.duplicate.vs_store, fuse.read.vs_store, fuse.read.random4k_qd16,
-// fuse.two_writers.vs_one); --before=REPO there measures another built checkout too, alternating
+// fuse.two_writers.vs_one, and the appliance's CPU per MiB written: fuse.write.unique.cpu_ms_per_mib,
+// fuse.two_writers.cpu_ms_per_mib); --before=REPO there measures another built checkout too, alternating
 // (figures *.before), --writes only the write figures; --runs=N (default 3) takes the best of N.
 
 import fs from 'node:fs';
