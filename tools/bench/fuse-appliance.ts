@@ -119,7 +119,7 @@ export interface ProcUsage {
   /** Of which the main thread (the JS thread, which serves FUSE and runs the store's ingest). */
   main: number;
   minflt: number;
-  /** Peak resident set so far (VmHWM), MiB: held write payloads show here. */
+  /** Peak resident set so far (VmHWM), MiB. */
   peakRssMiB: number;
 }
 

@@ -20,8 +20,8 @@
 // cores at c ms per MiB ingest at most N * 1000 / c MiB/s, whatever runs in parallel:
 //   fuse.write.unique.cpu_ms_per_mib   CPU ms (all threads) per MiB of the unique dd
 //   fuse.two_writers.cpu_ms_per_mib    the same for the two dd at once
-// and in the notes: the main (JS) thread's share, minor page faults per MiB, cores in use, and
-// the appliance's peak RSS (write payloads the namespace holds ahead of the store show there).
+// and in the notes: the main (JS) thread's share, minor page faults per MiB (fresh memory touched:
+// payload blocks, slabs), cores in use, and the appliance's peak RSS.
 
 import fs from 'node:fs/promises';
 import os from 'node:os';
