@@ -167,7 +167,8 @@ export class LlFileSystem {
   }
 
   private negativeOk(parent: bigint, name: string): boolean {
-    if (name.endsWith('.files')) return false;
+    // ".." is asked by node id (NFS file handles): its absence is an error, not a name to cache.
+    if (name === '.' || name === '..' || name.endsWith('.files')) return false;
     try {
       return parseNode(parent).kind === 'vol';
     } catch {

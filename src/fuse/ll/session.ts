@@ -256,7 +256,8 @@ export class LlSession {
 
   /** Invalidations queued, written and refused by the kernel (other than "no such entry"). */
   get notifyStats(): { queued: number; sent: number; failed: number } {
-    return this.handle ? this.addon.notifyStats(this.handle) : { queued: 0, sent: 0, failed: 0 };
+    // Not while unmounting: the addon frees the notification thread's state off this thread.
+    return this.handle && !this.unmounting ? this.addon.notifyStats(this.handle) : { queued: 0, sent: 0, failed: 0 };
   }
 
   /**
