@@ -17,7 +17,7 @@ import path from 'node:path';
 import { Namespace } from '../src/namespace/namespace.js';
 import { SegmentStore } from '../src/store/store.js';
 import { LlFileSystem, type MountAuditEvent } from '../src/fuse/ll-filesystem.js';
-import { fuse3Available, LlSession } from '../src/fuse/ll/session.js';
+import { dispatchOps, fuse3Available, type LlOps, LlSession } from '../src/fuse/ll/session.js';
 import type { TestT } from './helpers/tap-types.js';
 
 interface Ran {
@@ -69,6 +69,9 @@ interface Mounted {
   mnt: string;
   ns: Namespace;
   llfs: LlFileSystem;
+  session: LlSession;
+  /** Lookups the kernel sent, by name. */
+  lookups: Map<string, number>;
   stop(): Promise<void>;
 }
 
@@ -105,8 +108,15 @@ async function mountAt(t: TestT, data: string, mnt: string, audit?: (e: MountAud
     await store.close();
   };
   dirs.get(path.dirname(mnt))?.push(stop);
-  session = await LlSession.mount(mnt, { fsname: 'vmvault-test', allowOther: true, defaultPermissions: true, maxThreads: 4 }, llfs.onBatch());
-  return { mnt, ns, llfs, stop };
+  const lookups = new Map<string, number>();
+  const ops = llfs.ops();
+  const lookup = ops.lookup!;
+  ops.lookup = (r, s) => {
+    lookups.set(r.name, (lookups.get(r.name) ?? 0) + 1);
+    return lookup(r, s);
+  };
+  session = await LlSession.mount(mnt, { fsname: 'vmvault-test', allowOther: true, defaultPermissions: true, maxThreads: 4 }, dispatchOps(ops as Partial<LlOps>));
+  return { mnt, ns, llfs, session, lookups, stop };
 }
 
 const why = !fs.existsSync('/dev/fuse') ? 'no /dev/fuse' : process.getuid?.() !== 0 ? 'needs root' : !fuse3Available() ? 'the fuse3 addon is not built (libfuse3-dev)' : '';
@@ -148,6 +158,39 @@ if (why) {
     t.ok(!before.stdout.includes('fastcopied') && after.stdout.split('\n').includes('fastcopied'), `a fastcopy through the control plane shows in the listing (${after.stdout.trim().replace(/\n/g, ' ')})`);
     const nobody = await sh('set -e; cd vms/pub; printf x > mine; stat -c "%u %g" mine; cat ../a 2>/dev/null || echo denied', { cwd: mnt, uid: 65534, gid: 65534 });
     t.same(nobody.stdout.trim().split('\n'), ['65534 65534', 'denied'], "a file is made with the caller's uid/gid; a 0600 file of root's is refused to others");
+  });
+
+  t.test("the kernel keeps 'no such name'; a name the control plane makes shows at once, one the kernel makes needs no invalidation", async (t) => {
+    const dir = workDir(t);
+    const mnt = path.join(dir, 'mnt');
+    fs.mkdirSync(mnt);
+    const m = await mountAt(t, path.join(dir, 'data'), mnt);
+    const made = await sh(`set -e; mkdir ${mnt}/s; printf hello > ${mnt}/s/a`);
+    t.equal(made.code, 0, made.stderr);
+    // rsync's pattern: its generator stats the name, its receiver opens it, both absent.
+    const absent = await sh(`for i in 1 2 3; do stat ${mnt}/s/nope >/dev/null 2>&1 || echo absent; done`);
+    t.same(absent.stdout.trim().split('\n'), ['absent', 'absent', 'absent'], 'the name does not exist');
+    t.equal(m.lookups.get('nope'), 1, 'asked once: the kernel kept the negative entry (three lookups without it)');
+    // The control plane makes the name beside the kernel: the negative entry is invalidated.
+    await m.ns.fastcopy.copy('s/a', 's/nope');
+    t.equal(m.llfs.invalidations, 1, 'one invalidation asked for');
+    for (let i = 0; i < 200 && m.session.notifyStats.sent < 1; i++) await new Promise((r) => setTimeout(r, 10));
+    t.same(m.session.notifyStats, { queued: 0, sent: 1, failed: 0 }, "written to the kernel by the session's notification thread");
+    const seen = await sh(`cat ${mnt}/s/nope`);
+    t.equal(seen.stdout, 'hello', `the fastcopied file reads through the mount at once, not ${10} s later (${seen.stderr.trim()})`);
+    // Names the kernel makes itself (create, mkdir, rename onto an absent name) replace its
+    // own negative entries: nothing to invalidate, and each is visible at once.
+    const own = await sh(
+      `cd ${mnt}/s; for n in f d r; do stat $n >/dev/null 2>&1 || echo absent; done; printf x > f; mkdir d; printf y > t; mv t r; cat f r; ls -d d`,
+    );
+    t.equal(own.stdout, 'absent\nabsent\nabsent\nxyd\n', `made through the mount (${own.stderr.trim()})`);
+    t.equal(m.llfs.invalidations, 1, 'no invalidation for names the kernel made');
+    // Top of the mount and .snapshots are never cached negative: a share made by the control plane shows at once.
+    const noShare = await sh(`stat ${mnt}/later >/dev/null 2>&1 || echo absent`);
+    t.equal(noShare.stdout.trim(), 'absent');
+    await m.ns.shares.create('later');
+    const share = await sh(`stat -c %F ${mnt}/later`);
+    t.equal(share.stdout.trim(), 'directory', 'a share made after a lookup of its name shows at once');
   });
 
   t.test('1 MiB writes (payloads kept without a copy) and an overwrite inside them read back exactly', async (t) => {

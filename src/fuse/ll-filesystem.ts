@@ -18,13 +18,22 @@
 //   source's content by reference: instant, no new space); any other range is copied.
 // - Locks: POSIX, OFD and flock, kept in memory by ll-locks.ts; release drops those taken
 //   through the handle (the kernel sends no unlock when an OFD lock's file closes).
+// - "No such name" is cached by the kernel too (a negative entry, NEG_TIMEOUT_S) in stored
+//   directories: rsync asks 2-3 times per file for names that do not exist yet. The kernel
+//   replaces such an entry itself when its own request makes the name (create, mkdir, rename,
+//   ...); when anything else makes it (the control plane: restores, fastcopies, clones), the
+//   namespace tells us (Meta.watchNames) and the entry is invalidated through the session's
+//   notification thread (native/src/fuse3/notify.c), never from this thread. Names under the
+//   top of the mount and `.snapshots` (shares, snapshots) and `*.files` (the catalog's views)
+//   are never cached negative: they change without a stored directory entry.
 // - Audited: what changes the appliance rather than a file (a share made or removed by mkdir
 //   or rmdir at the top of the mount, a whole-file fastcopy by copy_file_range) goes to
 //   `audit` with the caller's uid, gid and pid (the control plane's audit log).
 
+import type { NameWatcher } from '../namespace/meta.js';
 import type { Namespace } from '../namespace/namespace.js';
 import type { NodeAttr, NodeEntry } from '../namespace/node-ops.js';
-import { MOUNT_ROOT_NODE, parseNode } from '../namespace/node-id.js';
+import { MOUNT_ROOT_NODE, nodeOf, parseNode } from '../namespace/node-id.js';
 import { NodeType } from '../namespace/records.js';
 import { toErrno } from './errno.js';
 import { LockTable } from './ll-locks.js';
@@ -37,6 +46,22 @@ const E = constants.errno;
 const MiB = 1024 * 1024;
 /** Seconds the kernel may keep names and attributes. Shares, snapshots and fastcopies change through the control plane too. */
 const TIMEOUT_S = 1;
+/**
+ * Seconds the kernel may keep "no such name" in a stored directory. Longer than TIMEOUT_S: every
+ * name made by anything but the kernel's own request invalidates it. rsync's generator stats a
+ * name well before its receiver opens and renames onto it.
+ */
+const NEG_TIMEOUT_S = 10;
+/** Negative entries tracked at most; past that, ENOENT is answered uncached. */
+const MAX_NEGATIVES = 100_000;
+/** What the kernel holds for a name that does not exist: node id 0 with an entry timeout. */
+const NEGATIVE: LlEntry = {
+  ino: 0n,
+  generation: 0n,
+  attr: { ino: 0n, mode: 0, nlink: 0, uid: 0, gid: 0, size: 0, atimeMs: 0, mtimeMs: 0, ctimeMs: 0 },
+  attrTimeout: 0,
+  entryTimeout: NEG_TIMEOUT_S,
+};
 const FALLOC_FL_KEEP_SIZE = 1;
 const FALLOC_FL_PUNCH_HOLE = 2;
 const FALLOC_FL_ZERO_RANGE = 0x10;
@@ -76,6 +101,14 @@ export class LlFileSystem {
   private readonly log: (line: string) => void;
   private readonly virtual: VirtualTree | undefined;
   private readonly auditTo: ((e: MountAuditEvent) => void) | undefined;
+  /** Negative entries handed to the kernel: "parent/name" -> when they expire (performance.now() ms), oldest first. */
+  readonly negatives = new Map<string, number>();
+  /** Names made in the namespace so far (a lookup that saw one made meanwhile is not cached). */
+  private made = 0;
+  private session: LlSession | undefined;
+  private unwatch: (() => void) | undefined;
+  /** Invalidations asked for (tests and the benches read it). */
+  invalidations = 0;
 
   constructor(
     private readonly ns: Namespace,
@@ -104,6 +137,98 @@ export class LlFileSystem {
     } catch (err) {
       const code = (err as { code?: unknown }).code;
       record(typeof code === 'string' ? code : 'IO');
+      throw err;
+    }
+  }
+
+  /** Stops following the namespace's names (at unmount). */
+  close(): void {
+    this.unwatch?.();
+    this.unwatch = undefined;
+    this.negatives.clear();
+    this.session = undefined;
+  }
+
+  // ---- negative entries ---------------------------------------------------------------------
+
+  /** Answers a lookup of a name that does not exist, cached by the kernel where that is safe. */
+  private replyAbsent(s: LlSession, r: { id: number; parent: bigint; name: string }, seen: number, err: unknown): void {
+    if (this.made !== seen || !this.negativeOk(r.parent, r.name) || this.negatives.size >= MAX_NEGATIVES && !this.prune()) {
+      this.fail(s, r as LlRequest, err);
+      return;
+    }
+    if (!this.unwatch) this.unwatch = this.ns.ctx.meta.watchNames((m) => this.nameMade(m));
+    this.session = s;
+    const key = `${r.parent}/${r.name}`;
+    this.negatives.delete(key);
+    // The kernel counts the timeout from when it reads the reply: a second's margin.
+    this.negatives.set(key, performance.now() + (NEG_TIMEOUT_S + 1) * 1000);
+    s.replyEntry(r.id, NEGATIVE);
+  }
+
+  private negativeOk(parent: bigint, name: string): boolean {
+    // ".." is asked by node id (NFS file handles): its absence is an error, not a name to cache.
+    if (name === '.' || name === '..' || name.endsWith('.files')) return false;
+    try {
+      return parseNode(parent).kind === 'vol';
+    } catch {
+      return false;
+    }
+  }
+
+  /** Drops expired negatives (oldest first); whether there is room now. */
+  private prune(): boolean {
+    const now = performance.now();
+    for (const [k, until] of this.negatives) {
+      if (until > now) break;
+      this.negatives.delete(k);
+    }
+    return this.negatives.size < MAX_NEGATIVES;
+  }
+
+  /** The namespace made a name (or may have changed anything: null). */
+  private nameMade(m: Parameters<NameWatcher>[0]): void {
+    this.made++;
+    if (this.negatives.size === 0) return;
+    if (m === null) {
+      const all = [...this.negatives.keys()];
+      for (const k of all) this.invalidate(k);
+      return;
+    }
+    let key: string;
+    try {
+      key = `${nodeOf(m.vol, m.parent)}/${m.name}`;
+    } catch {
+      return;
+    }
+    if (this.negatives.has(key)) this.invalidate(key);
+  }
+
+  private invalidate(key: string): void {
+    const until = this.negatives.get(key);
+    this.negatives.delete(key);
+    if (until === undefined || until <= performance.now() || !this.session) return;
+    const cut = key.indexOf('/');
+    this.invalidations++;
+    if (!this.session.invalidateEntry(BigInt(key.slice(0, cut)), key.slice(cut + 1))) {
+      this.log(`fuse3: could not invalidate the kernel's negative entry for ${key.slice(cut + 1)} in node ${key.slice(0, cut)}: it may look absent for up to ${NEG_TIMEOUT_S} s`);
+    }
+  }
+
+  /**
+   * Runs a request of the kernel's that makes `name` in `parent`: the kernel replaces its own
+   * negative entry, so none is invalidated (that would wait on the directory's lock, which the
+   * request holds); if it fails, the kernel still holds the negative entry and it stays tracked.
+   */
+  private async making<T>(parent: bigint, name: string, fn: () => Promise<T>): Promise<T> {
+    const key = `${parent}/${name}`;
+    const until = this.negatives.get(key);
+    if (until === undefined) return fn();
+    this.negatives.delete(key);
+    try {
+      return await fn();
+    } catch (err) {
+      if (!this.negatives.has(key) && until > performance.now()) this.negatives.set(key, until);
       throw err;
     }
   }
@@ -154,7 +279,18 @@ export class LlFileSystem {
     const fs = ns.fs;
     const owner = (r: { uid: number; gid: number }) => ({ uid: r.uid, gid: r.gid });
     return {
-      lookup: this.run(async (r, s) => s.replyEntry(r.id, this.counted(await n.lookup(r.parent, r.name)))),
+      lookup: async (r, s) => {
+        const seen = this.made;
+        let a: NodeAttr;
+        try {
+          a = await n.lookup(r.parent, r.name);
+        } catch (err) {
+          if ((err as { code?: unknown }).code === 'NOT_FOUND') this.replyAbsent(s, r, seen, err);
+          else this.fail(s, r, err);
+          return;
+        }
+        s.replyEntry(r.id, this.counted(a));
+      },
       forget: (r) => {
         for (const { ino, nlookup } of r.items) {
           const left = (this.lookups.get(ino) ?? 0) - nlookup;
@@ -169,15 +305,15 @@ export class LlFileSystem {
         s.replyAttr(r.id, this.attr(a), TIMEOUT_S);
       }),
       readlink: this.run(async (r, s) => s.replyReadlink(r.id, await n.readlink(r.ino))),
-      mknod: this.run(async (r, s) => s.replyEntry(r.id, this.counted(await n.mknod(r.parent, r.name, r.mode, owner(r))))),
+      mknod: this.run(async (r, s) => s.replyEntry(r.id, this.counted(await this.making(r.parent, r.name, () => n.mknod(r.parent, r.name, r.mode, owner(r)))))),
       mkdir: this.run(async (r, s) => {
         const make = () => n.mkdir(r.parent, r.name, r.mode, owner(r));
         // mkdir at the top of the mount makes a share: audited like POST /shares.
-        const a = r.parent === MOUNT_ROOT_NODE ? await this.audited('mkdir', r, { share: r.name }, make) : await make();
+        const a = r.parent === MOUNT_ROOT_NODE ? await this.audited('mkdir', r, { share: r.name }, make) : await this.making(r.parent, r.name, make);
         s.replyEntry(r.id, this.counted(a));
       }),
-      symlink: this.run(async (r, s) => s.replyEntry(r.id, this.counted(await n.symlink(r.parent, r.name, r.target, owner(r))))),
-      link: this.run(async (r, s) => s.replyEntry(r.id, this.counted(await n.link(r.ino, r.newparent, r.newname)))),
+      symlink: this.run(async (r, s) => s.replyEntry(r.id, this.counted(await this.making(r.parent, r.name, () => n.symlink(r.parent, r.name, r.target, owner(r)))))),
+      link: this.run(async (r, s) => s.replyEntry(r.id, this.counted(await this.making(r.newparent, r.newname, () => n.link(r.ino, r.newparent, r.newname))))),
       unlink: this.run(async (r, s) => {
         await n.unlink(r.parent, r.name);
         s.replyErr(r.id, 0);
@@ -189,11 +325,11 @@ export class LlFileSystem {
         s.replyErr(r.id, 0);
       }),
       rename: this.run(async (r, s) => {
-        await n.rename(r.parent, r.name, r.newparent, r.newname, r.flags);
+        await this.making(r.newparent, r.newname, () => n.rename(r.parent, r.name, r.newparent, r.newname, r.flags));
         s.replyErr(r.id, 0);
       }),
       create: this.run(async (r, s) => {
-        const { attr, fh } = await n.create(r.parent, r.name, r.mode, r.flags, owner(r));
+        const { attr, fh } = await this.making(r.parent, r.name, () => n.create(r.parent, r.name, r.mode, r.flags, owner(r)));
         if (!s.replyCreate(r.id, this.counted(attr), fh)) await fs.release(fh);
       }),
       open: this.run(async (r, s) => {

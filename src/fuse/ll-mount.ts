@@ -71,6 +71,7 @@ export class LlMount implements Mount {
     if (!s) return;
     this.session = undefined;
     this.minor = undefined;
+    this.fs.close();
     // Stops the C threads; the kernel mount is already gone.
     void s.unmount().catch((err) => this.log(`fuse3: ${this.mountPath}: stopping a detached session: ${(err as Error).message}`));
   }
@@ -80,6 +81,7 @@ export class LlMount implements Mount {
     if (!s) throw new Error(`${this.mountPath}: unmount() while not mounted`);
     this.session = undefined;
     this.minor = undefined;
+    this.fs.close();
     await s.unmount();
   }
 }

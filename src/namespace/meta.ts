@@ -142,7 +142,15 @@ export class Txn {
   }
 }
 
+/**
+ * Told of every name a transaction makes in a stored directory (vol, directory inode, name),
+ * once the cache sees it; `null`: anything may have changed (a volume forgotten).
+ */
+export type NameWatcher = (made: { vol: number; parent: number; name: string } | null) => void;
+
 export class Meta {
+  /** The mount's kernel caches "no such name" answers and must hear when such a name appears. */
+  private readonly watchers = new Set<NameWatcher>();
   private readonly inodes = new Lru<Inode | null>();
   private readonly entries = new Lru<EntryValue | null>();
   private readonly volumes = new Map<number, Volume>();
@@ -381,6 +389,16 @@ export class Meta {
     this.learn(txn);
   }
 
+  /** Calls `w` for every name made from now on; returns what stops it. */
+  watchNames(w: NameWatcher): () => void {
+    this.watchers.add(w);
+    return () => void this.watchers.delete(w);
+  }
+
+  private tell(made: Parameters<NameWatcher>[0]): void {
+    for (const w of this.watchers) w(made);
+  }
+
   /** After the batch is on disk, or queued ahead of every later write (applyLater). */
   private learn(txn: Txn): void {
     this.generation++;
@@ -407,6 +425,14 @@ export class Meta {
     for (const [k, inode] of txn.inodes) this.inodes.set(k, inode);
     for (const [k, e] of txn.entries) this.entries.set(k, e);
     for (const [id, v] of txn.volumes) this.volumes.set(id, v);
+    if (this.watchers.size !== 0) {
+      for (const [k, e] of txn.entries) {
+        if (e === ABSENT) continue;
+        const a = k.indexOf('/');
+        const b = k.indexOf('/', a + 1);
+        this.tell({ vol: Number(k.slice(0, a)), parent: Number(k.slice(a + 1, b)), name: k.slice(b + 1) });
+      }
+    }
   }
 
   /** Forgets everything cached about a volume (after it is deleted or replaced). */
@@ -418,5 +444,6 @@ export class Meta {
     this.listed = 0;
     this.inodes.clear();
     this.entries.clear();
+    this.tell(null);
   }
 }

@@ -51,6 +51,19 @@ lock.run = <T>(fn: () => Promise<T>): Promise<T> => {
     }
   });
 };
+// Synced LevelDB writes (the store's commits: group-commit rounds, fsyncs), each of which now
+// also stats db/ (kv/db.ts syncDirIfChanged): how many a workload makes.
+const commits = { n: 0, ms: 0 };
+const commit = store.commit.bind(store);
+store.commit = async (...a: Parameters<typeof commit>) => {
+  const t0 = performance.now();
+  try {
+    return await commit(...a);
+  } finally {
+    commits.n++;
+    commits.ms += performance.now() - t0;
+  }
+};
 const times = new Map<string, { n: number; ms: number }>();
 const ops = llfs.ops() as Record<string, (r: unknown, s: LlSession) => unknown>;
 const timed: Record<string, unknown> = {};
@@ -87,6 +100,7 @@ try {
   process.stdout.write(`namespace lock: ${l.n} holds, waited ${l.waitMs.toFixed(0)} ms (max ${l.maxWait.toFixed(1)}), held ${l.holdMs.toFixed(0)} ms (max ${l.maxHold.toFixed(1)})\n`);
   const st = session.stats;
   process.stdout.write(`batches ${st.batches}, requests ${st.requests}, largest batch ${st.maxBatch}\n`);
+  process.stdout.write(`synced commits ${commits.n} (${commits.ms.toFixed(0)} ms); negative entries invalidated ${llfs.invalidations}\n`);
 } finally {
   await session.unmount();
   await ns.close();

@@ -3,6 +3,7 @@
 // which writes the answer to /dev/fuse and never waits on the mount.
 #define _GNU_SOURCE
 #include "session.h"
+#include "notify.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -235,6 +236,7 @@ static void detach_mount(vv_sess *s) {
 static void unmount_execute(napi_env env, void *data) {
   vv_sess *s = data;
   detach_mount(s);
+  vv_notify_stop(s);
   if (s->loop_started) pthread_join(s->loop, NULL);
   s->loop_started = 0;
 }
@@ -332,5 +334,6 @@ NAPI_MODULE_INIT() {
       {"detach", NULL, js_detach, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  vv_init_notify(env, exports);
   return vv_init_replies(env, exports);
 }

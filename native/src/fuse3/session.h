@@ -51,6 +51,8 @@ typedef struct vv_req {
   size_t nitems;
 } vv_req;
 
+typedef struct vv_notifier vv_notifier;  // notify.c
+
 typedef struct vv_sess {
   struct fuse_session *se;
   pthread_t loop;
@@ -77,6 +79,7 @@ typedef struct vv_sess {
   int connection;       // /sys/fs/fuse/connections/N, -1 unknown
   // counters
   double batches, requests, max_batch;
+  vv_notifier *notifier;  // dentry invalidations (notify.c), started at the first one
   napi_async_work unmount_work;
   napi_deferred unmount_deferred;
 } vv_sess;

@@ -28,6 +28,9 @@ export interface Fuse3Addon {
   replyStatfs(h: Handle, id: number, f: Float64Array): boolean;
   replyLock(h: Handle, id: number, f: Float64Array): boolean;
   replyLseek(h: Handle, id: number, off: number): boolean;
+  /** Queues FUSE_NOTIFY_INVAL_ENTRY on the addon's own thread (native/src/fuse3/notify.c); false: not queued. */
+  invalidateEntry(h: Handle, parent: bigint, name: string): boolean;
+  notifyStats(h: Handle): { queued: number; sent: number; failed: number };
 }
 
 let cached: Fuse3Addon | undefined;

@@ -245,6 +245,22 @@ export class LlSession {
   }
 
   /**
+   * Asks the kernel to drop its entry (positive or negative) for `name` in directory `parent`.
+   * Queued to the addon's own thread (the kernel's side waits on the directory's lock, which a
+   * request waiting for us may hold): returns at once, true when queued; it lands shortly
+   * after. False when unmounted, unmounting or the queue is full.
+   */
+  invalidateEntry(parent: bigint, name: string): boolean {
+    return this.handle !== null && this.unmounting === null && this.addon.invalidateEntry(this.handle, parent, name);
+  }
+
+  /** Invalidations queued, written and refused by the kernel (other than "no such entry"). */
+  get notifyStats(): { queued: number; sent: number; failed: number } {
+    // Not while unmounting: the addon frees the notification thread's state off this thread.
+    return this.handle && !this.unmounting ? this.addon.notifyStats(this.handle) : { queued: 0, sent: 0, failed: 0 };
+  }
+
+  /**
    * Exits the loop, detaches the mount, aborts the connection (so a file still open elsewhere
    * cannot keep the threads waiting) and joins the C threads, off the JS thread. Requests not
    * yet answered get ENOTCONN; later replies return false. Idempotent.
