@@ -84,7 +84,10 @@ if [ "$with_test" -eq 1 ]; then
   packages="$packages qemu-system-x86 qemu-guest-agent busybox-static linux-image-amd64 postgresql-15 cpio"
   # Guest file systems built by the catalog tests (issue 15), and the export tests' clients (16).
   packages="$packages xfsprogs ntfs-3g lvm2 dosfstools exfatprogs mtools fdisk smbclient libnfs-utils libnfs-dev"
-  packages="$packages pacemaker corosync"  # a real three-node cluster for the HA tests (issue 13: test/helpers/pacemaker.ts)
+  # A real three-node cluster for the HA tests (issue 13: test/helpers/pacemaker.ts). crm_mon and
+  # crm_resource are in pacemaker-cli-utils, which pacemaker only recommends: with
+  # --no-install-recommends (below) they must be named, or CI's machine lacks them.
+  packages="$packages pacemaker pacemaker-cli-utils corosync"
   packages="$packages libxml2-utils openssl"  # xmllint: the OVF descriptor against the DMTF schema (test/appliance-ova); openssl: first boot's certificate (test/appliance-firstboot)
 fi
 if [ "$with_appliance" -eq 1 ]; then
