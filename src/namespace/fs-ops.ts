@@ -500,8 +500,8 @@ export class FsOps {
   }
 
   /** read() past the store's shared read-ahead windows, for a reader with its own reads in flight. */
-  async readDirect(fh: number, pos: number, len: number, rescue?: ReadRescue): Promise<Buffer> {
-    return this.handle(fh).file.readDirect(pos, len, rescue);
+  async readDirect(fh: number, pos: number, len: number, rescue?: ReadRescue, into?: Buffer): Promise<Buffer> {
+    return this.handle(fh).file.readDirect(pos, len, rescue, into);
   }
 
   /** Reads into the caller's buffer (FUSE's own): the byte count, at once when it can be. */

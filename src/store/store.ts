@@ -339,11 +339,13 @@ export class SegmentStore {
    * at once): windows would add a copy of every byte, cap its reads at their depth, and take
    * the few stream slots the mount's sequential readers use.
    */
-  async readDirect(version: FileVersion, offset: number, length: number, rescue?: ReadRescue): Promise<Buffer> {
+  async readDirect(version: FileVersion, offset: number, length: number, rescue?: ReadRescue, into?: Buffer): Promise<Buffer> {
     this.ensureOpen();
     const end = Math.min(version.size, offset + length);
     if (offset >= end) return Buffer.alloc(0);
-    const out = Buffer.allocUnsafe(end - offset);
+    // `into`: the caller's buffer, reused read after read (fresh 4 MiB buffers cost a page
+    // fault per 4 KiB and drive the GC); it must stay the caller's own until this resolves.
+    const out = into && into.length >= end - offset ? into.subarray(0, end - offset) : Buffer.allocUnsafe(end - offset);
     await this.view(version, rescue).readInto(offset, out);
     return out;
   }
