@@ -143,6 +143,14 @@ t.test('a point\'s data runs, found in one walk of its tree, are those SEEK_DATA
   const clipped = want.flatMap((r) => (r.end <= from || r.start >= to ? [] : [{ start: Math.max(r.start, from), end: Math.min(r.end, to) }]));
   t.same(await store.view(v).dataRuns(from, to), clipped, 'a window of the file');
 
+  // Restored in small chunks, so each reused read buffer carries many chunks in turn (and a
+  // chunk shorter than the buffer at the end of each run): the same bytes, holes kept.
+  await writeFile(ns, '/web01/vm.json', Buffer.from('{}'));
+  await ns.snapshots.create('web01', 'q');
+  const to2 = path.join(dir, 'small-chunks');
+  await restorePoint(ns, 'web01', 'q', ['vda'], to2, { format: 'raw', chunkBytes: 192 * 1024 + 4096, inFlight: 3 });
+  t.equal(sha(fs.readFileSync(path.join(to2, 'vda.raw'))), sha(b), 'restored in 196 KiB chunks, 3 in flight: the same bytes');
+
   // Bytes written and not yet committed count too (the walk commits them first, as seek does).
   const wfh = await ns.fs.open('/web01/vda.raw', 2);
   t.teardown(() => ns.fs.release(wfh));
