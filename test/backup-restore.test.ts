@@ -94,3 +94,69 @@ t.test('an existing target is refused and a failed restore leaves nothing', asyn
   t.ok(isVmvaultError(e3, 'CANCELLED'), String(e3));
   t.same(fs.readdirSync(path.join(dir, 'c')), []);
 });
+
+/** The data runs as SEEK_DATA / SEEK_HOLE find them, one seek at a time (what dataRuns replaces). */
+async function runsBySeek(ns: Awaited<ReturnType<typeof openNs>>['ns'], fh: number, size: number): Promise<Array<{ start: number; end: number }>> {
+  const out: Array<{ start: number; end: number }> = [];
+  for (let at = 0; at < size; ) {
+    const start = await ns.nodes.seek(fh, at, 'data');
+    if (start < 0) break;
+    const end = Math.min(size, await ns.nodes.seek(fh, start, 'hole'));
+    out.push({ start, end });
+    at = end;
+  }
+  return out;
+}
+
+t.test('a point\'s data runs, found in one walk of its tree, are those SEEK_DATA/SEEK_HOLE find', async (t) => {
+  const dir = tmpDir(t);
+  const { ns, store } = await openNs(t, path.join(dir, 'store'));
+  await ns.shares.create('web01');
+  // 40 MiB of small random runs between zero runs: thousands of segments, a tree of height 3.
+  const rng = new Rng(7);
+  const b = Buffer.alloc(40 * MiB);
+  for (let at = 0; at < b.length; ) {
+    const data = 4096 + rng.int(3 * MiB);
+    generate(rng, 'random', Math.min(data, b.length - at)).copy(b, at);
+    at += data + 64 * 1024 + rng.int(2 * MiB);
+  }
+  await writeFile(ns, '/web01/vda.raw', b);
+  await ns.snapshots.create('web01', 'p');
+  const fh = await ns.fs.open('/web01/.snapshots/p/vda.raw', 0);
+  t.teardown(() => ns.fs.release(fh));
+  const want = await runsBySeek(ns, fh, b.length);
+  t.ok(want.length >= 10, `${want.length} data runs`);
+  const v = ns.fs.handle(fh).file.base;
+  t.ok(v.height >= 2, `tree height ${v.height}`);
+  t.same(await ns.nodes.dataRuns(fh), want, 'the whole file');
+  // Every byte outside the runs is zero, every run starts and ends on data.
+  let zerosOutside = true;
+  let at = 0;
+  for (const r of want) {
+    if (!b.subarray(at, r.start).equals(Buffer.alloc(r.start - at))) zerosOutside = false;
+    at = r.end;
+  }
+  t.ok(zerosOutside && b.subarray(at).equals(Buffer.alloc(b.length - at)), 'nothing but zeros outside the runs');
+  // A window of the file: the runs clipped to it.
+  const from = 5 * MiB + 12345;
+  const to = 31 * MiB + 777;
+  const clipped = want.flatMap((r) => (r.end <= from || r.start >= to ? [] : [{ start: Math.max(r.start, from), end: Math.min(r.end, to) }]));
+  t.same(await store.view(v).dataRuns(from, to), clipped, 'a window of the file');
+
+  // Restored in small chunks, so each reused read buffer carries many chunks in turn (and a
+  // chunk shorter than the buffer at the end of each run): the same bytes, holes kept.
+  await writeFile(ns, '/web01/vm.json', Buffer.from('{}'));
+  await ns.snapshots.create('web01', 'q');
+  const to2 = path.join(dir, 'small-chunks');
+  await restorePoint(ns, 'web01', 'q', ['vda'], to2, { format: 'raw', chunkBytes: 192 * 1024 + 4096, inFlight: 3 });
+  t.equal(sha(fs.readFileSync(path.join(to2, 'vda.raw'))), sha(b), 'restored in 196 KiB chunks, 3 in flight: the same bytes');
+
+  // Bytes written and not yet committed count too (the walk commits them first, as seek does).
+  const wfh = await ns.fs.open('/web01/vda.raw', 2);
+  t.teardown(() => ns.fs.release(wfh));
+  const hole = want[0].end + 1000;
+  ns.fs.write(wfh, hole, Buffer.alloc(100, 9));
+  const runs = await ns.nodes.dataRuns(wfh);
+  t.same(runs, await runsBySeek(ns, wfh, b.length), 'an open file with fresh writes');
+  t.ok(runs.some((r) => r.start <= hole && r.end >= hole + 100), 'the fresh bytes are in a data run');
+});

@@ -499,6 +499,11 @@ export class FsOps {
     return this.handle(fh).file.read(pos, len, rescue);
   }
 
+  /** read() past the store's shared read-ahead windows, for a reader with its own reads in flight. */
+  async readDirect(fh: number, pos: number, len: number, rescue?: ReadRescue, into?: Buffer): Promise<Buffer> {
+    return this.handle(fh).file.readDirect(pos, len, rescue, into);
+  }
+
   /** Reads into the caller's buffer (FUSE's own): the byte count, at once when it can be. */
   readInto(fh: number, pos: number, out: Buffer): number | Promise<number> {
     return this.handle(fh).file.readInto(pos, out);

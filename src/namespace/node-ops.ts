@@ -349,6 +349,18 @@ export class NodeOps {
     return -1;
   }
 
+  /**
+   * The [start, end) runs of an open file that hold data, ascending: seek() for the whole file
+   * in one walk of its segment tree (the nodes of each level fetched in batches). The rest,
+   * and anything past the tree (a size not yet committed), reads as zeros.
+   */
+  async dataRuns(fh: number, rescue?: ReadRescue): Promise<Array<{ start: number; end: number }>> {
+    const f = this.fs.handle(fh).file;
+    if (f.hasChanges) await f.commit(false);
+    const v = f.base;
+    return this.ctx.store.view(v, rescue).dataRuns(0, Math.min(v.size, f.size));
+  }
+
   /** Returns once the directory's entries (and every change made before the call) are durable. */
   async fsyncdir(node: NodeId): Promise<void> {
     await this.opendir(node);

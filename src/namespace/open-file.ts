@@ -198,6 +198,21 @@ export class OpenFile {
   }
 
   /**
+   * read() for a large reader with its own reads in flight (a restore): bytes only the
+   * store holds are decoded straight into the result, past the shared read-ahead windows
+   * (SegmentStore.readDirect); a range with bytes not yet committed is read as read() does.
+   * `into`: a buffer of the caller's to read into when it is large enough (the result is then
+   * a view of it).
+   */
+  async readDirect(pos: number, len: number, rescue?: ReadRescue, into?: Buffer): Promise<Buffer> {
+    const end = Math.min(this.size, pos + len);
+    if (pos >= end) return Buffer.alloc(0);
+    if (end > this.baseLimit || overlaps(this.dirty, pos, end) || (this.flushing !== undefined && overlaps(this.flushing, pos, end))) return this.read(pos, len, rescue);
+    // A commit that lands meanwhile changes no byte of the range: none of it was dirty.
+    return this.store.readDirect(this.base, pos, end - pos, rescue, into);
+  }
+
+  /**
    * Fills `out` from offset `pos` with the newest bytes: dirty extents over those being
    * committed over the version (zeros past its visible end). Returns the byte count (less than
    * out.length only at the end of the file): at once when no store read must be awaited.

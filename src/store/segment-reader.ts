@@ -104,6 +104,8 @@ interface DiskItem {
 /** What a TreeView reads through: the store's reader, or the same with a rescue (withRescue). */
 export interface SegmentReads {
   node(fp: Buffer): Promise<Node>;
+  /** Tree nodes, in order: those not cached fetched together (one lookup, one decode round). */
+  nodesOf(fps: Buffer[]): Promise<Node[]>;
   segments(fps: Buffer[], cache?: boolean): Promise<Buffer[]>;
   readInto(out: Buffer, pieces: ReadPiece[]): Promise<void>;
 }
@@ -126,6 +128,7 @@ export class SegmentReader implements SegmentReads {
   withRescue(rescue: ReadRescue): SegmentReads {
     return {
       node: (fp) => this.node(fp, rescue),
+      nodesOf: (fps) => this.nodesOf(fps, rescue),
       segments: (fps, cache = true) => this.segments(fps, cache, rescue),
       readInto: (out, pieces) => this.readInto(out, pieces, rescue),
     };
@@ -138,6 +141,33 @@ export class SegmentReader implements SegmentReads {
     const n = decodeNode(raw, `tree node ${fpShort(fp)}`);
     this.nodes.set(Buffer.from(fp), n, 1);
     return n;
+  }
+
+  /**
+   * node() for many: the nodes not in the cache are read in one batch (one index lookup, one
+   * round of decodes through the codec's pool) instead of one round trip each. A walk over a
+   * cold tree (a restore's data runs: ~730 level-1 nodes for 460 MiB) waited on each in turn.
+   */
+  async nodesOf(fps: Buffer[], rescue?: ReadRescue): Promise<Node[]> {
+    const out: Node[] = new Array(fps.length);
+    const miss: Buffer[] = [];
+    const at: number[] = [];
+    for (let i = 0; i < fps.length; i++) {
+      const hit = this.nodes.get(fps[i]);
+      if (hit) out[i] = hit;
+      else {
+        miss.push(fps[i]);
+        at.push(i);
+      }
+    }
+    if (miss.length === 0) return out;
+    const raws = await this.segments(miss, false, rescue, 'node');
+    for (let k = 0; k < miss.length; k++) {
+      const n = decodeNode(raws[k], `tree node ${fpShort(miss[k])}`);
+      this.nodes.set(Buffer.from(miss[k]), n, 1);
+      out[at[k]] = n;
+    }
+    return out;
   }
 
   /** The plain bytes of whole segments, in order (kept in the data cache if `cache`). */

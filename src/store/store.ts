@@ -334,6 +334,23 @@ export class SegmentStore {
   }
 
   /**
+   * read() without the shared read-ahead windows: the bytes decoded straight into a Buffer of
+   * the caller's. For a reader that keeps its own large reads in flight (a restore: 4 MiB, 4
+   * at once): windows would add a copy of every byte, cap its reads at their depth, and take
+   * the few stream slots the mount's sequential readers use.
+   */
+  async readDirect(version: FileVersion, offset: number, length: number, rescue?: ReadRescue, into?: Buffer): Promise<Buffer> {
+    this.ensureOpen();
+    const end = Math.min(version.size, offset + length);
+    if (offset >= end) return Buffer.alloc(0);
+    // `into`: the caller's buffer, reused read after read (fresh 4 MiB buffers cost a page
+    // fault per 4 KiB and drive the GC); it must stay the caller's own until this resolves.
+    const out = into && into.length >= end - offset ? into.subarray(0, end - offset) : Buffer.allocUnsafe(end - offset);
+    await this.view(version, rescue).readInto(offset, out);
+    return out;
+  }
+
+  /**
    * Fills `out` with bytes [offset, offset + out.length) of the version, which must lie
    * within it. Returns the byte count: at once (no promise) when read-ahead already holds the
    * bytes, else a promise of it. Only this thread writes into `out`, never a codec worker:

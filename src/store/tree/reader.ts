@@ -74,6 +74,51 @@ export class TreeView {
     }
   }
 
+  /**
+   * The [start, end) runs of data within [from, to) (clipped to the file), ascending and
+   * merged; the rest are zero runs the store never stored (holes). One walk with the children
+   * of each node above level 1 fetched in one batch: SEEK_DATA/SEEK_HOLE step through the
+   * leaves one await each and fetch the nodes one by one.
+   */
+  async dataRuns(from = 0, to = this.version.size): Promise<Array<{ start: number; end: number }>> {
+    const v = this.version;
+    to = Math.min(to, v.size);
+    const out: Array<{ start: number; end: number }> = [];
+    if (from >= to) return out;
+    const add = (a: number, b: number) => {
+      const s = Math.max(a, from);
+      const e = Math.min(b, to);
+      if (s >= e) return;
+      const last = out[out.length - 1];
+      if (last && last.end === s) last.end = e;
+      else out.push({ start: s, end: e });
+    };
+    if (v.height === 0) {
+      if (!this.rootEntry().zero) add(0, v.size);
+      return out;
+    }
+    const visit = async (node: Node, base: number): Promise<void> => {
+      // Children overlapping [from, to).
+      let i = childAt(node, Math.max(0, from - base));
+      let j = i;
+      while (j < node.count && base + node.starts[j] < to) j++;
+      if (node.level === 1) {
+        for (let k = i; k < j; k++) if (!isZeroFp(childFp(node, k))) add(base + node.starts[k], base + node.starts[k + 1]);
+        return;
+      }
+      const fps: Buffer[] = [];
+      const at: number[] = [];
+      for (; i < j; i++) {
+        fps.push(childFp(node, i));
+        at.push(base + node.starts[i]);
+      }
+      const kids = await this.reader.nodesOf(fps);
+      for (let k = 0; k < kids.length; k++) await visit(kids[k], at[k]);
+    };
+    await visit(await this.reader.node(v.root), 0);
+    return out;
+  }
+
   /** Bytes [off, off + len) clipped to the file size. */
   async read(off: number, len: number): Promise<Buffer> {
     const end = Math.min(this.version.size, off + len);
