@@ -116,6 +116,72 @@ t.test('scattered changes: protocol 2 says the old content between them, one rec
   }
 });
 
+/** A source that answers after a delay and records its reads: where, how long, and every byte served. */
+function recordingSource(data: Buffer, opts: { map?: boolean } = {}) {
+  const inner = bufferSource(data, opts);
+  const rec = { served: 0, reads: [] as Array<[number, number]> };
+  const source = {
+    ...inner,
+    async read(offset: number, length: number): Promise<Buffer> {
+      rec.reads.push([offset, length]);
+      await new Promise((r) => setTimeout(r, 3));
+      const b = await inner.read(offset, length);
+      rec.served += b.length;
+      return b;
+    },
+  };
+  return { source, rec };
+}
+
+function overlaps(reads: Array<[number, number]>): boolean {
+  const s = [...reads].sort((a, b) => a[0] - b[0]);
+  return s.some((r, i) => i > 0 && s[i - 1][0] + s[i - 1][1] > r[0]);
+}
+
+t.test('the sender reads ahead of its cutting and reads pieces (readv): never a byte twice, never one it does not use', async (t) => {
+  const a = await transferAppliance(t);
+  await a.ns.shares.create('vms');
+  const { token } = await a.tokens.create('host-f');
+  const conn = await TransferConnection.open({ url: a.url, token });
+  t.teardown(() => conn.close());
+  // Data, a zero run (an extent of the map), data: the read ahead crosses from range to range.
+  const data = Buffer.concat([randomBytes(9 << 20), Buffer.alloc(3 << 20), randomBytes(6 << 20)]);
+  const full = recordingSource(data, { map: true });
+  const r1 = await sendFile(conn, full.source, { share: 'vms', path: 'ra.raw', size: data.length });
+  t.ok((await readFile(a.ns, '/vms/ra.raw')).equals(data), 'reads back identical');
+  t.equal(full.rec.served, 15 << 20, 'every data byte read once, the zero run not at all');
+  t.equal(r1.bytesRead, full.rec.served, 'every byte read was used');
+  t.notOk(overlaps(full.rec.reads), 'no two reads overlap');
+  // An incremental: reads go ahead only inside a region, so its run past the region's end to
+  // an old cut reads nothing it then drops.
+  const ranges: Array<{ offset: number; length: number }> = [];
+  for (const off of [1 << 20, (5 << 20) + 777, 13 << 20]) {
+    randomBytes(300_000).copy(data, off);
+    ranges.push({ offset: off, length: 300_000 });
+  }
+  const inc = recordingSource(data, { map: true });
+  const r2 = await sendFile(conn, inc.source, { share: 'vms', path: 'ra.raw', size: data.length, ranges });
+  t.ok((await readFile(a.ns, '/vms/ra.raw')).equals(data), 'incremental reads back identical');
+  t.equal(r2.bytesRead, inc.rec.served, `every byte read was used (${inc.rec.served} read for 900,000 changed)`);
+  t.ok(inc.rec.served < 8 << 20, 'read only around the changes');
+  t.notOk(overlaps(inc.rec.reads), 'no two reads overlap');
+  // A source with readv (an NBD source's receive buffers): the pieces are fed as they are.
+  randomBytes(2 << 20).copy(data, 4 << 20);
+  const piecewise = {
+    ...bufferSource(data, { map: true }),
+    async readv(offset: number, length: number): Promise<Buffer[]> {
+      const out: Buffer[] = [];
+      for (let o = offset; o < offset + length; o += 65_000) out.push(Buffer.from(data.subarray(o, Math.min(o + 65_000, offset + length))));
+      return out;
+    },
+    read: () => Promise.reject(new Error('read() used although readv() is there')),
+  };
+  const r3 = await sendFile(conn, piecewise, { share: 'vms', path: 'ra.raw', size: data.length });
+  t.ok((await readFile(a.ns, '/vms/ra.raw')).equals(data), `readv pieces: reads back identical (${r3.segmentsSent} segments sent)`);
+  const fresh = await a.store.writeBuffer(data);
+  t.ok((await a.ns.installer.current('vms/ra.raw')).root.equals(fresh.version.root), 'readv pieces: the same tree as writing the bytes');
+});
+
 t.test('a broken send resumes with the same task id: what the task delivered is not sent again', async (t) => {
   const a = await transferAppliance(t);
   await a.ns.shares.create('vms');

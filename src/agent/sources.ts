@@ -21,6 +21,8 @@ export interface Range {
 export interface AgentSource {
   readonly size: number;
   read(offset: number, length: number): Promise<Buffer>;
+  /** The same bytes as pieces in order, not copied into one buffer (the sender's ReadSource.readv). */
+  readv?(offset: number, length: number): Promise<Buffer[]>;
   dataRanges?(offset: number, length: number): Promise<Array<{ offset: number; length: number; zero: boolean }>>;
   /** Incremental: the ranges the dirty bitmap marks, in order. */
   dirtyRanges?(): Promise<Range[]>;
@@ -64,6 +66,19 @@ class NbdSource implements AgentSource {
     const buf = await this.client.read(offset, length);
     if (buf.length !== length) throw vmError('IO', `NBD read at ${offset} returned ${buf.length} bytes, not ${length}`);
     return buf;
+  }
+
+  /**
+   * The socket's receive buffers as they arrived (NbdClient.readv): the sender copies them into
+   * its slabs, so copying them first into a fresh buffer per read (a page fault every 4 KiB,
+   * and garbage) was a second copy of every byte read.
+   */
+  async readv(offset: number, length: number): Promise<Buffer[]> {
+    const bufs = await this.client.readv(offset, length);
+    let got = 0;
+    for (const b of bufs) got += b.length;
+    if (got !== length) throw vmError('IO', `NBD read at ${offset} returned ${got} bytes, not ${length}`);
+    return bufs;
   }
 
   async dataRanges(offset: number, length: number): Promise<Array<{ offset: number; length: number; zero: boolean }>> {

@@ -38,6 +38,12 @@ import { TRANSFER_PREFIX } from './messages.js';
 export interface ReadSource {
   readonly size: number;
   read(offset: number, length: number): Promise<Buffer>;
+  /**
+   * Optional: the same bytes as pieces in order (an NBD client's receive buffers as they
+   * arrived), so they are not copied into one fresh buffer first: the sender copies them into
+   * its slabs anyway. The pieces must not change until the sender fed them (it keeps none).
+   */
+  readv?(offset: number, length: number): Promise<Buffer[]>;
   /** Optional: which ranges hold data; zero/hole ranges cross as extents only (NBD base:allocation). */
   dataRanges?(offset: number, length: number): Promise<Array<{ offset: number; length: number; zero: boolean }>>;
 }
@@ -301,6 +307,25 @@ class Sender {
         if (this.batchBytes >= BATCH_BYTES || this.batch.length >= LIMITS.queryCount) await this.submit();
       }
     };
+    // One read ahead: the next read of the source is under way while this one is cut, hashed
+    // and handed on, so the source (an NBD export: a round trip per request) is never idle
+    // while the sender works, nor the sender while the source answers. Only reads starting
+    // before the region's end go ahead (every byte there is needed; past it, an incremental
+    // stops at the first old cut, usually a few segments on). One more read buffer of memory.
+    const source = this.source;
+    const read = (o: number, n: number): Promise<Buffer[]> => (source.readv ? source.readv(o, n) : source.read(o, n).then((b) => [b]));
+    let ahead: { o: number; n: number; p: Promise<Buffer[]> } | undefined;
+    const readAt = (o: number, n: number): Promise<Buffer[]> => {
+      const a = ahead;
+      ahead = undefined; // a read ahead that is not this one is dropped (its error too)
+      return a && a.o === o && a.n === n ? a.p : read(o, n);
+    };
+    const readAhead = (o: number, n: number): void => {
+      if (ahead || n <= 0 || o >= region.end) return;
+      const p = read(o, n);
+      p.catch(() => {}); // awaited (and its error thrown) when its turn comes, or dropped at a stop
+      ahead = { o, n, p };
+    };
     try {
       let pos = start;
       // An incremental region usually ends a few segments past its changes: read little first.
@@ -309,7 +334,9 @@ class Sender {
         this.checkAbort();
         const window = Math.min(MAP_BYTES, this.target.size - pos);
         const map = this.source.dataRanges ? await this.source.dataRanges(pos, window) : [{ offset: pos, length: window, zero: false }];
-        for (const r of normalizeMap(map, pos, window)) {
+        const ranges = normalizeMap(map, pos, window);
+        for (let ri = 0; ri < ranges.length && !stopped; ri++) {
+          const r = ranges[ri];
           let o = r.offset;
           const end = r.offset + r.length;
           while (o < end && !stopped) {
@@ -319,17 +346,25 @@ class Sender {
             } else {
               const n = Math.min(readBytes, end - o);
               readBytes = Math.min(READ_BYTES, readBytes * 2);
-              const buf = await this.source.read(o, n);
-              if (buf.length !== n) throw vmError('IO', `the source returned ${buf.length} bytes at offset ${o}, not ${n}`);
+              const bufs = await readAt(o, n);
+              let got = 0;
+              for (const b of bufs) got += b.length;
+              if (got !== n) throw vmError('IO', `the source returned ${got} bytes at offset ${o}, not ${n}`);
               this.report.bytesRead += n;
-              await cs.feed(buf);
+              // The next read this loop will make: further in this range, or the next data range of this window.
+              if (o + n < end) readAhead(o + n, Math.min(readBytes, end - o - n));
+              else {
+                let k = ri + 1;
+                while (k < ranges.length && ranges[k].zero) k++;
+                if (k < ranges.length) readAhead(ranges[k].offset, Math.min(readBytes, ranges[k].length));
+              }
+              for (const b of bufs) await cs.feed(b);
               o += n;
             }
             await cs.settle();
             await drain();
             this.checkAbort();
           }
-          if (stopped) break;
         }
         pos += window;
       }
