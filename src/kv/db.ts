@@ -72,14 +72,19 @@ const dirStamps = new WeakMap<Db, string>();
  * never fsyncs the directory after it: a synced write into a log made since is in a file whose
  * name is not durable, and a power cut takes the file with every write in it (the power-cut test
  * lost fsynced files so). So after a synced write, if the directory changed since it was last
- * fsynced, fsync it before the write counts as durable. A stat per synced write; an fsync only
- * when LevelDB made or removed a file. The stamp is taken before the fsync: a change racing it
- * is covered by this fsync or seen by the next check.
+ * fsynced, fsync it before the write counts as durable. A stat and a readdir per synced write;
+ * an fsync only when LevelDB made or removed a file. The names are part of the stamp because
+ * timestamps alone miss changes: a directory's mtime moves in coarse ticks (ext4: a jiffy; a
+ * FUSE file system may report milliseconds or cached attributes), so a log made in the tick of
+ * the last fsync left the stamp as it was (the power-cut test lost fsynced files on a fast
+ * machine). The stamp is taken before the fsync: a change racing it is covered by this fsync or
+ * seen by the next check.
  */
 async function syncDirIfChanged(db: Db): Promise<void> {
   const dir = (db as unknown as { location: string }).location;
   const st = await fs.stat(dir, { bigint: true });
-  const stamp = `${st.mtimeNs}:${st.ctimeNs}`;
+  const names = (await fs.readdir(dir)).sort();
+  const stamp = `${st.mtimeNs}:${st.ctimeNs}:${names.join('/')}`;
   if (dirStamps.get(db) === stamp) return;
   const h = await fs.open(dir, 'r');
   try {

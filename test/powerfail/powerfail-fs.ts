@@ -74,6 +74,9 @@ const trace = (line: string) => TRACE && process.stderr.write(`powerfail: ${line
 
 const eio = (why: string) => Object.assign(new Error(why), { code: 'EIO' });
 
+/** The time every directory reports with frozenDirTimes (2001-09-09). */
+const FROZEN_MS = 1_000_000_000_000;
+
 export class PowerfailFs implements PathHandlers {
   private readonly root: string;
   private readonly grave: string;
@@ -92,7 +95,12 @@ export class PowerfailFs implements PathHandlers {
    * `base/root` is served; `base/grave` holds unlinked and replaced files until their unlink is
    * durable (same file system as root, so they move back by rename).
    */
-  constructor(base: string, seed: number) {
+  /**
+   * `frozenDirTimes`: directories report one fixed atime/mtime/ctime, the extreme of a coarse
+   * timestamp clock (ext4's tick, a FUSE server's milliseconds): whoever decides "did this
+   * directory change?" by its times alone is caught out.
+   */
+  constructor(base: string, seed: number, private readonly opts: { frozenDirTimes?: boolean } = {}) {
     this.root = path.join(base, 'root');
     this.grave = path.join(base, 'grave');
     this.rng = new Rng(seed);
@@ -229,16 +237,17 @@ export class PowerfailFs implements PathHandlers {
 
   // ---- attributes and lookups ------------------------------------------------------------
 
-  private static stat(s: import('node:fs').Stats): FileStat {
+  private static stat(s: import('node:fs').Stats, frozen = false): FileStat {
+    if (frozen && s.isDirectory()) return { mode: s.mode, size: s.size, uid: s.uid, gid: s.gid, nlink: s.nlink, ino: s.ino, blocks: s.blocks, atime: FROZEN_MS, mtime: FROZEN_MS, ctime: FROZEN_MS };
     return { mode: s.mode, size: s.size, uid: s.uid, gid: s.gid, nlink: s.nlink, ino: s.ino, blocks: s.blocks, atime: s.atimeMs, mtime: s.mtimeMs, ctime: s.ctimeMs };
   }
 
   getattr(p: string): Promise<FileStat> {
-    return this.op(async () => PowerfailFs.stat(await fs.lstat(this.bp(p))));
+    return this.op(async () => PowerfailFs.stat(await fs.lstat(this.bp(p)), this.opts.frozenDirTimes));
   }
 
   fgetattr(_p: string, fh: FileHandle): Promise<FileStat> {
-    return this.op(async () => PowerfailFs.stat(await this.handle(fh).fd.stat()));
+    return this.op(async () => PowerfailFs.stat(await this.handle(fh).fd.stat(), this.opts.frozenDirTimes));
   }
 
   readdir(p: string): Promise<Array<string | DirEntry>> {

@@ -6,6 +6,7 @@
 // The first line out is {"mounted":"<mount>"}. SIGTERM unmounts and exits.
 //
 // usage: node powerfail-main.js <base> <mount> <seed>
+// POWERFAIL_FROZEN_DIR_TIMES=1: directories report fixed times (PowerfailFs's frozenDirTimes).
 
 import readline from 'node:readline';
 import { PathMount } from '../helpers/path-mount.js';
@@ -14,7 +15,7 @@ import { PowerfailFs } from './powerfail-fs.js';
 const [base, mnt, seedArg] = process.argv.slice(2);
 if (!base || !mnt || !seedArg) throw new Error('usage: powerfail-main.js <base> <mount> <seed>');
 
-const pfs = new PowerfailFs(base, Number(seedArg));
+const pfs = new PowerfailFs(base, Number(seedArg), { frozenDirTimes: process.env.POWERFAIL_FROZEN_DIR_TIMES === '1' });
 await pfs.init();
 // Served on the libfuse3 binding through the path adapter (helpers/path-mount.ts). No caching in
 // the kernel: after a cut the backing files change under it, and a cached page, attribute or name

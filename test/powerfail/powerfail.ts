@@ -30,11 +30,12 @@ interface Teardown {
   teardown(fn: () => unknown): void;
 }
 
-export async function startPowerfail(t: Teardown, dir: string, seed: number, opts: { before?: () => Promise<unknown> } = {}): Promise<Powerfail> {
+export async function startPowerfail(t: Teardown, dir: string, seed: number, opts: { before?: () => Promise<unknown>; frozenDirTimes?: boolean } = {}): Promise<Powerfail> {
   const base = path.join(dir, 'powerfail');
   const mount = path.join(dir, 'pf');
   const env = { ...process.env };
   delete env.NODE_OPTIONS;
+  if (opts.frozenDirTimes) env.POWERFAIL_FROZEN_DIR_TIMES = '1';
   const proc = spawn(process.execPath, [mainJs, base, mount, String(seed)], { stdio: ['pipe', 'pipe', 'pipe'], env });
   let err = '';
   proc.stderr!.on('data', (d) => (err += d));
