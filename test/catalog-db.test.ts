@@ -249,6 +249,16 @@ t.test('a point changed in place keeps the rows whose bytes did not change, and 
   t.same([...got].filter(([k, v]) => want.get(k) !== v), [], 'every row equal to the full walk');
   t.ok(got.has('/srv/x') && !got.has('/usr/share/doc/pkg7/README') && got.has('/usr/share/doc/pkg8/README'), 'the new, the removed and the untouched');
   t.match(JSON.parse(got.get('/home/u/notes.txt')!), { mtime: Date.UTC(2024, 0, 2) }, 'the changed mtime');
+  // p2's file started as a copy of p1's (CatalogWriter's copy mode): no row of p1's is left over.
+  const r2db = new CatalogReader(cat.fileOf('vm', 'p2'));
+  t.equal(r2db.fileCount(), r2.files, 'no rows left over from the previous point');
+  t.equal(r2db.volumes().length, 1, 'one volume row');
+  r2db.close();
+  // A third point like the second, from p2's copy: the volume reused whole, the same rows.
+  await ns.snapshots.create('vm', 'p3');
+  const r3 = await cat.build('vm', 'p3');
+  t.equal(r3.reusedVolumes, 1, 'p3 reuses p2\'s volume whole');
+  t.same(rows(cat.fileOf('vm', 'p3')), want, 'p3: every row equal to the full walk');
 
   // A previous catalog from before `deps` (an older vmvault): walked in full, with a log line.
   const old = path.join(dir, 'old.db');
