@@ -300,7 +300,9 @@ export class CatalogWriter {
   addRow(id: number, parent: number, e: FileEntry): void {
     const path = e.path.replace(/\/+$/, '');
     this.pending.push([id, this.vol, parent, path.slice(path.lastIndexOf('/') + 1), ...this.fields(e)]);
-    if (this.pending.length >= BATCH) this.flush();
+    // In place (copy mode), a row read now may take the id of a carried row that endReuse()
+    // deletes first: nothing goes in before then.
+    if (this.pending.length >= BATCH && !this.reuse?.inPlace) this.flush();
   }
 
   /** Copies the kept rows (shifted) and ends the reuse; endVolume() follows. */
