@@ -8,7 +8,7 @@ import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { CatalogService } from '../src/catalog/catalog-service.js';
-import { CatalogReader } from '../src/catalog/catalog-db.js';
+import { CatalogReader, CatalogWriter } from '../src/catalog/catalog-db.js';
 import { decodeExtents, encodeExtents } from '../src/catalog/extents-codec.js';
 import { VmvaultError } from '../src/errors.js';
 import { openNs, writeFile } from './helpers/ns.js';
@@ -249,6 +249,16 @@ t.test('a point changed in place keeps the rows whose bytes did not change, and 
   t.same([...got].filter(([k, v]) => want.get(k) !== v), [], 'every row equal to the full walk');
   t.ok(got.has('/srv/x') && !got.has('/usr/share/doc/pkg7/README') && got.has('/usr/share/doc/pkg8/README'), 'the new, the removed and the untouched');
   t.match(JSON.parse(got.get('/home/u/notes.txt')!), { mtime: Date.UTC(2024, 0, 2) }, 'the changed mtime');
+  // p2's file started as a copy of p1's (CatalogWriter's copy mode): no row of p1's is left over.
+  const r2db = new CatalogReader(cat.fileOf('vm', 'p2'));
+  t.equal(r2db.fileCount(), r2.files, 'no rows left over from the previous point');
+  t.equal(r2db.volumes().length, 1, 'one volume row');
+  r2db.close();
+  // A third point like the second, from p2's copy: the volume reused whole, the same rows.
+  await ns.snapshots.create('vm', 'p3');
+  const r3 = await cat.build('vm', 'p3');
+  t.equal(r3.reusedVolumes, 1, 'p3 reuses p2\'s volume whole');
+  t.same(rows(cat.fileOf('vm', 'p3')), want, 'p3: every row equal to the full walk');
 
   // A previous catalog from before `deps` (an older vmvault): walked in full, with a log line.
   const old = path.join(dir, 'old.db');
@@ -262,4 +272,46 @@ t.test('a point changed in place keeps the rows whose bytes did not change, and 
   t.equal(ro.partlyReusedVolumes, 0, 'nothing reused below the volume');
   t.ok(logs2.some((l) => /older vmvault.*walked in full/.test(l)), `said so: ${logs2.join(' | ')}`);
   t.same(rows(path.join(dir, 'o2.db')), want, 'the same rows');
+});
+
+t.test('copy mode: more rows read again than one insert batch, under the ids of the rows they replace', async (t) => {
+  // The writer's own API over two real SQLite files (no file system walked): 6,000 rows of a
+  // previous catalog all read again in place. Rows must not go in before the carried rows they
+  // replace are deleted (a batch flushed at 5,000 rows hit the primary key).
+  const dir = tmpDir(t);
+  const a = path.join(dir, 'a.db');
+  const N = 6000;
+  const w1 = new CatalogWriter(a, { share: 's', point: 'a' });
+  w1.addVolume(w1.addImage('vda.raw', 1 << 30, 'raw'), { name: 'p1', fs: 'ext', offset: 1 << 20, size: 1 << 29 });
+  for (let i = 0; i < N; i++) w1.add({ path: `/d/f${i}`, type: 'file', size: i, mtimeMs: 0, mode: 0o644, uid: 0, gid: 0, inode: 100 + i, deps: [{ logical: 0, physical: 4096 * (i + 1), length: 4096 }] });
+  w1.endVolume();
+  w1.finish();
+  const ra = new CatalogReader(a);
+  const vol = ra.volumes()[0];
+  const b = path.join(dir, 'b.db');
+  const w2 = new CatalogWriter(b, { share: 's', point: 'b' }, { from: a });
+  w2.rememberPrevious(ra.volumes());
+  ra.close();
+  t.ok(w2.carries(vol.id), 'the previous volume is carried in the copy');
+  w2.addVolume(w2.addImage('vda.raw', 1 << 30, 'raw'), { name: 'p1', fs: 'ext', offset: 1 << 20, size: 1 << 29 }, vol.id);
+  const prev = w2.beginReuse(a, vol.id)!;
+  t.ok(prev && prev.rows.length === N + 2, `the previous rows, in place: ${prev?.rows.length}`);
+  const byId = new Map(prev.rows.map((r) => [r.id, r]));
+  for (const r of prev.rows) {
+    if (r.id === prev.root || r.name === 'd') {
+      w2.keepRow(r.id);
+      continue;
+    }
+    w2.addRow(w2.idOfPrev(r.id), w2.idOfPrev(byId.get(r.parent)!.id), { path: `/d/${r.name}`, type: 'file', size: 7, mtimeMs: 0, mode: 0o600, uid: 0, gid: 0, inode: r.inode });
+  }
+  w2.endReuse();
+  t.equal(w2.endVolume(), N + 2, 'every row once');
+  w2.finish();
+  const rb = new CatalogReader(b);
+  const d = rb.resolve(rb.volumes()[0], '/d')!;
+  const kids = rb.list(d.id);
+  t.equal(kids.length, N, 'all entries listed');
+  t.ok(kids.every((k) => k.size === 7 && k.mode === 0o600), 'each with what was read now');
+  t.equal(rb.fileCount(), N + 2, 'no carried row left over');
+  rb.close();
 });

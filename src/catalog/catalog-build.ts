@@ -168,17 +168,26 @@ export async function buildCatalog(
 ): Promise<BuildResult> {
   const base = `/${target.share}/.snapshots/${target.point}`;
   const images = target.images ?? (await imagesOf(ns, base));
-  const w = new CatalogWriter(target.file, { share: target.share, point: target.point, ...(target.meta ?? {}) });
   const result: BuildResult = { images: images.length, volumes: 0, files: 0, reusedVolumes: 0, partlyReusedVolumes: 0, keptRows: 0, notes: [] };
   let prev: CatalogReader | undefined;
-  try {
-    if (target.previous) {
-      try {
-        prev = new CatalogReader(target.previous.file);
-      } catch {
-        prev = undefined; // no reuse: everything is walked
-      }
+  if (target.previous) {
+    try {
+      prev = new CatalogReader(target.previous.file);
+    } catch {
+      prev = undefined; // no reuse: everything is walked
     }
+  }
+  // With a previous catalog the file starts as its copy (CatalogWriter's copy mode): the rows
+  // of reused volumes stay in place with their indexes, only what changed is deleted and written.
+  let w: CatalogWriter;
+  try {
+    w = new CatalogWriter(target.file, { share: target.share, point: target.point, ...(target.meta ?? {}) }, prev ? { from: target.previous!.file } : {});
+  } catch (err) {
+    prev?.close();
+    throw err;
+  }
+  try {
+    if (prev) w.rememberPrevious(prev.volumes());
     for (const image of images) {
       if (p.signal?.aborted) throw vmError('CANCELLED', 'the catalog job was cancelled');
       const note = (line: string) => {
@@ -224,12 +233,15 @@ export async function buildCatalog(
           for (const vol of vols) {
             result.volumes++;
             const offset = vol.extents?.length === 1 ? vol.extents[0].diskOffset : undefined;
-            const volId = w.addVolume(imageId, { name: vol.name, fs: vol.fs, note: vol.note, offset, size: vol.size });
-            if (vol.note) note(`${vol.name}: ${vol.note}`);
             const same: VolumeRow | undefined = older && offset !== undefined && !vol.note
               ? prevVols.find((v) => v.name === vol.name && v.fs === vol.fs && v.offset === offset && v.size === vol.size && v.note === null && v.root !== null)
               : undefined;
-            if (same && older!.diff.coarse().window(offset!, offset! + vol.size).count === 0) {
+            const whole = same !== undefined && older!.diff.coarse().window(offset!, offset! + vol.size).count === 0;
+            // A volume to be reused takes over the previous one's id and rows in the copy.
+            const claim = same && (whole || vol.fs === 'ext') && w.carries(same.id) ? same.id : undefined;
+            const volId = w.addVolume(imageId, { name: vol.name, fs: vol.fs, note: vol.note, offset, size: vol.size }, claim);
+            if (vol.note) note(`${vol.name}: ${vol.note}`);
+            if (same && whole) {
               result.files += w.copyVolume(volId, target.previous!.file, same.id, target.previous!.point);
               result.reusedVolumes++;
               p.files?.(result.files);
@@ -246,6 +258,8 @@ export async function buildCatalog(
               }
             }
             const before = result.files;
+            // Claimed but walked whole after all: its carried rows go first.
+            if (claim !== undefined) w.dropCarried(volId);
             try {
               const notes: string[] = [];
               const onNote = (n: string) => {

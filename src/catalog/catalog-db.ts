@@ -104,21 +104,49 @@ export class CatalogWriter {
   private vol = 0;
   private count = 0;
 
+  /**
+   * Copy mode (`from`): the file starts as a copy of the previous point's catalog (rows, indexes),
+   * whose rows are "carried": a volume reused whole or in part keeps the previous volume's id and
+   * its carried rows stay where they are (only the rows that changed are deleted and inserted);
+   * carried rows no volume of this point claims are deleted at finish(). Without it (no previous
+   * catalog, or one of another shape: an older schema, no `deps`) the file starts empty and
+   * reused rows are copied in, as before.
+   */
+  private readonly carried: Set<number> | undefined;
+  private readonly claimed = new Set<number>();
+  private nextVolume = 0;
+
   constructor(
     readonly file: string,
     meta: Record<string, string>,
+    opts: { from?: string } = {},
   ) {
     this.partial = `${file}.partial`;
     fs.rmSync(this.partial, { force: true });
+    const from = opts.from !== undefined && copyable(opts.from) ? opts.from : undefined;
+    if (from !== undefined) fs.copyFileSync(from, this.partial);
     this.db = new Database(this.partial);
     // A partial file is thrown away on a crash: no journal needed while it is written.
     this.db.pragma('journal_mode = OFF');
     this.db.pragma('synchronous = OFF');
-    this.db.pragma(`user_version = ${CATALOG_SCHEMA}`);
-    this.db.exec(SCHEMA);
+    if (from !== undefined) {
+      this.carried = new Set((this.db.prepare('SELECT id FROM volumes').pluck().all() as number[]));
+      this.nextVolume = Math.max(0, ...this.carried);
+      this.count = (this.db.prepare('SELECT max(id) FROM files').pluck().get() as number | null) ?? 0;
+      // The images and volumes are this point's own, written as found; only files are carried.
+      this.db.exec('DELETE FROM meta; DELETE FROM images; DELETE FROM volumes;');
+    } else {
+      this.db.pragma(`user_version = ${CATALOG_SCHEMA}`);
+      this.db.exec(SCHEMA);
+    }
     const put = this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)');
     for (const [k, v] of Object.entries({ ...meta, schema: String(CATALOG_SCHEMA) })) put.run(k, v);
     this.insert = this.db.prepare('INSERT INTO files (id, volume, parent, name, type, size, mtime, mode, uid, gid, inode, target, extents, inline, deps) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)');
+  }
+
+  /** Whether the previous point's volume `id` is carried in this file (copy mode), so it can be claimed. */
+  carries(id: number): boolean {
+    return this.carried?.has(id) === true && !this.claimed.has(id);
   }
 
   addImage(path: string, size: number, format: string | null, note?: string): number {
@@ -129,10 +157,17 @@ export class CatalogWriter {
     this.db.prepare('UPDATE images SET note = ? WHERE id = ?').run(note, id);
   }
 
-  addVolume(image: number, v: { name: string; fs: string; note?: string; offset?: number; size: number; identity?: string }): number {
+  /** Adds a volume; `claim` (copy mode, carries()) takes over the previous volume of that id with its rows. */
+  addVolume(image: number, v: { name: string; fs: string; note?: string; offset?: number; size: number; identity?: string }, claim?: number): number {
     this.flush();
+    let want: number | null = null;
+    if (claim !== undefined) {
+      if (!this.carries(claim)) throw new Error(`volume ${claim} is not carried`);
+      this.claimed.add(claim);
+      want = claim;
+    } else if (this.carried) want = ++this.nextVolume; // above every carried id
     const id = Number(
-      this.db.prepare('INSERT INTO volumes (image, name, fs, note, offset, size, identity) VALUES (?,?,?,?,?,?,?)').run(image, v.name, v.fs, v.note ?? null, v.offset ?? null, v.size, v.identity ?? null).lastInsertRowid,
+      this.db.prepare('INSERT INTO volumes (id, image, name, fs, note, offset, size, identity) VALUES (?,?,?,?,?,?,?,?)').run(want, image, v.name, v.fs, v.note ?? null, v.offset ?? null, v.size, v.identity ?? null).lastInsertRowid,
     );
     this.vol = id;
     this.dirs = new Map();
@@ -197,7 +232,7 @@ export class CatalogWriter {
     return [TYPE_CODE[e.type] ?? TYPE_CODE.other, e.size, Math.round(e.mtimeMs), e.mode, e.uid, e.gid, e.inode, e.target ?? null, ext, e.inline ?? null, deps];
   }
 
-  private reuse: { shift: number; fromVol: number; keep: number[]; root: number } | undefined;
+  private reuse: { shift: number; fromVol: number; keep: number[]; root: number; inPlace: boolean } | undefined;
 
   /**
    * Starts volume `vol` (just added) as an edit of volume `fromVol` of the catalog `fromFile`
@@ -207,24 +242,41 @@ export class CatalogWriter {
    */
   beginReuse(fromFile: string, fromVol: number): { root: number; rows: PrevRow[] } | undefined {
     this.flush();
-    this.db.prepare('ATTACH DATABASE ? AS prev').run(fromFile);
+    // Copy mode: the volume claimed its previous id, and its rows are here already.
+    const inPlace = this.claimed.has(fromVol) && this.vol === fromVol;
+    const db = inPlace ? 'main' : 'prev';
+    if (!inPlace) this.db.prepare('ATTACH DATABASE ? AS prev').run(fromFile);
     let ok = false;
     try {
-      if (!this.prevHasDeps()) return undefined;
-      const v = this.db.prepare('SELECT root FROM prev.volumes WHERE id = ?').get(fromVol) as { root: number | null } | undefined;
-      const range = this.db.prepare('SELECT min(id) AS lo, max(id) AS hi FROM prev.files WHERE volume = ?').get(fromVol) as { lo: number | null; hi: number | null };
-      if (!v || v.root === null || range.lo === null || range.hi === null) return undefined;
+      if (!inPlace && !this.prevHasDeps()) return undefined;
+      const root = inPlace
+        ? this.carriedRoots.get(fromVol) ?? null
+        : (this.db.prepare('SELECT root FROM prev.volumes WHERE id = ?').get(fromVol) as { root: number | null } | undefined)?.root ?? null;
+      const range = this.db.prepare(`SELECT min(id) AS lo, max(id) AS hi FROM ${db}.files WHERE volume = ?`).get(fromVol) as { lo: number | null; hi: number | null };
+      if (root === null || range.lo === null || range.hi === null) return undefined;
       // Arrays, not objects, out of SQLite: half the cost for the 15,000 rows of the sample.
-      const raw = this.db.prepare('SELECT id, parent, name, type, inode, deps FROM prev.files WHERE volume = ?').raw().all(fromVol) as Array<[number, number, string, number, number, Buffer | null]>;
+      const raw = this.db.prepare(`SELECT id, parent, name, type, inode, deps FROM ${db}.files WHERE volume = ?`).raw().all(fromVol) as Array<[number, number, string, number, number, Buffer | null]>;
       const rows: PrevRow[] = raw.map((r) => ({ id: r[0], parent: r[1], name: r[2], type: r[3], inode: r[4], deps: r[5] ? decodeExtents(r[5]) : null }));
-      const shift = this.count - range.lo + 1;
-      this.count = range.hi + shift;
-      this.reuse = { shift, fromVol, keep: [], root: v.root };
+      if (inPlace) {
+        this.reuse = { shift: 0, fromVol, keep: [], root, inPlace: true };
+      } else {
+        const shift = this.count - range.lo + 1;
+        this.count = range.hi + shift;
+        this.reuse = { shift, fromVol, keep: [], root, inPlace: false };
+      }
       ok = true;
-      return { root: v.root, rows };
+      return { root, rows };
     } finally {
-      if (!ok) this.db.prepare('DETACH DATABASE prev').run();
+      if (!ok && !inPlace) this.db.prepare('DETACH DATABASE prev').run();
     }
+  }
+
+  /** Copy mode: the previous catalog's volume roots (the volumes table is rewritten). */
+  private readonly carriedRoots = new Map<number, number | null>();
+
+  /** Tells the writer the previous volume rows (copy mode needs their roots after the table is emptied). */
+  rememberPrevious(vols: Array<{ id: number; root: number | null }>): void {
+    for (const v of vols) this.carriedRoots.set(v.id, v.root);
   }
 
   private prevHasDeps(): boolean {
@@ -248,7 +300,9 @@ export class CatalogWriter {
   addRow(id: number, parent: number, e: FileEntry): void {
     const path = e.path.replace(/\/+$/, '');
     this.pending.push([id, this.vol, parent, path.slice(path.lastIndexOf('/') + 1), ...this.fields(e)]);
-    if (this.pending.length >= BATCH) this.flush();
+    // In place (copy mode), a row read now may take the id of a carried row that endReuse()
+    // deletes first: nothing goes in before then.
+    if (this.pending.length >= BATCH && !this.reuse?.inPlace) this.flush();
   }
 
   /** Copies the kept rows (shifted) and ends the reuse; endVolume() follows. */
@@ -256,6 +310,28 @@ export class CatalogWriter {
     const r = this.reuse;
     if (!r) return;
     this.reuse = undefined;
+    if (r.inPlace) {
+      // The kept rows are in place: delete the others (the ranges between runs of kept ids),
+      // then the rows read now go in, some under the ids of rows they replace.
+      const rows = this.pending;
+      this.pending = [];
+      const ids = Uint32Array.from(r.keep).sort();
+      const del = this.db.prepare('DELETE FROM files WHERE volume = ? AND id BETWEEN ? AND ?');
+      this.db.transaction(() => {
+        let from = 0;
+        for (let i = 0; i < ids.length; ) {
+          let j = i + 1;
+          while (j < ids.length && ids[j] === ids[j - 1] + 1) j++;
+          if (ids[i] > from) del.run(this.vol, from, ids[i] - 1);
+          from = ids[j - 1] + 1;
+          i = j;
+        }
+        del.run(this.vol, from, Number.MAX_SAFE_INTEGER);
+        for (const row of rows) this.insert.run(...row);
+      })();
+      this.dirs.set('/', r.root);
+      return;
+    }
     try {
       this.flush();
       // Kept rows come in runs of consecutive ids (a walk's order; what went away goes in
@@ -283,10 +359,18 @@ export class CatalogWriter {
   /** Gives up a reuse begun (the walk could not use it): the volume is walked whole instead. */
   abandonReuse(): void {
     if (!this.reuse) return;
+    const inPlace = this.reuse.inPlace;
     this.reuse = undefined;
     this.pending = [];
+    // Copy mode: the volume's carried rows go too (it is walked whole under new ids).
     this.db.prepare('DELETE FROM files WHERE volume = ?').run(this.vol);
-    this.db.prepare('DETACH DATABASE prev').run();
+    if (!inPlace) this.db.prepare('DETACH DATABASE prev').run();
+  }
+
+  /** Copy mode: a volume claimed for reuse that is walked whole after all loses its carried rows first. */
+  dropCarried(vol: number): void {
+    this.flush();
+    this.db.prepare('DELETE FROM files WHERE volume = ?').run(vol);
   }
 
   private flush(): void {
@@ -315,6 +399,13 @@ export class CatalogWriter {
    */
   copyVolume(vol: number, fromFile: string, fromVol: number, fromLabel: string): number {
     this.flush();
+    if (this.claimed.has(fromVol) && vol === fromVol) {
+      // Copy mode: the rows are here under this volume's id already.
+      const n = (this.db.prepare('SELECT count(*) FROM files WHERE volume = ?').pluck().get(vol) as number);
+      this.db.prepare('UPDATE volumes SET root = ?, files = ?, reused_from = ? WHERE id = ?').run(this.carriedRoots.get(fromVol) ?? null, n, fromLabel, vol);
+      this.vol = 0;
+      return n;
+    }
     this.db.prepare('ATTACH DATABASE ? AS prev').run(fromFile);
     try {
       const base = this.count;
@@ -341,7 +432,12 @@ export class CatalogWriter {
   /** Indexes, the final meta, and the rename: the catalog is whole or absent. */
   finish(meta: Record<string, string> = {}): void {
     this.flush();
-    this.db.exec(INDEXES);
+    if (this.carried) {
+      // Carried rows no volume of this point claimed (an image gone, a volume walked anew).
+      const gone = [...this.carried].filter((id) => !this.claimed.has(id));
+      const del = this.db.prepare('DELETE FROM files WHERE volume = ?');
+      for (const id of gone) del.run(id);
+    } else this.db.exec(INDEXES);
     const put = this.db.prepare('INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)');
     for (const [k, v] of Object.entries(meta)) put.run(k, v);
     // Statistics from a sample (the planner's choices here are plain: one index per query).
@@ -360,6 +456,25 @@ export class CatalogWriter {
       // already closed
     }
     fs.rmSync(this.partial, { force: true });
+  }
+}
+
+/**
+ * Whether a previous catalog can be the start of the next (copy mode): this schema, with `deps`
+ * (an older file is not copied; its rows are copied in as before, or the volume walked whole).
+ */
+function copyable(file: string): boolean {
+  let db: Database.Database | undefined;
+  try {
+    db = new Database(file, { readonly: true, fileMustExist: true });
+    if ((db.pragma('user_version', { simple: true }) as number) !== CATALOG_SCHEMA) return false;
+    const cols = (db.prepare("SELECT name FROM pragma_table_info('files')").pluck().all() as string[]);
+    const idx = (db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'files'").pluck().all() as string[]);
+    return cols.includes('deps') && idx.includes('files_parent') && idx.includes('files_name');
+  } catch {
+    return false;
+  } finally {
+    db?.close();
   }
 }
 

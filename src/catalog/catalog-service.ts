@@ -15,7 +15,7 @@ import { buildCatalog, namespaceSource, type BuildProgress, type BuildResult } f
 import { CatalogReader, type FileRow, type VolumeRow } from './catalog-db.js';
 import type { Extent } from './extents-codec.js';
 import { cachedSource } from './read-cache.js';
-import { findVolumes, openDisk, readFileRange, type Volume } from './source.js';
+import { findVolumes, openDisk, readFileRange, type Disk, type Volume } from './source.js';
 
 export interface CatalogStatus {
   share: string;
@@ -79,6 +79,9 @@ export interface Located {
 
 interface OpenImage {
   release(): Promise<void>;
+  /** The namespace handle the image is read through, and its format ('raw': disk bytes = file bytes). */
+  fh: number;
+  format: Disk['format'];
   vols: Volume[];
   users: number;
   idle?: NodeJS.Timeout;
@@ -90,6 +93,8 @@ const MAX_IMAGES = 16;
 export class CatalogService {
   private readonly readers = new Map<string, { ino: number; reader: CatalogReader }>();
   private readonly images = new Map<string, Promise<OpenImage>>();
+  /** The images of `images` whose opening has finished: readWith serves from them without a hop. */
+  private readonly opened = new Map<string, OpenImage>();
   private readonly locks = new Map<string, Mutex>();
   readonly root: string;
 
@@ -300,17 +305,20 @@ export class CatalogService {
           // File reads (FUSE's 128 KiB, the restore's 1 MiB) go straight to the namespace, whose
           // read-ahead follows a sequential reader; the cache serves the readers' small metadata reads.
           const disk = await openDisk(cachedSource(src, { maxChunks: 16, directBytes: 32 * 1024 }));
-          return { release: () => src.release(), vols: await findVolumes(disk), users: 0 };
+          return { release: () => src.release(), fh: src.fh, format: disk.format, vols: await findVolumes(disk), users: 0 };
         } catch (err) {
           await src.release();
           throw err;
         }
       })();
-      p.catch(() => this.images.delete(key));
+      p.then((o) => {
+        if (this.images.get(key) === p) this.opened.set(key, o);
+      }, () => this.images.delete(key));
       this.images.set(key, p);
       while (this.images.size > MAX_IMAGES) {
         const [k, old] = this.images.entries().next().value as [string, Promise<OpenImage>];
         this.images.delete(k);
+        this.opened.delete(k);
         void old.then((o) => this.retire(o), () => undefined);
       }
     }
@@ -338,10 +346,77 @@ export class CatalogService {
     }
   }
 
+  /**
+   * Hands `use` bytes [offset, offset + length) of a located file (clipped to its size) straight
+   * from the store's read-ahead window, without a buffer of our own or a copy (a view valid only
+   * during the call, as SegmentStore.readWith; a FUSE reply copies it into the kernel at once).
+   * Serves a range that lies in one extent of a file on a raw disk's partition (the bytes are the
+   * image file's, at the partition's offset): the common case of a sequential reader. False,
+   * without calling `use`, for anything else (holes, a range across extents, inline bytes,
+   * qcow2/VMDK, Sleuth Kit files): read() serves those. True when `use` ran at once, else a
+   * promise that resolves once it ran.
+   */
+  readWith(loc: Pick<Located, 'share' | 'point' | 'image' | 'vol' | 'row' | 'reader'> & { content?: { extents?: Extent[]; inline?: Buffer } }, offset: number, length: number, use: (b: Buffer) => void): boolean | Promise<void> {
+    if (loc.row.type !== 'file') throw vmError('INVALID_ARGUMENT', `${loc.reader.pathOf(loc.row)} is not a regular file`);
+    const content = loc.content ?? loc.reader.content(loc.row.id);
+    if (content.inline || !content.extents) return false;
+    const end = Math.min(loc.row.size, offset + length);
+    if (offset >= end) {
+      use(Buffer.alloc(0));
+      return true;
+    }
+    const x = extentAt(content.extents, offset);
+    if (!x || end > x.logical + x.length) return false;
+    const key = `${loc.share}\0${loc.point}\0${loc.image}`;
+    const img = this.opened.get(key);
+    if (img) return this.serveWith(img, loc.vol.name, x.physical + (offset - x.logical), end - offset, use);
+    return this.openImage(loc.share, loc.point, loc.image).then(async (o) => {
+      const r = this.serveWith(o, loc.vol.name, x.physical + (offset - x.logical), end - offset, use);
+      if (r === false) use(await this.read({ ...loc, content }, offset, end - offset));
+      else if (r !== true) await r;
+    });
+  }
+
+  /** Bytes [at, at + length) of volume `volName` of an open image to `use`, if the image is raw and the volume one range of it. */
+  private serveWith(img: OpenImage, volName: string, at: number, length: number, use: (b: Buffer) => void): boolean | Promise<void> {
+    if (img.format !== 'raw') return false;
+    const vol = img.vols.find((v) => v.name === volName);
+    // Past the volume's end: read() says so with its error.
+    if (!vol || vol.extents?.length !== 1 || at + length > vol.size) return false;
+    img.users++;
+    let r: boolean | Promise<void>;
+    try {
+      r = this.ns.fs.readWith(img.fh, vol.extents[0].diskOffset + at, length, use);
+    } catch (err) {
+      img.users--;
+      throw err;
+    }
+    if (typeof r === 'boolean') {
+      img.users--;
+      return r;
+    }
+    return r.finally(() => img.users--);
+  }
+
   async close(): Promise<void> {
     for (const { reader } of this.readers.values()) reader.close();
     this.readers.clear();
     for (const p of this.images.values()) await p.then((o) => o.release(), () => undefined);
     this.images.clear();
+    this.opened.clear();
   }
+}
+
+/** The extent holding logical byte `at` (extents are in logical order, FORMAT.md), or undefined (a hole). */
+function extentAt(xs: Extent[], at: number): Extent | undefined {
+  let lo = 0;
+  let hi = xs.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const x = xs[mid];
+    if (at < x.logical) hi = mid - 1;
+    else if (at >= x.logical + x.length) lo = mid + 1;
+    else return x;
+  }
+  return undefined;
 }

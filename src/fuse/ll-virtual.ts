@@ -34,6 +34,12 @@ export interface VirtualTree {
   readdir(node: bigint): Promise<Array<{ name: string; attr: NodeAttr }>>;
   readlink(node: bigint): Promise<string>;
   read(node: bigint, offset: number, size: number): Promise<Buffer>;
+  /**
+   * Optional: hands `use` the bytes (a Buffer valid only during the call) without a copy where
+   * the tree can; false, without calling `use`, where it cannot (read() is asked then). True
+   * when `use` ran at once, else a promise that resolves once it ran.
+   */
+  readWith?(node: bigint, offset: number, size: number, use: (b: Buffer) => void): boolean | Promise<void>;
   /** A handle on `node` was released (the tree may drop what it read ahead for it). */
   release?(node: bigint): void;
 }
@@ -110,6 +116,16 @@ export function withVirtualTree(base: Partial<LlOps>, tree: VirtualTree, ns: Nam
     }),
     read: (r, s) => {
       if (!tree.owns(r.ino)) return call('read', r, s);
+      if (tree.readWith) {
+        let sent: boolean | Promise<void>;
+        try {
+          sent = tree.readWith(r.ino, r.offset, r.size, (b) => void s.replyData(r.id, b));
+        } catch (err) {
+          return fail(s, r, err);
+        }
+        if (sent === true) return;
+        if (sent !== false) return void sent.catch((err) => fail(s, r, err));
+      }
       return guard<typeof r>(async (r, s) => void s.replyData(r.id, await tree.read(r.ino, r.offset, r.size)))(r, s);
     },
     flush: (r, s) => (tree.owns(r.ino) ? rofsOk(s, r) : call('flush', r, s)),
