@@ -118,6 +118,8 @@ async function main(): Promise<void> {
     let repairBatches = 0;
     const healthy: number[] = [];
     const rescued: number[] = [];
+    /** Each damaged run's phases: plan (the reference check), the restore's read, finish (repair). */
+    const phases: string[] = [];
     let served = 0;
     const origin = await sha256(image, size);
     // The healthy baseline: the same point restored plainly from a healthy store of it (the
@@ -156,9 +158,12 @@ async function main(): Promise<void> {
       to = path.join(work, `damaged-${i}`);
       t = performance.now();
       const plan = await best.plan('vm1', 'vm1', POINT, () => {});
+      const tPlan = performance.now();
       await restorePoint(ns, 'vm1', POINT, ['vda'], to, { format: 'raw', rescue: plan.rescue });
+      const tRead = performance.now();
       await plan.finish(true);
       rescued.push(performance.now() - t);
+      phases.push(`plan ${((tPlan - t) / 1000).toFixed(2)} + read ${((tRead - tPlan) / 1000).toFixed(2)} + finish ${((performance.now() - tRead) / 1000).toFixed(2)} s`);
       served = plan.rescue.damage.length;
       if ((await sha256(path.join(to, 'vda.raw'), size)) !== origin) throw new Error('the rescued restore differs from the image');
       fs.rmSync(to, { recursive: true });
@@ -174,6 +179,7 @@ async function main(): Promise<void> {
         `healthy primary restore: ${healthy.map((x) => (x / 1000).toFixed(2)).join(', ')} s (median ${(h / 1000).toFixed(2)})\n` +
         `fetch requests to the clone: ${requests / RUNS} per run; synced repair batches: ${repairBatches / RUNS} per run${noRepair ? ' (repair off)' : ''}\n` +
         `damaged primary + clone: ${rescued.map((x) => (x / 1000).toFixed(2)).join(', ')} s (median ${(r / 1000).toFixed(2)})\n` +
+        `damaged runs' phases: ${phases.join('; ')}\n` +
         `load average: ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}\n`,
     );
     await cloneNs.close();
