@@ -572,5 +572,6 @@ export type { SnapshotContainer, StoreSnapshot } from './copy-snapshot.js';
 export { writeDatabase } from './database-restore.js';
 // Reading past damage with another copy, and repair (repair/).
 export { ReadRescue };
+export { forEachSegment } from './tree/segments-of.js';
 export type { Damage, ReadRescueOptions, SegmentFetcher } from './repair/read-rescue.js';
 export type { RepairItem, RepairResult };
