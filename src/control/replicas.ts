@@ -24,7 +24,7 @@ import { writeFileAtomic } from '../files/atomic-file.js';
 import { runVerify, type VerifyRun } from '../namespace/maintenance.js';
 import type { Namespace } from '../namespace/namespace.js';
 import { validateName } from '../namespace/names.js';
-import { snapshotFiles } from '../namespace/snapshot-files.js';
+import { shareFiles, snapshotFiles } from '../namespace/snapshot-files.js';
 import { forEachSegment } from '../store/store.js';
 
 export const REPLICAS_FILE = 'replicas.json';
@@ -158,8 +158,11 @@ export class ReplicaService {
    * Snapshots the share as `name` (the point's name) and locks it until `lockedUntil` (the
    * point's lock on the sender; this appliance enforces it as its own). Idempotent: a snapshot
    * of that name that exists is kept (a re-run after a failure), only its lock is extended.
+   * `files`: the point's file paths; a file of the share not among them (one an earlier point
+   * had: a disk since removed from the VM) is removed before the snapshot, so the snapshot
+   * holds the point's files and no others.
    */
-  async snapshot(caller: ReplicaCaller, share: string, name: string, lockedUntil?: string): Promise<ReplicaSnapshot> {
+  async snapshot(caller: ReplicaCaller, share: string, name: string, lockedUntil?: string, files?: string[]): Promise<ReplicaSnapshot> {
     validateName('share', share);
     validateName('snapshot', name);
     this.authorize(caller, share);
@@ -168,8 +171,15 @@ export class ReplicaService {
       until = Date.parse(lockedUntil);
       if (!Number.isFinite(until)) throw vmError('INVALID_ARGUMENT', `lockedUntil ${JSON.stringify(lockedUntil.slice(0, 80))} is not an ISO 8601 time`);
     }
+    if (files !== undefined && (!Array.isArray(files) || files.some((f) => typeof f !== 'string'))) throw vmError('INVALID_ARGUMENT', 'files must be a list of paths');
     const names = await this.ns.installer.snapshotNames(share);
-    if (!names.includes(name)) await this.ns.snapshots.create(share, name);
+    if (!names.includes(name)) {
+      if (files !== undefined) {
+        const keep = new Set(files);
+        for (const f of await shareFiles(this.ns, share)) if (!keep.has(f.path)) await this.ns.fs.unlink(`/${share}/${f.path}`);
+      }
+      await this.ns.snapshots.create(share, name);
+    }
     if (until !== undefined && until > this.now()) await this.ns.snapshots.lock(share, name, until);
     return this.describe(caller, share, name);
   }
