@@ -45,6 +45,11 @@ async function sha256(file: string, size: number): Promise<string> {
   return h.digest('hex');
 }
 
+function cpuSeconds(since: NodeJS.CpuUsage): number {
+  const u = process.cpuUsage(since);
+  return (u.user + u.system) / 1e6;
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[s.length >> 1];
@@ -118,6 +123,9 @@ async function main(): Promise<void> {
     let repairBatches = 0;
     const healthy: number[] = [];
     const rescued: number[] = [];
+    /** CPU seconds of this process (all its threads: codec workers, libuv) per run: steadier than time under load. */
+    const healthyCpu: number[] = [];
+    const rescuedCpu: number[] = [];
     /** Each damaged run's phases: plan (the reference check), the restore's read, finish (repair). */
     const phases: string[] = [];
     let served = 0;
@@ -130,8 +138,10 @@ async function main(): Promise<void> {
       internalsOf(clone).cache.clear();
       let to = path.join(work, `healthy-${i}`);
       let t = performance.now();
+      let cpu = process.cpuUsage();
       await restorePoint(cloneNs, 'vm1', POINT, ['vda'], to, { format: 'raw' });
       healthy.push(performance.now() - t);
+      healthyCpu.push(cpuSeconds(cpu));
       if ((await sha256(path.join(to, 'vda.raw'), size)) !== origin) throw new Error('the healthy restore differs from the image');
       fs.rmSync(to, { recursive: true });
       fs.rmSync(primaryDir, { recursive: true, force: true });
@@ -157,12 +167,14 @@ async function main(): Promise<void> {
       internalsOf(clone).cache.clear();
       to = path.join(work, `damaged-${i}`);
       t = performance.now();
+      cpu = process.cpuUsage();
       const plan = await best.plan('vm1', 'vm1', POINT, () => {});
       const tPlan = performance.now();
       await restorePoint(ns, 'vm1', POINT, ['vda'], to, { format: 'raw', rescue: plan.rescue });
       const tRead = performance.now();
       await plan.finish(true);
       rescued.push(performance.now() - t);
+      rescuedCpu.push(cpuSeconds(cpu));
       phases.push(`plan ${((tPlan - t) / 1000).toFixed(2)} + read ${((tRead - tPlan) / 1000).toFixed(2)} + finish ${((performance.now() - tRead) / 1000).toFixed(2)} s`);
       served = plan.rescue.damage.length;
       if ((await sha256(path.join(to, 'vda.raw'), size)) !== origin) throw new Error('the rescued restore differs from the image');
@@ -180,6 +192,7 @@ async function main(): Promise<void> {
         `fetch requests to the clone: ${requests / RUNS} per run; synced repair batches: ${repairBatches / RUNS} per run${noRepair ? ' (repair off)' : ''}\n` +
         `damaged primary + clone: ${rescued.map((x) => (x / 1000).toFixed(2)).join(', ')} s (median ${(r / 1000).toFixed(2)})\n` +
         `damaged runs' phases: ${phases.join('; ')}\n` +
+        `CPU s (all threads): healthy ${healthyCpu.map((x) => x.toFixed(2)).join(', ')}; damaged ${rescuedCpu.map((x) => x.toFixed(2)).join(', ')}\n` +
         `load average: ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}\n`,
     );
     await cloneNs.close();
