@@ -115,9 +115,9 @@ t.test('damage in the primary: the restore reads those segments from the clone, 
   const picks = damage(r, 3);
   t.ok(new Set(picks.map((p) => p.cid)).size >= 2, 'the damage spans containers');
   const log: string[] = [];
-  const best = new BestCopy(r.ns, catalog(r));
+  const best = new BestCopy(r.ns, catalog(r), { precheck: true });
   const plan = await best.plan('db01', 'db01', POINT, (l) => log.push(l));
-  t.match(log[0], /restoring db01 .* from the primary \(its references are all present\); a damaged segment met on the way is read from clone site-b, then DR copy dr-1/, 'the choice and its order are logged');
+  t.match(log[0], /restoring db01 .* from the primary; a damaged segment met on the way is read from clone site-b, then DR copy dr-1/, 'the choice and its order are logged');
   const to = path.join(r.dir, 'out');
   const files = await restorePoint(r.ns, 'db01', POINT, ['vda'], to, { format: 'raw', rescue: plan.rescue });
   await plan.finish(true);
@@ -132,6 +132,7 @@ t.test('damage in the primary: the restore reads those segments from the clone, 
     t.ok(log.some((l) => l.startsWith(`repaired primary segment ${hex}… from clone site-b`)), `and its repair`);
   }
   t.ok(log.some((l) => l.includes('3 segment(s) from other copies (3 from clone site-b)')), 'the summary line');
+  t.ok(log.includes(`check of ${POINT} on the primary: its references are all present`), 'the optional reference check, run beside the read, is logged by finish');
   t.same(r.opened, ['site-b'], 'the DR copy was never opened: the clone had everything');
   // After the repair the primary alone restores the point, and verify finds nothing.
   const again = path.join(r.dir, 'again');
@@ -177,7 +178,7 @@ t.test('a healthy primary: no copy is contacted and the log says the primary was
   await plan.finish(true);
   t.ok(fs.readFileSync(path.join(to, 'vda.raw')).equals(vda), 'identical');
   t.same(r.opened, [], 'no copy was opened');
-  t.equal(log.length, 1, `one line: ${log[0]}`);
+  t.same(log, [`restoring db01 ${POINT} from the primary; a damaged segment met on the way is read from clone site-b, then DR copy dr-1`, `restored db01 ${POINT} from the primary alone: every segment read verified against its fingerprint`], 'two lines: the choice, and that the read verified it');
 });
 
 t.test('no copy holds the damaged segment: the restore fails naming it and every source, and leaves nothing', async (t) => {

@@ -297,3 +297,38 @@ t.test('a container the disk fails to read (EIO): its segments come from the cop
     setFaultPlan(undefined);
   }
 });
+
+t.test('rescued sequential reads use the read-ahead windows, and read past a window a plain read opened that met damage', async (t) => {
+  const { primary, copy } = pair(t);
+  const r = recordsOf(primary, random, SegmentKind.Data)[5];
+  damage(primary, r);
+  const p = await open(t, primary);
+  const c = await open(t, copy);
+  const size = random.version.size;
+  const CHUNK = 256 * 1024;
+  // Plain sequential reads first, not awaited: they open windows over the damage (which fail).
+  const plain = [0, CHUNK, 2 * CHUNK].map((at) => Promise.resolve(p.readInto(random.version, at, Buffer.alloc(CHUNK))).catch(() => -1));
+  // Then a rescued reader of the whole file, in the same turn: it meets those windows.
+  const rescue = new ReadRescue([fromStore('clone site-b', c)]);
+  const out = Buffer.alloc(size);
+  const pending: Array<Promise<number>> = [];
+  for (let at = 0; at < size; at += CHUNK) {
+    const got = p.readInto(random.version, at, out.subarray(at, Math.min(size, at + CHUNK)), rescue);
+    if (typeof got !== 'number') pending.push(got);
+  }
+  await Promise.all(pending);
+  await Promise.all(plain);
+  t.ok(out.equals(random.content), 'identical');
+  t.same(rescue.damage.map((d) => d.fingerprint), [fpHex(r.fp)], 'the damaged segment served by the copy, once');
+  // Read again sequentially, each read awaited: once the windows lead, reads are served at once.
+  const again = new ReadRescue([fromStore('clone site-b', c)]);
+  let atOnce = 0;
+  const buf = Buffer.alloc(CHUNK);
+  for (let at = 0; at < size; at += CHUNK) {
+    const got = p.readInto(random.version, at, buf.subarray(0, Math.min(CHUNK, size - at)), again);
+    if (typeof got === 'number') atOnce++;
+    else await got;
+    t.ok(buf.subarray(0, Math.min(CHUNK, size - at)).equals(random.content.subarray(at, at + CHUNK)), `bytes at ${at}`, { diagnostic: false });
+  }
+  t.ok(atOnce > 0, `${atOnce} of ${Math.ceil(size / CHUNK)} rescued reads were served at once from read-ahead windows`);
+});

@@ -1,4 +1,4 @@
-// npm run bench:bestcopy [-- --quick] [-- --image PATH] [-- --no-repair]
+// npm run bench:bestcopy [-- --quick] [-- --image PATH] [-- --no-repair] [-- --fresh-baseline]
 // restore.from_clone.vs_primary: the speed of a restore when the primary is damaged and the
 // clone serves the damaged segments, against a plain restore of the same point from a healthy
 // primary, measured in the same run on the same data (goal >= 0.8).
@@ -12,6 +12,8 @@
 // (batched, synced); each run starts from a fresh copy of the damaged primary, so every run
 // meets the same damage (--no-repair: repair off, as measured before repair was batched).
 // Runs alternate healthy/damaged, caches dropped before each; the median of each is compared.
+// --fresh-baseline: the healthy side too restores from a fresh copy of a healthy store, opened
+// before the clock as the damaged side's is (by default it reuses the clone's open store).
 // Prints one JSON line per figure, then a table on stderr.
 
 import { createHash } from 'node:crypto';
@@ -33,6 +35,7 @@ const POINT = '2026-12-05T12-00-00Z';
 const RUNS = quick ? 1 : 3;
 /** --no-repair: the damaged runs leave the primary damaged (the figure before repair was batched). */
 const noRepair = process.argv.includes('--no-repair');
+const freshBaseline = process.argv.includes('--fresh-baseline');
 
 function emit(figure: string, value: number, unit: string): void {
   process.stdout.write(JSON.stringify({ figure, value: Math.round(value * 1000) / 1000, unit }) + '\n');
@@ -43,6 +46,11 @@ async function sha256(file: string, size: number): Promise<string> {
   const h = createHash('sha256');
   for await (const chunk of fs.createReadStream(file, { start: 0, end: size - 1, highWaterMark: 4 * MiB })) h.update(chunk as Buffer);
   return h.digest('hex');
+}
+
+function cpuSeconds(since: NodeJS.CpuUsage): number {
+  const u = process.cpuUsage(since);
+  return (u.user + u.system) / 1e6;
 }
 
 function median(xs: number[]): number {
@@ -88,6 +96,8 @@ async function main(): Promise<void> {
     const size = await load(primaryDir);
     process.stderr.write(`loaded ${size / MiB} MiB in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
     fs.cpSync(primaryDir, cloneDir, { recursive: true });
+    const healthyTemplate = path.join(work, 'healthy-template');
+    if (freshBaseline) fs.cpSync(primaryDir, healthyTemplate, { recursive: true });
     // The damage: one data record flipped in the middle of every container.
     const ids = fs
       .readdirSync(path.join(primaryDir, 'containers'))
@@ -118,6 +128,11 @@ async function main(): Promise<void> {
     let repairBatches = 0;
     const healthy: number[] = [];
     const rescued: number[] = [];
+    /** CPU seconds of this process (all its threads: codec workers, libuv) per run: steadier than time under load. */
+    const healthyCpu: number[] = [];
+    const rescuedCpu: number[] = [];
+    /** Each damaged run's phases: plan (the reference check), the restore's read, finish (repair). */
+    const phases: string[] = [];
     let served = 0;
     const origin = await sha256(image, size);
     // The healthy baseline: the same point restored plainly from a healthy store of it (the
@@ -127,9 +142,23 @@ async function main(): Promise<void> {
       clone.reader.clearCaches();
       internalsOf(clone).cache.clear();
       let to = path.join(work, `healthy-${i}`);
+      let base: { store: SegmentStore; ns: Namespace } | undefined;
+      if (freshBaseline) {
+        const dir = path.join(work, 'healthy-store');
+        fs.rmSync(dir, { recursive: true, force: true });
+        fs.cpSync(healthyTemplate, dir, { recursive: true });
+        const store = await SegmentStore.open(dir, { mustExist: true, log: () => {} });
+        base = { store, ns: await Namespace.open(store, { log: () => {} }) };
+      }
       let t = performance.now();
-      await restorePoint(cloneNs, 'vm1', POINT, ['vda'], to, { format: 'raw' });
+      let cpu = process.cpuUsage();
+      await restorePoint(base?.ns ?? cloneNs, 'vm1', POINT, ['vda'], to, { format: 'raw' });
       healthy.push(performance.now() - t);
+      healthyCpu.push(cpuSeconds(cpu));
+      if (base) {
+        await base.ns.close();
+        await base.store.close();
+      }
       if ((await sha256(path.join(to, 'vda.raw'), size)) !== origin) throw new Error('the healthy restore differs from the image');
       fs.rmSync(to, { recursive: true });
       fs.rmSync(primaryDir, { recursive: true, force: true });
@@ -155,10 +184,15 @@ async function main(): Promise<void> {
       internalsOf(clone).cache.clear();
       to = path.join(work, `damaged-${i}`);
       t = performance.now();
+      cpu = process.cpuUsage();
       const plan = await best.plan('vm1', 'vm1', POINT, () => {});
+      const tPlan = performance.now();
       await restorePoint(ns, 'vm1', POINT, ['vda'], to, { format: 'raw', rescue: plan.rescue });
+      const tRead = performance.now();
       await plan.finish(true);
       rescued.push(performance.now() - t);
+      rescuedCpu.push(cpuSeconds(cpu));
+      phases.push(`plan ${((tPlan - t) / 1000).toFixed(2)} + read ${((tRead - tPlan) / 1000).toFixed(2)} + finish ${((performance.now() - tRead) / 1000).toFixed(2)} s`);
       served = plan.rescue.damage.length;
       if ((await sha256(path.join(to, 'vda.raw'), size)) !== origin) throw new Error('the rescued restore differs from the image');
       fs.rmSync(to, { recursive: true });
@@ -174,6 +208,9 @@ async function main(): Promise<void> {
         `healthy primary restore: ${healthy.map((x) => (x / 1000).toFixed(2)).join(', ')} s (median ${(h / 1000).toFixed(2)})\n` +
         `fetch requests to the clone: ${requests / RUNS} per run; synced repair batches: ${repairBatches / RUNS} per run${noRepair ? ' (repair off)' : ''}\n` +
         `damaged primary + clone: ${rescued.map((x) => (x / 1000).toFixed(2)).join(', ')} s (median ${(r / 1000).toFixed(2)})\n` +
+        `damaged runs' phases: ${phases.join('; ')}\n` +
+        `CPU s (all threads): healthy ${healthyCpu.map((x) => x.toFixed(2)).join(', ')}; damaged ${rescuedCpu.map((x) => x.toFixed(2)).join(', ')}\n` +
+        `healthy baseline: ${freshBaseline ? 'a fresh copy of a healthy store per run' : "the clone's store, reused"}\n` +
         `load average: ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}\n`,
     );
     await cloneNs.close();

@@ -9,10 +9,13 @@
 // "created" (ISO 8601)}]}, written atomically (files/atomic-file.ts). A version above 1 is
 // UNSUPPORTED_FORMAT. Without the file (a new appliance) nobody owns a share.
 //
-// Known limit: GET /replicas/segments/{fp} (and its batch form, POST /replicas/segments) serves any segment of the store to a replication
-// token that owns at least one share (best-copy restore and repair on the sending appliance
-// ask for segments by fingerprint). Give replication tokens only to appliances of the same
-// operator; a token scoped per share's segment set is future work.
+// Segments by fingerprint (GET /replicas/segments/{fp}, POST /replicas/segments: best-copy
+// restore and repair on the sending appliance) are served to a replication token only when a
+// snapshot of a share it owns names them (a node or data segment of a point it sent): a
+// fingerprint outside that set is answered as absent, as one the store lacks, so a token learns
+// nothing of other shares' data, not even whether a segment exists. The set is built per share
+// by walking its snapshots' trees (nodes only; data is not read) and kept until the share's
+// snapshot list changes. The admin token is served any segment.
 
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -21,7 +24,8 @@ import { writeFileAtomic } from '../files/atomic-file.js';
 import { runVerify, type VerifyRun } from '../namespace/maintenance.js';
 import type { Namespace } from '../namespace/namespace.js';
 import { validateName } from '../namespace/names.js';
-import { snapshotFiles } from '../namespace/snapshot-files.js';
+import { shareFiles, snapshotFiles } from '../namespace/snapshot-files.js';
+import { forEachSegment } from '../store/store.js';
 
 export const REPLICAS_FILE = 'replicas.json';
 const FORMAT_VERSION = 1;
@@ -52,9 +56,16 @@ export interface ReplicaSnapshot {
 /** Who is asking: the admin token (owner undefined: any share) or a replication token by name. */
 export type ReplicaCaller = { admin: true } | { admin: false; name: string };
 
+/** The segments a share's snapshots name (hex), for the snapshot list `key`. */
+interface Granted {
+  key: string;
+  fps: Promise<Set<string>>;
+}
+
 export class ReplicaService {
   private owned = new Map<string, Owned>();
   private tail: Promise<unknown> = Promise.resolve();
+  private readonly granted = new Map<string, Granted>();
 
   private constructor(
     private readonly ns: Namespace,
@@ -147,8 +158,11 @@ export class ReplicaService {
    * Snapshots the share as `name` (the point's name) and locks it until `lockedUntil` (the
    * point's lock on the sender; this appliance enforces it as its own). Idempotent: a snapshot
    * of that name that exists is kept (a re-run after a failure), only its lock is extended.
+   * `files`: the point's file paths; a file of the share not among them (one an earlier point
+   * had: a disk since removed from the VM) is removed before the snapshot, so the snapshot
+   * holds the point's files and no others.
    */
-  async snapshot(caller: ReplicaCaller, share: string, name: string, lockedUntil?: string): Promise<ReplicaSnapshot> {
+  async snapshot(caller: ReplicaCaller, share: string, name: string, lockedUntil?: string, files?: string[]): Promise<ReplicaSnapshot> {
     validateName('share', share);
     validateName('snapshot', name);
     this.authorize(caller, share);
@@ -157,8 +171,15 @@ export class ReplicaService {
       until = Date.parse(lockedUntil);
       if (!Number.isFinite(until)) throw vmError('INVALID_ARGUMENT', `lockedUntil ${JSON.stringify(lockedUntil.slice(0, 80))} is not an ISO 8601 time`);
     }
+    if (files !== undefined && (!Array.isArray(files) || files.some((f) => typeof f !== 'string'))) throw vmError('INVALID_ARGUMENT', 'files must be a list of paths');
     const names = await this.ns.installer.snapshotNames(share);
-    if (!names.includes(name)) await this.ns.snapshots.create(share, name);
+    if (!names.includes(name)) {
+      if (files !== undefined) {
+        const keep = new Set(files);
+        for (const f of await shareFiles(this.ns, share)) if (!keep.has(f.path)) await this.ns.fs.unlink(`/${share}/${f.path}`);
+      }
+      await this.ns.snapshots.create(share, name);
+    }
     if (until !== undefined && until > this.now()) await this.ns.snapshots.lock(share, name, until);
     return this.describe(caller, share, name);
   }
@@ -187,35 +208,85 @@ export class ReplicaService {
     return (await this.ns.snapshots.list(share)).map((s) => ({ name: s.name, created: s.created, ...(s.lockedUntil ? { lockedUntil: s.lockedUntil } : {}) }));
   }
 
-  /** A segment's plain bytes by fingerprint (re-hashed on read), or null when this store lacks it. */
+  /**
+   * The fingerprints (hex) of every segment the snapshots of `share` name. Rebuilt when the
+   * share's snapshot list changed (a point added or deleted); concurrent callers share a build.
+   */
+  private async segmentsOfShare(share: string): Promise<Set<string>> {
+    const snaps = await this.ns.snapshots.list(share);
+    const key = snaps.map((x) => `${x.name}\u0000${x.created}`).join('\u0001');
+    let g = this.granted.get(share);
+    if (g?.key !== key) {
+      const fps = (async () => {
+        const out = new Set<string>();
+        for (const x of snaps) {
+          for (const f of await snapshotFiles(this.ns, share, x.name)) await forEachSegment(this.ns.store.reader, f.version, (fp) => out.add(fp.toString('hex')));
+        }
+        return out;
+      })();
+      g = { key, fps };
+      this.granted.set(share, g);
+      // A failed build (a damaged node) is not kept: the next request tries again.
+      fps.catch(() => {
+        if (this.granted.get(share) === g) this.granted.delete(share);
+      });
+    }
+    return g.fps;
+  }
+
+  /**
+   * Which of `hexes` the caller may be served: all for the admin token; for a replication
+   * token those a snapshot of one of its shares names. FORBIDDEN when it owns no share here.
+   */
+  private async grantedTo(caller: ReplicaCaller, hexes: string[]): Promise<boolean[]> {
+    if (caller.admin) return hexes.map(() => true);
+    const shares = [...this.owned.values()].filter((o) => o.owner === caller.name).map((o) => o.share);
+    if (shares.length === 0) throw vmError('FORBIDDEN', `replication token ${caller.name} owns no clone target here`);
+    const sets: Array<Set<string>> = [];
+    for (const share of shares) {
+      try {
+        sets.push(await this.segmentsOfShare(share));
+      } catch (err) {
+        // A share of the token's removed by the admin grants nothing.
+        if (!isVmvaultError(err, 'NOT_FOUND')) throw err;
+      }
+    }
+    return hexes.map((h) => sets.some((x) => x.has(h)));
+  }
+
+  /**
+   * A segment's plain bytes by fingerprint (re-hashed on read), or null when this store lacks
+   * it or the caller may not have it (a replication token: not named by its points).
+   */
   async segment(caller: ReplicaCaller, fpHex: string): Promise<Buffer | null> {
     if (!/^[0-9a-f]{64}$/.test(fpHex)) throw vmError('INVALID_ARGUMENT', `${JSON.stringify(fpHex.slice(0, 80))} is not a fingerprint (64 hex digits)`);
-    if (!caller.admin && ![...this.owned.values()].some((o) => o.owner === caller.name)) {
-      throw vmError('FORBIDDEN', `replication token ${caller.name} owns no clone target here`);
-    }
+    const [may] = await this.grantedTo(caller, [fpHex]);
+    if (!may) return null;
     const [got] = await this.ns.store.readSegments([Buffer.from(fpHex, 'hex')]);
     return got;
   }
 
   /**
    * Several segments by fingerprint (POST /replicas/segments): the plain bytes of each, in
-   * order, null where this store lacks it or holds it damaged (the caller asks its next copy).
+   * order, null where this store lacks it, holds it damaged (the caller asks its next copy), or
+   * the caller may not have it (as segment()).
    * Answers a prefix of the list when the bytes would pass `maxBytes` (at least one answer).
    */
   async segments(caller: ReplicaCaller, hexes: string[], maxBytes: number): Promise<Array<Buffer | null>> {
     for (const h of hexes) if (typeof h !== 'string' || !/^[0-9a-f]{64}$/.test(h)) throw vmError('INVALID_ARGUMENT', `${JSON.stringify(String(h).slice(0, 80))} is not a fingerprint (64 hex digits)`);
-    if (!caller.admin && ![...this.owned.values()].some((o) => o.owner === caller.name)) {
-      throw vmError('FORBIDDEN', `replication token ${caller.name} owns no clone target here`);
-    }
-    const fps = hexes.map((h) => Buffer.from(h, 'hex'));
-    let got: Array<Buffer | null>;
+    const may = await this.grantedTo(caller, hexes);
+    const asked = hexes.flatMap((h, i) => (may[i] ? [i] : []));
+    const fps = asked.map((i) => Buffer.from(hexes[i], 'hex'));
+    let read: Array<Buffer | null>;
     try {
-      got = await this.ns.store.readSegments(fps);
+      read = await this.ns.store.readSegments(fps);
     } catch (err) {
       if (!isVmvaultError(err) || !['CORRUPT_SEGMENT', 'IO', 'MISSING_SEGMENT'].includes(err.code)) throw err;
       // One damaged here fails the batch: read each, a damaged one is not served.
-      got = await Promise.all(fps.map((fp) => this.ns.store.readSegments([fp]).then(([b]) => b, () => null)));
+      read = await Promise.all(fps.map((fp) => this.ns.store.readSegments([fp]).then(([b]) => b, () => null)));
     }
+    const got: Array<Buffer | null> = hexes.map(() => null);
+    asked.forEach((i, k) => (got[i] = read[k]));
     let bytes = 0;
     let n = 0;
     while (n < got.length && (n === 0 || bytes + (got[n]?.length ?? 0) <= maxBytes)) bytes += got[n++]?.length ?? 0;

@@ -24,6 +24,21 @@ export async function snapshotFiles(ns: Namespace, share: string, snapshot: stri
   if (shareVol === undefined) throw vmError('NOT_FOUND', `share ${share} does not exist`);
   const id = await ctx.meta.snapshotVolumeId(shareVol, snapshot);
   if (id === undefined) throw vmError('NOT_FOUND', `share ${share} has no snapshot named ${snapshot}`);
+  return filesOfVolume(ns, id);
+}
+
+/**
+ * Every regular file of the share's live tree (not its snapshots), as snapshotFiles lists a
+ * snapshot's: what a clone target holds before it is snapshotted as the next point.
+ */
+export async function shareFiles(ns: Namespace, share: string): Promise<SnapshotFile[]> {
+  const id = await ns.ctx.meta.shareVolumeId(share);
+  if (id === undefined) throw vmError('NOT_FOUND', `share ${share} does not exist`);
+  return filesOfVolume(ns, id);
+}
+
+async function filesOfVolume(ns: Namespace, id: number): Promise<SnapshotFile[]> {
+  const ctx = ns.ctx;
   const out: SnapshotFile[] = [];
   const stack: Array<{ ino: number; path: string }> = [{ ino: ROOT_INO, path: '' }];
   while (stack.length > 0) {

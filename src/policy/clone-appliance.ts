@@ -12,8 +12,8 @@
 // destination (its share holds the files sent; a task id per file lets a broken session
 // resume), so nothing crosses twice.
 //
-// Limit: a file of the clone target that is in no point sent later stays in the share (VM
-// shares keep their disks; a disk removed from a VM stays in the clone's later points).
+// A file of the clone target that a later point no longer has (a disk removed from the VM) is
+// removed there before that point's snapshot: the snapshot request names the point's files.
 
 import { createHash } from 'node:crypto';
 import { vmError } from '../errors.js';
@@ -99,7 +99,7 @@ export async function cloneToAppliance(
         done += f.version.size;
         opts.onProgress?.(done, logicalBytes);
       }
-      await conn.json('POST', `${base}/snapshots`, { name: point, ...lock }, opts.signal);
+      await conn.json('POST', `${base}/snapshots`, { name: point, ...lock, files: files.map((f) => f.path) }, opts.signal);
     }
     // Verify after writing: the destination checks every segment the point's trees name is in
     // its store (it re-hashed each one it received), and its roots must be ours: equal roots
@@ -122,6 +122,9 @@ export async function cloneToAppliance(
 /** undefined when every file has the same size and root there; else what differs. */
 function sameRoots(files: Awaited<ReturnType<typeof snapshotFiles>>, remote: RemoteSnapshot, byRoot: boolean): string | undefined {
   const theirs = new Map(remote.files.map((f) => [f.path, f]));
+  const ours = new Set(files.map((f) => f.path));
+  const extra = remote.files.find((f) => !ours.has(f.path));
+  if (extra) return `file ${extra.path} is there but not in the point`;
   for (const f of files) {
     const t = theirs.get(f.path);
     if (!t) return `file ${f.path} is missing`;

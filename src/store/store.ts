@@ -323,13 +323,12 @@ export class SegmentStore {
     if (offset >= end) return Buffer.alloc(0);
     const out = Buffer.allocUnsafe(end - offset);
     const view = this.view(version, rescue);
-    // A rescued read bypasses the shared read-ahead windows (their reads carry no rescue).
-    if (rescue) {
-      await view.readInto(offset, out);
-      return out;
-    }
-    // Our own buffer: segments are decoded straight into it.
-    await (this.readAhead.readInto(view, offset, out) ?? view.readInto(offset, out));
+    // Our own buffer: segments are decoded straight into it. A rescued read falls back to its
+    // own read when a window it relied on failed (as readInto below).
+    const r = this.readAhead.readInto(view, offset, out);
+    if (r === undefined) await view.readInto(offset, out);
+    else if (rescue && typeof r !== 'number') await r.catch(() => view.readInto(offset, out));
+    else await r;
     return out;
   }
 
@@ -361,10 +360,16 @@ export class SegmentStore {
   readInto(version: FileVersion, offset: number, out: Buffer, rescue?: ReadRescue): number | Promise<number> {
     this.ensureOpen();
     const view = this.view(version, rescue);
-    const r = rescue ? undefined : this.readAhead.readInto(view, offset, out);
-    if (r !== undefined) return r;
-    const own = Buffer.allocUnsafe(out.length);
-    return view.readInto(offset, own).then(() => own.copy(out));
+    const r = this.readAhead.readInto(view, offset, out);
+    const own = () => {
+      const b = Buffer.allocUnsafe(out.length);
+      return view.readInto(offset, b).then(() => b.copy(out));
+    };
+    if (r === undefined) return own();
+    // A rescued read follows the read-ahead windows too (those it opens read with its rescue);
+    // a window opened by a plain read of the same version that met damage fails, and the
+    // rescued read then reads those bytes itself.
+    return rescue && typeof r !== 'number' ? r.catch(own) : r;
   }
 
   /**
@@ -589,5 +594,6 @@ export type { SnapshotContainer, StoreSnapshot } from './copy-snapshot.js';
 export { writeDatabase } from './database-restore.js';
 // Reading past damage with another copy, and repair (repair/).
 export { ReadRescue };
+export { forEachSegment } from './tree/segments-of.js';
 export type { Damage, ReadRescueOptions, SegmentFetcher } from './repair/read-rescue.js';
 export type { RepairItem, RepairResult };

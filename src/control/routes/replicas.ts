@@ -53,7 +53,7 @@ export async function replicaRoutes(app: FastifyInstance, replicas: ReplicaServi
     async (request) => ({ snapshots: await replicas.list(callerOf(request), request.params.share) }),
   );
 
-  app.post<{ Params: { share: string }; Body: { name: string; lockedUntil?: string } }>(
+  app.post<{ Params: { share: string }; Body: { name: string; lockedUntil?: string; files?: string[] } }>(
     '/replicas/shares/:share/snapshots',
     {
       config: replication,
@@ -66,12 +66,16 @@ export async function replicaRoutes(app: FastifyInstance, replicas: ReplicaServi
           type: 'object',
           required: ['name'],
           additionalProperties: false,
-          properties: { name: snapshotName, lockedUntil: { type: 'string', maxLength: 64, description: 'ISO 8601: the point\'s lock end; enforced here too.' } },
+          properties: {
+            name: snapshotName,
+            lockedUntil: { type: 'string', maxLength: 64, description: 'ISO 8601: the point\'s lock end; enforced here too.' },
+            files: { type: 'array', maxItems: 65536, items: { type: 'string', minLength: 1, maxLength: 4096 }, description: "The point's file paths: any other file of the share (an earlier point's) is removed before the snapshot." },
+          },
         },
         response: { 200: loose, ...commonErrors, ...forbidden, ...notFound },
       }),
     },
-    async (request) => replicas.snapshot(callerOf(request), request.params.share, request.body.name, request.body.lockedUntil),
+    async (request) => replicas.snapshot(callerOf(request), request.params.share, request.body.name, request.body.lockedUntil, request.body.files),
   );
 
   app.get<{ Params: { share: string; snap: string }; Querystring: { verify?: 'quick' | 'full' } }>(
