@@ -24,8 +24,7 @@ import { writeFileAtomic } from '../files/atomic-file.js';
 import { runVerify, type VerifyRun } from '../namespace/maintenance.js';
 import type { Namespace } from '../namespace/namespace.js';
 import { validateName } from '../namespace/names.js';
-import { shareFiles, snapshotFiles } from '../namespace/snapshot-files.js';
-import { forEachSegment } from '../store/store.js';
+import { forEachSnapshotSegment, shareFiles, snapshotFiles } from '../namespace/snapshot-files.js';
 
 export const REPLICAS_FILE = 'replicas.json';
 const FORMAT_VERSION = 1;
@@ -220,7 +219,7 @@ export class ReplicaService {
       const fps = (async () => {
         const out = new Set<string>();
         for (const x of snaps) {
-          for (const f of await snapshotFiles(this.ns, share, x.name)) await forEachSegment(this.ns.store.reader, f.version, (fp) => out.add(fp.toString('hex')));
+          await forEachSnapshotSegment(this.ns, share, x.name, (fp) => out.add(fp.toString('hex')));
         }
         return out;
       })();

@@ -4,7 +4,7 @@
 // the list is the point's content as long as the snapshot exists.
 
 import { vmError } from '../errors.js';
-import type { FileVersion } from '../store/store.js';
+import { type FileVersion, forEachSegment } from '../store/store.js';
 import type { Namespace } from './namespace.js';
 import { validateName } from './names.js';
 import { NodeType, ROOT_INO } from './records.js';
@@ -53,4 +53,12 @@ async function filesOfVolume(ns: Namespace, id: number): Promise<SnapshotFile[]>
     }
   }
   return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+}
+
+/**
+ * Calls `fn` with the fingerprint of every segment a snapshot's files name (data and tree
+ * nodes, repeats included): what a replication token may fetch of its own points.
+ */
+export async function forEachSnapshotSegment(ns: Namespace, share: string, snapshot: string, fn: (fp: Buffer) => void): Promise<void> {
+  for (const f of await snapshotFiles(ns, share, snapshot)) await forEachSegment(ns.store.reader, f.version, fn);
 }
