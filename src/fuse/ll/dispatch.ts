@@ -3,13 +3,28 @@
 // unanswered), with a log line, so a bug in a handler never crashes the process or hangs the
 // caller. A request the kernel interrupted before it reached us (its caller got a signal) is
 // answered EINTR without running, when nothing has been done for it yet and giving it up
-// changes nothing: reads, writes, syncs, lock requests, seeks, listings. release, flush and
-// forget always run (they free handles and drop locks); the rest run and answer as usual.
+// changes nothing: reads, writes, syncs, waiting lock requests, seeks, listings. release, flush
+// and forget always run (they free handles and drop locks); the rest run and answer as usual.
+// A lock request that does not wait (getlk, F_SETLK, flock with LOCK_NB) runs even when
+// interrupted: on a local file system it never sleeps, so it never fails with EINTR, and QEMU
+// takes its image locks with F_OFD_SETLK and does not retry on EINTR (a signal to any thread of
+// a qemu-img converting into the mount failed it: "Failed to get "resize" lock: Interrupted
+// system call").
 import { EINTR, EIO, ENOSYS } from './errno.js';
 import type { LlSession, OnBatch } from './session.js';
 import type { LlOp, LlRequest, LlRequestOf } from './types.js';
 
-const GIVE_UP = new Set<LlOp>(['read', 'write', 'fsync', 'fsyncdir', 'getlk', 'setlk', 'flock', 'lseek', 'fallocate', 'copy_file_range', 'readdir']);
+const GIVE_UP = new Set<LlOp>(['read', 'write', 'fsync', 'fsyncdir', 'setlk', 'flock', 'lseek', 'fallocate', 'copy_file_range', 'readdir']);
+const LOCK_NB = 4;
+const LOCK_UN = 8;
+
+/** Whether an interrupted request is answered EINTR without running (see above). */
+function givesUp(r: LlRequest): boolean {
+  if (!GIVE_UP.has(r.op)) return false;
+  if (r.op === 'setlk') return r.sleep;
+  if (r.op === 'flock') return (r.operation & (LOCK_NB | LOCK_UN)) === 0;
+  return true;
+}
 
 export type LlOps = { [O in LlOp]: (req: LlRequestOf<O>, session: LlSession) => void | Promise<void> };
 
@@ -21,7 +36,7 @@ export function dispatchOps(ops: Partial<LlOps>, opts: { log?: (line: string) =>
   };
   return (reqs, s) => {
     for (const r of reqs) {
-      if (r.interrupted && GIVE_UP.has(r.op)) {
+      if (r.interrupted && givesUp(r)) {
         s.replyErr(r.id, EINTR);
         continue;
       }
