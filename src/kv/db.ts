@@ -64,7 +64,7 @@ async function writeNow(db: Db, ops: DbOp[], sync: boolean): Promise<void> {
   }
 }
 
-/** The database directory's mtime and ctime when it was last fsynced, per database. */
+/** The database directory's mtime, ctime and names when it was last fsynced, per database. */
 const dirStamps = new WeakMap<Db, string>();
 
 /**
