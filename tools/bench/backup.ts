@@ -53,6 +53,24 @@ export interface BenchBackupOptions {
 }
 
 const r3 = (x: number) => Math.round(x * 1000) / 1000;
+
+/**
+ * A progress whose job-log lines and phases carry the milliseconds since it was made: the
+ * per-phase timeline of one backup (what is fixed cost and what is reading), printed as notes.
+ */
+function timedProgress(): ReturnType<typeof progress> {
+  const p = progress();
+  const t0 = performance.now();
+  const stamp = () => `+${(performance.now() - t0).toFixed(0).padStart(5)} ms`;
+  const log = p.log;
+  const phase = p.phase;
+  p.log = (l: string) => log(`${stamp()} ${l}`);
+  p.phase = (n: string) => {
+    phase(n);
+    log(`${stamp()} phase ${n}`);
+  };
+  return p;
+}
 const secs = (t0: number) => (performance.now() - t0) / 1000;
 
 async function openStore(dir: string): Promise<{ store: SegmentStore; ns: Namespace }> {
@@ -108,10 +126,10 @@ export async function benchBackup(opts: BenchBackupOptions): Promise<void> {
     let rss = process.memoryUsage().rss;
     const sampler = setInterval(() => (rss = Math.max(rss, process.memoryUsage().rss)), 20);
     let t0 = performance.now();
-    const pf = progress();
+    const pf = timedProgress();
     const full = await svc.backup('bench01', {}, pf);
-    for (const l of pf.lines) note(`  full: ${l}`);
     const tFull = secs(t0);
+    for (const l of pf.lines) note(`  full: ${l}`);
     clearInterval(sampler);
     note(`full backup: ${tFull.toFixed(2)} s, read ${(full.bytesRead / MiB).toFixed(0)} MiB of ${size / MiB} MiB`);
     emit({ figure: 'backup.rss_mib', value: Math.round(rss / MiB), unit: 'MiB' });
@@ -177,10 +195,10 @@ export async function benchBackup(opts: BenchBackupOptions): Promise<void> {
     }
     note(`day-2 changes: ${runs.length} runs, ${(dirty / MiB).toFixed(1)} MiB in 64 KiB blocks, applied in ${secs(t0).toFixed(1)} s`);
     t0 = performance.now();
-    const pi = progress();
+    const pi = timedProgress();
     const inc = await svc.backup('bench01', {}, pi);
-    for (const l of pi.lines) note(`  incremental: ${l}`);
     const tInc = secs(t0);
+    for (const l of pi.lines) note(`  incremental: ${l}`);
     note(`incremental backup: ${tInc.toFixed(2)} s, read ${(inc.bytesRead / MiB).toFixed(1)} MiB (${inc.kind})`);
     emit({ figure: 'backup.incremental.read_vs_dirty', value: r3(inc.bytesRead / dirty), unit: 'bytes read / dirty bytes' });
     emit({ figure: 'backup.incremental.vs_full', value: r3(tInc / tFull), unit: 'incremental time / full time' });
