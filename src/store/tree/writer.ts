@@ -34,7 +34,7 @@ export interface WriteResult {
 
 const BATCH_BYTES = 4 * 1024 * 1024;
 const MAX_BATCHES_IN_FLIGHT = 4;
-/** Pieces of an edit whose old edge segments are read ahead together (see prefetchEdges). */
+/** Old ranges of an edit whose edge segments are read ahead together (see edit, prefetchEdges). */
 const EDGE_WINDOW = 64;
 /** Old data segments after new bytes read ahead: re-chunking falls in step within ~3. */
 const EDGE_SEGMENTS = 3;
@@ -104,11 +104,31 @@ export class TreeWriter {
 
   // ---- edits -----------------------------------------------------------------------------
 
-  /** Writes the content described by `pieces` (old ranges refer to `old`) and finishes. */
+  /**
+   * Writes the content described by `pieces` (old ranges refer to `old`) and finishes. The edge
+   * segments of the next window (EDGE_WINDOW old ranges, with the new pieces between them) are
+   * read while this window is written: awaited in turn, windows of 64 pieces of any kind, an
+   * incremental backup's commit (~1,600 pieces, most of them 64 KiB of new bytes) spent ~40% of
+   * its time waiting for them. prefetchEdges never rejects.
+   */
   async edit(old: TreeView, pieces: Piece[]): Promise<WriteResult> {
-    for (let k = 0; k < pieces.length; k++) {
-      if (k % EDGE_WINDOW === 0) await this.prefetchEdges(old, pieces, k, Math.min(pieces.length, k + EDGE_WINDOW));
-      await this.piece(old, pieces[k], k === pieces.length - 1);
+    const starts: number[] = [0];
+    for (let k = 0, olds = 0; k < pieces.length; k++) {
+      if (pieces[k].kind === 'old' && ++olds % EDGE_WINDOW === 0 && k + 1 < pieces.length) starts.push(k + 1);
+    }
+    starts.push(pieces.length);
+    const window = (w: number): Promise<void> | undefined =>
+      w + 1 < starts.length && starts[w] < starts[w + 1] ? this.prefetchEdges(old, pieces, starts[w], starts[w + 1]) : undefined;
+    let ahead = window(0);
+    try {
+      for (let w = 0; w + 1 < starts.length; w++) {
+        await ahead;
+        ahead = window(w + 1);
+        for (let k = starts[w]; k < starts[w + 1]; k++) await this.piece(old, pieces[k], k === pieces.length - 1);
+      }
+    } finally {
+      // Nothing of this edit keeps reading once it returned or failed.
+      await ahead;
     }
     return this.finish();
   }
