@@ -79,7 +79,9 @@ packages="$packages libfuse3-dev"
 packages="$packages sleuthkit nfs-ganesha nfs-ganesha-vfs samba"
 if [ "$with_test" -eq 1 ]; then
   packages="$packages qemu-utils fio rsync e2fsprogs tar"
-  packages="$packages clang"  # fuzzing and the sanitizer build of the addon (native/fuzz/)
+  # Fuzzing and the sanitizer build of the addon (native/fuzz/). The sanitizer and libFuzzer
+  # runtimes are in libclang-rt-14-dev, which clang only recommends: named, as below.
+  packages="$packages clang libclang-rt-14-dev"
   # The VM backup tests' guest (tools/make-test-guest.sh builds it from these) and its QEMU.
   packages="$packages qemu-system-x86 qemu-guest-agent busybox-static linux-image-amd64 postgresql-15 cpio"
   # Guest file systems built by the catalog tests (issue 15), and the export tests' clients (16).
