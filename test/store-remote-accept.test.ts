@@ -16,7 +16,9 @@ import { tmpDir } from './helpers/tmpdir.js';
 /** A segment as a sender makes it: LZ4 when that pays (compressible bytes), else raw. */
 function sent(raw: Buffer): SentPayload {
   const e = encodePayload(raw);
-  return { fp: fingerprint(raw), len: raw.length, lz4: e.codec === Codec.Lz4, payload: Buffer.from(e.payload) };
+  const s = { fp: fingerprint(raw), len: raw.length, lz4: e.codec === Codec.Lz4, payload: Buffer.from(e.payload) };
+  plainOf.set(s, raw);
+  return s;
 }
 
 function compressible(n: number): Buffer {
@@ -37,6 +39,10 @@ function inOneFrame(segs: SentPayload[]): SentPayload[] {
     return { ...s, payload };
   });
 }
+
+/** The plain bytes of a segment made by sent() from compressible(): kept beside it. */
+const plainOf = new WeakMap<SentPayload, Buffer>();
+const compressibleOf = (s: SentPayload): Buffer => plainOf.get(s)!;
 
 const apart = (segs: SentPayload[]): SentPayload[] => segs.map((s) => ({ ...s, payload: Buffer.from(s.payload) }));
 
@@ -61,6 +67,8 @@ t.test('a frame is decoded and hashed on the pool; refusals say what decoding he
     ['LZ4 shorter than its prefix', forged(lz4At, (s) => ({ ...s, payload: s.payload.subarray(0, 3) })), lz4At],
     ['LZ4 that is not LZ4', forged(lz4At, (s) => ({ ...s, payload: Buffer.concat([s.payload.subarray(0, 4), Buffer.alloc(s.payload.length - 4, 0xff)]) })), lz4At],
     ['a cut LZ4 block', forged(lz4At, (s) => ({ ...s, payload: s.payload.subarray(0, s.payload.length - 5) })), lz4At],
+    // A sender that does not compress: the store LZ4s what pays (on the pool), as for a local write.
+    ['compressible segments sent raw', good.map((s, i) => (s.lz4 && i % 2 === 0 ? { ...s, lz4: false, payload: compressibleOf(s) } : s)), undefined],
   ];
   for (const [what, segs, bad] of cases) {
     const outcomes = [];
@@ -74,9 +82,11 @@ t.test('a frame is decoded and hashed on the pool; refusals say what decoding he
       if (how === 'pool') t.ok(poolCalls > before, `${what}: decoded on the pool`);
       else t.equal(poolCalls, before, `${what}: payloads apart are decoded here`);
       const missing = await store.missingSegments(good.map((s) => s.fp));
-      outcomes.push({ accepted: r.accepted, stored: r.stored, code: (r.error as { code?: string } | undefined)?.code, message: r.error?.message, held: missing.filter((m) => !m).length });
+      const storedBytes = (await store.stats()).storedBytes;
+      outcomes.push({ accepted: r.accepted, stored: r.stored, storedBytes, code: (r.error as { code?: string } | undefined)?.code, message: r.error?.message, held: missing.filter((m) => !m).length });
     }
     const [pool, here] = outcomes;
+    if (what === 'compressible segments sent raw') t.ok(pool.storedBytes < outcomes[0].stored * 12_000 * 0.6, `${what}: stored compressed (${pool.storedBytes} bytes)`);
     t.same(pool, here, `${what}: the same outcome both ways (${JSON.stringify(pool)})`);
     t.equal(pool.accepted, bad ?? good.length, `${what}: those before the bad one are accepted`);
     t.equal(pool.held, bad ?? good.length, `${what}: and only they are stored`);

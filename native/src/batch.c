@@ -150,7 +150,7 @@ size_t vv_decode_batch(vv_record *recs, size_t n) {
 }
 
 long vv_accept_batch(const uint8_t *src, const uint32_t *items, size_t n, uint8_t *plain, uint8_t *fps,
-                     int32_t *status) {
+                     int32_t *status, int32_t *plens, uint8_t *payloads) {
   size_t at = 0, ok = 0;
   for (; ok < n; ok++) {
     const uint32_t *it = items + 4 * ok;
@@ -193,6 +193,22 @@ long vv_accept_batch(const uint8_t *src, const uint32_t *items, size_t n, uint8_
     at += items[4 * i + 3];
   }
   int r = ok ? vv_blake3_many(plain, segs, ok, fps) : 0;
+  // The store keeps a raw segment LZ4ed when that pays, as for a local write: compressed here,
+  // not on the main thread (a sender sends raw what did not pay for it, so this mostly confirms).
+  size_t pat = 0;
+  for (size_t i = 0; r == 0 && i < ok; i++) {
+    plens[i] = -1;
+    if (items[4 * i + 2] != VV_CODEC_RAW) continue;
+    uint32_t len = segs[2 * i + 1];
+    size_t cap = len - (len >> 4);
+    size_t got = cap >= 5 ? vv_lz4_compress(&lz4_state, plain + segs[2 * i], len, payloads + pat, cap) : 0;
+    if (got) {
+      plens[i] = (int32_t)got;
+      pat += got;
+    } else {
+      plens[i] = -2;
+    }
+  }
   free(segs);
   return r != 0 ? -1 : (long)ok;
 }

@@ -347,16 +347,17 @@ static napi_value decode_batch(napi_env env, napi_callback_info info) {
 }
 
 static void run_accept(job *j) {
-  j->result = (double)vv_accept_batch(j->data, j->items, j->n, j->plain, j->fps, j->status);
+  j->result = (double)vv_accept_batch(j->data, j->items, j->n, j->plain, j->fps, j->status, j->plens, j->payloads);
 }
 
 // acceptBatch(src: Uint8Array, items: Uint32Array (offset in src, payload length, codec, plain
 //             length) per segment, plain: Uint8Array, fps: Uint8Array, status: Int32Array
-//             (2 per segment), cb(err, decoded)) -- batch.h, vv_accept_batch
+//             (2 per segment), plens: Int32Array (1 per segment), payloads: Uint8Array (room:
+//             the plain lengths of the raw ones), cb(err, decoded)) -- batch.h, vv_accept_batch
 static napi_value accept_batch(napi_env env, napi_callback_info info) {
-  napi_value argv[6];
-  if (!vv_args(env, info, 6, argv, "acceptBatch takes 6 arguments")) return NULL;
-  size_t sl, il, pl, fl, stl;
+  napi_value argv[8];
+  if (!vv_args(env, info, 8, argv, "acceptBatch takes 8 arguments")) return NULL;
+  size_t sl, il, pl, fl, stl, ql, yl;
   const uint8_t *src = vv_typed(env, argv[0], napi_uint8_array, "src must be a Uint8Array", &sl);
   if (!src) return NULL;
   const uint32_t *items = vv_typed(env, argv[1], napi_uint32_array, "items must be a Uint32Array", &il);
@@ -367,18 +368,24 @@ static napi_value accept_batch(napi_env env, napi_callback_info info) {
   if (!fps) return NULL;
   int32_t *status = vv_typed(env, argv[4], napi_int32_array, "status must be an Int32Array", &stl);
   if (!status) return NULL;
+  int32_t *plens = vv_typed(env, argv[5], napi_int32_array, "plens must be an Int32Array", &ql);
+  if (!plens) return NULL;
+  uint8_t *payloads = vv_typed(env, argv[6], napi_uint8_array, "payloads must be a Uint8Array", &yl);
+  if (!payloads) return NULL;
   if (il % 4) return vv_fail_range(env, "items holds 4 numbers per segment");
   size_t n = il / 4;
-  if (fl < n * 32 || stl < n * 2) return vv_fail_range(env, "fps needs 32 bytes and status 2 entries per segment");
-  uint64_t total = 0;
+  if (fl < n * 32 || stl < n * 2 || ql < n) return vv_fail_range(env, "fps needs 32 bytes, status 2 entries and plens 1 per segment");
+  uint64_t total = 0, rawTotal = 0;
   for (size_t i = 0; i < n; i++) {
     const uint32_t *it = items + 4 * i;
     if ((uint64_t)it[0] + it[1] > sl || (it[2] != VV_CODEC_RAW && it[2] != VV_CODEC_LZ4)) {
       return vv_fail_range(env, "a segment's payload runs past src or has an unknown codec");
     }
     total += it[3];
+    if (it[2] == VV_CODEC_RAW) rawTotal += it[3];
   }
   if (total > pl || total > 0xffffffffu) return vv_fail_range(env, "plain needs room for the sum of the plain lengths");
+  if (rawTotal > yl) return vv_fail_range(env, "payloads needs room for the plain lengths of the raw segments");
   job *j = calloc(1, sizeof *j);
   if (!j) return vv_fail_range(env, "out of memory");
   j->data = src;
@@ -387,9 +394,11 @@ static napi_value accept_batch(napi_env env, napi_callback_info info) {
   j->plain = plain;
   j->fps = fps;
   j->status = status;
+  j->plens = plens;
+  j->payloads = payloads;
   j->run = run_accept;
-  napi_value keep[5] = {argv[0], argv[1], argv[2], argv[3], argv[4]};
-  return job_queue(env, j, keep, 5, argv[5], "vmvault.acceptBatch");
+  napi_value keep[7] = {argv[0], argv[1], argv[2], argv[3], argv[4], argv[5], argv[6]};
+  return job_queue(env, j, keep, 7, argv[7], "vmvault.acceptBatch");
 }
 
 napi_value vv_register_codec(napi_env env, napi_value exports) {

@@ -151,8 +151,19 @@ interface Group {
   plain: Buffer;
   pooled: boolean;
   spans: Uint32Array;
-  /** The segments decoded (the first n), the refusal of the next if any, their fingerprints as computed here; settles whatever happens. */
-  decoded: Promise<{ n: number; refused: Error | undefined; fps: Buffer | undefined }>;
+  /**
+   * The segments decoded (the first n), the refusal of the next if any, their fingerprints as
+   * computed here, and (pool path) how the raw ones store: LZ4 payloads made on the pool, given
+   * back by release(); settles whatever happens.
+   */
+  decoded: Promise<Decoded>;
+}
+
+interface Decoded {
+  n: number;
+  refused: Error | undefined;
+  fps: Buffer | undefined;
+  stored?: { plens: Int32Array; payloads: Buffer; release(): void };
 }
 
 function decodeRefusal(fp: Buffer, len: number, why: string): Error {
@@ -199,7 +210,7 @@ function decodeGroup(core: StoreCore, segs: SentPayload[], bytes: number): Group
       items[ACCEPT_ITEM * i + 3] = len;
     }
     decoded = accept(frame, items, plain).then(
-      ({ n, fps, failure }) => {
+      ({ n, fps, failure, plens, payloads, release }) => {
         let refused = checked.refused;
         if (failure) {
           const { fp, len, payload } = segs[n];
@@ -213,7 +224,7 @@ function decodeGroup(core: StoreCore, segs: SentPayload[], bytes: number): Group
               : `does not decompress (${failure.kind === 'short-prefix' ? 'the payload is shorter than its length prefix' : 'malformed LZ4 block'})`,
           );
         }
-        return { n, refused, fps: n > 0 ? fps : undefined };
+        return { n, refused, fps: n > 0 ? fps : undefined, stored: { plens, payloads, release } };
       },
       () => ({ n: checked.n, refused: checked.refused, fps: undefined }),
     );
@@ -237,7 +248,7 @@ function oneBuffer(segs: SentPayload[]): Uint8Array | undefined {
 }
 
 /** Decoding on this thread (no addon, or payloads from several buffers), then hashing on the codec engine. */
-function decodeHere(core: StoreCore, segs: SentPayload[], checked: { n: number; refused: Error | undefined }, plain: Buffer, spans: Uint32Array): Group['decoded'] {
+function decodeHere(core: StoreCore, segs: SentPayload[], checked: { n: number; refused: Error | undefined }, plain: Buffer, spans: Uint32Array): Promise<Decoded> {
   let n = 0;
   let refused = checked.refused;
   for (; n < checked.n; n++) {
@@ -276,8 +287,9 @@ function decodeHere(core: StoreCore, segs: SentPayload[], checked: { n: number; 
 
 /** Checks a decoded group's fingerprints and stores those the store lacks, in order (one batched index read). */
 async function finishGroup(core: StoreCore, g: Group, deps: Set<number>, out: AcceptManyResult): Promise<void> {
+  let d: Decoded | undefined;
   try {
-    const d = await g.decoded;
+    d = await g.decoded;
     // A group after a refused one is not stored (the frame's later segments are refused too).
     if (out.error !== undefined) return;
     if (d.n > 0 && d.fps === undefined) throw vmError('IO', 'hashing received segments failed');
@@ -294,8 +306,14 @@ async function finishGroup(core: StoreCore, g: Group, deps: Set<number>, out: Ac
       }
     }
     const locs = n > 0 ? await locate(core, segs.slice(0, n).map((s) => s.fp)) : [];
+    const made = d.stored;
+    let madeAt = 0;
     for (let i = 0; i < n; i++) {
       const { fp, len, lz4, payload } = segs[i];
+      // The pool's LZ4 payload of a segment sent raw (payloads are back to back, duplicates' too).
+      const plen = made ? made.plens[i] : -1;
+      const madeFrom = madeAt;
+      if (plen > 0) madeAt += plen;
       // Checked again without an await before append: an earlier one of the group, or another writer meanwhile, may have stored it.
       const known = core.lookupMem(fp) ?? locs[i];
       if (known && core.dedupHit(fp, 0, known.cid)) {
@@ -310,6 +328,12 @@ async function finishGroup(core: StoreCore, g: Group, deps: Set<number>, out: Ac
       if (lz4 && compressionPays(len, payload.length)) {
         codec = Codec.Lz4;
         stored = payload;
+      } else if (plen > 0) {
+        codec = Codec.Lz4;
+        stored = made!.payloads.subarray(madeFrom, madeFrom + plen);
+      } else if (plen === -2) {
+        codec = Codec.Raw;
+        stored = raw;
       } else {
         ({ codec, payload: stored } = encodePayload(raw));
       }
@@ -320,6 +344,7 @@ async function finishGroup(core: StoreCore, g: Group, deps: Set<number>, out: Ac
     }
     if (refused) out.error = refused;
   } finally {
+    d?.stored?.release();
     if (g.pooled && freePlain.length < KEEP_PLAIN) freePlain.push(g.plain);
   }
 }

@@ -62,6 +62,11 @@ export interface AcceptedBatch {
   n: number;
   /** 32 bytes per decoded segment. */
   fps: Buffer;
+  /** Per segment sent raw: the length of its LZ4 payload in payloads (back to back), or -2 when LZ4 does not pay; -1 for one sent as LZ4. */
+  plens: Int32Array;
+  payloads: Buffer;
+  /** Gives payloads back for reuse; the caller must hold no view of it afterwards. */
+  release(): void;
   /** Why segment n did not decode, if n < count: a short LZ4 prefix, a length mismatch (got), or a malformed block. */
   failure?: { kind: 'short-prefix' } | { kind: 'length'; got: number } | { kind: 'malformed' };
 }
@@ -175,14 +180,27 @@ class NativeEngine implements CodecEngine {
     const count = items.length / ACCEPT_ITEM;
     const fps = Buffer.allocUnsafe(32 * count);
     const status = new Int32Array(2 * count);
+    const plens = new Int32Array(count);
+    let rawBytes = 0;
+    for (let i = 0; i < count; i++) if (items[ACCEPT_ITEM * i + 2] === 0) rawBytes += items[ACCEPT_ITEM * i + 3];
+    const pooled = rawBytes <= PAYLOAD_BYTES;
+    const payloads = rawBytes === 0 ? EMPTY : pooled ? (freePayloads.pop() ?? Buffer.allocUnsafe(PAYLOAD_BYTES)) : Buffer.allocUnsafe(rawBytes);
+    let released = false;
+    const release = (): void => {
+      if (!released && pooled && payloads !== EMPTY && freePayloads.length < KEEP_PAYLOADS) freePayloads.push(payloads);
+      released = true;
+    };
     return new Promise((resolve, reject) => {
-      nativeCodec!.acceptBatch!(src, items, plain, fps, status, (err, n) => {
-        if (err) return reject(err);
-        if (n >= count) return resolve({ n, fps });
+      nativeCodec!.acceptBatch!(src, items, plain, fps, status, plens, payloads, (err, n) => {
+        if (err) {
+          release();
+          return reject(err);
+        }
+        if (n >= count) return resolve({ n, fps, plens, payloads, release });
         const s = status[2 * n];
         const detail = status[2 * n + 1];
         const failure: AcceptedBatch['failure'] = s === 4 ? { kind: 'length', got: detail } : detail === -1 ? { kind: 'short-prefix' } : { kind: 'malformed' };
-        resolve({ n, fps, failure });
+        resolve({ n, fps, plens, payloads, release, failure });
       });
     });
   }
