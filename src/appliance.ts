@@ -522,7 +522,7 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
         await policies!.drScheduler?.settled().catch((err) => log(`DR copy run history: ${(err as Error).message}`));
         await svc!.transfer?.close().catch((err) => log(`closing transfer sessions: ${(err as Error).message}`));
         await catalog.close().catch((err) => log(`closing the catalog: ${(err as Error).message}`));
-        await audit.flush();
+        await audit.close();
         // Recovered VMs still on the mount hold its files open too (migrated ones run on).
         await recovery!.close().catch((err) => log(`stopping recovered VMs: ${(err as Error).message}`));
         // The export servers hold files of the mount open: they go before the unmount.

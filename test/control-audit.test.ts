@@ -78,6 +78,38 @@ t.test('the log rotates by size and keeps `keep` old files', async (t) => {
   t.equal(records(file).pop()!.target.i, 49);
 });
 
+t.test('the file stays open between records, and an outside rotation is followed', async (t) => {
+  const dir = tmpDir(t);
+  const file = path.join(dir, 'audit.log');
+  const audit = new AuditLog(file);
+  t.teardown(() => audit.close());
+  const rec = (i: number): AuditRecord => ({ v: 1, time: new Date(0).toISOString(), caller: 'agent:a', ip: '127.0.0.1', method: 'POST', route: '/api/v1/transfer/sessions/:id/segments', url: '/x', target: { i }, status: 200, error: null, ms: 1 });
+  // Descriptors of this process open on `name` (Linux /proc).
+  const fdsOn = (name: string): number =>
+    fs.readdirSync('/proc/self/fd').filter((fd) => {
+      try {
+        return fs.readlinkSync(`/proc/self/fd/${fd}`) === name;
+      } catch {
+        return false;
+      }
+    }).length;
+  for (let i = 0; i < 20; i++) void audit.append(rec(i));
+  await audit.flush();
+  await audit.append(rec(20));
+  t.equal(fdsOn(file), 1, 'one descriptor kept open on audit.log (not opened and closed per record)');
+  t.same(records(file).map((r) => r.target.i), Array.from({ length: 21 }, (_, i) => i), 'every record, in order, each on its own line');
+  // logrotate moves the file away: within a second the log writes to a new file at the path.
+  fs.renameSync(file, `${file}.moved`);
+  await new Promise((r) => setTimeout(r, 1100));
+  await audit.append(rec(21));
+  t.same(records(file).map((r) => r.target.i), [21], 'the new file at the path gets the next record');
+  t.equal(records(`${file}.moved`).length, 21, 'the moved file keeps the old ones');
+  await audit.close();
+  t.equal(fdsOn(file), 0, 'close() lets go of the file');
+  await audit.append(rec(22));
+  t.same(records(file).map((r) => r.target.i), [21, 22], 'an append after close opens it again');
+});
+
 t.test('a CLI action on a real appliance lands in <data>/audit.log', async (t) => {
   const dir = tmpDir(t);
   const app = await startAppliance(t, dir);

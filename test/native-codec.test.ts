@@ -249,3 +249,65 @@ t.test('decodeBatch: reads, decodes and verifies; names what failed', { skip: !a
   t.equal(short.status[8], 2, 'a record past the end of the file is short');
   t.throws(() => addon!.decodeBatch(new Float64Array([fd, 0, 10, 1e6, 0, 0, 0]), fps, [Buffer.alloc(10)], new Int32Array(2), () => {}), RangeError, 'a record larger than its target is refused');
 });
+
+t.test('acceptBatch: decodes, hashes and LZ4s raw ones on the pool; stops at the first bad one; checks its arguments', { skip: !addon }, async (t) => {
+  t.equal(typeof addon!.acceptBatch, 'function');
+  const rng = new Rng(12);
+  const plains = [generate(rng, 'text', 30000), realBytes(20000), generate(rng, 'text', 9000)];
+  const lz = compressSync(plains[0]);
+  // src: a frame-like buffer with the payloads at odd offsets; item 1 raw, items 0 and 2 LZ4.
+  const p2 = compressSync(plains[2]);
+  const src = Buffer.concat([Buffer.alloc(7), lz, plains[1], Buffer.alloc(3), p2]);
+  const items = new Uint32Array([7, lz.length, 1, plains[0].length, 7 + lz.length, plains[1].length, 0, plains[1].length, 10 + lz.length + plains[1].length, p2.length, 1, plains[2].length]);
+  const total = plains.reduce((n, p) => n + p.length, 0);
+  const run = (it: Uint32Array, plain = Buffer.alloc(total + 64, 0xa5), payloads = Buffer.alloc(plains[1].length)) => {
+    const n = it.length / 4;
+    const fps = Buffer.alloc(32 * n);
+    const status = new Int32Array(2 * n);
+    const plens = new Int32Array(n);
+    return new Promise<{ n: number; fps: Buffer; status: Int32Array; plens: Int32Array; plain: Buffer; payloads: Buffer }>((resolve, reject) =>
+      addon!.acceptBatch!(src, it, plain, fps, status, plens, payloads, (err, got) => (err ? reject(err) : resolve({ n: got, fps, status, plens, plain, payloads }))),
+    );
+  };
+  const ok = await run(items);
+  t.equal(ok.n, 3);
+  t.ok(ok.plain.subarray(0, total).equals(Buffer.concat(plains)), 'decoded back to back');
+  t.ok(ok.plain.subarray(total).equals(Buffer.alloc(64, 0xa5)), 'nothing written past them');
+  for (let i = 0; i < 3; i++) t.ok(ok.fps.subarray(32 * i, 32 * i + 32).equals(blake3(plains[i])), `fingerprint ${i}`);
+  t.equal(ok.plens[0], -1, 'sent as LZ4: stored as sent');
+  t.equal(ok.plens[2], -1);
+  if (ok.plens[1] > 0) t.ok(uncompressSync(ok.payloads.subarray(0, ok.plens[1])).equals(plains[1]), 'the raw one, LZ4ed when that pays');
+  else t.equal(ok.plens[1], -2, 'or -2: store it raw');
+  // Damage: the second LZ4 payload's prefix claims another length; then a cut block.
+  const claims = Buffer.from(src);
+  claims.writeUInt32LE(plains[2].length + 1, 10 + lz.length + plains[1].length);
+  const bad = await new Promise<{ n: number; status: Int32Array }>((resolve, reject) => {
+    const status = new Int32Array(6);
+    addon!.acceptBatch!(claims, items, Buffer.alloc(total), Buffer.alloc(96), status, new Int32Array(3), Buffer.alloc(plains[1].length), (err, n) => (err ? reject(err) : resolve({ n, status })));
+  });
+  t.equal(bad.n, 2, 'stops at the bad one');
+  t.same([...bad.status.subarray(4, 6)], [4, plains[2].length + 1], 'VV_E_LENGTH with the claimed length');
+  const cut = Uint32Array.from(items);
+  cut[1] = lz.length - 5;
+  const c = await run(cut);
+  t.equal(c.n, 0);
+  t.equal(c.status[0], 3, 'a cut block: VV_E_DECODE');
+  const short = Uint32Array.from(items);
+  short[1] = 3;
+  t.same([...(await run(short)).status.subarray(0, 2)], [3, -1], 'shorter than its prefix: VV_E_DECODE, detail -1');
+  const rawLen = Uint32Array.from(items);
+  rawLen[5] = plains[1].length - 1;
+  const r = await run(rawLen);
+  t.equal(r.n, 1);
+  t.same([...r.status.subarray(2, 4)], [4, plains[1].length - 1], 'a raw payload of the wrong length: VV_E_LENGTH with its length');
+  // Arguments that would read or write out of bounds are refused before any work.
+  const past = Uint32Array.from(items);
+  past[0] = src.length - 2;
+  t.throws(() => addon!.acceptBatch!(src, past, Buffer.alloc(total), Buffer.alloc(96), new Int32Array(6), new Int32Array(3), Buffer.alloc(plains[1].length), () => {}), /runs past src/);
+  t.throws(() => addon!.acceptBatch!(src, items, Buffer.alloc(total - 1), Buffer.alloc(96), new Int32Array(6), new Int32Array(3), Buffer.alloc(plains[1].length), () => {}), /plain needs room/);
+  t.throws(() => addon!.acceptBatch!(src, items, Buffer.alloc(total), Buffer.alloc(64), new Int32Array(6), new Int32Array(3), Buffer.alloc(plains[1].length), () => {}), /fps needs/);
+  t.throws(() => addon!.acceptBatch!(src, items, Buffer.alloc(total), Buffer.alloc(96), new Int32Array(6), new Int32Array(3), Buffer.alloc(10), () => {}), /payloads needs room/);
+  const codec = Uint32Array.from(items);
+  codec[2] = 7;
+  t.throws(() => addon!.acceptBatch!(src, codec, Buffer.alloc(total), Buffer.alloc(96), new Int32Array(6), new Int32Array(3), Buffer.alloc(plains[1].length), () => {}), /unknown codec/);
+});

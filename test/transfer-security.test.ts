@@ -3,6 +3,8 @@
 
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
+import http from 'node:http';
+import { pooledFrameBuffers } from '../src/control/frame-body.js';
 import { fingerprint } from '../src/store/codec/fingerprint.js';
 import { TransferConnection } from '../src/transfer/client.js';
 import { encodeQuery, encodeRecipe, encodeSegments, decodeQueryReply, FRAME_CONTENT_TYPE, FRAME_HEADER_BYTES, LIMITS } from '../src/transfer/frames.js';
@@ -184,6 +186,67 @@ t.test('bad frames get a 4xx and the appliance keeps serving', async (t) => {
   t.teardown(() => conn.close());
   await sendFile(conn, bufferSource(data), { share: 'vms', path: 'good.raw', size: data.length });
   t.ok((await readFile(a.ns, '/vms/good.raw')).equals(data), 'a good send still works');
+});
+
+// A frame as node:http sends it: `declared` as Content-Length (undefined: chunked), `send` of
+// it in 64 KiB writes; `cut`: the client goes away after those bytes.
+function rawPost(url: string, token: string, route: string, body: Buffer, opts: { declared?: number; cut?: boolean } = {}): Promise<{ status: number; text: string } | 'cut'> {
+  const u = new URL(url + route);
+  return new Promise((resolve, reject) => {
+    const headers: Record<string, string | number> = { authorization: `Bearer ${token}`, 'content-type': FRAME_CONTENT_TYPE };
+    if (opts.declared !== undefined) headers['content-length'] = opts.declared;
+    const req = http.request({ host: u.hostname, port: u.port, path: u.pathname, method: 'POST', headers }, (res) => {
+      const parts: Buffer[] = [];
+      res.on('data', (c: Buffer) => parts.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(parts).toString() }));
+    });
+    req.on('error', (err) => (opts.cut ? resolve('cut') : reject(err)));
+    for (let at = 0; at < body.length; at += 64 * 1024) req.write(body.subarray(at, at + 64 * 1024));
+    if (opts.cut) setTimeout(() => (req.destroy(), resolve('cut')), 100);
+    else req.end();
+  });
+}
+
+t.test('frame bodies are read into reused buffers, with the same 4xx as before for bodies that lie about their size', async (t) => {
+  const a = await transferAppliance(t);
+  await a.ns.shares.create('vms');
+  const { token } = await a.tokens.create('reuser');
+  const s = await openSession(a.url, token, 'vms', 'f.raw', 100_000);
+  const route = (what: string) => `/api/v1/transfer/sessions/${s.session}/${what}`;
+  // Two segments frames in turn: the second is read into the buffer the first gave back.
+  const one = randomBytes(60_000);
+  const two = randomBytes(40_000);
+  for (const data of [one, two]) {
+    const fp = fingerprint(data);
+    const r = await call(a.url, token, 'POST', route('segments'), encodeSegments([{ fp, len: data.length, codec: 0, payload: data }]));
+    t.equal(r.status, 200, r.buf.toString());
+    t.same(r.json(), { stored: 1, duplicates: 0 });
+    t.equal(pooledFrameBuffers(), 1, 'the frame\'s buffer went back to the pool');
+  }
+  // What they stored is what was sent (no byte of the earlier frame in the later one).
+  const rec = encodeRecipe(0, [
+    { kind: 'segment', fp: fingerprint(one), len: one.length },
+    { kind: 'segment', fp: fingerprint(two), len: two.length },
+  ]);
+  t.equal((await call(a.url, token, 'POST', route('recipe'), rec)).status, 200);
+  t.equal((await call(a.url, token, 'POST', route('finish'), {})).status, 200);
+  t.ok((await readFile(a.ns, '/vms/f.raw')).equals(Buffer.concat([one, two])), 'the file is both segments, in order');
+
+  // Chunked (no Content-Length): still read, and still limited.
+  const s2 = await openSession(a.url, token, 'vms', 'g.raw', 100_000);
+  const q = encodeQuery([{ fp: randomBytes(32), len: 4096 }]);
+  const chunked = await rawPost(a.url, token, `/api/v1/transfer/sessions/${s2.session}/query`, q);
+  t.equal(chunked !== 'cut' && chunked.status, 200, 'a chunked frame is read');
+  const huge = await rawPost(a.url, token, `/api/v1/transfer/sessions/${s2.session}/query`, Buffer.alloc(LIMITS.frameBytes + 64 * 1024));
+  t.match(huge, { status: 413 }, 'a chunked body past the frame limit: 413');
+  // A client that goes away mid-frame: its buffer is given back, and the appliance serves on.
+  const before = pooledFrameBuffers();
+  t.equal(await rawPost(a.url, token, `/api/v1/transfer/sessions/${s2.session}/query`, q.subarray(0, 20), { declared: q.length, cut: true }), 'cut');
+  await new Promise((r) => setTimeout(r, 200));
+  t.equal(pooledFrameBuffers(), before, 'the cut frame\'s buffer is back in the pool');
+  const after = await call(a.url, token, 'POST', `/api/v1/transfer/sessions/${s2.session}/query`, q);
+  t.equal(after.status, 200, 'the next frame is answered');
+  t.same(decodeQueryReply(after.buf, 1), [true]);
 });
 
 t.test('scope: an agent cannot learn whether another share holds a segment', async (t) => {

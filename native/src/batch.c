@@ -148,3 +148,67 @@ size_t vv_decode_batch(vv_record *recs, size_t n) {
   }
   return failed;
 }
+
+long vv_accept_batch(const uint8_t *src, const uint32_t *items, size_t n, uint8_t *plain, uint8_t *fps,
+                     int32_t *status, int32_t *plens, uint8_t *payloads) {
+  size_t at = 0, ok = 0;
+  for (; ok < n; ok++) {
+    const uint32_t *it = items + 4 * ok;
+    const uint8_t *p = src + it[0];
+    uint32_t plen = it[1], codec = it[2], raw = it[3];
+    status[2 * ok] = VV_OK;
+    status[2 * ok + 1] = 0;
+    if (codec == VV_CODEC_LZ4) {
+      long claimed = vv_lz4_claimed(p, plen);
+      if (claimed < 0) {
+        status[2 * ok] = VV_E_DECODE;
+        status[2 * ok + 1] = -1;
+        break;
+      }
+      if ((size_t)claimed != raw) {
+        status[2 * ok] = VV_E_LENGTH;
+        status[2 * ok + 1] = (int32_t)(claimed > 0x7fffffff ? 0x7fffffff : claimed);
+        break;
+      }
+      if (vv_lz4_decompress(p, plen, plain + at, raw) != (long)raw) {
+        status[2 * ok] = VV_E_DECODE;
+        break;
+      }
+    } else if (plen != raw) {
+      status[2 * ok] = VV_E_LENGTH;
+      status[2 * ok + 1] = (int32_t)plen;
+      break;
+    } else {
+      memcpy(plain + at, p, raw);
+    }
+    at += raw;
+  }
+  // Spans of the decoded ones, in plain, for one hashing call.
+  uint32_t *segs = malloc(2 * (ok ? ok : 1) * sizeof *segs);
+  if (!segs) return -1;
+  at = 0;
+  for (size_t i = 0; i < ok; i++) {
+    segs[2 * i] = (uint32_t)at;
+    segs[2 * i + 1] = items[4 * i + 3];
+    at += items[4 * i + 3];
+  }
+  int r = ok ? vv_blake3_many(plain, segs, ok, fps) : 0;
+  // The store keeps a raw segment LZ4ed when that pays, as for a local write: compressed here,
+  // not on the main thread (a sender sends raw what did not pay for it, so this mostly confirms).
+  size_t pat = 0;
+  for (size_t i = 0; r == 0 && i < ok; i++) {
+    plens[i] = -1;
+    if (items[4 * i + 2] != VV_CODEC_RAW) continue;
+    uint32_t len = segs[2 * i + 1];
+    size_t cap = len - (len >> 4);
+    size_t got = cap >= 5 ? vv_lz4_compress(&lz4_state, plain + segs[2 * i], len, payloads + pat, cap) : 0;
+    if (got) {
+      plens[i] = (int32_t)got;
+      pat += got;
+    } else {
+      plens[i] = -2;
+    }
+  }
+  free(segs);
+  return r != 0 ? -1 : (long)ok;
+}

@@ -43,4 +43,16 @@ typedef struct {
 // into its dst. Returns the number of records that failed.
 size_t vv_decode_batch(vv_record *recs, size_t n);
 
+// Segments received from a sender (the transfer protocol's receiver, src/store/remote-ingest.ts):
+// item i is (offset in src, payload length, codec, plain length). Each is decoded (LZ4, its
+// length prefix checked against the plain length first) or copied into plain, back to back
+// from 0, then all are hashed into fps (32 bytes each). Stops at the first that does not decode:
+// status[2 i] is VV_OK, VV_E_DECODE (detail -1: shorter than the length prefix) or VV_E_LENGTH
+// (detail the claimed length, or the raw payload's length). Returns the number decoded and
+// hashed (those before the first failure), or -1 when out of memory. A segment sent raw is
+// LZ4ed into payloads as vv_hash_batch does (plens[i] its length, -2 when that saves less than
+// 1/16: store raw); plens[i] = -1 for one sent as LZ4 (its payload is stored as sent).
+long vv_accept_batch(const uint8_t *src, const uint32_t *items, size_t n, uint8_t *plain, uint8_t *fps,
+                     int32_t *status, int32_t *plens, uint8_t *payloads);
+
 #endif

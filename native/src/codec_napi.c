@@ -158,6 +158,9 @@ struct job {
   uint8_t *fps;
   int32_t *plens;
   uint8_t *payloads;
+  // accept batch
+  const uint32_t *items;
+  uint8_t *plain;
   // decode batch
   vv_record *recs;
   int32_t *status;
@@ -343,13 +346,69 @@ static napi_value decode_batch(napi_env env, napi_callback_info info) {
   return job_queue(env, j, keep, nk, argv[4], "vmvault.decodeBatch");
 }
 
+static void run_accept(job *j) {
+  j->result = (double)vv_accept_batch(j->data, j->items, j->n, j->plain, j->fps, j->status, j->plens, j->payloads);
+}
+
+// acceptBatch(src: Uint8Array, items: Uint32Array (offset in src, payload length, codec, plain
+//             length) per segment, plain: Uint8Array, fps: Uint8Array, status: Int32Array
+//             (2 per segment), plens: Int32Array (1 per segment), payloads: Uint8Array (room:
+//             the plain lengths of the raw ones), cb(err, decoded)) -- batch.h, vv_accept_batch
+static napi_value accept_batch(napi_env env, napi_callback_info info) {
+  napi_value argv[8];
+  if (!vv_args(env, info, 8, argv, "acceptBatch takes 8 arguments")) return NULL;
+  size_t sl, il, pl, fl, stl, ql, yl;
+  const uint8_t *src = vv_typed(env, argv[0], napi_uint8_array, "src must be a Uint8Array", &sl);
+  if (!src) return NULL;
+  const uint32_t *items = vv_typed(env, argv[1], napi_uint32_array, "items must be a Uint32Array", &il);
+  if (!items) return NULL;
+  uint8_t *plain = vv_typed(env, argv[2], napi_uint8_array, "plain must be a Uint8Array", &pl);
+  if (!plain) return NULL;
+  uint8_t *fps = vv_typed(env, argv[3], napi_uint8_array, "fps must be a Uint8Array", &fl);
+  if (!fps) return NULL;
+  int32_t *status = vv_typed(env, argv[4], napi_int32_array, "status must be an Int32Array", &stl);
+  if (!status) return NULL;
+  int32_t *plens = vv_typed(env, argv[5], napi_int32_array, "plens must be an Int32Array", &ql);
+  if (!plens) return NULL;
+  uint8_t *payloads = vv_typed(env, argv[6], napi_uint8_array, "payloads must be a Uint8Array", &yl);
+  if (!payloads) return NULL;
+  if (il % 4) return vv_fail_range(env, "items holds 4 numbers per segment");
+  size_t n = il / 4;
+  if (fl < n * 32 || stl < n * 2 || ql < n) return vv_fail_range(env, "fps needs 32 bytes, status 2 entries and plens 1 per segment");
+  uint64_t total = 0, rawTotal = 0;
+  for (size_t i = 0; i < n; i++) {
+    const uint32_t *it = items + 4 * i;
+    if ((uint64_t)it[0] + it[1] > sl || (it[2] != VV_CODEC_RAW && it[2] != VV_CODEC_LZ4)) {
+      return vv_fail_range(env, "a segment's payload runs past src or has an unknown codec");
+    }
+    total += it[3];
+    if (it[2] == VV_CODEC_RAW) rawTotal += it[3];
+  }
+  if (total > pl || total > 0xffffffffu) return vv_fail_range(env, "plain needs room for the sum of the plain lengths");
+  if (rawTotal > yl) return vv_fail_range(env, "payloads needs room for the plain lengths of the raw segments");
+  job *j = calloc(1, sizeof *j);
+  if (!j) return vv_fail_range(env, "out of memory");
+  j->data = src;
+  j->items = items;
+  j->n = n;
+  j->plain = plain;
+  j->fps = fps;
+  j->status = status;
+  j->plens = plens;
+  j->payloads = payloads;
+  j->run = run_accept;
+  napi_value keep[7] = {argv[0], argv[1], argv[2], argv[3], argv[4], argv[5], argv[6]};
+  return job_queue(env, j, keep, 7, argv[7], "vmvault.acceptBatch");
+}
+
 napi_value vv_register_codec(napi_env env, napi_value exports) {
   const struct {
     const char *name;
     napi_callback fn;
   } fns[] = {{"blake3", blake3_one},         {"blake3Many", blake3_many},       {"blake3Impl", blake3_impl},
              {"blake3Force", blake3_force},  {"lz4Compress", lz4_compress},     {"lz4Decompress", lz4_decompress},
-             {"lz4Claimed", lz4_claimed},    {"hashBatch", hash_batch},         {"decodeBatch", decode_batch}};
+             {"lz4Claimed", lz4_claimed},    {"hashBatch", hash_batch},         {"decodeBatch", decode_batch},
+             {"acceptBatch", accept_batch}};
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;
     CHECK(napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f));

@@ -57,11 +57,27 @@ export interface AuditLogOptions {
   log?: (line: string) => void;
 }
 
+/** How often (at most) the path is checked for an outside rotation while the file is kept open. */
+const REOPEN_CHECK_MS = 1000;
+
+/**
+ * Durability (unchanged from when the file was opened per record): a record is written with
+ * write(2) to a file opened O_APPEND before append()'s promise resolves, so it is in the page
+ * cache and survives a crash of the appliance process; it is not fsynced, so a power loss can
+ * lose the last records. What changed: the file stays open between records (opening, appending
+ * and closing per request cost the control plane's main thread ~0.4 s per 460 MiB of agent
+ * frames), and records queued while one write runs go out together in one write.
+ */
 export class AuditLog {
   private readonly maxBytes: number;
   private readonly keep: number;
   private readonly log: (line: string) => void;
   private size: number | undefined;
+  private fh: fs.FileHandle | undefined;
+  /** (dev, ino) of the open file, and when the path was last checked to still name it. */
+  private ident = '';
+  private checked = 0;
+  private pending: string[] = [];
   private queue: Promise<void> = Promise.resolve();
   private failing = false;
 
@@ -74,10 +90,11 @@ export class AuditLog {
     this.log = opts.log ?? (() => {});
   }
 
-  /** Appends a record; writes happen in order, one at a time. Never throws. */
+  /** Appends a record; writes happen in order. Never throws. */
   append(record: AuditRecord): Promise<void> {
-    const line = JSON.stringify(record) + '\n';
-    this.queue = this.queue.then(() => this.write(line));
+    this.pending.push(JSON.stringify(record) + '\n');
+    // One drain per write already queued takes every line pending when it runs.
+    this.queue = this.queue.then(() => this.drain());
     return this.queue;
   }
 
@@ -86,22 +103,74 @@ export class AuditLog {
     return this.queue;
   }
 
-  private async write(line: string): Promise<void> {
+  /** Writes what is pending and closes the file (a later append opens it again). */
+  async close(): Promise<void> {
+    await this.queue;
+    const fh = this.fh;
+    this.fh = undefined;
+    await fh?.close().catch(() => {});
+  }
+
+  private async drain(): Promise<void> {
+    const lines = this.pending;
+    if (lines.length === 0) return;
+    this.pending = [];
     try {
-      const bytes = Buffer.byteLength(line);
-      if (this.size === undefined) this.size = await fileSize(this.file);
-      if (this.size > 0 && this.size + bytes > this.maxBytes) await this.rotate();
-      await fs.appendFile(this.file, line, { mode: 0o600 });
-      this.size += bytes;
+      await this.reopenIfMoved();
+      let batch = '';
+      let batchBytes = 0;
+      for (const line of lines) {
+        const bytes = Buffer.byteLength(line);
+        if (this.size === undefined) this.size = await fileSize(this.file);
+        if (this.size + batchBytes > 0 && this.size + batchBytes + bytes > this.maxBytes) {
+          if (batchBytes > 0) await this.writeOut(batch, batchBytes);
+          batch = '';
+          batchBytes = 0;
+          if (this.size! > 0) await this.rotate();
+        }
+        batch += line;
+        batchBytes += bytes;
+      }
+      if (batchBytes > 0) await this.writeOut(batch, batchBytes);
       this.failing = false;
     } catch (err) {
       if (!this.failing) this.log(`writing the audit log ${this.file} failed: ${(err as Error).message}`);
       this.failing = true;
       this.size = undefined;
+      const fh = this.fh;
+      this.fh = undefined;
+      await fh?.close().catch(() => {});
     }
   }
 
+  private async writeOut(text: string, bytes: number): Promise<void> {
+    if (!this.fh) {
+      this.fh = await fs.open(this.file, 'a', 0o600);
+      const st = await this.fh.stat();
+      this.ident = `${st.dev}:${st.ino}`;
+      this.checked = Date.now();
+      this.size = st.size;
+    }
+    await this.fh.write(text);
+    this.size! += bytes;
+  }
+
+  /** Another program renamed or removed the file (logrotate): the next write opens the path again. */
+  private async reopenIfMoved(): Promise<void> {
+    if (!this.fh || Date.now() - this.checked < REOPEN_CHECK_MS) return;
+    this.checked = Date.now();
+    const st = await fs.stat(this.file).catch(() => undefined);
+    if (st && `${st.dev}:${st.ino}` === this.ident) return;
+    const fh = this.fh;
+    this.fh = undefined;
+    this.size = undefined;
+    await fh.close().catch(() => {});
+  }
+
   private async rotate(): Promise<void> {
+    const fh = this.fh;
+    this.fh = undefined;
+    await fh?.close();
     await fs.rm(`${this.file}.${this.keep}`, { force: true });
     for (let i = this.keep - 1; i >= 1; i--) {
       await fs.rename(`${this.file}.${i}`, `${this.file}.${i + 1}`).catch((err: NodeJS.ErrnoException) => {

@@ -42,6 +42,8 @@ export interface NativeAddon {
     cb: Callback<number>,
   ): void;
   decodeBatch(items: Float64Array, fps: Uint8Array, targets: Uint8Array[], status: Int32Array, cb: Callback<number>): void;
+  /** Decodes received segments (4 numbers each: offset in src, payload length, codec, plain length) into plain, hashes them and LZ4s the raw ones, on the pool (batch.h). Absent in older builds. */
+  acceptBatch?(src: Uint8Array, items: Uint32Array, plain: Uint8Array, fps: Uint8Array, status: Int32Array, plens: Int32Array, payloads: Uint8Array, cb: Callback<number>): void;
   /** Tests: the read fault seam (native/src/read_seam.c); kinds as file-io.ts's ReadFault. Absent in older builds. */
   setReadFaults?(fds: Int32Array, kinds: Int32Array): void;
 }

@@ -33,7 +33,9 @@ export async function startAppliance(t: Teardown, dir: string, extraArgs: string
   const mount = path.join(dir, 'mnt');
   const env = { ...process.env };
   delete env.NODE_OPTIONS;
-  const proc = spawn(process.execPath, [runner, '--data', data, '--mount', mount, '--listen', '127.0.0.1:0', ...extraArgs], {
+  // Profiling an appliance under a bench: node flags for it only (`--cpu-prof --cpu-prof-dir=DIR`, which NODE_OPTIONS refuses).
+  const nodeArgs = (process.env.VMVAULT_APPLIANCE_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
+  const proc = spawn(process.execPath, [...nodeArgs, runner, '--data', data, '--mount', mount, '--listen', '127.0.0.1:0', ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env,
   });

@@ -46,7 +46,7 @@ export async function transferAppliance(t: Teardown, opts: { authFailures?: { li
   t.teardown(async () => {
     await app.close();
     await receiver.close();
-    await audit.flush();
+    await audit.close();
   });
   return { url, store, ns, receiver, tokens, logs, dir, audit };
 }

@@ -7,6 +7,7 @@ import { vmError } from '../../errors.js';
 import { FRAME_CONTENT_TYPE, LIMITS } from '../../transfer/frames.js';
 import type { OpenRequest } from '../../transfer/messages.js';
 import type { TransferCaller, TransferReceiver } from '../../transfer/receiver.js';
+import { frameBodyParser, releaseFrameBody } from '../frame-body.js';
 import { routeSchema } from '../openapi.js';
 import { commonErrors, errorBody } from '../schemas.js';
 
@@ -29,9 +30,19 @@ function frameBody(request: FastifyRequest): Buffer {
   return request.body;
 }
 
+/** Runs a frame route, then gives the frame's buffer back (the receiver keeps no view of it once it answered). */
+async function withFrame<T>(request: FastifyRequest, fn: (frame: Buffer) => Promise<T>): Promise<T> {
+  try {
+    return await fn(frameBody(request));
+  } finally {
+    releaseFrameBody(request.body);
+  }
+}
+
 export async function transferRoutes(app: FastifyInstance, receiver: TransferReceiver): Promise<void> {
   await app.register(async (tx) => {
-    tx.addContentTypeParser(FRAME_CONTENT_TYPE, { parseAs: 'buffer', bodyLimit: LIMITS.frameBytes }, (_req, body, done) => done(null, body));
+    // Frames are read into reused buffers (frame-body.ts); each frame route gives its buffer back.
+    tx.addContentTypeParser(FRAME_CONTENT_TYPE, { bodyLimit: LIMITS.frameBytes }, frameBodyParser(LIMITS.frameBytes));
 
     tx.get(
       '/transfer/hello',
@@ -110,14 +121,14 @@ export async function transferRoutes(app: FastifyInstance, receiver: TransferRec
     });
 
     tx.post<{ Params: { id: string } }>('/transfer/sessions/:id/query', frameRoute('query', 'Which of these (fingerprint, length) pairs the appliance lacks, in the caller\'s scope'), async (request, reply) => {
-      const out = await receiver.query(callerOf(request), request.params.id, frameBody(request));
+      const out = await withFrame(request, (frame) => receiver.query(callerOf(request), request.params.id, frame));
       return reply.type(FRAME_CONTENT_TYPE).send(out);
     });
     tx.post<{ Params: { id: string } }>('/transfer/sessions/:id/segments', frameRoute('segments', 'Segments the appliance lacks: re-hashed, then stored'), async (request) =>
-      receiver.segments(callerOf(request), request.params.id, frameBody(request), request.ip),
+      withFrame(request, (frame) => receiver.segments(callerOf(request), request.params.id, frame, request.ip)),
     );
     tx.post<{ Params: { id: string } }>('/transfer/sessions/:id/recipe', frameRoute('recipe', 'The next part of the file, as segments and zero runs in order'), async (request) =>
-      receiver.recipe(callerOf(request), request.params.id, frameBody(request)),
+      withFrame(request, (frame) => receiver.recipe(callerOf(request), request.params.id, frame)),
     );
 
     tx.post<{ Params: { id: string } }>(

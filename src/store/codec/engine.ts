@@ -45,7 +45,30 @@ export interface CodecEngine {
    * container/file-io.ts): a ReadFault per record, injected where the engine reads.
    */
   decode(items: Float64Array, fps: Uint8Array, targets: Uint8Array[], faults?: Int32Array): Promise<DecodeFailure[]>;
+  /**
+   * Received segments (transfer protocol): decodes each payload (ACCEPT_ITEM numbers per
+   * segment: offset in src, payload length, codec 0 raw / 1 LZ4, plain length) into plain,
+   * back to back, and hashes them, off the main thread; stops at the first that does not
+   * decode. Native engine only (undefined: the caller decodes on its own thread).
+   */
+  readonly accept?: (src: Uint8Array, items: Uint32Array, plain: Uint8Array) => Promise<AcceptedBatch>;
   close(): Promise<void>;
+}
+
+export const ACCEPT_ITEM = 4;
+
+export interface AcceptedBatch {
+  /** Segments decoded and hashed (the first n). */
+  n: number;
+  /** 32 bytes per decoded segment. */
+  fps: Buffer;
+  /** Per segment sent raw: the length of its LZ4 payload in payloads (back to back), or -2 when LZ4 does not pay; -1 for one sent as LZ4. */
+  plens: Int32Array;
+  payloads: Buffer;
+  /** Gives payloads back for reuse; the caller must hold no view of it afterwards. */
+  release(): void;
+  /** Why segment n did not decode, if n < count: a short LZ4 prefix, a length mismatch (got), or a malformed block. */
+  failure?: { kind: 'short-prefix' } | { kind: 'length'; got: number } | { kind: 'malformed' };
 }
 
 // ---- native ----------------------------------------------------------------------------------
@@ -146,6 +169,38 @@ class NativeEngine implements CodecEngine {
           if (s !== 0) failures.push({ i: k, kind: STATUS_KIND[s] ?? 'corrupt', message: statusMessage(s, status[2 * k + 1], items, k) });
         }
         resolve(failures);
+      });
+    });
+  }
+
+  readonly accept: CodecEngine['accept'] = nativeCodec?.acceptBatch ? (src, items, plain) => this.acceptNative(src, items, plain) : undefined;
+
+  private acceptNative(src: Uint8Array, items: Uint32Array, plain: Uint8Array): Promise<AcceptedBatch> {
+    if (this.closed) return Promise.reject(vmError('CLOSED', 'the store is closed'));
+    const count = items.length / ACCEPT_ITEM;
+    const fps = Buffer.allocUnsafe(32 * count);
+    const status = new Int32Array(2 * count);
+    const plens = new Int32Array(count);
+    let rawBytes = 0;
+    for (let i = 0; i < count; i++) if (items[ACCEPT_ITEM * i + 2] === 0) rawBytes += items[ACCEPT_ITEM * i + 3];
+    const pooled = rawBytes <= PAYLOAD_BYTES;
+    const payloads = rawBytes === 0 ? EMPTY : pooled ? (freePayloads.pop() ?? Buffer.allocUnsafe(PAYLOAD_BYTES)) : Buffer.allocUnsafe(rawBytes);
+    let released = false;
+    const release = (): void => {
+      if (!released && pooled && payloads !== EMPTY && freePayloads.length < KEEP_PAYLOADS) freePayloads.push(payloads);
+      released = true;
+    };
+    return new Promise((resolve, reject) => {
+      nativeCodec!.acceptBatch!(src, items, plain, fps, status, plens, payloads, (err, n) => {
+        if (err) {
+          release();
+          return reject(err);
+        }
+        if (n >= count) return resolve({ n, fps, plens, payloads, release });
+        const s = status[2 * n];
+        const detail = status[2 * n + 1];
+        const failure: AcceptedBatch['failure'] = s === 4 ? { kind: 'length', got: detail } : detail === -1 ? { kind: 'short-prefix' } : { kind: 'malformed' };
+        resolve({ n, fps, plens, payloads, release, failure });
       });
     });
   }
