@@ -15,6 +15,7 @@ import type { Namespace } from '../namespace/namespace.js';
 import type { TreeView } from '../store/tree/reader.js';
 import { CatalogReader, CatalogWriter, type VolumeRow } from './catalog-db.js';
 import { TreeDiff } from './changed-ranges.js';
+import { walkExtEdit } from './fs/ext-edit.js';
 import { walkExtReusing } from './fs/ext-reuse.js';
 import { cachedSource } from './read-cache.js';
 import { findVolumes, openDisk, walkFilesystem, type ByteSource, type Disk, type Volume } from './source.js';
@@ -122,6 +123,36 @@ async function walkReusing(
   older.vols ??= await findVolumes(older.disk);
   const prevVol = older.vols.find((v) => v.name === vol.name && v.fs === vol.fs && v.size === vol.size);
   if (!prevVol) return undefined;
+  // Copy mode: the previous rows lie in this file already; only the changed ones are touched.
+  const rows = w.beginEdit();
+  if (rows) {
+    const notes: string[] = [];
+    try {
+      let changedBytes = 0;
+      const r = await walkExtEdit(vol, prevVol, rows, async (wanted) => {
+        const c = (await older.diff.refine(wanted.map(([a, b]) => [a + offset, b + offset]))).window(offset, offset + vol.size);
+        changedBytes = c.bytes;
+        return c;
+      }, {
+        replace: (row, e) => w.editRow(row.id, row.parent, row.name, e),
+        add: (parent, name, e) => w.editAdd(parent, name, e),
+        drop: (ids) => w.editDrop(ids),
+      }, { signal: p.signal, onNote: (n) => notes.push(n) });
+      if (!r || notes.length > 0) {
+        w.abandonEdit();
+        return undefined;
+      }
+      w.endEdit();
+      const n = w.endVolume();
+      p.log?.(`${vol.name}: ${n - r.read - r.added} rows kept in place, ${r.read} read again, ${r.added} new, ${r.dropped} gone (${changedBytes} bytes of the volume changed)`);
+      return { rows: n, kept: n - r.read - r.added };
+    } catch (err) {
+      w.abandonEdit();
+      if (p.signal?.aborted) throw vmError('CANCELLED', 'the catalog job was cancelled');
+      note(`${vol.name}: reusing the previous catalog failed (${message(err)}): walked in full`);
+      return undefined;
+    }
+  }
   const prevRows = w.beginReuse(prevFile, same.id);
   if (!prevRows) {
     p.log?.(`${vol.name}: the previous catalog has no block references (an older vmvault wrote it): walked in full`);

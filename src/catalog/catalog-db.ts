@@ -7,6 +7,7 @@ import Database from 'better-sqlite3';
 import fs from 'node:fs';
 import { vmError } from '../errors.js';
 import { decodeExtents, encodeExtents, type Extent } from './extents-codec.js';
+import type { EditRows } from './fs/ext-edit.js';
 import type { PrevRow } from './fs/ext-reuse.js';
 import type { FileEntry } from './source.js';
 
@@ -269,6 +270,76 @@ export class CatalogWriter {
     } finally {
       if (!ok && !inPlace) this.db.prepare('DETACH DATABASE prev').run();
     }
+  }
+
+  private edit: { drops: number[] } | undefined;
+
+  /**
+   * Copy mode, the current volume claimed from the previous point (addVolume's `claim`): its
+   * carried rows, asked about where they lie, to be edited (fs/ext-edit.ts: editRow, editAdd,
+   * editDrop, then endEdit or abandonEdit). Undefined when the volume was not claimed.
+   */
+  beginEdit(): EditRows | undefined {
+    this.flush();
+    const vol = this.vol;
+    const root = this.carriedRoots.get(vol);
+    if (!this.claimed.has(vol) || root === undefined || root === null) return undefined;
+    const cols = 'id, parent, name, type, inode, deps';
+    type Raw = [number, number, string, number, number, Buffer | null];
+    const toRows = (raw: Raw[]): PrevRow[] => raw.map((r) => ({ id: r[0], parent: r[1], name: r[2], type: r[3], inode: r[4], deps: r[5] ? decodeExtents(r[5]) : null }));
+    const meta = this.db.prepare(`SELECT ${cols} FROM files WHERE volume = ? AND parent != 0 AND (type = ${TYPE_CODE.dir} OR deps IS NOT NULL)`).raw();
+    // No index on inode: one scan of the volume's rows, in SQLite (no row reaches JS but these).
+    const ofInodes = this.db.prepare(`SELECT ${cols} FROM files WHERE volume = ? AND parent != 0 AND (inode IN (SELECT value FROM json_each(?)) OR inode < 1 OR inode > ?)`).raw();
+    const kids = this.db.prepare(`SELECT ${cols} FROM files WHERE parent = ?`).raw();
+    const sub = this.db.prepare('WITH RECURSIVE s(id) AS (SELECT ? UNION SELECT f.id FROM files f JOIN s ON f.parent = s.id) SELECT id FROM s').pluck();
+    this.edit = { drops: [] };
+    return {
+      root,
+      meta: () => toRows(meta.all(vol) as Raw[]),
+      ofInodes: (inodes, count) => toRows(ofInodes.all(vol, JSON.stringify(inodes), count) as Raw[]),
+      children: (parent) => toRows(kids.all(parent) as Raw[]),
+      subtree: (id) => sub.all(id) as number[],
+    };
+  }
+
+  /** Row `id` (carried) as read now. */
+  editRow(id: number, parent: number, name: string, e: FileEntry): void {
+    this.pending.push([id, this.vol, parent, name, ...this.fields(e)]);
+  }
+
+  /** A new row under `parent`: its id. */
+  editAdd(parent: number, name: string, e: FileEntry): number {
+    const id = this.nextId();
+    this.pending.push([id, this.vol, parent, name, ...this.fields(e)]);
+    return id;
+  }
+
+  editDrop(ids: number[]): void {
+    this.edit!.drops.push(...ids);
+  }
+
+  /** Applies the edit: rows dropped, rows read now written over theirs or added. */
+  endEdit(): void {
+    const e = this.edit;
+    if (!e) return;
+    this.edit = undefined;
+    const rows = this.pending;
+    this.pending = [];
+    const del = this.db.prepare('DELETE FROM files WHERE id = ?');
+    const put = this.db.prepare('INSERT OR REPLACE INTO files (id, volume, parent, name, type, size, mtime, mode, uid, gid, inode, target, extents, inline, deps) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)');
+    this.db.transaction(() => {
+      for (const id of e.drops) del.run(id);
+      for (const row of rows) put.run(...row);
+    })();
+    this.dirs.set('/', this.carriedRoots.get(this.vol)!);
+  }
+
+  /** Gives up an edit begun: the volume's carried rows go, and it is walked whole. */
+  abandonEdit(): void {
+    if (!this.edit) return;
+    this.edit = undefined;
+    this.pending = [];
+    this.db.prepare('DELETE FROM files WHERE volume = ?').run(this.vol);
   }
 
   /** Copy mode: the previous catalog's volume roots (the volumes table is rewritten). */

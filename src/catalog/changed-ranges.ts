@@ -52,6 +52,21 @@ export class RangeSet {
     return lo > 0 && this.ends[lo - 1] > off;
   }
 
+  /** The ranges that meet [from, to), cut to it (not moved). */
+  within(from: number, to: number): Array<[number, number]> {
+    const out: Array<[number, number]> = [];
+    // The first range ending after `from`.
+    let lo = 0;
+    let hi = this.ends.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.ends[mid] <= from) lo = mid + 1;
+      else hi = mid;
+    }
+    for (let i = lo; i < this.starts.length && this.starts[i] < to; i++) out.push([Math.max(from, this.starts[i]), Math.min(to, this.ends[i])]);
+    return out;
+  }
+
   /** The part within [from, to), moved by -from (a volume's ranges from its disk's). */
   window(from: number, to: number): RangeSet {
     const out: Array<[number, number]> = [];
