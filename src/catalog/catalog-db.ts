@@ -272,7 +272,7 @@ export class CatalogWriter {
     }
   }
 
-  private edit: { drops: number[] } | undefined;
+  private edit: { drop: Database.Statement } | undefined;
 
   /**
    * Copy mode, the current volume claimed from the previous point (addVolume's `claim`): its
@@ -290,15 +290,15 @@ export class CatalogWriter {
     const meta = this.db.prepare(`SELECT ${cols} FROM files WHERE volume = ? AND parent != 0 AND (type = ${TYPE_CODE.dir} OR deps IS NOT NULL)`).raw();
     // No index on inode: one scan of the volume's rows, in SQLite (no row reaches JS but these).
     const ofInodes = this.db.prepare(`SELECT ${cols} FROM files WHERE volume = ? AND parent != 0 AND (inode IN (SELECT value FROM json_each(?)) OR inode < 1 OR inode > ?)`).raw();
-    const kids = this.db.prepare(`SELECT ${cols} FROM files WHERE parent = ?`).raw();
-    const sub = this.db.prepare('WITH RECURSIVE s(id) AS (SELECT ? UNION SELECT f.id FROM files f JOIN s ON f.parent = s.id) SELECT id FROM s').pluck();
-    this.edit = { drops: [] };
+    const kids = this.db.prepare('SELECT id, parent, name, type, inode FROM files WHERE parent = ?').raw();
+    const sub = this.db.prepare('WITH RECURSIVE s(id) AS (SELECT value FROM json_each(?) UNION SELECT f.id FROM files f JOIN s ON f.parent = s.id) SELECT id FROM s').pluck();
+    this.edit = { drop: this.db.prepare(`DELETE FROM files WHERE volume = ${vol} AND id IN (SELECT value FROM json_each(?))`) };
     return {
       root,
       meta: () => toRows(meta.all(vol) as Raw[]),
       ofInodes: (inodes, count) => toRows(ofInodes.all(vol, JSON.stringify(inodes), count) as Raw[]),
-      children: (parent) => toRows(kids.all(parent) as Raw[]),
-      subtree: (id) => sub.all(id) as number[],
+      children: (parent) => (kids.all(parent) as Array<[number, number, string, number, number]>).map((r) => ({ id: r[0], parent: r[1], name: r[2], type: r[3], inode: r[4] })),
+      subtree: (ids) => sub.all(JSON.stringify(ids)) as number[],
     };
   }
 
@@ -314,21 +314,20 @@ export class CatalogWriter {
     return id;
   }
 
+  /** Drops rows now (an edit that is given up drops the whole volume anyway). */
   editDrop(ids: number[]): void {
-    this.edit!.drops.push(...ids);
+    this.edit!.drop.run(JSON.stringify(ids));
   }
 
-  /** Applies the edit: rows dropped, rows read now written over theirs or added. */
+  /** Applies the edit: the rows read now written over theirs or added (the dropped ones went at once). */
   endEdit(): void {
     const e = this.edit;
     if (!e) return;
     this.edit = undefined;
     const rows = this.pending;
     this.pending = [];
-    const del = this.db.prepare('DELETE FROM files WHERE id = ?');
     const put = this.db.prepare('INSERT OR REPLACE INTO files (id, volume, parent, name, type, size, mtime, mode, uid, gid, inode, target, extents, inline, deps) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)');
     this.db.transaction(() => {
-      for (const id of e.drops) del.run(id);
       for (const row of rows) put.run(...row);
     })();
     this.dirs.set('/', this.carriedRoots.get(this.vol)!);

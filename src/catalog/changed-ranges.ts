@@ -124,9 +124,16 @@ export class TreeDiff {
   async refine(wanted: Array<[number, number]>): Promise<RangeSet> {
     const want = RangeSet.of(wanted);
     const out: Array<[number, number]> = [...this.tail];
+    // Within a region only the parts asked about are descended (a level-1 region spans
+    // megabytes; a walk asks about scattered 4 KiB blocks in it): the rest stays "changed".
     await Promise.all(this.regions.map(async ([lo, hi]) => {
-      if (!want.overlaps(lo, hi - lo)) out.push([lo, hi]);
-      else await compareLeaves(this.a, this.b, lo, hi, out);
+      let at = lo;
+      for (const [a, b] of want.within(lo, hi)) {
+        if (a > at) out.push([at, a]);
+        await compareLeaves(this.a, this.b, a, b, out);
+        at = b;
+      }
+      if (at < hi) out.push([at, hi]);
     }));
     return RangeSet.of(out);
   }

@@ -19,7 +19,6 @@
 // returns undefined: the caller walks the volume whole.
 
 import type { FileEntry, Volume, WalkOptions } from '../source.js';
-import type { RangeSet } from '../changed-ranges.js';
 import { checkAbort, typeOfMode, type Extent } from './entry.js';
 import { ExtFs, entryOf, readDirEntries } from './ext.js';
 import type { PrevRow } from './ext-reuse.js';
@@ -35,9 +34,10 @@ export interface EditRows {
   meta(): PrevRow[];
   /** The rows of these inodes, and of inodes outside [1, count] (not the root). */
   ofInodes(inodes: number[], count: number): PrevRow[];
-  children(parent: number): PrevRow[];
-  /** The ids of row `id` and every row below it. */
-  subtree(id: number): number[];
+  /** The rows under `parent` (without their deps). */
+  children(parent: number): Array<Omit<PrevRow, 'deps'>>;
+  /** The ids of rows `ids` and every row below them. */
+  subtree(ids: number[]): number[];
 }
 
 export interface EditSink {
@@ -48,8 +48,8 @@ export interface EditSink {
   drop(ids: number[]): void;
 }
 
-/** What changed, as the caller finds it from the store for the volume ranges asked about. */
-export type ChangedIn = (wanted: Array<[number, number]>) => Promise<Pick<RangeSet, 'overlaps' | 'within'>>;
+/** What changed, as the caller finds it from the store for the volume ranges asked about (a RangeSet, changed-ranges.ts). */
+export type ChangedIn = (wanted: Array<[number, number]>) => Promise<{ overlaps(offset: number, length: number): boolean; within(from: number, to: number): Array<[number, number]> }>;
 
 export async function walkExtEdit(
   vol: Volume,
@@ -64,16 +64,15 @@ export async function walkExtEdit(
   if (!fs.sameLayout(pfs)) return undefined;
   const note = (s: string) => opts.onNote?.(`${vol.name}: ${s}`);
 
-  const meta = rows.meta();
   // '/' is never a walked entry (its row has no deps): its blocks, as the previous point had
-  // them, are asked about here.
-  let rootDeps: Extent[];
-  try {
+  // them, are asked about here (read while SQLite answers the query below).
+  const rootDepsRead = (async () => {
     const m: Extent[] = [];
-    rootDeps = [...(await pfs.extents(await pfs.inode(2), m)), ...m];
-  } catch {
-    return undefined;
-  }
+    return [...(await pfs.extents(await pfs.inode(2), m)), ...m];
+  })().catch(() => undefined);
+  const meta = rows.meta();
+  const rootDeps = await rootDepsRead;
+  if (!rootDeps) return undefined;
   const wanted: Array<[number, number]> = fs.inodeTableRanges();
   for (const r of meta) if (r.deps) for (const d of r.deps) wanted.push([d.physical, d.physical + d.length]);
   for (const d of rootDeps) wanted.push([d.physical, d.physical + d.length]);
@@ -100,15 +99,12 @@ export async function walkExtEdit(
     if (!t && r.deps && r.deps.some((d) => changed.overlaps(d.physical, d.length))) t = !(await depsClean(r.deps));
     if (t) touched.push(r);
   };
-  for (const r of meta) await consider(r);
-  for (const r of rows.ofInodes([...dirty], fs.inodeCount)) await consider(r);
+  await Promise.all(meta.map(consider));
   const rootTouched = dirty.has(2) || !(await depsClean(rootDeps));
 
   // 1. Changed directories read again; their entries against their previous children.
   const rootRow: PrevRow = { id: rows.root, parent: 0, name: '', type: DIR, inode: 2, deps: null };
-  // In id order, which is parents first (a walk writes a directory's row before its entries'):
-  // a directory inside one that went away is dropped with it, not read.
-  const dirs = touched.filter((r) => r.type === DIR).sort((a, b) => a.id - b.id);
+  const dirs = touched.filter((r) => r.type === DIR);
   if (rootTouched) dirs.unshift(rootRow);
   const dropped = new Set<number>();
   const adds: Array<{ dir: PrevRow; kids: Array<{ ino: number; name: string }> }> = [];
@@ -119,31 +115,61 @@ export async function walkExtEdit(
       return undefined;
     }
   };
-  for (const d of dirs) {
-    checkAbort(opts);
-    if (dropped.has(d.id)) continue;
-    let kids: Array<{ ino: number; name: string }>;
+  // A directory's entries, or 'freed' for one deleted (no links) or whose inode is now
+  // something else: it is in a subtree that went away, unless the file system is damaged, and
+  // is read only if it is still reached after its parents were read.
+  const entriesOf = async (d: PrevRow, evenFreed: boolean): Promise<Array<{ ino: number; name: string }> | 'freed' | null | Error> => {
     try {
       const ino = await fs.inode(d.inode);
-      if (typeOfMode(ino.mode) !== 'dir') return undefined; // no longer a directory
-      kids = await readDirEntries(fs, ino, await fs.extents(ino));
+      if ((ino.links === 0 || typeOfMode(ino.mode) !== 'dir') && !evenFreed) return 'freed';
+      if (typeOfMode(ino.mode) !== 'dir') return null; // no longer a directory, yet reached
+      return await readDirEntries(fs, ino, await fs.extents(ino));
     } catch (err) {
-      note(`directory ${d.name || '/'} (inode ${d.inode}) could not be read: ${(err as Error).message}`);
-      return undefined;
+      return err as Error;
     }
-    const byName = new Map(rows.children(d.id).map((c) => [c.name, c]));
-    const add: Array<{ ino: number; name: string }> = [];
-    for (const k of kids) {
-      const c = byName.get(k.name);
-      // The same name for the same inode (of the same type, if its record changed) stays.
-      if (c && c.inode === k.ino && (!dirty.has(k.ino) || (await typeNow(k.ino)) === c.type)) byName.delete(k.name);
-      else add.push(k);
+  };
+  let round = dirs;
+  for (let evenFreed = false; round.length > 0; evenFreed = true) {
+    checkAbort(opts);
+    // All read at once: the reads wait on the store, not on each other.
+    const entries = await Promise.all(round.map((d) => entriesOf(d, evenFreed)));
+    const goneDirs: number[] = [];
+    const later: PrevRow[] = [];
+    for (let i = 0; i < round.length; i++) {
+      const d = round[i];
+      const kids = entries[i];
+      if (kids === 'freed') {
+        later.push(d);
+        continue;
+      }
+      if (kids === null) return undefined;
+      if (kids instanceof Error) {
+        note(`directory ${d.name || '/'} (inode ${d.inode}) could not be read: ${kids.message}`);
+        return undefined;
+      }
+      const byName = new Map(rows.children(d.id).map((c) => [c.name, c]));
+      const add: Array<{ ino: number; name: string }> = [];
+      for (const k of kids) {
+        const c = byName.get(k.name);
+        // The same name for the same inode (of the same type, if its record changed) stays.
+        if (c && c.inode === k.ino && (!dirty.has(k.ino) || (await typeNow(k.ino)) === c.type)) byName.delete(k.name);
+        else add.push(k);
+      }
+      // What went away, with everything below it: gone from the file before the rows of
+      // changed inodes are asked for, so that those are only the living ones (a deleted file's
+      // record changed too).
+      for (const g of byName.values()) {
+        if (g.type === DIR) goneDirs.push(g.id);
+        else dropped.add(g.id);
+      }
+      if (add.length > 0) adds.push({ dir: d, kids: add });
     }
-    // What went away, with everything below it.
-    for (const g of byName.values()) for (const id of rows.subtree(g.id)) dropped.add(id);
-    if (add.length > 0) adds.push({ dir: d, kids: add });
+    if (goneDirs.length > 0) for (const id of rows.subtree(goneDirs)) dropped.add(id);
+    round = later.filter((d) => !dropped.has(d.id));
   }
   if (dropped.size > 0) sink.drop([...dropped]);
+  // The other rows of changed inodes (files, symlinks: directories were all in `meta`).
+  await Promise.all(rows.ofInodes([...dirty], fs.inodeCount).map(consider));
 
   // 2. The changed rows that stay, read again under their ids.
   let read = 0;
