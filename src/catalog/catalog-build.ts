@@ -14,7 +14,7 @@ import { vmError } from '../errors.js';
 import type { Namespace } from '../namespace/namespace.js';
 import type { TreeView } from '../store/tree/reader.js';
 import { CatalogReader, CatalogWriter, type VolumeRow } from './catalog-db.js';
-import { TreeDiff } from './changed-ranges.js';
+import { RangeSet, TreeDiff } from './changed-ranges.js';
 import { walkExtEdit } from './fs/ext-edit.js';
 import { walkExtReusing } from './fs/ext-reuse.js';
 import { cachedSource } from './read-cache.js';
@@ -131,7 +131,7 @@ async function walkReusing(
       let changedBytes = 0;
       const r = await walkExtEdit(vol, prevVol, rows, async (wanted) => {
         const c = (await older.diff.refine(wanted.map(([a, b]) => [a + offset, b + offset]))).window(offset, offset + vol.size);
-        changedBytes = c.bytes;
+        changedBytes = askedBytes(c, wanted);
         return c;
       }, {
         replace: (row, e) => w.editRow(row.id, row.parent, row.name, e),
@@ -144,7 +144,7 @@ async function walkReusing(
       }
       w.endEdit();
       const n = w.endVolume();
-      p.log?.(`${vol.name}: ${n - r.read - r.added} rows kept in place, ${r.read} read again, ${r.added} new, ${r.dropped} gone (${changedBytes} bytes of the volume changed)`);
+      p.log?.(`${vol.name}: ${n - r.read - r.added} rows kept in place, ${r.read} read again, ${r.added} new, ${r.dropped} gone (${changedBytes} bytes of its metadata changed)`);
       return { rows: n, kept: n - r.read - r.added };
     } catch (err) {
       w.abandonEdit();
@@ -163,7 +163,7 @@ async function walkReusing(
     let changedBytes = 0;
     const changedIn = async (wanted: Array<[number, number]>) => {
       const c = (await older.diff.refine(wanted.map(([a, b]) => [a + offset, b + offset]))).window(offset, offset + vol.size);
-      changedBytes = c.bytes;
+      changedBytes = askedBytes(c, wanted);
       return (o: number, l: number) => c.overlaps(o, l);
     };
     const r = await walkExtReusing(vol, prevVol, prevRows, changedIn, {
@@ -178,7 +178,7 @@ async function walkReusing(
       return undefined;
     }
     w.endReuse();
-    p.log?.(`${vol.name}: ${r.kept} rows kept from the previous point, ${r.read} read again (${changedBytes} bytes of the volume changed)`);
+    p.log?.(`${vol.name}: ${r.kept} rows kept from the previous point, ${r.read} read again (${changedBytes} bytes of its metadata changed)`);
     return { rows: w.endVolume(), kept: r.kept };
   } catch (err) {
     w.abandonReuse();
@@ -186,6 +186,13 @@ async function walkReusing(
     note(`${vol.name}: reusing the previous catalog failed (${message(err)}): walked in full`);
     return undefined;
   }
+}
+
+/** How many bytes of the ranges asked about changed (refine() answers only those exactly). */
+function askedBytes(c: RangeSet, wanted: Array<[number, number]>): number {
+  let n = 0;
+  for (const [a, b] of RangeSet.of(wanted).within(0, Number.MAX_SAFE_INTEGER)) for (const [x, y] of c.within(a, b)) n += y - x;
+  return n;
 }
 
 function message(err: unknown): string {
