@@ -335,6 +335,10 @@ t.test('in-place edit (only changed rows touched) equals a full walk: renamed, m
     const want = rows(whole);
     t.same([...got.keys()].sort(), [...want.keys()].sort(), `${point}: the same paths as a full walk`);
     t.same([...got].filter(([k, v]) => want.get(k) !== v), [], `${point}: every row equal to the full walk`);
+    const rd = new CatalogReader(cat.fileOf('vm', point));
+    t.equal(rd.volumes()[0].files, rd.fileCount(), `${point}: the volume's count is its rows'`);
+    t.equal(r.files, rd.fileCount(), `${point}: the build's count too`);
+    rd.close();
     expect(got);
   };
 
