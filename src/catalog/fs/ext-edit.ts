@@ -201,6 +201,8 @@ export async function walkExtEdit(
   const stack: Array<{ parent: number; name: string; ino: number }> = [];
   for (const { dir, kids } of adds) if (!dropped.has(dir.id)) for (const k of kids) stack.push({ parent: dir.id, name: k.name, ino: k.ino });
   for (const r of becameDirs) {
+    if (live.has(r.inode)) return undefined;
+    live.add(r.inode);
     try {
       const ino = await fs.inode(r.inode);
       for (const k of await readDirEntries(fs, ino, await fs.extents(ino))) stack.push({ parent: r.id, name: k.name, ino: k.ino });
