@@ -274,6 +274,115 @@ t.test('a point changed in place keeps the rows whose bytes did not change, and 
   t.same(rows(path.join(dir, 'o2.db')), want, 'the same rows');
 });
 
+t.test('in-place edit (only changed rows touched) equals a full walk: renamed, moved, deleted, grown, two points in a row', async (t) => {
+  const dir = tmpDir(t);
+  const { ns } = await openNs(t, path.join(dir, 'store'));
+  const cat = new CatalogService(ns, { dataDir: path.join(dir, 'data') });
+  t.teardown(() => cat.close());
+  const tree = path.join(dir, 'tree');
+  makeTree(tree, BASE);
+  fs.symlinkSync('../etc/passwd', path.join(tree, 'home/u/pw'));
+  const d1 = path.join(dir, 'd1.raw');
+  makeExtDisk(d1, tree);
+  await ns.shares.create('vm');
+  await writeFile(ns, '/vm/vda.raw', fs.readFileSync(d1));
+  await ns.snapshots.create('vm', 'p1');
+  const { execFileSync } = await import('node:child_process');
+  const { buildCatalog } = await import('../src/catalog/catalog-build.js');
+  fs.writeFileSync(path.join(dir, 'grown.bin'), seeded('grown', 700_000));
+  fs.writeFileSync(path.join(dir, 'small.txt'), 'a new file\n');
+
+  // A guest's changes, in place (debugfs on a copy of the last disk), written as an incremental.
+  let last = d1;
+  const change = async (name: string, cmds: string[]) => {
+    const next = path.join(dir, `${name}.raw`);
+    fs.copyFileSync(last, next);
+    execFileSync('debugfs', ['-w', '-f', '-', `${next}?offset=${1 << 20}`], { input: cmds.join('\n'), stdio: ['pipe', 'ignore', 'ignore'] });
+    const a = fs.readFileSync(last);
+    const b = fs.readFileSync(next);
+    const fh = await ns.fs.open('/vm/vda.raw', 2);
+    for (let at = 0; at < b.length; at += 65536) {
+      if (!a.subarray(at, at + 65536).equals(b.subarray(at, at + 65536))) await ns.write(fh, at, Buffer.from(b.subarray(at, at + 65536)));
+    }
+    await ns.fs.release(fh);
+    await ns.flushAll();
+    await ns.snapshots.create('vm', name);
+    last = next;
+  };
+  const rows = (file: string) => {
+    const r = new CatalogReader(file);
+    const db = (r as unknown as { db: import('better-sqlite3').Database }).db;
+    const out = new Map<string, string>();
+    const twice: string[] = [];
+    for (const row of db.prepare('SELECT id, name, type, size, mtime, mode, uid, gid, inode, target, hex(extents) AS e, hex(inline) AS i, hex(deps) AS d FROM files').all() as Array<{ id: number }>) {
+      const { id, ...rest } = row;
+      const p = r.pathOf(r.get(id)!);
+      if (out.has(p)) twice.push(p);
+      out.set(p, JSON.stringify(rest));
+    }
+    t.same(twice, [], 'each path listed once');
+    r.close();
+    return out;
+  };
+  const check = async (point: string, expect: (got: Map<string, string>) => void) => {
+    const logs: string[] = [];
+    const r = await cat.build('vm', point, { log: (l) => logs.push(l) });
+    t.equal(r.partlyReusedVolumes, 1, `${point}: edited in place: ${logs.join(' | ')}`);
+    t.ok(logs.some((l) => /rows kept in place/.test(l)), `${point}: the in-place edit ran`);
+    const whole = path.join(dir, `${point}-whole.db`);
+    await buildCatalog(ns, { share: 'vm', point, file: whole });
+    const got = rows(cat.fileOf('vm', point));
+    const want = rows(whole);
+    t.same([...got.keys()].sort(), [...want.keys()].sort(), `${point}: the same paths as a full walk`);
+    t.same([...got].filter(([k, v]) => want.get(k) !== v), [], `${point}: every row equal to the full walk`);
+    const rd = new CatalogReader(cat.fileOf('vm', point));
+    t.equal(rd.volumes()[0].files, rd.fileCount(), `${point}: the volume's count is its rows'`);
+    t.equal(r.files, rd.fileCount(), `${point}: the build's count too`);
+    rd.close();
+    expect(got);
+  };
+
+  await cat.build('vm', 'p1');
+  const p1 = rows(cat.fileOf('vm', 'p1'));
+  await change('p2', [
+    'ln /usr/share/doc/pkg3/README /usr/share/doc/pkg3/README.old', // renamed
+    'unlink /usr/share/doc/pkg3/README',
+    'ln /usr/share/doc/pkg5 /home/u/pkg5', // a directory moved
+    'unlink /usr/share/doc/pkg5',
+    'rm /usr/share/doc/pkg9/README', // a directory deleted with its file
+    'rmdir /usr/share/doc/pkg9',
+    'rm /var/lib/app/data.bin', // grown: written anew, larger
+    `write ${path.join(dir, 'grown.bin')} /var/lib/app/data.bin`,
+    'mkdir /srv',
+    `write ${path.join(dir, 'small.txt')} /srv/x`,
+    'set_inode_field /home/u/notes.txt mtime 20240102',
+    'set_inode_field /etc/nginx/nginx.conf atime 20240101',
+  ]);
+  await check('p2', (got) => {
+    t.ok(got.has('/usr/share/doc/pkg3/README.old') && !got.has('/usr/share/doc/pkg3/README'), 'the renamed file');
+    t.ok(got.has('/home/u/pkg5/README') && !got.has('/usr/share/doc/pkg5/README') && !got.has('/usr/share/doc/pkg5'), 'the moved directory');
+    t.ok(!got.has('/usr/share/doc/pkg9') && !got.has('/usr/share/doc/pkg9/README'), 'the deleted directory');
+    t.match(JSON.parse(got.get('/var/lib/app/data.bin')!), { size: 700_000 }, 'the grown file');
+    t.not(got.get('/var/lib/app/data.bin'), p1.get('/var/lib/app/data.bin'), 'its row changed');
+    t.equal(got.get('/usr/share/doc/pkg8/README'), p1.get('/usr/share/doc/pkg8/README'), 'an untouched row as it was');
+  });
+  // A second change on top of the edited catalog (its ids no longer in walk order).
+  await change('p3', [
+    `write ${path.join(dir, 'small.txt')} /home/u/pkg5/NEWS`, // into the moved directory
+    'ln /home/u/pkg5 /usr/share/doc/pkg5', // and moved back
+    'unlink /home/u/pkg5',
+    'rm /srv/x',
+    'rmdir /srv',
+    'rm /etc/passwd', // a name that now names another inode (the link home/u/pw dangles)
+    `write ${path.join(dir, 'small.txt')} /etc/passwd`,
+  ]);
+  await check('p3', (got) => {
+    t.ok(got.has('/usr/share/doc/pkg5/NEWS') && got.has('/usr/share/doc/pkg5/README') && !got.has('/home/u/pkg5'), 'moved back, with the new file');
+    t.ok(!got.has('/srv'), 'the directory gone');
+    t.match(JSON.parse(got.get('/etc/passwd')!), { size: 11 }, 'the rewritten file');
+  });
+});
+
 t.test('copy mode: more rows read again than one insert batch, under the ids of the rows they replace', async (t) => {
   // The writer's own API over two real SQLite files (no file system walked): 6,000 rows of a
   // previous catalog all read again in place. Rows must not go in before the carried rows they

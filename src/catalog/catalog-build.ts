@@ -14,7 +14,8 @@ import { vmError } from '../errors.js';
 import type { Namespace } from '../namespace/namespace.js';
 import type { TreeView } from '../store/tree/reader.js';
 import { CatalogReader, CatalogWriter, type VolumeRow } from './catalog-db.js';
-import { TreeDiff } from './changed-ranges.js';
+import { RangeSet, TreeDiff } from './changed-ranges.js';
+import { walkExtEdit } from './fs/ext-edit.js';
 import { walkExtReusing } from './fs/ext-reuse.js';
 import { cachedSource } from './read-cache.js';
 import { findVolumes, openDisk, walkFilesystem, type ByteSource, type Disk, type Volume } from './source.js';
@@ -122,6 +123,36 @@ async function walkReusing(
   older.vols ??= await findVolumes(older.disk);
   const prevVol = older.vols.find((v) => v.name === vol.name && v.fs === vol.fs && v.size === vol.size);
   if (!prevVol) return undefined;
+  // Copy mode: the previous rows lie in this file already; only the changed ones are touched.
+  const rows = w.beginEdit();
+  if (rows) {
+    const notes: string[] = [];
+    try {
+      let changedBytes = 0;
+      const r = await walkExtEdit(vol, prevVol, rows, async (wanted) => {
+        const c = (await older.diff.refine(wanted.map(([a, b]) => [a + offset, b + offset]))).window(offset, offset + vol.size);
+        changedBytes = askedBytes(c, wanted);
+        return c;
+      }, {
+        replace: (row, e) => w.editRow(row.id, row.parent, row.name, e),
+        add: (parent, name, e) => w.editAdd(parent, name, e),
+        drop: (ids) => w.editDrop(ids),
+      }, { signal: p.signal, onNote: (n) => notes.push(n) });
+      if (!r || notes.length > 0) {
+        w.abandonEdit();
+        return undefined;
+      }
+      w.endEdit();
+      const n = w.endVolume();
+      p.log?.(`${vol.name}: ${n - r.read - r.added} rows kept in place, ${r.read} read again, ${r.added} new, ${r.dropped} gone (${changedBytes} bytes of its metadata changed)`);
+      return { rows: n, kept: n - r.read - r.added };
+    } catch (err) {
+      w.abandonEdit();
+      if (p.signal?.aborted) throw vmError('CANCELLED', 'the catalog job was cancelled');
+      note(`${vol.name}: reusing the previous catalog failed (${message(err)}): walked in full`);
+      return undefined;
+    }
+  }
   const prevRows = w.beginReuse(prevFile, same.id);
   if (!prevRows) {
     p.log?.(`${vol.name}: the previous catalog has no block references (an older vmvault wrote it): walked in full`);
@@ -132,7 +163,7 @@ async function walkReusing(
     let changedBytes = 0;
     const changedIn = async (wanted: Array<[number, number]>) => {
       const c = (await older.diff.refine(wanted.map(([a, b]) => [a + offset, b + offset]))).window(offset, offset + vol.size);
-      changedBytes = c.bytes;
+      changedBytes = askedBytes(c, wanted);
       return (o: number, l: number) => c.overlaps(o, l);
     };
     const r = await walkExtReusing(vol, prevVol, prevRows, changedIn, {
@@ -147,7 +178,7 @@ async function walkReusing(
       return undefined;
     }
     w.endReuse();
-    p.log?.(`${vol.name}: ${r.kept} rows kept from the previous point, ${r.read} read again (${changedBytes} bytes of the volume changed)`);
+    p.log?.(`${vol.name}: ${r.kept} rows kept from the previous point, ${r.read} read again (${changedBytes} bytes of its metadata changed)`);
     return { rows: w.endVolume(), kept: r.kept };
   } catch (err) {
     w.abandonReuse();
@@ -155,6 +186,13 @@ async function walkReusing(
     note(`${vol.name}: reusing the previous catalog failed (${message(err)}): walked in full`);
     return undefined;
   }
+}
+
+/** How many bytes of the ranges asked about changed (refine() answers only those exactly). */
+function askedBytes(c: RangeSet, wanted: Array<[number, number]>): number {
+  let n = 0;
+  for (const [a, b] of RangeSet.of(wanted).within(0, Number.MAX_SAFE_INTEGER)) for (const [x, y] of c.within(a, b)) n += y - x;
+  return n;
 }
 
 function message(err: unknown): string {

@@ -7,6 +7,7 @@ import Database from 'better-sqlite3';
 import fs from 'node:fs';
 import { vmError } from '../errors.js';
 import { decodeExtents, encodeExtents, type Extent } from './extents-codec.js';
+import type { EditRows } from './fs/ext-edit.js';
 import type { PrevRow } from './fs/ext-reuse.js';
 import type { FileEntry } from './source.js';
 
@@ -271,12 +272,94 @@ export class CatalogWriter {
     }
   }
 
+  /** The edit under way: its statement for dropping rows, and the volume's row count as edited so far. */
+  private edit: { drop: Database.Statement; rows: number | undefined } | undefined;
+
+  /**
+   * Copy mode, the current volume claimed from the previous point (addVolume's `claim`): its
+   * carried rows, asked about where they lie, to be edited (fs/ext-edit.ts: editRow, editAdd,
+   * editDrop, then endEdit or abandonEdit). Undefined when the volume was not claimed.
+   */
+  beginEdit(): EditRows | undefined {
+    this.flush();
+    const vol = this.vol;
+    const root = this.carriedRoots.get(vol);
+    if (!this.claimed.has(vol) || root === undefined || root === null) return undefined;
+    const cols = 'id, parent, name, type, inode, deps';
+    type Raw = [number, number, string, number, number, Buffer | null];
+    const toRows = (raw: Raw[]): PrevRow[] => raw.map((r) => ({ id: r[0], parent: r[1], name: r[2], type: r[3], inode: r[4], deps: r[5] ? decodeExtents(r[5]) : null }));
+    const meta = this.db.prepare(`SELECT ${cols} FROM files WHERE volume = ? AND parent != 0 AND (type = ${TYPE_CODE.dir} OR deps IS NOT NULL)`).raw();
+    // No index on inode: one scan of the volume's rows, in SQLite (no row reaches JS but these).
+    const ofInodes = this.db.prepare(`SELECT ${cols} FROM files WHERE volume = ? AND parent != 0 AND (inode IN (SELECT value FROM json_each(?)) OR inode < 1 OR inode > ?)`).raw();
+    const kids = this.db.prepare('SELECT id, parent, name, type, inode FROM files WHERE parent = ?').raw();
+    const sub = this.db.prepare('WITH RECURSIVE s(id) AS (SELECT value FROM json_each(?) UNION SELECT f.id FROM files f JOIN s ON f.parent = s.id) SELECT id FROM s').pluck();
+    // The count is kept as the edit goes (a count(*) would scan every row of the file).
+    this.edit = { drop: this.db.prepare(`DELETE FROM files WHERE volume = ${vol} AND id IN (SELECT value FROM json_each(?))`), rows: this.carriedFiles.get(vol) };
+    return {
+      root,
+      meta: () => toRows(meta.all(vol) as Raw[]),
+      ofInodes: (inodes, count) => toRows(ofInodes.all(vol, JSON.stringify(inodes), count) as Raw[]),
+      children: (parent) => (kids.all(parent) as Array<[number, number, string, number, number]>).map((r) => ({ id: r[0], parent: r[1], name: r[2], type: r[3], inode: r[4] })),
+      subtree: (ids) => sub.all(JSON.stringify(ids)) as number[],
+    };
+  }
+
+  /** Row `id` (carried) as read now. */
+  editRow(id: number, parent: number, name: string, e: FileEntry): void {
+    this.pending.push([id, this.vol, parent, name, ...this.fields(e)]);
+  }
+
+  /** A new row under `parent`: its id. */
+  editAdd(parent: number, name: string, e: FileEntry): number {
+    const id = this.nextId();
+    this.pending.push([id, this.vol, parent, name, ...this.fields(e)]);
+    if (this.edit!.rows !== undefined) this.edit!.rows++;
+    return id;
+  }
+
+  /** Drops rows now (an edit that is given up drops the whole volume anyway). */
+  editDrop(ids: number[]): void {
+    const gone = this.edit!.drop.run(JSON.stringify(ids)).changes;
+    if (this.edit!.rows !== undefined) this.edit!.rows -= gone;
+  }
+
+  /** Applies the edit: the rows read now written over theirs or added (the dropped ones went at once). */
+  endEdit(): void {
+    const e = this.edit;
+    if (!e) return;
+    this.edit = undefined;
+    const rows = this.pending;
+    this.pending = [];
+    const put = this.db.prepare('INSERT OR REPLACE INTO files (id, volume, parent, name, type, size, mtime, mode, uid, gid, inode, target, extents, inline, deps) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)');
+    this.db.transaction(() => {
+      for (const row of rows) put.run(...row);
+    })();
+    this.dirs.set('/', this.carriedRoots.get(this.vol)!);
+    this.edited = e.rows;
+  }
+
+  /** Gives up an edit begun: the volume's carried rows go, and it is walked whole. */
+  abandonEdit(): void {
+    if (!this.edit) return;
+    this.edit = undefined;
+    this.pending = [];
+    this.db.prepare('DELETE FROM files WHERE volume = ?').run(this.vol);
+  }
+
   /** Copy mode: the previous catalog's volume roots (the volumes table is rewritten). */
   private readonly carriedRoots = new Map<number, number | null>();
 
-  /** Tells the writer the previous volume rows (copy mode needs their roots after the table is emptied). */
-  rememberPrevious(vols: Array<{ id: number; root: number | null }>): void {
-    for (const v of vols) this.carriedRoots.set(v.id, v.root);
+  /** Copy mode: the previous catalog's volume row counts. */
+  private readonly carriedFiles = new Map<number, number>();
+  /** The row count of a volume just edited in place (endEdit), for endVolume. */
+  private edited: number | undefined;
+
+  /** Tells the writer the previous volume rows (copy mode needs their roots and counts after the table is emptied). */
+  rememberPrevious(vols: Array<{ id: number; root: number | null; files?: number }>): void {
+    for (const v of vols) {
+      this.carriedRoots.set(v.id, v.root);
+      if (v.files !== undefined) this.carriedFiles.set(v.id, v.files);
+    }
   }
 
   private prevHasDeps(): boolean {
@@ -387,7 +470,8 @@ export class CatalogWriter {
     this.flush();
     if (this.vol === 0) return 0;
     const root = this.dirs.get('/') ?? null;
-    const n = (this.db.prepare('SELECT count(*) AS n FROM files WHERE volume = ?').get(this.vol) as { n: number }).n;
+    const n = this.edited ?? (this.db.prepare('SELECT count(*) AS n FROM files WHERE volume = ?').get(this.vol) as { n: number }).n;
+    this.edited = undefined;
     this.db.prepare('UPDATE volumes SET root = ?, files = ? WHERE id = ?').run(root, n, this.vol);
     this.vol = 0;
     return n;
@@ -401,7 +485,7 @@ export class CatalogWriter {
     this.flush();
     if (this.claimed.has(fromVol) && vol === fromVol) {
       // Copy mode: the rows are here under this volume's id already.
-      const n = (this.db.prepare('SELECT count(*) FROM files WHERE volume = ?').pluck().get(vol) as number);
+      const n = this.carriedFiles.get(fromVol) ?? (this.db.prepare('SELECT count(*) FROM files WHERE volume = ?').pluck().get(vol) as number);
       this.db.prepare('UPDATE volumes SET root = ?, files = ?, reused_from = ? WHERE id = ?').run(this.carriedRoots.get(fromVol) ?? null, n, fromLabel, vol);
       this.vol = 0;
       return n;

@@ -52,6 +52,21 @@ export class RangeSet {
     return lo > 0 && this.ends[lo - 1] > off;
   }
 
+  /** The ranges that meet [from, to), cut to it (not moved). */
+  within(from: number, to: number): Array<[number, number]> {
+    const out: Array<[number, number]> = [];
+    // The first range ending after `from`.
+    let lo = 0;
+    let hi = this.ends.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.ends[mid] <= from) lo = mid + 1;
+      else hi = mid;
+    }
+    for (let i = lo; i < this.starts.length && this.starts[i] < to; i++) out.push([Math.max(from, this.starts[i]), Math.min(to, this.ends[i])]);
+    return out;
+  }
+
   /** The part within [from, to), moved by -from (a volume's ranges from its disk's). */
   window(from: number, to: number): RangeSet {
     const out: Array<[number, number]> = [];
@@ -109,9 +124,16 @@ export class TreeDiff {
   async refine(wanted: Array<[number, number]>): Promise<RangeSet> {
     const want = RangeSet.of(wanted);
     const out: Array<[number, number]> = [...this.tail];
+    // Within a region only the parts asked about are descended (a level-1 region spans
+    // megabytes; a walk asks about scattered 4 KiB blocks in it): the rest stays "changed".
     await Promise.all(this.regions.map(async ([lo, hi]) => {
-      if (!want.overlaps(lo, hi - lo)) out.push([lo, hi]);
-      else await compareLeaves(this.a, this.b, lo, hi, out);
+      let at = lo;
+      for (const [a, b] of want.within(lo, hi)) {
+        if (a > at) out.push([at, a]);
+        await compareLeaves(this.a, this.b, a, b, out);
+        at = b;
+      }
+      if (at < hi) out.push([at, hi]);
     }));
     return RangeSet.of(out);
   }
