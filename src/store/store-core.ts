@@ -33,6 +33,18 @@ import { MemoryTrim } from './memory-trim.js';
 import type { ChunkerParams } from './segmenter/segmenter.js';
 
 
+export interface CheckpointOptions {
+  sync?: boolean;
+  deps?: Iterable<number>;
+  /**
+   * Called once the batch has its place among the database's writes, before it is written:
+   * every write asked for after this lands after it. A caller that lets others see `ops` from
+   * then on (the namespace's group commit) is told so; if the write then fails, every later
+   * write of the database fails too (kv/db.ts, failAll), since later changes may build on it.
+   */
+  onQueued?: () => void;
+}
+
 export class StoreCore {
   readonly dir: string;
   readonly db: Db;
@@ -189,7 +201,7 @@ export class StoreCore {
    * LevelDB batch. Throws if a container that `deps` (or any record to index) lives in has
    * failed: nothing referencing lost bytes is ever committed.
    */
-  checkpoint(ops: DbOp[] = [], opts: { sync?: boolean; deps?: Iterable<number> } = {}): Promise<void> {
+  checkpoint(ops: DbOp[] = [], opts: CheckpointOptions = {}): Promise<void> {
     return this.commitLock.run(async () => {
       // Records of containers that failed since (a background write) can never be indexed: set
       // them aside first, so they fail the commits that depend on them, not every later one.
@@ -229,7 +241,10 @@ export class StoreCore {
       all.push(countersOp(c));
       all.push(checkpointOp(this.checkpointState()));
       for (const op of ops) all.push(op);
-      await writeBatch(this.db, all, opts.sync ?? true);
+      const written = writeBatch(this.db, all, opts.sync ?? true, { failAll: opts.onQueued !== undefined });
+      // Its place among the database's writes is fixed now (kv/db.ts, chain).
+      opts.onQueued?.();
+      await written;
       this.trim.maybeTrim();
       for (const p of batch) this.lookup.pending.delete(p.meta.fp, (v) => v === p);
       // Sealed, registered containers need no writer any more; their tables join the cache.

@@ -433,11 +433,13 @@ export class SegmentStore {
   /**
    * Makes the data written so far durable and then writes `ops` atomically with the index
    * entries. Rejects if a container a dep names failed to write (ENOSPC, EIO): the caller's
-   * version references lost bytes and must be written again.
+   * version references lost bytes and must be written again. `onQueued`: called once the
+   * batch's place among the database's writes is fixed, before it is written (the caller may
+   * let others see `ops` from then on; a failure of this write then fails every later one).
    */
-  commit(ops: DbOp[] = [], deps?: Iterable<number>): Promise<void> {
+  commit(ops: DbOp[] = [], deps?: Iterable<number>, onQueued?: () => void): Promise<void> {
     this.ensureOpen();
-    return this.core.checkpoint(ops, { sync: true, deps });
+    return this.core.checkpoint(ops, { sync: true, deps, ...(onQueued ? { onQueued } : {}) });
   }
 
   /**
