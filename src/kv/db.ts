@@ -159,9 +159,9 @@ export function allDurable(db: Db): boolean {
 // machine, most of a small file's time). writeLater queues the batch and returns at once: the
 // queue is written in order, all that gathered in WRITE_BEHIND_MS (or while the previous
 // write ran) as one batch, so the log holds a prefix of the changes in call order at any
-// moment. Every other write (writeBatch: the store's commits, fsync's synced batch) and every
-// scan (settled) writes the queue at once and waits for it, and allDurable is false while
-// anything is queued, so fsync still means durable. What a crash of the process may lose
+// moment. Every other write (writeBatch: the store's commits, fsync's synced batch) is chained
+// after the queued changes made before it, every scan (settled) waits for them, and allDurable is
+// false while anything is queued, so fsync still means durable. What a crash of the process may lose
 // besides a power cut's: the changes of the last WRITE_BEHIND_MS and one write's time, never a
 // reordering. A failed queued write (LevelDB's log on a full or
 // failing disk) fails every later write of this database, as LevelDB itself does after a log
