@@ -94,7 +94,7 @@ export class GroupCommit {
           txn.putInode(f.vol, { ...prev, version, size: version.size, mtime: f.mtime, ctime: f.ctime });
           this.ctx.count(txn, await this.ctx.volume(f.vol), 0, version.size - prev.size);
         }
-        const w = this.ctx.meta.applyQueued(txn, (ops, queued) => this.ctx.store.commit(ops, deps, queued));
+        const w = this.ctx.meta.applyQueued(txn, (ops, queued) => this.ctx.store.commitSynced(ops, deps, queued));
         await w.queued;
         // Not the promise itself: the lock's section would wait for it.
         return { done: w.written };

@@ -43,6 +43,11 @@ export interface CheckpointOptions {
    * write of the database fails too (kv/db.ts, failAll), since later changes may build on it.
    */
   onQueued?: () => void;
+  /**
+   * Index only the records already durable (made so by the caller's syncData just before),
+   * leaving those appended since for a later checkpoint, so this one fsyncs nothing more.
+   */
+  durableOnly?: boolean;
 }
 
 export class StoreCore {
@@ -214,12 +219,26 @@ export class StoreCore {
           throw w?.failed ?? vmError('IO', `container ${cid} failed to write; the data must be written again`);
         }
       }
-      const batch = this.unindexed;
+      let batch = this.unindexed;
       this.unindexed = [];
+      if (opts.durableOnly) {
+        // Records appended since the caller's syncData (other files' writes go on meanwhile)
+        // wait for a later checkpoint: fsyncing them here would hold the caller's lock (the
+        // namespace's) through a container fsync. They cannot be the caller's: its versions
+        // were built, and their records appended, before its syncData started. A record of a
+        // failed container is never left behind (its writer's failure fails the deps above).
+        const now: Pending[] = [];
+        const later: Pending[] = [];
+        for (const p of batch) (p.writer.failed || p.writer.durable >= p.meta.offset + RECORD_HEADER_BYTES + p.meta.storedLen ? now : later).push(p);
+        batch = now;
+        this.unindexed = later;
+      }
       try {
         const writers = new Set<ContainerWriter>();
         for (const p of batch) writers.add(p.writer);
-        await this.placement.makeDurable(writers);
+        // durableOnly: every record in the batch is durable already (a writer's sync would
+        // fsync its later records too).
+        if (!opts.durableOnly) await this.placement.makeDurable(writers);
         await this.placement.syncNewDirs();
       } catch (err) {
         this.dropFailed(batch);

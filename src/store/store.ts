@@ -443,6 +443,17 @@ export class SegmentStore {
   }
 
   /**
+   * commit() after syncData(), for a caller that holds its own lock around it (the namespace's
+   * group commit): indexes only the records syncData made durable and leaves those appended
+   * since (other writers go on) for a later commit, so nothing is fsynced under that lock but
+   * LevelDB's log. Every record `ops` may reference must have been appended before syncData.
+   */
+  commitSynced(ops: DbOp[], deps: Iterable<number>, onQueued?: () => void): Promise<void> {
+    this.ensureOpen();
+    return this.core.checkpoint(ops, { sync: true, deps, durableOnly: true, ...(onQueued ? { onQueued } : {}) });
+  }
+
+  /**
    * Makes the data appended so far durable (containers fsynced) without writing the index: a
    * caller that must hold a lock of its own around commit() calls this first, so the commit
    * under its lock has little left to sync. Reports nothing; commit() reports failures.
