@@ -61,7 +61,8 @@ export class GroupCommit {
    * One round: the containers the versions live in are fsynced first, outside the namespace
    * lock (the long part); then, under the lock, the inodes are read, changed and handed to the
    * store's commit, which writes them with the index entries and counters in one synced
-   * LevelDB batch. Lock order: the namespace lock, then the store's commit lock (the store
+   * LevelDB batch (commitSynced: only the records that syncData made durable are indexed, so
+   * no container fsync runs under the lock for records other files appended meanwhile). Lock order: the namespace lock, then the store's commit lock (the store
    * never takes the namespace's), so no deadlock. The namespace lock is held only until the
    * batch has its place among the database's writes (kv/db.ts, chain), not through its synced
    * write: every change made after it is written after it, so creates and unlinks go on while
