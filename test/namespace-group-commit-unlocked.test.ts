@@ -63,7 +63,14 @@ async function setup(t: TestT): Promise<{ ns: Namespace; store: SegmentStore; lo
 
 /** Resolves to true if `p` settles within `ms`. */
 async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
-  return Promise.race([p.then(() => true, () => true), sleep(ms).then(() => false)]);
+  // The timer is cancelled once `p` settles, so it does not keep the test alive.
+  const timer = new AbortController();
+  const late = sleep(ms, false, { signal: timer.signal }).catch(() => false);
+  try {
+    return await Promise.race([p.then(() => true, () => true), late]);
+  } finally {
+    timer.abort();
+  }
 }
 
 t.test('creates and unlinks go on while a group commit syncs, and land after it', async (t) => {
