@@ -389,6 +389,33 @@ export class Meta {
     this.learn(txn);
   }
 
+  /**
+   * Like applyWith, but the cache learns the change as soon as its batch has its place among
+   * the database's writes (`write` calls `queued`), not once it is written: resolves `queued`
+   * then, so the caller can let go of the namespace lock while the batch is written (the group
+   * commit). Every later change is written after it; if it fails, every later write fails
+   * (kv/db.ts, failAll). `written` rejects if `write` failed, before or after `queued`.
+   */
+  applyQueued(txn: Txn, write: (ops: DbOp[], queued: () => void) => Promise<void>): { queued: Promise<void>; written: Promise<void> } {
+    let onQueued!: () => void;
+    let notQueued!: (err: Error) => void;
+    const queued = new Promise<void>((resolve, reject) => {
+      onQueued = resolve;
+      notQueued = reject;
+    });
+    let learned = false;
+    const written = write(txn.ops, () => {
+      learned = true;
+      this.learn(txn);
+      onQueued();
+    });
+    written.then(
+      () => (learned ? undefined : (this.learn(txn), onQueued())),
+      (err: Error) => notQueued(err),
+    );
+    return { queued, written };
+  }
+
   /** Calls `w` for every name made from now on; returns what stops it. */
   watchNames(w: NameWatcher): () => void {
     this.watchers.add(w);

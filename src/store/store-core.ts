@@ -33,6 +33,23 @@ import { MemoryTrim } from './memory-trim.js';
 import type { ChunkerParams } from './segmenter/segmenter.js';
 
 
+export interface CheckpointOptions {
+  sync?: boolean;
+  deps?: Iterable<number>;
+  /**
+   * Called once the batch has its place among the database's writes, before it is written:
+   * every write asked for after this lands after it. A caller that lets others see `ops` from
+   * then on (the namespace's group commit) is told so; if the write then fails, every later
+   * write of the database fails too (kv/db.ts, failAll), since later changes may build on it.
+   */
+  onQueued?: () => void;
+  /**
+   * Index only the records already durable (made so by the caller's syncData just before),
+   * leaving those appended since for a later checkpoint, so this one fsyncs nothing more.
+   */
+  durableOnly?: boolean;
+}
+
 export class StoreCore {
   readonly dir: string;
   readonly db: Db;
@@ -189,7 +206,7 @@ export class StoreCore {
    * LevelDB batch. Throws if a container that `deps` (or any record to index) lives in has
    * failed: nothing referencing lost bytes is ever committed.
    */
-  checkpoint(ops: DbOp[] = [], opts: { sync?: boolean; deps?: Iterable<number> } = {}): Promise<void> {
+  checkpoint(ops: DbOp[] = [], opts: CheckpointOptions = {}): Promise<void> {
     return this.commitLock.run(async () => {
       // Records of containers that failed since (a background write) can never be indexed: set
       // them aside first, so they fail the commits that depend on them, not every later one.
@@ -202,12 +219,26 @@ export class StoreCore {
           throw w?.failed ?? vmError('IO', `container ${cid} failed to write; the data must be written again`);
         }
       }
-      const batch = this.unindexed;
+      let batch = this.unindexed;
       this.unindexed = [];
+      if (opts.durableOnly) {
+        // Records appended since the caller's syncData (other files' writes go on meanwhile)
+        // wait for a later checkpoint: fsyncing them here would hold the caller's lock (the
+        // namespace's) through a container fsync. They cannot be the caller's: its versions
+        // were built, and their records appended, before its syncData started. A record of a
+        // failed container is never left behind (its writer's failure fails the deps above).
+        const now: Pending[] = [];
+        const later: Pending[] = [];
+        for (const p of batch) (p.writer.failed || p.writer.durable >= p.meta.offset + RECORD_HEADER_BYTES + p.meta.storedLen ? now : later).push(p);
+        batch = now;
+        this.unindexed = later;
+      }
       try {
         const writers = new Set<ContainerWriter>();
         for (const p of batch) writers.add(p.writer);
-        await this.placement.makeDurable(writers);
+        // durableOnly: every record in the batch is durable already (a writer's sync would
+        // fsync its later records too).
+        if (!opts.durableOnly) await this.placement.makeDurable(writers);
         await this.placement.syncNewDirs();
       } catch (err) {
         this.dropFailed(batch);
@@ -229,7 +260,10 @@ export class StoreCore {
       all.push(countersOp(c));
       all.push(checkpointOp(this.checkpointState()));
       for (const op of ops) all.push(op);
-      await writeBatch(this.db, all, opts.sync ?? true);
+      const written = writeBatch(this.db, all, opts.sync ?? true, { failAll: opts.onQueued !== undefined });
+      // Its place among the database's writes is fixed now (kv/db.ts, chain).
+      opts.onQueued?.();
+      await written;
       this.trim.maybeTrim();
       for (const p of batch) this.lookup.pending.delete(p.meta.fp, (v) => v === p);
       // Sealed, registered containers need no writer any more; their tables join the cache.

@@ -433,11 +433,24 @@ export class SegmentStore {
   /**
    * Makes the data written so far durable and then writes `ops` atomically with the index
    * entries. Rejects if a container a dep names failed to write (ENOSPC, EIO): the caller's
-   * version references lost bytes and must be written again.
+   * version references lost bytes and must be written again. `onQueued`: called once the
+   * batch's place among the database's writes is fixed, before it is written (the caller may
+   * let others see `ops` from then on; a failure of this write then fails every later one).
    */
-  commit(ops: DbOp[] = [], deps?: Iterable<number>): Promise<void> {
+  commit(ops: DbOp[] = [], deps?: Iterable<number>, onQueued?: () => void): Promise<void> {
     this.ensureOpen();
-    return this.core.checkpoint(ops, { sync: true, deps });
+    return this.core.checkpoint(ops, { sync: true, deps, ...(onQueued ? { onQueued } : {}) });
+  }
+
+  /**
+   * commit() after syncData(), for a caller that holds its own lock around it (the namespace's
+   * group commit): indexes only the records syncData made durable and leaves those appended
+   * since (other writers go on) for a later commit, so nothing is fsynced under that lock but
+   * LevelDB's log. Every record `ops` may reference must have been appended before syncData.
+   */
+  commitSynced(ops: DbOp[], deps: Iterable<number>, onQueued?: () => void): Promise<void> {
+    this.ensureOpen();
+    return this.core.checkpoint(ops, { sync: true, deps, durableOnly: true, ...(onQueued ? { onQueued } : {}) });
   }
 
   /**
