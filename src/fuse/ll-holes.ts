@@ -7,7 +7,8 @@
 // what is known asks for the next), only while the file reads as its committed version. Any
 // change of the file's bytes or size (OpenFile's change listeners, called before the change is
 // acknowledged) drops the runs of every open of it at once, so no read begun after the change
-// gets stale zeros; release drops them before the fh can be reused.
+// gets stale zeros (they are learnt again RELEARN_MS later); release drops them before the fh
+// can be reused.
 
 import type { OpenFile } from '../namespace/open-file.js';
 import type { Namespace } from '../namespace/namespace.js';
@@ -21,6 +22,11 @@ const LEAD = 256 * 1024 * 1024;
 const MIN_RUN = 128 * 1024;
 /** (start, end) pairs kept per open at most: a badly fragmented file is read through JavaScript. */
 const MAX_PAIRS = 1 << 16;
+/**
+ * After a change, the holes are learnt again only this much later: a running VM writes every few
+ * seconds, and each write would otherwise cost a walk of the tree at its next read.
+ */
+const RELEARN_MS = 5000;
 
 interface Open {
   ino: bigint;
@@ -29,6 +35,10 @@ interface Open {
   /** Known up to here (from 0). */
   covered: number;
   runs: number[];
+  /** The addon holds runs of this open. */
+  registered: boolean;
+  /** Not learnt again before this (Date.now()), after a change. */
+  quietUntil: number;
   busy: boolean;
   listener: () => void;
 }
@@ -49,12 +59,13 @@ export class HoleTable {
       } catch {
         return;
       }
-      const open: Open = { ino, fh, file, covered: 0, runs: [], busy: false, listener: () => this.changed(s, open) };
+      const open: Open = { ino, fh, file, covered: 0, runs: [], registered: false, quietUntil: 0, busy: false, listener: () => this.changed(s, open) };
       file.changeListeners.add(open.listener);
       this.opens.set(fh, open);
       o = open;
     }
     if (o.ino !== ino || o.busy || !o.file.clean || o.covered >= o.file.size || offset + LEAD < o.covered || o.runs.length >= MAX_PAIRS) return;
+    if (o.quietUntil !== 0 && Date.now() < o.quietUntil) return;
     o.busy = true;
     const from = o.covered;
     const to = from + CHUNK;
@@ -70,7 +81,8 @@ export class HoleTable {
           else r.push(got.runs[k], got.runs[k + 1]);
         }
         open.covered = Math.min(to, open.file.size);
-        if (!s.setHoles(ino, fh, Float64Array.from(r))) open.runs.length = MAX_PAIRS; // not taken: stop asking
+        if (s.setHoles(ino, fh, Float64Array.from(r))) open.registered = true;
+        else open.runs.length = MAX_PAIRS; // not taken: stop asking
       },
       () => {
         // The walk failed (damage): reads go through JavaScript, which reports it.
@@ -91,8 +103,10 @@ export class HoleTable {
 
   /** The file's bytes change: nothing known holds any more. */
   private changed(s: LlSession, o: Open): void {
-    s.clearHoles(o.ino, o.fh);
+    if (o.registered) s.clearHoles(o.ino, o.fh);
+    o.registered = false;
     o.runs = [];
     o.covered = 0;
+    o.quietUntil = Date.now() + RELEARN_MS;
   }
 }
