@@ -37,6 +37,7 @@ import { MOUNT_ROOT_NODE, nodeOf, parseNode } from '../namespace/node-id.js';
 import { NodeType } from '../namespace/records.js';
 import { toErrno } from './errno.js';
 import { LockTable } from './ll-locks.js';
+import { HoleTable } from './ll-holes.js';
 import { withVirtualTree, type VirtualTree } from './ll-virtual.js';
 import { dispatchOps, type LlOps, type OnBatch, type LlSession } from './ll/session.js';
 import type { LlAttr, LlDirent, LlEntry, LlRequest } from './ll/types.js';
@@ -96,6 +97,8 @@ export class LlFileSystem {
   /** Lookups the kernel holds per node (FUSE's nlookup); forget takes them back. */
   readonly lookups = new Map<bigint, number>();
   readonly locks = new LockTable();
+  /** Holes of open files the addon answers without this thread. */
+  private readonly holes: HoleTable;
   private readonly dirs = new Map<number, NodeEntry[]>();
   private nextDirFh = 1;
   private readonly log: (line: string) => void;
@@ -117,6 +120,7 @@ export class LlFileSystem {
     this.log = opts.log ?? ((l) => process.stderr.write(l + '\n'));
     this.virtual = opts.virtual;
     this.auditTo = opts.audit;
+    this.holes = new HoleTable(ns);
   }
 
   /** Runs `fn` and, if auditing, records the operation with its caller and outcome. */
@@ -341,6 +345,8 @@ export class LlFileSystem {
         if (!s.replyOpen(r.id, fh, keep)) await fs.release(fh);
       }),
       read: (r, s) => {
+        // Reads inside the file's holes stop coming here once the addon knows them (ll-holes.ts).
+        this.holes.onRead(s, r.ino, r.fh, r.offset);
         // The reply copies straight from the store's read-ahead window into the kernel: no
         // buffer per request, no copy in JS (readWith hands a view valid during the call).
         let sent: boolean | Promise<void>;
@@ -382,6 +388,7 @@ export class LlFileSystem {
       }),
       release: this.run(async (r, s) => {
         this.locks.dropHandle(r.ino, r.fh);
+        this.holes.release(s, r.ino, r.fh);
         await fs.release(r.fh);
         s.replyErr(r.id, 0);
       }),

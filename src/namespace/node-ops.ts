@@ -361,6 +361,30 @@ export class NodeOps {
     return this.ctx.store.view(v, rescue).dataRuns(0, Math.min(v.size, f.size));
   }
 
+  /**
+   * The zero runs of at least `minLen` bytes within [from, to) of an open file that reads as
+   * its base version (nothing buffered: undefined otherwise), as (start, end) pairs, with the
+   * file's change count taken before the walk: they hold only while `changes` still equals it.
+   */
+  async zeroRuns(fh: number, from: number, to: number, minLen: number): Promise<{ changes: number; runs: number[] } | undefined> {
+    const f = this.fs.handle(fh).file;
+    if (!f.clean) return undefined;
+    const changes = f.changes;
+    const v = f.base;
+    to = Math.min(to, v.size);
+    const runs: number[] = [];
+    let at = from;
+    const hole = (a: number, b: number) => {
+      if (b - a >= minLen) runs.push(a, b);
+    };
+    for (const d of await this.ctx.store.view(v).dataRuns(from, to)) {
+      hole(at, d.start);
+      at = d.end;
+    }
+    hole(at, to);
+    return { changes, runs };
+  }
+
   /** Returns once the directory's entries (and every change made before the call) are durable. */
   async fsyncdir(node: NodeId): Promise<void> {
     await this.opendir(node);

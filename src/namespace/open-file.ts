@@ -53,6 +53,13 @@ export class OpenFile {
   private dirtySince = 0;
   /** Set when anything (data, size, times) awaits a commit. */
   private changed = false;
+  /** Bumped at every change of what the file reads as (write, truncate, adopt, a revert). */
+  private byteChanges = 0;
+  /**
+   * Told synchronously at each such change, before it is acknowledged to anyone: the FUSE
+   * layer drops the holes it let the addon answer for this file (fuse/ll-holes.ts).
+   */
+  readonly changeListeners = new Set<() => void>();
 
   constructor(
     vol: number,
@@ -140,6 +147,21 @@ export class OpenFile {
     return f;
   }
 
+  /** How many times the file's bytes or size changed while open (see byteChanges). */
+  get changes(): number {
+    return this.byteChanges;
+  }
+
+  /** Whether the file reads exactly as its base version: nothing buffered, committing or cut off. */
+  get clean(): boolean {
+    return this.dirty.empty && this.flushing === undefined && this.size === this.base.size && this.baseLimit >= this.base.size;
+  }
+
+  private bytesChanged(): void {
+    this.byteChanges++;
+    for (const fn of this.changeListeners) fn();
+  }
+
   private touch(): void {
     if (!this.changed) this.dirtySince = Date.now();
     this.changed = true;
@@ -148,6 +170,7 @@ export class OpenFile {
   /** `owned`: the caller hands `buf` over and never changes it (ExtentMap.write). */
   write(pos: number, buf: Uint8Array, owned = false): void {
     if (this.failure) throw this.takeFailure();
+    this.bytesChanged();
     this.dirty.write(pos, buf, owned);
     if (pos + buf.length > this.size) this.size = pos + buf.length;
     this.mtime = this.ctime = Date.now();
@@ -156,6 +179,7 @@ export class OpenFile {
 
   truncate(size: number): void {
     if (this.failure) throw this.takeFailure();
+    this.bytesChanged();
     this.dirty.truncate(size);
     this.flushing?.truncate(size);
     if (size < this.baseLimit) this.baseLimit = size;
@@ -173,6 +197,7 @@ export class OpenFile {
   adopt(v: FileVersion): boolean {
     if (this.failure) throw this.takeFailure();
     if (this.size !== 0 || !this.idle || this.flushing) return false;
+    this.bytesChanged();
     this.base = v;
     this.baseLimit = v.size;
     this.size = v.size;
@@ -351,6 +376,7 @@ export class OpenFile {
   private revert(v: FileVersion, err: Error): void {
     this.failure ??= err;
     if (this.base !== v) return; // a newer version is pending; its round fails the same way
+    this.bytesChanged();
     this.base = this.durable;
     this.baseLimit = this.durable.size;
     this.size = Math.max(this.durable.size, this.dirty.end);

@@ -37,7 +37,7 @@ import { rebuildIndex, type RebuildReport } from './index/rebuild.js';
 import { type Progress, type VerifiedContainers, verifyContainers, verifyTrees, type VerifyOptions, type VerifyReport } from './verify/verify.js';
 import { allDurable, type Db, settled, writeBatch } from '../kv/db.js';
 import { tuneMalloc } from './native.js';
-import { ReadAhead } from './tree/read-ahead.js';
+import { ReadAhead, zeroView } from './tree/read-ahead.js';
 import { SegmentReader } from './segment-reader.js';
 import type { ChunkerParams } from './segmenter/segmenter.js';
 import { segmenterImpl } from './segmenter/segmenter.js';
@@ -57,6 +57,14 @@ import { acceptSegment, acceptSegments, type AcceptManyResult, type AcceptResult
 import { EMPTY_VERSION, type FileVersion } from './tree/version.js';
 import { ReadRescue } from './repair/read-rescue.js';
 import { type RepairItem, repairSegment, repairSegments, type RepairResult } from './repair/segment-repair.js';
+
+/**
+ * readWith's own reads (bytes the read-ahead windows do not hold) go into pooled buffers of
+ * this size: a fresh one per read cost a page fault per 4 KiB (a FUSE read is up to 1 MiB).
+ */
+const OWN_BYTES = 1024 * 1024;
+const OWN_KEEP = 8;
+const ownFree: Buffer[] = [];
 
 export interface OpenOptions {
   /** Segment sizes for a new store (ignored for an existing one: they are recorded in it). */
@@ -391,8 +399,20 @@ export class SegmentStore {
     const r = this.readAhead.serve(view, offset, end - offset, use);
     if (r === true) return true;
     if (r !== undefined) return r.then(() => undefined);
-    const own = Buffer.allocUnsafe(end - offset);
-    return view.readInto(offset, own).then(() => use(own));
+    // Not in the windows (the first reads of a stream, a jump): read into a pooled buffer, zero
+    // runs listed rather than written; all zeros go out as the shared zero buffer.
+    const n = end - offset;
+    const own = n <= OWN_BYTES ? (ownFree.pop() ?? Buffer.allocUnsafeSlow(OWN_BYTES)).subarray(0, n) : Buffer.allocUnsafe(n);
+    const zeros: number[] = [];
+    return view.readInto(offset, own, zeros).then(() => {
+      if (zeros.length === 2 && zeros[0] === 0 && zeros[1] === n) use(zeroView(n));
+      else {
+        for (let k = 0; k < zeros.length; k += 2) own.fill(0, zeros[k], zeros[k + 1]);
+        use(own);
+      }
+      // Back to the pool only once read whole: a failed read may leave a decode still writing.
+      if (n <= OWN_BYTES && ownFree.length < OWN_KEEP) ownFree.push(Buffer.from(own.buffer, own.byteOffset, OWN_BYTES));
+    });
   }
 
   // ---- damage: reading a segment by name, and repairing it from another copy ----------------

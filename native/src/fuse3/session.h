@@ -79,6 +79,7 @@ typedef struct vv_sess {
   int connection;       // /sys/fs/fuse/connections/N, -1 unknown
   // counters
   double batches, requests, max_batch;
+  struct vv_holes *holes;  // zero runs of open files, answered without JS (holes.c)
   vv_notifier *notifier;  // dentry invalidations (notify.c), started at the first one
   napi_async_work unmount_work;
   napi_deferred unmount_deferred;

@@ -31,6 +31,12 @@ export interface Fuse3Addon {
   /** Queues FUSE_NOTIFY_INVAL_ENTRY on the addon's own thread (native/src/fuse3/notify.c); false: not queued. */
   invalidateEntry(h: Handle, parent: bigint, name: string): boolean;
   notifyStats(h: Handle): { queued: number; sent: number; failed: number };
+  /** Zero runs ((start, end) pairs, sorted) of an open (ino, fh): reads inside one are answered in C (native/src/fuse3/holes.c). False: not taken (table full). */
+  setHoles(h: Handle, ino: number, fh: number, runs: Float64Array): boolean;
+  /** Forgets the runs of (ino, fh): its reads go to JavaScript again. */
+  clearHoles(h: Handle, ino: number, fh: number): void;
+  /** Reads answered from registered holes so far. */
+  holeReads(h: Handle): number;
 }
 
 let cached: Fuse3Addon | undefined;

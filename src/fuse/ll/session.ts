@@ -130,6 +130,25 @@ export class LlSession {
     return { batches, requests, maxBatch };
   }
 
+  /**
+   * Zero runs of the open (ino, fh), (start, end) pairs sorted: reads wholly inside one are
+   * answered with zeros by the addon on libfuse's thread, never reaching JavaScript. The caller
+   * must clear them (clearHoles) before it answers anything that changes the file's bytes, and
+   * at release. False when not taken (then reads come here as before).
+   */
+  setHoles(ino: bigint | number, fh: number, runs: Float64Array): boolean {
+    return this.handle ? this.addon.setHoles(this.handle, Number(ino), fh, runs) : false;
+  }
+
+  clearHoles(ino: bigint | number, fh: number): void {
+    if (this.handle) this.addon.clearHoles(this.handle, Number(ino), fh);
+  }
+
+  /** Reads answered from holes (setHoles) without JavaScript so far. */
+  get holeReads(): number {
+    return this.handle ? this.addon.holeReads(this.handle) : 0;
+  }
+
   private get h(): Handle {
     if (!this.handle) throw new VmvaultError('CLOSED', `${this.mountpoint} is not mounted`);
     return this.handle;

@@ -85,7 +85,7 @@ export class ReadAhead {
     if (!c) return undefined;
     const { end } = c;
     const give = (): true => {
-      use(viewOf(c.use, off, end) ?? copyOut(c.use, off, end, Buffer.allocUnsafe(end - off), true));
+      use(viewOf(c.use, off, end) ?? spanning(c.use, off, end));
       return true;
     };
     return c.ready ? give() : this.pinned(c.use, give);
@@ -211,6 +211,49 @@ export class ReadAhead {
 /** Zeros served without a copy: bytes of an all-zero range are a view of this (never written). */
 let zeroBuf = Buffer.alloc(0);
 
+/** `n` zero bytes, a view of the shared zero buffer: never to be written. */
+export function zeroView(n: number): Buffer {
+  if (zeroBuf.length < n) zeroBuf = Buffer.alloc(Math.max(n, WINDOW));
+  return zeroBuf.subarray(0, n);
+}
+
+/**
+ * Where a read across windows is copied for a `use` that is done with it when it returns
+ * (serve's contract): one buffer, reused, as only one `use` runs at a time on this thread. A
+ * fresh Buffer per read cost a page fault per 4 KiB on first touch (the zero fill of a hole
+ * read faulted in 256 pages per MiB) and work for the GC.
+ */
+let scratch = Buffer.alloc(0);
+const SCRATCH_MAX = 4 * 1024 * 1024;
+
+/** The index of the first zero run of `z` ending after `a` (runs are sorted and merged). */
+function firstRunAfter(z: number[], a: number): number {
+  let lo = 0;
+  let hi = z.length >>> 1;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (z[2 * mid + 1] <= a) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** Whether [a, b) of window `w` (relative to its start) lies in one of its zero runs. */
+function allZero(w: Window, a: number, b: number): boolean {
+  const z = w.zeros;
+  const k = 2 * firstRunAfter(z, a);
+  return k < z.length && z[k] <= a && z[k + 1] >= b;
+}
+
+/** [off, end) across several windows: the shared zeros when it is all zeros, else a copy into scratch. */
+function spanning(use: Window[], off: number, end: number): Buffer {
+  if (use.every((w) => allZero(w, Math.max(off, w.start) - w.start, Math.min(end, w.end) - w.start))) return zeroView(end - off);
+  const n = end - off;
+  if (n > SCRATCH_MAX) return copyOut(use, off, end, Buffer.allocUnsafe(n), true);
+  if (scratch.length < n) scratch = Buffer.allocUnsafeSlow(Math.max(n, 1024 * 1024));
+  return copyOut(use, off, end, scratch.subarray(0, n), true);
+}
+
 /**
  * [off, end) as a view without a copy when one window holds it: of the shared zero buffer when
  * it is all zeros, else of the window's buffer, whose zero runs inside the range are filled in
@@ -223,18 +266,8 @@ function viewOf(use: Window[], off: number, end: number): Buffer | undefined {
   const a = off - w.start;
   const b = end - w.start;
   const z = w.zeros;
-  // The first zero run ending after a (runs are sorted and merged).
-  let lo = 0;
-  let hi = z.length >>> 1;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (z[2 * mid + 1] <= a) lo = mid + 1;
-    else hi = mid;
-  }
-  if (2 * lo < z.length && z[2 * lo] <= a && z[2 * lo + 1] >= b) {
-    if (zeroBuf.length < b - a) zeroBuf = Buffer.alloc(Math.max(b - a, WINDOW));
-    return zeroBuf.subarray(0, b - a);
-  }
+  const lo = firstRunAfter(z, a);
+  if (2 * lo < z.length && z[2 * lo] <= a && z[2 * lo + 1] >= b) return zeroView(b - a);
   // Filled runs stay listed: copyOut writes the same zeros for them.
   for (let k = 2 * lo; k < z.length && z[k] < b; k += 2) w.buf.fill(0, Math.max(z[k], a), Math.min(z[k + 1], b));
   return w.buf.subarray(a, b);
