@@ -30,6 +30,7 @@ import path from 'node:path';
 import { fromSystemError, isVmvaultError, vmError } from '../../errors.js';
 import type { Namespace } from '../../namespace/namespace.js';
 import { validateName } from '../../namespace/names.js';
+import { kvmUsable } from '../../plugins/qemu/kvm-probe.js';
 import { mirrorDisks, nodesUnder } from '../../plugins/qemu/mirror.js';
 import { QmpClient } from '../../plugins/qemu/qmp.js';
 import { checkVmJson, launchPlan, type VmJson } from '../../plugins/qemu/vm-launch.js';
@@ -78,6 +79,8 @@ export interface RecoveryServiceOptions {
   points(vm: string): Promise<Array<{ point: string }>>;
   log?: (l: string) => void;
   qemuBinary?: string;
+  /** Use KVM (true) or TCG (false); default: KVM where kvm-probe.ts finds it able to run the VM. */
+  kvm?: boolean;
   /** How long QEMU may take to answer on QMP after it starts. Default 30 s. */
   startTimeoutMs?: number;
 }
@@ -226,13 +229,17 @@ export class RecoveryService {
       const dir = recoveryDir(this.opts.dataDir, name);
       await fs.rm(dir, { recursive: true, force: true });
       await fs.mkdir(dir, { recursive: true, mode: 0o700 });
-      const plan = launchPlan(desc, disks, { dir, name });
+      const qemu = this.opts.qemuBinary ?? 'qemu-system-x86_64';
+      const kvm = this.opts.kvm !== undefined
+        ? { usable: this.opts.kvm, reason: 'KVM is switched off for recoveries: the VM runs under TCG (software emulation)' }
+        : await kvmUsable(qemu);
+      const plan = launchPlan(desc, disks, { dir, name, kvm: kvm.usable, tcgReason: kvm.reason });
       for (const n of plan.notes) p.log(n);
       p.phase('start');
       const errLog = await fs.open(path.join(dir, 'qemu.log'), 'w');
       try {
         // Detached: a migrated VM outlives the appliance (one still on the mount is stopped by close()).
-        child = spawn(this.opts.qemuBinary ?? 'qemu-system-x86_64', plan.argv, { detached: true, stdio: ['ignore', 'ignore', errLog.fd] });
+        child = spawn(qemu, plan.argv, { detached: true, stdio: ['ignore', 'ignore', errLog.fd] });
       } finally {
         await errLog.close();
       }

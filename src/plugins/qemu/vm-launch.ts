@@ -68,7 +68,9 @@ export function checkVmJson(v: unknown, where: string): VmJson {
   return j as unknown as VmJson;
 }
 
-export function launchPlan(vm: VmJson, disks: LaunchDisk[], opts: { dir: string; name: string; kvm?: boolean }): LaunchPlan {
+/** `kvm`: whether to use KVM (kvm-probe.ts decides; without it, whether /dev/kvm exists), and
+ * `tcgReason`: why not, for the notes. */
+export function launchPlan(vm: VmJson, disks: LaunchDisk[], opts: { dir: string; name: string; kvm?: boolean; tcgReason?: string }): LaunchPlan {
   const notes: string[] = [];
   const qmpSocket = path.join(opts.dir, 'qmp.sock');
   const qgaSocket = path.join(opts.dir, 'qga.sock');
@@ -119,7 +121,7 @@ export function launchPlan(vm: VmJson, disks: LaunchDisk[], opts: { dir: string;
     argv.push('-netdev', `user,id=vmvault-net${i}`, '-device', `${model},netdev=vmvault-net${i},id=${id}${mac},romfile=`);
   }
   if (nics.length > 0) notes.push(`${nics.length} NIC(s) on QEMU user networking (the production network is not reached from here)`);
-  if (!kvm) notes.push('no /dev/kvm: the VM runs under TCG (software emulation)');
+  if (!kvm) notes.push(opts.tcgReason ?? 'no /dev/kvm: the VM runs under TCG (software emulation)');
   return { argv, qmpSocket, qgaSocket, consoleLog, nodes, notes };
 }
 
