@@ -350,3 +350,71 @@ t.test('reads beyond maxInflightBytes wait their turn and all complete in order'
   t.same(bufs.map((b) => [b.length, b[0], b[b.length - 1]]), Array.from({ length: 8 }, (_, i) => [64 * KiB, i, i]));
   t.equal(most, 2, 'never more than 128 KiB of reads at the server');
 });
+
+t.test('receive slabs: replies arriving in odd-sized pieces read back exact, as views of a few large buffers never reused', async (t) => {
+  // Every reply is written in pieces of odd sizes (headers split too), one piece per turn of
+  // the server's event loop, so the client's socket sees many small reads as well as large ones.
+  const sizes = [1, 7, 4093, 65537, 3, 131071, 19, 262147, 5, 997];
+  // One queue for the connection: the replies' pieces go out in order, never interleaved.
+  let turn = 0;
+  const pieces: Buffer[] = [];
+  let sending = false;
+  const sock = await fakeServer(t, (r, s) => {
+    const data = Buffer.alloc(r.length);
+    for (let i = 0; i < r.length; i++) data[i] = (r.offset + i) % 251;
+    const reply = dataChunk(r, r.offset, data);
+    for (let at = 0; at < reply.length; ) {
+      const n = Math.min(sizes[turn++ % sizes.length], reply.length - at);
+      pieces.push(reply.subarray(at, at + n));
+      at += n;
+    }
+    const next = () => {
+      const p = pieces.shift();
+      if (!p) {
+        sending = false;
+        return;
+      }
+      s.write(p);
+      setImmediate(next);
+    };
+    if (!sending) {
+      sending = true;
+      next();
+    }
+  });
+  const c = await NbdClient.connect({ socket: sock, exportName: 'x', timeoutMs: 5000 });
+  t.teardown(() => c.close());
+  const want = (off: number, len: number) => {
+    const b = Buffer.alloc(len);
+    for (let i = 0; i < len; i++) b[i] = (off + i) % 251;
+    return b;
+  };
+  const asked: Array<[number, number]> = [];
+  for (let i = 0; i < 24; i++) asked.push([(i * 37 * KiB + i * 13) % (EXPORT_SIZE - 300 * KiB), 1 + ((i * 77773) % (300 * KiB))]);
+  const got: Buffer[][] = [];
+  for (let round = 0; round < 3; round++) {
+    got.push(...(await Promise.all(asked.map(([off, len]) => c.readv(off, len)))));
+  }
+  got.push(await c.readv(0, EXPORT_SIZE));
+  // Checked only now: a slab written twice would have overwritten the earlier reads' views.
+  let pieceCount = 0;
+  const buffers = new Set<ArrayBufferLike>();
+  for (let k = 0; k < got.length; k++) {
+    const [off, len] = k < 3 * asked.length ? asked[k % asked.length] : [0, EXPORT_SIZE];
+    if (!Buffer.concat(got[k]).equals(want(off, len))) t.fail(`readv ${k} at ${off}+${len}: bytes differ`);
+    pieceCount += got[k].length;
+    for (const b of got[k]) buffers.add(b.buffer);
+  }
+  t.pass(`${got.length} readv results exact after all were read (${pieceCount} pieces)`);
+  const stats = c.receiveStats;
+  t.ok(stats.reads > 2 * stats.slabs, `several socket reads per slab (${stats.reads} reads, ${stats.slabs} slabs)`);
+  t.ok(buffers.size <= stats.slabs && stats.slabs <= Math.ceil(stats.bytes / (3 * MiB)) + 1, `pieces are views of ${buffers.size} slabs (${stats.slabs} for ${stats.bytes} bytes), not a buffer per socket read`);
+  for (const b of buffers) if (b.byteLength !== 4 * MiB) t.fail(`a piece's buffer is ${b.byteLength} bytes, not a 4 MiB slab`);
+  // One 1 MiB reply written whole lands in at most two slabs (the rest of one, a fresh one).
+  const whole = await fakeServer(t, (r, s) => s.write(dataChunk(r, r.offset, want(r.offset, r.length))));
+  const c2 = await NbdClient.connect({ socket: whole, exportName: 'x', timeoutMs: 5000 });
+  t.teardown(() => c2.close());
+  const one = await c2.readv(0, MiB);
+  t.ok(Buffer.concat(one).equals(want(0, MiB)), '1 MiB read whole: exact');
+  t.ok(new Set(one.map((b) => b.buffer)).size <= 2, `1 MiB read whole: ${one.length} pieces in ${new Set(one.map((b) => b.buffer)).size} buffers (at most 2 slabs)`);
+});

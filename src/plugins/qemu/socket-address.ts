@@ -26,10 +26,15 @@ export function parseSocketAddress(address: string, what: string): SocketAddress
   throw vmError('INVALID_ARGUMENT', `${what} address ${JSON.stringify(address)}: expected unix:/path or tcp:host:port`);
 }
 
-/** Opens a stream socket to `addr`, failing after `timeoutMs` with a message naming `what`. */
-export function openSocket(addr: SocketAddress, what: string, timeoutMs: number): Promise<net.Socket> {
+/**
+ * Opens a stream socket to `addr`, failing after `timeoutMs` with a message naming `what`.
+ * `onread` (net's option): the socket reads into buffers the caller gives and hands them to its
+ * callback instead of emitting 'data' (the NBD client's receive slabs).
+ */
+export function openSocket(addr: SocketAddress, what: string, timeoutMs: number, onread?: net.OnReadOpts): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const sock = addr.kind === 'unix' ? net.createConnection({ path: addr.path }) : net.createConnection({ host: addr.host, port: addr.port });
+    const extra = onread ? { onread } : {};
+    const sock = addr.kind === 'unix' ? net.createConnection({ path: addr.path, ...extra }) : net.createConnection({ host: addr.host, port: addr.port, ...extra });
     const where = addr.kind === 'unix' ? addr.path : `${addr.host}:${addr.port}`;
     const timer = setTimeout(() => {
       sock.destroy();
