@@ -167,7 +167,7 @@ export async function* logState(file: string, entry: LogEntry): AsyncGenerator<A
   const changes = new Map<string, Buffer | undefined>();
   for await (const f of scanLog(file, entry)) {
     if (f.type !== FRAME_DELTA) continue;
-    for (const [k, v] of frameOps(f.payload, file, f.offset)) changes.set(k.toString('latin1'), v === undefined ? undefined : Buffer.from(v));
+    for (const [k, v] of frameOps(f.payload, file, f.offset)) changes.set(k.toString('latin1'), v);
   }
   const delta = [...changes.keys()].map((s) => Buffer.from(s, 'latin1')).sort(Buffer.compare);
   let di = 0;
@@ -190,7 +190,7 @@ export async function* logState(file: string, entry: LogEntry): AsyncGenerator<A
       prevKey = k;
       while (di < delta.length && Buffer.compare(delta[di]!, k) < 0) emitDelta(delta[di++]!);
       if (di < delta.length && delta[di]!.equals(k)) emitDelta(delta[di++]!);
-      else emit(Buffer.from(k), Buffer.from(v));
+      else emit(k, v); // views into the frame's payload: no copy per record
       if (batch.length >= 1000) {
         yield batch;
         batch = [];
