@@ -184,13 +184,28 @@ export async function* logState(file: string, entry: LogEntry): AsyncGenerator<A
   let prevKey: Buffer | undefined;
   for await (const f of scanLog(file, entry)) {
     if (f.type !== FRAME_BASE) continue;
-    for (const [k, v] of frameOps(f.payload, file, f.offset)) {
-      if (v === undefined) throw damaged(file, `frame at offset ${f.offset}: a delete in a base frame`);
-      if (prevKey && Buffer.compare(prevKey, k) >= 0) throw damaged(file, `frame at offset ${f.offset}: base records out of key order`);
+    // Parsed inline (not through frameOps): this loop runs once per record of the database.
+    const pl = f.payload;
+    for (let p = 0; p < pl.length; ) {
+      if (p + 9 > pl.length) throw damaged(file, `frame at offset ${f.offset}: a record header is cut off`);
+      const kl = pl.readUInt32LE(p + 1);
+      const vl = pl.readUInt32LE(p + 5);
+      if (pl[p] !== OP_PUT || kl === 0 || p + 9 + kl + vl > pl.length) throw damaged(file, `frame at offset ${f.offset}: impossible base record (${pl[p]}, ${kl}, ${vl})`);
+      const k = pl.subarray(p + 9, p + 9 + kl);
+      const v = pl.subarray(p + 9 + kl, p + 9 + kl + vl);
+      p += 9 + kl + vl;
+      // compare(target = the key before, ..., source = this key): this one must be greater.
+      if (prevKey && pl.compare(prevKey, 0, prevKey.length, p - vl - kl, p - vl) <= 0) throw damaged(file, `frame at offset ${f.offset}: base records out of key order`);
       prevKey = k;
-      while (di < delta.length && Buffer.compare(delta[di]!, k) < 0) emitDelta(delta[di++]!);
-      if (di < delta.length && delta[di]!.equals(k)) emitDelta(delta[di++]!);
-      else emit(k, v); // views into the frame's payload: no copy per record
+      if (di < delta.length) {
+        while (di < delta.length && Buffer.compare(delta[di]!, k) < 0) emitDelta(delta[di++]!);
+        if (di < delta.length && delta[di]!.equals(k)) {
+          emitDelta(delta[di++]!);
+          continue;
+        }
+      }
+      batch.push([k, v]); // views into the frame's payload: no copy per record
+      count++;
       if (batch.length >= 1000) {
         yield batch;
         batch = [];
