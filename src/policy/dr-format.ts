@@ -147,22 +147,7 @@ export function inCopy(dir: string, rel: string): string {
   return path.join(dir, ...rel.split('/'));
 }
 
-// ---- the database records file -------------------------------------------------------------
-
-export function encodeRecordHeader(key: Buffer, value: Buffer): Buffer {
-  const h = Buffer.allocUnsafe(8);
-  h.writeUInt32LE(key.length, 0);
-  h.writeUInt32LE(value.length, 4);
-  return h;
-}
-
-export function encodeEnd(count: number): Buffer {
-  const b = Buffer.alloc(16);
-  DB_END.copy(b, 0);
-  b.writeUInt32LE(count % 2 ** 32, 8);
-  b.writeUInt32LE(Math.floor(count / 2 ** 32), 12);
-  return b;
-}
+// ---- the database records file (version 1: read only; version 2 is dr-log.ts) ------------------
 
 /** Largest key or value a record may have: LevelDB's own values here are far smaller. */
 const MAX_FIELD = 64 * 1024 * 1024;
