@@ -4,6 +4,10 @@
 // vm1-day2 over vm1 and a snapshot, a second (incremental) copy; then a restore from the copy.
 // Baseline in the same run: a plain copy of the data directory's store files (containers and
 // the LevelDB files: read, write, fsync each, as an offline copy would), on the same disk.
+// Then `--points N` (default 10) small checkpoints, as a policy with frequent points makes: a
+// 1 MiB file rewritten in vm2 and a snapshot, then a DR copy, each; per checkpoint the bytes
+// written (all, and the database's part) and the time. The database's part is the figure the
+// append-only log (format 2) changes: version 1 rewrote every record at each copy.
 // One JSON line per figure on stdout ({"figure", "value", "unit"}); a summary on stderr.
 
 import fs from 'node:fs';
@@ -11,6 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Namespace } from '../src/namespace/namespace.js';
 import { drCopy } from '../src/policy/dr-copy.js';
+import { readManifest } from '../src/policy/dr-format.js';
 import { drRestore } from '../src/policy/dr-restore.js';
 import { SegmentStore, writeDatabase } from '../src/store/store.js';
 import { copySparse } from './bench/vmset-namespace.js';
@@ -114,6 +119,28 @@ async function main(): Promise<void> {
     phases.push(['end (manifest, prune)', performance.now()]);
     const c2s = (performance.now() - t2) / 1000;
 
+    // Many small checkpoints.
+    const points = Number(opt('--points') ?? 10);
+    let smallBytes = 0;
+    let smallDb = 0;
+    let smallS = 0;
+    for (let i = 0; i < points; i++) {
+      const fh = await (i === 0 ? ns.fs.create('/vm2/small.bin', 0o644) : ns.fs.open('/vm2/small.bin', 2));
+      const b = Buffer.alloc(MiB);
+      for (let j = 0; j < b.length; j += 8) b.writeDoubleLE(Math.random(), j);
+      await ns.write(fh, 0, b);
+      await ns.fs.release(fh);
+      await ns.snapshots.create('vm2', `small${i}`);
+      await store.sync();
+      const ts = performance.now();
+      const c = await drCopy({ dataDir: data, to: dest, version: 'bench', snapshot: () => store.snapshotForCopy() });
+      smallS += (performance.now() - ts) / 1000;
+      smallBytes += c.bytesWritten;
+      // Version 1 has no databaseBytes: its records file is the whole database part.
+      smallDb += (c as { databaseBytes?: number }).databaseBytes ?? (await readManifest(dest)).database.size;
+    }
+    const mLast = await readManifest(dest);
+
     const t3 = performance.now();
     const r = await drRestore({ from: dest, data: path.join(root, 'restored'), writeDatabase });
     const rs = (performance.now() - t3) / 1000;
@@ -123,6 +150,7 @@ async function main(): Promise<void> {
     log(`store after day 2: ${(store2 / MiB).toFixed(1)} MiB (+${((store2 - store1) / MiB).toFixed(1)} MiB)`);
     log(`DR copy 2: ${(c2.bytesWritten / MiB).toFixed(1)} MiB written (${c2.containersCopied} containers copied, ${c2.containersReused} reused), ${c2s.toFixed(2)} s`);
     log(`  phases: ${phases.map(([p, at]) => `${p} at ${((at - t2) / 1000).toFixed(2)} s`).join('; ')}`);
+    log(`${points} small checkpoints: ${(smallBytes / points / MiB).toFixed(2)} MiB written per copy (database ${(smallDb / points / MiB).toFixed(3)} MiB), ${(smallS / points).toFixed(2)} s per copy; database entry now ${(mLast.database.size / MiB).toFixed(1)} MiB (format ${mLast.version})`);
     log(`restore: ${(r.bytes / MiB).toFixed(1)} MiB in ${rs.toFixed(2)} s (verify included)`);
     emit('dr.copy1.bytes_vs_store', c1.bytesWritten / store1, 'ratio');
     emit('dr.copy1.time_vs_plain_copy', c1s / plainS, 'ratio');
@@ -131,6 +159,9 @@ async function main(): Promise<void> {
     emit('dr.copy2.bytes_vs_copy1', c2.bytesWritten / c1.bytesWritten, 'ratio');
     emit('dr.copy2.time_vs_copy1', c2s / c1s, 'ratio');
     emit('dr.restore.time_vs_plain_copy', rs / plainS, 'ratio');
+    emit('dr.small.bytes_per_checkpoint', smallBytes / points, 'B');
+    emit('dr.small.db_bytes_per_checkpoint', smallDb / points, 'B');
+    emit('dr.small.seconds_per_checkpoint', smallS / points, 's');
   } finally {
     await ns.close();
     await store.close();

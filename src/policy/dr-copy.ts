@@ -20,12 +20,10 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { fromSystemError, isVmvaultError, vmError } from '../errors.js';
 import { fsyncPath, mkdirDurable } from '../files/durable.js';
+import { appendCheckpoint, chainStart, isDamage, LOG_MAGIC, type LogEntry, logState } from './dr-log.js';
 import {
   type ContainerEntry,
-  DB_MAGIC,
-  encodeEnd,
   encodeManifest,
-  encodeRecordHeader,
   type FileEntry,
   inCopy,
   MANIFEST_FILE,
@@ -60,6 +58,8 @@ export interface DrCopyOptions {
   forbidden?: Array<{ path: string; what: string }>;
   /** Test seam: called after each container is in place (a crash test stops the copier here). */
   afterContainer?: (id: number) => Promise<void> | void;
+  /** Test seam: called after each frame appended to the database log, before its fsync. */
+  afterLogFrame?: (bytes: number) => Promise<void> | void;
 }
 
 export interface DrCopyResult {
@@ -71,6 +71,10 @@ export interface DrCopyResult {
   containersReused: number;
   /** Bytes written to the destination by this copy (containers, database, state files). */
   bytesWritten: number;
+  /** Bytes this copy appended to the database log (its part of bytesWritten). */
+  databaseBytes: number;
+  /** Whether the database went in as a whole base (a new log) rather than as changes. */
+  databaseBase: boolean;
   /** Bytes the copy names in all (what a restore reads). */
   bytesTotal: number;
   databaseRecords: number;
@@ -181,9 +185,9 @@ export async function drCopy(o: DrCopyOptions): Promise<DrCopyResult> {
       await o.afterContainer?.(c.id);
     }
 
-    // The database: every record of the snapshot.
+    // The database: appended to the log as what changed since the previous copy (dr-log.ts).
     o.progress?.(done, total, 'copying the database');
-    const database = await w.writeRecords(`${copyRel}/db.records`, snap.records());
+    const database = await appendDatabase(w, to, previous, { copy: copyId, takenAt: new Date(snap.takenAt).toISOString() }, snap.records(), log, o);
 
     // 3. Directories, then the manifest.
     await w.syncDirs();
@@ -197,7 +201,7 @@ export async function drCopy(o: DrCopyOptions): Promise<DrCopyResult> {
       checkpoint: { nextCid: snap.checkpoint.nextCid, openCids: [...snap.checkpoint.openCids] },
       appliance: { version: o.version },
       storeConfig,
-      database,
+      database: { path: database.path, size: database.size, sha256: database.sha256, records: database.records, live: database.live, checkpoints: database.checkpoints },
       containers,
       files,
       ...(previous ? { previous: previous.copy } : {}),
@@ -218,6 +222,8 @@ export async function drCopy(o: DrCopyOptions): Promise<DrCopyResult> {
       bytesWritten: w.bytesWritten,
       bytesTotal,
       databaseRecords: database.records,
+      databaseBytes: database.appended,
+      databaseBase: database.base,
       files: files.length,
       ...(previous ? { previous: previous.copy } : {}),
     };
@@ -302,37 +308,50 @@ class Writer {
     return { path: rel, size, sha256: hash.digest('hex') };
   }
 
-  async writeRecords(rel: string, records: AsyncIterable<Array<[Buffer, Buffer]>>): Promise<FileEntry & { records: number }> {
-    const hash = createHash('sha256');
-    let count = 0;
-    let size = 0;
-    await this.write(rel, async (h) => {
-      let parts: Buffer[] = [DB_MAGIC];
-      let pending = DB_MAGIC.length;
-      const flush = async () => {
-        const b = Buffer.concat(parts, pending);
-        hash.update(b);
-        await h.write(b, 0, b.length, size);
-        size += b.length;
-        parts = [];
-        pending = 0;
-      };
-      for await (const batch of records) {
-        this.signal?.throwIfAborted();
-        for (const [k, v] of batch) {
-          const hd = encodeRecordHeader(k, v);
-          parts.push(hd, k, v);
-          pending += hd.length + k.length + v.length;
-          count++;
+  /**
+   * Appends to the database log at `rel`: a new file (magic first) when `committed` is undefined,
+   * else after its committed length, cutting off what a copy cut short left beyond it. Synced
+   * before it returns; the manifest (written after) is what commits the appended bytes.
+   */
+  async appendLog<T>(rel: string, committed: number | undefined, fill: (write: (b: Buffer) => Promise<void>) => Promise<T>, log: (l: string) => void, after?: (n: number) => Promise<void> | void): Promise<{ value: T; end: number; appended: number }> {
+    const file = inCopy(this.root, rel);
+    await this.mkdirs(path.dirname(file));
+    let h: fsp.FileHandle;
+    let pos: number;
+    try {
+      if (committed === undefined) {
+        h = await fsp.open(file, 'w', 0o600);
+        await h.write(LOG_MAGIC, 0, LOG_MAGIC.length, 0);
+        pos = LOG_MAGIC.length;
+      } else {
+        h = await fsp.open(file, 'r+');
+        const size = (await h.stat()).size;
+        if (size > committed) {
+          log(`DR copy: ${size - committed} bytes after the last complete checkpoint of ${rel} (a copy cut off before its manifest) are cut off`);
+          await h.truncate(committed);
         }
-        if (pending >= 1 << 20) await flush();
+        pos = committed;
       }
-      const end = encodeEnd(count);
-      parts.push(end);
-      pending += end.length;
-      await flush();
-    });
-    return { path: rel, size, sha256: hash.digest('hex'), records: count };
+    } catch (err) {
+      throw fromSystemError(err, `opening ${file} (DR copy)`);
+    }
+    const start = committed ?? 0;
+    try {
+      const value = await fill(async (b) => {
+        this.signal?.throwIfAborted();
+        await h.write(b, 0, b.length, pos);
+        pos += b.length;
+        await after?.(b.length);
+      });
+      await h.sync();
+      this.bytesWritten += pos - start;
+      this.dirs.add(path.dirname(file));
+      return { value, end: pos, appended: pos - start };
+    } catch (err) {
+      throw fromSystemError(err, `appending to ${file} (DR copy)`);
+    } finally {
+      await h.close();
+    }
   }
 
   private async write(rel: string, fill: (h: fsp.FileHandle) => Promise<void>): Promise<void> {
@@ -396,6 +415,63 @@ class Writer {
   }
 }
 
+/** Starts a new log once the old one holds more than this many times a base's bytes. */
+const COMPACT_RATIO = 2;
+
+/**
+ * The database into the log: as changes since the previous copy when its manifest names a
+ * version-2 log that reads back whole and is not yet COMPACT_RATIO times a base; else as a base in
+ * a new log (`dr-db/<copy>.log`; the old one is pruned once the manifest names the new one).
+ */
+async function appendDatabase(
+  w: Writer,
+  root: string,
+  previous: ManifestBody | undefined,
+  end: { copy: string; takenAt: string },
+  records: AsyncIterable<Array<[Buffer, Buffer]>>,
+  log: (l: string) => void,
+  o: Pick<DrCopyOptions, 'signal' | 'afterLogFrame'>,
+): Promise<LogEntry & { appended: number; base: boolean }> {
+  const prev = previous && previous.version >= 2 ? (previous.database as LogEntry) : undefined;
+  let state: AsyncIterator<Array<[Buffer, Buffer]>> | undefined;
+  if (prev && prev.size > COMPACT_RATIO * prev.live + LOG_MAGIC.length) {
+    log(`DR copy: the database log holds ${prev.size} bytes for ${prev.live} live: starting a new one`);
+  } else if (prev) {
+    const it = logState(inCopy(root, prev.path), prev)[Symbol.asyncIterator]();
+    try {
+      // The first step checks the whole committed prefix before anything is appended.
+      const first = await it.next();
+      state = prepend(first, it);
+    } catch (err) {
+      if (!isDamage(err)) throw err;
+      log(`DR copy: the database log is not usable (${(err as Error).message}); starting a new one`);
+    }
+  }
+  const rel = state ? prev!.path : `dr-db/${end.copy}.log`;
+  const ordinal = state ? prev!.checkpoints + 1 : 1;
+  const r = await w.appendLog(
+    rel,
+    state ? prev!.size : undefined,
+    (write) => appendCheckpoint({ records, previous: state, ordinal, chain: state ? Buffer.from(prev!.sha256, 'hex') : chainStart(), end, write, signal: o.signal }),
+    log,
+    o.afterLogFrame,
+  );
+  return { path: rel, size: r.end, sha256: r.value.chain.toString('hex'), records: r.value.records, live: r.value.live, checkpoints: ordinal, appended: r.appended, base: state === undefined };
+}
+
+function prepend<T>(first: IteratorResult<T>, rest: AsyncIterator<T>): AsyncIterator<T> {
+  let used = false;
+  return {
+    next: async () => {
+      if (!used) {
+        used = true;
+        return first;
+      }
+      return first.done ? first : rest.next();
+    },
+  };
+}
+
 /** Removes what the manifest `m` does not name: run only after it landed. */
 async function prune(root: string, m: ManifestBody, log: (l: string) => void): Promise<void> {
   const keep = new Set<string>([m.storeConfig.path, m.database.path, ...m.containers.map((c) => c.path), ...m.files.map((f) => f.path)]);
@@ -425,7 +501,7 @@ async function prune(root: string, m: ManifestBody, log: (l: string) => void): P
     }
   };
   // Only the DR copy's own folders: a clone archive may share the directory (ARCHIVE.md).
-  for (const top of ['dr-copies', 'dr-containers', 'dr-files']) await walk(top);
+  for (const top of ['dr-copies', 'dr-containers', 'dr-files', 'dr-db']) await walk(top);
   for (const e of await fsp.readdir(root)) if (e.startsWith(`${MANIFEST_FILE}.tmp-`)) await fsp.rm(path.join(root, e), { force: true });
   if (removed > 0) log(`DR copy: removed ${removed} files and folders no copy names any more`);
 }

@@ -9,7 +9,8 @@ import path from 'node:path';
 import { fromSystemError, vmError } from '../errors.js';
 
 export const DR_FORMAT = 'vmvault-dr';
-export const DR_VERSION = 1;
+/** 2: the database is an append-only log (dr-log.ts) shared by the copies; 1: a records file per copy (still read). */
+export const DR_VERSION = 2;
 export const MANIFEST_FILE = 'dr-manifest.json';
 /** The database records file: magic, records, end marker with the count (DR-FORMAT.md). */
 export const DB_MAGIC = Buffer.from('VVDRDB01', 'latin1');
@@ -52,7 +53,11 @@ export interface ManifestBody {
   appliance: { version: string };
   /** store.json, byte for byte. */
   storeConfig: FileEntry;
-  database: FileEntry & { records: number };
+  /**
+   * Version 1: the copy's records file (`records` in it). Version 2: the database log, `size` its
+   * committed length, `sha256` the chained checksum there, plus `live` and `checkpoints` (dr-log.ts).
+   */
+  database: FileEntry & { records: number; live?: number; checkpoints?: number };
   containers: ContainerEntry[];
   files: StateFileEntry[];
   /** The copy before this one (its id), when there was one. */
@@ -112,6 +117,7 @@ export function decodeManifest(text: string, file: string): ManifestBody {
   checkEntry(b.storeConfig, file, 'storeConfig');
   checkEntry(b.database, file, 'database');
   if (!Number.isInteger(b.database!.records)) throw bad('database record count');
+  if (b.version >= 2 && (!Number.isInteger(b.database!.live) || !Number.isInteger(b.database!.checkpoints) || b.database!.checkpoints! < 1)) throw bad('database log entry');
   if (!Array.isArray(b.containers) || !Array.isArray(b.files)) throw bad('containers or files');
   for (const c of b.containers) {
     checkEntry(c, file, 'container');
@@ -141,22 +147,7 @@ export function inCopy(dir: string, rel: string): string {
   return path.join(dir, ...rel.split('/'));
 }
 
-// ---- the database records file -------------------------------------------------------------
-
-export function encodeRecordHeader(key: Buffer, value: Buffer): Buffer {
-  const h = Buffer.allocUnsafe(8);
-  h.writeUInt32LE(key.length, 0);
-  h.writeUInt32LE(value.length, 4);
-  return h;
-}
-
-export function encodeEnd(count: number): Buffer {
-  const b = Buffer.alloc(16);
-  DB_END.copy(b, 0);
-  b.writeUInt32LE(count % 2 ** 32, 8);
-  b.writeUInt32LE(Math.floor(count / 2 ** 32), 12);
-  return b;
-}
+// ---- the database records file (version 1: read only; version 2 is dr-log.ts) ------------------
 
 /** Largest key or value a record may have: LevelDB's own values here are far smaller. */
 const MAX_FIELD = 64 * 1024 * 1024;

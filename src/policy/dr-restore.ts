@@ -18,6 +18,7 @@ import path from 'node:path';
 import { fromSystemError, vmError } from '../errors.js';
 import { fsyncPath, mkdirDurable } from '../files/durable.js';
 import { inCopy, readRecords } from './dr-format.js';
+import { type LogEntry, logState } from './dr-log.js';
 import { describeProblems, drVerify, type DrVerifyReport } from './dr-verify.js';
 import { readVersioned, writeAtomic } from './json-file.js';
 import { CLOCK_VERSION } from './lock-clock.js';
@@ -80,7 +81,9 @@ export async function drRestore(o: DrRestoreOptions): Promise<DrRestoreResult> {
     for (const c of m.containers) await put(c.path, containerStorePath(c.id), c.size, c.sha256);
     for (const f of m.files) await put(f.path, f.rel, f.size, f.sha256, f.mode);
     o.progress?.(done, total, 'writing the database');
-    const records = await o.writeDatabase(data, readRecords(inCopy(from, m.database.path), m.database));
+    const db = inCopy(from, m.database.path);
+    // Version 2: the log's state as of the manifest's checkpoint; version 1: the copy's records file.
+    const records = await o.writeDatabase(data, m.version >= 2 ? logState(db, m.database as LogEntry) : readRecords(db, m.database));
     done += m.database.size;
     await raiseLockClock(data, Date.parse(m.takenAt));
     for (const d of [...dirs].sort((a, b) => b.length - a.length)) await fsyncPath(d);

@@ -5,7 +5,9 @@
 
 import { createHash } from 'node:crypto';
 import fsp from 'node:fs/promises';
+import { isVmvaultError } from '../errors.js';
 import { type FileEntry, inCopy, type ManifestBody, readManifest } from './dr-format.js';
+import { type LogEntry, scanLog } from './dr-log.js';
 
 export interface DrProblem {
   /** The file, relative to the DR directory. */
@@ -42,7 +44,7 @@ export async function drVerify(from: string, opts: { progress?: (done: number, t
   for (const { e, what } of items) {
     opts.signal?.throwIfAborted();
     const file = inCopy(from, e.path);
-    const p = await checkFile(file, e, buf);
+    const p = e === m.database && m.version >= 2 ? await checkLog(file, m.database as LogEntry) : await checkFile(file, e, buf);
     if (p) problems.push({ path: e.path, what, ...p });
     done += e.size;
     opts.progress?.(done, total);
@@ -79,6 +81,24 @@ async function checkFile(file: string, e: FileEntry, buf: Buffer): Promise<Pick<
     return { problem: 'unreadable', detail: (err as Error).message };
   } finally {
     await h.close();
+  }
+}
+
+/**
+ * A version-2 database log: every frame of its committed prefix checked against the chain (the
+ * problem names the frame, its offset and checkpoint); bytes beyond the committed end (a copy cut
+ * off before its manifest) are not part of the copy and not a problem.
+ */
+async function checkLog(file: string, e: LogEntry): Promise<Pick<DrProblem, 'problem' | 'detail'> | undefined> {
+  const size = await fsp.stat(file).then((s) => s.size, (err: NodeJS.ErrnoException) => err);
+  if (typeof size !== 'number') return size.code === 'ENOENT' ? { problem: 'missing', detail: 'the file is missing' } : { problem: 'unreadable', detail: `cannot open it (${size.code ?? size.message})` };
+  if (size < e.size) return { problem: 'size', detail: `${size} bytes, the manifest's checkpoint ends at ${e.size}` };
+  try {
+    for await (const _ of scanLog(file, e));
+    return undefined;
+  } catch (err) {
+    if (!isVmvaultError(err, 'CORRUPT_COPY')) return { problem: 'unreadable', detail: (err as Error).message };
+    return { problem: 'checksum', detail: (err as Error).message.replace(`${file} is damaged: `, '') };
   }
 }
 
