@@ -383,8 +383,10 @@ export class LlFileSystem {
       }),
       create: this.run(async (r, s) => {
         const { attr, fh } = await this.making(r.parent, r.name, () => n.create(r.parent, r.name, r.mode, r.flags, owner(r)));
-        await this.offerDir(s, r.parent);
         if (!s.replyCreate(r.id, this.counted(attr), fh)) await fs.release(fh);
+        // After the reply: the kernel asks for the directory's attributes only at the caller's
+        // next path walk, after its write and close of the new file.
+        await this.offerDir(s, r.parent);
       }),
       open: this.run(async (r, s) => {
         const fh = await n.open(r.ino, r.flags);
