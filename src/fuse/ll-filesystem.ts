@@ -270,8 +270,11 @@ export class LlFileSystem {
   }
 
   /**
-   * After a change in directory `parent`, before it is answered: the kernel will ask for the
-   * directory's attributes at its next path walk; the addon answers that with these.
+   * After a change in directory `parent` is answered: the kernel will ask for the directory's
+   * attributes at the caller's next path walk, and the addon answers that with these. After the
+   * reply, so the offer costs the caller no wait; it is made before any other event of this
+   * thread runs (the reads are cached), so it is usually in place before the kernel asks (if
+   * not, that getattr comes here as before).
    */
   private async offerDir(s: LlSession, parent: bigint): Promise<void> {
     const mark = this.attrs.mark();
@@ -343,49 +346,47 @@ export class LlFileSystem {
       readlink: this.run(async (r, s) => s.replyReadlink(r.id, await n.readlink(r.ino))),
       mknod: this.run(async (r, s) => {
         const a = await this.making(r.parent, r.name, () => n.mknod(r.parent, r.name, r.mode, owner(r)));
-        await this.offerDir(s, r.parent);
         s.replyEntry(r.id, this.counted(a));
+        await this.offerDir(s, r.parent);
       }),
       mkdir: this.run(async (r, s) => {
         const make = () => n.mkdir(r.parent, r.name, r.mode, owner(r));
         // mkdir at the top of the mount makes a share: audited like POST /shares.
         const a = r.parent === MOUNT_ROOT_NODE ? await this.audited('mkdir', r, { share: r.name }, make) : await this.making(r.parent, r.name, make);
-        await this.offerDir(s, r.parent);
         s.replyEntry(r.id, this.counted(a));
+        await this.offerDir(s, r.parent);
       }),
       symlink: this.run(async (r, s) => {
         const a = await this.making(r.parent, r.name, () => n.symlink(r.parent, r.name, r.target, owner(r)));
-        await this.offerDir(s, r.parent);
         s.replyEntry(r.id, this.counted(a));
+        await this.offerDir(s, r.parent);
       }),
       link: this.run(async (r, s) => {
         const a = await this.making(r.newparent, r.newname, () => n.link(r.ino, r.newparent, r.newname));
-        await this.offerDir(s, r.newparent);
         s.replyEntry(r.id, this.counted(a));
+        await this.offerDir(s, r.newparent);
       }),
       unlink: this.run(async (r, s) => {
         await n.unlink(r.parent, r.name);
-        await this.offerDir(s, r.parent);
         s.replyErr(r.id, 0);
+        await this.offerDir(s, r.parent);
       }),
       rmdir: this.run(async (r, s) => {
         const remove = () => n.rmdir(r.parent, r.name);
         if (r.parent === MOUNT_ROOT_NODE) await this.audited('rmdir', r, { share: r.name }, remove);
         else await remove();
-        await this.offerDir(s, r.parent);
         s.replyErr(r.id, 0);
+        await this.offerDir(s, r.parent);
       }),
       rename: this.run(async (r, s) => {
         await this.making(r.newparent, r.newname, () => n.rename(r.parent, r.name, r.newparent, r.newname, r.flags));
+        s.replyErr(r.id, 0);
         await this.offerDir(s, r.parent);
         if (r.newparent !== r.parent) await this.offerDir(s, r.newparent);
-        s.replyErr(r.id, 0);
       }),
       create: this.run(async (r, s) => {
         const { attr, fh } = await this.making(r.parent, r.name, () => n.create(r.parent, r.name, r.mode, r.flags, owner(r)));
         if (!s.replyCreate(r.id, this.counted(attr), fh)) await fs.release(fh);
-        // After the reply: the kernel asks for the directory's attributes only at the caller's
-        // next path walk, after its write and close of the new file.
         await this.offerDir(s, r.parent);
       }),
       open: this.run(async (r, s) => {
