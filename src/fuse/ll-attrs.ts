@@ -5,10 +5,11 @@
 // one getattr per file made or removed, two per file rsync copies, half of an unlink's requests.
 //
 // The discipline is holes.c's: attributes are offered only when current, and dropped
-// synchronously before any change to the node is acknowledged. The namespace's cache tells of
-// every transaction it learns (Meta.watchChanges, called before the transaction's maker is
-// answered) with the inodes it changed and the directories whose entries it changed; a
-// transaction that may change anything (raw records, a volume forgotten) drops them all.
+// synchronously before any change to the node is acknowledged (an offer may come at any time,
+// also after a change's reply). The namespace's cache tells of every transaction it learns
+// (Meta.watchChanges, called before the transaction's maker is answered) with the inodes it
+// changed and the directories whose entries it changed; a transaction that may change anything
+// (raw records, a volume forgotten) drops them all.
 // Offers are made against a count of changes taken before their attributes were read: if any
 // change was learnt meanwhile, the offer is not made (the attributes may predate it).
 //
