@@ -36,6 +36,7 @@ import type { NodeAttr, NodeEntry } from '../namespace/node-ops.js';
 import { MOUNT_ROOT_NODE, nodeOf, parseNode } from '../namespace/node-id.js';
 import { NodeType } from '../namespace/records.js';
 import { toErrno } from './errno.js';
+import { AttrTable } from './ll-attrs.js';
 import { LockTable } from './ll-locks.js';
 import { HoleTable } from './ll-holes.js';
 import { withVirtualTree, type VirtualTree } from './ll-virtual.js';
@@ -99,6 +100,8 @@ export class LlFileSystem {
   readonly locks = new LockTable();
   /** Holes of open files the addon answers without this thread. */
   private readonly holes: HoleTable;
+  /** Directory attributes the addon answers without this thread. */
+  private readonly attrs: AttrTable;
   private readonly dirs = new Map<number, NodeEntry[]>();
   private nextDirFh = 1;
   private readonly log: (line: string) => void;
@@ -121,6 +124,7 @@ export class LlFileSystem {
     this.virtual = opts.virtual;
     this.auditTo = opts.audit;
     this.holes = new HoleTable(ns);
+    this.attrs = new AttrTable(ns.ctx.meta);
   }
 
   /** Runs `fn` and, if auditing, records the operation with its caller and outcome. */
@@ -149,6 +153,7 @@ export class LlFileSystem {
   close(): void {
     this.unwatch?.();
     this.unwatch = undefined;
+    this.attrs.close();
     this.negatives.clear();
     this.session = undefined;
   }
@@ -259,6 +264,29 @@ export class LlFileSystem {
     return this.entry(a);
   }
 
+  /** Offers a directory's attributes, read after `mark`, to the addon (ll-attrs.ts). */
+  private offer(s: LlSession, a: NodeAttr, mark: number): void {
+    if (a.type === NodeType.Dir) this.attrs.offer(s, a, this.attr(a), TIMEOUT_S, mark);
+  }
+
+  /**
+   * After a change in directory `parent` is answered: the kernel will ask for the directory's
+   * attributes at the caller's next path walk, and the addon answers that with these. After the
+   * reply, so the offer costs the caller no wait; it is made before any other event of this
+   * thread runs (the reads are cached), so it is usually in place before the kernel asks (if
+   * not, that getattr comes here as before).
+   */
+  private async offerDir(s: LlSession, parent: bigint): Promise<void> {
+    const mark = this.attrs.mark();
+    let a: NodeAttr;
+    try {
+      a = await this.ns.nodes.getattr(parent);
+    } catch {
+      return;
+    }
+    this.offer(s, a, mark);
+  }
+
   private fail(s: LlSession, r: LlRequest, err: unknown): void {
     const what = 'ino' in r ? `node ${r.ino}` : 'parent' in r ? `${r.name} in node ${r.parent}` : '';
     s.replyErr(r.id, -toErrno(err, `${r.op} ${what}`, this.log));
@@ -285,6 +313,7 @@ export class LlFileSystem {
     return {
       lookup: async (r, s) => {
         const seen = this.made;
+        const mark = this.attrs.mark();
         let a: NodeAttr;
         try {
           a = await n.lookup(r.parent, r.name);
@@ -293,6 +322,7 @@ export class LlFileSystem {
           else this.fail(s, r, err);
           return;
         }
+        this.offer(s, a, mark);
         s.replyEntry(r.id, this.counted(a));
       },
       forget: (r) => {
@@ -302,39 +332,62 @@ export class LlFileSystem {
           else this.lookups.delete(ino);
         }
       },
-      getattr: this.run(async (r, s) => s.replyAttr(r.id, this.attr(await n.getattr(r.ino, r.fh)), TIMEOUT_S)),
+      getattr: this.run(async (r, s) => {
+        const mark = this.attrs.mark();
+        const a = await n.getattr(r.ino, r.fh);
+        this.offer(s, a, mark);
+        s.replyAttr(r.id, this.attr(a), TIMEOUT_S);
+      }),
       setattr: this.run(async (r, s) => {
         const { mode, uid, gid, size, atimeMs, mtimeMs } = r.set;
         const a = await n.setattr(r.ino, { mode, uid, gid, size, atime: atimeMs, mtime: mtimeMs }, r.fh);
         s.replyAttr(r.id, this.attr(a), TIMEOUT_S);
       }),
       readlink: this.run(async (r, s) => s.replyReadlink(r.id, await n.readlink(r.ino))),
-      mknod: this.run(async (r, s) => s.replyEntry(r.id, this.counted(await this.making(r.parent, r.name, () => n.mknod(r.parent, r.name, r.mode, owner(r)))))),
+      mknod: this.run(async (r, s) => {
+        const a = await this.making(r.parent, r.name, () => n.mknod(r.parent, r.name, r.mode, owner(r)));
+        s.replyEntry(r.id, this.counted(a));
+        await this.offerDir(s, r.parent);
+      }),
       mkdir: this.run(async (r, s) => {
         const make = () => n.mkdir(r.parent, r.name, r.mode, owner(r));
         // mkdir at the top of the mount makes a share: audited like POST /shares.
         const a = r.parent === MOUNT_ROOT_NODE ? await this.audited('mkdir', r, { share: r.name }, make) : await this.making(r.parent, r.name, make);
         s.replyEntry(r.id, this.counted(a));
+        await this.offerDir(s, r.parent);
       }),
-      symlink: this.run(async (r, s) => s.replyEntry(r.id, this.counted(await this.making(r.parent, r.name, () => n.symlink(r.parent, r.name, r.target, owner(r)))))),
-      link: this.run(async (r, s) => s.replyEntry(r.id, this.counted(await this.making(r.newparent, r.newname, () => n.link(r.ino, r.newparent, r.newname))))),
+      symlink: this.run(async (r, s) => {
+        const a = await this.making(r.parent, r.name, () => n.symlink(r.parent, r.name, r.target, owner(r)));
+        s.replyEntry(r.id, this.counted(a));
+        await this.offerDir(s, r.parent);
+      }),
+      link: this.run(async (r, s) => {
+        const a = await this.making(r.newparent, r.newname, () => n.link(r.ino, r.newparent, r.newname));
+        s.replyEntry(r.id, this.counted(a));
+        await this.offerDir(s, r.newparent);
+      }),
       unlink: this.run(async (r, s) => {
         await n.unlink(r.parent, r.name);
         s.replyErr(r.id, 0);
+        await this.offerDir(s, r.parent);
       }),
       rmdir: this.run(async (r, s) => {
         const remove = () => n.rmdir(r.parent, r.name);
         if (r.parent === MOUNT_ROOT_NODE) await this.audited('rmdir', r, { share: r.name }, remove);
         else await remove();
         s.replyErr(r.id, 0);
+        await this.offerDir(s, r.parent);
       }),
       rename: this.run(async (r, s) => {
         await this.making(r.newparent, r.newname, () => n.rename(r.parent, r.name, r.newparent, r.newname, r.flags));
         s.replyErr(r.id, 0);
+        await this.offerDir(s, r.parent);
+        if (r.newparent !== r.parent) await this.offerDir(s, r.newparent);
       }),
       create: this.run(async (r, s) => {
         const { attr, fh } = await this.making(r.parent, r.name, () => n.create(r.parent, r.name, r.mode, r.flags, owner(r)));
         if (!s.replyCreate(r.id, this.counted(attr), fh)) await fs.release(fh);
+        await this.offerDir(s, r.parent);
       }),
       open: this.run(async (r, s) => {
         const fh = await n.open(r.ino, r.flags);

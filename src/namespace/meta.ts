@@ -148,9 +148,17 @@ export class Txn {
  */
 export type NameWatcher = (made: { vol: number; parent: number; name: string } | null) => void;
 
+/**
+ * Told synchronously, as the cache learns a transaction (before whoever made it is answered),
+ * which inodes ("vol/ino") it changed or whose entries it changed; `null`: anything may have.
+ */
+export type ChangeWatcher = (changed: Iterable<string> | null) => void;
+
 export class Meta {
   /** The mount's kernel caches "no such name" answers and must hear when such a name appears. */
   private readonly watchers = new Set<NameWatcher>();
+  /** The mount's addon answers attributes it was given (fuse/ll-attrs.ts) until told they changed. */
+  private readonly changeWatchers = new Set<ChangeWatcher>();
   private readonly inodes = new Lru<Inode | null>();
   private readonly entries = new Lru<EntryValue | null>();
   private readonly volumes = new Map<number, Volume>();
@@ -422,6 +430,18 @@ export class Meta {
     return () => void this.watchers.delete(w);
   }
 
+  /** Calls `w` for every change learnt from now on; returns what stops it. */
+  watchChanges(w: ChangeWatcher): () => void {
+    this.changeWatchers.add(w);
+    return () => void this.changeWatchers.delete(w);
+  }
+
+  private tellChanged(txn: Txn | null): void {
+    if (this.changeWatchers.size === 0) return;
+    const changed = txn === null || txn.hasRaw ? null : [...txn.inodes.keys(), ...txn.dirs];
+    for (const w of this.changeWatchers) w(changed);
+  }
+
   private tell(made: Parameters<NameWatcher>[0]): void {
     for (const w of this.watchers) w(made);
   }
@@ -452,6 +472,7 @@ export class Meta {
     for (const [k, inode] of txn.inodes) this.inodes.set(k, inode);
     for (const [k, e] of txn.entries) this.entries.set(k, e);
     for (const [id, v] of txn.volumes) this.volumes.set(id, v);
+    this.tellChanged(txn);
     if (this.watchers.size !== 0) {
       for (const [k, e] of txn.entries) {
         if (e === ABSENT) continue;
@@ -471,6 +492,7 @@ export class Meta {
     this.listed = 0;
     this.inodes.clear();
     this.entries.clear();
+    this.tellChanged(null);
     this.tell(null);
   }
 }

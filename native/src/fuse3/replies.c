@@ -54,7 +54,7 @@ static struct timespec ts_of(double ms) {
   return t;
 }
 
-static void unpack_attr(const double *a, uint64_t ino, struct stat *st) {
+void vv_unpack_attr(const double *a, uint64_t ino, struct stat *st) {
   memset(st, 0, sizeof *st);
   st->st_ino = ino;
   st->st_mode = (mode_t)a[A_MODE];
@@ -74,7 +74,7 @@ static void unpack_entry(const double *f, const uint64_t *u, struct fuse_entry_p
   memset(e, 0, sizeof *e);
   e->ino = u[0];
   e->generation = u[1];
-  unpack_attr(f, u[0], &e->attr);
+  vv_unpack_attr(f, u[0], &e->attr);
   e->attr_timeout = f[E_ATTR_TIMEOUT];
   e->entry_timeout = f[E_ENTRY_TIMEOUT];
 }
@@ -175,7 +175,7 @@ static napi_value reply_attr(napi_env env, napi_callback_info info) {
   if (!begin(env, info, 4, argv, &r)) return NULL;
   if (!r) return ret_bool(env, 0);
   struct stat st;
-  unpack_attr(f, u[0] ? u[0] : r->ino, &st);
+  vv_unpack_attr(f, u[0] ? u[0] : r->ino, &st);
   DONE(r, fuse_reply_attr(r->req, &st, f[A_COUNT]));
   return ret_bool(env, 1);
 }

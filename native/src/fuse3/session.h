@@ -80,6 +80,7 @@ typedef struct vv_sess {
   // counters
   double batches, requests, max_batch;
   struct vv_holes *holes;  // zero runs of open files, answered without JS (holes.c)
+  struct vv_attrs *attrs;  // attributes JS vouches for, getattr answered without JS (attrs.c)
   vv_notifier *notifier;  // dentry invalidations (notify.c), started at the first one
   napi_async_work unmount_work;
   napi_deferred unmount_deferred;
@@ -103,5 +104,7 @@ vv_req *vv_take(vv_sess *s, int64_t id);   // the outstanding request of id, rem
 void vv_req_free(vv_req *r);
 void vv_call_js(napi_env env, napi_value js_cb, void *context, void *data);
 napi_value vv_init_replies(napi_env env, napi_value exports);
+// Packed attributes (A_*) into a struct stat (replies.c).
+void vv_unpack_attr(const double *a, uint64_t ino, struct stat *st);
 
 #endif

@@ -37,6 +37,14 @@ export interface Fuse3Addon {
   clearHoles(h: Handle, ino: number, fh: number): void;
   /** Reads answered from registered holes so far. */
   holeReads(h: Handle): number;
+  /** Attributes (A_* + timeout) of a node: its getattrs are answered in C (native/src/fuse3/attrs.c). False: not taken. */
+  setAttr(h: Handle, ino: bigint, f: Float64Array): boolean;
+  /** Forgets the attributes of a node: its getattrs go to JavaScript again. */
+  clearAttr(h: Handle, ino: bigint): void;
+  /** Forgets every node's attributes. */
+  clearAttrs(h: Handle): void;
+  /** Getattrs answered from the table so far. */
+  attrHits(h: Handle): number;
 }
 
 let cached: Fuse3Addon | undefined;

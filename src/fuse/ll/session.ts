@@ -149,6 +149,31 @@ export class LlSession {
     return this.handle ? this.addon.holeReads(this.handle) : 0;
   }
 
+  /**
+   * Lets the addon answer getattr of `attr.ino` by itself (native/src/fuse3/attrs.c). The caller
+   * vouches that the attributes are current and must clear them (clearAttr, clearAttrs) before
+   * it acknowledges any change to the node. False when not taken.
+   */
+  setAttr(attr: LlAttr, timeout: number): boolean {
+    if (!this.handle) return false;
+    packAttr(scratchF, 0, attr);
+    scratchF[A_COUNT] = timeout;
+    return this.addon.setAttr(this.handle, attr.ino, scratchF);
+  }
+
+  clearAttr(ino: bigint): void {
+    if (this.handle) this.addon.clearAttr(this.handle, ino);
+  }
+
+  clearAttrs(): void {
+    if (this.handle) this.addon.clearAttrs(this.handle);
+  }
+
+  /** Getattrs answered from setAttr's table without JavaScript so far. */
+  get attrHits(): number {
+    return this.handle ? this.addon.attrHits(this.handle) : 0;
+  }
+
   private get h(): Handle {
     if (!this.handle) throw new VmvaultError('CLOSED', `${this.mountpoint} is not mounted`);
     return this.handle;
