@@ -13,6 +13,14 @@ import { FRAME_CONTENT_TYPE } from './frames.js';
 import { TRANSFER_PREFIX } from './messages.js';
 
 const REQUEST_TIMEOUT_MS = 120_000;
+/**
+ * Bodies from this size on go to a TLS socket as a write of their own, after the headers'.
+ * Node's HTTP client corks the headers (a string), the body and end()'s empty string chunk into
+ * one writev, and a writev holding a string is first copied whole into one fresh buffer
+ * (StreamBase::Writev) before TLS encrypts it: a copy of every segments frame (4 MiB; 226 MiB
+ * per 512 MiB full send). Written alone, the body is encrypted from the caller's buffer.
+ */
+export const SEPARATE_BODY_BYTES = 64 * 1024;
 
 export interface ConnectionOptions {
   url: string;
@@ -138,9 +146,35 @@ export class TransferConnection {
           reject(replyError(method, url.pathname, status, buf, res.headers['retry-after']));
         });
       });
-      req.end(body);
+      if (body !== undefined && body.length >= SEPARATE_BODY_BYTES && url.protocol === 'https:') endSeparately(req, body);
+      else req.end(body);
     });
   }
+}
+
+/**
+ * Sends `body` to the socket as a write of its own (SEPARATE_BODY_BYTES): the headers once the
+ * socket is connected, the body a turn of the event loop later (write() corks until the next
+ * tick, so alone in its turn it leaves alone), end() a turn after that (its empty chunk would
+ * otherwise join the body's writev). Not before connect: a connecting socket queues the writes
+ * and hands them on together.
+ */
+function endSeparately(req: http.ClientRequest, body: Buffer): void {
+  req.once('socket', (s: Socket) => {
+    const go = () => {
+      if (req.destroyed) return;
+      req.flushHeaders();
+      setImmediate(() => {
+        if (req.destroyed) return;
+        req.write(body);
+        setImmediate(() => {
+          if (!req.destroyed) req.end();
+        });
+      });
+    };
+    if ((s as Socket & { connecting?: boolean }).connecting) s.once('secureConnect', go);
+    else go();
+  });
 }
 
 /**
