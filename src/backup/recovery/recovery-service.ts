@@ -233,7 +233,7 @@ export class RecoveryService {
       const kvm = this.opts.kvm !== undefined
         ? { usable: this.opts.kvm, reason: 'KVM is switched off for recoveries: the VM runs under TCG (software emulation)' }
         : await kvmUsable(qemu);
-      const plan = launchPlan(desc, disks, { dir, name, kvm: kvm.usable, tcgReason: kvm.reason });
+      const plan = launchPlan(desc, disks, { dir, name, kvm });
       for (const n of plan.notes) p.log(n);
       p.phase('start');
       const errLog = await fs.open(path.join(dir, 'qemu.log'), 'w');

@@ -7,9 +7,9 @@
 // Sockets: QMP and the guest agent's virtio-serial channel are UNIX sockets in `dir`, and the
 // serial console goes to `dir/console.log`.
 
-import fs from 'node:fs';
 import path from 'node:path';
 import { vmError } from '../../errors.js';
+import type { KvmVerdict } from './kvm-probe.js';
 
 /** vm.json as the backup service writes it (VM_JSON_VERSION 1); only what a launch reads. */
 export interface VmJson {
@@ -68,14 +68,13 @@ export function checkVmJson(v: unknown, where: string): VmJson {
   return j as unknown as VmJson;
 }
 
-/** `kvm`: whether to use KVM (kvm-probe.ts decides; without it, whether /dev/kvm exists), and
- * `tcgReason`: why not, for the notes. */
-export function launchPlan(vm: VmJson, disks: LaunchDisk[], opts: { dir: string; name: string; kvm?: boolean; tcgReason?: string }): LaunchPlan {
+/** `kvm`: whether to use KVM and, if not, why (kvm-probe.ts decides; /dev/kvm existing is not enough). */
+export function launchPlan(vm: VmJson, disks: LaunchDisk[], opts: { dir: string; name: string; kvm: KvmVerdict }): LaunchPlan {
   const notes: string[] = [];
   const qmpSocket = path.join(opts.dir, 'qmp.sock');
   const qgaSocket = path.join(opts.dir, 'qga.sock');
   const consoleLog = path.join(opts.dir, 'console.log');
-  const kvm = opts.kvm ?? fs.existsSync('/dev/kvm');
+  const kvm = opts.kvm.usable;
   const argv = [
     '-nodefaults', '-no-user-config', '-display', 'none',
     '-name', opts.name,
@@ -121,7 +120,7 @@ export function launchPlan(vm: VmJson, disks: LaunchDisk[], opts: { dir: string;
     argv.push('-netdev', `user,id=vmvault-net${i}`, '-device', `${model},netdev=vmvault-net${i},id=${id}${mac},romfile=`);
   }
   if (nics.length > 0) notes.push(`${nics.length} NIC(s) on QEMU user networking (the production network is not reached from here)`);
-  if (!kvm) notes.push(opts.tcgReason ?? 'no /dev/kvm: the VM runs under TCG (software emulation)');
+  if (!kvm) notes.push(opts.kvm.reason);
   return { argv, qmpSocket, qgaSocket, consoleLog, nodes, notes };
 }
 
