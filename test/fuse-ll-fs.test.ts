@@ -164,13 +164,18 @@ if (why) {
     const dir = workDir(t);
     const mnt = path.join(dir, 'mnt');
     fs.mkdirSync(mnt);
-    const m = await mountAt(t, path.join(dir, 'data'), mnt);
+    const first = await mountAt(t, path.join(dir, 'data'), mnt);
     const made = await sh(`set -e; mkdir ${mnt}/s; printf hello > ${mnt}/s/a`);
     t.equal(made.code, 0, made.stderr);
+    // A fresh process has no listing of s cached, so its absent names are not answered by the
+    // addon (ll-names.ts) and the kernel keeps them (a negative entry).
+    await first.stop();
+    const m = await mountAt(t, path.join(dir, 'data'), mnt);
     // rsync's pattern: its generator stats the name, its receiver opens it, both absent.
     const absent = await sh(`for i in 1 2 3; do stat ${mnt}/s/nope >/dev/null 2>&1 || echo absent; done`);
     t.same(absent.stdout.trim().split('\n'), ['absent', 'absent', 'absent'], 'the name does not exist');
     t.equal(m.lookups.get('nope'), 1, 'asked once: the kernel kept the negative entry (three lookups without it)');
+    t.equal(m.session.nameHits, 0, 'not answered by the addon: the listing of s was never read');
     // The control plane makes the name beside the kernel: the negative entry is invalidated.
     await m.ns.fastcopy.copy('s/a', 's/nope');
     t.equal(m.llfs.invalidations, 1, 'one invalidation asked for');
@@ -191,6 +196,43 @@ if (why) {
     await m.ns.shares.create('later');
     const share = await sh(`stat -c %F ${mnt}/later`);
     t.equal(share.stdout.trim(), 'directory', 'a share made after a lookup of its name shows at once');
+  });
+
+  t.test('absent names of a directory the addon holds are answered without JavaScript; every name made beside the kernel shows at once', async (t) => {
+    const dir = workDir(t);
+    const mnt = path.join(dir, 'mnt');
+    fs.mkdirSync(mnt);
+    const m = await mountAt(t, path.join(dir, 'data'), mnt);
+    // A directory made through the mount is held at once (empty); its share's top after the
+    // first absent name looked up in it.
+    const made = await sh(`set -e; mkdir ${mnt}/s; printf hello > ${mnt}/s/a; mkdir ${mnt}/s/d`);
+    t.equal(made.code, 0, made.stderr);
+    const hits0 = m.session.nameHits;
+    // rsync's pattern: the generator's stat, the receiver's open, an O_EXCL create and a rename
+    // onto an absent name (the kernel asks the last two whatever it caches).
+    const rs = await sh(`set -e; cd ${mnt}/s/d; for i in 1 2 3; do stat x >/dev/null 2>&1 || echo absent; done; cat x 2>/dev/null || echo absent; printf y > .x.tmp; mv .x.tmp x; cat x; echo; ls -a | tr "\\n" " "`);
+    t.equal(rs.stdout, 'absent\nabsent\nabsent\nabsent\ny\n. .. x ', `rsync's steps (${rs.stderr.trim()})`);
+    t.equal(m.lookups.get('x') ?? 0, 0, 'no lookup of the absent name reached JavaScript');
+    t.equal(m.lookups.get('.x.tmp') ?? 0, 0, 'nor of the temporary name');
+    t.ok(m.session.nameHits - hits0 >= 5, `the addon answered them (${m.session.nameHits - hits0})`);
+    // Names made beside the kernel show at once (the addon's answers are not kept by the
+    // kernel, so nothing is invalidated): a fastcopy, a fastcopy onto a removed name, a restore
+    // from a snapshot (which also empties the table: raw records) and a file made by the namespace.
+    const absentNow = async (names: string[]) => (await sh(`cd ${mnt}/s/d; for n in ${names.join(' ')}; do stat $n >/dev/null 2>&1 && echo $n; done; true`)).stdout;
+    t.equal(await absentNow(['f', 'x2', 'r', 'n']), '', 'none of them exist yet');
+    await m.ns.fastcopy.copy('s/a', 's/d/f');
+    t.equal((await sh(`cat ${mnt}/s/d/f`)).stdout, 'hello', 'a fastcopy into the held directory reads at once');
+    t.equal((await sh(`set -e; rm ${mnt}/s/d/x; stat ${mnt}/s/d/x 2>/dev/null || echo gone`)).stdout, 'gone\n', 'removed through the mount');
+    await m.ns.fastcopy.copy('s/a', 's/d/x');
+    t.equal((await sh(`cat ${mnt}/s/d/x`)).stdout, 'hello', 'a fastcopy onto the removed name reads at once');
+    t.equal((await m.ns.snapshots.create('s', 'one')).name, 'one');
+    t.equal(await absentNow(['r']), '', 'r absent after the snapshot');
+    await m.ns.fastcopy.copy('s/.snapshots/one/a', 's/d/r');
+    t.equal((await sh(`cat ${mnt}/s/d/r`)).stdout, 'hello', 'a restore from the snapshot reads at once');
+    t.equal(await absentNow(['n']), '', 'n absent');
+    await m.ns.fastcopy.copy('s/d/r', 's/d/n');
+    t.equal((await sh(`cat ${mnt}/s/d/n`)).stdout, 'hello', 'a second fastcopy after the table was emptied and filled again reads at once');
+    t.equal((await sh(`ls ${mnt}/s/.snapshots/one; stat -c %F ${mnt}/s/.snapshots`)).stdout, 'a\nd\ndirectory\n', '.snapshots is never answered absent');
   });
 
   t.test('1 MiB writes (payloads kept without a copy) and an overwrite inside them read back exactly', async (t) => {

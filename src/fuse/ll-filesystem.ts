@@ -38,6 +38,7 @@ import { NodeType } from '../namespace/records.js';
 import { toErrno } from './errno.js';
 import { AttrTable } from './ll-attrs.js';
 import { LockTable } from './ll-locks.js';
+import { NameTable } from './ll-names.js';
 import { HoleTable } from './ll-holes.js';
 import { withVirtualTree, type VirtualTree } from './ll-virtual.js';
 import { dispatchOps, type LlOps, type OnBatch, type LlSession } from './ll/session.js';
@@ -102,6 +103,8 @@ export class LlFileSystem {
   private readonly holes: HoleTable;
   /** Directory attributes the addon answers without this thread. */
   private readonly attrs: AttrTable;
+  /** Names of stored directories: the addon answers lookups of absent names without this thread. */
+  private readonly names: NameTable;
   private readonly dirs = new Map<number, NodeEntry[]>();
   private nextDirFh = 1;
   private readonly log: (line: string) => void;
@@ -125,6 +128,7 @@ export class LlFileSystem {
     this.auditTo = opts.audit;
     this.holes = new HoleTable(ns);
     this.attrs = new AttrTable(ns.ctx.meta);
+    this.names = new NameTable(ns.ctx.meta);
   }
 
   /** Runs `fn` and, if auditing, records the operation with its caller and outcome. */
@@ -154,6 +158,7 @@ export class LlFileSystem {
     this.unwatch?.();
     this.unwatch = undefined;
     this.attrs.close();
+    this.names.close();
     this.negatives.clear();
     this.session = undefined;
   }
@@ -318,8 +323,10 @@ export class LlFileSystem {
         try {
           a = await n.lookup(r.parent, r.name);
         } catch (err) {
-          if ((err as { code?: unknown }).code === 'NOT_FOUND') this.replyAbsent(s, r, seen, err);
-          else this.fail(s, r, err);
+          if ((err as { code?: unknown }).code !== 'NOT_FOUND') return this.fail(s, r, err);
+          this.replyAbsent(s, r, seen, err);
+          // Its other absent names are answered by the addon from now on (ll-names.ts).
+          this.names.offer(s, r.parent);
           return;
         }
         this.offer(s, a, mark);
@@ -354,6 +361,8 @@ export class LlFileSystem {
         // mkdir at the top of the mount makes a share: audited like POST /shares.
         const a = r.parent === MOUNT_ROOT_NODE ? await this.audited('mkdir', r, { share: r.name }, make) : await this.making(r.parent, r.name, make);
         s.replyEntry(r.id, this.counted(a));
+        // Made empty: the addon answers every lookup in it until a name is made (ll-names.ts).
+        if (r.parent !== MOUNT_ROOT_NODE) this.names.offer(s, a.ino);
         await this.offerDir(s, r.parent);
       }),
       symlink: this.run(async (r, s) => {

@@ -154,11 +154,22 @@ export type NameWatcher = (made: { vol: number; parent: number; name: string } |
  */
 export type ChangeWatcher = (changed: Iterable<string> | null) => void;
 
+/**
+ * Told synchronously of every transaction the cache learns (before whoever made it is
+ * answered): its directory entries ("vol/parent/name" -> the entry, or null: removed), inodes
+ * ("vol/ino" -> the inode, or null: deleted) and whether it had raw operations (which may change
+ * anything, entries included); `null`: anything may have changed (a volume forgotten). The
+ * maps are the transaction's own: do not change or keep them.
+ */
+export type TxnWatcher = (txn: { readonly entries: ReadonlyMap<string, EntryValue | null>; readonly inodes: ReadonlyMap<string, Inode | null>; readonly hasRaw: boolean } | null) => void;
+
 export class Meta {
   /** The mount's kernel caches "no such name" answers and must hear when such a name appears. */
   private readonly watchers = new Set<NameWatcher>();
   /** The mount's addon answers attributes it was given (fuse/ll-attrs.ts) until told they changed. */
   private readonly changeWatchers = new Set<ChangeWatcher>();
+  /** The mount's addon answers absent names of directories it was given (fuse/ll-names.ts). */
+  private readonly txnWatchers = new Set<TxnWatcher>();
   private readonly inodes = new Lru<Inode | null>();
   private readonly entries = new Lru<EntryValue | null>();
   private readonly volumes = new Map<number, Volume>();
@@ -304,6 +315,15 @@ export class Meta {
   }
 
   /**
+   * The names of directory `ino` of `vol` if its whole listing is cached, else undefined: read
+   * synchronously, so with the watchers of watchTxns a caller can follow it from this instant.
+   */
+  cachedNames(vol: number, ino: number): string[] | undefined {
+    const l = this.listings.get(`${vol}/${ino}`);
+    return l ? [...l.byName.keys()] : undefined;
+  }
+
+  /**
    * Records that directory `ino` of `vol` was just made and holds nothing: its listing is
    * cached as empty, so the transactions that fill it keep it current and the first readdir
    * reads no LevelDB (a listing of 2,000 new files read back cost 30-70 ms on a loaded machine).
@@ -436,7 +456,14 @@ export class Meta {
     return () => void this.changeWatchers.delete(w);
   }
 
+  /** Calls `w` for every transaction learnt from now on; returns what stops it. */
+  watchTxns(w: TxnWatcher): () => void {
+    this.txnWatchers.add(w);
+    return () => void this.txnWatchers.delete(w);
+  }
+
   private tellChanged(txn: Txn | null): void {
+    for (const w of this.txnWatchers) w(txn);
     if (this.changeWatchers.size === 0) return;
     const changed = txn === null || txn.hasRaw ? null : [...txn.inodes.keys(), ...txn.dirs];
     for (const w of this.changeWatchers) w(changed);

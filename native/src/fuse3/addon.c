@@ -5,6 +5,7 @@
 #include "session.h"
 #include "attrs.h"
 #include "holes.h"
+#include "names.h"
 #include "notify.h"
 
 #include <errno.h>
@@ -31,6 +32,7 @@ void vv_sess_unref(napi_env env, vv_sess *s) {
   free(s->mountpoint);
   vv_holes_free(s);
   vv_attrs_free(s);
+  vv_names_free(s);
   free(s);
 }
 
@@ -341,5 +343,6 @@ NAPI_MODULE_INIT() {
   vv_init_notify(env, exports);
   vv_init_holes(env, exports);
   vv_init_attrs(env, exports);
+  vv_init_names(env, exports);
   return vv_init_replies(env, exports);
 }

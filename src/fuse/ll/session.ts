@@ -174,6 +174,38 @@ export class LlSession {
     return this.handle ? this.addon.attrHits(this.handle) : 0;
   }
 
+  /**
+   * Every name of directory `dir`: the addon answers lookups of any other name in it "no such
+   * name" (uncached by the kernel) without this thread (native/src/fuse3/names.c). The caller
+   * vouches the list is whole and must add every name made in `dir` (addName) before it
+   * acknowledges the change that made it. False when not taken.
+   */
+  setNames(dir: bigint, names: string[]): boolean {
+    return this.handle !== null && this.addon.setNames(this.handle, dir, names);
+  }
+
+  /** A name made in `dir`; false: `dir` is not held (any more), nothing to do. */
+  addName(dir: bigint, name: string): boolean {
+    return this.handle !== null && this.addon.addName(this.handle, dir, name);
+  }
+
+  removeName(dir: bigint, name: string): void {
+    if (this.handle) this.addon.removeName(this.handle, dir, name);
+  }
+
+  dropNames(dir: bigint): void {
+    if (this.handle) this.addon.dropNames(this.handle, dir);
+  }
+
+  clearNames(): void {
+    if (this.handle) this.addon.clearNames(this.handle);
+  }
+
+  /** Lookups answered "no such name" from setNames' table without JavaScript so far. */
+  get nameHits(): number {
+    return this.handle ? this.addon.nameHits(this.handle) : 0;
+  }
+
   private get h(): Handle {
     if (!this.handle) throw new VmvaultError('CLOSED', `${this.mountpoint} is not mounted`);
     return this.handle;
