@@ -235,6 +235,48 @@ if (why) {
     t.equal((await sh(`ls ${mnt}/s/.snapshots/one; stat -c %F ${mnt}/s/.snapshots`)).stdout, 'a\nd\ndirectory\n', '.snapshots is never answered absent');
   });
 
+  t.test("a read-only descriptor's close is answered by the addon until a POSIX lock is asked for; then it drops the caller's locks", async (t) => {
+    const dir = workDir(t);
+    const mnt = path.join(dir, 'mnt');
+    fs.mkdirSync(mnt);
+    const m = await mountAt(t, path.join(dir, 'data'), mnt);
+    const made = await sh(`set -e; mkdir ${mnt}/s; printf hello > ${mnt}/s/f; chmod 600 ${mnt}/s/f`);
+    t.equal(made.code, 0, made.stderr);
+    // rsync's last step per file: open read-only, fchmod, close.
+    const before = m.session.quietFlushes;
+    const ro = await sh(`set -e; cd ${mnt}/s; python3 -c "import os; fd = os.open('f', os.O_RDONLY); os.fchmod(fd, 0o644); os.close(fd)"; stat -c %a f; cat f`);
+    t.equal(ro.stdout, '644\nhello', `fchmod through a read-only descriptor (${ro.stderr.trim()})`);
+    t.equal(m.session.quietFlushes - before, 2, "its close's flush (and cat's) was answered by the addon");
+    // A written file's close still commits through JavaScript: its bytes are there after a remount.
+    const w = await sh(`set -e; cd ${mnt}/s; printf world > g`);
+    t.equal(w.code, 0);
+    t.equal(m.session.quietFlushes - before, 2, 'a writable descriptor\'s flush reached JavaScript');
+    // POSIX locks: closing any descriptor of the file drops the caller's locks on it, also one
+    // opened read-only after the lock was taken.
+    fs.writeFileSync(
+      path.join(dir, 'lk.py'),
+      `import fcntl, os, subprocess, sys
+fd = os.open('f', os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX, 10, 0)
+probe = "import fcntl, os\\nfd = os.open('f', os.O_RDWR)\\ntry:\\n  fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 0); print('got')\\nexcept OSError as e: print('refused')"
+print(subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True).stdout.strip())
+ro = os.open('f', os.O_RDONLY)
+os.close(ro)
+print(subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True).stdout.strip())
+`,
+    );
+    const lk = await sh(`cd ${mnt}/s && python3 ${dir}/lk.py`);
+    t.equal(lk.stdout, 'refused\ngot\n', `held, then dropped by the read-only descriptor's close (${lk.stderr.trim()})`);
+    const after = m.session.quietFlushes;
+    const ro2 = await sh(`set -e; cd ${mnt}/s; cat f >/dev/null`);
+    t.equal(ro2.code, 0);
+    t.equal(m.session.quietFlushes, after, 'once a lock was asked for, every flush reaches JavaScript');
+    await m.stop();
+    const again = await mountAt(t, path.join(dir, 'data'), mnt);
+    t.equal((await sh(`cat ${mnt}/s/f ${mnt}/s/g; stat -c %a ${mnt}/s/f`)).stdout, 'helloworld644\n', 'the bytes and the mode after a remount');
+    await again.stop();
+  });
+
   t.test('1 MiB writes (payloads kept without a copy) and an overwrite inside them read back exactly', async (t) => {
     const dir = workDir(t);
     const mnt = path.join(dir, 'mnt');

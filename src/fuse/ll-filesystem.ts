@@ -402,9 +402,16 @@ export class LlFileSystem {
         const fh = await n.open(r.ino, r.flags);
         // A snapshot's file never changes: the kernel keeps what it read in its page cache
         // across opens (FOPEN_KEEP_CACHE), so reading a restore point again costs no requests.
-        const keep = fs.handle(fh).immutable ? { keepCache: true } : undefined;
+        const h = fs.handle(fh);
+        const keep = h.immutable ? { keepCache: true } : undefined;
+        // A read-only handle's flush has nothing to commit: the addon answers it (quiet.c)
+        // while no POSIX lock was asked for (a flush drops the caller's).
+        const quiet = !h.writable && s.quietFlush(fh);
         // Not answered (the caller was interrupted): nobody will release it.
-        if (!s.replyOpen(r.id, fh, keep)) await fs.release(fh);
+        if (!s.replyOpen(r.id, fh, keep)) {
+          if (quiet) s.unquiet(fh);
+          await fs.release(fh);
+        }
       }),
       read: (r, s) => {
         // Reads inside the file's holes stop coming here once the addon knows them (ll-holes.ts).
@@ -525,6 +532,7 @@ export class LlFileSystem {
         s.replyLock(r.id, this.locks.test(r.ino, r.lockOwner, r.lock));
       },
       setlk: this.run(async (r, s) => {
+        s.locksUsed();
         this.locks.used(r.fh, r.lockOwner);
         const ok = await this.locks.set(r.ino, r.lockOwner, r.lock, r.sleep, (cancel) => s.onInterrupt(r.id, cancel));
         s.replyErr(r.id, ok ? 0 : E.EAGAIN);

@@ -6,6 +6,7 @@
 #include "attrs.h"
 #include "holes.h"
 #include "names.h"
+#include "quiet.h"
 #include "notify.h"
 
 #include <errno.h>
@@ -33,6 +34,7 @@ void vv_sess_unref(napi_env env, vv_sess *s) {
   vv_holes_free(s);
   vv_attrs_free(s);
   vv_names_free(s);
+  vv_quiet_free(s);
   free(s);
 }
 
@@ -344,5 +346,6 @@ NAPI_MODULE_INIT() {
   vv_init_holes(env, exports);
   vv_init_attrs(env, exports);
   vv_init_names(env, exports);
+  vv_init_quiet(env, exports);
   return vv_init_replies(env, exports);
 }

@@ -57,6 +57,14 @@ export interface Fuse3Addon {
   clearNames(h: Handle): void;
   /** Lookups answered "no such name" from the table so far. */
   nameHits(h: Handle): number;
+  /** Flushes of fh are answered in C until its release (native/src/fuse3/quiet.c). False: not taken. */
+  quietFlush(h: Handle, fh: number): boolean;
+  /** Flushes of fh go to JavaScript again. */
+  unquiet(h: Handle, fh: number): void;
+  /** A POSIX lock may be taken: every flush goes to JavaScript from now on. */
+  locksUsed(h: Handle): void;
+  /** Flushes answered in C so far. */
+  quietFlushes(h: Handle): number;
 }
 
 let cached: Fuse3Addon | undefined;

@@ -206,6 +206,30 @@ export class LlSession {
     return this.handle ? this.addon.nameHits(this.handle) : 0;
   }
 
+  /**
+   * The addon answers flushes of `fh` itself until the kernel releases it, unless a POSIX lock
+   * was ever asked for (locksUsed): for handles whose flush has nothing to do (opened read-only).
+   * Called before the open that made `fh` is answered. False when not taken.
+   */
+  quietFlush(fh: number): boolean {
+    return this.handle !== null && this.addon.quietFlush(this.handle, fh);
+  }
+
+  /** Flushes of `fh` reach this thread again (its open was not answered). */
+  unquiet(fh: number): void {
+    if (this.handle) this.addon.unquiet(this.handle, fh);
+  }
+
+  /** Called before a lock request is answered: flushes drop POSIX locks, so all come here from now on. */
+  locksUsed(): void {
+    if (this.handle) this.addon.locksUsed(this.handle);
+  }
+
+  /** Flushes answered by the addon without JavaScript so far. */
+  get quietFlushes(): number {
+    return this.handle ? this.addon.quietFlushes(this.handle) : 0;
+  }
+
   private get h(): Handle {
     if (!this.handle) throw new VmvaultError('CLOSED', `${this.mountpoint} is not mounted`);
     return this.handle;
