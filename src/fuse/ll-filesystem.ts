@@ -112,6 +112,8 @@ export class LlFileSystem {
   private readonly auditTo: ((e: MountAuditEvent) => void) | undefined;
   /** Negative entries handed to the kernel: "parent/name" -> when they expire (performance.now() ms), oldest first. */
   readonly negatives = new Map<string, number>();
+  /** Names the kernel's own requests are making now ("parent/name" -> requests). */
+  private readonly kernelMaking = new Map<string, number>();
   /** Names made in the namespace so far (a lookup that saw one made meanwhile is not cached). */
   private made = 0;
   private session: LlSession | undefined;
@@ -128,7 +130,7 @@ export class LlFileSystem {
     this.auditTo = opts.audit;
     this.holes = new HoleTable(ns);
     this.attrs = new AttrTable(ns.ctx.meta);
-    this.names = new NameTable(ns.ctx.meta);
+    this.names = new NameTable(ns.ctx.meta, NEG_TIMEOUT_S, (dir, name) => this.madeElsewhere(dir, name));
   }
 
   /** Runs `fn` and, if auditing, records the operation with its caller and outcome. */
@@ -236,14 +238,32 @@ export class LlFileSystem {
    */
   private async making<T>(parent: bigint, name: string, fn: () => Promise<T>): Promise<T> {
     const key = `${parent}/${name}`;
+    // The addon's negative answers in held directories need no invalidation either (madeElsewhere).
+    this.kernelMaking.set(key, (this.kernelMaking.get(key) ?? 0) + 1);
     const until = this.negatives.get(key);
-    if (until === undefined) return fn();
     this.negatives.delete(key);
     try {
       return await fn();
     } catch (err) {
-      if (!this.negatives.has(key) && until > performance.now()) this.negatives.set(key, until);
+      if (until !== undefined && !this.negatives.has(key) && until > performance.now()) this.negatives.set(key, until);
       throw err;
+    } finally {
+      const n = this.kernelMaking.get(key)! - 1;
+      if (n > 0) this.kernelMaking.set(key, n);
+      else this.kernelMaking.delete(key);
+    }
+  }
+
+  /**
+   * A name was made in a directory whose absent names the addon answers, and the kernel may
+   * keep such an answer (NEG_TIMEOUT_S): unless the kernel's own request made it (which
+   * replaces its entry itself), the entry is invalidated, as for the negatives above.
+   */
+  private madeElsewhere(dir: bigint, name: string): void {
+    if (this.kernelMaking.has(`${dir}/${name}`) || !this.session) return;
+    this.invalidations++;
+    if (!this.session.invalidateEntry(dir, name)) {
+      this.log(`fuse3: could not invalidate the kernel's negative entry for ${name} in node ${dir}: it may look absent for up to ${NEG_TIMEOUT_S} s`);
     }
   }
 
@@ -326,6 +346,7 @@ export class LlFileSystem {
           if ((err as { code?: unknown }).code !== 'NOT_FOUND') return this.fail(s, r, err);
           this.replyAbsent(s, r, seen, err);
           // Its other absent names are answered by the addon from now on (ll-names.ts).
+          this.session = s;
           this.names.offer(s, r.parent);
           return;
         }
@@ -362,7 +383,10 @@ export class LlFileSystem {
         const a = r.parent === MOUNT_ROOT_NODE ? await this.audited('mkdir', r, { share: r.name }, make) : await this.making(r.parent, r.name, make);
         s.replyEntry(r.id, this.counted(a));
         // Made empty: the addon answers every lookup in it until a name is made (ll-names.ts).
-        if (r.parent !== MOUNT_ROOT_NODE) this.names.offer(s, a.ino);
+        if (r.parent !== MOUNT_ROOT_NODE) {
+          this.session = s;
+          this.names.offer(s, a.ino);
+        }
         await this.offerDir(s, r.parent);
       }),
       symlink: this.run(async (r, s) => {

@@ -2,8 +2,8 @@
 // one is answered "no such name" on libfuse's worker thread: no queue, no hop to the JavaScript
 // thread and back. rsync asks 4 times per file for names that do not exist yet (its generator's
 // stat, its receiver's open of a basis file, the O_EXCL create of its temporary name and the
-// rename's target, the last two always asked whatever the kernel caches), a quarter of the
-// requests it made reach JavaScript (tools/PERFORMANCE.md, "rsync5").
+// rename's target, the last two always asked whatever the kernel caches): a quarter of the
+// requests it made reached JavaScript (tools/PERFORMANCE.md, "rsync5").
 //
 // JavaScript hands over a directory's whole listing (setNames) only when it holds it current
 // (the namespace's cached listing), and adds each name made in it (addName) synchronously
@@ -12,9 +12,10 @@
 // lookup goes to JavaScript, which is only slower. A lookup answered here while a name is being
 // made was concurrent with that change, so either answer is right.
 //
-// The answer is not cached by the kernel (entry timeout 0): a name made by anything but the
-// kernel's own request (a restore, a fastcopy) must be seen at once, and nothing here tracks
-// which negative answers the kernel holds. Names the mount shows without a stored entry
+// The kernel may keep the answer (the timeout setNames was given): a name made by anything but
+// the kernel's own request (a restore, a fastcopy) in a held directory has its entry invalidated
+// by JavaScript (ll-filesystem.ts, madeElsewhere), as its own negative answers are. Names the
+// mount shows without a stored entry
 // (".snapshots" in a share's top, the catalog's "*.files") and "." and ".." always go to
 // JavaScript.
 //
@@ -49,6 +50,7 @@ struct vv_names {
   pthread_mutex_t mu;
   vv_name_dir dirs[NDIRS];
   double answered;  // lookups answered here (stats)
+  double timeout;   // seconds the kernel may keep an answer (the last setNames')
 };
 
 static uint32_t dir_slot(uint64_t ino) { return (uint32_t)((ino * 0x9E3779B97F4A7C15ull) >> (64 - DIR_BITS)); }
@@ -136,16 +138,19 @@ int vv_names_answer(vv_sess *s, fuse_req_t req, uint64_t parent, const char *nam
   if (always_asked(name, len)) return 0;
   uint64_t h = name_hash(name, len);
   int absent = 0;
+  double timeout = 0;
   pthread_mutex_lock(&t->mu);
   vv_name_dir *d = &t->dirs[dir_slot(parent)];
   if (d->ino == parent && !dir_find(d, name, len, h)) {
     absent = 1;
+    timeout = t->timeout;
     t->answered++;
   }
   pthread_mutex_unlock(&t->mu);
   if (!absent) return 0;
   struct fuse_entry_param e;
-  memset(&e, 0, sizeof e);  // node id 0: no such name; timeouts 0: not kept by the kernel
+  memset(&e, 0, sizeof e);  // node id 0: no such name, kept by the kernel for entry_timeout
+  e.entry_timeout = timeout;
   fuse_reply_entry(req, &e);
   return 1;
 }
@@ -183,12 +188,13 @@ static napi_value boolean(napi_env env, bool b) {
   return v;
 }
 
-// setNames(handle, dir: bigint, names: string[]) -> bool: every name of dir; lookups of any
-// other name in it are answered "no such name" here from now on, until dropNames. False: not
-// taken (out of memory, or a name that cannot be held).
+// setNames(handle, dir: bigint, names: string[], timeout: number) -> bool: every name of dir;
+// lookups of any other name in it are answered "no such name" here from now on, until
+// dropNames, and the kernel may keep that answer for `timeout` seconds. False: not taken (out of
+// memory, or a name that cannot be held).
 static napi_value js_set_names(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
-  if (!vv_args(env, info, 3, argv, "setNames(handle, dir, names)")) return NULL;
+  napi_value argv[4];
+  if (!vv_args(env, info, 4, argv, "setNames(handle, dir, names, timeout)")) return NULL;
   vv_sess *s = vv_sess_of(env, argv[0]);
   if (!s) return NULL;
   uint64_t ino;
@@ -197,6 +203,10 @@ static napi_value js_set_names(napi_env env, napi_callback_info info) {
   uint32_t n;
   if (napi_is_array(env, argv[2], &is) != napi_ok || !is || napi_get_array_length(env, argv[2], &n) != napi_ok) {
     return vv_fail_type(env, "names must be an array of strings");
+  }
+  double timeout;
+  if (napi_get_value_double(env, argv[3], &timeout) != napi_ok || !(timeout >= 0 && timeout <= 3600)) {
+    return vv_fail_range(env, "timeout must be 0..3600 seconds");
   }
   vv_names *t = s->names;
   if (!t) {
@@ -223,6 +233,7 @@ static napi_value js_set_names(napi_env env, napi_callback_info info) {
     }
   }
   pthread_mutex_lock(&t->mu);
+  t->timeout = timeout;
   vv_name_dir old = t->dirs[dir_slot(ino)];
   t->dirs[dir_slot(ino)] = d;
   pthread_mutex_unlock(&t->mu);

@@ -45,8 +45,8 @@ export interface Fuse3Addon {
   clearAttrs(h: Handle): void;
   /** Getattrs answered from the table so far. */
   attrHits(h: Handle): number;
-  /** Every name of a directory: lookups of other names in it are answered "no such name" in C (native/src/fuse3/names.c). False: not taken. */
-  setNames(h: Handle, dir: bigint, names: string[]): boolean;
+  /** Every name of a directory: lookups of other names in it are answered "no such name" in C (native/src/fuse3/names.c), kept by the kernel `timeout` s. False: not taken. */
+  setNames(h: Handle, dir: bigint, names: string[], timeout: number): boolean;
   /** A name made in a directory; false: the directory is not held (any more). */
   addName(h: Handle, dir: bigint, name: string): boolean;
   /** A name removed from a directory. */

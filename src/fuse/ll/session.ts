@@ -176,12 +176,13 @@ export class LlSession {
 
   /**
    * Every name of directory `dir`: the addon answers lookups of any other name in it "no such
-   * name" (uncached by the kernel) without this thread (native/src/fuse3/names.c). The caller
-   * vouches the list is whole and must add every name made in `dir` (addName) before it
-   * acknowledges the change that made it. False when not taken.
+   * name" without this thread (native/src/fuse3/names.c), and the kernel keeps that answer for
+   * `timeout` seconds. The caller vouches the list is whole, must add every name made in `dir`
+   * (addName) before it acknowledges the change that made it, and must invalidate the kernel's
+   * entry of a name made by anything but the kernel's own request. False when not taken.
    */
-  setNames(dir: bigint, names: string[]): boolean {
-    return this.handle !== null && this.addon.setNames(this.handle, dir, names);
+  setNames(dir: bigint, names: string[], timeout: number): boolean {
+    return this.handle !== null && this.addon.setNames(this.handle, dir, names, timeout);
   }
 
   /** A name made in `dir`; false: `dir` is not held (any more), nothing to do. */
