@@ -22,7 +22,7 @@
 //   directories: rsync asks 2-3 times per file for names that do not exist yet. The kernel
 //   replaces such an entry itself when its own request makes the name (create, mkdir, rename,
 //   ...); when anything else makes it (the control plane: restores, fastcopies, clones), the
-//   namespace tells us (Meta.watchNames) and the entry is invalidated through the session's
+//   namespace tells us (Meta.watchTxns) and the entry is invalidated through the session's
 //   notification thread (native/src/fuse3/notify.c), never from this thread. Names under the
 //   top of the mount and `.snapshots` (shares, snapshots) and `*.files` (the catalog's views)
 //   are never cached negative: they change without a stored directory entry.
@@ -30,7 +30,7 @@
 //   or rmdir at the top of the mount, a whole-file fastcopy by copy_file_range) goes to
 //   `audit` with the caller's uid, gid and pid (the control plane's audit log).
 
-import type { NameWatcher } from '../namespace/meta.js';
+import type { TxnWatcher } from '../namespace/meta.js';
 import type { Namespace } from '../namespace/namespace.js';
 import type { NodeAttr, NodeEntry } from '../namespace/node-ops.js';
 import { MOUNT_ROOT_NODE, nodeOf, parseNode } from '../namespace/node-id.js';
@@ -173,7 +173,7 @@ export class LlFileSystem {
       this.fail(s, r as LlRequest, err);
       return;
     }
-    if (!this.unwatch) this.unwatch = this.ns.ctx.meta.watchNames((m) => this.nameMade(m));
+    if (!this.unwatch) this.unwatch = this.ns.ctx.meta.watchTxns((t) => this.learnt(t));
     this.session = s;
     const key = `${r.parent}/${r.name}`;
     this.negatives.delete(key);
@@ -202,22 +202,28 @@ export class LlFileSystem {
     return this.negatives.size < MAX_NEGATIVES;
   }
 
-  /** The namespace made a name (or may have changed anything: null). */
-  private nameMade(m: Parameters<NameWatcher>[0]): void {
-    this.made++;
-    if (this.negatives.size === 0) return;
-    if (m === null) {
-      const all = [...this.negatives.keys()];
-      for (const k of all) this.invalidate(k);
+  /** The namespace learnt a transaction (or may have changed anything: null). */
+  private learnt(t: Parameters<TxnWatcher>[0]): void {
+    if (t === null) {
+      this.made++;
+      for (const k of [...this.negatives.keys()]) this.invalidate(k);
       return;
     }
-    let key: string;
-    try {
-      key = `${nodeOf(m.vol, m.parent)}/${m.name}`;
-    } catch {
-      return;
+    for (const [k, e] of t.entries) {
+      if (e === null) continue;
+      this.made++;
+      if (this.negatives.size === 0) continue;
+      // "vol/parent/name": names never hold a slash.
+      const a = k.indexOf('/');
+      const b = k.indexOf('/', a + 1);
+      let key: string;
+      try {
+        key = `${nodeOf(Number(k.slice(0, a)), Number(k.slice(a + 1, b)))}/${k.slice(b + 1)}`;
+      } catch {
+        continue;
+      }
+      if (this.negatives.has(key)) this.invalidate(key);
     }
-    if (this.negatives.has(key)) this.invalidate(key);
   }
 
   private invalidate(key: string): void {
