@@ -164,13 +164,18 @@ if (why) {
     const dir = workDir(t);
     const mnt = path.join(dir, 'mnt');
     fs.mkdirSync(mnt);
-    const m = await mountAt(t, path.join(dir, 'data'), mnt);
+    const first = await mountAt(t, path.join(dir, 'data'), mnt);
     const made = await sh(`set -e; mkdir ${mnt}/s; printf hello > ${mnt}/s/a`);
     t.equal(made.code, 0, made.stderr);
+    // A fresh process has no listing of s cached, so its absent names are not answered by the
+    // addon (ll-names.ts) and the kernel keeps them (a negative entry).
+    await first.stop();
+    const m = await mountAt(t, path.join(dir, 'data'), mnt);
     // rsync's pattern: its generator stats the name, its receiver opens it, both absent.
     const absent = await sh(`for i in 1 2 3; do stat ${mnt}/s/nope >/dev/null 2>&1 || echo absent; done`);
     t.same(absent.stdout.trim().split('\n'), ['absent', 'absent', 'absent'], 'the name does not exist');
     t.equal(m.lookups.get('nope'), 1, 'asked once: the kernel kept the negative entry (three lookups without it)');
+    t.equal(m.session.nameHits, 0, 'not answered by the addon: the listing of s was never read');
     // The control plane makes the name beside the kernel: the negative entry is invalidated.
     await m.ns.fastcopy.copy('s/a', 's/nope');
     t.equal(m.llfs.invalidations, 1, 'one invalidation asked for');
@@ -191,6 +196,87 @@ if (why) {
     await m.ns.shares.create('later');
     const share = await sh(`stat -c %F ${mnt}/later`);
     t.equal(share.stdout.trim(), 'directory', 'a share made after a lookup of its name shows at once');
+  });
+
+  t.test('absent names of a directory the addon holds are answered without JavaScript; every name made beside the kernel shows at once', async (t) => {
+    const dir = workDir(t);
+    const mnt = path.join(dir, 'mnt');
+    fs.mkdirSync(mnt);
+    const m = await mountAt(t, path.join(dir, 'data'), mnt);
+    // A directory made through the mount is held at once (empty); its share's top after the
+    // first absent name looked up in it.
+    const made = await sh(`set -e; mkdir ${mnt}/s; printf hello > ${mnt}/s/a; mkdir ${mnt}/s/d`);
+    t.equal(made.code, 0, made.stderr);
+    const hits0 = m.session.nameHits;
+    // rsync's pattern: the generator's stat, the receiver's open, an O_EXCL create and a rename
+    // onto an absent name (the kernel asks the last two whatever it caches).
+    const rs = await sh(`set -e; cd ${mnt}/s/d; for i in 1 2 3; do stat x >/dev/null 2>&1 || echo absent; done; cat x 2>/dev/null || echo absent; printf y > .x.tmp; mv .x.tmp x; cat x; echo; ls -a | tr "\\n" " "`);
+    t.equal(rs.stdout, 'absent\nabsent\nabsent\nabsent\ny\n. .. x ', `rsync's steps (${rs.stderr.trim()})`);
+    t.equal(m.lookups.get('x') ?? 0, 0, 'no lookup of the absent name reached JavaScript');
+    t.equal(m.lookups.get('.x.tmp') ?? 0, 0, 'nor of the temporary name');
+    t.ok(m.session.nameHits - hits0 >= 3, `the addon answered them, the kernel kept the first stat's answer (${m.session.nameHits - hits0})`);
+    t.equal(m.llfs.invalidations, 0, 'names the kernel made need no invalidation');
+    // Names made beside the kernel show at once (the kernel keeps the addon's answers, so each is
+    // invalidated): a fastcopy, a fastcopy onto a removed name, a restore from a snapshot (whose
+    // raw records empty the table: the directory is still followed) and a second fastcopy.
+    const absentNow = async (names: string[]) => (await sh(`cd ${mnt}/s/d; for n in ${names.join(' ')}; do stat $n >/dev/null 2>&1 && echo $n; done; true`)).stdout;
+    t.equal(await absentNow(['f', 'x2', 'r', 'n']), '', 'none of them exist yet');
+    await m.ns.fastcopy.copy('s/a', 's/d/f');
+    t.equal((await sh(`cat ${mnt}/s/d/f`)).stdout, 'hello', 'a fastcopy into the held directory reads at once');
+    t.equal(m.llfs.invalidations, 1, "the kernel's negative entry was invalidated");
+    t.equal((await sh(`set -e; rm ${mnt}/s/d/x; stat ${mnt}/s/d/x 2>/dev/null || echo gone`)).stdout, 'gone\n', 'removed through the mount');
+    await m.ns.fastcopy.copy('s/a', 's/d/x');
+    t.equal((await sh(`cat ${mnt}/s/d/x`)).stdout, 'hello', 'a fastcopy onto the removed name reads at once');
+    t.equal((await m.ns.snapshots.create('s', 'one')).name, 'one');
+    t.equal(await absentNow(['r']), '', 'r absent after the snapshot');
+    await m.ns.fastcopy.copy('s/.snapshots/one/a', 's/d/r');
+    t.equal((await sh(`cat ${mnt}/s/d/r`)).stdout, 'hello', 'a restore from the snapshot reads at once');
+    t.equal(await absentNow(['n']), '', 'n absent');
+    await m.ns.fastcopy.copy('s/d/r', 's/d/n');
+    t.equal((await sh(`cat ${mnt}/s/d/n`)).stdout, 'hello', 'a second fastcopy after the table was emptied and filled again reads at once');
+    t.equal((await sh(`ls ${mnt}/s/.snapshots/one; stat -c %F ${mnt}/s/.snapshots`)).stdout, 'a\nd\ndirectory\n', '.snapshots is never answered absent');
+  });
+
+  t.test("a read-only descriptor's close is answered by the addon until a POSIX lock is asked for; then it drops the caller's locks", async (t) => {
+    const dir = workDir(t);
+    const mnt = path.join(dir, 'mnt');
+    fs.mkdirSync(mnt);
+    const m = await mountAt(t, path.join(dir, 'data'), mnt);
+    const made = await sh(`set -e; mkdir ${mnt}/s; printf hello > ${mnt}/s/f; chmod 600 ${mnt}/s/f`);
+    t.equal(made.code, 0, made.stderr);
+    // rsync's last step per file: open read-only, fchmod, close.
+    const before = m.session.quietFlushes;
+    const ro = await sh(`set -e; cd ${mnt}/s; python3 -c "import os; fd = os.open('f', os.O_RDONLY); os.fchmod(fd, 0o644); os.close(fd)"; stat -c %a f; cat f`);
+    t.equal(ro.stdout, '644\nhello', `fchmod through a read-only descriptor (${ro.stderr.trim()})`);
+    t.equal(m.session.quietFlushes - before, 2, "its close's flush (and cat's) was answered by the addon");
+    // A written file's close still commits through JavaScript: its bytes are there after a remount.
+    const w = await sh(`set -e; cd ${mnt}/s; printf world > g`);
+    t.equal(w.code, 0);
+    t.equal(m.session.quietFlushes - before, 2, 'a writable descriptor\'s flush reached JavaScript');
+    // POSIX locks: closing any descriptor of the file drops the caller's locks on it, also one
+    // opened read-only after the lock was taken.
+    fs.writeFileSync(
+      path.join(dir, 'lk.py'),
+      `import fcntl, os, subprocess, sys
+fd = os.open('f', os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX, 10, 0)
+probe = "import fcntl, os\\nfd = os.open('f', os.O_RDWR)\\ntry:\\n  fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 0); print('got')\\nexcept OSError as e: print('refused')"
+print(subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True).stdout.strip())
+ro = os.open('f', os.O_RDONLY)
+os.close(ro)
+print(subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True).stdout.strip())
+`,
+    );
+    const lk = await sh(`cd ${mnt}/s && python3 ${dir}/lk.py`);
+    t.equal(lk.stdout, 'refused\ngot\n', `held, then dropped by the read-only descriptor's close (${lk.stderr.trim()})`);
+    const after = m.session.quietFlushes;
+    const ro2 = await sh(`set -e; cd ${mnt}/s; cat f >/dev/null`);
+    t.equal(ro2.code, 0);
+    t.equal(m.session.quietFlushes, after, 'once a lock was asked for, every flush reaches JavaScript');
+    await m.stop();
+    const again = await mountAt(t, path.join(dir, 'data'), mnt);
+    t.equal((await sh(`cat ${mnt}/s/f ${mnt}/s/g; stat -c %a ${mnt}/s/f`)).stdout, 'helloworld644\n', 'the bytes and the mode after a remount');
+    await again.stop();
   });
 
   t.test('1 MiB writes (payloads kept without a copy) and an overwrite inside them read back exactly', async (t) => {

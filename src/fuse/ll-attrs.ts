@@ -7,7 +7,7 @@
 // The discipline is holes.c's: attributes are offered only when current, and dropped
 // synchronously before any change to the node is acknowledged (an offer may come at any time,
 // also after a change's reply). The namespace's cache tells of every transaction it learns
-// (Meta.watchChanges, called before the transaction's maker is answered) with the inodes it
+// (Meta.watchTxns, called before the transaction's maker is answered) with the inodes it
 // changed and the directories whose entries it changed; a transaction that may change anything
 // (raw records, a volume forgotten) drops them all.
 // Offers are made against a count of changes taken before their attributes were read: if any
@@ -17,7 +17,7 @@
 // writes (OpenFile), which this table does not follow; the virtual nodes (the mount's top,
 // `.snapshots`, the catalog's views) change without a stored record.
 
-import type { Meta } from '../namespace/meta.js';
+import type { Meta, TxnWatcher } from '../namespace/meta.js';
 import type { NodeAttr } from '../namespace/node-ops.js';
 import { parseNode } from '../namespace/node-id.js';
 import { NodeType } from '../namespace/records.js';
@@ -37,7 +37,7 @@ export class AttrTable {
 
   constructor(meta: Meta) {
     // From the start: an offer's count must see every change after it was taken.
-    this.unwatch = meta.watchChanges((c) => this.changed(c));
+    this.unwatch = meta.watchTxns((t) => this.changed(t));
   }
 
   /** Taken before reading attributes to offer. */
@@ -68,20 +68,23 @@ export class AttrTable {
     this.session = undefined;
   }
 
-  private changed(c: Iterable<string> | null): void {
+  private changed(t: Parameters<TxnWatcher>[0]): void {
     this.changes++;
     const s = this.session;
     if (!s || this.held.size === 0) return;
-    if (c === null) {
+    if (t === null || t.hasRaw) {
       this.held.clear();
       s.clearAttrs();
       return;
     }
-    for (const k of c) {
-      const node = this.held.get(k);
-      if (node === undefined) continue;
-      this.held.delete(k);
-      s.clearAttr(node);
-    }
+    for (const k of t.inodes.keys()) this.drop(s, k);
+    for (const k of t.dirs) this.drop(s, k);
+  }
+
+  private drop(s: LlSession, k: string): void {
+    const node = this.held.get(k);
+    if (node === undefined) return;
+    this.held.delete(k);
+    s.clearAttr(node);
   }
 }

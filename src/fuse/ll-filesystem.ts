@@ -22,7 +22,7 @@
 //   directories: rsync asks 2-3 times per file for names that do not exist yet. The kernel
 //   replaces such an entry itself when its own request makes the name (create, mkdir, rename,
 //   ...); when anything else makes it (the control plane: restores, fastcopies, clones), the
-//   namespace tells us (Meta.watchNames) and the entry is invalidated through the session's
+//   namespace tells us (Meta.watchTxns) and the entry is invalidated through the session's
 //   notification thread (native/src/fuse3/notify.c), never from this thread. Names under the
 //   top of the mount and `.snapshots` (shares, snapshots) and `*.files` (the catalog's views)
 //   are never cached negative: they change without a stored directory entry.
@@ -30,7 +30,7 @@
 //   or rmdir at the top of the mount, a whole-file fastcopy by copy_file_range) goes to
 //   `audit` with the caller's uid, gid and pid (the control plane's audit log).
 
-import type { NameWatcher } from '../namespace/meta.js';
+import type { TxnWatcher } from '../namespace/meta.js';
 import type { Namespace } from '../namespace/namespace.js';
 import type { NodeAttr, NodeEntry } from '../namespace/node-ops.js';
 import { MOUNT_ROOT_NODE, nodeOf, parseNode } from '../namespace/node-id.js';
@@ -38,6 +38,7 @@ import { NodeType } from '../namespace/records.js';
 import { toErrno } from './errno.js';
 import { AttrTable } from './ll-attrs.js';
 import { LockTable } from './ll-locks.js';
+import { NameTable } from './ll-names.js';
 import { HoleTable } from './ll-holes.js';
 import { withVirtualTree, type VirtualTree } from './ll-virtual.js';
 import { dispatchOps, type LlOps, type OnBatch, type LlSession } from './ll/session.js';
@@ -102,6 +103,8 @@ export class LlFileSystem {
   private readonly holes: HoleTable;
   /** Directory attributes the addon answers without this thread. */
   private readonly attrs: AttrTable;
+  /** Names of stored directories: the addon answers lookups of absent names without this thread. */
+  private readonly names: NameTable;
   private readonly dirs = new Map<number, NodeEntry[]>();
   private nextDirFh = 1;
   private readonly log: (line: string) => void;
@@ -109,6 +112,8 @@ export class LlFileSystem {
   private readonly auditTo: ((e: MountAuditEvent) => void) | undefined;
   /** Negative entries handed to the kernel: "parent/name" -> when they expire (performance.now() ms), oldest first. */
   readonly negatives = new Map<string, number>();
+  /** Names the kernel's own requests are making now ("parent/name" -> requests). */
+  private readonly kernelMaking = new Map<string, number>();
   /** Names made in the namespace so far (a lookup that saw one made meanwhile is not cached). */
   private made = 0;
   private session: LlSession | undefined;
@@ -125,6 +130,7 @@ export class LlFileSystem {
     this.auditTo = opts.audit;
     this.holes = new HoleTable(ns);
     this.attrs = new AttrTable(ns.ctx.meta);
+    this.names = new NameTable(ns.ctx.meta, NEG_TIMEOUT_S, (dir, name) => this.madeElsewhere(dir, name));
   }
 
   /** Runs `fn` and, if auditing, records the operation with its caller and outcome. */
@@ -154,6 +160,7 @@ export class LlFileSystem {
     this.unwatch?.();
     this.unwatch = undefined;
     this.attrs.close();
+    this.names.close();
     this.negatives.clear();
     this.session = undefined;
   }
@@ -166,7 +173,7 @@ export class LlFileSystem {
       this.fail(s, r as LlRequest, err);
       return;
     }
-    if (!this.unwatch) this.unwatch = this.ns.ctx.meta.watchNames((m) => this.nameMade(m));
+    if (!this.unwatch) this.unwatch = this.ns.ctx.meta.watchTxns((t) => this.learnt(t));
     this.session = s;
     const key = `${r.parent}/${r.name}`;
     this.negatives.delete(key);
@@ -195,22 +202,28 @@ export class LlFileSystem {
     return this.negatives.size < MAX_NEGATIVES;
   }
 
-  /** The namespace made a name (or may have changed anything: null). */
-  private nameMade(m: Parameters<NameWatcher>[0]): void {
-    this.made++;
-    if (this.negatives.size === 0) return;
-    if (m === null) {
-      const all = [...this.negatives.keys()];
-      for (const k of all) this.invalidate(k);
+  /** The namespace learnt a transaction (or may have changed anything: null). */
+  private learnt(t: Parameters<TxnWatcher>[0]): void {
+    if (t === null) {
+      this.made++;
+      for (const k of [...this.negatives.keys()]) this.invalidate(k);
       return;
     }
-    let key: string;
-    try {
-      key = `${nodeOf(m.vol, m.parent)}/${m.name}`;
-    } catch {
-      return;
+    for (const [k, e] of t.entries) {
+      if (e === null) continue;
+      this.made++;
+      if (this.negatives.size === 0) continue;
+      // "vol/parent/name": names never hold a slash.
+      const a = k.indexOf('/');
+      const b = k.indexOf('/', a + 1);
+      let key: string;
+      try {
+        key = `${nodeOf(Number(k.slice(0, a)), Number(k.slice(a + 1, b)))}/${k.slice(b + 1)}`;
+      } catch {
+        continue;
+      }
+      if (this.negatives.has(key)) this.invalidate(key);
     }
-    if (this.negatives.has(key)) this.invalidate(key);
   }
 
   private invalidate(key: string): void {
@@ -231,14 +244,32 @@ export class LlFileSystem {
    */
   private async making<T>(parent: bigint, name: string, fn: () => Promise<T>): Promise<T> {
     const key = `${parent}/${name}`;
+    // The addon's negative answers in held directories need no invalidation either (madeElsewhere).
+    this.kernelMaking.set(key, (this.kernelMaking.get(key) ?? 0) + 1);
     const until = this.negatives.get(key);
-    if (until === undefined) return fn();
     this.negatives.delete(key);
     try {
       return await fn();
     } catch (err) {
-      if (!this.negatives.has(key) && until > performance.now()) this.negatives.set(key, until);
+      if (until !== undefined && !this.negatives.has(key) && until > performance.now()) this.negatives.set(key, until);
       throw err;
+    } finally {
+      const n = this.kernelMaking.get(key)! - 1;
+      if (n > 0) this.kernelMaking.set(key, n);
+      else this.kernelMaking.delete(key);
+    }
+  }
+
+  /**
+   * A name was made in a directory whose absent names the addon answers, and the kernel may
+   * keep such an answer (NEG_TIMEOUT_S): unless the kernel's own request made it (which
+   * replaces its entry itself), the entry is invalidated, as for the negatives above.
+   */
+  private madeElsewhere(dir: bigint, name: string): void {
+    if (this.kernelMaking.has(`${dir}/${name}`) || !this.session) return;
+    this.invalidations++;
+    if (!this.session.invalidateEntry(dir, name)) {
+      this.log(`fuse3: could not invalidate the kernel's negative entry for ${name} in node ${dir}: it may look absent for up to ${NEG_TIMEOUT_S} s`);
     }
   }
 
@@ -318,8 +349,11 @@ export class LlFileSystem {
         try {
           a = await n.lookup(r.parent, r.name);
         } catch (err) {
-          if ((err as { code?: unknown }).code === 'NOT_FOUND') this.replyAbsent(s, r, seen, err);
-          else this.fail(s, r, err);
+          if ((err as { code?: unknown }).code !== 'NOT_FOUND') return this.fail(s, r, err);
+          this.replyAbsent(s, r, seen, err);
+          // Its other absent names are answered by the addon from now on (ll-names.ts).
+          this.session = s;
+          this.names.offer(s, r.parent);
           return;
         }
         this.offer(s, a, mark);
@@ -354,6 +388,11 @@ export class LlFileSystem {
         // mkdir at the top of the mount makes a share: audited like POST /shares.
         const a = r.parent === MOUNT_ROOT_NODE ? await this.audited('mkdir', r, { share: r.name }, make) : await this.making(r.parent, r.name, make);
         s.replyEntry(r.id, this.counted(a));
+        // Made empty: the addon answers every lookup in it until a name is made (ll-names.ts).
+        if (r.parent !== MOUNT_ROOT_NODE) {
+          this.session = s;
+          this.names.offer(s, a.ino);
+        }
         await this.offerDir(s, r.parent);
       }),
       symlink: this.run(async (r, s) => {
@@ -393,9 +432,16 @@ export class LlFileSystem {
         const fh = await n.open(r.ino, r.flags);
         // A snapshot's file never changes: the kernel keeps what it read in its page cache
         // across opens (FOPEN_KEEP_CACHE), so reading a restore point again costs no requests.
-        const keep = fs.handle(fh).immutable ? { keepCache: true } : undefined;
+        const h = fs.handle(fh);
+        const keep = h.immutable ? { keepCache: true } : undefined;
+        // A read-only handle's flush has nothing to commit: the addon answers it (quiet.c)
+        // while no POSIX lock was asked for (a flush drops the caller's).
+        const quiet = !h.writable && s.quietFlush(fh);
         // Not answered (the caller was interrupted): nobody will release it.
-        if (!s.replyOpen(r.id, fh, keep)) await fs.release(fh);
+        if (!s.replyOpen(r.id, fh, keep)) {
+          if (quiet) s.unquiet(fh);
+          await fs.release(fh);
+        }
       }),
       read: (r, s) => {
         // Reads inside the file's holes stop coming here once the addon knows them (ll-holes.ts).
@@ -516,6 +562,7 @@ export class LlFileSystem {
         s.replyLock(r.id, this.locks.test(r.ino, r.lockOwner, r.lock));
       },
       setlk: this.run(async (r, s) => {
+        s.locksUsed();
         this.locks.used(r.fh, r.lockOwner);
         const ok = await this.locks.set(r.ino, r.lockOwner, r.lock, r.sleep, (cancel) => s.onInterrupt(r.id, cancel));
         s.replyErr(r.id, ok ? 0 : E.EAGAIN);

@@ -143,22 +143,26 @@ export class Txn {
 }
 
 /**
- * Told of every name a transaction makes in a stored directory (vol, directory inode, name),
- * once the cache sees it; `null`: anything may have changed (a volume forgotten).
+ * Told synchronously of every transaction the cache learns (before whoever made it is
+ * answered): its directory entries ("vol/parent/name" -> the entry, or null: removed), inodes
+ * ("vol/ino" -> the inode, or null: deleted), the directories whose entries it changed
+ * ("vol/ino") and whether it had raw operations (which may change anything); `null`: anything
+ * may have changed (a volume forgotten). The maps are the transaction's own: do not change or
+ * keep them. The mount follows its kernel-visible caches with it: negative entries, the addon's
+ * attributes and names (fuse/ll-filesystem.ts, ll-attrs.ts, ll-names.ts).
  */
-export type NameWatcher = (made: { vol: number; parent: number; name: string } | null) => void;
-
-/**
- * Told synchronously, as the cache learns a transaction (before whoever made it is answered),
- * which inodes ("vol/ino") it changed or whose entries it changed; `null`: anything may have.
- */
-export type ChangeWatcher = (changed: Iterable<string> | null) => void;
+export type TxnWatcher = (
+  txn: {
+    readonly entries: ReadonlyMap<string, EntryValue | null>;
+    readonly inodes: ReadonlyMap<string, Inode | null>;
+    readonly dirs: ReadonlySet<string>;
+    readonly hasRaw: boolean;
+  } | null,
+) => void;
 
 export class Meta {
-  /** The mount's kernel caches "no such name" answers and must hear when such a name appears. */
-  private readonly watchers = new Set<NameWatcher>();
-  /** The mount's addon answers attributes it was given (fuse/ll-attrs.ts) until told they changed. */
-  private readonly changeWatchers = new Set<ChangeWatcher>();
+  /** Told of every transaction learnt (watchTxns): the mount's kernel-visible caches. */
+  private readonly txnWatchers = new Set<TxnWatcher>();
   private readonly inodes = new Lru<Inode | null>();
   private readonly entries = new Lru<EntryValue | null>();
   private readonly volumes = new Map<number, Volume>();
@@ -304,6 +308,15 @@ export class Meta {
   }
 
   /**
+   * The names of directory `ino` of `vol` if its whole listing is cached, else undefined: read
+   * synchronously, so with the watchers of watchTxns a caller can follow it from this instant.
+   */
+  cachedNames(vol: number, ino: number): string[] | undefined {
+    const l = this.listings.get(`${vol}/${ino}`);
+    return l ? [...l.byName.keys()] : undefined;
+  }
+
+  /**
    * Records that directory `ino` of `vol` was just made and holds nothing: its listing is
    * cached as empty, so the transactions that fill it keep it current and the first readdir
    * reads no LevelDB (a listing of 2,000 new files read back cost 30-70 ms on a loaded machine).
@@ -424,26 +437,14 @@ export class Meta {
     return { queued, written };
   }
 
-  /** Calls `w` for every name made from now on; returns what stops it. */
-  watchNames(w: NameWatcher): () => void {
-    this.watchers.add(w);
-    return () => void this.watchers.delete(w);
+  /** Calls `w` for every transaction learnt from now on; returns what stops it. */
+  watchTxns(w: TxnWatcher): () => void {
+    this.txnWatchers.add(w);
+    return () => void this.txnWatchers.delete(w);
   }
 
-  /** Calls `w` for every change learnt from now on; returns what stops it. */
-  watchChanges(w: ChangeWatcher): () => void {
-    this.changeWatchers.add(w);
-    return () => void this.changeWatchers.delete(w);
-  }
-
-  private tellChanged(txn: Txn | null): void {
-    if (this.changeWatchers.size === 0) return;
-    const changed = txn === null || txn.hasRaw ? null : [...txn.inodes.keys(), ...txn.dirs];
-    for (const w of this.changeWatchers) w(changed);
-  }
-
-  private tell(made: Parameters<NameWatcher>[0]): void {
-    for (const w of this.watchers) w(made);
+  private tell(txn: Txn | null): void {
+    for (const w of this.txnWatchers) w(txn);
   }
 
   /** After the batch is on disk, or queued ahead of every later write (applyLater). */
@@ -472,15 +473,7 @@ export class Meta {
     for (const [k, inode] of txn.inodes) this.inodes.set(k, inode);
     for (const [k, e] of txn.entries) this.entries.set(k, e);
     for (const [id, v] of txn.volumes) this.volumes.set(id, v);
-    this.tellChanged(txn);
-    if (this.watchers.size !== 0) {
-      for (const [k, e] of txn.entries) {
-        if (e === ABSENT) continue;
-        const a = k.indexOf('/');
-        const b = k.indexOf('/', a + 1);
-        this.tell({ vol: Number(k.slice(0, a)), parent: Number(k.slice(a + 1, b)), name: k.slice(b + 1) });
-      }
-    }
+    this.tell(txn);
   }
 
   /** Forgets everything cached about a volume (after it is deleted or replaced). */
@@ -492,7 +485,6 @@ export class Meta {
     this.listed = 0;
     this.inodes.clear();
     this.entries.clear();
-    this.tellChanged(null);
     this.tell(null);
   }
 }

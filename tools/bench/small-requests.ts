@@ -110,7 +110,7 @@ try {
   const l = lockStats;
   process.stdout.write(`namespace lock: ${l.n} holds, waited ${l.waitMs.toFixed(0)} ms (max ${l.maxWait.toFixed(1)}), held ${l.holdMs.toFixed(0)} ms (max ${l.maxHold.toFixed(1)})\n`);
   const st = session.stats;
-  process.stdout.write(`batches ${st.batches}, requests ${st.requests}, largest batch ${st.maxBatch}; getattrs answered in C ${session.attrHits}\n`);
+  process.stdout.write(`batches ${st.batches}, requests ${st.requests}, largest batch ${st.maxBatch}; getattrs answered in C ${session.attrHits}; absent names answered in C ${session.nameHits ?? 0}; flushes answered in C ${session.quietFlushes ?? 0}\n`);
   process.stdout.write(`synced commits ${commits.n} (${commits.ms.toFixed(0)} ms); negative entries invalidated ${llfs.invalidations}\n`);
 } finally {
   await session.unmount();

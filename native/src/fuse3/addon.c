@@ -5,6 +5,8 @@
 #include "session.h"
 #include "attrs.h"
 #include "holes.h"
+#include "names.h"
+#include "quiet.h"
 #include "notify.h"
 
 #include <errno.h>
@@ -31,6 +33,8 @@ void vv_sess_unref(napi_env env, vv_sess *s) {
   free(s->mountpoint);
   vv_holes_free(s);
   vv_attrs_free(s);
+  vv_names_free(s);
+  vv_quiet_free(s);
   free(s);
 }
 
@@ -341,5 +345,7 @@ NAPI_MODULE_INIT() {
   vv_init_notify(env, exports);
   vv_init_holes(env, exports);
   vv_init_attrs(env, exports);
+  vv_init_names(env, exports);
+  vv_init_quiet(env, exports);
   return vv_init_replies(env, exports);
 }

@@ -81,6 +81,8 @@ typedef struct vv_sess {
   double batches, requests, max_batch;
   struct vv_holes *holes;  // zero runs of open files, answered without JS (holes.c)
   struct vv_attrs *attrs;  // attributes JS vouches for, getattr answered without JS (attrs.c)
+  struct vv_quiet *quiet;  // read-only handles whose flush is answered without JS (quiet.c)
+  struct vv_names *names;  // names of directories JS vouches for, absent names answered without JS (names.c)
   vv_notifier *notifier;  // dentry invalidations (notify.c), started at the first one
   napi_async_work unmount_work;
   napi_deferred unmount_deferred;

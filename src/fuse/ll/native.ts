@@ -45,6 +45,26 @@ export interface Fuse3Addon {
   clearAttrs(h: Handle): void;
   /** Getattrs answered from the table so far. */
   attrHits(h: Handle): number;
+  /** Every name of a directory: lookups of other names in it are answered "no such name" in C (native/src/fuse3/names.c), kept by the kernel `timeout` s. False: not taken. */
+  setNames(h: Handle, dir: bigint, names: string[], timeout: number): boolean;
+  /** A name made in a directory; false: the directory is not held (any more). */
+  addName(h: Handle, dir: bigint, name: string): boolean;
+  /** A name removed from a directory. */
+  removeName(h: Handle, dir: bigint, name: string): void;
+  /** Forgets a directory's names: its lookups go to JavaScript again. */
+  dropNames(h: Handle, dir: bigint): void;
+  /** Forgets every directory's names. */
+  clearNames(h: Handle): void;
+  /** Lookups answered "no such name" from the table so far. */
+  nameHits(h: Handle): number;
+  /** Flushes of fh are answered in C until its release (native/src/fuse3/quiet.c). False: not taken. */
+  quietFlush(h: Handle, fh: number): boolean;
+  /** Flushes of fh go to JavaScript again. */
+  unquiet(h: Handle, fh: number): void;
+  /** A POSIX lock may be taken: every flush goes to JavaScript from now on. */
+  locksUsed(h: Handle): void;
+  /** Flushes answered in C so far. */
+  quietFlushes(h: Handle): number;
 }
 
 let cached: Fuse3Addon | undefined;

@@ -174,6 +174,63 @@ export class LlSession {
     return this.handle ? this.addon.attrHits(this.handle) : 0;
   }
 
+  /**
+   * Every name of directory `dir`: the addon answers lookups of any other name in it "no such
+   * name" without this thread (native/src/fuse3/names.c), and the kernel keeps that answer for
+   * `timeout` seconds. The caller vouches the list is whole, must add every name made in `dir`
+   * (addName) before it acknowledges the change that made it, and must invalidate the kernel's
+   * entry of a name made by anything but the kernel's own request. False when not taken.
+   */
+  setNames(dir: bigint, names: string[], timeout: number): boolean {
+    return this.handle !== null && this.addon.setNames(this.handle, dir, names, timeout);
+  }
+
+  /** A name made in `dir`; false: `dir` is not held (any more), nothing to do. */
+  addName(dir: bigint, name: string): boolean {
+    return this.handle !== null && this.addon.addName(this.handle, dir, name);
+  }
+
+  removeName(dir: bigint, name: string): void {
+    if (this.handle) this.addon.removeName(this.handle, dir, name);
+  }
+
+  dropNames(dir: bigint): void {
+    if (this.handle) this.addon.dropNames(this.handle, dir);
+  }
+
+  clearNames(): void {
+    if (this.handle) this.addon.clearNames(this.handle);
+  }
+
+  /** Lookups answered "no such name" from setNames' table without JavaScript so far. */
+  get nameHits(): number {
+    return this.handle ? this.addon.nameHits(this.handle) : 0;
+  }
+
+  /**
+   * The addon answers flushes of `fh` itself until the kernel releases it, unless a POSIX lock
+   * was ever asked for (locksUsed): for handles whose flush has nothing to do (opened read-only).
+   * Called before the open that made `fh` is answered. False when not taken.
+   */
+  quietFlush(fh: number): boolean {
+    return this.handle !== null && this.addon.quietFlush(this.handle, fh);
+  }
+
+  /** Flushes of `fh` reach this thread again (its open was not answered). */
+  unquiet(fh: number): void {
+    if (this.handle) this.addon.unquiet(this.handle, fh);
+  }
+
+  /** Called before a lock request is answered: flushes drop POSIX locks, so all come here from now on. */
+  locksUsed(): void {
+    if (this.handle) this.addon.locksUsed(this.handle);
+  }
+
+  /** Flushes answered by the addon without JavaScript so far. */
+  get quietFlushes(): number {
+    return this.handle ? this.addon.quietFlushes(this.handle) : 0;
+  }
+
   private get h(): Handle {
     if (!this.handle) throw new VmvaultError('CLOSED', `${this.mountpoint} is not mounted`);
     return this.handle;
