@@ -122,7 +122,6 @@ async function restoreFileFrom(file: PointFile, from: string, to: string, opts: 
     let writing: Promise<void> = Promise.resolve();
     // One buffer per read in flight, reused: fresh ones cost a page fault per 4 KiB and GC time.
     const free: Buffer[] = [];
-    const early = new EarlySync(out);
     await forEachDataChunk(ranges, chunk, inFlight, opts.signal, async (at, len) => {
       const own = free.pop() ?? Buffer.allocUnsafeSlow(chunk);
       const buf = await file.read(at, len, own);
@@ -130,13 +129,11 @@ async function restoreFileFrom(file: PointFile, from: string, to: string, opts: 
       const w = writing.then(() => writeSparse(out!, buf, at));
       writing = w.catch(() => {});
       await w;
-      early.wrote(len);
       // Back to the pool only after a read and write that succeeded: a failed read may still
       // have decodes landing in it.
       free.push(own);
       opts.advance?.(len);
     });
-    await early.settled();
     await out.sync();
     return size;
   } catch (err) {
@@ -257,45 +254,6 @@ export async function dataRanges(ns: Namespace, fh: number, size: number, rescue
   const out: Array<{ start: number; end: number }> = [];
   for (const r of runs) if (r.start < size) out.push({ start: r.start, end: Math.min(r.end, size) });
   return out;
-}
-
-/** Bytes written between two early syncs of a restore's target (EarlySync). */
-const EARLY_SYNC_BYTES = 64 * 1024 * 1024;
-
-/**
- * Starts the target's writeback while the restore goes on: an fdatasync in the background each
- * EARLY_SYNC_BYTES written, one at a time. Without it every byte of a disk waited in the page
- * cache for the final fsync, which then wrote them all after the last read (0.7-1.3 s for the
- * bench's 460 MiB here, on a restore of 1.5-3 s). The final sync still makes the file durable.
- * A writeback error is reported once per open file (Linux errseq), possibly to an early sync
- * rather than the last: it is kept and thrown by settled().
- */
-class EarlySync {
-  private since = 0;
-  private running: Promise<void> | undefined;
-  private failure: unknown;
-
-  constructor(private readonly out: fs.FileHandle) {}
-
-  wrote(n: number): void {
-    this.since += n;
-    if (this.since < EARLY_SYNC_BYTES || this.running) return;
-    this.since = 0;
-    this.running = this.out.datasync().then(
-      () => {
-        this.running = undefined;
-      },
-      (err) => {
-        this.failure ??= err;
-        this.running = undefined;
-      },
-    );
-  }
-
-  async settled(): Promise<void> {
-    await this.running;
-    if (this.failure !== undefined) throw this.failure;
-  }
 }
 
 /** Holes are kept at this granularity (qcow2's default cluster, the dirty bitmaps' too). */
