@@ -15,8 +15,7 @@
 // (TreeBuilder.partialRoots) as roots.
 
 import { vmError } from '../errors.js';
-import type { TreeWriter } from '../store/tree/writer.js';
-import type { FileVersion } from '../store/store.js';
+import type { FileVersion, TreeWriter } from '../store/store.js';
 import type { NsContext } from './context.js';
 import type { OpenFile } from './open-file.js';
 
