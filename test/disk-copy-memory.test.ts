@@ -1,4 +1,4 @@
-// The disk copy bounds its own buffered bytes: with several NBD connections data arrives faster
+// An incremental disk copy bounds its own buffered bytes: with several NBD connections data arrives faster
 // than the store commits it, and without a cap the namespace buffered up to its 512 MiB dirty
 // limit (613 MiB RSS measured). Here the source answers from memory at once, the fastest a
 // source can be, so only the copy's own wait on the file's commit can hold the bound.
@@ -47,7 +47,7 @@ class MemorySource implements ExtentSource {
   }
 }
 
-t.test('a copy over several sources keeps the file buffering at most its cap, and copies every byte', async (t) => {
+t.test('an incremental over several sources keeps the file buffering at most its cap, and copies every byte', async (t) => {
   // The namespace's own bounds are far above the cap, so they cannot be what holds it.
   const store = await SegmentStore.open(tmpDir(t));
   const ns = await Namespace.open(store, { fileCommitBytes: 4 * MiB, dirtyLimitBytes: 512 * MiB, log: () => {} });
@@ -66,11 +66,22 @@ t.test('a copy over several sources keeps the file buffering at most its cap, an
   const inFlight = 16;
   let peak = 0;
   const sample = () => (peak = Math.max(peak, ns.fs.handle(fh).file.buffered));
-  const src = new SourcePool(Array.from({ length: 4 }, () => new MemorySource(disk, dataBytes, sample)));
-  const r = await copyDisk(ns, fh, src, { inFlight, chunkBytes: chunk, maxBufferedBytes: cap });
+  // Every block dirty (a full copy streams instead: test/disk-copy-full.test.ts).
+  const DIRTY = 'qemu:dirty-bitmap:all';
+  const src = new SourcePool(
+    Array.from({ length: 4 }, () => {
+      const m = new MemorySource(disk, dataBytes, sample);
+      return {
+        size: m.size,
+        read: (o: number, l: number) => m.read(o, l),
+        blockStatus: async (o: number, l: number, context: string) => (context === DIRTY ? [{ offset: o, length: l, flags: 1 }] : m.blockStatus(o, l)),
+      };
+    }),
+  );
+  const r = await copyDisk(ns, fh, src, { dirtyContext: DIRTY, inFlight, chunkBytes: chunk, maxBufferedBytes: cap });
   sample();
   t.equal(r.bytesRead, dataBytes, 'read the data extent only');
-  t.equal(r.bytesWritten, dataBytes);
+  t.equal(r.bytesWritten, disk.length, 'the data and, dirty too, the zeros');
   // Each read in flight may add its chunk past the cap before its write waits.
   t.ok(peak <= cap + inFlight * chunk, `the file buffered at most ${peak / MiB} MiB (cap ${cap / MiB} MiB + ${(inFlight * chunk) / MiB} MiB in flight)`);
   t.ok(peak > 0, 'the sampling saw buffered bytes');

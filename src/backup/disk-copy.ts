@@ -1,18 +1,20 @@
 // Copies one disk from a block-status-capable source (the NBD export of a fleecing node) into a
 // share's sparse raw file through the namespace, never through the mount.
 //
-// What is read: a full copy reads every extent base:allocation does not report as zero; an
-// incremental reads only the extents the dirty bitmap marks (and, of those, only the ones that
-// are not zero). Zeros cost nothing: on a full copy the file starts empty at the disk's size, so
-// zero extents and all-zero chunks are simply not written; on an incremental a dirty extent that
-// became zero must overwrite the old bytes, so zeros are written (the store keeps an all-zero
-// segment for free). Memory is bounded by `inFlight` x `chunkBytes` plus `maxBufferedBytes` of the
-// file's own buffered writes (the copy waits for the file's commit past it): a disk is streamed,
-// never held.
+// What is read: a full copy reads every extent base:allocation does not report as zero, in
+// order, into one stream of the file (disk-copy-full.ts); an incremental reads only the extents
+// the dirty bitmap marks (and, of those, only the ones that are not zero) and writes them at
+// their offsets. A dirty extent that became zero must overwrite the old bytes, so zeros are
+// written (the store keeps an all-zero segment for free). An incremental's memory is bounded
+// by `inFlight` x `chunkBytes` plus `maxBufferedBytes` of the file's own buffered writes (the
+// copy waits for the file's commit past it); a full copy's by the reads in flight and its
+// stream's batches: a disk is streamed, never held.
 
 import { vmError } from '../errors.js';
 import type { Namespace } from '../namespace/namespace.js';
-import { BASE_ALLOCATION, extents, STATE_DIRTY, STATE_HOLE, STATE_ZERO } from '../plugins/qemu/nbd-extents.js';
+import { extents, STATE_DIRTY, STATE_ZERO } from '../plugins/qemu/nbd-extents.js';
+import { AllocationCursor } from './allocation-cursor.js';
+import { copyFull } from './disk-copy-full.js';
 
 // The block-status bits and walk live with the NBD client (plugins/qemu/nbd-extents.ts), which
 // the agent's NBD source reads through too.
@@ -78,12 +80,13 @@ function isZero(buf: Buffer): boolean {
 
 /**
  * Copies `src` into the open namespace file `fh` (already sized to `src.size`; for a full copy
- * freshly emptied). Returns the byte counts. Throws CANCELLED when `signal` aborts.
+ * freshly emptied, for an incremental holding the previous point). Returns the byte counts. Throws CANCELLED when `signal` aborts.
  */
 export async function copyDisk(ns: Namespace, fh: number, src: ExtentSource, opts: CopyOptions = {}): Promise<CopyResult> {
+  // A full copy has every byte in order: one stream into the file (disk-copy-full.ts).
+  if (opts.dirtyContext === undefined) return copyFull(ns, fh, src, opts);
   const inFlight = opts.inFlight ?? 8;
   const chunk = opts.chunkBytes ?? 256 * 1024;
-  const incremental = opts.dirtyContext !== undefined;
   const maxBuffered = opts.maxBufferedBytes ?? 128 * 1024 * 1024;
   const result: CopyResult = { bytesRead: 0, bytesWritten: 0, bytesConsidered: 0 };
   const running = new Set<Promise<void>>();
@@ -115,7 +118,6 @@ export async function copyDisk(ns: Namespace, fh: number, src: ExtentSource, opt
         if (got !== len) throw vmError('IO', `NBD read at ${at} returned ${got} bytes, not ${len}`);
         result.bytesRead += len;
         opts.advance?.(len);
-        if (!incremental && bufs.every(isZero)) return;
         // The read's buffers are fresh and never touched again: handed over, not copied. Each
         // byte is written once, so the file commits in stream steps behind the copy (`once`).
         let pos = at;
@@ -139,13 +141,13 @@ export async function copyDisk(ns: Namespace, fh: number, src: ExtentSource, opt
     }
   };
 
-  /** Copies [r): zero extents skipped (full) or written as zeros (incremental), data read. */
+  /** Copies [r): zero extents written as zeros, data read. */
   const allocation = new AllocationCursor(src);
   const copyRange = async (r: Range) => {
     for await (const e of allocation.over(r)) {
       checkAbort();
       if (e.flags & STATE_ZERO) {
-        if (incremental) await writeZeros(e);
+        await writeZeros(e);
       } else {
         await copyData(e);
       }
@@ -153,16 +155,11 @@ export async function copyDisk(ns: Namespace, fh: number, src: ExtentSource, opt
   };
 
   try {
-    if (opts.dirtyContext !== undefined) {
-      for await (const e of extents(src, opts.dirtyContext, 0, src.size)) {
-        checkAbort();
-        if (!(e.flags & STATE_DIRTY)) continue;
-        result.bytesConsidered += e.length;
-        await copyRange(e);
-      }
-    } else {
-      result.bytesConsidered = src.size;
-      await copyRange({ offset: 0, length: src.size });
+    for await (const e of extents(src, opts.dirtyContext, 0, src.size)) {
+      checkAbort();
+      if (!(e.flags & STATE_DIRTY)) continue;
+      result.bytesConsidered += e.length;
+      await copyRange(e);
     }
     await Promise.all(running);
     checkAbort();
@@ -172,57 +169,6 @@ export async function copyDisk(ns: Namespace, fh: number, src: ExtentSource, opt
     await allocation.close();
   }
   return result;
-}
-
-/** A dirty extent further than this past the allocation walk's position restarts the walk there. */
-const WALK_RESTART_GAP = 256 * 1024 * 1024;
-
-/**
- * base:allocation of the ranges a copy asks for in ascending order, from one walk kept open
- * between them: an incremental's ~300 dirty runs asked it once each, ~300 block-status round
- * trips to a server busy with the reads, each holding the next run's reads back. The walk is
- * restarted (one request) at a range more than WALK_RESTART_GAP past it, or behind it.
- */
-class AllocationCursor {
-  private walk: AsyncGenerator<{ offset: number; length: number; flags: number }> | undefined;
-  private cur: { offset: number; length: number; flags: number } | undefined;
-
-  constructor(private readonly src: ExtentSource) {}
-
-  private async restart(at: number): Promise<void> {
-    await this.close();
-    this.walk = extents(this.src, BASE_ALLOCATION, at, this.src.size - at);
-    this.cur = (await this.walk.next()).value ?? undefined;
-  }
-
-  private async advance(): Promise<void> {
-    this.cur = (await this.walk!.next()).value ?? undefined;
-  }
-
-  /** The allocation extents over [r), clipped to it, in order. */
-  async *over(r: Range): AsyncGenerator<{ offset: number; length: number; flags: number }> {
-    const end = r.offset + r.length;
-    const c = this.cur;
-    if (!c || c.offset > r.offset || r.offset - (c.offset + c.length) > WALK_RESTART_GAP) await this.restart(r.offset);
-    while (this.cur && this.cur.offset + this.cur.length <= r.offset) await this.advance();
-    let at = r.offset;
-    while (at < end) {
-      const e = this.cur;
-      if (!e || e.offset > at) throw vmError('IO', `NBD block status for ${BASE_ALLOCATION} left [${at}, ${end}) uncovered`);
-      const to = Math.min(e.offset + e.length, end);
-      yield { offset: at, length: to - at, flags: e.flags };
-      at = to;
-      // An extent reaching past this range may serve the next one too.
-      if (e.offset + e.length <= end) await this.advance();
-    }
-  }
-
-  async close(): Promise<void> {
-    const w = this.walk;
-    this.walk = undefined;
-    this.cur = undefined;
-    await w?.return(undefined);
-  }
 }
 
 export { isZero };

@@ -21,6 +21,7 @@ import { Shares } from './shares.js';
 import { Fastcopy } from './fastcopy.js';
 import { Snapshots } from './snapshots.js';
 import { Installer } from './install.js';
+import { FileStream } from './file-stream.js';
 
 export interface NamespaceOptions {
   /** Commit an open file once it buffers this much. Default 64 MiB. */
@@ -159,6 +160,19 @@ export class Namespace {
     if (f.failed) throw f.takeFailure();
   }
 
+  /**
+   * Starts writing the whole new content of the open file `fh` as one sequential stream
+   * (file-stream.ts): from offset 0 to the file's size, then `finish()`. For a writer that has
+   * every byte in order (a full backup's disk): one store writer instead of a commit every few
+   * MiB. Refused while the file buffers writes.
+   */
+  stream(fh: number): FileStream {
+    if (this.closed) throw vmError('CLOSED', 'the appliance is shutting down');
+    const f = this.fs.handle(fh).file;
+    if (f.dirtyBytes > 0) throw vmError('CONFLICT', 'the file has buffered writes; a stream replaces its whole content');
+    return new FileStream(this.ctx, f, this.store.writer());
+  }
+
   private background(f: import('./open-file.js').OpenFile): void {
     void f
       .commit(false)
@@ -213,13 +227,16 @@ export class Namespace {
   // ---- garbage collection roots ------------------------------------------------------------
 
   /**
-   * Every file version that is live: open files' versions first (including those still on
+   * Every file version that is live: what running streams wrote so far (Namespace.stream), then
+   * open files' versions (including those still on
    * their way to an inode), then every inode of every share and snapshot as LevelDB holds it.
    * In that order, a version that moves from an open file into an inode meanwhile is seen
    * at least once.
    */
   async *gcRoots(): AsyncGenerator<FileVersion> {
+    // Streams first: one that finishes meanwhile is in its open file's versions below.
     const open: Array<FileVersion> = [];
+    for (const st of this.ctx.streams) open.push(...st.partialRoots());
     for (const f of this.ctx.openFiles.values()) {
       // A closed file whose inode is gone (unlinked) holds nothing anyone can read.
       if (f.handles > 0 || (await this.ctx.meta.getInode(f.vol, f.ino))) open.push(...f.versions());

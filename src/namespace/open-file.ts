@@ -207,6 +207,26 @@ export class OpenFile {
     return true;
   }
 
+  /**
+   * Takes `v`, a version of this file's whole new content built by a stream (Namespace.stream,
+   * a full backup's disk) and not yet durable, as its content; `deps` are the containers it
+   * relies on, recorded with it by the next commit. False (nothing done) while bytes are
+   * buffered or a commit is building a version: they would be lost or land over it.
+   */
+  replaceWith(v: FileVersion, deps: Iterable<number>): boolean {
+    if (this.failure) throw this.takeFailure();
+    if (!this.dirty.empty || this.flushing) return false;
+    this.bytesChanged();
+    this.base = v;
+    this.baseLimit = v.size;
+    this.size = v.size;
+    this.truncSince = Infinity;
+    for (const d of deps) this.unconfirmedDeps.add(d);
+    this.mtime = this.ctime = Date.now();
+    this.touch();
+    return true;
+  }
+
   setTimes(mtime: number | null, ctime: number): void {
     if (mtime !== null) this.mtime = mtime;
     this.ctime = ctime;

@@ -617,7 +617,7 @@ export type LastGc = GcRecord;
 // What the layers above need of the store's parts: the file version they record in inodes
 // (and its encoding, FORMAT.md "File versions"), and the types of GC and verify reports.
 export { EMPTY_VERSION, decodeVersion, encodeVersion } from './tree/version.js';
-export type { FileVersion, WriteResult, Piece, DbOp, GcOptions, GcReport, AcceptResult, RecipeWriter };
+export type { FileVersion, WriteResult, Piece, DbOp, GcOptions, GcReport, AcceptResult, RecipeWriter, TreeWriter };
 export type { TreeView } from './tree/reader.js';
 export type { Problem, Progress, VerifiedContainers, VerifyOptions, VerifyReport } from './verify/verify.js';
 

@@ -95,6 +95,11 @@ export class TreeWriter {
     return { version: this.builder.finish(), deps: this.deps };
   }
 
+  /** The entries built so far that no stored node holds yet (TreeBuilder.partialRoots): GC roots. */
+  partialRoots(): FileVersion[] {
+    return this.builder.partialRoots();
+  }
+
   /** Gives up: waits for work in flight so nothing outlives the writer. */
   async abort(): Promise<void> {
     this.finished = true;
