@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include "session.h"
 #include "attrs.h"
+#include "datawin.h"
 #include "holes.h"
 #include "notify.h"
 
@@ -30,6 +31,7 @@ void vv_sess_unref(napi_env env, vv_sess *s) {
   free(s->free_stack);
   free(s->mountpoint);
   vv_holes_free(s);
+  vv_datawin_free(s);
   vv_attrs_free(s);
   free(s);
 }
@@ -340,6 +342,7 @@ NAPI_MODULE_INIT() {
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   vv_init_notify(env, exports);
   vv_init_holes(env, exports);
+  vv_init_datawin(env, exports);
   vv_init_attrs(env, exports);
   return vv_init_replies(env, exports);
 }
