@@ -39,6 +39,7 @@ import { toErrno } from './errno.js';
 import { AttrTable } from './ll-attrs.js';
 import { LockTable } from './ll-locks.js';
 import { NameTable } from './ll-names.js';
+import { DataWindows } from './ll-datawin.js';
 import { HoleTable } from './ll-holes.js';
 import { withVirtualTree, type VirtualTree } from './ll-virtual.js';
 import { dispatchOps, type LlOps, type OnBatch, type LlSession } from './ll/session.js';
@@ -101,6 +102,8 @@ export class LlFileSystem {
   readonly locks = new LockTable();
   /** Holes of open files the addon answers without this thread. */
   private readonly holes: HoleTable;
+  /** Read-ahead windows of open files the addon answers data reads from without this thread. */
+  private readonly datawin: DataWindows;
   /** Directory attributes the addon answers without this thread. */
   private readonly attrs: AttrTable;
   /** Names of stored directories: the addon answers lookups of absent names without this thread. */
@@ -129,6 +132,7 @@ export class LlFileSystem {
     this.virtual = opts.virtual;
     this.auditTo = opts.audit;
     this.holes = new HoleTable(ns);
+    this.datawin = new DataWindows(ns);
     this.attrs = new AttrTable(ns.ctx.meta);
     this.names = new NameTable(ns.ctx.meta, NEG_TIMEOUT_S, (dir, name) => this.madeElsewhere(dir, name));
   }
@@ -161,6 +165,7 @@ export class LlFileSystem {
     this.unwatch = undefined;
     this.attrs.close();
     this.names.close();
+    this.datawin.stop();
     this.negatives.clear();
     this.session = undefined;
   }
@@ -446,6 +451,8 @@ export class LlFileSystem {
       read: (r, s) => {
         // Reads inside the file's holes stop coming here once the addon knows them (ll-holes.ts).
         this.holes.onRead(s, r.ino, r.fh, r.offset);
+        // So are reads inside the read-ahead windows ahead of this one (ll-datawin.ts).
+        this.datawin.onRead(s, r.ino, r.fh);
         // The reply copies straight from the store's read-ahead window into the kernel: no
         // buffer per request, no copy in JS (readWith hands a view valid during the call).
         let sent: boolean | Promise<void>;
@@ -488,6 +495,7 @@ export class LlFileSystem {
       release: this.run(async (r, s) => {
         this.locks.dropHandle(r.ino, r.fh);
         this.holes.release(s, r.ino, r.fh);
+        this.datawin.release(r.ino, r.fh);
         await fs.release(r.fh);
         s.replyErr(r.id, 0);
       }),

@@ -11,7 +11,7 @@
 
 import fs from 'node:fs/promises';
 import { vmError } from '../errors.js';
-import type { FileVersion, LastGc, SegmentStore, StoreStats } from '../store/store.js';
+import type { FileVersion, LastGc, SegmentStore, StoreStats, WindowWatcher } from '../store/store.js';
 import { NsContext } from './context.js';
 import { INODE } from './keys.js';
 import { decodeInode, NodeType } from './records.js';
@@ -112,6 +112,11 @@ export class Namespace {
 
   get store(): SegmentStore {
     return this.ctx.store;
+  }
+
+  /** The store's read-ahead windows, as they become ready and before reuse (SegmentStore.watchReadAhead). */
+  watchReadAhead(w: WindowWatcher | undefined): void {
+    this.ctx.store.watchReadAhead(w);
   }
 
   // ---- write path with bounded memory ------------------------------------------------------
@@ -296,3 +301,5 @@ export class Namespace {
     if (failures.length) this.log(`namespace: ${failures.length} ${failures.length === 1 ? 'file' : 'files'} could not be committed at shutdown: ${failures[0]}`);
   }
 }
+
+export type { FileVersion, WindowWatcher };

@@ -37,7 +37,7 @@ import { rebuildIndex, type RebuildReport } from './index/rebuild.js';
 import { type Progress, type VerifiedContainers, verifyContainers, verifyTrees, type VerifyOptions, type VerifyReport } from './verify/verify.js';
 import { allDurable, type Db, settled, writeBatch } from '../kv/db.js';
 import { tuneMalloc } from './native.js';
-import { ReadAhead, zeroView } from './tree/read-ahead.js';
+import { ReadAhead, type WindowWatcher, zeroView } from './tree/read-ahead.js';
 import { SegmentReader } from './segment-reader.js';
 import type { ChunkerParams } from './segmenter/segmenter.js';
 import { segmenterImpl } from './segmenter/segmenter.js';
@@ -381,6 +381,15 @@ export class SegmentStore {
   }
 
   /**
+   * Tells `w` of read-ahead windows as they become ready and before their buffers are reused
+   * (tree/read-ahead.ts, WindowWatcher): the mount answers reads from them on its own threads.
+   * One watcher at a time; undefined stops it.
+   */
+  watchReadAhead(w: WindowWatcher | undefined): void {
+    this.readAhead.setWatcher(w);
+  }
+
+  /**
    * Hands `use` bytes [offset, offset + length) of the version (clipped to its size; the
    * offset must lie within it) as one Buffer: a view of a read-ahead window when one holds them
    * (no copy, no allocation), else a Buffer of its own. The Buffer may be shared and is valid
@@ -619,6 +628,7 @@ export type LastGc = GcRecord;
 export { EMPTY_VERSION, decodeVersion, encodeVersion } from './tree/version.js';
 export type { FileVersion, WriteResult, Piece, DbOp, GcOptions, GcReport, AcceptResult, RecipeWriter, TreeWriter };
 export type { TreeView } from './tree/reader.js';
+export type { WindowWatcher } from './tree/read-ahead.js';
 export type { Problem, Progress, VerifiedContainers, VerifyOptions, VerifyReport } from './verify/verify.js';
 
 // The DR copy (src/policy/DR-FORMAT.md): a consistent view to copy from, and the database of a

@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include "session.h"
 #include "attrs.h"
+#include "datawin.h"
 #include "holes.h"
 #include "names.h"
 #include "quiet.h"
@@ -32,6 +33,7 @@ void vv_sess_unref(napi_env env, vv_sess *s) {
   free(s->free_stack);
   free(s->mountpoint);
   vv_holes_free(s);
+  vv_datawin_free(s);
   vv_attrs_free(s);
   vv_names_free(s);
   vv_quiet_free(s);
@@ -344,6 +346,7 @@ NAPI_MODULE_INIT() {
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   vv_init_notify(env, exports);
   vv_init_holes(env, exports);
+  vv_init_datawin(env, exports);
   vv_init_attrs(env, exports);
   vv_init_names(env, exports);
   vv_init_quiet(env, exports);

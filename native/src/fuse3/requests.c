@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include "session.h"
 #include "attrs.h"
+#include "datawin.h"
 #include "holes.h"
 #include "names.h"
 #include "quiet.h"
@@ -352,6 +353,8 @@ static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
 static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
   // Inside a known hole: zeros at once, on this thread (holes.c).
   if (vv_holes_answer(fuse_req_userdata(req), req, ino, fi->fh, off, size)) return;
+  // Inside a decoded read-ahead window JavaScript registered: from it, on this thread (datawin.c).
+  if (vv_datawin_answer(fuse_req_userdata(req), req, ino, fi->fh, off, size)) return;
   NEW(OP_READ);
   r->ino = ino;
   r->size = size;

@@ -80,6 +80,7 @@ typedef struct vv_sess {
   // counters
   double batches, requests, max_batch;
   struct vv_holes *holes;  // zero runs of open files, answered without JS (holes.c)
+  struct vv_datawin *datawin;  // decoded read-ahead windows of open files, data reads answered without JS (datawin.c)
   struct vv_attrs *attrs;  // attributes JS vouches for, getattr answered without JS (attrs.c)
   struct vv_quiet *quiet;  // read-only handles whose flush is answered without JS (quiet.c)
   struct vv_names *names;  // names of directories JS vouches for, absent names answered without JS (names.c)

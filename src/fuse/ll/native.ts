@@ -37,6 +37,15 @@ export interface Fuse3Addon {
   clearHoles(h: Handle, ino: number, fh: number): void;
   /** Reads answered from registered holes so far. */
   holeReads(h: Handle): number;
+  /** Bytes [start, start + buf.length) of open (ino, fh) read as buf, answered in C until dropped (native/src/fuse3/datawin.c). False: not taken. */
+  setDataWindow(h: Handle, ino: number, fh: number, start: number, buf: Buffer): boolean;
+  /** Every entry in buf's memory is gone, and no reply copies out of it, when this returns. */
+  dropDataWindow(h: Handle, buf: Buffer): void;
+  /** Forgets every window of (ino, fh): its reads go to JavaScript again. */
+  clearDataWindows(h: Handle, ino: number, fh: number): void;
+  dataWindowStats(h: Handle): DataWindowStats;
+  /** Bytes registered at most (default 128 MiB). */
+  setDataWindowCap(h: Handle, bytes: number): void;
   /** Attributes (A_* + timeout) of a node: its getattrs are answered in C (native/src/fuse3/attrs.c). False: not taken. */
   setAttr(h: Handle, ino: bigint, f: Float64Array): boolean;
   /** Forgets the attributes of a node: its getattrs go to JavaScript again. */
@@ -98,4 +107,13 @@ export function fuse3Available(): boolean {
   } catch {
     return false;
   }
+}
+
+/** The addon's data windows: reads answered, bytes registered now and at most, the cap, entries. */
+export interface DataWindowStats {
+  answered: number;
+  bytes: number;
+  peak: number;
+  cap: number;
+  windows: number;
 }

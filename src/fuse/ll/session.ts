@@ -4,7 +4,7 @@
 // writes to /dev/fuse. README.md is the API description the namespace adapter codes against.
 import { VmvaultError } from '../../errors.js';
 import { EIO } from './errno.js';
-import { type Fuse3Addon, type Handle, loadFuse3 } from './native.js';
+import { type DataWindowStats, type Fuse3Addon, type Handle, loadFuse3 } from './native.js';
 import { A_COUNT, E_COUNT, openBits, packAttr, packDirents, packEntry, scratchF, scratchU } from './pack.js';
 import type { LlAttr, LlDirent, LlEntry, LlLock, LlMountOptions, LlOpenFlags, LlRequest, LlStatfs } from './types.js';
 
@@ -147,6 +147,35 @@ export class LlSession {
   /** Reads answered from holes (setHoles) without JavaScript so far. */
   get holeReads(): number {
     return this.handle ? this.addon.holeReads(this.handle) : 0;
+  }
+
+  /**
+   * Bytes [start, start + buf.length) of the open (ino, fh) read as `buf`: reads inside it (with
+   * a later window of the open registered too) are answered by the addon on libfuse's thread
+   * (native/src/fuse3/datawin.c). The caller must not write or let go of `buf` before
+   * dropDataWindow(buf), and must clear the open's windows (clearDataWindows) before it answers
+   * anything that changes the file's bytes, and at release. False when not taken.
+   */
+  setDataWindow(ino: bigint | number, fh: number, start: number, buf: Buffer): boolean {
+    return this.handle ? this.addon.setDataWindow(this.handle, Number(ino), fh, start, buf) : false;
+  }
+
+  /** Every window in buf's memory is forgotten, and no reply reads it any more, when this returns. */
+  dropDataWindow(buf: Buffer): void {
+    if (this.handle) this.addon.dropDataWindow(this.handle, buf);
+  }
+
+  clearDataWindows(ino: bigint | number, fh: number): void {
+    if (this.handle) this.addon.clearDataWindows(this.handle, Number(ino), fh);
+  }
+
+  /** Reads answered from data windows, bytes registered now and at most, the cap. */
+  get dataWindows(): DataWindowStats {
+    return this.handle ? this.addon.dataWindowStats(this.handle) : { answered: 0, bytes: 0, peak: 0, cap: 0, windows: 0 };
+  }
+
+  setDataWindowCap(bytes: number): void {
+    if (this.handle) this.addon.setDataWindowCap(this.handle, bytes);
   }
 
   /**

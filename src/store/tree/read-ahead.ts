@@ -38,6 +38,8 @@ interface Window {
   /** No longer in its stream's list. */
   dropped: boolean;
   failed: boolean;
+  /** The watcher told of it (announce): told again before the buffer is reused. */
+  told: WindowWatcher | undefined;
 }
 
 interface Stream {
@@ -49,6 +51,23 @@ interface Stream {
   windows: Window[];
 }
 
+/**
+ * Told of windows as they become ready and before their buffers are reused or let go: the FUSE
+ * layer lets its addon answer reads from them on other threads (fuse/ll-datawin.ts). Both are
+ * called on this thread; `retire` must drop every reference to the buffer before it returns.
+ */
+export interface WindowWatcher {
+  /** Whether windows of `version` are wanted (ready() is called only then: zero runs cost a fill). */
+  wants(version: FileVersion): boolean;
+  /**
+   * Bytes [start, end) of `version` are in `buf` (verified, zero runs filled in), valid until
+   * retire(buf). Only windows that hold data are told (not those all zeros).
+   */
+  ready(version: FileVersion, start: number, end: number, buf: Buffer): void;
+  /** `buf` (a window's whole buffer) is about to be reused or let go. */
+  retire(buf: Buffer): void;
+}
+
 function sameVersion(a: FileVersion, b: FileVersion): boolean {
   return a === b || (a.size === b.size && a.height === b.height && a.root.equals(b.root));
 }
@@ -56,6 +75,13 @@ function sameVersion(a: FileVersion, b: FileVersion): boolean {
 export class ReadAhead {
   /** Most recently used last. */
   private streams: Stream[] = [];
+  /** Told of ready windows and of their buffers' reuse (setWatcher). */
+  private watcher: WindowWatcher | undefined;
+
+  /** One watcher at most (the mount's); undefined stops telling. */
+  setWatcher(w: WindowWatcher | undefined): void {
+    this.watcher = w;
+  }
 
   /**
    * Copies bytes [off, off + out.length) of `view` (clipped to its size) into `out` from
@@ -169,11 +195,12 @@ export class ReadAhead {
   private open(s: Stream, view: TreeView, from: number): Window {
     const end = Math.min(view.version.size, from + WINDOW);
     const buf = freeBufs.pop() ?? Buffer.allocUnsafeSlow(WINDOW);
-    const w: Window = { start: from, end, buf, zeros: [], ready: false, done: Promise.resolve(), users: 0, dropped: false, failed: false };
+    const w: Window = { start: from, end, buf, zeros: [], ready: false, done: Promise.resolve(), users: 0, dropped: false, failed: false, told: undefined };
     w.done = view.readInto(from, buf.subarray(0, end - from), w.zeros).then(
       () => {
         w.ready = true;
         if (w.dropped) this.recycle(w);
+        else if (this.watcher) this.announce(w, view.version);
       },
       (err) => {
         // A failed window is dropped; the read that needs those bytes then meets the error itself.
@@ -187,6 +214,21 @@ export class ReadAhead {
     w.done.catch(() => {});
     s.windows.push(w);
     return w;
+  }
+
+  /**
+   * Tells the watcher of a ready window that holds data: its zero runs are filled in first (they
+   * stay listed; copyOut and viewOf write the same zeros), so its buffer reads as the bytes.
+   */
+  private announce(w: Window, version: FileVersion): void {
+    if (!this.watcher!.wants(version)) return;
+    const n = w.end - w.start;
+    let zero = 0;
+    for (let k = 0; k < w.zeros.length; k += 2) zero += w.zeros[k + 1] - w.zeros[k];
+    if (zero >= n) return;
+    for (let k = 0; k < w.zeros.length; k += 2) w.buf.fill(0, w.zeros[k], w.zeros[k + 1]);
+    w.told = this.watcher;
+    this.watcher!.ready(version, w.start, w.end, w.buf.subarray(0, n));
   }
 
   private dropAll(s: Stream): void {
@@ -204,6 +246,9 @@ export class ReadAhead {
     if (!w.dropped || !w.ready || w.failed || w.users > 0) return;
     w.ready = false; // recycled once only
     w.failed = true;
+    // Nobody else may read the buffer once it is reused (or freed).
+    w.told?.retire(w.buf);
+    w.told = undefined;
     if (freeBufs.length < KEEP_BUFS) freeBufs.push(w.buf);
   }
 }
