@@ -14,7 +14,7 @@ import { ChunkStream, type ChunkItem } from '../store/segmenter/chunk-stream.js'
 import type { Slab } from '../store/slab-pool.js';
 import { fingerprint } from '../store/codec/fingerprint.js';
 import { encodePayload } from '../store/codec/codec.js';
-import { type CodecEngine, createCodecEngine } from '../store/codec/engine.js';
+import { type CodecEngine, createCodecEngine, PAYLOAD_BYTES } from '../store/codec/engine.js';
 import { codecImpl } from '../store/native.js';
 import { Codec } from '../store/container/format.js';
 import type { TransferConnection } from './client.js';
@@ -447,13 +447,21 @@ class Sender {
     const payloads: Array<Buffer | undefined> = new Array(items.length);
     const engine = hashEngine();
     if (engine) {
-      // One pool call per run of items in the same slab (their offsets are into its buffer).
+      // One pool call per run of items in the same slab (their offsets are into its buffer),
+      // of at most PAYLOAD_BYTES: the engine's pooled payload buffer holds such a run's LZ4
+      // output, a longer run got a fresh buffer (up to 8 MiB, external memory: the sender's
+      // V8 ran a full mark-compact every ~20 MiB sent for that pressure).
       const runs: number[][] = [];
       let last: Slab | undefined;
+      let runBytes = 0;
       items.forEach((it, k) => {
         if (it.kind !== 'data') return;
-        if (it.slab !== last) runs.push([]);
+        if (it.slab !== last || runBytes + it.len > PAYLOAD_BYTES) {
+          runs.push([]);
+          runBytes = 0;
+        }
         last = it.slab;
+        runBytes += it.len;
         runs[runs.length - 1].push(k);
       });
       await Promise.all(
