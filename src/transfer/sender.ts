@@ -590,24 +590,14 @@ class Sender {
     let runFrom = items[0].at;
     let runEnd = runFrom;
     let entries: RecipeEntry[] = [];
-    const flush = async () => {
-      if (entries.length === 0) return;
-      if (runFrom < this.position) throw vmError('INVALID_ARGUMENT', `internal: recipe at ${runFrom} before ${this.position}`);
-      for (let i = 0, from = runFrom; i < entries.length; i += LIMITS.recipeCount) {
-        const part = entries.slice(i, i + LIMITS.recipeCount);
-        await this.conn.frame(`${this.route}/recipe`, encodeRecipe(from, part, this.protocol), this.opts.signal);
-        for (const e of part) from += e.len;
-      }
-      this.position = runEnd;
-      entries = [];
-    };
     for (let k = 0; k < items.length; k++) {
       const it = items[k];
       if (it.at !== runEnd) {
         if (v2 && it.at > runEnd) {
           entries.push({ kind: 'old', len: it.at - runEnd });
         } else {
-          await flush();
+          await this.recipeFrames(runFrom, runEnd, entries);
+          entries = [];
           runFrom = it.at;
         }
       }
@@ -622,8 +612,24 @@ class Sender {
       }
       runEnd = it.at + it.len;
     }
-    await flush();
+    await this.recipeFrames(runFrom, runEnd, entries);
     this.opts.onProgress?.({ ...this.report, bytesSent: 0 });
+  }
+
+  /**
+   * A run's recipe entries, [from, end) of the file, in frames of at most LIMITS.recipeCount.
+   * A method, not a closure made per batch: V8 optimized such a closure again for every few
+   * batches (TurboFan on the sender's worker threads, measured with --trace-opt).
+   */
+  private async recipeFrames(from: number, end: number, entries: RecipeEntry[]): Promise<void> {
+    if (entries.length === 0) return;
+    if (from < this.position) throw vmError('INVALID_ARGUMENT', `internal: recipe at ${from} before ${this.position}`);
+    for (let i = 0; i < entries.length; i += LIMITS.recipeCount) {
+      const part = entries.slice(i, i + LIMITS.recipeCount);
+      await this.conn.frame(`${this.route}/recipe`, encodeRecipe(from, part, this.protocol), this.opts.signal);
+      for (const e of part) from += e.len;
+    }
+    this.position = end;
   }
 }
 
