@@ -20,6 +20,9 @@
 //                                  VMs at once / 1 agent backing up 1 VM; goal >= 1.6
 //   agent.rss_mib                  peak RSS (VmHWM) of the agent process over its full backup
 //
+// Each full backup's note also gives the CPU seconds (utime + stime, from /proc) the appliance,
+// each agent and each QEMU spent on it: on 2 cores the time figures follow their sum.
+//
 // Needs root (namespaces, tc), qemu-system-x86_64, qemu-img, openssl.
 
 import { spawn } from 'node:child_process';
