@@ -14,7 +14,7 @@ import { ChunkStream, type ChunkItem } from '../store/segmenter/chunk-stream.js'
 import type { Slab } from '../store/slab-pool.js';
 import { fingerprint } from '../store/codec/fingerprint.js';
 import { encodePayload } from '../store/codec/codec.js';
-import { type CodecEngine, createCodecEngine } from '../store/codec/engine.js';
+import { type CodecEngine, createCodecEngine, PAYLOAD_BYTES } from '../store/codec/engine.js';
 import { codecImpl } from '../store/native.js';
 import { Codec } from '../store/container/format.js';
 import type { TransferConnection } from './client.js';
@@ -438,7 +438,12 @@ class Sender {
     if (this.opts.signal?.aborted) throw vmError('CANCELLED', 'the send was cancelled');
   }
 
-  /** Fingerprints every data item (on the libuv pool with the addon), then asks which the appliance lacks. */
+  /**
+   * Fingerprints every data item (on the libuv pool with the addon), then asks which the
+   * appliance lacks. Plain loops and methods, no callbacks made per batch: V8 optimized each
+   * such callback (forEach, map) again and again, some 30-60 times per send (TurboFan on the
+   * sender's worker threads; tools/PERFORMANCE.md, agent5).
+   */
   private async prepare(items: Item[]): Promise<Prepared> {
     const compress = this.compressAhead;
     const release: Array<() => void> = [];
@@ -447,71 +452,97 @@ class Sender {
     const payloads: Array<Buffer | undefined> = new Array(items.length);
     const engine = hashEngine();
     if (engine) {
-      // One pool call per run of items in the same slab (their offsets are into its buffer).
+      // One pool call per run of items in the same slab (their offsets are into its buffer),
+      // of at most PAYLOAD_BYTES: the engine's pooled payload buffer holds such a run's LZ4
+      // output, a longer run got a fresh buffer (up to 8 MiB, external memory: the sender's
+      // V8 ran a full mark-compact every ~20 MiB sent for that pressure).
       const runs: number[][] = [];
       let last: Slab | undefined;
-      items.forEach((it, k) => {
-        if (it.kind !== 'data') return;
-        if (it.slab !== last) runs.push([]);
+      let runBytes = 0;
+      for (let k = 0; k < items.length; k++) {
+        const it = items[k];
+        if (it.kind !== 'data') continue;
+        if (it.slab !== last || runBytes + it.len > PAYLOAD_BYTES) {
+          runs.push([]);
+          runBytes = 0;
+        }
         last = it.slab;
+        runBytes += it.len;
         runs[runs.length - 1].push(k);
-      });
-      await Promise.all(
-        runs.map(async (ks) => {
-          const slab = (items[ks[0]] as DataItem).slab;
-          const segs = new Uint32Array(2 * ks.length);
-          ks.forEach((k, j) => {
-            segs[2 * j] = (items[k] as DataItem).off;
-            segs[2 * j + 1] = (items[k] as DataItem).len;
-          });
-          const h = await engine.hash(slab.buf, segs, undefined, compress);
-          release.push(() => h.release());
-          let pat = 0;
-          ks.forEach((k, j) => {
-            order[k] = h.fps.subarray(32 * j, 32 * j + 32);
-            plens[k] = h.plens[j];
-            if (h.plens[j] > 0) {
-              payloads[k] = h.payloads.subarray(pat, pat + h.plens[j]);
-              pat += h.plens[j];
-            }
-          });
-        }),
-      ).catch((err) => {
+      }
+      const hashing: Array<Promise<void>> = new Array(runs.length);
+      for (let r = 0; r < runs.length; r++) hashing[r] = this.hashRun(engine, items, runs[r], compress, { order, plens, payloads, release });
+      await Promise.all(hashing).catch((err) => {
         for (const r of release) r();
         throw err;
       });
     } else {
-      items.forEach((it, k) => {
-        if (it.kind !== 'data') return;
+      for (let k = 0; k < items.length; k++) {
+        const it = items[k];
+        if (it.kind !== 'data') continue;
         order[k] = fingerprint(it.slab.buf.subarray(it.off, it.off + it.len));
         plens[k] = -1;
-      });
+      }
     }
     try {
       const fps = new Map<string, { fp: Buffer; item: DataItem; plen: number; payload: Buffer | undefined }>();
-      items.forEach((it, k) => {
-        if (it.kind !== 'data') return;
+      for (let k = 0; k < items.length; k++) {
+        const it = items[k];
+        if (it.kind !== 'data') continue;
         const key = order[k].toString('latin1');
         if (!fps.has(key) && !this.lastMissing.has(key)) fps.set(key, { fp: order[k], item: it, plen: plens[k], payload: payloads[k] });
-      });
+      }
       const uniq = [...fps.values()];
       const missing: Prepared['missing'] = [];
       for (let i = 0; i < uniq.length; i += LIMITS.queryCount) {
         const part = uniq.slice(i, i + LIMITS.queryCount);
-        const q = encodeQuery(part.map((u) => ({ fp: u.fp, len: u.item.len })));
+        const refs: Array<{ fp: Buffer; len: number }> = new Array(part.length);
+        for (let j = 0; j < part.length; j++) refs[j] = { fp: part[j].fp, len: part[j].item.len };
+        const q = encodeQuery(refs);
         const reply = await this.conn.frame(`${this.route}/query`, q, this.opts.signal);
         this.report.fingerprintBytes += q.length + reply.length;
-        decodeQueryReply(reply, part.length).forEach((m, j) => {
-          if (m) missing.push(part[j]);
-        });
+        const lacks = decodeQueryReply(reply, part.length);
+        for (let j = 0; j < part.length; j++) if (lacks[j]) missing.push(part[j]);
       }
-      this.lastMissing = new Set(missing.map((m) => m.fp.toString('latin1')));
+      const sent = new Set<string>();
+      for (const m of missing) sent.add(m.fp.toString('latin1'));
+      this.lastMissing = sent;
       // Compressing ahead pays when most segments go; a send of known data compresses only what goes.
       if (uniq.length > 0) this.compressAhead = missing.length * 2 >= uniq.length;
       return { items, order, missing, release };
     } catch (err) {
       for (const r of release) r();
       throw err;
+    }
+  }
+
+  /** One pool call: hashes (and LZ4s, if `compress`) the items `ks` of one slab; their fingerprints and payloads go into `out` at their item indexes. */
+  private async hashRun(
+    engine: CodecEngine,
+    items: Item[],
+    ks: number[],
+    compress: boolean,
+    out: { order: Buffer[]; plens: number[]; payloads: Array<Buffer | undefined>; release: Array<() => void> },
+  ): Promise<void> {
+    const slab = (items[ks[0]] as DataItem).slab;
+    const segs = new Uint32Array(2 * ks.length);
+    for (let j = 0; j < ks.length; j++) {
+      const it = items[ks[j]] as DataItem;
+      segs[2 * j] = it.off;
+      segs[2 * j + 1] = it.len;
+    }
+    const h = await engine.hash(slab.buf, segs, undefined, compress);
+    out.release.push(() => h.release());
+    let pat = 0;
+    for (let j = 0; j < ks.length; j++) {
+      const k = ks[j];
+      const plen = h.plens[j];
+      out.order[k] = h.fps.subarray(32 * j, 32 * j + 32);
+      out.plens[k] = plen;
+      if (plen > 0) {
+        out.payloads[k] = h.payloads.subarray(pat, pat + plen);
+        pat += plen;
+      }
     }
   }
 
@@ -582,24 +613,14 @@ class Sender {
     let runFrom = items[0].at;
     let runEnd = runFrom;
     let entries: RecipeEntry[] = [];
-    const flush = async () => {
-      if (entries.length === 0) return;
-      if (runFrom < this.position) throw vmError('INVALID_ARGUMENT', `internal: recipe at ${runFrom} before ${this.position}`);
-      for (let i = 0, from = runFrom; i < entries.length; i += LIMITS.recipeCount) {
-        const part = entries.slice(i, i + LIMITS.recipeCount);
-        await this.conn.frame(`${this.route}/recipe`, encodeRecipe(from, part, this.protocol), this.opts.signal);
-        for (const e of part) from += e.len;
-      }
-      this.position = runEnd;
-      entries = [];
-    };
     for (let k = 0; k < items.length; k++) {
       const it = items[k];
       if (it.at !== runEnd) {
         if (v2 && it.at > runEnd) {
           entries.push({ kind: 'old', len: it.at - runEnd });
         } else {
-          await flush();
+          await this.recipeFrames(runFrom, runEnd, entries);
+          entries = [];
           runFrom = it.at;
         }
       }
@@ -614,8 +635,24 @@ class Sender {
       }
       runEnd = it.at + it.len;
     }
-    await flush();
+    await this.recipeFrames(runFrom, runEnd, entries);
     this.opts.onProgress?.({ ...this.report, bytesSent: 0 });
+  }
+
+  /**
+   * A run's recipe entries, [from, end) of the file, in frames of at most LIMITS.recipeCount.
+   * A method, not a closure made per batch: V8 optimized such a closure again for every few
+   * batches (TurboFan on the sender's worker threads, measured with --trace-opt).
+   */
+  private async recipeFrames(from: number, end: number, entries: RecipeEntry[]): Promise<void> {
+    if (entries.length === 0) return;
+    if (from < this.position) throw vmError('INVALID_ARGUMENT', `internal: recipe at ${from} before ${this.position}`);
+    for (let i = 0; i < entries.length; i += LIMITS.recipeCount) {
+      const part = entries.slice(i, i + LIMITS.recipeCount);
+      await this.conn.frame(`${this.route}/recipe`, encodeRecipe(from, part, this.protocol), this.opts.signal);
+      for (const e of part) from += e.len;
+    }
+    this.position = end;
   }
 }
 

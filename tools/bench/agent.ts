@@ -20,6 +20,9 @@
 //                                  VMs at once / 1 agent backing up 1 VM; goal >= 1.6
 //   agent.rss_mib                  peak RSS (VmHWM) of the agent process over its full backup
 //
+// Each full backup's note also gives the CPU seconds (utime + stime, from /proc) the appliance,
+// each agent and each QEMU spent on it: on 2 cores the time figures follow their sum.
+//
 // Needs root (namespaces, tc), qemu-system-x86_64, qemu-img, openssl.
 
 import { spawn } from 'node:child_process';
@@ -97,6 +100,27 @@ async function backup(api: Api, vm: string, body: object = {}): Promise<{ second
     }
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/** CPU seconds (user + system, all threads) a process used so far, from /proc; 0 once it is gone. */
+function cpuSeconds(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100; // utime + stime, in clock ticks of 1/100 s
+  } catch {
+    return 0;
+  }
+}
+
+/** CPU seconds each named process spent while `fn` ran (the issue's figures are bound by them on 2 cores). */
+async function cpuOf<T>(pids: Record<string, number | undefined>, fn: () => Promise<T>): Promise<{ r: T; cpu: string }> {
+  const before = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuSeconds(pid)]));
+  const r = await fn();
+  const cpu = Object.entries(pids)
+    .map(([k, pid]) => `${k} ${(cpuSeconds(pid) - before[k]).toFixed(2)}`)
+    .join(', ');
+  return { r, cpu: `CPU s: ${cpu}` };
 }
 
 /** The agent copy figures its job logged. */
@@ -221,11 +245,11 @@ export async function benchAgent(opts: BenchAgentOptions): Promise<void> {
     const q1 = await qemu(await disk(day1, 'vm1'), 'vm1');
     let tInternal: number;
     {
-      const { api } = await appliance(c, work, rig, 'internal');
+      const { app, api } = await appliance(c, work, rig, 'internal');
       await api('POST', '/vms', { name: 'vm1', qmp: q1.qmp, workflow: 'crash-consistent' });
-      const r = await backup(api, 'vm1', { full: true });
+      const { r, cpu } = await cpuOf({ appliance: app.proc.pid, qemu: q1.pid }, () => backup(api, 'vm1', { full: true }));
       tInternal = r.seconds;
-      note(`internal copy, full: ${tInternal.toFixed(2)} s, read ${(r.job.result.bytesRead / MiB).toFixed(0)} MiB`);
+      note(`internal copy, full: ${tInternal.toFixed(2)} s, read ${(r.job.result.bytesRead / MiB).toFixed(0)} MiB; ${cpu}`);
     }
 
     // 2. One agent, unlimited link, fresh store: day 1 full, then day 2 over 100 Mbit/s.
@@ -234,9 +258,9 @@ export async function benchAgent(opts: BenchAgentOptions): Promise<void> {
       const a = await startAgent(c, rig, app, 'a1');
       await waitAgents(api, ['a1']);
       await api('POST', '/vms', { name: 'vm1', qmp: q1.qmp, workflow: 'crash-consistent', agent: 'a1' });
-      const r1 = await backup(api, 'vm1', { full: true });
+      const { r: r1, cpu } = await cpuOf({ appliance: app.proc.pid, agent: a.pid, qemu: q1.pid }, () => backup(api, 'vm1', { full: true }));
       const f1 = figures(r1.job);
-      note(`agent, full: ${r1.seconds.toFixed(2)} s, read ${(f1.read / MiB).toFixed(0)} MiB, ${(f1.wire / MiB).toFixed(1)} MiB on the wire, ${f1.sent}/${f1.segments} segments sent`);
+      note(`agent, full: ${r1.seconds.toFixed(2)} s, read ${(f1.read / MiB).toFixed(0)} MiB, ${(f1.wire / MiB).toFixed(1)} MiB on the wire, ${f1.sent}/${f1.segments} segments sent; ${cpu}`);
       emit({ figure: 'agent.local.vs_internal', value: r3(tInternal / r1.seconds), unit: 'internal time / agent time' });
       emit({ figure: 'agent.fingerprint_bytes_per_gib', value: Math.round(f1.fp / (f1.read / GiB)), unit: 'bytes per GiB read' });
       emit({ figure: 'agent.rss_mib', value: a.peakRssMiB(), unit: 'MiB' });
@@ -270,25 +294,27 @@ export async function benchAgent(opts: BenchAgentOptions): Promise<void> {
     let one: number;
     {
       const { app, api } = await appliance(c, work, rig, 'one');
-      await startAgent(c, rig, app, 'a2');
+      const a2 = await startAgent(c, rig, app, 'a2');
       await waitAgents(api, ['a2']);
       await api('POST', '/vms', { name: 'vm2', qmp: q2.qmp, workflow: 'crash-consistent', agent: 'a2' });
-      const r = await backup(api, 'vm2', { full: true });
+      const { r, cpu } = await cpuOf({ appliance: app.proc.pid, agent: a2.pid, qemu: q2.pid }, () => backup(api, 'vm2', { full: true }));
       one = figures(r.job).read / r.seconds;
-      note(`one agent, vm2 full: ${r.seconds.toFixed(2)} s, ${(one / MiB).toFixed(1)} MiB/s`);
+      note(`one agent, vm2 full: ${r.seconds.toFixed(2)} s, ${(one / MiB).toFixed(1)} MiB/s; ${cpu}`);
     }
     {
       const { app, api } = await appliance(c, work, rig, 'two');
-      await startAgent(c, rig, app, 'a1');
-      await startAgent(c, rig, app, 'a2');
+      const b1a = await startAgent(c, rig, app, 'a1');
+      const b2a = await startAgent(c, rig, app, 'a2');
       await waitAgents(api, ['a1', 'a2']);
       await api('POST', '/vms', { name: 'vm1', qmp: q1.qmp, workflow: 'crash-consistent', agent: 'a1' });
       await api('POST', '/vms', { name: 'vm2', qmp: q2.qmp, workflow: 'crash-consistent', agent: 'a2' });
       const t0 = performance.now();
-      const [b1, b2] = await Promise.all([backup(api, 'vm1', { full: true }), backup(api, 'vm2', { full: true })]);
+      const { r: [b1, b2], cpu } = await cpuOf({ appliance: app.proc.pid, agent1: b1a.pid, agent2: b2a.pid, qemu1: q1.pid, qemu2: q2.pid }, () =>
+        Promise.all([backup(api, 'vm1', { full: true }), backup(api, 'vm2', { full: true })]),
+      );
       const secs = (performance.now() - t0) / 1000;
       const two = (figures(b1.job).read + figures(b2.job).read) / secs;
-      note(`two agents at once: ${secs.toFixed(2)} s, ${(two / MiB).toFixed(1)} MiB/s together`);
+      note(`two agents at once: ${secs.toFixed(2)} s, ${(two / MiB).toFixed(1)} MiB/s together; ${cpu}`);
       emit({ figure: 'agent.two.vs_one', value: r3(two / one), unit: 'aggregate throughput of 2 / throughput of 1' });
     }
   } finally {

@@ -78,9 +78,16 @@ export interface AcceptedBatch {
  * A batch holds at most 4 MiB plus one segment (tree/writer.ts); compressed payloads are
  * never longer than their segments.
  */
-const PAYLOAD_BYTES = 4 * 1024 * 1024 + 256 * 1024;
+export const PAYLOAD_BYTES = 4 * 1024 * 1024 + 256 * 1024;
 const KEEP_PAYLOADS = 6;
 const freePayloads: Buffer[] = [];
+/** hash() calls whose payloads did not fit a pooled buffer (a fresh one of their size each). */
+let oversizedPayloads = 0;
+
+/** How many hash() calls so far compressed into a fresh buffer because they held more than PAYLOAD_BYTES (tests, benches). */
+export function oversizedPayloadCount(): number {
+  return oversizedPayloads;
+}
 /** Batches up to this many bytes are hashed on the calling thread (see hash). */
 const SYNC_HASH_BYTES = 64 * 1024;
 const EMPTY = Buffer.alloc(0);
@@ -124,6 +131,7 @@ class NativeEngine implements CodecEngine {
       return Promise.resolve({ fps, payloads: EMPTY, plens, release: () => {} });
     }
     const pooled = compress && total <= PAYLOAD_BYTES;
+    if (compress && !pooled) oversizedPayloads++;
     const payloads = !compress ? Buffer.alloc(0) : pooled ? (freePayloads.pop() ?? Buffer.allocUnsafe(PAYLOAD_BYTES)) : Buffer.allocUnsafe(total);
     const words = bloom ? new Uint32Array(bloom.sab) : null;
     return new Promise((resolve, reject) => {
