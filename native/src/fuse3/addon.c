@@ -8,6 +8,7 @@
 #include "holes.h"
 #include "names.h"
 #include "quiet.h"
+#include "ring.h"
 #include "notify.h"
 
 #include <errno.h>
@@ -113,7 +114,7 @@ static napi_value throw_errno(napi_env env, int err, const char *what) {
 }
 
 // mount(mountpoint, args: string[], cfg: Int32Array [maxThreads, cloneFd, writeback, readdirplus,
-//       atomicOTrunc, maxWrite, maxInFlight, readAheadKb?], onBatch) -> handle
+//       atomicOTrunc, maxWrite, maxInFlight, readAheadKb?, writeRing?], onBatch) -> handle
 static napi_value js_mount(napi_env env, napi_callback_info info) {
   napi_value argv[4];
   if (!vv_args(env, info, 4, argv, "mount(mountpoint, args, cfg, onBatch)")) return NULL;
@@ -161,6 +162,7 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   s->max_write = (uint32_t)cfg[5];
   s->nslots = (uint32_t)cfg[6];
   s->read_ahead_kb = ncfg > 7 && cfg[7] > 0 ? (uint32_t)cfg[7] : 0;
+  s->write_ring = ncfg > 8 && cfg[8] != 0;
   s->connection = -1;
   s->refs = 1;  // the JS external; the tsfn takes the second once created
   pthread_mutex_init(&s->mu, NULL);
@@ -350,5 +352,6 @@ NAPI_MODULE_INIT() {
   vv_init_attrs(env, exports);
   vv_init_names(env, exports);
   vv_init_quiet(env, exports);
+  vv_init_ring(env, exports);
   return vv_init_replies(env, exports);
 }

@@ -10,6 +10,7 @@
 #include "holes.h"
 #include "names.h"
 #include "quiet.h"
+#include "ring.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -69,6 +70,12 @@ static void *payload_alloc(size_t len) {
 
 static void payload_free(void *p, size_t len) {
   if (!p) return;
+  // A ring block still here was never handed to JavaScript (an error, an unmount): back to the ring.
+  int slot = vv_ring_slot(p);
+  if (slot >= 0) {
+    vv_ring_give(slot);
+    return;
+  }
   if (len >= POOL_MIN && len <= POOL_BLOCK) {
     pthread_mutex_lock(&pool_mu);
     if (pool_n < POOL_MAX) {
@@ -369,7 +376,9 @@ static void ll_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *buf
                          struct fuse_file_info *fi) {
   NEW(OP_WRITE);
   size_t len = fuse_buf_size(bufv);
-  r->data = payload_alloc(len);
+  // A session that opted in (cfg writeRing) gets large payloads in the write ring (ring.c).
+  r->data = r->sess->write_ring ? vv_ring_take(len) : NULL;
+  if (!r->data) r->data = payload_alloc(len);
   r->data_len = len;
   if (!r->data) {
     fuse_reply_err(req, ENOMEM);
@@ -725,14 +734,23 @@ static napi_value to_js(napi_env env, vv_req *r) {
       break;
     case OP_WRITE: {
       napi_value buf;
-      if (r->data_len &&
-          napi_create_external_buffer(env, r->data_len, r->data, free_payload, (void *)(uintptr_t)r->data_len, &buf) == napi_ok) {
-        r->data = NULL;  // JavaScript owns it now; its GC frees it
+      int slot = vv_ring_slot(r->data);
+      if (slot >= 0) {
+        // A block of the write ring: JavaScript makes the view (session.ts) and gives the block
+        // back with releaseWrite(ringSlot).
+        put_num(env, o, "ringSlot", slot);
+        put_num(env, o, "size", (double)r->data_len);
+        r->data = NULL;
       } else {
-        void *copy;
-        napi_create_buffer_copy(env, r->data_len, r->data, &copy, &buf);
+        if (r->data_len &&
+            napi_create_external_buffer(env, r->data_len, r->data, free_payload, (void *)(uintptr_t)r->data_len, &buf) == napi_ok) {
+          r->data = NULL;  // JavaScript owns it now; its GC frees it
+        } else {
+          void *copy;
+          napi_create_buffer_copy(env, r->data_len, r->data, &copy, &buf);
+        }
+        napi_set_named_property(env, o, "data", buf);
       }
-      napi_set_named_property(env, o, "data", buf);
       put_num(env, o, "offset", (double)r->off);
       put_num(env, o, "flags", r->flags);
       break;

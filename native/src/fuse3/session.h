@@ -45,7 +45,7 @@ typedef struct vv_req {
   int to_set;
   struct flock lock;
   char *name, *name2;   // malloc'd
-  void *data;           // write payload, malloc'd; handed to JS as an external Buffer
+  void *data;           // write payload: malloc'd (handed to JS as an external Buffer) or a ring block (ring.c)
   size_t data_len;
   struct fuse_forget_data *items;  // forget
   size_t nitems;
@@ -75,6 +75,7 @@ typedef struct vv_sess {
   uint32_t max_write;
   uint32_t read_ahead_kb;  // the mount's bdi read_ahead_kb, set once INIT is done (0: the kernel's)
   int read_ahead_set;      // done (or tried), by the first request's thread
+  int write_ring;          // large write payloads go to the write ring (ring.c)
   char *mountpoint;     // realpath, before mounting
   int connection;       // /sys/fs/fuse/connections/N, -1 unknown
   // counters

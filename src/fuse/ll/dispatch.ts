@@ -38,11 +38,14 @@ export function dispatchOps(ops: Partial<LlOps>, opts: { log?: (line: string) =>
     for (const r of reqs) {
       if (r.interrupted && givesUp(r)) {
         s.replyErr(r.id, EINTR);
+        // A payload in the write ring nobody will read (write-ring.ts).
+        if (r.op === 'write') r.release?.();
         continue;
       }
       const fn = ops[r.op] as ((req: LlRequest, s: LlSession) => void | Promise<void>) | undefined;
       if (!fn) {
         if (r.id !== 0) s.replyErr(r.id, ENOSYS);
+        if (r.op === 'write') r.release?.();
         continue;
       }
       try {

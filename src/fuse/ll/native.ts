@@ -74,6 +74,24 @@ export interface Fuse3Addon {
   locksUsed(h: Handle): void;
   /** Flushes answered in C so far. */
   quietFlushes(h: Handle): number;
+  /** The one Buffer over the write ring's region (native/src/fuse3/ring.c), or null if it could not be allocated. */
+  writeRing(): Buffer | null;
+  /** Gives ring block `slot` back; false when it was not out (a second release is ignored). */
+  releaseWrite(slot: number): boolean;
+  ringStats(): WriteRingStats;
+}
+
+export interface WriteRingStats {
+  blocks: number;
+  blockBytes: number;
+  /** Blocks free now. */
+  free: number;
+  /** Payloads copied into the ring so far. */
+  taken: number;
+  /** Large payloads that found no free block (they took the old path: an external Buffer). */
+  missed: number;
+  /** Releases of a block that was not out (ignored). */
+  badReleases: number;
 }
 
 let cached: Fuse3Addon | undefined;

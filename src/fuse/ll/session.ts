@@ -5,6 +5,7 @@
 import { VmvaultError } from '../../errors.js';
 import { EIO } from './errno.js';
 import { type DataWindowStats, type Fuse3Addon, type Handle, loadFuse3 } from './native.js';
+import { ringViews } from './write-ring.js';
 import { A_COUNT, E_COUNT, openBits, packAttr, packDirents, packEntry, scratchF, scratchU } from './pack.js';
 import type { LlAttr, LlDirent, LlEntry, LlLock, LlMountOptions, LlOpenFlags, LlRequest, LlStatfs } from './types.js';
 
@@ -82,6 +83,7 @@ export class LlSession {
       maxWrite,
       maxInFlight,
       readAheadKb,
+      opts.writeRing ? 1 : 0,
     );
     const report = onError ?? ((err: unknown) => process.stderr.write(`vmvault fuse3: a batch handler threw: ${(err as Error)?.stack ?? String(err)}\n`));
     const deliver = (raw: unknown[]): void => {
@@ -96,6 +98,7 @@ export class LlSession {
       }
       if (notices) reqs = reqs.filter((r) => r.op !== 'interrupt');
       if (reqs.length === 0) return;
+      if (opts.writeRing) ringViews(addon, reqs);
       try {
         onBatch(reqs as LlRequest[], s);
       } catch (err) {

@@ -28,6 +28,13 @@ export interface LlMountOptions {
   readdirplus?: boolean;
   /** FUSE_CAP_ATOMIC_O_TRUNC: open() must truncate (default false: the kernel sends setattr). */
   atomicOTrunc?: boolean;
+  /**
+   * Large write payloads (64 KiB..1 MiB) arrive in blocks of the process-wide write ring
+   * (native/src/fuse3/ring.c) instead of a new external Buffer each: such a request carries
+   * `release`, which the handler must call once nothing reads `data` any more (default false:
+   * `data` is the handler's to keep; the garbage collector frees it).
+   */
+  writeRing?: boolean;
   /** libfuse's debug output on stderr. */
   debug?: boolean;
   /** Further -o options, verbatim. */
@@ -72,7 +79,19 @@ export interface RenameReq extends Base { op: 'rename'; parent: bigint; name: st
 export interface LinkReq extends Base { op: 'link'; ino: bigint; newparent: bigint; newname: string }
 export interface OpenReq extends Base { op: 'open'; ino: bigint; fh?: number; flags: number }
 export interface ReadReq extends Base { op: 'read'; ino: bigint; fh: number; offset: number; size: number }
-export interface WriteReq extends Base { op: 'write'; ino: bigint; fh: number; offset: number; data: Buffer; flags: number }
+export interface WriteReq extends Base {
+  op: 'write';
+  ino: bigint;
+  fh: number;
+  offset: number;
+  data: Buffer;
+  flags: number;
+  /**
+   * With `writeRing`, on a payload in the ring: gives its block back (idempotent). Until it is
+   * called the block is not reused; after, `data` may be overwritten by a later write at any time.
+   */
+  release?: () => void;
+}
 export interface FlushReq extends Base { op: 'flush'; ino: bigint; fh: number; lockOwner: bigint }
 export interface ReleaseReq extends Base { op: 'release'; ino: bigint; fh: number; flags: number }
 export interface FsyncReq extends Base { op: 'fsync'; ino: bigint; fh: number; datasync: boolean }
