@@ -485,7 +485,11 @@ export class LlFileSystem {
       // and its second external allocation per MiB doubled the GC's work). Smaller ones are
       // copied: a kept 128 KiB payload would pin a whole 1 MiB block (native/src/fuse3/
       // requests.c, POOL_BLOCK), and small sequential writes coalesce into one buffer.
-      write: this.run(async (r, s) => s.replyWrite(r.id, await ns.write(r.fh, r.offset, r.data, { owned: r.data.length >= HANDOVER_BYTES }))),
+      // A payload in the write ring (ll/write-ring.ts) goes back to the ring when the namespace
+      // no longer reads it: at once when copied, else once the commit that took it is built.
+      write: this.run(async (r, s) =>
+        s.replyWrite(r.id, await ns.write(r.fh, r.offset, r.data, { owned: r.data.length >= HANDOVER_BYTES, release: r.release })),
+      ),
       flush: this.run(async (r, s) => {
         // close(2) drops the caller's POSIX locks on the file, whichever descriptor held them.
         this.locks.dropOwner(r.ino, r.lockOwner);

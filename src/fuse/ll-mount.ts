@@ -52,7 +52,7 @@ export class LlMount implements Mount {
     await prepareMountPoint(this.mountPath, { mkdir: this.options.mkdir });
     const session = await LlSession.mount(
       this.mountPath,
-      { fsname: 'vmvault', subtype: 'vmvault', allowOther: this.options.allowOther ?? false, defaultPermissions: true, maxThreads: this.options.maxThreads ?? 4, readdirplus: false },
+      { fsname: 'vmvault', subtype: 'vmvault', allowOther: this.options.allowOther ?? false, defaultPermissions: true, maxThreads: this.options.maxThreads ?? 4, readdirplus: false, writeRing: true },
       this.fs.onBatch(),
       (err) => this.log(`fuse3: a batch handler threw: ${(err as Error)?.stack ?? String(err)}`),
     );

@@ -518,10 +518,11 @@ export class FsOps {
     return this.handle(fh).file.readWith(pos, len, use);
   }
 
-  write(fh: number, pos: number, buf: Uint8Array, owned = false): void {
+  /** `release`: see Namespace.write (a caller that throws here has not kept buf). */
+  write(fh: number, pos: number, buf: Uint8Array, owned = false, release?: () => void): void {
     const h = this.handle(fh);
     if (!h.writable) throw vmError('INVALID_ARGUMENT', 'the file is not open for writing');
-    h.file.write(pos, buf, owned);
+    h.file.write(pos, buf, owned, release);
   }
 
   async flush(fh: number): Promise<void> {

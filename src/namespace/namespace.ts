@@ -135,14 +135,24 @@ export class Namespace {
    * the file commits in stream steps (streamCommitBytes, one commit right after the other) as a
    * sequential stream does, overlapping the copy, instead of at fileCommitBytes, which left an
    * incremental backup most of a 64 MiB commit to wait for after its last read.
+   * `release` (with or without `owned`) is called once, when nothing here reads `buf` any more:
+   * at once when it was copied or the write failed, else when the commit that took it is built
+   * and no read still lays it over (ExtentMap.retire): the FUSE write ring's blocks come back so.
    */
-  async write(fh: number, pos: number, buf: Uint8Array, opts?: { owned?: boolean; once?: boolean }): Promise<number> {
-    if (this.closed) throw vmError('CLOSED', 'the appliance is shutting down');
-    while (this.buffered() > this.opts.dirtyLimitBytes) {
-      this.commitLargest();
-      await new Promise<void>((resolve) => this.waiters.push(resolve));
+  async write(fh: number, pos: number, buf: Uint8Array, opts?: { owned?: boolean; once?: boolean; release?: () => void }): Promise<number> {
+    let kept = false;
+    try {
+      if (this.closed) throw vmError('CLOSED', 'the appliance is shutting down');
+      while (this.buffered() > this.opts.dirtyLimitBytes) {
+        this.commitLargest();
+        await new Promise<void>((resolve) => this.waiters.push(resolve));
+      }
+      this.fs.write(fh, pos, buf, opts?.owned ?? false, opts?.release);
+      kept = true;
+    } finally {
+      // Not taken (an error): nothing here reads buf any more.
+      if (!kept) opts?.release?.();
     }
-    this.fs.write(fh, pos, buf, opts?.owned ?? false);
     const f = this.fs.handle(fh).file;
     if (f.dirtyBytes >= this.opts.fileCommitBytes) this.background(f);
     else this.streamOn(f, opts?.once ?? false);

@@ -167,11 +167,16 @@ export class OpenFile {
     this.changed = true;
   }
 
-  /** `owned`: the caller hands `buf` over and never changes it (ExtentMap.write). */
-  write(pos: number, buf: Uint8Array, owned = false): void {
+  /**
+   * `owned`: the caller hands `buf` over and never changes it (ExtentMap.write). `release`: called
+   * once nothing here reads `buf` any more: at once when it was copied, else when the map that
+   * holds it is retired (its commit built) and no read holds that map. Not called if this throws.
+   */
+  write(pos: number, buf: Uint8Array, owned = false, release?: () => void): void {
     if (this.failure) throw this.takeFailure();
     this.bytesChanged();
-    this.dirty.write(pos, buf, owned);
+    this.dirty.write(pos, buf, owned, owned ? release : undefined);
+    if (!owned) release?.();
     if (pos + buf.length > this.size) this.size = pos + buf.length;
     this.mtime = this.ctime = Date.now();
     this.touch();
@@ -283,11 +288,28 @@ export class OpenFile {
     }
     // Commits may land meanwhile (more than one: the one in progress, then one of the bytes
     // dirty now): what was read is the version from before them, so every extent map that
-    // was newer than it is laid over, oldest first.
-    return r.then(() => {
-      this.overlay(out, pos, n, flushing, dirty);
-      return n;
-    });
+    // was newer than it is laid over, oldest first. Held meanwhile: a map retired before
+    // then keeps its buffers (ExtentMap.retire) until this overlay has read them.
+    flushing?.hold();
+    dirty.hold();
+    const done = () => {
+      flushing?.unhold();
+      dirty.unhold();
+    };
+    return r.then(
+      () => {
+        try {
+          this.overlay(out, pos, n, flushing, dirty);
+        } finally {
+          done();
+        }
+        return n;
+      },
+      (err) => {
+        done();
+        throw err;
+      },
+    );
   }
 
   /**
@@ -364,6 +386,8 @@ export class OpenFile {
       const mine = this.dirty;
       this.dirty = ext;
       for (const e of mine.list()) this.dirty.write(e.offset, e.data);
+      // Copied: the newer map's handed-over buffers are no longer read here.
+      mine.retire();
       this.changed = true;
       this.flushing = undefined;
       this.unconfirmed--;
@@ -372,6 +396,8 @@ export class OpenFile {
     this.base = v;
     this.baseLimit = Math.min(v.size, this.truncSince);
     this.flushing = undefined;
+    // Its bytes are in v now (the store copied them into its slabs): reads go to the store.
+    ext.retire();
     for (const d of deps) this.unconfirmedDeps.add(d);
     this.inFlight.add(v);
     const durable = this.target.record(this, v, new Set(this.unconfirmedDeps), sync).then(
