@@ -128,10 +128,11 @@ async function walkReusing(
   if (rows) {
     const notes: string[] = [];
     try {
-      let changedBytes = 0;
+      // Counted only for the log line (p.log?.() evaluates its argument only when there is a log).
+      let changedBytes = () => 0;
       const r = await walkExtEdit(vol, prevVol, rows, async (wanted) => {
         const c = (await older.diff.refine(wanted.map(([a, b]) => [a + offset, b + offset]))).window(offset, offset + vol.size);
-        changedBytes = askedBytes(c, wanted);
+        changedBytes = () => askedBytes(c, wanted);
         return c;
       }, {
         replace: (row, e) => w.editRow(row.id, row.parent, row.name, e),
@@ -144,7 +145,7 @@ async function walkReusing(
       }
       w.endEdit();
       const n = w.endVolume();
-      p.log?.(`${vol.name}: ${n - r.read - r.added} rows kept in place, ${r.read} read again, ${r.added} new, ${r.dropped} gone (${changedBytes} bytes of its metadata changed)`);
+      p.log?.(`${vol.name}: ${n - r.read - r.added} rows kept in place, ${r.read} read again, ${r.added} new, ${r.dropped} gone (${changedBytes()} bytes of its metadata changed)`);
       return { rows: n, kept: n - r.read - r.added };
     } catch (err) {
       w.abandonEdit();

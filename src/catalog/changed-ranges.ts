@@ -7,8 +7,9 @@
 // The catalog uses it to re-read only the metadata of a guest file system that changed since
 // the previous restore point (fs/ext-reuse.ts). Cost: the tree nodes over the differing parts.
 
+import { FP_BYTES } from '../store/codec/fingerprint.js';
 import type { TreeView } from '../store/tree/reader.js';
-import type { Entry } from '../store/tree/node.js';
+import { childAt, type Entry, type Node } from '../store/tree/node.js';
 
 /** Sorted, disjoint byte ranges [start, end). */
 export class RangeSet {
@@ -84,6 +85,93 @@ function same(a: Entry, b: Entry): boolean {
 }
 
 /**
+ * The entries of one level of a tree, stepped through in order: the node holding them is kept,
+ * so a step inside it is an index increment, and the tree is descended from its root only past
+ * the node's end. (TreeView.entryAt and leaves() descend from the root for every entry or
+ * range and make an object per entry: with a range asked for each of the ~1,700 directory and
+ * extent blocks of a volume, that was most of the tree compare's time and garbage.)
+ */
+class Cursor {
+  private node: Node | undefined;
+  private base = 0;
+  private i = 0;
+  constructor(
+    private readonly v: TreeView,
+    private readonly level: number,
+  ) {}
+
+  get size(): number {
+    return this.v.size;
+  }
+
+  /**
+   * To the entry holding byte `off` (off < the tree's size): at once inside the node held (no
+   * promise made: a step is the common case), else once the tree is descended.
+   */
+  seek(off: number): void | Promise<void> {
+    const n = this.node;
+    if (n !== undefined && off >= this.base && off < this.base + n.starts[n.count]) {
+      this.i = childAt(n, off - this.base);
+      return;
+    }
+    return this.v.nodeAt(this.level, off).then(({ node, base }) => {
+      this.node = node;
+      this.base = base;
+      this.i = childAt(node, off - base);
+    });
+  }
+
+  get start(): number {
+    return this.base + this.node!.starts[this.i];
+  }
+
+  get end(): number {
+    return this.base + this.node!.starts[this.i + 1];
+  }
+
+  /** A zero run (data level only, as childEntry says). */
+  get zero(): boolean {
+    if (this.level !== 0) return false;
+    const fps = this.node!.fps;
+    for (let k = this.i * FP_BYTES; k < (this.i + 1) * FP_BYTES; k++) if (fps[k] !== 0) return false;
+    return true;
+  }
+
+  /** The same entry as `o`'s: length, zero-ness and fingerprint (same(), without an object). */
+  sameAs(o: Cursor): boolean {
+    return this.end - this.start === o.end - o.start && this.zero === o.zero &&
+      this.node!.fps.compare(o.node!.fps, o.i * FP_BYTES, (o.i + 1) * FP_BYTES, this.i * FP_BYTES, (this.i + 1) * FP_BYTES) === 0;
+  }
+
+  /** To the next entry; false (staying put) when this one reaches `hi` or the end of the tree. */
+  next(hi: number): boolean | Promise<boolean> {
+    const e = this.end;
+    if (e >= hi || e >= this.v.size) return false;
+    if (this.i + 1 < this.node!.count) {
+      this.i++;
+      return true;
+    }
+    return (this.seek(e) as Promise<void>).then(() => true);
+  }
+}
+
+/** Both cursors to `off`, awaiting only a descent. */
+function seekBoth(a: Cursor, b: Cursor, off: number): void | Promise<unknown> {
+  const x = a.seek(off);
+  const y = b.seek(off);
+  if (x || y) return Promise.all([x, y]);
+}
+
+/** One cursor per level below each tree's root, made when first used. */
+class Cursors {
+  private readonly at: Cursor[] = [];
+  constructor(private readonly v: TreeView) {}
+  level(l: number): Cursor {
+    return (this.at[l] ??= new Cursor(this.v, l));
+  }
+}
+
+/**
  * What differs between versions `a` and `b` of a file, found in two steps: the parts where
  * their trees differ above the data segments (cheap: equal subtrees are skipped at the highest
  * level they are equal), then, only for the parts a caller asks about, the data segments
@@ -107,7 +195,7 @@ export class TreeDiff {
     if (common > 0 && !(a.size === b.size && a.height === b.height && same(a.rootEntry(), b.rootEntry()))) {
       const top = Math.min(a.height, b.height) - 1;
       if (top < 1) regions.push([0, common]);
-      else await compare(a, b, top, 0, common, regions);
+      else await compare(new Cursors(a), new Cursors(b), top, 0, common, regions);
     }
     return new TreeDiff(a, b, regions, tail);
   }
@@ -128,9 +216,13 @@ export class TreeDiff {
     // megabytes; a walk asks about scattered 4 KiB blocks in it): the rest stays "changed".
     await Promise.all(this.regions.map(async ([lo, hi]) => {
       let at = lo;
+      // The data-level entries of both trees, stepped through in order across the region's asked parts.
+      const ca = this.a.height > 0 && this.b.height > 0 ? new Cursor(this.a, 0) : undefined;
+      const cb = ca && new Cursor(this.b, 0);
       for (const [a, b] of want.within(lo, hi)) {
         if (a > at) out.push([at, a]);
-        await compareLeaves(this.a, this.b, a, b, out);
+        if (ca && cb) await compareData(ca, cb, a, b, out);
+        else await compareLeaves(this.a, this.b, a, b, out);
         at = b;
       }
       if (at < hi) out.push([at, hi]);
@@ -150,33 +242,33 @@ export async function changedRanges(a: TreeView, b: TreeView): Promise<RangeSet>
  * boundaries of both at this level (or the common end); differing runs of level-1 entries go
  * to `out`.
  */
-async function compare(a: TreeView, b: TreeView, level: number, lo: number, hi: number, out: Array<[number, number]>): Promise<void> {
-  let ea = await a.entryAt(level, lo);
-  let eb = await b.entryAt(level, lo);
-  const next = async (v: TreeView, e: { entry: Entry; start: number }) => {
-    const at = e.start + e.entry.len;
-    return at < hi && at < v.size ? v.entryAt(level, at) : undefined;
-  };
+async function compare(ta: Cursors, tb: Cursors, level: number, lo: number, hi: number, out: Array<[number, number]>): Promise<void> {
+  const a = ta.level(level);
+  const b = tb.level(level);
+  const s = seekBoth(a, b, lo);
+  if (s) await s;
   for (;;) {
-    if (ea.start === eb.start && same(ea.entry, eb.entry)) {
-      const na = await next(a, ea);
-      const nb = await next(b, eb);
-      if (!na || !nb) return;
-      ea = na;
-      eb = nb;
+    if (a.start === b.start && a.sameAs(b)) {
+      let m = a.next(hi);
+      if (m !== true && (m === false || !(await m))) return;
+      m = b.next(hi);
+      if (m !== true && (m === false || !(await m))) return;
       continue;
     }
     // A differing run: extend it until both sides end at the same offset again.
-    const from = Math.max(lo, Math.min(ea.start, eb.start));
-    let endA = ea.start + ea.entry.len;
-    let endB = eb.start + eb.entry.len;
+    const from = Math.max(lo, Math.min(a.start, b.start));
+    let endA = a.end;
+    let endB = b.end;
     while (endA !== endB && Math.min(endA, endB) < hi) {
+      // The side that ends first ends below hi and below its size (hi <= both sizes): it has a next.
       if (endA < endB) {
-        ea = (await next(a, ea))!;
-        endA = ea.start + ea.entry.len;
+        const m = a.next(hi);
+        if (typeof m !== 'boolean') await m;
+        endA = a.end;
       } else {
-        eb = (await next(b, eb))!;
-        endB = eb.start + eb.entry.len;
+        const m = b.next(hi);
+        if (typeof m !== 'boolean') await m;
+        endB = b.end;
       }
     }
     const to = Math.min(hi, endA, endB);
@@ -185,13 +277,37 @@ async function compare(a: TreeView, b: TreeView, level: number, lo: number, hi: 
       return;
     }
     if (level === 1) out.push([from, to]);
-    else await compare(a, b, level - 1, from, to, out);
+    else await compare(ta, tb, level - 1, from, to, out);
     if (to >= hi) return;
-    const na = await next(a, ea);
-    const nb = await next(b, eb);
-    if (!na || !nb) return;
-    ea = na;
-    eb = nb;
+    let m = a.next(hi);
+    if (m !== true && (m === false || !(await m))) return;
+    m = b.next(hi);
+    if (m !== true && (m === false || !(await m))) return;
+  }
+}
+
+/** compareLeaves() with cursors at the data level (both trees of height >= 1), kept from one range to the next. */
+async function compareData(a: Cursor, b: Cursor, lo: number, hi: number, out: Array<[number, number]>): Promise<void> {
+  if (lo >= hi || lo >= a.size || lo >= b.size) return;
+  const s = seekBoth(a, b, lo);
+  if (s) await s;
+  for (;;) {
+    const endA = a.end;
+    const endB = b.end;
+    if (!(a.zero && b.zero) && !(a.start === b.start && a.sameAs(b))) {
+      const from = Math.max(lo, a.start, b.start);
+      const to = Math.min(hi, endA, endB);
+      if (to > from) {
+        const last = out[out.length - 1];
+        if (last && last[1] === from) last[1] = to;
+        else out.push([from, to]);
+      }
+    }
+    let moreA = endA <= endB ? a.next(hi) : true;
+    if (typeof moreA !== 'boolean') moreA = await moreA;
+    let moreB = endB <= endA ? b.next(hi) : true;
+    if (typeof moreB !== 'boolean') moreB = await moreB;
+    if (!moreA || !moreB) return;
   }
 }
 

@@ -92,14 +92,27 @@ export async function walkExtEdit(
   // recorded (inline: its entries are in its record, read again to be sure).
   const touched: PrevRow[] = [];
   const considered = new Set<number>();
-  const consider = async (r: PrevRow): Promise<void> => {
+  // A promise only for a row whose blocks must be compared: most of the ~1,700 rows are
+  // decided at once, and an async call per row was a promise each.
+  const consider = (r: PrevRow): void | Promise<void> => {
     if (considered.has(r.id)) return;
     considered.add(r.id);
-    let t = r.inode < 1 || r.inode > fs.inodeCount || dirty.has(r.inode) || (r.type === DIR && !r.deps);
-    if (!t && r.deps && r.deps.some((d) => changed.overlaps(d.physical, d.length))) t = !(await depsClean(r.deps));
-    if (t) touched.push(r);
+    if (r.inode < 1 || r.inode > fs.inodeCount || dirty.has(r.inode) || (r.type === DIR && !r.deps)) touched.push(r);
+    else if (r.deps && r.deps.some((d) => changed.overlaps(d.physical, d.length))) {
+      return depsClean(r.deps).then((clean) => {
+        if (!clean) touched.push(r);
+      });
+    }
   };
-  await Promise.all(meta.map(consider));
+  const considerAll = async (rs: PrevRow[]): Promise<void> => {
+    const waits: Array<Promise<void>> = [];
+    for (const r of rs) {
+      const w = consider(r);
+      if (w) waits.push(w);
+    }
+    await Promise.all(waits);
+  };
+  await considerAll(meta);
   const rootTouched = dirty.has(2) || !(await depsClean(rootDeps));
 
   // 1. Changed directories read again; their entries against their previous children.
@@ -169,7 +182,7 @@ export async function walkExtEdit(
   }
   if (dropped.size > 0) sink.drop([...dropped]);
   // The other rows of changed inodes (files, symlinks: directories were all in `meta`).
-  await Promise.all(rows.ofInodes([...dirty], fs.inodeCount).map(consider));
+  await considerAll(rows.ofInodes([...dirty], fs.inodeCount));
 
   // 2. The changed rows that stay, read again under their ids.
   let read = 0;

@@ -135,13 +135,26 @@ export class ExtFs {
     return t.subarray(idx * this.inodeSize, (idx + 1) * this.inodeSize);
   }
 
+  /**
+   * This point's inode-table bytes changedInodes() read, by group: the records an edit then
+   * asks for (changed ones, mostly) come from them. Set, records outside them are read one by
+   * one (one 4 KiB chunk of the source's cache), not as their group's whole table: an edit
+   * wants a few hundred scattered records, and a group's table read again decoded again the
+   * segments changedInodes() had just decoded (segments a read covers whole are not cached).
+   */
+  private changedTables: Array<Array<{ at: number; buf: Buffer }>> | undefined;
+
   /** Inode `ino`'s record as it lies in the volume. */
   async record(ino: number): Promise<Buffer> {
     if (ino < 1 || ino > this.inodeCount) throw new Error(`inode ${ino} out of range`);
     const g = Math.floor((ino - 1) / this.inodesPerGroup);
     const idx = (ino - 1) % this.inodesPerGroup;
     let raw: Buffer;
-    if (idx < this.usedPerGroup[g]) {
+    if (this.changedTables) {
+      const off = this.inodeTables[g] * this.blockSize + idx * this.inodeSize;
+      const piece = this.changedTables[g]?.find((p) => p.at <= off && off + this.inodeSize <= p.at + p.buf.length);
+      raw = piece ? piece.buf.subarray(off - piece.at, off - piece.at + this.inodeSize) : await this.vol.read(off, this.inodeSize);
+    } else if (idx < this.usedPerGroup[g]) {
       const t = await this.groupTable(g);
       raw = t.subarray(idx * this.inodeSize, (idx + 1) * this.inodeSize);
     } else {
@@ -192,6 +205,7 @@ export class ExtFs {
   async changedInodes(prev: ExtFs, changed: (start: number, end: number) => Array<[number, number]>): Promise<Set<number>> {
     const out = new Set<number>();
     const isz = this.inodeSize;
+    this.changedTables = [];
     await Promise.all(this.inodeTables.map(async (t, g) => {
       const base = t * this.blockSize;
       await Promise.all(changed(base, base + this.inodesPerGroup * isz).map(async ([a, b]) => {
@@ -200,6 +214,7 @@ export class ExtFs {
         if (last <= first) return;
         const at = base + first * isz;
         const [x, y] = await Promise.all([prev.vol.read(at, (last - first) * isz), this.vol.read(at, (last - first) * isz)]);
+        (this.changedTables![g] ??= []).push({ at, buf: y });
         // A segment the store calls changed mostly holds records that are not (one access time
         // dirties its 32): equal bytes are skipped by a native compare before any field is.
         for (let i = first; i < last; i++) {

@@ -55,6 +55,24 @@ export class TreeView {
     return { entry: childEntry(node, i), start: base + node.starts[i] };
   }
 
+  /**
+   * The node of level `level + 1` whose children (the level-`level` entries) hold byte `off`
+   * (off < size, level < height), with its offset in the file: a caller that steps through
+   * entries keeps it and descends again only when it steps past its end.
+   */
+  async nodeAt(level: number, off: number): Promise<{ node: Node; base: number }> {
+    const v = this.version;
+    if (level >= v.height) throw vmError('INVALID_ARGUMENT', `no node above level ${level} in a tree of height ${v.height}`);
+    let node = await this.reader.node(v.root);
+    let base = 0;
+    while (node.level > level + 1) {
+      const i = childAt(node, off - base);
+      base += node.starts[i];
+      node = await this.reader.node(childFp(node, i));
+    }
+    return { node, base };
+  }
+
   /** Data-level entries overlapping [from, to), in order. */
   async *leaves(from: number, to: number): AsyncGenerator<Placed> {
     const v = this.version;
