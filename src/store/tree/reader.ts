@@ -44,13 +44,7 @@ export class TreeView {
     const v = this.version;
     if (level > v.height) throw vmError('INVALID_ARGUMENT', `level ${level} is above the tree (height ${v.height})`);
     if (level === v.height) return { entry: this.rootEntry(), start: 0 };
-    let node = await this.reader.node(v.root);
-    let base = 0;
-    while (node.level > level + 1) {
-      const i = childAt(node, off - base);
-      base += node.starts[i];
-      node = await this.reader.node(childFp(node, i));
-    }
+    const { node, base } = await this.nodeAt(level, off);
     const i = childAt(node, off - base);
     return { entry: childEntry(node, i), start: base + node.starts[i] };
   }
