@@ -23,6 +23,8 @@ export interface AgentSource {
   read(offset: number, length: number): Promise<Buffer>;
   /** The same bytes as pieces in order, not copied into one buffer (the sender's ReadSource.readv). */
   readv?(offset: number, length: number): Promise<Buffer[]>;
+  /** Gives back readv's pieces once copied (the sender's ReadSource.release). */
+  release?(bufs: Buffer[]): void;
   dataRanges?(offset: number, length: number): Promise<Array<{ offset: number; length: number; zero: boolean }>>;
   /** Incremental: the ranges the dirty bitmap marks, in order. */
   dirtyRanges?(): Promise<Range[]>;
@@ -79,6 +81,11 @@ class NbdSource implements AgentSource {
     for (const b of bufs) got += b.length;
     if (got !== length) throw vmError('IO', `NBD read at ${offset} returned ${got} bytes, not ${length}`);
     return bufs;
+  }
+
+  /** readv's pieces are copied: the client may reuse their receive slab (NbdClient.release). */
+  release(bufs: Buffer[]): void {
+    this.client.release(bufs);
   }
 
   async dataRanges(offset: number, length: number): Promise<Array<{ offset: number; length: number; zero: boolean }>> {

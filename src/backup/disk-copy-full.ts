@@ -20,6 +20,8 @@ interface Pending {
   length: number;
   /** The bytes read, or null for a zero extent. */
   bufs: Buffer[] | null;
+  /** bufs came from src.readv (and go back with src.release once written). */
+  fromReadv: boolean;
   done: Promise<void>;
   resolve: () => void;
   reject: (err: unknown) => void;
@@ -60,6 +62,9 @@ export async function copyFull(ns: Namespace, fh: number, src: ExtentSource, opt
           else await stream.writeZeros(p.length);
         } else {
           for (const b of p.bufs) await stream.write(b);
+          // The stream copied them (TreeWriter.write: reusable once resolved): the NBD client
+          // may reuse their receive slab instead of allocating a fresh one.
+          if (p.fromReadv) src.release?.(p.bufs);
           result.bytesWritten += p.length;
         }
         p.resolve();
@@ -73,7 +78,7 @@ export async function copyFull(ns: Namespace, fh: number, src: ExtentSource, opt
   const pump = () => (pumping = pumping.then(feedReady));
 
   /** Queues [offset, offset + length) for the stream; the promise settles once it is in. */
-  const queue = (offset: number, length: number, bufs: Buffer[] | null): Promise<void> => {
+  const queue = (offset: number, length: number, bufs: Buffer[] | null, fromReadv = false): Promise<void> => {
     if (failure !== undefined) return Promise.reject(failure);
     let resolve!: () => void;
     let reject!: (err: unknown) => void;
@@ -81,7 +86,7 @@ export async function copyFull(ns: Namespace, fh: number, src: ExtentSource, opt
       resolve = res;
       reject = rej;
     });
-    ready.set(offset, { length, bufs, done, resolve, reject });
+    ready.set(offset, { length, bufs, fromReadv, done, resolve, reject });
     void pump();
     return done;
   };
@@ -106,7 +111,7 @@ export async function copyFull(ns: Namespace, fh: number, src: ExtentSource, opt
         result.bytesRead += len;
         opts.advance?.(len);
         // The read's buffers are copied into the stream's slabs once it is their turn.
-        await queue(at, len, bufs);
+        await queue(at, len, bufs, src.readv !== undefined);
       });
     }
   };

@@ -26,6 +26,8 @@ export interface ExtentSource {
   read(offset: number, length: number): Promise<Buffer>;
   /** Optional: the same bytes as several buffers in order, as they arrived (no copy into one). */
   readv?(offset: number, length: number): Promise<Buffer[]>;
+  /** Optional: readv's buffers were copied and are not touched again (NbdClient.release). */
+  release?(bufs: Buffer[]): void;
   blockStatus(offset: number, length: number, context: string): Promise<Array<{ offset: number; length: number; flags: number }>>;
 }
 
@@ -205,6 +207,11 @@ export class SourcePool implements ExtentSource {
 
   blockStatus(offset: number, length: number, context: string): Promise<Array<{ offset: number; length: number; flags: number }>> {
     return this.sources[0].blockStatus(offset, length, context);
+  }
+
+  /** Each connection takes back only views of its own receive slabs and ignores the rest. */
+  release(bufs: Buffer[]): void {
+    for (const s of this.sources) s.release?.(bufs);
   }
 
   /** Defined only when every source has readv (see ExtentSource). */

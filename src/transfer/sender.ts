@@ -44,6 +44,11 @@ export interface ReadSource {
    * its slabs anyway. The pieces must not change until the sender fed them (it keeps none).
    */
   readv?(offset: number, length: number): Promise<Buffer[]>;
+  /**
+   * Optional: readv's pieces were fed (copied) and are not touched again; the source may reuse
+   * their memory (an NBD client's receive slabs: fewer fresh off-heap buffers, fewer full GCs).
+   */
+  release?(bufs: Buffer[]): void;
   /** Optional: which ranges hold data; zero/hole ranges cross as extents only (NBD base:allocation). */
   dataRanges?(offset: number, length: number): Promise<Array<{ offset: number; length: number; zero: boolean }>>;
 }
@@ -359,6 +364,9 @@ class Sender {
                 if (k < ranges.length) readAhead(ranges[k].offset, Math.min(readBytes, ranges[k].length));
               }
               for (const b of bufs) await cs.feed(b);
+              // Fed means copied into the chunker's slabs (feed's promise): the pieces go back.
+              // A read ahead dropped at a stop is never released: its slab is simply not reused.
+              if (source.readv) source.release?.(bufs);
               o += n;
             }
             await cs.settle();

@@ -8,7 +8,7 @@
 // deadline fails the requests with a clear error instead of hanging them.
 //
 // What a caller may rely on: read() resolves with a Buffer of exactly `length` bytes that it owns
-// (holes are zeros); blockStatus() resolves with extents that cover [offset, offset+length)
+// (holes are zeros); readv() with views it owns until it gives them back with release(); blockStatus() resolves with extents that cover [offset, offset+length)
 // exactly, in order, adjacent extents with equal flags merged.
 
 import type net from 'node:net';
@@ -174,8 +174,8 @@ export class NbdClient {
   ) {}
 
   /** Socket reads so far and the receive slabs they filled (for tests and benches). */
-  get receiveStats(): { reads: number; slabs: number; bytes: number } {
-    return { reads: this.slabs.reads, slabs: this.slabs.count, bytes: this.slabs.bytes };
+  get receiveStats(): { reads: number; slabs: number; reused: number; bytes: number } {
+    return { reads: this.slabs.reads, slabs: this.slabs.count, reused: this.slabs.reused, bytes: this.slabs.bytes };
   }
 
   static async connect(opts: NbdConnectOptions): Promise<NbdClient> {
@@ -191,7 +191,7 @@ export class NbdClient {
     const slabs = new ReceiveSlabs();
     let c: NbdClient | undefined;
     const sock = await openSocket(addr, 'NBD server', timeoutMs, {
-      buffer: () => slabs.next(),
+      buffer: () => slabs.next(q.length),
       callback: (n: number, buf: Uint8Array) => {
         q.push(slabs.took(buf, n));
         if (c?.handshaken) c.pump();
@@ -456,6 +456,11 @@ export class NbdClient {
    * fresh buffer per read cost 0.73 s of main-thread CPU over a 460 MiB full backup (fresh
    * memory: a page fault every 4 KiB); the socket's buffers are written once by the kernel and
    * can be handed on as they are. Holes come as zero-filled buffers.
+   *
+   * The caller owns the views until it passes them to release(), after which it must not touch
+   * them (nor anything cut from them): their memory takes later replies. Views never released
+   * stay valid for good (their slab is not reused); release() is what lets the client reuse
+   * receive slabs instead of allocating fresh ones (see ReceiveSlabs).
    */
   async readv(offset: number, length: number): Promise<Buffer[]> {
     this.checkRange(offset, length, 'read');
@@ -468,6 +473,11 @@ export class NbdClient {
     // finish() proved that each request's parts cover it exactly, without overlap.
     for (const req of await Promise.all(parts)) for (const p of req.parts!.sort((a, b) => a.pos - b.pos)) out.push(p.buf);
     return out;
+  }
+
+  /** Gives back views readv() returned once their bytes were copied (see readv); anything else is ignored. */
+  release(bufs: Buffer[]): void {
+    for (const b of bufs) this.slabs.release(b);
   }
 
   /** The extents of `context` over [offset, offset+length), asking again where the server answered less. */
@@ -596,6 +606,7 @@ export class NbdClient {
           if (k === 0) return;
           if (s.req.parts) {
             for (const v of this.q.takeViews(k)) {
+              this.slabs.lend(v);
               s.req.parts.push({ pos: s.pos, buf: v });
               s.pos += v.length;
             }
@@ -803,27 +814,53 @@ export class NbdClient {
  * buffer of at most 64 KiB (an allocation, its external-memory accounting and its GC per
  * 64 KiB, 7,000+ per 460 MiB full backup: 10-20% of the backup's main-thread samples, PERFORMANCE.md
  * backupinc); here a read may fill up to the slab's rest (1-1.3 MiB per read measured on
- * loopback) and one allocation serves SLAB_BYTES. A slab is never written twice: the views
- * handed on (readv's pieces, which the backup's namespace keeps until commit) stay valid; a
- * slab is garbage once no view of it is left. Holes and copies (read()) are unaffected.
+ * loopback) and one allocation serves SLAB_BYTES.
+ *
+ * A slab is written again only when nothing can still see its bytes: every byte of it has left
+ * the ByteQueue (parsed, or copied into a read()'s buffer), and every view of it handed to a
+ * consumer (readv's pieces, lend()) has come back through release(). A consumer that never
+ * releases (the incremental copy hands its views to the namespace until commit) keeps the old
+ * rule: the slab is never written twice and is garbage once no view of it is left. Fresh slabs
+ * still cost a full V8 GC now and then as their external memory adds up (agent5 counted most
+ * of the sender's full GCs from them); reusing released ones avoids that. At most POOL_SLABS
+ * retired slabs are watched for reuse; an older one is let go (garbage once unseen).
  */
 export class ReceiveSlabs {
-  /** Socket reads, slabs allocated, bytes received. */
+  /** Socket reads, slabs allocated fresh, bytes received, slabs written again. */
   reads = 0;
   count = 0;
   bytes = 0;
-  private slab: Buffer = Buffer.alloc(0);
+  reused = 0;
+  private slab: Slab = { buf: Buffer.alloc(0), end: 0, lent: new Set() };
   private used = 0;
+  /** Retired slabs that may come back, oldest first (at most POOL_SLABS). */
+  private readonly pool: Slab[] = [];
 
-  /** The buffer the next socket read fills: the current slab's rest, or a fresh slab. */
-  next(): Buffer {
-    if (this.slab.length - this.used < SLAB_MIN_TAIL) {
-      // Not from Buffer's shared pool: a slab's lifetime is its views', not the pool's.
-      this.slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
+  /**
+   * The buffer the next socket read fills: the current slab's rest, else a retired slab nothing
+   * sees any more, else a fresh slab. `queued` is how many received bytes the parser has not
+   * consumed yet (they are the last ones received).
+   */
+  next(queued: number): Buffer {
+    if (this.slab.buf.length - this.used < SLAB_MIN_TAIL) {
+      if (this.slab.buf.length > 0) {
+        this.slab.end = this.bytes;
+        this.pool.push(this.slab);
+        if (this.pool.length > POOL_SLABS) this.pool.shift();
+      }
+      const consumed = this.bytes - queued;
+      const i = this.pool.findIndex((s) => s.lent.size === 0 && s.end <= consumed);
+      if (i >= 0) {
+        this.slab = this.pool.splice(i, 1)[0];
+        this.reused++;
+      } else {
+        // Not from Buffer's shared pool: a slab's lifetime is its views', not the pool's.
+        this.slab = { buf: Buffer.allocUnsafeSlow(SLAB_BYTES), end: 0, lent: new Set() };
+        this.count++;
+      }
       this.used = 0;
-      this.count++;
     }
-    return this.slab.subarray(this.used);
+    return this.slab.buf.subarray(this.used);
   }
 
   /** A read put n bytes at the start of `buf` (what next() returned): their view; the slab moves past them. */
@@ -833,6 +870,35 @@ export class ReceiveSlabs {
     this.used += n;
     return Buffer.from(buf.buffer, buf.byteOffset, n);
   }
+
+  /** Records that `view` (a view the queue gave out) is held by a consumer until release(). */
+  lend(view: Buffer): void {
+    this.owner(view)?.lent.add(view);
+  }
+
+  /**
+   * The consumer is done with `view` (one lend() gave out): its slab may be written again once
+   * nothing else sees it. Views of no watched slab (holes, let-go slabs), and a second release
+   * of the same view, are ignored: a release can never free a slab early.
+   */
+  release(view: Buffer): void {
+    this.owner(view)?.lent.delete(view);
+  }
+
+  private owner(view: Buffer): Slab | undefined {
+    const ab = view.buffer;
+    if (this.slab.buf.buffer === ab) return this.slab;
+    for (const s of this.pool) if (s.buf.buffer === ab) return s;
+    return undefined;
+  }
+}
+
+interface Slab {
+  buf: Buffer;
+  /** Bytes received on the connection up to this slab's last byte (set when it is retired). */
+  end: number;
+  /** Views of it held by consumers (lend() to release()). */
+  lent: Set<Buffer>;
 }
 
 /**
@@ -841,6 +907,12 @@ export class ReceiveSlabs {
  */
 const SLAB_BYTES = 4 * 1024 * 1024;
 const SLAB_MIN_TAIL = 256 * 1024;
+/**
+ * Retired slabs watched for reuse per connection (so at most this many idle slabs held, 16 MiB).
+ * A consumer holds about 2-3 slabs' worth (2 MiB in flight on the socket, the sender's read
+ * ahead, a full copy's 8 reads of 256 KiB waiting their turn).
+ */
+const POOL_SLABS = 4;
 
 function u32(n: number): Buffer {
   const b = Buffer.alloc(4);
