@@ -132,20 +132,26 @@ export async function startQemu(opts: StartQemuOptions): Promise<TestQemu> {
     await new Promise((r) => setTimeout(r, 20));
   }
   // The file exists from bind(); QEMU listens a moment later. Probe until a connection is taken
-  // (QEMU greets the probe and forgets it when it leaves).
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.createConnection(qmpPath, () => (s.destroy(), resolve(true)));
-      s.on('error', () => resolve(false));
-    });
-    if (ok) break;
-    if (!running) throw new Error(`qemu-system-x86_64 exited at start: ${err}`);
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`qemu-system-x86_64 does not accept on its QMP socket in 30 s: ${err}`);
+  // (QEMU greets the probe and forgets it when it leaves). The guest agent's channel likewise:
+  // a test that connected to it between its bind() and listen() got ECONNREFUSED (seen once in
+  // a whole-suite run) instead of the "no agent answers" it was checking.
+  const accepting = async (sock: string, what: string): Promise<void> => {
+    for (;;) {
+      const ok = await new Promise<boolean>((resolve) => {
+        const s = net.createConnection(sock, () => (s.destroy(), resolve(true)));
+        s.on('error', () => resolve(false));
+      });
+      if (ok) return;
+      if (!running) throw new Error(`qemu-system-x86_64 exited at start: ${err}`);
+      if (Date.now() > deadline) {
+        await stop();
+        throw new Error(`qemu-system-x86_64 does not accept on its ${what} socket in 30 s: ${err}`);
+      }
+      await new Promise((r) => setTimeout(r, 20));
     }
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  };
+  await accepting(qmpPath, 'QMP');
+  if (qgaPath) await accepting(qgaPath, 'guest agent');
   // The second monitor's socket is bound a moment after the first.
   while (qmp2Path !== undefined && !fs.existsSync(qmp2Path)) {
     if (!running) throw new Error(`qemu-system-x86_64 exited at start: ${err}`);
