@@ -104,10 +104,7 @@ export async function copyFull(ns: Namespace, fh: number, src: ExtentSource, opt
     for (let at = offset; at < offset + length; at += chunk) {
       const len = Math.min(chunk, offset + length - at);
       await launch(async () => {
-        const bufs = src.readv ? await src.readv(at, len) : [await src.read(at, len)];
-        let got = 0;
-        for (const b of bufs) got += b.length;
-        if (got !== len) throw vmError('IO', `NBD read at ${at} returned ${got} bytes, not ${len}`);
+        const bufs = await readExactly(src, at, len);
         result.bytesRead += len;
         opts.advance?.(len);
         // The read's buffers are copied into the stream's slabs once it is their turn.
@@ -143,4 +140,13 @@ export async function copyFull(ns: Namespace, fh: number, src: ExtentSource, opt
     if (!ok) await stream.abort();
   }
   return result;
+}
+
+/** The source's bytes [at, at+len) as its read gives them (views where it has readv), or IO if it gave fewer. */
+export async function readExactly(src: ExtentSource, at: number, len: number): Promise<Buffer[]> {
+  const bufs = src.readv ? await src.readv(at, len) : [await src.read(at, len)];
+  let got = 0;
+  for (const b of bufs) got += b.length;
+  if (got !== len) throw vmError('IO', `NBD read at ${at} returned ${got} bytes, not ${len}`);
+  return bufs;
 }

@@ -14,7 +14,7 @@ import { vmError } from '../errors.js';
 import type { Namespace } from '../namespace/namespace.js';
 import { extents, STATE_DIRTY, STATE_ZERO } from '../plugins/qemu/nbd-extents.js';
 import { AllocationCursor } from './allocation-cursor.js';
-import { copyFull } from './disk-copy-full.js';
+import { copyFull, readExactly } from './disk-copy-full.js';
 
 // The block-status bits and walk live with the NBD client (plugins/qemu/nbd-extents.ts), which
 // the agent's NBD source reads through too.
@@ -114,10 +114,7 @@ export async function copyDisk(ns: Namespace, fh: number, src: ExtentSource, opt
     for (let at = r.offset; at < r.offset + r.length; at += chunk) {
       const len = Math.min(chunk, r.offset + r.length - at);
       await launch(async () => {
-        const bufs = src.readv ? await src.readv(at, len) : [await src.read(at, len)];
-        let got = 0;
-        for (const b of bufs) got += b.length;
-        if (got !== len) throw vmError('IO', `NBD read at ${at} returned ${got} bytes, not ${len}`);
+        const bufs = await readExactly(src, at, len);
         result.bytesRead += len;
         opts.advance?.(len);
         // The read's buffers are fresh and never touched again: handed over, not copied. Each
