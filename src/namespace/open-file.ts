@@ -12,6 +12,7 @@
 
 import type { ReadRescue, SegmentStore } from '../store/store.js';
 import type { FileVersion } from '../store/store.js';
+import { AppendStream } from './append-stream.js';
 import { ExtentMap } from './extent-map.js';
 
 /** Mean dirty extent size from which a file counts as a sequential stream (see `streaming`). */
@@ -44,6 +45,8 @@ export class OpenFile {
   /** Descriptors open on this file (the FUSE handles). */
   handles = 0;
   private dirty = new ExtentMap();
+  /** The store writer kept across commits that only append (append-stream.ts). */
+  private readonly appends: AppendStream;
   private flushing: ExtentMap | undefined;
   private truncSince = Infinity;
   private chain: Promise<void> = Promise.resolve();
@@ -77,6 +80,7 @@ export class OpenFile {
     this.size = base.size;
     this.mtime = times.mtime;
     this.ctime = times.ctime;
+    this.appends = new AppendStream(store);
   }
 
   /** Bytes held in memory for this file (dirty and being committed). */
@@ -137,7 +141,7 @@ export class OpenFile {
 
   /** Every version this file may still point at: for garbage collection's mark. */
   versions(): FileVersion[] {
-    return [this.base, this.durable, ...this.inFlight];
+    return [this.base, this.durable, ...this.inFlight, ...this.appends.partialRoots()];
   }
 
   /** A commit that failed (disk full) is reported to the next caller that can return an error. */
@@ -376,7 +380,7 @@ export class OpenFile {
         for (const d of r.deps) deps.add(d);
       }
       if (extents.length > 0 || size !== v.size) {
-        const r = await this.store.writeExtents(v, extents, size);
+        const r = (await this.appends.commit(v, extents, size)) ?? (await this.store.writeExtents(v, extents, size));
         v = r.version;
         for (const d of r.deps) deps.add(d);
       }
@@ -396,6 +400,8 @@ export class OpenFile {
     this.base = v;
     this.baseLimit = Math.min(v.size, this.truncSince);
     this.flushing = undefined;
+    // An fsync or the last close ends a stream: its writer (and the slab it holds) goes.
+    if (sync || this.handles === 0) this.appends.drop();
     // Its bytes are in v now (the store copied them into its slabs): reads go to the store.
     ext.retire();
     for (const d of deps) this.unconfirmedDeps.add(d);

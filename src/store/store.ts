@@ -217,6 +217,26 @@ export class SegmentStore {
     return new TreeWriter(this.writerContext());
   }
 
+  /**
+   * A writer that goes on from `old`'s content: its bytes are taken as an edit would (whole
+   * subtrees reused, only the last segment re-read and re-cut), then write() appends and
+   * checkpoint() gives each new version without finishing (namespace/append-stream.ts: a file
+   * written as a stream through the mount, one version per commit, one pipeline throughout).
+   */
+  async appender(old: FileVersion): Promise<TreeWriter> {
+    this.ensureOpen();
+    const w = new TreeWriter(this.writerContext());
+    if (old.size > 0) {
+      try {
+        await w.piece(this.view(old), { kind: 'old', from: 0, to: old.size }, false);
+      } catch (err) {
+        await w.abort();
+        throw err;
+      }
+    }
+    return w;
+  }
+
   async writeBuffer(buf: Uint8Array): Promise<WriteResult> {
     const w = this.writer();
     await w.write(buf);

@@ -166,6 +166,20 @@ export class ChunkStream {
     }
   }
 
+  /**
+   * The open segment (bytes fed since the last cut) as the stream's last segment would be if it
+   * ended here, without ending it: the slab is referenced for the caller (unref it when done
+   * reading), and the bytes stay where they are until then. Undefined when the bytes fed end at
+   * a cut. Only between feeds, after settle().
+   */
+  tail(): { slab: Slab; off: number; len: number; zero: boolean } | undefined {
+    const len = this.used - this.chunkStart;
+    if (len === 0) return undefined;
+    const b = this.slab.buf;
+    const zero = b.compare(ChunkStream.zeros!, 0, len, this.chunkStart, this.used) === 0;
+    return { slab: this.slab.ref(), off: this.chunkStart, len, zero };
+  }
+
   /** Ends the stream: the open segment, if any, becomes the last one. Releases the slab. */
   async finish(): Promise<void> {
     await this.settle();

@@ -111,6 +111,18 @@ export class TreeBuilder {
     return out;
   }
 
+  /**
+   * A copy of this builder's state (pending entries at every level): finishing the copy gives
+   * the version of what was pushed so far while this one goes on (TreeWriter.checkpoint). The
+   * copy stores the right edge's nodes through the same sink; this builder never sees them.
+   */
+  fork(): TreeBuilder {
+    const b = new TreeBuilder(this.sink);
+    b.size = this.size;
+    for (const lv of this.levels) b.levels.push({ pending: [...lv.pending], pushed: lv.pushed });
+    return b;
+  }
+
   finish(): FileVersion {
     for (let l = 0; l < this.levels.length; l++) {
       const lv = this.levels[l];

@@ -8,7 +8,7 @@
 import { vmError } from '../../errors.js';
 import { ChunkStream, type ChunkItem } from '../segmenter/chunk-stream.js';
 import type { Slab } from '../slab-pool.js';
-import type { IngestEngine } from '../ingest.js';
+import type { HashedBatch, IngestEngine } from '../ingest.js';
 import type { SegmentReader } from '../segment-reader.js';
 import type { ChunkerParams } from '../segmenter/segmenter.js';
 import { TreeBuilder } from './builder.js';
@@ -59,6 +59,9 @@ export class TreeWriter {
   private finished = false;
   private ingested = 0;
   private zeroIngested = 0;
+  /** Of those, already counted in the store's statistics (by checkpoints). */
+  private noted = 0;
+  private notedZeros = 0;
 
   constructor(private readonly ctx: WriterContext) {
     this.cs = new ChunkStream(ctx.chunker, { item: (i) => this.onItem(i), leaving: () => this.flushBatch() });
@@ -91,8 +94,57 @@ export class TreeWriter {
     this.flushBatch();
     await this.chain;
     this.check();
-    this.ctx.noteIngest(this.ingested, this.zeroIngested);
+    this.ctx.noteIngest(this.ingested - this.noted, this.zeroIngested - this.notedZeros);
     return { version: this.builder.finish(), deps: this.deps };
+  }
+
+  /**
+   * The version of everything written so far, while the writer goes on: the file's content as
+   * finish() would give it now (the open segment stored as the last one, the right edge's nodes
+   * built on a copy of the builder), the same tree an edit appending these bytes to the previous
+   * checkpoint builds (TreeBuilder is canonical), without re-reading and re-cutting that
+   * checkpoint's last segment and without starting a new cutting and hashing pipeline. A writer
+   * kept open across a file's stream commits (namespace/append-stream.ts) takes one per commit.
+   * Later writes may be fed while it is being built. `deps` are all the containers this writer
+   * stored into so far.
+   */
+  async checkpoint(): Promise<WriteResult> {
+    this.check();
+    if (this.finished) throw vmError('CLOSED', 'this writer has finished');
+    await this.cs.settle();
+    this.flushBatch();
+    const tail = this.cs.tail();
+    let hashed: Promise<HashedBatch> | undefined;
+    const segs = tail && !tail.zero ? Uint32Array.of(tail.off, tail.len) : undefined;
+    if (tail && segs) {
+      hashed = this.ctx.engine.hash(tail.slab.buf, segs);
+      hashed.catch(() => {});
+    }
+    const ingested = this.ingested - this.noted;
+    const zeros = this.zeroIngested - this.notedZeros;
+    const run = this.chain.then(async (): Promise<WriteResult> => {
+      try {
+        if (this.failure) throw this.failure;
+        const b = this.builder.fork();
+        if (tail && hashed && segs) for (const e of await this.ctx.engine.store(tail.slab.buf, segs, await hashed, this.deps)) b.push(0, e);
+        else if (tail) b.push(0, zeroEntry(tail.len));
+        return { version: b.finish(), deps: new Set(this.deps) };
+      } finally {
+        tail?.slab.unref();
+      }
+    });
+    this.chain = run.then(
+      () => {},
+      (err) => {
+        this.failure ??= err;
+      },
+    );
+    this.inflight.push(this.chain);
+    const r = await run;
+    this.noted += ingested;
+    this.notedZeros += zeros;
+    this.ctx.noteIngest(ingested, zeros);
+    return r;
   }
 
   /** The entries built so far that no stored node holds yet (TreeBuilder.partialRoots): GC roots. */
