@@ -61,12 +61,15 @@ export class AppendStream {
     return this.w?.partialRoots() ?? [];
   }
 
-  /** Lets the writer go (its work in flight finishes on its own; nothing it stored is referenced). */
+  /**
+   * Lets the writer go (its work in flight finishes on its own; nothing it stored is referenced
+   * by it any more). Called only between commits or after one failed: no call of it is running.
+   */
   drop(): void {
     const w = this.w;
     this.w = undefined;
     this.at = undefined;
-    if (w) void w.abort();
+    if (w) void w.discard().catch(() => {});
   }
 }
 

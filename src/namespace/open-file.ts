@@ -357,6 +357,7 @@ export class OpenFile {
 
   private async commitNow(sync: boolean): Promise<void> {
     if (!this.changed) {
+      if (sync || this.handles === 0) this.appends.drop();
       if (sync && this.unconfirmed > 0) await this.target.record(this, this.base, new Set(this.unconfirmedDeps), true);
       return;
     }

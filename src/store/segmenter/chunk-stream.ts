@@ -37,6 +37,8 @@ export class ChunkStream {
   /** Where the open segment starts, as far as completed cuts know. */
   private chunkStart = 0;
   private cutting: Promise<void> = Promise.resolve();
+  /** The slab went back to the pool (finish or release): nothing may use the stream. */
+  private released = false;
   private failure: unknown;
   private static zeros: Buffer | undefined;
 
@@ -180,6 +182,17 @@ export class ChunkStream {
     return { slab: this.slab.ref(), off: this.chunkStart, len, zero };
   }
 
+  /**
+   * Gives up the stream (a writer aborted): waits for the cuts queued, then hands the slab back
+   * to the pool, as finish() does, so the next writer does not start on fresh memory.
+   */
+  async release(): Promise<void> {
+    await this.cutting;
+    if (this.released) return;
+    this.released = true;
+    this.slab.unref();
+  }
+
   /** Ends the stream: the open segment, if any, becomes the last one. Releases the slab. */
   async finish(): Promise<void> {
     await this.settle();
@@ -198,6 +211,7 @@ export class ChunkStream {
       this.chunkStart = this.used;
     }
     this.sink.leaving(this.slab);
+    this.released = true;
     this.slab.unref();
     this.seg.reset();
   }

@@ -159,6 +159,21 @@ export class TreeWriter {
     await this.chain.catch(() => {});
   }
 
+  /**
+   * abort() that also hands the writer's slabs back to the pool: only when no call of this
+   * writer is still running (every write and checkpoint returned), else a feed in flight would
+   * go on copying into a slab another writer was given. A writer kept across a file's commits
+   * (namespace/append-stream.ts) is let go often; the next one should not fault in fresh memory.
+   */
+  async discard(): Promise<void> {
+    await this.abort();
+    this.batchSlab?.unref();
+    this.batchSlab = undefined;
+    this.segs = [];
+    this.batchBytes = 0;
+    await this.cs.release();
+  }
+
   // ---- edits -----------------------------------------------------------------------------
 
   /**
