@@ -8,6 +8,9 @@
 //   commit() writes the caller's own LevelDB operations (e.g. the inode that now points at the
 //   version) in the same atomic batch as the index entries, after the data is fsynced: one
 //   batch, one sync. Either every operation of a commit is durable or none is visible.
+// - appender(old) is a writer that goes on from old's content: each checkpoint() returns the
+//   version of everything written so far (the tree edit/write* would build for those bytes),
+//   under the same rule as write*; the writer is finished or discarded by its caller.
 // - syncData() only fsyncs containers (the long part of a commit, for a caller that holds its
 //   own lock around commit()); sync() makes every LevelDB write completed before it durable,
 //   at no cost when they already are. Writes the caller made through writeBatch without sync
