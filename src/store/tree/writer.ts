@@ -105,8 +105,10 @@ export class TreeWriter {
    * checkpoint builds (TreeBuilder is canonical), without re-reading and re-cutting that
    * checkpoint's last segment and without starting a new cutting and hashing pipeline. A writer
    * kept open across a file's stream commits (namespace/append-stream.ts) takes one per commit.
-   * Later writes may be fed while it is being built. `deps` are all the containers this writer
-   * stored into so far.
+   * Later writes may be fed while it is being built. `deps` are the containers this writer
+   * stored into (or found unindexed records in) since the previous checkpoint; the caller keeps
+   * the earlier ones with the earlier versions until those are durable. finish() after
+   * checkpoints likewise gives only the containers since the last one.
    */
   async checkpoint(): Promise<WriteResult> {
     this.check();
@@ -128,7 +130,14 @@ export class TreeWriter {
         const b = this.builder.fork();
         if (tail && hashed && segs) for (const e of await this.ctx.engine.store(tail.slab.buf, segs, await hashed, this.deps)) b.push(0, e);
         else if (tail) b.push(0, zeroEntry(tail.len));
-        return { version: b.finish(), deps: new Set(this.deps) };
+        const version = b.finish();
+        // Only what this version adds: the earlier checkpoints' containers went with their
+        // versions (the caller keeps those until they are durable: OpenFile's unconfirmedDeps).
+        // Carrying them on would tie every later commit to a container that failed after its
+        // records were indexed, as no fresh writer's commit would be.
+        const deps = new Set(this.deps);
+        this.deps.clear();
+        return { version, deps };
       } finally {
         tail?.slab.unref();
       }
