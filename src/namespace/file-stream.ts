@@ -11,12 +11,12 @@
 //
 // While the stream runs the file reads as it did before (a full backup's file: zeros); at
 // finish it reads as the stream at once. What the stream stored so far is in no file yet, so it
-// is registered with the namespace and garbage collection walks its partial tree
-// (TreeBuilder.partialRoots) as roots.
+// holds its containers from garbage collection's sweep (store/gc/write-holds.ts) until its
+// version is the file's: past the writer's own hold, which ends when the writer finishes,
+// through the wait for the file's earlier commit.
 
 import { vmError } from '../errors.js';
-import type { FileVersion, TreeWriter } from '../store/store.js';
-import type { NsContext } from './context.js';
+import type { TreeWriter, WriteHold } from '../store/store.js';
 import type { OpenFile } from './open-file.js';
 
 export class FileStream {
@@ -24,12 +24,10 @@ export class FileStream {
   private ended = false;
 
   constructor(
-    private readonly ctx: NsContext,
     private readonly file: OpenFile,
     private readonly w: TreeWriter,
-  ) {
-    ctx.streams.add(this);
-  }
+    private readonly hold: WriteHold,
+  ) {}
 
   /** Bytes written so far: the offset the next write lands at. */
   get offset(): number {
@@ -50,11 +48,6 @@ export class FileStream {
     await this.w.writeZeros(n);
   }
 
-  /** For garbage collection's roots while the stream runs. */
-  partialRoots(): FileVersion[] {
-    return this.w.partialRoots();
-  }
-
   /**
    * Ends the stream, which must have written exactly the file's size, and makes it the file's
    * content (committed like a write: durable in the next group round, or at fsync/close).
@@ -69,7 +62,7 @@ export class FileStream {
       await this.file.settled();
       if (!this.file.replaceWith(r.version, r.deps)) throw vmError('CONFLICT', 'the file was written while a stream replaced its content');
     } finally {
-      this.ctx.streams.delete(this);
+      this.hold.release();
     }
   }
 
@@ -80,7 +73,7 @@ export class FileStream {
     try {
       await this.w.abort();
     } finally {
-      this.ctx.streams.delete(this);
+      this.hold.release();
     }
   }
 

@@ -369,6 +369,9 @@ export class OpenFile {
     this.unconfirmed++;
     let v = this.base;
     const deps = new Set<number>();
+    // A truncation's version is in no root while the edit after it runs: hold both writes'
+    // containers from GC until the new version is in `inFlight` (store/gc/write-holds.ts).
+    const hold = this.store.holdWrites();
     try {
       if (limit < v.size) {
         const r = await this.store.truncate(v, limit);
@@ -391,6 +394,7 @@ export class OpenFile {
       this.changed = true;
       this.flushing = undefined;
       this.unconfirmed--;
+      hold.release();
       throw err;
     }
     this.base = v;
@@ -400,6 +404,7 @@ export class OpenFile {
     ext.retire();
     for (const d of deps) this.unconfirmedDeps.add(d);
     this.inFlight.add(v);
+    hold.release();
     const durable = this.target.record(this, v, new Set(this.unconfirmedDeps), sync).then(
       () => {
         this.inFlight.delete(v);

@@ -22,6 +22,7 @@
 //   every version that is live or may become live before it ends (open files first).
 // - One process opens a data directory at a time (STORE_LOCKED otherwise).
 
+import type { WriteHold } from './gc/write-holds.js';
 import { ClassicLevel } from 'classic-level';
 import fsp from 'node:fs/promises';
 import { type StoreSnapshot, takeSnapshot } from './copy-snapshot.js';
@@ -208,7 +209,22 @@ export class SegmentStore {
       engine: this.engine,
       reader: this.reader,
       noteIngest: (b: number, z: number) => this.core.noteIngest(b, z),
+      holdWrites: () => this.core.holdWrites(),
     };
+  }
+
+  /**
+   * Keeps every container from the one appends go to now out of garbage collection's sweep until
+   * released (gc/write-holds.ts): for a caller whose new version becomes a GC root only after
+   * further waits (an install that syncs first, a second write building on the first).
+   */
+  holdWrites(): WriteHold {
+    return this.core.holdWrites();
+  }
+
+  /** Writes holding containers from GC now (writers, and callers' own holds). */
+  get writesInProgress(): number {
+    return this.core.writeHolds.size;
   }
 
   /** A writer for a new stream: write() pieces, then finish(). */
@@ -219,7 +235,12 @@ export class SegmentStore {
 
   async writeBuffer(buf: Uint8Array): Promise<WriteResult> {
     const w = this.writer();
-    await w.write(buf);
+    try {
+      await w.write(buf);
+    } catch (err) {
+      await w.abort();
+      throw err;
+    }
     return w.finish();
   }
 
@@ -629,6 +650,7 @@ export { EMPTY_VERSION, decodeVersion, encodeVersion } from './tree/version.js';
 export type { FileVersion, WriteResult, Piece, DbOp, GcOptions, GcReport, AcceptResult, RecipeWriter, TreeWriter };
 export type { TreeView } from './tree/reader.js';
 export type { WindowWatcher } from './tree/read-ahead.js';
+export type { WriteHold } from './gc/write-holds.js';
 export type { Problem, Progress, VerifiedContainers, VerifyOptions, VerifyReport } from './verify/verify.js';
 
 // The DR copy (src/policy/DR-FORMAT.md): a consistent view to copy from, and the database of a
