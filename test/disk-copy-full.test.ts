@@ -158,3 +158,27 @@ t.test('a full copy that fails leaves the file as it was and no stream behind', 
   await ns.fs.release(fh);
   t.equal(sha(await readFile(ns, '/s/vda.raw')), sha(before), 'the file holds what it held before the copy');
 });
+
+t.test('a write to the file during a full copy fails the copy with CONFLICT and is kept', async (t) => {
+  const { store, ns } = await setup(t);
+  const { disk, zeros } = makeDisk(24, 16 * MiB);
+  const fh = await ns.fs.create('/s/vda.raw', 0o600);
+  await ns.fs.ftruncate(fh, disk.length);
+  const other = await ns.fs.open('/s/vda.raw', 2 /* O_RDWR */);
+  const mark = Buffer.from('written through another descriptor during the copy');
+  // Half way, someone writes and commits through another descriptor (a hypervisor through the
+  // mount): replacing the content now would drop that write without a word.
+  const src = new DelaySource(disk, zeros, new Rng(11), async (offset) => {
+    if (offset !== 8 * MiB) return;
+    ns.fs.write(other, 12 * MiB, mark);
+    await ns.fs.fsync(other);
+  });
+  await t.rejects(copyDisk(ns, fh, src, { inFlight: 8, chunkBytes: 256 * KiB }), { code: 'CONFLICT', message: /written while a stream replaced its content/ });
+  t.equal(store.writesInProgress, 0, 'no hold on containers left behind');
+  await ns.fs.release(other);
+  await ns.fs.release(fh);
+  const after = await readFile(ns, '/s/vda.raw');
+  t.equal(after.length, disk.length, 'the file keeps its size');
+  t.ok(after.subarray(12 * MiB, 12 * MiB + mark.length).equals(mark), 'and the write');
+  t.equal(sha(Buffer.concat([after.subarray(0, 12 * MiB), after.subarray(12 * MiB + mark.length)])), sha(Buffer.alloc(disk.length - mark.length)), 'and nothing of the stream');
+});

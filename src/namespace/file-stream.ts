@@ -22,12 +22,16 @@ import type { OpenFile } from './open-file.js';
 export class FileStream {
   private written = 0;
   private ended = false;
+  /** The file's change count at the start: any write or truncate after it is a conflict. */
+  private readonly changesAtStart: number;
 
   constructor(
     private readonly file: OpenFile,
     private readonly w: TreeWriter,
     private readonly hold: WriteHold,
-  ) {}
+  ) {
+    this.changesAtStart = file.changes;
+  }
 
   /** Bytes written so far: the offset the next write lands at. */
   get offset(): number {
@@ -60,7 +64,11 @@ export class FileStream {
       if (r.version.size !== this.file.size) throw vmError('INVALID_ARGUMENT', `a stream of ${r.version.size} bytes cannot replace a file of ${this.file.size} bytes`);
       // A commit still building (the file's truncation before the stream) must land first.
       await this.file.settled();
-      if (!this.file.replaceWith(r.version, r.deps)) throw vmError('CONFLICT', 'the file was written while a stream replaced its content');
+      // Writes that landed meanwhile (committed or not) would be lost under the new content
+      // without a word: the stream fails instead, and the file keeps them.
+      if (this.file.changes !== this.changesAtStart || !this.file.replaceWith(r.version, r.deps)) {
+        throw vmError('CONFLICT', 'the file was written while a stream replaced its content; nothing of the stream was kept');
+      }
     } finally {
       this.hold.release();
     }
