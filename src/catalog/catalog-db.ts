@@ -92,6 +92,8 @@ function toRow(r: RawFile): FileRow {
 }
 
 const BATCH = 5000;
+/** Copy mode edits a previous catalog up to this size in memory (about 1.2 million rows). */
+const IN_MEMORY_MAX = 128 * 1024 * 1024;
 
 /** Writes one point's catalog; nothing is visible under the final name until finish(). */
 export class CatalogWriter {
@@ -114,19 +116,27 @@ export class CatalogWriter {
    * reused rows are copied in, as before.
    */
   private readonly carried: Set<number> | undefined;
+  /** The database lives in memory until finish() writes it (copy mode of a catalog up to IN_MEMORY_MAX). */
+  private readonly inMemory: boolean;
   private readonly claimed = new Set<number>();
   private nextVolume = 0;
 
   constructor(
     readonly file: string,
     meta: Record<string, string>,
-    opts: { from?: string } = {},
+    opts: { from?: string; memoryMax?: number } = {},
   ) {
     this.partial = `${file}.partial`;
     fs.rmSync(this.partial, { force: true });
     const from = opts.from !== undefined && copyable(opts.from) ? opts.from : undefined;
-    if (from !== undefined) fs.copyFileSync(from, this.partial);
-    this.db = new Database(this.partial);
+    // Copy mode edits the previous catalog in memory (SQLite's deserialize) and writes the file
+    // once at finish(): the edit reads every page (the scan for directories) and writes back
+    // scattered ones, each a system call on a file; in memory a day-2 build of the sample spends
+    // about a quarter less CPU in SQLite. Bounded: a larger catalog is copied and edited on disk.
+    const inMemory = from !== undefined && fs.statSync(from).size <= (opts.memoryMax ?? IN_MEMORY_MAX);
+    if (from !== undefined && !inMemory) fs.copyFileSync(from, this.partial);
+    this.db = inMemory ? new Database(fs.readFileSync(from!)) : new Database(this.partial);
+    this.inMemory = inMemory;
     // A partial file is thrown away on a crash: no journal needed while it is written.
     this.db.pragma('journal_mode = OFF');
     this.db.pragma('synchronous = OFF');
@@ -527,10 +537,22 @@ export class CatalogWriter {
     for (const [k, v] of Object.entries(meta)) put.run(k, v);
     // Statistics from a sample (the planner's choices here are plain: one index per query).
     this.db.exec('PRAGMA analysis_limit = 400; ANALYZE');
-    this.db.close();
-    const fd = fs.openSync(this.partial, 'r');
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
+    if (this.inMemory) {
+      const bytes = this.db.serialize();
+      this.db.close();
+      const fd = fs.openSync(this.partial, 'w');
+      try {
+        for (let at = 0; at < bytes.length; ) at += fs.writeSync(fd, bytes, at, bytes.length - at);
+        fs.fsyncSync(fd);
+      } finally {
+        fs.closeSync(fd);
+      }
+    } else {
+      this.db.close();
+      const fd = fs.openSync(this.partial, 'r');
+      fs.fsyncSync(fd);
+      fs.closeSync(fd);
+    }
     fs.renameSync(this.partial, this.file);
   }
 
