@@ -445,7 +445,7 @@ t.test('copy mode edits in memory and writes the file once; the same rows as an 
     w.addVolume(w.addImage('vda.raw', 1 << 30, 'raw'), { name: 'p1', fs: 'ext', offset: 1 << 20, size: 1 << 29 }, vol.id);
     const rows = w.beginEdit()!;
     const d3 = rows.meta().find((r) => r.name === 'd3')!;
-    w.editDrop(rows.subtree([d3.id]));
+    t.equal(w.editDrop([d3.id], [d3.id]), 430, 'the directory and the 429 rows under it dropped');
     const f5 = rows.children(rows.meta().find((r) => r.name === 'd5')!.id).find((r) => r.name === 'f5')!;
     w.editRow(f5.id, f5.parent, f5.name, { path: '/d5/f5', type: 'file', size: 99, mtimeMs: 5, mode: 0o600, uid: 1, gid: 1, inode: f5.inode });
     w.editAdd(d3.parent, 'new', { path: '/new', type: 'file', size: 1, mtimeMs: 0, mode: 0o644, uid: 0, gid: 0, inode: 9000 });

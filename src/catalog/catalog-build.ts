@@ -137,7 +137,7 @@ async function walkReusing(
       }, {
         replace: (row, e) => w.editRow(row.id, row.parent, row.name, e),
         add: (parent, name, e) => w.editAdd(parent, name, e),
-        drop: (ids) => w.editDrop(ids),
+        drop: (ids, under) => w.editDrop(ids, under),
       }, { signal: p.signal, onNote: (n) => notes.push(n) });
       if (!r || notes.length > 0) {
         w.abandonEdit();

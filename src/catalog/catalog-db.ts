@@ -283,7 +283,7 @@ export class CatalogWriter {
   }
 
   /** The edit under way: its statement for dropping rows, and the volume's row count as edited so far. */
-  private edit: { drop: Database.Statement; rows: number | undefined } | undefined;
+  private edit: { drop: Database.Statement; dropUnder: Database.Statement; rows: number | undefined } | undefined;
 
   /**
    * Copy mode, the current volume claimed from the previous point (addVolume's `claim`): its
@@ -302,15 +302,17 @@ export class CatalogWriter {
     // No index on inode: one scan of the volume's rows, in SQLite (no row reaches JS but these).
     const ofInodes = this.db.prepare(`SELECT ${cols} FROM files WHERE volume = ? AND parent != 0 AND (inode IN (SELECT value FROM json_each(?)) OR inode < 1 OR inode > ?)`).raw();
     const kids = this.db.prepare('SELECT id, parent, name, type, inode FROM files WHERE parent = ?').raw();
-    const sub = this.db.prepare('WITH RECURSIVE s(id) AS (SELECT value FROM json_each(?) UNION SELECT f.id FROM files f JOIN s ON f.parent = s.id) SELECT id FROM s').pluck();
     // The count is kept as the edit goes (a count(*) would scan every row of the file).
-    this.edit = { drop: this.db.prepare(`DELETE FROM files WHERE volume = ${vol} AND id IN (SELECT value FROM json_each(?))`), rows: this.carriedFiles.get(vol) };
+    this.edit = {
+      drop: this.db.prepare(`DELETE FROM files WHERE volume = ${vol} AND id IN (SELECT value FROM json_each(?))`),
+      dropUnder: this.db.prepare(`DELETE FROM files WHERE volume = ${vol} AND parent IN (SELECT value FROM json_each(?))`),
+      rows: this.carriedFiles.get(vol),
+    };
     return {
       root,
       meta: () => toRows(meta.all(vol) as Raw[]),
       ofInodes: (inodes, count) => toRows(ofInodes.all(vol, JSON.stringify(inodes), count) as Raw[]),
       children: (parent) => (kids.all(parent) as Array<[number, number, string, number, number]>).map((r) => ({ id: r[0], parent: r[1], name: r[2], type: r[3], inode: r[4] })),
-      subtree: (ids) => sub.all(JSON.stringify(ids)) as number[],
     };
   }
 
@@ -327,11 +329,17 @@ export class CatalogWriter {
     return id;
   }
 
-  /** Drops rows now (an edit that is given up drops the whole volume anyway). */
-  editDrop(ids: number[]): void {
+  /**
+   * Drops rows `ids` and every row whose parent is one of `under` (their ids never reach JS: the
+   * parent index finds them) now; an edit that is given up drops the whole volume anyway. The
+   * count dropped.
+   */
+  editDrop(ids: number[], under: number[] = []): number {
     // In id order: the table b-tree is then walked once forward (3,542 rows of the sample: 6.7 -> 5.3 ms).
-    const gone = this.edit!.drop.run(JSON.stringify([...ids].sort((a, b) => a - b))).changes;
+    let gone = under.length > 0 ? this.edit!.dropUnder.run(JSON.stringify([...under].sort((a, b) => a - b))).changes : 0;
+    gone += this.edit!.drop.run(JSON.stringify([...ids].sort((a, b) => a - b))).changes;
     if (this.edit!.rows !== undefined) this.edit!.rows -= gone;
+    return gone;
   }
 
   /** Applies the edit: the rows read now written over theirs or added (the dropped ones went at once). */
