@@ -6,7 +6,7 @@
 import Database from 'better-sqlite3';
 import fs from 'node:fs';
 import { vmError } from '../errors.js';
-import { decodeExtents, encodeExtents, type Extent } from './extents-codec.js';
+import { decodeExtents, encodeExtents, ExtentsScratch, type Extent } from './extents-codec.js';
 import type { EditRows } from './fs/ext-edit.js';
 import type { PrevRow } from './fs/ext-reuse.js';
 import type { FileEntry } from './source.js';
@@ -205,21 +205,47 @@ export class CatalogWriter {
     this.placeholders.add(id);
     const slash = path.lastIndexOf('/');
     const parent = path === '/' ? 0 : this.dirId(slash <= 0 ? '/' : path.slice(0, slash));
-    this.pending.push([id, this.vol, parent, path === '/' ? '' : path.slice(slash + 1), TYPE_CODE.dir, 0, 0, 0o755, 0, 0, 0, null, null, null, null]);
+    this.begin();
+    this.insert.run(id, this.vol, parent, path === '/' ? '' : path.slice(slash + 1), TYPE_CODE.dir, 0, 0, 0o755, 0, 0, 0, null, null, null, null);
     return id;
+  }
+
+  /**
+   * A walk's rows go straight into SQLite inside one open transaction, which flush() commits
+   * (before anything that needs none open: ATTACH, the end of a volume, finish): no row array
+   * per entry and no Buffer per extent list (they are encoded into one scratch buffer; SQLite
+   * copies a blob as it binds it).
+   */
+  private inTx = false;
+  private readonly scratchExt = new ExtentsScratch();
+  private readonly scratchDeps = new ExtentsScratch();
+
+  private begin(): void {
+    if (this.inTx) return;
+    this.db.exec('BEGIN');
+    this.inTx = true;
+  }
+
+  private put(id: number, parent: number, name: string, e: FileEntry): void {
+    this.begin();
+    this.insert.run(
+      id, this.vol, parent, name, TYPE_CODE[e.type] ?? TYPE_CODE.other, e.size, Math.round(e.mtimeMs), e.mode, e.uid, e.gid, e.inode, e.target ?? null,
+      e.extents && e.extents.length > 0 ? this.scratchExt.encode(e.extents) : null,
+      e.inline ?? null,
+      e.deps && e.deps.length > 0 ? this.scratchDeps.encode(e.deps) : null,
+    );
   }
 
   /** Adds a walker's entry to the current volume. Paths are absolute ('/etc/passwd'). */
   add(e: FileEntry): void {
     if (this.vol === 0) throw new Error('add() before addVolume()');
-    const path = e.path === '/' || e.path === '' ? '/' : e.path.replace(/\/+$/, '');
-    const fields = this.fields(e);
+    const path = e.path === '/' || e.path === '' ? '/' : e.path.endsWith('/') ? e.path.replace(/\/+$/, '') : e.path;
     if (e.type === 'dir') {
       const had = this.dirs.get(path);
       if (had !== undefined && this.placeholders.has(had)) {
         this.placeholders.delete(had);
         this.flush();
-        this.db.prepare('UPDATE files SET type=?, size=?, mtime=?, mode=?, uid=?, gid=?, inode=?, target=?, extents=?, inline=?, deps=? WHERE id=?').run(...fields, had);
+        this.db.prepare('UPDATE files SET type=?, size=?, mtime=?, mode=?, uid=?, gid=?, inode=?, target=?, extents=?, inline=?, deps=? WHERE id=?').run(...this.fields(e), had);
         return;
       }
       if (had !== undefined) return; // the same directory twice (a loop in a damaged fs)
@@ -227,13 +253,12 @@ export class CatalogWriter {
       this.dirs.set(path, id);
       const slash = path.lastIndexOf('/');
       const parent = path === '/' ? 0 : this.dirId(slash <= 0 ? '/' : path.slice(0, slash));
-      this.pending.push([id, this.vol, parent, path === '/' ? '' : path.slice(slash + 1), ...fields]);
+      this.put(id, parent, path === '/' ? '' : path.slice(slash + 1), e);
     } else {
       const slash = path.lastIndexOf('/');
       const parent = this.dirId(slash <= 0 ? '/' : path.slice(0, slash));
-      this.pending.push([this.nextId(), this.vol, parent, path.slice(slash + 1), ...fields]);
+      this.put(this.nextId(), parent, path.slice(slash + 1), e);
     }
-    if (this.pending.length >= BATCH) this.flush();
   }
 
   /** The columns type .. deps of an entry. */
@@ -476,6 +501,10 @@ export class CatalogWriter {
   }
 
   private flush(): void {
+    if (this.inTx) {
+      this.inTx = false;
+      this.db.exec('COMMIT');
+    }
     if (this.pending.length === 0) return;
     const rows = this.pending;
     this.pending = [];
