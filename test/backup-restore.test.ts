@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { isVmvaultError } from '../src/errors.js';
-import { dataRanges, restorePoint } from '../src/backup/restore.js';
+import { dataRanges, type PointSource, primaryFile, restorePoint } from '../src/backup/restore.js';
 import { generate, Rng } from './helpers/data.js';
 import { openNs, writeFile } from './helpers/ns.js';
 import { runTool } from './helpers/run-tool.js';
@@ -195,4 +195,54 @@ t.test('each chunk written starts its disk writes before the final fsync, and th
   t.same(merged, want, 'the calls cover the data runs and nothing else');
   t.ok(calls.every((c, i) => c.length > 0 && c.length <= 2 * MiB && (i === 0 || calls[i - 1].offset + calls[i - 1].length <= c.offset)), 'chunks of at most 2 MiB, none twice');
   t.ok(calls.every((c) => c.open), 'every call ran while the target was open');
+});
+
+t.test('the data runs are walked window by window, the copy starting after the first', async (t) => {
+  const dir = tmpDir(t);
+  const { ns } = await openNs(t, path.join(dir, 'store'));
+  await ns.shares.create('web01');
+  // 100 MiB, data in 1 MiB runs, two of them across the first windows' ends (16 and 48 MiB).
+  const b = Buffer.alloc(100 * MiB);
+  const rng = new Rng(11);
+  for (const at of [1, 15.5, 30, 47.5, 70, 98.5]) generate(rng, 'random', MiB).copy(b, at * MiB);
+  await writeFile(ns, '/web01/vda.raw', b);
+  await writeFile(ns, '/web01/vm.json', Buffer.from('{}'));
+  await ns.snapshots.create('web01', 'p');
+  // The point through a source that is the primary's own file with every walk and read
+  // logged (real store, real tree): the order of events is what the test looks at.
+  const events: string[] = [];
+  const source: PointSource = {
+    name: 'logged primary',
+    files: async () => [],
+    open: async (name) => {
+      const f = await primaryFile(ns, `/web01/.snapshots/p/${name}`);
+      return {
+        size: f.size,
+        dataRanges: async () => {
+          events.push('walk all');
+          return f.dataRanges();
+        },
+        dataRangesIn: async (from, to) => {
+          events.push(`walk ${from / MiB}-${to / MiB}`);
+          return f.dataRangesIn!(from, to);
+        },
+        read: async (pos, len, into) => {
+          events.push('read');
+          return f.read(pos, len, into);
+        },
+        close: () => f.close(),
+      };
+    },
+    close: async () => {},
+  };
+  const to = path.join(dir, 'out');
+  let advanced = 0;
+  await restorePoint(ns, 'web01', 'p', ['vda'], to, { format: 'raw', source, advance: (n) => (advanced += n) });
+  t.equal(sha(fs.readFileSync(path.join(to, 'vda.raw'))), sha(b), 'the point\'s bytes');
+  t.equal(advanced, 100 * MiB, 'progress counts every byte once, holes window by window');
+  t.ok(fs.statSync(path.join(to, 'vda.raw')).blocks * 512 <= 8 * MiB, 'holes stay holes');
+  const walks = events.filter((e) => e.startsWith('walk'));
+  t.same(walks, ['walk 0-16', 'walk 16-48', 'walk 48-100'], 'windows of 16 MiB, then twice as large, to the end');
+  const firstRead = events.indexOf('read');
+  t.ok(firstRead > 0 && firstRead < events.indexOf('walk 48-100'), `a read before the last window was walked: ${events.slice(0, 6).join(', ')}`);
 });
