@@ -137,9 +137,9 @@ async function restoreFileFrom(file: PointFile, from: string, to: string, opts: 
     // Each chunk's disk writes start as soon as it is written (sync_file_range, never waited
     // for here), so the fsync below waits for the last few chunks rather than the whole file:
     // that fsync was 0.3-0.7 s of a 460 MiB restore after the copy (tools/PERFORMANCE.md,
-    // backup5). All are settled before the fsync and the close (they use the fd).
-    const writeback = opts.startWriteback ?? startWriteback;
-    const flushing = new Set<Promise<void>>();
+    // backup5). One call at a time (the chunks written meanwhile go in the next one): the call
+    // blocks a pool thread while the disk's queue is full, and the reads decode on that pool.
+    const writeback = new Writeback(out.fd, opts.startWriteback ?? startWriteback);
     // One buffer per read in flight, reused: fresh ones cost a page fault per 4 KiB and GC time.
     const free: Buffer[] = [];
     try {
@@ -150,17 +150,15 @@ async function restoreFileFrom(file: PointFile, from: string, to: string, opts: 
         const w = writing.then(() => writeSparse(out!, buf, at));
         writing = w.catch(() => {});
         await w;
-        const f: Promise<void> = writeback(out!.fd, at, len)
-          .catch(() => {})
-          .finally(() => flushing.delete(f));
-        flushing.add(f);
+        writeback.add(at, len);
         // Back to the pool only after a read and write that succeeded: a failed read may still
         // have decodes landing in it.
         free.push(own);
         opts.advance?.(len);
       });
     } finally {
-      await Promise.all(flushing);
+      // Settled before the fsync and the close (the calls use the fd).
+      await writeback.settled();
     }
     await out.sync();
     return size;
@@ -169,6 +167,43 @@ async function restoreFileFrom(file: PointFile, from: string, to: string, opts: 
   } finally {
     await out?.close();
     await file.close();
+  }
+}
+
+/**
+ * Starts the disk writes of the ranges handed to it, one call at a time: what is added while a
+ * call runs goes in the next one, as one range from the lowest offset to the highest end (the
+ * range's clean pages cost the kernel nothing). Never fails (a hint; see files/writeback.ts).
+ */
+class Writeback {
+  private lo = Infinity;
+  private hi = 0;
+  private running: Promise<void> | undefined;
+
+  constructor(
+    private readonly fd: number,
+    private readonly start: (fd: number, offset: number, length: number) => Promise<void>,
+  ) {}
+
+  add(offset: number, length: number): void {
+    this.lo = Math.min(this.lo, offset);
+    this.hi = Math.max(this.hi, offset + length);
+    this.running ??= this.run();
+  }
+
+  private async run(): Promise<void> {
+    while (this.hi > this.lo) {
+      const lo = this.lo;
+      const hi = this.hi;
+      this.lo = Infinity;
+      this.hi = 0;
+      await this.start(this.fd, lo, hi - lo).catch(() => {});
+    }
+    this.running = undefined;
+  }
+
+  async settled(): Promise<void> {
+    while (this.running) await this.running;
   }
 }
 
