@@ -352,13 +352,14 @@ export class NodeOps {
   /**
    * The [start, end) runs of an open file that hold data, ascending: seek() for the whole file
    * in one walk of its segment tree (the nodes of each level fetched in batches). The rest,
-   * and anything past the tree (a size not yet committed), reads as zeros.
+   * and anything past the tree (a size not yet committed), reads as zeros. `from`/`to`: only
+   * the runs within that window, clipped to it (a walk of the nodes that overlap it).
    */
-  async dataRuns(fh: number, rescue?: ReadRescue): Promise<Array<{ start: number; end: number }>> {
+  async dataRuns(fh: number, rescue?: ReadRescue, from = 0, to = Number.MAX_SAFE_INTEGER): Promise<Array<{ start: number; end: number }>> {
     const f = this.fs.handle(fh).file;
     if (f.hasChanges) await f.commit(false);
     const v = f.base;
-    return this.ctx.store.view(v, rescue).dataRuns(0, Math.min(v.size, f.size));
+    return this.ctx.store.view(v, rescue).dataRuns(from, Math.min(v.size, f.size, to));
   }
 
   /**
