@@ -157,8 +157,10 @@ async function restoreFileFrom(file: PointFile, from: string, to: string, opts: 
         opts.advance?.(len);
       });
     } finally {
-      // Settled before the fsync and the close (the calls use the fd).
-      await writeback.settled();
+      // Closed before the fsync and the close (the calls use the fd number, which the kernel
+      // may give to another file once it is closed): a worker of a failed copy still running
+      // adds nothing after this.
+      await writeback.close();
     }
     await out.sync();
     return size;
@@ -179,6 +181,7 @@ class Writeback {
   private lo = Infinity;
   private hi = 0;
   private running: Promise<void> | undefined;
+  private closed = false;
 
   constructor(
     private readonly fd: number,
@@ -186,13 +189,14 @@ class Writeback {
   ) {}
 
   add(offset: number, length: number): void {
+    if (this.closed) return;
     this.lo = Math.min(this.lo, offset);
     this.hi = Math.max(this.hi, offset + length);
     this.running ??= this.run();
   }
 
   private async run(): Promise<void> {
-    while (this.hi > this.lo) {
+    while (!this.closed && this.hi > this.lo) {
       const lo = this.lo;
       const hi = this.hi;
       this.lo = Infinity;
@@ -202,7 +206,9 @@ class Writeback {
     this.running = undefined;
   }
 
-  async settled(): Promise<void> {
+  /** Starts no call after this one; resolves once the call running (if any) returned. */
+  async close(): Promise<void> {
+    this.closed = true;
     while (this.running) await this.running;
   }
 }
