@@ -94,6 +94,33 @@ t.test('setgid directories, setattr, and a file unlinked while open', async (t) 
   await ns.fs.release(fh);
 });
 
+t.test('setattr answers the attributes a getattr right after it sees, open or not', async (t) => {
+  // setattr builds its answer from the inode it wrote, under the lock (no second resolve):
+  // the answer must still be what getattr reads, with an open writer's size and times.
+  const { ns } = await openNs(t, tmpDir(t));
+  const n = ns.nodes;
+  const share = await n.mkdir(MOUNT_ROOT_NODE, 's', 0o755);
+  const { attr, fh } = await n.create(share.ino, 'f', 0o600, 2, { uid: 1000, gid: 1000 });
+  await ns.write(fh, 0, Buffer.alloc(10_000, 7));
+  const steps: Array<[string, Parameters<typeof n.setattr>[1], number | undefined]> = [
+    ['fchmod of the written file, writes unflushed', { mode: 0o600 }, fh],
+    ['chown by node', { uid: 7, gid: 8 }, undefined],
+    ['utimens, explicit', { atime: 1_500_000.25, mtime: 1_000_000.5 }, undefined],
+    ['utimens, now', { atime: 'now', mtime: 'now' }, fh],
+  ];
+  for (const [what, change, h] of steps) {
+    const got = await n.setattr(attr.ino, change, h);
+    t.same(got, await n.getattr(attr.ino, h), `${what}: the answer is what getattr reads`);
+    t.equal(got.size, 10_000, `${what}: with the open writer's size`);
+  }
+  await ns.fs.flush(fh);
+  await ns.fs.release(fh);
+  const closed = await n.setattr(attr.ino, { mode: 0o644, mtime: 2_000_000 });
+  t.same(closed, await n.getattr(attr.ino), 'closed: the answer is what getattr reads');
+  t.same([closed.mode & 0o7777, closed.uid, closed.gid, closed.mtime, closed.size], [0o644, 7, 8, 2_000_000, 10_000], 'mode, owner, time and size as set and written');
+  t.ok(closed.ctime >= closed.mtime, 'ctime moved with the change');
+});
+
 t.test('snapshots: node ids of their own, read-only, ".." back to .snapshots', async (t) => {
   const { ns } = await openNs(t, tmpDir(t));
   const n = ns.nodes;
