@@ -231,7 +231,8 @@ export class SegmentReader implements SegmentReads {
     const todo: ReadPiece[] = [];
     const hot = this.decoded.enabled;
     for (const p of pieces) {
-      const hit = (hot ? this.decoded.get(p.fp) : undefined) ?? this.data.get(p.fp);
+      if (hot && this.decoded.copyTo(p.fp, out, p.dst, p.skip, p.take)) continue;
+      const hit = this.data.get(p.fp);
       if (hit) hit.copy(out, p.dst, p.skip, p.skip + p.take);
       else todo.push(p);
     }
