@@ -81,6 +81,11 @@ export interface OpenOptions {
   reserveBytes?: number;
   /** Where the store reports read errors, naming the file and offset (default: stderr). */
   log?: (line: string) => void;
+  /**
+   * Bytes of verified data segments kept for file reads (decoded-cache.ts; default 256 MiB, or
+   * VMVAULT_DECODED_CACHE_MB; 0 keeps none).
+   */
+  decodedCacheBytes?: number;
 }
 
 export interface StoreStats {
@@ -116,13 +121,13 @@ export class SegmentStore {
   private readonly readAhead = new ReadAhead();
   private closed = false;
 
-  private constructor(dir: string, config: StoreConfig, core: StoreCore, recovery: RepairReport | undefined) {
+  private constructor(dir: string, config: StoreConfig, core: StoreCore, recovery: RepairReport | undefined, decodedCacheBytes?: number) {
     registerInternals(this, core);
     this.dir = dir;
     this.config = config;
     this.core = core;
     this.engine = new IngestEngine(core);
-    this.reader = new SegmentReader(core);
+    this.reader = new SegmentReader(core, decodedCacheBytes);
     this.recovery = recovery;
   }
 
@@ -183,7 +188,7 @@ export class SegmentStore {
         for await (const fp of core.index.fingerprints()) bloom.add(fp);
         core.bloom = bloom;
       }
-      return new SegmentStore(dir, config, core, report);
+      return new SegmentStore(dir, config, core, report, opts.decodedCacheBytes);
     } catch (err) {
       await db.close().catch(() => {});
       throw err;
@@ -247,6 +252,11 @@ export class SegmentStore {
   /** A view of the version; with a rescue, damage met is read from another copy (repair/read-rescue.ts). */
   view(version: FileVersion, rescue?: ReadRescue): TreeView {
     return new TreeView(version, rescue ? this.reader.withRescue(rescue) : this.reader);
+  }
+
+  /** view() for file reads a client may repeat: plain reads keep what they decode (decoded-cache.ts). */
+  private fileView(version: FileVersion, rescue?: ReadRescue): TreeView {
+    return rescue ? this.view(version, rescue) : new TreeView(version, this.reader.filling);
   }
 
   /** A new version whose content is described by pieces of `old`, new bytes and zeros. */
@@ -351,7 +361,7 @@ export class SegmentStore {
     const end = Math.min(version.size, offset + length);
     if (offset >= end) return Buffer.alloc(0);
     const out = Buffer.allocUnsafe(end - offset);
-    const view = this.view(version, rescue);
+    const view = this.fileView(version, rescue);
     // Our own buffer: segments are decoded straight into it. A rescued read falls back to its
     // own read when a window it relied on failed (as readInto below).
     const r = this.readAhead.readInto(view, offset, out);
@@ -388,7 +398,7 @@ export class SegmentStore {
    */
   readInto(version: FileVersion, offset: number, out: Buffer, rescue?: ReadRescue): number | Promise<number> {
     this.ensureOpen();
-    const view = this.view(version, rescue);
+    const view = this.fileView(version, rescue);
     const r = this.readAhead.readInto(view, offset, out);
     const own = () => {
       const b = Buffer.allocUnsafe(out.length);
@@ -425,7 +435,7 @@ export class SegmentStore {
       use(Buffer.alloc(0));
       return true;
     }
-    const view = this.view(version);
+    const view = this.fileView(version);
     const r = this.readAhead.serve(view, offset, end - offset, use);
     if (r === true) return true;
     if (r !== undefined) return r.then(() => undefined);
