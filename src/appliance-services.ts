@@ -144,6 +144,7 @@ export class ApplianceServices implements ControlServices {
       deadBytesKept: r.deadBytesKept,
       containersRemoved: r.containersRemoved,
       containersRewritten: r.containersRewritten,
+      containersHeld: r.containersHeld,
       liveSegments: r.liveSegments,
       deadSegments: r.deadSegments,
     };

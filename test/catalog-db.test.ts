@@ -424,3 +424,61 @@ t.test('copy mode: more rows read again than one insert batch, under the ids of 
   t.equal(rb.fileCount(), N + 2, 'no carried row left over');
   rb.close();
 });
+
+t.test('copy mode edits in memory and writes the file once; the same rows as an edit on disk', async (t) => {
+  // A previous catalog up to CatalogWriter's bound is edited in memory (deserialized), and
+  // nothing lies under the .partial name until finish() writes it; above the bound (memoryMax 0
+  // here) the copy is edited on disk as before. Both must give the same rows.
+  const dir = tmpDir(t);
+  const a = path.join(dir, 'a.db');
+  const w1 = new CatalogWriter(a, { share: 's', point: 'a' });
+  w1.addVolume(w1.addImage('vda.raw', 1 << 30, 'raw'), { name: 'p1', fs: 'ext', offset: 1 << 20, size: 1 << 29 });
+  for (let i = 0; i < 3000; i++) w1.add({ path: `/d${i % 7}/f${i}`, type: 'file', size: i, mtimeMs: 0, mode: 0o644, uid: 0, gid: 0, inode: 100 + i, deps: [{ logical: 0, physical: 4096 * (i + 1), length: 4096 }] });
+  w1.endVolume();
+  w1.finish();
+  const edit = (out: string, memoryMax?: number) => {
+    const ra = new CatalogReader(a);
+    const vol = ra.volumes()[0];
+    const w = new CatalogWriter(out, { share: 's', point: 'b' }, { from: a, ...(memoryMax === undefined ? {} : { memoryMax }) });
+    w.rememberPrevious(ra.volumes());
+    ra.close();
+    w.addVolume(w.addImage('vda.raw', 1 << 30, 'raw'), { name: 'p1', fs: 'ext', offset: 1 << 20, size: 1 << 29 }, vol.id);
+    const rows = w.beginEdit()!;
+    const d3 = rows.meta().find((r) => r.name === 'd3')!;
+    t.equal(w.editDrop([d3.id], [d3.id]), 430, 'the directory and the 429 rows under it dropped');
+    const f5 = rows.children(rows.meta().find((r) => r.name === 'd5')!.id).find((r) => r.name === 'f5')!;
+    w.editRow(f5.id, f5.parent, f5.name, { path: '/d5/f5', type: 'file', size: 99, mtimeMs: 5, mode: 0o600, uid: 1, gid: 1, inode: f5.inode });
+    w.editAdd(d3.parent, 'new', { path: '/new', type: 'file', size: 1, mtimeMs: 0, mode: 0o644, uid: 0, gid: 0, inode: 9000 });
+    w.endEdit();
+    const n = w.endVolume();
+    const partialBefore = fs.existsSync(`${out}.partial`);
+    w.finish();
+    return { n, partialBefore };
+  };
+  const mem = path.join(dir, 'mem.db');
+  const disk = path.join(dir, 'disk.db');
+  const m = edit(mem);
+  const k = edit(disk, 0);
+  t.equal(m.partialBefore, false, 'in memory: no .partial file before finish()');
+  t.equal(k.partialBefore, true, 'on disk: the copy is the .partial file');
+  t.equal(m.n, 3008 - 430 + 1, 'rows after the edit: d3 and its 429 files gone, one added');
+  t.equal(m.n, k.n, 'the same count either way');
+  const dump = (f: string) => {
+    const r = new CatalogReader(f);
+    const out: string[] = [];
+    const walk = (id: number, p: string) => {
+      for (const c of r.list(id)) {
+        out.push(`${p}/${c.name} ${c.id} ${c.type} ${c.size} ${c.mode} ${c.mtimeMs} ${JSON.stringify(r.extents(c.id))}`);
+        if (c.type === 'dir') walk(c.id, `${p}/${c.name}`);
+      }
+    };
+    walk(r.volumes()[0].root!, '');
+    t.equal(r.fileCount(), m.n, `${path.basename(f)}: every row reachable and counted`);
+    r.close();
+    return out;
+  };
+  const rm = dump(mem);
+  t.same(rm, dump(disk), 'the same rows, ids and extents in memory as on disk');
+  t.ok(rm.some((l) => l.startsWith('/d5/f5 ') && l.includes(' 99 ')), 'the row read again is in');
+  t.notOk(rm.some((l) => l.startsWith('/d3')), 'the dropped subtree is gone');
+});

@@ -90,7 +90,7 @@ async function setup(t: { teardown(fn: () => unknown): void }): Promise<{ store:
 }
 
 t.test('reads that complete out of order land in order; zero extents read back as zeros and are never read', async (t) => {
-  const { ns } = await setup(t);
+  const { store, ns } = await setup(t);
   const { disk, zeros } = makeDisk(21, 24 * MiB);
   const fh = await ns.fs.create('/s/vda.raw', 0o600);
   await ns.fs.ftruncate(fh, disk.length);
@@ -98,7 +98,10 @@ t.test('reads that complete out of order land in order; zero extents read back a
   const chunk = 64 * KiB;
   // Bytes read and not yet in the stream: bounded by the reads in flight.
   let peak = 0;
-  const streamOffset = () => ([...ns.ctx.streams][0] as FileStream | undefined)?.offset ?? 0;
+  let stream: FileStream | undefined;
+  const open = ns.stream.bind(ns);
+  ns.stream = (h: number) => (stream = open(h));
+  const streamOffset = () => stream?.offset ?? 0;
   const srcs = [0, 1].map((k) => new DelaySource(disk, zeros, new Rng(100 + k), () => {}));
   const pool = new SourcePool(srcs);
   const sample = setInterval(() => (peak = Math.max(peak, srcs[0].readBytes + srcs[1].readBytes - streamOffset())), 1);
@@ -112,7 +115,7 @@ t.test('reads that complete out of order land in order; zero extents read back a
   t.equal(r.bytesRead, dataBytes, 'read the data extents only');
   t.equal(r.bytesConsidered, disk.length);
   t.ok(peak <= inFlight * chunk, `held at most ${peak / KiB} KiB read ahead of the stream (${inFlight} x ${chunk / KiB} KiB in flight)`);
-  t.equal(ns.ctx.streams.size, 0, 'the stream is no longer a GC root once it finished');
+  t.equal(store.writesInProgress, 0, 'the stream no longer holds containers from GC once it finished');
   await ns.fs.release(fh);
   t.equal(sha(await readFile(ns, '/s/vda.raw')), sha(disk), 'the file holds the disk');
 });
@@ -141,7 +144,7 @@ t.test('a garbage collection in the middle of a full copy keeps what the stream 
 });
 
 t.test('a full copy that fails leaves the file as it was and no stream behind', async (t) => {
-  const { ns } = await setup(t);
+  const { store, ns } = await setup(t);
   const { disk, zeros } = makeDisk(23, 16 * MiB);
   const before = generate(new Rng(5), 'random', disk.length);
   const fh = await ns.fs.create('/s/vda.raw', 0o600);
@@ -151,7 +154,31 @@ t.test('a full copy that fails leaves the file as it was and no stream behind', 
     if (offset === 10 * MiB) throw new Error('the export went away');
   });
   await t.rejects(copyDisk(ns, fh, src, { inFlight: 8, chunkBytes: 256 * KiB }), /the export went away/);
-  t.equal(ns.ctx.streams.size, 0, 'no stream left registered');
+  t.equal(store.writesInProgress, 0, 'no hold on containers left behind');
   await ns.fs.release(fh);
   t.equal(sha(await readFile(ns, '/s/vda.raw')), sha(before), 'the file holds what it held before the copy');
+});
+
+t.test('a write to the file during a full copy fails the copy with CONFLICT and is kept', async (t) => {
+  const { store, ns } = await setup(t);
+  const { disk, zeros } = makeDisk(24, 16 * MiB);
+  const fh = await ns.fs.create('/s/vda.raw', 0o600);
+  await ns.fs.ftruncate(fh, disk.length);
+  const other = await ns.fs.open('/s/vda.raw', 2 /* O_RDWR */);
+  const mark = Buffer.from('written through another descriptor during the copy');
+  // Half way, someone writes and commits through another descriptor (a hypervisor through the
+  // mount): replacing the content now would drop that write without a word.
+  const src = new DelaySource(disk, zeros, new Rng(11), async (offset) => {
+    if (offset !== 8 * MiB) return;
+    ns.fs.write(other, 12 * MiB, mark);
+    await ns.fs.fsync(other);
+  });
+  await t.rejects(copyDisk(ns, fh, src, { inFlight: 8, chunkBytes: 256 * KiB }), { code: 'CONFLICT', message: /written while a stream replaced its content/ });
+  t.equal(store.writesInProgress, 0, 'no hold on containers left behind');
+  await ns.fs.release(other);
+  await ns.fs.release(fh);
+  const after = await readFile(ns, '/s/vda.raw');
+  t.equal(after.length, disk.length, 'the file keeps its size');
+  t.ok(after.subarray(12 * MiB, 12 * MiB + mark.length).equals(mark), 'and the write');
+  t.equal(sha(Buffer.concat([after.subarray(0, 12 * MiB), after.subarray(12 * MiB + mark.length)])), sha(Buffer.alloc(disk.length - mark.length)), 'and nothing of the stream');
 });

@@ -7,6 +7,11 @@
 //
 // Checked to fail without the invalidation: with OpenFile's change listener of ll-datawin.ts
 // removed, the 'interleaved' line reports stale reads.
+//
+// The store's decoded cache (src/store/decoded-cache.ts) is on throughout: 'seq2' and the later
+// passes fill their windows from it, and the interleaved writes must be read back through it
+// too. It is keyed by fingerprint, so it has no invalidation to switch off: a write makes new
+// segments, and the new version names them.
 
 import t from 'tap';
 import { execFile } from 'node:child_process';
@@ -106,5 +111,7 @@ if (why) {
     t.ok(st.peak > 0 && st.peak <= cap, `bytes held by the addon peaked at ${st.peak}, under the cap ${cap}`);
     t.equal(st.bytes, 0, 'every window was given back once the files were closed');
     t.equal(st.windows, 0, 'no window entry left');
+    const dc = store.reader.decodedCacheStats();
+    t.ok(dc.hitBytes >= 48 * MiB, `later passes read ${(dc.hitBytes / MiB).toFixed(0)} MiB from the decoded cache (${dc.puts} segments decoded)`);
   });
 }

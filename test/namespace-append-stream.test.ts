@@ -140,7 +140,7 @@ t.test('garbage collection between two commits of a stream keeps what its writer
   await ns.fs.release(jh);
   await ns.fs.unlink('/s/junk');
   await store.sync();
-  t.ok(ns.fs.handle(fh).file.versions().length > 3, 'the stream\'s writer is live');
+  t.ok(store.writesInProgress > 0, 'the stream\'s writer is live (and holds its containers from the sweep)');
   const gc = await runGc(ns, { copyForwardBelow: 1 });
   t.ok(gc, 'garbage collection ran');
   await append(ns, fh, data, 8 * MiB, data.length);

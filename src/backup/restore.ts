@@ -13,6 +13,7 @@ import { promisify } from 'node:util';
 import { fromSystemError, vmError } from '../errors.js';
 import type { Namespace } from '../namespace/namespace.js';
 import { fsyncPath, mkdirDurable } from '../files/durable.js';
+import { startWriteback } from '../files/writeback.js';
 import type { ReadRescue } from '../namespace/damage.js';
 import { isZero } from './disk-copy.js';
 
@@ -33,6 +34,11 @@ export interface RestoreOptions {
   rescue?: ReadRescue;
   /** Read the point from this copy instead of the primary (which does not hold it). */
   source?: PointSource;
+  /**
+   * Starts the disk writes of a range of the target just written (default: files/writeback.ts,
+   * sync_file_range). Tests pass their own to see what is handed to it.
+   */
+  startWriteback?: (fd: number, offset: number, length: number) => Promise<void>;
 }
 
 /** One file of a point as a restore reads it: its size, where its data is, its bytes. */
@@ -40,6 +46,11 @@ export interface PointFile {
   readonly size: number;
   /** The [start, end) runs that hold data, ascending; the rest reads as zeros. */
   dataRanges(): Promise<Array<{ start: number; end: number }>>;
+  /**
+   * Optional: the runs within [from, to) only, clipped to it, from a walk of just that part
+   * (a restore walks the next window while it copies this one, instead of all before any copy).
+   */
+  dataRangesIn?(from: number, to: number): Promise<Array<{ start: number; end: number }>>;
   /**
    * Bytes [pos, pos + len), all of them (within the size). `into`, if given, may be used to
    * hold them (the result is then a view of it): the restore reuses a few buffers.
@@ -80,6 +91,7 @@ export async function primaryFile(ns: Namespace, from: string, rescue?: ReadResc
   return {
     size,
     dataRanges: () => dataRanges(ns, fh, size, rescue),
+    dataRangesIn: (from, to) => dataRanges(ns, fh, size, rescue, from, to),
     // Its own reads in flight (forEachDataChunk): past the store's shared read-ahead windows.
     read: (pos, len, into) => ns.fs.readDirect(fh, pos, len, rescue, into),
     close: () => ns.fs.release(fh),
@@ -114,26 +126,42 @@ async function restoreFileFrom(file: PointFile, from: string, to: string, opts: 
     // Only the data runs are read: the holes of the file's segment tree (zero runs the store
     // never stored: what a full backup skipped) stay holes in the truncated target for free,
     // where reading them meant filling and scanning zeros (1.5 of 2 GiB in the bench's disk).
-    const ranges = await file.dataRanges();
-    opts.advance?.(size - ranges.reduce((n, x) => n + x.end - x.start, 0));
+    // They are found window by window, each next window walked while this one is copied: one
+    // walk of the whole tree first held every read back by it (0.2-0.4 s of the bench's first
+    // restore at load 17, its nodes not yet cached; tools/PERFORMANCE.md, backup5).
+    const ranges = dataWindows(file, size, (holes) => opts.advance?.(holes));
     // Reads run `inFlight` at once; writes into the target one at a time, in turn. Concurrent
     // pwrites into one file contend for its inode lock: on this 2-core machine 4 writers of 4 MiB
     // took 1.5-3.1 s for 460 MiB where one took 0.5 s (tools/PERFORMANCE.md, restore).
     let writing: Promise<void> = Promise.resolve();
+    // Each chunk's disk writes start as soon as it is written (sync_file_range, never waited
+    // for here), so the fsync below waits for the last few chunks rather than the whole file:
+    // that fsync was 0.3-0.7 s of a 460 MiB restore after the copy (tools/PERFORMANCE.md,
+    // backup5). One call at a time (the chunks written meanwhile go in the next one): the call
+    // blocks a pool thread while the disk's queue is full, and the reads decode on that pool.
+    const writeback = new Writeback(out.fd, opts.startWriteback ?? startWriteback);
     // One buffer per read in flight, reused: fresh ones cost a page fault per 4 KiB and GC time.
     const free: Buffer[] = [];
-    await forEachDataChunk(ranges, chunk, inFlight, opts.signal, async (at, len) => {
-      const own = free.pop() ?? Buffer.allocUnsafeSlow(chunk);
-      const buf = await file.read(at, len, own);
-      if (buf.length !== len) throw vmError('IO', `${from}: read ${buf.length} bytes at ${at}, expected ${len}`);
-      const w = writing.then(() => writeSparse(out!, buf, at));
-      writing = w.catch(() => {});
-      await w;
-      // Back to the pool only after a read and write that succeeded: a failed read may still
-      // have decodes landing in it.
-      free.push(own);
-      opts.advance?.(len);
-    });
+    try {
+      await forEachDataChunk(ranges, chunk, inFlight, opts.signal, async (at, len) => {
+        const own = free.pop() ?? Buffer.allocUnsafeSlow(chunk);
+        const buf = await file.read(at, len, own);
+        if (buf.length !== len) throw vmError('IO', `${from}: read ${buf.length} bytes at ${at}, expected ${len}`);
+        const w = writing.then(() => writeSparse(out!, buf, at));
+        writing = w.catch(() => {});
+        await w;
+        writeback.add(at, len);
+        // Back to the pool only after a read and write that succeeded: a failed read may still
+        // have decodes landing in it.
+        free.push(own);
+        opts.advance?.(len);
+      });
+    } finally {
+      // Closed before the fsync and the close (the calls use the fd number, which the kernel
+      // may give to another file once it is closed): a worker of a failed copy still running
+      // adds nothing after this.
+      await writeback.close();
+    }
     await out.sync();
     return size;
   } catch (err) {
@@ -141,6 +169,47 @@ async function restoreFileFrom(file: PointFile, from: string, to: string, opts: 
   } finally {
     await out?.close();
     await file.close();
+  }
+}
+
+/**
+ * Starts the disk writes of the ranges handed to it, one call at a time: what is added while a
+ * call runs goes in the next one, as one range from the lowest offset to the highest end (the
+ * range's clean pages cost the kernel nothing). Never fails (a hint; see files/writeback.ts).
+ */
+class Writeback {
+  private lo = Infinity;
+  private hi = 0;
+  private running: Promise<void> | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly fd: number,
+    private readonly start: (fd: number, offset: number, length: number) => Promise<void>,
+  ) {}
+
+  add(offset: number, length: number): void {
+    if (this.closed) return;
+    this.lo = Math.min(this.lo, offset);
+    this.hi = Math.max(this.hi, offset + length);
+    this.running ??= this.run();
+  }
+
+  private async run(): Promise<void> {
+    while (!this.closed && this.hi > this.lo) {
+      const lo = this.lo;
+      const hi = this.hi;
+      this.lo = Infinity;
+      this.hi = 0;
+      await this.start(this.fd, lo, hi - lo).catch(() => {});
+    }
+    this.running = undefined;
+  }
+
+  /** Starts no call after this one; resolves once the call running (if any) returned. */
+  async close(): Promise<void> {
+    this.closed = true;
+    while (this.running) await this.running;
   }
 }
 
@@ -213,30 +282,97 @@ export async function restorePoint(
   }
 }
 
+type Run = { start: number; end: number };
+
+/** First window of a file's data runs walked before any read; each next one twice as large, up to the last. */
+const FIRST_WINDOW = 16 * 1024 * 1024;
+const LAST_WINDOW = 1024 * 1024 * 1024;
+
+/**
+ * The file's data runs as a supplier of successive batches (forEachDataChunk's form): window
+ * by window when the file can walk part of its tree (dataRangesIn), the next window's walk
+ * started as soon as the current one is handed out; else all at once. `holes` is told the
+ * bytes of each batch's window that are not data (progress counts them as done).
+ */
+export function dataWindows(file: PointFile, size: number, holes: (n: number) => void): () => Promise<ReadonlyArray<Run> | undefined> {
+  const sum = (l: ReadonlyArray<Run>) => l.reduce((n, x) => n + x.end - x.start, 0);
+  if (!file.dataRangesIn) {
+    let given = false;
+    return async () => {
+      if (given) return undefined;
+      given = true;
+      const l = await file.dataRanges();
+      holes(size - sum(l));
+      return l;
+    };
+  }
+  const walkIn = file.dataRangesIn.bind(file);
+  let width = FIRST_WINDOW;
+  const walk = (from: number) => {
+    const to = Math.min(size, from + width);
+    width = Math.min(width * 2, LAST_WINDOW);
+    const runs = walkIn(from, to);
+    runs.catch(() => {}); // a walk ahead that nobody takes (the copy failed) must not go unhandled
+    return { from, to, runs };
+  };
+  let ahead = size > 0 ? walk(0) : undefined;
+  return async () => {
+    const cur = ahead;
+    if (!cur) return undefined;
+    ahead = cur.to < size ? walk(cur.to) : undefined;
+    const l = await cur.runs;
+    holes(cur.to - cur.from - sum(l));
+    return l;
+  };
+}
+
 /**
  * Calls `fn(offset, length)` for every chunk (at most `chunk` bytes) of the data `ranges`, in
  * order of offset, with `inFlight` calls running at once; stops with CANCELLED once `signal` is
- * aborted. The restore to files and the restore to NBD targets read the same way.
+ * aborted. The restore to files and the restore to NBD targets read the same way. `ranges` may
+ * be a supplier of ascending batches (undefined when none is left, dataWindows): the workers
+ * go on into the next batch without waiting for the current one's last calls.
  */
 export async function forEachDataChunk(
-  ranges: ReadonlyArray<{ start: number; end: number }>,
+  ranges: ReadonlyArray<Run> | (() => Promise<ReadonlyArray<Run> | undefined>),
   chunk: number,
   inFlight: number,
   signal: AbortSignal | undefined,
   fn: (offset: number, length: number) => Promise<void>,
 ): Promise<void> {
+  const more = typeof ranges === 'function' ? ranges : undefined;
+  let list: ReadonlyArray<Run> = typeof ranges === 'function' ? [] : ranges;
+  let done = more === undefined;
   let r = 0;
-  let next = ranges[0]?.start ?? 0;
+  let next = list[0]?.start ?? 0;
+  let pulling: Promise<void> | undefined;
+  /** The next batch, asked once however many workers ran out at the same time. */
+  const pull = (): Promise<void> =>
+    (pulling ??= more!()
+      .then((l) => {
+        if (l === undefined) {
+          done = true;
+          return;
+        }
+        list = l;
+        r = 0;
+        next = l[0]?.start ?? 0;
+      })
+      .finally(() => (pulling = undefined)));
   const worker = async () => {
     for (;;) {
       if (signal?.aborted) throw vmError('CANCELLED', 'the restore was cancelled');
-      while (r < ranges.length && next >= ranges[r].end) {
+      while (r < list.length && next >= list[r].end) {
         r++;
-        if (r < ranges.length) next = ranges[r].start;
+        if (r < list.length) next = list[r].start;
       }
-      if (r >= ranges.length) return;
+      if (r >= list.length) {
+        if (done) return;
+        await pull();
+        continue;
+      }
       const at = next;
-      const len = Math.min(chunk, ranges[r].end - at);
+      const len = Math.min(chunk, list[r].end - at);
       next += len;
       await fn(at, len);
     }
@@ -246,11 +382,11 @@ export async function forEachDataChunk(
 
 /**
  * The [start, end) runs of `fh` that hold data, from the store's holes (its segment tree's zero
- * runs), in one walk of the tree. With a rescue, a damaged tree node met on the way is read
- * from another copy.
+ * runs), in one walk of the tree (of the part over [from, to) when given, the runs clipped
+ * to it). With a rescue, a damaged tree node met on the way is read from another copy.
  */
-export async function dataRanges(ns: Namespace, fh: number, size: number, rescue?: ReadRescue): Promise<Array<{ start: number; end: number }>> {
-  const runs = await ns.nodes.dataRuns(fh, rescue);
+export async function dataRanges(ns: Namespace, fh: number, size: number, rescue?: ReadRescue, from = 0, to = size): Promise<Array<{ start: number; end: number }>> {
+  const runs = await ns.nodes.dataRuns(fh, rescue, from, to);
   const out: Array<{ start: number; end: number }> = [];
   for (const r of runs) if (r.start < size) out.push({ start: r.start, end: Math.min(r.end, size) });
   return out;

@@ -18,7 +18,7 @@ import { RangeSet, TreeDiff } from './changed-ranges.js';
 import { walkExtEdit } from './fs/ext-edit.js';
 import { walkExtReusing } from './fs/ext-reuse.js';
 import { cachedSource } from './read-cache.js';
-import { findVolumes, openDisk, walkFilesystem, type ByteSource, type Disk, type Volume } from './source.js';
+import { findVolumes, openDisk, walkFilesystemBatches, type ByteSource, type Disk, type Volume } from './source.js';
 
 /** Files in a snapshot read as disk images. */
 export const IMAGE_NAME = /\.(raw|img|qcow2|vmdk)$/i;
@@ -137,7 +137,7 @@ async function walkReusing(
       }, {
         replace: (row, e) => w.editRow(row.id, row.parent, row.name, e),
         add: (parent, name, e) => w.editAdd(parent, name, e),
-        drop: (ids) => w.editDrop(ids),
+        drop: (ids, under) => w.editDrop(ids, under),
       }, { signal: p.signal, onNote: (n) => notes.push(n) });
       if (!r || notes.length > 0) {
         w.abandonEdit();
@@ -305,9 +305,11 @@ export async function buildCatalog(
                 if (notes.length < 20) notes.push(n);
                 note(n);
               };
-              for await (const e of walkFilesystem(vol, { signal: p.signal, onNote })) {
-                w.add(e);
-                if (++result.files % 2000 === 0) p.files?.(result.files);
+              for await (const batch of walkFilesystemBatches(vol, { signal: p.signal, onNote })) {
+                for (const e of batch) w.add(e);
+                const was = result.files;
+                result.files += batch.length;
+                if (Math.floor(result.files / 2000) > Math.floor(was / 2000)) p.files?.(result.files);
               }
               if (notes.length > 0) w.noteVolume(volId, notes.join('; '));
             } catch (err) {

@@ -6,7 +6,7 @@
 import Database from 'better-sqlite3';
 import fs from 'node:fs';
 import { vmError } from '../errors.js';
-import { decodeExtents, encodeExtents, type Extent } from './extents-codec.js';
+import { decodeExtents, encodeExtents, ExtentsScratch, type Extent } from './extents-codec.js';
 import type { EditRows } from './fs/ext-edit.js';
 import type { PrevRow } from './fs/ext-reuse.js';
 import type { FileEntry } from './source.js';
@@ -92,6 +92,8 @@ function toRow(r: RawFile): FileRow {
 }
 
 const BATCH = 5000;
+/** Copy mode edits a previous catalog up to this size in memory (about 1.2 million rows). */
+const IN_MEMORY_MAX = 128 * 1024 * 1024;
 
 /** Writes one point's catalog; nothing is visible under the final name until finish(). */
 export class CatalogWriter {
@@ -114,19 +116,27 @@ export class CatalogWriter {
    * reused rows are copied in, as before.
    */
   private readonly carried: Set<number> | undefined;
+  /** The database lives in memory until finish() writes it (copy mode of a catalog up to IN_MEMORY_MAX). */
+  private readonly inMemory: boolean;
   private readonly claimed = new Set<number>();
   private nextVolume = 0;
 
   constructor(
     readonly file: string,
     meta: Record<string, string>,
-    opts: { from?: string } = {},
+    opts: { from?: string; memoryMax?: number } = {},
   ) {
     this.partial = `${file}.partial`;
     fs.rmSync(this.partial, { force: true });
     const from = opts.from !== undefined && copyable(opts.from) ? opts.from : undefined;
-    if (from !== undefined) fs.copyFileSync(from, this.partial);
-    this.db = new Database(this.partial);
+    // Copy mode edits the previous catalog in memory (SQLite's deserialize) and writes the file
+    // once at finish(): the edit reads every page (the scan for directories) and writes back
+    // scattered ones, each a system call on a file; in memory a day-2 build of the sample spends
+    // about a quarter less CPU in SQLite. Bounded: a larger catalog is copied and edited on disk.
+    const inMemory = from !== undefined && fs.statSync(from).size <= (opts.memoryMax ?? IN_MEMORY_MAX);
+    if (from !== undefined && !inMemory) fs.copyFileSync(from, this.partial);
+    this.db = inMemory ? new Database(fs.readFileSync(from!)) : new Database(this.partial);
+    this.inMemory = inMemory;
     // A partial file is thrown away on a crash: no journal needed while it is written.
     this.db.pragma('journal_mode = OFF');
     this.db.pragma('synchronous = OFF');
@@ -195,21 +205,47 @@ export class CatalogWriter {
     this.placeholders.add(id);
     const slash = path.lastIndexOf('/');
     const parent = path === '/' ? 0 : this.dirId(slash <= 0 ? '/' : path.slice(0, slash));
-    this.pending.push([id, this.vol, parent, path === '/' ? '' : path.slice(slash + 1), TYPE_CODE.dir, 0, 0, 0o755, 0, 0, 0, null, null, null, null]);
+    this.begin();
+    this.insert.run(id, this.vol, parent, path === '/' ? '' : path.slice(slash + 1), TYPE_CODE.dir, 0, 0, 0o755, 0, 0, 0, null, null, null, null);
     return id;
+  }
+
+  /**
+   * A walk's rows go straight into SQLite inside one open transaction, which flush() commits
+   * (before anything that needs none open: ATTACH, the end of a volume, finish): no row array
+   * per entry and no Buffer per extent list (they are encoded into one scratch buffer; SQLite
+   * copies a blob as it binds it).
+   */
+  private inTx = false;
+  private readonly scratchExt = new ExtentsScratch();
+  private readonly scratchDeps = new ExtentsScratch();
+
+  private begin(): void {
+    if (this.inTx) return;
+    this.db.exec('BEGIN');
+    this.inTx = true;
+  }
+
+  private put(id: number, parent: number, name: string, e: FileEntry): void {
+    this.begin();
+    this.insert.run(
+      id, this.vol, parent, name, TYPE_CODE[e.type] ?? TYPE_CODE.other, e.size, Math.round(e.mtimeMs), e.mode, e.uid, e.gid, e.inode, e.target ?? null,
+      e.extents && e.extents.length > 0 ? this.scratchExt.encode(e.extents) : null,
+      e.inline ?? null,
+      e.deps && e.deps.length > 0 ? this.scratchDeps.encode(e.deps) : null,
+    );
   }
 
   /** Adds a walker's entry to the current volume. Paths are absolute ('/etc/passwd'). */
   add(e: FileEntry): void {
     if (this.vol === 0) throw new Error('add() before addVolume()');
-    const path = e.path === '/' || e.path === '' ? '/' : e.path.replace(/\/+$/, '');
-    const fields = this.fields(e);
+    const path = e.path === '/' || e.path === '' ? '/' : e.path.endsWith('/') ? e.path.replace(/\/+$/, '') : e.path;
     if (e.type === 'dir') {
       const had = this.dirs.get(path);
       if (had !== undefined && this.placeholders.has(had)) {
         this.placeholders.delete(had);
         this.flush();
-        this.db.prepare('UPDATE files SET type=?, size=?, mtime=?, mode=?, uid=?, gid=?, inode=?, target=?, extents=?, inline=?, deps=? WHERE id=?').run(...fields, had);
+        this.db.prepare('UPDATE files SET type=?, size=?, mtime=?, mode=?, uid=?, gid=?, inode=?, target=?, extents=?, inline=?, deps=? WHERE id=?').run(...this.fields(e), had);
         return;
       }
       if (had !== undefined) return; // the same directory twice (a loop in a damaged fs)
@@ -217,13 +253,12 @@ export class CatalogWriter {
       this.dirs.set(path, id);
       const slash = path.lastIndexOf('/');
       const parent = path === '/' ? 0 : this.dirId(slash <= 0 ? '/' : path.slice(0, slash));
-      this.pending.push([id, this.vol, parent, path === '/' ? '' : path.slice(slash + 1), ...fields]);
+      this.put(id, parent, path === '/' ? '' : path.slice(slash + 1), e);
     } else {
       const slash = path.lastIndexOf('/');
       const parent = this.dirId(slash <= 0 ? '/' : path.slice(0, slash));
-      this.pending.push([this.nextId(), this.vol, parent, path.slice(slash + 1), ...fields]);
+      this.put(this.nextId(), parent, path.slice(slash + 1), e);
     }
-    if (this.pending.length >= BATCH) this.flush();
   }
 
   /** The columns type .. deps of an entry. */
@@ -273,7 +308,7 @@ export class CatalogWriter {
   }
 
   /** The edit under way: its statement for dropping rows, and the volume's row count as edited so far. */
-  private edit: { drop: Database.Statement; rows: number | undefined } | undefined;
+  private edit: { drop: Database.Statement; dropUnder: Database.Statement; rows: number | undefined } | undefined;
 
   /**
    * Copy mode, the current volume claimed from the previous point (addVolume's `claim`): its
@@ -292,15 +327,17 @@ export class CatalogWriter {
     // No index on inode: one scan of the volume's rows, in SQLite (no row reaches JS but these).
     const ofInodes = this.db.prepare(`SELECT ${cols} FROM files WHERE volume = ? AND parent != 0 AND (inode IN (SELECT value FROM json_each(?)) OR inode < 1 OR inode > ?)`).raw();
     const kids = this.db.prepare('SELECT id, parent, name, type, inode FROM files WHERE parent = ?').raw();
-    const sub = this.db.prepare('WITH RECURSIVE s(id) AS (SELECT value FROM json_each(?) UNION SELECT f.id FROM files f JOIN s ON f.parent = s.id) SELECT id FROM s').pluck();
     // The count is kept as the edit goes (a count(*) would scan every row of the file).
-    this.edit = { drop: this.db.prepare(`DELETE FROM files WHERE volume = ${vol} AND id IN (SELECT value FROM json_each(?))`), rows: this.carriedFiles.get(vol) };
+    this.edit = {
+      drop: this.db.prepare(`DELETE FROM files WHERE volume = ${vol} AND id IN (SELECT value FROM json_each(?))`),
+      dropUnder: this.db.prepare(`DELETE FROM files WHERE volume = ${vol} AND parent IN (SELECT value FROM json_each(?))`),
+      rows: this.carriedFiles.get(vol),
+    };
     return {
       root,
       meta: () => toRows(meta.all(vol) as Raw[]),
       ofInodes: (inodes, count) => toRows(ofInodes.all(vol, JSON.stringify(inodes), count) as Raw[]),
       children: (parent) => (kids.all(parent) as Array<[number, number, string, number, number]>).map((r) => ({ id: r[0], parent: r[1], name: r[2], type: r[3], inode: r[4] })),
-      subtree: (ids) => sub.all(JSON.stringify(ids)) as number[],
     };
   }
 
@@ -317,11 +354,17 @@ export class CatalogWriter {
     return id;
   }
 
-  /** Drops rows now (an edit that is given up drops the whole volume anyway). */
-  editDrop(ids: number[]): void {
+  /**
+   * Drops rows `ids` and every row whose parent is one of `under` (their ids never reach JS: the
+   * parent index finds them) now; an edit that is given up drops the whole volume anyway. The
+   * count dropped.
+   */
+  editDrop(ids: number[], under: number[] = []): number {
     // In id order: the table b-tree is then walked once forward (3,542 rows of the sample: 6.7 -> 5.3 ms).
-    const gone = this.edit!.drop.run(JSON.stringify([...ids].sort((a, b) => a - b))).changes;
+    let gone = under.length > 0 ? this.edit!.dropUnder.run(JSON.stringify([...under].sort((a, b) => a - b))).changes : 0;
+    gone += this.edit!.drop.run(JSON.stringify([...ids].sort((a, b) => a - b))).changes;
     if (this.edit!.rows !== undefined) this.edit!.rows -= gone;
+    return gone;
   }
 
   /** Applies the edit: the rows read now written over theirs or added (the dropped ones went at once). */
@@ -458,6 +501,10 @@ export class CatalogWriter {
   }
 
   private flush(): void {
+    if (this.inTx) {
+      this.inTx = false;
+      this.db.exec('COMMIT');
+    }
     if (this.pending.length === 0) return;
     const rows = this.pending;
     this.pending = [];
@@ -527,10 +574,22 @@ export class CatalogWriter {
     for (const [k, v] of Object.entries(meta)) put.run(k, v);
     // Statistics from a sample (the planner's choices here are plain: one index per query).
     this.db.exec('PRAGMA analysis_limit = 400; ANALYZE');
-    this.db.close();
-    const fd = fs.openSync(this.partial, 'r');
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
+    if (this.inMemory) {
+      const bytes = this.db.serialize();
+      this.db.close();
+      const fd = fs.openSync(this.partial, 'w');
+      try {
+        for (let at = 0; at < bytes.length; ) at += fs.writeSync(fd, bytes, at, bytes.length - at);
+        fs.fsyncSync(fd);
+      } finally {
+        fs.closeSync(fd);
+      }
+    } else {
+      this.db.close();
+      const fd = fs.openSync(this.partial, 'r');
+      fs.fsyncSync(fd);
+      fs.closeSync(fd);
+    }
     fs.renameSync(this.partial, this.file);
   }
 

@@ -18,30 +18,57 @@ function unitShift(ext: Extent[]): number {
   return shift;
 }
 
-function putVar(out: number[], v: number): void {
-  while (v >= 0x80) {
-    out.push((v % 0x80) | 0x80);
-    v = Math.floor(v / 0x80);
-  }
-  out.push(v);
-}
-
-export function encodeExtents(ext: Extent[]): Buffer {
+/**
+ * Encodes `ext` into `out` from byte 0: the bytes written, or -1 when `out` is too short (a
+ * catalog build encodes every file's extents into one scratch buffer; SQLite copies a blob as it
+ * binds it, so no Buffer is made per file).
+ */
+export function encodeExtentsInto(ext: Extent[], out: Uint8Array): number {
   const shift = unitShift(ext);
   const unit = 2 ** shift;
-  const out: number[] = [1, shift];
+  const cap = out.length;
+  if (cap < 2) return -1;
+  out[0] = 1;
+  out[1] = shift;
+  let at = 2;
+  const put = (v: number): boolean => {
+    while (v >= 0x80) {
+      if (at >= cap) return false;
+      out[at++] = (v % 0x80) | 0x80;
+      v = Math.floor(v / 0x80);
+    }
+    if (at >= cap) return false;
+    out[at++] = v;
+    return true;
+  };
   let lend = 0;
   let pend = 0;
   for (const e of ext) {
     if (e.logical < lend || e.length <= 0 || e.physical < 0) throw new Error(`extents out of order or empty at logical ${e.logical}`);
-    putVar(out, (e.logical - lend) / unit);
     const d = (e.physical - pend) / unit;
-    putVar(out, d >= 0 ? d * 2 : -d * 2 - 1);
-    putVar(out, e.length / unit);
+    if (!put((e.logical - lend) / unit) || !put(d >= 0 ? d * 2 : -d * 2 - 1) || !put(e.length / unit)) return -1;
     lend = e.logical + e.length;
     pend = e.physical + e.length;
   }
-  return Buffer.from(out);
+  return at;
+}
+
+/** At most 8 bytes per varint below 2^53 (7 bits each), 3 per extent, and the 2 header bytes. */
+const maxBytes = (ext: Extent[]) => 2 + ext.length * 3 * 8;
+
+export function encodeExtents(ext: Extent[]): Buffer {
+  const out = Buffer.allocUnsafe(maxBytes(ext));
+  return Buffer.from(out.subarray(0, encodeExtentsInto(ext, out)));
+}
+
+/** A scratch buffer that grows to the largest list encoded: `encode` returns a view of it, valid until the next call. */
+export class ExtentsScratch {
+  private buf = Buffer.allocUnsafe(4096);
+
+  encode(ext: Extent[]): Buffer {
+    if (this.buf.length < maxBytes(ext)) this.buf = Buffer.allocUnsafe(maxBytes(ext));
+    return this.buf.subarray(0, encodeExtentsInto(ext, this.buf));
+  }
 }
 
 export function decodeExtents(b: Uint8Array): Extent[] {

@@ -16,7 +16,7 @@
 
 import { openDiskImpl } from './image/open-disk.js';
 import { findVolumesImpl } from './volume/find-volumes.js';
-import { walkFilesystemImpl, readFileRangeImpl } from './fs/walk.js';
+import { walkFilesystemImpl, walkFilesystemBatchesImpl, readFileRangeImpl } from './fs/walk.js';
 
 /**
  * Random-access bytes. A read past `size` returns the bytes up to `size` (a short Buffer);
@@ -107,6 +107,11 @@ export interface WalkOptions {
  */
 export function walkFilesystem(vol: Volume, opts?: WalkOptions): AsyncIterable<FileEntry> {
   return walkFilesystemImpl(vol, opts ?? {});
+}
+
+/** walkFilesystem, in batches (a directory's entries at a time for ext): the same entries in the same order. */
+export function walkFilesystemBatches(vol: Volume, opts?: WalkOptions): AsyncIterable<FileEntry[]> {
+  return walkFilesystemBatchesImpl(vol, opts ?? {});
 }
 
 /** Bytes [offset, offset+length) of the file, cut at its size; holes between extents read as zeros. */

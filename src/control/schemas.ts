@@ -146,6 +146,10 @@ export const gcResult = {
     deadBytesKept: { ...bytes, description: 'Of deadBytes, those left on disk in containers that are mostly live (see stats deadBytesKept).' },
     containersRemoved: { ...count, description: 'Container files removed that held no live segment.' },
     containersRewritten: { ...count, description: 'Container files removed after their live segments were copied forward.' },
+    containersHeld: {
+      ...count,
+      description: 'Containers left out of this run because a write still in progress (a commit, a backup, an agent send) may have stored segments in them that no file names yet; a later run sweeps them. Absent in results of runs before it existed.',
+    },
     liveSegments: { ...count, description: 'Segments found live in the containers swept.' },
     deadSegments: { ...count, description: 'Segments found dead in the containers swept (freed or kept).' },
   },

@@ -149,6 +149,8 @@ export interface GcResult {
   deadBytesKept: number;
   containersRemoved: number;
   containersRewritten: number;
+  /** Absent in results recorded before it existed. */
+  containersHeld?: number;
   liveSegments: number;
   deadSegments: number;
 }

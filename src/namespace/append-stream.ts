@@ -56,11 +56,6 @@ export class AppendStream {
     }
   }
 
-  /** What the writer holds that no version does yet (while a commit feeds it): GC roots. */
-  partialRoots(): FileVersion[] {
-    return this.w?.partialRoots() ?? [];
-  }
-
   /**
    * Lets the writer go (its work in flight finishes on its own; nothing it stored is referenced
    * by it any more). Called only between commits or after one failed: no call of it is running.

@@ -40,8 +40,6 @@ export class NsContext implements CommitTarget {
   readonly meta: Meta;
   readonly lock = new Mutex();
   readonly openFiles = new Map<string, OpenFile>();
-  /** Streams of whole files being built (Namespace.stream): what they wrote so far is live. */
-  readonly streams = new Set<{ partialRoots(): FileVersion[] }>();
   readonly group: GroupCommit = new GroupCommit(this);
   /**
    * This run's epoch: bumped and synced by Namespace.open before anything is created, written

@@ -11,24 +11,26 @@
 //
 // While the stream runs the file reads as it did before (a full backup's file: zeros); at
 // finish it reads as the stream at once. What the stream stored so far is in no file yet, so it
-// is registered with the namespace and garbage collection walks its partial tree
-// (TreeBuilder.partialRoots) as roots.
+// holds its containers from garbage collection's sweep (store/gc/write-holds.ts) until its
+// version is the file's: past the writer's own hold, which ends when the writer finishes,
+// through the wait for the file's earlier commit.
 
 import { vmError } from '../errors.js';
-import type { FileVersion, TreeWriter } from '../store/store.js';
-import type { NsContext } from './context.js';
+import type { TreeWriter, WriteHold } from '../store/store.js';
 import type { OpenFile } from './open-file.js';
 
 export class FileStream {
   private written = 0;
   private ended = false;
+  /** The file's change count at the start: any write or truncate after it is a conflict. */
+  private readonly changesAtStart: number;
 
   constructor(
-    private readonly ctx: NsContext,
     private readonly file: OpenFile,
     private readonly w: TreeWriter,
+    private readonly hold: WriteHold,
   ) {
-    ctx.streams.add(this);
+    this.changesAtStart = file.changes;
   }
 
   /** Bytes written so far: the offset the next write lands at. */
@@ -50,11 +52,6 @@ export class FileStream {
     await this.w.writeZeros(n);
   }
 
-  /** For garbage collection's roots while the stream runs. */
-  partialRoots(): FileVersion[] {
-    return this.w.partialRoots();
-  }
-
   /**
    * Ends the stream, which must have written exactly the file's size, and makes it the file's
    * content (committed like a write: durable in the next group round, or at fsync/close).
@@ -67,9 +64,13 @@ export class FileStream {
       if (r.version.size !== this.file.size) throw vmError('INVALID_ARGUMENT', `a stream of ${r.version.size} bytes cannot replace a file of ${this.file.size} bytes`);
       // A commit still building (the file's truncation before the stream) must land first.
       await this.file.settled();
-      if (!this.file.replaceWith(r.version, r.deps)) throw vmError('CONFLICT', 'the file was written while a stream replaced its content');
+      // Writes that landed meanwhile (committed or not) would be lost under the new content
+      // without a word: the stream fails instead, and the file keeps them.
+      if (this.file.changes !== this.changesAtStart || !this.file.replaceWith(r.version, r.deps)) {
+        throw vmError('CONFLICT', 'the file was written while a stream replaced its content; nothing of the stream was kept');
+      }
     } finally {
-      this.ctx.streams.delete(this);
+      this.hold.release();
     }
   }
 
@@ -80,7 +81,7 @@ export class FileStream {
     try {
       await this.w.abort();
     } finally {
-      this.ctx.streams.delete(this);
+      this.hold.release();
     }
   }
 

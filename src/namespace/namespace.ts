@@ -185,7 +185,9 @@ export class Namespace {
     if (this.closed) throw vmError('CLOSED', 'the appliance is shutting down');
     const f = this.fs.handle(fh).file;
     if (f.dirtyBytes > 0) throw vmError('CONFLICT', 'the file has buffered writes; a stream replaces its whole content');
-    return new FileStream(this.ctx, f, this.store.writer());
+    // Taken first: the file's earlier commit may still be appending when the stream begins.
+    const hold = this.store.holdWrites();
+    return new FileStream(f, this.store.writer(), hold);
   }
 
   private background(f: import('./open-file.js').OpenFile): void {
@@ -242,16 +244,14 @@ export class Namespace {
   // ---- garbage collection roots ------------------------------------------------------------
 
   /**
-   * Every file version that is live: what running streams wrote so far (Namespace.stream), then
-   * open files' versions (including those still on
-   * their way to an inode), then every inode of every share and snapshot as LevelDB holds it.
-   * In that order, a version that moves from an open file into an inode meanwhile is seen
-   * at least once.
+   * Every file version that is live: open files' versions (including those still on their way
+   * to an inode), then every inode of every share and snapshot as LevelDB holds it. In that
+   * order, a version that moves from an open file into an inode meanwhile is seen at least
+   * once. Writes still building a version hold their containers from the sweep instead
+   * (store/gc/write-holds.ts).
    */
   async *gcRoots(): AsyncGenerator<FileVersion> {
-    // Streams first: one that finishes meanwhile is in its open file's versions below.
     const open: Array<FileVersion> = [];
-    for (const st of this.ctx.streams) open.push(...st.partialRoots());
     for (const f of this.ctx.openFiles.values()) {
       // A closed file whose inode is gone (unlinked) holds nothing anyone can read.
       if (f.handles > 0 || (await this.ctx.meta.getInode(f.vol, f.ino))) open.push(...f.versions());

@@ -141,7 +141,7 @@ export class OpenFile {
 
   /** Every version this file may still point at: for garbage collection's mark. */
   versions(): FileVersion[] {
-    return [this.base, this.durable, ...this.inFlight, ...this.appends.partialRoots()];
+    return [this.base, this.durable, ...this.inFlight];
   }
 
   /** A commit that failed (disk full) is reported to the next caller that can return an error. */
@@ -374,6 +374,9 @@ export class OpenFile {
     this.unconfirmed++;
     let v = this.base;
     const deps = new Set<number>();
+    // A truncation's version is in no root while the edit after it runs: hold both writes'
+    // containers from GC until the new version is in `inFlight` (store/gc/write-holds.ts).
+    const hold = this.store.holdWrites();
     try {
       if (limit < v.size) {
         const r = await this.store.truncate(v, limit);
@@ -396,6 +399,7 @@ export class OpenFile {
       this.changed = true;
       this.flushing = undefined;
       this.unconfirmed--;
+      hold.release();
       throw err;
     }
     this.base = v;
@@ -407,6 +411,7 @@ export class OpenFile {
     ext.retire();
     for (const d of deps) this.unconfirmedDeps.add(d);
     this.inFlight.add(v);
+    hold.release();
     const durable = this.target.record(this, v, new Set(this.unconfirmedDeps), sync).then(
       () => {
         this.inFlight.delete(v);

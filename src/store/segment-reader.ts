@@ -18,9 +18,19 @@ import type { Location } from './index/segment-index.js';
 import type { StoreCore } from './store-core.js';
 import { decodeNode, type Node } from './tree/node.js';
 import { type ReadRescue, rescuable } from './repair/read-rescue.js';
+import { DecodedCache, type DecodedCacheStats } from './decoded-cache.js';
 
 const NODE_CACHE_ENTRIES = 8192;
 const DATA_CACHE_BYTES = 64 * 1024 * 1024;
+/**
+ * Verified data segments kept for file reads (decoded-cache.ts): the test guest's 139 MiB of data
+ * fit, so a recovered VM's disk read a second time is not decoded and re-hashed again.
+ * VMVAULT_DECODED_CACHE_MB overrides it (0: off, for comparisons).
+ */
+const DECODED_CACHE_BYTES = (() => {
+  const mb = Number(process.env.VMVAULT_DECODED_CACHE_MB ?? 256);
+  return Number.isFinite(mb) && mb >= 0 ? mb * 1024 * 1024 : 256 * 1024 * 1024;
+})();
 /** Decode requests are split so every thread of the codec engine shares a large read. */
 const DECODE_SPLIT_BYTES = 512 * 1024;
 
@@ -113,13 +123,37 @@ export interface SegmentReads {
 export class SegmentReader implements SegmentReads {
   private readonly nodes = new FpLru<Node>(NODE_CACHE_ENTRIES);
   private readonly data = new FpLru<Buffer>(DATA_CACHE_BYTES);
+  /** Verified segments of file reads (readInto), whole ones included; see decoded-cache.ts. */
+  private readonly decoded: DecodedCache;
 
-  constructor(private readonly core: StoreCore) {}
+  constructor(
+    private readonly core: StoreCore,
+    decodedCacheBytes?: number,
+  ) {
+    this.decoded = new DecodedCache(decodedCacheBytes ?? DECODED_CACHE_BYTES);
+  }
 
   clearCaches(): void {
     this.nodes.clear();
     this.data.clear();
+    this.decoded.clear();
   }
+
+  decodedCacheStats(): DecodedCacheStats {
+    return this.decoded.stats();
+  }
+
+  /**
+   * The same reads, but data segments decoded for readInto are kept in the decoded cache: the
+   * file reads a client repeats (the mount's and the namespace's, through the store's
+   * read-ahead). A restore's direct reads do not fill it (one pass, and a copy of every byte).
+   */
+  readonly filling: SegmentReads = {
+    node: (fp) => this.node(fp),
+    nodesOf: (fps) => this.nodesOf(fps),
+    segments: (fps, cache = true) => this.segments(fps, cache),
+    readInto: (out, pieces) => this.readInto(out, pieces, undefined, true),
+  };
 
   /**
    * The same reads, but a segment the primary cannot give back is asked of the rescue's
@@ -193,16 +227,20 @@ export class SegmentReader implements SegmentReads {
    * Reads data segments into `out`: for each piece, bytes [skip, skip + take) of its segment
    * land at out[dst]. Segments wanted whole are decoded in place.
    */
-  async readInto(out: Buffer, pieces: ReadPiece[], rescue?: ReadRescue): Promise<void> {
+  async readInto(out: Buffer, pieces: ReadPiece[], rescue?: ReadRescue, fill = false): Promise<void> {
     const todo: ReadPiece[] = [];
+    const hot = this.decoded.enabled;
     for (const p of pieces) {
+      if (hot && this.decoded.copyTo(p.fp, out, p.dst, p.skip, p.take)) continue;
       const hit = this.data.get(p.fp);
       if (hit) hit.copy(out, p.dst, p.skip, p.skip + p.take);
       else todo.push(p);
     }
     if (todo.length === 0) return;
+    // A rescued read's bytes may come from another copy: only the primary's verified bytes
+    // are kept (decoded-cache.ts).
     if (rescue) await this.decodeRescued(out, todo, true, rescue, 'data');
-    else await this.decode(out, todo, true);
+    else await this.decode(out, todo, true, hot && fill);
   }
 
   /**
@@ -264,9 +302,9 @@ export class SegmentReader implements SegmentReads {
    * decoded into scratch. Returns each piece's whole segment, except those decoded in place
    * (undefined). `cache` keeps the scratch ones.
    */
-  private async decode(out: Buffer | undefined, pieces: ReadPiece[], cache: boolean): Promise<Buffer[]> {
+  private async decode(out: Buffer | undefined, pieces: ReadPiece[], cache: boolean, hot = false): Promise<Buffer[]> {
     try {
-      return await this.decodeRetry(out, pieces, cache);
+      return await this.decodeRetry(out, pieces, cache, undefined, hot);
     } catch (err) {
       // A failed read is logged where an operator looks, naming the file (the error says it too).
       if (isVmvaultError(err) && err.code !== 'MISSING_SEGMENT' && err.code !== 'CLOSED') this.core.log(`store: read failed: ${err.message}`);
@@ -274,9 +312,9 @@ export class SegmentReader implements SegmentReads {
     }
   }
 
-  private async decodeRetry(out: Buffer | undefined, pieces: ReadPiece[], cache: boolean, rc?: RescueContext): Promise<Buffer[]> {
+  private async decodeRetry(out: Buffer | undefined, pieces: ReadPiece[], cache: boolean, rc?: RescueContext, hot = false): Promise<Buffer[]> {
     try {
-      return await this.decodeOnce(out, pieces, cache, rc);
+      return await this.decodeOnce(out, pieces, cache, rc, hot);
     } catch (err) {
       // Garbage collection may have copied a segment forward and removed its container between
       // our lookup and our read: forget what we knew of that container and look up once more.
@@ -284,11 +322,12 @@ export class SegmentReader implements SegmentReads {
       if (cid === undefined) throw err;
       this.core.cache.drop(cid);
       this.core.files.forget(cid);
-      return this.decodeOnce(out, pieces, cache, rc);
+      return this.decodeOnce(out, pieces, cache, rc, hot);
     }
   }
 
-  private async decodeOnce(out: Buffer | undefined, pieces: ReadPiece[], cache: boolean, rc?: RescueContext): Promise<Buffer[]> {
+  /** `hot`: keep every segment decoded from a container in the decoded cache (file reads). */
+  private async decodeOnce(out: Buffer | undefined, pieces: ReadPiece[], cache: boolean, rc?: RescueContext, hot = false): Promise<Buffer[]> {
     // A segment repeated within one read is simply decoded twice: rarer than the bookkeeping
     // that would avoid it is costly.
     const n = pieces.length;
@@ -307,6 +346,7 @@ export class SegmentReader implements SegmentReads {
       const mem = this.core.memPayload(loc);
       if (mem) {
         got[j] = decodePayload(mem, loc.codec, loc.rawLen, p.fp, { cid: loc.cid, offset: loc.offset });
+        if (hot && loc.kind !== SegmentKind.Node) this.decoded.put(p.fp, got[j], 0, loc.rawLen); // re-hashed by decodePayload
         if (out) got[j].copy(out, p.dst, p.skip, p.skip + p.take);
       } else if (out && p.skip === 0 && p.take === loc.rawLen) {
         disk.push({ j, loc, target: 0, at: p.dst });
@@ -335,6 +375,9 @@ export class SegmentReader implements SegmentReads {
       );
     }
     for (const d of disk) {
+      // Here every record of `disk` decoded and matched its fingerprint (a failure threw, or
+      // was mended from a rescue, whose bytes are not kept).
+      if (hot && !mended.has(d.j) && d.loc.kind !== SegmentKind.Node) this.decoded.put(pieces[d.j].fp, d.target === 0 ? out! : scratch, d.at, d.loc.rawLen);
       if (d.target === 0) continue; // decoded in place
       const seg = scratch.subarray(d.at, d.at + d.loc.rawLen);
       got[d.j] = seg;

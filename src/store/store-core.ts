@@ -23,6 +23,7 @@ import { SpaceGuard } from './container/space-guard.js';
 import type { ContainerWriter } from './container/writer.js';
 import { countersOp, countRecord, IngestDelta, readCounters, type StoreCounters } from './counters.js';
 import { GcHooks } from './gc/hooks.js';
+import { type WriteHold, WriteHolds } from './gc/write-holds.js';
 import type { BloomFilter } from './index/bloom.js';
 import { LocalityCache, toLocation } from './index/locality-cache.js';
 import { Lookup } from './index/lookup.js';
@@ -70,6 +71,8 @@ export class StoreCore {
   private readonly lookup: Lookup;
   private readonly summary: SummaryFilter;
   private readonly gc = new GcHooks();
+  /** Writes in progress: GC sweeps no container one of them may have appended to (gc/write-holds.ts). */
+  readonly writeHolds: WriteHolds;
   /** Gives free malloc memory back once checkpoints pause (memory-trim.ts). */
   readonly trim = new MemoryTrim();
   private unindexed: Pending[] = [];
@@ -96,6 +99,7 @@ export class StoreCore {
     this.counters = opts.counters;
     this.codec = opts.codec;
     this.placement = new Placement(this.files, opts.nextCid);
+    this.writeHolds = new WriteHolds(() => this.placement.nextAppendCid());
     this.lookup = new Lookup(this.index, this.cache, this.files, this.placement.writers);
     const pending = this.lookup.pending;
     this.summary = new SummaryFilter(opts.bloom, this.index, function* () {
@@ -179,6 +183,11 @@ export class StoreCore {
 
   dedupHit(fp: Uint8Array, off: number, cid: number): boolean {
     return this.gc.dedupHit(fp, off, cid);
+  }
+
+  /** Keeps every container from the one appends go to now out of GC's sweep until released. */
+  holdWrites(): WriteHold {
+    return this.writeHolds.take();
   }
 
   // ---- lookup (index/lookup.ts) --------------------------------------------------------------

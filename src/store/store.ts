@@ -25,6 +25,7 @@
 //   every version that is live or may become live before it ends (open files first).
 // - One process opens a data directory at a time (STORE_LOCKED otherwise).
 
+import type { WriteHold } from './gc/write-holds.js';
 import { ClassicLevel } from 'classic-level';
 import fsp from 'node:fs/promises';
 import { type StoreSnapshot, takeSnapshot } from './copy-snapshot.js';
@@ -83,6 +84,11 @@ export interface OpenOptions {
   reserveBytes?: number;
   /** Where the store reports read errors, naming the file and offset (default: stderr). */
   log?: (line: string) => void;
+  /**
+   * Bytes of verified data segments kept for file reads (decoded-cache.ts; default 256 MiB, or
+   * VMVAULT_DECODED_CACHE_MB; 0 keeps none).
+   */
+  decodedCacheBytes?: number;
 }
 
 export interface StoreStats {
@@ -118,13 +124,13 @@ export class SegmentStore {
   private readonly readAhead = new ReadAhead();
   private closed = false;
 
-  private constructor(dir: string, config: StoreConfig, core: StoreCore, recovery: RepairReport | undefined) {
+  private constructor(dir: string, config: StoreConfig, core: StoreCore, recovery: RepairReport | undefined, decodedCacheBytes?: number) {
     registerInternals(this, core);
     this.dir = dir;
     this.config = config;
     this.core = core;
     this.engine = new IngestEngine(core);
-    this.reader = new SegmentReader(core);
+    this.reader = new SegmentReader(core, decodedCacheBytes);
     this.recovery = recovery;
   }
 
@@ -185,7 +191,7 @@ export class SegmentStore {
         for await (const fp of core.index.fingerprints()) bloom.add(fp);
         core.bloom = bloom;
       }
-      return new SegmentStore(dir, config, core, report);
+      return new SegmentStore(dir, config, core, report, opts.decodedCacheBytes);
     } catch (err) {
       await db.close().catch(() => {});
       throw err;
@@ -211,7 +217,22 @@ export class SegmentStore {
       engine: this.engine,
       reader: this.reader,
       noteIngest: (b: number, z: number) => this.core.noteIngest(b, z),
+      holdWrites: () => this.core.holdWrites(),
     };
+  }
+
+  /**
+   * Keeps every container from the one appends go to now out of garbage collection's sweep until
+   * released (gc/write-holds.ts): for a caller whose new version becomes a GC root only after
+   * further waits (an install that syncs first, a second write building on the first).
+   */
+  holdWrites(): WriteHold {
+    return this.core.holdWrites();
+  }
+
+  /** Writes holding containers from GC now (writers, and callers' own holds). */
+  get writesInProgress(): number {
+    return this.core.writeHolds.size;
   }
 
   /** A writer for a new stream: write() pieces, then finish(). */
@@ -242,13 +263,23 @@ export class SegmentStore {
 
   async writeBuffer(buf: Uint8Array): Promise<WriteResult> {
     const w = this.writer();
-    await w.write(buf);
+    try {
+      await w.write(buf);
+    } catch (err) {
+      await w.abort();
+      throw err;
+    }
     return w.finish();
   }
 
   /** A view of the version; with a rescue, damage met is read from another copy (repair/read-rescue.ts). */
   view(version: FileVersion, rescue?: ReadRescue): TreeView {
     return new TreeView(version, rescue ? this.reader.withRescue(rescue) : this.reader);
+  }
+
+  /** view() for file reads a client may repeat: plain reads keep what they decode (decoded-cache.ts). */
+  private fileView(version: FileVersion, rescue?: ReadRescue): TreeView {
+    return rescue ? this.view(version, rescue) : new TreeView(version, this.reader.filling);
   }
 
   /** A new version whose content is described by pieces of `old`, new bytes and zeros. */
@@ -353,7 +384,7 @@ export class SegmentStore {
     const end = Math.min(version.size, offset + length);
     if (offset >= end) return Buffer.alloc(0);
     const out = Buffer.allocUnsafe(end - offset);
-    const view = this.view(version, rescue);
+    const view = this.fileView(version, rescue);
     // Our own buffer: segments are decoded straight into it. A rescued read falls back to its
     // own read when a window it relied on failed (as readInto below).
     const r = this.readAhead.readInto(view, offset, out);
@@ -390,7 +421,7 @@ export class SegmentStore {
    */
   readInto(version: FileVersion, offset: number, out: Buffer, rescue?: ReadRescue): number | Promise<number> {
     this.ensureOpen();
-    const view = this.view(version, rescue);
+    const view = this.fileView(version, rescue);
     const r = this.readAhead.readInto(view, offset, out);
     const own = () => {
       const b = Buffer.allocUnsafe(out.length);
@@ -427,7 +458,7 @@ export class SegmentStore {
       use(Buffer.alloc(0));
       return true;
     }
-    const view = this.view(version);
+    const view = this.fileView(version);
     const r = this.readAhead.serve(view, offset, end - offset, use);
     if (r === true) return true;
     if (r !== undefined) return r.then(() => undefined);
@@ -652,6 +683,7 @@ export { EMPTY_VERSION, decodeVersion, encodeVersion } from './tree/version.js';
 export type { FileVersion, WriteResult, Piece, DbOp, GcOptions, GcReport, AcceptResult, RecipeWriter, TreeWriter };
 export type { TreeView } from './tree/reader.js';
 export type { WindowWatcher } from './tree/read-ahead.js';
+export type { WriteHold } from './gc/write-holds.js';
 export type { Problem, Progress, VerifiedContainers, VerifyOptions, VerifyReport } from './verify/verify.js';
 
 // The DR copy (src/policy/DR-FORMAT.md): a consistent view to copy from, and the database of a

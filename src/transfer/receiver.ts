@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { vmError } from '../errors.js';
 import { Mutex } from '../kv/mutex.js';
 import type { Namespace } from '../namespace/namespace.js';
-import type { FileVersion, RecipeWriter } from '../store/store.js';
+import type { FileVersion, RecipeWriter, WriteHold } from '../store/store.js';
 import { EMPTY_VERSION } from '../store/store.js';
 import { packParams } from '../store/segmenter/segmenter.js';
 import { decodeQuery, decodeRecipe, decodeSegments, encodeQueryReply, SegmentCodec } from './frames.js';
@@ -58,6 +58,11 @@ interface Session {
   /** The file's version when the session opened: what an incremental keeps, and the conflict check. */
   current: FileVersion;
   writer: RecipeWriter;
+  /**
+   * From open until dropped: segments sent and not yet named by the recipe, and the version
+   * until it is installed (after a sync), are in no GC root (store/gc/write-holds.ts).
+   */
+  hold: WriteHold;
   deps: Set<number>;
   task: TaskState;
   regions: Region[];
@@ -162,6 +167,7 @@ export class TransferReceiver {
       ranges,
       taskId: req.taskId,
       current,
+      hold: this.ns.store.holdWrites(),
       writer: this.ns.store.recipeWriter(base),
       deps: new Set(),
       task,
@@ -409,9 +415,13 @@ export class TransferReceiver {
   private async drop(s: Session): Promise<void> {
     if (!this.sessions.has(s.id)) return;
     this.sessions.delete(s.id);
-    if (!s.done) {
-      s.done = true;
-      await s.writer.abort().catch(() => {});
+    try {
+      if (!s.done) {
+        s.done = true;
+        await s.writer.abort().catch(() => {});
+      }
+    } finally {
+      s.hold.release();
     }
   }
 

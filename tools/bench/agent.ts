@@ -21,7 +21,10 @@
 //   agent.rss_mib                  peak RSS (VmHWM) of the agent process over its full backup
 //
 // Each full backup's note also gives the CPU seconds (utime + stime, from /proc) the appliance,
-// each agent and each QEMU spent on it: on 2 cores the time figures follow their sum.
+// each agent and each QEMU spent on it, with the node processes' main threads apart (JavaScript;
+// the rest is the libuv pool's hashing and LZ4 and V8's compiler and GC threads): on 2 cores the
+// time figures follow their sum. The first two backups' notes also list their jobs' timed steps
+// (the copy against fleecing, commit and snapshot).
 //
 // Needs root (namespaces, tc), qemu-system-x86_64, qemu-img, openssl.
 
@@ -102,23 +105,39 @@ async function backup(api: Api, vm: string, body: object = {}): Promise<{ second
   }
 }
 
-/** CPU seconds (user + system, all threads) a process used so far, from /proc; 0 once it is gone. */
-function cpuSeconds(pid: number | undefined): number {
-  if (pid === undefined) return 0;
+/** CPU seconds (user + system) in a /proc stat file; 0 once it is gone. */
+function statSeconds(file: string): number {
   try {
-    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    const f = fs.readFileSync(file, 'utf8').split(') ')[1].split(' ');
     return (Number(f[11]) + Number(f[12])) / 100; // utime + stime, in clock ticks of 1/100 s
   } catch {
     return 0;
   }
 }
 
-/** CPU seconds each named process spent while `fn` ran (the issue's figures are bound by them on 2 cores). */
+/**
+ * CPU seconds a process used so far: all threads, and its main thread alone (a node process's
+ * JavaScript; the rest is the libuv pool's hashing, LZ4 and file I/O, and V8's compiler and
+ * GC threads). 0 once it is gone.
+ */
+function cpuSeconds(pid: number | undefined): { all: number; main: number } {
+  if (pid === undefined) return { all: 0, main: 0 };
+  return { all: statSeconds(`/proc/${pid}/stat`), main: statSeconds(`/proc/${pid}/task/${pid}/stat`) };
+}
+
+/**
+ * CPU seconds each named process spent while `fn` ran (the issue's figures are bound by them
+ * on 2 cores), with its main thread's share in brackets for the node processes.
+ */
 async function cpuOf<T>(pids: Record<string, number | undefined>, fn: () => Promise<T>): Promise<{ r: T; cpu: string }> {
   const before = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuSeconds(pid)]));
   const r = await fn();
   const cpu = Object.entries(pids)
-    .map(([k, pid]) => `${k} ${(cpuSeconds(pid) - before[k]).toFixed(2)}`)
+    .map(([k, pid]) => {
+      const now = cpuSeconds(pid);
+      const all = `${k} ${(now.all - before[k].all).toFixed(2)}`;
+      return k.startsWith('qemu') ? all : `${all} (main thread ${(now.main - before[k].main).toFixed(2)})`;
+    })
     .join(', ');
   return { r, cpu: `CPU s: ${cpu}` };
 }
@@ -130,6 +149,17 @@ function figures(job: { log: string[] }): { read: number; wire: number; sent: nu
     if (m) return { read: Number(m[1]), wire: Number(m[2]), sent: Number(m[3]), segments: Number(m[4]), fp: Number(m[5]) };
   }
   throw new Error(`no agent copy line in the job log:\n${job.log.join('\n')}`);
+}
+
+/**
+ * The job log's timed steps (file ready, the copy, commit, snapshot), without their timestamps:
+ * how much of a backup's time the copy itself took, and what the steps around it cost.
+ */
+function timedSteps(job: { log: string[] }): string {
+  return job.log
+    .filter((l) => / \d+ ms\b/.test(l))
+    .map((l) => l.replace(/^\S+ /, '').replace(/read \d+ bytes.*?\), /, ''))
+    .join('; ');
 }
 
 interface Rig {
@@ -250,6 +280,7 @@ export async function benchAgent(opts: BenchAgentOptions): Promise<void> {
       const { r, cpu } = await cpuOf({ appliance: app.proc.pid, qemu: q1.pid }, () => backup(api, 'vm1', { full: true }));
       tInternal = r.seconds;
       note(`internal copy, full: ${tInternal.toFixed(2)} s, read ${(r.job.result.bytesRead / MiB).toFixed(0)} MiB; ${cpu}`);
+      note(`internal copy, full, steps: ${timedSteps(r.job)}`);
     }
 
     // 2. One agent, unlimited link, fresh store: day 1 full, then day 2 over 100 Mbit/s.
@@ -261,6 +292,7 @@ export async function benchAgent(opts: BenchAgentOptions): Promise<void> {
       const { r: r1, cpu } = await cpuOf({ appliance: app.proc.pid, agent: a.pid, qemu: q1.pid }, () => backup(api, 'vm1', { full: true }));
       const f1 = figures(r1.job);
       note(`agent, full: ${r1.seconds.toFixed(2)} s, read ${(f1.read / MiB).toFixed(0)} MiB, ${(f1.wire / MiB).toFixed(1)} MiB on the wire, ${f1.sent}/${f1.segments} segments sent; ${cpu}`);
+      note(`agent, full, steps: ${timedSteps(r1.job)}`);
       emit({ figure: 'agent.local.vs_internal', value: r3(tInternal / r1.seconds), unit: 'internal time / agent time' });
       emit({ figure: 'agent.fingerprint_bytes_per_gib', value: Math.round(f1.fp / (f1.read / GiB)), unit: 'bytes per GiB read' });
       emit({ figure: 'agent.rss_mib', value: a.peakRssMiB(), unit: 'MiB' });

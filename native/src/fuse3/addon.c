@@ -8,6 +8,7 @@
 #include "holes.h"
 #include "names.h"
 #include "quiet.h"
+#include "reqtime.h"
 #include "ring.h"
 #include "notify.h"
 
@@ -38,6 +39,7 @@ void vv_sess_unref(napi_env env, vv_sess *s) {
   vv_attrs_free(s);
   vv_names_free(s);
   vv_quiet_free(s);
+  vv_reqtime_free(s);
   free(s);
 }
 
@@ -352,6 +354,7 @@ NAPI_MODULE_INIT() {
   vv_init_attrs(env, exports);
   vv_init_names(env, exports);
   vv_init_quiet(env, exports);
+  vv_init_reqtime(env, exports);
   vv_init_ring(env, exports);
   return vv_init_replies(env, exports);
 }

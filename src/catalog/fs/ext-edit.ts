@@ -36,8 +36,6 @@ export interface EditRows {
   ofInodes(inodes: number[], count: number): PrevRow[];
   /** The rows under `parent` (without their deps). */
   children(parent: number): Array<Omit<PrevRow, 'deps'>>;
-  /** The ids of rows `ids` and every row below them. */
-  subtree(ids: number[]): number[];
 }
 
 export interface EditSink {
@@ -45,7 +43,8 @@ export interface EditSink {
   replace(row: PrevRow, e: FileEntry): void;
   /** A new row under `parent`: its id. */
   add(parent: number, name: string, e: FileEntry): number;
-  drop(ids: number[]): void;
+  /** Drops rows `ids` and every row whose parent is one of `under`: the count dropped. */
+  drop(ids: number[], under: number[]): number;
 }
 
 /** What changed, as the caller finds it from the store for the volume ranges asked about (a RangeSet, changed-ranges.ts). */
@@ -119,7 +118,32 @@ export async function walkExtEdit(
   const rootRow: PrevRow = { id: rows.root, parent: 0, name: '', type: DIR, inode: 2, deps: null };
   const dirs = touched.filter((r) => r.type === DIR);
   if (rootTouched) dirs.unshift(rootRow);
+  // What went away: `dropped` holds the rows dropped by id (files, and every directory of a
+  // subtree that went, found here from `meta`'s directory rows), `droppedDirs` the directories
+  // whose rows below go too (SQLite deletes those by parent; no row of theirs reaches JS).
   const dropped = new Set<number>();
+  const droppedDirs = new Set<number>();
+  const isDropped = (r: { id: number; parent: number }) => dropped.has(r.id) || droppedDirs.has(r.parent);
+  let subdirs: Map<number, number[]> | undefined;
+  const dropDir = (id: number) => {
+    if (!subdirs) {
+      subdirs = new Map();
+      for (const r of meta) {
+        if (r.type !== DIR) continue;
+        const l = subdirs.get(r.parent);
+        if (l) l.push(r.id);
+        else subdirs.set(r.parent, [r.id]);
+      }
+    }
+    const stack = [id];
+    while (stack.length > 0) {
+      const d = stack.pop()!;
+      if (droppedDirs.has(d)) continue;
+      droppedDirs.add(d);
+      dropped.add(d);
+      for (const k of subdirs.get(d) ?? []) stack.push(k);
+    }
+  };
   const adds: Array<{ dir: PrevRow; kids: Array<{ ino: number; name: string }> }> = [];
   const typeNow = async (ino: number): Promise<number | undefined> => {
     try {
@@ -146,7 +170,6 @@ export async function walkExtEdit(
     checkAbort(opts);
     // All read at once: the reads wait on the store, not on each other.
     const entries = await Promise.all(round.map((d) => entriesOf(d, evenFreed)));
-    const goneDirs: number[] = [];
     const later: PrevRow[] = [];
     for (let i = 0; i < round.length; i++) {
       const d = round[i];
@@ -172,15 +195,14 @@ export async function walkExtEdit(
       // changed inodes are asked for, so that those are only the living ones (a deleted file's
       // record changed too).
       for (const g of byName.values()) {
-        if (g.type === DIR) goneDirs.push(g.id);
+        if (g.type === DIR) dropDir(g.id);
         else dropped.add(g.id);
       }
       if (add.length > 0) adds.push({ dir: d, kids: add });
     }
-    if (goneDirs.length > 0) for (const id of rows.subtree(goneDirs)) dropped.add(id);
-    round = later.filter((d) => !dropped.has(d.id));
+    round = later.filter((d) => !isDropped(d));
   }
-  if (dropped.size > 0) sink.drop([...dropped]);
+  const droppedRows = dropped.size > 0 ? sink.drop([...dropped], [...droppedDirs]) : 0;
   // The other rows of changed inodes (files, symlinks: directories were all in `meta`).
   await considerAll(rows.ofInodes([...dirty], fs.inodeCount));
 
@@ -189,7 +211,7 @@ export async function walkExtEdit(
   const becameDirs: PrevRow[] = [];
   for (const r of touched) {
     checkAbort(opts);
-    if (dropped.has(r.id)) continue;
+    if (isDropped(r)) continue;
     let inode;
     try {
       inode = await fs.inode(r.inode);
@@ -212,7 +234,7 @@ export async function walkExtEdit(
   for (const r of meta) if (r.type === DIR && !dropped.has(r.id)) live.add(r.inode);
   let added = 0;
   const stack: Array<{ parent: number; name: string; ino: number }> = [];
-  for (const { dir, kids } of adds) if (!dropped.has(dir.id)) for (const k of kids) stack.push({ parent: dir.id, name: k.name, ino: k.ino });
+  for (const { dir, kids } of adds) if (!isDropped(dir)) for (const k of kids) stack.push({ parent: dir.id, name: k.name, ino: k.ino });
   for (const r of becameDirs) {
     if (live.has(r.inode)) return undefined;
     live.add(r.inode);
@@ -246,5 +268,5 @@ export async function walkExtEdit(
       return undefined;
     }
   }
-  return { read, added, dropped: dropped.size };
+  return { read, added, dropped: droppedRows };
 }

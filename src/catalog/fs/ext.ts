@@ -44,7 +44,7 @@ function inlineXattr(raw: Buffer, extra: number): Buffer {
 }
 
 export class ExtFs {
-  private readonly groupTables = new Lru<number, Promise<Buffer>>(32);
+  private readonly groupTables = new Lru<number, TablePromise>(32);
   private constructor(
     private readonly vol: Volume,
     readonly blockSize: number,
@@ -100,11 +100,41 @@ export class ExtFs {
   private groupTable(g: number): Promise<Buffer> {
     let t = this.groupTables.get(g);
     if (!t) {
-      t = this.vol.read(this.inodeTables[g] * this.blockSize, this.usedPerGroup[g] * this.inodeSize);
-      this.groupTables.set(g, t);
-      t.catch(() => this.groupTables.delete(g));
+      const p: TablePromise = this.vol.read(this.inodeTables[g] * this.blockSize, this.usedPerGroup[g] * this.inodeSize);
+      p.then((b) => { p.value = b; }, () => this.groupTables.delete(g));
+      this.groupTables.set(g, (t = p));
     }
     return t;
+  }
+
+  /**
+   * Inode `ino` parsed at once when its group's table is read and cached (the walk's case for
+   * almost every inode), else undefined (ask inode()). A walk has tens of thousands of inodes:
+   * a promise and an await each were a measurable part of a day-1 build.
+   */
+  inodeNow(ino: number): Inode | undefined {
+    if (this.changedTables || ino < 1 || ino > this.inodeCount) return undefined;
+    const g = Math.floor((ino - 1) / this.inodesPerGroup);
+    const idx = (ino - 1) % this.inodesPerGroup;
+    if (idx >= this.usedPerGroup[g]) return undefined;
+    const t = this.groupTables.get(g)?.value;
+    if (!t || (idx + 1) * this.inodeSize > t.length) return undefined;
+    return this.parse(ino, t.subarray(idx * this.inodeSize, (idx + 1) * this.inodeSize));
+  }
+
+  /** Reads (and caches) the tables of these inodes' groups: inodeNow() answers for them after. */
+  async readTablesOf(inos: number[]): Promise<void> {
+    const waits: Array<Promise<unknown>> = [];
+    let last = -1;
+    for (const ino of inos) {
+      if (ino < 1 || ino > this.inodeCount) continue;
+      const g = Math.floor((ino - 1) / this.inodesPerGroup);
+      if (g === last || this.usedPerGroup[g] === 0) continue;
+      last = g;
+      const t = this.groupTable(g) as TablePromise;
+      if (t.value === undefined) waits.push(t.catch(() => undefined));
+    }
+    if (waits.length > 0) await Promise.all(waits);
   }
 
   private readonly loaded: Array<Buffer | undefined> = [];
@@ -165,7 +195,10 @@ export class ExtFs {
   }
 
   async inode(ino: number): Promise<Inode> {
-    const raw = await this.record(ino);
+    return this.parse(ino, await this.record(ino));
+  }
+
+  private parse(ino: number, raw: Buffer): Inode {
     const mode = raw.readUInt16LE(0);
     const extra = this.inodeSize > 128 ? raw.readUInt16LE(128) : 0;
     const flags = raw.readUInt32LE(32);
@@ -246,6 +279,28 @@ export class ExtFs {
    * The inode's data as byte extents of the volume (uninitialized extents are holes). `meta`
    * collects the blocks the map was read from besides the inode (extent-tree nodes, indirect blocks).
    */
+  /**
+   * The extents when no block must be read for them (inline data, or an extent tree whose root
+   * in the inode is its only node: most files), else undefined (ask extents()).
+   */
+  extentsNow(ino: Inode): Extent[] | undefined {
+    if (ino.flags & INLINE_DATA_FL) return [];
+    if (!(ino.flags & EXTENTS_FL)) return undefined;
+    const node = ino.iblock;
+    if (node.readUInt16LE(0) !== 0xf30a || node.readUInt16LE(6) !== 0) return undefined; // errors and deeper trees: the async path says it
+    const out: Extent[] = [];
+    const bs = this.blockSize;
+    const n = node.readUInt16LE(2);
+    for (let i = 0; i < n; i++) {
+      const e = 12 + i * 12;
+      if (e + 12 > node.length) break;
+      const len = node.readUInt16LE(e + 4);
+      if (len > 32768) continue; // uninitialized: reads as zeros
+      pushExtent(out, node.readUInt32LE(e) * bs, (node.readUInt16LE(e + 6) * 2 ** 32 + node.readUInt32LE(e + 8)) * bs, len * bs);
+    }
+    return cutAtSize(out, ino.size);
+  }
+
   async extents(ino: Inode, meta?: Array<{ physical: number; length: number }>): Promise<Extent[]> {
     const out: Extent[] = [];
     const bs = this.blockSize;
@@ -298,13 +353,7 @@ export class ExtFs {
       for (let i = 0; i < 12 && logical < maxBlocks; i++) direct(ino.iblock.readUInt32LE(i * 4));
       for (let lvl = 1; lvl <= 3 && logical < maxBlocks; lvl++) await indirect(ino.iblock.readUInt32LE((11 + lvl) * 4), lvl);
     }
-    // Extents past the size are preallocation: cut them there.
-    const res: Extent[] = [];
-    for (const x of out) {
-      if (x.logical >= ino.size) break;
-      res.push({ ...x, length: Math.min(x.length, ino.size - x.logical) });
-    }
-    return res;
+    return cutAtSize(out, ino.size);
   }
 
   /** A directory's or symlink's bytes (bounded: a corrupt size must not allocate gigabytes). */
@@ -316,6 +365,20 @@ export class ExtFs {
     return out;
   }
 }
+
+/** Extents past the size are preallocation: cut there (the list is in logical order). */
+function cutAtSize(out: Extent[], size: number): Extent[] {
+  let n = 0;
+  while (n < out.length && out[n].logical < size) n++;
+  if (n < out.length) out.length = n;
+  for (let i = 0; i < n; i++) {
+    const x = out[i];
+    if (x.logical + x.length > size) out[i] = { logical: x.logical, physical: x.physical, length: size - x.logical };
+  }
+  return out;
+}
+
+type TablePromise = Promise<Buffer> & { value?: Buffer };
 
 /**
  * Whether two records of an inode give the same entry: the fields inode() reads (mode, owner,
@@ -420,7 +483,44 @@ export async function entryOf(fs: ExtFs, ino: Inode, path: string, note: (s: str
   return dirExtents ? { entry, dirExtents } : { entry };
 }
 
-export async function* walkExt(vol: Volume, opts: WalkOptions): AsyncGenerator<FileEntry> {
+/**
+ * entryOf() when nothing must be read for it (the inode's own extent tree or inline data, a fast
+ * symlink), else undefined: entryOf() then reads what it needs. The same entry either way.
+ */
+export function entryOfNow(fs: ExtFs, ino: Inode, path: string): { entry: FileEntry; dirExtents?: Extent[] } | undefined {
+  const type = typeOfMode(ino.mode);
+  let ext: Extent[] | undefined;
+  if (type === 'symlink') {
+    const fast = ino.size < 60 && !(ino.flags & EXTENTS_FL) && !(ino.flags & INLINE_DATA_FL) && ino.blocks === 0;
+    if (!(ino.inline ?? fast)) return undefined;
+  } else if (type === 'file' && ino.inline) {
+    // inline data: no extents
+  } else if (type === 'file' || type === 'dir') {
+    ext = fs.extentsNow(ino);
+    if (!ext) return undefined;
+  }
+  const entry: FileEntry = {
+    path, type, size: type === 'dir' ? 0 : ino.size, mtimeMs: ino.mtimeMs, mode: ino.mode & 0o7777,
+    uid: ino.uid, gid: ino.gid, inode: ino.ino,
+  };
+  if (type === 'file') {
+    if (ino.inline) entry.inline = ino.inline;
+    else entry.extents = ext;
+  } else if (type === 'symlink') {
+    entry.target = (ino.inline ?? ino.iblock.subarray(0, ino.size)).toString('utf8');
+  } else if (type === 'dir') {
+    const deps = asDeps(ext!);
+    if (deps) entry.deps = deps;
+    return { entry, dirExtents: ext };
+  }
+  return { entry };
+}
+
+/**
+ * The walk, one directory's entries at a time (parents before children): what a catalog build
+ * consumes, without a promise per entry through the async generators.
+ */
+export async function* walkExtBatches(vol: Volume, opts: WalkOptions): AsyncGenerator<FileEntry[]> {
   const fs = await ExtFs.open(vol);
   const note = (s: string) => opts.onNote?.(`${vol.name}: ${s}`);
   let count = 0;
@@ -448,25 +548,38 @@ export async function* walkExt(vol: Volume, opts: WalkOptions): AsyncGenerator<F
       note(`directory ${dir.path} (inode ${dir.ino}) could not be read: ${(err as Error).message}`);
       continue;
     }
-    // Inodes of one directory are read together: their tables are mostly in one group.
-    const inodes = await Promise.all(children.map((c) => fs.inode(c.ino).catch((err: Error) => err)));
+    // Inodes of one directory are read together: their tables are mostly in one group, read
+    // (or found cached) once, then parsed without a promise each.
+    await fs.readTablesOf(children.map((c) => c.ino));
+    const inodes: Array<Inode | Error | undefined> = children.map((c) => fs.inodeNow(c.ino));
+    if (inodes.includes(undefined)) {
+      await Promise.all(inodes.map(async (x, i) => {
+        if (x === undefined) inodes[i] = await fs.inode(children[i].ino).catch((err: Error) => err);
+      }));
+    }
     const subdirs: Dir[] = [];
+    const out: FileEntry[] = [];
     for (let i = 0; i < children.length; i++) {
       const c = children[i];
-      const ino = inodes[i];
+      const ino = inodes[i]!;
       const path = joinPath(dir.path, c.name);
       if (ino instanceof Error) { note(`${path}: ${ino.message}`); continue; }
-      const { entry, dirExtents } = await entryOf(fs, ino, path, note);
+      const { entry, dirExtents } = entryOfNow(fs, ino, path) ?? await entryOf(fs, ino, path, note);
       if (entry.type === 'dir' && !seenDirs.has(ino.ino)) {
         seenDirs.add(ino.ino);
         subdirs.push({ ino: ino.ino, path, inode: ino, ext: dirExtents });
       }
       count++;
-      yield entry;
+      out.push(entry);
     }
     for (const sd of subdirs) if (inFlight < READ_AHEAD) sd.kids = readKids(sd.inode!, sd.ext);
     for (let i = subdirs.length - 1; i >= 0; i--) stack.push(subdirs[i]);
+    if (out.length > 0) yield out;
     if (count % 1024 < children.length) opts.onProgress?.(count);
   }
   opts.onProgress?.(count);
+}
+
+export async function* walkExt(vol: Volume, opts: WalkOptions): AsyncGenerator<FileEntry> {
+  for await (const batch of walkExtBatches(vol, opts)) yield* batch;
 }

@@ -8,7 +8,7 @@
 
 import type { FileEntry, Volume, WalkOptions } from '../source.js';
 import { vmError } from '../../errors.js';
-import { walkExt } from './ext.js';
+import { walkExt, walkExtBatches } from './ext.js';
 import { walkXfs } from './xfs.js';
 import { readTsk, walkTsk } from './tsk.js';
 
@@ -25,6 +25,23 @@ export async function* walkFilesystemImpl(vol: Volume, opts: WalkOptions): Async
     default:
       opts.onNote?.(`${vol.name}: ${vol.fs === 'swap' ? 'swap space holds no files' : vol.fs === 'encrypted' ? 'encrypted; its files cannot be listed' : 'no known filesystem'}`);
   }
+}
+
+/** walkFilesystemImpl, a directory's entries at a time where the reader gives them so (ext). */
+export async function* walkFilesystemBatchesImpl(vol: Volume, opts: WalkOptions): AsyncGenerator<FileEntry[]> {
+  if (vol.fs === 'ext') {
+    yield* walkExtBatches(vol, opts);
+    return;
+  }
+  let batch: FileEntry[] = [];
+  for await (const e of walkFilesystemImpl(vol, opts)) {
+    batch.push(e);
+    if (batch.length >= 256) {
+      yield batch;
+      batch = [];
+    }
+  }
+  if (batch.length > 0) yield batch;
 }
 
 export async function readFileRangeImpl(vol: Volume, entry: FileEntry, offset: number, length: number): Promise<Buffer> {

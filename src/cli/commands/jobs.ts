@@ -122,7 +122,11 @@ function resultPairs(job: JobView): Array<[string, string]> {
     const r = job.result as GcResult;
     return [
       ['Reclaimed', `${formatBytes(r.reclaimedBytes)} net (${formatBytes(r.copiedBytes)} of live segments copied forward)`],
-      ['Containers', `${formatCount(r.containersRemoved)} removed, ${formatCount(r.containersRewritten)} rewritten`],
+      [
+        'Containers',
+        `${formatCount(r.containersRemoved)} removed, ${formatCount(r.containersRewritten)} rewritten` +
+          (r.containersHeld ? `, ${formatCount(r.containersHeld)} left for the next run (writes were in progress)` : ''),
+      ],
       ['Segments', `${formatCount(r.liveSegments)} live, ${formatCount(r.deadSegments)} dead`],
       ['Dead, kept', `${formatBytes(r.deadBytesKept)} of ${formatBytes(r.deadBytes)} dead, in containers mostly live (freed once more of them dies)`],
     ];

@@ -105,6 +105,12 @@ export class Placement {
     }
   }
 
+  /** The id of the container the next append lands in: the open one, or the one it will open. */
+  nextAppendCid(): number {
+    const w = this.current;
+    return w && !w.failed ? w.id : this.nextCid;
+  }
+
   openIds(): number[] {
     return [...this.writers.keys()];
   }

@@ -4,6 +4,8 @@
 //
 // Safe while ingest and reads go on:
 // - Containers created after GC started are never swept (their segments are live by rule).
+// - Nor is any container a write still in progress may have appended to (write-holds.ts): its
+//   segments are named by no root until the write's version is one.
 // - While GC runs, every dedup hit also marks its segment live ("resurrection"), so a new
 //   reference to a segment the mark found dead keeps it.
 // - Before a container's live set is computed it is fenced: dedup lookups stop finding
@@ -74,6 +76,11 @@ export interface GcReport {
   deadBytesKept: number;
   containersRemoved: number;
   containersRewritten: number;
+  /**
+   * Containers left out of this run because a write still in progress may have appended to
+   * them (write-holds.ts); a later run sweeps them.
+   */
+  containersHeld: number;
   liveSegments: number;
   deadSegments: number;
   rootsMarked: number;
@@ -98,12 +105,17 @@ export async function collectGarbage(core: StoreCore, reader: SegmentReader, opt
   const t0 = Date.now();
   const threshold = opts.copyForwardBelow ?? 0.5;
   if (!(threshold >= 0 && threshold <= 1)) throw vmError('INVALID_ARGUMENT', `copy-forward threshold ${threshold} is not between 0 and 1`);
-  // Everything sealed and registered before this point may be swept; later containers not.
+  // Everything sealed and registered before this point may be swept; later containers not,
+  // and none from the first one a write still running may have appended to.
   await core.sealOpen();
+  const horizon = core.writeHolds.horizon();
   await core.checkpoint([], { sync: true });
   const candidates: Candidate[] = [];
+  let held = 0;
   for await (const [k, v] of core.db.iterator({ gte: Buffer.from([CONTAINER_PREFIX]), lt: Buffer.from([CONTAINER_PREFIX + 1]) })) {
-    candidates.push({ cid: k.readUInt32BE(1), size: decodeContainerRecord(v, k.readUInt32BE(1)).size });
+    const cid = k.readUInt32BE(1);
+    if (cid >= horizon) held++;
+    else candidates.push({ cid, size: decodeContainerRecord(v, cid).size });
   }
   const live = BloomFilter.forCapacity(Math.max(1 << 16, core.counters.segments + (core.counters.segments >> 2)));
   core.gcLive = live;
@@ -116,6 +128,7 @@ export async function collectGarbage(core: StoreCore, reader: SegmentReader, opt
     deadBytesKept: 0,
     containersRemoved: 0,
     containersRewritten: 0,
+    containersHeld: held,
     liveSegments: 0,
     deadSegments: 0,
     rootsMarked: 0,

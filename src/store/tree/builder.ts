@@ -98,20 +98,6 @@ export class TreeBuilder {
   }
 
   /**
-   * What was pushed and is not yet inside a stored node of this build: each pending entry as a
-   * version garbage collection can walk (a data segment at height 0, a stored node above). A
-   * stream of a whole disk (Namespace.stream) is in no file until it finishes; these keep what
-   * it wrote so far live. Zero runs hold nothing and are left out.
-   */
-  partialRoots(): FileVersion[] {
-    const out: FileVersion[] = [];
-    this.levels.forEach((lv, l) => {
-      for (const e of lv.pending) if (!e.zero) out.push({ root: e.fp, size: e.len, height: l });
-    });
-    return out;
-  }
-
-  /**
    * A copy of this builder's state (pending entries at every level): finishing the copy gives
    * the version of what was pushed so far while this one goes on (TreeWriter.checkpoint). The
    * copy stores the right edge's nodes through the same sink; this builder never sees them.

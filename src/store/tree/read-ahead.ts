@@ -258,7 +258,10 @@ let zeroBuf = Buffer.alloc(0);
 
 /** `n` zero bytes, a view of the shared zero buffer: never to be written. */
 export function zeroView(n: number): Buffer {
-  if (zeroBuf.length < n) zeroBuf = Buffer.alloc(Math.max(n, WINDOW));
+  // Filled, not Buffer.alloc's calloc: untouched anonymous memory maps the kernel's zero page,
+  // which the FUSE reply's get_user_pages takes only on its slow path (the mmap lock, page by
+  // page), for every reply of zeros.
+  if (zeroBuf.length < n) zeroBuf = Buffer.allocUnsafeSlow(Math.max(n, WINDOW)).fill(0);
   return zeroBuf.subarray(0, n);
 }
 

@@ -8,6 +8,7 @@
 import { vmError } from '../../errors.js';
 import { ChunkStream, type ChunkItem } from '../segmenter/chunk-stream.js';
 import type { Slab } from '../slab-pool.js';
+import type { WriteHold } from '../gc/write-holds.js';
 import type { HashedBatch, IngestEngine } from '../ingest.js';
 import type { SegmentReader } from '../segment-reader.js';
 import type { ChunkerParams } from '../segmenter/segmenter.js';
@@ -44,6 +45,8 @@ export interface WriterContext {
   engine: IngestEngine;
   reader: SegmentReader;
   noteIngest(bytes: number, zeroBytes: number): void;
+  /** Keeps what this writer appends out of garbage collection's sweep (gc/write-holds.ts). */
+  holdWrites(): WriteHold;
 }
 
 export class TreeWriter {
@@ -62,10 +65,18 @@ export class TreeWriter {
   /** Of those, already counted in the store's statistics (by checkpoints). */
   private noted = 0;
   private notedZeros = 0;
+  /**
+   * From the start: the segments appended are named by no GC root until the version is one.
+   * Released once finished or given up; a caller that needs longer (its version becomes a root
+   * only after more waits) takes its own hold before it creates the writer. Renewed at each
+   * checkpoint (whose version the caller makes a root).
+   */
+  private hold: WriteHold;
 
   constructor(private readonly ctx: WriterContext) {
     this.cs = new ChunkStream(ctx.chunker, { item: (i) => this.onItem(i), leaving: () => this.flushBatch() });
     this.builder = new TreeBuilder({ storeNode: (_l, bytes) => ctx.engine.storeNode(bytes, this.deps) });
+    this.hold = ctx.holdWrites();
   }
 
   // ---- stream input ----------------------------------------------------------------------
@@ -87,15 +98,27 @@ export class TreeWriter {
     await this.backpressure();
   }
 
+  /**
+   * The version written. It must become a GC root (an open file's version, an inode) before
+   * the caller's next wait on I/O, or the caller must hold writes itself: the writer's hold
+   * ends here, and a GC may start once this turn of the event loop is over.
+   */
   async finish(): Promise<WriteResult> {
-    this.check();
-    this.finished = true;
-    await this.cs.finish();
-    this.flushBatch();
-    await this.chain;
-    this.check();
-    this.ctx.noteIngest(this.ingested - this.noted, this.zeroIngested - this.notedZeros);
-    return { version: this.builder.finish(), deps: this.deps };
+    try {
+      this.check();
+      this.finished = true;
+      await this.cs.finish();
+      this.flushBatch();
+      await this.chain;
+      this.check();
+      this.ctx.noteIngest(this.ingested - this.noted, this.zeroIngested - this.notedZeros);
+      return { version: this.builder.finish(), deps: this.deps };
+    } catch (err) {
+      await this.abort();
+      throw err;
+    } finally {
+      this.hold.release();
+    }
   }
 
   /**
@@ -150,22 +173,26 @@ export class TreeWriter {
     );
     this.inflight.push(this.chain);
     const r = await run;
+    // What was appended so far is in r.version, which the caller makes a root (holding writes
+    // itself until then, as OpenFile's commit does); the writer holds only from here on.
+    const next = this.ctx.holdWrites();
+    this.hold.release();
+    this.hold = next;
     this.noted += ingested;
     this.notedZeros += zeros;
     this.ctx.noteIngest(ingested, zeros);
     return r;
   }
 
-  /** The entries built so far that no stored node holds yet (TreeBuilder.partialRoots): GC roots. */
-  partialRoots(): FileVersion[] {
-    return this.builder.partialRoots();
-  }
-
   /** Gives up: waits for work in flight so nothing outlives the writer. */
   async abort(): Promise<void> {
     this.finished = true;
-    await this.cs.settle().catch(() => {});
-    await this.chain.catch(() => {});
+    try {
+      await this.cs.settle().catch(() => {});
+      await this.chain.catch(() => {});
+    } finally {
+      this.hold.release();
+    }
   }
 
   /**
@@ -207,6 +234,10 @@ export class TreeWriter {
         ahead = window(w + 1);
         for (let k = starts[w]; k < starts[w + 1]; k++) await this.piece(old, pieces[k], k === pieces.length - 1);
       }
+    } catch (err) {
+      await ahead;
+      await this.abort();
+      throw err;
     } finally {
       // Nothing of this edit keeps reading once it returned or failed.
       await ahead;
