@@ -6,7 +6,6 @@ import t from 'tap';
 import { Namespace } from '../src/namespace/namespace.js';
 import { MOUNT_ROOT_NODE, nodeOf, parseNode } from '../src/namespace/node-id.js';
 import { Txn } from '../src/namespace/meta.js';
-import { shareNameKey } from '../src/namespace/keys.js';
 import { SegmentStore } from '../src/store/store.js';
 import { VmvaultError } from '../src/errors.js';
 import { openNs, readFile } from './helpers/ns.js';
@@ -95,33 +94,6 @@ t.test('setgid directories, setattr, and a file unlinked while open', async (t) 
   await ns.fs.release(fh);
 });
 
-t.test('setattr answers the attributes a getattr right after it sees, open or not', async (t) => {
-  // setattr builds its answer from the inode it wrote, under the lock (no second resolve):
-  // the answer must still be what getattr reads, with an open writer's size and times.
-  const { ns } = await openNs(t, tmpDir(t));
-  const n = ns.nodes;
-  const share = await n.mkdir(MOUNT_ROOT_NODE, 's', 0o755);
-  const { attr, fh } = await n.create(share.ino, 'f', 0o600, 2, { uid: 1000, gid: 1000 });
-  await ns.write(fh, 0, Buffer.alloc(10_000, 7));
-  const steps: Array<[string, Parameters<typeof n.setattr>[1], number | undefined]> = [
-    ['fchmod of the written file, writes unflushed', { mode: 0o600 }, fh],
-    ['chown by node', { uid: 7, gid: 8 }, undefined],
-    ['utimens, explicit', { atime: 1_500_000.25, mtime: 1_000_000.5 }, undefined],
-    ['utimens, now', { atime: 'now', mtime: 'now' }, fh],
-  ];
-  for (const [what, change, h] of steps) {
-    const got = await n.setattr(attr.ino, change, h);
-    t.same(got, await n.getattr(attr.ino, h), `${what}: the answer is what getattr reads`);
-    t.equal(got.size, 10_000, `${what}: with the open writer's size`);
-  }
-  await ns.fs.flush(fh);
-  await ns.fs.release(fh);
-  const closed = await n.setattr(attr.ino, { mode: 0o644, mtime: 2_000_000 });
-  t.same(closed, await n.getattr(attr.ino), 'closed: the answer is what getattr reads');
-  t.same([closed.mode & 0o7777, closed.uid, closed.gid, closed.mtime, closed.size], [0o644, 7, 8, 2_000_000, 10_000], 'mode, owner, time and size as set and written');
-  t.ok(closed.ctime >= closed.mtime, 'ctime moved with the change');
-});
-
 t.test('snapshots: node ids of their own, read-only, ".." back to .snapshots', async (t) => {
   const { ns } = await openNs(t, tmpDir(t));
   const n = ns.nodes;
@@ -151,42 +123,6 @@ t.test('snapshots: node ids of their own, read-only, ".." back to .snapshots', a
   const rfh = await n.open(img.ino, 0);
   t.equal((await ns.fs.read(rfh, 0, 2)).toString(), 'v1', 'a snapshot file opens read-only and reads');
   await ns.fs.release(rfh);
-});
-
-t.test('node ids of a share or snapshot removed, and its name made again, stop resolving (caches warm)', async (t) => {
-  // NodeOps.place answers from the caches without an await when it can: a node id is only
-  // valid while its volume is still the one its name points at, cached or not.
-  const { ns } = await openNs(t, tmpDir(t));
-  const n = ns.nodes;
-  const share = await n.mkdir(MOUNT_ROOT_NODE, 'tmp', 0o755);
-  const { attr, fh } = await n.create(share.ino, 'f', 0o644, 2);
-  await ns.fs.release(fh);
-  await ns.snapshots.create('tmp', 'p');
-  const snapdir = await n.lookup(share.ino, '.snapshots');
-  const inSnap = await n.lookup(await n.lookup(snapdir.ino, 'p').then((a) => a.ino), 'f');
-  // Warm: every record of both nodes is read (and cached) through the node ids.
-  t.equal((await n.getattr(attr.ino)).size, 0);
-  t.equal((await n.getattr(inSnap.ino)).size, 0);
-  await ns.snapshots.remove('tmp', 'p');
-  await rejectsCode(t, n.getattr(inSnap.ino), 'NOT_FOUND', 'a removed snapshot\'s node');
-  await ns.snapshots.create('tmp', 'p');
-  await rejectsCode(t, n.getattr(inSnap.ino), 'NOT_FOUND', 'still, with a new snapshot of the same name');
-  await ns.shares.remove('tmp', { force: true, deleteSnapshots: true });
-  await rejectsCode(t, n.getattr(attr.ino), 'NOT_FOUND', 'a removed share\'s node');
-  await rejectsCode(t, n.setattr(attr.ino, { mode: 0o600 }), 'NOT_FOUND', 'and setattr of it');
-  const again = await n.mkdir(MOUNT_ROOT_NODE, 'tmp', 0o755);
-  t.not(again.ino, share.ino, 'the name made again is another volume');
-  await rejectsCode(t, n.getattr(attr.ino), 'NOT_FOUND', 'the old node stays gone beside the new share');
-  await rejectsCode(t, n.lookup(share.ino, 'f'), 'NOT_FOUND', 'and so does the old share root');
-  // A volume whose name no longer points at it (being made or cleared) while its own records
-  // stay cached: its nodes are gone for the mount.
-  const { attr: g, fh: gfh } = await n.create(again.ino, 'g', 0o644, 2);
-  await ns.fs.release(gfh);
-  t.equal((await n.getattr(g.ino)).size, 0, 'warm');
-  const unname = new Txn();
-  unname.raw({ type: 'del', key: shareNameKey('tmp') });
-  await ns.ctx.meta.apply(unname);
-  await rejectsCode(t, n.getattr(g.ino), 'NOT_FOUND', 'a node of a volume its name no longer points at');
 });
 
 t.test('node ids and generations survive a reopen; a new run gets a new generation', async (t) => {

@@ -203,23 +203,6 @@ export class Meta {
     return vol;
   }
 
-  /** A cached volume, or undefined when not cached (then getVolume reads it). */
-  cachedVolume(id: number): Volume | undefined {
-    return this.volumes.get(id);
-  }
-
-  /**
-   * What shareVolumeId / snapshotVolumeId would answer from the cache: the volume id, null for
-   * a name known absent, undefined when not cached (ask them).
-   */
-  cachedShareVolumeId(name: string): number | null | undefined {
-    return this.names.get(`s/${name}`);
-  }
-
-  cachedSnapshotVolumeId(shareVol: number, name: string): number | null | undefined {
-    return this.names.get(`p/${shareVol}/${name}`);
-  }
-
   async shareVolumeId(name: string): Promise<number | undefined> {
     return this.named(`s/${name}`, () => shareNameKey(name));
   }
@@ -260,14 +243,6 @@ export class Meta {
   }
 
   async getInode(vol: number, ino: number): Promise<Inode | undefined> {
-    return this.inodeNow(vol, ino);
-  }
-
-  /**
-   * getInode without a promise: the cache, else a synchronous read. For the mount's hot path
-   * (NodeOps.place), where each await of a cached answer is a microtask hop per request.
-   */
-  inodeNow(vol: number, ino: number): Inode | undefined {
     const key = `${vol}/${ino}`;
     const hit = this.inodes.get(key);
     if (hit !== undefined) return hit ?? undefined;

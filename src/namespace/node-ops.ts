@@ -65,28 +65,6 @@ export class NodeOps {
 
   /** What a node id names now; NOT_FOUND once it is gone (deleted, or its share or snapshot is). */
   private async place(node: NodeId): Promise<NodePlace> {
-    return this.placeCached(node) ?? this.placeRead(node);
-  }
-
-  /**
-   * place() from the caches alone, without an await: a stored node of a named volume whose
-   * volume record and name are cached (every request of a busy mount). Anything else, errors
-   * included, is left to placeRead, which answers the same from the same caches.
-   */
-  private placeCached(node: NodeId): NodePlace | undefined {
-    const ref = parseNode(node);
-    if (ref.kind !== 'vol') return undefined;
-    const meta = this.ctx.meta;
-    const vol = meta.cachedVolume(ref.vol);
-    if (!vol) return undefined;
-    const named = vol.kind === 'share' ? meta.cachedShareVolumeId(vol.name) : vol.shareVol === undefined ? undefined : meta.cachedSnapshotVolumeId(vol.shareVol, vol.name);
-    if (named !== vol.id) return undefined;
-    const inode = meta.inodeNow(vol.id, ref.ino);
-    if (!inode) return undefined;
-    return { kind: 'vol', vol, readOnly: vol.kind === 'snapshot', ino: ref.ino, inode };
-  }
-
-  private async placeRead(node: NodeId): Promise<NodePlace> {
     const ref = parseNode(node);
     if (ref.kind === 'root') return ref;
     if (ref.kind === 'snapdir') {
@@ -311,21 +289,20 @@ export class NodeOps {
       else await this.fs.truncateResolved(await this.resolved(node, what), change.size, what);
     }
     const { mode, uid, gid, atime, mtime } = change;
-    if (mode === undefined && uid === undefined && gid === undefined && atime === undefined && mtime === undefined) return this.getattr(node, fh);
-    // The attributes as this change left them, read under the lock with the inode it wrote: no
-    // second resolve of the node (three cache reads and their awaits; rsync sets 3.6 per file).
-    return this.ctx.lock.run(async () => {
-      const r = await this.resolved(node, what);
-      const at = atime === 'now' ? Date.now() : atime;
-      const mt = mtime === 'now' ? Date.now() : mtime;
-      const written = await this.fs.setattrAt(
-        r,
-        what,
-        (n, now) => ({ ...n, mode: mode === undefined ? n.mode : mode & 0o7777, uid: uid ?? n.uid, gid: gid ?? n.gid, atime: at ?? n.atime, mtime: mt ?? n.mtime, ctime: now }),
-        (f, now) => f.setTimes(mt ?? null, now),
-      );
-      return this.attrOf(r.vol, written);
-    });
+    if (mode !== undefined || uid !== undefined || gid !== undefined || atime !== undefined || mtime !== undefined) {
+      await this.ctx.lock.run(async () => {
+        const r = await this.resolved(node, what);
+        const at = atime === 'now' ? Date.now() : atime;
+        const mt = mtime === 'now' ? Date.now() : mtime;
+        await this.fs.setattrAt(
+          r,
+          what,
+          (n, now) => ({ ...n, mode: mode === undefined ? n.mode : mode & 0o7777, uid: uid ?? n.uid, gid: gid ?? n.gid, atime: at ?? n.atime, mtime: mt ?? n.mtime, ctime: now }),
+          (f, now) => f.setTimes(mt ?? null, now),
+        );
+      });
+    }
+    return this.getattr(node, fh);
   }
 
   async open(node: NodeId, flags: number): Promise<number> {

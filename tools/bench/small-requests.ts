@@ -111,28 +111,10 @@ try {
   process.stdout.write(`namespace lock: ${l.n} holds, waited ${l.waitMs.toFixed(0)} ms (max ${l.maxWait.toFixed(1)}), held ${l.holdMs.toFixed(0)} ms (max ${l.maxHold.toFixed(1)})\n`);
   const st = session.stats;
   process.stdout.write(`batches ${st.batches}, requests ${st.requests}, largest batch ${st.maxBatch}; getattrs answered in C ${session.attrHits}; absent names answered in C ${session.nameHits ?? 0}; flushes answered in C ${session.quietFlushes ?? 0}\n`);
-  // From libfuse's receipt to the answer, per kind (native/src/fuse3/reqtime.c): queued -> handed
-  // to the JS thread is the hand-off's wait; handed -> answered is the handler's.
-  for (const [op, t] of Object.entries(session.reqTimes).sort((a, b) => b[1].slotMs + b[1].waitMs + b[1].jsMs - (a[1].slotMs + a[1].waitMs + a[1].jsMs))) {
-    const per = (ms: number) => ((ms / t.n) * 1000).toFixed(0).padStart(5);
-    const med = medianUs(t.hist);
-    process.stdout.write(`receipt->answer ${op.padEnd(11)} ${String(t.n).padStart(7)}  us each: slot ${per(t.slotMs)} to-JS ${per(t.waitMs)} JS ${per(t.jsMs)}  median total <${med} us  max ${t.maxMs.toFixed(1)} ms\n`);
-  }
   process.stdout.write(`synced commits ${commits.n} (${commits.ms.toFixed(0)} ms); negative entries invalidated ${llfs.invalidations}\n`);
 } finally {
   await session.unmount();
   await ns.close();
   await store.close();
   await fs.rm(work, { recursive: true, force: true });
-}
-
-/** The upper bound (us) of the histogram bucket (< 2^k us) holding the median. */
-function medianUs(hist: number[]): number {
-  const total = hist.reduce((a, b) => a + b, 0);
-  let seen = 0;
-  for (const [k, c] of hist.entries()) {
-    seen += c;
-    if (seen * 2 >= total) return 2 ** k;
-  }
-  return 2 ** hist.length;
 }

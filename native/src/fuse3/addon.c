@@ -8,7 +8,6 @@
 #include "holes.h"
 #include "names.h"
 #include "quiet.h"
-#include "reqtime.h"
 #include "ring.h"
 #include "notify.h"
 
@@ -39,7 +38,6 @@ void vv_sess_unref(napi_env env, vv_sess *s) {
   vv_attrs_free(s);
   vv_names_free(s);
   vv_quiet_free(s);
-  vv_reqtime_free(s);
   free(s);
 }
 
@@ -354,7 +352,6 @@ NAPI_MODULE_INIT() {
   vv_init_attrs(env, exports);
   vv_init_names(env, exports);
   vv_init_quiet(env, exports);
-  vv_init_reqtime(env, exports);
   vv_init_ring(env, exports);
   return vv_init_replies(env, exports);
 }

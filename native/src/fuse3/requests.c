@@ -10,7 +10,6 @@
 #include "holes.h"
 #include "names.h"
 #include "quiet.h"
-#include "reqtime.h"
 #include "ring.h"
 
 #include <errno.h>
@@ -30,7 +29,6 @@ static vv_req *req_new(fuse_req_t req, int op) {
   r->req = req;
   r->sess = fuse_req_userdata(req);
   r->op = op;
-  r->t_recv = vv_now_ns();
   const struct fuse_ctx *ctx = fuse_req_ctx(req);
   if (ctx) {
     r->uid = ctx->uid;
@@ -101,7 +99,6 @@ void vv_req_free(vv_req *r) {
 // Queues r (under s->mu); returns whether the caller must schedule a drain.
 static int enqueue_locked(vv_sess *s, vv_req *r) {
   r->queued = 1;
-  r->t_queued = vv_now_ns();
   if (s->tail) s->tail->next = r;
   else s->head = r;
   s->tail = r;
@@ -208,7 +205,6 @@ vv_req *vv_take(vv_sess *s, int64_t id) {
     pthread_cond_signal(&s->slot_cv);
   }
   pthread_mutex_unlock(&s->mu);
-  if (r) vv_reqtime_done(s, r);
   return r;
 }
 
@@ -812,11 +808,7 @@ void vv_call_js(napi_env env, napi_value js_cb, void *context, void *data) {
   vv_req *list = s->destroyed ? NULL : s->head;
   if (list) s->head = s->tail = NULL;
   // From here an interrupt of any of these reaches JavaScript as a notice.
-  uint64_t now = list ? vv_now_ns() : 0;
-  for (vv_req *r = list; r; r = r->next) {
-    r->handed = 1;
-    r->t_handed = now;
-  }
+  for (vv_req *r = list; r; r = r->next) r->handed = 1;
   s->scheduled = 0;
   pthread_mutex_unlock(&s->mu);
   if (!list) return;

@@ -49,11 +49,9 @@ typedef struct vv_req {
   size_t data_len;
   struct fuse_forget_data *items;  // forget
   size_t nitems;
-  uint64_t t_recv, t_queued, t_handed;  // monotonic ns: received, queued, handed to JS (reqtime.c)
 } vv_req;
 
 typedef struct vv_notifier vv_notifier;  // notify.c
-typedef struct vv_reqtime vv_reqtime;    // reqtime.c
 
 typedef struct vv_sess {
   struct fuse_session *se;
@@ -87,7 +85,6 @@ typedef struct vv_sess {
   struct vv_attrs *attrs;  // attributes JS vouches for, getattr answered without JS (attrs.c)
   struct vv_quiet *quiet;  // read-only handles whose flush is answered without JS (quiet.c)
   struct vv_names *names;  // names of directories JS vouches for, absent names answered without JS (names.c)
-  vv_reqtime *reqtime;  // time per request kind, receipt to answer (reqtime.c); JS thread only
   vv_notifier *notifier;  // dentry invalidations (notify.c), started at the first one
   napi_async_work unmount_work;
   napi_deferred unmount_deferred;

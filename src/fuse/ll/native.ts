@@ -9,19 +9,6 @@ import { VmvaultError } from '../../errors.js';
 
 export type Handle = { readonly __fuse3: unique symbol };
 
-/** Sums in ms over `n` answered requests of one kind; hist[k]: totals in [2^(k-1), 2^k) us (the last: also the rest). */
-export interface ReqTime {
-  n: number;
-  /** Receipt to queued: waiting for a free slot. */
-  slotMs: number;
-  /** Queued to handed to the JS thread: its wake-up and what it was doing meanwhile. */
-  waitMs: number;
-  /** Handed to answered: the handler, awaits included. */
-  jsMs: number;
-  maxMs: number;
-  hist: number[];
-}
-
 export interface Fuse3Addon {
   mount(mountpoint: string, args: string[], cfg: Int32Array, onBatch: (reqs: unknown[]) => void): Handle;
   unmount(h: Handle): Promise<void>;
@@ -87,8 +74,6 @@ export interface Fuse3Addon {
   locksUsed(h: Handle): void;
   /** Flushes answered in C so far. */
   quietFlushes(h: Handle): number;
-  /** Per request kind, time from libfuse's receipt to the answer (native/src/fuse3/reqtime.c). */
-  reqTimes(h: Handle): Record<string, ReqTime>;
   /** The one Buffer over the write ring's region (native/src/fuse3/ring.c), or null if it could not be allocated. */
   writeRing(): Buffer | null;
   /** Gives ring block `slot` back; false when it was not out (a second release is ignored). */

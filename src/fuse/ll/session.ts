@@ -4,7 +4,7 @@
 // writes to /dev/fuse. README.md is the API description the namespace adapter codes against.
 import { VmvaultError } from '../../errors.js';
 import { EIO } from './errno.js';
-import { type DataWindowStats, type Fuse3Addon, type Handle, loadFuse3, type ReqTime } from './native.js';
+import { type DataWindowStats, type Fuse3Addon, type Handle, loadFuse3 } from './native.js';
 import { ringViews } from './write-ring.js';
 import { A_COUNT, E_COUNT, openBits, packAttr, packDirents, packEntry, scratchF, scratchU } from './pack.js';
 import type { LlAttr, LlDirent, LlEntry, LlLock, LlMountOptions, LlOpenFlags, LlRequest, LlStatfs } from './types.js';
@@ -261,11 +261,6 @@ export class LlSession {
   /** Flushes answered by the addon without JavaScript so far. */
   get quietFlushes(): number {
     return this.handle ? this.addon.quietFlushes(this.handle) : 0;
-  }
-
-  /** Per request kind answered by JavaScript: where its time went (ReqTime), since the mount. */
-  get reqTimes(): Record<string, ReqTime> {
-    return this.handle ? this.addon.reqTimes(this.handle) : {};
   }
 
   private get h(): Handle {
