@@ -5,7 +5,7 @@
 #
 #   tools/fuzz.sh [--seconds N] [--merge] [--build-only] [target...]
 #
-#   --seconds N   time per target (default 10); `npm test` runs 6 s each (test/native-fuzz)
+#   --seconds N   time per target (default 10); `npm test` runs 3 s each (test/native-fuzz)
 #   --merge       fold the new inputs that add coverage into the committed corpus (minimised)
 #   --build-only  build and stop
 #   target        lz4_decompress lz4_roundtrip cut blake3 batch (default: all)
