@@ -9,11 +9,11 @@
 
 import t from 'tap';
 import { createHash } from 'node:crypto';
-import { Namespace } from '../src/namespace/namespace.js';
+import type { Namespace } from '../src/namespace/namespace.js';
 import { runGc, runVerify } from '../src/namespace/maintenance.js';
 import { SegmentStore } from '../src/store/store.js';
 import { generate, Rng } from './helpers/data.js';
-import { readFile } from './helpers/ns.js';
+import { openNs, readFile } from './helpers/ns.js';
 import { tmpDir } from './helpers/tmpdir.js';
 import type { TestT } from './helpers/tap-types.js';
 
@@ -21,16 +21,7 @@ const MiB = 1024 * 1024;
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 async function open(t: TestT, dir = tmpDir(t), fresh = true) {
-  const store = await SegmentStore.open(dir);
-  const ns = await Namespace.open(store, { streamCommitBytes: 2 * MiB, log: () => {} });
-  let closed = false;
-  const close = async () => {
-    if (closed) return;
-    closed = true;
-    await ns.close();
-    await store.close();
-  };
-  t.teardown(close);
+  const { store, ns, close } = await openNs(t, dir, { streamCommitBytes: 2 * MiB });
   const calls = { appender: 0, writeExtents: 0 };
   // (Guarded: so that this test runs, and fails, on a store from before the kept writer.)
   if (typeof store.appender === 'function') {

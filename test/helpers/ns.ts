@@ -1,7 +1,7 @@
 // A store and namespace in a temporary directory for tests that need no mount, closed when the
 // test ends, and file helpers that go through the namespace the way FUSE does.
 
-import { Namespace } from '../../src/namespace/namespace.js';
+import { Namespace, type NamespaceOptions } from '../../src/namespace/namespace.js';
 import { SegmentStore } from '../../src/store/store.js';
 
 interface Teardown {
@@ -9,9 +9,9 @@ interface Teardown {
 }
 
 /** Opens (or creates) a store and namespace; `close` may end them early, the teardown otherwise. */
-export async function openNs(t: Teardown, dir: string): Promise<{ store: SegmentStore; ns: Namespace; close(): Promise<void> }> {
+export async function openNs(t: Teardown, dir: string, opts: NamespaceOptions = {}): Promise<{ store: SegmentStore; ns: Namespace; close(): Promise<void> }> {
   const store = await SegmentStore.open(dir);
-  const ns = await Namespace.open(store, { log: () => {} });
+  const ns = await Namespace.open(store, { log: () => {}, ...opts });
   let closed = false;
   const close = async () => {
     if (closed) return;
