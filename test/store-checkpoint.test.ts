@@ -14,13 +14,19 @@ import { tmpDir } from './helpers/tmpdir.js';
 const MiB = 1024 * 1024;
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
-t.test('every checkpoint is the canonical version of the bytes written so far', async (t) => {
+/** The store under test and a reference store whose single writers give the canonical trees. */
+async function twoStores(t: { teardown(fn: () => unknown): void }): Promise<{ store: SegmentStore; ref: SegmentStore }> {
   const store = await SegmentStore.open(tmpDir(t));
   const ref = await SegmentStore.open(tmpDir(t));
   t.teardown(async () => {
     await store.close();
     await ref.close();
   });
+  return { store, ref };
+}
+
+t.test('every checkpoint is the canonical version of the bytes written so far', async (t) => {
+  const { store, ref } = await twoStores(t);
   const rng = new Rng(71);
   // Pieces of odd sizes: random data, whole MiB of zeros (fed as zero runs), short zero runs
   // (copied and cut), text; more than one 8 MiB slab in all.
@@ -51,12 +57,7 @@ t.test('every checkpoint is the canonical version of the bytes written so far', 
 });
 
 t.test('a writer started from an old version goes on from its last segment', async (t) => {
-  const store = await SegmentStore.open(tmpDir(t));
-  const ref = await SegmentStore.open(tmpDir(t));
-  t.teardown(async () => {
-    await store.close();
-    await ref.close();
-  });
+  const { store, ref } = await twoStores(t);
   const old = generate(new Rng(81), 'random', 5 * MiB + 999);
   const more = generate(new Rng(82), 'random', 3 * MiB + 1);
   const v = (await store.writeBuffer(old)).version;

@@ -25,7 +25,6 @@
 //   every version that is live or may become live before it ends (open files first).
 // - One process opens a data directory at a time (STORE_LOCKED otherwise).
 
-import type { WriteHold } from './gc/write-holds.js';
 import { ClassicLevel } from 'classic-level';
 import fsp from 'node:fs/promises';
 import { type StoreSnapshot, takeSnapshot } from './copy-snapshot.js';
@@ -55,6 +54,7 @@ import { StoreCore } from './store-core.js';
 import { Superseded } from './index/superseded.js';
 import { TreeView } from './tree/reader.js';
 import { collectGarbage, type GcOptions, type GcReport } from './gc/gc.js';
+import type { WriteHold } from './gc/write-holds.js';
 import { registerInternals } from './internals.js';
 import { type Piece, TreeWriter, type WriteResult } from './tree/writer.js';
 import { acceptSegment, acceptSegments, type AcceptManyResult, type AcceptResult, locate, RecipeWriter, type SentPayload } from './remote-ingest.js';
