@@ -74,21 +74,26 @@ t.test('a read still laying a committed map over the store keeps its buffers unt
   await ns.write(fh, MiB, h.buf, { owned: true, release: h.release });
   const want = Buffer.from(base);
   fresh.copy(want, MiB);
-  // The store's read is held back (a timer in front of the real read) so that the commit of the
-  // handed-over buffer is built and retires its map while the read still has to lay it over.
+  // The store's read is held back until the commit is done (a gate, not a timer: under load a
+  // commit can outlast any fixed delay, and the read then finished first), so that the commit
+  // of the handed-over buffer is built and retires its map while the read still has to lay it
+  // over. The commit itself reads nothing from the store here (it would hang on the gate).
   const real = store.readInto.bind(store);
   let delayed = 0;
+  let openGate!: () => void;
+  const gate = new Promise<void>((r) => (openGate = r));
   store.readInto = ((v, pos, out, rescue) => {
     delayed++;
-    return new Promise<void>((r) => setTimeout(r, 300)).then(() => real(v, pos, out, rescue));
+    return gate.then(() => real(v, pos, out, rescue));
   }) as typeof store.readInto;
   const commit = ns.fs.fsync(fh);
   const read = ns.fs.read(fh, 0, 4 * MiB);
   await commit;
   t.same(released, [], 'the commit is built, but the read in flight holds the buffer');
+  t.ok(delayed >= 1, 'the read is waiting on the store');
+  openGate();
   const got = await read;
   store.readInto = real;
-  t.ok(delayed >= 1, 'the read went to the store');
   t.equal(sha(got), sha(want), 'the read lays the right bytes over what the store held');
   t.same(released, [1], 'released once the read is done');
   await ns.fs.release(fh);
