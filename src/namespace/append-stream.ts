@@ -11,6 +11,10 @@
 // Anything but an append at the end of the writer's last version (a write elsewhere, a
 // truncation, a reverted round, another writer's version adopted) drops the writer; the commit
 // then edits as before, and a later stream of appends starts a new writer from that version.
+// So does a stream that pauses with its file still open (Namespace's tick, `streamIdleMs`): a
+// kept writer holds an 8 MiB slab and holds every container from its last checkpoint's on from
+// garbage collection (store/gc/write-holds.ts), and an NFS server or a hypervisor may keep an
+// image open for days after writing it.
 
 import type { FileVersion, SegmentStore, TreeWriter, WriteResult } from '../store/store.js';
 
@@ -21,12 +25,19 @@ export class AppendStream {
   private w: TreeWriter | undefined;
   /** The version the writer's content is now (its last checkpoint, or the one it started from). */
   private at: FileVersion | undefined;
+  /** When the writer last committed (Date.now()). */
+  private usedAt = 0;
 
   constructor(private readonly store: SegmentStore) {}
 
   /** Whether a writer is kept (for tests and statistics). */
   get live(): boolean {
     return this.w !== undefined;
+  }
+
+  /** Whether a writer is kept and has not committed for `ms`. */
+  idleFor(ms: number, now = Date.now()): boolean {
+    return this.w !== undefined && now - this.usedAt >= ms;
   }
 
   /**
@@ -49,6 +60,7 @@ export class AppendStream {
       for (const e of extents) if (e.data.length > 0) await this.w.write(e.data);
       const r = await this.w.checkpoint();
       this.at = r.version;
+      this.usedAt = Date.now();
       return r;
     } catch (err) {
       this.drop();

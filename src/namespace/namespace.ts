@@ -35,6 +35,12 @@ export interface NamespaceOptions {
   dirtyLimitBytes?: number;
   /** Commit changes older than this. Default 5 s. */
   commitAgeMs?: number;
+  /**
+   * Let a stream's kept store writer go when no commit used it for this long while its file
+   * stays open (namespace/append-stream.ts). Default 30 s: a stream still being written commits
+   * at least every `commitAgeMs`.
+   */
+  streamIdleMs?: number;
   /** Where errors nobody else would see go (commits after the last close). */
   log?: (line: string) => void;
   /** The clock retention locks are judged by (ms since the epoch). Default Date.now. */
@@ -96,6 +102,7 @@ export class Namespace {
       streamCommitBytes: opts.streamCommitBytes ?? 8 * 1024 * 1024,
       dirtyLimitBytes: opts.dirtyLimitBytes ?? 512 * 1024 * 1024,
       commitAgeMs: opts.commitAgeMs ?? 5000,
+      streamIdleMs: opts.streamIdleMs ?? 30_000,
     };
     this.log = opts.log ?? ((l) => process.stderr.write(l + '\n'));
   }
@@ -231,6 +238,8 @@ export class Namespace {
         void f.commit(false).catch((err) => {
           if (f.handles === 0) this.log(`namespace: committing a closed file failed, will retry: ${(err as Error).message}`);
         });
+      } else if (!f.hasChanges) {
+        f.releaseIdleStream(this.opts.streamIdleMs);
       }
     }
   }

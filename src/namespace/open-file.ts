@@ -116,6 +116,23 @@ export class OpenFile {
     return n > 0 && d.bytes >= n * STREAM_EXTENT_BYTES && d.end - d.start <= 2 * d.bytes;
   }
 
+  /** Whether a store writer is kept for a stream of appends (append-stream.ts). */
+  get streamWriterLive(): boolean {
+    return this.appends.live;
+  }
+
+  /**
+   * Lets a kept stream writer go once no commit has used it for `ms` (the stream paused with
+   * the file still open). Queued behind the commits asked for so far, so it never runs beside
+   * one (AppendStream.drop's rule); a commit asked for meanwhile keeps the writer.
+   */
+  releaseIdleStream(ms: number): void {
+    if (this.pendingCommits > 0 || !this.appends.idleFor(ms)) return;
+    this.chain = this.chain.then(() => {
+      if (this.pendingCommits === 0 && this.appends.idleFor(ms)) this.appends.drop();
+    });
+  }
+
   /** Resolves once every commit queued so far has finished (failed ones too: see takeFailure). */
   settled(): Promise<void> {
     return this.chain;
