@@ -127,6 +127,13 @@ if (why) {
     for (const x of ext) image.copy(byExtents, x.logical, MiB + x.physical, MiB + x.physical + Math.min(x.length, big.length - x.logical));
     t.ok(byExtents.equals(big), 'the extents read from the image are the source file');
 
+    // Requests that reach JavaScript (spy on the real readWith, no double).
+    let toJs = 0;
+    const realWith = cat.readWith.bind(cat);
+    cat.readWith = (l, offset, length, use) => {
+      toJs++;
+      return realWith(l, offset, length, use);
+    };
     const mnt = path.join(dir, 'mnt');
     const mount = new LlMount(mnt, ns, { mkdir: true, log: (l) => t.comment(l), virtual: new CatalogFilesView(ns, cat) });
     await mount.mount();
@@ -141,6 +148,7 @@ if (why) {
     t.same(lines.map(([what]) => what), ['seq', 'ahead', 'ahead2', 'random'], 'every pass ran');
     for (const [what, reads, bad] of lines) t.equal(bad, '0', `${what}: ${reads} reads, every one equal to the source file`);
     const st = session.dataWindows;
+    t.comment(`requests to JavaScript: ${toJs}, answered by the addon: ${st.answered}`);
     t.ok(st.answered >= 20, `${st.answered} reads of .files/ answered by the addon from the image's windows (none before)`);
     t.equal(st.bytes, 0, 'every window was given back once the file was closed');
     t.equal(st.windows, 0, 'no window entry left');
