@@ -9,9 +9,10 @@
 // compared with the source file (the model) and the file's extents in the image with it too.
 // This process serves the mount, so every read of it is a child process.
 //
-// Checked to fail: on main (no mapping) no `.files/` read is answered by the addon; with the
-// mapping's file offsets shifted by 4 KiB in CatalogService.mapping, the random reads inside the
-// windows read wrong bytes.
+// Checked to fail: without the mapping (withVirtualTree given no DataWindows, as on main) no
+// `.files/` read is answered by the addon ('answered' 0); with the mapping's file offsets shifted
+// by 4 KiB in CatalogService.mapping, the sequential passes read wrong bytes. The count of
+// requests that reached JavaScript is noted, not asserted (it depends on timing).
 
 import t from 'tap';
 import { execFile } from 'node:child_process';
