@@ -10,7 +10,8 @@
 // change listeners, called before the change is acknowledged) drops the windows of every open
 // of it at once, so no read begun after the change gets old bytes; release drops them before
 // the fh can be reused. The addon answers a read only while a later window of the same open is
-// registered: reads in the last one come here, so the read-ahead follows the reader.
+// registered, or once a read in the same window came here: the first read in the last one comes
+// here, so the read-ahead follows the reader.
 //
 // A file of a read-only view (the catalog's `<image>.files/`, ll-virtual.ts) whose bytes are
 // ranges of a stored file's committed version is mapped here too (map): the parts of each window
