@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { vmError } from '../errors.js';
 import { Mutex } from '../kv/mutex.js';
-import type { Namespace } from '../namespace/namespace.js';
+import type { FileVersion, Namespace } from '../namespace/namespace.js';
 import { validateName } from '../namespace/names.js';
 import { buildCatalog, namespaceSource, type BuildProgress, type BuildResult } from './catalog-build.js';
 import { CatalogReader, type FileRow, type VolumeRow } from './catalog-db.js';
@@ -375,6 +375,40 @@ export class CatalogService {
       if (r === false) use(await this.read({ ...loc, content }, offset, end - offset));
       else if (r !== true) await r;
     });
+  }
+
+  /**
+   * Where a located file's bytes lie in its image's stored version, piece by piece (file offset
+   * `at` is the version's byte `from`, for `length` bytes), so the mount's addon can answer reads
+   * of them from the store's read-ahead windows of that version (fuse/ll-datawin.ts): the ranges
+   * readWith serves, the file's extents on a raw disk's partition, clipped to the file's size and
+   * the volume. Opens the image (as the first read would). Undefined for anything readWith does
+   * not serve, and unless the image's handle is a snapshot's file read as its version: that
+   * version's bytes never change, so the mapping holds for as long as the file's row does.
+   */
+  async mapping(loc: Pick<Located, 'share' | 'point' | 'image' | 'vol' | 'row' | 'reader'> & { content?: { extents?: Extent[]; inline?: Buffer } }): Promise<{ version: FileVersion; pieces: Array<{ at: number; from: number; length: number }> } | undefined> {
+    if (loc.row.type !== 'file') return undefined;
+    const content = loc.content ?? loc.reader.content(loc.row.id);
+    if (content.inline || !content.extents || content.extents.length === 0) return undefined;
+    const img = await this.openImage(loc.share, loc.point, loc.image);
+    if (img.format !== 'raw') return undefined;
+    const vol = img.vols.find((v) => v.name === loc.vol.name);
+    if (!vol || vol.extents?.length !== 1) return undefined;
+    let h;
+    try {
+      h = this.ns.fs.handle(img.fh);
+    } catch {
+      return undefined; // retired meanwhile
+    }
+    if (!h.immutable || !h.file.clean) return undefined;
+    const disk = vol.extents[0].diskOffset;
+    const pieces: Array<{ at: number; from: number; length: number }> = [];
+    for (const x of content.extents) {
+      const length = Math.min(x.length, loc.row.size - x.logical, vol.size - x.physical);
+      if (length > 0) pieces.push({ at: x.logical, from: disk + x.physical, length });
+    }
+    pieces.sort((a, b) => a.from - b.from);
+    return { version: h.file.base, pieces };
   }
 
   /** Bytes [at, at + length) of volume `volName` of an open image to `use`, if the image is raw and the volume one range of it. */

@@ -9,7 +9,7 @@
 // Guest permissions, owners and times are shown as the catalog holds them, without write bits.
 
 import { vmError } from '../errors.js';
-import type { Namespace } from '../namespace/namespace.js';
+import type { FileVersion, Namespace } from '../namespace/namespace.js';
 import type { NodeAttr } from '../namespace/node-ops.js';
 import { isVirtualNode, parseNode, VIRTUAL_NODE_BASE, VIRTUAL_NODE_END } from '../namespace/node-id.js';
 import { NodeType, ROOT_INO } from '../namespace/records.js';
@@ -253,6 +253,19 @@ export class CatalogFilesView {
       this.streams.delete(node);
     }
     return r;
+  }
+
+  /**
+   * Where a file's bytes lie in its image's stored version (CatalogService.mapping): the mount's
+   * addon answers sequential reads of them from the store's read-ahead windows of the image, on
+   * libfuse's threads, as it does the image's own reads (fuse/ll-datawin.ts). Asked at open.
+   */
+  async mapping(node: bigint): Promise<{ version: FileVersion; pieces: Array<{ at: number; from: number; length: number }> } | undefined> {
+    const t = this.target(node);
+    if (t.kind !== 'row' || t.row.type !== 'file') return undefined;
+    const reader = this.reader(t);
+    t.content ??= reader.content(t.row.id);
+    return this.catalog.mapping({ share: t.share, point: t.point, image: t.image, vol: t.vol, row: t.row, reader, content: t.content });
   }
 
   /** Drops the read-ahead of a file once a handle on it is released. */

@@ -280,7 +280,7 @@ export class LlFileSystem {
 
   /** The onBatch to mount with: `LlSession.mount(dir, opts, fs.onBatch())`. */
   onBatch(): OnBatch {
-    const ops = this.virtual ? withVirtualTree(this.ops(), this.virtual, this.ns, this.log) : this.ops();
+    const ops = this.virtual ? withVirtualTree(this.ops(), this.virtual, this.ns, this.log, this.datawin) : this.ops();
     return dispatchOps(ops, { log: this.log });
   }
 

@@ -12,6 +12,7 @@ import { constants } from 'node:os';
 import type { NodeAttr } from '../namespace/node-ops.js';
 import type { Namespace } from '../namespace/namespace.js';
 import { NodeType } from '../namespace/records.js';
+import type { DataWindows, StoredMapping } from './ll-datawin.js';
 import { toErrno } from './errno.js';
 import type { LlOps, LlSession } from './ll/session.js';
 import type { LlAttr, LlDirent, LlEntry, LlRequest } from './ll/types.js';
@@ -22,6 +23,8 @@ const TIMEOUT_S = 1;
 /** Directory handles of hosted and virtual directories: above any the wrapped ops hand out. */
 const FH_BASE = 2 ** 30;
 const O_ACCMODE = 3;
+/** The handle of every open of a tree's file: its reads need none (the node says it all). */
+const FILE_FH = 0;
 
 export interface VirtualTree {
   owns(node: bigint): boolean;
@@ -40,6 +43,14 @@ export interface VirtualTree {
    * when `use` ran at once, else a promise that resolves once it ran.
    */
   readWith?(node: bigint, offset: number, size: number, use: (b: Buffer) => void): boolean | Promise<void>;
+  /**
+   * Optional: where regular file `node`'s bytes lie in a stored file's version that never changes
+   * (a snapshot's file), for the ranges that do; reads inside them are then answered in C from
+   * the store's read-ahead windows of that version (ll-datawin.ts), as the stored file's own
+   * reads are. Asked at open, unless a handle mapped the node already; undefined where nothing
+   * maps. The mapping must hold for as long as a handle on the node is open.
+   */
+  mapping?(node: bigint): Promise<StoredMapping | undefined>;
   /** A handle on `node` was released (the tree may drop what it read ahead for it). */
   release?(node: bigint): void;
 }
@@ -56,8 +67,10 @@ function typeMode(t: NodeType): number {
   return t === NodeType.Dir ? 0o040000 : t === NodeType.Symlink ? 0o120000 : 0o100000;
 }
 
-export function withVirtualTree(base: Partial<LlOps>, tree: VirtualTree, ns: Namespace, log: (line: string) => void): Partial<LlOps> {
+export function withVirtualTree(base: Partial<LlOps>, tree: VirtualTree, ns: Namespace, log: (line: string) => void, datawin?: DataWindows): Partial<LlOps> {
   const dirs = new Map<number, Array<{ name: string; ino: bigint; type: NodeType; attr?: NodeAttr }>>();
+  /** Open handles per file node of the tree: its data windows go with the last one. */
+  const opens = new Map<bigint, number>();
   let nextFh = FH_BASE;
   const fail = (s: LlSession, r: LlRequest, err: unknown): void => void s.replyErr(r.id, -toErrno(err, `${r.op} (catalog view)`, log));
   const rofs = (s: LlSession, r: LlRequest): void => void s.replyErr(r.id, E.EROFS);
@@ -74,6 +87,12 @@ export function withVirtualTree(base: Partial<LlOps>, tree: VirtualTree, ns: Nam
     }
   };
   const rofsOk = (s: LlSession, r: LlRequest): void => void s.replyErr(r.id, 0);
+  const closed = (ino: bigint): void => {
+    const n = (opens.get(ino) ?? 1) - 1;
+    if (n > 0) return void opens.set(ino, n);
+    opens.delete(ino);
+    datawin?.unmap(ino);
+  };
   const parentOwned = <O extends 'mknod' | 'mkdir' | 'symlink' | 'unlink' | 'rmdir' | 'create'>(op: O) => (r: Parameters<LlOps[O]>[0], s: LlSession) => {
     if (tree.owns((r as { parent: bigint }).parent)) return rofs(s, r);
     return call(op, r, s);
@@ -112,7 +131,14 @@ export function withVirtualTree(base: Partial<LlOps>, tree: VirtualTree, ns: Nam
       if ((r.flags & O_ACCMODE) !== 0) return void rofs(s, r);
       const a = await tree.getattr(r.ino);
       if (a.type === NodeType.Dir) return void s.replyErr(r.id, E.EISDIR);
-      s.replyOpen(r.id, 0, { keepCache: true });
+      // Mapped before the first read: windows the store reads from then on are registered as they
+      // become ready (a mapping made at a later read misses those already read). A mapping that
+      // fails costs nothing but speed: the reads meet the error themselves.
+      const m = datawin && tree.mapping && !datawin.isMapped(r.ino) ? await tree.mapping(r.ino).catch(() => undefined) : undefined;
+      // Counted before the reply: a release may follow it at once.
+      opens.set(r.ino, (opens.get(r.ino) ?? 0) + 1);
+      if (m) datawin!.map(s, r.ino, FILE_FH, m);
+      if (!s.replyOpen(r.id, FILE_FH, { keepCache: true })) closed(r.ino);
     }),
     read: (r, s) => {
       if (!tree.owns(r.ino)) return call('read', r, s);
@@ -131,6 +157,8 @@ export function withVirtualTree(base: Partial<LlOps>, tree: VirtualTree, ns: Nam
     flush: (r, s) => (tree.owns(r.ino) ? rofsOk(s, r) : call('flush', r, s)),
     release: (r, s) => {
       if (!tree.owns(r.ino)) return call('release', r, s);
+      // Before the reply: no window of this node outlives its last handle.
+      closed(r.ino);
       tree.release?.(r.ino);
       rofsOk(s, r);
     },

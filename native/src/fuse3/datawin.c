@@ -11,10 +11,12 @@
 // thread is copying out of the buffer (a reply in progress: one writev into /dev/fuse, which
 // never waits on JavaScript), so the buffer is JavaScript's alone when the call returns.
 //
-// A read is answered here only when a later window of the same open is registered too: a read
-// in the last window goes to JavaScript, whose read-ahead then follows the reader and reads
-// further windows (it sees only the reads that reach it). A read spanning two windows, or
-// none, goes to JavaScript as before.
+// A read is answered here only when a later window of the same open is registered too, or when
+// a read in the same window went to JavaScript already: the first read in the last window goes
+// to JavaScript, whose read-ahead then follows the reader and reads further windows (it sees
+// only the reads that reach it); the kernel's other reads in flight in that window (its
+// read-ahead sends 4 MiB at once) are answered here instead of queueing behind it. A read
+// spanning two windows, or none, goes to JavaScript as before.
 #define _GNU_SOURCE
 #include "datawin.h"
 
@@ -33,6 +35,7 @@ typedef struct {
   uint64_t ino, fh, start, end;
   const char *ptr;  // bytes [start, end) of the file; JavaScript's memory
   int refs;         // replies copying out of it now
+  int passed;       // a read in it went to JavaScript while it was the last window
 } vv_win;
 
 struct vv_datawin {
@@ -62,7 +65,11 @@ int vv_datawin_answer(vv_sess *s, fuse_req_t req, uint64_t ino, uint64_t fh, int
         break;
       }
     }
-    if (!hit) break;  // in the last window: JavaScript follows the reader
+    if (hit) break;
+    // In the last window: the first read goes to JavaScript, whose read-ahead follows the reader.
+    if (w->passed) hit = w;
+    else w->passed = 1;
+    break;
   }
   if (hit) {
     hit->refs++;
@@ -141,7 +148,7 @@ static napi_value js_set(napi_env env, napi_callback_info info) {
   if (!d) return no;
   vv_win *w = malloc(sizeof *w);
   if (!w) return no;
-  *w = (vv_win){ino, fh, start, start + len, data, 0};
+  *w = (vv_win){ino, fh, start, start + len, data, 0, 0};
   pthread_mutex_lock(&d->mu);
   int ok = d->n < MAX_WINS && d->bytes + len <= d->cap;
   if (ok) {
