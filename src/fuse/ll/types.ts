@@ -41,7 +41,7 @@ export interface LlMountOptions {
    * instead of a worker that then wakes it (default false). Requests the addon answers in C
    * (absent names, directory attributes, holes, read-ahead windows) are then answered on the JS
    * thread, between batches; maxThreads and cloneFd do not apply. Default: the environment's
-   * `VMVAULT_FUSE_JS_READER=1`, else false (the appliance's mount, ll-mount.ts, turns it on).
+   * `VMVAULT_FUSE_JS_READER=1`, else false (the appliance's mount too, ll-mount.ts).
    */
   jsReader?: boolean;
   /** libfuse's debug output on stderr. */
