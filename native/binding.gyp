@@ -15,7 +15,7 @@
       "target_name": "vmvault_fuse3",
       "conditions": [
         ["has_fuse3==1", {
-          "sources": ["src/fuse3/addon.c", "src/fuse3/requests.c", "src/fuse3/replies.c", "src/fuse3/notify.c", "src/fuse3/holes.c", "src/fuse3/datawin.c", "src/fuse3/attrs.c", "src/fuse3/names.c", "src/fuse3/quiet.c", "src/fuse3/ring.c"],
+          "sources": ["src/fuse3/addon.c", "src/fuse3/requests.c", "src/fuse3/replies.c", "src/fuse3/notify.c", "src/fuse3/holes.c", "src/fuse3/datawin.c", "src/fuse3/attrs.c", "src/fuse3/names.c", "src/fuse3/quiet.c", "src/fuse3/ring.c", "src/fuse3/jsreader.c"],
           "cflags": ["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "<!@(pkg-config --cflags fuse3)"],
           "defines": ["NAPI_VERSION=8"],
           "libraries": ["<!@(pkg-config --libs fuse3)"]

@@ -16,6 +16,14 @@ export interface LlMountOptions {
   allowOther?: boolean;
   log?: LogLine;
   maxThreads?: number;
+  /**
+   * The JS thread reads /dev/fuse itself, without libfuse's worker threads (LlMountOptions in
+   * ll/types.ts). Default: off, unless `VMVAULT_FUSE_JS_READER=1` is in the environment: it cuts
+   * an rsync's CPU by a third, but answers the addon's C reads (holes, read-ahead windows) on the
+   * JS thread, and whether recovery reads lose by it is not yet measured on a quiet machine
+   * (tools/PERFORMANCE.md, rsync7).
+   */
+  jsReader?: boolean;
   /** A read-only tree grafted onto the mount (the catalog's `.files/`). */
   virtual?: VirtualTree;
   /** Receives the audited mount operations (shares made or removed, fastcopies), with the caller. */
@@ -52,7 +60,7 @@ export class LlMount implements Mount {
     await prepareMountPoint(this.mountPath, { mkdir: this.options.mkdir });
     const session = await LlSession.mount(
       this.mountPath,
-      { fsname: 'vmvault', subtype: 'vmvault', allowOther: this.options.allowOther ?? false, defaultPermissions: true, maxThreads: this.options.maxThreads ?? 4, readdirplus: false, writeRing: true },
+      { fsname: 'vmvault', subtype: 'vmvault', allowOther: this.options.allowOther ?? false, defaultPermissions: true, maxThreads: this.options.maxThreads ?? 4, readdirplus: false, writeRing: true, jsReader: this.options.jsReader },
       this.fs.onBatch(),
       (err) => this.log(`fuse3: a batch handler threw: ${(err as Error)?.stack ?? String(err)}`),
     );

@@ -93,7 +93,7 @@ for (const [op, fn] of Object.entries(ops)) {
     return p;
   };
 }
-const session = await LlSession.mount(mnt, { fsname: 'vmvault-probe', defaultPermissions: true, maxThreads: 4, readdirplus: false }, dispatchOps(timed as Partial<LlOps>));
+const session = await LlSession.mount(mnt, { fsname: 'vmvault-probe', defaultPermissions: true, maxThreads: 4, readdirplus: false}, dispatchOps(timed as Partial<LlOps>));
 try {
   const [cmd, args] = rsyncSrc
     ? ['rsync', ['-a', rsyncSrc.replace(/\/*$/, '/'), path.join(mnt, 'small', 'doc') + '/']]
@@ -110,7 +110,7 @@ try {
   const l = lockStats;
   process.stdout.write(`namespace lock: ${l.n} holds, waited ${l.waitMs.toFixed(0)} ms (max ${l.maxWait.toFixed(1)}), held ${l.holdMs.toFixed(0)} ms (max ${l.maxHold.toFixed(1)})\n`);
   const st = session.stats;
-  process.stdout.write(`batches ${st.batches}, requests ${st.requests}, largest batch ${st.maxBatch}; getattrs answered in C ${session.attrHits}; absent names answered in C ${session.nameHits ?? 0}; flushes answered in C ${session.quietFlushes ?? 0}\n`);
+  process.stdout.write(`batches ${st.batches}, requests ${st.requests}, largest batch ${st.maxBatch}, read by the JS thread ${st.jsReads}; getattrs answered in C ${session.attrHits}; absent names answered in C ${session.nameHits ?? 0}; flushes answered in C ${session.quietFlushes ?? 0}\n`);
   process.stdout.write(`synced commits ${commits.n} (${commits.ms.toFixed(0)} ms); negative entries invalidated ${llfs.invalidations}\n`);
 } finally {
   await session.unmount();

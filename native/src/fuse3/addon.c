@@ -6,6 +6,7 @@
 #include "attrs.h"
 #include "datawin.h"
 #include "holes.h"
+#include "jsreader.h"
 #include "names.h"
 #include "quiet.h"
 #include "ring.h"
@@ -114,7 +115,7 @@ static napi_value throw_errno(napi_env env, int err, const char *what) {
 }
 
 // mount(mountpoint, args: string[], cfg: Int32Array [maxThreads, cloneFd, writeback, readdirplus,
-//       atomicOTrunc, maxWrite, maxInFlight, readAheadKb?, writeRing?], onBatch) -> handle
+//       atomicOTrunc, maxWrite, maxInFlight, readAheadKb?, writeRing?, jsReader?], onBatch) -> handle
 static napi_value js_mount(napi_env env, napi_callback_info info) {
   napi_value argv[4];
   if (!vv_args(env, info, 4, argv, "mount(mountpoint, args, cfg, onBatch)")) return NULL;
@@ -163,6 +164,7 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   s->nslots = (uint32_t)cfg[6];
   s->read_ahead_kb = ncfg > 7 && cfg[7] > 0 ? (uint32_t)cfg[7] : 0;
   s->write_ring = ncfg > 8 && cfg[8] != 0;
+  s->js_reader = ncfg > 9 && cfg[9] != 0;
   s->connection = -1;
   s->refs = 1;  // the JS external; the tsfn takes the second once created
   pthread_mutex_init(&s->mu, NULL);
@@ -206,7 +208,17 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
     return throw_errno(env, EIO, "napi_create_threadsafe_function");
   }
   s->refs++;
-  if (pthread_create(&s->loop, NULL, loop_main, s) != 0) {
+  if (s->js_reader) {
+    int err = vv_jsreader_start(env, s, argv[3]);
+    if (err != 0) {
+      fuse_session_unmount(s->se);
+      fuse_session_destroy(s->se);
+      s->destroyed = 1;
+      napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
+      vv_sess_unref(env, s);
+      return throw_errno(env, err, "uv_poll_init");
+    }
+  } else if (pthread_create(&s->loop, NULL, loop_main, s) != 0) {
     int err = errno;
     fuse_session_unmount(s->se);
     fuse_session_destroy(s->se);
@@ -215,7 +227,7 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
     vv_sess_unref(env, s);
     return throw_errno(env, err, "pthread_create");
   }
-  s->loop_started = 1;
+  else s->loop_started = 1;
   napi_value ext;
   napi_create_external(env, s, external_finalize, NULL, &ext);
   return ext;
@@ -301,6 +313,7 @@ static napi_value js_unmount(napi_env env, napi_callback_info info) {
     return promise;
   }
   s->unmount_deferred = d;
+  vv_jsreader_stop(s);
   napi_value name;
   napi_create_string_utf8(env, "vmvault-fuse3-unmount", NAPI_AUTO_LENGTH, &name);
   napi_create_async_work(env, NULL, name, unmount_execute, unmount_complete, s, &s->unmount_work);
@@ -316,6 +329,7 @@ static napi_value js_detach(napi_env env, napi_callback_info info) {
   if (!vv_args(env, info, 1, argv, "detach(handle)")) return NULL;
   vv_sess *s = vv_sess_of(env, argv[0]);
   if (!s) return NULL;
+  vv_jsreader_stop(s);
   if (!s->destroyed) detach_mount(s);
   return NULL;
 }
@@ -335,6 +349,8 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
   napi_set_named_property(env, o, "maxBatch", v);
   napi_create_int32(env, s->connection, &v);
   napi_set_named_property(env, o, "connection", v);
+  napi_create_double(env, s->js_reads, &v);
+  napi_set_named_property(env, o, "jsReads", v);
   return o;
 }
 

@@ -8,6 +8,7 @@
 #include "attrs.h"
 #include "datawin.h"
 #include "holes.h"
+#include "jsreader.h"
 #include "names.h"
 #include "quiet.h"
 #include "ring.h"
@@ -187,8 +188,9 @@ static void submit(vv_req *r) {
   }
   call = enqueue_locked(s, r);
   pthread_mutex_unlock(&s->mu);
-  // The call only queues work for the JS thread (the queue has no size limit).
-  if (call) napi_call_threadsafe_function(s->tsfn, NULL, napi_tsfn_nonblocking);
+  // The call only queues work for the JS thread (the queue has no size limit). Read on the JS
+  // thread itself (jsreader.c): it hands the queue over once it stops reading.
+  if (call && !vv_jsreader_here(s)) napi_call_threadsafe_function(s->tsfn, NULL, napi_tsfn_nonblocking);
 }
 
 vv_req *vv_take(vv_sess *s, int64_t id) {
@@ -205,6 +207,7 @@ vv_req *vv_take(vv_sess *s, int64_t id) {
     pthread_cond_signal(&s->slot_cv);
   }
   pthread_mutex_unlock(&s->mu);
+  if (r && s->jsreader) vv_jsreader_slot_freed(s);
   return r;
 }
 

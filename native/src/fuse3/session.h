@@ -76,15 +76,18 @@ typedef struct vv_sess {
   uint32_t read_ahead_kb;  // the mount's bdi read_ahead_kb, set once INIT is done (0: the kernel's)
   int read_ahead_set;      // done (or tried), by the first request's thread
   int write_ring;          // large write payloads go to the write ring (ring.c)
+  int js_reader;           // the JS thread reads /dev/fuse itself, no worker threads (jsreader.c)
   char *mountpoint;     // realpath, before mounting
   int connection;       // /sys/fs/fuse/connections/N, -1 unknown
   // counters
   double batches, requests, max_batch;
+  double js_reads;      // requests the JS thread read itself (jsreader.c)
   struct vv_holes *holes;  // zero runs of open files, answered without JS (holes.c)
   struct vv_datawin *datawin;  // decoded read-ahead windows of open files, data reads answered without JS (datawin.c)
   struct vv_attrs *attrs;  // attributes JS vouches for, getattr answered without JS (attrs.c)
   struct vv_quiet *quiet;  // read-only handles whose flush is answered without JS (quiet.c)
   struct vv_names *names;  // names of directories JS vouches for, absent names answered without JS (names.c)
+  struct vv_jsreader *jsreader;  // the JS thread reads /dev/fuse itself (jsreader.c), or NULL
   vv_notifier *notifier;  // dentry invalidations (notify.c), started at the first one
   napi_async_work unmount_work;
   napi_deferred unmount_deferred;

@@ -14,7 +14,7 @@ export interface Fuse3Addon {
   unmount(h: Handle): Promise<void>;
   /** Exit, lazy umount, abort the connection; never waits (process exit). */
   detach(h: Handle): void;
-  stats(h: Handle): { batches: number; requests: number; maxBatch: number; connection: number };
+  stats(h: Handle): { batches: number; requests: number; maxBatch: number; connection: number; jsReads: number };
   replyErr(h: Handle, id: number, errno: number): boolean;
   replyNone(h: Handle, id: number): boolean;
   replyEntry(h: Handle, id: number, f: Float64Array, u: BigUint64Array): boolean;

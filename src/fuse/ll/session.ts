@@ -84,6 +84,8 @@ export class LlSession {
       maxInFlight,
       readAheadKb,
       opts.writeRing ? 1 : 0,
+      // The environment's choice where the caller made none (tests and benches of the binding).
+      (opts.jsReader ?? process.env.VMVAULT_FUSE_JS_READER === '1') ? 1 : 0,
     );
     const report = onError ?? ((err: unknown) => process.stderr.write(`vmvault fuse3: a batch handler threw: ${(err as Error)?.stack ?? String(err)}\n`));
     const deliver = (raw: unknown[]): void => {
@@ -127,10 +129,10 @@ export class LlSession {
   }
 
   /** Batches and requests handed to JS so far, and the largest batch. */
-  get stats(): { batches: number; requests: number; maxBatch: number } {
-    if (!this.handle) return { batches: 0, requests: 0, maxBatch: 0 };
-    const { batches, requests, maxBatch } = this.addon.stats(this.handle);
-    return { batches, requests, maxBatch };
+  get stats(): { batches: number; requests: number; maxBatch: number; jsReads: number } {
+    if (!this.handle) return { batches: 0, requests: 0, maxBatch: 0, jsReads: 0 };
+    const { batches, requests, maxBatch, jsReads } = this.addon.stats(this.handle);
+    return { batches, requests, maxBatch, jsReads };
   }
 
   /**

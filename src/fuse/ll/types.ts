@@ -35,6 +35,15 @@ export interface LlMountOptions {
    * `data` is the handler's to keep; the garbage collector frees it).
    */
   writeRing?: boolean;
+  /**
+   * The JS thread reads /dev/fuse itself (native/src/fuse3/jsreader.c: non-blocking, polled by
+   * its event loop) and no libfuse worker thread is started: a request wakes the JS thread alone
+   * instead of a worker that then wakes it (default false). Requests the addon answers in C
+   * (absent names, directory attributes, holes, read-ahead windows) are then answered on the JS
+   * thread, between batches; maxThreads and cloneFd do not apply. Default: the environment's
+   * `VMVAULT_FUSE_JS_READER=1`, else false (the appliance's mount too, ll-mount.ts).
+   */
+  jsReader?: boolean;
   /** libfuse's debug output on stderr. */
   debug?: boolean;
   /** Further -o options, verbatim. */
