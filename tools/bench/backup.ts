@@ -14,6 +14,12 @@
 //   backup.incremental.read_vs_dirty  bytes read over NBD / bytes the day-2 changes dirtied (64 KiB)
 //   backup.incremental.vs_full    incremental time / full time; goal <= 0.1
 //   backup.rss_mib                this process's peak RSS during the full backup
+//   backup.full.warm.vs_store, backup.full.warm.vs_convert, backup.full.warm.main_cpu_s_per_gib
+//                                 the same for a second full backup of the same bytes (a second
+//                                 QEMU, a fresh store) once the process is warm (warmFull)
+//   backup.full.main_cpu_s_per_gib  main (JS) thread CPU of the full backup per GiB read (the
+//                                 notes give the process's, the main thread's and QEMU's CPU of
+//                                 the full and the ingest's)
 //   restore.vs_convert            `qemu-img convert` of the same image out of the mount / restore
 //                                 time of the full point (raw); goal >= 1
 //   backup.freeze_ms.median/.max  guest freeze window (freeze sent to thaw answered) over 10
@@ -73,6 +79,36 @@ function timedProgress(): ReturnType<typeof progress> {
 }
 const secs = (t0: number) => (performance.now() - t0) / 1000;
 
+/**
+ * CPU seconds so far (user + system) of a thread or process from /proc: `stat` fields 14 and 15,
+ * in clock ticks (USER_HZ, 100 on Linux). The main thread is the task whose id is the pid; the
+ * rest of this process is the libuv pool and the codec/segmenter threads.
+ */
+function procCpu(statPath: string): number {
+  try {
+    const f = fs.readFileSync(statPath, 'utf8');
+    const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+    return (Number(rest[11]) + Number(rest[12])) / 100;
+  } catch {
+    return NaN;
+  }
+}
+
+/** The CPU split of a phase: this process, its main (JS) thread, and QEMU (pid, or none). */
+function cpuSplit(qemuPid?: number): () => { proc: number; main: number; qemu: number } {
+  const p0 = process.cpuUsage();
+  const m0 = procCpu(`/proc/self/task/${process.pid}/stat`);
+  const q0 = qemuPid === undefined ? 0 : procCpu(`/proc/${qemuPid}/stat`);
+  return () => {
+    const p = process.cpuUsage(p0);
+    return {
+      proc: (p.user + p.system) / 1e6,
+      main: procCpu(`/proc/self/task/${process.pid}/stat`) - m0,
+      qemu: qemuPid === undefined ? 0 : procCpu(`/proc/${qemuPid}/stat`) - q0,
+    };
+  };
+}
+
 async function openStore(dir: string): Promise<{ store: SegmentStore; ns: Namespace }> {
   const store = await SegmentStore.open(dir);
   const ns = await Namespace.open(store, { log: () => {} });
@@ -127,24 +163,31 @@ export async function benchBackup(opts: BenchBackupOptions): Promise<void> {
     const sampler = setInterval(() => (rss = Math.max(rss, process.memoryUsage().rss)), 20);
     let t0 = performance.now();
     const pf = timedProgress();
+    const cpuFull = cpuSplit(q.pid);
     const full = await svc.backup('bench01', {}, pf);
     const tFull = secs(t0);
+    const cf = cpuFull();
     for (const l of pf.lines) note(`  full: ${l}`);
     clearInterval(sampler);
     note(`full backup: ${tFull.toFixed(2)} s, read ${(full.bytesRead / MiB).toFixed(0)} MiB of ${size / MiB} MiB`);
     emit({ figure: 'backup.rss_mib', value: Math.round(rss / MiB), unit: 'MiB' });
+    note(`full backup CPU: process ${cf.proc.toFixed(2)} s (main thread ${cf.main.toFixed(2)} s), QEMU ${cf.qemu.toFixed(2)} s`);
+    emit({ figure: 'backup.full.main_cpu_s_per_gib', value: r3(cf.main / (full.bytesRead / 2 ** 30)), unit: 'main-thread CPU s per GiB read' });
 
     // Baseline: the store's own ingest of the same bytes from a file, in a fresh store.
     const raw = path.join(work, 'day1.raw');
     await run('qemu-img', ['convert', '-U', '-O', 'raw', disk, raw]);
     warm(raw, size);
+    let tIngest = 0;
     {
       const s2 = await SegmentStore.open(path.join(work, 'store-ingest'));
       try {
         t0 = performance.now();
+        const cpuIngest = cpuSplit();
         await ingestFile(s2, raw);
-        const tIngest = secs(t0);
-        note(`store ingest of the same ${size / MiB} MiB from a file: ${tIngest.toFixed(2)} s`);
+        tIngest = secs(t0);
+        const ci = cpuIngest();
+        note(`store ingest of the same ${size / MiB} MiB from a file: ${tIngest.toFixed(2)} s, CPU ${ci.proc.toFixed(2)} s (main thread ${ci.main.toFixed(2)} s)`);
         emit({ figure: 'backup.full.vs_store', value: r3(tIngest / tFull), unit: 'ingest time / backup time' });
       } finally {
         await s2.close();
@@ -208,11 +251,53 @@ export async function benchBackup(opts: BenchBackupOptions): Promise<void> {
     const same2 = await run('cmp', [path.join(work, 'restore-inc', 'vda.raw'), want2]).then(() => true, () => false);
     note(`restored incremental point ${same2 ? 'equals' : 'DIFFERS FROM'} the day-2 disk`);
 
+    await warmFull(opts, work, raw, { tIngest, tConvertIn });
+
     if (opts.noFreeze) note('freeze figures left out (--no-freeze)');
     else await freezeFigures(opts, work);
   } finally {
     for (const c of cleanups.reverse()) await c().catch((e) => note(`cleanup: ${(e as Error).message}`));
     fs.rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The same full backup once more, the process now warm: a second QEMU on a fresh qcow2 of the
+ * same raw bytes, a fresh store, namespace and BackupService. The first full backup is this
+ * process's first work (its code is compiled, its slab pools, NBD receive slabs and codec
+ * buffers are faulted in during the timed run), while the store's ingest baseline runs after it
+ * in the warmed process; this one meets the baselines on equal terms, as a running appliance's
+ * backups do. Reported beside the first, not instead of it.
+ */
+async function warmFull(opts: BenchBackupOptions, work: string, raw: string, base: { tIngest: number; tConvertIn: number }): Promise<void> {
+  const { emit, note } = opts;
+  const dir = path.join(work, 'warm');
+  fs.mkdirSync(dir);
+  const disk = path.join(dir, 'vda.qcow2');
+  await run('qemu-img', ['convert', '-O', 'qcow2', raw, disk]);
+  const q = await startQemu({ dir, name: 'bench02', disks: [{ device: 'vda', file: disk }] });
+  try {
+    const { store, ns } = await openStore(path.join(dir, 'store'));
+    try {
+      fs.mkdirSync(path.join(dir, 'data'));
+      const vm = { name: 'bench02', share: 'bench02', qmp: q.qmp, workflow: 'crash-consistent' };
+      const svc = new BackupService(ns, vmLookup([vm]), { dataDir: path.join(dir, 'data'), nbdConnections: opts.connections });
+      warm(disk, fs.statSync(disk).size);
+      const t0 = performance.now();
+      const cpu = cpuSplit(q.pid);
+      const r = await svc.backup('bench02', {}, progress());
+      const t = secs(t0);
+      const c = cpu();
+      note(`full backup again, warm process: ${t.toFixed(2)} s, read ${(r.bytesRead / MiB).toFixed(0)} MiB; CPU: process ${c.proc.toFixed(2)} s (main thread ${c.main.toFixed(2)} s), QEMU ${c.qemu.toFixed(2)} s`);
+      emit({ figure: 'backup.full.warm.vs_store', value: r3(base.tIngest / t), unit: 'ingest time / warm backup time' });
+      emit({ figure: 'backup.full.warm.vs_convert', value: r3(base.tConvertIn / t), unit: 'convert time / warm backup time' });
+      emit({ figure: 'backup.full.warm.main_cpu_s_per_gib', value: r3(c.main / (r.bytesRead / 2 ** 30)), unit: 'main-thread CPU s per GiB read' });
+    } finally {
+      await ns.close();
+      await store.close();
+    }
+  } finally {
+    await q.stop();
   }
 }
 
