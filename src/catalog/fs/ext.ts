@@ -16,7 +16,7 @@ const EXTENTS_FL = 0x80000;
 const INLINE_DATA_FL = 0x10000000;
 const MAX_META_BYTES = 256 * 1024 * 1024;
 
-interface Inode {
+export interface Inode {
   ino: number; mode: number; uid: number; gid: number; size: number; mtimeMs: number;
   flags: number; links: number; iblock: Buffer; blocks: number;
   /** Inline data (INLINE_DATA_FL): the first 60 bytes in i_block, the rest in the system.data xattr. */
