@@ -129,10 +129,11 @@ async function walkReusing(
     const notes: string[] = [];
     try {
       // Counted only for the log line (p.log?.() evaluates its argument only when there is a log).
-      let changedBytes = () => 0;
+      const asked: Array<() => number> = [];
+      const changedBytes = () => asked.reduce((n, f) => n + f(), 0);
       const r = await walkExtEdit(vol, prevVol, rows, async (wanted) => {
         const c = (await older.diff.refine(wanted.map(([a, b]) => [a + offset, b + offset]))).window(offset, offset + vol.size);
-        changedBytes = () => askedBytes(c, wanted);
+        asked.push(() => askedBytes(c, wanted));
         return c;
       }, {
         replace: (row, e) => w.editRow(row.id, row.parent, row.name, e),

@@ -20,7 +20,7 @@
 
 import type { FileEntry, Volume, WalkOptions } from '../source.js';
 import { checkAbort, typeOfMode, type Extent } from './entry.js';
-import { ExtFs, entryOf, readDirEntries } from './ext.js';
+import { ExtFs, entryOf, readDirEntries, type Inode } from './ext.js';
 import type { PrevRow } from './ext-reuse.js';
 
 const DIR = 2;
@@ -69,14 +69,22 @@ export async function walkExtEdit(
     const m: Extent[] = [];
     return [...(await pfs.extents(await pfs.inode(2), m)), ...m];
   })().catch(() => undefined);
+  // The inode tables first: their changed segments (both points') are read and decoded on the
+  // store's threads while SQLite answers meta() on this one (it blocks it ~10 ms). Found apart
+  // from the blocks' changes below: refine() answers each range asked exactly, whichever call.
+  const tables = await changedIn(fs.inodeTableRanges());
+  const dirtyRead = fs.changedInodes(pfs, (a, b) => tables.within(a, b));
+  dirtyRead.catch(() => undefined); // awaited below; not unhandled meanwhile
+  // Let the reads reach the store's threads before this thread is taken.
+  await new Promise((resolve) => setImmediate(resolve));
   const meta = rows.meta();
   const rootDeps = await rootDepsRead;
   if (!rootDeps) return undefined;
-  const wanted: Array<[number, number]> = fs.inodeTableRanges();
+  const wanted: Array<[number, number]> = [];
   for (const r of meta) if (r.deps) for (const d of r.deps) wanted.push([d.physical, d.physical + d.length]);
   for (const d of rootDeps) wanted.push([d.physical, d.physical + d.length]);
   const changed = await changedIn(wanted);
-  const dirty = await fs.changedInodes(pfs, (a, b) => changed.within(a, b));
+  const dirty = await dirtyRead;
 
   const depsClean = async (deps: Array<{ physical: number; length: number }>): Promise<boolean> => {
     for (const d of deps) {
@@ -155,21 +163,25 @@ export async function walkExtEdit(
   // A directory's entries, or 'freed' for one deleted (no links) or whose inode is now
   // something else: it is in a subtree that went away, unless the file system is damaged, and
   // is read only if it is still reached after its parents were read.
-  const entriesOf = async (d: PrevRow, evenFreed: boolean): Promise<Array<{ ino: number; name: string }> | 'freed' | null | Error> => {
-    try {
-      const ino = await fs.inode(d.inode);
-      if ((ino.links === 0 || typeOfMode(ino.mode) !== 'dir') && !evenFreed) return 'freed';
-      if (typeOfMode(ino.mode) !== 'dir') return null; // no longer a directory, yet reached
-      return await readDirEntries(fs, ino, await fs.extents(ino));
-    } catch (err) {
-      return err as Error;
-    }
+  type Entries = Array<{ ino: number; name: string }> | 'freed' | null | Error;
+  const entriesOf = (ino: Inode | Error, evenFreed: boolean): Entries | Promise<Entries> => {
+    if (ino instanceof Error) return ino;
+    if ((ino.links === 0 || typeOfMode(ino.mode) !== 'dir') && !evenFreed) return 'freed';
+    if (typeOfMode(ino.mode) !== 'dir') return null; // no longer a directory, yet reached
+    return (async () => readDirEntries(fs, ino, await fs.extents(ino)))().catch((err) => err as Error);
   };
   let round = dirs;
   for (let evenFreed = false; round.length > 0; evenFreed = true) {
     checkAbort(opts);
-    // All read at once: the reads wait on the store, not on each other.
-    const entries = await Promise.all(round.map((d) => entriesOf(d, evenFreed)));
+    // The records first (mostly in the table bytes changedInodes read), then the blocks of the
+    // living directories, all at once: the reads wait on the store, not on each other.
+    const inodes = await Promise.all(round.map((d) => fs.inode(d.inode).catch((err) => err as Error)));
+    const reading = round.map((d, i) => entriesOf(inodes[i], evenFreed));
+    // While the store's threads decode those blocks, SQLite gives their previous children here
+    // (only for the directories being read: a deleted one's children are never asked for).
+    await new Promise((resolve) => setImmediate(resolve));
+    const before = reading.map((r, i) => (r instanceof Promise ? rows.children(round[i].id) : undefined));
+    const entries = await Promise.all(reading);
     const later: PrevRow[] = [];
     for (let i = 0; i < round.length; i++) {
       const d = round[i];
@@ -183,7 +195,7 @@ export async function walkExtEdit(
         note(`directory ${d.name || '/'} (inode ${d.inode}) could not be read: ${kids.message}`);
         return undefined;
       }
-      const byName = new Map(rows.children(d.id).map((c) => [c.name, c]));
+      const byName = new Map(before[i]!.map((c) => [c.name, c]));
       const add: Array<{ ino: number; name: string }> = [];
       for (const k of kids) {
         const c = byName.get(k.name);
