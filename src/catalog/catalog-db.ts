@@ -5,6 +5,7 @@
 
 import Database from 'better-sqlite3';
 import fs from 'node:fs';
+import path from 'node:path';
 import { vmError } from '../errors.js';
 import { decodeExtents, encodeExtents, ExtentsScratch, type Extent } from './extents-codec.js';
 import type { EditRows } from './fs/ext-edit.js';
@@ -591,6 +592,15 @@ export class CatalogWriter {
       fs.closeSync(fd);
     }
     fs.renameSync(this.partial, this.file);
+    // The rename is durable only once the directory is: without this a power cut within the
+    // file system's commit interval lost a catalog its job had reported built, and nothing
+    // builds a missing catalog again on its own.
+    const dir = fs.openSync(path.dirname(this.file), 'r');
+    try {
+      fs.fsyncSync(dir);
+    } finally {
+      fs.closeSync(dir);
+    }
   }
 
   abort(): void {

@@ -123,7 +123,7 @@ export class CatalogService {
     let lock = this.locks.get(share);
     if (!lock) this.locks.set(share, (lock = new Mutex()));
     return lock.run(async () => {
-      fs.mkdirSync(path.join(this.root, share), { recursive: true });
+      makeDurableDir(path.join(this.root, share));
       const earlier = snaps.filter((s) => s.created < me.created || (s.created === me.created && s.name < point)).reverse();
       const prev = earlier.find((s) => fs.existsSync(this.fileOf(share, s.name)));
       try {
@@ -453,4 +453,23 @@ function extentAt(xs: Extent[], at: number): Extent | undefined {
     else return x;
   }
   return undefined;
+}
+
+/**
+ * Makes `dir` (and any missing parent) with every new name synced into its parent: a catalog
+ * reported built must survive a power cut, its share's directory included
+ * (CatalogWriter.finish syncs the catalog's own name).
+ */
+export function makeDurableDir(dir: string): void {
+  const first = fs.mkdirSync(dir, { recursive: true });
+  if (first === undefined) return;
+  for (let d = path.dirname(first); ; d = path.join(d, path.relative(d, dir).split(path.sep)[0])) {
+    const fd = fs.openSync(d, 'r');
+    try {
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    if (d === dir) break;
+  }
 }
