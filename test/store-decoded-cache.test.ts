@@ -153,15 +153,15 @@ t.test('admission: a segment offered once is not kept and maps no arena; offered
   t.equal(early, 0, 'no hit on a first pass');
   let s = c.stats();
   t.same({ puts: s.puts, entries: s.entries, bytes: s.bytes, arenaBytes: s.arenaBytes, ghosted: s.ghosted }, { puts: 0, entries: 0, bytes: 0, arenaBytes: 0, ghosted: 4000 }, 'a single pass keeps nothing and allocates no arena');
-  t.equal(c.get(fp(5)), undefined, 'a segment read once is not a hit');
+  t.equal(c.get(fp(3990)), undefined, 'a segment read once is not a hit');
   // Read again: its second offer admits it, and the bytes a hit returns are its own.
   const bytes = Buffer.alloc(8192, 77);
   bytes.write('segment five', 100);
-  c.put(fp(5), Buffer.concat([Buffer.alloc(10), bytes]), 10, 8192);
+  c.put(fp(3990), Buffer.concat([Buffer.alloc(10), bytes]), 10, 8192);
   s = c.stats();
   t.equal(s.puts, 1, 'the second offer is kept');
   t.equal(s.arenaBytes, 16 << 20, 'the arena is allocated at the first admission');
-  t.ok(c.get(fp(5))?.equals(bytes), 'a hit returns the segment kept');
+  t.ok(c.get(fp(3990))?.equals(bytes), 'a hit returns the segment kept');
   // The last ghost entries are still known after a pass that overflows nothing (4000 tags, 8192 slots).
   let kept = 0;
   for (let i = 3900; i < 4000; i++) {
@@ -169,6 +169,22 @@ t.test('admission: a segment offered once is not kept and maps no arena; offered
     if (c.get(fp(i))) kept++;
   }
   t.equal(kept, 100, 'every segment read a second time soon after its first is kept');
+  // Passes over more than the budget (31 MiB against 16): each segment is read again only after
+  // 31 MiB of other reads, so it would be evicted before its next read: none is kept, whatever
+  // the pass, and what the cache holds stays.
+  const before = c.stats();
+  let far = 0;
+  for (let pass = 0; pass < 2; pass++) {
+    for (let i = 0; i < 4000; i++) {
+      if (c.get(fp(i))) continue;
+      c.put(fp(i), Buffer.alloc(8192, i & 255), 0, 8192);
+      far++;
+    }
+  }
+  s = c.stats();
+  t.equal(s.puts, before.puts, `passes over twice the budget keep nothing (${far} second offers, ${s.puts - before.puts} kept)`);
+  t.ok(s.tooFar >= far - 200, `each was refused as read again too far apart (${s.tooFar})`);
+  t.ok(c.get(fp(3990))?.equals(bytes), 'what was kept is still there');
   // clear() forgets the ghost too: a cold cache again.
   c.clear();
   c.put(fp(6), Buffer.alloc(8192, 6), 0, 8192);
