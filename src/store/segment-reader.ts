@@ -24,7 +24,8 @@ const NODE_CACHE_ENTRIES = 8192;
 const DATA_CACHE_BYTES = 64 * 1024 * 1024;
 /**
  * Verified data segments kept for file reads (decoded-cache.ts): the test guest's 139 MiB of data
- * fit, so a recovered VM's disk read a second time is not decoded and re-hashed again.
+ * fit, so a recovered VM's disk read a third time is not decoded and re-hashed again (a segment
+ * is kept on its second read).
  * VMVAULT_DECODED_CACHE_MB overrides it (0: off, for comparisons).
  */
 const DECODED_CACHE_BYTES = (() => {
@@ -326,7 +327,7 @@ export class SegmentReader implements SegmentReads {
     }
   }
 
-  /** `hot`: keep every segment decoded from a container in the decoded cache (file reads). */
+  /** `hot`: offer every segment decoded from a container to the decoded cache (file reads; it keeps those read twice). */
   private async decodeOnce(out: Buffer | undefined, pieces: ReadPiece[], cache: boolean, rc?: RescueContext, hot = false): Promise<Buffer[]> {
     // A segment repeated within one read is simply decoded twice: rarer than the bookkeeping
     // that would avoid it is costly.
