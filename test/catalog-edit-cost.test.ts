@@ -19,6 +19,7 @@ import type { Entry } from '../src/store/tree/node.js';
 import { TreeView } from '../src/store/tree/reader.js';
 import { makeExtDisk, makeTree, seeded } from './helpers/ext-image.js';
 import { openNs, writeFile } from './helpers/ns.js';
+import type { TestT } from './helpers/tap-types.js';
 import { tmpDir } from './helpers/tmpdir.js';
 
 // The compare as it was before the cursors (entryAt / leaves from the root each time): the reference.
@@ -127,6 +128,32 @@ function counted(v: TreeView): { view: TreeView; nodes: () => number } {
 
 const ranges = (r: RangeSet) => r.within(0, Number.MAX_SAFE_INTEGER);
 
+/**
+ * Two ext disks, the second a copy of the first to be changed by debugfs: `n` files in `dirs`
+ * directories, the first disk's volume open and its files sorted by inode number.
+ */
+async function twoDisks(t: TestT, n: number, dirs: number) {
+  const dir = tmpDir(t);
+  const tree = path.join(dir, 'tree');
+  const spec: Record<string, string> = {};
+  for (let i = 0; i < n; i++) spec[`d${i % dirs}/f${i}`] = `file ${i}\n`;
+  makeTree(tree, spec);
+  const d1 = path.join(dir, 'd1.raw');
+  makeExtDisk(d1, tree);
+  const d2 = path.join(dir, 'd2.raw');
+  fs.copyFileSync(d1, d2);
+  const open = async (file: string) => {
+    const src = await fileSource(file);
+    t.teardown(() => src.close());
+    return (await findVolumes(await openDisk(src)))[0];
+  };
+  const v1 = await open(d1);
+  const files: Array<{ path: string; inode: number }> = [];
+  for await (const e of walkFilesystem(v1)) if (e.type === 'file') files.push({ path: e.path, inode: e.inode });
+  files.sort((x, y) => x.inode - y.inode);
+  return { d2, open, v1, files };
+}
+
 t.test('the tree compare with cursors: the same ranges as the descend-per-range compare, a fraction of the node fetches', async (t) => {
   const dir = tmpDir(t);
   const { ns } = await openNs(t, path.join(dir, 'store'));
@@ -190,25 +217,8 @@ t.test('the tree compare with cursors: the same ranges as the descend-per-range 
 });
 
 t.test('ExtFs after changedInodes: records from the bytes it read, one record read alone, never a group table again', async (t) => {
-  const dir = tmpDir(t);
-  const tree = path.join(dir, 'tree');
-  const spec: Record<string, string> = {};
-  for (let i = 0; i < 600; i++) spec[`d${i % 10}/f${i}`] = `file ${i}\n`;
-  makeTree(tree, spec);
-  const d1 = path.join(dir, 'd1.raw');
-  makeExtDisk(d1, tree);
-  const d2 = path.join(dir, 'd2.raw');
-  fs.copyFileSync(d1, d2);
-  const open = async (file: string) => {
-    const src = await fileSource(file);
-    t.teardown(() => src.close());
-    return (await findVolumes(await openDisk(src)))[0];
-  };
-  const v1 = await open(d1);
+  const { d2, open, v1, files } = await twoDisks(t, 600, 10);
   // The three files with the lowest inode numbers change (their records lie in the first 64 KiB of the table).
-  const files: Array<{ path: string; inode: number }> = [];
-  for await (const e of walkFilesystem(v1)) if (e.type === 'file') files.push({ path: e.path, inode: e.inode });
-  files.sort((x, y) => x.inode - y.inode);
   t.ok(files.length === 600 && files[2].inode < 200, `600 files, the first at inodes ${files.slice(0, 3).map((f) => f.inode).join(', ')}`);
   execFileSync('debugfs', ['-w', '-f', '-', `${d2}?offset=${1 << 20}`], {
     input: [`set_inode_field ${files[0].path} mtime 20240102`, `set_inode_field ${files[1].path} mode 0100600`, `set_inode_field ${files[2].path} uid 1000`].join('\n'),
@@ -235,24 +245,7 @@ t.test('ExtFs after changedInodes: records from the bytes it read, one record re
 });
 
 t.test('ExtFs.changedInodes compares runs of records at once: the same inodes as a record-by-record compare', async (t) => {
-  const dir = tmpDir(t);
-  const tree = path.join(dir, 'tree');
-  const spec: Record<string, string> = {};
-  for (let i = 0; i < 300; i++) spec[`d${i % 5}/f${i}`] = `file ${i}\n`;
-  makeTree(tree, spec);
-  const d1 = path.join(dir, 'd1.raw');
-  makeExtDisk(d1, tree);
-  const d2 = path.join(dir, 'd2.raw');
-  fs.copyFileSync(d1, d2);
-  const open = async (file: string) => {
-    const src = await fileSource(file);
-    t.teardown(() => src.close());
-    return (await findVolumes(await openDisk(src)))[0];
-  };
-  const v1 = await open(d1);
-  const files: Array<{ path: string; inode: number }> = [];
-  for await (const e of walkFilesystem(v1)) if (e.type === 'file') files.push({ path: e.path, inode: e.inode });
-  files.sort((x, y) => x.inode - y.inode);
+  const { d2, open, v1, files } = await twoDisks(t, 300, 5);
   // Records that are not the first of a run of 8 (a run compared whole must not hide them), two
   // in one run, one at a run's end, and one whose access time alone changed (not an entry field).
   const pick = files.filter((f) => (f.inode - 1) % 8 !== 0);

@@ -15,28 +15,17 @@
 // requests that reached JavaScript is noted, not asserted (it depends on timing).
 
 import t from 'tap';
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { CatalogService } from '../src/catalog/catalog-service.js';
 import { CatalogFilesView } from '../src/catalog/files-view.js';
 import { LlMount } from '../src/fuse/ll-mount.js';
 import { fuse3Available, type LlSession } from '../src/fuse/ll/session.js';
-import { Namespace } from '../src/namespace/namespace.js';
-import { SegmentStore } from '../src/store/store.js';
 import { makeExtDisk, makeTree, seeded } from './helpers/ext-image.js';
+import { catalogedPoint } from './helpers/catalog-point.js';
 import { tmpDir } from './helpers/tmpdir.js';
+import { shScript } from './helpers/sh-script.js';
 
 const MiB = 1024 * 1024;
-
-function sh(script: string, timeout = 180_000): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((done) => {
-    execFile('sh', ['-c', script], { env: { ...process.env, LC_ALL: 'C' }, timeout }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
-      done({ code, stdout: String(stdout), stderr: String(stderr) });
-    });
-  });
-}
 
 // argv: the file through .files/, the source file (the model). Prints "<pass> <reads> <bad>".
 const PY = `
@@ -104,19 +93,7 @@ if (why) {
     const disk = path.join(dir, 'd.raw');
     makeExtDisk(disk, tree, 64);
 
-    const store = await SegmentStore.open(path.join(dir, 'store'));
-    undo.push(() => store.close());
-    const ns = await Namespace.open(store, { log: () => {} });
-    undo.push(() => ns.close());
-    await ns.shares.create('web01');
-    const fh = await ns.fs.create('/web01/vda.raw', 0o644);
-    await ns.write(fh, 0, fs.readFileSync(disk));
-    await ns.fs.release(fh);
-    await ns.flushAll();
-    await ns.snapshots.create('web01', 'p1');
-    const cat = new CatalogService(ns, { dataDir: path.join(dir, 'data') });
-    undo.push(() => cat.close());
-    await cat.build('web01', 'p1');
+    const { ns, cat } = await catalogedPoint(dir, disk, undo);
 
     // The catalog's extents, applied to the image, are the source file: the model the addon's
     // mapping must follow.
@@ -143,7 +120,7 @@ if (why) {
 
     fs.writeFileSync(path.join(dir, 't.py'), PY);
     const file = path.join(mnt, 'web01/.snapshots/p1/vda.raw.files/p1/var/lib/big.bin');
-    const r = await sh(`python3 ${dir}/t.py ${file} ${path.join(tree, 'var/lib/big.bin')}`);
+    const r = await shScript(`python3 ${dir}/t.py ${file} ${path.join(tree, 'var/lib/big.bin')}`);
     t.equal(r.code, 0, `python ran (${r.stderr.trim().slice(-400)})`);
     const lines = r.stdout.trim().split('\n').map((l) => l.split(' '));
     t.same(lines.map(([what]) => what), ['seq', 'ahead', 'ahead2', 'random'], 'every pass ran');

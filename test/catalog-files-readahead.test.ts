@@ -11,12 +11,10 @@
 import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
-import { CatalogService } from '../src/catalog/catalog-service.js';
 import { CatalogFilesView } from '../src/catalog/files-view.js';
 import { LlMount } from '../src/fuse/ll-mount.js';
-import { Namespace } from '../src/namespace/namespace.js';
-import { SegmentStore } from '../src/store/store.js';
 import { makeExtDisk, makeTree, seeded } from './helpers/ext-image.js';
+import { catalogedPoint } from './helpers/catalog-point.js';
 import { tmpDir } from './helpers/tmpdir.js';
 
 const MiB = 1024 * 1024;
@@ -40,19 +38,7 @@ t.test('a sequential read through .files/ is answered from the store\'s read-ahe
   const disk = path.join(dir, 'd.raw');
   makeExtDisk(disk, tree, 24);
 
-  const store = await SegmentStore.open(path.join(dir, 'store'));
-  undo.push(() => store.close());
-  const ns = await Namespace.open(store, { log: () => {} });
-  undo.push(() => ns.close());
-  await ns.shares.create('web01');
-  const fh = await ns.fs.create('/web01/vda.raw', 0o644);
-  await ns.write(fh, 0, fs.readFileSync(disk));
-  await ns.fs.release(fh);
-  await ns.flushAll();
-  await ns.snapshots.create('web01', 'p1');
-  const cat = new CatalogService(ns, { dataDir: path.join(dir, 'data') });
-  undo.push(() => cat.close());
-  await cat.build('web01', 'p1');
+  const { ns, cat } = await catalogedPoint(dir, disk, undo);
 
   let reads = 0;
   let direct = 0;

@@ -14,7 +14,6 @@
 // segments, and the new version names them.
 
 import t from 'tap';
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -22,15 +21,7 @@ import { Namespace } from '../src/namespace/namespace.js';
 import { SegmentStore } from '../src/store/store.js';
 import { LlFileSystem } from '../src/fuse/ll-filesystem.js';
 import { dispatchOps, fuse3Available, type LlOps, LlSession } from '../src/fuse/ll/session.js';
-
-function sh(script: string, timeout = 180_000): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((done) => {
-    execFile('sh', ['-c', script], { env: { ...process.env, LC_ALL: 'C' }, timeout }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
-      done({ code, stdout: String(stdout), stderr: String(stderr) });
-    });
-  });
-}
+import { shScript } from './helpers/sh-script.js';
 
 const MiB = 1 << 20;
 
@@ -103,7 +94,7 @@ if (why) {
     const cap = 12 * MiB;
     session.setDataWindowCap(cap);
     fs.writeFileSync(path.join(dir, 't.py'), PY);
-    const r = await sh(`mkdir ${mnt}/s && python3 ${dir}/t.py ${mnt}/s/img`);
+    const r = await shScript(`mkdir ${mnt}/s && python3 ${dir}/t.py ${mnt}/s/img`);
     t.equal(r.code, 0, `python ran (${r.stderr.trim().slice(-400)})`);
     t.same(r.stdout.trim().split('\n'), ['seq 0', 'seq2 0', 'interleaved 0', 'after-close 0'], 'every read equals the model, with writes interleaved through another descriptor');
     const st = session.dataWindows;

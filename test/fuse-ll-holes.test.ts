@@ -5,7 +5,6 @@
 // This process serves the mount, so every access is a child process, never this process.
 
 import t from 'tap';
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -13,15 +12,7 @@ import { Namespace } from '../src/namespace/namespace.js';
 import { SegmentStore } from '../src/store/store.js';
 import { LlFileSystem } from '../src/fuse/ll-filesystem.js';
 import { dispatchOps, fuse3Available, type LlOps, LlSession } from '../src/fuse/ll/session.js';
-
-function sh(script: string, timeout = 120_000): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((done) => {
-    execFile('sh', ['-c', script], { env: { ...process.env, LC_ALL: 'C' }, timeout }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
-      done({ code, stdout: String(stdout), stderr: String(stderr) });
-    });
-  });
-}
+import { shScript } from './helpers/sh-script.js';
 
 // Layout (MiB unless said): data 1, hole 6, data 300 KiB, hole 5 + 12345 bytes, data 4097 bytes,
 // hole 3 (the end of the file). Holes are written as ftruncate/seek gaps: the store keeps them
@@ -88,7 +79,7 @@ if (why) {
       fs.rmSync(dir, { recursive: true, force: true });
     });
     fs.writeFileSync(path.join(dir, 't.py'), PY);
-    const r = await sh(`mkdir ${mnt}/s && python3 ${dir}/t.py ${mnt}/s/img`);
+    const r = await shScript(`mkdir ${mnt}/s && python3 ${dir}/t.py ${mnt}/s/img`);
     t.equal(r.code, 0, `python ran (${r.stderr.trim().slice(-400)})`);
     t.same(r.stdout.trim().split('\n'), ['pass1 0', 'pass2 0', 'after-write 0', 'after-close 0', 'after-truncate 0'], 'every read equals the model, before and after a write into a hole and a truncation');
     t.ok(session.holeReads > 10, `${session.holeReads} reads of holes answered by the addon`);

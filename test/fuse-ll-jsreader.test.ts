@@ -8,7 +8,6 @@
 // process, never this process.
 
 import t from 'tap';
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,15 +15,7 @@ import { Namespace } from '../src/namespace/namespace.js';
 import { SegmentStore } from '../src/store/store.js';
 import { LlFileSystem } from '../src/fuse/ll-filesystem.js';
 import { fuse3Available, LlSession } from '../src/fuse/ll/session.js';
-
-function sh(script: string, timeout = 120_000): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((done) => {
-    execFile('sh', ['-c', script], { env: { ...process.env, LC_ALL: 'C' }, timeout }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
-      done({ code, stdout: String(stdout), stderr: String(stderr) });
-    });
-  });
-}
+import { shScript } from './helpers/sh-script.js';
 
 /** A tree of 200 small files (0..9 KiB, some equal), 3 of 1-3 MiB and a symlink, under `root`. */
 function makeTree(root: string): void {
@@ -77,15 +68,15 @@ if (why) {
       await store.close();
       fs.rmSync(dir, { recursive: true, force: true });
     });
-    const haveRsync = (await sh('command -v rsync')).code === 0;
+    const haveRsync = (await shScript('command -v rsync')).code === 0;
     const copy = haveRsync ? `rsync -a ${src}/ ${mnt}/s/r/` : `cp -a ${src} ${mnt}/s/r`;
-    const r1 = await sh(`${copy} && diff -r --no-dereference ${src} ${mnt}/s/r && echo same`);
+    const r1 = await shScript(`${copy} && diff -r --no-dereference ${src} ${mnt}/s/r && echo same`);
     t.equal(r1.code, 0, `${haveRsync ? 'rsync' : 'cp -a'} and diff ran (${r1.stderr.trim().slice(-400)})`);
     t.equal(r1.stdout.trim(), 'same', 'the copy reads back as the source');
     // Eight writers at once through 2 request slots: the reader runs out of slots and must
     // resume once answers free them (a reader that never resumed would hang here; one that
     // waited for a slot on the JS thread would deadlock).
-    const r2 = await sh(
+    const r2 = await shScript(
       `cd ${src} && ls d0/*.txt big*.bin | xargs -P 8 -I{} sh -c 'mkdir -p ${mnt}/s/p/$(dirname {}) && cp {} ${mnt}/s/p/{}' && ` +
         `for f in d0/*.txt big*.bin; do cmp $f ${mnt}/s/p/$f || exit 1; done && echo same`,
     );

@@ -6,7 +6,6 @@
 // wrong bytes. This process serves the mount: every access is a child process.
 
 import t from 'tap';
-import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -17,18 +16,10 @@ import { LlMount } from '../src/fuse/ll-mount.js';
 import { fuse3Available } from '../src/fuse/ll/session.js';
 import { writeRingStats } from '../src/fuse/ll/write-ring.js';
 import { generate, Rng } from './helpers/data.js';
+import { shScript } from './helpers/sh-script.js';
 
 const MiB = 1024 * 1024;
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-
-function sh(script: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((done) => {
-    execFile('sh', ['-c', script], { timeout: 120_000, env: { ...process.env, LC_ALL: 'C' } }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
-      done({ code, stdout: String(stdout), stderr: String(stderr) });
-    });
-  });
-}
 
 const why = !fs.existsSync('/dev/fuse') ? 'no /dev/fuse' : process.getuid?.() !== 0 ? 'needs root' : !fuse3Available() ? 'the fuse3 addon is not built (libfuse3-dev)' : '';
 if (why) {
@@ -64,7 +55,7 @@ if (why) {
 
     const before = writeRingStats();
     const file = path.join(mnt, 'vm', 'disk.img');
-    const r = await sh(
+    const r = await shScript(
       [
         'set -e',
         `dd if=${dir}/data.bin of=${file} bs=1M status=none`,
@@ -89,7 +80,7 @@ if (why) {
 
     // And from the store alone: the mount's caches dropped, the namespace's versions read.
     fs.writeFileSync('/proc/sys/vm/drop_caches', '3');
-    const again = await sh(`sha256sum ${file}`);
+    const again = await shScript(`sha256sum ${file}`);
     t.equal(again.stdout.split(' ')[0], sha(want), 'reads back after the caches are dropped');
   });
 }

@@ -208,26 +208,18 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
     return throw_errno(env, EIO, "napi_create_threadsafe_function");
   }
   s->refs++;
-  if (s->js_reader) {
-    int err = vv_jsreader_start(env, s, argv[3]);
-    if (err != 0) {
-      fuse_session_unmount(s->se);
-      fuse_session_destroy(s->se);
-      s->destroyed = 1;
-      napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
-      vv_sess_unref(env, s);
-      return throw_errno(env, err, "uv_poll_init");
-    }
-  } else if (pthread_create(&s->loop, NULL, loop_main, s) != 0) {
-    int err = errno;
+  // Requests are read by the JS thread itself (jsreader.c) or by libfuse's loop on its threads.
+  // (pthread_create returns its error; it does not set errno.)
+  int err = s->js_reader ? vv_jsreader_start(env, s, argv[3]) : pthread_create(&s->loop, NULL, loop_main, s);
+  if (err != 0) {
     fuse_session_unmount(s->se);
     fuse_session_destroy(s->se);
     s->destroyed = 1;
     napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
     vv_sess_unref(env, s);
-    return throw_errno(env, err, "pthread_create");
+    return throw_errno(env, err, s->js_reader ? "uv_poll_init" : "pthread_create");
   }
-  else s->loop_started = 1;
+  if (!s->js_reader) s->loop_started = 1;
   napi_value ext;
   napi_create_external(env, s, external_finalize, NULL, &ext);
   return ext;
