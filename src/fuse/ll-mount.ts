@@ -19,9 +19,9 @@ export interface LlMountOptions {
   /**
    * The JS thread reads /dev/fuse itself, without libfuse's worker threads (LlMountOptions in
    * ll/types.ts). Default: off, unless `VMVAULT_FUSE_JS_READER=1` is in the environment: it cuts
-   * an rsync's CPU by a third, but answers the addon's C reads (holes, read-ahead windows) on the
-   * JS thread, and whether recovery reads lose by it is not yet measured on a quiet machine
-   * (tools/PERFORMANCE.md, rsync7).
+   * an rsync's CPU by a third under load, but answers the addon's C reads (holes, read-ahead
+   * windows) on the JS thread, and quiet it made rsync no faster and small-file creates and
+   * unlinks slower (tools/PERFORMANCE.md, "Quiet re-measure on the merged tree (35d1aeb ...)").
    */
   jsReader?: boolean;
   /** A read-only tree grafted onto the mount (the catalog's `.files/`). */
