@@ -6,7 +6,7 @@ import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { tmpDir } from './helpers/tmpdir.js';
-import { makeStandIns, groupAlive, killGroups, type StandIns } from './helpers/stand-in-plugins.js';
+import { makeStandIns, groupGone, killGroups, type StandIns } from './helpers/stand-in-plugins.js';
 import { PluginRegistry } from '../src/backup/workflow/registry.js';
 import { WorkflowEngine, type WorkflowReport } from '../src/backup/workflow/engine.js';
 import { QuiesceJournal } from '../src/backup/workflow/journal.js';
@@ -103,7 +103,7 @@ for (const kind of ['fail', 'exit', 'hang'] as const) {
         t.ok(report.actions.some((a) => a.action === `unquiesce-${q}` && a.outcome === 'ok'), `quiesce-${q} was undone`);
       }
       if (kind === 'hang') {
-        for (const g of s.hangingGroups()) t.notOk(groupAlive(g), `hung script's process group ${g} was killed`);
+        for (const g of s.hangingGroups()) t.ok(await groupGone(g), `hung script's process group ${g} was killed`);
       }
       if (f.stillOpen.length > 0) {
         const why = kind === 'hang' ? 'no answer within 400 ms' : kind === 'exit' ? 'exited with code 3' : 'injected failure';

@@ -88,6 +88,21 @@ export function groupAlive(pgid: number): boolean {
   return false;
 }
 
+/**
+ * Whether group `pgid` is gone within `ms` (polled). A SIGKILLed process closes its pipes early
+ * in its exit, so the runner can report it killed while /proc still shows it running the rest
+ * of its exit: a check right after the report raced that (a CI failure of script-plugin under
+ * load). A group that was not killed (a `sleep 1000`) stays, and this says false.
+ */
+export async function groupGone(pgid: number, ms = 3000): Promise<boolean> {
+  const until = Date.now() + ms;
+  while (groupAlive(pgid)) {
+    if (Date.now() > until) return false;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return true;
+}
+
 /** Kills what a test's hanging scripts left (e.g. after SIGKILL of the node process that ran them). */
 export function killGroups(groups: number[]): void {
   for (const g of groups) {
