@@ -83,21 +83,22 @@ int vv_jsreader_start(napi_env env, vv_sess *s, napi_value on_batch) {
   if (!jr) return ENOMEM;
   jr->s = s;
   jr->env = env;
+  int fd = fuse_session_fd(s->se);
+  uv_loop_t *loop;
+  napi_get_uv_event_loop(env, &loop);
+  // The poll first: a failure then leaves nothing behind (no references, no async context).
+  int r = uv_poll_init(loop, &jr->poll, fd);
+  if (r != 0) {
+    free(jr);
+    return -r;
+  }
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
   napi_create_reference(env, on_batch, 1, &jr->cb);
   napi_value res, name;
   napi_create_object(env, &res);
   napi_create_reference(env, res, 1, &jr->resource);
   napi_create_string_utf8(env, "vmvault-fuse3-reader", NAPI_AUTO_LENGTH, &name);
   napi_async_init(env, res, name, &jr->actx);
-  int fd = fuse_session_fd(s->se);
-  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-  uv_loop_t *loop;
-  napi_get_uv_event_loop(env, &loop);
-  int r = uv_poll_init(loop, &jr->poll, fd);
-  if (r != 0) {
-    free(jr);
-    return -r;
-  }
   jr->poll.data = jr;
   uv_poll_start(&jr->poll, UV_READABLE, on_readable);
   jr->polling = 1;
