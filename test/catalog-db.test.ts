@@ -394,7 +394,7 @@ t.test('copy mode: more rows read again than one insert batch, under the ids of 
   w1.addVolume(w1.addImage('vda.raw', 1 << 30, 'raw'), { name: 'p1', fs: 'ext', offset: 1 << 20, size: 1 << 29 });
   for (let i = 0; i < N; i++) w1.add({ path: `/d/f${i}`, type: 'file', size: i, mtimeMs: 0, mode: 0o644, uid: 0, gid: 0, inode: 100 + i, deps: [{ logical: 0, physical: 4096 * (i + 1), length: 4096 }] });
   w1.endVolume();
-  w1.finish();
+  await w1.finish();
   const ra = new CatalogReader(a);
   const vol = ra.volumes()[0];
   const b = path.join(dir, 'b.db');
@@ -415,7 +415,7 @@ t.test('copy mode: more rows read again than one insert batch, under the ids of 
   }
   w2.endReuse();
   t.equal(w2.endVolume(), N + 2, 'every row once');
-  w2.finish();
+  await w2.finish();
   const rb = new CatalogReader(b);
   const d = rb.resolve(rb.volumes()[0], '/d')!;
   const kids = rb.list(d.id);
@@ -435,8 +435,8 @@ t.test('copy mode edits in memory and writes the file once; the same rows as an 
   w1.addVolume(w1.addImage('vda.raw', 1 << 30, 'raw'), { name: 'p1', fs: 'ext', offset: 1 << 20, size: 1 << 29 });
   for (let i = 0; i < 3000; i++) w1.add({ path: `/d${i % 7}/f${i}`, type: 'file', size: i, mtimeMs: 0, mode: 0o644, uid: 0, gid: 0, inode: 100 + i, deps: [{ logical: 0, physical: 4096 * (i + 1), length: 4096 }] });
   w1.endVolume();
-  w1.finish();
-  const edit = (out: string, memoryMax?: number) => {
+  await w1.finish();
+  const edit = async (out: string, memoryMax?: number) => {
     const ra = new CatalogReader(a);
     const vol = ra.volumes()[0];
     const w = new CatalogWriter(out, { share: 's', point: 'b' }, { from: a, ...(memoryMax === undefined ? {} : { memoryMax }) });
@@ -452,13 +452,13 @@ t.test('copy mode edits in memory and writes the file once; the same rows as an 
     w.endEdit();
     const n = w.endVolume();
     const partialBefore = fs.existsSync(`${out}.partial`);
-    w.finish();
+    await w.finish();
     return { n, partialBefore };
   };
   const mem = path.join(dir, 'mem.db');
   const disk = path.join(dir, 'disk.db');
-  const m = edit(mem);
-  const k = edit(disk, 0);
+  const m = await edit(mem);
+  const k = await edit(disk, 0);
   t.equal(m.partialBefore, false, 'in memory: no .partial file before finish()');
   t.equal(k.partialBefore, true, 'on disk: the copy is the .partial file');
   t.equal(m.n, 3008 - 430 + 1, 'rows after the edit: d3 and its 429 files gone, one added');

@@ -1,36 +1,36 @@
 // A catalog its job reported built must survive a power cut: CatalogWriter.finish() syncs the
 // file, renames it into place and syncs the directory (without the last step the rename was
-// lost to a cut within the file system's commit interval, and nothing builds a missing
-// catalog again on its own). The power-loss file system (test/powerfail) drops every name
-// operation and byte not synced when it is cut.
+// lost to a cut within the file system's commit interval, after its job had said it was
+// built). The power-loss file system (test/powerfail) drops every name operation and byte not
+// synced when it is cut.
 
 import t from 'tap';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { CatalogReader, CatalogWriter } from '../src/catalog/catalog-db.js';
-import { makeDurableDir } from '../src/catalog/catalog-service.js';
+import { mkdirDurable } from '../src/files/durable.js';
 import { tmpDir } from './helpers/tmpdir.js';
 import { startPowerfail } from './powerfail/powerfail.js';
 
 const N = 500;
 
-function write(file: string, from?: string): void {
+async function write(file: string, from?: string): Promise<void> {
   const w = new CatalogWriter(file, { share: 's', point: path.basename(file) }, from ? { from } : {});
   w.addVolume(w.addImage('vda.raw', 1 << 30, 'raw'), { name: 'p1', fs: 'ext', offset: 1 << 20, size: 1 << 29 });
   for (let i = 0; i < N; i++) w.add({ path: `/d/f${i}`, type: 'file', size: i, mtimeMs: 0, mode: 0o644, uid: 0, gid: 0, inode: 100 + i, deps: [{ logical: 0, physical: 4096 * (i + 1), length: 4096 }] });
   w.endVolume();
-  w.finish();
+  await w.finish();
 }
 
 t.test('a finished catalog is there after a power cut, in both write modes', async (t) => {
   const pf = await startPowerfail(t, tmpDir(t, 'vmvault-catpower-'), 11);
   // A share's catalog directory, made as the catalog service makes it at the share's first build.
   const dir = path.join(pf.mount, 'catalogs', 'vm1');
-  makeDurableDir(dir);
+  await mkdirDurable(dir);
   const a = path.join(dir, 'a.db');
   const b = path.join(dir, 'b.db');
-  write(a);
-  write(b, a); // copy mode: edited in memory, written once
+  await write(a);
+  await write(b, a); // copy mode: edited in memory, written once
   const cut = await pf.cut();
   t.comment(`the cut undid ${cut.undoneOps} name op(s), dropped ${cut.droppedBytes} bytes`);
   await pf.powerOn();

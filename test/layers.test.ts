@@ -22,8 +22,9 @@ const ALLOWED: Record<string, string[]> = {
   fuse: ['namespace', 'errors'],
   control: ['policy', 'backup', 'catalog', 'namespace', 'transfer', 'export', 'files', 'errors'],
   cli: ['control', 'errors'],
-  // catalog/ reads snapshot files through the namespace (never the mount); its own SQLite files.
-  catalog: ['namespace', 'store', 'kv', 'errors'],
+  // catalog/ reads snapshot files through the namespace (never the mount); its own SQLite files,
+  // made durable with files/.
+  catalog: ['namespace', 'store', 'files', 'kv', 'errors'],
   // The agent reads NBD exports with the qemu plug-in's client (ARCHITECTURE.md, departures)
   // and sends through transfer/.
   agent: ['transfer', 'plugins', 'store', 'errors'],

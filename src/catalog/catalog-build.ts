@@ -330,7 +330,7 @@ export async function buildCatalog(
         await src.release();
       }
     }
-    w.finish({ built: new Date().toISOString(), files: String(result.files) });
+    await w.finish({ built: new Date().toISOString(), files: String(result.files) });
     return result;
   } catch (err) {
     w.abort();

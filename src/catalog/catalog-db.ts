@@ -7,6 +7,7 @@ import Database from 'better-sqlite3';
 import fs from 'node:fs';
 import path from 'node:path';
 import { vmError } from '../errors.js';
+import { fsyncPath } from '../files/durable.js';
 import { decodeExtents, encodeExtents, ExtentsScratch, type Extent } from './extents-codec.js';
 import type { EditRows } from './fs/ext-edit.js';
 import type { PrevRow } from './fs/ext-reuse.js';
@@ -562,8 +563,11 @@ export class CatalogWriter {
     }
   }
 
-  /** Indexes, the final meta, and the rename: the catalog is whole or absent. */
-  finish(meta: Record<string, string> = {}): void {
+  /**
+   * Indexes, the final meta, and the rename: the catalog is whole or absent, and durable once
+   * this resolves.
+   */
+  async finish(meta: Record<string, string> = {}): Promise<void> {
     this.flush();
     if (this.carried) {
       // Carried rows no volume of this point claimed (an image gone, a volume walked anew).
@@ -593,14 +597,9 @@ export class CatalogWriter {
     }
     fs.renameSync(this.partial, this.file);
     // The rename is durable only once the directory is: without this a power cut within the
-    // file system's commit interval lost a catalog its job had reported built, and nothing
-    // builds a missing catalog again on its own.
-    const dir = fs.openSync(path.dirname(this.file), 'r');
-    try {
-      fs.fsyncSync(dir);
-    } finally {
-      fs.closeSync(dir);
-    }
+    // file system's commit interval lost a catalog its job had reported built (the next start
+    // builds it again, but only for a VM's point, and its job said it was done).
+    await fsyncPath(path.dirname(this.file));
   }
 
   abort(): void {

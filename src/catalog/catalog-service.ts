@@ -8,6 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { vmError } from '../errors.js';
+import { mkdirDurable } from '../files/durable.js';
 import { Mutex } from '../kv/mutex.js';
 import type { FileVersion, Namespace } from '../namespace/namespace.js';
 import { validateName } from '../namespace/names.js';
@@ -123,7 +124,9 @@ export class CatalogService {
     let lock = this.locks.get(share);
     if (!lock) this.locks.set(share, (lock = new Mutex()));
     return lock.run(async () => {
-      makeDurableDir(path.join(this.root, share));
+      // A catalog reported built must survive a power cut, its share's directory included
+      // (CatalogWriter.finish syncs the catalog's own name).
+      await mkdirDurable(path.join(this.root, share));
       const earlier = snaps.filter((s) => s.created < me.created || (s.created === me.created && s.name < point)).reverse();
       const prev = earlier.find((s) => fs.existsSync(this.fileOf(share, s.name)));
       try {
@@ -453,23 +456,4 @@ function extentAt(xs: Extent[], at: number): Extent | undefined {
     else return x;
   }
   return undefined;
-}
-
-/**
- * Makes `dir` (and any missing parent) with every new name synced into its parent: a catalog
- * reported built must survive a power cut, its share's directory included
- * (CatalogWriter.finish syncs the catalog's own name).
- */
-export function makeDurableDir(dir: string): void {
-  const first = fs.mkdirSync(dir, { recursive: true });
-  if (first === undefined) return;
-  for (let d = path.dirname(first); ; d = path.join(d, path.relative(d, dir).split(path.sep)[0])) {
-    const fd = fs.openSync(d, 'r');
-    try {
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-    if (d === dir) break;
-  }
 }
