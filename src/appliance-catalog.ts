@@ -68,6 +68,53 @@ export class ApplianceCatalog implements CatalogApi {
     return { share: target.share, point: target.point, ...r };
   }
 
+  /**
+   * The protected VMs' restore points that have no catalog: the appliance stopped between a
+   * backup and its catalog's build (or during it), or a catalog file was deleted. A point whose
+   * build failed is not in the list: its error stays in `catalog status` for the operator.
+   */
+  async uncataloged(): Promise<Array<{ share: string; points: string[] }>> {
+    const out: Array<{ share: string; points: string[] }> = [];
+    for (const share of new Set(this.vms.list().map((v) => v.share))) {
+      const points = await this.catalog.uncataloged(share).catch(() => []); // a VM whose share is not made yet
+      if (points.length > 0) out.push({ share, points });
+    }
+    return out;
+  }
+
+  /**
+   * Builds the catalogs of `todo` in turn, one point at a time (a start with many VMs behind
+   * must not walk all their disks at once), each share's oldest first; one failing does not
+   * stop the rest.
+   */
+  async buildAll(ctx: JobContext, todo: Array<{ share: string; points: string[] }>): Promise<{ built: number; failed: string[] }> {
+    const total = todo.reduce((n, s) => n + s.points.length, 0);
+    let at = 0;
+    let built = 0;
+    const failed: string[] = [];
+    for (const { share, points } of todo) {
+      for (const point of points) {
+        const phase = `point ${++at} of ${total} (${share} ${point}): walking file systems`;
+        ctx.progress(0, 0, 'files', phase);
+        if (this.catalog.reader(share, point) !== undefined) {
+          ctx.log(`${share} ${point}: cataloged meanwhile (by its backup's own job)`);
+          continue;
+        }
+        try {
+          const r = await this.catalog.build(share, point, { signal: ctx.signal, files: (n) => ctx.progress(n, 0, 'files', phase), log: (l) => ctx.log(l) });
+          ctx.log(`${share} ${point}: ${r.files} entries in ${r.volumes} volume(s) of ${r.images} image(s)`);
+          built++;
+        } catch (err) {
+          if (ctx.signal.aborted) throw err;
+          ctx.log(`${share} ${point}: ${(err as Error).message} (recorded in catalog status; build it again with: vmvault catalog build --share ${share} --point ${point})`);
+          failed.push(`${share} ${point}`);
+        }
+      }
+    }
+    if (failed.length > 0) throw vmError('IO', `${failed.length} of ${total} catalog(s) failed (${failed.join(', ')}); see the job's log`);
+    return { built, failed };
+  }
+
   async status(q: { vm?: string; share?: string }): Promise<CatalogStatusView[]> {
     const shares = await this.sharesOf(q);
     return (await this.catalog.status(shares)).map((s) => ({ ...s, vm: this.vmOf(s.share) }));

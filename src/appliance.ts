@@ -503,8 +503,19 @@ export async function startAppliance(cfg: ApplianceConfig): Promise<RunningAppli
     await policies.scheduler.start();
     await policies.cloneScheduler.start();
     await policies.drScheduler?.start();
+    const unbuilt = await catalogApi.uncataloged();
     const url = await listen(server, { host, port, tls: tls !== undefined });
     log(`control plane at ${url}/api/v1 (token in ${token.file})`);
+    // Catalogs a stop left unbuilt (issue 15: every backup is cataloged): the build after a
+    // backup is a job of its own, so an appliance stopped before or during it left a point
+    // without one, and nothing else would build it. After the control plane is up: the builds
+    // share the event loop, and the start is not held back by them. (Which points, is known
+    // before the line, so the line and the job's come together.)
+    if (unbuilt.length > 0) {
+      const n = unbuilt.reduce((k, s) => k + s.points.length, 0);
+      const job = jobs.start('catalog', `${n} restore point(s) left without a catalog`, (ctx) => catalogApi.buildAll(ctx, unbuilt));
+      log(`catalog: ${n} restore point(s) have no catalog (${unbuilt.map((s) => `${s.share}: ${s.points.length}`).join(', ')}); building them as job ${job.id}`);
+    }
     let stopping: Promise<void> | undefined;
     const stop = (): Promise<void> =>
       (stopping ??= (async () => {

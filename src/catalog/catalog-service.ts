@@ -155,6 +155,15 @@ export class CatalogService {
     });
   }
 
+  /**
+   * The points of `share` with neither a catalog nor a recorded failed build, oldest first (the
+   * order a catch-up builds them in, so each can reuse the one before).
+   */
+  async uncataloged(share: string): Promise<string[]> {
+    const snaps = await this.ns.snapshots.list(share);
+    return snaps.filter((s) => !fs.existsSync(this.fileOf(share, s.name)) && !fs.existsSync(this.errorFileOf(share, s.name))).map((s) => s.name);
+  }
+
   private dropReader(share: string, point: string): void {
     const key = this.fileOf(share, point);
     this.readers.get(key)?.reader.close();
