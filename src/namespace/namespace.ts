@@ -34,9 +34,9 @@ export interface NamespaceOptions {
   /** All open files together may buffer this much before writers wait. Default 512 MiB. */
   dirtyLimitBytes?: number;
   /**
-   * A file written as a stream (OpenFile.streaming, or with a kept stream writer) may buffer
-   * this much (dirty plus being committed) before its next write waits for its commit. Default
-   * 48 MiB: see `write`.
+   * A file written as a stream (OpenFile.streaming, or with a kept stream writer) may hold this
+   * much not yet taken by a commit before its next write waits for the commit in flight.
+   * Default 32 MiB: see Namespace.streamAhead.
    */
   streamAheadBytes?: number;
   /** Commit changes older than this. Default 5 s. */
@@ -107,7 +107,7 @@ export class Namespace {
       fileCommitBytes: opts.fileCommitBytes ?? 64 * 1024 * 1024,
       streamCommitBytes: opts.streamCommitBytes ?? 8 * 1024 * 1024,
       dirtyLimitBytes: opts.dirtyLimitBytes ?? 512 * 1024 * 1024,
-      streamAheadBytes: opts.streamAheadBytes ?? 48 * 1024 * 1024,
+      streamAheadBytes: opts.streamAheadBytes ?? 32 * 1024 * 1024,
       commitAgeMs: opts.commitAgeMs ?? 5000,
       streamIdleMs: opts.streamIdleMs ?? 30_000,
     };
@@ -175,21 +175,28 @@ export class Namespace {
   }
 
   /**
-   * A stream's writer waits while its file buffers more than streamAheadBytes, until the commit
-   * in flight is built. Why: a writer faster than the store (dd or cp into the mount on a busy
-   * machine, or any duplicate pass) ran up to the dirty limit (512 MiB) ahead of its commits,
-   * and every payload the namespace holds keeps its block of the FUSE write ring (128 x 1 MiB)
-   * until the commit that took it is built: past 128 MiB the writes fell back to external
-   * Buffers (the GC work the ring removed), the next commit took everything (60-90 MiB at once,
-   * measured), and the final fsync waited for all of it. The store is the bound either way:
-   * holding a stream near its commits costs it no time, keeps two streams inside the ring
-   * (2 x 49 blocks), and bounds what fsync and close must commit after the last write. Scattered
-   * writers (not streaming) keep the 64 MiB commit threshold, where rewrites coalesce.
+   * A stream's writer waits while its file holds more than streamAheadBytes not yet taken by a
+   * commit, until the commit in flight is built and the next one has taken them. Why: a writer
+   * faster than the store (dd or cp into the mount on a busy machine, a duplicate pass) ran up
+   * to the dirty limit (512 MiB) ahead of its commits, and every payload the namespace holds
+   * keeps its block of the FUSE write ring (128 x 1 MiB) until the commit that took it is
+   * built: past 128 MiB the writes fell back to external Buffers (the GC work the ring
+   * removed), and the final fsync waited for everything still dirty. The store is the bound
+   * either way. Counted without the commit in flight, so the next commit always finds up to
+   * streamAheadBytes waiting and the store never idles for the writer: one stream holds at most
+   * 2 x 32 + 1 blocks, two fit in the ring. Scattered writers (not streaming) keep the 64 MiB
+   * commit threshold, where rewrites coalesce.
    */
   private async streamAhead(fh: number): Promise<void> {
     const f = this.fs.handle(fh).file;
-    if (f.buffered <= this.opts.streamAheadBytes || !(f.streaming || f.streamWriterLive)) return;
-    await this.drain(fh, this.opts.streamAheadBytes);
+    while (f.dirtyBytes > this.opts.streamAheadBytes && (f.streaming || f.streamWriterLive)) {
+      if (f.failed) throw f.takeFailure();
+      if (!f.commitPending) this.background(f);
+      await f.settled();
+      // The commit that streamOn queued as that one ended takes the dirty bytes in a microtask
+      // of its own: look again once it has, not at the bytes it is about to take.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
   }
 
   /**
