@@ -36,7 +36,7 @@ export interface NamespaceOptions {
   /**
    * A file written as a stream (OpenFile.streaming, or with a kept stream writer) may hold this
    * much not yet taken by a commit before its next write waits for the commit in flight.
-   * Default 32 MiB: see Namespace.streamAhead.
+   * Default 30 MiB: see Namespace.streamAhead.
    */
   streamAheadBytes?: number;
   /** Commit changes older than this. Default 5 s. */
@@ -107,7 +107,7 @@ export class Namespace {
       fileCommitBytes: opts.fileCommitBytes ?? 64 * 1024 * 1024,
       streamCommitBytes: opts.streamCommitBytes ?? 8 * 1024 * 1024,
       dirtyLimitBytes: opts.dirtyLimitBytes ?? 512 * 1024 * 1024,
-      streamAheadBytes: opts.streamAheadBytes ?? 32 * 1024 * 1024,
+      streamAheadBytes: opts.streamAheadBytes ?? 30 * 1024 * 1024,
       commitAgeMs: opts.commitAgeMs ?? 5000,
       streamIdleMs: opts.streamIdleMs ?? 30_000,
     };
@@ -183,9 +183,10 @@ export class Namespace {
    * built: past 128 MiB the writes fell back to external Buffers (the GC work the ring
    * removed), and the final fsync waited for everything still dirty. The store is the bound
    * either way. Counted without the commit in flight, so the next commit always finds up to
-   * streamAheadBytes waiting and the store never idles for the writer: one stream holds at most
-   * 2 x 32 + 1 blocks, two fit in the ring. Scattered writers (not streaming) keep the 64 MiB
-   * commit threshold, where rewrites coalesce.
+   * streamAheadBytes waiting and the store never idles for the writer. One stream holds at most
+   * 2 x (30 + 1) blocks (waiting, and taken by the commit in flight; + 1: the write that crossed
+   * the bound), two streams 124 of the ring's 128. Scattered writers (not streaming) keep the
+   * 64 MiB commit threshold, where rewrites coalesce.
    */
   private async streamAhead(fh: number): Promise<void> {
     const f = this.fs.handle(fh).file;
