@@ -161,7 +161,8 @@ export class Namespace {
         this.commitLargest();
         await new Promise<void>((resolve) => this.waiters.push(resolve));
       }
-      await this.streamAhead(fh);
+      // A `once` writer (a backup's copy) bounds itself with drain() (disk-copy.ts).
+      if (!opts?.once) await this.streamAhead(fh);
       this.fs.write(fh, pos, buf, opts?.owned ?? false, opts?.release);
       kept = true;
     } finally {
