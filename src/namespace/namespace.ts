@@ -33,6 +33,12 @@ export interface NamespaceOptions {
   streamCommitBytes?: number;
   /** All open files together may buffer this much before writers wait. Default 512 MiB. */
   dirtyLimitBytes?: number;
+  /**
+   * A file written as a stream (OpenFile.streaming, or with a kept stream writer) may hold this
+   * much not yet taken by a commit before its next write waits for the commit in flight.
+   * Default 30 MiB: see Namespace.streamAhead.
+   */
+  streamAheadBytes?: number;
   /** Commit changes older than this. Default 5 s. */
   commitAgeMs?: number;
   /**
@@ -101,6 +107,7 @@ export class Namespace {
       fileCommitBytes: opts.fileCommitBytes ?? 64 * 1024 * 1024,
       streamCommitBytes: opts.streamCommitBytes ?? 8 * 1024 * 1024,
       dirtyLimitBytes: opts.dirtyLimitBytes ?? 512 * 1024 * 1024,
+      streamAheadBytes: opts.streamAheadBytes ?? 30 * 1024 * 1024,
       commitAgeMs: opts.commitAgeMs ?? 5000,
       streamIdleMs: opts.streamIdleMs ?? 30_000,
     };
@@ -154,6 +161,8 @@ export class Namespace {
         this.commitLargest();
         await new Promise<void>((resolve) => this.waiters.push(resolve));
       }
+      // A `once` writer (a backup's copy) bounds itself with drain() (disk-copy.ts).
+      if (!opts?.once) await this.streamAhead(fh);
       this.fs.write(fh, pos, buf, opts?.owned ?? false, opts?.release);
       kept = true;
     } finally {
@@ -164,6 +173,32 @@ export class Namespace {
     if (f.dirtyBytes >= this.opts.fileCommitBytes) this.background(f);
     else this.streamOn(f, opts?.once ?? false);
     return buf.length;
+  }
+
+  /**
+   * A stream's writer waits while its file holds more than streamAheadBytes not yet taken by a
+   * commit, until the commit in flight is built and the next one has taken them. Why: a writer
+   * faster than the store (dd or cp into the mount on a busy machine, a duplicate pass) ran up
+   * to the dirty limit (512 MiB) ahead of its commits, and every payload the namespace holds
+   * keeps its block of the FUSE write ring (128 x 1 MiB) until the commit that took it is
+   * built: past 128 MiB the writes fell back to external Buffers (the GC work the ring
+   * removed), and the final fsync waited for everything still dirty. The store is the bound
+   * either way. Counted without the commit in flight, so the next commit always finds up to
+   * streamAheadBytes waiting and the store never idles for the writer. One stream holds at most
+   * 2 x (30 + 1) blocks (waiting, and taken by the commit in flight; + 1: the write that crossed
+   * the bound), two streams 124 of the ring's 128. Scattered writers (not streaming) keep the
+   * 64 MiB commit threshold, where rewrites coalesce.
+   */
+  private async streamAhead(fh: number): Promise<void> {
+    const f = this.fs.handle(fh).file;
+    while (f.dirtyBytes > this.opts.streamAheadBytes && (f.streaming || f.streamWriterLive)) {
+      if (f.failed) throw f.takeFailure();
+      if (!f.commitPending) this.background(f);
+      await f.settled();
+      // The commit that streamOn queued as that one ended takes the dirty bytes in a microtask
+      // of its own: look again once it has, not at the bytes it is about to take.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
   }
 
   /**
