@@ -37,7 +37,8 @@ export interface RestoreOptions {
   source?: PointSource;
   /**
    * Starts the disk writes of a range of the target just written (default: files/writeback.ts,
-   * sync_file_range). Tests pass their own to see what is handed to it.
+   * sync_file_range), on the pool path only (`writer: 'pool'`, or no addon): the writer thread
+   * writes directly, or starts its own. Tests pass their own to see what is handed to it.
    */
   startWriteback?: (fd: number, offset: number, length: number) => Promise<void>;
   /**
