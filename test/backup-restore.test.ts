@@ -161,7 +161,7 @@ t.test('a point\'s data runs, found in one walk of its tree, are those SEEK_DATA
   t.ok(runs.some((r) => r.start <= hole && r.end >= hole + 100), 'the fresh bytes are in a data run');
 });
 
-t.test('each chunk written starts its disk writes before the final fsync, and the bytes stay exact', async (t) => {
+t.test('through the pool, each chunk written starts its disk writes before the final fsync, and the bytes stay exact', async (t) => {
   const { dir, ns, vda } = await setup(t);
   const to = path.join(dir, 'wb');
   // What the restore hands over: (fd, offset, length), and whether the target file was still
@@ -177,7 +177,8 @@ t.test('each chunk written starts its disk writes before the final fsync, and th
     }
     calls.push({ offset, length, open });
   };
-  await restorePoint(ns, 'web01', '2026-12-05T12-00-00Z', ['vda'], to, { format: 'raw', chunkBytes: 2 * MiB, startWriteback });
+  // The pool's buffered writes (the writer thread's writes are direct and start their own).
+  await restorePoint(ns, 'web01', '2026-12-05T12-00-00Z', ['vda'], to, { format: 'raw', chunkBytes: 2 * MiB, startWriteback, writer: 'pool' });
   t.equal(sha(fs.readFileSync(path.join(to, 'vda.raw'))), sha(vda), 'vda is the point\'s bytes');
   calls.sort((a, b) => a.offset - b.offset);
   // Every byte of the point's data runs (segment-aligned: 0-~6 MiB and ~14-~18 MiB) is in a
@@ -241,4 +242,41 @@ t.test('the data runs are walked window by window, the copy starting after the f
   t.same(walks, ['walk 0-16', 'walk 16-48', 'walk 48-100'], 'windows of 16 MiB, then twice as large, to the end');
   const firstRead = events.indexOf('read');
   t.ok(firstRead > 0 && firstRead < events.indexOf('walk 48-100'), `a read before the last window was walked: ${events.slice(0, 6).join(', ')}`);
+});
+
+t.test('the writer thread writes the data directly in whole blocks, a last partial block the ordinary way', async (t) => {
+  const dir = tmpDir(t);
+  const { ns } = await openNs(t, path.join(dir, 'store'));
+  await ns.shares.create('web01');
+  // Data runs that start and end off any 4 KiB block (segment boundaries fall anywhere), zero
+  // 64 KiB blocks inside data, and a size that is no multiple of 4 KiB, data to its last byte.
+  const size = 20 * MiB + 1000;
+  const b = Buffer.alloc(size);
+  const rng = new Rng(21);
+  generate(rng, 'random', 3 * MiB + 123).copy(b, 777);
+  generate(rng, 'text', 2 * MiB).copy(b, 9 * MiB + 5);
+  b.fill(0, 9 * MiB + 256 * 1024, 9 * MiB + 512 * 1024);
+  generate(rng, 'random', MiB + 1000).copy(b, size - MiB - 1000);
+  await writeFile(ns, '/web01/vda.raw', b);
+  await writeFile(ns, '/web01/vm.json', Buffer.from('{}'));
+  await ns.snapshots.create('web01', 'p');
+  for (const direct of [true, false]) {
+    const to = path.join(dir, direct ? 'direct' : 'plain');
+    const seen: Array<{ direct: number; plain: number }> = [];
+    let advanced = 0;
+    await restorePoint(ns, 'web01', 'p', ['vda'], to, { format: 'raw', direct, written: (w) => seen.push({ ...w }), advance: (n) => (advanced += n) });
+    t.equal(sha(fs.readFileSync(path.join(to, 'vda.raw'))), sha(b), `direct ${direct}: the point's bytes`);
+    t.equal(fs.statSync(path.join(to, 'vda.raw')).size, size, 'the size');
+    t.equal(advanced, size, 'progress counts every byte once');
+    t.ok(fs.statSync(path.join(to, 'vda.raw')).blocks * 512 <= 7 * MiB, `holes stay holes: ${fs.statSync(path.join(to, 'vda.raw')).blocks * 512} bytes allocated`);
+    t.equal(seen.length, 1, 'one report for the one disk');
+    const w = seen[0] ?? { direct: 0, plain: 0 };
+    // ~5.75 MiB of data, widened to blocks, less the zero 64 KiB blocks in it.
+    t.ok(w.direct + w.plain >= 5.7 * MiB && w.direct + w.plain <= 6.2 * MiB, `${w.direct + w.plain} bytes written`);
+    if (direct) {
+      // /tmp here is ext4, which takes O_DIRECT: every whole block direct, the last 1000 bytes not.
+      t.equal(w.plain, 1000, 'only the last partial block the ordinary way');
+      t.ok(w.direct > 5.7 * MiB, `${w.direct} bytes direct`);
+    } else t.equal(w.direct, 0, 'no direct write when told not to');
+  }
 });

@@ -1,7 +1,7 @@
 // The codec tests under AddressSanitizer and UndefinedBehaviorSanitizer: tools/build-native-asan.sh
-// builds the addon with both into native/build-asan/, and test/native-codec, test/segmenter and
-// test/native-reference run in a child node that loads that build (VMVAULT_NATIVE_ADDON) with
-// the sanitizer runtime preloaded. Node itself is not instrumented: leak detection is off (its
+// builds the addon with both into native/build-asan/, and test/native-codec, test/segmenter,
+// test/native-reference and test/file-writer (the restore's writer thread) run in a child node
+// that loads that build (VMVAULT_NATIVE_ADDON) with the sanitizer runtime preloaded. Node itself is not instrumented: leak detection is off (its
 // heap is not ours to judge); any sanitizer report ends the child with a failure.
 //
 // Without clang the build cannot run: skipped with that reason, unless VMVAULT_REQUIRE_NATIVE=1
@@ -16,7 +16,8 @@ import { fileURLToPath } from 'node:url';
 // dist/test -> repository root
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const addon = path.join(root, 'native', 'build-asan', 'vmvault_native.node');
-const tests = ['native-codec', 'segmenter', 'native-reference'];
+// file-writer: the restore's writer thread (native/src/file_writer.c) and its thread-safe calls.
+const tests = ['native-codec', 'segmenter', 'native-reference', 'file-writer'];
 
 // Three test files at two to three times their speed, plus the build, on a shared machine.
 t.setTimeout(20 * 60 * 1000);

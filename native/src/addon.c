@@ -192,6 +192,7 @@ static napi_value malloc_tune_js(napi_env env, napi_callback_info info) {
 napi_value vv_register_codec(napi_env env, napi_value exports);
 napi_value vv_register_read_seam(napi_env env, napi_value exports);
 napi_value vv_register_writeback(napi_env env, napi_value exports);
+napi_value vv_register_file_writer(napi_env env, napi_value exports);
 
 NAPI_MODULE_INIT() {
   napi_value fn;
@@ -207,5 +208,6 @@ NAPI_MODULE_INIT() {
   if (napi_set_named_property(env, exports, "mallocTune", fn) != napi_ok) return NULL;
   if (!vv_register_read_seam(env, exports)) return NULL;
   if (!vv_register_writeback(env, exports)) return NULL;
+  if (!vv_register_file_writer(env, exports)) return NULL;
   return vv_register_codec(env, exports);
 }

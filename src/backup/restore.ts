@@ -14,6 +14,7 @@ import { fromSystemError, vmError } from '../errors.js';
 import type { Namespace } from '../namespace/namespace.js';
 import { fsyncPath, mkdirDurable } from '../files/durable.js';
 import { startWriteback } from '../files/writeback.js';
+import { alignedBuffer, FILE_WRITER_ALIGN, type FileWriter, openFileWriter } from '../files/file-writer.js';
 import type { ReadRescue } from '../namespace/damage.js';
 import { isZero } from './disk-copy.js';
 
@@ -36,9 +37,20 @@ export interface RestoreOptions {
   source?: PointSource;
   /**
    * Starts the disk writes of a range of the target just written (default: files/writeback.ts,
-   * sync_file_range). Tests pass their own to see what is handed to it.
+   * sync_file_range), on the pool path only (`writer: 'pool'`, or no addon): the writer thread
+   * writes directly, or starts its own. Tests pass their own to see what is handed to it.
    */
   startWriteback?: (fd: number, offset: number, length: number) => Promise<void>;
+  /**
+   * How the target is written: 'thread' (default where the addon has it), by the addon's
+   * writer thread, O_DIRECT where the file system takes it (files/file-writer.ts); 'pool',
+   * buffered writes on the libuv pool with startWriteback (the restore before restore7).
+   */
+  writer?: 'thread' | 'pool';
+  /** Whether the writer thread may write directly (default true); for comparisons. */
+  direct?: boolean;
+  /** Told, once a file is written, how its bytes were written (tests, benches). */
+  written?: (stats: { direct: number; plain: number }) => void;
 }
 
 /** One file of a point as a restore reads it: its size, where its data is, its bytes. */
@@ -120,55 +132,86 @@ async function restoreFileFrom(file: PointFile, from: string, to: string, opts: 
   const inFlight = opts.inFlight ?? 4;
   const size = file.size;
   let out: fs.FileHandle | undefined;
+  let writer: FileWriter | undefined;
   try {
     out = await fs.open(to, 'wx', 0o600);
     await out.truncate(size);
+    // The restore is bound by its writes. The addon's writer thread takes each chunk as soon as
+    // it is read and writes them back to back, directly (no copy into the page cache, nothing
+    // left dirty for the fsync) where aligned; on the libuv pool a write waited behind the
+    // reads' decode jobs, then for this thread (tools/PERFORMANCE.md, restore7).
+    if (opts.writer !== 'pool') writer = await openFileWriter(to, out, { direct: opts.direct });
     // Only the data runs are read: the holes of the file's segment tree (zero runs the store
     // never stored: what a full backup skipped) stay holes in the truncated target for free,
     // where reading them meant filling and scanning zeros (1.5 of 2 GiB in the bench's disk).
     // They are found window by window, each next window walked while this one is copied: one
     // walk of the whole tree first held every read back by it (0.2-0.4 s of the bench's first
-    // restore at load 17, its nodes not yet cached; tools/PERFORMANCE.md, backup5).
-    const ranges = dataWindows(file, size, (holes) => opts.advance?.(holes));
-    // Reads run `inFlight` at once; writes into the target one at a time, in turn. Concurrent
-    // pwrites into one file contend for its inode lock: on this 2-core machine 4 writers of 4 MiB
-    // took 1.5-3.1 s for 460 MiB where one took 0.5 s (tools/PERFORMANCE.md, restore).
-    let writing: Promise<void> = Promise.resolve();
-    // Each chunk's disk writes start as soon as it is written (sync_file_range, never waited
-    // for here), so the fsync below waits for the last few chunks rather than the whole file:
-    // that fsync was 0.3-0.7 s of a 460 MiB restore after the copy (tools/PERFORMANCE.md,
-    // backup5). One call at a time (the chunks written meanwhile go in the next one): the call
-    // blocks a pool thread while the disk's queue is full, and the reads decode on that pool.
-    const writeback = new Writeback(out.fd, opts.startWriteback ?? startWriteback);
+    // restore at load 17, its nodes not yet cached; tools/PERFORMANCE.md, backup5). For the
+    // writer thread each run is widened to whole 4 KiB blocks (the bytes added are zeros of the
+    // holes beside it), so every chunk but a last partial block is aligned for a direct write.
+    const ranges = dataWindows(file, size, (holes) => opts.advance?.(holes), writer ? FILE_WRITER_ALIGN : 1);
+    const copy = writer ? copyByThread(writer) : copyByPool(out);
     // One buffer per read in flight, reused: fresh ones cost a page fault per 4 KiB and GC time.
+    // Aligned, as direct writes need.
     const free: Buffer[] = [];
     try {
       await forEachDataChunk(ranges, chunk, inFlight, opts.signal, async (at, len) => {
-        const own = free.pop() ?? Buffer.allocUnsafeSlow(chunk);
+        const own = free.pop() ?? (writer ? alignedBuffer(chunk) : Buffer.allocUnsafeSlow(chunk));
         const buf = await file.read(at, len, own);
         if (buf.length !== len) throw vmError('IO', `${from}: read ${buf.length} bytes at ${at}, expected ${len}`);
-        const w = writing.then(() => writeSparse(out!, buf, at));
-        writing = w.catch(() => {});
-        await w;
-        writeback.add(at, len);
+        await copy.write(buf, at);
         // Back to the pool only after a read and write that succeeded: a failed read may still
         // have decodes landing in it.
         free.push(own);
         opts.advance?.(len);
       });
     } finally {
-      // Closed before the fsync and the close (the calls use the fd number, which the kernel
-      // may give to another file once it is closed): a worker of a failed copy still running
-      // adds nothing after this.
-      await writeback.close();
+      // Before the fsync and the close: the writer thread's queue drained (a worker of a failed
+      // copy may have left writes in it) and its direct descriptor closed; the pool's
+      // startWriteback calls done (they use the fd number, which the kernel may give to another
+      // file once it is closed).
+      await copy.close();
     }
+    if (writer) opts.written?.(writer.written);
+    // fsync is per file: it covers the direct descriptor's writes (their blocks' allocation is
+    // journaled here, the device's cache flushed) as well as the ordinary ones.
     await out.sync();
     return size;
   } catch (err) {
     throw fromSystemError(err, `restoring ${from} to ${to}`);
   } finally {
+    await writer?.close().catch(() => {});
     await out?.close();
     await file.close();
+  }
+
+  /** Chunks to the writer thread: it writes them in the order handed, one at a time. */
+  function copyByThread(w: FileWriter): { write(buf: Buffer, at: number): Promise<void>; close(): Promise<void> } {
+    return { write: (buf, at) => w.write(buf, at), close: () => w.close() };
+  }
+
+  /**
+   * Chunks written from here through the libuv pool (no addon, or `writer: 'pool'`), one at a
+   * time, in turn: concurrent pwrites into one file contend for its inode lock (on this 2-core
+   * machine 4 writers of 4 MiB took 1.5-3.1 s for 460 MiB where one took 0.5 s;
+   * tools/PERFORMANCE.md, restore). Each chunk's disk writes start as soon as it is written
+   * (sync_file_range, never waited for here), so the fsync waits for the last few chunks rather
+   * than the whole file (0.3-0.7 s of a 460 MiB restore; tools/PERFORMANCE.md, backup5), one
+   * call at a time (the chunks written meanwhile go in the next): the call blocks a pool thread
+   * while the disk's queue is full, and the reads decode on that pool.
+   */
+  function copyByPool(h: fs.FileHandle): { write(buf: Buffer, at: number): Promise<void>; close(): Promise<void> } {
+    let writing: Promise<void> = Promise.resolve();
+    const writeback = new Writeback(h.fd, opts.startWriteback ?? startWriteback);
+    return {
+      write: async (buf, at) => {
+        const w = writing.then(() => writeSparse(h, buf, at));
+        writing = w.catch(() => {});
+        await w;
+        writeback.add(at, buf.length);
+      },
+      close: () => writeback.close(),
+    };
   }
 }
 
@@ -292,16 +335,17 @@ const LAST_WINDOW = 1024 * 1024 * 1024;
  * The file's data runs as a supplier of successive batches (forEachDataChunk's form): window
  * by window when the file can walk part of its tree (dataRangesIn), the next window's walk
  * started as soon as the current one is handed out; else all at once. `holes` is told the
- * bytes of each batch's window that are not data (progress counts them as done).
+ * bytes of each batch's window that are not data (progress counts them as done). `align`:
+ * each run widened to whole blocks of that many bytes (alignRuns).
  */
-export function dataWindows(file: PointFile, size: number, holes: (n: number) => void): () => Promise<ReadonlyArray<Run> | undefined> {
+export function dataWindows(file: PointFile, size: number, holes: (n: number) => void, align = 1): () => Promise<ReadonlyArray<Run> | undefined> {
   const sum = (l: ReadonlyArray<Run>) => l.reduce((n, x) => n + x.end - x.start, 0);
   if (!file.dataRangesIn) {
     let given = false;
     return async () => {
       if (given) return undefined;
       given = true;
-      const l = await file.dataRanges();
+      const l = alignRuns(await file.dataRanges(), align, size);
       holes(size - sum(l));
       return l;
     };
@@ -320,10 +364,29 @@ export function dataWindows(file: PointFile, size: number, holes: (n: number) =>
     const cur = ahead;
     if (!cur) return undefined;
     ahead = cur.to < size ? walk(cur.to) : undefined;
-    const l = await cur.runs;
+    const l = alignRuns(await cur.runs, align, size);
     holes(cur.to - cur.from - sum(l));
     return l;
   };
+}
+
+/**
+ * `runs` (ascending, disjoint) widened to whole `align`-byte blocks, the last ending at `size`
+ * at most, and merged where they then meet. A window's runs stay inside it: windows start and
+ * end on multiples of FIRST_WINDOW (or at `size`), which any power-of-two `align` up to it
+ * divides. The bytes added lie in holes (zeros), read as such.
+ */
+export function alignRuns(runs: ReadonlyArray<Run>, align: number, size: number): Run[] {
+  if (align <= 1) return [...runs];
+  const out: Run[] = [];
+  for (const r of runs) {
+    const start = r.start - (r.start % align);
+    const end = Math.min(size, Math.ceil(r.end / align) * align);
+    const last = out[out.length - 1];
+    if (last && start <= last.end) last.end = Math.max(last.end, end);
+    else out.push({ start, end });
+  }
+  return out;
 }
 
 /**
