@@ -21,7 +21,7 @@ import type { FileVersion } from './version.js';
 const WINDOW = 4 * 1024 * 1024;
 /** Windows read ahead of a sequential reader. */
 const AHEAD = 3;
-/** Sequential readers followed at once; each holds at most AHEAD + 1 windows (16 MiB). */
+/** Sequential readers followed at once; each holds AHEAD + 1 windows ahead and up to BEHIND behind (about 36 MiB). */
 const MAX_STREAMS = 4;
 /**
  * How far behind the newest read a window is kept for reads that arrive late: `qemu-img
