@@ -21,6 +21,11 @@
 //                           with each side's spread. The goal's figure takes the best of the
 //                           first 3 passes, as before, so a single lucky local pass (the local
 //                           copy read 157-3,300 MB/s between passes here) decides it.
+//   Both sides are read once before the passes measured: the clone through the mount by the
+//   `cp` that makes the local copy, the local copy by a read of it (qemu-img bench, as a pass,
+//   not counted). Before, the local copy's first read was the first measured pass: the host's
+//   cache below this VM's disk had seen its blocks only written, and its first passes read
+//   187-430 MB/s against 1,500-1,800 later in the same run (tools/PERFORMANCE.md, recovery5).
 // Both guests run alone (the other is stopped) so they do not share the two cores.
 
 import { execFile, spawn } from 'node:child_process';
@@ -155,6 +160,8 @@ async function main(): Promise<void> {
   const onMount = path.join(app.mount, keptClone, 'vda.raw');
   const size = fs.statSync(localDisk).size;
   const count = Number(arg('--reads') ?? Math.floor(size / 65536));
+  // The local copy read once, as the `cp` read the clone through the mount (see the header).
+  note(`local copy read once before the passes: ${(await readSpeed(localDisk, count, 'writeback')).toFixed(0)} MB/s`);
   const best: Record<string, { local: number; mount: number }> = {};
   const passes = Math.max(3, Number(arg('--read-passes') ?? 7));
   let steady: { local: number[]; mount: number[] } | undefined;

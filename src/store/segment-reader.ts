@@ -126,6 +126,13 @@ export class SegmentReader implements SegmentReads {
   private readonly data = new FpLru<Buffer>(DATA_CACHE_BYTES);
   /** Verified segments of file reads (readInto), whole ones included; see decoded-cache.ts. */
   private readonly decoded: DecodedCache;
+  /**
+   * Segments being decoded into scratch for a read that covers them in part, by fingerprint: a
+   * read that wants part of one of them meanwhile takes its bytes from that decode instead of
+   * decoding it again. The case: two read-ahead windows read at once (tree/read-ahead.ts) both
+   * want the segment across their edge, and neither finds it in the data cache yet.
+   */
+  private readonly partials = new FpMap<Promise<Buffer>>();
 
   constructor(
     private readonly core: StoreCore,
@@ -336,9 +343,19 @@ export class SegmentReader implements SegmentReads {
     const got: Buffer[] = new Array(n);
     const disk: DiskItem[] = [];
     let scratchBytes = 0;
+    // Partial pieces another read is decoding now (partials): taken from it once it is done.
+    let waits: Array<{ j: number; seg: Promise<Buffer> }> | undefined;
+    const share = out !== undefined && rc === undefined;
     for (let j = 0; j < n; j++) {
       const p = pieces[j];
       const loc = locs[j];
+      if (share && loc && !(p.skip === 0 && p.take === loc.rawLen)) {
+        const seg = this.partials.get(p.fp);
+        if (seg) {
+          (waits ??= []).push({ j, seg });
+          continue;
+        }
+      }
       if (!loc) {
         throw vmError('MISSING_SEGMENT', `segment ${fpHex(p.fp).slice(0, 16)} is referenced but not in the store; run verify`, {
           fingerprint: fpHex(p.fp),
@@ -356,10 +373,32 @@ export class SegmentReader implements SegmentReads {
         scratchBytes += loc.rawLen;
       }
     }
-    if (disk.length === 0) return got;
+    if (disk.length === 0) return waits ? this.takeShared(out!, pieces, got, waits, cache, hot) : got;
     const scratch = Buffer.allocUnsafe(scratchBytes);
     const failed: Array<{ d: DiskItem; err: Error }> | undefined = rc ? [] : undefined;
-    await this.readDisk(disk, pieces, out ?? scratch, scratch, failed);
+    // This read's partial pieces are offered to reads that come meanwhile (settled below).
+    const mine: Array<{ d: DiskItem; fp: Buffer; seg: Promise<Buffer>; settle: (b: Buffer | undefined) => void }> = [];
+    if (share) {
+      for (const d of disk) {
+        if (d.target !== 1) continue;
+        const fp = pieces[d.j].fp;
+        if (this.partials.get(fp)) continue; // twice in this read: decoded twice, as noted above
+        let settle!: (b: Buffer | undefined) => void;
+        const seg = new Promise<Buffer>((res, rej) => (settle = (b) => (b ? res(b) : rej(new Error('partial decode failed')))));
+        seg.catch(() => {});
+        this.partials.set(fp, seg);
+        mine.push({ d, fp, seg, settle });
+      }
+    }
+    try {
+      await this.readDisk(disk, pieces, out ?? scratch, scratch, failed);
+    } catch (err) {
+      for (const m of mine) {
+        this.partials.delete(m.fp, (v) => v === m.seg);
+        m.settle(undefined);
+      }
+      throw err;
+    }
     // Records the rescue mended: healthy bytes from another copy where the damaged ones were.
     const mended = new Set<number>();
     if (failed && failed.length > 0) {
@@ -385,6 +424,26 @@ export class SegmentReader implements SegmentReads {
       const p = pieces[d.j];
       if (out) seg.copy(out, p.dst, p.skip, p.skip + p.take);
       if (cache && !mended.has(d.j)) this.data.set(Buffer.from(p.fp), seg, seg.length);
+    }
+    for (const m of mine) {
+      this.partials.delete(m.fp, (v) => v === m.seg);
+      m.settle(got[m.d.j]);
+    }
+    return waits ? this.takeShared(out!, pieces, got, waits, cache, hot) : got;
+  }
+
+  /**
+   * The pieces of `waits` from the decodes of other reads (partials): copied into `out` when
+   * those succeeded, else decoded here.
+   */
+  private async takeShared(out: Buffer, pieces: ReadPiece[], got: Buffer[], waits: Array<{ j: number; seg: Promise<Buffer> }>, cache: boolean, hot: boolean): Promise<Buffer[]> {
+    for (const { j, seg } of waits) {
+      const p = pieces[j];
+      const b = await seg.catch(() => undefined);
+      if (b) {
+        b.copy(out, p.dst, p.skip, p.skip + p.take);
+        got[j] = b;
+      } else [got[j]] = await this.decodeOnce(out, [p], cache, undefined, hot);
     }
     return got;
   }

@@ -5,6 +5,15 @@
 // of them into the caller's buffer: one codec round trip per window instead of one per read,
 // and no promise at all for a read whose window is already there. Versions never change, so
 // a window stays valid as long as it is kept; window buffers are recycled.
+//
+// The reads of one stream arrive out of order: the kernel's read-ahead sends several 1 MiB
+// requests at once and libfuse's threads hand them over in any order, and `qemu-img convert`
+// reads 2 MiB chunks with 8 requests in flight. A read that lands in a window is served from it
+// whatever came before; windows are kept 16 MiB behind the newest read (the spread of
+// qemu-img's requests in flight); a read that comes later than that is read on its own without
+// resetting the stream. Before, each of these reset the stream or dropped its windows, and a
+// single `qemu-img convert` pass decoded about 8% of its segments twice (PERFORMANCE.md,
+// recovery5).
 
 import type { TreeView } from './reader.js';
 import type { FileVersion } from './version.js';
@@ -12,16 +21,27 @@ import type { FileVersion } from './version.js';
 const WINDOW = 4 * 1024 * 1024;
 /** Windows read ahead of a sequential reader. */
 const AHEAD = 3;
-/** Sequential readers followed at once; each holds at most AHEAD + 1 windows (16 MiB). */
+/** Sequential readers followed at once; each holds AHEAD + 1 windows ahead and up to BEHIND behind (about 36 MiB). */
 const MAX_STREAMS = 4;
-/** How far behind the newest read a window is kept for reads that arrive late. */
-const BEHIND = 1024 * 1024;
+/**
+ * How far behind the newest read a window is kept for reads that arrive late: `qemu-img
+ * convert` has 8 reads of 2 MiB in flight, and a pass's reads arrived up to ~15 MiB late (1 MiB
+ * here before: those reads were decoded again, and reset the stream).
+ */
+const BEHIND = 16 * 1024 * 1024;
+/** How late a read may come behind the windows and still be late (read on its own, the stream left as it is), not a jump back. */
+const MAX_LATE = 2 * BEHIND;
+/**
+ * Late reads in a row, each where the one before ended, that make a jump back after all (a
+ * reader that started over): more than a straggling chunk of qemu-img convert (2 MiB).
+ */
+const LATE_RUN = 4;
 /** VMVAULT_NO_READAHEAD=1 turns it off, for comparisons. */
 const OFF = process.env.VMVAULT_NO_READAHEAD === '1';
 
 /** Free window buffers: fresh memory costs a page fault per 4 KiB on first touch. */
 const freeBufs: Buffer[] = [];
-const KEEP_BUFS = MAX_STREAMS * (AHEAD + 1);
+const KEEP_BUFS = MAX_STREAMS * (AHEAD + 1) + BEHIND / WINDOW;
 
 interface Window {
   start: number;
@@ -46,9 +66,16 @@ interface Stream {
   version: FileVersion;
   /** Where the last read ended. */
   next: number;
-  /** Reads in a row that started where the one before ended. */
+  /** Reads in a row that started where the one before ended (or inside the windows). */
   run: number;
   windows: Window[];
+  /** Where the first window since the stream last moved its windows starts: reads late behind it are a jump. */
+  low: number;
+  /** The read just followed came late (follow): it is read on its own, the windows left as they are. */
+  late: boolean;
+  /** Where the last late read ended, and how many late reads in a row continued each other. */
+  lateNext: number;
+  lateRun: number;
 }
 
 /**
@@ -126,6 +153,11 @@ export class ReadAhead {
     if (OFF || v.height === 0 || len <= 0 || off >= v.size) return undefined;
     const end = Math.min(v.size, off + len);
     const s = this.follow(v, off, end);
+    if (s.late) return undefined;
+    // A read the windows hold is served from them, whatever came before it (reads in flight
+    // arrive out of order); one that came late behind them is read on its own.
+    const held = covering(s.windows, off, end);
+    if (held && s.run < 2) return held;
     if (s.run < 2) return undefined;
     // Windows well behind the reader are dropped (the kernel's reads in flight may arrive a
     // little out of order); new ones keep AHEAD windows beyond the reader.
@@ -134,26 +166,15 @@ export class ReadAhead {
     if (behind > 0) for (const w of s.windows.splice(0, behind)) this.drop(w);
     if (s.windows.length > 0 && (s.windows[0].start > off || s.windows[s.windows.length - 1].end < off)) this.dropAll(s);
     const ws = s.windows;
-    let last = ws[ws.length - 1] ?? this.open(s, view, off);
+    let last = ws[ws.length - 1];
+    if (!last) {
+      last = this.open(s, view, off);
+      s.low = off;
+    }
     let ahead = 0;
     for (const w of ws) if (w.end > off) ahead++;
     for (; ahead <= AHEAD && last.end < v.size; ahead++) last = this.open(s, view, last.end);
-    // The windows covering [off, end), if they do without a gap.
-    let at = off;
-    let first = -1;
-    let count = 0;
-    let ready = true;
-    for (let k = 0; k < ws.length && at < end; k++) {
-      const w = ws[k];
-      if (w.start <= at && w.end > at) {
-        if (first < 0) first = k;
-        count++;
-        if (!w.ready) ready = false;
-        at = w.end;
-      }
-    }
-    if (at < end) return undefined;
-    return { use: ws.slice(first, first + count), end, ready };
+    return covering(ws, off, end);
   }
 
   /** Runs `fn` once the windows are ready, holding them (not recycled) until it returns. */
@@ -175,7 +196,7 @@ export class ReadAhead {
     while (i >= 0 && !sameVersion(list[i].version, v)) i--;
     let s: Stream;
     if (i < 0) {
-      s = { version: v, next: end, run: 0, windows: [] };
+      s = { version: v, next: end, run: 0, windows: [], low: 0, late: false, lateNext: -1, lateRun: 0 };
       list.push(s);
       if (list.length > MAX_STREAMS) this.dropAll(list.shift()!);
       return s;
@@ -186,7 +207,25 @@ export class ReadAhead {
       list.push(s);
     }
     const ws = s.windows;
-    if (off === s.next || (ws.length > 0 && off >= ws[0].start && off < ws[ws.length - 1].end)) s.run++;
+    if (s.run >= 2 && ws.length > 0 && off < ws[0].start && off >= s.low && off >= s.next - MAX_LATE) {
+      // Late: behind the windows kept, but where the windows this stream follows were. The
+      // stream goes on as it was, unless late reads keep following each other: a reader that
+      // started over. (A stream that lost its reader, run < 2, has no front to be late behind.)
+      s.lateRun = off === s.lateNext ? s.lateRun + 1 : 1;
+      s.lateNext = end;
+      if (s.lateRun < LATE_RUN) {
+        s.late = true;
+        return s;
+      }
+      s.late = false;
+      s.lateRun = 0;
+      s.run = LATE_RUN;
+      s.next = end;
+      return s;
+    }
+    s.late = false;
+    const last = ws.length > 0 ? ws[ws.length - 1].end : -1;
+    if (off === s.next || (ws.length > 0 && off >= ws[0].start && off < last)) s.run++;
     else s.run = 0;
     if (end > s.next || s.run === 0) s.next = end;
     return s;
@@ -251,6 +290,25 @@ export class ReadAhead {
     w.told = undefined;
     if (freeBufs.length < KEEP_BUFS) freeBufs.push(w.buf);
   }
+}
+
+/** The windows covering [off, end) if they do without a gap. */
+function covering(ws: Window[], off: number, end: number): { use: Window[]; end: number; ready: boolean } | undefined {
+  let at = off;
+  let first = -1;
+  let count = 0;
+  let ready = true;
+  for (let k = 0; k < ws.length && at < end; k++) {
+    const w = ws[k];
+    if (w.start <= at && w.end > at) {
+      if (first < 0) first = k;
+      count++;
+      if (!w.ready) ready = false;
+      at = w.end;
+    }
+  }
+  if (at < end) return undefined;
+  return { use: ws.slice(first, first + count), end, ready };
 }
 
 /** Zeros served without a copy: bytes of an all-zero range are a view of this (never written). */
