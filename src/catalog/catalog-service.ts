@@ -363,10 +363,13 @@ export class CatalogService {
    * from the store's read-ahead window, without a buffer of our own or a copy (a view valid only
    * during the call, as SegmentStore.readWith; a FUSE reply copies it into the kernel at once).
    * Serves a range that lies in one extent of a file on a raw disk's partition (the bytes are the
-   * image file's, at the partition's offset): the common case of a sequential reader. False,
-   * without calling `use`, for anything else (holes, a range across extents, inline bytes,
-   * qcow2/VMDK, Sleuth Kit files): read() serves those. True when `use` ran at once, else a
-   * promise that resolves once it ran.
+   * image file's, at the partition's offset): the common case of a sequential reader. A range
+   * across extents or holes of such a file, once its image is open, is put together in a buffer
+   * of its own from the same read-ahead (spanning): a sequential reader meets one at every extent
+   * edge, and read() there read the parts beside the read-ahead and made the reader wait on it.
+   * False, without calling `use`, for anything else (inline bytes, qcow2/VMDK, Sleuth Kit files,
+   * an image not open yet): read() serves those. True when `use` ran at once, else a promise
+   * that resolves once it ran.
    */
   readWith(loc: Pick<Located, 'share' | 'point' | 'image' | 'vol' | 'row' | 'reader'> & { content?: { extents?: Extent[]; inline?: Buffer } }, offset: number, length: number, use: (b: Buffer) => void): boolean | Promise<void> {
     if (loc.row.type !== 'file') throw vmError('INVALID_ARGUMENT', `${loc.reader.pathOf(loc.row)} is not a regular file`);
@@ -378,9 +381,9 @@ export class CatalogService {
       return true;
     }
     const x = extentAt(content.extents, offset);
-    if (!x || end > x.logical + x.length) return false;
     const key = `${loc.share}\0${loc.point}\0${loc.image}`;
     const img = this.opened.get(key);
+    if (!x || end > x.logical + x.length) return img ? this.spanning(img, loc.vol.name, content.extents, offset, end, use) : false;
     if (img) return this.serveWith(img, loc.vol.name, x.physical + (offset - x.logical), end - offset, use);
     return this.openImage(loc.share, loc.point, loc.image).then(async (o) => {
       const r = this.serveWith(o, loc.vol.name, x.physical + (offset - x.logical), end - offset, use);
@@ -421,6 +424,48 @@ export class CatalogService {
     }
     pieces.sort((a, b) => a.from - b.from);
     return { version: h.file.base, pieces };
+  }
+
+  /**
+   * File bytes [offset, end) across extents or holes (zeros) to `use`, copied into one buffer out
+   * of the image's read-ahead as serveWith reads them; false, with nothing read, where serveWith
+   * could not serve every part.
+   */
+  private spanning(img: OpenImage, volName: string, extents: Extent[], offset: number, end: number, use: (b: Buffer) => void): boolean | Promise<void> {
+    const parts: Array<{ at: number; pos: number; length: number }> = [];
+    for (const x of extents) {
+      const lo = Math.max(offset, x.logical);
+      const hi = Math.min(end, x.logical + x.length);
+      if (lo < hi) parts.push({ at: x.physical + (lo - x.logical), pos: lo - offset, length: hi - lo });
+    }
+    const vol = img.vols.find((v) => v.name === volName);
+    if (img.format !== 'raw' || !vol || vol.extents?.length !== 1 || parts.some((p) => p.at + p.length > vol.size)) return false;
+    // Holes read as zeros: only what no part covers is cleared.
+    const out = Buffer.allocUnsafe(end - offset);
+    let at = 0;
+    for (const p of [...parts].sort((a, b) => a.pos - b.pos)) {
+      if (p.pos > at) out.fill(0, at, p.pos);
+      at = Math.max(at, p.pos + p.length);
+    }
+    if (at < out.length) out.fill(0, at);
+    const waits: Promise<void>[] = [];
+    for (const p of parts) {
+      const r = this.serveWith(img, volName, p.at, p.length, (b) => void b.copy(out, p.pos));
+      if (r === true) continue;
+      if (r !== false) {
+        waits.push(r);
+        continue;
+      }
+      // Not served from the read-ahead (the handle's bytes not its committed version: a snapshot's
+      // never are, so only in theory): read as read() would.
+      img.users++;
+      waits.push(this.ns.fs.read(img.fh, vol.extents[0].diskOffset + p.at, p.length).then((b) => void b.copy(out, p.pos)).finally(() => img.users--));
+    }
+    if (waits.length === 0) {
+      use(out);
+      return true;
+    }
+    return Promise.all(waits).then(() => use(out));
   }
 
   /** Bytes [at, at + length) of volume `volName` of an open image to `use`, if the image is raw and the volume one range of it. */

@@ -196,8 +196,9 @@ export class CatalogFilesView {
   async read(node: bigint, offset: number, size: number): Promise<Buffer> {
     const t = this.target(node);
     if (t.kind !== 'row' || t.row.type !== 'file') throw vmError('IS_DIRECTORY', 'not a regular file');
-    // A file readWith serves: what reaches here is a range across extents or holes, and the next
-    // request goes to readWith again; a window read ahead would be read for nothing.
+    // A file readWith serves: what reaches here is a rare request readWith could not take (one
+    // across extents or holes before the image was open), and the next goes to readWith again; a
+    // window read ahead would be read for nothing.
     if (t.direct) return this.readRange(t, offset, size);
     const fileSize = t.row.size;
     const end = Math.min(offset + size, fileSize);
@@ -236,7 +237,9 @@ export class CatalogFilesView {
   /**
    * A read answered without a buffer of our own (CatalogService.readWith): the bytes go from the
    * store's read-ahead window into the FUSE reply. Reads of one extent of a file on a raw disk's
-   * partition, the common case; false for the rest, which read() serves (with its windows).
+   * partition, the common case, and (the image open) requests across its extents' edges and
+   * holes, put together from the same read-ahead; false for the rest, which read() serves (with
+   * its windows).
    * Before this, every 1 MiB request cost a zeroed 1 MiB buffer and two copies, and the view's
    * windows (3 in flight per batch of the kernel's 4 requests) ran beside the store's own
    * read-ahead: files.read_vs_extents 0.25-0.28.
