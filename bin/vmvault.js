@@ -12,14 +12,6 @@ const isAgent = argv[0] === 'agent' && !['list', 'token'].includes(argv[1]);
 const isDrLocal = argv[0] === 'dr' && ['restore', 'verify'].includes(argv[1]);
 const target = new URL(isAppliance ? '../dist/src/appliance.js' : isAgent ? '../dist/src/agent/main.js' : isDrLocal ? '../dist/src/appliance-dr.js' : '../dist/src/cli/main.js', import.meta.url);
 
-// The long-running processes get their V8 flags before any of their code is loaded (why:
-// bin/v8-flags.js); the CLI's commands start without them, as fast as before.
-if (isAppliance || isAgent) {
-  const { applyV8Flags } = await import('./v8-flags.js');
-  const flags = applyV8Flags();
-  process.stderr.write(`${new Date().toISOString()} vmvault: node ${process.version}, V8 flags set at start: ${flags.join(' ') || 'none'}\n`);
-}
-
 let mod;
 try {
   mod = await import(target.href);
