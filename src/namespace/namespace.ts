@@ -22,6 +22,7 @@ import { Fastcopy } from './fastcopy.js';
 import { Snapshots } from './snapshots.js';
 import { Installer } from './install.js';
 import { FileStream } from './file-stream.js';
+import type { OpenFile } from './open-file.js';
 
 export interface NamespaceOptions {
   /** Commit an open file once it buffers this much. Default 64 MiB. */
@@ -161,8 +162,9 @@ export class Namespace {
         this.commitLargest();
         await new Promise<void>((resolve) => this.waiters.push(resolve));
       }
-      // A `once` writer (a backup's copy) bounds itself with drain() (disk-copy.ts).
-      if (!opts?.once) await this.streamAhead(fh);
+      // A `once` writer (a backup's copy) bounds itself with drain() (disk-copy.ts). The test
+      // is made here, not in an async call: every small write (rsync's) would pay its await.
+      if (!opts?.once && this.aheadOf(this.fs.handle(fh).file)) await this.streamAhead(this.fs.handle(fh).file);
       this.fs.write(fh, pos, buf, opts?.owned ?? false, opts?.release);
       kept = true;
     } finally {
@@ -189,9 +191,12 @@ export class Namespace {
    * the bound), two streams 124 of the ring's 128. Scattered writers (not streaming) keep the
    * 64 MiB commit threshold, where rewrites coalesce.
    */
-  private async streamAhead(fh: number): Promise<void> {
-    const f = this.fs.handle(fh).file;
-    while (f.dirtyBytes > this.opts.streamAheadBytes && (f.streaming || f.streamWriterLive)) {
+  private aheadOf(f: OpenFile): boolean {
+    return f.dirtyBytes > this.opts.streamAheadBytes && (f.streaming || f.streamWriterLive);
+  }
+
+  private async streamAhead(f: OpenFile): Promise<void> {
+    while (this.aheadOf(f)) {
       if (f.failed) throw f.takeFailure();
       if (!f.commitPending) this.background(f);
       await f.settled();
