@@ -53,14 +53,19 @@ async function pass(t: TestT, order: (rng: Rng) => number[][]): Promise<{ first:
 
 const N = SIZE / MiB;
 
+/** Requests (MiB index k, arrival time) in order of arrival, handed over 8 at a time (8 in flight). */
+function inFlight8(keyed: Array<{ k: number; at: number }>): number[][] {
+  keyed.sort((x, y) => x.at - y.at);
+  const out: number[][] = [];
+  for (let i = 0; i < keyed.length; i += 8) out.push(keyed.slice(i, i + 8).map((x) => x.k));
+  return out;
+}
+
 t.test('a sequential reader whose requests arrive up to 4 MiB late reads each segment once', async (t) => {
   const r = await pass(t, (rng) => {
     // Request k is handed over at position k + (0..4): up to 4 MiB late. 8 in flight.
     const keyed = Array.from({ length: N }, (_, k) => ({ k, at: k + rng.int(5) + rng.int(1000) / 1000 }));
-    keyed.sort((x, y) => x.at - y.at);
-    const out: number[][] = [];
-    for (let i = 0; i < N; i += 8) out.push(keyed.slice(i, i + 8).map((x) => x.k));
-    return out;
+    return inFlight8(keyed);
   });
   t.equal(r.bad, 0, 'every read equals the file');
   t.ok(r.first > SIZE / (64 * 1024), `${r.first} segments read`);
@@ -76,10 +81,7 @@ t.test("qemu-img convert's 8 parallel 2 MiB reads, some of them 8-14 MiB late, r
       const late = rng.int(8) === 0 ? 8 + rng.int(7) : rng.int(7);
       for (const k of rng.int(2) ? [c, c + 1] : [c + 1, c]) keyed.push({ k, at: c + late + rng.int(1000) / 1000 });
     }
-    keyed.sort((x, y) => x.at - y.at);
-    const out: number[][] = [];
-    for (let i = 0; i < N; i += 8) out.push(keyed.slice(i, i + 8).map((x) => x.k));
-    return out;
+    return inFlight8(keyed);
   });
   t.equal(r.bad, 0, 'every read equals the file');
   t.ok(r.first > SIZE / (64 * 1024), `${r.first} segments read`);
