@@ -150,7 +150,8 @@ async function restoreFileFrom(file: PointFile, from: string, to: string, opts: 
     // writer thread each run is widened to whole 4 KiB blocks (the bytes added are zeros of the
     // holes beside it), so every chunk but a last partial block is aligned for a direct write.
     const ranges = dataWindows(file, size, (holes) => opts.advance?.(holes), writer ? FILE_WRITER_ALIGN : 1);
-    const copy = writer ? copyByThread(writer) : copyByPool(out);
+    // The writer thread takes the chunks in the order handed and writes them one at a time.
+    const copy = writer ?? copyByPool(out);
     // One buffer per read in flight, reused: fresh ones cost a page fault per 4 KiB and GC time.
     // Aligned, as direct writes need.
     const free: Buffer[] = [];
@@ -183,11 +184,6 @@ async function restoreFileFrom(file: PointFile, from: string, to: string, opts: 
     await writer?.close().catch(() => {});
     await out?.close();
     await file.close();
-  }
-
-  /** Chunks to the writer thread: it writes them in the order handed, one at a time. */
-  function copyByThread(w: FileWriter): { write(buf: Buffer, at: number): Promise<void>; close(): Promise<void> } {
-    return { write: (buf, at) => w.write(buf, at), close: () => w.close() };
   }
 
   /**

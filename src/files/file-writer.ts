@@ -22,10 +22,8 @@
 
 import fs from 'node:fs/promises';
 import { constants } from 'node:fs';
-import { createRequire } from 'node:module';
 import os from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { filesAddon } from './native-addon.js';
 
 /** What direct writes are aligned to (memory, offset, length). */
 export const FILE_WRITER_ALIGN = 4096;
@@ -37,20 +35,7 @@ interface Addon {
   fileWriterClose(w: object, onClosed: () => void): void;
 }
 
-function load(): Addon | undefined {
-  if (process.env.VMVAULT_NO_NATIVE === '1') return undefined;
-  // dist/src/files -> repository root (as src/store/native.ts finds the same addon)
-  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-  try {
-    const file = process.env.VMVAULT_NATIVE_ADDON || path.join(root, 'native', 'build', 'Release', 'vmvault_native.node');
-    const addon = createRequire(import.meta.url)(file) as Partial<Addon>;
-    return typeof addon.fileWriterOpen === 'function' && typeof addon.addressAlignment === 'function' ? (addon as Addon) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-const addon = load();
+const addon = typeof filesAddon?.fileWriterOpen === 'function' && typeof filesAddon.addressAlignment === 'function' ? (filesAddon as unknown as Addon) : undefined;
 
 /** Whether openFileWriter gives a writer here (the addon is built with it). */
 export const fileWriterAvailable = addon !== undefined;

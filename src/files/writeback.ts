@@ -10,26 +10,11 @@
 // nothing, and where the kernel refuses (a file system without it) the error is swallowed:
 // the fsync at the end is what the writer relies on either way.
 
-import { createRequire } from 'node:module';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { filesAddon } from './native-addon.js';
 
 type StartWriteback = (fd: number, offset: number, length: number, cb: (err: (Error & { errno?: number }) | null) => void) => void;
 
-function load(): StartWriteback | undefined {
-  if (process.env.VMVAULT_NO_NATIVE === '1') return undefined;
-  // dist/src/files -> repository root (as src/store/native.ts finds the same addon)
-  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-  try {
-    const file = process.env.VMVAULT_NATIVE_ADDON || path.join(root, 'native', 'build', 'Release', 'vmvault_native.node');
-    const addon = createRequire(import.meta.url)(file) as { startWriteback?: StartWriteback };
-    return typeof addon.startWriteback === 'function' ? addon.startWriteback : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-const native = load();
+const native = typeof filesAddon?.startWriteback === 'function' ? (filesAddon.startWriteback as StartWriteback) : undefined;
 
 /** Whether startWriteback does anything here (the addon is built with it). */
 export const writebackAvailable = native !== undefined;
