@@ -6,7 +6,8 @@
 //   node dist/tools/bench/small-requests.js rsync [SRC] [DIR]   (rsync -a SRC into the share instead)
 // Prints one line per request kind (count, mean and total ms in the handler) and each phase's
 // seconds; the difference between a phase's time and its handlers' is the hand-off cost
-// (caller -> kernel -> libfuse thread -> JS and back).
+// (caller -> kernel -> libfuse thread -> JS and back). VMVAULT_FUSE_WRITEBACK=1 mounts the probe with
+// FUSE_CAP_WRITEBACK_CACHE (the appliance never does: PERFORMANCE "rsync8").
 
 import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
@@ -93,7 +94,7 @@ for (const [op, fn] of Object.entries(ops)) {
     return p;
   };
 }
-const session = await LlSession.mount(mnt, { fsname: 'vmvault-probe', defaultPermissions: true, maxThreads: 4, readdirplus: false}, dispatchOps(timed as Partial<LlOps>));
+const session = await LlSession.mount(mnt, { fsname: 'vmvault-probe', defaultPermissions: true, maxThreads: 4, readdirplus: false, writebackCache: process.env.VMVAULT_FUSE_WRITEBACK === '1' }, dispatchOps(timed as Partial<LlOps>));
 try {
   const [cmd, args] = rsyncSrc
     ? ['rsync', ['-a', rsyncSrc.replace(/\/*$/, '/'), path.join(mnt, 'small', 'doc') + '/']]
