@@ -79,8 +79,15 @@ store.commitSynced = async (...a: Parameters<typeof commitSynced>) => {
 const times = new Map<string, { n: number; ms: number }>();
 const ops = llfs.ops() as Record<string, (r: unknown, s: LlSession) => unknown>;
 const timed: Record<string, unknown> = {};
+// Setattrs by what they set, and whether through a handle (fchmod) or by node (utimensat).
+const setattrKinds = new Map<string, number>();
 for (const [op, fn] of Object.entries(ops)) {
   timed[op] = (r: unknown, s: LlSession) => {
+    if (op === 'setattr') {
+      const q = r as { fh?: number; set: Record<string, unknown> };
+      const k = `${Object.keys(q.set).sort().join('+')} ${q.fh === undefined ? 'by node' : 'by handle'}`;
+      setattrKinds.set(k, (setattrKinds.get(k) ?? 0) + 1);
+    }
     const t0 = performance.now();
     const done = () => {
       const e = times.get(op) ?? { n: 0, ms: 0 };
@@ -108,6 +115,7 @@ try {
   for (const [op, e] of [...times].sort((a, b) => b[1].ms - a[1].ms)) {
     process.stdout.write(`${op.padEnd(12)} ${String(e.n).padStart(7)} requests  ${(e.ms / e.n).toFixed(3)} ms each  ${e.ms.toFixed(0)} ms total\n`);
   }
+  for (const [k, n] of [...setattrKinds].sort((a, b) => b[1] - a[1])) process.stdout.write(`  setattr ${k}: ${n}\n`);
   const l = lockStats;
   process.stdout.write(`namespace lock: ${l.n} holds, waited ${l.waitMs.toFixed(0)} ms (max ${l.maxWait.toFixed(1)}), held ${l.holdMs.toFixed(0)} ms (max ${l.maxHold.toFixed(1)})\n`);
   const st = session.stats;
