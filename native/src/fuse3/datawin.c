@@ -16,8 +16,7 @@
 // to JavaScript, whose read-ahead then follows the reader and reads further windows (it sees
 // only the reads that reach it); the kernel's other reads in flight in that window (its
 // read-ahead sends 4 MiB at once) are answered here instead of queueing behind it; a read
-// across adjacent windows (up to MAX_SPAN, each starting where the one before ends) counts as
-// one in the last. A read with a byte in none goes to JavaScript.
+// across two adjacent windows counts as one in the second. A read in none goes to JavaScript.
 #define _GNU_SOURCE
 #include "datawin.h"
 
@@ -29,10 +28,6 @@
 
 // Entries at most (windows x opens reading them): the read-ahead holds 16 windows at most.
 #define MAX_WINS 128
-// Windows one read may span (a reply of that many pieces, fuse_reply_iov): a `.files/` file's
-// extents are registered as one piece per extent and window (fuse/ll-datawin.ts), so a 1 MiB
-// request of a file in 128-256 KiB extents spans 4-8 of them; beyond this it goes to JavaScript.
-#define MAX_SPAN 16
 // Bytes registered at most (an entry per open counts its whole window): registrations beyond
 // this are refused and those reads go to JavaScript.
 #define DEFAULT_CAP (128u << 20)
@@ -80,40 +75,36 @@ int vv_datawin_answer(vv_sess *s, fuse_req_t req, uint64_t ino, uint64_t fh, int
   vv_datawin *d = dw_of(s);
   if (!d || size == 0 || off < 0) return 0;
   uint64_t a = (uint64_t)off, b = a + size;
-  vv_win *span[MAX_SPAN];
-  size_t k = 0;
+  vv_win *hit = NULL, *next = NULL;
   pthread_mutex_lock(&d->mu);
-  // The windows holding [a, b), each starting where the one before ends; none missing.
-  for (uint64_t at = a; at < b;) {
-    vv_win *w = k < MAX_SPAN ? window_at(d, ino, fh, at) : NULL;
-    if (!w) {
-      k = 0;
-      break;
-    }
-    span[k++] = w;
-    at = w->end;
+  hit = window_at(d, ino, fh, a);
+  // A read across the end of its window into the next one (registered, adjacent): both parts
+  // from here. The store's windows follow the reader from where its read-ahead began; a `.files/`
+  // file's next extent continues the image's windows 4 KiB-aligned, not on the kernel's 1 MiB
+  // requests, and every fourth request then spanned two windows and went to JavaScript.
+  if (hit && hit->end < b) {
+    next = window_at(d, ino, fh, hit->end);
+    if (!next || next->end < b) hit = next = NULL;
   }
-  if (k > 0 && !may_answer(d, span[k - 1])) k = 0;
-  for (size_t i = 0; i < k; i++) span[i]->refs++;
-  if (k > 0) d->answered++;
+  if (hit && !may_answer(d, next ? next : hit)) hit = next = NULL;
+  if (hit) {
+    hit->refs++;
+    if (next) next->refs++;
+    d->answered++;
+  }
   pthread_mutex_unlock(&d->mu);
-  if (k == 0) return 0;
-  if (k == 1) {
-    fuse_reply_buf(req, span[0]->ptr + (a - span[0]->start), size);
+  if (!hit) return 0;
+  if (next) {
+    size_t n1 = (size_t)(hit->end - a);
+    struct iovec iov[2] = {{(void *)(hit->ptr + (a - hit->start)), n1}, {(void *)next->ptr, size - n1}};
+    fuse_reply_iov(req, iov, 2);
   } else {
-    struct iovec iov[MAX_SPAN];
-    for (size_t i = 0; i < k; i++) {
-      uint64_t lo = i == 0 ? a : span[i]->start, hi = span[i]->end < b ? span[i]->end : b;
-      iov[i].iov_base = (void *)(span[i]->ptr + (lo - span[i]->start));
-      iov[i].iov_len = (size_t)(hi - lo);
-    }
-    fuse_reply_iov(req, iov, (int)k);
+    fuse_reply_buf(req, hit->ptr + (a - hit->start), size);
   }
   pthread_mutex_lock(&d->mu);
-  int idle = 0;
-  for (size_t i = 0; i < k; i++)
-    if (--span[i]->refs == 0) idle = 1;
-  if (idle) pthread_cond_broadcast(&d->idle);
+  hit->refs--;
+  if (next) next->refs--;
+  if (hit->refs == 0 || (next && next->refs == 0)) pthread_cond_broadcast(&d->idle);
   pthread_mutex_unlock(&d->mu);
   return 1;
 }
