@@ -6,8 +6,12 @@
 //   files.listing_ms        readdir of a ~1,000-entry directory in `.files/` through the
 //                           libfuse3 mount, after the first (goal <= 20)
 //   files.read_vs_extents   reading a large file through `.files/` / reading the image's same
-//                           extents through the namespace, both from warm containers (the
-//                           file's page cache dropped before each pass; goal >= 0.8)
+//                           extents through the same mount, both from warm containers, each
+//                           side's page cache dropped before each of its passes, the two sides
+//                           alternating (goal >= 0.8)
+//   files.read_vs_in_process the same `.files/` passes / the image's same extents read in this
+//                           process through the namespace (no kernel, no page cache): what
+//                           files.read_vs_extents measured until filesread3
 //   search.ms               one name search over N points x M files (default 100 x 30,000; goal <= 200)
 //   search.glob_ms          a suffix glob (*.conf) over the same, which no index serves
 //   catalog.bytes_per_file  the day-1 catalog's file size / its rows
@@ -189,17 +193,28 @@ async function main(): Promise<void> {
     note(`listing ${dirPath} (${best!.n} entries): first ${first.toFixed(1)} ms, then ${median(list).toFixed(1)} ms; with lstat of each (ls -l) ${median(lsl).toFixed(1)} ms`);
     emit('files.listing_ms', median(list), 'ms', { entries: best!.n, firstMs: Math.round(first * 10) / 10, withStatMs: Math.round(median(lsl) * 10) / 10 });
 
-    // The largest file of day 1, read through .files/ and by its extents through the namespace.
+    // The largest file of day 1, read through .files/, and its extents read from the image through
+    // the mount and in this process through the namespace.
     const big = (reader as unknown as { db: import('better-sqlite3').Database }).db.prepare("SELECT id FROM files WHERE type = 1 AND volume = ? ORDER BY size DESC LIMIT 1").get(vol.id) as { id: number };
     const row = reader.get(big.id)!;
     const ext = reader.extents(row.id);
     const filePath = path.join(mnt, 'vm1/.snapshots/day1/vda.raw.files', vol.name, reader.pathOf(row));
+    const imagePath = path.join(mnt, 'vm1/.snapshots/day1/vda.raw');
     const fh = await ns.fs.open('/vm1/.snapshots/day1/vda.raw', 0);
     const volOffset = vol.offset ?? 0;
-    const byExtents = async () => {
+    const inProcess = async () => {
       for (const x of ext) for (let at = 0; at < x.length; at += MiB) await ns.fs.read(fh, volOffset + x.physical + at, Math.min(MiB, x.length - at));
     };
+    // Both mount sides read with the same reader: 1 MiB reads into one buffer, awaited in turn.
     const buf = Buffer.alloc(MiB);
+    const byImage = async () => {
+      const f = await afs.open(imagePath, 'r');
+      try {
+        for (const x of ext) for (let at = 0; at < x.length; at += MiB) await f.read(buf, 0, Math.min(MiB, x.length - at), volOffset + x.physical + at);
+      } finally {
+        await f.close();
+      }
+    };
     const byMount = async () => {
       const f = await afs.open(filePath, 'r');
       try {
@@ -215,33 +230,43 @@ async function main(): Promise<void> {
     };
     // Started before the pass that warms the segments: its own fork's write faults land there.
     const dropper = dropShell();
-    await byExtents(); // both read warm segments from here on
-    // The kernel's page cache would serve a second read through the mount: drop it for this file
-    // only (dd's fadvise DONTNEED), so both sides read the store's warm containers. Dropping the
-    // whole page cache (what this bench did before) made the mount read its containers from disk
-    // against a warm baseline; that pair, both cold, is reported beside (cold*).
+    await inProcess(); // every side reads warm segments from here on
+    // The kernel's page cache would serve a second read through the mount: each mount side's
+    // file is dropped (dd's fadvise DONTNEED of that file only) before each of its passes, so both
+    // read the store's warm containers through the kernel, the same way. Dropping the whole page
+    // cache (what this bench did before catalog3) made the mount read its containers from disk;
+    // that pair, both cold, is reported beside (cold*).
     // Dropped by the one shell started above, before any pass, not by a child per pass: each fork of
     // this process made its memory copy-on-write, and the passes after it took a write fault on
     // each page they wrote (the read-ahead's window buffers): ~6,000 per .files/ pass and
     // ~4,000-8,000 per pass by extents (filesread2), costs neither path has outside this bench.
-    const dropFile = () => dropper.run(`dd if='${filePath.replace(/'/g, `'\\''`)}' iflag=nocache count=0 status=none`);
+    const q = (p: string) => `'${p.replace(/'/g, `'\\''`)}'`;
+    const dropFile = () => dropper.run(`dd if=${q(filePath)} iflag=nocache count=0 status=none`);
+    const dropImage = () => dropper.run(`dd if=${q(imagePath)} iflag=nocache count=0 status=none`);
     const dropAll = () => dropper.run('echo 1 > /proc/sys/vm/drop_caches');
+    // Until filesread3 the baseline was the in-process read alone (no kernel, no page cache, no
+    // drop), 3 passes: its speed swung with a free core (291-1,963 MiB/s between runs) and the
+    // figure with it. The sides now alternate, which goes first alternating too, 5 passes each.
+    const ti: number[] = [];
     const te: number[] = [];
     const tm: number[] = [];
-    for (let i = 0; i < 3; i++) {
-      te.push(await timed(byExtents));
-      await dropFile();
-      tm.push(await timed(byMount));
+    for (let i = 0; i < 5; i++) {
+      ti.push(await timed(inProcess));
+      const image = async () => { await dropImage(); te.push(await timed(byImage)); };
+      const files = async () => { await dropFile(); tm.push(await timed(byMount)); };
+      if (i % 2 === 0) { await image(); await files(); } else { await files(); await image(); }
     }
     await dropAll();
     const coldMount = await timed(byMount);
     await dropAll();
-    const coldExtents = await timed(byExtents);
+    const coldExtents = await timed(byImage);
     dropper.end();
     await ns.fs.release(fh);
     const mbps = (ms: number) => row.size / MiB / (ms / 1000);
-    note(`${reader.pathOf(row)} (${(row.size / MiB).toFixed(1)} MiB, ${ext.length} extents): by extents ${mbps(median(te)).toFixed(0)} MiB/s, through .files/ ${mbps(median(tm)).toFixed(0)} MiB/s (runs ${te.map((x) => mbps(x).toFixed(0)).join(', ')} vs ${tm.map((x) => mbps(x).toFixed(0)).join(', ')}); whole page cache dropped before each: ${mbps(coldExtents).toFixed(0)} vs ${mbps(coldMount).toFixed(0)} MiB/s`);
-    emit('files.read_vs_extents', median(te) / median(tm), 'ratio', { fileMiB: Math.round(row.size / MiB), extentsMiBps: Math.round(mbps(median(te))), filesMiBps: Math.round(mbps(median(tm))), coldExtentsMiBps: Math.round(mbps(coldExtents)), coldFilesMiBps: Math.round(mbps(coldMount)) });
+    const runs = (xs: number[]) => xs.map((x) => mbps(x).toFixed(0)).join(', ');
+    note(`${reader.pathOf(row)} (${(row.size / MiB).toFixed(1)} MiB, ${ext.length} extents): through .files/ ${mbps(median(tm)).toFixed(0)} MiB/s, the image's extents through the mount ${mbps(median(te)).toFixed(0)} MiB/s, in process ${mbps(median(ti)).toFixed(0)} MiB/s (runs ${runs(tm)} vs ${runs(te)} vs ${runs(ti)}); whole page cache dropped before each: .files/ ${mbps(coldMount).toFixed(0)} vs the image's extents ${mbps(coldExtents).toFixed(0)} MiB/s`);
+    emit('files.read_vs_extents', median(te) / median(tm), 'ratio', { fileMiB: Math.round(row.size / MiB), extentsMiBps: Math.round(mbps(median(te))), filesMiBps: Math.round(mbps(median(tm))), inProcessMiBps: Math.round(mbps(median(ti))), coldExtentsMiBps: Math.round(mbps(coldExtents)), coldFilesMiBps: Math.round(mbps(coldMount)) });
+    emit('files.read_vs_in_process', median(ti) / median(tm), 'ratio', { inProcessMiBps: Math.round(mbps(median(ti))), filesMiBps: Math.round(mbps(median(tm))) });
     await mount.unmount();
     mount = undefined;
 
