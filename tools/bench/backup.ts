@@ -429,9 +429,11 @@ async function warmFull(opts: BenchBackupOptions, work: string, raw: string, bas
       const t0 = performance.now();
       const cpu = cpuSplit(q.pid);
       const costs = firstRunCosts();
-      const r = await profiled(opts.profileDir, 'full-warm', () => svc.backup('bench02', {}, progress()));
+      const pw = timedProgress();
+      const r = await profiled(opts.profileDir, 'full-warm', () => svc.backup('bench02', {}, pw));
       const t = secs(t0);
       const c = cpu();
+      for (const l of pw.lines) note(`  full, warm: ${l}`);
       note(`full backup again, warm process: ${t.toFixed(2)} s, read ${(r.bytesRead / MiB).toFixed(0)} MiB; CPU: process ${c.proc.toFixed(2)} s (main thread ${c.main.toFixed(2)} s), QEMU ${c.qemu.toFixed(2)} s; ${costs()}`);
       note(`old definition: warm.vs_store against the ingest in this process ${r3(base.tIngestHere / t)}`);
       emit({ figure: 'backup.full.warm.vs_store', value: r3(base.tIngest / t), unit: 'warm ingest time (fresh process, second ingest) / warm backup time' });
