@@ -298,6 +298,13 @@ async function settle(file: string): Promise<void> {
   await run('sync', []);
 }
 
+/** The machine's dirty and under-writeback page cache (/proc/meminfo), for the notes: what a timed backup's writes queue behind. */
+function dirty(): string {
+  const m = fs.readFileSync('/proc/meminfo', 'utf8');
+  const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(m)?.[1] ?? NaN);
+  return `page cache at the start: ${(kb('Dirty') / 1024).toFixed(0)} MiB dirty, ${(kb('Writeback') / 1024).toFixed(0)} MiB under writeback`;
+}
+
 /** Seconds to send `bytes` raw over TCP from the namespace to the root side (a plain copy over the link). */
 async function rawCopySeconds(rig: Rig, file: string, bytes: number): Promise<number> {
   const server = net.createServer();
@@ -355,9 +362,10 @@ export async function benchAgent(opts: BenchAgentOptions): Promise<void> {
       const qOld = await qemu(await disk(day1, 'vm1-old'), 'vm1-old');
       const { app, api } = await appliance(c, work, rig, 'internal-old');
       await api('POST', '/vms', { name: 'vm1', qmp: qOld.qmp, workflow: 'crash-consistent' });
+      const pc = dirty();
       const { r, cpu } = await cpuOf({ appliance: app.proc.pid, qemu: qOld.pid }, () => backup(api, 'vm1', { full: true }));
       tInternalOld = r.seconds;
-      note(`old definition: internal copy, full, right after its qcow2 was written: ${tInternalOld.toFixed(2)} s; ${cpu}`);
+      note(`old definition: internal copy, full, right after its qcow2 was written: ${tInternalOld.toFixed(2)} s; ${cpu}; ${pc}`);
       await app.stop();
       await qOld.stop();
     }
@@ -375,9 +383,10 @@ export async function benchAgent(opts: BenchAgentOptions): Promise<void> {
       const { app, api } = await appliance(c, work, rig, 'internal');
       await api('POST', '/vms', { name: 'vm1', qmp: qInt.qmp, workflow: 'crash-consistent' });
       await settle(vm1Int);
+      const pc = dirty();
       const { r, cpu } = await cpuOf({ appliance: app.proc.pid, qemu: qInt.pid }, () => backup(api, 'vm1', { full: true }));
       tInternal = r.seconds;
-      note(`internal copy, full: ${tInternal.toFixed(2)} s, read ${(r.job.result.bytesRead / MiB).toFixed(0)} MiB; ${cpu}`);
+      note(`internal copy, full: ${tInternal.toFixed(2)} s, read ${(r.job.result.bytesRead / MiB).toFixed(0)} MiB; ${cpu}; ${pc}`);
       note(`internal copy, full, steps: ${timedSteps(r.job)}`);
       await app.stop();
       await qInt.stop();
@@ -390,10 +399,11 @@ export async function benchAgent(opts: BenchAgentOptions): Promise<void> {
       await waitAgents(api, ['a1']);
       await api('POST', '/vms', { name: 'vm1', qmp: q1.qmp, workflow: 'crash-consistent', agent: 'a1' });
       await settle(vm1Disk);
+      const pc = dirty();
       const { r: r1, cpu } = await cpuOf({ appliance: app.proc.pid, agent: a.pid, qemu: q1.pid }, () => backup(api, 'vm1', { full: true }));
       const f1 = figures(r1.job);
       tAgentCold = r1.seconds;
-      note(`agent, full: ${r1.seconds.toFixed(2)} s, read ${(f1.read / MiB).toFixed(0)} MiB, ${(f1.wire / MiB).toFixed(1)} MiB on the wire, ${f1.sent}/${f1.segments} segments sent; ${cpu}`);
+      note(`agent, full: ${r1.seconds.toFixed(2)} s, read ${(f1.read / MiB).toFixed(0)} MiB, ${(f1.wire / MiB).toFixed(1)} MiB on the wire, ${f1.sent}/${f1.segments} segments sent; ${cpu}; ${pc}`);
       note(`agent, full, steps: ${timedSteps(r1.job)}`);
       note(`old definition: agent.local.vs_internal with the internal copy in the old state ${r3(tInternalOld / r1.seconds)}`);
       emit({ figure: 'agent.local.vs_internal', value: r3(tInternal / r1.seconds), unit: 'internal time / agent time, both cold, sources settled' });
