@@ -8,7 +8,17 @@
 // finds the others' segments.
 //
 //   agent.local.vs_internal        unlimited link: full backup of vm1 day 1 by the appliance's
-//                                  own copy (time) / the same by one agent (time); goal >= 0.9
+//                                  own copy (time) / the same by one agent (time); goal >= 0.9.
+//                                  Cold against cold, in the same state: each side a fresh
+//                                  appliance (the agent side also a fresh agent), a fresh QEMU of
+//                                  its own on its own qcow2 of the same bytes, that qcow2 pre-read
+//                                  into the page cache and nothing left to write back (sync), the
+//                                  internal copy first. (Until benchfair the internal copy ran
+//                                  right after its qcow2 was written, its dirty pages left to the
+//                                  kernel's flusher (30 s after writing, maybe during either
+//                                  timed backup), and the agent read the same QEMU the internal
+//                                  copy had served: that number is still printed as a note, "old
+//                                  definition", from an extra internal copy in the old state.)
 //   agent.day2.wire_vs_new         day-2 backup (incremental, through the agent) after day 1:
 //                                  bytes on the wire / (the store's new stored bytes + the
 //                                  fingerprint traffic); goal <= 1.1
@@ -24,7 +34,8 @@
 //   agent.local.vs_internal.warm   as agent.local.vs_internal, but each side's processes warm:
 //                                  a fresh appliance (and, on the agent side, a fresh agent)
 //                                  first backs up a warm-up disk of other content, then the same
-//                                  processes back up vm1 day 1 into the same store. The goal's
+//                                  processes back up vm1 day 1 (a fresh QEMU for each side,
+//                                  pre-read and synced as above) into the same store. The goal's
 //                                  figure compares a fresh appliance with a fresh appliance plus
 //                                  a fresh agent: two processes' JIT warm-up against one. An
 //                                  agent is a daemon and an appliance runs for months; both are
@@ -271,6 +282,29 @@ function permutedCopy(src: string, dst: string, bytes: number): void {
   }
 }
 
+/**
+ * Puts a source in the same state for every contender: its file read once into the page cache
+ * (QEMU reads through it) and no dirty pages of earlier steps (the qcow2 just written, an
+ * earlier backup's store) left to write back while the timed backup runs.
+ */
+async function settle(file: string): Promise<void> {
+  const fd = fs.openSync(file, 'r');
+  const buf = Buffer.allocUnsafe(8 * MiB);
+  try {
+    while (fs.readSync(fd, buf, 0, buf.length, null) > 0);
+  } finally {
+    fs.closeSync(fd);
+  }
+  await run('sync', []);
+}
+
+/** The machine's dirty and under-writeback page cache (/proc/meminfo), for the notes: what a timed backup's writes queue behind. */
+function dirty(): string {
+  const m = fs.readFileSync('/proc/meminfo', 'utf8');
+  const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(m)?.[1] ?? NaN);
+  return `page cache at the start: ${(kb('Dirty') / 1024).toFixed(0)} MiB dirty, ${(kb('Writeback') / 1024).toFixed(0)} MiB under writeback`;
+}
+
 /** Seconds to send `bytes` raw over TCP from the namespace to the root side (a plain copy over the link). */
 async function rawCopySeconds(rig: Rig, file: string, bytes: number): Promise<number> {
   const server = net.createServer();
@@ -321,17 +355,41 @@ export async function benchAgent(opts: BenchAgentOptions): Promise<void> {
     const qemu = async (file: string, name: string): Promise<TestQemu> => startQemu({ dir: work, name, wrap: ns.exec, disks: [{ device: 'vda', file }], t: c });
     note(`disks: first ${size / MiB} MiB of vm1-day1 and vm2-day1, qcow2, QEMU in namespace ${ns.name}`);
 
-    // 1. The appliance's own copy (internal agent), fresh store.
-    const q1 = await qemu(await disk(day1, 'vm1'), 'vm1');
+    // 0. The old definition's internal copy (for one stop): as until benchfair, right after its
+    // qcow2 was written (its dirty pages not yet written back), a fresh QEMU and appliance.
+    let tInternalOld: number;
+    {
+      const qOld = await qemu(await disk(day1, 'vm1-old'), 'vm1-old');
+      const { app, api } = await appliance(c, work, rig, 'internal-old');
+      await api('POST', '/vms', { name: 'vm1', qmp: qOld.qmp, workflow: 'crash-consistent' });
+      const pc = dirty();
+      const { r, cpu } = await cpuOf({ appliance: app.proc.pid, qemu: qOld.pid }, () => backup(api, 'vm1', { full: true }));
+      tInternalOld = r.seconds;
+      note(`old definition: internal copy, full, right after its qcow2 was written: ${tInternalOld.toFixed(2)} s; ${cpu}; ${pc}`);
+      await app.stop();
+      await qOld.stop();
+    }
+
+    // 1. The appliance's own copy (internal agent), fresh store, its own fresh QEMU, the source
+    // settled. vm1's own QEMU (q1, made now so its qcow2 is written back before either timed
+    // backup) serves the agent side and the day-2 and two-agent steps after it.
+    const vm1Int = await disk(day1, 'vm1-int');
+    const qInt = await qemu(vm1Int, 'vm1-int');
+    const vm1Disk = await disk(day1, 'vm1');
+    const q1 = await qemu(vm1Disk, 'vm1');
     let tInternal: number;
     let tAgentCold = 0;
     {
       const { app, api } = await appliance(c, work, rig, 'internal');
-      await api('POST', '/vms', { name: 'vm1', qmp: q1.qmp, workflow: 'crash-consistent' });
-      const { r, cpu } = await cpuOf({ appliance: app.proc.pid, qemu: q1.pid }, () => backup(api, 'vm1', { full: true }));
+      await api('POST', '/vms', { name: 'vm1', qmp: qInt.qmp, workflow: 'crash-consistent' });
+      await settle(vm1Int);
+      const pc = dirty();
+      const { r, cpu } = await cpuOf({ appliance: app.proc.pid, qemu: qInt.pid }, () => backup(api, 'vm1', { full: true }));
       tInternal = r.seconds;
-      note(`internal copy, full: ${tInternal.toFixed(2)} s, read ${(r.job.result.bytesRead / MiB).toFixed(0)} MiB; ${cpu}`);
+      note(`internal copy, full: ${tInternal.toFixed(2)} s, read ${(r.job.result.bytesRead / MiB).toFixed(0)} MiB; ${cpu}; ${pc}`);
       note(`internal copy, full, steps: ${timedSteps(r.job)}`);
+      await app.stop();
+      await qInt.stop();
     }
 
     // 2. One agent, unlimited link, fresh store: day 1 full, then day 2 over 100 Mbit/s.
@@ -340,12 +398,15 @@ export async function benchAgent(opts: BenchAgentOptions): Promise<void> {
       const a = await startAgent(c, rig, app, 'a1');
       await waitAgents(api, ['a1']);
       await api('POST', '/vms', { name: 'vm1', qmp: q1.qmp, workflow: 'crash-consistent', agent: 'a1' });
+      await settle(vm1Disk);
+      const pc = dirty();
       const { r: r1, cpu } = await cpuOf({ appliance: app.proc.pid, agent: a.pid, qemu: q1.pid }, () => backup(api, 'vm1', { full: true }));
       const f1 = figures(r1.job);
       tAgentCold = r1.seconds;
-      note(`agent, full: ${r1.seconds.toFixed(2)} s, read ${(f1.read / MiB).toFixed(0)} MiB, ${(f1.wire / MiB).toFixed(1)} MiB on the wire, ${f1.sent}/${f1.segments} segments sent; ${cpu}`);
+      note(`agent, full: ${r1.seconds.toFixed(2)} s, read ${(f1.read / MiB).toFixed(0)} MiB, ${(f1.wire / MiB).toFixed(1)} MiB on the wire, ${f1.sent}/${f1.segments} segments sent; ${cpu}; ${pc}`);
       note(`agent, full, steps: ${timedSteps(r1.job)}`);
-      emit({ figure: 'agent.local.vs_internal', value: r3(tInternal / r1.seconds), unit: 'internal time / agent time' });
+      note(`old definition: agent.local.vs_internal with the internal copy in the old state ${r3(tInternalOld / r1.seconds)}`);
+      emit({ figure: 'agent.local.vs_internal', value: r3(tInternal / r1.seconds), unit: 'internal time / agent time, both cold, sources settled' });
       emit({ figure: 'agent.fingerprint_bytes_per_gib', value: Math.round(f1.fp / (f1.read / GiB)), unit: 'bytes per GiB read' });
       emit({ figure: 'agent.rss_mib', value: a.peakRssMiB(), unit: 'MiB' });
 
@@ -411,17 +472,23 @@ export async function benchAgent(opts: BenchAgentOptions): Promise<void> {
       permutedCopy(day1, warmRaw, warmBytes);
       const qw = await qemu(await diskOf(warmRaw, 'warmup', warmBytes), 'warmup');
       fs.rmSync(warmRaw);
-      const q1w = await qemu(await disk(day1, 'vm1w'), 'vm1w');
+      const vm1wInt = await disk(day1, 'vm1w-int');
+      const q1wInt = await qemu(vm1wInt, 'vm1w-int');
+      const vm1wAgent = await disk(day1, 'vm1w');
+      const q1w = await qemu(vm1wAgent, 'vm1w');
       let tInternalWarm: number;
       {
         const { app, api } = await appliance(c, work, rig, 'internal-warm');
         await api('POST', '/vms', { name: 'warmup', qmp: qw.qmp, workflow: 'crash-consistent' });
-        await api('POST', '/vms', { name: 'vm1', qmp: q1w.qmp, workflow: 'crash-consistent' });
+        await api('POST', '/vms', { name: 'vm1', qmp: q1wInt.qmp, workflow: 'crash-consistent' });
         const w = await cpuOf({ appliance: app.proc.pid }, () => backup(api, 'warmup', { full: true }));
         note(`internal copy, warm-up (${warmBytes / MiB} MiB of permuted vm1): ${w.r.seconds.toFixed(2)} s; ${w.cpu}`);
-        const { r, cpu } = await cpuOf({ appliance: app.proc.pid, qemu: q1w.pid }, () => backup(api, 'vm1', { full: true }));
+        await settle(vm1wInt);
+        const { r, cpu } = await cpuOf({ appliance: app.proc.pid, qemu: q1wInt.pid }, () => backup(api, 'vm1', { full: true }));
         tInternalWarm = r.seconds;
         note(`internal copy, full, warm: ${tInternalWarm.toFixed(2)} s (cold ${tInternal.toFixed(2)} s); ${cpu}`);
+        await app.stop();
+        await q1wInt.stop();
       }
       {
         const { app, api } = await appliance(c, work, rig, 'agent-warm');
@@ -431,6 +498,7 @@ export async function benchAgent(opts: BenchAgentOptions): Promise<void> {
         await api('POST', '/vms', { name: 'vm1', qmp: q1w.qmp, workflow: 'crash-consistent', agent: 'aw' });
         const w = await cpuOf({ appliance: app.proc.pid, agent: a.pid }, () => backup(api, 'warmup', { full: true }));
         note(`agent, warm-up (${warmBytes / MiB} MiB of permuted vm1): ${w.r.seconds.toFixed(2)} s; ${w.cpu}`);
+        await settle(vm1wAgent);
         const { r, cpu } = await cpuOf({ appliance: app.proc.pid, agent: a.pid, qemu: q1w.pid }, () => backup(api, 'vm1', { full: true }));
         const f = figures(r.job);
         note(`agent, full, warm: ${r.seconds.toFixed(2)} s, ${f.sent}/${f.segments} segments sent (cold ${tAgentCold.toFixed(2)} s); ${cpu}`);
