@@ -184,6 +184,7 @@ export class CatalogWriter {
     );
     this.vol = id;
     this.dirs = new Map();
+    this.lastParent = undefined;
     this.placeholders = new Set();
     return id;
   }
@@ -258,9 +259,25 @@ export class CatalogWriter {
       this.put(id, parent, path === '/' ? '' : path.slice(slash + 1), e);
     } else {
       const slash = path.lastIndexOf('/');
-      const parent = this.dirId(slash <= 0 ? '/' : path.slice(0, slash));
-      this.put(this.nextId(), parent, path.slice(slash + 1), e);
+      this.put(this.nextId(), this.parentId(path, slash), path.slice(slash + 1), e);
     }
+  }
+
+  /**
+   * The last parent looked up, kept: a walk gives a directory's entries together (one batch), so
+   * the next entry's parent is mostly the same; compared in place, it needs no slice of the path
+   * and no hash of it (dirId()'s Map) per entry.
+   */
+  private lastParent: { path: string; id: number } | undefined;
+
+  /** The row id of the directory holding `path`, whose last '/' is at `slash`. */
+  private parentId(path: string, slash: number): number {
+    const last = this.lastParent;
+    if (last !== undefined && (slash <= 0 ? last.path === '/' : slash === last.path.length && path.startsWith(last.path))) return last.id;
+    const dir = slash <= 0 ? '/' : path.slice(0, slash);
+    const id = this.dirId(dir);
+    this.lastParent = { path: dir, id };
+    return id;
   }
 
   /** The columns type .. deps of an entry. */
@@ -381,6 +398,7 @@ export class CatalogWriter {
       for (const row of rows) put.run(...row);
     })();
     this.dirs.set('/', this.carriedRoots.get(this.vol)!);
+    this.lastParent = undefined;
     this.edited = e.rows;
   }
 
@@ -459,6 +477,7 @@ export class CatalogWriter {
         for (const row of rows) this.insert.run(...row);
       })();
       this.dirs.set('/', r.root);
+      this.lastParent = undefined;
       return;
     }
     try {
@@ -480,6 +499,7 @@ export class CatalogWriter {
         }
       })();
       this.dirs.set('/', r.root + r.shift);
+      this.lastParent = undefined;
     } finally {
       this.db.prepare('DETACH DATABASE prev').run();
     }
