@@ -285,7 +285,17 @@ export class ExtFs {
         // sample), and a record's fields are compared where it lies (no views made).
         const n = last - first;
         const whole = Math.min(n, Math.floor(Math.min(x.length, y.length) / isz));
-        for (let i = 0; i < whole; ) {
+        const xw = words(x, whole * isz);
+        const yw = xw && words(y, whole * isz);
+        if (xw && yw) {
+          // Both 4-byte aligned (reads of whole chunks and slabs are): the entry fields word by
+          // word in JS, no call per record or run. Most runs of 8 differ somewhere (access
+          // times), so the native compares above found little equal to skip and cost a call
+          // each: ~7 ms of a day-2 build's samples at load 7 for the sample's 12,738 records.
+          for (let i = 0; i < whole; i++) {
+            if (!sameEntryWords(xw, yw, (i * isz) >> 2, isz) && !sameEntryFieldsAt(x, y, i * isz, isz)) out.add(g * this.inodesPerGroup + first + i + 1);
+          }
+        } else for (let i = 0; i < whole; ) {
           const run = Math.min(RUN, whole - i);
           const o = i * isz;
           if (run > 1 && x.compare(y, o, o + run * isz, o, o + run * isz) === 0) {
@@ -446,6 +456,34 @@ const ENTRY_FIELDS: Array<[number, number]> = [[0, 8], [16, 20], [24, 26], [28, 
 export function sameEntryFields(x: Buffer, y: Buffer): boolean {
   if (x.length !== y.length || x.length < 128) return false;
   return sameEntryFieldsAt(x, y, 0, x.length);
+}
+
+/** A little-endian machine: a record's 16-bit fields are the low halves of its 32-bit words. */
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
+/** `b`'s first `bytes` bytes as 32-bit words, when it starts 4-byte aligned (and the machine is little-endian). */
+function words(b: Buffer, bytes: number): Int32Array | undefined {
+  return LITTLE_ENDIAN && b.byteOffset % 4 === 0 && bytes % 4 === 0 ? new Int32Array(b.buffer, b.byteOffset, bytes >> 2) : undefined;
+}
+
+/**
+ * sameEntryFieldsAt for records starting at word `w` of both, compared a word at a time: true
+ * when every entry field is equal. False may also mean "ask sameEntryFieldsAt" (inline data,
+ * whose fields run to the record's end): a caller confirms a false with it, never a true.
+ */
+function sameEntryWords(x: Int32Array, y: Int32Array, w: number, len: number): boolean {
+  // ENTRY_FIELDS in words: [0, 8) [16, 20) [24, 26) (the low half of word 6; links above it may
+  // differ) [28, 100) [108, 112) [120, 124).
+  if (x[w] !== y[w] || x[w + 1] !== y[w + 1] || x[w + 4] !== y[w + 4] || ((x[w + 6] ^ y[w + 6]) & 0xffff) !== 0) return false;
+  for (let k = w + 7; k < w + 25; k++) if (x[k] !== y[k]) return false;
+  if (x[w + 27] !== y[w + 27] || x[w + 30] !== y[w + 30]) return false;
+  if (len <= 128) return true;
+  // [128, 130): extra_isize, the low half of word 32 (the checksum's high half above it may differ).
+  if (((x[w + 32] ^ y[w + 32]) & 0xffff) !== 0) return false;
+  const extra = x[w + 32] & 0xffff;
+  if (extra >= 12 && x[w + 34] !== y[w + 34]) return false;
+  // Inline data past 60 bytes lives in the in-inode xattrs: the byte compare says it.
+  return (x[w + 8] & INLINE_DATA_FL) === 0;
 }
 
 /** Records compared a run at a time by changedInodes (8 x 256 bytes: most of a changed segment's records are equal). */
