@@ -280,22 +280,22 @@ export class ExtFs {
         const [x, y] = await Promise.all([prev.vol.read(at, (last - first) * isz), this.vol.read(at, (last - first) * isz)]);
         (this.changedTables![g] ??= []).push({ at, buf: y });
         // A segment the store calls changed mostly holds records that are not (one access time
-        // dirties its 32): equal bytes are skipped by a native compare before any field is, a
-        // run of records per call (a call per record was ~13,000 calls per day-2 build of the
-        // sample), and a record's fields are compared where it lies (no views made).
+        // dirties its 32); a record's fields are compared where it lies (no views made).
         const n = last - first;
         const whole = Math.min(n, Math.floor(Math.min(x.length, y.length) / isz));
         const xw = words(x, whole * isz);
         const yw = xw && words(y, whole * isz);
         if (xw && yw) {
-          // Both 4-byte aligned (reads of whole chunks and slabs are): the entry fields word by
-          // word in JS, no call per record or run. Most runs of 8 differ somewhere (access
-          // times), so the native compares above found little equal to skip and cost a call
-          // each: ~7 ms of a day-2 build's samples at load 7 for the sample's 12,738 records.
+          // Both 4-byte aligned (a build's reads are): the entry fields word by word in JS, no
+          // call per record or run. Most runs of 8 records differ somewhere (access times), so
+          // the native run compare below skipped little and each record then took a call of
+          // its own: ~7 ms of a day-2 build's samples at load 7 for the sample's 12,738 records.
           for (let i = 0; i < whole; i++) {
             if (!sameEntryWords(xw, yw, (i * isz) >> 2, isz) && !sameEntryFieldsAt(x, y, i * isz, isz)) out.add(g * this.inodesPerGroup + first + i + 1);
           }
         } else for (let i = 0; i < whole; ) {
+          // Unaligned: equal bytes skipped by a native compare, a run of records per call, then
+          // record by record.
           const run = Math.min(RUN, whole - i);
           const o = i * isz;
           if (run > 1 && x.compare(y, o, o + run * isz, o, o + run * isz) === 0) {
