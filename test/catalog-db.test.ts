@@ -482,3 +482,36 @@ t.test('copy mode edits in memory and writes the file once; the same rows as an 
   t.ok(rm.some((l) => l.startsWith('/d5/f5 ') && l.includes(' 99 ')), 'the row read again is in');
   t.notOk(rm.some((l) => l.startsWith('/d3')), 'the dropped subtree is gone');
 });
+
+// catalog9: add() keeps the last parent it looked up (a walk gives a directory's entries
+// together) and compares the next entry's directory with it in place. Entries in any order,
+// with directories whose names are prefixes of others ('/a', '/ab', '/a/b'), still land under
+// their own parents, placeholders and all.
+t.test('rows land under their own parents whatever the order of the entries', async (t) => {
+  const dir = tmpDir(t);
+  const file = path.join(dir, 'p.db');
+  const w = new CatalogWriter(file, { share: 's', point: 'p' });
+  const img = w.addImage('vda.raw', 1, 'raw');
+  w.addVolume(img, { name: 'p1', fs: 'ext', size: 1 });
+  const at = { size: 1, mtimeMs: 0, mode: 0o644, uid: 0, gid: 0 };
+  const order = ['/a/x', '/ab/y', '/a/z', '/a', '/ab', '/a/b/c', '/ab/b/d', '/a/b', '/a/bc', '/x', '/a/b/e', '/ab/b', '/a/y'];
+  let inode = 12;
+  for (const p of order) {
+    const isDir = ['/a', '/ab', '/a/b', '/ab/b'].includes(p);
+    w.add({ path: p, type: isDir ? 'dir' : 'file', ...at, inode: inode++ });
+  }
+  w.endVolume();
+  await w.finish();
+  const r = new CatalogReader(file);
+  t.teardown(() => r.close());
+  const [vol] = r.volumes();
+  for (const p of order) {
+    const row = r.resolve(vol, p);
+    t.ok(row, `${p} is found from the root`);
+    if (row) t.equal(r.pathOf(row), p, `${p}: its parents are its own`);
+  }
+  t.same(r.list(r.resolve(vol, '/a')!.id).map((x) => x.name), ['b', 'bc', 'x', 'y', 'z'], "/a's children");
+  t.same(r.list(r.resolve(vol, '/ab')!.id).map((x) => x.name), ['b', 'y'], "/ab's children");
+  t.same(r.list(vol.root!).map((x) => x.name), ['a', 'ab', 'x'], "the root's children");
+  t.equal(r.fileCount(), order.length + 1, 'every entry once, and the root');
+});

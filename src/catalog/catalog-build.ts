@@ -64,6 +64,7 @@ export async function namespaceSource(ns: Namespace, nsPath: string, mountPath?:
     read: view
       ? (offset, length) => view.read(offset, Math.max(0, Math.min(length, size - offset)))
       : (offset, length) => ns.fs.read(fh, offset, Math.max(0, Math.min(length, size - offset))),
+    ...(view ? { readInto: (offset: number, out: Buffer) => view.readInto(offset, out) } : {}),
     release: () => ns.fs.release(fh),
   };
 }

@@ -26,6 +26,12 @@ import { walkFilesystemImpl, walkFilesystemBatchesImpl, readFileRangeImpl } from
 export interface ByteSource {
   readonly size: number;
   read(offset: number, length: number): Promise<Buffer>;
+  /**
+   * Fills `out` with bytes [offset, offset + out.length), which lie within the source, where the
+   * source can read into a caller's buffer (a snapshot's stored version): the read cache then
+   * puts many small chunks in one allocation. Optional.
+   */
+  readInto?(offset: number, out: Buffer): Promise<void>;
   /** A file path another process can read these same bytes at (for Sleuth Kit), if there is one. */
   readonly path?: string;
   /**
