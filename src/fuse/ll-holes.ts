@@ -9,9 +9,15 @@
 // acknowledged) drops the runs of every open of it at once, so no read begun after the change
 // gets stale zeros (they are learnt again RELEARN_MS later); release drops them before the fh
 // can be reused.
+//
+// A chunk's runs are kept by the version they were walked in (its root fingerprint, size and
+// height name its bytes for good), so another open of the same version (a snapshot's image
+// opened again: each qemu-img run, each reader's pass) takes them without walking the tree
+// again: the walk of a 1 GiB image cost its JS thread ~25 ms per open, more than the rest of a
+// 64 MiB read of it through the mount (tools/PERFORMANCE.md, imageread).
 
 import type { OpenFile } from '../namespace/open-file.js';
-import type { Namespace } from '../namespace/namespace.js';
+import type { FileVersion, Namespace } from '../namespace/namespace.js';
 import type { LlSession } from './ll/session.js';
 
 /** Tree walked per step (a VM disk's segment tree for 1 GiB: a few hundred node reads at most). */
@@ -27,6 +33,13 @@ const MAX_PAIRS = 1 << 16;
  * seconds, and each write would otherwise cost a walk of the tree at its next read.
  */
 const RELEARN_MS = 5000;
+/** Chunks whose runs are kept by version (the least recently used go first). */
+const KEPT_CHUNKS = 16;
+
+/** The chunk from `from` of `v`: bytes that never change once committed. */
+function chunkKey(v: FileVersion, from: number): string {
+  return `${v.root.toString('hex')}/${v.size}/${v.height}/${from}`;
+}
 
 interface Open {
   ino: bigint;
@@ -45,6 +58,8 @@ interface Open {
 
 export class HoleTable {
   private readonly opens = new Map<number, Open>();
+  /** Zero runs of a chunk (from, to, MIN_RUN) by chunkKey, in insertion order for eviction. */
+  private readonly kept = new Map<string, number[]>();
 
   constructor(private readonly ns: Namespace) {}
 
@@ -66,23 +81,28 @@ export class HoleTable {
     }
     if (o.ino !== ino || o.busy || !o.file.clean || o.covered >= o.file.size || offset + LEAD < o.covered || o.runs.length >= MAX_PAIRS) return;
     if (o.quietUntil !== 0 && Date.now() < o.quietUntil) return;
-    o.busy = true;
     const from = o.covered;
     const to = from + CHUNK;
+    const key = chunkKey(o.file.base, from);
+    const known = this.kept.get(key);
+    if (known) {
+      // The file reads as that version now (clean, checked above), with nothing in between.
+      this.kept.delete(key);
+      this.kept.set(key, known);
+      this.learnt(s, o, from, to, known);
+      return;
+    }
+    o.busy = true;
     const open = o;
     this.ns.nodes.zeroRuns(fh, from, to, MIN_RUN).then(
       (got) => {
         open.busy = false;
+        if (!got) return;
+        // zeroRuns took the version synchronously from this call: `key` names what it walked.
+        this.keep(key, got.runs);
         // Checked here, with nothing between this and setHoles: the file is as it was walked.
-        if (!got || this.opens.get(fh) !== open || open.covered !== from || open.file.changes !== got.changes) return;
-        const r = open.runs;
-        for (let k = 0; k < got.runs.length; k += 2) {
-          if (r.length > 0 && r[r.length - 1] === got.runs[k]) r[r.length - 1] = got.runs[k + 1];
-          else r.push(got.runs[k], got.runs[k + 1]);
-        }
-        open.covered = Math.min(to, open.file.size);
-        if (s.setHoles(ino, fh, Float64Array.from(r))) open.registered = true;
-        else open.runs.length = MAX_PAIRS; // not taken: stop asking
+        if (this.opens.get(fh) !== open || open.covered !== from || open.file.changes !== got.changes) return;
+        this.learnt(s, open, from, to, got.runs);
       },
       () => {
         // The walk failed (damage): reads go through JavaScript, which reports it.
@@ -90,6 +110,24 @@ export class HoleTable {
         open.runs.length = MAX_PAIRS;
       },
     );
+  }
+
+  /** Zero runs of [from, to) of the version `o` reads as now are known: the addon takes them. */
+  private learnt(s: LlSession, o: Open, from: number, to: number, runs: number[]): void {
+    const r = o.runs;
+    for (let k = 0; k < runs.length; k += 2) {
+      if (r.length > 0 && r[r.length - 1] === runs[k]) r[r.length - 1] = runs[k + 1];
+      else r.push(runs[k], runs[k + 1]);
+    }
+    o.covered = Math.min(to, o.file.size);
+    if (s.setHoles(o.ino, o.fh, Float64Array.from(r))) o.registered = true;
+    else o.runs.length = MAX_PAIRS; // not taken: stop asking
+  }
+
+  private keep(key: string, runs: number[]): void {
+    this.kept.delete(key);
+    this.kept.set(key, runs);
+    if (this.kept.size > KEPT_CHUNKS) this.kept.delete(this.kept.keys().next().value!);
   }
 
   /** Called before the handle goes: its runs must not outlive its fh. */
