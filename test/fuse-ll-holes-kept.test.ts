@@ -7,12 +7,9 @@
 
 import t from 'tap';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { Namespace } from '../src/namespace/namespace.js';
-import { SegmentStore } from '../src/store/store.js';
-import { LlFileSystem } from '../src/fuse/ll-filesystem.js';
-import { dispatchOps, fuse3Available, type LlOps, LlSession } from '../src/fuse/ll/session.js';
+import { fuse3Available } from '../src/fuse/ll/session.js';
+import { mountStoreLl } from './helpers/ll-store-mount.js';
 import { shScript } from './helpers/sh-script.js';
 
 // make: data 1 MiB, hole 6 MiB, data 300 KiB, hole 5 MiB (the end), written as seek gaps; the
@@ -62,24 +59,13 @@ if (why) {
   t.plan(0, `holes kept by version: ${why}`);
 } else {
   t.test('a second open of the same version takes its holes without a walk; a changed file is walked again', async (t) => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vmvault-llholes-kept-'));
-    const mnt = path.join(dir, 'mnt');
-    fs.mkdirSync(mnt);
-    const store = await SegmentStore.open(path.join(dir, 'data'));
-    const ns = await Namespace.open(store, { log: (l) => t.comment(l) });
     let walks = 0;
-    const zeroRuns = ns.nodes.zeroRuns.bind(ns.nodes);
-    ns.nodes.zeroRuns = (...a: Parameters<typeof zeroRuns>) => {
-      walks++;
-      return zeroRuns(...a);
-    };
-    const llfs = new LlFileSystem(ns, { log: (l) => t.comment(l) });
-    const session = await LlSession.mount(mnt, { fsname: 'vmvault-test', allowOther: true, defaultPermissions: true, maxThreads: 4 }, dispatchOps(llfs.ops() as Partial<LlOps>));
-    t.teardown(async () => {
-      await session.unmount();
-      await ns.close();
-      await store.close();
-      fs.rmSync(dir, { recursive: true, force: true });
+    const { dir, mnt, session } = await mountStoreLl(t, 'vmvault-llholes-kept-', (ns) => {
+      const zeroRuns = ns.nodes.zeroRuns.bind(ns.nodes);
+      ns.nodes.zeroRuns = (...a: Parameters<typeof zeroRuns>) => {
+        walks++;
+        return zeroRuns(...a);
+      };
     });
     fs.writeFileSync(path.join(dir, 't.py'), PY);
     const py = async (what: string) => {

@@ -6,12 +6,9 @@
 
 import t from 'tap';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { Namespace } from '../src/namespace/namespace.js';
-import { SegmentStore } from '../src/store/store.js';
-import { LlFileSystem } from '../src/fuse/ll-filesystem.js';
-import { dispatchOps, fuse3Available, type LlOps, LlSession } from '../src/fuse/ll/session.js';
+import { fuse3Available } from '../src/fuse/ll/session.js';
+import { mountStoreLl } from './helpers/ll-store-mount.js';
 import { shScript } from './helpers/sh-script.js';
 
 // Layout (MiB unless said): data 1, hole 6, data 300 KiB, hole 5 + 12345 bytes, data 4097 bytes,
@@ -65,19 +62,7 @@ if (why) {
   t.plan(0, `holes answered by the addon: ${why}`);
 } else {
   t.test('hole reads answered without JavaScript read as the model, and a write into a hole shows at once', async (t) => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vmvault-llholes-'));
-    const mnt = path.join(dir, 'mnt');
-    fs.mkdirSync(mnt);
-    const store = await SegmentStore.open(path.join(dir, 'data'));
-    const ns = await Namespace.open(store, { log: (l) => t.comment(l) });
-    const llfs = new LlFileSystem(ns, { log: (l) => t.comment(l) });
-    const session = await LlSession.mount(mnt, { fsname: 'vmvault-test', allowOther: true, defaultPermissions: true, maxThreads: 4 }, dispatchOps(llfs.ops() as Partial<LlOps>));
-    t.teardown(async () => {
-      await session.unmount();
-      await ns.close();
-      await store.close();
-      fs.rmSync(dir, { recursive: true, force: true });
-    });
+    const { dir, mnt, session } = await mountStoreLl(t, 'vmvault-llholes-');
     fs.writeFileSync(path.join(dir, 't.py'), PY);
     const r = await shScript(`mkdir ${mnt}/s && python3 ${dir}/t.py ${mnt}/s/img`);
     t.equal(r.code, 0, `python ran (${r.stderr.trim().slice(-400)})`);
