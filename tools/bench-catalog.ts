@@ -1,4 +1,4 @@
-// npm run bench:catalog [-- --image FILE --day2 FILE --points N --files N]
+// npm run bench:catalog [-- --image FILE --day2 FILE --points N --files N --runs N]
 // The catalog's figures (issue 15), one JSON line each, details on stderr:
 //   catalog.vs_fls          cataloging the sample image (through the namespace) / `fls -r -m` on
 //                           the same image as a plain file (goal <= 1.5)
@@ -15,7 +15,8 @@
 //   search.ms               one name search over N points x M files (default 100 x 30,000; goal <= 200)
 //   search.glob_ms          a suffix glob (*.conf) over the same, which no index serves
 //   catalog.bytes_per_file  the day-1 catalog's file size / its rows
-// Medians of a few runs: the machine is shared.
+// Medians of a few runs: the machine is shared. catalog.vs_fls and catalog.day2_vs_day1 take
+// the median of 5 (--runs) of each of fls, day 1 and day 2, run interleaved in rotated order.
 
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -36,6 +37,8 @@ const IMAGE = arg('image', '/work/vmimages/vm1-day1.raw');
 const DAY2 = arg('day2', '/work/vmimages/vm1-day2.raw');
 const POINTS = Number(arg('points', '100'));
 const FILES = Number(arg('files', '30000'));
+// Rounds of fls / day 1 / day 2 (catalog.vs_fls, catalog.day2_vs_day1): medians of this many each.
+const RUNS = Number(arg('runs', '5'));
 const MiB = 1024 * 1024;
 // This process serves the FUSE mount: everything that touches the mount below is asynchronous
 // (libuv's threads wait, the event loop keeps answering), never *Sync (that would deadlock).
@@ -141,23 +144,32 @@ async function main(): Promise<void> {
     const sector = partitionOffset(IMAGE);
     const fls: number[] = [];
     let flsLines = 0;
-    for (let i = 0; i < 3; i++) fls.push(await timed(() => (flsLines = execFileSync('fls', ['-r', '-m', '/', '-o', String(sector), IMAGE], { maxBuffer: 1 << 30 }).toString().split('\n').length - 1)));
     const day1: number[] = [];
     let files = 0;
+    const day2: number[] = [];
+    let r2: Awaited<ReturnType<typeof cat.build>> | undefined;
     // A first build reads the image's segments from the containers; the runs measured read them
     // warm, as fls reads its plain file from the page cache.
     note(`catalog of day 1, cold: ${(await timed(() => cat.build('vm1', 'day1'))).toFixed(0)} ms`);
     await cat.build('vm1', 'day2');
-    for (let i = 0; i < 3; i++) day1.push(await timed(async () => (files = (await cat.build('vm1', 'day1')).files)));
-    note(`fls -r -m: ${flsLines} lines, ${median(fls).toFixed(0)} ms; catalog of day 1: ${files} rows, ${median(day1).toFixed(0)} ms (runs ${day1.map((x) => x.toFixed(0)).join(', ')})`);
-    emit('catalog.vs_fls', median(day1) / median(fls), 'ratio', { catalogMs: Math.round(median(day1)), flsMs: Math.round(median(fls)), files });
+    // RUNS rounds of fls, day 1 and day 2, interleaved, the order rotated each round: each figure
+    // is a median of RUNS measured the same way on both of its sides, and neither side is always
+    // the one that follows the other (a day-1 build leaves garbage a following build may collect).
+    // Until catalog10 each side ran 3 times in a row, and the first day-1 run was always the
+    // slowest (199-342 ms vs 150-230 for the next two), so a median of 3 rode on one build.
+    const steps: Array<() => Promise<void>> = [
+      async () => void fls.push(await timed(() => (flsLines = execFileSync('fls', ['-r', '-m', '/', '-o', String(sector), IMAGE], { maxBuffer: 1 << 30 }).toString().split('\n').length - 1))),
+      async () => void day1.push(await timed(async () => (files = (await cat.build('vm1', 'day1')).files))),
+      async () => void day2.push(await timed(async () => (r2 = await cat.build('vm1', 'day2')))),
+    ];
+    for (let round = 0; round < RUNS; round++) for (let k = 0; k < steps.length; k++) await steps[(k + round) % steps.length]();
+    const runsOf = (xs: number[]) => xs.map((x) => x.toFixed(0)).join(', ');
+    note(`fls -r -m: ${flsLines} lines, ${median(fls).toFixed(0)} ms (runs ${runsOf(fls)}); catalog of day 1: ${files} rows, ${median(day1).toFixed(0)} ms (runs ${runsOf(day1)})`);
+    emit('catalog.vs_fls', median(day1) / median(fls), 'ratio', { catalogMs: Math.round(median(day1)), flsMs: Math.round(median(fls)), files, runs: RUNS });
 
     // catalog.day2_vs_day1
-    const day2: number[] = [];
-    let r2: Awaited<ReturnType<typeof cat.build>> | undefined;
-    for (let i = 0; i < 3; i++) day2.push(await timed(async () => (r2 = await cat.build('vm1', 'day2'))));
-    note(`catalog of day 2 after day 1: ${median(day2).toFixed(0)} ms (runs ${day2.map((x) => x.toFixed(0)).join(', ')}), ${r2!.reusedVolumes} volume(s) reused whole, ${r2!.partlyReusedVolumes} in part (${r2!.keptRows} of ${r2!.files} rows kept)`);
-    emit('catalog.day2_vs_day1', median(day2) / median(day1), 'ratio', { day2Ms: Math.round(median(day2)), day1Ms: Math.round(median(day1)), reusedVolumes: r2!.reusedVolumes, partlyReusedVolumes: r2!.partlyReusedVolumes, keptRows: r2!.keptRows });
+    note(`catalog of day 2 after day 1: ${median(day2).toFixed(0)} ms (runs ${runsOf(day2)}), ${r2!.reusedVolumes} volume(s) reused whole, ${r2!.partlyReusedVolumes} in part (${r2!.keptRows} of ${r2!.files} rows kept)`);
+    emit('catalog.day2_vs_day1', median(day2) / median(day1), 'ratio', { day2Ms: Math.round(median(day2)), day1Ms: Math.round(median(day1)), reusedVolumes: r2!.reusedVolumes, partlyReusedVolumes: r2!.partlyReusedVolumes, keptRows: r2!.keptRows, runs: RUNS });
 
     // An unchanged point: a third snapshot of day 2 (reuse by content).
     await ns.snapshots.create('vm1', 'day3');
