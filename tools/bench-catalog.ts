@@ -28,6 +28,7 @@ import { CatalogFilesView } from '../src/catalog/files-view.js';
 import { LlMount } from '../src/fuse/ll-mount.js';
 import { Namespace } from '../src/namespace/namespace.js';
 import { SegmentStore } from '../src/store/store.js';
+import { interleaved } from './bench/interleave.js';
 
 const arg = (name: string, dflt: string) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -152,17 +153,18 @@ async function main(): Promise<void> {
     // warm, as fls reads its plain file from the page cache.
     note(`catalog of day 1, cold: ${(await timed(() => cat.build('vm1', 'day1'))).toFixed(0)} ms`);
     await cat.build('vm1', 'day2');
-    // RUNS rounds of fls, day 1 and day 2, interleaved, the order rotated each round: each figure
-    // is a median of RUNS measured the same way on both of its sides, and neither side is always
-    // the one that follows the other (a day-1 build leaves garbage a following build may collect).
-    // Until catalog10 each side ran 3 times in a row, and the first day-1 run was always the
-    // slowest (199-342 ms vs 150-230 for the next two), so a median of 3 rode on one build.
-    const steps: Array<() => Promise<void>> = [
-      async () => void fls.push(await timed(() => (flsLines = execFileSync('fls', ['-r', '-m', '/', '-o', String(sector), IMAGE], { maxBuffer: 1 << 30 }).toString().split('\n').length - 1))),
-      async () => void day1.push(await timed(async () => (files = (await cat.build('vm1', 'day1')).files))),
-      async () => void day2.push(await timed(async () => (r2 = await cat.build('vm1', 'day2')))),
-    ];
-    for (let round = 0; round < RUNS; round++) for (let k = 0; k < steps.length; k++) await steps[(k + round) % steps.length]();
+    // RUNS rounds of fls, day 1 and day 2, the order rotated each round (tools/bench/interleave.ts):
+    // each figure is a median of RUNS measured the same way on both of its sides. Until catalog10
+    // each side ran 3 times in a row, and the first day-1 run was always the slowest (199-342 ms
+    // vs 150-230 for the next two), so a median of 3 rode on one build.
+    await interleaved(
+      [
+        async () => fls.push(await timed(() => (flsLines = execFileSync('fls', ['-r', '-m', '/', '-o', String(sector), IMAGE], { maxBuffer: 1 << 30 }).toString().split('\n').length - 1))),
+        async () => day1.push(await timed(async () => (files = (await cat.build('vm1', 'day1')).files))),
+        async () => day2.push(await timed(async () => (r2 = await cat.build('vm1', 'day2')))),
+      ],
+      RUNS,
+    );
     const runsOf = (xs: number[]) => xs.map((x) => x.toFixed(0)).join(', ');
     note(`fls -r -m: ${flsLines} lines, ${median(fls).toFixed(0)} ms (runs ${runsOf(fls)}); catalog of day 1: ${files} rows, ${median(day1).toFixed(0)} ms (runs ${runsOf(day1)})`);
     emit('catalog.vs_fls', median(day1) / median(fls), 'ratio', { catalogMs: Math.round(median(day1)), flsMs: Math.round(median(fls)), files, runs: RUNS });
