@@ -66,6 +66,7 @@ import { makeNetNs, type NetNs } from '../../test/helpers/netns.js';
 import { startQemu, type TestQemu } from '../../test/helpers/qemu.js';
 import { applyRuns, changedRuns } from './backup-day2.js';
 import { run } from './fuse-appliance.js';
+import { settle } from './page-cache.js';
 
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
@@ -280,22 +281,6 @@ function permutedCopy(src: string, dst: string, bytes: number): void {
     fs.closeSync(fi);
     fs.closeSync(fo);
   }
-}
-
-/**
- * Puts a source in the same state for every contender: its file read once into the page cache
- * (QEMU reads through it) and no dirty pages of earlier steps (the qcow2 just written, an
- * earlier backup's store) left to write back while the timed backup runs.
- */
-async function settle(file: string): Promise<void> {
-  const fd = fs.openSync(file, 'r');
-  const buf = Buffer.allocUnsafe(8 * MiB);
-  try {
-    while (fs.readSync(fd, buf, 0, buf.length, null) > 0);
-  } finally {
-    fs.closeSync(fd);
-  }
-  await run('sync', []);
 }
 
 /** The machine's dirty and under-writeback page cache (/proc/meminfo), for the notes: what a timed backup's writes queue behind. */

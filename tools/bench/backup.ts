@@ -52,6 +52,7 @@ import { progress, vmLookup } from '../../test/helpers/backup.js';
 import { startQemu } from '../../test/helpers/qemu.js';
 import { applyRuns, changedRuns } from './backup-day2.js';
 import { run, startBenchAppliance } from './fuse-appliance.js';
+import { preRead, settle } from './page-cache.js';
 import { ingestFile } from './store-io.js';
 
 const MiB = 2 ** 20;
@@ -197,7 +198,7 @@ export interface IngestRound {
  * stdout. Runs as `bench-backup.js --ingest-child FILE DIR ROUNDS [PROFILE_DIR]`.
  */
 export async function ingestChild(file: string, dir: string, rounds: number, profileDir?: string): Promise<void> {
-  warm(file, fs.statSync(file).size);
+  preRead(file);
   for (let i = 0; i < rounds; i++) {
     const store = await SegmentStore.open(path.join(dir, `store-${i}`));
     await run('sync', []); // no dirty pages of earlier steps to write back during the round, as for the backups
@@ -240,17 +241,6 @@ async function openStore(dir: string): Promise<{ store: SegmentStore; ns: Namesp
   return { store, ns };
 }
 
-/** Reads a file once so every contender starts with it in the page cache. */
-function warm(file: string, limit: number): void {
-  const fd = fs.openSync(file, 'r');
-  const buf = Buffer.allocUnsafe(8 * MiB);
-  try {
-    for (let at = 0; at < limit; at += buf.length) fs.readSync(fd, buf, 0, Math.min(buf.length, limit - at), at);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
 export async function benchBackup(opts: BenchBackupOptions): Promise<void> {
   const { emit, note } = opts;
   const day1 = path.join(opts.images, 'vm1-day1.raw');
@@ -284,8 +274,7 @@ export async function benchBackup(opts: BenchBackupOptions): Promise<void> {
 
     // Full backup, RSS sampled. Its source pre-read into the page cache and no dirty pages of
     // earlier steps left to write back (sync), as for the ingest child below.
-    warm(disk, fs.statSync(disk).size);
-    await run('sync', []);
+    await settle(disk);
     let rss = process.memoryUsage().rss;
     const sampler = setInterval(() => (rss = Math.max(rss, process.memoryUsage().rss)), 20);
     let t0 = performance.now();
@@ -306,7 +295,7 @@ export async function benchBackup(opts: BenchBackupOptions): Promise<void> {
     // Baseline: the store's own ingest of the same bytes from a file, in a fresh store.
     const raw = path.join(work, 'day1.raw');
     await run('qemu-img', ['convert', '-U', '-O', 'raw', disk, raw]);
-    warm(raw, size);
+    preRead(raw, size);
     // The old definition (until benchfair), kept as a note for one stop: the ingest here, after
     // the backup, in this process, warmed by it, against the cold backup.
     let tIngestHere = 0;
@@ -339,7 +328,7 @@ export async function benchBackup(opts: BenchBackupOptions): Promise<void> {
     cleanups.push(() => app.stop());
     if ((await app.api('POST', '/shares', { name: 'bench' })).status !== 201) throw new Error('creating the share for qemu-img failed');
     const inMount = path.join(app.mount, 'bench', 'vda.raw');
-    warm(disk, fs.statSync(disk).size);
+    preRead(disk);
     t0 = performance.now();
     await run('qemu-img', ['convert', '-U', '-O', 'raw', disk, inMount]);
     await run('sync', []);
@@ -424,8 +413,7 @@ async function warmFull(opts: BenchBackupOptions, work: string, raw: string, bas
       fs.mkdirSync(path.join(dir, 'data'));
       const vm = { name: 'bench02', share: 'bench02', qmp: q.qmp, workflow: 'crash-consistent' };
       const svc = new BackupService(ns, vmLookup([vm]), { dataDir: path.join(dir, 'data'), nbdConnections: opts.connections });
-      warm(disk, fs.statSync(disk).size);
-      await run('sync', []);
+      await settle(disk);
       const t0 = performance.now();
       const cpu = cpuSplit(q.pid);
       const costs = firstRunCosts();
