@@ -87,8 +87,7 @@ export class HoleTable {
     const known = this.kept.get(key);
     if (known) {
       // The file reads as that version now (clean, checked above), with nothing in between.
-      this.kept.delete(key);
-      this.kept.set(key, known);
+      this.keep(key, known);
       this.learnt(s, o, from, to, known);
       return;
     }
@@ -124,6 +123,7 @@ export class HoleTable {
     else o.runs.length = MAX_PAIRS; // not taken: stop asking
   }
 
+  /** Keeps `runs` as the most recently used chunk, the least recently used going past KEPT_CHUNKS. */
   private keep(key: string, runs: number[]): void {
     this.kept.delete(key);
     this.kept.set(key, runs);
